@@ -1,0 +1,312 @@
+//! Every option oxgate understands, declared once. The command line, `--help`
+//! and (later) the config-file readers are all derived from this table.
+
+/// What kind of value an option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A switch; `--name` alone means true, `--name=false` turns it off.
+    Flag,
+    /// A whole number.
+    Int,
+    /// A single string; a later setting replaces an earlier one.
+    Str,
+    /// A string that may be given many times; every value is kept, in order.
+    List,
+}
+
+/// The help section an option is listed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Sockets,
+    App,
+    Python,
+    Process,
+    Limits,
+    Info,
+}
+
+impl Group {
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Sockets => "Sockets",
+            Group::App => "Loading the application",
+            Group::Python => "Python environment",
+            Group::Process => "Process",
+            Group::Limits => "Limits and timeouts",
+            Group::Info => "Information",
+        }
+    }
+    pub const ALL: [Group; 6] = [
+        Group::Sockets,
+        Group::App,
+        Group::Python,
+        Group::Process,
+        Group::Limits,
+        Group::Info,
+    ];
+}
+
+#[derive(Debug)]
+pub struct OptDef {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub short: Option<char>,
+    pub kind: Kind,
+    pub group: Group,
+    pub value_name: &'static str,
+    pub help: &'static str,
+}
+
+macro_rules! opt {
+    ($name:literal, [$($alias:literal),*], $short:expr, $kind:ident, $group:ident, $vn:literal, $help:literal) => {
+        OptDef {
+            name: $name,
+            aliases: &[$($alias),*],
+            short: $short,
+            kind: Kind::$kind,
+            group: Group::$group,
+            value_name: $vn,
+            help: $help,
+        }
+    };
+}
+
+pub static OPTIONS: &[OptDef] = &[
+    opt!(
+        "http-socket",
+        ["http"],
+        None,
+        List,
+        Sockets,
+        "ADDR",
+        "Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
+         --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process."
+    ),
+    opt!(
+        "bind",
+        [],
+        Some('b'),
+        List,
+        Sockets,
+        "ADDR",
+        "Gunicorn's spelling of --http-socket."
+    ),
+    opt!(
+        "listen",
+        [],
+        Some('l'),
+        Int,
+        Sockets,
+        "N",
+        "Backlog of each listening socket (default 1024; the kernel caps it at net.core.somaxconn)."
+    ),
+    opt!(
+        "chmod-socket",
+        [],
+        None,
+        Str,
+        Sockets,
+        "MODE",
+        "Permissions of unix sockets, octal (default 666 when given without a value)."
+    ),
+    opt!(
+        "wsgi-file",
+        ["file"],
+        None,
+        Str,
+        App,
+        "FILE",
+        "Load the WSGI callable from a Python file."
+    ),
+    opt!(
+        "module",
+        ["wsgi"],
+        Some('w'),
+        Str,
+        App,
+        "MODULE[:CALLABLE]",
+        "Load the WSGI callable from an importable module: pkg.mod, pkg.mod:app, or pkg.mod:factory() to call a factory."
+    ),
+    opt!(
+        "callable",
+        [],
+        None,
+        Str,
+        App,
+        "NAME",
+        "Name of the WSGI callable in the module or file (default: application)."
+    ),
+    opt!(
+        "chdir",
+        [],
+        None,
+        Str,
+        App,
+        "DIR",
+        "Change to DIR before loading the app."
+    ),
+    opt!(
+        "pythonpath",
+        ["python-path", "pp"],
+        None,
+        List,
+        Python,
+        "DIR",
+        "Put DIR in front of sys.path (repeatable)."
+    ),
+    opt!(
+        "home",
+        ["virtualenv", "venv", "pyhome"],
+        Some('H'),
+        Str,
+        Python,
+        "DIR",
+        "Use the virtualenv in DIR (default: $VIRTUAL_ENV when set)."
+    ),
+    opt!(
+        "env",
+        [],
+        None,
+        List,
+        Python,
+        "KEY=VALUE",
+        "Set an environment variable before Python starts (repeatable)."
+    ),
+    opt!(
+        "threads",
+        [],
+        None,
+        Int,
+        Process,
+        "N",
+        "Run the app in N Python threads (default 1). A slow request then never delays requests on other connections while a thread is free."
+    ),
+    opt!(
+        "master",
+        [],
+        Some('M'),
+        Flag,
+        Process,
+        "",
+        "Accepted for uWSGI compatibility."
+    ),
+    opt!(
+        "limit-post",
+        [],
+        None,
+        Int,
+        Limits,
+        "BYTES",
+        "Refuse request bodies larger than BYTES with 413 (default: no limit)."
+    ),
+    opt!(
+        "buffer-size",
+        [],
+        None,
+        Int,
+        Limits,
+        "BYTES",
+        "Largest request head accepted, in bytes (default 65536; uWSGI's 4096 is too small for real cookies). Larger heads get 431."
+    ),
+    opt!(
+        "socket-timeout",
+        [],
+        Some('z'),
+        Int,
+        Limits,
+        "SECONDS",
+        "Close a connection whose request head does not arrive within SECONDS (default 30)."
+    ),
+    opt!(
+        "help",
+        ["usage"],
+        Some('h'),
+        Flag,
+        Info,
+        "",
+        "Print this help and exit."
+    ),
+    opt!(
+        "version",
+        [],
+        None,
+        Flag,
+        Info,
+        "",
+        "Print the version and exit."
+    ),
+];
+
+/// Finds an option by its name or one of its aliases.
+pub fn lookup(name: &str) -> Option<&'static OptDef> {
+    let name = name.replace('_', "-");
+    OPTIONS
+        .iter()
+        .find(|o| o.name == name || o.aliases.contains(&name.as_str()))
+}
+
+pub fn lookup_short(c: char) -> Option<&'static OptDef> {
+    OPTIONS.iter().find(|o| o.short == Some(c))
+}
+
+/// The known option closest to a misspelt one, for "did you mean" hints.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    let mut best: Option<(usize, &'static str)> = None;
+    for o in OPTIONS {
+        for cand in std::iter::once(&o.name).chain(o.aliases.iter()) {
+            let d = edit_distance(name, cand);
+            if d <= 2.max(name.len() / 4) && best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, o.name));
+            }
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_aliases_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for o in OPTIONS {
+            for n in std::iter::once(&o.name).chain(o.aliases.iter()) {
+                assert!(seen.insert(*n), "{n} declared twice");
+            }
+        }
+        let mut shorts = std::collections::HashSet::new();
+        for o in OPTIONS.iter().filter_map(|o| o.short) {
+            assert!(shorts.insert(o), "-{o} declared twice");
+        }
+    }
+
+    #[test]
+    fn lookup_accepts_aliases_and_underscores() {
+        assert_eq!(lookup("http").unwrap().name, "http-socket");
+        assert_eq!(lookup("wsgi_file").unwrap().name, "wsgi-file");
+        assert_eq!(lookup("virtualenv").unwrap().name, "home");
+        assert!(lookup("no-such-thing").is_none());
+    }
+
+    #[test]
+    fn suggests_near_misses() {
+        assert_eq!(suggest("wsgi-fil"), Some("wsgi-file"));
+        assert_eq!(suggest("thread"), Some("threads"));
+        assert_eq!(suggest("zzzzzzzzzz"), None);
+    }
+}

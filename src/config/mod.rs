@@ -1,0 +1,461 @@
+//! Configuration: the option table (`defs`), the sources that produce
+//! `(option, value)` settings in order, and the resolved [`Config`] the server
+//! runs on.
+
+pub mod defs;
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use defs::{Kind, OptDef};
+
+/// Where the WSGI callable comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// `--wsgi-file FILE`: a Python file executed as a module.
+    File(PathBuf),
+    /// `--module pkg.mod[:callable]`: an importable module.
+    Module(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    pub source: AppSource,
+    /// The attribute to take from the module; `name()` means "call the factory".
+    pub callable: String,
+}
+
+/// The resolved configuration the server runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_sockets: Vec<String>,
+    pub listen_backlog: i32,
+    pub chmod_socket: Option<u32>,
+    pub app: AppSpec,
+    pub chdir: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub home: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub threads: usize,
+    pub limit_post: Option<u64>,
+    pub buffer_size: usize,
+    pub socket_timeout: Duration,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Serve(Box<Config>),
+    Help,
+    Version,
+}
+
+/// One value given for one option, in the order the sources gave them.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub opt: &'static OptDef,
+    pub value: String,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Reads the command line (without the program name) into ordered settings.
+pub fn parse_args<I>(args: I) -> Result<Vec<Setting>, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::Arg;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut settings = Vec::new();
+    let mut positional = Vec::new();
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return err(format!("{e}")),
+        };
+        let (opt, shown) = match arg {
+            Arg::Long(name) => match defs::lookup(name) {
+                Some(o) => (o, format!("--{name}")),
+                None => {
+                    let hint = defs::suggest(name)
+                        .map(|s| format!(" (did you mean --{s}?)"))
+                        .unwrap_or_default();
+                    return err(format!(
+                        "unknown option --{name}{hint}; run 'oxgate --help' for the list"
+                    ));
+                }
+            },
+            Arg::Short(c) => match defs::lookup_short(c) {
+                Some(o) => (o, format!("-{c}")),
+                None => {
+                    return err(format!(
+                        "unknown option -{c}; run 'oxgate --help' for the list"
+                    ));
+                }
+            },
+            Arg::Value(v) => {
+                positional.push(
+                    v.into_string()
+                        .map_err(|v| ConfigError(format!("argument {v:?} is not valid UTF-8")))?,
+                );
+                continue;
+            }
+        };
+        let value = if opt.kind == Kind::Flag {
+            match parser.optional_value() {
+                Some(v) => os_to_string(v, &shown)?,
+                None => "true".to_string(),
+            }
+        } else {
+            match parser.value() {
+                Ok(v) => os_to_string(v, &shown)?,
+                Err(_) => {
+                    return err(format!("{shown} needs a value: {shown} {}", opt.value_name));
+                }
+            }
+        };
+        settings.push(Setting { opt, value });
+    }
+    // Gunicorn's `oxgate pkg.mod:app` and uWSGI's `oxgate app.py` shortcuts.
+    match positional.len() {
+        0 => {}
+        1 => {
+            let p = positional.remove(0);
+            let name = if p.ends_with(".py") {
+                "wsgi-file"
+            } else {
+                "module"
+            };
+            settings.push(Setting {
+                opt: defs::lookup(name).expect("declared"),
+                value: p,
+            });
+        }
+        _ => {
+            return err(format!(
+                "expected at most one application argument (like pkg.mod:app), got {positional:?}"
+            ));
+        }
+    }
+    Ok(settings)
+}
+
+fn os_to_string(v: OsString, shown: &str) -> Result<String, ConfigError> {
+    v.into_string()
+        .map_err(|v| ConfigError(format!("the value of {shown} ({v:?}) is not valid UTF-8")))
+}
+
+/// Reads a boolean the way uWSGI does.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "yes" | "on" | "y" | "t" => Some(true),
+        "0" | "false" | "no" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// Reads a number the way uWSGI does: its leading digits, 0 when there are none.
+pub fn parse_int(v: &str) -> i64 {
+    let v = v.trim();
+    let (neg, digits) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let n = digits
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .fold(0i64, |n, d| {
+            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+    if neg { -n } else { n }
+}
+
+/// Resolves ordered settings into the configuration, or a help/version request.
+pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
+    let last = |name: &str| {
+        settings
+            .iter()
+            .rev()
+            .find(|s| s.opt.name == name)
+            .map(|s| s.value.as_str())
+    };
+    let all = |name: &str| -> Vec<String> {
+        settings
+            .iter()
+            .filter(|s| s.opt.name == name)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    let flag = |name: &str| -> Result<bool, ConfigError> {
+        match last(name) {
+            None => Ok(false),
+            Some(v) => parse_bool(v)
+                .ok_or_else(|| ConfigError(format!("--{name} takes true or false, not {v:?}"))),
+        }
+    };
+    let positive = |name: &str, default: i64| -> Result<i64, ConfigError> {
+        match last(name) {
+            None => Ok(default),
+            Some(v) => {
+                let n = parse_int(v);
+                if n <= 0 {
+                    err(format!("--{name} must be a positive number, not {v:?}"))
+                } else {
+                    Ok(n)
+                }
+            }
+        }
+    };
+
+    if flag("help")? {
+        return Ok(Action::Help);
+    }
+    if flag("version")? {
+        return Ok(Action::Version);
+    }
+
+    let mut http_sockets = all("http-socket");
+    http_sockets.extend(all("bind"));
+    if http_sockets.is_empty() {
+        return err(
+            "no socket to listen on: add --http-socket ADDR (for example --http-socket 127.0.0.1:8000)",
+        );
+    }
+
+    let callable_opt = last("callable").map(str::to_string);
+    let source_setting = settings
+        .iter()
+        .rev()
+        .find(|s| s.opt.name == "wsgi-file" || s.opt.name == "module");
+    let app = match source_setting {
+        None => {
+            return err(
+                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app)",
+            );
+        }
+        Some(s) if s.opt.name == "wsgi-file" => AppSpec {
+            source: AppSource::File(PathBuf::from(&s.value)),
+            callable: callable_opt.unwrap_or_else(|| "application".into()),
+        },
+        Some(s) => {
+            let (module, callable) = match s.value.split_once(':') {
+                Some((m, c)) => (m.to_string(), Some(c.to_string())),
+                None => (s.value.clone(), None),
+            };
+            if module.is_empty() || callable.as_deref() == Some("") {
+                return err(format!(
+                    "--module {:?}: expected pkg.mod, pkg.mod:app or pkg.mod:factory()",
+                    s.value
+                ));
+            }
+            AppSpec {
+                source: AppSource::Module(module),
+                callable: callable
+                    .or(callable_opt)
+                    .unwrap_or_else(|| "application".into()),
+            }
+        }
+    };
+
+    let mut env = Vec::new();
+    for kv in all("env") {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+            _ => return err(format!("--env {kv:?}: expected KEY=VALUE")),
+        }
+    }
+
+    let chmod_socket = match last("chmod-socket") {
+        None => None,
+        Some(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("true") => Some(0o666),
+        Some(v) => Some(u32::from_str_radix(v.trim(), 8).map_err(|_| {
+            ConfigError(format!(
+                "--chmod-socket {v:?}: expected octal permissions like 660"
+            ))
+        })?),
+    };
+
+    let home = last("home").map(PathBuf::from).or_else(|| {
+        std::env::var_os("VIRTUAL_ENV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+
+    Ok(Action::Serve(Box::new(Config {
+        http_sockets,
+        listen_backlog: positive("listen", 1024)?.min(i64::from(i32::MAX)) as i32,
+        chmod_socket,
+        app,
+        chdir: last("chdir").map(PathBuf::from),
+        pythonpath: all("pythonpath").into_iter().map(PathBuf::from).collect(),
+        home,
+        env,
+        threads: positive("threads", 1)?.min(1024) as usize,
+        limit_post: match last("limit-post") {
+            None => None,
+            Some(v) => Some(parse_int(v)).filter(|n| *n > 0).map(|n| n as u64),
+        },
+        buffer_size: positive("buffer-size", 65536)?.clamp(8192, 16 << 20) as usize,
+        socket_timeout: Duration::from_secs(positive("socket-timeout", 30)? as u64),
+    })))
+}
+
+/// `--help`, generated from the option table.
+pub fn help_text() -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "oxgate {} - serve Python WSGI apps\n\n\
+         Usage: oxgate --http-socket ADDR (--wsgi-file FILE | --module pkg.mod:app) [OPTIONS]\n       \
+         oxgate [OPTIONS] pkg.mod:app",
+        env!("CARGO_PKG_VERSION")
+    );
+    for group in defs::Group::ALL {
+        let _ = writeln!(out, "\n{}:", group.title());
+        for o in defs::OPTIONS.iter().filter(|o| o.group == group) {
+            let mut names = String::new();
+            if let Some(c) = o.short {
+                let _ = write!(names, "-{c}, ");
+            }
+            let _ = write!(names, "--{}", o.name);
+            for a in o.aliases {
+                let _ = write!(names, ", --{a}");
+            }
+            if !o.value_name.is_empty() {
+                let _ = write!(names, " {}", o.value_name);
+            }
+            let _ = writeln!(out, "  {names}\n      {}", o.help);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Config {
+        match resolve(&parse_args(args.iter().copied()).unwrap()).unwrap() {
+            Action::Serve(c) => *c,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    fn error(args: &[&str]) -> String {
+        match parse_args(args.iter().copied()).and_then(|s| resolve(&s)) {
+            Err(e) => e.0,
+            Ok(a) => panic!("expected an error, got {a:?}"),
+        }
+    }
+
+    #[test]
+    fn wsgi_file_and_http_alias() {
+        let c = serve(&["--http", ":8000", "--wsgi-file", "app.py"]);
+        assert_eq!(c.http_sockets, vec![":8000"]);
+        assert_eq!(c.app.source, AppSource::File("app.py".into()));
+        assert_eq!(c.app.callable, "application");
+        let c = serve(&[
+            "--http-socket=127.0.0.1:1",
+            "--file",
+            "a.py",
+            "--callable",
+            "app",
+        ]);
+        assert_eq!(c.app.callable, "app");
+    }
+
+    #[test]
+    fn module_forms() {
+        let c = serve(&["--http", ":1", "--module", "pkg.wsgi"]);
+        assert_eq!(c.app.source, AppSource::Module("pkg.wsgi".into()));
+        assert_eq!(c.app.callable, "application");
+        let c = serve(&["--http", ":1", "-w", "pkg.mod:make()"]);
+        assert_eq!(c.app.callable, "make()");
+        let c = serve(&["--http", ":1", "demo:app"]);
+        assert_eq!(c.app.source, AppSource::Module("demo".into()));
+        assert_eq!(c.app.callable, "app");
+        let c = serve(&["-b", ":1", "hello.py"]);
+        assert_eq!(c.app.source, AppSource::File("hello.py".into()));
+    }
+
+    #[test]
+    fn repeatable_options_keep_order() {
+        let c = serve(&[
+            "--http",
+            ":1",
+            "--http",
+            "/tmp/s",
+            "--pythonpath",
+            "a",
+            "--pp",
+            "b",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--file",
+            "a.py",
+        ]);
+        assert_eq!(c.http_sockets, vec![":1", "/tmp/s"]);
+        assert_eq!(c.pythonpath, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(
+            c.env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+    }
+
+    #[test]
+    fn lenient_numbers_and_flags() {
+        assert_eq!(parse_int("30 # seconds"), 30);
+        assert_eq!(parse_int("true"), 0);
+        assert_eq!(parse_int("-5"), -5);
+        let c = serve(&[
+            "--http",
+            ":1",
+            "--file",
+            "a.py",
+            "--threads",
+            "4",
+            "-M",
+            "--master=yes",
+        ]);
+        assert_eq!(c.threads, 4);
+    }
+
+    #[test]
+    fn clear_errors() {
+        assert!(error(&["--file", "a.py"]).contains("--http-socket"));
+        assert!(error(&["--http", ":1"]).contains("--wsgi-file"));
+        assert!(
+            error(&["--http", ":1", "--wsgi-fil", "a.py"]).contains("did you mean --wsgi-file")
+        );
+        assert!(error(&["--http"]).contains("needs a value"));
+        assert!(error(&["--http", ":1", "--file", "a", "--threads", "0"]).contains("positive"));
+        assert!(error(&["--http", ":1", "--file", "a", "--env", "novalue"]).contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn help_lists_every_option() {
+        let h = help_text();
+        for o in defs::OPTIONS {
+            assert!(h.contains(&format!("--{}", o.name)), "{} missing", o.name);
+        }
+    }
+}

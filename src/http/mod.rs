@@ -1,0 +1,476 @@
+//! The HTTP/1.1 front end: hyper parses and frames; this module only turns
+//! hyper's request into the protocol-neutral [`Request`] and a [`Response`]
+//! back into hyper's.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
+use hyper_util::rt::TokioTimer;
+use percent_encoding::percent_decode;
+
+use crate::python::WsgiHost;
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
+};
+
+/// Bodies up to this size are read before the app is called, so the call
+/// can run inline on the event loop; larger or chunked ones stream.
+const INLINE_BODY_MAX: u64 = 64 * 1024;
+
+/// What a connection knows about its socket.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
+pub struct HttpSettings {
+    pub limit_post: Option<u64>,
+    pub max_head: usize,
+    pub head_timeout: Duration,
+}
+
+/// Serves one connection until it closes, or until `shutdown` fires and the
+/// request in flight (if any) is done.
+pub async fn serve_connection<I>(
+    io: I,
+    info: ConnInfo,
+    host: Arc<WsgiHost>,
+    settings: Arc<HttpSettings>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let svc_settings = settings.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let host = host.clone();
+        let settings = svc_settings.clone();
+        async move { Ok::<_, Infallible>(handle(req, info, &host, &settings).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.head_timeout)
+        .max_buf_size(settings.max_head.max(8192))
+        .title_case_headers(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_error(res),
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            log_conn_error(conn.await);
+        }
+    }
+}
+
+fn log_conn_error(res: Result<(), hyper::Error>) {
+    if let Err(e) = res {
+        // Clients that go away, time out or send garbage are routine; only
+        // a response cut short by the app is worth a line.
+        let src = std::error::Error::source(&e).map(|s| s.to_string());
+        if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
+            eprintln!(
+                "oxgate: connection closed: {e}{}",
+                src.map(|s| format!(": {s}")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+async fn handle(
+    req: hyper::Request<Incoming>,
+    info: ConnInfo,
+    host: &Arc<WsgiHost>,
+    settings: &HttpSettings,
+) -> hyper::Response<OxBody> {
+    let request = match to_request(req, info, settings).await {
+        Ok(r) => r,
+        Err(resp) => return to_hyper(resp, true),
+    };
+    to_hyper(host.handle(request).await, false)
+}
+
+/// The CGI name of a request header: HTTP_ + upper case, `-` as `_`.
+fn header_var(name: &HeaderName) -> VarName {
+    let known = match name.as_str() {
+        "host" => Var::HTTP_HOST,
+        "user-agent" => Var::HTTP_USER_AGENT,
+        "accept" => Var::HTTP_ACCEPT,
+        "accept-language" => Var::HTTP_ACCEPT_LANGUAGE,
+        "accept-encoding" => Var::HTTP_ACCEPT_ENCODING,
+        "cookie" => Var::HTTP_COOKIE,
+        "connection" => Var::HTTP_CONNECTION,
+        "referer" => Var::HTTP_REFERER,
+        "cache-control" => Var::HTTP_CACHE_CONTROL,
+        "origin" => Var::HTTP_ORIGIN,
+        "authorization" => Var::HTTP_AUTHORIZATION,
+        "x-forwarded-for" => Var::HTTP_X_FORWARDED_FOR,
+        "x-forwarded-proto" => Var::HTTP_X_FORWARDED_PROTO,
+        "x-real-ip" => Var::HTTP_X_REAL_IP,
+        "if-none-match" => Var::HTTP_IF_NONE_MATCH,
+        "if-modified-since" => Var::HTTP_IF_MODIFIED_SINCE,
+        "pragma" => Var::HTTP_PRAGMA,
+        "upgrade-insecure-requests" => Var::HTTP_UPGRADE_INSECURE_REQUESTS,
+        "transfer-encoding" => Var::HTTP_TRANSFER_ENCODING,
+        "expect" => Var::HTTP_EXPECT,
+        "range" => Var::HTTP_RANGE,
+        "dnt" => Var::HTTP_DNT,
+        "sec-fetch-site" => Var::HTTP_SEC_FETCH_SITE,
+        "sec-fetch-mode" => Var::HTTP_SEC_FETCH_MODE,
+        "sec-fetch-dest" => Var::HTTP_SEC_FETCH_DEST,
+        other => {
+            let mut key = Vec::with_capacity(5 + other.len());
+            key.extend_from_slice(b"HTTP_");
+            key.extend(other.bytes().map(|c| match c {
+                b'-' => b'_',
+                c => c.to_ascii_uppercase(),
+            }));
+            return VarName::Other(Bytes::from(key));
+        }
+    };
+    VarName::Known(known)
+}
+
+fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    // "[::1]:8000", "example.com:8000", "example.com"
+    let colon = if host.first() == Some(&b'[') {
+        host.iter()
+            .position(|&c| c == b']')
+            .and_then(|end| (host.get(end + 1) == Some(&b':')).then_some(end + 1))
+    } else {
+        host.iter().rposition(|&c| c == b':')
+    };
+    match colon {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
+        None => (host, None),
+    }
+}
+
+fn static_bytes(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+async fn to_request(
+    req: hyper::Request<Incoming>,
+    info: ConnInfo,
+    settings: &HttpSettings,
+) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let mut vars: Vec<(VarName, Bytes)> = Vec::with_capacity(16 + parts.headers.keys_len());
+    let mut put = |k: VarName, value: Bytes| vars.push((k, value));
+
+    put(
+        VarName::Known(Var::REQUEST_METHOD),
+        match parts.method.as_str() {
+            "GET" => static_bytes("GET"),
+            "POST" => static_bytes("POST"),
+            "HEAD" => static_bytes("HEAD"),
+            m => Bytes::copy_from_slice(m.as_bytes()),
+        },
+    );
+    let path = parts.uri.path();
+    let raw_uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| path.to_string(), |pq| pq.as_str().to_string());
+    let path_info: Vec<u8> = percent_decode(path.as_bytes()).collect();
+    put(VarName::Known(Var::PATH_INFO), Bytes::from(path_info));
+    put(
+        VarName::Known(Var::QUERY_STRING),
+        parts
+            .uri
+            .query()
+            .map_or_else(Bytes::new, |q| Bytes::copy_from_slice(q.as_bytes())),
+    );
+    put(VarName::Known(Var::REQUEST_URI), Bytes::from(raw_uri));
+    put(
+        VarName::Known(Var::SERVER_PROTOCOL),
+        match parts.version {
+            http::Version::HTTP_10 => static_bytes("HTTP/1.0"),
+            _ => static_bytes("HTTP/1.1"),
+        },
+    );
+    put(VarName::Known(Var::REQUEST_SCHEME), static_bytes("http"));
+
+    // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket.
+    let host_value = parts
+        .headers
+        .get(header::HOST)
+        .map(|h| Bytes::copy_from_slice(h.as_bytes()))
+        .or_else(|| {
+            parts
+                .uri
+                .authority()
+                .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
+        });
+    let default_port = || {
+        info.local
+            .map_or_else(|| static_bytes("80"), |a| Bytes::from(a.port().to_string()))
+    };
+    match host_value.as_ref().filter(|h| !h.is_empty()) {
+        Some(h) => {
+            let (name, port) = split_host(h);
+            put(VarName::Known(Var::SERVER_NAME), h.slice_ref(name));
+            put(
+                VarName::Known(Var::SERVER_PORT),
+                port.filter(|p| !p.is_empty())
+                    .map_or_else(default_port, |p| h.slice_ref(p)),
+            );
+        }
+        None => {
+            let name = info.local.map_or_else(
+                || static_bytes("localhost"),
+                |a| Bytes::from(a.ip().to_string()),
+            );
+            put(VarName::Known(Var::SERVER_NAME), name);
+            put(VarName::Known(Var::SERVER_PORT), default_port());
+        }
+    }
+    if let Some(peer) = info.peer {
+        put(
+            VarName::Known(Var::REMOTE_ADDR),
+            Bytes::from(peer.ip().to_string()),
+        );
+        put(
+            VarName::Known(Var::REMOTE_PORT),
+            Bytes::from(peer.port().to_string()),
+        );
+    }
+
+    let mut content_length = None;
+    for name in parts.headers.keys() {
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next().expect("a key has a value");
+        if *name == header::CONTENT_LENGTH {
+            // hyper has already refused conflicting or malformed lengths.
+            content_length = std::str::from_utf8(first.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            put(
+                VarName::Known(Var::CONTENT_LENGTH),
+                Bytes::copy_from_slice(first.as_bytes()),
+            );
+            continue;
+        }
+        if *name == header::CONTENT_TYPE {
+            put(
+                VarName::Known(Var::CONTENT_TYPE),
+                Bytes::copy_from_slice(first.as_bytes()),
+            );
+            continue;
+        }
+        // "X_Forwarded_For" would pass for "X-Forwarded-For" once both become
+        // HTTP_X_FORWARDED_FOR; like nginx, drop names with underscores.
+        if name.as_str().contains('_') {
+            continue;
+        }
+        let value = match values.next() {
+            None => Bytes::copy_from_slice(first.as_bytes()),
+            Some(second) => {
+                let sep: &[u8] = if *name == header::COOKIE {
+                    b"; "
+                } else {
+                    b", "
+                };
+                let mut joined = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(sep);
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                Bytes::from(joined)
+            }
+        };
+        put(header_var(name), value);
+    }
+
+    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
+        && len > limit
+    {
+        return Err(Response::plain(
+            413,
+            "Content Too Large",
+            "Request body too large\n",
+        ));
+    }
+
+    let is_head = parts.method == http::Method::HEAD;
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= INLINE_BODY_MAX)
+    {
+        match body.collect().await {
+            Ok(c) => RequestBody::Full(c.to_bytes()),
+            Err(_) => {
+                return Err(Response::plain(
+                    400,
+                    "Bad Request",
+                    "Incomplete request body\n",
+                ));
+            }
+        }
+    } else {
+        RequestBody::Stream(BodyStream::new(IncomingChunks {
+            body,
+            limit: settings.limit_post,
+            seen: 0,
+        }))
+    };
+    Ok(Request {
+        vars,
+        body,
+        content_length,
+        is_head,
+    })
+}
+
+/// A request body still arriving from hyper.
+struct IncomingChunks {
+    body: Incoming,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl ChunkSource for IncomingChunks {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            return match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => {
+                    Poll::Ready(Some(Err(BodyError(format!("client connection: {e}")))))
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.seen += data.len() as u64;
+                        if self.limit.is_some_and(|l| self.seen > l) {
+                            return Poll::Ready(Some(Err(BodyError(
+                                "request body larger than --limit-post".into(),
+                            ))));
+                        }
+                        Poll::Ready(Some(Ok(data)))
+                    }
+                    Err(_) => continue, // trailers
+                },
+            };
+        }
+    }
+}
+
+/// The response body as hyper sees it.
+pub enum OxBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        first: Option<Bytes>,
+        rest: BodyStream,
+    },
+}
+
+impl Body for OxBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            OxBody::Empty => Poll::Ready(None),
+            OxBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            OxBody::Stream { first, rest } => {
+                if let Some(b) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                rest.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OxBody::Empty => true,
+            OxBody::Full(b) => b.is_none(),
+            OxBody::Stream { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OxBody::Empty => SizeHint::with_exact(0),
+            OxBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            OxBody::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+fn to_hyper(resp: Response, close: bool) -> hyper::Response<OxBody> {
+    let body = match resp.body {
+        ResponseBody::Empty => OxBody::Empty,
+        ResponseBody::Full(b) => OxBody::Full(Some(b)),
+        ResponseBody::Stream { first, rest } => OxBody::Stream { first, rest },
+    };
+    let mut out = hyper::Response::new(body);
+    *out.status_mut() =
+        http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if out.status().canonical_reason() != Some(resp.reason.as_str())
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(resp.reason.into_bytes())
+    {
+        out.extensions_mut().insert(reason);
+    }
+    let headers = out.headers_mut();
+    for (name, value) in resp.headers {
+        // Names and values were validated when the app set them.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_splitting() {
+        assert_eq!(
+            split_host(b"example.com:8080"),
+            (&b"example.com"[..], Some(&b"8080"[..]))
+        );
+        assert_eq!(split_host(b"example.com"), (&b"example.com"[..], None));
+        assert_eq!(
+            split_host(b"[::1]:8000"),
+            (&b"[::1]"[..], Some(&b"8000"[..]))
+        );
+        assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));
+    }
+
+    #[test]
+    fn header_names_become_cgi_names() {
+        assert_eq!(header_var(&header::HOST), VarName::Known(Var::HTTP_HOST));
+        assert_eq!(
+            header_var(&HeaderName::from_static("x-custom-thing")),
+            VarName::Other(Bytes::from_static(b"HTTP_X_CUSTOM_THING"))
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! oxgate: an application server for Python web apps.
+
+pub mod config;
+pub mod http;
+pub mod listen;
+pub mod python;
+pub mod request;
+pub mod server;

@@ -1,0 +1,165 @@
+//! Socket addresses as uWSGI writes them, and binding them.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use socket2::{Domain, Socket, Type};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp(String),
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// A Linux abstract unix socket (`@name`).
+    Abstract(String),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(a) => f.write_str(a),
+            Address::Unix(p) => write!(f, "{}", p.display()),
+            Address::Abstract(n) => write!(f, "@{n}"),
+        }
+    }
+}
+
+/// Reads `host:port`, `:port`, `[::1]:port`, `@abstract` or a unix path.
+/// Like uWSGI, anything without a colon is a unix socket path.
+pub fn parse(addr: &str) -> Result<Address, String> {
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Err("empty socket address".into());
+    }
+    if let Some(name) = addr.strip_prefix('@') {
+        return Ok(Address::Abstract(name.to_string()));
+    }
+    if addr.contains('/') || !addr.contains(':') {
+        return Ok(Address::Unix(PathBuf::from(addr)));
+    }
+    let (host, port) = addr.rsplit_once(':').expect("has a colon");
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "cannot understand socket address {addr:?}: the port {port:?} is not a number from 0 to 65535 \
+             (expected host:port, :port, [::1]:port or a unix socket path)"
+        ));
+    }
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok(Address::Tcp(format!("{host}:{port}")))
+}
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, Option<PathBuf>),
+}
+
+/// Binds an address, with messages that say what to do when it fails.
+pub fn bind(addr: &Address, backlog: i32, chmod: Option<u32>) -> Result<Listener, String> {
+    let fail = |e: std::io::Error| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (is another server running there? stop it or choose another address)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need root; unix sockets need a writable directory)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => " (that IP address is not on this machine)",
+            _ => "",
+        };
+        format!("cannot listen on {addr}: {e}{hint}")
+    };
+    match addr {
+        Address::Tcp(a) => {
+            let sa: SocketAddr = a
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {a}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{a} resolves to no address"))?;
+            let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(fail)?;
+            socket.set_reuse_address(true).map_err(fail)?;
+            if sa.is_ipv6() {
+                let _ = socket.set_only_v6(false);
+            }
+            socket.bind(&sa.into()).map_err(fail)?;
+            socket.listen(backlog).map_err(fail)?;
+            socket.set_nonblocking(true).map_err(fail)?;
+            Ok(Listener::Tcp(socket.into()))
+        }
+        Address::Unix(path) => {
+            // A socket file left by a previous run would make bind fail;
+            // uWSGI removes it too. Anything else at that path is kept.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::FileTypeExt;
+                if meta.file_type().is_socket() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
+            let sa = socket2::SockAddr::unix(path).map_err(fail)?;
+            socket.bind(&sa).map_err(fail)?;
+            socket.listen(backlog).map_err(fail)?;
+            socket.set_nonblocking(true).map_err(fail)?;
+            if let Some(mode) = chmod {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(fail)?;
+            }
+            Ok(Listener::Unix(socket.into(), Some(path.clone())))
+        }
+        Address::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .map_err(fail)?;
+            let l = UnixListener::bind_addr(&sa).map_err(fail)?;
+            l.set_nonblocking(true).map_err(fail)?;
+            Ok(Listener::Unix(l, None))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_forms() {
+        assert_eq!(
+            parse("127.0.0.1:8000").unwrap(),
+            Address::Tcp("127.0.0.1:8000".into())
+        );
+        assert_eq!(parse(":8000").unwrap(), Address::Tcp("0.0.0.0:8000".into()));
+        assert_eq!(
+            parse("[::1]:8000").unwrap(),
+            Address::Tcp("[::1]:8000".into())
+        );
+        assert_eq!(
+            parse("localhost:80").unwrap(),
+            Address::Tcp("localhost:80".into())
+        );
+        assert_eq!(
+            parse("/tmp/app.sock").unwrap(),
+            Address::Unix("/tmp/app.sock".into())
+        );
+        assert_eq!(parse("app.sock").unwrap(), Address::Unix("app.sock".into()));
+        assert_eq!(
+            parse("@oxgate").unwrap(),
+            Address::Abstract("oxgate".into())
+        );
+        assert!(parse("127.0.0.1:http").unwrap_err().contains("port"));
+        assert!(parse("1.2.3.4:99999").is_err());
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn address_in_use_is_explained() {
+        let a = bind(&parse("127.0.0.1:0").unwrap(), 16, None).unwrap();
+        let Listener::Tcp(l) = a else { panic!() };
+        let port = l.local_addr().unwrap().port();
+        let err = bind(&parse(&format!("127.0.0.1:{port}")).unwrap(), 16, None)
+            .err()
+            .unwrap();
+        assert!(err.contains("in use"), "{err}");
+        assert!(err.contains("another server"), "{err}");
+    }
+}

@@ -1,0 +1,89 @@
+"""oxgate's Python-side helpers: loading the WSGI callable and logging errors.
+
+Kept in Python because importlib does the real work; the Rust side calls
+these few functions once at start-up and on errors, never per request.
+"""
+import ast
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import traceback
+
+
+class AppNotFound(Exception):
+    """The module loaded, but the callable named is not there or not callable."""
+
+
+def _resolve_callable(module, spec, where):
+    """Takes `name`, `name()` or `name(args...)` (literal args) from module."""
+    call = None
+    name = spec
+    m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(\((.*)\))?\s*", spec, re.S)
+    if not m:
+        raise AppNotFound(f"{spec!r} is not a callable name (expected name, name() or name(args))")
+    name = m.group(1)
+    if m.group(2) is not None:
+        args_src = m.group(3).strip()
+        call = ast.literal_eval(f"({args_src},)") if args_src else ()
+    obj = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None)))
+            hint = f"; callables there: {', '.join(public[:12])}" if public else ""
+            raise AppNotFound(f"{where} has no attribute {name!r}{hint} (choose one with --callable NAME or pkg.mod:NAME)")
+        obj = getattr(obj, part)
+    if call is not None:
+        obj = obj(*call)
+    if not callable(obj):
+        raise AppNotFound(f"{where}:{spec} is a {type(obj).__name__}, not a WSGI callable")
+    return obj
+
+
+def load(kind, target, callable_spec):
+    """Returns (app, None) or (None, message) with the full Python error."""
+    where = target
+    try:
+        if kind == "file":
+            path = os.path.abspath(target)
+            where = f"file {target!r}"
+            if not os.path.isfile(path):
+                return None, f"cannot load the app: file {target!r} does not exist (looked in {os.getcwd()})"
+            directory = os.path.dirname(path)
+            if directory not in sys.path:
+                sys.path.insert(0, directory)
+            # uWSGI's name for a module loaded from a file.
+            name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            where = f"module {target!r}"
+            module = importlib.import_module(target)
+        return _resolve_callable(module, callable_spec, where), None
+    except BaseException as e:  # SystemExit and KeyboardInterrupt at import are load errors too
+        head = f"cannot load the app from {where}"
+        if kind != "file":
+            try:
+                spec = importlib.util.find_spec(target)
+                if spec is not None and spec.origin:
+                    head += f" ({spec.origin})"
+            except Exception:
+                pass
+        if isinstance(e, AppNotFound):
+            return None, f"{head}: {e}"
+        tb = "".join(traceback.format_exception(e))
+        hint = ""
+        if isinstance(e, ModuleNotFoundError):
+            hint = (f"\nhint: sys.path is {sys.path}; add the directory with --chdir or --pythonpath,"
+                    " or select the virtualenv with --home")
+        return None, f"{head}: {type(e).__name__}: {e}\n{tb.rstrip()}{hint}"
+
+
+def log_exception(exc, what):
+    """Writes an app's exception and its traceback to the log (stderr)."""
+    text = "".join(traceback.format_exception(exc))
+    sys.stderr.write(f"oxgate: error in {what}:\n{text}")
+    sys.stderr.flush()

@@ -1,0 +1,1166 @@
+//! PEP 3333: the environ, `start_response`, `wsgi.input`, `wsgi.file_wrapper`
+//! and the driver that turns an app's iterable into response chunks.
+//!
+//! Two ways to run a call, chosen per request:
+//! * inline, on the event-loop thread (`--threads 1` and a body already in
+//!   memory): the cheapest path, no thread hand-off (embedding.md §1);
+//! * on a Python thread of the pool (`--threads N`, or a body still
+//!   arriving, which the app may block on): chunks flow through bounded
+//!   channels, so memory stays bounded both ways.
+//!
+//! A semaphore with one permit per Python thread bounds both paths together.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::{PyIOError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyString, PyTuple};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::pool::Pool;
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
+};
+
+/// Chunks of at least this size are handed to the front end without a copy.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+/// Read size for `wsgi.file_wrapper` files served from their descriptor.
+const FILE_CHUNK: usize = 256 * 1024;
+/// Chunks buffered between a Python thread and the connection, each way.
+const CHANNEL_DEPTH: usize = 2;
+
+pub(crate) struct Helpers {
+    pub load: Py<PyAny>,
+    log_exception: Py<PyAny>,
+}
+
+pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
+    let code = CString::new(include_str!("loader.py")).expect("no NUL in loader.py");
+    let m = PyModule::from_code(py, &code, c"oxgate/loader.py", c"_oxgate_loader")?;
+    Ok(Helpers {
+        load: m.getattr("load")?.unbind(),
+        log_exception: m.getattr("log_exception")?.unbind(),
+    })
+}
+
+/// The app and everything prepared once for the per-request path.
+pub struct WsgiHost {
+    app: Py<PyAny>,
+    /// The environ entries that are the same for every request.
+    template: Py<PyDict>,
+    /// An interned key for each known CGI variable, indexed by `Var`.
+    keys: Vec<Py<PyString>>,
+    key_input: Py<PyString>,
+    empty: Py<PyString>,
+    helpers: Helpers,
+    threads: usize,
+    permits: Arc<Semaphore>,
+    pool: OnceLock<Pool>,
+}
+
+impl WsgiHost {
+    pub(crate) fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        helpers: Helpers,
+        threads: usize,
+    ) -> PyResult<WsgiHost> {
+        let template = PyDict::new(py);
+        template.set_item("wsgi.version", (1, 0))?;
+        template.set_item("wsgi.url_scheme", "http")?;
+        template.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+        template.set_item("wsgi.multithread", threads > 1)?;
+        template.set_item("wsgi.multiprocess", false)?;
+        template.set_item("wsgi.run_once", false)?;
+        template.set_item("wsgi.input_terminated", true)?;
+        template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        template.set_item("SCRIPT_NAME", "")?;
+        Ok(WsgiHost {
+            app,
+            template: template.unbind(),
+            keys: Var::ALL
+                .iter()
+                .map(|v| PyString::intern(py, v.name()).unbind())
+                .collect(),
+            key_input: PyString::intern(py, "wsgi.input").unbind(),
+            empty: PyString::intern(py, "").unbind(),
+            helpers,
+            threads,
+            permits: Arc::new(Semaphore::new(threads)),
+            pool: OnceLock::new(),
+        })
+    }
+
+    /// Serves one request. Runs inside the worker's tokio runtime.
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
+        let Request {
+            vars,
+            body,
+            is_head,
+            ..
+        } = req;
+        let input = match body {
+            RequestBody::Empty => Input::buffered(Bytes::new()),
+            RequestBody::Full(b) => Input::buffered(b),
+            // The app may block reading a body still arriving: that needs a
+            // thread of its own, not the event loop.
+            RequestBody::Stream(s) => {
+                return self.handle_pooled(vars, Input::streaming(s), is_head).await;
+            }
+        };
+        if self.threads > 1 {
+            return self.handle_pooled(vars, input, is_head).await;
+        }
+        let permit = match self.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return Response::plain(503, "Service Unavailable", "Shutting down\n"),
+        };
+        let started = Python::attach(|py| {
+            let mut call = self.begin(py, vars, input)?;
+            let (head, first) = call.first_chunk(py)?;
+            Ok::<_, CallError>((call, head, first))
+        });
+        match started {
+            Err(e) => self.error_response(e),
+            Ok((mut call, head, first)) => {
+                if is_head || Python::attach(|py| call.is_finished(py)) {
+                    let body = first.map_or(ResponseBody::Empty, ResponseBody::Full);
+                    Python::attach(|py| call.close(py));
+                    drop(permit);
+                    return head.into_response(if is_head { ResponseBody::Empty } else { body });
+                }
+                head.into_response(ResponseBody::Stream {
+                    first,
+                    rest: BodyStream::new(InlineChunks {
+                        call: Some(call),
+                        _permit: permit,
+                    }),
+                })
+            }
+        }
+    }
+
+    async fn handle_pooled(
+        self: &Arc<Self>,
+        vars: Vec<(VarName, Bytes)>,
+        input: Input,
+        is_head: bool,
+    ) -> Response {
+        let permit = match self.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return Response::plain(503, "Service Unavailable", "Shutting down\n"),
+        };
+        let (head_tx, head_rx) = oneshot::channel();
+        let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let host = self.clone();
+        self.pool
+            .get_or_init(|| Pool::new(self.threads))
+            .submit(move || {
+                Python::attach(|py| host.run_pooled(py, vars, input, is_head, head_tx, chunk_tx));
+                drop(permit);
+            });
+        match head_rx.await {
+            Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
+            Ok(Err(e)) => self.error_response(e),
+            Ok(Ok((head, first, finished))) => {
+                let body = if is_head {
+                    ResponseBody::Empty
+                } else if finished {
+                    first.map_or(ResponseBody::Empty, ResponseBody::Full)
+                } else {
+                    ResponseBody::Stream {
+                        first,
+                        rest: BodyStream::new(ChannelChunks(chunk_rx)),
+                    }
+                };
+                head.into_response(body)
+            }
+        }
+    }
+
+    /// The body of a pooled call, on a Python thread.
+    fn run_pooled(
+        &self,
+        py: Python<'_>,
+        vars: Vec<(VarName, Bytes)>,
+        input: Input,
+        is_head: bool,
+        head_tx: oneshot::Sender<Result<(Head, Option<Bytes>, bool), CallError>>,
+        chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
+    ) {
+        let mut call = match self.begin(py, vars, input) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = head_tx.send(Err(e));
+                return;
+            }
+        };
+        match call.first_chunk(py) {
+            Err(e) => {
+                let _ = head_tx.send(Err(e));
+                return;
+            }
+            Ok((head, first)) => {
+                let finished = is_head || call.is_finished(py);
+                if head_tx.send(Ok((head, first, finished))).is_err() || finished {
+                    call.close(py);
+                    return;
+                }
+            }
+        }
+        loop {
+            match call.next_chunk(py) {
+                Ok(Some(chunk)) => {
+                    if py.detach(|| chunk_tx.blocking_send(Ok(chunk))).is_err() {
+                        break; // the client went away
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = self.log_call_error(py, &call, e);
+                    let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError(msg))));
+                    break;
+                }
+            }
+        }
+        call.close(py);
+    }
+
+    /// Builds the environ and calls the app; the response is not started yet.
+    fn begin(
+        &self,
+        py: Python<'_>,
+        vars: Vec<(VarName, Bytes)>,
+        input: Input,
+    ) -> Result<Call, CallError> {
+        let environ = self.template.bind(py).copy().map_err(CallError::Internal)?;
+        for (name, value) in &vars {
+            let key = match name {
+                VarName::Known(v) => self.keys[*v as usize].bind(py).clone(),
+                VarName::Other(b) => latin1(py, b),
+            };
+            let value = if value.is_empty() {
+                self.empty.bind(py).clone()
+            } else {
+                latin1(py, value)
+            };
+            environ.set_item(key, value).map_err(CallError::Internal)?;
+        }
+        let input = Bound::new(py, input).map_err(CallError::Internal)?;
+        environ
+            .set_item(self.key_input.bind(py), input)
+            .map_err(CallError::Internal)?;
+        let sr = Bound::new(py, StartResponse::default()).map_err(CallError::Internal)?;
+        let result = self
+            .app
+            .bind(py)
+            .call1((&environ, &sr))
+            .map_err(|e| CallError::App(e, environ.clone().unbind()))?;
+        let iter = if let Ok(list) = result.cast_exact::<PyList>() {
+            Iter::List(list.clone().unbind(), 0)
+        } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+            Iter::Tuple(tuple.clone().unbind(), 0)
+        } else if let Ok(wrapper) = result.cast_exact::<FileWrapper>() {
+            match FileSource::from_wrapper(py, wrapper) {
+                Some(f) => Iter::File(f),
+                None => Iter::Generic(
+                    result
+                        .try_iter()
+                        .map_err(|e| CallError::App(e, environ.clone().unbind()))?
+                        .into_any()
+                        .unbind(),
+                ),
+            }
+        } else {
+            match result.try_iter() {
+                Ok(it) => Iter::Generic(it.into_any().unbind()),
+                Err(e) => {
+                    let call = Call {
+                        result: Some(result.unbind()),
+                        iter: Iter::Done,
+                        sr: sr.unbind(),
+                        environ: environ.clone().unbind(),
+                        limit: None,
+                        sent: 0,
+                        log_exception: self.helpers.log_exception.clone_ref(py),
+                    };
+                    drop(call); // closes the result
+                    return Err(CallError::App(
+                        PyTypeError::new_err(format!("the app returned a non-iterable: {e}")),
+                        environ.unbind(),
+                    ));
+                }
+            }
+        };
+        Ok(Call {
+            result: Some(result.unbind()),
+            iter,
+            sr: sr.unbind(),
+            environ: environ.unbind(),
+            limit: None,
+            sent: 0,
+            log_exception: self.helpers.log_exception.clone_ref(py),
+        })
+    }
+
+    fn error_response(&self, e: CallError) -> Response {
+        Python::attach(|py| match e {
+            CallError::App(err, environ) => {
+                log_exception(py, &self.helpers.log_exception, err, environ.bind(py));
+            }
+            CallError::Internal(err) => {
+                eprintln!("oxgate: internal error while calling the app: {err}");
+            }
+        });
+        Response::plain(500, "Internal Server Error", "Internal Server Error\n")
+    }
+
+    fn log_call_error(&self, py: Python<'_>, call: &Call, e: CallError) -> String {
+        let err = match e {
+            CallError::App(err, _) | CallError::Internal(err) => err,
+        };
+        let msg = format!("the app failed after the response started: {err}");
+        log_exception(py, &self.helpers.log_exception, err, call.environ.bind(py));
+        msg
+    }
+}
+
+fn log_exception(py: Python<'_>, log: &Py<PyAny>, err: PyErr, environ: &Bound<'_, PyDict>) {
+    let get = |k: &str| {
+        environ
+            .get_item(k)
+            .ok()
+            .flatten()
+            .and_then(|v| v.extract::<String>().ok())
+            .unwrap_or_default()
+    };
+    let mut uri = get("REQUEST_URI");
+    if uri.is_empty() {
+        uri = get("PATH_INFO");
+    }
+    let what = format!("{} {}", get("REQUEST_METHOD"), uri);
+    let value = err.into_value(py);
+    if log.call1(py, (value, what)).is_err() {
+        eprintln!("oxgate: error in the app (and its traceback could not be printed)");
+    }
+}
+
+/// Decodes raw bytes as ISO-8859-1: PEP 3333's "bytes as str".
+fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(
+            b.as_ptr().cast(),
+            b.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        // Latin-1 decoding cannot fail; only memory exhaustion could.
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+pub(crate) enum CallError {
+    /// The app raised; the environ names the request in the log.
+    App(PyErr, Py<PyDict>),
+    Internal(PyErr),
+}
+
+/// Status and headers, as `start_response` validated them.
+pub(crate) struct Head {
+    status: u16,
+    reason: String,
+    headers: Vec<(String, Bytes)>,
+    content_length: Option<u64>,
+}
+
+impl Head {
+    fn into_response(self, body: ResponseBody) -> Response {
+        Response {
+            status: self.status,
+            reason: self.reason,
+            headers: self.headers,
+            body,
+        }
+    }
+}
+
+/// The `start_response` callable handed to the app; `write` is its method.
+#[pyclass(module = "oxgate")]
+#[derive(Default)]
+pub(crate) struct StartResponse {
+    head: Option<Head>,
+    headers_sent: bool,
+    /// Data given to `write()`, sent before anything the iterable yields.
+    written: Vec<Bytes>,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        {
+            let mut me = slf.borrow_mut();
+            match exc_info.filter(|e| !e.is_none()) {
+                Some(exc) => {
+                    if me.headers_sent {
+                        // PEP 3333: re-raise the app's exception.
+                        let exc = exc.cast::<PyTuple>()?;
+                        let value = exc.get_item(1)?;
+                        let value = value.call_method1("with_traceback", (exc.get_item(2)?,))?;
+                        return Err(PyErr::from_value(value));
+                    }
+                }
+                None if me.head.is_some() => {
+                    return Err(PyRuntimeError::new_err(
+                        "start_response() called a second time without exc_info",
+                    ));
+                }
+                None => {}
+            }
+            me.head = Some(parse_head(status, headers)?);
+        }
+        slf.getattr("write")
+    }
+
+    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.head.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
+        })?;
+        if !bytes.as_bytes().is_empty() {
+            self.written.push(to_bytes(bytes));
+            self.headers_sent = true;
+        }
+        Ok(())
+    }
+}
+
+fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Hop-by-hop headers belong to the server (wsgiref.util.is_hop_by_hop).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status = status.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "status must be a str like '200 OK', not {}",
+            type_name(status)
+        ))
+    })?;
+    let status = status.to_str()?;
+    let b = status.as_bytes();
+    let valid = b.len() >= 4
+        && b[..3].iter().all(u8::is_ascii_digit)
+        && b[0] != b'0'
+        && b[3] == b' '
+        && !b.iter().any(|c| c.is_ascii_control());
+    if !valid {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {status:?}: expected three digits, a space and a reason, like '200 OK'"
+        )));
+    }
+    let code: u16 = status[..3].parse().expect("three digits");
+    if code < 200 {
+        return Err(PyValueError::new_err(format!(
+            "status {code}: informational (1xx) responses are the server's business"
+        )));
+    }
+    let mut out = Head {
+        status: code,
+        reason: status[4..].to_string(),
+        headers: Vec::new(),
+        content_length: None,
+    };
+    if !(headers.is_exact_instance_of::<PyList>() || headers.is_exact_instance_of::<PyTuple>()) {
+        return Err(PyTypeError::new_err(format!(
+            "headers must be a list of (name, value) tuples, not {}",
+            type_name(headers)
+        )));
+    }
+    for item in headers.try_iter()? {
+        let item = item?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "each header must be a (name, value) tuple, got {item}"
+            ))
+        })?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("header name must be str, got {name}")))?
+            .to_str()?
+            .to_string();
+        let value = value.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("value of header {name:?} must be str, got {value}"))
+        })?;
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(PyValueError::new_err(format!(
+                "invalid header name {name:?}"
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
+            )));
+        }
+        let value = str_to_latin1(value)?;
+        if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+            return Err(PyValueError::new_err(format!(
+                "value of header {name:?} contains a control character"
+            )));
+        }
+        if lower == "content-length" {
+            let n = std::str::from_utf8(&value)
+                .ok()
+                .map(str::trim)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("Content-Length {value:?} is not a number"))
+                })?;
+            if out.content_length.is_some_and(|prev| prev != n) {
+                return Err(PyValueError::new_err(
+                    "two different Content-Length headers",
+                ));
+            }
+            out.content_length = Some(n);
+        }
+        out.headers.push((name, value));
+    }
+    Ok(out)
+}
+
+fn is_token_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// Encodes a str as ISO-8859-1, refusing code points above U+00FF.
+fn str_to_latin1(s: &Bound<'_, PyString>) -> PyResult<Bytes> {
+    let text = s.to_str()?;
+    if text.is_ascii() {
+        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for ch in text.chars() {
+        let c = u32::from(ch);
+        if c > 0xff {
+            return Err(PyValueError::new_err(format!(
+                "header value {text:?} has a character above U+00FF; encode it (PEP 3333 headers are latin-1)"
+            )));
+        }
+        out.push(c as u8);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A Python `bytes` kept alive while the front end sends it.
+struct PyBytesOwner {
+    _obj: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// The buffer of an immutable bytes object never moves or changes while a
+// reference to it is held, so reading it needs no GIL.
+unsafe impl Send for PyBytesOwner {}
+unsafe impl Sync for PyBytesOwner {}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+fn to_bytes(b: &Bound<'_, PyBytes>) -> Bytes {
+    let data = b.as_bytes();
+    if data.len() < ZERO_COPY_MIN {
+        Bytes::copy_from_slice(data)
+    } else {
+        Bytes::from_owner(PyBytesOwner {
+            ptr: data.as_ptr(),
+            len: data.len(),
+            _obj: b.clone().unbind(),
+        })
+    }
+}
+
+enum Iter {
+    List(Py<PyList>, usize),
+    Tuple(Py<PyTuple>, usize),
+    Generic(Py<PyAny>),
+    File(FileSource),
+    Done,
+}
+
+/// One call of the app: its result, iterated until done, then closed.
+pub(crate) struct Call {
+    /// The app's return value; `None` once `close()` was called on it.
+    result: Option<Py<PyAny>>,
+    iter: Iter,
+    sr: Py<StartResponse>,
+    environ: Py<PyDict>,
+    /// The app's Content-Length: never send more.
+    limit: Option<u64>,
+    sent: u64,
+    log_exception: Py<PyAny>,
+}
+
+impl Call {
+    fn is_finished(&self, py: Python<'_>) -> bool {
+        matches!(self.iter, Iter::Done) && self.sr.bind(py).borrow().written.is_empty()
+    }
+
+    /// Runs the app until it produced its first non-empty chunk or finished,
+    /// and returns the head it set (PEP 3333: headers go out only then).
+    fn first_chunk(&mut self, py: Python<'_>) -> Result<(Head, Option<Bytes>), CallError> {
+        let app_err = |e: PyErr, c: &Call| CallError::App(e, c.environ.clone_ref(py));
+        let first = loop {
+            match self.next_raw(py) {
+                Ok(Some(b)) if b.is_empty() => continue,
+                Ok(other) => break other,
+                Err(e) => return Err(app_err(e, self)),
+            }
+        };
+        let mut sr = self.sr.bind(py).borrow_mut();
+        let Some(mut head) = sr.head.take() else {
+            drop(sr);
+            return Err(app_err(
+                PyRuntimeError::new_err("the app returned without calling start_response()"),
+                self,
+            ));
+        };
+        sr.headers_sent = true;
+        drop(sr);
+        // A file served from its descriptor has a known length.
+        if head.content_length.is_none()
+            && let Iter::File(f) = &self.iter
+        {
+            let len = f.remaining + first.as_ref().map_or(0, |b| b.len() as u64);
+            head.content_length = Some(len);
+            head.headers
+                .push(("Content-Length".into(), Bytes::from(len.to_string())));
+        }
+        self.limit = head.content_length;
+        let first = first.map(|b| self.clip(b));
+        if self.limit.is_some_and(|l| self.sent >= l) {
+            self.iter = Iter::Done;
+        }
+        Ok((head, first))
+    }
+
+    /// The next chunk to send, after the first; `None` at the end.
+    fn next_chunk(&mut self, py: Python<'_>) -> Result<Option<Bytes>, CallError> {
+        loop {
+            if self.limit.is_some_and(|l| self.sent >= l) {
+                return Ok(None);
+            }
+            match self.next_raw(py) {
+                Ok(Some(b)) if b.is_empty() => continue,
+                Ok(Some(b)) => return Ok(Some(self.clip(b))),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(CallError::App(e, self.environ.clone_ref(py))),
+            }
+        }
+    }
+
+    /// Cuts a chunk to what is left of the app's Content-Length.
+    fn clip(&mut self, mut b: Bytes) -> Bytes {
+        if let Some(limit) = self.limit {
+            let left = limit.saturating_sub(self.sent);
+            if b.len() as u64 > left {
+                b.truncate(left as usize);
+            }
+        }
+        self.sent += b.len() as u64;
+        b
+    }
+
+    /// Data from `write()` first, then the iterable's next item.
+    fn next_raw(&mut self, py: Python<'_>) -> PyResult<Option<Bytes>> {
+        {
+            let sr = self.sr.bind(py);
+            let mut sr = sr.borrow_mut();
+            if !sr.written.is_empty() {
+                return Ok(Some(sr.written.remove(0)));
+            }
+        }
+        let item = match &mut self.iter {
+            Iter::Done => return Ok(None),
+            Iter::List(list, i) => {
+                let list = list.bind(py);
+                if *i < list.len() {
+                    *i += 1;
+                    Some(list.get_item(*i - 1)?)
+                } else {
+                    None
+                }
+            }
+            Iter::Tuple(tuple, i) => {
+                let tuple = tuple.bind(py);
+                if *i < tuple.len() {
+                    *i += 1;
+                    Some(tuple.get_item(*i - 1)?)
+                } else {
+                    None
+                }
+            }
+            Iter::Generic(it) => {
+                let ptr = unsafe { ffi::PyIter_Next(it.as_ptr()) };
+                if ptr.is_null() {
+                    if let Some(err) = PyErr::take(py) {
+                        self.iter = Iter::Done;
+                        return Err(err);
+                    }
+                    None
+                } else {
+                    Some(unsafe { Bound::from_owned_ptr(py, ptr) })
+                }
+            }
+            Iter::File(f) => {
+                let chunk = py.detach(|| f.read())?;
+                if chunk.is_none() {
+                    self.iter = Iter::Done;
+                }
+                return Ok(chunk);
+            }
+        };
+        match item {
+            None => {
+                self.iter = Iter::Done;
+                Ok(None)
+            }
+            Some(item) => match item.cast::<PyBytes>() {
+                Ok(b) => Ok(Some(to_bytes(b))),
+                Err(_) => {
+                    self.iter = Iter::Done;
+                    Err(PyTypeError::new_err(format!(
+                        "the app yielded {}, but a WSGI body is made of bytes",
+                        type_name(&item)
+                    )))
+                }
+            },
+        }
+    }
+
+    /// Calls the result's `close()` (PEP 3333: always, also on errors and
+    /// disconnects). Exceptions from it are logged.
+    fn close(&mut self, py: Python<'_>) {
+        self.iter = Iter::Done;
+        let Some(result) = self.result.take() else {
+            return;
+        };
+        let result = result.bind(py);
+        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+            return;
+        }
+        match result.getattr_opt("close") {
+            Ok(Some(close)) => {
+                if let Err(e) = close.call0() {
+                    log_exception(py, &self.log_exception, e, self.environ.bind(py));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log_exception(py, &self.log_exception, e, self.environ.bind(py)),
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            Python::attach(|py| self.close(py));
+        }
+    }
+}
+
+/// Pulls chunks from an inline call as the connection can take them.
+struct InlineChunks {
+    call: Option<Call>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ChunkSource for InlineChunks {
+    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let Some(call) = self.call.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = Python::attach(|py| match call.next_chunk(py) {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => {
+                call.close(py);
+                None
+            }
+            Err(e) => {
+                let err = match e {
+                    CallError::App(err, _) | CallError::Internal(err) => err,
+                };
+                let msg = format!("the app failed after the response started: {err}");
+                log_exception(py, &call.log_exception, err, call.environ.bind(py));
+                call.close(py);
+                Some(Err(BodyError(msg)))
+            }
+        });
+        if !matches!(next, Some(Ok(_))) {
+            self.call = None;
+        }
+        Poll::Ready(next)
+    }
+}
+
+/// Chunks produced by a pooled call on a Python thread.
+struct ChannelChunks(mpsc::Receiver<Result<Bytes, BodyError>>);
+
+impl ChunkSource for ChannelChunks {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A regular file behind `wsgi.file_wrapper`, read from its descriptor
+/// without the GIL, from its current position to its end.
+struct FileSource {
+    fd: OwnedFd,
+    offset: u64,
+    remaining: u64,
+}
+
+impl FileSource {
+    fn from_wrapper(py: Python<'_>, wrapper: &Bound<'_, FileWrapper>) -> Option<FileSource> {
+        let filelike = wrapper.borrow().filelike.clone_ref(py);
+        let fd: i32 = filelike
+            .bind(py)
+            .call_method0("fileno")
+            .ok()?
+            .extract()
+            .ok()?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
+        {
+            return None;
+        }
+        // Python's file object may have buffered ahead; tell() knows where
+        // the app's view of the file is.
+        let offset: u64 = filelike
+            .bind(py)
+            .call_method0("tell")
+            .ok()?
+            .extract()
+            .ok()?;
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
+        Some(FileSource {
+            fd: unsafe { OwnedFd::from_raw_fd(dup) },
+            offset,
+            remaining: (st.st_size as u64).saturating_sub(offset),
+        })
+    }
+
+    fn read(&mut self) -> PyResult<Option<Bytes>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let want = (self.remaining as usize).min(FILE_CHUNK);
+        let mut buf = BytesMut::zeroed(want);
+        let n = loop {
+            let n = unsafe {
+                libc::pread(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    want,
+                    self.offset as libc::off_t,
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(PyIOError::new_err(format!(
+                    "reading the file to send: {err}"
+                )));
+            }
+        };
+        if n == 0 {
+            // The file shrank; the connection is closed short of its length.
+            self.remaining = 0;
+            return Ok(None);
+        }
+        buf.truncate(n);
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        Ok(Some(buf.freeze()))
+    }
+}
+
+/// `wsgi.file_wrapper`: an iterable over a file-like object. When the app
+/// returns it unwrapped and the file is a regular file, the server reads the
+/// descriptor itself instead of calling `read()` from Python.
+#[pyclass(module = "oxgate")]
+pub(crate) struct FileWrapper {
+    filelike: Py<PyAny>,
+    block_size: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, block_size = 8192))]
+    fn new(filelike: Py<PyAny>, block_size: usize) -> FileWrapper {
+        FileWrapper {
+            filelike,
+            block_size: block_size.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.block_size,))?;
+        let done = data.len().map(|n| n == 0).unwrap_or(true);
+        Ok(if done { None } else { Some(data) })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if let Some(close) = f.getattr_opt("close")? {
+            close.call0()?;
+        }
+        Ok(())
+    }
+}
+
+enum Source {
+    /// The whole body, already in memory.
+    Buffered(Bytes),
+    /// A body still arriving; the feeder task starts reading it (and so
+    /// sends `100 Continue`) on the first `read`.
+    Streaming {
+        start: Option<oneshot::Sender<()>>,
+        rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+        pending: Bytes,
+        eof: bool,
+    },
+}
+
+/// `wsgi.input`. Reading past the end returns `b""` and never blocks.
+#[pyclass(module = "oxgate")]
+pub(crate) struct Input {
+    source: Source,
+}
+
+impl Input {
+    fn buffered(body: Bytes) -> Input {
+        Input {
+            source: Source::Buffered(body),
+        }
+    }
+
+    fn streaming(mut body: BodyStream) -> Input {
+        let (start_tx, start_rx) = oneshot::channel::<()>();
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        tokio::spawn(async move {
+            if start_rx.await.is_err() {
+                return; // the app never read the body
+            }
+            while let Some(chunk) = body.chunk().await {
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Input {
+            source: Source::Streaming {
+                start: Some(start_tx),
+                rx,
+                pending: Bytes::new(),
+                eof: false,
+            },
+        }
+    }
+
+    /// The buffered bytes not yet read; fetches the next chunk (blocking
+    /// without the GIL) when they are used up. Empty only at the end.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<&mut Bytes> {
+        match &mut self.source {
+            Source::Buffered(b) => Ok(b),
+            Source::Streaming {
+                start,
+                rx,
+                pending,
+                eof,
+            } => {
+                while pending.is_empty() && !*eof {
+                    if let Some(start) = start.take() {
+                        let _ = start.send(());
+                    }
+                    match py.detach(|| rx.blocking_recv()) {
+                        Some(Ok(chunk)) => *pending = chunk,
+                        Some(Err(e)) => {
+                            *eof = true;
+                            return Err(PyIOError::new_err(format!(
+                                "error reading the request body: {e}"
+                            )));
+                        }
+                        None => *eof = true,
+                    }
+                }
+                Ok(pending)
+            }
+        }
+    }
+
+    fn read_bytes(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let want = size.map(|s| s - out.len());
+            if want == Some(0) {
+                break;
+            }
+            let buf = self.fill(py)?;
+            if buf.is_empty() {
+                break;
+            }
+            let n = want.map_or(buf.len(), |w| w.min(buf.len()));
+            out.extend_from_slice(&buf.split_to(n));
+        }
+        Ok(out)
+    }
+
+    fn read_line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let want = limit.map(|s| s - out.len());
+            if want == Some(0) {
+                break;
+            }
+            let buf = self.fill(py)?;
+            if buf.is_empty() {
+                break;
+            }
+            let avail = want.map_or(buf.len(), |w| w.min(buf.len()));
+            match memchr(b'\n', &buf[..avail]) {
+                Some(i) => {
+                    out.extend_from_slice(&buf.split_to(i + 1));
+                    break;
+                }
+                None => out.extend_from_slice(&buf.split_to(avail)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == needle)
+}
+
+fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    match size {
+        None => Ok(None),
+        Some(s) if s.is_none() => Ok(None),
+        Some(s) => {
+            let n: i64 = s.extract()?;
+            Ok(if n < 0 { None } else { Some(n as usize) })
+        }
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size_arg(size)?;
+        if let Source::Buffered(b) = &mut self.source {
+            let n = size.map_or(b.len(), |s| s.min(b.len()));
+            return Ok(PyBytes::new(py, &b.split_to(n)));
+        }
+        let data = self.read_bytes(py, size)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size_arg(size)?;
+        let line = self.read_line(py, size)?;
+        Ok(PyBytes::new(py, &line))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint)?.filter(|h| *h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.read_line(py, None)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.read_line(py, None)?;
+        Ok(if line.is_empty() {
+            None
+        } else {
+            Some(PyBytes::new(py, &line))
+        })
+    }
+}

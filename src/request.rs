@@ -1,0 +1,189 @@
+//! The protocol-neutral request and response. Every front end (HTTP now;
+//! uwsgi, FastCGI and SCGI later) turns bytes into a [`Request`] and a
+//! [`Response`] back into bytes; nothing between knows which protocol a
+//! request came on.
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+/// A failure while moving body bytes; the connection it belongs to is closed.
+#[derive(Debug)]
+pub struct BodyError(pub String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Something that yields body chunks asynchronously, until `None`.
+pub trait ChunkSource: Send + 'static {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
+}
+
+pub struct BodyStream(Box<dyn ChunkSource>);
+
+impl BodyStream {
+    pub fn new(source: impl ChunkSource) -> Self {
+        BodyStream(Box::new(source))
+    }
+
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.0.poll_chunk(cx)
+    }
+
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+        poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+}
+
+/// The request body as the front end has it.
+pub enum RequestBody {
+    /// No body at all.
+    Empty,
+    /// The whole body, already read.
+    Full(Bytes),
+    /// A body still arriving. Reading it starts the flow (an HTTP front end
+    /// sends `100 Continue` only then).
+    Stream(BodyStream),
+}
+
+macro_rules! known_vars {
+    ($($id:ident),* $(,)?) => {
+        /// CGI variables common enough to deserve a name: front ends produce
+        /// them without allocating, the app host keeps a ready-made key each.
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum Var { $($id,)* }
+
+        impl Var {
+            pub const ALL: &'static [Var] = &[$(Var::$id,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Var::$id => stringify!($id),)* }
+            }
+
+            pub fn from_name(name: &[u8]) -> Option<Var> {
+                match std::str::from_utf8(name).ok()? {
+                    $(stringify!($id) => Some(Var::$id),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+known_vars! {
+    REQUEST_METHOD, SCRIPT_NAME, PATH_INFO, QUERY_STRING, CONTENT_TYPE, CONTENT_LENGTH,
+    SERVER_NAME, SERVER_PORT, SERVER_PROTOCOL, REMOTE_ADDR, REMOTE_PORT, REQUEST_URI,
+    REQUEST_SCHEME, HTTPS, DOCUMENT_ROOT, REMOTE_USER,
+    HTTP_HOST, HTTP_USER_AGENT, HTTP_ACCEPT, HTTP_ACCEPT_LANGUAGE, HTTP_ACCEPT_ENCODING,
+    HTTP_COOKIE, HTTP_CONNECTION, HTTP_REFERER, HTTP_CACHE_CONTROL, HTTP_ORIGIN,
+    HTTP_AUTHORIZATION, HTTP_X_FORWARDED_FOR, HTTP_X_FORWARDED_PROTO, HTTP_X_REAL_IP,
+    HTTP_IF_NONE_MATCH, HTTP_IF_MODIFIED_SINCE, HTTP_PRAGMA, HTTP_UPGRADE_INSECURE_REQUESTS,
+    HTTP_TRANSFER_ENCODING, HTTP_EXPECT, HTTP_RANGE, HTTP_DNT, HTTP_SEC_FETCH_SITE,
+    HTTP_SEC_FETCH_MODE, HTTP_SEC_FETCH_DEST,
+}
+
+/// The name of a CGI variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VarName {
+    Known(Var),
+    Other(Bytes),
+}
+
+impl VarName {
+    pub fn from_bytes(name: Bytes) -> VarName {
+        match Var::from_name(&name) {
+            Some(v) => VarName::Known(v),
+            None => VarName::Other(name),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            VarName::Known(v) => v.name().as_bytes(),
+            VarName::Other(b) => b,
+        }
+    }
+}
+
+/// A request: CGI/1.1-style variables (REQUEST_METHOD, PATH_INFO, HTTP_HOST…
+/// as raw bytes, PATH_INFO already percent-decoded) and the body.
+pub struct Request {
+    pub vars: Vec<(VarName, Bytes)>,
+    pub body: RequestBody,
+    /// The declared body length, when the client declared one.
+    pub content_length: Option<u64>,
+    /// True for HEAD: the response carries headers but no body.
+    pub is_head: bool,
+}
+
+impl Request {
+    pub fn var(&self, name: Var) -> Option<&Bytes> {
+        self.vars
+            .iter()
+            .find(|(k, _)| *k == VarName::Known(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The response body.
+pub enum ResponseBody {
+    Empty,
+    Full(Bytes),
+    /// `first` (if any) goes out first, then whatever `rest` yields.
+    Stream {
+        first: Option<Bytes>,
+        rest: BodyStream,
+    },
+}
+
+pub struct Response {
+    pub status: u16,
+    /// The reason phrase the app chose ("OK", "Not Found"…).
+    pub reason: String,
+    /// Header names and values as the app gave them (already validated).
+    pub headers: Vec<(String, Bytes)>,
+    pub body: ResponseBody,
+}
+
+impl Response {
+    /// A plain-text response produced by the server itself (errors).
+    pub fn plain(status: u16, reason: &str, text: &'static str) -> Response {
+        Response {
+            status,
+            reason: reason.to_string(),
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    Bytes::from_static(b"text/plain; charset=utf-8"),
+                ),
+                ("Content-Length".into(), Bytes::from(text.len().to_string())),
+            ],
+            body: ResponseBody::Full(Bytes::from_static(text.as_bytes())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vars_round_trip() {
+        for v in Var::ALL {
+            assert_eq!(Var::from_name(v.name().as_bytes()), Some(*v));
+        }
+        assert_eq!(Var::from_name(b"HTTP_X_CUSTOM"), None);
+        assert_eq!(
+            VarName::from_bytes(Bytes::from_static(b"PATH_INFO")),
+            VarName::Known(Var::PATH_INFO)
+        );
+    }
+}
