@@ -9,12 +9,26 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 /// A failure while moving body bytes; the connection it belongs to is closed.
-#[derive(Debug)]
-pub struct BodyError(pub String);
+#[derive(Debug, Clone)]
+pub struct BodyError {
+    pub message: String,
+    /// For a request body: the status that describes the client's fault
+    /// (400 malformed, 413 too large), if the response has not started.
+    pub status: u16,
+}
+
+impl BodyError {
+    pub fn new(status: u16, message: impl Into<String>) -> BodyError {
+        BodyError {
+            message: message.into(),
+            status,
+        }
+    }
+}
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -107,7 +106,7 @@ async fn serve(
                                 let (h, s, st, a) =
                                     (host.clone(), settings.clone(), stop.clone(), alive.clone());
                                 tokio::spawn(async move {
-                                    serve_connection(TokioIo::new(stream), info, h, s, st).await;
+                                    serve_connection(stream, info, h, s, st).await;
                                     drop(a);
                                 });
                             }
@@ -135,7 +134,7 @@ async fn serve(
                                 let (h, s, st, a) =
                                     (host.clone(), settings.clone(), stop.clone(), alive.clone());
                                 tokio::spawn(async move {
-                                    serve_connection(TokioIo::new(stream), info, h, s, st).await;
+                                    serve_connection(stream, info, h, s, st).await;
                                     drop(a);
                                 });
                             }

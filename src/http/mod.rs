@@ -14,9 +14,10 @@ use http::header::{self, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::rt::{Read, Write};
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode;
+use std::os::fd::AsRawFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::python::WsgiHost;
 use crate::request::{
@@ -40,17 +41,74 @@ pub struct HttpSettings {
     pub head_timeout: Duration,
 }
 
+/// A connected stream whose pending bytes can be looked at without
+/// consuming them.
+pub trait Peek: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Peek for tokio::net::TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
+    }
+}
+
+impl Peek for tokio::net::UnixStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::UnixStream::readable(self)
+    }
+}
+
+/// hyper answers any HTTP version other than 1.x with 400; clients deserve
+/// 505 when the request is well formed but names a version we do not speak
+/// (HTTP/2.0 without TLS, say). Looks at the connection's first request line.
+async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
+    stream.readable().await.ok()?;
+    let mut buf = [0u8; 1024];
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let line = buf.get(..usize::try_from(n).ok()?)?;
+    let line = &line[..line.iter().position(|&c| c == b'\n')?];
+    let version = line
+        .strip_suffix(b"\r")
+        .unwrap_or(line)
+        .rsplit(|&c| c == b' ')
+        .next()?;
+    let rest = version.strip_prefix(b"HTTP/")?;
+    let (major, minor) = std::str::from_utf8(rest).ok()?.split_once('.')?;
+    let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+    (major != 1 || minor > 1).then(|| format!("HTTP/{major}.{minor}"))
+}
+
 /// Serves one connection until it closes, or until `shutdown` fires and the
 /// request in flight (if any) is done.
-pub async fn serve_connection<I>(
-    io: I,
+pub async fn serve_connection<S: Peek>(
+    mut stream: S,
     info: ConnInfo,
     host: Arc<WsgiHost>,
     settings: Arc<HttpSettings>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) where
-    I: Read + Write + Unpin + Send + 'static,
-{
+) {
+    if let Ok(Some(version)) =
+        tokio::time::timeout(settings.head_timeout, unsupported_version(&stream)).await
+    {
+        let body = format!("{version} is not supported; use HTTP/1.1\n");
+        let reply = format!(
+            "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let io = TokioIo::new(stream);
     let svc_settings = settings.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let host = host.clone();
@@ -350,15 +408,17 @@ impl ChunkSource for IncomingChunks {
             return match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Ready(Some(Err(e))) => {
-                    Poll::Ready(Some(Err(BodyError(format!("client connection: {e}")))))
-                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::new(
+                    400,
+                    format!("reading the request body: {e}"),
+                )))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         self.seen += data.len() as u64;
                         if self.limit.is_some_and(|l| self.seen > l) {
-                            return Poll::Ready(Some(Err(BodyError(
-                                "request body larger than --limit-post".into(),
+                            return Poll::Ready(Some(Err(BodyError::new(
+                                413,
+                                "request body larger than --limit-post",
                             ))));
                         }
                         Poll::Ready(Some(Ok(data)))
@@ -377,6 +437,9 @@ pub enum OxBody {
     Stream {
         first: Option<Bytes>,
         rest: BodyStream,
+        /// An error held back one poll, so hyper flushes what the app
+        /// produced before it cuts the connection.
+        failed: Option<BodyError>,
     },
 }
 
@@ -391,11 +454,25 @@ impl Body for OxBody {
         match self.get_mut() {
             OxBody::Empty => Poll::Ready(None),
             OxBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            OxBody::Stream { first, rest } => {
+            OxBody::Stream {
+                first,
+                rest,
+                failed,
+            } => {
+                if let Some(e) = failed.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
                 if let Some(b) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
-                rest.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data)))
+                match rest.poll_chunk(cx) {
+                    Poll::Ready(Some(Err(e))) => {
+                        *failed = Some(e);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    other => other.map(|c| c.map(|r| r.map(Frame::data))),
+                }
             }
         }
     }
@@ -421,7 +498,11 @@ fn to_hyper(resp: Response, close: bool) -> hyper::Response<OxBody> {
     let body = match resp.body {
         ResponseBody::Empty => OxBody::Empty,
         ResponseBody::Full(b) => OxBody::Full(Some(b)),
-        ResponseBody::Stream { first, rest } => OxBody::Stream { first, rest },
+        ResponseBody::Stream { first, rest } => OxBody::Stream {
+            first,
+            rest,
+            failed: None,
+        },
     };
     let mut out = hyper::Response::new(body);
     *out.status_mut() =

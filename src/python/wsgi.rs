@@ -129,11 +129,17 @@ impl WsgiHost {
         match started {
             Err(e) => self.error_response(e),
             Ok((mut call, head, first)) => {
-                if is_head || Python::attach(|py| call.is_finished(py)) {
-                    let body = first.map_or(ResponseBody::Empty, ResponseBody::Full);
+                let finished = Python::attach(|py| call.is_finished(py));
+                if finished || is_head {
+                    // A complete body goes out whole, with its length; for
+                    // HEAD the front end sends the length but not the body.
+                    let body = match first {
+                        Some(b) if finished => ResponseBody::Full(b),
+                        _ => ResponseBody::Empty,
+                    };
                     Python::attach(|py| call.close(py));
                     drop(permit);
-                    return head.into_response(if is_head { ResponseBody::Empty } else { body });
+                    return head.into_response(body);
                 }
                 head.into_response(ResponseBody::Stream {
                     first,
@@ -169,10 +175,10 @@ impl WsgiHost {
             Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
             Ok(Err(e)) => self.error_response(e),
             Ok(Ok((head, first, finished))) => {
-                let body = if is_head {
-                    ResponseBody::Empty
-                } else if finished {
+                let body = if finished {
                     first.map_or(ResponseBody::Empty, ResponseBody::Full)
+                } else if is_head {
+                    ResponseBody::Empty
                 } else {
                     ResponseBody::Stream {
                         first,
@@ -191,7 +197,7 @@ impl WsgiHost {
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
-        head_tx: oneshot::Sender<Result<(Head, Option<Bytes>, bool), CallError>>,
+        head_tx: oneshot::Sender<Started>,
         chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
     ) {
         let mut call = match self.begin(py, vars, input) {
@@ -207,8 +213,8 @@ impl WsgiHost {
                 return;
             }
             Ok((head, first)) => {
-                let finished = is_head || call.is_finished(py);
-                if head_tx.send(Ok((head, first, finished))).is_err() || finished {
+                let finished = call.is_finished(py);
+                if head_tx.send(Ok((head, first, finished))).is_err() || finished || is_head {
                     call.close(py);
                     return;
                 }
@@ -224,7 +230,7 @@ impl WsgiHost {
                 Ok(None) => break,
                 Err(e) => {
                     let msg = self.log_call_error(py, &call, e);
-                    let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError(msg))));
+                    let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError::new(500, msg))));
                     break;
                 }
             }
@@ -252,16 +258,16 @@ impl WsgiHost {
             };
             environ.set_item(key, value).map_err(CallError::Internal)?;
         }
+        let input_failure = input.failure.clone();
         let input = Bound::new(py, input).map_err(CallError::Internal)?;
         environ
             .set_item(self.key_input.bind(py), input)
             .map_err(CallError::Internal)?;
         let sr = Bound::new(py, StartResponse::default()).map_err(CallError::Internal)?;
-        let result = self
-            .app
-            .bind(py)
-            .call1((&environ, &sr))
-            .map_err(|e| CallError::App(e, environ.clone().unbind()))?;
+        let result =
+            self.app.bind(py).call1((&environ, &sr)).map_err(|e| {
+                CallError::App(e, environ.clone().unbind()).or_client(&input_failure)
+            })?;
         let iter = if let Ok(list) = result.cast_exact::<PyList>() {
             Iter::List(list.clone().unbind(), 0)
         } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
@@ -289,6 +295,7 @@ impl WsgiHost {
                         limit: None,
                         sent: 0,
                         log_exception: self.helpers.log_exception.clone_ref(py),
+                        input_failure,
                     };
                     drop(call); // closes the result
                     return Err(CallError::App(
@@ -306,32 +313,57 @@ impl WsgiHost {
             limit: None,
             sent: 0,
             log_exception: self.helpers.log_exception.clone_ref(py),
+            input_failure,
         })
     }
 
     fn error_response(&self, e: CallError) -> Response {
-        Python::attach(|py| match e {
-            CallError::App(err, environ) => {
-                log_exception(py, &self.helpers.log_exception, err, environ.bind(py));
+        match e {
+            CallError::Client(e) => {
+                eprintln!("oxgate: bad request body: {e}");
+                return match e.status {
+                    413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
+                    _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
+                };
             }
+            CallError::App(err, environ) => Python::attach(|py| {
+                log_exception(py, &self.helpers.log_exception, err, environ.bind(py));
+            }),
             CallError::Internal(err) => {
                 eprintln!("oxgate: internal error while calling the app: {err}");
             }
-        });
+            CallError::Short { .. } => unreachable!("only after the response started"),
+        }
         Response::plain(500, "Internal Server Error", "Internal Server Error\n")
     }
 
     fn log_call_error(&self, py: Python<'_>, call: &Call, e: CallError) -> String {
-        let err = match e {
-            CallError::App(err, _) | CallError::Internal(err) => err,
-        };
-        let msg = format!("the app failed after the response started: {err}");
-        log_exception(py, &self.helpers.log_exception, err, call.environ.bind(py));
-        msg
+        log_late_error(py, call, e)
     }
 }
 
-fn log_exception(py: Python<'_>, log: &Py<PyAny>, err: PyErr, environ: &Bound<'_, PyDict>) {
+/// Logs an error that happened after the response started; the connection
+/// is then cut, so the client cannot take a truncated body for a whole one.
+fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
+    match e {
+        CallError::App(err, _) | CallError::Internal(err) => {
+            let msg = format!("the app failed after the response started: {err}");
+            log_exception(py, &call.log_exception, err, call.environ.bind(py));
+            msg
+        }
+        CallError::Client(e) => format!("bad request body: {e}"),
+        CallError::Short { declared, sent } => {
+            let msg = format!(
+                "{}: the app sent {sent} bytes but its Content-Length said {declared}; closing the connection",
+                request_line(call.environ.bind(py))
+            );
+            eprintln!("oxgate: {msg}");
+            msg
+        }
+    }
+}
+
+fn request_line(environ: &Bound<'_, PyDict>) -> String {
     let get = |k: &str| {
         environ
             .get_item(k)
@@ -344,7 +376,11 @@ fn log_exception(py: Python<'_>, log: &Py<PyAny>, err: PyErr, environ: &Bound<'_
     if uri.is_empty() {
         uri = get("PATH_INFO");
     }
-    let what = format!("{} {}", get("REQUEST_METHOD"), uri);
+    format!("{} {}", get("REQUEST_METHOD"), uri)
+}
+
+fn log_exception(py: Python<'_>, log: &Py<PyAny>, err: PyErr, environ: &Bound<'_, PyDict>) {
+    let what = request_line(environ);
     let value = err.into_value(py);
     if log.call1(py, (value, what)).is_err() {
         eprintln!("oxgate: error in the app (and its traceback could not be printed)");
@@ -364,10 +400,31 @@ fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
+/// A pooled call's head, first chunk, and whether the body is complete.
+type Started = Result<(Head, Option<Bytes>, bool), CallError>;
+
 pub(crate) enum CallError {
     /// The app raised; the environ names the request in the log.
     App(PyErr, Py<PyDict>),
+    /// The app raised after the client's body turned out malformed or too
+    /// large: the client's fault, answered with its status.
+    Client(BodyError),
+    /// The app produced fewer bytes than its Content-Length.
+    Short {
+        declared: u64,
+        sent: u64,
+    },
     Internal(PyErr),
+}
+
+impl CallError {
+    /// Blames the client when reading its body failed before the app did.
+    fn or_client(self, failure: &OnceLock<BodyError>) -> CallError {
+        match (self, failure.get()) {
+            (CallError::App(..), Some(e)) => CallError::Client(e.clone()),
+            (other, _) => other,
+        }
+    }
 }
 
 /// Status and headers, as `start_response` validated them.
@@ -411,15 +468,14 @@ impl StartResponse {
         {
             let mut me = slf.borrow_mut();
             match exc_info.filter(|e| !e.is_none()) {
-                Some(exc) => {
-                    if me.headers_sent {
-                        // PEP 3333: re-raise the app's exception.
-                        let exc = exc.cast::<PyTuple>()?;
-                        let value = exc.get_item(1)?;
-                        let value = value.call_method1("with_traceback", (exc.get_item(2)?,))?;
-                        return Err(PyErr::from_value(value));
-                    }
+                Some(exc) if me.headers_sent => {
+                    // PEP 3333: re-raise the app's exception.
+                    let exc = exc.cast::<PyTuple>()?;
+                    let value = exc.get_item(1)?;
+                    let value = value.call_method1("with_traceback", (exc.get_item(2)?,))?;
+                    return Err(PyErr::from_value(value));
                 }
+                Some(_) => {}
                 None if me.head.is_some() => {
                     return Err(PyRuntimeError::new_err(
                         "start_response() called a second time without exc_info",
@@ -631,17 +687,36 @@ pub(crate) struct Call {
     limit: Option<u64>,
     sent: u64,
     log_exception: Py<PyAny>,
+    input_failure: Arc<OnceLock<BodyError>>,
 }
 
 impl Call {
+    /// True when nothing more will be sent and what was sent is complete.
     fn is_finished(&self, py: Python<'_>) -> bool {
-        matches!(self.iter, Iter::Done) && self.sr.bind(py).borrow().written.is_empty()
+        matches!(self.iter, Iter::Done)
+            && self.sr.bind(py).borrow().written.is_empty()
+            && self.limit.is_none_or(|l| self.sent >= l)
+    }
+
+    /// A list or tuple whose last item was taken is done: the response can
+    /// then go out whole, with a Content-Length.
+    fn mark_if_exhausted(&mut self, py: Python<'_>) {
+        let done = match &self.iter {
+            Iter::List(l, i) => *i >= l.bind(py).len(),
+            Iter::Tuple(t, i) => *i >= t.bind(py).len(),
+            _ => false,
+        };
+        if done {
+            self.iter = Iter::Done;
+        }
     }
 
     /// Runs the app until it produced its first non-empty chunk or finished,
     /// and returns the head it set (PEP 3333: headers go out only then).
     fn first_chunk(&mut self, py: Python<'_>) -> Result<(Head, Option<Bytes>), CallError> {
-        let app_err = |e: PyErr, c: &Call| CallError::App(e, c.environ.clone_ref(py));
+        let app_err = |e: PyErr, c: &Call| {
+            CallError::App(e, c.environ.clone_ref(py)).or_client(&c.input_failure)
+        };
         let first = loop {
             match self.next_raw(py) {
                 Ok(Some(b)) if b.is_empty() => continue,
@@ -673,6 +748,7 @@ impl Call {
         if self.limit.is_some_and(|l| self.sent >= l) {
             self.iter = Iter::Done;
         }
+        self.mark_if_exhausted(py);
         Ok((head, first))
     }
 
@@ -685,7 +761,15 @@ impl Call {
             match self.next_raw(py) {
                 Ok(Some(b)) if b.is_empty() => continue,
                 Ok(Some(b)) => return Ok(Some(self.clip(b))),
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    return match self.limit {
+                        Some(declared) if self.sent < declared => Err(CallError::Short {
+                            declared,
+                            sent: self.sent,
+                        }),
+                        _ => Ok(None),
+                    };
+                }
                 Err(e) => return Err(CallError::App(e, self.environ.clone_ref(py))),
             }
         }
@@ -819,13 +903,9 @@ impl ChunkSource for InlineChunks {
                 None
             }
             Err(e) => {
-                let err = match e {
-                    CallError::App(err, _) | CallError::Internal(err) => err,
-                };
-                let msg = format!("the app failed after the response started: {err}");
-                log_exception(py, &call.log_exception, err, call.environ.bind(py));
+                let msg = log_late_error(py, call, e);
                 call.close(py);
-                Some(Err(BodyError(msg)))
+                Some(Err(BodyError::new(500, msg)))
             }
         });
         if !matches!(next, Some(Ok(_))) {
@@ -981,12 +1061,16 @@ enum Source {
 #[pyclass(module = "oxgate")]
 pub(crate) struct Input {
     source: Source,
+    /// Set when the client's body was malformed or too large: if the app
+    /// then fails, the client is told about its own fault (400/413).
+    failure: Arc<OnceLock<BodyError>>,
 }
 
 impl Input {
     fn buffered(body: Bytes) -> Input {
         Input {
             source: Source::Buffered(body),
+            failure: Arc::default(),
         }
     }
 
@@ -1010,12 +1094,14 @@ impl Input {
                 pending: Bytes::new(),
                 eof: false,
             },
+            failure: Arc::default(),
         }
     }
 
     /// The buffered bytes not yet read; fetches the next chunk (blocking
     /// without the GIL) when they are used up. Empty only at the end.
     fn fill(&mut self, py: Python<'_>) -> PyResult<&mut Bytes> {
+        let failure = &self.failure;
         match &mut self.source {
             Source::Buffered(b) => Ok(b),
             Source::Streaming {
@@ -1032,9 +1118,9 @@ impl Input {
                         Some(Ok(chunk)) => *pending = chunk,
                         Some(Err(e)) => {
                             *eof = true;
-                            return Err(PyIOError::new_err(format!(
-                                "error reading the request body: {e}"
-                            )));
+                            let msg = e.message.clone();
+                            let _ = failure.set(e);
+                            return Err(PyIOError::new_err(msg));
                         }
                         None => *eof = true,
                     }

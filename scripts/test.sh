@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what it needs, builds,
+# runs the Rust unit tests, then drives the real binary with pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use.
+need=()
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+# A virtualenv with the peer apps (Flask, Django, httpbin) and pytest, pinned.
+# It is made from the interpreter oxgate is built against.
+PY="${PYO3_PYTHON:-python3}"
+VENV=.venv-test
+if ! [ -x "$VENV/bin/python" ] || ! cmp -s tests/requirements.txt "$VENV/.requirements"; then
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$VENV/.requirements"
+fi
+
+cargo build --release --locked
+cargo test --release --locked --quiet
+OXGATE_BIN="$PWD/target/release/oxgate" "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

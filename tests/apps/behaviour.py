@@ -1,0 +1,119 @@
+"""Apps that misbehave or push limits, unwrapped (the validator would stop
+them before the server sees what they do)."""
+import hashlib
+import json
+import threading
+import time
+from urllib.parse import parse_qs
+
+RELEASE = threading.Event()
+
+
+def qs(environ):
+    return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = qs(environ)
+    inp = environ["wsgi.input"]
+
+    if path == "/read-all":
+        body = inp.read()
+        more = inp.read()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"len": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                            "again": len(more)}).encode()]
+
+    if path == "/ignore-body":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
+        return [b"ignored"]
+
+    if path == "/hop":
+        start_response("200 OK", [("Connection", "close")])
+        return [b"never"]
+
+    if path == "/raise":
+        raise RuntimeError("deliberate failure in the app")
+
+    if path == "/raise-late":
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"partial"
+            raise RuntimeError("deliberate failure after the first chunk")
+        return gen()
+
+    if path == "/no-start":
+        return [b"body without start_response"]
+
+    if path == "/str-body":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["a str is not bytes"]
+
+    if path == "/short":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+        return [b"only ten b"]
+
+    if path == "/long":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"12345", b"67890"]
+
+    if path == "/big":
+        # A generated response of `mb` MiB, no Content-Length (chunked).
+        mb = int(q.get("mb", 1))
+        block = b"x" * (1 << 20)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (block for _ in range(mb))
+
+    if path == "/block":
+        # Waits until /release is served on another connection.
+        ok = RELEASE.wait(int(q.get("timeout", 20)))
+        RELEASE.clear()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"released" if ok else b"timed out"]
+
+    if path == "/release":
+        RELEASE.set()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    if path == "/file":
+        # wsgi.file_wrapper returned as is: the server reads the descriptor.
+        import os
+        import tempfile
+        name = os.path.join(tempfile.gettempdir(), f"oxgate-bfile-{os.getpid()}")
+        size = int(q.get("size", 100000))
+        with open(name, "wb") as f:
+            f.write(bytes(range(256)) * (size // 256) + b"z" * (size % 256))
+        f = open(name, "rb")
+        skip = int(q.get("skip", 0))
+        if skip:
+            f.read(skip)
+        headers = [("Content-Type", "application/octet-stream")]
+        if "cl" in q:
+            headers.append(("Content-Length", q["cl"]))
+        start_response("200 OK", headers)
+        return environ["wsgi.file_wrapper"](f, 4096)
+
+    if path == "/nolength":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"one-item-list"]
+
+    if path == "/thread":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    if path == "/print":
+        print("hello from the app on stdout")
+        environ["wsgi.errors"].write("hello from wsgi.errors\n")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"printed"]
+
+    if path == "/sys":
+        import sys
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"executable": sys.executable, "prefix": sys.prefix, "path": sys.path,
+                            "argv": sys.argv}).encode()]
+
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"no route"]

@@ -1,0 +1,104 @@
+"""Apps that break the rules, errors, and what the log shows."""
+import json
+import socket
+
+import pytest
+import requests
+
+from conftest import APPS, raw_request
+
+BEHAVIOUR = str(APPS / "behaviour.py")
+
+
+@pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
+def srv(serve, request):
+    return serve("--wsgi-file", BEHAVIOUR, "--threads", request.param)
+
+
+def test_read_without_size_and_past_the_end(srv):
+    data = b"q" * 300000
+    r = requests.post(srv.url + "/read-all", data=data)
+    assert r.json()["len"] == len(data) and r.json()["again"] == 0
+    r = requests.post(srv.url + "/read-all", data=iter([b"a" * 10, b"b" * 100000]))
+    assert r.json()["len"] == 100010
+
+
+def test_unread_body_does_not_break_the_next_request(srv):
+    with requests.Session() as s:
+        for size in (10, 1 << 20):
+            assert s.post(srv.url + "/ignore-body", data=b"z" * size).content == b"ignored"
+            assert s.get(srv.url + "/thread").status_code == 200
+
+
+def test_exception_is_500_and_logged_not_shown(srv):
+    r = requests.get(srv.url + "/raise")
+    assert r.status_code == 500
+    assert b"deliberate" not in r.content and b"Traceback" not in r.content
+    log = srv.log()
+    assert "Traceback" in log and "deliberate failure in the app" in log
+    assert "GET /raise" in log
+    assert requests.get(srv.url + "/thread").status_code == 200
+
+
+def test_exception_after_first_chunk_cuts_the_connection(srv):
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(srv.url + "/raise-late").content
+    assert "deliberate failure after the first chunk" in srv.log()
+    assert requests.get(srv.url + "/thread").status_code == 200
+
+
+@pytest.mark.parametrize("path,logged", [
+    ("/hop", "hop-by-hop header"),
+    ("/no-start", "without calling start_response"),
+    ("/str-body", "a WSGI body is made of bytes"),
+])
+def test_protocol_violations_are_500(srv, path, logged):
+    r = requests.get(srv.url + path)
+    assert r.status_code == 500
+    assert logged in srv.log()
+
+
+def test_short_body_closes_the_connection(srv):
+    out = raw_request(srv.port, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert b"content-length: 100" in head.lower()
+    assert body == b"only ten b"  # and then the server closed instead of hanging
+
+
+def test_long_body_is_cut_to_content_length(srv):
+    out = raw_request(srv.port, b"GET /long HTTP/1.1\r\nHost: x\r\n\r\nGET /thread HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, rest = out.split(b"\r\n\r\n", 1)
+    assert rest.startswith(b"12345HTTP/1.1 200 OK")
+
+
+def test_app_output_goes_to_the_log(srv):
+    assert requests.get(srv.url + "/print").content == b"printed"
+    log = srv.log()
+    assert "hello from the app on stdout" in log
+    assert "hello from wsgi.errors" in log
+
+
+def test_sys_executable_and_argv(srv):
+    info = requests.get(srv.url + "/sys").json()
+    assert info["argv"] == ["oxgate"]
+    assert "python" in info["executable"]
+
+
+@pytest.mark.parametrize("size,skip", [(100000, 0), (5, 0), (3 << 20, 1000), (0, 0)])
+def test_file_wrapper_served_from_the_descriptor(srv, size, skip):
+    r = requests.get(srv.url + f"/file?size={size}&skip={skip}")
+    expected = (bytes(range(256)) * (size // 256) + b"z" * (size % 256))[skip:]
+    assert r.content == expected
+    # read from the descriptor, so the length is known without iterating
+    assert r.headers["Content-Length"] == str(len(expected))
+
+
+def test_file_wrapper_respects_the_apps_content_length(srv):
+    r = requests.get(srv.url + "/file?size=100000&cl=1000")
+    assert r.content == bytes(range(256)) * 3 + bytes(range(232))
+
+
+def test_single_item_list_gets_a_length(srv):
+    assert requests.get(srv.url + "/nolength").headers["Content-Length"] == "13"
+    out = raw_request(srv.port, b"HEAD /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"\r\n\r\n") and b"content-length: 13" in out.lower()

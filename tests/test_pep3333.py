@@ -1,0 +1,222 @@
+"""PEP 3333 duties, checked through wsgiref.validate on the real server."""
+import hashlib
+import json
+import os
+
+import pytest
+import requests
+
+from conftest import APPS, raw_request
+
+VALIDATED = str(APPS / "validated.py")
+
+
+@pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
+def srv(serve, request):
+    # --threads 1 runs the app on the event loop; --threads 4 on a pool.
+    s = serve("--wsgi-file", VALIDATED, "--threads", request.param)
+    yield s
+    log = s.log()
+    assert "AssertionError" not in log, log
+    assert "WSGIWarning" not in log, log
+    assert "without being closed" not in log, log
+
+
+def test_environ_required_keys(srv):
+    r = requests.get(srv.url + "/env/a%20b/%C3%A9?x=1&y=%20", headers={"X-Custom-Thing": "v"})
+    assert r.status_code == 200
+    env = r.json()
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["SCRIPT_NAME"] == ""
+    # percent-decoded, and the UTF-8 bytes of é carried as latin-1 code points
+    assert env["PATH_INFO"] == "/env/a b/\u00c3\u00a9"
+    assert env["QUERY_STRING"] == "x=1&y=%20"
+    assert env["REQUEST_URI"] == "/env/a%20b/%C3%A9?x=1&y=%20"
+    assert env["SERVER_NAME"] == "127.0.0.1"
+    assert env["SERVER_PORT"] == str(srv.port)
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert int(env["REMOTE_PORT"]) > 0
+    assert env["HTTP_X_CUSTOM_THING"] == "v"
+    assert env["HTTP_HOST"] == f"127.0.0.1:{srv.port}"
+    assert env["wsgi.version"] == [1, 0]
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.multithread"] is (srv.args[-1] == "4")
+    assert env["wsgi.multiprocess"] is False
+    assert env["wsgi.run_once"] is False
+    assert env["wsgi.input_terminated"] is True
+    assert "CONTENT_LENGTH" not in env and "HTTP_CONTENT_LENGTH" not in env
+
+
+def test_content_headers_have_no_http_prefix(srv):
+    r = requests.post(srv.url + "/env", data=b"abc", headers={"Content-Type": "text/x-test"})
+    env = r.json()
+    assert env["CONTENT_TYPE"] == "text/x-test"
+    assert env["CONTENT_LENGTH"] == "3"
+    assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
+
+
+def test_repeated_headers_are_joined(srv):
+    req = (f"GET /env HTTP/1.1\r\nHost: h:{srv.port}\r\nX-A: 1\r\nX-A: 2\r\n"
+           "Cookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n").encode()
+    body = raw_request(srv.port, req).split(b"\r\n\r\n", 1)[1]
+    env = json.loads(body)
+    assert env["HTTP_X_A"] == "1, 2"
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+    assert env["SERVER_NAME"] == "h"
+
+
+def test_latin1_header_bytes(srv):
+    req = (b"GET /env HTTP/1.1\r\nHost: x\r\nX-Bytes: caf\xc3\xa9 \xff\r\nConnection: close\r\n\r\n")
+    env = json.loads(raw_request(srv.port, req).split(b"\r\n\r\n", 1)[1])
+    assert env["HTTP_X_BYTES"].encode("latin-1") == b"caf\xc3\xa9 \xff"
+
+
+def test_http10_client(srv):
+    out = raw_request(srv.port, b"GET /env HTTP/1.0\r\n\r\n")
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+    env = json.loads(body)
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert env["SERVER_NAME"] == "127.0.0.1"  # no Host: the socket's address
+
+
+def test_echo_binary_body(srv):
+    data = bytes(range(256)) * 1000
+    r = requests.post(srv.url + "/echo", data=data, headers={"Content-Type": "application/x-bin"})
+    assert r.content == data
+    assert r.headers["Content-Type"] == "application/x-bin"
+
+
+def test_readline_readlines(srv):
+    r = requests.post(srv.url + "/lines", data=b"line one\nabcdef\nthird\nfourth")
+    assert r.json() == {"first": "line one\n", "limited": "abc", "rest": ["def\n", "third\n", "fourth"]}
+
+
+def test_iteration_over_input(srv):
+    r = requests.post(srv.url + "/iterate", data=b"a\nb\n\nc")
+    assert r.json() == {"lines": ["a\n", "b\n", "\n", "c"]}
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536, 65537, 3 * 1024 * 1024 + 7])
+def test_body_sizes_around_the_inline_limit(srv, size):
+    data = os.urandom(size)
+    r = requests.post(srv.url + "/count?chunk=10000", data=data)
+    assert r.json() == {"bytes": size, "sha256": hashlib.sha256(data).hexdigest(), "after_end": 0}
+
+
+def test_chunked_request_body(srv):
+    parts = [os.urandom(n) for n in (1, 1000, 70000, 5)]
+    r = requests.post(srv.url + "/count", data=iter(parts))
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert r.json()["bytes"] == sum(map(len, parts))
+    assert r.json()["sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def test_expect_100_continue(srv):
+    body = b"x" * 200000
+    req = (f"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+           "Expect: 100-continue\r\nConnection: close\r\n\r\n").encode()
+    import socket
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(req)
+        interim = s.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        s.sendall(body)
+        rest = b""
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert b'"bytes": 200000' in rest
+
+
+def test_streamed_response_is_chunked(srv):
+    r = requests.get(srv.url + "/stream?count=4&size=3", stream=True)
+    assert r.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in r.headers
+    assert r.content == b"AAABBBCCCDDD"
+
+
+def test_streamed_response_to_http10_closes(srv):
+    out = raw_request(srv.port, b"GET /stream?count=2&size=2 HTTP/1.0\r\n\r\n")
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert b"chunked" not in head.lower()
+    assert body == b"AABB"
+
+
+def test_late_start_response(srv):
+    r = requests.get(srv.url + "/late-status")
+    assert r.status_code == 201
+    assert r.content == b"late-status"
+
+
+def test_empty_chunks_before_body(srv):
+    r = requests.get(srv.url + "/empty-first")
+    assert r.content == b"after-empties"
+
+
+def test_write_callable(srv):
+    assert requests.get(srv.url + "/write").content == b"written-then-yielded"
+
+
+def test_custom_status_and_reason(srv):
+    out = raw_request(srv.port, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 299 Custom Reason\r\n")
+    out = raw_request(srv.port, b"GET /status?s=404+Gone+Fishing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404 Gone Fishing\r\n")
+
+
+def test_exc_info_replaces_headers(srv):
+    r = requests.get(srv.url + "/exc-info")
+    assert r.status_code == 503
+    assert r.content == b"recovered"
+
+
+def test_repeated_and_latin1_response_headers(srv):
+    out = raw_request(srv.port, b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = out.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"x-multi: one\r\n" in head and b"x-multi: two\r\n" in head
+    assert b"set-cookie: a=1\r\n" in head and b"set-cookie: b=2\r\n" in head
+    assert b"x-latin: caf\xe9" in head
+
+
+def test_head_has_no_body(srv):
+    out = raw_request(srv.port, b"HEAD /stream?count=3&size=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200")
+    assert out.endswith(b"\r\n\r\n")
+    out = raw_request(srv.port, b"HEAD /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"\r\n\r\n")
+
+
+def test_keep_alive_and_pipelining(srv):
+    reqs = b"".join(f"GET /stream?count=1&size={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in (1, 2, 3))
+    reqs += b"GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = raw_request(srv.port, reqs)
+    assert out.count(b"HTTP/1.1 200 OK") == 4
+    assert out.endswith(b"\r\nD\r\none-item-list\r\n0\r\n\r\n")
+
+
+def test_close_is_always_called(srv):
+    before = requests.get(srv.url + "/closed").json()["closed"]
+    assert requests.get(srv.url + "/tracked?count=3").content == b"a" * 300
+    # failing mid-response: the connection is cut, close() still runs
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get(srv.url + "/tracked?count=3&fail=1").content
+    # the client hangs up before reading: close() still runs
+    import socket
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"GET /tracked?count=100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(10)
+    s.close()
+    for _ in range(100):
+        if requests.get(srv.url + "/closed").json()["closed"] == before + 3:
+            break
+        import time
+        time.sleep(0.05)
+    assert requests.get(srv.url + "/closed").json()["closed"] == before + 3
+
+
+@pytest.mark.parametrize("size,skip", [(100000, 0), (5, 0), (1 << 20, 1000)])
+def test_file_wrapper(srv, size, skip):
+    r = requests.get(srv.url + f"/file?size={size}&skip={skip}")
+    expected = (bytes(range(256)) * (size // 256) + b"z" * (size % 256))[skip:]
+    assert r.content == expected  # through the validator: iterated, not unwrapped
