@@ -19,5 +19,9 @@ fi
 
 (cd "$ROOT" && cargo build --release --locked)
 # One process, one Python thread: the same shape as the peers' single worker.
-export OXGATE_CMD="${OXGATE_CMD:-$ROOT/target/release/oxgate --http-socket {host}:{port} --wsgi-file {app} --home {venv}}"
+# (not a ${VAR:-default}: the braces of the placeholders would end it early)
+if [[ -z "${OXGATE_CMD:-}" ]]; then
+  OXGATE_CMD="$ROOT/target/release/oxgate --http-socket {host}:{port} --wsgi-file {app} --home {venv}"
+fi
+export OXGATE_CMD
 exec "$HERE/anchors.sh" "$@"

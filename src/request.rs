@@ -160,8 +160,9 @@ pub enum ResponseBody {
 
 pub struct Response {
     pub status: u16,
-    /// The reason phrase the app chose ("OK", "Not Found"…).
-    pub reason: String,
+    /// The reason phrase, when it is not the standard one for the status
+    /// ("299 Custom Reason", "404 Gone Fishing").
+    pub reason: Option<String>,
     /// Header names and values as the app gave them (already validated).
     pub headers: Vec<(String, Bytes)>,
     pub body: ResponseBody,
@@ -172,7 +173,7 @@ impl Response {
     pub fn plain(status: u16, reason: &str, text: &'static str) -> Response {
         Response {
             status,
-            reason: reason.to_string(),
+            reason: Some(reason.to_string()),
             headers: vec![
                 (
                     "Content-Type".into(),

@@ -99,10 +99,7 @@ async fn serve(
                         match accepted {
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
-                                let info = ConnInfo {
-                                    local,
-                                    peer: Some(peer),
-                                };
+                                let info = ConnInfo::new(local, Some(peer));
                                 let (h, s, st, a) =
                                     (host.clone(), settings.clone(), stop.clone(), alive.clone());
                                 tokio::spawn(async move {
@@ -127,10 +124,7 @@ async fn serve(
                         };
                         match accepted {
                             Ok((stream, _)) => {
-                                let info = ConnInfo {
-                                    local: None,
-                                    peer: None,
-                                };
+                                let info = ConnInfo::new(None, None);
                                 let (h, s, st, a) =
                                     (host.clone(), settings.clone(), stop.clone(), alive.clone());
                                 tokio::spawn(async move {

@@ -58,5 +58,5 @@ def test_length_and_chunked_together_close_the_connection(srv):
     out = raw_request(srv.port, b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /env HTTP/1.1\r\nHost: y\r\n\r\n")
     assert out.count(b"HTTP/1.1 ") == 1
-    assert b"\r\nConnection: close\r\n" in out
+    assert b"\r\nconnection: close\r\n" in out.lower()
     assert b'"CONTENT_LENGTH"' not in out

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -28,11 +28,34 @@ use crate::request::{
 /// can run inline on the event loop; larger or chunked ones stream.
 const INLINE_BODY_MAX: u64 = 64 * 1024;
 
-/// What a connection knows about its socket.
-#[derive(Clone, Copy, Debug)]
+/// What a connection knows about its socket, formatted once per connection
+/// for the CGI variables of each of its requests.
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
-    pub local: Option<SocketAddr>,
-    pub peer: Option<SocketAddr>,
+    /// SERVER_NAME and SERVER_PORT when the request has no Host.
+    local_name: Bytes,
+    local_port: Bytes,
+    /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
+    peer: Option<(Bytes, Bytes)>,
+}
+
+impl ConnInfo {
+    pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ConnInfo {
+        ConnInfo {
+            local_name: local.map_or_else(
+                || static_bytes("localhost"),
+                |a| Bytes::from(a.ip().to_string()),
+            ),
+            local_port: local
+                .map_or_else(|| static_bytes("80"), |a| Bytes::from(a.port().to_string())),
+            peer: peer.map(|p| {
+                (
+                    Bytes::from(p.ip().to_string()),
+                    Bytes::from(p.port().to_string()),
+                )
+            }),
+        }
+    }
 }
 
 pub struct HttpSettings {
@@ -110,17 +133,18 @@ pub async fn serve_connection<S: Peek>(
     }
     let io = TokioIo::new(stream);
     let svc_settings = settings.clone();
+    let info = Arc::new(info);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let host = host.clone();
         let settings = svc_settings.clone();
-        async move { Ok::<_, Infallible>(handle(req, info, &host, &settings).await) }
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handle(req, &info, &host, &settings).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.head_timeout)
-        .max_buf_size(settings.max_head.max(8192))
-        .title_case_headers(true);
+        .max_buf_size(settings.max_head.max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
@@ -148,7 +172,7 @@ fn log_conn_error(res: Result<(), hyper::Error>) {
 
 async fn handle(
     req: hyper::Request<Incoming>,
-    info: ConnInfo,
+    info: &ConnInfo,
     host: &Arc<WsgiHost>,
     settings: &HttpSettings,
 ) -> hyper::Response<OxBody> {
@@ -219,91 +243,106 @@ fn static_bytes(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// Collects CGI variables whose values are copied into one shared buffer:
+/// one allocation per request instead of one per variable.
+struct VarsBuilder {
+    arena: BytesMut,
+    vars: Vec<(VarName, Slot)>,
+}
+
+enum Slot {
+    Ready(Bytes),
+    Arena(usize, usize),
+}
+
+impl VarsBuilder {
+    fn put(&mut self, name: Var, value: Bytes) {
+        self.vars.push((VarName::Known(name), Slot::Ready(value)));
+    }
+
+    /// Copies `parts` into the arena as one value, joined by `sep`.
+    fn copy<'a>(&mut self, name: VarName, sep: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) {
+        let start = self.arena.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                self.arena.extend_from_slice(sep);
+            }
+            self.arena.extend_from_slice(part);
+        }
+        self.vars.push((name, Slot::Arena(start, self.arena.len())));
+    }
+
+    fn finish(self) -> Vec<(VarName, Bytes)> {
+        let arena = self.arena.freeze();
+        self.vars
+            .into_iter()
+            .map(|(k, v)| match v {
+                Slot::Ready(b) => (k, b),
+                Slot::Arena(s, e) => (k, arena.slice(s..e)),
+            })
+            .collect()
+    }
+}
+
 async fn to_request(
     req: hyper::Request<Incoming>,
-    info: ConnInfo,
+    info: &ConnInfo,
     settings: &HttpSettings,
 ) -> Result<Request, Response> {
     let (parts, body) = req.into_parts();
-    let mut vars: Vec<(VarName, Bytes)> = Vec::with_capacity(16 + parts.headers.keys_len());
-    let mut put = |k: VarName, value: Bytes| vars.push((k, value));
-
-    put(
-        VarName::Known(Var::REQUEST_METHOD),
-        match parts.method.as_str() {
-            "GET" => static_bytes("GET"),
-            "POST" => static_bytes("POST"),
-            "HEAD" => static_bytes("HEAD"),
-            m => Bytes::copy_from_slice(m.as_bytes()),
-        },
-    );
+    let mut v = VarsBuilder {
+        arena: BytesMut::with_capacity(512),
+        vars: Vec::with_capacity(16 + parts.headers.keys_len()),
+    };
+    match parts.method.as_str() {
+        "GET" => v.put(Var::REQUEST_METHOD, static_bytes("GET")),
+        "POST" => v.put(Var::REQUEST_METHOD, static_bytes("POST")),
+        "HEAD" => v.put(Var::REQUEST_METHOD, static_bytes("HEAD")),
+        m => v.copy(VarName::Known(Var::REQUEST_METHOD), b"", [m.as_bytes()]),
+    }
     let path = parts.uri.path();
-    let raw_uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| path.to_string(), |pq| pq.as_str().to_string());
-    let path_info: Vec<u8> = percent_decode(path.as_bytes()).collect();
-    put(VarName::Known(Var::PATH_INFO), Bytes::from(path_info));
-    put(
+    let decoded: std::borrow::Cow<'_, [u8]> = percent_decode(path.as_bytes()).into();
+    v.copy(VarName::Known(Var::PATH_INFO), b"", [&*decoded]);
+    v.copy(
         VarName::Known(Var::QUERY_STRING),
-        parts
-            .uri
-            .query()
-            .map_or_else(Bytes::new, |q| Bytes::copy_from_slice(q.as_bytes())),
+        b"",
+        [parts.uri.query().unwrap_or("").as_bytes()],
     );
-    put(VarName::Known(Var::REQUEST_URI), Bytes::from(raw_uri));
-    put(
-        VarName::Known(Var::SERVER_PROTOCOL),
+    let raw_uri = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
+    v.copy(VarName::Known(Var::REQUEST_URI), b"", [raw_uri.as_bytes()]);
+    v.put(
+        Var::SERVER_PROTOCOL,
         match parts.version {
             http::Version::HTTP_10 => static_bytes("HTTP/1.0"),
             _ => static_bytes("HTTP/1.1"),
         },
     );
-    put(VarName::Known(Var::REQUEST_SCHEME), static_bytes("http"));
+    v.put(Var::REQUEST_SCHEME, static_bytes("http"));
 
     // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket.
-    let host_value = parts
+    let host = parts
         .headers
         .get(header::HOST)
-        .map(|h| Bytes::copy_from_slice(h.as_bytes()))
-        .or_else(|| {
-            parts
-                .uri
-                .authority()
-                .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
-        });
-    let default_port = || {
-        info.local
-            .map_or_else(|| static_bytes("80"), |a| Bytes::from(a.port().to_string()))
-    };
-    match host_value.as_ref().filter(|h| !h.is_empty()) {
+        .map(|h| h.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+        .filter(|h| !h.is_empty());
+    match host {
         Some(h) => {
             let (name, port) = split_host(h);
-            put(VarName::Known(Var::SERVER_NAME), h.slice_ref(name));
-            put(
-                VarName::Known(Var::SERVER_PORT),
-                port.filter(|p| !p.is_empty())
-                    .map_or_else(default_port, |p| h.slice_ref(p)),
-            );
+            v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
+            match port.filter(|p| !p.is_empty()) {
+                Some(p) => v.copy(VarName::Known(Var::SERVER_PORT), b"", [p]),
+                None => v.put(Var::SERVER_PORT, info.local_port.clone()),
+            }
         }
         None => {
-            let name = info.local.map_or_else(
-                || static_bytes("localhost"),
-                |a| Bytes::from(a.ip().to_string()),
-            );
-            put(VarName::Known(Var::SERVER_NAME), name);
-            put(VarName::Known(Var::SERVER_PORT), default_port());
+            v.put(Var::SERVER_NAME, info.local_name.clone());
+            v.put(Var::SERVER_PORT, info.local_port.clone());
         }
     }
-    if let Some(peer) = info.peer {
-        put(
-            VarName::Known(Var::REMOTE_ADDR),
-            Bytes::from(peer.ip().to_string()),
-        );
-        put(
-            VarName::Known(Var::REMOTE_PORT),
-            Bytes::from(peer.port().to_string()),
-        );
+    if let Some((addr, port)) = &info.peer {
+        v.put(Var::REMOTE_ADDR, addr.clone());
+        v.put(Var::REMOTE_PORT, port.clone());
     }
 
     let mut content_length = None;
@@ -315,17 +354,11 @@ async fn to_request(
             content_length = std::str::from_utf8(first.as_bytes())
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            put(
-                VarName::Known(Var::CONTENT_LENGTH),
-                Bytes::copy_from_slice(first.as_bytes()),
-            );
+            v.copy(VarName::Known(Var::CONTENT_LENGTH), b"", [first.as_bytes()]);
             continue;
         }
         if *name == header::CONTENT_TYPE {
-            put(
-                VarName::Known(Var::CONTENT_TYPE),
-                Bytes::copy_from_slice(first.as_bytes()),
-            );
+            v.copy(VarName::Known(Var::CONTENT_TYPE), b"", [first.as_bytes()]);
             continue;
         }
         // "X_Forwarded_For" would pass for "X-Forwarded-For" once both become
@@ -333,24 +366,18 @@ async fn to_request(
         if name.as_str().contains('_') {
             continue;
         }
-        let value = match values.next() {
-            None => Bytes::copy_from_slice(first.as_bytes()),
-            Some(second) => {
-                let sep: &[u8] = if *name == header::COOKIE {
-                    b"; "
-                } else {
-                    b", "
-                };
-                let mut joined = first.as_bytes().to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    joined.extend_from_slice(sep);
-                    joined.extend_from_slice(v.as_bytes());
-                }
-                Bytes::from(joined)
-            }
+        let sep: &[u8] = if *name == header::COOKIE {
+            b"; "
+        } else {
+            b", "
         };
-        put(header_var(name), value);
+        v.copy(
+            header_var(name),
+            sep,
+            std::iter::once(first).chain(values).map(|h| h.as_bytes()),
+        );
     }
+    let vars = v.finish();
 
     if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
         && len > limit
@@ -507,8 +534,9 @@ fn to_hyper(resp: Response, close: bool) -> hyper::Response<OxBody> {
     let mut out = hyper::Response::new(body);
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    if out.status().canonical_reason() != Some(resp.reason.as_str())
-        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(resp.reason.into_bytes())
+    if let Some(reason) = resp.reason
+        && out.status().canonical_reason() != Some(reason.as_str())
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes())
     {
         out.extensions_mut().insert(reason);
     }

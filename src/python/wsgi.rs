@@ -58,6 +58,8 @@ pub struct WsgiHost {
     keys: Vec<Py<PyString>>,
     key_input: Py<PyString>,
     empty: Py<PyString>,
+    /// Values most requests share, made once: (variable, value, str).
+    constants: Vec<(Var, &'static [u8], Py<PyString>)>,
     helpers: Helpers,
     threads: usize,
     permits: Arc<Semaphore>,
@@ -90,11 +92,41 @@ impl WsgiHost {
                 .collect(),
             key_input: PyString::intern(py, "wsgi.input").unbind(),
             empty: PyString::intern(py, "").unbind(),
+            constants: [
+                (Var::REQUEST_METHOD, "GET"),
+                (Var::REQUEST_METHOD, "POST"),
+                (Var::REQUEST_METHOD, "HEAD"),
+                (Var::SERVER_PROTOCOL, "HTTP/1.1"),
+                (Var::SERVER_PROTOCOL, "HTTP/1.0"),
+                (Var::REQUEST_SCHEME, "http"),
+                (Var::REQUEST_SCHEME, "https"),
+            ]
+            .into_iter()
+            .map(|(v, s)| (v, s.as_bytes(), PyString::intern(py, s).unbind()))
+            .collect(),
             helpers,
             threads,
             permits: Arc::new(Semaphore::new(threads)),
             pool: OnceLock::new(),
         })
+    }
+
+    fn constant<'py>(
+        &self,
+        py: Python<'py>,
+        var: Var,
+        value: &[u8],
+    ) -> Option<Bound<'py, PyString>> {
+        if !matches!(
+            var,
+            Var::REQUEST_METHOD | Var::SERVER_PROTOCOL | Var::REQUEST_SCHEME
+        ) {
+            return None;
+        }
+        self.constants
+            .iter()
+            .find(|(v, b, _)| *v == var && *b == value)
+            .map(|(_, _, s)| s.bind(py).clone())
     }
 
     /// Serves one request. Runs inside the worker's tokio runtime.
@@ -121,34 +153,34 @@ impl WsgiHost {
             Ok(p) => p,
             Err(_) => return Response::plain(503, "Service Unavailable", "Shutting down\n"),
         };
+        // One GIL acquisition covers the call, the first chunk and, for a
+        // complete body, close(): embedding.md measured each extra one.
         let started = Python::attach(|py| {
             let mut call = self.begin(py, vars, input)?;
             let (head, first) = call.first_chunk(py)?;
-            Ok::<_, CallError>((call, head, first))
+            let finished = call.is_finished(py);
+            if finished || is_head {
+                call.close(py);
+                // A complete body goes out whole, with its length; for HEAD
+                // the front end sends the length but not the body.
+                let body = match first {
+                    Some(b) if finished => ResponseBody::Full(b),
+                    _ => ResponseBody::Empty,
+                };
+                return Ok::<_, CallError>(Err(head.into_response(body)));
+            }
+            Ok(Ok((call, head, first)))
         });
         match started {
             Err(e) => self.error_response(e),
-            Ok((mut call, head, first)) => {
-                let finished = Python::attach(|py| call.is_finished(py));
-                if finished || is_head {
-                    // A complete body goes out whole, with its length; for
-                    // HEAD the front end sends the length but not the body.
-                    let body = match first {
-                        Some(b) if finished => ResponseBody::Full(b),
-                        _ => ResponseBody::Empty,
-                    };
-                    Python::attach(|py| call.close(py));
-                    drop(permit);
-                    return head.into_response(body);
-                }
-                head.into_response(ResponseBody::Stream {
-                    first,
-                    rest: BodyStream::new(InlineChunks {
-                        call: Some(call),
-                        _permit: permit,
-                    }),
-                })
-            }
+            Ok(Err(done)) => done,
+            Ok(Ok((call, head, first))) => head.into_response(ResponseBody::Stream {
+                first,
+                rest: BodyStream::new(InlineChunks {
+                    call: Some(call),
+                    _permit: permit,
+                }),
+            }),
         }
     }
 
@@ -247,14 +279,17 @@ impl WsgiHost {
     ) -> Result<Call, CallError> {
         let environ = self.template.bind(py).copy().map_err(CallError::Internal)?;
         for (name, value) in &vars {
-            let key = match name {
-                VarName::Known(v) => self.keys[*v as usize].bind(py).clone(),
-                VarName::Other(b) => latin1(py, b),
+            let (key, constant) = match name {
+                VarName::Known(v) => (
+                    self.keys[*v as usize].bind(py).clone(),
+                    self.constant(py, *v, value),
+                ),
+                VarName::Other(b) => (latin1(py, b), None),
             };
-            let value = if value.is_empty() {
-                self.empty.bind(py).clone()
-            } else {
-                latin1(py, value)
+            let value = match constant {
+                Some(c) => c,
+                None if value.is_empty() => self.empty.bind(py).clone(),
+                None => latin1(py, value),
             };
             environ.set_item(key, value).map_err(CallError::Internal)?;
         }
@@ -430,7 +465,7 @@ impl CallError {
 /// Status and headers, as `start_response` validated them.
 pub(crate) struct Head {
     status: u16,
-    reason: String,
+    reason: Option<String>,
     headers: Vec<(String, Bytes)>,
     content_length: Option<u64>,
 }
@@ -550,9 +585,13 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             "status {code}: informational (1xx) responses are the server's business"
         )));
     }
+    let reason = &status[4..];
+    let standard = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason());
     let mut out = Head {
         status: code,
-        reason: status[4..].to_string(),
+        reason: (standard != Some(reason)).then(|| reason.to_string()),
         headers: Vec::new(),
         content_length: None,
     };
@@ -582,8 +621,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
                 "invalid header name {name:?}"
             )));
         }
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) {
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
             )));
@@ -594,7 +632,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
                 "value of header {name:?} contains a control character"
             )));
         }
-        if lower == "content-length" {
+        if name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(&value)
                 .ok()
                 .map(str::trim)
