@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::http::{ConnInfo, HttpSettings, serve_connection};
+use crate::http::{ConnInfo, FlushQueue, HttpSettings, serve_connection};
 use crate::listen::{self, Listener};
 use crate::python::{self, WsgiHost};
 
@@ -77,6 +77,8 @@ async fn serve(
     settings: Arc<HttpSettings>,
 ) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let flush = Arc::new(FlushQueue::default());
+    tokio::spawn(flush.clone().run());
     // Every connection holds a clone; when all are gone, so are the requests.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     for (addr, listener) in listeners {
@@ -84,6 +86,7 @@ async fn serve(
         let settings = settings.clone();
         let stop = stop_rx.clone();
         let alive = alive_tx.clone();
+        let flush = flush.clone();
         match listener {
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)
@@ -100,10 +103,15 @@ async fn serve(
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
                                 let info = ConnInfo::new(local, Some(peer));
-                                let (h, s, st, a) =
-                                    (host.clone(), settings.clone(), stop.clone(), alive.clone());
+                                let (h, s, st, a, f) = (
+                                    host.clone(),
+                                    settings.clone(),
+                                    stop.clone(),
+                                    alive.clone(),
+                                    flush.clone(),
+                                );
                                 tokio::spawn(async move {
-                                    serve_connection(stream, info, h, s, st).await;
+                                    serve_connection(stream, info, h, s, f, st).await;
                                     drop(a);
                                 });
                             }
@@ -125,10 +133,15 @@ async fn serve(
                         match accepted {
                             Ok((stream, _)) => {
                                 let info = ConnInfo::new(None, None);
-                                let (h, s, st, a) =
-                                    (host.clone(), settings.clone(), stop.clone(), alive.clone());
+                                let (h, s, st, a, f) = (
+                                    host.clone(),
+                                    settings.clone(),
+                                    stop.clone(),
+                                    alive.clone(),
+                                    flush.clone(),
+                                );
                                 tokio::spawn(async move {
-                                    serve_connection(stream, info, h, s, st).await;
+                                    serve_connection(stream, info, h, s, f, st).await;
                                     drop(a);
                                 });
                             }

@@ -2,6 +2,10 @@
 //! hyper's request into the protocol-neutral [`Request`] and a [`Response`]
 //! back into hyper's.
 
+mod batch;
+
+pub use batch::FlushQueue;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -116,6 +120,7 @@ pub async fn serve_connection<S: Peek>(
     info: ConnInfo,
     host: Arc<WsgiHost>,
     settings: Arc<HttpSettings>,
+    flush: Arc<FlushQueue>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     if let Ok(Some(version)) =
@@ -131,7 +136,7 @@ pub async fn serve_connection<S: Peek>(
         let _ = stream.shutdown().await;
         return;
     }
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(batch::BatchedIo::new(stream, flush));
     let svc_settings = settings.clone();
     let info = Arc::new(info);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
