@@ -3,6 +3,8 @@
 pub mod config;
 pub mod http;
 pub mod listen;
+pub mod master;
+pub mod process;
 pub mod python;
 pub mod request;
 pub mod server;

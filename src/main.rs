@@ -20,6 +20,13 @@ fn main() -> ExitCode {
             println!("oxgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Action::Control(what, pidfile) => match oxgate::process::send_control(what, &pidfile) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Action::Serve(cfg) => match oxgate::server::run(*cfg) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -147,6 +147,13 @@ impl Request {
     }
 }
 
+/// Told when a request starts and ends on one of the app's threads (cores,
+/// numbered from 0); the worker's scoreboard slot listens.
+pub trait RequestObserver: Send + Sync {
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)]);
+    fn finished(&self, core: usize, failed: bool);
+}
+
 /// The response body.
 pub enum ResponseBody {
     Empty,

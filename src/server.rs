@@ -1,5 +1,5 @@
-//! Runs the server in this process: bind, start Python, load the app, serve
-//! until a stop signal. (The master/worker process model builds on this.)
+//! Start-up shared by every mode (daemonize, bind, pidfile, privileges), the
+//! single-process mode, and the serving loop each worker runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,24 +9,36 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::http::{ConnInfo, FlushQueue, HttpSettings, serve_connection};
-use crate::listen::{self, Listener};
+use crate::listen::{self, Address, Listener};
+use crate::master::{self, Inherited};
+use crate::process;
 use crate::python::{self, WsgiHost};
 
-/// How long a graceful stop waits for requests in flight before giving up
-/// on them (uWSGI's --reload-mercy default is 60 s; 30 s keeps stops brisk).
-const STOP_MERCY: Duration = Duration::from_secs(30);
-
 pub fn run(cfg: Config) -> Result<(), String> {
+    let inherited = Inherited::take_from_env();
+    let p = &cfg.process;
+    if inherited.is_none()
+        && let Some(log) = &p.daemonize
+    {
+        process::daemonize(log)?;
+    } else if let Some(log) = &p.logto {
+        process::redirect_output(log)?;
+    }
+
     // Bind first: a taken address fails fast, before the app is imported.
+    // After a reload the sockets come from the previous master image.
     let mut listeners = Vec::new();
     for spec in &cfg.http_sockets {
         let addr = listen::parse(spec)?;
-        listeners.push((
-            addr.clone(),
-            listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?,
-        ));
+        let listener = match inherited.as_ref().and_then(|i| i.listener(&addr)) {
+            Some(l) => l,
+            None => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?,
+        };
+        listeners.push((addr, listener));
     }
-
+    if let Some(pidfile) = &p.pidfile {
+        process::write_pidfile(pidfile)?;
+    }
     for (k, v) in &cfg.env {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var(k, v) };
@@ -34,47 +46,113 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(dir) = &cfg.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
     }
+    process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
+    if let Some(pidfile) = &p.pidfile2 {
+        process::write_pidfile(pidfile)?;
+    }
+
+    let result = if p.master {
+        master::run(&cfg, listeners, inherited)
+    } else {
+        single(&cfg, listeners)
+    };
+    if p.vacuum {
+        vacuum(&cfg);
+    }
+    result
+}
+
+/// `--vacuum`: the unix sockets and pidfiles this server created.
+pub fn vacuum(cfg: &Config) {
+    for spec in &cfg.http_sockets {
+        if let Ok(Address::Unix(path)) = listen::parse(spec) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    for f in [&cfg.process.pidfile, &cfg.process.pidfile2]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+pub fn app_name(cfg: &Config) -> String {
+    match &cfg.app.source {
+        crate::config::AppSource::File(f) => format!("{}:{}", f.display(), cfg.app.callable),
+        crate::config::AppSource::Module(m) => format!("{m}:{}", cfg.app.callable),
+    }
+}
+
+pub fn http_settings(cfg: &Config) -> Arc<HttpSettings> {
+    Arc::new(HttpSettings {
+        limit_post: cfg.limit_post,
+        max_head: cfg.buffer_size,
+        head_timeout: cfg.socket_timeout,
+    })
+}
+
+/// Starts Python and imports the app.
+pub fn load_app(cfg: &Config) -> Result<Arc<WsgiHost>, String> {
     python::initialize(cfg.home.as_deref())?;
-    let host = Arc::new(python::load(&python::LoadOptions {
+    Ok(Arc::new(python::load(&python::LoadOptions {
         app: &cfg.app,
         pythonpath: &cfg.pythonpath,
         threads: cfg.threads,
-    })?);
+    })?))
+}
 
-    let app_name = match &cfg.app.source {
-        crate::config::AppSource::File(f) => format!("{}:{}", f.display(), cfg.app.callable),
-        crate::config::AppSource::Module(m) => format!("{m}:{}", cfg.app.callable),
-    };
+/// `--no-master`: this process serves.
+fn single(cfg: &Config, listeners: Vec<(Address, Listener)>) -> Result<(), String> {
+    let host = load_app(cfg)?;
+    if let Some(log) = &cfg.process.daemonize2 {
+        process::daemonize(log)?;
+    }
     let addrs: Vec<String> = listeners.iter().map(|(a, _)| a.to_string()).collect();
     eprintln!(
-        "oxgate {}: serving {app_name} on http://{} (pid {}, {} Python thread{})",
+        "oxgate {}: serving {} on http://{} (pid {}, single process, {} Python thread{})",
         env!("CARGO_PKG_VERSION"),
+        app_name(cfg),
         addrs.join(", http://"),
         std::process::id(),
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" }
     );
-
-    let settings = Arc::new(HttpSettings {
-        limit_post: cfg.limit_post,
-        max_head: cfg.buffer_size,
-        head_timeout: cfg.socket_timeout,
-    });
-    // The runtime is built only now: no runtime thread may exist before a
-    // fork, and this process may one day be a forked worker.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the event loop: {e}"))?;
-    rt.block_on(serve(listeners, host, settings))?;
+    let rt = runtime()?;
+    rt.block_on(serve(
+        listeners,
+        host,
+        http_settings(cfg),
+        &[
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::quit(), "SIGQUIT"),
+        ],
+        cfg.process.reload_mercy,
+        || {},
+    ))?;
     python::run_atexit();
     Ok(())
 }
 
-async fn serve(
-    listeners: Vec<(listen::Address, Listener)>,
+/// The runtime is built only after any fork: no runtime thread may exist
+/// when a process forks (embedding.md §4).
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the event loop: {e}"))
+}
+
+/// Serves the listeners until one of `stop_on` arrives, then lets requests
+/// in flight finish (bounded by `mercy`; a second signal stops at once).
+pub async fn serve(
+    listeners: Vec<(Address, Listener)>,
     host: Arc<WsgiHost>,
     settings: Arc<HttpSettings>,
+    stop_on: &[(SignalKind, &'static str)],
+    mercy: Duration,
+    ready: impl FnOnce(),
 ) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let flush = Arc::new(FlushQueue::default());
@@ -82,69 +160,47 @@ async fn serve(
     // Every connection holds a clone; when all are gone, so are the requests.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     for (addr, listener) in listeners {
-        let host = host.clone();
-        let settings = settings.clone();
-        let stop = stop_rx.clone();
-        let alive = alive_tx.clone();
-        let flush = flush.clone();
+        let conn = Conn {
+            host: host.clone(),
+            settings: settings.clone(),
+            flush: flush.clone(),
+            stop: stop_rx.clone(),
+            alive: alive_tx.clone(),
+        };
         match listener {
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)
                     .map_err(|e| format!("cannot use {addr}: {e}"))?;
                 tokio::spawn(async move {
                     let local = l.local_addr().ok();
-                    let mut stop_accepting = stop.clone();
+                    let mut stop = conn.stop.clone();
                     loop {
                         let accepted = tokio::select! {
                             r = l.accept() => r,
-                            _ = stop_accepting.changed() => break,
+                            _ = stop.changed() => break,
                         };
                         match accepted {
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
-                                let info = ConnInfo::new(local, Some(peer));
-                                let (h, s, st, a, f) = (
-                                    host.clone(),
-                                    settings.clone(),
-                                    stop.clone(),
-                                    alive.clone(),
-                                    flush.clone(),
-                                );
-                                tokio::spawn(async move {
-                                    serve_connection(stream, info, h, s, f, st).await;
-                                    drop(a);
-                                });
+                                conn.spawn(stream, ConnInfo::new(local, Some(peer)));
                             }
                             Err(e) => accept_failed(&addr, e).await,
                         }
                     }
                 });
             }
-            Listener::Unix(l, _path) => {
+            Listener::Unix(l, _) => {
                 let l = tokio::net::UnixListener::from_std(l)
                     .map_err(|e| format!("cannot use {addr}: {e}"))?;
                 tokio::spawn(async move {
-                    let mut stop_accepting = stop.clone();
+                    let mut stop = conn.stop.clone();
                     loop {
                         let accepted = tokio::select! {
                             r = l.accept() => r,
-                            _ = stop_accepting.changed() => break,
+                            _ = stop.changed() => break,
                         };
                         match accepted {
-                            Ok((stream, _)) => {
-                                let info = ConnInfo::new(None, None);
-                                let (h, s, st, a, f) = (
-                                    host.clone(),
-                                    settings.clone(),
-                                    stop.clone(),
-                                    alive.clone(),
-                                    flush.clone(),
-                                );
-                                tokio::spawn(async move {
-                                    serve_connection(stream, info, h, s, f, st).await;
-                                    drop(a);
-                                });
-                            }
+                            Ok((stream, _)) => conn.spawn(stream, ConnInfo::new(None, None)),
                             Err(e) => accept_failed(&addr, e).await,
                         }
                     }
@@ -153,31 +209,70 @@ async fn serve(
         }
     }
     drop(alive_tx);
+    ready();
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut quit = signal(SignalKind::quit()).map_err(|e| e.to_string())?;
-    let why = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = quit.recv() => "SIGQUIT",
-    };
-    eprintln!(
-        "oxgate: {why} received, finishing requests in flight (a second SIGINT stops at once)"
-    );
+    let mut signals = Vec::new();
+    for (kind, name) in stop_on {
+        signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));
+    }
+    let why = next_signal(&mut signals).await;
+    if process::is_worker() {
+        // The master logs the stop; a worker says nothing more.
+    } else {
+        eprintln!(
+            "oxgate: {why} received, finishing requests in flight (a second one stops at once)"
+        );
+    }
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = alive_rx.recv() => {}
-        _ = int.recv() => eprintln!("oxgate: second SIGINT, stopping now"),
-        _ = tokio::time::sleep(STOP_MERCY) => {
-            eprintln!("oxgate: requests still running after {}s, stopping anyway", STOP_MERCY.as_secs());
+        why = next_signal(&mut signals) => eprintln!("oxgate: second {why}, stopping now"),
+        _ = tokio::time::sleep(mercy) => {
+            eprintln!("oxgate: requests still running after {}s, stopping anyway", mercy.as_secs());
         }
     }
     Ok(())
 }
 
+async fn next_signal(signals: &mut [(tokio::signal::unix::Signal, &'static str)]) -> &'static str {
+    std::future::poll_fn(|cx| {
+        for (s, name) in signals.iter_mut() {
+            if s.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready(*name);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// What every connection of a listener shares.
+struct Conn {
+    host: Arc<WsgiHost>,
+    settings: Arc<HttpSettings>,
+    flush: Arc<FlushQueue>,
+    stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+}
+
+impl Conn {
+    fn spawn<S: crate::http::Peek>(&self, stream: S, info: ConnInfo) {
+        let (h, s, f, st, a) = (
+            self.host.clone(),
+            self.settings.clone(),
+            self.flush.clone(),
+            self.stop.clone(),
+            self.alive.clone(),
+        );
+        tokio::spawn(async move {
+            serve_connection(stream, info, h, s, f, st).await;
+            drop(a);
+        });
+    }
+}
+
 /// Accept errors (too many open files, say) must not spin the loop.
-async fn accept_failed(addr: &listen::Address, e: std::io::Error) {
+async fn accept_failed(addr: &Address, e: std::io::Error) {
     eprintln!("oxgate: accept on {addr} failed: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }

@@ -52,11 +52,37 @@ class Server:
     def log(self):
         return self.log_path.read_text(errors="replace")
 
-    def rss_kb(self, field="VmRSS"):
-        for line in open(f"/proc/{self.proc.pid}/status"):
+    def rss_kb(self, field="VmRSS", pid=None):
+        for line in open(f"/proc/{pid or self.proc.pid}/status"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise AssertionError(field)
+
+    def worker_pids(self):
+        """The master's children (the workers), sorted."""
+        try:
+            text = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read()
+        except FileNotFoundError:
+            return []
+        return sorted(int(p) for p in text.split())
+
+    def wait_log(self, text, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the log:\n{self.log()}")
+
+    def wait_workers(self, n, timeout=20):
+        """Waits until the master has n workers; returns their pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) == n:
+                return pids
+            time.sleep(0.05)
+        raise AssertionError(f"expected {n} workers, have {self.worker_pids()}:\n{self.log()}")
 
     def stop(self):
         if self.proc.poll() is None:

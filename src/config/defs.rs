@@ -188,7 +188,268 @@ pub static OPTIONS: &[OptDef] = &[
         Flag,
         Process,
         "",
-        "Accepted for uWSGI compatibility."
+        "Run a master that supervises the workers (the default; --master=false or --no-master runs one process)."
+    ),
+    opt!(
+        "no-master",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Run a single process, no master."
+    ),
+    opt!(
+        "processes",
+        ["workers"],
+        Some('p'),
+        Int,
+        Process,
+        "N",
+        "Number of worker processes (default: the number of CPU cores)."
+    ),
+    opt!(
+        "lazy-apps",
+        ["lazy"],
+        None,
+        Flag,
+        Process,
+        "",
+        "Load the app in each worker after the fork instead of once in the master (preload is the default)."
+    ),
+    opt!(
+        "need-app",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Exit non-zero when the app cannot be loaded. Always on in oxgate."
+    ),
+    opt!(
+        "die-on-term",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted for uWSGI compatibility: in oxgate SIGTERM always stops gracefully (uWSGI 2.0 reloads on it)."
+    ),
+    opt!(
+        "harakiri",
+        [],
+        Some('t'),
+        Int,
+        Process,
+        "SECONDS",
+        "Kill a worker whose request runs longer than SECONDS, after logging the request and its Python stack."
+    ),
+    opt!(
+        "harakiri-verbose",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted: oxgate's harakiri log is always verbose."
+    ),
+    opt!(
+        "max-requests",
+        [],
+        Some('R'),
+        Int,
+        Process,
+        "N",
+        "Replace a worker after it served N requests (its replacement is ready before it stops)."
+    ),
+    opt!(
+        "max-requests-delta",
+        [],
+        None,
+        Int,
+        Process,
+        "N",
+        "Add worker_id * N to --max-requests, so workers are not all replaced at once."
+    ),
+    opt!(
+        "max-worker-lifetime",
+        [],
+        None,
+        Int,
+        Process,
+        "SECONDS",
+        "Replace a worker after it has run SECONDS."
+    ),
+    opt!(
+        "reload-on-rss",
+        [],
+        None,
+        Int,
+        Process,
+        "MB",
+        "Replace a worker gracefully when its resident memory exceeds MB."
+    ),
+    opt!(
+        "evil-reload-on-rss",
+        [],
+        None,
+        Int,
+        Process,
+        "MB",
+        "Kill a worker at once when its resident memory exceeds MB."
+    ),
+    opt!(
+        "limit-as",
+        [],
+        None,
+        Int,
+        Process,
+        "MB",
+        "Limit each worker's address space to MB (RLIMIT_AS)."
+    ),
+    opt!(
+        "worker-reload-mercy",
+        [],
+        None,
+        Int,
+        Process,
+        "SECONDS",
+        "How long a worker asked to stop may finish its requests before it is killed (default 60)."
+    ),
+    opt!(
+        "reload-mercy",
+        [],
+        None,
+        Int,
+        Process,
+        "SECONDS",
+        "How long a stopping master waits for workers to finish (default 60)."
+    ),
+    opt!(
+        "pidfile",
+        [],
+        None,
+        Str,
+        Process,
+        "FILE",
+        "Write the master's pid to FILE."
+    ),
+    opt!(
+        "pidfile2",
+        [],
+        None,
+        Str,
+        Process,
+        "FILE",
+        "Write the master's pid to FILE after dropping privileges."
+    ),
+    opt!(
+        "daemonize",
+        [],
+        Some('d'),
+        Str,
+        Process,
+        "LOGFILE",
+        "Detach from the terminal and log to LOGFILE."
+    ),
+    opt!(
+        "daemonize2",
+        [],
+        None,
+        Str,
+        Process,
+        "LOGFILE",
+        "Like --daemonize, but after the app is loaded (load errors still reach the terminal)."
+    ),
+    opt!(
+        "logto",
+        [],
+        None,
+        Str,
+        Process,
+        "FILE",
+        "Log to FILE instead of stderr."
+    ),
+    opt!(
+        "vacuum",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Remove unix sockets and pidfiles on exit."
+    ),
+    opt!(
+        "stop",
+        [],
+        None,
+        Str,
+        Process,
+        "PIDFILE",
+        "Stop the oxgate whose master pid is in PIDFILE (gracefully), then exit."
+    ),
+    opt!(
+        "reload",
+        [],
+        None,
+        Str,
+        Process,
+        "PIDFILE",
+        "Reload the oxgate whose master pid is in PIDFILE (new workers with the new code), then exit."
+    ),
+    opt!(
+        "chain-reload",
+        [],
+        None,
+        Str,
+        Process,
+        "PIDFILE",
+        "Reload the oxgate in PIDFILE one worker at a time, then exit."
+    ),
+    opt!(
+        "brutal-reload",
+        [],
+        None,
+        Str,
+        Process,
+        "PIDFILE",
+        "Reload the oxgate in PIDFILE, killing its workers at once, then exit."
+    ),
+    opt!(
+        "touch-reload",
+        [],
+        None,
+        List,
+        Process,
+        "FILE",
+        "Reload gracefully when FILE is touched (repeatable)."
+    ),
+    opt!(
+        "touch-chain-reload",
+        [],
+        None,
+        List,
+        Process,
+        "FILE",
+        "Chain-reload when FILE is touched (repeatable)."
+    ),
+    opt!(
+        "uid",
+        [],
+        None,
+        Str,
+        Process,
+        "USER",
+        "Run as USER (name or number) after binding the sockets."
+    ),
+    opt!(
+        "gid",
+        [],
+        None,
+        Str,
+        Process,
+        "GROUP",
+        "Run as GROUP (name or number) after binding the sockets."
     ),
     opt!(
         "limit-post",

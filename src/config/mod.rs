@@ -42,12 +42,51 @@ pub struct Config {
     pub limit_post: Option<u64>,
     pub buffer_size: usize,
     pub socket_timeout: Duration,
+    pub process: ProcessConfig,
+}
+
+/// The process model: master, workers, supervision.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessConfig {
+    pub master: bool,
+    pub processes: usize,
+    pub lazy_apps: bool,
+    pub harakiri: Option<Duration>,
+    pub max_requests: Option<u64>,
+    pub max_requests_delta: u64,
+    pub max_worker_lifetime: Option<Duration>,
+    /// Bytes.
+    pub reload_on_rss: Option<u64>,
+    pub evil_reload_on_rss: Option<u64>,
+    pub limit_as: Option<u64>,
+    pub worker_reload_mercy: Duration,
+    pub reload_mercy: Duration,
+    pub pidfile: Option<PathBuf>,
+    pub pidfile2: Option<PathBuf>,
+    pub daemonize: Option<PathBuf>,
+    pub daemonize2: Option<PathBuf>,
+    pub logto: Option<PathBuf>,
+    pub vacuum: bool,
+    pub touch_reload: Vec<PathBuf>,
+    pub touch_chain_reload: Vec<PathBuf>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+}
+
+/// A request to a running master, made through its pidfile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Stop,
+    Reload,
+    ChainReload,
+    BrutalReload,
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Action {
     Serve(Box<Config>),
+    Control(Control, PathBuf),
     Help,
     Version,
 }
@@ -224,11 +263,34 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         }
     };
 
+    let seconds = |name: &str| {
+        last(name)
+            .map(parse_int)
+            .filter(|n| *n > 0)
+            .map(|n| Duration::from_secs(n as u64))
+    };
+    let megabytes = |name: &str| {
+        last(name)
+            .map(parse_int)
+            .filter(|n| *n > 0)
+            .map(|n| n as u64 * 1024 * 1024)
+    };
+
     if flag("help")? {
         return Ok(Action::Help);
     }
     if flag("version")? {
         return Ok(Action::Version);
+    }
+    for (name, what) in [
+        ("stop", Control::Stop),
+        ("reload", Control::Reload),
+        ("chain-reload", Control::ChainReload),
+        ("brutal-reload", Control::BrutalReload),
+    ] {
+        if let Some(pidfile) = last(name) {
+            return Ok(Action::Control(what, PathBuf::from(pidfile)));
+        }
     }
 
     let mut http_sockets = all("http-socket");
@@ -314,6 +376,45 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         },
         buffer_size: positive("buffer-size", 65536)?.clamp(8192, 16 << 20) as usize,
         socket_timeout: Duration::from_secs(positive("socket-timeout", 30)? as u64),
+        process: ProcessConfig {
+            master: match (last("master"), flag("no-master")?) {
+                (_, true) => false,
+                (Some(_), false) => flag("master")?,
+                (None, false) => true,
+            },
+            processes: match last("processes") {
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(_) => {
+                    positive("processes", 1)?.min(crate::master::MAX_WORKERS as i64) as usize
+                }
+            },
+            lazy_apps: flag("lazy-apps")?,
+            harakiri: seconds("harakiri"),
+            max_requests: last("max-requests")
+                .map(parse_int)
+                .filter(|n| *n > 0)
+                .map(|n| n as u64),
+            max_requests_delta: last("max-requests-delta").map_or(0, parse_int).max(0) as u64,
+            max_worker_lifetime: seconds("max-worker-lifetime"),
+            reload_on_rss: megabytes("reload-on-rss"),
+            evil_reload_on_rss: megabytes("evil-reload-on-rss"),
+            limit_as: megabytes("limit-as"),
+            worker_reload_mercy: seconds("worker-reload-mercy").unwrap_or(Duration::from_secs(60)),
+            reload_mercy: seconds("reload-mercy").unwrap_or(Duration::from_secs(60)),
+            pidfile: last("pidfile").map(PathBuf::from),
+            pidfile2: last("pidfile2").map(PathBuf::from),
+            daemonize: last("daemonize").map(PathBuf::from),
+            daemonize2: last("daemonize2").map(PathBuf::from),
+            logto: last("logto").map(PathBuf::from),
+            vacuum: flag("vacuum")?,
+            touch_reload: all("touch-reload").into_iter().map(PathBuf::from).collect(),
+            touch_chain_reload: all("touch-chain-reload")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            uid: last("uid").map(str::to_string),
+            gid: last("gid").map(str::to_string),
+        },
     })))
 }
 

@@ -70,7 +70,7 @@ pub struct HttpSettings {
 
 /// A connected stream whose pending bytes can be looked at without
 /// consuming them.
-pub trait Peek: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static {
+pub trait Peek: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
@@ -139,10 +139,14 @@ pub async fn serve_connection<S: Peek>(
     let io = TokioIo::new(batch::BatchedIo::new(stream, flush));
     let svc_settings = settings.clone();
     let info = Arc::new(info);
+    // Requests this connection has begun; a stop waits for the first one.
+    let begun = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let svc_begun = begun.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let host = host.clone();
         let settings = svc_settings.clone();
         let info = info.clone();
+        svc_begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move { Ok::<_, Infallible>(handle(req, &info, &host, &settings).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -153,12 +157,25 @@ pub async fn serve_connection<S: Peek>(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
-        res = conn.as_mut() => log_conn_error(res),
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            log_conn_error(conn.await);
+        res = conn.as_mut() => return log_conn_error(res),
+        _ = shutdown.changed() => {}
+    }
+    // A connection accepted just before the stop has a request on its way
+    // (or already in the socket): hyper would see it idle and close it
+    // unread. Serve that first request, bounded by the head timeout.
+    if begun.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        let first = async {
+            while begun.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            res = conn.as_mut() => return log_conn_error(res),
+            _ = tokio::time::timeout(settings.head_timeout, first) => {}
         }
     }
+    conn.as_mut().graceful_shutdown();
+    log_conn_error(conn.await);
 }
 
 fn log_conn_error(res: Result<(), hyper::Error>) {

@@ -80,8 +80,22 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
                     .to_string_lossy()
                     .into_owned()
             };
+            let hint = if libc::geteuid() != 0 {
+                format!(
+                    "\nhint: oxgate runs as uid {} here (--uid/--gid drop privileges before Python starts); \
+                     that user must be able to read the interpreter's files under {}",
+                    libc::geteuid(),
+                    program
+                        .parent()
+                        .and_then(Path::parent)
+                        .unwrap_or(Path::new("/"))
+                        .display()
+                )
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "cannot start Python (program name {}): {msg}",
+                "cannot start Python (program name {}): {msg}{hint}",
                 program.display()
             ));
         }
@@ -140,6 +154,59 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<WsgiHost, String> {
             (None, None) => Err("cannot load the app (no reason given)".into()),
         }
     })
+}
+
+/// Forks with CPython's fork hooks, as `os.fork()` does: the child's
+/// interpreter state is reset, `os.register_at_fork` hooks run (random is
+/// reseeded). For a master that loaded the app (preload).
+pub fn fork() -> libc::pid_t {
+    Python::attach(|_py| unsafe {
+        ffi::PyOS_BeforeFork();
+        let pid = libc::fork();
+        if pid == 0 {
+            ffi::PyOS_AfterFork_Child();
+        } else {
+            ffi::PyOS_AfterFork_Parent();
+        }
+        pid
+    })
+}
+
+/// Before the master forks loaded workers: moves every object to the
+/// permanent generation so the collector never writes to them, and pages
+/// stay shared copy-on-write. Warns about threads, which do not survive.
+pub fn prepare_preload_fork() {
+    Python::attach(|py| {
+        let code = c"import gc, threading\ngc.collect()\ngc.freeze()\nn = threading.active_count()";
+        let globals = pyo3::types::PyDict::new(py);
+        if py.run(code, Some(&globals), None).is_ok()
+            && let Ok(Some(n)) = globals.get_item("n")
+            && n.extract::<usize>().unwrap_or(1) > 1
+        {
+            eprintln!(
+                "oxgate: warning: the app started {} thread(s) at import; threads do not survive the fork into workers (use --lazy-apps)",
+                n.extract::<usize>().unwrap_or(1) - 1
+            );
+        }
+    });
+}
+
+/// In a worker: SIGUSR2 makes CPython write every thread's stack to stderr,
+/// from the signal handler itself, so it works while a request is stuck
+/// holding the GIL (the master sends it before a harakiri kill).
+pub fn install_stack_dump(signal: i32) {
+    Python::attach(|py| {
+        let r = py.import("faulthandler").and_then(|fh| {
+            let sys = py.import("sys")?;
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("file", sys.getattr("stderr")?)?;
+            kwargs.set_item("all_threads", true)?;
+            fh.call_method("register", (signal,), Some(&kwargs))
+        });
+        if let Err(e) = r {
+            eprintln!("oxgate: cannot install the harakiri stack dump: {e}");
+        }
+    });
 }
 
 /// Runs the interpreter's atexit handlers (PyO3 never finalises Python, so

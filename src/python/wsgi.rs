@@ -25,7 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::pool::Pool;
 use crate::request::{
-    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
+    BodyError, BodyStream, ChunkSource, Request, RequestBody, RequestObserver, Response,
+    ResponseBody, Var, VarName,
 };
 
 /// Chunks of at least this size are handed to the front end without a copy.
@@ -63,7 +64,32 @@ pub struct WsgiHost {
     helpers: Helpers,
     threads: usize,
     permits: Arc<Semaphore>,
+    /// Core numbers not in use; one is taken with each permit.
+    free_cores: std::sync::Mutex<Vec<usize>>,
+    observer: OnceLock<Arc<dyn RequestObserver>>,
     pool: OnceLock<Pool>,
+}
+
+/// A Python thread's worth of capacity, held for the whole request: its
+/// permit and its core number for the observer.
+struct Core {
+    host: Arc<WsgiHost>,
+    index: usize,
+    failed: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Some(o) = self.host.observer.get() {
+            o.finished(self.index, self.failed);
+        }
+        self.host
+            .free_cores
+            .lock()
+            .expect("not poisoned")
+            .push(self.index);
+    }
 }
 
 impl WsgiHost {
@@ -107,6 +133,8 @@ impl WsgiHost {
             helpers,
             threads,
             permits: Arc::new(Semaphore::new(threads)),
+            free_cores: std::sync::Mutex::new((0..threads).rev().collect()),
+            observer: OnceLock::new(),
             pool: OnceLock::new(),
         })
     }
@@ -129,6 +157,31 @@ impl WsgiHost {
             .map(|(_, _, s)| s.bind(py).clone())
     }
 
+    /// Lets the worker's scoreboard see each request start and end.
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Waits for a free Python thread; `None` when shutting down.
+    async fn core(self: &Arc<Self>, vars: &[(VarName, Bytes)]) -> Option<Core> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        let index = self
+            .free_cores
+            .lock()
+            .expect("not poisoned")
+            .pop()
+            .expect("a core per permit");
+        if let Some(o) = self.observer.get() {
+            o.started(index, vars);
+        }
+        Some(Core {
+            host: self.clone(),
+            index,
+            failed: false,
+            _permit: permit,
+        })
+    }
+
     /// Serves one request. Runs inside the worker's tokio runtime.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
         let Request {
@@ -149,9 +202,8 @@ impl WsgiHost {
         if self.threads > 1 {
             return self.handle_pooled(vars, input, is_head).await;
         }
-        let permit = match self.permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return Response::plain(503, "Service Unavailable", "Shutting down\n"),
+        let Some(mut core) = self.core(&vars).await else {
+            return Response::plain(503, "Service Unavailable", "Shutting down\n");
         };
         // One GIL acquisition covers the call, the first chunk and, for a
         // complete body, close(): embedding.md measured each extra one.
@@ -172,13 +224,16 @@ impl WsgiHost {
             Ok(Ok((call, head, first)))
         });
         match started {
-            Err(e) => self.error_response(e),
+            Err(e) => {
+                core.failed = true;
+                self.error_response(e)
+            }
             Ok(Err(done)) => done,
             Ok(Ok((call, head, first))) => head.into_response(ResponseBody::Stream {
                 first,
                 rest: BodyStream::new(InlineChunks {
                     call: Some(call),
-                    _permit: permit,
+                    core: Some(core),
                 }),
             }),
         }
@@ -190,9 +245,8 @@ impl WsgiHost {
         input: Input,
         is_head: bool,
     ) -> Response {
-        let permit = match self.permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return Response::plain(503, "Service Unavailable", "Shutting down\n"),
+        let Some(mut core) = self.core(&vars).await else {
+            return Response::plain(503, "Service Unavailable", "Shutting down\n");
         };
         let (head_tx, head_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -200,8 +254,10 @@ impl WsgiHost {
         self.pool
             .get_or_init(|| Pool::new(self.threads))
             .submit(move || {
-                Python::attach(|py| host.run_pooled(py, vars, input, is_head, head_tx, chunk_tx));
-                drop(permit);
+                core.failed = Python::attach(|py| {
+                    host.run_pooled(py, vars, input, is_head, head_tx, chunk_tx)
+                });
+                drop(core);
             });
         match head_rx.await {
             Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
@@ -231,27 +287,28 @@ impl WsgiHost {
         is_head: bool,
         head_tx: oneshot::Sender<Started>,
         chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
-    ) {
+    ) -> bool {
         let mut call = match self.begin(py, vars, input) {
             Ok(c) => c,
             Err(e) => {
                 let _ = head_tx.send(Err(e));
-                return;
+                return true;
             }
         };
         match call.first_chunk(py) {
             Err(e) => {
                 let _ = head_tx.send(Err(e));
-                return;
+                return true;
             }
             Ok((head, first)) => {
                 let finished = call.is_finished(py);
                 if head_tx.send(Ok((head, first, finished))).is_err() || finished || is_head {
                     call.close(py);
-                    return;
+                    return false;
                 }
             }
         }
+        let mut failed = false;
         loop {
             match call.next_chunk(py) {
                 Ok(Some(chunk)) => {
@@ -263,11 +320,13 @@ impl WsgiHost {
                 Err(e) => {
                     let msg = self.log_call_error(py, &call, e);
                     let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError::new(500, msg))));
+                    failed = true;
                     break;
                 }
             }
         }
         call.close(py);
+        failed
     }
 
     /// Builds the environ and calls the app; the response is not started yet.
@@ -926,7 +985,8 @@ impl Drop for Call {
 /// Pulls chunks from an inline call as the connection can take them.
 struct InlineChunks {
     call: Option<Call>,
-    _permit: OwnedSemaphorePermit,
+    /// Held until the response is done: the request runs until then.
+    core: Option<Core>,
 }
 
 impl ChunkSource for InlineChunks {
@@ -948,6 +1008,9 @@ impl ChunkSource for InlineChunks {
         });
         if !matches!(next, Some(Ok(_))) {
             self.call = None;
+            if let Some(mut core) = self.core.take() {
+                core.failed = next.is_some();
+            }
         }
         Poll::Ready(next)
     }

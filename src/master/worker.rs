@@ -1,0 +1,143 @@
+//! A worker's life after the fork: reset what the master set up, load the
+//! app if it was not preloaded, serve until asked to stop.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::signal::unix::SignalKind;
+
+use super::scoreboard::{CORES, INFO, Retire, Scoreboard};
+use super::{EXIT_APP_LOAD, signals};
+use crate::config::Config;
+use crate::listen::{Address, Listener};
+use crate::process;
+use crate::python::{self, WsgiHost};
+use crate::request::{RequestObserver, Var, VarName};
+use crate::server;
+
+pub struct Setup<'a> {
+    pub cfg: &'a Config,
+    pub listeners: &'a [(Address, Listener)],
+    pub host: Option<Arc<WsgiHost>>,
+    pub sb: Arc<Scoreboard>,
+    pub slot: usize,
+    pub id: u32,
+    pub master_pid: libc::pid_t,
+    pub signal_fds: [RawFd; 2],
+}
+
+pub fn run(s: Setup<'_>) -> ! {
+    process::mark_worker();
+    signals::reset_in_child(s.signal_fds);
+    unsafe {
+        // The master coordinates stops: a Ctrl-C reaches the whole process
+        // group, but only the master's SIGTERM stops a worker, gracefully.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        // Die with the master; and if it is already gone, do not start.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != s.master_pid {
+            libc::_exit(1);
+        }
+    }
+    let p = &s.cfg.process;
+    if let Some(limit) = p.limit_as {
+        let rl = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) };
+    }
+    let host = match s.host {
+        Some(h) => h,
+        None => match server::load_app(s.cfg) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("oxgate: worker {}: {e}", s.id);
+                unsafe { libc::_exit(EXIT_APP_LOAD) };
+            }
+        },
+    };
+    python::install_stack_dump(libc::SIGUSR2);
+    host.set_observer(Arc::new(SlotObserver {
+        sb: s.sb.clone(),
+        slot: s.slot,
+        max_requests: p
+            .max_requests
+            .map(|n| n + u64::from(s.id) * p.max_requests_delta),
+    }));
+    let listeners: Vec<(Address, Listener)> = s
+        .listeners
+        .iter()
+        .filter_map(|(a, l)| {
+            let l = match l {
+                Listener::Tcp(t) => Listener::Tcp(t.try_clone().ok()?),
+                Listener::Unix(u, p) => Listener::Unix(u.try_clone().ok()?, p.clone()),
+            };
+            Some((a.clone(), l))
+        })
+        .collect();
+    let sb = s.sb.clone();
+    let slot = s.slot;
+    let result = server::runtime().and_then(|rt| {
+        rt.block_on(server::serve(
+            listeners,
+            host,
+            server::http_settings(s.cfg),
+            &[(SignalKind::terminate(), "SIGTERM")],
+            p.worker_reload_mercy,
+            || sb.slot(slot).ready.store(1, Ordering::Release),
+        ))
+    });
+    if let Err(e) = result {
+        eprintln!("oxgate: worker {}: {e}", s.id);
+        unsafe { libc::_exit(1) };
+    }
+    python::run_atexit();
+    unsafe { libc::_exit(0) };
+}
+
+/// Writes each request's start and end into the worker's scoreboard slot.
+struct SlotObserver {
+    sb: Arc<Scoreboard>,
+    slot: usize,
+    max_requests: Option<u64>,
+}
+
+impl RequestObserver for SlotObserver {
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)]) {
+        let var = |v: Var| {
+            vars.iter()
+                .find(|(k, _)| *k == VarName::Known(v))
+                .map_or(&b""[..], |(_, b)| &b[..])
+        };
+        let mut info = Vec::with_capacity(INFO);
+        info.extend_from_slice(var(Var::REQUEST_METHOD));
+        info.push(b' ');
+        let uri = var(Var::REQUEST_URI);
+        info.extend_from_slice(if uri.is_empty() {
+            var(Var::PATH_INFO)
+        } else {
+            uri
+        });
+        info.extend_from_slice(b" from ");
+        info.extend_from_slice(var(Var::REMOTE_ADDR));
+        self.sb.slot(self.slot).cores[core.min(CORES - 1)].begin(&info);
+    }
+
+    fn finished(&self, core: usize, failed: bool) {
+        let slot = self.sb.slot(self.slot);
+        slot.cores[core.min(CORES - 1)].end();
+        let n = slot.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed {
+            slot.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.max_requests.is_some_and(|m| n >= m) {
+            slot.retire
+                .store(Retire::MaxRequests as u32, Ordering::Release);
+        }
+    }
+}
