@@ -209,3 +209,87 @@ pub fn sd_notify(state: &str) {
         sock.send_to(state.as_bytes(), std::path::Path::new(&path))
     };
 }
+
+/// `--chown-socket USER[:GROUP]` on a unix socket path.
+pub fn chown_path(path: &Path, spec: &str) -> Result<(), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, _) = lookup_user(user)?;
+    let gid = match group {
+        Some(g) if !g.is_empty() => lookup_group(g)?,
+        _ => u32::MAX, // (gid_t)-1: leave the group
+    };
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?;
+    if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+        return Err(format!(
+            "--chown-socket {spec} on {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Sockets systemd passed us (socket activation: LISTEN_PID, LISTEN_FDS),
+/// as fds 3, 4, …
+pub fn systemd_sockets() -> Vec<(crate::listen::Address, crate::listen::Listener)> {
+    use std::os::fd::FromRawFd;
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let n: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !for_us || n <= 0 {
+        return Vec::new();
+    }
+    // SAFETY: still single-threaded; the app must not see these.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    let mut out = Vec::new();
+    for fd in 3..3 + n {
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+            );
+        }
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut len) } != 0 {
+            eprintln!("oxgate: LISTEN_FDS: fd {fd} is not a socket, ignored");
+            continue;
+        }
+        if i32::from(addr.ss_family) == libc::AF_UNIX {
+            let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            let a = match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            {
+                Some(p) => crate::listen::Address::Unix(p),
+                None => crate::listen::Address::Abstract(format!("systemd-fd-{fd}")),
+            };
+            out.push((a, crate::listen::Listener::Unix(l, None)));
+        } else {
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            let a = l
+                .local_addr()
+                .map_or_else(|_| format!("fd{fd}"), |a| a.to_string());
+            out.push((
+                crate::listen::Address::Tcp(a),
+                crate::listen::Listener::Tcp(l),
+            ));
+        }
+    }
+    out
+}

@@ -17,6 +17,9 @@ use crate::python::{self, WsgiHost};
 pub fn run(cfg: Config) -> Result<(), String> {
     let inherited = Inherited::take_from_env();
     let p = &cfg.process;
+    if let Some(mask) = p.umask {
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
     if inherited.is_none()
         && let Some(log) = &p.daemonize
     {
@@ -27,14 +30,25 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
     // Bind first: a taken address fails fast, before the app is imported.
     // After a reload the sockets come from the previous master image.
-    let mut listeners = Vec::new();
+    // Sockets from systemd (socket activation), or from the master image
+    // that re-executed into this one, are used as they are.
+    let mut listeners = match &inherited {
+        Some(inh) => inh.listeners(),
+        None => process::systemd_sockets(),
+    };
     for spec in &cfg.http_sockets {
         let addr = listen::parse(spec)?;
-        let listener = match inherited.as_ref().and_then(|i| i.listener(&addr)) {
-            Some(l) => l,
-            None => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?,
-        };
+        if listeners.iter().any(|(a, _)| *a == addr) {
+            continue;
+        }
+        let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;
+        if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
+            process::chown_path(path, owner)?;
+        }
         listeners.push((addr, listener));
+    }
+    if listeners.is_empty() {
+        return Err("no socket to listen on: add --http-socket ADDR".into());
     }
     if let Some(pidfile) = &p.pidfile {
         process::write_pidfile(pidfile)?;

@@ -112,8 +112,8 @@ def test_harakiri_kills_a_stuck_worker_with_its_stack(serve, app_dir):
 
 @pytest.mark.parametrize("how", ["reload", "chain"])
 def test_twenty_reloads_under_load_lose_nothing(serve, app_dir, how):
-    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2")
-    s.wait_workers(2)
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "4")
+    s.wait_workers(4)
     load = Load(s.url)
     sig = signal.SIGHUP if how == "reload" else signal.SIGRTMIN + 1
     durations = []
@@ -129,7 +129,8 @@ def test_twenty_reloads_under_load_lose_nothing(serve, app_dir, how):
         durations.append(time.monotonic() - t0)
     time.sleep(0.5)
     load.finish()
-    print(f"{how}: {load.ok} requests, 20 reloads, median {sorted(durations)[10]:.2f}s each")
+    print(f"{how} reload, 4 workers: {load.ok} requests, 0 failed, 20 reloads, "
+          f"median {sorted(durations)[10]:.2f}s, max {max(durations):.2f}s each")
     assert load.failures == [], load.failures[:5]
     assert load.ok > 100
     assert fresh(s.url).text.split()[-1] == "v21"  # the new code is served

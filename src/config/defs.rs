@@ -434,6 +434,51 @@ pub static OPTIONS: &[OptDef] = &[
         "Chain-reload when FILE is touched (repeatable)."
     ),
     opt!(
+        "attach-daemon",
+        [],
+        None,
+        List,
+        Process,
+        "COMMAND",
+        "Run COMMAND (through /bin/sh) beside the workers: started, respawned and stopped with the master (repeatable)."
+    ),
+    opt!(
+        "smart-attach-daemon",
+        [],
+        None,
+        List,
+        Process,
+        "PIDFILE COMMAND",
+        "Run COMMAND, which daemonizes and writes PIDFILE; restart it when that pid is gone, stop it with the master."
+    ),
+    opt!(
+        "py-autoreload",
+        ["python-autoreload"],
+        None,
+        Int,
+        Process,
+        "SECONDS",
+        "Every SECONDS, reload gracefully if a loaded Python module's file changed (for development)."
+    ),
+    opt!(
+        "chown-socket",
+        [],
+        None,
+        Str,
+        Sockets,
+        "USER[:GROUP]",
+        "Owner of unix sockets."
+    ),
+    opt!(
+        "umask",
+        [],
+        None,
+        Str,
+        Process,
+        "MASK",
+        "Set the umask (octal) before creating sockets and files."
+    ),
+    opt!(
         "uid",
         [],
         None,

@@ -71,6 +71,12 @@ pub struct ProcessConfig {
     pub touch_chain_reload: Vec<PathBuf>,
     pub uid: Option<String>,
     pub gid: Option<String>,
+    pub attach_daemons: Vec<String>,
+    /// (pidfile, command)
+    pub smart_attach_daemons: Vec<(PathBuf, String)>,
+    pub py_autoreload: Option<Duration>,
+    pub chown_socket: Option<String>,
+    pub umask: Option<u32>,
 }
 
 /// A request to a running master, made through its pidfile.
@@ -295,7 +301,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
 
     let mut http_sockets = all("http-socket");
     http_sockets.extend(all("bind"));
-    if http_sockets.is_empty() {
+    if http_sockets.is_empty() && std::env::var_os("LISTEN_FDS").is_none() {
         return err(
             "no socket to listen on: add --http-socket ADDR (for example --http-socket 127.0.0.1:8000)",
         );
@@ -414,6 +420,26 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 .collect(),
             uid: last("uid").map(str::to_string),
             gid: last("gid").map(str::to_string),
+            attach_daemons: all("attach-daemon"),
+            smart_attach_daemons: all("smart-attach-daemon")
+                .into_iter()
+                .map(|v| match v.trim().split_once(char::is_whitespace) {
+                    Some((pidfile, cmd)) if !cmd.trim().is_empty() => {
+                        Ok((PathBuf::from(pidfile), cmd.trim().to_string()))
+                    }
+                    _ => err(format!(
+                        "--smart-attach-daemon {v:?}: expected PIDFILE COMMAND"
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            py_autoreload: seconds("py-autoreload"),
+            chown_socket: last("chown-socket").map(str::to_string),
+            umask: match last("umask") {
+                None => None,
+                Some(v) => Some(u32::from_str_radix(v.trim(), 8).map_err(|_| {
+                    ConfigError(format!("--umask {v:?}: expected an octal mask like 022"))
+                })?),
+            },
         },
     })))
 }

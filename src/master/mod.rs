@@ -72,6 +72,8 @@ pub struct Inherited {
     listeners: Vec<(String, RawFd)>,
     scoreboard: RawFd,
     workers: Vec<(libc::pid_t, u32, usize)>,
+    /// (index in the config's daemon list, pid)
+    daemons: Vec<(usize, libc::pid_t)>,
     mode: ReloadMode,
     started: SystemTime,
 }
@@ -86,6 +88,7 @@ impl Inherited {
             listeners: Vec::new(),
             scoreboard: -1,
             workers: Vec::new(),
+            daemons: Vec::new(),
             mode: ReloadMode::Graceful,
             started: SystemTime::now(),
         };
@@ -102,6 +105,10 @@ impl Inherited {
                     let (pid, id, slot) = (f.next()??, f.next()??, f.next()??);
                     inh.workers
                         .push((pid as libc::pid_t, id as u32, slot as usize));
+                }
+                "daemon" => {
+                    let (i, pid) = value.split_once(' ')?;
+                    inh.daemons.push((i.parse().ok()?, pid.parse().ok()?));
                 }
                 "mode" => {
                     inh.mode = match value {
@@ -120,22 +127,30 @@ impl Inherited {
         Some(inh)
     }
 
-    /// The socket the previous image had for this address, if any.
-    pub fn listener(&self, addr: &Address) -> Option<Listener> {
-        let key = addr.to_string();
-        let &(_, fd) = self.listeners.iter().find(|(a, _)| *a == key)?;
-        set_cloexec(fd, true);
-        Some(match addr {
-            Address::Tcp(_) => Listener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(fd) }),
-            Address::Unix(p) => Listener::Unix(
-                unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) },
-                Some(p.clone()),
-            ),
-            Address::Abstract(_) => Listener::Unix(
-                unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) },
-                None,
-            ),
-        })
+    /// Every socket the previous image had, systemd's included.
+    pub fn listeners(&self) -> Vec<(Address, Listener)> {
+        self.listeners
+            .iter()
+            .filter_map(|(addr, fd)| {
+                let addr = crate::listen::parse(addr).ok()?;
+                set_cloexec(*fd, true);
+                let fd = *fd;
+                let l = match &addr {
+                    Address::Tcp(_) => {
+                        Listener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+                    }
+                    Address::Unix(p) => Listener::Unix(
+                        unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) },
+                        Some(p.clone()),
+                    ),
+                    Address::Abstract(_) => Listener::Unix(
+                        unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) },
+                        None,
+                    ),
+                };
+                Some((addr, l))
+            })
+            .collect()
     }
 }
 
@@ -170,6 +185,30 @@ struct Worker {
     harakiri_info: Option<String>,
 }
 
+/// A side process run beside the workers (`--attach-daemon`,
+/// `--smart-attach-daemon`).
+struct Daemon {
+    command: String,
+    /// Smart daemons daemonize themselves and write their pid here.
+    pidfile: Option<PathBuf>,
+    /// The child we started (for smart daemons, only until it detaches).
+    pid: Option<libc::pid_t>,
+    started: Instant,
+    failures: u32,
+    next_start: Instant,
+}
+
+impl Daemon {
+    fn pid_from_file(&self) -> Option<libc::pid_t> {
+        let pid: libc::pid_t = std::fs::read_to_string(self.pidfile.as_ref()?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (pid > 1 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+    }
+}
+
 enum State {
     Running,
     Stopping { since: Instant },
@@ -182,6 +221,7 @@ struct Master<'a> {
     sb: Arc<Scoreboard>,
     signals: signals::SignalPipe,
     workers: Vec<Worker>,
+    daemons: Vec<Daemon>,
     processes: usize,
     state: State,
     /// The reload in progress, if any, and when it began.
@@ -249,6 +289,24 @@ pub fn run(
         sb: Arc::new(sb),
         signals,
         workers: Vec::new(),
+        daemons: p
+            .attach_daemons
+            .iter()
+            .map(|c| (c.clone(), None))
+            .chain(
+                p.smart_attach_daemons
+                    .iter()
+                    .map(|(f, c)| (c.clone(), Some(f.clone()))),
+            )
+            .map(|(command, pidfile)| Daemon {
+                command,
+                pidfile,
+                pid: None,
+                started: Instant::now(),
+                failures: 0,
+                next_start: Instant::now(),
+            })
+            .collect(),
         processes: p.processes,
         state: State::Running,
         reload: None,
@@ -331,6 +389,11 @@ impl Master<'_> {
             });
         }
         self.ever_ready = true;
+        for &(i, pid) in &inh.daemons {
+            if let Some(d) = self.daemons.get_mut(i) {
+                d.pid = Some(pid);
+            }
+        }
         if self.broken {
             return;
         }
@@ -351,7 +414,7 @@ impl Master<'_> {
             }
             self.reap();
             if let State::Stopping { since } = self.state {
-                if self.workers.is_empty() {
+                if self.workers.is_empty() && self.daemons.iter().all(|d| d.pid.is_none()) {
                     return;
                 }
                 if since.elapsed() > self.cfg.process.reload_mercy {
@@ -365,6 +428,7 @@ impl Master<'_> {
             }
             self.supervise();
             self.schedule();
+            self.run_daemons();
             self.check_touched();
         }
     }
@@ -440,6 +504,13 @@ impl Master<'_> {
     }
 
     fn kill_all(&mut self, sig: i32) {
+        if matches!(self.state, State::Stopping { .. }) {
+            for d in &self.daemons {
+                for pid in d.pid.into_iter().chain(d.pid_from_file()) {
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
         let now = Instant::now();
         for w in &mut self.workers {
             if sig == libc::SIGKILL {
@@ -471,6 +542,11 @@ impl Master<'_> {
         hand.push_str(&format!("scoreboard {}\n", self.sb.raw_fd()));
         for w in self.workers.iter().filter(|w| !w.killed) {
             hand.push_str(&format!("worker {} {} {}\n", w.pid, w.id, w.slot));
+        }
+        for (i, d) in self.daemons.iter().enumerate() {
+            if let Some(pid) = d.pid {
+                hand.push_str(&format!("daemon {i} {pid}\n"));
+            }
         }
         hand.push_str(&format!("mode {}\n", mode.name()));
         let since = self
@@ -507,6 +583,31 @@ impl Master<'_> {
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 return;
+            }
+            if let Some(d) = self.daemons.iter_mut().find(|d| d.pid == Some(pid)) {
+                d.pid = None;
+                let lived = d.started.elapsed();
+                let smart = d.pidfile.is_some();
+                if !matches!(self.state, State::Stopping { .. }) && !(smart && status == 0) {
+                    d.failures = if lived < QUICK_DEATH {
+                        d.failures + 1
+                    } else {
+                        0
+                    };
+                    let backoff = if d.failures == 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(100 << d.failures.min(7)).min(MAX_BACKOFF)
+                    };
+                    d.next_start = Instant::now() + backoff;
+                    eprintln!(
+                        "oxgate: daemon {:?} (pid {pid}) {}; restarting in {:.1}s",
+                        d.command,
+                        describe_status(status),
+                        backoff.as_secs_f64()
+                    );
+                }
+                continue;
             }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
@@ -818,6 +919,32 @@ impl Master<'_> {
                     harakiri_info: None,
                 });
                 Some(pid)
+            }
+        }
+    }
+
+    /// Starts the attached daemons that are not running.
+    fn run_daemons(&mut self) {
+        let now = Instant::now();
+        for d in &mut self.daemons {
+            if d.pid.is_some() || now < d.next_start || d.pid_from_file().is_some() {
+                continue;
+            }
+            match std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&d.command)
+                .spawn()
+            {
+                Ok(child) => {
+                    let pid = child.id() as libc::pid_t;
+                    eprintln!("oxgate: started daemon {:?} (pid {pid})", d.command);
+                    d.pid = Some(pid);
+                    d.started = now;
+                }
+                Err(e) => {
+                    eprintln!("oxgate: cannot start daemon {:?}: {e}", d.command);
+                    d.next_start = now + MAX_BACKOFF;
+                }
             }
         }
     }

@@ -62,6 +62,11 @@ pub fn run(s: Setup<'_>) -> ! {
         },
     };
     python::install_stack_dump(libc::SIGUSR2);
+    if let Some(every) = p.py_autoreload
+        && s.id == 1
+    {
+        watch_modules(host.clone(), every, s.master_pid);
+    }
     host.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
@@ -98,6 +103,28 @@ pub fn run(s: Setup<'_>) -> ! {
     }
     python::run_atexit();
     unsafe { libc::_exit(0) };
+}
+
+/// `--py-autoreload`: one worker watches the loaded modules' files and asks
+/// the master for a graceful reload when one changes.
+fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::pid_t) {
+    std::thread::spawn(move || {
+        let mut seen: std::collections::HashMap<String, f64> =
+            host.module_files().into_iter().collect();
+        loop {
+            std::thread::sleep(every);
+            for (path, mtime) in host.module_files() {
+                match seen.insert(path.clone(), mtime) {
+                    Some(before) if before != mtime => {
+                        eprintln!("oxgate: {path} changed, reloading (--py-autoreload)");
+                        unsafe { libc::kill(master, libc::SIGHUP) };
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
 }
 
 /// Writes each request's start and end into the worker's scoreboard slot.

@@ -87,3 +87,16 @@ def log_exception(exc, what):
     text = "".join(traceback.format_exception(exc))
     sys.stderr.write(f"oxgate: error in {what}:\n{text}")
     sys.stderr.flush()
+
+
+def module_files():
+    """{path: mtime} of every loaded module that comes from a file."""
+    out = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path:
+            try:
+                out[path] = os.stat(path).st_mtime
+            except OSError:
+                pass
+    return out

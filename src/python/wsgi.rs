@@ -39,6 +39,7 @@ const CHANNEL_DEPTH: usize = 2;
 pub(crate) struct Helpers {
     pub load: Py<PyAny>,
     log_exception: Py<PyAny>,
+    pub module_files: Py<PyAny>,
 }
 
 pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
@@ -47,6 +48,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
     Ok(Helpers {
         load: m.getattr("load")?.unbind(),
         log_exception: m.getattr("log_exception")?.unbind(),
+        module_files: m.getattr("module_files")?.unbind(),
     })
 }
 
@@ -155,6 +157,18 @@ impl WsgiHost {
             .iter()
             .find(|(v, b, _)| *v == var && *b == value)
             .map(|(_, _, s)| s.bind(py).clone())
+    }
+
+    /// The files of the loaded modules and their modification times.
+    pub fn module_files(&self) -> Vec<(String, f64)> {
+        Python::attach(|py| {
+            self.helpers
+                .module_files
+                .call0(py)
+                .and_then(|d| d.extract::<std::collections::HashMap<String, f64>>(py))
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default()
+        })
     }
 
     /// Lets the worker's scoreboard see each request start and end.
