@@ -588,7 +588,9 @@ impl Master<'_> {
                 d.pid = None;
                 let lived = d.started.elapsed();
                 let smart = d.pidfile.is_some();
-                if !matches!(self.state, State::Stopping { .. }) && !(smart && status == 0) {
+                // A smart daemon's launcher exits 0 once it has detached.
+                let expected = matches!(self.state, State::Stopping { .. }) || (smart && status == 0);
+                if !expected {
                     d.failures = if lived < QUICK_DEATH {
                         d.failures + 1
                     } else {
