@@ -11,9 +11,14 @@ PID=$!
 trap 'kill $PID 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
 taskset -c 1 wrk -t1 -c50 -d2s "http://127.0.0.1:$PORT/" >/dev/null
-read -r U0 S0 < <(awk '{print $14, $15}' "/proc/$PID/stat")
+# user and system ticks of the server and its workers
+tree_cpu() {
+  local kids; kids=$(cat "/proc/$PID/task/$PID/children" 2>/dev/null || true)
+  for p in $PID $kids; do awk '{print $14, $15}' "/proc/$p/stat"; done | awk '{u += $1; s += $2} END {print u, s}'
+}
+read -r U0 S0 < <(tree_cpu)
 OUT=$(taskset -c 1 wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$PORT/")
-read -r U1 S1 < <(awk '{print $14, $15}' "/proc/$PID/stat")
+read -r U1 S1 < <(tree_cpu)
 N=$(awk '/requests in/{print $1}' <<<"$OUT")
 TCK=$(getconf CLK_TCK)
 awk -v n="$N" -v u=$((U1 - U0)) -v s=$((S1 - S0)) -v t="$TCK" \
