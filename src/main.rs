@@ -3,14 +3,56 @@ use std::process::ExitCode;
 use oxgate::config::{self, Action};
 
 fn main() -> ExitCode {
-    let action =
-        match config::parse_args(std::env::args_os().skip(1)).and_then(|s| config::resolve(&s)) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("oxgate: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let loaded = match config::load(std::env::args_os().skip(1)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("oxgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let flag = |name: &str| {
+        loaded
+            .settings
+            .iter()
+            .rev()
+            .find(|s| s.opt.name == name)
+            .is_some_and(|s| config::parse_bool(&s.value) == Some(true))
+    };
+    if flag("print-config") {
+        print!("{}", config::print_config(&loaded));
+    }
+    let (warnings, errors) = loaded.problems();
+    for w in &warnings {
+        eprintln!("oxgate: warning: {w}");
+    }
+    for e in &errors {
+        eprintln!("oxgate: {e}");
+    }
+    if !errors.is_empty() {
+        return ExitCode::from(2);
+    }
+    let action = match config::resolve(&loaded.settings) {
+        Ok(a) => a,
+        Err(e) if flag("print-config") => {
+            eprintln!("oxgate: note: this configuration cannot start: {e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("oxgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if flag("print-config") {
+        return ExitCode::SUCCESS;
+    }
+    if flag("check-config") {
+        eprintln!(
+            "oxgate: the configuration is usable ({} warning{})",
+            warnings.len(),
+            if warnings.len() == 1 { "" } else { "s" }
+        );
+        return ExitCode::SUCCESS;
+    }
     match action {
         Action::Help => {
             print!("{}", config::help_text());

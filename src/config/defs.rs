@@ -22,6 +22,7 @@ pub enum Group {
     Python,
     Process,
     Limits,
+    Config,
     Info,
 }
 
@@ -33,15 +34,17 @@ impl Group {
             Group::Python => "Python environment",
             Group::Process => "Process",
             Group::Limits => "Limits and timeouts",
+            Group::Config => "Configuration files",
             Group::Info => "Information",
         }
     }
-    pub const ALL: [Group; 6] = [
+    pub const ALL: [Group; 7] = [
         Group::Sockets,
         Group::App,
         Group::Python,
         Group::Process,
         Group::Limits,
+        Group::Config,
         Group::Info,
     ];
 }
@@ -81,6 +84,33 @@ pub static OPTIONS: &[OptDef] = &[
         "ADDR",
         "Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
          --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process."
+    ),
+    opt!(
+        "socket",
+        [],
+        Some('s'),
+        List,
+        Sockets,
+        "ADDR",
+        "A socket in the protocol --protocol names. uWSGI's default there is its uwsgi protocol, which oxgate does not speak yet: with --protocol http this is an HTTP socket."
+    ),
+    opt!(
+        "uwsgi-socket",
+        [],
+        None,
+        List,
+        Sockets,
+        "ADDR",
+        "A uwsgi-protocol socket (not implemented yet: oxgate refuses to start rather than ignore it)."
+    ),
+    opt!(
+        "protocol",
+        [],
+        None,
+        Str,
+        Sockets,
+        "NAME",
+        "The protocol of --socket: http, or uwsgi (the default; not implemented yet)."
     ),
     opt!(
         "bind",
@@ -524,6 +554,150 @@ pub static OPTIONS: &[OptDef] = &[
         "Close a connection whose request head does not arrive within SECONDS (default 30)."
     ),
     opt!(
+        "ini",
+        [],
+        None,
+        List,
+        Config,
+        "FILE[:SECTION]",
+        "Read options from an INI file, section [uwsgi] (or [oxgate]) unless one is named. Expanded in place: later options override it."
+    ),
+    opt!(
+        "yaml",
+        ["yml"],
+        None,
+        List,
+        Config,
+        "FILE[:SECTION]",
+        "Read options from the uwsgi: (or oxgate:) mapping of a YAML file."
+    ),
+    opt!(
+        "json",
+        ["js"],
+        None,
+        List,
+        Config,
+        "FILE[:SECTION]",
+        "Read options from the \"uwsgi\" (or \"oxgate\") object of a JSON file."
+    ),
+    opt!(
+        "xml",
+        [],
+        None,
+        List,
+        Config,
+        "FILE[:SECTION]",
+        "Read options from the <uwsgi> (or <oxgate>) element of an XML file."
+    ),
+    opt!(
+        "strict",
+        [],
+        None,
+        Flag,
+        Config,
+        "",
+        "Refuse unknown keys in config files instead of warning about them."
+    ),
+    opt!(
+        "print-config",
+        [],
+        None,
+        Flag,
+        Config,
+        "",
+        "Print every option as resolved, with where it came from, and exit."
+    ),
+    opt!(
+        "check-config",
+        [],
+        None,
+        Flag,
+        Config,
+        "",
+        "Read and check the configuration, report problems, and exit (status 0 when it is usable)."
+    ),
+    opt!(
+        "enable-threads",
+        [],
+        None,
+        Flag,
+        Python,
+        "",
+        "Accepted: Python threads always work in oxgate."
+    ),
+    opt!(
+        "single-interpreter",
+        [],
+        None,
+        Flag,
+        Python,
+        "",
+        "Accepted: oxgate always runs one interpreter per process."
+    ),
+    opt!(
+        "plugin",
+        ["plugins"],
+        None,
+        List,
+        Python,
+        "NAME",
+        "Accepted: Python support is built in; plugins are not needed."
+    ),
+    opt!(
+        "plugin-dir",
+        ["plugins-dir"],
+        None,
+        Str,
+        Python,
+        "DIR",
+        "Accepted: there are no plugins to look for."
+    ),
+    opt!(
+        "thunder-lock",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted: workers accept from shared sockets without a lock, and connections spread across them."
+    ),
+    opt!(
+        "no-orphans",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted: workers always die with their master (PR_SET_PDEATHSIG)."
+    ),
+    opt!(
+        "ignore-sigpipe",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted: SIGPIPE never reaches oxgate's processes."
+    ),
+    opt!(
+        "ignore-write-errors",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted: a client that goes away closes its connection; the app is not told."
+    ),
+    opt!(
+        "disable-write-exception",
+        [],
+        None,
+        Flag,
+        Process,
+        "",
+        "Accepted: writes to clients happen outside the app, which never sees a write exception."
+    ),
+    opt!(
         "help",
         ["usage"],
         Some('h'),
@@ -543,12 +717,184 @@ pub static OPTIONS: &[OptDef] = &[
     ),
 ];
 
+/// uWSGI's options that real configs use (shared/docs/uwsgi-ini-options.tsv):
+/// a key among them that oxgate does not know is "not implemented yet",
+/// anything else unknown is a placeholder or a typo.
+pub static UWSGI_OPTIONS: &[&str] = &[
+    "master",
+    "processes",
+    "module",
+    "socket",
+    "chdir",
+    "vacuum",
+    "chmod-socket",
+    "threads",
+    "callable",
+    "uid",
+    "wsgi-file",
+    "enable-threads",
+    "max-requests",
+    "die-on-term",
+    "gid",
+    "http",
+    "pidfile",
+    "harakiri",
+    "home",
+    "buffer-size",
+    "plugin",
+    "logto",
+    "pythonpath",
+    "http-socket",
+    "env",
+    "daemonize",
+    "single-interpreter",
+    "static-map",
+    "touch-reload",
+    "memory-report",
+    "stats",
+    "disable-logging",
+    "reload-on-rss",
+    "lazy-apps",
+    "need-app",
+    "log-format",
+    "thunder-lock",
+    "http-timeout",
+    "log-date",
+    "post-buffering",
+    "protocol",
+    "auto-procname",
+    "ini",
+    "logger",
+    "socket-timeout",
+    "strict",
+    "chown-socket",
+    "gevent",
+    "worker-reload-mercy",
+    "harakiri-verbose",
+    "ignore-sigpipe",
+    "ignore-write-errors",
+    "log-5xx",
+    "manage-script-name",
+    "max-worker-lifetime",
+    "no-orphans",
+    "cheaper",
+    "disable-write-exception",
+    "listen",
+    "log-4xx",
+    "log-master",
+    "log-maxsize",
+    "py-autoreload",
+    "attach-daemon",
+    "cron",
+    "mount",
+    "offload-threads",
+    "procname-prefix",
+    "cache2",
+    "cheaper-initial",
+    "endif",
+    "hook-master-start",
+    "http-websockets",
+    "if-env",
+    "if-not-env",
+    "import",
+    "procname-prefix-spaced",
+    "reload-mercy",
+    "req-logger",
+    "uwsgi-socket",
+    "vhost",
+    "cheaper-busyness-backlog-alert",
+    "cheaper-busyness-max",
+    "cheaper-busyness-min",
+    "cheaper-busyness-multiplier",
+    "cheaper-overload",
+    "cheaper-step",
+    "close-on-exec",
+    "limit-as",
+    "limit-post",
+    "log-encoder",
+    "log-route",
+    "log-slow",
+    "master-fifo",
+    "no-default-app",
+    "reaper",
+    "reload-on-as",
+    "route",
+    "touch-chain-reload",
+    "umask",
+    "wsgi-disable-file-wrapper",
+    "add-header",
+    "alarm",
+    "alarm-listen-queue",
+    "alarm-segfault",
+    "carbon-hostname-dots",
+    "carbon-root",
+    "cheaper-algo",
+    "cheaper-busyness-backlog-step",
+    "cheaper-busyness-verbose",
+    "check-static",
+    "cpu-affinity",
+    "cron-harakiri",
+    "emperor",
+    "endfor",
+    "exec-asap",
+    "for-glob",
+    "fs-reload",
+    "gevent-early-monkey-patch",
+    "gevent-monkey-patch",
+    "honour-stdin",
+    "http-enable-proxy-protocol",
+    "http-keepalive",
+    "http11-socket",
+    "if-not-opt",
+    "lazy",
+    "locks",
+    "log-alarm",
+    "log-backupname",
+    "log-micros",
+    "log-reopen",
+    "log-req-encoder",
+    "log-sendfile",
+    "log-x-forwarded-for",
+    "logfile-chmod",
+    "logfile-chown",
+    "logformat-strftime",
+    "logto2",
+    "master-as-root",
+    "max-requests-delta",
+    "mule",
+    "no-site",
+    "paste",
+    "plugin-dir",
+    "print",
+    "py-callos-afterfork",
+    "pyargv",
+    "refork",
+    "safe-pidfile",
+    "spooler",
+    "static-expires",
+    "static-gzip-all",
+    "static-skip-ext",
+    "stats-http",
+    "threaded-logger",
+    "shared-socket",
+    "fastcgi-socket",
+    "scgi-socket",
+    "stats-minified",
+    "wsgi",
+    "file",
+];
+
 /// Finds an option by its name or one of its aliases.
 pub fn lookup(name: &str) -> Option<&'static OptDef> {
-    let name = name.replace('_', "-");
+    lookup_exact(&name.replace('_', "-"))
+}
+
+/// As written, without turning `_` into `-`: in uWSGI config files a key
+/// with `_` is a placeholder (`base_dir`), never an option.
+pub fn lookup_exact(name: &str) -> Option<&'static OptDef> {
     OPTIONS
         .iter()
-        .find(|o| o.name == name || o.aliases.contains(&name.as_str()))
+        .find(|o| o.name == name || o.aliases.contains(&name))
 }
 
 pub fn lookup_short(c: char) -> Option<&'static OptDef> {

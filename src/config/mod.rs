@@ -3,6 +3,7 @@
 //! runs on.
 
 pub mod defs;
+pub mod sources;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -102,6 +103,60 @@ pub enum Action {
 pub struct Setting {
     pub opt: &'static OptDef,
     pub value: String,
+    pub origin: sources::Origin,
+}
+
+/// Everything the sources said: the options, and the keys that are not
+/// options (uWSGI keeps those as placeholders).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub settings: Vec<Setting>,
+    pub unknown: Vec<sources::Entry>,
+}
+
+impl Loaded {
+    /// uWSGI options oxgate does not implement yet, and likely typos: one
+    /// warning each. Under `strict`, every unknown key is an error.
+    pub fn problems(&self) -> (Vec<String>, Vec<String>) {
+        let strict = self
+            .settings
+            .iter()
+            .rev()
+            .find(|s| s.opt.name == "strict")
+            .is_some_and(|s| parse_bool(&s.value) == Some(true));
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.unknown {
+            if !seen.insert(e.key.clone()) {
+                continue;
+            }
+            let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str()) {
+                Some(format!(
+                    "{}: uWSGI option '{}' is not implemented in oxgate yet; it has no effect",
+                    e.origin, e.key
+                ))
+            } else {
+                defs::suggest(&e.key).map(|s| {
+                    format!(
+                        "{}: unknown option '{}' (did you mean {s}?); kept as a placeholder",
+                        e.origin, e.key
+                    )
+                })
+            };
+            match (strict, msg) {
+                (true, m) => errors.push(m.unwrap_or_else(|| {
+                    format!(
+                        "{}: unknown option '{}' (--strict refuses unknown keys)",
+                        e.origin, e.key
+                    )
+                })),
+                (false, Some(m)) => warnings.push(m),
+                (false, None) => {}
+            }
+        }
+        (warnings, errors)
+    }
 }
 
 #[derive(Debug)]
@@ -125,10 +180,42 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
+    load(args).map(|l| l.settings)
+}
+
+/// Reads every source: `UWSGI_*`/`OXGATE_*` environment variables first
+/// (lowest priority), then the command line in order, with each config
+/// file it names expanded in place.
+pub fn load<I>(args: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
     use lexopt::Arg;
+    use sources::{Origin, Reader};
+    let mut reader = Reader::default();
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("UWSGI_") || k.starts_with("OXGATE_"))
+        .collect();
+    env.sort();
+    for (name, value) in env {
+        let key = name
+            .split_once('_')
+            .map_or("", |(_, k)| k)
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        if let Some(opt) = defs::lookup_exact(&key) {
+            let origin = Origin::Env(name.clone());
+            if sources::INCLUDE_KEYS.contains(&opt.name) {
+                reader.load_file(opt.name, &value, &origin)?;
+            } else {
+                reader.push(opt.name, &value, origin);
+            }
+        }
+    }
+
     let mut parser = lexopt::Parser::from_args(args);
-    let mut settings = Vec::new();
-    let mut positional = Vec::new();
+    let mut apps = Vec::new();
     loop {
         let arg = match parser.next() {
             Ok(Some(arg)) => arg,
@@ -142,8 +229,13 @@ where
                     let hint = defs::suggest(name)
                         .map(|s| format!(" (did you mean --{s}?)"))
                         .unwrap_or_default();
+                    let not_yet = if defs::UWSGI_OPTIONS.contains(&name) {
+                        " (a uWSGI option oxgate does not implement yet)"
+                    } else {
+                        ""
+                    };
                     return err(format!(
-                        "unknown option --{name}{hint}; run 'oxgate --help' for the list"
+                        "unknown option --{name}{hint}{not_yet}; run 'oxgate --help' for the list"
                     ));
                 }
             },
@@ -156,10 +248,19 @@ where
                 }
             },
             Arg::Value(v) => {
-                positional.push(
-                    v.into_string()
-                        .map_err(|v| ConfigError(format!("argument {v:?} is not valid UTF-8")))?,
-                );
+                let v = v
+                    .into_string()
+                    .map_err(|v| ConfigError(format!("argument {v:?} is not valid UTF-8")))?;
+                // `oxgate app.ini`: a lone config file, picked by its extension.
+                let lower = v.to_ascii_lowercase();
+                if [".ini", ".yaml", ".yml", ".json", ".js", ".xml"]
+                    .iter()
+                    .any(|e| lower.ends_with(e) || lower.contains(&format!("{e}:")))
+                {
+                    reader.load_file("auto", &v, &Origin::CommandLine)?;
+                } else {
+                    apps.push(v);
+                }
                 continue;
             }
         };
@@ -176,30 +277,70 @@ where
                 }
             }
         };
-        settings.push(Setting { opt, value });
+        if sources::INCLUDE_KEYS.contains(&opt.name) {
+            reader.load_file(opt.name, &value, &Origin::CommandLine)?;
+        } else {
+            reader.push(opt.name, &value, Origin::CommandLine);
+        }
     }
     // Gunicorn's `oxgate pkg.mod:app` and uWSGI's `oxgate app.py` shortcuts.
-    match positional.len() {
+    match apps.len() {
         0 => {}
         1 => {
-            let p = positional.remove(0);
+            let p = apps.remove(0);
             let name = if p.ends_with(".py") {
                 "wsgi-file"
             } else {
                 "module"
             };
-            settings.push(Setting {
-                opt: defs::lookup(name).expect("declared"),
-                value: p,
-            });
+            reader.push(name, &p, Origin::CommandLine);
         }
         _ => {
             return err(format!(
-                "expected at most one application argument (like pkg.mod:app), got {positional:?}"
+                "expected at most one application argument (like pkg.mod:app), got {apps:?}"
             ));
         }
     }
-    Ok(settings)
+
+    let mut loaded = Loaded::default();
+    for e in reader.entries {
+        // Command-line entries carry canonical names; file keys count as
+        // written (uWSGI: `base_dir` is a placeholder, not base-dir).
+        match defs::lookup_exact(&e.key) {
+            Some(opt) => {
+                if opt.kind == Kind::Flag && parse_bool(&e.value).is_none() {
+                    return err(format!(
+                        "{}: {} takes true or false, not {:?}",
+                        e.origin, opt.name, e.value
+                    ));
+                }
+                loaded.settings.push(Setting {
+                    opt,
+                    value: e.value,
+                    origin: e.origin,
+                });
+            }
+            None => loaded.unknown.push(e),
+        }
+    }
+    Ok(loaded)
+}
+
+/// `--print-config`: each option set, its value(s) and where each came from.
+pub fn print_config(loaded: &Loaded) -> String {
+    let mut out = String::new();
+    for o in defs::OPTIONS {
+        for s in loaded.settings.iter().filter(|s| std::ptr::eq(s.opt, o)) {
+            let _ = writeln!(out, "{} = {}    # {}", o.name, s.value, s.origin);
+        }
+    }
+    if !loaded.unknown.is_empty() {
+        let _ = writeln!(out, "# not options (kept as placeholders):");
+        for e in &loaded.unknown {
+            let _ = writeln!(out, "# {} = {}    # {}", e.key, e.value, e.origin);
+        }
+    }
+    out
 }
 
 fn os_to_string(v: OsString, shown: &str) -> Result<String, ConfigError> {
@@ -209,7 +350,10 @@ fn os_to_string(v: OsString, shown: &str) -> Result<String, ConfigError> {
 
 /// Reads a boolean the way uWSGI does.
 pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
+    // "true # comment": uWSGI has no inline comments, but reads the value's
+    // start, so such files work there.
+    let first = v.split_whitespace().next().unwrap_or("");
+    match first.to_ascii_lowercase().as_str() {
         "" | "1" | "true" | "yes" | "on" | "y" | "t" => Some(true),
         "0" | "false" | "no" | "off" | "n" | "f" => Some(false),
         _ => None,
@@ -255,17 +399,16 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 .ok_or_else(|| ConfigError(format!("--{name} takes true or false, not {v:?}"))),
         }
     };
+    // As in uWSGI, 0 (which is also what `threads = true` reads as) means
+    // the default; only a negative number is refused.
     let positive = |name: &str, default: i64| -> Result<i64, ConfigError> {
         match last(name) {
             None => Ok(default),
-            Some(v) => {
-                let n = parse_int(v);
-                if n <= 0 {
-                    err(format!("--{name} must be a positive number, not {v:?}"))
-                } else {
-                    Ok(n)
-                }
-            }
+            Some(v) => match parse_int(v) {
+                0 => Ok(default),
+                n if n < 0 => err(format!("--{name} must be a positive number, not {v:?}")),
+                n => Ok(n),
+            },
         }
     };
 
@@ -301,6 +444,26 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
 
     let mut http_sockets = all("http-socket");
     http_sockets.extend(all("bind"));
+    let sockets = all("socket");
+    let protocol = last("protocol")
+        .map_or("uwsgi", str::trim)
+        .to_ascii_lowercase();
+    if !sockets.is_empty() {
+        if protocol == "http" {
+            http_sockets.extend(sockets);
+        } else {
+            return err(format!(
+                "socket = {} speaks the uwsgi protocol (protocol = {protocol}), which oxgate does not implement yet. \
+                 Serve HTTP instead: http-socket = {} (nginx: proxy_pass), or add protocol = http",
+                sockets[0], sockets[0]
+            ));
+        }
+    }
+    if let Some(s) = all("uwsgi-socket").first() {
+        return err(format!(
+            "uwsgi-socket = {s}: the uwsgi protocol is not implemented in oxgate yet; use http-socket = {s}"
+        ));
+    }
     if http_sockets.is_empty() && std::env::var_os("LISTEN_FDS").is_none() {
         return err(
             "no socket to listen on: add --http-socket ADDR (for example --http-socket 127.0.0.1:8000)",
@@ -308,9 +471,21 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     }
 
     let callable_opt = last("callable").map(str::to_string);
+    // Gunicorn's `-w 4 app:app`: a module name cannot be a number, so a
+    // numeric -w/--module is Gunicorn's worker count.
+    let is_count = |s: &&Setting| {
+        s.opt.name == "module" && !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_digit())
+    };
+    let gunicorn_workers = settings
+        .iter()
+        .rev()
+        .find(is_count)
+        .map(|s| parse_int(&s.value))
+        .filter(|n| *n > 0);
     let source_setting = settings
         .iter()
         .rev()
+        .filter(|s| !is_count(s))
         .find(|s| s.opt.name == "wsgi-file" || s.opt.name == "module");
     let app = match source_setting {
         None => {
@@ -388,11 +563,13 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 (Some(_), false) => flag("master")?,
                 (None, false) => true,
             },
-            processes: match last("processes") {
-                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                Some(_) => {
-                    positive("processes", 1)?.min(crate::master::MAX_WORKERS as i64) as usize
+            processes: {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+                match gunicorn_workers {
+                    Some(n) => n,
+                    None => positive("processes", cores)?,
                 }
+                .min(crate::master::MAX_WORKERS as i64) as usize
             },
             lazy_apps: flag("lazy-apps")?,
             harakiri: seconds("harakiri"),
@@ -567,6 +744,15 @@ mod tests {
     }
 
     #[test]
+    fn gunicorn_worker_count() {
+        let c = serve(&["-b", ":1", "-w", "4", "demo:app"]);
+        assert_eq!(c.process.processes, 4);
+        assert_eq!(c.app.source, AppSource::Module("demo".into()));
+        let c = serve(&["-b", ":1", "-w", "myapp"]);
+        assert_eq!(c.app.source, AppSource::Module("myapp".into()));
+    }
+
+    #[test]
     fn clear_errors() {
         assert!(error(&["--file", "a.py"]).contains("--http-socket"));
         assert!(error(&["--http", ":1"]).contains("--wsgi-file"));
@@ -574,7 +760,7 @@ mod tests {
             error(&["--http", ":1", "--wsgi-fil", "a.py"]).contains("did you mean --wsgi-file")
         );
         assert!(error(&["--http"]).contains("needs a value"));
-        assert!(error(&["--http", ":1", "--file", "a", "--threads", "0"]).contains("positive"));
+        assert!(error(&["--http", ":1", "--file", "a", "--threads", "-1"]).contains("positive"));
         assert!(error(&["--http", ":1", "--file", "a", "--env", "novalue"]).contains("KEY=VALUE"));
     }
 

@@ -589,7 +589,8 @@ impl Master<'_> {
                 let lived = d.started.elapsed();
                 let smart = d.pidfile.is_some();
                 // A smart daemon's launcher exits 0 once it has detached.
-                let expected = matches!(self.state, State::Stopping { .. }) || (smart && status == 0);
+                let expected =
+                    matches!(self.state, State::Stopping { .. }) || (smart && status == 0);
                 if !expected {
                     d.failures = if lived < QUICK_DEATH {
                         d.failures + 1

@@ -1,0 +1,295 @@
+"""uWSGI command lines and config files, read unchanged (golden tests with
+--print-config and --check-config, and real servers started from files)."""
+import json
+import os
+import subprocess
+
+import pytest
+import requests
+
+from conftest import APPS, BIN, ROOT
+
+
+def run(*args, env=None, cwd=None):
+    full = dict(os.environ)
+    for k in list(full):
+        if k.startswith("UWSGI_") or (k.startswith("OXGATE_") and k != "OXGATE_BIN"):
+            del full[k]
+    full.update(env or {})
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30, env=full, cwd=cwd or ROOT)
+
+
+def options(out):
+    """print-config output as a list of (name, value) in order."""
+    pairs = []
+    for line in out.splitlines():
+        if line.startswith("#") or " = " not in line:
+            continue
+        name, rest = line.split(" = ", 1)
+        pairs.append((name, rest.split("    # ")[0]))
+    return pairs
+
+
+def origins(out):
+    return {line.split(" = ", 1)[0]: line.split("    # ")[1] for line in out.splitlines()
+            if " = " in line and "    # " in line and not line.startswith("#")}
+
+
+INI = """[uwsgi]
+# a comment
+; another
+http-socket = 127.0.0.1:8000
+chdir = /srv/app
+module = app:app
+master = true
+processes = 4 # four workers
+threads = true
+vacuum
+env = A=1
+env = B=2
+harakiri = 30
+"""
+
+
+def test_ini_golden(tmp_path):
+    f = tmp_path / "app.ini"
+    f.write_text(INI)
+    p = run("--ini", str(f), "--print-config")
+    assert p.returncode == 0, p.stderr
+    # in the option table's order; values as written (leniency applies later)
+    assert options(p.stdout) == [
+        ("http-socket", "127.0.0.1:8000"), ("module", "app:app"), ("chdir", "/srv/app"),
+        ("env", "A=1"), ("env", "B=2"), ("threads", "true"), ("master", "true"),
+        ("processes", "4 # four workers"), ("harakiri", "30"), ("vacuum", ""),
+        ("print-config", "true"),
+    ]
+    assert origins(p.stdout)["processes"] == f"{f}:8"
+    # the same file as a lone argument, picked by its extension
+    assert options(run(str(f), "--print-config").stdout) == options(p.stdout)
+
+
+@pytest.mark.parametrize("name,text", [
+    ("app.yaml", "uwsgi:\n  http-socket: 127.0.0.1:8000\n  module: app:app\n  processes: 4\n"
+                 "  env:\n    - A=1\n    - B=2\n  master: true\n"),
+    ("app.json", json.dumps({"uwsgi": {"http-socket": "127.0.0.1:8000", "module": "app:app", "processes": 4,
+                                       "env": ["A=1", "B=2"], "master": True}})),
+    ("app.xml", "<uwsgi><http-socket>127.0.0.1:8000</http-socket><module>app:app</module>"
+                "<processes>4</processes><env>A=1</env><env>B=2</env><master/></uwsgi>"),
+])
+def test_other_formats_golden(tmp_path, name, text):
+    f = tmp_path / name
+    f.write_text(text)
+    flag = {"yaml": "--yaml", "json": "--json", "xml": "--xml"}[name.split(".")[1]]
+    for args in ([flag, str(f)], [str(f)]):
+        p = run(*args, "--print-config")
+        assert p.returncode == 0, p.stderr
+        got = dict(options(p.stdout))
+        assert got["http-socket"] == "127.0.0.1:8000" and got["module"] == "app:app"
+        assert got["processes"] == "4"
+        assert [v for k, v in options(p.stdout) if k == "env"] == ["A=1", "B=2"]
+        assert got["master"] in ("true", "")
+
+
+def test_precedence_and_environment(tmp_path):
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nprocesses = 4\nthreads = 2\n")
+    p = run("--processes", "2", "--ini", str(f), "--threads", "8", "--http", ":1", "-w", "m",
+            "--check-config", "--print-config",
+            env={"UWSGI_PROCESSES": "16", "OXGATE_HARAKIRI": "5", "UWSGI_MAX_REQUESTS": "100"})
+    assert p.returncode == 0, p.stderr
+    o = options(p.stdout)
+    # the environment comes first, the file is expanded in place
+    assert [v for k, v in o if k == "processes"] == ["16", "2", "4"]
+    assert [v for k, v in o if k == "threads"] == ["2", "8"]
+    org = origins(p.stdout)
+    assert org["harakiri"] == "environment $OXGATE_HARAKIRI"
+    assert org["max-requests"] == "environment $UWSGI_MAX_REQUESTS"
+
+
+def test_sections_includes_placeholders_logic(tmp_path):
+    (tmp_path / "base.ini").write_text("[uwsgi]\nmaster = true\nsocket-timeout = 10\n")
+    f = tmp_path / "app.ini"
+    f.write_text(
+        "[uwsgi]\n"
+        "project = demo\n"
+        "base = /srv/%(project)\n"
+        "chdir = %(base)\n"
+        "ini = base.ini\n"
+        "ini = :prod\n"
+        "pidfile = %d%n.pid\n"
+        "http-socket = :$(OXGATE_TEST_PORT)\n"
+        "processes = %(%k * 2)\n"
+        "if-env = OXGATE_TEST_PORT\n"
+        "env = PORT=%(_)\n"
+        "endif =\n"
+        "if-not-env = OXGATE_TEST_PORT\n"
+        "env = NOPE=1\n"
+        "endif =\n"
+        "if-exists = %d\n"
+        "env = DIR=yes\n"
+        "endif =\n"
+        "for = a b\n"
+        "pythonpath = %(base)/%(_)\n"
+        "endfor =\n"
+        "log-format = %(addr) %(method) %(uri)\n"
+        "logdate = %%Y-%%m-%%d\n"
+        "[prod]\n"
+        "harakiri = 60\n"
+    )
+    p = run(str(f), "--print-config", env={"OXGATE_TEST_PORT": "9191"})
+    assert p.returncode == 0, p.stderr
+    o = options(p.stdout)
+    got = dict(o)
+    assert got["chdir"] == "/srv/demo"
+    assert got["master"] == "true" and got["socket-timeout"] == "10"
+    assert got["harakiri"] == "60"
+    assert got["pidfile"] == f"{tmp_path}/app.pid"
+    assert got["http-socket"] == ":9191"
+    assert got["processes"] == str(2 * os.cpu_count())
+    assert [v for k, v in o if k == "env"] == ["PORT=9191", "DIR=yes"]
+    assert [v for k, v in o if k == "pythonpath"] == ["/srv/demo/a", "/srv/demo/b"]
+    assert "# base = /srv/demo" in p.stdout  # a user placeholder, not an option
+    assert "project" not in p.stderr  # user placeholders are not warned about
+
+
+def test_unknown_keys_warn_and_strict_refuses(tmp_path):
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nvaccum = true\nstats = 127.0.0.1:9191\nmy_var = x\n")
+    p = run(str(f), "--check-config")
+    assert p.returncode == 0
+    assert f"{f}:4: unknown option 'vaccum' (did you mean vacuum?)" in p.stderr
+    assert f"{f}:5: uWSGI option 'stats' is not implemented in oxgate yet" in p.stderr
+    assert "my_var" not in p.stderr
+    p = run(str(f), "--check-config", "--strict")
+    assert p.returncode == 2
+    assert "my_var" in p.stderr and "vaccum" in p.stderr
+
+
+def test_errors_name_the_file_and_line(tmp_path):
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmaster = maybe\n")
+    p = run(str(f))
+    assert p.returncode == 2 and f"{f}:3: master takes true or false" in p.stderr
+    p = run("--ini", str(tmp_path / "missing.ini"))
+    assert p.returncode == 2 and "cannot read config file" in p.stderr
+    f.write_text("[other]\nx=1\n")
+    p = run(str(f))
+    assert p.returncode == 2 and "no [uwsgi] section" in p.stderr
+    f.write_text("[uwsgi]\nif-env = HOME\nmaster = true\n")
+    p = run(str(f))
+    assert p.returncode == 2 and "has no endif" in p.stderr
+    p = run("--check-config", "--http", ":1")
+    assert p.returncode == 2 and "no application given" in p.stderr
+
+
+SEED_INI_000 = """[uwsgi]
+socket = 127.0.0.1:9005
+chdir = /Users/suoning/python_project/trunk/
+wsgi-file = main.py
+processes = 4
+stats = 127.0.0.1:9000
+daemonize = /tmp/uwsgiServer.log
+pidfile = /tmp/uwsgi.pid
+vacuum = true
+log-maxsize = 50000000
+disable-logging = true
+callable = app
+"""
+
+SEED_INI_002 = """[uwsgi]
+; 项目路径
+chdir=/app
+; wsgi对象
+module=demo.wsgi:application
+; 主进程
+master=True
+; 保存进程号
+pidfile=/tmp/uwsgi/demo-master.pid
+; 保存日志
+daemonize=/tmp/uwsgi/demo.log
+; 使用http协议提供服务,测试时使用
+; http=127.0.0.1:3030
+; 使用socket协议,配合nginx使用,与http端口不能重复
+socket=127.0.0.1:3031
+"""
+
+
+@pytest.mark.parametrize("text,expect", [
+    (SEED_INI_000, {"socket": "127.0.0.1:9005", "wsgi-file": "main.py", "processes": "4", "callable": "app",
+                    "daemonize": "/tmp/uwsgiServer.log", "pidfile": "/tmp/uwsgi.pid", "vacuum": "true"}),
+    (SEED_INI_002, {"socket": "127.0.0.1:3031", "module": "demo.wsgi:application", "master": "True",
+                    "chdir": "/app", "daemonize": "/tmp/uwsgi/demo.log"}),
+])
+def test_seed_config_files(tmp_path, text, expect):
+    f = tmp_path / "uwsgi.ini"
+    f.write_text(text)
+    p = run("--ini", str(f), "--print-config")
+    assert p.returncode == 0, p.stderr
+    got = dict(options(p.stdout))
+    for k, v in expect.items():
+        assert got[k] == v, (k, got)
+    # these bind with the uwsgi protocol (nginx uwsgi_pass): not served yet,
+    # and oxgate says so instead of starting without that socket
+    p = run("--ini", str(f), "--check-config")
+    assert p.returncode == 2 and "uwsgi protocol" in p.stderr
+
+
+@pytest.mark.parametrize("cmd,expect", [
+    ("-s :9090 -w myapp", {"socket": ":9090", "module": "myapp"}),
+    ("-s :9090 -w myapp -M -p 4 -t 30 --limit-as 128 -R 10000 -d uwsgi.log",
+     {"socket": ":9090", "module": "myapp", "master": "true", "processes": "4", "harakiri": "30",
+      "limit-as": "128", "max-requests": "10000", "daemonize": "uwsgi.log"}),
+    ("--http 127.0.0.1:3031 --file demo/wsgi.py", {"http-socket": "127.0.0.1:3031", "wsgi-file": "demo/wsgi.py"}),
+    ("--reload path/uwsgi.pid", {"reload": "path/uwsgi.pid"}),
+    ("--stop path/uwsgi.pid", {"stop": "path/uwsgi.pid"}),
+    ("-w 4 demo:app", {"module": "demo:app"}),
+])
+def test_seed_command_lines(cmd, expect):
+    p = run(*cmd.split(), "--print-config")
+    assert p.returncode == 0, p.stderr
+    got = dict(options(p.stdout))
+    for k, v in expect.items():
+        assert got[k] == v, (k, got)
+
+
+def test_vhost_is_refused_until_implemented():
+    p = run(*"-s :9090 -M -p 4 -t 30 --limit-as 128 -R 10000 -d uwsgi.log --vhost".split())
+    assert p.returncode == 2 and "--vhost" in p.stderr and "not implement" in p.stderr
+
+
+def test_ini_file_starts_and_serves(tmp_path):
+    import socket as so
+    import time
+    sock = so.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    f = tmp_path / "app.ini"
+    f.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:$(APP_PORT)\nchdir = {APPS}\nmodule = procs\n"
+                 "master = true\nprocesses = 2\nvacuum = true\ndie-on-term = true\nenable-threads = true\n"
+                 "thunder-lock = true\nsingle-interpreter = true\nplugins = python3\n")
+    env = dict(os.environ, APP_PORT=str(port))
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen([BIN, str(f)], env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        r = None
+        for _ in range(300):
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        assert r is not None and r.status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "warning" not in err, err  # every key there is understood
+
+
+def test_gunicorn_style(serve):
+    p = run("-w", "4", "demo:app", "-b", ":1", "--print-config")
+    assert p.returncode == 0
+    s = serve("-w", "2", "procs:application", "--chdir", str(APPS))
+    assert len(s.wait_workers(2)) == 2
+    assert requests.get(s.url).status_code == 200
