@@ -293,3 +293,15 @@ def test_gunicorn_style(serve):
     s = serve("-w", "2", "procs:application", "--chdir", str(APPS))
     assert len(s.wait_workers(2)) == 2
     assert requests.get(s.url).status_code == 200
+
+
+def test_seed_http_command_serves(tmp_path, serve):
+    # seed 002: uwsgi --http 127.0.0.1:3031 --file demo/wsgi.py (with its app)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "wsgi.py").write_text(
+        "def application(environ, start_response):\n"
+        "    data = b'Hello, World!\\n'\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(data)))])\n"
+        "    return iter([data])\n")
+    s = serve("--http", "127.0.0.1:{port}", "--file", "demo/wsgi.py", socket_arg=False, cwd=tmp_path)
+    assert requests.get(s.url).text == "Hello, World!\n"

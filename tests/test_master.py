@@ -100,7 +100,9 @@ def test_harakiri_kills_a_stuck_worker_with_its_stack(serve, app_dir):
     with pytest.raises(requests.RequestException):
         fresh(s.url + "/sleep?30", timeout=20)
     elapsed = time.monotonic() - t0
-    assert elapsed < 5, elapsed  # killed soon after the 1 s deadline, not after 30 s
+    # killed soon after the 1 s deadline (the master looks every 0.1 s and
+    # gives the stack dump 0.3 s), not after 30 s; generous for a busy CI
+    assert elapsed < 3, elapsed
     s.wait_log("by harakiri")
     log = s.log()
     assert "GET /sleep?30 from 127.0.0.1" in log
@@ -299,3 +301,83 @@ def test_preload_shares_memory_between_workers(serve):
     print(f"4 Flask workers: PSS {pss} KiB (sum {sum(pss)}), one worker's RSS {rss} KiB, "
           f"master PSS {pss_kb(s.proc.pid)} KiB")
     assert sum(pss) < 4 * rss * 0.6
+
+
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"no {SYSTEM_PYTHON}")
+def test_uid_gid_drop_with_a_system_python(serve):
+    """Python under /usr is readable by nobody: a venv made from it runs the
+    app after the switch to nobody:nogroup."""
+    import grp
+    import pwd
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-uid-")
+    os.chmod(base, 0o755)
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", f"{base}/venv"], check=True, timeout=120)
+    try:
+        s = serve("--home", f"{base}/venv", "--wsgi-file", str(APPS / "procs.py"), "--processes", "1",
+                  "--uid", "nobody", "--gid", "nogroup")
+        (worker,) = s.wait_workers(1)
+        status = open(f"/proc/{worker}/status").read()
+        uid = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
+        gid = next(l for l in status.splitlines() if l.startswith("Gid:")).split()[1:]
+        assert set(map(int, uid)) == {pwd.getpwnam("nobody").pw_uid}  # real, effective, saved
+        assert set(map(int, gid)) == {grp.getgrnam("nogroup").gr_gid}
+        master = open(f"/proc/{s.proc.pid}/status").read()
+        assert next(l for l in master.splitlines() if l.startswith("Uid:")).split()[1] == str(pwd.getpwnam("nobody").pw_uid)
+        assert fresh(s.url).status_code == 200
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_workers_dying_at_start_back_off(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
+    killed = set()
+    deadline = time.monotonic() + 30
+    while s.log().count("in a row") < 3:
+        assert time.monotonic() < deadline, s.log()
+        for p in s.worker_pids():
+            if p not in killed:
+                killed.add(p)
+                os.kill(p, signal.SIGKILL)
+        time.sleep(0.02)
+    log = s.log()
+    assert "(1 in a row); next start in 0.2s" in log
+    assert "(2 in a row); next start in 0.4s" in log
+    assert "(3 in a row); next start in 0.8s" in log
+    (w,) = s.wait_workers(1)  # and it comes back
+    assert fresh(s.url).status_code == 200
+
+
+def test_chain_and_brutal_reload_by_pidfile_and_pidfile2(serve, app_dir, tmp_path):
+    pidfile, pidfile2 = tmp_path / "m.pid", tmp_path / "m2.pid"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2",
+              "--pidfile", str(pidfile), "--pidfile2", str(pidfile2))
+    s.wait_workers(2)
+    assert pidfile.read_text().strip() == pidfile2.read_text().strip() == str(s.proc.pid)
+    (app_dir / "version.txt").write_text("v-chain")
+    assert subprocess.run([BIN, "--chain-reload", str(pidfile)], timeout=10).returncode == 0
+    s.wait_log("chain reload done")
+    assert fresh(s.url).text.endswith("v-chain")
+    old = s.wait_workers(2)
+    assert subprocess.run([BIN, "--brutal-reload", str(pidfile)], timeout=10).returncode == 0
+    s.wait_log("brutal reload done")
+    assert not set(old) & set(s.wait_workers(2))
+
+
+def test_second_sigint_stops_at_once(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
+    s.wait_workers(1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(fresh, s.url + "/sleep?30")
+        time.sleep(0.5)
+        s.proc.send_signal(signal.SIGINT)
+        s.wait_log("stopping gracefully")
+        s.proc.send_signal(signal.SIGINT)
+        assert s.proc.wait(10) == 0  # not 30 s later
+        with pytest.raises(requests.RequestException):
+            slow.result()
+    assert "second SIGINT, killing the workers now" in s.log()

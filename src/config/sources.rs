@@ -899,6 +899,60 @@ mod tests {
     }
 
     #[test]
+    fn files_magic_and_includes() {
+        let dir = std::env::temp_dir().join(format!("oxgate-cfg-inc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(dir.join("secret.txt"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("conf.d/a.ini"), "[uwsgi]\nenv = FROM_A=1\n").unwrap();
+        std::fs::write(dir.join("conf.d/b.ini"), "[uwsgi]\nenv = FROM_B=1\n").unwrap();
+        std::fs::write(
+            dir.join("main.ini"),
+            format!(
+                "[uwsgi]\nkey = @({0}/secret.txt)\np = %p\ns = %s\ne = %e\nc = %c\no = %o\nzero = %0\n\
+                 if-dir = {0}\nenv = DIR=%(_)\nendif =\nif-file = {0}/nope\nenv = WRONG=1\nendif =\n\
+                 for-glob = {0}/conf.d/*.ini\nini = %(_)\nendfor =\nini = conf.d/a.ini\nnum = %(2 + 3)\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut r = Reader::default();
+        let main = dir.join("main.ini");
+        r.load_file("ini", main.to_str().unwrap(), &Origin::CommandLine)
+            .unwrap();
+        assert_eq!(values(&r, "key"), ["s3cret"]);
+        assert_eq!(values(&r, "p"), [main.display().to_string()]);
+        assert_eq!(values(&r, "s"), ["main.ini"]);
+        assert_eq!(values(&r, "e"), ["ini"]);
+        assert_eq!(
+            values(&r, "c"),
+            [dir.file_name().unwrap().to_string_lossy().to_string()]
+        );
+        assert_eq!(values(&r, "o"), [main.display().to_string()]);
+        assert_eq!(values(&r, "zero"), ["tmp"]);
+        assert_eq!(
+            values(&r, "env"),
+            [
+                format!("DIR={}", dir.display()),
+                "FROM_A=1".into(),
+                "FROM_B=1".into(),
+                "FROM_A=1".into()
+            ]
+        );
+        assert_eq!(values(&r, "num"), ["5"]);
+        // an include names its file and line in errors
+        let bad = dir.join("bad.ini");
+        std::fs::write(&bad, "[uwsgi]\nini = missing.ini\n").unwrap();
+        let e = Reader::default()
+            .load_file("ini", bad.to_str().unwrap(), &Origin::CommandLine)
+            .unwrap_err();
+        assert!(
+            e.0.contains("bad.ini:2") && e.0.contains("missing.ini"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
     fn wildcards() {
         assert!(wildcard("*.ini", "a.ini"));
         assert!(!wildcard("*.ini", "a.yaml"));
