@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, Type};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -49,6 +49,37 @@ pub fn parse(addr: &str) -> Result<Address, String> {
     Ok(Address::Tcp(format!("{host}:{port}")))
 }
 
+/// What a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Uwsgi,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Uwsgi => "uwsgi",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Protocol> {
+        match s {
+            "http" => Some(Protocol::Http),
+            "uwsgi" => Some(Protocol::Uwsgi),
+            _ => None,
+        }
+    }
+}
+
+/// A bound socket and the protocol served on it.
+pub struct Socket {
+    pub addr: Address,
+    pub listener: Listener,
+    pub protocol: Protocol,
+}
+
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, Option<PathBuf>),
@@ -76,7 +107,8 @@ pub fn bind(addr: &Address, backlog: i32, chmod: Option<u32>) -> Result<Listener
                 .map_err(|e| format!("cannot resolve {a}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("{a} resolves to no address"))?;
-            let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(fail)?;
+            let socket =
+                socket2::Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(fail)?;
             socket.set_reuse_address(true).map_err(fail)?;
             if sa.is_ipv6() {
                 let _ = socket.set_only_v6(false);
@@ -95,7 +127,7 @@ pub fn bind(addr: &Address, backlog: i32, chmod: Option<u32>) -> Result<Listener
                     let _ = std::fs::remove_file(path);
                 }
             }
-            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
+            let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
             let sa = socket2::SockAddr::unix(path).map_err(fail)?;
             socket.bind(&sa).map_err(fail)?;
             socket.listen(backlog).map_err(fail)?;

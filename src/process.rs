@@ -234,7 +234,7 @@ pub fn chown_path(path: &Path, spec: &str) -> Result<(), String> {
 
 /// Sockets systemd passed us (socket activation: LISTEN_PID, LISTEN_FDS),
 /// as fds 3, 4, …
-pub fn systemd_sockets() -> Vec<(crate::listen::Address, crate::listen::Listener)> {
+pub fn systemd_sockets() -> Vec<crate::listen::Socket> {
     use std::os::fd::FromRawFd;
     let for_us = std::env::var("LISTEN_PID")
         .ok()
@@ -279,16 +279,21 @@ pub fn systemd_sockets() -> Vec<(crate::listen::Address, crate::listen::Listener
                 Some(p) => crate::listen::Address::Unix(p),
                 None => crate::listen::Address::Abstract(format!("systemd-fd-{fd}")),
             };
-            out.push((a, crate::listen::Listener::Unix(l, None)));
+            out.push(crate::listen::Socket {
+                addr: a,
+                listener: crate::listen::Listener::Unix(l, None),
+                protocol: crate::listen::Protocol::Http,
+            });
         } else {
             let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
             let a = l
                 .local_addr()
                 .map_or_else(|_| format!("fd{fd}"), |a| a.to_string());
-            out.push((
-                crate::listen::Address::Tcp(a),
-                crate::listen::Listener::Tcp(l),
-            ));
+            out.push(crate::listen::Socket {
+                addr: crate::listen::Address::Tcp(a),
+                listener: crate::listen::Listener::Tcp(l),
+                protocol: crate::listen::Protocol::Http,
+            });
         }
     }
     out

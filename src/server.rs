@@ -8,8 +8,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::gateway::{self, GatewaySettings};
 use crate::http::{ConnInfo, FlushQueue, HttpSettings, serve_connection};
-use crate::listen::{self, Address, Listener};
+use crate::listen::{self, Address, Listener, Protocol, Socket};
 use crate::master::{self, Inherited};
 use crate::process;
 use crate::python::{self, WsgiHost};
@@ -32,20 +33,29 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // After a reload the sockets come from the previous master image.
     // Sockets from systemd (socket activation), or from the master image
     // that re-executed into this one, are used as they are.
-    let mut listeners = match &inherited {
+    let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => inh.listeners(),
         None => process::systemd_sockets(),
     };
-    for spec in &cfg.http_sockets {
+    let wanted = cfg
+        .http_sockets
+        .iter()
+        .map(|s| (s, Protocol::Http))
+        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)));
+    for (spec, protocol) in wanted {
         let addr = listen::parse(spec)?;
-        if listeners.iter().any(|(a, _)| *a == addr) {
+        if listeners.iter().any(|s| s.addr == addr) {
             continue;
         }
         let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
             process::chown_path(path, owner)?;
         }
-        listeners.push((addr, listener));
+        listeners.push(Socket {
+            addr,
+            listener,
+            protocol,
+        });
     }
     if listeners.is_empty() {
         return Err("no socket to listen on: add --http-socket ADDR".into());
@@ -78,7 +88,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
 /// `--vacuum`: the unix sockets and pidfiles this server created.
 pub fn vacuum(cfg: &Config) {
-    for spec in &cfg.http_sockets {
+    for spec in cfg.http_sockets.iter().chain(&cfg.uwsgi_sockets) {
         if let Ok(Address::Unix(path)) = listen::parse(spec) {
             let _ = std::fs::remove_file(path);
         }
@@ -98,12 +108,38 @@ pub fn app_name(cfg: &Config) -> String {
     }
 }
 
-pub fn http_settings(cfg: &Config) -> Arc<HttpSettings> {
-    Arc::new(HttpSettings {
-        limit_post: cfg.limit_post,
-        max_head: cfg.buffer_size,
-        head_timeout: cfg.socket_timeout,
-    })
+/// What the front ends need from the configuration.
+pub struct FrontEnds {
+    pub http: Arc<HttpSettings>,
+    pub gateway: Arc<GatewaySettings>,
+}
+
+pub fn front_ends(cfg: &Config) -> FrontEnds {
+    FrontEnds {
+        http: Arc::new(HttpSettings {
+            limit_post: cfg.limit_post,
+            max_head: cfg.buffer_size,
+            head_timeout: cfg.socket_timeout,
+        }),
+        gateway: Arc::new(GatewaySettings {
+            // A uwsgi vars block cannot exceed 65535 bytes.
+            max_vars: cfg.buffer_size.min(65535),
+            limit_post: cfg.limit_post,
+            timeout: cfg.socket_timeout,
+        }),
+    }
+}
+
+/// "http://127.0.0.1:8000, uwsgi://unix:/run/app.sock" for the log.
+pub fn describe(sockets: &[Socket]) -> String {
+    sockets
+        .iter()
+        .map(|s| match &s.addr {
+            Address::Tcp(a) => format!("{}://{a}", s.protocol.name()),
+            other => format!("{}://unix:{other}", s.protocol.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Starts Python and imports the app.
@@ -117,17 +153,16 @@ pub fn load_app(cfg: &Config) -> Result<Arc<WsgiHost>, String> {
 }
 
 /// `--no-master`: this process serves.
-fn single(cfg: &Config, listeners: Vec<(Address, Listener)>) -> Result<(), String> {
+fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     let host = load_app(cfg)?;
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
     }
-    let addrs: Vec<String> = listeners.iter().map(|(a, _)| a.to_string()).collect();
     eprintln!(
-        "oxgate {}: serving {} on http://{} (pid {}, single process, {} Python thread{})",
+        "oxgate {}: serving {} on {} (pid {}, single process, {} Python thread{})",
         env!("CARGO_PKG_VERSION"),
         app_name(cfg),
-        addrs.join(", http://"),
+        describe(&listeners),
         std::process::id(),
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" }
@@ -136,7 +171,7 @@ fn single(cfg: &Config, listeners: Vec<(Address, Listener)>) -> Result<(), Strin
     rt.block_on(serve(
         listeners,
         host,
-        http_settings(cfg),
+        front_ends(cfg),
         &[
             (SignalKind::terminate(), "SIGTERM"),
             (SignalKind::interrupt(), "SIGINT"),
@@ -161,9 +196,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Serves the listeners until one of `stop_on` arrives, then lets requests
 /// in flight finish (bounded by `mercy`; a second signal stops at once).
 pub async fn serve(
-    listeners: Vec<(Address, Listener)>,
+    listeners: Vec<Socket>,
     host: Arc<WsgiHost>,
-    settings: Arc<HttpSettings>,
+    front: FrontEnds,
     stop_on: &[(SignalKind, &'static str)],
     mercy: Duration,
     ready: impl FnOnce(),
@@ -173,10 +208,17 @@ pub async fn serve(
     tokio::spawn(flush.clone().run());
     // Every connection holds a clone; when all are gone, so are the requests.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    for (addr, listener) in listeners {
+    for Socket {
+        addr,
+        listener,
+        protocol,
+    } in listeners
+    {
         let conn = Conn {
             host: host.clone(),
-            settings: settings.clone(),
+            settings: front.http.clone(),
+            gateway: front.gateway.clone(),
+            protocol,
             flush: flush.clone(),
             stop: stop_rx.clone(),
             alive: alive_tx.clone(),
@@ -264,6 +306,8 @@ async fn next_signal(signals: &mut [(tokio::signal::unix::Signal, &'static str)]
 struct Conn {
     host: Arc<WsgiHost>,
     settings: Arc<HttpSettings>,
+    gateway: Arc<GatewaySettings>,
+    protocol: Protocol,
     flush: Arc<FlushQueue>,
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
@@ -278,10 +322,21 @@ impl Conn {
             self.stop.clone(),
             self.alive.clone(),
         );
-        tokio::spawn(async move {
-            serve_connection(stream, info, h, s, f, st).await;
-            drop(a);
-        });
+        match self.protocol {
+            Protocol::Http => {
+                tokio::spawn(async move {
+                    serve_connection(stream, info, h, s, f, st).await;
+                    drop(a);
+                });
+            }
+            Protocol::Uwsgi => {
+                let g = self.gateway.clone();
+                tokio::spawn(async move {
+                    gateway::serve_uwsgi(stream, info, h, g).await;
+                    drop((a, f, st, s));
+                });
+            }
+        }
     }
 }
 

@@ -92,7 +92,7 @@ pub static OPTIONS: &[OptDef] = &[
         List,
         Sockets,
         "ADDR",
-        "A socket in the protocol --protocol names. uWSGI's default there is its uwsgi protocol, which oxgate does not speak yet: with --protocol http this is an HTTP socket."
+        "A socket in the protocol --protocol names: the uwsgi protocol by default (nginx uwsgi_pass), HTTP with --protocol http."
     ),
     opt!(
         "uwsgi-socket",
@@ -101,7 +101,7 @@ pub static OPTIONS: &[OptDef] = &[
         List,
         Sockets,
         "ADDR",
-        "A uwsgi-protocol socket (not implemented yet: oxgate refuses to start rather than ignore it)."
+        "A uwsgi-protocol socket, whatever --protocol says."
     ),
     opt!(
         "protocol",
@@ -110,7 +110,7 @@ pub static OPTIONS: &[OptDef] = &[
         Str,
         Sockets,
         "NAME",
-        "The protocol of --socket: http, or uwsgi (the default; not implemented yet)."
+        "The protocol of --socket: uwsgi (the default) or http."
     ),
     opt!(
         "bind",

@@ -32,6 +32,8 @@ pub struct AppSpec {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_sockets: Vec<String>,
+    /// uwsgi-protocol sockets (`socket`, `uwsgi-socket`).
+    pub uwsgi_sockets: Vec<String>,
     pub listen_backlog: i32,
     pub chmod_socket: Option<u32>,
     pub app: AppSpec,
@@ -444,29 +446,27 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
 
     let mut http_sockets = all("http-socket");
     http_sockets.extend(all("bind"));
+    let mut uwsgi_sockets = all("uwsgi-socket");
     let sockets = all("socket");
-    let protocol = last("protocol")
+    match last("protocol")
         .map_or("uwsgi", str::trim)
-        .to_ascii_lowercase();
-    if !sockets.is_empty() {
-        if protocol == "http" {
-            http_sockets.extend(sockets);
-        } else {
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "http" => http_sockets.extend(sockets),
+        "uwsgi" => uwsgi_sockets.extend(sockets),
+        other => {
             return err(format!(
-                "socket = {} speaks the uwsgi protocol (protocol = {protocol}), which oxgate does not implement yet. \
-                 Serve HTTP instead: http-socket = {} (nginx: proxy_pass), or add protocol = http",
-                sockets[0], sockets[0]
+                "protocol = {other}: oxgate speaks http and uwsgi on --socket (fastcgi and scgi are coming)"
             ));
         }
     }
-    if let Some(s) = all("uwsgi-socket").first() {
-        return err(format!(
-            "uwsgi-socket = {s}: the uwsgi protocol is not implemented in oxgate yet; use http-socket = {s}"
-        ));
-    }
-    if http_sockets.is_empty() && std::env::var_os("LISTEN_FDS").is_none() {
+    if http_sockets.is_empty()
+        && uwsgi_sockets.is_empty()
+        && std::env::var_os("LISTEN_FDS").is_none()
+    {
         return err(
-            "no socket to listen on: add --http-socket ADDR (for example --http-socket 127.0.0.1:8000)",
+            "no socket to listen on: add --http-socket ADDR (for example --http-socket 127.0.0.1:8000), or --socket ADDR for nginx's uwsgi_pass",
         );
     }
 
@@ -543,6 +543,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
 
     Ok(Action::Serve(Box::new(Config {
         http_sockets,
+        uwsgi_sockets,
         listen_backlog: positive("listen", 1024)?.min(i64::from(i32::MAX)) as i32,
         chmod_socket,
         app,

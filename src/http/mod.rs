@@ -44,6 +44,14 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    pub fn local_name(&self) -> Bytes {
+        self.local_name.clone()
+    }
+
+    pub fn local_port(&self) -> Bytes {
+        self.local_port.clone()
+    }
+
     pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ConnInfo {
         ConnInfo {
             local_name: local.map_or_else(

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::listen::{Address, Listener};
+use crate::listen::{Address, Listener, Protocol, Socket};
 use crate::process;
 use crate::python::{self, WsgiHost};
 use crate::server;
@@ -69,7 +69,7 @@ impl ReloadMode {
 
 /// What a master image hands to the next one when it re-executes itself.
 pub struct Inherited {
-    listeners: Vec<(String, RawFd)>,
+    listeners: Vec<(String, RawFd, Protocol)>,
     scoreboard: RawFd,
     workers: Vec<(libc::pid_t, u32, usize)>,
     /// (index in the config's daemon list, pid)
@@ -96,8 +96,13 @@ impl Inherited {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
                 "listen" => {
-                    let (fd, addr) = value.split_once(' ')?;
-                    inh.listeners.push((addr.to_string(), fd.parse().ok()?));
+                    let (fd, rest) = value.split_once(' ')?;
+                    let (protocol, addr) = rest.split_once(' ')?;
+                    inh.listeners.push((
+                        addr.to_string(),
+                        fd.parse().ok()?,
+                        Protocol::from_name(protocol)?,
+                    ));
                 }
                 "scoreboard" => inh.scoreboard = value.parse().ok()?,
                 "worker" => {
@@ -128,10 +133,10 @@ impl Inherited {
     }
 
     /// Every socket the previous image had, systemd's included.
-    pub fn listeners(&self) -> Vec<(Address, Listener)> {
+    pub fn listeners(&self) -> Vec<Socket> {
         self.listeners
             .iter()
-            .filter_map(|(addr, fd)| {
+            .filter_map(|(addr, fd, protocol)| {
                 let addr = crate::listen::parse(addr).ok()?;
                 set_cloexec(*fd, true);
                 let fd = *fd;
@@ -148,7 +153,11 @@ impl Inherited {
                         None,
                     ),
                 };
-                Some((addr, l))
+                Some(Socket {
+                    addr,
+                    listener: l,
+                    protocol: *protocol,
+                })
             })
             .collect()
     }
@@ -216,7 +225,7 @@ enum State {
 
 struct Master<'a> {
     cfg: &'a Config,
-    listeners: Vec<(Address, Listener)>,
+    listeners: Vec<Socket>,
     host: Option<Arc<WsgiHost>>,
     sb: Arc<Scoreboard>,
     signals: signals::SignalPipe,
@@ -240,7 +249,7 @@ struct Master<'a> {
 
 pub fn run(
     cfg: &Config,
-    listeners: Vec<(Address, Listener)>,
+    listeners: Vec<Socket>,
     inherited: Option<Inherited>,
 ) -> Result<(), String> {
     let p = &cfg.process;
@@ -329,13 +338,12 @@ pub fn run(
         notified: false,
     };
 
-    let addrs: Vec<String> = m.listeners.iter().map(|(a, _)| a.to_string()).collect();
     match &inherited {
         None => eprintln!(
-            "oxgate {}: serving {} on http://{} (master pid {}, {} worker{}, {} Python thread{} each, {})",
+            "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {} Python thread{} each, {})",
             env!("CARGO_PKG_VERSION"),
             server::app_name(cfg),
-            addrs.join(", http://"),
+            server::describe(&m.listeners),
             std::process::id(),
             m.processes,
             if m.processes == 1 { "" } else { "s" },
@@ -530,13 +538,13 @@ impl Master<'_> {
             self.kill_all(libc::SIGKILL);
         }
         let mut hand = String::new();
-        for (addr, l) in &self.listeners {
-            let fd = match l {
+        for s in &self.listeners {
+            let fd = match &s.listener {
                 Listener::Tcp(t) => t.as_raw_fd(),
                 Listener::Unix(u, _) => u.as_raw_fd(),
             };
             set_cloexec(fd, false);
-            hand.push_str(&format!("listen {fd} {addr}\n"));
+            hand.push_str(&format!("listen {fd} {} {}\n", s.protocol.name(), s.addr));
         }
         set_cloexec(self.sb.raw_fd(), false);
         hand.push_str(&format!("scoreboard {}\n", self.sb.raw_fd()));
@@ -567,8 +575,8 @@ impl Master<'_> {
             .exec();
         // Only reached if exec failed: carry on with the old image.
         eprintln!("oxgate: reload failed, cannot re-execute oxgate: {err}");
-        for (_, l) in &self.listeners {
-            let fd = match l {
+        for s in &self.listeners {
+            let fd = match &s.listener {
                 Listener::Tcp(t) => t.as_raw_fd(),
                 Listener::Unix(u, _) => u.as_raw_fd(),
             };

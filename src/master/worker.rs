@@ -11,7 +11,7 @@ use tokio::signal::unix::SignalKind;
 use super::scoreboard::{CORES, INFO, Retire, Scoreboard};
 use super::{EXIT_APP_LOAD, signals};
 use crate::config::Config;
-use crate::listen::{Address, Listener};
+use crate::listen::{Listener, Socket};
 use crate::process;
 use crate::python::{self, WsgiHost};
 use crate::request::{RequestObserver, Var, VarName};
@@ -19,7 +19,7 @@ use crate::server;
 
 pub struct Setup<'a> {
     pub cfg: &'a Config,
-    pub listeners: &'a [(Address, Listener)],
+    pub listeners: &'a [Socket],
     pub host: Option<Arc<WsgiHost>>,
     pub sb: Arc<Scoreboard>,
     pub slot: usize,
@@ -74,15 +74,19 @@ pub fn run(s: Setup<'_>) -> ! {
             .max_requests
             .map(|n| n + u64::from(s.id) * p.max_requests_delta),
     }));
-    let listeners: Vec<(Address, Listener)> = s
+    let listeners: Vec<Socket> = s
         .listeners
         .iter()
-        .filter_map(|(a, l)| {
-            let l = match l {
+        .filter_map(|sock| {
+            let listener = match &sock.listener {
                 Listener::Tcp(t) => Listener::Tcp(t.try_clone().ok()?),
                 Listener::Unix(u, p) => Listener::Unix(u.try_clone().ok()?, p.clone()),
             };
-            Some((a.clone(), l))
+            Some(Socket {
+                addr: sock.addr.clone(),
+                listener,
+                protocol: sock.protocol,
+            })
         })
         .collect();
     let sb = s.sb.clone();
@@ -91,7 +95,7 @@ pub fn run(s: Setup<'_>) -> ! {
         rt.block_on(server::serve(
             listeners,
             host,
-            server::http_settings(s.cfg),
+            server::front_ends(s.cfg),
             &[(SignalKind::terminate(), "SIGTERM")],
             p.worker_reload_mercy,
             || sb.slot(slot).ready.store(1, Ordering::Release),

@@ -351,7 +351,16 @@ impl WsgiHost {
         input: Input,
     ) -> Result<Call, CallError> {
         let environ = self.template.bind(py).copy().map_err(CallError::Internal)?;
+        // A front end that terminated TLS says so (protocols.md §7.2).
+        let mut https = false;
         for (name, value) in &vars {
+            https |= match name {
+                VarName::Known(Var::REQUEST_SCHEME) => value.eq_ignore_ascii_case(b"https"),
+                VarName::Known(Var::HTTPS) => {
+                    value.eq_ignore_ascii_case(b"on") || &value[..] == b"1"
+                }
+                _ => false,
+            };
             let (key, constant) = match name {
                 VarName::Known(v) => (
                     self.keys[*v as usize].bind(py).clone(),
@@ -365,6 +374,11 @@ impl WsgiHost {
                 None => latin1(py, value),
             };
             environ.set_item(key, value).map_err(CallError::Internal)?;
+        }
+        if https {
+            environ
+                .set_item("wsgi.url_scheme", "https")
+                .map_err(CallError::Internal)?;
         }
         let input_failure = input.failure.clone();
         let input = Bound::new(py, input).map_err(CallError::Internal)?;

@@ -1,0 +1,374 @@
+//! Gateway-protocol front ends (uwsgi now; SCGI and FastCGI to come): a
+//! web server in front (nginx's uwsgi_pass) sends CGI variables and the
+//! body; the answer is a raw HTTP response, then the connection closes.
+//! The variables are normalised as protocols.md §7.2 says, into the same
+//! protocol-neutral request the HTTP front end makes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+
+use crate::http::ConnInfo;
+use crate::proto::uwsgi;
+use crate::python::WsgiHost;
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
+};
+
+/// Bodies up to this size are read before the app is called (see http).
+const INLINE_BODY_MAX: u64 = 64 * 1024;
+
+pub struct GatewaySettings {
+    /// Largest vars block (`--buffer-size`; uwsgi's own maximum is 65535).
+    pub max_vars: usize,
+    pub limit_post: Option<u64>,
+    /// For the head and each body read.
+    pub timeout: Duration,
+}
+
+/// Serves one uwsgi connection: one request, then close.
+pub async fn serve_uwsgi<S>(
+    stream: S,
+    info: ConnInfo,
+    host: Arc<WsgiHost>,
+    settings: Arc<GatewaySettings>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(8192);
+    let head = loop {
+        match uwsgi::parse(&mut buf, settings.max_vars) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("oxgate: uwsgi request refused: {e}");
+                if e == uwsgi::Error::LooksLikeHttp {
+                    let _ = wr
+                        .write_all(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis socket speaks the uwsgi protocol, not HTTP.\n")
+                        .await;
+                }
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+        match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return, // closed, failed or too slow before a whole head
+        }
+    };
+    match head.modifier1 {
+        0 | 30 => {}
+        100 => {
+            // uwsgi --ping: answer the pong header.
+            let _ = wr.write_all(&uwsgi::PONG).await;
+            let _ = wr.shutdown().await;
+            return;
+        }
+        m => {
+            eprintln!(
+                "oxgate: uwsgi request with modifier1 {m} refused: oxgate serves WSGI (modifier1 0) and ping (100)"
+            );
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+    let strip_script_name = head.modifier1 == 30;
+    let (vars, content_length, is_head) = normalise(head.vars, &info, strip_script_name);
+    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
+        && len > limit
+    {
+        write_response(
+            &mut wr,
+            &vars,
+            Response::plain(413, "Content Too Large", "Request body too large\n"),
+        )
+        .await;
+        return;
+    }
+    let len = content_length.unwrap_or(0);
+    let body = if len == 0 {
+        RequestBody::Empty
+    } else if len <= INLINE_BODY_MAX {
+        // Small: read it all now, so the app can run inline.
+        while (buf.len() as u64) < len {
+            match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return, // the front end went away mid-body
+            }
+        }
+        buf.truncate(len as usize);
+        RequestBody::Full(buf.split().freeze())
+    } else {
+        let prefix = buf.split().freeze();
+        let prefix = prefix.slice(..prefix.len().min(len as usize));
+        RequestBody::Stream(BodyStream::new(SocketBody {
+            rd: Some(rd),
+            pending: (!prefix.is_empty()).then_some(prefix.clone()),
+            remaining: len - prefix.len() as u64,
+            timeout: settings.timeout,
+            sleep: None,
+        }))
+    };
+    let resp_vars: Vec<(VarName, Bytes)> = vars
+        .iter()
+        .filter(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
+        .cloned()
+        .collect();
+    let response = host
+        .handle(Request {
+            vars,
+            body,
+            content_length,
+            is_head,
+        })
+        .await;
+    write_response(&mut wr, &resp_vars, response).await;
+}
+
+/// Writes a raw HTTP/1.x response (no chunking: the front end frames it
+/// for its client) and closes the connection.
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    vars: &[(VarName, Bytes)],
+    resp: Response,
+) {
+    let version = vars
+        .iter()
+        .find(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
+        .map(|(_, v)| v.clone())
+        .filter(|v| v.starts_with(b"HTTP/1."))
+        .unwrap_or_else(|| Bytes::from_static(b"HTTP/1.1"));
+    let reason = resp.reason.clone().unwrap_or_else(|| {
+        http::StatusCode::from_u16(resp.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown")
+            .to_string()
+    });
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(&version);
+    head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
+    for (name, value) in &resp.headers {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let result = async {
+        match resp.body {
+            ResponseBody::Empty => wr.write_all(&head).await,
+            ResponseBody::Full(b) => {
+                head.extend_from_slice(&b);
+                wr.write_all(&head).await
+            }
+            ResponseBody::Stream { first, mut rest } => {
+                if let Some(b) = first {
+                    head.extend_from_slice(&b);
+                }
+                wr.write_all(&head).await?;
+                while let Some(chunk) = rest.chunk().await {
+                    match chunk {
+                        Ok(b) => wr.write_all(&b).await?,
+                        // The app failed mid-response: cut the connection, so
+                        // the front end sees an incomplete response.
+                        Err(e) => return Err(std::io::Error::other(e.message)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+    .await;
+    if result.is_ok() {
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+    }
+}
+
+/// protocols.md §7.2: what a front end sends, turned into clean CGI vars.
+fn normalise(
+    raw: Vec<(Bytes, Bytes)>,
+    info: &ConnInfo,
+    strip_script_name: bool,
+) -> (Vec<(VarName, Bytes)>, Option<u64>, bool) {
+    let mut vars: Vec<(VarName, Bytes)> = Vec::with_capacity(raw.len() + 4);
+    for (k, v) in raw {
+        let name = VarName::from_bytes(k);
+        let bytes = name.as_bytes();
+        // Framing is the front end's business, and UWSGI_* vars would let
+        // whoever reaches the socket load code (protocols.md §1.8).
+        if matches!(
+            bytes,
+            b"HTTP_CONTENT_LENGTH"
+                | b"HTTP_CONTENT_TYPE"
+                | b"HTTP_TRANSFER_ENCODING"
+                | b"HTTP_CONNECTION"
+                | b"HTTP_KEEP_ALIVE"
+        ) || bytes.starts_with(b"UWSGI_")
+        {
+            continue;
+        }
+        // Empty optional vars are absent ones (CONTENT_LENGTH="" for GET).
+        if v.is_empty()
+            && matches!(
+                bytes,
+                b"CONTENT_LENGTH"
+                    | b"CONTENT_TYPE"
+                    | b"HTTPS"
+                    | b"REMOTE_USER"
+                    | b"SERVER_NAME"
+                    | b"SCRIPT_NAME"
+            )
+        {
+            continue;
+        }
+        // Repeated keys (nginx 1.22 sends one per header line) are merged.
+        if let Some((_, prev)) = vars.iter_mut().find(|(n, _)| *n == name) {
+            let sep: &[u8] = if name == VarName::Known(Var::HTTP_COOKIE) {
+                b"; "
+            } else {
+                b", "
+            };
+            let mut joined = prev.to_vec();
+            joined.extend_from_slice(sep);
+            joined.extend_from_slice(&v);
+            *prev = Bytes::from(joined);
+            continue;
+        }
+        vars.push((name, v));
+    }
+    let get = |vars: &[(VarName, Bytes)], v: Var| {
+        vars.iter()
+            .find(|(k, _)| *k == VarName::Known(v))
+            .map(|(_, b)| b.clone())
+    };
+    // SERVER_NAME: never empty (PEP 3333): Host's name, then the socket.
+    if get(&vars, Var::SERVER_NAME).is_none() {
+        let name = get(&vars, Var::HTTP_HOST)
+            .map(|h| {
+                let end = if h.first() == Some(&b'[') {
+                    h.iter().position(|&c| c == b']').map_or(h.len(), |i| i + 1)
+                } else {
+                    h.iter().position(|&c| c == b':').unwrap_or(h.len())
+                };
+                h.slice(..end)
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| info.local_name());
+        vars.push((VarName::Known(Var::SERVER_NAME), name));
+    }
+    if get(&vars, Var::SERVER_PORT).is_none() {
+        vars.push((VarName::Known(Var::SERVER_PORT), info.local_port()));
+    }
+    if get(&vars, Var::REQUEST_METHOD).is_none() {
+        vars.push((
+            VarName::Known(Var::REQUEST_METHOD),
+            Bytes::from_static(b"GET"),
+        ));
+    }
+    if get(&vars, Var::SERVER_PROTOCOL).is_none() {
+        vars.push((
+            VarName::Known(Var::SERVER_PROTOCOL),
+            Bytes::from_static(b"HTTP/1.1"),
+        ));
+    }
+    if get(&vars, Var::QUERY_STRING).is_none() {
+        vars.push((VarName::Known(Var::QUERY_STRING), Bytes::new()));
+    }
+    // modifier1 30 (and uWSGI's --manage-script-name): PATH_INFO arrives
+    // with the SCRIPT_NAME prefix still on it.
+    let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
+    let path = get(&vars, Var::PATH_INFO).unwrap_or_default();
+    if strip_script_name && !script.is_empty() && path.starts_with(&script) {
+        let rest = path.slice(script.len()..);
+        for (k, v) in &mut vars {
+            if *k == VarName::Known(Var::PATH_INFO) {
+                *v = rest.clone();
+            }
+        }
+    }
+    // PEP 3333: SCRIPT_NAME is "" at the root, never "/".
+    vars.retain(|(k, v)| !(*k == VarName::Known(Var::SCRIPT_NAME) && &v[..] == b"/"));
+    let content_length = get(&vars, Var::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
+    if content_length.is_none() {
+        vars.retain(|(k, _)| *k != VarName::Known(Var::CONTENT_LENGTH));
+    }
+    let is_head = get(&vars, Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"HEAD");
+    (vars, content_length, is_head)
+}
+
+/// A body after the vars: exactly CONTENT_LENGTH bytes from the socket.
+struct SocketBody<R> {
+    rd: Option<ReadHalf<R>>,
+    pending: Option<Bytes>,
+    remaining: u64,
+    timeout: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<R: AsyncRead + Send + 'static> ChunkSource for SocketBody<R> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let Some(rd) = self.rd.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let want = self.remaining.min(64 * 1024) as usize;
+        let mut tmp = vec![0u8; want];
+        let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+        match std::pin::Pin::new(rd).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                self.sleep = None;
+                let n = rb.filled().len();
+                if n == 0 {
+                    self.rd = None;
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        400,
+                        format!(
+                            "the front end closed the connection {} bytes short of CONTENT_LENGTH",
+                            self.remaining
+                        ),
+                    ))));
+                }
+                self.remaining -= n as u64;
+                tmp.truncate(n);
+                Poll::Ready(Some(Ok(Bytes::from(tmp))))
+            }
+            Poll::Ready(Err(e)) => {
+                self.rd = None;
+                Poll::Ready(Some(Err(BodyError::new(
+                    400,
+                    format!("reading the request body: {e}"),
+                ))))
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    self.rd = None;
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        400,
+                        format!(
+                            "no request body bytes for {}s (--socket-timeout)",
+                            timeout.as_secs()
+                        ),
+                    ))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Pure codecs for the gateway protocols: bytes in, requests out, no I/O.
+
+pub mod uwsgi;

@@ -1,0 +1,262 @@
+"""The uwsgi protocol: a raw client for every malformed-packet class, and
+real nginx in front (uwsgi_pass over TCP and unix sockets) giving the same
+answers as direct HTTP."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from conftest import APPS, BIN, free_port
+
+ECHO = str(APPS / "echo.py")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def packet(vars, m1=0, m2=0):
+    block = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+                     for k, v in ((k.encode() if isinstance(k, str) else k, v.encode() if isinstance(v, str) else v)
+                                  for k, v in vars))
+    return struct.pack("<BHB", m1, len(block), m2) + block
+
+
+def uwsgi_request(port, data, timeout=10):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            out += b
+    return out
+
+
+def cgi(method="GET", path="/", query="", body=b"", extra=()):
+    v = [("REQUEST_METHOD", method), ("PATH_INFO", path), ("QUERY_STRING", query),
+         ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", path + ("?" + query if query else "")),
+         ("REMOTE_ADDR", "127.0.0.1"), ("SERVER_PORT", "80"), ("SERVER_NAME", ""),
+         ("HTTP_HOST", "example.com:8080"), ("CONTENT_LENGTH", str(len(body)) if body else "")]
+    return packet(v + list(extra)) + body
+
+
+@pytest.fixture
+def both(serve):
+    """oxgate with a uwsgi socket and an HTTP socket, same app."""
+    up = free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "2")
+    s.uwsgi_port = up
+    return s
+
+
+def test_uwsgi_request_and_normalisation(both):
+    out = uwsgi_request(both.uwsgi_port, cgi("POST", "/a b", "x=1", b"hello",
+                                             extra=[("HTTP_CONTENT_LENGTH", "5"), ("HTTP_X_A", "1"), ("HTTP_X_A", "2"),
+                                                    ("HTTP_COOKIE", "a=1"), ("HTTP_COOKIE", "b=2"),
+                                                    ("UWSGI_FILE", "/tmp/evil.py"), ("HTTPS", "on")]))
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding" not in head.lower()  # never chunked on a gateway socket
+    seen = json.loads(body)
+    assert seen["method"] == "POST" and seen["path"] == "/a b" and seen["query"] == "x=1"
+    assert seen["body_len"] == 5 and seen["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
+    assert seen["x_headers"] == {"HTTP_X_A": "1, 2"}
+    assert seen["cookie"] == "a=1; b=2"
+    assert seen["server_name"] == "example.com"  # empty SERVER_NAME: Host's name
+    assert seen["scheme"] == "https"
+    assert seen["has_http_content_length"] is False
+    assert "evil" not in body.decode()
+
+
+def test_uwsgi_large_body_streams(both):
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    seen = json.loads(uwsgi_request(both.uwsgi_port, cgi("PUT", "/big", body=data)).split(b"\r\n\r\n", 1)[1])
+    assert seen["body_len"] == len(data) and seen["body_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_ping(both):
+    assert uwsgi_request(both.uwsgi_port, packet([], m1=100)) == bytes([100, 0, 0, 1])
+
+
+@pytest.mark.parametrize("name,data,logged", [
+    ("unknown modifier", packet([("A", "1")], m1=5), "modifier1 5 refused"),
+    ("http to a uwsgi socket", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP was sent to a uwsgi socket"),
+    ("var past datasize", struct.pack("<BHB", 0, 6, 0) + struct.pack("<H", 1) + b"A" + struct.pack("<H", 9) + b"x",
+     "runs past the vars block"),
+    ("zero-length key", struct.pack("<BHB", 0, 4, 0) + b"\x00\x00\x00\x00", "has an empty name"),
+    ("oversized vars", packet([("HTTP_COOKIE", "x" * 10000)]), "is over --buffer-size"),
+    ("ends inside a length", struct.pack("<BHB", 0, 1, 0) + b"\x01", "runs past the vars block"),
+])
+def test_malformed_packets(serve, name, data, logged):
+    up = free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "1", "--buffer-size", "8192")
+    out = uwsgi_request(up, data)
+    assert not out.startswith(b"HTTP/1.1 200")
+    s.wait_log(logged)
+    assert uwsgi_request(up, cgi()).startswith(b"HTTP/1.1 200 OK")  # still serving
+
+
+def test_truncated_header_times_out(serve):
+    up = free_port()
+    serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "1", "--socket-timeout", "1")
+    t0 = time.monotonic()
+    assert uwsgi_request(up, b"\x00\x10", timeout=10) == b""  # closed, not left hanging
+    assert time.monotonic() - t0 < 8
+
+
+NGINX_CONF = """
+worker_processes 1;
+user root;
+error_log {d}/logs/error.log info;
+pid {d}/logs/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  client_max_body_size 100m;
+  upstream ox_http {{ server 127.0.0.1:{http}; keepalive 8; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /u/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }}
+    location /unix/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}
+    location /m30/ {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 30; uwsgi_param SCRIPT_NAME /m30;
+                      uwsgi_pass 127.0.0.1:{up}; }}
+    location /h/ {{ proxy_pass http://ox_http; proxy_http_version 1.1; proxy_set_header Connection "";
+                    proxy_set_header Host $host; }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx_front(serve, tmp_path):
+    up, sock = free_port(), tmp_path / "ox.sock"
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--socket", str(sock),
+              "--chmod-socket", "666", "--processes", "2")
+    port = free_port()
+    d = tmp_path / "nginx"
+    (d / "logs").mkdir(parents=True)
+    (d / "tmp").mkdir()
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port))
+    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
+                             "-g", "daemon off;"], stderr=subprocess.PIPE)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    proc.send_signal(15)
+    proc.wait(10)
+
+
+def comparable(r):
+    seen = r.json()
+    seen.pop("server_name")
+    seen["x_headers"].pop("HTTP_X_FORWARDED_FOR", None)
+    return seen
+
+
+@pytest.mark.parametrize("front", ["/u", "/unix", "/h"])
+def test_same_answers_through_nginx(nginx_front, front):
+    data = bytes(range(256)) * 4000 + os.urandom(1000)
+    cases = [
+        ("get", dict(method="GET", url="/p%20q/%C3%A9?a=1&b=%20")),
+        ("post", dict(method="POST", url="/form", data=data, headers={"Content-Type": "application/x-bin"})),
+        ("headers", dict(method="GET", url="/h", headers={"X-Custom": "v1", "Cookie": "a=1; b=2"})),
+        ("upload", dict(method="PUT", url="/up", data=b"z" * (10 << 20))),
+    ]
+    for name, kw in cases:
+        url = kw.pop("url")
+        r = requests.request(url=nginx_front + front + url, **kw)
+        assert r.status_code == 200, (name, r.text)
+        seen = comparable(r)
+        # what the app sees behind nginx, minus the front end's own prefix
+        assert seen["method"] == kw["method"]
+        # PEP 3333: the decoded path's bytes, as latin-1
+        raw = urllib.parse.unquote_to_bytes(url.split("?")[0]).decode("latin-1")
+        assert seen["path"] == f"{front}{raw}", (name, seen)
+        assert seen["query"] == (url.split("?", 1)[1] if "?" in url else "")
+        body = kw.get("data", b"")
+        assert seen["body_len"] == len(body) and seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+        assert not seen["has_http_content_length"]
+        if name == "headers":
+            assert seen["x_headers"]["HTTP_X_CUSTOM"] == "v1" and seen["cookie"] == "a=1; b=2"
+    r = requests.get(nginx_front + front + "/stream")
+    assert r.text == "".join(f"chunk {i}\n" for i in range(5))
+
+
+def test_modifier1_30_strips_script_name(nginx_front):
+    seen = requests.get(nginx_front + "/m30/app/x").json()
+    assert seen["script_name"] == "/m30" and seen["path"] == "/app/x"
+
+
+def test_seed_config_behind_nginx(tmp_path):
+    """shared/seeds/000: its uwsgi.ini and its nginx uwsgi_pass, ports picked
+    at run time and the app made up (the article's is not shown)."""
+    up, port = free_port(), free_port()
+    app = tmp_path / "main.py"
+    app.write_text("def app(environ, start_response):\n"
+                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                   "    return [b'seed ok']\n")
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text(f"""[uwsgi]
+socket = 127.0.0.1:{up}
+chdir = {tmp_path}/
+wsgi-file = main.py
+processes = 4
+stats = 127.0.0.1:{free_port()}
+daemonize = {tmp_path}/uwsgiServer.log
+pidfile = {tmp_path}/uwsgi.pid
+vacuum = true
+log-maxsize = 50000000
+disable-logging = true
+callable = app
+""")
+    started = subprocess.run([BIN, "--ini", str(ini)], capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0, started.stderr
+    # warnings reach the terminal, before oxgate detaches
+    assert "uWSGI option 'stats' is not implemented in oxgate yet" in started.stderr
+    d = tmp_path / "nginx"
+    (d / "logs").mkdir(parents=True)
+    (d / "tmp").mkdir()
+    (d / "nginx.conf").write_text(f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port};
+    location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }} }} }}
+""")
+    nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
+                              "-g", "daemon off;"])
+    try:
+        r = None
+        for _ in range(200):
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                if r.status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        assert r is not None and r.text == "seed ok"
+        assert "serving main.py:app on uwsgi://127.0.0.1" in (tmp_path / "uwsgiServer.log").read_text()
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        subprocess.run([BIN, "--stop", str(tmp_path / "uwsgi.pid")], timeout=10)
+        deadline = time.monotonic() + 20
+        while (tmp_path / "uwsgi.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
