@@ -1,6 +1,7 @@
-//! Gateway-protocol front ends (uwsgi now; SCGI and FastCGI to come): a
-//! web server in front (nginx's uwsgi_pass) sends CGI variables and the
-//! body; the answer is a raw HTTP response, then the connection closes.
+//! Gateway-protocol front ends (uwsgi and SCGI; FastCGI to come): a web
+//! server in front (nginx's uwsgi_pass, scgi_pass) sends CGI variables and
+//! the body; the answer is an HTTP response (uwsgi: with a status line;
+//! SCGI: CGI-style, with a `Status:` header), then the connection closes.
 //! The variables are normalised as protocols.md §7.2 says, into the same
 //! protocol-neutral request the HTTP front end makes.
 
@@ -13,7 +14,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use crate::http::ConnInfo;
-use crate::proto::uwsgi;
+use crate::listen::Protocol;
+use crate::proto::{scgi, uwsgi};
 use crate::python::WsgiHost;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
@@ -30,9 +32,57 @@ pub struct GatewaySettings {
     pub timeout: Duration,
 }
 
-/// Serves one uwsgi connection: one request, then close.
-pub async fn serve_uwsgi<S>(
+/// One parsed request head, whatever the protocol.
+enum Parsed {
+    Request {
+        vars: Vec<(Bytes, Bytes)>,
+        strip_script_name: bool,
+    },
+    /// uwsgi's ping: answer the pong header.
+    Ping,
+}
+
+/// The head of a request, `None` until enough bytes arrived; an error says
+/// what was wrong and whether the client spoke HTTP instead.
+fn parse_head(
+    protocol: Protocol,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<Parsed>, (String, bool)> {
+    match protocol {
+        Protocol::Uwsgi => match uwsgi::parse(buf, limit) {
+            Ok(None) => Ok(None),
+            Ok(Some(h)) => match h.modifier1 {
+                0 | 30 => Ok(Some(Parsed::Request {
+                    vars: h.vars,
+                    strip_script_name: h.modifier1 == 30,
+                })),
+                100 => Ok(Some(Parsed::Ping)),
+                m => Err((
+                    format!(
+                        "modifier1 {m} refused: oxgate serves WSGI (modifier1 0, 30) and ping (100)"
+                    ),
+                    false,
+                )),
+            },
+            Err(e) => Err((e.to_string(), e == uwsgi::Error::LooksLikeHttp)),
+        },
+        Protocol::Scgi => match scgi::parse(buf, limit) {
+            Ok(None) => Ok(None),
+            Ok(Some(vars)) => Ok(Some(Parsed::Request {
+                vars,
+                strip_script_name: false,
+            })),
+            Err(e) => Err((e.to_string(), e == scgi::Error::LooksLikeHttp)),
+        },
+        Protocol::Http => unreachable!("HTTP has its own front end"),
+    }
+}
+
+/// Serves one gateway connection: one request, then close.
+pub async fn serve<S>(
     stream: S,
+    protocol: Protocol,
     info: ConnInfo,
     host: Arc<WsgiHost>,
     settings: Arc<GatewaySettings>,
@@ -41,16 +91,27 @@ pub async fn serve_uwsgi<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8192);
-    let head = loop {
-        match uwsgi::parse(&mut buf, settings.max_vars) {
-            Ok(Some(head)) => break head,
+    let (raw, strip_script_name) = loop {
+        match parse_head(protocol, &mut buf, settings.max_vars) {
+            Ok(Some(Parsed::Request {
+                vars,
+                strip_script_name,
+            })) => break (vars, strip_script_name),
+            Ok(Some(Parsed::Ping)) => {
+                let _ = wr.write_all(&uwsgi::PONG).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
             Ok(None) => {}
-            Err(e) => {
-                eprintln!("oxgate: uwsgi request refused: {e}");
-                if e == uwsgi::Error::LooksLikeHttp {
-                    let _ = wr
-                        .write_all(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis socket speaks the uwsgi protocol, not HTTP.\n")
-                        .await;
+            Err((e, http)) => {
+                eprintln!("oxgate: {} request refused: {e}", protocol.name());
+                if http {
+                    let text = format!(
+                        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+                         This socket speaks the {} protocol, not HTTP.\n",
+                        protocol.name()
+                    );
+                    let _ = wr.write_all(text.as_bytes()).await;
                 }
                 let _ = wr.shutdown().await;
                 return;
@@ -61,29 +122,13 @@ pub async fn serve_uwsgi<S>(
             _ => return, // closed, failed or too slow before a whole head
         }
     };
-    match head.modifier1 {
-        0 | 30 => {}
-        100 => {
-            // uwsgi --ping: answer the pong header.
-            let _ = wr.write_all(&uwsgi::PONG).await;
-            let _ = wr.shutdown().await;
-            return;
-        }
-        m => {
-            eprintln!(
-                "oxgate: uwsgi request with modifier1 {m} refused: oxgate serves WSGI (modifier1 0) and ping (100)"
-            );
-            let _ = wr.shutdown().await;
-            return;
-        }
-    }
-    let strip_script_name = head.modifier1 == 30;
-    let (vars, content_length, is_head) = normalise(head.vars, &info, strip_script_name);
+    let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
     if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
         && len > limit
     {
         write_response(
             &mut wr,
+            protocol,
             &vars,
             Response::plain(413, "Content Too Large", "Request body too large\n"),
         )
@@ -127,13 +172,16 @@ pub async fn serve_uwsgi<S>(
             is_head,
         })
         .await;
-    write_response(&mut wr, &resp_vars, response).await;
+    write_response(&mut wr, protocol, &resp_vars, response).await;
 }
 
-/// Writes a raw HTTP/1.x response (no chunking: the front end frames it
-/// for its client) and closes the connection.
+/// Writes the response (no chunking: the front end frames it for its
+/// client) and closes the connection. uwsgi needs an HTTP/1.x status line
+/// (Apache's mod_proxy_uwsgi refuses anything else); SCGI is a CGI
+/// response, with `Status:`.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
+    protocol: Protocol,
     vars: &[(VarName, Bytes)],
     resp: Response,
 ) {
@@ -151,7 +199,11 @@ async fn write_response<W: AsyncWrite + Unpin>(
             .to_string()
     });
     let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(&version);
+    if protocol == Protocol::Scgi {
+        head.extend_from_slice(b"Status:");
+    } else {
+        head.extend_from_slice(&version);
+    }
     head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
     for (name, value) in &resp.headers {
         head.extend_from_slice(name.as_bytes());
@@ -280,6 +332,28 @@ fn normalise(
     }
     if get(&vars, Var::QUERY_STRING).is_none() {
         vars.push((VarName::Known(Var::QUERY_STRING), Bytes::new()));
+    }
+    // nginx's scgi_params send no PATH_INFO: take DOCUMENT_URI (decoded
+    // already), else REQUEST_URI's path, percent-decoded; less SCRIPT_NAME.
+    if get(&vars, Var::PATH_INFO).is_none() {
+        let path = vars
+            .iter()
+            .find(|(k, _)| k.as_bytes() == b"DOCUMENT_URI")
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                get(&vars, Var::REQUEST_URI).map(|uri| {
+                    let path = uri.split(|&c| c == b'?').next().unwrap_or(&[]);
+                    Bytes::from(percent_encoding::percent_decode(path).collect::<Vec<u8>>())
+                })
+            })
+            .unwrap_or_else(|| Bytes::from_static(b"/"));
+        let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
+        let path = if !script.is_empty() && path.starts_with(&script) {
+            path.slice(script.len()..)
+        } else {
+            path
+        };
+        vars.push((VarName::Known(Var::PATH_INFO), path));
     }
     // modifier1 30 (and uWSGI's --manage-script-name): PATH_INFO arrives
     // with the SCRIPT_NAME prefix still on it.

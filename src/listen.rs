@@ -54,6 +54,7 @@ pub fn parse(addr: &str) -> Result<Address, String> {
 pub enum Protocol {
     Http,
     Uwsgi,
+    Scgi,
 }
 
 impl Protocol {
@@ -61,6 +62,7 @@ impl Protocol {
         match self {
             Protocol::Http => "http",
             Protocol::Uwsgi => "uwsgi",
+            Protocol::Scgi => "scgi",
         }
     }
 
@@ -68,6 +70,7 @@ impl Protocol {
         match s {
             "http" => Some(Protocol::Http),
             "uwsgi" => Some(Protocol::Uwsgi),
+            "scgi" => Some(Protocol::Scgi),
             _ => None,
         }
     }

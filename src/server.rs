@@ -41,7 +41,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .http_sockets
         .iter()
         .map(|s| (s, Protocol::Http))
-        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)));
+        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)))
+        .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)));
     for (spec, protocol) in wanted {
         let addr = listen::parse(spec)?;
         if listeners.iter().any(|s| s.addr == addr) {
@@ -88,7 +89,12 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
 /// `--vacuum`: the unix sockets and pidfiles this server created.
 pub fn vacuum(cfg: &Config) {
-    for spec in cfg.http_sockets.iter().chain(&cfg.uwsgi_sockets) {
+    for spec in cfg
+        .http_sockets
+        .iter()
+        .chain(&cfg.uwsgi_sockets)
+        .chain(&cfg.scgi_sockets)
+    {
         if let Ok(Address::Unix(path)) = listen::parse(spec) {
             let _ = std::fs::remove_file(path);
         }
@@ -329,10 +335,10 @@ impl Conn {
                     drop(a);
                 });
             }
-            Protocol::Uwsgi => {
+            protocol => {
                 let g = self.gateway.clone();
                 tokio::spawn(async move {
-                    gateway::serve_uwsgi(stream, info, h, g).await;
+                    gateway::serve(stream, protocol, info, h, g).await;
                     drop((a, f, st, s));
                 });
             }

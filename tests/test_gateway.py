@@ -132,6 +132,7 @@ http {{
     location /unix/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}
     location /m30/ {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 30; uwsgi_param SCRIPT_NAME /m30;
                       uwsgi_pass 127.0.0.1:{up}; }}
+    location /s/ {{ include /etc/nginx/scgi_params; scgi_pass 127.0.0.1:{scgi}; }}
     location /h/ {{ proxy_pass http://ox_http; proxy_http_version 1.1; proxy_set_header Connection "";
                     proxy_set_header Host $host; }}
   }}
@@ -141,14 +142,14 @@ http {{
 
 @pytest.fixture
 def nginx_front(serve, tmp_path):
-    up, sock = free_port(), tmp_path / "ox.sock"
+    up, sock, sc = free_port(), tmp_path / "ox.sock", free_port()
     s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--socket", str(sock),
-              "--chmod-socket", "666", "--processes", "2")
+              "--scgi-socket", f"127.0.0.1:{sc}", "--chmod-socket", "666", "--processes", "2")
     port = free_port()
     d = tmp_path / "nginx"
     (d / "logs").mkdir(parents=True)
     (d / "tmp").mkdir()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port))
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc))
     proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
                              "-g", "daemon off;"], stderr=subprocess.PIPE)
     for _ in range(200):
@@ -169,7 +170,7 @@ def comparable(r):
     return seen
 
 
-@pytest.mark.parametrize("front", ["/u", "/unix", "/h"])
+@pytest.mark.parametrize("front", ["/u", "/unix", "/s", "/h"])
 def test_same_answers_through_nginx(nginx_front, front):
     data = bytes(range(256)) * 4000 + os.urandom(1000)
     cases = [
@@ -260,3 +261,35 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp;
         deadline = time.monotonic() + 20
         while (tmp_path / "uwsgi.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def scgi_packet(headers, body=b""):
+    block = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in headers)
+    return str(len(block)).encode() + b":" + block + b"," + body
+
+
+def test_scgi_request_and_status_header(serve):
+    sp = free_port()
+    serve("--wsgi-file", ECHO, "--scgi-socket", f"127.0.0.1:{sp}", "--processes", "1")
+    out = uwsgi_request(sp, scgi_packet([("CONTENT_LENGTH", "5"), ("SCGI", "1"), ("REQUEST_METHOD", "POST"),
+                                         ("REQUEST_URI", "/a%20b?q=1"), ("QUERY_STRING", "q=1"),
+                                         ("SERVER_PROTOCOL", "HTTP/1.1"), ("HTTP_HOST", "h")], b"hello"))
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"Status: 200 OK\r\n")  # a CGI response
+    seen = json.loads(body)
+    assert seen["path"] == "/a b"  # no PATH_INFO sent: from REQUEST_URI, decoded
+    assert seen["body_len"] == 5 and seen["server_name"] == "h"
+
+
+@pytest.mark.parametrize("data,logged", [
+    (b"012:x", "not a plain decimal"),
+    (b"5:ab\0cd;", "does not end with"),
+    (scgi_packet([("SCGI", "1"), ("CONTENT_LENGTH", "0")]), "first header must be CONTENT_LENGTH"),
+    (scgi_packet([("CONTENT_LENGTH", "0")]), "SCGI=1 is missing"),
+    (b"GET / HTTP/1.1\r\n\r\n", "HTTP was sent to an SCGI socket"),
+])
+def test_scgi_malformed(serve, data, logged):
+    sp = free_port()
+    s = serve("--wsgi-file", ECHO, "--scgi-socket", f"127.0.0.1:{sp}", "--processes", "1")
+    assert not uwsgi_request(sp, data).startswith(b"Status: 200")
+    s.wait_log(logged)

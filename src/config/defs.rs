@@ -104,13 +104,22 @@ pub static OPTIONS: &[OptDef] = &[
         "A uwsgi-protocol socket, whatever --protocol says."
     ),
     opt!(
+        "scgi-socket",
+        [],
+        None,
+        List,
+        Sockets,
+        "ADDR",
+        "An SCGI socket (nginx scgi_pass, Apache mod_proxy_scgi, lighttpd mod_scgi)."
+    ),
+    opt!(
         "protocol",
         [],
         None,
         Str,
         Sockets,
         "NAME",
-        "The protocol of --socket: uwsgi (the default) or http."
+        "The protocol of --socket: uwsgi (the default), http or scgi."
     ),
     opt!(
         "bind",

@@ -34,6 +34,7 @@ pub struct Config {
     pub http_sockets: Vec<String>,
     /// uwsgi-protocol sockets (`socket`, `uwsgi-socket`).
     pub uwsgi_sockets: Vec<String>,
+    pub scgi_sockets: Vec<String>,
     pub listen_backlog: i32,
     pub chmod_socket: Option<u32>,
     pub app: AppSpec,
@@ -447,6 +448,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let mut http_sockets = all("http-socket");
     http_sockets.extend(all("bind"));
     let mut uwsgi_sockets = all("uwsgi-socket");
+    let mut scgi_sockets = all("scgi-socket");
     let sockets = all("socket");
     match last("protocol")
         .map_or("uwsgi", str::trim)
@@ -455,14 +457,16 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     {
         "http" => http_sockets.extend(sockets),
         "uwsgi" => uwsgi_sockets.extend(sockets),
+        "scgi" => scgi_sockets.extend(sockets),
         other => {
             return err(format!(
-                "protocol = {other}: oxgate speaks http and uwsgi on --socket (fastcgi and scgi are coming)"
+                "protocol = {other}: oxgate speaks uwsgi, http and scgi on --socket (fastcgi is coming)"
             ));
         }
     }
     if http_sockets.is_empty()
         && uwsgi_sockets.is_empty()
+        && scgi_sockets.is_empty()
         && std::env::var_os("LISTEN_FDS").is_none()
     {
         return err(
@@ -544,6 +548,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     Ok(Action::Serve(Box::new(Config {
         http_sockets,
         uwsgi_sockets,
+        scgi_sockets,
         listen_backlog: positive("listen", 1024)?.min(i64::from(i32::MAX)) as i32,
         chmod_socket,
         app,

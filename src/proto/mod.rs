@@ -1,3 +1,4 @@
 //! Pure codecs for the gateway protocols: bytes in, requests out, no I/O.
 
+pub mod scgi;
 pub mod uwsgi;
