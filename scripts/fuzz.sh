@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs each codec's cargo-fuzz target for a while (default 600 s each) and
+# prints the executions. Not part of CI, which runs a short smoke instead:
+#   scripts/fuzz.sh [seconds]      scripts/fuzz.sh 5 uwsgi
+# Needs cargo-fuzz (cargo install cargo-fuzz). This machine has only stable
+# Rust: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the flags it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-600}
+shift || true
+TARGETS=${*:-uwsgi scgi}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+for t in $TARGETS; do
+  mkdir -p "fuzz/corpus/$t"
+  echo "== $t: $SECS s"
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" -- -max_total_time="$SECS" -print_final_stats=1 2>&1 \
+    | grep -E "stat::number_of_executed_units|stat::peak_rss|ERROR|panicked|Done" || true
+done
