@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use crate::http::ConnInfo;
 use crate::listen::Protocol;
-use crate::proto::{scgi, uwsgi};
+use crate::proto::{fastcgi, scgi, uwsgi};
 use crate::python::WsgiHost;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
@@ -75,7 +75,7 @@ fn parse_head(
             })),
             Err(e) => Err((e.to_string(), e == scgi::Error::LooksLikeHttp)),
         },
-        Protocol::Http => unreachable!("HTTP has its own front end"),
+        Protocol::Http | Protocol::Fastcgi => unreachable!("served by their own front ends"),
     }
 }
 
@@ -348,7 +348,12 @@ fn normalise(
             })
             .unwrap_or_else(|| Bytes::from_static(b"/"));
         let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
-        let path = if !script.is_empty() && path.starts_with(&script) {
+        let path = if script == path {
+            // nginx's fastcgi_params and Apache send SCRIPT_NAME = the whole
+            // path: no split was made, so the app is mounted at the root.
+            vars.retain(|(k, _)| *k != VarName::Known(Var::SCRIPT_NAME));
+            path
+        } else if !script.is_empty() && path.starts_with(&script) {
             path.slice(script.len()..)
         } else {
             path
@@ -443,6 +448,336 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for SocketBody<R> {
                 }
                 Poll::Pending
             }
+        }
+    }
+}
+
+/// Reads FastCGI records from the connection; shared by the connection
+/// loop and a request body still arriving.
+struct FcgiReader<R> {
+    rd: ReadHalf<R>,
+    buf: BytesMut,
+    timeout: Duration,
+}
+
+impl<R: AsyncRead> FcgiReader<R> {
+    /// The next record; `Ok(None)` when the front end closed.
+    async fn record(&mut self) -> Result<Option<fastcgi::Record>, String> {
+        loop {
+            if let Some(r) = fastcgi::parse_record(&mut self.buf).map_err(|e| e.to_string())? {
+                return Ok(Some(r));
+            }
+            match tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => {
+                    return Err(format!(
+                        "no bytes for {}s (--socket-timeout)",
+                        self.timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+type SharedReader<R> = Arc<tokio::sync::Mutex<FcgiReader<R>>>;
+
+/// What GET_VALUES asks and oxgate answers: connections are plenty, one
+/// request at a time per connection (no multiplexing).
+fn get_values_result(query: &Bytes, threads: usize) -> Vec<u8> {
+    let mut known: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    for (name, _) in fastcgi::parse_pairs(query).unwrap_or_default() {
+        let value = match &name[..] {
+            b"FCGI_MAX_CONNS" => b"1024".to_vec(),
+            b"FCGI_MAX_REQS" => threads.to_string().into_bytes(),
+            b"FCGI_MPXS_CONNS" => b"0".to_vec(),
+            _ => continue,
+        };
+        let name: &[u8] = match &name[..] {
+            b"FCGI_MAX_CONNS" => b"FCGI_MAX_CONNS",
+            b"FCGI_MAX_REQS" => b"FCGI_MAX_REQS",
+            _ => b"FCGI_MPXS_CONNS",
+        };
+        known.push((name, value));
+    }
+    let refs: Vec<(&[u8], &[u8])> = known.iter().map(|(k, v)| (*k, &v[..])).collect();
+    let mut out = Vec::new();
+    fastcgi::write_records(
+        &mut out,
+        fastcgi::GET_VALUES_RESULT,
+        0,
+        &fastcgi::encode_pairs(&refs),
+    );
+    out
+}
+
+/// Serves a FastCGI connection: requests one after another while the front
+/// end keeps the connection (FCGI_KEEP_CONN), as nginx's upstream
+/// keepalive does.
+pub async fn serve_fastcgi<S>(
+    stream: S,
+    info: ConnInfo,
+    host: Arc<WsgiHost>,
+    settings: Arc<GatewaySettings>,
+    threads: usize,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
+        rd,
+        buf: BytesMut::with_capacity(16 * 1024),
+        timeout: settings.timeout,
+    }));
+    loop {
+        match fastcgi_request(&reader, &mut wr, &info, &host, &settings, threads).await {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                eprintln!("oxgate: fastcgi connection closed: {e}");
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// One request; `Ok(true)` to keep the connection for the next.
+async fn fastcgi_request<S, W>(
+    reader: &SharedReader<S>,
+    wr: &mut W,
+    info: &ConnInfo,
+    host: &Arc<WsgiHost>,
+    settings: &GatewaySettings,
+    threads: usize,
+) -> Result<bool, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    // Wait for BEGIN_REQUEST, answering management records meanwhile.
+    let (id, keep) = loop {
+        let Some(rec) = reader.lock().await.record().await? else {
+            return Ok(false);
+        };
+        match (rec.kind, rec.request_id) {
+            (fastcgi::GET_VALUES, 0) => {
+                let reply = get_values_result(&rec.content, threads);
+                wr.write_all(&reply).await.map_err(|e| e.to_string())?;
+            }
+            (kind, 0) => {
+                let mut out = Vec::new();
+                fastcgi::unknown_type(&mut out, kind);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            (fastcgi::BEGIN_REQUEST, id) => {
+                let (role, flags) =
+                    fastcgi::parse_begin(&rec.content).map_err(|e| e.to_string())?;
+                let keep = flags & fastcgi::KEEP_CONN != 0;
+                if role != fastcgi::RESPONDER {
+                    eprintln!("oxgate: fastcgi role {role} refused: oxgate is a RESPONDER");
+                    let mut out = Vec::new();
+                    fastcgi::end_request(&mut out, id, 0, fastcgi::UNKNOWN_ROLE);
+                    wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                    if keep {
+                        continue;
+                    }
+                    return Ok(false);
+                }
+                break (id, keep);
+            }
+            _ => {} // records of inactive requests are ignored (spec §2.5)
+        }
+    };
+    // PARAMS until its empty record; a second request on this connection
+    // meanwhile is refused (no multiplexing), an abort ends this one.
+    let mut params = BytesMut::new();
+    loop {
+        let Some(rec) = reader.lock().await.record().await? else {
+            return Ok(false);
+        };
+        match rec.kind {
+            fastcgi::PARAMS if rec.request_id == id => {
+                if rec.content.is_empty() {
+                    break;
+                }
+                if params.len() + rec.content.len() > settings.max_vars {
+                    let e = fastcgi::Error::TooLarge {
+                        size: params.len() + rec.content.len(),
+                        limit: settings.max_vars,
+                    };
+                    return Err(e.to_string());
+                }
+                params.extend_from_slice(&rec.content);
+            }
+            fastcgi::ABORT_REQUEST if rec.request_id == id => {
+                let mut out = Vec::new();
+                fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                return Ok(keep);
+            }
+            fastcgi::BEGIN_REQUEST if rec.request_id != id => {
+                let mut out = Vec::new();
+                fastcgi::end_request(&mut out, rec.request_id, 0, fastcgi::CANT_MPX_CONN);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            fastcgi::GET_VALUES if rec.request_id == 0 => {
+                let reply = get_values_result(&rec.content, threads);
+                wr.write_all(&reply).await.map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+    }
+    let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
+    let (vars, content_length, is_head) = normalise(raw, info, false);
+    // The body: STDIN records until the empty one. Small ones are read now
+    // (the app can then run inline); the rest streams.
+    let small = content_length.is_some_and(|n| n <= INLINE_BODY_MAX);
+    let mut stdin_done = false;
+    let streamed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = if small {
+        let mut body = BytesMut::new();
+        while !stdin_done {
+            let Some(rec) = reader.lock().await.record().await? else {
+                return Ok(false);
+            };
+            if rec.kind == fastcgi::STDIN && rec.request_id == id {
+                if rec.content.is_empty() {
+                    stdin_done = true;
+                } else {
+                    body.extend_from_slice(&rec.content);
+                }
+            }
+        }
+        if body.is_empty() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Full(body.freeze())
+        }
+    } else {
+        RequestBody::Stream(BodyStream::new(FcgiBody {
+            reader: reader.clone(),
+            id,
+            done: streamed_done.clone(),
+            fut: None,
+        }))
+    };
+    let response = host
+        .handle(Request {
+            vars,
+            body,
+            content_length,
+            is_head,
+        })
+        .await;
+    // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
+    let reason = response.reason.clone().unwrap_or_else(|| {
+        http::StatusCode::from_u16(response.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown")
+            .to_string()
+    });
+    let mut head = format!("Status: {} {reason}\r\n", response.status).into_bytes();
+    for (name, value) in &response.headers {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut out = Vec::with_capacity(head.len() + 64);
+    match response.body {
+        ResponseBody::Empty => fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head),
+        ResponseBody::Full(b) => {
+            head.extend_from_slice(&b);
+            fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);
+        }
+        ResponseBody::Stream { first, mut rest } => {
+            if let Some(b) = first {
+                head.extend_from_slice(&b);
+            }
+            fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);
+            wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            out.clear();
+            while let Some(chunk) = rest.chunk().await {
+                // An app failing mid-response: close without END_REQUEST,
+                // so the front end sees the response is incomplete.
+                let chunk = chunk.map_err(|e| e.message)?;
+                fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &chunk);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                out.clear();
+            }
+        }
+    }
+    fastcgi::write_records(&mut out, fastcgi::STDOUT, id, b"");
+    fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+    wr.write_all(&out).await.map_err(|e| e.to_string())?;
+    wr.flush().await.map_err(|e| e.to_string())?;
+    if !keep {
+        return Ok(false);
+    }
+    // A body the app did not read to its end: skip the rest of it, so the
+    // next request starts at a record boundary.
+    if !stdin_done && !streamed_done.load(std::sync::atomic::Ordering::Acquire) {
+        loop {
+            let Some(rec) = reader.lock().await.record().await? else {
+                return Ok(false);
+            };
+            if rec.kind == fastcgi::STDIN && rec.request_id == id && rec.content.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(true)
+}
+
+type RecordFuture<R> = std::pin::Pin<
+    Box<dyn Future<Output = (Result<Option<fastcgi::Record>, String>, SharedReader<R>)> + Send>,
+>;
+
+/// A FastCGI request body still arriving: STDIN records of one request.
+struct FcgiBody<R> {
+    reader: SharedReader<R>,
+    id: u16,
+    /// Set at the empty STDIN record, for the connection loop.
+    done: Arc<std::sync::atomic::AtomicBool>,
+    fut: Option<RecordFuture<R>>,
+}
+
+impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            if self.done.load(std::sync::atomic::Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            let fut = self.fut.get_or_insert_with(|| {
+                let reader = self.reader.clone();
+                Box::pin(async move {
+                    let r = reader.lock().await.record().await;
+                    (r, reader)
+                })
+            });
+            let (result, _) = std::task::ready!(fut.as_mut().poll(cx));
+            self.fut = None;
+            return Poll::Ready(match result {
+                Ok(None) => Some(Err(BodyError::new(
+                    400,
+                    "the front end closed the connection mid-body",
+                ))),
+                Err(e) => Some(Err(BodyError::new(400, e))),
+                Ok(Some(rec)) if rec.kind == fastcgi::STDIN && rec.request_id == self.id => {
+                    if rec.content.is_empty() {
+                        self.done.store(true, std::sync::atomic::Ordering::Release);
+                        None
+                    } else {
+                        Some(Ok(rec.content))
+                    }
+                }
+                Ok(Some(_)) => continue, // other records: not this body's
+            });
         }
     }
 }

@@ -55,6 +55,7 @@ pub enum Protocol {
     Http,
     Uwsgi,
     Scgi,
+    Fastcgi,
 }
 
 impl Protocol {
@@ -63,6 +64,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Uwsgi => "uwsgi",
             Protocol::Scgi => "scgi",
+            Protocol::Fastcgi => "fastcgi",
         }
     }
 
@@ -71,6 +73,7 @@ impl Protocol {
             "http" => Some(Protocol::Http),
             "uwsgi" => Some(Protocol::Uwsgi),
             "scgi" => Some(Protocol::Scgi),
+            "fastcgi" => Some(Protocol::Fastcgi),
             _ => None,
         }
     }

@@ -42,7 +42,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .iter()
         .map(|s| (s, Protocol::Http))
         .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)))
-        .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)));
+        .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)))
+        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)));
     for (spec, protocol) in wanted {
         let addr = listen::parse(spec)?;
         if listeners.iter().any(|s| s.addr == addr) {
@@ -94,6 +95,7 @@ pub fn vacuum(cfg: &Config) {
         .iter()
         .chain(&cfg.uwsgi_sockets)
         .chain(&cfg.scgi_sockets)
+        .chain(&cfg.fastcgi_sockets)
     {
         if let Ok(Address::Unix(path)) = listen::parse(spec) {
             let _ = std::fs::remove_file(path);
@@ -333,6 +335,14 @@ impl Conn {
                 tokio::spawn(async move {
                     serve_connection(stream, info, h, s, f, st).await;
                     drop(a);
+                });
+            }
+            Protocol::Fastcgi => {
+                let g = self.gateway.clone();
+                let threads = self.host.threads();
+                tokio::spawn(async move {
+                    gateway::serve_fastcgi(stream, info, h, g, threads).await;
+                    drop((a, f, st, s));
                 });
             }
             protocol => {

@@ -126,6 +126,7 @@ http {{
   fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
   client_max_body_size 100m;
   upstream ox_http {{ server 127.0.0.1:{http}; keepalive 8; }}
+  upstream ox_fcgi {{ server 127.0.0.1:{fcgi}; keepalive 8; }}
   server {{
     listen 127.0.0.1:{port};
     location /u/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }}
@@ -133,6 +134,8 @@ http {{
     location /m30/ {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 30; uwsgi_param SCRIPT_NAME /m30;
                       uwsgi_pass 127.0.0.1:{up}; }}
     location /s/ {{ include /etc/nginx/scgi_params; scgi_pass 127.0.0.1:{scgi}; }}
+    location /f/ {{ include /etc/nginx/fastcgi_params; fastcgi_pass 127.0.0.1:{fcgi}; }}
+    location /fk/ {{ include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass ox_fcgi; }}
     location /h/ {{ proxy_pass http://ox_http; proxy_http_version 1.1; proxy_set_header Connection "";
                     proxy_set_header Host $host; }}
   }}
@@ -142,14 +145,15 @@ http {{
 
 @pytest.fixture
 def nginx_front(serve, tmp_path):
-    up, sock, sc = free_port(), tmp_path / "ox.sock", free_port()
+    up, sock, sc, fc = free_port(), tmp_path / "ox.sock", free_port(), free_port()
     s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--socket", str(sock),
-              "--scgi-socket", f"127.0.0.1:{sc}", "--chmod-socket", "666", "--processes", "2")
+              "--scgi-socket", f"127.0.0.1:{sc}", "--fastcgi-socket", f"127.0.0.1:{fc}",
+              "--chmod-socket", "666", "--processes", "2")
     port = free_port()
     d = tmp_path / "nginx"
     (d / "logs").mkdir(parents=True)
     (d / "tmp").mkdir()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc))
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc, fcgi=fc))
     proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
                              "-g", "daemon off;"], stderr=subprocess.PIPE)
     for _ in range(200):
@@ -170,7 +174,7 @@ def comparable(r):
     return seen
 
 
-@pytest.mark.parametrize("front", ["/u", "/unix", "/s", "/h"])
+@pytest.mark.parametrize("front", ["/u", "/unix", "/s", "/f", "/fk", "/h"])
 def test_same_answers_through_nginx(nginx_front, front):
     data = bytes(range(256)) * 4000 + os.urandom(1000)
     cases = [
@@ -293,3 +297,143 @@ def test_scgi_malformed(serve, data, logged):
     s = serve("--wsgi-file", ECHO, "--scgi-socket", f"127.0.0.1:{sp}", "--processes", "1")
     assert not uwsgi_request(sp, data).startswith(b"Status: 200")
     s.wait_log(logged)
+
+
+# FastCGI: records (version, type, id, length, padding), pairs, streams.
+def rec(kind, rid, content=b"", pad=0):
+    return struct.pack(">BBHHBB", 1, kind, rid, len(content), pad, 0) + content + b"\0" * pad
+
+
+def pairs(items):
+    out = b""
+    for k, v in items:
+        for n in (len(k), len(v)):
+            out += bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
+        out += k.encode() + v.encode()
+    return out
+
+
+def fcgi_request(rid, params, body=b"", keep=False, pad=0):
+    out = rec(1, rid, struct.pack(">HB5x", 1, 1 if keep else 0))
+    out += rec(4, rid, pairs(params), pad) + rec(4, rid)
+    if body:
+        out += rec(5, rid, body, pad)
+    return out + rec(5, rid)
+
+
+def read_records(sock, until_end_requests=1, timeout=10):
+    sock.settimeout(timeout)
+    buf, recs, ends = b"", [], 0
+    while ends < until_end_requests:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 8:
+            ver, kind, rid, clen, plen, _ = struct.unpack(">BBHHBB", buf[:8])
+            if len(buf) < 8 + clen + plen:
+                break
+            recs.append((kind, rid, buf[8:8 + clen]))
+            buf = buf[8 + clen + plen:]
+            if kind in (3, 10, 11):
+                ends += 1
+    return recs
+
+
+def stdout_of(recs, rid):
+    return b"".join(c for k, r, c in recs if k == 6 and r == rid)
+
+
+PARAMS = [("REQUEST_METHOD", "POST"), ("SCRIPT_NAME", "/fx/a"), ("REQUEST_URI", "/fx/a?z=1"),
+          ("DOCUMENT_URI", "/fx/a"), ("QUERY_STRING", "z=1"), ("CONTENT_LENGTH", "5"), ("CONTENT_TYPE", ""),
+          ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "f"), ("SERVER_PORT", "80"), ("HTTP_X_A", "b")]
+
+
+@pytest.fixture
+def fcgi(serve):
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1")
+    s.fcgi_port = fp
+    return s
+
+
+def test_fastcgi_request_keep_conn_and_padding(fcgi):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        for i, pad in enumerate((0, 3)):  # two requests on one kept connection
+            c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True, pad=pad))
+            recs = read_records(c)
+            out = stdout_of(recs, 1)
+            assert out.startswith(b"Status: 200 OK\r\n")
+            seen = json.loads(out.split(b"\r\n\r\n", 1)[1])
+            # nginx's fastcgi_params send SCRIPT_NAME = the whole path and no
+            # PATH_INFO: the app is mounted at the root
+            assert seen["path"] == "/fx/a" and seen["script_name"] == ""
+            assert seen["body_len"] == 5 and seen["query"] == "z=1" and seen["x_headers"] == {"HTTP_X_A": "b"}
+            kinds = [k for k, r, cnt in recs]
+            assert kinds[-2:] == [6, 3] and recs[-2][2] == b""  # empty STDOUT, then END_REQUEST
+            assert recs[-1][2] == b"\0" * 8  # appStatus 0, REQUEST_COMPLETE
+
+
+def test_fastcgi_get_values_and_unknown_type(fcgi):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        c.sendall(rec(9, 0, pairs([("FCGI_MAX_CONNS", ""), ("FCGI_MAX_REQS", ""), ("FCGI_MPXS_CONNS", "")])))
+        (kind, rid, content), = read_records(c)
+        assert kind == 10 and rid == 0
+        assert b"\x0f\x01FCGI_MPXS_CONNS0" in content and b"\x0d\x01FCGI_MAX_REQS1" in content
+        c.sendall(rec(42, 0))
+        (kind, rid, content), = read_records(c)
+        assert kind == 11 and content[0] == 42
+
+
+def test_fastcgi_roles_and_multiplexing(fcgi):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        c.sendall(rec(1, 7, struct.pack(">HB5x", 2, 1)))  # AUTHORIZER, keep
+        (kind, rid, content), = read_records(c)
+        assert (kind, rid, content[4]) == (3, 7, 3)  # UNKNOWN_ROLE
+        # a second request begun before the first's params are complete
+        c.sendall(rec(1, 1, struct.pack(">HB5x", 1, 1)) + rec(4, 1, pairs(PARAMS)) + rec(1, 2, struct.pack(">HB5x", 1, 1)))
+        (kind, rid, content), = read_records(c)
+        assert (kind, rid, content[4]) == (3, 2, 1)  # CANT_MPX_CONN for id 2
+        c.sendall(rec(4, 1) + rec(5, 1, b"hello") + rec(5, 1))
+        recs = read_records(c)
+        assert stdout_of(recs, 1).startswith(b"Status: 200 OK")
+        # an abort before the params end: END_REQUEST, and the connection lives on
+        c.sendall(rec(1, 3, struct.pack(">HB5x", 1, 1)) + rec(2, 3))
+        (kind, rid, content), = read_records(c)
+        assert (kind, rid) == (3, 3)
+
+
+@pytest.mark.parametrize("data,logged", [
+    (struct.pack(">BBHHBB", 2, 1, 1, 8, 0, 0) + b"\0" * 8, "version 2"),
+    (rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, b"\x05\x05ab") + rec(4, 1), "runs past its stream"),
+    (rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, b"\x00\x01x") + rec(4, 1), "empty name"),
+    (rec(1, 1, b"\0\1"), "not 8 bytes"),
+    (b"GET / HTTP/1.1\r\n\r\n", "HTTP was sent to a FastCGI socket"),
+])
+def test_fastcgi_malformed(fcgi, data, logged):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port), timeout=10) as c:
+        c.sendall(data)
+        c.settimeout(10)
+        assert b"Status: 200" not in c.recv(65536)
+    fcgi.wait_log(logged)
+
+
+def test_fastcgi_oversized_params(serve):
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--buffer-size", "8192")
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        c.sendall(rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, pairs([("HTTP_COOKIE", "x" * 9000)])) + rec(4, 1))
+        assert c.recv(65536) == b""
+    s.wait_log("over --buffer-size 8192")
+
+
+@pytest.mark.skipif(not shutil.which("cgi-fcgi"), reason="cgi-fcgi (libfcgi-bin) is not installed")
+def test_cgi_fcgi_client(fcgi):
+    env = dict(os.environ, REQUEST_METHOD="GET", SCRIPT_NAME="/", PATH_INFO="/hello", QUERY_STRING="a=1",
+               SERVER_NAME="cgi", SERVER_PORT="80", SERVER_PROTOCOL="HTTP/1.1", HTTP_X_FROM="cgi-fcgi")
+    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", f"127.0.0.1:{fcgi.fcgi_port}"], env=env,
+                       capture_output=True, timeout=20)
+    head, body = p.stdout.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"Status: 200 OK")
+    seen = json.loads(body)
+    assert seen["path"] == "/hello" and seen["query"] == "a=1" and seen["x_headers"]["HTTP_X_FROM"] == "cgi-fcgi"

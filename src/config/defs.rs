@@ -104,6 +104,15 @@ pub static OPTIONS: &[OptDef] = &[
         "A uwsgi-protocol socket, whatever --protocol says."
     ),
     opt!(
+        "fastcgi-socket",
+        [],
+        None,
+        List,
+        Sockets,
+        "ADDR",
+        "A FastCGI socket (nginx fastcgi_pass, with or without fastcgi_keep_conn; Apache mod_proxy_fcgi; lighttpd mod_fastcgi)."
+    ),
+    opt!(
         "scgi-socket",
         [],
         None,
@@ -119,7 +128,7 @@ pub static OPTIONS: &[OptDef] = &[
         Str,
         Sockets,
         "NAME",
-        "The protocol of --socket: uwsgi (the default), http or scgi."
+        "The protocol of --socket: uwsgi (the default), http, scgi or fastcgi."
     ),
     opt!(
         "bind",

@@ -35,6 +35,7 @@ pub struct Config {
     /// uwsgi-protocol sockets (`socket`, `uwsgi-socket`).
     pub uwsgi_sockets: Vec<String>,
     pub scgi_sockets: Vec<String>,
+    pub fastcgi_sockets: Vec<String>,
     pub listen_backlog: i32,
     pub chmod_socket: Option<u32>,
     pub app: AppSpec,
@@ -449,6 +450,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     http_sockets.extend(all("bind"));
     let mut uwsgi_sockets = all("uwsgi-socket");
     let mut scgi_sockets = all("scgi-socket");
+    let mut fastcgi_sockets = all("fastcgi-socket");
     let sockets = all("socket");
     match last("protocol")
         .map_or("uwsgi", str::trim)
@@ -458,15 +460,17 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         "http" => http_sockets.extend(sockets),
         "uwsgi" => uwsgi_sockets.extend(sockets),
         "scgi" => scgi_sockets.extend(sockets),
+        "fastcgi" => fastcgi_sockets.extend(sockets),
         other => {
             return err(format!(
-                "protocol = {other}: oxgate speaks uwsgi, http and scgi on --socket (fastcgi is coming)"
+                "protocol = {other}: --socket speaks uwsgi (the default), http, scgi or fastcgi"
             ));
         }
     }
     if http_sockets.is_empty()
         && uwsgi_sockets.is_empty()
         && scgi_sockets.is_empty()
+        && fastcgi_sockets.is_empty()
         && std::env::var_os("LISTEN_FDS").is_none()
     {
         return err(
@@ -549,6 +553,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         http_sockets,
         uwsgi_sockets,
         scgi_sockets,
+        fastcgi_sockets,
         listen_backlog: positive("listen", 1024)?.min(i64::from(i32::MAX)) as i32,
         chmod_socket,
         app,

@@ -41,6 +41,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// to start; repeated failures back off up to `MAX_BACKOFF` (no fork bomb).
 const QUICK_DEATH: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a smart daemon has to write its pidfile after it was started.
+const SMART_DAEMON_GRACE: Duration = Duration::from_secs(3);
 /// Between the stack-dump signal and the kill, for the dump to be written.
 const HARAKIRI_DUMP_TIME: Duration = Duration::from_millis(300);
 /// The exit status of a worker that could not load the app.
@@ -951,6 +953,11 @@ impl Master<'_> {
                     eprintln!("oxgate: started daemon {:?} (pid {pid})", d.command);
                     d.pid = Some(pid);
                     d.started = now;
+                    if d.pidfile.is_some() {
+                        // Its launcher exits as it detaches, maybe before the
+                        // pidfile is written: look again only after a while.
+                        d.next_start = now + SMART_DAEMON_GRACE;
+                    }
                 }
                 Err(e) => {
                     eprintln!("oxgate: cannot start daemon {:?}: {e}", d.command);

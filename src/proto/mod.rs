@@ -1,4 +1,5 @@
 //! Pure codecs for the gateway protocols: bytes in, requests out, no I/O.
 
+pub mod fastcgi;
 pub mod scgi;
 pub mod uwsgi;

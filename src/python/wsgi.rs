@@ -171,6 +171,11 @@ impl WsgiHost {
         })
     }
 
+    /// How many Python threads run the app (FastCGI's FCGI_MAX_REQS).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Lets the worker's scoreboard see each request start and end.
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
         let _ = self.observer.set(observer);
