@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}
 shift || true
-TARGETS=${*:-uwsgi scgi}
+TARGETS=${*:-uwsgi scgi fastcgi}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for t in $TARGETS; do
   mkdir -p "fuzz/corpus/$t"
