@@ -346,6 +346,9 @@ build_cmd() {
       t=${t//\{host\}/$HOST}; t=${t//\{port\}/$port}; t=${t//\{app\}/$APPS/$app.py}
       t=${t//\{module\}/$app:application}; t=${t//\{dir\}/$APPS}; t=${t//\{name\}/$app}
       t=${t//\{venv\}/$VENV}
+      # the same server on a gateway socket, for nginx uwsgi_pass / fastcgi_pass
+      [[ $proto == uwsgi ]] && t=${t//--http-socket/--socket}
+      [[ $proto == fastcgi ]] && t=${t//--http-socket/--fastcgi-socket}
       # run inside the harness venv (Flask importable), exec keeps the PID
       CMD=(env VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" bash -c "exec $t") ;;
     *) return 1 ;;
@@ -411,6 +414,7 @@ write_nginx_conf() { # mode(static|uwsgi|proxy) listen_port upstream_port
             uwsgi_param REQUEST_SCHEME \$scheme;       uwsgi_param REMOTE_ADDR \$remote_addr;
             uwsgi_param REMOTE_PORT \$remote_port;     uwsgi_param SERVER_PORT \$server_port;
             uwsgi_param SERVER_NAME \$server_name;" ;;
+    fastcgi) loc='include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass app;' ;;
     proxy)  loc='proxy_pass http://app; proxy_http_version 1.1;
             proxy_set_header Connection ""; proxy_set_header Host $host;' ;;
   esac
@@ -425,7 +429,7 @@ http {
     keepalive_requests 1000000;
     client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy;
     fastcgi_temp_path $dir/tmp/fastcgi; uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;
-$( [[ $mode == proxy ]] && echo "    upstream app { server 127.0.0.1:$up; keepalive 64; keepalive_requests 1000000; }" )
+$( [[ $mode == proxy || $mode == fastcgi ]] && echo "    upstream app { server 127.0.0.1:$up; keepalive 64; keepalive_requests 1000000; }" )
     server {
         listen $HOST:$lp;
         location / { $loc }
@@ -584,6 +588,8 @@ run_case() { # scen server rep
   esac
   alloc_port; local sport=$PORT proto=http
   [[ $scen == nginx && $s == uwsgi ]] && proto=uwsgi
+  # oxgate behind nginx over a gateway protocol: OXGATE_NGINX_PROTO=uwsgi|fastcgi
+  [[ $scen == nginx && $s == "$OXGATE_NAME" && -n "${OXGATE_NGINX_PROTO:-}" ]] && proto=$OXGATE_NGINX_PROTO
   build_cmd "$s" "$app" "$sport" "$proto" || { result "$scen" "$s" "$rep" "FAIL(unknown)" "$bpr"; return; }
   printf '%q ' taskset -c "$SERVER_CPU" "${CMD[@]}" >"$RUN_LOG.cmd"; echo >>"$RUN_LOG.cmd"
   start_bg "$SERVER_CPU" "$RUN_LOG" "${CMD[@]}"
@@ -593,7 +599,10 @@ run_case() { # scen server rep
     if ! wait_tcp "$sport" "$spid"; then
       result "$scen" "$s" "$rep" "FAIL(start)" "$bpr"; stop_tree "$spid"; return
     fi
-    if [[ $proto == uwsgi ]]; then start_nginx "$CLIENT_CPU" uwsgi "$sport"; else start_nginx "$CLIENT_CPU" proxy "$sport"; fi
+    case $proto in
+      uwsgi|fastcgi) start_nginx "$CLIENT_CPU" "$proto" "$sport" ;;
+      *) start_nginx "$CLIENT_CPU" proxy "$sport" ;;
+    esac
     url="http://$HOST:$NGX_PORT/"
     if wait_http "$url" "$NGX_PID" && check_body "$url" hello; then
       run_wrk "$out" "$conns" "$url"; result "$scen" "$s" "$rep" OK "$bpr" "$out"

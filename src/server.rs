@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::gateway::{self, GatewaySettings};
+use crate::gateway::{self, GatewaySettings, RawConn};
 use crate::http::{ConnInfo, FlushQueue, HttpSettings, serve_connection};
 use crate::listen::{self, Address, Listener, Protocol, Socket};
 use crate::master::{self, Inherited};
@@ -231,6 +231,29 @@ pub async fn serve(
             stop: stop_rx.clone(),
             alive: alive_tx.clone(),
         };
+        // One request per connection (uwsgi, SCGI): accepted as raw
+        // descriptors for the gateway's fast path.
+        if matches!(protocol, Protocol::Uwsgi | Protocol::Scgi) {
+            match listener {
+                Listener::Tcp(l) => {
+                    // Accept only once the request's bytes are there: the
+                    // fast path then finds the whole request at once.
+                    let secs: libc::c_int = 5;
+                    unsafe {
+                        libc::setsockopt(
+                            std::os::fd::AsRawFd::as_raw_fd(&l),
+                            libc::IPPROTO_TCP,
+                            libc::TCP_DEFER_ACCEPT,
+                            (&raw const secs).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        );
+                    }
+                    accept_raw(l, false, conn, addr)?
+                }
+                Listener::Unix(l, _) => accept_raw(l, true, conn, addr)?,
+            }
+            continue;
+        }
         match listener {
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)
@@ -348,12 +371,78 @@ impl Conn {
             protocol => {
                 let g = self.gateway.clone();
                 tokio::spawn(async move {
-                    gateway::serve(stream, protocol, info, h, g).await;
+                    gateway::serve(stream, protocol, info, h, g, bytes::BytesMut::new()).await;
                     drop((a, f, st, s));
                 });
             }
         }
     }
+}
+
+/// An accept loop that hands out raw descriptors: a connection is not
+/// registered with the event loop unless it has to wait.
+fn accept_raw<L>(listener: L, unix: bool, conn: Conn, addr: Address) -> Result<(), String>
+where
+    L: std::os::fd::AsRawFd + Send + Sync + 'static,
+{
+    use std::os::fd::FromRawFd;
+    // SAFETY: the listener owns its descriptor and keeps it for as long
+    // as the AsyncFd (which owns the listener) lives.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| format!("cannot use {addr}: {}", e.into_parts().1))?;
+    tokio::spawn(async move {
+        let mut stop = conn.stop.clone();
+        loop {
+            let mut guard = tokio::select! {
+                g = afd.readable() => match g {
+                    Ok(g) => g,
+                    Err(e) => {
+                        accept_failed(&addr, e).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => break,
+            };
+            loop {
+                let fd = unsafe {
+                    libc::accept4(
+                        afd.get_ref().as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    )
+                };
+                if fd < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        guard.clear_ready();
+                    } else if e.kind() != std::io::ErrorKind::Interrupted {
+                        accept_failed(&addr, e).await;
+                    }
+                    break;
+                }
+                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                let raw = if unix {
+                    RawConn::Unix(fd)
+                } else {
+                    RawConn::Tcp(fd)
+                };
+                let (h, g, a, protocol) = (
+                    conn.host.clone(),
+                    conn.gateway.clone(),
+                    conn.alive.clone(),
+                    conn.protocol,
+                );
+                tokio::spawn(async move {
+                    gateway::serve_fast(raw, protocol, h, g).await;
+                    drop(a);
+                });
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Accept errors (too many open files, say) must not spin the loop.
