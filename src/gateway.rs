@@ -130,7 +130,7 @@ pub async fn serve<S>(
         write_response(
             &mut wr,
             protocol,
-            &vars,
+            &status_line_version(&vars),
             Response::plain(413, "Content Too Large", "Request body too large\n"),
         )
         .await;
@@ -160,11 +160,7 @@ pub async fn serve<S>(
             sleep: None,
         }))
     };
-    let resp_vars: Vec<(VarName, Bytes)> = vars
-        .iter()
-        .filter(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
-        .cloned()
-        .collect();
+    let version = status_line_version(&vars);
     let response = host
         .handle(Request {
             vars,
@@ -173,17 +169,20 @@ pub async fn serve<S>(
             is_head,
         })
         .await;
-    write_response(&mut wr, protocol, &resp_vars, response).await;
+    write_response(&mut wr, protocol, &version, response).await;
 }
 
-/// The status line (uwsgi) or Status: header (SCGI), and the headers.
-fn response_head(protocol: Protocol, vars: &[(VarName, Bytes)], resp: &Response) -> Vec<u8> {
-    let version = vars
-        .iter()
+/// The HTTP version a uwsgi status line carries: the request's, else 1.1.
+fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
+    vars.iter()
         .find(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
         .map(|(_, v)| v.clone())
         .filter(|v| v.starts_with(b"HTTP/1."))
-        .unwrap_or_else(|| Bytes::from_static(b"HTTP/1.1"));
+        .unwrap_or_else(|| Bytes::from_static(b"HTTP/1.1"))
+}
+
+/// The status line (uwsgi) or Status: header (SCGI), and the headers.
+fn response_head(protocol: Protocol, version: &[u8], resp: &Response) -> Vec<u8> {
     let reason = resp.reason.clone().unwrap_or_else(|| {
         http::StatusCode::from_u16(resp.status)
             .ok()
@@ -195,7 +194,7 @@ fn response_head(protocol: Protocol, vars: &[(VarName, Bytes)], resp: &Response)
     if protocol == Protocol::Scgi {
         head.extend_from_slice(b"Status:");
     } else {
-        head.extend_from_slice(&version);
+        head.extend_from_slice(version);
     }
     head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
     for (name, value) in &resp.headers {
@@ -215,10 +214,10 @@ fn response_head(protocol: Protocol, vars: &[(VarName, Bytes)], resp: &Response)
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
     protocol: Protocol,
-    vars: &[(VarName, Bytes)],
+    version: &[u8],
     resp: Response,
 ) {
-    let mut head = response_head(protocol, vars, &resp);
+    let mut head = response_head(protocol, version, &resp);
     let result = async {
         match resp.body {
             ResponseBody::Empty => wr.write_all(&head).await,
@@ -862,11 +861,7 @@ pub async fn serve_fast(
     } else {
         RequestBody::Full(probe.split_to(len).freeze())
     };
-    let version: Vec<(VarName, Bytes)> = vars
-        .iter()
-        .filter(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
-        .cloned()
-        .collect();
+    let version = status_line_version(&vars);
     let response = host
         .handle(Request {
             vars,

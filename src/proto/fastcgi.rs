@@ -71,19 +71,7 @@ impl std::error::Error for Error {}
 /// Parses one record from the start of `buf`; `Ok(None)` when more bytes
 /// are needed. The record and its padding are consumed.
 pub fn parse_record(buf: &mut BytesMut) -> Result<Option<Record>, Error> {
-    if buf.len() >= 4
-        && [
-            &b"GET "[..],
-            b"POST",
-            b"HEAD",
-            b"PUT ",
-            b"DELE",
-            b"OPTI",
-            b"PATC",
-        ]
-        .iter()
-        .any(|m| buf.starts_with(m))
-    {
+    if super::looks_like_http(buf) {
         return Err(Error::LooksLikeHttp);
     }
     if buf.len() < 8 {

@@ -54,19 +54,7 @@ const MAX_DIGITS: usize = 7;
 /// Parses the header netstring from the start of `buf`; `Ok(None)` when
 /// more bytes are needed. On success the netstring is consumed.
 pub fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Vec<(Bytes, Bytes)>>, Error> {
-    if buf.len() >= 4
-        && [
-            &b"GET "[..],
-            b"POST",
-            b"HEAD",
-            b"PUT ",
-            b"DELE",
-            b"OPTI",
-            b"PATC",
-        ]
-        .iter()
-        .any(|m| buf.starts_with(m))
-    {
+    if super::looks_like_http(buf) {
         return Err(Error::LooksLikeHttp);
     }
     let colon = match buf.iter().take(MAX_DIGITS + 1).position(|&c| c == b':') {
