@@ -137,7 +137,7 @@ pub static OPTIONS: &[OptDef] = &[
         List,
         Sockets,
         "ADDR",
-        "Gunicorn's spelling of --http-socket."
+        "Gunicorn's spelling of --http-socket. -b with a number is uWSGI's -b, --buffer-size."
     ),
     opt!(
         "listen",
@@ -151,7 +151,7 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(
         "chmod-socket",
         [],
-        None,
+        Some('C'),
         Str,
         Sockets,
         "MODE",
@@ -583,7 +583,7 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(
         "yaml",
         ["yml"],
-        None,
+        Some('y'),
         List,
         Config,
         "FILE[:SECTION]",
@@ -592,7 +592,7 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(
         "json",
         ["js"],
-        None,
+        Some('j'),
         List,
         Config,
         "FILE[:SECTION]",
@@ -601,7 +601,7 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(
         "xml",
         [],
-        None,
+        Some('x'),
         List,
         Config,
         "FILE[:SECTION]",
@@ -635,9 +635,18 @@ pub static OPTIONS: &[OptDef] = &[
         "Read and check the configuration, report problems, and exit (status 0 when it is usable)."
     ),
     opt!(
+        "disable-logging",
+        [],
+        Some('L'),
+        Flag,
+        Process,
+        "",
+        "Accepted: oxgate writes no per-request log yet, so there is nothing to disable."
+    ),
+    opt!(
         "enable-threads",
         [],
-        None,
+        Some('T'),
         Flag,
         Python,
         "",
@@ -646,7 +655,7 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(
         "single-interpreter",
         [],
-        None,
+        Some('i'),
         Flag,
         Python,
         "",

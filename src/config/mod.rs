@@ -243,6 +243,21 @@ where
                     ));
                 }
             },
+            // uWSGI's -b is --buffer-size, Gunicorn's is --bind: a number
+            // can only be a size, an address only an address.
+            Arg::Short('b') => {
+                let v = parser
+                    .value()
+                    .map_err(|_| ConfigError("-b needs a value".into()))
+                    .and_then(|v| os_to_string(v, "-b"))?;
+                let name = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    "buffer-size"
+                } else {
+                    "bind"
+                };
+                reader.push(name, &v, Origin::CommandLine);
+                continue;
+            }
             Arg::Short(c) => match defs::lookup_short(c) {
                 Some(o) => (o, format!("-{c}")),
                 None => {
@@ -752,6 +767,17 @@ mod tests {
             "--master=yes",
         ]);
         assert_eq!(c.threads, 4);
+    }
+
+    #[test]
+    fn dash_b_is_size_or_address() {
+        let c = serve(&["-b", "32768", "-b", "127.0.0.1:9", "-w", "m"]);
+        assert_eq!(c.buffer_size, 32768);
+        assert_eq!(c.http_sockets, vec!["127.0.0.1:9"]);
+        let l = load(["-L", "-C", "660", "-T", "-i", "--http", ":1", "-w", "m"]).unwrap();
+        let names: Vec<&str> = l.settings.iter().map(|s| s.opt.name).collect();
+        assert!(names.contains(&"disable-logging") && names.contains(&"chmod-socket"));
+        assert!(names.contains(&"enable-threads") && names.contains(&"single-interpreter"));
     }
 
     #[test]
