@@ -638,14 +638,14 @@ where
     }
     let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
     let (vars, content_length, is_head) = normalise(raw, info, false);
-    // The body: STDIN records until the empty one. Small ones are read now
-    // (the app can then run inline); the rest streams.
-    let small = content_length.is_some_and(|n| n <= INLINE_BODY_MAX);
+    // The body: STDIN records until the empty one. Up to INLINE_BODY_MAX
+    // is read now (a GET's empty STDIN comes at once; nginx sends an empty
+    // CONTENT_LENGTH then), so the app can run inline; more streams on.
     let mut stdin_done = false;
     let streamed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = if small {
-        let mut body = BytesMut::new();
-        while !stdin_done {
+    let mut first = BytesMut::new();
+    if content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
+        while !stdin_done && first.len() as u64 <= INLINE_BODY_MAX {
             let Some(rec) = reader.lock().await.record().await? else {
                 return Ok(false);
             };
@@ -653,19 +653,20 @@ where
                 if rec.content.is_empty() {
                     stdin_done = true;
                 } else {
-                    body.extend_from_slice(&rec.content);
+                    first.extend_from_slice(&rec.content);
                 }
             }
         }
-        if body.is_empty() {
-            RequestBody::Empty
-        } else {
-            RequestBody::Full(body.freeze())
-        }
+    }
+    let body = if stdin_done && first.is_empty() {
+        RequestBody::Empty
+    } else if stdin_done {
+        RequestBody::Full(first.freeze())
     } else {
         RequestBody::Stream(BodyStream::new(FcgiBody {
             reader: reader.clone(),
             id,
+            pending: (!first.is_empty()).then(|| first.freeze()),
             done: streamed_done.clone(),
             fut: None,
         }))
@@ -748,6 +749,8 @@ type RecordFuture<R> = std::pin::Pin<
 struct FcgiBody<R> {
     reader: SharedReader<R>,
     id: u16,
+    /// Read before the app was called.
+    pending: Option<Bytes>,
     /// Set at the empty STDIN record, for the connection loop.
     done: Arc<std::sync::atomic::AtomicBool>,
     fut: Option<RecordFuture<R>>,
@@ -755,6 +758,9 @@ struct FcgiBody<R> {
 
 impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
         loop {
             if self.done.load(std::sync::atomic::Ordering::Acquire) {
                 return Poll::Ready(None);
