@@ -154,8 +154,8 @@ pub async fn serve<S>(
         let prefix = prefix.slice(..prefix.len().min(len as usize));
         RequestBody::Stream(BodyStream::new(SocketBody {
             rd: Some(rd),
-            pending: (!prefix.is_empty()).then_some(prefix.clone()),
             remaining: len - prefix.len() as u64,
+            pending: (!prefix.is_empty()).then_some(prefix),
             timeout: settings.timeout,
             sleep: None,
         }))
@@ -165,7 +165,6 @@ pub async fn serve<S>(
         .handle(Request {
             vars,
             body,
-            content_length,
             is_head,
         })
         .await;
@@ -675,7 +674,6 @@ where
         .handle(Request {
             vars,
             body,
-            content_length,
             is_head,
         })
         .await;
@@ -872,7 +870,6 @@ pub async fn serve_fast(
         .handle(Request {
             vars,
             body,
-            content_length,
             is_head,
         })
         .await;

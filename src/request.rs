@@ -132,19 +132,8 @@ impl VarName {
 pub struct Request {
     pub vars: Vec<(VarName, Bytes)>,
     pub body: RequestBody,
-    /// The declared body length, when the client declared one.
-    pub content_length: Option<u64>,
     /// True for HEAD: the response carries headers but no body.
     pub is_head: bool,
-}
-
-impl Request {
-    pub fn var(&self, name: Var) -> Option<&Bytes> {
-        self.vars
-            .iter()
-            .find(|(k, _)| *k == VarName::Known(name))
-            .map(|(_, v)| v)
-    }
 }
 
 /// Told when a request starts and ends on one of the app's threads (cores,

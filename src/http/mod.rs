@@ -447,7 +447,6 @@ async fn to_request(
     Ok(Request {
         vars,
         body,
-        content_length,
         is_head,
     })
 }

@@ -337,7 +337,7 @@ impl WsgiHost {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let msg = self.log_call_error(py, &call, e);
+                    let msg = log_late_error(py, &call, e);
                     let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError::new(500, msg))));
                     failed = true;
                     break;
@@ -462,10 +462,6 @@ impl WsgiHost {
             CallError::Short { .. } => unreachable!("only after the response started"),
         }
         Response::plain(500, "Internal Server Error", "Internal Server Error\n")
-    }
-
-    fn log_call_error(&self, py: Python<'_>, call: &Call, e: CallError) -> String {
-        log_late_error(py, call, e)
     }
 }
 
