@@ -166,6 +166,7 @@ pub async fn serve<S>(
             vars,
             body,
             is_head,
+            protocol,
         })
         .await;
     write_response(&mut wr, protocol, &version, response).await;
@@ -675,6 +676,7 @@ where
             vars,
             body,
             is_head,
+            protocol: Protocol::Fastcgi,
         })
         .await;
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
@@ -871,6 +873,7 @@ pub async fn serve_fast(
             vars,
             body,
             is_head,
+            protocol,
         })
         .await;
     // A whole response in one buffer goes out with one non-blocking send.

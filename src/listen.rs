@@ -50,8 +50,9 @@ pub fn parse(addr: &str) -> Result<Address, String> {
 }
 
 /// What a socket speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
+    #[default]
     Http,
     Uwsgi,
     Scgi,
@@ -59,6 +60,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// In the order of their index (`as usize`), for per-protocol counters.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Http,
+        Protocol::Uwsgi,
+        Protocol::Scgi,
+        Protocol::Fastcgi,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Http => "http",

@@ -134,13 +134,48 @@ pub struct Request {
     pub body: RequestBody,
     /// True for HEAD: the response carries headers but no body.
     pub is_head: bool,
+    /// The protocol it came on: for the request log and metrics only.
+    pub protocol: crate::listen::Protocol,
 }
 
 /// Told when a request starts and ends on one of the app's threads (cores,
-/// numbered from 0); the worker's scoreboard slot listens.
+/// numbered from 0); the request log and the worker's scoreboard listen.
 pub trait RequestObserver: Send + Sync {
-    fn started(&self, core: usize, vars: &[(VarName, Bytes)]);
-    fn finished(&self, core: usize, failed: bool);
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)], protocol: crate::listen::Protocol);
+    fn finished(&self, core: usize, outcome: &Outcome);
+}
+
+/// What became of a request, as the app host saw it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    pub status: u16,
+    /// Headers the app sent, and the size of the head as uWSGI counts it:
+    /// status line, "Name: value\r\n" each, and the blank line.
+    pub headers: u32,
+    pub header_bytes: u64,
+    /// Body bytes the app generated (all of them, or until the client left).
+    pub body_bytes: u64,
+    /// Chunks the body came in (uWSGI's "switches").
+    pub switches: u32,
+    /// The app raised.
+    pub failed: bool,
+    pub protocol: crate::listen::Protocol,
+}
+
+/// The size of a response head as written on the wire ("HTTP/1.1 200 OK\r\n",
+/// the headers, the blank line).
+pub fn head_size(status: u16, reason: Option<&str>, headers: &[(String, Bytes)]) -> u64 {
+    let reason = reason.map_or_else(|| reason_phrase(status).len(), str::len);
+    let line = "HTTP/1.1 200 ".len() + reason + 2;
+    let fields: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    (line + fields + 2) as u64
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
 }
 
 /// The response body.

@@ -2,8 +2,10 @@
 //! single-process mode, and the serving loop each worker runs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -14,6 +16,8 @@ use crate::listen::{self, Address, Listener, Protocol, Socket};
 use crate::master::{self, Inherited};
 use crate::process;
 use crate::python::{self, WsgiHost};
+use crate::reqlog::{Counts, RequestLog};
+use crate::request::{Outcome, RequestObserver, VarName};
 
 pub fn run(cfg: Config) -> Result<(), String> {
     let inherited = Inherited::take_from_env();
@@ -27,6 +31,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         process::daemonize(log)?;
     } else if let Some(log) = &p.logto {
         process::redirect_output(log)?;
+    } else if let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
+        // Re-executed on reload: the log is already behind stderr.
+        crate::logfile::set_path(log);
     }
 
     // Bind first: a taken address fails fast, before the app is imported.
@@ -175,6 +182,16 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" }
     );
+    if cfg.log.active() {
+        host.set_observer(Arc::new(SingleLog {
+            log: RequestLog::new(cfg.log.clone(), host.threads(), 1),
+            requests: AtomicU64::new(0),
+        }));
+    }
+    crate::logfile::install_reopen_handler(libc::SIGUSR1);
+    if let Some(max) = cfg.log_files.maxsize {
+        crate::logfile::spawn_rotator(max, cfg.log_files.backupname.clone());
+    }
     let rt = runtime()?;
     rt.block_on(serve(
         listeners,
@@ -190,6 +207,30 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     ))?;
     python::run_atexit();
     Ok(())
+}
+
+/// The request log of a process without a master (no scoreboard).
+struct SingleLog {
+    log: RequestLog,
+    requests: AtomicU64,
+}
+
+impl RequestObserver for SingleLog {
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)], protocol: Protocol) {
+        self.log.started(core, vars, protocol);
+    }
+
+    fn finished(&self, core: usize, outcome: &Outcome) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.log.finished(
+            core,
+            outcome,
+            Counts {
+                worker: n,
+                total: n,
+            },
+        );
+    }
 }
 
 /// The runtime is built only after any fork: no runtime thread may exist

@@ -22,6 +22,7 @@ pub enum Group {
     Python,
     Process,
     Limits,
+    Logging,
     Config,
     Info,
 }
@@ -34,16 +35,18 @@ impl Group {
             Group::Python => "Python environment",
             Group::Process => "Process",
             Group::Limits => "Limits and timeouts",
+            Group::Logging => "Logging, stats and metrics",
             Group::Config => "Configuration files",
             Group::Info => "Information",
         }
     }
-    pub const ALL: [Group; 7] = [
+    pub const ALL: [Group; 8] = [
         Group::Sockets,
         Group::App,
         Group::Python,
         Group::Process,
         Group::Limits,
+        Group::Logging,
         Group::Config,
         Group::Info,
     ];
@@ -414,7 +417,7 @@ pub static OPTIONS: &[OptDef] = &[
         [],
         None,
         Str,
-        Process,
+        Logging,
         "FILE",
         "Log to FILE instead of stderr."
     ),
@@ -639,9 +642,198 @@ pub static OPTIONS: &[OptDef] = &[
         [],
         Some('L'),
         Flag,
-        Process,
+        Logging,
         "",
-        "Accepted: oxgate writes no per-request log yet, so there is nothing to disable."
+        "Write no request log line, except for the requests --log-slow, --log-4xx, --log-5xx, --log-big or --log-zero pick."
+    ),
+    opt!(
+        "log-format",
+        ["logformat"],
+        None,
+        Str,
+        Logging,
+        "FORMAT",
+        "The request line, with uWSGI's %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable."
+    ),
+    opt!(
+        "log-format-strftime",
+        ["logformat-strftime"],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Make %(ftime) use the --logdate format."
+    ),
+    opt!(
+        "logdate",
+        ["log-date"],
+        None,
+        Flag,
+        Logging,
+        "[=FORMAT]",
+        "Prefix oxgate's own log messages with the date (a strftime FORMAT, or the ctime format)."
+    ),
+    opt!(
+        "log-micros",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Request times in the default line in microseconds."
+    ),
+    opt!(
+        "log-x-forwarded-for",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Log the X-Forwarded-For header as the client address when a request has one."
+    ),
+    opt!(
+        "log-slow",
+        [],
+        None,
+        Int,
+        Logging,
+        "MS",
+        "Log requests that took MS milliseconds or more (even with --disable-logging)."
+    ),
+    opt!(
+        "log-4xx",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Log requests answered with a 4xx status (even with --disable-logging)."
+    ),
+    opt!(
+        "log-5xx",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Log requests answered with a 5xx status (even with --disable-logging)."
+    ),
+    opt!(
+        "log-big",
+        [],
+        None,
+        Int,
+        Logging,
+        "BYTES",
+        "Log responses of BYTES or more (even with --disable-logging)."
+    ),
+    opt!(
+        "log-zero",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Log responses with an empty body (even with --disable-logging)."
+    ),
+    opt!(
+        "log-encoder",
+        ["log-req-encoder"],
+        None,
+        List,
+        Logging,
+        "ENCODER",
+        "Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI's ${msg}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}; `nl` is accepted (lines always end with a newline)."
+    ),
+    opt!(
+        "log-maxsize",
+        [],
+        None,
+        Int,
+        Logging,
+        "BYTES",
+        "Rotate the log file (--logto, --daemonize) when it grows past BYTES: it is renamed to FILE.<unix time> and reopened."
+    ),
+    opt!(
+        "log-backupname",
+        [],
+        None,
+        Str,
+        Logging,
+        "FILE",
+        "The name a rotated log is renamed to (each rotation overwrites it)."
+    ),
+    opt!(
+        "touch-logreopen",
+        [],
+        None,
+        List,
+        Logging,
+        "FILE",
+        "Reopen the log file when FILE is touched (as SIGUSR1 does; for logrotate)."
+    ),
+    opt!(
+        "log-reopen",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Accepted: oxgate always reopens the log file after a reload."
+    ),
+    opt!(
+        "log-master",
+        ["threaded-logger"],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Accepted: each process writes whole lines to the log itself, which never interleave."
+    ),
+    opt!(
+        "memory-report",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Accepted: the stats server always reports each worker's memory."
+    ),
+    opt!(
+        "stats",
+        ["stats-server"],
+        None,
+        Str,
+        Logging,
+        "ADDR",
+        "Serve uWSGI's stats JSON (for uwsgitop and oxgate top) on ADDR: host:port or a unix socket path. Bind it to loopback or a private socket."
+    ),
+    opt!(
+        "stats-http",
+        [],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Answer HTTP on the stats socket: / is the JSON, /metrics the Prometheus metrics."
+    ),
+    opt!(
+        "stats-minified",
+        ["stats-min"],
+        None,
+        Flag,
+        Logging,
+        "",
+        "Stats JSON without indentation."
+    ),
+    opt!(
+        "metrics",
+        [],
+        None,
+        Str,
+        Logging,
+        "ADDR",
+        "Serve Prometheus metrics over HTTP on ADDR (at /metrics)."
     ),
     opt!(
         "enable-threads",

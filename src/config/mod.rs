@@ -48,6 +48,29 @@ pub struct Config {
     pub buffer_size: usize,
     pub socket_timeout: Duration,
     pub process: ProcessConfig,
+    pub log: crate::reqlog::LogSettings,
+    pub log_files: LogFiles,
+    pub stats: StatsConfig,
+}
+
+/// Where the log goes and how it is kept.
+#[derive(Debug, Clone, Default)]
+pub struct LogFiles {
+    /// `--log-maxsize`, bytes.
+    pub maxsize: Option<u64>,
+    pub backupname: Option<PathBuf>,
+    pub touch_reopen: Vec<PathBuf>,
+    /// `--logdate`: a strftime format for oxgate's own messages.
+    pub date: Option<String>,
+}
+
+/// `--stats`, `--metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct StatsConfig {
+    pub addr: Option<String>,
+    pub http: bool,
+    pub minified: bool,
+    pub metrics: Option<String>,
 }
 
 /// The process model: master, workers, supervision.
@@ -583,6 +606,64 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         },
         buffer_size: positive("buffer-size", 65536)?.clamp(8192, 16 << 20) as usize,
         socket_timeout: Duration::from_secs(positive("socket-timeout", 30)? as u64),
+        log: {
+            let encoders = all("log-encoder");
+            let mut encoder = crate::reqlog::Encoder::Plain;
+            for e in &encoders {
+                let (name, arg) = e.trim().split_once(char::is_whitespace).unwrap_or((e.trim(), ""));
+                // uWSGI's "json:loggerid TEMPLATE": the logger id is not used.
+                let name = name.split(':').next().unwrap_or(name);
+                encoder = match (name, arg.trim()) {
+                    ("json", "") => crate::reqlog::Encoder::JsonFields,
+                    ("json", t) => crate::reqlog::Encoder::JsonTemplate(t.to_string()),
+                    ("nl", _) => continue,
+                    _ => {
+                        return err(format!(
+                            "--log-encoder {e:?}: oxgate has the json and nl encoders (`json`, `json {{\"msg\":\"${{msg}}\"}}`)"
+                        ));
+                    }
+                };
+            }
+            let date_format = last("logdate").and_then(|v| match parse_bool(v) {
+                Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
+                Some(false) => None,
+                None => Some(v.to_string()),
+            });
+            let bytes = |name: &str| last(name).map(parse_int).filter(|n| *n > 0).map(|n| n as u64);
+            crate::reqlog::LogSettings {
+                enabled: !flag("disable-logging")?,
+                format: last("log-format").map(str::to_string),
+                encoder,
+                ftime: if flag("log-format-strftime")? {
+                    date_format.clone()
+                } else {
+                    None
+                },
+                micros: flag("log-micros")?,
+                x_forwarded_for: flag("log-x-forwarded-for")?,
+                slow_ms: bytes("log-slow"),
+                log_4xx: flag("log-4xx")?,
+                log_5xx: flag("log-5xx")?,
+                big: bytes("log-big"),
+                zero: flag("log-zero")?,
+            }
+        },
+        log_files: LogFiles {
+            maxsize: last("log-maxsize").map(parse_int).filter(|n| *n > 0).map(|n| n as u64),
+            backupname: last("log-backupname").map(PathBuf::from),
+            touch_reopen: all("touch-logreopen").into_iter().map(PathBuf::from).collect(),
+            date: last("logdate").and_then(|v| match parse_bool(v) {
+                Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
+                Some(false) => None,
+                None => Some(v.to_string()),
+            }),
+        },
+        stats: StatsConfig {
+            addr: last("stats").map(str::to_string),
+            http: flag("stats-http")?,
+            minified: flag("stats-minified")?,
+            metrics: last("metrics").map(str::to_string),
+        },
         process: ProcessConfig {
             master: match (last("master"), flag("no-master")?) {
                 (_, true) => false,

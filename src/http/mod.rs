@@ -448,6 +448,7 @@ async fn to_request(
         vars,
         body,
         is_head,
+        protocol: crate::listen::Protocol::Http,
     })
 }
 

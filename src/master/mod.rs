@@ -15,6 +15,7 @@
 
 pub mod scoreboard;
 mod signals;
+mod stats;
 mod worker;
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -29,7 +30,7 @@ use crate::listen::{Address, Listener, Protocol, Socket};
 use crate::process;
 use crate::python::{self, WsgiHost};
 use crate::server;
-use scoreboard::{CORES, Retire, Scoreboard};
+use scoreboard::{CORES, Cause, Retire, Scoreboard};
 
 /// The most workers `--processes` may ask for (two generations must fit in
 /// the scoreboard during a reload).
@@ -244,9 +245,11 @@ struct Master<'a> {
     broken: bool,
     fatal: Option<String>,
     touched: Vec<(PathBuf, Option<SystemTime>, ReloadMode)>,
+    touched_logreopen: Vec<(PathBuf, Option<SystemTime>)>,
     started: SystemTime,
     /// systemd has been told READY=1.
     notified: bool,
+    stats: stats::Stats,
 }
 
 pub fn run(
@@ -292,6 +295,14 @@ pub fn run(
         }
     }
     let signals = signals::SignalPipe::install()?;
+    let stats = match stats::Stats::bind(cfg) {
+        Ok(s) => s,
+        Err(e) if inherited.is_some() => {
+            eprintln!("oxgate: {e}; serving on without stats");
+            stats::Stats::default()
+        }
+        Err(e) => return Err(e),
+    };
 
     let mut m = Master {
         cfg,
@@ -336,8 +347,15 @@ pub fn run(
                     .map(|f| (f.clone(), mtime(f), ReloadMode::Chain)),
             )
             .collect(),
+        touched_logreopen: cfg
+            .log_files
+            .touch_reopen
+            .iter()
+            .map(|f| (f.clone(), mtime(f)))
+            .collect(),
         started: SystemTime::now(),
         notified: false,
+        stats,
     };
 
     match &inherited {
@@ -407,6 +425,7 @@ impl Master<'_> {
         if self.broken {
             return;
         }
+        self.count_respawn(Cause::Reload, inh.workers.len() as u64);
         self.reload = Some((inh.mode, now));
         if inh.mode == ReloadMode::Brutal {
             // Killed by the previous image before it re-executed.
@@ -419,7 +438,14 @@ impl Master<'_> {
 
     fn main_loop(&mut self) {
         loop {
-            for sig in self.signals.wait(TICK) {
+            let mut fds = self.stats.poll_fds();
+            let signals = self.signals.wait(TICK, &mut fds);
+            if fds.iter().any(|p| p.revents != 0) || self.stats.has_clients() {
+                let mut stats = std::mem::take(&mut self.stats);
+                stats.serve(&fds, &|want| self.render_stats(want));
+                self.stats = stats;
+            }
+            for sig in signals {
                 self.on_signal(sig);
             }
             self.reap();
@@ -440,6 +466,7 @@ impl Master<'_> {
             self.schedule();
             self.run_daemons();
             self.check_touched();
+            self.keep_log();
         }
     }
 
@@ -492,21 +519,7 @@ impl Master<'_> {
                     }
                 }
             }
-            libc::SIGUSR1 => {
-                if let Some(log) = self
-                    .cfg
-                    .process
-                    .logto
-                    .as_ref()
-                    .or(self.cfg.process.daemonize.as_ref())
-                    .or(self.cfg.process.daemonize2.as_ref())
-                {
-                    let _ = process::redirect_output(log);
-                }
-                for w in &self.workers {
-                    unsafe { libc::kill(w.pid, libc::SIGUSR1) };
-                }
-            }
+            libc::SIGUSR1 => self.reopen_log(),
             s if s == libc::SIGRTMIN() + 1 => self.reexec(ReloadMode::Chain),
             s if s == libc::SIGRTMIN() + 2 => self.reexec(ReloadMode::Brutal),
             _ => {}
@@ -640,6 +653,12 @@ impl Master<'_> {
                 other.replaced_by = None;
             }
         }
+        let stopping = matches!(self.state, State::Stopping { .. });
+        if w.harakiri_info.is_some() && !stopping {
+            self.count_respawn(Cause::Harakiri, 1);
+        } else if w.stop_sent.is_none() && !stopping {
+            self.count_respawn(Cause::Crash, 1);
+        }
         if let Some(info) = &w.harakiri_info {
             eprintln!(
                 "oxgate: worker {} (pid {}) {how} by harakiri while running {info}",
@@ -748,6 +767,11 @@ impl Master<'_> {
                     );
                     w.harakiri_sent = Some(Instant::now());
                     w.harakiri_info = Some(info);
+                    self.sb.header().harakiri.fetch_add(1, Ordering::Relaxed);
+                    self.sb
+                        .id_stats(w.id)
+                        .harakiri
+                        .fetch_add(1, Ordering::Relaxed);
                     unsafe { libc::kill(w.pid, libc::SIGUSR2) };
                 }
             }
@@ -755,14 +779,16 @@ impl Master<'_> {
                 continue;
             }
             let mut why = None;
+            let mut cause = Cause::MaxRequests;
             if slot.retire.load(Ordering::Acquire) == Retire::MaxRequests as u32 {
                 why = Some(format!(
                     "served {} requests (--max-requests)",
-                    slot.requests.load(Ordering::Relaxed)
+                    slot.counters.requests.load(Ordering::Relaxed)
                 ));
             } else if let Some(life) = p.max_worker_lifetime
                 && w.started.elapsed() > life
             {
+                cause = Cause::Lifetime;
                 why = Some(format!(
                     "has run {}s (--max-worker-lifetime)",
                     life.as_secs()
@@ -783,13 +809,16 @@ impl Master<'_> {
                     w.killed = true;
                     w.stop_sent = Some(Instant::now());
                     unsafe { libc::kill(w.pid, libc::SIGKILL) };
+                    self.sb.header().respawns[Cause::Rss as usize].fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 if p.reload_on_rss.is_some_and(|l| rss > l) {
+                    cause = Cause::Rss;
                     why = Some(format!("uses {} MB (--reload-on-rss)", rss >> 20));
                 }
             }
             if let Some(why) = why {
+                self.sb.header().respawns[cause as usize].fetch_add(1, Ordering::Relaxed);
                 eprintln!(
                     "oxgate: worker {} (pid {}) {why}, replacing it",
                     w.id, w.pid
@@ -886,11 +915,16 @@ impl Master<'_> {
         }
     }
 
+    fn count_respawn(&self, cause: Cause, n: u64) {
+        self.sb.header().respawns[cause as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
     fn spawn(&mut self, id: u32) -> Option<libc::pid_t> {
         let Some(slot) = self.sb.claim(-1, id) else {
             eprintln!("oxgate: no free scoreboard slot for worker {id}");
             return None;
         };
+        self.sb.id_stats(id).respawns.fetch_add(1, Ordering::Relaxed);
         let master_pid = unsafe { libc::getpid() };
         let pid = if self.host.is_some() {
             python::fork()
@@ -964,6 +998,63 @@ impl Master<'_> {
                     d.next_start = now + MAX_BACKOFF;
                 }
             }
+        }
+    }
+
+    fn render_stats(&self, want: stats::Want) -> String {
+        let snap = stats::Snapshot {
+            cfg: self.cfg,
+            sb: &self.sb,
+            workers: self
+                .workers
+                .iter()
+                .map(|w| stats::WorkerView {
+                    id: w.id,
+                    pid: w.pid,
+                    slot: w.slot,
+                    ready: w.ready,
+                    stopping: w.stop_sent.is_some(),
+                })
+                .collect(),
+            sockets: &self.listeners,
+        };
+        match want {
+            stats::Want::Json => stats::render_json(&snap),
+            stats::Want::Metrics => stats::render_metrics(&snap),
+        }
+    }
+
+    /// Reopens the log file here and in every worker (logrotate, SIGUSR1).
+    fn reopen_log(&self) {
+        if crate::logfile::reopen() {
+            for w in &self.workers {
+                unsafe { libc::kill(w.pid, libc::SIGUSR1) };
+            }
+        }
+    }
+
+    /// `--log-maxsize` and `--touch-logreopen`.
+    fn keep_log(&mut self) {
+        let files = &self.cfg.log_files;
+        if let Some(max) = files.maxsize
+            && let Some(to) = crate::logfile::rotate_if_big(max, files.backupname.as_deref())
+        {
+            eprintln!("oxgate: log rotated to {} (--log-maxsize {max})", to.display());
+            for w in &self.workers {
+                unsafe { libc::kill(w.pid, libc::SIGUSR1) };
+            }
+        }
+        let mut reopen = false;
+        for (path, seen) in &mut self.touched_logreopen {
+            let now = mtime(path);
+            if now.is_some() && now != *seen {
+                *seen = now;
+                reopen = true;
+            }
+        }
+        if reopen {
+            self.reopen_log();
+            eprintln!("oxgate: log reopened (--touch-logreopen)");
         }
     }
 

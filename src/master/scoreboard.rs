@@ -1,7 +1,9 @@
-//! Memory shared by the master and its workers: one slot per worker, with
-//! counters and the requests running on each of its cores. The master reads
-//! it for harakiri, recycling and (later) stats; workers write their own
-//! slot. It is a memfd, so it survives the master's re-exec on reload.
+//! Memory shared by the master and its workers: a header with server-wide
+//! counters, then one slot per worker, with its counters and the requests
+//! running on each of its cores. The master reads it for harakiri,
+//! recycling, stats and metrics; workers write their own slot. It is a
+//! memfd, so it survives the master's re-exec on reload (and the counters
+//! with it).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -19,6 +21,123 @@ pub const INFO: usize = 200;
 pub enum Retire {
     None = 0,
     MaxRequests = 1,
+}
+
+/// Latency histogram bounds, in µs (Prometheus buckets; +Inf is implied).
+pub const LATENCY_BOUNDS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+pub const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+/// Protocols counted apart (the order of `listen::Protocol::ALL`).
+pub const PROTOCOLS: usize = 4;
+
+/// Why a worker was replaced or died, for the respawn counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Crash = 0,
+    MaxRequests = 1,
+    Lifetime = 2,
+    Rss = 3,
+    Harakiri = 4,
+    Reload = 5,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 6] = [
+        Cause::Crash,
+        Cause::MaxRequests,
+        Cause::Lifetime,
+        Cause::Rss,
+        Cause::Harakiri,
+        Cause::Reload,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Crash => "crash",
+            Cause::MaxRequests => "max-requests",
+            Cause::Lifetime => "lifetime",
+            Cause::Rss => "rss",
+            Cause::Harakiri => "harakiri",
+            Cause::Reload => "reload",
+        }
+    }
+}
+
+/// Request counters, kept per worker; the header sums up the workers gone.
+#[repr(C)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub exceptions: AtomicU64,
+    /// Response bytes (headers and body).
+    pub tx: AtomicU64,
+    /// Sum of response times, µs.
+    pub rt_us: AtomicU64,
+    /// Requests by protocol and status class (1xx..5xx).
+    pub by_status: [[AtomicU64; 5]; PROTOCOLS],
+    /// Requests by latency bucket (not cumulative).
+    pub latency: [AtomicU64; BUCKETS],
+}
+
+impl Counters {
+    fn clear(&self) {
+        for c in self.all() {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &AtomicU64> {
+        [&self.requests, &self.exceptions, &self.tx, &self.rt_us]
+            .into_iter()
+            .chain(self.by_status.iter().flatten())
+            .chain(self.latency.iter())
+    }
+
+    /// Adds `other` into these counters.
+    pub fn absorb(&self, other: &Counters) {
+        for (a, b) in self.all().zip(other.all()) {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn record(&self, protocol: usize, status: u16, tx: u64, rt_us: u64) {
+        self.tx.fetch_add(tx, Ordering::Relaxed);
+        self.rt_us.fetch_add(rt_us, Ordering::Relaxed);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_status[protocol.min(PROTOCOLS - 1)][class].fetch_add(1, Ordering::Relaxed);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| rt_us <= b)
+            .unwrap_or(BUCKETS - 1);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the master remembers of each worker id (1-based; index 0 unused).
+#[repr(C)]
+pub struct IdStats {
+    /// Workers started with this id, the first one included (uWSGI's
+    /// respawn_count).
+    pub respawns: AtomicU64,
+    pub harakiri: AtomicU64,
+    /// What the previous workers with this id served.
+    pub requests: AtomicU64,
+    pub exceptions: AtomicU64,
+    pub tx: AtomicU64,
+    pub rt_us: AtomicU64,
+}
+
+#[repr(C)]
+pub struct Header {
+    /// Requests served by every worker, ever (uWSGI's "req: n/TOTAL").
+    pub requests: AtomicU64,
+    /// The counters of workers that have exited.
+    pub retired: Counters,
+    /// Workers started again, by why the previous one went.
+    pub respawns: [AtomicU64; Cause::ALL.len()],
+    pub harakiri: AtomicU64,
+    pub ids: [IdStats; SLOTS],
 }
 
 #[repr(C)]
@@ -39,14 +158,17 @@ pub struct Slot {
     pub ready: AtomicU32,
     /// A worker that wants to be replaced (max-requests) says why here.
     pub retire: AtomicU32,
-    pub requests: AtomicU64,
-    pub exceptions: AtomicU64,
+    /// Unix time (s) the worker was started.
+    pub born: AtomicU64,
+    /// uWSGI's avg_rt (µs): (avg + last) / 2 at each request.
+    pub avg_rt: AtomicU64,
+    pub counters: Counters,
     pub cores: [Core; CORES],
 }
 
 pub struct Scoreboard {
     fd: OwnedFd,
-    base: *mut Slot,
+    base: *mut u8,
 }
 
 // The mapping is shared memory of atomics; the raw info bytes are written
@@ -54,7 +176,8 @@ pub struct Scoreboard {
 unsafe impl Send for Scoreboard {}
 unsafe impl Sync for Scoreboard {}
 
-const SIZE: usize = std::mem::size_of::<Slot>() * SLOTS;
+const SLOTS_AT: usize = std::mem::size_of::<Header>().next_multiple_of(64);
+const SIZE: usize = SLOTS_AT + std::mem::size_of::<Slot>() * SLOTS;
 
 impl Scoreboard {
     pub fn create() -> std::io::Result<Scoreboard> {
@@ -98,9 +221,20 @@ impl Scoreboard {
         self.fd.as_raw_fd()
     }
 
+    pub fn header(&self) -> &Header {
+        unsafe { &*self.base.cast::<Header>() }
+    }
+
     pub fn slot(&self, i: usize) -> &Slot {
         assert!(i < SLOTS);
-        unsafe { &*self.base.add(i) }
+        unsafe { &*self.base.add(SLOTS_AT).cast::<Slot>().add(i) }
+    }
+
+    /// The slots in use by a worker (pid > 0).
+    pub fn live(&self) -> impl Iterator<Item = &Slot> {
+        (0..SLOTS)
+            .map(|i| self.slot(i))
+            .filter(|s| s.pid.load(Ordering::Acquire) > 0)
     }
 
     /// A slot no worker uses, cleared for a new one.
@@ -114,8 +248,9 @@ impl Scoreboard {
                 s.id.store(id, Ordering::Relaxed);
                 s.ready.store(0, Ordering::Relaxed);
                 s.retire.store(Retire::None as u32, Ordering::Relaxed);
-                s.requests.store(0, Ordering::Relaxed);
-                s.exceptions.store(0, Ordering::Relaxed);
+                s.counters.clear();
+                s.born.store(unix_now(), Ordering::Relaxed);
+                s.avg_rt.store(0, Ordering::Relaxed);
                 for c in &s.cores {
                     c.started_us.store(0, Ordering::Relaxed);
                     c.requests.store(0, Ordering::Relaxed);
@@ -128,8 +263,27 @@ impl Scoreboard {
         })
     }
 
+    /// Frees a dead worker's slot; its counters go to the header's totals.
     pub fn release(&self, i: usize) {
-        self.slot(i).pid.store(0, Ordering::Release);
+        let s = self.slot(i);
+        self.header().retired.absorb(&s.counters);
+        let id = self.id_stats(s.id.load(Ordering::Relaxed));
+        let c = &s.counters;
+        for (into, from) in [
+            (&id.requests, &c.requests),
+            (&id.exceptions, &c.exceptions),
+            (&id.tx, &c.tx),
+            (&id.rt_us, &c.rt_us),
+        ] {
+            into.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        s.counters.clear();
+        s.pid.store(0, Ordering::Release);
+    }
+
+    /// A worker id's remembered stats (ids beyond the table share the last).
+    pub fn id_stats(&self, id: u32) -> &IdStats {
+        &self.header().ids[(id as usize).min(SLOTS - 1)]
     }
 }
 
@@ -161,6 +315,12 @@ impl Drop for Scoreboard {
     fn drop(&mut self) {
         unsafe { libc::munmap(self.base.cast(), SIZE) };
     }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// CLOCK_MONOTONIC in µs: the same clock in every process.
@@ -200,11 +360,13 @@ mod tests {
         let i = sb.claim(1, 1).unwrap();
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            sb.slot(i).requests.store(42, Ordering::Release);
+            sb.slot(i).counters.requests.store(42, Ordering::Release);
             unsafe { libc::_exit(0) };
         }
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(sb.slot(i).requests.load(Ordering::Acquire), 42);
+        assert_eq!(sb.slot(i).counters.requests.load(Ordering::Acquire), 42);
+        sb.release(i);
+        assert_eq!(sb.header().retired.requests.load(Ordering::Relaxed), 42);
     }
 }

@@ -66,14 +66,25 @@ impl SignalPipe {
         })
     }
 
-    /// The signals that arrived, waiting up to `timeout` for the first.
-    pub fn wait(&self, timeout: Duration) -> Vec<i32> {
-        let mut pfd = libc::pollfd {
-            fd: self.read,
-            events: libc::POLLIN,
-            revents: 0,
+    /// The signals that arrived, waiting up to `timeout` for the first, or
+    /// for one of `extra` to be ready (their `revents` are filled in).
+    pub fn wait(&self, timeout: Duration, extra: &mut Vec<libc::pollfd>) -> Vec<i32> {
+        extra.insert(
+            0,
+            libc::pollfd {
+                fd: self.read,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        );
+        unsafe {
+            libc::poll(
+                extra.as_mut_ptr(),
+                extra.len() as libc::nfds_t,
+                timeout.as_millis() as libc::c_int,
+            )
         };
-        unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        extra.remove(0);
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
         loop {

@@ -8,13 +8,15 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-use super::scoreboard::{CORES, INFO, Retire, Scoreboard};
+use super::scoreboard::{self, CORES, INFO, Retire, Scoreboard};
 use super::{EXIT_APP_LOAD, signals};
 use crate::config::Config;
 use crate::listen::{Listener, Socket};
 use crate::process;
 use crate::python::{self, WsgiHost};
-use crate::request::{RequestObserver, Var, VarName};
+use crate::listen::Protocol;
+use crate::reqlog::{Counts, RequestLog};
+use crate::request::{Outcome, RequestObserver, Var, VarName};
 use crate::server;
 
 pub struct Setup<'a> {
@@ -67,12 +69,18 @@ pub fn run(s: Setup<'_>) -> ! {
     {
         watch_modules(host.clone(), every, s.master_pid);
     }
+    crate::logfile::install_reopen_handler(libc::SIGUSR1);
     host.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
         max_requests: p
             .max_requests
             .map(|n| n + u64::from(s.id) * p.max_requests_delta),
+        log: s
+            .cfg
+            .log
+            .active()
+            .then(|| RequestLog::new(s.cfg.log.clone(), host.threads(), s.id)),
     }));
     let listeners: Vec<Socket> = s
         .listeners
@@ -131,15 +139,20 @@ fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::
     });
 }
 
-/// Writes each request's start and end into the worker's scoreboard slot.
+/// Writes each request's start and end into the worker's scoreboard slot,
+/// and the request log.
 struct SlotObserver {
     sb: Arc<Scoreboard>,
     slot: usize,
     max_requests: Option<u64>,
+    log: Option<RequestLog>,
 }
 
 impl RequestObserver for SlotObserver {
-    fn started(&self, core: usize, vars: &[(VarName, Bytes)]) {
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)], protocol: Protocol) {
+        if let Some(log) = &self.log {
+            log.started(core, vars, protocol);
+        }
         let var = |v: Var| {
             vars.iter()
                 .find(|(k, _)| *k == VarName::Known(v))
@@ -159,12 +172,27 @@ impl RequestObserver for SlotObserver {
         self.sb.slot(self.slot).cores[core.min(CORES - 1)].begin(&info);
     }
 
-    fn finished(&self, core: usize, failed: bool) {
+    fn finished(&self, core: usize, o: &Outcome) {
         let slot = self.sb.slot(self.slot);
-        slot.cores[core.min(CORES - 1)].end();
-        let n = slot.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        if failed {
-            slot.exceptions.fetch_add(1, Ordering::Relaxed);
+        let c = &slot.cores[core.min(CORES - 1)];
+        let rt = scoreboard::now_us().saturating_sub(c.started_us.load(Ordering::Relaxed));
+        c.end();
+        let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if o.failed {
+            slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.counters.record(
+            o.protocol as usize,
+            o.status,
+            o.header_bytes + o.body_bytes,
+            rt,
+        );
+        let avg = slot.avg_rt.load(Ordering::Relaxed);
+        slot.avg_rt
+            .store(if avg == 0 { rt } else { (avg + rt) / 2 }, Ordering::Relaxed);
+        if let Some(log) = &self.log {
+            log.finished(core, o, Counts { worker: n, total });
         }
         if self.max_requests.is_some_and(|m| n >= m) {
             slot.retire

@@ -24,9 +24,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyString, PyTuple};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::pool::Pool;
+use crate::listen::Protocol;
 use crate::request::{
-    BodyError, BodyStream, ChunkSource, Request, RequestBody, RequestObserver, Response,
-    ResponseBody, Var, VarName,
+    BodyError, BodyStream, ChunkSource, Outcome, Request, RequestBody, RequestObserver, Response,
+    ResponseBody, Var, VarName, head_size,
 };
 
 /// Chunks of at least this size are handed to the front end without a copy.
@@ -77,14 +78,38 @@ pub struct WsgiHost {
 struct Core {
     host: Arc<WsgiHost>,
     index: usize,
-    failed: bool,
+    /// What the request log and the counters say of the response.
+    outcome: Outcome,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Core {
+    fn head(&mut self, status: u16, reason: Option<&str>, headers: &[(String, Bytes)]) {
+        self.outcome.status = status;
+        self.outcome.headers = headers.len() as u32;
+        self.outcome.header_bytes = head_size(status, reason, headers);
+    }
+
+    /// A response complete as it is.
+    fn whole(&mut self, r: &Response) {
+        self.head(r.status, r.reason.as_deref(), &r.headers);
+        self.outcome.switches = 1;
+        self.outcome.body_bytes = match &r.body {
+            ResponseBody::Full(b) => b.len() as u64,
+            _ => 0,
+        };
+    }
+
+    fn chunk(&mut self, len: usize) {
+        self.outcome.switches += 1;
+        self.outcome.body_bytes += len as u64;
+    }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
         if let Some(o) = self.host.observer.get() {
-            o.finished(self.index, self.failed);
+            o.finished(self.index, &self.outcome);
         }
         self.host
             .free_cores
@@ -182,7 +207,7 @@ impl WsgiHost {
     }
 
     /// Waits for a free Python thread; `None` when shutting down.
-    async fn core(self: &Arc<Self>, vars: &[(VarName, Bytes)]) -> Option<Core> {
+    async fn core(self: &Arc<Self>, vars: &[(VarName, Bytes)], protocol: Protocol) -> Option<Core> {
         let permit = self.permits.clone().acquire_owned().await.ok()?;
         let index = self
             .free_cores
@@ -191,12 +216,15 @@ impl WsgiHost {
             .pop()
             .expect("a core per permit");
         if let Some(o) = self.observer.get() {
-            o.started(index, vars);
+            o.started(index, vars, protocol);
         }
         Some(Core {
             host: self.clone(),
             index,
-            failed: false,
+            outcome: Outcome {
+                protocol,
+                ..Outcome::default()
+            },
             _permit: permit,
         })
     }
@@ -207,7 +235,7 @@ impl WsgiHost {
             vars,
             body,
             is_head,
-            ..
+            protocol,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
@@ -215,13 +243,15 @@ impl WsgiHost {
             // The app may block reading a body still arriving: that needs a
             // thread of its own, not the event loop.
             RequestBody::Stream(s) => {
-                return self.handle_pooled(vars, Input::streaming(s), is_head).await;
+                return self
+                    .handle_pooled(vars, Input::streaming(s), is_head, protocol)
+                    .await;
             }
         };
         if self.threads > 1 {
-            return self.handle_pooled(vars, input, is_head).await;
+            return self.handle_pooled(vars, input, is_head, protocol).await;
         }
-        let Some(mut core) = self.core(&vars).await else {
+        let Some(mut core) = self.core(&vars, protocol).await else {
             return Response::plain(503, "Service Unavailable", "Shutting down\n");
         };
         // One GIL acquisition covers the call, the first chunk and, for a
@@ -244,17 +274,29 @@ impl WsgiHost {
         });
         match started {
             Err(e) => {
-                core.failed = true;
-                self.error_response(e)
+                core.outcome.failed = true;
+                let r = self.error_response(e);
+                core.whole(&r);
+                r
             }
-            Ok(Err(done)) => done,
-            Ok(Ok((call, head, first))) => head.into_response(ResponseBody::Stream {
+            Ok(Err(done)) => {
+                core.whole(&done);
+                if is_head {
+                    core.outcome.body_bytes = 0;
+                }
+                done
+            }
+            Ok(Ok((call, head, first))) => {
+                core.head(head.status, head.reason.as_deref(), &head.headers);
+                core.chunk(first.as_ref().map_or(0, |b| b.len()));
+                head.into_response(ResponseBody::Stream {
                 first,
-                rest: BodyStream::new(InlineChunks {
-                    call: Some(call),
-                    core: Some(core),
-                }),
-            }),
+                    rest: BodyStream::new(InlineChunks {
+                        call: Some(call),
+                        core: Some(core),
+                    }),
+                })
+            }
         }
     }
 
@@ -263,8 +305,9 @@ impl WsgiHost {
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
+        protocol: Protocol,
     ) -> Response {
-        let Some(mut core) = self.core(&vars).await else {
+        let Some(mut core) = self.core(&vars, protocol).await else {
             return Response::plain(503, "Service Unavailable", "Shutting down\n");
         };
         let (head_tx, head_rx) = oneshot::channel();
@@ -273,8 +316,8 @@ impl WsgiHost {
         self.pool
             .get_or_init(|| Pool::new(self.threads))
             .submit(move || {
-                core.failed = Python::attach(|py| {
-                    host.run_pooled(py, vars, input, is_head, head_tx, chunk_tx)
+                Python::attach(|py| {
+                    host.run_pooled(py, &mut core, vars, input, is_head, head_tx, chunk_tx)
                 });
                 drop(core);
             });
@@ -298,39 +341,51 @@ impl WsgiHost {
     }
 
     /// The body of a pooled call, on a Python thread.
+    #[allow(clippy::too_many_arguments)]
     fn run_pooled(
         &self,
         py: Python<'_>,
+        core: &mut Core,
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
         head_tx: oneshot::Sender<Started>,
         chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
-    ) -> bool {
+    ) {
+        let failed = |core: &mut Core, e: &CallError| {
+            core.outcome.failed = true;
+            core.outcome.status = e.status();
+        };
         let mut call = match self.begin(py, vars, input) {
             Ok(c) => c,
             Err(e) => {
+                failed(core, &e);
                 let _ = head_tx.send(Err(e));
-                return true;
+                return;
             }
         };
         match call.first_chunk(py) {
             Err(e) => {
+                failed(core, &e);
                 let _ = head_tx.send(Err(e));
-                return true;
+                return;
             }
             Ok((head, first)) => {
                 let finished = call.is_finished(py);
+                core.head(head.status, head.reason.as_deref(), &head.headers);
+                if !is_head {
+                    core.chunk(first.as_ref().map_or(0, |b| b.len()));
+                }
                 if head_tx.send(Ok((head, first, finished))).is_err() || finished || is_head {
                     call.close(py);
-                    return false;
+                    return;
                 }
             }
         }
-        let mut failed = false;
         loop {
             match call.next_chunk(py) {
                 Ok(Some(chunk)) => {
+                    core.chunk(chunk.len());
                     if py.detach(|| chunk_tx.blocking_send(Ok(chunk))).is_err() {
                         break; // the client went away
                     }
@@ -339,13 +394,12 @@ impl WsgiHost {
                 Err(e) => {
                     let msg = log_late_error(py, &call, e);
                     let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError::new(500, msg))));
-                    failed = true;
+                    core.outcome.failed = true;
                     break;
                 }
             }
         }
         call.close(py);
-        failed
     }
 
     /// Builds the environ and calls the app; the response is not started yet.
@@ -541,6 +595,15 @@ pub(crate) enum CallError {
 }
 
 impl CallError {
+    /// The status of the error response this becomes.
+    fn status(&self) -> u16 {
+        match self {
+            CallError::Client(e) if e.status == 413 => 413,
+            CallError::Client(_) => 400,
+            _ => 500,
+        }
+    }
+
     /// Blames the client when reading its body failed before the app did.
     fn or_client(self, failure: &OnceLock<BodyError>) -> CallError {
         match (self, failure.get()) {
@@ -1024,7 +1087,12 @@ impl ChunkSource for InlineChunks {
             return Poll::Ready(None);
         };
         let next = Python::attach(|py| match call.next_chunk(py) {
-            Ok(Some(b)) => Some(Ok(b)),
+            Ok(Some(b)) => {
+                if let Some(core) = self.core.as_mut() {
+                    core.chunk(b.len());
+                }
+                Some(Ok(b))
+            }
             Ok(None) => {
                 call.close(py);
                 None
@@ -1038,7 +1106,7 @@ impl ChunkSource for InlineChunks {
         if !matches!(next, Some(Ok(_))) {
             self.call = None;
             if let Some(mut core) = self.core.take() {
-                core.failed = next.is_some();
+                core.outcome.failed = next.is_some();
             }
         }
         Poll::Ready(next)
