@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use (nginx is the front end in front of the
-# uwsgi sockets).
+# uwsgi sockets; tmux drives uwsgitop and oxgate top).
 need=()
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 command -v cgi-fcgi >/dev/null || need+=(libfcgi-bin)
+command -v tmux >/dev/null || need+=(tmux)
+# uWSGI (a peer for the stats tests) is built from source by pip.
+command -v cc >/dev/null || need+=(gcc libc6-dev)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi

@@ -105,7 +105,7 @@ pub async fn serve<S>(
             }
             Ok(None) => {}
             Err((e, http)) => {
-                eprintln!("oxgate: {} request refused: {e}", protocol.name());
+                crate::say!("oxgate: {} request refused: {e}", protocol.name());
                 if http {
                     let text = format!(
                         "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
@@ -542,7 +542,7 @@ pub async fn serve_fastcgi<S>(
             Ok(true) => continue,
             Ok(false) => break,
             Err(e) => {
-                eprintln!("oxgate: fastcgi connection closed: {e}");
+                crate::say!("oxgate: fastcgi connection closed: {e}");
                 break;
             }
         }
@@ -583,7 +583,7 @@ where
                     fastcgi::parse_begin(&rec.content).map_err(|e| e.to_string())?;
                 let keep = flags & fastcgi::KEEP_CONN != 0;
                 if role != fastcgi::RESPONDER {
-                    eprintln!("oxgate: fastcgi role {role} refused: oxgate is a RESPONDER");
+                    crate::say!("oxgate: fastcgi role {role} refused: oxgate is a RESPONDER");
                     let mut out = Vec::new();
                     fastcgi::end_request(&mut out, id, 0, fastcgi::UNKNOWN_ROLE);
                     wr.write_all(&out).await.map_err(|e| e.to_string())?;

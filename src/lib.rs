@@ -12,3 +12,4 @@ pub mod python;
 pub mod reqlog;
 pub mod request;
 pub mod server;
+pub mod top;

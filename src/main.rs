@@ -3,6 +3,16 @@ use std::process::ExitCode;
 use oxgate::config::{self, Action};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("top") {
+        return match oxgate::top::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxgate top: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let loaded = match config::load(std::env::args_os().skip(1)) {
         Ok(l) => l,
         Err(e) => {

@@ -189,7 +189,7 @@ pub fn send_control(what: Control, pidfile: &Path) -> Result<(), String> {
         Control::ChainReload => "chain reload",
         Control::BrutalReload => "brutal reload",
     };
-    eprintln!("oxgate: asked the master (pid {pid}) to {verb}");
+    crate::say!("oxgate: asked the master (pid {pid}) to {verb}");
     Ok(())
 }
 
@@ -268,7 +268,7 @@ pub fn systemd_sockets() -> Vec<crate::listen::Socket> {
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         if unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut len) } != 0 {
-            eprintln!("oxgate: LISTEN_FDS: fd {fd} is not a socket, ignored");
+            crate::say!("oxgate: LISTEN_FDS: fd {fd} is not a socket, ignored");
             continue;
         }
         if i32::from(addr.ss_family) == libc::AF_UNIX {

@@ -229,7 +229,10 @@ pub struct RequestLog {
 impl RequestLog {
     pub fn new(settings: LogSettings, cores: usize, wid: u32) -> RequestLog {
         let mut extra = Vec::new();
-        let pieces = settings.format.as_deref().map(|f| parse_format(f, &mut extra));
+        let pieces = settings
+            .format
+            .as_deref()
+            .map(|f| parse_format(f, &mut extra));
         RequestLog {
             pieces,
             extra,
@@ -311,7 +314,7 @@ impl RequestLog {
 }
 
 /// One `write()` per line (looping only on a short write or EINTR).
-fn write_stderr(mut buf: &[u8]) {
+pub fn write_stderr(mut buf: &[u8]) {
     while !buf.is_empty() {
         let n = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
         if n < 0 {
@@ -459,7 +462,7 @@ impl Line<'_> {
     /// A value as text; empty strings become "-" as in uWSGI.
     fn push(out: &mut String, v: Value<'_>) {
         match v {
-            Value::Bytes(b) if b.is_empty() => out.push('-'),
+            Value::Bytes(b"") => out.push('-'),
             Value::Bytes(b) => out.push_str(&String::from_utf8_lossy(b)),
             Value::Owned(s) if s.is_empty() => out.push('-'),
             Value::Owned(s) => out.push_str(&s),

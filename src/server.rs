@@ -22,6 +22,9 @@ use crate::request::{Outcome, RequestObserver, VarName};
 pub fn run(cfg: Config) -> Result<(), String> {
     let inherited = Inherited::take_from_env();
     let p = &cfg.process;
+    if let Some(format) = &cfg.log_files.date {
+        crate::logfile::set_date_format(format);
+    }
     if let Some(mask) = p.umask {
         unsafe { libc::umask(mask as libc::mode_t) };
     }
@@ -173,7 +176,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
     }
-    eprintln!(
+    crate::say!(
         "oxgate {}: serving {} on {} (pid {}, single process, {} Python thread{})",
         env!("CARGO_PKG_VERSION"),
         app_name(cfg),
@@ -182,6 +185,11 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" }
     );
+    if cfg.stats.addr.is_some() || cfg.stats.metrics.is_some() {
+        crate::say!(
+            "oxgate: warning: --stats and --metrics are served by the master; --no-master has none"
+        );
+    }
     if cfg.log.active() {
         host.set_observer(Arc::new(SingleLog {
             log: RequestLog::new(cfg.log.clone(), host.threads(), 1),
@@ -347,16 +355,16 @@ pub async fn serve(
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
     } else {
-        eprintln!(
+        crate::say!(
             "oxgate: {why} received, finishing requests in flight (a second one stops at once)"
         );
     }
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = alive_rx.recv() => {}
-        why = next_signal(&mut signals) => eprintln!("oxgate: second {why}, stopping now"),
+        why = next_signal(&mut signals) => crate::say!("oxgate: second {why}, stopping now"),
         _ = tokio::time::sleep(mercy) => {
-            eprintln!("oxgate: requests still running after {}s, stopping anyway", mercy.as_secs());
+            crate::say!("oxgate: requests still running after {}s, stopping anyway", mercy.as_secs());
         }
     }
     Ok(())
@@ -488,6 +496,6 @@ where
 
 /// Accept errors (too many open files, say) must not spin the loop.
 async fn accept_failed(addr: &Address, e: std::io::Error) {
-    eprintln!("oxgate: accept on {addr} failed: {e}");
+    crate::say!("oxgate: accept on {addr} failed: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }

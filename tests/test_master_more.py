@@ -112,9 +112,13 @@ def test_evil_reload_on_rss(serve, app_dir):
 def test_limit_as(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--limit-as", "4096")
     (w,) = s.wait_workers(1)
-    limits = open(f"/proc/{w}/limits").read()
-    line = next(l for l in limits.splitlines() if l.startswith("Max address space"))
-    assert str(4096 * 1024 * 1024) in line
+
+    def limited():
+        limits = open(f"/proc/{w}/limits").read()
+        line = next(l for l in limits.splitlines() if l.startswith("Max address space"))
+        return str(4096 * 1024 * 1024) in line
+    # The worker sets the limit just after the fork.
+    wait_for(limited, what="RLIMIT_AS in the worker")
 
 
 def test_logto_and_sigusr1_reopen(serve, app_dir, tmp_path):

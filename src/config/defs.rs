@@ -6,6 +6,8 @@
 pub enum Kind {
     /// A switch; `--name` alone means true, `--name=false` turns it off.
     Flag,
+    /// A switch that may carry a value instead (`--logdate`, `--logdate=FMT`).
+    FlagOrStr,
     /// A whole number.
     Int,
     /// A single string; a later setting replaces an earlier one.
@@ -668,7 +670,7 @@ pub static OPTIONS: &[OptDef] = &[
         "logdate",
         ["log-date"],
         None,
-        Flag,
+        FlagOrStr,
         Logging,
         "[=FORMAT]",
         "Prefix oxgate's own log messages with the date (a strftime FORMAT, or the ctime format)."

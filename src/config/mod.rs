@@ -306,7 +306,7 @@ where
                 continue;
             }
         };
-        let value = if opt.kind == Kind::Flag {
+        let value = if matches!(opt.kind, Kind::Flag | Kind::FlagOrStr) {
             match parser.optional_value() {
                 Some(v) => os_to_string(v, &shown)?,
                 None => "true".to_string(),
@@ -610,7 +610,10 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             let encoders = all("log-encoder");
             let mut encoder = crate::reqlog::Encoder::Plain;
             for e in &encoders {
-                let (name, arg) = e.trim().split_once(char::is_whitespace).unwrap_or((e.trim(), ""));
+                let (name, arg) = e
+                    .trim()
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((e.trim(), ""));
                 // uWSGI's "json:loggerid TEMPLATE": the logger id is not used.
                 let name = name.split(':').next().unwrap_or(name);
                 encoder = match (name, arg.trim()) {
@@ -629,7 +632,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 Some(false) => None,
                 None => Some(v.to_string()),
             });
-            let bytes = |name: &str| last(name).map(parse_int).filter(|n| *n > 0).map(|n| n as u64);
+            let bytes = |name: &str| {
+                last(name)
+                    .map(parse_int)
+                    .filter(|n| *n > 0)
+                    .map(|n| n as u64)
+            };
             crate::reqlog::LogSettings {
                 enabled: !flag("disable-logging")?,
                 format: last("log-format").map(str::to_string),
@@ -649,9 +657,15 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             }
         },
         log_files: LogFiles {
-            maxsize: last("log-maxsize").map(parse_int).filter(|n| *n > 0).map(|n| n as u64),
+            maxsize: last("log-maxsize")
+                .map(parse_int)
+                .filter(|n| *n > 0)
+                .map(|n| n as u64),
             backupname: last("log-backupname").map(PathBuf::from),
-            touch_reopen: all("touch-logreopen").into_iter().map(PathBuf::from).collect(),
+            touch_reopen: all("touch-logreopen")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
             date: last("logdate").and_then(|v| match parse_bool(v) {
                 Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
                 Some(false) => None,

@@ -302,17 +302,18 @@ impl Reader {
             out.push_str(&rest[..pos]);
             let tail = &rest[pos..];
             let sigil = tail.as_bytes()[0];
-            if tail.len() > 1 && tail.as_bytes()[1] == b'(' {
-                if let Some(close) = matching_paren(&tail[1..]) {
-                    let inner = &tail[2..close + 1];
-                    rest = &tail[close + 2..];
-                    match sigil {
-                        b'$' => out.push_str(&std::env::var(inner).unwrap_or_default()),
-                        b'@' => out.push_str(&read_at(inner)),
-                        _ => out.push_str(&self.placeholder(inner, file, item)),
-                    }
-                    continue;
+            if tail.len() > 1
+                && tail.as_bytes()[1] == b'('
+                && let Some(close) = matching_paren(&tail[1..])
+            {
+                let inner = &tail[2..close + 1];
+                rest = &tail[close + 2..];
+                match sigil {
+                    b'$' => out.push_str(&std::env::var(inner).unwrap_or_default()),
+                    b'@' => out.push_str(&read_at(inner)),
+                    _ => out.push_str(&self.placeholder(inner, file, item)),
                 }
+                continue;
             }
             if sigil == b'%' && tail.len() > 1 {
                 let c = tail[1..].chars().next().expect("not empty");
@@ -334,10 +335,10 @@ impl Reader {
     }
 
     fn placeholder(&self, inner: &str, file: Option<&FileInfo>, item: Option<&str>) -> String {
-        if inner == "_" {
-            if let Some(item) = item {
-                return item.to_string();
-            }
+        if inner == "_"
+            && let Some(item) = item
+        {
+            return item.to_string();
         }
         if let Some(v) = self.placeholders.get(inner) {
             return v.clone();
@@ -512,7 +513,7 @@ fn matching_paren(s: &str) -> Option<usize> {
 /// `a op b op c`, left to right, integers and placeholder names.
 fn arithmetic(expr: &str, placeholders: &HashMap<String, String>) -> Option<i64> {
     let tokens: Vec<&str> = expr.split_whitespace().collect();
-    if tokens.len() < 3 || tokens.len() % 2 == 0 {
+    if tokens.len() < 3 || tokens.len().is_multiple_of(2) {
         return None;
     }
     let operand = |t: &str| {

@@ -192,7 +192,7 @@ fn log_conn_error(res: Result<(), hyper::Error>) {
         // a response cut short by the app is worth a line.
         let src = std::error::Error::source(&e).map(|s| s.to_string());
         if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
-            eprintln!(
+            crate::say!(
                 "oxgate: connection closed: {e}{}",
                 src.map(|s| format!(": {s}")).unwrap_or_default()
             );

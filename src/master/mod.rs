@@ -258,6 +258,15 @@ pub fn run(
     inherited: Option<Inherited>,
 ) -> Result<(), String> {
     let p = &cfg.process;
+    // Bound before the app loads: a taken address fails fast.
+    let stats = match stats::Stats::bind(cfg) {
+        Ok(s) => s,
+        Err(e) if inherited.is_some() => {
+            crate::say!("oxgate: {e}; serving on without stats");
+            stats::Stats::default()
+        }
+        Err(e) => return Err(e),
+    };
     let sb = match &inherited {
         Some(i) if i.scoreboard >= 0 => {
             set_cloexec(i.scoreboard, true);
@@ -277,7 +286,7 @@ pub fn run(
                 Some(h)
             }
             Err(e) if inherited.is_some() => {
-                eprintln!(
+                crate::say!(
                     "oxgate: reload failed, the old workers keep serving: {e}\noxgate: fix the app and reload again"
                 );
                 broken = true;
@@ -295,14 +304,6 @@ pub fn run(
         }
     }
     let signals = signals::SignalPipe::install()?;
-    let stats = match stats::Stats::bind(cfg) {
-        Ok(s) => s,
-        Err(e) if inherited.is_some() => {
-            eprintln!("oxgate: {e}; serving on without stats");
-            stats::Stats::default()
-        }
-        Err(e) => return Err(e),
-    };
 
     let mut m = Master {
         cfg,
@@ -359,7 +360,7 @@ pub fn run(
     };
 
     match &inherited {
-        None => eprintln!(
+        None => crate::say!(
             "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {} Python thread{} each, {})",
             env!("CARGO_PKG_VERSION"),
             server::app_name(cfg),
@@ -377,7 +378,7 @@ pub fn run(
         ),
         Some(inh) => {
             m.started = inh.started;
-            eprintln!(
+            crate::say!(
                 "oxgate: {} reload: master pid {} re-executed, replacing {} worker(s)",
                 inh.mode.name(),
                 std::process::id(),
@@ -390,7 +391,7 @@ pub fn run(
     if let Some(e) = m.fatal {
         return Err(e);
     }
-    eprintln!("oxgate: master stopped");
+    crate::say!("oxgate: master stopped");
     Ok(())
 }
 
@@ -454,7 +455,7 @@ impl Master<'_> {
                     return;
                 }
                 if since.elapsed() > self.cfg.process.reload_mercy {
-                    eprintln!(
+                    crate::say!(
                         "oxgate: workers still busy after --reload-mercy {}s, killing them",
                         self.cfg.process.reload_mercy.as_secs()
                     );
@@ -478,7 +479,7 @@ impl Master<'_> {
             libc::SIGCHLD => {}
             libc::SIGTERM | libc::SIGINT | libc::SIGQUIT if stopping => {
                 if sig != libc::SIGTERM {
-                    eprintln!(
+                    crate::say!(
                         "oxgate: second {}, killing the workers now",
                         signals::name(sig)
                     );
@@ -486,7 +487,7 @@ impl Master<'_> {
                 }
             }
             libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
-                eprintln!(
+                crate::say!(
                     "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT stops at once)",
                     signals::name(sig)
                 );
@@ -501,13 +502,13 @@ impl Master<'_> {
             libc::SIGTTIN => {
                 if self.processes < MAX_WORKERS {
                     self.processes += 1;
-                    eprintln!("oxgate: SIGTTIN: now {} workers", self.processes);
+                    crate::say!("oxgate: SIGTTIN: now {} workers", self.processes);
                 }
             }
             libc::SIGTTOU => {
                 if self.processes > 1 {
                     self.processes -= 1;
-                    eprintln!("oxgate: SIGTTOU: now {} workers", self.processes);
+                    crate::say!("oxgate: SIGTTOU: now {} workers", self.processes);
                     let newest = self
                         .workers
                         .iter_mut()
@@ -547,7 +548,7 @@ impl Master<'_> {
     /// Re-executes the master binary (new code, new config), handing over
     /// the sockets, the scoreboard and the running workers.
     fn reexec(&mut self, mode: ReloadMode) {
-        eprintln!("oxgate: {} reload requested", mode.name());
+        crate::say!("oxgate: {} reload requested", mode.name());
         process::sd_notify("RELOADING=1");
         if mode == ReloadMode::Brutal {
             self.kill_all(libc::SIGKILL);
@@ -589,7 +590,7 @@ impl Master<'_> {
             .env(INHERIT_ENV, hand)
             .exec();
         // Only reached if exec failed: carry on with the old image.
-        eprintln!("oxgate: reload failed, cannot re-execute oxgate: {err}");
+        crate::say!("oxgate: reload failed, cannot re-execute oxgate: {err}");
         for s in &self.listeners {
             let fd = match &s.listener {
                 Listener::Tcp(t) => t.as_raw_fd(),
@@ -626,7 +627,7 @@ impl Master<'_> {
                         Duration::from_millis(100 << d.failures.min(7)).min(MAX_BACKOFF)
                     };
                     d.next_start = Instant::now() + backoff;
-                    eprintln!(
+                    crate::say!(
                         "oxgate: daemon {:?} (pid {pid}) {}; restarting in {:.1}s",
                         d.command,
                         describe_status(status),
@@ -660,13 +661,14 @@ impl Master<'_> {
             self.count_respawn(Cause::Crash, 1);
         }
         if let Some(info) = &w.harakiri_info {
-            eprintln!(
+            crate::say!(
                 "oxgate: worker {} (pid {}) {how} by harakiri while running {info}",
-                w.id, w.pid
+                w.id,
+                w.pid
             );
         } else if w.stop_sent.is_some() {
             if !matches!(self.state, State::Stopping { .. }) && !w.killed {
-                eprintln!("oxgate: worker {} (pid {}) stopped ({how})", w.id, w.pid);
+                crate::say!("oxgate: worker {} (pid {}) stopped ({how})", w.id, w.pid);
             }
             return;
         } else {
@@ -680,7 +682,7 @@ impl Master<'_> {
             } else {
                 format!("while running {}", doing.join("; "))
             };
-            eprintln!(
+            crate::say!(
                 "oxgate: worker {} (pid {}) {how} {doing}, after {:.1}s",
                 w.id,
                 w.pid,
@@ -703,7 +705,7 @@ impl Master<'_> {
             self.failures += 1;
             let backoff = Duration::from_millis(100 << self.failures.min(7)).min(MAX_BACKOFF);
             self.next_spawn = Instant::now() + backoff;
-            eprintln!(
+            crate::say!(
                 "oxgate: worker {} died {:.1}s after it started ({} in a row); next start in {:.1}s",
                 w.id,
                 lived.as_secs_f64(),
@@ -732,7 +734,7 @@ impl Master<'_> {
                     && w.stop_sent
                         .is_some_and(|t| t.elapsed() > p.worker_reload_mercy)
                 {
-                    eprintln!(
+                    crate::say!(
                         "oxgate: worker {} (pid {}) still busy after --worker-reload-mercy {}s, killing it",
                         w.id,
                         w.pid,
@@ -758,7 +760,7 @@ impl Master<'_> {
                 {
                     let info = core.info();
                     let ran = now_us.saturating_sub(core.started_us.load(Ordering::Acquire));
-                    eprintln!(
+                    crate::say!(
                         "oxgate: HARAKIRI: worker {} (pid {}) has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed",
                         w.id,
                         w.pid,
@@ -799,7 +801,7 @@ impl Master<'_> {
                     .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
                     .map_or(0, |pages| pages * page);
                 if p.evil_reload_on_rss.is_some_and(|l| rss > l) {
-                    eprintln!(
+                    crate::say!(
                         "oxgate: worker {} (pid {}) uses {} MB (--evil-reload-on-rss), killing it",
                         w.id,
                         w.pid,
@@ -819,9 +821,10 @@ impl Master<'_> {
             }
             if let Some(why) = why {
                 self.sb.header().respawns[cause as usize].fetch_add(1, Ordering::Relaxed);
-                eprintln!(
+                crate::say!(
                     "oxgate: worker {} (pid {}) {why}, replacing it",
-                    w.id, w.pid
+                    w.id,
+                    w.pid
                 );
                 w.replace = true;
             }
@@ -897,7 +900,7 @@ impl Master<'_> {
             && !self.workers.iter().any(|w| w.replace)
             && self.workers.iter().all(|w| w.ready)
         {
-            eprintln!(
+            crate::say!(
                 "oxgate: {} reload done in {:.2}s: {} worker(s) serving",
                 mode.name(),
                 since.elapsed().as_secs_f64(),
@@ -921,10 +924,13 @@ impl Master<'_> {
 
     fn spawn(&mut self, id: u32) -> Option<libc::pid_t> {
         let Some(slot) = self.sb.claim(-1, id) else {
-            eprintln!("oxgate: no free scoreboard slot for worker {id}");
+            crate::say!("oxgate: no free scoreboard slot for worker {id}");
             return None;
         };
-        self.sb.id_stats(id).respawns.fetch_add(1, Ordering::Relaxed);
+        self.sb
+            .id_stats(id)
+            .respawns
+            .fetch_add(1, Ordering::Relaxed);
         let master_pid = unsafe { libc::getpid() };
         let pid = if self.host.is_some() {
             python::fork()
@@ -933,7 +939,7 @@ impl Master<'_> {
         };
         match pid {
             -1 => {
-                eprintln!(
+                crate::say!(
                     "oxgate: cannot fork worker {id}: {}",
                     std::io::Error::last_os_error()
                 );
@@ -984,7 +990,7 @@ impl Master<'_> {
             {
                 Ok(child) => {
                     let pid = child.id() as libc::pid_t;
-                    eprintln!("oxgate: started daemon {:?} (pid {pid})", d.command);
+                    crate::say!("oxgate: started daemon {:?} (pid {pid})", d.command);
                     d.pid = Some(pid);
                     d.started = now;
                     if d.pidfile.is_some() {
@@ -994,7 +1000,7 @@ impl Master<'_> {
                     }
                 }
                 Err(e) => {
-                    eprintln!("oxgate: cannot start daemon {:?}: {e}", d.command);
+                    crate::say!("oxgate: cannot start daemon {:?}: {e}", d.command);
                     d.next_start = now + MAX_BACKOFF;
                 }
             }
@@ -1039,7 +1045,10 @@ impl Master<'_> {
         if let Some(max) = files.maxsize
             && let Some(to) = crate::logfile::rotate_if_big(max, files.backupname.as_deref())
         {
-            eprintln!("oxgate: log rotated to {} (--log-maxsize {max})", to.display());
+            crate::say!(
+                "oxgate: log rotated to {} (--log-maxsize {max})",
+                to.display()
+            );
             for w in &self.workers {
                 unsafe { libc::kill(w.pid, libc::SIGUSR1) };
             }
@@ -1054,7 +1063,7 @@ impl Master<'_> {
         }
         if reopen {
             self.reopen_log();
-            eprintln!("oxgate: log reopened (--touch-logreopen)");
+            crate::say!("oxgate: log reopened (--touch-logreopen)");
         }
     }
 
@@ -1064,7 +1073,7 @@ impl Master<'_> {
             let now = mtime(path);
             if now.is_some() && now != *seen {
                 *seen = now;
-                eprintln!("oxgate: {} was touched", path.display());
+                crate::say!("oxgate: {} was touched", path.display());
                 reload = Some(*mode);
             }
         }

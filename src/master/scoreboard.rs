@@ -25,8 +25,8 @@ pub enum Retire {
 
 /// Latency histogram bounds, in µs (Prometheus buckets; +Inf is implied).
 pub const LATENCY_BOUNDS_US: [u64; 13] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000,
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
 ];
 pub const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 /// Protocols counted apart (the order of `listen::Protocol::ALL`).

@@ -113,7 +113,11 @@ impl Stats {
         let wanted = [
             (
                 cfg.stats.addr.as_deref(),
-                if cfg.stats.http { Kind::Http } else { Kind::Raw },
+                if cfg.stats.http {
+                    Kind::Http
+                } else {
+                    Kind::Raw
+                },
             ),
             (cfg.stats.metrics.as_deref(), Kind::Metrics),
         ];
@@ -121,8 +125,8 @@ impl Stats {
             let Some(addr) = addr else { continue };
             let addr = addr.strip_prefix("http://").unwrap_or(addr);
             let parsed = listen::parse(addr)?;
-            let listener = listen::bind(&parsed, 64, None)
-                .map_err(|e| format!("stats server: {e}"))?;
+            let listener =
+                listen::bind(&parsed, 64, None).map_err(|e| format!("stats server: {e}"))?;
             stats.servers.push(Server { listener, kind });
         }
         Ok(stats)
@@ -251,11 +255,7 @@ impl Client {
                         ("200 OK", "application/json", render(Want::Json))
                     }
                 }
-                _ => (
-                    "400 Bad Request",
-                    "text/plain",
-                    "bad request\n".to_string(),
-                ),
+                _ => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
             };
             self.head = None;
             self.out = format!(
@@ -499,7 +499,11 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "counter",
         "Requests whose app raised.",
     );
-    let _ = writeln!(out, "oxgate_exceptions_total {}", sum(&|c| load(&c.exceptions)));
+    let _ = writeln!(
+        out,
+        "oxgate_exceptions_total {}",
+        sum(&|c| load(&c.exceptions))
+    );
     family(
         &mut out,
         "response_bytes_total",
@@ -609,7 +613,10 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     use std::fmt::Write as _;
-    let _ = writeln!(out, "# HELP oxgate_{name} {help}\n# TYPE oxgate_{name} {kind}");
+    let _ = writeln!(
+        out,
+        "# HELP oxgate_{name} {help}\n# TYPE oxgate_{name} {kind}"
+    );
 }
 
 fn escape_label(s: &str) -> String {

@@ -11,10 +11,10 @@ use tokio::signal::unix::SignalKind;
 use super::scoreboard::{self, CORES, INFO, Retire, Scoreboard};
 use super::{EXIT_APP_LOAD, signals};
 use crate::config::Config;
+use crate::listen::Protocol;
 use crate::listen::{Listener, Socket};
 use crate::process;
 use crate::python::{self, WsgiHost};
-use crate::listen::Protocol;
 use crate::reqlog::{Counts, RequestLog};
 use crate::request::{Outcome, RequestObserver, Var, VarName};
 use crate::server;
@@ -58,7 +58,7 @@ pub fn run(s: Setup<'_>) -> ! {
         None => match server::load_app(s.cfg) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("oxgate: worker {}: {e}", s.id);
+                crate::say!("oxgate: worker {}: {e}", s.id);
                 unsafe { libc::_exit(EXIT_APP_LOAD) };
             }
         },
@@ -110,7 +110,7 @@ pub fn run(s: Setup<'_>) -> ! {
         ))
     });
     if let Err(e) = result {
-        eprintln!("oxgate: worker {}: {e}", s.id);
+        crate::say!("oxgate: worker {}: {e}", s.id);
         unsafe { libc::_exit(1) };
     }
     python::run_atexit();
@@ -128,7 +128,7 @@ fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::
             for (path, mtime) in host.module_files() {
                 match seen.insert(path.clone(), mtime) {
                     Some(before) if before != mtime => {
-                        eprintln!("oxgate: {path} changed, reloading (--py-autoreload)");
+                        crate::say!("oxgate: {path} changed, reloading (--py-autoreload)");
                         unsafe { libc::kill(master, libc::SIGHUP) };
                         return;
                     }
@@ -189,8 +189,10 @@ impl RequestObserver for SlotObserver {
             rt,
         );
         let avg = slot.avg_rt.load(Ordering::Relaxed);
-        slot.avg_rt
-            .store(if avg == 0 { rt } else { (avg + rt) / 2 }, Ordering::Relaxed);
+        slot.avg_rt.store(
+            if avg == 0 { rt } else { (avg + rt) / 2 },
+            Ordering::Relaxed,
+        );
         if let Some(log) = &self.log {
             log.finished(core, o, Counts { worker: n, total });
         }

@@ -183,7 +183,7 @@ pub fn prepare_preload_fork() {
             && let Ok(Some(n)) = globals.get_item("n")
             && n.extract::<usize>().unwrap_or(1) > 1
         {
-            eprintln!(
+            crate::say!(
                 "oxgate: warning: the app started {} thread(s) at import; threads do not survive the fork into workers (use --lazy-apps)",
                 n.extract::<usize>().unwrap_or(1) - 1
             );
@@ -204,7 +204,7 @@ pub fn install_stack_dump(signal: i32) {
             fh.call_method("register", (signal,), Some(&kwargs))
         });
         if let Err(e) = r {
-            eprintln!("oxgate: cannot install the harakiri stack dump: {e}");
+            crate::say!("oxgate: cannot install the harakiri stack dump: {e}");
         }
     });
 }

@@ -290,7 +290,7 @@ impl WsgiHost {
                 core.head(head.status, head.reason.as_deref(), &head.headers);
                 core.chunk(first.as_ref().map_or(0, |b| b.len()));
                 head.into_response(ResponseBody::Stream {
-                first,
+                    first,
                     rest: BodyStream::new(InlineChunks {
                         call: Some(call),
                         core: Some(core),
@@ -501,7 +501,7 @@ impl WsgiHost {
     fn error_response(&self, e: CallError) -> Response {
         match e {
             CallError::Client(e) => {
-                eprintln!("oxgate: bad request body: {e}");
+                crate::say!("oxgate: bad request body: {e}");
                 return match e.status {
                     413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
                     _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
@@ -511,7 +511,7 @@ impl WsgiHost {
                 log_exception(py, &self.helpers.log_exception, err, environ.bind(py));
             }),
             CallError::Internal(err) => {
-                eprintln!("oxgate: internal error while calling the app: {err}");
+                crate::say!("oxgate: internal error while calling the app: {err}");
             }
             CallError::Short { .. } => unreachable!("only after the response started"),
         }
@@ -534,7 +534,7 @@ fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
                 "{}: the app sent {sent} bytes but its Content-Length said {declared}; closing the connection",
                 request_line(call.environ.bind(py))
             );
-            eprintln!("oxgate: {msg}");
+            crate::say!("oxgate: {msg}");
             msg
         }
     }
@@ -560,7 +560,7 @@ fn log_exception(py: Python<'_>, log: &Py<PyAny>, err: PyErr, environ: &Bound<'_
     let what = request_line(environ);
     let value = err.into_value(py);
     if log.call1(py, (value, what)).is_err() {
-        eprintln!("oxgate: error in the app (and its traceback could not be printed)");
+        crate::say!("oxgate: error in the app (and its traceback could not be printed)");
     }
 }
 
