@@ -21,7 +21,7 @@ fi
 # One process, one Python thread: the same shape as the peers' single worker.
 # (not a ${VAR:-default}: the braces of the placeholders would end it early)
 if [[ -z "${OXGATE_CMD:-}" ]]; then
-  OXGATE_CMD="$ROOT/target/release/oxgate --http-socket {host}:{port} --wsgi-file {app} --home {venv} --processes 1"
+  OXGATE_CMD="$ROOT/target/release/oxgate --http-socket {host}:{port} --wsgi-file {app} --home {venv} --processes 1 --disable-logging"
 fi
 export OXGATE_CMD
 exec "$HERE/anchors.sh" "$@"
