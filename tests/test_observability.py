@@ -408,3 +408,23 @@ def test_prometheus_metrics(serve):
         assert fams["oxgate_exceptions"].samples[0].value == 1
         assert "oxgate_listen_queue" in fams and "oxgate_worker_resident_memory_bytes" in fams
         assert "oxgate_harakiri" in fams and "oxgate_requests_in_flight" in fams
+
+
+def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):
+    sock, sp = str(tmp_path / "app.sock"), free_port()
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--socket", sock, "--stats", f"127.0.0.1:{sp}",
+              "--listen", "50")
+    (w,) = s.wait_workers(1)
+    wait_for(lambda: "GET" not in s.log() and read_stats(sp)["workers"][0]["accepting"], what="a ready worker")
+    os.kill(w, signal.SIGSTOP)  # nobody accepts now
+    try:
+        held = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]
+        for _ in range(4):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(sock)
+            held.append(c)
+        doc = wait_for(lambda: (lambda d: d["listen_queue"] == 4 and d)(read_stats(sp)), what="queued connections")
+        queues = {x["name"]: (x["queue"], x["max_queue"]) for x in doc["sockets"]}
+        assert queues == {f"127.0.0.1:{s.port}": (3, 50), sock: (4, 50)}
+    finally:
+        os.kill(w, signal.SIGCONT)

@@ -8,7 +8,7 @@
 //! client can never stall supervision.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -288,10 +288,12 @@ fn memory(pid: i32) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
-/// The accept queue of a TCP listener now, and its limit (Linux TCP_INFO).
+/// The accept queue of a listener now, and its limit: TCP_INFO for TCP,
+/// sock_diag for unix sockets.
 fn listen_queue(s: &Socket) -> (u64, u64) {
-    let Listener::Tcp(t) = &s.listener else {
-        return (0, 0);
+    let t = match &s.listener {
+        Listener::Tcp(t) => t,
+        Listener::Unix(u, _) => return unix_queue(u.as_raw_fd()).unwrap_or((0, 0)),
     };
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -308,6 +310,80 @@ fn listen_queue(s: &Socket) -> (u64, u64) {
         return (0, 0);
     }
     (u64::from(info.tcpi_unacked), u64::from(info.tcpi_sacked))
+}
+
+/// A listening unix socket's queue, asked of the kernel by inode over
+/// NETLINK_SOCK_DIAG (UNIX_DIAG_RQLEN: pending connections, backlog).
+fn unix_queue(fd: RawFd) -> Option<(u64, u64)> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_RQLEN: u32 = 0x10;
+    const UNIX_DIAG_RQLEN: u16 = 4;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    let nl = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if nl < 0 {
+        return None;
+    }
+    let nl = unsafe { std::os::fd::OwnedFd::from_raw_fd(nl) };
+    // nlmsghdr (16 bytes) + unix_diag_req (24 bytes)
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&(1u32 << 10).to_ne_bytes()); // TCP_LISTEN
+    req[24..28].copy_from_slice(&(st.st_ino as u32).to_ne_bytes());
+    req[28..32].copy_from_slice(&UDIAG_SHOW_RQLEN.to_ne_bytes());
+    req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    unsafe {
+        libc::setsockopt(
+            nl.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        if libc::send(nl.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) != req.len() as isize {
+            return None;
+        }
+    }
+    let mut buf = [0u8; 1024];
+    let n = unsafe { libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 16 + 16 {
+        return None;
+    }
+    let msg = &buf[..n as usize];
+    let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+    if kind != SOCK_DIAG_BY_FAMILY {
+        return None;
+    }
+    // Attributes follow the 16-byte unix_diag_msg.
+    let mut at = 32;
+    while at + 4 <= msg.len() {
+        let len = u16::from_ne_bytes([msg[at], msg[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([msg[at + 2], msg[at + 3]]);
+        if len < 4 || at + len > msg.len() {
+            break;
+        }
+        if kind == UNIX_DIAG_RQLEN && len >= 12 {
+            let word = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().expect("4 bytes"));
+            return Some((u64::from(word(at + 4)), u64::from(word(at + 8))));
+        }
+        at += len.next_multiple_of(4);
+    }
+    None
 }
 
 /// "GET /slow from 10.0.0.1" back into its parts.
@@ -567,7 +643,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         &mut out,
         "listen_queue",
         "gauge",
-        "Connections waiting in a socket's accept queue (TCP sockets).",
+        "Connections waiting in a socket's accept queue.",
     );
     for sock in s.sockets {
         let _ = writeln!(
