@@ -11,6 +11,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 command -v cgi-fcgi >/dev/null || need+=(libfcgi-bin)
 command -v tmux >/dev/null || need+=(tmux)
+[ -x /usr/sbin/apache2 ] || need+=(apache2-bin)
+[ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 # uWSGI (a peer for the stats tests) is built from source by pip.
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if ((${#need[@]})); then
