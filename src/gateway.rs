@@ -259,8 +259,8 @@ fn normalise(
     for (k, v) in raw {
         let name = VarName::from_bytes(k);
         let bytes = name.as_bytes();
-        // Framing is the front end's business, and UWSGI_* vars would let
-        // whoever reaches the socket load code (protocols.md §1.8).
+        // Framing is the front end's business. (UWSGI_* vars pass: only the
+        // app host's --vhost acts on them, and loads code only then.)
         if matches!(
             bytes,
             b"HTTP_CONTENT_LENGTH"
@@ -268,8 +268,7 @@ fn normalise(
                 | b"HTTP_TRANSFER_ENCODING"
                 | b"HTTP_CONNECTION"
                 | b"HTTP_KEEP_ALIVE"
-        ) || bytes.starts_with(b"UWSGI_")
-        {
+        ) {
             continue;
         }
         // Empty optional vars are absent ones (CONTENT_LENGTH="" for GET).

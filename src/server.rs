@@ -120,10 +120,20 @@ pub fn vacuum(cfg: &Config) {
 }
 
 pub fn app_name(cfg: &Config) -> String {
-    match &cfg.app.source {
-        crate::config::AppSource::File(f) => format!("{}:{}", f.display(), cfg.app.callable),
-        crate::config::AppSource::Module(m) => format!("{m}:{}", cfg.app.callable),
-    }
+    let name = |app: &crate::config::AppSpec| match &app.source {
+        crate::config::AppSource::File(f) => format!("{}:{}", f.display(), app.callable),
+        crate::config::AppSource::Module(m) => format!("{m}:{}", app.callable),
+    };
+    cfg.app
+        .iter()
+        .map(name)
+        .chain(
+            cfg.mounts
+                .iter()
+                .map(|(point, app)| format!("{}={}", point, name(app))),
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What the front ends need from the configuration.
@@ -164,7 +174,10 @@ pub fn describe(sockets: &[Socket]) -> String {
 pub fn load_app(cfg: &Config) -> Result<Arc<WsgiHost>, String> {
     python::initialize(cfg.home.as_deref())?;
     Ok(Arc::new(python::load(&python::LoadOptions {
-        app: &cfg.app,
+        app: cfg.app.as_ref(),
+        mounts: &cfg.mounts,
+        manage_script_name: cfg.manage_script_name,
+        vhost: cfg.vhost,
         pythonpath: &cfg.pythonpath,
         threads: cfg.threads,
     })?))

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import struct
+import sys
 import subprocess
 import time
 import urllib.parse
@@ -232,7 +233,6 @@ callable = app
 """)
     started = subprocess.run([BIN, "--ini", str(ini)], capture_output=True, text=True, timeout=30)
     assert started.returncode == 0, started.stderr
-    assert "not implemented" not in started.stderr  # every option of the seed is
     d = tmp_path / "nginx"
     (d / "logs").mkdir(parents=True)
     (d / "tmp").mkdir()
@@ -256,6 +256,7 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp;
                 pass
             time.sleep(0.05)
         assert r is not None and r.text == "seed ok"
+        assert "not implemented" not in started.stderr  # every option of the seed is
         log = (tmp_path / "uwsgiServer.log").read_text()
         assert "serving main.py:app on uwsgi://127.0.0.1" in log
         assert "GET / =>" not in log  # disable-logging
@@ -441,3 +442,113 @@ def test_cgi_fcgi_client(fcgi):
     assert head.startswith(b"Status: 200 OK")
     seen = json.loads(body)
     assert seen["path"] == "/hello" and seen["query"] == "a=1" and seen["x_headers"]["HTTP_X_FROM"] == "cgi-fcgi"
+
+
+def mounted_app(tmp_path, name):
+    f = tmp_path / f"{name}.py"
+    f.write_text("import json\n"
+                 "def application(environ, start_response):\n"
+                 "    start_response('200 OK', [('Content-Type', 'application/json')])\n"
+                 f"    return [json.dumps(['{name}', environ['SCRIPT_NAME'], environ['PATH_INFO']]).encode()]\n")
+    return f
+
+
+def test_mount_with_manage_script_name(serve, tmp_path):
+    blog, api = mounted_app(tmp_path, "blog"), mounted_app(tmp_path, "api")
+    mounted_app(tmp_path, "root")
+    s = serve("--wsgi-file", str(tmp_path / "root.py"), "--mount", f"/blog={blog}", "--mount", "/blog/api=api",
+              "--pythonpath", str(tmp_path), "--manage-script-name", "--processes", "1")
+    for path, want in [("/blog/x/y", ["blog", "/blog", "/x/y"]), ("/blog", ["blog", "/blog", ""]),
+                       ("/blog/api/v1", ["api", "/blog/api", "/v1"]),  # the longest mountpoint wins
+                       ("/blogger", ["root", "", "/blogger"]), ("/", ["root", "", "/"])]:
+        assert requests.get(s.url + path).json() == want, path
+    assert "/blog=" in s.log() and "/blog/api=api:application" in s.log()
+
+
+def test_mount_chosen_by_script_name_over_uwsgi(serve, tmp_path):
+    """nginx's `uwsgi_param SCRIPT_NAME /blog` picks the app; a path no app
+    is mounted at, with no default app, is a 404."""
+    blog = mounted_app(tmp_path, "blog")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--mount", f"/blog={blog}", "--processes", "1")
+
+    def ask(script, path):
+        out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", script), ("PATH_INFO", path),
+                                        ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", script + path)]))
+        head, body = out.split(b"\r\n\r\n", 1)
+        return head.split(b" ")[1], body
+    assert ask("/blog", "/post/1") == (b"200", json.dumps(["blog", "/blog", "/post/1"]).encode())
+    status, body = ask("/other", "/x")
+    assert status == b"404" and b"No app is mounted" in body
+
+
+def site(tmp_path, name):
+    d = tmp_path / name
+    d.mkdir()
+    # Both sites call their module "myapp": each must get its own.
+    (d / "myapp.py").write_text("import flask\n"
+                                "def application(environ, start_response):\n"
+                                "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                                f"    return [b'{name} ' + environ['wsgi.url_scheme'].encode()]\n")
+    return d
+
+
+def test_vhost_dynamic_apps_behind_nginx(serve, tmp_path):
+    """shared/seeds/003: one oxgate started with --vhost and no app, two nginx
+    server blocks naming their app with UWSGI_SCRIPT, UWSGI_CHDIR and
+    UWSGI_PYHOME (the test venv, where Flask is)."""
+    one, two = site(tmp_path, "site1"), site(tmp_path, "site2")
+    up, port = free_port(), free_port()
+    s = serve("-s", f":{up}", "-M", "-p", "2", "-t", "30", "--limit-as", "512", "-R", "10000", "--vhost")
+    d = tmp_path / "nginx"
+    (d / "logs").mkdir(parents=True)
+    (d / "tmp").mkdir()
+    blocks = "".join(f"""
+  server {{ listen 127.0.0.1:{port}; server_name {name}.example;
+    location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up};
+      uwsgi_param UWSGI_PYHOME {sys.prefix}; uwsgi_param UWSGI_SCRIPT myapp; uwsgi_param UWSGI_CHDIR {path};
+      uwsgi_param UWSGI_SCHEME https; }} }}""" for name, path in (("site1", one), ("site2", two)))
+    (d / "nginx.conf").write_text(f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp; {blocks}
+  server {{ listen 127.0.0.1:{port} default_server; location / {{ include /etc/nginx/uwsgi_params;
+    uwsgi_pass 127.0.0.1:{up}; }} }} }}
+""")
+    nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
+                              "-g", "daemon off;"])
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        for _ in range(3):
+            for name in ("site1", "site2"):
+                r = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": f"{name}.example"})
+                assert (r.status_code, r.text) == (200, f"{name} https"), r.text
+        # no UWSGI_SCRIPT and no default app: nothing to serve
+        assert requests.get(f"http://127.0.0.1:{port}/", headers={"Host": "other"}).status_code == 404
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+    assert s.log().count("--vhost: loaded the app") <= 4  # once per site and worker, then kept
+
+
+def test_uwsgi_vars_load_nothing_without_vhost(serve, tmp_path):
+    one = site(tmp_path, "site1")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--wsgi-file", ECHO, "--processes", "1")
+    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+                                    ("UWSGI_SCRIPT", "myapp"), ("UWSGI_CHDIR", str(one))]))
+    assert b'"method": "GET"' in out  # the echo app answered
+
+
+def test_vhost_load_error_is_a_500(serve, tmp_path):
+    up = free_port()
+    s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+                                    ("UWSGI_SCRIPT", "no_such_module_here")]))
+    assert out.startswith(b"HTTP/1.1 500")
+    s.wait_log("cannot load the app for UWSGI_SCRIPT=\"no_such_module_here\"")

@@ -181,6 +181,33 @@ pub static OPTIONS: &[OptDef] = &[
         "Load the WSGI callable from an importable module: pkg.mod, pkg.mod:app, or pkg.mod:factory() to call a factory."
     ),
     opt!(
+        "mount",
+        [],
+        None,
+        List,
+        App,
+        "MOUNTPOINT=APP",
+        "Serve another app under a URL prefix (repeatable): /blog=blog.py, /api=api.wsgi:app. The request's SCRIPT_NAME picks the app (the longest mountpoint that prefixes PATH_INFO with --manage-script-name); other requests go to the --wsgi-file/--module app. All apps share one interpreter."
+    ),
+    opt!(
+        "vhost",
+        [],
+        None,
+        Flag,
+        App,
+        "",
+        "Dynamic apps: a request's UWSGI_SCRIPT, UWSGI_MODULE (+ UWSGI_CALLABLE) or UWSGI_FILE variable (nginx's uwsgi_param) names the app, loaded on first use after UWSGI_CHDIR and UWSGI_PYHOME, and kept. Only with --vhost: these variables let the front end load code."
+    ),
+    opt!(
+        "manage-script-name",
+        [],
+        None,
+        Flag,
+        App,
+        "",
+        "Pick the --mount app by the longest mountpoint that prefixes PATH_INFO, and move that prefix from PATH_INFO to SCRIPT_NAME."
+    ),
+    opt!(
         "callable",
         [],
         None,

@@ -38,7 +38,14 @@ pub struct Config {
     pub fastcgi_sockets: Vec<String>,
     pub listen_backlog: i32,
     pub chmod_socket: Option<u32>,
-    pub app: AppSpec,
+    /// The default app (`--wsgi-file`, `--module`); `None` when only
+    /// `--mount` apps are given.
+    pub app: Option<AppSpec>,
+    /// `--mount MOUNTPOINT=APP`, in the order given.
+    pub mounts: Vec<(String, AppSpec)>,
+    pub manage_script_name: bool,
+    /// `--vhost`: requests' UWSGI_SCRIPT/UWSGI_MODULE/UWSGI_FILE vars load apps.
+    pub vhost: bool,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub home: Option<PathBuf>,
@@ -533,16 +540,51 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         .rev()
         .filter(|s| !is_count(s))
         .find(|s| s.opt.name == "wsgi-file" || s.opt.name == "module");
+    let mut mounts = Vec::new();
+    for m in all("mount") {
+        let Some((point, target)) = m.split_once('=') else {
+            return err(format!(
+                "--mount {m:?}: expected MOUNTPOINT=APP, like /blog=blog.py or /api=api.wsgi:app"
+            ));
+        };
+        let point = point.trim().trim_end_matches('/').to_string();
+        let target = target.trim();
+        if (!point.is_empty() && !point.starts_with('/')) || target.is_empty() {
+            return err(format!(
+                "--mount {m:?}: expected MOUNTPOINT=APP, with MOUNTPOINT starting with /"
+            ));
+        }
+        // As uWSGI: a path (or a .py/.wsgi file) is a file, else a module.
+        let spec = if target.contains('/') || target.ends_with(".py") || target.ends_with(".wsgi") {
+            AppSpec {
+                source: AppSource::File(PathBuf::from(target)),
+                callable: callable_opt.clone().unwrap_or_else(|| "application".into()),
+            }
+        } else {
+            let (module, callable) = match target.split_once(':') {
+                Some((m, c)) => (m.to_string(), Some(c.to_string())),
+                None => (target.to_string(), None),
+            };
+            AppSpec {
+                source: AppSource::Module(module),
+                callable: callable
+                    .or(callable_opt.clone())
+                    .unwrap_or_else(|| "application".into()),
+            }
+        };
+        mounts.push((point, spec));
+    }
     let app = match source_setting {
+        None if !mounts.is_empty() || flag("vhost")? => None,
         None => {
             return err(
                 "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app)",
             );
         }
-        Some(s) if s.opt.name == "wsgi-file" => AppSpec {
+        Some(s) if s.opt.name == "wsgi-file" => Some(AppSpec {
             source: AppSource::File(PathBuf::from(&s.value)),
             callable: callable_opt.unwrap_or_else(|| "application".into()),
-        },
+        }),
         Some(s) => {
             let (module, callable) = match s.value.split_once(':') {
                 Some((m, c)) => (m.to_string(), Some(c.to_string())),
@@ -554,12 +596,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                     s.value
                 ));
             }
-            AppSpec {
+            Some(AppSpec {
                 source: AppSource::Module(module),
                 callable: callable
                     .or(callable_opt)
                     .unwrap_or_else(|| "application".into()),
-            }
+            })
         }
     };
 
@@ -595,6 +637,9 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         listen_backlog: positive("listen", 1024)?.min(i64::from(i32::MAX)) as i32,
         chmod_socket,
         app,
+        mounts,
+        manage_script_name: flag("manage-script-name")?,
+        vhost: flag("vhost")?,
         chdir: last("chdir").map(PathBuf::from),
         pythonpath: all("pythonpath").into_iter().map(PathBuf::from).collect(),
         home,
@@ -791,11 +836,46 @@ mod tests {
     }
 
     #[test]
+    fn mounts_files_and_modules() {
+        let c = serve(&[
+            "--http",
+            ":1",
+            "--mount",
+            "/blog/=blog.py",
+            "--mount",
+            "/api=pkg.api:make()",
+            "--mount",
+            "/w=/srv/app.wsgi",
+            "--manage-script-name",
+        ]);
+        assert!(c.app.is_none() && c.manage_script_name);
+        let m: Vec<_> = c
+            .mounts
+            .iter()
+            .map(|(p, a)| (p.as_str(), a.source.clone(), a.callable.as_str()))
+            .collect();
+        assert_eq!(
+            m,
+            [
+                ("/blog", AppSource::File("blog.py".into()), "application"),
+                ("/api", AppSource::Module("pkg.api".into()), "make()"),
+                ("/w", AppSource::File("/srv/app.wsgi".into()), "application"),
+            ]
+        );
+        assert!(error(&["--http", ":1", "--mount", "blog.py"]).contains("MOUNTPOINT=APP"));
+        assert!(error(&["--http", ":1", "--mount", "blog=blog.py"]).contains("starting with /"));
+        assert!(serve(&["--http", ":1", "--vhost"]).vhost);
+    }
+
+    #[test]
     fn wsgi_file_and_http_alias() {
         let c = serve(&["--http", ":8000", "--wsgi-file", "app.py"]);
         assert_eq!(c.http_sockets, vec![":8000"]);
-        assert_eq!(c.app.source, AppSource::File("app.py".into()));
-        assert_eq!(c.app.callable, "application");
+        assert_eq!(
+            c.app.as_ref().unwrap().source,
+            AppSource::File("app.py".into())
+        );
+        assert_eq!(c.app.as_ref().unwrap().callable, "application");
         let c = serve(&[
             "--http-socket=127.0.0.1:1",
             "--file",
@@ -803,21 +883,30 @@ mod tests {
             "--callable",
             "app",
         ]);
-        assert_eq!(c.app.callable, "app");
+        assert_eq!(c.app.as_ref().unwrap().callable, "app");
     }
 
     #[test]
     fn module_forms() {
         let c = serve(&["--http", ":1", "--module", "pkg.wsgi"]);
-        assert_eq!(c.app.source, AppSource::Module("pkg.wsgi".into()));
-        assert_eq!(c.app.callable, "application");
+        assert_eq!(
+            c.app.as_ref().unwrap().source,
+            AppSource::Module("pkg.wsgi".into())
+        );
+        assert_eq!(c.app.as_ref().unwrap().callable, "application");
         let c = serve(&["--http", ":1", "-w", "pkg.mod:make()"]);
-        assert_eq!(c.app.callable, "make()");
+        assert_eq!(c.app.as_ref().unwrap().callable, "make()");
         let c = serve(&["--http", ":1", "demo:app"]);
-        assert_eq!(c.app.source, AppSource::Module("demo".into()));
-        assert_eq!(c.app.callable, "app");
+        assert_eq!(
+            c.app.as_ref().unwrap().source,
+            AppSource::Module("demo".into())
+        );
+        assert_eq!(c.app.as_ref().unwrap().callable, "app");
         let c = serve(&["-b", ":1", "hello.py"]);
-        assert_eq!(c.app.source, AppSource::File("hello.py".into()));
+        assert_eq!(
+            c.app.as_ref().unwrap().source,
+            AppSource::File("hello.py".into())
+        );
     }
 
     #[test]
@@ -879,9 +968,15 @@ mod tests {
     fn gunicorn_worker_count() {
         let c = serve(&["-b", ":1", "-w", "4", "demo:app"]);
         assert_eq!(c.process.processes, 4);
-        assert_eq!(c.app.source, AppSource::Module("demo".into()));
+        assert_eq!(
+            c.app.as_ref().unwrap().source,
+            AppSource::Module("demo".into())
+        );
         let c = serve(&["-b", ":1", "-w", "myapp"]);
-        assert_eq!(c.app.source, AppSource::Module("myapp".into()));
+        assert_eq!(
+            c.app.as_ref().unwrap().source,
+            AppSource::Module("myapp".into())
+        );
     }
 
     #[test]

@@ -100,3 +100,39 @@ def module_files():
             except OSError:
                 pass
     return out
+
+
+def load_vhost(script, module, callable_name, file, chdir, pyhome):
+    """--vhost: loads the app a request's UWSGI_* variables name (uWSGI's
+    dynamic apps). Returns (app, None) or (None, message)."""
+    import site
+    if pyhome:
+        lib = os.path.join(pyhome, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+        if not os.path.isdir(lib):
+            return None, f"UWSGI_PYHOME {pyhome!r}: no {lib}"
+        site.addsitedir(lib)
+        # the venv's packages win over the base install
+        sys.path.remove(lib)
+        sys.path.insert(0, lib)
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as e:
+            return None, f"UWSGI_CHDIR {chdir!r}: {e}"
+        if chdir not in sys.path:
+            sys.path.insert(0, chdir)
+    if file:
+        return load("file", file, callable_name or "application")
+    target = script or module
+    spec = callable_name
+    if script and ":" in script:
+        target, spec = script.split(":", 1)
+    spec = spec or "application"
+    # Two sites may both have a "myapp" module in their own directories:
+    # load a module file from UWSGI_CHDIR by path, under a name of its own.
+    if chdir:
+        for candidate in (target.replace(".", "/") + ".py", target.replace(".", "/") + "/__init__.py"):
+            path = os.path.join(chdir, candidate)
+            if os.path.isfile(path):
+                return load("file", path, spec)
+    return load("module", target, spec)

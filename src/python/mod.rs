@@ -107,7 +107,10 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
 
 /// What the app loader needs besides the app spec.
 pub struct LoadOptions<'a> {
-    pub app: &'a AppSpec,
+    pub app: Option<&'a AppSpec>,
+    pub mounts: &'a [(String, AppSpec)],
+    pub manage_script_name: bool,
+    pub vhost: bool,
     pub pythonpath: &'a [PathBuf],
     pub threads: usize,
 }
@@ -137,22 +140,31 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<WsgiHost, String> {
         for entry in front.iter().rev() {
             path.insert(0, entry).map_err(|e| e.to_string())?;
         }
-        let (kind, target) = match &opts.app.source {
-            AppSource::File(f) => ("file", f.display().to_string()),
-            AppSource::Module(m) => ("module", m.clone()),
-        };
-        let (app, message): (Option<Py<PyAny>>, Option<String>) = helpers
-            .load
-            .call1(py, (kind, &target, &opts.app.callable))
-            .and_then(|r| r.extract(py))
-            .map_err(|e| format!("internal error while loading the app: {e}"))?;
-        match (app, message) {
-            (Some(app), _) => {
-                WsgiHost::new(py, app, helpers, opts.threads).map_err(|e| format!("internal: {e}"))
+        let load_one = |spec: &AppSpec| -> Result<Py<PyAny>, String> {
+            let (kind, target) = match &spec.source {
+                AppSource::File(f) => ("file", f.display().to_string()),
+                AppSource::Module(m) => ("module", m.clone()),
+            };
+            let (app, message): (Option<Py<PyAny>>, Option<String>) = helpers
+                .load
+                .call1(py, (kind, &target, &spec.callable))
+                .and_then(|r| r.extract(py))
+                .map_err(|e| format!("internal error while loading the app: {e}"))?;
+            match (app, message) {
+                (Some(app), _) => Ok(app),
+                (None, Some(msg)) => Err(msg),
+                (None, None) => Err("cannot load the app (no reason given)".into()),
             }
-            (None, Some(msg)) => Err(msg),
-            (None, None) => Err("cannot load the app (no reason given)".into()),
+        };
+        let app = opts.app.map(load_one).transpose()?;
+        let mut mounts = Vec::new();
+        for (point, spec) in opts.mounts {
+            let app = load_one(spec).map_err(|e| format!("--mount {point}: {e}"))?;
+            mounts.push((bytes::Bytes::from(point.clone()), app));
         }
+        WsgiHost::new(py, app, helpers, opts.threads)
+            .map(|h| h.with_mounts(mounts, opts.manage_script_name, opts.vhost))
+            .map_err(|e| format!("internal: {e}"))
     })
 }
 

@@ -39,6 +39,7 @@ const CHANNEL_DEPTH: usize = 2;
 
 pub(crate) struct Helpers {
     pub load: Py<PyAny>,
+    load_vhost: Py<PyAny>,
     log_exception: Py<PyAny>,
     pub module_files: Py<PyAny>,
 }
@@ -48,6 +49,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
     let m = PyModule::from_code(py, &code, c"oxgate/loader.py", c"_oxgate_loader")?;
     Ok(Helpers {
         load: m.getattr("load")?.unbind(),
+        load_vhost: m.getattr("load_vhost")?.unbind(),
         log_exception: m.getattr("log_exception")?.unbind(),
         module_files: m.getattr("module_files")?.unbind(),
     })
@@ -55,7 +57,14 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
 
 /// The app and everything prepared once for the per-request path.
 pub struct WsgiHost {
-    app: Py<PyAny>,
+    /// The default app; `None` when only `--mount` apps exist.
+    app: Option<Py<PyAny>>,
+    /// `--mount` apps, longest mountpoint first.
+    mounts: Vec<(Bytes, Py<PyAny>)>,
+    manage_script_name: bool,
+    /// `--vhost`: apps loaded as requests' UWSGI_* variables ask, by key.
+    vhost: bool,
+    dynamic: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Py<PyAny>>>,
     /// The environ entries that are the same for every request.
     template: Py<PyDict>,
     /// An interned key for each known CGI variable, indexed by `Var`.
@@ -122,7 +131,7 @@ impl Drop for Core {
 impl WsgiHost {
     pub(crate) fn new(
         py: Python<'_>,
-        app: Py<PyAny>,
+        app: Option<Py<PyAny>>,
         helpers: Helpers,
         threads: usize,
     ) -> PyResult<WsgiHost> {
@@ -138,6 +147,10 @@ impl WsgiHost {
         template.set_item("SCRIPT_NAME", "")?;
         Ok(WsgiHost {
             app,
+            mounts: Vec::new(),
+            manage_script_name: false,
+            vhost: false,
+            dynamic: Default::default(),
             template: template.unbind(),
             keys: Var::ALL
                 .iter()
@@ -182,6 +195,125 @@ impl WsgiHost {
             .iter()
             .find(|(v, b, _)| *v == var && *b == value)
             .map(|(_, _, s)| s.bind(py).clone())
+    }
+
+    /// Adds the `--mount` apps.
+    pub(crate) fn with_mounts(
+        mut self,
+        mut mounts: Vec<(Bytes, Py<PyAny>)>,
+        manage_script_name: bool,
+        vhost: bool,
+    ) -> WsgiHost {
+        mounts.sort_by_key(|(point, _)| std::cmp::Reverse(point.len()));
+        self.mounts = mounts;
+        self.manage_script_name = manage_script_name;
+        self.vhost = vhost;
+        self
+    }
+
+    /// `--vhost`: the app the request's UWSGI_SCRIPT, UWSGI_MODULE (+
+    /// UWSGI_CALLABLE) or UWSGI_FILE names, loaded on first use (after
+    /// UWSGI_CHDIR and UWSGI_PYHOME) and kept. `None` if it names none.
+    fn dynamic_app<'py>(
+        &self,
+        py: Python<'py>,
+        vars: &[(VarName, Bytes)],
+    ) -> Option<Result<Bound<'py, PyAny>, CallError>> {
+        const NAMES: [&[u8]; 6] = [
+            b"UWSGI_SCRIPT",
+            b"UWSGI_MODULE",
+            b"UWSGI_CALLABLE",
+            b"UWSGI_FILE",
+            b"UWSGI_CHDIR",
+            b"UWSGI_PYHOME",
+        ];
+        let mut values: [&[u8]; 6] = [b""; 6];
+        for (name, value) in vars {
+            if let VarName::Other(n) = name
+                && let Some(i) = NAMES.iter().position(|k| *k == &n[..])
+            {
+                values[i] = value;
+            }
+        }
+        if values[0].is_empty() && values[1].is_empty() && values[3].is_empty() {
+            return None;
+        }
+        let key = values.join(&0u8);
+        if let Some(app) = self.dynamic.lock().expect("not poisoned").get(&key) {
+            return Some(Ok(app.bind(py).clone()));
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let args = (
+            text(values[0]),
+            text(values[1]),
+            text(values[2]),
+            text(values[3]),
+            text(values[4]),
+            text(values[5]),
+        );
+        let what = format!(
+            "UWSGI_SCRIPT={:?} UWSGI_MODULE={:?} UWSGI_FILE={:?} UWSGI_CHDIR={:?}",
+            args.0, args.1, args.3, args.4
+        );
+        let loaded: Result<(Option<Py<PyAny>>, Option<String>), String> = self
+            .helpers
+            .load_vhost
+            .call1(py, args)
+            .and_then(|r| r.extract(py))
+            .map_err(|e| e.to_string());
+        Some(match loaded {
+            Ok((Some(app), _)) => {
+                crate::say!("oxgate: --vhost: loaded the app for {what}");
+                let bound = app.bind(py).clone();
+                self.dynamic.lock().expect("not poisoned").insert(key, app);
+                Ok(bound)
+            }
+            Ok((None, msg)) => Err(CallError::Load(format!(
+                "--vhost: cannot load the app for {what}: {}",
+                msg.unwrap_or_default()
+            ))),
+            Err(e) => Err(CallError::Load(format!(
+                "--vhost: cannot load the app for {what}: {e}"
+            ))),
+        })
+    }
+
+    /// The app a request goes to (uWSGI's rules): with --manage-script-name
+    /// the longest mountpoint that prefixes PATH_INFO, moved to SCRIPT_NAME;
+    /// otherwise the mountpoint equal to SCRIPT_NAME; else the default app.
+    fn route<'a>(&'a self, vars: &mut Vec<(VarName, Bytes)>) -> Option<&'a Py<PyAny>> {
+        if self.mounts.is_empty() {
+            return self.app.as_ref();
+        }
+        let find = |vars: &[(VarName, Bytes)], v: Var| {
+            vars.iter().position(|(k, _)| *k == VarName::Known(v))
+        };
+        let script = find(vars, Var::SCRIPT_NAME);
+        let path = find(vars, Var::PATH_INFO);
+        if self.manage_script_name
+            && let Some(p) = path
+        {
+            let info = vars[p].1.clone();
+            for (point, app) in &self.mounts {
+                let under = info.starts_with(point)
+                    && (info.len() == point.len() || info[point.len()] == b'/');
+                if under && !point.is_empty() {
+                    vars[p].1 = info.slice(point.len()..);
+                    match script {
+                        Some(s) => vars[s].1 = point.clone(),
+                        None => vars.push((VarName::Known(Var::SCRIPT_NAME), point.clone())),
+                    }
+                    return Some(app);
+                }
+            }
+        } else if let Some(s) = script {
+            let name = &vars[s].1;
+            let name = name.strip_suffix(b"/").unwrap_or(name);
+            if let Some((_, app)) = self.mounts.iter().find(|(point, _)| point[..] == *name) {
+                return Some(app);
+            }
+        }
+        self.app.as_ref()
     }
 
     /// The files of the loaded modules and their modification times.
@@ -406,9 +538,21 @@ impl WsgiHost {
     fn begin(
         &self,
         py: Python<'_>,
-        vars: Vec<(VarName, Bytes)>,
+        mut vars: Vec<(VarName, Bytes)>,
         input: Input,
     ) -> Result<Call, CallError> {
+        let dynamic = if self.vhost {
+            self.dynamic_app(py, &vars).transpose()?
+        } else {
+            None
+        };
+        let app = match dynamic {
+            Some(app) => app,
+            None => match self.route(&mut vars) {
+                Some(app) => app.bind(py).clone(),
+                None => return Err(CallError::NoApp),
+            },
+        };
         let environ = self.template.bind(py).copy().map_err(CallError::Internal)?;
         // A front end that terminated TLS says so (protocols.md §7.2).
         let mut https = false;
@@ -417,6 +561,10 @@ impl WsgiHost {
                 VarName::Known(Var::REQUEST_SCHEME) => value.eq_ignore_ascii_case(b"https"),
                 VarName::Known(Var::HTTPS) => {
                     value.eq_ignore_ascii_case(b"on") || &value[..] == b"1"
+                }
+                // nginx's `uwsgi_param UWSGI_SCHEME $scheme`.
+                VarName::Other(n) if &n[..] == b"UWSGI_SCHEME" => {
+                    value.eq_ignore_ascii_case(b"https")
                 }
                 _ => false,
             };
@@ -445,10 +593,9 @@ impl WsgiHost {
             .set_item(self.key_input.bind(py), input)
             .map_err(CallError::Internal)?;
         let sr = Bound::new(py, StartResponse::default()).map_err(CallError::Internal)?;
-        let result =
-            self.app.bind(py).call1((&environ, &sr)).map_err(|e| {
-                CallError::App(e, environ.clone().unbind()).or_client(&input_failure)
-            })?;
+        let result = app
+            .call1((&environ, &sr))
+            .map_err(|e| CallError::App(e, environ.clone().unbind()).or_client(&input_failure))?;
         let iter = if let Ok(list) = result.cast_exact::<PyList>() {
             Iter::List(list.clone().unbind(), 0)
         } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
@@ -514,6 +661,10 @@ impl WsgiHost {
                 crate::say!("oxgate: internal error while calling the app: {err}");
             }
             CallError::Short { .. } => unreachable!("only after the response started"),
+            CallError::NoApp => {
+                return Response::plain(404, "Not Found", "No app is mounted at this path\n");
+            }
+            CallError::Load(msg) => crate::say!("oxgate: {msg}"),
         }
         Response::plain(500, "Internal Server Error", "Internal Server Error\n")
     }
@@ -529,6 +680,7 @@ fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
             msg
         }
         CallError::Client(e) => format!("bad request body: {e}"),
+        CallError::NoApp | CallError::Load(_) => unreachable!("found before the app is called"),
         CallError::Short { declared, sent } => {
             let msg = format!(
                 "{}: the app sent {sent} bytes but its Content-Length said {declared}; closing the connection",
@@ -592,6 +744,10 @@ pub(crate) enum CallError {
         sent: u64,
     },
     Internal(PyErr),
+    /// No `--mount` app for this path and no default app.
+    NoApp,
+    /// A `--vhost` app could not be loaded.
+    Load(String),
 }
 
 impl CallError {
@@ -600,6 +756,7 @@ impl CallError {
         match self {
             CallError::Client(e) if e.status == 413 => 413,
             CallError::Client(_) => 400,
+            CallError::NoApp => 404,
             _ => 500,
         }
     }
