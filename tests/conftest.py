@@ -38,12 +38,17 @@ class Server:
             self.wait_ready()
 
     def wait_ready(self, timeout=20):
+        """Waits until every loopback TCP socket of the command line listens
+        (they are bound one after another: the first is not enough)."""
+        ports = [self.port] + [int(a.rsplit(":", 1)[1]) for a in self.args
+                               if a.startswith("127.0.0.1:") and a.rsplit(":", 1)[1].isdigit()]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"oxgate exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                for port in ports:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)
