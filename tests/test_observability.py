@@ -428,3 +428,24 @@ def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):
         assert queues == {f"127.0.0.1:{s.port}": (3, 50), sock: (4, 50)}
     finally:
         os.kill(w, signal.SIGCONT)
+
+
+def test_harakiri_and_crash_in_stats_and_metrics(serve):
+    sp = free_port()
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--stats", f"127.0.0.1:{sp}", "--stats-http",
+              "--harakiri", "1")
+    (w,) = s.wait_workers(1)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(s.url + "/sleep/3000")  # killed by harakiri: the connection drops
+    s.wait_log("by harakiri")
+    (w2,) = s.wait_workers(1)
+    os.kill(w2, signal.SIGKILL)  # a crash
+    wait_for(lambda: s.worker_pids() and s.worker_pids()[0] not in (w, w2), what="the respawned worker")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{sp}/").json()["workers"][0]["accepting"], what="ready")
+    doc = requests.get(f"http://127.0.0.1:{sp}/").json()
+    worker = doc["workers"][0]
+    assert worker["harakiri_count"] == 1 and worker["respawn_count"] == 3
+    text = requests.get(f"http://127.0.0.1:{sp}/metrics").text
+    assert "oxgate_harakiri_total 1\n" in text
+    assert 'oxgate_worker_respawns_total{cause="harakiri"} 1\n' in text
+    assert 'oxgate_worker_respawns_total{cause="crash"} 1\n' in text
