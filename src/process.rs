@@ -300,3 +300,20 @@ pub fn systemd_sockets() -> Vec<crate::listen::Socket> {
     }
     out
 }
+
+/// (virtual size, resident size) of a process in bytes, from
+/// /proc/PID/statm (`None`: this process); zeros if it is gone.
+pub fn memory(pid: Option<libc::pid_t>) -> (u64, u64) {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/statm"),
+        None => "/proc/self/statm".to_string(),
+    };
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+            Some((f.next()?? * page, f.next()?? * page))
+        })
+        .unwrap_or((0, 0))
+}

@@ -445,10 +445,10 @@ impl Line<'_> {
             // uWSGI counts keys and values apart.
             Field::Vars => Value::Num(self.p.var_count as u64 * 2),
             Field::Core => Value::Num(self.core as u64),
-            Field::Vsz => Value::Num(memory().0),
-            Field::Rss => Value::Num(memory().1),
-            Field::VszM => Value::Num(memory().0 >> 20),
-            Field::RssM => Value::Num(memory().1 >> 20),
+            Field::Vsz => Value::Num(crate::process::memory(None).0),
+            Field::Rss => Value::Num(crate::process::memory(None).1),
+            Field::VszM => Value::Num(crate::process::memory(None).0 >> 20),
+            Field::RssM => Value::Num(crate::process::memory(None).1 >> 20),
             Field::Pktsize => Value::Num(self.p.pktsize as u64),
             Field::Modifier1 | Field::Modifier2 | Field::Werr | Field::Rerr | Field::Ioerr => {
                 Value::Num(0)
@@ -615,18 +615,6 @@ fn wall_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// (vsz, rss) of this process in bytes.
-fn memory() -> (u64, u64) {
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
-            Some((f.next()?? * page, f.next()?? * page))
-        })
-        .unwrap_or((0, 0))
 }
 
 /// uWSGI's date in the default line, made once a second per thread: the C

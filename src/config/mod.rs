@@ -425,6 +425,30 @@ pub fn parse_int(v: &str) -> i64 {
     if neg { -n } else { n }
 }
 
+/// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `--callable` (or
+/// "application") when no callable is named.
+fn module_spec(
+    option: &str,
+    value: &str,
+    callable_opt: Option<String>,
+) -> Result<AppSpec, ConfigError> {
+    let (module, callable) = match value.split_once(':') {
+        Some((m, c)) => (m, Some(c.to_string())),
+        None => (value, None),
+    };
+    if module.is_empty() || callable.as_deref() == Some("") {
+        return err(format!(
+            "{option} {value:?}: expected pkg.mod, pkg.mod:app or pkg.mod:factory()"
+        ));
+    }
+    Ok(AppSpec {
+        source: AppSource::Module(module.to_string()),
+        callable: callable
+            .or(callable_opt)
+            .unwrap_or_else(|| "application".into()),
+    })
+}
+
 /// Resolves ordered settings into the configuration, or a help/version request.
 pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let last = |name: &str| {
@@ -467,12 +491,19 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             .filter(|n| *n > 0)
             .map(|n| Duration::from_secs(n as u64))
     };
-    let megabytes = |name: &str| {
+    let count = |name: &str| {
         last(name)
             .map(parse_int)
             .filter(|n| *n > 0)
-            .map(|n| n as u64 * 1024 * 1024)
+            .map(|n| n as u64)
     };
+    let megabytes = |name: &str| count(name).map(|n| n * 1024 * 1024);
+    // `--logdate` alone: uWSGI's ctime-like date; `--logdate=FMT`: strftime.
+    let log_date = last("logdate").and_then(|v| match parse_bool(v) {
+        Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
+        Some(false) => None,
+        None => Some(v.to_string()),
+    });
 
     if flag("help")? {
         return Ok(Action::Help);
@@ -561,16 +592,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 callable: callable_opt.clone().unwrap_or_else(|| "application".into()),
             }
         } else {
-            let (module, callable) = match target.split_once(':') {
-                Some((m, c)) => (m.to_string(), Some(c.to_string())),
-                None => (target.to_string(), None),
-            };
-            AppSpec {
-                source: AppSource::Module(module),
-                callable: callable
-                    .or(callable_opt.clone())
-                    .unwrap_or_else(|| "application".into()),
-            }
+            module_spec("--mount", target, callable_opt.clone())?
         };
         mounts.push((point, spec));
     }
@@ -585,24 +607,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             source: AppSource::File(PathBuf::from(&s.value)),
             callable: callable_opt.unwrap_or_else(|| "application".into()),
         }),
-        Some(s) => {
-            let (module, callable) = match s.value.split_once(':') {
-                Some((m, c)) => (m.to_string(), Some(c.to_string())),
-                None => (s.value.clone(), None),
-            };
-            if module.is_empty() || callable.as_deref() == Some("") {
-                return err(format!(
-                    "--module {:?}: expected pkg.mod, pkg.mod:app or pkg.mod:factory()",
-                    s.value
-                ));
-            }
-            Some(AppSpec {
-                source: AppSource::Module(module),
-                callable: callable
-                    .or(callable_opt)
-                    .unwrap_or_else(|| "application".into()),
-            })
-        }
+        Some(s) => Some(module_spec("--module", &s.value, callable_opt)?),
     };
 
     let mut env = Vec::new();
@@ -672,50 +677,32 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                     }
                 };
             }
-            let date_format = last("logdate").and_then(|v| match parse_bool(v) {
-                Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
-                Some(false) => None,
-                None => Some(v.to_string()),
-            });
-            let bytes = |name: &str| {
-                last(name)
-                    .map(parse_int)
-                    .filter(|n| *n > 0)
-                    .map(|n| n as u64)
-            };
             crate::reqlog::LogSettings {
                 enabled: !flag("disable-logging")?,
                 format: last("log-format").map(str::to_string),
                 encoder,
                 ftime: if flag("log-format-strftime")? {
-                    date_format.clone()
+                    log_date.clone()
                 } else {
                     None
                 },
                 micros: flag("log-micros")?,
                 x_forwarded_for: flag("log-x-forwarded-for")?,
-                slow_ms: bytes("log-slow"),
+                slow_ms: count("log-slow"),
                 log_4xx: flag("log-4xx")?,
                 log_5xx: flag("log-5xx")?,
-                big: bytes("log-big"),
+                big: count("log-big"),
                 zero: flag("log-zero")?,
             }
         },
         log_files: LogFiles {
-            maxsize: last("log-maxsize")
-                .map(parse_int)
-                .filter(|n| *n > 0)
-                .map(|n| n as u64),
+            maxsize: count("log-maxsize"),
             backupname: last("log-backupname").map(PathBuf::from),
             touch_reopen: all("touch-logreopen")
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
-            date: last("logdate").and_then(|v| match parse_bool(v) {
-                Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
-                Some(false) => None,
-                None => Some(v.to_string()),
-            }),
+            date: log_date,
         },
         stats: StatsConfig {
             addr: last("stats").map(str::to_string),
@@ -739,10 +726,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             },
             lazy_apps: flag("lazy-apps")?,
             harakiri: seconds("harakiri"),
-            max_requests: last("max-requests")
-                .map(parse_int)
-                .filter(|n| *n > 0)
-                .map(|n| n as u64),
+            max_requests: count("max-requests"),
             max_requests_delta: last("max-requests-delta").map_or(0, parse_int).max(0) as u64,
             max_worker_lifetime: seconds("max-worker-lifetime"),
             reload_on_rss: megabytes("reload-on-rss"),

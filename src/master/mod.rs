@@ -721,7 +721,6 @@ impl Master<'_> {
     fn supervise(&mut self) {
         let p = &self.cfg.process;
         let now_us = scoreboard::now_us();
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         for w in &mut self.workers {
             let slot = self.sb.slot(w.slot);
             if !w.ready && slot.ready.load(Ordering::Acquire) != 0 {
@@ -796,10 +795,7 @@ impl Master<'_> {
                     life.as_secs()
                 ));
             } else if p.reload_on_rss.is_some() || p.evil_reload_on_rss.is_some() {
-                let rss = std::fs::read_to_string(format!("/proc/{}/statm", w.pid))
-                    .ok()
-                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .map_or(0, |pages| pages * page);
+                let rss = process::memory(Some(w.pid)).1;
                 if p.evil_reload_on_rss.is_some_and(|l| rss > l) {
                     crate::say!(
                         "oxgate: worker {} (pid {}) uses {} MB (--evil-reload-on-rss), killing it",

@@ -276,18 +276,6 @@ impl Client {
     }
 }
 
-/// (vsz, rss) in bytes.
-fn memory(pid: i32) -> (u64, u64) {
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| {
-            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
-            Some((f.next()?? * page, f.next()?? * page))
-        })
-        .unwrap_or((0, 0))
-}
-
 /// The accept queue of a listener now, and its limit: TCP_INFO for TCP,
 /// sock_diag for unix sockets.
 fn listen_queue(s: &Socket) -> (u64, u64) {
@@ -412,7 +400,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
             let slot = s.sb.slot(w.slot);
             let idstats = s.sb.id_stats(w.id);
             let c = &slot.counters;
-            let (vsz, rss) = memory(w.pid);
+            let (vsz, rss) = crate::process::memory(Some(w.pid));
             let cores: Vec<Value> = slot.cores[..threads]
                 .iter()
                 .enumerate()
@@ -666,7 +654,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             "oxgate_worker_resident_memory_bytes{{worker=\"{}\",pid=\"{}\"}} {}",
             w.id,
             w.pid,
-            memory(w.pid).1
+            crate::process::memory(Some(w.pid)).1
         );
     }
     family(
