@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use (nginx is the front end in front of the
-# uwsgi sockets; tmux drives uwsgitop and oxgate top).
+# uwsgi sockets; tmux drives uwsgitop and oxgate top; strace watches for
+# sendfile).
 need=()
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 command -v cgi-fcgi >/dev/null || need+=(libfcgi-bin)
 command -v tmux >/dev/null || need+=(tmux)
+command -v strace >/dev/null || need+=(strace)
 [ -x /usr/sbin/apache2 ] || need+=(apache2-bin)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 # uWSGI (a peer for the stats tests) is built from source by pip.

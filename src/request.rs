@@ -4,6 +4,7 @@
 //! request came on.
 
 use std::future::poll_fn;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -37,6 +38,130 @@ impl std::error::Error for BodyError {}
 /// Something that yields body chunks asynchronously, until `None`.
 pub trait ChunkSource: Send + 'static {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
+
+    /// The next part of the body as a region of a file, for a front end
+    /// that can hand it to the kernel (sendfile) instead of reading it.
+    /// Taking it counts as sending it; `poll_chunk` then goes on after it.
+    fn take_file(&mut self) -> Option<FileRegion> {
+        None
+    }
+}
+
+/// Bytes `offset..offset + len` of an open file.
+#[derive(Debug)]
+pub struct FileRegion {
+    pub fd: OwnedFd,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// How much of the file a [`FileBody`] was read to or handed out as.
+pub struct FileEnd {
+    pub sent: u64,
+    /// All of the region went out (or was handed out to be sent).
+    pub complete: bool,
+}
+
+/// A response body that is a region of a file (`wsgi.file_wrapper` over a
+/// regular file). Front ends that can `take_file` send it with sendfile;
+/// the others read it here, a chunk at a time. `on_end` runs once, when the
+/// body is done or dropped (the app host closes the app's iterable then).
+pub struct FileBody {
+    region: Option<FileRegion>,
+    sent: u64,
+    on_end: Option<Box<dyn FnOnce(FileEnd) + Send>>,
+}
+
+/// What one read of a [`FileBody`] takes from the file.
+const FILE_CHUNK: usize = 256 * 1024;
+
+impl FileBody {
+    pub fn new(region: FileRegion, on_end: impl FnOnce(FileEnd) + Send + 'static) -> FileBody {
+        FileBody {
+            region: Some(region),
+            sent: 0,
+            on_end: Some(Box::new(on_end)),
+        }
+    }
+
+    fn end(&mut self, complete: bool) {
+        self.region = None;
+        if let Some(f) = self.on_end.take() {
+            f(FileEnd {
+                sent: self.sent,
+                complete,
+            });
+        }
+    }
+
+    fn read(region: &mut FileRegion) -> Result<Bytes, BodyError> {
+        let want = (region.len as usize).min(FILE_CHUNK);
+        let mut buf = bytes::BytesMut::zeroed(want);
+        let n = loop {
+            let n = unsafe {
+                libc::pread(
+                    region.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    want,
+                    region.offset as libc::off_t,
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(BodyError::new(
+                    500,
+                    format!("reading the file to send: {err}"),
+                ));
+            }
+        };
+        if n == 0 {
+            return Err(BodyError::new(
+                500,
+                "the file being sent ended before its length (truncated while sent?)",
+            ));
+        }
+        buf.truncate(n);
+        region.offset += n as u64;
+        region.len -= n as u64;
+        Ok(buf.freeze())
+    }
+}
+
+impl ChunkSource for FileBody {
+    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let Some(region) = self.region.as_mut().filter(|r| r.len > 0) else {
+            self.end(true);
+            return Poll::Ready(None);
+        };
+        // A page-cache read: quick enough for the event loop, like the
+        // pread the app's own file object would do.
+        match FileBody::read(region) {
+            Ok(b) => {
+                self.sent += b.len() as u64;
+                Poll::Ready(Some(Ok(b)))
+            }
+            Err(e) => {
+                self.end(false);
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn take_file(&mut self) -> Option<FileRegion> {
+        let region = self.region.take().filter(|r| r.len > 0)?;
+        self.sent += region.len;
+        Some(region)
+    }
+}
+
+impl Drop for FileBody {
+    fn drop(&mut self) {
+        let complete = self.region.as_ref().is_none_or(|r| r.len == 0);
+        self.end(complete);
+    }
 }
 
 pub struct BodyStream(Box<dyn ChunkSource>);
@@ -52,6 +177,10 @@ impl BodyStream {
 
     pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
         poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    pub fn take_file(&mut self) -> Option<FileRegion> {
+        self.0.take_file()
     }
 }
 
@@ -220,6 +349,111 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn file_with(data: &[u8]) -> OwnedFd {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("oxgate-filebody-{}-{n}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.into()
+    }
+
+    /// What a body's `on_end` was told: bytes sent, complete.
+    type Ended = Arc<Mutex<Option<(u64, bool)>>>;
+
+    fn ended() -> (Ended, impl FnOnce(FileEnd) + Send + 'static) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        (seen, move |e: FileEnd| {
+            *s.lock().unwrap() = Some((e.sent, e.complete))
+        })
+    }
+
+    fn drain(body: &mut FileBody) -> Result<Vec<u8>, BodyError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match body.poll_chunk(&mut cx) {
+                Poll::Ready(Some(Ok(b))) => out.extend_from_slice(&b),
+                Poll::Ready(Some(Err(e))) => return Err(e),
+                Poll::Ready(None) => return Ok(out),
+                Poll::Pending => unreachable!("a file never waits"),
+            }
+        }
+    }
+
+    #[test]
+    fn file_body_reads_its_region_in_chunks() {
+        let data: Vec<u8> = (0..FILE_CHUNK * 2 + 500).map(|i| (i % 251) as u8).collect();
+        let (seen, on_end) = ended();
+        let len = (data.len() - 10) as u64;
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(&data),
+                offset: 7,
+                len,
+            },
+            on_end,
+        );
+        assert_eq!(drain(&mut body).unwrap(), &data[7..7 + len as usize]);
+        assert_eq!(*seen.lock().unwrap(), Some((len, true)));
+    }
+
+    #[test]
+    fn a_taken_file_counts_as_sent_and_ends_the_body() {
+        let (seen, on_end) = ended();
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(b"hello world"),
+                offset: 6,
+                len: 5,
+            },
+            on_end,
+        );
+        let region = body.take_file().unwrap();
+        assert_eq!((region.offset, region.len), (6, 5));
+        assert!(body.take_file().is_none());
+        assert_eq!(drain(&mut body).unwrap(), b"");
+        assert_eq!(*seen.lock().unwrap(), Some((5, true)));
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_region_is_an_error() {
+        let (seen, on_end) = ended();
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(b"short"),
+                offset: 0,
+                len: 100,
+            },
+            on_end,
+        );
+        assert!(
+            drain(&mut body)
+                .unwrap_err()
+                .message
+                .contains("ended before")
+        );
+        assert_eq!(*seen.lock().unwrap(), Some((5, false)));
+    }
+
+    #[test]
+    fn a_body_dropped_unsent_ends_incomplete() {
+        let (seen, on_end) = ended();
+        let body = FileBody::new(
+            FileRegion {
+                fd: file_with(b"abc"),
+                offset: 0,
+                len: 3,
+            },
+            on_end,
+        );
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), Some((0, false)));
+    }
 
     #[test]
     fn known_vars_round_trip() {

@@ -1,6 +1,10 @@
 """Apps that break the rules, errors, and what the log shows."""
 import json
+import re
+import shutil
 import socket
+import subprocess
+import time
 
 import pytest
 import requests
@@ -91,6 +95,37 @@ def test_file_wrapper_served_from_the_descriptor(srv, size, skip):
     assert r.content == expected
     # read from the descriptor, so the length is known without iterating
     assert r.headers["Content-Length"] == str(len(expected))
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
+def test_file_wrapper_goes_out_with_sendfile(srv, tmp_path):
+    """The file's bytes go from the page cache to the socket: sendfile(2)
+    calls, in the worker, add up to the body, and nothing reads the file."""
+    requests.get(srv.url + "/thread")  # the app is loaded, its worker settled
+    pids = srv.worker_pids() or [srv.proc.pid]  # no master: it serves itself
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", *(f"-p{p}" for p in pids), "-e", "trace=sendfile,pread64,read,recvfrom",
+                               "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    try:
+        first = tracer.stderr.readline()
+        if "attached" not in first:
+            pytest.skip(f"strace cannot attach here: {first.strip()}")
+        # traced once a request's read shows (the event loop's thread too)
+        deadline = time.monotonic() + 10
+        while "recvfrom(" not in out.read_text() and time.monotonic() < deadline:
+            requests.get(srv.url + "/thread")
+        size, skip = 3 << 20, 1000
+        r = requests.get(srv.url + f"/file?size={size}&skip={skip}")
+        assert len(r.content) == size - skip
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    calls = out.read_text()
+    sent = [int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls)]
+    assert sum(sent) == size - skip, calls[-2000:]
+    # the body itself is never read into the process (small reads of the
+    # request and of Python's own files may appear)
+    assert not re.search(r"(pread64|read)\(.*\) = (\d{6,})", calls), calls[-2000:]
 
 
 def test_file_wrapper_respects_the_apps_content_length(srv):

@@ -199,6 +199,9 @@ def same_answers(base, front, split=False):
             assert seen["content_type"] == "application/x-bin"
     r = requests.get(base + front + "/stream", timeout=30)
     assert r.status_code == 200 and r.text == "".join(f"chunk {i}\n" for i in range(5))
+    r = requests.get(base + front + "/file", timeout=30)
+    whole = bytes(range(251)) * ((3 << 20) // 251 + 1)
+    assert r.status_code == 200 and r.content == whole[7:]
 
 
 @pytest.mark.parametrize("front", ["/u", "/unix", "/s", "/f", "/fk", "/h"])

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::sendfile::{FileQueue, SendFile, is_placeholder};
+
 /// Writes above this size go straight to the socket: batching is for small
 /// responses, copying large bodies would only cost.
 const BATCH_MAX: usize = 16 * 1024;
@@ -60,6 +62,8 @@ impl FlushQueue {
 
 pub struct BatchedIo<S> {
     inner: S,
+    /// The files behind body frames that stand for them (sendfile.rs).
+    files: Arc<FileQueue>,
     fd: std::os::fd::RawFd,
     queue: Arc<FlushQueue>,
     buf: Vec<u8>,
@@ -72,10 +76,11 @@ pub struct BatchedIo<S> {
 }
 
 impl<S: std::os::fd::AsRawFd> BatchedIo<S> {
-    pub fn new(inner: S, queue: Arc<FlushQueue>) -> Self {
+    pub fn new(inner: S, queue: Arc<FlushQueue>, files: Arc<FileQueue>) -> Self {
         BatchedIo {
             fd: inner.as_raw_fd(),
             inner,
+            files,
             queue,
             buf: Vec::new(),
             released: Arc::new(AtomicBool::new(false)),
@@ -137,12 +142,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for BatchedIo<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedIo<S> {
+impl<S: AsyncWrite + SendFile + Unpin> BatchedIo<S> {
+    /// A frame standing for file bytes: what is buffered goes first, then
+    /// the file, from the kernel's page cache to the socket.
+    fn poll_send_file(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        self.files.poll_send(cx, &self.inner, len)
+    }
+}
+
+impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if is_placeholder(data) {
+            return self.poll_send_file(cx, data.len());
+        }
         if self.buf.len() + data.len() <= BATCH_MAX {
             self.buf.extend_from_slice(data);
             return Poll::Ready(Ok(data.len()));
@@ -157,6 +174,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // Up to the first file frame: a short write is allowed, and hyper
+        // comes back with the rest.
+        if let Some(i) = bufs.iter().position(|b| is_placeholder(b)) {
+            if i == 0 {
+                return self.poll_send_file(cx, bufs[0].len());
+            }
+            return self.poll_write_vectored(cx, &bufs[..i]);
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if self.buf.len() + total <= BATCH_MAX {
             for b in bufs {

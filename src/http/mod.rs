@@ -3,6 +3,7 @@
 //! back into hyper's.
 
 mod batch;
+mod sendfile;
 
 pub use batch::FlushQueue;
 
@@ -78,7 +79,9 @@ pub struct HttpSettings {
 
 /// A connected stream whose pending bytes can be looked at without
 /// consuming them.
-pub trait Peek: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
+pub trait Peek:
+    AsyncRead + AsyncWrite + sendfile::SendFile + AsRawFd + Unpin + Send + Sync + 'static
+{
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
@@ -144,33 +147,43 @@ pub async fn serve_connection<S: Peek>(
         let _ = stream.shutdown().await;
         return;
     }
-    let io = TokioIo::new(batch::BatchedIo::new(stream, flush));
-    let svc_settings = settings.clone();
-    let info = Arc::new(info);
-    // Requests this connection has begun; a stop waits for the first one.
-    let begun = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let svc_begun = begun.clone();
+    let files = Arc::new(sendfile::FileQueue::default());
+    let io = TokioIo::new(batch::BatchedIo::new(stream, flush, files.clone()));
+    // What every request of the connection needs, behind one reference
+    // count: the service clones it once per request.
+    let conn_ctx = Arc::new(ConnCtx {
+        info,
+        host,
+        settings: settings.clone(),
+        files,
+        begun: std::sync::atomic::AtomicU64::new(0),
+    });
+    let ctx = conn_ctx.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let host = host.clone();
-        let settings = svc_settings.clone();
-        let info = info.clone();
-        svc_begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(handle(req, &info, &host, &settings).await) }
+        let ctx = ctx.clone();
+        ctx.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
+        // Body frames go down to BatchedIo as they are, never copied into
+        // hyper's buffer: file frames depend on it (sendfile.rs).
+        .writev(true)
         .timer(TokioTimer::new())
         .header_read_timeout(settings.head_timeout)
         .max_buf_size(settings.max_head.max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
+        // Polled in order: no random number per wake-up.
+        biased;
         res = conn.as_mut() => return log_conn_error(res),
         _ = shutdown.changed() => {}
     }
     // A connection accepted just before the stop has a request on its way
     // (or already in the socket): hyper would see it idle and close it
     // unread. Serve that first request, bounded by the head timeout.
+    let begun = &conn_ctx.begun;
     if begun.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         let first = async {
             while begun.load(std::sync::atomic::Ordering::Relaxed) == 0 {
@@ -200,17 +213,22 @@ fn log_conn_error(res: Result<(), hyper::Error>) {
     }
 }
 
-async fn handle(
-    req: hyper::Request<Incoming>,
-    info: &ConnInfo,
-    host: &Arc<WsgiHost>,
-    settings: &HttpSettings,
-) -> hyper::Response<OxBody> {
-    let request = match to_request(req, info, settings).await {
+/// A connection's share of the worker, for each of its requests.
+struct ConnCtx {
+    info: ConnInfo,
+    host: Arc<WsgiHost>,
+    settings: Arc<HttpSettings>,
+    files: Arc<sendfile::FileQueue>,
+    /// Requests this connection has begun; a stop waits for the first one.
+    begun: std::sync::atomic::AtomicU64,
+}
+
+async fn handle(req: hyper::Request<Incoming>, ctx: &ConnCtx) -> hyper::Response<OxBody> {
+    let request = match to_request(req, &ctx.info, &ctx.settings).await {
         Ok(r) => r,
-        Err(resp) => return to_hyper(resp, true),
+        Err(resp) => return to_hyper(resp, true, &ctx.files),
     };
-    to_hyper(host.handle(request).await, false)
+    to_hyper(ctx.host.handle(request).await, false, &ctx.files)
 }
 
 /// The CGI name of a request header: HTTP_ + upper case, `-` as `_`.
@@ -376,24 +394,28 @@ async fn to_request(
     }
 
     let mut content_length = None;
-    for name in parts.headers.keys() {
-        let mut values = parts.headers.get_all(name).iter();
-        let first = values.next().expect("a key has a value");
+    // The values of a repeated header come one after another.
+    let mut headers = parts.headers.iter().peekable();
+    while let Some((name, first)) = headers.next() {
+        let rest = std::iter::from_fn(|| headers.next_if(|(n, _)| *n == name).map(|(_, v)| v));
         if *name == header::CONTENT_LENGTH {
             // hyper has already refused conflicting or malformed lengths.
             content_length = std::str::from_utf8(first.as_bytes())
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
             v.copy(VarName::Known(Var::CONTENT_LENGTH), b"", [first.as_bytes()]);
+            rest.for_each(drop);
             continue;
         }
         if *name == header::CONTENT_TYPE {
             v.copy(VarName::Known(Var::CONTENT_TYPE), b"", [first.as_bytes()]);
+            rest.for_each(drop);
             continue;
         }
         // "X_Forwarded_For" would pass for "X-Forwarded-For" once both become
         // HTTP_X_FORWARDED_FOR; like nginx, drop names with underscores.
         if name.as_str().contains('_') {
+            rest.for_each(drop);
             continue;
         }
         let sep: &[u8] = if *name == header::COOKIE {
@@ -404,7 +426,7 @@ async fn to_request(
         v.copy(
             header_var(name),
             sep,
-            std::iter::once(first).chain(values).map(|h| h.as_bytes()),
+            std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
         );
     }
     let vars = v.finish();
@@ -497,6 +519,10 @@ pub enum OxBody {
         /// An error held back one poll, so hyper flushes what the app
         /// produced before it cuts the connection.
         failed: Option<BodyError>,
+        /// Where file regions of the body go, to be sent with sendfile;
+        /// `file_left` bytes of them still to be stood for by frames.
+        files: Arc<sendfile::FileQueue>,
+        file_left: u64,
     },
 }
 
@@ -515,12 +541,27 @@ impl Body for OxBody {
                 first,
                 rest,
                 failed,
+                files,
+                file_left,
             } => {
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
                 }
                 if let Some(b) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                if *file_left == 0
+                    && let Some(region) = rest.take_file()
+                {
+                    *file_left = region.len;
+                    files.push(region);
+                }
+                if *file_left > 0 {
+                    let frame = sendfile::placeholder(
+                        usize::try_from(*file_left).unwrap_or(sendfile::FRAME_MAX),
+                    );
+                    *file_left -= frame.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(frame))));
                 }
                 match rest.poll_chunk(cx) {
                     Poll::Ready(Some(Err(e))) => {
@@ -551,7 +592,11 @@ impl Body for OxBody {
     }
 }
 
-fn to_hyper(resp: Response, close: bool) -> hyper::Response<OxBody> {
+fn to_hyper(
+    resp: Response,
+    close: bool,
+    files: &Arc<sendfile::FileQueue>,
+) -> hyper::Response<OxBody> {
     let body = match resp.body {
         ResponseBody::Empty => OxBody::Empty,
         ResponseBody::Full(b) => OxBody::Full(Some(b)),
@@ -559,6 +604,8 @@ fn to_hyper(resp: Response, close: bool) -> hyper::Response<OxBody> {
             first,
             rest,
             failed: None,
+            files: files.clone(),
+            file_left: 0,
         },
     };
     let mut out = hyper::Response::new(body);

@@ -289,10 +289,16 @@ impl Scoreboard {
 
 impl Core {
     /// Records a request starting on this core (worker side).
-    pub fn begin(&self, info: &[u8]) {
-        let n = info.len().min(INFO);
-        for (dst, src) in self.info.iter().zip(&info[..n]) {
-            unsafe { *dst.get() = *src };
+    /// Marks the core busy with a request described by `parts`, joined
+    /// (cut to `INFO` bytes).
+    pub fn begin(&self, parts: &[&[u8]]) {
+        // UnsafeCell<u8> has the layout of u8; only this core's worker writes.
+        let base = self.info.as_ptr() as *mut u8;
+        let mut n = 0;
+        for part in parts {
+            let take = part.len().min(INFO - n);
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), base.add(n), take) };
+            n += take;
         }
         self.info_len.store(n as u32, Ordering::Relaxed);
         self.started_us.store(now_us().max(1), Ordering::Release);
@@ -344,7 +350,7 @@ mod tests {
         let b = sb.claim(101, 2).unwrap();
         assert_ne!(a, b);
         let core = &sb.slot(a).cores[0];
-        core.begin(b"GET /slow from 127.0.0.1");
+        core.begin(&[b"GET /slow", b" from 127.0.0.1"]);
         assert!(core.started_us.load(Ordering::Acquire) > 0);
         assert_eq!(core.info(), "GET /slow from 127.0.0.1");
         core.end();

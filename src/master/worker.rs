@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-use super::scoreboard::{self, CORES, INFO, Retire, Scoreboard};
+use super::scoreboard::{self, CORES, Retire, Scoreboard};
 use super::{EXIT_APP_LOAD, signals};
 use crate::config::Config;
 use crate::listen::Protocol;
@@ -158,18 +158,19 @@ impl RequestObserver for SlotObserver {
                 .find(|(k, _)| *k == VarName::Known(v))
                 .map_or(&b""[..], |(_, b)| &b[..])
         };
-        let mut info = Vec::with_capacity(INFO);
-        info.extend_from_slice(var(Var::REQUEST_METHOD));
-        info.push(b' ');
         let uri = var(Var::REQUEST_URI);
-        info.extend_from_slice(if uri.is_empty() {
+        let uri = if uri.is_empty() {
             var(Var::PATH_INFO)
         } else {
             uri
-        });
-        info.extend_from_slice(b" from ");
-        info.extend_from_slice(var(Var::REMOTE_ADDR));
-        self.sb.slot(self.slot).cores[core.min(CORES - 1)].begin(&info);
+        };
+        self.sb.slot(self.slot).cores[core.min(CORES - 1)].begin(&[
+            var(Var::REQUEST_METHOD),
+            b" ",
+            uri,
+            b" from ",
+            var(Var::REMOTE_ADDR),
+        ]);
     }
 
     fn finished(&self, core: usize, o: &Outcome) {

@@ -26,8 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use super::pool::Pool;
 use crate::listen::Protocol;
 use crate::request::{
-    BodyError, BodyStream, ChunkSource, Outcome, Request, RequestBody, RequestObserver, Response,
-    ResponseBody, Var, VarName, head_size,
+    BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Outcome, Request, RequestBody,
+    RequestObserver, Response, ResponseBody, Var, VarName, head_size,
 };
 
 /// Chunks of at least this size are handed to the front end without a copy.
@@ -418,8 +418,16 @@ impl WsgiHost {
                 }
                 done
             }
-            Ok(Ok((call, head, first))) => {
+            Ok(Ok((mut call, head, first))) => {
                 core.head(head.status, head.reason.as_deref(), &head.headers);
+                if first.is_none()
+                    && let Some(region) = call.take_file()
+                {
+                    return head.into_response(ResponseBody::Stream {
+                        first: None,
+                        rest: BodyStream::new(file_body(region, call, core)),
+                    });
+                }
                 core.chunk(first.as_ref().map_or(0, |b| b.len()));
                 head.into_response(ResponseBody::Stream {
                     first,
@@ -439,7 +447,7 @@ impl WsgiHost {
         is_head: bool,
         protocol: Protocol,
     ) -> Response {
-        let Some(mut core) = self.core(&vars, protocol).await else {
+        let Some(core) = self.core(&vars, protocol).await else {
             return Response::plain(503, "Service Unavailable", "Shutting down\n");
         };
         let (head_tx, head_rx) = oneshot::channel();
@@ -449,14 +457,17 @@ impl WsgiHost {
             .get_or_init(|| Pool::new(self.threads))
             .submit(move || {
                 Python::attach(|py| {
-                    host.run_pooled(py, &mut core, vars, input, is_head, head_tx, chunk_tx)
+                    host.run_pooled(py, core, vars, input, is_head, head_tx, chunk_tx)
                 });
-                drop(core);
             });
         match head_rx.await {
             Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
             Ok(Err(e)) => self.error_response(e),
-            Ok(Ok((head, first, finished))) => {
+            Ok(Ok(Started::File(head, file))) => head.into_response(ResponseBody::Stream {
+                first: None,
+                rest: BodyStream::new(file),
+            }),
+            Ok(Ok(Started::Head(head, first, finished))) => {
                 let body = if finished {
                     first.map_or(ResponseBody::Empty, ResponseBody::Full)
                 } else if is_head {
@@ -477,11 +488,11 @@ impl WsgiHost {
     fn run_pooled(
         &self,
         py: Python<'_>,
-        core: &mut Core,
+        mut core: Core,
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
-        head_tx: oneshot::Sender<Started>,
+        head_tx: oneshot::Sender<Result<Started, CallError>>,
         chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
     ) {
         let failed = |core: &mut Core, e: &CallError| {
@@ -491,24 +502,33 @@ impl WsgiHost {
         let mut call = match self.begin(py, vars, input) {
             Ok(c) => c,
             Err(e) => {
-                failed(core, &e);
+                failed(&mut core, &e);
                 let _ = head_tx.send(Err(e));
                 return;
             }
         };
         match call.first_chunk(py) {
             Err(e) => {
-                failed(core, &e);
+                failed(&mut core, &e);
                 let _ = head_tx.send(Err(e));
                 return;
             }
             Ok((head, first)) => {
                 let finished = call.is_finished(py);
                 core.head(head.status, head.reason.as_deref(), &head.headers);
+                if !is_head
+                    && first.is_none()
+                    && let Some(region) = call.take_file()
+                {
+                    // The event loop sends the file and closes the call.
+                    let _ = head_tx.send(Ok(Started::File(head, file_body(region, call, core))));
+                    return;
+                }
                 if !is_head {
                     core.chunk(first.as_ref().map_or(0, |b| b.len()));
                 }
-                if head_tx.send(Ok((head, first, finished))).is_err() || finished || is_head {
+                let started = Started::Head(head, first, finished);
+                if head_tx.send(Ok(started)).is_err() || finished || is_head {
                     call.close(py);
                     return;
                 }
@@ -729,8 +749,24 @@ fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// A pooled call's head, first chunk, and whether the body is complete.
-type Started = Result<(Head, Option<Bytes>, bool), CallError>;
+/// What a pooled call hands the event loop once its head is known.
+enum Started {
+    /// The head, the first chunk, and whether the body is complete.
+    Head(Head, Option<Bytes>, bool),
+    /// The head and a file to send as the body.
+    File(Head, FileBody),
+}
+
+/// The body of a response that is a file: sent (or read) by the front end,
+/// then the app's iterable is closed and the request is over.
+fn file_body(region: FileRegion, mut call: Call, mut core: Core) -> FileBody {
+    FileBody::new(region, move |end| {
+        core.chunk(end.sent as usize);
+        core.outcome.failed = !end.complete;
+        Python::attach(|py| call.close(py));
+        drop(core);
+    })
+}
 
 pub(crate) enum CallError {
     /// The app raised; the environ names the request in the log.
@@ -828,7 +864,7 @@ impl StartResponse {
             }
             me.head = Some(parse_head(status, headers)?);
         }
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -960,8 +996,36 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     Ok(out)
 }
 
+/// RFC 9110 tchar: the bytes allowed in a header name.
 fn is_token_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    const TOKEN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            t[c] = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                );
+            c += 1;
+        }
+        t
+    };
+    TOKEN[c as usize]
 }
 
 /// Encodes a str as ISO-8859-1, refusing code points above U+00FF.
@@ -1063,7 +1127,14 @@ impl Call {
         let app_err = |e: PyErr, c: &Call| {
             CallError::App(e, c.environ.clone_ref(py)).or_client(&c.input_failure)
         };
+        // A file with nothing written before it stays unread: the front end
+        // may send it with sendfile (take_file).
+        let file_next =
+            matches!(self.iter, Iter::File(_)) && self.sr.bind(py).borrow().written.is_empty();
         let first = loop {
+            if file_next {
+                break None;
+            }
             match self.next_raw(py) {
                 Ok(Some(b)) if b.is_empty() => continue,
                 Ok(other) => break other,
@@ -1119,6 +1190,28 @@ impl Call {
                 Err(e) => return Err(CallError::App(e, self.environ.clone_ref(py))),
             }
         }
+    }
+
+    /// The rest of the body as a file region, when it is one (a file the
+    /// app returned in `wsgi.file_wrapper`, with nothing else before it)
+    /// and the file holds at least the length the head declares.
+    fn take_file(&mut self) -> Option<FileRegion> {
+        let Iter::File(f) = &self.iter else {
+            return None;
+        };
+        let len = self.limit?.saturating_sub(self.sent);
+        if len > f.remaining {
+            return None; // short: next_chunk reads it and reports the error
+        }
+        let Iter::File(f) = std::mem::replace(&mut self.iter, Iter::Done) else {
+            unreachable!()
+        };
+        self.sent += len;
+        Some(FileRegion {
+            fd: f.fd,
+            offset: f.offset,
+            len,
+        })
     }
 
     /// Cuts a chunk to what is left of the app's Content-Length.

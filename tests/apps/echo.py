@@ -9,6 +9,21 @@ def application(environ, start_response):
     if path.endswith("/stream"):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (f"chunk {i}\n".encode() for i in range(5))
+    if path.endswith("/file"):
+        # A file behind wsgi.file_wrapper, 3 MiB + 1000 bytes, read from
+        # offset 7: each front end sends it from the descriptor.
+        import os
+        import tempfile
+        name = os.path.join(tempfile.gettempdir(), "oxgate-echo-file")
+        if not os.path.exists(name):
+            tmp = f"{name}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(bytes(range(251)) * ((3 << 20) // 251 + 1))
+            os.replace(tmp, name)  # the same bytes, whoever writes first
+        f = open(name, "rb")
+        f.read(7)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f)
     inp = environ["wsgi.input"]
     h, n = hashlib.sha256(), 0
     while True:

@@ -1,0 +1,163 @@
+//! sendfile(2) under hyper. hyper writes body frames it is given; it cannot
+//! be handed a file. So a file region becomes frames that point into
+//! `PLACEHOLDER`, a reserved range of address space, and the I/O layer
+//! below hyper ([`super::batch::BatchedIo`]), seeing a write from that
+//! range, sends the same number of bytes from the file with sendfile
+//! instead. The regions wait in the connection's [`FileQueue`] in the
+//! order their frames were produced, which is the order hyper writes them.
+//!
+//! hyper must pass body frames through unread: with a Content-Length (the
+//! app host always sets one for a file) and the queue write strategy
+//! (`writev(true)`) it does. The placeholder is mapped PROT_NONE, so were a
+//! future hyper to copy a frame, the worker would fault at once in the tests
+//! rather than send wrong bytes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::Interest;
+
+use crate::request::FileRegion;
+
+/// The most one frame (and so one sendfile call) covers.
+pub const FRAME_MAX: usize = 1 << 20;
+
+fn placeholder_range() -> &'static [u8] {
+    static RANGE: OnceLock<usize> = OnceLock::new();
+    let base = *RANGE.get_or_init(|| {
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                FRAME_MAX,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert!(p != libc::MAP_FAILED, "reserving address space failed");
+        p as usize
+    });
+    // Never read: only the pointer and the length of its slices matter.
+    unsafe { std::slice::from_raw_parts(base as *const u8, FRAME_MAX) }
+}
+
+/// A body frame standing for the next `len` bytes of the queued files.
+pub fn placeholder(len: usize) -> Bytes {
+    Bytes::from_static(&placeholder_range()[..len.min(FRAME_MAX)])
+}
+
+pub fn is_placeholder(data: &[u8]) -> bool {
+    let range = placeholder_range().as_ptr_range();
+    !data.is_empty() && range.contains(&data.as_ptr())
+}
+
+/// The file regions a connection's body frames stand for, oldest first.
+#[derive(Default)]
+pub struct FileQueue(Mutex<VecDeque<FileRegion>>);
+
+impl FileQueue {
+    pub fn push(&self, region: FileRegion) {
+        self.0.lock().expect("not poisoned").push_back(region);
+    }
+
+    /// Sends up to `len` bytes of the oldest region to `sock`.
+    pub fn poll_send<S: SendFile>(
+        &self,
+        cx: &mut Context<'_>,
+        sock: &S,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let mut queue = self.0.lock().expect("not poisoned");
+        let Some(region) = queue.front_mut() else {
+            return Poll::Ready(Err(io::Error::other(
+                "a file frame without its file (oxgate bug)",
+            )));
+        };
+        let want = len.min(usize::try_from(region.len).unwrap_or(usize::MAX));
+        let fd = region.fd.as_raw_fd();
+        let mut offset = region.offset as libc::off_t;
+        let n = std::task::ready!(sock.poll_sendfile(cx, fd, &mut offset, want))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file being sent ended before its length (truncated while sent?)",
+            )));
+        }
+        region.offset += n as u64;
+        region.len -= n as u64;
+        if region.len == 0 {
+            queue.pop_front();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A socket that sendfile can write to.
+pub trait SendFile {
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: RawFd,
+        offset: &mut libc::off_t,
+        len: usize,
+    ) -> Poll<io::Result<usize>>;
+}
+
+fn sendfile(sock: RawFd, file: RawFd, offset: &mut libc::off_t, len: usize) -> io::Result<usize> {
+    let n = unsafe { libc::sendfile(sock, file, offset, len) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+macro_rules! sendfile_for {
+    ($t:ty) => {
+        impl SendFile for $t {
+            fn poll_sendfile(
+                &self,
+                cx: &mut Context<'_>,
+                file: RawFd,
+                offset: &mut libc::off_t,
+                len: usize,
+            ) -> Poll<io::Result<usize>> {
+                loop {
+                    std::task::ready!(self.poll_write_ready(cx))?;
+                    match self.try_io(Interest::WRITABLE, || {
+                        sendfile(self.as_raw_fd(), file, offset, len)
+                    }) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => return Poll::Ready(other),
+                    }
+                }
+            }
+        }
+    };
+}
+
+sendfile_for!(tokio::net::TcpStream);
+sendfile_for!(tokio::net::UnixStream);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_recognised_and_nothing_else_is() {
+        let p = placeholder(100);
+        assert_eq!(p.len(), 100);
+        assert!(is_placeholder(&p));
+        assert!(is_placeholder(&p[50..]));
+        assert!(is_placeholder(&placeholder(FRAME_MAX * 2)));
+        assert!(!is_placeholder(b"hello"));
+        assert!(!is_placeholder(&vec![0u8; 4096]));
+        assert!(!is_placeholder(&placeholder(0)));
+    }
+}
