@@ -292,43 +292,36 @@ fn static_bytes(s: &'static str) -> Bytes {
 }
 
 /// Collects CGI variables whose values are copied into one shared buffer:
-/// one allocation per request instead of one per variable.
+/// one allocation per request instead of one per variable. Each value is
+/// split off the buffer as it is written, so the list is built once.
 struct VarsBuilder {
     arena: BytesMut,
-    vars: Vec<(VarName, Slot)>,
-}
-
-enum Slot {
-    Ready(Bytes),
-    Arena(usize, usize),
+    vars: Vec<(VarName, Bytes)>,
 }
 
 impl VarsBuilder {
     fn put(&mut self, name: Var, value: Bytes) {
-        self.vars.push((VarName::Known(name), Slot::Ready(value)));
+        self.vars.push((VarName::Known(name), value));
     }
 
     /// Copies `parts` into the arena as one value, joined by `sep`.
     fn copy<'a>(&mut self, name: VarName, sep: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) {
-        let start = self.arena.len();
         for (i, part) in parts.into_iter().enumerate() {
             if i > 0 {
                 self.arena.extend_from_slice(sep);
             }
             self.arena.extend_from_slice(part);
         }
-        self.vars.push((name, Slot::Arena(start, self.arena.len())));
+        let value = if self.arena.is_empty() {
+            Bytes::new()
+        } else {
+            self.arena.split().freeze()
+        };
+        self.vars.push((name, value));
     }
 
     fn finish(self) -> Vec<(VarName, Bytes)> {
-        let arena = self.arena.freeze();
         self.vars
-            .into_iter()
-            .map(|(k, v)| match v {
-                Slot::Ready(b) => (k, b),
-                Slot::Arena(s, e) => (k, arena.slice(s..e)),
-            })
-            .collect()
     }
 }
 
@@ -339,6 +332,7 @@ async fn to_request(
 ) -> Result<Request, Response> {
     let (parts, body) = req.into_parts();
     let mut v = VarsBuilder {
+        // Values beyond this (rare) move on to a new buffer.
         arena: BytesMut::with_capacity(512),
         vars: Vec::with_capacity(16 + parts.headers.keys_len()),
     };

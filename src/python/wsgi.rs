@@ -798,8 +798,8 @@ impl CallError {
     }
 
     /// Blames the client when reading its body failed before the app did.
-    fn or_client(self, failure: &OnceLock<BodyError>) -> CallError {
-        match (self, failure.get()) {
+    fn or_client(self, failure: &Option<Arc<OnceLock<BodyError>>>) -> CallError {
+        match (self, failure.as_ref().and_then(|f| f.get())) {
             (CallError::App(..), Some(e)) => CallError::Client(e.clone()),
             (other, _) => other,
         }
@@ -1097,7 +1097,7 @@ pub(crate) struct Call {
     limit: Option<u64>,
     sent: u64,
     log_exception: Py<PyAny>,
-    input_failure: Arc<OnceLock<BodyError>>,
+    input_failure: Option<Arc<OnceLock<BodyError>>>,
 }
 
 impl Call {
@@ -1510,15 +1510,16 @@ enum Source {
 pub(crate) struct Input {
     source: Source,
     /// Set when the client's body was malformed or too large: if the app
-    /// then fails, the client is told about its own fault (400/413).
-    failure: Arc<OnceLock<BodyError>>,
+    /// then fails, the client is told about its own fault (400/413). Only
+    /// a body still arriving can fail: none for one already read.
+    failure: Option<Arc<OnceLock<BodyError>>>,
 }
 
 impl Input {
     fn buffered(body: Bytes) -> Input {
         Input {
             source: Source::Buffered(body),
-            failure: Arc::default(),
+            failure: None,
         }
     }
 
@@ -1542,7 +1543,7 @@ impl Input {
                 pending: Bytes::new(),
                 eof: false,
             },
-            failure: Arc::default(),
+            failure: Some(Arc::default()),
         }
     }
 
@@ -1567,7 +1568,9 @@ impl Input {
                         Some(Err(e)) => {
                             *eof = true;
                             let msg = e.message.clone();
-                            let _ = failure.set(e);
+                            if let Some(failure) = failure {
+                                let _ = failure.set(e);
+                            }
                             return Err(PyIOError::new_err(msg));
                         }
                         None => *eof = true,
