@@ -162,7 +162,8 @@ pub async fn serve_connection<S: Peek>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
         ctx.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+        let head = convert_head(req, &ctx.info, &ctx.settings);
+        async move { Ok::<_, Infallible>(handle(head, &ctx).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -223,8 +224,8 @@ struct ConnCtx {
     begun: std::sync::atomic::AtomicU64,
 }
 
-async fn handle(req: hyper::Request<Incoming>, ctx: &ConnCtx) -> hyper::Response<OxBody> {
-    let request = match to_request(req, &ctx.info, &ctx.settings).await {
+async fn handle(head: Result<Headed, Response>, ctx: &ConnCtx) -> hyper::Response<OxBody> {
+    let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
         Err(resp) => return to_hyper(resp, true, &ctx.files),
     };
@@ -325,11 +326,23 @@ impl VarsBuilder {
     }
 }
 
-async fn to_request(
+/// A request whose head is already converted, its body still to read.
+struct Headed {
+    vars: Vec<(VarName, Bytes)>,
+    body: Incoming,
+    is_head: bool,
+}
+
+/// Converts the head, synchronously: called in the service itself, so that
+/// hyper's request (whose URI and headers point into hyper's read buffer)
+/// is gone before hyper reads ahead on the connection. Held until the
+/// service future first runs, it made hyper allocate a new 8 KiB read
+/// buffer for every request.
+fn convert_head(
     req: hyper::Request<Incoming>,
     info: &ConnInfo,
     settings: &HttpSettings,
-) -> Result<Request, Response> {
+) -> Result<Headed, Response> {
     let (parts, body) = req.into_parts();
     let mut v = VarsBuilder {
         // Values beyond this (rare) move on to a new buffer.
@@ -435,7 +448,20 @@ async fn to_request(
         ));
     }
 
-    let is_head = parts.method == http::Method::HEAD;
+    Ok(Headed {
+        vars,
+        body,
+        is_head: parts.method == http::Method::HEAD,
+    })
+}
+
+/// The request with its body: read whole when small, else streamed.
+async fn to_request(head: Headed, settings: &HttpSettings) -> Result<Request, Response> {
+    let Headed {
+        vars,
+        body,
+        is_head,
+    } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
     } else if body
