@@ -60,6 +60,9 @@ pub struct FileEnd {
     pub sent: u64,
     /// All of the region went out (or was handed out to be sent).
     pub complete: bool,
+    /// Reading the file failed (it shrank, or cannot be read): the body was
+    /// cut short. Not set when the body was merely dropped (client gone).
+    pub failed: bool,
 }
 
 /// A response body that is a region of a file (`wsgi.file_wrapper` over a
@@ -74,6 +77,8 @@ pub struct FileBody {
 
 /// What one read of a [`FileBody`] takes from the file.
 const FILE_CHUNK: usize = 256 * 1024;
+/// Files smaller than this are read, not handed out for sendfile.
+pub const SENDFILE_MIN: u64 = 16 * 1024;
 
 impl FileBody {
     pub fn new(region: FileRegion, on_end: impl FnOnce(FileEnd) + Send + 'static) -> FileBody {
@@ -84,12 +89,13 @@ impl FileBody {
         }
     }
 
-    fn end(&mut self, complete: bool) {
+    fn end(&mut self, complete: bool, failed: bool) {
         self.region = None;
         if let Some(f) = self.on_end.take() {
             f(FileEnd {
                 sent: self.sent,
                 complete,
+                failed,
             });
         }
     }
@@ -133,7 +139,7 @@ impl FileBody {
 impl ChunkSource for FileBody {
     fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         let Some(region) = self.region.as_mut().filter(|r| r.len > 0) else {
-            self.end(true);
+            self.end(true, false);
             return Poll::Ready(None);
         };
         // A page-cache read: quick enough for the event loop, like the
@@ -144,14 +150,19 @@ impl ChunkSource for FileBody {
                 Poll::Ready(Some(Ok(b)))
             }
             Err(e) => {
-                self.end(false);
+                self.end(false, true);
                 Poll::Ready(Some(Err(e)))
             }
         }
     }
 
     fn take_file(&mut self) -> Option<FileRegion> {
-        let region = self.region.take().filter(|r| r.len > 0)?;
+        // A small file goes out in one write with the head; a sendfile
+        // would cost a second system call.
+        if self.region.as_ref().is_none_or(|r| r.len < SENDFILE_MIN) {
+            return None;
+        }
+        let region = self.region.take()?;
         self.sent += region.len;
         Some(region)
     }
@@ -160,7 +171,7 @@ impl ChunkSource for FileBody {
 impl Drop for FileBody {
     fn drop(&mut self) {
         let complete = self.region.as_ref().is_none_or(|r| r.len == 0);
-        self.end(complete);
+        self.end(complete, false);
     }
 }
 
@@ -361,14 +372,14 @@ mod tests {
         f.into()
     }
 
-    /// What a body's `on_end` was told: bytes sent, complete.
-    type Ended = Arc<Mutex<Option<(u64, bool)>>>;
+    /// What a body's `on_end` was told: bytes sent, complete, failed.
+    type Ended = Arc<Mutex<Option<(u64, bool, bool)>>>;
 
     fn ended() -> (Ended, impl FnOnce(FileEnd) + Send + 'static) {
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
         (seen, move |e: FileEnd| {
-            *s.lock().unwrap() = Some((e.sent, e.complete))
+            *s.lock().unwrap() = Some((e.sent, e.complete, e.failed))
         })
     }
 
@@ -399,11 +410,30 @@ mod tests {
             on_end,
         );
         assert_eq!(drain(&mut body).unwrap(), &data[7..7 + len as usize]);
-        assert_eq!(*seen.lock().unwrap(), Some((len, true)));
+        assert_eq!(*seen.lock().unwrap(), Some((len, true, false)));
     }
 
     #[test]
     fn a_taken_file_counts_as_sent_and_ends_the_body() {
+        let (seen, on_end) = ended();
+        let len = SENDFILE_MIN + 5;
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(&vec![b'x'; len as usize + 6]),
+                offset: 6,
+                len,
+            },
+            on_end,
+        );
+        let region = body.take_file().unwrap();
+        assert_eq!((region.offset, region.len), (6, len));
+        assert!(body.take_file().is_none());
+        assert_eq!(drain(&mut body).unwrap(), b"");
+        assert_eq!(*seen.lock().unwrap(), Some((len, true, false)));
+    }
+
+    #[test]
+    fn a_small_file_is_read_not_taken() {
         let (seen, on_end) = ended();
         let mut body = FileBody::new(
             FileRegion {
@@ -413,11 +443,9 @@ mod tests {
             },
             on_end,
         );
-        let region = body.take_file().unwrap();
-        assert_eq!((region.offset, region.len), (6, 5));
         assert!(body.take_file().is_none());
-        assert_eq!(drain(&mut body).unwrap(), b"");
-        assert_eq!(*seen.lock().unwrap(), Some((5, true)));
+        assert_eq!(drain(&mut body).unwrap(), b"world");
+        assert_eq!(*seen.lock().unwrap(), Some((5, true, false)));
     }
 
     #[test]
@@ -437,7 +465,7 @@ mod tests {
                 .message
                 .contains("ended before")
         );
-        assert_eq!(*seen.lock().unwrap(), Some((5, false)));
+        assert_eq!(*seen.lock().unwrap(), Some((5, false, true)));
     }
 
     #[test]
@@ -452,7 +480,7 @@ mod tests {
             on_end,
         );
         drop(body);
-        assert_eq!(*seen.lock().unwrap(), Some((0, false)));
+        assert_eq!(*seen.lock().unwrap(), Some((0, false, false)));
     }
 
     #[test]

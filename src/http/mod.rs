@@ -168,7 +168,8 @@ pub async fn serve_connection<S: Peek>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         // Body frames go down to BatchedIo as they are, never copied into
-        // hyper's buffer: file frames depend on it (sendfile.rs).
+        // hyper's buffer: file frames depend on it (sendfile.rs). So must
+        // `pipeline_flush` stay off: it switches hyper to copying.
         .writev(true)
         .timer(TokioTimer::new())
         .header_read_timeout(settings.head_timeout)

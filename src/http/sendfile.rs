@@ -8,9 +8,10 @@
 //!
 //! hyper must pass body frames through unread: with a Content-Length (the
 //! app host always sets one for a file) and the queue write strategy
-//! (`writev(true)`) it does. The placeholder is mapped PROT_NONE, so were a
-//! future hyper to copy a frame, the worker would fault at once in the tests
-//! rather than send wrong bytes.
+//! (`writev(true)`, and `pipeline_flush` off: it would switch hyper back to
+//! copying) it does. The placeholder is read-only zero pages (no memory
+//! used); were hyper ever to copy a frame, the tests that compare served
+//! files byte for byte would see zeros.
 
 use std::collections::VecDeque;
 use std::io;
@@ -33,7 +34,7 @@ fn placeholder_range() -> &'static [u8] {
             libc::mmap(
                 std::ptr::null_mut(),
                 FRAME_MAX,
-                libc::PROT_NONE,
+                libc::PROT_READ,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
@@ -42,16 +43,17 @@ fn placeholder_range() -> &'static [u8] {
         assert!(p != libc::MAP_FAILED, "reserving address space failed");
         p as usize
     });
-    // Never read: only the pointer and the length of its slices matter.
+    // Readable (zeros), though only the pointer and the length of its
+    // slices matter.
     unsafe { std::slice::from_raw_parts(base as *const u8, FRAME_MAX) }
 }
 
 /// A body frame standing for the next `len` bytes of the queued files.
-pub fn placeholder(len: usize) -> Bytes {
+pub(super) fn placeholder(len: usize) -> Bytes {
     Bytes::from_static(&placeholder_range()[..len.min(FRAME_MAX)])
 }
 
-pub fn is_placeholder(data: &[u8]) -> bool {
+pub(super) fn is_placeholder(data: &[u8]) -> bool {
     let range = placeholder_range().as_ptr_range();
     !data.is_empty() && range.contains(&data.as_ptr())
 }
@@ -74,20 +76,33 @@ impl FileQueue {
     ) -> Poll<io::Result<usize>> {
         let mut queue = self.0.lock().expect("not poisoned");
         let Some(region) = queue.front_mut() else {
-            return Poll::Ready(Err(io::Error::other(
-                "a file frame without its file (oxgate bug)",
-            )));
+            crate::say!("oxgate: a file frame without its file (a bug): connection closed");
+            return Poll::Ready(Err(io::Error::other("a file frame without its file")));
         };
         let want = len.min(usize::try_from(region.len).unwrap_or(usize::MAX));
         let fd = region.fd.as_raw_fd();
         let mut offset = region.offset as libc::off_t;
-        let n = std::task::ready!(sock.poll_sendfile(cx, fd, &mut offset, want))?;
-        if n == 0 {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file being sent ended before its length (truncated while sent?)",
-            )));
-        }
+        let n = match std::task::ready!(sock.poll_sendfile(cx, fd, &mut offset, want)) {
+            Ok(0) => {
+                crate::say!(
+                    "oxgate: the file being sent ended {} bytes short of its length \
+                     (truncated while sent?); connection closed",
+                    region.len
+                );
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(n) => n,
+            Err(e) => {
+                // A client gone is routine; a file that cannot be sent is not.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) {
+                    crate::say!("oxgate: sending a file: {e}; connection closed");
+                }
+                return Poll::Ready(Err(e));
+            }
+        };
         region.offset += n as u64;
         region.len -= n as u64;
         if region.len == 0 {

@@ -425,7 +425,7 @@ impl WsgiHost {
                 {
                     return head.into_response(ResponseBody::Stream {
                         first: None,
-                        rest: BodyStream::new(file_body(region, call, core)),
+                        rest: BodyStream::new(file_body(region, call, core, false)),
                     });
                 }
                 core.chunk(first.as_ref().map_or(0, |b| b.len()));
@@ -456,9 +456,11 @@ impl WsgiHost {
         self.pool
             .get_or_init(|| Pool::new(self.threads))
             .submit(move || {
-                Python::attach(|py| {
+                let core = Python::attach(|py| {
                     host.run_pooled(py, core, vars, input, is_head, head_tx, chunk_tx)
                 });
+                // Counted and logged after the GIL is released.
+                drop(core);
             });
         match head_rx.await {
             Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
@@ -483,7 +485,8 @@ impl WsgiHost {
         }
     }
 
-    /// The body of a pooled call, on a Python thread.
+    /// The body of a pooled call, on a Python thread. Gives back the core,
+    /// unless a file body took it, for the caller to drop without the GIL.
     #[allow(clippy::too_many_arguments)]
     fn run_pooled(
         &self,
@@ -494,7 +497,7 @@ impl WsgiHost {
         is_head: bool,
         head_tx: oneshot::Sender<Result<Started, CallError>>,
         chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
-    ) {
+    ) -> Option<Core> {
         let failed = |core: &mut Core, e: &CallError| {
             core.outcome.failed = true;
             core.outcome.status = e.status();
@@ -504,14 +507,14 @@ impl WsgiHost {
             Err(e) => {
                 failed(&mut core, &e);
                 let _ = head_tx.send(Err(e));
-                return;
+                return Some(core);
             }
         };
         match call.first_chunk(py) {
             Err(e) => {
                 failed(&mut core, &e);
                 let _ = head_tx.send(Err(e));
-                return;
+                return Some(core);
             }
             Ok((head, first)) => {
                 let finished = call.is_finished(py);
@@ -521,8 +524,9 @@ impl WsgiHost {
                     && let Some(region) = call.take_file()
                 {
                     // The event loop sends the file and closes the call.
-                    let _ = head_tx.send(Ok(Started::File(head, file_body(region, call, core))));
-                    return;
+                    let body = file_body(region, call, core, true);
+                    let _ = head_tx.send(Ok(Started::File(head, body)));
+                    return None;
                 }
                 if !is_head {
                     core.chunk(first.as_ref().map_or(0, |b| b.len()));
@@ -530,7 +534,7 @@ impl WsgiHost {
                 let started = Started::Head(head, first, finished);
                 if head_tx.send(Ok(started)).is_err() || finished || is_head {
                     call.close(py);
-                    return;
+                    return Some(core);
                 }
             }
         }
@@ -552,6 +556,7 @@ impl WsgiHost {
             }
         }
         call.close(py);
+        Some(core)
     }
 
     /// Builds the environ and calls the app; the response is not started yet.
@@ -759,12 +764,21 @@ enum Started {
 
 /// The body of a response that is a file: sent (or read) by the front end,
 /// then the app's iterable is closed and the request is over.
-fn file_body(region: FileRegion, mut call: Call, mut core: Core) -> FileBody {
+/// `pooled`: the app's `close()` runs on a Python thread, not on the event
+/// loop (where waiting for the GIL would hold up every connection).
+fn file_body(region: FileRegion, mut call: Call, mut core: Core, pooled: bool) -> FileBody {
     FileBody::new(region, move |end| {
         core.chunk(end.sent as usize);
-        core.outcome.failed = !end.complete;
-        Python::attach(|py| call.close(py));
-        drop(core);
+        core.outcome.failed = end.failed;
+        let host = core.host.clone();
+        let finish = move || {
+            Python::attach(|py| call.close(py));
+            drop(core); // the request is over: counted and logged, without the GIL
+        };
+        match host.pool.get() {
+            Some(pool) if pooled => pool.submit(finish),
+            _ => finish(),
+        }
     })
 }
 
