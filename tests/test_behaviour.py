@@ -34,6 +34,15 @@ def test_unread_body_does_not_break_the_next_request(srv):
             assert s.get(srv.url + "/thread").status_code == 200
 
 
+def test_unread_body_is_drained_and_the_connection_kept(srv):
+    """An app that ignores a 4 MiB body: the rest is read and dropped, and
+    the next request on the same connection is answered (not a close)."""
+    body = b"z" * (4 << 20)
+    out = raw_request(srv.port, b"POST /ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                      % len(body) + body + b"GET /thread HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200 OK") == 2, out[:500]
+
+
 def test_exception_is_500_and_logged_not_shown(srv):
     r = requests.get(srv.url + "/raise")
     assert r.status_code == 500

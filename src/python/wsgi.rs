@@ -36,6 +36,9 @@ const ZERO_COPY_MIN: usize = 16 * 1024;
 const FILE_CHUNK: usize = 256 * 1024;
 /// Chunks buffered between a Python thread and the connection, each way.
 const CHANNEL_DEPTH: usize = 2;
+/// How much of a request body the app did not read is still read (and
+/// dropped) to keep the connection; beyond it the connection is closed.
+const UNREAD_BODY_DRAIN: usize = 8 << 20;
 
 pub(crate) struct Helpers {
     pub load: Py<PyAny>,
@@ -1541,12 +1544,21 @@ impl Input {
         let (start_tx, start_rx) = oneshot::channel::<()>();
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(async move {
-            if start_rx.await.is_err() {
-                return; // the app never read the body
+            if start_rx.await.is_ok() {
+                while let Some(chunk) = body.chunk().await {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the app is done with it
+                    }
+                }
             }
-            while let Some(chunk) = body.chunk().await {
-                if tx.send(chunk).await.is_err() {
-                    return;
+            // What the app left unread is read and dropped (up to a bound),
+            // as gunicorn and nginx do: the connection then stays usable for
+            // the client's next request instead of being closed under it.
+            let mut left = UNREAD_BODY_DRAIN;
+            while left > 0 {
+                match body.chunk().await {
+                    Some(Ok(b)) => left = left.saturating_sub(b.len()),
+                    _ => break,
                 }
             }
         });
