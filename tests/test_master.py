@@ -89,8 +89,11 @@ def test_killed_worker_is_respawned_under_load(serve, app_dir):
     load.finish()
     assert before[0] not in after
     assert load.ok > 50
-    # only requests that were on the killed worker may fail (one at a time)
-    assert len(load.failures) <= 1, load.failures
+    # Only connections the killed worker held may fail: its event loop holds
+    # every connection it accepted, so up to one per client (each client has
+    # one in flight), and only as resets, never as error responses.
+    assert len(load.failures) <= 4, load.failures
+    assert all(isinstance(f, str) and "Connection" in f for f in load.failures), load.failures
 
 
 def test_harakiri_kills_a_stuck_worker_with_its_stack(serve, app_dir):
