@@ -679,21 +679,8 @@ where
         })
         .await;
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
-    let reason = response.reason.clone().unwrap_or_else(|| {
-        http::StatusCode::from_u16(response.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Unknown")
-            .to_string()
-    });
-    let mut head = format!("Status: {} {reason}\r\n", response.status).into_bytes();
-    for (name, value) in &response.headers {
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    // The same CGI head as SCGI's.
+    let mut head = response_head(Protocol::Scgi, b"", &response);
     let mut out = Vec::with_capacity(head.len() + 64);
     match response.body {
         ResponseBody::Empty => fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head),

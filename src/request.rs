@@ -75,7 +75,7 @@ pub struct FileBody {
     on_end: Option<Box<dyn FnOnce(FileEnd) + Send>>,
 }
 
-/// What one read of a [`FileBody`] takes from the file.
+/// What one read of a [`FileRegion`] takes from the file.
 const FILE_CHUNK: usize = 256 * 1024;
 /// Files smaller than this are read, not handed out for sendfile.
 pub const SENDFILE_MIN: u64 = 16 * 1024;
@@ -99,17 +99,25 @@ impl FileBody {
             });
         }
     }
+}
 
-    fn read(region: &mut FileRegion) -> Result<Bytes, BodyError> {
-        let want = (region.len as usize).min(FILE_CHUNK);
+impl FileRegion {
+    /// Reads the next chunk (up to 256 KiB) with pread and moves past it;
+    /// `None` once the region is done. A file that ends before the region
+    /// does is an `UnexpectedEof` error.
+    pub fn read_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let want = (self.len as usize).min(FILE_CHUNK);
         let mut buf = bytes::BytesMut::zeroed(want);
         let n = loop {
             let n = unsafe {
                 libc::pread(
-                    region.fd.as_raw_fd(),
+                    self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     want,
-                    region.offset as libc::off_t,
+                    self.offset as libc::off_t,
                 )
             };
             if n >= 0 {
@@ -117,22 +125,19 @@ impl FileBody {
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(BodyError::new(
-                    500,
-                    format!("reading the file to send: {err}"),
-                ));
+                return Err(err);
             }
         };
         if n == 0 {
-            return Err(BodyError::new(
-                500,
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
                 "the file being sent ended before its length (truncated while sent?)",
             ));
         }
         buf.truncate(n);
-        region.offset += n as u64;
-        region.len -= n as u64;
-        Ok(buf.freeze())
+        self.offset += n as u64;
+        self.len -= n as u64;
+        Ok(Some(buf.freeze()))
     }
 }
 
@@ -144,14 +149,18 @@ impl ChunkSource for FileBody {
         };
         // A page-cache read: quick enough for the event loop, like the
         // pread the app's own file object would do.
-        match FileBody::read(region) {
-            Ok(b) => {
+        match region.read_chunk() {
+            Ok(Some(b)) => {
                 self.sent += b.len() as u64;
                 Poll::Ready(Some(Ok(b)))
             }
+            Ok(None) => unreachable!("the region is not empty"),
             Err(e) => {
                 self.end(false, true);
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(BodyError::new(
+                    500,
+                    format!("reading the file to send: {e}"),
+                ))))
             }
         }
     }

@@ -12,11 +12,11 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pyo3::exceptions::{PyIOError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -32,8 +32,6 @@ use crate::request::{
 
 /// Chunks of at least this size are handed to the front end without a copy.
 const ZERO_COPY_MIN: usize = 16 * 1024;
-/// Read size for `wsgi.file_wrapper` files served from their descriptor.
-const FILE_CHUNK: usize = 256 * 1024;
 /// Chunks buffered between a Python thread and the connection, each way.
 const CHANNEL_DEPTH: usize = 2;
 /// How much of a request body the app did not read is still read (and
@@ -629,7 +627,7 @@ impl WsgiHost {
         } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
             Iter::Tuple(tuple.clone().unbind(), 0)
         } else if let Ok(wrapper) = result.cast_exact::<FileWrapper>() {
-            match FileSource::from_wrapper(py, wrapper) {
+            match file_region(py, wrapper) {
                 Some(f) => Iter::File(f),
                 None => Iter::Generic(
                     result
@@ -1099,7 +1097,7 @@ enum Iter {
     List(Py<PyList>, usize),
     Tuple(Py<PyTuple>, usize),
     Generic(Py<PyAny>),
-    File(FileSource),
+    File(FileRegion),
     Done,
 }
 
@@ -1172,7 +1170,7 @@ impl Call {
         if head.content_length.is_none()
             && let Iter::File(f) = &self.iter
         {
-            let len = f.remaining + first.as_ref().map_or(0, |b| b.len() as u64);
+            let len = f.len + first.as_ref().map_or(0, |b| b.len() as u64);
             head.content_length = Some(len);
             head.headers
                 .push(("Content-Length".into(), Bytes::from(len.to_string())));
@@ -1217,18 +1215,15 @@ impl Call {
             return None;
         };
         let len = self.limit?.saturating_sub(self.sent);
-        if len > f.remaining {
+        if len > f.len {
             return None; // short: next_chunk reads it and reports the error
         }
-        let Iter::File(f) = std::mem::replace(&mut self.iter, Iter::Done) else {
+        let Iter::File(mut f) = std::mem::replace(&mut self.iter, Iter::Done) else {
             unreachable!()
         };
         self.sent += len;
-        Some(FileRegion {
-            fd: f.fd,
-            offset: f.offset,
-            len,
-        })
+        f.len = len;
+        Some(f)
     }
 
     /// Cuts a chunk to what is left of the app's Content-Length.
@@ -1285,7 +1280,14 @@ impl Call {
                 }
             }
             Iter::File(f) => {
-                let chunk = py.detach(|| f.read())?;
+                let chunk = match py.detach(|| f.read_chunk()) {
+                    Ok(chunk) => chunk,
+                    // The file shrank: the body ends short of its length.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+                    Err(e) => {
+                        return Err(PyIOError::new_err(format!("reading the file to send: {e}")));
+                    }
+                };
                 if chunk.is_none() {
                     self.iter = Iter::Done;
                 }
@@ -1389,82 +1391,37 @@ impl ChunkSource for ChannelChunks {
     }
 }
 
-/// A regular file behind `wsgi.file_wrapper`, read from its descriptor
-/// without the GIL, from its current position to its end.
-struct FileSource {
-    fd: OwnedFd,
-    offset: u64,
-    remaining: u64,
-}
-
-impl FileSource {
-    fn from_wrapper(py: Python<'_>, wrapper: &Bound<'_, FileWrapper>) -> Option<FileSource> {
-        let filelike = wrapper.borrow().filelike.clone_ref(py);
-        let fd: i32 = filelike
-            .bind(py)
-            .call_method0("fileno")
-            .ok()?
-            .extract()
-            .ok()?;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
-        {
-            return None;
-        }
-        // Python's file object may have buffered ahead; tell() knows where
-        // the app's view of the file is.
-        let offset: u64 = filelike
-            .bind(py)
-            .call_method0("tell")
-            .ok()?
-            .extract()
-            .ok()?;
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return None;
-        }
-        Some(FileSource {
-            fd: unsafe { OwnedFd::from_raw_fd(dup) },
-            offset,
-            remaining: (st.st_size as u64).saturating_sub(offset),
-        })
+/// The region of a regular file behind `wsgi.file_wrapper`: from the app's
+/// current position to the end, on a descriptor of oxgate's own.
+fn file_region(py: Python<'_>, wrapper: &Bound<'_, FileWrapper>) -> Option<FileRegion> {
+    let filelike = wrapper.borrow().filelike.clone_ref(py);
+    let fd: i32 = filelike
+        .bind(py)
+        .call_method0("fileno")
+        .ok()?
+        .extract()
+        .ok()?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+        return None;
     }
-
-    fn read(&mut self) -> PyResult<Option<Bytes>> {
-        if self.remaining == 0 {
-            return Ok(None);
-        }
-        let want = (self.remaining as usize).min(FILE_CHUNK);
-        let mut buf = BytesMut::zeroed(want);
-        let n = loop {
-            let n = unsafe {
-                libc::pread(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    want,
-                    self.offset as libc::off_t,
-                )
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(PyIOError::new_err(format!(
-                    "reading the file to send: {err}"
-                )));
-            }
-        };
-        if n == 0 {
-            // The file shrank; the connection is closed short of its length.
-            self.remaining = 0;
-            return Ok(None);
-        }
-        buf.truncate(n);
-        self.offset += n as u64;
-        self.remaining -= n as u64;
-        Ok(Some(buf.freeze()))
+    // Python's file object may have buffered ahead; tell() knows where
+    // the app's view of the file is.
+    let offset: u64 = filelike
+        .bind(py)
+        .call_method0("tell")
+        .ok()?
+        .extract()
+        .ok()?;
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return None;
     }
+    Some(FileRegion {
+        fd: unsafe { OwnedFd::from_raw_fd(dup) },
+        offset,
+        len: (st.st_size as u64).saturating_sub(offset),
+    })
 }
 
 /// `wsgi.file_wrapper`: an iterable over a file-like object. When the app
