@@ -321,10 +321,6 @@ impl VarsBuilder {
         };
         self.vars.push((name, value));
     }
-
-    fn finish(self) -> Vec<(VarName, Bytes)> {
-        self.vars
-    }
 }
 
 /// A request whose head is already converted, its body still to read.
@@ -437,7 +433,7 @@ fn convert_head(
             std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
         );
     }
-    let vars = v.finish();
+    let vars = v.vars;
 
     if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
         && len > limit
