@@ -43,6 +43,22 @@ def test_unread_body_is_drained_and_the_connection_kept(srv):
     assert out.count(b"HTTP/1.1 200 OK") == 2, out[:500]
 
 
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
+def test_socket_timeout_spares_requests_in_progress(serve, threads):
+    """--socket-timeout bounds the wait for a request head, never the app
+    or its response: a 1.5 s app then a 1.5 s pause between chunks, under a
+    1 s timeout, get through whole. Then the idle connection is closed."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--threads", threads, "--socket-timeout", "1")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
+        sock.sendall(b"GET /slow?first=1.5&gap=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while (b := sock.recv(65536)):
+            out += b
+    # recv returned b"": the server closed the idle connection by itself.
+    assert out.startswith(b"HTTP/1.1 200 OK"), out
+    assert out.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), out
+
+
 def test_exception_is_500_and_logged_not_shown(srv):
     r = requests.get(srv.url + "/raise")
     assert r.status_code == 500

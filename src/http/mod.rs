@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use percent_encoding::percent_decode;
 use std::os::fd::AsRawFd;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -156,14 +157,16 @@ pub async fn serve_connection<S: Peek>(
         host,
         settings: settings.clone(),
         files,
-        begun: std::sync::atomic::AtomicU64::new(0),
+        begun: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
     });
     let ctx = conn_ctx.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
-        ctx.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = ctx.begun.load(Ordering::Relaxed);
+        ctx.begun.store(n + 1, Ordering::Relaxed);
         let head = convert_head(req, &ctx.info, &ctx.settings);
-        async move { Ok::<_, Infallible>(handle(head, &ctx).await) }
+        async move { Ok::<_, Infallible>(handle(head, ctx).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -171,8 +174,10 @@ pub async fn serve_connection<S: Peek>(
         // hyper's buffer: file frames depend on it (sendfile.rs). So must
         // `pipeline_flush` stay off: it switches hyper to copying.
         .writev(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.head_timeout)
+        // hyper's own head timeout arms a timer for every request, a
+        // tenth of a hello-world request's CPU; `idle_watchdog` does its
+        // job with one timer per connection.
+        .header_read_timeout(None)
         .max_buf_size(settings.max_head.max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -181,14 +186,15 @@ pub async fn serve_connection<S: Peek>(
         biased;
         res = conn.as_mut() => return log_conn_error(res),
         _ = shutdown.changed() => {}
+        () = idle_watchdog(&conn_ctx) => return,
     }
     // A connection accepted just before the stop has a request on its way
     // (or already in the socket): hyper would see it idle and close it
     // unread. Serve that first request, bounded by the head timeout.
     let begun = &conn_ctx.begun;
-    if begun.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    if begun.load(Ordering::Relaxed) == 0 {
         let first = async {
-            while begun.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            while begun.load(Ordering::Relaxed) == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
@@ -199,6 +205,28 @@ pub async fn serve_connection<S: Peek>(
     }
     conn.as_mut().graceful_shutdown();
     log_conn_error(conn.await);
+}
+
+/// Returns once the connection has waited a whole `--socket-timeout` for a
+/// request head: nothing in progress and no request begun since the last
+/// look. So an idle keep-alive connection, or a client that trickles its
+/// head, is closed after one to two timeouts, as hyper's head timeout
+/// would (after one). A request being served, however long its app or
+/// its response takes, keeps the connection open.
+async fn idle_watchdog(ctx: &ConnCtx) {
+    let timeout = ctx.settings.head_timeout;
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
+    let mut seen = u64::MAX;
+    loop {
+        sleep.as_mut().await;
+        let begun = ctx.begun.load(Ordering::Relaxed);
+        if begun == seen && ctx.finished.load(Ordering::Relaxed) == begun {
+            return;
+        }
+        seen = begun;
+        sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+    }
 }
 
 fn log_conn_error(res: Result<(), hyper::Error>) {
@@ -222,15 +250,30 @@ struct ConnCtx {
     settings: Arc<HttpSettings>,
     files: Arc<sendfile::FileQueue>,
     /// Requests this connection has begun; a stop waits for the first one.
-    begun: std::sync::atomic::AtomicU64,
+    begun: AtomicU64,
+    /// Requests whose response has been sent, or dropped (`Finished`).
+    finished: AtomicU64,
 }
 
-async fn handle(head: Result<Headed, Response>, ctx: &ConnCtx) -> hyper::Response<OxBody> {
+/// Counts a request as finished when its response body is dropped: hyper
+/// drops it once the body is sent, or the connection is gone.
+struct Finished(Arc<ConnCtx>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        // Only this connection's task writes it: no atomic read-modify-write.
+        let n = self.0.finished.load(Ordering::Relaxed);
+        self.0.finished.store(n + 1, Ordering::Relaxed);
+    }
+}
+
+async fn handle(head: Result<Headed, Response>, ctx: Arc<ConnCtx>) -> hyper::Response<OxBody> {
     let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
-        Err(resp) => return to_hyper(resp, true, &ctx.files),
+        Err(resp) => return to_hyper(resp, true, ctx),
     };
-    to_hyper(ctx.host.handle(request).await, false, &ctx.files)
+    let resp = ctx.host.handle(request).await;
+    to_hyper(resp, false, ctx)
 }
 
 /// The CGI name of a request header: HTTP_ + upper case, `-` as `_`.
@@ -527,7 +570,13 @@ impl ChunkSource for IncomingChunks {
 }
 
 /// The response body as hyper sees it.
-pub enum OxBody {
+struct OxBody {
+    kind: BodyKind,
+    /// The connection, told when the body is done with.
+    conn: Finished,
+}
+
+enum BodyKind {
     Empty,
     Full(Option<Bytes>),
     Stream {
@@ -536,9 +585,9 @@ pub enum OxBody {
         /// An error held back one poll, so hyper flushes what the app
         /// produced before it cuts the connection.
         failed: Option<BodyError>,
-        /// Where file regions of the body go, to be sent with sendfile;
-        /// `file_left` bytes of them still to be stood for by frames.
-        files: Arc<sendfile::FileQueue>,
+        /// Bytes of the file region last handed to the connection's
+        /// FileQueue (to go out with sendfile) still to be stood for by
+        /// frames.
         file_left: u64,
     },
 }
@@ -551,14 +600,14 @@ impl Body for OxBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            OxBody::Empty => Poll::Ready(None),
-            OxBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            OxBody::Stream {
+        let this = self.get_mut();
+        match &mut this.kind {
+            BodyKind::Empty => Poll::Ready(None),
+            BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Stream {
                 first,
                 rest,
                 failed,
-                files,
                 file_left,
             } => {
                 if let Some(e) = failed.take() {
@@ -571,7 +620,7 @@ impl Body for OxBody {
                     && let Some(region) = rest.take_file()
                 {
                     *file_left = region.len;
-                    files.push(region);
+                    this.conn.0.files.push(region);
                 }
                 if *file_left > 0 {
                     let frame = sendfile::placeholder(
@@ -593,39 +642,37 @@ impl Body for OxBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            OxBody::Empty => true,
-            OxBody::Full(b) => b.is_none(),
-            OxBody::Stream { .. } => false,
+        match &self.kind {
+            BodyKind::Empty => true,
+            BodyKind::Full(b) => b.is_none(),
+            BodyKind::Stream { .. } => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            OxBody::Empty => SizeHint::with_exact(0),
-            OxBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            OxBody::Stream { .. } => SizeHint::default(),
+        match &self.kind {
+            BodyKind::Empty => SizeHint::with_exact(0),
+            BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Stream { .. } => SizeHint::default(),
         }
     }
 }
 
-fn to_hyper(
-    resp: Response,
-    close: bool,
-    files: &Arc<sendfile::FileQueue>,
-) -> hyper::Response<OxBody> {
-    let body = match resp.body {
-        ResponseBody::Empty => OxBody::Empty,
-        ResponseBody::Full(b) => OxBody::Full(Some(b)),
-        ResponseBody::Stream { first, rest } => OxBody::Stream {
+fn to_hyper(resp: Response, close: bool, conn: Arc<ConnCtx>) -> hyper::Response<OxBody> {
+    let kind = match resp.body {
+        ResponseBody::Empty => BodyKind::Empty,
+        ResponseBody::Full(b) => BodyKind::Full(Some(b)),
+        ResponseBody::Stream { first, rest } => BodyKind::Stream {
             first,
             rest,
             failed: None,
-            files: files.clone(),
             file_left: 0,
         },
     };
-    let mut out = hyper::Response::new(body);
+    let mut out = hyper::Response::new(OxBody {
+        kind,
+        conn: Finished(conn),
+    });
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(reason) = resp.reason

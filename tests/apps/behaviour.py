@@ -65,6 +65,17 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (block for _ in range(mb))
 
+    if path == "/slow":
+        # Sleeps `first` seconds before answering, then `gap` between chunks.
+        time.sleep(float(q.get("first", 0)))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            yield b"a"
+            time.sleep(float(q.get("gap", 0)))
+            yield b"b"
+        return gen()
+
     if path == "/block":
         # Waits until /release is served on another connection.
         ok = RELEASE.wait(int(q.get("timeout", 20)))
