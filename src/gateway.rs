@@ -198,7 +198,7 @@ fn response_head(protocol: Protocol, version: &[u8], resp: &Response) -> Vec<u8>
     }
     head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
     for (name, value) in &resp.headers {
-        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(name);
         head.extend_from_slice(b": ");
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");

@@ -287,6 +287,52 @@ pub struct Request {
     pub protocol: crate::listen::Protocol,
 }
 
+thread_local! {
+    /// An emptied variable list and header list, kept for the thread's
+    /// next request.
+    static SPARE_VARS: std::cell::Cell<Vec<(VarName, Bytes)>> = const {
+        std::cell::Cell::new(Vec::new())
+    };
+    static SPARE_HEADERS: std::cell::Cell<Vec<(Bytes, Bytes)>> = const {
+        std::cell::Cell::new(Vec::new())
+    };
+}
+
+/// Lists longer than this are not kept.
+const SPARE_MAX: usize = 64;
+
+/// An empty variable list with room for `n`: the one last given back on
+/// this thread (`recycle_vars`) if there is one, so a worker that serves
+/// its requests on one thread does not allocate a list for each.
+pub fn vars_with_capacity(n: usize) -> Vec<(VarName, Bytes)> {
+    let mut vars = SPARE_VARS.take();
+    vars.reserve(n);
+    vars
+}
+
+/// Gives back a variable list whose values are no longer needed.
+pub fn recycle_vars(mut vars: Vec<(VarName, Bytes)>) {
+    if vars.capacity() <= SPARE_MAX {
+        vars.clear();
+        SPARE_VARS.set(vars);
+    }
+}
+
+/// An empty header list with room for `n`, as `vars_with_capacity`.
+pub fn headers_with_capacity(n: usize) -> Vec<(Bytes, Bytes)> {
+    let mut headers = SPARE_HEADERS.take();
+    headers.reserve(n);
+    headers
+}
+
+/// Gives back a header list whose values are no longer needed.
+pub fn recycle_headers(mut headers: Vec<(Bytes, Bytes)>) {
+    if headers.capacity() <= SPARE_MAX {
+        headers.clear();
+        SPARE_HEADERS.set(headers);
+    }
+}
+
 /// Told when a request starts and ends on one of the app's threads (cores,
 /// numbered from 0); the request log and the worker's scoreboard listen.
 pub trait RequestObserver: Send + Sync {
@@ -313,7 +359,7 @@ pub struct Outcome {
 
 /// The size of a response head as written on the wire ("HTTP/1.1 200 OK\r\n",
 /// the headers, the blank line).
-pub fn head_size(status: u16, reason: Option<&str>, headers: &[(String, Bytes)]) -> u64 {
+pub fn head_size(status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) -> u64 {
     let reason = reason.map_or_else(|| reason_phrase(status).len(), str::len);
     let line = "HTTP/1.1 200 ".len() + reason + 2;
     let fields: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
@@ -343,8 +389,9 @@ pub struct Response {
     /// The reason phrase, when it is not the standard one for the status
     /// ("299 Custom Reason", "404 Gone Fishing").
     pub reason: Option<String>,
-    /// Header names and values as the app gave them (already validated).
-    pub headers: Vec<(String, Bytes)>,
+    /// Header names and values as the app gave them (already validated:
+    /// names are tokens, values have no control characters).
+    pub headers: Vec<(Bytes, Bytes)>,
     pub body: ResponseBody,
 }
 
@@ -356,10 +403,13 @@ impl Response {
             reason: Some(reason.to_string()),
             headers: vec![
                 (
-                    "Content-Type".into(),
+                    Bytes::from_static(b"Content-Type"),
                     Bytes::from_static(b"text/plain; charset=utf-8"),
                 ),
-                ("Content-Length".into(), Bytes::from(text.len().to_string())),
+                (
+                    Bytes::from_static(b"Content-Length"),
+                    Bytes::from(text.len().to_string()),
+                ),
             ],
             body: ResponseBody::Full(Bytes::from_static(text.as_bytes())),
         }

@@ -80,11 +80,17 @@ def test_exception_after_first_chunk_cuts_the_connection(srv):
     ("/hop", "hop-by-hop header"),
     ("/no-start", "without calling start_response"),
     ("/str-body", "a WSGI body is made of bytes"),
+    ("/not-latin1", "character above U+00FF"),
 ])
 def test_protocol_violations_are_500(srv, path, logged):
     r = requests.get(srv.url + path)
     assert r.status_code == 500
     assert logged in srv.log()
+    # Nothing of the refused head leaks into the next response's.
+    out = raw_request(srv.port, b"GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = out.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    assert b"content-type: text/plain" in head, head
+    assert not any(b"caf" in h or b"x-fine" in h for h in head), head
 
 
 def test_short_body_closes_the_connection(srv):

@@ -161,12 +161,25 @@ pub async fn serve_connection<S: Peek>(
         finished: AtomicU64::new(0),
     });
     let ctx = conn_ctx.clone();
+    let arena = std::cell::RefCell::new(BytesMut::new());
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
         let n = ctx.begun.load(Ordering::Relaxed);
         ctx.begun.store(n + 1, Ordering::Relaxed);
-        let head = convert_head(req, &ctx.info, &ctx.settings);
-        async move { Ok::<_, Infallible>(handle(head, ctx).await) }
+        let (parts, body) = req.into_parts();
+        let head = convert_head(
+            &parts,
+            body,
+            &ctx.info,
+            &ctx.settings,
+            &mut arena.borrow_mut(),
+        );
+        // The request's header map, emptied, carries the response's
+        // headers; hyper keeps that map to parse the next request into,
+        // so a keep-alive connection allocates no header maps.
+        let mut headers = parts.headers;
+        headers.clear();
+        async move { Ok::<_, Infallible>(handle(head, headers, ctx).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -267,13 +280,17 @@ impl Drop for Finished {
     }
 }
 
-async fn handle(head: Result<Headed, Response>, ctx: Arc<ConnCtx>) -> hyper::Response<OxBody> {
+async fn handle(
+    head: Result<Headed, Response>,
+    headers: http::HeaderMap,
+    ctx: Arc<ConnCtx>,
+) -> hyper::Response<OxBody> {
     let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
-        Err(resp) => return to_hyper(resp, true, ctx),
+        Err(resp) => return to_hyper(resp, headers, true, ctx),
     };
     let resp = ctx.host.handle(request).await;
-    to_hyper(resp, false, ctx)
+    to_hyper(resp, headers, false, ctx)
 }
 
 /// The CGI name of a request header: HTTP_ + upper case, `-` as `_`.
@@ -336,21 +353,22 @@ fn static_bytes(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
-/// Collects CGI variables whose values are copied into one shared buffer:
-/// one allocation per request instead of one per variable. Each value is
-/// split off the buffer as it is written, so the list is built once.
-struct VarsBuilder {
-    arena: BytesMut,
+/// Collects CGI variables whose values are copied into one shared buffer,
+/// the connection's: no allocation per variable, nor (once the previous
+/// request's values are dropped) per request. Each value is split off the
+/// buffer as it is written, so the list is built once.
+struct VarsBuilder<'a> {
+    arena: &'a mut BytesMut,
     vars: Vec<(VarName, Bytes)>,
 }
 
-impl VarsBuilder {
+impl VarsBuilder<'_> {
     fn put(&mut self, name: Var, value: Bytes) {
         self.vars.push((VarName::Known(name), value));
     }
 
     /// Copies `parts` into the arena as one value, joined by `sep`.
-    fn copy<'a>(&mut self, name: VarName, sep: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) {
+    fn copy<'p>(&mut self, name: VarName, sep: &[u8], parts: impl IntoIterator<Item = &'p [u8]>) {
         for (i, part) in parts.into_iter().enumerate() {
             if i > 0 {
                 self.arena.extend_from_slice(sep);
@@ -366,6 +384,11 @@ impl VarsBuilder {
     }
 }
 
+/// The room a connection keeps for its requests' CGI values, and the most
+/// it keeps after a larger request.
+const ARENA_SIZE: usize = 512;
+const ARENA_KEEP: usize = 8192;
+
 /// A request whose head is already converted, its body still to read.
 struct Headed {
     vars: Vec<(VarName, Bytes)>,
@@ -379,15 +402,23 @@ struct Headed {
 /// service future first runs, it made hyper allocate a new 8 KiB read
 /// buffer for every request.
 fn convert_head(
-    req: hyper::Request<Incoming>,
+    parts: &http::request::Parts,
+    body: Incoming,
     info: &ConnInfo,
     settings: &HttpSettings,
+    arena: &mut BytesMut,
 ) -> Result<Headed, Response> {
-    let (parts, body) = req.into_parts();
+    // Takes back the whole buffer if the last request's values are gone;
+    // values beyond it (rare) move on to a new one.
+    arena.reserve(ARENA_SIZE);
+    if arena.capacity() > ARENA_KEEP {
+        // A buffer grown by huge headers is not kept.
+        *arena = BytesMut::with_capacity(ARENA_SIZE);
+    }
     let mut v = VarsBuilder {
-        // Values beyond this (rare) move on to a new buffer.
-        arena: BytesMut::with_capacity(512),
-        vars: Vec::with_capacity(16 + parts.headers.keys_len()),
+        arena,
+        // Ten variables besides the headers, and room for a SCRIPT_NAME.
+        vars: crate::request::vars_with_capacity(11 + parts.headers.keys_len()),
     };
     match parts.method.as_str() {
         "GET" => v.put(Var::REQUEST_METHOD, static_bytes("GET")),
@@ -658,7 +689,13 @@ impl Body for OxBody {
     }
 }
 
-fn to_hyper(resp: Response, close: bool, conn: Arc<ConnCtx>) -> hyper::Response<OxBody> {
+/// hyper's response for `resp`, its headers put in `headers` (empty).
+fn to_hyper(
+    resp: Response,
+    mut headers: http::HeaderMap,
+    close: bool,
+    conn: Arc<ConnCtx>,
+) -> hyper::Response<OxBody> {
     let kind = match resp.body {
         ResponseBody::Empty => BodyKind::Empty,
         ResponseBody::Full(b) => BodyKind::Full(Some(b)),
@@ -681,19 +718,21 @@ fn to_hyper(resp: Response, close: bool, conn: Arc<ConnCtx>) -> hyper::Response<
     {
         out.extensions_mut().insert(reason);
     }
-    let headers = out.headers_mut();
-    for (name, value) in resp.headers {
+    let mut list = resp.headers;
+    for (name, value) in list.drain(..) {
         // Names and values were validated when the app set them.
         if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
+            HeaderName::from_bytes(&name),
             HeaderValue::from_maybe_shared(value),
         ) {
             headers.append(n, v);
         }
     }
+    crate::request::recycle_headers(list);
     if close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    *out.headers_mut() = headers;
     out
 }
 

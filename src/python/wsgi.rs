@@ -16,7 +16,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyIOError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -94,7 +94,7 @@ struct Core {
 }
 
 impl Core {
-    fn head(&mut self, status: u16, reason: Option<&str>, headers: &[(String, Bytes)]) {
+    fn head(&mut self, status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) {
         self.outcome.status = status;
         self.outcome.headers = headers.len() as u32;
         self.outcome.header_bytes = head_size(status, reason, headers);
@@ -608,6 +608,7 @@ impl WsgiHost {
             };
             environ.set_item(key, value).map_err(CallError::Internal)?;
         }
+        crate::request::recycle_vars(vars);
         if https {
             environ
                 .set_item("wsgi.url_scheme", "https")
@@ -825,7 +826,7 @@ impl CallError {
 pub(crate) struct Head {
     status: u16,
     reason: Option<String>,
-    headers: Vec<(String, Bytes)>,
+    headers: Vec<(Bytes, Bytes)>,
     content_length: Option<u64>,
 }
 
@@ -951,7 +952,8 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     let mut out = Head {
         status: code,
         reason: (standard != Some(reason)).then(|| reason.to_string()),
-        headers: Vec::new(),
+        // One more for a Content-Length the server may add.
+        headers: crate::request::headers_with_capacity(headers.len().unwrap_or(0) + 1),
         content_length: None,
     };
     if !(headers.is_exact_instance_of::<PyList>() || headers.is_exact_instance_of::<PyTuple>()) {
@@ -960,6 +962,13 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             type_name(headers)
         )));
     }
+    with_scratch(|arena| parse_headers(headers, arena, &mut out))?;
+    Ok(out)
+}
+
+/// Validates the app's headers into `out`, their names and values copied
+/// into `arena`.
+fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Head) -> PyResult<()> {
     for item in headers.try_iter()? {
         let item = item?;
         let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
@@ -970,8 +979,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         let name = name
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err(format!("header name must be str, got {name}")))?
-            .to_str()?
-            .to_string();
+            .to_str()?;
         let value = value.cast::<PyString>().map_err(|_| {
             PyTypeError::new_err(format!("value of header {name:?} must be str, got {value}"))
         })?;
@@ -980,12 +988,15 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
                 "invalid header name {name:?}"
             )));
         }
-        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
             )));
         }
-        let value = str_to_latin1(value)?;
+        arena.extend_from_slice(name.as_bytes());
+        let name_bytes = arena.split().freeze();
+        str_to_latin1(value, arena)?;
+        let value = arena.split().freeze();
         if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
             return Err(PyValueError::new_err(format!(
                 "value of header {name:?} contains a control character"
@@ -1006,9 +1017,44 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             }
             out.content_length = Some(n);
         }
-        out.headers.push((name, value));
+        out.headers.push((name_bytes, value));
     }
-    Ok(out)
+    Ok(())
+}
+
+thread_local! {
+    /// Where a thread copies the small things a response is made of: header
+    /// names and values, short body chunks. Each is split off as a `Bytes`.
+    static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
+}
+
+/// `SCRATCH`'s buffer: room for the heads and short bodies of many
+/// responses, so that by the time it is used up, what was split off its
+/// start has been sent and dropped (after a batch of writes, responses
+/// still wait in the flush queue) and the whole can be taken back.
+const SCRATCH_SIZE: usize = 8192;
+/// Each use wants this much room at least, or the buffer is renewed.
+const SCRATCH_MIN: usize = 512;
+/// The most it keeps after a larger response.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Runs `f` with the thread's scratch buffer. A keep-alive hello world
+/// allocates nothing for its head but once per buffer.
+/// (Taken out of its cell meanwhile: a nested call, from Python code `f`
+/// runs, gets a buffer of its own.)
+fn with_scratch<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    let mut arena = SCRATCH.take();
+    // Whatever a failed `f` left unsplit is dropped.
+    arena.clear();
+    if arena.capacity() < SCRATCH_MIN {
+        arena.reserve(SCRATCH_SIZE);
+        if arena.capacity() > SCRATCH_KEEP {
+            arena = BytesMut::with_capacity(SCRATCH_SIZE);
+        }
+    }
+    let r = f(&mut arena);
+    SCRATCH.set(arena);
+    r
 }
 
 /// RFC 9110 tchar: the bytes allowed in a header name.
@@ -1043,13 +1089,14 @@ fn is_token_byte(c: u8) -> bool {
     TOKEN[c as usize]
 }
 
-/// Encodes a str as ISO-8859-1, refusing code points above U+00FF.
-fn str_to_latin1(s: &Bound<'_, PyString>) -> PyResult<Bytes> {
+/// Appends a str to `out` as ISO-8859-1, refusing code points above U+00FF.
+fn str_to_latin1(s: &Bound<'_, PyString>, out: &mut BytesMut) -> PyResult<()> {
     let text = s.to_str()?;
     if text.is_ascii() {
-        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
     }
-    let mut out = Vec::with_capacity(text.len());
+    out.reserve(text.len());
     for ch in text.chars() {
         let c = u32::from(ch);
         if c > 0xff {
@@ -1057,9 +1104,9 @@ fn str_to_latin1(s: &Bound<'_, PyString>) -> PyResult<Bytes> {
                 "header value {text:?} has a character above U+00FF; encode it (PEP 3333 headers are latin-1)"
             )));
         }
-        out.push(c as u8);
+        out.extend_from_slice(&[c as u8]);
     }
-    Ok(Bytes::from(out))
+    Ok(())
 }
 
 /// A Python `bytes` kept alive while the front end sends it.
@@ -1082,7 +1129,12 @@ impl AsRef<[u8]> for PyBytesOwner {
 
 fn to_bytes(b: &Bound<'_, PyBytes>) -> Bytes {
     let data = b.as_bytes();
-    if data.len() < ZERO_COPY_MIN {
+    if data.len() <= SCRATCH_MIN {
+        with_scratch(|arena| {
+            arena.extend_from_slice(data);
+            arena.split().freeze()
+        })
+    } else if data.len() < ZERO_COPY_MIN {
         Bytes::copy_from_slice(data)
     } else {
         Bytes::from_owner(PyBytesOwner {
@@ -1172,8 +1224,10 @@ impl Call {
         {
             let len = f.len + first.as_ref().map_or(0, |b| b.len() as u64);
             head.content_length = Some(len);
-            head.headers
-                .push(("Content-Length".into(), Bytes::from(len.to_string())));
+            head.headers.push((
+                Bytes::from_static(b"Content-Length"),
+                Bytes::from(len.to_string()),
+            ));
         }
         self.limit = head.content_length;
         let first = first.map(|b| self.clip(b));

@@ -43,6 +43,10 @@ def application(environ, start_response):
             raise RuntimeError("deliberate failure after the first chunk")
         return gen()
 
+    if path == "/not-latin1":
+        start_response("200 OK", [("X-Fine", "yes"), ("X-Wide", "caf\u0100 au lait")])
+        return [b"never"]
+
     if path == "/no-start":
         return [b"body without start_response"]
 
