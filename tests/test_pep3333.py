@@ -72,6 +72,16 @@ def test_latin1_header_bytes(srv):
     assert env["HTTP_X_BYTES"].encode("latin-1") == b"caf\xc3\xa9 \xff"
 
 
+def test_values_that_change_between_requests(srv):
+    """Values equal to the last request's are shared, not decoded again:
+    each request still sees its own."""
+    agents = ["a", "caf\xe9", "a", "ab", "b", "b", "", "a"]
+    with requests.Session() as s:
+        for ua in agents:
+            env = s.get(srv.url + "/env", headers={"User-Agent": ua.encode("latin-1")}).json()
+            assert env["HTTP_USER_AGENT"] == ua
+
+
 def test_http10_client(srv):
     out = raw_request(srv.port, b"GET /env HTTP/1.0\r\n\r\n")
     head, body = out.split(b"\r\n\r\n", 1)

@@ -601,10 +601,11 @@ impl WsgiHost {
                 ),
                 VarName::Other(b) => (latin1(py, b), None),
             };
-            let value = match constant {
-                Some(c) => c,
-                None if value.is_empty() => self.empty.bind(py).clone(),
-                None => latin1(py, value),
+            let value = match (constant, name) {
+                (Some(c), _) => c,
+                _ if value.is_empty() => self.empty.bind(py).clone(),
+                (None, VarName::Known(v)) => recent_latin1(py, *v, value),
+                (None, VarName::Other(_)) => latin1(py, value),
             };
             environ.set_item(key, value).map_err(CallError::Internal)?;
         }
@@ -753,6 +754,50 @@ fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
         );
         // Latin-1 decoding cannot fail; only memory exhaustion could.
         Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+thread_local! {
+    /// The str last made on this thread for each CGI variable. Most values
+    /// repeat from one request to the next (the server's name and port, the
+    /// client's address, Host, User-Agent, Accept, ...): one equal to the
+    /// last is shared rather than decoded again.
+    static RECENT: std::cell::RefCell<Vec<Option<Py<PyString>>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Longer values (cookies, say) are always decoded afresh.
+const RECENT_MAX: usize = 256;
+
+/// `latin1(value)`, or the equal str last made for `var` on this thread.
+fn recent_latin1<'py>(py: Python<'py>, var: Var, value: &[u8]) -> Bound<'py, PyString> {
+    if value.len() > RECENT_MAX {
+        return latin1(py, value);
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if recent.is_empty() {
+            recent.resize_with(Var::ALL.len(), || None);
+        }
+        let slot = &mut recent[var as usize];
+        if let Some(last) = slot
+            && same_latin1(last.bind(py), value)
+        {
+            return last.bind(py).clone();
+        }
+        let made = latin1(py, value);
+        *slot = Some(made.clone().unbind());
+        made
+    })
+}
+
+/// Whether `s` is `b` decoded as latin-1 (and so a str of one-byte kind).
+fn same_latin1(s: &Bound<'_, PyString>, b: &[u8]) -> bool {
+    let p = s.as_ptr();
+    // SAFETY: `s` is a live, ready str (made by `latin1`); a one-byte kind
+    // str's data is its length in bytes.
+    unsafe {
+        ffi::PyUnicode_GET_LENGTH(p) as usize == b.len()
+            && ffi::PyUnicode_KIND(p) == ffi::PyUnicode_1BYTE_KIND
+            && std::slice::from_raw_parts(ffi::PyUnicode_DATA(p).cast::<u8>(), b.len()) == b
     }
 }
 
