@@ -153,24 +153,20 @@ impl RequestObserver for SlotObserver {
         if let Some(log) = &self.log {
             log.started(core, vars, protocol);
         }
-        let var = |v: Var| {
-            vars.iter()
-                .find(|(k, _)| *k == VarName::Known(v))
-                .map_or(&b""[..], |(_, b)| &b[..])
-        };
-        let uri = var(Var::REQUEST_URI);
-        let uri = if uri.is_empty() {
-            var(Var::PATH_INFO)
-        } else {
-            uri
-        };
-        self.sb.slot(self.slot).cores[core.min(CORES - 1)].begin(&[
-            var(Var::REQUEST_METHOD),
-            b" ",
-            uri,
-            b" from ",
-            var(Var::REMOTE_ADDR),
-        ]);
+        // One pass over the variables for the four the scoreboard shows.
+        let (mut method, mut uri, mut path, mut addr) = (&b""[..], &b""[..], &b""[..], &b""[..]);
+        for (name, value) in vars {
+            match name {
+                VarName::Known(Var::REQUEST_METHOD) => method = value,
+                VarName::Known(Var::REQUEST_URI) => uri = value,
+                VarName::Known(Var::PATH_INFO) => path = value,
+                VarName::Known(Var::REMOTE_ADDR) => addr = value,
+                _ => {}
+            }
+        }
+        let uri = if uri.is_empty() { path } else { uri };
+        self.sb.slot(self.slot).cores[core.min(CORES - 1)]
+            .begin(&[method, b" ", uri, b" from ", addr]);
     }
 
     fn finished(&self, core: usize, o: &Outcome) {

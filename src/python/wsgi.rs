@@ -21,7 +21,7 @@ use pyo3::exceptions::{PyIOError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyString, PyTuple};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
 use super::pool::Pool;
 use crate::listen::Protocol;
@@ -341,7 +341,12 @@ impl WsgiHost {
 
     /// Waits for a free Python thread; `None` when shutting down.
     async fn core(self: &Arc<Self>, vars: &[(VarName, Bytes)], protocol: Protocol) -> Option<Core> {
-        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        // Most often a core is free: no wait, so no future to set up.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => self.permits.clone().acquire_owned().await.ok()?,
+            Err(TryAcquireError::Closed) => return None,
+        };
         let index = self
             .free_cores
             .lock()
