@@ -79,6 +79,16 @@ def test_uwsgi_request_and_normalisation(both):
     assert "evil" not in body.decode()
 
 
+def test_environ_has_only_what_the_request_gave(both):
+    """A bare packet: the environ has the variables PEP 3333 requires and
+    nothing made up (no REMOTE_ADDR, HTTP_HOST, REQUEST_URI... left empty)."""
+    out = uwsgi_request(both.uwsgi_port, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/keys")]))
+    keys = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert [k for k in keys if not k.startswith("wsgi.")] == [
+        "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
+        "SERVER_PROTOCOL"]
+
+
 def test_uwsgi_large_body_streams(both):
     data = os.urandom(3 * 1024 * 1024 + 5)
     seen = json.loads(uwsgi_request(both.uwsgi_port, cgi("PUT", "/big", body=data)).split(b"\r\n\r\n", 1)[1])

@@ -66,10 +66,13 @@ pub struct WsgiHost {
     /// `--vhost`: apps loaded as requests' UWSGI_* variables ask, by key.
     vhost: bool,
     dynamic: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Py<PyAny>>>,
-    /// The environ entries that are the same for every request.
+    /// The environ entries that are the same for every request, and a
+    /// placeholder for each of `SLOTTED` (see `begin`).
     template: Py<PyDict>,
     /// An interned key for each known CGI variable, indexed by `Var`.
     keys: Vec<Py<PyString>>,
+    /// For each known CGI variable, its bit if it is one of `SLOTTED`.
+    slot_bits: Vec<u16>,
     key_input: Py<PyString>,
     empty: Py<PyString>,
     /// Values most requests share, made once: (variable, value, str).
@@ -146,6 +149,17 @@ impl WsgiHost {
         template.set_item("wsgi.input_terminated", true)?;
         template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
         template.set_item("SCRIPT_NAME", "")?;
+        let keys: Vec<Py<PyString>> = Var::ALL
+            .iter()
+            .map(|v| PyString::intern(py, v.name()).unbind())
+            .collect();
+        let key_input = PyString::intern(py, "wsgi.input");
+        let mut slot_bits = vec![0; Var::ALL.len()];
+        for (i, v) in SLOTTED.iter().enumerate() {
+            template.set_item(keys[*v as usize].bind(py), py.None())?;
+            slot_bits[*v as usize] = 1 << i;
+        }
+        template.set_item(&key_input, py.None())?;
         Ok(WsgiHost {
             app,
             mounts: Vec::new(),
@@ -153,11 +167,9 @@ impl WsgiHost {
             vhost: false,
             dynamic: Default::default(),
             template: template.unbind(),
-            keys: Var::ALL
-                .iter()
-                .map(|v| PyString::intern(py, v.name()).unbind())
-                .collect(),
-            key_input: PyString::intern(py, "wsgi.input").unbind(),
+            keys,
+            slot_bits,
+            key_input: key_input.unbind(),
             empty: PyString::intern(py, "").unbind(),
             constants: [
                 (Var::REQUEST_METHOD, "GET"),
@@ -585,6 +597,9 @@ impl WsgiHost {
             },
         };
         let environ = self.template.bind(py).copy().map_err(CallError::Internal)?;
+        // SLOTTED variables still to be given a value: those a request
+        // lacks are removed from the copy at the end.
+        let mut unset: u16 = (1 << SLOTTED.len()) - 1;
         // A front end that terminated TLS says so (protocols.md §7.2).
         let mut https = false;
         for (name, value) in &vars {
@@ -600,10 +615,13 @@ impl WsgiHost {
                 _ => false,
             };
             let (key, constant) = match name {
-                VarName::Known(v) => (
-                    self.keys[*v as usize].bind(py).clone(),
-                    self.constant(py, *v, value),
-                ),
+                VarName::Known(v) => {
+                    unset &= !self.slot_bits[*v as usize];
+                    (
+                        self.keys[*v as usize].bind(py).clone(),
+                        self.constant(py, *v, value),
+                    )
+                }
                 VarName::Other(b) => (latin1(py, b), None),
             };
             let value = match (constant, name) {
@@ -615,6 +633,13 @@ impl WsgiHost {
             environ.set_item(key, value).map_err(CallError::Internal)?;
         }
         crate::request::recycle_vars(vars);
+        while unset != 0 {
+            let var = SLOTTED[unset.trailing_zeros() as usize];
+            unset &= unset - 1;
+            environ
+                .del_item(self.keys[var as usize].bind(py))
+                .map_err(CallError::Internal)?;
+        }
         if https {
             environ
                 .set_item("wsgi.url_scheme", "https")
@@ -761,6 +786,24 @@ fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
         Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
     }
 }
+
+/// The variables (nearly) every request has: the environ template holds a
+/// placeholder for each, as for `wsgi.input`, so that a request's copy is
+/// made at its final size, and setting them replaces a value rather than
+/// adding an entry (no table growth, no probing for a free slot).
+const SLOTTED: [Var; 11] = [
+    Var::REQUEST_METHOD,
+    Var::PATH_INFO,
+    Var::QUERY_STRING,
+    Var::REQUEST_URI,
+    Var::SERVER_PROTOCOL,
+    Var::REQUEST_SCHEME,
+    Var::SERVER_NAME,
+    Var::SERVER_PORT,
+    Var::REMOTE_ADDR,
+    Var::REMOTE_PORT,
+    Var::HTTP_HOST,
+];
 
 thread_local! {
     /// The str last made on this thread for each CGI variable. Most values

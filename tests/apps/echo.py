@@ -24,6 +24,10 @@ def application(environ, start_response):
         f.read(7)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](f)
+    if path.endswith("/keys"):
+        body = json.dumps(sorted(environ)).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
     inp = environ["wsgi.input"]
     h, n = hashlib.sha256(), 0
     while True:
