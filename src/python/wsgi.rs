@@ -1086,8 +1086,13 @@ fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Hea
                 "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
             )));
         }
-        arena.extend_from_slice(name.as_bytes());
-        let name_bytes = arena.split().freeze();
+        let name_bytes = match COMMON_HEADERS.iter().find(|h| **h == name) {
+            Some(h) => Bytes::from_static(h.as_bytes()),
+            None => {
+                arena.extend_from_slice(name.as_bytes());
+                arena.split().freeze()
+            }
+        };
         str_to_latin1(value, arena)?;
         let value = arena.split().freeze();
         if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
@@ -1149,6 +1154,10 @@ fn with_scratch<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
     SCRATCH.set(arena);
     r
 }
+
+/// Header names most responses carry, spelt as most apps spell them: kept
+/// as static bytes, not copied.
+const COMMON_HEADERS: [&str; 4] = ["Content-Type", "Content-Length", "Location", "Set-Cookie"];
 
 /// RFC 9110 tchar: the bytes allowed in a header name.
 fn is_token_byte(c: u8) -> bool {
