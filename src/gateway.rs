@@ -218,8 +218,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
     resp: Response,
 ) {
     let mut head = response_head(protocol, version, &resp);
+    // The headers may hold a share of a larger buffer: not kept while a
+    // long response streams.
+    let Response { body, headers, .. } = resp;
+    drop(headers);
     let result = async {
-        match resp.body {
+        match body {
             ResponseBody::Empty => wr.write_all(&head).await,
             ResponseBody::Full(b) => {
                 head.extend_from_slice(&b);
@@ -681,8 +685,10 @@ where
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
     // The same CGI head as SCGI's.
     let mut head = response_head(Protocol::Scgi, b"", &response);
+    let Response { body, headers, .. } = response;
+    drop(headers);
     let mut out = Vec::with_capacity(head.len() + 64);
-    match response.body {
+    match body {
         ResponseBody::Empty => fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head),
         ResponseBody::Full(b) => {
             head.extend_from_slice(&b);

@@ -277,7 +277,7 @@ impl RequestLog {
         let Some(slot) = self.pending.get(core) else {
             return;
         };
-        let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
         let us = crate::master::scoreboard::now_us().saturating_sub(p.start_us);
         let s = &self.settings;
         let wanted = s.enabled
@@ -287,6 +287,9 @@ impl RequestLog {
             || (s.log_5xx && (500..600).contains(&o.status))
             || s.big.is_some_and(|b| o.body_bytes >= b);
         if !wanted {
+            // The values point into the front end's buffers: let them go,
+            // so the connection can take its buffer back.
+            p.values.clear();
             return;
         }
         let line = Line {
@@ -308,6 +311,7 @@ impl RequestLog {
             Encoder::Plain => line.text(&mut out),
         }
         out.push('\n');
+        p.values.clear();
         drop(p);
         write_stderr(out.as_bytes());
     }

@@ -59,6 +59,25 @@ def test_socket_timeout_spares_requests_in_progress(serve, threads):
     assert out.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), out
 
 
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
+def test_socket_timeout_spares_a_response_being_read(serve, threads):
+    """A 24 MiB body the client reads steadily for longer than three
+    timeouts: the app is long done with it, but the connection stays open
+    until all of it is sent."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--threads", threads, "--socket-timeout", "1")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        sock.settimeout(15)
+        sock.connect(("127.0.0.1", s.port))
+        sock.sendall(b"GET /bigone?mb=24 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got, start = 0, time.monotonic()
+        while (b := sock.recv(65536)):
+            got += len(b)
+            time.sleep(0.008)
+        assert time.monotonic() - start > 3, "read too fast to test anything"
+    assert got > 24 << 20 and got < (24 << 20) + 500, got
+
+
 def test_exception_is_500_and_logged_not_shown(srv):
     r = requests.get(srv.url + "/raise")
     assert r.status_code == 500
@@ -86,11 +105,14 @@ def test_protocol_violations_are_500(srv, path, logged):
     r = requests.get(srv.url + path)
     assert r.status_code == 500
     assert logged in srv.log()
-    # Nothing of the refused head leaks into the next response's.
-    out = raw_request(srv.port, b"GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    head = out.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    # Nothing of the refused head, nor of the request's headers, leaks into
+    # the next response's on the same connection.
+    out = raw_request(srv.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Mine: m\r\n\r\n"
+                      "GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert out.count(b"HTTP/1.1 ") == 2, out
+    head = out.rsplit(b"HTTP/1.1 ", 1)[1].split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
     assert b"content-type: text/plain" in head, head
-    assert not any(b"caf" in h or b"x-fine" in h for h in head), head
+    assert not any(b"caf" in h or b"x-fine" in h or b"x-mine" in h or b"host" in h for h in head), head
 
 
 def test_short_body_closes_the_connection(srv):

@@ -14,7 +14,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -60,8 +60,26 @@ impl FlushQueue {
     }
 }
 
+/// Successful writes to a connection's socket, counted for its watchdog:
+/// a response the client is still reading keeps the connection open.
+#[derive(Default)]
+pub struct WriteProgress(AtomicU64);
+
+impl WriteProgress {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Only the connection's own task writes: no read-modify-write.
+    fn tick(&self) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
 pub struct BatchedIo<S> {
     inner: S,
+    progress: Arc<WriteProgress>,
     /// The files behind body frames that stand for them (sendfile.rs).
     files: Arc<FileQueue>,
     fd: std::os::fd::RawFd,
@@ -76,10 +94,16 @@ pub struct BatchedIo<S> {
 }
 
 impl<S: std::os::fd::AsRawFd> BatchedIo<S> {
-    pub fn new(inner: S, queue: Arc<FlushQueue>, files: Arc<FileQueue>) -> Self {
+    pub fn new(
+        inner: S,
+        queue: Arc<FlushQueue>,
+        files: Arc<FileQueue>,
+        progress: Arc<WriteProgress>,
+    ) -> Self {
         BatchedIo {
             fd: inner.as_raw_fd(),
             inner,
+            progress,
             files,
             queue,
             buf: Vec::new(),
@@ -99,6 +123,7 @@ impl<S: AsyncWrite + Unpin> BatchedIo<S> {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.buf.drain(..n);
+                    self.progress.tick();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -147,7 +172,9 @@ impl<S: AsyncWrite + SendFile + Unpin> BatchedIo<S> {
     /// the file, from the kernel's page cache to the socket.
     fn poll_send_file(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
         std::task::ready!(self.drain(cx))?;
-        self.files.poll_send(cx, &self.inner, len)
+        let sent = std::task::ready!(self.files.poll_send(cx, &self.inner, len))?;
+        self.progress.tick();
+        Poll::Ready(Ok(sent))
     }
 }
 
@@ -166,7 +193,9 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
         }
         // Large: send what is buffered, then write through.
         std::task::ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, data))?;
+        self.progress.tick();
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -190,7 +219,9 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
             return Poll::Ready(Ok(total));
         }
         std::task::ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.progress.tick();
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -6,6 +6,7 @@ mod batch;
 mod sendfile;
 
 pub use batch::FlushQueue;
+use batch::WriteProgress;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -149,7 +150,13 @@ pub async fn serve_connection<S: Peek>(
         return;
     }
     let files = Arc::new(sendfile::FileQueue::default());
-    let io = TokioIo::new(batch::BatchedIo::new(stream, flush, files.clone()));
+    let progress = Arc::new(WriteProgress::default());
+    let io = TokioIo::new(batch::BatchedIo::new(
+        stream,
+        flush,
+        files.clone(),
+        progress.clone(),
+    ));
     // What every request of the connection needs, behind one reference
     // count: the service clones it once per request.
     let conn_ctx = Arc::new(ConnCtx {
@@ -157,11 +164,13 @@ pub async fn serve_connection<S: Peek>(
         host,
         settings: settings.clone(),
         files,
+        progress,
         begun: AtomicU64::new(0),
         finished: AtomicU64::new(0),
     });
     let ctx = conn_ctx.clone();
-    let arena = std::cell::RefCell::new(BytesMut::new());
+    // Made at its size, so that a buffer it moves on to is no smaller.
+    let arena = std::cell::RefCell::new(BytesMut::with_capacity(ARENA_SIZE));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
         let n = ctx.begun.load(Ordering::Relaxed);
@@ -217,27 +226,33 @@ pub async fn serve_connection<S: Peek>(
         }
     }
     conn.as_mut().graceful_shutdown();
-    log_conn_error(conn.await);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_error(res),
+        // hyper waits for a head begun but never finished.
+        () = idle_watchdog(&conn_ctx) => {}
+    }
 }
 
-/// Returns once the connection has waited a whole `--socket-timeout` for a
-/// request head: nothing in progress and no request begun since the last
-/// look. So an idle keep-alive connection, or a client that trickles its
-/// head, is closed after one to two timeouts, as hyper's head timeout
-/// would (after one). A request being served, however long its app or
-/// its response takes, keeps the connection open.
+/// Returns once the connection has gone a whole `--socket-timeout` with
+/// nothing to show: no request begun, none in progress, and nothing written
+/// to the client. So an idle keep-alive connection, a client that trickles
+/// its head, or one that stops reading its response (as uWSGI's timeout
+/// on each write) is closed after one to two timeouts. A request being
+/// served, however long its app takes, and a response the client is still
+/// reading keep the connection open.
 async fn idle_watchdog(ctx: &ConnCtx) {
     let timeout = ctx.settings.head_timeout;
     let sleep = tokio::time::sleep(timeout);
     tokio::pin!(sleep);
-    let mut seen = u64::MAX;
+    let state = || (ctx.begun.load(Ordering::Relaxed), ctx.progress.get());
+    let mut seen = state();
     loop {
         sleep.as_mut().await;
-        let begun = ctx.begun.load(Ordering::Relaxed);
-        if begun == seen && ctx.finished.load(Ordering::Relaxed) == begun {
+        let now = state();
+        if now == seen && ctx.finished.load(Ordering::Relaxed) == now.0 {
             return;
         }
-        seen = begun;
+        seen = now;
         sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
     }
 }
@@ -264,12 +279,16 @@ struct ConnCtx {
     files: Arc<sendfile::FileQueue>,
     /// Requests this connection has begun; a stop waits for the first one.
     begun: AtomicU64,
-    /// Requests whose response has been sent, or dropped (`Finished`).
+    /// Requests whose response body hyper is done with (`Finished`): all
+    /// of it queued to be written, or dropped.
     finished: AtomicU64,
+    /// Writes to the socket, for the watchdog.
+    progress: Arc<WriteProgress>,
 }
 
 /// Counts a request as finished when its response body is dropped: hyper
-/// drops it once the body is sent, or the connection is gone.
+/// drops it once the body is queued to be written, or the connection is
+/// gone.
 struct Finished(Arc<ConnCtx>);
 
 impl Drop for Finished {
@@ -386,7 +405,7 @@ impl VarsBuilder<'_> {
 
 /// The room a connection keeps for its requests' CGI values, and the most
 /// it keeps after a larger request.
-const ARENA_SIZE: usize = 512;
+const ARENA_SIZE: usize = 2048;
 const ARENA_KEEP: usize = 8192;
 
 /// A request whose head is already converted, its body still to read.

@@ -1123,7 +1123,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Hea
 thread_local! {
     /// Where a thread copies the small things a response is made of: header
     /// names and values, short body chunks. Each is split off as a `Bytes`.
-    static SCRATCH: std::cell::Cell<BytesMut> = std::cell::Cell::new(BytesMut::new());
+    /// Made at its size, so that a buffer it moves on to is no smaller.
+    static SCRATCH: std::cell::Cell<BytesMut> =
+        std::cell::Cell::new(BytesMut::with_capacity(SCRATCH_SIZE));
 }
 
 /// `SCRATCH`'s buffer: room for the heads and short bodies of many

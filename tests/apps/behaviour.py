@@ -80,6 +80,13 @@ def application(environ, start_response):
             yield b"b"
         return gen()
 
+    if path == "/bigone":
+        # One bytes object of `mb` MiB, with its length.
+        body = b"y" * (int(q.get("mb", 1)) << 20)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
     if path == "/block":
         # Waits until /release is served on another connection.
         ok = RELEASE.wait(int(q.get("timeout", 20)))
