@@ -236,10 +236,10 @@ pub async fn serve_connection<S: Peek>(
 /// Returns once the connection has gone a whole `--socket-timeout` with
 /// nothing to show: no request begun, none in progress, and nothing written
 /// to the client. So an idle keep-alive connection, a client that trickles
-/// its head, or one that stops reading its response (as uWSGI's timeout
-/// on each write) is closed after one to two timeouts. A request being
-/// served, however long its app takes, and a response the client is still
-/// reading keep the connection open.
+/// its head, or one that stops reading a response the app has finished
+/// (as uWSGI's timeout on each write) is closed after one to two timeouts.
+/// A request being served, however long its app takes, and a response the
+/// client is still reading keep the connection open.
 async fn idle_watchdog(ctx: &ConnCtx) {
     let timeout = ctx.settings.head_timeout;
     let sleep = tokio::time::sleep(timeout);
