@@ -203,12 +203,17 @@ pub async fn serve_connection<S: Peek>(
         .max_buf_size(settings.max_head.max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    tokio::select! {
-        // Polled in order: no random number per wake-up.
-        biased;
-        res = conn.as_mut() => return log_conn_error(res),
-        _ = shutdown.changed() => {}
-        () = idle_watchdog(&conn_ctx) => return,
+    let stop = async {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => true,
+            () = idle_watchdog(&conn_ctx) => false,
+        }
+    };
+    match race_rarely(conn.as_mut(), stop).await {
+        Either::Main(res) => return log_conn_error(res),
+        Either::Side(false) => return, // idle
+        Either::Side(true) => {}       // shutting down
     }
     // A connection accepted just before the stop has a request on its way
     // (or already in the socket): hyper would see it idle and close it
@@ -255,6 +260,56 @@ async fn idle_watchdog(ctx: &ConnCtx) {
         seen = now;
         sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
     }
+}
+
+enum Either<A, B> {
+    Main(A),
+    Side(B),
+}
+
+/// Runs `main` and `side` until either is done, polling `side` only when
+/// its own waker fired (and once at first), not every time the task wakes
+/// for `main`: a connection wakes twice per request, and its shutdown
+/// watch and watchdog timer cost a lock and a timer lookup to poll.
+async fn race_rarely<A: Future + ?Sized, B: Future>(
+    mut main: Pin<&mut A>,
+    side: B,
+) -> Either<A::Output, B::Output> {
+    struct SideWaker {
+        woken: std::sync::atomic::AtomicBool,
+        task: atomic_waker::AtomicWaker,
+    }
+    impl std::task::Wake for SideWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::Release);
+            self.task.wake();
+        }
+    }
+    tokio::pin!(side);
+    let flag = Arc::new(SideWaker {
+        woken: std::sync::atomic::AtomicBool::new(true),
+        task: atomic_waker::AtomicWaker::new(),
+    });
+    let side_waker = std::task::Waker::from(flag.clone());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = main.as_mut().poll(cx) {
+            return Poll::Ready(Either::Main(v));
+        }
+        // Registered before the flag is read: a wake-up after the read
+        // still reaches the task.
+        flag.task.register(cx.waker());
+        if flag.woken.load(Ordering::Acquire) && flag.woken.swap(false, Ordering::AcqRel) {
+            let mut side_cx = Context::from_waker(&side_waker);
+            if let Poll::Ready(v) = side.as_mut().poll(&mut side_cx) {
+                return Poll::Ready(Either::Side(v));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn log_conn_error(res: Result<(), hyper::Error>) {
