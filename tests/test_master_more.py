@@ -16,10 +16,21 @@ from test_master import app_dir, fresh  # noqa: F401  (fixture)
 def wait_for(cond, timeout=20, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():
-            return
+        if v := cond():
+            return v
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def sleeping_child(s):
+    """The master's child running `sleep` (a daemon past its exec), if any."""
+    for p in s.worker_pids():
+        try:
+            if open(f"/proc/{p}/cmdline").read().startswith("sleep"):
+                return p
+        except FileNotFoundError:
+            pass
+    return None
 
 
 def test_attach_daemon_is_respawned_and_stopped(serve, app_dir, tmp_path):
@@ -28,11 +39,12 @@ def test_attach_daemon_is_respawned_and_stopped(serve, app_dir, tmp_path):
               "--attach-daemon", f"echo start >> {marker}; exec sleep 300")
     s.wait_workers(2)  # the worker and the daemon
     wait_for(lambda: marker.exists() and marker.read_text().count("start") == 1, what="daemon start")
-    daemon = next(p for p in s.worker_pids() if open(f"/proc/{p}/cmdline").read().startswith("sleep"))
+    # The marker is written before the shell execs sleep: wait for that.
+    daemon = wait_for(lambda: sleeping_child(s), what="daemon exec")
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: marker.read_text().count("start") == 2, what="daemon restart")
     s.wait_log("restarting")
-    new = next(p for p in s.wait_workers(2) if open(f"/proc/{p}/cmdline").read().startswith("sleep"))
+    new = wait_for(lambda: (p := sleeping_child(s)) != daemon and p, what="new daemon exec")
     s.proc.terminate()
     assert s.proc.wait(20) == 0
     wait_for(lambda: not os.path.exists(f"/proc/{new}") or "Z" in open(f"/proc/{new}/stat").read().split()[2],
