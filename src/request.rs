@@ -7,7 +7,10 @@ use std::future::poll_fn;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+use bytes::{Bytes, BytesMut};
 
 /// A failure while moving body bytes; the connection it belongs to is closed.
 #[derive(Debug, Clone)]
@@ -290,46 +293,61 @@ pub struct Request {
 thread_local! {
     /// An emptied variable list and header list, kept for the thread's
     /// next request.
-    static SPARE_VARS: std::cell::Cell<Vec<(VarName, Bytes)>> = const {
-        std::cell::Cell::new(Vec::new())
-    };
-    static SPARE_HEADERS: std::cell::Cell<Vec<(Bytes, Bytes)>> = const {
-        std::cell::Cell::new(Vec::new())
-    };
+    static SPARE_VARS: Cell<Vec<(VarName, Bytes)>> = const { Cell::new(Vec::new()) };
+    static SPARE_HEADERS: Cell<Vec<(Bytes, Bytes)>> = const { Cell::new(Vec::new()) };
 }
 
 /// Lists longer than this are not kept.
 const SPARE_MAX: usize = 64;
 
-/// An empty variable list with room for `n`: the one last given back on
-/// this thread (`recycle_vars`) if there is one, so a worker that serves
-/// its requests on one thread does not allocate a list for each.
-pub fn vars_with_capacity(n: usize) -> Vec<(VarName, Bytes)> {
-    let mut vars = SPARE_VARS.take();
-    vars.reserve(n);
-    vars
+/// An empty list with room for `n`: the one last given back to `spare` on
+/// this thread if there is one, so a worker that serves its requests on one
+/// thread does not allocate a list for each.
+fn take_spare<T>(spare: &'static LocalKey<Cell<Vec<T>>>, n: usize) -> Vec<T> {
+    let mut list = spare.take();
+    list.reserve(n);
+    list
 }
 
-/// Gives back a variable list whose values are no longer needed.
-pub fn recycle_vars(mut vars: Vec<(VarName, Bytes)>) {
-    if vars.capacity() <= SPARE_MAX {
-        vars.clear();
-        SPARE_VARS.set(vars);
+/// Keeps `list`, emptied, for the next `take_spare`.
+fn give_spare<T>(spare: &'static LocalKey<Cell<Vec<T>>>, mut list: Vec<T>) {
+    if list.capacity() <= SPARE_MAX {
+        list.clear();
+        spare.set(list);
     }
 }
 
-/// An empty header list with room for `n`, as `vars_with_capacity`.
+/// An empty variable list with room for `n` (see `take_spare`).
+pub fn vars_with_capacity(n: usize) -> Vec<(VarName, Bytes)> {
+    take_spare(&SPARE_VARS, n)
+}
+
+/// Gives back a variable list whose values are no longer needed.
+pub fn recycle_vars(vars: Vec<(VarName, Bytes)>) {
+    give_spare(&SPARE_VARS, vars);
+}
+
+/// An empty header list with room for `n` (see `take_spare`).
 pub fn headers_with_capacity(n: usize) -> Vec<(Bytes, Bytes)> {
-    let mut headers = SPARE_HEADERS.take();
-    headers.reserve(n);
-    headers
+    take_spare(&SPARE_HEADERS, n)
 }
 
 /// Gives back a header list whose values are no longer needed.
-pub fn recycle_headers(mut headers: Vec<(Bytes, Bytes)>) {
-    if headers.capacity() <= SPARE_MAX {
-        headers.clear();
-        SPARE_HEADERS.set(headers);
+pub fn recycle_headers(headers: Vec<(Bytes, Bytes)>) {
+    give_spare(&SPARE_HEADERS, headers);
+}
+
+/// Makes `buf` ready for values to be copied in and split off as `Bytes`:
+/// when it has less than `min` room left, it takes back its whole buffer if
+/// everything split off before has been dropped, else moves on to a new
+/// one of `size`. One grown past 8 × `size` (by a huge request) is not
+/// kept.
+pub fn ready_arena(buf: &mut BytesMut, min: usize, size: usize) {
+    if buf.capacity() < min {
+        buf.reserve(size);
+        if buf.capacity() > 8 * size {
+            *buf = BytesMut::with_capacity(size);
+        }
     }
 }
 

@@ -154,6 +154,22 @@ http {{
 """
 
 
+def start_nginx(d, port, conf, **popen):
+    """nginx run from directory `d` with `conf`, once it listens on `port`."""
+    (d / "logs").mkdir(parents=True)
+    (d / "tmp").mkdir()
+    (d / "nginx.conf").write_text(conf)
+    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
+                             "-g", "daemon off;"], **popen)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc
+
+
 @pytest.fixture
 def nginx_front(serve, tmp_path):
     up, sock, sc, fc = free_port(), tmp_path / "ox.sock", free_port(), free_port()
@@ -162,17 +178,8 @@ def nginx_front(serve, tmp_path):
               "--chmod-socket", "666", "--processes", "2")
     port = free_port()
     d = tmp_path / "nginx"
-    (d / "logs").mkdir(parents=True)
-    (d / "tmp").mkdir()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc, fcgi=fc))
-    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
-                             "-g", "daemon off;"], stderr=subprocess.PIPE)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    proc = start_nginx(d, port, NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc, fcgi=fc),
+                       stderr=subprocess.PIPE)
     yield f"http://127.0.0.1:{port}"
     proc.send_signal(15)
     proc.wait(10)
@@ -249,17 +256,13 @@ callable = app
     started = subprocess.run([BIN, "--ini", str(ini)], capture_output=True, text=True, timeout=30)
     assert started.returncode == 0, started.stderr
     d = tmp_path / "nginx"
-    (d / "logs").mkdir(parents=True)
-    (d / "tmp").mkdir()
-    (d / "nginx.conf").write_text(f"""
+    nginx = start_nginx(d, port, f"""
 worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
 events {{ worker_connections 64; }}
 http {{ access_log off; uwsgi_temp_path {d}/tmp;
   server {{ listen 127.0.0.1:{port};
     location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }} }} }}
 """)
-    nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
-                              "-g", "daemon off;"])
     try:
         r = None
         for _ in range(200):
@@ -516,29 +519,19 @@ def test_vhost_dynamic_apps_behind_nginx(serve, tmp_path):
     up, port = free_port(), free_port()
     s = serve("-s", f":{up}", "-M", "-p", "2", "-t", "30", "--limit-as", "512", "-R", "10000", "--vhost")
     d = tmp_path / "nginx"
-    (d / "logs").mkdir(parents=True)
-    (d / "tmp").mkdir()
     blocks = "".join(f"""
   server {{ listen 127.0.0.1:{port}; server_name {name}.example;
     location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up};
       uwsgi_param UWSGI_PYHOME {sys.prefix}; uwsgi_param UWSGI_SCRIPT myapp; uwsgi_param UWSGI_CHDIR {path};
       uwsgi_param UWSGI_SCHEME https; }} }}""" for name, path in (("site1", one), ("site2", two)))
-    (d / "nginx.conf").write_text(f"""
+    nginx = start_nginx(d, port, f"""
 worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
 events {{ worker_connections 64; }}
 http {{ access_log off; uwsgi_temp_path {d}/tmp; {blocks}
   server {{ listen 127.0.0.1:{port} default_server; location / {{ include /etc/nginx/uwsgi_params;
     uwsgi_pass 127.0.0.1:{up}; }} }} }}
 """)
-    nginx = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
-                              "-g", "daemon off;"])
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         for _ in range(3):
             for name in ("site1", "site2"):
                 r = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": f"{name}.example"})

@@ -14,7 +14,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::TaskCounter;
 use super::sendfile::{FileQueue, SendFile, is_placeholder};
 
 /// Writes above this size go straight to the socket: batching is for small
@@ -60,26 +61,10 @@ impl FlushQueue {
     }
 }
 
-/// Successful writes to a connection's socket, counted for its watchdog:
-/// a response the client is still reading keeps the connection open.
-#[derive(Default)]
-pub struct WriteProgress(AtomicU64);
-
-impl WriteProgress {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Only the connection's own task writes: no read-modify-write.
-    fn tick(&self) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
-}
-
 pub struct BatchedIo<S> {
     inner: S,
-    progress: Arc<WriteProgress>,
+    /// Successful writes to the socket, for the connection's watchdog.
+    progress: Arc<TaskCounter>,
     /// The files behind body frames that stand for them (sendfile.rs).
     files: Arc<FileQueue>,
     fd: std::os::fd::RawFd,
@@ -98,7 +83,7 @@ impl<S: std::os::fd::AsRawFd> BatchedIo<S> {
         inner: S,
         queue: Arc<FlushQueue>,
         files: Arc<FileQueue>,
-        progress: Arc<WriteProgress>,
+        progress: Arc<TaskCounter>,
     ) -> Self {
         BatchedIo {
             fd: inner.as_raw_fd(),
@@ -123,7 +108,7 @@ impl<S: AsyncWrite + Unpin> BatchedIo<S> {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.buf.drain(..n);
-                    self.progress.tick();
+                    self.progress.bump();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -173,7 +158,7 @@ impl<S: AsyncWrite + SendFile + Unpin> BatchedIo<S> {
     fn poll_send_file(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
         std::task::ready!(self.drain(cx))?;
         let sent = std::task::ready!(self.files.poll_send(cx, &self.inner, len))?;
-        self.progress.tick();
+        self.progress.bump();
         Poll::Ready(Ok(sent))
     }
 }
@@ -194,7 +179,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
         // Large: send what is buffered, then write through.
         std::task::ready!(self.drain(cx))?;
         let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, data))?;
-        self.progress.tick();
+        self.progress.bump();
         Poll::Ready(Ok(n))
     }
 
@@ -220,7 +205,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
         }
         std::task::ready!(self.drain(cx))?;
         let n = std::task::ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
-        self.progress.tick();
+        self.progress.bump();
         Poll::Ready(Ok(n))
     }
 

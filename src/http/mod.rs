@@ -6,7 +6,6 @@ mod batch;
 mod sendfile;
 
 pub use batch::FlushQueue;
-use batch::WriteProgress;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -150,7 +149,7 @@ pub async fn serve_connection<S: Peek>(
         return;
     }
     let files = Arc::new(sendfile::FileQueue::default());
-    let progress = Arc::new(WriteProgress::default());
+    let progress = Arc::new(TaskCounter::default());
     let io = TokioIo::new(batch::BatchedIo::new(
         stream,
         flush,
@@ -165,16 +164,15 @@ pub async fn serve_connection<S: Peek>(
         settings: settings.clone(),
         files,
         progress,
-        begun: AtomicU64::new(0),
-        finished: AtomicU64::new(0),
+        begun: TaskCounter::default(),
+        finished: TaskCounter::default(),
     });
     let ctx = conn_ctx.clone();
     // Made at its size, so that a buffer it moves on to is no smaller.
     let arena = std::cell::RefCell::new(BytesMut::with_capacity(ARENA_SIZE));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
-        let n = ctx.begun.load(Ordering::Relaxed);
-        ctx.begun.store(n + 1, Ordering::Relaxed);
+        ctx.begun.bump();
         let (parts, body) = req.into_parts();
         let head = convert_head(
             &parts,
@@ -219,9 +217,9 @@ pub async fn serve_connection<S: Peek>(
     // (or already in the socket): hyper would see it idle and close it
     // unread. Serve that first request, bounded by the head timeout.
     let begun = &conn_ctx.begun;
-    if begun.load(Ordering::Relaxed) == 0 {
+    if begun.get() == 0 {
         let first = async {
-            while begun.load(Ordering::Relaxed) == 0 {
+            while begun.get() == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
@@ -249,12 +247,12 @@ async fn idle_watchdog(ctx: &ConnCtx) {
     let timeout = ctx.settings.head_timeout;
     let sleep = tokio::time::sleep(timeout);
     tokio::pin!(sleep);
-    let state = || (ctx.begun.load(Ordering::Relaxed), ctx.progress.get());
+    let state = || (ctx.begun.get(), ctx.progress.get());
     let mut seen = state();
     loop {
         sleep.as_mut().await;
         let now = state();
-        if now == seen && ctx.finished.load(Ordering::Relaxed) == now.0 {
+        if now == seen && ctx.finished.get() == now.0 {
             return;
         }
         seen = now;
@@ -333,12 +331,27 @@ struct ConnCtx {
     settings: Arc<HttpSettings>,
     files: Arc<sendfile::FileQueue>,
     /// Requests this connection has begun; a stop waits for the first one.
-    begun: AtomicU64,
+    begun: TaskCounter,
     /// Requests whose response body hyper is done with (`Finished`): all
     /// of it queued to be written, or dropped.
-    finished: AtomicU64,
-    /// Writes to the socket, for the watchdog.
-    progress: Arc<WriteProgress>,
+    finished: TaskCounter,
+    /// Writes to the socket (by `BatchedIo`), for the watchdog.
+    progress: Arc<TaskCounter>,
+}
+
+/// A count that only the connection's own task adds to (others may read
+/// it): no atomic read-modify-write.
+#[derive(Default)]
+struct TaskCounter(AtomicU64);
+
+impl TaskCounter {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn bump(&self) {
+        self.0.store(self.get() + 1, Ordering::Relaxed);
+    }
 }
 
 /// Counts a request as finished when its response body is dropped: hyper
@@ -348,9 +361,7 @@ struct Finished(Arc<ConnCtx>);
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        // Only this connection's task writes it: no atomic read-modify-write.
-        let n = self.0.finished.load(Ordering::Relaxed);
-        self.0.finished.store(n + 1, Ordering::Relaxed);
+        self.0.finished.bump();
     }
 }
 
@@ -458,10 +469,8 @@ impl VarsBuilder<'_> {
     }
 }
 
-/// The room a connection keeps for its requests' CGI values, and the most
-/// it keeps after a larger request.
+/// The room a connection keeps for its requests' CGI values.
 const ARENA_SIZE: usize = 2048;
-const ARENA_KEEP: usize = 8192;
 
 /// A request whose head is already converted, its body still to read.
 struct Headed {
@@ -482,13 +491,8 @@ fn convert_head(
     settings: &HttpSettings,
     arena: &mut BytesMut,
 ) -> Result<Headed, Response> {
-    // Takes back the whole buffer if the last request's values are gone;
-    // values beyond it (rare) move on to a new one.
-    arena.reserve(ARENA_SIZE);
-    if arena.capacity() > ARENA_KEEP {
-        // A buffer grown by huge headers is not kept.
-        *arena = BytesMut::with_capacity(ARENA_SIZE);
-    }
+    // Values beyond the buffer (rare) move on to a new one.
+    crate::request::ready_arena(arena, ARENA_SIZE, ARENA_SIZE);
     let mut v = VarsBuilder {
         arena,
         // Ten variables besides the headers, and room for a SCRIPT_NAME.

@@ -75,8 +75,6 @@ pub struct WsgiHost {
     slot_bits: Vec<u16>,
     key_input: Py<PyString>,
     empty: Py<PyString>,
-    /// Values most requests share, made once: (variable, value, str).
-    constants: Vec<(Var, &'static [u8], Py<PyString>)>,
     helpers: Helpers,
     threads: usize,
     permits: Arc<Semaphore>,
@@ -171,18 +169,6 @@ impl WsgiHost {
             slot_bits,
             key_input: key_input.unbind(),
             empty: PyString::intern(py, "").unbind(),
-            constants: [
-                (Var::REQUEST_METHOD, "GET"),
-                (Var::REQUEST_METHOD, "POST"),
-                (Var::REQUEST_METHOD, "HEAD"),
-                (Var::SERVER_PROTOCOL, "HTTP/1.1"),
-                (Var::SERVER_PROTOCOL, "HTTP/1.0"),
-                (Var::REQUEST_SCHEME, "http"),
-                (Var::REQUEST_SCHEME, "https"),
-            ]
-            .into_iter()
-            .map(|(v, s)| (v, s.as_bytes(), PyString::intern(py, s).unbind()))
-            .collect(),
             helpers,
             threads,
             permits: Arc::new(Semaphore::new(threads)),
@@ -190,24 +176,6 @@ impl WsgiHost {
             observer: OnceLock::new(),
             pool: OnceLock::new(),
         })
-    }
-
-    fn constant<'py>(
-        &self,
-        py: Python<'py>,
-        var: Var,
-        value: &[u8],
-    ) -> Option<Bound<'py, PyString>> {
-        if !matches!(
-            var,
-            Var::REQUEST_METHOD | Var::SERVER_PROTOCOL | Var::REQUEST_SCHEME
-        ) {
-            return None;
-        }
-        self.constants
-            .iter()
-            .find(|(v, b, _)| *v == var && *b == value)
-            .map(|(_, _, s)| s.bind(py).clone())
     }
 
     /// Adds the `--mount` apps.
@@ -614,21 +582,17 @@ impl WsgiHost {
                 }
                 _ => false,
             };
-            let (key, constant) = match name {
+            let (key, value) = match name {
                 VarName::Known(v) => {
                     unset &= !self.slot_bits[*v as usize];
-                    (
-                        self.keys[*v as usize].bind(py).clone(),
-                        self.constant(py, *v, value),
-                    )
+                    let value = if value.is_empty() {
+                        self.empty.bind(py).clone()
+                    } else {
+                        recent_latin1(py, *v, value)
+                    };
+                    (self.keys[*v as usize].bind(py).clone(), value)
                 }
-                VarName::Other(b) => (latin1(py, b), None),
-            };
-            let value = match (constant, name) {
-                (Some(c), _) => c,
-                _ if value.is_empty() => self.empty.bind(py).clone(),
-                (None, VarName::Known(v)) => recent_latin1(py, *v, value),
-                (None, VarName::Other(_)) => latin1(py, value),
+                VarName::Other(b) => (latin1(py, b), latin1(py, value)),
             };
             environ.set_item(key, value).map_err(CallError::Internal)?;
         }
@@ -1135,8 +1099,6 @@ thread_local! {
 const SCRATCH_SIZE: usize = 8192;
 /// Each use wants this much room at least, or the buffer is renewed.
 const SCRATCH_MIN: usize = 512;
-/// The most it keeps after a larger response.
-const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// Runs `f` with the thread's scratch buffer. A keep-alive hello world
 /// allocates nothing for its head but once per buffer.
@@ -1146,12 +1108,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
     let mut arena = SCRATCH.take();
     // Whatever a failed `f` left unsplit is dropped.
     arena.clear();
-    if arena.capacity() < SCRATCH_MIN {
-        arena.reserve(SCRATCH_SIZE);
-        if arena.capacity() > SCRATCH_KEEP {
-            arena = BytesMut::with_capacity(SCRATCH_SIZE);
-        }
-    }
+    crate::request::ready_arena(&mut arena, SCRATCH_MIN, SCRATCH_SIZE);
     let r = f(&mut arena);
     SCRATCH.set(arena);
     r
