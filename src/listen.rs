@@ -210,3 +210,15 @@ mod tests {
         assert!(err.contains("another server"), "{err}");
     }
 }
+/// "http://127.0.0.1:8000, uwsgi://unix:/run/app.sock" for the log.
+pub fn describe(sockets: &[Socket]) -> String {
+    sockets
+        .iter()
+        .map(|s| match &s.addr {
+            Address::Tcp(a) => format!("{}://{a}", s.protocol.name()),
+            other => format!("{}://unix:{other}", s.protocol.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+

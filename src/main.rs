@@ -79,7 +79,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Action::Serve(cfg) => match oxgate::server::run(*cfg) {
+        Action::Serve(cfg) => match oxgate::startup::run(*cfg) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("oxgate: {e}");

@@ -55,7 +55,7 @@ pub struct Config {
     pub buffer_size: usize,
     pub socket_timeout: Duration,
     pub process: ProcessConfig,
-    pub log: crate::reqlog::LogSettings,
+    pub log: crate::worker::reqlog::LogSettings,
     pub log_files: LogFiles,
     pub stats: StatsConfig,
 }
@@ -658,7 +658,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         socket_timeout: Duration::from_secs(positive("socket-timeout", 30)? as u64),
         log: {
             let encoders = all("log-encoder");
-            let mut encoder = crate::reqlog::Encoder::Plain;
+            let mut encoder = crate::worker::reqlog::Encoder::Plain;
             for e in &encoders {
                 let (name, arg) = e
                     .trim()
@@ -667,8 +667,8 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 // uWSGI's "json:loggerid TEMPLATE": the logger id is not used.
                 let name = name.split(':').next().unwrap_or(name);
                 encoder = match (name, arg.trim()) {
-                    ("json", "") => crate::reqlog::Encoder::JsonFields,
-                    ("json", t) => crate::reqlog::Encoder::JsonTemplate(t.to_string()),
+                    ("json", "") => crate::worker::reqlog::Encoder::JsonFields,
+                    ("json", t) => crate::worker::reqlog::Encoder::JsonTemplate(t.to_string()),
                     ("nl", _) => continue,
                     _ => {
                         return err(format!(
@@ -677,7 +677,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                     }
                 };
             }
-            crate::reqlog::LogSettings {
+            crate::worker::reqlog::LogSettings {
                 enabled: !flag("disable-logging")?,
                 format: last("log-format").map(str::to_string),
                 encoder,

@@ -16,7 +16,7 @@
 pub mod scoreboard;
 mod signals;
 mod stats;
-mod worker;
+mod child;
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -28,8 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::listen::{Address, Listener, Protocol, Socket};
 use crate::process;
-use crate::python::{self, WsgiHost};
-use crate::server;
+use crate::handlers::python::{self, WsgiHost};
+use crate::worker::apps;
 use scoreboard::{CORES, Cause, Retire, Scoreboard};
 
 /// The most workers `--processes` may ask for (two generations must fit in
@@ -280,7 +280,7 @@ pub fn run(
     let host = if p.lazy_apps {
         None
     } else {
-        match server::load_app(cfg) {
+        match apps::load_app(cfg) {
             Ok(h) => {
                 python::prepare_preload_fork();
                 Some(h)
@@ -363,8 +363,8 @@ pub fn run(
         None => crate::say!(
             "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {} Python thread{} each, {})",
             env!("CARGO_PKG_VERSION"),
-            server::app_name(cfg),
-            server::describe(&m.listeners),
+            apps::app_name(cfg),
+            crate::listen::describe(&m.listeners),
             std::process::id(),
             m.processes,
             if m.processes == 1 { "" } else { "s" },
@@ -942,7 +942,7 @@ impl Master<'_> {
                 self.sb.release(slot);
                 None
             }
-            0 => worker::run(worker::Setup {
+            0 => child::run(child::Setup {
                 cfg: self.cfg,
                 listeners: &self.listeners,
                 host: self.host.clone(),
@@ -1028,7 +1028,7 @@ impl Master<'_> {
 
     /// Reopens the log file here and in every worker (logrotate, SIGUSR1).
     fn reopen_log(&self) {
-        if crate::logfile::reopen() {
+        if crate::log::file::reopen() {
             for w in &self.workers {
                 unsafe { libc::kill(w.pid, libc::SIGUSR1) };
             }
@@ -1039,7 +1039,7 @@ impl Master<'_> {
     fn keep_log(&mut self) {
         let files = &self.cfg.log_files;
         if let Some(max) = files.maxsize
-            && let Some(to) = crate::logfile::rotate_if_big(max, files.backupname.as_deref())
+            && let Some(to) = crate::log::file::rotate_if_big(max, files.backupname.as_deref())
         {
             crate::say!(
                 "oxgate: log rotated to {} (--log-maxsize {max})",

@@ -400,7 +400,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
             let slot = s.sb.slot(w.slot);
             let idstats = s.sb.id_stats(w.id);
             let c = &slot.counters;
-            let (vsz, rss) = crate::process::memory(Some(w.pid));
+            let (vsz, rss) = crate::sys::procfs::memory(Some(w.pid));
             let cores: Vec<Value> = slot.cores[..threads]
                 .iter()
                 .enumerate()
@@ -654,7 +654,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             "oxgate_worker_resident_memory_bytes{{worker=\"{}\",pid=\"{}\"}} {}",
             w.id,
             w.pid,
-            crate::process::memory(Some(w.pid)).1
+            crate::sys::procfs::memory(Some(w.pid)).1
         );
     }
     family(

@@ -90,7 +90,7 @@ pub fn rotate_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
             let base = format!(
                 "{}.{}",
                 path.display(),
-                crate::master::scoreboard::unix_now()
+                crate::sys::clock::unix_now()
             );
             let mut name = PathBuf::from(&base);
             let mut n = 1;
@@ -120,36 +120,4 @@ pub fn spawn_rotator(max: u64, backup: Option<PathBuf>) {
             rotate_if_big(max, backup.as_deref());
         }
     });
-}
-
-static DATE_FORMAT: OnceLock<String> = OnceLock::new();
-
-/// `--logdate`: oxgate's own messages start with the date in this format.
-pub fn set_date_format(format: &str) {
-    let _ = DATE_FORMAT.set(format.to_string());
-}
-
-/// Writes one of oxgate's own messages (not a request line) to stderr as a
-/// single line with one `write()`, dated if `--logdate` asked for it.
-pub fn say(args: std::fmt::Arguments<'_>) {
-    use std::fmt::Write as _;
-    let mut line = String::with_capacity(128);
-    if let Some(fmt) = DATE_FORMAT.get() {
-        line.push_str(&crate::reqlog::strftime(
-            fmt,
-            crate::master::scoreboard::unix_now(),
-        ));
-        line.push_str(" - ");
-    }
-    let _ = line.write_fmt(args);
-    line.push('\n');
-    crate::reqlog::write_stderr(line.as_bytes());
-}
-
-/// `eprintln!` for oxgate's own log messages: whole lines, `--logdate` aware.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::logfile::say(format_args!($($arg)*))
-    };
 }

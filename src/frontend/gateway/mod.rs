@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
-use crate::http::ConnInfo;
+use crate::frontend::http::ConnInfo;
 use crate::listen::Protocol;
 use crate::proto::{fastcgi, scgi, uwsgi};
-use crate::python::WsgiHost;
+use crate::handlers::python::WsgiHost;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
 };

@@ -14,10 +14,10 @@ use crate::config::Config;
 use crate::listen::Protocol;
 use crate::listen::{Listener, Socket};
 use crate::process;
-use crate::python::{self, WsgiHost};
-use crate::reqlog::{Counts, RequestLog};
+use crate::handlers::python::{self, WsgiHost};
+use crate::worker::reqlog::{Counts, RequestLog};
 use crate::request::{Outcome, RequestObserver, Var, VarName};
-use crate::server;
+use crate::worker::{apps, serve};
 
 pub struct Setup<'a> {
     pub cfg: &'a Config,
@@ -55,7 +55,7 @@ pub fn run(s: Setup<'_>) -> ! {
     }
     let host = match s.host {
         Some(h) => h,
-        None => match server::load_app(s.cfg) {
+        None => match apps::load_app(s.cfg) {
             Ok(h) => h,
             Err(e) => {
                 crate::say!("oxgate: worker {}: {e}", s.id);
@@ -69,7 +69,7 @@ pub fn run(s: Setup<'_>) -> ! {
     {
         watch_modules(host.clone(), every, s.master_pid);
     }
-    crate::logfile::install_reopen_handler(libc::SIGUSR1);
+    crate::log::file::install_reopen_handler(libc::SIGUSR1);
     host.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
@@ -99,11 +99,11 @@ pub fn run(s: Setup<'_>) -> ! {
         .collect();
     let sb = s.sb.clone();
     let slot = s.slot;
-    let result = server::runtime().and_then(|rt| {
-        rt.block_on(server::serve(
+    let result = serve::runtime().and_then(|rt| {
+        rt.block_on(serve::serve(
             listeners,
             host,
-            server::front_ends(s.cfg),
+            serve::front_ends(s.cfg),
             &[(SignalKind::terminate(), "SIGTERM")],
             p.worker_reload_mercy,
             || sb.slot(slot).ready.store(1, Ordering::Release),

@@ -41,7 +41,7 @@ fn open_log(path: &Path) -> Result<libc::c_int, String> {
 /// Sends stdout and stderr to `path` (appending), like uWSGI's --logto.
 pub fn redirect_output(path: &Path) -> Result<(), String> {
     let fd = open_log(path)?;
-    crate::logfile::set_path(path);
+    crate::log::file::set_path(path);
     unsafe {
         libc::dup2(fd, 1);
         libc::dup2(fd, 2);
@@ -55,7 +55,7 @@ pub fn redirect_output(path: &Path) -> Result<(), String> {
 pub fn daemonize(log: &Path) -> Result<(), String> {
     // Open first, so a bad path is reported on the terminal.
     let fd = open_log(log)?;
-    crate::logfile::set_path(log);
+    crate::log::file::set_path(log);
     match unsafe { libc::fork() } {
         -1 => return Err(format!("cannot fork: {}", std::io::Error::last_os_error())),
         0 => {}

@@ -250,7 +250,7 @@ impl RequestLog {
             return;
         };
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-        p.start_us = crate::master::scoreboard::now_us();
+        p.start_us = crate::sys::clock::now_us();
         p.start_wall_us = wall_us();
         p.protocol = Some(protocol);
         p.values.clear();
@@ -278,7 +278,7 @@ impl RequestLog {
             return;
         };
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let us = crate::master::scoreboard::now_us().saturating_sub(p.start_us);
+        let us = crate::sys::clock::now_us().saturating_sub(p.start_us);
         let s = &self.settings;
         let wanted = s.enabled
             || (s.zero && o.body_bytes == 0)
@@ -449,10 +449,10 @@ impl Line<'_> {
             // uWSGI counts keys and values apart.
             Field::Vars => Value::Num(self.p.var_count as u64 * 2),
             Field::Core => Value::Num(self.core as u64),
-            Field::Vsz => Value::Num(crate::process::memory(None).0),
-            Field::Rss => Value::Num(crate::process::memory(None).1),
-            Field::VszM => Value::Num(crate::process::memory(None).0 >> 20),
-            Field::RssM => Value::Num(crate::process::memory(None).1 >> 20),
+            Field::Vsz => Value::Num(crate::sys::procfs::memory(None).0),
+            Field::Rss => Value::Num(crate::sys::procfs::memory(None).1),
+            Field::VszM => Value::Num(crate::sys::procfs::memory(None).0 >> 20),
+            Field::RssM => Value::Num(crate::sys::procfs::memory(None).1 >> 20),
             Field::Pktsize => Value::Num(self.p.pktsize as u64),
             Field::Modifier1 | Field::Modifier2 | Field::Werr | Field::Rerr | Field::Ioerr => {
                 Value::Num(0)

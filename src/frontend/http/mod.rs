@@ -25,7 +25,7 @@ use percent_encoding::percent_decode;
 use std::os::fd::AsRawFd;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::python::WsgiHost;
+use crate::handlers::python::WsgiHost;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
 };

@@ -1,0 +1,3 @@
+//! The kinds of app, each a `request::Handler`.
+
+pub mod python;

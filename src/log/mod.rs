@@ -1,0 +1,5 @@
+//! oxgate's own log lines and the log file behind stderr. A leaf: it
+//! imports only `sys`.
+
+pub mod file;
+pub mod say;

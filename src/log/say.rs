@@ -1,0 +1,52 @@
+//! oxgate's own messages (not request lines): whole lines on stderr.
+
+use std::sync::OnceLock;
+
+static DATE_FORMAT: OnceLock<String> = OnceLock::new();
+
+/// `--logdate`: oxgate's own messages start with the date in this format.
+pub fn set_date_format(format: &str) {
+    let _ = DATE_FORMAT.set(format.to_string());
+}
+
+/// Writes one of oxgate's own messages (not a request line) to stderr as a
+/// single line with one `write()`, dated if `--logdate` asked for it.
+pub fn say(args: std::fmt::Arguments<'_>) {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(128);
+    if let Some(fmt) = DATE_FORMAT.get() {
+        line.push_str(&crate::sys::time::strftime(
+            fmt,
+            crate::sys::clock::unix_now(),
+        ));
+        line.push_str(" - ");
+    }
+    let _ = line.write_fmt(args);
+    line.push('\n');
+    write_stderr(line.as_bytes());
+}
+
+/// One `write()` per line (looping only on a short write or EINTR), so
+/// lines from many processes and threads never interleave.
+pub fn write_stderr(mut buf: &[u8]) {
+    let stderr = std::io::stderr();
+    // Unlocked on purpose: std's stderr is unbuffered, and its lock would
+    // only order this process's threads, which one write() already does.
+    use std::os::fd::AsFd;
+    let fd = stderr.as_fd();
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// `eprintln!` for oxgate's own log messages: whole lines, `--logdate` aware.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::log::say::say(format_args!($($arg)*))
+    };
+}

@@ -1,0 +1,190 @@
+//! Start-up, shared by every mode: daemonize, bind, pidfile, privileges;
+//! then the master, or a single process (`--no-master`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::signal::unix::SignalKind;
+
+use crate::config::Config;
+use crate::handlers::python;
+use crate::listen::{self, Address, Protocol, Socket};
+use crate::master::{self, Inherited};
+use crate::process;
+use crate::request::{Outcome, RequestObserver, VarName};
+use crate::worker::apps::{app_name, load_app};
+use crate::worker::reqlog::{Counts, RequestLog};
+use crate::worker::serve::{front_ends, runtime, serve};
+
+pub fn run(cfg: Config) -> Result<(), String> {
+    let inherited = Inherited::take_from_env();
+    let p = &cfg.process;
+    if let Some(format) = &cfg.log_files.date {
+        crate::log::say::set_date_format(format);
+    }
+    if let Some(mask) = p.umask {
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    if inherited.is_none()
+        && let Some(log) = &p.daemonize
+    {
+        process::daemonize(log)?;
+    } else if let Some(log) = &p.logto {
+        process::redirect_output(log)?;
+    } else if let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
+        // Re-executed on reload: the log is already behind stderr.
+        crate::log::file::set_path(log);
+    }
+
+    // Bind first: a taken address fails fast, before the app is imported.
+    // After a reload the sockets come from the previous master image.
+    // Sockets from systemd (socket activation), or from the master image
+    // that re-executed into this one, are used as they are.
+    let mut listeners: Vec<Socket> = match &inherited {
+        Some(inh) => inh.listeners(),
+        None => process::systemd_sockets(),
+    };
+    let wanted = cfg
+        .http_sockets
+        .iter()
+        .map(|s| (s, Protocol::Http))
+        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)))
+        .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)))
+        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)));
+    for (spec, protocol) in wanted {
+        let addr = listen::parse(spec)?;
+        if listeners.iter().any(|s| s.addr == addr) {
+            continue;
+        }
+        let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;
+        if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
+            process::chown_path(path, owner)?;
+        }
+        listeners.push(Socket {
+            addr,
+            listener,
+            protocol,
+        });
+    }
+    if listeners.is_empty() {
+        return Err("no socket to listen on: add --http-socket ADDR".into());
+    }
+    if let Some(pidfile) = &p.pidfile {
+        process::write_pidfile(pidfile)?;
+    }
+    for (k, v) in &cfg.env {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var(k, v) };
+    }
+    if let Some(dir) = &cfg.chdir {
+        std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
+    }
+    process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
+    if let Some(pidfile) = &p.pidfile2 {
+        process::write_pidfile(pidfile)?;
+    }
+
+    let result = if p.master {
+        master::run(&cfg, listeners, inherited)
+    } else {
+        single(&cfg, listeners)
+    };
+    if p.vacuum {
+        vacuum(&cfg);
+    }
+    result
+}
+
+/// `--vacuum`: the unix sockets and pidfiles this server created.
+pub fn vacuum(cfg: &Config) {
+    for spec in cfg
+        .http_sockets
+        .iter()
+        .chain(&cfg.uwsgi_sockets)
+        .chain(&cfg.scgi_sockets)
+        .chain(&cfg.fastcgi_sockets)
+    {
+        if let Ok(Address::Unix(path)) = listen::parse(spec) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    for f in [&cfg.process.pidfile, &cfg.process.pidfile2]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// `--no-master`: this process serves.
+fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
+    let host = load_app(cfg)?;
+    if let Some(log) = &cfg.process.daemonize2 {
+        process::daemonize(log)?;
+    }
+    crate::say!(
+        "oxgate {}: serving {} on {} (pid {}, single process, {} Python thread{})",
+        env!("CARGO_PKG_VERSION"),
+        app_name(cfg),
+        listen::describe(&listeners),
+        std::process::id(),
+        cfg.threads,
+        if cfg.threads == 1 { "" } else { "s" }
+    );
+    if cfg.stats.addr.is_some() || cfg.stats.metrics.is_some() {
+        crate::say!(
+            "oxgate: warning: --stats and --metrics are served by the master; --no-master has none"
+        );
+    }
+    if cfg.log.active() {
+        host.set_observer(Arc::new(SingleLog {
+            log: RequestLog::new(cfg.log.clone(), host.threads(), 1),
+            requests: AtomicU64::new(0),
+        }));
+    }
+    crate::log::file::install_reopen_handler(libc::SIGUSR1);
+    if let Some(max) = cfg.log_files.maxsize {
+        crate::log::file::spawn_rotator(max, cfg.log_files.backupname.clone());
+    }
+    let rt = runtime()?;
+    rt.block_on(serve(
+        listeners,
+        host,
+        front_ends(cfg),
+        &[
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::quit(), "SIGQUIT"),
+        ],
+        cfg.process.reload_mercy,
+        || {},
+    ))?;
+    python::run_atexit();
+    Ok(())
+}
+
+/// The request log of a process without a master (no scoreboard).
+struct SingleLog {
+    log: RequestLog,
+    requests: AtomicU64,
+}
+
+impl RequestObserver for SingleLog {
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)], protocol: Protocol) {
+        self.log.started(core, vars, protocol);
+    }
+
+    fn finished(&self, core: usize, outcome: &Outcome) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.log.finished(
+            core,
+            outcome,
+            Counts {
+                worker: n,
+                total: n,
+            },
+        );
+    }
+}
+
