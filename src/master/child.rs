@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-use super::scoreboard::{self, CORES, Retire, Scoreboard};
+use super::scoreboard::{CORES, Retire, Scoreboard};
 use super::{EXIT_APP_LOAD, signals};
 use crate::config::Config;
 use crate::listen::Protocol;
@@ -172,7 +172,7 @@ impl RequestObserver for SlotObserver {
     fn finished(&self, core: usize, o: &Outcome) {
         let slot = self.sb.slot(self.slot);
         let c = &slot.cores[core.min(CORES - 1)];
-        let rt = scoreboard::now_us().saturating_sub(c.started_us.load(Ordering::Relaxed));
+        let rt = crate::sys::clock::now_us().saturating_sub(c.started_us.load(Ordering::Relaxed));
         c.end();
         let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;

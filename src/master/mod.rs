@@ -32,9 +32,7 @@ use crate::handlers::python::{self, WsgiHost};
 use crate::worker::apps;
 use scoreboard::{CORES, Cause, Retire, Scoreboard};
 
-/// The most workers `--processes` may ask for (two generations must fit in
-/// the scoreboard during a reload).
-pub const MAX_WORKERS: usize = scoreboard::SLOTS / 2;
+use crate::config::MAX_WORKERS;
 
 /// How often the master looks at its workers (harakiri resolution).
 const TICK: Duration = Duration::from_millis(100);
@@ -720,7 +718,7 @@ impl Master<'_> {
     /// Readiness, recycling and limits.
     fn supervise(&mut self) {
         let p = &self.cfg.process;
-        let now_us = scoreboard::now_us();
+        let now_us = crate::sys::clock::now_us();
         for w in &mut self.workers {
             let slot = self.sb.slot(w.slot);
             if !w.ready && slot.ready.load(Ordering::Acquire) != 0 {

@@ -5,11 +5,12 @@
 //! memfd, so it survives the master's re-exec on reload (and the counters
 //! with it).
 
+use crate::sys::clock::{now_us, unix_now};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Workers of all generations alive at once (a reload runs two).
-pub const SLOTS: usize = 256;
+pub const SLOTS: usize = 2 * crate::config::MAX_WORKERS;
 /// Requests tracked per worker: one per Python thread.
 pub const CORES: usize = 64;
 /// Bytes of "METHOD URI from CLIENT" kept for each running request.
@@ -321,22 +322,6 @@ impl Drop for Scoreboard {
     fn drop(&mut self) {
         unsafe { libc::munmap(self.base.cast(), SIZE) };
     }
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// CLOCK_MONOTONIC in µs: the same clock in every process.
-pub fn now_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::scoreboard::{BUCKETS, CORES, Cause, LATENCY_BOUNDS_US, Scoreboard, now_us};
+use super::scoreboard::{BUCKETS, CORES, Cause, LATENCY_BOUNDS_US, Scoreboard};
+use crate::sys::clock::now_us;
 use crate::config::Config;
 use crate::listen::{self, Listener, Protocol, Socket};
 
@@ -389,7 +390,7 @@ fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
 pub fn render_json(s: &Snapshot<'_>) -> String {
     let threads = s.cfg.threads.min(CORES);
     let now = now_us();
-    let wall_now = super::scoreboard::unix_now();
+    let wall_now = crate::sys::clock::unix_now();
     let queues: Vec<(u64, u64)> = s.sockets.iter().map(listen_queue).collect();
     let lq = queues.iter().map(|q| q.0).max().unwrap_or(0);
     let mut workers: Vec<&WorkerView> = s.workers.iter().collect();

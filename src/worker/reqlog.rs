@@ -10,52 +10,12 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use crate::config::{Encoder, LogSettings};
 use crate::listen::Protocol;
+use crate::log::say::write_stderr;
+use crate::sys::clock::wall_us;
+use crate::sys::time::{ctime, strftime};
 use crate::request::{Outcome, Var, VarName};
-
-/// How requests are logged (from the `log-*` options).
-#[derive(Debug, Clone, Default)]
-pub struct LogSettings {
-    /// Every request (`--disable-logging` turns it off).
-    pub enabled: bool,
-    /// `--log-format`; `None` is uWSGI's default line.
-    pub format: Option<String>,
-    pub encoder: Encoder,
-    /// `--log-format-strftime` with `--logdate FORMAT`: `%(ftime)` uses it.
-    pub ftime: Option<String>,
-    /// `--log-micros`: the default line says "micros" instead of "msecs".
-    pub micros: bool,
-    /// `--log-x-forwarded-for`: the client is X-Forwarded-For when present.
-    pub x_forwarded_for: bool,
-    // What is logged even with --disable-logging.
-    pub slow_ms: Option<u64>,
-    pub log_4xx: bool,
-    pub log_5xx: bool,
-    pub big: Option<u64>,
-    pub zero: bool,
-}
-
-impl LogSettings {
-    /// Whether any request may be logged at all.
-    pub fn active(&self) -> bool {
-        self.enabled
-            || self.slow_ms.is_some()
-            || self.log_4xx
-            || self.log_5xx
-            || self.big.is_some()
-            || self.zero
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Encoder {
-    #[default]
-    Plain,
-    /// A JSON object with every log variable.
-    JsonFields,
-    /// uWSGI's `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
-    JsonTemplate(String),
-}
 
 /// The variables of `--log-format`, as uWSGI names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,20 +274,6 @@ impl RequestLog {
         p.values.clear();
         drop(p);
         write_stderr(out.as_bytes());
-    }
-}
-
-/// One `write()` per line (looping only on a short write or EINTR).
-pub fn write_stderr(mut buf: &[u8]) {
-    while !buf.is_empty() {
-        let n = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        buf = &buf[n as usize..];
     }
 }
 
@@ -613,40 +559,6 @@ fn json_escape(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
-}
-
-fn wall_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// uWSGI's date in the default line, made once a second per thread: the C
-/// library's local time costs a few µs, more than the rest of the line.
-fn ctime(unix: u64) -> String {
-    thread_local! {
-        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
-    }
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != unix || c.1.is_empty() {
-            *c = (unix, strftime("%a %b %e %H:%M:%S %Y", unix));
-        }
-        c.1.clone()
-    })
-}
-
-/// Local time, formatted by the C library (the formats are uWSGI's).
-pub fn strftime(fmt: &str, unix: u64) -> String {
-    let Ok(cfmt) = std::ffi::CString::new(fmt) else {
-        return String::new();
-    };
-    let t = unix as libc::time_t;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&t, &mut tm) };
-    let mut buf = [0u8; 256];
-    let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), cfmt.as_ptr(), &tm) };
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[cfg(test)]

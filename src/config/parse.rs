@@ -1,0 +1,283 @@
+//! Every source of settings, in order: environment variables, then the
+//! command line with each config file it names expanded in place.
+
+use std::ffi::OsString;
+
+use super::defs::{self, Kind, OptDef};
+use super::sources;
+
+/// One value given for one option, in the order the sources gave them.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub opt: &'static OptDef,
+    pub value: String,
+    pub origin: sources::Origin,
+}
+
+/// Everything the sources said: the options, and the keys that are not
+/// options (uWSGI keeps those as placeholders).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub settings: Vec<Setting>,
+    pub unknown: Vec<sources::Entry>,
+}
+
+impl Loaded {
+    /// uWSGI options oxgate does not implement yet, and likely typos: one
+    /// warning each. Under `strict`, every unknown key is an error.
+    pub fn problems(&self) -> (Vec<String>, Vec<String>) {
+        let strict = self
+            .settings
+            .iter()
+            .rev()
+            .find(|s| s.opt.name == "strict")
+            .is_some_and(|s| parse_bool(&s.value) == Some(true));
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.unknown {
+            if !seen.insert(e.key.clone()) {
+                continue;
+            }
+            let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str()) {
+                Some(format!(
+                    "{}: uWSGI option '{}' is not implemented in oxgate yet; it has no effect",
+                    e.origin, e.key
+                ))
+            } else {
+                defs::suggest(&e.key).map(|s| {
+                    format!(
+                        "{}: unknown option '{}' (did you mean {s}?); kept as a placeholder",
+                        e.origin, e.key
+                    )
+                })
+            };
+            match (strict, msg) {
+                (true, m) => errors.push(m.unwrap_or_else(|| {
+                    format!(
+                        "{}: unknown option '{}' (--strict refuses unknown keys)",
+                        e.origin, e.key
+                    )
+                })),
+                (false, Some(m)) => warnings.push(m),
+                (false, None) => {}
+            }
+        }
+        (warnings, errors)
+    }
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(super) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Reads the command line (without the program name) into ordered settings.
+pub fn parse_args<I>(args: I) -> Result<Vec<Setting>, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    load(args).map(|l| l.settings)
+}
+
+/// Reads every source: `UWSGI_*`/`OXGATE_*` environment variables first
+/// (lowest priority), then the command line in order, with each config
+/// file it names expanded in place.
+pub fn load<I>(args: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::Arg;
+    use sources::{Origin, Reader};
+    let mut reader = Reader::default();
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("UWSGI_") || k.starts_with("OXGATE_"))
+        .collect();
+    env.sort();
+    for (name, value) in env {
+        let key = name
+            .split_once('_')
+            .map_or("", |(_, k)| k)
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        if let Some(opt) = defs::lookup_exact(&key) {
+            let origin = Origin::Env(name.clone());
+            if sources::INCLUDE_KEYS.contains(&opt.name) {
+                reader.load_file(opt.name, &value, &origin)?;
+            } else {
+                reader.push(opt.name, &value, origin);
+            }
+        }
+    }
+
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut apps = Vec::new();
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return err(format!("{e}")),
+        };
+        let (opt, shown) = match arg {
+            Arg::Long(name) => match defs::lookup(name) {
+                Some(o) => (o, format!("--{name}")),
+                None => {
+                    let hint = defs::suggest(name)
+                        .map(|s| format!(" (did you mean --{s}?)"))
+                        .unwrap_or_default();
+                    let not_yet = if defs::UWSGI_OPTIONS.contains(&name) {
+                        " (a uWSGI option oxgate does not implement yet)"
+                    } else {
+                        ""
+                    };
+                    return err(format!(
+                        "unknown option --{name}{hint}{not_yet}; run 'oxgate --help' for the list"
+                    ));
+                }
+            },
+            // uWSGI's -b is --buffer-size, Gunicorn's is --bind: a number
+            // can only be a size, an address only an address.
+            Arg::Short('b') => {
+                let v = parser
+                    .value()
+                    .map_err(|_| ConfigError("-b needs a value".into()))
+                    .and_then(|v| os_to_string(v, "-b"))?;
+                let name = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    "buffer-size"
+                } else {
+                    "bind"
+                };
+                reader.push(name, &v, Origin::CommandLine);
+                continue;
+            }
+            Arg::Short(c) => match defs::lookup_short(c) {
+                Some(o) => (o, format!("-{c}")),
+                None => {
+                    return err(format!(
+                        "unknown option -{c}; run 'oxgate --help' for the list"
+                    ));
+                }
+            },
+            Arg::Value(v) => {
+                let v = v
+                    .into_string()
+                    .map_err(|v| ConfigError(format!("argument {v:?} is not valid UTF-8")))?;
+                // `oxgate app.ini`: a lone config file, picked by its extension.
+                let lower = v.to_ascii_lowercase();
+                if [".ini", ".yaml", ".yml", ".json", ".js", ".xml"]
+                    .iter()
+                    .any(|e| lower.ends_with(e) || lower.contains(&format!("{e}:")))
+                {
+                    reader.load_file("auto", &v, &Origin::CommandLine)?;
+                } else {
+                    apps.push(v);
+                }
+                continue;
+            }
+        };
+        let value = if matches!(opt.kind, Kind::Flag | Kind::FlagOrStr) {
+            match parser.optional_value() {
+                Some(v) => os_to_string(v, &shown)?,
+                None => "true".to_string(),
+            }
+        } else {
+            match parser.value() {
+                Ok(v) => os_to_string(v, &shown)?,
+                Err(_) => {
+                    return err(format!("{shown} needs a value: {shown} {}", opt.value_name));
+                }
+            }
+        };
+        if sources::INCLUDE_KEYS.contains(&opt.name) {
+            reader.load_file(opt.name, &value, &Origin::CommandLine)?;
+        } else {
+            reader.push(opt.name, &value, Origin::CommandLine);
+        }
+    }
+    // Gunicorn's `oxgate pkg.mod:app` and uWSGI's `oxgate app.py` shortcuts.
+    match apps.len() {
+        0 => {}
+        1 => {
+            let p = apps.remove(0);
+            let name = if p.ends_with(".py") {
+                "wsgi-file"
+            } else {
+                "module"
+            };
+            reader.push(name, &p, Origin::CommandLine);
+        }
+        _ => {
+            return err(format!(
+                "expected at most one application argument (like pkg.mod:app), got {apps:?}"
+            ));
+        }
+    }
+
+    let mut loaded = Loaded::default();
+    for e in reader.entries {
+        // Command-line entries carry canonical names; file keys count as
+        // written (uWSGI: `base_dir` is a placeholder, not base-dir).
+        match defs::lookup_exact(&e.key) {
+            Some(opt) => {
+                if opt.kind == Kind::Flag && parse_bool(&e.value).is_none() {
+                    return err(format!(
+                        "{}: {} takes true or false, not {:?}",
+                        e.origin, opt.name, e.value
+                    ));
+                }
+                loaded.settings.push(Setting {
+                    opt,
+                    value: e.value,
+                    origin: e.origin,
+                });
+            }
+            None => loaded.unknown.push(e),
+        }
+    }
+    Ok(loaded)
+}
+
+fn os_to_string(v: OsString, shown: &str) -> Result<String, ConfigError> {
+    v.into_string()
+        .map_err(|v| ConfigError(format!("the value of {shown} ({v:?}) is not valid UTF-8")))
+}
+
+/// Reads a boolean the way uWSGI does.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    // "true # comment": uWSGI has no inline comments, but reads the value's
+    // start, so such files work there.
+    let first = v.split_whitespace().next().unwrap_or("");
+    match first.to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "yes" | "on" | "y" | "t" => Some(true),
+        "0" | "false" | "no" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// Reads a number the way uWSGI does: its leading digits, 0 when there are none.
+pub fn parse_int(v: &str) -> i64 {
+    let v = v.trim();
+    let (neg, digits) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let n = digits
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .fold(0i64, |n, d| {
+            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+    if neg { -n } else { n }
+}

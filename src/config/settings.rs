@@ -1,0 +1,173 @@
+//! The resolved configuration the server runs on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The most workers `--processes` may ask for: two generations must fit in
+/// the scoreboard (`master::scoreboard::SLOTS`) during a reload.
+pub const MAX_WORKERS: usize = 128;
+
+/// Where the WSGI callable comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// `--wsgi-file FILE`: a Python file executed as a module.
+    File(PathBuf),
+    /// `--module pkg.mod[:callable]`: an importable module.
+    Module(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    pub source: AppSource,
+    /// The attribute to take from the module; `name()` means "call the factory".
+    pub callable: String,
+}
+
+/// The resolved configuration the server runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_sockets: Vec<String>,
+    /// uwsgi-protocol sockets (`socket`, `uwsgi-socket`).
+    pub uwsgi_sockets: Vec<String>,
+    pub scgi_sockets: Vec<String>,
+    pub fastcgi_sockets: Vec<String>,
+    pub listen_backlog: i32,
+    pub chmod_socket: Option<u32>,
+    /// The default app (`--wsgi-file`, `--module`); `None` when only
+    /// `--mount` apps are given.
+    pub app: Option<AppSpec>,
+    /// `--mount MOUNTPOINT=APP`, in the order given.
+    pub mounts: Vec<(String, AppSpec)>,
+    pub manage_script_name: bool,
+    /// `--vhost`: requests' UWSGI_SCRIPT/UWSGI_MODULE/UWSGI_FILE vars load apps.
+    pub vhost: bool,
+    pub chdir: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub home: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub threads: usize,
+    pub limit_post: Option<u64>,
+    pub buffer_size: usize,
+    pub socket_timeout: Duration,
+    pub process: ProcessConfig,
+    pub log: LogSettings,
+    pub log_files: LogFiles,
+    pub stats: StatsConfig,
+}
+
+/// Where the log goes and how it is kept.
+#[derive(Debug, Clone, Default)]
+pub struct LogFiles {
+    /// `--log-maxsize`, bytes.
+    pub maxsize: Option<u64>,
+    pub backupname: Option<PathBuf>,
+    pub touch_reopen: Vec<PathBuf>,
+    /// `--logdate`: a strftime format for oxgate's own messages.
+    pub date: Option<String>,
+}
+
+/// `--stats`, `--metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct StatsConfig {
+    pub addr: Option<String>,
+    pub http: bool,
+    pub minified: bool,
+    pub metrics: Option<String>,
+}
+
+/// The process model: master, workers, supervision.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessConfig {
+    pub master: bool,
+    pub processes: usize,
+    pub lazy_apps: bool,
+    pub harakiri: Option<Duration>,
+    pub max_requests: Option<u64>,
+    pub max_requests_delta: u64,
+    pub max_worker_lifetime: Option<Duration>,
+    /// Bytes.
+    pub reload_on_rss: Option<u64>,
+    pub evil_reload_on_rss: Option<u64>,
+    pub limit_as: Option<u64>,
+    pub worker_reload_mercy: Duration,
+    pub reload_mercy: Duration,
+    pub pidfile: Option<PathBuf>,
+    pub pidfile2: Option<PathBuf>,
+    pub daemonize: Option<PathBuf>,
+    pub daemonize2: Option<PathBuf>,
+    pub logto: Option<PathBuf>,
+    pub vacuum: bool,
+    pub touch_reload: Vec<PathBuf>,
+    pub touch_chain_reload: Vec<PathBuf>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    pub attach_daemons: Vec<String>,
+    /// (pidfile, command)
+    pub smart_attach_daemons: Vec<(PathBuf, String)>,
+    pub py_autoreload: Option<Duration>,
+    pub chown_socket: Option<String>,
+    pub umask: Option<u32>,
+}
+
+/// A request to a running master, made through its pidfile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Stop,
+    Reload,
+    ChainReload,
+    BrutalReload,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Serve(Box<Config>),
+    Control(Control, PathBuf),
+    Help,
+    Version,
+}
+
+/// How requests are logged (from the `log-*` options).
+#[derive(Debug, Clone, Default)]
+pub struct LogSettings {
+    /// Every request (`--disable-logging` turns it off).
+    pub enabled: bool,
+    /// `--log-format`; `None` is uWSGI's default line.
+    pub format: Option<String>,
+    pub encoder: Encoder,
+    /// `--log-format-strftime` with `--logdate FORMAT`: `%(ftime)` uses it.
+    pub ftime: Option<String>,
+    /// `--log-micros`: the default line says "micros" instead of "msecs".
+    pub micros: bool,
+    /// `--log-x-forwarded-for`: the client is X-Forwarded-For when present.
+    pub x_forwarded_for: bool,
+    // What is logged even with --disable-logging.
+    pub slow_ms: Option<u64>,
+    pub log_4xx: bool,
+    pub log_5xx: bool,
+    pub big: Option<u64>,
+    pub zero: bool,
+}
+
+impl LogSettings {
+    /// Whether any request may be logged at all.
+    pub fn active(&self) -> bool {
+        self.enabled
+            || self.slow_ms.is_some()
+            || self.log_4xx
+            || self.log_5xx
+            || self.big.is_some()
+            || self.zero
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Encoder {
+    #[default]
+    Plain,
+    /// A JSON object with every log variable.
+    JsonFields,
+    /// uWSGI's `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
+    JsonTemplate(String),
+}
+
