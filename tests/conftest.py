@@ -1,24 +1,14 @@
-"""Starts the real oxgate binary on a port picked at run time."""
+"""Fixtures every test file can use: the real oxgate binary on a port picked
+at run time, and the apps it serves (plain helpers are in helpers.py)."""
 import os
-import pathlib
+import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-APPS = ROOT / "tests" / "apps"
-BIN = os.environ.get("OXGATE_BIN", str(ROOT / "target" / "release" / "oxgate"))
-# The test venv (scripts/test.sh makes it); the server runs the apps from it.
-VENV = pathlib.Path(sys.prefix)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import APPS, BEHAVIOUR, BIN, ECHO, ROOT, free_port
 
 
 class Server:
@@ -116,19 +106,27 @@ def serve(tmp_path):
         s.stop()
 
 
-def raw_request(port, data, timeout=10, read_all=True):
-    """Sends raw bytes; returns everything the server sent until it closed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            try:
-                b = s.recv(65536)
-            except socket.timeout:
-                break
-            if not b:
-                break
-            chunks.append(b)
-            if not read_all:
-                break
-        return b"".join(chunks)
+@pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
+def srv(serve, request):
+    """The misbehaving app, apps/behaviour.py, run inline and on 4 threads.
+    test_pep3333.py and test_malformed_input.py override srv with their own."""
+    return serve("--wsgi-file", BEHAVIOUR, "--threads", request.param)
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    """A copy of procs.py whose code (and version.txt) a test can change."""
+    d = tmp_path / "app"
+    d.mkdir()
+    shutil.copy(APPS / "procs.py", d / "procs.py")
+    (d / "version.txt").write_text("v1")
+    return d
+
+
+@pytest.fixture
+def fcgi(serve):
+    """oxgate with a FastCGI socket (fcgi.fcgi_port) serving the echo app."""
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1")
+    s.fcgi_port = fp
+    return s

@@ -1,5 +1,5 @@
-"""uWSGI command lines and config files, read unchanged (golden tests with
---print-config and --check-config, and real servers started from files)."""
+"""Command lines and config files (ini, yaml, json, xml, environment) read as uWSGI reads them; usage errors."""
+# Golden tests with --print-config and --check-config, and real servers started from files.
 import json
 import os
 import subprocess
@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import APPS, BIN, ROOT
+from helpers import APPS, BIN, ROOT, run_fail
 
 
 def run(*args, env=None, cwd=None):
@@ -182,6 +182,17 @@ def test_errors_name_the_file_and_line(tmp_path):
     assert p.returncode == 2 and "no application given" in p.stderr
 
 
+def test_usage_errors():
+    code, err = run_fail("--wsgi-fil", "x.py")
+    assert code == 2 and "did you mean --wsgi-file" in err
+    code, err = run_fail("--wsgi-file", "x.py")
+    assert code == 2 and "--http-socket" in err
+    p = subprocess.run([BIN, "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "--http-socket" in p.stdout and "--threads" in p.stdout
+    p = subprocess.run([BIN, "--version"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("oxgate ")
+
+
 SEED_INI_000 = """[uwsgi]
 socket = 127.0.0.1:9005
 chdir = /Users/suoning/python_project/trunk/
@@ -229,7 +240,7 @@ def test_seed_config_files(tmp_path, text, expect):
     for k, v in expect.items():
         assert got[k] == v, (k, got)
     # they bind with the uwsgi protocol (nginx uwsgi_pass), which oxgate
-    # serves (test_gateway runs seed 000 behind nginx)
+    # serves (test_web_servers.py runs seed 000 behind nginx)
     p = run("--ini", str(f), "--check-config")
     assert p.returncode == 0, p.stderr
 
@@ -254,7 +265,7 @@ def test_seed_command_lines(cmd, expect):
 
 def test_vhost_seed_command_line_needs_no_app():
     """shared/seeds/003 starts uWSGI with --vhost and no app (tested serving
-    in test_gateway.py); here only that the line is understood."""
+    in test_app_loading.py); here only that the line is understood."""
     p = run(*"-s :9090 -M -p 4 -t 30 --limit-as 128 -R 10000 -d uwsgi.log --vhost".split(), "--print-config")
     assert p.returncode == 0, p.stderr
     got = dict(options(p.stdout))

@@ -1,7 +1,7 @@
 """Real apps from PyPI, run from the test virtualenv."""
 import requests
 
-from conftest import APPS, VENV
+from helpers import APPS, VENV
 
 
 def test_flask(serve):

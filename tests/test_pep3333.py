@@ -6,11 +6,12 @@ import os
 import pytest
 import requests
 
-from conftest import APPS, raw_request
+from helpers import APPS, raw_request
 
 VALIDATED = str(APPS / "validated.py")
 
 
+# This srv overrides conftest's (the behaviour app).
 @pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
 def srv(serve, request):
     # --threads 1 runs the app on the event loop; --threads 4 on a pool.

@@ -1,5 +1,7 @@
-"""Apps that break the rules, errors, and what the log shows."""
-import json
+"""The HTTP/1.1 front end: request and response bodies, keep-alive, --socket-timeout, sendfile, bounded memory."""
+# Keep-alive, pipelining, chunked bodies and HTTP/1.0 are also checked through
+# wsgiref.validate in test_pep3333.py; bad requests and --limit-post are in
+# test_malformed_input.py, listening addresses in test_sockets.py.
 import re
 import shutil
 import socket
@@ -9,14 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, raw_request
-
-BEHAVIOUR = str(APPS / "behaviour.py")
-
-
-@pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
-def srv(serve, request):
-    return serve("--wsgi-file", BEHAVIOUR, "--threads", request.param)
+from helpers import APPS, BEHAVIOUR, raw_request
 
 
 def test_read_without_size_and_past_the_end(srv):
@@ -78,67 +73,10 @@ def test_socket_timeout_spares_a_response_being_read(serve, threads):
     assert got > 24 << 20 and got < (24 << 20) + 500, got
 
 
-def test_exception_is_500_and_logged_not_shown(srv):
-    r = requests.get(srv.url + "/raise")
-    assert r.status_code == 500
-    assert b"deliberate" not in r.content and b"Traceback" not in r.content
-    log = srv.log()
-    assert "Traceback" in log and "deliberate failure in the app" in log
-    assert "GET /raise" in log
-    assert requests.get(srv.url + "/thread").status_code == 200
-
-
-def test_exception_after_first_chunk_cuts_the_connection(srv):
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        requests.get(srv.url + "/raise-late").content
-    assert "deliberate failure after the first chunk" in srv.log()
-    assert requests.get(srv.url + "/thread").status_code == 200
-
-
-@pytest.mark.parametrize("path,logged", [
-    ("/hop", "hop-by-hop header"),
-    ("/no-start", "without calling start_response"),
-    ("/str-body", "a WSGI body is made of bytes"),
-    ("/not-latin1", "character above U+00FF"),
-])
-def test_protocol_violations_are_500(srv, path, logged):
-    r = requests.get(srv.url + path)
-    assert r.status_code == 500
-    assert logged in srv.log()
-    # Nothing of the refused head, nor of the request's headers, leaks into
-    # the next response's on the same connection.
-    out = raw_request(srv.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Mine: m\r\n\r\n"
-                      "GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    assert out.count(b"HTTP/1.1 ") == 2, out
-    head = out.rsplit(b"HTTP/1.1 ", 1)[1].split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
-    assert b"content-type: text/plain" in head, head
-    assert not any(b"caf" in h or b"x-fine" in h or b"x-mine" in h or b"host" in h for h in head), head
-
-
-def test_short_body_closes_the_connection(srv):
-    out = raw_request(srv.port, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
-    head, body = out.split(b"\r\n\r\n", 1)
-    assert b"content-length: 100" in head.lower()
-    assert body == b"only ten b"  # and then the server closed instead of hanging
-
-
-def test_long_body_is_cut_to_content_length(srv):
-    out = raw_request(srv.port, b"GET /long HTTP/1.1\r\nHost: x\r\n\r\nGET /thread HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    first, rest = out.split(b"\r\n\r\n", 1)
-    assert rest.startswith(b"12345HTTP/1.1 200 OK")
-
-
-def test_app_output_goes_to_the_log(srv):
-    assert requests.get(srv.url + "/print").content == b"printed"
-    log = srv.log()
-    assert "hello from the app on stdout" in log
-    assert "hello from wsgi.errors" in log
-
-
-def test_sys_executable_and_argv(srv):
-    info = requests.get(srv.url + "/sys").json()
-    assert info["argv"] == ["oxgate"]
-    assert "python" in info["executable"]
+def test_single_item_list_gets_a_length(srv):
+    assert requests.get(srv.url + "/nolength").headers["Content-Length"] == "13"
+    out = raw_request(srv.port, b"HEAD /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"\r\n\r\n") and b"content-length: 13" in out.lower()
 
 
 @pytest.mark.parametrize("size,skip", [(100000, 0), (5, 0), (3 << 20, 1000), (0, 0)])
@@ -186,7 +124,40 @@ def test_file_wrapper_respects_the_apps_content_length(srv):
     assert r.content == bytes(range(256)) * 3 + bytes(range(232))
 
 
-def test_single_item_list_gets_a_length(srv):
-    assert requests.get(srv.url + "/nolength").headers["Content-Length"] == "13"
-    out = raw_request(srv.port, b"HEAD /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert out.endswith(b"\r\n\r\n") and b"content-length: 13" in out.lower()
+# Streaming a gigabyte each way in bounded memory.
+GIB = 1 << 30
+
+
+def test_gigabyte_response_in_bounded_memory(serve):
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1")
+    requests.get(s.url + "/big?mb=4").content  # warm up
+    (worker,) = s.wait_workers(1)
+    idle = s.rss_kb(pid=worker)
+    total = 0
+    with requests.get(s.url + "/big?mb=1024", stream=True) as r:
+        for chunk in r.iter_content(1 << 20):
+            total += len(chunk)
+    assert total == GIB
+    grew_mb = (s.rss_kb("VmHWM", pid=worker) - idle) / 1024
+    print(f"1 GiB response: peak RSS {grew_mb:.1f} MiB above idle")
+    assert grew_mb < 100
+
+
+def test_gigabyte_upload_in_bounded_memory(serve):
+    s = serve("--wsgi-file", str(APPS / "validated.py"), "--processes", "1")
+    requests.post(s.url + "/count", data=b"x" * 1000000)  # warm up
+    (worker,) = s.wait_workers(1)
+    idle = s.rss_kb(pid=worker)
+    block = b"u" * (1 << 20)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=60) as c:
+        c.sendall(f"POST /count?chunk=65536 HTTP/1.1\r\nHost: x\r\nContent-Length: {GIB}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        for _ in range(1024):
+            c.sendall(block)
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert f'"bytes": {GIB}'.encode() in out, out[-300:]
+    grew_mb = (s.rss_kb("VmHWM", pid=worker) - idle) / 1024
+    print(f"1 GiB upload: peak RSS {grew_mb:.1f} MiB above idle")
+    assert grew_mb < 100

@@ -1,0 +1,193 @@
+"""Plain helpers for the test files (fixtures are in conftest.py): paths,
+raw clients for the HTTP, uwsgi, SCGI and FastCGI sockets, a client load,
+nginx, and waiting for a condition."""
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+APPS = ROOT / "tests" / "apps"
+BIN = os.environ.get("OXGATE_BIN", str(ROOT / "target" / "release" / "oxgate"))
+# The test venv (scripts/test.sh makes it); the server runs the apps from it.
+VENV = pathlib.Path(sys.prefix)
+
+# The apps of tests/apps/ that several files serve.
+BEHAVIOUR = str(APPS / "behaviour.py")
+ECHO = str(APPS / "echo.py")
+LOGGED = str(APPS / "logged.py")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_request(port, data, timeout=10, read_all=True):
+    """Sends raw bytes; returns everything the server sent until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            chunks.append(b)
+            if not read_all:
+                break
+        return b"".join(chunks)
+
+
+def run_fail(*args, cwd=ROOT):
+    """Runs oxgate to its end; returns its exit code and stderr."""
+    p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30, cwd=cwd)
+    return p.returncode, p.stderr
+
+
+def wait_for(cond, timeout=20, what="condition"):
+    """Polls cond() until it returns something true, and returns that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def fresh(url, timeout=30):
+    """One request on a new connection: no keep-alive races."""
+    return requests.get(url, headers={"Connection": "close"}, timeout=timeout)
+
+
+class Load:
+    """A continuous client load on new connections, for as long as it runs."""
+
+    def __init__(self, url, clients=4):
+        self.url, self.ok, self.failures, self.stop = url, 0, [], threading.Event()
+        self.bodies = set()
+        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                r = fresh(self.url)
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.bodies.add(r.text.split()[-1])
+                else:
+                    self.failures.append(r.status_code)
+            except requests.RequestException as e:
+                self.failures.append(repr(e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        return self
+
+
+# The uwsgi protocol: a packet of vars, and a request as nginx's uwsgi_params sends it.
+def packet(vars, m1=0, m2=0):
+    block = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+                     for k, v in ((k.encode() if isinstance(k, str) else k, v.encode() if isinstance(v, str) else v)
+                                  for k, v in vars))
+    return struct.pack("<BHB", m1, len(block), m2) + block
+
+
+def uwsgi_request(port, data, timeout=10):
+    """Sends a uwsgi, SCGI or FastCGI request; returns everything the server
+    sent until it closed (raw_request, under the name the callers know)."""
+    return raw_request(port, data, timeout)
+
+
+def cgi(method="GET", path="/", query="", body=b"", extra=()):
+    v = [("REQUEST_METHOD", method), ("PATH_INFO", path), ("QUERY_STRING", query),
+         ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", path + ("?" + query if query else "")),
+         ("REMOTE_ADDR", "127.0.0.1"), ("SERVER_PORT", "80"), ("SERVER_NAME", ""),
+         ("HTTP_HOST", "example.com:8080"), ("CONTENT_LENGTH", str(len(body)) if body else "")]
+    return packet(v + list(extra)) + body
+
+
+# SCGI: a netstring of NUL-separated headers, then the body.
+def scgi_packet(headers, body=b""):
+    block = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in headers)
+    return str(len(block)).encode() + b":" + block + b"," + body
+
+
+# FastCGI: records (version, type, id, length, padding), pairs, streams.
+def rec(kind, rid, content=b"", pad=0):
+    return struct.pack(">BBHHBB", 1, kind, rid, len(content), pad, 0) + content + b"\0" * pad
+
+
+def pairs(items):
+    out = b""
+    for k, v in items:
+        for n in (len(k), len(v)):
+            out += bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
+        out += k.encode() + v.encode()
+    return out
+
+
+def fcgi_request(rid, params, body=b"", keep=False, pad=0):
+    out = rec(1, rid, struct.pack(">HB5x", 1, 1 if keep else 0))
+    out += rec(4, rid, pairs(params), pad) + rec(4, rid)
+    if body:
+        out += rec(5, rid, body, pad)
+    return out + rec(5, rid)
+
+
+def read_records(sock, until_end_requests=1, timeout=10):
+    sock.settimeout(timeout)
+    buf, recs, ends = b"", [], 0
+    while ends < until_end_requests:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 8:
+            ver, kind, rid, clen, plen, _ = struct.unpack(">BBHHBB", buf[:8])
+            if len(buf) < 8 + clen + plen:
+                break
+            recs.append((kind, rid, buf[8:8 + clen]))
+            buf = buf[8 + clen + plen:]
+            if kind in (3, 10, 11):
+                ends += 1
+    return recs
+
+
+def stdout_of(recs, rid):
+    return b"".join(c for k, r, c in recs if k == 6 and r == rid)
+
+
+# nginx, run by the tests from a directory of their own.
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(d, port, conf, **popen):
+    """nginx run from directory `d` with `conf`, once it listens on `port`."""
+    (d / "logs").mkdir(parents=True)
+    (d / "tmp").mkdir()
+    (d / "nginx.conf").write_text(conf)
+    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "logs/error.log"),
+                             "-g", "daemon off;"], **popen)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc

@@ -1,0 +1,55 @@
+"""Apps that raise or break WSGI's rules: a 500 or a cut connection, the reason in the log, and serving goes on."""
+import pytest
+import requests
+
+from helpers import raw_request
+
+
+def test_exception_is_500_and_logged_not_shown(srv):
+    r = requests.get(srv.url + "/raise")
+    assert r.status_code == 500
+    assert b"deliberate" not in r.content and b"Traceback" not in r.content
+    log = srv.log()
+    assert "Traceback" in log and "deliberate failure in the app" in log
+    assert "GET /raise" in log
+    assert requests.get(srv.url + "/thread").status_code == 200
+
+
+def test_exception_after_first_chunk_cuts_the_connection(srv):
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(srv.url + "/raise-late").content
+    assert "deliberate failure after the first chunk" in srv.log()
+    assert requests.get(srv.url + "/thread").status_code == 200
+
+
+@pytest.mark.parametrize("path,logged", [
+    ("/hop", "hop-by-hop header"),
+    ("/no-start", "without calling start_response"),
+    ("/str-body", "a WSGI body is made of bytes"),
+    ("/not-latin1", "character above U+00FF"),
+])
+def test_protocol_violations_are_500(srv, path, logged):
+    r = requests.get(srv.url + path)
+    assert r.status_code == 500
+    assert logged in srv.log()
+    # Nothing of the refused head, nor of the request's headers, leaks into
+    # the next response's on the same connection.
+    out = raw_request(srv.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Mine: m\r\n\r\n"
+                      "GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert out.count(b"HTTP/1.1 ") == 2, out
+    head = out.rsplit(b"HTTP/1.1 ", 1)[1].split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    assert b"content-type: text/plain" in head, head
+    assert not any(b"caf" in h or b"x-fine" in h or b"x-mine" in h or b"host" in h for h in head), head
+
+
+def test_short_body_closes_the_connection(srv):
+    out = raw_request(srv.port, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert b"content-length: 100" in head.lower()
+    assert body == b"only ten b"  # and then the server closed instead of hanging
+
+
+def test_long_body_is_cut_to_content_length(srv):
+    out = raw_request(srv.port, b"GET /long HTTP/1.1\r\nHost: x\r\n\r\nGET /thread HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, rest = out.split(b"\r\n\r\n", 1)
+    assert rest.startswith(b"12345HTTP/1.1 200 OK")

@@ -1,0 +1,237 @@
+"""Loading apps: wsgi-file, module, callable, factory, preload or --lazy-apps, virtualenvs, mounts, vhost, errors."""
+import json
+import subprocess
+import sys
+
+import requests
+
+from helpers import APPS, BIN, ECHO, VENV, free_port, fresh, packet, run_fail, start_nginx, uwsgi_request
+
+
+def test_module_with_callable(serve):
+    s = serve("--module", "flask_app:app", "--chdir", str(APPS))
+    assert requests.get(s.url + "/").text == "Hello from Flask"
+
+
+def test_module_default_callable_and_pythonpath(serve, tmp_path):
+    s = serve("--pythonpath", str(APPS), "--module", "behaviour")
+    assert requests.get(s.url + "/thread").status_code == 200
+
+
+def test_callable_option_and_positional(serve):
+    s = serve("--chdir", str(APPS), "--module", "flask_app", "--callable", "app")
+    assert requests.get(s.url + "/").text == "Hello from Flask"
+    s = serve("flask_app:app", cwd=APPS)
+    assert requests.get(s.url + "/").text == "Hello from Flask"
+
+
+def test_factory(serve):
+    s = serve("--chdir", str(APPS), "--module", "flask_app:create_app()")
+    assert requests.get(s.url + "/").text == "made by factory"
+    s = serve("--chdir", str(APPS), "--module", "flask_app:create_app('custom')")
+    assert requests.get(s.url + "/").text == "made by custom"
+
+
+def test_env_option(serve, tmp_path):
+    app = tmp_path / "envapp.py"
+    app.write_text(
+        "import os\n"
+        "def application(e, sr):\n"
+        "    sr('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [os.environ['OXGATE_TEST_VALUE'].encode()]\n")
+    s = serve("--wsgi-file", str(app), "--env", "OXGATE_TEST_VALUE=a=b")
+    assert requests.get(s.url).text == "a=b"
+
+
+# Preloaded in the master and forked, or loaded in each worker (--lazy-apps).
+def test_workers_are_forked_from_a_preloaded_master(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "3")
+    workers = s.wait_workers(3)
+    seen = set()
+    for _ in range(60):
+        served_by, loaded_in, _ = fresh(s.url).text.split()
+        assert int(loaded_in) == s.proc.pid  # imported once, in the master
+        seen.add(int(served_by))
+    assert seen <= set(workers)
+    assert len(seen) >= 2, "connections should spread across workers"
+
+
+def test_lazy_apps_load_in_each_worker(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", "--lazy-apps")
+    s.wait_workers(2)
+    served_by, loaded_in, _ = fresh(s.url).text.split()
+    assert served_by == loaded_in
+
+
+def pss_kb(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_preload_shares_memory_between_workers(serve):
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "flask_app:app", "--processes", "4")
+    workers = s.wait_workers(4)
+    for _ in range(40):
+        assert fresh(s.url + "/").status_code == 200
+    pss = [pss_kb(p) for p in workers]
+    rss = s.rss_kb(pid=workers[0])
+    print(f"4 Flask workers: PSS {pss} KiB (sum {sum(pss)}), one worker's RSS {rss} KiB, "
+          f"master PSS {pss_kb(s.proc.pid)} KiB")
+    assert sum(pss) < 4 * rss * 0.6
+
+
+# Load errors.
+def test_import_error_is_explained():
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", str(APPS / "broken_import.py"))
+    assert code != 0
+    assert "broken_import.py" in err
+    assert "No module named 'this_module_does_not_exist'" in err
+    assert "Traceback" in err
+
+
+def test_missing_module_and_callable():
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--module", "no_such_module_xyz")
+    assert code != 0 and "no_such_module_xyz" in err and "ModuleNotFoundError" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--chdir", str(APPS), "--module", "flask_app:nope")
+    assert code != 0 and "no attribute 'nope'" in err and "create_app" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", "missing.py")
+    assert code != 0 and "does not exist" in err
+
+
+def test_lazy_app_that_cannot_load_stops_the_master(tmp_path):
+    p = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--lazy-apps", "--processes", "2",
+                        "--wsgi-file", str(APPS / "broken_import.py")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert "this_module_does_not_exist" in p.stderr
+
+
+# Python environments.
+def test_virtualenv_wins_over_the_base_install(serve):
+    # Flask is installed in the base interpreter too; --home must pick the venv's.
+    s = serve("--home", str(VENV), "--wsgi-file", str(APPS / "behaviour.py"))
+    info = requests.get(s.url + "/sys").json()
+    assert info["prefix"] == str(VENV)
+    assert info["executable"].startswith(str(VENV))
+    site = [p for p in info["path"] if p.endswith("site-packages")]
+    assert site and all(p.startswith(str(VENV)) for p in site), site
+
+
+def test_virtual_env_variable(serve):
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"), env={"VIRTUAL_ENV": str(VENV)})
+    assert requests.get(s.url + "/sys").json()["prefix"] == str(VENV)
+
+
+def test_home_that_is_not_a_venv(tmp_path):
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--home", str(tmp_path), "--wsgi-file", "x.py")
+    assert code != 0 and "virtualenv" in err
+
+
+def test_sys_executable_and_argv(srv):
+    info = requests.get(srv.url + "/sys").json()
+    assert info["argv"] == ["oxgate"]
+    assert "python" in info["executable"]
+
+
+# Several apps mounted at paths (--mount).
+def mounted_app(tmp_path, name):
+    f = tmp_path / f"{name}.py"
+    f.write_text("import json\n"
+                 "def application(environ, start_response):\n"
+                 "    start_response('200 OK', [('Content-Type', 'application/json')])\n"
+                 f"    return [json.dumps(['{name}', environ['SCRIPT_NAME'], environ['PATH_INFO']]).encode()]\n")
+    return f
+
+
+def test_mount_with_manage_script_name(serve, tmp_path):
+    blog, api = mounted_app(tmp_path, "blog"), mounted_app(tmp_path, "api")
+    mounted_app(tmp_path, "root")
+    s = serve("--wsgi-file", str(tmp_path / "root.py"), "--mount", f"/blog={blog}", "--mount", "/blog/api=api",
+              "--pythonpath", str(tmp_path), "--manage-script-name", "--processes", "1")
+    for path, want in [("/blog/x/y", ["blog", "/blog", "/x/y"]), ("/blog", ["blog", "/blog", ""]),
+                       ("/blog/api/v1", ["api", "/blog/api", "/v1"]),  # the longest mountpoint wins
+                       ("/blogger", ["root", "", "/blogger"]), ("/", ["root", "", "/"])]:
+        assert requests.get(s.url + path).json() == want, path
+    assert "/blog=" in s.log() and "/blog/api=api:application" in s.log()
+
+
+def test_mount_chosen_by_script_name_over_uwsgi(serve, tmp_path):
+    """nginx's `uwsgi_param SCRIPT_NAME /blog` picks the app; a path no app
+    is mounted at, with no default app, is a 404."""
+    blog = mounted_app(tmp_path, "blog")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--mount", f"/blog={blog}", "--processes", "1")
+
+    def ask(script, path):
+        out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", script), ("PATH_INFO", path),
+                                        ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", script + path)]))
+        head, body = out.split(b"\r\n\r\n", 1)
+        return head.split(b" ")[1], body
+    assert ask("/blog", "/post/1") == (b"200", json.dumps(["blog", "/blog", "/post/1"]).encode())
+    status, body = ask("/other", "/x")
+    assert status == b"404" and b"No app is mounted" in body
+
+
+# Apps named per request by the front end (--vhost).
+def site(tmp_path, name):
+    d = tmp_path / name
+    d.mkdir()
+    # Both sites call their module "myapp": each must get its own.
+    (d / "myapp.py").write_text("import flask\n"
+                                "def application(environ, start_response):\n"
+                                "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                                f"    return [b'{name} ' + environ['wsgi.url_scheme'].encode()]\n")
+    return d
+
+
+def test_vhost_dynamic_apps_behind_nginx(serve, tmp_path):
+    """shared/seeds/003: one oxgate started with --vhost and no app, two nginx
+    server blocks naming their app with UWSGI_SCRIPT, UWSGI_CHDIR and
+    UWSGI_PYHOME (the test venv, where Flask is)."""
+    one, two = site(tmp_path, "site1"), site(tmp_path, "site2")
+    up, port = free_port(), free_port()
+    s = serve("-s", f":{up}", "-M", "-p", "2", "-t", "30", "--limit-as", "512", "-R", "10000", "--vhost")
+    d = tmp_path / "nginx"
+    blocks = "".join(f"""
+  server {{ listen 127.0.0.1:{port}; server_name {name}.example;
+    location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up};
+      uwsgi_param UWSGI_PYHOME {sys.prefix}; uwsgi_param UWSGI_SCRIPT myapp; uwsgi_param UWSGI_CHDIR {path};
+      uwsgi_param UWSGI_SCHEME https; }} }}""" for name, path in (("site1", one), ("site2", two)))
+    nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp; {blocks}
+  server {{ listen 127.0.0.1:{port} default_server; location / {{ include /etc/nginx/uwsgi_params;
+    uwsgi_pass 127.0.0.1:{up}; }} }} }}
+""")
+    try:
+        for _ in range(3):
+            for name in ("site1", "site2"):
+                r = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": f"{name}.example"})
+                assert (r.status_code, r.text) == (200, f"{name} https"), r.text
+        # no UWSGI_SCRIPT and no default app: nothing to serve
+        assert requests.get(f"http://127.0.0.1:{port}/", headers={"Host": "other"}).status_code == 404
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+    assert s.log().count("--vhost: loaded the app") <= 4  # once per site and worker, then kept
+
+
+def test_uwsgi_vars_load_nothing_without_vhost(serve, tmp_path):
+    one = site(tmp_path, "site1")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--wsgi-file", ECHO, "--processes", "1")
+    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+                                    ("UWSGI_SCRIPT", "myapp"), ("UWSGI_CHDIR", str(one))]))
+    assert b'"method": "GET"' in out  # the echo app answered
+
+
+def test_vhost_load_error_is_a_500(serve, tmp_path):
+    up = free_port()
+    s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+                                    ("UWSGI_SCRIPT", "no_such_module_here")]))
+    assert out.startswith(b"HTTP/1.1 500")
+    s.wait_log("cannot load the app for UWSGI_SCRIPT=\"no_such_module_here\"")

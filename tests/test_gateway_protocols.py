@@ -1,0 +1,140 @@
+"""The uwsgi, SCGI and FastCGI protocols, spoken by raw clients to oxgate's gateway sockets."""
+# Their malformed packets are in test_malformed_input.py; real nginx, Apache
+# and lighttpd speaking them are in test_web_servers.py.
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+
+import pytest
+
+from helpers import (ECHO, cgi, fcgi_request, free_port, packet, pairs, read_records, rec, scgi_packet,
+                     stdout_of, uwsgi_request)
+
+
+@pytest.fixture
+def both(serve):
+    """oxgate with a uwsgi socket and an HTTP socket, same app."""
+    up = free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "2")
+    s.uwsgi_port = up
+    return s
+
+
+def test_uwsgi_request_and_normalisation(both):
+    out = uwsgi_request(both.uwsgi_port, cgi("POST", "/a b", "x=1", b"hello",
+                                             extra=[("HTTP_CONTENT_LENGTH", "5"), ("HTTP_X_A", "1"), ("HTTP_X_A", "2"),
+                                                    ("HTTP_COOKIE", "a=1"), ("HTTP_COOKIE", "b=2"),
+                                                    ("UWSGI_FILE", "/tmp/evil.py"), ("HTTPS", "on")]))
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding" not in head.lower()  # never chunked on a gateway socket
+    seen = json.loads(body)
+    assert seen["method"] == "POST" and seen["path"] == "/a b" and seen["query"] == "x=1"
+    assert seen["body_len"] == 5 and seen["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
+    assert seen["x_headers"] == {"HTTP_X_A": "1, 2"}
+    assert seen["cookie"] == "a=1; b=2"
+    assert seen["server_name"] == "example.com"  # empty SERVER_NAME: Host's name
+    assert seen["scheme"] == "https"
+    assert seen["has_http_content_length"] is False
+    assert "evil" not in body.decode()
+
+
+def test_environ_has_only_what_the_request_gave(both):
+    """A bare packet: the environ has the variables PEP 3333 requires and
+    nothing made up (no REMOTE_ADDR, HTTP_HOST, REQUEST_URI... left empty)."""
+    out = uwsgi_request(both.uwsgi_port, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/keys")]))
+    keys = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert [k for k in keys if not k.startswith("wsgi.")] == [
+        "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
+        "SERVER_PROTOCOL"]
+
+
+def test_uwsgi_large_body_streams(both):
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    seen = json.loads(uwsgi_request(both.uwsgi_port, cgi("PUT", "/big", body=data)).split(b"\r\n\r\n", 1)[1])
+    assert seen["body_len"] == len(data) and seen["body_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_ping(both):
+    assert uwsgi_request(both.uwsgi_port, packet([], m1=100)) == bytes([100, 0, 0, 1])
+
+
+def test_scgi_request_and_status_header(serve):
+    sp = free_port()
+    serve("--wsgi-file", ECHO, "--scgi-socket", f"127.0.0.1:{sp}", "--processes", "1")
+    out = uwsgi_request(sp, scgi_packet([("CONTENT_LENGTH", "5"), ("SCGI", "1"), ("REQUEST_METHOD", "POST"),
+                                         ("REQUEST_URI", "/a%20b?q=1"), ("QUERY_STRING", "q=1"),
+                                         ("SERVER_PROTOCOL", "HTTP/1.1"), ("HTTP_HOST", "h")], b"hello"))
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"Status: 200 OK\r\n")  # a CGI response
+    seen = json.loads(body)
+    assert seen["path"] == "/a b"  # no PATH_INFO sent: from REQUEST_URI, decoded
+    assert seen["body_len"] == 5 and seen["server_name"] == "h"
+
+
+# FastCGI
+PARAMS = [("REQUEST_METHOD", "POST"), ("SCRIPT_NAME", "/fx/a"), ("REQUEST_URI", "/fx/a?z=1"),
+          ("DOCUMENT_URI", "/fx/a"), ("QUERY_STRING", "z=1"), ("CONTENT_LENGTH", "5"), ("CONTENT_TYPE", ""),
+          ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "f"), ("SERVER_PORT", "80"), ("HTTP_X_A", "b")]
+
+
+def test_fastcgi_request_keep_conn_and_padding(fcgi):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        for i, pad in enumerate((0, 3)):  # two requests on one kept connection
+            c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True, pad=pad))
+            recs = read_records(c)
+            out = stdout_of(recs, 1)
+            assert out.startswith(b"Status: 200 OK\r\n")
+            seen = json.loads(out.split(b"\r\n\r\n", 1)[1])
+            # nginx's fastcgi_params send SCRIPT_NAME = the whole path and no
+            # PATH_INFO: the app is mounted at the root
+            assert seen["path"] == "/fx/a" and seen["script_name"] == ""
+            assert seen["body_len"] == 5 and seen["query"] == "z=1" and seen["x_headers"] == {"HTTP_X_A": "b"}
+            kinds = [k for k, r, cnt in recs]
+            assert kinds[-2:] == [6, 3] and recs[-2][2] == b""  # empty STDOUT, then END_REQUEST
+            assert recs[-1][2] == b"\0" * 8  # appStatus 0, REQUEST_COMPLETE
+
+
+def test_fastcgi_get_values_and_unknown_type(fcgi):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        c.sendall(rec(9, 0, pairs([("FCGI_MAX_CONNS", ""), ("FCGI_MAX_REQS", ""), ("FCGI_MPXS_CONNS", "")])))
+        (kind, rid, content), = read_records(c)
+        assert kind == 10 and rid == 0
+        assert b"\x0f\x01FCGI_MPXS_CONNS0" in content and b"\x0d\x01FCGI_MAX_REQS1" in content
+        c.sendall(rec(42, 0))
+        (kind, rid, content), = read_records(c)
+        assert kind == 11 and content[0] == 42
+
+
+def test_fastcgi_roles_and_multiplexing(fcgi):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        c.sendall(rec(1, 7, struct.pack(">HB5x", 2, 1)))  # AUTHORIZER, keep
+        (kind, rid, content), = read_records(c)
+        assert (kind, rid, content[4]) == (3, 7, 3)  # UNKNOWN_ROLE
+        # a second request begun before the first's params are complete
+        c.sendall(rec(1, 1, struct.pack(">HB5x", 1, 1)) + rec(4, 1, pairs(PARAMS)) + rec(1, 2, struct.pack(">HB5x", 1, 1)))
+        (kind, rid, content), = read_records(c)
+        assert (kind, rid, content[4]) == (3, 2, 1)  # CANT_MPX_CONN for id 2
+        c.sendall(rec(4, 1) + rec(5, 1, b"hello") + rec(5, 1))
+        recs = read_records(c)
+        assert stdout_of(recs, 1).startswith(b"Status: 200 OK")
+        # an abort before the params end: END_REQUEST, and the connection lives on
+        c.sendall(rec(1, 3, struct.pack(">HB5x", 1, 1)) + rec(2, 3))
+        (kind, rid, content), = read_records(c)
+        assert (kind, rid) == (3, 3)
+
+
+@pytest.mark.skipif(not shutil.which("cgi-fcgi"), reason="cgi-fcgi (libfcgi-bin) is not installed")
+def test_cgi_fcgi_client(fcgi):
+    env = dict(os.environ, REQUEST_METHOD="GET", SCRIPT_NAME="/", PATH_INFO="/hello", QUERY_STRING="a=1",
+               SERVER_NAME="cgi", SERVER_PORT="80", SERVER_PROTOCOL="HTTP/1.1", HTTP_X_FROM="cgi-fcgi")
+    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", f"127.0.0.1:{fcgi.fcgi_port}"], env=env,
+                       capture_output=True, timeout=20)
+    head, body = p.stdout.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"Status: 200 OK")
+    seen = json.loads(body)
+    assert seen["path"] == "/hello" and seen["query"] == "a=1" and seen["x_headers"]["HTTP_X_FROM"] == "cgi-fcgi"

@@ -1,0 +1,134 @@
+"""Hostile and malformed input on every protocol: refused, answered 4xx/5xx or timed out, and serving goes on."""
+import socket
+import struct
+import time
+
+import pytest
+import requests
+
+from helpers import APPS, ECHO, cgi, free_port, packet, pairs, raw_request, rec, scgi_packet, uwsgi_request
+
+
+# HTTP. This srv overrides conftest's (the behaviour app).
+@pytest.fixture
+def srv(serve):
+    return serve("--wsgi-file", str(APPS / "validated.py"), "--limit-post", "1000", "--buffer-size", "8192")
+
+
+CASES = [
+    ("garbage request line", b"GARBAGE\r\n\r\n", 400),
+    ("bad version", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+    ("http/2 without tls", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    ("space in header name", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
+    ("bad content-length", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+    ("two different lengths", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    ("bad chunk size", b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    ("head too large", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    ("body over --limit-post", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413),
+]
+
+
+@pytest.mark.parametrize("name,data,status", CASES, ids=[c[0] for c in CASES])
+def test_malformed(srv, name, data, status):
+    out = raw_request(srv.port, data)
+    assert out.startswith(f"HTTP/1.1 {status} ".encode()), (name, out[:200])
+    # the server closed the connection (raw_request returned) and still serves
+    assert requests.get(srv.url + "/env").status_code == 200
+    assert srv.proc.poll() is None
+
+
+def test_chunked_upload_over_limit_fails_cleanly(srv):
+    r = requests.post(srv.url + "/count", data=iter([b"x" * 600, b"y" * 600]))
+    assert r.status_code == 413
+    assert "larger than --limit-post" in srv.log()
+    assert requests.get(srv.url + "/env").status_code == 200
+
+
+def test_bad_chunk_in_a_streamed_body_is_400(srv):
+    out = raw_request(srv.port, b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nzz\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out
+    assert "Traceback" not in srv.log()
+
+
+def test_slow_head_times_out(serve):
+    s = serve("--wsgi-file", str(APPS / "validated.py"), "--socket-timeout", "1")
+    out = raw_request(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10)
+    # hyper answers 408 or just closes; either way the connection does not hang
+    assert out == b"" or out.startswith(b"HTTP/1.1 408")
+
+
+def test_length_and_chunked_together_close_the_connection(srv):
+    # RFC 9112 6.3: Transfer-Encoding wins, and the connection must close
+    # afterwards (a smuggling attempt cannot ride on it).
+    out = raw_request(srv.port, b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /env HTTP/1.1\r\nHost: y\r\n\r\n")
+    assert out.count(b"HTTP/1.1 ") == 1
+    assert b"\r\nconnection: close\r\n" in out.lower()
+    assert b'"CONTENT_LENGTH"' not in out
+
+
+# uwsgi
+@pytest.mark.parametrize("name,data,logged", [
+    ("unknown modifier", packet([("A", "1")], m1=5), "modifier1 5 refused"),
+    ("http to a uwsgi socket", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP was sent to a uwsgi socket"),
+    ("var past datasize", struct.pack("<BHB", 0, 6, 0) + struct.pack("<H", 1) + b"A" + struct.pack("<H", 9) + b"x",
+     "runs past the vars block"),
+    ("zero-length key", struct.pack("<BHB", 0, 4, 0) + b"\x00\x00\x00\x00", "has an empty name"),
+    ("oversized vars", packet([("HTTP_COOKIE", "x" * 10000)]), "is over --buffer-size"),
+    ("ends inside a length", struct.pack("<BHB", 0, 1, 0) + b"\x01", "runs past the vars block"),
+])
+def test_malformed_packets(serve, name, data, logged):
+    up = free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "1", "--buffer-size", "8192")
+    out = uwsgi_request(up, data)
+    assert not out.startswith(b"HTTP/1.1 200")
+    s.wait_log(logged)
+    assert uwsgi_request(up, cgi()).startswith(b"HTTP/1.1 200 OK")  # still serving
+
+
+def test_truncated_header_times_out(serve):
+    up = free_port()
+    serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "1", "--socket-timeout", "1")
+    t0 = time.monotonic()
+    assert uwsgi_request(up, b"\x00\x10", timeout=10) == b""  # closed, not left hanging
+    assert time.monotonic() - t0 < 8
+
+
+# SCGI
+@pytest.mark.parametrize("data,logged", [
+    (b"012:x", "not a plain decimal"),
+    (b"5:ab\0cd;", "does not end with"),
+    (scgi_packet([("SCGI", "1"), ("CONTENT_LENGTH", "0")]), "first header must be CONTENT_LENGTH"),
+    (scgi_packet([("CONTENT_LENGTH", "0")]), "SCGI=1 is missing"),
+    (b"GET / HTTP/1.1\r\n\r\n", "HTTP was sent to an SCGI socket"),
+])
+def test_scgi_malformed(serve, data, logged):
+    sp = free_port()
+    s = serve("--wsgi-file", ECHO, "--scgi-socket", f"127.0.0.1:{sp}", "--processes", "1")
+    assert not uwsgi_request(sp, data).startswith(b"Status: 200")
+    s.wait_log(logged)
+
+
+# FastCGI
+@pytest.mark.parametrize("data,logged", [
+    (struct.pack(">BBHHBB", 2, 1, 1, 8, 0, 0) + b"\0" * 8, "version 2"),
+    (rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, b"\x05\x05ab") + rec(4, 1), "runs past its stream"),
+    (rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, b"\x00\x01x") + rec(4, 1), "empty name"),
+    (rec(1, 1, b"\0\1"), "not 8 bytes"),
+    (b"GET / HTTP/1.1\r\n\r\n", "HTTP was sent to a FastCGI socket"),
+])
+def test_fastcgi_malformed(fcgi, data, logged):
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port), timeout=10) as c:
+        c.sendall(data)
+        c.settimeout(10)
+        assert b"Status: 200" not in c.recv(65536)
+    fcgi.wait_log(logged)
+
+
+def test_fastcgi_oversized_params(serve):
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--buffer-size", "8192")
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        c.sendall(rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, pairs([("HTTP_COOKIE", "x" * 9000)])) + rec(4, 1))
+        assert c.recv(65536) == b""
+    s.wait_log("over --buffer-size 8192")

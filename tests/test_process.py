@@ -1,0 +1,207 @@
+"""The master process: stop signals, worker count by signal, dropping privileges, limits, daemonize, systemd."""
+# --daemonize, --pidfile and --vacuum with a stop by pidfile are tested in
+# test_reload.py (test_stop_and_reload_by_pidfile_daemonize_and_vacuum).
+import concurrent.futures
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from helpers import APPS, BIN, fresh, wait_for
+
+
+def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
+    s.wait_workers(1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(fresh, s.url + "/sleep?1.5")
+        time.sleep(0.5)
+        s.proc.send_signal(signal.SIGTERM)
+        assert slow.result().status_code == 200
+    assert s.proc.wait(20) == 0
+    assert "master stopped" in s.log()
+
+
+def test_second_sigint_stops_at_once(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
+    s.wait_workers(1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(fresh, s.url + "/sleep?30")
+        time.sleep(0.5)
+        s.proc.send_signal(signal.SIGINT)
+        s.wait_log("stopping gracefully")
+        s.proc.send_signal(signal.SIGINT)
+        assert s.proc.wait(10) == 0  # not 30 s later
+        with pytest.raises(requests.RequestException):
+            slow.result()
+    assert "second SIGINT, killing the workers now" in s.log()
+
+
+def test_workers_die_with_a_killed_master(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2")
+    workers = s.wait_workers(2)
+    s.proc.kill()
+    s.proc.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]
+              for p in workers):
+        assert time.monotonic() < deadline, "workers outlived the master"
+        time.sleep(0.05)
+    with pytest.raises(requests.RequestException):
+        fresh(s.url, timeout=2)
+
+
+def test_ttin_ttou(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2")
+    s.wait_workers(2)
+    os.kill(s.proc.pid, signal.SIGTTIN)
+    s.wait_workers(3)
+    # one at a time: two pending standard signals merge into one
+    os.kill(s.proc.pid, signal.SIGTTOU)
+    s.wait_workers(2)
+    os.kill(s.proc.pid, signal.SIGTTOU)
+    s.wait_workers(1)
+    assert fresh(s.url).status_code == 200
+
+
+# Dropping privileges (--uid, --gid).
+def readable_by_nobody(path):
+    """Whether user nobody could read path (every directory on the way o+x)."""
+    import stat
+    parts = os.path.abspath(path).split("/")
+    for i in range(2, len(parts) + 1):
+        d = "/".join(parts[:i]) or "/"
+        if os.path.isdir(d) and not os.stat(d).st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+NOBODY_CAN_RUN_PYTHON = readable_by_nobody(sys.base_prefix)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_uid_drop_with_an_unreadable_interpreter_is_explained(tmp_path):
+    if NOBODY_CAN_RUN_PYTHON:
+        pytest.skip("the interpreter is readable by nobody here")
+    p = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--uid", "nobody", "--wsgi-file",
+                        str(APPS / "procs.py")], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    import pwd
+    # the switch to nobody happened (before Python started), and it says why Python cannot start
+    assert f"runs as uid {pwd.getpwnam('nobody').pw_uid}" in p.stderr
+    assert "must be able to read the interpreter's files" in p.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_gid_drop(serve):
+    import grp
+    s = serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "1", "--gid", "nogroup")
+    (worker,) = s.wait_workers(1)
+    status = open(f"/proc/{worker}/status").read()
+    gid = next(l for l in status.splitlines() if l.startswith("Gid:")).split()[1]
+    groups = next(l for l in status.splitlines() if l.startswith("Groups:")).split()[1:]
+    assert int(gid) == grp.getgrnam("nogroup").gr_gid
+    assert groups == []  # supplementary groups dropped too
+    assert fresh(s.url).status_code == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+@pytest.mark.skipif(not NOBODY_CAN_RUN_PYTHON, reason=f"nobody cannot read {sys.base_prefix}")
+def test_uid_gid_drop(serve):
+    s = serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "1", "--uid", "nobody", "--gid", "nogroup")
+    (worker,) = s.wait_workers(1)
+    status = open(f"/proc/{worker}/status").read()
+    uid = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1]
+    gid = next(l for l in status.splitlines() if l.startswith("Gid:")).split()[1]
+    import grp
+    import pwd
+    assert int(uid) == pwd.getpwnam("nobody").pw_uid
+    assert int(gid) == grp.getgrnam("nogroup").gr_gid
+    assert fresh(s.url).status_code == 200
+
+
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"no {SYSTEM_PYTHON}")
+def test_uid_gid_drop_with_a_system_python(serve):
+    """Python under /usr is readable by nobody: a venv made from it runs the
+    app after the switch to nobody:nogroup."""
+    import grp
+    import pwd
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-uid-")
+    os.chmod(base, 0o755)
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", f"{base}/venv"], check=True, timeout=120)
+    try:
+        s = serve("--home", f"{base}/venv", "--wsgi-file", str(APPS / "procs.py"), "--processes", "1",
+                  "--uid", "nobody", "--gid", "nogroup")
+        (worker,) = s.wait_workers(1)
+        status = open(f"/proc/{worker}/status").read()
+        uid = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
+        gid = next(l for l in status.splitlines() if l.startswith("Gid:")).split()[1:]
+        assert set(map(int, uid)) == {pwd.getpwnam("nobody").pw_uid}  # real, effective, saved
+        assert set(map(int, gid)) == {grp.getgrnam("nogroup").gr_gid}
+        master = open(f"/proc/{s.proc.pid}/status").read()
+        assert next(l for l in master.splitlines() if l.startswith("Uid:")).split()[1] == str(pwd.getpwnam("nobody").pw_uid)
+        assert fresh(s.url).status_code == 200
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_limit_as(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--limit-as", "4096")
+    (w,) = s.wait_workers(1)
+
+    def limited():
+        limits = open(f"/proc/{w}/limits").read()
+        line = next(l for l in limits.splitlines() if l.startswith("Max address space"))
+        return str(4096 * 1024 * 1024) in line
+    # The worker sets the limit just after the fork.
+    wait_for(limited, what="RLIMIT_AS in the worker")
+
+
+def test_daemonize2_reports_load_errors_on_the_terminal(tmp_path):
+    p = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--daemonize2", str(tmp_path / "d.log"),
+                        "--wsgi-file", str(APPS / "broken_import.py")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "this_module_does_not_exist" in p.stderr
+
+
+def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen(
+        ["bash", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', BIN,
+         "--wsgi-file", str(app_dir / "procs.py"), "--processes", "1"],
+        pass_fds=[fd], env=env, stderr=subprocess.PIPE)
+    try:
+        listener.close()  # only the server holds it now
+        try:
+            msg = notify.recv(4096).decode()
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(f"no READY=1 on {tmp_path / 'notify'}: {proc.communicate()[1].decode()}")
+        assert "READY=1" in msg and f"MAINPID={proc.pid}" in msg
+        assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
+        proc.terminate()
+        assert "STOPPING=1" in notify.recv(4096).decode()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

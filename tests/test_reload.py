@@ -1,0 +1,115 @@
+"""Reloading the workers: graceful, chain and brutal; by signal, pidfile, touch file or --py-autoreload."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers import BIN, Load, fresh, wait_for
+
+
+@pytest.mark.parametrize("how", ["reload", "chain"])
+def test_twenty_reloads_under_load_lose_nothing(serve, app_dir, how):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "4")
+    s.wait_workers(4)
+    load = Load(s.url)
+    sig = signal.SIGHUP if how == "reload" else signal.SIGRTMIN + 1
+    durations = []
+    for i in range(20):
+        (app_dir / "version.txt").write_text(f"v{i + 2}")
+        before = s.log().count("reload done")
+        t0 = time.monotonic()
+        os.kill(s.proc.pid, sig)
+        deadline = time.monotonic() + 30
+        while s.log().count("reload done") == before:
+            assert time.monotonic() < deadline, s.log()
+            time.sleep(0.02)
+        durations.append(time.monotonic() - t0)
+    time.sleep(0.5)
+    load.finish()
+    print(f"{how} reload, 4 workers: {load.ok} requests, 0 failed, 20 reloads, "
+          f"median {sorted(durations)[10]:.2f}s, max {max(durations):.2f}s each")
+    assert load.failures == [], load.failures[:5]
+    assert load.ok > 100
+    assert fresh(s.url).text.split()[-1] == "v21"  # the new code is served
+    assert s.proc.poll() is None
+
+
+def test_brutal_reload(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2")
+    old = s.wait_workers(2)
+    os.kill(s.proc.pid, signal.SIGRTMIN + 2)
+    s.wait_log("brutal reload done")
+    new = s.wait_workers(2)
+    assert not set(old) & set(new)
+    assert fresh(s.url).status_code == 200
+
+
+def test_chain_and_brutal_reload_by_pidfile_and_pidfile2(serve, app_dir, tmp_path):
+    pidfile, pidfile2 = tmp_path / "m.pid", tmp_path / "m2.pid"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2",
+              "--pidfile", str(pidfile), "--pidfile2", str(pidfile2))
+    s.wait_workers(2)
+    assert pidfile.read_text().strip() == pidfile2.read_text().strip() == str(s.proc.pid)
+    (app_dir / "version.txt").write_text("v-chain")
+    assert subprocess.run([BIN, "--chain-reload", str(pidfile)], timeout=10).returncode == 0
+    s.wait_log("chain reload done")
+    assert fresh(s.url).text.endswith("v-chain")
+    old = s.wait_workers(2)
+    assert subprocess.run([BIN, "--brutal-reload", str(pidfile)], timeout=10).returncode == 0
+    s.wait_log("brutal reload done")
+    assert not set(old) & set(s.wait_workers(2))
+
+
+def test_stop_and_reload_by_pidfile_daemonize_and_vacuum(tmp_path, app_dir):
+    pidfile, sock, log = tmp_path / "m.pid", tmp_path / "app.sock", tmp_path / "daemon.log"
+    args = [BIN, "--http-socket", str(sock), "--wsgi-file", str(app_dir / "procs.py"),
+            "--processes", "2", "--pidfile", str(pidfile), "--daemonize", str(log), "--vacuum"]
+    assert subprocess.run(args, timeout=30).returncode == 0  # returns: detached
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and sock.exists() and log.exists() and "serving" in log.read_text()):
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+        time.sleep(0.05)
+    curl = ["curl", "-s", "--unix-socket", str(sock), "http://localhost/"]
+    assert subprocess.run(curl, capture_output=True, timeout=10).stdout.endswith(b"v1")
+    (app_dir / "version.txt").write_text("v2")
+    assert subprocess.run([BIN, "--reload", str(pidfile)], timeout=10).returncode == 0
+    deadline = time.monotonic() + 20
+    while not subprocess.run(curl, capture_output=True, timeout=10).stdout.endswith(b"v2"):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    pid = int(pidfile.read_text())
+    assert subprocess.run([BIN, "--stop", str(pidfile)], timeout=10).returncode == 0
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    assert not pidfile.exists() and not sock.exists(), "vacuum left files behind"
+    p = subprocess.run([BIN, "--stop", str(pidfile)], capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0 and "pidfile" in p.stderr
+
+
+@pytest.mark.parametrize("opt,done", [("--touch-reload", "graceful reload done"),
+                                      ("--touch-chain-reload", "chain reload done")])
+def test_touch_reload(serve, app_dir, tmp_path, opt, done):
+    touch = tmp_path / "touch-me"
+    touch.write_text("")
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", opt, str(touch))
+    s.wait_workers(2)
+    (app_dir / "version.txt").write_text("v-touched")
+    time.sleep(0.01)
+    os.utime(touch, (time.time() + 5, time.time() + 5))
+    s.wait_log(done)
+    assert fresh(s.url).text.endswith("v-touched")
+
+
+def test_py_autoreload(serve, app_dir):
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", "--py-autoreload", "1")
+    s.wait_workers(2)
+    assert fresh(s.url).text.endswith("v1")
+    time.sleep(1.1)  # a different mtime
+    (app_dir / "procs.py").write_text((app_dir / "procs.py").read_text().replace('"v0"', '"v0" # edited'))
+    (app_dir / "version.txt").write_text("v-auto")
+    s.wait_log("changed, reloading (--py-autoreload)")
+    wait_for(lambda: fresh(s.url).text.endswith("v-auto"), what="new code")

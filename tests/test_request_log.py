@@ -1,0 +1,218 @@
+"""The request log: uWSGI's line, --log-format, encoders, what is logged, app output, log files, rotation, reopening."""
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import requests
+
+from helpers import LOGGED, cgi, fcgi_request, free_port, read_records, scgi_packet, uwsgi_request, wait_for
+
+
+# uWSGI's default request line (core/logging.c), every field captured.
+UWSGI_LINE = re.compile(
+    r"^\[pid: (?P<pid>\d+)\|app: (?P<app>-?\d+)\|req: (?P<wreq>-?\d+)/(?P<treq>\d+)\] "
+    r"(?P<addr>\S+) \((?P<user>[^)]*)\) \{(?P<vars>\d+) vars in (?P<pkt>\d+) bytes\} "
+    r"\[(?P<date>\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4})\] (?P<method>\S+) (?P<uri>\S+) => "
+    r"generated (?P<size>\d+) bytes in (?P<msecs>\d+) msecs \((?P<proto>\S+) (?P<status>\d{3})\) "
+    r"(?P<headers>\d+) headers in (?P<hsize>\d+) bytes \((?P<switches>\d+) switches on core (?P<core>\d+)\)$"
+)
+
+# Every variable --log-format documents (see `oxgate --help`).
+FIELDS = ("uri method user addr host proto uagent referer status rsize hsize size cl micros msecs secs "
+          "tmsecs tmicros time epoch ctime ltime ftime pid wid switches vars core vsz rss vszM rssM pktsize "
+          "modifier1 modifier2 headers werr rerr ioerr protocol req").split()
+
+
+def request_lines(text):
+    return [m for m in map(UWSGI_LINE.match, text.splitlines()) if m]
+
+
+def test_default_line_for_every_protocol(serve, tmp_path):
+    up, sp, fp = free_port(), free_port(), free_port()
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--socket", f"127.0.0.1:{up}", "--scgi-socket", f"127.0.0.1:{sp}",
+              "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--logto", str(log))
+    assert requests.get(s.url + "/http?x=1", headers={"User-Agent": "t"}).status_code == 200
+    assert b" 200 " in uwsgi_request(up, cgi("GET", "/uwsgi", "y=2"))
+    assert b"Status: 200" in uwsgi_request(sp, scgi_packet([
+        ("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/scgi"),
+        ("SERVER_PROTOCOL", "HTTP/1.0"), ("REMOTE_ADDR", "10.1.2.3")]))
+    with socket.create_connection(("127.0.0.1", fp)) as c:
+        c.sendall(fcgi_request(1, [("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/fcgi"), ("CONTENT_LENGTH", "3"),
+                                   ("SERVER_PROTOCOL", "HTTP/1.1"), ("REMOTE_ADDR", "10.9.9.9"),
+                                   ("REMOTE_USER", "ann")], b"abc"))
+        read_records(c)
+    lines = wait_for(lambda: len(request_lines(log.read_text())) == 4 and request_lines(log.read_text()),
+                     what="four request lines")
+    by_uri = {m["uri"]: m for m in lines}
+    assert set(by_uri) == {"/http?x=1", "/uwsgi?y=2", "/scgi", "/fcgi"}
+    (w,) = s.worker_pids()
+    for m in lines:
+        assert int(m["pid"]) == w and m["status"] == "200" and m["size"] == "7"
+        # "HTTP/1.1 200 OK\r\n" + 2 headers + blank line, as uWSGI counts them
+        assert m["headers"] == "2" and int(m["hsize"]) == 17 + len("Content-Type: text/plain\r\n") + \
+            len("Content-Length: 7\r\n") + 2
+    assert sorted(int(m["wreq"]) for m in lines) == [1, 2, 3, 4]
+    assert by_uri["/scgi"]["addr"] == "10.1.2.3" and by_uri["/scgi"]["proto"] == "HTTP/1.0"
+    assert by_uri["/fcgi"]["method"] == "POST" and by_uri["/fcgi"]["user"] == "ann"
+    assert by_uri["/http?x=1"]["addr"] == "127.0.0.1"
+
+
+def test_custom_format_renders_every_variable(serve, tmp_path):
+    fmt = "|".join(f"{f}=%({f})" for f in FIELDS) + "|xtest=%(var.HTTP_X_TEST)|nope=%(nope)"
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-format", fmt,
+              "--logdate", "--log-format-strftime", "--logdate=%Y/%m/%d")
+    requests.get(s.url + "/big/1000?q=1", headers={"User-Agent": "ua/1", "Referer": "http://r/",
+                                                    "X-Test": "hello", "Host": "h.example"})
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("uri=")), None),
+                    what="the request line")
+    got = dict(kv.split("=", 1) for kv in line.split("|"))
+    for f in FIELDS:
+        assert got[f] != "", f
+    (w,) = s.worker_pids()
+    assert got["uri"] == "/big/1000?q=1" and got["method"] == "GET" and got["user"] == "-"
+    assert got["addr"] == "127.0.0.1" and got["host"] == "h.example" and got["proto"] == "HTTP/1.1"
+    assert got["uagent"] == "ua/1" and got["referer"] == "http://r/" and got["status"] == "200"
+    assert got["rsize"] == "1000" and int(got["size"]) == 1000 + int(got["hsize"])
+    assert got["pid"] == str(w) and got["wid"] == "1" and got["core"] == "0" and got["req"] == "1"
+    assert got["protocol"] == "http" and got["xtest"] == "hello" and got["nope"] == "-"
+    assert int(got["msecs"]) == int(got["micros"]) // 1000
+    assert abs(int(got["time"]) - time.time()) < 60 and int(got["tmsecs"]) // 1000 == int(got["time"])
+    assert re.fullmatch(r"\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}", got["ltime"])
+    assert re.fullmatch(r"\d{4}/\d\d/\d\d", got["ftime"])  # --log-format-strftime
+    assert int(got["rss"]) > 1 << 20 and int(got["rssM"]) == int(got["rss"]) >> 20
+    assert int(got["vars"]) % 2 == 0 and int(got["pktsize"]) > 100
+
+
+def test_json_encoder(serve, tmp_path):
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-encoder", "json")
+    requests.get(s.url + "/status/404", headers={"X-Forwarded-For": "1.2.3.4"})
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("{")), None),
+                    what="a JSON line")
+    doc = json.loads(line)
+    assert set(FIELDS) <= set(doc)
+    assert doc["status"] == 404 and doc["uri"] == "/status/404" and doc["addr"] == "127.0.0.1"
+    assert doc["size"] == doc["rsize"] + doc["hsize"]
+
+
+def test_json_template_encoder_and_x_forwarded_for(serve, tmp_path):
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-x-forwarded-for",
+              "--log-encoder", 'json {"unix":${unix},"msg":"${msg}"}', "--log-encoder", "nl")
+    requests.get(s.url + "/a", headers={"X-Forwarded-For": "1.2.3.4"})
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith('{"unix"')), None),
+                    what="a JSON line")
+    doc = json.loads(line)
+    assert abs(doc["unix"] - time.time()) < 60
+    m = UWSGI_LINE.match(doc["msg"])
+    assert m and m["addr"] == "1.2.3.4" and m["uri"] == "/a"
+    # the message is escaped into the template
+    log2 = tmp_path / "app2.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log2), "--log-format", "%(uagent)",
+              "--log-encoder", 'json {"msg":"${msg}"}')
+    requests.get(s.url + "/a", headers={"User-Agent": 'say "hi" \\ bye'})
+    line = wait_for(lambda: next((l for l in log2.read_text().splitlines() if l.startswith('{"msg"')), None),
+                    what="a JSON line")
+    assert json.loads(line) == {"msg": 'say "hi" \\ bye'}
+
+
+def test_disable_logging_and_the_conditions(serve, tmp_path):
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--disable-logging",
+              "--log-4xx", "--log-5xx", "--log-slow", "300", "--log-big", "5000", "--log-zero")
+    for path in ("/quiet", "/status/404", "/boom", "/sleep/350", "/big/6000", "/big/0", "/status/302"):
+        requests.get(s.url + path)
+    requests.get(s.url + "/last/status/503")  # not a status route: 200, not logged
+    requests.get(s.url + "/status/503")
+    wait_for(lambda: "/status/503" in log.read_text(), what="the last line")
+    uris = [m["uri"] for m in request_lines(log.read_text())]
+    assert uris == ["/status/404", "/boom", "/sleep/350", "/big/6000", "/big/0", "/status/503"]
+
+
+def test_app_output_goes_to_the_log(srv):
+    assert requests.get(srv.url + "/print").content == b"printed"
+    log = srv.log()
+    assert "hello from the app on stdout" in log
+    assert "hello from wsgi.errors" in log
+
+
+def test_app_output_goes_to_the_same_log(serve, tmp_path):
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log))
+    requests.get(s.url + "/print")
+    text = wait_for(lambda: "/print" in log.read_text() and log.read_text(), what="the request line")
+    for line in ("app stdout line", "app stderr line", "app wsgi.errors line"):
+        assert line in text
+
+
+def test_rotation_under_load_loses_no_line(serve, tmp_path):
+    """Many requests from many connections, into two workers of two threads,
+    with a --log-maxsize small enough to rotate several times: exactly one
+    whole line per request across all the files."""
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "2", "--threads", "2", "--logto", str(log),
+              "--log-maxsize", "40000")
+    s.wait_workers(2)
+    sent = [0] * 6
+    deadline = time.monotonic() + 3
+
+    def client(i):
+        with requests.Session() as http:
+            while time.monotonic() < deadline:
+                assert http.get(f"{s.url}/load/{i}").status_code == 200
+                sent[i] += 1
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(sent))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = sum(sent)
+    files = sorted(glob.glob(str(log) + "*"))
+
+    def lines():
+        return [l for f in files for l in open(f, errors="replace").read().splitlines() if "/load/" in l]
+    wait_for(lambda: len(lines()) >= total, what="every line written")
+    found = lines()
+    assert len(found) == total, (len(found), total)
+    assert all(UWSGI_LINE.match(l) for l in found)  # whole lines, never interleaved
+    assert len(files) >= 4, files  # rotated several times
+    assert "log rotated to" in log.read_text() or any("log rotated to" in open(f).read() for f in files)
+
+
+def test_sigusr1_and_touch_logreopen(serve, tmp_path):
+    log, touch = tmp_path / "app.log", tmp_path / "reopen"
+    touch.write_text("")
+    s = serve("--wsgi-file", LOGGED, "--processes", "2", "--logto", str(log), "--touch-logreopen", str(touch))
+    s.wait_workers(2)
+    log.rename(tmp_path / "app.log.1")
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    wait_for(log.exists, what="the reopened log")
+    workers = s.worker_pids()
+    for i in range(10):
+        requests.get(s.url + f"/after-usr1/{i}")
+    wait_for(lambda: log.read_text().count("/after-usr1/") == 10, what="lines in the new file")
+    assert s.worker_pids() == workers  # the workers reopened, nobody died
+    log.rename(tmp_path / "app.log.2")
+    time.sleep(0.05)
+    os.utime(touch, (time.time() + 5, time.time() + 5))
+    wait_for(log.exists, what="the log reopened by --touch-logreopen")
+    requests.get(s.url + "/after-touch")
+    wait_for(lambda: "/after-touch" in log.read_text(), what="a line in the new file")
+
+
+def test_logto_and_sigusr1_reopen(serve, app_dir, tmp_path):
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--logto", str(log))
+    wait_for(lambda: log.exists() and "serving" in log.read_text(), what="log file")
+    log.rename(tmp_path / "app.log.1")  # logrotate's move
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    wait_for(log.exists, what="reopened log")
+    os.kill(s.proc.pid, signal.SIGTTIN)
+    wait_for(lambda: "SIGTTIN" in log.read_text(), what="new lines in the new file")

@@ -1,0 +1,258 @@
+"""Real web servers in front (nginx, Apache httpd, lighttpd): the app sees each request as if sent directly."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from helpers import BIN, ECHO, free_port, start_nginx
+
+
+# nginx: uwsgi_pass over TCP and unix sockets, scgi_pass, fastcgi_pass, proxy_pass.
+NGINX_CONF = """
+worker_processes 1;
+user root;
+error_log {d}/logs/error.log info;
+pid {d}/logs/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  client_max_body_size 100m;
+  upstream ox_http {{ server 127.0.0.1:{http}; keepalive 8; }}
+  upstream ox_fcgi {{ server 127.0.0.1:{fcgi}; keepalive 8; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /u/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }}
+    location /unix/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}
+    location /m30/ {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 30; uwsgi_param SCRIPT_NAME /m30;
+                      uwsgi_pass 127.0.0.1:{up}; }}
+    location /s/ {{ include /etc/nginx/scgi_params; scgi_pass 127.0.0.1:{scgi}; }}
+    location /f/ {{ include /etc/nginx/fastcgi_params; fastcgi_pass 127.0.0.1:{fcgi}; }}
+    location /fk/ {{ include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass ox_fcgi; }}
+    location /h/ {{ proxy_pass http://ox_http; proxy_http_version 1.1; proxy_set_header Connection "";
+                    proxy_set_header Host $host; }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx_front(serve, tmp_path):
+    up, sock, sc, fc = free_port(), tmp_path / "ox.sock", free_port(), free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--socket", str(sock),
+              "--scgi-socket", f"127.0.0.1:{sc}", "--fastcgi-socket", f"127.0.0.1:{fc}",
+              "--chmod-socket", "666", "--processes", "2")
+    port = free_port()
+    d = tmp_path / "nginx"
+    proc = start_nginx(d, port, NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc, fcgi=fc),
+                       stderr=subprocess.PIPE)
+    yield f"http://127.0.0.1:{port}"
+    proc.send_signal(15)
+    proc.wait(10)
+
+
+def same_answers(base, front, split=False):
+    """The echo app, reached at base+front, sees each request as sent. With
+    `split`, the front end may put part of the path in SCRIPT_NAME (Apache,
+    lighttpd); otherwise it all arrives in PATH_INFO."""
+    data = bytes(range(256)) * 4000 + os.urandom(1000)
+    cases = [
+        ("get", dict(method="GET", url="/p%20q/%C3%A9?a=1&b=%20")),
+        ("post", dict(method="POST", url="/form", data=data, headers={"Content-Type": "application/x-bin"})),
+        ("headers", dict(method="GET", url="/h", headers={"X-Custom": "v1", "Cookie": "a=1; b=2"})),
+        ("upload", dict(method="PUT", url="/up", data=b"z" * (10 << 20))),
+    ]
+    for name, kw in cases:
+        url = kw.pop("url")
+        r = requests.request(url=base + front + url, timeout=60, **kw)
+        assert r.status_code == 200, (name, r.status_code, r.text[:500])
+        seen = r.json()
+        assert seen["method"] == kw["method"]
+        # PEP 3333: the decoded path's bytes, as latin-1
+        raw = urllib.parse.unquote_to_bytes(url.split("?")[0]).decode("latin-1")
+        path = seen["script_name"] + seen["path"] if split else seen["path"]
+        assert path == f"{front}{raw}", (name, seen)
+        assert seen["query"] == (url.split("?", 1)[1] if "?" in url else "")
+        body = kw.get("data", b"")
+        assert seen["body_len"] == len(body) and seen["body_sha256"] == hashlib.sha256(body).hexdigest(), name
+        assert not seen["has_http_content_length"]
+        if name == "headers":
+            assert seen["x_headers"]["HTTP_X_CUSTOM"] == "v1" and seen["cookie"] == "a=1; b=2"
+        if name == "post":
+            assert seen["content_type"] == "application/x-bin"
+    r = requests.get(base + front + "/stream", timeout=30)
+    assert r.status_code == 200 and r.text == "".join(f"chunk {i}\n" for i in range(5))
+    r = requests.get(base + front + "/file", timeout=30)
+    whole = bytes(range(251)) * ((3 << 20) // 251 + 1)
+    assert r.status_code == 200 and r.content == whole[7:]
+
+
+@pytest.mark.parametrize("front", ["/u", "/unix", "/s", "/f", "/fk", "/h"])
+def test_same_answers_through_nginx(nginx_front, front):
+    same_answers(nginx_front, front)
+
+
+def test_modifier1_30_strips_script_name(nginx_front):
+    seen = requests.get(nginx_front + "/m30/app/x").json()
+    assert seen["script_name"] == "/m30" and seen["path"] == "/app/x"
+
+
+def test_seed_config_behind_nginx(tmp_path):
+    """shared/seeds/000: its uwsgi.ini and its nginx uwsgi_pass, ports picked
+    at run time and the app made up (the article's is not shown)."""
+    up, port, stats = free_port(), free_port(), free_port()
+    app = tmp_path / "main.py"
+    app.write_text("def app(environ, start_response):\n"
+                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                   "    return [b'seed ok']\n")
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text(f"""[uwsgi]
+socket = 127.0.0.1:{up}
+chdir = {tmp_path}/
+wsgi-file = main.py
+processes = 4
+stats = 127.0.0.1:{stats}
+daemonize = {tmp_path}/uwsgiServer.log
+pidfile = {tmp_path}/uwsgi.pid
+vacuum = true
+log-maxsize = 50000000
+disable-logging = true
+callable = app
+""")
+    started = subprocess.run([BIN, "--ini", str(ini)], capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0, started.stderr
+    d = tmp_path / "nginx"
+    nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port};
+    location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }} }} }}
+""")
+    try:
+        r = None
+        for _ in range(200):
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                if r.status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        assert r is not None and r.text == "seed ok"
+        assert "not implemented" not in started.stderr  # every option of the seed is
+        log = (tmp_path / "uwsgiServer.log").read_text()
+        assert "serving main.py:app on uwsgi://127.0.0.1" in log
+        assert "GET / =>" not in log  # disable-logging
+        with socket.create_connection(("127.0.0.1", stats), timeout=5) as c:
+            doc = json.loads(b"".join(iter(lambda: c.recv(65536), b"")))
+        assert len(doc["workers"]) == 4 and sum(w["requests"] for w in doc["workers"]) >= 1
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        subprocess.run([BIN, "--stop", str(tmp_path / "uwsgi.pid")], timeout=10)
+        deadline = time.monotonic() + 20
+        while (tmp_path / "uwsgi.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+# Apache httpd (mod_proxy_uwsgi, mod_proxy_fcgi, mod_proxy_scgi) and lighttpd
+# (mod_scgi in uwsgi mode, mod_scgi, mod_fastcgi): test-peers.md §1.2-1.3.
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+MODULES = "/usr/lib/apache2/modules"
+
+
+@pytest.fixture
+def upstream(serve, tmp_path):
+    s = serve("--wsgi-file", ECHO, "--processes", "2", "--socket", f"127.0.0.1:{free_port()}",
+              "--socket", str(tmp_path / "ox.sock"), "--scgi-socket", f"127.0.0.1:{free_port()}",
+              "--fastcgi-socket", f"127.0.0.1:{free_port()}", "--chmod-socket", "666")
+    ports = [a.split(":")[1] for a in s.args if a.startswith("127.0.0.1:")]
+    s.uwsgi, s.scgi, s.fcgi = ports[1], ports[2], ports[3]
+    s.sock = tmp_path / "ox.sock"
+    return s
+
+
+def start(cmd, port):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"{cmd[0]} exited: {proc.stderr.read().decode()}")
+            time.sleep(0.05)
+    raise AssertionError(f"{cmd[0]} did not start")
+
+
+@pytest.fixture
+def apache(upstream, tmp_path):
+    if not os.path.exists(f"{MODULES}/mod_proxy_uwsgi.so"):
+        pytest.skip("apache2-bin is not installed")
+    d, port = tmp_path / "apache", free_port()
+    (d / "logs").mkdir(parents=True)
+    mods = ["mpm_event", "authz_core", "proxy", "proxy_uwsgi", "proxy_fcgi", "proxy_scgi"]
+    (d / "httpd.conf").write_text(f"""
+ServerRoot "{d}"
+PidFile logs/httpd.pid
+Listen 127.0.0.1:{port}
+ServerName localhost
+ErrorLog logs/error.log
+LogLevel warn
+{"".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so{chr(10)}" for m in mods)}
+ProxyPass /u/ uwsgi://127.0.0.1:{upstream.uwsgi}/
+ProxyPass /ux/ unix:{upstream.sock}|uwsgi://localhost/
+ProxyPass /f/ fcgi://127.0.0.1:{upstream.fcgi}/ enablereuse=on
+ProxyPass /s/ scgi://127.0.0.1:{upstream.scgi}/
+""")
+    proc = start([APACHE, "-f", str(d / "httpd.conf"), "-DFOREGROUND"], port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def lighttpd(upstream, tmp_path):
+    if not os.path.exists(LIGHTTPD):
+        pytest.skip("lighttpd is not installed")
+    d, port = tmp_path / "lighttpd", free_port()
+    d.mkdir()
+    (d / "lighttpd.conf").write_text(f"""
+server.document-root = "{d}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.errorlog = "{d}/error.log"
+server.upload-dirs = ( "{d}" )
+server.stream-request-body = 1
+server.modules = ( "mod_fastcgi", "mod_scgi" )
+$HTTP["url"] =~ "^/u/" {{ scgi.protocol = "uwsgi"
+  scgi.server = ( "/u/" => (( "host" => "127.0.0.1", "port" => {upstream.uwsgi}, "check-local" => "disable" )) ) }}
+$HTTP["url"] =~ "^/s/" {{
+  scgi.server = ( "/s/" => (( "host" => "127.0.0.1", "port" => {upstream.scgi}, "check-local" => "disable" )) ) }}
+$HTTP["url"] =~ "^/f/" {{
+  fastcgi.server = ( "/f/" => (( "host" => "127.0.0.1", "port" => {upstream.fcgi}, "check-local" => "disable" )) ) }}
+""")
+    proc = start([LIGHTTPD, "-D", "-f", str(d / "lighttpd.conf")], port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("front", ["/u", "/ux", "/f", "/s"])
+def test_same_answers_through_apache(apache, front):
+    same_answers(apache, front, split=True)
+
+
+@pytest.mark.parametrize("front", ["/u", "/f", "/s"])
+def test_same_answers_through_lighttpd(lighttpd, front):
+    same_answers(lighttpd, front, split=True)
