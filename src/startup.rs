@@ -119,7 +119,7 @@ pub fn vacuum(cfg: &Config) {
 
 /// `--no-master`: this process serves.
 fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
-    let host = load_app(cfg)?;
+    let apps = load_app(cfg)?;
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
     }
@@ -138,8 +138,8 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         );
     }
     if cfg.log.active() {
-        host.set_observer(Arc::new(SingleLog {
-            log: RequestLog::new(cfg.log.clone(), host.threads(), 1),
+        apps.python.set_observer(Arc::new(SingleLog {
+            log: RequestLog::new(cfg.log.clone(), apps.python.threads(), 1),
             requests: AtomicU64::new(0),
         }));
     }
@@ -150,7 +150,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     let rt = runtime()?;
     rt.block_on(serve(
         listeners,
-        host,
+        apps.handler,
         front_ends(cfg),
         &[
             (SignalKind::terminate(), "SIGTERM"),

@@ -17,12 +17,13 @@ use crate::process;
 use crate::handlers::python::{self, WsgiHost};
 use crate::worker::reqlog::{Counts, RequestLog};
 use crate::request::{Outcome, RequestObserver, Var, VarName};
-use crate::worker::{apps, serve};
+use crate::worker::apps::{self, Apps};
+use crate::worker::serve;
 
 pub struct Setup<'a> {
     pub cfg: &'a Config,
     pub listeners: &'a [Socket],
-    pub host: Option<Arc<WsgiHost>>,
+    pub apps: Option<Apps>,
     pub sb: Arc<Scoreboard>,
     pub slot: usize,
     pub id: u32,
@@ -53,7 +54,7 @@ pub fn run(s: Setup<'_>) -> ! {
         };
         unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) };
     }
-    let host = match s.host {
+    let apps = match s.apps {
         Some(h) => h,
         None => match apps::load_app(s.cfg) {
             Ok(h) => h,
@@ -67,10 +68,10 @@ pub fn run(s: Setup<'_>) -> ! {
     if let Some(every) = p.py_autoreload
         && s.id == 1
     {
-        watch_modules(host.clone(), every, s.master_pid);
+        watch_modules(apps.python.clone(), every, s.master_pid);
     }
     crate::log::file::install_reopen_handler(libc::SIGUSR1);
-    host.set_observer(Arc::new(SlotObserver {
+    apps.python.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
         max_requests: p
@@ -80,7 +81,7 @@ pub fn run(s: Setup<'_>) -> ! {
             .cfg
             .log
             .active()
-            .then(|| RequestLog::new(s.cfg.log.clone(), host.threads(), s.id)),
+            .then(|| RequestLog::new(s.cfg.log.clone(), apps.python.threads(), s.id)),
     }));
     let listeners: Vec<Socket> = s
         .listeners
@@ -102,7 +103,7 @@ pub fn run(s: Setup<'_>) -> ! {
     let result = serve::runtime().and_then(|rt| {
         rt.block_on(serve::serve(
             listeners,
-            host,
+            apps.handler,
             serve::front_ends(s.cfg),
             &[(SignalKind::terminate(), "SIGTERM")],
             p.worker_reload_mercy,

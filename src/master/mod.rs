@@ -28,8 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::listen::{Address, Listener, Protocol, Socket};
 use crate::process;
-use crate::handlers::python::{self, WsgiHost};
-use crate::worker::apps;
+use crate::handlers::python;
+use crate::worker::apps::{self, Apps};
 use scoreboard::{CORES, Cause, Retire, Scoreboard};
 
 use crate::config::MAX_WORKERS;
@@ -227,7 +227,8 @@ enum State {
 struct Master<'a> {
     cfg: &'a Config,
     listeners: Vec<Socket>,
-    host: Option<Arc<WsgiHost>>,
+    /// The preloaded apps (none with --lazy-apps).
+    apps: Option<Apps>,
     sb: Arc<Scoreboard>,
     signals: signals::SignalPipe,
     workers: Vec<Worker>,
@@ -275,7 +276,7 @@ pub fn run(
     .map_err(|e| format!("cannot create the scoreboard: {e}"))?;
 
     let mut broken = false;
-    let host = if p.lazy_apps {
+    let apps = if p.lazy_apps {
         None
     } else {
         match apps::load_app(cfg) {
@@ -306,7 +307,7 @@ pub fn run(
     let mut m = Master {
         cfg,
         listeners,
-        host,
+        apps,
         sb: Arc::new(sb),
         signals,
         workers: Vec::new(),
@@ -926,7 +927,7 @@ impl Master<'_> {
             .respawns
             .fetch_add(1, Ordering::Relaxed);
         let master_pid = unsafe { libc::getpid() };
-        let pid = if self.host.is_some() {
+        let pid = if self.apps.is_some() {
             python::fork()
         } else {
             unsafe { libc::fork() }
@@ -943,7 +944,7 @@ impl Master<'_> {
             0 => child::run(child::Setup {
                 cfg: self.cfg,
                 listeners: &self.listeners,
-                host: self.host.clone(),
+                apps: self.apps.clone(),
                 sb: self.sb.clone(),
                 slot,
                 id,

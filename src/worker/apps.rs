@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::config::Config;
 use crate::handlers::python::{self, WsgiHost};
+use crate::request::Handler;
+use crate::request::router::Router;
 
 pub fn app_name(cfg: &Config) -> String {
     let name = |app: &crate::config::AppSpec| match &app.source {
@@ -24,16 +28,39 @@ pub fn app_name(cfg: &Config) -> String {
 }
 
 
-/// Starts Python and imports the app.
-pub fn load_app(cfg: &Config) -> Result<Arc<WsgiHost>, String> {
+/// The apps a worker serves: the handler every front end calls, and the
+/// Python host behind it (for the request observer and module watching).
+#[derive(Clone)]
+pub struct Apps {
+    pub handler: Arc<dyn Handler>,
+    pub python: Arc<WsgiHost>,
+}
+
+/// Starts Python, imports the apps, and routes between them.
+pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     python::initialize(cfg.home.as_deref())?;
-    Ok(Arc::new(python::load(&python::LoadOptions {
+    let loaded = python::load(&python::LoadOptions {
         app: cfg.app.as_ref(),
         mounts: &cfg.mounts,
-        manage_script_name: cfg.manage_script_name,
         vhost: cfg.vhost,
         pythonpath: &cfg.pythonpath,
         threads: cfg.threads,
-    })?))
+    })?;
+    let default = loaded.default.map(|app| app as Arc<dyn Handler>);
+    let handler: Arc<dyn Handler> = match default {
+        Some(app) if loaded.mounts.is_empty() => app,
+        default => Arc::new(Router::new(
+            default,
+            loaded
+                .mounts
+                .into_iter()
+                .map(|(point, app)| (Bytes::from(point), app as Arc<dyn Handler>))
+                .collect(),
+            cfg.manage_script_name,
+        )),
+    };
+    Ok(Apps {
+        handler,
+        python: loaded.host,
+    })
 }
-

@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::frontend::gateway::{self, GatewaySettings, RawConn};
-use crate::frontend::http::{ConnInfo, FlushQueue, HttpSettings, serve_connection};
-use crate::handlers::python::WsgiHost;
+use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
+use crate::request::{ConnInfo, Handler};
 use crate::listen::{Address, Listener, Protocol, Socket};
 use crate::process;
 
@@ -50,7 +50,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// in flight finish (bounded by `mercy`; a second signal stops at once).
 pub async fn serve(
     listeners: Vec<Socket>,
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     front: FrontEnds,
     stop_on: &[(SignalKind, &'static str)],
     mercy: Duration,
@@ -180,7 +180,7 @@ async fn next_signal(signals: &mut [(tokio::signal::unix::Signal, &'static str)]
 
 /// What every connection of a listener shares.
 struct Conn {
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     gateway: Arc<GatewaySettings>,
     protocol: Protocol,
@@ -207,7 +207,7 @@ impl Conn {
             }
             Protocol::Fastcgi => {
                 let g = self.gateway.clone();
-                let threads = self.host.threads();
+                let threads = self.host.concurrency();
                 tokio::spawn(async move {
                     gateway::serve_fastcgi(stream, info, h, g, threads).await;
                     drop((a, f, st, s));

@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
-use crate::frontend::http::ConnInfo;
+use crate::request::{ConnInfo, Handler};
+use crate::request::cgi::normalise;
 use crate::listen::Protocol;
 use crate::proto::{fastcgi, scgi, uwsgi};
-use crate::handlers::python::WsgiHost;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
 };
@@ -85,7 +85,7 @@ pub async fn serve<S>(
     stream: S,
     protocol: Protocol,
     info: ConnInfo,
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
     mut buf: BytesMut,
 ) where
@@ -162,6 +162,7 @@ pub async fn serve<S>(
     };
     let version = status_line_version(&vars);
     let response = host
+        .clone()
         .handle(Request {
             vars,
             body,
@@ -251,145 +252,6 @@ async fn write_response<W: AsyncWrite + Unpin>(
         let _ = wr.flush().await;
         let _ = wr.shutdown().await;
     }
-}
-
-/// protocols.md §7.2: what a front end sends, turned into clean CGI vars.
-fn normalise(
-    raw: Vec<(Bytes, Bytes)>,
-    info: &ConnInfo,
-    strip_script_name: bool,
-) -> (Vec<(VarName, Bytes)>, Option<u64>, bool) {
-    let mut vars: Vec<(VarName, Bytes)> = Vec::with_capacity(raw.len() + 4);
-    for (k, v) in raw {
-        let name = VarName::from_bytes(k);
-        let bytes = name.as_bytes();
-        // Framing is the front end's business. (UWSGI_* vars pass: only the
-        // app host's --vhost acts on them, and loads code only then.)
-        if matches!(
-            bytes,
-            b"HTTP_CONTENT_LENGTH"
-                | b"HTTP_CONTENT_TYPE"
-                | b"HTTP_TRANSFER_ENCODING"
-                | b"HTTP_CONNECTION"
-                | b"HTTP_KEEP_ALIVE"
-        ) {
-            continue;
-        }
-        // Empty optional vars are absent ones (CONTENT_LENGTH="" for GET).
-        if v.is_empty()
-            && matches!(
-                bytes,
-                b"CONTENT_LENGTH"
-                    | b"CONTENT_TYPE"
-                    | b"HTTPS"
-                    | b"REMOTE_USER"
-                    | b"SERVER_NAME"
-                    | b"SCRIPT_NAME"
-            )
-        {
-            continue;
-        }
-        // Repeated keys (nginx 1.22 sends one per header line) are merged.
-        if let Some((_, prev)) = vars.iter_mut().find(|(n, _)| *n == name) {
-            let sep: &[u8] = if name == VarName::Known(Var::HTTP_COOKIE) {
-                b"; "
-            } else {
-                b", "
-            };
-            let mut joined = prev.to_vec();
-            joined.extend_from_slice(sep);
-            joined.extend_from_slice(&v);
-            *prev = Bytes::from(joined);
-            continue;
-        }
-        vars.push((name, v));
-    }
-    let get = |vars: &[(VarName, Bytes)], v: Var| {
-        vars.iter()
-            .find(|(k, _)| *k == VarName::Known(v))
-            .map(|(_, b)| b.clone())
-    };
-    // SERVER_NAME: never empty (PEP 3333): Host's name, then the socket.
-    if get(&vars, Var::SERVER_NAME).is_none() {
-        let name = get(&vars, Var::HTTP_HOST)
-            .map(|h| {
-                let end = if h.first() == Some(&b'[') {
-                    h.iter().position(|&c| c == b']').map_or(h.len(), |i| i + 1)
-                } else {
-                    h.iter().position(|&c| c == b':').unwrap_or(h.len())
-                };
-                h.slice(..end)
-            })
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| info.local_name());
-        vars.push((VarName::Known(Var::SERVER_NAME), name));
-    }
-    if get(&vars, Var::SERVER_PORT).is_none() {
-        vars.push((VarName::Known(Var::SERVER_PORT), info.local_port()));
-    }
-    if get(&vars, Var::REQUEST_METHOD).is_none() {
-        vars.push((
-            VarName::Known(Var::REQUEST_METHOD),
-            Bytes::from_static(b"GET"),
-        ));
-    }
-    if get(&vars, Var::SERVER_PROTOCOL).is_none() {
-        vars.push((
-            VarName::Known(Var::SERVER_PROTOCOL),
-            Bytes::from_static(b"HTTP/1.1"),
-        ));
-    }
-    if get(&vars, Var::QUERY_STRING).is_none() {
-        vars.push((VarName::Known(Var::QUERY_STRING), Bytes::new()));
-    }
-    // nginx's scgi_params send no PATH_INFO: take DOCUMENT_URI (decoded
-    // already), else REQUEST_URI's path, percent-decoded; less SCRIPT_NAME.
-    if get(&vars, Var::PATH_INFO).is_none() {
-        let path = vars
-            .iter()
-            .find(|(k, _)| k.as_bytes() == b"DOCUMENT_URI")
-            .map(|(_, v)| v.clone())
-            .or_else(|| {
-                get(&vars, Var::REQUEST_URI).map(|uri| {
-                    let path = uri.split(|&c| c == b'?').next().unwrap_or(&[]);
-                    Bytes::from(percent_encoding::percent_decode(path).collect::<Vec<u8>>())
-                })
-            })
-            .unwrap_or_else(|| Bytes::from_static(b"/"));
-        let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
-        let path = if script == path {
-            // nginx's fastcgi_params and Apache send SCRIPT_NAME = the whole
-            // path: no split was made, so the app is mounted at the root.
-            vars.retain(|(k, _)| *k != VarName::Known(Var::SCRIPT_NAME));
-            path
-        } else if !script.is_empty() && path.starts_with(&script) {
-            path.slice(script.len()..)
-        } else {
-            path
-        };
-        vars.push((VarName::Known(Var::PATH_INFO), path));
-    }
-    // modifier1 30 (and uWSGI's --manage-script-name): PATH_INFO arrives
-    // with the SCRIPT_NAME prefix still on it.
-    let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
-    let path = get(&vars, Var::PATH_INFO).unwrap_or_default();
-    if strip_script_name && !script.is_empty() && path.starts_with(&script) {
-        let rest = path.slice(script.len()..);
-        for (k, v) in &mut vars {
-            if *k == VarName::Known(Var::PATH_INFO) {
-                *v = rest.clone();
-            }
-        }
-    }
-    // PEP 3333: SCRIPT_NAME is "" at the root, never "/".
-    vars.retain(|(k, v)| !(*k == VarName::Known(Var::SCRIPT_NAME) && &v[..] == b"/"));
-    let content_length = get(&vars, Var::CONTENT_LENGTH)
-        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
-    if content_length.is_none() {
-        vars.retain(|(k, _)| *k != VarName::Known(Var::CONTENT_LENGTH));
-    }
-    let is_head = get(&vars, Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"HEAD");
-    (vars, content_length, is_head)
 }
 
 /// A body after the vars: exactly CONTENT_LENGTH bytes from the socket.
@@ -528,7 +390,7 @@ fn get_values_result(query: &Bytes, threads: usize) -> Vec<u8> {
 pub async fn serve_fastcgi<S>(
     stream: S,
     info: ConnInfo,
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
     threads: usize,
 ) where
@@ -558,7 +420,7 @@ async fn fastcgi_request<S, W>(
     reader: &SharedReader<S>,
     wr: &mut W,
     info: &ConnInfo,
-    host: &Arc<WsgiHost>,
+    host: &Arc<dyn Handler>,
     settings: &GatewaySettings,
     threads: usize,
 ) -> Result<bool, String>
@@ -675,6 +537,7 @@ where
         }))
     };
     let response = host
+        .clone()
         .handle(Request {
             vars,
             body,
@@ -802,7 +665,7 @@ pub enum RawConn {
 pub async fn serve_fast(
     conn: RawConn,
     protocol: Protocol,
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
 ) {
     use std::os::fd::AsRawFd;
@@ -861,6 +724,7 @@ pub async fn serve_fast(
     };
     let version = status_line_version(&vars);
     let response = host
+        .clone()
         .handle(Request {
             vars,
             body,
@@ -927,7 +791,7 @@ impl<T: AsyncWrite + Unpin + Send> AsyncWriteUnpin for T {}
 async fn fallback(
     conn: RawConn,
     protocol: Protocol,
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
     buf: BytesMut,
 ) {

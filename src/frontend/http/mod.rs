@@ -8,7 +8,6 @@ mod sendfile;
 pub use batch::FlushQueue;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +24,8 @@ use percent_encoding::percent_decode;
 use std::os::fd::AsRawFd;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::handlers::python::WsgiHost;
+use crate::request::cgi::{header_var, split_host};
+use crate::request::{ConnInfo, Handler};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody, Var, VarName,
 };
@@ -33,44 +33,6 @@ use crate::request::{
 /// Bodies up to this size are read before the app is called, so the call
 /// can run inline on the event loop; larger or chunked ones stream.
 const INLINE_BODY_MAX: u64 = 64 * 1024;
-
-/// What a connection knows about its socket, formatted once per connection
-/// for the CGI variables of each of its requests.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    /// SERVER_NAME and SERVER_PORT when the request has no Host.
-    local_name: Bytes,
-    local_port: Bytes,
-    /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
-    peer: Option<(Bytes, Bytes)>,
-}
-
-impl ConnInfo {
-    pub fn local_name(&self) -> Bytes {
-        self.local_name.clone()
-    }
-
-    pub fn local_port(&self) -> Bytes {
-        self.local_port.clone()
-    }
-
-    pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ConnInfo {
-        ConnInfo {
-            local_name: local.map_or_else(
-                || static_bytes("localhost"),
-                |a| Bytes::from(a.ip().to_string()),
-            ),
-            local_port: local
-                .map_or_else(|| static_bytes("80"), |a| Bytes::from(a.port().to_string())),
-            peer: peer.map(|p| {
-                (
-                    Bytes::from(p.ip().to_string()),
-                    Bytes::from(p.port().to_string()),
-                )
-            }),
-        }
-    }
-}
 
 pub struct HttpSettings {
     pub limit_post: Option<u64>,
@@ -130,7 +92,7 @@ async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
 pub async fn serve_connection<S: Peek>(
     mut stream: S,
     info: ConnInfo,
-    host: Arc<WsgiHost>,
+    host: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     flush: Arc<FlushQueue>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -160,7 +122,7 @@ pub async fn serve_connection<S: Peek>(
     // count: the service clones it once per request.
     let conn_ctx = Arc::new(ConnCtx {
         info,
-        host,
+        handler: host,
         settings: settings.clone(),
         files,
         progress,
@@ -327,7 +289,7 @@ fn log_conn_error(res: Result<(), hyper::Error>) {
 /// A connection's share of the worker, for each of its requests.
 struct ConnCtx {
     info: ConnInfo,
-    host: Arc<WsgiHost>,
+    handler: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     files: Arc<sendfile::FileQueue>,
     /// Requests this connection has begun; a stop waits for the first one.
@@ -374,64 +336,8 @@ async fn handle(
         Ok(r) => r,
         Err(resp) => return to_hyper(resp, headers, true, ctx),
     };
-    let resp = ctx.host.handle(request).await;
+    let resp = ctx.handler.clone().handle(request).await;
     to_hyper(resp, headers, false, ctx)
-}
-
-/// The CGI name of a request header: HTTP_ + upper case, `-` as `_`.
-fn header_var(name: &HeaderName) -> VarName {
-    let known = match name.as_str() {
-        "host" => Var::HTTP_HOST,
-        "user-agent" => Var::HTTP_USER_AGENT,
-        "accept" => Var::HTTP_ACCEPT,
-        "accept-language" => Var::HTTP_ACCEPT_LANGUAGE,
-        "accept-encoding" => Var::HTTP_ACCEPT_ENCODING,
-        "cookie" => Var::HTTP_COOKIE,
-        "connection" => Var::HTTP_CONNECTION,
-        "referer" => Var::HTTP_REFERER,
-        "cache-control" => Var::HTTP_CACHE_CONTROL,
-        "origin" => Var::HTTP_ORIGIN,
-        "authorization" => Var::HTTP_AUTHORIZATION,
-        "x-forwarded-for" => Var::HTTP_X_FORWARDED_FOR,
-        "x-forwarded-proto" => Var::HTTP_X_FORWARDED_PROTO,
-        "x-real-ip" => Var::HTTP_X_REAL_IP,
-        "if-none-match" => Var::HTTP_IF_NONE_MATCH,
-        "if-modified-since" => Var::HTTP_IF_MODIFIED_SINCE,
-        "pragma" => Var::HTTP_PRAGMA,
-        "upgrade-insecure-requests" => Var::HTTP_UPGRADE_INSECURE_REQUESTS,
-        "transfer-encoding" => Var::HTTP_TRANSFER_ENCODING,
-        "expect" => Var::HTTP_EXPECT,
-        "range" => Var::HTTP_RANGE,
-        "dnt" => Var::HTTP_DNT,
-        "sec-fetch-site" => Var::HTTP_SEC_FETCH_SITE,
-        "sec-fetch-mode" => Var::HTTP_SEC_FETCH_MODE,
-        "sec-fetch-dest" => Var::HTTP_SEC_FETCH_DEST,
-        other => {
-            let mut key = Vec::with_capacity(5 + other.len());
-            key.extend_from_slice(b"HTTP_");
-            key.extend(other.bytes().map(|c| match c {
-                b'-' => b'_',
-                c => c.to_ascii_uppercase(),
-            }));
-            return VarName::Other(Bytes::from(key));
-        }
-    };
-    VarName::Known(known)
-}
-
-fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
-    // "[::1]:8000", "example.com:8000", "example.com"
-    let colon = if host.first() == Some(&b'[') {
-        host.iter()
-            .position(|&c| c == b']')
-            .and_then(|end| (host.get(end + 1) == Some(&b':')).then_some(end + 1))
-    } else {
-        host.iter().rposition(|&c| c == b':')
-    };
-    match colon {
-        Some(i) => (&host[..i], Some(&host[i + 1..])),
-        None => (host, None),
-    }
 }
 
 fn static_bytes(s: &'static str) -> Bytes {
@@ -536,15 +442,15 @@ fn convert_head(
             v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
             match port.filter(|p| !p.is_empty()) {
                 Some(p) => v.copy(VarName::Known(Var::SERVER_PORT), b"", [p]),
-                None => v.put(Var::SERVER_PORT, info.local_port.clone()),
+                None => v.put(Var::SERVER_PORT, info.local_port()),
             }
         }
         None => {
-            v.put(Var::SERVER_NAME, info.local_name.clone());
-            v.put(Var::SERVER_PORT, info.local_port.clone());
+            v.put(Var::SERVER_NAME, info.local_name());
+            v.put(Var::SERVER_PORT, info.local_port());
         }
     }
-    if let Some((addr, port)) = &info.peer {
+    if let Some((addr, port)) = info.peer() {
         v.put(Var::REMOTE_ADDR, addr.clone());
         v.put(Var::REMOTE_PORT, port.clone());
     }
@@ -580,7 +486,7 @@ fn convert_head(
             b", "
         };
         v.copy(
-            header_var(name),
+            header_var(name.as_str()),
             sep,
             std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
         );
@@ -812,32 +718,4 @@ fn to_hyper(
     }
     *out.headers_mut() = headers;
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_splitting() {
-        assert_eq!(
-            split_host(b"example.com:8080"),
-            (&b"example.com"[..], Some(&b"8080"[..]))
-        );
-        assert_eq!(split_host(b"example.com"), (&b"example.com"[..], None));
-        assert_eq!(
-            split_host(b"[::1]:8000"),
-            (&b"[::1]"[..], Some(&b"8000"[..]))
-        );
-        assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));
-    }
-
-    #[test]
-    fn header_names_become_cgi_names() {
-        assert_eq!(header_var(&header::HOST), VarName::Known(Var::HTTP_HOST));
-        assert_eq!(
-            header_var(&HeaderName::from_static("x-custom-thing")),
-            VarName::Other(Bytes::from_static(b"HTTP_X_CUSTOM_THING"))
-        );
-    }
 }

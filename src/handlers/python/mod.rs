@@ -8,12 +8,13 @@ use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-pub use wsgi::WsgiHost;
+pub use wsgi::{WsgiApp, WsgiHost};
 
 use crate::config::{AppSource, AppSpec};
 
@@ -109,14 +110,13 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
 pub struct LoadOptions<'a> {
     pub app: Option<&'a AppSpec>,
     pub mounts: &'a [(String, AppSpec)],
-    pub manage_script_name: bool,
     pub vhost: bool,
     pub pythonpath: &'a [PathBuf],
     pub threads: usize,
 }
 
 /// Imports the app and prepares everything the per-request path needs.
-pub fn load(opts: &LoadOptions<'_>) -> Result<WsgiHost, String> {
+pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
     Python::attach(|py| {
         let helpers = wsgi::helpers(py).map_err(|e| format!("internal: {e}"))?;
         let sys = py.import("sys").map_err(|e| e.to_string())?;
@@ -160,12 +160,34 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<WsgiHost, String> {
         let mut mounts = Vec::new();
         for (point, spec) in opts.mounts {
             let app = load_one(spec).map_err(|e| format!("--mount {point}: {e}"))?;
-            mounts.push((bytes::Bytes::from(point.clone()), app));
+            mounts.push((point.clone(), app));
         }
-        WsgiHost::new(py, app, helpers, opts.threads)
-            .map(|h| h.with_mounts(mounts, opts.manage_script_name, opts.vhost))
-            .map_err(|e| format!("internal: {e}"))
+        let host = Arc::new(
+            WsgiHost::new(py, helpers, opts.threads).map_err(|e| format!("internal: {e}"))?,
+        );
+        let default = if opts.vhost {
+            Some(Arc::new(WsgiApp::vhost(host.clone(), app)))
+        } else {
+            app.map(|app| Arc::new(WsgiApp::new(host.clone(), app)))
+        };
+        let mounts = mounts
+            .into_iter()
+            .map(|(point, app)| (point, Arc::new(WsgiApp::new(host.clone(), app))))
+            .collect();
+        Ok(PythonApps {
+            host,
+            default,
+            mounts,
+        })
     })
+}
+
+/// The apps one interpreter runs, each a request handler, and the host
+/// they share (its Python threads, the request observer).
+pub struct PythonApps {
+    pub host: Arc<WsgiHost>,
+    pub default: Option<Arc<WsgiApp>>,
+    pub mounts: Vec<(String, Arc<WsgiApp>)>,
 }
 
 /// Forks with CPython's fork hooks, as `os.fork()` does: the child's

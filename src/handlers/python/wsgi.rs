@@ -25,6 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, onesho
 
 use super::pool::Pool;
 use crate::listen::Protocol;
+use crate::request::cgi::says_https;
+use crate::request::{Handler, Responding};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Outcome, Request, RequestBody,
     RequestObserver, Response, ResponseBody, Var, VarName, head_size,
@@ -58,13 +60,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
 
 /// The app and everything prepared once for the per-request path.
 pub struct WsgiHost {
-    /// The default app; `None` when only `--mount` apps exist.
-    app: Option<Py<PyAny>>,
-    /// `--mount` apps, longest mountpoint first.
-    mounts: Vec<(Bytes, Py<PyAny>)>,
-    manage_script_name: bool,
     /// `--vhost`: apps loaded as requests' UWSGI_* variables ask, by key.
-    vhost: bool,
     dynamic: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Py<PyAny>>>,
     /// The environ entries that are the same for every request, and a
     /// placeholder for each of `SLOTTED` (see `begin`).
@@ -82,6 +78,49 @@ pub struct WsgiHost {
     free_cores: std::sync::Mutex<Vec<usize>>,
     observer: OnceLock<Arc<dyn RequestObserver>>,
     pool: OnceLock<Pool>,
+}
+
+/// One WSGI app as a request handler: the worker's shared host, and the
+/// callable (or, with `--vhost`, the rule that finds it).
+pub struct WsgiApp {
+    host: Arc<WsgiHost>,
+    callable: Callable,
+}
+
+enum Callable {
+    Fixed(Py<PyAny>),
+    /// `--vhost`: the app the request's UWSGI_* variables name, else this
+    /// one (if any).
+    Vhost(Option<Py<PyAny>>),
+}
+
+impl WsgiApp {
+    pub(crate) fn new(host: Arc<WsgiHost>, app: Py<PyAny>) -> WsgiApp {
+        WsgiApp {
+            host,
+            callable: Callable::Fixed(app),
+        }
+    }
+
+    pub(crate) fn vhost(host: Arc<WsgiHost>, fallback: Option<Py<PyAny>>) -> WsgiApp {
+        WsgiApp {
+            host,
+            callable: Callable::Vhost(fallback),
+        }
+    }
+}
+
+impl Handler for WsgiApp {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        Box::pin(async move {
+            let host = self.host.clone();
+            host.handle(self, req).await
+        })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.host.threads
+    }
 }
 
 /// A Python thread's worth of capacity, held for the whole request: its
@@ -131,12 +170,7 @@ impl Drop for Core {
 }
 
 impl WsgiHost {
-    pub(crate) fn new(
-        py: Python<'_>,
-        app: Option<Py<PyAny>>,
-        helpers: Helpers,
-        threads: usize,
-    ) -> PyResult<WsgiHost> {
+    pub(crate) fn new(py: Python<'_>, helpers: Helpers, threads: usize) -> PyResult<WsgiHost> {
         let template = PyDict::new(py);
         template.set_item("wsgi.version", (1, 0))?;
         template.set_item("wsgi.url_scheme", "http")?;
@@ -159,10 +193,6 @@ impl WsgiHost {
         }
         template.set_item(&key_input, py.None())?;
         Ok(WsgiHost {
-            app,
-            mounts: Vec::new(),
-            manage_script_name: false,
-            vhost: false,
             dynamic: Default::default(),
             template: template.unbind(),
             keys,
@@ -176,20 +206,6 @@ impl WsgiHost {
             observer: OnceLock::new(),
             pool: OnceLock::new(),
         })
-    }
-
-    /// Adds the `--mount` apps.
-    pub(crate) fn with_mounts(
-        mut self,
-        mut mounts: Vec<(Bytes, Py<PyAny>)>,
-        manage_script_name: bool,
-        vhost: bool,
-    ) -> WsgiHost {
-        mounts.sort_by_key(|(point, _)| std::cmp::Reverse(point.len()));
-        self.mounts = mounts;
-        self.manage_script_name = manage_script_name;
-        self.vhost = vhost;
-        self
     }
 
     /// `--vhost`: the app the request's UWSGI_SCRIPT, UWSGI_MODULE (+
@@ -259,44 +275,6 @@ impl WsgiHost {
         })
     }
 
-    /// The app a request goes to (uWSGI's rules): with --manage-script-name
-    /// the longest mountpoint that prefixes PATH_INFO, moved to SCRIPT_NAME;
-    /// otherwise the mountpoint equal to SCRIPT_NAME; else the default app.
-    fn route<'a>(&'a self, vars: &mut Vec<(VarName, Bytes)>) -> Option<&'a Py<PyAny>> {
-        if self.mounts.is_empty() {
-            return self.app.as_ref();
-        }
-        let find = |vars: &[(VarName, Bytes)], v: Var| {
-            vars.iter().position(|(k, _)| *k == VarName::Known(v))
-        };
-        let script = find(vars, Var::SCRIPT_NAME);
-        let path = find(vars, Var::PATH_INFO);
-        if self.manage_script_name
-            && let Some(p) = path
-        {
-            let info = vars[p].1.clone();
-            for (point, app) in &self.mounts {
-                let under = info.starts_with(point)
-                    && (info.len() == point.len() || info[point.len()] == b'/');
-                if under && !point.is_empty() {
-                    vars[p].1 = info.slice(point.len()..);
-                    match script {
-                        Some(s) => vars[s].1 = point.clone(),
-                        None => vars.push((VarName::Known(Var::SCRIPT_NAME), point.clone())),
-                    }
-                    return Some(app);
-                }
-            }
-        } else if let Some(s) = script {
-            let name = &vars[s].1;
-            let name = name.strip_suffix(b"/").unwrap_or(name);
-            if let Some((_, app)) = self.mounts.iter().find(|(point, _)| point[..] == *name) {
-                return Some(app);
-            }
-        }
-        self.app.as_ref()
-    }
-
     /// The files of the loaded modules and their modification times.
     pub fn module_files(&self) -> Vec<(String, f64)> {
         Python::attach(|py| {
@@ -348,7 +326,7 @@ impl WsgiHost {
     }
 
     /// Serves one request. Runs inside the worker's tokio runtime.
-    pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
+    async fn handle(self: &Arc<Self>, app: Arc<WsgiApp>, req: Request) -> Response {
         let Request {
             vars,
             body,
@@ -362,12 +340,14 @@ impl WsgiHost {
             // thread of its own, not the event loop.
             RequestBody::Stream(s) => {
                 return self
-                    .handle_pooled(vars, Input::streaming(s), is_head, protocol)
+                    .handle_pooled(app, vars, Input::streaming(s), is_head, protocol)
                     .await;
             }
         };
         if self.threads > 1 {
-            return self.handle_pooled(vars, input, is_head, protocol).await;
+            return self
+                .handle_pooled(app, vars, input, is_head, protocol)
+                .await;
         }
         let Some(mut core) = self.core(&vars, protocol).await else {
             return Response::plain(503, "Service Unavailable", "Shutting down\n");
@@ -375,7 +355,7 @@ impl WsgiHost {
         // One GIL acquisition covers the call, the first chunk and, for a
         // complete body, close(): embedding.md measured each extra one.
         let started = Python::attach(|py| {
-            let mut call = self.begin(py, vars, input)?;
+            let mut call = self.begin(py, &app, vars, input)?;
             let (head, first) = call.first_chunk(py)?;
             let finished = call.is_finished(py);
             if finished || is_head {
@@ -428,6 +408,7 @@ impl WsgiHost {
 
     async fn handle_pooled(
         self: &Arc<Self>,
+        app: Arc<WsgiApp>,
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
@@ -443,7 +424,7 @@ impl WsgiHost {
             .get_or_init(|| Pool::new(self.threads))
             .submit(move || {
                 let core = Python::attach(|py| {
-                    host.run_pooled(py, core, vars, input, is_head, head_tx, chunk_tx)
+                    host.run_pooled(py, core, &app, vars, input, is_head, head_tx, chunk_tx)
                 });
                 // Counted and logged after the GIL is released.
                 drop(core);
@@ -478,6 +459,7 @@ impl WsgiHost {
         &self,
         py: Python<'_>,
         mut core: Core,
+        app: &WsgiApp,
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
@@ -488,7 +470,7 @@ impl WsgiHost {
             core.outcome.failed = true;
             core.outcome.status = e.status();
         };
-        let mut call = match self.begin(py, vars, input) {
+        let mut call = match self.begin(py, app, vars, input) {
             Ok(c) => c,
             Err(e) => {
                 failed(&mut core, &e);
@@ -549,19 +531,18 @@ impl WsgiHost {
     fn begin(
         &self,
         py: Python<'_>,
-        mut vars: Vec<(VarName, Bytes)>,
+        target: &WsgiApp,
+        vars: Vec<(VarName, Bytes)>,
         input: Input,
     ) -> Result<Call, CallError> {
-        let dynamic = if self.vhost {
-            self.dynamic_app(py, &vars).transpose()?
-        } else {
-            None
-        };
-        let app = match dynamic {
-            Some(app) => app,
-            None => match self.route(&mut vars) {
-                Some(app) => app.bind(py).clone(),
-                None => return Err(CallError::NoApp),
+        let app = match &target.callable {
+            Callable::Fixed(app) => app.bind(py).clone(),
+            Callable::Vhost(fallback) => match self.dynamic_app(py, &vars).transpose()? {
+                Some(app) => app,
+                None => match fallback {
+                    Some(app) => app.bind(py).clone(),
+                    None => return Err(CallError::NoApp),
+                },
             },
         };
         let environ = self.template.bind(py).copy().map_err(CallError::Internal)?;
@@ -571,17 +552,7 @@ impl WsgiHost {
         // A front end that terminated TLS says so (protocols.md §7.2).
         let mut https = false;
         for (name, value) in &vars {
-            https |= match name {
-                VarName::Known(Var::REQUEST_SCHEME) => value.eq_ignore_ascii_case(b"https"),
-                VarName::Known(Var::HTTPS) => {
-                    value.eq_ignore_ascii_case(b"on") || &value[..] == b"1"
-                }
-                // nginx's `uwsgi_param UWSGI_SCHEME $scheme`.
-                VarName::Other(n) if &n[..] == b"UWSGI_SCHEME" => {
-                    value.eq_ignore_ascii_case(b"https")
-                }
-                _ => false,
-            };
+            https |= says_https(name, value);
             let (key, value) = match name {
                 VarName::Known(v) => {
                     unset &= !self.slot_bits[*v as usize];

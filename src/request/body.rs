@@ -1,0 +1,341 @@
+//! Request and response bodies: what a front end reads from a socket and
+//! what a handler streams back, including files sent with sendfile(2).
+
+use std::future::poll_fn;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+/// A failure while moving body bytes; the connection it belongs to is closed.
+#[derive(Debug, Clone)]
+pub struct BodyError {
+    pub message: String,
+    /// For a request body: the status that describes the client's fault
+    /// (400 malformed, 413 too large), if the response has not started.
+    pub status: u16,
+}
+
+impl BodyError {
+    pub fn new(status: u16, message: impl Into<String>) -> BodyError {
+        BodyError {
+            message: message.into(),
+            status,
+        }
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Something that yields body chunks asynchronously, until `None`.
+pub trait ChunkSource: Send + 'static {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
+
+    /// The next part of the body as a region of a file, for a front end
+    /// that can hand it to the kernel (sendfile) instead of reading it.
+    /// Taking it counts as sending it; `poll_chunk` then goes on after it.
+    fn take_file(&mut self) -> Option<FileRegion> {
+        None
+    }
+}
+
+/// Bytes `offset..offset + len` of an open file.
+#[derive(Debug)]
+pub struct FileRegion {
+    pub fd: OwnedFd,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// How much of the file a [`FileBody`] was read to or handed out as.
+pub struct FileEnd {
+    pub sent: u64,
+    /// All of the region went out (or was handed out to be sent).
+    pub complete: bool,
+    /// Reading the file failed (it shrank, or cannot be read): the body was
+    /// cut short. Not set when the body was merely dropped (client gone).
+    pub failed: bool,
+}
+
+/// A response body that is a region of a file (`wsgi.file_wrapper` over a
+/// regular file). Front ends that can `take_file` send it with sendfile;
+/// the others read it here, a chunk at a time. `on_end` runs once, when the
+/// body is done or dropped (the app host closes the app's iterable then).
+pub struct FileBody {
+    region: Option<FileRegion>,
+    sent: u64,
+    on_end: Option<Box<dyn FnOnce(FileEnd) + Send>>,
+}
+
+/// What one read of a [`FileRegion`] takes from the file.
+const FILE_CHUNK: usize = 256 * 1024;
+/// Files smaller than this are read, not handed out for sendfile.
+pub const SENDFILE_MIN: u64 = 16 * 1024;
+
+impl FileBody {
+    pub fn new(region: FileRegion, on_end: impl FnOnce(FileEnd) + Send + 'static) -> FileBody {
+        FileBody {
+            region: Some(region),
+            sent: 0,
+            on_end: Some(Box::new(on_end)),
+        }
+    }
+
+    fn end(&mut self, complete: bool, failed: bool) {
+        self.region = None;
+        if let Some(f) = self.on_end.take() {
+            f(FileEnd {
+                sent: self.sent,
+                complete,
+                failed,
+            });
+        }
+    }
+}
+
+impl FileRegion {
+    /// Reads the next chunk (up to 256 KiB) with pread and moves past it;
+    /// `None` once the region is done. A file that ends before the region
+    /// does is an `UnexpectedEof` error.
+    pub fn read_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let want = (self.len as usize).min(FILE_CHUNK);
+        let mut buf = bytes::BytesMut::zeroed(want);
+        let n = loop {
+            let n = unsafe {
+                libc::pread(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    want,
+                    self.offset as libc::off_t,
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file being sent ended before its length (truncated while sent?)",
+            ));
+        }
+        buf.truncate(n);
+        self.offset += n as u64;
+        self.len -= n as u64;
+        Ok(Some(buf.freeze()))
+    }
+}
+
+impl ChunkSource for FileBody {
+    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let Some(region) = self.region.as_mut().filter(|r| r.len > 0) else {
+            self.end(true, false);
+            return Poll::Ready(None);
+        };
+        // A page-cache read: quick enough for the event loop, like the
+        // pread the app's own file object would do.
+        match region.read_chunk() {
+            Ok(Some(b)) => {
+                self.sent += b.len() as u64;
+                Poll::Ready(Some(Ok(b)))
+            }
+            Ok(None) => unreachable!("the region is not empty"),
+            Err(e) => {
+                self.end(false, true);
+                Poll::Ready(Some(Err(BodyError::new(
+                    500,
+                    format!("reading the file to send: {e}"),
+                ))))
+            }
+        }
+    }
+
+    fn take_file(&mut self) -> Option<FileRegion> {
+        // A small file goes out in one write with the head; a sendfile
+        // would cost a second system call.
+        if self.region.as_ref().is_none_or(|r| r.len < SENDFILE_MIN) {
+            return None;
+        }
+        let region = self.region.take()?;
+        self.sent += region.len;
+        Some(region)
+    }
+}
+
+impl Drop for FileBody {
+    fn drop(&mut self) {
+        let complete = self.region.as_ref().is_none_or(|r| r.len == 0);
+        self.end(complete, false);
+    }
+}
+
+pub struct BodyStream(Box<dyn ChunkSource>);
+
+impl BodyStream {
+    pub fn new(source: impl ChunkSource) -> Self {
+        BodyStream(Box::new(source))
+    }
+
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.0.poll_chunk(cx)
+    }
+
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+        poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    pub fn take_file(&mut self) -> Option<FileRegion> {
+        self.0.take_file()
+    }
+}
+
+/// The request body as the front end has it.
+pub enum RequestBody {
+    /// No body at all.
+    Empty,
+    /// The whole body, already read.
+    Full(Bytes),
+    /// A body still arriving. Reading it starts the flow (an HTTP front end
+    /// sends `100 Continue` only then).
+    Stream(BodyStream),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn file_with(data: &[u8]) -> OwnedFd {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("oxgate-filebody-{}-{n}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.into()
+    }
+
+    /// What a body's `on_end` was told: bytes sent, complete, failed.
+    type Ended = Arc<Mutex<Option<(u64, bool, bool)>>>;
+
+    fn ended() -> (Ended, impl FnOnce(FileEnd) + Send + 'static) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        (seen, move |e: FileEnd| {
+            *s.lock().unwrap() = Some((e.sent, e.complete, e.failed))
+        })
+    }
+
+    fn drain(body: &mut FileBody) -> Result<Vec<u8>, BodyError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match body.poll_chunk(&mut cx) {
+                Poll::Ready(Some(Ok(b))) => out.extend_from_slice(&b),
+                Poll::Ready(Some(Err(e))) => return Err(e),
+                Poll::Ready(None) => return Ok(out),
+                Poll::Pending => unreachable!("a file never waits"),
+            }
+        }
+    }
+
+    #[test]
+    fn file_body_reads_its_region_in_chunks() {
+        let data: Vec<u8> = (0..FILE_CHUNK * 2 + 500).map(|i| (i % 251) as u8).collect();
+        let (seen, on_end) = ended();
+        let len = (data.len() - 10) as u64;
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(&data),
+                offset: 7,
+                len,
+            },
+            on_end,
+        );
+        assert_eq!(drain(&mut body).unwrap(), &data[7..7 + len as usize]);
+        assert_eq!(*seen.lock().unwrap(), Some((len, true, false)));
+    }
+
+    #[test]
+    fn a_taken_file_counts_as_sent_and_ends_the_body() {
+        let (seen, on_end) = ended();
+        let len = SENDFILE_MIN + 5;
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(&vec![b'x'; len as usize + 6]),
+                offset: 6,
+                len,
+            },
+            on_end,
+        );
+        let region = body.take_file().unwrap();
+        assert_eq!((region.offset, region.len), (6, len));
+        assert!(body.take_file().is_none());
+        assert_eq!(drain(&mut body).unwrap(), b"");
+        assert_eq!(*seen.lock().unwrap(), Some((len, true, false)));
+    }
+
+    #[test]
+    fn a_small_file_is_read_not_taken() {
+        let (seen, on_end) = ended();
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(b"hello world"),
+                offset: 6,
+                len: 5,
+            },
+            on_end,
+        );
+        assert!(body.take_file().is_none());
+        assert_eq!(drain(&mut body).unwrap(), b"world");
+        assert_eq!(*seen.lock().unwrap(), Some((5, true, false)));
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_region_is_an_error() {
+        let (seen, on_end) = ended();
+        let mut body = FileBody::new(
+            FileRegion {
+                fd: file_with(b"short"),
+                offset: 0,
+                len: 100,
+            },
+            on_end,
+        );
+        assert!(
+            drain(&mut body)
+                .unwrap_err()
+                .message
+                .contains("ended before")
+        );
+        assert_eq!(*seen.lock().unwrap(), Some((5, false, true)));
+    }
+
+    #[test]
+    fn a_body_dropped_unsent_ends_incomplete() {
+        let (seen, on_end) = ended();
+        let body = FileBody::new(
+            FileRegion {
+                fd: file_with(b"abc"),
+                offset: 0,
+                len: 3,
+            },
+            on_end,
+        );
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), Some((0, false, false)));
+    }
+}

@@ -1,0 +1,49 @@
+//! What a connection knows of its socket, for every front end.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+/// What a connection knows about its socket, formatted once per connection
+/// for the CGI variables of each of its requests.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// SERVER_NAME and SERVER_PORT when the request has no Host.
+    local_name: Bytes,
+    local_port: Bytes,
+    /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
+    peer: Option<(Bytes, Bytes)>,
+}
+
+impl ConnInfo {
+    pub fn local_name(&self) -> Bytes {
+        self.local_name.clone()
+    }
+
+    pub fn local_port(&self) -> Bytes {
+        self.local_port.clone()
+    }
+
+    /// REMOTE_ADDR and REMOTE_PORT, formatted.
+    pub fn peer(&self) -> Option<&(Bytes, Bytes)> {
+        self.peer.as_ref()
+    }
+
+    pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ConnInfo {
+        ConnInfo {
+            local_name: local.map_or_else(
+                || Bytes::from_static(b"localhost"),
+                |a| Bytes::from(a.ip().to_string()),
+            ),
+            local_port: local
+                .map_or_else(|| Bytes::from_static(b"80"), |a| Bytes::from(a.port().to_string())),
+            peer: peer.map(|p| {
+                (
+                    Bytes::from(p.ip().to_string()),
+                    Bytes::from(p.port().to_string()),
+                )
+            }),
+        }
+    }
+}
+

@@ -1,0 +1,69 @@
+//! The seam between front ends and apps: a front end turns bytes into a
+//! [`Request`] and asks a [`Handler`] for the [`Response`]. Every kind of
+//! app (WSGI now; ASGI, CGI, FastCGI pools and static files to come) is one
+//! `Handler`; every protocol is one front end; neither knows the other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::body::RequestBody;
+use super::response::Response;
+use super::vars::VarName;
+use crate::listen::Protocol;
+
+/// A request: CGI/1.1-style variables (REQUEST_METHOD, PATH_INFO, HTTP_HOST…
+/// as raw bytes, PATH_INFO already percent-decoded) and the body.
+pub struct Request {
+    pub vars: Vec<(VarName, Bytes)>,
+    pub body: RequestBody,
+    /// True for HEAD: the response carries headers but no body.
+    pub is_head: bool,
+    /// The protocol it came on: for the request log and metrics only.
+    pub protocol: crate::listen::Protocol,
+}
+
+/// What a handler's answer is on its way as: boxed, so that a router can
+/// hold handlers of different kinds behind one type.
+pub type Responding = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+
+/// A kind of app. Called once per request, on the worker's event loop.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one request. The future runs on the worker's event loop: a
+    /// handler that blocks (a Python call, a file read) keeps it short or
+    /// moves the work to a thread of its own.
+    fn handle(self: Arc<Self>, req: Request) -> Responding;
+
+    /// How many requests it serves at once in this process (FastCGI's
+    /// `FCGI_MAX_REQS`): the front ends do not queue more than this.
+    fn concurrency(&self) -> usize {
+        1
+    }
+}
+
+/// Told when a request starts and ends on one of the app's threads (cores,
+/// numbered from 0); the request log and the worker's scoreboard listen.
+pub trait RequestObserver: Send + Sync {
+    fn started(&self, core: usize, vars: &[(VarName, Bytes)], protocol: Protocol);
+    fn finished(&self, core: usize, outcome: &Outcome);
+}
+
+/// What became of a request, as the app host saw it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    pub status: u16,
+    /// Headers the app sent, and the size of the head as uWSGI counts it:
+    /// status line, "Name: value\r\n" each, and the blank line.
+    pub headers: u32,
+    pub header_bytes: u64,
+    /// Body bytes the app generated (all of them, or until the client left).
+    pub body_bytes: u64,
+    /// Chunks the body came in (uWSGI's "switches").
+    pub switches: u32,
+    /// The app raised.
+    pub failed: bool,
+    pub protocol: Protocol,
+}
+

@@ -1,0 +1,65 @@
+//! The protocol-neutral response.
+
+use bytes::Bytes;
+
+use super::body::BodyStream;
+
+/// The size of a response head as written on the wire ("HTTP/1.1 200 OK\r\n",
+/// the headers, the blank line).
+pub fn head_size(status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) -> u64 {
+    let reason = reason.map_or_else(|| reason_phrase(status).len(), str::len);
+    let line = "HTTP/1.1 200 ".len() + reason + 2;
+    let fields: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    (line + fields + 2) as u64
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+/// The response body.
+pub enum ResponseBody {
+    Empty,
+    Full(Bytes),
+    /// `first` (if any) goes out first, then whatever `rest` yields.
+    Stream {
+        first: Option<Bytes>,
+        rest: BodyStream,
+    },
+}
+
+pub struct Response {
+    pub status: u16,
+    /// The reason phrase, when it is not the standard one for the status
+    /// ("299 Custom Reason", "404 Gone Fishing").
+    pub reason: Option<String>,
+    /// Header names and values as the app gave them (already validated:
+    /// names are tokens, values have no control characters).
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: ResponseBody,
+}
+
+impl Response {
+    /// A plain-text response produced by the server itself (errors).
+    pub fn plain(status: u16, reason: &str, text: &'static str) -> Response {
+        Response {
+            status,
+            reason: Some(reason.to_string()),
+            headers: vec![
+                (
+                    Bytes::from_static(b"Content-Type"),
+                    Bytes::from_static(b"text/plain; charset=utf-8"),
+                ),
+                (
+                    Bytes::from_static(b"Content-Length"),
+                    Bytes::from(text.len().to_string()),
+                ),
+            ],
+            body: ResponseBody::Full(Bytes::from_static(text.as_bytes())),
+        }
+    }
+}
+
