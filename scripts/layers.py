@@ -17,10 +17,10 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Top-level modules, each allowed to import only those after it.
 LAYERS = [
     "top", "startup", "master", "worker", "process", "frontend", "handlers",
-    "config", "request", "proto", "listen", "log", "sys",
+    "config", "request", "lifecycle", "proto", "listen", "log", "sys",
 ]
 # Leaves at the same level may not import each other.
-LEAVES = {"proto", "listen", "log", "sys"}
+LEAVES = {"lifecycle", "proto", "listen", "log", "sys"}
 LEAF_DEPS = {"log": {"sys"}}
 
 

@@ -12,11 +12,13 @@
 //! * `config`: the option table and every source of settings;
 //! * `request`: the protocol-neutral request, the `Handler` trait, routing
 //!   and the CGI variable rules;
-//! * leaves: `proto` (pure codecs), `listen` (sockets), `log`, `sys`.
+//! * leaves: `lifecycle` (reload and stop kinds, their signals), `proto`
+//!   (pure codecs), `listen` (sockets), `log`, `sys`.
 
 pub mod config;
 pub mod frontend;
 pub mod handlers;
+pub mod lifecycle;
 pub mod listen;
 pub mod log;
 pub mod master;

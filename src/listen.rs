@@ -221,4 +221,3 @@ pub fn describe(sockets: &[Socket]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-

@@ -10,7 +10,7 @@ use tokio::signal::unix::SignalKind;
 use crate::config::Config;
 use crate::handlers::python;
 use crate::listen::{self, Address, Protocol, Socket};
-use crate::master::{self, Inherited};
+use crate::master::{self, Handover};
 use crate::process;
 use crate::request::{Outcome, RequestObserver, VarName};
 use crate::worker::apps::{app_name, load_app};
@@ -18,7 +18,12 @@ use crate::worker::reqlog::{Counts, RequestLog};
 use crate::worker::serve::{front_ends, runtime, serve};
 
 pub fn run(cfg: Config) -> Result<(), String> {
-    let inherited = Inherited::take_from_env();
+    let inherited = Handover::take_from_env();
+    if cfg.process.master {
+        // Before the pidfile or a socket is visible: a reload or stop sent
+        // the moment they appear waits for the master's handlers.
+        master::block_signals_early();
+    }
     let p = &cfg.process;
     if let Some(format) = &cfg.log_files.date {
         crate::log::say::set_date_format(format);
@@ -187,4 +192,3 @@ impl RequestObserver for SingleLog {
         );
     }
 }
-

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -138,3 +139,21 @@ def test_cgi_fcgi_client(fcgi):
     assert head.startswith(b"Status: 200 OK")
     seen = json.loads(body)
     assert seen["path"] == "/hello" and seen["query"] == "a=1" and seen["x_headers"]["HTTP_X_FROM"] == "cgi-fcgi"
+
+
+def test_fastcgi_keep_conn_does_not_hold_up_a_graceful_stop(serve):
+    """nginx's `fastcgi_keep_conn on` leaves idle connections open between
+    requests: a graceful stop closes them at once, instead of waiting for
+    --socket-timeout or the whole --reload-mercy (both 20 s here)."""
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1",
+              "--socket-timeout", "20", "--reload-mercy", "20", "--worker-reload-mercy", "20")
+    s.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", fp)) as c:
+        c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK\r\n")
+        s.proc.send_signal(signal.SIGTERM)
+        c.settimeout(10)
+        assert c.recv(1) == b""  # closed by the server, long before 20 s
+        assert s.proc.wait(10) == 0
+    assert "still busy" not in s.log() and "still running" not in s.log()

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, fresh, wait_for
+from helpers import APPS, BIN, ECHO, free_port, fresh, wait_for
 
 
 def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
@@ -205,3 +205,60 @@ def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_reload_sent_as_the_pidfile_appears_is_not_fatal(tmp_path):
+    """The pidfile is written only once the master's signals are blocked:
+    a SIGHUP sent the moment it appears waits for the handlers and reloads,
+    instead of killing the master (SIGHUP's default action)."""
+    for i in range(20):
+        pidfile, port = tmp_path / f"m{i}.pid", free_port()
+        log = open(tmp_path / f"m{i}.log", "wb")
+        p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", ECHO,
+                              "--processes", "1", "--pidfile", str(pidfile)],
+                             stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while not (pidfile.exists() and pidfile.read_text().strip().isdigit()):
+                assert time.monotonic() < deadline and p.poll() is None, (tmp_path / f"m{i}.log").read_text()
+                time.sleep(0.0005)
+            os.kill(int(pidfile.read_text()), signal.SIGHUP)
+            wait_for(lambda: _answers(port), what=f"try {i}: a server after the early SIGHUP")
+            assert p.poll() is None, (tmp_path / f"m{i}.log").read_text()
+        finally:
+            p.terminate()
+            assert p.wait(20) == 0, (tmp_path / f"m{i}.log").read_text()
+
+
+def _answers(port):
+    try:
+        return fresh(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_stop_right_after_a_request_never_waits_out_the_mercy(tmp_path):
+    """A worker sees a stop however early it arrives, even before its event
+    loop runs: 50 tries of start, one request, SIGTERM, while a CPU hog
+    keeps both cores busy. A lost stop would show as the master killing
+    its workers after --reload-mercy."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for i in range(50):
+            port = free_port()
+            log_path = tmp_path / f"s{i}.log"
+            with open(log_path, "wb") as log:
+                p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", ECHO,
+                                      "--processes", "2", "--reload-mercy", "8"],
+                                     stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: _answers(port), what=f"try {i}: the first answer")
+            finally:
+                p.send_signal(signal.SIGTERM)
+                assert p.wait(30) == 0, log_path.read_text()
+            text = log_path.read_text()
+            assert "killing them" not in text and "stopping anyway" not in text, text
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()

@@ -93,12 +93,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     if flag("version")? {
         return Ok(Action::Version);
     }
-    for (name, what) in [
-        ("stop", Control::Stop),
-        ("reload", Control::Reload),
-        ("chain-reload", Control::ChainReload),
-        ("brutal-reload", Control::BrutalReload),
-    ] {
+    for (name, what) in crate::lifecycle::Control::OPTIONS {
         if let Some(pidfile) = last(name) {
             return Ok(Action::Control(what, PathBuf::from(pidfile)));
         }

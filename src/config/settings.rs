@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::lifecycle::Control;
+
 /// The most workers `--processes` may ask for: two generations must fit in
 /// the scoreboard (`master::scoreboard::SLOTS`) during a reload.
 pub const MAX_WORKERS: usize = 128;
@@ -109,15 +111,6 @@ pub struct ProcessConfig {
     pub umask: Option<u32>,
 }
 
-/// A request to a running master, made through its pidfile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Stop,
-    Reload,
-    ChainReload,
-    BrutalReload,
-}
-
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Action {
@@ -170,4 +163,3 @@ pub enum Encoder {
     /// uWSGI's `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
     JsonTemplate(String),
 }
-

@@ -87,11 +87,7 @@ pub fn rotate_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
     let target = match backup {
         Some(b) => b.to_path_buf(),
         None => {
-            let base = format!(
-                "{}.{}",
-                path.display(),
-                crate::sys::clock::unix_now()
-            );
+            let base = format!("{}.{}", path.display(), crate::sys::clock::unix_now());
             let mut name = PathBuf::from(&base);
             let mut n = 1;
             while name.exists() {

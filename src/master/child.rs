@@ -1,23 +1,23 @@
 //! A worker's life after the fork: reset what the master set up, load the
 //! app if it was not preloaded, serve until asked to stop.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
+use super::EXIT_APP_LOAD;
 use super::scoreboard::{CORES, Retire, Scoreboard};
-use super::{EXIT_APP_LOAD, signals};
+use super::signals::SignalPipe;
 use crate::config::Config;
+use crate::handlers::python::{self, WsgiHost};
 use crate::listen::Protocol;
 use crate::listen::{Listener, Socket};
 use crate::process;
-use crate::handlers::python::{self, WsgiHost};
-use crate::worker::reqlog::{Counts, RequestLog};
 use crate::request::{Outcome, RequestObserver, Var, VarName};
 use crate::worker::apps::{self, Apps};
+use crate::worker::reqlog::{Counts, RequestLog};
 use crate::worker::serve;
 
 pub struct Setup<'a> {
@@ -28,12 +28,13 @@ pub struct Setup<'a> {
     pub slot: usize,
     pub id: u32,
     pub master_pid: libc::pid_t,
-    pub signal_fds: [RawFd; 2],
+    /// The master's signal pipe, released in the child.
+    pub signals: &'a SignalPipe,
 }
 
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
-    signals::reset_in_child(s.signal_fds);
+    s.signals.release_in_child();
     unsafe {
         // The master coordinates stops: a Ctrl-C reaches the whole process
         // group, but only the master's SIGTERM stops a worker, gracefully.

@@ -1,119 +1,162 @@
-//! The master's signals, through a self-pipe: the handler only writes the
-//! signal number; the main loop reads it between its checks.
+//! The master's signals. signal-hook's handlers only set a flag and write a
+//! byte to a self-pipe; the main loop polls the pipe with its other file
+//! descriptors and reads the flags between its checks.
+//!
+//! Start-up blocks these signals (`block_early`) before the pidfile or the
+//! sockets are visible, so a reload or stop sent the moment the pidfile
+//! appears waits for the handlers instead of killing the master. Each fork
+//! blocks them too, so that a signal meant for a new worker cannot run the
+//! master's handler in the child and be lost there.
 
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    let saved = unsafe { *libc::__errno_location() };
-    let byte = sig as u8;
+use crate::lifecycle::MasterCommand;
+
+/// The signals the master handles, as a set.
+fn handled_set() -> SigSet {
+    // SAFETY: `set` is a local sigset_t, made valid by sigemptyset before
+    // any other use; sigaddset only writes into it, and every number in
+    // the table is a signal the C library accepts (SIGRTMIN+n included,
+    // which nix's `Signal` cannot name).
     unsafe {
-        libc::write(
-            WRITE_FD.load(Ordering::Relaxed),
-            (&raw const byte).cast(),
-            1,
-        );
-        *libc::__errno_location() = saved;
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        for (sig, _) in MasterCommand::table() {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        SigSet::from_sigset_t_unchecked(set.assume_init())
+    }
+}
+
+/// Blocks the master's signals in this thread: they stay pending until
+/// `SignalPipe::install` (or a worker's event loop) is ready for them.
+pub fn block_early() {
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), None);
+}
+
+/// Blocks the master's signals for as long as it lives; the mask before is
+/// restored when it is dropped. Held across a fork.
+pub struct Blocked(SigSet);
+
+impl Blocked {
+    pub fn new() -> Blocked {
+        let mut old = SigSet::empty();
+        let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), Some(&mut old));
+        Blocked(old)
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
     }
 }
 
 pub struct SignalPipe {
-    read: RawFd,
-    write: RawFd,
-}
-
-/// The signals the master handles (see the module doc of `master`).
-pub fn handled() -> Vec<libc::c_int> {
-    vec![
-        libc::SIGCHLD,
-        libc::SIGHUP,
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGUSR1,
-        libc::SIGRTMIN() + 1,
-        libc::SIGRTMIN() + 2,
-    ]
+    read: UnixStream,
+    write: UnixStream,
+    /// One flag per handled signal, set by its handler.
+    flags: Vec<(i32, Arc<AtomicBool>)>,
+    ids: Vec<signal_hook::SigId>,
 }
 
 impl SignalPipe {
+    /// Installs the handlers, then unblocks the signals: one that arrived
+    /// since `block_early` is handled now.
     pub fn install() -> Result<SignalPipe, String> {
-        let mut fds = [0; 2];
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(format!(
-                "cannot create a pipe: {}",
-                std::io::Error::last_os_error()
-            ));
+        let (read, write) = UnixStream::pair().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        for end in [&read, &write] {
+            end.set_nonblocking(true)
+                .map_err(|e| format!("cannot set up the signal pipe: {e}"))?;
         }
-        WRITE_FD.store(fds[1], Ordering::Relaxed);
-        for sig in handled() {
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as *const () as usize;
-                sa.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
+        let mut flags = Vec::new();
+        let mut ids = Vec::new();
+        for (sig, _) in MasterCommand::table() {
+            let flag = Arc::new(AtomicBool::new(false));
+            let registered = signal_hook::flag::register(sig, flag.clone()).and_then(|id| {
+                ids.push(id);
+                signal_hook::low_level::pipe::register(sig, write.try_clone()?)
+            });
+            let id = registered.map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+            ids.push(id);
+            flags.push((sig, flag));
         }
+        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled_set()), None);
         Ok(SignalPipe {
-            read: fds[0],
-            write: fds[1],
+            read,
+            write,
+            flags,
+            ids,
         })
     }
 
     /// The signals that arrived, waiting up to `timeout` for the first, or
     /// for one of `extra` to be ready (their `revents` are filled in).
-    pub fn wait(&self, timeout: Duration, extra: &mut Vec<libc::pollfd>) -> Vec<i32> {
-        extra.insert(
-            0,
-            libc::pollfd {
-                fd: self.read,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        );
-        unsafe {
-            libc::poll(
-                extra.as_mut_ptr(),
-                extra.len() as libc::nfds_t,
-                timeout.as_millis() as libc::c_int,
-            )
-        };
-        extra.remove(0);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 64];
-        loop {
-            let n = unsafe { libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            out.extend(buf[..n as usize].iter().map(|&b| i32::from(b)));
+    pub fn wait(&self, timeout: Duration, extra: &mut [libc::pollfd]) -> Vec<i32> {
+        let mut fds = Vec::with_capacity(1 + extra.len());
+        fds.push(PollFd::new(self.read.as_fd(), PollFlags::POLLIN));
+        // The stats server's sockets stay raw descriptors there.
+        // SAFETY: each descriptor in `extra` is open for the whole call (the
+        // stats server owns them and is not touched while we poll).
+        let borrowed: Vec<_> = extra
+            .iter()
+            .map(|p| unsafe { std::os::fd::BorrowedFd::borrow_raw(p.fd) })
+            .collect();
+        for (p, fd) in extra.iter().zip(&borrowed) {
+            fds.push(PollFd::new(*fd, PollFlags::from_bits_truncate(p.events)));
         }
-        out
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        for (p, fd) in extra.iter_mut().zip(&fds[1..]) {
+            p.revents = fd.revents().map_or(0, |r| r.bits());
+        }
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut &self.read, &mut buf), Ok(n) if n > 0) {}
+        self.flags
+            .iter()
+            .filter(|(_, flag)| flag.swap(false, Ordering::AcqRel))
+            .map(|(sig, _)| *sig)
+            .collect()
     }
 
+    /// The pipe's two ends, for a forked worker to close.
     pub fn fds(&self) -> [RawFd; 2] {
-        [self.read, self.write]
+        [self.read.as_raw_fd(), self.write.as_raw_fd()]
     }
 }
 
-/// Puts every handled signal back to its default action and unblocks all:
-/// a worker must not inherit the master's handlers (embedding.md, Pitfalls).
-pub fn reset_in_child(fds: [RawFd; 2]) {
-    for sig in handled() {
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+impl Drop for SignalPipe {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::close(fds[0]);
-        libc::close(fds[1]);
+}
+
+impl SignalPipe {
+    /// In a new worker, with the master's signals still blocked: takes the
+    /// master's actions off its signals and closes its pipe. signal-hook's
+    /// handler stays installed, so the worker's own handlers (tokio's, which
+    /// use the same registry) are added to it; signals without one do
+    /// nothing. The worker unblocks the signals once its handlers are in
+    /// place (`unblock_all`), so a stop sent meanwhile is neither lost nor
+    /// fatal.
+    pub fn release_in_child(&self) {
+        for id in &self.ids {
+            signal_hook::low_level::unregister(*id);
+        }
+        for fd in self.fds() {
+            // The copies in this process's memory are never dropped (a
+            // worker ends with _exit), so the descriptors are closed here.
+            let _ = nix::unistd::close(fd);
+        }
     }
 }
 

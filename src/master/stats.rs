@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::scoreboard::{BUCKETS, CORES, Cause, LATENCY_BOUNDS_US, Scoreboard};
-use crate::sys::clock::now_us;
 use crate::config::Config;
 use crate::listen::{self, Listener, Protocol, Socket};
+use crate::sys::clock::now_us;
 
 /// How long a stats client may take to send its request and read the answer.
 const CLIENT_TIME: Duration = Duration::from_secs(3);

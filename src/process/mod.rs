@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::Control;
+use crate::lifecycle::Control;
 
 static IS_WORKER: AtomicBool = AtomicBool::new(false);
 
@@ -145,16 +145,6 @@ fn lookup_group(g: &str) -> Result<libc::gid_t, String> {
     Ok(unsafe { (*gr).gr_gid })
 }
 
-/// The signals a master answers to (documented in the README).
-pub fn control_signal(what: Control) -> libc::c_int {
-    match what {
-        Control::Stop => libc::SIGTERM,
-        Control::Reload => libc::SIGHUP,
-        Control::ChainReload => libc::SIGRTMIN() + 1,
-        Control::BrutalReload => libc::SIGRTMIN() + 2,
-    }
-}
-
 /// `--stop`/`--reload`/`--chain-reload`/`--brutal-reload PIDFILE`.
 pub fn send_control(what: Control, pidfile: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(pidfile)
@@ -172,7 +162,7 @@ pub fn send_control(what: Control, pidfile: &Path) -> Result<(), String> {
             pidfile.display()
         ));
     }
-    if unsafe { libc::kill(pid, control_signal(what)) } != 0 {
+    if unsafe { libc::kill(pid, what.signal()) } != 0 {
         let e = std::io::Error::last_os_error();
         return Err(if e.raw_os_error() == Some(libc::ESRCH) {
             format!(
@@ -183,13 +173,7 @@ pub fn send_control(what: Control, pidfile: &Path) -> Result<(), String> {
             format!("cannot signal pid {pid}: {e}")
         });
     }
-    let verb = match what {
-        Control::Stop => "stop",
-        Control::Reload => "reload",
-        Control::ChainReload => "chain reload",
-        Control::BrutalReload => "brutal reload",
-    };
-    crate::say!("oxgate: asked the master (pid {pid}) to {verb}");
+    crate::say!("oxgate: asked the master (pid {pid}) to {}", what.verb());
     Ok(())
 }
 

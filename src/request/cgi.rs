@@ -224,7 +224,6 @@ pub fn normalise(
     (vars, content_length, is_head)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,8 +35,10 @@ impl ConnInfo {
                 || Bytes::from_static(b"localhost"),
                 |a| Bytes::from(a.ip().to_string()),
             ),
-            local_port: local
-                .map_or_else(|| Bytes::from_static(b"80"), |a| Bytes::from(a.port().to_string())),
+            local_port: local.map_or_else(
+                || Bytes::from_static(b"80"),
+                |a| Bytes::from(a.port().to_string()),
+            ),
             peer: peer.map(|p| {
                 (
                     Bytes::from(p.ip().to_string()),
@@ -46,4 +48,3 @@ impl ConnInfo {
         }
     }
 }
-

@@ -66,4 +66,3 @@ pub struct Outcome {
     pub failed: bool,
     pub protocol: Protocol,
 }
-

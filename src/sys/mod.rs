@@ -3,4 +3,5 @@
 
 pub mod clock;
 pub mod procfs;
+pub mod signals;
 pub mod time;

@@ -27,7 +27,6 @@ pub fn app_name(cfg: &Config) -> String {
         .join(", ")
 }
 
-
 /// The apps a worker serves: the handler every front end calls, and the
 /// Python host behind it (for the request observer and module watching).
 #[derive(Clone)]

@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::frontend::gateway::{self, GatewaySettings, RawConn};
 use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
-use crate::request::{ConnInfo, Handler};
 use crate::listen::{Address, Listener, Protocol, Socket};
 use crate::process;
+use crate::request::{ConnInfo, Handler};
 
 /// What the front ends need from the configuration.
 pub struct FrontEnds {
@@ -36,7 +36,6 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
     }
 }
 
-
 /// The runtime is built only after any fork: no runtime thread may exist
 /// when a process forks (embedding.md §4).
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -56,6 +55,13 @@ pub async fn serve(
     mercy: Duration,
     ready: impl FnOnce(),
 ) -> Result<(), String> {
+    let mut signals = Vec::new();
+    for (kind, name) in stop_on {
+        signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));
+    }
+    // A worker's stop may have arrived since its fork, blocked: it is
+    // delivered now, to the handler just installed.
+    crate::sys::signals::unblock_all();
     let (stop_tx, stop_rx) = watch::channel(false);
     let flush = Arc::new(FlushQueue::default());
     tokio::spawn(flush.clone().run());
@@ -143,10 +149,6 @@ pub async fn serve(
     drop(alive_tx);
     ready();
 
-    let mut signals = Vec::new();
-    for (kind, name) in stop_on {
-        signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));
-    }
     let why = next_signal(&mut signals).await;
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
@@ -209,8 +211,8 @@ impl Conn {
                 let g = self.gateway.clone();
                 let threads = self.host.concurrency();
                 tokio::spawn(async move {
-                    gateway::serve_fastcgi(stream, info, h, g, threads).await;
-                    drop((a, f, st, s));
+                    gateway::serve_fastcgi(stream, info, h, g, threads, st).await;
+                    drop((a, f, s));
                 });
             }
             protocol => {
@@ -295,4 +297,3 @@ async fn accept_failed(addr: &Address, e: std::io::Error) {
     crate::say!("oxgate: accept on {addr} failed: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
-

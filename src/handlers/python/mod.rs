@@ -56,6 +56,15 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     let program_c = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| format!("{} contains a NUL byte", program.display()))?;
     let argv0 = CString::new("oxgate").expect("no NUL");
+    // SAFETY: `config` is initialised by PyConfig_InitPythonConfig before
+    // any field is read or written, and cleared once (PyConfig_Clear) after
+    // its last use; `cfg` points into it, and it lives to the end of the
+    // block. The C strings passed (`program_c`, and `argv0` through `argv`)
+    // outlive the calls, which copy them. A non-null `err_msg` points to a
+    // static NUL-terminated message. This runs before any other use of
+    // Python in the process (`load_app` calls it first); a successful
+    // Py_InitializeFromConfig leaves this thread holding the GIL, which
+    // PyEval_SaveThread releases (later uses take it with Python::attach).
     unsafe {
         let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
@@ -194,6 +203,11 @@ pub struct PythonApps {
 /// interpreter state is reset, `os.register_at_fork` hooks run (random is
 /// reseeded). For a master that loaded the app (preload).
 pub fn fork() -> libc::pid_t {
+    // SAFETY: the sequence os.fork() runs. PyOS_BeforeFork needs the GIL,
+    // which `attach` holds, and takes the interpreter's locks, so no other
+    // thread holds one across the fork; each side then calls its
+    // PyOS_AfterFork_* once, which releases or resets them (the child also
+    // forgets the threads it no longer has). fork itself takes no pointers.
     Python::attach(|_py| unsafe {
         ffi::PyOS_BeforeFork();
         let pid = libc::fork();

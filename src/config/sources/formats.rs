@@ -1,0 +1,237 @@
+//! The per-format parsers: uWSGI's INI, YAML, JSON and XML config files,
+//! each read into the `(key, value, line)` items of one section.
+
+pub fn format_of(path: &str) -> &'static str {
+    let lower = path.to_ascii_lowercase();
+    let file = lower
+        .rsplit_once(':')
+        .filter(|(_, s)| !s.contains('/'))
+        .map_or(lower.as_str(), |(f, _)| f);
+    if file.ends_with(".yaml") || file.ends_with(".yml") {
+        "yaml"
+    } else if file.ends_with(".json") || file.ends_with(".js") {
+        "json"
+    } else if file.ends_with(".xml") {
+        "xml"
+    } else {
+        "ini"
+    }
+}
+
+/// uWSGI's INI rules: `#`/`;` comments only at the start of a line, no
+/// inline comments, the first `=` splits, a bare key is a flag (empty
+/// value), only the chosen section counts, repeated keys all count.
+pub fn parse_ini(
+    text: &str,
+    section: &str,
+    default_section: bool,
+) -> Result<Vec<(String, String, usize)>, String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    let mut found = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_matches([' ', '\t', '\r']);
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest.strip_suffix(']').unwrap_or(rest).trim().to_string();
+            found |= name == section || default_section && name == "oxgate";
+            current = Some(name);
+            continue;
+        }
+        let active = current
+            .as_deref()
+            .is_some_and(|c| c == section || default_section && c == "oxgate");
+        if !active {
+            continue;
+        }
+        let (k, v) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => (line, ""),
+        };
+        out.push((k.to_string(), v.to_string(), n + 1));
+    }
+    if !found {
+        return Err(format!(
+            "no [{section}] section{}",
+            if default_section {
+                " (or [oxgate])"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(out)
+}
+
+fn scalar_to_string(y: &yaml_rust2::Yaml) -> Option<String> {
+    use yaml_rust2::Yaml;
+    Some(match y {
+        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        Yaml::Boolean(b) => b.to_string(),
+        Yaml::Null => String::new(),
+        _ => return None,
+    })
+}
+
+/// The `uwsgi:` (or `oxgate:`) mapping; a list value repeats the key.
+pub fn parse_yaml(text: &str, section: &str) -> Result<Vec<(String, String, usize)>, String> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let root = docs.first().ok_or("empty YAML file")?;
+    let map = [section, "oxgate"]
+        .iter()
+        .find_map(|s| match &root[*s] {
+            Yaml::Hash(h) => Some(h),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no top-level `{section}:` mapping"))?;
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let key = scalar_to_string(k).ok_or("a key that is not a scalar")?;
+        match v {
+            Yaml::Array(items) => {
+                for item in items {
+                    let value = scalar_to_string(item)
+                        .ok_or_else(|| format!("{key}: list items must be scalars"))?;
+                    out.push((key.clone(), value, 0));
+                }
+            }
+            other => {
+                let value = scalar_to_string(other)
+                    .ok_or_else(|| format!("{key}: expected a scalar or a list of scalars"))?;
+                out.push((key, value, 0));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `"uwsgi"` (or `"oxgate"`) object; an array value repeats the key.
+pub fn parse_json(text: &str, section: &str) -> Result<Vec<(String, String, usize)>, String> {
+    use serde_json::Value;
+    let root: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let obj = [section, "oxgate"]
+        .iter()
+        .find_map(|s| root.get(*s).and_then(Value::as_object))
+        .ok_or_else(|| format!("no top-level \"{section}\" object"))?;
+    let scalar = |v: &Value| -> Option<String> {
+        Some(match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => String::new(),
+            _ => return None,
+        })
+    };
+    let mut out = Vec::new();
+    for (key, v) in obj {
+        match v {
+            Value::Array(items) => {
+                for item in items {
+                    out.push((
+                        key.clone(),
+                        scalar(item).ok_or_else(|| format!("{key}: list items must be scalars"))?,
+                        0,
+                    ));
+                }
+            }
+            other => out.push((
+                key.clone(),
+                scalar(other).ok_or_else(|| format!("{key}: expected a scalar or a list"))?,
+                0,
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// Children of the `<uwsgi>` (or `<oxgate>`) element; an empty element is
+/// a flag.
+pub fn parse_xml(text: &str, section: &str) -> Result<Vec<(String, String, usize)>, String> {
+    let doc = roxmltree::Document::parse(text).map_err(|e| format!("invalid XML: {e}"))?;
+    let root = doc.root_element();
+    let node = if [section, "oxgate"].contains(&root.tag_name().name()) {
+        root
+    } else {
+        root.children()
+            .find(|n| n.is_element() && [section, "oxgate"].contains(&n.tag_name().name()))
+            .ok_or_else(|| format!("no <{section}> element"))?
+    };
+    Ok(node
+        .children()
+        .filter(|n| n.is_element())
+        .map(|n| {
+            let line = doc.text_pos_at(n.range().start).row as usize;
+            (
+                n.tag_name().name().to_string(),
+                n.text().unwrap_or("").trim().to_string(),
+                line,
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ini_rules() {
+        let text = "# comment\n; comment\n[other]\nx = 1\n[uwsgi]\nmaster = true\nvacuum\nprocesses = 4 # four\nenv = A=1\nenv = B=2\n  spaced =  value with spaces  \n";
+        let items = parse_ini(text, "uwsgi", true).unwrap();
+        let kv: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(k, v, _)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            kv,
+            vec![
+                ("master", "true"),
+                ("vacuum", ""),
+                ("processes", "4 # four"),
+                ("env", "A=1"),
+                ("env", "B=2"),
+                ("spaced", "value with spaces"),
+            ]
+        );
+        assert_eq!(items[0].2, 6);
+        assert!(
+            parse_ini("[x]\na=1\n", "uwsgi", true)
+                .unwrap_err()
+                .contains("[uwsgi]")
+        );
+        assert_eq!(
+            parse_ini("[oxgate]\na=1\n", "uwsgi", true).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn other_formats() {
+        let y = parse_yaml(
+            "uwsgi:\n  master: true\n  processes: 4\n  env:\n    - A=1\n    - B=2\n",
+            "uwsgi",
+        )
+        .unwrap();
+        assert_eq!(y.len(), 4);
+        assert_eq!((y[1].0.as_str(), y[1].1.as_str()), ("processes", "4"));
+        let j = parse_json(
+            r#"{"uwsgi": {"master": true, "socket": [":1", ":2"], "threads": 2}}"#,
+            "uwsgi",
+        )
+        .unwrap();
+        assert_eq!(j.len(), 4);
+        assert_eq!(j[0].1, "true");
+        let x = parse_xml(
+            "<uwsgi><master/><processes>4</processes><env>A=1</env></uwsgi>",
+            "uwsgi",
+        )
+        .unwrap();
+        assert_eq!(x.len(), 3);
+        assert_eq!((x[0].0.as_str(), x[0].1.as_str()), ("master", ""));
+        assert!(parse_json("{}", "uwsgi").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Config logic: `if-*` conditions, `for` blocks, `%(a + b)` arithmetic,
+//! `for-glob` wildcards, and uWSGI's djb33x hash.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::entry::{Origin, err};
+use crate::config::ConfigError;
+
+pub(super) const IF_ALIASES: &[&str] = &["ifenv", "ifexists", "iffile", "ifdir", "ifopt"];
+
+/// Whether a logic block holds, and the value `%(_)` takes inside it.
+pub(super) fn condition(
+    key: &str,
+    value: &str,
+    placeholders: &HashMap<String, String>,
+) -> Option<(bool, String)> {
+    let key = match key {
+        "ifenv" => "if-env",
+        "ifexists" => "if-exists",
+        "iffile" => "if-file",
+        "ifdir" => "if-dir",
+        "ifopt" => "if-opt",
+        k => k,
+    };
+    let (negated, what) = match key.strip_prefix("if-not-") {
+        Some(w) => (true, w),
+        None => (false, key.strip_prefix("if-")?),
+    };
+    let (holds, item) = match what {
+        "env" => {
+            let (name, want) = match value.split_once('=') {
+                Some((n, w)) => (n, Some(w)),
+                None => (value, None),
+            };
+            let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+            let holds = match (want, &v) {
+                (Some(w), Some(v)) => v == w,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            (holds, v.unwrap_or_default())
+        }
+        "exists" => (Path::new(value).exists(), value.to_string()),
+        "file" => (Path::new(value).is_file(), value.to_string()),
+        "dir" => (Path::new(value).is_dir(), value.to_string()),
+        "opt" => {
+            let (name, want) = match value.split_once('=') {
+                Some((n, w)) => (n.trim(), Some(w.trim())),
+                None => (value.trim(), None),
+            };
+            let v = placeholders.get(name);
+            let holds = match (want, v) {
+                (Some(w), Some(v)) => v == w,
+                (None, Some(v)) => !v.is_empty(),
+                _ => false,
+            };
+            (holds, v.cloned().unwrap_or_default())
+        }
+        _ => return None,
+    };
+    Some((holds != negated, item))
+}
+
+/// The index of the `end` closing the block that starts before `from`.
+pub(super) fn find_block_end(
+    items: &[(String, String, usize)],
+    from: usize,
+    origin: &Origin,
+    end: &str,
+) -> Result<usize, ConfigError> {
+    let mut depth = 0;
+    for (j, (k, _, _)) in items.iter().enumerate().skip(from) {
+        let opens = if end == "endif" {
+            k.starts_with("if-") || IF_ALIASES.contains(&k.as_str())
+        } else {
+            k == "for" || k.starts_with("for-")
+        };
+        if opens {
+            depth += 1;
+        } else if k == end {
+            if depth == 0 {
+                return Ok(j);
+            }
+            depth -= 1;
+        }
+    }
+    err(origin, format!("this block has no {end}"))
+}
+
+/// `a op b op c`, left to right, integers and placeholder names.
+pub(super) fn arithmetic(expr: &str, placeholders: &HashMap<String, String>) -> Option<i64> {
+    let tokens: Vec<&str> = expr.split_whitespace().collect();
+    if tokens.len() < 3 || tokens.len().is_multiple_of(2) {
+        return None;
+    }
+    let operand = |t: &str| {
+        t.parse::<i64>()
+            .ok()
+            .or_else(|| placeholders.get(t).and_then(|v| v.trim().parse().ok()))
+    };
+    let mut acc = operand(tokens[0])?;
+    for pair in tokens[1..].chunks(2) {
+        let b = operand(pair[1])?;
+        acc = match pair[0] {
+            "+" => acc.checked_add(b)?,
+            "-" => acc.checked_sub(b)?,
+            "*" => acc.checked_mul(b)?,
+            "/" => acc.checked_div(b)?,
+            _ => return None,
+        };
+    }
+    Some(acc)
+}
+
+pub(super) fn glob(pattern: &str) -> Vec<String> {
+    let path = Path::new(pattern);
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => (
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            },
+            n.to_string_lossy(),
+        ),
+        _ => return Vec::new(),
+    };
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+                .map(|e| dir.join(e.file_name()).display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(&p, &n)
+}
+
+pub(super) fn djb33x(s: &[u8]) -> u32 {
+    s.iter()
+        .fold(5381u32, |h, &c| h.wrapping_mul(33) ^ u32::from(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*.ini", "a.ini"));
+        assert!(!wildcard("*.ini", "a.yaml"));
+        assert!(wildcard("a?c*", "abcdef"));
+    }
+}

@@ -1,0 +1,450 @@
+//! The `Reader`: config sources read in order into one stream of entries,
+//! each file expanded in place with its placeholders, includes and logic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::entry::{Entry, Origin, err};
+use super::formats::{format_of, parse_ini, parse_json, parse_xml, parse_yaml};
+use super::logic::{IF_ALIASES, arithmetic, condition, find_block_end, glob};
+use super::magic::{FileInfo, magic, read_at};
+use crate::config::ConfigError;
+
+/// Options that load another config file in place.
+pub const INCLUDE_KEYS: &[&str] = &["ini", "yaml", "yml", "json", "js", "xml", "include"];
+
+/// Reads config sources into entries, keeping the placeholder state.
+pub struct Reader {
+    pub entries: Vec<Entry>,
+    /// Every key seen so far, with its latest value: uWSGI's placeholders.
+    placeholders: HashMap<String, String>,
+    /// Placeholders set with set-placeholder / set-ph (never options).
+    pub declared: Vec<String>,
+    /// The first config file, for the upper-case magic variables.
+    first: Option<FileInfo>,
+    depth: usize,
+    started: std::time::SystemTime,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader {
+            entries: Vec::new(),
+            placeholders: HashMap::new(),
+            declared: Vec::new(),
+            first: None,
+            depth: 0,
+            started: std::time::SystemTime::now(),
+        }
+    }
+}
+
+impl Reader {
+    /// An entry from the command line or the environment: no expansion.
+    pub fn push(&mut self, key: &str, value: &str, origin: Origin) {
+        self.placeholders.insert(key.to_string(), value.to_string());
+        self.entries.push(Entry {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin,
+        });
+    }
+
+    /// `--ini FILE[:section]` and friends, from the command line or the
+    /// environment: reads the file in place.
+    pub fn load_file(
+        &mut self,
+        format: &str,
+        spec: &str,
+        from: &Origin,
+    ) -> Result<(), ConfigError> {
+        self.include(format, spec, from, None)
+    }
+
+    /// Reads a config file in place; `current` is the file naming it.
+    fn include(
+        &mut self,
+        format: &str,
+        spec: &str,
+        from: &Origin,
+        current: Option<&FileInfo>,
+    ) -> Result<(), ConfigError> {
+        if self.depth > 16 {
+            return err(
+                from,
+                format!("config files include each other too deeply (at {spec})"),
+            );
+        }
+        // "file.ini:section", ":section" (the current file), or "file.ini".
+        let (file, section) = match spec.rsplit_once(':') {
+            Some((f, s)) if !s.contains('/') && !s.is_empty() => (f, Some(s)),
+            _ => (spec, None),
+        };
+        let (path, given) = if file.is_empty() {
+            match current {
+                Some(c) => (c.path.clone(), c.given.clone()),
+                None => {
+                    return err(
+                        from,
+                        format!("{spec}: no current config file for a :section include"),
+                    );
+                }
+            }
+        } else {
+            let base = match current {
+                Some(c) if Path::new(file).is_relative() => c
+                    .path
+                    .parent()
+                    .map_or_else(|| PathBuf::from(file), |d| d.join(file)),
+                _ => PathBuf::from(file),
+            };
+            (std::path::absolute(&base).unwrap_or(base), file.to_string())
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError(format!(
+                "{from}: cannot read config file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let info = FileInfo {
+            given,
+            path: path.clone(),
+            section: section.unwrap_or("uwsgi").to_string(),
+        };
+        if self.first.is_none() {
+            self.first = Some(info.clone());
+        }
+        let origin_path = Rc::new(path.clone());
+        let format = if format == "auto" {
+            format_of(file)
+        } else {
+            format
+        };
+        let items = match format {
+            "yaml" => parse_yaml(&text, &info.section),
+            "json" => parse_json(&text, &info.section),
+            "xml" => parse_xml(&text, &info.section),
+            _ => parse_ini(&text, &info.section, section.is_none()),
+        }
+        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        self.depth += 1;
+        let r = self.feed(&items, &info, &origin_path);
+        self.depth -= 1;
+        r
+    }
+
+    /// Applies logic blocks, includes and placeholders to a file's items.
+    fn feed(
+        &mut self,
+        items: &[(String, String, usize)],
+        info: &FileInfo,
+        path: &Rc<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        let mut i = 0;
+        let mut loop_var: Vec<String> = Vec::new();
+        self.feed_range(items, &mut i, items.len(), info, path, &mut loop_var)
+    }
+
+    fn feed_range(
+        &mut self,
+        items: &[(String, String, usize)],
+        i: &mut usize,
+        end: usize,
+        info: &FileInfo,
+        path: &Rc<PathBuf>,
+        loop_var: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        while *i < end {
+            let (key, raw, line) = &items[*i];
+            let origin = Origin::File {
+                path: path.clone(),
+                line: *line,
+            };
+            *i += 1;
+            let value = self.expand(raw, Some(info), loop_var.last().map(String::as_str));
+            match key.as_str() {
+                "endif" | "endfor" => continue, // unmatched: harmless, as in uWSGI
+                k if k.starts_with("if-") || k.starts_with("if") && IF_ALIASES.contains(&k) => {
+                    let block_end = find_block_end(items, *i, &origin, "endif")?;
+                    let (holds, item) =
+                        condition(k, &value, &self.placeholders).ok_or_else(|| {
+                            ConfigError(format!("{origin}: unknown config logic {k:?}"))
+                        })?;
+                    if holds {
+                        loop_var.push(item);
+                        let mut j = *i;
+                        self.feed_range(items, &mut j, block_end, info, path, loop_var)?;
+                        loop_var.pop();
+                    }
+                    *i = block_end + 1;
+                }
+                "for" | "for-glob" | "for-readline" => {
+                    let block_end = find_block_end(items, *i, &origin, "endfor")?;
+                    let values: Vec<String> = match key.as_str() {
+                        "for" => value.split_whitespace().map(str::to_string).collect(),
+                        "for-glob" => glob(&value),
+                        _ => std::fs::read_to_string(&value)
+                            .map_err(|e| {
+                                ConfigError(format!("{origin}: for-readline {value}: {e}"))
+                            })?
+                            .lines()
+                            .map(str::to_string)
+                            .collect(),
+                    };
+                    for v in values {
+                        loop_var.push(v);
+                        let mut j = *i;
+                        self.feed_range(items, &mut j, block_end, info, path, loop_var)?;
+                        loop_var.pop();
+                    }
+                    *i = block_end + 1;
+                }
+                "set-placeholder" | "set-ph" => match value.split_once('=') {
+                    Some((k, v)) => {
+                        self.placeholders
+                            .insert(k.trim().to_string(), v.trim().to_string());
+                        self.declared.push(k.trim().to_string());
+                    }
+                    None => return err(&origin, format!("{key} {value:?}: expected NAME=VALUE")),
+                },
+                "print" => eprintln!("{value}"),
+                k if INCLUDE_KEYS.contains(&k) => {
+                    let format = match k {
+                        "ini" => "ini",
+                        "yaml" | "yml" => "yaml",
+                        "json" | "js" => "json",
+                        "xml" => "xml",
+                        _ => "auto",
+                    };
+                    self.include(format, &value, &origin, Some(info))?;
+                }
+                _ => {
+                    self.placeholders.insert(key.clone(), value.clone());
+                    self.entries.push(Entry {
+                        key: key.clone(),
+                        value,
+                        origin,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Expands `$(ENV)`, `@(file)`, `%(placeholder)`, `%(a * b)` and the
+    /// magic `%x` variables. Unknown `%(name)` stays as written (request-log
+    /// formats use the same syntax).
+    fn expand(&self, value: &str, file: Option<&FileInfo>, item: Option<&str>) -> String {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(pos) = rest.find(['$', '@', '%']) {
+            out.push_str(&rest[..pos]);
+            let tail = &rest[pos..];
+            let sigil = tail.as_bytes()[0];
+            if tail.len() > 1
+                && tail.as_bytes()[1] == b'('
+                && let Some(close) = matching_paren(&tail[1..])
+            {
+                let inner = &tail[2..close + 1];
+                rest = &tail[close + 2..];
+                match sigil {
+                    b'$' => out.push_str(&std::env::var(inner).unwrap_or_default()),
+                    b'@' => out.push_str(&read_at(inner)),
+                    _ => out.push_str(&self.placeholder(inner, file, item)),
+                }
+                continue;
+            }
+            if sigil == b'%' && tail.len() > 1 {
+                let c = tail[1..].chars().next().expect("not empty");
+                rest = &tail[1 + c.len_utf8()..];
+                match magic(c, file, self.first.as_ref(), self.started) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        out.push('%');
+                        out.push(c);
+                    }
+                }
+                continue;
+            }
+            out.push(sigil as char);
+            rest = &tail[1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn placeholder(&self, inner: &str, file: Option<&FileInfo>, item: Option<&str>) -> String {
+        if inner == "_"
+            && let Some(item) = item
+        {
+            return item.to_string();
+        }
+        if let Some(v) = self.placeholders.get(inner) {
+            return v.clone();
+        }
+        // Arithmetic on numbers and placeholders: %(%k * 2), %(workers + 1).
+        let expanded = self.expand(inner, file, item);
+        if let Some(n) = arithmetic(&expanded, &self.placeholders) {
+            return n.to_string();
+        }
+        format!("%({inner})")
+    }
+}
+
+fn matching_paren(s: &str) -> Option<usize> {
+    // s starts with '('
+    let mut depth = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::logic::djb33x;
+    use super::*;
+
+    fn read(text: &str) -> Reader {
+        let dir = std::env::temp_dir().join(format!(
+            "oxgate-cfg-{}-{}",
+            std::process::id(),
+            djb33x(text.as_bytes())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("app.ini");
+        std::fs::write(&f, text).unwrap();
+        let mut r = Reader::default();
+        r.load_file("ini", f.to_str().unwrap(), &Origin::CommandLine)
+            .unwrap();
+        r
+    }
+
+    fn values(r: &Reader, key: &str) -> Vec<String> {
+        r.entries
+            .iter()
+            .filter(|e| e.key == key)
+            .map(|e| e.value.clone())
+            .collect()
+    }
+
+    /// A variable the environment already holds, with its value. The tests
+    /// only read the environment: `std::env::set_var` would race with
+    /// other test threads reading it through the C library (`localtime_r`
+    /// reads `TZ`), which makes it unsound in a threaded test binary.
+    fn env_var() -> (String, String) {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .find(|(k, v)| {
+                !v.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+            .expect("the tests need one environment variable")
+    }
+
+    /// A variable name the environment does not hold.
+    fn unset_var() -> String {
+        (0..)
+            .map(|i| format!("OXGATE_TEST_UNSET_{i}"))
+            .find(|n| std::env::var_os(n).is_none())
+            .expect("some name is free")
+    }
+
+    #[test]
+    fn placeholders_and_magic() {
+        let (name, value) = env_var();
+        let r = read(&format!(
+            "[uwsgi]\nbase = /srv/app\nchdir = %(base)/src\nsocket = :$({name})\n\
+             pidfile = %d%n.pid\nlog-format = %(addr) %(method)\nprocesses = %(%k * 2)\nlogdate = %%Y\n\
+             threads = %(base_threads + 1)\nname = %x\n",
+        ));
+        assert_eq!(values(&r, "chdir"), ["/srv/app/src"]);
+        assert_eq!(values(&r, "socket"), [format!(":{value}")]);
+        let pid = &values(&r, "pidfile")[0];
+        assert!(pid.ends_with("/app.pid") && pid.starts_with('/'), "{pid}");
+        assert_eq!(values(&r, "log-format"), ["%(addr) %(method)"]);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(values(&r, "processes"), [(cores * 2).to_string()]);
+        assert_eq!(values(&r, "logdate"), ["%Y"]);
+        assert_eq!(values(&r, "threads"), ["%(base_threads + 1)"]);
+        assert_eq!(values(&r, "name"), ["app.ini:uwsgi"]);
+    }
+
+    #[test]
+    fn logic_blocks_and_sections() {
+        let ((set, value), unset) = (env_var(), unset_var());
+        let r = read(&format!(
+            "[uwsgi]\nif-env = {set}\nenv = SEEN=%(_)\nendif =\nif-not-env = {set}\nenv = WRONG=1\nendif =\n\
+             if-env = {unset}\nenv = WRONG=2\nendif =\nfor = a b c\npythonpath = /x/%(_)\nendfor =\n\
+             ini = :extra\nset-ph = only=placeholder\nmodule = %(only)\n[extra]\nharakiri = 30\n",
+        ));
+        assert_eq!(values(&r, "env"), [format!("SEEN={value}")]);
+        assert_eq!(values(&r, "pythonpath"), ["/x/a", "/x/b", "/x/c"]);
+        assert_eq!(values(&r, "harakiri"), ["30"]);
+        assert_eq!(values(&r, "module"), ["placeholder"]);
+        assert!(values(&r, "set-ph").is_empty());
+    }
+
+    #[test]
+    fn files_magic_and_includes() {
+        let dir = std::env::temp_dir().join(format!("oxgate-cfg-inc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(dir.join("secret.txt"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("conf.d/a.ini"), "[uwsgi]\nenv = FROM_A=1\n").unwrap();
+        std::fs::write(dir.join("conf.d/b.ini"), "[uwsgi]\nenv = FROM_B=1\n").unwrap();
+        std::fs::write(
+            dir.join("main.ini"),
+            format!(
+                "[uwsgi]\nkey = @({0}/secret.txt)\np = %p\ns = %s\ne = %e\nc = %c\no = %o\nzero = %0\n\
+                 if-dir = {0}\nenv = DIR=%(_)\nendif =\nif-file = {0}/nope\nenv = WRONG=1\nendif =\n\
+                 for-glob = {0}/conf.d/*.ini\nini = %(_)\nendfor =\nini = conf.d/a.ini\nnum = %(2 + 3)\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut r = Reader::default();
+        let main = dir.join("main.ini");
+        r.load_file("ini", main.to_str().unwrap(), &Origin::CommandLine)
+            .unwrap();
+        assert_eq!(values(&r, "key"), ["s3cret"]);
+        assert_eq!(values(&r, "p"), [main.display().to_string()]);
+        assert_eq!(values(&r, "s"), ["main.ini"]);
+        assert_eq!(values(&r, "e"), ["ini"]);
+        assert_eq!(
+            values(&r, "c"),
+            [dir.file_name().unwrap().to_string_lossy().to_string()]
+        );
+        assert_eq!(values(&r, "o"), [main.display().to_string()]);
+        assert_eq!(values(&r, "zero"), ["tmp"]);
+        assert_eq!(
+            values(&r, "env"),
+            [
+                format!("DIR={}", dir.display()),
+                "FROM_A=1".into(),
+                "FROM_B=1".into(),
+                "FROM_A=1".into()
+            ]
+        );
+        assert_eq!(values(&r, "num"), ["5"]);
+        // an include names its file and line in errors
+        let bad = dir.join("bad.ini");
+        std::fs::write(&bad, "[uwsgi]\nini = missing.ini\n").unwrap();
+        let e = Reader::default()
+            .load_file("ini", bad.to_str().unwrap(), &Origin::CommandLine)
+            .unwrap_err();
+        assert!(
+            e.0.contains("bad.ini:2") && e.0.contains("missing.ini"),
+            "{}",
+            e.0
+        );
+    }
+}

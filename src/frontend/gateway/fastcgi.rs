@@ -1,0 +1,369 @@
+//! The FastCGI driver: a RESPONDER over records, with keep-conn
+//! (many requests on one connection), GET_VALUES and aborts.
+
+use crate::listen::Protocol;
+use crate::proto::fastcgi;
+use crate::request::cgi::normalise;
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody,
+};
+use crate::request::{ConnInfo, Handler};
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+
+use super::response::response_head;
+use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+
+/// Reads FastCGI records from the connection; shared by the connection
+/// loop and a request body still arriving.
+pub(super) struct FcgiReader<R> {
+    rd: ReadHalf<R>,
+    buf: BytesMut,
+    timeout: Duration,
+}
+
+impl<R: AsyncRead> FcgiReader<R> {
+    /// The next record; `Ok(None)` when the front end closed.
+    async fn record(&mut self) -> Result<Option<fastcgi::Record>, String> {
+        loop {
+            if let Some(r) = fastcgi::parse_record(&mut self.buf).map_err(|e| e.to_string())? {
+                return Ok(Some(r));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more bytes; `Ok(false)` when the front end closed. Safe to
+    /// cancel: bytes are only ever appended to the buffer.
+    async fn fill(&mut self) -> Result<bool, String> {
+        match tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf)).await {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no bytes for {}s (--socket-timeout)",
+                self.timeout.as_secs()
+            )),
+        }
+    }
+}
+
+pub(super) type SharedReader<R> = Arc<tokio::sync::Mutex<FcgiReader<R>>>;
+
+/// What GET_VALUES asks and oxgate answers: connections are plenty, one
+/// request at a time per connection (no multiplexing).
+pub(super) fn get_values_result(query: &Bytes, threads: usize) -> Vec<u8> {
+    let mut known: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    for (name, _) in fastcgi::parse_pairs(query).unwrap_or_default() {
+        let value = match &name[..] {
+            b"FCGI_MAX_CONNS" => b"1024".to_vec(),
+            b"FCGI_MAX_REQS" => threads.to_string().into_bytes(),
+            b"FCGI_MPXS_CONNS" => b"0".to_vec(),
+            _ => continue,
+        };
+        let name: &[u8] = match &name[..] {
+            b"FCGI_MAX_CONNS" => b"FCGI_MAX_CONNS",
+            b"FCGI_MAX_REQS" => b"FCGI_MAX_REQS",
+            _ => b"FCGI_MPXS_CONNS",
+        };
+        known.push((name, value));
+    }
+    let refs: Vec<(&[u8], &[u8])> = known.iter().map(|(k, v)| (*k, &v[..])).collect();
+    let mut out = Vec::new();
+    fastcgi::write_records(
+        &mut out,
+        fastcgi::GET_VALUES_RESULT,
+        0,
+        &fastcgi::encode_pairs(&refs),
+    );
+    out
+}
+
+/// Serves a FastCGI connection: requests one after another while the front
+/// end keeps the connection (FCGI_KEEP_CONN), as nginx's upstream
+/// keepalive does.
+pub async fn serve_fastcgi<S>(
+    stream: S,
+    info: ConnInfo,
+    host: Arc<dyn Handler>,
+    settings: Arc<GatewaySettings>,
+    threads: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
+        rd,
+        buf: BytesMut::with_capacity(16 * 1024),
+        timeout: settings.timeout,
+    }));
+    loop {
+        // Between requests (nginx's `fastcgi_keep_conn on`), a graceful stop
+        // closes the connection; a request already begun is served first.
+        let idle = reader.lock().await.buf.is_empty();
+        if idle {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopping| *stopping) => break,
+                more = async { reader.lock().await.fill().await } => match more {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        crate::say!("oxgate: fastcgi connection closed: {e}");
+                        break;
+                    }
+                },
+            }
+        }
+        match fastcgi_request(&reader, &mut wr, &info, &host, &settings, threads).await {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                crate::say!("oxgate: fastcgi connection closed: {e}");
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// One request; `Ok(true)` to keep the connection for the next.
+pub(super) async fn fastcgi_request<S, W>(
+    reader: &SharedReader<S>,
+    wr: &mut W,
+    info: &ConnInfo,
+    host: &Arc<dyn Handler>,
+    settings: &GatewaySettings,
+    threads: usize,
+) -> Result<bool, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    // Wait for BEGIN_REQUEST, answering management records meanwhile.
+    let (id, keep) = loop {
+        let Some(rec) = reader.lock().await.record().await? else {
+            return Ok(false);
+        };
+        match (rec.kind, rec.request_id) {
+            (fastcgi::GET_VALUES, 0) => {
+                let reply = get_values_result(&rec.content, threads);
+                wr.write_all(&reply).await.map_err(|e| e.to_string())?;
+            }
+            (kind, 0) => {
+                let mut out = Vec::new();
+                fastcgi::unknown_type(&mut out, kind);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            (fastcgi::BEGIN_REQUEST, id) => {
+                let (role, flags) =
+                    fastcgi::parse_begin(&rec.content).map_err(|e| e.to_string())?;
+                let keep = flags & fastcgi::KEEP_CONN != 0;
+                if role != fastcgi::RESPONDER {
+                    crate::say!("oxgate: fastcgi role {role} refused: oxgate is a RESPONDER");
+                    let mut out = Vec::new();
+                    fastcgi::end_request(&mut out, id, 0, fastcgi::UNKNOWN_ROLE);
+                    wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                    if keep {
+                        continue;
+                    }
+                    return Ok(false);
+                }
+                break (id, keep);
+            }
+            _ => {} // records of inactive requests are ignored (spec §2.5)
+        }
+    };
+    // PARAMS until its empty record; a second request on this connection
+    // meanwhile is refused (no multiplexing), an abort ends this one.
+    let mut params = BytesMut::new();
+    loop {
+        let Some(rec) = reader.lock().await.record().await? else {
+            return Ok(false);
+        };
+        match rec.kind {
+            fastcgi::PARAMS if rec.request_id == id => {
+                if rec.content.is_empty() {
+                    break;
+                }
+                if params.len() + rec.content.len() > settings.max_vars {
+                    let e = fastcgi::Error::TooLarge {
+                        size: params.len() + rec.content.len(),
+                        limit: settings.max_vars,
+                    };
+                    return Err(e.to_string());
+                }
+                params.extend_from_slice(&rec.content);
+            }
+            fastcgi::ABORT_REQUEST if rec.request_id == id => {
+                let mut out = Vec::new();
+                fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                return Ok(keep);
+            }
+            fastcgi::BEGIN_REQUEST if rec.request_id != id => {
+                let mut out = Vec::new();
+                fastcgi::end_request(&mut out, rec.request_id, 0, fastcgi::CANT_MPX_CONN);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            fastcgi::GET_VALUES if rec.request_id == 0 => {
+                let reply = get_values_result(&rec.content, threads);
+                wr.write_all(&reply).await.map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+    }
+    let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
+    let (vars, content_length, is_head) = normalise(raw, info, false);
+    // The body: STDIN records until the empty one. Up to INLINE_BODY_MAX
+    // is read now (a GET's empty STDIN comes at once; nginx sends an empty
+    // CONTENT_LENGTH then), so the app can run inline; more streams on.
+    let mut stdin_done = false;
+    let streamed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut first = BytesMut::new();
+    if content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
+        while !stdin_done && first.len() as u64 <= INLINE_BODY_MAX {
+            let Some(rec) = reader.lock().await.record().await? else {
+                return Ok(false);
+            };
+            if rec.kind == fastcgi::STDIN && rec.request_id == id {
+                if rec.content.is_empty() {
+                    stdin_done = true;
+                } else {
+                    first.extend_from_slice(&rec.content);
+                }
+            }
+        }
+    }
+    let body = if stdin_done && first.is_empty() {
+        RequestBody::Empty
+    } else if stdin_done {
+        RequestBody::Full(first.freeze())
+    } else {
+        RequestBody::Stream(BodyStream::new(FcgiBody {
+            reader: reader.clone(),
+            id,
+            pending: (!first.is_empty()).then(|| first.freeze()),
+            done: streamed_done.clone(),
+            fut: None,
+        }))
+    };
+    let response = host
+        .clone()
+        .handle(Request {
+            vars,
+            body,
+            is_head,
+            protocol: Protocol::Fastcgi,
+        })
+        .await;
+    // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
+    // The same CGI head as SCGI's.
+    let mut head = response_head(Protocol::Scgi, b"", &response);
+    let Response { body, headers, .. } = response;
+    drop(headers);
+    let mut out = Vec::with_capacity(head.len() + 64);
+    match body {
+        ResponseBody::Empty => fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head),
+        ResponseBody::Full(b) => {
+            head.extend_from_slice(&b);
+            fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);
+        }
+        ResponseBody::Stream { first, mut rest } => {
+            if let Some(b) = first {
+                head.extend_from_slice(&b);
+            }
+            fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);
+            wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            out.clear();
+            while let Some(chunk) = rest.chunk().await {
+                // An app failing mid-response: close without END_REQUEST,
+                // so the front end sees the response is incomplete.
+                let chunk = chunk.map_err(|e| e.message)?;
+                fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &chunk);
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                out.clear();
+            }
+        }
+    }
+    fastcgi::write_records(&mut out, fastcgi::STDOUT, id, b"");
+    fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+    wr.write_all(&out).await.map_err(|e| e.to_string())?;
+    wr.flush().await.map_err(|e| e.to_string())?;
+    if !keep {
+        return Ok(false);
+    }
+    // A body the app did not read to its end: skip the rest of it, so the
+    // next request starts at a record boundary.
+    if !stdin_done && !streamed_done.load(std::sync::atomic::Ordering::Acquire) {
+        loop {
+            let Some(rec) = reader.lock().await.record().await? else {
+                return Ok(false);
+            };
+            if rec.kind == fastcgi::STDIN && rec.request_id == id && rec.content.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(true)
+}
+
+pub(super) type RecordFuture<R> = std::pin::Pin<
+    Box<dyn Future<Output = (Result<Option<fastcgi::Record>, String>, SharedReader<R>)> + Send>,
+>;
+
+/// A FastCGI request body still arriving: STDIN records of one request.
+pub(super) struct FcgiBody<R> {
+    reader: SharedReader<R>,
+    id: u16,
+    /// Read before the app was called.
+    pending: Option<Bytes>,
+    /// Set at the empty STDIN record, for the connection loop.
+    done: Arc<std::sync::atomic::AtomicBool>,
+    fut: Option<RecordFuture<R>>,
+}
+
+impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        loop {
+            if self.done.load(std::sync::atomic::Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            let fut = self.fut.get_or_insert_with(|| {
+                let reader = self.reader.clone();
+                Box::pin(async move {
+                    let r = reader.lock().await.record().await;
+                    (r, reader)
+                })
+            });
+            let (result, _) = std::task::ready!(fut.as_mut().poll(cx));
+            self.fut = None;
+            return Poll::Ready(match result {
+                Ok(None) => Some(Err(BodyError::new(
+                    400,
+                    "the front end closed the connection mid-body",
+                ))),
+                Err(e) => Some(Err(BodyError::new(400, e))),
+                Ok(Some(rec)) if rec.kind == fastcgi::STDIN && rec.request_id == self.id => {
+                    if rec.content.is_empty() {
+                        self.done.store(true, std::sync::atomic::Ordering::Release);
+                        None
+                    } else {
+                        Some(Ok(rec.content))
+                    }
+                }
+                Ok(Some(_)) => continue, // other records: not this body's
+            });
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The uwsgi and SCGI driver: one request per connection (nginx's
+//! uwsgi_pass, scgi_pass), read whole or streamed, then close.
+
+use crate::listen::Protocol;
+use crate::proto::{scgi, uwsgi};
+use crate::request::cgi::normalise;
+use crate::request::{BodyError, BodyStream, ChunkSource, Request, RequestBody, Response};
+use crate::request::{ConnInfo, Handler};
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+
+use super::response::{status_line_version, write_response};
+use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+
+/// One parsed request head, whatever the protocol.
+pub(super) enum Parsed {
+    Request {
+        vars: Vec<(Bytes, Bytes)>,
+        strip_script_name: bool,
+    },
+    /// uwsgi's ping: answer the pong header.
+    Ping,
+}
+
+/// The head of a request, `None` until enough bytes arrived; an error says
+/// what was wrong and whether the client spoke HTTP instead.
+pub(super) fn parse_head(
+    protocol: Protocol,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<Parsed>, (String, bool)> {
+    match protocol {
+        Protocol::Uwsgi => match uwsgi::parse(buf, limit) {
+            Ok(None) => Ok(None),
+            Ok(Some(h)) => match h.modifier1 {
+                0 | 30 => Ok(Some(Parsed::Request {
+                    vars: h.vars,
+                    strip_script_name: h.modifier1 == 30,
+                })),
+                100 => Ok(Some(Parsed::Ping)),
+                m => Err((
+                    format!(
+                        "modifier1 {m} refused: oxgate serves WSGI (modifier1 0, 30) and ping (100)"
+                    ),
+                    false,
+                )),
+            },
+            Err(e) => Err((e.to_string(), e == uwsgi::Error::LooksLikeHttp)),
+        },
+        Protocol::Scgi => match scgi::parse(buf, limit) {
+            Ok(None) => Ok(None),
+            Ok(Some(vars)) => Ok(Some(Parsed::Request {
+                vars,
+                strip_script_name: false,
+            })),
+            Err(e) => Err((e.to_string(), e == scgi::Error::LooksLikeHttp)),
+        },
+        Protocol::Http | Protocol::Fastcgi => unreachable!("served by their own front ends"),
+    }
+}
+
+/// Serves one gateway connection: one request, then close. `buf` holds
+/// bytes already read from it (by the fast path).
+pub async fn serve<S>(
+    stream: S,
+    protocol: Protocol,
+    info: ConnInfo,
+    host: Arc<dyn Handler>,
+    settings: Arc<GatewaySettings>,
+    mut buf: BytesMut,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (raw, strip_script_name) = loop {
+        match parse_head(protocol, &mut buf, settings.max_vars) {
+            Ok(Some(Parsed::Request {
+                vars,
+                strip_script_name,
+            })) => break (vars, strip_script_name),
+            Ok(Some(Parsed::Ping)) => {
+                let _ = wr.write_all(&uwsgi::PONG).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+            Ok(None) => {}
+            Err((e, http)) => {
+                crate::say!("oxgate: {} request refused: {e}", protocol.name());
+                if http {
+                    let text = format!(
+                        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+                         This socket speaks the {} protocol, not HTTP.\n",
+                        protocol.name()
+                    );
+                    let _ = wr.write_all(text.as_bytes()).await;
+                }
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+        match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return, // closed, failed or too slow before a whole head
+        }
+    };
+    let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
+    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
+        && len > limit
+    {
+        write_response(
+            &mut wr,
+            protocol,
+            &status_line_version(&vars),
+            Response::plain(413, "Content Too Large", "Request body too large\n"),
+        )
+        .await;
+        return;
+    }
+    let len = content_length.unwrap_or(0);
+    let body = if len == 0 {
+        RequestBody::Empty
+    } else if len <= INLINE_BODY_MAX {
+        // Small: read it all now, so the app can run inline.
+        while (buf.len() as u64) < len {
+            match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return, // the front end went away mid-body
+            }
+        }
+        buf.truncate(len as usize);
+        RequestBody::Full(buf.split().freeze())
+    } else {
+        let prefix = buf.split().freeze();
+        let prefix = prefix.slice(..prefix.len().min(len as usize));
+        RequestBody::Stream(BodyStream::new(SocketBody {
+            rd: Some(rd),
+            remaining: len - prefix.len() as u64,
+            pending: (!prefix.is_empty()).then_some(prefix),
+            timeout: settings.timeout,
+            sleep: None,
+        }))
+    };
+    let version = status_line_version(&vars);
+    let response = host
+        .clone()
+        .handle(Request {
+            vars,
+            body,
+            is_head,
+            protocol,
+        })
+        .await;
+    write_response(&mut wr, protocol, &version, response).await;
+}
+
+/// A body after the vars: exactly CONTENT_LENGTH bytes from the socket.
+pub(super) struct SocketBody<R> {
+    rd: Option<ReadHalf<R>>,
+    pending: Option<Bytes>,
+    remaining: u64,
+    timeout: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<R: AsyncRead + Send + 'static> ChunkSource for SocketBody<R> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let Some(rd) = self.rd.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let want = self.remaining.min(64 * 1024) as usize;
+        let mut tmp = vec![0u8; want];
+        let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+        match std::pin::Pin::new(rd).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                self.sleep = None;
+                let n = rb.filled().len();
+                if n == 0 {
+                    self.rd = None;
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        400,
+                        format!(
+                            "the front end closed the connection {} bytes short of CONTENT_LENGTH",
+                            self.remaining
+                        ),
+                    ))));
+                }
+                self.remaining -= n as u64;
+                tmp.truncate(n);
+                Poll::Ready(Some(Ok(Bytes::from(tmp))))
+            }
+            Poll::Ready(Err(e)) => {
+                self.rd = None;
+                Poll::Ready(Some(Err(BodyError::new(
+                    400,
+                    format!("reading the request body: {e}"),
+                ))))
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    self.rd = None;
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        400,
+                        format!(
+                            "no request body bytes for {}s (--socket-timeout)",
+                            timeout.as_secs()
+                        ),
+                    ))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}

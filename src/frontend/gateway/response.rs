@@ -1,0 +1,88 @@
+//! Writing a response as the gateway protocols want it: raw HTTP with
+//! a status line (uwsgi) or CGI-style with `Status:` (SCGI).
+
+use crate::listen::Protocol;
+use crate::request::{Response, ResponseBody, Var, VarName};
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// The HTTP version a uwsgi status line carries: the request's, else 1.1.
+pub(super) fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
+    vars.iter()
+        .find(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
+        .map(|(_, v)| v.clone())
+        .filter(|v| v.starts_with(b"HTTP/1."))
+        .unwrap_or_else(|| Bytes::from_static(b"HTTP/1.1"))
+}
+
+/// The status line (uwsgi) or Status: header (SCGI), and the headers.
+pub(super) fn response_head(protocol: Protocol, version: &[u8], resp: &Response) -> Vec<u8> {
+    let reason = resp.reason.clone().unwrap_or_else(|| {
+        http::StatusCode::from_u16(resp.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown")
+            .to_string()
+    });
+    let mut head = Vec::with_capacity(256);
+    if protocol == Protocol::Scgi {
+        head.extend_from_slice(b"Status:");
+    } else {
+        head.extend_from_slice(version);
+    }
+    head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
+    for (name, value) in &resp.headers {
+        head.extend_from_slice(name);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Writes the response (no chunking: the front end frames it for its
+/// client) and closes the connection. uwsgi needs an HTTP/1.x status line
+/// (Apache's mod_proxy_uwsgi refuses anything else); SCGI is a CGI
+/// response, with `Status:`.
+pub(super) async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    protocol: Protocol,
+    version: &[u8],
+    resp: Response,
+) {
+    let mut head = response_head(protocol, version, &resp);
+    // The headers may hold a share of a larger buffer: not kept while a
+    // long response streams.
+    let Response { body, headers, .. } = resp;
+    drop(headers);
+    let result = async {
+        match body {
+            ResponseBody::Empty => wr.write_all(&head).await,
+            ResponseBody::Full(b) => {
+                head.extend_from_slice(&b);
+                wr.write_all(&head).await
+            }
+            ResponseBody::Stream { first, mut rest } => {
+                if let Some(b) = first {
+                    head.extend_from_slice(&b);
+                }
+                wr.write_all(&head).await?;
+                while let Some(chunk) = rest.chunk().await {
+                    match chunk {
+                        Ok(b) => wr.write_all(&b).await?,
+                        // The app failed mid-response: cut the connection, so
+                        // the front end sees an incomplete response.
+                        Err(e) => return Err(std::io::Error::other(e.message)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+    .await;
+    if result.is_ok() {
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+    }
+}

@@ -1,0 +1,148 @@
+//! The protocol-neutral response turned back into hyper's, its body
+//! streamed with files going out by sendfile.
+
+use crate::request::{BodyError, BodyStream, Response, ResponseBody};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::conn::{ConnCtx, Finished};
+
+/// The response body as hyper sees it.
+pub(super) struct OxBody {
+    kind: BodyKind,
+    /// The connection, told when the body is done with.
+    conn: Finished,
+}
+
+pub(super) enum BodyKind {
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        first: Option<Bytes>,
+        rest: BodyStream,
+        /// An error held back one poll, so hyper flushes what the app
+        /// produced before it cuts the connection.
+        failed: Option<BodyError>,
+        /// Bytes of the file region last handed to the connection's
+        /// FileQueue (to go out with sendfile) still to be stood for by
+        /// frames.
+        file_left: u64,
+    },
+}
+
+impl Body for OxBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            BodyKind::Empty => Poll::Ready(None),
+            BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Stream {
+                first,
+                rest,
+                failed,
+                file_left,
+            } => {
+                if let Some(e) = failed.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                if let Some(b) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                if *file_left == 0
+                    && let Some(region) = rest.take_file()
+                {
+                    *file_left = region.len;
+                    this.conn.0.files.push(region);
+                }
+                if *file_left > 0 {
+                    let frame = super::sendfile::placeholder(
+                        usize::try_from(*file_left).unwrap_or(super::sendfile::FRAME_MAX),
+                    );
+                    *file_left -= frame.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(frame))));
+                }
+                match rest.poll_chunk(cx) {
+                    Poll::Ready(Some(Err(e))) => {
+                        *failed = Some(e);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    other => other.map(|c| c.map(|r| r.map(Frame::data))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Empty => true,
+            BodyKind::Full(b) => b.is_none(),
+            BodyKind::Stream { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Empty => SizeHint::with_exact(0),
+            BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// hyper's response for `resp`, its headers put in `headers` (empty).
+pub(super) fn to_hyper(
+    resp: Response,
+    mut headers: http::HeaderMap,
+    close: bool,
+    conn: Arc<ConnCtx>,
+) -> hyper::Response<OxBody> {
+    let kind = match resp.body {
+        ResponseBody::Empty => BodyKind::Empty,
+        ResponseBody::Full(b) => BodyKind::Full(Some(b)),
+        ResponseBody::Stream { first, rest } => BodyKind::Stream {
+            first,
+            rest,
+            failed: None,
+            file_left: 0,
+        },
+    };
+    let mut out = hyper::Response::new(OxBody {
+        kind,
+        conn: Finished(conn),
+    });
+    *out.status_mut() =
+        http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(reason) = resp.reason
+        && out.status().canonical_reason() != Some(reason.as_str())
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes())
+    {
+        out.extensions_mut().insert(reason);
+    }
+    let mut list = resp.headers;
+    for (name, value) in list.drain(..) {
+        // Names and values were validated when the app set them.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    crate::request::recycle_headers(list);
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    *out.headers_mut() = headers;
+    out
+}

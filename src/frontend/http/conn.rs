@@ -1,0 +1,330 @@
+//! One HTTP/1.1 connection: hyper drives it; this file adds the idle
+//! watchdog, the graceful stop and the call to the handler.
+
+use crate::request::Response;
+use crate::request::{ConnInfo, Handler};
+use bytes::BytesMut;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::batch::FlushQueue;
+use super::body::{OxBody, to_hyper};
+use super::convert::{ARENA_SIZE, Headed, convert_head, to_request};
+
+/// Bodies up to this size are read before the app is called, so the call
+/// can run inline on the event loop; larger or chunked ones stream.
+pub(super) const INLINE_BODY_MAX: u64 = 64 * 1024;
+
+pub struct HttpSettings {
+    pub limit_post: Option<u64>,
+    pub max_head: usize,
+    pub head_timeout: Duration,
+}
+
+/// A connected stream whose pending bytes can be looked at without
+/// consuming them.
+pub trait Peek:
+    AsyncRead + AsyncWrite + super::sendfile::SendFile + AsRawFd + Unpin + Send + Sync + 'static
+{
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Peek for tokio::net::TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
+    }
+}
+
+impl Peek for tokio::net::UnixStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::UnixStream::readable(self)
+    }
+}
+
+/// hyper answers any HTTP version other than 1.x with 400; clients deserve
+/// 505 when the request is well formed but names a version we do not speak
+/// (HTTP/2.0 without TLS, say). Looks at the connection's first request line.
+pub(super) async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
+    stream.readable().await.ok()?;
+    let mut buf = [0u8; 1024];
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let line = buf.get(..usize::try_from(n).ok()?)?;
+    let line = &line[..line.iter().position(|&c| c == b'\n')?];
+    let version = line
+        .strip_suffix(b"\r")
+        .unwrap_or(line)
+        .rsplit(|&c| c == b' ')
+        .next()?;
+    let rest = version.strip_prefix(b"HTTP/")?;
+    let (major, minor) = std::str::from_utf8(rest).ok()?.split_once('.')?;
+    let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+    (major != 1 || minor > 1).then(|| format!("HTTP/{major}.{minor}"))
+}
+
+/// Serves one connection until it closes, or until `shutdown` fires and the
+/// request in flight (if any) is done.
+pub async fn serve_connection<S: Peek>(
+    mut stream: S,
+    info: ConnInfo,
+    host: Arc<dyn Handler>,
+    settings: Arc<HttpSettings>,
+    flush: Arc<FlushQueue>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Ok(Some(version)) =
+        tokio::time::timeout(settings.head_timeout, unsupported_version(&stream)).await
+    {
+        let body = format!("{version} is not supported; use HTTP/1.1\n");
+        let reply = format!(
+            "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let files = Arc::new(super::sendfile::FileQueue::default());
+    let progress = Arc::new(TaskCounter::default());
+    let io = TokioIo::new(super::batch::BatchedIo::new(
+        stream,
+        flush,
+        files.clone(),
+        progress.clone(),
+    ));
+    // What every request of the connection needs, behind one reference
+    // count: the service clones it once per request.
+    let conn_ctx = Arc::new(ConnCtx {
+        info,
+        handler: host,
+        settings: settings.clone(),
+        files,
+        progress,
+        begun: TaskCounter::default(),
+        finished: TaskCounter::default(),
+    });
+    let ctx = conn_ctx.clone();
+    // Made at its size, so that a buffer it moves on to is no smaller.
+    let arena = std::cell::RefCell::new(BytesMut::with_capacity(ARENA_SIZE));
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let ctx = ctx.clone();
+        ctx.begun.bump();
+        let (parts, body) = req.into_parts();
+        let head = convert_head(
+            &parts,
+            body,
+            &ctx.info,
+            &ctx.settings,
+            &mut arena.borrow_mut(),
+        );
+        // The request's header map, emptied, carries the response's
+        // headers; hyper keeps that map to parse the next request into,
+        // so a keep-alive connection allocates no header maps.
+        let mut headers = parts.headers;
+        headers.clear();
+        async move { Ok::<_, Infallible>(handle(head, headers, ctx).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        // Body frames go down to BatchedIo as they are, never copied into
+        // hyper's buffer: file frames depend on it (sendfile.rs). So must
+        // `pipeline_flush` stay off: it switches hyper to copying.
+        .writev(true)
+        // hyper's own head timeout arms a timer for every request, a
+        // tenth of a hello-world request's CPU; `idle_watchdog` does its
+        // job with one timer per connection.
+        .header_read_timeout(None)
+        .max_buf_size(settings.max_head.max(8192));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let stop = async {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => true,
+            () = idle_watchdog(&conn_ctx) => false,
+        }
+    };
+    match race_rarely(conn.as_mut(), stop).await {
+        Either::Main(res) => return log_conn_error(res),
+        Either::Side(false) => return, // idle
+        Either::Side(true) => {}       // shutting down
+    }
+    // A connection accepted just before the stop has a request on its way
+    // (or already in the socket): hyper would see it idle and close it
+    // unread. Serve that first request, bounded by the head timeout.
+    let begun = &conn_ctx.begun;
+    if begun.get() == 0 {
+        let first = async {
+            while begun.get() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            res = conn.as_mut() => return log_conn_error(res),
+            _ = tokio::time::timeout(settings.head_timeout, first) => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        res = conn.as_mut() => log_conn_error(res),
+        // hyper waits for a head begun but never finished.
+        () = idle_watchdog(&conn_ctx) => {}
+    }
+}
+
+/// Returns once the connection has gone a whole `--socket-timeout` with
+/// nothing to show: no request begun, none in progress, and nothing written
+/// to the client. So an idle keep-alive connection, a client that trickles
+/// its head, or one that stops reading a response the app has finished
+/// (as uWSGI's timeout on each write) is closed after one to two timeouts.
+/// A request being served, however long its app takes, and a response the
+/// client is still reading keep the connection open.
+pub(super) async fn idle_watchdog(ctx: &ConnCtx) {
+    let timeout = ctx.settings.head_timeout;
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
+    let state = || (ctx.begun.get(), ctx.progress.get());
+    let mut seen = state();
+    loop {
+        sleep.as_mut().await;
+        let now = state();
+        if now == seen && ctx.finished.get() == now.0 {
+            return;
+        }
+        seen = now;
+        sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+    }
+}
+
+pub(super) enum Either<A, B> {
+    Main(A),
+    Side(B),
+}
+
+/// Runs `main` and `side` until either is done, polling `side` only when
+/// its own waker fired (and once at first), not every time the task wakes
+/// for `main`: a connection wakes twice per request, and its shutdown
+/// watch and watchdog timer cost a lock and a timer lookup to poll.
+pub(super) async fn race_rarely<A: Future + ?Sized, B: Future>(
+    mut main: Pin<&mut A>,
+    side: B,
+) -> Either<A::Output, B::Output> {
+    struct SideWaker {
+        woken: std::sync::atomic::AtomicBool,
+        task: atomic_waker::AtomicWaker,
+    }
+    impl std::task::Wake for SideWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::Release);
+            self.task.wake();
+        }
+    }
+    tokio::pin!(side);
+    let flag = Arc::new(SideWaker {
+        woken: std::sync::atomic::AtomicBool::new(true),
+        task: atomic_waker::AtomicWaker::new(),
+    });
+    let side_waker = std::task::Waker::from(flag.clone());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = main.as_mut().poll(cx) {
+            return Poll::Ready(Either::Main(v));
+        }
+        // Registered before the flag is read: a wake-up after the read
+        // still reaches the task.
+        flag.task.register(cx.waker());
+        if flag.woken.load(Ordering::Acquire) && flag.woken.swap(false, Ordering::AcqRel) {
+            let mut side_cx = Context::from_waker(&side_waker);
+            if let Poll::Ready(v) = side.as_mut().poll(&mut side_cx) {
+                return Poll::Ready(Either::Side(v));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
+    if let Err(e) = res {
+        // Clients that go away, time out or send garbage are routine; only
+        // a response cut short by the app is worth a line.
+        let src = std::error::Error::source(&e).map(|s| s.to_string());
+        if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
+            crate::say!(
+                "oxgate: connection closed: {e}{}",
+                src.map(|s| format!(": {s}")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A connection's share of the worker, for each of its requests.
+pub(super) struct ConnCtx {
+    pub(super) info: ConnInfo,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) settings: Arc<HttpSettings>,
+    pub(super) files: Arc<super::sendfile::FileQueue>,
+    /// Requests this connection has begun; a stop waits for the first one.
+    pub(super) begun: TaskCounter,
+    /// Requests whose response body hyper is done with (`Finished`): all
+    /// of it queued to be written, or dropped.
+    pub(super) finished: TaskCounter,
+    /// Writes to the socket (by `BatchedIo`), for the watchdog.
+    pub(super) progress: Arc<TaskCounter>,
+}
+
+/// A count that only the connection's own task adds to (others may read
+/// it): no atomic read-modify-write.
+#[derive(Default)]
+pub(super) struct TaskCounter(AtomicU64);
+
+impl TaskCounter {
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn bump(&self) {
+        self.0.store(self.get() + 1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a request as finished when its response body is dropped: hyper
+/// drops it once the body is queued to be written, or the connection is
+/// gone.
+pub(super) struct Finished(pub(super) Arc<ConnCtx>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finished.bump();
+    }
+}
+
+pub(super) async fn handle(
+    head: Result<Headed, Response>,
+    headers: http::HeaderMap,
+    ctx: Arc<ConnCtx>,
+) -> hyper::Response<OxBody> {
+    let request = match async { to_request(head?, &ctx.settings).await }.await {
+        Ok(r) => r,
+        Err(resp) => return to_hyper(resp, headers, true, ctx),
+    };
+    let resp = ctx.handler.clone().handle(request).await;
+    to_hyper(resp, headers, false, ctx)
+}

@@ -1,0 +1,262 @@
+//! hyper's request head turned into CGI variables (with the rules in
+//! `request::cgi`), and its body into the protocol-neutral one.
+
+use crate::request::ConnInfo;
+use crate::request::cgi::{header_var, split_host};
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, Var, VarName,
+};
+use bytes::{Bytes, BytesMut};
+use http::header::{self};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use percent_encoding::percent_decode;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::conn::{HttpSettings, INLINE_BODY_MAX};
+
+pub(super) fn static_bytes(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+/// Collects CGI variables whose values are copied into one shared buffer,
+/// the connection's: no allocation per variable, nor (once the previous
+/// request's values are dropped) per request. Each value is split off the
+/// buffer as it is written, so the list is built once.
+pub(super) struct VarsBuilder<'a> {
+    arena: &'a mut BytesMut,
+    vars: Vec<(VarName, Bytes)>,
+}
+
+impl VarsBuilder<'_> {
+    fn put(&mut self, name: Var, value: Bytes) {
+        self.vars.push((VarName::Known(name), value));
+    }
+
+    /// Copies `parts` into the arena as one value, joined by `sep`.
+    fn copy<'p>(&mut self, name: VarName, sep: &[u8], parts: impl IntoIterator<Item = &'p [u8]>) {
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                self.arena.extend_from_slice(sep);
+            }
+            self.arena.extend_from_slice(part);
+        }
+        let value = if self.arena.is_empty() {
+            Bytes::new()
+        } else {
+            self.arena.split().freeze()
+        };
+        self.vars.push((name, value));
+    }
+}
+
+/// The room a connection keeps for its requests' CGI values.
+pub(super) const ARENA_SIZE: usize = 2048;
+
+/// A request whose head is already converted, its body still to read.
+pub(super) struct Headed {
+    vars: Vec<(VarName, Bytes)>,
+    body: Incoming,
+    is_head: bool,
+}
+
+/// Converts the head, synchronously: called in the service itself, so that
+/// hyper's request (whose URI and headers point into hyper's read buffer)
+/// is gone before hyper reads ahead on the connection. Held until the
+/// service future first runs, it made hyper allocate a new 8 KiB read
+/// buffer for every request.
+pub(super) fn convert_head(
+    parts: &http::request::Parts,
+    body: Incoming,
+    info: &ConnInfo,
+    settings: &HttpSettings,
+    arena: &mut BytesMut,
+) -> Result<Headed, Response> {
+    // Values beyond the buffer (rare) move on to a new one.
+    crate::request::ready_arena(arena, ARENA_SIZE, ARENA_SIZE);
+    let mut v = VarsBuilder {
+        arena,
+        // Ten variables besides the headers, and room for a SCRIPT_NAME.
+        vars: crate::request::vars_with_capacity(11 + parts.headers.keys_len()),
+    };
+    match parts.method.as_str() {
+        "GET" => v.put(Var::REQUEST_METHOD, static_bytes("GET")),
+        "POST" => v.put(Var::REQUEST_METHOD, static_bytes("POST")),
+        "HEAD" => v.put(Var::REQUEST_METHOD, static_bytes("HEAD")),
+        m => v.copy(VarName::Known(Var::REQUEST_METHOD), b"", [m.as_bytes()]),
+    }
+    let path = parts.uri.path();
+    let decoded: std::borrow::Cow<'_, [u8]> = percent_decode(path.as_bytes()).into();
+    v.copy(VarName::Known(Var::PATH_INFO), b"", [&*decoded]);
+    v.copy(
+        VarName::Known(Var::QUERY_STRING),
+        b"",
+        [parts.uri.query().unwrap_or("").as_bytes()],
+    );
+    let raw_uri = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
+    v.copy(VarName::Known(Var::REQUEST_URI), b"", [raw_uri.as_bytes()]);
+    v.put(
+        Var::SERVER_PROTOCOL,
+        match parts.version {
+            http::Version::HTTP_10 => static_bytes("HTTP/1.0"),
+            _ => static_bytes("HTTP/1.1"),
+        },
+    );
+    v.put(Var::REQUEST_SCHEME, static_bytes("http"));
+
+    // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(h) => {
+            let (name, port) = split_host(h);
+            v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
+            match port.filter(|p| !p.is_empty()) {
+                Some(p) => v.copy(VarName::Known(Var::SERVER_PORT), b"", [p]),
+                None => v.put(Var::SERVER_PORT, info.local_port()),
+            }
+        }
+        None => {
+            v.put(Var::SERVER_NAME, info.local_name());
+            v.put(Var::SERVER_PORT, info.local_port());
+        }
+    }
+    if let Some((addr, port)) = info.peer() {
+        v.put(Var::REMOTE_ADDR, addr.clone());
+        v.put(Var::REMOTE_PORT, port.clone());
+    }
+
+    let mut content_length = None;
+    // The values of a repeated header come one after another.
+    let mut headers = parts.headers.iter().peekable();
+    while let Some((name, first)) = headers.next() {
+        let rest = std::iter::from_fn(|| headers.next_if(|(n, _)| *n == name).map(|(_, v)| v));
+        if *name == header::CONTENT_LENGTH {
+            // hyper has already refused conflicting or malformed lengths.
+            content_length = std::str::from_utf8(first.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            v.copy(VarName::Known(Var::CONTENT_LENGTH), b"", [first.as_bytes()]);
+            rest.for_each(drop);
+            continue;
+        }
+        if *name == header::CONTENT_TYPE {
+            v.copy(VarName::Known(Var::CONTENT_TYPE), b"", [first.as_bytes()]);
+            rest.for_each(drop);
+            continue;
+        }
+        // "X_Forwarded_For" would pass for "X-Forwarded-For" once both become
+        // HTTP_X_FORWARDED_FOR; like nginx, drop names with underscores.
+        if name.as_str().contains('_') {
+            rest.for_each(drop);
+            continue;
+        }
+        let sep: &[u8] = if *name == header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
+        v.copy(
+            header_var(name.as_str()),
+            sep,
+            std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
+        );
+    }
+    let vars = v.vars;
+
+    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
+        && len > limit
+    {
+        return Err(Response::plain(
+            413,
+            "Content Too Large",
+            "Request body too large\n",
+        ));
+    }
+
+    Ok(Headed {
+        vars,
+        body,
+        is_head: parts.method == http::Method::HEAD,
+    })
+}
+
+/// The request with its body: read whole when small, else streamed.
+pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<Request, Response> {
+    let Headed {
+        vars,
+        body,
+        is_head,
+    } = head;
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= INLINE_BODY_MAX)
+    {
+        match body.collect().await {
+            Ok(c) => RequestBody::Full(c.to_bytes()),
+            Err(_) => {
+                return Err(Response::plain(
+                    400,
+                    "Bad Request",
+                    "Incomplete request body\n",
+                ));
+            }
+        }
+    } else {
+        RequestBody::Stream(BodyStream::new(IncomingChunks {
+            body,
+            limit: settings.limit_post,
+            seen: 0,
+        }))
+    };
+    Ok(Request {
+        vars,
+        body,
+        is_head,
+        protocol: crate::listen::Protocol::Http,
+    })
+}
+
+/// A request body still arriving from hyper.
+pub(super) struct IncomingChunks {
+    body: Incoming,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl ChunkSource for IncomingChunks {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            return match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::new(
+                    400,
+                    format!("reading the request body: {e}"),
+                )))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.seen += data.len() as u64;
+                        if self.limit.is_some_and(|l| self.seen > l) {
+                            return Poll::Ready(Some(Err(BodyError::new(
+                                413,
+                                "request body larger than --limit-post",
+                            ))));
+                        }
+                        Poll::Ready(Some(Ok(data)))
+                    }
+                    Err(_) => continue, // trailers
+                },
+            };
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! One call of a WSGI app: calling it with its environ, then driving its
+//! iterable chunk by chunk until it is done and closed.
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyIOError, PyRuntimeError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use super::buffers::to_bytes;
+use super::error::{CallError, log_exception};
+use super::file_wrapper::{FileWrapper, file_region};
+use super::host::{Callable, WsgiApp, WsgiHost};
+use super::input::Input;
+use super::start_response::{Head, StartResponse, type_name};
+use crate::request::{BodyError, FileRegion, VarName};
+
+impl WsgiHost {
+    /// Builds the environ and calls the app; the response is not started yet.
+    pub(super) fn begin(
+        &self,
+        py: Python<'_>,
+        target: &WsgiApp,
+        vars: Vec<(VarName, Bytes)>,
+        input: Input,
+    ) -> Result<Call, CallError> {
+        let app = match &target.callable {
+            Callable::Fixed(app) => app.bind(py).clone(),
+            Callable::Vhost(fallback) => match self.dynamic_app(py, &vars).transpose()? {
+                Some(app) => app,
+                None => match fallback {
+                    Some(app) => app.bind(py).clone(),
+                    None => return Err(CallError::NoApp),
+                },
+            },
+        };
+        let environ = self.environ(py, vars)?;
+        let input_failure = input.failure.clone();
+        let input = Bound::new(py, input).map_err(CallError::Internal)?;
+        environ
+            .set_item(self.key_input.bind(py), input)
+            .map_err(CallError::Internal)?;
+        let sr = Bound::new(py, StartResponse::default()).map_err(CallError::Internal)?;
+        let result = app
+            .call1((&environ, &sr))
+            .map_err(|e| CallError::App(e, environ.clone().unbind()).or_client(&input_failure))?;
+        let iter = if let Ok(list) = result.cast_exact::<PyList>() {
+            Iter::List(list.clone().unbind(), 0)
+        } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+            Iter::Tuple(tuple.clone().unbind(), 0)
+        } else if let Ok(wrapper) = result.cast_exact::<FileWrapper>() {
+            match file_region(py, wrapper) {
+                Some(f) => Iter::File(f),
+                None => Iter::Generic(
+                    result
+                        .try_iter()
+                        .map_err(|e| CallError::App(e, environ.clone().unbind()))?
+                        .into_any()
+                        .unbind(),
+                ),
+            }
+        } else {
+            match result.try_iter() {
+                Ok(it) => Iter::Generic(it.into_any().unbind()),
+                Err(e) => {
+                    let call = Call {
+                        result: Some(result.unbind()),
+                        iter: Iter::Done,
+                        sr: sr.unbind(),
+                        environ: environ.clone().unbind(),
+                        limit: None,
+                        sent: 0,
+                        log_exception: self.helpers.log_exception.clone_ref(py),
+                        input_failure,
+                    };
+                    drop(call); // closes the result
+                    return Err(CallError::App(
+                        PyTypeError::new_err(format!("the app returned a non-iterable: {e}")),
+                        environ.unbind(),
+                    ));
+                }
+            }
+        };
+        Ok(Call {
+            result: Some(result.unbind()),
+            iter,
+            sr: sr.unbind(),
+            environ: environ.unbind(),
+            limit: None,
+            sent: 0,
+            log_exception: self.helpers.log_exception.clone_ref(py),
+            input_failure,
+        })
+    }
+}
+
+enum Iter {
+    List(Py<PyList>, usize),
+    Tuple(Py<PyTuple>, usize),
+    Generic(Py<PyAny>),
+    File(FileRegion),
+    Done,
+}
+
+/// One call of the app: its result, iterated until done, then closed.
+pub(crate) struct Call {
+    /// The app's return value; `None` once `close()` was called on it.
+    result: Option<Py<PyAny>>,
+    iter: Iter,
+    sr: Py<StartResponse>,
+    pub(super) environ: Py<PyDict>,
+    /// The app's Content-Length: never send more.
+    limit: Option<u64>,
+    sent: u64,
+    pub(super) log_exception: Py<PyAny>,
+    input_failure: Option<Arc<OnceLock<BodyError>>>,
+}
+
+impl Call {
+    /// True when nothing more will be sent and what was sent is complete.
+    pub(super) fn is_finished(&self, py: Python<'_>) -> bool {
+        matches!(self.iter, Iter::Done)
+            && self.sr.bind(py).borrow().written.is_empty()
+            && self.limit.is_none_or(|l| self.sent >= l)
+    }
+
+    /// A list or tuple whose last item was taken is done: the response can
+    /// then go out whole, with a Content-Length.
+    fn mark_if_exhausted(&mut self, py: Python<'_>) {
+        let done = match &self.iter {
+            Iter::List(l, i) => *i >= l.bind(py).len(),
+            Iter::Tuple(t, i) => *i >= t.bind(py).len(),
+            _ => false,
+        };
+        if done {
+            self.iter = Iter::Done;
+        }
+    }
+
+    /// Runs the app until it produced its first non-empty chunk or finished,
+    /// and returns the head it set (PEP 3333: headers go out only then).
+    pub(super) fn first_chunk(
+        &mut self,
+        py: Python<'_>,
+    ) -> Result<(Head, Option<Bytes>), CallError> {
+        let app_err = |e: PyErr, c: &Call| {
+            CallError::App(e, c.environ.clone_ref(py)).or_client(&c.input_failure)
+        };
+        // A file with nothing written before it stays unread: the front end
+        // may send it with sendfile (take_file).
+        let file_next =
+            matches!(self.iter, Iter::File(_)) && self.sr.bind(py).borrow().written.is_empty();
+        let first = loop {
+            if file_next {
+                break None;
+            }
+            match self.next_raw(py) {
+                Ok(Some(b)) if b.is_empty() => continue,
+                Ok(other) => break other,
+                Err(e) => return Err(app_err(e, self)),
+            }
+        };
+        let mut sr = self.sr.bind(py).borrow_mut();
+        let Some(mut head) = sr.head.take() else {
+            drop(sr);
+            return Err(app_err(
+                PyRuntimeError::new_err("the app returned without calling start_response()"),
+                self,
+            ));
+        };
+        sr.headers_sent = true;
+        drop(sr);
+        // A file served from its descriptor has a known length.
+        if head.content_length.is_none()
+            && let Iter::File(f) = &self.iter
+        {
+            let len = f.len + first.as_ref().map_or(0, |b| b.len() as u64);
+            head.content_length = Some(len);
+            head.headers.push((
+                Bytes::from_static(b"Content-Length"),
+                Bytes::from(len.to_string()),
+            ));
+        }
+        self.limit = head.content_length;
+        let first = first.map(|b| self.clip(b));
+        if self.limit.is_some_and(|l| self.sent >= l) {
+            self.iter = Iter::Done;
+        }
+        self.mark_if_exhausted(py);
+        Ok((head, first))
+    }
+
+    /// The next chunk to send, after the first; `None` at the end.
+    pub(super) fn next_chunk(&mut self, py: Python<'_>) -> Result<Option<Bytes>, CallError> {
+        loop {
+            if self.limit.is_some_and(|l| self.sent >= l) {
+                return Ok(None);
+            }
+            match self.next_raw(py) {
+                Ok(Some(b)) if b.is_empty() => continue,
+                Ok(Some(b)) => return Ok(Some(self.clip(b))),
+                Ok(None) => {
+                    return match self.limit {
+                        Some(declared) if self.sent < declared => Err(CallError::Short {
+                            declared,
+                            sent: self.sent,
+                        }),
+                        _ => Ok(None),
+                    };
+                }
+                Err(e) => return Err(CallError::App(e, self.environ.clone_ref(py))),
+            }
+        }
+    }
+
+    /// The rest of the body as a file region, when it is one (a file the
+    /// app returned in `wsgi.file_wrapper`, with nothing else before it)
+    /// and the file holds at least the length the head declares.
+    pub(super) fn take_file(&mut self) -> Option<FileRegion> {
+        let Iter::File(f) = &self.iter else {
+            return None;
+        };
+        let len = self.limit?.saturating_sub(self.sent);
+        if len > f.len {
+            return None; // short: next_chunk reads it and reports the error
+        }
+        let Iter::File(mut f) = std::mem::replace(&mut self.iter, Iter::Done) else {
+            unreachable!()
+        };
+        self.sent += len;
+        f.len = len;
+        Some(f)
+    }
+
+    /// Cuts a chunk to what is left of the app's Content-Length.
+    fn clip(&mut self, mut b: Bytes) -> Bytes {
+        if let Some(limit) = self.limit {
+            let left = limit.saturating_sub(self.sent);
+            if b.len() as u64 > left {
+                b.truncate(left as usize);
+            }
+        }
+        self.sent += b.len() as u64;
+        b
+    }
+
+    /// Data from `write()` first, then the iterable's next item.
+    fn next_raw(&mut self, py: Python<'_>) -> PyResult<Option<Bytes>> {
+        {
+            let sr = self.sr.bind(py);
+            let mut sr = sr.borrow_mut();
+            if !sr.written.is_empty() {
+                return Ok(Some(sr.written.remove(0)));
+            }
+        }
+        let item = match &mut self.iter {
+            Iter::Done => return Ok(None),
+            Iter::List(list, i) => {
+                let list = list.bind(py);
+                if *i < list.len() {
+                    *i += 1;
+                    Some(list.get_item(*i - 1)?)
+                } else {
+                    None
+                }
+            }
+            Iter::Tuple(tuple, i) => {
+                let tuple = tuple.bind(py);
+                if *i < tuple.len() {
+                    *i += 1;
+                    Some(tuple.get_item(*i - 1)?)
+                } else {
+                    None
+                }
+            }
+            Iter::Generic(it) => {
+                // SAFETY: the GIL is held (`py`), and `it` is a live iterator:
+                // what `try_iter` (PyObject_GetIter, which checks that) returned
+                // in `begin`, owned by `self.iter`.
+                let ptr = unsafe { ffi::PyIter_Next(it.as_ptr()) };
+                if ptr.is_null() {
+                    if let Some(err) = PyErr::take(py) {
+                        self.iter = Iter::Done;
+                        return Err(err);
+                    }
+                    None
+                } else {
+                    // SAFETY: `ptr` is not null, and PyIter_Next returns a new
+                    // (owned) reference, held under the GIL (`py`).
+                    Some(unsafe { Bound::from_owned_ptr(py, ptr) })
+                }
+            }
+            Iter::File(f) => {
+                let chunk = match py.detach(|| f.read_chunk()) {
+                    Ok(chunk) => chunk,
+                    // The file shrank: the body ends short of its length.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+                    Err(e) => {
+                        return Err(PyIOError::new_err(format!("reading the file to send: {e}")));
+                    }
+                };
+                if chunk.is_none() {
+                    self.iter = Iter::Done;
+                }
+                return Ok(chunk);
+            }
+        };
+        match item {
+            None => {
+                self.iter = Iter::Done;
+                Ok(None)
+            }
+            Some(item) => match item.cast::<PyBytes>() {
+                Ok(b) => Ok(Some(to_bytes(b))),
+                Err(_) => {
+                    self.iter = Iter::Done;
+                    Err(PyTypeError::new_err(format!(
+                        "the app yielded {}, but a WSGI body is made of bytes",
+                        type_name(&item)
+                    )))
+                }
+            },
+        }
+    }
+
+    /// Calls the result's `close()` (PEP 3333: always, also on errors and
+    /// disconnects). Exceptions from it are logged.
+    pub(super) fn close(&mut self, py: Python<'_>) {
+        self.iter = Iter::Done;
+        let Some(result) = self.result.take() else {
+            return;
+        };
+        let result = result.bind(py);
+        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+            return;
+        }
+        match result.getattr_opt("close") {
+            Ok(Some(close)) => {
+                if let Err(e) = close.call0() {
+                    log_exception(py, &self.log_exception, e, self.environ.bind(py));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log_exception(py, &self.log_exception, e, self.environ.bind(py)),
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            Python::attach(|py| self.close(py));
+        }
+    }
+}

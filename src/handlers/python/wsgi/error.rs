@@ -1,0 +1,126 @@
+//! What can go wrong in a call, and how it is logged and answered: an error
+//! response before the response started, a cut connection after.
+
+use std::sync::{Arc, OnceLock};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::call::Call;
+use super::host::WsgiHost;
+use crate::request::{BodyError, Response};
+
+pub(crate) enum CallError {
+    /// The app raised; the environ names the request in the log.
+    App(PyErr, Py<PyDict>),
+    /// The app raised after the client's body turned out malformed or too
+    /// large: the client's fault, answered with its status.
+    Client(BodyError),
+    /// The app produced fewer bytes than its Content-Length.
+    Short {
+        declared: u64,
+        sent: u64,
+    },
+    Internal(PyErr),
+    /// No `--mount` app for this path and no default app.
+    NoApp,
+    /// A `--vhost` app could not be loaded.
+    Load(String),
+}
+
+impl CallError {
+    /// The status of the error response this becomes.
+    pub(super) fn status(&self) -> u16 {
+        match self {
+            CallError::Client(e) if e.status == 413 => 413,
+            CallError::Client(_) => 400,
+            CallError::NoApp => 404,
+            _ => 500,
+        }
+    }
+
+    /// Blames the client when reading its body failed before the app did.
+    pub(super) fn or_client(self, failure: &Option<Arc<OnceLock<BodyError>>>) -> CallError {
+        match (self, failure.as_ref().and_then(|f| f.get())) {
+            (CallError::App(..), Some(e)) => CallError::Client(e.clone()),
+            (other, _) => other,
+        }
+    }
+}
+
+impl WsgiHost {
+    pub(super) fn error_response(&self, e: CallError) -> Response {
+        match e {
+            CallError::Client(e) => {
+                crate::say!("oxgate: bad request body: {e}");
+                return match e.status {
+                    413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
+                    _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
+                };
+            }
+            CallError::App(err, environ) => Python::attach(|py| {
+                log_exception(py, &self.helpers.log_exception, err, environ.bind(py));
+            }),
+            CallError::Internal(err) => {
+                crate::say!("oxgate: internal error while calling the app: {err}");
+            }
+            CallError::Short { .. } => unreachable!("only after the response started"),
+            CallError::NoApp => {
+                return Response::plain(404, "Not Found", "No app is mounted at this path\n");
+            }
+            CallError::Load(msg) => crate::say!("oxgate: {msg}"),
+        }
+        Response::plain(500, "Internal Server Error", "Internal Server Error\n")
+    }
+}
+
+/// Logs an error that happened after the response started; the connection
+/// is then cut, so the client cannot take a truncated body for a whole one.
+pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
+    match e {
+        CallError::App(err, _) | CallError::Internal(err) => {
+            let msg = format!("the app failed after the response started: {err}");
+            log_exception(py, &call.log_exception, err, call.environ.bind(py));
+            msg
+        }
+        CallError::Client(e) => format!("bad request body: {e}"),
+        CallError::NoApp | CallError::Load(_) => unreachable!("found before the app is called"),
+        CallError::Short { declared, sent } => {
+            let msg = format!(
+                "{}: the app sent {sent} bytes but its Content-Length said {declared}; closing the connection",
+                request_line(call.environ.bind(py))
+            );
+            crate::say!("oxgate: {msg}");
+            msg
+        }
+    }
+}
+
+fn request_line(environ: &Bound<'_, PyDict>) -> String {
+    let get = |k: &str| {
+        environ
+            .get_item(k)
+            .ok()
+            .flatten()
+            .and_then(|v| v.extract::<String>().ok())
+            .unwrap_or_default()
+    };
+    let mut uri = get("REQUEST_URI");
+    if uri.is_empty() {
+        uri = get("PATH_INFO");
+    }
+    format!("{} {}", get("REQUEST_METHOD"), uri)
+}
+
+pub(super) fn log_exception(
+    py: Python<'_>,
+    log: &Py<PyAny>,
+    err: PyErr,
+    environ: &Bound<'_, PyDict>,
+) {
+    let what = request_line(environ);
+    let value = err.into_value(py);
+    if log.call1(py, (value, what)).is_err() {
+        crate::say!("oxgate: error in the app (and its traceback could not be printed)");
+    }
+}

@@ -1,0 +1,25 @@
+//! The Python side of oxgate: `loader.py`, loaded once, and the functions
+//! it provides (loading apps, logging exceptions, listing module files).
+
+use std::ffi::CString;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+pub(crate) struct Helpers {
+    pub load: Py<PyAny>,
+    pub(super) load_vhost: Py<PyAny>,
+    pub(super) log_exception: Py<PyAny>,
+    pub module_files: Py<PyAny>,
+}
+
+pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
+    let code = CString::new(include_str!("../loader.py")).expect("no NUL in loader.py");
+    let m = PyModule::from_code(py, &code, c"oxgate/loader.py", c"_oxgate_loader")?;
+    Ok(Helpers {
+        load: m.getattr("load")?.unbind(),
+        load_vhost: m.getattr("load_vhost")?.unbind(),
+        log_exception: m.getattr("log_exception")?.unbind(),
+        module_files: m.getattr("module_files")?.unbind(),
+    })
+}

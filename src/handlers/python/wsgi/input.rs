@@ -1,0 +1,235 @@
+//! `wsgi.input`: the request body, already in memory or still arriving.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use pyo3::exceptions::PyIOError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use tokio::sync::{mpsc, oneshot};
+
+use super::host::CHANNEL_DEPTH;
+use crate::request::{BodyError, BodyStream};
+
+/// How much of a request body the app did not read is still read (and
+/// dropped) to keep the connection; beyond it the connection is closed.
+const UNREAD_BODY_DRAIN: usize = 8 << 20;
+
+enum Source {
+    /// The whole body, already in memory.
+    Buffered(Bytes),
+    /// A body still arriving; the feeder task starts reading it (and so
+    /// sends `100 Continue`) on the first `read`.
+    Streaming {
+        start: Option<oneshot::Sender<()>>,
+        rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+        pending: Bytes,
+        eof: bool,
+    },
+}
+
+/// `wsgi.input`. Reading past the end returns `b""` and never blocks.
+#[pyclass(module = "oxgate")]
+pub(crate) struct Input {
+    source: Source,
+    /// Set when the client's body was malformed or too large: if the app
+    /// then fails, the client is told about its own fault (400/413). Only
+    /// a body still arriving can fail: none for one already read.
+    pub(super) failure: Option<Arc<OnceLock<BodyError>>>,
+}
+
+impl Input {
+    pub(super) fn buffered(body: Bytes) -> Input {
+        Input {
+            source: Source::Buffered(body),
+            failure: None,
+        }
+    }
+
+    pub(super) fn streaming(mut body: BodyStream) -> Input {
+        let (start_tx, start_rx) = oneshot::channel::<()>();
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        tokio::spawn(async move {
+            if start_rx.await.is_ok() {
+                while let Some(chunk) = body.chunk().await {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the app is done with it
+                    }
+                }
+            }
+            // What the app left unread is read and dropped (up to a bound),
+            // as gunicorn and nginx do: the connection then stays usable for
+            // the client's next request instead of being closed under it.
+            let mut left = UNREAD_BODY_DRAIN;
+            while left > 0 {
+                match body.chunk().await {
+                    Some(Ok(b)) => left = left.saturating_sub(b.len()),
+                    _ => break,
+                }
+            }
+        });
+        Input {
+            source: Source::Streaming {
+                start: Some(start_tx),
+                rx,
+                pending: Bytes::new(),
+                eof: false,
+            },
+            failure: Some(Arc::default()),
+        }
+    }
+
+    /// The buffered bytes not yet read; fetches the next chunk (blocking
+    /// without the GIL) when they are used up. Empty only at the end.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<&mut Bytes> {
+        let failure = &self.failure;
+        match &mut self.source {
+            Source::Buffered(b) => Ok(b),
+            Source::Streaming {
+                start,
+                rx,
+                pending,
+                eof,
+            } => {
+                while pending.is_empty() && !*eof {
+                    if let Some(start) = start.take() {
+                        let _ = start.send(());
+                    }
+                    match py.detach(|| rx.blocking_recv()) {
+                        Some(Ok(chunk)) => *pending = chunk,
+                        Some(Err(e)) => {
+                            *eof = true;
+                            let msg = e.message.clone();
+                            if let Some(failure) = failure {
+                                let _ = failure.set(e);
+                            }
+                            return Err(PyIOError::new_err(msg));
+                        }
+                        None => *eof = true,
+                    }
+                }
+                Ok(pending)
+            }
+        }
+    }
+
+    fn read_bytes(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let want = size.map(|s| s - out.len());
+            if want == Some(0) {
+                break;
+            }
+            let buf = self.fill(py)?;
+            if buf.is_empty() {
+                break;
+            }
+            let n = want.map_or(buf.len(), |w| w.min(buf.len()));
+            out.extend_from_slice(&buf.split_to(n));
+        }
+        Ok(out)
+    }
+
+    fn read_line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let want = limit.map(|s| s - out.len());
+            if want == Some(0) {
+                break;
+            }
+            let buf = self.fill(py)?;
+            if buf.is_empty() {
+                break;
+            }
+            let avail = want.map_or(buf.len(), |w| w.min(buf.len()));
+            match memchr(b'\n', &buf[..avail]) {
+                Some(i) => {
+                    out.extend_from_slice(&buf.split_to(i + 1));
+                    break;
+                }
+                None => out.extend_from_slice(&buf.split_to(avail)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == needle)
+}
+
+fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    match size {
+        None => Ok(None),
+        Some(s) if s.is_none() => Ok(None),
+        Some(s) => {
+            let n: i64 = s.extract()?;
+            Ok(if n < 0 { None } else { Some(n as usize) })
+        }
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size_arg(size)?;
+        if let Source::Buffered(b) = &mut self.source {
+            let n = size.map_or(b.len(), |s| s.min(b.len()));
+            return Ok(PyBytes::new(py, &b.split_to(n)));
+        }
+        let data = self.read_bytes(py, size)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size_arg(size)?;
+        let line = self.read_line(py, size)?;
+        Ok(PyBytes::new(py, &line))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint)?.filter(|h| *h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.read_line(py, None)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.read_line(py, None)?;
+        Ok(if line.is_empty() {
+            None
+        } else {
+            Some(PyBytes::new(py, &line))
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! `start_response` and `write()`: the status and headers an app gives,
+//! validated into a response head.
+
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use super::buffers::{to_bytes, with_scratch};
+use crate::request::{Response, ResponseBody};
+
+/// Status and headers, as `start_response` validated them.
+pub(crate) struct Head {
+    pub(super) status: u16,
+    pub(super) reason: Option<String>,
+    pub(super) headers: Vec<(Bytes, Bytes)>,
+    pub(super) content_length: Option<u64>,
+}
+
+impl Head {
+    pub(super) fn into_response(self, body: ResponseBody) -> Response {
+        Response {
+            status: self.status,
+            reason: self.reason,
+            headers: self.headers,
+            body,
+        }
+    }
+}
+
+/// The `start_response` callable handed to the app; `write` is its method.
+#[pyclass(module = "oxgate")]
+#[derive(Default)]
+pub(crate) struct StartResponse {
+    pub(super) head: Option<Head>,
+    pub(super) headers_sent: bool,
+    /// Data given to `write()`, sent before anything the iterable yields.
+    pub(super) written: Vec<Bytes>,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        {
+            let mut me = slf.borrow_mut();
+            match exc_info.filter(|e| !e.is_none()) {
+                Some(exc) if me.headers_sent => {
+                    // PEP 3333: re-raise the app's exception.
+                    let exc = exc.cast::<PyTuple>()?;
+                    let value = exc.get_item(1)?;
+                    let value = value.call_method1("with_traceback", (exc.get_item(2)?,))?;
+                    return Err(PyErr::from_value(value));
+                }
+                Some(_) => {}
+                None if me.head.is_some() => {
+                    return Err(PyRuntimeError::new_err(
+                        "start_response() called a second time without exc_info",
+                    ));
+                }
+                None => {}
+            }
+            me.head = Some(parse_head(status, headers)?);
+        }
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.head.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
+        })?;
+        if !bytes.as_bytes().is_empty() {
+            self.written.push(to_bytes(bytes));
+            self.headers_sent = true;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Hop-by-hop headers belong to the server (wsgiref.util.is_hop_by_hop).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status = status.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "status must be a str like '200 OK', not {}",
+            type_name(status)
+        ))
+    })?;
+    let status = status.to_str()?;
+    let b = status.as_bytes();
+    let valid = b.len() >= 4
+        && b[..3].iter().all(u8::is_ascii_digit)
+        && b[0] != b'0'
+        && b[3] == b' '
+        && !b.iter().any(|c| c.is_ascii_control());
+    if !valid {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {status:?}: expected three digits, a space and a reason, like '200 OK'"
+        )));
+    }
+    let code: u16 = status[..3].parse().expect("three digits");
+    if code < 200 {
+        return Err(PyValueError::new_err(format!(
+            "status {code}: informational (1xx) responses are the server's business"
+        )));
+    }
+    let reason = &status[4..];
+    let standard = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason());
+    let mut out = Head {
+        status: code,
+        reason: (standard != Some(reason)).then(|| reason.to_string()),
+        // One more for a Content-Length the server may add.
+        headers: crate::request::headers_with_capacity(headers.len().unwrap_or(0) + 1),
+        content_length: None,
+    };
+    if !(headers.is_exact_instance_of::<PyList>() || headers.is_exact_instance_of::<PyTuple>()) {
+        return Err(PyTypeError::new_err(format!(
+            "headers must be a list of (name, value) tuples, not {}",
+            type_name(headers)
+        )));
+    }
+    with_scratch(|arena| parse_headers(headers, arena, &mut out))?;
+    Ok(out)
+}
+
+/// Validates the app's headers into `out`, their names and values copied
+/// into `arena`.
+fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Head) -> PyResult<()> {
+    for item in headers.try_iter()? {
+        let item = item?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "each header must be a (name, value) tuple, got {item}"
+            ))
+        })?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("header name must be str, got {name}")))?
+            .to_str()?;
+        let value = value.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("value of header {name:?} must be str, got {value}"))
+        })?;
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(PyValueError::new_err(format!(
+                "invalid header name {name:?}"
+            )));
+        }
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Err(PyValueError::new_err(format!(
+                "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
+            )));
+        }
+        let name_bytes = match COMMON_HEADERS.iter().find(|h| **h == name) {
+            Some(h) => Bytes::from_static(h.as_bytes()),
+            None => {
+                arena.extend_from_slice(name.as_bytes());
+                arena.split().freeze()
+            }
+        };
+        str_to_latin1(value, arena)?;
+        let value = arena.split().freeze();
+        if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+            return Err(PyValueError::new_err(format!(
+                "value of header {name:?} contains a control character"
+            )));
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(&value)
+                .ok()
+                .map(str::trim)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("Content-Length {value:?} is not a number"))
+                })?;
+            if out.content_length.is_some_and(|prev| prev != n) {
+                return Err(PyValueError::new_err(
+                    "two different Content-Length headers",
+                ));
+            }
+            out.content_length = Some(n);
+        }
+        out.headers.push((name_bytes, value));
+    }
+    Ok(())
+}
+
+/// Header names most responses carry, spelt as most apps spell them: kept
+/// as static bytes, not copied.
+const COMMON_HEADERS: [&str; 4] = ["Content-Type", "Content-Length", "Location", "Set-Cookie"];
+
+/// RFC 9110 tchar: the bytes allowed in a header name.
+fn is_token_byte(c: u8) -> bool {
+    const TOKEN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            t[c] = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                );
+            c += 1;
+        }
+        t
+    };
+    TOKEN[c as usize]
+}
+
+/// Appends a str to `out` as ISO-8859-1, refusing code points above U+00FF.
+fn str_to_latin1(s: &Bound<'_, PyString>, out: &mut BytesMut) -> PyResult<()> {
+    let text = s.to_str()?;
+    if text.is_ascii() {
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
+    }
+    out.reserve(text.len());
+    for ch in text.chars() {
+        let c = u32::from(ch);
+        if c > 0xff {
+            return Err(PyValueError::new_err(format!(
+                "header value {text:?} has a character above U+00FF; encode it (PEP 3333 headers are latin-1)"
+            )));
+        }
+        out.extend_from_slice(&[c as u8]);
+    }
+    Ok(())
+}

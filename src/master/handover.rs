@@ -1,0 +1,239 @@
+//! What a master image hands to the next one when it re-executes itself
+//! for a reload: its listening sockets, the scoreboard, the running workers
+//! and daemons. A typed, versioned structure, passed as JSON in one
+//! environment variable (descriptors stay open across exec); a value the
+//! new image cannot read is an error in its log, never silently dropped.
+
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::ReloadKind;
+use crate::listen::{Address, Listener, Protocol, Socket};
+
+const ENV: &str = "OXGATE_INHERIT";
+/// Bumped whenever a field changes meaning; an image that reads another
+/// version says so and starts afresh instead of guessing.
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Handover {
+    pub version: u32,
+    pub listeners: Vec<HandedSocket>,
+    /// The scoreboard's memfd.
+    pub scoreboard: RawFd,
+    pub workers: Vec<HandedWorker>,
+    pub daemons: Vec<HandedDaemon>,
+    /// The reload that made this image.
+    pub reload: ReloadKind,
+    /// When the first image started, in ms since the epoch (for stats).
+    pub started_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HandedSocket {
+    pub fd: RawFd,
+    /// `Protocol::name()`: http, uwsgi, scgi, fastcgi.
+    pub protocol: String,
+    /// As `listen::parse` reads it.
+    pub addr: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HandedWorker {
+    pub pid: i32,
+    pub id: u32,
+    pub slot: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HandedDaemon {
+    /// Its place in the configuration's daemon list.
+    pub index: usize,
+    pub pid: i32,
+}
+
+impl Handover {
+    pub fn new(reload: ReloadKind, scoreboard: RawFd, started: SystemTime) -> Handover {
+        Handover {
+            version: VERSION,
+            listeners: Vec::new(),
+            scoreboard,
+            workers: Vec::new(),
+            daemons: Vec::new(),
+            reload,
+            started_ms: started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        }
+    }
+
+    /// The variable to set for the next image.
+    pub fn to_env(&self) -> (&'static str, String) {
+        (
+            ENV,
+            serde_json::to_string(self).expect("plain data serializes"),
+        )
+    }
+
+    /// Reads (and removes, so the app never sees it) the handover, if this
+    /// image was started by a reload. An unreadable one is logged and
+    /// ignored: the image then binds its sockets afresh.
+    pub fn take_from_env() -> Option<Handover> {
+        let text = std::env::var(ENV).ok()?;
+        // SAFETY: start-up is still single-threaded: no other thread reads
+        // the environment meanwhile.
+        unsafe { std::env::remove_var(ENV) };
+        match Handover::parse(&text) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                crate::say!(
+                    "oxgate: error: cannot read the state handed over by the previous master image ({e}); starting afresh"
+                );
+                None
+            }
+        }
+    }
+
+    fn parse(text: &str) -> Result<Handover, String> {
+        let h: Handover = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if h.version != VERSION {
+            return Err(format!(
+                "version {} where this oxgate reads version {VERSION}",
+                h.version
+            ));
+        }
+        for s in &h.listeners {
+            if Protocol::from_name(&s.protocol).is_none() {
+                return Err(format!("unknown protocol {:?}", s.protocol));
+            }
+            crate::listen::parse(&s.addr).map_err(|e| format!("socket {:?}: {e}", s.addr))?;
+        }
+        Ok(h)
+    }
+
+    pub fn started(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.started_ms)
+    }
+
+    /// Every socket the previous image had, systemd's included. Each
+    /// descriptor is taken over here, once.
+    pub fn listeners(&self) -> Vec<Socket> {
+        self.listeners
+            .iter()
+            .filter_map(|s| {
+                // Checked by `parse`.
+                let addr = crate::listen::parse(&s.addr).ok()?;
+                let protocol = Protocol::from_name(&s.protocol)?;
+                set_cloexec(s.fd, true);
+                // SAFETY: the previous image left this descriptor open for
+                // us across exec and no longer uses it; it is wrapped once,
+                // here, so it has one owner.
+                let listener = match &addr {
+                    Address::Tcp(_) => {
+                        Listener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(s.fd) })
+                    }
+                    Address::Unix(p) => Listener::Unix(
+                        // SAFETY: as above.
+                        unsafe { std::os::unix::net::UnixListener::from_raw_fd(s.fd) },
+                        Some(p.clone()),
+                    ),
+                    Address::Abstract(_) => Listener::Unix(
+                        // SAFETY: as above.
+                        unsafe { std::os::unix::net::UnixListener::from_raw_fd(s.fd) },
+                        None,
+                    ),
+                };
+                Some(Socket {
+                    addr,
+                    listener,
+                    protocol,
+                })
+            })
+            .collect()
+    }
+
+    /// Hands a listening socket over: its descriptor stays open across exec.
+    pub fn add_listener(&mut self, s: &Socket) {
+        let fd = match &s.listener {
+            Listener::Tcp(t) => t.as_raw_fd(),
+            Listener::Unix(u, _) => u.as_raw_fd(),
+        };
+        set_cloexec(fd, false);
+        self.listeners.push(HandedSocket {
+            fd,
+            protocol: s.protocol.name().to_string(),
+            addr: s.addr.to_string(),
+        });
+    }
+}
+
+/// Whether `fd` is closed by exec.
+pub fn set_cloexec(fd: RawFd, on: bool) {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: the descriptors passed here are open and owned by this
+    // process for as long as the call lasts (listeners, the scoreboard).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let Ok(bits) = fcntl(fd, FcntlArg::F_GETFD) else {
+        return;
+    };
+    let mut flags = FdFlag::from_bits_truncate(bits);
+    flags.set(FdFlag::FD_CLOEXEC, on);
+    let _ = fcntl(fd, FcntlArg::F_SETFD(flags));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Handover {
+        let mut h = Handover::new(ReloadKind::Chain, 7, SystemTime::UNIX_EPOCH);
+        h.listeners.push(HandedSocket {
+            fd: 3,
+            protocol: "uwsgi".into(),
+            addr: "127.0.0.1:9000".into(),
+        });
+        h.workers.push(HandedWorker {
+            pid: 100,
+            id: 1,
+            slot: 0,
+        });
+        h.daemons.push(HandedDaemon { index: 0, pid: 200 });
+        h
+    }
+
+    #[test]
+    fn round_trips() {
+        let h = sample();
+        let (_, text) = h.to_env();
+        assert_eq!(Handover::parse(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        let (_, text) = sample().to_env();
+        let other_version = text.replace("\"version\":1", "\"version\":2");
+        assert!(
+            Handover::parse(&other_version)
+                .unwrap_err()
+                .contains("version 2")
+        );
+        let unknown_field = text.replacen('{', "{\"extra\":1,", 1);
+        assert!(Handover::parse(&unknown_field).is_err());
+        let bad_protocol = text.replace("uwsgi", "gopher");
+        assert!(
+            Handover::parse(&bad_protocol)
+                .unwrap_err()
+                .contains("gopher")
+        );
+        let bad_reload = text.replace("\"chain\"", "\"sideways\"");
+        assert!(Handover::parse(&bad_reload).is_err());
+        assert!(Handover::parse("listen 3 http 127.0.0.1:1").is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! Files the master watches: `--touch-reload`, `--touch-chain-reload`,
+//! `--touch-logreopen`, and the log's size (`--log-maxsize`).
+
+use nix::sys::signal::Signal;
+
+use super::state::{Master, mtime, send};
+
+impl Master<'_> {
+    /// Reopens the log file here and in every worker (logrotate, SIGUSR1).
+    pub(super) fn reopen_log(&self) {
+        if crate::log::file::reopen() {
+            for w in &self.workers {
+                send(w.pid, Signal::SIGUSR1);
+            }
+        }
+    }
+
+    /// `--log-maxsize` and `--touch-logreopen`.
+    pub(super) fn keep_log(&mut self) {
+        let files = &self.cfg.log_files;
+        if let Some(max) = files.maxsize
+            && let Some(to) = crate::log::file::rotate_if_big(max, files.backupname.as_deref())
+        {
+            crate::say!(
+                "oxgate: log rotated to {} (--log-maxsize {max})",
+                to.display()
+            );
+            for w in &self.workers {
+                send(w.pid, Signal::SIGUSR1);
+            }
+        }
+        let mut reopen = false;
+        for (path, seen) in &mut self.touched_logreopen {
+            let now = mtime(path);
+            if now.is_some() && now != *seen {
+                *seen = now;
+                reopen = true;
+            }
+        }
+        if reopen {
+            self.reopen_log();
+            crate::say!("oxgate: log reopened (--touch-logreopen)");
+        }
+    }
+
+    pub(super) fn check_touched(&mut self) {
+        let mut reload = None;
+        for (path, seen, mode) in &mut self.touched {
+            let now = mtime(path);
+            if now.is_some() && now != *seen {
+                *seen = now;
+                crate::say!("oxgate: {} was touched", path.display());
+                reload = Some(*mode);
+            }
+        }
+        if let Some(mode) = reload {
+            self.reexec(mode);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! One request-log line: what is known of a request from its start, and
+//! the line made of it as uWSGI's default text, a `--log-format` or JSON.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use super::fields::{
+    ADDR, CL, FIELDS, FIXED, Field, HOST, METHOD, PATH, PROTO, QUERY, REFERER, UAGENT, URI, USER,
+    XFF,
+};
+use super::format::{Piece, json_str};
+use crate::config::LogSettings;
+use crate::listen::Protocol;
+use crate::request::Outcome;
+use crate::sys::clock::wall_us;
+use crate::sys::time::{ctime, strftime};
+
+/// What is known of a request from its start.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) start_us: u64,
+    pub(super) start_wall_us: u64,
+    pub(super) protocol: Option<Protocol>,
+    pub(super) values: Vec<Option<Bytes>>,
+    pub(super) var_count: usize,
+    pub(super) pktsize: usize,
+}
+
+/// Counters the caller knows (the scoreboard, or the process itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Requests this worker served, this one included.
+    pub worker: u64,
+    /// Requests every worker served, this one included.
+    pub total: u64,
+}
+
+/// Everything one log line is made of.
+pub(super) struct Line<'a> {
+    /// The request log's settings.
+    pub(super) settings: &'a LogSettings,
+    /// The parsed `--log-format`; `None` is uWSGI's default line.
+    pub(super) pieces: Option<&'a [Piece]>,
+    /// `%(var.NAME)` names, captured after the fixed ones.
+    pub(super) extra: &'a [Vec<u8>],
+    pub(super) pid: u32,
+    pub(super) wid: u32,
+    pub(super) p: &'a Pending,
+    pub(super) o: &'a Outcome,
+    pub(super) us: u64,
+    pub(super) core: usize,
+    pub(super) counts: Counts,
+}
+
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    Owned(String),
+    Num(u64),
+}
+
+impl Line<'_> {
+    fn var(&self, i: usize) -> &[u8] {
+        self.p
+            .values
+            .get(i)
+            .and_then(|v| v.as_deref())
+            .unwrap_or(b"")
+    }
+
+    fn uri(&self) -> Value<'_> {
+        let uri = self.var(URI);
+        if !uri.is_empty() {
+            return Value::Bytes(uri);
+        }
+        let (path, query) = (self.var(PATH), self.var(QUERY));
+        let mut s = String::from_utf8_lossy(path).into_owned();
+        if !query.is_empty() {
+            s.push('?');
+            s.push_str(&String::from_utf8_lossy(query));
+        }
+        Value::Owned(s)
+    }
+
+    fn addr(&self) -> &[u8] {
+        let xff = self.var(XFF);
+        if self.settings.x_forwarded_for && !xff.is_empty() {
+            xff
+        } else {
+            self.var(ADDR)
+        }
+    }
+
+    fn value(&self, f: Field) -> Value<'_> {
+        let o = self.o;
+        let start_s = self.p.start_wall_us / 1_000_000;
+        match f {
+            Field::Uri => self.uri(),
+            Field::Method => Value::Bytes(self.var(METHOD)),
+            Field::User => Value::Bytes(self.var(USER)),
+            Field::Addr => Value::Bytes(self.addr()),
+            Field::Host => Value::Bytes(self.var(HOST)),
+            Field::Proto => Value::Bytes(self.var(PROTO)),
+            Field::Uagent => Value::Bytes(self.var(UAGENT)),
+            Field::Referer => Value::Bytes(self.var(REFERER)),
+            Field::Cl => Value::Bytes(self.var(CL)),
+            Field::Status => Value::Num(u64::from(o.status)),
+            Field::Rsize => Value::Num(o.body_bytes),
+            Field::Hsize => Value::Num(o.header_bytes),
+            Field::Size => Value::Num(o.body_bytes + o.header_bytes),
+            Field::Micros => Value::Num(self.us),
+            Field::Msecs => Value::Num(self.us / 1000),
+            Field::Secs => Value::Owned(format!("{:.6}", self.us as f64 / 1e6)),
+            Field::Tmsecs => Value::Num(self.p.start_wall_us / 1000),
+            Field::Tmicros => Value::Num(self.p.start_wall_us),
+            Field::Time => Value::Num(start_s),
+            Field::Epoch => Value::Num(wall_us() / 1_000_000),
+            Field::Ctime => Value::Owned(ctime(start_s)),
+            Field::Ltime => Value::Owned(strftime("%d/%b/%Y:%H:%M:%S %z", start_s)),
+            Field::Ftime => Value::Owned(strftime(
+                self.settings
+                    .ftime
+                    .as_deref()
+                    .unwrap_or("%d/%b/%Y:%H:%M:%S %z"),
+                start_s,
+            )),
+            Field::Pid => Value::Num(u64::from(self.pid)),
+            Field::Wid => Value::Num(u64::from(self.wid)),
+            Field::Switches => Value::Num(u64::from(o.switches)),
+            // uWSGI counts keys and values apart.
+            Field::Vars => Value::Num(self.p.var_count as u64 * 2),
+            Field::Core => Value::Num(self.core as u64),
+            Field::Vsz => Value::Num(crate::sys::procfs::memory(None).0),
+            Field::Rss => Value::Num(crate::sys::procfs::memory(None).1),
+            Field::VszM => Value::Num(crate::sys::procfs::memory(None).0 >> 20),
+            Field::RssM => Value::Num(crate::sys::procfs::memory(None).1 >> 20),
+            Field::Pktsize => Value::Num(self.p.pktsize as u64),
+            Field::Modifier1 | Field::Modifier2 | Field::Werr | Field::Rerr | Field::Ioerr => {
+                Value::Num(0)
+            }
+            Field::Headers => Value::Num(u64::from(o.headers)),
+            Field::Protocol => Value::Bytes(self.p.protocol.map_or("", |p| p.name()).as_bytes()),
+            Field::Req => Value::Num(self.counts.worker),
+        }
+    }
+
+    /// A value as text; empty strings become "-" as in uWSGI.
+    fn push(out: &mut String, v: Value<'_>) {
+        match v {
+            Value::Bytes(b"") => out.push('-'),
+            Value::Bytes(b) => out.push_str(&String::from_utf8_lossy(b)),
+            Value::Owned(s) if s.is_empty() => out.push('-'),
+            Value::Owned(s) => out.push_str(&s),
+            Value::Num(n) => {
+                let _ = write!(out, "{n}");
+            }
+        }
+    }
+
+    pub(super) fn text(&self, out: &mut String) {
+        let Some(pieces) = self.pieces else {
+            return self.default_line(out);
+        };
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(f) => Self::push(out, self.value(*f)),
+                Piece::Var(i) => Self::push(out, Value::Bytes(self.var(FIXED + i))),
+                Piece::Unknown => out.push('-'),
+            }
+        }
+    }
+
+    /// uWSGI's default line (core/logging.c, `uwsgi_logit_simple`).
+    pub(super) fn default_line(&self, out: &mut String) {
+        let o = self.o;
+        let s = self.settings;
+        fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+            String::from_utf8_lossy(b)
+        }
+        let uri = match self.uri() {
+            Value::Bytes(b) => text(b),
+            Value::Owned(s) => s.into(),
+            Value::Num(n) => n.to_string().into(),
+        };
+        let (took, unit) = if s.micros {
+            (self.us, "micros")
+        } else {
+            (self.us / 1000, "msecs")
+        };
+        let _ = write!(
+            out,
+            "[pid: {}|app: 0|req: {}/{}] {} ({}) {{{} vars in {} bytes}} [{}] {} {} => generated {} bytes in {took} {unit} ({} {}) {} headers in {} bytes ({} switches on core {})",
+            self.pid,
+            self.counts.worker,
+            self.counts.total,
+            text(self.addr()),
+            text(self.var(USER)),
+            self.p.var_count * 2,
+            self.p.pktsize,
+            ctime(self.p.start_wall_us / 1_000_000),
+            text(self.var(METHOD)),
+            uri,
+            o.body_bytes,
+            text(self.var(PROTO)),
+            o.status,
+            o.headers,
+            o.header_bytes,
+            o.switches,
+            self.core,
+        );
+    }
+
+    /// Every variable, as one JSON object.
+    pub(super) fn json(&self, out: &mut String) {
+        out.push('{');
+        for (i, (name, field)) in FIELDS.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(out, name);
+            out.push(':');
+            match self.value(*field) {
+                Value::Num(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                Value::Bytes(b) => json_str(out, &String::from_utf8_lossy(b)),
+                Value::Owned(s) => json_str(out, &s),
+            }
+        }
+        for (i, name) in self.extra.iter().enumerate() {
+            out.push(',');
+            json_str(out, &format!("var.{}", String::from_utf8_lossy(name)));
+            out.push(':');
+            json_str(out, &String::from_utf8_lossy(self.var(FIXED + i)));
+        }
+        out.push('}');
+    }
+}
