@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs each codec's cargo-fuzz target for a while (default 600 s each) and
+# Runs each codec's (and the CGI rules') cargo-fuzz target for a while (default 600 s each) and
 # prints the executions. Not part of CI, which runs a short smoke instead:
 #   scripts/fuzz.sh [seconds]      scripts/fuzz.sh 5 uwsgi
 # Needs cargo-fuzz (cargo install cargo-fuzz). This machine has only stable
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}
 shift || true
-TARGETS=${*:-uwsgi scgi fastcgi}
+TARGETS=${*:-uwsgi scgi fastcgi cgi}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for t in $TARGETS; do
   mkdir -p "fuzz/corpus/$t"

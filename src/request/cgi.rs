@@ -16,7 +16,12 @@ use super::vars::{Var, VarName};
 /// A CONTENT_LENGTH value: digits, with blanks around them allowed;
 /// anything else (empty, signed, too large) is no length at all.
 pub fn content_length(value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(value).ok()?.trim().parse::<u64>().ok()
+    let digits = std::str::from_utf8(value).ok()?.trim();
+    // u64's parser would take a leading "+": RFC 9110 has digits only.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Whether this variable says the request came over TLS to the front end
@@ -224,6 +229,61 @@ pub fn normalise(
     (vars, content_length, is_head)
 }
 
+/// What `normalise` promises of its output, whatever it was given: the
+/// property tests and the fuzz target check it. `Err` says what was broken.
+#[doc(hidden)]
+pub fn check_normalised(
+    vars: &[(VarName, Bytes)],
+    content_length: Option<u64>,
+    is_head: bool,
+) -> Result<(), String> {
+    let get = |v: Var| {
+        vars.iter()
+            .find(|(k, _)| *k == VarName::Known(v))
+            .map(|(_, b)| b.clone())
+    };
+    for (i, (name, _)) in vars.iter().enumerate() {
+        if vars[..i].iter().any(|(n, _)| n == name) {
+            return Err(format!(
+                "{:?} twice",
+                String::from_utf8_lossy(name.as_bytes())
+            ));
+        }
+        if matches!(
+            name.as_bytes(),
+            b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" | b"HTTP_TRANSFER_ENCODING"
+        ) {
+            return Err("a framing header was passed on".into());
+        }
+    }
+    if get(Var::SERVER_NAME).is_none_or(|n| n.is_empty()) {
+        return Err("SERVER_NAME empty or missing".into());
+    }
+    for v in [
+        Var::SERVER_PORT,
+        Var::REQUEST_METHOD,
+        Var::SERVER_PROTOCOL,
+        Var::QUERY_STRING,
+        Var::PATH_INFO,
+    ] {
+        if get(v).is_none() {
+            return Err(format!("{} missing", v.name()));
+        }
+    }
+    if get(Var::SCRIPT_NAME).is_some_and(|s| &s[..] == b"/") {
+        return Err("SCRIPT_NAME is \"/\"".into());
+    }
+    match (get(Var::CONTENT_LENGTH), content_length) {
+        (None, None) => {}
+        (Some(v), Some(n)) if self::content_length(&v) == Some(n) => {}
+        (v, n) => return Err(format!("CONTENT_LENGTH {v:?} but length {n:?}")),
+    }
+    if is_head != get(Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"HEAD") {
+        return Err("is_head disagrees with REQUEST_METHOD".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +309,167 @@ mod tests {
             header_var("x-custom-thing"),
             VarName::Other(Bytes::from_static(b"HTTP_X_CUSTOM_THING"))
         );
+    }
+
+    fn info() -> ConnInfo {
+        ConnInfo::new(Some("127.0.0.1:9000".parse().unwrap()), None)
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
+        list.iter()
+            .map(|(k, v)| (Bytes::from(k.to_string()), Bytes::from(v.to_string())))
+            .collect()
+    }
+
+    fn value(vars: &[(VarName, Bytes)], name: &str) -> Option<String> {
+        vars.iter()
+            .find(|(k, _)| k.as_bytes() == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    #[test]
+    fn nginx_fastcgi_params_mount_the_app_at_the_root() {
+        // fastcgi_params: SCRIPT_NAME is the whole path, no PATH_INFO.
+        let (vars, len, head) = normalise(
+            pairs(&[
+                ("REQUEST_METHOD", "HEAD"),
+                ("SCRIPT_NAME", "/a/b"),
+                ("DOCUMENT_URI", "/a/b"),
+                ("REQUEST_URI", "/a/b?x=1"),
+                ("CONTENT_LENGTH", ""),
+                ("HTTP_HOST", "[::1]:8080"),
+            ]),
+            &info(),
+            false,
+        );
+        assert_eq!(value(&vars, "PATH_INFO").as_deref(), Some("/a/b"));
+        assert_eq!(value(&vars, "SCRIPT_NAME"), None);
+        assert_eq!(value(&vars, "SERVER_NAME").as_deref(), Some("[::1]"));
+        assert_eq!(value(&vars, "SERVER_PORT").as_deref(), Some("9000"));
+        assert_eq!(len, None);
+        assert!(head);
+        check_normalised(&vars, len, head).unwrap();
+    }
+
+    #[test]
+    fn scgi_params_take_the_path_from_the_uri_less_the_script() {
+        let (vars, len, _) = normalise(
+            pairs(&[
+                ("SCRIPT_NAME", "/app"),
+                ("REQUEST_URI", "/app/x%20y?q"),
+                ("CONTENT_LENGTH", " 12 "),
+                ("HTTP_CONTENT_LENGTH", "12"),
+                ("HTTP_COOKIE", "a=1"),
+                ("HTTP_COOKIE", "b=2"),
+            ]),
+            &info(),
+            false,
+        );
+        assert_eq!(value(&vars, "PATH_INFO").as_deref(), Some("/x y"));
+        assert_eq!(value(&vars, "SCRIPT_NAME").as_deref(), Some("/app"));
+        assert_eq!(value(&vars, "HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
+        assert_eq!(value(&vars, "HTTP_CONTENT_LENGTH"), None);
+        assert_eq!(value(&vars, "SERVER_NAME").as_deref(), Some("127.0.0.1"));
+        assert_eq!(len, Some(12));
+        check_normalised(&vars, len, false).unwrap();
+    }
+
+    #[test]
+    fn modifier1_30_strips_script_name_from_path_info() {
+        let (vars, _, _) = normalise(
+            pairs(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/app/page")]),
+            &info(),
+            true,
+        );
+        assert_eq!(value(&vars, "PATH_INFO").as_deref(), Some("/page"));
+    }
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b" 42\t"), Some(42));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1e3",
+            b"18446744073709551616",
+            b"\xff",
+        ] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_scheme_comes_from_any_of_three_variables() {
+        let known = |v: Var| VarName::Known(v);
+        assert!(says_https(&known(Var::HTTPS), b"on"));
+        assert!(says_https(&known(Var::HTTPS), b"1"));
+        assert!(says_https(&known(Var::REQUEST_SCHEME), b"HTTPS"));
+        let other = VarName::Other(Bytes::from_static(b"UWSGI_SCHEME"));
+        assert!(says_https(&other, b"https"));
+        assert!(!says_https(&known(Var::HTTPS), b"off"));
+        assert!(!says_https(&known(Var::REQUEST_SCHEME), b"http"));
+    }
+
+    use proptest::prelude::*;
+
+    fn any_pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+        let name = prop_oneof![
+            Just(b"REQUEST_METHOD".to_vec()),
+            Just(b"SCRIPT_NAME".to_vec()),
+            Just(b"PATH_INFO".to_vec()),
+            Just(b"DOCUMENT_URI".to_vec()),
+            Just(b"REQUEST_URI".to_vec()),
+            Just(b"CONTENT_LENGTH".to_vec()),
+            Just(b"SERVER_NAME".to_vec()),
+            Just(b"HTTP_HOST".to_vec()),
+            Just(b"HTTP_COOKIE".to_vec()),
+            Just(b"HTTP_CONTENT_LENGTH".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        let value = prop_oneof![
+            Just(b"".to_vec()),
+            Just(b"/".to_vec()),
+            Just(b"HEAD".to_vec()),
+            Just(b"/a/b".to_vec()),
+            Just(b"[::1]:80".to_vec()),
+            "[0-9 ]{0,4}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ];
+        proptest::collection::vec((name, value), 0..12)
+    }
+
+    proptest! {
+        #[test]
+        fn normalised_variables_keep_their_promises(raw in any_pairs(), strip in any::<bool>()) {
+            let raw = raw.into_iter().map(|(k, v)| (Bytes::from(k), Bytes::from(v))).collect();
+            let (vars, len, head) = normalise(raw, &info(), strip);
+            if let Err(e) = check_normalised(&vars, len, head) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+
+        #[test]
+        fn host_splitting_loses_nothing(host in proptest::collection::vec(any::<u8>(), 0..24)) {
+            let (name, port) = split_host(&host);
+            let mut joined = name.to_vec();
+            if let Some(p) = port {
+                joined.push(b':');
+                joined.extend_from_slice(p);
+            }
+            prop_assert_eq!(joined, host);
+        }
+
+        #[test]
+        fn header_names_become_cgi_names_of_one_form(name in "[a-zA-Z0-9-]{1,30}") {
+            let lower = name.to_ascii_lowercase();
+            let var = header_var(&lower);
+            let bytes = var.as_bytes();
+            prop_assert!(bytes.starts_with(b"HTTP_"));
+            prop_assert!(!bytes.contains(&b'-'));
+            prop_assert_eq!(bytes.len(), 5 + name.len());
+            prop_assert!(!bytes.iter().any(u8::is_ascii_lowercase));
+        }
     }
 }

@@ -1,5 +1,9 @@
 //! A serving process: accept, dispatch to a front end, and the request log.
 
+mod accept;
 pub mod apps;
 pub mod reqlog;
 pub mod serve;
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
-//! The serving loop of a worker (or of a single process): one accept loop
-//! per socket, one dispatch on its protocol to the front end, until a stop.
+//! The serving loop of a worker (or of a single process): an accept loop
+//! per socket (`accept`), one dispatch on its protocol to the front end,
+//! until a stop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,12 +8,13 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
+use super::accept::{self, Accepted, Peer, Stream};
 use crate::config::Config;
-use crate::frontend::gateway::{self, GatewaySettings, RawConn};
+use crate::frontend::gateway::{self, GatewaySettings, OneShot, RawConn};
 use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
-use crate::listen::{Address, Listener, Protocol, Socket};
+use crate::listen::{Protocol, Socket};
 use crate::process;
-use crate::request::{ConnInfo, Handler};
+use crate::request::Handler;
 
 /// What the front ends need from the configuration.
 pub struct FrontEnds {
@@ -67,84 +69,20 @@ pub async fn serve(
     tokio::spawn(flush.clone().run());
     // Every connection holds a clone; when all are gone, so are the requests.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    for Socket {
-        addr,
-        listener,
-        protocol,
-    } in listeners
-    {
-        let conn = Conn {
-            host: host.clone(),
-            settings: front.http.clone(),
-            gateway: front.gateway.clone(),
-            protocol,
-            flush: flush.clone(),
+    for socket in listeners {
+        let front_end = match socket.protocol {
+            Protocol::Http => FrontEnd::Http(front.http.clone(), flush.clone()),
+            Protocol::Fastcgi => FrontEnd::FastCgi(front.gateway.clone()),
+            Protocol::Uwsgi => FrontEnd::OneShot(OneShot::Uwsgi, front.gateway.clone()),
+            Protocol::Scgi => FrontEnd::OneShot(OneShot::Scgi, front.gateway.clone()),
+        };
+        let shared = Shared {
+            handler: host.clone(),
+            front_end,
             stop: stop_rx.clone(),
             alive: alive_tx.clone(),
         };
-        // One request per connection (uwsgi, SCGI): accepted as raw
-        // descriptors for the gateway's fast path.
-        if matches!(protocol, Protocol::Uwsgi | Protocol::Scgi) {
-            match listener {
-                Listener::Tcp(l) => {
-                    // Accept only once the request's bytes are there: the
-                    // fast path then finds the whole request at once.
-                    let secs: libc::c_int = 5;
-                    unsafe {
-                        libc::setsockopt(
-                            std::os::fd::AsRawFd::as_raw_fd(&l),
-                            libc::IPPROTO_TCP,
-                            libc::TCP_DEFER_ACCEPT,
-                            (&raw const secs).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        );
-                    }
-                    accept_raw(l, false, conn, addr)?
-                }
-                Listener::Unix(l, _) => accept_raw(l, true, conn, addr)?,
-            }
-            continue;
-        }
-        match listener {
-            Listener::Tcp(l) => {
-                let l = tokio::net::TcpListener::from_std(l)
-                    .map_err(|e| format!("cannot use {addr}: {e}"))?;
-                tokio::spawn(async move {
-                    let local = l.local_addr().ok();
-                    let mut stop = conn.stop.clone();
-                    loop {
-                        let accepted = tokio::select! {
-                            r = l.accept() => r,
-                            _ = stop.changed() => break,
-                        };
-                        match accepted {
-                            Ok((stream, peer)) => {
-                                let _ = stream.set_nodelay(true);
-                                conn.spawn(stream, ConnInfo::new(local, Some(peer)));
-                            }
-                            Err(e) => accept_failed(&addr, e).await,
-                        }
-                    }
-                });
-            }
-            Listener::Unix(l, _) => {
-                let l = tokio::net::UnixListener::from_std(l)
-                    .map_err(|e| format!("cannot use {addr}: {e}"))?;
-                tokio::spawn(async move {
-                    let mut stop = conn.stop.clone();
-                    loop {
-                        let accepted = tokio::select! {
-                            r = l.accept() => r,
-                            _ = stop.changed() => break,
-                        };
-                        match accepted {
-                            Ok((stream, _)) => conn.spawn(stream, ConnInfo::new(None, None)),
-                            Err(e) => accept_failed(&addr, e).await,
-                        }
-                    }
-                });
-            }
-        }
+        accept::spawn_loop(socket, shared)?;
     }
     drop(alive_tx);
     ready();
@@ -180,120 +118,79 @@ async fn next_signal(signals: &mut [(tokio::signal::unix::Signal, &'static str)]
     .await
 }
 
+/// How a listener's connections are served: chosen once per socket, from
+/// its protocol.
+pub(super) enum FrontEnd {
+    Http(Arc<HttpSettings>, Arc<FlushQueue>),
+    FastCgi(Arc<GatewaySettings>),
+    /// uwsgi and SCGI: one request per connection, on the fast path.
+    OneShot(OneShot, Arc<GatewaySettings>),
+}
+
 /// What every connection of a listener shares.
-struct Conn {
-    host: Arc<dyn Handler>,
-    settings: Arc<HttpSettings>,
-    gateway: Arc<GatewaySettings>,
-    protocol: Protocol,
-    flush: Arc<FlushQueue>,
-    stop: watch::Receiver<bool>,
-    alive: mpsc::Sender<()>,
+pub(super) struct Shared {
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) front_end: FrontEnd,
+    pub(super) stop: watch::Receiver<bool>,
+    /// Dropped when the connection ends: the stop waits for all of them.
+    pub(super) alive: mpsc::Sender<()>,
 }
 
-impl Conn {
-    fn spawn<S: crate::frontend::http::Peek>(&self, stream: S, info: ConnInfo) {
-        let (h, s, f, st, a) = (
-            self.host.clone(),
-            self.settings.clone(),
-            self.flush.clone(),
-            self.stop.clone(),
-            self.alive.clone(),
-        );
-        match self.protocol {
-            Protocol::Http => {
-                tokio::spawn(async move {
-                    serve_connection(stream, info, h, s, f, st).await;
-                    drop(a);
-                });
-            }
-            Protocol::Fastcgi => {
-                let g = self.gateway.clone();
-                let threads = self.host.concurrency();
-                tokio::spawn(async move {
-                    gateway::serve_fastcgi(stream, info, h, g, threads, st).await;
-                    drop((a, f, s));
-                });
-            }
-            protocol => {
-                let g = self.gateway.clone();
-                tokio::spawn(async move {
-                    gateway::serve(stream, protocol, info, h, g, bytes::BytesMut::new()).await;
-                    drop((a, f, st, s));
-                });
-            }
-        }
-    }
-}
-
-/// An accept loop that hands out raw descriptors: a connection is not
-/// registered with the event loop unless it has to wait.
-fn accept_raw<L>(listener: L, unix: bool, conn: Conn, addr: Address) -> Result<(), String>
-where
-    L: std::os::fd::AsRawFd + Send + Sync + 'static,
-{
-    use std::os::fd::FromRawFd;
-    // SAFETY: the listener owns its descriptor and keeps it for as long
-    // as the AsyncFd (which owns the listener) lives.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| format!("cannot use {addr}: {}", e.into_parts().1))?;
-    tokio::spawn(async move {
-        let mut stop = conn.stop.clone();
-        loop {
-            let mut guard = tokio::select! {
-                g = afd.readable() => match g {
-                    Ok(g) => g,
-                    Err(e) => {
-                        accept_failed(&addr, e).await;
-                        continue;
+impl Shared {
+    /// Serves one accepted connection with the listener's front end.
+    pub(super) fn dispatch(&self, conn: Accepted) {
+        let handler = self.handler.clone();
+        let alive = self.alive.clone();
+        match &self.front_end {
+            FrontEnd::Http(settings, flush) => {
+                let (settings, flush, stop) = (settings.clone(), flush.clone(), self.stop.clone());
+                match conn.into_tokio() {
+                    Ok((Stream::Tcp(s), info)) => {
+                        let _ = s.set_nodelay(true);
+                        tokio::spawn(async move {
+                            serve_connection(s, info, handler, settings, flush, stop).await;
+                            drop(alive);
+                        });
                     }
-                },
-                _ = stop.changed() => break,
-            };
-            loop {
-                let fd = unsafe {
-                    libc::accept4(
-                        afd.get_ref().as_raw_fd(),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    )
-                };
-                if fd < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() == std::io::ErrorKind::WouldBlock {
-                        guard.clear_ready();
-                    } else if e.kind() != std::io::ErrorKind::Interrupted {
-                        accept_failed(&addr, e).await;
+                    Ok((Stream::Unix(s), info)) => {
+                        tokio::spawn(async move {
+                            serve_connection(s, info, handler, settings, flush, stop).await;
+                            drop(alive);
+                        });
                     }
-                    break;
+                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
                 }
-                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-                let raw = if unix {
-                    RawConn::Unix(fd)
-                } else {
-                    RawConn::Tcp(fd)
+            }
+            FrontEnd::FastCgi(settings) => {
+                let (settings, stop) = (settings.clone(), self.stop.clone());
+                let threads = handler.concurrency();
+                match conn.into_tokio() {
+                    Ok((Stream::Tcp(s), info)) => {
+                        tokio::spawn(async move {
+                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
+                            drop(alive);
+                        });
+                    }
+                    Ok((Stream::Unix(s), info)) => {
+                        tokio::spawn(async move {
+                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
+                            drop(alive);
+                        });
+                    }
+                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
+                }
+            }
+            FrontEnd::OneShot(kind, settings) => {
+                let (kind, settings) = (*kind, settings.clone());
+                let raw = match conn.peer {
+                    Peer::Tcp { .. } => RawConn::Tcp(conn.fd),
+                    Peer::Unix => RawConn::Unix(conn.fd),
                 };
-                let (h, g, a, protocol) = (
-                    conn.host.clone(),
-                    conn.gateway.clone(),
-                    conn.alive.clone(),
-                    conn.protocol,
-                );
                 tokio::spawn(async move {
-                    gateway::serve_fast(raw, protocol, h, g).await;
-                    drop(a);
+                    gateway::serve_fast(raw, kind, handler, settings).await;
+                    drop(alive);
                 });
             }
         }
-    });
-    Ok(())
-}
-
-/// Accept errors (too many open files, say) must not spin the loop.
-async fn accept_failed(addr: &Address, e: std::io::Error) {
-    crate::say!("oxgate: accept on {addr} failed: {e}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -2,7 +2,6 @@
 //! is already in the socket is served without registering it with the
 //! event loop; anything else falls back to the async driver.
 
-use crate::listen::Protocol;
 use crate::request::cgi::normalise;
 use crate::request::{ConnInfo, Handler};
 use crate::request::{Request, RequestBody, ResponseBody};
@@ -10,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::oneshot::{Parsed, parse_head, serve};
+use super::oneshot::{OneShot, Parsed, parse_head, serve};
 use super::response::{response_head, status_line_version, write_response};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
 
@@ -29,10 +28,11 @@ pub enum RawConn {
 /// CPU per request). Anything that would block takes the ordinary path.
 pub async fn serve_fast(
     conn: RawConn,
-    protocol: Protocol,
+    kind: OneShot,
     host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
 ) {
+    let protocol = kind.protocol();
     use std::os::fd::AsRawFd;
     let fd = match &conn {
         RawConn::Tcp(fd) | RawConn::Unix(fd) => fd.as_raw_fd(),
@@ -52,7 +52,7 @@ pub async fn serve_fast(
     // Parse a copy: if the request is incomplete, the ordinary path starts
     // again from the same bytes.
     let mut probe = buf.clone();
-    let parsed = parse_head(protocol, &mut probe, settings.max_vars);
+    let parsed = parse_head(kind, &mut probe, settings.max_vars);
     let complete = match &parsed {
         Ok(Some(Parsed::Request { vars, .. })) => {
             let len = vars
@@ -65,7 +65,7 @@ pub async fn serve_fast(
         _ => false,
     };
     if !complete {
-        return fallback(conn, protocol, host, settings, buf).await;
+        return fallback(conn, kind, host, settings, buf).await;
     }
     let Ok(Some(Parsed::Request {
         vars: raw,
@@ -79,7 +79,7 @@ pub async fn serve_fast(
     if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
         && len > limit
     {
-        return fallback(conn, protocol, host, settings, buf).await;
+        return fallback(conn, kind, host, settings, buf).await;
     }
     let len = content_length.unwrap_or(0) as usize;
     let body = if len == 0 {
@@ -156,7 +156,7 @@ impl<T: AsyncWrite + Unpin + Send> AsyncWriteUnpin for T {}
 
 pub(super) async fn fallback(
     conn: RawConn,
-    protocol: Protocol,
+    kind: OneShot,
     host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
     buf: BytesMut,
@@ -165,14 +165,14 @@ pub(super) async fn fallback(
     match conn {
         RawConn::Tcp(fd) => {
             if let Ok(s) = tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)) {
-                serve(s, protocol, info, host, settings, buf).await;
+                serve(s, kind, info, host, settings, buf).await;
             }
         }
         RawConn::Unix(fd) => {
             if let Ok(s) =
                 tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
             {
-                serve(s, protocol, info, host, settings, buf).await;
+                serve(s, kind, info, host, settings, buf).await;
             }
         }
     }

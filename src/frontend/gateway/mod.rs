@@ -12,5 +12,5 @@ mod settings;
 
 pub use fast_path::{RawConn, serve_fast};
 pub use fastcgi::serve_fastcgi;
-pub use oneshot::serve;
+pub use oneshot::{OneShot, serve};
 pub use settings::GatewaySettings;

@@ -16,6 +16,22 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use super::response::{status_line_version, write_response};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
 
+/// The protocols with one request per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneShot {
+    Uwsgi,
+    Scgi,
+}
+
+impl OneShot {
+    pub fn protocol(self) -> Protocol {
+        match self {
+            OneShot::Uwsgi => Protocol::Uwsgi,
+            OneShot::Scgi => Protocol::Scgi,
+        }
+    }
+}
+
 /// One parsed request head, whatever the protocol.
 pub(super) enum Parsed {
     Request {
@@ -29,12 +45,12 @@ pub(super) enum Parsed {
 /// The head of a request, `None` until enough bytes arrived; an error says
 /// what was wrong and whether the client spoke HTTP instead.
 pub(super) fn parse_head(
-    protocol: Protocol,
+    kind: OneShot,
     buf: &mut BytesMut,
     limit: usize,
 ) -> Result<Option<Parsed>, (String, bool)> {
-    match protocol {
-        Protocol::Uwsgi => match uwsgi::parse(buf, limit) {
+    match kind {
+        OneShot::Uwsgi => match uwsgi::parse(buf, limit) {
             Ok(None) => Ok(None),
             Ok(Some(h)) => match h.modifier1 {
                 0 | 30 => Ok(Some(Parsed::Request {
@@ -51,7 +67,7 @@ pub(super) fn parse_head(
             },
             Err(e) => Err((e.to_string(), e == uwsgi::Error::LooksLikeHttp)),
         },
-        Protocol::Scgi => match scgi::parse(buf, limit) {
+        OneShot::Scgi => match scgi::parse(buf, limit) {
             Ok(None) => Ok(None),
             Ok(Some(vars)) => Ok(Some(Parsed::Request {
                 vars,
@@ -59,7 +75,6 @@ pub(super) fn parse_head(
             })),
             Err(e) => Err((e.to_string(), e == scgi::Error::LooksLikeHttp)),
         },
-        Protocol::Http | Protocol::Fastcgi => unreachable!("served by their own front ends"),
     }
 }
 
@@ -67,7 +82,7 @@ pub(super) fn parse_head(
 /// bytes already read from it (by the fast path).
 pub async fn serve<S>(
     stream: S,
-    protocol: Protocol,
+    kind: OneShot,
     info: ConnInfo,
     host: Arc<dyn Handler>,
     settings: Arc<GatewaySettings>,
@@ -75,9 +90,10 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let protocol = kind.protocol();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (raw, strip_script_name) = loop {
-        match parse_head(protocol, &mut buf, settings.max_vars) {
+        match parse_head(kind, &mut buf, settings.max_vars) {
             Ok(Some(Parsed::Request {
                 vars,
                 strip_script_name,

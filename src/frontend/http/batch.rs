@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use super::conn::TaskCounter;
+use super::context::TaskCounter;
 use super::sendfile::{FileQueue, SendFile, is_placeholder};
 
 /// Writes above this size go straight to the socket: batching is for small

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::conn::{ConnCtx, Finished};
+use super::context::{ConnCtx, Finished};
 
 /// The response body as hyper sees it.
 pub(super) struct OxBody {

@@ -2,7 +2,7 @@
 //! `request::cgi`), and its body into the protocol-neutral one.
 
 use crate::request::ConnInfo;
-use crate::request::cgi::{header_var, split_host};
+use crate::request::cgi::{self, header_var, split_host};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, Var, VarName,
 };
@@ -15,7 +15,7 @@ use percent_encoding::percent_decode;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::conn::{HttpSettings, INLINE_BODY_MAX};
+use super::context::{HttpSettings, INLINE_BODY_MAX};
 
 pub(super) fn static_bytes(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -139,9 +139,7 @@ pub(super) fn convert_head(
         let rest = std::iter::from_fn(|| headers.next_if(|(n, _)| *n == name).map(|(_, v)| v));
         if *name == header::CONTENT_LENGTH {
             // hyper has already refused conflicting or malformed lengths.
-            content_length = std::str::from_utf8(first.as_bytes())
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            content_length = cgi::content_length(first.as_bytes());
             v.copy(VarName::Known(Var::CONTENT_LENGTH), b"", [first.as_bytes()]);
             rest.for_each(drop);
             continue;

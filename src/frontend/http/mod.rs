@@ -4,10 +4,12 @@
 
 mod body;
 mod conn;
+mod context;
 mod convert;
 
 mod batch;
 mod sendfile;
 
 pub use batch::FlushQueue;
-pub use conn::{HttpSettings, Peek, serve_connection};
+pub use conn::{Peek, serve_connection};
+pub use context::HttpSettings;

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
 
-use super::call::Call;
-use super::error::log_late_error;
+use super::call::{Call, log_late_error};
 use super::host::Core;
 use crate::request::{BodyError, ChunkSource, FileBody, FileRegion};
 

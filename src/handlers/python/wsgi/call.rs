@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::buffers::to_bytes;
-use super::error::{CallError, log_exception};
+use super::error::{CallError, log_exception, request_line};
 use super::file_wrapper::{FileWrapper, file_region};
 use super::host::{Callable, WsgiApp, WsgiHost};
 use super::input::Input;
@@ -353,6 +353,28 @@ impl Drop for Call {
     fn drop(&mut self) {
         if self.result.is_some() {
             Python::attach(|py| self.close(py));
+        }
+    }
+}
+
+/// Logs an error that happened after the response started; the connection
+/// is then cut, so the client cannot take a truncated body for a whole one.
+pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
+    match e {
+        CallError::App(err, _) | CallError::Internal(err) => {
+            let msg = format!("the app failed after the response started: {err}");
+            log_exception(py, &call.log_exception, err, call.environ.bind(py));
+            msg
+        }
+        CallError::Client(e) => format!("bad request body: {e}"),
+        CallError::NoApp | CallError::Load(_) => unreachable!("found before the app is called"),
+        CallError::Short { declared, sent } => {
+            let msg = format!(
+                "{}: the app sent {sent} bytes but its Content-Length said {declared}; closing the connection",
+                request_line(call.environ.bind(py))
+            );
+            crate::say!("oxgate: {msg}");
+            msg
         }
     }
 }

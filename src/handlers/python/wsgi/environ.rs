@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::error::CallError;
-use super::host::WsgiHost;
+use super::host::{SLOTTED, WsgiHost};
 use crate::request::cgi::says_https;
 use crate::request::{Var, VarName};
 
@@ -74,24 +74,6 @@ fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
         Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
     }
 }
-
-/// The variables (nearly) every request has: the environ template holds a
-/// placeholder for each, as for `wsgi.input`, so that a request's copy is
-/// made at its final size, and setting them replaces a value rather than
-/// adding an entry (no table growth, no probing for a free slot).
-pub(super) const SLOTTED: [Var; 11] = [
-    Var::REQUEST_METHOD,
-    Var::PATH_INFO,
-    Var::QUERY_STRING,
-    Var::REQUEST_URI,
-    Var::SERVER_PROTOCOL,
-    Var::REQUEST_SCHEME,
-    Var::SERVER_NAME,
-    Var::SERVER_PORT,
-    Var::REMOTE_ADDR,
-    Var::REMOTE_PORT,
-    Var::HTTP_HOST,
-];
 
 thread_local! {
     /// The str last made on this thread for each CGI variable. Most values

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::call::Call;
 use super::host::WsgiHost;
 use crate::request::{BodyError, Response};
 
@@ -74,29 +73,7 @@ impl WsgiHost {
     }
 }
 
-/// Logs an error that happened after the response started; the connection
-/// is then cut, so the client cannot take a truncated body for a whole one.
-pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
-    match e {
-        CallError::App(err, _) | CallError::Internal(err) => {
-            let msg = format!("the app failed after the response started: {err}");
-            log_exception(py, &call.log_exception, err, call.environ.bind(py));
-            msg
-        }
-        CallError::Client(e) => format!("bad request body: {e}"),
-        CallError::NoApp | CallError::Load(_) => unreachable!("found before the app is called"),
-        CallError::Short { declared, sent } => {
-            let msg = format!(
-                "{}: the app sent {sent} bytes but its Content-Length said {declared}; closing the connection",
-                request_line(call.environ.bind(py))
-            );
-            crate::say!("oxgate: {msg}");
-            msg
-        }
-    }
-}
-
-fn request_line(environ: &Bound<'_, PyDict>) -> String {
+pub(super) fn request_line(environ: &Bound<'_, PyDict>) -> String {
     let get = |k: &str| {
         environ
             .get_item(k)

@@ -1,27 +1,19 @@
-//! The per-worker host of the WSGI apps and the scheduling of each request:
-//! inline on the event loop, or on a thread of the Python pool.
+//! The per-worker host of the WSGI apps: what is prepared once for every
+//! request (the environ template, interned keys), its Python threads
+//! ("cores") and the observer told of each request.
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::super::pool::Pool;
-use super::body::{ChannelChunks, InlineChunks, file_body};
-use super::environ::SLOTTED;
-use super::error::{CallError, log_late_error};
 use super::file_wrapper::FileWrapper;
 use super::helpers::Helpers;
-use super::input::Input;
-use super::start_response::Head;
 use crate::listen::Protocol;
-use crate::request::{
-    BodyError, BodyStream, FileBody, Outcome, Request, RequestBody, RequestObserver, Response,
-    ResponseBody, Var, VarName, head_size,
-};
-use crate::request::{Handler, Responding};
+use crate::request::{Outcome, RequestObserver, Response, ResponseBody, Var, VarName, head_size};
 
 /// Chunks buffered between a Python thread and the connection, each way.
 pub(super) const CHANNEL_DEPTH: usize = 2;
@@ -40,7 +32,7 @@ pub struct WsgiHost {
     pub(super) key_input: Py<PyString>,
     pub(super) empty: Py<PyString>,
     pub(super) helpers: Helpers,
-    threads: usize,
+    pub(super) threads: usize,
     permits: Arc<Semaphore>,
     /// Core numbers not in use; one is taken with each permit.
     free_cores: std::sync::Mutex<Vec<usize>>,
@@ -51,7 +43,7 @@ pub struct WsgiHost {
 /// One WSGI app as a request handler: the worker's shared host, and the
 /// callable (or, with `--vhost`, the rule that finds it).
 pub struct WsgiApp {
-    host: Arc<WsgiHost>,
+    pub(super) host: Arc<WsgiHost>,
     pub(super) callable: Callable,
 }
 
@@ -78,19 +70,6 @@ impl WsgiApp {
     }
 }
 
-impl Handler for WsgiApp {
-    fn handle(self: Arc<Self>, req: Request) -> Responding {
-        Box::pin(async move {
-            let host = self.host.clone();
-            host.handle(self, req).await
-        })
-    }
-
-    fn concurrency(&self) -> usize {
-        self.host.threads
-    }
-}
-
 /// A Python thread's worth of capacity, held for the whole request: its
 /// permit and its core number for the observer.
 pub(super) struct Core {
@@ -102,14 +81,14 @@ pub(super) struct Core {
 }
 
 impl Core {
-    fn head(&mut self, status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) {
+    pub(super) fn head(&mut self, status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) {
         self.outcome.status = status;
         self.outcome.headers = headers.len() as u32;
         self.outcome.header_bytes = head_size(status, reason, headers);
     }
 
     /// A response complete as it is.
-    fn whole(&mut self, r: &Response) {
+    pub(super) fn whole(&mut self, r: &Response) {
         self.head(r.status, r.reason.as_deref(), &r.headers);
         self.outcome.switches = 1;
         self.outcome.body_bytes = match &r.body {
@@ -199,7 +178,11 @@ impl WsgiHost {
     }
 
     /// Waits for a free Python thread; `None` when shutting down.
-    async fn core(self: &Arc<Self>, vars: &[(VarName, Bytes)], protocol: Protocol) -> Option<Core> {
+    pub(super) async fn core(
+        self: &Arc<Self>,
+        vars: &[(VarName, Bytes)],
+        protocol: Protocol,
+    ) -> Option<Core> {
         // Most often a core is free: no wait, so no future to set up.
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -225,214 +208,22 @@ impl WsgiHost {
             _permit: permit,
         })
     }
-
-    /// Serves one request. Runs inside the worker's tokio runtime.
-    async fn handle(self: &Arc<Self>, app: Arc<WsgiApp>, req: Request) -> Response {
-        let Request {
-            vars,
-            body,
-            is_head,
-            protocol,
-        } = req;
-        let input = match body {
-            RequestBody::Empty => Input::buffered(Bytes::new()),
-            RequestBody::Full(b) => Input::buffered(b),
-            // The app may block reading a body still arriving: that needs a
-            // thread of its own, not the event loop.
-            RequestBody::Stream(s) => {
-                return self
-                    .handle_pooled(app, vars, Input::streaming(s), is_head, protocol)
-                    .await;
-            }
-        };
-        if self.threads > 1 {
-            return self
-                .handle_pooled(app, vars, input, is_head, protocol)
-                .await;
-        }
-        let Some(mut core) = self.core(&vars, protocol).await else {
-            return Response::plain(503, "Service Unavailable", "Shutting down\n");
-        };
-        // One GIL acquisition covers the call, the first chunk and, for a
-        // complete body, close(): embedding.md measured each extra one.
-        let started = Python::attach(|py| {
-            let mut call = self.begin(py, &app, vars, input)?;
-            let (head, first) = call.first_chunk(py)?;
-            let finished = call.is_finished(py);
-            if finished || is_head {
-                call.close(py);
-                // A complete body goes out whole, with its length; for HEAD
-                // the front end sends the length but not the body.
-                let body = match first {
-                    Some(b) if finished => ResponseBody::Full(b),
-                    _ => ResponseBody::Empty,
-                };
-                return Ok::<_, CallError>(Err(head.into_response(body)));
-            }
-            Ok(Ok((call, head, first)))
-        });
-        match started {
-            Err(e) => {
-                core.outcome.failed = true;
-                let r = self.error_response(e);
-                core.whole(&r);
-                r
-            }
-            Ok(Err(done)) => {
-                core.whole(&done);
-                if is_head {
-                    core.outcome.body_bytes = 0;
-                }
-                done
-            }
-            Ok(Ok((mut call, head, first))) => {
-                core.head(head.status, head.reason.as_deref(), &head.headers);
-                if first.is_none()
-                    && let Some(region) = call.take_file()
-                {
-                    return head.into_response(ResponseBody::Stream {
-                        first: None,
-                        rest: BodyStream::new(file_body(region, call, core, false)),
-                    });
-                }
-                core.chunk(first.as_ref().map_or(0, |b| b.len()));
-                head.into_response(ResponseBody::Stream {
-                    first,
-                    rest: BodyStream::new(InlineChunks {
-                        call: Some(call),
-                        core: Some(core),
-                    }),
-                })
-            }
-        }
-    }
-
-    async fn handle_pooled(
-        self: &Arc<Self>,
-        app: Arc<WsgiApp>,
-        vars: Vec<(VarName, Bytes)>,
-        input: Input,
-        is_head: bool,
-        protocol: Protocol,
-    ) -> Response {
-        let Some(core) = self.core(&vars, protocol).await else {
-            return Response::plain(503, "Service Unavailable", "Shutting down\n");
-        };
-        let (head_tx, head_rx) = oneshot::channel();
-        let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let host = self.clone();
-        self.pool
-            .get_or_init(|| Pool::new(self.threads))
-            .submit(move || {
-                let core = Python::attach(|py| {
-                    host.run_pooled(py, core, &app, vars, input, is_head, head_tx, chunk_tx)
-                });
-                // Counted and logged after the GIL is released.
-                drop(core);
-            });
-        match head_rx.await {
-            Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
-            Ok(Err(e)) => self.error_response(e),
-            Ok(Ok(Started::File(head, file))) => head.into_response(ResponseBody::Stream {
-                first: None,
-                rest: BodyStream::new(file),
-            }),
-            Ok(Ok(Started::Head(head, first, finished))) => {
-                let body = if finished {
-                    first.map_or(ResponseBody::Empty, ResponseBody::Full)
-                } else if is_head {
-                    ResponseBody::Empty
-                } else {
-                    ResponseBody::Stream {
-                        first,
-                        rest: BodyStream::new(ChannelChunks(chunk_rx)),
-                    }
-                };
-                head.into_response(body)
-            }
-        }
-    }
-
-    /// The body of a pooled call, on a Python thread. Gives back the core,
-    /// unless a file body took it, for the caller to drop without the GIL.
-    #[allow(clippy::too_many_arguments)]
-    fn run_pooled(
-        &self,
-        py: Python<'_>,
-        mut core: Core,
-        app: &WsgiApp,
-        vars: Vec<(VarName, Bytes)>,
-        input: Input,
-        is_head: bool,
-        head_tx: oneshot::Sender<Result<Started, CallError>>,
-        chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
-    ) -> Option<Core> {
-        let failed = |core: &mut Core, e: &CallError| {
-            core.outcome.failed = true;
-            core.outcome.status = e.status();
-        };
-        let mut call = match self.begin(py, app, vars, input) {
-            Ok(c) => c,
-            Err(e) => {
-                failed(&mut core, &e);
-                let _ = head_tx.send(Err(e));
-                return Some(core);
-            }
-        };
-        match call.first_chunk(py) {
-            Err(e) => {
-                failed(&mut core, &e);
-                let _ = head_tx.send(Err(e));
-                return Some(core);
-            }
-            Ok((head, first)) => {
-                let finished = call.is_finished(py);
-                core.head(head.status, head.reason.as_deref(), &head.headers);
-                if !is_head
-                    && first.is_none()
-                    && let Some(region) = call.take_file()
-                {
-                    // The event loop sends the file and closes the call.
-                    let body = file_body(region, call, core, true);
-                    let _ = head_tx.send(Ok(Started::File(head, body)));
-                    return None;
-                }
-                if !is_head {
-                    core.chunk(first.as_ref().map_or(0, |b| b.len()));
-                }
-                let started = Started::Head(head, first, finished);
-                if head_tx.send(Ok(started)).is_err() || finished || is_head {
-                    call.close(py);
-                    return Some(core);
-                }
-            }
-        }
-        loop {
-            match call.next_chunk(py) {
-                Ok(Some(chunk)) => {
-                    core.chunk(chunk.len());
-                    if py.detach(|| chunk_tx.blocking_send(Ok(chunk))).is_err() {
-                        break; // the client went away
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let msg = log_late_error(py, &call, e);
-                    let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError::new(500, msg))));
-                    core.outcome.failed = true;
-                    break;
-                }
-            }
-        }
-        call.close(py);
-        Some(core)
-    }
 }
 
-/// What a pooled call hands the event loop once its head is known.
-enum Started {
-    /// The head, the first chunk, and whether the body is complete.
-    Head(Head, Option<Bytes>, bool),
-    /// The head and a file to send as the body.
-    File(Head, FileBody),
-}
+/// The variables (nearly) every request has: the environ template holds a
+/// placeholder for each, as for `wsgi.input`, so that a request's copy is
+/// made at its final size, and setting them replaces a value rather than
+/// adding an entry (no table growth, no probing for a free slot).
+pub(super) const SLOTTED: [Var; 11] = [
+    Var::REQUEST_METHOD,
+    Var::PATH_INFO,
+    Var::QUERY_STRING,
+    Var::REQUEST_URI,
+    Var::SERVER_PROTOCOL,
+    Var::REQUEST_SCHEME,
+    Var::SERVER_NAME,
+    Var::SERVER_PORT,
+    Var::REMOTE_ADDR,
+    Var::REMOTE_PORT,
+    Var::HTTP_HOST,
+];

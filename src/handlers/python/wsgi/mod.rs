@@ -19,6 +19,7 @@ mod file_wrapper;
 mod helpers;
 mod host;
 mod input;
+mod schedule;
 mod start_response;
 mod vhost;
 

@@ -1,0 +1,60 @@
+//! What one connection and its requests share: the settings, the
+//! connection's context and its counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::sendfile::FileQueue;
+use crate::request::{ConnInfo, Handler};
+
+/// Bodies up to this size are read before the app is called, so the call
+/// can run inline on the event loop; larger or chunked ones stream.
+pub(super) const INLINE_BODY_MAX: u64 = 64 * 1024;
+
+pub struct HttpSettings {
+    pub limit_post: Option<u64>,
+    pub max_head: usize,
+    pub head_timeout: Duration,
+}
+
+/// A connection's share of the worker, for each of its requests.
+pub(super) struct ConnCtx {
+    pub(super) info: ConnInfo,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) settings: Arc<HttpSettings>,
+    pub(super) files: Arc<FileQueue>,
+    /// Requests this connection has begun; a stop waits for the first one.
+    pub(super) begun: TaskCounter,
+    /// Requests whose response body hyper is done with (`Finished`): all
+    /// of it queued to be written, or dropped.
+    pub(super) finished: TaskCounter,
+    /// Writes to the socket (by `BatchedIo`), for the watchdog.
+    pub(super) progress: Arc<TaskCounter>,
+}
+
+/// A count that only the connection's own task adds to (others may read
+/// it): no atomic read-modify-write.
+#[derive(Default)]
+pub(super) struct TaskCounter(AtomicU64);
+
+impl TaskCounter {
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn bump(&self) {
+        self.0.store(self.get() + 1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a request as finished when its response body is dropped: hyper
+/// drops it once the body is queued to be written, or the connection is
+/// gone.
+pub(super) struct Finished(pub(super) Arc<ConnCtx>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finished.bump();
+    }
+}
