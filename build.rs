@@ -1,6 +1,6 @@
 // A development build must find the libpython it was linked against without
 // LD_LIBRARY_PATH; otherwise the loader may silently pick a different system
-// libpython (see shared/docs/embedding.md §5). The interpreter's own path is
+// libpython (see docs/design/embedding.md §5). The interpreter's own path is
 // recorded too: it becomes PyConfig's program name, so `sys.executable` and
 // the standard library match the libpython we link.
 fn main() {

@@ -15,6 +15,8 @@
 //! * leaves: `lifecycle` (reload and stop kinds, their signals), `proto`
 //!   (pure codecs), `listen` (sockets), `log`, `sys`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod config;
 pub mod frontend;
 pub mod handlers;

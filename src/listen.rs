@@ -165,6 +165,18 @@ pub fn bind(addr: &Address, backlog: i32, chmod: Option<u32>) -> Result<Listener
     }
 }
 
+/// "http://127.0.0.1:8000, uwsgi://unix:/run/app.sock" for the log.
+pub fn describe(sockets: &[Socket]) -> String {
+    sockets
+        .iter()
+        .map(|s| match &s.addr {
+            Address::Tcp(a) => format!("{}://{a}", s.protocol.name()),
+            other => format!("{}://unix:{other}", s.protocol.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,15 +221,4 @@ mod tests {
         assert!(err.contains("in use"), "{err}");
         assert!(err.contains("another server"), "{err}");
     }
-}
-/// "http://127.0.0.1:8000, uwsgi://unix:/run/app.sock" for the log.
-pub fn describe(sockets: &[Socket]) -> String {
-    sockets
-        .iter()
-        .map(|s| match &s.addr {
-            Address::Tcp(a) => format!("{}://{a}", s.protocol.name()),
-            other => format!("{}://unix:{other}", s.protocol.name()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

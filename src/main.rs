@@ -1,6 +1,8 @@
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 
-use oxgate::config::{self, Action};
+use oxgate::config::{self, Action, defs::opt};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,15 +22,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let flag = |name: &str| {
-        loaded
-            .settings
-            .iter()
-            .rev()
-            .find(|s| s.opt.name == name)
-            .is_some_and(|s| config::parse_bool(&s.value) == Some(true))
-    };
-    if flag("print-config") {
+    let print_config = loaded.flag(&opt::PRINT_CONFIG);
+    if print_config {
         print!("{}", config::print_config(&loaded));
     }
     let (warnings, errors) = loaded.problems();
@@ -43,7 +38,7 @@ fn main() -> ExitCode {
     }
     let action = match config::resolve(&loaded.settings) {
         Ok(a) => a,
-        Err(e) if flag("print-config") => {
+        Err(e) if print_config => {
             eprintln!("oxgate: note: this configuration cannot start: {e}");
             return ExitCode::SUCCESS;
         }
@@ -52,10 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if flag("print-config") {
+    if print_config {
         return ExitCode::SUCCESS;
     }
-    if flag("check-config") {
+    if loaded.flag(&opt::CHECK_CONFIG) {
         eprintln!(
             "oxgate: the configuration is usable ({} warning{})",
             warnings.len(),

@@ -29,7 +29,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         crate::log::say::set_date_format(format);
     }
     if let Some(mask) = p.umask {
-        unsafe { libc::umask(mask as libc::mode_t) };
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     if inherited.is_none()
         && let Some(log) = &p.daemonize
@@ -79,7 +79,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
         process::write_pidfile(pidfile)?;
     }
     for (k, v) in &cfg.env {
-        // SAFETY: no other thread exists yet.
+        // SAFETY: set_var races only with another thread reading or writing
+        // the environment at the same time, and no other thread exists yet:
+        // the runtime, the Python interpreter and the workers all start
+        // later.
         unsafe { std::env::set_var(k, v) };
     }
     if let Some(dir) = &cfg.chdir {

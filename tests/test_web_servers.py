@@ -165,7 +165,7 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp;
 
 
 # Apache httpd (mod_proxy_uwsgi, mod_proxy_fcgi, mod_proxy_scgi) and lighttpd
-# (mod_scgi in uwsgi mode, mod_scgi, mod_fastcgi): test-peers.md §1.2-1.3.
+# (mod_scgi in uwsgi mode, mod_scgi, mod_fastcgi): the project's test-peers notes, §1.2-1.3.
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
 MODULES = "/usr/lib/apache2/modules"

@@ -1,5 +1,13 @@
-//! Every option oxgate understands, declared once. The command line, `--help`
-//! and (later) the config-file readers are all derived from this table.
+//! Every option oxgate understands, declared once: its names, the kind of
+//! value it takes, its default and whether oxgate acts on it. The command
+//! line, the config-file readers, `resolve()`, `--help`, `--print-config`,
+//! docs/options.md and docs/oxgate.1 are all derived from this table.
+//!
+//! Each entry is also a typed key: code reads an option through
+//! `&opt::HARAKIRI`, never through its name, so a misspelt option does not
+//! compile.
+
+use super::value::parse_bool;
 
 /// What kind of value an option takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +22,18 @@ pub enum Kind {
     Str,
     /// A string that may be given many times; every value is kept, in order.
     List,
+}
+
+impl Kind {
+    /// Whether `value` is one this kind accepts; the error names what is
+    /// expected. Numbers are read leniently, as uWSGI reads them (their
+    /// leading digits), so only switches can be refused here.
+    pub fn check(self, value: &str) -> Result<(), &'static str> {
+        match self {
+            Kind::Flag if parse_bool(value).is_none() => Err("true or false"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The help section an option is listed under.
@@ -54,916 +74,451 @@ impl Group {
     ];
 }
 
+/// Whether oxgate acts on an option. (The uWSGI options oxgate does not
+/// implement yet are not in the table: see [`UWSGI_OPTIONS`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// oxgate does what the option asks.
+    Implemented,
+    /// Accepted for uWSGI compatibility, with no effect: oxgate always
+    /// behaves that way, or has nothing to switch (`--die-on-term`,
+    /// `--enable-threads`, `--plugin`).
+    Ignored,
+}
+
+impl Status {
+    /// How the generated docs describe it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Status::Implemented => "implemented",
+            Status::Ignored => "accepted for uWSGI compatibility; no effect",
+        }
+    }
+}
+
+/// One option. Each is a `static` in [`opt`], so its address is its
+/// identity: two `OptDef`s are equal when they are the same entry.
 #[derive(Debug)]
 pub struct OptDef {
+    /// The canonical name, without dashes: `--name` and `name = ` in files.
     pub name: &'static str,
+    /// Other names, accepted everywhere the name is.
     pub aliases: &'static [&'static str],
     pub short: Option<char>,
     pub kind: Kind,
     pub group: Group,
+    /// How help shows the value (`ADDR`); empty for a switch.
     pub value_name: &'static str,
+    /// The value used when the option is not given, as a user would write
+    /// it; `None` when absence means off, nothing, or something computed
+    /// (described in `help`).
+    pub default: Option<&'static str>,
+    pub status: Status,
+    /// One paragraph; the default and the status are added by whatever
+    /// renders it, so it does not repeat them.
     pub help: &'static str,
 }
 
-macro_rules! opt {
-    ($name:literal, [$($alias:literal),*], $short:expr, $kind:ident, $group:ident, $vn:literal, $help:literal) => {
+/// A typed option key: `&opt::HARAKIRI`.
+pub type Key = &'static OptDef;
+
+impl PartialEq for OptDef {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for OptDef {}
+
+/// The table's builder: `OptDef::new(name, kind, group)` then what applies.
+impl OptDef {
+    pub const fn new(name: &'static str, kind: Kind, group: Group) -> OptDef {
         OptDef {
-            name: $name,
-            aliases: &[$($alias),*],
-            short: $short,
-            kind: Kind::$kind,
-            group: Group::$group,
-            value_name: $vn,
-            help: $help,
+            name,
+            aliases: &[],
+            short: None,
+            kind,
+            group,
+            value_name: "",
+            default: None,
+            status: Status::Implemented,
+            help: "",
         }
+    }
+    pub const fn aliases(mut self, aliases: &'static [&'static str]) -> OptDef {
+        self.aliases = aliases;
+        self
+    }
+    pub const fn short(mut self, c: char) -> OptDef {
+        self.short = Some(c);
+        self
+    }
+    pub const fn value(mut self, value_name: &'static str) -> OptDef {
+        self.value_name = value_name;
+        self
+    }
+    pub const fn defaults_to(mut self, default: &'static str) -> OptDef {
+        self.default = Some(default);
+        self
+    }
+    pub const fn ignored(mut self) -> OptDef {
+        self.status = Status::Ignored;
+        self
+    }
+    pub const fn help(mut self, help: &'static str) -> OptDef {
+        self.help = help;
+        self
+    }
+}
+
+/// Declares the table: each `KEY = OptDef::…` becomes `pub static
+/// opt::KEY`, and [`OPTIONS`] lists them all in the order written.
+macro_rules! options {
+    ($($key:ident = $def:expr),* $(,)?) => {
+        /// Every option as a typed key (`&opt::HARAKIRI`), named after it.
+        pub mod opt {
+            use super::{Group::*, Kind::*, OptDef};
+            $(pub static $key: OptDef = $def;)*
+        }
+
+        /// Every option, in the order of the table (the order of `--help`,
+        /// `--print-config` and the docs within each group).
+        pub static OPTIONS: &[&OptDef] = &[$(&opt::$key),*];
+
+        /// Each key's identifier, for the test that it spells the name.
+        #[cfg(test)]
+        static KEY_IDENTS: &[&str] = &[$(stringify!($key)),*];
     };
 }
 
-pub static OPTIONS: &[OptDef] = &[
-    opt!(
-        "http-socket",
-        ["http"],
-        None,
-        List,
-        Sockets,
-        "ADDR",
-        "Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
-         --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process."
-    ),
-    opt!(
-        "socket",
-        [],
-        Some('s'),
-        List,
-        Sockets,
-        "ADDR",
-        "A socket in the protocol --protocol names: the uwsgi protocol by default (nginx uwsgi_pass), HTTP with --protocol http."
-    ),
-    opt!(
-        "uwsgi-socket",
-        [],
-        None,
-        List,
-        Sockets,
-        "ADDR",
-        "A uwsgi-protocol socket, whatever --protocol says."
-    ),
-    opt!(
-        "fastcgi-socket",
-        [],
-        None,
-        List,
-        Sockets,
-        "ADDR",
-        "A FastCGI socket (nginx fastcgi_pass, with or without fastcgi_keep_conn; Apache mod_proxy_fcgi; lighttpd mod_fastcgi)."
-    ),
-    opt!(
-        "scgi-socket",
-        [],
-        None,
-        List,
-        Sockets,
-        "ADDR",
-        "An SCGI socket (nginx scgi_pass, Apache mod_proxy_scgi, lighttpd mod_scgi)."
-    ),
-    opt!(
-        "protocol",
-        [],
-        None,
-        Str,
-        Sockets,
-        "NAME",
-        "The protocol of --socket: uwsgi (the default), http, scgi or fastcgi."
-    ),
-    opt!(
-        "bind",
-        [],
-        Some('b'),
-        List,
-        Sockets,
-        "ADDR",
-        "Gunicorn's spelling of --http-socket. -b with a number is uWSGI's -b, --buffer-size."
-    ),
-    opt!(
-        "listen",
-        [],
-        Some('l'),
-        Int,
-        Sockets,
-        "N",
-        "Backlog of each listening socket (default 1024; the kernel caps it at net.core.somaxconn)."
-    ),
-    opt!(
-        "chmod-socket",
-        [],
-        Some('C'),
-        Str,
-        Sockets,
-        "MODE",
-        "Permissions of unix sockets, octal (default 666 when given without a value)."
-    ),
-    opt!(
-        "wsgi-file",
-        ["file"],
-        None,
-        Str,
-        App,
-        "FILE",
-        "Load the WSGI callable from a Python file."
-    ),
-    opt!(
-        "module",
-        ["wsgi"],
-        Some('w'),
-        Str,
-        App,
-        "MODULE[:CALLABLE]",
-        "Load the WSGI callable from an importable module: pkg.mod, pkg.mod:app, or pkg.mod:factory() to call a factory."
-    ),
-    opt!(
-        "mount",
-        [],
-        None,
-        List,
-        App,
-        "MOUNTPOINT=APP",
-        "Serve another app under a URL prefix (repeatable): /blog=blog.py, /api=api.wsgi:app. The request's SCRIPT_NAME picks the app (the longest mountpoint that prefixes PATH_INFO with --manage-script-name); other requests go to the --wsgi-file/--module app. All apps share one interpreter."
-    ),
-    opt!(
-        "vhost",
-        [],
-        None,
-        Flag,
-        App,
-        "",
-        "Dynamic apps: a request's UWSGI_SCRIPT, UWSGI_MODULE (+ UWSGI_CALLABLE) or UWSGI_FILE variable (nginx's uwsgi_param) names the app, loaded on first use after UWSGI_CHDIR and UWSGI_PYHOME, and kept. Only with --vhost: these variables let the front end load code."
-    ),
-    opt!(
-        "manage-script-name",
-        [],
-        None,
-        Flag,
-        App,
-        "",
-        "Pick the --mount app by the longest mountpoint that prefixes PATH_INFO, and move that prefix from PATH_INFO to SCRIPT_NAME."
-    ),
-    opt!(
-        "callable",
-        [],
-        None,
-        Str,
-        App,
-        "NAME",
-        "Name of the WSGI callable in the module or file (default: application)."
-    ),
-    opt!(
-        "chdir",
-        [],
-        None,
-        Str,
-        App,
-        "DIR",
-        "Change to DIR before loading the app."
-    ),
-    opt!(
-        "pythonpath",
-        ["python-path", "pp"],
-        None,
-        List,
-        Python,
-        "DIR",
-        "Put DIR in front of sys.path (repeatable)."
-    ),
-    opt!(
-        "home",
-        ["virtualenv", "venv", "pyhome"],
-        Some('H'),
-        Str,
-        Python,
-        "DIR",
-        "Use the virtualenv in DIR (default: $VIRTUAL_ENV when set)."
-    ),
-    opt!(
-        "env",
-        [],
-        None,
-        List,
-        Python,
-        "KEY=VALUE",
-        "Set an environment variable before Python starts (repeatable)."
-    ),
-    opt!(
-        "threads",
-        [],
-        None,
-        Int,
-        Process,
-        "N",
-        "Run the app in N Python threads (default 1). A slow request then never delays requests on other connections while a thread is free."
-    ),
-    opt!(
-        "master",
-        [],
-        Some('M'),
-        Flag,
-        Process,
-        "",
-        "Run a master that supervises the workers (the default; --master=false or --no-master runs one process)."
-    ),
-    opt!(
-        "no-master",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Run a single process, no master."
-    ),
-    opt!(
-        "processes",
-        ["workers"],
-        Some('p'),
-        Int,
-        Process,
-        "N",
-        "Number of worker processes (default: the number of CPU cores)."
-    ),
-    opt!(
-        "lazy-apps",
-        ["lazy"],
-        None,
-        Flag,
-        Process,
-        "",
-        "Load the app in each worker after the fork instead of once in the master (preload is the default)."
-    ),
-    opt!(
-        "need-app",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Exit non-zero when the app cannot be loaded. Always on in oxgate."
-    ),
-    opt!(
-        "die-on-term",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted for uWSGI compatibility: in oxgate SIGTERM always stops gracefully (uWSGI 2.0 reloads on it)."
-    ),
-    opt!(
-        "harakiri",
-        [],
-        Some('t'),
-        Int,
-        Process,
-        "SECONDS",
-        "Kill a worker whose request runs longer than SECONDS, after logging the request and its Python stack."
-    ),
-    opt!(
-        "harakiri-verbose",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted: oxgate's harakiri log is always verbose."
-    ),
-    opt!(
-        "max-requests",
-        [],
-        Some('R'),
-        Int,
-        Process,
-        "N",
-        "Replace a worker after it served N requests (its replacement is ready before it stops)."
-    ),
-    opt!(
-        "max-requests-delta",
-        [],
-        None,
-        Int,
-        Process,
-        "N",
-        "Add worker_id * N to --max-requests, so workers are not all replaced at once."
-    ),
-    opt!(
-        "max-worker-lifetime",
-        [],
-        None,
-        Int,
-        Process,
-        "SECONDS",
-        "Replace a worker after it has run SECONDS."
-    ),
-    opt!(
-        "reload-on-rss",
-        [],
-        None,
-        Int,
-        Process,
-        "MB",
-        "Replace a worker gracefully when its resident memory exceeds MB."
-    ),
-    opt!(
-        "evil-reload-on-rss",
-        [],
-        None,
-        Int,
-        Process,
-        "MB",
-        "Kill a worker at once when its resident memory exceeds MB."
-    ),
-    opt!(
-        "limit-as",
-        [],
-        None,
-        Int,
-        Process,
-        "MB",
-        "Limit each worker's address space to MB (RLIMIT_AS)."
-    ),
-    opt!(
-        "worker-reload-mercy",
-        [],
-        None,
-        Int,
-        Process,
-        "SECONDS",
-        "How long a worker asked to stop may finish its requests before it is killed (default 60)."
-    ),
-    opt!(
-        "reload-mercy",
-        [],
-        None,
-        Int,
-        Process,
-        "SECONDS",
-        "How long a stopping master waits for workers to finish (default 60)."
-    ),
-    opt!(
-        "pidfile",
-        [],
-        None,
-        Str,
-        Process,
-        "FILE",
-        "Write the master's pid to FILE."
-    ),
-    opt!(
-        "pidfile2",
-        [],
-        None,
-        Str,
-        Process,
-        "FILE",
-        "Write the master's pid to FILE after dropping privileges."
-    ),
-    opt!(
-        "daemonize",
-        [],
-        Some('d'),
-        Str,
-        Process,
-        "LOGFILE",
-        "Detach from the terminal and log to LOGFILE."
-    ),
-    opt!(
-        "daemonize2",
-        [],
-        None,
-        Str,
-        Process,
-        "LOGFILE",
-        "Like --daemonize, but after the app is loaded (load errors still reach the terminal)."
-    ),
-    opt!(
-        "logto",
-        [],
-        None,
-        Str,
-        Logging,
-        "FILE",
-        "Log to FILE instead of stderr."
-    ),
-    opt!(
-        "vacuum",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Remove unix sockets and pidfiles on exit."
-    ),
-    opt!(
-        "stop",
-        [],
-        None,
-        Str,
-        Process,
-        "PIDFILE",
-        "Stop the oxgate whose master pid is in PIDFILE (gracefully), then exit."
-    ),
-    opt!(
-        "reload",
-        [],
-        None,
-        Str,
-        Process,
-        "PIDFILE",
-        "Reload the oxgate whose master pid is in PIDFILE (new workers with the new code), then exit."
-    ),
-    opt!(
-        "chain-reload",
-        [],
-        None,
-        Str,
-        Process,
-        "PIDFILE",
-        "Reload the oxgate in PIDFILE one worker at a time, then exit."
-    ),
-    opt!(
-        "brutal-reload",
-        [],
-        None,
-        Str,
-        Process,
-        "PIDFILE",
-        "Reload the oxgate in PIDFILE, killing its workers at once, then exit."
-    ),
-    opt!(
-        "touch-reload",
-        [],
-        None,
-        List,
-        Process,
-        "FILE",
-        "Reload gracefully when FILE is touched (repeatable)."
-    ),
-    opt!(
-        "touch-chain-reload",
-        [],
-        None,
-        List,
-        Process,
-        "FILE",
-        "Chain-reload when FILE is touched (repeatable)."
-    ),
-    opt!(
-        "attach-daemon",
-        [],
-        None,
-        List,
-        Process,
-        "COMMAND",
-        "Run COMMAND (through /bin/sh) beside the workers: started, respawned and stopped with the master (repeatable)."
-    ),
-    opt!(
-        "smart-attach-daemon",
-        [],
-        None,
-        List,
-        Process,
-        "PIDFILE COMMAND",
-        "Run COMMAND, which daemonizes and writes PIDFILE; restart it when that pid is gone, stop it with the master."
-    ),
-    opt!(
-        "py-autoreload",
-        ["python-autoreload"],
-        None,
-        Int,
-        Process,
-        "SECONDS",
-        "Every SECONDS, reload gracefully if a loaded Python module's file changed (for development)."
-    ),
-    opt!(
-        "chown-socket",
-        [],
-        None,
-        Str,
-        Sockets,
-        "USER[:GROUP]",
-        "Owner of unix sockets."
-    ),
-    opt!(
-        "umask",
-        [],
-        None,
-        Str,
-        Process,
-        "MASK",
-        "Set the umask (octal) before creating sockets and files."
-    ),
-    opt!(
-        "uid",
-        [],
-        None,
-        Str,
-        Process,
-        "USER",
-        "Run as USER (name or number) after binding the sockets."
-    ),
-    opt!(
-        "gid",
-        [],
-        None,
-        Str,
-        Process,
-        "GROUP",
-        "Run as GROUP (name or number) after binding the sockets."
-    ),
-    opt!(
-        "limit-post",
-        [],
-        None,
-        Int,
-        Limits,
-        "BYTES",
-        "Refuse request bodies larger than BYTES with 413 (default: no limit)."
-    ),
-    opt!(
-        "buffer-size",
-        [],
-        None,
-        Int,
-        Limits,
-        "BYTES",
-        "Largest request head accepted, in bytes (default 65536; uWSGI's 4096 is too small for real cookies). Larger heads get 431."
-    ),
-    opt!(
-        "socket-timeout",
-        [],
-        Some('z'),
-        Int,
-        Limits,
-        "SECONDS",
-        "Close a connection whose request head does not arrive within SECONDS (default 30)."
-    ),
-    opt!(
-        "ini",
-        [],
-        None,
-        List,
-        Config,
-        "FILE[:SECTION]",
-        "Read options from an INI file, section [uwsgi] (or [oxgate]) unless one is named. Expanded in place: later options override it."
-    ),
-    opt!(
-        "yaml",
-        ["yml"],
-        Some('y'),
-        List,
-        Config,
-        "FILE[:SECTION]",
-        "Read options from the uwsgi: (or oxgate:) mapping of a YAML file."
-    ),
-    opt!(
-        "json",
-        ["js"],
-        Some('j'),
-        List,
-        Config,
-        "FILE[:SECTION]",
-        "Read options from the \"uwsgi\" (or \"oxgate\") object of a JSON file."
-    ),
-    opt!(
-        "xml",
-        [],
-        Some('x'),
-        List,
-        Config,
-        "FILE[:SECTION]",
-        "Read options from the <uwsgi> (or <oxgate>) element of an XML file."
-    ),
-    opt!(
-        "strict",
-        [],
-        None,
-        Flag,
-        Config,
-        "",
-        "Refuse unknown keys in config files instead of warning about them."
-    ),
-    opt!(
-        "print-config",
-        [],
-        None,
-        Flag,
-        Config,
-        "",
-        "Print every option as resolved, with where it came from, and exit."
-    ),
-    opt!(
-        "check-config",
-        [],
-        None,
-        Flag,
-        Config,
-        "",
-        "Read and check the configuration, report problems, and exit (status 0 when it is usable)."
-    ),
-    opt!(
-        "disable-logging",
-        [],
-        Some('L'),
-        Flag,
-        Logging,
-        "",
-        "Write no request log line, except for the requests --log-slow, --log-4xx, --log-5xx, --log-big or --log-zero pick."
-    ),
-    opt!(
-        "log-format",
-        ["logformat"],
-        None,
-        Str,
-        Logging,
-        "FORMAT",
-        "The request line, with uWSGI's %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable."
-    ),
-    opt!(
-        "log-format-strftime",
-        ["logformat-strftime"],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Make %(ftime) use the --logdate format."
-    ),
-    opt!(
-        "logdate",
-        ["log-date"],
-        None,
-        FlagOrStr,
-        Logging,
-        "[=FORMAT]",
-        "Prefix oxgate's own log messages with the date (a strftime FORMAT, or the ctime format)."
-    ),
-    opt!(
-        "log-micros",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Request times in the default line in microseconds."
-    ),
-    opt!(
-        "log-x-forwarded-for",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Log the X-Forwarded-For header as the client address when a request has one."
-    ),
-    opt!(
-        "log-slow",
-        [],
-        None,
-        Int,
-        Logging,
-        "MS",
-        "Log requests that took MS milliseconds or more (even with --disable-logging)."
-    ),
-    opt!(
-        "log-4xx",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Log requests answered with a 4xx status (even with --disable-logging)."
-    ),
-    opt!(
-        "log-5xx",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Log requests answered with a 5xx status (even with --disable-logging)."
-    ),
-    opt!(
-        "log-big",
-        [],
-        None,
-        Int,
-        Logging,
-        "BYTES",
-        "Log responses of BYTES or more (even with --disable-logging)."
-    ),
-    opt!(
-        "log-zero",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Log responses with an empty body (even with --disable-logging)."
-    ),
-    opt!(
-        "log-encoder",
-        ["log-req-encoder"],
-        None,
-        List,
-        Logging,
-        "ENCODER",
-        "Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI's ${msg}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}; `nl` is accepted (lines always end with a newline)."
-    ),
-    opt!(
-        "log-maxsize",
-        [],
-        None,
-        Int,
-        Logging,
-        "BYTES",
-        "Rotate the log file (--logto, --daemonize) when it grows past BYTES: it is renamed to FILE.<unix time> and reopened."
-    ),
-    opt!(
-        "log-backupname",
-        [],
-        None,
-        Str,
-        Logging,
-        "FILE",
-        "The name a rotated log is renamed to (each rotation overwrites it)."
-    ),
-    opt!(
-        "touch-logreopen",
-        [],
-        None,
-        List,
-        Logging,
-        "FILE",
-        "Reopen the log file when FILE is touched (as SIGUSR1 does; for logrotate)."
-    ),
-    opt!(
-        "log-reopen",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Accepted: oxgate always reopens the log file after a reload."
-    ),
-    opt!(
-        "log-master",
-        ["threaded-logger"],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Accepted: each process writes whole lines to the log itself, which never interleave."
-    ),
-    opt!(
-        "memory-report",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Accepted: the stats server always reports each worker's memory."
-    ),
-    opt!(
-        "stats",
-        ["stats-server"],
-        None,
-        Str,
-        Logging,
-        "ADDR",
-        "Serve uWSGI's stats JSON (for uwsgitop and oxgate top) on ADDR: host:port or a unix socket path. Bind it to loopback or a private socket."
-    ),
-    opt!(
-        "stats-http",
-        [],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Answer HTTP on the stats socket: / is the JSON, /metrics the Prometheus metrics."
-    ),
-    opt!(
-        "stats-minified",
-        ["stats-min"],
-        None,
-        Flag,
-        Logging,
-        "",
-        "Stats JSON without indentation."
-    ),
-    opt!(
-        "metrics",
-        [],
-        None,
-        Str,
-        Logging,
-        "ADDR",
-        "Serve Prometheus metrics over HTTP on ADDR (at /metrics)."
-    ),
-    opt!(
-        "enable-threads",
-        [],
-        Some('T'),
-        Flag,
-        Python,
-        "",
-        "Accepted: Python threads always work in oxgate."
-    ),
-    opt!(
-        "single-interpreter",
-        [],
-        Some('i'),
-        Flag,
-        Python,
-        "",
-        "Accepted: oxgate always runs one interpreter per process."
-    ),
-    opt!(
-        "plugin",
-        ["plugins"],
-        None,
-        List,
-        Python,
-        "NAME",
-        "Accepted: Python support is built in; plugins are not needed."
-    ),
-    opt!(
-        "plugin-dir",
-        ["plugins-dir"],
-        None,
-        Str,
-        Python,
-        "DIR",
-        "Accepted: there are no plugins to look for."
-    ),
-    opt!(
-        "thunder-lock",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted: workers accept from shared sockets without a lock, and connections spread across them."
-    ),
-    opt!(
-        "no-orphans",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted: workers always die with their master (PR_SET_PDEATHSIG)."
-    ),
-    opt!(
-        "ignore-sigpipe",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted: SIGPIPE never reaches oxgate's processes."
-    ),
-    opt!(
-        "ignore-write-errors",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted: a client that goes away closes its connection; the app is not told."
-    ),
-    opt!(
-        "disable-write-exception",
-        [],
-        None,
-        Flag,
-        Process,
-        "",
-        "Accepted: writes to clients happen outside the app, which never sees a write exception."
-    ),
-    opt!(
-        "help",
-        ["usage"],
-        Some('h'),
-        Flag,
-        Info,
-        "",
-        "Print this help and exit."
-    ),
-    opt!(
-        "version",
-        [],
-        None,
-        Flag,
-        Info,
-        "",
-        "Print the version and exit."
-    ),
-];
+options! {
+    HTTP_SOCKET = OptDef::new("http-socket", List, Sockets)
+        .aliases(&["http"])
+        .value("ADDR")
+        .help("Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
+               --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process."),
+    SOCKET = OptDef::new("socket", List, Sockets)
+        .short('s')
+        .value("ADDR")
+        .help("A socket in the protocol --protocol names: the uwsgi protocol by default (nginx uwsgi_pass), HTTP with --protocol http."),
+    UWSGI_SOCKET = OptDef::new("uwsgi-socket", List, Sockets)
+        .value("ADDR")
+        .help("A uwsgi-protocol socket, whatever --protocol says."),
+    FASTCGI_SOCKET = OptDef::new("fastcgi-socket", List, Sockets)
+        .value("ADDR")
+        .help("A FastCGI socket (nginx fastcgi_pass, with or without fastcgi_keep_conn; Apache mod_proxy_fcgi; lighttpd mod_fastcgi)."),
+    SCGI_SOCKET = OptDef::new("scgi-socket", List, Sockets)
+        .value("ADDR")
+        .help("An SCGI socket (nginx scgi_pass, Apache mod_proxy_scgi, lighttpd mod_scgi)."),
+    PROTOCOL = OptDef::new("protocol", Str, Sockets)
+        .value("NAME")
+        .defaults_to("uwsgi")
+        .help("The protocol of --socket: uwsgi, http, scgi or fastcgi."),
+    BIND = OptDef::new("bind", List, Sockets)
+        .short('b')
+        .value("ADDR")
+        .help("Gunicorn's spelling of --http-socket. -b with a number is uWSGI's -b, --buffer-size."),
+    LISTEN = OptDef::new("listen", Int, Sockets)
+        .short('l')
+        .value("N")
+        .defaults_to("1024")
+        .help("Backlog of each listening socket (the kernel caps it at net.core.somaxconn)."),
+    CHMOD_SOCKET = OptDef::new("chmod-socket", Str, Sockets)
+        .short('C')
+        .value("MODE")
+        .help("Permissions of unix sockets, octal; 666 when given without a value."),
+    WSGI_FILE = OptDef::new("wsgi-file", Str, App)
+        .aliases(&["file"])
+        .value("FILE")
+        .help("Load the WSGI callable from a Python file."),
+    MODULE = OptDef::new("module", Str, App)
+        .aliases(&["wsgi"])
+        .short('w')
+        .value("MODULE[:CALLABLE]")
+        .help("Load the WSGI callable from an importable module: pkg.mod, pkg.mod:app, or pkg.mod:factory() to call a factory."),
+    MOUNT = OptDef::new("mount", List, App)
+        .value("MOUNTPOINT=APP")
+        .help("Serve another app under a URL prefix (repeatable): /blog=blog.py, /api=api.wsgi:app. The request's SCRIPT_NAME picks the app (the longest mountpoint that prefixes PATH_INFO with --manage-script-name); other requests go to the --wsgi-file/--module app. All apps share one interpreter."),
+    VHOST = OptDef::new("vhost", Flag, App)
+        .help("Dynamic apps: a request's UWSGI_SCRIPT, UWSGI_MODULE (+ UWSGI_CALLABLE) or UWSGI_FILE variable (nginx's uwsgi_param) names the app, loaded on first use after UWSGI_CHDIR and UWSGI_PYHOME, and kept. Only with --vhost: these variables let the front end load code."),
+    MANAGE_SCRIPT_NAME = OptDef::new("manage-script-name", Flag, App)
+        .help("Pick the --mount app by the longest mountpoint that prefixes PATH_INFO, and move that prefix from PATH_INFO to SCRIPT_NAME."),
+    CALLABLE = OptDef::new("callable", Str, App)
+        .value("NAME")
+        .defaults_to("application")
+        .help("Name of the WSGI callable in the module or file."),
+    CHDIR = OptDef::new("chdir", Str, App)
+        .value("DIR")
+        .help("Change to DIR before loading the app."),
+    PYTHONPATH = OptDef::new("pythonpath", List, Python)
+        .aliases(&["python-path", "pp"])
+        .value("DIR")
+        .help("Put DIR in front of sys.path (repeatable)."),
+    HOME = OptDef::new("home", Str, Python)
+        .aliases(&["virtualenv", "venv", "pyhome"])
+        .short('H')
+        .value("DIR")
+        .help("Use the virtualenv in DIR (default: $VIRTUAL_ENV when set)."),
+    ENV = OptDef::new("env", List, Python)
+        .value("KEY=VALUE")
+        .help("Set an environment variable before Python starts (repeatable)."),
+    THREADS = OptDef::new("threads", Int, Process)
+        .value("N")
+        .defaults_to("1")
+        .help("Run the app in N Python threads. A slow request then never delays requests on other connections while a thread is free."),
+    MASTER = OptDef::new("master", Flag, Process)
+        .short('M')
+        .defaults_to("true")
+        .help("Run a master that supervises the workers; --master=false or --no-master runs one process."),
+    NO_MASTER = OptDef::new("no-master", Flag, Process)
+        .help("Run a single process, no master."),
+    PROCESSES = OptDef::new("processes", Int, Process)
+        .aliases(&["workers"])
+        .short('p')
+        .value("N")
+        .help("Number of worker processes (default: the number of CPU cores)."),
+    LAZY_APPS = OptDef::new("lazy-apps", Flag, Process)
+        .aliases(&["lazy"])
+        .help("Load the app in each worker after the fork instead of once in the master (preload is the default)."),
+    NEED_APP = OptDef::new("need-app", Flag, Process)
+        .ignored()
+        .help("oxgate always exits non-zero when the app cannot be loaded."),
+    DIE_ON_TERM = OptDef::new("die-on-term", Flag, Process)
+        .ignored()
+        .help("SIGTERM always stops oxgate gracefully (uWSGI 2.0 reloads on it)."),
+    HARAKIRI = OptDef::new("harakiri", Int, Process)
+        .short('t')
+        .value("SECONDS")
+        .help("Kill a worker whose request runs longer than SECONDS, after logging the request and its Python stack."),
+    HARAKIRI_VERBOSE = OptDef::new("harakiri-verbose", Flag, Process)
+        .ignored()
+        .help("oxgate's harakiri log is always verbose."),
+    MAX_REQUESTS = OptDef::new("max-requests", Int, Process)
+        .short('R')
+        .value("N")
+        .help("Replace a worker after it served N requests (its replacement is ready before it stops)."),
+    MAX_REQUESTS_DELTA = OptDef::new("max-requests-delta", Int, Process)
+        .value("N")
+        .defaults_to("0")
+        .help("Add worker_id * N to --max-requests, so workers are not all replaced at once."),
+    MAX_WORKER_LIFETIME = OptDef::new("max-worker-lifetime", Int, Process)
+        .value("SECONDS")
+        .help("Replace a worker after it has run SECONDS."),
+    RELOAD_ON_RSS = OptDef::new("reload-on-rss", Int, Process)
+        .value("MB")
+        .help("Replace a worker gracefully when its resident memory exceeds MB."),
+    EVIL_RELOAD_ON_RSS = OptDef::new("evil-reload-on-rss", Int, Process)
+        .value("MB")
+        .help("Kill a worker at once when its resident memory exceeds MB."),
+    LIMIT_AS = OptDef::new("limit-as", Int, Process)
+        .value("MB")
+        .help("Limit each worker's address space to MB (RLIMIT_AS)."),
+    WORKER_RELOAD_MERCY = OptDef::new("worker-reload-mercy", Int, Process)
+        .value("SECONDS")
+        .defaults_to("60")
+        .help("How long a worker asked to stop may finish its requests before it is killed."),
+    RELOAD_MERCY = OptDef::new("reload-mercy", Int, Process)
+        .value("SECONDS")
+        .defaults_to("60")
+        .help("How long a stopping master waits for workers to finish."),
+    PIDFILE = OptDef::new("pidfile", Str, Process)
+        .value("FILE")
+        .help("Write the master's pid to FILE."),
+    PIDFILE2 = OptDef::new("pidfile2", Str, Process)
+        .value("FILE")
+        .help("Write the master's pid to FILE after dropping privileges."),
+    DAEMONIZE = OptDef::new("daemonize", Str, Process)
+        .short('d')
+        .value("LOGFILE")
+        .help("Detach from the terminal and log to LOGFILE."),
+    DAEMONIZE2 = OptDef::new("daemonize2", Str, Process)
+        .value("LOGFILE")
+        .help("Like --daemonize, but after the app is loaded (load errors still reach the terminal)."),
+    LOGTO = OptDef::new("logto", Str, Logging)
+        .value("FILE")
+        .help("Log to FILE instead of stderr."),
+    VACUUM = OptDef::new("vacuum", Flag, Process)
+        .help("Remove unix sockets and pidfiles on exit."),
+    STOP = OptDef::new("stop", Str, Process)
+        .value("PIDFILE")
+        .help("Stop the oxgate whose master pid is in PIDFILE (gracefully), then exit."),
+    RELOAD = OptDef::new("reload", Str, Process)
+        .value("PIDFILE")
+        .help("Reload the oxgate whose master pid is in PIDFILE (new workers with the new code), then exit."),
+    CHAIN_RELOAD = OptDef::new("chain-reload", Str, Process)
+        .value("PIDFILE")
+        .help("Reload the oxgate in PIDFILE one worker at a time, then exit."),
+    BRUTAL_RELOAD = OptDef::new("brutal-reload", Str, Process)
+        .value("PIDFILE")
+        .help("Reload the oxgate in PIDFILE, killing its workers at once, then exit."),
+    TOUCH_RELOAD = OptDef::new("touch-reload", List, Process)
+        .value("FILE")
+        .help("Reload gracefully when FILE is touched (repeatable)."),
+    TOUCH_CHAIN_RELOAD = OptDef::new("touch-chain-reload", List, Process)
+        .value("FILE")
+        .help("Chain-reload when FILE is touched (repeatable)."),
+    ATTACH_DAEMON = OptDef::new("attach-daemon", List, Process)
+        .value("COMMAND")
+        .help("Run COMMAND (through /bin/sh) beside the workers: started, respawned and stopped with the master (repeatable)."),
+    SMART_ATTACH_DAEMON = OptDef::new("smart-attach-daemon", List, Process)
+        .value("PIDFILE COMMAND")
+        .help("Run COMMAND, which daemonizes and writes PIDFILE; restart it when that pid is gone, stop it with the master."),
+    PY_AUTORELOAD = OptDef::new("py-autoreload", Int, Process)
+        .aliases(&["python-autoreload"])
+        .value("SECONDS")
+        .help("Every SECONDS, reload gracefully if a loaded Python module's file changed (for development)."),
+    CHOWN_SOCKET = OptDef::new("chown-socket", Str, Sockets)
+        .value("USER[:GROUP]")
+        .help("Owner of unix sockets."),
+    UMASK = OptDef::new("umask", Str, Process)
+        .value("MASK")
+        .help("Set the umask (octal) before creating sockets and files."),
+    UID = OptDef::new("uid", Str, Process)
+        .value("USER")
+        .help("Run as USER (name or number) after binding the sockets."),
+    GID = OptDef::new("gid", Str, Process)
+        .value("GROUP")
+        .help("Run as GROUP (name or number) after binding the sockets."),
+    LIMIT_POST = OptDef::new("limit-post", Int, Limits)
+        .value("BYTES")
+        .help("Refuse request bodies larger than BYTES with 413 (no limit when not given)."),
+    BUFFER_SIZE = OptDef::new("buffer-size", Int, Limits)
+        .value("BYTES")
+        .defaults_to("65536")
+        .help("Largest request head accepted, in bytes (uWSGI's default, 4096, is too small for real cookies). Larger heads get 431."),
+    SOCKET_TIMEOUT = OptDef::new("socket-timeout", Int, Limits)
+        .short('z')
+        .value("SECONDS")
+        .defaults_to("30")
+        .help("Close a connection whose request head does not arrive within SECONDS."),
+    INI = OptDef::new("ini", List, Config)
+        .value("FILE[:SECTION]")
+        .help("Read options from an INI file, section [uwsgi] (or [oxgate]) unless one is named. Expanded in place: later options override it."),
+    YAML = OptDef::new("yaml", List, Config)
+        .aliases(&["yml"])
+        .short('y')
+        .value("FILE[:SECTION]")
+        .help("Read options from the uwsgi: (or oxgate:) mapping of a YAML file."),
+    JSON = OptDef::new("json", List, Config)
+        .aliases(&["js"])
+        .short('j')
+        .value("FILE[:SECTION]")
+        .help("Read options from the \"uwsgi\" (or \"oxgate\") object of a JSON file."),
+    XML = OptDef::new("xml", List, Config)
+        .short('x')
+        .value("FILE[:SECTION]")
+        .help("Read options from the <uwsgi> (or <oxgate>) element of an XML file."),
+    STRICT = OptDef::new("strict", Flag, Config)
+        .help("Refuse unknown keys in config files instead of warning about them."),
+    PRINT_CONFIG = OptDef::new("print-config", Flag, Config)
+        .help("Print every option as resolved, with where it came from, and exit."),
+    CHECK_CONFIG = OptDef::new("check-config", Flag, Config)
+        .help("Read and check the configuration, report problems, and exit (status 0 when it is usable)."),
+    DISABLE_LOGGING = OptDef::new("disable-logging", Flag, Logging)
+        .short('L')
+        .help("Write no request log line, except for the requests --log-slow, --log-4xx, --log-5xx, --log-big or --log-zero pick."),
+    LOG_FORMAT = OptDef::new("log-format", Str, Logging)
+        .aliases(&["logformat"])
+        .value("FORMAT")
+        .help("The request line, with uWSGI's %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable."),
+    LOG_FORMAT_STRFTIME = OptDef::new("log-format-strftime", Flag, Logging)
+        .aliases(&["logformat-strftime"])
+        .help("Make %(ftime) use the --logdate format."),
+    LOGDATE = OptDef::new("logdate", FlagOrStr, Logging)
+        .aliases(&["log-date"])
+        .value("[=FORMAT]")
+        .help("Prefix oxgate's own log messages with the date (a strftime FORMAT, or the ctime format)."),
+    LOG_MICROS = OptDef::new("log-micros", Flag, Logging)
+        .help("Request times in the default line in microseconds."),
+    LOG_X_FORWARDED_FOR = OptDef::new("log-x-forwarded-for", Flag, Logging)
+        .help("Log the X-Forwarded-For header as the client address when a request has one."),
+    LOG_SLOW = OptDef::new("log-slow", Int, Logging)
+        .value("MS")
+        .help("Log requests that took MS milliseconds or more (even with --disable-logging)."),
+    LOG_4XX = OptDef::new("log-4xx", Flag, Logging)
+        .help("Log requests answered with a 4xx status (even with --disable-logging)."),
+    LOG_5XX = OptDef::new("log-5xx", Flag, Logging)
+        .help("Log requests answered with a 5xx status (even with --disable-logging)."),
+    LOG_BIG = OptDef::new("log-big", Int, Logging)
+        .value("BYTES")
+        .help("Log responses of BYTES or more (even with --disable-logging)."),
+    LOG_ZERO = OptDef::new("log-zero", Flag, Logging)
+        .help("Log responses with an empty body (even with --disable-logging)."),
+    LOG_ENCODER = OptDef::new("log-encoder", List, Logging)
+        .aliases(&["log-req-encoder"])
+        .value("ENCODER")
+        .help("Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI's ${msg}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}; `nl` is accepted (lines always end with a newline)."),
+    LOG_MAXSIZE = OptDef::new("log-maxsize", Int, Logging)
+        .value("BYTES")
+        .help("Rotate the log file (--logto, --daemonize) when it grows past BYTES: it is renamed to FILE.<unix time> and reopened."),
+    LOG_BACKUPNAME = OptDef::new("log-backupname", Str, Logging)
+        .value("FILE")
+        .help("The name a rotated log is renamed to (each rotation overwrites it)."),
+    TOUCH_LOGREOPEN = OptDef::new("touch-logreopen", List, Logging)
+        .value("FILE")
+        .help("Reopen the log file when FILE is touched (as SIGUSR1 does; for logrotate)."),
+    LOG_REOPEN = OptDef::new("log-reopen", Flag, Logging)
+        .ignored()
+        .help("oxgate always reopens the log file after a reload."),
+    LOG_MASTER = OptDef::new("log-master", Flag, Logging)
+        .aliases(&["threaded-logger"])
+        .ignored()
+        .help("each process writes whole lines to the log itself, which never interleave."),
+    MEMORY_REPORT = OptDef::new("memory-report", Flag, Logging)
+        .ignored()
+        .help("the stats server always reports each worker's memory."),
+    STATS = OptDef::new("stats", Str, Logging)
+        .aliases(&["stats-server"])
+        .value("ADDR")
+        .help("Serve uWSGI's stats JSON (for uwsgitop and oxgate top) on ADDR: host:port or a unix socket path. Bind it to loopback or a private socket."),
+    STATS_HTTP = OptDef::new("stats-http", Flag, Logging)
+        .help("Answer HTTP on the stats socket: / is the JSON, /metrics the Prometheus metrics."),
+    STATS_MINIFIED = OptDef::new("stats-minified", Flag, Logging)
+        .aliases(&["stats-min"])
+        .help("Stats JSON without indentation."),
+    METRICS = OptDef::new("metrics", Str, Logging)
+        .value("ADDR")
+        .help("Serve Prometheus metrics over HTTP on ADDR (at /metrics)."),
+    ENABLE_THREADS = OptDef::new("enable-threads", Flag, Python)
+        .short('T')
+        .ignored()
+        .help("Python threads always work in oxgate."),
+    SINGLE_INTERPRETER = OptDef::new("single-interpreter", Flag, Python)
+        .short('i')
+        .ignored()
+        .help("oxgate always runs one interpreter per process."),
+    PLUGIN = OptDef::new("plugin", List, Python)
+        .aliases(&["plugins"])
+        .value("NAME")
+        .ignored()
+        .help("Python support is built in; plugins are not needed."),
+    PLUGIN_DIR = OptDef::new("plugin-dir", Str, Python)
+        .aliases(&["plugins-dir"])
+        .value("DIR")
+        .ignored()
+        .help("there are no plugins to look for."),
+    THUNDER_LOCK = OptDef::new("thunder-lock", Flag, Process)
+        .ignored()
+        .help("workers accept from shared sockets without a lock, and connections spread across them."),
+    NO_ORPHANS = OptDef::new("no-orphans", Flag, Process)
+        .ignored()
+        .help("workers always die with their master (PR_SET_PDEATHSIG)."),
+    IGNORE_SIGPIPE = OptDef::new("ignore-sigpipe", Flag, Process)
+        .ignored()
+        .help("SIGPIPE never reaches oxgate's processes."),
+    IGNORE_WRITE_ERRORS = OptDef::new("ignore-write-errors", Flag, Process)
+        .ignored()
+        .help("a client that goes away closes its connection; the app is not told."),
+    DISABLE_WRITE_EXCEPTION = OptDef::new("disable-write-exception", Flag, Process)
+        .ignored()
+        .help("writes to clients happen outside the app, which never sees a write exception."),
+    HELP = OptDef::new("help", Flag, Info)
+        .aliases(&["usage"])
+        .short('h')
+        .help("Print the options, grouped by topic, and exit."),
+    VERSION = OptDef::new("version", Flag, Info)
+        .help("Print the version and exit."),
+}
 
 /// uWSGI's options that real configs use (shared/docs/uwsgi-ini-options.tsv):
 /// a key among them that oxgate does not know is "not implemented yet",
@@ -1133,20 +688,21 @@ pub static UWSGI_OPTIONS: &[&str] = &[
 ];
 
 /// Finds an option by its name or one of its aliases.
-pub fn lookup(name: &str) -> Option<&'static OptDef> {
+pub fn lookup(name: &str) -> Option<Key> {
     lookup_exact(&name.replace('_', "-"))
 }
 
 /// As written, without turning `_` into `-`: in uWSGI config files a key
 /// with `_` is a placeholder (`base_dir`), never an option.
-pub fn lookup_exact(name: &str) -> Option<&'static OptDef> {
+pub fn lookup_exact(name: &str) -> Option<Key> {
     OPTIONS
         .iter()
+        .copied()
         .find(|o| o.name == name || o.aliases.contains(&name))
 }
 
-pub fn lookup_short(c: char) -> Option<&'static OptDef> {
-    OPTIONS.iter().find(|o| o.short == Some(c))
+pub fn lookup_short(c: char) -> Option<Key> {
+    OPTIONS.iter().copied().find(|o| o.short == Some(c))
 }
 
 /// The known option closest to a misspelt one, for "did you mean" hints.
@@ -1197,10 +753,73 @@ mod tests {
 
     #[test]
     fn lookup_accepts_aliases_and_underscores() {
-        assert_eq!(lookup("http").unwrap().name, "http-socket");
-        assert_eq!(lookup("wsgi_file").unwrap().name, "wsgi-file");
-        assert_eq!(lookup("virtualenv").unwrap().name, "home");
+        assert_eq!(lookup("http"), Some(&opt::HTTP_SOCKET));
+        assert_eq!(lookup("wsgi_file"), Some(&opt::WSGI_FILE));
+        assert_eq!(lookup("virtualenv"), Some(&opt::HOME));
+        assert_eq!(lookup_short('t'), Some(&opt::HARAKIRI));
         assert!(lookup("no-such-thing").is_none());
+        assert_ne!(&opt::HTTP_SOCKET, &opt::SOCKET);
+    }
+
+    #[test]
+    fn keys_are_named_after_their_option() {
+        // macro_rules! cannot make HTTP_SOCKET out of "http-socket", so the
+        // table spells both; they must agree.
+        assert_eq!(KEY_IDENTS.len(), OPTIONS.len());
+        for (o, ident) in OPTIONS.iter().zip(KEY_IDENTS) {
+            assert_eq!(*ident, o.name.to_ascii_uppercase().replace('-', "_"));
+        }
+    }
+
+    #[test]
+    fn every_entry_is_complete_and_consistent() {
+        for o in OPTIONS {
+            let n = o.name;
+            assert!(!o.help.is_empty(), "--{n} has no help");
+            assert!(
+                o.help.ends_with('.') || o.help.ends_with(')'),
+                "--{n}: help is a sentence"
+            );
+            // The renderers add these; the help text must not repeat them.
+            assert!(
+                !o.help.starts_with("Accepted"),
+                "--{n}: say .ignored() instead"
+            );
+            if o.default.is_some() {
+                assert!(
+                    !o.help.contains("default "),
+                    "--{n}: the default is in .defaults_to()"
+                );
+            }
+            assert_eq!(
+                o.value_name.is_empty(),
+                o.kind == Kind::Flag,
+                "--{n}: value name"
+            );
+            if let Some(d) = o.default {
+                assert_eq!(o.kind.check(d), Ok(()), "--{n}: default {d:?}");
+                if o.kind == Kind::Int {
+                    assert!(
+                        d.bytes().all(|b| b.is_ascii_digit()),
+                        "--{n}: default {d:?}"
+                    );
+                }
+                assert!(o.kind != Kind::List, "--{n}: a list has no default");
+                assert_eq!(
+                    o.status,
+                    Status::Implemented,
+                    "--{n}: ignored, yet a default"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_check_values() {
+        assert_eq!(Kind::Flag.check("yes"), Ok(()));
+        assert_eq!(Kind::Flag.check("maybe"), Err("true or false"));
+        assert_eq!(Kind::Int.check("30 # seconds"), Ok(()));
+        assert_eq!(Kind::FlagOrStr.check("%Y"), Ok(()));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Configuration: the option table (`defs`), the sources that produce
-//! `(option, value)` settings in order (`parse`, `sources`), and the
-//! resolved [`Config`] the server runs on (`resolve`, `settings`).
+//! Configuration: the option table (`defs`), how values are read
+//! (`value`), the sources that produce `(option, value)` settings in order
+//! (`parse`, `sources`), the resolved [`Config`] the server runs on
+//! (`resolve`, `settings`), and what is generated from the table: `--help`,
+//! `--print-config`, docs/options.md and docs/oxgate.1 (`doc`).
 
 pub mod defs;
 mod doc;
@@ -8,8 +10,10 @@ mod parse;
 mod resolve;
 mod settings;
 pub mod sources;
+mod value;
 
-pub use doc::{help_text, print_config};
-pub use parse::{ConfigError, Loaded, Setting, load, parse_args, parse_bool, parse_int};
+pub use doc::{help_text, man_page, options_markdown, print_config};
+pub use parse::{ConfigError, Loaded, Setting, load, parse_args};
 pub use resolve::resolve;
 pub use settings::*;
+pub use value::{parse_bool, parse_int};

@@ -3,13 +3,14 @@
 
 use std::ffi::OsString;
 
-use super::defs::{self, Kind, OptDef};
+use super::defs::{self, Key, Kind, opt};
 use super::sources;
+use super::value::parse_bool;
 
 /// One value given for one option, in the order the sources gave them.
 #[derive(Debug, Clone)]
 pub struct Setting {
-    pub opt: &'static OptDef,
+    pub opt: Key,
     pub value: String,
     pub origin: sources::Origin,
 }
@@ -22,16 +23,24 @@ pub struct Loaded {
     pub unknown: Vec<sources::Entry>,
 }
 
+/// The setting that counts for `key`: the last one given.
+pub(super) fn last_given(settings: &[Setting], key: Key) -> Option<&Setting> {
+    settings.iter().rev().find(|s| s.opt == key)
+}
+
 impl Loaded {
+    /// Whether the switch `key` is on: as last given, else its default.
+    pub fn flag(&self, key: Key) -> bool {
+        last_given(&self.settings, key)
+            .map(|s| s.value.as_str())
+            .or(key.default)
+            .is_some_and(|v| parse_bool(v) == Some(true))
+    }
+
     /// uWSGI options oxgate does not implement yet, and likely typos: one
     /// warning each. Under `strict`, every unknown key is an error.
     pub fn problems(&self) -> (Vec<String>, Vec<String>) {
-        let strict = self
-            .settings
-            .iter()
-            .rev()
-            .find(|s| s.opt.name == "strict")
-            .is_some_and(|s| parse_bool(&s.value) == Some(true));
+        let strict = self.flag(&opt::STRICT);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -154,12 +163,12 @@ where
                     .value()
                     .map_err(|_| ConfigError("-b needs a value".into()))
                     .and_then(|v| os_to_string(v, "-b"))?;
-                let name = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                    "buffer-size"
+                let key = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    &opt::BUFFER_SIZE
                 } else {
-                    "bind"
+                    &opt::BIND
                 };
-                reader.push(name, &v, Origin::CommandLine);
+                reader.push(key.name, &v, Origin::CommandLine);
                 continue;
             }
             Arg::Short(c) => match defs::lookup_short(c) {
@@ -211,12 +220,12 @@ where
         0 => {}
         1 => {
             let p = apps.remove(0);
-            let name = if p.ends_with(".py") {
-                "wsgi-file"
+            let key = if p.ends_with(".py") {
+                &opt::WSGI_FILE
             } else {
-                "module"
+                &opt::MODULE
             };
-            reader.push(name, &p, Origin::CommandLine);
+            reader.push(key.name, &p, Origin::CommandLine);
         }
         _ => {
             return err(format!(
@@ -231,9 +240,9 @@ where
         // written (uWSGI: `base_dir` is a placeholder, not base-dir).
         match defs::lookup_exact(&e.key) {
             Some(opt) => {
-                if opt.kind == Kind::Flag && parse_bool(&e.value).is_none() {
+                if let Err(expected) = opt.kind.check(&e.value) {
                     return err(format!(
-                        "{}: {} takes true or false, not {:?}",
+                        "{}: {} takes {expected}, not {:?}",
                         e.origin, opt.name, e.value
                     ));
                 }
@@ -252,32 +261,4 @@ where
 fn os_to_string(v: OsString, shown: &str) -> Result<String, ConfigError> {
     v.into_string()
         .map_err(|v| ConfigError(format!("the value of {shown} ({v:?}) is not valid UTF-8")))
-}
-
-/// Reads a boolean the way uWSGI does.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    // "true # comment": uWSGI has no inline comments, but reads the value's
-    // start, so such files work there.
-    let first = v.split_whitespace().next().unwrap_or("");
-    match first.to_ascii_lowercase().as_str() {
-        "" | "1" | "true" | "yes" | "on" | "y" | "t" => Some(true),
-        "0" | "false" | "no" | "off" | "n" | "f" => Some(false),
-        _ => None,
-    }
-}
-
-/// Reads a number the way uWSGI does: its leading digits, 0 when there are none.
-pub fn parse_int(v: &str) -> i64 {
-    let v = v.trim();
-    let (neg, digits) = match v.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, v),
-    };
-    let n = digits
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .fold(0i64, |n, d| {
-            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
-        });
-    if neg { -n } else { n }
 }

@@ -4,109 +4,163 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::parse::{ConfigError, Setting, err, parse_bool, parse_int};
+use super::defs::{Key, opt};
+use super::parse::{ConfigError, Setting, err, last_given};
 use super::settings::*;
+use super::value::{parse_bool, parse_int};
+use crate::lifecycle::{Control, ReloadKind};
 
-/// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `--callable` (or
-/// "application") when no callable is named.
-fn module_spec(
-    option: &str,
-    value: &str,
-    callable_opt: Option<String>,
-) -> Result<AppSpec, ConfigError> {
-    let (module, callable) = match value.split_once(':') {
+/// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `callable` (from
+/// `--callable` or its default) when no callable is named.
+fn module_spec(option: &str, value: &str, callable: &str) -> Result<AppSpec, ConfigError> {
+    let (module, named) = match value.split_once(':') {
         Some((m, c)) => (m, Some(c.to_string())),
         None => (value, None),
     };
-    if module.is_empty() || callable.as_deref() == Some("") {
+    if module.is_empty() || named.as_deref() == Some("") {
         return err(format!(
             "{option} {value:?}: expected pkg.mod, pkg.mod:app or pkg.mod:factory()"
         ));
     }
     Ok(AppSpec {
         source: AppSource::Module(module.to_string()),
-        callable: callable
-            .or(callable_opt)
-            .unwrap_or_else(|| "application".into()),
+        callable: named.unwrap_or_else(|| callable.to_string()),
     })
+}
+
+/// The settings read through typed keys: what was given last, else the
+/// option table's default, so a default is written in one place.
+struct Values<'a>(&'a [Setting]);
+
+/// An option `resolve()` needs a default for has none in the table: a bug
+/// any resolve test finds.
+fn no_default(key: Key) -> ! {
+    panic!("--{} needs a default in src/config/defs.rs", key.name)
+}
+
+impl<'a> Values<'a> {
+    /// The value given last, if any.
+    fn given(&self, key: Key) -> Option<&'a str> {
+        last_given(self.0, key).map(|s| s.value.as_str())
+    }
+    /// The value given last, else the table's default.
+    fn value(&self, key: Key) -> Option<&'a str> {
+        self.given(key).or(key.default)
+    }
+    /// As `value`, for an option the table gives a default.
+    fn defaulted(&self, key: Key) -> &'a str {
+        self.value(key).unwrap_or_else(|| no_default(key))
+    }
+    fn default_int(key: Key) -> i64 {
+        parse_int(key.default.unwrap_or_else(|| no_default(key)))
+    }
+    /// Every value given, in order (a repeatable option).
+    fn all(&self, key: Key) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|s| s.opt == key)
+            .map(|s| s.value.clone())
+            .collect()
+    }
+    fn paths(&self, key: Key) -> Vec<PathBuf> {
+        self.all(key).into_iter().map(PathBuf::from).collect()
+    }
+    fn path(&self, key: Key) -> Option<PathBuf> {
+        self.value(key).map(PathBuf::from)
+    }
+    fn string(&self, key: Key) -> Option<String> {
+        self.value(key).map(str::to_string)
+    }
+    fn flag(&self, key: Key) -> Result<bool, ConfigError> {
+        match self.value(key) {
+            None => Ok(false),
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                ConfigError(format!("--{} takes true or false, not {v:?}", key.name))
+            }),
+        }
+    }
+    /// As in uWSGI, 0 (which is also what `threads = true` reads as)
+    /// means the default; only a negative number is refused.
+    fn positive_or(&self, key: Key, default: i64) -> Result<i64, ConfigError> {
+        match self.given(key) {
+            None => Ok(default),
+            Some(v) => match parse_int(v) {
+                0 => Ok(default),
+                n if n < 0 => err(format!(
+                    "--{} must be a positive number, not {v:?}",
+                    key.name
+                )),
+                n => Ok(n),
+            },
+        }
+    }
+    /// `positive_or` with the table's default.
+    fn positive(&self, key: Key) -> Result<i64, ConfigError> {
+        self.positive_or(key, Self::default_int(key))
+    }
+    /// The number given or its default, whichever is first above 0 (0 and
+    /// less mean off, as in uWSGI).
+    fn count(&self, key: Key) -> Option<u64> {
+        [self.given(key), key.default]
+            .into_iter()
+            .flatten()
+            .map(parse_int)
+            .find(|n| *n > 0)
+            .map(|n| n as u64)
+    }
+    /// The number given, else the table's default.
+    fn int(&self, key: Key) -> i64 {
+        parse_int(self.defaulted(key))
+    }
+    fn seconds(&self, key: Key) -> Option<Duration> {
+        self.count(key).map(Duration::from_secs)
+    }
+    /// `seconds` for an option the table gives a default.
+    fn duration(&self, key: Key) -> Duration {
+        self.seconds(key).unwrap_or_else(|| no_default(key))
+    }
+    fn megabytes(&self, key: Key) -> Option<u64> {
+        self.count(key).map(|n| n * 1024 * 1024)
+    }
 }
 
 /// Resolves ordered settings into the configuration, or a help/version request.
 pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
-    let last = |name: &str| {
-        settings
-            .iter()
-            .rev()
-            .find(|s| s.opt.name == name)
-            .map(|s| s.value.as_str())
-    };
-    let all = |name: &str| -> Vec<String> {
-        settings
-            .iter()
-            .filter(|s| s.opt.name == name)
-            .map(|s| s.value.clone())
-            .collect()
-    };
-    let flag = |name: &str| -> Result<bool, ConfigError> {
-        match last(name) {
-            None => Ok(false),
-            Some(v) => parse_bool(v)
-                .ok_or_else(|| ConfigError(format!("--{name} takes true or false, not {v:?}"))),
-        }
-    };
-    // As in uWSGI, 0 (which is also what `threads = true` reads as) means
-    // the default; only a negative number is refused.
-    let positive = |name: &str, default: i64| -> Result<i64, ConfigError> {
-        match last(name) {
-            None => Ok(default),
-            Some(v) => match parse_int(v) {
-                0 => Ok(default),
-                n if n < 0 => err(format!("--{name} must be a positive number, not {v:?}")),
-                n => Ok(n),
-            },
-        }
-    };
-
-    let seconds = |name: &str| {
-        last(name)
-            .map(parse_int)
-            .filter(|n| *n > 0)
-            .map(|n| Duration::from_secs(n as u64))
-    };
-    let count = |name: &str| {
-        last(name)
-            .map(parse_int)
-            .filter(|n| *n > 0)
-            .map(|n| n as u64)
-    };
-    let megabytes = |name: &str| count(name).map(|n| n * 1024 * 1024);
+    let r = Values(settings);
     // `--logdate` alone: uWSGI's ctime-like date; `--logdate=FMT`: strftime.
-    let log_date = last("logdate").and_then(|v| match parse_bool(v) {
+    let log_date = r.value(&opt::LOGDATE).and_then(|v| match parse_bool(v) {
         Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
         Some(false) => None,
         None => Some(v.to_string()),
     });
 
-    if flag("help")? {
+    if r.flag(&opt::HELP)? {
         return Ok(Action::Help);
     }
-    if flag("version")? {
+    if r.flag(&opt::VERSION)? {
         return Ok(Action::Version);
     }
-    for (name, what) in crate::lifecycle::Control::OPTIONS {
-        if let Some(pidfile) = last(name) {
-            return Ok(Action::Control(what, PathBuf::from(pidfile)));
+    let controls = [
+        (&opt::STOP, Control::Stop),
+        (&opt::RELOAD, Control::Reload(ReloadKind::Graceful)),
+        (&opt::CHAIN_RELOAD, Control::Reload(ReloadKind::Chain)),
+        (&opt::BRUTAL_RELOAD, Control::Reload(ReloadKind::Brutal)),
+    ];
+    for (key, what) in controls {
+        if let Some(pidfile) = r.path(key) {
+            return Ok(Action::Control(what, pidfile));
         }
     }
 
-    let mut http_sockets = all("http-socket");
-    http_sockets.extend(all("bind"));
-    let mut uwsgi_sockets = all("uwsgi-socket");
-    let mut scgi_sockets = all("scgi-socket");
-    let mut fastcgi_sockets = all("fastcgi-socket");
-    let sockets = all("socket");
-    match last("protocol")
-        .map_or("uwsgi", str::trim)
+    let mut http_sockets = r.all(&opt::HTTP_SOCKET);
+    http_sockets.extend(r.all(&opt::BIND));
+    let mut uwsgi_sockets = r.all(&opt::UWSGI_SOCKET);
+    let mut scgi_sockets = r.all(&opt::SCGI_SOCKET);
+    let mut fastcgi_sockets = r.all(&opt::FASTCGI_SOCKET);
+    let sockets = r.all(&opt::SOCKET);
+    match r
+        .defaulted(&opt::PROTOCOL)
+        .trim()
         .to_ascii_lowercase()
         .as_str()
     {
@@ -131,11 +185,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         );
     }
 
-    let callable_opt = last("callable").map(str::to_string);
+    let callable = r.defaulted(&opt::CALLABLE);
     // Gunicorn's `-w 4 app:app`: a module name cannot be a number, so a
     // numeric -w/--module is Gunicorn's worker count.
     let is_count = |s: &&Setting| {
-        s.opt.name == "module" && !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_digit())
+        s.opt == &opt::MODULE && !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_digit())
     };
     let gunicorn_workers = settings
         .iter()
@@ -147,9 +201,9 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         .iter()
         .rev()
         .filter(|s| !is_count(s))
-        .find(|s| s.opt.name == "wsgi-file" || s.opt.name == "module");
+        .find(|s| s.opt == &opt::WSGI_FILE || s.opt == &opt::MODULE);
     let mut mounts = Vec::new();
-    for m in all("mount") {
+    for m in r.all(&opt::MOUNT) {
         let Some((point, target)) = m.split_once('=') else {
             return err(format!(
                 "--mount {m:?}: expected MOUNTPOINT=APP, like /blog=blog.py or /api=api.wsgi:app"
@@ -166,36 +220,36 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         let spec = if target.contains('/') || target.ends_with(".py") || target.ends_with(".wsgi") {
             AppSpec {
                 source: AppSource::File(PathBuf::from(target)),
-                callable: callable_opt.clone().unwrap_or_else(|| "application".into()),
+                callable: callable.to_string(),
             }
         } else {
-            module_spec("--mount", target, callable_opt.clone())?
+            module_spec("--mount", target, callable)?
         };
         mounts.push((point, spec));
     }
     let app = match source_setting {
-        None if !mounts.is_empty() || flag("vhost")? => None,
+        None if !mounts.is_empty() || r.flag(&opt::VHOST)? => None,
         None => {
             return err(
                 "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app)",
             );
         }
-        Some(s) if s.opt.name == "wsgi-file" => Some(AppSpec {
+        Some(s) if s.opt == &opt::WSGI_FILE => Some(AppSpec {
             source: AppSource::File(PathBuf::from(&s.value)),
-            callable: callable_opt.unwrap_or_else(|| "application".into()),
+            callable: callable.to_string(),
         }),
-        Some(s) => Some(module_spec("--module", &s.value, callable_opt)?),
+        Some(s) => Some(module_spec("--module", &s.value, callable)?),
     };
 
     let mut env = Vec::new();
-    for kv in all("env") {
+    for kv in r.all(&opt::ENV) {
         match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
             _ => return err(format!("--env {kv:?}: expected KEY=VALUE")),
         }
     }
 
-    let chmod_socket = match last("chmod-socket") {
+    let chmod_socket = match r.value(&opt::CHMOD_SOCKET) {
         None => None,
         Some(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("true") => Some(0o666),
         Some(v) => Some(u32::from_str_radix(v.trim(), 8).map_err(|_| {
@@ -205,7 +259,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         })?),
     };
 
-    let home = last("home").map(PathBuf::from).or_else(|| {
+    let home = r.path(&opt::HOME).or_else(|| {
         std::env::var_os("VIRTUAL_ENV")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -216,25 +270,22 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         uwsgi_sockets,
         scgi_sockets,
         fastcgi_sockets,
-        listen_backlog: positive("listen", 1024)?.min(i64::from(i32::MAX)) as i32,
+        listen_backlog: r.positive(&opt::LISTEN)?.min(i64::from(i32::MAX)) as i32,
         chmod_socket,
         app,
         mounts,
-        manage_script_name: flag("manage-script-name")?,
-        vhost: flag("vhost")?,
-        chdir: last("chdir").map(PathBuf::from),
-        pythonpath: all("pythonpath").into_iter().map(PathBuf::from).collect(),
+        manage_script_name: r.flag(&opt::MANAGE_SCRIPT_NAME)?,
+        vhost: r.flag(&opt::VHOST)?,
+        chdir: r.path(&opt::CHDIR),
+        pythonpath: r.paths(&opt::PYTHONPATH),
         home,
         env,
-        threads: positive("threads", 1)?.min(1024) as usize,
-        limit_post: match last("limit-post") {
-            None => None,
-            Some(v) => Some(parse_int(v)).filter(|n| *n > 0).map(|n| n as u64),
-        },
-        buffer_size: positive("buffer-size", 65536)?.clamp(8192, 16 << 20) as usize,
-        socket_timeout: Duration::from_secs(positive("socket-timeout", 30)? as u64),
+        threads: r.positive(&opt::THREADS)?.min(1024) as usize,
+        limit_post: r.count(&opt::LIMIT_POST),
+        buffer_size: r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize,
+        socket_timeout: Duration::from_secs(r.positive(&opt::SOCKET_TIMEOUT)? as u64),
         log: {
-            let encoders = all("log-encoder");
+            let encoders = r.all(&opt::LOG_ENCODER);
             let mut encoder = Encoder::Plain;
             for e in &encoders {
                 let (name, arg) = e
@@ -255,77 +306,68 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 };
             }
             LogSettings {
-                enabled: !flag("disable-logging")?,
-                format: last("log-format").map(str::to_string),
+                enabled: !r.flag(&opt::DISABLE_LOGGING)?,
+                format: r.string(&opt::LOG_FORMAT),
                 encoder,
-                ftime: if flag("log-format-strftime")? {
+                ftime: if r.flag(&opt::LOG_FORMAT_STRFTIME)? {
                     log_date.clone()
                 } else {
                     None
                 },
-                micros: flag("log-micros")?,
-                x_forwarded_for: flag("log-x-forwarded-for")?,
-                slow_ms: count("log-slow"),
-                log_4xx: flag("log-4xx")?,
-                log_5xx: flag("log-5xx")?,
-                big: count("log-big"),
-                zero: flag("log-zero")?,
+                micros: r.flag(&opt::LOG_MICROS)?,
+                x_forwarded_for: r.flag(&opt::LOG_X_FORWARDED_FOR)?,
+                slow_ms: r.count(&opt::LOG_SLOW),
+                log_4xx: r.flag(&opt::LOG_4XX)?,
+                log_5xx: r.flag(&opt::LOG_5XX)?,
+                big: r.count(&opt::LOG_BIG),
+                zero: r.flag(&opt::LOG_ZERO)?,
             }
         },
         log_files: LogFiles {
-            maxsize: count("log-maxsize"),
-            backupname: last("log-backupname").map(PathBuf::from),
-            touch_reopen: all("touch-logreopen")
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
+            maxsize: r.count(&opt::LOG_MAXSIZE),
+            backupname: r.path(&opt::LOG_BACKUPNAME),
+            touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,
         },
         stats: StatsConfig {
-            addr: last("stats").map(str::to_string),
-            http: flag("stats-http")?,
-            minified: flag("stats-minified")?,
-            metrics: last("metrics").map(str::to_string),
+            addr: r.string(&opt::STATS),
+            http: r.flag(&opt::STATS_HTTP)?,
+            minified: r.flag(&opt::STATS_MINIFIED)?,
+            metrics: r.string(&opt::METRICS),
         },
         process: ProcessConfig {
-            master: match (last("master"), flag("no-master")?) {
-                (_, true) => false,
-                (Some(_), false) => flag("master")?,
-                (None, false) => true,
-            },
+            master: !r.flag(&opt::NO_MASTER)? && r.flag(&opt::MASTER)?,
             processes: {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
                 match gunicorn_workers {
                     Some(n) => n,
-                    None => positive("processes", cores)?,
+                    None => r.positive_or(&opt::PROCESSES, cores)?,
                 }
                 .min(MAX_WORKERS as i64) as usize
             },
-            lazy_apps: flag("lazy-apps")?,
-            harakiri: seconds("harakiri"),
-            max_requests: count("max-requests"),
-            max_requests_delta: last("max-requests-delta").map_or(0, parse_int).max(0) as u64,
-            max_worker_lifetime: seconds("max-worker-lifetime"),
-            reload_on_rss: megabytes("reload-on-rss"),
-            evil_reload_on_rss: megabytes("evil-reload-on-rss"),
-            limit_as: megabytes("limit-as"),
-            worker_reload_mercy: seconds("worker-reload-mercy").unwrap_or(Duration::from_secs(60)),
-            reload_mercy: seconds("reload-mercy").unwrap_or(Duration::from_secs(60)),
-            pidfile: last("pidfile").map(PathBuf::from),
-            pidfile2: last("pidfile2").map(PathBuf::from),
-            daemonize: last("daemonize").map(PathBuf::from),
-            daemonize2: last("daemonize2").map(PathBuf::from),
-            logto: last("logto").map(PathBuf::from),
-            vacuum: flag("vacuum")?,
-            touch_reload: all("touch-reload").into_iter().map(PathBuf::from).collect(),
-            touch_chain_reload: all("touch-chain-reload")
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
-            uid: last("uid").map(str::to_string),
-            gid: last("gid").map(str::to_string),
-            attach_daemons: all("attach-daemon"),
-            smart_attach_daemons: all("smart-attach-daemon")
+            lazy_apps: r.flag(&opt::LAZY_APPS)?,
+            harakiri: r.seconds(&opt::HARAKIRI),
+            max_requests: r.count(&opt::MAX_REQUESTS),
+            max_requests_delta: r.int(&opt::MAX_REQUESTS_DELTA).max(0) as u64,
+            max_worker_lifetime: r.seconds(&opt::MAX_WORKER_LIFETIME),
+            reload_on_rss: r.megabytes(&opt::RELOAD_ON_RSS),
+            evil_reload_on_rss: r.megabytes(&opt::EVIL_RELOAD_ON_RSS),
+            limit_as: r.megabytes(&opt::LIMIT_AS),
+            worker_reload_mercy: r.duration(&opt::WORKER_RELOAD_MERCY),
+            reload_mercy: r.duration(&opt::RELOAD_MERCY),
+            pidfile: r.path(&opt::PIDFILE),
+            pidfile2: r.path(&opt::PIDFILE2),
+            daemonize: r.path(&opt::DAEMONIZE),
+            daemonize2: r.path(&opt::DAEMONIZE2),
+            logto: r.path(&opt::LOGTO),
+            vacuum: r.flag(&opt::VACUUM)?,
+            touch_reload: r.paths(&opt::TOUCH_RELOAD),
+            touch_chain_reload: r.paths(&opt::TOUCH_CHAIN_RELOAD),
+            uid: r.string(&opt::UID),
+            gid: r.string(&opt::GID),
+            attach_daemons: r.all(&opt::ATTACH_DAEMON),
+            smart_attach_daemons: r
+                .all(&opt::SMART_ATTACH_DAEMON)
                 .into_iter()
                 .map(|v| match v.trim().split_once(char::is_whitespace) {
                     Some((pidfile, cmd)) if !cmd.trim().is_empty() => {
@@ -336,9 +378,9 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                     )),
                 })
                 .collect::<Result<_, _>>()?,
-            py_autoreload: seconds("py-autoreload"),
-            chown_socket: last("chown-socket").map(str::to_string),
-            umask: match last("umask") {
+            py_autoreload: r.seconds(&opt::PY_AUTORELOAD),
+            chown_socket: r.string(&opt::CHOWN_SOCKET),
+            umask: match r.value(&opt::UMASK) {
                 None => None,
                 Some(v) => Some(u32::from_str_radix(v.trim(), 8).map_err(|_| {
                     ConfigError(format!("--umask {v:?}: expected an octal mask like 022"))
@@ -351,7 +393,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{defs, help_text, load, parse_args};
+    use crate::config::{load, parse_args};
 
     fn serve(args: &[&str]) -> Config {
         match resolve(&parse_args(args.iter().copied()).unwrap()).unwrap() {
@@ -491,9 +533,9 @@ mod tests {
         assert_eq!(c.buffer_size, 32768);
         assert_eq!(c.http_sockets, vec!["127.0.0.1:9"]);
         let l = load(["-L", "-C", "660", "-T", "-i", "--http", ":1", "-w", "m"]).unwrap();
-        let names: Vec<&str> = l.settings.iter().map(|s| s.opt.name).collect();
-        assert!(names.contains(&"disable-logging") && names.contains(&"chmod-socket"));
-        assert!(names.contains(&"enable-threads") && names.contains(&"single-interpreter"));
+        let keys: Vec<Key> = l.settings.iter().map(|s| s.opt).collect();
+        assert!(keys.contains(&&opt::DISABLE_LOGGING) && keys.contains(&&opt::CHMOD_SOCKET));
+        assert!(keys.contains(&&opt::ENABLE_THREADS) && keys.contains(&&opt::SINGLE_INTERPRETER));
     }
 
     #[test]
@@ -524,10 +566,53 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_option() {
-        let h = help_text();
-        for o in defs::OPTIONS {
-            assert!(h.contains(&format!("--{}", o.name)), "{} missing", o.name);
+    fn defaults_come_from_the_table() {
+        let int = |key: Key| parse_int(key.default.unwrap());
+        let c = serve(&["-s", ":1", "--file", "a.py"]);
+        assert_eq!(i64::from(c.listen_backlog), int(&opt::LISTEN));
+        assert_eq!(c.threads as i64, int(&opt::THREADS));
+        assert_eq!(c.buffer_size as i64, int(&opt::BUFFER_SIZE));
+        assert_eq!(c.socket_timeout.as_secs() as i64, int(&opt::SOCKET_TIMEOUT));
+        let mercy = c.process.worker_reload_mercy.as_secs() as i64;
+        assert_eq!(mercy, int(&opt::WORKER_RELOAD_MERCY));
+        assert_eq!(
+            c.process.reload_mercy.as_secs() as i64,
+            int(&opt::RELOAD_MERCY)
+        );
+        assert_eq!(
+            c.process.max_requests_delta as i64,
+            int(&opt::MAX_REQUESTS_DELTA)
+        );
+        assert_eq!(c.uwsgi_sockets, vec![":1"]); // --protocol uwsgi
+        assert_eq!(c.app.unwrap().callable, opt::CALLABLE.default.unwrap());
+        assert!(c.process.master);
+        // 0 (or `true`) means the default too, as in uWSGI.
+        let c = serve(&["-s", ":1", "--file", "a.py", "--threads", "true"]);
+        assert_eq!(c.threads as i64, int(&opt::THREADS));
+        let c = serve(&["-s", ":1", "--file", "a.py", "--worker-reload-mercy", "0"]);
+        assert_eq!(
+            c.process.worker_reload_mercy.as_secs() as i64,
+            int(&opt::WORKER_RELOAD_MERCY)
+        );
+        let c = serve(&["-s", ":1", "--file", "a.py", "--no-master", "--master"]);
+        assert!(!c.process.master);
+        assert!(
+            !serve(&["-s", ":1", "--file", "a.py", "--master=off"])
+                .process
+                .master
+        );
+    }
+
+    #[test]
+    fn control_options_match_the_lifecycle() {
+        for (name, control) in Control::OPTIONS {
+            let flag = format!("--{name}");
+            match resolve(&parse_args([flag.as_str(), "/run/app.pid"]).unwrap()) {
+                Ok(Action::Control(c, pidfile)) => {
+                    assert_eq!((c, pidfile), (control, PathBuf::from("/run/app.pid")))
+                }
+                other => panic!("{flag}: {other:?}"),
+            }
         }
     }
 }

@@ -9,9 +9,16 @@
 //! file, so no line is lost, only a few land in the older file.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::unistd::{dup2_stderr, dup2_stdout};
 
 static PATH: OnceLock<CString> = OnceLock::new();
 
@@ -28,48 +35,56 @@ pub fn path() -> Option<PathBuf> {
 }
 
 /// Opens the log path again and puts it behind fds 1 and 2. Only
-/// async-signal-safe calls: it also runs inside a signal handler.
+/// async-signal-safe calls: it also runs inside a signal handler. (nix's
+/// `open` passes a `CStr` path straight to open(2), with no allocation;
+/// `dup2` and the `close` of dropping an `OwnedFd` are async-signal-safe.)
 pub fn reopen() -> bool {
     let Some(path) = PATH.get() else {
         return false;
     };
-    unsafe {
-        let fd = libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-            0o640,
-        );
-        if fd < 0 {
-            return false;
-        }
-        libc::dup2(fd, 1);
-        libc::dup2(fd, 2);
-        libc::close(fd);
-    }
+    let Ok(fd) = open(
+        path.as_c_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o640),
+    ) else {
+        return false;
+    };
+    let _ = dup2_stdout(&fd);
+    let _ = dup2_stderr(&fd);
     true
 }
 
 extern "C" fn on_reopen_signal(_sig: libc::c_int) {
-    let saved = unsafe { *libc::__errno_location() };
+    // A handler must leave errno as it found it.
+    let saved = Errno::last_raw();
     reopen();
-    unsafe { *libc::__errno_location() = saved };
+    Errno::set_raw(saved);
 }
 
 /// Makes `sig` reopen the log file in this process (workers, `--no-master`).
 pub fn install_reopen_handler(sig: libc::c_int) {
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_reopen_signal as *const () as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-    }
+    let Ok(sig) = Signal::try_from(sig) else {
+        return;
+    };
+    let action = SigAction::new(
+        SigHandler::Handler(on_reopen_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: sigaction is unsafe because the handler runs in the middle of
+    // whatever the thread was doing, so it must be async-signal-safe. It is:
+    // on_reopen_signal reads the path with `OnceLock::get` (one atomic load
+    // that never waits, even if the handler interrupted `set_path`), calls
+    // open(2), dup2(2) and close(2) only, allocates nothing, takes no lock,
+    // and saves and restores errno. Replacing any previous handler for
+    // `sig` is intended.
+    let _ = unsafe { sigaction(sig, &action) };
 }
 
 /// The size of the file behind stderr, if it is a regular file.
 fn stderr_size() -> Option<u64> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(2, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+    let st = fstat(std::io::stderr().as_fd()).ok()?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return None;
     }
     Some(st.st_size as u64)

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use nix::sys::signal::{SigHandler, Signal};
+
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
@@ -35,25 +37,22 @@ pub struct Setup<'a> {
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
     s.signals.release_in_child();
-    unsafe {
-        // The master coordinates stops: a Ctrl-C reaches the whole process
-        // group, but only the master's SIGTERM stops a worker, gracefully.
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        // Die with the master; and if it is already gone, do not start.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != s.master_pid {
-            libc::_exit(1);
-        }
+    // The master coordinates stops: a Ctrl-C reaches the whole process
+    // group, but only the master's SIGTERM stops a worker, gracefully.
+    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler, so nothing runs in signal
+        // context.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigIgn) };
+    }
+    // Die with the master; and if it is already gone, do not start.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != s.master_pid {
+        exit_now(1);
     }
     let p = &s.cfg.process;
     if let Some(limit) = p.limit_as {
-        let rl = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: limit,
-        };
-        unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) };
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit);
     }
     let apps = match s.apps {
         Some(h) => h,
@@ -61,7 +60,7 @@ pub fn run(s: Setup<'_>) -> ! {
             Ok(h) => h,
             Err(e) => {
                 crate::say!("oxgate: worker {}: {e}", s.id);
-                unsafe { libc::_exit(EXIT_APP_LOAD) };
+                exit_now(EXIT_APP_LOAD);
             }
         },
     };
@@ -113,10 +112,19 @@ pub fn run(s: Setup<'_>) -> ! {
     });
     if let Err(e) = result {
         crate::say!("oxgate: worker {}: {e}", s.id);
-        unsafe { libc::_exit(1) };
+        exit_now(1);
     }
     python::run_atexit();
-    unsafe { libc::_exit(0) };
+    exit_now(0);
+}
+
+/// Ends the worker at once: a forked child must not run the exit handlers
+/// it inherited from the master (atexit, Rust's and C's stdio flushing),
+/// which belong to the master's state.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process without touching shared state; it is
+    // async-signal-safe and always sound to call.
+    unsafe { libc::_exit(code) }
 }
 
 /// `--py-autoreload`: one worker watches the loaded modules' files and asks
@@ -131,7 +139,10 @@ fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::
                 match seen.insert(path.clone(), mtime) {
                     Some(before) if before != mtime => {
                         crate::say!("oxgate: {path} changed, reloading (--py-autoreload)");
-                        unsafe { libc::kill(master, libc::SIGHUP) };
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(master),
+                            Signal::SIGHUP,
+                        );
                         return;
                     }
                     _ => {}

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use super::state::{MAX_BACKOFF, Master, SMART_DAEMON_GRACE};
+use super::state::{Master, SMART_DAEMON_GRACE};
+use super::supervisor::MAX_BACKOFF;
 
 impl Master<'_> {
     /// Starts the attached daemons that are not running.

@@ -136,9 +136,10 @@ impl Handover {
                 // us across exec and no longer uses it; it is wrapped once,
                 // here, so it has one owner.
                 let listener = match &addr {
-                    Address::Tcp(_) => {
-                        Listener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(s.fd) })
-                    }
+                    Address::Tcp(_) => Listener::Tcp(
+                        // SAFETY: as above.
+                        unsafe { std::net::TcpListener::from_raw_fd(s.fd) },
+                    ),
                     Address::Unix(p) => Listener::Unix(
                         // SAFETY: as above.
                         unsafe { std::os::unix::net::UnixListener::from_raw_fd(s.fd) },

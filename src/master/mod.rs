@@ -4,16 +4,17 @@
 
 mod child;
 mod daemons;
+mod effects;
 mod handover;
 mod run;
 pub mod scoreboard;
 mod signals;
 mod state;
 mod stats;
+mod supervisor;
 mod watch;
-mod workers;
 
 pub use handover::Handover;
 pub use run::run;
 pub use signals::block_early as block_signals_early;
-pub use state::EXIT_APP_LOAD;
+pub use supervisor::EXIT_APP_LOAD;

@@ -3,15 +3,15 @@
 
 use std::os::unix::process::CommandExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
 use super::handover::{HandedDaemon, HandedWorker, Handover, set_cloexec};
-use super::scoreboard::{Cause, Scoreboard};
-use super::state::{Daemon, Master, State, TICK, Worker, mtime, send};
-use super::{child, signals, stats};
+use super::scoreboard::Scoreboard;
+use super::state::{Daemon, Master, TICK, mtime, send};
+use super::supervisor::{Limits, Supervisor};
+use super::{signals, stats};
 use crate::config::{Config, MAX_WORKERS};
 use crate::handlers::python;
 use crate::lifecycle::{MasterCommand, ReloadKind, StopKind};
@@ -74,7 +74,6 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         apps,
         sb: Arc::new(sb),
         signals,
-        workers: Vec::new(),
         daemons: p
             .attach_daemons
             .iter()
@@ -93,14 +92,19 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
                 next_start: Instant::now(),
             })
             .collect(),
-        processes: p.processes,
-        state: State::Running,
-        reload: None,
-        failures: 0,
-        next_spawn: Instant::now(),
-        ever_ready: false,
-        broken,
-        fatal: None,
+        sup: Supervisor::new(
+            p.processes,
+            Limits {
+                harakiri: p.harakiri,
+                worker_reload_mercy: p.worker_reload_mercy,
+                reload_mercy: p.reload_mercy,
+                max_worker_lifetime: p.max_worker_lifetime,
+                reload_on_rss: p.reload_on_rss,
+                evil_reload_on_rss: p.evil_reload_on_rss,
+            },
+            broken,
+            Instant::now(),
+        ),
         touched: p
             .touch_reload
             .iter()
@@ -118,7 +122,6 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
             .map(|f| (f.clone(), mtime(f)))
             .collect(),
         started: SystemTime::now(),
-        notified: false,
         stats,
     };
 
@@ -129,8 +132,8 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
             apps::app_name(cfg),
             crate::listen::describe(&m.listeners),
             std::process::id(),
-            m.processes,
-            if m.processes == 1 { "" } else { "s" },
+            m.sup.processes,
+            if m.sup.processes == 1 { "" } else { "s" },
             cfg.threads,
             if cfg.threads == 1 { "" } else { "s" },
             if p.lazy_apps {
@@ -151,7 +154,7 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         }
     }
     m.main_loop();
-    if let Some(e) = m.fatal {
+    if let Some(e) = m.sup.fatal {
         return Err(e);
     }
     crate::say!("oxgate: master stopped");
@@ -160,23 +163,8 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
 
 impl Master<'_> {
     fn adopt(&mut self, inh: &Handover) {
-        let now = Instant::now();
-        for w in &inh.workers {
-            self.workers.push(Worker {
-                pid: w.pid,
-                id: w.id,
-                slot: w.slot,
-                started: now,
-                ready: true,
-                replace: !self.broken,
-                replaced_by: None,
-                stop_sent: None,
-                killed: false,
-                harakiri_sent: None,
-                harakiri_info: None,
-            });
-        }
-        self.ever_ready = true;
+        let workers = inh.workers.iter().map(|w| (w.pid, w.id, w.slot));
+        self.supervise(|sup, fx| sup.adopt(workers, inh.reload, fx, Instant::now()));
         for handed in &inh.daemons {
             match self.daemons.get_mut(handed.index) {
                 Some(d) => d.pid = Some(handed.pid),
@@ -184,18 +172,6 @@ impl Master<'_> {
                     "oxgate: error: daemon pid {} has no --attach-daemon in the new configuration; it keeps running unwatched",
                     handed.pid
                 ),
-            }
-        }
-        if self.broken {
-            return;
-        }
-        self.count_respawn(Cause::Reload, inh.workers.len() as u64);
-        self.reload = Some((inh.reload, now));
-        if inh.reload == ReloadKind::Brutal {
-            // Killed by the previous image before it re-executed.
-            for w in &mut self.workers {
-                w.killed = true;
-                w.stop_sent = Some(now);
             }
         }
     }
@@ -213,21 +189,18 @@ impl Master<'_> {
                 self.on_signal(sig);
             }
             self.reap();
-            if let State::Stopping { since } = self.state {
-                if self.workers.is_empty() && self.daemons.iter().all(|d| d.pid.is_none()) {
+            if self.sup.stopping() {
+                let mut workers_gone = false;
+                self.supervise(|sup, fx| workers_gone = sup.stop_tick(fx, Instant::now()));
+                if workers_gone && self.daemons.iter().all(|d| d.pid.is_none()) {
                     return;
                 }
-                if since.elapsed() > self.cfg.process.reload_mercy {
-                    crate::say!(
-                        "oxgate: workers still busy after --reload-mercy {}s, killing them",
-                        self.cfg.process.reload_mercy.as_secs()
-                    );
-                    self.kill_all(Signal::SIGKILL);
+                if !workers_gone {
+                    self.signal_daemons_if_killing();
                 }
                 continue;
             }
-            self.supervise();
-            self.schedule();
+            self.supervise(|sup, fx| sup.tick(fx, Instant::now()));
             self.run_daemons();
             self.check_touched();
             self.keep_log();
@@ -235,7 +208,7 @@ impl Master<'_> {
     }
 
     fn on_signal(&mut self, sig: i32) {
-        let stopping = matches!(self.state, State::Stopping { .. });
+        let stopping = self.sup.stopping();
         let Some(command) = MasterCommand::from_signal(sig) else {
             return;
         };
@@ -260,59 +233,47 @@ impl Master<'_> {
             _ if stopping => {}
             MasterCommand::Reload(kind) => self.reexec(kind),
             MasterCommand::AddWorker => {
-                if self.processes < MAX_WORKERS {
-                    self.processes += 1;
-                    crate::say!("oxgate: SIGTTIN: now {} workers", self.processes);
+                if self.sup.processes < MAX_WORKERS {
+                    self.sup.processes += 1;
+                    crate::say!("oxgate: SIGTTIN: now {} workers", self.sup.processes);
                 }
             }
             MasterCommand::RemoveWorker => {
-                if self.processes > 1 {
-                    self.processes -= 1;
-                    crate::say!("oxgate: SIGTTOU: now {} workers", self.processes);
-                    let newest = self
-                        .workers
-                        .iter_mut()
-                        .filter(|w| !w.replace && w.stop_sent.is_none())
-                        .max_by_key(|w| w.id);
-                    if let Some(w) = newest {
-                        w.stop_sent = Some(Instant::now());
-                        send(w.pid, Signal::SIGTERM);
-                    }
+                let mut removed = false;
+                self.supervise(|sup, fx| removed = sup.remove_one(fx, Instant::now()));
+                if removed {
+                    crate::say!("oxgate: SIGTTOU: now {} workers", self.sup.processes);
                 }
             }
             MasterCommand::ReopenLog => self.reopen_log(),
         }
     }
 
-    /// Begins a stop of the given kind.
+    /// Begins a stop of the given kind: the workers through the
+    /// supervisor, the daemons here.
     fn stop(&mut self, kind: StopKind) {
-        match kind {
-            StopKind::Graceful => {
-                self.state = State::Stopping {
-                    since: Instant::now(),
-                };
-                process::sd_notify("STOPPING=1");
-                self.kill_all(Signal::SIGTERM);
+        self.supervise(|sup, fx| sup.stop(kind, fx, Instant::now()));
+        self.signal_daemons(match kind {
+            StopKind::Graceful => Signal::SIGTERM,
+            StopKind::Immediate => Signal::SIGKILL,
+        });
+    }
+
+    /// Sends `sig` to the attached daemons (when the master stops).
+    fn signal_daemons(&self, sig: Signal) {
+        for d in &self.daemons {
+            for pid in d.pid.into_iter().chain(d.pid_from_file()) {
+                send(pid, sig);
             }
-            StopKind::Immediate => self.kill_all(Signal::SIGKILL),
         }
     }
 
-    pub(super) fn kill_all(&mut self, sig: Signal) {
-        if matches!(self.state, State::Stopping { .. }) {
-            for d in &self.daemons {
-                for pid in d.pid.into_iter().chain(d.pid_from_file()) {
-                    send(pid, sig);
-                }
-            }
-        }
-        let now = Instant::now();
-        for w in &mut self.workers {
-            if sig == Signal::SIGKILL {
-                w.killed = true;
-            }
-            w.stop_sent.get_or_insert(now);
-            send(w.pid, sig);
+    /// After --reload-mercy, daemons that outlive the stop are killed too.
+    fn signal_daemons_if_killing(&self) {
+        if let super::supervisor::MasterState::Stopping { since } = self.sup.state
+            && since.elapsed() > self.cfg.process.reload_mercy
+        {
+            self.signal_daemons(Signal::SIGKILL);
         }
     }
 
@@ -322,14 +283,14 @@ impl Master<'_> {
         crate::say!("oxgate: {} reload requested", kind.name());
         process::sd_notify("RELOADING=1");
         if kind == ReloadKind::Brutal {
-            self.kill_all(Signal::SIGKILL);
+            self.supervise(|sup, fx| sup.signal_all(Signal::SIGKILL, fx, Instant::now()));
         }
         let mut hand = Handover::new(kind, self.sb.raw_fd(), self.started);
         for s in &self.listeners {
             hand.add_listener(s);
         }
         set_cloexec(self.sb.raw_fd(), false);
-        for w in self.workers.iter().filter(|w| !w.killed) {
+        for w in self.sup.workers.iter().filter(|w| !w.killed()) {
             hand.workers.push(HandedWorker {
                 pid: w.pid,
                 id: w.id,
@@ -360,73 +321,12 @@ impl Master<'_> {
         set_cloexec(self.sb.raw_fd(), true);
     }
 
-    pub(super) fn spawn(&mut self, id: u32) -> Option<libc::pid_t> {
-        let Some(slot) = self.sb.claim(-1, id) else {
-            crate::say!("oxgate: no free scoreboard slot for worker {id}");
-            return None;
-        };
-        self.sb
-            .id_stats(id)
-            .respawns
-            .fetch_add(1, Ordering::Relaxed);
-        let master_pid = nix::unistd::getpid().as_raw();
-        // Until the worker's own handlers are in place, a stop sent to it
-        // waits, blocked, instead of running the master's handler there.
-        let blocked = signals::Blocked::new();
-        let pid = if self.apps.is_some() {
-            python::fork()
-        } else {
-            // SAFETY: the master is single-threaded (no runtime exists in
-            // it), so the child may run any code after the fork.
-            unsafe { libc::fork() }
-        };
-        if pid != 0 {
-            drop(blocked);
-        }
-        match pid {
-            -1 => {
-                crate::say!(
-                    "oxgate: cannot fork worker {id}: {}",
-                    std::io::Error::last_os_error()
-                );
-                self.sb.release(slot);
-                None
-            }
-            0 => child::run(child::Setup {
-                cfg: self.cfg,
-                listeners: &self.listeners,
-                apps: self.apps.clone(),
-                sb: self.sb.clone(),
-                slot,
-                id,
-                master_pid,
-                signals: &self.signals,
-            }),
-            pid => {
-                self.sb.slot(slot).pid.store(pid, Ordering::Release);
-                self.workers.push(Worker {
-                    pid,
-                    id,
-                    slot,
-                    started: Instant::now(),
-                    ready: false,
-                    replace: false,
-                    replaced_by: None,
-                    stop_sent: None,
-                    killed: false,
-                    harakiri_sent: None,
-                    harakiri_info: None,
-                });
-                Some(pid)
-            }
-        }
-    }
-
     fn render_stats(&self, want: stats::Want) -> String {
         let snap = stats::Snapshot {
             cfg: self.cfg,
             sb: &self.sb,
             workers: self
+                .sup
                 .workers
                 .iter()
                 .map(|w| stats::WorkerView {
@@ -434,7 +334,7 @@ impl Master<'_> {
                     pid: w.pid,
                     slot: w.slot,
                     ready: w.ready,
-                    stopping: w.stop_sent.is_some(),
+                    stopping: w.asked(),
                 })
                 .collect(),
             sockets: &self.listeners,

@@ -5,9 +5,15 @@
 //! memfd, so it survives the master's re-exec on reload (and the counters
 //! with it).
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+
 use crate::sys::clock::{now_us, unix_now};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Workers of all generations alive at once (a reload runs two).
 pub const SLOTS: usize = 2 * crate::config::MAX_WORKERS;
@@ -141,15 +147,20 @@ pub struct Header {
     pub ids: [IdStats; SLOTS],
 }
 
+/// One request slot of a worker: the master reads it while the worker
+/// writes it, so every field is an atomic.
 #[repr(C)]
 pub struct Core {
-    /// Monotonic µs when the running request started; 0 when idle.
+    /// Monotonic µs when the running request started; 0 when idle. Its
+    /// Release store publishes `info_len` and `info`.
     pub started_us: AtomicU64,
     pub requests: AtomicU64,
     info_len: AtomicU32,
-    info: [std::cell::UnsafeCell<u8>; INFO],
+    /// Written with Relaxed stores by the slot's worker only.
+    info: [AtomicU8; INFO],
 }
 
+/// A worker's slot. Shared like the rest of the scoreboard: only atomics.
 #[repr(C)]
 pub struct Slot {
     pub pid: AtomicI32,
@@ -167,68 +178,104 @@ pub struct Slot {
     pub cores: [Core; CORES],
 }
 
+/// The memfd and its mapping, shared with every worker forked while it
+/// lives (and with the next master image after a reload).
 pub struct Scoreboard {
-    fd: OwnedFd,
-    base: *mut u8,
+    file: File,
+    map: MmapRaw,
 }
-
-// The mapping is shared memory of atomics; the raw info bytes are written
-// only by the slot's own worker, and read as a best-effort log line.
-unsafe impl Send for Scoreboard {}
-unsafe impl Sync for Scoreboard {}
 
 const SLOTS_AT: usize = std::mem::size_of::<Header>().next_multiple_of(64);
 const SIZE: usize = SLOTS_AT + std::mem::size_of::<Slot>() * SLOTS;
 
+// What `header` and `slot` rely on to turn the mapping into references:
+// the mapping starts on a page boundary (4096 bytes at least), so the header
+// at offset 0 is aligned; the slots start at an offset aligned for a `Slot`
+// (and each `Slot` is a multiple of its alignment); they do not overlap the
+// header; and the atomics are lock-free, so they work the same through two
+// mappings of one page in two processes.
+const _: () = {
+    assert!(std::mem::align_of::<Header>() <= 4096);
+    assert!(SLOTS_AT.is_multiple_of(std::mem::align_of::<Slot>()));
+    assert!(SLOTS_AT >= std::mem::size_of::<Header>());
+    assert!(SIZE <= 64 << 20, "keep the scoreboard small");
+};
+#[cfg(not(all(
+    target_has_atomic = "8",
+    target_has_atomic = "32",
+    target_has_atomic = "64"
+)))]
+compile_error!("the scoreboard needs lock-free 8, 32 and 64-bit atomics");
+
 impl Scoreboard {
     pub fn create() -> std::io::Result<Scoreboard> {
-        let fd = unsafe { libc::memfd_create(c"oxgate-scoreboard".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), SIZE as libc::off_t) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Self::map(fd)
+        let fd = memfd_create(
+            c"oxgate-scoreboard",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let file = File::from(fd);
+        file.set_len(SIZE as u64)?;
+        // Its size is fixed for good, so no process can shrink it under a
+        // mapping (a SIGBUS). Best effort: nothing in oxgate resizes it.
+        let _ = fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
+        );
+        Self::map(file)
     }
 
     /// Maps a scoreboard handed over by the previous master image.
     pub fn adopt(fd: RawFd) -> std::io::Result<Scoreboard> {
-        Self::map(unsafe { OwnedFd::from_raw_fd(fd) })
+        // SAFETY: `fd` is the scoreboard memfd that the previous master
+        // image left open across its exec and named in the handover
+        // (`Handover::scoreboard`, checked >= 0 by the caller). It is open,
+        // and nothing else in this process owns it: the caller hands it
+        // over here, so this `File` is its only owner.
+        Self::map(unsafe { File::from_raw_fd(fd) })
     }
 
-    fn map(fd: OwnedFd) -> std::io::Result<Scoreboard> {
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
+    fn map(file: File) -> std::io::Result<Scoreboard> {
+        // A memfd from an image with another layout would be shorter or
+        // longer; a shorter one would fault (SIGBUS) past its end.
+        let len = file.metadata()?.len();
+        if len < SIZE as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the scoreboard is {len} bytes, this build needs {SIZE}"),
+            ));
         }
-        Ok(Scoreboard {
-            fd,
-            base: ptr.cast(),
-        })
+        // MAP_SHARED, read and write: the workers' writes are seen here.
+        let map = MmapOptions::new().len(SIZE).map_raw(&file)?;
+        Ok(Scoreboard { file, map })
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.file.as_raw_fd()
     }
 
     pub fn header(&self) -> &Header {
-        unsafe { &*self.base.cast::<Header>() }
+        // SAFETY: the mapping is SIZE bytes from a page-aligned address
+        // (`map` checked the memfd is that long; it is sealed against
+        // shrinking), and stays mapped while `self`, which this reference
+        // borrows, lives. The header is at offset 0, aligned and in bounds
+        // (the const assertions above). Every field of `Header` is an atomic
+        // integer, valid for any bytes, the memfd's initial zeros included;
+        // and every access to these bytes, in this process or in another
+        // that maps the memfd, goes through those atomics, so a shared
+        // reference to them is sound while other processes write.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
     }
 
     pub fn slot(&self, i: usize) -> &Slot {
         assert!(i < SLOTS);
-        unsafe { &*self.base.add(SLOTS_AT).cast::<Slot>().add(i) }
+        // SAFETY: as in `header`: slot `i < SLOTS` lies at
+        // SLOTS_AT + i * size_of::<Slot>(), aligned for a `Slot` and ending
+        // within SIZE, without overlapping the header or another slot; a
+        // `Slot` is only atomics, valid for any bytes and only ever accessed
+        // through those atomics; the mapping lives as long as `self`.
+        unsafe { &*self.map.as_ptr().add(SLOTS_AT).cast::<Slot>().add(i) }
     }
 
     /// The slots in use by a worker (pid > 0).
@@ -293,12 +340,18 @@ impl Core {
     /// Marks the core busy with a request described by `parts`, joined
     /// (cut to `INFO` bytes).
     pub fn begin(&self, parts: &[&[u8]]) {
-        // UnsafeCell<u8> has the layout of u8; only this core's worker writes.
-        let base = self.info.as_ptr() as *mut u8;
+        // Like a seqlock: the core reads idle (0) while its bytes change, and
+        // the fence orders that before the byte stores, so a reader that
+        // sees the same start time before and after reading the bytes has
+        // read this request's bytes only (see `read`).
+        self.started_us.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
         let mut n = 0;
         for part in parts {
             let take = part.len().min(INFO - n);
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), base.add(n), take) };
+            for (cell, &b) in self.info[n..n + take].iter().zip(part.iter()) {
+                cell.store(b, Ordering::Relaxed);
+            }
             n += take;
         }
         self.info_len.store(n as u32, Ordering::Relaxed);
@@ -312,15 +365,28 @@ impl Core {
 
     /// What the core is running, for the log (master side; best effort).
     pub fn info(&self) -> String {
-        let n = (self.info_len.load(Ordering::Relaxed) as usize).min(INFO);
-        let bytes: Vec<u8> = self.info[..n].iter().map(|c| unsafe { *c.get() }).collect();
+        let mut bytes = Vec::with_capacity(INFO);
+        // A worker that starts another request while this reads makes it
+        // read again; after a few tries it takes what it got.
+        for _ in 0..3 {
+            if self.read(&mut bytes).is_some() {
+                break;
+            }
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     }
-}
 
-impl Drop for Scoreboard {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.base.cast(), SIZE) };
+    /// Reads the info bytes into `bytes`; the start time they belong to if
+    /// the core was busy with one request all along (`None`: idle, or it
+    /// changed meanwhile, and the bytes may mix two requests).
+    fn read(&self, bytes: &mut Vec<u8>) -> Option<u64> {
+        let started = self.started_us.load(Ordering::Acquire);
+        let n = (self.info_len.load(Ordering::Relaxed) as usize).min(INFO);
+        bytes.clear();
+        bytes.extend(self.info[..n].iter().map(|b| b.load(Ordering::Relaxed)));
+        fence(Ordering::Acquire);
+        let again = self.started_us.load(Ordering::Relaxed);
+        (started != 0 && again == started).then_some(started)
     }
 }
 
@@ -347,17 +413,66 @@ mod tests {
 
     #[test]
     fn shared_across_fork() {
+        use nix::sys::wait::waitpid;
+        use nix::unistd::{ForkResult, fork};
         let sb = Scoreboard::create().unwrap();
         let i = sb.claim(1, 1).unwrap();
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            sb.slot(i).counters.requests.store(42, Ordering::Release);
-            unsafe { libc::_exit(0) };
+        // SAFETY: the test harness runs other threads, so the child may only
+        // make async-signal-safe calls: it does one atomic store into the
+        // shared mapping (no allocation, no lock) and _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                sb.slot(i).counters.requests.store(42, Ordering::Release);
+                // SAFETY: _exit takes an integer and never returns; it runs
+                // none of the harness's exit handlers, which are the
+                // parent's.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                waitpid(child, None).unwrap();
+            }
         }
-        let mut status = 0;
-        unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(sb.slot(i).counters.requests.load(Ordering::Acquire), 42);
         sb.release(i);
         assert_eq!(sb.header().retired.requests.load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn info_is_never_torn() {
+        let sb = std::sync::Arc::new(Scoreboard::create().unwrap());
+        let i = sb.claim(1, 1).unwrap();
+        let writer = {
+            let sb = sb.clone();
+            std::thread::spawn(move || {
+                let core = &sb.slot(i).cores[0];
+                // Back to back, without end(): the core is busy nearly all
+                // the time, and its bytes change under the reader.
+                for n in 0..20_000 {
+                    let fill = [if n % 2 == 0 { b'a' } else { b'b' }; INFO];
+                    core.begin(&[&fill[..INFO / 2 + n % 7]]);
+                    for _ in 0..n % 500 {
+                        std::hint::spin_loop();
+                    }
+                }
+                core.end();
+            })
+        };
+        let core = &sb.slot(i).cores[0];
+        let mut bytes = Vec::new();
+        while !writer.is_finished() {
+            if core.read(&mut bytes).is_some() {
+                assert!(bytes.iter().all(|&b| b == bytes[0]), "torn: {bytes:?}");
+            }
+        }
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn adopt_refuses_a_short_memfd() {
+        use std::os::fd::IntoRawFd;
+        let fd = memfd_create(c"short", MFdFlags::MFD_CLOEXEC).unwrap();
+        File::from(fd.try_clone().unwrap()).set_len(4096).unwrap();
+        let err = Scoreboard::adopt(fd.into_raw_fd()).err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     }
 }

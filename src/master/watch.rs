@@ -9,7 +9,7 @@ impl Master<'_> {
     /// Reopens the log file here and in every worker (logrotate, SIGUSR1).
     pub(super) fn reopen_log(&self) {
         if crate::log::file::reopen() {
-            for w in &self.workers {
+            for w in &self.sup.workers {
                 send(w.pid, Signal::SIGUSR1);
             }
         }
@@ -25,7 +25,7 @@ impl Master<'_> {
                 "oxgate: log rotated to {} (--log-maxsize {max})",
                 to.display()
             );
-            for w in &self.workers {
+            for w in &self.sup.workers {
                 send(w.pid, Signal::SIGUSR1);
             }
         }

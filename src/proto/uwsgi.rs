@@ -1,4 +1,4 @@
-//! The uwsgi protocol's request packet (shared/docs/protocols.md §1): a
+//! The uwsgi protocol's request packet (docs/design/protocols.md §1): a
 //! 4-byte header (modifier1, datasize as u16 little-endian, modifier2) and
 //! `datasize` bytes of vars, each a u16-LE-length key and value. The body
 //! follows, CONTENT_LENGTH bytes. The response is raw HTTP, no framing.

@@ -2,7 +2,7 @@
 //! what a handler streams back, including files sent with sendfile(2).
 
 use std::future::poll_fn;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -110,20 +110,10 @@ impl FileRegion {
         let want = (self.len as usize).min(FILE_CHUNK);
         let mut buf = bytes::BytesMut::zeroed(want);
         let n = loop {
-            let n = unsafe {
-                libc::pread(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    want,
-                    self.offset as libc::off_t,
-                )
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+            match nix::sys::uio::pread(&self.fd, &mut buf[..want], self.offset as libc::off_t) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         };
         if n == 0 {

@@ -6,14 +6,17 @@ pub fn strftime(fmt: &str, unix: u64) -> String {
         return String::new();
     };
     let t = unix as libc::time_t;
-    // SAFETY: `tm` is plain data, valid when zeroed; localtime_r writes
-    // only into it and is thread-safe (unlike localtime).
+    // SAFETY: `libc::tm` is integers and one pointer (`tm_zone`), for all of
+    // which zero is a valid value (a null `tm_zone`).
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are to live locals of the right types.
+    // SAFETY: localtime_r reads `t` and writes only into `tm`, live locals of
+    // the types it takes, and is thread-safe (unlike localtime). If it
+    // fails, `tm` stays zeroed, which is still valid.
     unsafe { libc::localtime_r(&t, &mut tm) };
     let mut buf = [0u8; 256];
-    // SAFETY: strftime writes at most `buf.len()` bytes into `buf` and
-    // reads the NUL-terminated format and the `tm` filled above.
+    // SAFETY: strftime writes at most `buf.len()` bytes into `buf`, and
+    // reads the NUL-terminated `cfmt` and `tm`, whose `tm_zone` is null or
+    // points into the C library's time zone data, which is never freed.
     let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), cfmt.as_ptr(), &tm) };
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }

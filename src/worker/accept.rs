@@ -10,50 +10,12 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::serve::{FrontEnd, Shared};
+use super::dispatch::{Accepted, FrontEnd, Peer, Shared};
 use crate::listen::{Address, Listener, Socket};
-use crate::request::ConnInfo;
 
 /// How long a uwsgi or SCGI TCP listener holds a connection back, waiting
 /// for its first bytes: the fast path then finds the whole request at once.
 const DEFER_ACCEPT_SECS: libc::c_int = 5;
-
-/// A connection as accepted.
-pub(super) struct Accepted {
-    pub(super) fd: OwnedFd,
-    pub(super) peer: Peer,
-}
-
-pub(super) enum Peer {
-    /// The listener's own address and the client's, when the kernel gave it.
-    Tcp {
-        local: Option<SocketAddr>,
-        remote: Option<SocketAddr>,
-    },
-    Unix,
-}
-
-pub(super) enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-impl Accepted {
-    /// The connection registered with the event loop, with what the CGI
-    /// variables need to know of its ends.
-    pub(super) fn into_tokio(self) -> std::io::Result<(Stream, ConnInfo)> {
-        Ok(match self.peer {
-            Peer::Tcp { local, remote } => (
-                Stream::Tcp(tokio::net::TcpStream::from_std(self.fd.into())?),
-                ConnInfo::new(local, remote),
-            ),
-            Peer::Unix => (
-                Stream::Unix(tokio::net::UnixStream::from_std(self.fd.into())?),
-                ConnInfo::new(None, None),
-            ),
-        })
-    }
-}
 
 /// Starts the accept loop of one listening socket; it ends with the stop.
 pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {

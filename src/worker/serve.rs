@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use super::accept::{self, Accepted, Peer, Stream};
+use super::accept;
+use super::dispatch::{FrontEnd, Shared};
 use crate::config::Config;
-use crate::frontend::gateway::{self, GatewaySettings, OneShot, RawConn};
-use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
+use crate::frontend::gateway::{GatewaySettings, OneShot};
+use crate::frontend::http::{FlushQueue, HttpSettings};
 use crate::listen::{Protocol, Socket};
 use crate::process;
 use crate::request::Handler;
@@ -116,81 +117,4 @@ async fn next_signal(signals: &mut [(tokio::signal::unix::Signal, &'static str)]
         std::task::Poll::Pending
     })
     .await
-}
-
-/// How a listener's connections are served: chosen once per socket, from
-/// its protocol.
-pub(super) enum FrontEnd {
-    Http(Arc<HttpSettings>, Arc<FlushQueue>),
-    FastCgi(Arc<GatewaySettings>),
-    /// uwsgi and SCGI: one request per connection, on the fast path.
-    OneShot(OneShot, Arc<GatewaySettings>),
-}
-
-/// What every connection of a listener shares.
-pub(super) struct Shared {
-    pub(super) handler: Arc<dyn Handler>,
-    pub(super) front_end: FrontEnd,
-    pub(super) stop: watch::Receiver<bool>,
-    /// Dropped when the connection ends: the stop waits for all of them.
-    pub(super) alive: mpsc::Sender<()>,
-}
-
-impl Shared {
-    /// Serves one accepted connection with the listener's front end.
-    pub(super) fn dispatch(&self, conn: Accepted) {
-        let handler = self.handler.clone();
-        let alive = self.alive.clone();
-        match &self.front_end {
-            FrontEnd::Http(settings, flush) => {
-                let (settings, flush, stop) = (settings.clone(), flush.clone(), self.stop.clone());
-                match conn.into_tokio() {
-                    Ok((Stream::Tcp(s), info)) => {
-                        let _ = s.set_nodelay(true);
-                        tokio::spawn(async move {
-                            serve_connection(s, info, handler, settings, flush, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Ok((Stream::Unix(s), info)) => {
-                        tokio::spawn(async move {
-                            serve_connection(s, info, handler, settings, flush, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
-                }
-            }
-            FrontEnd::FastCgi(settings) => {
-                let (settings, stop) = (settings.clone(), self.stop.clone());
-                let threads = handler.concurrency();
-                match conn.into_tokio() {
-                    Ok((Stream::Tcp(s), info)) => {
-                        tokio::spawn(async move {
-                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Ok((Stream::Unix(s), info)) => {
-                        tokio::spawn(async move {
-                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
-                }
-            }
-            FrontEnd::OneShot(kind, settings) => {
-                let (kind, settings) = (*kind, settings.clone());
-                let raw = match conn.peer {
-                    Peer::Tcp { .. } => RawConn::Tcp(conn.fd),
-                    Peer::Unix => RawConn::Unix(conn.fd),
-                };
-                tokio::spawn(async move {
-                    gateway::serve_fast(raw, kind, handler, settings).await;
-                    drop(alive);
-                });
-            }
-        }
-    }
 }

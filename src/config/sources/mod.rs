@@ -16,4 +16,4 @@ mod reader;
 
 pub use entry::{Entry, Origin};
 pub use formats::{format_of, parse_ini, parse_json, parse_xml, parse_yaml};
-pub use reader::{INCLUDE_KEYS, Reader};
+pub use reader::{INCLUDE_KEYS, Reader, is_directive};

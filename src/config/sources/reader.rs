@@ -14,6 +14,24 @@ use crate::config::ConfigError;
 /// Options that load another config file in place.
 pub const INCLUDE_KEYS: &[&str] = &["ini", "yaml", "yml", "json", "js", "xml", "include"];
 
+/// Keys a config file's reader acts on itself (logic blocks, placeholders,
+/// includes, `print`), which never become settings: `feed_range` below.
+pub fn is_directive(key: &str) -> bool {
+    matches!(
+        key,
+        "endif"
+            | "endfor"
+            | "for"
+            | "for-glob"
+            | "for-readline"
+            | "set-placeholder"
+            | "set-ph"
+            | "print"
+    ) || key.starts_with("if-")
+        || IF_ALIASES.contains(&key)
+        || INCLUDE_KEYS.contains(&key)
+}
+
 /// Reads config sources into entries, keeping the placeholder state.
 pub struct Reader {
     pub entries: Vec<Entry>,

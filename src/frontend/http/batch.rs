@@ -125,14 +125,12 @@ impl<S> Drop for BatchedIo<S> {
     fn drop(&mut self) {
         if !self.buf.is_empty() {
             // Best effort and never blocking: a small buffer fits the socket's.
-            unsafe {
-                libc::send(
-                    self.fd,
-                    self.buf.as_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-            }
+            use nix::sys::socket::{MsgFlags, send};
+            let _ = send(
+                self.fd,
+                &self.buf,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
         }
     }
 }

@@ -46,15 +46,14 @@ impl Peek for tokio::net::UnixStream {
 pub(super) async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
     stream.readable().await.ok()?;
     let mut buf = [0u8; 1024];
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    let line = buf.get(..usize::try_from(n).ok()?)?;
+    use nix::sys::socket::{MsgFlags, recv};
+    let n = recv(
+        stream.as_raw_fd(),
+        &mut buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .ok()?;
+    let line = buf.get(..n)?;
     let line = &line[..line.iter().position(|&c| c == b'\n')?];
     let version = line
         .strip_suffix(b"\r")

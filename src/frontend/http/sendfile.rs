@@ -28,24 +28,16 @@ use crate::request::FileRegion;
 pub const FRAME_MAX: usize = 1 << 20;
 
 fn placeholder_range() -> &'static [u8] {
-    static RANGE: OnceLock<usize> = OnceLock::new();
-    let base = *RANGE.get_or_init(|| {
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                FRAME_MAX,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        assert!(p != libc::MAP_FAILED, "reserving address space failed");
-        p as usize
-    });
-    // Readable (zeros), though only the pointer and the length of its
-    // slices matter.
-    unsafe { std::slice::from_raw_parts(base as *const u8, FRAME_MAX) }
+    // Address space only: nothing ever writes or reads its pages (zeros),
+    // only the pointer and the length of its slices matter.
+    static RANGE: OnceLock<memmap2::Mmap> = OnceLock::new();
+    RANGE.get_or_init(|| {
+        memmap2::MmapOptions::new()
+            .len(FRAME_MAX)
+            .map_anon()
+            .and_then(memmap2::MmapMut::make_read_only)
+            .expect("reserving address space failed")
+    })
 }
 
 /// A body frame standing for the next `len` bytes of the queued files.
@@ -124,6 +116,9 @@ pub trait SendFile {
 }
 
 fn sendfile(sock: RawFd, file: RawFd, offset: &mut libc::off_t, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call (the socket is the
+    // connection's, the file is owned by the queued region), and `offset`
+    // is a live, exclusive reference that sendfile updates.
     let n = unsafe { libc::sendfile(sock, file, offset, len) };
     if n < 0 {
         Err(io::Error::last_os_error())

@@ -1,0 +1,210 @@
+//! The supervisor's hands: the system calls behind `supervisor::Effects`
+//! (fork, kill, the scoreboard, /proc, systemd), and reaping children.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+
+use super::child;
+use super::scoreboard::{CORES, Cause, Retire, Scoreboard};
+use super::signals::{self, SignalPipe};
+use super::state::{Master, send};
+use super::supervisor::{Effects, MAX_BACKOFF, Pid, QUICK_DEATH, Seen, Worker, describe_status};
+use crate::config::Config;
+use crate::handlers::python;
+use crate::listen::Socket;
+use crate::process;
+use crate::worker::apps::Apps;
+
+/// What `Effects` needs of the master: borrowed field by field, so the
+/// supervisor (another field) can be borrowed mutably beside it.
+pub(super) struct System<'m> {
+    pub(super) cfg: &'m Config,
+    pub(super) listeners: &'m [Socket],
+    pub(super) apps: &'m Option<Apps>,
+    pub(super) sb: &'m Arc<Scoreboard>,
+    pub(super) signals: &'m SignalPipe,
+}
+
+impl Effects for System<'_> {
+    fn spawn(&mut self, id: u32) -> Option<(Pid, usize)> {
+        let Some(slot) = self.sb.claim(-1, id) else {
+            crate::say!("oxgate: no free scoreboard slot for worker {id}");
+            return None;
+        };
+        self.sb
+            .id_stats(id)
+            .respawns
+            .fetch_add(1, Ordering::Relaxed);
+        let master_pid = nix::unistd::getpid().as_raw();
+        // Until the worker's own handlers are in place, a stop sent to it
+        // waits, blocked, instead of running the master's handler there.
+        let blocked = signals::Blocked::new();
+        let pid = if self.apps.is_some() {
+            python::fork()
+        } else {
+            // SAFETY: the master is single-threaded (no runtime exists in
+            // it), so the child may run any code after the fork.
+            unsafe { libc::fork() }
+        };
+        if pid != 0 {
+            drop(blocked);
+        }
+        match pid {
+            -1 => {
+                crate::say!(
+                    "oxgate: cannot fork worker {id}: {}",
+                    std::io::Error::last_os_error()
+                );
+                self.sb.release(slot);
+                None
+            }
+            0 => child::run(child::Setup {
+                cfg: self.cfg,
+                listeners: self.listeners,
+                apps: self.apps.clone(),
+                sb: self.sb.clone(),
+                slot,
+                id,
+                master_pid,
+                signals: self.signals,
+            }),
+            pid => {
+                self.sb.slot(slot).pid.store(pid, Ordering::Release);
+                Some((pid, slot))
+            }
+        }
+    }
+
+    fn signal(&mut self, pid: Pid, sig: Signal) {
+        send(pid, sig);
+    }
+
+    fn say(&mut self, line: String) {
+        crate::say!("{line}");
+    }
+
+    fn respawned(&mut self, cause: Cause, n: u64) {
+        self.sb.header().respawns[cause as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn harakiri(&mut self, id: u32) {
+        self.sb.header().harakiri.fetch_add(1, Ordering::Relaxed);
+        self.sb
+            .id_stats(id)
+            .harakiri
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn notify(&mut self, state: &str) {
+        if state == "READY=1" {
+            process::sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+        } else {
+            process::sd_notify(state);
+        }
+    }
+
+    fn seen(&mut self, w: &Worker) -> Seen {
+        let slot = self.sb.slot(w.slot);
+        let now_us = crate::sys::clock::now_us();
+        let cores = &slot.cores[..self.cfg.threads.min(CORES)];
+        let busy = || {
+            cores.iter().filter_map(|c| {
+                let s = c.started_us.load(Ordering::Acquire);
+                (s != 0).then(|| (now_us.saturating_sub(s), c))
+            })
+        };
+        Seen {
+            ready: slot.ready.load(Ordering::Acquire) != 0,
+            max_requests_reached: slot.retire.load(Ordering::Acquire) == Retire::MaxRequests as u32,
+            requests: slot.counters.requests.load(Ordering::Relaxed),
+            longest: busy()
+                .max_by_key(|(ran, _)| *ran)
+                .map(|(ran, c)| (Duration::from_micros(ran), c.info())),
+            running: busy().map(|(_, c)| c.info()).collect(),
+        }
+    }
+
+    fn rss(&mut self, pid: Pid) -> u64 {
+        crate::sys::procfs::memory(Some(pid)).1
+    }
+}
+
+impl Master<'_> {
+    /// The supervisor with the system calls behind it.
+    pub(super) fn supervise(
+        &mut self,
+        f: impl FnOnce(&mut super::supervisor::Supervisor, &mut System<'_>),
+    ) {
+        let mut system = System {
+            cfg: self.cfg,
+            listeners: &self.listeners,
+            apps: &self.apps,
+            sb: &self.sb,
+            signals: &self.signals,
+        };
+        f(&mut self.sup, &mut system);
+    }
+
+    /// Reaps every child that ended: workers go to the supervisor, daemons
+    /// are restarted with back-off.
+    pub(super) fn reap(&mut self) {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let Some(pid) = status.pid().map(|p| p.as_raw()) else {
+                continue;
+            };
+            let raw = raw_status(status);
+            if let Some(d) = self.daemons.iter_mut().find(|d| d.pid == Some(pid)) {
+                d.pid = None;
+                let lived = d.started.elapsed();
+                let smart = d.pidfile.is_some();
+                // A smart daemon's launcher exits 0 once it has detached.
+                let expected = self.sup.stopping() || (smart && raw == 0);
+                if !expected {
+                    d.failures = if lived < QUICK_DEATH {
+                        d.failures + 1
+                    } else {
+                        0
+                    };
+                    let backoff = if d.failures == 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(100 << d.failures.min(7)).min(MAX_BACKOFF)
+                    };
+                    d.next_start = Instant::now() + backoff;
+                    crate::say!(
+                        "oxgate: daemon {:?} (pid {pid}) {}; restarting in {:.1}s",
+                        d.command,
+                        describe_status(raw),
+                        backoff.as_secs_f64()
+                    );
+                }
+                continue;
+            }
+            if let Some(w) = self.sup.workers.iter().find(|w| w.pid == pid) {
+                let slot = w.slot;
+                // The supervisor reads what it was running before the slot
+                // is released.
+                self.supervise(|sup, fx| sup.exited(pid, raw, fx, Instant::now()));
+                self.sb.release(slot);
+            }
+        }
+    }
+}
+
+/// The wait status as waitpid(2) gives it, for the log's wording and the
+/// exit code checks (the supervisor takes the raw form).
+fn raw_status(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+        WaitStatus::Signaled(_, sig, core) => (sig as i32) | if core { 0x80 } else { 0 },
+        _ => 0xffff,
+    }
+}

@@ -1,0 +1,136 @@
+//! uWSGI's stats document (core/master_utils.c), field for field.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use super::queue::listen_queue;
+use super::snapshot::{Snapshot, WorkerView, load};
+use crate::master::scoreboard::CORES;
+use crate::sys::clock::now_us;
+
+/// "GET /slow from 10.0.0.1" back into its parts.
+fn split_info(info: &str) -> (String, String, String) {
+    let (request, client) = info.rsplit_once(" from ").unwrap_or((info, ""));
+    let (method, uri) = request.split_once(' ').unwrap_or((request, ""));
+    (method.to_string(), uri.to_string(), client.to_string())
+}
+
+/// uWSGI's stats document.
+pub fn render_json(s: &Snapshot<'_>) -> String {
+    let threads = s.cfg.threads.min(CORES);
+    let now = now_us();
+    let wall_now = crate::sys::clock::unix_now();
+    let queues: Vec<(u64, u64)> = s.sockets.iter().map(listen_queue).collect();
+    let lq = queues.iter().map(|q| q.0).max().unwrap_or(0);
+    let mut workers: Vec<&WorkerView> = s.workers.iter().collect();
+    workers.sort_by_key(|w| (w.id, w.pid));
+    let workers: Vec<Value> = workers
+        .iter()
+        .map(|w| {
+            let slot = s.sb.slot(w.slot);
+            let idstats = s.sb.id_stats(w.id);
+            let c = &slot.counters;
+            let (vsz, rss) = crate::sys::procfs::memory(Some(w.pid));
+            let cores: Vec<Value> = slot.cores[..threads]
+                .iter()
+                .enumerate()
+                .map(|(i, core)| {
+                    let started = core.started_us.load(Ordering::Acquire);
+                    let busy = started != 0;
+                    let mut v = json!({
+                        "id": i,
+                        "requests": load(&core.requests),
+                        "static_requests": 0,
+                        "routed_requests": 0,
+                        "offloaded_requests": 0,
+                        "write_errors": 0,
+                        "read_errors": 0,
+                        "in_request": u8::from(busy),
+                        "vars": [],
+                        "req_info": {},
+                    });
+                    if busy {
+                        let ran_us = now.saturating_sub(started);
+                        let (method, uri, client) = split_info(&core.info());
+                        v["req_info"] = json!({
+                            "request_start": wall_now.saturating_sub(ran_us / 1_000_000),
+                        });
+                        // Beyond uWSGI: what the core runs, and for how long.
+                        v["request"] = json!({
+                            "method": method,
+                            "uri": uri,
+                            "client": client,
+                            "running_ms": ran_us / 1000,
+                        });
+                    }
+                    v
+                })
+                .collect();
+            let busy = slot.cores[..threads]
+                .iter()
+                .any(|c| c.started_us.load(Ordering::Acquire) != 0);
+            let requests = load(&c.requests);
+            let exceptions = load(&c.exceptions);
+            json!({
+                "id": w.id,
+                "pid": w.pid,
+                "accepting": u8::from(w.ready && !w.stopping),
+                "requests": load(&idstats.requests) + requests,
+                "delta_requests": requests,
+                "exceptions": load(&idstats.exceptions) + exceptions,
+                "harakiri_count": load(&idstats.harakiri),
+                "signals": 0,
+                "signal_queue": 0,
+                "status": if busy { "busy" } else { "idle" },
+                "rss": rss,
+                "vsz": vsz,
+                "running_time": load(&idstats.rt_us) + load(&c.rt_us),
+                "last_spawn": load(&slot.born),
+                "respawn_count": load(&idstats.respawns),
+                "tx": load(&idstats.tx) + load(&c.tx),
+                "avg_rt": load(&slot.avg_rt),
+                "apps": [{
+                    "id": 0,
+                    "modifier1": 0,
+                    "mountpoint": "",
+                    "startup_time": 0,
+                    "requests": requests,
+                    "exceptions": exceptions,
+                    "chdir": s.cfg.chdir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+                }],
+                "cores": cores,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "version": concat!("oxgate-", env!("CARGO_PKG_VERSION")),
+        "listen_queue": lq,
+        "listen_queue_errors": 0,
+        "signal_queue": 0,
+        "load": lq,
+        "pid": std::process::id(),
+        "uid": nix::unistd::getuid().as_raw(),
+        "gid": nix::unistd::getgid().as_raw(),
+        "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        "locks": [],
+        "sockets": s.sockets.iter().zip(&queues).map(|(sock, q)| json!({
+            "name": sock.addr.to_string(),
+            "proto": sock.protocol.name(),
+            "queue": q.0,
+            "max_queue": q.1,
+            "shared": 0,
+            "can_offload": 0,
+        })).collect::<Vec<_>>(),
+        "workers": workers,
+    });
+    if s.cfg.stats.minified {
+        doc.to_string()
+    } else {
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        serde::Serialize::serialize(&doc, &mut ser).expect("JSON into memory");
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+}

@@ -1,0 +1,193 @@
+//! The Prometheus metrics (text exposition, version 0.0.4).
+
+use std::sync::atomic::Ordering;
+
+use super::queue::listen_queue;
+use super::snapshot::{Snapshot, load};
+use crate::listen::Protocol;
+use crate::master::scoreboard::{BUCKETS, CORES, Cause, Counters, LATENCY_BOUNDS_US, Slot};
+
+/// Prometheus text exposition (version 0.0.4).
+pub fn render_metrics(s: &Snapshot<'_>) -> String {
+    use std::fmt::Write as _;
+    let sb = s.sb;
+    let h = sb.header();
+    let threads = s.cfg.threads.min(CORES);
+    let live: Vec<_> = s.workers.iter().map(|w| (w, sb.slot(w.slot))).collect();
+    let sum = |f: &dyn Fn(&Counters) -> u64| {
+        f(&h.retired) + live.iter().map(|(_, slot)| f(&slot.counters)).sum::<u64>()
+    };
+    let mut out = String::new();
+    family(
+        &mut out,
+        "requests_total",
+        "counter",
+        "Requests served, by protocol and status class.",
+    );
+    for p in Protocol::ALL {
+        for class in 0..5 {
+            let n = sum(&|c| load(&c.by_status[p as usize][class]));
+            let _ = writeln!(
+                out,
+                "oxgate_requests_total{{protocol=\"{}\",status=\"{}xx\"}} {n}",
+                p.name(),
+                class + 1
+            );
+        }
+    }
+    family(
+        &mut out,
+        "request_duration_seconds",
+        "histogram",
+        "Time from the start of a request to the end of its response.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BOUNDS_US
+        .iter()
+        .map(|b| format!("{}", *b as f64 / 1e6))
+        .chain(std::iter::once("+Inf".to_string()))
+        .enumerate()
+    {
+        cumulative += sum(&|c| load(&c.latency[i]));
+        let _ = writeln!(
+            out,
+            "oxgate_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    debug_assert_eq!(LATENCY_BOUNDS_US.len() + 1, BUCKETS);
+    let _ = writeln!(
+        out,
+        "oxgate_request_duration_seconds_sum {}\noxgate_request_duration_seconds_count {cumulative}",
+        sum(&|c| load(&c.rt_us)) as f64 / 1e6
+    );
+    family(
+        &mut out,
+        "exceptions_total",
+        "counter",
+        "Requests whose app raised.",
+    );
+    let _ = writeln!(
+        out,
+        "oxgate_exceptions_total {}",
+        sum(&|c| load(&c.exceptions))
+    );
+    family(
+        &mut out,
+        "response_bytes_total",
+        "counter",
+        "Response bytes (headers and body).",
+    );
+    let _ = writeln!(out, "oxgate_response_bytes_total {}", sum(&|c| load(&c.tx)));
+    family(
+        &mut out,
+        "requests_in_flight",
+        "gauge",
+        "Requests being served now.",
+    );
+    let busy_cores = |slot: &Slot| {
+        slot.cores[..threads]
+            .iter()
+            .filter(|c| c.started_us.load(Ordering::Acquire) != 0)
+            .count()
+    };
+    let in_flight: usize = live.iter().map(|(_, slot)| busy_cores(slot)).sum();
+    let _ = writeln!(out, "oxgate_requests_in_flight {in_flight}");
+    family(&mut out, "workers", "gauge", "Worker processes, by state.");
+    let mut states = [("starting", 0), ("idle", 0), ("busy", 0), ("stopping", 0)];
+    for (w, slot) in &live {
+        let i = if w.stopping {
+            3
+        } else if !w.ready {
+            0
+        } else if busy_cores(slot) > 0 {
+            2
+        } else {
+            1
+        };
+        states[i].1 += 1;
+    }
+    for (state, n) in states {
+        let _ = writeln!(out, "oxgate_workers{{state=\"{state}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "worker_respawns_total",
+        "counter",
+        "Workers replaced, by cause.",
+    );
+    for cause in Cause::ALL {
+        let _ = writeln!(
+            out,
+            "oxgate_worker_respawns_total{{cause=\"{}\"}} {}",
+            cause.name(),
+            load(&h.respawns[cause as usize])
+        );
+    }
+    family(
+        &mut out,
+        "harakiri_total",
+        "counter",
+        "Requests killed by --harakiri.",
+    );
+    let _ = writeln!(out, "oxgate_harakiri_total {}", load(&h.harakiri));
+    family(
+        &mut out,
+        "listen_queue",
+        "gauge",
+        "Connections waiting in a socket's accept queue.",
+    );
+    for sock in s.sockets {
+        let _ = writeln!(
+            out,
+            "oxgate_listen_queue{{socket=\"{}\",protocol=\"{}\"}} {}",
+            escape_label(&sock.addr.to_string()),
+            sock.protocol.name(),
+            listen_queue(sock).0
+        );
+    }
+    family(
+        &mut out,
+        "worker_resident_memory_bytes",
+        "gauge",
+        "Resident memory of each worker.",
+    );
+    for (w, _) in &live {
+        let _ = writeln!(
+            out,
+            "oxgate_worker_resident_memory_bytes{{worker=\"{}\",pid=\"{}\"}} {}",
+            w.id,
+            w.pid,
+            crate::sys::procfs::memory(Some(w.pid)).1
+        );
+    }
+    family(
+        &mut out,
+        "worker_requests_total",
+        "counter",
+        "Requests served by each worker process since it started.",
+    );
+    for (w, slot) in &live {
+        let _ = writeln!(
+            out,
+            "oxgate_worker_requests_total{{worker=\"{}\",pid=\"{}\"}} {}",
+            w.id,
+            w.pid,
+            load(&slot.counters.requests)
+        );
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP oxgate_{name} {help}\n# TYPE oxgate_{name} {kind}"
+    );
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,619 @@
+//! The supervisor's decisions: which worker to start, stop, kill or
+//! replace, and when. It makes no system call: it is told what happened (a
+//! worker exited, a stop or reload was asked for, time passed and the
+//! scoreboard shows this) and acts through [`Effects`], which the master
+//! implements with fork and kill (`run.rs`) and the tests with a record.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::scoreboard::Cause;
+use crate::lifecycle::{ReloadKind, StopKind};
+
+pub type Pid = i32;
+
+/// A worker that dies sooner than this after its start counts as failing
+/// to start; repeated failures back off up to `MAX_BACKOFF` (no fork bomb).
+pub const QUICK_DEATH: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Between the stack-dump signal and the kill, for the dump to be written.
+pub const HARAKIRI_DUMP_TIME: Duration = Duration::from_millis(300);
+/// The exit status of a worker that could not load the app.
+pub const EXIT_APP_LOAD: i32 = 22;
+
+/// The back-off after `failures` quick deaths in a row: 0.2 s, doubling,
+/// up to `MAX_BACKOFF`.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100 << failures.min(7)).min(MAX_BACKOFF)
+}
+
+/// Whether a worker is to be replaced by a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacement {
+    /// No: it counts towards --processes.
+    No,
+    /// Yes (a reload, --max-requests, --max-worker-lifetime, memory), and
+    /// no replacement runs yet.
+    Wanted,
+    /// Yes, and this worker replaces it; it stops once that one is ready.
+    By(Pid),
+}
+
+/// Whether a worker has been asked to stop, or killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    No,
+    /// Sent SIGTERM at `since`: it finishes its requests within
+    /// --worker-reload-mercy, then is killed.
+    Asked {
+        since: Instant,
+    },
+    /// Over --harakiri: its stack was asked for (SIGUSR2) at `since`; it is
+    /// killed `HARAKIRI_DUMP_TIME` later.
+    Harakiri {
+        since: Instant,
+        info: String,
+    },
+    /// Sent SIGKILL, waiting to be reaped: after harakiri (what it was
+    /// running), or after it was asked to stop (`asked`: its end is
+    /// expected).
+    Killed {
+        harakiri: Option<String>,
+        asked: bool,
+    },
+}
+
+/// One worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub pid: Pid,
+    pub id: u32,
+    pub slot: usize,
+    pub started: Instant,
+    /// It has said (in the scoreboard) that it accepts connections.
+    pub ready: bool,
+    pub replacement: Replacement,
+    pub stop: Stop,
+}
+
+impl Worker {
+    /// Asked to stop (SIGTERM), whether or not it was killed since.
+    pub fn asked(&self) -> bool {
+        matches!(
+            self.stop,
+            Stop::Asked { .. } | Stop::Killed { asked: true, .. }
+        )
+    }
+
+    pub fn killed(&self) -> bool {
+        matches!(self.stop, Stop::Killed { .. })
+    }
+
+    /// Counts towards --processes: not being replaced, not asked to stop.
+    fn serving(&self) -> bool {
+        self.replacement == Replacement::No && !self.asked()
+    }
+
+    fn harakiri_info(&self) -> Option<&str> {
+        match &self.stop {
+            Stop::Harakiri { info, .. } => Some(info),
+            Stop::Killed { harakiri, .. } => harakiri.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What the scoreboard shows of one worker, read by the master.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub ready: bool,
+    /// It reached --max-requests (the worker says so itself).
+    pub max_requests_reached: bool,
+    pub requests: u64,
+    /// Its longest-running request: how long, and "GET /x from 1.2.3.4".
+    pub longest: Option<(Duration, String)>,
+    /// What it is running now, for the log line if it dies.
+    pub running: Vec<String>,
+}
+
+/// The limits a worker is held to (from the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub harakiri: Option<Duration>,
+    pub worker_reload_mercy: Duration,
+    pub reload_mercy: Duration,
+    pub max_worker_lifetime: Option<Duration>,
+    pub reload_on_rss: Option<u64>,
+    pub evil_reload_on_rss: Option<u64>,
+}
+
+/// How the supervisor acts on the world.
+pub trait Effects {
+    /// Forks worker `id`; its pid and scoreboard slot, or `None`.
+    fn spawn(&mut self, id: u32) -> Option<(Pid, usize)>;
+    fn signal(&mut self, pid: Pid, sig: Signal);
+    fn say(&mut self, line: String);
+    /// Counts respawns for the stats.
+    fn respawned(&mut self, cause: Cause, n: u64);
+    /// Counts a harakiri of worker `id` for the stats.
+    fn harakiri(&mut self, id: u32);
+    /// Tells systemd (READY=1…).
+    fn notify(&mut self, state: &str);
+    fn seen(&mut self, w: &Worker) -> Seen;
+    /// A worker's resident memory in bytes.
+    fn rss(&mut self, pid: Pid) -> u64;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterState {
+    Running,
+    Stopping { since: Instant },
+}
+
+pub struct Supervisor {
+    pub workers: Vec<Worker>,
+    /// --processes, changed by SIGTTIN/SIGTTOU.
+    pub processes: usize,
+    pub state: MasterState,
+    /// The reload in progress, if any, and when it began.
+    pub reload: Option<(ReloadKind, Instant)>,
+    /// Quick deaths in a row, and when the next worker may start.
+    failures: u32,
+    next_spawn: Instant,
+    ever_ready: bool,
+    /// The app failed to load after a reload: the old workers keep serving.
+    pub broken: bool,
+    /// Why the master must exit with an error.
+    pub fatal: Option<String>,
+    /// systemd has been told READY=1.
+    notified: bool,
+    limits: Limits,
+}
+
+impl Supervisor {
+    pub fn new(processes: usize, limits: Limits, broken: bool, now: Instant) -> Supervisor {
+        Supervisor {
+            workers: Vec::new(),
+            processes,
+            state: MasterState::Running,
+            reload: None,
+            failures: 0,
+            next_spawn: now,
+            ever_ready: false,
+            broken,
+            fatal: None,
+            notified: false,
+            limits,
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        matches!(self.state, MasterState::Stopping { .. })
+    }
+
+    /// The workers a re-executed master takes over from its previous image.
+    pub fn adopt(
+        &mut self,
+        workers: impl IntoIterator<Item = (Pid, u32, usize)>,
+        kind: ReloadKind,
+        fx: &mut dyn Effects,
+        now: Instant,
+    ) {
+        let mut n = 0;
+        for (pid, id, slot) in workers {
+            n += 1;
+            let stop = if !self.broken && kind == ReloadKind::Brutal {
+                // Killed by the previous image before it re-executed.
+                Stop::Killed {
+                    harakiri: None,
+                    asked: true,
+                }
+            } else {
+                Stop::No
+            };
+            self.workers.push(Worker {
+                pid,
+                id,
+                slot,
+                started: now,
+                ready: true,
+                replacement: if self.broken {
+                    Replacement::No
+                } else {
+                    Replacement::Wanted
+                },
+                stop,
+            });
+        }
+        self.ever_ready = true;
+        if !self.broken {
+            fx.respawned(Cause::Reload, n);
+            self.reload = Some((kind, now));
+        }
+    }
+
+    /// Sends `sig` to every worker: SIGTERM asks them to stop, SIGKILL
+    /// kills them.
+    pub fn signal_all(&mut self, sig: Signal, fx: &mut dyn Effects, now: Instant) {
+        for w in &mut self.workers {
+            w.stop = match (&w.stop, sig) {
+                (Stop::Killed { harakiri, .. }, _) => Stop::Killed {
+                    harakiri: harakiri.clone(),
+                    asked: true,
+                },
+                (Stop::Harakiri { info, .. }, Signal::SIGKILL) => Stop::Killed {
+                    harakiri: Some(info.clone()),
+                    asked: true,
+                },
+                (_, Signal::SIGKILL) => Stop::Killed {
+                    harakiri: None,
+                    asked: true,
+                },
+                (Stop::No, _) => Stop::Asked { since: now },
+                (other, _) => other.clone(),
+            };
+            fx.signal(w.pid, sig);
+        }
+    }
+
+    /// A stop of the master.
+    pub fn stop(&mut self, kind: StopKind, fx: &mut dyn Effects, now: Instant) {
+        match kind {
+            StopKind::Graceful => {
+                self.state = MasterState::Stopping { since: now };
+                fx.notify("STOPPING=1");
+                self.signal_all(Signal::SIGTERM, fx, now);
+            }
+            StopKind::Immediate => self.signal_all(Signal::SIGKILL, fx, now),
+        }
+    }
+
+    /// SIGTTOU: one worker fewer, the newest serving one stops.
+    pub fn remove_one(&mut self, fx: &mut dyn Effects, now: Instant) -> bool {
+        if self.processes <= 1 {
+            return false;
+        }
+        self.processes -= 1;
+        if let Some(w) = self
+            .workers
+            .iter_mut()
+            .filter(|w| w.serving())
+            .max_by_key(|w| w.id)
+        {
+            w.stop = Stop::Asked { since: now };
+            fx.signal(w.pid, Signal::SIGTERM);
+        }
+        true
+    }
+
+    /// A stopping master is done when every worker is gone; after
+    /// --reload-mercy the rest are killed (each tick until they are).
+    pub fn stop_tick(&mut self, fx: &mut dyn Effects, now: Instant) -> bool {
+        let MasterState::Stopping { since } = self.state else {
+            return false;
+        };
+        if self.workers.is_empty() {
+            return true;
+        }
+        if now.duration_since(since) > self.limits.reload_mercy {
+            fx.say(format!(
+                "oxgate: workers still busy after --reload-mercy {}s, killing them",
+                self.limits.reload_mercy.as_secs()
+            ));
+            self.signal_all(Signal::SIGKILL, fx, now);
+        }
+        false
+    }
+
+    /// A worker was reaped with wait `status`.
+    pub fn exited(&mut self, pid: Pid, status: i32, fx: &mut dyn Effects, now: Instant) {
+        let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+            return;
+        };
+        let w = self.workers.remove(i);
+        let how = describe_status(status);
+        let lived = now.duration_since(w.started);
+        // Whoever this worker was replacing, or was replaced by, moves on.
+        for other in &mut self.workers {
+            if other.replacement == Replacement::By(pid) {
+                other.replacement = Replacement::Wanted;
+            }
+        }
+        let stopping = self.stopping();
+        let harakiri = w.harakiri_info().map(str::to_string);
+        let asked = w.asked();
+        if harakiri.is_some() && !stopping {
+            fx.respawned(Cause::Harakiri, 1);
+        } else if !asked && !stopping {
+            fx.respawned(Cause::Crash, 1);
+        }
+        if let Some(info) = &harakiri {
+            fx.say(format!(
+                "oxgate: worker {} (pid {}) {how} by harakiri while running {info}",
+                w.id, w.pid
+            ));
+        } else if asked {
+            if !stopping && !w.killed() {
+                fx.say(format!(
+                    "oxgate: worker {} (pid {}) stopped ({how})",
+                    w.id, w.pid
+                ));
+            }
+            return;
+        } else {
+            let running = fx.seen(&w).running;
+            let doing = if running.is_empty() {
+                "while idle".to_string()
+            } else {
+                format!("while running {}", running.join("; "))
+            };
+            fx.say(format!(
+                "oxgate: worker {} (pid {}) {how} {doing}, after {:.1}s",
+                w.id,
+                w.pid,
+                lived.as_secs_f64()
+            ));
+        }
+        if stopping {
+            return;
+        }
+        let load_failed = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_APP_LOAD;
+        if load_failed && !self.ever_ready {
+            self.fatal = Some("the app could not be loaded in the workers (see above)".into());
+            self.stop(StopKind::Graceful, fx, now);
+            return;
+        }
+        if lived < QUICK_DEATH || !w.ready {
+            self.failures += 1;
+            let wait = backoff(self.failures);
+            self.next_spawn = now + wait;
+            fx.say(format!(
+                "oxgate: worker {} died {:.1}s after it started ({} in a row); next start in {:.1}s",
+                w.id,
+                lived.as_secs_f64(),
+                self.failures,
+                wait.as_secs_f64()
+            ));
+        } else {
+            self.failures = 0;
+        }
+    }
+
+    /// Readiness, the limits (mercy, harakiri, recycling), then starting
+    /// and stopping workers to keep --processes and finish reloads.
+    pub fn tick(&mut self, fx: &mut dyn Effects, now: Instant) {
+        self.watch(fx, now);
+        self.schedule(fx, now);
+    }
+
+    fn watch(&mut self, fx: &mut dyn Effects, now: Instant) {
+        let limits = self.limits.clone();
+        for w in &mut self.workers {
+            let seen = fx.seen(w);
+            if !w.ready && seen.ready {
+                w.ready = true;
+                self.ever_ready = true;
+                self.failures = 0;
+            }
+            match &w.stop {
+                Stop::Killed { .. } => continue,
+                Stop::Asked { since } => {
+                    if now.duration_since(*since) > limits.worker_reload_mercy {
+                        fx.say(format!(
+                            "oxgate: worker {} (pid {}) still busy after --worker-reload-mercy {}s, killing it",
+                            w.id,
+                            w.pid,
+                            limits.worker_reload_mercy.as_secs()
+                        ));
+                        w.stop = Stop::Killed {
+                            harakiri: None,
+                            asked: true,
+                        };
+                        fx.signal(w.pid, Signal::SIGKILL);
+                    }
+                    continue;
+                }
+                Stop::Harakiri { since, info } => {
+                    if now.duration_since(*since) > HARAKIRI_DUMP_TIME {
+                        w.stop = Stop::Killed {
+                            harakiri: Some(info.clone()),
+                            asked: false,
+                        };
+                        fx.signal(w.pid, Signal::SIGKILL);
+                    }
+                    continue;
+                }
+                Stop::No => {}
+            }
+            // Harakiri: dump the stack first, kill a moment later.
+            if let Some(limit) = limits.harakiri
+                && let Some((ran, info)) = seen.longest.as_ref().filter(|(ran, _)| *ran > limit)
+            {
+                fx.say(format!(
+                    "oxgate: HARAKIRI: worker {} (pid {}) has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed",
+                    w.id,
+                    w.pid,
+                    ran.as_secs_f64(),
+                    limit.as_secs()
+                ));
+                fx.harakiri(w.id);
+                w.stop = Stop::Harakiri {
+                    since: now,
+                    info: info.clone(),
+                };
+                fx.signal(w.pid, Signal::SIGUSR2);
+                continue;
+            }
+            if w.replacement != Replacement::No {
+                continue;
+            }
+            let mut why = None;
+            let mut cause = Cause::MaxRequests;
+            if seen.max_requests_reached {
+                why = Some(format!(
+                    "served {} requests (--max-requests)",
+                    seen.requests
+                ));
+            } else if let Some(life) = limits.max_worker_lifetime
+                && now.duration_since(w.started) > life
+            {
+                cause = Cause::Lifetime;
+                why = Some(format!(
+                    "has run {}s (--max-worker-lifetime)",
+                    life.as_secs()
+                ));
+            } else if limits.reload_on_rss.is_some() || limits.evil_reload_on_rss.is_some() {
+                let rss = fx.rss(w.pid);
+                if limits.evil_reload_on_rss.is_some_and(|l| rss > l) {
+                    fx.say(format!(
+                        "oxgate: worker {} (pid {}) uses {} MB (--evil-reload-on-rss), killing it",
+                        w.id,
+                        w.pid,
+                        rss >> 20
+                    ));
+                    w.replacement = Replacement::Wanted;
+                    w.stop = Stop::Killed {
+                        harakiri: None,
+                        asked: true,
+                    };
+                    fx.signal(w.pid, Signal::SIGKILL);
+                    fx.respawned(Cause::Rss, 1);
+                    continue;
+                }
+                if limits.reload_on_rss.is_some_and(|l| rss > l) {
+                    cause = Cause::Rss;
+                    why = Some(format!("uses {} MB (--reload-on-rss)", rss >> 20));
+                }
+            }
+            if let Some(why) = why {
+                fx.respawned(cause, 1);
+                fx.say(format!(
+                    "oxgate: worker {} (pid {}) {why}, replacing it",
+                    w.id, w.pid
+                ));
+                w.replacement = Replacement::Wanted;
+            }
+        }
+    }
+
+    /// Starts replacements and new workers; stops the replaced ones.
+    fn schedule(&mut self, fx: &mut dyn Effects, now: Instant) {
+        if self.broken {
+            return;
+        }
+        let chain = matches!(self.reload, Some((ReloadKind::Chain, _)));
+        // A replaced worker stops once its replacement is ready.
+        let ready: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.ready)
+            .map(|w| w.pid)
+            .collect();
+        for w in &mut self.workers {
+            if let Replacement::By(by) = w.replacement
+                && w.stop == Stop::No
+                && ready.contains(&by)
+            {
+                w.stop = Stop::Asked { since: now };
+                fx.signal(w.pid, Signal::SIGTERM);
+            }
+        }
+        // Replacements: all at once, or one at a time in a chain reload.
+        let in_flight = self
+            .workers
+            .iter()
+            .any(|w| matches!(w.replacement, Replacement::By(_)) && !w.killed());
+        let waiting: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| {
+                let w = &self.workers[i];
+                w.replacement == Replacement::Wanted && !w.asked()
+            })
+            .collect();
+        for (n, i) in waiting.into_iter().enumerate() {
+            if now < self.next_spawn || (chain && (in_flight || n > 0)) {
+                break;
+            }
+            let id = self.workers[i].id;
+            if let Some(pid) = self.start(id, fx, now) {
+                self.workers[i].replacement = Replacement::By(pid);
+            }
+        }
+        // Keep --processes workers that are not on their way out.
+        let serving = self.workers.iter().filter(|w| w.serving()).count();
+        let to_replace = self
+            .workers
+            .iter()
+            .filter(|w| w.replacement == Replacement::Wanted && !w.asked())
+            .count();
+        let missing = self.processes.saturating_sub(serving + to_replace);
+        for _ in 0..missing {
+            if now < self.next_spawn {
+                break;
+            }
+            let id = (1..)
+                .find(|id| {
+                    !self
+                        .workers
+                        .iter()
+                        .any(|w| w.id == *id && w.replacement == Replacement::No)
+                })
+                .expect("ids are unbounded");
+            self.start(id, fx, now);
+        }
+        // A reload is done when no old worker is left.
+        if let Some((kind, since)) = self.reload
+            && self
+                .workers
+                .iter()
+                .all(|w| w.replacement == Replacement::No)
+            && self.workers.iter().all(|w| w.ready)
+        {
+            fx.say(format!(
+                "oxgate: {} reload done in {:.2}s: {} worker(s) serving",
+                kind.name(),
+                now.duration_since(since).as_secs_f64(),
+                self.workers.len()
+            ));
+            self.reload = None;
+        }
+        if !self.notified
+            && !self.workers.is_empty()
+            && self.workers.iter().all(|w| w.ready)
+            && self.reload.is_none()
+        {
+            self.notified = true;
+            fx.notify("READY=1");
+        }
+    }
+
+    fn start(&mut self, id: u32, fx: &mut dyn Effects, now: Instant) -> Option<Pid> {
+        let (pid, slot) = fx.spawn(id)?;
+        self.workers.push(Worker {
+            pid,
+            id,
+            slot,
+            started: now,
+            ready: false,
+            replacement: Replacement::No,
+            stop: Stop::No,
+        });
+        Some(pid)
+    }
+}
+
+/// "exited with status 1", "was killed by signal 9 (SIGKILL)"…
+pub fn describe_status(status: i32) -> String {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        format!("was killed by signal {sig} ({})", super::signals::name(sig))
+    } else if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("ended (status {status:#x})")
+    }
+}
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;

@@ -1,0 +1,379 @@
+//! The supervisor's decisions, driven with a fake world: no process is
+//! forked or signalled, time is a value.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::*;
+
+/// Records what the supervisor did; answers what the scoreboard would.
+#[derive(Default)]
+struct Fake {
+    next_pid: Pid,
+    spawned: Vec<(u32, Pid)>,
+    signals: Vec<(Pid, Signal)>,
+    said: Vec<String>,
+    counts: Vec<(Cause, u64)>,
+    harakiri: Vec<u32>,
+    notified: Vec<String>,
+    seen: HashMap<Pid, Seen>,
+    rss: HashMap<Pid, u64>,
+}
+
+impl Effects for Fake {
+    fn spawn(&mut self, id: u32) -> Option<(Pid, usize)> {
+        self.next_pid += 1;
+        let pid = 1000 + self.next_pid;
+        self.spawned.push((id, pid));
+        Some((pid, self.next_pid as usize))
+    }
+    fn signal(&mut self, pid: Pid, sig: Signal) {
+        self.signals.push((pid, sig));
+    }
+    fn say(&mut self, line: String) {
+        self.said.push(line);
+    }
+    fn respawned(&mut self, cause: Cause, n: u64) {
+        self.counts.push((cause, n));
+    }
+    fn harakiri(&mut self, id: u32) {
+        self.harakiri.push(id);
+    }
+    fn notify(&mut self, state: &str) {
+        self.notified.push(state.to_string());
+    }
+    fn seen(&mut self, w: &Worker) -> Seen {
+        self.seen.get(&w.pid).cloned().unwrap_or_default()
+    }
+    fn rss(&mut self, pid: Pid) -> u64 {
+        self.rss.get(&pid).copied().unwrap_or(0)
+    }
+}
+
+impl Fake {
+    fn ready(&mut self, pid: Pid) {
+        self.seen.entry(pid).or_default().ready = true;
+    }
+    fn take_signals(&mut self) -> Vec<(Pid, Signal)> {
+        std::mem::take(&mut self.signals)
+    }
+    fn said(&self, text: &str) -> bool {
+        self.said.iter().any(|l| l.contains(text))
+    }
+}
+
+const SIGTERM_STATUS: i32 = Signal::SIGTERM as i32;
+const SIGKILL_STATUS: i32 = Signal::SIGKILL as i32;
+fn exit_status(code: i32) -> i32 {
+    code << 8
+}
+
+fn limits() -> Limits {
+    Limits {
+        worker_reload_mercy: Duration::from_secs(60),
+        reload_mercy: Duration::from_secs(60),
+        ..Limits::default()
+    }
+}
+
+/// A supervisor with `n` workers started and ready, and the fake world.
+fn running(n: usize, limits: Limits) -> (Supervisor, Fake, Instant) {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(n, limits, false, t0);
+    let mut fx = Fake::default();
+    sup.tick(&mut fx, t0);
+    assert_eq!(fx.spawned.len(), n);
+    for (_, pid) in fx.spawned.clone() {
+        fx.ready(pid);
+    }
+    let t = t0 + Duration::from_secs(5);
+    sup.tick(&mut fx, t);
+    assert!(sup.workers.iter().all(|w| w.ready));
+    (sup, fx, t)
+}
+
+fn pids(sup: &Supervisor) -> Vec<Pid> {
+    sup.workers.iter().map(|w| w.pid).collect()
+}
+
+#[test]
+fn starts_processes_workers_then_tells_systemd() {
+    let (sup, fx, _) = running(3, limits());
+    assert_eq!(
+        fx.spawned.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(fx.notified, ["READY=1"]);
+    assert_eq!(sup.workers.len(), 3);
+}
+
+#[test]
+fn a_crashed_worker_is_respawned_with_its_id() {
+    let (mut sup, mut fx, t) = running(2, limits());
+    let dead = fx.spawned[0].1;
+    fx.seen.entry(dead).or_default().running = vec!["GET /boom from 127.0.0.1".into()];
+    sup.exited(dead, SIGKILL_STATUS, &mut fx, t);
+    assert!(fx.said("was killed by signal 9 (SIGKILL) while running GET /boom"));
+    assert_eq!(fx.counts, [(Cause::Crash, 1)]);
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.spawned.last().unwrap().0, 1);
+    assert_eq!(sup.workers.len(), 2);
+}
+
+#[test]
+fn quick_deaths_back_off_exponentially() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(1, limits(), false, t0);
+    let mut fx = Fake::default();
+    let mut t = t0;
+    sup.tick(&mut fx, t);
+    sup.tick(&mut fx, t);
+    // The app loaded once (ready), so a load failure is not fatal later.
+    fx.ready(fx.spawned[0].1);
+    sup.tick(&mut fx, t);
+    for (n, expected) in [200, 400, 800, 1600].into_iter().enumerate() {
+        let pid = sup.workers[0].pid;
+        t += Duration::from_millis(100);
+        sup.exited(pid, exit_status(1), &mut fx, t);
+        let starts = fx.spawned.len();
+        sup.tick(&mut fx, t + Duration::from_millis(expected - 1));
+        assert_eq!(
+            fx.spawned.len(),
+            starts,
+            "restarted before the back-off (try {n})"
+        );
+        t += Duration::from_millis(expected);
+        sup.tick(&mut fx, t);
+        assert_eq!(
+            fx.spawned.len(),
+            starts + 1,
+            "not restarted after the back-off (try {n})"
+        );
+    }
+    assert!(fx.said("(4 in a row); next start in 1.6s"));
+    assert_eq!(backoff(20), MAX_BACKOFF);
+}
+
+#[test]
+fn an_app_that_never_loads_stops_the_master() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), false, t0);
+    let mut fx = Fake::default();
+    sup.tick(&mut fx, t0);
+    let first = fx.spawned[0].1;
+    sup.exited(first, exit_status(EXIT_APP_LOAD), &mut fx, t0);
+    assert!(sup.stopping() && sup.fatal.is_some());
+    assert_eq!(fx.take_signals(), [(fx.spawned[1].1, Signal::SIGTERM)]);
+}
+
+#[test]
+fn max_requests_replaces_the_worker_before_stopping_it() {
+    let (mut sup, mut fx, t) = running(1, limits());
+    let old = fx.spawned[0].1;
+    let seen = fx.seen.entry(old).or_default();
+    seen.max_requests_reached = true;
+    seen.requests = 100;
+    sup.tick(&mut fx, t);
+    assert!(fx.said("served 100 requests (--max-requests), replacing it"));
+    assert_eq!(fx.counts, [(Cause::MaxRequests, 1)]);
+    // The replacement starts with the same id; the old one keeps serving.
+    let (id, new) = *fx.spawned.last().unwrap();
+    assert_eq!((id, fx.spawned.len()), (1, 2));
+    assert!(fx.take_signals().is_empty());
+    sup.tick(&mut fx, t);
+    assert!(
+        fx.take_signals().is_empty(),
+        "stopped before its replacement was ready"
+    );
+    fx.ready(new);
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.take_signals(), [(old, Signal::SIGTERM)]);
+    sup.exited(old, SIGTERM_STATUS, &mut fx, t);
+    assert_eq!(pids(&sup), [new]);
+}
+
+#[test]
+fn lifetime_and_memory_limits() {
+    let l = Limits {
+        max_worker_lifetime: Some(Duration::from_secs(3600)),
+        evil_reload_on_rss: Some(500 << 20),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(2, l);
+    let (a, b) = (fx.spawned[0].1, fx.spawned[1].1);
+    fx.rss.insert(b, 600 << 20);
+    sup.tick(&mut fx, t);
+    assert!(fx.said("uses 600 MB (--evil-reload-on-rss), killing it"));
+    assert!(fx.take_signals().contains(&(b, Signal::SIGKILL)));
+    sup.tick(&mut fx, t + Duration::from_secs(3601));
+    assert!(fx.said("has run 3600s (--max-worker-lifetime), replacing it"));
+    assert!(
+        sup.workers
+            .iter()
+            .any(|w| w.pid == a && matches!(w.replacement, Replacement::By(_)))
+    );
+}
+
+#[test]
+fn harakiri_dumps_the_stack_then_kills() {
+    let l = Limits {
+        harakiri: Some(Duration::from_secs(30)),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(1, l);
+    let w = fx.spawned[0].1;
+    fx.seen.entry(w).or_default().longest = Some((Duration::from_secs(29), "GET /slow".into()));
+    sup.tick(&mut fx, t);
+    assert!(fx.take_signals().is_empty());
+    fx.seen.entry(w).or_default().longest = Some((Duration::from_secs(31), "GET /slow".into()));
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.take_signals(), [(w, Signal::SIGUSR2)]);
+    assert_eq!(fx.harakiri, [1]);
+    sup.tick(&mut fx, t + HARAKIRI_DUMP_TIME / 2);
+    assert!(
+        fx.take_signals().is_empty(),
+        "killed before the stack was written"
+    );
+    sup.tick(&mut fx, t + HARAKIRI_DUMP_TIME * 2);
+    assert_eq!(fx.take_signals(), [(w, Signal::SIGKILL)]);
+    sup.exited(w, SIGKILL_STATUS, &mut fx, t + HARAKIRI_DUMP_TIME * 2);
+    assert!(fx.said("by harakiri while running GET /slow"));
+    assert_eq!(fx.counts, [(Cause::Harakiri, 1)]);
+}
+
+#[test]
+fn a_worker_slow_to_stop_is_killed_after_its_mercy() {
+    let l = Limits {
+        worker_reload_mercy: Duration::from_secs(10),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(2, l);
+    assert!(sup.remove_one(&mut fx, t));
+    let newest = fx.spawned[1].1;
+    assert_eq!(fx.take_signals(), [(newest, Signal::SIGTERM)]);
+    sup.tick(&mut fx, t + Duration::from_secs(9));
+    assert!(fx.take_signals().is_empty());
+    assert_eq!(fx.spawned.len(), 2, "a worker asked to stop was replaced");
+    sup.tick(&mut fx, t + Duration::from_secs(11));
+    assert_eq!(fx.take_signals(), [(newest, Signal::SIGKILL)]);
+}
+
+/// A master re-executed for a reload adopts the old workers.
+fn reloaded(kind: ReloadKind, n: usize) -> (Supervisor, Fake, Instant, Vec<Pid>) {
+    let t = Instant::now();
+    let mut sup = Supervisor::new(n, limits(), false, t);
+    let mut fx = Fake::default();
+    let old: Vec<Pid> = (1..=n as i32).map(|i| 100 + i).collect();
+    sup.adopt(
+        old.iter().enumerate().map(|(i, p)| (*p, i as u32 + 1, i)),
+        kind,
+        &mut fx,
+        t,
+    );
+    assert_eq!(fx.counts, [(Cause::Reload, n as u64)]);
+    (sup, fx, t, old)
+}
+
+#[test]
+fn a_graceful_reload_starts_every_replacement_at_once() {
+    let (mut sup, mut fx, t, old) = reloaded(ReloadKind::Graceful, 3);
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.spawned.len(), 3);
+    assert!(fx.take_signals().is_empty());
+    for (_, new) in fx.spawned.clone() {
+        fx.ready(new);
+    }
+    sup.tick(&mut fx, t);
+    let mut stopped = fx.take_signals();
+    stopped.sort();
+    assert_eq!(
+        stopped,
+        old.iter()
+            .map(|p| (*p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    for p in &old {
+        sup.exited(*p, SIGTERM_STATUS, &mut fx, t);
+    }
+    sup.tick(&mut fx, t + Duration::from_secs(1));
+    assert!(fx.said("graceful reload done in 1.00s: 3 worker(s) serving"));
+    assert_eq!(fx.notified, ["READY=1"]);
+}
+
+#[test]
+fn a_chain_reload_replaces_one_worker_at_a_time() {
+    let (mut sup, mut fx, t, old) = reloaded(ReloadKind::Chain, 3);
+    for round in 0..3 {
+        sup.tick(&mut fx, t);
+        sup.tick(&mut fx, t);
+        assert_eq!(
+            fx.spawned.len(),
+            round + 1,
+            "round {round}: more than one at a time"
+        );
+        let new = fx.spawned[round].1;
+        fx.ready(new);
+        sup.tick(&mut fx, t);
+        let stopped = fx.take_signals();
+        assert_eq!(stopped.len(), 1);
+        let (gone, sig) = stopped[0];
+        assert_eq!(sig, Signal::SIGTERM);
+        assert!(old.contains(&gone));
+        // The next replacement waits until the old worker has ended.
+        sup.tick(&mut fx, t);
+        assert_eq!(fx.spawned.len(), round + 1);
+        sup.exited(gone, SIGTERM_STATUS, &mut fx, t);
+    }
+    sup.tick(&mut fx, t);
+    assert!(fx.said("chain reload done"));
+    assert_eq!(sup.workers.len(), 3);
+}
+
+#[test]
+fn a_brutal_reload_starts_new_workers_without_waiting() {
+    let (mut sup, mut fx, t, old) = reloaded(ReloadKind::Brutal, 2);
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.spawned.len(), 2);
+    assert!(
+        fx.take_signals().is_empty(),
+        "they were killed before the re-exec"
+    );
+    for p in &old {
+        sup.exited(*p, SIGKILL_STATUS, &mut fx, t);
+    }
+    assert!(fx.counts.iter().all(|(c, _)| *c == Cause::Reload));
+}
+
+#[test]
+fn a_graceful_stop_waits_then_kills_after_the_mercy() {
+    let l = Limits {
+        reload_mercy: Duration::from_secs(5),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(2, l);
+    sup.stop(StopKind::Graceful, &mut fx, t);
+    assert_eq!(fx.notified.last().map(String::as_str), Some("STOPPING=1"));
+    assert!(fx.take_signals().iter().all(|(_, s)| *s == Signal::SIGTERM));
+    assert!(!sup.stop_tick(&mut fx, t + Duration::from_secs(4)));
+    assert!(fx.take_signals().is_empty());
+    assert!(!sup.stop_tick(&mut fx, t + Duration::from_secs(6)));
+    assert_eq!(fx.take_signals().len(), 2);
+    for (_, p) in fx.spawned.clone() {
+        sup.exited(p, SIGKILL_STATUS, &mut fx, t + Duration::from_secs(6));
+    }
+    assert!(sup.stop_tick(&mut fx, t + Duration::from_secs(6)));
+    assert!(fx.counts.is_empty(), "a stop is not a crash");
+}
+
+#[test]
+fn after_a_failed_reload_the_old_workers_keep_serving() {
+    let t = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), true, t);
+    let mut fx = Fake::default();
+    sup.adopt([(101, 1, 0), (102, 2, 1)], ReloadKind::Graceful, &mut fx, t);
+    sup.tick(&mut fx, t);
+    assert!(fx.spawned.is_empty() && fx.signals.is_empty());
+    assert!(sup.reload.is_none());
+}

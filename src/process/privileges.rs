@@ -1,0 +1,92 @@
+//! `--uid`/`--gid` and `--chown-socket`: user and group names or numbers.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+/// `--uid`/`--gid`: names or numbers; the group first, while still root.
+pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
+    let user = uid.map(lookup_user).transpose()?;
+    let group = match gid {
+        Some(g) => Some(lookup_group(g)?),
+        None => None,
+    };
+    if let Some(gid) = group {
+        if let Err(e) = nix::unistd::setgroups(&[])
+            && nix::unistd::geteuid().is_root()
+        {
+            return Err(format!(
+                "cannot drop supplementary groups: {}",
+                std::io::Error::from(e)
+            ));
+        }
+        if let Err(e) = nix::unistd::setgid(gid) {
+            return Err(format!("--gid {}: {}", gid, std::io::Error::from(e)));
+        }
+    }
+    if let Some((uid, name)) = user {
+        if group.is_none() {
+            // Also take the user's own group, as su would.
+            if let Ok(Some(pw)) = User::from_name(&name)
+                && let Ok(c) = CString::new(name.as_str())
+            {
+                let _ = nix::unistd::initgroups(&c, pw.gid);
+                let _ = nix::unistd::setgid(pw.gid);
+            }
+        }
+        if let Err(e) = nix::unistd::setuid(uid) {
+            return Err(format!("--uid {name}: {}", std::io::Error::from(e)));
+        }
+    }
+    Ok(())
+}
+
+/// A user name or number, and how it was written (for messages).
+fn lookup_user(u: &str) -> Result<(Uid, String), String> {
+    if let Ok(n) = u.parse::<libc::uid_t>() {
+        return Ok((Uid::from_raw(n), u.to_string()));
+    }
+    if u.contains('\0') {
+        return Err("NUL in --uid".to_string());
+    }
+    // getpwnam_r underneath: thread-safe, unlike getpwnam.
+    match User::from_name(u) {
+        Ok(Some(pw)) => Ok((pw.uid, u.to_string())),
+        _ => Err(format!("--uid {u}: no such user")),
+    }
+}
+
+/// A group name or number.
+fn lookup_group(g: &str) -> Result<Gid, String> {
+    if let Ok(n) = g.parse::<libc::gid_t>() {
+        return Ok(Gid::from_raw(n));
+    }
+    if g.contains('\0') {
+        return Err("NUL in --gid".to_string());
+    }
+    // getgrnam_r underneath: thread-safe, unlike getgrnam.
+    match Group::from_name(g) {
+        Ok(Some(gr)) => Ok(gr.gid),
+        _ => Err(format!("--gid {g}: no such group")),
+    }
+}
+
+/// `--chown-socket USER[:GROUP]` on a unix socket path.
+pub fn chown_path(path: &Path, spec: &str) -> Result<(), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, _) = lookup_user(user)?;
+    let gid = match group {
+        Some(g) if !g.is_empty() => Some(lookup_group(g)?.as_raw()),
+        _ => None, // leave the group
+    };
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err("NUL in path".to_string());
+    }
+    std::os::unix::fs::chown(path, Some(uid.as_raw()), gid)
+        .map_err(|e| format!("--chown-socket {spec} on {}: {e}", path.display()))
+}

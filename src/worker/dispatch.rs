@@ -1,0 +1,126 @@
+//! One dispatch on a listener's protocol: each accepted connection goes to
+//! its front end.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::frontend::gateway::{self, GatewaySettings, OneShot, RawConn};
+use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
+use crate::request::{ConnInfo, Handler};
+
+/// A connection as accepted.
+pub(super) struct Accepted {
+    pub(super) fd: OwnedFd,
+    pub(super) peer: Peer,
+}
+
+pub(super) enum Peer {
+    /// The listener's own address and the client's, when the kernel gave it.
+    Tcp {
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    },
+    Unix,
+}
+
+pub(super) enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Accepted {
+    /// The connection registered with the event loop, with what the CGI
+    /// variables need to know of its ends.
+    pub(super) fn into_tokio(self) -> std::io::Result<(Stream, ConnInfo)> {
+        Ok(match self.peer {
+            Peer::Tcp { local, remote } => (
+                Stream::Tcp(tokio::net::TcpStream::from_std(self.fd.into())?),
+                ConnInfo::new(local, remote),
+            ),
+            Peer::Unix => (
+                Stream::Unix(tokio::net::UnixStream::from_std(self.fd.into())?),
+                ConnInfo::new(None, None),
+            ),
+        })
+    }
+}
+
+/// How a listener's connections are served: chosen once per socket, from
+/// its protocol.
+pub(super) enum FrontEnd {
+    Http(Arc<HttpSettings>, Arc<FlushQueue>),
+    FastCgi(Arc<GatewaySettings>),
+    /// uwsgi and SCGI: one request per connection, on the fast path.
+    OneShot(OneShot, Arc<GatewaySettings>),
+}
+
+/// What every connection of a listener shares.
+pub(super) struct Shared {
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) front_end: FrontEnd,
+    pub(super) stop: watch::Receiver<bool>,
+    /// Dropped when the connection ends: the stop waits for all of them.
+    pub(super) alive: mpsc::Sender<()>,
+}
+
+impl Shared {
+    /// Serves one accepted connection with the listener's front end.
+    pub(super) fn dispatch(&self, conn: Accepted) {
+        let handler = self.handler.clone();
+        let alive = self.alive.clone();
+        match &self.front_end {
+            FrontEnd::Http(settings, flush) => {
+                let (settings, flush, stop) = (settings.clone(), flush.clone(), self.stop.clone());
+                match conn.into_tokio() {
+                    Ok((Stream::Tcp(s), info)) => {
+                        let _ = s.set_nodelay(true);
+                        tokio::spawn(async move {
+                            serve_connection(s, info, handler, settings, flush, stop).await;
+                            drop(alive);
+                        });
+                    }
+                    Ok((Stream::Unix(s), info)) => {
+                        tokio::spawn(async move {
+                            serve_connection(s, info, handler, settings, flush, stop).await;
+                            drop(alive);
+                        });
+                    }
+                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
+                }
+            }
+            FrontEnd::FastCgi(settings) => {
+                let (settings, stop) = (settings.clone(), self.stop.clone());
+                let threads = handler.concurrency();
+                match conn.into_tokio() {
+                    Ok((Stream::Tcp(s), info)) => {
+                        tokio::spawn(async move {
+                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
+                            drop(alive);
+                        });
+                    }
+                    Ok((Stream::Unix(s), info)) => {
+                        tokio::spawn(async move {
+                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
+                            drop(alive);
+                        });
+                    }
+                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
+                }
+            }
+            FrontEnd::OneShot(kind, settings) => {
+                let (kind, settings) = (*kind, settings.clone());
+                let raw = match conn.peer {
+                    Peer::Tcp { .. } => RawConn::Tcp(conn.fd),
+                    Peer::Unix => RawConn::Unix(conn.fd),
+                };
+                tokio::spawn(async move {
+                    gateway::serve_fast(raw, kind, handler, settings).await;
+                    drop(alive);
+                });
+            }
+        }
+    }
+}
