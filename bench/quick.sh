@@ -2,11 +2,12 @@
 # One server alone, for development: pinned like anchors.sh, wrk -t1 -c50,
 # prints req/s and the server's user/system CPU µs per request.
 #   bench/quick.sh [seconds] -- oxgate args...   (an --http-socket is added)
+# OXGATE_BIN picks another binary.
 set -euo pipefail
 DUR=${1:-6}; shift; [[ "${1:-}" == -- ]] && shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 "$ROOT/target/release/oxgate" --http-socket "127.0.0.1:$PORT" "$@" 2>/dev/null &
+taskset -c 0 "${OXGATE_BIN:-$ROOT/target/release/oxgate}" --http-socket "127.0.0.1:$PORT" "$@" 2>/dev/null &
 PID=$!
 trap 'kill $PID 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done

@@ -335,6 +335,21 @@ impl Scoreboard {
     }
 }
 
+/// The start time of a new request, in µs: never the same twice in this
+/// process, even for two requests begun within one microsecond, so that a
+/// reader who sees the same start before and after reading a core's bytes
+/// knows no other request began meanwhile (a seqlock without ABA).
+fn unique_start() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_us().max(1);
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .expect("the closure always returns Some");
+    now.max(prev + 1)
+}
+
 impl Core {
     /// Records a request starting on this core (worker side).
     /// Marks the core busy with a request described by `parts`, joined
@@ -355,7 +370,7 @@ impl Core {
             n += take;
         }
         self.info_len.store(n as u32, Ordering::Relaxed);
-        self.started_us.store(now_us().max(1), Ordering::Release);
+        self.started_us.store(unique_start(), Ordering::Release);
     }
 
     pub fn end(&self) {

@@ -1,0 +1,96 @@
+//! Loading the apps into the interpreter: `sys.path`, the callables
+//! (`--wsgi-file`, `--module`, `--mount`, `--vhost`), and the handlers
+//! made of them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::wsgi::{self, WsgiApp, WsgiHost};
+use crate::config::{AppSource, AppSpec};
+
+/// What the app loader needs besides the app spec.
+pub struct LoadOptions<'a> {
+    pub app: Option<&'a AppSpec>,
+    pub mounts: &'a [(String, AppSpec)],
+    pub vhost: bool,
+    pub pythonpath: &'a [PathBuf],
+    pub threads: usize,
+}
+
+/// Imports the app and prepares everything the per-request path needs.
+pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
+    Python::attach(|py| {
+        let helpers = wsgi::helpers(py).map_err(|e| format!("internal: {e}"))?;
+        let sys = py.import("sys").map_err(|e| e.to_string())?;
+        let path = sys
+            .getattr("path")
+            .and_then(|p| p.cast_into::<PyList>().map_err(Into::into))
+            .map_err(|e| e.to_string())?;
+        // Like gunicorn: the working directory first, then --pythonpath entries
+        // in the order given, all ahead of site-packages.
+        let mut front: Vec<String> = vec![
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into()),
+        ];
+        front.extend(opts.pythonpath.iter().map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        }));
+        for entry in front.iter().rev() {
+            path.insert(0, entry).map_err(|e| e.to_string())?;
+        }
+        let load_one = |spec: &AppSpec| -> Result<Py<PyAny>, String> {
+            let (kind, target) = match &spec.source {
+                AppSource::File(f) => ("file", f.display().to_string()),
+                AppSource::Module(m) => ("module", m.clone()),
+            };
+            let (app, message): (Option<Py<PyAny>>, Option<String>) = helpers
+                .load
+                .call1(py, (kind, &target, &spec.callable))
+                .and_then(|r| r.extract(py))
+                .map_err(|e| format!("internal error while loading the app: {e}"))?;
+            match (app, message) {
+                (Some(app), _) => Ok(app),
+                (None, Some(msg)) => Err(msg),
+                (None, None) => Err("cannot load the app (no reason given)".into()),
+            }
+        };
+        let app = opts.app.map(load_one).transpose()?;
+        let mut mounts = Vec::new();
+        for (point, spec) in opts.mounts {
+            let app = load_one(spec).map_err(|e| format!("--mount {point}: {e}"))?;
+            mounts.push((point.clone(), app));
+        }
+        let host = Arc::new(
+            WsgiHost::new(py, helpers, opts.threads).map_err(|e| format!("internal: {e}"))?,
+        );
+        let default = if opts.vhost {
+            Some(Arc::new(WsgiApp::vhost(host.clone(), app)))
+        } else {
+            app.map(|app| Arc::new(WsgiApp::new(host.clone(), app)))
+        };
+        let mounts = mounts
+            .into_iter()
+            .map(|(point, app)| (point, Arc::new(WsgiApp::new(host.clone(), app))))
+            .collect();
+        Ok(PythonApps {
+            host,
+            default,
+            mounts,
+        })
+    })
+}
+
+/// The apps one interpreter runs, each a request handler, and the host
+/// they share (its Python threads, the request observer).
+pub struct PythonApps {
+    pub host: Arc<WsgiHost>,
+    pub default: Option<Arc<WsgiApp>>,
+    pub mounts: Vec<(String, Arc<WsgiApp>)>,
+}
