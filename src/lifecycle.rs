@@ -80,11 +80,13 @@ impl MasterCommand {
     /// Every signal a master handles, with what it asks.
     pub fn table() -> [(i32, MasterCommand); 10] {
         [
-            (libc::SIGCHLD, MasterCommand::ChildExited),
-            (libc::SIGHUP, MasterCommand::Reload(ReloadKind::Graceful)),
+            // Stops first: signals that arrive together are handled in
+            // this order, and a stop makes a reload that came with it moot.
             (libc::SIGTERM, MasterCommand::Stop { repeatable: false }),
             (libc::SIGINT, MasterCommand::Stop { repeatable: true }),
             (libc::SIGQUIT, MasterCommand::Stop { repeatable: true }),
+            (libc::SIGCHLD, MasterCommand::ChildExited),
+            (libc::SIGHUP, MasterCommand::Reload(ReloadKind::Graceful)),
             (libc::SIGTTIN, MasterCommand::AddWorker),
             (libc::SIGTTOU, MasterCommand::RemoveWorker),
             (libc::SIGUSR1, MasterCommand::ReopenLog),

@@ -262,3 +262,26 @@ def test_a_stop_right_after_a_request_never_waits_out_the_mercy(tmp_path):
         for h in hogs:
             h.kill()
             h.wait()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["preload", "lazy-apps"])
+def test_what_the_app_starts_does_not_inherit_blocked_signals(serve, tmp_path, lazy):
+    """The master's signals are blocked only until handlers are in place;
+    a process the app starts while it loads gets a clean signal mask, so
+    terminate() still works on it."""
+    out = tmp_path / "child.pid"
+    app = tmp_path / "spawner.py"
+    app.write_text(
+        "import subprocess\n"
+        f"p = subprocess.Popen(['sleep', '60'])\n"
+        f"open({str(out)!r}, 'w').write(str(p.pid))\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n")
+    s = serve("--wsgi-file", str(app), "--processes", "1", *(["--lazy-apps"] if lazy else []))
+    pid = int(wait_for(lambda: out.exists() and out.read_text().strip(), what="the app's child"))
+    try:
+        blocked = [line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("SigBlk:")]
+        assert blocked == ["0000000000000000"], blocked
+    finally:
+        os.kill(pid, signal.SIGKILL)

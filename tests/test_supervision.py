@@ -142,3 +142,15 @@ def test_smart_attach_daemon(serve, app_dir, tmp_path):
     assert s.proc.wait(20) == 0
     wait_for(lambda: not os.path.exists(f"/proc/{second}") or "Z" in open(f"/proc/{second}/stat").read().split()[2],
              what="smart daemon stop")
+
+
+def test_a_daemon_that_ignores_sigterm_is_killed_after_the_mercy(serve, app_dir, tmp_path):
+    """A stop ends even when an attached daemon ignores SIGTERM: it is
+    killed once --reload-mercy is over, after the workers are gone."""
+    marker = tmp_path / "ready"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--reload-mercy", "2",
+              "--attach-daemon", f"trap '' TERM; touch {marker}; while :; do sleep 0.1; done")
+    wait_for(marker.exists, what="daemon start")
+    s.proc.terminate()
+    assert s.proc.wait(20) == 0
+    assert "master stopped" in s.log()

@@ -37,6 +37,12 @@ pub struct Setup<'a> {
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
     s.signals.release_in_child();
+    // A stop sent from here on is remembered (the serving loop looks at
+    // it first), so the signals can be unblocked now: the app, loaded
+    // below with --lazy-apps, and what it starts must not inherit them
+    // blocked.
+    crate::sys::signals::count_stops();
+    crate::sys::signals::unblock_all();
     // The master coordinates stops: a Ctrl-C reaches the whole process
     // group, but only the master's SIGTERM stops a worker, gracefully.
     for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {

@@ -39,6 +39,10 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
     }
     .map_err(|e| format!("cannot create the scoreboard: {e}"))?;
 
+    // The handlers go in before the app is imported: what the app starts
+    // (threads, subprocesses) must not inherit the blocked signals, and a
+    // signal sent meanwhile waits in the pipe for the main loop.
+    let signals = signals::SignalPipe::install()?;
     let mut broken = false;
     let apps = if p.lazy_apps {
         None
@@ -66,8 +70,6 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
             process::write_pidfile(pidfile)?;
         }
     }
-    let signals = signals::SignalPipe::install()?;
-
     let mut m = Master {
         cfg,
         listeners,
@@ -122,6 +124,7 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
             .map(|f| (f.clone(), mtime(f)))
             .collect(),
         started: SystemTime::now(),
+        daemons_stopped: false,
         stats,
     };
 
@@ -192,11 +195,9 @@ impl Master<'_> {
             if self.sup.stopping() {
                 let mut workers_gone = false;
                 self.supervise(|sup, fx| workers_gone = sup.stop_tick(fx, Instant::now()));
+                self.stop_daemons();
                 if workers_gone && self.daemons.iter().all(|d| d.pid.is_none()) {
                     return;
-                }
-                if !workers_gone {
-                    self.signal_daemons_if_killing();
                 }
                 continue;
             }
@@ -249,31 +250,36 @@ impl Master<'_> {
         }
     }
 
-    /// Begins a stop of the given kind: the workers through the
-    /// supervisor, the daemons here.
+    /// Begins a stop of the given kind. The workers stop through the
+    /// supervisor, the daemons in the main loop (`stop_daemons`).
     fn stop(&mut self, kind: StopKind) {
         self.supervise(|sup, fx| sup.stop(kind, fx, Instant::now()));
-        self.signal_daemons(match kind {
-            StopKind::Graceful => Signal::SIGTERM,
-            StopKind::Immediate => Signal::SIGKILL,
-        });
+        if kind == StopKind::Immediate {
+            self.signal_daemons(Signal::SIGKILL);
+        }
     }
 
-    /// Sends `sig` to the attached daemons (when the master stops).
+    /// While the master stops (however the stop began: a signal, or the
+    /// supervisor after the app failed to load): the daemons get SIGTERM
+    /// once, and SIGKILL after --reload-mercy, whatever the workers do.
+    fn stop_daemons(&mut self) {
+        let super::supervisor::MasterState::Stopping { since } = self.sup.state else {
+            return;
+        };
+        if !self.daemons_stopped {
+            self.daemons_stopped = true;
+            self.signal_daemons(Signal::SIGTERM);
+        } else if since.elapsed() > self.cfg.process.reload_mercy {
+            self.signal_daemons(Signal::SIGKILL);
+        }
+    }
+
+    /// Sends `sig` to the attached daemons.
     fn signal_daemons(&self, sig: Signal) {
         for d in &self.daemons {
             for pid in d.pid.into_iter().chain(d.pid_from_file()) {
                 send(pid, sig);
             }
-        }
-    }
-
-    /// After --reload-mercy, daemons that outlive the stop are killed too.
-    fn signal_daemons_if_killing(&self) {
-        if let super::supervisor::MasterState::Stopping { since } = self.sup.state
-            && since.elapsed() > self.cfg.process.reload_mercy
-        {
-            self.signal_daemons(Signal::SIGKILL);
         }
     }
 
@@ -303,6 +309,10 @@ impl Master<'_> {
             }
         }
         let (key, value) = hand.to_env();
+        // Blocked across exec (the mask survives it): a signal that comes
+        // before the new image's handlers waits for them, instead of
+        // killing the master with its default action.
+        let blocked = signals::Blocked::new();
         let args: Vec<_> = std::env::args_os().skip(1).collect();
         let err = std::process::Command::new("/proc/self/exe")
             .arg0(
@@ -314,6 +324,7 @@ impl Master<'_> {
             .env(key, value)
             .exec();
         // Only reached if exec failed: carry on with the old image.
+        drop(blocked);
         crate::say!("oxgate: reload failed, cannot re-execute oxgate: {err}");
         for s in &hand.listeners {
             set_cloexec(s.fd, true);

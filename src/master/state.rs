@@ -36,6 +36,8 @@ pub(super) struct Master<'a> {
     pub(super) touched: Vec<(PathBuf, Option<SystemTime>, ReloadKind)>,
     pub(super) touched_logreopen: Vec<(PathBuf, Option<SystemTime>)>,
     pub(super) started: SystemTime,
+    /// The daemons were sent SIGTERM for the stop.
+    pub(super) daemons_stopped: bool,
     pub(super) stats: stats::Stats,
 }
 

@@ -278,7 +278,7 @@ impl Supervisor {
         if let Some(w) = self
             .workers
             .iter_mut()
-            .filter(|w| w.serving())
+            .filter(|w| w.serving() && w.stop == Stop::No)
             .max_by_key(|w| w.id)
         {
             w.stop = Stop::Asked { since: now };

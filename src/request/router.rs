@@ -18,6 +18,10 @@ pub struct Router {
     /// Longest mountpoint first, without a trailing slash.
     mounts: Vec<(Bytes, Arc<dyn Handler>)>,
     manage_script_name: bool,
+    /// `--vhost`: a request that names its app (nginx's `uwsgi_param
+    /// UWSGI_SCRIPT`, `UWSGI_MODULE` or `UWSGI_FILE`) goes to the default
+    /// handler, which loads that app, whatever its path.
+    vhost: bool,
 }
 
 impl Router {
@@ -25,19 +29,21 @@ impl Router {
         default: Option<Arc<dyn Handler>>,
         mut mounts: Vec<(Bytes, Arc<dyn Handler>)>,
         manage_script_name: bool,
+        vhost: bool,
     ) -> Router {
         mounts.sort_by_key(|(point, _)| std::cmp::Reverse(point.len()));
         Router {
             default,
             mounts,
             manage_script_name,
+            vhost,
         }
     }
 
     /// The handler for a request, after moving the mountpoint from
     /// PATH_INFO to SCRIPT_NAME where `--manage-script-name` asks.
     pub fn route(&self, vars: &mut Vec<(VarName, Bytes)>) -> Option<&Arc<dyn Handler>> {
-        if self.mounts.is_empty() {
+        if self.mounts.is_empty() || (self.vhost && names_its_app(vars)) {
             return self.default.as_ref();
         }
         let find = |vars: &[(VarName, Bytes)], v: Var| {
@@ -72,6 +78,17 @@ impl Router {
     }
 }
 
+/// Whether the front end named the app to load (uWSGI's dynamic apps).
+fn names_its_app(vars: &[(VarName, Bytes)]) -> bool {
+    vars.iter().any(|(name, value)| {
+        !value.is_empty()
+            && matches!(
+                name.as_bytes(),
+                b"UWSGI_SCRIPT" | b"UWSGI_MODULE" | b"UWSGI_FILE"
+            )
+    })
+}
+
 impl Handler for Router {
     fn handle(self: Arc<Self>, mut req: Request) -> Responding {
         match self.route(&mut req.vars) {
@@ -89,5 +106,133 @@ impl Handler for Router {
             .map(|h| h.concurrency())
             .max()
             .unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers with its name.
+    struct Named(&'static str);
+
+    impl Handler for Named {
+        fn handle(self: Arc<Self>, _req: Request) -> Responding {
+            let name = self.0;
+            Box::pin(async move { Response::plain(200, "OK", name) })
+        }
+    }
+
+    fn router(manage_script_name: bool, vhost: bool) -> Router {
+        Router::new(
+            Some(Arc::new(Named("default"))),
+            vec![
+                (
+                    Bytes::from_static(b"/blog"),
+                    Arc::new(Named("blog")) as Arc<dyn Handler>,
+                ),
+                (Bytes::from_static(b"/blog/admin"), Arc::new(Named("admin"))),
+            ],
+            manage_script_name,
+            vhost,
+        )
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(VarName, Bytes)> {
+        list.iter()
+            .map(|(k, v)| {
+                (
+                    VarName::from_bytes(Bytes::from(k.to_string())),
+                    Bytes::from(v.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    fn value(vars: &[(VarName, Bytes)], name: &str) -> String {
+        vars.iter()
+            .find(|(k, _)| k.as_bytes() == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn routed(r: &Router, v: &mut Vec<(VarName, Bytes)>) -> &'static str {
+        let h = r.route(v).expect("a handler");
+        [("default", 0), ("blog", 1), ("admin", 2)]
+            .iter()
+            .find(|(_, i)| match i {
+                0 => Arc::ptr_eq(h, r.default.as_ref().unwrap()),
+                i => Arc::ptr_eq(h, &r.mounts[2 - i].1),
+            })
+            .map(|(n, _)| *n)
+            .unwrap()
+    }
+
+    #[test]
+    fn script_name_picks_the_mount() {
+        let r = router(false, false);
+        assert_eq!(
+            routed(
+                &r,
+                &mut vars(&[("SCRIPT_NAME", "/blog/"), ("PATH_INFO", "/x")])
+            ),
+            "blog"
+        );
+        assert_eq!(
+            routed(
+                &r,
+                &mut vars(&[("SCRIPT_NAME", "/other"), ("PATH_INFO", "/x")])
+            ),
+            "default"
+        );
+        assert_eq!(
+            routed(&r, &mut vars(&[("PATH_INFO", "/blog/x")])),
+            "default"
+        );
+    }
+
+    #[test]
+    fn manage_script_name_takes_the_longest_prefix_of_path_info() {
+        let r = router(true, false);
+        let mut v = vars(&[("PATH_INFO", "/blog/admin/users")]);
+        assert_eq!(routed(&r, &mut v), "admin");
+        assert_eq!(
+            (value(&v, "SCRIPT_NAME"), value(&v, "PATH_INFO")),
+            ("/blog/admin".into(), "/users".into())
+        );
+        let mut v = vars(&[("SCRIPT_NAME", ""), ("PATH_INFO", "/blog")]);
+        assert_eq!(routed(&r, &mut v), "blog");
+        assert_eq!(
+            (value(&v, "SCRIPT_NAME"), value(&v, "PATH_INFO")),
+            ("/blog".into(), "".into())
+        );
+        // A prefix that is not a whole path segment does not match.
+        assert_eq!(
+            routed(&r, &mut vars(&[("PATH_INFO", "/blogger")])),
+            "default"
+        );
+    }
+
+    #[test]
+    fn with_vhost_a_request_that_names_its_app_goes_to_the_default() {
+        let named = [("SCRIPT_NAME", "/blog"), ("UWSGI_SCRIPT", "other.wsgi")];
+        assert_eq!(routed(&router(false, true), &mut vars(&named)), "default");
+        assert_eq!(routed(&router(false, false), &mut vars(&named)), "blog");
+        let empty = [("SCRIPT_NAME", "/blog"), ("UWSGI_SCRIPT", "")];
+        assert_eq!(routed(&router(false, true), &mut vars(&empty)), "blog");
+    }
+
+    #[test]
+    fn no_default_and_no_mount_is_a_404() {
+        let r = Router::new(
+            None,
+            vec![(
+                Bytes::from_static(b"/a"),
+                Arc::new(Named("a")) as Arc<dyn Handler>,
+            )],
+            false,
+            false,
+        );
+        assert!(r.route(&mut vars(&[("SCRIPT_NAME", "/b")])).is_none());
     }
 }

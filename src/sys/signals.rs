@@ -8,3 +8,28 @@ use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 pub fn unblock_all() {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
+
+static STOPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static COUNTING: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// In a new worker, before it unblocks its signals and loads the app:
+/// counts every SIGTERM from now on, so that a stop that comes before the
+/// serving loop's own handler is neither lost nor fatal (`stops`).
+pub fn count_stops() {
+    COUNTING.get_or_init(|| {
+        // SAFETY: the action only adds to an atomic counter, which is
+        // async-signal-safe; it allocates, locks and blocks nothing.
+        let _ = unsafe {
+            signal_hook::low_level::register(signal_hook::consts::SIGTERM, || {
+                STOPS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            })
+        };
+    });
+}
+
+/// How many SIGTERMs arrived since `count_stops`; `None` if not counting.
+pub fn stops() -> Option<usize> {
+    COUNTING
+        .get()
+        .map(|()| STOPS.load(std::sync::atomic::Ordering::Acquire))
+}

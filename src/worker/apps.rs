@@ -45,18 +45,20 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         pythonpath: &cfg.pythonpath,
         threads: cfg.threads,
     })?;
-    let default = loaded.default.map(|app| app as Arc<dyn Handler>);
-    let handler: Arc<dyn Handler> = match default {
-        Some(app) if loaded.mounts.is_empty() => app,
-        default => Arc::new(Router::new(
-            default,
+    let default = loaded.default as Arc<dyn Handler>;
+    let handler: Arc<dyn Handler> = if loaded.mounts.is_empty() {
+        default
+    } else {
+        Arc::new(Router::new(
+            Some(default),
             loaded
                 .mounts
                 .into_iter()
                 .map(|(point, app)| (Bytes::from(point), app as Arc<dyn Handler>))
                 .collect(),
             cfg.manage_script_name,
-        )),
+            cfg.vhost,
+        ))
     };
     Ok(Apps {
         handler,

@@ -96,6 +96,8 @@ impl Shared {
                 let threads = handler.concurrency();
                 match conn.into_tokio() {
                     Ok((Stream::Tcp(s), info)) => {
+                        // Records go out one by one as the app streams.
+                        let _ = s.set_nodelay(true);
                         tokio::spawn(async move {
                             gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
                             drop(alive);

@@ -62,8 +62,8 @@ pub async fn serve(
     for (kind, name) in stop_on {
         signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));
     }
-    // A worker's stop may have arrived since its fork, blocked: it is
-    // delivered now, to the handler just installed.
+    // A worker's stop may have arrived before this handler: it was
+    // remembered since the fork.
     crate::sys::signals::unblock_all();
     let (stop_tx, stop_rx) = watch::channel(false);
     let flush = Arc::new(FlushQueue::default());
@@ -88,7 +88,7 @@ pub async fn serve(
     drop(alive_tx);
     ready();
 
-    let why = next_signal(&mut signals).await;
+    let why = stop_signal(&mut signals, 1).await;
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
     } else {
@@ -99,12 +99,28 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = alive_rx.recv() => {}
-        why = next_signal(&mut signals) => crate::say!("oxgate: second {why}, stopping now"),
+        why = stop_signal(&mut signals, 2) => crate::say!("oxgate: second {why}, stopping now"),
         _ = tokio::time::sleep(mercy) => {
             crate::say!("oxgate: requests still running after {}s, stopping anyway", mercy.as_secs());
         }
     }
     Ok(())
+}
+
+/// The `nth` stop signal. A worker counts its SIGTERMs from its fork on
+/// (`sys::signals::count_stops`), so one that came before these handlers
+/// counts too; the handlers only wake the loop.
+async fn stop_signal(
+    signals: &mut [(tokio::signal::unix::Signal, &'static str)],
+    nth: usize,
+) -> &'static str {
+    if crate::sys::signals::stops().is_none() {
+        return next_signal(signals).await;
+    }
+    while crate::sys::signals::stops().is_some_and(|n| n < nth) {
+        next_signal(signals).await;
+    }
+    "SIGTERM"
 }
 
 async fn next_signal(signals: &mut [(tokio::signal::unix::Signal, &'static str)]) -> &'static str {

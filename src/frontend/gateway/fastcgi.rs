@@ -110,8 +110,9 @@ pub async fn serve_fastcgi<S>(
         let idle = reader.lock().await.buf.is_empty();
         if idle {
             tokio::select! {
+                // A request already in the socket is served first: closing
+                // with unread bytes would reset the connection (a 502).
                 biased;
-                _ = stop.wait_for(|stopping| *stopping) => break,
                 more = async { reader.lock().await.fill().await } => match more {
                     Ok(true) => {}
                     Ok(false) => break,
@@ -120,6 +121,7 @@ pub async fn serve_fastcgi<S>(
                         break;
                     }
                 },
+                _ = stop.wait_for(|stopping| *stopping) => break,
             }
         }
         match fastcgi_request(&reader, &mut wr, &info, &host, &settings, threads).await {

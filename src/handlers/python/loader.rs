@@ -70,11 +70,11 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
         let host = Arc::new(
             WsgiHost::new(py, helpers, opts.threads).map_err(|e| format!("internal: {e}"))?,
         );
-        let default = if opts.vhost {
-            Some(Arc::new(WsgiApp::vhost(host.clone(), app)))
-        } else {
-            app.map(|app| Arc::new(WsgiApp::new(host.clone(), app)))
-        };
+        let default = Arc::new(match app {
+            _ if opts.vhost => WsgiApp::vhost(host.clone(), app),
+            Some(app) => WsgiApp::new(host.clone(), app),
+            None => WsgiApp::missing(host.clone()),
+        });
         let mounts = mounts
             .into_iter()
             .map(|(point, app)| (point, Arc::new(WsgiApp::new(host.clone(), app))))
@@ -91,6 +91,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
 /// they share (its Python threads, the request observer).
 pub struct PythonApps {
     pub host: Arc<WsgiHost>,
-    pub default: Option<Arc<WsgiApp>>,
+    /// Requests no mountpoint takes: the app, the `--vhost` loader, or a
+    /// 404 when there are only `--mount` apps.
+    pub default: Arc<WsgiApp>,
     pub mounts: Vec<(String, Arc<WsgiApp>)>,
 }

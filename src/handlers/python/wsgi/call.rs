@@ -29,6 +29,7 @@ impl WsgiHost {
     ) -> Result<Call, CallError> {
         let app = match &target.callable {
             Callable::Fixed(app) => app.bind(py).clone(),
+            Callable::Missing => return Err(CallError::NoApp),
             Callable::Vhost(fallback) => match self.dynamic_app(py, &vars).transpose()? {
                 Some(app) => app,
                 None => match fallback {

@@ -52,6 +52,9 @@ pub(super) enum Callable {
     /// `--vhost`: the app the request's UWSGI_* variables name, else this
     /// one (if any).
     Vhost(Option<Py<PyAny>>),
+    /// No app here (only `--mount` apps, and no mountpoint matched): a 404
+    /// that is logged and counted like any request.
+    Missing,
 }
 
 impl WsgiApp {
@@ -59,6 +62,13 @@ impl WsgiApp {
         WsgiApp {
             host,
             callable: Callable::Fixed(app),
+        }
+    }
+
+    pub(crate) fn missing(host: Arc<WsgiHost>) -> WsgiApp {
+        WsgiApp {
+            host,
+            callable: Callable::Missing,
         }
     }
 
