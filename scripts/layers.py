@@ -110,10 +110,6 @@ def main():
         text = strip_comments(open(p).read())
         # `mod tests` blocks are test code: they may reach anywhere.
         text = re.split(r"#\[cfg\(test\)\]", text)[0]
-        here = m if not p.endswith("mod.rs") else m
-        if not p.endswith("mod.rs"):
-            here = m  # a file's `super` is its parent module
-            here_for_super = m
         for target in paths_in(text, m, mods):
             # the longest prefix that is a file
             for k in range(len(target), 0, -1):

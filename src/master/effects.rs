@@ -9,10 +9,10 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
 use super::child;
-use super::scoreboard::{CORES, Cause, Retire, Scoreboard};
+use super::scoreboard::{CORES, Cause, Core, Retire, Scoreboard};
 use super::signals::{self, SignalPipe};
 use super::state::{Master, send};
-use super::supervisor::{Effects, MAX_BACKOFF, Pid, QUICK_DEATH, Seen, Worker, describe_status};
+use super::supervisor::{Effects, Exit, Pid, QUICK_DEATH, Seen, Worker, backoff};
 use crate::config::Config;
 use crate::handlers::python;
 use crate::listen::Socket;
@@ -27,6 +27,15 @@ pub(super) struct System<'m> {
     pub(super) apps: &'m Option<Apps>,
     pub(super) sb: &'m Arc<Scoreboard>,
     pub(super) signals: &'m SignalPipe,
+}
+
+impl System<'_> {
+    /// The cores of a worker that are running a request.
+    fn busy_cores(&self, w: &Worker) -> impl Iterator<Item = &Core> {
+        self.sb.slot(w.slot).cores[..self.cfg.threads.min(CORES)]
+            .iter()
+            .filter(|c| c.started_us.load(Ordering::Acquire) != 0)
+    }
 }
 
 impl Effects for System<'_> {
@@ -109,23 +118,28 @@ impl Effects for System<'_> {
 
     fn seen(&mut self, w: &Worker) -> Seen {
         let slot = self.sb.slot(w.slot);
-        let now_us = crate::sys::clock::now_us();
-        let cores = &slot.cores[..self.cfg.threads.min(CORES)];
-        let busy = || {
-            cores.iter().filter_map(|c| {
-                let s = c.started_us.load(Ordering::Acquire);
-                (s != 0).then(|| (now_us.saturating_sub(s), c))
-            })
-        };
         Seen {
             ready: slot.ready.load(Ordering::Acquire) != 0,
             max_requests_reached: slot.retire.load(Ordering::Acquire) == Retire::MaxRequests as u32,
             requests: slot.counters.requests.load(Ordering::Relaxed),
-            longest: busy()
-                .max_by_key(|(ran, _)| *ran)
-                .map(|(ran, c)| (Duration::from_micros(ran), c.info())),
-            running: busy().map(|(_, c)| c.info()).collect(),
         }
+    }
+
+    fn longest_request(&mut self, w: &Worker) -> Option<(Duration, String)> {
+        let now_us = crate::sys::clock::now_us();
+        self.busy_cores(w)
+            .map(|c| {
+                (
+                    now_us.saturating_sub(c.started_us.load(Ordering::Acquire)),
+                    c,
+                )
+            })
+            .max_by_key(|(ran, _)| *ran)
+            .map(|(ran, c)| (Duration::from_micros(ran), c.info()))
+    }
+
+    fn running(&mut self, w: &Worker) -> Vec<String> {
+        self.busy_cores(w).map(|c| c.info()).collect()
     }
 
     fn rss(&mut self, pid: Pid) -> u64 {
@@ -157,16 +171,17 @@ impl Master<'_> {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(s) => s,
             };
-            let Some(pid) = status.pid().map(|p| p.as_raw()) else {
-                continue;
+            let (pid, exit) = match status {
+                WaitStatus::Exited(pid, code) => (pid.as_raw(), Exit::Code(code)),
+                WaitStatus::Signaled(pid, sig, _) => (pid.as_raw(), Exit::Signal(sig as i32)),
+                _ => continue, // stopped or continued: still alive
             };
-            let raw = raw_status(status);
             if let Some(d) = self.daemons.iter_mut().find(|d| d.pid == Some(pid)) {
                 d.pid = None;
                 let lived = d.started.elapsed();
                 let smart = d.pidfile.is_some();
                 // A smart daemon's launcher exits 0 once it has detached.
-                let expected = self.sup.stopping() || (smart && raw == 0);
+                let expected = self.sup.stopping() || (smart && exit == Exit::Code(0));
                 if !expected {
                     d.failures = if lived < QUICK_DEATH {
                         d.failures + 1
@@ -176,13 +191,13 @@ impl Master<'_> {
                     let backoff = if d.failures == 0 {
                         Duration::ZERO
                     } else {
-                        Duration::from_millis(100 << d.failures.min(7)).min(MAX_BACKOFF)
+                        backoff(d.failures)
                     };
                     d.next_start = Instant::now() + backoff;
                     crate::say!(
                         "oxgate: daemon {:?} (pid {pid}) {}; restarting in {:.1}s",
                         d.command,
-                        describe_status(raw),
+                        exit.describe(),
                         backoff.as_secs_f64()
                     );
                 }
@@ -192,19 +207,9 @@ impl Master<'_> {
                 let slot = w.slot;
                 // The supervisor reads what it was running before the slot
                 // is released.
-                self.supervise(|sup, fx| sup.exited(pid, raw, fx, Instant::now()));
+                self.supervise(|sup, fx| sup.exited(pid, exit, fx, Instant::now()));
                 self.sb.release(slot);
             }
         }
-    }
-}
-
-/// The wait status as waitpid(2) gives it, for the log's wording and the
-/// exit code checks (the supervisor takes the raw form).
-fn raw_status(status: WaitStatus) -> i32 {
-    match status {
-        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
-        WaitStatus::Signaled(_, sig, core) => (sig as i32) | if core { 0x80 } else { 0 },
-        _ => 0xffff,
     }
 }

@@ -111,10 +111,6 @@ pub struct Seen {
     /// It reached --max-requests (the worker says so itself).
     pub max_requests_reached: bool,
     pub requests: u64,
-    /// Its longest-running request: how long, and "GET /x from 1.2.3.4".
-    pub longest: Option<(Duration, String)>,
-    /// What it is running now, for the log line if it dies.
-    pub running: Vec<String>,
 }
 
 /// The limits a worker is held to (from the configuration).
@@ -140,7 +136,13 @@ pub trait Effects {
     fn harakiri(&mut self, id: u32);
     /// Tells systemd (READY=1…).
     fn notify(&mut self, state: &str);
+    /// Read on every tick: kept cheap (no text).
     fn seen(&mut self, w: &Worker) -> Seen;
+    /// Its longest-running request: how long, and "GET /x from 1.2.3.4"
+    /// (asked only under --harakiri).
+    fn longest_request(&mut self, w: &Worker) -> Option<(Duration, String)>;
+    /// What it is running now (for the log line when it dies).
+    fn running(&mut self, w: &Worker) -> Vec<String>;
     /// A worker's resident memory in bytes.
     fn rss(&mut self, pid: Pid) -> u64;
 }
@@ -306,13 +308,13 @@ impl Supervisor {
         false
     }
 
-    /// A worker was reaped with wait `status`.
-    pub fn exited(&mut self, pid: Pid, status: i32, fx: &mut dyn Effects, now: Instant) {
+    /// A worker was reaped: it ended as `exit` says.
+    pub fn exited(&mut self, pid: Pid, exit: Exit, fx: &mut dyn Effects, now: Instant) {
         let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
             return;
         };
         let w = self.workers.remove(i);
-        let how = describe_status(status);
+        let how = exit.describe();
         let lived = now.duration_since(w.started);
         // Whoever this worker was replacing, or was replaced by, moves on.
         for other in &mut self.workers {
@@ -342,7 +344,7 @@ impl Supervisor {
             }
             return;
         } else {
-            let running = fx.seen(&w).running;
+            let running = fx.running(&w);
             let doing = if running.is_empty() {
                 "while idle".to_string()
             } else {
@@ -358,7 +360,7 @@ impl Supervisor {
         if stopping {
             return;
         }
-        let load_failed = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_APP_LOAD;
+        let load_failed = exit == Exit::Code(EXIT_APP_LOAD);
         if load_failed && !self.ever_ready {
             self.fatal = Some("the app could not be loaded in the workers (see above)".into());
             self.stop(StopKind::Graceful, fx, now);
@@ -428,7 +430,7 @@ impl Supervisor {
             }
             // Harakiri: dump the stack first, kill a moment later.
             if let Some(limit) = limits.harakiri
-                && let Some((ran, info)) = seen.longest.as_ref().filter(|(ran, _)| *ran > limit)
+                && let Some((ran, info)) = fx.longest_request(w).filter(|(ran, _)| *ran > limit)
             {
                 fx.say(format!(
                     "oxgate: HARAKIRI: worker {} (pid {}) has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed",
@@ -438,10 +440,7 @@ impl Supervisor {
                     limit.as_secs()
                 ));
                 fx.harakiri(w.id);
-                w.stop = Stop::Harakiri {
-                    since: now,
-                    info: info.clone(),
-                };
+                w.stop = Stop::Harakiri { since: now, info };
                 fx.signal(w.pid, Signal::SIGUSR2);
                 continue;
             }
@@ -602,15 +601,24 @@ impl Supervisor {
     }
 }
 
-/// "exited with status 1", "was killed by signal 9 (SIGKILL)"…
-pub fn describe_status(status: i32) -> String {
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        format!("was killed by signal {sig} ({})", super::signals::name(sig))
-    } else if libc::WIFEXITED(status) {
-        format!("exited with status {}", libc::WEXITSTATUS(status))
-    } else {
-        format!("ended (status {status:#x})")
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// This signal killed it.
+    Signal(i32),
+}
+
+impl Exit {
+    /// "exited with status 1", "was killed by signal 9 (SIGKILL)"…
+    pub fn describe(self) -> String {
+        match self {
+            Exit::Code(code) => format!("exited with status {code}"),
+            Exit::Signal(sig) => {
+                format!("was killed by signal {sig} ({})", super::signals::name(sig))
+            }
+        }
     }
 }
 

@@ -19,6 +19,8 @@ struct Fake {
     harakiri: Vec<u32>,
     notified: Vec<String>,
     seen: HashMap<Pid, Seen>,
+    longest: HashMap<Pid, (Duration, String)>,
+    running: HashMap<Pid, Vec<String>>,
     rss: HashMap<Pid, u64>,
 }
 
@@ -47,6 +49,12 @@ impl Effects for Fake {
     fn seen(&mut self, w: &Worker) -> Seen {
         self.seen.get(&w.pid).cloned().unwrap_or_default()
     }
+    fn longest_request(&mut self, w: &Worker) -> Option<(Duration, String)> {
+        self.longest.get(&w.pid).cloned()
+    }
+    fn running(&mut self, w: &Worker) -> Vec<String> {
+        self.running.get(&w.pid).cloned().unwrap_or_default()
+    }
     fn rss(&mut self, pid: Pid) -> u64 {
         self.rss.get(&pid).copied().unwrap_or(0)
     }
@@ -64,10 +72,10 @@ impl Fake {
     }
 }
 
-const SIGTERM_STATUS: i32 = Signal::SIGTERM as i32;
-const SIGKILL_STATUS: i32 = Signal::SIGKILL as i32;
-fn exit_status(code: i32) -> i32 {
-    code << 8
+const SIGTERM_STATUS: Exit = Exit::Signal(Signal::SIGTERM as i32);
+const SIGKILL_STATUS: Exit = Exit::Signal(Signal::SIGKILL as i32);
+fn exit_status(code: i32) -> Exit {
+    Exit::Code(code)
 }
 
 fn limits() -> Limits {
@@ -113,7 +121,8 @@ fn starts_processes_workers_then_tells_systemd() {
 fn a_crashed_worker_is_respawned_with_its_id() {
     let (mut sup, mut fx, t) = running(2, limits());
     let dead = fx.spawned[0].1;
-    fx.seen.entry(dead).or_default().running = vec!["GET /boom from 127.0.0.1".into()];
+    fx.running
+        .insert(dead, vec!["GET /boom from 127.0.0.1".into()]);
     sup.exited(dead, SIGKILL_STATUS, &mut fx, t);
     assert!(fx.said("was killed by signal 9 (SIGKILL) while running GET /boom"));
     assert_eq!(fx.counts, [(Cause::Crash, 1)]);
@@ -224,10 +233,12 @@ fn harakiri_dumps_the_stack_then_kills() {
     };
     let (mut sup, mut fx, t) = running(1, l);
     let w = fx.spawned[0].1;
-    fx.seen.entry(w).or_default().longest = Some((Duration::from_secs(29), "GET /slow".into()));
+    fx.longest
+        .insert(w, (Duration::from_secs(29), "GET /slow".into()));
     sup.tick(&mut fx, t);
     assert!(fx.take_signals().is_empty());
-    fx.seen.entry(w).or_default().longest = Some((Duration::from_secs(31), "GET /slow".into()));
+    fx.longest
+        .insert(w, (Duration::from_secs(31), "GET /slow".into()));
     sup.tick(&mut fx, t);
     assert_eq!(fx.take_signals(), [(w, Signal::SIGUSR2)]);
     assert_eq!(fx.harakiri, [1]);

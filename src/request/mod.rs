@@ -17,6 +17,8 @@ pub use body::{
 pub use conn::ConnInfo;
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};
 pub use response::{Response, ResponseBody, head_size, reason_phrase};
+#[cfg(test)]
+pub use vars::test_vars;
 pub use vars::{
     Var, VarName, headers_with_capacity, ready_arena, recycle_headers, recycle_vars,
     vars_with_capacity,

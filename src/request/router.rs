@@ -112,6 +112,7 @@ impl Handler for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::vars::test_vars as vars;
 
     /// Answers with its name.
     struct Named(&'static str);
@@ -136,17 +137,6 @@ mod tests {
             manage_script_name,
             vhost,
         )
-    }
-
-    fn vars(list: &[(&str, &str)]) -> Vec<(VarName, Bytes)> {
-        list.iter()
-            .map(|(k, v)| {
-                (
-                    VarName::from_bytes(Bytes::from(k.to_string())),
-                    Bytes::from(v.to_string()),
-                )
-            })
-            .collect()
     }
 
     fn value(vars: &[(VarName, Bytes)], name: &str) -> String {

@@ -129,6 +129,19 @@ pub fn ready_arena(buf: &mut BytesMut, min: usize, size: usize) {
     }
 }
 
+/// Variables from names and values, for tests.
+#[cfg(test)]
+pub fn test_vars(list: &[(&str, &str)]) -> Vec<(VarName, Bytes)> {
+    list.iter()
+        .map(|(k, v)| {
+            (
+                VarName::from_bytes(Bytes::from(k.to_string())),
+                Bytes::from(v.to_string()),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,24 @@ pub(super) struct Shared {
     pub(super) alive: mpsc::Sender<()>,
 }
 
+/// Spawns `$serve` on the accepted connection made a tokio stream: the
+/// same body for the two stream types (TCP gets TCP_NODELAY: responses go
+/// out as the app produces them).
+macro_rules! spawn_on_stream {
+    ($conn:expr, |$stream:ident, $info:ident| $serve:expr) => {
+        match $conn.into_tokio() {
+            Ok((Stream::Tcp($stream), $info)) => {
+                let _ = $stream.set_nodelay(true);
+                tokio::spawn($serve);
+            }
+            Ok((Stream::Unix($stream), $info)) => {
+                tokio::spawn($serve);
+            }
+            Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
+        }
+    };
+}
+
 impl Shared {
     /// Serves one accepted connection with the listener's front end.
     pub(super) fn dispatch(&self, conn: Accepted) {
@@ -74,43 +92,18 @@ impl Shared {
         match &self.front_end {
             FrontEnd::Http(settings, flush) => {
                 let (settings, flush, stop) = (settings.clone(), flush.clone(), self.stop.clone());
-                match conn.into_tokio() {
-                    Ok((Stream::Tcp(s), info)) => {
-                        let _ = s.set_nodelay(true);
-                        tokio::spawn(async move {
-                            serve_connection(s, info, handler, settings, flush, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Ok((Stream::Unix(s), info)) => {
-                        tokio::spawn(async move {
-                            serve_connection(s, info, handler, settings, flush, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
-                }
+                spawn_on_stream!(conn, |s, info| async move {
+                    serve_connection(s, info, handler, settings, flush, stop).await;
+                    drop(alive);
+                });
             }
             FrontEnd::FastCgi(settings) => {
                 let (settings, stop) = (settings.clone(), self.stop.clone());
                 let threads = handler.concurrency();
-                match conn.into_tokio() {
-                    Ok((Stream::Tcp(s), info)) => {
-                        // Records go out one by one as the app streams.
-                        let _ = s.set_nodelay(true);
-                        tokio::spawn(async move {
-                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Ok((Stream::Unix(s), info)) => {
-                        tokio::spawn(async move {
-                            gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
-                            drop(alive);
-                        });
-                    }
-                    Err(e) => crate::say!("oxgate: cannot serve a connection: {e}"),
-                }
+                spawn_on_stream!(conn, |s, info| async move {
+                    gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
+                    drop(alive);
+                });
             }
             FrontEnd::OneShot(kind, settings) => {
                 let (kind, settings) = (*kind, settings.clone());

@@ -62,9 +62,8 @@ pub async fn serve(
     for (kind, name) in stop_on {
         signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));
     }
-    // A worker's stop may have arrived before this handler: it was
-    // remembered since the fork.
-    crate::sys::signals::unblock_all();
+    // A worker's stop that came before these handlers was counted since its
+    // fork (`stop_signal`).
     let (stop_tx, stop_rx) = watch::channel(false);
     let flush = Arc::new(FlushQueue::default());
     tokio::spawn(flush.clone().run());

@@ -95,7 +95,6 @@ pub async fn serve_fast(
     };
     let version = status_line_version(&vars);
     let response = host
-        .clone()
         .handle(Request {
             vars,
             body,

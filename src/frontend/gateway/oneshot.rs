@@ -162,7 +162,6 @@ pub async fn serve<S>(
     };
     let version = status_line_version(&vars);
     let response = host
-        .clone()
         .handle(Request {
             vars,
             body,

@@ -123,17 +123,7 @@ impl RequestLog {
 mod tests {
     use super::super::fields::field_names;
     use super::*;
-
-    fn vars(list: &[(&str, &str)]) -> Vec<(VarName, Bytes)> {
-        list.iter()
-            .map(|(k, v)| {
-                (
-                    VarName::from_bytes(Bytes::from(k.to_string())),
-                    Bytes::from(v.to_string()),
-                )
-            })
-            .collect()
-    }
+    use crate::request::test_vars as vars;
 
     fn outcome() -> Outcome {
         Outcome {

@@ -22,10 +22,7 @@ use crate::request::{
 
 impl Handler for WsgiApp {
     fn handle(self: Arc<Self>, req: Request) -> Responding {
-        Box::pin(async move {
-            let host = self.host.clone();
-            host.handle(self, req).await
-        })
+        Box::pin(async move { self.host.handle(&self, req).await })
     }
 
     fn concurrency(&self) -> usize {
@@ -35,7 +32,7 @@ impl Handler for WsgiApp {
 
 impl WsgiHost {
     /// Serves one request. Runs inside the worker's tokio runtime.
-    async fn handle(self: &Arc<Self>, app: Arc<WsgiApp>, req: Request) -> Response {
+    async fn handle(self: &Arc<Self>, app: &Arc<WsgiApp>, req: Request) -> Response {
         let Request {
             vars,
             body,
@@ -49,13 +46,13 @@ impl WsgiHost {
             // thread of its own, not the event loop.
             RequestBody::Stream(s) => {
                 return self
-                    .handle_pooled(app, vars, Input::streaming(s), is_head, protocol)
+                    .handle_pooled(app.clone(), vars, Input::streaming(s), is_head, protocol)
                     .await;
             }
         };
         if self.threads > 1 {
             return self
-                .handle_pooled(app, vars, input, is_head, protocol)
+                .handle_pooled(app.clone(), vars, input, is_head, protocol)
                 .await;
         }
         let Some(mut core) = self.core(&vars, protocol).await else {
@@ -64,7 +61,7 @@ impl WsgiHost {
         // One GIL acquisition covers the call, the first chunk and, for a
         // complete body, close(): embedding.md measured each extra one.
         let started = Python::attach(|py| {
-            let mut call = self.begin(py, &app, vars, input)?;
+            let mut call = self.begin(py, app, vars, input)?;
             let (head, first) = call.first_chunk(py)?;
             let finished = call.is_finished(py);
             if finished || is_head {
