@@ -128,6 +128,9 @@ pub fn vacuum(cfg: &Config) {
 /// `--no-master`: this process serves.
 fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     let apps = load_app(cfg)?;
+    if let Some(kinds) = apps.describe(cfg) {
+        crate::say!("oxgate: {kinds}");
+    }
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
     }
@@ -145,9 +148,10 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             "oxgate: warning: --stats and --metrics are served by the master; --no-master has none"
         );
     }
+    apps.start()?;
     if cfg.log.active() {
-        apps.python.set_observer(Arc::new(SingleLog {
-            log: RequestLog::new(cfg.log.clone(), apps.python.threads(), 1),
+        apps.set_observer(Arc::new(SingleLog {
+            log: RequestLog::new(cfg.log.clone(), apps.cores(), 1),
             requests: AtomicU64::new(0),
         }));
     }
@@ -156,9 +160,9 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         crate::log::file::spawn_rotator(max, cfg.log_files.backupname.clone());
     }
     let rt = runtime()?;
-    rt.block_on(serve(
+    let served = rt.block_on(serve(
         listeners,
-        apps.handler,
+        apps.handler.clone(),
         front_ends(cfg),
         &[
             (SignalKind::terminate(), "SIGTERM"),
@@ -167,7 +171,9 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         ],
         cfg.process.reload_mercy,
         || {},
-    ))?;
+    ));
+    apps.stop();
+    served?;
     python::run_atexit();
     Ok(())
 }

@@ -247,6 +247,20 @@ options! {
         .value("NAME")
         .defaults_to("application")
         .help("Name of the WSGI callable in the module or file."),
+    INTERFACE = OptDef::new("interface", Str, App)
+        .value("auto|wsgi|asgi")
+        .defaults_to("auto")
+        .help("The app's interface. auto takes an app as ASGI when it is a coroutine function or an object whose __call__ is one (FastAPI, Starlette, Django's ASGI handler, Quart), and as WSGI otherwise; the startup log says which was chosen."),
+    ASGI = OptDef::new("asgi", Flag, App)
+        .help("Serve the app as an ASGI 3 app: the same as --interface asgi."),
+    LOOP = OptDef::new("loop", Str, App)
+        .value("auto|asyncio|uvloop")
+        .defaults_to("auto")
+        .help("The event loop ASGI apps run on, one per worker: auto takes uvloop when it can be imported, else asyncio."),
+    LIFESPAN = OptDef::new("lifespan", Str, App)
+        .value("auto|on|off")
+        .defaults_to("auto")
+        .help("ASGI lifespan events (startup and shutdown) in each worker. on: a failed startup, or an app without lifespan support, stops the server. auto: an app that raises on the lifespan scope is served without it. off: no lifespan events."),
     CHDIR = OptDef::new("chdir", Str, App)
         .value("DIR")
         .help("Change to DIR before loading the app."),

@@ -122,6 +122,22 @@ impl<'a> Values<'a> {
     fn megabytes(&self, key: Key) -> Option<u64> {
         self.count(key).map(|n| n * 1024 * 1024)
     }
+    /// One of a fixed set of words (case-insensitive); the error lists them.
+    fn choice<T: Copy>(&self, key: Key, words: &[(&str, T)]) -> Result<T, ConfigError> {
+        let v = self.defaulted(key).trim();
+        words
+            .iter()
+            .find(|(w, _)| w.eq_ignore_ascii_case(v))
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let all: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+                ConfigError(format!(
+                    "--{} {v:?}: expected one of {}",
+                    key.name,
+                    all.join(", ")
+                ))
+            })
+    }
 }
 
 /// Resolves ordered settings into the configuration, or a help/version request.
@@ -276,6 +292,37 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         mounts,
         manage_script_name: r.flag(&opt::MANAGE_SCRIPT_NAME)?,
         vhost: r.flag(&opt::VHOST)?,
+        interface: if r.flag(&opt::ASGI)? {
+            Interface::Asgi
+        } else {
+            r.choice(
+                &opt::INTERFACE,
+                &[
+                    ("auto", Interface::Auto),
+                    ("wsgi", Interface::Wsgi),
+                    ("asgi", Interface::Asgi),
+                ],
+            )?
+        },
+        asgi: AsgiSettings {
+            event_loop: r.choice(
+                &opt::LOOP,
+                &[
+                    ("auto", LoopKind::Auto),
+                    ("asyncio", LoopKind::Asyncio),
+                    ("uvloop", LoopKind::Uvloop),
+                ],
+            )?,
+            shutdown_timeout: r.duration(&opt::WORKER_RELOAD_MERCY),
+            lifespan: r.choice(
+                &opt::LIFESPAN,
+                &[
+                    ("auto", LifespanMode::Auto),
+                    ("on", LifespanMode::On),
+                    ("off", LifespanMode::Off),
+                ],
+            )?,
+        },
         chdir: r.path(&opt::CHDIR),
         pythonpath: r.paths(&opt::PYTHONPATH),
         home,

@@ -25,6 +25,50 @@ pub struct AppSpec {
     pub callable: String,
 }
 
+/// How an app is called (`--interface`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// ASGI when the callable is a coroutine function, else WSGI.
+    Auto,
+    Wsgi,
+    Asgi,
+}
+
+/// `--lifespan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifespanMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// `--loop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopKind {
+    Auto,
+    Asyncio,
+    Uvloop,
+}
+
+impl LoopKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoopKind::Auto => "auto",
+            LoopKind::Asyncio => "asyncio",
+            LoopKind::Uvloop => "uvloop",
+        }
+    }
+}
+
+/// What ASGI apps are run with.
+#[derive(Debug, Clone)]
+pub struct AsgiSettings {
+    pub event_loop: LoopKind,
+    pub lifespan: LifespanMode,
+    /// How long the lifespan shutdown may take (`--worker-reload-mercy`).
+    pub shutdown_timeout: Duration,
+}
+
 /// The resolved configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +87,9 @@ pub struct Config {
     pub manage_script_name: bool,
     /// `--vhost`: requests' UWSGI_SCRIPT/UWSGI_MODULE/UWSGI_FILE vars load apps.
     pub vhost: bool,
+    /// `--interface`/`--asgi`, `--loop`, `--lifespan`.
+    pub interface: Interface,
+    pub asgi: AsgiSettings,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub home: Option<PathBuf>,

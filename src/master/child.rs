@@ -9,9 +9,9 @@ use nix::sys::signal::{SigHandler, Signal};
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-use super::EXIT_APP_LOAD;
 use super::scoreboard::{CORES, Retire, Scoreboard};
 use super::signals::SignalPipe;
+use super::{EXIT_APP_LOAD, EXIT_APP_STARTUP};
 use crate::config::Config;
 use crate::handlers::python::{self, WsgiHost};
 use crate::listen::Protocol;
@@ -70,6 +70,16 @@ pub fn run(s: Setup<'_>) -> ! {
             }
         },
     };
+    if let Err(e) = apps.start() {
+        crate::say!("oxgate: worker {}: {e}", s.id);
+        // Preloaded, a failed startup fails everywhere: the master stops.
+        // With --lazy-apps, the worker is retried with back-off.
+        exit_now(if s.cfg.process.lazy_apps {
+            1
+        } else {
+            EXIT_APP_STARTUP
+        });
+    }
     python::install_stack_dump(libc::SIGUSR2);
     if let Some(every) = p.py_autoreload
         && s.id == 1
@@ -77,7 +87,7 @@ pub fn run(s: Setup<'_>) -> ! {
         watch_modules(apps.python.clone(), every, s.master_pid);
     }
     crate::log::file::install_reopen_handler(libc::SIGUSR1);
-    apps.python.set_observer(Arc::new(SlotObserver {
+    apps.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
         max_requests: p
@@ -87,7 +97,7 @@ pub fn run(s: Setup<'_>) -> ! {
             .cfg
             .log
             .active()
-            .then(|| RequestLog::new(s.cfg.log.clone(), apps.python.threads(), s.id)),
+            .then(|| RequestLog::new(s.cfg.log.clone(), apps.cores(), s.id)),
     }));
     let listeners: Vec<Socket> = s
         .listeners
@@ -109,13 +119,14 @@ pub fn run(s: Setup<'_>) -> ! {
     let result = serve::runtime().and_then(|rt| {
         rt.block_on(serve::serve(
             listeners,
-            apps.handler,
+            apps.handler.clone(),
             serve::front_ends(s.cfg),
             &[(SignalKind::terminate(), "SIGTERM")],
             p.worker_reload_mercy,
             || sb.slot(slot).ready.store(1, Ordering::Release),
         ))
     });
+    apps.stop();
     if let Err(e) = result {
         crate::say!("oxgate: worker {}: {e}", s.id);
         exit_now(1);

@@ -49,6 +49,9 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
     } else {
         match apps::load_app(cfg) {
             Ok(h) => {
+                if let Some(kinds) = h.describe(cfg) {
+                    crate::say!("oxgate: {kinds}");
+                }
                 python::prepare_preload_fork();
                 Some(h)
             }

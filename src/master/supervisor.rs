@@ -21,6 +21,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const HARAKIRI_DUMP_TIME: Duration = Duration::from_millis(300);
 /// The exit status of a worker that could not load the app.
 pub const EXIT_APP_LOAD: i32 = 22;
+/// A worker's exit status when the app's ASGI lifespan startup failed (as
+/// uvicorn's): preloaded, it would fail in every worker, so the server stops.
+pub const EXIT_APP_STARTUP: i32 = 3;
 
 /// The back-off after `failures` quick deaths in a row: 0.2 s, doubling,
 /// up to `MAX_BACKOFF`.
@@ -363,6 +366,11 @@ impl Supervisor {
         let load_failed = exit == Exit::Code(EXIT_APP_LOAD);
         if load_failed && !self.ever_ready {
             self.fatal = Some("the app could not be loaded in the workers (see above)".into());
+            self.stop(StopKind::Graceful, fx, now);
+            return;
+        }
+        if exit == Exit::Code(EXIT_APP_STARTUP) {
+            self.fatal = Some("the app's startup failed (see above)".into());
             self.stop(StopKind::Graceful, fx, now);
             return;
         }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::handlers::python::{self, WsgiHost};
-use crate::request::Handler;
+use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::request::router::Router;
+use crate::request::{Handler, RequestObserver};
 
 pub fn app_name(cfg: &Config) -> String {
     let name = |app: &crate::config::AppSpec| match &app.source {
@@ -28,11 +28,79 @@ pub fn app_name(cfg: &Config) -> String {
 }
 
 /// The apps a worker serves: the handler every front end calls, and the
-/// Python host behind it (for the request observer and module watching).
+/// Python hosts behind it (for the request observer, module watching and
+/// the ASGI loop's life).
 #[derive(Clone)]
 pub struct Apps {
     pub handler: Arc<dyn Handler>,
     pub python: Arc<WsgiHost>,
+    pub asgi: Option<Arc<AsgiHost>>,
+    /// Each app's name and interface, for the start-up log.
+    pub kinds: Vec<(String, &'static str)>,
+}
+
+impl Apps {
+    /// Lets the scoreboard and the request log see every request.
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        if let Some(a) = &self.asgi {
+            a.set_observer(observer.clone());
+        }
+        self.python.set_observer(observer);
+    }
+
+    /// How many requests the observer may see at once, numbered from 0.
+    pub fn cores(&self) -> usize {
+        self.python.threads()
+            + if self.asgi.is_some() {
+                python::ASGI_CORES
+            } else {
+                0
+            }
+    }
+
+    /// Starts what must run after the fork: the ASGI loop and the apps'
+    /// lifespan startup. An error is why the app may not serve.
+    pub fn start(&self) -> Result<(), String> {
+        match &self.asgi {
+            Some(a) => a.start().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the ASGI apps' lifespan shutdown and stops their loop.
+    pub fn stop(&self) {
+        if let Some(a) = &self.asgi {
+            a.stop();
+        }
+    }
+
+    /// "main:app (ASGI, uvloop)": what the start-up log says of the apps.
+    pub fn describe(&self, cfg: &Config) -> Option<String> {
+        let asgi = self.kinds.iter().any(|(_, k)| *k == "ASGI");
+        if !asgi {
+            return None;
+        }
+        let loop_name = python::loop_name(cfg.asgi.event_loop);
+        let apps: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|(n, k)| format!("{n} is {k}"))
+            .collect();
+        Some(format!(
+            "{} (--interface {}); ASGI apps run on {loop_name}, lifespan {}",
+            apps.join(", "),
+            match cfg.interface {
+                crate::config::Interface::Auto => "auto",
+                crate::config::Interface::Wsgi => "wsgi",
+                crate::config::Interface::Asgi => "asgi",
+            },
+            match cfg.asgi.lifespan {
+                crate::config::LifespanMode::Auto => "auto",
+                crate::config::LifespanMode::On => "on",
+                crate::config::LifespanMode::Off => "off",
+            }
+        ))
+    }
 }
 
 /// Starts Python, imports the apps, and routes between them.
@@ -44,8 +112,10 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         vhost: cfg.vhost,
         pythonpath: &cfg.pythonpath,
         threads: cfg.threads,
+        interface: cfg.interface,
+        asgi: &cfg.asgi,
     })?;
-    let default = loaded.default as Arc<dyn Handler>;
+    let default = loaded.default;
     let handler: Arc<dyn Handler> = if loaded.mounts.is_empty() {
         default
     } else {
@@ -54,7 +124,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             loaded
                 .mounts
                 .into_iter()
-                .map(|(point, app)| (Bytes::from(point), app as Arc<dyn Handler>))
+                .map(|(point, app)| (Bytes::from(point), app))
                 .collect(),
             cfg.manage_script_name,
             cfg.vhost,
@@ -63,5 +133,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     Ok(Apps {
         handler,
         python: loaded.host,
+        asgi: loaded.asgi,
+        kinds: loaded.kinds,
     })
 }

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use super::asgi::{self, AsgiHost};
 use super::wsgi::{self, WsgiApp, WsgiHost};
-use crate::config::{AppSource, AppSpec};
+use crate::config::{AppSource, AppSpec, AsgiSettings, Interface};
+use crate::request::Handler;
 
 /// What the app loader needs besides the app spec.
 pub struct LoadOptions<'a> {
@@ -18,6 +20,8 @@ pub struct LoadOptions<'a> {
     pub vhost: bool,
     pub pythonpath: &'a [PathBuf],
     pub threads: usize,
+    pub interface: Interface,
+    pub asgi: &'a AsgiSettings,
 }
 
 /// Imports the app and prepares everything the per-request path needs.
@@ -65,24 +69,59 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
         let mut mounts = Vec::new();
         for (point, spec) in opts.mounts {
             let app = load_one(spec).map_err(|e| format!("--mount {point}: {e}"))?;
-            mounts.push((point.clone(), app));
+            mounts.push((point.clone(), spec, app));
         }
         let host = Arc::new(
             WsgiHost::new(py, helpers, opts.threads).map_err(|e| format!("internal: {e}"))?,
         );
-        let default = Arc::new(match app {
-            _ if opts.vhost => WsgiApp::vhost(host.clone(), app),
-            Some(app) => WsgiApp::new(host.clone(), app),
-            None => WsgiApp::missing(host.clone()),
-        });
-        let mounts = mounts
-            .into_iter()
-            .map(|(point, app)| (point, Arc::new(WsgiApp::new(host.clone(), app))))
-            .collect();
+        let mut asgi_host: Option<Arc<AsgiHost>> = None;
+        let mut kinds = Vec::new();
+        // One app as a handler of the kind its interface says.
+        let mut handler = |name: String, app: Py<PyAny>| -> Result<Arc<dyn Handler>, String> {
+            let is_asgi = match opts.interface {
+                Interface::Wsgi => false,
+                Interface::Asgi => true,
+                Interface::Auto => {
+                    asgi::is_asgi(app.bind(py)).map_err(|e| format!("internal: {e}"))?
+                }
+            };
+            kinds.push((name.clone(), if is_asgi { "ASGI" } else { "WSGI" }));
+            if !is_asgi {
+                return Ok(Arc::new(WsgiApp::new(host.clone(), app)));
+            }
+            let asgi = match &asgi_host {
+                Some(h) => h.clone(),
+                None => {
+                    let log = host.helpers.log_exception.clone_ref(py);
+                    let h = Arc::new(
+                        AsgiHost::new(py, opts.asgi.clone(), opts.threads, log)
+                            .map_err(|e| format!("internal: {e}"))?,
+                    );
+                    asgi_host = Some(h.clone());
+                    h
+                }
+            };
+            Ok(Arc::new(asgi.app(py, name, app)))
+        };
+        let name = |spec: &AppSpec| match &spec.source {
+            AppSource::File(f) => format!("{}:{}", f.display(), spec.callable),
+            AppSource::Module(m) => format!("{m}:{}", spec.callable),
+        };
+        let default: Arc<dyn Handler> = match app {
+            _ if opts.vhost => Arc::new(WsgiApp::vhost(host.clone(), app)),
+            Some(app) => handler(name(opts.app.expect("an app was loaded")), app)?,
+            None => Arc::new(WsgiApp::missing(host.clone())),
+        };
+        let mut mounted = Vec::new();
+        for (point, spec, app) in mounts {
+            mounted.push((point, handler(name(spec), app)?));
+        }
         Ok(PythonApps {
             host,
+            asgi: asgi_host,
             default,
-            mounts,
+            mounts: mounted,
+            kinds,
         })
     })
 }
@@ -91,8 +130,12 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
 /// they share (its Python threads, the request observer).
 pub struct PythonApps {
     pub host: Arc<WsgiHost>,
+    /// The ASGI apps' loop, when there are any.
+    pub asgi: Option<Arc<AsgiHost>>,
     /// Requests no mountpoint takes: the app, the `--vhost` loader, or a
     /// 404 when there are only `--mount` apps.
-    pub default: Arc<WsgiApp>,
-    pub mounts: Vec<(String, Arc<WsgiApp>)>,
+    pub default: Arc<dyn Handler>,
+    pub mounts: Vec<(String, Arc<dyn Handler>)>,
+    /// Each app's name and interface ("WSGI" or "ASGI"), for the log.
+    pub kinds: Vec<(String, &'static str)>,
 }

@@ -1,11 +1,14 @@
 //! The only code that touches PyO3: starting the interpreter, loading the
 //! apps, and the WSGI call path. ASGI will live here too.
 
+mod asgi;
+mod buffers;
 mod interpreter;
 mod loader;
 mod pool;
 mod wsgi;
 
+pub use asgi::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};
 pub use interpreter::{fork, initialize, install_stack_dump, prepare_preload_fork, run_atexit};
 pub use loader::{LoadOptions, PythonApps, load};
 pub use wsgi::{WsgiApp, WsgiHost};

@@ -10,7 +10,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use super::buffers::to_bytes;
+use super::super::buffers::to_bytes;
 use super::error::{CallError, log_exception, request_line};
 use super::file_wrapper::{FileWrapper, file_region};
 use super::host::{Callable, WsgiApp, WsgiHost};

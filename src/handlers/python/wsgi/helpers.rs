@@ -9,7 +9,7 @@ use pyo3::types::PyModule;
 pub(crate) struct Helpers {
     pub load: Py<PyAny>,
     pub(super) load_vhost: Py<PyAny>,
-    pub(super) log_exception: Py<PyAny>,
+    pub(crate) log_exception: Py<PyAny>,
     pub module_files: Py<PyAny>,
 }
 

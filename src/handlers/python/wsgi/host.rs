@@ -31,7 +31,7 @@ pub struct WsgiHost {
     pub(super) slot_bits: Vec<u16>,
     pub(super) key_input: Py<PyString>,
     pub(super) empty: Py<PyString>,
-    pub(super) helpers: Helpers,
+    pub(crate) helpers: Helpers,
     pub(super) threads: usize,
     permits: Arc<Semaphore>,
     /// Core numbers not in use; one is taken with each permit.

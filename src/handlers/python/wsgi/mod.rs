@@ -11,7 +11,6 @@
 //! A semaphore with one permit per Python thread bounds both paths together.
 
 mod body;
-mod buffers;
 mod call;
 mod environ;
 mod error;

@@ -6,7 +6,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::buffers::{to_bytes, with_scratch};
+use super::super::buffers::{to_bytes, with_scratch};
 use crate::request::{Response, ResponseBody};
 
 /// Status and headers, as `start_response` validated them.

@@ -1,0 +1,259 @@
+//! The connection's side of an ASGI request, on the worker's tokio thread:
+//! posts the request to the loop, waits for the response head, streams the
+//! body, and pumps the request body to the app as it asks for it.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+
+use super::bridge::{Job, Settlement, Start};
+use super::exchange::{AppEnd, Exchange, Head, State};
+use super::host::{AsgiApp, Slot};
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, Handler, Request, RequestBody, Responding, Response,
+    ResponseBody, head_size,
+};
+
+/// Queued response bytes below which a waiting `send()` goes on.
+const SEND_LOW: usize = 64 * 1024;
+
+impl Handler for AsgiApp {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        Box::pin(serve(self, req))
+    }
+
+    fn concurrency(&self) -> usize {
+        super::host::ASGI_CORES
+    }
+}
+
+async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
+    let host = app.host.clone();
+    if !host.running() {
+        return Response::plain(503, "Service Unavailable", "Shutting down\n");
+    }
+    let Request {
+        vars,
+        body,
+        is_head: _,
+        protocol,
+    } = req;
+    let (whole, stream) = match body {
+        RequestBody::Empty => (Some(Bytes::new()), None),
+        RequestBody::Full(b) => (Some(b), None),
+        RequestBody::Stream(s) => (None, Some(s)),
+    };
+    let slot = host.begin(&vars, protocol);
+    let exchange = Arc::new(Exchange::new(host.clone(), whole.is_some()));
+    host.post(Job::Start(Start {
+        app,
+        vars,
+        whole,
+        exchange: exchange.clone(),
+    }));
+    let mut driver = Driver {
+        exchange,
+        body: stream,
+        slot,
+        client_error: None,
+    };
+    match poll_fn(|cx| driver.poll_head(cx)).await {
+        Headed::Whole(r) => {
+            driver.slot.outcome.switches = 1;
+            r
+        }
+        Headed::Streaming(head, first) => Response {
+            status: head.status,
+            reason: None,
+            headers: head.headers,
+            body: ResponseBody::Stream {
+                first,
+                rest: BodyStream::new(driver),
+            },
+        },
+    }
+}
+
+enum Headed {
+    /// The whole response (or the server's error response).
+    Whole(Response),
+    /// The head and the first chunk; the rest is to come.
+    Streaming(Head, Option<Bytes>),
+}
+
+struct Driver {
+    exchange: Arc<Exchange>,
+    /// The request body, while it is still arriving.
+    body: Option<BodyStream>,
+    slot: Slot,
+    /// Reading the request body failed: the client's fault.
+    client_error: Option<BodyError>,
+}
+
+impl Driver {
+    /// Reads the next request body chunk if the app is waiting for one,
+    /// and hands it over.
+    fn pump(&mut self, cx: &mut Context<'_>) {
+        let Some(body) = self.body.as_mut() else {
+            return;
+        };
+        if !self.exchange.lock().body_wanted {
+            return;
+        }
+        let settlement = match body.poll_chunk(cx) {
+            Poll::Pending => return,
+            Poll::Ready(Some(Ok(b))) => Settlement::Body(b, true),
+            Poll::Ready(None) => {
+                self.body = None;
+                Settlement::Body(Bytes::new(), false)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.body = None;
+                self.client_error = Some(e);
+                Settlement::Disconnect
+            }
+        };
+        let waiters = {
+            let mut st = self.exchange.lock();
+            st.body_wanted = false;
+            if !matches!(settlement, Settlement::Body(_, true)) {
+                st.body_done = true;
+            }
+            std::mem::take(&mut st.receive_waiters)
+        };
+        self.exchange.host.post(Job::Settle(waiters, settlement));
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Headed> {
+        self.pump(cx);
+        let mut st = self.exchange.lock();
+        if let Some(e) = &self.client_error
+            && !st.started
+        {
+            crate::say!("oxgate: bad request body: {e}");
+            return Poll::Ready(Headed::Whole(match e.status {
+                413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
+                _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
+            }));
+        }
+        let has_body = st.complete || !st.chunks.is_empty();
+        if let Some(head) = st.head.take_if(|_| has_body) {
+            let o = &mut self.slot.outcome;
+            o.status = head.status;
+            o.headers = head.headers.len() as u32;
+            o.header_bytes = head_size(head.status, None, &head.headers);
+            if st.complete {
+                let body = whole_body(&mut st);
+                self.slot.outcome.body_bytes = body.len() as u64;
+                return Poll::Ready(Headed::Whole(Response {
+                    status: head.status,
+                    reason: None,
+                    headers: head.headers,
+                    body: ResponseBody::Full(body),
+                }));
+            }
+            let first = take_chunk(&mut self.slot, &self.exchange, &mut st);
+            return Poll::Ready(Headed::Streaming(head, first));
+        }
+        if st.end.is_some() {
+            self.slot.outcome.failed = true;
+            self.slot.outcome.status = 500;
+            return Poll::Ready(Headed::Whole(Response::plain(
+                500,
+                "Internal Server Error",
+                "Internal Server Error\n",
+            )));
+        }
+        keep_waker(&mut st, cx);
+        Poll::Pending
+    }
+}
+
+/// The next queued chunk; a `send()` waiting on a full queue goes on once
+/// it has drained enough.
+fn take_chunk(slot: &mut Slot, exchange: &Exchange, st: &mut State) -> Option<Bytes> {
+    let chunk = st.chunks.pop_front()?;
+    st.queued -= chunk.len();
+    slot.outcome.body_bytes += chunk.len() as u64;
+    slot.outcome.switches += 1;
+    if st.queued <= SEND_LOW && !st.send_waiters.is_empty() {
+        let waiters = std::mem::take(&mut st.send_waiters);
+        exchange
+            .host
+            .post(Job::Settle(waiters, Settlement::Nothing));
+    }
+    Some(chunk)
+}
+
+/// Every chunk queued, as one.
+fn whole_body(st: &mut State) -> Bytes {
+    st.queued = 0;
+    match st.chunks.len() {
+        0 => Bytes::new(),
+        1 => st.chunks.pop_front().expect("one chunk"),
+        _ => {
+            let mut all = BytesMut::with_capacity(st.chunks.iter().map(Bytes::len).sum());
+            for c in st.chunks.drain(..) {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    }
+}
+
+fn keep_waker(st: &mut State, cx: &Context<'_>) {
+    match &st.waker {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => st.waker = Some(cx.waker().clone()),
+    }
+}
+
+impl ChunkSource for Driver {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.pump(cx);
+        let mut st = self.exchange.lock();
+        if let Some(c) = take_chunk(&mut self.slot, &self.exchange, &mut st) {
+            return Poll::Ready(Some(Ok(c)));
+        }
+        if st.complete {
+            return Poll::Ready(None);
+        }
+        if st.end.is_some() {
+            // The app's error (or its early return) is logged by the app
+            // host; cutting the connection tells the client.
+            self.slot.outcome.failed = st.end == Some(AppEnd::Failed);
+            return Poll::Ready(Some(Err(BodyError::new(
+                500,
+                "the ASGI app ended without completing its response",
+            ))));
+        }
+        keep_waker(&mut st, cx);
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    /// The response is sent, or the client left: the app's `receive()`
+    /// says `http.disconnect` from now on, and its `send()` raises.
+    fn drop(&mut self) {
+        let (receivers, senders, failed) = {
+            let mut st = self.exchange.lock();
+            st.gone = true;
+            (
+                std::mem::take(&mut st.receive_waiters),
+                std::mem::take(&mut st.send_waiters),
+                st.end == Some(AppEnd::Failed),
+            )
+        };
+        self.slot.outcome.failed |= failed;
+        let host = &self.exchange.host;
+        if !receivers.is_empty() {
+            host.post(Job::Settle(receivers, Settlement::Disconnect));
+        }
+        if !senders.is_empty() {
+            host.post(Job::Settle(senders, Settlement::Nothing));
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! What one request's two sides share: the response the app sends (taken
+//! by the connection's task), the request body the app asks for (pumped by
+//! that task), and the app's `receive` and `send` callables.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
+
+use super::super::buffers::to_bytes;
+use super::bridge::LoopObjects;
+use super::host::AsgiHost;
+
+/// Response bytes queued for the connection before `send()` makes the app
+/// wait: a slow client does not make the worker buffer without bound.
+const SEND_HIGH: usize = 256 * 1024;
+
+/// The status and headers of `http.response.start`, validated.
+pub(super) struct Head {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(Bytes, Bytes)>,
+}
+
+/// How the app's coroutine ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum AppEnd {
+    Returned,
+    Failed,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// `http.response.start`, until the connection takes it.
+    pub(super) head: Option<Head>,
+    pub(super) started: bool,
+    pub(super) chunks: VecDeque<Bytes>,
+    pub(super) queued: usize,
+    /// The last body message (`more_body` false) was sent.
+    pub(super) complete: bool,
+    pub(super) end: Option<AppEnd>,
+    /// The connection's task, waiting for the app.
+    pub(super) waker: Option<Waker>,
+    /// `send()` calls waiting for the queue to drain.
+    pub(super) send_waiters: Vec<Py<PyAny>>,
+    /// `receive()` calls waiting for body bytes or the disconnect.
+    pub(super) receive_waiters: Vec<Py<PyAny>>,
+    /// A `receive()` waits for body bytes still to be read.
+    pub(super) body_wanted: bool,
+    /// The whole request body has been handed to the app.
+    pub(super) body_done: bool,
+    /// The server is done with the request: the response was sent, or the
+    /// client left. `receive()` then says `http.disconnect`.
+    pub(super) gone: bool,
+}
+
+pub(super) struct Exchange {
+    pub(super) host: Arc<AsgiHost>,
+    state: Mutex<State>,
+}
+
+impl Exchange {
+    pub(super) fn new(host: Arc<AsgiHost>, body_done: bool) -> Exchange {
+        Exchange {
+            host,
+            state: Mutex::new(State {
+                body_done,
+                ..State::default()
+            }),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records how the app ended and wakes the connection.
+    pub(super) fn ended(&self, how: AppEnd) {
+        let waker = {
+            let mut st = self.lock();
+            st.end = Some(how);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn objects(&self) -> PyResult<&LoopObjects> {
+        self.host
+            .loop_objects
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("the ASGI loop is not running"))
+    }
+}
+
+/// An awaitable that is already done: `await` returns its value at once,
+/// without a trip through the event loop.
+#[pyclass(module = "oxgate")]
+pub(super) struct Ready {
+    value: Option<Py<PyAny>>,
+}
+
+impl Ready {
+    pub(super) fn new(value: Option<Py<PyAny>>) -> Ready {
+        Ready { value }
+    }
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<()> {
+        let value = self.value.take().unwrap_or_else(|| py.None());
+        Err(PyStopIteration::new_err((value,)))
+    }
+
+    fn send(&mut self, py: Python<'_>, _arg: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.__next__(py)
+    }
+
+    #[pyo3(signature = (exc, *_rest))]
+    fn throw(
+        &mut self,
+        exc: &Bound<'_, PyAny>,
+        _rest: &Bound<'_, pyo3::types::PyTuple>,
+    ) -> PyResult<()> {
+        Err(PyErr::from_value(exc.clone()))
+    }
+
+    fn close(&mut self) {}
+}
+
+/// The message `receive()` gives once the request is over.
+pub(super) fn disconnect_message(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("type", "http.disconnect")?;
+    Ok(d)
+}
+
+pub(super) fn body_message<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    more: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("type", "http.request")?;
+    d.set_item("body", PyBytes::new(py, body))?;
+    d.set_item("more_body", more)?;
+    Ok(d)
+}
+
+/// The app's `receive` callable.
+#[pyclass(module = "oxgate")]
+pub(super) struct Receive {
+    exchange: Arc<Exchange>,
+    /// The request body when it was read whole before the call.
+    whole: Option<Bytes>,
+}
+
+impl Receive {
+    pub(super) fn new(exchange: Arc<Exchange>, whole: Option<Bytes>) -> Receive {
+        Receive { exchange, whole }
+    }
+}
+
+#[pymethods]
+impl Receive {
+    fn __call__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(body) = self.whole.take() {
+            let msg = body_message(py, &body, false)?;
+            return Ok(Py::new(py, Ready::new(Some(msg.into_any().unbind())))?.into_any());
+        }
+        let objects = self.exchange.objects()?;
+        let waker = {
+            let mut st = self.exchange.lock();
+            if st.gone {
+                drop(st);
+                let msg = disconnect_message(py)?;
+                return Ok(Py::new(py, Ready::new(Some(msg.into_any().unbind())))?.into_any());
+            }
+            let fut = objects.create_future.call0(py)?;
+            st.receive_waiters.push(fut.clone_ref(py));
+            if !st.body_done {
+                st.body_wanted = true;
+            }
+            let waker = st.waker.take();
+            drop(st);
+            (fut, waker)
+        };
+        let (fut, waker) = waker;
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(fut)
+    }
+}
+
+/// The app's `send` callable; `_failed` and `_returned` are called by
+/// `run_http` when the app's coroutine ends.
+#[pyclass(module = "oxgate")]
+pub(super) struct Send {
+    exchange: Arc<Exchange>,
+    /// "METHOD /uri", for the log.
+    line: String,
+}
+
+impl Send {
+    pub(super) fn new(exchange: Arc<Exchange>, line: String) -> Send {
+        Send { exchange, line }
+    }
+}
+
+fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let message = message.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "an ASGI message must be a dict, not {}",
+            message
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    message
+        .get_item("type")?
+        .ok_or_else(|| PyValueError::new_err("the ASGI message has no 'type'"))
+}
+
+#[pymethods]
+impl Send {
+    fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let kind = message_type(message)?;
+        let kind = kind.cast::<PyString>()?.to_str()?;
+        let objects = self.exchange.objects()?;
+        match kind {
+            "http.response.start" => {
+                let head = parse_start(message)?;
+                let mut st = self.exchange.lock();
+                if st.started {
+                    return Err(PyRuntimeError::new_err(
+                        "Expected ASGI message 'http.response.body', but got 'http.response.start'",
+                    ));
+                }
+                st.started = true;
+                st.head = Some(head);
+            }
+            "http.response.body" => {
+                let body = match message.get_item("body") {
+                    Ok(b) if !b.is_none() => b,
+                    _ => PyBytes::new(py, b"").into_any(),
+                };
+                let body = if let Ok(b) = body.cast::<PyBytes>() {
+                    to_bytes(b)
+                } else if let Ok(b) = body.cast::<PyByteArray>() {
+                    Bytes::from(b.to_vec())
+                } else {
+                    return Err(PyTypeError::new_err(format!(
+                        "'body' of http.response.body must be bytes, not {}",
+                        body.get_type().name()?
+                    )));
+                };
+                let more = match message.get_item("more_body") {
+                    Ok(m) => m.is_truthy()?,
+                    Err(_) => false,
+                };
+                let (waker, wait) = {
+                    let mut st = self.exchange.lock();
+                    if !st.started {
+                        return Err(PyRuntimeError::new_err(
+                            "Expected ASGI message 'http.response.start', but got 'http.response.body'",
+                        ));
+                    }
+                    if st.complete {
+                        return Err(PyRuntimeError::new_err(
+                            "Unexpected ASGI message 'http.response.body' sent, after response already completed",
+                        ));
+                    }
+                    if st.gone {
+                        return Err(PyOSError::new_err("the client disconnected"));
+                    }
+                    if !body.is_empty() {
+                        st.queued += body.len();
+                        st.chunks.push_back(body);
+                    }
+                    st.complete = !more;
+                    let wait = if more && st.queued > SEND_HIGH {
+                        let fut = objects.create_future.call0(py)?;
+                        st.send_waiters.push(fut.clone_ref(py));
+                        Some(fut)
+                    } else {
+                        None
+                    };
+                    (st.waker.take(), wait)
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                if let Some(fut) = wait {
+                    return Ok(fut);
+                }
+            }
+            other => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Unexpected ASGI message '{other}' sent, for an HTTP request"
+                )));
+            }
+        }
+        Ok(objects.ready.clone_ref(py).into_any())
+    }
+
+    fn _failed(&self, py: Python<'_>, error: &Bound<'_, PyAny>) {
+        let (gone, started) = {
+            let st = self.exchange.lock();
+            (st.gone, st.started)
+        };
+        // After the client left, the app's error is most often about that.
+        if !gone {
+            let what = if started {
+                format!(
+                    "{} (after the response started; the connection is cut)",
+                    self.line
+                )
+            } else {
+                self.line.clone()
+            };
+            if self
+                .exchange
+                .host
+                .helpers
+                .log_exception
+                .call1(py, (error, what))
+                .is_err()
+            {
+                crate::say!(
+                    "oxgate: error in the ASGI app (and its traceback could not be printed)"
+                );
+            }
+        }
+        self.exchange.ended(AppEnd::Failed);
+    }
+
+    fn _returned(&self) {
+        let (gone, started, complete) = {
+            let st = self.exchange.lock();
+            (st.gone, st.started, st.complete)
+        };
+        if !gone && !complete {
+            crate::say!(
+                "oxgate: error in {}: the ASGI app returned without {} its response",
+                self.line,
+                if started { "completing" } else { "starting" }
+            );
+        }
+        self.exchange.ended(AppEnd::Returned);
+    }
+}
+
+/// Validates `http.response.start`.
+fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status: u16 = message
+        .get_item("status")
+        .map_err(|_| PyValueError::new_err("http.response.start has no 'status'"))?
+        .extract()
+        .map_err(|_| PyTypeError::new_err("'status' of http.response.start must be an int"))?;
+    if !(200..=999).contains(&status) {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {status} in http.response.start"
+        )));
+    }
+    let mut headers = Vec::new();
+    if let Ok(list) = message.get_item("headers")
+        && !list.is_none()
+    {
+        for item in list.try_iter()? {
+            let item = item?;
+            let mut pair = item.try_iter()?;
+            let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
+                return Err(PyValueError::new_err(
+                    "each header must be a [name, value] pair of bytes",
+                ));
+            };
+            let (name, value) = (name?, value?);
+            let name = header_bytes(&name, "name")?;
+            let value = header_bytes(&value, "value")?;
+            if name.is_empty() || !name.iter().all(|&c| is_token_byte(c)) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid header name {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+                return Err(PyValueError::new_err(format!(
+                    "value of header {:?} contains a control character",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            // The front end frames the message and manages the connection.
+            if [&b"transfer-encoding"[..], b"connection", b"keep-alive"]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&name))
+            {
+                continue;
+            }
+            headers.push((Bytes::from(name), Bytes::from(value)));
+        }
+    }
+    Ok(Head { status, headers })
+}
+
+fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = v.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    Err(PyTypeError::new_err(format!(
+        "header {what} must be bytes, not {}",
+        v.get_type().name()?
+    )))
+}
+
+/// RFC 9110 tchar.
+fn is_token_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}

@@ -1,0 +1,289 @@
+//! The per-worker ASGI host: the loop thread, its inbox, and the request
+//! slots ("cores") the scoreboard and the request log see.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyModule};
+
+use super::bridge::{Bridge, Job, LoopObjects};
+use crate::config::{AsgiSettings, LifespanMode};
+use crate::listen::Protocol;
+use crate::request::{Outcome, RequestObserver, VarName};
+
+/// How many requests one worker's request log and scoreboard follow at
+/// once; requests beyond are served but not logged one by one.
+pub const ASGI_CORES: usize = 1024;
+
+/// The ASGI apps of one worker and the loop they run on.
+pub struct AsgiHost {
+    pub(super) settings: AsgiSettings,
+    /// The first core number of this host: WSGI threads, if any, come first.
+    pub(super) first_core: usize,
+    /// What runs on the loop thread; set once the loop is up.
+    pub(super) loop_objects: OnceLock<LoopObjects>,
+    inbox: Mutex<Vec<Job>>,
+    /// Written to wake the loop; its other end is the loop's reader.
+    wake: OnceLock<(OwnedFd, OwnedFd)>,
+    running: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// (name, app, lifespan state) of each app, for the lifespan protocol.
+    apps: Mutex<Vec<(String, Py<PyAny>, Py<PyDict>)>>,
+    pub(super) helpers: Helpers,
+    observer: OnceLock<Arc<dyn RequestObserver>>,
+    free_cores: Mutex<Vec<usize>>,
+    next_core: Mutex<usize>,
+}
+
+pub(super) struct Helpers {
+    pub(super) serve: Py<PyAny>,
+    pub(super) run_http: Py<PyAny>,
+    pub(super) log_exception: Py<PyAny>,
+}
+
+/// One ASGI app as a request handler.
+pub struct AsgiApp {
+    pub(super) host: Arc<AsgiHost>,
+    pub(super) callable: Py<PyAny>,
+    /// The lifespan state: each request's scope gets a shallow copy.
+    pub(super) state: Py<PyDict>,
+}
+
+fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    let code = CString::new(include_str!("../asgi.py")).expect("no NUL in asgi.py");
+    PyModule::from_code(py, &code, c"oxgate/asgi.py", c"_oxgate_asgi")
+}
+
+/// `--interface auto`: whether `app` is an ASGI 3 callable.
+pub(crate) fn is_asgi(app: &Bound<'_, PyAny>) -> PyResult<bool> {
+    module(app.py())?
+        .getattr("is_asgi")?
+        .call1((app,))?
+        .extract()
+}
+
+/// The loop `--loop` will pick, without importing it (for the start-up log).
+pub fn loop_name(kind: crate::config::LoopKind) -> String {
+    Python::attach(|py| {
+        module(py)
+            .and_then(|m| m.getattr("loop_name")?.call1((kind.name(),))?.extract())
+            .unwrap_or_else(|_| kind.name().to_string())
+    })
+}
+
+impl AsgiHost {
+    pub(crate) fn new(
+        py: Python<'_>,
+        settings: AsgiSettings,
+        first_core: usize,
+        log_exception: Py<PyAny>,
+    ) -> PyResult<AsgiHost> {
+        let m = module(py)?;
+        Ok(AsgiHost {
+            settings,
+            first_core,
+            loop_objects: OnceLock::new(),
+            inbox: Mutex::new(Vec::new()),
+            wake: OnceLock::new(),
+            running: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            apps: Mutex::new(Vec::new()),
+            helpers: Helpers {
+                serve: m.getattr("serve")?.unbind(),
+                run_http: m.getattr("run_http")?.unbind(),
+                log_exception,
+            },
+            observer: OnceLock::new(),
+            free_cores: Mutex::new(Vec::new()),
+            next_core: Mutex::new(0),
+        })
+    }
+
+    /// An app of this host, named for the log.
+    pub(crate) fn app(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        name: String,
+        callable: Py<PyAny>,
+    ) -> AsgiApp {
+        let state = PyDict::new(py).unbind();
+        self.apps.lock().expect("not poisoned").push((
+            name,
+            callable.clone_ref(py),
+            state.clone_ref(py),
+        ));
+        AsgiApp {
+            host: self.clone(),
+            callable,
+            state,
+        }
+    }
+
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Starts the loop thread and runs the apps' lifespan startup. Called
+    /// in each worker after the fork (no thread may exist before it).
+    /// Returns the loop's name, or why the app may not serve.
+    pub fn start(self: &Arc<Self>) -> Result<String, String> {
+        let (rx, tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot make the ASGI loop's wake-up pipe: {e}"))?;
+        let read_fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
+        let _ = self.wake.set((rx, tx));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let host = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("oxgate-asgi".into())
+            .spawn(move || {
+                Python::attach(|py| {
+                    let bridge = Bridge::new(host.clone(), started_tx.clone());
+                    let apps: Vec<(String, Py<PyAny>, Py<PyDict>)> = host
+                        .apps
+                        .lock()
+                        .expect("not poisoned")
+                        .iter()
+                        .map(|(n, a, s)| (n.clone(), a.clone_ref(py), s.clone_ref(py)))
+                        .collect();
+                    let mode = match host.settings.lifespan {
+                        LifespanMode::Auto => "auto",
+                        LifespanMode::On => "on",
+                        LifespanMode::Off => "off",
+                    };
+                    let result = Py::new(py, bridge).and_then(|bridge| {
+                        host.helpers.serve.call1(
+                            py,
+                            (
+                                bridge,
+                                apps,
+                                mode,
+                                host.settings.event_loop.name(),
+                                read_fd,
+                                host.settings.shutdown_timeout.as_secs_f64(),
+                            ),
+                        )
+                    });
+                    if let Err(e) = result {
+                        let _ = started_tx.send(Err(format!("the ASGI loop failed: {e}")));
+                    }
+                });
+                host.running.store(false, Ordering::Release);
+            })
+            .map_err(|e| format!("cannot start the ASGI thread: {e}"))?;
+        *self.thread.lock().expect("not poisoned") = Some(handle);
+        let started = started_rx
+            .recv()
+            .unwrap_or_else(|_| Err("the ASGI loop ended before it started".into()));
+        match started {
+            Ok(name) => {
+                self.running.store(true, Ordering::Release);
+                Ok(name)
+            }
+            Err(e) => {
+                self.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the lifespan shutdown and stops the loop: after the last
+    /// request, on a graceful stop, a reload or a recycle.
+    pub fn stop(&self) {
+        if self.running.swap(false, Ordering::AcqRel) {
+            self.post(Job::Stop);
+        }
+        self.join();
+    }
+
+    fn join(&self) {
+        let handle = self.thread.lock().expect("not poisoned").take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// Whether the loop takes requests.
+    pub(super) fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Hands a job to the loop thread, waking it if its inbox was empty.
+    pub(super) fn post(&self, job: Job) {
+        let was_empty = {
+            let mut inbox = self.inbox.lock().expect("not poisoned");
+            let was_empty = inbox.is_empty();
+            inbox.push(job);
+            was_empty
+        };
+        if was_empty && let Some((_, tx)) = self.wake.get() {
+            // A full pipe already holds a wake-up.
+            let _ = nix::unistd::write(tx, &[1]);
+        }
+    }
+
+    /// Empties the wake-up pipe and takes the jobs waiting (on the loop
+    /// thread). Jobs posted after this wake the loop again.
+    pub(super) fn take_jobs(&self, spare: Vec<Job>) -> Vec<Job> {
+        if let Some((rx, _)) = self.wake.get() {
+            let mut buf = [0u8; 64];
+            while matches!(nix::unistd::read(rx, &mut buf), Ok(n) if n == buf.len()) {}
+        }
+        std::mem::replace(&mut *self.inbox.lock().expect("not poisoned"), spare)
+    }
+
+    /// Takes a request slot and tells the observer the request started.
+    pub(super) fn begin(self: &Arc<Self>, vars: &[(VarName, Bytes)], protocol: Protocol) -> Slot {
+        let index = self
+            .free_cores
+            .lock()
+            .expect("not poisoned")
+            .pop()
+            .unwrap_or_else(|| {
+                let mut next = self.next_core.lock().expect("not poisoned");
+                *next += 1;
+                *next - 1
+            });
+        let core = self.first_core + index;
+        if let Some(o) = self.observer.get()
+            && index < ASGI_CORES
+        {
+            o.started(core, vars, protocol);
+        }
+        Slot {
+            host: self.clone(),
+            index,
+            outcome: Outcome {
+                protocol,
+                ..Outcome::default()
+            },
+        }
+    }
+}
+
+/// A request's place in the worker's scoreboard and request log, held
+/// until its response is sent (or the client leaves).
+pub(super) struct Slot {
+    host: Arc<AsgiHost>,
+    index: usize,
+    pub(super) outcome: Outcome,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(o) = self.host.observer.get()
+            && self.index < ASGI_CORES
+        {
+            o.finished(self.host.first_core + self.index, &self.outcome);
+        }
+        self.host
+            .free_cores
+            .lock()
+            .expect("not poisoned")
+            .push(self.index);
+    }
+}

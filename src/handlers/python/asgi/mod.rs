@@ -1,0 +1,19 @@
+//! ASGI 3 (asgiref's `www` and `lifespan` specs): async apps, served by
+//! the same front ends as WSGI apps.
+//!
+//! Each worker runs one asyncio (or uvloop) loop on a Python thread of its
+//! own, started after the fork. The worker's tokio thread never takes the
+//! GIL on the request path: it hands a request to the loop through an inbox
+//! and a pipe (`host`), and the app's messages come back through a shared
+//! [`exchange::Exchange`] that wakes the connection's task. Each side
+//! batches: one wake-up carries every request or message that arrived
+//! meanwhile.
+
+mod bridge;
+mod driver;
+mod exchange;
+mod host;
+mod scope;
+
+pub(super) use host::is_asgi;
+pub use host::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};

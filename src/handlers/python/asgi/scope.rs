@@ -1,0 +1,243 @@
+//! The HTTP connection scope (ASGI `www` spec 2.4), made from the
+//! protocol-neutral request's CGI variables.
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::request::{Var, VarName};
+
+/// The spec version oxgate implements: 2.4 says `send()` raises `OSError`
+/// once the client is gone (Starlette turns it into `ClientDisconnect`).
+pub(super) const SPEC_VERSION: &str = "2.4";
+
+/// Interned keys and the values every scope shares, made once per worker.
+pub(super) struct ScopeKeys {
+    type_: Py<PyString>,
+    asgi: Py<PyString>,
+    http_version: Py<PyString>,
+    server: Py<PyString>,
+    client: Py<PyString>,
+    scheme: Py<PyString>,
+    method: Py<PyString>,
+    root_path: Py<PyString>,
+    path: Py<PyString>,
+    raw_path: Py<PyString>,
+    query_string: Py<PyString>,
+    headers: Py<PyString>,
+    state: Py<PyString>,
+    http: Py<PyString>,
+    /// `{"version": "3.0", "spec_version": SPEC_VERSION}`, copied per scope.
+    asgi_versions: Py<PyDict>,
+    /// The lower-case header name of each known `HTTP_*` variable.
+    header_names: Vec<Option<Py<PyBytes>>>,
+}
+
+impl ScopeKeys {
+    pub(super) fn new(py: Python<'_>) -> PyResult<ScopeKeys> {
+        let key = |s: &str| PyString::intern(py, s).unbind();
+        let versions = PyDict::new(py);
+        versions.set_item("version", "3.0")?;
+        versions.set_item("spec_version", SPEC_VERSION)?;
+        let header_names = Var::ALL
+            .iter()
+            .map(|v| header_name(v.name().as_bytes()).map(|n| PyBytes::new(py, &n).unbind()))
+            .collect();
+        Ok(ScopeKeys {
+            type_: key("type"),
+            asgi: key("asgi"),
+            http_version: key("http_version"),
+            server: key("server"),
+            client: key("client"),
+            scheme: key("scheme"),
+            method: key("method"),
+            root_path: key("root_path"),
+            path: key("path"),
+            raw_path: key("raw_path"),
+            query_string: key("query_string"),
+            headers: key("headers"),
+            state: key("state"),
+            http: key("http"),
+            asgi_versions: versions.unbind(),
+            header_names,
+        })
+    }
+}
+
+/// The header a CGI variable carries: `HTTP_X_FOO` is `x-foo`, and
+/// CONTENT_TYPE and CONTENT_LENGTH are headers too.
+fn header_name(var: &[u8]) -> Option<Vec<u8>> {
+    let rest = match var {
+        b"CONTENT_TYPE" | b"CONTENT_LENGTH" => var,
+        _ => var.strip_prefix(b"HTTP_")?,
+    };
+    Some(
+        rest.iter()
+            .map(|&c| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The CGI variables a scope is made of.
+#[derive(Default)]
+pub(super) struct Fields<'a> {
+    pub(super) method: &'a [u8],
+    pub(super) script_name: &'a [u8],
+    pub(super) path_info: &'a [u8],
+    pub(super) query: &'a [u8],
+    pub(super) uri: &'a [u8],
+    protocol: &'a [u8],
+    https: bool,
+    server_name: &'a [u8],
+    server_port: &'a [u8],
+    remote_addr: &'a [u8],
+    remote_port: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub(super) fn of(vars: &'a [(VarName, Bytes)]) -> Fields<'a> {
+        let mut f = Fields::default();
+        for (name, value) in vars {
+            f.https |= crate::request::cgi::says_https(name, value);
+            let VarName::Known(v) = name else { continue };
+            let slot = match v {
+                Var::REQUEST_METHOD => &mut f.method,
+                Var::SCRIPT_NAME => &mut f.script_name,
+                Var::PATH_INFO => &mut f.path_info,
+                Var::QUERY_STRING => &mut f.query,
+                Var::REQUEST_URI => &mut f.uri,
+                Var::SERVER_PROTOCOL => &mut f.protocol,
+                Var::SERVER_NAME => &mut f.server_name,
+                Var::SERVER_PORT => &mut f.server_port,
+                Var::REMOTE_ADDR => &mut f.remote_addr,
+                Var::REMOTE_PORT => &mut f.remote_port,
+                _ => continue,
+            };
+            *slot = value;
+        }
+        f
+    }
+
+    /// "METHOD /uri" for the log.
+    pub(super) fn request_line(&self) -> String {
+        let uri = if self.uri.is_empty() {
+            self.path_info
+        } else {
+            self.uri
+        };
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(self.method),
+            String::from_utf8_lossy(uri)
+        )
+    }
+
+    pub(super) fn is_https(&self) -> bool {
+        self.https
+    }
+}
+
+fn text<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(b) {
+        Ok(s) => PyString::new(py, s),
+        Err(_) => PyString::new(py, &String::from_utf8_lossy(b)),
+    }
+}
+
+/// `(host, port)`, or None when the front end did not say.
+fn address<'py>(py: Python<'py>, host: &[u8], port: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    if host.is_empty() {
+        return Ok(py.None().into_bound(py));
+    }
+    let port: u32 = std::str::from_utf8(port)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    Ok(PyTuple::new(
+        py,
+        [
+            text(py, host).into_any(),
+            port.into_pyobject(py)?.into_any(),
+        ],
+    )?
+    .into_any())
+}
+
+/// The scope of an HTTP request (`type: "http"`) or, with `kind`
+/// "websocket", of a WebSocket.
+pub(super) fn http_scope<'py>(
+    py: Python<'py>,
+    k: &ScopeKeys,
+    vars: &[(VarName, Bytes)],
+    f: &Fields<'_>,
+    state: &Py<PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let headers = PyList::empty(py);
+    for (name, value) in vars {
+        let name = match name {
+            VarName::Known(v) => match &k.header_names[*v as usize] {
+                Some(n) => n.bind(py).clone(),
+                None => continue,
+            },
+            VarName::Other(n) => match header_name(n) {
+                Some(n) => PyBytes::new(py, &n),
+                None => continue,
+            },
+        };
+        headers.append(PyTuple::new(
+            py,
+            [name.into_any(), PyBytes::new(py, value).into_any()],
+        )?)?;
+    }
+    let scope = PyDict::new(py);
+    scope.set_item(&k.type_, &k.http)?;
+    scope.set_item(&k.asgi, k.asgi_versions.bind(py).copy()?)?;
+    let version = f.protocol.strip_prefix(b"HTTP/").unwrap_or(b"1.1");
+    scope.set_item(&k.http_version, text(py, version))?;
+    scope.set_item(&k.server, address(py, f.server_name, f.server_port)?)?;
+    scope.set_item(&k.client, address(py, f.remote_addr, f.remote_port)?)?;
+    scope.set_item(&k.scheme, if f.is_https() { "https" } else { "http" })?;
+    scope.set_item(&k.method, text(py, f.method))?;
+    scope.set_item(&k.root_path, text(py, f.script_name))?;
+    // As uvicorn and the current spec: `path` includes `root_path`.
+    let path = if f.script_name.is_empty() {
+        text(py, f.path_info)
+    } else {
+        text(py, &[f.script_name, f.path_info].concat())
+    };
+    scope.set_item(&k.path, path)?;
+    let raw_path = if f.uri.is_empty() {
+        PyBytes::new(py, &[f.script_name, f.path_info].concat())
+    } else {
+        let end = f.uri.iter().position(|&c| c == b'?').unwrap_or(f.uri.len());
+        PyBytes::new(py, &f.uri[..end])
+    };
+    scope.set_item(&k.raw_path, raw_path)?;
+    scope.set_item(&k.query_string, PyBytes::new(py, f.query))?;
+    scope.set_item(&k.headers, headers)?;
+    scope.set_item(&k.state, state.bind(py).copy()?)?;
+    Ok(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_name;
+
+    #[test]
+    fn cgi_names_become_header_names() {
+        assert_eq!(
+            header_name(b"HTTP_X_FORWARDED_FOR").unwrap(),
+            b"x-forwarded-for"
+        );
+        assert_eq!(header_name(b"CONTENT_TYPE").unwrap(), b"content-type");
+        assert_eq!(header_name(b"HTTP_HOST").unwrap(), b"host");
+        assert!(header_name(b"REQUEST_METHOD").is_none());
+        assert!(header_name(b"PATH_INFO").is_none());
+    }
+}
