@@ -320,12 +320,13 @@ impl Send {
     }
 
     fn _failed(&self, py: Python<'_>, error: &Bound<'_, PyAny>) {
-        let (gone, started) = {
+        let (client_left, started) = {
             let st = self.exchange.lock();
-            (st.gone, st.started)
+            (st.gone && !st.complete, st.started)
         };
-        // After the client left, the app's error is most often about that.
-        if !gone {
+        // After the client left mid-response, the app's error is most
+        // often about that (a send() that raised OSError).
+        if !client_left {
             let what = if started {
                 format!(
                     "{} (after the response started; the connection is cut)",

@@ -1,0 +1,93 @@
+"""A bare ASGI 3 app for what frameworks hide: the scope, the body as it
+streams, disconnects, errors before and after the response starts."""
+import asyncio
+import json
+import os
+
+MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if os.environ.get("ASGI_STARTUP_FAILED"):
+                    await send({"type": "lifespan.startup.failed", "message": "no config"})
+                    return
+                scope["state"]["started"] = os.getpid()
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    # Behind nginx the tests put a prefix (/u, /f, /h) in front.
+    if path[:3] in ("/u/", "/f/", "/h/"):
+        path = path[2:]
+    if path.startswith("/scope"):
+        s = {k: v for k, v in scope.items() if k not in ("headers", "state")}
+        s = {k: (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in s.items()}
+        s["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        s["state"] = sorted(scope.get("state", {}))
+        await respond(send, 200, json.dumps(s).encode(), b"application/json")
+    elif path == "/echo":
+        # Streams the body back as it arrives, chunk for chunk.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+            await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/count":
+        total = 0
+        more = True
+        while more:
+            message = await receive()
+            total += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        await respond(send, 200, str(total).encode())
+    elif path == "/forever":
+        # Streams until the client leaves, then says so in a marker file.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        assert (await receive())["type"] == "http.request"
+        waiter = asyncio.ensure_future(receive())
+        n = 0
+        while not waiter.done():
+            try:
+                await send({"type": "http.response.body", "body": b"tick %d\n" % n, "more_body": True})
+            except OSError:
+                break
+            n += 1
+            await asyncio.sleep(0.01)
+        message = await waiter
+        with open(os.path.join(MARKERS, "disconnected"), "w") as f:
+            f.write(message["type"])
+    elif path == "/raise-before":
+        raise RuntimeError("raised before the response")
+    elif path == "/raise-after":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("raised after the response started")
+    elif path == "/no-response":
+        return
+    elif path == "/bad-header":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nb")]})
+    elif path == "/big":
+        chunk = b"x" * 65536
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(64):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/sleep":
+        await asyncio.sleep(float(scope["query_string"] or b"0.5"))
+        await respond(send, 200, b"slept")
+    else:
+        await respond(send, 200, b"hello " + scope["method"].encode())
+
+
+async def respond(send, status, body, ctype=b"text/plain"):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

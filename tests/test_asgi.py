@@ -1,0 +1,328 @@
+"""ASGI 3 apps (issue #13): real FastAPI, Starlette and Django ASGI apps,
+each request sent to oxgate and to uvicorn running the same app, with the
+same answers expected; lifespan; streaming both ways; disconnects; errors;
+the gateway protocols behind real nginx."""
+import hashlib
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from helpers import APPS, BIN, VENV, free_port, start_nginx, wait_for
+
+# Headers that differ between servers by nature: the date, the server's
+# name, and the framing (a body the app sent whole, without a length, goes
+# out with Content-Length from oxgate and chunked from uvicorn).
+VARYING = {"date", "server", "content-length", "transfer-encoding"}
+
+
+@pytest.fixture
+def uvicorn(tmp_path):
+    """uvicorn(module, env) runs the real uvicorn on the same app."""
+    started = []
+
+    def start(module, env=None):
+        port = free_port()
+        log = open(tmp_path / f"uvicorn-{port}.log", "wb")
+        proc = subprocess.Popen(
+            [str(VENV / "bin" / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port),
+             "--app-dir", str(APPS), "--no-access-log"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=APPS)
+        started.append(proc)
+        wait_for(lambda: _listens(port), what="uvicorn listening")
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for p in started:
+        p.terminate()
+        p.wait(10)
+
+
+def _listens(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def asgi(serve, module, *args, env=None):
+    return serve("--home", str(VENV), "--chdir", str(APPS), "--module", module, "--processes", "1",
+                 *args, env=env)
+
+
+def answer(r):
+    headers = sorted((k.lower(), v) for k, v in r.headers.items() if k.lower() not in VARYING)
+    return r.status_code, headers, r.content
+
+
+def same_answers(ours, theirs, requests_to_send):
+    for method, path, kwargs in requests_to_send:
+        a = requests.request(method, ours + path, allow_redirects=False, **kwargs)
+        b = requests.request(method, theirs + path, allow_redirects=False, **kwargs)
+        assert answer(a) == answer(b), f"{method} {path}"
+
+
+FASTAPI_REQUESTS = [
+    ("GET", "/", {}),
+    ("GET", "/items/5?q=x", {}),
+    ("GET", "/items/404", {}),
+    ("GET", "/items/abc", {}),  # 422
+    ("POST", "/items", {"json": {"name": "pen", "price": 1.5}}),
+    ("POST", "/items", {"json": {"name": 1}}),  # 422
+    ("DELETE", "/items/5", {}),  # 405
+    ("GET", "/nowhere", {}),  # 404
+    ("GET", "/state", {}),
+    ("POST", "/form", {"data": {"name": "n", "n": "3"}}),
+    ("POST", "/upload", {"files": {"file": ("a.bin", b"\x01" * 70000)}, "data": {"note": "x"}}),
+    ("GET", "/sse", {}),
+    ("GET", "/sync", {}),
+    ("GET", "/text", {}),
+    ("HEAD", "/text", {}),
+    ("GET", "/fail", {}),
+]
+
+
+def test_fastapi_answers_as_uvicorn_does(serve, uvicorn, tmp_path):
+    env = {"ASGI_MARKERS": str(tmp_path)}
+    s = asgi(serve, "asgi_fastapi:app", env=env)
+    same_answers(s.url, uvicorn("asgi_fastapi:app", env), FASTAPI_REQUESTS)
+    assert "asgi_fastapi:app is ASGI" in s.log()
+    s.wait_log("fastapi view failed")
+
+
+def test_starlette_answers_as_uvicorn_does(serve, uvicorn):
+    s = asgi(serve, "asgi_starlette:app")
+    same_answers(s.url, uvicorn("asgi_starlette:app"), [
+        ("GET", "/", {}),
+        ("POST", "/echo?a=1&a=2&b=3", {"data": b"x" * 1000, "headers": {"Content-Type": "text/x"}}),
+        ("PUT", "/echo", {"data": b""}),
+        ("GET", "/nowhere", {}),  # 404
+        ("GET", "/cookie", {}),
+        ("GET", "/go", {}),
+    ])
+
+
+def test_django_asgi_answers_as_uvicorn_does(serve, uvicorn):
+    s = asgi(serve, "djproj.asgi:application")
+    same_answers(s.url, uvicorn("djproj.asgi:application"), [
+        ("GET", "/", {}),
+        ("POST", "/echo/?q=1", {"data": b"payload", "headers": {"User-Agent": "t/1"}}),
+        ("GET", "/stream/", {}),
+        ("GET", "/missing/", {}),
+    ])
+    assert "djproj.asgi:application is ASGI" in s.log()
+
+
+def test_upload_of_10_mib_arrives_whole(serve, tmp_path):
+    s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
+    data = os.urandom(10 * 1024 * 1024)
+    r = requests.post(s.url + "/upload", files={"file": ("big.bin", data)}, data={"note": "big"})
+    assert r.json() == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "note": "big",
+                        "filename": "big.bin"}
+
+
+def test_request_body_streams_to_the_app_and_back(serve):
+    s = asgi(serve, "asgi_raw:app")
+    data = os.urandom(3 * 1024 * 1024)
+
+    def chunks():
+        for i in range(0, len(data), 100_000):
+            yield data[i:i + 100_000]
+
+    r = requests.post(s.url + "/echo", data=chunks())  # chunked: the body streams
+    assert r.content == data
+    r = requests.post(s.url + "/count", data=data)
+    assert r.text == str(len(data))
+
+
+def test_sse_is_read_while_it_streams(serve, tmp_path):
+    s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
+    gate = tmp_path / "gate"
+    with requests.get(s.url + "/sse", params={"gate": str(gate)}, stream=True, timeout=10) as r:
+        lines = r.iter_lines()
+        assert next(lines) == b"data: first"
+        gate.write_text("go")
+        rest = [line for line in lines if line]
+    assert rest == [b"data: 0", b"data: 1", b"data: 2"]
+
+
+def test_a_client_that_leaves_mid_stream_is_an_http_disconnect(serve, tmp_path):
+    s = asgi(serve, "asgi_raw:app", env={"ASGI_MARKERS": str(tmp_path)})
+    with socket.create_connection(("127.0.0.1", s.port)) as c:
+        c.sendall(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"tick" in c.recv(4096)
+    wait_for(lambda: (tmp_path / "disconnected").exists(), what="the app seeing the disconnect")
+    assert (tmp_path / "disconnected").read_text() == "http.disconnect"
+    assert requests.get(s.url + "/").text == "hello GET"
+
+
+def test_scope(serve):
+    s = asgi(serve, "asgi_raw:app")
+    scope = requests.get(s.url + "/scope/caf%C3%A9?x=1&y=%20", headers={"X-Custom": "v"}).json()
+    assert scope["type"] == "http"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/scope/café"
+    assert scope["raw_path"] == "/scope/caf%C3%A9"
+    assert scope["query_string"] == "x=1&y=%20"
+    assert scope["root_path"] == ""
+    assert scope["client"][0] == "127.0.0.1" and scope["client"][1] > 0
+    assert scope["server"][1] == s.port
+    assert ["x-custom", "v"] in scope["headers"]
+    assert ["host", f"127.0.0.1:{s.port}"] in scope["headers"]
+    assert scope["state"] == ["started"]  # the lifespan state, copied
+
+
+def test_errors_before_and_after_the_response_starts(serve):
+    s = asgi(serve, "asgi_raw:app")
+    r = requests.get(s.url + "/raise-before")
+    assert r.status_code == 500
+    s.wait_log("raised before the response")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(s.url + "/raise-after").content
+    s.wait_log("raised after the response started")
+    assert requests.get(s.url + "/no-response").status_code == 500
+    s.wait_log("returned without starting its response")
+    assert requests.get(s.url + "/bad-header").status_code == 500
+    s.wait_log("control character")
+    # The worker is fine after all that.
+    assert requests.get(s.url + "/").text == "hello GET"
+
+
+def test_a_large_streamed_response_arrives_whole(serve):
+    s = asgi(serve, "asgi_raw:app")
+    assert requests.get(s.url + "/big").content == b"x" * 65536 * 64
+
+
+def test_lifespan_state_and_shutdown(serve, tmp_path):
+    s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
+    assert requests.get(s.url + "/state").json() == {"greeting": "hello from lifespan"}
+    worker = s.wait_workers(1)[0]
+    s.stop()
+    assert s.proc.returncode == 0
+    assert (tmp_path / f"shutdown-{worker}").read_text() == "bye"
+
+
+def test_a_failed_startup_stops_the_server(serve, tmp_path):
+    for module, env, says in [
+        ("asgi_fastapi:app", {"ASGI_FAIL_STARTUP": "1"}, "the database is not there"),
+        ("asgi_raw:app", {"ASGI_STARTUP_FAILED": "1"}, "application startup failed: no config"),
+    ]:
+        p = subprocess.run(
+            [BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--home", str(VENV),
+             "--chdir", str(APPS), "--module", module, "--processes", "2", "--lifespan", "on"],
+            env={**os.environ, **env, "ASGI_MARKERS": str(tmp_path)}, capture_output=True, timeout=60)
+        assert p.returncode != 0
+        assert says in p.stderr.decode() + p.stdout.decode()
+
+
+def test_a_failed_startup_with_lazy_apps_backs_off(serve, tmp_path):
+    s = asgi(serve, "asgi_raw:app", "--lazy-apps", env={"ASGI_STARTUP_FAILED": "1"})
+    s.wait_log("next start in")
+    assert s.proc.poll() is None
+
+
+def test_lifespan_auto_serves_an_app_without_it(serve, tmp_path):
+    app = tmp_path / "nolifespan.py"
+    app.write_text(
+        "async def app(scope, receive, send):\n"
+        "    assert scope['type'] == 'http', 'no lifespan here'\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'ok'})\n")
+    s = serve("--wsgi-file", str(app), "--callable", "app")
+    assert requests.get(s.url).text == "ok"
+    s.wait_log("lifespan' protocol appears unsupported")
+    p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{free_port()}",
+                        "--wsgi-file", str(app), "--callable", "app", "--lifespan", "on"],
+                       capture_output=True, timeout=60)
+    assert p.returncode != 0
+
+
+def test_interface_choice(serve, tmp_path):
+    app = tmp_path / "both.py"
+    app.write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'wsgi']\n")
+    s = serve("--wsgi-file", str(app), "--callable", "app")
+    assert requests.get(s.url).text == "wsgi"
+    # A plain function forced to ASGI: each request fails, cleanly.
+    s = serve("--wsgi-file", str(app), "--callable", "app", "--asgi", "--lifespan", "off")
+    assert requests.get(s.url).status_code == 500
+    s = asgi(serve, "asgi_raw:app", "--interface", "asgi")
+    assert requests.get(s.url).text == "hello GET"
+    assert "asgi_raw:app is ASGI (--interface asgi)" in s.log()
+
+
+def test_positional_module_and_mounts(serve):
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "asgi_raw:app", "--mount", "/api=asgi_starlette:app",
+              "--manage-script-name")
+    assert requests.get(s.url + "/").text == "hello GET"
+    assert requests.get(s.url + "/api/").text == "Hello from Starlette"
+    scope = requests.get(s.url + "/scope").json()
+    assert scope["root_path"] == ""
+
+
+def test_concurrent_requests_share_one_worker(serve):
+    s = asgi(serve, "asgi_raw:app", "--processes", "1")
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        t0 = time.monotonic()
+        results = list(pool.map(lambda _: requests.get(s.url + "/sleep?1").text, range(20)))
+        elapsed = time.monotonic() - t0
+    assert results == ["slept"] * 20
+    # 20 one-second sleeps at once on one worker: far less than 20 s.
+    assert elapsed < 10
+
+
+def test_request_log_and_stats_see_asgi_requests(serve):
+    stats = free_port()
+    s = asgi(serve, "asgi_raw:app", "--stats", f"127.0.0.1:{stats}", "--stats-http")
+    requests.get(s.url + "/scope?logged=1")
+    s.wait_log("GET /scope?logged=1 => generated")
+    data = requests.get(f"http://127.0.0.1:{stats}/").json()
+    assert sum(w["requests"] for w in data["workers"]) >= 1
+
+
+def test_behind_nginx_over_uwsgi_fastcgi_and_http(serve, tmp_path):
+    up, fc = free_port(), free_port()
+    s = asgi(serve, "asgi_raw:app", "--uwsgi-socket", f"127.0.0.1:{up}", "--fastcgi-socket", f"127.0.0.1:{fc}")
+    port = free_port()
+    conf = f"""
+worker_processes 1;
+user root;
+pid {tmp_path}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp_path}/nginx/tmp; proxy_temp_path {tmp_path}/nginx/tmp;
+  fastcgi_temp_path {tmp_path}/nginx/tmp; uwsgi_temp_path {tmp_path}/nginx/tmp; scgi_temp_path {tmp_path}/nginx/tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    location /u/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up}; }}
+    location /f/ {{ include /etc/nginx/fastcgi_params; fastcgi_pass 127.0.0.1:{fc}; }}
+    location /h/ {{ proxy_pass http://127.0.0.1:{s.port}; proxy_http_version 1.1; }}
+  }}
+}}
+"""
+    nginx = start_nginx(tmp_path / "nginx", port, conf)
+    try:
+        for prefix in ("/u", "/f", "/h"):
+            base = f"http://127.0.0.1:{port}{prefix}"
+            r = requests.get(base + "/scope?q=1")
+            assert r.status_code == 200, (prefix, r.status_code, r.text, s.log())
+            scope = r.json()
+            assert scope["path"] == f"{prefix}/scope", prefix
+            assert scope["query_string"] == "q=1", prefix
+            assert scope["method"] == "GET"
+            data = os.urandom(300_000)
+            assert requests.post(base + "/count", data=data).text == str(len(data)), prefix
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
