@@ -261,6 +261,15 @@ options! {
         .value("auto|on|off")
         .defaults_to("auto")
         .help("ASGI lifespan events (startup and shutdown) in each worker. on: a failed startup, or an app without lifespan support, stops the server. auto: an app that raises on the lifespan scope is served without it. off: no lifespan events."),
+    ROOT_PATH = OptDef::new("root-path", Str, App)
+        .value("PATH")
+        .help("The URL prefix a proxy that strips it serves the app under (uvicorn's --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it). A request that carries its own SCRIPT_NAME keeps it."),
+    PROXY_HEADERS = OptDef::new("proxy-headers", Flag, App)
+        .help("Take the client's address and the scheme from X-Forwarded-For and X-Forwarded-Proto (or Forwarded) when the request comes from an address --forwarded-allow-ips trusts."),
+    FORWARDED_ALLOW_IPS = OptDef::new("forwarded-allow-ips", Str, App)
+        .value("IPS")
+        .defaults_to("127.0.0.1")
+        .help("The proxies --proxy-headers trusts: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any. $FORWARDED_ALLOW_IPS, as for uvicorn, when not given."),
     CHDIR = OptDef::new("chdir", Str, App)
         .value("DIR")
         .help("Change to DIR before loading the app."),
@@ -393,6 +402,9 @@ options! {
     GID = OptDef::new("gid", Str, Process)
         .value("GROUP")
         .help("Run as GROUP (name or number) after binding the sockets."),
+    LIMIT_CONCURRENCY = OptDef::new("limit-concurrency", Int, Limits)
+        .value("N")
+        .help("With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn's option)."),
     LIMIT_POST = OptDef::new("limit-post", Int, Limits)
         .value("BYTES")
         .help("Refuse request bodies larger than BYTES with 413 (no limit when not given)."),

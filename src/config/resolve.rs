@@ -292,6 +292,23 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         mounts,
         manage_script_name: r.flag(&opt::MANAGE_SCRIPT_NAME)?,
         vhost: r.flag(&opt::VHOST)?,
+        root_path: r
+            .string(&opt::ROOT_PATH)
+            .filter(|p| !p.trim_end_matches('/').is_empty()),
+        proxy_headers: if r.flag(&opt::PROXY_HEADERS)? {
+            let list = match r.given(&opt::FORWARDED_ALLOW_IPS) {
+                Some(v) => v.to_string(),
+                None => std::env::var("FORWARDED_ALLOW_IPS")
+                    .unwrap_or_else(|_| r.defaulted(&opt::FORWARDED_ALLOW_IPS).to_string()),
+            };
+            Some(
+                crate::request::wrappers::Trusted::parse_list(&list)
+                    .map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))?,
+            )
+        } else {
+            None
+        },
+        limit_concurrency: r.count(&opt::LIMIT_CONCURRENCY).map(|n| n.max(1) as usize),
         interface: if r.flag(&opt::ASGI)? {
             Interface::Asgi
         } else {

@@ -89,6 +89,11 @@ pub struct Config {
     pub vhost: bool,
     /// `--interface`/`--asgi`, `--loop`, `--lifespan`.
     pub interface: Interface,
+    /// `--root-path`, `--proxy-headers` (the trusted proxies), and
+    /// `--limit-concurrency`.
+    pub root_path: Option<String>,
+    pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
+    pub limit_concurrency: Option<usize>,
     pub asgi: AsgiSettings,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,

@@ -10,6 +10,7 @@ mod handler;
 mod response;
 pub mod router;
 mod vars;
+pub mod wrappers;
 
 pub use body::{
     BodyError, BodyStream, ChunkSource, FileBody, FileEnd, FileRegion, RequestBody, SENDFILE_MIN,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::request::router::Router;
+use crate::request::wrappers::{LimitConcurrency, ProxyHeaders, RootPath};
 use crate::request::{Handler, RequestObserver};
 
 pub fn app_name(cfg: &Config) -> String {
@@ -103,6 +104,21 @@ impl Apps {
     }
 }
 
+/// The wrappers the options ask for, around the routed apps: the root path
+/// is set before the proxy headers are read, and the limit comes first.
+fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
+    if let Some(root) = &cfg.root_path {
+        handler = Arc::new(RootPath::new(handler, root));
+    }
+    if let Some(trusted) = &cfg.proxy_headers {
+        handler = Arc::new(ProxyHeaders::new(handler, trusted.clone()));
+    }
+    if let Some(n) = cfg.limit_concurrency {
+        handler = Arc::new(LimitConcurrency::new(handler, n));
+    }
+    handler
+}
+
 /// Starts Python, imports the apps, and routes between them.
 pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     python::initialize(cfg.home.as_deref())?;
@@ -130,6 +146,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             cfg.vhost,
         ))
     };
+    let handler = wrap(cfg, handler);
     Ok(Apps {
         handler,
         python: loaded.host,

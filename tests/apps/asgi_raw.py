@@ -20,7 +20,8 @@ async def app(scope, receive, send):
             else:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    path = scope["path"]
+    # Routes are relative to root_path, which the path starts with.
+    path = scope["path"][len(scope.get("root_path", "")):]
     # Behind nginx the tests put a prefix (/u, /f, /h) in front.
     if path[:3] in ("/u/", "/f/", "/h/"):
         path = path[2:]

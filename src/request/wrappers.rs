@@ -1,0 +1,352 @@
+//! Handlers that wrap another, for any kind of app (WSGI or ASGI):
+//! `--root-path`, `--proxy-headers` and `--limit-concurrency`, named as
+//! uvicorn names them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use super::body::{BodyError, BodyStream, ChunkSource, FileRegion};
+use super::handler::{Handler, Request, Responding};
+use super::response::{Response, ResponseBody};
+use super::vars::{Var, VarName};
+
+fn position(vars: &[(VarName, Bytes)], v: Var) -> Option<usize> {
+    vars.iter().position(|(k, _)| *k == VarName::Known(v))
+}
+
+fn set(vars: &mut Vec<(VarName, Bytes)>, v: Var, value: Bytes) {
+    match position(vars, v) {
+        Some(i) => vars[i].1 = value,
+        None => vars.push((VarName::Known(v), value)),
+    }
+}
+
+/// `--root-path`: the app is mounted at this prefix by a proxy that
+/// strips it. SCRIPT_NAME (WSGI) and `root_path` (ASGI) say it; PATH_INFO
+/// stays as the request had it, and an ASGI `path` starts with it.
+pub struct RootPath {
+    inner: Arc<dyn Handler>,
+    root: Bytes,
+}
+
+impl RootPath {
+    pub fn new(inner: Arc<dyn Handler>, root: &str) -> RootPath {
+        RootPath {
+            inner,
+            root: Bytes::copy_from_slice(root.trim_end_matches('/').as_bytes()),
+        }
+    }
+}
+
+impl Handler for RootPath {
+    fn handle(self: Arc<Self>, mut req: Request) -> Responding {
+        let given =
+            position(&req.vars, Var::SCRIPT_NAME).is_some_and(|i| !req.vars[i].1.is_empty());
+        if !given {
+            set(&mut req.vars, Var::SCRIPT_NAME, self.root.clone());
+        }
+        self.inner.clone().handle(req)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+}
+
+/// An address or a network (`10.0.0.0/8`, `::1`), or `*` for any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trusted {
+    Any,
+    Net(IpAddr, u8),
+}
+
+impl Trusted {
+    /// `--forwarded-allow-ips`: a comma-separated list.
+    pub fn parse_list(list: &str) -> Result<Vec<Trusted>, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s == "*" {
+                    return Ok(Trusted::Any);
+                }
+                let (addr, bits) = match s.split_once('/') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (s, None),
+                };
+                let ip: IpAddr = addr
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let bits = match bits {
+                    Some(b) => b
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|b| *b <= max)
+                        .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+                    None => max,
+                };
+                Ok(Trusted::Net(ip, bits))
+            })
+            .collect()
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self, ip) {
+            (Trusted::Any, _) => true,
+            (Trusted::Net(IpAddr::V4(net), bits), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);
+                u32::from(*net) & mask == u32::from(ip) & mask
+            }
+            (Trusted::Net(IpAddr::V6(net), bits), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*bits)).unwrap_or(0);
+                u128::from(*net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `--proxy-headers`: behind a trusted proxy (`--forwarded-allow-ips`),
+/// the client's address and scheme come from `X-Forwarded-For` and
+/// `X-Forwarded-Proto`, or from `Forwarded` (RFC 7239).
+pub struct ProxyHeaders {
+    inner: Arc<dyn Handler>,
+    trusted: Vec<Trusted>,
+}
+
+impl ProxyHeaders {
+    pub fn new(inner: Arc<dyn Handler>, trusted: Vec<Trusted>) -> ProxyHeaders {
+        ProxyHeaders { inner, trusted }
+    }
+
+    fn trusts(&self, addr: &[u8]) -> bool {
+        std::str::from_utf8(addr)
+            .ok()
+            .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+            .is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
+    }
+
+    /// The client of a chain of proxies: from the right, the first hop not
+    /// trusted, else the leftmost (as uvicorn).
+    fn client<'a>(&self, hops: &[&'a str]) -> Option<&'a str> {
+        hops.iter()
+            .rev()
+            .find(|h| !self.trusts(h.as_bytes()))
+            .or(hops.first())
+            .copied()
+    }
+
+    fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>) {
+        let remote = position(vars, Var::REMOTE_ADDR).map(|i| vars[i].1.clone());
+        if !remote.is_some_and(|r| self.trusts(&r)) {
+            return;
+        }
+        let header = |vars: &[(VarName, Bytes)], name: &[u8]| {
+            vars.iter()
+                .find(|(k, _)| k.as_bytes() == name)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_string))
+        };
+        let mut client = None;
+        let mut proto = None;
+        if let Some(xff) = header(vars, b"HTTP_X_FORWARDED_FOR") {
+            let hops: Vec<&str> = xff
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect();
+            client = self.client(&hops).map(str::to_string);
+            proto = header(vars, b"HTTP_X_FORWARDED_PROTO").map(|p| {
+                p.split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        } else if let Some(fwd) = header(vars, b"HTTP_FORWARDED") {
+            let mut fors = Vec::new();
+            for element in fwd.split(',') {
+                for pair in element.split(';') {
+                    let Some((k, v)) = pair.trim().split_once('=') else {
+                        continue;
+                    };
+                    let v = v.trim().trim_matches('"');
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "for" => fors.push(v.to_string()),
+                        "proto" if proto.is_none() => proto = Some(v.to_ascii_lowercase()),
+                        _ => {}
+                    }
+                }
+            }
+            let hops: Vec<&str> = fors.iter().map(|f| strip_port(f)).collect();
+            client = self.client(&hops).map(str::to_string);
+        }
+        if let Some(c) = client {
+            set(vars, Var::REMOTE_ADDR, Bytes::from(c));
+            set(vars, Var::REMOTE_PORT, Bytes::from_static(b"0"));
+        }
+        match proto.as_deref() {
+            Some("https" | "wss") => {
+                set(vars, Var::REQUEST_SCHEME, Bytes::from_static(b"https"));
+                set(vars, Var::HTTPS, Bytes::from_static(b"on"));
+            }
+            Some("http" | "ws") => {
+                set(vars, Var::REQUEST_SCHEME, Bytes::from_static(b"http"));
+                if let Some(i) = position(vars, Var::HTTPS) {
+                    vars.remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `for=` values: `192.0.2.1:4711`, `"[2001:db8::1]:4711"`.
+fn strip_port(v: &str) -> &str {
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match v.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        _ => v,
+    }
+}
+
+impl Handler for ProxyHeaders {
+    fn handle(self: Arc<Self>, mut req: Request) -> Responding {
+        self.rewrite(&mut req.vars);
+        self.inner.clone().handle(req)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+}
+
+/// `--limit-concurrency N`: with N requests in flight in this worker
+/// (until their responses are sent), the next one gets 503.
+pub struct LimitConcurrency {
+    inner: Arc<dyn Handler>,
+    limit: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl LimitConcurrency {
+    pub fn new(inner: Arc<dyn Handler>, limit: usize) -> LimitConcurrency {
+        LimitConcurrency {
+            inner,
+            limit,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A streamed body that counts as in flight until it ends.
+struct Counted {
+    body: BodyStream,
+    _in_flight: InFlight,
+}
+
+impl ChunkSource for Counted {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.body.poll_chunk(cx)
+    }
+
+    fn take_file(&mut self) -> Option<FileRegion> {
+        self.body.take_file()
+    }
+}
+
+impl Handler for LimitConcurrency {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Box::pin(async {
+                Response::plain(503, "Service Unavailable", "Service Unavailable\n")
+            });
+        }
+        let in_flight = InFlight(self.in_flight.clone());
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let mut resp = inner.handle(req).await;
+            if let ResponseBody::Stream { first, rest } = resp.body {
+                resp.body = ResponseBody::Stream {
+                    first,
+                    rest: BodyStream::new(Counted {
+                        body: rest,
+                        _in_flight: in_flight,
+                    }),
+                };
+            }
+            resp
+        })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency().min(self.limit.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let t = Trusted::parse_list("127.0.0.1, 10.0.0.0/8,::1, fd00::/8").unwrap();
+        assert!(t[0].contains(ip("127.0.0.1")));
+        assert!(!t[0].contains(ip("127.0.0.2")));
+        assert!(t[1].contains(ip("10.200.3.4")));
+        assert!(!t[1].contains(ip("11.0.0.1")));
+        assert!(t[2].contains(ip("::1")));
+        assert!(t[3].contains(ip("fd12::5")));
+        assert!(t[0].contains(ip("::ffff:127.0.0.1")));
+        assert!(Trusted::parse_list("*").unwrap()[0].contains(ip("8.8.8.8")));
+        assert!(Trusted::parse_list("10.0.0.0/33").is_err());
+        assert!(Trusted::parse_list("example.com").is_err());
+    }
+
+    #[test]
+    fn the_client_is_the_first_untrusted_hop_from_the_right() {
+        let p = ProxyHeaders {
+            inner: Arc::new(Nothing),
+            trusted: Trusted::parse_list("127.0.0.1,10.0.0.0/8").unwrap(),
+        };
+        assert_eq!(p.client(&["1.2.3.4", "10.0.0.5"]), Some("1.2.3.4"));
+        assert_eq!(
+            p.client(&["6.6.6.6", "1.2.3.4", "10.0.0.5"]),
+            Some("1.2.3.4")
+        );
+        assert_eq!(p.client(&["10.0.0.7", "10.0.0.5"]), Some("10.0.0.7"));
+        assert_eq!(strip_port("[2001:db8::1]:4711"), "2001:db8::1");
+        assert_eq!(strip_port("192.0.2.1:4711"), "192.0.2.1");
+        assert_eq!(strip_port("2001:db8::1"), "2001:db8::1");
+    }
+
+    struct Nothing;
+    impl Handler for Nothing {
+        fn handle(self: Arc<Self>, _: Request) -> Responding {
+            Box::pin(async { Response::plain(200, "OK", "") })
+        }
+    }
+}

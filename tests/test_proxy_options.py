@@ -1,0 +1,83 @@
+"""Options for running behind a proxy, for WSGI and ASGI apps alike
+(uvicorn's names): --root-path, --proxy-headers with --forwarded-allow-ips,
+and --limit-concurrency."""
+import socket
+
+import pytest
+import requests
+
+from helpers import APPS, VENV, wait_for
+
+WSGI_APP = """
+import json
+def application(environ, start_response):
+    body = json.dumps({k: environ.get(k) for k in ("SCRIPT_NAME", "PATH_INFO", "REMOTE_ADDR", "REMOTE_PORT")}
+                      | {"scheme": environ["wsgi.url_scheme"]}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+"""
+
+
+@pytest.fixture
+def wsgi_app(tmp_path):
+    p = tmp_path / "seen.py"
+    p.write_text(WSGI_APP)
+    return str(p)
+
+
+def asgi(serve, *args):
+    return serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", *args)
+
+
+def test_root_path(serve, wsgi_app):
+    s = serve("--wsgi-file", wsgi_app, "--root-path", "/api/")
+    seen = requests.get(s.url + "/items").json()
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/api", "/items")
+    s = asgi(serve, "--root-path", "/api")
+    scope = requests.get(s.url + "/scope").json()
+    assert (scope["root_path"], scope["path"]) == ("/api", "/api/scope")
+
+
+def test_proxy_headers_from_a_trusted_proxy(serve, wsgi_app):
+    forwarded = {"X-Forwarded-For": "203.0.113.9, 127.0.0.1", "X-Forwarded-Proto": "https"}
+    s = serve("--wsgi-file", wsgi_app, "--proxy-headers")
+    seen = requests.get(s.url, headers=forwarded).json()
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("203.0.113.9", "https")
+    seen = requests.get(s.url, headers={"Forwarded": 'for="[2001:db8::7]:4711";proto=https'}).json()
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("2001:db8::7", "https")
+    s = asgi(serve, "--proxy-headers", "--forwarded-allow-ips", "10.0.0.0/8,127.0.0.0/8")
+    scope = requests.get(s.url + "/scope", headers=forwarded).json()
+    assert (scope["client"], scope["scheme"]) == (["203.0.113.9", 0], "https")
+
+
+def test_proxy_headers_are_ignored_unless_asked_and_trusted(serve, wsgi_app):
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    s = serve("--wsgi-file", wsgi_app)
+    seen = requests.get(s.url, headers=forwarded).json()
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("127.0.0.1", "http")
+    s = serve("--wsgi-file", wsgi_app, "--proxy-headers", "--forwarded-allow-ips", "10.0.0.1")
+    seen = requests.get(s.url, headers=forwarded).json()
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("127.0.0.1", "http")
+
+
+def test_a_bad_trusted_list_is_a_clear_error(serve, wsgi_app):
+    from helpers import run_fail
+    code, out = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", wsgi_app, "--proxy-headers",
+                   "--forwarded-allow-ips", "10.0.0.0/40")
+    assert code != 0 and "--forwarded-allow-ips" in out and "prefix" in out
+
+
+def test_limit_concurrency(serve):
+    s = asgi(serve, "--processes", "1", "--limit-concurrency", "2")
+    streams = []
+    for _ in range(2):
+        c = socket.create_connection(("127.0.0.1", s.port))
+        c.sendall(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"tick" in c.recv(4096)
+        streams.append(c)
+    r = requests.get(s.url + "/")
+    assert r.status_code == 503
+    streams.pop().close()
+    wait_for(lambda: requests.get(s.url + "/").status_code == 200, what="a slot freed")
+    for c in streams:
+        c.close()
