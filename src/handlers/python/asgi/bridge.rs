@@ -1,47 +1,19 @@
 //! The loop thread's side: the jobs the worker's tokio thread posts, and
 //! the `Bridge` object the loop calls when its wake-up pipe is readable.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pyo3::prelude::*;
 
-use super::exchange::{Exchange, Ready, Receive, Send, body_message, disconnect_message};
-use super::host::{AsgiApp, AsgiHost};
+use super::exchange::{AppEnd, Exchange, Receive, Send};
+use super::host::{AsgiApp, AsgiHost, Job, LifespanApp, LoopObjects};
+use super::ready::Ready;
 use super::scope::{Fields, ScopeKeys, http_scope};
+use crate::config::LifespanMode;
 use crate::request::VarName;
-
-/// The loop and what each request needs of it, made on the loop thread.
-pub(super) struct LoopObjects {
-    pub(super) event_loop: Py<PyAny>,
-    pub(super) create_task: Py<PyAny>,
-    pub(super) create_future: Py<PyAny>,
-    /// A done awaitable that gives None: what `send()` returns.
-    pub(super) ready: Py<Ready>,
-    pub(super) keys: ScopeKeys,
-}
-
-pub(super) enum Job {
-    Start(Start),
-    /// Resolves futures the app awaits (`receive()`, a waiting `send()`).
-    Settle(Vec<Py<PyAny>>, Settlement),
-    Stop,
-}
-
-pub(super) struct Start {
-    pub(super) app: Arc<AsgiApp>,
-    pub(super) vars: Vec<(VarName, Bytes)>,
-    /// The request body, when it was read whole.
-    pub(super) whole: Option<Bytes>,
-    pub(super) exchange: Arc<Exchange>,
-}
-
-pub(super) enum Settlement {
-    Body(Bytes, bool),
-    Disconnect,
-    Nothing,
-}
 
 #[pyclass(module = "oxgate")]
 pub(super) struct Bridge {
@@ -58,61 +30,6 @@ impl Bridge {
             started: Mutex::new(Some(started)),
             spare: Mutex::new(Vec::new()),
         }
-    }
-
-    fn run(&self, py: Python<'_>, job: Job) {
-        match job {
-            Job::Start(s) => {
-                let exchange = s.exchange.clone();
-                if let Err(e) = self.start(py, s) {
-                    crate::say!("oxgate: internal error while starting an ASGI request: {e}");
-                    exchange.ended(super::exchange::AppEnd::Failed);
-                }
-            }
-            Job::Settle(waiters, settlement) => {
-                let value = match settlement {
-                    Settlement::Body(b, more) => body_message(py, &b, more).map(|d| d.into_any()),
-                    Settlement::Disconnect => disconnect_message(py).map(|d| d.into_any()),
-                    Settlement::Nothing => Ok(py.None().into_bound(py)),
-                };
-                let Ok(value) = value else { return };
-                for fut in waiters {
-                    let fut = fut.bind(py);
-                    // A future the app cancelled (a timeout) is done already.
-                    if fut
-                        .call_method0("done")
-                        .and_then(|d| d.is_truthy())
-                        .is_ok_and(|done| !done)
-                    {
-                        let _ = fut.call_method1("set_result", (&value,));
-                    }
-                }
-            }
-            Job::Stop => {
-                if let Some(o) = self.host.loop_objects.get() {
-                    let _ = o.event_loop.call_method0(py, "stop");
-                }
-            }
-        }
-    }
-
-    fn start(&self, py: Python<'_>, s: Start) -> PyResult<()> {
-        let objects = self
-            .host
-            .loop_objects
-            .get()
-            .expect("jobs run on a started loop");
-        let fields = Fields::of(&s.vars);
-        let scope = http_scope(py, &objects.keys, &s.vars, &fields, &s.app.state)?;
-        let receive = Py::new(py, Receive::new(s.exchange.clone(), s.whole))?;
-        let send = Py::new(py, Send::new(s.exchange, fields.request_line()))?;
-        let coro = self
-            .host
-            .helpers
-            .run_http
-            .call1(py, (&s.app.callable, scope, receive, send))?;
-        objects.create_task.call1(py, (coro,))?;
-        Ok(())
     }
 }
 
@@ -158,9 +75,127 @@ impl Bridge {
     fn _drain(&self, py: Python<'_>) {
         let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
         let mut jobs = self.host.take_jobs(spare);
+        let objects = self
+            .host
+            .loop_objects
+            .get()
+            .expect("jobs come once the loop is up");
         for job in jobs.drain(..) {
-            self.run(py, job);
+            job(py, objects);
         }
         *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = jobs;
+    }
+}
+
+/// Starts an HTTP request's app call on the loop thread: the scope, the
+/// `receive` and `send` callables, and the task.
+pub(super) fn start_request(
+    py: Python<'_>,
+    objects: &LoopObjects,
+    app: &AsgiApp,
+    vars: Vec<(VarName, Bytes)>,
+    whole: Option<Bytes>,
+    exchange: Arc<Exchange>,
+) {
+    let run = || -> PyResult<()> {
+        let fields = Fields::of(&vars);
+        let scope = http_scope(py, &objects.keys, &vars, &fields, &app.state)?;
+        let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
+        let send = Py::new(py, Send::new(exchange.clone(), fields.request_line()))?;
+        let coro = app
+            .host
+            .helpers
+            .run_http
+            .call1(py, (&app.callable, scope, receive, send))?;
+        objects.create_task.call1(py, (coro,))?;
+        Ok(())
+    };
+    if let Err(e) = run() {
+        crate::say!("oxgate: internal error while starting an ASGI request: {e}");
+        exchange.ended(AppEnd::Failed);
+    }
+}
+
+impl AsgiHost {
+    /// Starts the loop thread and runs the apps' lifespan startup. Called
+    /// in each worker after the fork (no thread may exist before it).
+    /// Returns the loop's name, or why the app may not serve.
+    pub fn start(self: &Arc<Self>) -> Result<String, String> {
+        let (rx, tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot make the ASGI loop's wake-up pipe: {e}"))?;
+        let read_fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
+        let _ = self.wake.set((rx, tx));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let host = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("oxgate-asgi".into())
+            .spawn(move || {
+                Python::attach(|py| {
+                    let bridge = Bridge::new(host.clone(), started_tx.clone());
+                    let apps: Vec<LifespanApp> = host
+                        .apps
+                        .lock()
+                        .expect("not poisoned")
+                        .iter()
+                        .map(|(n, a, s)| (n.clone(), a.clone_ref(py), s.clone_ref(py)))
+                        .collect();
+                    let mode = match host.settings.lifespan {
+                        LifespanMode::Auto => "auto",
+                        LifespanMode::On => "on",
+                        LifespanMode::Off => "off",
+                    };
+                    let result = Py::new(py, bridge).and_then(|bridge| {
+                        host.helpers.serve.call1(
+                            py,
+                            (
+                                bridge,
+                                apps,
+                                mode,
+                                host.settings.event_loop.name(),
+                                read_fd,
+                                host.settings.shutdown_timeout.as_secs_f64(),
+                            ),
+                        )
+                    });
+                    if let Err(e) = result {
+                        let _ = started_tx.send(Err(format!("the ASGI loop failed: {e}")));
+                    }
+                });
+                host.running.store(false, Ordering::Release);
+            })
+            .map_err(|e| format!("cannot start the ASGI thread: {e}"))?;
+        *self.thread.lock().expect("not poisoned") = Some(handle);
+        let started = started_rx
+            .recv()
+            .unwrap_or_else(|_| Err("the ASGI loop ended before it started".into()));
+        match started {
+            Ok(name) => {
+                self.running.store(true, Ordering::Release);
+                Ok(name)
+            }
+            Err(e) => {
+                self.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the lifespan shutdown and stops the loop: after the last
+    /// request, on a graceful stop, a reload or a recycle.
+    pub fn stop(&self) {
+        if self.running.swap(false, Ordering::AcqRel) {
+            self.post(Box::new(|py, objects| {
+                let _ = objects.event_loop.call_method0(py, "stop");
+            }));
+        }
+        self.join();
+    }
+
+    fn join(&self) {
+        let handle = self.thread.lock().expect("not poisoned").take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
-use super::bridge::{Job, Settlement, Start};
-use super::exchange::{AppEnd, Exchange, Head, State};
+use super::bridge::start_request;
+use super::exchange::{AppEnd, Exchange, Head, Settlement, State, post_settle};
 use super::host::{AsgiApp, Slot};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Handler, Request, RequestBody, Responding, Response,
@@ -47,11 +47,9 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
     };
     let slot = host.begin(&vars, protocol);
     let exchange = Arc::new(Exchange::new(host.clone(), whole.is_some()));
-    host.post(Job::Start(Start {
-        app,
-        vars,
-        whole,
-        exchange: exchange.clone(),
+    let shared = exchange.clone();
+    host.post(Box::new(move |py, objects| {
+        start_request(py, objects, &app, vars, whole, shared);
     }));
     let mut driver = Driver {
         exchange,
@@ -94,16 +92,17 @@ struct Driver {
 
 impl Driver {
     /// Reads the next request body chunk if the app is waiting for one,
-    /// and hands it over.
-    fn pump(&mut self, cx: &mut Context<'_>) {
+    /// and hands it over. True when it waits for the client's bytes (the
+    /// body stream will wake the task).
+    fn pump(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(body) = self.body.as_mut() else {
-            return;
+            return false;
         };
         if !self.exchange.lock().body_wanted {
-            return;
+            return false;
         }
         let settlement = match body.poll_chunk(cx) {
-            Poll::Pending => return,
+            Poll::Pending => return true,
             Poll::Ready(Some(Ok(b))) => Settlement::Body(b, true),
             Poll::Ready(None) => {
                 self.body = None;
@@ -123,11 +122,12 @@ impl Driver {
             }
             std::mem::take(&mut st.receive_waiters)
         };
-        self.exchange.host.post(Job::Settle(waiters, settlement));
+        post_settle(&self.exchange.host, waiters, settlement);
+        false
     }
 
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Headed> {
-        self.pump(cx);
+        let parked = self.pump(cx);
         let mut st = self.exchange.lock();
         if let Some(e) = &self.client_error
             && !st.started
@@ -166,7 +166,7 @@ impl Driver {
                 "Internal Server Error\n",
             )));
         }
-        keep_waker(&mut st, cx);
+        keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
     }
 }
@@ -180,9 +180,7 @@ fn take_chunk(slot: &mut Slot, exchange: &Exchange, st: &mut State) -> Option<By
     slot.outcome.switches += 1;
     if st.queued <= SEND_LOW && !st.send_waiters.is_empty() {
         let waiters = std::mem::take(&mut st.send_waiters);
-        exchange
-            .host
-            .post(Job::Settle(waiters, Settlement::Nothing));
+        post_settle(&exchange.host, waiters, Settlement::Nothing);
     }
     Some(chunk)
 }
@@ -203,16 +201,22 @@ fn whole_body(st: &mut State) -> Bytes {
     }
 }
 
-fn keep_waker(st: &mut State, cx: &Context<'_>) {
+/// Leaves the task's waker for the loop thread. A `receive()` that asked
+/// for body bytes while `pump` was not waiting on the client (`parked`)
+/// may have found no waker to wake: poll again.
+fn keep_waker(st: &mut State, cx: &Context<'_>, parked: bool, has_body: bool) {
     match &st.waker {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => st.waker = Some(cx.waker().clone()),
+    }
+    if has_body && !parked && st.body_wanted {
+        cx.waker().wake_by_ref();
     }
 }
 
 impl ChunkSource for Driver {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        self.pump(cx);
+        let parked = self.pump(cx);
         let mut st = self.exchange.lock();
         if let Some(c) = take_chunk(&mut self.slot, &self.exchange, &mut st) {
             return Poll::Ready(Some(Ok(c)));
@@ -229,7 +233,7 @@ impl ChunkSource for Driver {
                 "the ASGI app ended without completing its response",
             ))));
         }
-        keep_waker(&mut st, cx);
+        keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
     }
 }
@@ -250,10 +254,10 @@ impl Drop for Driver {
         self.slot.outcome.failed |= failed;
         let host = &self.exchange.host;
         if !receivers.is_empty() {
-            host.post(Job::Settle(receivers, Settlement::Disconnect));
+            post_settle(host, receivers, Settlement::Disconnect);
         }
         if !senders.is_empty() {
-            host.post(Job::Settle(senders, Settlement::Nothing));
+            post_settle(host, senders, Settlement::Nothing);
         }
     }
 }

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use super::super::buffers::to_bytes;
-use super::bridge::LoopObjects;
-use super::host::AsgiHost;
+use super::host::{AsgiHost, LoopObjects};
+use super::ready::Ready;
 
 /// Response bytes queued for the connection before `send()` makes the app
 /// wait: a slow client does not make the worker buffer without bound.
@@ -95,50 +95,6 @@ impl Exchange {
             .get()
             .ok_or_else(|| PyRuntimeError::new_err("the ASGI loop is not running"))
     }
-}
-
-/// An awaitable that is already done: `await` returns its value at once,
-/// without a trip through the event loop.
-#[pyclass(module = "oxgate")]
-pub(super) struct Ready {
-    value: Option<Py<PyAny>>,
-}
-
-impl Ready {
-    pub(super) fn new(value: Option<Py<PyAny>>) -> Ready {
-        Ready { value }
-    }
-}
-
-#[pymethods]
-impl Ready {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<()> {
-        let value = self.value.take().unwrap_or_else(|| py.None());
-        Err(PyStopIteration::new_err((value,)))
-    }
-
-    fn send(&mut self, py: Python<'_>, _arg: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.__next__(py)
-    }
-
-    #[pyo3(signature = (exc, *_rest))]
-    fn throw(
-        &mut self,
-        exc: &Bound<'_, PyAny>,
-        _rest: &Bound<'_, pyo3::types::PyTuple>,
-    ) -> PyResult<()> {
-        Err(PyErr::from_value(exc.clone()))
-    }
-
-    fn close(&mut self) {}
 }
 
 /// The message `receive()` gives once the request is over.
@@ -435,4 +391,38 @@ fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
 /// RFC 9110 tchar.
 fn is_token_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// What a future the app awaits is resolved with.
+pub(super) enum Settlement {
+    Body(Bytes, bool),
+    Disconnect,
+    Nothing,
+}
+
+/// Resolves futures the app awaits (`receive()`, a waiting `send()`), on
+/// the loop thread.
+pub(super) fn settle(py: Python<'_>, waiters: Vec<Py<PyAny>>, settlement: Settlement) {
+    let value = match settlement {
+        Settlement::Body(b, more) => body_message(py, &b, more).map(|d| d.into_any()),
+        Settlement::Disconnect => disconnect_message(py).map(|d| d.into_any()),
+        Settlement::Nothing => Ok(py.None().into_bound(py)),
+    };
+    let Ok(value) = value else { return };
+    for fut in waiters {
+        let fut = fut.bind(py);
+        // A future the app cancelled (a timeout) is done already.
+        if fut
+            .call_method0("done")
+            .and_then(|d| d.is_truthy())
+            .is_ok_and(|done| !done)
+        {
+            let _ = fut.call_method1("set_result", (&value,));
+        }
+    }
+}
+
+/// Hands `settle` to the loop thread.
+pub(super) fn post_settle(host: &AsgiHost, waiters: Vec<Py<PyAny>>, settlement: Settlement) {
+    host.post(Box::new(move |py, _| settle(py, waiters, settlement)));
 }

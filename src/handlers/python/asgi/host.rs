@@ -10,14 +10,31 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 
-use super::bridge::{Bridge, Job, LoopObjects};
-use crate::config::{AsgiSettings, LifespanMode};
+use super::ready::Ready;
+use super::scope::ScopeKeys;
+use crate::config::AsgiSettings;
 use crate::listen::Protocol;
 use crate::request::{Outcome, RequestObserver, VarName};
 
 /// How many requests one worker's request log and scoreboard follow at
 /// once; requests beyond are served but not logged one by one.
 pub const ASGI_CORES: usize = 1024;
+
+/// The loop and what each request needs of it, made on the loop thread.
+pub(super) struct LoopObjects {
+    pub(super) event_loop: Py<PyAny>,
+    pub(super) create_task: Py<PyAny>,
+    pub(super) create_future: Py<PyAny>,
+    /// A done awaitable that gives None: what `send()` returns.
+    pub(super) ready: Py<Ready>,
+    pub(super) keys: ScopeKeys,
+}
+
+/// An app's name, callable and lifespan state.
+pub(super) type LifespanApp = (String, Py<PyAny>, Py<PyDict>);
+
+/// Work for the loop thread, run there with the GIL.
+pub(super) type Job = Box<dyn FnOnce(Python<'_>, &LoopObjects) + Send>;
 
 /// The ASGI apps of one worker and the loop they run on.
 pub struct AsgiHost {
@@ -26,13 +43,13 @@ pub struct AsgiHost {
     pub(super) first_core: usize,
     /// What runs on the loop thread; set once the loop is up.
     pub(super) loop_objects: OnceLock<LoopObjects>,
-    inbox: Mutex<Vec<Job>>,
+    pub(super) inbox: Mutex<Vec<Job>>,
     /// Written to wake the loop; its other end is the loop's reader.
-    wake: OnceLock<(OwnedFd, OwnedFd)>,
-    running: AtomicBool,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(super) wake: OnceLock<(OwnedFd, OwnedFd)>,
+    pub(super) running: AtomicBool,
+    pub(super) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// (name, app, lifespan state) of each app, for the lifespan protocol.
-    apps: Mutex<Vec<(String, Py<PyAny>, Py<PyDict>)>>,
+    pub(super) apps: Mutex<Vec<LifespanApp>>,
     pub(super) helpers: Helpers,
     observer: OnceLock<Arc<dyn RequestObserver>>,
     free_cores: Mutex<Vec<usize>>,
@@ -125,86 +142,6 @@ impl AsgiHost {
 
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
         let _ = self.observer.set(observer);
-    }
-
-    /// Starts the loop thread and runs the apps' lifespan startup. Called
-    /// in each worker after the fork (no thread may exist before it).
-    /// Returns the loop's name, or why the app may not serve.
-    pub fn start(self: &Arc<Self>) -> Result<String, String> {
-        let (rx, tx) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| format!("cannot make the ASGI loop's wake-up pipe: {e}"))?;
-        let read_fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
-        let _ = self.wake.set((rx, tx));
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let host = self.clone();
-        let handle = std::thread::Builder::new()
-            .name("oxgate-asgi".into())
-            .spawn(move || {
-                Python::attach(|py| {
-                    let bridge = Bridge::new(host.clone(), started_tx.clone());
-                    let apps: Vec<(String, Py<PyAny>, Py<PyDict>)> = host
-                        .apps
-                        .lock()
-                        .expect("not poisoned")
-                        .iter()
-                        .map(|(n, a, s)| (n.clone(), a.clone_ref(py), s.clone_ref(py)))
-                        .collect();
-                    let mode = match host.settings.lifespan {
-                        LifespanMode::Auto => "auto",
-                        LifespanMode::On => "on",
-                        LifespanMode::Off => "off",
-                    };
-                    let result = Py::new(py, bridge).and_then(|bridge| {
-                        host.helpers.serve.call1(
-                            py,
-                            (
-                                bridge,
-                                apps,
-                                mode,
-                                host.settings.event_loop.name(),
-                                read_fd,
-                                host.settings.shutdown_timeout.as_secs_f64(),
-                            ),
-                        )
-                    });
-                    if let Err(e) = result {
-                        let _ = started_tx.send(Err(format!("the ASGI loop failed: {e}")));
-                    }
-                });
-                host.running.store(false, Ordering::Release);
-            })
-            .map_err(|e| format!("cannot start the ASGI thread: {e}"))?;
-        *self.thread.lock().expect("not poisoned") = Some(handle);
-        let started = started_rx
-            .recv()
-            .unwrap_or_else(|_| Err("the ASGI loop ended before it started".into()));
-        match started {
-            Ok(name) => {
-                self.running.store(true, Ordering::Release);
-                Ok(name)
-            }
-            Err(e) => {
-                self.join();
-                Err(e)
-            }
-        }
-    }
-
-    /// Runs the lifespan shutdown and stops the loop: after the last
-    /// request, on a graceful stop, a reload or a recycle.
-    pub fn stop(&self) {
-        if self.running.swap(false, Ordering::AcqRel) {
-            self.post(Job::Stop);
-        }
-        self.join();
-    }
-
-    fn join(&self) {
-        let handle = self.thread.lock().expect("not poisoned").take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
     }
 
     /// Whether the loop takes requests.

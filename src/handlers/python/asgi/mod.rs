@@ -13,6 +13,7 @@ mod bridge;
 mod driver;
 mod exchange;
 mod host;
+mod ready;
 mod scope;
 
 pub(super) use host::is_asgi;
