@@ -33,16 +33,6 @@ def loop_name(kind):
     return "asyncio" if kind == "auto" else "uvloop (not installed)"
 
 
-def is_asgi(app):
-    """--interface auto: an ASGI 3 app is a coroutine function, or an object
-    whose __call__ is one."""
-    import inspect
-    if inspect.iscoroutinefunction(app):
-        return True
-    call = getattr(app, "__call__", None)
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
 def _say(text):
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
     sys.stderr.flush()

@@ -82,6 +82,17 @@ def load(kind, target, callable_spec):
         return None, f"{head}: {type(e).__name__}: {e}\n{tb.rstrip()}{hint}"
 
 
+def is_asgi(app):
+    """--interface auto: an ASGI 3 app is a coroutine function, or an object
+    whose __call__ is one. (Here, not in asgi.py: a WSGI app's server never
+    imports asyncio.)"""
+    import inspect
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
 def log_exception(exc, what):
     """Writes an app's exception and its traceback to the log (stderr)."""
     text = "".join(traceback.format_exception(exc))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::asgi::{self, AsgiHost};
+use super::asgi::AsgiHost;
 use super::wsgi::{self, WsgiApp, WsgiHost};
 use crate::config::{AppSource, AppSpec, AsgiSettings, Interface};
 use crate::request::Handler;
@@ -81,9 +81,12 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             let is_asgi = match opts.interface {
                 Interface::Wsgi => false,
                 Interface::Asgi => true,
-                Interface::Auto => {
-                    asgi::is_asgi(app.bind(py)).map_err(|e| format!("internal: {e}"))?
-                }
+                Interface::Auto => host
+                    .helpers
+                    .is_asgi
+                    .call1(py, (&app,))
+                    .and_then(|r| r.extract(py))
+                    .map_err(|e| format!("internal: {e}"))?,
             };
             kinds.push((name.clone(), if is_asgi { "ASGI" } else { "WSGI" }));
             if !is_asgi {

@@ -75,14 +75,6 @@ fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     PyModule::from_code(py, &code, c"oxgate/asgi.py", c"_oxgate_asgi")
 }
 
-/// `--interface auto`: whether `app` is an ASGI 3 callable.
-pub(crate) fn is_asgi(app: &Bound<'_, PyAny>) -> PyResult<bool> {
-    module(app.py())?
-        .getattr("is_asgi")?
-        .call1((app,))?
-        .extract()
-}
-
 /// The loop `--loop` will pick, without importing it (for the start-up log).
 pub fn loop_name(kind: crate::config::LoopKind) -> String {
     Python::attach(|py| {

@@ -16,5 +16,4 @@ mod host;
 mod ready;
 mod scope;
 
-pub(super) use host::is_asgi;
 pub use host::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};
