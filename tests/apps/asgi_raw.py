@@ -5,6 +5,7 @@ import json
 import os
 
 MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
+ARRIVED = []
 
 
 async def app(scope, receive, send):
@@ -81,6 +82,16 @@ async def app(scope, receive, send):
         for _ in range(64):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/barrier":
+        # Answers once N requests are in at once (or says it gave up): only
+        # a server that runs them concurrently answers "all in".
+        n = int(scope["query_string"] or b"2")
+        ARRIVED.append(1)
+        for _ in range(1000):
+            if len(ARRIVED) >= n:
+                return await respond(send, 200, b"all in")
+            await asyncio.sleep(0.01)
+        await respond(send, 200, b"gave up")
     elif path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"0.5"))
         await respond(send, 200, b"slept")
