@@ -49,9 +49,11 @@ def raw_request(port, data, timeout=10, read_all=True):
         return b"".join(chunks)
 
 
-def run_fail(*args, cwd=ROOT):
-    """Runs oxgate to its end; returns its exit code and stderr."""
-    p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30, cwd=cwd)
+def run_fail(*args, cwd=ROOT, env=None, timeout=30):
+    """Runs oxgate to its end; returns its exit code and stderr. `env` is
+    added to this process's environment."""
+    p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                       env={**os.environ, **env} if env else None)
     return p.returncode, p.stderr
 
 

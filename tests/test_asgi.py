@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, BIN, VENV, free_port, start_nginx, wait_for
+from helpers import APPS, VENV, free_port, run_fail, start_nginx, wait_for
 
 # Headers that differ between servers by nature: the date, the server's
 # name, and the framing (a body the app sent whole, without a length, goes
@@ -213,12 +213,11 @@ def test_a_failed_startup_stops_the_server(serve, tmp_path):
         ("asgi_fastapi:app", {"ASGI_FAIL_STARTUP": "1"}, "the database is not there"),
         ("asgi_raw:app", {"ASGI_STARTUP_FAILED": "1"}, "application startup failed: no config"),
     ]:
-        p = subprocess.run(
-            [BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--home", str(VENV),
-             "--chdir", str(APPS), "--module", module, "--processes", "2", "--lifespan", "on"],
-            env={**os.environ, **env, "ASGI_MARKERS": str(tmp_path)}, capture_output=True, timeout=60)
-        assert p.returncode != 0
-        assert says in p.stderr.decode() + p.stdout.decode()
+        code, err = run_fail("--http-socket", f"127.0.0.1:{free_port()}", "--home", str(VENV),
+                             "--chdir", str(APPS), "--module", module, "--processes", "2", "--lifespan", "on",
+                             env={**env, "ASGI_MARKERS": str(tmp_path)}, timeout=60)
+        assert code != 0
+        assert says in err
 
 
 def test_a_failed_startup_with_lazy_apps_backs_off(serve, tmp_path):
@@ -237,10 +236,9 @@ def test_lifespan_auto_serves_an_app_without_it(serve, tmp_path):
     s = serve("--wsgi-file", str(app), "--callable", "app")
     assert requests.get(s.url).text == "ok"
     s.wait_log("lifespan' protocol appears unsupported")
-    p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{free_port()}",
-                        "--wsgi-file", str(app), "--callable", "app", "--lifespan", "on"],
-                       capture_output=True, timeout=60)
-    assert p.returncode != 0
+    code, _ = run_fail("--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(app), "--callable", "app",
+                       "--lifespan", "on", timeout=60)
+    assert code != 0
 
 
 def test_interface_choice(serve, tmp_path):

@@ -123,8 +123,9 @@ impl<'a> Values<'a> {
         self.count(key).map(|n| n * 1024 * 1024)
     }
     /// One of a fixed set of words (case-insensitive); the error lists them.
-    fn choice<T: Copy>(&self, key: Key, words: &[(&str, T)]) -> Result<T, ConfigError> {
+    fn choice<T: Words>(&self, key: Key) -> Result<T, ConfigError> {
         let v = self.defaulted(key).trim();
+        let words = T::WORDS;
         words
             .iter()
             .find(|(w, _)| w.eq_ignore_ascii_case(v))
@@ -312,33 +313,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         interface: if r.flag(&opt::ASGI)? {
             Interface::Asgi
         } else {
-            r.choice(
-                &opt::INTERFACE,
-                &[
-                    ("auto", Interface::Auto),
-                    ("wsgi", Interface::Wsgi),
-                    ("asgi", Interface::Asgi),
-                ],
-            )?
+            r.choice(&opt::INTERFACE)?
         },
         asgi: AsgiSettings {
-            event_loop: r.choice(
-                &opt::LOOP,
-                &[
-                    ("auto", LoopKind::Auto),
-                    ("asyncio", LoopKind::Asyncio),
-                    ("uvloop", LoopKind::Uvloop),
-                ],
-            )?,
+            event_loop: r.choice(&opt::LOOP)?,
             shutdown_timeout: r.duration(&opt::WORKER_RELOAD_MERCY),
-            lifespan: r.choice(
-                &opt::LIFESPAN,
-                &[
-                    ("auto", LifespanMode::Auto),
-                    ("on", LifespanMode::On),
-                    ("off", LifespanMode::Off),
-                ],
-            )?,
+            lifespan: r.choice(&opt::LIFESPAN)?,
         },
         chdir: r.path(&opt::CHDIR),
         pythonpath: r.paths(&opt::PYTHONPATH),

@@ -25,6 +25,19 @@ pub struct AppSpec {
     pub callable: String,
 }
 
+/// An option whose value is one of a few words: each word and its value,
+/// read by `resolve` and written back by `name` for the log.
+pub trait Words: Copy + PartialEq + 'static {
+    const WORDS: &'static [(&'static str, Self)];
+
+    fn name(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(w, _)| w)
+    }
+}
+
 /// How an app is called (`--interface`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interface {
@@ -32,6 +45,14 @@ pub enum Interface {
     Auto,
     Wsgi,
     Asgi,
+}
+
+impl Words for Interface {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("auto", Interface::Auto),
+        ("wsgi", Interface::Wsgi),
+        ("asgi", Interface::Asgi),
+    ];
 }
 
 /// `--lifespan`.
@@ -42,6 +63,14 @@ pub enum LifespanMode {
     Off,
 }
 
+impl Words for LifespanMode {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("auto", LifespanMode::Auto),
+        ("on", LifespanMode::On),
+        ("off", LifespanMode::Off),
+    ];
+}
+
 /// `--loop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopKind {
@@ -50,14 +79,12 @@ pub enum LoopKind {
     Uvloop,
 }
 
-impl LoopKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            LoopKind::Auto => "auto",
-            LoopKind::Asyncio => "asyncio",
-            LoopKind::Uvloop => "uvloop",
-        }
-    }
+impl Words for LoopKind {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("auto", LoopKind::Auto),
+        ("asyncio", LoopKind::Asyncio),
+        ("uvloop", LoopKind::Uvloop),
+    ];
 }
 
 /// What ASGI apps are run with.

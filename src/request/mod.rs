@@ -17,7 +17,7 @@ pub use body::{
 };
 pub use conn::ConnInfo;
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};
-pub use response::{Response, ResponseBody, head_size, reason_phrase};
+pub use response::{Response, ResponseBody, head_size, is_token_byte, reason_phrase};
 #[cfg(test)]
 pub use vars::test_vars;
 pub use vars::{

@@ -62,3 +62,35 @@ impl Response {
         }
     }
 }
+
+/// RFC 9110 tchar: the bytes allowed in a header name.
+pub fn is_token_byte(c: u8) -> bool {
+    const TOKEN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            t[c] = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                );
+            c += 1;
+        }
+        t
+    };
+    TOKEN[c as usize]
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, Words};
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::request::router::Router;
 use crate::request::wrappers::{LimitConcurrency, ProxyHeaders, RootPath};
@@ -90,16 +90,8 @@ impl Apps {
         Some(format!(
             "{} (--interface {}); ASGI apps run on {loop_name}, lifespan {}",
             apps.join(", "),
-            match cfg.interface {
-                crate::config::Interface::Auto => "auto",
-                crate::config::Interface::Wsgi => "wsgi",
-                crate::config::Interface::Asgi => "asgi",
-            },
-            match cfg.asgi.lifespan {
-                crate::config::LifespanMode::Auto => "auto",
-                crate::config::LifespanMode::On => "on",
-                crate::config::LifespanMode::Off => "off",
-            }
+            cfg.interface.name(),
+            cfg.asgi.lifespan.name()
         ))
     }
 }

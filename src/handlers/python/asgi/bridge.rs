@@ -12,7 +12,7 @@ use super::exchange::{AppEnd, Exchange, Receive, Send};
 use super::host::{AsgiApp, AsgiHost, Job, LifespanApp, LoopObjects};
 use super::ready::Ready;
 use super::scope::{Fields, ScopeKeys, http_scope};
-use crate::config::LifespanMode;
+use crate::config::Words;
 use crate::request::VarName;
 
 #[pyclass(module = "oxgate")]
@@ -140,18 +140,13 @@ impl AsgiHost {
                         .iter()
                         .map(|(n, a, s)| (n.clone(), a.clone_ref(py), s.clone_ref(py)))
                         .collect();
-                    let mode = match host.settings.lifespan {
-                        LifespanMode::Auto => "auto",
-                        LifespanMode::On => "on",
-                        LifespanMode::Off => "off",
-                    };
                     let result = Py::new(py, bridge).and_then(|bridge| {
                         host.helpers.serve.call1(
                             py,
                             (
                                 bridge,
                                 apps,
-                                mode,
+                                host.settings.lifespan.name(),
                                 host.settings.event_loop.name(),
                                 read_fd,
                                 host.settings.shutdown_timeout.as_secs_f64(),

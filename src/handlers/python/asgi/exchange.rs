@@ -14,6 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 use super::super::buffers::to_bytes;
 use super::host::{AsgiHost, LoopObjects};
 use super::ready::Ready;
+use crate::request::is_token_byte;
 
 /// Response bytes queued for the connection before `send()` makes the app
 /// wait: a slow client does not make the worker buffer without bound.
@@ -138,23 +139,19 @@ impl Receive {
             return Ok(Py::new(py, Ready::new(Some(msg.into_any().unbind())))?.into_any());
         }
         let objects = self.exchange.objects()?;
-        let waker = {
-            let mut st = self.exchange.lock();
-            if st.gone {
-                drop(st);
-                let msg = disconnect_message(py)?;
-                return Ok(Py::new(py, Ready::new(Some(msg.into_any().unbind())))?.into_any());
-            }
-            let fut = objects.create_future.call0(py)?;
-            st.receive_waiters.push(fut.clone_ref(py));
-            if !st.body_done {
-                st.body_wanted = true;
-            }
-            let waker = st.waker.take();
+        let mut st = self.exchange.lock();
+        if st.gone {
             drop(st);
-            (fut, waker)
-        };
-        let (fut, waker) = waker;
+            let msg = disconnect_message(py)?;
+            return Ok(Py::new(py, Ready::new(Some(msg.into_any().unbind())))?.into_any());
+        }
+        let fut = objects.create_future.call0(py)?;
+        st.receive_waiters.push(fut.clone_ref(py));
+        if !st.body_done {
+            st.body_wanted = true;
+        }
+        let waker = st.waker.take();
+        drop(st);
         if let Some(w) = waker {
             w.wake();
         }
@@ -350,7 +347,7 @@ fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
             let (name, value) = (name?, value?);
             let name = header_bytes(&name, "name")?;
             let value = header_bytes(&value, "value")?;
-            if name.is_empty() || !name.iter().all(|&c| is_token_byte(c)) {
+            if name.is_empty() || !name.iter().copied().all(is_token_byte) {
                 return Err(PyValueError::new_err(format!(
                     "invalid header name {:?}",
                     String::from_utf8_lossy(&name)
@@ -386,11 +383,6 @@ fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
         "header {what} must be bytes, not {}",
         v.get_type().name()?
     )))
-}
-
-/// RFC 9110 tchar.
-fn is_token_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 /// What a future the app awaits is resolved with.

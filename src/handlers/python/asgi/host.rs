@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyModule};
 
 use super::ready::Ready;
 use super::scope::ScopeKeys;
-use crate::config::AsgiSettings;
+use crate::config::{AsgiSettings, Words};
 use crate::listen::Protocol;
 use crate::request::{Outcome, RequestObserver, VarName};
 
@@ -52,8 +52,8 @@ pub struct AsgiHost {
     pub(super) apps: Mutex<Vec<LifespanApp>>,
     pub(super) helpers: Helpers,
     observer: OnceLock<Arc<dyn RequestObserver>>,
-    free_cores: Mutex<Vec<usize>>,
-    next_core: Mutex<usize>,
+    /// Slot numbers given back, and how many were ever handed out.
+    cores: Mutex<(Vec<usize>, usize)>,
 }
 
 pub(super) struct Helpers {
@@ -107,8 +107,7 @@ impl AsgiHost {
                 log_exception,
             },
             observer: OnceLock::new(),
-            free_cores: Mutex::new(Vec::new()),
-            next_core: Mutex::new(0),
+            cores: Mutex::new((Vec::new(), 0)),
         })
     }
 
@@ -167,16 +166,14 @@ impl AsgiHost {
 
     /// Takes a request slot and tells the observer the request started.
     pub(super) fn begin(self: &Arc<Self>, vars: &[(VarName, Bytes)], protocol: Protocol) -> Slot {
-        let index = self
-            .free_cores
-            .lock()
-            .expect("not poisoned")
-            .pop()
-            .unwrap_or_else(|| {
-                let mut next = self.next_core.lock().expect("not poisoned");
-                *next += 1;
-                *next - 1
-            });
+        let index = {
+            let mut cores = self.cores.lock().expect("not poisoned");
+            let (free, made) = &mut *cores;
+            free.pop().unwrap_or_else(|| {
+                *made += 1;
+                *made - 1
+            })
+        };
         let core = self.first_core + index;
         if let Some(o) = self.observer.get()
             && index < ASGI_CORES
@@ -210,9 +207,10 @@ impl Drop for Slot {
             o.finished(self.host.first_core + self.index, &self.outcome);
         }
         self.host
-            .free_cores
+            .cores
             .lock()
             .expect("not poisoned")
+            .0
             .push(self.index);
     }
 }

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::super::buffers::{to_bytes, with_scratch};
-use crate::request::{Response, ResponseBody};
+use crate::request::{Response, ResponseBody, is_token_byte};
 
 /// Status and headers, as `start_response` validated them.
 pub(crate) struct Head {
@@ -217,38 +217,6 @@ fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Hea
 /// Header names most responses carry, spelt as most apps spell them: kept
 /// as static bytes, not copied.
 const COMMON_HEADERS: [&str; 4] = ["Content-Type", "Content-Length", "Location", "Set-Cookie"];
-
-/// RFC 9110 tchar: the bytes allowed in a header name.
-fn is_token_byte(c: u8) -> bool {
-    const TOKEN: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut c = 0;
-        while c < 256 {
-            let b = c as u8;
-            t[c] = b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            c += 1;
-        }
-        t
-    };
-    TOKEN[c as usize]
-}
 
 /// Appends a str to `out` as ISO-8859-1, refusing code points above U+00FF.
 fn str_to_latin1(s: &Bound<'_, PyString>, out: &mut BytesMut) -> PyResult<()> {
