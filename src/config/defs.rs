@@ -261,6 +261,22 @@ options! {
         .value("auto|on|off")
         .defaults_to("auto")
         .help("ASGI lifespan events (startup and shutdown) in each worker. on: a failed startup, or an app without lifespan support, stops the server. auto: an app that raises on the lifespan scope is served without it. off: no lifespan events."),
+    WS = OptDef::new("ws", Str, App)
+        .value("auto|none")
+        .defaults_to("auto")
+        .help("WebSockets for ASGI apps: auto serves them (uvicorn's websockets, wsproto and websockets-sansio mean the same); none answers a WebSocket handshake as a plain HTTP request."),
+    WS_MAX_SIZE = OptDef::new("ws-max-size", Int, App)
+        .value("BYTES")
+        .defaults_to("16777216")
+        .help("Largest WebSocket message a client may send; a larger one closes the socket with 1009 (message too big)."),
+    WS_PING_INTERVAL = OptDef::new("ws-ping-interval", Str, App)
+        .value("SECONDS")
+        .defaults_to("20")
+        .help("Ping each open WebSocket this often (0: never)."),
+    WS_PING_TIMEOUT = OptDef::new("ws-ping-timeout", Str, App)
+        .value("SECONDS")
+        .defaults_to("20")
+        .help("Close a WebSocket (1011) whose client has not answered a ping in this time (0: wait for ever)."),
     ROOT_PATH = OptDef::new("root-path", Str, App)
         .value("PATH")
         .help("The URL prefix a proxy that strips it serves the app under (uvicorn's --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it). A request that carries its own SCRIPT_NAME keeps it."),

@@ -119,6 +119,18 @@ impl<'a> Values<'a> {
     fn duration(&self, key: Key) -> Duration {
         self.seconds(key).unwrap_or_else(|| no_default(key))
     }
+    /// Seconds that may have a fraction (uvicorn's `20.0`); 0 is off.
+    fn fractional_seconds(&self, key: Key) -> Result<Option<Duration>, ConfigError> {
+        let v = self.defaulted(key).trim();
+        match v.parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+            Ok(0.0) => Ok(None),
+            _ => Err(ConfigError(format!(
+                "--{}: {v:?} is not a number of seconds",
+                key.name
+            ))),
+        }
+    }
     fn megabytes(&self, key: Key) -> Option<u64> {
         self.count(key).map(|n| n * 1024 * 1024)
     }
@@ -319,6 +331,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             event_loop: r.choice(&opt::LOOP)?,
             shutdown_timeout: r.duration(&opt::WORKER_RELOAD_MERCY),
             lifespan: r.choice(&opt::LIFESPAN)?,
+            ws: WsSettings {
+                enabled: r.choice::<WsMode>(&opt::WS)? == WsMode::Auto,
+                max_size: r.count(&opt::WS_MAX_SIZE).unwrap_or(16 << 20) as usize,
+                ping_interval: r.fractional_seconds(&opt::WS_PING_INTERVAL)?,
+                ping_timeout: r.fractional_seconds(&opt::WS_PING_TIMEOUT)?,
+            },
         },
         chdir: r.path(&opt::CHDIR),
         pythonpath: r.paths(&opt::PYTHONPATH),

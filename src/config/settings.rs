@@ -71,6 +71,32 @@ impl Words for LifespanMode {
     ];
 }
 
+/// `--ws`: uvicorn's implementations all mean "serve WebSockets".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsMode {
+    Auto,
+    None,
+}
+
+impl Words for WsMode {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("auto", WsMode::Auto),
+        ("none", WsMode::None),
+        ("websockets", WsMode::Auto),
+        ("websockets-sansio", WsMode::Auto),
+        ("wsproto", WsMode::Auto),
+    ];
+}
+
+/// `--ws`, `--ws-max-size`, `--ws-ping-interval`, `--ws-ping-timeout`.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub enabled: bool,
+    pub max_size: usize,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+}
+
 /// `--loop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopKind {
@@ -94,6 +120,7 @@ pub struct AsgiSettings {
     pub lifespan: LifespanMode,
     /// How long the lifespan shutdown may take (`--worker-reload-mercy`).
     pub shutdown_timeout: Duration,
+    pub ws: WsSettings,
 }
 
 /// The resolved configuration the server runs on.

@@ -23,6 +23,9 @@ pub struct Request {
     pub is_head: bool,
     /// The protocol it came on: for the request log and metrics only.
     pub protocol: crate::listen::Protocol,
+    /// The front end can hand the connection over to the app (an HTTP/1.1
+    /// request with `Connection: upgrade`): see [`super::Session`].
+    pub upgradable: bool,
 }
 
 /// What a handler's answer is on its way as: boxed, so that a router can

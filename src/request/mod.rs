@@ -9,6 +9,7 @@ mod conn;
 mod handler;
 mod response;
 pub mod router;
+mod upgrade;
 mod vars;
 pub mod wrappers;
 
@@ -18,6 +19,7 @@ pub use body::{
 pub use conn::ConnInfo;
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};
 pub use response::{Response, ResponseBody, head_size, is_token_byte, reason_phrase};
+pub use upgrade::{GoingAway, Session, Upgraded, UpgradedIo};
 #[cfg(test)]
 pub use vars::test_vars;
 pub use vars::{

@@ -29,6 +29,9 @@ pub enum ResponseBody {
         first: Option<Bytes>,
         rest: BodyStream,
     },
+    /// A 101: the connection goes on to this session once the head is
+    /// written. Only for a request its front end marked `upgradable`.
+    Upgrade(super::upgrade::Session),
 }
 
 pub struct Response {

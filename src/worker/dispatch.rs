@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::frontend::gateway::{self, GatewaySettings, OneShot, RawConn};
 use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
-use crate::request::{ConnInfo, Handler};
+use crate::request::{ConnInfo, GoingAway, Handler};
 
 /// A connection as accepted.
 pub(super) struct Accepted {
@@ -62,6 +62,9 @@ pub(super) struct Shared {
     pub(super) handler: Arc<dyn Handler>,
     pub(super) front_end: FrontEnd,
     pub(super) stop: watch::Receiver<bool>,
+    /// Fires once the stop's mercy time is over: upgraded connections
+    /// (WebSockets) close then.
+    pub(super) going_away: GoingAway,
     /// Dropped when the connection ends: the stop waits for all of them.
     pub(super) alive: mpsc::Sender<()>,
 }
@@ -92,8 +95,9 @@ impl Shared {
         match &self.front_end {
             FrontEnd::Http(settings, flush) => {
                 let (settings, flush, stop) = (settings.clone(), flush.clone(), self.stop.clone());
+                let going_away = self.going_away.clone();
                 spawn_on_stream!(conn, |s, info| async move {
-                    serve_connection(s, info, handler, settings, flush, stop).await;
+                    serve_connection(s, info, handler, settings, flush, stop, going_away).await;
                     drop(alive);
                 });
             }

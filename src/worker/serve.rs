@@ -15,7 +15,7 @@ use crate::frontend::gateway::{GatewaySettings, OneShot};
 use crate::frontend::http::{FlushQueue, HttpSettings};
 use crate::listen::{Protocol, Socket};
 use crate::process;
-use crate::request::Handler;
+use crate::request::{GoingAway, Handler};
 
 /// What the front ends need from the configuration.
 pub struct FrontEnds {
@@ -48,6 +48,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the event loop: {e}"))
 }
 
+/// How long connections closing at the end of a stop's mercy time (a
+/// WebSocket's close handshake) have before the worker exits.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves the listeners until one of `stop_on` arrives, then lets requests
 /// in flight finish (bounded by `mercy`; a second signal stops at once).
 pub async fn serve(
@@ -65,6 +69,7 @@ pub async fn serve(
     // A worker's stop that came before these handlers was counted since its
     // fork (`stop_signal`).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (going_away_tx, going_away_rx) = watch::channel(false);
     let flush = Arc::new(FlushQueue::default());
     tokio::spawn(flush.clone().run());
     // Every connection holds a clone; when all are gone, so are the requests.
@@ -81,6 +86,7 @@ pub async fn serve(
             front_end,
             stop: stop_rx.clone(),
             alive: alive_tx.clone(),
+            going_away: GoingAway::new(going_away_rx.clone()),
         };
         accept::spawn_loop(socket, shared)?;
     }
@@ -100,7 +106,16 @@ pub async fn serve(
         _ = alive_rx.recv() => {}
         why = stop_signal(&mut signals, 2) => crate::say!("oxgate: second {why}, stopping now"),
         _ = tokio::time::sleep(mercy) => {
-            crate::say!("oxgate: requests still running after {}s, stopping anyway", mercy.as_secs());
+            // Open WebSockets close with 1001 ("going away") rather than
+            // being cut; they get a moment for the close handshake.
+            let _ = going_away_tx.send(true);
+            tokio::select! {
+                _ = alive_rx.recv() => {}
+                _ = tokio::time::sleep(CLOSE_GRACE) => crate::say!(
+                    "oxgate: requests still running after {}s, stopping anyway",
+                    mercy.as_secs()
+                ),
+            }
         }
     }
     Ok(())

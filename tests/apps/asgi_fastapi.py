@@ -5,7 +5,7 @@ import hashlib
 import os
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -98,3 +98,22 @@ async def text():
 @app.get("/fail")
 async def fail():
     raise ValueError("fastapi view failed")
+
+
+@app.websocket("/ws/{room}")
+async def ws_room(websocket: WebSocket, room: int, token: str | None = None):
+    if token is None:
+        await websocket.close(code=1008)
+        return
+    await websocket.accept(subprotocol=(websocket.scope["subprotocols"] or [None])[0])
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(f"{room}:{message['text']}")
+            else:
+                await websocket.send_json({"room": room, "bytes": len(message["bytes"])})
+    except WebSocketDisconnect:
+        pass

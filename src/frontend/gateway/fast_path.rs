@@ -100,11 +100,13 @@ pub async fn serve_fast(
             body,
             is_head,
             protocol,
+            upgradable: false,
         })
         .await;
     // A whole response in one buffer goes out with one non-blocking send.
     let whole = match &response.body {
-        ResponseBody::Empty => Some(Bytes::new()),
+        // Never upgradable: no session to run.
+        ResponseBody::Empty | ResponseBody::Upgrade(_) => Some(Bytes::new()),
         ResponseBody::Full(b) => Some(b.clone()),
         ResponseBody::Stream { .. } => None,
     };

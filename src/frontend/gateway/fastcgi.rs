@@ -264,6 +264,7 @@ where
             body,
             is_head,
             protocol: Protocol::Fastcgi,
+            upgradable: false,
         })
         .await;
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
@@ -273,7 +274,9 @@ where
     drop(headers);
     let mut out = Vec::with_capacity(head.len() + 64);
     match body {
-        ResponseBody::Empty => fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head),
+        ResponseBody::Empty | ResponseBody::Upgrade(_) => {
+            fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head)
+        }
         ResponseBody::Full(b) => {
             head.extend_from_slice(&b);
             fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);

@@ -167,6 +167,7 @@ pub async fn serve<S>(
             body,
             is_head,
             protocol,
+            upgradable: false,
         })
         .await;
     write_response(&mut wr, protocol, &version, response).await;

@@ -58,7 +58,7 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
     drop(headers);
     let result = async {
         match body {
-            ResponseBody::Empty => wr.write_all(&head).await,
+            ResponseBody::Empty | ResponseBody::Upgrade(_) => wr.write_all(&head).await,
             ResponseBody::Full(b) => {
                 head.extend_from_slice(&b);
                 wr.write_all(&head).await

@@ -108,7 +108,8 @@ pub(super) fn to_hyper(
     conn: Arc<ConnCtx>,
 ) -> hyper::Response<OxBody> {
     let kind = match resp.body {
-        ResponseBody::Empty => BodyKind::Empty,
+        // The session was taken by `handle`.
+        ResponseBody::Empty | ResponseBody::Upgrade(_) => BodyKind::Empty,
         ResponseBody::Full(b) => BodyKind::Full(Some(b)),
         ResponseBody::Stream { first, rest } => BodyKind::Stream {
             first,

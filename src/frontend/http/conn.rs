@@ -1,8 +1,7 @@
 //! One HTTP/1.1 connection: hyper drives it; this file adds the idle
 //! watchdog, the graceful stop and the call to the handler.
 
-use crate::request::Response;
-use crate::request::{ConnInfo, Handler};
+use crate::request::{ConnInfo, GoingAway, Handler, Response, ResponseBody};
 use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -75,6 +74,7 @@ pub async fn serve_connection<S: Peek>(
     settings: Arc<HttpSettings>,
     flush: Arc<FlushQueue>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    going_away: GoingAway,
 ) {
     if let Ok(Some(version)) =
         tokio::time::timeout(settings.head_timeout, unsupported_version(&stream)).await
@@ -107,6 +107,7 @@ pub async fn serve_connection<S: Peek>(
         progress,
         begun: TaskCounter::default(),
         finished: TaskCounter::default(),
+        upgrade: std::sync::Mutex::new(None),
     });
     let ctx = conn_ctx.clone();
     // Made at its size, so that a buffer it moves on to is no smaller.
@@ -114,20 +115,25 @@ pub async fn serve_connection<S: Peek>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
         ctx.begun.bump();
-        let (parts, body) = req.into_parts();
-        let head = convert_head(
+        let (mut parts, body) = req.into_parts();
+        // Only requests that ask to upgrade have one.
+        let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let mut head = convert_head(
             &parts,
             body,
             &ctx.info,
             &ctx.settings,
             &mut arena.borrow_mut(),
         );
+        if let Ok(h) = &mut head {
+            h.upgradable = on_upgrade.is_some();
+        }
         // The request's header map, emptied, carries the response's
         // headers; hyper keeps that map to parse the next request into,
         // so a keep-alive connection allocates no header maps.
         let mut headers = parts.headers;
         headers.clear();
-        async move { Ok::<_, Infallible>(handle(head, headers, ctx).await) }
+        async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, ctx).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -140,7 +146,7 @@ pub async fn serve_connection<S: Peek>(
         // job with one timer per connection.
         .header_read_timeout(None)
         .max_buf_size(settings.max_head.max(8192));
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let stop = async {
         tokio::select! {
@@ -150,7 +156,7 @@ pub async fn serve_connection<S: Peek>(
         }
     };
     match race_rarely(conn.as_mut(), stop).await {
-        Either::Main(res) => return log_conn_error(res),
+        Either::Main(res) => return after_http(res, &conn_ctx, going_away).await,
         Either::Side(false) => return, // idle
         Either::Side(true) => {}       // shutting down
     }
@@ -165,13 +171,13 @@ pub async fn serve_connection<S: Peek>(
             }
         };
         tokio::select! {
-            res = conn.as_mut() => return log_conn_error(res),
+            res = conn.as_mut() => return after_http(res, &conn_ctx, going_away).await,
             _ = tokio::time::timeout(settings.head_timeout, first) => {}
         }
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
-        res = conn.as_mut() => log_conn_error(res),
+        res = conn.as_mut() => after_http(res, &conn_ctx, going_away).await,
         // hyper waits for a head begun but never finished.
         () = idle_watchdog(&conn_ctx) => {}
     }
@@ -265,15 +271,41 @@ pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
     }
 }
 
+/// The connection's HTTP part is over: if its last response was a 101,
+/// the session the handler gave runs on the connection's bytes now.
+async fn after_http(res: Result<(), hyper::Error>, ctx: &ConnCtx, going_away: GoingAway) {
+    log_conn_error(res);
+    let upgrade = ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((on_upgrade, session)) = upgrade {
+        // An error: the client left before the 101 was written.
+        if let Ok(upgraded) = on_upgrade.await {
+            session(Box::new(TokioIo::new(upgraded)), going_away).await;
+        }
+    }
+}
+
 pub(super) async fn handle(
     head: Result<Headed, Response>,
     headers: http::HeaderMap,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ctx: Arc<ConnCtx>,
 ) -> hyper::Response<OxBody> {
     let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
         Err(resp) => return to_hyper(resp, headers, true, ctx),
     };
-    let resp = ctx.handler.clone().handle(request).await;
+    let mut resp = ctx.handler.clone().handle(request).await;
+    if matches!(resp.body, ResponseBody::Upgrade(_)) {
+        let body = std::mem::replace(&mut resp.body, ResponseBody::Empty);
+        match (body, on_upgrade, resp.status) {
+            (ResponseBody::Upgrade(session), Some(on), 101) => {
+                *ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some((on, session));
+            }
+            _ => {
+                crate::say!("oxgate: a handler answered a request that cannot upgrade with a 101");
+                resp = Response::plain(500, "Internal Server Error", "Internal Server Error\n");
+            }
+        }
+    }
     to_hyper(resp, headers, false, ctx)
 }

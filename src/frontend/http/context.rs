@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::sendfile::FileQueue;
-use crate::request::{ConnInfo, Handler};
+use crate::request::{ConnInfo, Handler, Session};
 
 /// Bodies up to this size are read before the app is called, so the call
 /// can run inline on the event loop; larger or chunked ones stream.
@@ -31,6 +31,9 @@ pub(super) struct ConnCtx {
     pub(super) finished: TaskCounter,
     /// Writes to the socket (by `BatchedIo`), for the watchdog.
     pub(super) progress: Arc<TaskCounter>,
+    /// A 101 the handler answered: hyper's hand-over of the connection and
+    /// the session that takes it, run once hyper has written the head.
+    pub(super) upgrade: std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Session)>>,
 }
 
 /// A count that only the connection's own task adds to (others may read

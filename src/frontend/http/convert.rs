@@ -60,6 +60,8 @@ pub(super) struct Headed {
     vars: Vec<(VarName, Bytes)>,
     body: Incoming,
     is_head: bool,
+    /// hyper holds the connection for a handler that takes it over.
+    pub(super) upgradable: bool,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that
@@ -182,6 +184,7 @@ pub(super) fn convert_head(
         vars,
         body,
         is_head: parts.method == http::Method::HEAD,
+        upgradable: false,
     })
 }
 
@@ -191,6 +194,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         vars,
         body,
         is_head,
+        upgradable,
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -221,6 +225,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         body,
         is_head,
         protocol: crate::listen::Protocol::Http,
+        upgradable,
     })
 }
 

@@ -11,7 +11,8 @@ use pyo3::prelude::*;
 use super::exchange::{AppEnd, Exchange, Receive, Send};
 use super::host::{AsgiApp, AsgiHost, Job, LifespanApp, LoopObjects};
 use super::ready::Ready;
-use super::scope::{Fields, ScopeKeys, http_scope};
+use super::scope::{Fields, ScopeKeys, http_scope, websocket_scope};
+use super::ws::{WsExchange, WsReceive, WsSend};
 use crate::config::Words;
 use crate::request::VarName;
 
@@ -112,6 +113,33 @@ pub(super) fn start_request(
     };
     if let Err(e) = run() {
         crate::say!("oxgate: internal error while starting an ASGI request: {e}");
+        exchange.ended(AppEnd::Failed);
+    }
+}
+
+/// Starts a WebSocket's app call on the loop thread.
+pub(super) fn start_websocket(
+    py: Python<'_>,
+    objects: &LoopObjects,
+    app: &AsgiApp,
+    vars: Vec<(VarName, Bytes)>,
+    exchange: Arc<WsExchange>,
+) {
+    let run = || -> PyResult<()> {
+        let fields = Fields::of(&vars);
+        let scope = websocket_scope(py, &objects.keys, &vars, &fields, &app.state)?;
+        let receive = Py::new(py, WsReceive::new(exchange.clone()))?;
+        let send = Py::new(py, WsSend::new(exchange.clone(), fields.request_line()))?;
+        let coro = app
+            .host
+            .helpers
+            .run_http
+            .call1(py, (&app.callable, scope, receive, send))?;
+        objects.create_task.call1(py, (coro,))?;
+        Ok(())
+    };
+    if let Err(e) = run() {
+        crate::say!("oxgate: internal error while starting an ASGI WebSocket: {e}");
         exchange.ended(AppEnd::Failed);
     }
 }

@@ -39,7 +39,11 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         body,
         is_head: _,
         protocol,
+        upgradable,
     } = req;
+    if upgradable && host.settings.ws.enabled && super::websocket::is_websocket(&vars) {
+        return super::websocket::serve(app, vars, protocol).await;
+    }
     let (whole, stream) = match body {
         RequestBody::Empty => (Some(Bytes::new()), None),
         RequestBody::Full(b) => (Some(b), None),

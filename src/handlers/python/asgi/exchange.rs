@@ -174,7 +174,7 @@ impl Send {
     }
 }
 
-fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(super) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let message = message.cast::<PyDict>().map_err(|_| {
         PyTypeError::new_err(format!(
             "an ASGI message must be a dict, not {}",
@@ -213,16 +213,7 @@ impl Send {
                     Ok(b) if !b.is_none() => b,
                     _ => PyBytes::new(py, b"").into_any(),
                 };
-                let body = if let Ok(b) = body.cast::<PyBytes>() {
-                    to_bytes(b)
-                } else if let Ok(b) = body.cast::<PyByteArray>() {
-                    Bytes::from(b.to_vec())
-                } else {
-                    return Err(PyTypeError::new_err(format!(
-                        "'body' of http.response.body must be bytes, not {}",
-                        body.get_type().name()?
-                    )));
-                };
+                let body = bytes_of(&body, "'body' of http.response.body")?;
                 let more = match message.get_item("more_body") {
                     Ok(m) => m.is_truthy()?,
                     Err(_) => false,
@@ -320,8 +311,22 @@ impl Send {
     }
 }
 
+/// The bytes of a message's bytes (or bytearray) value.
+pub(super) fn bytes_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
+    if let Ok(b) = value.cast::<PyBytes>() {
+        Ok(to_bytes(b))
+    } else if let Ok(b) = value.cast::<PyByteArray>() {
+        Ok(Bytes::from(b.to_vec()))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be bytes, not {}",
+            value.get_type().name()?
+        )))
+    }
+}
+
 /// Validates `http.response.start`.
-fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
+pub(super) fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
     let status: u16 = message
         .get_item("status")
         .map_err(|_| PyValueError::new_err("http.response.start has no 'status'"))?
@@ -332,10 +337,18 @@ fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
             "invalid status {status} in http.response.start"
         )));
     }
+    let headers = match message.get_item("headers") {
+        Ok(list) => parse_headers(&list)?,
+        Err(_) => Vec::new(),
+    };
+    Ok(Head { status, headers })
+}
+
+/// Validates a message's `headers`: `[name, value]` pairs of bytes. Those
+/// the front end manages (framing, the connection) are dropped.
+pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
     let mut headers = Vec::new();
-    if let Ok(list) = message.get_item("headers")
-        && !list.is_none()
-    {
+    if !list.is_none() {
         for item in list.try_iter()? {
             let item = item?;
             let mut pair = item.try_iter()?;
@@ -369,7 +382,7 @@ fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
             headers.push((Bytes::from(name), Bytes::from(value)));
         }
     }
-    Ok(Head { status, headers })
+    Ok(headers)
 }
 
 fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
@@ -401,6 +414,15 @@ pub(super) fn settle(py: Python<'_>, waiters: Vec<Py<PyAny>>, settlement: Settle
         Settlement::Nothing => Ok(py.None().into_bound(py)),
     };
     let Ok(value) = value else { return };
+    resolve(py, waiters, &value);
+}
+
+/// Sets the result of each future the app still awaits.
+pub(super) fn resolve(
+    py: Python<'_>,
+    waiters: impl IntoIterator<Item = Py<PyAny>>,
+    value: &Bound<'_, PyAny>,
+) {
     for fut in waiters {
         let fut = fut.bind(py);
         // A future the app cancelled (a timeout) is done already.
@@ -409,7 +431,7 @@ pub(super) fn settle(py: Python<'_>, waiters: Vec<Py<PyAny>>, settlement: Settle
             .and_then(|d| d.is_truthy())
             .is_ok_and(|done| !done)
         {
-            let _ = fut.call_method1("set_result", (&value,));
+            let _ = fut.call_method1("set_result", (value,));
         }
     }
 }

@@ -15,5 +15,7 @@ mod exchange;
 mod host;
 mod ready;
 mod scope;
+mod websocket;
+mod ws;
 
 pub use host::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};

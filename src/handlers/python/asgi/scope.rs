@@ -225,6 +225,35 @@ pub(super) fn http_scope<'py>(
     Ok(scope)
 }
 
+/// The scope of a WebSocket (`type: "websocket"`): the HTTP scope's
+/// fields but the method, a `ws`/`wss` scheme, the subprotocols the client
+/// offers, and the denial-response extension.
+pub(super) fn websocket_scope<'py>(
+    py: Python<'py>,
+    k: &ScopeKeys,
+    vars: &[(VarName, Bytes)],
+    f: &Fields<'_>,
+    state: &Py<PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = http_scope(py, k, vars, f, state)?;
+    scope.set_item(&k.type_, "websocket")?;
+    scope.set_item(&k.scheme, if f.is_https() { "wss" } else { "ws" })?;
+    scope.del_item(&k.method)?;
+    let offered = vars
+        .iter()
+        .filter(|(n, _)| n.as_bytes() == b"HTTP_SEC_WEBSOCKET_PROTOCOL")
+        .flat_map(|(_, v)| v.split(|&c| c == b','))
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty())
+        .map(|p| text(py, p))
+        .collect::<Vec<_>>();
+    scope.set_item("subprotocols", PyList::new(py, offered)?)?;
+    let extensions = PyDict::new(py);
+    extensions.set_item("websocket.http.response", PyDict::new(py))?;
+    scope.set_item("extensions", extensions)?;
+    Ok(scope)
+}
+
 #[cfg(test)]
 mod tests {
     use super::header_name;

@@ -38,6 +38,9 @@ impl WsgiHost {
             body,
             is_head,
             protocol,
+            // A WSGI app cannot take a connection over: hyper goes on
+            // with HTTP when the handler does not answer 101.
+            upgradable: _,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),

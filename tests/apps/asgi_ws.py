@@ -1,0 +1,79 @@
+"""A bare ASGI 3 WebSocket app: echo, subprotocols, close codes both
+ways, refusal and denial, errors, and what the app saw (marker files)."""
+import json
+import os
+
+MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
+
+
+def mark(name, value):
+    with open(os.path.join(MARKERS, name), "w") as f:
+        f.write(json.dumps(value))
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].replace("lifespan.", "lifespan.") + ".complete"
+            await send({"type": kind})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"plain http\n"})
+        return
+    assert scope["type"] == "websocket"
+    path = scope["path"][len(scope.get("root_path", "")):]
+    if path[:3] in ("/u/", "/f/", "/h/"):
+        path = path[2:]
+    first = await receive()
+    assert first["type"] == "websocket.connect", first
+    if path == "/refuse":
+        await send({"type": "websocket.close"})
+        return
+    if path == "/deny":
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"text/plain"), (b"x-why", b"no ticket")]})
+        await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"entry"})
+        return
+    if path == "/boom":
+        raise RuntimeError("boom before accept")
+    if path == "/silent":
+        return
+    accept = {"type": "websocket.accept", "headers": [(b"x-ws", b"yes")]}
+    offered = scope.get("subprotocols", [])
+    if "chat.v2" in offered:
+        accept["subprotocol"] = "chat.v2"
+    await send(accept)
+    if path == "/scope":
+        s = {k: (v.decode("latin-1") if isinstance(v, bytes) else v)
+             for k, v in scope.items() if k not in ("headers", "state")}
+        s["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        await send({"type": "websocket.send", "text": json.dumps(s)})
+    elif path.startswith("/close/"):
+        await send({"type": "websocket.close", "code": int(path[7:]), "reason": "bye"})
+        mark("ws-after-close", (await receive()))
+        return
+    elif path == "/boom-after":
+        raise RuntimeError("boom after accept")
+    elif path == "/return":
+        return
+    elif path == "/push":
+        for i in range(3):
+            await send({"type": "websocket.send", "text": f"push {i}"})
+    # Echo until the client leaves; the disconnect is recorded.
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            mark("ws-disconnect" + path.replace("/", "-"), message)
+            return
+        if message.get("text") == "close-me":
+            await send({"type": "websocket.close", "code": 4001, "reason": "asked"})
+            continue
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})

@@ -1,0 +1,289 @@
+"""ASGI WebSockets (issue #13), driven by the real `websockets` client:
+echo of text and binary from 1 byte to 1 MiB, subprotocols and accept
+headers, close codes both ways, refusal and denial, errors, pings,
+over-size messages, 1,000 sockets on one worker, a stop's 1001, a FastAPI
+endpoint next to uvicorn, and nginx's proxy_pass with Upgrade."""
+import asyncio
+import json
+import os
+import signal
+import socket
+
+import pytest
+import requests
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from helpers import APPS, VENV, free_port, start_nginx, wait_for
+from test_asgi import uvicorn  # noqa: F401  (the fixture)
+
+
+def ws_app(serve, tmp_path, *args, module="asgi_ws:app"):
+    return serve("--home", str(VENV), "--chdir", str(APPS), "--module", module,
+                 "--processes", "1", *args, env={"ASGI_MARKERS": str(tmp_path)})
+
+
+def url(s, path):
+    return f"ws://127.0.0.1:{s.port}{path}"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def marker(tmp_path, name):
+    wait_for(lambda: (tmp_path / name).exists(), what=name)
+    return json.loads((tmp_path / name).read_text())
+
+
+def test_echo_text_and_binary_from_1_byte_to_1_mib(serve, tmp_path):
+    s = ws_app(serve, tmp_path)
+
+    async def go():
+        async with connect(url(s, "/echo"), max_size=None) as ws:
+            for size in (1, 125, 126, 65535, 65536, 1 << 20):
+                text = "é" * (size // 2) or "a"
+                await ws.send(text)
+                assert await ws.recv() == text
+                data = os.urandom(size)
+                await ws.send(data)
+                assert await ws.recv() == data
+    run(go())
+    assert marker(tmp_path, "ws-disconnect-echo") == {
+        "type": "websocket.disconnect", "code": 1000, "reason": ""}
+    assert "GET /echo => generated 0 bytes" in s.log() and "HTTP/1.1 101" in s.log()
+
+
+def test_subprotocol_and_accept_headers(serve, tmp_path):
+    s = ws_app(serve, tmp_path)
+
+    async def go():
+        async with connect(url(s, "/echo"), subprotocols=["chat.v1", "chat.v2"]) as ws:
+            assert ws.subprotocol == "chat.v2"
+            assert ws.response.headers["x-ws"] == "yes"
+        async with connect(url(s, "/scope?x=1"), subprotocols=["a", "b"],
+                           additional_headers={"X-Custom": "v"}) as ws:
+            return json.loads(await ws.recv())
+    scope = run(go())
+    assert scope["type"] == "websocket"
+    assert scope["scheme"] == "ws"
+    assert scope["path"] == "/scope" and scope["query_string"] == "x=1"
+    assert scope["subprotocols"] == ["a", "b"]
+    assert scope["extensions"] == {"websocket.http.response": {}}
+    assert "method" not in scope
+    assert ["x-custom", "v"] in scope["headers"]
+    assert scope["asgi"]["version"] == "3.0"
+
+
+def test_close_codes_both_ways(serve, tmp_path):
+    s = ws_app(serve, tmp_path)
+
+    async def go():
+        # The app closes: the client sees its code and reason.
+        async with connect(url(s, "/close/4123")) as ws:
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert (e.value.rcvd.code, e.value.rcvd.reason) == (4123, "bye")
+        # The client closes: the app sees its code and reason.
+        ws = await connect(url(s, "/echo-client-close"))
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        await ws.close(4007, "client says bye")
+        # Closing on the app's request, mid-conversation.
+        async with connect(url(s, "/echo")) as ws:
+            await ws.send("close-me")
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 4001
+    run(go())
+    assert marker(tmp_path, "ws-disconnect-echo-client-close") == {
+        "type": "websocket.disconnect", "code": 4007, "reason": "client says bye"}
+    # After its own close, the app's receive() says disconnect at once.
+    assert marker(tmp_path, "ws-after-close") == {
+        "type": "websocket.disconnect", "code": 4123, "reason": "bye"}
+
+
+def test_refusal_denial_and_errors(serve, tmp_path):
+    s = ws_app(serve, tmp_path)
+
+    async def status_of(path):
+        with pytest.raises(InvalidStatus) as e:
+            async with connect(url(s, path)):
+                pass
+        return e.value.response
+
+    async def go():
+        refused = await status_of("/refuse")
+        assert refused.status_code == 403
+        denied = await status_of("/deny")
+        assert denied.status_code == 401
+        assert denied.headers["x-why"] == "no ticket"
+        assert denied.body == b"no entry"
+        assert (await status_of("/boom")).status_code == 500
+        assert (await status_of("/silent")).status_code == 500
+        # An error after accepting closes with 1011; returning, with 1000.
+        async with connect(url(s, "/boom-after")) as ws:
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 1011
+        async with connect(url(s, "/return")) as ws:
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 1000
+    run(go())
+    log = s.log()
+    assert "boom before accept" in log and "boom after accept" in log
+    assert "returned without answering the WebSocket handshake" in log
+    # The worker serves on.
+    assert requests.get(s.url + "/").text == "plain http\n"
+
+
+def test_bad_handshakes_get_http_errors(serve, tmp_path):
+    s = ws_app(serve, tmp_path)
+    base = {"Connection": "Upgrade", "Upgrade": "websocket"}
+    r = requests.get(s.url + "/echo", headers={**base, "Sec-WebSocket-Version": "13"})
+    assert r.status_code == 400  # no key
+    r = requests.get(s.url + "/echo", headers={
+        **base, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "8"})
+    assert r.status_code == 426 and r.headers["Sec-WebSocket-Version"] == "13"
+    # A plain request on the same app is HTTP.
+    assert requests.get(s.url + "/echo").text == "plain http\n"
+
+
+def test_over_size_message_closes_with_1009(serve, tmp_path):
+    s = ws_app(serve, tmp_path, "--ws-max-size", "65536")
+
+    async def go():
+        async with connect(url(s, "/echo"), max_size=None) as ws:
+            await ws.send(b"a" * 65536)
+            assert len(await ws.recv()) == 65536
+            await ws.send(b"a" * 65537)
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 1009
+    run(go())
+    assert marker(tmp_path, "ws-disconnect-echo")["code"] == 1009
+
+
+def test_server_pings_and_closes_a_silent_client(serve, tmp_path):
+    s = ws_app(serve, tmp_path, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.5")
+
+    async def go():
+        # A client that answers pings stays open past many intervals.
+        async with connect(url(s, "/echo"), ping_interval=None) as ws:
+            await asyncio.sleep(1.5)
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+        # A client that stops reading (so never answers) is closed.
+        raw = socket.create_connection(("127.0.0.1", s.port))
+        raw.sendall(b"GET /echo-silent HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n")
+        return raw
+    raw = run(go())
+    assert raw.recv(4096).startswith(b"HTTP/1.1 101")
+    # The app hears of the timeout once the ping goes unanswered.
+    got = marker(tmp_path, "ws-disconnect-echo-silent")
+    assert got["code"] == 1011
+    raw.close()
+
+
+def test_a_thousand_sockets_on_one_worker(serve, tmp_path):
+    s = ws_app(serve, tmp_path, "--listen", "1024")
+    n = 1000
+
+    async def go():
+        sockets = []
+        for i in range(0, n, 100):
+            sockets += await asyncio.gather(*[
+                connect(url(s, "/echo"), ping_interval=None) for _ in range(100)])
+        assert len(sockets) == n
+        await asyncio.gather(*[ws.send(f"m{i}") for i, ws in enumerate(sockets)])
+        got = await asyncio.gather(*[ws.recv() for ws in sockets])
+        assert got == [f"m{i}" for i in range(n)]
+        await asyncio.gather(*[ws.close() for ws in sockets])
+    run(go())
+    assert len(s.worker_pids()) == 1
+
+
+def test_stop_closes_open_sockets_with_1001_after_the_mercy(serve, tmp_path):
+    s = ws_app(serve, tmp_path, "--worker-reload-mercy", "1", "--reload-mercy", "5")
+
+    async def go():
+        async with connect(url(s, "/echo")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            os.kill(s.proc.pid, signal.SIGTERM)
+            # The socket stays open while the stop waits its mercy time.
+            await ws.send("during the stop")
+            assert await ws.recv() == "during the stop"
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            return e.value.rcvd.code
+    assert run(go()) == 1001
+    assert marker(tmp_path, "ws-disconnect-echo")["code"] == 1001
+    s.proc.wait(20)
+
+
+def test_fastapi_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):
+    s = ws_app(serve, tmp_path, module="asgi_fastapi:app")
+    theirs = uvicorn("asgi_fastapi:app").replace("http://", "ws://")
+
+    async def talk(base):
+        out = []
+        async with connect(base + "/ws/7?token=t", subprotocols=["p1"]) as ws:
+            out.append(ws.subprotocol)
+            for m in ("a", "bb", "ccc"):
+                await ws.send(m)
+                out.append(await ws.recv())
+            await ws.send(b"json")
+            out.append(await ws.recv())
+        for path in ("/ws/7", "/ws/x?token=t"):
+            with pytest.raises(InvalidStatus) as e:
+                async with connect(base + path):
+                    pass
+            out.append((e.value.response.status_code, e.value.response.body))
+        return out
+    ours = run(talk(url(s, "")))
+    assert ours == run(talk(theirs))
+    assert ours[:4] == ["p1", "7:a", "7:bb", "7:ccc"]
+
+
+def test_proxy_pass_with_upgrade_behind_nginx(serve, tmp_path):
+    s = ws_app(serve, tmp_path)
+    port = free_port()
+    conf = f"""
+worker_processes 1;
+user root;
+pid {tmp_path}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp_path}/nginx/tmp; proxy_temp_path {tmp_path}/nginx/tmp;
+  fastcgi_temp_path {tmp_path}/nginx/tmp; uwsgi_temp_path {tmp_path}/nginx/tmp; scgi_temp_path {tmp_path}/nginx/tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://127.0.0.1:{s.port};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header X-Forwarded-Proto https;
+    }}
+  }}
+}}
+"""
+    nginx = start_nginx(tmp_path / "nginx", port, conf)
+    try:
+        async def go():
+            async with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+                for m in ("through nginx", b"\x00" * 100_000):
+                    await ws.send(m)
+                    assert await ws.recv() == m
+            async with connect(f"ws://127.0.0.1:{port}/scope") as ws:
+                return json.loads(await ws.recv())
+        scope = run(go())
+        assert scope["type"] == "websocket"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
