@@ -3,6 +3,9 @@ each request sent to oxgate and to uvicorn running the same app, with the
 same answers expected; lifespan; streaming both ways; disconnects; errors;
 the gateway protocols behind real nginx."""
 import hashlib
+import re
+import shutil
+import time
 import os
 import socket
 import subprocess
@@ -102,6 +105,10 @@ def test_starlette_answers_as_uvicorn_does(serve, uvicorn):
         ("GET", "/nowhere", {}),  # 404
         ("GET", "/cookie", {}),
         ("GET", "/go", {}),
+        # http.response.pathsend for oxgate, Starlette's own reads for uvicorn
+        ("GET", "/file", {}),
+        ("GET", "/file", {"headers": {"Range": "bytes=10-20"}}),
+        ("HEAD", "/file", {}),
     ])
 
 
@@ -319,3 +326,37 @@ http {{
     finally:
         nginx.terminate()
         nginx.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
+def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
+    """http.response.pathsend: the file's bytes go from the page cache to
+    the socket with sendfile(2), and nothing reads them into the process."""
+    s = asgi(serve, "asgi_raw:app")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    assert requests.get(s.url + "/scope").status_code == 200
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", *(f"-p{p}" for p in s.worker_pids()), "-e",
+                               "trace=sendfile,pread64,read,recvfrom", "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        first = tracer.stderr.readline()
+        if "attached" not in first:
+            pytest.skip(f"strace cannot attach here: {first.strip()}")
+        deadline = time.monotonic() + 10
+        while "recvfrom(" not in out.read_text() and time.monotonic() < deadline:
+            requests.get(s.url + "/scope")
+        r = requests.get(s.url + f"/pathsend?{big}")
+        assert r.content == big.read_bytes()
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    calls = out.read_text()
+    sent = [int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls)]
+    assert sum(sent) == 3 << 20, calls[-2000:]
+    assert not re.search(r"(pread64|read)\(.*\) = (\d{6,})", calls), calls[-2000:]
+    # A missing file: send() raises FileNotFoundError in the app, and the
+    # response, whose head has not gone out, is a 500.
+    assert requests.get(s.url + f"/pathsend?{tmp_path}/missing").status_code == 500
+    assert "FileNotFoundError" in s.log()

@@ -42,6 +42,13 @@ async def app(scope, receive, send):
             more = message.get("more_body", False)
             await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/pathsend":
+        # The file the query names, sent by the server (with sendfile).
+        name = scope["query_string"].decode()
+        assert "http.response.pathsend" in scope["extensions"]
+        size = [(b"content-length", str(os.path.getsize(name)).encode())] if os.path.exists(name) else []
+        await send({"type": "http.response.start", "status": 200, "headers": size})
+        await send({"type": "http.response.pathsend", "path": name})
     elif path == "/count":
         total = 0
         more = True

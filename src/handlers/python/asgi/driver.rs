@@ -12,8 +12,8 @@ use super::bridge::start_request;
 use super::exchange::{AppEnd, Exchange, Head, Settlement, State, post_settle};
 use super::host::{AsgiApp, Slot};
 use crate::request::{
-    BodyError, BodyStream, ChunkSource, Handler, Request, RequestBody, Responding, Response,
-    ResponseBody, head_size,
+    BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
+    Responding, Response, ResponseBody, head_size,
 };
 
 /// Queued response bytes below which a waiting `send()` goes on.
@@ -60,6 +60,7 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         body: stream,
         slot,
         client_error: None,
+        file: None,
     };
     match poll_fn(|cx| driver.poll_head(cx)).await {
         Headed::Whole(r) => {
@@ -92,6 +93,9 @@ struct Driver {
     slot: Slot,
     /// Reading the request body failed: the client's fault.
     client_error: Option<BodyError>,
+    /// The file `http.response.pathsend` named, once the chunks before it
+    /// are out.
+    file: Option<FileBody>,
 }
 
 impl Driver {
@@ -148,7 +152,7 @@ impl Driver {
             o.status = head.status;
             o.headers = head.headers.len() as u32;
             o.header_bytes = head_size(head.status, None, &head.headers);
-            if st.complete {
+            if st.complete && st.file.is_none() {
                 let body = whole_body(&mut st);
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
@@ -218,14 +222,37 @@ fn keep_waker(st: &mut State, cx: &Context<'_>, parked: bool, has_body: bool) {
     }
 }
 
+/// The pathsend file, once every chunk before it is out.
+fn open_file<'a>(file: &'a mut Option<FileBody>, st: &mut State) -> Option<&'a mut FileBody> {
+    if file.is_none()
+        && st.chunks.is_empty()
+        && let Some(region) = st.file.take()
+    {
+        *file = Some(FileBody::new(region, |_| {}));
+    }
+    file.as_mut()
+}
+
 impl ChunkSource for Driver {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if let Some(file) = &mut self.file {
+            let next = file.poll_chunk(cx);
+            if let Poll::Ready(Some(Ok(b))) = &next {
+                self.slot.outcome.body_bytes += b.len() as u64;
+                self.slot.outcome.switches += 1;
+            }
+            return next;
+        }
         let parked = self.pump(cx);
         let mut st = self.exchange.lock();
         if let Some(c) = take_chunk(&mut self.slot, &self.exchange, &mut st) {
             return Poll::Ready(Some(Ok(c)));
         }
         if st.complete {
+            if open_file(&mut self.file, &mut st).is_some() {
+                drop(st);
+                return self.poll_chunk(cx);
+            }
             return Poll::Ready(None);
         }
         if st.end.is_some() {
@@ -239,6 +266,21 @@ impl ChunkSource for Driver {
         }
         keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
+    }
+
+    fn take_file(&mut self) -> Option<FileRegion> {
+        let region = if self.file.is_some() {
+            self.file.as_mut()?.take_file()?
+        } else {
+            let mut st = self.exchange.lock();
+            if !st.complete {
+                return None;
+            }
+            open_file(&mut self.file, &mut st)?.take_file()?
+        };
+        self.slot.outcome.body_bytes += region.len;
+        self.slot.outcome.switches += 1;
+        Some(region)
     }
 }
 

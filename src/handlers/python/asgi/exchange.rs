@@ -14,7 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 use super::super::buffers::to_bytes;
 use super::host::{AsgiHost, LoopObjects};
 use super::ready::Ready;
-use crate::request::is_token_byte;
+use crate::request::{FileRegion, is_token_byte};
 
 /// Response bytes queued for the connection before `send()` makes the app
 /// wait: a slow client does not make the worker buffer without bound.
@@ -42,6 +42,8 @@ pub(super) struct State {
     pub(super) queued: usize,
     /// The last body message (`more_body` false) was sent.
     pub(super) complete: bool,
+    /// `http.response.pathsend`: the file that ends the body.
+    pub(super) file: Option<FileRegion>,
     pub(super) end: Option<AppEnd>,
     /// The connection's task, waiting for the app.
     pub(super) waker: Option<Waker>,
@@ -252,6 +254,38 @@ impl Send {
                 }
                 if let Some(fut) = wait {
                     return Ok(fut);
+                }
+            }
+            "http.response.pathsend" => {
+                let path: std::path::PathBuf = message
+                    .get_item("path")
+                    .and_then(|p| p.extract())
+                    .map_err(|_| {
+                    PyTypeError::new_err("'path' of http.response.pathsend must be a str")
+                })?;
+                // An open and a stat, as the app's own open() would do.
+                let file = std::fs::File::open(&path)?;
+                let len = file.metadata()?.len();
+                let waker = {
+                    let mut st = self.exchange.lock();
+                    if !st.started || st.complete {
+                        return Err(PyRuntimeError::new_err(
+                            "Unexpected ASGI message 'http.response.pathsend' sent, without a response started",
+                        ));
+                    }
+                    if st.gone {
+                        return Err(PyOSError::new_err("the client disconnected"));
+                    }
+                    st.file = Some(FileRegion {
+                        fd: file.into(),
+                        offset: 0,
+                        len,
+                    });
+                    st.complete = true;
+                    st.waker.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
                 }
             }
             other => {

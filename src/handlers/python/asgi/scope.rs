@@ -27,6 +27,10 @@ pub(super) struct ScopeKeys {
     headers: Py<PyString>,
     state: Py<PyString>,
     http: Py<PyString>,
+    extensions: Py<PyString>,
+    /// The extensions an HTTP scope offers (`http.response.pathsend`),
+    /// copied per scope.
+    http_extensions: Py<PyDict>,
     /// `{"version": "3.0", "spec_version": SPEC_VERSION}`, copied per scope.
     asgi_versions: Py<PyDict>,
     /// The lower-case header name of each known `HTTP_*` variable.
@@ -39,6 +43,8 @@ impl ScopeKeys {
         let versions = PyDict::new(py);
         versions.set_item("version", "3.0")?;
         versions.set_item("spec_version", SPEC_VERSION)?;
+        let http_extensions = PyDict::new(py);
+        http_extensions.set_item("http.response.pathsend", PyDict::new(py))?;
         let header_names = Var::ALL
             .iter()
             .map(|v| header_name(v.name().as_bytes()).map(|n| PyBytes::new(py, &n).unbind()))
@@ -58,6 +64,8 @@ impl ScopeKeys {
             headers: key("headers"),
             state: key("state"),
             http: key("http"),
+            extensions: key("extensions"),
+            http_extensions: http_extensions.unbind(),
             asgi_versions: versions.unbind(),
             header_names,
         })
@@ -222,6 +230,7 @@ pub(super) fn http_scope<'py>(
     scope.set_item(&k.query_string, PyBytes::new(py, f.query))?;
     scope.set_item(&k.headers, headers)?;
     scope.set_item(&k.state, state.bind(py).copy()?)?;
+    scope.set_item(&k.extensions, k.http_extensions.bind(py).copy()?)?;
     Ok(scope)
 }
 
@@ -250,7 +259,7 @@ pub(super) fn websocket_scope<'py>(
     scope.set_item("subprotocols", PyList::new(py, offered)?)?;
     let extensions = PyDict::new(py);
     extensions.set_item("websocket.http.response", PyDict::new(py))?;
-    scope.set_item("extensions", extensions)?;
+    scope.set_item(&k.extensions, extensions)?;
     Ok(scope)
 }
 
