@@ -360,3 +360,18 @@ def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
     # response, whose head has not gone out, is a 500.
     assert requests.get(s.url + f"/pathsend?{tmp_path}/missing").status_code == 500
     assert "FileNotFoundError" in s.log()
+
+
+def test_quart_answers_as_uvicorn_does(serve, uvicorn):
+    s = asgi(serve, "asgi_quart:app")
+    theirs = uvicorn("asgi_quart:app")
+    same_answers(s.url, theirs, [
+        ("GET", "/", {}),
+        ("POST", "/json", {"json": {"a": [1, 2]}}),
+        ("POST", "/form", {"data": {"x": "1", "y": "2"}}),
+        ("GET", "/missing", {}),  # 404
+        ("GET", "/teapot", {}),
+        ("GET", "/stream", {}),
+    ])
+    # 405: the Allow header lists a set's methods, in each process's order.
+    assert requests.delete(s.url + "/").status_code == requests.delete(theirs + "/").status_code == 405

@@ -14,7 +14,7 @@ import requests
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from helpers import APPS, VENV, free_port, start_nginx, wait_for
+from helpers import APPS, ROOT, VENV, free_port, start_nginx, wait_for
 from test_asgi import uvicorn  # noqa: F401  (the fixture)
 
 
@@ -148,6 +148,21 @@ def test_bad_handshakes_get_http_errors(serve, tmp_path):
     assert r.status_code == 426 and r.headers["Sec-WebSocket-Version"] == "13"
     # A plain request on the same app is HTTP.
     assert requests.get(s.url + "/echo").text == "plain http\n"
+
+
+def test_ws_none_serves_handshakes_as_http_and_wsgi_apps_ignore_upgrades(serve, tmp_path):
+    handshake = {"Connection": "Upgrade", "Upgrade": "websocket",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+    s = ws_app(serve, tmp_path, "--ws", "none")
+    r = requests.get(s.url + "/echo", headers=handshake)
+    assert (r.status_code, r.text) == (200, "plain http\n")
+    # A WSGI app answers an upgrade request as any other, and the
+    # connection goes on with HTTP.
+    w = serve("--wsgi-file", str(ROOT / "examples" / "hello.py"), "--processes", "1")
+    with requests.Session() as session:
+        for _ in range(2):
+            r = session.get(w.url + "/", headers=handshake)
+            assert r.status_code == 200
 
 
 def test_over_size_message_closes_with_1009(serve, tmp_path):
@@ -287,3 +302,17 @@ http {{
     finally:
         nginx.terminate()
         nginx.wait(10)
+
+
+def test_quart_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):
+    s = ws_app(serve, tmp_path, module="asgi_quart:app")
+    theirs = uvicorn("asgi_quart:app").replace("http://", "ws://")
+
+    async def talk(base):
+        async with connect(base + "/ws") as ws:
+            out = []
+            for m in ("one", "two"):
+                await ws.send(m)
+                out.append(await ws.recv())
+            return out
+    assert run(talk(url(s, ""))) == run(talk(theirs)) == ["quart: one", "quart: two"]
