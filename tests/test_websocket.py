@@ -134,6 +134,8 @@ def test_refusal_denial_and_errors(serve, tmp_path):
     log = s.log()
     assert "boom before accept" in log and "boom after accept" in log
     assert "returned without answering the WebSocket handshake" in log
+    # A refusal (close before accept) is a whole answer, not an error.
+    assert "completing its answer" not in log
     # The worker serves on.
     assert requests.get(s.url + "/").text == "plain http\n"
 
@@ -316,3 +318,47 @@ def test_quart_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):
                 out.append(await ws.recv())
             return out
     assert run(talk(url(s, ""))) == run(talk(theirs)) == ["quart: one", "quart: two"]
+
+
+def test_last_messages_backpressure_cancelled_receives_and_closing_mid_stream(serve, tmp_path):
+    s = ws_app(serve, tmp_path, "--ws-ping-interval", "0")
+
+    async def go():
+        # An app that sends and returns: every message, then a 1000 close.
+        async with connect(url(s, "/bye")) as ws:
+            got = [await ws.recv() for _ in range(50)]
+            assert got == [f"bye {i}" for i in range(50)]
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 1000
+        # A receive() cancelled by a timeout leaves the next message be.
+        async with connect(url(s, "/timeout")) as ws:
+            assert await ws.recv() == "timed out"
+            await ws.send("after the timeout")
+            assert await ws.recv() == "after the timeout"
+        # A client that reads late: the app's send() waits on the full
+        # queue and goes on once the client reads (no ping to wake it).
+        async with connect(url(s, "/flood"), max_size=None, ping_interval=None,
+                           max_queue=1) as ws:
+            await asyncio.sleep(1)
+            for i in range(128):
+                assert await ws.recv() == bytes([i % 256]) * 65536
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        # The client closes while the app streams: its close is answered.
+        ws = await connect(url(s, "/stream"))
+        for _ in range(5):
+            await ws.recv()
+
+        async def drain():
+            # The client reads on while closing: the messages sent before
+            # the close reply must not fill its queue and stop its reading.
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.recv()
+        reader = asyncio.create_task(drain())
+        await ws.close(4000, "enough")
+        await reader
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4000
+    run(go())
+    assert marker(tmp_path, "ws-stream-error") == "OSError"

@@ -1,5 +1,6 @@
 """A bare ASGI 3 WebSocket app: echo, subprotocols, close codes both
 ways, refusal and denial, errors, and what the app saw (marker files)."""
+import asyncio
 import json
 import os
 
@@ -60,6 +61,32 @@ async def app(scope, receive, send):
     elif path == "/boom-after":
         raise RuntimeError("boom after accept")
     elif path == "/return":
+        return
+    elif path == "/bye":
+        # The last words go out before the close that the return makes.
+        for i in range(50):
+            await send({"type": "websocket.send", "text": f"bye {i}"})
+        return
+    elif path == "/timeout":
+        # A receive() the app gives up on must not swallow the next message.
+        try:
+            await asyncio.wait_for(receive(), 0.2)
+        except asyncio.TimeoutError:
+            await send({"type": "websocket.send", "text": "timed out"})
+    elif path == "/flood":
+        # 8 MiB to a client that reads late: send() waits, then goes on.
+        for i in range(128):
+            await send({"type": "websocket.send", "bytes": bytes([i % 256]) * 65536})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    elif path == "/stream":
+        # Sends until the client closes; then send() raises OSError.
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"s" * 1000})
+                await asyncio.sleep(0)
+        except OSError as e:
+            mark("ws-stream-error", type(e).__name__)
         return
     elif path == "/push":
         for i in range(3):

@@ -215,6 +215,7 @@ async fn run_session(conn: WsConn, io: Upgraded, going_away: GoingAway, settings
         unflushed: false,
         reading: true,
         close_sent: false,
+        peer_closed: false,
         app_gone: false,
         ping_every: settings.ping_interval,
         ping_timeout: settings.ping_timeout,
@@ -238,6 +239,8 @@ struct Session {
     reading: bool,
     /// Our close frame went out: the client's reply ends the session.
     close_sent: bool,
+    /// The client's close frame came: tungstenite answers it.
+    peer_closed: bool,
     /// The app's coroutine ended: what the client sends is dropped.
     app_gone: bool,
     ping_every: Option<Duration>,
@@ -266,20 +269,25 @@ fn error_code(e: &WsError) -> u16 {
     }
 }
 
-/// Takes what the app queued once the last batch is written: the app's
-/// `send()` waits while both are full.
+/// Moves what the app queued to `pending`: all of it when `all`, else
+/// only once the last batch is written (the app's `send()` waits while
+/// both are full). Nothing more may go out after a close frame, ours or
+/// the client's.
 fn take_from_app(
     exchange: &WsExchange,
     st: &mut WsState,
     pending: &mut VecDeque<Message>,
-    close_sent: bool,
+    closing: bool,
+    all: bool,
 ) {
-    if pending.is_empty() && !st.outgoing.is_empty() {
+    if (pending.is_empty() || all) && !st.outgoing.is_empty() {
         let mut bytes = 0;
         for m in st.outgoing.drain(..) {
-            bytes += m.len();
-            // After our close frame, nothing more may go out.
-            if !close_sent {
+            // Only data counts toward the queue's size (as `send()` does).
+            if m.is_text() || m.is_binary() {
+                bytes += m.len();
+            }
+            if !closing {
                 pending.push_back(m);
             }
         }
@@ -288,15 +296,31 @@ fn take_from_app(
 }
 
 impl Session {
-    /// Starts our side of the close handshake: `code` goes to the client,
-    /// and the app's `receive()` says it.
+    /// Whether no more frames may be queued: our close is queued or sent,
+    /// or the client closed.
+    fn closing(&self) -> bool {
+        self.close_sent || self.peer_closed || self.pending.iter().any(Message::is_close)
+    }
+
+    /// Starts our side of the close handshake: `code` goes to the client
+    /// (instead of whatever waits to be sent), the app's `receive()` says
+    /// it, and the client has `CLOSE_TIMEOUT` to answer.
     fn begin_close(&mut self, code: u16, reason: &str) {
         self.conn.exchange.close(code, reason);
-        if !self.close_sent {
-            self.pending.retain(|m| matches!(m, Message::Close(_)));
+        if !self.close_sent && !self.peer_closed {
+            self.pending.retain(Message::is_close);
             if self.pending.is_empty() {
                 self.pending.push_back(close_message(code, reason));
             }
+        }
+        self.arm_close_deadline();
+    }
+
+    /// A close handshake has begun: a client that does not finish it (or
+    /// does not even read) is dropped after `CLOSE_TIMEOUT`.
+    fn arm_close_deadline(&mut self) {
+        if self.close_deadline.is_none() {
+            self.close_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
         }
     }
 
@@ -305,26 +329,35 @@ impl Session {
             let mut progress = false;
             let (room, end) = {
                 let mut st = self.conn.exchange.lock();
+                let end = st.end.filter(|_| !self.app_gone);
+                // An app that ended sent all it will: take it all, so
+                // that its last messages go out before the close.
+                let closing = self.closing();
                 take_from_app(
                     &self.conn.exchange,
                     &mut st,
                     &mut self.pending,
-                    self.close_sent,
+                    closing,
+                    end.is_some(),
                 );
                 match &st.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => st.waker = Some(cx.waker().clone()),
                 }
-                let room = st.incoming.len() < super::ws::INCOMING_MAX;
-                (room, st.end.filter(|_| !self.app_gone))
+                (st.incoming.len() < super::ws::INCOMING_MAX, end)
             };
+            if self.pending.iter().any(Message::is_close) {
+                self.arm_close_deadline();
+            }
             if let Some(end) = end {
                 // An app that ends without closing: 1000, or 1011 after an
-                // error (as uvicorn).
+                // error (as uvicorn), after what it sent.
                 self.app_gone = true;
-                if !self.close_sent && self.pending.iter().all(|m| !m.is_close()) {
+                if !self.closing() {
                     let code = if end == AppEnd::Failed { 1011 } else { 1000 };
-                    self.begin_close(code, "");
+                    self.conn.exchange.close(code, "");
+                    self.pending.push_back(close_message(code, ""));
+                    self.arm_close_deadline();
                 }
                 progress = true;
             }
@@ -333,14 +366,17 @@ impl Session {
                 match self.ws.poll_ready_unpin(cx) {
                     Poll::Ready(Ok(())) => {
                         let m = self.pending.pop_front().expect("not empty");
-                        if m.is_close() {
-                            self.close_sent = true;
-                            self.close_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
-                        }
-                        if self.ws.start_send_unpin(m).is_err() {
-                            return Poll::Ready(());
+                        let is_close = m.is_close();
+                        match self.ws.start_send_unpin(m) {
+                            Ok(()) => self.close_sent |= is_close,
+                            // The client's close came first: what we had
+                            // to say goes unsaid.
+                            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => {}
+                            Err(_) => return Poll::Ready(()),
                         }
                         self.unflushed = true;
+                        // More may wait in the app's queue.
+                        progress = true;
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Pending => break,
@@ -383,7 +419,7 @@ impl Session {
             {
                 let every = self.ping_every.expect("a timer has an interval");
                 timer.as_mut().reset(Instant::now() + every);
-                if self.pong_deadline.is_none() && !self.close_sent {
+                if self.pong_deadline.is_none() && !self.closing() {
                     self.pending.push_back(Message::Ping(Bytes::new()));
                     self.pong_deadline = self.ping_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
                 }
@@ -432,7 +468,11 @@ impl Session {
                     (u16::from(f.code), f.reason)
                 });
                 self.conn.exchange.close(code, reason.as_str());
+                // tungstenite answers it; nothing else may follow.
+                self.peer_closed = true;
+                self.pending.clear();
                 self.unflushed = true;
+                self.arm_close_deadline();
             }
             _ => {}
         }

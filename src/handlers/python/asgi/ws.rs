@@ -130,21 +130,46 @@ impl WsExchange {
         }));
     }
 
-    /// A client message: to a waiting `receive()`, or queued. False when
-    /// the queue is full and the socket should not be read for now.
-    pub(super) fn deliver(&self, message: Incoming) -> bool {
+    /// A client message: to a waiting `receive()`, or queued.
+    pub(super) fn deliver(self: &Arc<Self>, message: Incoming) {
         let mut st = self.lock();
         if let Some(fut) = st.receive_waiters.pop_front() {
             drop(st);
+            let exchange = self.clone();
             self.host.post(Box::new(move |py, _| {
+                exchange.hand_over(py, fut, message);
+            }));
+            return;
+        }
+        st.incoming.push_back(message);
+    }
+
+    /// Gives a message to the `receive()` it was meant for, on the loop
+    /// thread. One the app cancelled (a timeout) passes it to the next, or
+    /// back to the front of the queue: no message is lost.
+    fn hand_over(&self, py: Python<'_>, fut: Py<PyAny>, message: Incoming) {
+        let mut fut = fut;
+        loop {
+            let done = fut
+                .bind(py)
+                .call_method0("done")
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true);
+            if !done {
                 if let Ok(msg) = receive_message(py, &message) {
                     resolve(py, [fut], msg.as_any());
                 }
-            }));
-            return true;
+                return;
+            }
+            let mut st = self.lock();
+            match st.receive_waiters.pop_front() {
+                Some(next) => fut = next,
+                None => {
+                    st.incoming.push_front(message);
+                    return;
+                }
+            }
         }
-        st.incoming.push_back(message);
-        st.incoming.len() < INCOMING_MAX
     }
 
     /// Outgoing bytes have gone to the socket: a `send()` waiting on a full
@@ -290,6 +315,8 @@ impl WsSend {
                 }
                 st.decided = true;
                 st.accepted = matches!(h, Handshake::Accept { .. });
+                // A refusal is whole; a denial's body is still to come.
+                st.deny_complete = matches!(h, Handshake::Refuse);
                 st.handshake = Some(h);
                 Ok(objects.ready.clone_ref(py).into_any())
             });
