@@ -13,6 +13,10 @@ command -v curl >/dev/null || need+=(curl)
 command -v cgi-fcgi >/dev/null || need+=(libfcgi-bin)
 command -v tmux >/dev/null || need+=(tmux)
 command -v strace >/dev/null || need+=(strace)
+# systemd-analyze and systemd-socket-activate check packaging/'s units;
+# logrotate checks its snippet.
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v logrotate >/dev/null || need+=(logrotate)
 [ -x /usr/sbin/apache2 ] || need+=(apache2-bin)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 # uWSGI (a peer for the stats tests) is built from source by pip.

@@ -59,7 +59,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)));
     for (spec, protocol) in wanted {
         let addr = listen::parse(spec)?;
-        if listeners.iter().any(|s| s.addr == addr) {
+        // A socket systemd passed (or a re-executed master handed over) at
+        // this address serves the protocol the configuration names for it:
+        // systemd cannot say, so its sockets start out as HTTP.
+        if let Some(passed) = listeners.iter_mut().find(|s| s.addr == addr) {
+            passed.protocol = protocol;
             continue;
         }
         let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;
