@@ -67,6 +67,10 @@ fn main() -> ExitCode {
             println!("oxgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Action::Completions(script) => {
+            print!("{script}");
+            ExitCode::SUCCESS
+        }
         Action::Control(what, pidfile) => match oxgate::process::send_control(what, &pidfile) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -3,6 +3,7 @@ socket activation serves on the socket systemd holds (with the protocol
 the ini names for it), the example ini runs, and the logrotate snippet
 parses."""
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -94,3 +95,24 @@ def test_logrotate_snippet_parses(tmp_path):
     r = subprocess.run(["logrotate", "-d", "-s", str(tmp_path / "state"), str(PACKAGING / "oxgate.logrotate")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+
+
+def test_shell_completions_come_from_the_option_table(tmp_path):
+    script = PACKAGING / "completions" / "oxgate.bash"
+
+    def complete(*words):
+        line = " ".join(shlex.quote(w) for w in ("oxgate",) + words)
+        cmd = (f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; "
+               '_oxgate; printf "%s\\n" "${COMPREPLY[@]}"')
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout.split()
+    assert complete("--http-so") == ["--http-socket"]
+    assert complete("--interface", "") == ["auto", "wsgi", "asgi"]
+    assert complete("--loop", "uv") == ["uvloop"]
+    (tmp_path / "sub").mkdir()
+    assert complete("--chdir", str(tmp_path / "s")) == [str(tmp_path / "sub")]
+    # What the binary prints is what packaging/ ships, for every shell.
+    for shell, name in (("bash", "oxgate.bash"), ("zsh", "_oxgate"), ("fish", "oxgate.fish")):
+        printed = subprocess.run([BIN, "--completions", shell], capture_output=True, text=True, check=True).stdout
+        assert printed == (PACKAGING / "completions" / name).read_text(), shell
+    bad = subprocess.run([BIN, "--completions", "tcsh"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "bash, zsh, fish" in bad.stderr

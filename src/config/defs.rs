@@ -560,6 +560,9 @@ options! {
         .help("Print the options, grouped by topic, and exit."),
     VERSION = OptDef::new("version", Flag, Info)
         .help("Print the version and exit."),
+    COMPLETIONS = OptDef::new("completions", Str, Info)
+        .value("bash|zsh|fish")
+        .help("Print a completion script for the shell, made from the option table, and exit (packaging/completions/ has them made)."),
 }
 
 /// uWSGI's options that real configs use (shared/docs/uwsgi-ini-options.tsv):

@@ -456,11 +456,18 @@ mod tests {
     /// With OXGATE_REGENERATE_DOCS=1, this writes them instead.
     #[test]
     fn generated_docs_are_up_to_date() {
-        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let regenerate = std::env::var_os("OXGATE_REGENERATE_DOCS").is_some_and(|v| v == "1");
         let mut stale = Vec::new();
-        for (file, text) in [("options.md", options_markdown()), ("oxgate.1", man_page())] {
-            let path = docs.join(file);
+        let script = |shell| super::super::completions::completion_script(shell).unwrap();
+        for (file, text) in [
+            ("docs/options.md", options_markdown()),
+            ("docs/oxgate.1", man_page()),
+            ("packaging/completions/oxgate.bash", script("bash")),
+            ("packaging/completions/_oxgate", script("zsh")),
+            ("packaging/completions/oxgate.fish", script("fish")),
+        ] {
+            let path = root.join(file);
             if regenerate {
                 std::fs::write(&path, &text).unwrap();
             } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {

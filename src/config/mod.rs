@@ -4,6 +4,7 @@
 //! (`resolve`, `settings`), and what is generated from the table: `--help`,
 //! `--print-config`, docs/options.md and docs/oxgate.1 (`doc`).
 
+mod completions;
 pub mod defs;
 mod doc;
 mod parse;

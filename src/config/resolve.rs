@@ -169,6 +169,15 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     if r.flag(&opt::VERSION)? {
         return Ok(Action::Version);
     }
+    if let Some(shell) = r.string(&opt::COMPLETIONS) {
+        return match super::completions::completion_script(&shell) {
+            Some(script) => Ok(Action::Completions(script)),
+            None => Err(ConfigError(format!(
+                "--completions: {shell:?} is not one of {}",
+                super::completions::SHELLS.join(", ")
+            ))),
+        };
+    }
     let controls = [
         (&opt::STOP, Control::Stop),
         (&opt::RELOAD, Control::Reload(ReloadKind::Graceful)),

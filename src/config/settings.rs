@@ -224,6 +224,8 @@ pub enum Action {
     Control(Control, PathBuf),
     Help,
     Version,
+    /// `--completions SHELL`: the script for that shell.
+    Completions(String),
 }
 
 /// How requests are logged (from the `log-*` options).

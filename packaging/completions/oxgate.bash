@@ -1,0 +1,21 @@
+# bash completion for oxgate, generated from its option table
+# (oxgate --completions bash). Source it, or put it in
+# /usr/share/bash-completion/completions/oxgate.
+_oxgate() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    case "$prev" in
+        --interface) COMPREPLY=($(compgen -W "auto wsgi asgi" -- "$cur")); return ;;
+        --loop) COMPREPLY=($(compgen -W "auto asyncio uvloop" -- "$cur")); return ;;
+        --lifespan) COMPREPLY=($(compgen -W "auto on off" -- "$cur")); return ;;
+        --ws) COMPREPLY=($(compgen -W "auto none" -- "$cur")); return ;;
+        --completions) COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")); return ;;
+        --wsgi-file|--file|--root-path|--pidfile|--pidfile2|--logto|--stop|--reload|--chain-reload|--brutal-reload|--touch-reload|--touch-chain-reload|--log-backupname|--touch-logreopen) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --chdir|--pythonpath|--python-path|--pp|--home|--virtualenv|--venv|--pyhome|--plugin-dir|--plugins-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "--http-socket --http --socket --uwsgi-socket --fastcgi-socket --scgi-socket --protocol --bind --listen --chmod-socket --wsgi-file --file --module --wsgi --mount --vhost --manage-script-name --callable --interface --asgi --loop --lifespan --ws --ws-max-size --ws-ping-interval --ws-ping-timeout --root-path --proxy-headers --forwarded-allow-ips --chdir --pythonpath --python-path --pp --home --virtualenv --venv --pyhome --env --threads --master --no-master --processes --workers --lazy-apps --lazy --need-app --die-on-term --harakiri --harakiri-verbose --max-requests --max-requests-delta --max-worker-lifetime --reload-on-rss --evil-reload-on-rss --limit-as --worker-reload-mercy --reload-mercy --pidfile --pidfile2 --daemonize --daemonize2 --logto --vacuum --stop --reload --chain-reload --brutal-reload --touch-reload --touch-chain-reload --attach-daemon --smart-attach-daemon --py-autoreload --python-autoreload --chown-socket --umask --uid --gid --limit-concurrency --limit-post --buffer-size --socket-timeout --ini --yaml --yml --json --js --xml --strict --print-config --check-config --disable-logging --log-format --logformat --log-format-strftime --logformat-strftime --logdate --log-date --log-micros --log-x-forwarded-for --log-slow --log-4xx --log-5xx --log-big --log-zero --log-encoder --log-req-encoder --log-maxsize --log-backupname --touch-logreopen --log-reopen --log-master --threaded-logger --memory-report --stats --stats-server --stats-http --stats-minified --stats-min --metrics --enable-threads --single-interpreter --plugin --plugins --plugin-dir --plugins-dir --thunder-lock --no-orphans --ignore-sigpipe --ignore-write-errors --disable-write-exception --help --usage --version --completions" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+complete -o filenames -F _oxgate oxgate
