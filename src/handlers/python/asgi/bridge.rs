@@ -103,18 +103,31 @@ pub(super) fn start_request(
         let scope = http_scope(py, &objects.keys, &vars, &fields, &app.state)?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
         let send = Py::new(py, Send::new(exchange.clone(), fields.request_line()))?;
-        let coro = app
-            .host
-            .helpers
-            .run_http
-            .call1(py, (&app.callable, scope, receive, send))?;
-        objects.create_task.call1(py, (coro,))?;
-        Ok(())
+        spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
     };
     if let Err(e) = run() {
         crate::say!("oxgate: internal error while starting an ASGI request: {e}");
         exchange.ended(AppEnd::Failed);
     }
+}
+
+/// Runs the app on its scope as a task of the loop, inside `run_http`,
+/// which tells `send` how the app ended.
+fn spawn_app(
+    py: Python<'_>,
+    objects: &LoopObjects,
+    app: &AsgiApp,
+    scope: Bound<'_, pyo3::types::PyDict>,
+    receive: Py<PyAny>,
+    send: Py<PyAny>,
+) -> PyResult<()> {
+    let coro = app
+        .host
+        .helpers
+        .run_http
+        .call1(py, (&app.callable, scope, receive, send))?;
+    objects.create_task.call1(py, (coro,))?;
+    Ok(())
 }
 
 /// Starts a WebSocket's app call on the loop thread.
@@ -130,13 +143,7 @@ pub(super) fn start_websocket(
         let scope = websocket_scope(py, &objects.keys, &vars, &fields, &app.state)?;
         let receive = Py::new(py, WsReceive::new(exchange.clone()))?;
         let send = Py::new(py, WsSend::new(exchange.clone(), fields.request_line()))?;
-        let coro = app
-            .host
-            .helpers
-            .run_http
-            .call1(py, (&app.callable, scope, receive, send))?;
-        objects.create_task.call1(py, (coro,))?;
-        Ok(())
+        spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
     };
     if let Err(e) = run() {
         crate::say!("oxgate: internal error while starting an ASGI WebSocket: {e}");

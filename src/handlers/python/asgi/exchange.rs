@@ -313,18 +313,7 @@ impl Send {
             } else {
                 self.line.clone()
             };
-            if self
-                .exchange
-                .host
-                .helpers
-                .log_exception
-                .call1(py, (error, what))
-                .is_err()
-            {
-                crate::say!(
-                    "oxgate: error in the ASGI app (and its traceback could not be printed)"
-                );
-            }
+            log_app_error(&self.exchange.host, py, error, what);
         }
         self.exchange.ended(AppEnd::Failed);
     }
@@ -342,6 +331,19 @@ impl Send {
             );
         }
         self.exchange.ended(AppEnd::Returned);
+    }
+}
+
+/// Logs an exception the app raised, with its traceback; `what` says
+/// which request, and when.
+pub(super) fn log_app_error(
+    host: &AsgiHost,
+    py: Python<'_>,
+    error: &Bound<'_, PyAny>,
+    what: String,
+) {
+    if host.helpers.log_exception.call1(py, (error, what)).is_err() {
+        crate::say!("oxgate: error in the ASGI app (and its traceback could not be printed)");
     }
 }
 

@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::exchange::{AppEnd, Head, bytes_of, message_type, parse_headers, parse_start, resolve};
+use super::exchange::{
+    AppEnd, Head, bytes_of, log_app_error, message_type, parse_headers, parse_start, resolve,
+};
 use super::host::{AsgiHost, LoopObjects};
 use super::ready::Ready;
 
@@ -429,18 +431,7 @@ impl WsSend {
             } else {
                 format!("{} (WebSocket handshake)", self.line)
             };
-            if self
-                .exchange
-                .host
-                .helpers
-                .log_exception
-                .call1(py, (error, what))
-                .is_err()
-            {
-                crate::say!(
-                    "oxgate: error in the ASGI app (and its traceback could not be printed)"
-                );
-            }
+            log_app_error(&self.exchange.host, py, error, what);
         }
         self.exchange.ended(AppEnd::Failed);
     }
