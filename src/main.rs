@@ -64,7 +64,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Action::Version => {
-            println!("oxgate {}", env!("CARGO_PKG_VERSION"));
+            let (python, built_with) = oxgate::handlers::python::python_version();
+            println!(
+                "oxgate {}\n\
+                 Python {python} (libpython, built against {built_with})\n\
+                 Apps: WSGI (PEP 3333); ASGI 3 (HTTP, WebSocket, lifespan)\n\
+                 Protocols: HTTP/1.1, uwsgi, FastCGI, SCGI",
+                env!("CARGO_PKG_VERSION")
+            );
             ExitCode::SUCCESS
         }
         Action::Completions(script) => {

@@ -2,6 +2,7 @@
 # Golden tests with --print-config and --check-config, and real servers started from files.
 import json
 import os
+import platform
 import subprocess
 
 import pytest
@@ -191,6 +192,10 @@ def test_usage_errors():
     assert p.returncode == 0 and "--http-socket" in p.stdout and "--threads" in p.stdout
     p = subprocess.run([BIN, "--version"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("oxgate ")
+    # The Python it runs: the version of the libpython it loaded (the test
+    # venv is made from the interpreter oxgate is built against).
+    assert f"\nPython {platform.python_version()} (libpython, built against " in p.stdout
+    assert "ASGI 3" in p.stdout and "FastCGI" in p.stdout
 
 
 SEED_INI_000 = """[uwsgi]

@@ -43,6 +43,19 @@ fn program_name(home: Option<&Path>) -> Result<PathBuf, String> {
 /// Starts the embedded interpreter: no Python signal handlers (the server
 /// owns signals), unbuffered stdio (app output reaches the log at once), and
 /// the program name chosen above.
+/// The version of the libpython this process runs (say "3.11.7"), and the
+/// interpreter the build was made against, for `--version`.
+pub fn python_version() -> (String, &'static str) {
+    // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated
+    // string built into libpython; it may be called before the interpreter
+    // is initialized (the C API documents it among the functions safe to
+    // call before Py_Initialize).
+    let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    let version = full.split_whitespace().next().unwrap_or("?").to_string();
+    (version, env!("OXGATE_BUILD_PYTHON"))
+}
+
 pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     let program = program_name(home)?;
     let program_c = CString::new(program.as_os_str().as_bytes())

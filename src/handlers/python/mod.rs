@@ -9,6 +9,8 @@ mod pool;
 mod wsgi;
 
 pub use asgi::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};
-pub use interpreter::{fork, initialize, install_stack_dump, prepare_preload_fork, run_atexit};
+pub use interpreter::{
+    fork, initialize, install_stack_dump, prepare_preload_fork, python_version, run_atexit,
+};
 pub use loader::{LoadOptions, PythonApps, load};
 pub use wsgi::{WsgiApp, WsgiHost};
