@@ -40,9 +40,6 @@ fn program_name(home: Option<&Path>) -> Result<PathBuf, String> {
     Ok(PathBuf::from(env!("OXGATE_BUILD_PYTHON")))
 }
 
-/// Starts the embedded interpreter: no Python signal handlers (the server
-/// owns signals), unbuffered stdio (app output reaches the log at once), and
-/// the program name chosen above.
 /// The version of the libpython this process runs (say "3.11.7"), and the
 /// interpreter the build was made against, for `--version`.
 pub fn python_version() -> (String, &'static str) {
@@ -56,6 +53,9 @@ pub fn python_version() -> (String, &'static str) {
     (version, env!("OXGATE_BUILD_PYTHON"))
 }
 
+/// Starts the embedded interpreter: no Python signal handlers (the server
+/// owns signals), unbuffered stdio (app output reaches the log at once), and
+/// the program name chosen above.
 pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     let program = program_name(home)?;
     let program_c = CString::new(program.as_os_str().as_bytes())

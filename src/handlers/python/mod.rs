@@ -6,6 +6,7 @@ mod buffers;
 mod interpreter;
 mod loader;
 mod pool;
+mod traceback;
 mod wsgi;
 
 pub use asgi::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use super::exchange::{AppEnd, Exchange, Receive, Send};
 use super::host::{AsgiApp, AsgiHost, Job, LifespanApp, LoopObjects};
 use super::ready::Ready;
-use super::scope::{Fields, ScopeKeys, http_scope, websocket_scope};
+use super::scope::{Fields, RequestLine, ScopeKeys, http_scope, websocket_scope};
 use super::ws::{WsExchange, WsReceive, WsSend};
 use crate::config::Words;
 use crate::request::VarName;
@@ -102,7 +102,7 @@ pub(super) fn start_request(
         let fields = Fields::of(&vars);
         let scope = http_scope(py, &objects.keys, &vars, &fields, &app.state)?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
-        let send = Py::new(py, Send::new(exchange.clone(), fields.request_line()))?;
+        let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(&vars)))?;
         spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
     };
     if let Err(e) = run() {
@@ -142,7 +142,7 @@ pub(super) fn start_websocket(
         let fields = Fields::of(&vars);
         let scope = websocket_scope(py, &objects.keys, &vars, &fields, &app.state)?;
         let receive = Py::new(py, WsReceive::new(exchange.clone()))?;
-        let send = Py::new(py, WsSend::new(exchange.clone(), fields.request_line()))?;
+        let send = Py::new(py, WsSend::new(exchange.clone(), RequestLine::of(&vars)))?;
         spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
     };
     if let Err(e) = run() {

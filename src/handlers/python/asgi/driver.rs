@@ -9,15 +9,12 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 
 use super::bridge::start_request;
-use super::exchange::{AppEnd, Exchange, Head, Settlement, State, post_settle};
+use super::exchange::{AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_settle};
 use super::host::{AsgiApp, Slot};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
     Responding, Response, ResponseBody, head_size,
 };
-
-/// Queued response bytes below which a waiting `send()` goes on.
-const SEND_LOW: usize = 64 * 1024;
 
 impl Handler for AsgiApp {
     fn handle(self: Arc<Self>, req: Request) -> Responding {
@@ -213,10 +210,7 @@ fn whole_body(st: &mut State) -> Bytes {
 /// for body bytes while `pump` was not waiting on the client (`parked`)
 /// may have found no waker to wake: poll again.
 fn keep_waker(st: &mut State, cx: &Context<'_>, parked: bool, has_body: bool) {
-    match &st.waker {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => st.waker = Some(cx.waker().clone()),
-    }
+    super::exchange::keep_waker(&mut st.waker, cx);
     if has_body && !parked && st.body_wanted {
         cx.waker().wake_by_ref();
     }

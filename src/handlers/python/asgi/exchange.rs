@@ -12,13 +12,27 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use super::super::buffers::to_bytes;
+use super::super::traceback::log_app_exception;
 use super::host::{AsgiHost, LoopObjects};
 use super::ready::Ready;
+use super::scope::RequestLine;
 use crate::request::{FileRegion, is_token_byte};
 
-/// Response bytes queued for the connection before `send()` makes the app
-/// wait: a slow client does not make the worker buffer without bound.
-const SEND_HIGH: usize = 256 * 1024;
+/// Bytes queued for the client before `send()` makes the app wait (HTTP
+/// bodies and WebSocket messages alike): a slow client does not make the
+/// worker buffer without bound.
+pub(super) const SEND_HIGH: usize = 256 * 1024;
+/// Queued bytes below which a waiting `send()` goes on.
+pub(super) const SEND_LOW: usize = 64 * 1024;
+
+/// Leaves the connection task's waker where the loop thread finds it,
+/// unless the one there already wakes the same task.
+pub(super) fn keep_waker(slot: &mut Option<Waker>, cx: &std::task::Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
 
 /// The status and headers of `http.response.start`, validated.
 pub(super) struct Head {
@@ -167,17 +181,20 @@ impl Receive {
 pub(super) struct Send {
     exchange: Arc<Exchange>,
     /// "METHOD /uri", for the log.
-    line: String,
+    line: RequestLine,
 }
 
 impl Send {
-    pub(super) fn new(exchange: Arc<Exchange>, line: String) -> Send {
+    pub(super) fn new(exchange: Arc<Exchange>, line: RequestLine) -> Send {
         Send { exchange, line }
     }
 }
 
-pub(super) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let message = message.cast::<PyDict>().map_err(|_| {
+/// The message as a dict, and its `type`.
+pub(super) fn message_type<'a, 'py>(
+    message: &'a Bound<'py, PyAny>,
+) -> PyResult<(&'a Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+    let dict = message.cast::<PyDict>().map_err(|_| {
         PyTypeError::new_err(format!(
             "an ASGI message must be a dict, not {}",
             message
@@ -187,15 +204,26 @@ pub(super) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'
                 .unwrap_or_default()
         ))
     })?;
-    message
+    let kind = dict
         .get_item("type")?
-        .ok_or_else(|| PyValueError::new_err("the ASGI message has no 'type'"))
+        .ok_or_else(|| PyValueError::new_err("the ASGI message has no 'type'"))?;
+    Ok((dict, kind))
+}
+
+/// A message's field, absent or None alike (a dict lookup that raises
+/// nothing when the key is missing: most messages leave fields out).
+pub(super) fn field<'py>(message: &Bound<'py, PyDict>, key: &str) -> Option<Bound<'py, PyAny>> {
+    message
+        .get_item(key)
+        .ok()
+        .flatten()
+        .filter(|v| !v.is_none())
 }
 
 #[pymethods]
 impl Send {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = message_type(message)?;
+        let (message, kind) = message_type(message)?;
         let kind = kind.cast::<PyString>()?.to_str()?;
         let objects = self.exchange.objects()?;
         match kind {
@@ -211,15 +239,11 @@ impl Send {
                 st.head = Some(head);
             }
             "http.response.body" => {
-                let body = match message.get_item("body") {
-                    Ok(b) if !b.is_none() => b,
-                    _ => PyBytes::new(py, b"").into_any(),
+                let body = match field(message, "body") {
+                    Some(b) => bytes_of(&b, "'body' of http.response.body")?,
+                    None => Bytes::new(),
                 };
-                let body = bytes_of(&body, "'body' of http.response.body")?;
-                let more = match message.get_item("more_body") {
-                    Ok(m) => m.is_truthy()?,
-                    Err(_) => false,
-                };
+                let more = field(message, "more_body").map_or(Ok(false), |m| m.is_truthy())?;
                 let (waker, wait) = {
                     let mut st = self.exchange.lock();
                     if !st.started {
@@ -257,12 +281,11 @@ impl Send {
                 }
             }
             "http.response.pathsend" => {
-                let path: std::path::PathBuf = message
-                    .get_item("path")
-                    .and_then(|p| p.extract())
-                    .map_err(|_| {
-                    PyTypeError::new_err("'path' of http.response.pathsend must be a str")
-                })?;
+                let path: std::path::PathBuf = field(message, "path")
+                    .and_then(|p| p.extract().ok())
+                    .ok_or_else(|| {
+                        PyTypeError::new_err("'path' of http.response.pathsend must be a str")
+                    })?;
                 // An open and a stat, as the app's own open() would do.
                 let file = std::fs::File::open(&path)?;
                 let len = file.metadata()?.len();
@@ -311,7 +334,7 @@ impl Send {
                     self.line
                 )
             } else {
-                self.line.clone()
+                self.line.to_string()
             };
             log_app_error(&self.exchange.host, py, error, what);
         }
@@ -342,9 +365,7 @@ pub(super) fn log_app_error(
     error: &Bound<'_, PyAny>,
     what: String,
 ) {
-    if host.helpers.log_exception.call1(py, (error, what)).is_err() {
-        crate::say!("oxgate: error in the ASGI app (and its traceback could not be printed)");
-    }
+    log_app_exception(py, &host.helpers.log_exception, error, what);
 }
 
 /// The bytes of a message's bytes (or bytearray) value.
@@ -362,10 +383,9 @@ pub(super) fn bytes_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> 
 }
 
 /// Validates `http.response.start`.
-pub(super) fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
-    let status: u16 = message
-        .get_item("status")
-        .map_err(|_| PyValueError::new_err("http.response.start has no 'status'"))?
+pub(super) fn parse_start(message: &Bound<'_, PyDict>) -> PyResult<Head> {
+    let status: u16 = field(message, "status")
+        .ok_or_else(|| PyValueError::new_err("http.response.start has no 'status'"))?
         .extract()
         .map_err(|_| PyTypeError::new_err("'status' of http.response.start must be an int"))?;
     if !(200..=999).contains(&status) {
@@ -373,9 +393,9 @@ pub(super) fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
             "invalid status {status} in http.response.start"
         )));
     }
-    let headers = match message.get_item("headers") {
-        Ok(list) => parse_headers(&list)?,
-        Err(_) => Vec::new(),
+    let headers = match field(message, "headers") {
+        Some(list) => parse_headers(&list)?,
+        None => Vec::new(),
     };
     Ok(Head { status, headers })
 }
@@ -384,39 +404,37 @@ pub(super) fn parse_start(message: &Bound<'_, PyAny>) -> PyResult<Head> {
 /// the front end manages (framing, the connection) are dropped.
 pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
     let mut headers = Vec::new();
-    if !list.is_none() {
-        for item in list.try_iter()? {
-            let item = item?;
-            let mut pair = item.try_iter()?;
-            let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
-                return Err(PyValueError::new_err(
-                    "each header must be a [name, value] pair of bytes",
-                ));
-            };
-            let (name, value) = (name?, value?);
-            let name = header_bytes(&name, "name")?;
-            let value = header_bytes(&value, "value")?;
-            if name.is_empty() || !name.iter().copied().all(is_token_byte) {
-                return Err(PyValueError::new_err(format!(
-                    "invalid header name {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
-                return Err(PyValueError::new_err(format!(
-                    "value of header {:?} contains a control character",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            // The front end frames the message and manages the connection.
-            if [&b"transfer-encoding"[..], b"connection", b"keep-alive"]
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(&name))
-            {
-                continue;
-            }
-            headers.push((Bytes::from(name), Bytes::from(value)));
+    for item in list.try_iter()? {
+        let item = item?;
+        let mut pair = item.try_iter()?;
+        let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
+            return Err(PyValueError::new_err(
+                "each header must be a [name, value] pair of bytes",
+            ));
+        };
+        let (name, value) = (name?, value?);
+        let name = header_bytes(&name, "name")?;
+        let value = header_bytes(&value, "value")?;
+        if name.is_empty() || !name.iter().copied().all(is_token_byte) {
+            return Err(PyValueError::new_err(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
         }
+        if value.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+            return Err(PyValueError::new_err(format!(
+                "value of header {:?} contains a control character",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        // The front end frames the message and manages the connection.
+        if [&b"transfer-encoding"[..], b"connection", b"keep-alive"]
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&name))
+        {
+            continue;
+        }
+        headers.push((Bytes::from(name), Bytes::from(value)));
     }
     Ok(headers)
 }

@@ -132,22 +132,44 @@ impl<'a> Fields<'a> {
         f
     }
 
-    /// "METHOD /uri" for the log.
-    pub(super) fn request_line(&self) -> String {
-        let uri = if self.uri.is_empty() {
-            self.path_info
-        } else {
-            self.uri
-        };
-        format!(
-            "{} {}",
-            String::from_utf8_lossy(self.method),
-            String::from_utf8_lossy(uri)
-        )
-    }
-
     pub(super) fn is_https(&self) -> bool {
         self.https
+    }
+}
+
+/// "METHOD /uri" for the log: the request's own bytes, kept (a reference
+/// count each) and formatted only if a line is written, on an app error.
+pub(super) struct RequestLine {
+    method: Bytes,
+    uri: Bytes,
+}
+
+impl RequestLine {
+    pub(super) fn of(vars: &[(VarName, Bytes)]) -> RequestLine {
+        let (mut method, mut uri, mut path) = (Bytes::new(), Bytes::new(), Bytes::new());
+        for (name, value) in vars {
+            match name {
+                VarName::Known(Var::REQUEST_METHOD) => method = value.clone(),
+                VarName::Known(Var::REQUEST_URI) => uri = value.clone(),
+                VarName::Known(Var::PATH_INFO) => path = value.clone(),
+                _ => {}
+            }
+        }
+        RequestLine {
+            method,
+            uri: if uri.is_empty() { path } else { uri },
+        }
+    }
+}
+
+impl std::fmt::Display for RequestLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            String::from_utf8_lossy(&self.method),
+            String::from_utf8_lossy(&self.uri)
+        )
     }
 }
 
@@ -177,8 +199,7 @@ fn address<'py>(py: Python<'py>, host: &[u8], port: &[u8]) -> PyResult<Bound<'py
     .into_any())
 }
 
-/// The scope of an HTTP request (`type: "http"`) or, with `kind`
-/// "websocket", of a WebSocket.
+/// The scope of an HTTP request (`type: "http"`).
 pub(super) fn http_scope<'py>(
     py: Python<'py>,
     k: &ScopeKeys,

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use super::bridge::start_websocket;
-use super::exchange::AppEnd;
+use super::exchange::{AppEnd, keep_waker};
 use super::host::AsgiApp;
 use super::ws::{Handshake, Incoming, WsExchange, WsState};
 use crate::config::WsSettings;
@@ -181,10 +181,7 @@ fn poll_answer(exchange: &WsExchange, cx: &mut Context<'_>) -> Poll<Answer> {
             "Internal Server Error\n",
         )));
     }
-    match &st.waker {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => st.waker = Some(cx.waker().clone()),
-    }
+    keep_waker(&mut st.waker, cx);
     Poll::Pending
 }
 
@@ -340,10 +337,7 @@ impl Session {
                     closing,
                     end.is_some(),
                 );
-                match &st.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => st.waker = Some(cx.waker().clone()),
-                }
+                keep_waker(&mut st.waker, cx);
                 (st.incoming.len() < super::ws::INCOMING_MAX, end)
             };
             if self.pending.iter().any(Message::is_close) {
@@ -399,8 +393,8 @@ impl Session {
                     Poll::Ready(Some(Err(e))) => {
                         self.reading = false;
                         let code = error_code(&e);
+                        // (WsConn's drop tells the app of a 1006.)
                         if code == 1006 {
-                            self.conn.exchange.close(1006, "");
                             return Poll::Ready(());
                         }
                         self.begin_close(code, "");

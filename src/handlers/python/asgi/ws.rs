@@ -17,13 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::exchange::{
-    AppEnd, Head, bytes_of, log_app_error, message_type, parse_headers, parse_start, resolve,
+    AppEnd, Head, SEND_HIGH, SEND_LOW, bytes_of, field, log_app_error, message_type, parse_headers,
+    parse_start, resolve,
 };
 use super::host::{AsgiHost, LoopObjects};
 use super::ready::Ready;
+use super::scope::RequestLine;
 
-/// Outgoing bytes queued before `send()` makes the app wait.
-const SEND_HIGH: usize = 256 * 1024;
 /// Client messages queued for an app that does not `receive()` them
 /// before the socket stops being read (the websockets library's
 /// `max_queue`).
@@ -178,7 +178,7 @@ impl WsExchange {
     /// queue goes on once it has drained enough.
     pub(super) fn sent(&self, st: &mut WsState, bytes: usize) {
         st.queued -= bytes;
-        if st.queued <= SEND_HIGH / 4 && !st.send_waiters.is_empty() {
+        if st.queued <= SEND_LOW && !st.send_waiters.is_empty() {
             let waiters = std::mem::take(&mut st.send_waiters);
             self.host.post(Box::new(move |py, _| {
                 resolve(py, waiters, &py.None().into_bound(py));
@@ -271,11 +271,11 @@ impl WsReceive {
 pub(super) struct WsSend {
     exchange: Arc<WsExchange>,
     /// "GET /path", for the log.
-    line: String,
+    line: RequestLine,
 }
 
 impl WsSend {
-    pub(super) fn new(exchange: Arc<WsExchange>, line: String) -> WsSend {
+    pub(super) fn new(exchange: Arc<WsExchange>, line: RequestLine) -> WsSend {
         WsSend { exchange, line }
     }
 }
@@ -287,10 +287,10 @@ fn unexpected(kind: &str, when: &str) -> PyErr {
 #[pymethods]
 impl WsSend {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = message_type(message)?;
+        let (message, kind) = message_type(message)?;
         let kind = kind.cast::<PyString>()?.to_str()?;
         let objects = self.exchange.objects()?;
-        let get = |key: &str| message.get_item(key).ok().filter(|v| !v.is_none());
+        let get = |key: &str| field(message, key);
         let handshake = match kind {
             "websocket.accept" => {
                 let subprotocol = get("subprotocol")

@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::super::traceback::log_app_exception;
+
 use super::host::WsgiHost;
 use crate::request::{BodyError, Response};
 
@@ -97,7 +99,5 @@ pub(super) fn log_exception(
 ) {
     let what = request_line(environ);
     let value = err.into_value(py);
-    if log.call1(py, (value, what)).is_err() {
-        crate::say!("oxgate: error in the app (and its traceback could not be printed)");
-    }
+    log_app_exception(py, log, value.bind(py).as_any(), what);
 }
