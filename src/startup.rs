@@ -46,24 +46,21 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // After a reload the sockets come from the previous master image.
     // Sockets from systemd (socket activation), or from the master image
     // that re-executed into this one, are used as they are.
-    let mut listeners: Vec<Socket> = match &inherited {
-        Some(inh) => inh.listeners(),
-        None => process::systemd_sockets(),
-    };
     let wanted = cfg
         .http_sockets
         .iter()
         .map(|s| (s, Protocol::Http))
         .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)))
         .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)))
-        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)));
-    for (spec, protocol) in wanted {
-        let addr = listen::parse(spec)?;
-        // A socket systemd passed (or a re-executed master handed over) at
-        // this address serves the protocol the configuration names for it:
-        // systemd cannot say, so its sockets start out as HTTP.
-        if let Some(passed) = listeners.iter_mut().find(|s| s.addr == addr) {
-            passed.protocol = protocol;
+        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)))
+        .map(|(spec, protocol)| Ok((listen::parse(spec)?, protocol)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut listeners: Vec<Socket> = match &inherited {
+        Some(inh) => inh.listeners(),
+        None => process::systemd_sockets(&wanted),
+    };
+    for (addr, protocol) in wanted {
+        if listeners.iter().any(|s| s.addr == addr) {
             continue;
         }
         let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;

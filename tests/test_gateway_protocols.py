@@ -157,3 +157,19 @@ def test_fastcgi_keep_conn_does_not_hold_up_a_graceful_stop(serve):
         assert c.recv(1) == b""  # closed by the server, long before 20 s
         assert s.proc.wait(10) == 0
     assert "still busy" not in s.log() and "still running" not in s.log()
+
+
+def test_fastcgi_limit_post(serve):
+    """--limit-post applies on FastCGI as on the other front ends: a body
+    declared over it gets 413 without reaching the app, and the kept
+    connection goes on with the next request."""
+    fp = free_port()
+    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--limit-post", "100")
+    big = [(k, v) for k, v in PARAMS if k != "CONTENT_LENGTH"] + [("CONTENT_LENGTH", "5000")]
+    with socket.create_connection(("127.0.0.1", fp)) as c:
+        c.sendall(fcgi_request(1, big, b"x" * 5000, keep=True))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 413")
+        c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+        out = stdout_of(read_records(c), 1)
+        assert out.startswith(b"Status: 200 OK\r\n")
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 5

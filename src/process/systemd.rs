@@ -30,8 +30,15 @@ pub fn sd_notify(state: &str) {
 }
 
 /// Sockets systemd passed us (socket activation: LISTEN_PID, LISTEN_FDS),
-/// as fds 3, 4, …
-pub fn systemd_sockets() -> Vec<Socket> {
+/// as fds 3, 4, … Each serves the protocol `configured` names for its
+/// address (systemd cannot say which), HTTP when none does.
+pub fn systemd_sockets(configured: &[(Address, Protocol)]) -> Vec<Socket> {
+    let protocol_of = |addr: &Address| {
+        configured
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map_or(Protocol::Http, |(_, p)| *p)
+    };
     let for_us = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -83,19 +90,20 @@ pub fn systemd_sockets() -> Vec<Socket> {
                 None => Address::Abstract(format!("systemd-fd-{fd}")),
             };
             out.push(Socket {
+                protocol: protocol_of(&a),
                 addr: a,
                 listener: Listener::Unix(l, None),
-                protocol: Protocol::Http,
             });
         } else {
             let l = std::net::TcpListener::from(owned);
-            let a = l
-                .local_addr()
-                .map_or_else(|_| format!("fd{fd}"), |a| a.to_string());
+            let a = Address::Tcp(
+                l.local_addr()
+                    .map_or_else(|_| format!("fd{fd}"), |a| a.to_string()),
+            );
             out.push(Socket {
-                addr: Address::Tcp(a),
+                protocol: protocol_of(&a),
+                addr: a,
                 listener: Listener::Tcp(l),
-                protocol: Protocol::Http,
             });
         }
     }

@@ -18,7 +18,9 @@ pub use body::{
 };
 pub use conn::ConnInfo;
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};
-pub use response::{Response, ResponseBody, head_size, is_token_byte, reason_phrase};
+pub use response::{
+    Response, ResponseBody, body_too_large, head_size, is_token_byte, reason_phrase,
+};
 pub use upgrade::{GoingAway, Session, Upgraded, UpgradedIo};
 #[cfg(test)]
 pub use vars::test_vars;

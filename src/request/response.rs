@@ -66,6 +66,13 @@ impl Response {
     }
 }
 
+/// The 413 for a request whose declared body is over `--limit-post`, the
+/// same on every front end.
+pub fn body_too_large(limit: Option<u64>, content_length: Option<u64>) -> Option<Response> {
+    let (limit, len) = limit.zip(content_length)?;
+    (len > limit).then(|| Response::plain(413, "Content Too Large", "Request body too large\n"))
+}
+
 /// RFC 9110 tchar: the bytes allowed in a header name.
 pub fn is_token_byte(c: u8) -> bool {
     const TOKEN: [bool; 256] = {

@@ -3,7 +3,7 @@
 //! event loop; anything else falls back to the async driver.
 
 use crate::request::cgi::normalise;
-use crate::request::{ConnInfo, Handler};
+use crate::request::{ConnInfo, Handler, body_too_large};
 use crate::request::{Request, RequestBody, ResponseBody};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -82,9 +82,7 @@ pub async fn serve_fast(
     };
     let info = ConnInfo::new(None, None);
     let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
-    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
-        && len > limit
-    {
+    if body_too_large(settings.limit_post, content_length).is_some() {
         return fallback(conn, kind, host, settings, buf).await;
     }
     let len = content_length.unwrap_or(0) as usize;

@@ -7,7 +7,7 @@ use crate::request::cgi::normalise;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody,
 };
-use crate::request::{ConnInfo, Handler};
+use crate::request::{ConnInfo, Handler, body_too_large};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::sync::Arc;
@@ -224,13 +224,15 @@ where
     }
     let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
     let (vars, content_length, is_head) = normalise(raw, info, false);
+    // Over --limit-post: the 413 goes out, and the body is skipped below.
+    let too_large = body_too_large(settings.limit_post, content_length);
     // The body: STDIN records until the empty one. Up to INLINE_BODY_MAX
     // is read now (a GET's empty STDIN comes at once; nginx sends an empty
     // CONTENT_LENGTH then), so the app can run inline; more streams on.
     let mut stdin_done = false;
     let streamed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut first = BytesMut::new();
-    if content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
+    if too_large.is_none() && content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
         while !stdin_done && first.len() as u64 <= INLINE_BODY_MAX {
             let Some(rec) = reader.lock().await.record().await? else {
                 return Ok(false);
@@ -244,7 +246,7 @@ where
             }
         }
     }
-    let body = if stdin_done && first.is_empty() {
+    let body = if too_large.is_some() || (stdin_done && first.is_empty()) {
         RequestBody::Empty
     } else if stdin_done {
         RequestBody::Full(first.freeze())
@@ -257,16 +259,20 @@ where
             fut: None,
         }))
     };
-    let response = host
-        .clone()
-        .handle(Request {
-            vars,
-            body,
-            is_head,
-            protocol: Protocol::Fastcgi,
-            upgradable: false,
-        })
-        .await;
+    let response = match too_large {
+        Some(r) => r,
+        None => {
+            host.clone()
+                .handle(Request {
+                    vars,
+                    body,
+                    is_head,
+                    protocol: Protocol::Fastcgi,
+                    upgradable: false,
+                })
+                .await
+        }
+    };
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
     // The same CGI head as SCGI's.
     let mut head = response_head(Protocol::Scgi, b"", &response);

@@ -4,8 +4,8 @@
 use crate::listen::Protocol;
 use crate::proto::{scgi, uwsgi};
 use crate::request::cgi::normalise;
-use crate::request::{BodyError, BodyStream, ChunkSource, Request, RequestBody, Response};
-use crate::request::{ConnInfo, Handler};
+use crate::request::{BodyError, BodyStream, ChunkSource, Request, RequestBody};
+use crate::request::{ConnInfo, Handler, body_too_large};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::sync::Arc;
@@ -124,16 +124,8 @@ pub async fn serve<S>(
         }
     };
     let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
-    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
-        && len > limit
-    {
-        write_response(
-            &mut wr,
-            protocol,
-            &status_line_version(&vars),
-            Response::plain(413, "Content Too Large", "Request body too large\n"),
-        )
-        .await;
+    if let Some(too_large) = body_too_large(settings.limit_post, content_length) {
+        write_response(&mut wr, protocol, &status_line_version(&vars), too_large).await;
         return;
     }
     let len = content_length.unwrap_or(0);

@@ -1,11 +1,11 @@
 //! hyper's request head turned into CGI variables (with the rules in
 //! `request::cgi`), and its body into the protocol-neutral one.
 
-use crate::request::ConnInfo;
 use crate::request::cgi::{self, header_var, split_host};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, Var, VarName,
 };
+use crate::request::{ConnInfo, body_too_large};
 use bytes::{Bytes, BytesMut};
 use http::header::{self};
 use http_body::Body;
@@ -170,14 +170,8 @@ pub(super) fn convert_head(
     }
     let vars = v.vars;
 
-    if let (Some(limit), Some(len)) = (settings.limit_post, content_length)
-        && len > limit
-    {
-        return Err(Response::plain(
-            413,
-            "Content Too Large",
-            "Request body too large\n",
-        ));
+    if let Some(too_large) = body_too_large(settings.limit_post, content_length) {
+        return Err(too_large);
     }
 
     Ok(Headed {
