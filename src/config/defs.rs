@@ -132,6 +132,11 @@ impl Eq for OptDef {}
 
 /// The table's builder: `OptDef::new(name, kind, group)` then what applies.
 impl OptDef {
+    /// Every long name it answers to: the name, then the aliases.
+    pub fn long_names(&self) -> impl Iterator<Item = &'static str> + use<> {
+        std::iter::once(self.name).chain(self.aliases.iter().copied())
+    }
+
     pub const fn new(name: &'static str, kind: Kind, group: Group) -> OptDef {
         OptDef {
             name,
@@ -754,7 +759,7 @@ pub fn lookup_short(c: char) -> Option<Key> {
 pub fn suggest(name: &str) -> Option<&'static str> {
     let mut best: Option<(usize, &'static str)> = None;
     for o in OPTIONS {
-        for cand in std::iter::once(&o.name).chain(o.aliases.iter()) {
+        for cand in o.long_names() {
             let d = edit_distance(name, cand);
             if d <= 2.max(name.len() / 4) && best.is_none_or(|(bd, _)| d < bd) {
                 best = Some((d, o.name));
@@ -786,8 +791,8 @@ mod tests {
     fn names_and_aliases_are_unique() {
         let mut seen = std::collections::HashSet::new();
         for o in OPTIONS {
-            for n in std::iter::once(&o.name).chain(o.aliases.iter()) {
-                assert!(seen.insert(*n), "{n} declared twice");
+            for n in o.long_names() {
+                assert!(seen.insert(n), "{n} declared twice");
             }
         }
         let mut shorts = std::collections::HashSet::new();

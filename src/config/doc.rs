@@ -236,7 +236,7 @@ fn roff_names(o: &OptDef) -> String {
     if let Some(c) = o.short {
         names.push(format!("\\fB\\-{c}\\fR"));
     }
-    for n in std::iter::once(&o.name).chain(o.aliases) {
+    for n in o.long_names() {
         names.push(format!("\\fB{}\\fR", roff(&format!("--{n}"))));
     }
     let mut tag = names.join(", ");
@@ -459,13 +459,22 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let regenerate = std::env::var_os("OXGATE_REGENERATE_DOCS").is_some_and(|v| v == "1");
         let mut stale = Vec::new();
-        let script = |shell| super::super::completions::completion_script(shell).unwrap();
+        use super::super::completions::{Shell, completion_script};
         for (file, text) in [
             ("docs/options.md", options_markdown()),
             ("docs/oxgate.1", man_page()),
-            ("packaging/completions/oxgate.bash", script("bash")),
-            ("packaging/completions/_oxgate", script("zsh")),
-            ("packaging/completions/oxgate.fish", script("fish")),
+            (
+                "packaging/completions/oxgate.bash",
+                completion_script(Shell::Bash),
+            ),
+            (
+                "packaging/completions/_oxgate",
+                completion_script(Shell::Zsh),
+            ),
+            (
+                "packaging/completions/oxgate.fish",
+                completion_script(Shell::Fish),
+            ),
         ] {
             let path = root.join(file);
             if regenerate {

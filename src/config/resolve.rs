@@ -169,14 +169,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     if r.flag(&opt::VERSION)? {
         return Ok(Action::Version);
     }
-    if let Some(shell) = r.string(&opt::COMPLETIONS) {
-        return match super::completions::completion_script(&shell) {
-            Some(script) => Ok(Action::Completions(script)),
-            None => Err(ConfigError(format!(
-                "--completions: {shell:?} is not one of {}",
-                super::completions::SHELLS.join(", ")
-            ))),
-        };
+    if r.given(&opt::COMPLETIONS).is_some() {
+        let shell = r.choice(&opt::COMPLETIONS)?;
+        return Ok(Action::Completions(super::completions::completion_script(
+            shell,
+        )));
     }
     let controls = [
         (&opt::STOP, Control::Stop),
