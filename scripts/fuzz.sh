@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs each codec's (and the CGI rules') cargo-fuzz target for a while (default 600 s each) and
-# prints the executions. Not part of CI, which runs a short smoke instead:
+# prints the executions. Not part of CI, which relies on the property tests:
 #   scripts/fuzz.sh [seconds]      scripts/fuzz.sh 5 uwsgi
 # Needs cargo-fuzz (cargo install cargo-fuzz). This machine has only stable
 # Rust: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the flags it needs.

@@ -42,4 +42,4 @@ cargo build --release --locked
 python3 scripts/layers.py
 cargo clippy --release --locked --all-targets --quiet
 cargo test --release --locked --quiet
-OXGATE_BIN="$PWD/target/release/oxgate" "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+OXGATE_BIN="$PWD/target/release/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider "$@"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import APPS, BEHAVIOUR, BIN, ECHO, ROOT, free_port
+from helpers import APPS, BEHAVIOUR, BIN, ECHO, ROOT, VENV, free_port, listens, wait_for
 
 
 class Server:
@@ -130,3 +130,26 @@ def fcgi(serve):
     s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1")
     s.fcgi_port = fp
     return s
+
+
+@pytest.fixture
+def uvicorn(tmp_path):
+    """uvicorn(module, env) runs the real uvicorn on the same app."""
+    started = []
+
+    def start(module, env=None):
+        port = free_port()
+        log = open(tmp_path / f"uvicorn-{port}.log", "wb")
+        proc = subprocess.Popen(
+            [str(VENV / "bin" / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port),
+             "--app-dir", str(APPS), "--no-access-log"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=APPS)
+        started.append(proc)
+        wait_for(lambda: listens(port), what="uvicorn listening")
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for p in started:
+        p.terminate()
+        p.wait(10)
+

@@ -31,8 +31,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def raw_request(port, data, timeout=10, read_all=True):
-    """Sends raw bytes; returns everything the server sent until it closed."""
+def listens(port):
+    """Whether something accepts connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def raw_request(port, data, timeout=10, read_all=True, expect_close=False):
+    """Sends raw bytes; returns everything the server sent until it closed
+    (or went quiet for `timeout`, which fails when `expect_close`)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
         chunks = []
@@ -40,6 +50,7 @@ def raw_request(port, data, timeout=10, read_all=True):
             try:
                 b = s.recv(65536)
             except socket.timeout:
+                assert not expect_close, f"the server did not close the connection: {b''.join(chunks)[:200]!r}"
                 break
             if not b:
                 break

@@ -13,42 +13,12 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, VENV, free_port, run_fail, start_nginx, wait_for
+from helpers import APPS, VENV, free_port, listens, run_fail, start_nginx, wait_for
 
 # Headers that differ between servers by nature: the date, the server's
 # name, and the framing (a body the app sent whole, without a length, goes
 # out with Content-Length from oxgate and chunked from uvicorn).
 VARYING = {"date", "server", "content-length", "transfer-encoding"}
-
-
-@pytest.fixture
-def uvicorn(tmp_path):
-    """uvicorn(module, env) runs the real uvicorn on the same app."""
-    started = []
-
-    def start(module, env=None):
-        port = free_port()
-        log = open(tmp_path / f"uvicorn-{port}.log", "wb")
-        proc = subprocess.Popen(
-            [str(VENV / "bin" / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port),
-             "--app-dir", str(APPS), "--no-access-log"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=APPS)
-        started.append(proc)
-        wait_for(lambda: _listens(port), what="uvicorn listening")
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for p in started:
-        p.terminate()
-        p.wait(10)
-
-
-def _listens(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def asgi(serve, module, *args, env=None):

@@ -52,7 +52,7 @@ def test_bad_chunk_in_a_streamed_body_is_400(srv):
 
 def test_slow_head_times_out(serve):
     s = serve("--wsgi-file", str(APPS / "validated.py"), "--socket-timeout", "1")
-    out = raw_request(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10)
+    out = raw_request(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10, expect_close=True)
     # hyper answers 408 or just closes; either way the connection does not hang
     assert out == b"" or out.startswith(b"HTTP/1.1 408")
 
@@ -61,7 +61,8 @@ def test_length_and_chunked_together_close_the_connection(srv):
     # RFC 9112 6.3: Transfer-Encoding wins, and the connection must close
     # afterwards (a smuggling attempt cannot ride on it).
     out = raw_request(srv.port, b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /env HTTP/1.1\r\nHost: y\r\n\r\n")
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /env HTTP/1.1\r\nHost: y\r\n\r\n",
+                      expect_close=True)
     assert out.count(b"HTTP/1.1 ") == 1
     assert b"\r\nconnection: close\r\n" in out.lower()
     assert b'"CONTENT_LENGTH"' not in out

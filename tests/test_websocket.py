@@ -15,7 +15,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers import APPS, ROOT, VENV, free_port, start_nginx, wait_for
-from test_asgi import uvicorn  # noqa: F401  (the fixture)
 
 
 def ws_app(serve, tmp_path, *args, module="asgi_ws:app"):
@@ -267,7 +266,7 @@ def test_fastapi_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):
 
 
 def test_proxy_pass_with_upgrade_behind_nginx(serve, tmp_path):
-    s = ws_app(serve, tmp_path)
+    s = ws_app(serve, tmp_path, "--proxy-headers")
     port = free_port()
     conf = f"""
 worker_processes 1;
@@ -301,6 +300,8 @@ http {{
                 return json.loads(await ws.recv())
         scope = run(go())
         assert scope["type"] == "websocket"
+        # nginx said the client came over TLS: the scheme says so.
+        assert scope["scheme"] == "wss"
     finally:
         nginx.terminate()
         nginx.wait(10)

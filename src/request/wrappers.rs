@@ -156,7 +156,15 @@ impl ProxyHeaders {
                 .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_string))
         };
         let mut client = None;
-        let mut proto = None;
+        // X-Forwarded-Proto counts on its own, as uvicorn reads it: a
+        // proxy may set it without X-Forwarded-For.
+        let mut proto = header(vars, b"HTTP_X_FORWARDED_PROTO").map(|p| {
+            p.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
         if let Some(xff) = header(vars, b"HTTP_X_FORWARDED_FOR") {
             let hops: Vec<&str> = xff
                 .split(',')
@@ -164,13 +172,6 @@ impl ProxyHeaders {
                 .filter(|h| !h.is_empty())
                 .collect();
             client = self.client(&hops).map(str::to_string);
-            proto = header(vars, b"HTTP_X_FORWARDED_PROTO").map(|p| {
-                p.split(',')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
         } else if let Some(fwd) = header(vars, b"HTTP_FORWARDED") {
             let mut fors = Vec::new();
             for element in fwd.split(',') {
