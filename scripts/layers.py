@@ -16,7 +16,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 # Top-level modules, each allowed to import only those after it.
 LAYERS = [
-    "top", "startup", "master", "worker", "process", "frontend", "handlers",
+    "cli", "top", "startup", "master", "worker", "process", "frontend", "handlers",
     "config", "request", "lifecycle", "proto", "listen", "log", "sys",
 ]
 # Leaves at the same level may not import each other.

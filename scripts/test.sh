@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs, builds,
-# runs the Rust unit tests, then drives the real binary with pytest.
+# runs the Rust unit tests, then drives the real binary with pytest; then
+# builds the wheel pip installs and runs the core tests against that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +44,17 @@ python3 scripts/layers.py
 cargo clippy --release --locked --all-targets --quiet
 cargo test --release --locked --quiet
 OXGATE_BIN="$PWD/target/release/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider "$@"
+
+# The `oxgate` pip installs (pyext/ and python/oxgate/, built by maturin
+# against the same interpreter), in a fresh venv with the test apps: the
+# whole suite again, through its console script. Its own target directory
+# keeps the two builds from undoing each other (the extension's pyo3 links
+# no libpython).
+rm -f target/wheels/oxgate-*.whl
+"$VENV/bin/maturin" build --release --locked --quiet --target-dir target/wheel \
+  --interpreter "$VENV/bin/python" --out target/wheels
+WHEEL_VENV=.venv-wheel
+rm -rf "$WHEEL_VENV"
+"$PY" -m venv "$WHEEL_VENV"
+"$WHEEL_VENV/bin/pip" install -q --disable-pip-version-check target/wheels/oxgate-*.whl -r tests/requirements.txt
+OXGATE_BIN="$PWD/$WHEEL_VENV/bin/oxgate" "$WHEEL_VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider "$@"

@@ -3,6 +3,8 @@
 //! The layers, each importing only those below it (`scripts/layers.py`
 //! checks it):
 //!
+//! * `cli`: the `oxgate` command, for the binary and the extension module;
+//! * `top`: `oxgate top`, the live view of a server's stats;
 //! * `startup`: from a `Config` to a running master or single process;
 //! * `master`: the supervisor of the workers, the scoreboard, stats;
 //! * `process`: daemonize, pidfiles, privileges, systemd, control signals;
@@ -17,6 +19,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod cli;
 pub mod config;
 pub mod frontend;
 pub mod handlers;

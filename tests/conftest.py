@@ -12,10 +12,10 @@ from helpers import APPS, BEHAVIOUR, BIN, ECHO, ROOT, VENV, free_port, listens, 
 
 
 class Server:
-    def __init__(self, tmp_path, args, env=None, cwd=None, wait=True):
+    def __init__(self, tmp_path, args, env=None, cwd=None, wait=True, program=(BIN,)):
         self.port = free_port()
         self.log_path = tmp_path / f"oxgate-{self.port}.log"
-        self.args = [BIN] + [a.replace("{port}", str(self.port)) for a in args]
+        self.args = list(program) + [a.replace("{port}", str(self.port)) for a in args]
         full_env = dict(os.environ)
         full_env.pop("VIRTUAL_ENV", None)
         full_env.update(env or {})
@@ -92,12 +92,13 @@ class Server:
 
 @pytest.fixture
 def serve(tmp_path):
-    """serve(*args) starts oxgate with --http-socket on a fresh port."""
+    """serve(*args) starts oxgate with --http-socket on a fresh port
+    (`program` runs another command, such as `python -m oxgate`)."""
     started = []
 
-    def start(*args, env=None, cwd=None, socket_arg=True, wait=True):
+    def start(*args, env=None, cwd=None, socket_arg=True, wait=True, program=(BIN,)):
         full = (["--http-socket", "127.0.0.1:{port}"] if socket_arg else []) + list(args)
-        s = Server(tmp_path, full, env=env, cwd=cwd, wait=wait)
+        s = Server(tmp_path, full, env=env, cwd=cwd, wait=wait, program=program)
         started.append(s)
         return s
 

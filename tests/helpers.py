@@ -18,6 +18,11 @@ APPS = ROOT / "tests" / "apps"
 BIN = os.environ.get("OXGATE_BIN", str(ROOT / "target" / "release" / "oxgate"))
 # The test venv (scripts/test.sh makes it); the server runs the apps from it.
 VENV = pathlib.Path(sys.prefix)
+# Whether BIN is the `oxgate` pip installed (a console script running the
+# extension module in VENV's interpreter) rather than the stand-alone
+# binary: scripts/test.sh runs the core tests against both.
+with open(BIN, "rb") as _bin:
+    INSTALLED = _bin.read(2) == b"#!"
 
 # The apps of tests/apps/ that several files serve.
 BEHAVIOUR = str(APPS / "behaviour.py")

@@ -52,7 +52,9 @@ impl Effects for System<'_> {
         // Until the worker's own handlers are in place, a stop sent to it
         // waits, blocked, instead of running the master's handler there.
         let blocked = signals::Blocked::new();
-        let pid = if self.apps.is_some() {
+        // A master that runs Python (it preloaded the app, or the
+        // interpreter hosts oxgate) forks with the interpreter's hooks.
+        let pid = if python::python_running() {
             python::fork()
         } else {
             // SAFETY: the master is single-threaded (no runtime exists in

@@ -316,13 +316,9 @@ impl Master<'_> {
         // before the new image's handlers waits for them, instead of
         // killing the master with its default action.
         let blocked = signals::Blocked::new();
-        let args: Vec<_> = std::env::args_os().skip(1).collect();
-        let err = std::process::Command::new("/proc/self/exe")
-            .arg0(
-                std::env::args_os()
-                    .next()
-                    .unwrap_or_else(|| "oxgate".into()),
-            )
+        let (program, arg0, args) = python::relaunch_command();
+        let err = std::process::Command::new(program)
+            .arg0(arg0)
             .args(args)
             .env(key, value)
             .exec();

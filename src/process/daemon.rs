@@ -9,6 +9,8 @@ use std::path::Path;
 
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout};
 
+use crate::handlers::python;
+
 /// Opens the log for appending: `O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC`,
 /// mode 0640 (less the umask).
 fn open_log(path: &Path) -> Result<File, String> {
@@ -43,18 +45,32 @@ pub fn daemonize(log: &Path) -> Result<(), String> {
     // Open first, so a bad path is reported on the terminal.
     let file = open_log(log)?;
     crate::log::file::set_path(log);
-    // SAFETY: fork's contract is that in a multithreaded process the child
-    // may only make async-signal-safe calls until it execs, because the
-    // other threads' locks are copied in whatever state they were in. oxgate
-    // has started no other thread when it daemonizes: `--daemonize` runs in
-    // startup::run before anything is spawned, and `--daemonize2` runs after
-    // the app loaded but before the runtime, the Python thread pool (started
-    // on first use) or any worker exists. So the child, which carries on as
-    // the whole server, finds no lock owned by a thread that did not come
-    // along. (Threads the app itself started at import are the exception,
-    // as for preforked workers: they do not survive the fork, and the master
-    // warns about them.)
-    match unsafe { nix::unistd::fork() } {
+    // When Python runs in this process (`--daemonize2` after the app
+    // loaded, or an interpreter that hosts oxgate), the fork takes the
+    // interpreter's hooks, as `os.fork()` would.
+    let forked = if python::python_running() {
+        match python::fork() {
+            -1 => Err(nix::errno::Errno::last()),
+            0 => Ok(ForkResult::Child),
+            pid => Ok(ForkResult::Parent {
+                child: nix::unistd::Pid::from_raw(pid),
+            }),
+        }
+    } else {
+        // SAFETY: fork's contract is that in a multithreaded process the child
+        // may only make async-signal-safe calls until it execs, because the
+        // other threads' locks are copied in whatever state they were in. oxgate
+        // has started no other thread when it daemonizes: `--daemonize` runs in
+        // startup::run before anything is spawned, and `--daemonize2` runs after
+        // the app loaded but before the runtime, the Python thread pool (started
+        // on first use) or any worker exists. So the child, which carries on as
+        // the whole server, finds no lock owned by a thread that did not come
+        // along. (Threads the app itself started at import are the exception,
+        // as for preforked workers: they do not survive the fork, and the master
+        // warns about them.)
+        unsafe { nix::unistd::fork() }
+    };
+    match forked {
         Err(e) => return Err(format!("cannot fork: {}", std::io::Error::from(e))),
         Ok(ForkResult::Child) => {}
         Ok(ForkResult::Parent { .. }) => {

@@ -1,11 +1,13 @@
-//! The embedded interpreter: starting it (virtualenvs, no Python signal
-//! handlers), forking with its hooks, preparing a preload fork, the stack
-//! dump for harakiri, and atexit.
+//! The interpreter: starting it (virtualenvs, no Python signal handlers),
+//! or adopting the one that was started for us (the `oxgate` pip installs),
+//! forking with its hooks, preparing a preload fork, the stack dump for
+//! harakiri, and atexit.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -40,23 +42,127 @@ fn program_name(home: Option<&Path>) -> Result<PathBuf, String> {
     Ok(PathBuf::from(env!("OXGATE_BUILD_PYTHON")))
 }
 
-/// The version of the libpython this process runs (say "3.11.7"), and the
-/// interpreter the build was made against, for `--version`.
-pub fn python_version() -> (String, &'static str) {
+/// The interpreter that started oxgate, when oxgate runs as an extension
+/// module inside it (the `oxgate` command pip installs, `python -m oxgate`):
+/// Python is already initialized, and re-executing the master (a reload)
+/// means running that interpreter again with its own command line.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// `sys.executable`.
+    pub executable: PathBuf,
+    /// `sys.orig_argv` (3.10+; `sys.executable` and `sys.argv` before it):
+    /// the interpreter's command line, such as `python -m oxgate ARGS` or
+    /// `python /venv/bin/oxgate ARGS`.
+    pub argv: Vec<OsString>,
+}
+
+static HOST: OnceLock<Host> = OnceLock::new();
+
+impl Host {
+    /// Reads the running interpreter's executable and command line.
+    pub fn read(py: Python<'_>) -> PyResult<Host> {
+        let sys = py.import("sys")?;
+        let executable: PathBuf = sys.getattr("executable")?.extract()?;
+        let argv: Vec<OsString> = match sys.getattr("orig_argv") {
+            Ok(a) => a.extract()?,
+            Err(_) => {
+                let mut argv = vec![executable.clone().into_os_string()];
+                argv.extend(sys.getattr("argv")?.extract::<Vec<OsString>>()?);
+                argv
+            }
+        };
+        Ok(Host { executable, argv })
+    }
+
+    /// Marks this process as hosted by that interpreter (once, before
+    /// anything else runs).
+    pub fn adopt(self) {
+        let _ = HOST.set(self);
+    }
+}
+
+/// The interpreter hosting this process, if oxgate runs as an extension.
+pub fn host() -> Option<&'static Host> {
+    HOST.get()
+}
+
+/// How to run this program again, for a master re-executing itself on
+/// reload: the program, its `argv[0]`, and the rest of its arguments.
+pub fn relaunch_command() -> (PathBuf, OsString, Vec<OsString>) {
+    if let Some(host) = host() {
+        let arg0 = host
+            .argv
+            .first()
+            .cloned()
+            .unwrap_or_else(|| host.executable.clone().into_os_string());
+        return (
+            host.executable.clone(),
+            arg0,
+            host.argv.iter().skip(1).cloned().collect(),
+        );
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "oxgate".into());
+    (PathBuf::from("/proc/self/exe"), arg0, args.collect())
+}
+
+/// Whether CPython is initialized in this process: after the app was
+/// preloaded, in a worker that loaded it, and always when hosted. A fork
+/// then needs the interpreter's hooks (`fork`).
+pub fn python_running() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time, with or without
+    // the GIL, and reads one flag.
+    unsafe { ffi::Py_IsInitialized() != 0 }
+}
+
+/// The Python this process runs, for `--version`: its version (say
+/// "3.11.7", from the loaded libpython) and where it comes from.
+pub fn describe_python() -> String {
     // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated
     // string built into libpython; it may be called before the interpreter
     // is initialized (the C API documents it among the functions safe to
     // call before Py_Initialize).
     let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) };
     let full = full.to_string_lossy();
-    let version = full.split_whitespace().next().unwrap_or("?").to_string();
-    (version, env!("OXGATE_BUILD_PYTHON"))
+    let version = full.split_whitespace().next().unwrap_or("?");
+    match host() {
+        Some(host) => format!(
+            "{version} ({}, running oxgate as an extension module)",
+            host.executable.display()
+        ),
+        None => format!(
+            "{version} (libpython, built against {})",
+            env!("OXGATE_BUILD_PYTHON")
+        ),
+    }
 }
 
 /// Starts the embedded interpreter: no Python signal handlers (the server
 /// owns signals), unbuffered stdio (app output reaches the log at once), and
-/// the program name chosen above.
+/// the program name chosen above. A hosted process has its interpreter
+/// already (the Python side of `oxgate` set its signals and stdio the same
+/// way); there `home` adds a virtualenv's packages to it.
 pub fn initialize(home: Option<&Path>) -> Result<(), String> {
+    if let Some(host) = host() {
+        let readable = Python::attach(|py| {
+            host_helpers(py)
+                .and_then(|m| m.call_method0("stdlib_readable"))
+                .and_then(|r| r.extract::<bool>())
+                .unwrap_or(false)
+        });
+        if !readable {
+            return Err(format!(
+                "cannot run Python ({}): it cannot import its standard library{}",
+                host.executable.display(),
+                unreadable_hint(&host.executable)
+            ));
+        }
+        sync_environ()?;
+        return match home {
+            Some(home) => add_virtualenv(home),
+            None => Ok(()),
+        };
+    }
     let program = program_name(home)?;
     let program_c = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| format!("{} contains a NUL byte", program.display()))?;
@@ -95,29 +201,82 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
                     .to_string_lossy()
                     .into_owned()
             };
-            let hint = if libc::geteuid() != 0 {
-                format!(
-                    "\nhint: oxgate runs as uid {} here (--uid/--gid drop privileges before Python starts); \
-                     that user must be able to read the interpreter's files under {}",
-                    libc::geteuid(),
-                    program
-                        .parent()
-                        .and_then(Path::parent)
-                        .unwrap_or(Path::new("/"))
-                        .display()
-                )
-            } else {
-                String::new()
-            };
             return Err(format!(
-                "cannot start Python (program name {}): {msg}{hint}",
-                program.display()
+                "cannot start Python (program name {}): {msg}{}",
+                program.display(),
+                unreadable_hint(&program)
             ));
         }
         // Release the GIL; every later use takes it with Python::attach.
         ffi::PyEval_SaveThread();
     }
     Ok(())
+}
+
+/// host.py, the Python side of adopting a running interpreter.
+fn host_helpers(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyModule>> {
+    let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
+    pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host")
+}
+
+/// A hosting interpreter copied the environment into `os.environ` when it
+/// started; what oxgate changed since (`--env`, the sockets systemd passed)
+/// is copied there too, so the app reads the environment a binary-started
+/// interpreter would.
+fn sync_environ() -> Result<(), String> {
+    use std::os::unix::ffi::OsStringExt;
+    let current: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+        .collect();
+    Python::attach(|py| {
+        host_helpers(py)
+            .and_then(|m| m.call_method1("sync_environ", (current,)))
+            .map(drop)
+            .map_err(|e| format!("cannot pass the environment to Python: {e}"))
+    })
+}
+
+/// Why an interpreter may fail after `--uid`: said when oxgate does not run
+/// as root.
+fn unreadable_hint(interpreter: &Path) -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return String::new();
+    }
+    format!(
+        "\nhint: oxgate runs as uid {euid} here (--uid/--gid drop privileges before the app is loaded); \
+         that user must be able to read the interpreter's files under {}",
+        interpreter
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"))
+            .display()
+    )
+}
+
+/// `--home` when the interpreter is already running: a virtualenv other than
+/// the one oxgate was installed into has its site-packages put first on
+/// `sys.path`. The interpreter itself stays the one running, so the venv must
+/// be made from the same Python version.
+fn add_virtualenv(home: &Path) -> Result<(), String> {
+    Python::attach(|py| {
+        let found = host_helpers(py)
+            .and_then(|m| m.call_method1("add_virtualenv", (home,)))
+            .and_then(|r| r.extract::<bool>())
+            .map_err(|e| format!("--home {}: {e}", home.display()))?;
+        if found {
+            return Ok(());
+        }
+        let v = py.version_info();
+        Err(format!(
+            "--home {}: no lib/python{}.{}/site-packages there; oxgate runs in the Python it was installed into ({}), so --home must be a virtualenv of that version",
+            home.display(),
+            v.major,
+            v.minor,
+            host().map_or_else(String::new, |h| h.executable.display().to_string()),
+        ))
+    })
 }
 
 /// Forks with CPython's fork hooks, as `os.fork()` does: the child's

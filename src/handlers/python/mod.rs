@@ -11,7 +11,8 @@ mod wsgi;
 
 pub use asgi::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};
 pub use interpreter::{
-    fork, initialize, install_stack_dump, prepare_preload_fork, python_version, run_atexit,
+    Host, describe_python, fork, host, initialize, install_stack_dump, prepare_preload_fork,
+    python_running, relaunch_command, run_atexit,
 };
 pub use loader::{LoadOptions, PythonApps, load};
 pub use wsgi::{WsgiApp, WsgiHost};

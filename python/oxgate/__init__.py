@@ -1,0 +1,39 @@
+"""oxgate: an application server for Python web apps (WSGI and ASGI over
+HTTP/1.1, uwsgi, FastCGI and SCGI), a successor to uWSGI.
+
+The `oxgate` command and `python -m oxgate` run `main()`. The server itself
+is the compiled `oxgate._oxgate`, the same code as the stand-alone binary.
+"""
+import io
+import signal
+import sys
+
+from ._oxgate import __version__
+from ._oxgate import main as _serve
+
+__all__ = ["__version__", "main"]
+
+
+def _unbuffered(stream, fd):
+    """The stream rewritten straight to its file descriptor, as `python -u`
+    makes it: output an app prints reaches the log at once, and nothing
+    waits in a buffer that every forked worker would write again."""
+    if stream is None:
+        return None
+    try:
+        stream.flush()
+        raw = io.FileIO(fd, "w", closefd=False)
+    except (OSError, ValueError):
+        return stream
+    return io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors,
+                            write_through=True)
+
+
+def main():
+    """Runs oxgate with this process's command line; does not return."""
+    # The server owns signals: Ctrl-C stops it as SIGINT does the binary,
+    # instead of raising KeyboardInterrupt inside an app.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.stdout = _unbuffered(sys.stdout, 1)
+    sys.stderr = _unbuffered(sys.stderr, 2)
+    _serve(sys.argv[1:])

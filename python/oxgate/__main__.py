@@ -1,0 +1,4 @@
+"""`python -m oxgate` is the `oxgate` command."""
+from oxgate import main
+
+main()

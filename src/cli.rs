@@ -1,0 +1,116 @@
+//! The `oxgate` command, whoever starts it: the stand-alone binary
+//! (`src/main.rs`, which starts CPython itself) and the `oxgate` command pip
+//! installs (`pyext/`, a Python extension running in the interpreter that
+//! was started for it). Both call `main`; only who started Python differs.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use crate::config::{self, Action, defs::opt};
+use crate::handlers::python;
+
+/// Runs the command with these arguments (without the program name) and
+/// returns its exit status: 0, 1 when serving failed, 2 for a usage error.
+pub fn main(args: Vec<OsString>) -> u8 {
+    let code = run(args);
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn run(args: Vec<OsString>) -> u8 {
+    if args.first().is_some_and(|a| a == "top") {
+        let rest: Option<Vec<String>> = args[1..]
+            .iter()
+            .map(|a| a.to_str().map(str::to_owned))
+            .collect();
+        let result = match rest {
+            Some(rest) => crate::top::run(&rest),
+            None => Err("arguments must be UTF-8".into()),
+        };
+        return match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("oxgate top: {e}");
+                2
+            }
+        };
+    }
+    let loaded = match config::load(args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("oxgate: {e}");
+            return 2;
+        }
+    };
+    let print_config = loaded.flag(&opt::PRINT_CONFIG);
+    if print_config {
+        print!("{}", config::print_config(&loaded));
+    }
+    let (warnings, errors) = loaded.problems();
+    for w in &warnings {
+        eprintln!("oxgate: warning: {w}");
+    }
+    for e in &errors {
+        eprintln!("oxgate: {e}");
+    }
+    if !errors.is_empty() {
+        return 2;
+    }
+    let action = match config::resolve(&loaded.settings) {
+        Ok(a) => a,
+        Err(e) if print_config => {
+            eprintln!("oxgate: note: this configuration cannot start: {e}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("oxgate: {e}");
+            return 2;
+        }
+    };
+    if print_config {
+        return 0;
+    }
+    if loaded.flag(&opt::CHECK_CONFIG) {
+        eprintln!(
+            "oxgate: the configuration is usable ({} warning{})",
+            warnings.len(),
+            if warnings.len() == 1 { "" } else { "s" }
+        );
+        return 0;
+    }
+    match action {
+        Action::Help => {
+            print!("{}", config::help_text());
+            0
+        }
+        Action::Version => {
+            println!(
+                "oxgate {}\n\
+                 Python {}\n\
+                 Apps: WSGI (PEP 3333); ASGI 3 (HTTP, WebSocket, lifespan)\n\
+                 Protocols: HTTP/1.1, uwsgi, FastCGI, SCGI",
+                env!("CARGO_PKG_VERSION"),
+                python::describe_python(),
+            );
+            0
+        }
+        Action::Completions(script) => {
+            print!("{script}");
+            0
+        }
+        Action::Control(what, pidfile) => match crate::process::send_control(what, &pidfile) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("oxgate: {e}");
+                1
+            }
+        },
+        Action::Serve(cfg) => match crate::startup::run(*cfg) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("oxgate: {e}");
+                1
+            }
+        },
+    }
+}
