@@ -18,6 +18,9 @@ command -v strace >/dev/null || need+=(strace)
 # logrotate checks its snippet.
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v logrotate >/dev/null || need+=(logrotate)
+# HAProxy and wrk: the rolling restart behind a balancer, under load.
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/sbin/apache2 ] || need+=(apache2-bin)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 # uWSGI (a peer for the stats tests) is built from source by pip.

@@ -12,6 +12,7 @@ use crate::handlers::python;
 use crate::listen::{self, Address, Protocol, Socket};
 use crate::master::{self, Handover};
 use crate::process;
+use crate::request::health::{Health, HealthSource};
 use crate::request::{Outcome, RequestObserver, VarName};
 use crate::worker::apps::{app_name, load_app};
 use crate::worker::reqlog::{Counts, RequestLog};
@@ -163,7 +164,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     let rt = runtime()?;
     let served = rt.block_on(serve(
         listeners,
-        apps.handler.clone(),
+        apps.front_handler(cfg, Arc::new(ServingWhileUp)),
         front_ends(cfg),
         &[
             (SignalKind::terminate(), "SIGTERM"),
@@ -177,6 +178,16 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     served?;
     python::run_atexit();
     Ok(())
+}
+
+/// `--health-path` without a master: the app is loaded before the sockets
+/// are served, and there is no drain.
+struct ServingWhileUp;
+
+impl HealthSource for ServingWhileUp {
+    fn health(&self) -> Health {
+        Health::Serving
+    }
 }
 
 /// The request log of a process without a master (no scoreboard).

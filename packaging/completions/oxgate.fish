@@ -57,6 +57,8 @@ complete -c oxgate -l evil-reload-on-rss -x -d 'Kill a worker at once when its r
 complete -c oxgate -l limit-as -x -d 'Limit each worker\'s address space to MB (RLIMIT_AS)'
 complete -c oxgate -l worker-reload-mercy -x -d 'How long a worker asked to stop may finish its requests before it is killed'
 complete -c oxgate -l reload-mercy -x -d 'How long a stopping master waits for workers to finish'
+complete -c oxgate -l health-path -r -F -d 'Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining or with no worker (for load balancers and Kubernetes probes; not in the request log)'
+complete -c oxgate -l drain-delay -x -d 'On a graceful stop, fail --health-path first and keep serving for SECONDS, so balancers stop sending before the sockets close; then stop as usual'
 complete -c oxgate -l pidfile -r -F -d 'Write the master\'s pid to FILE'
 complete -c oxgate -l pidfile2 -r -F -d 'Write the master\'s pid to FILE after dropping privileges'
 complete -c oxgate -l daemonize -x -d 'Detach from the terminal and log to LOGFILE'

@@ -365,6 +365,13 @@ options! {
         .value("SECONDS")
         .defaults_to("60")
         .help("How long a stopping master waits for workers to finish."),
+    HEALTH_PATH = OptDef::new("health-path", Str, Process)
+        .value("PATH")
+        .help("Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining or with no worker (for load balancers and Kubernetes probes; not in the request log)."),
+    DRAIN_DELAY = OptDef::new("drain-delay", Str, Process)
+        .value("SECONDS")
+        .defaults_to("0")
+        .help("On a graceful stop, fail --health-path first and keep serving for SECONDS, so balancers stop sending before the sockets close; then stop as usual. Kubernetes users set about 5."),
     PIDFILE = OptDef::new("pidfile", Str, Process)
         .value("FILE")
         .help("Write the master's pid to FILE."),

@@ -314,6 +314,14 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         root_path: r
             .string(&opt::ROOT_PATH)
             .filter(|p| !p.trim_end_matches('/').is_empty()),
+        health_path: match r.string(&opt::HEALTH_PATH) {
+            Some(p) if !p.starts_with('/') => {
+                return Err(ConfigError(format!(
+                    "--health-path {p:?}: a path starts with /"
+                )));
+            }
+            p => p,
+        },
         proxy_headers: if r.flag(&opt::PROXY_HEADERS)? {
             let list = match r.given(&opt::FORWARDED_ALLOW_IPS) {
                 Some(v) => v.to_string(),
@@ -423,6 +431,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             limit_as: r.megabytes(&opt::LIMIT_AS),
             worker_reload_mercy: r.duration(&opt::WORKER_RELOAD_MERCY),
             reload_mercy: r.duration(&opt::RELOAD_MERCY),
+            drain_delay: r.fractional_seconds(&opt::DRAIN_DELAY)?,
             pidfile: r.path(&opt::PIDFILE),
             pidfile2: r.path(&opt::PIDFILE2),
             daemonize: r.path(&opt::DAEMONIZE),

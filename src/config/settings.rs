@@ -146,6 +146,8 @@ pub struct Config {
     /// `--root-path`, `--proxy-headers` (the trusted proxies), and
     /// `--limit-concurrency`.
     pub root_path: Option<String>,
+    /// `--health-path`: answered by the server, before the app.
+    pub health_path: Option<String>,
     pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
     pub limit_concurrency: Option<usize>,
     pub asgi: AsgiSettings,
@@ -199,6 +201,9 @@ pub struct ProcessConfig {
     pub limit_as: Option<u64>,
     pub worker_reload_mercy: Duration,
     pub reload_mercy: Duration,
+    /// `--drain-delay`: how long a graceful stop keeps serving with the
+    /// health check failing, before the workers are told to stop.
+    pub drain_delay: Option<Duration>,
     pub pidfile: Option<PathBuf>,
     pub pidfile2: Option<PathBuf>,
     pub daemonize: Option<PathBuf>,

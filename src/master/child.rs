@@ -119,7 +119,7 @@ pub fn run(s: Setup<'_>) -> ! {
     let result = serve::runtime().and_then(|rt| {
         rt.block_on(serve::serve(
             listeners,
-            apps.handler.clone(),
+            apps.front_handler(s.cfg, s.sb.clone()),
             serve::front_ends(s.cfg),
             &[(SignalKind::terminate(), "SIGTERM")],
             p.worker_reload_mercy,

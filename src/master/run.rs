@@ -103,6 +103,7 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
                 harakiri: p.harakiri,
                 worker_reload_mercy: p.worker_reload_mercy,
                 reload_mercy: p.reload_mercy,
+                drain_delay: p.drain_delay,
                 max_worker_lifetime: p.max_worker_lifetime,
                 reload_on_rss: p.reload_on_rss,
                 evil_reload_on_rss: p.evil_reload_on_rss,
@@ -198,6 +199,7 @@ impl Master<'_> {
             if self.sup.stopping() {
                 let mut workers_gone = false;
                 self.supervise(|sup, fx| workers_gone = sup.stop_tick(fx, Instant::now()));
+                self.publish_health();
                 self.stop_daemons();
                 if workers_gone && self.daemons.iter().all(|d| d.pid.is_none()) {
                     return;
@@ -205,10 +207,19 @@ impl Master<'_> {
                 continue;
             }
             self.supervise(|sup, fx| sup.tick(fx, Instant::now()));
+            self.publish_health();
             self.run_daemons();
             self.check_touched();
             self.keep_log();
         }
+    }
+
+    /// What the workers answer `--health-path` with, from the supervisor.
+    fn publish_health(&self) {
+        self.sb.header().health.store(
+            self.sup.health() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn on_signal(&mut self, sig: i32) {

@@ -13,6 +13,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
+use crate::request::health::{Health, HealthSource};
 use crate::sys::clock::{now_us, unix_now};
 
 /// Workers of all generations alive at once (a reload runs two).
@@ -145,6 +146,9 @@ pub struct Header {
     pub respawns: [AtomicU64; Cause::ALL.len()],
     pub harakiri: AtomicU64,
     pub ids: [IdStats; SLOTS],
+    /// What `--health-path` answers (`request::health::Health`), written
+    /// by the master on every tick.
+    pub health: AtomicU32,
 }
 
 /// One request slot of a worker: the master reads it while the worker
@@ -176,6 +180,13 @@ pub struct Slot {
     pub avg_rt: AtomicU64,
     pub counters: Counters,
     pub cores: [Core; CORES],
+}
+
+/// A worker answers `--health-path` with what the master last wrote.
+impl HealthSource for Scoreboard {
+    fn health(&self) -> Health {
+        Health::from_u32(self.header().health.load(Ordering::Relaxed))
+    }
 }
 
 /// The memfd and its mapping, shared with every worker forked while it

@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::scoreboard::Cause;
 use crate::lifecycle::{ReloadKind, StopKind};
+use crate::request::health::Health;
 
 pub type Pid = i32;
 
@@ -122,6 +123,8 @@ pub struct Limits {
     pub harakiri: Option<Duration>,
     pub worker_reload_mercy: Duration,
     pub reload_mercy: Duration,
+    /// `--drain-delay`.
+    pub drain_delay: Option<Duration>,
     pub max_worker_lifetime: Option<Duration>,
     pub reload_on_rss: Option<u64>,
     pub evil_reload_on_rss: Option<u64>,
@@ -153,7 +156,14 @@ pub trait Effects {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MasterState {
     Running,
-    Stopping { since: Instant },
+    /// A graceful stop with `--drain-delay`: the health check fails while
+    /// the workers go on serving, until `until`; then `Stopping`.
+    Draining {
+        until: Instant,
+    },
+    Stopping {
+        since: Instant,
+    },
 }
 
 pub struct Supervisor {
@@ -173,6 +183,9 @@ pub struct Supervisor {
     pub fatal: Option<String>,
     /// systemd has been told READY=1.
     notified: bool,
+    /// Every worker was serving at once, once (or the workers were taken
+    /// over serving, after a reload): the health check may pass.
+    ready_once: bool,
     limits: Limits,
 }
 
@@ -189,12 +202,35 @@ impl Supervisor {
             broken,
             fatal: None,
             notified: false,
+            ready_once: false,
             limits,
         }
     }
 
+    /// Draining or stopping: no reloads, no new workers.
     pub fn stopping(&self) -> bool {
-        matches!(self.state, MasterState::Stopping { .. })
+        matches!(
+            self.state,
+            MasterState::Stopping { .. } | MasterState::Draining { .. }
+        )
+    }
+
+    /// What `--health-path` answers now.
+    pub fn health(&self) -> Health {
+        match self.state {
+            MasterState::Draining { .. } | MasterState::Stopping { .. } => Health::Draining,
+            MasterState::Running if !self.ready_once => Health::Starting,
+            MasterState::Running => {
+                // A worker asked to stop still finishes its requests, and
+                // its replacement is on the way: only workers that are gone
+                // or killed do not count.
+                if self.workers.iter().any(|w| w.ready && !w.killed()) {
+                    Health::Serving
+                } else {
+                    Health::NoWorker
+                }
+            }
+        }
     }
 
     /// The workers a re-executed master takes over from its previous image.
@@ -232,6 +268,7 @@ impl Supervisor {
             });
         }
         self.ever_ready = true;
+        self.ready_once = true;
         if !self.broken {
             fx.respawned(Cause::Reload, n);
             self.reload = Some((kind, now));
@@ -266,9 +303,17 @@ impl Supervisor {
     pub fn stop(&mut self, kind: StopKind, fx: &mut dyn Effects, now: Instant) {
         match kind {
             StopKind::Graceful => {
-                self.state = MasterState::Stopping { since: now };
                 fx.notify("STOPPING=1");
-                self.signal_all(Signal::SIGTERM, fx, now);
+                match self.limits.drain_delay {
+                    Some(delay) if self.state == MasterState::Running => {
+                        fx.say(format!(
+                            "oxgate: draining for {:.1}s (the health check fails; the workers serve on), then stopping",
+                            delay.as_secs_f64()
+                        ));
+                        self.state = MasterState::Draining { until: now + delay };
+                    }
+                    _ => self.begin_stop(fx, now),
+                }
             }
             StopKind::Immediate => self.signal_all(Signal::SIGKILL, fx, now),
         }
@@ -292,15 +337,29 @@ impl Supervisor {
         true
     }
 
+    /// The workers are told to stop; requests in flight finish.
+    fn begin_stop(&mut self, fx: &mut dyn Effects, now: Instant) {
+        self.state = MasterState::Stopping { since: now };
+        self.signal_all(Signal::SIGTERM, fx, now);
+    }
+
     /// A stopping master is done when every worker is gone; after
-    /// --reload-mercy the rest are killed (each tick until they are).
+    /// --reload-mercy the rest are killed (each tick until they are). A
+    /// draining one begins to stop when the delay is over.
     pub fn stop_tick(&mut self, fx: &mut dyn Effects, now: Instant) -> bool {
-        let MasterState::Stopping { since } = self.state else {
-            return false;
-        };
-        if self.workers.is_empty() {
+        if self.stopping() && self.workers.is_empty() {
             return true;
         }
+        let since = match self.state {
+            MasterState::Running => return false,
+            MasterState::Draining { until } => {
+                if now >= until {
+                    self.begin_stop(fx, now);
+                }
+                return false;
+            }
+            MasterState::Stopping { since } => since,
+        };
         if now.duration_since(since) > self.limits.reload_mercy {
             fx.say(format!(
                 "oxgate: workers still busy after --reload-mercy {}s, killing them",
@@ -590,6 +649,7 @@ impl Supervisor {
             && self.reload.is_none()
         {
             self.notified = true;
+            self.ready_once = true;
             fx.notify("READY=1");
         }
     }

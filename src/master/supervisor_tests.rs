@@ -388,3 +388,96 @@ fn after_a_failed_reload_the_old_workers_keep_serving() {
     assert!(fx.spawned.is_empty() && fx.signals.is_empty());
     assert!(sup.reload.is_none());
 }
+
+#[test]
+fn health_passes_once_every_worker_serves_and_while_one_does() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), false, t0);
+    let mut fx = Fake::default();
+    assert_eq!(sup.health(), Health::Starting);
+    sup.tick(&mut fx, t0);
+    let first = fx.spawned[0].1;
+    fx.ready(first);
+    sup.tick(&mut fx, t0);
+    // One of two is not enough to start with (nor for READY=1).
+    assert_eq!(sup.health(), Health::Starting);
+    fx.ready(fx.spawned[1].1);
+    sup.tick(&mut fx, t0);
+    assert_eq!(
+        (sup.health(), fx.notified.clone()),
+        (Health::Serving, vec!["READY=1".to_string()])
+    );
+    // Afterwards one serving worker is enough; none is not.
+    sup.exited(first, SIGKILL_STATUS, &mut fx, t0);
+    assert_eq!(sup.health(), Health::Serving);
+    let second = fx.spawned[1].1;
+    sup.exited(second, SIGKILL_STATUS, &mut fx, t0);
+    assert_eq!(sup.health(), Health::NoWorker);
+}
+
+#[test]
+fn a_drain_fails_the_health_check_and_serves_on_until_the_delay() {
+    let delay = Duration::from_secs(5);
+    let (mut sup, mut fx, t) = running(
+        2,
+        Limits {
+            drain_delay: Some(delay),
+            ..limits()
+        },
+    );
+    sup.stop(StopKind::Graceful, &mut fx, t);
+    assert_eq!(sup.health(), Health::Draining);
+    assert!(sup.stopping());
+    assert!(fx.notified.contains(&"STOPPING=1".to_string()));
+    // The workers go on serving through the delay.
+    assert!(!sup.stop_tick(&mut fx, t + delay - Duration::from_millis(1)));
+    assert!(fx.take_signals().is_empty());
+    assert!(!sup.stop_tick(&mut fx, t + delay));
+    let mut told = fx.take_signals();
+    told.sort();
+    assert_eq!(
+        told,
+        pids(&sup)
+            .into_iter()
+            .map(|p| (p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    for pid in pids(&sup) {
+        sup.exited(pid, exit_status(0), &mut fx, t + delay);
+    }
+    assert!(sup.stop_tick(&mut fx, t + delay));
+}
+
+#[test]
+fn an_immediate_stop_cuts_a_drain_short() {
+    let (mut sup, mut fx, t) = running(
+        1,
+        Limits {
+            drain_delay: Some(Duration::from_secs(30)),
+            ..limits()
+        },
+    );
+    sup.stop(StopKind::Graceful, &mut fx, t);
+    sup.stop(StopKind::Immediate, &mut fx, t);
+    let pid = pids(&sup)[0];
+    assert_eq!(fx.take_signals(), [(pid, Signal::SIGKILL)]);
+    sup.exited(pid, SIGKILL_STATUS, &mut fx, t);
+    assert!(sup.stop_tick(&mut fx, t));
+}
+
+#[test]
+fn without_a_drain_delay_a_stop_begins_at_once() {
+    let (mut sup, mut fx, t) = running(1, limits());
+    sup.stop(StopKind::Graceful, &mut fx, t);
+    assert_eq!(fx.take_signals(), [(pids(&sup)[0], Signal::SIGTERM)]);
+    assert_eq!(sup.health(), Health::Draining);
+}
+
+#[test]
+fn workers_taken_over_after_a_reload_keep_the_health_check_passing() {
+    let t = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), false, t);
+    let mut fx = Fake::default();
+    sup.adopt([(501, 1, 0), (502, 2, 1)], ReloadKind::Graceful, &mut fx, t);
+    assert_eq!(sup.health(), Health::Serving);
+}

@@ -7,6 +7,7 @@ mod body;
 pub mod cgi;
 mod conn;
 mod handler;
+pub mod health;
 mod response;
 pub mod router;
 mod upgrade;

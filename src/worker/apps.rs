@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::config::{Config, Words};
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
+use crate::request::health::{HealthCheck, HealthSource};
 use crate::request::router::Router;
 use crate::request::wrappers::{LimitConcurrency, ProxyHeaders, RootPath};
 use crate::request::{Handler, RequestObserver};
@@ -47,6 +48,15 @@ impl Apps {
             a.set_observer(observer.clone());
         }
         self.python.set_observer(observer);
+    }
+
+    /// The handler the front ends call: the apps, behind the server's own
+    /// `--health-path`, answered from `health`.
+    pub fn front_handler(&self, cfg: &Config, health: Arc<dyn HealthSource>) -> Arc<dyn Handler> {
+        match &cfg.health_path {
+            Some(path) => Arc::new(HealthCheck::new(self.handler.clone(), path, health)),
+            None => self.handler.clone(),
+        }
     }
 
     /// How many requests the observer may see at once, numbered from 0.

@@ -1,0 +1,230 @@
+"""Many hosts behind one balancer (issue #19): --health-path answered by the
+server itself, readiness, --drain-delay, and a rolling restart of three
+instances behind real HAProxy (active health checks) and nginx, under wrk
+load, with no failed request."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import Server
+from helpers import APPS, BIN, ECHO, LOGGED, cgi, free_port, start_nginx, uwsgi_request, wait_for
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+WRK = shutil.which("wrk")
+
+
+def health(url, path="/healthz"):
+    r = requests.get(url + path, timeout=10)
+    return r.status_code, r.text
+
+
+def test_health_path_is_answered_by_the_server_on_every_protocol(serve, tmp_path):
+    log = tmp_path / "app.log"
+    up = free_port()
+    s = serve("--wsgi-file", LOGGED, "--processes", "2", "--health-path", "/healthz",
+              "--uwsgi-socket", f"127.0.0.1:{up}", "--logto", str(log))
+    s.wait_workers(2)
+    wait_for(lambda: health(s.url) == (200, "ok\n"), what="health 200")
+    assert health(s.url, "/healthz?probe=1") == (200, "ok\n")
+    assert requests.get(s.url + "/").text == "logged\n"  # other paths reach the app
+    assert requests.get(s.url + "/healthz/more").text == "logged\n"
+    raw = uwsgi_request(up, cgi(path="/healthz"))
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"ok\n"), raw
+    # Probes are not requests of the app: not in the request log.
+    requests.get(s.url + "/logged-request")
+    text = wait_for(lambda: "/logged-request" in log.read_text() and log.read_text(), what="the log line")
+    assert "GET /healthz =>" not in text and "GET /healthz?" not in text
+    assert "GET /healthz/more =>" in text
+
+
+def test_health_fails_until_every_worker_has_loaded_the_app(serve, tmp_path):
+    # The first worker to import the app goes on at once; the second takes
+    # 3 s (--lazy-apps: each loads its own). The first answers meanwhile.
+    flag = tmp_path / "first"
+    app = tmp_path / "slowapp.py"
+    app.write_text(
+        "import os, time\n"
+        f"try:\n    os.close(os.open({str(flag)!r}, os.O_CREAT | os.O_EXCL))\n"
+        "except FileExistsError:\n    time.sleep(3)\n"
+        "def application(e, sr):\n"
+        "    sr('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'app']\n")
+    s = serve("--wsgi-file", str(app), "--processes", "2", "--lazy-apps", "--health-path", "/healthz")
+    assert health(s.url) == (503, "starting\n")
+    assert requests.get(s.url + "/").text == "app"  # the loaded worker serves the app
+    wait_for(lambda: health(s.url)[0] == 200, what="health 200 once both workers serve")
+
+
+def test_drain_delay_fails_the_health_check_then_stops(serve):
+    s = serve("--wsgi-file", ECHO, "--processes", "2", "--health-path", "/healthz", "--drain-delay", "3")
+    s.wait_workers(2)
+    wait_for(lambda: health(s.url)[0] == 200, what="health 200")
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_log("draining for 3.0s")
+    # The balancer is told first; requests are still served meanwhile.
+    assert health(s.url) == (503, "draining\n")
+    assert requests.get(s.url + "/").status_code == 200
+    assert s.proc.poll() is None
+    assert s.proc.wait(20) == 0
+    assert "master stopped" in s.log()
+
+
+def test_no_master_answers_the_health_path(serve):
+    s = serve("--wsgi-file", ECHO, "--no-master", "--health-path", "/up")
+    assert health(s.url, "/up") == (200, "ok\n")
+
+
+def test_a_health_path_must_be_a_path():
+    p = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--wsgi-file", ECHO, "--health-path", "healthz"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "a path starts with /" in p.stderr
+
+
+class Instance:
+    """One oxgate of the pool: a fixed port, started and stopped again."""
+
+    def __init__(self, tmp_path, port, n):
+        self.port, self.n, self.tmp_path, self.server = port, n, tmp_path, None
+
+    def start(self):
+        (self.tmp_path / f"i{self.n}").mkdir(exist_ok=True)
+        self.server = Server(self.tmp_path / f"i{self.n}", [
+            "--http-socket", f"127.0.0.1:{self.port}", "--wsgi-file", ECHO, "--processes", "2",
+            "--health-path", "/healthz", "--drain-delay", "1.5", "--disable-logging"], wait=False)
+        wait_for(lambda: self.healthy(), what=f"instance {self.n} healthy")
+
+    def healthy(self):
+        assert self.server.proc.poll() is None, self.server.log()
+        try:
+            return health(f"http://127.0.0.1:{self.port}")[0] == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self):
+        if self.server and self.server.proc.poll() is None:
+            self.server.proc.send_signal(signal.SIGTERM)
+            assert self.server.proc.wait(30) == 0, self.server.log()
+        self.server.log_file.close()
+
+
+def under_load(url, action):
+    """Runs `action` while wrk loads `url` (from a second before to a second
+    after; at most 60 s); returns wrk's report."""
+    load = subprocess.Popen([WRK, "-t1", "-c8", "-d60s", url], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        action()
+        time.sleep(1)
+    finally:
+        load.send_signal(signal.SIGINT)  # wrk stops and reports
+    return load.communicate(timeout=30)[0]
+
+
+def failures(wrk_output):
+    """Requests wrk counted, and its failures: non-2xx/3xx answers and
+    socket errors (connect, read, write, timeout)."""
+    done = int(re.search(r"(\d+) requests in", wrk_output).group(1))
+    bad = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk_output)
+    if m:
+        bad += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk_output)
+    if m:
+        bad += sum(int(x) for x in m.groups())
+    return done, bad
+
+
+def rolling_restart(pool):
+    for inst in pool:
+        inst.stop()
+        inst.start()
+        time.sleep(1)  # the balancer's checks see it up again before the next goes
+
+
+HAPROXY_CONF = """
+global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  retries 0
+frontend front
+  bind 127.0.0.1:{port}
+  default_backend pool
+backend pool
+  balance roundrobin
+  option httpchk GET /healthz
+  default-server check inter 200ms fall 1 rise 2
+{servers}
+"""
+
+
+@pytest.mark.skipif(WRK is None or not os.path.exists(HAPROXY), reason="needs wrk and haproxy")
+def test_rolling_restart_behind_haproxy_loses_no_request(tmp_path):
+    pool = [Instance(tmp_path, free_port(), n) for n in range(3)]
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(HAPROXY_CONF.format(port=port, servers="\n".join(
+        f"  server s{i.n} 127.0.0.1:{i.port}" for i in pool)))
+    for inst in pool:
+        inst.start()
+    proxy = subprocess.Popen([HAPROXY, "-f", str(conf), "-db"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket_answers(port), what="haproxy")
+        time.sleep(1)  # every server checked up (rise 2 × 200 ms)
+        out = under_load(f"http://127.0.0.1:{port}/", lambda: rolling_restart(pool))
+        done, bad = failures(out)
+        assert done > 1000 and bad == 0, out
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        for inst in pool:
+            inst.stop()
+
+
+@pytest.mark.skipif(WRK is None, reason="needs wrk")
+def test_rolling_restart_behind_nginx_loses_no_request(tmp_path):
+    pool = [Instance(tmp_path, free_port(), n) for n in range(3)]
+    for inst in pool:
+        inst.start()
+    port = free_port()
+    d = tmp_path / "nginx"
+    upstreams = "\n".join(f"    server 127.0.0.1:{i.port} max_fails=1 fail_timeout=2s;" for i in pool)
+    nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 256; }}
+http {{ access_log off; proxy_temp_path {d}/tmp;
+  upstream pool {{
+{upstreams}
+    keepalive 16;
+  }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_next_upstream error timeout http_503; }} }} }}
+""")
+    try:
+        out = under_load(f"http://127.0.0.1:{port}/", lambda: rolling_restart(pool))
+        done, bad = failures(out)
+        assert done > 1000 and bad == 0, out
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        for inst in pool:
+            inst.stop()
+
+
+def socket_answers(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok
+    except requests.RequestException:
+        return False
