@@ -2,7 +2,9 @@
 socket activation serves on the socket systemd holds (with the protocol
 the ini names for it), the example ini runs, and the logrotate snippet
 parses."""
+import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -10,7 +12,9 @@ import subprocess
 
 import pytest
 
-from helpers import APPS, BIN, ROOT, cgi, free_port, fresh, listens, uwsgi_request, wait_for
+import requests
+
+from helpers import APPS, BIN, ROOT, VENV, cgi, free_port, fresh, listens, start_nginx, uwsgi_request, wait_for
 
 PACKAGING = ROOT / "packaging"
 
@@ -108,3 +112,135 @@ def test_shell_completions_come_from_the_option_table(tmp_path):
         assert printed == (PACKAGING / "completions" / name).read_text(), shell
     bad = subprocess.run([BIN, "--completions", "tcsh"], capture_output=True, text=True)
     assert bad.returncode != 0 and "bash, zsh, fish" in bad.stderr
+
+
+# packaging/sites/: each web server's site file, run by the real server with
+# only its paths and port changed, in front of oxgate's uwsgi unix socket.
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+
+
+def site_here(name, tmp_path, port, sock, static):
+    text = (PACKAGING / "sites" / name).read_text()
+    return (text.replace("/run/oxgate/app.sock", str(sock)).replace("/srv/app/static/", f"{static}/")
+            .replace("listen 80;", f"listen 127.0.0.1:{port};").replace("*:80", f"127.0.0.1:{port}"))
+
+
+def nginx_main(d, port, site):
+    shutil.copy("/etc/nginx/uwsgi_params", d / "uwsgi_params")
+    (d / "site.conf").write_text(site)
+    return f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp; client_body_temp_path {d}/tmp; include {d}/site.conf; }}
+"""
+
+
+def start_front(cmd, port):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: proc.poll() is not None or listens(port), what=f"{cmd[0]} listening")
+    assert proc.poll() is None, proc.stderr.read().decode()
+    return proc
+
+
+@pytest.mark.parametrize("server", ["nginx", "apache", "lighttpd"])
+def test_site_files_serve_the_app_and_static_files(serve, tmp_path, server):
+    if server == "apache" and not os.path.exists(f"{APACHE_MODULES}/mod_proxy_uwsgi.so"):
+        pytest.skip("apache2-bin is not installed")
+    if server == "lighttpd" and not os.path.exists(LIGHTTPD):
+        pytest.skip("lighttpd is not installed")
+    sock = tmp_path / "app.sock"
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "site.css").write_text("body { color: teal }\n")
+    serve("--uwsgi-socket", str(sock), "--chmod-socket", "666", "--wsgi-file", str(APPS / "echo.py"),
+          socket_arg=False, wait=False)
+    wait_for(lambda: sock.exists(), what="the uwsgi socket")
+    port = free_port()
+    d = tmp_path / server
+    d.mkdir()
+    if server == "nginx":
+        proc = start_nginx(d, port, nginx_main(d, port, site_here("nginx.conf", tmp_path, port, sock, static)))
+    elif server == "apache":
+        (d / "logs").mkdir()
+        mods = ["mpm_event", "authz_core", "alias", "proxy", "proxy_uwsgi"]
+        (d / "site.conf").write_text(site_here("apache.conf", tmp_path, port, sock, static))
+        (d / "httpd.conf").write_text(
+            f'ServerRoot "{d}"\nPidFile logs/httpd.pid\nListen 127.0.0.1:{port}\nServerName localhost\n'
+            f"ErrorLog logs/error.log\nLogLevel warn\n"
+            + "".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n" for m in mods)
+            + f"Include {d}/site.conf\n")
+        proc = start_front([APACHE, "-f", str(d / "httpd.conf"), "-DFOREGROUND"], port)
+    else:
+        (d / "logs").mkdir()
+        (d / "tmp").mkdir()
+        (d / "site.conf").write_text(site_here("lighttpd.conf", tmp_path, port, sock, static))
+        (d / "lighttpd.conf").write_text(
+            f'server.document-root = "{d}"\nserver.bind = "127.0.0.1"\nserver.port = {port}\n'
+            f'server.errorlog = "{d}/logs/error.log"\nserver.upload-dirs = ( "{d}/tmp" )\n'
+            f'include "{d}/site.conf"\n')
+        proc = start_front([LIGHTTPD, "-D", "-f", str(d / "lighttpd.conf")], port)
+    try:
+        r = requests.get(f"http://127.0.0.1:{port}/hello/world?x=1", timeout=10)
+        assert r.status_code == 200, r.text
+        seen = r.json()
+        assert (seen["script_name"], seen["path"], seen["query"]) == ("", "/hello/world", "x=1")
+        r = requests.get(f"http://127.0.0.1:{port}/static/site.css", timeout=10)
+        assert (r.status_code, r.text) == (200, "body { color: teal }\n")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_dockerfile_passes_hadolint_and_its_command_serves(serve):
+    dockerfile = PACKAGING / "Dockerfile"
+    hadolint = VENV / "bin" / "hadolint"
+    r = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+    text = dockerfile.read_text().replace("\\\n", "")
+    assert re.search(r"^USER [1-9]\d*$", text, re.M)  # not root, by number
+    # The image's command, as a user would run it (docker cannot run here).
+    cmd = json.loads(re.findall(r"^CMD (\[.*\])$", text, re.M)[-1])
+    assert cmd[0] == "oxgate"
+    args = [a.replace("0.0.0.0:8000", "127.0.0.1:{port}") for a in cmd[1:]]
+    s = serve(*args, socket_arg=False, cwd=ROOT / "examples")
+    wait_for(lambda: requests.get(s.url + "/healthz").status_code == 200, what="the health check")
+    assert requests.get(s.url + "/").text == "Hello, World!"
+
+
+def test_kubernetes_manifests_validate_and_their_command_serves(serve, tmp_path):
+    import yaml
+    validate = str(VENV / "bin" / "kubernetes-validate")
+    manifest = PACKAGING / "kubernetes" / "app.yaml"
+    r = subprocess.run([validate, "--strict", str(manifest)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "passed for resource deployment/app" in r.stdout + r.stderr
+    assert "passed for resource service/app" in r.stdout + r.stderr
+    # The validator does catch a mistake.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(manifest.read_text().replace("readinessProbe:", "readynessProbe:"))
+    assert subprocess.run([validate, "--strict", str(broken)], capture_output=True, timeout=120).returncode != 0
+
+    deployment, service = yaml.safe_load_all(manifest.read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    opt = lambda name: args[args.index(name) + 1]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == opt("--health-path")
+    assert opt("--http-socket").endswith(f":{ports['http']}") and opt("--metrics").endswith(f":{ports['metrics']}")
+    assert pod["terminationGracePeriodSeconds"] > float(opt("--drain-delay")) + int(opt("--reload-mercy"))
+    assert pod["securityContext"]["runAsUser"] == 10001  # packaging/Dockerfile's USER
+    # PodMonitor is a CRD (Prometheus Operator): no schema here; it must
+    # scrape the port the pod names.
+    monitor = yaml.safe_load((PACKAGING / "kubernetes" / "podmonitor.yaml").read_text())
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+
+    # The container's command serves, with this checkout's app and free ports.
+    metrics = free_port()
+    args = [a.replace("0.0.0.0:8000", "127.0.0.1:{port}").replace("0.0.0.0:9100", f"127.0.0.1:{metrics}")
+            .replace("app:app", "echo:application") for a in args[1:]]
+    s = serve(*args, "--chdir", str(APPS), socket_arg=False)
+    wait_for(lambda: requests.get(s.url + "/healthz").status_code == 200, what="the readiness probe")
+    wait_for(lambda: "oxgate_" in requests.get(f"http://127.0.0.1:{metrics}/metrics").text, what="the metrics")

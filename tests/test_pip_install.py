@@ -56,6 +56,15 @@ def test_the_extension_links_no_libpython():
 
 
 @installed_only
+def test_uvloop_extra_is_declared():
+    from importlib.metadata import metadata
+    meta = metadata("oxgate")
+    assert "uvloop" in meta.get_all("Provides-Extra")
+    assert any(r.startswith("uvloop") and r.replace("'", '"').endswith('extra == "uvloop"')
+               for r in meta.get_all("Requires-Dist"))
+
+
+@installed_only
 def test_man_page_and_completions_are_installed():
     share = VENV / "share"
     for installed, source in (("man/man1/oxgate.1", "docs/oxgate.1"),
