@@ -12,6 +12,7 @@ use crate::handlers::python;
 /// Runs the command with these arguments (without the program name) and
 /// returns its exit status: 0, 1 when serving failed, 2 for a usage error.
 pub fn main(args: Vec<OsString>) -> u8 {
+    crate::process::remember_start_dir();
     let code = run(args);
     let _ = std::io::stdout().flush();
     code

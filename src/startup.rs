@@ -80,11 +80,19 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(pidfile) = &p.pidfile {
         process::write_pidfile(pidfile)?;
     }
+    if python::host().is_some() {
+        for (k, _) in cfg.env.iter().filter(|(k, _)| k.starts_with("PYTHON")) {
+            crate::say!(
+                "oxgate: warning: --env {k}: the interpreter running oxgate has started already and reads {k} only when it starts: after a reload (which starts it again) it will, now it does not. Set it in the environment that runs the oxgate command"
+            );
+        }
+    }
     for (k, v) in &cfg.env {
         // SAFETY: set_var races only with another thread reading or writing
         // the environment at the same time, and no other thread exists yet:
-        // the runtime, the Python interpreter and the workers all start
-        // later.
+        // the runtime, the Python thread pool and the workers all start
+        // later, and an interpreter hosting oxgate runs no other thread
+        // (python::Host::read refuses to start otherwise).
         unsafe { std::env::set_var(k, v) };
     }
     if let Some(dir) = &cfg.chdir {
@@ -145,6 +153,9 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" }
     );
+    if cfg.process.drain_delay.is_some() {
+        crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");
+    }
     if cfg.stats.addr.is_some() || cfg.stats.metrics.is_some() {
         crate::say!(
             "oxgate: warning: --stats and --metrics are served by the master; --no-master has none"

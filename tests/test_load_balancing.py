@@ -45,20 +45,24 @@ def test_health_path_is_answered_by_the_server_on_every_protocol(serve, tmp_path
 
 
 def test_health_fails_until_every_worker_has_loaded_the_app(serve, tmp_path):
-    # The first worker to import the app goes on at once; the second takes
-    # 3 s (--lazy-apps: each loads its own). The first answers meanwhile.
-    flag = tmp_path / "first"
+    # The first worker to import the app goes on at once; the second waits
+    # until the test lets it (--lazy-apps: each loads its own). The first
+    # answers meanwhile.
+    flag, go = tmp_path / "first", tmp_path / "go"
     app = tmp_path / "slowapp.py"
     app.write_text(
         "import os, time\n"
         f"try:\n    os.close(os.open({str(flag)!r}, os.O_CREAT | os.O_EXCL))\n"
-        "except FileExistsError:\n    time.sleep(3)\n"
+        "except FileExistsError:\n"
+        f"    while not os.path.exists({str(go)!r}):\n        time.sleep(0.02)\n"
         "def application(e, sr):\n"
         "    sr('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [b'app']\n")
     s = serve("--wsgi-file", str(app), "--processes", "2", "--lazy-apps", "--health-path", "/healthz")
     assert health(s.url) == (503, "starting\n")
     assert requests.get(s.url + "/").text == "app"  # the loaded worker serves the app
+    assert health(s.url) == (503, "starting\n")
+    go.touch()
     wait_for(lambda: health(s.url)[0] == 200, what="health 200 once both workers serve")
 
 

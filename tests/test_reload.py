@@ -5,8 +5,9 @@ import subprocess
 import time
 
 import pytest
+import requests
 
-from helpers import BIN, Load, fresh, wait_for
+from helpers import APPS, BIN, Load, fresh, wait_for
 
 
 @pytest.mark.parametrize("how", ["reload", "chain"])
@@ -113,3 +114,16 @@ def test_py_autoreload(serve, app_dir):
     (app_dir / "version.txt").write_text("v-auto")
     s.wait_log("changed, reloading (--py-autoreload)")
     wait_for(lambda: fresh(s.url).text.endswith("v-auto"), what="new code")
+
+
+def test_reload_after_chdir_finds_a_relative_config_file(serve, tmp_path):
+    # The master re-executes its command line from where it was started, not
+    # from --chdir's directory: `oxgate app.ini` still finds app.ini.
+    (tmp_path / "app.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nwsgi-file = echo.py\nprocesses = 1\n")
+    s = serve("app.ini", cwd=tmp_path)
+    old = s.wait_workers(1)
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("graceful reload done")
+    assert "reload failed" not in s.log()
+    assert s.wait_workers(1) != old
+    assert requests.get(s.url + "/x").json()["path"] == "/x"

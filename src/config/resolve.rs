@@ -123,8 +123,13 @@ impl<'a> Values<'a> {
     fn fractional_seconds(&self, key: Key) -> Result<Option<Duration>, ConfigError> {
         let v = self.defaulted(key).trim();
         match v.parse::<f64>() {
-            Ok(s) if s > 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+            // A day at most: more is a mistake, and would overflow a clock.
+            Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Some(Duration::from_secs_f64(s))),
             Ok(0.0) => Ok(None),
+            Ok(s) if s > 86_400.0 => Err(ConfigError(format!(
+                "--{}: {v} seconds is more than a day",
+                key.name
+            ))),
             _ => Err(ConfigError(format!(
                 "--{}: {v:?} is not a number of seconds",
                 key.name

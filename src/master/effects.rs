@@ -54,26 +54,27 @@ impl Effects for System<'_> {
         let blocked = signals::Blocked::new();
         // A master that runs Python (it preloaded the app, or the
         // interpreter hosts oxgate) forks with the interpreter's hooks.
-        let pid = if python::python_running() {
+        let forked = if python::python_running() {
             python::fork()
         } else {
             // SAFETY: the master is single-threaded (no runtime exists in
             // it), so the child may run any code after the fork.
-            unsafe { libc::fork() }
+            match unsafe { libc::fork() } {
+                -1 => Err(std::io::Error::last_os_error()),
+                pid => Ok(pid),
+            }
         };
-        if pid != 0 {
+        // The child keeps the signals blocked until its handlers are in.
+        if !forked.as_ref().is_ok_and(|&pid| pid == 0) {
             drop(blocked);
         }
-        match pid {
-            -1 => {
-                crate::say!(
-                    "oxgate: cannot fork worker {id}: {}",
-                    std::io::Error::last_os_error()
-                );
+        match forked {
+            Err(e) => {
+                crate::say!("oxgate: cannot fork worker {id}: {e}");
                 self.sb.release(slot);
                 None
             }
-            0 => child::run(child::Setup {
+            Ok(0) => child::run(child::Setup {
                 cfg: self.cfg,
                 listeners: self.listeners,
                 apps: self.apps.clone(),
@@ -83,7 +84,7 @@ impl Effects for System<'_> {
                 master_pid,
                 signals: self.signals,
             }),
-            pid => {
+            Ok(pid) => {
                 self.sb.slot(slot).pid.store(pid, Ordering::Release);
                 Some((pid, slot))
             }

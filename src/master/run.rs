@@ -196,22 +196,38 @@ impl Master<'_> {
                 self.on_signal(sig);
             }
             self.reap();
-            if self.sup.stopping() {
+            if self.sup.workers_stopping() {
                 let mut workers_gone = false;
                 self.supervise(|sup, fx| workers_gone = sup.stop_tick(fx, Instant::now()));
                 self.publish_health();
+                self.close_sockets();
                 self.stop_daemons();
                 if workers_gone && self.daemons.iter().all(|d| d.pid.is_none()) {
                     return;
                 }
                 continue;
             }
+            // Draining, the workers are supervised as usual until the delay
+            // is over (harakiri, respawns, readiness).
             self.supervise(|sup, fx| sup.tick(fx, Instant::now()));
+            if self.sup.draining() {
+                self.supervise(|sup, fx| {
+                    sup.stop_tick(fx, Instant::now());
+                });
+            }
             self.publish_health();
             self.run_daemons();
             self.check_touched();
             self.keep_log();
         }
+    }
+
+    /// Once the workers stop, the master's copies of the listening sockets
+    /// close too: with the workers' gone, a new connection is refused at
+    /// once (a balancer retries it elsewhere) instead of waiting in a
+    /// backlog nobody will accept from.
+    fn close_sockets(&mut self) {
+        self.listeners.clear();
     }
 
     /// What the workers answer `--health-path` with, from the supervisor.
@@ -244,7 +260,10 @@ impl Master<'_> {
                     signals::name(sig)
                 );
                 self.stop(StopKind::Graceful);
+                // The health check fails from now, not from the next tick.
+                self.publish_health();
             }
+            MasterCommand::ReopenLog => self.reopen_log(),
             _ if stopping => {}
             MasterCommand::Reload(kind) => self.reexec(kind),
             MasterCommand::AddWorker => {
@@ -260,7 +279,6 @@ impl Master<'_> {
                     crate::say!("oxgate: SIGTTOU: now {} workers", self.sup.processes);
                 }
             }
-            MasterCommand::ReopenLog => self.reopen_log(),
         }
     }
 
@@ -331,6 +349,7 @@ impl Master<'_> {
         let err = std::process::Command::new(program)
             .arg0(arg0)
             .args(args)
+            .current_dir(process::start_dir())
             .env(key, value)
             .exec();
         // Only reached if exec failed: carry on with the old image.

@@ -207,7 +207,18 @@ impl Supervisor {
         }
     }
 
-    /// Draining or stopping: no reloads, no new workers.
+    /// `--drain-delay` after a stop was asked for: the workers serve on (and
+    /// are supervised as usual) while the health check fails.
+    pub fn draining(&self) -> bool {
+        matches!(self.state, MasterState::Draining { .. })
+    }
+
+    /// The workers stop (not only drain): the master waits for them to go.
+    pub fn workers_stopping(&self) -> bool {
+        matches!(self.state, MasterState::Stopping { .. })
+    }
+
+    /// Draining or stopping: no reloads, no added or removed workers.
     pub fn stopping(&self) -> bool {
         matches!(
             self.state,
@@ -305,7 +316,8 @@ impl Supervisor {
             StopKind::Graceful => {
                 fx.notify("STOPPING=1");
                 match self.limits.drain_delay {
-                    Some(delay) if self.state == MasterState::Running => {
+                    // Before the first READY=1 no balancer sends here yet.
+                    Some(delay) if self.state == MasterState::Running && self.ready_once => {
                         fx.say(format!(
                             "oxgate: draining for {:.1}s (the health check fails; the workers serve on), then stopping",
                             delay.as_secs_f64()
@@ -347,19 +359,18 @@ impl Supervisor {
     /// --reload-mercy the rest are killed (each tick until they are). A
     /// draining one begins to stop when the delay is over.
     pub fn stop_tick(&mut self, fx: &mut dyn Effects, now: Instant) -> bool {
-        if self.stopping() && self.workers.is_empty() {
-            return true;
+        if let MasterState::Draining { until } = self.state
+            && (now >= until || self.workers.is_empty())
+        {
+            self.begin_stop(fx, now);
         }
         let since = match self.state {
-            MasterState::Running => return false,
-            MasterState::Draining { until } => {
-                if now >= until {
-                    self.begin_stop(fx, now);
-                }
-                return false;
-            }
+            MasterState::Running | MasterState::Draining { .. } => return false,
             MasterState::Stopping { since } => since,
         };
+        if self.workers.is_empty() {
+            return true;
+        }
         if now.duration_since(since) > self.limits.reload_mercy {
             fx.say(format!(
                 "oxgate: workers still busy after --reload-mercy {}s, killing them",
@@ -384,7 +395,8 @@ impl Supervisor {
                 other.replacement = Replacement::Wanted;
             }
         }
-        let stopping = self.stopping();
+        // A draining master still supervises: only a stop lets workers go.
+        let stopping = matches!(self.state, MasterState::Stopping { .. });
         let harakiri = w.harakiri_info().map(str::to_string);
         let asked = w.asked();
         if harakiri.is_some() && !stopping {
@@ -423,14 +435,17 @@ impl Supervisor {
             return;
         }
         let load_failed = exit == Exit::Code(EXIT_APP_LOAD);
+        // These stops have nothing to drain: no worker can serve.
         if load_failed && !self.ever_ready {
             self.fatal = Some("the app could not be loaded in the workers (see above)".into());
-            self.stop(StopKind::Graceful, fx, now);
+            fx.notify("STOPPING=1");
+            self.begin_stop(fx, now);
             return;
         }
         if exit == Exit::Code(EXIT_APP_STARTUP) {
             self.fatal = Some("the app's startup failed (see above)".into());
-            self.stop(StopKind::Graceful, fx, now);
+            fx.notify("STOPPING=1");
+            self.begin_stop(fx, now);
             return;
         }
         if lived < QUICK_DEATH || !w.ready {

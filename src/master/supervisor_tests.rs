@@ -481,3 +481,44 @@ fn workers_taken_over_after_a_reload_keep_the_health_check_passing() {
     sup.adopt([(501, 1, 0), (502, 2, 1)], ReloadKind::Graceful, &mut fx, t);
     assert_eq!(sup.health(), Health::Serving);
 }
+
+#[test]
+fn a_draining_master_replaces_a_crashed_worker_and_ends_when_none_is_left() {
+    let delay = Duration::from_secs(10);
+    let (mut sup, mut fx, t) = running(
+        1,
+        Limits {
+            drain_delay: Some(delay),
+            ..limits()
+        },
+    );
+    sup.stop(StopKind::Graceful, &mut fx, t);
+    let first = pids(&sup)[0];
+    sup.exited(first, SIGKILL_STATUS, &mut fx, t);
+    sup.tick(&mut fx, t + Duration::from_secs(2));
+    assert_eq!(
+        fx.spawned.len(),
+        2,
+        "the crashed worker is replaced while draining"
+    );
+    // Should every worker go during the drain, the stop proper begins.
+    let second = pids(&sup)[0];
+    sup.exited(second, exit_status(0), &mut fx, t + Duration::from_secs(3));
+    assert!(sup.stop_tick(&mut fx, t + Duration::from_secs(3)));
+    assert!(sup.workers_stopping());
+}
+
+#[test]
+fn a_fatal_app_error_stops_without_draining() {
+    let (mut sup, mut fx, t) = running(
+        1,
+        Limits {
+            drain_delay: Some(Duration::from_secs(30)),
+            ..limits()
+        },
+    );
+    let pid = pids(&sup)[0];
+    sup.exited(pid, exit_status(EXIT_APP_STARTUP), &mut fx, t);
+    assert!(sup.workers_stopping() && sup.fatal.is_some());
+    assert!(sup.stop_tick(&mut fx, t));
+}

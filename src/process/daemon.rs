@@ -50,9 +50,9 @@ pub fn daemonize(log: &Path) -> Result<(), String> {
     // interpreter's hooks, as `os.fork()` would.
     let forked = if python::python_running() {
         match python::fork() {
-            -1 => Err(nix::errno::Errno::last()),
-            0 => Ok(ForkResult::Child),
-            pid => Ok(ForkResult::Parent {
+            Err(e) => Err(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+            Ok(0) => Ok(ForkResult::Child),
+            Ok(pid) => Ok(ForkResult::Parent {
                 child: nix::unistd::Pid::from_raw(pid),
             }),
         }

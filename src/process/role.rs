@@ -12,3 +12,23 @@ pub fn mark_worker() {
 pub fn is_worker() -> bool {
     IS_WORKER.load(Ordering::Relaxed)
 }
+
+static START_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Records the directory oxgate was started in, before `--chdir` moves it:
+/// a master re-executing itself on reload starts again from there, so a
+/// relative config file or script path on its command line still resolves.
+pub fn remember_start_dir() {
+    if let Ok(dir) = std::env::current_dir() {
+        let _ = START_DIR.set(dir);
+    }
+}
+
+/// Where oxgate was started (the current directory if not recorded).
+pub fn start_dir() -> std::path::PathBuf {
+    START_DIR
+        .get()
+        .cloned()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| "/".into())
+}

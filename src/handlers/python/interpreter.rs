@@ -59,8 +59,20 @@ pub struct Host {
 static HOST: OnceLock<Host> = OnceLock::new();
 
 impl Host {
-    /// Reads the running interpreter's executable and command line.
+    /// Reads the running interpreter's executable and command line. It
+    /// refuses a process where another thread runs already: the master
+    /// changes the environment and forks, which only a single thread may
+    /// do safely.
     pub fn read(py: Python<'_>) -> PyResult<Host> {
+        let threads: usize = py
+            .import("threading")?
+            .call_method0("active_count")?
+            .extract()?;
+        if threads > 1 {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "oxgate must start in a process with no other thread ({threads} threads run here)"
+            )));
+        }
         let sys = py.import("sys")?;
         let executable: PathBuf = sys.getattr("executable")?.extract()?;
         let argv: Vec<OsString> = match sys.getattr("orig_argv") {
@@ -282,7 +294,7 @@ fn add_virtualenv(home: &Path) -> Result<(), String> {
 /// Forks with CPython's fork hooks, as `os.fork()` does: the child's
 /// interpreter state is reset, `os.register_at_fork` hooks run (random is
 /// reseeded). For a master that loaded the app (preload).
-pub fn fork() -> libc::pid_t {
+pub fn fork() -> std::io::Result<libc::pid_t> {
     // SAFETY: the sequence os.fork() runs. PyOS_BeforeFork needs the GIL,
     // which `attach` holds, and takes the interpreter's locks, so no other
     // thread holds one across the fork; each side then calls its
@@ -291,12 +303,14 @@ pub fn fork() -> libc::pid_t {
     Python::attach(|_py| unsafe {
         ffi::PyOS_BeforeFork();
         let pid = libc::fork();
+        // Read before the hooks run: they may set errno themselves.
+        let error = std::io::Error::last_os_error();
         if pid == 0 {
             ffi::PyOS_AfterFork_Child();
         } else {
             ffi::PyOS_AfterFork_Parent();
         }
-        pid
+        if pid == -1 { Err(error) } else { Ok(pid) }
     })
 }
 
