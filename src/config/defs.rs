@@ -44,6 +44,7 @@ pub enum Group {
     Python,
     Process,
     Limits,
+    Static,
     Logging,
     Config,
     Info,
@@ -57,17 +58,19 @@ impl Group {
             Group::Python => "Python environment",
             Group::Process => "Process",
             Group::Limits => "Limits and timeouts",
+            Group::Static => "Static files",
             Group::Logging => "Logging, stats and metrics",
             Group::Config => "Configuration files",
             Group::Info => "Information",
         }
     }
-    pub const ALL: [Group; 8] = [
+    pub const ALL: [Group; 9] = [
         Group::Sockets,
         Group::App,
         Group::Python,
         Group::Process,
         Group::Limits,
+        Group::Static,
         Group::Logging,
         Group::Config,
         Group::Info,
@@ -521,6 +524,27 @@ options! {
     MEMORY_REPORT = OptDef::new("memory-report", Flag, Logging)
         .ignored()
         .help("the stats server always reports each worker's memory."),
+    STATIC_MAP = OptDef::new("static-map", List, Static)
+        .value("MOUNT=DIR")
+        .help("Serve the files under DIR at the URL path MOUNT (MOUNT/a.css is DIR/a.css), before the app; the longest mount wins. A path with no file there goes on to the app."),
+    STATIC_MAP2 = OptDef::new("static-map2", List, Static)
+        .value("MOUNT=DIR")
+        .help("As --static-map, keeping the mount in the file's path (MOUNT/a.css is DIR/MOUNT/a.css)."),
+    CHECK_STATIC = OptDef::new("check-static", List, Static)
+        .value("DIR")
+        .help("Serve the request's path from DIR when such a file exists there; otherwise the app answers."),
+    STATIC_INDEX = OptDef::new("static-index", List, Static)
+        .value("FILE")
+        .help("For a directory, serve its FILE (index.html, say; the first that exists). A directory without one is 403 (no listings)."),
+    STATIC_SKIP_EXT = OptDef::new("static-skip-ext", List, Static)
+        .value("EXT")
+        .help("Never serve files ending in EXT (.php, .py) from disk: the app gets those requests."),
+    STATIC_SAFE = OptDef::new("static-safe", List, Static)
+        .value("DIR")
+        .help("Symbolic links under a static directory may point into DIR too (otherwise a link that leaves the directory is 403)."),
+    MIMEFILE = OptDef::new("mimefile", List, Static)
+        .value("FILE")
+        .help("Read file extensions' MIME types from FILE (mime.types format) instead of /etc/mime.types; a built-in table covers the rest."),
     STATS = OptDef::new("stats", Str, Logging)
         .aliases(&["stats-server"])
         .value("ADDR")

@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn not_implemented_lists_only_unknown_options() {
         let names = not_implemented();
-        assert!(names.contains(&"static-map") && names.contains(&"cheaper"));
+        assert!(names.contains(&"gevent") && names.contains(&"cheaper"));
         for known in [
             "master", "http", "endif", "if-env", "for-glob", "print", "lazy",
         ] {

@@ -34,6 +34,37 @@ struct Values<'a>(&'a [Setting]);
 
 /// An option `resolve()` needs a default for has none in the table: a bug
 /// any resolve test finds.
+/// `--static-map` and `--static-map2`, in the order given: MOUNT=DIR each.
+fn static_maps(r: &Values<'_>) -> Result<Vec<StaticMap>, ConfigError> {
+    r.0.iter()
+        .filter(|s| s.opt == &opt::STATIC_MAP || s.opt == &opt::STATIC_MAP2)
+        .map(|s| {
+            let name = s.opt.name;
+            let (mount, dir) = s.value.split_once('=').ok_or_else(|| {
+                ConfigError(format!("--{name} {:?}: expected MOUNT=DIR", s.value))
+            })?;
+            let mount = mount.trim();
+            if !mount.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "--{name} {:?}: the mount is a URL path, starting with /",
+                    s.value
+                )));
+            }
+            if dir.trim().is_empty() {
+                return Err(ConfigError(format!(
+                    "--{name} {:?}: no directory after =",
+                    s.value
+                )));
+            }
+            Ok(StaticMap {
+                mount: mount.trim_end_matches('/').to_string(),
+                dir: PathBuf::from(dir.trim()),
+                keep_mount: s.opt == &opt::STATIC_MAP2,
+            })
+        })
+        .collect()
+}
+
 fn no_default(key: Key) -> ! {
     panic!("--{} needs a default in src/config/defs.rs", key.name)
 }
@@ -319,6 +350,14 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         root_path: r
             .string(&opt::ROOT_PATH)
             .filter(|p| !p.trim_end_matches('/').is_empty()),
+        statics: StaticSettings {
+            maps: static_maps(&r)?,
+            check: r.paths(&opt::CHECK_STATIC),
+            index: r.all(&opt::STATIC_INDEX),
+            skip_ext: r.all(&opt::STATIC_SKIP_EXT),
+            safe: r.paths(&opt::STATIC_SAFE),
+            mimefiles: r.paths(&opt::MIMEFILE),
+        },
         health_path: match r.string(&opt::HEALTH_PATH) {
             Some(p) if !p.starts_with('/') => {
                 return Err(ConfigError(format!(

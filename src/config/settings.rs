@@ -148,6 +148,8 @@ pub struct Config {
     pub root_path: Option<String>,
     /// `--health-path`: answered by the server, before the app.
     pub health_path: Option<String>,
+    /// `--static-map` and the options around it.
+    pub statics: StaticSettings,
     pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
     pub limit_concurrency: Option<usize>,
     pub asgi: AsgiSettings,
@@ -275,4 +277,37 @@ pub enum Encoder {
     JsonFields,
     /// uWSGI's `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
     JsonTemplate(String),
+}
+
+/// Files served from disk before the app (`handlers::static_files`).
+#[derive(Debug, Clone, Default)]
+pub struct StaticSettings {
+    /// `--static-map` and `--static-map2`, in the order given.
+    pub maps: Vec<StaticMap>,
+    /// `--check-static`: served when the file exists, at the request's path.
+    pub check: Vec<PathBuf>,
+    /// `--static-index`.
+    pub index: Vec<String>,
+    /// `--static-skip-ext`.
+    pub skip_ext: Vec<String>,
+    /// `--static-safe`: where symbolic links may point besides the root.
+    pub safe: Vec<PathBuf>,
+    /// `--mimefile`; empty means /etc/mime.types when it exists.
+    pub mimefiles: Vec<PathBuf>,
+}
+
+impl StaticSettings {
+    pub fn active(&self) -> bool {
+        !self.maps.is_empty() || !self.check.is_empty()
+    }
+}
+
+/// One `--static-map` (or `--static-map2`, which keeps the mount in the
+/// file's path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMap {
+    /// The URL path prefix, without a trailing slash ("" for the root).
+    pub mount: String,
+    pub dir: PathBuf,
+    pub keep_mount: bool,
 }

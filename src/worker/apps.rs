@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::config::{Config, Words};
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
+use crate::handlers::static_files::StaticFiles;
 use crate::request::health::{HealthCheck, HealthSource};
 use crate::request::router::Router;
 use crate::request::wrappers::{LimitConcurrency, ProxyHeaders, RootPath};
@@ -108,7 +109,7 @@ impl Apps {
 
 /// The wrappers the options ask for, around the routed apps: the root path
 /// is set before the proxy headers are read, and the limit comes first.
-fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
+fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Result<Arc<dyn Handler>, String> {
     if let Some(root) = &cfg.root_path {
         handler = Arc::new(RootPath::new(handler, root));
     }
@@ -118,7 +119,11 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
     if let Some(n) = cfg.limit_concurrency {
         handler = Arc::new(LimitConcurrency::new(handler, n));
     }
-    handler
+    // Static files come first: they cost the app nothing, and no limit.
+    if cfg.statics.active() {
+        handler = Arc::new(StaticFiles::new(&cfg.statics, handler)?);
+    }
+    Ok(handler)
 }
 
 /// Starts Python, imports the apps, and routes between them.
@@ -148,7 +153,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             cfg.vhost,
         ))
     };
-    let handler = wrap(cfg, handler);
+    let handler = wrap(cfg, handler)?;
     Ok(Apps {
         handler,
         python: loaded.host,

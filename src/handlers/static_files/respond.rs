@@ -1,0 +1,339 @@
+//! The answer for an open file: validators, conditional requests (RFC 9110
+//! §13, through the `headers` crate's precondition checks), byte ranges
+//! (one: 206; several: multipart/byteranges; none satisfiable: 416), and a
+//! body the front end sends with sendfile(2).
+
+use std::collections::VecDeque;
+use std::fs::{File, Metadata};
+use std::ops::Bound;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use headers::{
+    ETag, Header, IfMatch, IfModifiedSince, IfNoneMatch, IfRange, IfUnmodifiedSince, LastModified,
+    Range,
+};
+
+use crate::request::{
+    BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Request, Response, ResponseBody,
+    SENDFILE_MIN,
+};
+
+/// The request's `name` variable (`HTTP_RANGE`, say) as a typed header;
+/// `None` when absent or malformed (a malformed validator is ignored, as
+/// RFC 9110 has it).
+fn header<H: Header>(req: &Request, name: &[u8]) -> Option<H> {
+    let values: Vec<http::HeaderValue> = req
+        .vars
+        .iter()
+        .filter(|(k, _)| k.as_bytes() == name)
+        .filter_map(|(_, v)| http::HeaderValue::from_bytes(v).ok())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    H::decode(&mut values.iter()).ok()
+}
+
+/// What the response says of the file, whatever its status.
+pub struct Representation {
+    pub content_type: String,
+    pub len: u64,
+    pub modified: SystemTime,
+    pub etag: String,
+    /// Cache-Control, Expires and the like, from the options.
+    pub extra: Vec<(Bytes, Bytes)>,
+}
+
+impl Representation {
+    pub fn new(meta: &Metadata, content_type: String) -> Representation {
+        // Whole seconds: what Last-Modified can say, so that a date the
+        // client echoes compares equal.
+        let secs = meta.mtime().max(0) as u64;
+        let modified = UNIX_EPOCH + Duration::from_secs(secs);
+        Representation {
+            content_type,
+            len: meta.len(),
+            modified,
+            // Strong: a change of size, time (to the nanosecond) or inode
+            // (a file replaced by a rename) changes it.
+            etag: format!(
+                "\"{:x}-{:x}-{:x}-{:x}\"",
+                secs,
+                meta.mtime_nsec().max(0),
+                meta.len(),
+                meta.ino()
+            ),
+            extra: Vec::new(),
+        }
+    }
+
+    fn validators(&self, headers: &mut Vec<(Bytes, Bytes)>) {
+        headers.push((
+            Bytes::from_static(b"Last-Modified"),
+            Bytes::from(httpdate::fmt_http_date(self.modified)),
+        ));
+        headers.push((Bytes::from_static(b"ETag"), Bytes::from(self.etag.clone())));
+        headers.extend(self.extra.iter().cloned());
+    }
+}
+
+fn head(status: u16, rep: &Representation) -> Response {
+    let mut headers = Vec::with_capacity(8);
+    headers.push((
+        Bytes::from_static(b"Content-Type"),
+        Bytes::from(rep.content_type.clone()),
+    ));
+    rep.validators(&mut headers);
+    headers.push((
+        Bytes::from_static(b"Accept-Ranges"),
+        Bytes::from_static(b"bytes"),
+    ));
+    Response {
+        status,
+        reason: None,
+        headers,
+        body: ResponseBody::Empty,
+    }
+}
+
+fn length(resp: &mut Response, len: u64) {
+    resp.headers.push((
+        Bytes::from_static(b"Content-Length"),
+        Bytes::from(len.to_string()),
+    ));
+}
+
+fn region(file: &File, offset: u64, len: u64) -> Option<FileRegion> {
+    let fd = OwnedFd::from(file.try_clone().ok()?);
+    Some(FileRegion { fd, offset, len })
+}
+
+fn file_body(region: FileRegion) -> ResponseBody {
+    ResponseBody::Stream {
+        first: None,
+        rest: BodyStream::new(FileBody::new(region, |_| {})),
+    }
+}
+
+/// The answer to GET or HEAD for `file`.
+pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
+    let etag: ETag = match rep.etag.parse() {
+        Ok(e) => e,
+        Err(_) => unreachable!("a quoted hex string is an entity tag"),
+    };
+    // §13.2.2: If-Match, else If-Unmodified-Since; then If-None-Match, else
+    // If-Modified-Since; then Range, qualified by If-Range.
+    let failed = match header::<IfMatch>(req, b"HTTP_IF_MATCH") {
+        Some(m) => !m.precondition_passes(&etag),
+        None => header::<IfUnmodifiedSince>(req, b"HTTP_IF_UNMODIFIED_SINCE")
+            .is_some_and(|s| !s.precondition_passes(rep.modified)),
+    };
+    if failed {
+        return Response::plain(412, "Precondition Failed", "Precondition Failed\n");
+    }
+    let not_modified = match header::<IfNoneMatch>(req, b"HTTP_IF_NONE_MATCH") {
+        Some(m) => !m.precondition_passes(&etag),
+        None => header::<IfModifiedSince>(req, b"HTTP_IF_MODIFIED_SINCE")
+            .is_some_and(|s| !s.is_modified(rep.modified)),
+    };
+    if not_modified {
+        let mut resp = head(304, rep);
+        resp.headers
+            .retain(|(k, _)| &k[..] != b"Content-Type" && &k[..] != b"Accept-Ranges");
+        return resp;
+    }
+    let ranges = if req.is_head {
+        None
+    } else {
+        header::<Range>(req, b"HTTP_RANGE").filter(|_| {
+            header::<IfRange>(req, b"HTTP_IF_RANGE").is_none_or(|r| {
+                !r.is_modified(Some(&etag), Some(&LastModified::from(rep.modified)))
+            })
+        })
+    };
+    let Some(range) = ranges else {
+        let mut resp = head(200, rep);
+        length(&mut resp, rep.len);
+        if !req.is_head && rep.len > 0 {
+            match region(&file, 0, rep.len) {
+                Some(r) => resp.body = file_body(r),
+                None => {
+                    return Response::plain(
+                        500,
+                        "Internal Server Error",
+                        "Internal Server Error\n",
+                    );
+                }
+            }
+        }
+        return resp;
+    };
+    let wanted: Vec<(u64, u64)> = range
+        .satisfiable_ranges(rep.len)
+        .filter_map(|(start, end)| inclusive(start, end, rep.len))
+        .collect();
+    match wanted.as_slice() {
+        [] => {
+            let mut resp = Response::plain(416, "Range Not Satisfiable", "Range Not Satisfiable\n");
+            resp.headers.push((
+                Bytes::from_static(b"Content-Range"),
+                Bytes::from(format!("bytes */{}", rep.len)),
+            ));
+            resp
+        }
+        [(first, last)] => {
+            let mut resp = head(206, rep);
+            resp.headers.push((
+                Bytes::from_static(b"Content-Range"),
+                Bytes::from(format!("bytes {first}-{last}/{}", rep.len)),
+            ));
+            length(&mut resp, last - first + 1);
+            match region(&file, *first, last - first + 1) {
+                Some(r) => resp.body = file_body(r),
+                None => {
+                    return Response::plain(
+                        500,
+                        "Internal Server Error",
+                        "Internal Server Error\n",
+                    );
+                }
+            }
+            resp
+        }
+        several => multipart(&file, rep, several),
+    }
+}
+
+/// A satisfiable range as first..=last, within a non-empty file.
+fn inclusive(start: Bound<u64>, end: Bound<u64>, len: u64) -> Option<(u64, u64)> {
+    let first = match start {
+        Bound::Included(s) => s,
+        Bound::Excluded(s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let last = match end {
+        Bound::Included(e) => e.min(len - 1),
+        Bound::Excluded(e) => e.checked_sub(1)?.min(len - 1),
+        Bound::Unbounded => len - 1,
+    };
+    (len > 0 && first <= last).then_some((first, last))
+}
+
+/// 206 multipart/byteranges: each part's head, then its bytes from the file.
+fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Response {
+    let boundary = format!("{:016x}", rand_boundary());
+    let mut parts = VecDeque::new();
+    let mut len = 0u64;
+    for (i, (first, last)) in ranges.iter().enumerate() {
+        let part_head = format!(
+            "{}--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {first}-{last}/{}\r\n\r\n",
+            if i == 0 { "" } else { "\r\n" },
+            rep.content_type,
+            rep.len
+        );
+        len += part_head.len() as u64 + (last - first + 1);
+        parts.push_back(Part::Bytes(Bytes::from(part_head)));
+        match region(file, *first, last - first + 1) {
+            Some(r) => parts.push_back(Part::File(r)),
+            None => {
+                return Response::plain(500, "Internal Server Error", "Internal Server Error\n");
+            }
+        }
+    }
+    let tail = format!("\r\n--{boundary}--\r\n");
+    len += tail.len() as u64;
+    parts.push_back(Part::Bytes(Bytes::from(tail)));
+    let mut resp = head(206, rep);
+    for (k, v) in resp.headers.iter_mut() {
+        if &k[..] == b"Content-Type" {
+            *v = Bytes::from(format!("multipart/byteranges; boundary={boundary}"));
+        }
+    }
+    length(&mut resp, len);
+    resp.body = ResponseBody::Stream {
+        first: None,
+        rest: BodyStream::new(Parts(parts)),
+    };
+    resp
+}
+
+/// A boundary no file's bytes are likely to contain: 64 random bits (the
+/// standard library's randomly keyed hasher, finished with nothing in it).
+fn rand_boundary() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+enum Part {
+    Bytes(Bytes),
+    File(FileRegion),
+}
+
+/// The parts of a multipart body, in order; file parts go out with
+/// sendfile when they are large enough.
+struct Parts(VecDeque<Part>);
+
+impl ChunkSource for Parts {
+    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            let Some(part) = self.0.front_mut() else {
+                return Poll::Ready(None);
+            };
+            match part {
+                Part::Bytes(b) => {
+                    let b = std::mem::take(b);
+                    self.0.pop_front();
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Part::File(region) => match region.read_chunk() {
+                    Ok(Some(b)) => return Poll::Ready(Some(Ok(b))),
+                    Ok(None) => {
+                        self.0.pop_front();
+                    }
+                    Err(e) => {
+                        self.0.clear();
+                        return Poll::Ready(Some(Err(BodyError::new(
+                            500,
+                            format!("reading the file to send: {e}"),
+                        ))));
+                    }
+                },
+            }
+        }
+    }
+
+    fn take_file(&mut self) -> Option<FileRegion> {
+        match self.0.front() {
+            Some(Part::File(r)) if r.len >= SENDFILE_MIN => match self.0.pop_front() {
+                Some(Part::File(r)) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_become_inclusive_and_clamped() {
+        assert_eq!(
+            inclusive(Bound::Included(0), Bound::Included(9), 5),
+            Some((0, 4))
+        );
+        assert_eq!(
+            inclusive(Bound::Included(2), Bound::Unbounded, 5),
+            Some((2, 4))
+        );
+        assert_eq!(inclusive(Bound::Included(3), Bound::Excluded(3), 5), None);
+        assert_eq!(inclusive(Bound::Included(0), Bound::Included(0), 0), None);
+    }
+}

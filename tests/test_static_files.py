@@ -1,0 +1,278 @@
+"""Static files (issue #15): --static-map and friends, compared request by
+request with real nginx serving the same directory; traversal attempts over
+HTTP and over uwsgi; Django's collectstatic output beside the app."""
+import email
+import http.client
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from helpers import APPS, ECHO, VENV, cgi, free_port, packet, start_nginx, uwsgi_request, wait_for
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "files"
+    (root / "sub").mkdir(parents=True)
+    (root / "noindex").mkdir()
+    (root / "hello.txt").write_text("hello static\n")
+    (root / "style.css").write_text("body { color: teal }\n")
+    (root / "page.html").write_text("<h1>page</h1>\n")
+    (root / "data.json").write_text('{"a": 1}\n')
+    (root / "app.js").write_text("console.log(1)\n")
+    (root / "pixel.png").write_bytes(bytes(range(256)) * 4)
+    (root / "big.bin").write_bytes(os.urandom(300_000))
+    (root / "empty.txt").write_bytes(b"")
+    (root / "with space.txt").write_text("spaced\n")
+    (root / "ünïcödé.txt").write_text("unicode\n")
+    (root / "sub" / "index.html").write_text("<p>index</p>\n")
+    (root / "noindex" / "x.txt").write_text("x\n")
+    (tmp_path / "secret.txt").write_text("outside the root\n")
+    os.symlink(tmp_path / "secret.txt", root / "link-out.txt")
+    os.symlink(root / "hello.txt", root / "link-in.txt")
+    return root
+
+
+@pytest.fixture
+def both(serve, tree, tmp_path):
+    """(oxgate URL, nginx URL): /static/ is `tree` on both."""
+    s = serve("--static-map", f"/static={tree}", "--static-index", "index.html", "--wsgi-file", ECHO)
+    port = free_port()
+    d = tmp_path / "nginx"
+    nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; include /etc/nginx/mime.types; sendfile on;
+  charset utf-8; charset_types text/plain text/css text/html application/json;
+  server {{ listen 127.0.0.1:{port};
+    location /static/ {{ alias {tree}/; index index.html; }} }} }}
+""")
+    yield s.url, f"http://127.0.0.1:{port}"
+    nginx.terminate()
+    nginx.wait(10)
+
+
+def get(url, path, method="GET", headers=None):
+    r = requests.request(method, url + path, headers=headers or {}, allow_redirects=False, timeout=10)
+    return r
+
+
+# What must agree with nginx (ETags differ in form: each is checked against
+# its own server).
+COMPARED = ("content-type", "content-length", "content-range", "last-modified")
+
+
+def same(ours, theirs, what):
+    assert ours.status_code == theirs.status_code, (what, ours.status_code, theirs.status_code, ours.text[:200])
+    if ours.status_code >= 400:
+        # Error pages differ in form (nginx's are HTML); the range they
+        # refuse does not.
+        assert ours.headers.get("content-range") == theirs.headers.get("content-range"), what
+        return
+    multipart = ours.headers.get("content-type", "").startswith("multipart/byteranges; boundary=")
+    for h in COMPARED:
+        a, b = ours.headers.get(h), theirs.headers.get(h)
+        if multipart and h == "content-length":
+            continue  # each picks its own boundary (the parts are compared)
+        if multipart and h == "content-type":
+            a, b = a.split(";")[0], b.split(";")[0]
+        assert a == b, (what, h, a, b)
+    if multipart:
+        assert int(ours.headers["content-length"]) == len(ours.content)
+    if not ours.headers.get("content-type", "").startswith("multipart/"):
+        assert ours.content == theirs.content, what
+
+
+@pytest.mark.parametrize("path", ["/static/hello.txt", "/static/style.css", "/static/page.html",
+                                  "/static/data.json", "/static/pixel.png", "/static/big.bin",
+                                  "/static/empty.txt", "/static/with%20space.txt",
+                                  "/static/%C3%BCn%C3%AFc%C3%B6d%C3%A9.txt", "/static/sub/",
+                                  "/static/link-in.txt", "/static/noindex/"])
+def test_get_and_head_as_nginx(both, path):
+    ours, theirs = both
+    for method in ("GET", "HEAD"):
+        a, b = get(ours, path, method), get(theirs, path, method)
+        same(a, b, f"{method} {path}")
+        if a.status_code == 200:
+            assert a.headers["etag"].startswith('"') and a.headers["accept-ranges"] == "bytes"
+
+
+def test_javascript_is_text_with_a_charset(both):
+    # Debian's mime.types says text/javascript (RFC 9239); nginx's own table
+    # still says application/javascript.
+    assert get(both[0], "/static/app.js").headers["content-type"] == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.parametrize("range_", ["bytes=0-9", "bytes=10-", "bytes=-5", "bytes=0-0", "bytes=5-1000000",
+                                    "bytes=1000000-", "bytes=abc", "bytes=5-2", "bytes=0-1,4-6"])
+def test_ranges_as_nginx(both, range_):
+    ours, theirs = both
+    a = get(ours, "/static/hello.txt", headers={"Range": range_})
+    b = get(theirs, "/static/hello.txt", headers={"Range": range_})
+    same(a, b, range_)
+    if a.headers.get("content-type", "").startswith("multipart/byteranges"):
+        assert parts(a) == parts(b)
+
+
+def parts(r):
+    """A multipart/byteranges body as [(content-range, bytes)]."""
+    msg = email.message_from_bytes(b"Content-Type: " + r.headers["content-type"].encode() + b"\r\n\r\n" + r.content)
+    return [(p["Content-Range"], p.get_payload(decode=True)) for p in msg.get_payload()]
+
+
+def test_a_range_of_a_big_file_is_its_bytes(both, tree):
+    data = (tree / "big.bin").read_bytes()
+    r = get(both[0], "/static/big.bin", headers={"Range": "bytes=1000-250999"})
+    assert r.status_code == 206 and r.content == data[1000:251000]
+
+
+def test_conditional_requests_as_nginx(both):
+    for url in both:
+        first = get(url, "/static/hello.txt")
+        etag, modified = first.headers["etag"], first.headers["last-modified"]
+        cases = [
+            ({"If-None-Match": etag}, 304),
+            ({"If-None-Match": '"other"'}, 200),
+            ({"If-None-Match": "*"}, 304),
+            ({"If-Modified-Since": modified}, 304),
+            ({"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}, 200),
+            ({"If-None-Match": '"other"', "If-Modified-Since": modified}, 200),  # the ETag decides
+            ({"If-Match": '"other"'}, 412),
+            ({"If-Match": etag}, 200),
+            ({"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}, 412),
+            ({"Range": "bytes=0-3", "If-Range": etag}, 206),
+            ({"Range": "bytes=0-3", "If-Range": '"other"'}, 200),
+            ({"Range": "bytes=0-3", "If-Range": modified}, 206),
+        ]
+        for headers, status in cases:
+            r = get(url, "/static/hello.txt", headers=headers)
+            assert r.status_code == status, (url, headers, r.status_code)
+            if status == 304:
+                assert r.content == b"" and r.headers["etag"] == etag
+
+
+def test_a_directory_without_its_slash_is_redirected(both):
+    ours, theirs = both
+    a, b = get(ours, "/static/sub?x=1"), get(theirs, "/static/sub?x=1")
+    assert a.status_code == b.status_code == 301
+    assert a.headers["location"] == "/static/sub/?x=1"
+    assert b.headers["location"].endswith("/static/sub/?x=1")
+
+
+def test_other_methods_get_405_with_allow(both):
+    r = get(both[0], "/static/hello.txt", "POST")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert get(both[1], "/static/hello.txt", "POST").status_code == 405
+
+
+def test_no_file_goes_on_to_the_app(both):
+    # uWSGI's rule: a mapped path with no file behind it is the app's.
+    r = get(both[0], "/static/missing.css")
+    assert r.status_code == 200 and r.json()["path"] == "/static/missing.css"
+    assert get(both[0], "/staticfoo/hello.txt").json()["path"] == "/staticfoo/hello.txt"
+    assert get(both[0], "/hello.txt").json()["path"] == "/hello.txt"
+
+
+TRAVERSALS = ["/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/..%2fsecret.txt",
+              "/static/sub/../../secret.txt", "/static/..%5csecret.txt", "/static/hello.txt%00.png",
+              "/static/link-out.txt", "/static/%2e%2e%2f%2e%2e%2fetc/passwd", "/static/....//secret.txt"]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_traversal_over_http_never_leaves_the_root(both, path):
+    host, port = both[0].removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", path)  # as sent: no client-side normalisation
+    r = c.getresponse()
+    body = r.read()
+    assert b"outside the root" not in body and b"root:" not in body
+    assert r.status in (400, 403, 404) or (r.status == 200 and b'"path"' in body), (path, r.status, body[:100])
+
+
+@pytest.mark.parametrize("path", ["/static/../secret.txt", "/static/sub/../../secret.txt", "/static/link-out.txt",
+                                  "/static/..\\secret.txt", "/static/hello.txt\0"])
+def test_traversal_over_uwsgi_never_leaves_the_root(serve, tree, path):
+    up = free_port()
+    serve("--static-map", f"/static={tree}", "--wsgi-file", ECHO, "--uwsgi-socket", f"127.0.0.1:{up}")
+    reply = uwsgi_request(up, cgi(path=path))
+    assert b"outside the root" not in reply
+    assert reply.split(b"\r\n")[0] in (b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 403 Forbidden"), reply[:200]
+
+
+def test_a_file_behind_nginx_over_uwsgi_is_sent_whole(serve, tree, tmp_path):
+    sock = tmp_path / "app.sock"
+    serve("--static-map", f"/static={tree}", "--wsgi-file", ECHO, "--uwsgi-socket", str(sock),
+          "--chmod-socket", "666")
+    port = free_port()
+    d = tmp_path / "nginx"
+    nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port};
+    location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }} }} }}
+""")
+    try:
+        r = requests.get(f"http://127.0.0.1:{port}/static/big.bin", timeout=10)
+        assert r.status_code == 200 and r.content == (tree / "big.bin").read_bytes()
+        r = requests.get(f"http://127.0.0.1:{port}/static/big.bin", headers={"Range": "bytes=-100"}, timeout=10)
+        assert r.status_code == 206 and r.content == (tree / "big.bin").read_bytes()[-100:]
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+
+
+def test_static_map2_check_static_skip_ext_and_safe(serve, tree, tmp_path):
+    (tree / "static").mkdir()
+    (tree / "static" / "kept.txt").write_text("kept\n")
+    (tree / "script.php").write_text("<?php ?>\n")
+    s = serve("--static-map2", f"/static={tree}", "--check-static", str(tree), "--static-skip-ext", ".php",
+              "--static-safe", str(tmp_path), "--wsgi-file", ECHO)
+    assert get(s.url, "/static/kept.txt").text == "kept\n"  # map2 keeps /static in the file's path
+    assert get(s.url, "/hello.txt").text == "hello static\n"  # check-static: the file exists
+    assert get(s.url, "/nothing").json()["path"] == "/nothing"  # it does not: the app
+    assert get(s.url, "/script.php").json()["path"] == "/script.php"  # skipped extension
+    assert get(s.url, "/link-out.txt").text == "outside the root\n"  # --static-safe allows it
+
+
+def test_the_longest_mount_wins(serve, tree, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "hello.txt").write_text("from the longer mount\n")
+    s = serve("--static-map", f"/static={tree}", "--static-map", f"/static/sub={other}", "--wsgi-file", ECHO)
+    assert get(s.url, "/static/sub/hello.txt").text == "from the longer mount\n"
+    assert get(s.url, "/static/hello.txt").text == "hello static\n"
+
+
+def test_bad_static_options_are_explained(tmp_path):
+    from helpers import run_fail
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-map", "static", "--wsgi-file", ECHO)
+    assert code == 2 and "expected MOUNT=DIR" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-map", "static=/x", "--wsgi-file", ECHO)
+    assert code == 2 and "starting with /" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-map", f"/s={tmp_path}", "--mimefile",
+                         str(tmp_path / "none"), "--wsgi-file", ECHO)
+    assert code != 0 and "--mimefile" in err
+
+
+def test_django_collectstatic_output_beside_the_app(serve, tmp_path):
+    root = tmp_path / "collected"
+    (tmp_path / "djstatic.py").write_text(
+        "from djproj.settings import *\n"
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth', 'django.contrib.admin',\n"
+        "                  'django.contrib.staticfiles']\n"
+        f"STATIC_URL = '/static/'\nSTATIC_ROOT = {str(root)!r}\n")
+    env = {**os.environ, "PYTHONPATH": f"{APPS}:{tmp_path}", "DJANGO_SETTINGS_MODULE": "djstatic"}
+    subprocess.run([sys.executable, "-m", "django", "collectstatic", "--noinput", "-v0"], env=env, check=True,
+                   timeout=120)
+    css = root / "admin" / "css" / "base.css"
+    assert css.exists()
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "djproj.wsgi", "--static-map",
+              f"/static={root}", env={"DJANGO_SETTINGS_MODULE": "djstatic", "PYTHONPATH": str(tmp_path)})
+    r = get(s.url, "/static/admin/css/base.css")
+    assert r.status_code == 200 and r.content == css.read_bytes()
+    assert r.headers["content-type"] == "text/css; charset=utf-8"
+    assert get(s.url, "/").text == "Hello from Django"
