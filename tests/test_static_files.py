@@ -253,6 +253,10 @@ def test_bad_static_options_are_explained(tmp_path):
     assert code == 2 and "expected MOUNT=DIR" in err
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-map", "static=/x", "--wsgi-file", ECHO)
     assert code == 2 and "starting with /" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-expires", "*.png soon", "--wsgi-file", ECHO)
+    assert code == 2 and "--static-expires" in err and "seconds" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-expires-uri", "([ 60", "--wsgi-file", ECHO)
+    assert code == 2 and "--static-expires-uri" in err and "regex" in err.lower()
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--static-map", f"/s={tmp_path}", "--mimefile",
                          str(tmp_path / "none"), "--wsgi-file", ECHO)
     assert code != 0 and "--mimefile" in err
@@ -276,3 +280,85 @@ def test_django_collectstatic_output_beside_the_app(serve, tmp_path):
     assert r.status_code == 200 and r.content == css.read_bytes()
     assert r.headers["content-type"] == "text/css; charset=utf-8"
     assert get(s.url, "/").text == "Hello from Django"
+
+
+def raw_get(url, path, headers):
+    """GET without any decoding of the body (requests would gunzip it)."""
+    host, port = url.removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+
+
+def test_precompressed_files_as_nginx_gzip_static(serve, tree, tmp_path):
+    import gzip
+    css = (tree / "style.css").read_bytes()
+    (tree / "style.css.gz").write_bytes(gzip.compress(css))
+    (tree / "style.css.br").write_bytes(b"pretend brotli bytes")
+    s = serve("--static-map", f"/static={tree}", "--static-gzip-all", "--wsgi-file", ECHO)
+    port = free_port()
+    d = tmp_path / "nginx"
+    nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; include /etc/nginx/mime.types; charset utf-8; charset_types text/css;
+  gzip_static on; gzip_vary on;
+  server {{ listen 127.0.0.1:{port}; location /static/ {{ alias {tree}/; }} }} }}
+""")
+    try:
+        for accept in ("gzip", "gzip, deflate", "identity", "gzip;q=0", "br;q=0.5, gzip"):
+            ours = raw_get(s.url, "/static/style.css", {"Accept-Encoding": accept})
+            theirs = raw_get(f"http://127.0.0.1:{port}", "/static/style.css", {"Accept-Encoding": accept})
+            if "br" in accept:
+                assert ours[1]["content-encoding"] == "br" and ours[2] == b"pretend brotli bytes"
+                continue  # nginx has no brotli_static here
+            for h in ("content-encoding", "vary", "content-type", "content-length"):
+                assert ours[1].get(h) == theirs[1].get(h), (accept, h, ours[1], theirs[1])
+            assert ours[2] == theirs[2], accept
+        # The .gz is its own representation: its own validator, and a 304 keeps Vary.
+        status, headers, body = raw_get(s.url, "/static/style.css", {"Accept-Encoding": "gzip"})
+        assert gzip.decompress(body) == css
+        again = raw_get(s.url, "/static/style.css", {"Accept-Encoding": "gzip", "If-None-Match": headers["etag"]})
+        assert again[0] == 304 and again[1]["vary"] == "Accept-Encoding"
+        assert headers["etag"] != raw_get(s.url, "/static/style.css", {})[1]["etag"]
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+
+
+def test_gzip_dir_and_ext_limit_where_precompressed_files_are_used(serve, tree):
+    import gzip
+    for name in ("style.css", "hello.txt"):
+        (tree / f"{name}.gz").write_bytes(gzip.compress((tree / name).read_bytes()))
+    s = serve("--static-map", f"/static={tree}", "--static-gzip-ext", ".css", "--wsgi-file", ECHO)
+    assert raw_get(s.url, "/static/style.css", {"Accept-Encoding": "gzip"})[1].get("content-encoding") == "gzip"
+    assert "content-encoding" not in raw_get(s.url, "/static/hello.txt", {"Accept-Encoding": "gzip"})[1]
+    s2 = serve("--static-map", f"/static={tree}", "--static-gzip-dir", str(tree / "sub"), "--wsgi-file", ECHO)
+    assert "content-encoding" not in raw_get(s2.url, "/static/style.css", {"Accept-Encoding": "gzip"})[1]
+
+
+def test_expiry_and_immutable_caching(serve, tree):
+    import email.utils
+    import time
+    (tree / "app.3f2a9c1b.css").write_text("hashed\n")
+    (tree / "report.20231231.txt").write_text("dated, not hashed\n")
+    s = serve("--static-map", f"/static={tree}", "--static-expires-type", "text/css=3600",
+              "--static-expires", r".*\.png 86400", "--static-expires-uri", "^/static/page=60",
+              "--static-immutable", "--wsgi-file", ECHO)
+
+    def lifetime(path):
+        h = get(s.url, path).headers
+        if "expires" in h:
+            left = email.utils.parsedate_to_datetime(h["expires"]).timestamp() - time.time()
+            return h["cache-control"], round(left / 10) * 10
+        return h.get("cache-control"), None
+    assert lifetime("/static/style.css") == ("max-age=3600", 3600)
+    assert lifetime("/static/pixel.png") == ("max-age=86400", 86400)
+    assert lifetime("/static/page.html") == ("max-age=60", 60)
+    assert lifetime("/static/hello.txt") == (None, None)
+    assert lifetime("/static/app.3f2a9c1b.css") == ("public, max-age=31536000, immutable", None)
+    assert lifetime("/static/report.20231231.txt") == (None, None)
+    r = get(s.url, "/static/style.css")
+    again = get(s.url, "/static/style.css", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "max-age=3600"

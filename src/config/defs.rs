@@ -542,6 +542,25 @@ options! {
     STATIC_SAFE = OptDef::new("static-safe", List, Static)
         .value("DIR")
         .help("Symbolic links under a static directory may point into DIR too (otherwise a link that leaves the directory is 403)."),
+    STATIC_EXPIRES_TYPE = OptDef::new("static-expires-type", List, Static)
+        .value("MIME=SECONDS")
+        .help("Files of this MIME type get Expires and Cache-Control: max-age SECONDS ahead."),
+    STATIC_EXPIRES = OptDef::new("static-expires", List, Static)
+        .value("REGEX SECONDS")
+        .help("Files whose path on disk matches REGEX get Expires and Cache-Control: max-age SECONDS ahead (REGEX=SECONDS works too)."),
+    STATIC_EXPIRES_URI = OptDef::new("static-expires-uri", List, Static)
+        .value("REGEX SECONDS")
+        .help("Static requests whose URI matches REGEX get Expires and Cache-Control: max-age SECONDS ahead."),
+    STATIC_IMMUTABLE = OptDef::new("static-immutable", Flag, Static)
+        .help("A file whose name carries a content hash (app.3f2a9c1b.css, as Django's ManifestStaticFilesStorage and bundlers make) gets Cache-Control: public, max-age=31536000, immutable."),
+    STATIC_GZIP_ALL = OptDef::new("static-gzip-all", Flag, Static)
+        .help("Send FILE.br or FILE.gz in place of FILE when it exists and the client accepts that encoding (Vary: Accept-Encoding)."),
+    STATIC_GZIP_DIR = OptDef::new("static-gzip-dir", List, Static)
+        .value("DIR")
+        .help("As --static-gzip-all, for files under DIR."),
+    STATIC_GZIP_EXT = OptDef::new("static-gzip-ext", List, Static)
+        .value("EXT")
+        .help("As --static-gzip-all, for files ending in EXT (.css, .js)."),
     MIMEFILE = OptDef::new("mimefile", List, Static)
         .value("FILE")
         .help("Read file extensions' MIME types from FILE (mime.types format) instead of /etc/mime.types; a built-in table covers the rest."),

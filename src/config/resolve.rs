@@ -65,6 +65,36 @@ fn static_maps(r: &Values<'_>) -> Result<Vec<StaticMap>, ConfigError> {
         .collect()
 }
 
+/// "X SECONDS" (uWSGI's form for the regex options) or "X=SECONDS": the
+/// last space or `=` splits, so a regex may hold either.
+fn value_and_seconds(key: Key, v: &str) -> Result<(String, u64), ConfigError> {
+    let v = v.trim();
+    let split = v.rfind(char::is_whitespace).or_else(|| v.rfind('='));
+    let parsed = split.and_then(|i| {
+        let (x, secs) = (v[..i].trim(), v[i + 1..].trim());
+        let secs = secs.parse::<u64>().ok()?;
+        (!x.is_empty()).then(|| (x.to_string(), secs))
+    });
+    parsed.ok_or_else(|| {
+        ConfigError(format!(
+            "--{} {v:?}: expected {} (seconds a whole number)",
+            key.name, key.value_name
+        ))
+    })
+}
+
+fn expiry_patterns(r: &Values<'_>, key: Key) -> Result<Vec<(regex::Regex, u64)>, ConfigError> {
+    r.all(key)
+        .iter()
+        .map(|v| {
+            let (pattern, secs) = value_and_seconds(key, v)?;
+            let re = regex::Regex::new(&pattern)
+                .map_err(|e| ConfigError(format!("--{} {pattern:?}: {e}", key.name)))?;
+            Ok((re, secs))
+        })
+        .collect()
+}
+
 fn no_default(key: Key) -> ! {
     panic!("--{} needs a default in src/config/defs.rs", key.name)
 }
@@ -357,6 +387,17 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             skip_ext: r.all(&opt::STATIC_SKIP_EXT),
             safe: r.paths(&opt::STATIC_SAFE),
             mimefiles: r.paths(&opt::MIMEFILE),
+            expires_type: r
+                .all(&opt::STATIC_EXPIRES_TYPE)
+                .iter()
+                .map(|v| value_and_seconds(&opt::STATIC_EXPIRES_TYPE, v))
+                .collect::<Result<_, _>>()?,
+            expires_file: expiry_patterns(&r, &opt::STATIC_EXPIRES)?,
+            expires_uri: expiry_patterns(&r, &opt::STATIC_EXPIRES_URI)?,
+            immutable: r.flag(&opt::STATIC_IMMUTABLE)?,
+            gzip_all: r.flag(&opt::STATIC_GZIP_ALL)?,
+            gzip_dirs: r.paths(&opt::STATIC_GZIP_DIR),
+            gzip_ext: r.all(&opt::STATIC_GZIP_EXT),
         },
         health_path: match r.string(&opt::HEALTH_PATH) {
             Some(p) if !p.starts_with('/') => {

@@ -294,6 +294,18 @@ pub struct StaticSettings {
     pub safe: Vec<PathBuf>,
     /// `--mimefile`; empty means /etc/mime.types when it exists.
     pub mimefiles: Vec<PathBuf>,
+    /// `--static-expires-type`: (MIME type, seconds).
+    pub expires_type: Vec<(String, u64)>,
+    /// `--static-expires`: (regex on the file's path, seconds).
+    pub expires_file: Vec<(regex::Regex, u64)>,
+    /// `--static-expires-uri`: (regex on REQUEST_URI, seconds).
+    pub expires_uri: Vec<(regex::Regex, u64)>,
+    /// `--static-immutable`.
+    pub immutable: bool,
+    /// `--static-gzip-all`, `--static-gzip-dir`, `--static-gzip-ext`.
+    pub gzip_all: bool,
+    pub gzip_dirs: Vec<PathBuf>,
+    pub gzip_ext: Vec<String>,
 }
 
 impl StaticSettings {

@@ -3,10 +3,12 @@
 //! path with no file behind it goes on to the app; a path that tries to
 //! leave its directory does not.
 
+mod encoding;
 mod mime;
 mod resolve;
 mod respond;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +26,8 @@ pub struct StaticFiles {
     index: Vec<String>,
     skip_ext: Vec<String>,
     mime: mime::MimeTypes,
+    /// Caching and precompressed files.
+    settings: StaticSettings,
     inner: Arc<dyn Handler>,
 }
 
@@ -78,6 +82,10 @@ impl StaticFiles {
             index: settings.index.clone(),
             skip_ext: settings.skip_ext.clone(),
             mime: mime::MimeTypes::load(&settings.mimefiles)?,
+            settings: StaticSettings {
+                gzip_dirs: settings.gzip_dirs.iter().map(|d| canonical(d)).collect(),
+                ..settings.clone()
+            },
             inner,
         })
     }
@@ -122,9 +130,7 @@ impl StaticFiles {
                         ));
                         resp
                     } else {
-                        let content_type = mime::content_type(&self.mime.for_name(&real));
-                        let rep = respond::Representation::new(&meta, content_type);
-                        respond::respond(req, file, &rep)
+                        self.serve(req, root, file, &meta, &real)
                     }
                 }
             };
@@ -132,6 +138,121 @@ impl StaticFiles {
         }
         Lookup::App
     }
+}
+
+impl StaticFiles {
+    /// GET or HEAD of a file: in its precompressed form if there is one the
+    /// client takes, with the caching headers the options give it.
+    fn serve(
+        &self,
+        req: &Request,
+        root: &Root,
+        file: std::fs::File,
+        meta: &std::fs::Metadata,
+        real: &Path,
+    ) -> Response {
+        let mime = self.mime.for_name(real);
+        let mut extra = Vec::new();
+        if let Some(cache_control) = self.cache_control(req, real, &mime) {
+            extra.push((
+                Bytes::from_static(b"Cache-Control"),
+                Bytes::from(cache_control.0),
+            ));
+            if let Some(expires) = cache_control.1 {
+                extra.push((Bytes::from_static(b"Expires"), Bytes::from(expires)));
+            }
+        }
+        let mut chosen = None;
+        if self.precompressed(real) {
+            extra.push((
+                Bytes::from_static(b"Vary"),
+                Bytes::from_static(b"Accept-Encoding"),
+            ));
+            let accept = var(req, b"HTTP_ACCEPT_ENCODING");
+            chosen = encoding::Coding::PREFERRED
+                .into_iter()
+                .filter(|c| encoding::accepts(accept, *c))
+                .find_map(|c| {
+                    resolve::open_variant(real, c.suffix(), &root.allowed).map(|(f, m)| (c, f, m))
+                });
+        }
+        let (file, meta, encoding) = match chosen {
+            Some((c, f, m)) => (f, m, Some(c.name())),
+            None => (file, meta.clone(), None),
+        };
+        let mut rep = respond::Representation::new(&meta, mime::content_type(&mime));
+        rep.extra = extra;
+        rep.encoding = encoding;
+        respond::respond(req, file, &rep)
+    }
+
+    /// Whether FILE.br or FILE.gz may stand in for this file.
+    fn precompressed(&self, real: &Path) -> bool {
+        let s = &self.settings;
+        s.gzip_all
+            || s.gzip_dirs.iter().any(|d| real.starts_with(d))
+            || s.gzip_ext
+                .iter()
+                .any(|e| real.as_os_str().as_bytes().ends_with(e.as_bytes()))
+    }
+
+    /// Cache-Control, and Expires when it has a lifetime: --static-immutable
+    /// for a hashed name, else the first --static-expires-uri,
+    /// --static-expires or --static-expires-type that matches.
+    fn cache_control(
+        &self,
+        req: &Request,
+        real: &Path,
+        mime: &str,
+    ) -> Option<(String, Option<String>)> {
+        let s = &self.settings;
+        if s.immutable && has_content_hash(real) {
+            return Some(("public, max-age=31536000, immutable".into(), None));
+        }
+        let uri = String::from_utf8_lossy(var(req, b"REQUEST_URI"));
+        let path = real.to_string_lossy();
+        let seconds = s
+            .expires_uri
+            .iter()
+            .find(|(re, _)| re.is_match(&uri))
+            .or_else(|| s.expires_file.iter().find(|(re, _)| re.is_match(&path)))
+            .map(|(_, secs)| *secs)
+            .or_else(|| {
+                s.expires_type
+                    .iter()
+                    .find(|(t, _)| t.eq_ignore_ascii_case(mime))
+                    .map(|(_, secs)| *secs)
+            })?;
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(seconds);
+        Some((
+            format!("max-age={seconds}"),
+            Some(httpdate::fmt_http_date(expires)),
+        ))
+    }
+}
+
+/// A request variable by name (empty when absent).
+fn var<'a>(req: &'a Request, name: &[u8]) -> &'a [u8] {
+    req.vars
+        .iter()
+        .find(|(k, _)| k.as_bytes() == name)
+        .map_or(&b""[..], |(_, v)| &v[..])
+}
+
+/// `app.3f2a9c1b.css`, `base.5af66c1b1797.css`, `main-9c1b3f2a.js`: a run of
+/// 8 to 64 hex digits, with a letter and a digit among them, just before the
+/// extension.
+fn has_content_hash(real: &Path) -> bool {
+    static HASHED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"[.-]([0-9a-fA-F]{8,64})\.[A-Za-z0-9]+$").expect("a valid regex")
+    });
+    let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    HASHED.captures(name).is_some_and(|c| {
+        let hex = c[1].as_bytes();
+        hex.iter().any(u8::is_ascii_digit) && hex.iter().any(u8::is_ascii_alphabetic)
+    })
 }
 
 /// 301 to the directory's path with its slash (the query kept).

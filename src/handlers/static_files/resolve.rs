@@ -74,19 +74,33 @@ pub fn open(root: &Path, rel: &[u8], allowed: &[PathBuf], index: &[String]) -> R
     if !meta.is_file() {
         return Resolved::Forbidden;
     }
-    // Where the descriptor really points: the kernel's answer after every
-    // link was followed.
-    let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+    let Some(real) = really_under(&file, allowed) else {
         return Resolved::Forbidden;
     };
-    if !allowed.iter().any(|dir| real.starts_with(dir)) {
-        return Resolved::Forbidden;
-    }
     Resolved::File {
         file,
         meta: Box::new(meta),
         real,
     }
+}
+
+/// Where an open file really is, if that is under one of `allowed`: the
+/// kernel's answer after every link was followed.
+fn really_under(file: &File, allowed: &[PathBuf]) -> Option<PathBuf> {
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    allowed
+        .iter()
+        .any(|dir| real.starts_with(dir))
+        .then_some(real)
+}
+
+/// `real` + `suffix` (FILE.gz beside FILE), if it is a regular file under
+/// `allowed` too.
+pub fn open_variant(real: &Path, suffix: &str, allowed: &[PathBuf]) -> Option<(File, Metadata)> {
+    let mut name = real.as_os_str().to_owned();
+    name.push(suffix);
+    let (file, meta) = open_one(Path::new(&name)).ok()?;
+    (meta.is_file() && really_under(&file, allowed).is_some()).then_some((file, meta))
 }
 
 fn open_one(path: &Path) -> Result<(File, Metadata), Resolved> {

@@ -44,8 +44,11 @@ pub struct Representation {
     pub len: u64,
     pub modified: SystemTime,
     pub etag: String,
-    /// Cache-Control, Expires and the like, from the options.
+    /// Cache-Control, Expires and Vary, from the options (sent with a 304
+    /// too).
     pub extra: Vec<(Bytes, Bytes)>,
+    /// The file is FILE.gz or FILE.br in FILE's place.
+    pub encoding: Option<&'static str>,
 }
 
 impl Representation {
@@ -68,6 +71,7 @@ impl Representation {
                 meta.ino()
             ),
             extra: Vec::new(),
+            encoding: None,
         }
     }
 
@@ -87,6 +91,12 @@ fn head(status: u16, rep: &Representation) -> Response {
         Bytes::from_static(b"Content-Type"),
         Bytes::from(rep.content_type.clone()),
     ));
+    if let Some(coding) = rep.encoding {
+        headers.push((
+            Bytes::from_static(b"Content-Encoding"),
+            Bytes::from_static(coding.as_bytes()),
+        ));
+    }
     rep.validators(&mut headers);
     headers.push((
         Bytes::from_static(b"Accept-Ranges"),
@@ -142,8 +152,12 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
     };
     if not_modified {
         let mut resp = head(304, rep);
-        resp.headers
-            .retain(|(k, _)| &k[..] != b"Content-Type" && &k[..] != b"Accept-Ranges");
+        resp.headers.retain(|(k, _)| {
+            !matches!(
+                &k[..],
+                b"Content-Type" | b"Accept-Ranges" | b"Content-Encoding"
+            )
+        });
         return resp;
     }
     let ranges = if req.is_head {
