@@ -212,6 +212,15 @@ impl RequestObserver for SingleLog {
         self.log.started(core, vars, protocol);
     }
 
+    fn answered(&self, vars: &[(VarName, Bytes)], outcome: &Outcome, elapsed_us: u64) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let counts = Counts {
+            worker: n,
+            total: n,
+        };
+        self.log.answered(vars, outcome, elapsed_us, counts);
+    }
+
     fn finished(&self, core: usize, outcome: &Outcome) {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         self.log.finished(

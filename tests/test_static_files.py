@@ -362,3 +362,25 @@ def test_expiry_and_immutable_caching(serve, tree):
     r = get(s.url, "/static/style.css")
     again = get(s.url, "/static/style.css", headers={"If-None-Match": r.headers["etag"]})
     assert again.status_code == 304 and again.headers["cache-control"] == "max-age=3600"
+
+
+def test_static_requests_are_logged_and_counted(serve, tree, tmp_path):
+    import json
+    import socket
+    log = tmp_path / "app.log"
+    stats = free_port()
+    s = serve("--static-map", f"/static={tree}", "--wsgi-file", ECHO, "--processes", "1", "--logto", str(log),
+              "--stats", f"127.0.0.1:{stats}")
+    assert get(s.url, "/static/hello.txt").text == "hello static\n"
+    assert get(s.url, "/static/hello.txt", "HEAD").status_code == 200
+    assert get(s.url, "/app-path").ok
+    text = wait_for(lambda: "GET /app-path" in log.read_text() and log.read_text(), what="the log lines")
+    line = next(l for l in text.splitlines() if "GET /static/hello.txt" in l)
+    assert "=> generated 13 bytes" in line and "(HTTP/1.1 200)" in line
+    assert "HEAD /static/hello.txt => generated 0 bytes" in text
+
+    def requests_counted():
+        with socket.create_connection(("127.0.0.1", stats), timeout=5) as c:
+            doc = json.loads(b"".join(iter(lambda: c.recv(65536), b"")))
+        return sum(w["requests"] for w in doc["workers"])
+    assert wait_for(lambda: requests_counted() == 3, what="three requests in the stats")

@@ -199,6 +199,21 @@ impl RequestObserver for SlotObserver {
             .begin(&[method, b" ", uri, b" from ", addr]);
     }
 
+    fn answered(&self, vars: &[(VarName, Bytes)], o: &Outcome, elapsed_us: u64) {
+        let slot = self.sb.slot(self.slot);
+        let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.counters.record(
+            o.protocol as usize,
+            o.status,
+            o.header_bytes + o.body_bytes,
+            elapsed_us,
+        );
+        if let Some(log) = &self.log {
+            log.answered(vars, o, elapsed_us, Counts { worker: n, total });
+        }
+    }
+
     fn finished(&self, core: usize, o: &Outcome) {
         let slot = self.sb.slot(self.slot);
         let c = &slot.cores[core.min(CORES - 1)];

@@ -51,6 +51,10 @@ pub trait Handler: Send + Sync + 'static {
 pub trait RequestObserver: Send + Sync {
     fn started(&self, core: usize, vars: &[(VarName, Bytes)], protocol: Protocol);
     fn finished(&self, core: usize, outcome: &Outcome);
+
+    /// A request the server answered itself, on no core of the app (a
+    /// static file), `elapsed_us` after it came: counted and logged at once.
+    fn answered(&self, _vars: &[(VarName, Bytes)], _outcome: &Outcome, _elapsed_us: u64) {}
 }
 
 /// What became of a request, as the app host saw it.

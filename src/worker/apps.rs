@@ -38,6 +38,8 @@ pub struct Apps {
     pub handler: Arc<dyn Handler>,
     pub python: Arc<WsgiHost>,
     pub asgi: Option<Arc<AsgiHost>>,
+    /// `--static-map` and friends, in front of the apps.
+    pub statics: Option<Arc<StaticFiles>>,
     /// Each app's name and interface, for the start-up log.
     pub kinds: Vec<(String, &'static str)>,
 }
@@ -45,6 +47,9 @@ pub struct Apps {
 impl Apps {
     /// Lets the scoreboard and the request log see every request.
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        if let Some(s) = &self.statics {
+            s.set_observer(observer.clone());
+        }
         if let Some(a) = &self.asgi {
             a.set_observer(observer.clone());
         }
@@ -109,7 +114,7 @@ impl Apps {
 
 /// The wrappers the options ask for, around the routed apps: the root path
 /// is set before the proxy headers are read, and the limit comes first.
-fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Result<Arc<dyn Handler>, String> {
+fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
     if let Some(root) = &cfg.root_path {
         handler = Arc::new(RootPath::new(handler, root));
     }
@@ -119,11 +124,7 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Result<Arc<dyn Handler>,
     if let Some(n) = cfg.limit_concurrency {
         handler = Arc::new(LimitConcurrency::new(handler, n));
     }
-    // Static files come first: they cost the app nothing, and no limit.
-    if cfg.statics.active() {
-        handler = Arc::new(StaticFiles::new(&cfg.statics, handler)?);
-    }
-    Ok(handler)
+    handler
 }
 
 /// Starts Python, imports the apps, and routes between them.
@@ -153,9 +154,15 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             cfg.vhost,
         ))
     };
-    let handler = wrap(cfg, handler)?;
+    let handler = wrap(cfg, handler);
+    // Static files come first: they cost the app nothing, and no limit.
+    let statics = match cfg.statics.active() {
+        true => Some(Arc::new(StaticFiles::new(&cfg.statics, handler.clone())?)),
+        false => None,
+    };
     Ok(Apps {
-        handler,
+        handler: statics.clone().map_or(handler, |s| s as Arc<dyn Handler>),
+        statics,
         python: loaded.host,
         asgi: loaded.asgi,
         kinds: loaded.kinds,

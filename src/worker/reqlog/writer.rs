@@ -48,6 +48,21 @@ impl RequestLog {
             return;
         };
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        self.fill(&mut p, vars, protocol);
+    }
+
+    /// A request the server answered itself (a static file), started
+    /// `us` ago and finished now: its line, if one is wanted, at once.
+    pub fn answered(&self, vars: &[(VarName, Bytes)], o: &Outcome, us: u64, counts: Counts) {
+        let mut p = Pending::default();
+        self.fill(&mut p, vars, o.protocol);
+        p.start_us = p.start_us.saturating_sub(us);
+        p.start_wall_us = p.start_wall_us.saturating_sub(us);
+        self.write(&mut p, 0, o, counts);
+    }
+
+    /// What the line needs of the request, from its variables.
+    fn fill(&self, p: &mut Pending, vars: &[(VarName, Bytes)], protocol: Protocol) {
         p.start_us = crate::sys::clock::now_us();
         p.start_wall_us = wall_us();
         p.protocol = Some(protocol);
@@ -76,6 +91,12 @@ impl RequestLog {
             return;
         };
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        self.write(&mut p, core, o, counts);
+    }
+
+    /// Writes the request's line when the settings want it (with one
+    /// `write()`), and lets its values go.
+    fn write(&self, p: &mut Pending, core: usize, o: &Outcome, counts: Counts) {
         let us = crate::sys::clock::now_us().saturating_sub(p.start_us);
         let s = &self.settings;
         let wanted = s.enabled
@@ -96,7 +117,7 @@ impl RequestLog {
             extra: &self.extra,
             pid: self.pid,
             wid: self.wid,
-            p: &p,
+            p,
             o,
             us,
             core,
@@ -114,7 +135,6 @@ impl RequestLog {
         }
         out.push('\n');
         p.values.clear();
-        drop(p);
         write_stderr(out.as_bytes());
     }
 }
