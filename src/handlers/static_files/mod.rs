@@ -9,7 +9,7 @@ mod resolve;
 mod respond;
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -41,11 +41,8 @@ pub struct StaticFiles {
 
 struct Root {
     mount: Vec<u8>,
-    dir: PathBuf,
+    dir: resolve::RootDir,
     keep_mount: bool,
-    /// Where its files may really be: its canonical path, then
-    /// `--static-safe`'s.
-    allowed: Vec<PathBuf>,
 }
 
 /// What the static layer makes of a request.
@@ -58,7 +55,6 @@ enum Lookup {
 impl StaticFiles {
     pub fn new(settings: &StaticSettings, inner: Arc<dyn Handler>) -> Result<StaticFiles, String> {
         let canonical = |dir: &Path| dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let safe: Vec<PathBuf> = settings.safe.iter().map(|d| canonical(d)).collect();
         let root = |mount: &str, dir: &Path, keep_mount: bool| {
             if !dir.is_dir() {
                 crate::say!(
@@ -67,13 +63,9 @@ impl StaticFiles {
                     if mount.is_empty() { "/" } else { mount }
                 );
             }
-            let dir = canonical(dir);
             Root {
                 mount: mount.as_bytes().to_vec(),
-                allowed: std::iter::once(dir.clone())
-                    .chain(safe.iter().cloned())
-                    .collect(),
-                dir,
+                dir: resolve::RootDir::new(dir, &settings.safe),
                 keep_mount,
             }
         };
@@ -158,12 +150,12 @@ impl StaticFiles {
                 continue;
             }
             let rel = if root.keep_mount { path } else { rest };
-            let answer = match resolve::open(&root.dir, rel, &root.allowed, &self.index) {
+            let answer = match resolve::open(&root.dir, rel, &self.index) {
                 Resolved::Missing => continue,
                 Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
                 Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
                 Resolved::AddSlash => redirect_to_directory(path, var(Var::QUERY_STRING)),
-                Resolved::File { file, meta, real } => {
+                Resolved::File { file, meta, path } => {
                     let method = var(Var::REQUEST_METHOD);
                     if method != b"GET" && method != b"HEAD" {
                         let mut resp =
@@ -174,7 +166,7 @@ impl StaticFiles {
                         ));
                         resp
                     } else {
-                        self.serve(req, root, file, &meta, &real)
+                        self.serve(req, root, file, &meta, &path)
                     }
                 }
             };
@@ -193,11 +185,11 @@ impl StaticFiles {
         root: &Root,
         file: std::fs::File,
         meta: &std::fs::Metadata,
-        real: &Path,
+        path: &Path,
     ) -> Response {
-        let mime = self.mime.for_name(real);
+        let mime = self.mime.for_name(path);
         let mut extra = Vec::new();
-        if let Some(cache_control) = self.cache_control(req, real, &mime) {
+        if let Some(cache_control) = self.cache_control(req, path, &mime) {
             extra.push((
                 Bytes::from_static(b"Cache-Control"),
                 Bytes::from(cache_control.0),
@@ -207,7 +199,7 @@ impl StaticFiles {
             }
         }
         let mut chosen = None;
-        if self.precompressed(real) {
+        if self.precompressed(path) {
             extra.push((
                 Bytes::from_static(b"Vary"),
                 Bytes::from_static(b"Accept-Encoding"),
@@ -217,7 +209,7 @@ impl StaticFiles {
                 .into_iter()
                 .filter(|c| encoding::accepts(accept, *c))
                 .find_map(|c| {
-                    resolve::open_variant(real, c.suffix(), &root.allowed).map(|(f, m)| (c, f, m))
+                    resolve::open_variant(&root.dir, path, c.suffix()).map(|(f, m)| (c, f, m))
                 });
         }
         let (file, meta, encoding) = match chosen {
@@ -231,13 +223,13 @@ impl StaticFiles {
     }
 
     /// Whether FILE.br or FILE.gz may stand in for this file.
-    fn precompressed(&self, real: &Path) -> bool {
+    fn precompressed(&self, path: &Path) -> bool {
         let s = &self.settings;
         s.gzip_all
-            || s.gzip_dirs.iter().any(|d| real.starts_with(d))
+            || s.gzip_dirs.iter().any(|d| path.starts_with(d))
             || s.gzip_ext
                 .iter()
-                .any(|e| real.as_os_str().as_bytes().ends_with(e.as_bytes()))
+                .any(|e| path.as_os_str().as_bytes().ends_with(e.as_bytes()))
     }
 
     /// Cache-Control, and Expires when it has a lifetime: --static-immutable
@@ -246,15 +238,15 @@ impl StaticFiles {
     fn cache_control(
         &self,
         req: &Request,
-        real: &Path,
+        file_path: &Path,
         mime: &str,
     ) -> Option<(String, Option<String>)> {
         let s = &self.settings;
-        if s.immutable && has_content_hash(real) {
+        if s.immutable && has_content_hash(file_path) {
             return Some(("public, max-age=31536000, immutable".into(), None));
         }
         let uri = String::from_utf8_lossy(var(req, b"REQUEST_URI"));
-        let path = real.to_string_lossy();
+        let path = file_path.to_string_lossy();
         let seconds = s
             .expires_uri
             .iter()
@@ -286,11 +278,11 @@ fn var<'a>(req: &'a Request, name: &[u8]) -> &'a [u8] {
 /// `app.3f2a9c1b.css`, `base.5af66c1b1797.css`, `main-9c1b3f2a.js`: a run of
 /// 8 to 64 hex digits, with a letter and a digit among them, just before the
 /// extension.
-fn has_content_hash(real: &Path) -> bool {
+fn has_content_hash(path: &Path) -> bool {
     static HASHED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"[.-]([0-9a-fA-F]{8,64})\.[A-Za-z0-9]+$").expect("a valid regex")
     });
-    let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
     HASHED.captures(name).is_some_and(|c| {

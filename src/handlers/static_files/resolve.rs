@@ -1,26 +1,34 @@
 //! From a request path to an open file under a static root, safely: the
 //! path is taken as already percent-decoded once (by the front end), `..`,
-//! NUL and backslashes are refused, and the file actually opened must lie
-//! under the root (or a `--static-safe` directory) after every symbolic link
-//! is followed: the check reads where the open descriptor points, so a link
-//! swapped in between cannot escape.
+//! NUL and backslashes are refused, and the file opened must lie under the
+//! root once every symbolic link is followed. The kernel checks that:
+//! openat2(2) with RESOLVE_BENEATH from the root's descriptor fails rather
+//! than leave it, so a link swapped in meanwhile cannot escape. A path it
+//! refuses (a link out, which `--static-safe` may allow, or an absolute
+//! link) is opened by name instead and checked by where the descriptor
+//! really points (`/proc/self/fd`); so is every path on a kernel without
+//! openat2.
 
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
 /// What a path under a root names.
 #[derive(Debug)]
 pub enum Resolved {
-    /// A regular file, open; its real path (for its type).
+    /// A regular file, open, and its path under the root as asked for
+    /// (its name gives its type).
     File {
         file: File,
         meta: Box<Metadata>,
-        real: PathBuf,
+        path: PathBuf,
     },
     /// A directory with an index file, asked for without the trailing
     /// slash: the client is sent to `path/`.
@@ -34,14 +42,82 @@ pub enum Resolved {
     Missing,
 }
 
+/// A static directory, held open.
+pub struct RootDir {
+    pub dir: PathBuf,
+    /// The directory, opened at start-up (`None` if it did not exist then,
+    /// or openat2 is missing: then paths are opened by name).
+    fd: Option<OwnedFd>,
+    /// Where a file may really be when links are followed by name: the
+    /// root's canonical path, then `--static-safe`'s.
+    allowed: Vec<PathBuf>,
+}
+
+const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_CLOEXEC)
+    // A FIFO must not block the open (it is refused right after).
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY);
+
+impl RootDir {
+    pub fn new(dir: &Path, safe: &[PathBuf]) -> RootDir {
+        let canonical = |d: &Path| d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+        let dir = canonical(dir);
+        let fd = nix::fcntl::open(
+            &dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok();
+        RootDir {
+            allowed: std::iter::once(dir.clone())
+                .chain(safe.iter().map(|d| canonical(d)))
+                .collect(),
+            dir,
+            fd,
+        }
+    }
+
+    /// Opens `rel` (relative, no `..`) under the root.
+    fn open_rel(&self, rel: &Path) -> Result<(File, Metadata), Resolved> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        if let Some(root) = &self.fd {
+            let how = OpenHow::new()
+                .flags(OPEN_FLAGS)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            match nix::fcntl::openat2(root, rel, how) {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    let meta = file.metadata().map_err(|_| Resolved::Forbidden)?;
+                    return Ok((file, meta));
+                }
+                // Leaves the root, or goes through an absolute link (which
+                // RESOLVE_BENEATH refuses even when it points back inside):
+                // followed by name, then checked by where it lands.
+                Err(Errno::EXDEV | Errno::ENOSYS) => {}
+                Err(e) => return Err(refusal(e as i32)),
+            }
+        }
+        let (file, meta) = open_by_name(&self.dir.join(rel))?;
+        if really_under(&file, &self.allowed) {
+            Ok((file, meta))
+        } else {
+            Err(Resolved::Forbidden)
+        }
+    }
+}
+
 /// Opens `rel` (a `/`-separated path) under `root`, following `index` for a
-/// directory. `allowed` are the canonical directories a file may really be
-/// in (the root's own canonical path first).
-pub fn open(root: &Path, rel: &[u8], allowed: &[PathBuf], index: &[String]) -> Resolved {
+/// directory.
+pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
     if rel.contains(&0) || rel.contains(&b'\\') {
         return Resolved::BadPath;
     }
-    let mut target = root.to_path_buf();
+    let mut target = PathBuf::new();
     for segment in rel.split(|&b| b == b'/') {
         match segment {
             b"" | b"." => {}
@@ -49,21 +125,23 @@ pub fn open(root: &Path, rel: &[u8], allowed: &[PathBuf], index: &[String]) -> R
             name => target.push(OsStr::from_bytes(name)),
         }
     }
-    let (file, meta) = match open_one(&target) {
+    let (file, meta) = match root.open_rel(&target) {
         Ok(pair) => pair,
         Err(r) => return r,
     };
     let (file, meta) = if meta.is_dir() {
-        let Some(found) = index.iter().find_map(|name| {
-            open_one(&target.join(name))
+        let Some((name, found)) = index.iter().find_map(|name| {
+            root.open_rel(&target.join(name))
                 .ok()
                 .filter(|(_, m)| m.is_file())
+                .map(|f| (name, f))
         }) else {
             return Resolved::Forbidden;
         };
         if !rel.ends_with(b"/") {
             return Resolved::AddSlash;
         }
+        target.push(name);
         found
     } else if rel.ends_with(b"/") {
         // A file is not a directory: "/a.css/" names nothing.
@@ -74,48 +152,46 @@ pub fn open(root: &Path, rel: &[u8], allowed: &[PathBuf], index: &[String]) -> R
     if !meta.is_file() {
         return Resolved::Forbidden;
     }
-    let Some(real) = really_under(&file, allowed) else {
-        return Resolved::Forbidden;
-    };
     Resolved::File {
         file,
         meta: Box::new(meta),
-        real,
+        path: root.dir.join(target),
     }
 }
 
-/// Where an open file really is, if that is under one of `allowed`: the
-/// kernel's answer after every link was followed.
-fn really_under(file: &File, allowed: &[PathBuf]) -> Option<PathBuf> {
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
-    allowed
-        .iter()
-        .any(|dir| real.starts_with(dir))
-        .then_some(real)
-}
-
-/// `real` + `suffix` (FILE.gz beside FILE), if it is a regular file under
-/// `allowed` too.
-pub fn open_variant(real: &Path, suffix: &str, allowed: &[PathBuf]) -> Option<(File, Metadata)> {
-    let mut name = real.as_os_str().to_owned();
+/// `path` + `suffix` (FILE.gz beside FILE), if it is a regular file under
+/// the root too.
+pub fn open_variant(root: &RootDir, path: &Path, suffix: &str) -> Option<(File, Metadata)> {
+    let rel = path.strip_prefix(&root.dir).ok()?;
+    let mut name = rel.as_os_str().to_owned();
     name.push(suffix);
-    let (file, meta) = open_one(Path::new(&name)).ok()?;
-    (meta.is_file() && really_under(&file, allowed).is_some()).then_some((file, meta))
+    let (file, meta) = root.open_rel(Path::new(&name)).ok()?;
+    meta.is_file().then_some((file, meta))
 }
 
-fn open_one(path: &Path) -> Result<(File, Metadata), Resolved> {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
-    // as not a regular file right after).
+/// Whether an open file is really under one of `allowed`: the kernel's
+/// answer after every link was followed.
+fn really_under(file: &File, allowed: &[PathBuf]) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .is_ok_and(|real| allowed.iter().any(|dir| real.starts_with(dir)))
+}
+
+/// What a failed open means for the request.
+fn refusal(errno: i32) -> Resolved {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => Resolved::Missing,
+        _ => Resolved::Forbidden,
+    }
+}
+
+fn open_by_name(path: &Path) -> Result<(File, Metadata), Resolved> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::InvalidFilename => {
-                Resolved::Missing
-            }
-            _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Resolved::Missing,
-            _ => Resolved::Forbidden,
+            ErrorKind::NotFound | ErrorKind::NotADirectory => Resolved::Missing,
+            _ => refusal(e.raw_os_error().unwrap_or(0)),
         })?;
     let meta = file.metadata().map_err(|_| Resolved::Forbidden)?;
     Ok((file, meta))
@@ -147,12 +223,19 @@ mod tests {
             }
         }
         fn open(&self, rel: &str, safe: bool) -> Resolved {
-            let root = self.base.join("root");
-            let mut allowed = vec![root.clone()];
-            if safe {
-                allowed.push(self.base.join("outside"));
-            }
-            open(&root, rel.as_bytes(), &allowed, &["index.html".to_string()])
+            let safe = if safe {
+                vec![self.base.join("outside")]
+            } else {
+                vec![]
+            };
+            let root = RootDir::new(&self.base.join("root"), &safe);
+            open(&root, rel.as_bytes(), &["index.html".to_string()])
+        }
+
+        fn open_by_name(&self, rel: &str) -> Resolved {
+            let mut root = RootDir::new(&self.base.join("root"), &[]);
+            root.fd = None;
+            open(&root, rel.as_bytes(), &["index.html".to_string()])
         }
     }
 
@@ -182,6 +265,13 @@ mod tests {
         assert!(matches!(t.open("/link-in", false), Resolved::File { .. }));
         assert!(matches!(t.open("/link-out", false), Resolved::Forbidden));
         assert!(matches!(t.open("/link-out", true), Resolved::File { .. }));
+        // The same answers when paths are opened by name (no openat2).
+        assert!(matches!(t.open_by_name("/link-in"), Resolved::File { .. }));
+        assert!(matches!(t.open_by_name("/link-out"), Resolved::Forbidden));
+        assert!(matches!(
+            t.open_by_name("/sub/withindex"),
+            Resolved::AddSlash
+        ));
     }
 
     #[test]
@@ -210,8 +300,11 @@ mod tests {
         proptest::proptest!(proptest::test_runner::Config::with_cases(300), |(parts in proptest::collection::vec(
             proptest::prop_oneof!["\\.\\.", "\\.", "", "a\\.txt", "sub", "link-out", "outside", "secret", "[a-z%./\\\\]{1,6}"], 0..6))| {
             let rel = parts.join("/");
-            if let Resolved::File { real, .. } = t.open(&rel, false) {
-                proptest::prop_assert!(real.starts_with(t.base.join("root")), "{rel:?} -> {real:?}");
+            for r in [t.open(&rel, false), t.open_by_name(&rel)] {
+                if let Resolved::File { file, .. } = r {
+                    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+                    proptest::prop_assert!(real.starts_with(t.base.join("root")), "{rel:?} -> {real:?}");
+                }
             }
         });
     }

@@ -117,9 +117,12 @@ fn length(resp: &mut Response, len: u64) {
     ));
 }
 
-fn region(file: &File, offset: u64, len: u64) -> Option<FileRegion> {
-    let fd = OwnedFd::from(file.try_clone().ok()?);
-    Some(FileRegion { fd, offset, len })
+fn region(file: File, offset: u64, len: u64) -> FileRegion {
+    FileRegion {
+        fd: OwnedFd::from(file),
+        offset,
+        len,
+    }
 }
 
 fn file_body(region: FileRegion) -> ResponseBody {
@@ -173,16 +176,7 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
         let mut resp = head(200, rep);
         length(&mut resp, rep.len);
         if !req.is_head && rep.len > 0 {
-            match region(&file, 0, rep.len) {
-                Some(r) => resp.body = file_body(r),
-                None => {
-                    return Response::plain(
-                        500,
-                        "Internal Server Error",
-                        "Internal Server Error\n",
-                    );
-                }
-            }
+            resp.body = file_body(region(file, 0, rep.len));
         }
         return resp;
     };
@@ -206,16 +200,7 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
                 Bytes::from(format!("bytes {first}-{last}/{}", rep.len)),
             ));
             length(&mut resp, last - first + 1);
-            match region(&file, *first, last - first + 1) {
-                Some(r) => resp.body = file_body(r),
-                None => {
-                    return Response::plain(
-                        500,
-                        "Internal Server Error",
-                        "Internal Server Error\n",
-                    );
-                }
-            }
+            resp.body = file_body(region(file, *first, last - first + 1));
             resp
         }
         several => multipart(&file, rep, several),
@@ -251,9 +236,10 @@ fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Respon
         );
         len += part_head.len() as u64 + (last - first + 1);
         parts.push_back(Part::Bytes(Bytes::from(part_head)));
-        match region(file, *first, last - first + 1) {
-            Some(r) => parts.push_back(Part::File(r)),
-            None => {
+        // Each part reads through a descriptor of its own.
+        match file.try_clone() {
+            Ok(f) => parts.push_back(Part::File(region(f, *first, last - first + 1))),
+            Err(_) => {
                 return Response::plain(500, "Internal Server Error", "Internal Server Error\n");
             }
         }
