@@ -172,35 +172,42 @@ backend pool
 """
 
 
+@pytest.fixture
+def pool(tmp_path):
+    """Three running instances behind the balancer a test starts."""
+    instances = [Instance(tmp_path, free_port(), n) for n in range(3)]
+    for inst in instances:
+        inst.start()
+    yield instances
+    for inst in instances:
+        inst.stop()
+
+
+def assert_rolling_restart_loses_nothing(port, pool):
+    out = under_load(f"http://127.0.0.1:{port}/", lambda: rolling_restart(pool))
+    done, bad = failures(out)
+    assert done > 1000 and bad == 0, out
+
+
 @pytest.mark.skipif(WRK is None or not os.path.exists(HAPROXY), reason="needs wrk and haproxy")
-def test_rolling_restart_behind_haproxy_loses_no_request(tmp_path):
-    pool = [Instance(tmp_path, free_port(), n) for n in range(3)]
+def test_rolling_restart_behind_haproxy_loses_no_request(tmp_path, pool):
     port = free_port()
     conf = tmp_path / "haproxy.cfg"
     conf.write_text(HAPROXY_CONF.format(port=port, servers="\n".join(
         f"  server s{i.n} 127.0.0.1:{i.port}" for i in pool)))
-    for inst in pool:
-        inst.start()
     proxy = subprocess.Popen([HAPROXY, "-f", str(conf), "-db"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: socket_answers(port), what="haproxy")
         time.sleep(1)  # every server checked up (rise 2 × 200 ms)
-        out = under_load(f"http://127.0.0.1:{port}/", lambda: rolling_restart(pool))
-        done, bad = failures(out)
-        assert done > 1000 and bad == 0, out
+        assert_rolling_restart_loses_nothing(port, pool)
     finally:
         proxy.terminate()
         proxy.wait(10)
-        for inst in pool:
-            inst.stop()
 
 
 @pytest.mark.skipif(WRK is None, reason="needs wrk")
-def test_rolling_restart_behind_nginx_loses_no_request(tmp_path):
-    pool = [Instance(tmp_path, free_port(), n) for n in range(3)]
-    for inst in pool:
-        inst.start()
+def test_rolling_restart_behind_nginx_loses_no_request(tmp_path, pool):
     port = free_port()
     d = tmp_path / "nginx"
     upstreams = "\n".join(f"    server 127.0.0.1:{i.port} max_fails=1 fail_timeout=2s;" for i in pool)
@@ -217,14 +224,10 @@ http {{ access_log off; proxy_temp_path {d}/tmp;
                  proxy_next_upstream error timeout http_503; }} }} }}
 """)
     try:
-        out = under_load(f"http://127.0.0.1:{port}/", lambda: rolling_restart(pool))
-        done, bad = failures(out)
-        assert done > 1000 and bad == 0, out
+        assert_rolling_restart_loses_nothing(port, pool)
     finally:
         nginx.terminate()
         nginx.wait(10)
-        for inst in pool:
-            inst.stop()
 
 
 def socket_answers(port):

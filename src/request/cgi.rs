@@ -146,11 +146,7 @@ pub fn normalise(
         }
         vars.push((name, v));
     }
-    let get = |vars: &[(VarName, Bytes)], v: Var| {
-        vars.iter()
-            .find(|(k, _)| *k == VarName::Known(v))
-            .map(|(_, b)| b.clone())
-    };
+    let get = |vars: &[(VarName, Bytes)], v: Var| super::vars::var(vars, v).cloned();
     // SERVER_NAME: never empty (PEP 3333): Host's name, then the socket.
     if get(&vars, Var::SERVER_NAME).is_none() {
         let name = get(&vars, Var::HTTP_HOST)
@@ -237,11 +233,7 @@ pub fn check_normalised(
     content_length: Option<u64>,
     is_head: bool,
 ) -> Result<(), String> {
-    let get = |v: Var| {
-        vars.iter()
-            .find(|(k, _)| *k == VarName::Known(v))
-            .map(|(_, b)| b.clone())
-    };
+    let get = |v: Var| super::vars::var(vars, v).cloned();
     for (i, (name, _)) in vars.iter().enumerate() {
         if vars[..i].iter().any(|(n, _)| n == name) {
             return Err(format!(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::handler::{Handler, Request, Responding};
 use super::response::Response;
-use super::vars::{Var, VarName};
+use super::vars::{Var, var};
 
 /// What the health endpoint says, as the master sees the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +72,7 @@ impl HealthCheck {
     fn asked(&self, req: &Request) -> bool {
         // SCRIPT_NAME + PATH_INFO is the path the client asked for, whatever
         // a front end or nginx's params split off as the script.
-        let var = |v: Var| {
-            req.vars
-                .iter()
-                .find(|(k, _)| *k == VarName::Known(v))
-                .map_or(&b""[..], |(_, value)| &value[..])
-        };
+        let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
         let (script, info) = (var(Var::SCRIPT_NAME), var(Var::PATH_INFO));
         script.len() + info.len() == self.path.len()
             && self.path.starts_with(script)

@@ -26,6 +26,6 @@ pub use upgrade::{GoingAway, Session, Upgraded, UpgradedIo};
 #[cfg(test)]
 pub use vars::test_vars;
 pub use vars::{
-    Var, VarName, headers_with_capacity, ready_arena, recycle_headers, recycle_vars,
-    vars_with_capacity,
+    Var, VarName, headers_with_capacity, ready_arena, recycle_headers, recycle_vars, var,
+    var_named, vars_with_capacity,
 };

@@ -95,6 +95,21 @@ fn give_spare<T>(spare: &'static LocalKey<Cell<Vec<T>>>, mut list: Vec<T>) {
     }
 }
 
+/// The value of the first variable `v`.
+pub fn var(vars: &[(VarName, Bytes)], v: Var) -> Option<&Bytes> {
+    vars.iter()
+        .find(|(k, _)| *k == VarName::Known(v))
+        .map(|(_, value)| value)
+}
+
+/// The value of the first variable named `name`, known or not
+/// (`HTTP_SEC_WEBSOCKET_KEY`, `HTTP_IF_MATCH`).
+pub fn var_named<'a>(vars: &'a [(VarName, Bytes)], name: &[u8]) -> Option<&'a Bytes> {
+    vars.iter()
+        .find(|(k, _)| k.as_bytes() == name)
+        .map(|(_, value)| value)
+}
+
 /// An empty variable list with room for `n` (see `take_spare`).
 pub fn vars_with_capacity(n: usize) -> Vec<(VarName, Bytes)> {
     take_spare(&SPARE_VARS, n)

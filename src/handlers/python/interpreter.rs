@@ -156,24 +156,7 @@ pub fn describe_python() -> String {
 /// way); there `home` adds a virtualenv's packages to it.
 pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     if let Some(host) = host() {
-        let readable = Python::attach(|py| {
-            host_helpers(py)
-                .and_then(|m| m.call_method0("stdlib_readable"))
-                .and_then(|r| r.extract::<bool>())
-                .unwrap_or(false)
-        });
-        if !readable {
-            return Err(format!(
-                "cannot run Python ({}): it cannot import its standard library{}",
-                host.executable.display(),
-                unreadable_hint(&host.executable)
-            ));
-        }
-        sync_environ()?;
-        return match home {
-            Some(home) => add_virtualenv(home),
-            None => Ok(()),
-        };
+        return Python::attach(|py| adopt(py, host, home));
     }
     let program = program_name(home)?;
     let program_c = CString::new(program.as_os_str().as_bytes())
@@ -225,34 +208,62 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-/// host.py, the Python side of adopting a running interpreter.
-fn host_helpers(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyModule>> {
-    let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
-    pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host")
-}
-
-/// A hosting interpreter copied the environment into `os.environ` when it
-/// started; what oxgate changed since (`--env`, the sockets systemd passed)
-/// is copied there too, so the app reads the environment a binary-started
-/// interpreter would.
-fn sync_environ() -> Result<(), String> {
+/// Takes over an interpreter that was running already (host.py does the
+/// Python side): it must still read its standard library after `--uid`,
+/// `os.environ` takes what oxgate changed since it started (`--env`, the
+/// sockets systemd passed), and `home`, another virtualenv, has its
+/// site-packages put first on `sys.path`. The interpreter itself stays the
+/// one running, so that venv must be made from the same Python version.
+fn adopt(py: Python<'_>, host: &Host, home: Option<&Path>) -> Result<(), String> {
     use std::os::unix::ffi::OsStringExt;
+    let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
+    let helpers = pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host");
+    let readable = helpers
+        .as_ref()
+        .ok()
+        .and_then(|m| m.call_method0("stdlib_readable").ok())
+        .and_then(|r| r.extract::<bool>().ok())
+        .unwrap_or(false);
+    let helpers = match helpers {
+        Ok(m) if readable => m,
+        _ => {
+            return Err(format!(
+                "cannot run Python ({}): it cannot import its standard library{}",
+                host.executable.display(),
+                unreadable_hint(&host.executable)
+            ));
+        }
+    };
     let current: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
         .map(|(k, v)| (k.into_vec(), v.into_vec()))
         .collect();
-    Python::attach(|py| {
-        host_helpers(py)
-            .and_then(|m| m.call_method1("sync_environ", (current,)))
-            .map(drop)
-            .map_err(|e| format!("cannot pass the environment to Python: {e}"))
-    })
+    helpers
+        .call_method1("sync_environ", (current,))
+        .map_err(|e| format!("cannot pass the environment to Python: {e}"))?;
+    let Some(home) = home else {
+        return Ok(());
+    };
+    let found = helpers
+        .call_method1("add_virtualenv", (home,))
+        .and_then(|r| r.extract::<bool>())
+        .map_err(|e| format!("--home {}: {e}", home.display()))?;
+    if found {
+        return Ok(());
+    }
+    let v = py.version_info();
+    Err(format!(
+        "--home {}: no lib/python{}.{}/site-packages there; oxgate runs in the Python it was installed into ({}), so --home must be a virtualenv of that version",
+        home.display(),
+        v.major,
+        v.minor,
+        host.executable.display(),
+    ))
 }
 
 /// Why an interpreter may fail after `--uid`: said when oxgate does not run
 /// as root.
 fn unreadable_hint(interpreter: &Path) -> String {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     if euid == 0 {
         return String::new();
     }
@@ -265,30 +276,6 @@ fn unreadable_hint(interpreter: &Path) -> String {
             .unwrap_or(Path::new("/"))
             .display()
     )
-}
-
-/// `--home` when the interpreter is already running: a virtualenv other than
-/// the one oxgate was installed into has its site-packages put first on
-/// `sys.path`. The interpreter itself stays the one running, so the venv must
-/// be made from the same Python version.
-fn add_virtualenv(home: &Path) -> Result<(), String> {
-    Python::attach(|py| {
-        let found = host_helpers(py)
-            .and_then(|m| m.call_method1("add_virtualenv", (home,)))
-            .and_then(|r| r.extract::<bool>())
-            .map_err(|e| format!("--home {}: {e}", home.display()))?;
-        if found {
-            return Ok(());
-        }
-        let v = py.version_info();
-        Err(format!(
-            "--home {}: no lib/python{}.{}/site-packages there; oxgate runs in the Python it was installed into ({}), so --home must be a virtualenv of that version",
-            home.display(),
-            v.major,
-            v.minor,
-            host().map_or_else(String::new, |h| h.executable.display().to_string()),
-        ))
-    })
 }
 
 /// Forks with CPython's fork hooks, as `os.fork()` does: the child's

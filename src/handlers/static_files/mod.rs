@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::request::{
-    Handler, Outcome, Request, RequestObserver, Responding, Response, ResponseBody, Var, VarName,
-    head_size,
+    Handler, Outcome, Request, RequestObserver, Responding, Response, ResponseBody, Var, head_size,
+    var,
 };
 use resolve::Resolved;
 
@@ -127,12 +127,7 @@ impl StaticFiles {
     }
 
     fn lookup(&self, req: &Request) -> Lookup {
-        let var = |v: Var| {
-            req.vars
-                .iter()
-                .find(|(k, _)| *k == VarName::Known(v))
-                .map_or(&b""[..], |(_, value)| &value[..])
-        };
+        let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
         let path = var(Var::PATH_INFO);
         if self
             .skip_ext
@@ -166,7 +161,7 @@ impl StaticFiles {
                         ));
                         resp
                     } else {
-                        self.serve(req, root, file, &meta, &path)
+                        self.serve(req, root, file, *meta, &path)
                     }
                 }
             };
@@ -184,7 +179,7 @@ impl StaticFiles {
         req: &Request,
         root: &Root,
         file: std::fs::File,
-        meta: &std::fs::Metadata,
+        meta: std::fs::Metadata,
         path: &Path,
     ) -> Response {
         let mime = self.mime.for_name(path);
@@ -204,7 +199,7 @@ impl StaticFiles {
                 Bytes::from_static(b"Vary"),
                 Bytes::from_static(b"Accept-Encoding"),
             ));
-            let accept = var(req, b"HTTP_ACCEPT_ENCODING");
+            let accept = var(&req.vars, Var::HTTP_ACCEPT_ENCODING).map_or(&b""[..], |v| &v[..]);
             chosen = encoding::Coding::PREFERRED
                 .into_iter()
                 .filter(|c| encoding::accepts(accept, *c))
@@ -214,7 +209,7 @@ impl StaticFiles {
         }
         let (file, meta, encoding) = match chosen {
             Some((c, f, m)) => (f, m, Some(c.name())),
-            None => (file, meta.clone(), None),
+            None => (file, meta, None),
         };
         let mut rep = respond::Representation::new(&meta, mime::content_type(&mime));
         rep.extra = extra;
@@ -245,7 +240,8 @@ impl StaticFiles {
         if s.immutable && has_content_hash(file_path) {
             return Some(("public, max-age=31536000, immutable".into(), None));
         }
-        let uri = String::from_utf8_lossy(var(req, b"REQUEST_URI"));
+        let uri = var(&req.vars, Var::REQUEST_URI).map_or(&b""[..], |v| &v[..]);
+        let uri = String::from_utf8_lossy(uri);
         let path = file_path.to_string_lossy();
         let seconds = s
             .expires_uri
@@ -265,14 +261,6 @@ impl StaticFiles {
             Some(httpdate::fmt_http_date(expires)),
         ))
     }
-}
-
-/// A request variable by name (empty when absent).
-fn var<'a>(req: &'a Request, name: &[u8]) -> &'a [u8] {
-    req.vars
-        .iter()
-        .find(|(k, _)| k.as_bytes() == name)
-        .map_or(&b""[..], |(_, v)| &v[..])
 }
 
 /// `app.3f2a9c1b.css`, `base.5af66c1b1797.css`, `main-9c1b3f2a.js`: a run of

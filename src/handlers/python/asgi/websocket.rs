@@ -27,7 +27,9 @@ use super::host::AsgiApp;
 use super::ws::{Handshake, Incoming, WsExchange, WsState};
 use crate::config::WsSettings;
 use crate::listen::Protocol;
-use crate::request::{GoingAway, Response, ResponseBody, Upgraded, VarName, head_size};
+use crate::request::{
+    GoingAway, Response, ResponseBody, Upgraded, Var, VarName, head_size, var, var_named,
+};
 
 /// How long a close handshake we began waits for the client's reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,15 +37,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// cost little (tungstenite's default is 128 KiB).
 const READ_BUFFER: usize = 8 * 1024;
 
-fn var<'a>(vars: &'a [(VarName, Bytes)], name: &[u8]) -> Option<&'a Bytes> {
-    vars.iter()
-        .find(|(n, _)| n.as_bytes() == name)
-        .map(|(_, v)| v)
-}
-
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`).
 pub(super) fn is_websocket(vars: &[(VarName, Bytes)]) -> bool {
-    var(vars, b"HTTP_UPGRADE").is_some_and(|v| {
+    var_named(vars, b"HTTP_UPGRADE").is_some_and(|v| {
         v.split(|&c| c == b',')
             .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
     })
@@ -57,11 +53,11 @@ pub(super) async fn serve(
     protocol: Protocol,
 ) -> Response {
     let host = app.host.clone();
-    let is_get = var(&vars, b"REQUEST_METHOD").is_some_and(|m| &m[..] == b"GET");
-    let Some(key) = var(&vars, b"HTTP_SEC_WEBSOCKET_KEY").filter(|_| is_get) else {
+    let is_get = var(&vars, Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"GET");
+    let Some(key) = var_named(&vars, b"HTTP_SEC_WEBSOCKET_KEY").filter(|_| is_get) else {
         return Response::plain(400, "Bad Request", "Malformed WebSocket handshake\n");
     };
-    if var(&vars, b"HTTP_SEC_WEBSOCKET_VERSION").is_none_or(|v| v.trim_ascii() != b"13") {
+    if var_named(&vars, b"HTTP_SEC_WEBSOCKET_VERSION").is_none_or(|v| v.trim_ascii() != b"13") {
         let mut r = Response::plain(
             426,
             "Upgrade Required",
