@@ -23,6 +23,9 @@ command -v logrotate >/dev/null || need+=(logrotate)
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/sbin/apache2 ] || need+=(apache2-bin)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
+# CGI: PHP through its helper, and the real fcgiwrap to compare with.
+command -v php-cgi >/dev/null || need+=(php-cgi)
+[ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
 # uWSGI (a peer for the stats tests) is built from source by pip.
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if ((${#need[@]})); then

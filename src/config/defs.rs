@@ -45,6 +45,7 @@ pub enum Group {
     Process,
     Limits,
     Static,
+    Cgi,
     Logging,
     Config,
     Info,
@@ -59,18 +60,20 @@ impl Group {
             Group::Process => "Process",
             Group::Limits => "Limits and timeouts",
             Group::Static => "Static files",
+            Group::Cgi => "CGI scripts",
             Group::Logging => "Logging, stats and metrics",
             Group::Config => "Configuration files",
             Group::Info => "Information",
         }
     }
-    pub const ALL: [Group; 9] = [
+    pub const ALL: [Group; 10] = [
         Group::Sockets,
         Group::App,
         Group::Python,
         Group::Process,
         Group::Limits,
         Group::Static,
+        Group::Cgi,
         Group::Logging,
         Group::Config,
         Group::Info,
@@ -564,6 +567,22 @@ options! {
     MIMEFILE = OptDef::new("mimefile", List, Static)
         .value("FILE")
         .help("Read file extensions' MIME types from FILE (mime.types format) instead of /etc/mime.types; a built-in table covers the rest."),
+    CGI = OptDef::new("cgi", List, Cgi)
+        .value("[MOUNT=]DIR")
+        .help("Run the CGI scripts under DIR at the URL path MOUNT (/ when no MOUNT is given): /MOUNT/a.cgi/x runs DIR/a.cgi with PATH_INFO /x. DIR may be one script, which then answers the whole mount. A path with no script goes on to the app, if there is one."),
+    CGI_ALLOWED_EXT = OptDef::new("cgi-allowed-ext", List, Cgi)
+        .value("EXT")
+        .help("Run only scripts whose names end in EXT (.cgi, .pl; a comma-separated list works too); any other is 403."),
+    CGI_HELPER = OptDef::new("cgi-helper", List, Cgi)
+        .value("EXT=COMMAND")
+        .help("Run scripts ending in EXT with COMMAND (.py=python3, .php=php-cgi, .pl=perl -T): the script's path is its last argument, and it need not be executable."),
+    CGI_INDEX = OptDef::new("cgi-index", List, Cgi)
+        .value("FILE")
+        .help("For a directory, run its FILE (index.cgi, say; the first that exists)."),
+    CGI_TIMEOUT = OptDef::new("cgi-timeout", Int, Cgi)
+        .value("SECONDS")
+        .defaults_to("60")
+        .help("Kill a script (and every process it started in its group) that runs longer than SECONDS; its request is answered 504 if nothing was sent yet."),
     STATS = OptDef::new("stats", Str, Logging)
         .aliases(&["stats-server"])
         .value("ADDR")

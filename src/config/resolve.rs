@@ -65,6 +65,66 @@ fn static_maps(r: &Values<'_>) -> Result<Vec<StaticMap>, ConfigError> {
         .collect()
 }
 
+/// `--cgi [MOUNT=]DIR` and its helpers. As uWSGI reads it, a value whose
+/// part before `=` is not a URL path is a directory with `=` in its name.
+fn cgi_settings(r: &Values<'_>) -> Result<CgiSettings, ConfigError> {
+    let dirs = r
+        .all(&opt::CGI)
+        .into_iter()
+        .map(|v| {
+            let (mount, dir) = match v.split_once('=') {
+                Some((m, d)) if m.trim().starts_with('/') => (m.trim(), d.trim()),
+                _ => ("", v.trim()),
+            };
+            if dir.is_empty() {
+                return err(format!("--cgi {v:?}: expected [MOUNT=]DIR"));
+            }
+            Ok(CgiDir {
+                mount: mount.trim_end_matches('/').to_string(),
+                path: PathBuf::from(dir),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let with_dot = |e: &str| {
+        let e = e.trim();
+        if e.starts_with('.') {
+            e.to_string()
+        } else {
+            format!(".{e}")
+        }
+    };
+    let allowed_ext = r
+        .all(&opt::CGI_ALLOWED_EXT)
+        .iter()
+        .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| with_dot(&e))
+        .collect();
+    let helpers = r
+        .all(&opt::CGI_HELPER)
+        .iter()
+        .map(|v| {
+            let (ext, command) = v
+                .split_once('=')
+                .filter(|(e, c)| !e.trim().is_empty() && !c.trim().is_empty())
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "--cgi-helper {v:?}: expected EXT=COMMAND, like .py=python3"
+                    ))
+                })?;
+            let words = command.split_whitespace().map(str::to_string).collect();
+            Ok((with_dot(ext), words))
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(CgiSettings {
+        dirs,
+        allowed_ext,
+        helpers,
+        index: r.all(&opt::CGI_INDEX),
+        timeout: Duration::from_secs(r.positive(&opt::CGI_TIMEOUT)? as u64),
+    })
+}
+
 /// "X SECONDS" (uWSGI's form for the regex options) or "X=SECONDS": the
 /// last space or `=` splits, so a regex may hold either.
 fn value_and_seconds(key: Key, v: &str) -> Result<(String, u64), ConfigError> {
@@ -328,11 +388,17 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         };
         mounts.push((point, spec));
     }
+    let cgi = cgi_settings(&r)?;
+    // Scripts or files alone need no Python app (nor Python).
+    let serves_without_app = cgi.active()
+        || r.0.iter().any(|s| {
+            s.opt == &opt::STATIC_MAP || s.opt == &opt::STATIC_MAP2 || s.opt == &opt::CHECK_STATIC
+        });
     let app = match source_setting {
-        None if !mounts.is_empty() || r.flag(&opt::VHOST)? => None,
+        None if !mounts.is_empty() || r.flag(&opt::VHOST)? || serves_without_app => None,
         None => {
             return err(
-                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app)",
+                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app), or --cgi DIR",
             );
         }
         Some(s) if s.opt == &opt::WSGI_FILE => Some(AppSpec {
@@ -399,6 +465,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             gzip_dirs: r.paths(&opt::STATIC_GZIP_DIR),
             gzip_ext: r.all(&opt::STATIC_GZIP_EXT),
         },
+        cgi,
         health_path: match r.string(&opt::HEALTH_PATH) {
             Some(p) if !p.starts_with('/') => {
                 return Err(ConfigError(format!(

@@ -150,6 +150,8 @@ pub struct Config {
     pub health_path: Option<String>,
     /// `--static-map` and the options around it.
     pub statics: StaticSettings,
+    /// `--cgi` and the options around it.
+    pub cgi: CgiSettings,
     pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
     pub limit_concurrency: Option<usize>,
     pub asgi: AsgiSettings,
@@ -165,6 +167,14 @@ pub struct Config {
     pub log: LogSettings,
     pub log_files: LogFiles,
     pub stats: StatsConfig,
+}
+
+impl Config {
+    /// Whether a Python app is to be loaded: without one (scripts or static
+    /// files alone), Python is never started.
+    pub fn needs_python(&self) -> bool {
+        self.app.is_some() || !self.mounts.is_empty() || self.vhost
+    }
 }
 
 /// Where the log goes and how it is kept.
@@ -312,6 +322,36 @@ impl StaticSettings {
     pub fn active(&self) -> bool {
         !self.maps.is_empty() || !self.check.is_empty()
     }
+}
+
+/// CGI scripts run per request (`handlers::cgi`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgiSettings {
+    /// `--cgi`, in the order given.
+    pub dirs: Vec<CgiDir>,
+    /// `--cgi-allowed-ext`: empty allows every name.
+    pub allowed_ext: Vec<String>,
+    /// `--cgi-helper`: (extension with its dot, the command's words).
+    pub helpers: Vec<(String, Vec<String>)>,
+    /// `--cgi-index`.
+    pub index: Vec<String>,
+    /// `--cgi-timeout`.
+    pub timeout: Duration,
+}
+
+impl CgiSettings {
+    pub fn active(&self) -> bool {
+        !self.dirs.is_empty()
+    }
+}
+
+/// One `--cgi [MOUNT=]DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgiDir {
+    /// The URL path prefix, without a trailing slash ("" for the root).
+    pub mount: String,
+    /// A directory of scripts, or one script for the whole mount.
+    pub path: PathBuf,
 }
 
 /// One `--static-map` (or `--static-map2`, which keeps the mount in the

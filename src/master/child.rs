@@ -83,8 +83,9 @@ pub fn run(s: Setup<'_>) -> ! {
     python::install_stack_dump(libc::SIGUSR2);
     if let Some(every) = p.py_autoreload
         && s.id == 1
+        && let Some(python) = &apps.python
     {
-        watch_modules(apps.python.clone(), every, s.master_pid);
+        watch_modules(python.clone(), every, s.master_pid);
     }
     crate::log::file::install_reopen_handler(libc::SIGUSR1);
     apps.set_observer(Arc::new(SlotObserver {

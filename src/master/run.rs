@@ -134,19 +134,26 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
 
     match &handover {
         None => crate::say!(
-            "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {} Python thread{} each, {})",
+            "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {})",
             env!("CARGO_PKG_VERSION"),
             apps::app_name(cfg),
             crate::listen::describe(&m.listeners),
             std::process::id(),
             m.sup.processes,
             if m.sup.processes == 1 { "" } else { "s" },
-            cfg.threads,
-            if cfg.threads == 1 { "" } else { "s" },
-            if p.lazy_apps {
-                "app loaded in each worker"
+            if !cfg.needs_python() {
+                "no Python app".to_string()
             } else {
-                "app preloaded"
+                format!(
+                    "{} Python thread{} each, {}",
+                    cfg.threads,
+                    if cfg.threads == 1 { "" } else { "s" },
+                    if p.lazy_apps {
+                        "app loaded in each worker"
+                    } else {
+                        "app preloaded"
+                    }
+                )
             },
         ),
         Some(inh) => {

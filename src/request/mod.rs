@@ -14,6 +14,7 @@ mod upgrade;
 mod vars;
 pub mod wrappers;
 
+pub use crate::proto::is_hop_by_hop;
 pub use body::{
     BodyError, BodyStream, ChunkSource, FileBody, FileEnd, FileRegion, RequestBody, SENDFILE_MIN,
 };
@@ -21,6 +22,7 @@ pub use conn::ConnInfo;
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};
 pub use response::{
     Response, ResponseBody, body_too_large, head_size, is_token_byte, reason_phrase,
+    redirect_to_directory,
 };
 pub use upgrade::{GoingAway, Session, Upgraded, UpgradedIo};
 #[cfg(test)]

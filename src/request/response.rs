@@ -66,6 +66,35 @@ impl Response {
     }
 }
 
+/// 301 to the directory's path with its slash (the query kept).
+pub fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
+    // Encoded again: PATH_INFO was decoded, and a name with a space or a
+    // `?` must come back as the same path.
+    const PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    let mut location = percent_encoding::percent_encode(path, PATH)
+        .to_string()
+        .into_bytes();
+    location.push(b'/');
+    if !query.is_empty() {
+        location.push(b'?');
+        location.extend_from_slice(query);
+    }
+    let mut resp = Response::plain(301, "Moved Permanently", "Moved Permanently\n");
+    resp.headers
+        .push((Bytes::from_static(b"Location"), Bytes::from(location)));
+    resp
+}
+
 /// The 413 for a request whose declared body is over `--limit-post`, the
 /// same on every front end.
 pub fn body_too_large(limit: Option<u64>, content_length: Option<u64>) -> Option<Response> {

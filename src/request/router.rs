@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::handler::{Handler, Request, Responding};
-use super::response::Response;
+use super::handler::{Handler, Outcome, Request, RequestObserver, Responding};
+use super::response::{Response, head_size};
 use super::vars::{Var, VarName};
 
 /// Picks the handler for each request, as uWSGI does: with
@@ -22,6 +22,38 @@ pub struct Router {
     /// UWSGI_SCRIPT`, `UWSGI_MODULE` or `UWSGI_FILE`) goes to the default
     /// handler, which loads that app, whatever its path.
     vhost: bool,
+}
+
+/// What answers when no app is loaded (only scripts or static files are):
+/// every path they do not serve is 404, logged and counted.
+#[derive(Default)]
+pub struct NoApp {
+    observer: std::sync::OnceLock<Arc<dyn RequestObserver>>,
+}
+
+impl NoApp {
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        let _ = self.observer.set(observer);
+    }
+}
+
+impl Handler for NoApp {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        let resp = Response::plain(404, "Not Found", "Not Found\n");
+        if let Some(observer) = self.observer.get() {
+            let outcome = Outcome {
+                status: resp.status,
+                headers: resp.headers.len() as u32,
+                header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
+                body_bytes: 10,
+                switches: 1,
+                failed: false,
+                protocol: req.protocol,
+            };
+            observer.answered(&req.vars, &outcome, 0);
+        }
+        Box::pin(async { resp })
+    }
 }
 
 impl Router {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::{Config, Words};
+use crate::handlers::cgi::CgiScripts;
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::handlers::static_files::StaticFiles;
 use crate::request::health::{HealthCheck, HealthSource};
-use crate::request::router::Router;
+use crate::request::router::{NoApp, Router};
 use crate::request::wrappers::{LimitConcurrency, ProxyHeaders, RootPath};
 use crate::request::{Handler, RequestObserver};
 
@@ -18,6 +19,11 @@ pub fn app_name(cfg: &Config) -> String {
         crate::config::AppSource::File(f) => format!("{}:{}", f.display(), app.callable),
         crate::config::AppSource::Module(m) => format!("{m}:{}", app.callable),
     };
+    let cgi = cfg.cgi.dirs.iter().map(|d| {
+        let mount = if d.mount.is_empty() { "/" } else { &d.mount };
+        format!("CGI {mount}={}", d.path.display())
+    });
+    let statics = (!cfg.needs_python() && cfg.statics.active()).then(|| "static files".to_string());
     cfg.app
         .iter()
         .map(name)
@@ -26,20 +32,26 @@ pub fn app_name(cfg: &Config) -> String {
                 .iter()
                 .map(|(point, app)| format!("{}={}", point, name(app))),
         )
+        .chain(cgi)
+        .chain(statics)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// The apps a worker serves: the handler every front end calls, and the
 /// Python hosts behind it (for the request observer, module watching and
-/// the ASGI loop's life).
+/// the ASGI loop's life). Scripts or static files alone start no Python.
 #[derive(Clone)]
 pub struct Apps {
     pub handler: Arc<dyn Handler>,
-    pub python: Arc<WsgiHost>,
+    pub python: Option<Arc<WsgiHost>>,
     pub asgi: Option<Arc<AsgiHost>>,
     /// `--static-map` and friends, in front of the apps.
     pub statics: Option<Arc<StaticFiles>>,
+    /// `--cgi`, in front of the apps (behind the static files).
+    pub cgi: Option<Arc<CgiScripts>>,
+    /// What answers 404 when there is no Python app.
+    pub no_app: Option<Arc<NoApp>>,
     /// Each app's name and interface, for the start-up log.
     pub kinds: Vec<(String, &'static str)>,
 }
@@ -50,10 +62,18 @@ impl Apps {
         if let Some(s) = &self.statics {
             s.set_observer(observer.clone());
         }
+        if let Some(c) = &self.cgi {
+            c.set_observer(observer.clone());
+        }
+        if let Some(n) = &self.no_app {
+            n.set_observer(observer.clone());
+        }
         if let Some(a) = &self.asgi {
             a.set_observer(observer.clone());
         }
-        self.python.set_observer(observer);
+        if let Some(p) = &self.python {
+            p.set_observer(observer);
+        }
     }
 
     /// The handler the front ends call: the apps, behind the server's own
@@ -67,12 +87,13 @@ impl Apps {
 
     /// How many requests the observer may see at once, numbered from 0.
     pub fn cores(&self) -> usize {
-        self.python.threads()
-            + if self.asgi.is_some() {
-                python::ASGI_CORES
-            } else {
-                0
-            }
+        let python = self.python.as_ref().map_or(0, |p| p.threads());
+        let asgi = if self.asgi.is_some() {
+            python::ASGI_CORES
+        } else {
+            0
+        };
+        (python + asgi).max(1)
     }
 
     /// Starts what must run after the fork: the ASGI loop and the apps'
@@ -127,8 +148,45 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
     handler
 }
 
-/// Starts Python, imports the apps, and routes between them.
+/// Starts Python, imports the apps, and routes between them; puts the CGI
+/// scripts and static files in front.
 pub fn load_app(cfg: &Config) -> Result<Apps, String> {
+    let mut apps = if cfg.needs_python() {
+        load_python(cfg)?
+    } else {
+        let no_app = Arc::new(NoApp::default());
+        Apps {
+            handler: no_app.clone(),
+            python: None,
+            asgi: None,
+            statics: None,
+            cgi: None,
+            no_app: Some(no_app),
+            kinds: Vec::new(),
+        }
+    };
+    if cfg.cgi.active() {
+        let cgi = Arc::new(CgiScripts::new(
+            &cfg.cgi,
+            &cfg.env,
+            cfg.limit_post,
+            apps.handler.clone(),
+        )?);
+        apps.handler = cgi.clone();
+        apps.cgi = Some(cgi);
+    }
+    apps.handler = wrap(cfg, apps.handler);
+    // Static files come first: they cost the app nothing, and no limit.
+    if cfg.statics.active() {
+        let statics = Arc::new(StaticFiles::new(&cfg.statics, apps.handler.clone())?);
+        apps.handler = statics.clone();
+        apps.statics = Some(statics);
+    }
+    Ok(apps)
+}
+
+/// Starts Python, imports the apps, and routes between them.
+fn load_python(cfg: &Config) -> Result<Apps, String> {
     python::initialize(cfg.home.as_deref())?;
     let loaded = python::load(&python::LoadOptions {
         app: cfg.app.as_ref(),
@@ -154,16 +212,12 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             cfg.vhost,
         ))
     };
-    let handler = wrap(cfg, handler);
-    // Static files come first: they cost the app nothing, and no limit.
-    let statics = match cfg.statics.active() {
-        true => Some(Arc::new(StaticFiles::new(&cfg.statics, handler.clone())?)),
-        false => None,
-    };
     Ok(Apps {
-        handler: statics.clone().map_or(handler, |s| s as Arc<dyn Handler>),
-        statics,
-        python: loaded.host,
+        handler,
+        statics: None,
+        cgi: None,
+        no_app: None,
+        python: Some(loaded.host),
         asgi: loaded.asgi,
         kinds: loaded.kinds,
     })

@@ -305,6 +305,10 @@ pub fn fork() -> std::io::Result<libc::pid_t> {
 /// permanent generation so the collector never writes to them, and pages
 /// stay shared copy-on-write. Warns about threads, which do not survive.
 pub fn prepare_preload_fork() {
+    if !python_running() {
+        // No app started Python: nothing to prepare.
+        return;
+    }
     Python::attach(|py| {
         let code = c"import gc, threading\ngc.collect()\ngc.freeze()\nn = threading.active_count()";
         let globals = pyo3::types::PyDict::new(py);
@@ -324,6 +328,10 @@ pub fn prepare_preload_fork() {
 /// from the signal handler itself, so it works while a request is stuck
 /// holding the GIL (the master sends it before a harakiri kill).
 pub fn install_stack_dump(signal: i32) {
+    if !python_running() {
+        // No app started Python: nothing to prepare.
+        return;
+    }
     Python::attach(|py| {
         let r = py.import("faulthandler").and_then(|fh| {
             let sys = py.import("sys")?;
@@ -341,6 +349,10 @@ pub fn install_stack_dump(signal: i32) {
 /// Runs the interpreter's atexit handlers (PyO3 never finalises Python, so
 /// without this they would be skipped at a clean exit).
 pub fn run_atexit() {
+    if !python_running() {
+        // No app started Python: nothing to prepare.
+        return;
+    }
     Python::attach(|py| {
         if let Ok(atexit) = py.import("atexit") {
             let _ = atexit.call_method0("_run_exitfuncs");

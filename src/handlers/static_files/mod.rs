@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use crate::request::{
     Handler, Outcome, Request, RequestObserver, Responding, Response, ResponseBody, Var, head_size,
-    var,
+    redirect_to_directory, var,
 };
 use resolve::Resolved;
 
@@ -277,35 +277,6 @@ fn has_content_hash(path: &Path) -> bool {
         let hex = c[1].as_bytes();
         hex.iter().any(u8::is_ascii_digit) && hex.iter().any(u8::is_ascii_alphabetic)
     })
-}
-
-/// 301 to the directory's path with its slash (the query kept).
-fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
-    // Encoded again: PATH_INFO was decoded, and a name with a space or a
-    // `?` must come back as the same path.
-    const PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'<')
-        .add(b'>')
-        .add(b'?')
-        .add(b'`')
-        .add(b'{')
-        .add(b'}');
-    let mut location = percent_encoding::percent_encode(path, PATH)
-        .to_string()
-        .into_bytes();
-    location.push(b'/');
-    if !query.is_empty() {
-        location.push(b'?');
-        location.extend_from_slice(query);
-    }
-    let mut resp = Response::plain(301, "Moved Permanently", "Moved Permanently\n");
-    resp.headers
-        .push((Bytes::from_static(b"Location"), Bytes::from(location)));
-    resp
 }
 
 impl Handler for StaticFiles {

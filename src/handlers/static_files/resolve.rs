@@ -1,24 +1,15 @@
-//! From a request path to an open file under a static root, safely: the
-//! path is taken as already percent-decoded once (by the front end), `..`,
-//! NUL and backslashes are refused, and the file opened must lie under the
-//! root once every symbolic link is followed. The kernel checks that:
-//! openat2(2) with RESOLVE_BENEATH from the root's descriptor fails rather
-//! than leave it, so a link swapped in meanwhile cannot escape. A path it
-//! refuses (a link out, which `--static-safe` may allow, or an absolute
-//! link) is opened by name instead and checked by where the descriptor
-//! really points (`/proc/self/fd`); so is every path on a kernel without
-//! openat2.
+//! From a request path to an open file under a static root: the path is
+//! taken as already percent-decoded once (by the front end), `..`, NUL and
+//! backslashes are refused, and the file is opened through [`RootDir`],
+//! which keeps it under the root.
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
-use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use super::super::root_dir::Refused;
+pub use super::super::root_dir::RootDir;
 
 /// What a path under a root names.
 #[derive(Debug)]
@@ -42,75 +33,6 @@ pub enum Resolved {
     Missing,
 }
 
-/// A static directory, held open.
-pub struct RootDir {
-    pub dir: PathBuf,
-    /// The directory, opened at start-up (`None` if it did not exist then,
-    /// or openat2 is missing: then paths are opened by name).
-    fd: Option<OwnedFd>,
-    /// Where a file may really be when links are followed by name: the
-    /// root's canonical path, then `--static-safe`'s.
-    allowed: Vec<PathBuf>,
-}
-
-const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
-    .union(OFlag::O_CLOEXEC)
-    // A FIFO must not block the open (it is refused right after).
-    .union(OFlag::O_NONBLOCK)
-    .union(OFlag::O_NOCTTY);
-
-impl RootDir {
-    pub fn new(dir: &Path, safe: &[PathBuf]) -> RootDir {
-        let canonical = |d: &Path| d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
-        let dir = canonical(dir);
-        let fd = nix::fcntl::open(
-            &dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok();
-        RootDir {
-            allowed: std::iter::once(dir.clone())
-                .chain(safe.iter().map(|d| canonical(d)))
-                .collect(),
-            dir,
-            fd,
-        }
-    }
-
-    /// Opens `rel` (relative, no `..`) under the root.
-    fn open_rel(&self, rel: &Path) -> Result<(File, Metadata), Resolved> {
-        let rel = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        if let Some(root) = &self.fd {
-            let how = OpenHow::new()
-                .flags(OPEN_FLAGS)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            match nix::fcntl::openat2(root, rel, how) {
-                Ok(fd) => {
-                    let file = File::from(fd);
-                    let meta = file.metadata().map_err(|_| Resolved::Forbidden)?;
-                    return Ok((file, meta));
-                }
-                // Leaves the root, or goes through an absolute link (which
-                // RESOLVE_BENEATH refuses even when it points back inside):
-                // followed by name, then checked by where it lands.
-                Err(Errno::EXDEV | Errno::ENOSYS) => {}
-                Err(e) => return Err(refusal(e as i32)),
-            }
-        }
-        let (file, meta) = open_by_name(&self.dir.join(rel))?;
-        if really_under(&file, &self.allowed) {
-            Ok((file, meta))
-        } else {
-            Err(Resolved::Forbidden)
-        }
-    }
-}
-
 /// Opens `rel` (a `/`-separated path) under `root`, following `index` for a
 /// directory.
 pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
@@ -127,7 +49,8 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
     }
     let (file, meta) = match root.open_rel(&target) {
         Ok(pair) => pair,
-        Err(r) => return r,
+        Err(Refused::Missing) => return Resolved::Missing,
+        Err(Refused::Forbidden) => return Resolved::Forbidden,
     };
     let (file, meta) = if meta.is_dir() {
         let Some((name, found)) = index.iter().find_map(|name| {
@@ -169,37 +92,10 @@ pub fn open_variant(root: &RootDir, path: &Path, suffix: &str) -> Option<(File, 
     meta.is_file().then_some((file, meta))
 }
 
-/// Whether an open file is really under one of `allowed`: the kernel's
-/// answer after every link was followed.
-fn really_under(file: &File, allowed: &[PathBuf]) -> bool {
-    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .is_ok_and(|real| allowed.iter().any(|dir| real.starts_with(dir)))
-}
-
-/// What a failed open means for the request.
-fn refusal(errno: i32) -> Resolved {
-    match errno {
-        libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => Resolved::Missing,
-        _ => Resolved::Forbidden,
-    }
-}
-
-fn open_by_name(path: &Path) -> Result<(File, Metadata), Resolved> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::NotADirectory => Resolved::Missing,
-            _ => refusal(e.raw_os_error().unwrap_or(0)),
-        })?;
-    let meta = file.metadata().map_err(|_| Resolved::Forbidden)?;
-    Ok((file, meta))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::symlink;
 
     struct Tree {
@@ -233,8 +129,7 @@ mod tests {
         }
 
         fn open_by_name(&self, rel: &str) -> Resolved {
-            let mut root = RootDir::new(&self.base.join("root"), &[]);
-            root.fd = None;
+            let root = RootDir::new(&self.base.join("root"), &[]).by_name_only();
             open(&root, rel.as_bytes(), &["index.html".to_string()])
         }
     }

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::super::buffers::{to_bytes, with_scratch};
-use crate::request::{Response, ResponseBody, is_token_byte};
+use crate::request::{Response, ResponseBody, is_hop_by_hop, is_token_byte};
 
 /// Status and headers, as `start_response` validated them.
 pub(crate) struct Head {
@@ -94,19 +94,6 @@ pub(super) fn type_name(o: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Hop-by-hop headers belong to the server (wsgiref.util.is_hop_by_hop).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-];
-
 fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     let status = status.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -175,7 +162,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Hea
                 "invalid header name {name:?}"
             )));
         }
-        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        if is_hop_by_hop(name.as_bytes()) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
             )));

@@ -1,0 +1,211 @@
+//! From a request path to the script it names under a CGI directory
+//! (RFC 3875 §4.1.5): the path is walked a segment at a time until a
+//! regular file is found; that is the script, and the rest of the path is
+//! its PATH_INFO. Each step is opened through [`RootDir`], so no path, and
+//! no symbolic link, leads out of the directory.
+
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::super::root_dir::{Refused, RootDir};
+
+/// What a path under a CGI directory names.
+#[derive(Debug)]
+pub enum Located {
+    Script(Box<Script>),
+    /// A directory with an index script, asked for without its slash.
+    AddSlash,
+    /// There, but not a script to run: a directory without an index, a
+    /// device, a link out of the directory, no permission.
+    Forbidden,
+    /// `..`, NUL or a backslash.
+    BadPath,
+    Missing,
+}
+
+#[derive(Debug)]
+pub struct Script {
+    /// Where the script really is (every link followed, under the root).
+    pub file: PathBuf,
+    pub meta: Metadata,
+    /// The part of the request path that names the script (with the index
+    /// file's name added for a directory): the end of SCRIPT_NAME.
+    pub url_path: Vec<u8>,
+    /// The rest of the request path: PATH_INFO.
+    pub path_info: Vec<u8>,
+}
+
+/// Finds the script `rel` (a decoded `/`-separated path) names under
+/// `root`, running `index` for a directory.
+pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
+    if rel.contains(&0) || rel.contains(&b'\\') {
+        return Located::BadPath;
+    }
+    let mut target = PathBuf::new();
+    let mut at = 0;
+    while at < rel.len() {
+        let end = rel[at..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(rel.len(), |i| at + i);
+        let segment = &rel[at..end];
+        at = end + 1;
+        match segment {
+            b"" | b"." => continue,
+            b".." => return Located::BadPath,
+            name => target.push(OsStr::from_bytes(name)),
+        }
+        match root.open_rel(&target) {
+            Ok((_, meta)) if meta.is_dir() => continue,
+            Ok((file, meta)) if meta.is_file() => {
+                let Some(real) = RootDir::real_path(&file) else {
+                    return Located::Forbidden;
+                };
+                let script_end = end.min(rel.len());
+                return Located::Script(Box::new(Script {
+                    file: real,
+                    meta,
+                    url_path: rel[..script_end].to_vec(),
+                    path_info: rel[script_end..].to_vec(),
+                }));
+            }
+            Ok(_) | Err(Refused::Forbidden) => return Located::Forbidden,
+            Err(Refused::Missing) => return Located::Missing,
+        }
+    }
+    // Every segment was a directory: its index script, if it has one.
+    for name in index {
+        if let Ok((file, meta)) = root.open_rel(&target.join(name))
+            && meta.is_file()
+        {
+            if !rel.ends_with(b"/") {
+                return Located::AddSlash;
+            }
+            let Some(real) = RootDir::real_path(&file) else {
+                return Located::Forbidden;
+            };
+            let mut url_path = rel.to_vec();
+            url_path.extend_from_slice(name.as_bytes());
+            return Located::Script(Box::new(Script {
+                file: real,
+                meta,
+                url_path,
+                path_info: Vec::new(),
+            }));
+        }
+    }
+    Located::Forbidden
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new(name: &str) -> Tree {
+            let base =
+                std::env::temp_dir().join(format!("oxgate-cgi-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            std::fs::create_dir_all(base.join("root/sub/withindex")).unwrap();
+            std::fs::create_dir_all(base.join("outside")).unwrap();
+            std::fs::write(base.join("root/a.cgi"), "#!/bin/sh\n").unwrap();
+            std::fs::write(base.join("root/sub/b.cgi"), "#!/bin/sh\n").unwrap();
+            std::fs::write(base.join("root/sub/withindex/index.cgi"), "#!/bin/sh\n").unwrap();
+            std::fs::write(base.join("outside/evil.cgi"), "#!/bin/sh\n").unwrap();
+            symlink(
+                base.join("outside/evil.cgi"),
+                base.join("root/link-out.cgi"),
+            )
+            .unwrap();
+            Tree(base.canonicalize().unwrap())
+        }
+
+        fn locate(&self, rel: &str) -> Located {
+            let root = RootDir::new(&self.0.join("root"), &[]);
+            locate(&root, rel.as_bytes(), &["index.cgi".to_string()])
+        }
+
+        fn script(&self, rel: &str) -> (String, String, String) {
+            match self.locate(rel) {
+                Located::Script(s) => (
+                    s.file
+                        .strip_prefix(self.0.join("root"))
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                    String::from_utf8(s.url_path).unwrap(),
+                    String::from_utf8(s.path_info).unwrap(),
+                ),
+                other => panic!("{rel:?}: {other:?}"),
+            }
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_script_and_its_path_info() {
+        let t = Tree::new("split");
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(t.script("/a.cgi"), s("a.cgi", "/a.cgi", ""));
+        assert_eq!(t.script("/a.cgi/x/y"), s("a.cgi", "/a.cgi", "/x/y"));
+        assert_eq!(t.script("/a.cgi/"), s("a.cgi", "/a.cgi", "/"));
+        assert_eq!(t.script("/sub/b.cgi/x"), s("sub/b.cgi", "/sub/b.cgi", "/x"));
+        assert_eq!(
+            t.script("//sub/./b.cgi"),
+            s("sub/b.cgi", "//sub/./b.cgi", "")
+        );
+        assert_eq!(
+            t.script("/sub/withindex/"),
+            s("sub/withindex/index.cgi", "/sub/withindex/index.cgi", "")
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_script() {
+        let t = Tree::new("refused");
+        assert!(matches!(t.locate("/nope.cgi"), Located::Missing));
+        assert!(matches!(t.locate("/sub/nope/x"), Located::Missing));
+        assert!(matches!(t.locate("/sub"), Located::Forbidden));
+        assert!(matches!(t.locate("/"), Located::Forbidden));
+        assert!(matches!(t.locate("/sub/withindex"), Located::AddSlash));
+        assert!(matches!(t.locate("/link-out.cgi"), Located::Forbidden));
+        for bad in [
+            "/../outside/evil.cgi",
+            "/sub/../../outside/evil.cgi",
+            "/a.cgi\0",
+            "/..\\x",
+        ] {
+            assert!(matches!(t.locate(bad), Located::BadPath), "{bad:?}");
+        }
+        // Decoded once already: a literal %2e%2e is a name.
+        assert!(matches!(
+            t.locate("/%2e%2e/outside/evil.cgi"),
+            Located::Missing
+        ));
+    }
+
+    #[test]
+    fn no_path_runs_a_script_outside() {
+        let t = Tree::new("prop");
+        proptest::proptest!(proptest::test_runner::Config::with_cases(300), |(parts in proptest::collection::vec(
+            proptest::prop_oneof!["\\.\\.", "\\.", "", "a\\.cgi", "sub", "link-out\\.cgi", "outside", "evil\\.cgi", "[a-z%./\\\\]{1,6}"], 0..6))| {
+            let rel = parts.join("/");
+            if let Located::Script(s) = t.locate(&rel) {
+                proptest::prop_assert!(s.file.starts_with(t.0.join("root")), "{rel:?} -> {:?}", s.file);
+                let mut whole = s.url_path.clone();
+                whole.extend_from_slice(&s.path_info);
+                proptest::prop_assert!(whole == rel.as_bytes() || s.path_info.is_empty());
+            }
+        });
+    }
+}

@@ -1,0 +1,670 @@
+//! CGI scripts (RFC 3875): `--cgi [MOUNT=]DIR`, run a process per request,
+//! as uWSGI's cgi plugin, Apache's mod_cgi and fcgiwrap do. The scripts run
+//! on the worker's event loop, beside the app and outside its GIL: a slow
+//! script holds up no other request.
+//!
+//! The script is found from the request's path under DIR ([`locate`]); or,
+//! in fcgiwrap's role, from the SCRIPT_FILENAME a web server sends over
+//! FastCGI, when that names a file under DIR. A path with no script goes on
+//! to the app behind, as a static path with no file does.
+
+mod locate;
+mod script;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::root_dir::RootDir;
+use crate::config::CgiSettings;
+use crate::proto::cgi_response::{Head, Reply};
+use crate::request::{
+    BodyStream, Handler, Outcome, Request, RequestBody, RequestObserver, Responding, Response,
+    ResponseBody, Var, VarName, head_size, reason_phrase, redirect_to_directory, var,
+};
+use locate::{Located, locate};
+use script::{Failure, Run};
+
+/// How many local redirects (`Location: /path`) one request may follow.
+const MAX_REDIRECTS: usize = 10;
+/// The most of a request body without a length (chunked) that is read to
+/// give the script the CONTENT_LENGTH it needs.
+const MAX_UNSIZED_BODY: u64 = 64 << 20;
+
+/// The app behind its CGI directories.
+pub struct CgiScripts {
+    /// The longest mount first.
+    roots: Vec<CgiRoot>,
+    allowed_ext: Vec<String>,
+    helpers: Vec<Helper>,
+    index: Vec<String>,
+    timeout: Duration,
+    /// `--env`: the only variables of the server's that scripts see.
+    env: Vec<(OsString, OsString)>,
+    limit_post: Option<u64>,
+    observer: OnceLock<Arc<dyn RequestObserver>>,
+    inner: Arc<dyn Handler>,
+}
+
+struct CgiRoot {
+    mount: Vec<u8>,
+    target: Target,
+}
+
+enum Target {
+    Dir(RootDir),
+    /// One script answers the whole mount.
+    Script(PathBuf),
+}
+
+struct Helper {
+    ext: String,
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+/// A script found for a request, with the variables that place it.
+struct Found {
+    file: PathBuf,
+    meta: std::fs::Metadata,
+    script_name: Bytes,
+    path_info: Bytes,
+    document_root: Option<PathBuf>,
+}
+
+enum Lookup {
+    /// Not a CGI path, or no script there: the app answers.
+    App,
+    Answer(Response),
+    Run(Box<Found>),
+}
+
+/// What a run made of the request.
+enum Ran {
+    Response(Response),
+    /// A local redirect: the request to serve instead.
+    Redirect(Request),
+}
+
+impl CgiScripts {
+    pub fn new(
+        settings: &CgiSettings,
+        env: &[(String, String)],
+        limit_post: Option<u64>,
+        inner: Arc<dyn Handler>,
+    ) -> Result<CgiScripts, String> {
+        let mut roots = Vec::new();
+        for dir in &settings.dirs {
+            let meta = std::fs::metadata(&dir.path)
+                .map_err(|e| format!("--cgi {}: {e}", dir.path.display()))?;
+            let target = if meta.is_dir() {
+                Target::Dir(RootDir::new(&dir.path, &[]))
+            } else {
+                Target::Script(
+                    dir.path
+                        .canonicalize()
+                        .map_err(|e| format!("--cgi {}: {e}", dir.path.display()))?,
+                )
+            };
+            roots.push(CgiRoot {
+                mount: dir.mount.as_bytes().to_vec(),
+                target,
+            });
+        }
+        // Stable: among equal mounts, the one given first is tried first.
+        roots.sort_by_key(|r| std::cmp::Reverse(r.mount.len()));
+        let helpers = settings
+            .helpers
+            .iter()
+            .map(|(ext, words)| {
+                let program = find_program(&words[0]).ok_or_else(|| {
+                    format!(
+                        "--cgi-helper {ext}={}: no program {:?} in PATH",
+                        words.join(" "),
+                        words[0]
+                    )
+                })?;
+                Ok(Helper {
+                    ext: ext.clone(),
+                    program,
+                    args: words[1..].iter().map(OsString::from).collect(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(CgiScripts {
+            roots,
+            allowed_ext: settings.allowed_ext.clone(),
+            helpers,
+            index: settings.index.clone(),
+            timeout: settings.timeout,
+            env: env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+            limit_post,
+            observer: OnceLock::new(),
+            inner,
+        })
+    }
+
+    /// Lets the request log and the counters see CGI requests too.
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn lookup(&self, req: &Request) -> Lookup {
+        let get = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
+        let mut path = get(Var::SCRIPT_NAME).to_vec();
+        path.extend_from_slice(get(Var::PATH_INFO));
+        if let Some(found) = self.by_script_filename(req, &path) {
+            return found;
+        }
+        for root in &self.roots {
+            let Some(rest) = path.strip_prefix(&root.mount[..]) else {
+                continue;
+            };
+            // At a segment boundary: /cgi-bin matches /cgi-bin/a, not /cgi-binx.
+            if !(rest.is_empty() || rest.starts_with(b"/")) {
+                continue;
+            }
+            let script_name = |url_path: &[u8]| {
+                let mut name = root.mount.clone();
+                name.extend_from_slice(url_path);
+                Bytes::from(name)
+            };
+            let found = match &root.target {
+                Target::Script(file) => match std::fs::metadata(file) {
+                    Ok(meta) => Found {
+                        file: file.clone(),
+                        meta,
+                        script_name: Bytes::from(root.mount.clone()),
+                        path_info: Bytes::copy_from_slice(rest),
+                        document_root: file.parent().map(Path::to_path_buf),
+                    },
+                    Err(_) => return Lookup::Answer(not_found()),
+                },
+                Target::Dir(dir) => match locate(dir, rest, &self.index) {
+                    Located::Missing => continue,
+                    Located::BadPath => {
+                        return Lookup::Answer(Response::plain(
+                            400,
+                            "Bad Request",
+                            "Bad Request\n",
+                        ));
+                    }
+                    Located::Forbidden => return Lookup::Answer(forbidden()),
+                    Located::AddSlash => {
+                        return Lookup::Answer(redirect_to_directory(
+                            &path,
+                            get(Var::QUERY_STRING),
+                        ));
+                    }
+                    Located::Script(s) => Found {
+                        file: s.file,
+                        meta: s.meta,
+                        script_name: script_name(&s.url_path),
+                        path_info: Bytes::from(s.path_info),
+                        document_root: Some(dir.dir.clone()),
+                    },
+                },
+            };
+            return self.check(found);
+        }
+        Lookup::App
+    }
+
+    /// fcgiwrap's role: a web server that names the script
+    /// (`fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name`)
+    /// is followed when the name is under one of the CGI directories.
+    fn by_script_filename(&self, req: &Request, url_path: &[u8]) -> Option<Lookup> {
+        let filename = req
+            .vars
+            .iter()
+            .find(|(k, _)| k.as_bytes() == b"SCRIPT_FILENAME")?
+            .1
+            .clone();
+        let (dir, rel) = self.roots.iter().find_map(|root| match &root.target {
+            Target::Dir(dir) => {
+                let rel = filename.strip_prefix(dir.dir.as_os_str().as_bytes())?;
+                rel.starts_with(b"/").then_some((dir, rel))
+            }
+            Target::Script(_) => None,
+        })?;
+        let found = match locate(dir, rel, &self.index) {
+            Located::Script(s) => *s,
+            Located::Missing => return Some(Lookup::Answer(not_found())),
+            Located::AddSlash | Located::Forbidden => return Some(Lookup::Answer(forbidden())),
+            Located::BadPath => {
+                return Some(Lookup::Answer(Response::plain(
+                    400,
+                    "Bad Request",
+                    "Bad Request\n",
+                )));
+            }
+        };
+        // A server that split the path itself sent SCRIPT_NAME and
+        // PATH_INFO; otherwise the path info is what followed the script
+        // in SCRIPT_FILENAME.
+        let (script_name, path_info) = match var(&req.vars, Var::SCRIPT_NAME) {
+            Some(name) if !name.is_empty() => (
+                name.clone(),
+                var(&req.vars, Var::PATH_INFO).cloned().unwrap_or_default(),
+            ),
+            _ => {
+                let info = &found.path_info[..];
+                let split = url_path
+                    .strip_suffix(info)
+                    .map_or(url_path.len(), |name| name.len());
+                (
+                    Bytes::copy_from_slice(&url_path[..split]),
+                    Bytes::copy_from_slice(&url_path[split..]),
+                )
+            }
+        };
+        Some(self.check(Found {
+            file: found.file,
+            meta: found.meta,
+            script_name,
+            path_info,
+            document_root: Some(dir.dir.clone()),
+        }))
+    }
+
+    /// A script may run if its name is allowed, and it is executable or
+    /// has a helper.
+    fn check(&self, found: Found) -> Lookup {
+        let name = found.file.as_os_str().as_bytes();
+        if !self.allowed_ext.is_empty()
+            && !self
+                .allowed_ext
+                .iter()
+                .any(|ext| name.ends_with(ext.as_bytes()))
+        {
+            return Lookup::Answer(forbidden());
+        }
+        if self.helper(&found.file).is_none()
+            && (found.meta.permissions().mode() & 0o111 == 0
+                || nix::unistd::access(&found.file, nix::unistd::AccessFlags::X_OK).is_err())
+        {
+            crate::say!(
+                "oxgate: CGI {}: not executable (chmod +x it, or give a --cgi-helper)",
+                found.file.display()
+            );
+            return Lookup::Answer(forbidden());
+        }
+        Lookup::Run(Box::new(found))
+    }
+
+    fn helper(&self, file: &Path) -> Option<&Helper> {
+        let name = file.as_os_str().as_bytes();
+        self.helpers
+            .iter()
+            .find(|h| name.ends_with(h.ext.as_bytes()))
+    }
+
+    /// Serves a request the lookup claimed, following local redirects.
+    async fn respond(self: Arc<Self>, mut req: Request, mut lookup: Lookup) -> Response {
+        let since = Instant::now();
+        for _ in 0..=MAX_REDIRECTS {
+            match lookup {
+                Lookup::App => return self.inner.clone().handle(req).await,
+                Lookup::Answer(resp) => {
+                    self.observe(&req, &resp, since);
+                    return resp;
+                }
+                Lookup::Run(found) => match self.run(req, *found, since).await {
+                    Ran::Response(resp) => return resp,
+                    Ran::Redirect(next) => req = next,
+                },
+            }
+            lookup = self.lookup(&req);
+        }
+        crate::say!("oxgate: CGI: more than {MAX_REDIRECTS} local redirects; 500");
+        let resp = Response::plain(
+            500,
+            "Internal Server Error",
+            "Internal Server Error: a redirect loop\n",
+        );
+        self.observe(&req, &resp, since);
+        resp
+    }
+
+    async fn run(&self, mut req: Request, found: Found, since: Instant) -> Ran {
+        let name: Arc<str> = found.file.to_string_lossy().into();
+        let body = std::mem::replace(&mut req.body, RequestBody::Empty);
+        let declared = var(&req.vars, Var::CONTENT_LENGTH)
+            .and_then(|v| crate::request::cgi::content_length(v));
+        let (body, length) = match sized(declared, body, self.limit_post).await {
+            Ok(pair) => pair,
+            Err(resp) => {
+                self.observe(&req, &resp, since);
+                return Ran::Response(resp);
+            }
+        };
+        let (program, mut args) = match self.helper(&found.file) {
+            Some(h) => (h.program.clone(), h.args.clone()),
+            None => (found.file.clone(), Vec::new()),
+        };
+        args.push(found.file.clone().into_os_string());
+        let nph = found
+            .file
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b"nph-"));
+        let run = Run {
+            program,
+            args,
+            env: self.environment(&req, &found, length),
+            cwd: found
+                .file
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+            timeout: self.timeout,
+            nph,
+            name: name.clone(),
+        };
+        let (head, first, output) = match script::run(run, body).await {
+            Ok(ran) => ran,
+            Err(failure) => {
+                let resp = failed(&name, failure, self.timeout);
+                self.observe(&req, &resp, since);
+                return Ran::Response(resp);
+            }
+        };
+        if let Reply::LocalRedirect(location) = &head.reply {
+            drop(output);
+            return Ran::Redirect(redirected(req, location));
+        }
+        Ran::Response(self.stream(req, head, first, output, since))
+    }
+
+    /// The response for a head read, its body streamed from the script.
+    fn stream(
+        &self,
+        req: Request,
+        head: Head,
+        first: Bytes,
+        mut output: script::Output,
+        since: Instant,
+    ) -> Response {
+        let Head {
+            status,
+            reason,
+            headers,
+            ..
+        } = head;
+        output.add_sent(first.len() as u64);
+        if let Some(observer) = self.observer.get().cloned() {
+            let outcome = Outcome {
+                status,
+                headers: headers.len() as u32,
+                header_bytes: head_size(status, reason.as_deref(), &headers),
+                body_bytes: 0,
+                switches: 1,
+                failed: false,
+                protocol: req.protocol,
+            };
+            let vars = req.vars;
+            output = output.on_end(move |sent, whole| {
+                let outcome = Outcome {
+                    body_bytes: sent,
+                    failed: !whole,
+                    ..outcome
+                };
+                observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
+            });
+        }
+        Response {
+            status,
+            reason,
+            headers,
+            body: ResponseBody::Stream {
+                first: (!first.is_empty()).then_some(first),
+                rest: BodyStream::new(output),
+            },
+        }
+    }
+
+    /// The script's environment (RFC 3875 §4.1): the request's variables,
+    /// the ones that place the script, and `--env`; nothing else.
+    fn environment(
+        &self,
+        req: &Request,
+        found: &Found,
+        length: Option<u64>,
+    ) -> Vec<(OsString, OsString)> {
+        const SET_HERE: &[&[u8]] = &[
+            b"SCRIPT_NAME",
+            b"PATH_INFO",
+            b"PATH_TRANSLATED",
+            b"SCRIPT_FILENAME",
+            b"DOCUMENT_ROOT",
+            b"GATEWAY_INTERFACE",
+            b"REDIRECT_STATUS",
+            b"CONTENT_LENGTH",
+            // httpoxy: a request's `Proxy:` header must not become the
+            // script's proxy setting.
+            b"HTTP_PROXY",
+        ];
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let mut env: Vec<(OsString, OsString)> = req
+            .vars
+            .iter()
+            .filter(|(k, v)| {
+                let k = k.as_bytes();
+                !k.is_empty()
+                    && !k.contains(&b'=')
+                    && !k.contains(&0)
+                    && !v.contains(&0)
+                    && !SET_HERE.contains(&k)
+            })
+            .map(|(k, v)| (os(k.as_bytes()), os(v)))
+            .collect();
+        let mut set = |k: &str, v: OsString| env.push((OsString::from(k), v));
+        set("GATEWAY_INTERFACE", "CGI/1.1".into());
+        // A web server in front names itself; else oxgate does.
+        if !req
+            .vars
+            .iter()
+            .any(|(k, _)| k.as_bytes() == b"SERVER_SOFTWARE")
+        {
+            set(
+                "SERVER_SOFTWARE",
+                concat!("oxgate/", env!("CARGO_PKG_VERSION")).into(),
+            );
+        }
+        // php-cgi runs only what a server sent it (cgi.force_redirect).
+        set("REDIRECT_STATUS", "200".into());
+        set("SCRIPT_NAME", os(&found.script_name));
+        set("SCRIPT_FILENAME", found.file.clone().into_os_string());
+        if let Some(root) = &found.document_root {
+            set("DOCUMENT_ROOT", root.clone().into_os_string());
+            if !found.path_info.is_empty() {
+                let mut translated = root.clone().into_os_string().into_vec();
+                translated.extend_from_slice(&found.path_info);
+                set("PATH_TRANSLATED", OsString::from_vec(translated));
+            }
+        }
+        set("PATH_INFO", os(&found.path_info));
+        if let Some(n) = length {
+            set("CONTENT_LENGTH", n.to_string().into());
+        }
+        if var(&req.vars, Var::REQUEST_URI).is_none() {
+            let mut uri = found.script_name.to_vec();
+            uri.extend_from_slice(&found.path_info);
+            if let Some(q) = var(&req.vars, Var::QUERY_STRING).filter(|q| !q.is_empty()) {
+                uri.push(b'?');
+                uri.extend_from_slice(q);
+            }
+            set("REQUEST_URI", OsString::from_vec(uri));
+        }
+        // Last, so that they win.
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
+    /// Counts and logs a request answered without a script's body.
+    fn observe(&self, req: &Request, resp: &Response, since: Instant) {
+        let Some(observer) = self.observer.get() else {
+            return;
+        };
+        let body_bytes = match &resp.body {
+            ResponseBody::Full(b) => b.len() as u64,
+            _ => 0,
+        };
+        let outcome = Outcome {
+            status: resp.status,
+            headers: resp.headers.len() as u32,
+            header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
+            body_bytes,
+            switches: 1,
+            failed: resp.status >= 500,
+            protocol: req.protocol,
+        };
+        observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
+    }
+}
+
+/// The request body with the length a script is told: a body without one
+/// (chunked) is read whole first, up to `--limit-post` or 64 MiB.
+async fn sized(
+    declared: Option<u64>,
+    body: RequestBody,
+    limit_post: Option<u64>,
+) -> Result<(RequestBody, Option<u64>), Response> {
+    match body {
+        RequestBody::Stream(mut stream) if declared.is_none() => {
+            let limit = limit_post.unwrap_or(MAX_UNSIZED_BODY).min(MAX_UNSIZED_BODY);
+            let mut all = BytesMut::new();
+            while let Some(chunk) = stream.chunk().await {
+                let chunk = chunk.map_err(|e| {
+                    Response::plain(e.status, reason_phrase(e.status), "Bad request body\n")
+                })?;
+                if all.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(Response::plain(
+                        413,
+                        "Content Too Large",
+                        "Request body too large\n",
+                    ));
+                }
+                all.extend_from_slice(&chunk);
+            }
+            let n = all.len() as u64;
+            Ok((RequestBody::Full(all.freeze()), Some(n)))
+        }
+        RequestBody::Full(b) if declared.is_none() => {
+            let n = b.len() as u64;
+            Ok((RequestBody::Full(b), Some(n)))
+        }
+        body => Ok((body, declared)),
+    }
+}
+
+/// The request a local redirect asks for: GET of the new path, no body.
+fn redirected(req: Request, location: &[u8]) -> Request {
+    let (path, query) = match location.iter().position(|&b| b == b'?') {
+        Some(i) => (&location[..i], &location[i + 1..]),
+        None => (location, &b""[..]),
+    };
+    let decoded: Vec<u8> = percent_encoding::percent_decode(path).collect();
+    let mut vars: Vec<(VarName, Bytes)> = req
+        .vars
+        .into_iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_bytes(),
+                b"SCRIPT_NAME"
+                    | b"PATH_INFO"
+                    | b"QUERY_STRING"
+                    | b"REQUEST_URI"
+                    | b"REQUEST_METHOD"
+                    | b"CONTENT_LENGTH"
+                    | b"CONTENT_TYPE"
+                    | b"SCRIPT_FILENAME"
+            )
+        })
+        .collect();
+    let known = |v: Var, b: Bytes| (VarName::Known(v), b);
+    vars.push(known(Var::REQUEST_METHOD, Bytes::from_static(b"GET")));
+    vars.push(known(Var::PATH_INFO, Bytes::from(decoded)));
+    vars.push(known(Var::QUERY_STRING, Bytes::copy_from_slice(query)));
+    vars.push(known(Var::REQUEST_URI, Bytes::copy_from_slice(location)));
+    Request {
+        vars,
+        body: RequestBody::Empty,
+        is_head: req.is_head,
+        protocol: req.protocol,
+        upgradable: false,
+    }
+}
+
+/// The answer for a script that gave no head, and the log line saying why.
+fn failed(name: &str, failure: Failure, timeout: Duration) -> Response {
+    match failure {
+        Failure::Timeout => {
+            crate::say!(
+                "oxgate: CGI {name}: no response within --cgi-timeout {}s; answered 504",
+                timeout.as_secs()
+            );
+            Response::plain(504, "Gateway Timeout", "Gateway Timeout\n")
+        }
+        Failure::NoHead(why) => {
+            crate::say!("oxgate: CGI {name}: no valid response head ({why}); answered 502");
+            Response::plain(502, "Bad Gateway", "Bad Gateway\n")
+        }
+        Failure::Spawn(e) => {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENOENT) => " (is its #! interpreter installed?)",
+                Some(libc::ENOEXEC) => " (no #! line?)",
+                _ => "",
+            };
+            crate::say!("oxgate: CGI {name}: cannot run it: {e}{hint}");
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => forbidden(),
+                _ => Response::plain(502, "Bad Gateway", "Bad Gateway\n"),
+            }
+        }
+    }
+}
+
+fn forbidden() -> Response {
+    Response::plain(403, "Forbidden", "Forbidden\n")
+}
+
+fn not_found() -> Response {
+    Response::plain(404, "Not Found", "Not Found\n")
+}
+
+/// A helper's program: a path as given, or found in PATH.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsStr::new("/usr/bin:/bin").into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| executable(p))
+}
+
+impl Handler for CgiScripts {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        match self.lookup(&req) {
+            Lookup::App => self.inner.clone().handle(req),
+            lookup => Box::pin(self.respond(req, lookup)),
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        // Scripts run beside each other, and beside the app.
+        self.inner.concurrency().max(64)
+    }
+}

@@ -1,0 +1,355 @@
+//! One run of a CGI script: the process in a group of its own, the request
+//! body streamed to its stdin, its stderr sent to the log line by line, its
+//! stdout read up to the end of the head and then streamed as the body.
+//!
+//! A task per run owns the process and reaps it, so none is left a zombie;
+//! it kills the whole group (the script and whatever it started) when the
+//! timeout passes, or when the response is dropped before the script's
+//! output ended (the client went away).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::proto::cgi_response::{self, Head};
+use crate::request::{BodyError, ChunkSource, RequestBody};
+
+/// What to run, and how.
+pub struct Run {
+    /// The program: the script itself, or its `--cgi-helper`.
+    pub program: PathBuf,
+    /// Its arguments (the helper's, then the script's path).
+    pub args: Vec<OsString>,
+    /// The whole environment: nothing of oxgate's own leaks in.
+    pub env: Vec<(OsString, OsString)>,
+    /// The script's directory, as Apache runs scripts.
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+    /// Non-parsed headers: the output starts with an HTTP status line.
+    pub nph: bool,
+    /// What the log calls it: the script's path.
+    pub name: Arc<str>,
+}
+
+/// Why a run gave no head.
+#[derive(Debug)]
+pub enum Failure {
+    /// The program could not be started.
+    Spawn(std::io::Error),
+    /// The timeout passed before the head was complete.
+    Timeout,
+    /// The output ended, or was not a head.
+    NoHead(String),
+}
+
+/// A script whose head was read: the rest of its output is the body.
+pub struct Output {
+    stdout: ChildStdout,
+    scratch: Box<[u8]>,
+    timed_out: Arc<AtomicBool>,
+    /// Told that the output ended by itself; dropped unsent, it has the
+    /// group killed.
+    ended: Option<oneshot::Sender<()>>,
+    /// Called once with the body bytes read and whether it ended whole.
+    on_end: Option<Box<dyn FnOnce(u64, bool) + Send>>,
+    sent: u64,
+    finished: bool,
+    timeout: Duration,
+}
+
+const CHUNK: usize = 32 * 1024;
+/// The most output held while the request body is still going in.
+const HOLD_MAX: usize = 1 << 20;
+
+/// Starts the script and reads its head; the first body bytes read with it
+/// come back beside it.
+pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), Failure> {
+    let mut command = Command::new(&run.program);
+    command
+        .args(&run.args)
+        .env_clear()
+        .envs(run.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&run.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group: a timeout kills what it started, too.
+        .process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only signal(2), which is async-signal-safe; it touches no
+    // memory of the parent's but the constants passed.
+    unsafe {
+        command.pre_exec(|| {
+            // A worker ignores these (the master coordinates stops), and an
+            // ignored signal stays ignored across exec: the script starts
+            // with the defaults, as under any other server.
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(Failure::Spawn)?;
+    let deadline = Instant::now() + run.timeout;
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (ended_tx, ended_rx) = oneshot::channel();
+    tokio::spawn(supervise(
+        child,
+        deadline,
+        ended_rx,
+        timed_out.clone(),
+        run.name.clone(),
+        run.timeout,
+    ));
+    let mut feeding = tokio::spawn(feed(stdin, body));
+    if let Some(stderr) = stderr {
+        tokio::spawn(log_stderr(stderr, run.name.clone()));
+    }
+    let Some(mut stdout) = stdout else {
+        return Err(Failure::NoHead("no stdout".into()));
+    };
+    let mut buf = BytesMut::with_capacity(8192);
+    let head = loop {
+        match cgi_response::parse(&buf, run.nph) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => return Err(Failure::NoHead(e.to_string())),
+        }
+        match tokio::time::timeout_at(deadline, stdout.read_buf(&mut buf)).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(0)) if timed_out.load(Ordering::Relaxed) => return Err(Failure::Timeout),
+            Ok(Ok(0)) if buf.is_empty() => {
+                return Err(Failure::NoHead("it wrote nothing".into()));
+            }
+            Ok(Ok(0)) => return Err(Failure::NoHead("its output ended in the headers".into())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
+        }
+    };
+    // The response waits until the script has the whole request body (or
+    // stopped reading it), as under fcgiwrap and Apache: nginx stops
+    // sending a FastCGI request body once the response begins, and a
+    // script that reads to EOF would wait for the rest forever. Its output
+    // is read meanwhile, so it cannot block on a full pipe.
+    let mut output_ended = false;
+    while !feeding.is_finished() {
+        let hold = output_ended || buf.len() >= HOLD_MAX;
+        let step = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = &mut feeding => Ok(None),
+                read = stdout.read_buf(&mut buf), if !hold => read.map(Some),
+            }
+        });
+        match step.await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
+            Ok(Ok(Some(0))) => output_ended = true,
+            Ok(Ok(_)) => {}
+        }
+    }
+    let first = buf.split_off(head.len).freeze();
+    Ok((
+        head,
+        first,
+        Output {
+            stdout,
+            scratch: vec![0; CHUNK].into_boxed_slice(),
+            timed_out,
+            ended: Some(ended_tx),
+            on_end: None,
+            sent: 0,
+            finished: false,
+            timeout: run.timeout,
+        },
+    ))
+}
+
+impl Output {
+    /// Calls `f` with the body bytes sent, and whether the body ended
+    /// whole, when the body ends or is dropped.
+    pub fn on_end(mut self, f: impl FnOnce(u64, bool) + Send + 'static) -> Output {
+        self.on_end = Some(Box::new(f));
+        self
+    }
+
+    /// Counts bytes sent before this stream (the head's read-ahead).
+    pub fn add_sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    fn end(&mut self, whole: bool) {
+        self.finished = true;
+        if whole && let Some(tx) = self.ended.take() {
+            let _ = tx.send(());
+        }
+        if let Some(f) = self.on_end.take() {
+            f(self.sent, whole);
+        }
+    }
+}
+
+impl ChunkSource for Output {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let mut read = ReadBuf::new(&mut self.scratch);
+        match Pin::new(&mut self.stdout).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                if self.timed_out.load(Ordering::Relaxed) {
+                    // Cut short: the client must not take it for the whole.
+                    self.end(false);
+                    let secs = self.timeout.as_secs();
+                    Poll::Ready(Some(Err(BodyError::new(
+                        504,
+                        format!("the CGI script ran over --cgi-timeout {secs} and was killed"),
+                    ))))
+                } else {
+                    self.end(true);
+                    Poll::Ready(None)
+                }
+            }
+            Poll::Ready(Ok(())) => {
+                let chunk = Bytes::copy_from_slice(read.filled());
+                self.sent += chunk.len() as u64;
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Err(e)) => {
+                self.end(false);
+                Poll::Ready(Some(Err(BodyError::new(
+                    502,
+                    format!("reading the CGI script's output: {e}"),
+                ))))
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // Dropped before the end: `ended` goes unsent, and the group dies.
+        if !self.finished {
+            self.end(false);
+        }
+    }
+}
+
+/// Owns the process until it is reaped; kills its group at the deadline,
+/// or when the output is abandoned.
+async fn supervise(
+    mut child: Child,
+    deadline: Instant,
+    ended: oneshot::Receiver<()>,
+    timed_out: Arc<AtomicBool>,
+    name: Arc<str>,
+    timeout: Duration,
+) {
+    let Some(pid) = child.id() else {
+        return;
+    };
+    let group = Pid::from_raw(pid as i32);
+    let kill = |why: &str| {
+        if !why.is_empty() {
+            crate::say!("oxgate: CGI {name}: {why}; killing its process group");
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+    };
+    let over = |timed_out: &AtomicBool| {
+        timed_out.store(true, Ordering::Relaxed);
+        kill(&format!(
+            "still running after --cgi-timeout {}s",
+            timeout.as_secs()
+        ));
+    };
+    let mut ended = Some(ended);
+    loop {
+        tokio::select! {
+            _ = child.wait() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                over(&timed_out);
+                let _ = child.wait().await;
+                return;
+            }
+            r = async { ended.as_mut().expect("checked").await }, if ended.is_some() => {
+                ended = None;
+                if r.is_err() {
+                    // The response was dropped: nobody reads the rest.
+                    kill("");
+                    let _ = child.wait().await;
+                    return;
+                }
+            }
+        }
+    }
+    // Reaped. What it started may still hold the output open: that, too,
+    // ends at the deadline, or when the response is dropped.
+    if let Some(ended) = ended {
+        tokio::select! {
+            r = ended => if r.is_err() { kill("") },
+            _ = tokio::time::sleep_until(deadline) => over(&timed_out),
+        }
+    }
+}
+
+/// Streams the request body into the script's stdin, then closes it. A
+/// script that exits without reading it all ends the copy (EPIPE).
+async fn feed(stdin: Option<ChildStdin>, body: RequestBody) {
+    let Some(mut stdin) = stdin else {
+        return;
+    };
+    match body {
+        RequestBody::Empty => {}
+        RequestBody::Full(bytes) => {
+            let _ = stdin.write_all(&bytes).await;
+        }
+        RequestBody::Stream(mut stream) => {
+            while let Some(Ok(chunk)) = stream.chunk().await {
+                if stdin.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The script's stderr, a log line per line, with its name.
+async fn log_stderr(mut stderr: ChildStderr, name: Arc<str>) {
+    const MAX_LINE: usize = 8192;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        // An error ends the log as the end of the output does.
+        let n: usize = stderr.read_buf(&mut buf).await.unwrap_or_default();
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf.split_to(nl + 1);
+            say_line(&name, &line[..nl]);
+        }
+        if n == 0 || buf.len() >= MAX_LINE {
+            if !buf.is_empty() {
+                say_line(&name, &buf.split());
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
+
+fn say_line(name: &str, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    crate::say!("oxgate: CGI {name}: {}", String::from_utf8_lossy(line));
+}

@@ -1,0 +1,450 @@
+"""CGI scripts (issue #14): `--cgi [MOUNT=]DIR` runs shell, Perl, Python and
+PHP scripts per request (RFC 3875), over HTTP and behind real nginx in
+fcgiwrap's role, compared there with the real fcgiwrap; and every bad case:
+timeouts, broken scripts, forbidden names, traversal, zombies."""
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from helpers import ECHO, free_port, listens, packet, run_fail, start_nginx, uwsgi_request, wait_for
+
+SHOWN = ("REQUEST_METHOD", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE")
+
+ECHO_SH = r"""#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+for v in REQUEST_METHOD QUERY_STRING SCRIPT_NAME PATH_INFO CONTENT_LENGTH CONTENT_TYPE; do
+  eval "printf '%s=%s\n' $v \"\$$v\""
+done
+printf 'BODY_SHA256=%s\n' "$(head -c "${CONTENT_LENGTH:-0}" | sha256sum | cut -d' ' -f1)"
+"""
+
+ECHO_PL = r"""#!/usr/bin/perl
+use strict; use warnings; use Digest::SHA qw(sha256_hex);
+binmode STDIN; my $body = ''; my $n = $ENV{CONTENT_LENGTH} || 0;
+while (length($body) < $n) { my $r = read(STDIN, my $buf, $n - length($body)); last unless $r; $body .= $buf; }
+print "Content-Type: text/plain\r\n\r\n";
+print "$_=" . ($ENV{$_} // '') . "\n" for qw(REQUEST_METHOD QUERY_STRING SCRIPT_NAME PATH_INFO CONTENT_LENGTH CONTENT_TYPE);
+print "BODY_SHA256=" . sha256_hex($body) . "\n";
+"""
+
+# Not executable: run by --cgi-helper .py=PYTHON.
+ECHO_PY = r"""import hashlib, os, sys
+n = int(os.environ.get("CONTENT_LENGTH") or 0)
+body = sys.stdin.buffer.read(n)
+sys.stdout.write("Content-Type: text/plain\r\n\r\n")
+for k in ("REQUEST_METHOD", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE"):
+    sys.stdout.write(f"{k}={os.environ.get(k, '')}\n")
+sys.stdout.write(f"BODY_SHA256={hashlib.sha256(body).hexdigest()}\n")
+"""
+
+ENV_SH = """#!/bin/sh
+printf 'Content-Type: text/plain\\n\\n'
+env
+"""
+
+
+def script(path, text, mode=0o755):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def cgi_dir(tmp_path):
+    d = tmp_path / "cgi"
+    script(d / "echo.sh", ECHO_SH)
+    script(d / "echo.pl", ECHO_PL)
+    script(d / "echo.py", ECHO_PY, mode=0o644)
+    script(d / "env.cgi", ENV_SH)
+    script(d / "sub" / "index.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nindex of sub\\n'\n")
+    script(d / "local.cgi", "#!/bin/sh\nprintf 'Location: /echo.sh/after?redirected=1\\n\\n'\n")
+    script(d / "away.cgi", "#!/bin/sh\nprintf 'Location: http://example.com/x\\n\\n'\n")
+    script(d / "moved.cgi", "#!/bin/sh\nprintf 'Status: 301 Moved Permanently\\nLocation: /new\\n\\n'\n")
+    script(d / "status.cgi", "#!/bin/sh\nprintf 'Status: 418 Short And Stout\\nContent-Type: text/plain\\nX-Kind: teapot\\n\\ntea\\n'\n")
+    script(d / "nph-raw.cgi", "#!/bin/sh\nprintf 'HTTP/1.1 299 Raw Status\\r\\nContent-Type: text/plain\\r\\nX-Nph: yes\\r\\n\\r\\nunparsed\\n'\n")
+    script(d / "noheader.cgi", "#!/bin/sh\necho 'just text, no header block'\n")
+    script(d / "silent.cgi", "#!/bin/sh\nexit 3\n")
+    script(d / "stderr.cgi", "#!/bin/sh\necho 'a warning from the script' >&2\nprintf 'Content-Type: text/plain\\n\\nok\\n'\n")
+    script(d / "notexec.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nran\\n'\n", mode=0o644)
+    script(d / "script.txt", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nran\\n'\n")
+    (tmp_path / "outside.cgi").write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nESCAPED\\n'\n")
+    (tmp_path / "outside.cgi").chmod(0o755)
+    os.symlink(tmp_path / "outside.cgi", d / "link-out.cgi")
+    return d
+
+
+def fields(text):
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def cgi_server(serve, d, *extra):
+    return serve("--cgi", str(d), "--cgi-helper", f".py={sys.executable}", "--cgi-timeout", "5", *extra)
+
+
+@pytest.mark.parametrize("name", ["echo.sh", "echo.pl", "echo.py"])
+def test_get_with_a_query_and_path_info(serve, cgi_dir, name):
+    s = cgi_server(serve, cgi_dir)
+    r = requests.get(f"{s.url}/{name}/extra/path?a=1&b=two", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/plain"
+    f = fields(r.text)
+    assert f["REQUEST_METHOD"] == "GET"
+    assert f["QUERY_STRING"] == "a=1&b=two"
+    assert f["SCRIPT_NAME"] == f"/{name}"
+    assert f["PATH_INFO"] == "/extra/path"
+    assert f["BODY_SHA256"] == hashlib.sha256(b"").hexdigest()
+
+
+@pytest.mark.parametrize("name", ["echo.sh", "echo.pl", "echo.py"])
+def test_post_form_and_a_10_mib_upload(serve, cgi_dir, name):
+    s = cgi_server(serve, cgi_dir)
+    r = requests.post(f"{s.url}/{name}", data={"a": "1", "b": "x y"}, timeout=10)
+    f = fields(r.text)
+    assert f["REQUEST_METHOD"] == "POST"
+    assert f["CONTENT_TYPE"] == "application/x-www-form-urlencoded"
+    assert f["CONTENT_LENGTH"] == "9"
+    assert f["BODY_SHA256"] == hashlib.sha256(b"a=1&b=x+y").hexdigest()
+    big = os.urandom(10 << 20)
+    r = requests.post(f"{s.url}/{name}", data=big, timeout=60)
+    f = fields(r.text)
+    assert f["CONTENT_LENGTH"] == str(len(big))
+    assert f["BODY_SHA256"] == hashlib.sha256(big).hexdigest()
+
+
+def test_a_chunked_upload_is_given_its_length(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir)
+    parts = [os.urandom(100_000) for _ in range(7)]
+    r = requests.post(f"{s.url}/echo.sh", data=iter(parts), timeout=30)
+    f = fields(r.text)
+    assert f["CONTENT_LENGTH"] == str(sum(map(len, parts)))
+    assert f["BODY_SHA256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
+    s = serve("--cgi", f"/cgi-bin={cgi_dir}", "--env", "GIVEN=by-env",
+              env={"OXGATE_SECRET": "must-not-leak"})
+    r = requests.get(f"{s.url}/cgi-bin/env.cgi/a/b?x=1", headers={"X-Custom": "v", "Proxy": "http://evil:1"},
+                     timeout=10)
+    env = fields(r.text)
+    root = str(cgi_dir.resolve())
+    expected = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SCRIPT_NAME": "/cgi-bin/env.cgi",
+        "PATH_INFO": "/a/b",
+        "PATH_TRANSLATED": root + "/a/b",
+        "SCRIPT_FILENAME": root + "/env.cgi",
+        "DOCUMENT_ROOT": root,
+        "QUERY_STRING": "x=1",
+        "REQUEST_URI": "/cgi-bin/env.cgi/a/b?x=1",
+        "REQUEST_METHOD": "GET",
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": str(s.port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_X_CUSTOM": "v",
+        "GIVEN": "by-env",
+    }
+    assert {k: env.get(k) for k in expected} == expected
+    assert env["REMOTE_PORT"].isdigit() and env["SERVER_SOFTWARE"].startswith("oxgate/")
+    # Nothing of the server's own environment, and no httpoxy.
+    assert "OXGATE_SECRET" not in env and "HOME" not in env and "HTTP_PROXY" not in env
+    # Without PATH_INFO there is no PATH_TRANSLATED (RFC 3875 4.1.6).
+    env = fields(requests.get(f"{s.url}/cgi-bin/env.cgi", timeout=10).text)
+    assert env["PATH_INFO"] == "" and "PATH_TRANSLATED" not in env
+
+
+def test_status_headers_and_nph(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir)
+    r = requests.get(f"{s.url}/status.cgi", timeout=10)
+    assert (r.status_code, r.reason, r.headers["X-Kind"], r.text) == (418, "Short And Stout", "teapot", "tea\n")
+    assert "Status" not in r.headers
+    r = requests.get(f"{s.url}/nph-raw.cgi", timeout=10)
+    assert (r.status_code, r.reason, r.headers["X-Nph"], r.text) == (299, "Raw Status", "yes", "unparsed\n")
+
+
+def test_redirects_local_and_client(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir)
+    # Local: the server answers with the other path, by GET, at once.
+    r = requests.post(f"{s.url}/local.cgi", data=b"dropped", allow_redirects=False, timeout=10)
+    f = fields(r.text)
+    assert r.status_code == 200
+    assert (f["REQUEST_METHOD"], f["SCRIPT_NAME"], f["PATH_INFO"], f["QUERY_STRING"]) == (
+        "GET", "/echo.sh", "/after", "redirected=1")
+    r = requests.get(f"{s.url}/away.cgi", allow_redirects=False, timeout=10)
+    assert (r.status_code, r.headers["Location"]) == (302, "http://example.com/x")
+    r = requests.get(f"{s.url}/moved.cgi", allow_redirects=False, timeout=10)
+    assert (r.status_code, r.headers["Location"]) == (301, "/new")
+
+
+def test_a_redirect_loop_ends(serve, cgi_dir):
+    script(cgi_dir / "loop.cgi", "#!/bin/sh\nprintf 'Location: /loop.cgi\\n\\n'\n")
+    s = cgi_server(serve, cgi_dir)
+    assert requests.get(f"{s.url}/loop.cgi", timeout=10).status_code == 500
+    assert "local redirects" in s.log()
+
+
+def test_the_response_is_streamed(serve, cgi_dir, tmp_path):
+    go = tmp_path / "go"
+    script(cgi_dir / "stream.cgi", f"""#!/bin/sh
+printf 'Content-Type: text/plain\\n\\nfirst\\n'
+while [ ! -e {go} ]; do sleep 0.05; done
+printf 'second\\n'
+""")
+    s = cgi_server(serve, cgi_dir)
+    with requests.get(f"{s.url}/stream.cgi", stream=True, timeout=20) as r:
+        chunks = r.iter_content(chunk_size=None)
+        # The first part arrives while the script still waits for `go`.
+        assert next(chunks) == b"first\n"
+        go.touch()
+        assert b"".join(chunks) == b"second\n"
+
+
+def test_index_and_directory_slash(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir, "--cgi-index", "index.cgi")
+    assert requests.get(f"{s.url}/sub/", timeout=10).text == "index of sub\n"
+    r = requests.get(f"{s.url}/sub?x=1", allow_redirects=False, timeout=10)
+    assert (r.status_code, r.headers["Location"]) == (301, "/sub/?x=1")
+
+
+def test_one_script_for_a_whole_mount(serve, cgi_dir):
+    s = serve("--cgi", f"/app={cgi_dir / 'echo.sh'}")
+    f = fields(requests.get(f"{s.url}/app/any/path?q=1", timeout=10).text)
+    assert (f["SCRIPT_NAME"], f["PATH_INFO"], f["QUERY_STRING"]) == ("/app", "/any/path", "q=1")
+
+
+def test_beside_a_python_app(serve, cgi_dir):
+    s = serve("--cgi", f"/cgi-bin={cgi_dir}", "--wsgi-file", ECHO)
+    assert fields(requests.get(f"{s.url}/cgi-bin/echo.sh", timeout=10).text)["SCRIPT_NAME"] == "/cgi-bin/echo.sh"
+    # Other paths, and a path with no script, are the app's.
+    for path in ["/elsewhere", "/cgi-bin/missing.cgi"]:
+        r = requests.get(f"{s.url}{path}", timeout=10)
+        assert r.status_code == 200 and r.json()["path"] == path
+
+
+def test_scripts_alone_start_no_python_and_log_their_requests(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir)
+    assert requests.get(f"{s.url}/stderr.cgi", timeout=10).text == "ok\n"
+    assert requests.get(f"{s.url}/nothing-here", timeout=10).status_code == 404
+    wait_for(lambda: "GET /nothing-here" in s.log(), what="the 404's log line")
+    log = s.log()
+    assert "no Python app" in log
+    assert "GET /stderr.cgi => generated 3 bytes" in log and "(HTTP/1.1 200)" in log
+    # Stderr goes to the log, a line at a time, with the script's name.
+    assert f"CGI {cgi_dir.resolve()}/stderr.cgi: a warning from the script" in log
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/missing.cgi", 404),
+    ("/notexec.cgi", 403),
+    ("/link-out.cgi", 403),
+    ("/sub", 403),
+])
+def test_what_may_not_run(serve, cgi_dir, path, status):
+    s = cgi_server(serve, cgi_dir)
+    r = requests.get(f"{s.url}{path}", timeout=10)
+    assert r.status_code == status and "ESCAPED" not in r.text and "ran" not in r.text
+
+
+def test_only_allowed_extensions_run(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir, "--cgi-allowed-ext", ".sh,.pl")
+    assert requests.get(f"{s.url}/echo.sh", timeout=10).status_code == 200
+    assert requests.get(f"{s.url}/echo.pl", timeout=10).status_code == 200
+    assert requests.get(f"{s.url}/script.txt", timeout=10).status_code == 403
+    assert requests.get(f"{s.url}/env.cgi", timeout=10).status_code == 403
+
+
+def test_traversal_is_refused(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir)
+    for raw in ["/../outside.cgi", "/%2e%2e/outside.cgi", "/sub/..%2f..%2foutside.cgi", "/sub/%2E%2E/%2e%2e/outside.cgi"]:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(f"GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        assert data.split(b" ", 2)[1] in (b"400", b"403", b"404"), (raw, data[:100])
+        assert b"ESCAPED" not in data
+    # The same over uwsgi, where the web server's path is taken as it is.
+    port = free_port()
+    serve("--uwsgi-socket", f"127.0.0.1:{port}", "--cgi", str(cgi_dir), socket_arg=False, wait=False)
+    wait_for(lambda: listens(port), what="the uwsgi socket")
+    resp = uwsgi_request(port, packet(list({"REQUEST_METHOD": "GET", "PATH_INFO": "/../outside.cgi",
+                                       "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1"}.items())))
+    assert resp.split(b" ", 2)[1] == b"400" and b"ESCAPED" not in resp
+    resp = uwsgi_request(port, packet(list({"REQUEST_METHOD": "GET", "PATH_INFO": "/echo.sh/p", "QUERY_STRING": "u=1",
+                                       "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1"}.items())))
+    assert b" 200 " in resp.split(b"\r\n", 1)[0] and b"QUERY_STRING=u=1" in resp and b"PATH_INFO=/p" in resp
+
+
+def test_a_broken_script_is_502_with_a_log_line(serve, cgi_dir):
+    s = cgi_server(serve, cgi_dir)
+    for name in ["noheader.cgi", "silent.cgi"]:
+        assert requests.get(f"{s.url}/{name}", timeout=10).status_code == 502
+        wait_for(lambda: f"{name}: no valid response head" in s.log(), what=f"{name}'s log line")
+    script(cgi_dir / "nointerp.cgi", "#!/no/such/interpreter\n")
+    assert requests.get(f"{s.url}/nointerp.cgi", timeout=10).status_code == 502
+    wait_for(lambda: "nointerp.cgi: cannot run it" in s.log(), what="the exec failure's log line")
+
+
+def worker_descendants(s):
+    """Every process below the master's workers."""
+    out = []
+    todo = list(s.worker_pids())
+    while todo:
+        pid = todo.pop()
+        try:
+            kids = [int(k) for t in os.listdir(f"/proc/{pid}/task")
+                    for k in open(f"/proc/{pid}/task/{t}/children").read().split()]
+        except FileNotFoundError:
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+def state(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_a_script_over_the_timeout_is_killed_with_its_group(serve, cgi_dir, tmp_path):
+    marker = tmp_path / "child.pid"
+    # The script starts a child of its own, which would outlive it.
+    script(cgi_dir / "hang.cgi", f"""#!/bin/sh
+sleep 300 &
+echo $! > {marker}
+sleep 300
+""")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "2", "--processes", "1")
+    other = {}
+
+    def meanwhile():
+        wait_for(marker.exists, what="the script to start")
+        other["r"] = requests.get(f"{s.url}/echo.sh", timeout=10)
+
+    t = threading.Thread(target=meanwhile)
+    t.start()
+    r = requests.get(f"{s.url}/hang.cgi", timeout=20)
+    t.join()
+    assert r.status_code == 504
+    # Another request in the same worker was served meanwhile.
+    assert other["r"].status_code == 200
+    child = int(marker.read_text())
+    wait_for(lambda: state(child) in (None, "Z") and not worker_descendants(s), what="the group to die")
+    assert "hang.cgi: no response within --cgi-timeout 2s" in s.log()
+
+
+def test_a_client_that_leaves_takes_the_script_with_it(serve, cgi_dir, tmp_path):
+    marker = tmp_path / "forever.pid"
+    script(cgi_dir / "forever.cgi", f"""#!/bin/sh
+echo $$ > {marker}
+printf 'Content-Type: text/plain\\n\\n'
+while :; do echo tick; sleep 0.05; done
+""")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "300", "--processes", "1")
+    with requests.get(f"{s.url}/forever.cgi", stream=True, timeout=20) as r:
+        assert next(r.iter_content(chunk_size=None)).startswith(b"tick")
+    pid = int(marker.read_text())
+    wait_for(lambda: state(pid) is None and not worker_descendants(s), what="the script to be killed and reaped")
+
+
+def test_no_zombies_after_many_scripts(serve, cgi_dir):
+    s = serve("--cgi", str(cgi_dir), "--processes", "1")
+    for name in ["echo.sh", "silent.cgi", "noheader.cgi", "status.cgi", "local.cgi"] * 6:
+        requests.get(f"{s.url}/{name}", timeout=10)
+    wait_for(lambda: not worker_descendants(s), what="every script reaped")
+
+
+def test_php_through_its_helper(serve, tmp_path):
+    php_cgi = shutil.which("php-cgi")
+    if not php_cgi:
+        pytest.skip("php-cgi is not installed (scripts/test.sh installs it)")
+    d = tmp_path / "php"
+    d.mkdir()
+    (d / "info.php").write_text("<?php phpinfo(INFO_VARIABLES);")
+    (d / "form.php").write_text(
+        "<?php header('X-Php: yes'); echo json_encode(['get' => $_GET, 'post' => $_POST,"
+        " 'file' => isset($_FILES['f']) ? [$_FILES['f']['name'], sha1_file($_FILES['f']['tmp_name'])] : null,"
+        " 'script' => $_SERVER['SCRIPT_NAME'], 'info' => $_SERVER['PATH_INFO'] ?? null]);")
+    s = serve("--cgi", f"/php={d}", "--cgi-helper", ".php=php-cgi", "--cgi-allowed-ext", ".php")
+    r = requests.get(f"{s.url}/php/info.php", timeout=20)
+    assert r.status_code == 200 and "PHP Variables" in r.text
+    r = requests.get(f"{s.url}/php/form.php/tail?a=1&b[]=2", timeout=20)
+    assert r.headers["X-Php"] == "yes"
+    assert r.json() == {"get": {"a": "1", "b": ["2"]}, "post": [], "file": None,
+                        "script": "/php/form.php", "info": "/tail"}
+    data = os.urandom(50_000)
+    r = requests.post(f"{s.url}/php/form.php", data={"x": "y"}, files={"f": ("up.bin", data)}, timeout=20)
+    assert r.json()["post"] == {"x": "y"}
+    assert r.json()["file"] == ["up.bin", hashlib.sha1(data).hexdigest()]
+
+
+NGINX_FCGI = """
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port}; root {root};
+    location /oxgate/ {{ rewrite ^/oxgate(/.*)$ $1 break; fastcgi_pass unix:{sock};
+      include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; }}
+    location /fcgiwrap/ {{ rewrite ^/fcgiwrap(/.*)$ $1 break; fastcgi_pass unix:{wrap};
+      include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; }}
+  }}
+}}
+"""
+
+
+def test_nginx_fastcgi_pass_as_for_fcgiwrap(serve, cgi_dir, tmp_path):
+    """nginx's fcgiwrap set-up, pointed at oxgate, runs the same scripts as
+    the real fcgiwrap does behind the same nginx."""
+    fcgiwrap = shutil.which("fcgiwrap") or "/usr/sbin/fcgiwrap"
+    if not os.path.exists(fcgiwrap):
+        pytest.skip("fcgiwrap is not installed (scripts/test.sh installs it)")
+    sock = tmp_path / "oxgate.sock"
+    wrap = tmp_path / "fcgiwrap.sock"
+    serve("--fastcgi-socket", str(sock), "--cgi", str(cgi_dir), socket_arg=False, wait=False)
+    wrapper = subprocess.Popen([fcgiwrap, "-s", f"unix:{wrap}"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sock.exists() and wrap.exists(), what="both FastCGI sockets")
+        port = free_port()
+        d = tmp_path / "nginx"
+        nginx = start_nginx(d, port, NGINX_FCGI.format(d=d, port=port, root=cgi_dir, sock=sock, wrap=wrap))
+        try:
+            body = os.urandom(300_000)
+            for method, path, data in [("GET", "/echo.sh?a=1", None), ("GET", "/echo.pl?x=%20y", None),
+                                       ("POST", "/echo.sh", body), ("POST", "/echo.pl", body),
+                                       ("GET", "/status.cgi", None), ("GET", "/away.cgi", None)]:
+                answers = []
+                for via in ["oxgate", "fcgiwrap"]:
+                    r = requests.request(method, f"http://127.0.0.1:{port}/{via}{path}", data=data,
+                                         allow_redirects=False, timeout=20)
+                    answers.append((r.status_code, r.headers.get("Content-Type"), r.headers.get("Location"),
+                                    r.text.replace(f"/{via}", "")))
+                assert answers[0] == answers[1], (path, answers)
+                assert answers[0][0] in (200, 302, 418)
+            r = requests.get(f"http://127.0.0.1:{port}/oxgate/echo.sh?a=1", timeout=20)
+            assert fields(r.text)["QUERY_STRING"] == "a=1"
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+    finally:
+        wrapper.send_signal(signal.SIGTERM)
+        wrapper.wait(10)
+
+
+def test_bad_cgi_options_are_clear_errors(tmp_path):
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--cgi", str(tmp_path / "nowhere"))
+    assert code != 0 and "--cgi" in err and "nowhere" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--cgi", str(tmp_path), "--cgi-helper", ".py")
+    assert code == 2 and "expected EXT=COMMAND" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--cgi", str(tmp_path), "--cgi-helper", ".x=no-such-prog")
+    assert code != 0 and "no program" in err
