@@ -448,3 +448,16 @@ def test_bad_cgi_options_are_clear_errors(tmp_path):
     assert code == 2 and "expected EXT=COMMAND" in err
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--cgi", str(tmp_path), "--cgi-helper", ".x=no-such-prog")
     assert code != 0 and "no program" in err
+
+
+def test_a_script_starts_with_the_default_signal_dispositions(serve, cgi_dir):
+    """The worker does not let its own signal set-up leak into scripts: an
+    ignored SIGHUP, SIGINT or SIGQUIT would stay ignored across exec."""
+    script(cgi_dir / "signals.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n"
+                                    "grep -E '^Sig(Ign|Blk):' /proc/$$/status\n")
+    s = cgi_server(serve, cgi_dir)
+    masks = {k: int(v, 16) for k, v in (line.split(":\t") for line in
+                                        requests.get(f"{s.url}/signals.cgi", timeout=10).text.splitlines())}
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
+        bit = 1 << (sig - 1)
+        assert not masks["SigIgn"] & bit and not masks["SigBlk"] & bit, (sig, masks)

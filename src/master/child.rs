@@ -2,9 +2,9 @@
 //! app if it was not preloaded, serve until asked to stop.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::signal::Signal;
 
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
@@ -44,11 +44,14 @@ pub fn run(s: Setup<'_>) -> ! {
     crate::sys::signals::count_stops();
     crate::sys::signals::unblock_all();
     // The master coordinates stops: a Ctrl-C reaches the whole process
-    // group, but only the master's SIGTERM stops a worker, gracefully.
-    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
-        // SAFETY: SIG_IGN installs no handler, so nothing runs in signal
-        // context.
-        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigIgn) };
+    // group, but only the master's SIGTERM stops a worker, gracefully. So
+    // these are caught, and nothing is done with them. Caught rather than
+    // ignored: exec resets a caught signal to its default, but keeps an
+    // ignored one ignored, and CGI scripts and the app's subprocesses must
+    // start with the defaults. (A handler of their own would also cost
+    // every CGI spawn its fast path: posix_spawn instead of fork.)
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
+        let _ = signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false)));
     }
     // Die with the master; and if it is already gone, do not start.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

@@ -86,22 +86,11 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group: a timeout kills what it started, too.
+        // Its own group: a timeout kills what it started, too. (No
+        // pre_exec: std then spawns with posix_spawn, not fork, which is
+        // most of a script's cost; the worker catches rather than ignores
+        // signals so that none stays ignored across the exec.)
         .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec, and
-    // calls only signal(2), which is async-signal-safe; it touches no
-    // memory of the parent's but the constants passed.
-    unsafe {
-        command.pre_exec(|| {
-            // A worker ignores these (the master coordinates stops), and an
-            // ignored signal stays ignored across exec: the script starts
-            // with the defaults, as under any other server.
-            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
-    }
     let mut child = command.spawn().map_err(Failure::Spawn)?;
     let deadline = Instant::now() + run.timeout;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
