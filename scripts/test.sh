@@ -23,9 +23,12 @@ command -v logrotate >/dev/null || need+=(logrotate)
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/sbin/apache2 ] || need+=(apache2-bin)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
-# CGI: PHP through its helper, and the real fcgiwrap to compare with.
+# CGI and FastCGI apps: PHP (php-cgi, php-fpm), the real fcgiwrap to compare
+# with, and Perl's FCGI module for a Perl FastCGI app.
 command -v php-cgi >/dev/null || need+=(php-cgi)
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || need+=(php-fpm)
 [ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
+perl -MFCGI -e1 2>/dev/null || need+=(libfcgi-perl)
 # uWSGI (a peer for the stats tests) is built from source by pip.
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if ((${#need[@]})); then

@@ -46,6 +46,7 @@ pub enum Group {
     Limits,
     Static,
     Cgi,
+    FastCgi,
     Logging,
     Config,
     Info,
@@ -61,12 +62,13 @@ impl Group {
             Group::Limits => "Limits and timeouts",
             Group::Static => "Static files",
             Group::Cgi => "CGI scripts",
+            Group::FastCgi => "FastCGI apps",
             Group::Logging => "Logging, stats and metrics",
             Group::Config => "Configuration files",
             Group::Info => "Information",
         }
     }
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 11] = [
         Group::Sockets,
         Group::App,
         Group::Python,
@@ -74,6 +76,7 @@ impl Group {
         Group::Limits,
         Group::Static,
         Group::Cgi,
+        Group::FastCgi,
         Group::Logging,
         Group::Config,
         Group::Info,
@@ -583,6 +586,21 @@ options! {
         .value("SECONDS")
         .defaults_to("60")
         .help("Kill a script (and every process it started in its group) that runs longer than SECONDS; its request is answered 504 if nothing was sent yet."),
+    FASTCGI_PASS = OptDef::new("fastcgi-pass", List, FastCgi)
+        .value("[MOUNT=]ADDR")
+        .help("Send the requests under MOUNT (/ when none is given) to the FastCGI server at ADDR (host:port, a unix socket path or @name), such as a php-fpm pool, over kept connections."),
+    FASTCGI_APP_DOCROOT = OptDef::new("fastcgi-app-docroot", Str, FastCgi)
+        .value("DIR")
+        .help("The FastCGI app's document root: a path naming a .php file under DIR runs it (SCRIPT_FILENAME, PATH_INFO after it), a directory runs its index, other files there are served as static files."),
+    FASTCGI_APP_INDEX = OptDef::new("fastcgi-app-index", List, FastCgi)
+        .value("FILE")
+        .help("With a document root, the script a directory runs (index.php when none is given)."),
+    FASTCGI_APP_FALLBACK = OptDef::new("fastcgi-app-fallback", Str, FastCgi)
+        .value("URI")
+        .help("With a document root, the script a path naming nothing runs, with the query kept: the front controller (nginx's try_files $uri $uri/ /index.php?$args)."),
+    FASTCGI_APP_TIMEOUT = OptDef::new("fastcgi-app-timeout", Int, FastCgi)
+        .value("SECONDS")
+        .help("Answer 504 to a FastCGI request still running after SECONDS (php-fpm's request_terminate_timeout), and drop its connection."),
     STATS = OptDef::new("stats", Str, Logging)
         .aliases(&["stats-server"])
         .value("ADDR")

@@ -125,6 +125,41 @@ fn cgi_settings(r: &Values<'_>) -> Result<CgiSettings, ConfigError> {
     })
 }
 
+/// `--fastcgi-pass [MOUNT=]ADDR` and the document root options.
+fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
+    let passes = r
+        .all(&opt::FASTCGI_PASS)
+        .into_iter()
+        .map(|v| {
+            let (mount, addr) = match v.split_once('=') {
+                Some((m, a)) if m.trim().starts_with('/') => (m.trim(), a.trim()),
+                _ => ("", v.trim()),
+            };
+            let addr = crate::listen::parse(addr)
+                .map_err(|e| ConfigError(format!("--fastcgi-pass {v:?}: {e}")))?;
+            Ok(FastcgiPass {
+                mount: mount.trim_end_matches('/').to_string(),
+                addr,
+            })
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    let fallback = r.string(&opt::FASTCGI_APP_FALLBACK);
+    if let Some(f) = &fallback
+        && !f.starts_with('/')
+    {
+        return err(format!(
+            "--fastcgi-app-fallback {f:?}: a path starts with /, like /index.php"
+        ));
+    }
+    Ok(FastcgiSettings {
+        passes,
+        docroot: r.path(&opt::FASTCGI_APP_DOCROOT),
+        index: r.all(&opt::FASTCGI_APP_INDEX),
+        fallback,
+        timeout: r.seconds(&opt::FASTCGI_APP_TIMEOUT),
+    })
+}
+
 /// "X SECONDS" (uWSGI's form for the regex options) or "X=SECONDS": the
 /// last space or `=` splits, so a regex may hold either.
 fn value_and_seconds(key: Key, v: &str) -> Result<(String, u64), ConfigError> {
@@ -389,8 +424,10 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         mounts.push((point, spec));
     }
     let cgi = cgi_settings(&r)?;
-    // Scripts or files alone need no Python app (nor Python).
+    let fastcgi = fastcgi_settings(&r)?;
+    // Scripts, FastCGI apps or files alone need no Python app (nor Python).
     let serves_without_app = cgi.active()
+        || fastcgi.active()
         || r.0.iter().any(|s| {
             s.opt == &opt::STATIC_MAP || s.opt == &opt::STATIC_MAP2 || s.opt == &opt::CHECK_STATIC
         });
@@ -398,7 +435,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         None if !mounts.is_empty() || r.flag(&opt::VHOST)? || serves_without_app => None,
         None => {
             return err(
-                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app), or --cgi DIR",
+                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app), --cgi DIR or --fastcgi-pass ADDR",
             );
         }
         Some(s) if s.opt == &opt::WSGI_FILE => Some(AppSpec {
@@ -466,6 +503,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             gzip_ext: r.all(&opt::STATIC_GZIP_EXT),
         },
         cgi,
+        fastcgi,
         health_path: match r.string(&opt::HEALTH_PATH) {
             Some(p) if !p.starts_with('/') => {
                 return Err(ConfigError(format!(

@@ -152,6 +152,8 @@ pub struct Config {
     pub statics: StaticSettings,
     /// `--cgi` and the options around it.
     pub cgi: CgiSettings,
+    /// `--fastcgi-pass` and the options around it.
+    pub fastcgi: FastcgiSettings,
     pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
     pub limit_concurrency: Option<usize>,
     pub asgi: AsgiSettings,
@@ -352,6 +354,31 @@ pub struct CgiDir {
     pub mount: String,
     /// A directory of scripts, or one script for the whole mount.
     pub path: PathBuf,
+}
+
+/// FastCGI apps behind oxgate (`handlers::fastcgi`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FastcgiSettings {
+    /// `--fastcgi-pass`, in the order given.
+    pub passes: Vec<FastcgiPass>,
+    pub docroot: Option<PathBuf>,
+    pub index: Vec<String>,
+    pub fallback: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
+impl FastcgiSettings {
+    pub fn active(&self) -> bool {
+        !self.passes.is_empty()
+    }
+}
+
+/// One `--fastcgi-pass [MOUNT=]ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastcgiPass {
+    /// The URL path prefix, without a trailing slash ("" for the root).
+    pub mount: String,
+    pub addr: crate::listen::Address,
 }
 
 /// One `--static-map` (or `--static-map2`, which keeps the mount in the

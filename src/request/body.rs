@@ -203,6 +203,50 @@ pub enum RequestBody {
     Stream(BodyStream),
 }
 
+/// The most of a request body without a length (chunked) that is read to
+/// give a script the CONTENT_LENGTH it needs.
+const MAX_UNSIZED_BODY: u64 = 64 << 20;
+
+/// The request body and the CONTENT_LENGTH a CGI script or FastCGI app is
+/// told: a body without one (chunked) is read whole first, up to
+/// `--limit-post` or 64 MiB; over that is a 413.
+pub async fn with_length(
+    declared: Option<u64>,
+    body: RequestBody,
+    limit_post: Option<u64>,
+) -> Result<(RequestBody, Option<u64>), super::Response> {
+    match body {
+        RequestBody::Stream(mut stream) if declared.is_none() => {
+            let limit = limit_post.unwrap_or(MAX_UNSIZED_BODY).min(MAX_UNSIZED_BODY);
+            let mut all = bytes::BytesMut::new();
+            while let Some(chunk) = stream.chunk().await {
+                let chunk = chunk.map_err(|e| {
+                    super::Response::plain(
+                        e.status,
+                        super::reason_phrase(e.status),
+                        "Bad request body\n",
+                    )
+                })?;
+                if all.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(super::Response::plain(
+                        413,
+                        "Content Too Large",
+                        "Request body too large\n",
+                    ));
+                }
+                all.extend_from_slice(&chunk);
+            }
+            let n = all.len() as u64;
+            Ok((RequestBody::Full(all.freeze()), Some(n)))
+        }
+        RequestBody::Full(b) if declared.is_none() => {
+            let n = b.len() as u64;
+            Ok((RequestBody::Full(b), Some(n)))
+        }
+        body => Ok((body, declared)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

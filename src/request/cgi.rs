@@ -225,6 +225,87 @@ pub fn normalise(
     (vars, content_length, is_head)
 }
 
+/// Where a script is, in the variables that place it.
+pub struct ScriptPlace<'a> {
+    /// The URL path that names the script.
+    pub script_name: &'a [u8],
+    /// What follows it.
+    pub path_info: &'a [u8],
+    /// The script's file, when the server knows it.
+    pub script_filename: Option<&'a [u8]>,
+    /// The directory the script is under.
+    pub document_root: Option<&'a [u8]>,
+}
+
+/// The variables a CGI script or a FastCGI app is given (RFC 3875 §4.1):
+/// the request's, less those this sets, and `Proxy:` as `HTTP_PROXY`
+/// (httpoxy); then GATEWAY_INTERFACE, SERVER_SOFTWARE (unless a web server
+/// in front named itself), REDIRECT_STATUS (php-cgi's cgi.force_redirect
+/// wants it), the script's place (PATH_TRANSLATED only with a PATH_INFO),
+/// CONTENT_LENGTH, and REQUEST_URI if the request had none. Names with `=`
+/// or NUL and values with NUL, which no environment can hold, are left out.
+pub fn script_variables(
+    vars: &[(VarName, Bytes)],
+    place: &ScriptPlace<'_>,
+    content_length: Option<u64>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    const SET_HERE: &[&[u8]] = &[
+        b"SCRIPT_NAME",
+        b"PATH_INFO",
+        b"PATH_TRANSLATED",
+        b"SCRIPT_FILENAME",
+        b"DOCUMENT_ROOT",
+        b"GATEWAY_INTERFACE",
+        b"REDIRECT_STATUS",
+        b"CONTENT_LENGTH",
+        b"HTTP_PROXY",
+    ];
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = vars
+        .iter()
+        .filter(|(k, v)| {
+            let k = k.as_bytes();
+            !k.is_empty()
+                && !k.contains(&b'=')
+                && !k.contains(&0)
+                && !v.contains(&0)
+                && !SET_HERE.contains(&k)
+        })
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+        .collect();
+    let mut set = |k: &str, v: &[u8]| out.push((k.as_bytes().to_vec(), v.to_vec()));
+    set("GATEWAY_INTERFACE", b"CGI/1.1");
+    if !vars.iter().any(|(k, _)| k.as_bytes() == b"SERVER_SOFTWARE") {
+        set(
+            "SERVER_SOFTWARE",
+            concat!("oxgate/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
+    }
+    set("REDIRECT_STATUS", b"200");
+    set("SCRIPT_NAME", place.script_name);
+    set("PATH_INFO", place.path_info);
+    if let Some(file) = place.script_filename {
+        set("SCRIPT_FILENAME", file);
+    }
+    if let Some(root) = place.document_root {
+        set("DOCUMENT_ROOT", root);
+        if !place.path_info.is_empty() {
+            set("PATH_TRANSLATED", &[root, place.path_info].concat());
+        }
+    }
+    if let Some(n) = content_length {
+        set("CONTENT_LENGTH", n.to_string().as_bytes());
+    }
+    if super::vars::var(vars, Var::REQUEST_URI).is_none() {
+        let mut uri = [place.script_name, place.path_info].concat();
+        if let Some(q) = super::vars::var(vars, Var::QUERY_STRING).filter(|q| !q.is_empty()) {
+            uri.push(b'?');
+            uri.extend_from_slice(q);
+        }
+        set("REQUEST_URI", &uri);
+    }
+    out
+}
+
 /// What `normalise` promises of its output, whatever it was given: the
 /// property tests and the fuzz target check it. `Err` says what was broken.
 #[doc(hidden)]
@@ -279,6 +360,51 @@ pub fn check_normalised(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_variables_place_the_script_and_drop_what_they_set() {
+        let vars = crate::request::test_vars(&[
+            ("REQUEST_METHOD", "GET"),
+            ("QUERY_STRING", "a=1"),
+            ("SCRIPT_NAME", "/wrong"),
+            ("CONTENT_LENGTH", "99"),
+            ("HTTP_PROXY", "http://evil"),
+            ("HTTP_X_A", "v"),
+            ("SERVER_SOFTWARE", "nginx/1.22.1"),
+        ]);
+        let place = ScriptPlace {
+            script_name: b"/cgi-bin/a.cgi",
+            path_info: b"/x",
+            script_filename: Some(b"/srv/cgi/a.cgi"),
+            document_root: Some(b"/srv/cgi"),
+        };
+        let out = script_variables(&vars, &place, Some(5));
+        let get = |k: &str| {
+            let all: Vec<_> = out.iter().filter(|(n, _)| n == k.as_bytes()).collect();
+            assert!(all.len() <= 1, "{k} twice");
+            all.first()
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(get("SCRIPT_NAME").as_deref(), Some("/cgi-bin/a.cgi"));
+        assert_eq!(get("PATH_INFO").as_deref(), Some("/x"));
+        assert_eq!(get("PATH_TRANSLATED").as_deref(), Some("/srv/cgi/x"));
+        assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("5"));
+        assert_eq!(get("REQUEST_URI").as_deref(), Some("/cgi-bin/a.cgi/x?a=1"));
+        assert_eq!(get("SERVER_SOFTWARE").as_deref(), Some("nginx/1.22.1"));
+        assert_eq!(get("GATEWAY_INTERFACE").as_deref(), Some("CGI/1.1"));
+        assert_eq!(get("HTTP_X_A").as_deref(), Some("v"));
+        assert_eq!(get("HTTP_PROXY"), None);
+        // No PATH_INFO: no PATH_TRANSLATED (RFC 3875 4.1.6).
+        let bare = ScriptPlace {
+            path_info: b"",
+            ..place
+        };
+        let out = script_variables(&vars, &bare, None);
+        assert!(
+            !out.iter()
+                .any(|(k, _)| k == b"PATH_TRANSLATED" || k == b"CONTENT_LENGTH")
+        );
+    }
 
     #[test]
     fn host_splitting() {

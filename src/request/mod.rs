@@ -17,6 +17,7 @@ pub mod wrappers;
 pub use crate::proto::is_hop_by_hop;
 pub use body::{
     BodyError, BodyStream, ChunkSource, FileBody, FileEnd, FileRegion, RequestBody, SENDFILE_MIN,
+    with_length,
 };
 pub use conn::ConnInfo;
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};

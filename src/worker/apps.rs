@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::config::{Config, Words};
 use crate::handlers::cgi::CgiScripts;
+use crate::handlers::fastcgi::FastcgiApps;
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::handlers::static_files::StaticFiles;
 use crate::request::health::{HealthCheck, HealthSource};
@@ -23,6 +24,10 @@ pub fn app_name(cfg: &Config) -> String {
         let mount = if d.mount.is_empty() { "/" } else { &d.mount };
         format!("CGI {mount}={}", d.path.display())
     });
+    let fastcgi = cfg.fastcgi.passes.iter().map(|p| {
+        let mount = if p.mount.is_empty() { "/" } else { &p.mount };
+        format!("FastCGI {mount}={}", p.addr)
+    });
     let statics = (!cfg.needs_python() && cfg.statics.active()).then(|| "static files".to_string());
     cfg.app
         .iter()
@@ -33,6 +38,7 @@ pub fn app_name(cfg: &Config) -> String {
                 .map(|(point, app)| format!("{}={}", point, name(app))),
         )
         .chain(cgi)
+        .chain(fastcgi)
         .chain(statics)
         .collect::<Vec<_>>()
         .join(", ")
@@ -50,6 +56,8 @@ pub struct Apps {
     pub statics: Option<Arc<StaticFiles>>,
     /// `--cgi`, in front of the apps (behind the static files).
     pub cgi: Option<Arc<CgiScripts>>,
+    /// `--fastcgi-pass`, in front of the scripts.
+    pub fastcgi: Option<Arc<FastcgiApps>>,
     /// What answers 404 when there is no Python app.
     pub no_app: Option<Arc<NoApp>>,
     /// Each app's name and interface, for the start-up log.
@@ -64,6 +72,9 @@ impl Apps {
         }
         if let Some(c) = &self.cgi {
             c.set_observer(observer.clone());
+        }
+        if let Some(f) = &self.fastcgi {
+            f.set_observer(observer.clone());
         }
         if let Some(n) = &self.no_app {
             n.set_observer(observer.clone());
@@ -161,6 +172,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             asgi: None,
             statics: None,
             cgi: None,
+            fastcgi: None,
             no_app: Some(no_app),
             kinds: Vec::new(),
         }
@@ -174,6 +186,15 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         )?);
         apps.handler = cgi.clone();
         apps.cgi = Some(cgi);
+    }
+    if cfg.fastcgi.active() {
+        let fastcgi = Arc::new(FastcgiApps::new(
+            &cfg.fastcgi,
+            cfg.limit_post,
+            apps.handler.clone(),
+        )?);
+        apps.handler = fastcgi.clone();
+        apps.fastcgi = Some(fastcgi);
     }
     apps.handler = wrap(cfg, apps.handler);
     // Static files come first: they cost the app nothing, and no limit.
@@ -216,6 +237,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         handler,
         statics: None,
         cgi: None,
+        fastcgi: None,
         no_app: None,
         python: Some(loaded.host),
         asgi: loaded.asgi,

@@ -3,12 +3,11 @@
 //! on the worker's event loop, beside the app and outside its GIL: a slow
 //! script holds up no other request.
 //!
-//! The script is found from the request's path under DIR ([`locate`]); or,
+//! The script is found from the request's path under DIR (`script_path`); or,
 //! in fcgiwrap's role, from the SCRIPT_FILENAME a web server sends over
 //! FastCGI, when that names a file under DIR. A path with no script goes on
 //! to the app behind, as a static path with no file does.
 
-mod locate;
 mod script;
 
 use std::ffi::{OsStr, OsString};
@@ -18,23 +17,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::root_dir::RootDir;
+use super::script_path::{Located, locate};
 use crate::config::CgiSettings;
 use crate::proto::cgi_response::{Head, Reply};
+use crate::request::cgi::{ScriptPlace, script_variables};
+use crate::request::with_length;
 use crate::request::{
     BodyStream, Handler, Outcome, Request, RequestBody, RequestObserver, Responding, Response,
-    ResponseBody, Var, VarName, head_size, reason_phrase, redirect_to_directory, var,
+    ResponseBody, Var, VarName, head_size, redirect_to_directory, var,
 };
-use locate::{Located, locate};
 use script::{Failure, Run};
 
 /// How many local redirects (`Location: /path`) one request may follow.
 const MAX_REDIRECTS: usize = 10;
-/// The most of a request body without a length (chunked) that is read to
-/// give the script the CONTENT_LENGTH it needs.
-const MAX_UNSIZED_BODY: u64 = 64 << 20;
 
 /// The app behind its CGI directories.
 pub struct CgiScripts {
@@ -339,7 +337,7 @@ impl CgiScripts {
         let body = std::mem::replace(&mut req.body, RequestBody::Empty);
         let declared = var(&req.vars, Var::CONTENT_LENGTH)
             .and_then(|v| crate::request::cgi::content_length(v));
-        let (body, length) = match sized(declared, body, self.limit_post).await {
+        let (body, length) = match with_length(declared, body, self.limit_post).await {
             Ok(pair) => pair,
             Err(resp) => {
                 self.observe(&req, &resp, since);
@@ -429,82 +427,30 @@ impl CgiScripts {
         }
     }
 
-    /// The script's environment (RFC 3875 §4.1): the request's variables,
-    /// the ones that place the script, and `--env`; nothing else.
+    /// The script's environment: the CGI variables, then `--env`, and
+    /// nothing else.
     fn environment(
         &self,
         req: &Request,
         found: &Found,
         length: Option<u64>,
     ) -> Vec<(OsString, OsString)> {
-        const SET_HERE: &[&[u8]] = &[
-            b"SCRIPT_NAME",
-            b"PATH_INFO",
-            b"PATH_TRANSLATED",
-            b"SCRIPT_FILENAME",
-            b"DOCUMENT_ROOT",
-            b"GATEWAY_INTERFACE",
-            b"REDIRECT_STATUS",
-            b"CONTENT_LENGTH",
-            // httpoxy: a request's `Proxy:` header must not become the
-            // script's proxy setting.
-            b"HTTP_PROXY",
-        ];
-        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
-        let mut env: Vec<(OsString, OsString)> = req
-            .vars
-            .iter()
-            .filter(|(k, v)| {
-                let k = k.as_bytes();
-                !k.is_empty()
-                    && !k.contains(&b'=')
-                    && !k.contains(&0)
-                    && !v.contains(&0)
-                    && !SET_HERE.contains(&k)
-            })
-            .map(|(k, v)| (os(k.as_bytes()), os(v)))
-            .collect();
-        let mut set = |k: &str, v: OsString| env.push((OsString::from(k), v));
-        set("GATEWAY_INTERFACE", "CGI/1.1".into());
-        // A web server in front names itself; else oxgate does.
-        if !req
-            .vars
-            .iter()
-            .any(|(k, _)| k.as_bytes() == b"SERVER_SOFTWARE")
-        {
-            set(
-                "SERVER_SOFTWARE",
-                concat!("oxgate/", env!("CARGO_PKG_VERSION")).into(),
-            );
-        }
-        // php-cgi runs only what a server sent it (cgi.force_redirect).
-        set("REDIRECT_STATUS", "200".into());
-        set("SCRIPT_NAME", os(&found.script_name));
-        set("SCRIPT_FILENAME", found.file.clone().into_os_string());
-        if let Some(root) = &found.document_root {
-            set("DOCUMENT_ROOT", root.clone().into_os_string());
-            if !found.path_info.is_empty() {
-                let mut translated = root.clone().into_os_string().into_vec();
-                translated.extend_from_slice(&found.path_info);
-                set("PATH_TRANSLATED", OsString::from_vec(translated));
-            }
-        }
-        set("PATH_INFO", os(&found.path_info));
-        if let Some(n) = length {
-            set("CONTENT_LENGTH", n.to_string().into());
-        }
-        if var(&req.vars, Var::REQUEST_URI).is_none() {
-            let mut uri = found.script_name.to_vec();
-            uri.extend_from_slice(&found.path_info);
-            if let Some(q) = var(&req.vars, Var::QUERY_STRING).filter(|q| !q.is_empty()) {
-                uri.push(b'?');
-                uri.extend_from_slice(q);
-            }
-            set("REQUEST_URI", OsString::from_vec(uri));
-        }
-        // Last, so that they win.
-        env.extend(self.env.iter().cloned());
-        env
+        let root = found
+            .document_root
+            .as_ref()
+            .map(|r| r.as_os_str().as_bytes());
+        let place = ScriptPlace {
+            script_name: &found.script_name,
+            path_info: &found.path_info,
+            script_filename: Some(found.file.as_os_str().as_bytes()),
+            document_root: root,
+        };
+        script_variables(&req.vars, &place, length)
+            .into_iter()
+            .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
+            // Last, so that they win.
+            .chain(self.env.iter().cloned())
+            .collect()
     }
 
     /// Counts and logs a request answered without a script's body.
@@ -526,41 +472,6 @@ impl CgiScripts {
             protocol: req.protocol,
         };
         observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
-    }
-}
-
-/// The request body with the length a script is told: a body without one
-/// (chunked) is read whole first, up to `--limit-post` or 64 MiB.
-async fn sized(
-    declared: Option<u64>,
-    body: RequestBody,
-    limit_post: Option<u64>,
-) -> Result<(RequestBody, Option<u64>), Response> {
-    match body {
-        RequestBody::Stream(mut stream) if declared.is_none() => {
-            let limit = limit_post.unwrap_or(MAX_UNSIZED_BODY).min(MAX_UNSIZED_BODY);
-            let mut all = BytesMut::new();
-            while let Some(chunk) = stream.chunk().await {
-                let chunk = chunk.map_err(|e| {
-                    Response::plain(e.status, reason_phrase(e.status), "Bad request body\n")
-                })?;
-                if all.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(Response::plain(
-                        413,
-                        "Content Too Large",
-                        "Request body too large\n",
-                    ));
-                }
-                all.extend_from_slice(&chunk);
-            }
-            let n = all.len() as u64;
-            Ok((RequestBody::Full(all.freeze()), Some(n)))
-        }
-        RequestBody::Full(b) if declared.is_none() => {
-            let n = b.len() as u64;
-            Ok((RequestBody::Full(b), Some(n)))
-        }
-        body => Ok((body, declared)),
     }
 }
 

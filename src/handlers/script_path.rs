@@ -1,17 +1,18 @@
-//! From a request path to the script it names under a CGI directory
-//! (RFC 3875 §4.1.5): the path is walked a segment at a time until a
-//! regular file is found; that is the script, and the rest of the path is
-//! its PATH_INFO. Each step is opened through [`RootDir`], so no path, and
-//! no symbolic link, leads out of the directory.
+//! From a request path to the script it names under a directory (a CGI
+//! directory, a FastCGI app's document root; RFC 3875 §4.1.5): the path is
+//! walked a segment at a time until a regular file is found; that is the
+//! script, and the rest of the path is its PATH_INFO. Each step is opened
+//! through [`RootDir`], so no path, and no symbolic link, leads out of the
+//! directory.
 
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::super::root_dir::{Refused, RootDir};
+use super::root_dir::{Refused, RootDir};
 
-/// What a path under a CGI directory names.
+/// What a path under a script directory names.
 #[derive(Debug)]
 pub enum Located {
     Script(Box<Script>),

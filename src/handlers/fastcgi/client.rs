@@ -1,0 +1,400 @@
+//! oxgate as a FastCGI client: one request over a connection to a FastCGI
+//! server (php-fpm, a pool process), and, where asked, the connections kept
+//! between requests (FCGI_KEEP_CONN, nginx's `fastcgi_keep_conn`).
+//!
+//! A server oxgate does not manage (`--fastcgi-pass`) gets a connection per
+//! request, as nginx gives it by default: php-cgi and php-fpm children
+//! serve a kept connection and nothing else until it closes, so idle
+//! connections kept by one oxgate worker would hold every child while
+//! another worker's new connection waits in the backlog, unanswered.
+//!
+//! The request goes out whole (BEGIN_REQUEST, PARAMS, then STDIN, streamed
+//! from the client) before the response is read, as nginx does with its
+//! buffered request bodies. STDOUT is read up to the end of the CGI head,
+//! then streamed on as the body; STDERR goes to the log; END_REQUEST gives
+//! the connection back. A kept connection the server closed meanwhile
+//! (php-cgi exits after PHP_FCGI_MAX_REQUESTS) fails before any reply: the
+//! request is sent again on a new one, when its body can be sent again.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use crate::listen::Address;
+use crate::proto::cgi_response::{self, Head};
+use crate::proto::fastcgi;
+use crate::request::{BodyError, ChunkSource, RequestBody};
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// The one request id used: oxgate sends one request at a time on a
+/// connection, as nginx does.
+const ID: u16 = 1;
+/// The most idle connections kept to one server.
+const MAX_IDLE: usize = 32;
+const READ_CHUNK: usize = 32 * 1024;
+
+/// A FastCGI server and the connections kept to it.
+pub struct Upstream {
+    pub addr: Address,
+    /// Whether connections are kept between requests.
+    keep: bool,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// A connection and what was read from it but not parsed yet.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub enum Failure {
+    Connect(std::io::Error),
+    /// The server broke the exchange (closed, garbage, an error).
+    Broken(String),
+    /// The server ended the request without a valid head.
+    NoHead(String),
+    /// `--fastcgi-app-timeout` passed.
+    Timeout,
+}
+
+impl Upstream {
+    pub fn new(addr: Address, keep: bool) -> Upstream {
+        Upstream {
+            addr,
+            keep,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Conn> {
+        let io: Box<dyn Io> = match &self.addr {
+            Address::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a.as_str()).await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            Address::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+            Address::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                s.set_nonblocking(true)?;
+                Box::new(tokio::net::UnixStream::from_std(s)?)
+            }
+        };
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(16 * 1024),
+        })
+    }
+
+    fn checkout(&self) -> Option<Conn> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if self.keep
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+impl Conn {
+    fn poll_record(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<fastcgi::Record>, String>> {
+        loop {
+            match fastcgi::parse_record(&mut self.buf) {
+                Ok(Some(r)) => return Poll::Ready(Ok(Some(r))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e.to_string())),
+            }
+            let mut scratch = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    return Poll::Ready(Ok(None));
+                }
+                Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
+            }
+        }
+    }
+
+    async fn record(&mut self) -> Result<Option<fastcgi::Record>, String> {
+        std::future::poll_fn(|cx| self.poll_record(cx)).await
+    }
+}
+
+/// One request: its params (name, value) and body.
+pub struct Call {
+    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: RequestBody,
+    pub timeout: Option<Duration>,
+    /// What the log calls the app.
+    pub name: Arc<str>,
+}
+
+/// Sends the request and reads the response head; the first body bytes
+/// read with it come back beside it.
+pub async fn call(upstream: &Arc<Upstream>, call: Call) -> Result<(Head, Bytes, Output), Failure> {
+    let deadline = call.timeout.map(|t| Instant::now() + t);
+    let within = |fut| async move {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, fut)
+                .await
+                .unwrap_or(Err(Failure::Timeout)),
+            None => fut.await,
+        }
+    };
+    within(Box::pin(exchange(upstream, call, deadline))).await
+}
+
+async fn exchange(
+    upstream: &Arc<Upstream>,
+    call: Call,
+    deadline: Option<Instant>,
+) -> Result<(Head, Bytes, Output), Failure> {
+    let pairs: Vec<(&[u8], &[u8])> = call.params.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let mut head_records = Vec::with_capacity(1024);
+    let flags = if upstream.keep { fastcgi::KEEP_CONN } else { 0 };
+    fastcgi::begin_request(&mut head_records, ID, fastcgi::RESPONDER, flags);
+    fastcgi::write_records(
+        &mut head_records,
+        fastcgi::PARAMS,
+        ID,
+        &fastcgi::encode_pairs(&pairs),
+    );
+    fastcgi::write_records(&mut head_records, fastcgi::PARAMS, ID, b"");
+    // A body already whole can be sent again on a new connection.
+    let replayable = match &call.body {
+        RequestBody::Empty => Some(Bytes::new()),
+        RequestBody::Full(b) => Some(b.clone()),
+        RequestBody::Stream(_) => None,
+    };
+    let mut body = Some(call.body);
+    let mut reused = upstream.checkout();
+    loop {
+        let was_reused = reused.is_some();
+        let mut conn = match reused.take() {
+            Some(c) => c,
+            None => upstream.connect().await.map_err(Failure::Connect)?,
+        };
+        let sent = send(
+            &mut conn,
+            &head_records,
+            body.take().expect("a body to send"),
+        )
+        .await;
+        let result = match sent {
+            Ok(()) => read_head(conn, &call.name).await,
+            Err(e) => Err(Failure::Broken(e)),
+        };
+        match result {
+            // Nothing came back on a kept connection: it was closed while
+            // idle. Once more on a new one.
+            Err(Failure::Broken(_)) if was_reused && replayable.is_some() => {
+                body = replayable.clone().map(|b| {
+                    if b.is_empty() {
+                        RequestBody::Empty
+                    } else {
+                        RequestBody::Full(b)
+                    }
+                });
+            }
+            Err(e) => return Err(e),
+            Ok((head, first, conn)) => {
+                return Ok((
+                    head,
+                    first,
+                    Output {
+                        conn: Some(conn),
+                        upstream: upstream.clone(),
+                        name: call.name,
+                        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                        finished: false,
+                        on_end: None,
+                        sent: 0,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+async fn send(conn: &mut Conn, head: &[u8], body: RequestBody) -> Result<(), String> {
+    let io = &mut conn.io;
+    io.write_all(head).await.map_err(|e| e.to_string())?;
+    let mut records = Vec::with_capacity(READ_CHUNK + 64);
+    match body {
+        RequestBody::Empty => {}
+        RequestBody::Full(b) => {
+            fastcgi::write_records(&mut records, fastcgi::STDIN, ID, &b);
+            io.write_all(&records).await.map_err(|e| e.to_string())?;
+            records.clear();
+        }
+        RequestBody::Stream(mut stream) => {
+            while let Some(chunk) = stream.chunk().await {
+                let chunk = chunk.map_err(|e| e.message)?;
+                fastcgi::write_records(&mut records, fastcgi::STDIN, ID, &chunk);
+                io.write_all(&records).await.map_err(|e| e.to_string())?;
+                records.clear();
+            }
+        }
+    }
+    fastcgi::write_records(&mut records, fastcgi::STDIN, ID, b"");
+    io.write_all(&records).await.map_err(|e| e.to_string())?;
+    io.flush().await.map_err(|e| e.to_string())
+}
+
+/// STDOUT up to the end of the CGI head.
+async fn read_head(mut conn: Conn, name: &str) -> Result<(Head, Bytes, Conn), Failure> {
+    let mut out = BytesMut::new();
+    let mut any = false;
+    loop {
+        let rec = match conn.record().await {
+            Ok(Some(r)) => r,
+            Ok(None) if !any => return Err(Failure::Broken("closed before replying".into())),
+            Ok(None) => return Err(Failure::NoHead("closed in the headers".into())),
+            Err(e) if !any => return Err(Failure::Broken(e)),
+            Err(e) => return Err(Failure::NoHead(e)),
+        };
+        any = true;
+        match rec.kind {
+            fastcgi::STDOUT => {
+                out.extend_from_slice(&rec.content);
+                match cgi_response::parse(&out, false) {
+                    Ok(Some(head)) => {
+                        let first = out.split_off(head.len).freeze();
+                        return Ok((head, first, conn));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Failure::NoHead(e.to_string())),
+                }
+            }
+            fastcgi::STDERR => log_stderr(name, &rec.content),
+            fastcgi::END_REQUEST => {
+                return Err(Failure::NoHead(if out.is_empty() {
+                    "the request ended with no output".into()
+                } else {
+                    "the request ended in the headers".into()
+                }));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn log_stderr(name: &str, content: &[u8]) {
+    for line in content.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        crate::say!("oxgate: FastCGI {name}: {}", String::from_utf8_lossy(line));
+    }
+}
+
+/// The rest of STDOUT, as a response body.
+pub struct Output {
+    conn: Option<Conn>,
+    upstream: Arc<Upstream>,
+    name: Arc<str>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    finished: bool,
+    on_end: Option<Box<dyn FnOnce(u64, bool) + Send>>,
+    sent: u64,
+}
+
+impl Output {
+    /// Calls `f` with the body bytes sent and whether the body ended whole.
+    pub fn on_end(mut self, f: impl FnOnce(u64, bool) + Send + 'static) -> Output {
+        self.on_end = Some(Box::new(f));
+        self
+    }
+
+    pub fn add_sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    fn end(&mut self, whole: bool) {
+        self.finished = true;
+        let conn = self.conn.take();
+        // A connection goes back only after a whole exchange.
+        if whole && let Some(conn) = conn {
+            self.upstream.checkin(conn);
+        }
+        if let Some(f) = self.on_end.take() {
+            f(self.sent, whole);
+        }
+    }
+}
+
+impl ChunkSource for Output {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(d) = &mut self.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            self.end(false);
+            crate::say!(
+                "oxgate: FastCGI {}: over --fastcgi-app-timeout mid-response; cut",
+                self.name
+            );
+            return Poll::Ready(Some(Err(BodyError::new(504, "over --fastcgi-app-timeout"))));
+        }
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let rec = match conn.poll_record(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(rec))) => rec,
+                Poll::Ready(Ok(None)) => {
+                    self.end(false);
+                    return Poll::Ready(Some(Err(BodyError::new(
+                        502,
+                        "the FastCGI server closed the connection mid-response",
+                    ))));
+                }
+                Poll::Ready(Err(e)) => {
+                    self.end(false);
+                    return Poll::Ready(Some(Err(BodyError::new(502, e))));
+                }
+            };
+            match rec.kind {
+                fastcgi::STDOUT if !rec.content.is_empty() => {
+                    self.sent += rec.content.len() as u64;
+                    return Poll::Ready(Some(Ok(rec.content)));
+                }
+                fastcgi::STDERR => log_stderr(&self.name, &rec.content),
+                fastcgi::END_REQUEST => {
+                    self.end(true);
+                    return Poll::Ready(None);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(false);
+        }
+    }
+}

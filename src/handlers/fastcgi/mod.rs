@@ -1,0 +1,344 @@
+//! FastCGI apps behind oxgate: `--fastcgi-pass [MOUNT=]ADDR` sends the
+//! requests under MOUNT to a FastCGI server oxgate does not start (a
+//! php-fpm pool already running, a Perl or Python FastCGI app), a
+//! connection per request ([`client`]).
+//!
+//! Without a document root, the whole mount is the app's, as a WSGI app's
+//! is: SCRIPT_NAME is the mount, PATH_INFO the rest. With
+//! `--fastcgi-app-docroot DIR` it is laid out as PHP apps are behind nginx:
+//! a path naming a `.php` file under DIR runs that file (what follows it is
+//! PATH_INFO), a directory runs its index, a path naming nothing runs
+//! `--fastcgi-app-fallback` (the front controller), and other files there
+//! are served from disk (see `worker::apps`).
+
+mod client;
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::root_dir::RootDir;
+use super::script_path::{Located, locate};
+use super::static_files::StaticFiles;
+use crate::config::{FastcgiSettings, StaticMap, StaticSettings};
+use crate::proto::cgi_response::Head;
+use crate::request::cgi::{ScriptPlace, script_variables};
+use crate::request::{
+    BodyStream, Handler, Outcome, Request, RequestBody, RequestObserver, Responding, Response,
+    ResponseBody, Var, head_size, redirect_to_directory, var, with_length,
+};
+use client::{Call, Failure, Upstream};
+
+/// The extension of the scripts a document root runs (php-fpm's
+/// `security.limit_extensions` default).
+const SCRIPT_EXT: &[u8] = b".php";
+
+/// The apps behind their mounts.
+pub struct FastcgiApps {
+    /// The longest mount first.
+    mounts: Vec<(Vec<u8>, Arc<Upstream>)>,
+    docroot: Option<RootDir>,
+    /// The document root's other files, served from disk.
+    files: Option<Arc<StaticFiles>>,
+    index: Vec<String>,
+    fallback: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+    limit_post: Option<u64>,
+    observer: OnceLock<Arc<dyn RequestObserver>>,
+    inner: Arc<dyn Handler>,
+}
+
+/// Where a request goes.
+struct Target {
+    upstream: Arc<Upstream>,
+    script_name: Vec<u8>,
+    path_info: Vec<u8>,
+    script_filename: Option<Vec<u8>>,
+}
+
+enum Lookup {
+    App,
+    /// A file of the document root that is not a script.
+    File,
+    Answer(Response),
+    Call(Box<Target>),
+}
+
+impl FastcgiApps {
+    pub fn new(
+        settings: &FastcgiSettings,
+        limit_post: Option<u64>,
+        inner: Arc<dyn Handler>,
+    ) -> Result<FastcgiApps, String> {
+        let docroot = match &settings.docroot {
+            Some(dir) if !dir.is_dir() => {
+                return Err(format!(
+                    "--fastcgi-app-docroot {}: not a directory",
+                    dir.display()
+                ));
+            }
+            Some(dir) => Some(RootDir::new(dir, &[])),
+            None => None,
+        };
+        let mut mounts: Vec<(Vec<u8>, Arc<Upstream>)> = settings
+            .passes
+            .iter()
+            .map(|p| {
+                (
+                    p.mount.as_bytes().to_vec(),
+                    // Not kept: see `client`.
+                    Arc::new(Upstream::new(p.addr.clone(), false)),
+                )
+            })
+            .collect();
+        mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+        let files = match &settings.docroot {
+            Some(dir) => {
+                let statics = StaticSettings {
+                    maps: settings
+                        .passes
+                        .iter()
+                        .map(|p| StaticMap {
+                            mount: p.mount.clone(),
+                            dir: dir.clone(),
+                            keep_mount: false,
+                        })
+                        .collect(),
+                    skip_ext: vec![String::from_utf8_lossy(SCRIPT_EXT).into_owned()],
+                    ..StaticSettings::default()
+                };
+                Some(Arc::new(StaticFiles::new(&statics, inner.clone())?))
+            }
+            None => None,
+        };
+        Ok(FastcgiApps {
+            mounts,
+            docroot,
+            files,
+            index: if settings.index.is_empty() {
+                vec!["index.php".to_string()]
+            } else {
+                settings.index.clone()
+            },
+            fallback: settings.fallback.as_ref().map(|f| f.as_bytes().to_vec()),
+            timeout: settings.timeout,
+            limit_post,
+            observer: OnceLock::new(),
+            inner,
+        })
+    }
+
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        if let Some(files) = &self.files {
+            files.set_observer(observer.clone());
+        }
+        let _ = self.observer.set(observer);
+    }
+
+    fn lookup(&self, req: &Request) -> Lookup {
+        let get = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
+        let mut path = get(Var::SCRIPT_NAME).to_vec();
+        path.extend_from_slice(get(Var::PATH_INFO));
+        let Some((mount, upstream)) = self.mounts.iter().find(|(m, _)| {
+            path.strip_prefix(&m[..])
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+        }) else {
+            return Lookup::App;
+        };
+        let rest = &path[mount.len()..];
+        let Some(root) = &self.docroot else {
+            return Lookup::Call(Box::new(Target {
+                upstream: upstream.clone(),
+                script_name: mount.clone(),
+                path_info: rest.to_vec(),
+                script_filename: None,
+            }));
+        };
+        let script = |s: &super::script_path::Script, url: &[u8]| Target {
+            upstream: upstream.clone(),
+            script_name: [&mount[..], url].concat(),
+            path_info: s.path_info.clone(),
+            script_filename: Some(s.file.as_os_str().as_bytes().to_vec()),
+        };
+        match locate(root, rest, &self.index) {
+            Located::Script(s) if s.file.as_os_str().as_bytes().ends_with(SCRIPT_EXT) => {
+                Lookup::Call(Box::new(script(&s, &s.url_path)))
+            }
+            // Another file: served from disk, never run.
+            Located::Script(_) => Lookup::File,
+            Located::AddSlash => {
+                Lookup::Answer(redirect_to_directory(&path, get(Var::QUERY_STRING)))
+            }
+            Located::Missing => match &self.fallback {
+                Some(front) => match locate(root, front, &[]) {
+                    Located::Script(s) => {
+                        let mut t = script(&s, &s.url_path);
+                        // The front controller reads the path from
+                        // REQUEST_URI; PATH_INFO stays empty, as with
+                        // nginx's try_files.
+                        t.path_info.clear();
+                        Lookup::Call(Box::new(t))
+                    }
+                    _ => {
+                        crate::say!(
+                            "oxgate: --fastcgi-app-fallback {}: no such script under the document root",
+                            String::from_utf8_lossy(front)
+                        );
+                        Lookup::Answer(Response::plain(404, "Not Found", "Not Found\n"))
+                    }
+                },
+                None => Lookup::App,
+            },
+            Located::Forbidden => Lookup::Answer(Response::plain(403, "Forbidden", "Forbidden\n")),
+            Located::BadPath => {
+                Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"))
+            }
+        }
+    }
+
+    async fn respond(self: Arc<Self>, mut req: Request, target: Target) -> Response {
+        let since = Instant::now();
+        let declared = var(&req.vars, Var::CONTENT_LENGTH)
+            .and_then(|v| crate::request::cgi::content_length(v));
+        let body = std::mem::replace(&mut req.body, RequestBody::Empty);
+        let (body, length) = match with_length(declared, body, self.limit_post).await {
+            Ok(pair) => pair,
+            Err(resp) => return self.answered(&req, resp, since),
+        };
+        let root = self.docroot.as_ref().map(|r| r.dir.as_os_str().as_bytes());
+        let place = ScriptPlace {
+            script_name: &target.script_name,
+            path_info: &target.path_info,
+            script_filename: target.script_filename.as_deref(),
+            document_root: root.filter(|_| target.script_filename.is_some()),
+        };
+        let name: Arc<str> = format!("{}", target.upstream.addr).into();
+        let call = Call {
+            params: script_variables(&req.vars, &place, length),
+            body,
+            timeout: self.timeout,
+            name: name.clone(),
+        };
+        match client::call(&target.upstream, call).await {
+            Ok((head, first, output)) => self.stream(req, head, first, output, since),
+            Err(failure) => {
+                let resp = failed(&name, failure, self.timeout);
+                self.answered(&req, resp, since)
+            }
+        }
+    }
+
+    fn stream(
+        &self,
+        req: Request,
+        head: Head,
+        first: Bytes,
+        mut output: client::Output,
+        since: Instant,
+    ) -> Response {
+        let Head {
+            status,
+            reason,
+            headers,
+            ..
+        } = head;
+        output.add_sent(first.len() as u64);
+        if let Some(observer) = self.observer.get().cloned() {
+            let outcome = Outcome {
+                status,
+                headers: headers.len() as u32,
+                header_bytes: head_size(status, reason.as_deref(), &headers),
+                body_bytes: 0,
+                switches: 1,
+                failed: false,
+                protocol: req.protocol,
+            };
+            let vars = req.vars;
+            output = output.on_end(move |sent, whole| {
+                let outcome = Outcome {
+                    body_bytes: sent,
+                    failed: !whole,
+                    ..outcome
+                };
+                observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
+            });
+        }
+        Response {
+            status,
+            reason,
+            headers,
+            body: ResponseBody::Stream {
+                first: (!first.is_empty()).then_some(first),
+                rest: BodyStream::new(output),
+            },
+        }
+    }
+
+    /// Counts and logs a response the server made itself.
+    fn answered(&self, req: &Request, resp: Response, since: Instant) -> Response {
+        if let Some(observer) = self.observer.get() {
+            let body_bytes = match &resp.body {
+                ResponseBody::Full(b) => b.len() as u64,
+                _ => 0,
+            };
+            let outcome = Outcome {
+                status: resp.status,
+                headers: resp.headers.len() as u32,
+                header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
+                body_bytes,
+                switches: 1,
+                failed: resp.status >= 500,
+                protocol: req.protocol,
+            };
+            observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
+        }
+        resp
+    }
+}
+
+fn failed(name: &str, failure: Failure, timeout: Option<Duration>) -> Response {
+    match failure {
+        Failure::Connect(e) => {
+            crate::say!("oxgate: FastCGI {name}: cannot connect: {e}; answered 502");
+            Response::plain(502, "Bad Gateway", "Bad Gateway\n")
+        }
+        Failure::Broken(why) => {
+            crate::say!("oxgate: FastCGI {name}: {why}; answered 502");
+            Response::plain(502, "Bad Gateway", "Bad Gateway\n")
+        }
+        Failure::NoHead(why) => {
+            crate::say!("oxgate: FastCGI {name}: no valid response head ({why}); answered 502");
+            Response::plain(502, "Bad Gateway", "Bad Gateway\n")
+        }
+        Failure::Timeout => {
+            crate::say!(
+                "oxgate: FastCGI {name}: no response within --fastcgi-app-timeout {}s; answered 504",
+                timeout.map_or(0, |t| t.as_secs())
+            );
+            Response::plain(504, "Gateway Timeout", "Gateway Timeout\n")
+        }
+    }
+}
+
+impl Handler for FastcgiApps {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        match self.lookup(&req) {
+            Lookup::App => self.inner.clone().handle(req),
+            Lookup::File => match &self.files {
+                Some(files) => files.clone().handle(req),
+                None => self.inner.clone().handle(req),
+            },
+            Lookup::Answer(resp) => {
+                let resp = self.answered(&req, resp, Instant::now());
+                Box::pin(async move { resp })
+            }
+            Lookup::Call(target) => Box::pin(self.respond(req, *target)),
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency().max(64)
+    }
+}

@@ -1,0 +1,285 @@
+"""FastCGI apps behind oxgate (issue #14): `--fastcgi-pass` to real PHP
+(php-cgi's own FastCGI server and php-fpm), a Perl FCGI app and a Python
+flup app; PHP laid out with a document root and a front controller; the
+timeout; behind real nginx."""
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import requests
+
+from helpers import VENV, free_port, start_nginx, wait_for
+
+PHP_CGI = shutil.which("php-cgi")
+PHP_FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm") or "/usr/sbin/php-fpm8.2"
+needs_php = pytest.mark.skipif(not PHP_CGI, reason="php-cgi is not installed (scripts/test.sh installs it)")
+
+FRONT = """<?php
+session_start();
+$_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1;
+header('X-Php: yes');
+echo json_encode([
+  'uri' => $_SERVER['REQUEST_URI'], 'script' => $_SERVER['SCRIPT_NAME'],
+  'file' => $_SERVER['SCRIPT_FILENAME'], 'info' => $_SERVER['PATH_INFO'] ?? null,
+  'get' => $_GET, 'post' => $_POST, 'n' => $_SESSION['n'], 'pid' => getmypid(),
+  'file_up' => isset($_FILES['f']) ? [$_FILES['f']['name'], sha1_file($_FILES['f']['tmp_name'])] : null,
+]);
+"""
+
+
+@pytest.fixture
+def site(tmp_path):
+    d = tmp_path / "site"
+    (d / "admin").mkdir(parents=True)
+    (d / "sessions").mkdir()
+    (d / "index.php").write_text(FRONT)
+    (d / "admin" / "index.php").write_text("<?php echo 'admin index';")
+    (d / "info.php").write_text("<?php phpinfo();")
+    (d / "slow.php").write_text("<?php sleep(30); echo 'late';")
+    (d / "style.css").write_text("body { color: red }\n")
+    (d / "secret.php.txt").write_text("not php")
+    return d
+
+
+@pytest.fixture
+def php_cgi(tmp_path, site):
+    """php-cgi's own FastCGI server on a unix socket, 4 children, each
+    exiting after `PHP_FCGI_MAX_REQUESTS` (its default is 500)."""
+    started = []
+
+    def start(max_requests=500, children=4):
+        sock = tmp_path / f"php-{len(started)}.sock"
+        env = {"PHP_FCGI_CHILDREN": str(children), "PHP_FCGI_MAX_REQUESTS": str(max_requests), "PATH": "/usr/bin:/bin"}
+        p = subprocess.Popen([PHP_CGI, "-d", f"session.save_path={site / 'sessions'}", "-b", str(sock)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(p)
+        wait_for(sock.exists, what="php-cgi's socket")
+        return sock
+
+    yield start
+    for p in started:
+        p.terminate()
+        p.wait(10)
+
+
+def php_server(serve, sock, site, *extra):
+    return serve("--fastcgi-pass", str(sock), "--fastcgi-app-docroot", str(site),
+                 "--fastcgi-app-fallback", "/index.php", *extra)
+
+
+@needs_php
+def test_php_get_post_files_sessions_and_phpinfo(serve, php_cgi, site):
+    s = php_server(serve, php_cgi(), site)
+    r = requests.get(f"{s.url}/index.php/tail?a=1&b[]=2", timeout=20)
+    j = r.json()
+    assert r.headers["X-Php"] == "yes"
+    assert (j["script"], j["info"], j["get"], j["file"]) == ("/index.php", "/tail", {"a": "1", "b": ["2"]},
+                                                            str(site / "index.php"))
+    data = os.urandom(200_000)
+    r = requests.post(f"{s.url}/index.php", data={"x": "y"}, files={"f": ("up.bin", data)}, timeout=20)
+    assert r.json()["post"] == {"x": "y"} and r.json()["file_up"] == ["up.bin", hashlib.sha1(data).hexdigest()]
+    with requests.Session() as session:
+        counts = [session.get(f"{s.url}/index.php", timeout=20).json()["n"] for _ in range(3)]
+    assert counts == [1, 2, 3]
+    r = requests.get(f"{s.url}/info.php", timeout=20)
+    assert r.status_code == 200 and "PHP Version" in r.text and "FastCGI" in r.text
+
+
+@needs_php
+def test_php_front_controller_index_and_static_files(serve, php_cgi, site):
+    s = php_server(serve, php_cgi(), site)
+    # A path naming nothing runs the front controller, the query kept.
+    j = requests.get(f"{s.url}/blog/2024/hello?page=2", timeout=20).json()
+    assert (j["uri"], j["script"], j["get"]) == ("/blog/2024/hello?page=2", "/index.php", {"page": "2"})
+    # A directory runs its index; without its slash it is redirected.
+    assert requests.get(f"{s.url}/", timeout=20).json()["script"] == "/index.php"
+    assert requests.get(f"{s.url}/admin/", timeout=20).text == "admin index"
+    r = requests.get(f"{s.url}/admin", allow_redirects=False, timeout=20)
+    assert (r.status_code, r.headers["Location"]) == (301, "/admin/")
+    # Other files are served from disk, never run, never shown as source.
+    r = requests.get(f"{s.url}/style.css", timeout=20)
+    assert r.text == "body { color: red }\n" and r.headers["Content-Type"].startswith("text/css")
+    assert "ETag" in r.headers
+    assert requests.get(f"{s.url}/secret.php.txt", timeout=20).text == "not php"
+    r = requests.get(f"{s.url}/index.php", timeout=20)
+    assert "<?php" not in r.text
+    # Traversal is refused.
+    for raw in ["/%2e%2e/etc/passwd", "/admin/%2e%2e/%2e%2e/etc/passwd"]:
+        r = requests.get(f"{s.url}{raw}", timeout=20)
+        assert r.status_code in (400, 403, 404), raw
+
+
+@needs_php
+def test_2000_requests_over_4_php_processes_that_recycle(serve, php_cgi, site):
+    """php-cgi's children exit after PHP_FCGI_MAX_REQUESTS and are replaced;
+    no request fails, with two oxgate workers sharing the children."""
+    s = php_server(serve, php_cgi(max_requests=100), site, "--processes", "2")
+
+    def batch(n):
+        ok, pids = 0, set()
+        with requests.Session() as session:
+            for i in range(n):
+                r = session.get(f"{s.url}/page/{i}?i={i}", timeout=30)
+                if r.status_code == 200 and r.json()["get"] == {"i": str(i)}:
+                    ok += 1
+                    pids.add(r.json()["pid"])
+        return ok, pids
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(batch, [250] * 8))
+    assert sum(ok for ok, _ in results) == 2000
+    # The children were replaced along the way.
+    assert len(set().union(*(p for _, p in results))) > 4
+
+
+@needs_php
+def test_a_slow_script_times_out_while_others_are_served(serve, php_cgi, site):
+    s = php_server(serve, php_cgi(), site, "--fastcgi-app-timeout", "2", "--processes", "1")
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        slow = ex.submit(requests.get, f"{s.url}/slow.php", timeout=20)
+        wait_for(lambda: requests.get(f"{s.url}/index.php", timeout=10).status_code == 200,
+                 what="other requests served meanwhile")
+        assert slow.result().status_code == 504
+    assert "no response within --fastcgi-app-timeout 2s" in s.log()
+
+
+@pytest.mark.skipif(not os.path.exists(PHP_FPM), reason="php-fpm is not installed (scripts/test.sh installs it)")
+def test_php_fpm_over_a_unix_socket(serve, site, tmp_path):
+    sock = tmp_path / "fpm.sock"
+    conf = tmp_path / "fpm.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        [global]
+        pid = {tmp_path}/fpm.pid
+        error_log = {tmp_path}/fpm.log
+        daemonize = no
+        [www]
+        user = root
+        listen = {sock}
+        pm = static
+        pm.max_children = 2
+        php_admin_value[session.save_path] = {site / 'sessions'}
+        """))
+    fpm = subprocess.Popen([PHP_FPM, "-R", "-F", "-y", str(conf)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, what="php-fpm's socket")
+        s = php_server(serve, sock, site)
+        j = requests.get(f"{s.url}/shop/cart?id=7", timeout=20).json()
+        assert (j["script"], j["get"], j["uri"]) == ("/index.php", {"id": "7"}, "/shop/cart?id=7")
+        r = requests.post(f"{s.url}/index.php", data={"k": "v"}, timeout=20)
+        assert r.json()["post"] == {"k": "v"}
+        assert "php-fpm" in requests.get(f"{s.url}/info.php", timeout=20).text.lower()
+    finally:
+        fpm.terminate()
+        fpm.wait(10)
+
+
+PERL_APP = r"""
+use strict; use warnings; use FCGI;
+my $socket = FCGI::OpenSocket($ARGV[0], 10);
+my %env;
+my $req = FCGI::Request(\*STDIN, \*STDOUT, \*STDERR, \%env, $socket);
+while ($req->Accept() >= 0) {
+    my $body = '';
+    read(STDIN, $body, $env{CONTENT_LENGTH}) if $env{CONTENT_LENGTH};
+    print "Content-Type: text/plain\r\nX-Lang: perl\r\n\r\n";
+    print "$env{REQUEST_METHOD} $env{SCRIPT_NAME} $env{PATH_INFO} $env{QUERY_STRING} ", length($body), "\n";
+}
+"""
+
+FLUP_APP = """
+import sys
+from flup.server.fcgi import WSGIServer
+
+def app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Lang", "python")])
+    return [f"{environ['REQUEST_METHOD']} {environ['SCRIPT_NAME']} {environ['PATH_INFO']} "
+            f"{environ['QUERY_STRING']} {len(body)}\\n".encode()]
+
+WSGIServer(app, bindAddress=sys.argv[1]).run()
+"""
+
+
+def test_perl_and_python_fastcgi_apps_under_mounts(serve, tmp_path):
+    perl_sock, flup_sock = tmp_path / "perl.sock", tmp_path / "flup.sock"
+    (tmp_path / "app.pl").write_text(PERL_APP)
+    (tmp_path / "flup_app.py").write_text(FLUP_APP)
+    apps = [subprocess.Popen(["perl", str(tmp_path / "app.pl"), str(perl_sock)]),
+            subprocess.Popen([str(VENV / "bin" / "python"), str(tmp_path / "flup_app.py"), str(flup_sock)])]
+    try:
+        wait_for(lambda: perl_sock.exists() and flup_sock.exists(), what="both apps' sockets")
+        s = serve("--fastcgi-pass", f"/perl={perl_sock}", "--fastcgi-pass", f"/py={flup_sock}")
+        for mount, lang in [("/perl", "perl"), ("/py", "python")]:
+            r = requests.get(f"{s.url}{mount}/a/b?q=1", timeout=20)
+            assert (r.headers["X-Lang"], r.text) == (lang, f"GET {mount} /a/b q=1 0\n")
+            r = requests.post(f"{s.url}{mount}/up", data=os.urandom(100_000), timeout=20)
+            assert r.text == f"POST {mount} /up  100000\n"
+        # Outside the mounts, with no app: 404.
+        assert requests.get(f"{s.url}/elsewhere", timeout=20).status_code == 404
+    finally:
+        for p in apps:
+            p.terminate()
+            p.wait(10)
+
+
+def test_an_unreachable_server_is_502_with_a_log_line(serve, tmp_path):
+    s = serve("--fastcgi-pass", str(tmp_path / "nobody.sock"))
+    assert requests.get(f"{s.url}/x", timeout=20).status_code == 502
+    wait_for(lambda: "nobody.sock: cannot connect" in s.log(), what="the log line")
+
+
+NGINX_FRONT = """
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; client_body_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port};
+    location /via-http/ {{ proxy_pass http://127.0.0.1:{http}/; }}
+    location /via-uwsgi/ {{ include /etc/nginx/uwsgi_params; uwsgi_param PATH_INFO $uri; rewrite ^/via-uwsgi(/.*)$ $1 break;
+                           uwsgi_pass 127.0.0.1:{uwsgi}; }}
+    location /via-fastcgi/ {{ include /etc/nginx/fastcgi_params; rewrite ^/via-fastcgi(/.*)$ $1 break;
+                             fastcgi_param SCRIPT_NAME $uri; fastcgi_pass 127.0.0.1:{fcgi}; }}
+  }}
+}}
+"""
+
+
+@needs_php
+def test_behind_nginx_on_every_protocol(serve, php_cgi, site, tmp_path):
+    sock = php_cgi()
+    uwsgi, fcgi = free_port(), free_port()
+    s = php_server(serve, sock, site, "--uwsgi-socket", f"127.0.0.1:{uwsgi}", "--fastcgi-socket",
+                   f"127.0.0.1:{fcgi}")
+    port = free_port()
+    d = tmp_path / "nginx"
+    nginx = start_nginx(d, port, NGINX_FRONT.format(d=d, port=port, http=s.port, uwsgi=uwsgi, fcgi=fcgi))
+    try:
+        for via in ["via-http", "via-uwsgi", "via-fastcgi"]:
+            r = requests.get(f"http://127.0.0.1:{port}/{via}/shop/item?id=3", timeout=20)
+            assert r.status_code == 200, (via, r.status_code, r.text[:200])
+            j = r.json()
+            assert (j["script"], j["get"]) == ("/index.php", {"id": "3"}), via
+            r = requests.post(f"http://127.0.0.1:{port}/{via}/index.php", data={"a": "b"}, timeout=20)
+            assert r.json()["post"] == {"a": "b"}, via
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+
+
+def test_bad_fastcgi_options_are_clear_errors(tmp_path):
+    from helpers import run_fail
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-pass", "/x=")
+    assert code == 2 and "--fastcgi-pass" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-pass", "127.0.0.1:9",
+                         "--fastcgi-app-fallback", "index.php")
+    assert code == 2 and "starts with /" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-pass", "127.0.0.1:9",
+                         "--fastcgi-app-docroot", str(tmp_path / "missing"))
+    assert code != 0 and "not a directory" in err
