@@ -161,7 +161,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             "oxgate: warning: --stats and --metrics are served by the master; --no-master has none"
         );
     }
-    apps.start()?;
+    apps.start(None)?;
     if cfg.log.active() {
         apps.set_observer(Arc::new(SingleLog {
             log: RequestLog::new(cfg.log.clone(), apps.cores(), 1),

@@ -283,3 +283,124 @@ def test_bad_fastcgi_options_are_clear_errors(tmp_path):
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-pass", "127.0.0.1:9",
                          "--fastcgi-app-docroot", str(tmp_path / "missing"))
     assert code != 0 and "not a directory" in err
+
+
+def pool_pids(s):
+    """The pool processes the log says were started, in order."""
+    return [int(line.split("started process ")[1].split()[0]) for line in s.log().splitlines()
+            if "started process " in line]
+
+
+def alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def php_pool(serve, site, *extra):
+    return serve("--fastcgi-app", f"php-cgi -d session.save_path={site / 'sessions'}",
+                 "--fastcgi-app-docroot", str(site), "--fastcgi-app-fallback", "/index.php", *extra)
+
+
+@needs_php
+def test_a_php_pool_serves_the_site(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-env", "GREETING=hello")
+    (site / "env.php").write_text("<?php echo json_encode([getenv('GREETING'), getenv('HOME'), getenv('PATH')]);")
+    assert requests.get(f"{s.url}/env.php", timeout=20).json() == ["hello", False, False]
+    j = requests.get(f"{s.url}/blog/x?page=3", timeout=20).json()
+    assert (j["script"], j["get"], j["uri"]) == ("/index.php", {"page": "3"}, "/blog/x?page=3")
+    data = os.urandom(100_000)
+    r = requests.post(f"{s.url}/index.php", data={"a": "b"}, files={"f": ("u.bin", data)}, timeout=20)
+    assert r.json()["post"] == {"a": "b"} and r.json()["file_up"] == ["u.bin", hashlib.sha1(data).hexdigest()]
+    with requests.Session() as session:
+        assert [session.get(f"{s.url}/index.php", timeout=20).json()["n"] for _ in range(3)] == [1, 2, 3]
+    assert requests.get(f"{s.url}/style.css", timeout=20).text == "body { color: red }\n"
+
+
+@needs_php
+def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site):
+    """php-cgi exits after its 500th request (PHP_FCGI_MAX_REQUESTS): the
+    request whose kept connection it closed is sent again; none fails."""
+    s = php_pool(serve, site, "--fastcgi-app-processes", "4", "--processes", "2")
+
+    def batch(n):
+        ok = 0
+        with requests.Session() as session:
+            for i in range(n):
+                r = session.get(f"{s.url}/p/{i}?i={i}", timeout=30)
+                ok += r.status_code == 200 and r.json()["get"] == {"i": str(i)}
+        return ok
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert sum(ex.map(batch, [250] * 8)) == 2000
+    # Four processes, shared out two to each worker; those that reached
+    # PHP's cap were replaced.
+    assert len(set(pool_pids(s))) >= 4
+
+
+@needs_php
+def test_a_pool_request_over_the_timeout_is_504_and_its_process_replaced(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-processes", "2", "--processes", "1")
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        slow = ex.submit(requests.get, f"{s.url}/slow.php", timeout=20)
+        wait_for(lambda: len(pool_pids(s)) >= 1, what="a process to start")
+        # Other requests are served meanwhile, by the other process.
+        wait_for(lambda: requests.get(f"{s.url}/index.php", timeout=10).status_code == 200,
+                 what="other requests served meanwhile")
+        assert slow.result().status_code == 504
+    slow_pid = pool_pids(s)[0]
+    wait_for(lambda: not alive(slow_pid), what="the late process to be killed")
+    # Its slot gets a new process.
+    for _ in range(4):
+        assert requests.get(f"{s.url}/index.php", timeout=10).status_code == 200
+
+
+@needs_php
+def test_a_killed_pool_process_is_replaced(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    first = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    os.kill(first, 9)
+    wait_for(lambda: not alive(first), what="the process to die")
+    for _ in range(5):
+        assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] != first
+
+
+@needs_php
+def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-max-requests", "3")
+    pids = [requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] for _ in range(7)]
+    assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
+    worker = s.wait_workers(1)[0]
+    os.kill(worker, 9)
+    wait_for(lambda: not alive(pids[6]), what="the pool process to die with its worker")
+
+
+PERL_POOL_APP = r"""
+use strict; use warnings; use FCGI;
+my %env; my $req = FCGI::Request(\*STDIN, \*STDOUT, \*STDERR, \%env);
+while ($req->Accept() >= 0) {
+    print "Content-Type: text/plain\r\n\r\nperl $env{SCRIPT_NAME} $env{PATH_INFO} $$\n";
+}
+"""
+
+FLUP_POOL_APP = """
+from flup.server.fcgi import WSGIServer
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"flup {environ['SCRIPT_NAME']} {environ['PATH_INFO']}\\n".encode()]
+
+WSGIServer(app).run()
+"""
+
+
+def test_perl_and_flup_pools_on_fd_0(serve, tmp_path):
+    (tmp_path / "app.pl").write_text(PERL_POOL_APP)
+    (tmp_path / "flup_app.py").write_text(FLUP_POOL_APP)
+    s = serve("--fastcgi-app", f"/perl=perl {tmp_path / 'app.pl'}",
+              "--fastcgi-app", f"mount=/py,command={VENV / 'bin' / 'python'} {tmp_path / 'flup_app.py'},processes=2")
+    assert requests.get(f"{s.url}/perl/a/b", timeout=20).text.startswith("perl /perl /a/b ")
+    assert requests.get(f"{s.url}/py/c", timeout=20).text == "flup /py /c\n"
+    assert requests.get(f"{s.url}/other", timeout=20).status_code == 404

@@ -586,6 +586,19 @@ options! {
         .value("SECONDS")
         .defaults_to("60")
         .help("Kill a script (and every process it started in its group) that runs longer than SECONDS; its request is answered 504 if nothing was sent yet."),
+    FASTCGI_APP = OptDef::new("fastcgi-app", List, FastCgi)
+        .value("[MOUNT=]COMMAND")
+        .help("Run COMMAND as a pool of FastCGI processes (php-cgi, a Perl FCGI or flup app), each listening on a socket of its own on fd 0, and send the requests under MOUNT (/ when none is given) to an idle one. Also mount=/,command=php-cgi,processes=8,max-requests=500."),
+    FASTCGI_APP_PROCESSES = OptDef::new("fastcgi-app-processes", Int, FastCgi)
+        .value("N")
+        .defaults_to("4")
+        .help("How many processes a --fastcgi-app pool runs in all, shared out among the workers."),
+    FASTCGI_APP_MAX_REQUESTS = OptDef::new("fastcgi-app-max-requests", Int, FastCgi)
+        .value("N")
+        .help("Replace a pool process after it has served N requests."),
+    FASTCGI_APP_ENV = OptDef::new("fastcgi-app-env", List, FastCgi)
+        .value("KEY=VALUE")
+        .help("Set KEY in the pool processes' environment, which is otherwise empty (php-fpm's clear_env)."),
     FASTCGI_PASS = OptDef::new("fastcgi-pass", List, FastCgi)
         .value("[MOUNT=]ADDR")
         .help("Send the requests under MOUNT (/ when none is given) to the FastCGI server at ADDR (host:port, a unix socket path or @name), such as a php-fpm pool, over kept connections."),
@@ -600,7 +613,7 @@ options! {
         .help("With a document root, the script a path naming nothing runs, with the query kept: the front controller (nginx's try_files $uri $uri/ /index.php?$args)."),
     FASTCGI_APP_TIMEOUT = OptDef::new("fastcgi-app-timeout", Int, FastCgi)
         .value("SECONDS")
-        .help("Answer 504 to a FastCGI request still running after SECONDS (php-fpm's request_terminate_timeout), and drop its connection."),
+        .help("Answer 504 to a FastCGI request still running after SECONDS (php-fpm's request_terminate_timeout); a pool's process is killed and replaced, a --fastcgi-pass connection dropped."),
     STATS = OptDef::new("stats", Str, Logging)
         .aliases(&["stats-server"])
         .value("ADDR")

@@ -143,6 +143,21 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
             })
         })
         .collect::<Result<_, ConfigError>>()?;
+    let processes = r.positive(&opt::FASTCGI_APP_PROCESSES)?.min(1024) as usize;
+    let max_requests = r.count(&opt::FASTCGI_APP_MAX_REQUESTS);
+    let apps = r
+        .all(&opt::FASTCGI_APP)
+        .into_iter()
+        .map(|v| fastcgi_app(&v, processes, max_requests))
+        .collect::<Result<_, ConfigError>>()?;
+    let env = r
+        .all(&opt::FASTCGI_APP_ENV)
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => err(format!("--fastcgi-app-env {kv:?}: expected KEY=VALUE")),
+        })
+        .collect::<Result<_, ConfigError>>()?;
     let fallback = r.string(&opt::FASTCGI_APP_FALLBACK);
     if let Some(f) = &fallback
         && !f.starts_with('/')
@@ -152,11 +167,72 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
         ));
     }
     Ok(FastcgiSettings {
+        apps,
+        env,
         passes,
         docroot: r.path(&opt::FASTCGI_APP_DOCROOT),
         index: r.all(&opt::FASTCGI_APP_INDEX),
         fallback,
         timeout: r.seconds(&opt::FASTCGI_APP_TIMEOUT),
+    })
+}
+
+/// `[MOUNT=]COMMAND`, or uWSGI's keyval form
+/// `mount=/,command=php-cgi,processes=8,max-requests=500`.
+fn fastcgi_app(
+    v: &str,
+    processes: usize,
+    max_requests: Option<u64>,
+) -> Result<FastcgiApp, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("--fastcgi-app {v:?}: {why}"));
+    let keyval = v.trim_start().starts_with("mount=") || v.trim_start().starts_with("command=");
+    let (mount, command, processes, max_requests) = if keyval {
+        let (mut mount, mut command, mut n, mut max) =
+            (String::new(), None, processes, max_requests);
+        for part in v.split(',') {
+            let (k, val) = part
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value pairs"))?;
+            let val = val.trim();
+            match k.trim() {
+                "mount" => mount = val.to_string(),
+                "command" => command = Some(val.to_string()),
+                "processes" => {
+                    n = val
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("processes is a number above 0"))?
+                }
+                "max-requests" => max = val.parse().ok().filter(|n| *n > 0),
+                other => {
+                    return Err(bad(&format!(
+                        "unknown key {other:?} (mount, command, processes, max-requests)"
+                    )));
+                }
+            }
+        }
+        (mount, command.ok_or_else(|| bad("no command="))?, n, max)
+    } else {
+        match v.split_once('=') {
+            Some((m, c)) if m.trim().starts_with('/') && !m.contains(' ') => {
+                (m.trim().to_string(), c.to_string(), processes, max_requests)
+            }
+            _ => (String::new(), v.to_string(), processes, max_requests),
+        }
+    };
+    let command: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    if command.is_empty() {
+        return Err(bad("no command"));
+    }
+    if !mount.is_empty() && !mount.starts_with('/') {
+        return Err(bad("the mount is a URL path, starting with /"));
+    }
+    Ok(FastcgiApp {
+        mount: mount.trim_end_matches('/').to_string(),
+        command,
+        processes,
+        max_requests,
     })
 }
 
@@ -435,7 +511,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         None if !mounts.is_empty() || r.flag(&opt::VHOST)? || serves_without_app => None,
         None => {
             return err(
-                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app), --cgi DIR or --fastcgi-pass ADDR",
+                "no application given: add --wsgi-file FILE or --module pkg.mod:app (or just pkg.mod:app), --cgi DIR, --fastcgi-app COMMAND or --fastcgi-pass ADDR",
             );
         }
         Some(s) if s.opt == &opt::WSGI_FILE => Some(AppSpec {

@@ -359,6 +359,10 @@ pub struct CgiDir {
 /// FastCGI apps behind oxgate (`handlers::fastcgi`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FastcgiSettings {
+    /// `--fastcgi-app`, in the order given.
+    pub apps: Vec<FastcgiApp>,
+    /// `--fastcgi-app-env`.
+    pub env: Vec<(String, String)>,
     /// `--fastcgi-pass`, in the order given.
     pub passes: Vec<FastcgiPass>,
     pub docroot: Option<PathBuf>,
@@ -369,8 +373,18 @@ pub struct FastcgiSettings {
 
 impl FastcgiSettings {
     pub fn active(&self) -> bool {
-        !self.passes.is_empty()
+        !self.passes.is_empty() || !self.apps.is_empty()
     }
+}
+
+/// One `--fastcgi-app [MOUNT=]COMMAND`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastcgiApp {
+    pub mount: String,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    pub processes: usize,
+    pub max_requests: Option<u64>,
 }
 
 /// One `--fastcgi-pass [MOUNT=]ADDR`.

@@ -73,7 +73,7 @@ pub fn run(s: Setup<'_>) -> ! {
             }
         },
     };
-    if let Err(e) = apps.start() {
+    if let Err(e) = apps.start(Some(s.id)) {
         crate::say!("oxgate: worker {}: {e}", s.id);
         // Preloaded, a failed startup fails everywhere: the master stops.
         // With --lazy-apps, the worker is retried with back-off.

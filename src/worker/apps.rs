@@ -24,10 +24,26 @@ pub fn app_name(cfg: &Config) -> String {
         let mount = if d.mount.is_empty() { "/" } else { &d.mount };
         format!("CGI {mount}={}", d.path.display())
     });
-    let fastcgi = cfg.fastcgi.passes.iter().map(|p| {
-        let mount = if p.mount.is_empty() { "/" } else { &p.mount };
-        format!("FastCGI {mount}={}", p.addr)
-    });
+    let root = |m: &str| {
+        if m.is_empty() {
+            "/".to_string()
+        } else {
+            m.to_string()
+        }
+    };
+    let fastcgi = cfg
+        .fastcgi
+        .passes
+        .iter()
+        .map(|p| format!("FastCGI {}={}", root(&p.mount), p.addr))
+        .chain(cfg.fastcgi.apps.iter().map(|a| {
+            format!(
+                "FastCGI pool {}={} ({} processes)",
+                root(&a.mount),
+                a.command.join(" "),
+                a.processes
+            )
+        }));
     let statics = (!cfg.needs_python() && cfg.statics.active()).then(|| "static files".to_string());
     cfg.app
         .iter()
@@ -107,9 +123,11 @@ impl Apps {
         (python + asgi).max(1)
     }
 
-    /// Starts what must run after the fork: the ASGI loop and the apps'
-    /// lifespan startup. An error is why the app may not serve.
-    pub fn start(&self) -> Result<(), String> {
+    /// Starts what must run after the fork in worker number `worker` (from
+    /// 1; `None` without a master): the ASGI loop and the apps' lifespan
+    /// startup. An error is why the app may not serve.
+    pub fn start(&self, worker: Option<u32>) -> Result<(), String> {
+        let _ = crate::handlers::fastcgi::WORKER_ID.set(worker.unwrap_or(1) as usize);
         match &self.asgi {
             Some(a) => a.start().map(|_| ()),
             None => Ok(()),
@@ -188,6 +206,13 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         apps.cgi = Some(cgi);
     }
     if cfg.fastcgi.active() {
+        // Each worker runs its share of a pool's processes.
+        let workers = if cfg.process.master {
+            cfg.process.processes
+        } else {
+            1
+        };
+        let _ = crate::handlers::fastcgi::WORKERS.set(workers);
         let fastcgi = Arc::new(FastcgiApps::new(
             &cfg.fastcgi,
             cfg.limit_post,

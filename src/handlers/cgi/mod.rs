@@ -10,7 +10,7 @@
 
 mod script;
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ impl CgiScripts {
             .helpers
             .iter()
             .map(|(ext, words)| {
-                let program = find_program(&words[0]).ok_or_else(|| {
+                let program = super::find_program(&words[0]).ok_or_else(|| {
                     format!(
                         "--cgi-helper {ext}={}: no program {:?} in PATH",
                         words.join(" "),
@@ -548,22 +548,6 @@ fn forbidden() -> Response {
 
 fn not_found() -> Response {
     Response::plain(404, "Not Found", "Not Found\n")
-}
-
-/// A helper's program: a path as given, or found in PATH.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsStr::new("/usr/bin:/bin").into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| executable(p))
 }
 
 impl Handler for CgiScripts {

@@ -49,7 +49,7 @@ pub struct Upstream {
 }
 
 /// A connection and what was read from it but not parsed yet.
-struct Conn {
+pub struct Conn {
     io: Box<dyn Io>,
     buf: BytesMut,
 }
@@ -76,7 +76,26 @@ impl Upstream {
     }
 
     async fn connect(&self) -> std::io::Result<Conn> {
-        let io: Box<dyn Io> = match &self.addr {
+        Conn::connect(&self.addr).await
+    }
+
+    fn checkout(&self) -> Option<Conn> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if self.keep
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+impl Conn {
+    pub async fn connect(addr: &Address) -> std::io::Result<Conn> {
+        let io: Box<dyn Io> = match addr {
             Address::Tcp(a) => {
                 let s = tokio::net::TcpStream::connect(a.as_str()).await?;
                 let _ = s.set_nodelay(true);
@@ -95,19 +114,6 @@ impl Upstream {
             io,
             buf: BytesMut::with_capacity(16 * 1024),
         })
-    }
-
-    fn checkout(&self) -> Option<Conn> {
-        self.idle.lock().ok()?.pop()
-    }
-
-    fn checkin(&self, conn: Conn) {
-        if self.keep
-            && let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
-        {
-            idle.push(conn);
-        }
     }
 }
 
@@ -164,73 +170,75 @@ pub async fn call(upstream: &Arc<Upstream>, call: Call) -> Result<(Head, Bytes, 
     within(Box::pin(exchange(upstream, call, deadline))).await
 }
 
+/// BEGIN_REQUEST and the PARAMS stream of a request.
+pub fn request_records(params: &[(Vec<u8>, Vec<u8>)], keep: bool) -> Vec<u8> {
+    let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let mut out = Vec::with_capacity(1024);
+    let flags = if keep { fastcgi::KEEP_CONN } else { 0 };
+    fastcgi::begin_request(&mut out, ID, fastcgi::RESPONDER, flags);
+    fastcgi::write_records(
+        &mut out,
+        fastcgi::PARAMS,
+        ID,
+        &fastcgi::encode_pairs(&pairs),
+    );
+    fastcgi::write_records(&mut out, fastcgi::PARAMS, ID, b"");
+    out
+}
+
+/// A body that can be sent again (on a new connection), if it is whole.
+pub fn replayable(body: &RequestBody) -> Option<RequestBody> {
+    match body {
+        RequestBody::Empty => Some(RequestBody::Empty),
+        RequestBody::Full(b) => Some(RequestBody::Full(b.clone())),
+        RequestBody::Stream(_) => None,
+    }
+}
+
+/// One exchange on `conn`: the request out, the response head in.
+pub async fn exchange_on(
+    mut conn: Conn,
+    records: &[u8],
+    body: RequestBody,
+    name: &str,
+) -> Result<(Head, Bytes, Conn), Failure> {
+    send(&mut conn, records, body)
+        .await
+        .map_err(Failure::Broken)?;
+    read_head(conn, name).await
+}
+
 async fn exchange(
     upstream: &Arc<Upstream>,
     call: Call,
     deadline: Option<Instant>,
 ) -> Result<(Head, Bytes, Output), Failure> {
-    let pairs: Vec<(&[u8], &[u8])> = call.params.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-    let mut head_records = Vec::with_capacity(1024);
-    let flags = if upstream.keep { fastcgi::KEEP_CONN } else { 0 };
-    fastcgi::begin_request(&mut head_records, ID, fastcgi::RESPONDER, flags);
-    fastcgi::write_records(
-        &mut head_records,
-        fastcgi::PARAMS,
-        ID,
-        &fastcgi::encode_pairs(&pairs),
-    );
-    fastcgi::write_records(&mut head_records, fastcgi::PARAMS, ID, b"");
-    // A body already whole can be sent again on a new connection.
-    let replayable = match &call.body {
-        RequestBody::Empty => Some(Bytes::new()),
-        RequestBody::Full(b) => Some(b.clone()),
-        RequestBody::Stream(_) => None,
-    };
+    let records = request_records(&call.params, upstream.keep);
+    let again = replayable(&call.body);
     let mut body = Some(call.body);
     let mut reused = upstream.checkout();
     loop {
         let was_reused = reused.is_some();
-        let mut conn = match reused.take() {
+        let conn = match reused.take() {
             Some(c) => c,
             None => upstream.connect().await.map_err(Failure::Connect)?,
         };
-        let sent = send(
-            &mut conn,
-            &head_records,
-            body.take().expect("a body to send"),
-        )
-        .await;
-        let result = match sent {
-            Ok(()) => read_head(conn, &call.name).await,
-            Err(e) => Err(Failure::Broken(e)),
-        };
-        match result {
+        let body_now = body.take().expect("a body to send");
+        match exchange_on(conn, &records, body_now, &call.name).await {
             // Nothing came back on a kept connection: it was closed while
             // idle. Once more on a new one.
-            Err(Failure::Broken(_)) if was_reused && replayable.is_some() => {
-                body = replayable.clone().map(|b| {
-                    if b.is_empty() {
-                        RequestBody::Empty
-                    } else {
-                        RequestBody::Full(b)
-                    }
-                });
+            Err(Failure::Broken(_)) if was_reused && again.is_some() => {
+                body = again.as_ref().and_then(replayable);
             }
             Err(e) => return Err(e),
             Ok((head, first, conn)) => {
-                return Ok((
-                    head,
-                    first,
-                    Output {
-                        conn: Some(conn),
-                        upstream: upstream.clone(),
-                        name: call.name,
-                        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-                        finished: false,
-                        on_end: None,
-                        sent: 0,
-                    },
-                ));
+                let upstream = upstream.clone();
+                let release: Release = Box::new(move |conn, _| {
+                    if let Some(conn) = conn {
+                        upstream.checkin(conn);
+                    }
+                });
+                return Ok((head, first, Output::new(conn, call.name, deadline, release)));
             }
         }
     }
@@ -306,10 +314,16 @@ fn log_stderr(name: &str, content: &[u8]) {
     }
 }
 
+/// Given the connection back once a response ends: `Some` after a whole
+/// exchange (it may carry the next request), `None` when it broke off;
+/// and whether the timeout cut it.
+pub type Release = Box<dyn FnOnce(Option<Conn>, bool) + Send>;
+
 /// The rest of STDOUT, as a response body.
 pub struct Output {
     conn: Option<Conn>,
-    upstream: Arc<Upstream>,
+    release: Option<Release>,
+    timed_out: bool,
     name: Arc<str>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     finished: bool,
@@ -318,6 +332,19 @@ pub struct Output {
 }
 
 impl Output {
+    pub fn new(conn: Conn, name: Arc<str>, deadline: Option<Instant>, release: Release) -> Output {
+        Output {
+            conn: Some(conn),
+            release: Some(release),
+            timed_out: false,
+            name,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            finished: false,
+            on_end: None,
+            sent: 0,
+        }
+    }
+
     /// Calls `f` with the body bytes sent and whether the body ended whole.
     pub fn on_end(mut self, f: impl FnOnce(u64, bool) + Send + 'static) -> Output {
         self.on_end = Some(Box::new(f));
@@ -332,8 +359,8 @@ impl Output {
         self.finished = true;
         let conn = self.conn.take();
         // A connection goes back only after a whole exchange.
-        if whole && let Some(conn) = conn {
-            self.upstream.checkin(conn);
+        if let Some(release) = self.release.take() {
+            release(conn.filter(|_| whole), self.timed_out);
         }
         if let Some(f) = self.on_end.take() {
             f(self.sent, whole);
@@ -349,6 +376,7 @@ impl ChunkSource for Output {
         if let Some(d) = &mut self.deadline
             && d.as_mut().poll(cx).is_ready()
         {
+            self.timed_out = true;
             self.end(false);
             crate::say!(
                 "oxgate: FastCGI {}: over --fastcgi-app-timeout mid-response; cut",

@@ -12,6 +12,9 @@
 //! are served from disk (see `worker::apps`).
 
 mod client;
+mod pool;
+
+pub use pool::{WORKER_ID, WORKERS};
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, OnceLock};
@@ -30,6 +33,8 @@ use crate::request::{
     ResponseBody, Var, head_size, redirect_to_directory, var, with_length,
 };
 use client::{Call, Failure, Upstream};
+use pool::{Pool, PoolSpec};
+use std::ffi::OsString;
 
 /// The extension of the scripts a document root runs (php-fpm's
 /// `security.limit_extensions` default).
@@ -38,7 +43,7 @@ const SCRIPT_EXT: &[u8] = b".php";
 /// The apps behind their mounts.
 pub struct FastcgiApps {
     /// The longest mount first.
-    mounts: Vec<(Vec<u8>, Arc<Upstream>)>,
+    mounts: Vec<(Vec<u8>, Backend)>,
     docroot: Option<RootDir>,
     /// The document root's other files, served from disk.
     files: Option<Arc<StaticFiles>>,
@@ -50,9 +55,27 @@ pub struct FastcgiApps {
     inner: Arc<dyn Handler>,
 }
 
+/// A server requests go to.
+#[derive(Clone)]
+enum Backend {
+    /// `--fastcgi-pass`.
+    Pass(Arc<Upstream>),
+    /// `--fastcgi-app`, and its number (for its sockets' names).
+    Pool(Arc<Pool>, usize),
+}
+
+impl Backend {
+    fn name(&self) -> Arc<str> {
+        match self {
+            Backend::Pass(u) => format!("{}", u.addr).into(),
+            Backend::Pool(p, _) => p.name().clone(),
+        }
+    }
+}
+
 /// Where a request goes.
 struct Target {
-    upstream: Arc<Upstream>,
+    backend: Backend,
     script_name: Vec<u8>,
     path_info: Vec<u8>,
     script_filename: Option<Vec<u8>>,
@@ -82,17 +105,43 @@ impl FastcgiApps {
             Some(dir) => Some(RootDir::new(dir, &[])),
             None => None,
         };
-        let mut mounts: Vec<(Vec<u8>, Arc<Upstream>)> = settings
+        let mut mounts: Vec<(Vec<u8>, Backend)> = settings
             .passes
             .iter()
             .map(|p| {
                 (
                     p.mount.as_bytes().to_vec(),
                     // Not kept: see `client`.
-                    Arc::new(Upstream::new(p.addr.clone(), false)),
+                    Backend::Pass(Arc::new(Upstream::new(p.addr.clone(), false))),
                 )
             })
             .collect();
+        for (index, app) in settings.apps.iter().enumerate() {
+            let program = super::find_program(&app.command[0]).ok_or_else(|| {
+                format!(
+                    "--fastcgi-app {}: no program {:?} in PATH",
+                    app.command.join(" "),
+                    app.command[0]
+                )
+            })?;
+            let pool = Pool::new(PoolSpec {
+                program,
+                args: app.command[1..].iter().map(OsString::from).collect(),
+                env: settings
+                    .env
+                    .iter()
+                    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                    .collect(),
+                processes: app.processes,
+                max_requests: app.max_requests,
+                cwd: settings.docroot.clone(),
+                name: app.command.join(" ").into(),
+            });
+            mounts.push((
+                app.mount.as_bytes().to_vec(),
+                Backend::Pool(Arc::new(pool), index),
+            ));
+        }
         mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
         let files = match &settings.docroot {
             Some(dir) => {
@@ -100,8 +149,10 @@ impl FastcgiApps {
                     maps: settings
                         .passes
                         .iter()
-                        .map(|p| StaticMap {
-                            mount: p.mount.clone(),
+                        .map(|p| &p.mount)
+                        .chain(settings.apps.iter().map(|a| &a.mount))
+                        .map(|mount| StaticMap {
+                            mount: mount.clone(),
                             dir: dir.clone(),
                             keep_mount: false,
                         })
@@ -141,7 +192,7 @@ impl FastcgiApps {
         let get = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
         let mut path = get(Var::SCRIPT_NAME).to_vec();
         path.extend_from_slice(get(Var::PATH_INFO));
-        let Some((mount, upstream)) = self.mounts.iter().find(|(m, _)| {
+        let Some((mount, backend)) = self.mounts.iter().find(|(m, _)| {
             path.strip_prefix(&m[..])
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
         }) else {
@@ -150,14 +201,14 @@ impl FastcgiApps {
         let rest = &path[mount.len()..];
         let Some(root) = &self.docroot else {
             return Lookup::Call(Box::new(Target {
-                upstream: upstream.clone(),
+                backend: backend.clone(),
                 script_name: mount.clone(),
                 path_info: rest.to_vec(),
                 script_filename: None,
             }));
         };
         let script = |s: &super::script_path::Script, url: &[u8]| Target {
-            upstream: upstream.clone(),
+            backend: backend.clone(),
             script_name: [&mount[..], url].concat(),
             path_info: s.path_info.clone(),
             script_filename: Some(s.file.as_os_str().as_bytes().to_vec()),
@@ -214,14 +265,21 @@ impl FastcgiApps {
             script_filename: target.script_filename.as_deref(),
             document_root: root.filter(|_| target.script_filename.is_some()),
         };
-        let name: Arc<str> = format!("{}", target.upstream.addr).into();
-        let call = Call {
-            params: script_variables(&req.vars, &place, length),
-            body,
-            timeout: self.timeout,
-            name: name.clone(),
+        let name = target.backend.name();
+        let params = script_variables(&req.vars, &place, length);
+        let called = match &target.backend {
+            Backend::Pass(upstream) => {
+                let call = Call {
+                    params,
+                    body,
+                    timeout: self.timeout,
+                    name: name.clone(),
+                };
+                client::call(upstream, call).await
+            }
+            Backend::Pool(pool, index) => pool.call(*index, &params, body, self.timeout).await,
         };
-        match client::call(&target.upstream, call).await {
+        match called {
             Ok((head, first, output)) => self.stream(req, head, first, output, since),
             Err(failure) => {
                 let resp = failed(&name, failure, self.timeout);

@@ -1,0 +1,366 @@
+//! A supervised pool of FastCGI processes (`--fastcgi-app`): the roles of
+//! spawn-fcgi and php-fpm. Each process gets a listening unix socket of its
+//! own on fd 0 (FCGI_LISTENSOCK_FILENO, the convention php-cgi, Perl's FCGI,
+//! Ruby's fcgi and flup follow) and serves one request at a time; oxgate
+//! keeps one connection to it (FCGI_KEEP_CONN) and sends it a request only
+//! when it is idle, so requests queue here, not in its backlog.
+//!
+//! Each worker runs its share of the pool's processes, so that the total is
+//! `--fastcgi-app-processes`, and owns them: it knows which process serves
+//! which request, so a request over the timeout gets its process killed and
+//! replaced, and a process that has served `--fastcgi-app-max-requests` is
+//! replaced before the next. A process that exits (php-cgi does after 500
+//! requests) is started again at its next request; the request its kept
+//! connection was closed under is sent again, so none fails. The processes
+//! die with their worker (PR_SET_PDEATHSIG); a reload's new workers start
+//! new ones while the old finish their requests.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::process::{Child, Command};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::client::{self, Conn, Failure, Output, Release};
+use crate::listen::Address;
+use crate::proto::cgi_response::Head;
+use crate::request::RequestBody;
+
+/// What a pool runs, and how many.
+pub struct PoolSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The whole environment: nothing of oxgate's own (php-fpm's clear_env).
+    pub env: Vec<(OsString, OsString)>,
+    /// The pool's total, over all workers.
+    pub processes: usize,
+    pub max_requests: Option<u64>,
+    /// Where the processes run.
+    pub cwd: Option<PathBuf>,
+    /// What the log calls the pool: its command.
+    pub name: Arc<str>,
+}
+
+pub struct Pool {
+    spec: PoolSpec,
+    /// Made in the worker, at the first request (the handler may be built
+    /// in the master, before the fork).
+    slots: OnceLock<Slots>,
+}
+
+struct Slots {
+    slots: Vec<Arc<Slot>>,
+    idle: Arc<Semaphore>,
+}
+
+/// One process's place: its socket, and the process while it runs.
+struct Slot {
+    addr: Address,
+    listener: UnixListener,
+    /// `None` while leased to a request.
+    state: Mutex<Option<SlotState>>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    child: Option<Child>,
+    conn: Option<Conn>,
+    requests: u64,
+    /// Killed (timeout, recycling): wait for it before starting the next.
+    doomed: bool,
+    failures: u32,
+    started: Option<Instant>,
+    pid: u32,
+}
+
+/// A slot taken for one request.
+struct Lease {
+    slot: Arc<Slot>,
+    state: SlotState,
+    _permit: OwnedSemaphorePermit,
+    max_requests: Option<u64>,
+}
+
+impl Pool {
+    pub fn new(spec: PoolSpec) -> Pool {
+        Pool {
+            spec,
+            slots: OnceLock::new(),
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.spec.name
+    }
+
+    /// This worker's share of the pool: the total over the workers, the
+    /// first ones taking one more when it does not divide.
+    fn share(total: usize) -> usize {
+        let workers = WORKERS.get().copied().unwrap_or(1).max(1);
+        let id = WORKER_ID.get().copied().unwrap_or(1).max(1);
+        let share = total / workers + usize::from((id - 1) % workers < total % workers);
+        share.max(1)
+    }
+
+    fn slots(&self, pool_index: usize) -> Result<&Slots, String> {
+        if let Some(s) = self.slots.get() {
+            return Ok(s);
+        }
+        let n = Pool::share(self.spec.processes);
+        let mut slots = Vec::with_capacity(n);
+        for i in 0..n {
+            // Abstract: nothing on disk to clean up, and unique to this
+            // worker (a reload's new workers run beside the old).
+            let name = format!("oxgate-fcgi-{}-{pool_index}-{i}", std::process::id());
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let listener = UnixListener::bind_addr(&addr)
+                .map_err(|e| format!("cannot make the pool's socket @{name}: {e}"))?;
+            slots.push(Arc::new(Slot {
+                addr: Address::Abstract(name),
+                listener,
+                state: Mutex::new(Some(SlotState::default())),
+            }));
+        }
+        let made = Slots {
+            idle: Arc::new(Semaphore::new(slots.len())),
+            slots,
+        };
+        Ok(self.slots.get_or_init(|| made))
+    }
+
+    /// Takes an idle process's slot, waiting for one.
+    async fn lease(&self, pool_index: usize) -> Result<Lease, String> {
+        let slots = self.slots(pool_index)?;
+        let permit = slots
+            .idle
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        for slot in &slots.slots {
+            let taken = slot.state.lock().ok().and_then(|mut s| s.take());
+            if let Some(state) = taken {
+                return Ok(Lease {
+                    slot: slot.clone(),
+                    state,
+                    _permit: permit,
+                    max_requests: self.spec.max_requests,
+                });
+            }
+        }
+        Err("no idle slot despite a permit".into())
+    }
+
+    /// One request to an idle process: its head, and the body to stream.
+    pub async fn call(
+        &self,
+        pool_index: usize,
+        params: &[(Vec<u8>, Vec<u8>)],
+        body: RequestBody,
+        timeout: Option<Duration>,
+    ) -> Result<(Head, Bytes, Output), Failure> {
+        let mut lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let records = client::request_records(params, true);
+        let again = client::replayable(&body);
+        let mut body = Some(body);
+        let mut attempt = 0;
+        let mut suspect = false;
+        loop {
+            attempt += 1;
+            if let Err(e) = self.ensure_running(&mut lease, suspect).await {
+                lease.finish(None, false);
+                return Err(Failure::Connect(e));
+            }
+            let reused = lease.state.conn.is_some();
+            let conn = match lease.state.conn.take() {
+                Some(c) => c,
+                None => match Conn::connect(&lease.slot.addr).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        lease.finish(None, false);
+                        return Err(Failure::Connect(e));
+                    }
+                },
+            };
+            let this_body = body.take().expect("a body to send");
+            let name = self.spec.name.clone();
+            let exchanged = {
+                let child = lease.state.child.as_mut();
+                let exchange = client::exchange_on(conn, &records, this_body, &name);
+                let ended = async {
+                    match child {
+                        Some(c) => {
+                            let status = c.wait().await;
+                            Failure::Broken(format!(
+                                "its process ended ({})",
+                                status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                            ))
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let raced = async {
+                    tokio::select! {
+                        r = exchange => r,
+                        f = ended => Err(f),
+                    }
+                };
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, raced)
+                        .await
+                        .unwrap_or(Err(Failure::Timeout)),
+                    None => raced.await,
+                }
+            };
+            match exchanged {
+                Ok((head, first, conn)) => {
+                    let release: Release = Box::new(move |conn, timed_out| {
+                        lease.finish(conn, timed_out);
+                    });
+                    return Ok((head, first, Output::new(conn, name, deadline, release)));
+                }
+                // Closed under a kept connection or dead before replying
+                // (php-cgi's own request cap): once more, on a process
+                // started anew if it has to be.
+                Err(Failure::Broken(why)) if attempt == 1 && again.is_some() => {
+                    if !reused {
+                        crate::say!("oxgate: FastCGI pool {name}: {why}; trying once more");
+                    }
+                    body = again.as_ref().and_then(client::replayable);
+                    suspect = true;
+                }
+                Err(e) => {
+                    lease.finish(None, matches!(e, Failure::Timeout));
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Starts the slot's process if it is not running. `suspect`: its
+    /// connection just closed, maybe as it exits: given a moment to.
+    async fn ensure_running(&self, lease: &mut Lease, suspect: bool) -> std::io::Result<()> {
+        let state = &mut lease.state;
+        if let Some(child) = &mut state.child {
+            let ended = if state.doomed {
+                // Killed: reaped before the next starts.
+                Some(child.wait().await?)
+            } else if suspect {
+                tokio::time::timeout(Duration::from_millis(500), child.wait())
+                    .await
+                    .ok()
+                    .transpose()?
+            } else {
+                child.try_wait()?
+            };
+            match ended {
+                None => return Ok(()),
+                Some(status) => {
+                    let quick = state
+                        .started
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                    if !state.doomed {
+                        crate::say!(
+                            "oxgate: FastCGI pool {}: process {} ended ({status}); starting another",
+                            self.spec.name,
+                            state.pid,
+                        );
+                    }
+                    state.failures = if quick && !state.doomed {
+                        state.failures + 1
+                    } else {
+                        0
+                    };
+                    state.child = None;
+                    state.conn = None;
+                    state.doomed = false;
+                    state.requests = 0;
+                }
+            }
+        }
+        if state.failures > 0 {
+            // One that dies at once is not started in a loop.
+            let wait = Duration::from_millis(100 << state.failures.min(8));
+            tokio::time::sleep(wait).await;
+        }
+        let child = self.spawn(&lease.slot)?;
+        state.pid = child.id().unwrap_or(0);
+        state.child = Some(child);
+        state.started = Some(Instant::now());
+        Ok(())
+    }
+
+    fn spawn(&self, slot: &Slot) -> std::io::Result<Child> {
+        let listener: OwnedFd = slot.listener.try_clone()?.into();
+        let mut command = Command::new(&self.spec.program);
+        command
+            .args(&self.spec.args)
+            .env_clear()
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::from(listener))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // Out of the terminal's group: a Ctrl-C goes to the master.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.spec.cwd {
+            command.current_dir(dir);
+        }
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes one prctl(2) call, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                // Dies with its worker, however the worker ends.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn()?;
+        crate::say!(
+            "oxgate: FastCGI pool {}: started process {} on @{}",
+            self.spec.name,
+            child.id().unwrap_or(0),
+            match &slot.addr {
+                Address::Abstract(n) => n.as_str(),
+                _ => "",
+            }
+        );
+        Ok(child)
+    }
+}
+
+impl Lease {
+    /// Gives the slot back: the kept connection after a whole exchange; the
+    /// process killed after a timeout or at its request cap.
+    fn finish(mut self, conn: Option<Conn>, timed_out: bool) {
+        let state = &mut self.state;
+        state.requests += 1;
+        state.conn = conn;
+        let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
+        if (timed_out || recycle)
+            && let Some(child) = &mut state.child
+        {
+            let _ = child.start_kill();
+            state.doomed = true;
+            state.conn = None;
+        }
+        if let Ok(mut slot) = self.slot.state.lock() {
+            *slot = Some(std::mem::take(&mut self.state));
+        }
+    }
+}
+
+/// The number of workers, and this worker's number (from 1), for each
+/// worker's share of a pool: set by the worker layer.
+pub static WORKERS: OnceLock<usize> = OnceLock::new();
+pub static WORKER_ID: OnceLock<usize> = OnceLock::new();
