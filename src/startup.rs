@@ -173,18 +173,22 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         crate::log::file::spawn_rotator(max, cfg.log_files.backupname.clone());
     }
     let rt = runtime()?;
-    let served = rt.block_on(serve(
-        listeners,
-        apps.front_handler(cfg, Arc::new(ServingWhileUp)),
-        front_ends(cfg),
-        &[
-            (SignalKind::terminate(), "SIGTERM"),
-            (SignalKind::interrupt(), "SIGINT"),
-            (SignalKind::quit(), "SIGQUIT"),
-        ],
-        cfg.process.reload_mercy,
-        || {},
-    ));
+    let served = rt.block_on(async {
+        apps.on_runtime();
+        serve(
+            listeners,
+            apps.front_handler(cfg, Arc::new(ServingWhileUp)),
+            front_ends(cfg),
+            &[
+                (SignalKind::terminate(), "SIGTERM"),
+                (SignalKind::interrupt(), "SIGINT"),
+                (SignalKind::quit(), "SIGQUIT"),
+            ],
+            cfg.process.reload_mercy,
+            || {},
+        )
+        .await
+    });
     apps.stop();
     served?;
     python::run_atexit();

@@ -404,3 +404,44 @@ def test_perl_and_flup_pools_on_fd_0(serve, tmp_path):
     assert requests.get(f"{s.url}/perl/a/b", timeout=20).text.startswith("perl /perl /a/b ")
     assert requests.get(f"{s.url}/py/c", timeout=20).text == "flup /py /c\n"
     assert requests.get(f"{s.url}/other", timeout=20).status_code == 404
+
+
+@needs_php
+def test_pm_static_starts_every_process_at_once(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "3", "--processes", "1")
+    wait_for(lambda: len(pool_pids(s)) == 3, what="three processes with no request")
+    assert all(alive(p) for p in pool_pids(s))
+
+
+@needs_php
+def test_pm_ondemand_starts_at_zero_and_returns_to_zero(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-pm", "ondemand", "--fastcgi-app-idle-timeout", "1",
+                 "--fastcgi-app-processes", "2", "--processes", "1")
+    # Ready, and no process yet.
+    assert requests.get(f"{s.url}/style.css", timeout=20).status_code == 200
+    assert pool_pids(s) == []
+    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    assert pool_pids(s) == [pid]
+    wait_for(lambda: not alive(pid), what="the idle process to stop")
+    assert "idle" in s.log()
+    # And it starts again when needed.
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] != pid
+
+
+@needs_php
+def test_pm_dynamic_keeps_spare_processes(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-pm", "dynamic", "--fastcgi-app-spare", "2:2",
+                 "--fastcgi-app-processes", "4", "--processes", "1")
+    wait_for(lambda: len(pool_pids(s)) == 2, what="the two spare processes")
+
+
+def test_bad_pool_options_are_clear_errors():
+    from helpers import run_fail
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "mount=/x,processes=2")
+    assert code == 2 and "no command=" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "no-such-fcgi-program")
+    assert code != 0 and "no program" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "php-cgi", "--fastcgi-app-spare", "3:1")
+    assert code == 2 and "MIN:MAX" in err
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "php-cgi", "--fastcgi-app-pm", "lazy")
+    assert code == 2 and "fastcgi-app-pm" in err

@@ -593,6 +593,18 @@ options! {
         .value("N")
         .defaults_to("4")
         .help("How many processes a --fastcgi-app pool runs in all, shared out among the workers."),
+    FASTCGI_APP_PM = OptDef::new("fastcgi-app-pm", Str, FastCgi)
+        .value("static|dynamic|ondemand")
+        .defaults_to("dynamic")
+        .help("How a pool's processes are kept, as php-fpm's pm: static runs them all from the start; dynamic keeps between --fastcgi-app-spare idle ones; ondemand starts them as requests come and stops them after --fastcgi-app-idle-timeout."),
+    FASTCGI_APP_SPARE = OptDef::new("fastcgi-app-spare", Str, FastCgi)
+        .value("MIN:MAX")
+        .defaults_to("1:3")
+        .help("With --fastcgi-app-pm dynamic, the idle processes kept ready in all (php-fpm's pm.min_spare_servers and pm.max_spare_servers)."),
+    FASTCGI_APP_IDLE_TIMEOUT = OptDef::new("fastcgi-app-idle-timeout", Int, FastCgi)
+        .value("SECONDS")
+        .defaults_to("10")
+        .help("Stop a process idle this long: any with ondemand, those over the spare maximum with dynamic (php-fpm's pm.process_idle_timeout)."),
     FASTCGI_APP_MAX_REQUESTS = OptDef::new("fastcgi-app-max-requests", Int, FastCgi)
         .value("N")
         .help("Replace a pool process after it has served N requests."),

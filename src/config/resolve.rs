@@ -166,9 +166,24 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
             "--fastcgi-app-fallback {f:?}: a path starts with /, like /index.php"
         ));
     }
+    let spare_text = r
+        .string(&opt::FASTCGI_APP_SPARE)
+        .unwrap_or_else(|| "1:3".into());
+    let spare = spare_text
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .filter(|(min, max): &(usize, usize)| min <= max)
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "--fastcgi-app-spare {spare_text:?}: expected MIN:MAX, like 1:3"
+            ))
+        })?;
     Ok(FastcgiSettings {
         apps,
         env,
+        pm: r.choice(&opt::FASTCGI_APP_PM)?,
+        spare,
+        idle_timeout: r.duration(&opt::FASTCGI_APP_IDLE_TIMEOUT),
         passes,
         docroot: r.path(&opt::FASTCGI_APP_DOCROOT),
         index: r.all(&opt::FASTCGI_APP_INDEX),

@@ -369,12 +369,33 @@ pub struct FastcgiSettings {
     pub index: Vec<String>,
     pub fallback: Option<String>,
     pub timeout: Option<Duration>,
+    pub pm: ProcessManager,
+    /// `--fastcgi-app-spare MIN:MAX`.
+    pub spare: (usize, usize),
+    pub idle_timeout: Duration,
 }
 
 impl FastcgiSettings {
     pub fn active(&self) -> bool {
         !self.passes.is_empty() || !self.apps.is_empty()
     }
+}
+
+/// `--fastcgi-app-pm`: how a pool's processes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessManager {
+    Static,
+    #[default]
+    Dynamic,
+    Ondemand,
+}
+
+impl Words for ProcessManager {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("static", ProcessManager::Static),
+        ("dynamic", ProcessManager::Dynamic),
+        ("ondemand", ProcessManager::Ondemand),
+    ];
 }
 
 /// One `--fastcgi-app [MOUNT=]COMMAND`.

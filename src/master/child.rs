@@ -121,14 +121,18 @@ pub fn run(s: Setup<'_>) -> ! {
     let sb = s.sb.clone();
     let slot = s.slot;
     let result = serve::runtime().and_then(|rt| {
-        rt.block_on(serve::serve(
-            listeners,
-            apps.front_handler(s.cfg, s.sb.clone()),
-            serve::front_ends(s.cfg),
-            &[(SignalKind::terminate(), "SIGTERM")],
-            p.worker_reload_mercy,
-            || sb.slot(slot).ready.store(1, Ordering::Release),
-        ))
+        rt.block_on(async {
+            apps.on_runtime();
+            serve::serve(
+                listeners,
+                apps.front_handler(s.cfg, s.sb.clone()),
+                serve::front_ends(s.cfg),
+                &[(SignalKind::terminate(), "SIGTERM")],
+                p.worker_reload_mercy,
+                || sb.slot(slot).ready.store(1, Ordering::Release),
+            )
+            .await
+        })
     });
     apps.stop();
     if let Err(e) = result {

@@ -134,6 +134,14 @@ impl Apps {
         }
     }
 
+    /// Starts what runs on the worker's event loop beside the requests:
+    /// the FastCGI pools' upkeep. Called inside the runtime.
+    pub fn on_runtime(&self) {
+        if let Some(f) = &self.fastcgi {
+            f.on_runtime();
+        }
+    }
+
     /// Runs the ASGI apps' lifespan shutdown and stops their loop.
     pub fn stop(&self) {
         if let Some(a) = &self.asgi {

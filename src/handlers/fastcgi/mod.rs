@@ -136,6 +136,9 @@ impl FastcgiApps {
                 max_requests: app.max_requests,
                 cwd: settings.docroot.clone(),
                 name: app.command.join(" ").into(),
+                pm: settings.pm,
+                spare: settings.spare,
+                idle_timeout: settings.idle_timeout,
             });
             mounts.push((
                 app.mount.as_bytes().to_vec(),
@@ -179,6 +182,15 @@ impl FastcgiApps {
             observer: OnceLock::new(),
             inner,
         })
+    }
+
+    /// Starts the pools' upkeep, on the worker's event loop.
+    pub fn on_runtime(&self) {
+        for (_, backend) in &self.mounts {
+            if let Backend::Pool(pool, index) = backend {
+                tokio::spawn(pool.clone().maintain(*index));
+            }
+        }
     }
 
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {

@@ -29,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::client::{self, Conn, Failure, Output, Release};
+use crate::config::ProcessManager;
 use crate::listen::Address;
 use crate::proto::cgi_response::Head;
 use crate::request::RequestBody;
@@ -46,6 +47,10 @@ pub struct PoolSpec {
     pub cwd: Option<PathBuf>,
     /// What the log calls the pool: its command.
     pub name: Arc<str>,
+    pub pm: ProcessManager,
+    /// Idle processes kept ready, over all workers (dynamic).
+    pub spare: (usize, usize),
+    pub idle_timeout: Duration,
 }
 
 pub struct Pool {
@@ -78,6 +83,8 @@ struct SlotState {
     failures: u32,
     started: Option<Instant>,
     pid: u32,
+    /// When its last request ended.
+    last_used: Option<Instant>,
 }
 
 /// A slot taken for one request.
@@ -146,18 +153,28 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        for slot in &slots.slots {
-            let taken = slot.state.lock().ok().and_then(|mut s| s.take());
-            if let Some(state) = taken {
-                return Ok(Lease {
-                    slot: slot.clone(),
-                    state,
-                    _permit: permit,
-                    max_requests: self.spec.max_requests,
-                });
-            }
-        }
-        Err("no idle slot despite a permit".into())
+        // A permit is an idle slot: busy ones hold theirs, and so does the
+        // upkeep while it looks at one. One whose process runs comes first,
+        // so that a process is started only when none is idle.
+        let take = |want_running: bool| {
+            slots.slots.iter().find_map(|slot| {
+                let mut guard = slot.state.lock().ok()?;
+                let runs = guard.as_ref()?.child.is_some();
+                if want_running && !runs {
+                    return None;
+                }
+                Some((slot.clone(), guard.take()?))
+            })
+        };
+        let (slot, state) = take(true)
+            .or_else(|| take(false))
+            .ok_or("no idle slot despite a permit")?;
+        Ok(Lease {
+            slot,
+            state,
+            _permit: permit,
+            max_requests: self.spec.max_requests,
+        })
     }
 
     /// One request to an idle process: its head, and the body to stream.
@@ -244,6 +261,101 @@ impl Pool {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Keeps the processes as `--fastcgi-app-pm` asks, for as long as the
+    /// worker runs: static starts them all, dynamic keeps the spare ones
+    /// between the bounds (this worker's share of them), ondemand and
+    /// dynamic stop those idle past the idle timeout.
+    pub async fn maintain(self: Arc<Self>, pool_index: usize) {
+        let spec = &self.spec;
+        let Ok(slots) = self.slots(pool_index) else {
+            return;
+        };
+        let workers = WORKERS.get().copied().unwrap_or(1).max(1);
+        let (min_spare, max_spare) = (
+            spec.spare.0.div_ceil(workers),
+            spec.spare
+                .1
+                .div_ceil(workers)
+                .max(spec.spare.0.div_ceil(workers)),
+        );
+        let every =
+            (spec.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        loop {
+            let mut idle_running = 0;
+            let mut idle_stopped = Vec::new();
+            for slot in &slots.slots {
+                // Only a slot no request holds, taken as a request would.
+                let Ok(permit) = slots.idle.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(mut state) = slot.state.lock().ok().and_then(|mut s| s.take()) else {
+                    drop(permit);
+                    continue;
+                };
+                let running = state
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)) && !state.doomed);
+                let idle_for = state.last_used.or(state.started).map(|t| t.elapsed());
+                let want_stop = running
+                    && spec.pm != ProcessManager::Static
+                    && idle_for.is_some_and(|d| d >= spec.idle_timeout)
+                    && (spec.pm == ProcessManager::Ondemand || idle_running >= max_spare);
+                if want_stop {
+                    if let Some(mut child) = state.child.take() {
+                        let _ = child.start_kill();
+                        crate::say!(
+                            "oxgate: FastCGI pool {}: stopped process {}, idle {}s",
+                            spec.name,
+                            state.pid,
+                            idle_for.map_or(0, |d| d.as_secs())
+                        );
+                        tokio::spawn(async move {
+                            let _ = child.wait().await;
+                        });
+                    }
+                    state.conn = None;
+                    state.requests = 0;
+                } else if running {
+                    idle_running += 1;
+                } else {
+                    idle_stopped.push(slot.clone());
+                }
+                if let Ok(mut s) = slot.state.lock() {
+                    *s = Some(state);
+                }
+                drop(permit);
+            }
+            let want = match spec.pm {
+                ProcessManager::Static => slots.slots.len(),
+                ProcessManager::Dynamic => min_spare,
+                ProcessManager::Ondemand => 0,
+            };
+            for slot in idle_stopped
+                .into_iter()
+                .take(want.saturating_sub(idle_running))
+            {
+                let Ok(permit) = slots.idle.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(state) = slot.state.lock().ok().and_then(|mut s| s.take()) else {
+                    continue;
+                };
+                let mut lease = Lease {
+                    slot: slot.clone(),
+                    state,
+                    _permit: permit,
+                    max_requests: spec.max_requests,
+                };
+                if let Err(e) = self.ensure_running(&mut lease, false).await {
+                    crate::say!("oxgate: FastCGI pool {}: cannot start: {e}", spec.name);
+                }
+                lease.put_back();
+            }
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -340,12 +452,20 @@ impl Pool {
 }
 
 impl Lease {
+    /// Gives the slot back unused.
+    fn put_back(mut self) {
+        if let Ok(mut slot) = self.slot.state.lock() {
+            *slot = Some(std::mem::take(&mut self.state));
+        }
+    }
+
     /// Gives the slot back: the kept connection after a whole exchange; the
     /// process killed after a timeout or at its request cap.
     fn finish(mut self, conn: Option<Conn>, timed_out: bool) {
         let state = &mut self.state;
         state.requests += 1;
         state.conn = conn;
+        state.last_used = Some(Instant::now());
         let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
         if (timed_out || recycle)
             && let Some(child) = &mut state.child
