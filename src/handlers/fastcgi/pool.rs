@@ -34,6 +34,9 @@ use crate::listen::Address;
 use crate::proto::cgi_response::Head;
 use crate::request::RequestBody;
 
+/// The most times one request is sent (kept connections found closed).
+const MAX_ATTEMPTS: usize = 8;
+
 /// What a pool runs, and how many.
 pub struct PoolSpec {
     pub program: PathBuf,
@@ -80,6 +83,8 @@ struct SlotState {
     requests: u64,
     /// Killed (timeout, recycling): wait for it before starting the next.
     doomed: bool,
+    /// Its kept connection closed under a request: maybe it is exiting.
+    suspect: bool,
     failures: u32,
     started: Option<Instant>,
     pid: u32,
@@ -87,12 +92,15 @@ struct SlotState {
     last_used: Option<Instant>,
 }
 
-/// A slot taken for one request.
+/// A slot taken for one request. Dropped unreturned (the request was
+/// cancelled: its client left), it gives the slot back all the same, so
+/// that the idle count and the slots never disagree.
 struct Lease {
     slot: Arc<Slot>,
     state: SlotState,
     _permit: OwnedSemaphorePermit,
     max_requests: Option<u64>,
+    returned: bool,
 }
 
 impl Pool {
@@ -159,7 +167,8 @@ impl Pool {
         let take = |want_running: bool| {
             slots.slots.iter().find_map(|slot| {
                 let mut guard = slot.state.lock().ok()?;
-                let runs = guard.as_ref()?.child.is_some();
+                let state = guard.as_ref()?;
+                let runs = state.child.is_some() && !state.doomed && !state.suspect;
                 if want_running && !runs {
                     return None;
                 }
@@ -174,6 +183,7 @@ impl Pool {
             state,
             _permit: permit,
             max_requests: self.spec.max_requests,
+            returned: false,
         })
     }
 
@@ -191,9 +201,9 @@ impl Pool {
         let again = client::replayable(&body);
         let mut body = Some(body);
         let mut attempt = 0;
-        let mut suspect = false;
         loop {
             attempt += 1;
+            let suspect = std::mem::take(&mut lease.state.suspect);
             if let Err(e) = self.ensure_running(&mut lease, suspect).await {
                 lease.finish(None, false);
                 return Err(Failure::Connect(e));
@@ -247,14 +257,24 @@ impl Pool {
                     return Ok((head, first, Output::new(conn, name, deadline, release)));
                 }
                 // Closed under a kept connection or dead before replying
-                // (php-cgi's own request cap): once more, on a process
-                // started anew if it has to be.
-                Err(Failure::Broken(why)) if attempt == 1 && again.is_some() => {
+                // (php-cgi exits at its own request cap): once more, on
+                // another idle process if there is one. This one is looked
+                // at (and started anew) when it is next taken, or by the
+                // upkeep, out of this request's way.
+                // A kept connection closed is no fault of the request, and
+                // several processes may reach their cap together: tried
+                // again while that is the cause; a new connection that
+                // fails, once.
+                Err(Failure::Broken(why))
+                    if again.is_some() && (reused || attempt == 1) && attempt <= MAX_ATTEMPTS =>
+                {
                     if !reused {
                         crate::say!("oxgate: FastCGI pool {name}: {why}; trying once more");
                     }
                     body = again.as_ref().and_then(client::replayable);
-                    suspect = true;
+                    lease.state.suspect = true;
+                    drop(lease);
+                    lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
                 }
                 Err(e) => {
                     lease.finish(None, matches!(e, Failure::Timeout));
@@ -295,10 +315,9 @@ impl Pool {
                     drop(permit);
                     continue;
                 };
-                let running = state
-                    .child
-                    .as_mut()
-                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)) && !state.doomed);
+                let running = state.child.as_mut().is_some_and(|c| {
+                    matches!(c.try_wait(), Ok(None)) && !state.doomed && !state.suspect
+                });
                 let idle_for = state.last_used.or(state.started).map(|t| t.elapsed());
                 let want_stop = running
                     && spec.pm != ProcessManager::Static
@@ -349,8 +368,10 @@ impl Pool {
                     state,
                     _permit: permit,
                     max_requests: spec.max_requests,
+                    returned: false,
                 };
-                if let Err(e) = self.ensure_running(&mut lease, false).await {
+                let suspect = std::mem::take(&mut lease.state.suspect);
+                if let Err(e) = self.ensure_running(&mut lease, suspect).await {
                     crate::say!("oxgate: FastCGI pool {}: cannot start: {e}", spec.name);
                 }
                 lease.put_back();
@@ -378,9 +399,12 @@ impl Pool {
             match ended {
                 None => return Ok(()),
                 Some(status) => {
-                    let quick = state
-                        .started
-                        .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                    // Died at once, having served nothing: a broken command,
+                    // not one at its request cap.
+                    let quick = state.requests == 0
+                        && state
+                            .started
+                            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
                     if !state.doomed {
                         crate::say!(
                             "oxgate: FastCGI pool {}: process {} ended ({status}); starting another",
@@ -454,6 +478,11 @@ impl Pool {
 impl Lease {
     /// Gives the slot back unused.
     fn put_back(mut self) {
+        self.give_back();
+    }
+
+    fn give_back(&mut self) {
+        self.returned = true;
         if let Ok(mut slot) = self.slot.state.lock() {
             *slot = Some(std::mem::take(&mut self.state));
         }
@@ -474,9 +503,18 @@ impl Lease {
             state.doomed = true;
             state.conn = None;
         }
-        if let Ok(mut slot) = self.slot.state.lock() {
-            *slot = Some(std::mem::take(&mut self.state));
+        self.give_back();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.returned {
+            // Cut off mid-exchange: the connection is in an unknown state.
+            self.state.conn = None;
+            self.give_back();
         }
+        // The permit goes back after this, once the slot is back.
     }
 }
 
