@@ -445,3 +445,16 @@ def test_bad_pool_options_are_clear_errors():
     assert code == 2 and "MIN:MAX" in err
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "php-cgi", "--fastcgi-app-pm", "lazy")
     assert code == 2 and "fastcgi-app-pm" in err
+
+
+@needs_php
+def test_a_client_that_leaves_frees_its_process(serve, site):
+    """A request given up by its client gives its process back (replaced,
+    since it may run long yet): the next request is served, not queued."""
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    first = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{s.url}/slow.php", timeout=1)
+    wait_for(lambda: not alive(first), what="the abandoned process to be killed")
+    r = requests.get(f"{s.url}/index.php", timeout=10)
+    assert r.status_code == 200 and r.json()["pid"] != first

@@ -94,7 +94,8 @@ struct SlotState {
 
 /// A slot taken for one request. Dropped unreturned (the request was
 /// cancelled: its client left), it gives the slot back all the same, so
-/// that the idle count and the slots never disagree.
+/// that the idle count and the slots never disagree, with its process
+/// killed.
 struct Lease {
     slot: Arc<Slot>,
     state: SlotState,
@@ -273,7 +274,7 @@ impl Pool {
                     }
                     body = again.as_ref().and_then(client::replayable);
                     lease.state.suspect = true;
-                    drop(lease);
+                    lease.put_back();
                     lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
                 }
                 Err(e) => {
@@ -510,8 +511,14 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.returned {
-            // Cut off mid-exchange: the connection is in an unknown state.
+            // Cut off mid-exchange (its client left): the process may run
+            // the request for long yet, and the next would wait behind it.
+            // It is replaced instead.
             self.state.conn = None;
+            if let Some(child) = &mut self.state.child {
+                let _ = child.start_kill();
+                self.state.doomed = true;
+            }
             self.give_back();
         }
         // The permit goes back after this, once the slot is back.
