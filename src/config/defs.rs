@@ -592,7 +592,7 @@ options! {
     FASTCGI_APP_PROCESSES = OptDef::new("fastcgi-app-processes", Int, FastCgi)
         .value("N")
         .defaults_to("4")
-        .help("How many processes a --fastcgi-app pool runs in all, shared out among the workers."),
+        .help("How many processes a --fastcgi-app pool runs in all, shared out among the workers (each worker runs one at least)."),
     FASTCGI_APP_PM = OptDef::new("fastcgi-app-pm", Str, FastCgi)
         .value("static|dynamic|ondemand")
         .defaults_to("dynamic")
@@ -613,7 +613,7 @@ options! {
         .help("Set KEY in the pool processes' environment, which is otherwise empty (php-fpm's clear_env)."),
     FASTCGI_PASS = OptDef::new("fastcgi-pass", List, FastCgi)
         .value("[MOUNT=]ADDR")
-        .help("Send the requests under MOUNT (/ when none is given) to the FastCGI server at ADDR (host:port, a unix socket path or @name), such as a php-fpm pool, over kept connections."),
+        .help("Send the requests under MOUNT (/ when none is given) to the FastCGI server at ADDR (host:port, a unix socket path or @name), such as a php-fpm pool, a connection per request."),
     FASTCGI_APP_DOCROOT = OptDef::new("fastcgi-app-docroot", Str, FastCgi)
         .value("DIR")
         .help("The FastCGI app's document root: a path naming a .php file under DIR runs it (SCRIPT_FILENAME, PATH_INFO after it), a directory runs its index, other files there are served as static files."),

@@ -142,8 +142,12 @@ impl Apps {
         }
     }
 
-    /// Runs the ASGI apps' lifespan shutdown and stops their loop.
+    /// Runs the ASGI apps' lifespan shutdown and stops their loop; removes
+    /// the FastCGI pools' sockets.
     pub fn stop(&self) {
+        if let Some(f) = &self.fastcgi {
+            f.stop();
+        }
         if let Some(a) = &self.asgi {
             a.stop();
         }

@@ -286,11 +286,22 @@ async fn supervise(
         }
     }
     // Reaped. What it started may still hold the output open: that, too,
-    // ends at the deadline, or when the response is dropped.
+    // ends at the deadline, or when the response is dropped. The response
+    // is marked cut only if something of the group was still there to
+    // kill (a script that ended, its last bytes still in the pipe for a
+    // slow client, ran to its end).
     if let Some(ended) = ended {
         tokio::select! {
-            r = ended => if r.is_err() { kill("") },
-            _ = tokio::time::sleep_until(deadline) => over(&timed_out),
+            r = ended => if r.is_err() { let _ = killpg(group, Signal::SIGKILL); },
+            _ = tokio::time::sleep_until(deadline) => {
+                if killpg(group, Signal::SIGKILL).is_ok() {
+                    timed_out.store(true, Ordering::Relaxed);
+                    crate::say!(
+                        "oxgate: CGI {name}: what it started still held its output after --cgi-timeout {}s; killed",
+                        timeout.as_secs()
+                    );
+                }
+            }
         }
     }
 }

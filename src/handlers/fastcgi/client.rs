@@ -12,9 +12,7 @@
 //! from the client) before the response is read, as nginx does with its
 //! buffered request bodies. STDOUT is read up to the end of the CGI head,
 //! then streamed on as the body; STDERR goes to the log; END_REQUEST gives
-//! the connection back. A kept connection the server closed meanwhile
-//! (php-cgi exits after PHP_FCGI_MAX_REQUESTS) fails before any reply: the
-//! request is sent again on a new one, when its body can be sent again.
+//! the connection back (see `pool` for what is done with a kept one).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -58,7 +56,12 @@ pub struct Conn {
 #[derive(Debug)]
 pub enum Failure {
     Connect(std::io::Error),
-    /// The server broke the exchange (closed, garbage, an error).
+    /// The request could not be written: the server never read it.
+    Unsent(String),
+    /// The server closed the connection, or broke it, before any reply:
+    /// it may have read the request.
+    NoReply(String),
+    /// Something else broke the exchange.
     Broken(String),
     /// The server ended the request without a valid head.
     NoHead(String),
@@ -103,9 +106,15 @@ impl Conn {
             }
             Address::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
             Address::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-                let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                // std's connect blocks (a full backlog): off the event loop.
+                let name = name.clone();
+                let s = tokio::task::spawn_blocking(move || {
+                    use std::os::linux::net::SocketAddrExt;
+                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                    std::os::unix::net::UnixStream::connect_addr(&addr)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
                 s.set_nonblocking(true)?;
                 Box::new(tokio::net::UnixStream::from_std(s)?)
             }
@@ -139,6 +148,19 @@ impl Conn {
                 Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
             }
         }
+    }
+
+    /// Whether a kept connection was closed by the server while idle (a
+    /// php-cgi at its request cap closes it as it exits): looked at without
+    /// waiting.
+    pub fn closed(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut read = ReadBuf::new(&mut byte);
+        // Ready: the end of the stream, an error, or bytes nobody asked for.
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut read)
+            .is_ready()
     }
 
     async fn record(&mut self) -> Result<Option<fastcgi::Record>, String> {
@@ -204,7 +226,7 @@ pub async fn exchange_on(
 ) -> Result<(Head, Bytes, Conn), Failure> {
     send(&mut conn, records, body)
         .await
-        .map_err(Failure::Broken)?;
+        .map_err(Failure::Unsent)?;
     read_head(conn, name).await
 }
 
@@ -214,34 +236,18 @@ async fn exchange(
     deadline: Option<Instant>,
 ) -> Result<(Head, Bytes, Output), Failure> {
     let records = request_records(&call.params, upstream.keep);
-    let again = replayable(&call.body);
-    let mut body = Some(call.body);
-    let mut reused = upstream.checkout();
-    loop {
-        let was_reused = reused.is_some();
-        let conn = match reused.take() {
-            Some(c) => c,
-            None => upstream.connect().await.map_err(Failure::Connect)?,
-        };
-        let body_now = body.take().expect("a body to send");
-        match exchange_on(conn, &records, body_now, &call.name).await {
-            // Nothing came back on a kept connection: it was closed while
-            // idle. Once more on a new one.
-            Err(Failure::Broken(_)) if was_reused && again.is_some() => {
-                body = again.as_ref().and_then(replayable);
-            }
-            Err(e) => return Err(e),
-            Ok((head, first, conn)) => {
-                let upstream = upstream.clone();
-                let release: Release = Box::new(move |conn, _| {
-                    if let Some(conn) = conn {
-                        upstream.checkin(conn);
-                    }
-                });
-                return Ok((head, first, Output::new(conn, call.name, deadline, release)));
-            }
+    let conn = match upstream.checkout() {
+        Some(c) => c,
+        None => upstream.connect().await.map_err(Failure::Connect)?,
+    };
+    let (head, first, conn) = exchange_on(conn, &records, call.body, &call.name).await?;
+    let upstream = upstream.clone();
+    let release: Release = Box::new(move |conn, _| {
+        if let Some(conn) = conn {
+            upstream.checkin(conn);
         }
-    }
+    });
+    Ok((head, first, Output::new(conn, call.name, deadline, release)))
 }
 
 async fn send(conn: &mut Conn, head: &[u8], body: RequestBody) -> Result<(), String> {
@@ -276,9 +282,9 @@ async fn read_head(mut conn: Conn, name: &str) -> Result<(Head, Bytes, Conn), Fa
     loop {
         let rec = match conn.record().await {
             Ok(Some(r)) => r,
-            Ok(None) if !any => return Err(Failure::Broken("closed before replying".into())),
+            Ok(None) if !any => return Err(Failure::NoReply("closed before replying".into())),
             Ok(None) => return Err(Failure::NoHead("closed in the headers".into())),
-            Err(e) if !any => return Err(Failure::Broken(e)),
+            Err(e) if !any => return Err(Failure::NoReply(e)),
             Err(e) => return Err(Failure::NoHead(e)),
         };
         any = true;

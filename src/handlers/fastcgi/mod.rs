@@ -184,6 +184,15 @@ impl FastcgiApps {
         })
     }
 
+    /// Removes what the pools made on disk, as the worker ends.
+    pub fn stop(&self) {
+        for (_, backend) in &self.mounts {
+            if let Backend::Pool(pool, _) = backend {
+                pool.clean_up();
+            }
+        }
+    }
+
     /// Starts the pools' upkeep, on the worker's event loop.
     pub fn on_runtime(&self) {
         for (_, backend) in &self.mounts {
@@ -309,11 +318,17 @@ impl FastcgiApps {
         since: Instant,
     ) -> Response {
         let Head {
-            status,
+            mut status,
             reason,
             headers,
+            reply,
             ..
         } = head;
+        // `Location: /path` with no Status: the client is redirected, as
+        // nginx does for FastCGI apps (only CGI scripts get local ones).
+        if let crate::proto::cgi_response::Reply::LocalRedirect(_) = reply {
+            status = 302;
+        }
         output.add_sent(first.len() as u64);
         if let Some(observer) = self.observer.get().cloned() {
             let outcome = Outcome {
@@ -374,7 +389,7 @@ fn failed(name: &str, failure: Failure, timeout: Option<Duration>) -> Response {
             crate::say!("oxgate: FastCGI {name}: cannot connect: {e}; answered 502");
             Response::plain(502, "Bad Gateway", "Bad Gateway\n")
         }
-        Failure::Broken(why) => {
+        Failure::Unsent(why) | Failure::NoReply(why) | Failure::Broken(why) => {
             crate::say!("oxgate: FastCGI {name}: {why}; answered 502");
             Response::plain(502, "Bad Gateway", "Bad Gateway\n")
         }

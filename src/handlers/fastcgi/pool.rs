@@ -17,6 +17,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -66,6 +67,8 @@ pub struct Pool {
 struct Slots {
     slots: Vec<Arc<Slot>>,
     idle: Arc<Semaphore>,
+    /// Where the sockets are.
+    dir: PathBuf,
 }
 
 /// One process's place: its socket, and the process while it runs.
@@ -102,6 +105,10 @@ struct Lease {
     _permit: OwnedSemaphorePermit,
     max_requests: Option<u64>,
     returned: bool,
+    /// Kills the process at the request's deadline, whether or not the
+    /// response is being read (a client that stops reading would hold
+    /// the process otherwise).
+    watchdog: Option<tokio::task::AbortHandle>,
 }
 
 impl Pool {
@@ -114,6 +121,13 @@ impl Pool {
 
     pub fn name(&self) -> &Arc<str> {
         &self.spec.name
+    }
+
+    /// Removes the sockets' directory, as the worker ends.
+    pub fn clean_up(&self) {
+        if let Some(slots) = self.slots.get() {
+            let _ = std::fs::remove_dir_all(&slots.dir);
+        }
     }
 
     /// This worker's share of the pool: the total over the workers, the
@@ -130,18 +144,23 @@ impl Pool {
             return Ok(s);
         }
         let n = Pool::share(self.spec.processes);
+        // In a directory of this worker's own, mode 0700: a pool's sockets
+        // take requests that name any script, so no other user may
+        // connect (an abstract socket cannot be kept from them).
+        let dir =
+            std::env::temp_dir().join(format!("oxgate-fcgi-{}-{pool_index}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot make the pool's directory {}: {e}", dir.display()))?;
         let mut slots = Vec::with_capacity(n);
         for i in 0..n {
-            // Abstract: nothing on disk to clean up, and unique to this
-            // worker (a reload's new workers run beside the old).
-            let name = format!("oxgate-fcgi-{}-{pool_index}-{i}", std::process::id());
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-                .map_err(|e| e.to_string())?;
-            let listener = UnixListener::bind_addr(&addr)
-                .map_err(|e| format!("cannot make the pool's socket @{name}: {e}"))?;
+            let path = dir.join(format!("{i}.sock"));
+            let listener = UnixListener::bind(&path)
+                .map_err(|e| format!("cannot make the pool's socket {}: {e}", path.display()))?;
             slots.push(Arc::new(Slot {
-                addr: Address::Abstract(name),
+                addr: Address::Unix(path),
                 listener,
                 state: Mutex::new(Some(SlotState::default())),
             }));
@@ -149,6 +168,7 @@ impl Pool {
         let made = Slots {
             idle: Arc::new(Semaphore::new(slots.len())),
             slots,
+            dir,
         };
         Ok(self.slots.get_or_init(|| made))
     }
@@ -185,6 +205,7 @@ impl Pool {
             _permit: permit,
             max_requests: self.spec.max_requests,
             returned: false,
+            watchdog: None,
         })
     }
 
@@ -196,18 +217,35 @@ impl Pool {
         body: RequestBody,
         timeout: Option<Duration>,
     ) -> Result<(Head, Bytes, Output), Failure> {
-        let mut lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let records = client::request_records(params, true);
+        let method = params
+            .iter()
+            .find(|(k, _)| k == b"REQUEST_METHOD")
+            .map_or(&b""[..], |(_, v)| &v[..]);
+        let idempotent = matches!(method, b"GET" | b"HEAD" | b"OPTIONS");
         let again = client::replayable(&body);
         let mut body = Some(body);
+        let name = self.spec.name.clone();
+        let mut lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let suspect = std::mem::take(&mut lease.state.suspect);
             if let Err(e) = self.ensure_running(&mut lease, suspect).await {
-                lease.finish(None, false);
+                lease.finish(None, true);
                 return Err(Failure::Connect(e));
+            }
+            // A kept connection the process closed while idle (php-cgi at
+            // its own request cap, as it exits): another idle process takes
+            // the request, and this one is looked at (and replaced) when it
+            // is next taken, or by the upkeep, out of this request's way.
+            if attempt <= MAX_ATTEMPTS && lease.state.conn.as_mut().is_some_and(Conn::closed) {
+                lease.state.conn = None;
+                lease.state.suspect = true;
+                lease.put_back();
+                lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
+                continue;
             }
             let reused = lease.state.conn.is_some();
             let conn = match lease.state.conn.take() {
@@ -215,21 +253,35 @@ impl Pool {
                 None => match Conn::connect(&lease.slot.addr).await {
                     Ok(c) => c,
                     Err(e) => {
-                        lease.finish(None, false);
+                        lease.finish(None, true);
                         return Err(Failure::Connect(e));
                     }
                 },
             };
+            if let Some(d) = deadline {
+                let pid = lease.state.pid;
+                let watchdog = tokio::spawn(async move {
+                    tokio::time::sleep_until(d).await;
+                    if pid > 0 {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                });
+                lease.watchdog = Some(watchdog.abort_handle());
+            }
             let this_body = body.take().expect("a body to send");
-            let name = self.spec.name.clone();
             let exchanged = {
                 let child = lease.state.child.as_mut();
                 let exchange = client::exchange_on(conn, &records, this_body, &name);
                 let ended = async {
                     match child {
+                        // Dead under a request: not sent again (it may have
+                        // been the request that killed it).
                         Some(c) => {
                             let status = c.wait().await;
-                            Failure::Broken(format!(
+                            Failure::NoHead(format!(
                                 "its process ended ({})",
                                 status.map_or_else(|e| e.to_string(), |s| s.to_string())
                             ))
@@ -253,32 +305,31 @@ impl Pool {
             match exchanged {
                 Ok((head, first, conn)) => {
                     let release: Release = Box::new(move |conn, timed_out| {
-                        lease.finish(conn, timed_out);
+                        // A response cut short leaves the process mid-way:
+                        // it is replaced.
+                        let broken = conn.is_none();
+                        lease.finish(conn, timed_out || broken);
                     });
                     return Ok((head, first, Output::new(conn, name, deadline, release)));
                 }
-                // Closed under a kept connection or dead before replying
-                // (php-cgi exits at its own request cap): once more, on
-                // another idle process if there is one. This one is looked
-                // at (and started anew) when it is next taken, or by the
-                // upkeep, out of this request's way.
-                // A kept connection closed is no fault of the request, and
-                // several processes may reach their cap together: tried
-                // again while that is the cause; a new connection that
-                // fails, once.
-                Err(Failure::Broken(why))
-                    if again.is_some() && (reused || attempt == 1) && attempt <= MAX_ATTEMPTS =>
+                // The kept connection closed just as the request went out:
+                // sent again elsewhere if the process cannot have read it
+                // (the write failed), or if sending it twice does no harm.
+                Err(f @ (Failure::Unsent(_) | Failure::NoReply(_)))
+                    if reused
+                        && again.is_some()
+                        && attempt <= MAX_ATTEMPTS
+                        && (idempotent || matches!(f, Failure::Unsent(_))) =>
                 {
-                    if !reused {
-                        crate::say!("oxgate: FastCGI pool {name}: {why}; trying once more");
-                    }
                     body = again.as_ref().and_then(client::replayable);
+                    lease.abort_watchdog();
                     lease.state.suspect = true;
                     lease.put_back();
                     lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
                 }
                 Err(e) => {
-                    lease.finish(None, matches!(e, Failure::Timeout));
+                    // Whatever the process was doing, it is replaced.
+                    lease.finish(None, true);
                     return Err(e);
                 }
             }
@@ -370,6 +421,7 @@ impl Pool {
                     _permit: permit,
                     max_requests: spec.max_requests,
                     returned: false,
+                    watchdog: None,
                 };
                 let suspect = std::mem::take(&mut lease.state.suspect);
                 if let Err(e) = self.ensure_running(&mut lease, suspect).await {
@@ -438,6 +490,12 @@ impl Pool {
     }
 
     fn spawn(&self, slot: &Slot) -> std::io::Result<Child> {
+        // Connections left in the backlog belong to requests already
+        // answered (a 502, a 504, a client gone): the new process must not
+        // run them.
+        slot.listener.set_nonblocking(true)?;
+        while slot.listener.accept().is_ok() {}
+        slot.listener.set_nonblocking(false)?;
         let listener: OwnedFd = slot.listener.try_clone()?.into();
         let mut command = Command::new(&self.spec.program);
         command
@@ -464,13 +522,10 @@ impl Pool {
         }
         let child = command.spawn()?;
         crate::say!(
-            "oxgate: FastCGI pool {}: started process {} on @{}",
+            "oxgate: FastCGI pool {}: started process {} on {}",
             self.spec.name,
             child.id().unwrap_or(0),
-            match &slot.addr {
-                Address::Abstract(n) => n.as_str(),
-                _ => "",
-            }
+            slot.addr
         );
         Ok(child)
     }
@@ -482,7 +537,14 @@ impl Lease {
         self.give_back();
     }
 
+    fn abort_watchdog(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+    }
+
     fn give_back(&mut self) {
+        self.abort_watchdog();
         self.returned = true;
         if let Ok(mut slot) = self.slot.state.lock() {
             *slot = Some(std::mem::take(&mut self.state));
@@ -490,14 +552,16 @@ impl Lease {
     }
 
     /// Gives the slot back: the kept connection after a whole exchange; the
-    /// process killed after a timeout or at its request cap.
-    fn finish(mut self, conn: Option<Conn>, timed_out: bool) {
+    /// process killed when asked (a timeout, a broken exchange) or at its
+    /// request cap.
+    fn finish(mut self, conn: Option<Conn>, kill: bool) {
+        self.abort_watchdog();
         let state = &mut self.state;
         state.requests += 1;
         state.conn = conn;
         state.last_used = Some(Instant::now());
         let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
-        if (timed_out || recycle)
+        if (kill || recycle)
             && let Some(child) = &mut state.child
         {
             let _ = child.start_kill();
