@@ -277,15 +277,20 @@ impl Pool {
                 let exchange = client::exchange_on(conn, &records, this_body, &name);
                 let ended = async {
                     match child {
-                        // Dead under a request: not sent again (it may have
-                        // been the request that killed it).
-                        Some(c) => {
-                            let status = c.wait().await;
-                            Failure::NoHead(format!(
+                        // A clean exit is a process at its own request cap
+                        // (php-cgi's 500), which reads no more requests: as
+                        // if the request was never sent. Dead otherwise (a
+                        // signal, a crash): not sent again, since it may
+                        // have been the request that killed it.
+                        Some(c) => match c.wait().await {
+                            Ok(status) if status.success() => {
+                                Failure::Unsent(format!("its process exited ({status})"))
+                            }
+                            status => Failure::NoHead(format!(
                                 "its process ended ({})",
                                 status.map_or_else(|e| e.to_string(), |s| s.to_string())
-                            ))
-                        }
+                            )),
+                        },
                         None => std::future::pending().await,
                     }
                 };
