@@ -342,8 +342,9 @@ def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site):
 
 
 @needs_php
-def test_a_pool_request_over_the_timeout_is_504_and_its_process_replaced(serve, site):
-    s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-processes", "2", "--processes", "1")
+def test_a_slow_pool_request_is_logged_then_504_and_its_process_replaced(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-slowlog", "1",
+                 "--fastcgi-app-processes", "2", "--processes", "1")
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         slow = ex.submit(requests.get, f"{s.url}/slow.php", timeout=20)
         wait_for(lambda: len(pool_pids(s)) >= 1, what="a process to start")
@@ -352,6 +353,9 @@ def test_a_pool_request_over_the_timeout_is_504_and_its_process_replaced(serve, 
                  what="other requests served meanwhile")
         assert slow.result().status_code == 504
     slow_pid = pool_pids(s)[0]
+    # The slow log named it first, without stopping it.
+    assert f"slow request: pid {slow_pid}, /slow.php, running for 1s" in s.log()
+    assert "/index.php, running for" not in s.log()
     wait_for(lambda: not alive(slow_pid), what="the late process to be killed")
     # Its slot gets a new process.
     for _ in range(4):

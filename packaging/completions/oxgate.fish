@@ -140,6 +140,7 @@ complete -c oxgate -l fastcgi-app-pm -x -a 'static dynamic ondemand' -d 'How a p
 complete -c oxgate -l fastcgi-app-spare -x -d 'With --fastcgi-app-pm dynamic, the idle processes kept ready in all (php-fpm\'s pm.min_spare_servers and pm.max_spare_servers)'
 complete -c oxgate -l fastcgi-app-idle-timeout -x -d 'Stop a process idle this long: any with ondemand, those over the spare maximum with dynamic (php-fpm\'s pm.process_idle_timeout)'
 complete -c oxgate -l fastcgi-app-max-requests -x -d 'Replace a pool process after it has served N requests'
+complete -c oxgate -l fastcgi-app-slowlog -x -d 'Log a pool request still running after SECONDS, with its process\'s pid, its URI and its running time, without stopping it (php-fpm\'s request_slowlog_timeout)'
 complete -c oxgate -l fastcgi-app-env -x -d 'Set KEY in the pool processes\' environment, which is otherwise empty (php-fpm\'s clear_env)'
 complete -c oxgate -l fastcgi-pass -x -d 'Send the requests under MOUNT (/ when none is given) to the FastCGI server at ADDR (host:port, a unix socket path or @name), such as a php-fpm pool, a connection per request'
 complete -c oxgate -l fastcgi-app-docroot -r -a '(__fish_complete_directories)' -d 'The FastCGI app\'s document root: a path naming a .php file under DIR runs it (SCRIPT_FILENAME, PATH_INFO after it), a directory runs its index, other files there are served as static files'

@@ -608,6 +608,9 @@ options! {
     FASTCGI_APP_MAX_REQUESTS = OptDef::new("fastcgi-app-max-requests", Int, FastCgi)
         .value("N")
         .help("Replace a pool process after it has served N requests."),
+    FASTCGI_APP_SLOWLOG = OptDef::new("fastcgi-app-slowlog", Int, FastCgi)
+        .value("SECONDS")
+        .help("Log a pool request still running after SECONDS, with its process's pid, its URI and its running time, without stopping it (php-fpm's request_slowlog_timeout)."),
     FASTCGI_APP_ENV = OptDef::new("fastcgi-app-env", List, FastCgi)
         .value("KEY=VALUE")
         .help("Set KEY in the pool processes' environment, which is otherwise empty (php-fpm's clear_env)."),

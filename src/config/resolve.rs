@@ -189,6 +189,7 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
         index: r.all(&opt::FASTCGI_APP_INDEX),
         fallback,
         timeout: r.seconds(&opt::FASTCGI_APP_TIMEOUT),
+        slowlog: r.seconds(&opt::FASTCGI_APP_SLOWLOG),
     })
 }
 

@@ -369,6 +369,8 @@ pub struct FastcgiSettings {
     pub index: Vec<String>,
     pub fallback: Option<String>,
     pub timeout: Option<Duration>,
+    /// `--fastcgi-app-slowlog`.
+    pub slowlog: Option<Duration>,
     pub pm: ProcessManager,
     /// `--fastcgi-app-spare MIN:MAX`.
     pub spare: (usize, usize),

@@ -137,6 +137,7 @@ impl FastcgiApps {
                 cwd: settings.docroot.clone(),
                 name: app.command.join(" ").into(),
                 pm: settings.pm,
+                slowlog: settings.slowlog,
                 spare: settings.spare,
                 idle_timeout: settings.idle_timeout,
             });

@@ -52,6 +52,8 @@ pub struct PoolSpec {
     /// What the log calls the pool: its command.
     pub name: Arc<str>,
     pub pm: ProcessManager,
+    /// Requests running longer are logged.
+    pub slowlog: Option<Duration>,
     /// Idle processes kept ready, over all workers (dynamic).
     pub spare: (usize, usize),
     pub idle_timeout: Duration,
@@ -109,6 +111,8 @@ struct Lease {
     /// response is being read (a client that stops reading would hold
     /// the process otherwise).
     watchdog: Option<tokio::task::AbortHandle>,
+    /// Logs the request if it runs past `--fastcgi-app-slowlog`.
+    slow: Option<tokio::task::AbortHandle>,
 }
 
 impl Pool {
@@ -206,6 +210,7 @@ impl Pool {
             max_requests: self.spec.max_requests,
             returned: false,
             watchdog: None,
+            slow: None,
         })
     }
 
@@ -270,6 +275,25 @@ impl Pool {
                     }
                 });
                 lease.watchdog = Some(watchdog.abort_handle());
+            }
+            if let Some(after) = self.spec.slowlog
+                && lease.slow.is_none()
+            {
+                let (pid, name) = (lease.state.pid, name.clone());
+                let uri = params
+                    .iter()
+                    .find(|(k, _)| k == b"REQUEST_URI")
+                    .map_or_else(String::new, |(_, v)| {
+                        String::from_utf8_lossy(v).into_owned()
+                    });
+                let slow = tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    crate::say!(
+                        "oxgate: FastCGI pool {name}: slow request: pid {pid}, {uri}, running for {}s (--fastcgi-app-slowlog)",
+                        after.as_secs()
+                    );
+                });
+                lease.slow = Some(slow.abort_handle());
             }
             let this_body = body.take().expect("a body to send");
             let exchanged = {
@@ -427,6 +451,7 @@ impl Pool {
                     max_requests: spec.max_requests,
                     returned: false,
                     watchdog: None,
+                    slow: None,
                 };
                 let suspect = std::mem::take(&mut lease.state.suspect);
                 if let Err(e) = self.ensure_running(&mut lease, suspect).await {
@@ -544,6 +569,9 @@ impl Lease {
 
     fn abort_watchdog(&mut self) {
         if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if let Some(w) = self.slow.take() {
             w.abort();
         }
     }
