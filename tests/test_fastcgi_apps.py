@@ -253,11 +253,16 @@ http {{ access_log off; client_body_temp_path {d}/tmp;
 
 
 @needs_php
-def test_behind_nginx_on_every_protocol(serve, php_cgi, site, tmp_path):
-    sock = php_cgi()
+@pytest.mark.parametrize("php", ["pool", "pass"])
+def test_behind_nginx_on_every_protocol(serve, php_cgi, site, tmp_path, php):
+    """nginx's proxy_pass, uwsgi_pass and fastcgi_pass to oxgate, which
+    runs PHP in its own pool, or passes it to php-cgi's server."""
     uwsgi, fcgi = free_port(), free_port()
-    s = php_server(serve, sock, site, "--uwsgi-socket", f"127.0.0.1:{uwsgi}", "--fastcgi-socket",
-                   f"127.0.0.1:{fcgi}")
+    sockets = ("--uwsgi-socket", f"127.0.0.1:{uwsgi}", "--fastcgi-socket", f"127.0.0.1:{fcgi}")
+    if php == "pool":
+        s = php_pool(serve, site, *sockets)
+    else:
+        s = php_server(serve, php_cgi(), site, *sockets)
     port = free_port()
     d = tmp_path / "nginx"
     nginx = start_nginx(d, port, NGINX_FRONT.format(d=d, port=port, http=s.port, uwsgi=uwsgi, fcgi=fcgi))
