@@ -145,13 +145,20 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         process::daemonize(log)?;
     }
     crate::say!(
-        "oxgate {}: serving {} on {} (pid {}, single process, {} Python thread{})",
+        "oxgate {}: serving {} on {} (pid {}, single process, {})",
         env!("CARGO_PKG_VERSION"),
         app_name(cfg),
         listen::describe(&listeners),
         std::process::id(),
-        cfg.threads,
-        if cfg.threads == 1 { "" } else { "s" }
+        if cfg.needs_python() {
+            format!(
+                "{} Python thread{}",
+                cfg.threads,
+                if cfg.threads == 1 { "" } else { "s" }
+            )
+        } else {
+            "no Python app".to_string()
+        }
     );
     if cfg.process.drain_delay.is_some() {
         crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");

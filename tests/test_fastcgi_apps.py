@@ -506,3 +506,13 @@ def test_reloads_under_load_fail_no_pool_request(serve, site):
     load.finish()
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50
+
+
+@needs_php
+def test_a_stop_takes_the_pool_and_its_sockets_with_it(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-processes", "2", "--processes", "1")
+    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    sock_dir = os.path.dirname(s.log().split("started process ")[1].split(" on ")[1].split()[0])
+    assert os.path.isdir(sock_dir)
+    s.stop()
+    assert not alive(pid) and not os.path.exists(sock_dir)

@@ -127,11 +127,26 @@ impl Pool {
         &self.spec.name
     }
 
-    /// Removes the sockets' directory, as the worker ends.
+    /// Stops the processes (and reaps them) and removes the sockets'
+    /// directory, as the worker ends: it does not leave that to
+    /// PR_SET_PDEATHSIG and whoever reaps orphans.
     pub fn clean_up(&self) {
-        if let Some(slots) = self.slots.get() {
-            let _ = std::fs::remove_dir_all(&slots.dir);
+        let Some(slots) = self.slots.get() else {
+            return;
+        };
+        for slot in &slots.slots {
+            let Some(mut state) = slot.state.lock().ok().and_then(|mut s| s.take()) else {
+                continue;
+            };
+            if let Some(child) = &mut state.child
+                && let Some(pid) = child.id()
+            {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
         }
+        let _ = std::fs::remove_dir_all(&slots.dir);
     }
 
     /// This worker's share of the pool: the total over the workers, the
@@ -154,6 +169,7 @@ impl Pool {
         let dir =
             std::env::temp_dir().join(format!("oxgate-fcgi-{}-{pool_index}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        remove_stale_dirs();
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -619,6 +635,30 @@ impl Drop for Lease {
             self.give_back();
         }
         // The permit goes back after this, once the slot is back.
+    }
+}
+
+/// Removes the socket directories of workers that are gone without
+/// removing theirs (killed): `oxgate-fcgi-PID-N` with no process PID.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("oxgate-fcgi-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if pid > 0 && gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
