@@ -3,6 +3,7 @@
 //! [`Handler`]; nothing between knows which protocol a request came on.
 //! The CGI variable rules that every front end follows live in [`cgi`].
 
+mod answered;
 mod body;
 pub mod cgi;
 mod conn;
@@ -15,6 +16,7 @@ mod vars;
 pub mod wrappers;
 
 pub use crate::proto::is_hop_by_hop;
+pub use answered::{Answered, CountedBody};
 pub use body::{
     BodyError, BodyStream, ChunkSource, FileBody, FileEnd, FileRegion, RequestBody, SENDFILE_MIN,
     with_length,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::handler::{Handler, Outcome, Request, RequestObserver, Responding};
-use super::response::{Response, head_size};
+use super::handler::{Handler, Request, RequestObserver, Responding};
+use super::response::Response;
 use super::vars::{Var, VarName};
 
 /// Picks the handler for each request, as uWSGI does: with
@@ -28,30 +28,20 @@ pub struct Router {
 /// every path they do not serve is 404, logged and counted.
 #[derive(Default)]
 pub struct NoApp {
-    observer: std::sync::OnceLock<Arc<dyn RequestObserver>>,
+    answered: super::answered::Answered,
 }
 
 impl NoApp {
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
-        let _ = self.observer.set(observer);
+        self.answered.set(observer);
     }
 }
 
 impl Handler for NoApp {
     fn handle(self: Arc<Self>, req: Request) -> Responding {
         let resp = Response::plain(404, "Not Found", "Not Found\n");
-        if let Some(observer) = self.observer.get() {
-            let outcome = Outcome {
-                status: resp.status,
-                headers: resp.headers.len() as u32,
-                header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
-                body_bytes: 10,
-                switches: 1,
-                failed: false,
-                protocol: req.protocol,
-            };
-            observer.answered(&req.vars, &outcome, 0);
-        }
+        self.answered
+            .response(&req, &resp, std::time::Instant::now());
         Box::pin(async { resp })
     }
 }

@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,12 +22,12 @@ use bytes::Bytes;
 use super::root_dir::RootDir;
 use super::script_path::{Located, locate};
 use crate::config::CgiSettings;
-use crate::proto::cgi_response::{Head, Reply};
+use crate::proto::cgi_response::Reply;
 use crate::request::cgi::{ScriptPlace, script_variables};
 use crate::request::with_length;
 use crate::request::{
-    BodyStream, Handler, Outcome, Request, RequestBody, RequestObserver, Responding, Response,
-    ResponseBody, Var, VarName, head_size, redirect_to_directory, var,
+    Answered, Handler, Request, RequestBody, RequestObserver, Responding, Response, Var, VarName,
+    redirect_to_directory, var,
 };
 use script::{Failure, Run};
 
@@ -45,7 +45,8 @@ pub struct CgiScripts {
     /// `--env`: the only variables of the server's that scripts see.
     env: Vec<(OsString, OsString)>,
     limit_post: Option<u64>,
-    observer: OnceLock<Arc<dyn RequestObserver>>,
+    /// The request log and the counters.
+    answered: Answered,
     inner: Arc<dyn Handler>,
 }
 
@@ -145,14 +146,14 @@ impl CgiScripts {
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                 .collect(),
             limit_post,
-            observer: OnceLock::new(),
+            answered: Answered::default(),
             inner,
         })
     }
 
     /// Lets the request log and the counters see CGI requests too.
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
-        let _ = self.observer.set(observer);
+        self.answered.set(observer);
     }
 
     fn lookup(&self, req: &Request) -> Lookup {
@@ -312,7 +313,7 @@ impl CgiScripts {
             match lookup {
                 Lookup::App => return self.inner.clone().handle(req).await,
                 Lookup::Answer(resp) => {
-                    self.observe(&req, &resp, since);
+                    self.answered.response(&req, &resp, since);
                     return resp;
                 }
                 Lookup::Run(found) => match self.run(req, *found, since).await {
@@ -328,7 +329,7 @@ impl CgiScripts {
             "Internal Server Error",
             "Internal Server Error: a redirect loop\n",
         );
-        self.observe(&req, &resp, since);
+        self.answered.response(&req, &resp, since);
         resp
     }
 
@@ -340,7 +341,7 @@ impl CgiScripts {
         let (body, length) = match with_length(declared, body, self.limit_post).await {
             Ok(pair) => pair,
             Err(resp) => {
-                self.observe(&req, &resp, since);
+                self.answered.response(&req, &resp, since);
                 return Ran::Response(resp);
             }
         };
@@ -369,7 +370,7 @@ impl CgiScripts {
             Ok(ran) => ran,
             Err(failure) => {
                 let resp = failed(&name, failure, self.timeout);
-                self.observe(&req, &resp, since);
+                self.answered.response(&req, &resp, since);
                 return Ran::Response(resp);
             }
         };
@@ -377,54 +378,13 @@ impl CgiScripts {
             drop(output);
             return Ran::Redirect(redirected(req, location));
         }
-        Ran::Response(self.stream(req, head, first, output, since))
-    }
-
-    /// The response for a head read, its body streamed from the script.
-    fn stream(
-        &self,
-        req: Request,
-        head: Head,
-        first: Bytes,
-        mut output: script::Output,
-        since: Instant,
-    ) -> Response {
-        let Head {
-            status,
-            reason,
-            headers,
-            ..
-        } = head;
-        output.add_sent(first.len() as u64);
-        if let Some(observer) = self.observer.get().cloned() {
-            let outcome = Outcome {
-                status,
-                headers: headers.len() as u32,
-                header_bytes: head_size(status, reason.as_deref(), &headers),
-                body_bytes: 0,
-                switches: 1,
-                failed: false,
-                protocol: req.protocol,
-            };
-            let vars = req.vars;
-            output = output.on_end(move |sent, whole| {
-                let outcome = Outcome {
-                    body_bytes: sent,
-                    failed: !whole,
-                    ..outcome
-                };
-                observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
-            });
-        }
-        Response {
-            status,
-            reason,
-            headers,
-            body: ResponseBody::Stream {
-                first: (!first.is_empty()).then_some(first),
-                rest: BodyStream::new(output),
-            },
-        }
+        Ran::Response(self.answered.streamed(
+            req,
+            (head.status, head.reason, head.headers),
+            first,
+            output,
+            since,
+        ))
     }
 
     /// The script's environment: the CGI variables, then `--env`, and
@@ -451,27 +411,6 @@ impl CgiScripts {
             // Last, so that they win.
             .chain(self.env.iter().cloned())
             .collect()
-    }
-
-    /// Counts and logs a request answered without a script's body.
-    fn observe(&self, req: &Request, resp: &Response, since: Instant) {
-        let Some(observer) = self.observer.get() else {
-            return;
-        };
-        let body_bytes = match &resp.body {
-            ResponseBody::Full(b) => b.len() as u64,
-            _ => 0,
-        };
-        let outcome = Outcome {
-            status: resp.status,
-            headers: resp.headers.len() as u32,
-            header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
-            body_bytes,
-            switches: 1,
-            failed: resp.status >= 500,
-            protocol: req.protocol,
-        };
-        observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
     }
 }
 

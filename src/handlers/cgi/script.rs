@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::proto::cgi_response::{self, Head};
-use crate::request::{BodyError, ChunkSource, RequestBody};
+use crate::request::{BodyError, ChunkSource, CountedBody, RequestBody};
 
 /// What to run, and how.
 pub struct Run {
@@ -168,18 +168,6 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
 }
 
 impl Output {
-    /// Calls `f` with the body bytes sent, and whether the body ended
-    /// whole, when the body ends or is dropped.
-    pub fn on_end(mut self, f: impl FnOnce(u64, bool) + Send + 'static) -> Output {
-        self.on_end = Some(Box::new(f));
-        self
-    }
-
-    /// Counts bytes sent before this stream (the head's read-ahead).
-    pub fn add_sent(&mut self, n: u64) {
-        self.sent += n;
-    }
-
     fn end(&mut self, whole: bool) {
         self.finished = true;
         if whole && let Some(tx) = self.ended.take() {
@@ -188,6 +176,17 @@ impl Output {
         if let Some(f) = self.on_end.take() {
             f(self.sent, whole);
         }
+    }
+}
+
+impl CountedBody for Output {
+    fn on_end(mut self, f: Box<dyn FnOnce(u64, bool) + Send>) -> Output {
+        self.on_end = Some(f);
+        self
+    }
+
+    fn add_sent(&mut self, n: u64) {
+        self.sent += n;
     }
 }
 

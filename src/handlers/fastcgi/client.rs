@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::listen::Address;
 use crate::proto::cgi_response::{self, Head};
 use crate::proto::fastcgi;
-use crate::request::{BodyError, ChunkSource, RequestBody};
+use crate::request::{BodyError, ChunkSource, CountedBody, RequestBody};
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -351,16 +351,6 @@ impl Output {
         }
     }
 
-    /// Calls `f` with the body bytes sent and whether the body ended whole.
-    pub fn on_end(mut self, f: impl FnOnce(u64, bool) + Send + 'static) -> Output {
-        self.on_end = Some(Box::new(f));
-        self
-    }
-
-    pub fn add_sent(&mut self, n: u64) {
-        self.sent += n;
-    }
-
     fn end(&mut self, whole: bool) {
         self.finished = true;
         let conn = self.conn.take();
@@ -371,6 +361,17 @@ impl Output {
         if let Some(f) = self.on_end.take() {
             f(self.sent, whole);
         }
+    }
+}
+
+impl CountedBody for Output {
+    fn on_end(mut self, f: Box<dyn FnOnce(u64, bool) + Send>) -> Output {
+        self.on_end = Some(f);
+        self
+    }
+
+    fn add_sent(&mut self, n: u64) {
+        self.sent += n;
     }
 }
 

@@ -17,20 +17,18 @@ mod pool;
 pub use pool::{WORKER_ID, WORKERS};
 
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
 
 use super::root_dir::RootDir;
 use super::script_path::{Located, locate};
 use super::static_files::StaticFiles;
 use crate::config::{FastcgiSettings, StaticMap, StaticSettings};
-use crate::proto::cgi_response::Head;
+use crate::proto::cgi_response::Reply;
 use crate::request::cgi::{ScriptPlace, script_variables};
 use crate::request::{
-    BodyStream, Handler, Outcome, Request, RequestBody, RequestObserver, Responding, Response,
-    ResponseBody, Var, head_size, redirect_to_directory, var, with_length,
+    Answered, Handler, Request, RequestBody, RequestObserver, Responding, Response, Var,
+    redirect_to_directory, var, with_length,
 };
 use client::{Call, Failure, Upstream};
 use pool::{Pool, PoolSpec};
@@ -51,7 +49,8 @@ pub struct FastcgiApps {
     fallback: Option<Vec<u8>>,
     timeout: Option<Duration>,
     limit_post: Option<u64>,
-    observer: OnceLock<Arc<dyn RequestObserver>>,
+    /// The request log and the counters.
+    answered: Answered,
     inner: Arc<dyn Handler>,
 }
 
@@ -180,7 +179,7 @@ impl FastcgiApps {
             fallback: settings.fallback.as_ref().map(|f| f.as_bytes().to_vec()),
             timeout: settings.timeout,
             limit_post,
-            observer: OnceLock::new(),
+            answered: Answered::default(),
             inner,
         })
     }
@@ -207,7 +206,7 @@ impl FastcgiApps {
         if let Some(files) = &self.files {
             files.set_observer(observer.clone());
         }
-        let _ = self.observer.set(observer);
+        self.answered.set(observer);
     }
 
     fn lookup(&self, req: &Request) -> Lookup {
@@ -302,7 +301,17 @@ impl FastcgiApps {
             Backend::Pool(pool, index) => pool.call(*index, &params, body, self.timeout).await,
         };
         match called {
-            Ok((head, first, output)) => self.stream(req, head, first, output, since),
+            Ok((head, first, output)) => {
+                // `Location: /path` with no Status: the client is
+                // redirected, as nginx does for FastCGI apps (only CGI
+                // scripts get local redirects).
+                let status = match head.reply {
+                    Reply::LocalRedirect(_) => 302,
+                    _ => head.status,
+                };
+                let head = (status, head.reason, head.headers);
+                self.answered.streamed(req, head, first, output, since)
+            }
             Err(failure) => {
                 let resp = failed(&name, failure, self.timeout);
                 self.answered(&req, resp, since)
@@ -310,76 +319,9 @@ impl FastcgiApps {
         }
     }
 
-    fn stream(
-        &self,
-        req: Request,
-        head: Head,
-        first: Bytes,
-        mut output: client::Output,
-        since: Instant,
-    ) -> Response {
-        let Head {
-            mut status,
-            reason,
-            headers,
-            reply,
-            ..
-        } = head;
-        // `Location: /path` with no Status: the client is redirected, as
-        // nginx does for FastCGI apps (only CGI scripts get local ones).
-        if let crate::proto::cgi_response::Reply::LocalRedirect(_) = reply {
-            status = 302;
-        }
-        output.add_sent(first.len() as u64);
-        if let Some(observer) = self.observer.get().cloned() {
-            let outcome = Outcome {
-                status,
-                headers: headers.len() as u32,
-                header_bytes: head_size(status, reason.as_deref(), &headers),
-                body_bytes: 0,
-                switches: 1,
-                failed: false,
-                protocol: req.protocol,
-            };
-            let vars = req.vars;
-            output = output.on_end(move |sent, whole| {
-                let outcome = Outcome {
-                    body_bytes: sent,
-                    failed: !whole,
-                    ..outcome
-                };
-                observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
-            });
-        }
-        Response {
-            status,
-            reason,
-            headers,
-            body: ResponseBody::Stream {
-                first: (!first.is_empty()).then_some(first),
-                rest: BodyStream::new(output),
-            },
-        }
-    }
-
     /// Counts and logs a response the server made itself.
     fn answered(&self, req: &Request, resp: Response, since: Instant) -> Response {
-        if let Some(observer) = self.observer.get() {
-            let body_bytes = match &resp.body {
-                ResponseBody::Full(b) => b.len() as u64,
-                _ => 0,
-            };
-            let outcome = Outcome {
-                status: resp.status,
-                headers: resp.headers.len() as u32,
-                header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
-                body_bytes,
-                switches: 1,
-                failed: resp.status >= 500,
-                protocol: req.protocol,
-            };
-            observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
-        }
+        self.answered.response(req, &resp, since);
         resp
     }
 }

@@ -15,12 +15,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::StaticSettings;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::request::{
-    Handler, Outcome, Request, RequestObserver, Responding, Response, ResponseBody, Var, head_size,
-    redirect_to_directory, var,
+    Answered, Handler, Request, RequestObserver, Responding, Response, Var, redirect_to_directory,
+    var,
 };
 use resolve::Resolved;
 
@@ -35,7 +34,8 @@ pub struct StaticFiles {
     /// Caching and precompressed files.
     settings: StaticSettings,
     /// The request log and the counters (set once the worker has them).
-    observer: OnceLock<Arc<dyn RequestObserver>>,
+    /// The request log and the counters.
+    answered: Answered,
     inner: Arc<dyn Handler>,
 }
 
@@ -86,44 +86,14 @@ impl StaticFiles {
                 gzip_dirs: settings.gzip_dirs.iter().map(|d| canonical(d)).collect(),
                 ..settings.clone()
             },
-            observer: OnceLock::new(),
+            answered: Answered::default(),
             inner,
         })
     }
 
     /// Lets the request log and the counters see static requests too.
     pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
-        let _ = self.observer.set(observer);
-    }
-
-    /// Counts and logs an answered request, as the app's are.
-    fn observe(&self, req: &Request, resp: &Response, since: Instant) {
-        let Some(observer) = self.observer.get() else {
-            return;
-        };
-        let body_bytes = if req.is_head {
-            0
-        } else {
-            match &resp.body {
-                ResponseBody::Full(b) => b.len() as u64,
-                _ => resp
-                    .headers
-                    .iter()
-                    .find(|(k, _)| &k[..] == b"Content-Length")
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-                    .unwrap_or(0),
-            }
-        };
-        let outcome = Outcome {
-            status: resp.status,
-            headers: resp.headers.len() as u32,
-            header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
-            body_bytes,
-            switches: 1,
-            failed: false,
-            protocol: req.protocol,
-        };
-        observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
+        self.answered.set(observer);
     }
 
     fn lookup(&self, req: &Request) -> Lookup {
@@ -285,7 +255,7 @@ impl Handler for StaticFiles {
         match self.lookup(&req) {
             Lookup::App => self.inner.clone().handle(req),
             Lookup::Answer(resp) => {
-                self.observe(&req, &resp, since);
+                self.answered.response(&req, &resp, since);
                 Box::pin(async move { resp })
             }
         }
