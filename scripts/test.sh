@@ -46,6 +46,21 @@ if ! [ -x "$VENV/bin/python" ] || ! cmp -s tests/requirements.txt "$VENV/.requir
   cp tests/requirements.txt "$VENV/.requirements"
 fi
 
+# Gunicorn's request corpus (tests/requests/ and its loader, from the sdist
+# of the gunicorn tests/requirements.txt pins): test_http_request_corpus.py.
+CORPUS=target/gunicorn-corpus
+GUNICORN=$(sed -n 's/^gunicorn==//p' tests/requirements.txt)
+if ! [ -f "$CORPUS/$GUNICORN" ]; then
+  tmp=$(mktemp -d)
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
+    "gunicorn==$GUNICORN" -d "$tmp"
+  tar xzf "$tmp/gunicorn-$GUNICORN.tar.gz" -C "$tmp"
+  rm -rf "$CORPUS" && mkdir -p "$CORPUS"
+  cp -r "$tmp/gunicorn-$GUNICORN/tests/treq.py" "$tmp/gunicorn-$GUNICORN/tests/requests" "$CORPUS/"
+  touch "$CORPUS/$GUNICORN"
+  rm -rf "$tmp"
+fi
+
 cargo build --release --locked
 # Imports point one way (docs/architecture.md); every unsafe block says why
 # it is sound (lib.rs denies clippy::undocumented_unsafe_blocks).

@@ -444,7 +444,20 @@ options! {
         .help("With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn's option)."),
     LIMIT_POST = OptDef::new("limit-post", Int, Limits)
         .value("BYTES")
-        .help("Refuse request bodies larger than BYTES with 413 (no limit when not given)."),
+        .defaults_to("1073741824")
+        .help("Refuse request bodies larger than BYTES with 413 (1 GiB unless given; 0 turns the limit off)."),
+    LIMIT_REQUEST_LINE = OptDef::new("limit-request-line", Int, Limits)
+        .value("BYTES")
+        .defaults_to("4094")
+        .help("Longest HTTP request line (method, target and version) accepted; longer ones get 414. Gunicorn's option and default; 0 turns the limit off."),
+    LIMIT_REQUEST_FIELDS = OptDef::new("limit-request-fields", Int, Limits)
+        .value("N")
+        .defaults_to("100")
+        .help("Most header fields an HTTP request may have; more get 431. Gunicorn's option and default (0 means its most, 32768)."),
+    LIMIT_REQUEST_FIELD_SIZE = OptDef::new("limit-request-field-size", Int, Limits)
+        .value("BYTES")
+        .defaults_to("8190")
+        .help("Longest HTTP header field (Name: value) accepted; longer ones get 431. Gunicorn's option (also spelt --limit-request-field_size) and default, which 0 also means."),
     BUFFER_SIZE = OptDef::new("buffer-size", Int, Limits)
         .value("BYTES")
         .defaults_to("65536")

@@ -639,7 +639,20 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         home,
         env,
         threads: r.positive(&opt::THREADS)?.min(1024) as usize,
-        limit_post: r.count(&opt::LIMIT_POST),
+        limit_post: Some(r.int(&opt::LIMIT_POST))
+            .filter(|n| *n > 0)
+            .map(|n| n as u64),
+        limit_request_line: r.int(&opt::LIMIT_REQUEST_LINE).max(0) as usize,
+        // Gunicorn's readings of 0: the most headers it allows, and its
+        // default field size.
+        limit_request_fields: match r.int(&opt::LIMIT_REQUEST_FIELDS) {
+            n if n <= 0 || n > 32768 => 32768,
+            n => n as usize,
+        },
+        limit_request_field_size: match r.int(&opt::LIMIT_REQUEST_FIELD_SIZE) {
+            n if n <= 0 => 8190,
+            n => n as usize,
+        },
         buffer_size: r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize,
         socket_timeout: Duration::from_secs(r.positive(&opt::SOCKET_TIMEOUT)? as u64),
         log: {

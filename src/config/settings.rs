@@ -163,6 +163,10 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub threads: usize,
     pub limit_post: Option<u64>,
+    /// Gunicorn's request-head limits (HTTP only; 0 is off).
+    pub limit_request_line: usize,
+    pub limit_request_fields: usize,
+    pub limit_request_field_size: usize,
     pub buffer_size: usize,
     pub socket_timeout: Duration,
     pub process: ProcessConfig,

@@ -12,6 +12,7 @@ use super::accept;
 use super::dispatch::{FrontEnd, Shared};
 use crate::config::Config;
 use crate::frontend::gateway::{GatewaySettings, OneShot};
+use crate::frontend::http::strict::HeadLimits;
 use crate::frontend::http::{FlushQueue, HttpSettings};
 use crate::listen::{Protocol, Socket};
 use crate::process;
@@ -29,6 +30,11 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             limit_post: cfg.limit_post,
             max_head: cfg.buffer_size,
             head_timeout: cfg.socket_timeout,
+            head_limits: HeadLimits {
+                request_line: cfg.limit_request_line,
+                field_size: cfg.limit_request_field_size,
+            },
+            max_headers: cfg.limit_request_fields,
         }),
         gateway: Arc::new(GatewaySettings {
             // A uwsgi vars block cannot exceed 65535 bytes.

@@ -93,6 +93,11 @@ fn start() -> Vec<(Protocol, u16)> {
                 limit_post: Some(1 << 20),
                 max_head: 8192,
                 head_timeout: Duration::from_secs(5),
+                head_limits: crate::frontend::http::strict::HeadLimits {
+                    request_line: 4094,
+                    field_size: 8190,
+                },
+                max_headers: 100,
             }),
             gateway: Arc::new(GatewaySettings {
                 max_vars: 8192,

@@ -146,6 +146,10 @@ pub async fn serve_connection<S: Peek>(
         // job with one timer per connection.
         .header_read_timeout(None)
         .max_buf_size(settings.max_head.max(8192));
+    // hyper's default; another count costs a heap allocation per request.
+    if settings.max_headers != 100 {
+        builder.max_headers(settings.max_headers);
+    }
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let stop = async {

@@ -16,6 +16,9 @@ pub struct HttpSettings {
     pub limit_post: Option<u64>,
     pub max_head: usize,
     pub head_timeout: Duration,
+    pub head_limits: super::strict::HeadLimits,
+    /// `--limit-request-fields`: hyper's header count limit.
+    pub max_headers: usize,
 }
 
 /// A connection's share of the worker, for each of its requests.

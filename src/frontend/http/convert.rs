@@ -76,6 +76,17 @@ pub(super) fn convert_head(
     settings: &HttpSettings,
     arena: &mut BytesMut,
 ) -> Result<Headed, Response> {
+    if let Err(refused) = super::strict::check_head(parts, &settings.head_limits) {
+        let (status, phrase) = refused.status();
+        crate::say!(
+            "oxgate: request refused with {status}: {}{}",
+            refused.reason().trim_end(),
+            info.peer()
+                .map(|(addr, _)| format!(" (from {})", String::from_utf8_lossy(addr)))
+                .unwrap_or_default()
+        );
+        return Err(Response::plain(status, phrase, refused.reason()));
+    }
     // Values beyond the buffer (rare) move on to a new one.
     crate::request::ready_arena(arena, ARENA_SIZE, ARENA_SIZE);
     let mut v = VarsBuilder {
@@ -198,6 +209,9 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         .is_some_and(|n| n <= INLINE_BODY_MAX)
     {
         match body.collect().await {
+            Ok(c) if c.trailers().is_some_and(forbidden_trailers) => {
+                return Err(bad_trailers());
+            }
             Ok(c) => RequestBody::Full(c.to_bytes()),
             Err(_) => {
                 return Err(Response::plain(
@@ -221,6 +235,18 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         protocol: crate::listen::Protocol::Http,
         upgradable,
     })
+}
+
+fn forbidden_trailers(trailers: &http::HeaderMap) -> bool {
+    trailers.keys().any(super::strict::forbidden_trailer)
+}
+
+fn bad_trailers() -> Response {
+    Response::plain(
+        400,
+        "Bad Request",
+        "a forbidden field in the request's trailers\n",
+    )
 }
 
 /// A request body still arriving from hyper.
@@ -251,7 +277,15 @@ impl ChunkSource for IncomingChunks {
                         }
                         Poll::Ready(Some(Ok(data)))
                     }
-                    Err(_) => continue, // trailers
+                    // Trailers: the app never sees them, but one that would
+                    // reframe or reroute the request refuses it, as Gunicorn does.
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(t) if forbidden_trailers(&t) => Poll::Ready(Some(Err(BodyError::new(
+                            400,
+                            "a forbidden field in the request's trailers",
+                        )))),
+                        _ => continue,
+                    },
                 },
             };
         }

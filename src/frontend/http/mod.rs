@@ -6,6 +6,7 @@ mod body;
 mod conn;
 mod context;
 mod convert;
+pub mod strict;
 
 mod batch;
 mod sendfile;

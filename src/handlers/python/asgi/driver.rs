@@ -138,10 +138,7 @@ impl Driver {
             && !st.started
         {
             crate::say!("oxgate: bad request body: {e}");
-            return Poll::Ready(Headed::Whole(match e.status {
-                413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
-                _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
-            }));
+            return Poll::Ready(Headed::Whole(Response::for_body_error(e)));
         }
         let has_body = st.complete || !st.chunks.is_empty();
         if let Some(head) = st.head.take_if(|_| has_body) {

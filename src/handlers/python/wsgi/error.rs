@@ -54,10 +54,7 @@ impl WsgiHost {
         match e {
             CallError::Client(e) => {
                 crate::say!("oxgate: bad request body: {e}");
-                return match e.status {
-                    413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
-                    _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
-                };
+                return Response::for_body_error(&e);
             }
             CallError::App(err, environ) => Python::attach(|py| {
                 log_exception(py, &self.helpers.log_exception, err, environ.bind(py));

@@ -1,0 +1,289 @@
+//! What hyper accepts and oxgate refuses: the request-head checks Gunicorn
+//! added from 22.0 on (its `tests/requests/invalid` corpus), applied to
+//! hyper's parsed head before anything reaches an app. hyper already
+//! refuses malformed lines, bad header names, conflicting lengths and
+//! obs-fold; these close the remaining gaps, each of which lets a proxy in
+//! front read a request differently from the app behind it.
+//!
+//! Pure: no I/O, so the fuzz target and the property tests drive it as the
+//! front end does.
+
+use http::header::{self, HeaderName};
+use http::request::Parts;
+use http::{Method, Version};
+
+/// The size limits on a request head, Gunicorn's three (0 turns one off).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// `--limit-request-line`: method, target and version together.
+    pub request_line: usize,
+    /// `--limit-request-field-size`: one header's `Name: value` line with
+    /// its CRLF, counted as Gunicorn counts it.
+    pub field_size: usize,
+}
+
+/// Why a head is refused; each becomes a response that closes the
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400, with what was wrong.
+    Bad(&'static str),
+    /// 414: the request line is over `--limit-request-line`.
+    LineTooLong,
+    /// 431: a header is over `--limit-request-field-size`.
+    FieldTooLarge,
+    /// 405: CONNECT. An app server has no tunnel to offer, and hyper turns
+    /// a connection whose CONNECT was answered 2xx into one (so an app's
+    /// ordinary answer could not be sent); nginx answers CONNECT 405 too.
+    Connect,
+}
+
+impl Refusal {
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            Refusal::Bad(_) => (400, "Bad Request"),
+            Refusal::LineTooLong => (414, "URI Too Long"),
+            Refusal::FieldTooLarge => (431, "Request Header Fields Too Large"),
+            Refusal::Connect => (405, "Method Not Allowed"),
+        }
+    }
+
+    /// What was wrong, a line for the client (and the log).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Bad(why) => why,
+            Refusal::LineTooLong => "request line longer than --limit-request-line\n",
+            Refusal::FieldTooLarge => "header longer than --limit-request-field-size\n",
+            Refusal::Connect => "CONNECT is not served\n",
+        }
+    }
+}
+
+/// Fields a message may carry once only (RFC 9110 §5.3): two of them are
+/// two readings of one request. Content-Length is hyper's to check.
+const SINGLETONS: [HeaderName; 2] = [header::HOST, header::CONTENT_TYPE];
+
+/// Checks a head hyper has parsed. Cheap: one pass over the header values,
+/// and no allocation.
+pub fn check_head(parts: &Parts, limits: &HeadLimits) -> Result<(), Refusal> {
+    check_method(&parts.method)?;
+    check_target(parts)?;
+    if limits.request_line > 0 {
+        // "METHOD SP target SP HTTP/1.1"
+        let line = parts.method.as_str().len() + target_len(&parts.uri) + 10;
+        if line > limits.request_line {
+            return Err(Refusal::LineTooLong);
+        }
+    }
+    for (name, value) in &parts.headers {
+        if limits.field_size > 0 && name.as_str().len() + value.len() + 4 > limits.field_size {
+            return Err(Refusal::FieldTooLarge);
+        }
+        // httparse lets other control characters through (RFC 9110 §5.5
+        // allows only HTAB, SP and visible octets); in a value copied into
+        // a log line or another request they forge what follows.
+        if has_control(value.as_bytes()) {
+            return Err(Refusal::Bad("control character in a header value\n"));
+        }
+    }
+    for name in &SINGLETONS {
+        let mut all = parts.headers.get_all(name).iter();
+        if all.next().is_some() && all.next().is_some() {
+            return Err(Refusal::Bad(if *name == header::HOST {
+                "more than one Host header\n"
+            } else {
+                "more than one Content-Type header\n"
+            }));
+        }
+    }
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // hyper lets Transfer-Encoding win and closes afterwards (RFC 9112
+        // §6.3); a proxy that went by the length instead has already sent
+        // what follows as another request. Refused, as Gunicorn does.
+        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(Refusal::Bad("both Content-Length and Transfer-Encoding\n"));
+        }
+        if parts.version == Version::HTTP_10 {
+            return Err(Refusal::Bad("Transfer-Encoding in an HTTP/1.0 request\n"));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 allows any token; like Gunicorn, oxgate holds methods to the
+/// shape every registered one has (3 to 20 characters, no lower case, no
+/// `#`), which refuses garbage such as `-bl` or a stray `get`.
+fn check_method(method: &Method) -> Result<(), Refusal> {
+    let m = method.as_str().as_bytes();
+    if !(3..=20).contains(&m.len()) || m.iter().any(|&b| b.is_ascii_lowercase() || b == b'#') {
+        return Err(Refusal::Bad("invalid method\n"));
+    }
+    if *method == Method::CONNECT {
+        return Err(Refusal::Connect);
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: the asterisk form is for OPTIONS only, and the authority
+/// form for CONNECT only (refused above).
+fn check_target(parts: &Parts) -> Result<(), Refusal> {
+    let uri = &parts.uri;
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(Refusal::Bad("authority-form target outside CONNECT\n"));
+    }
+    if uri.path() == "*" && uri.scheme().is_none() && parts.method != Method::OPTIONS {
+        return Err(Refusal::Bad("asterisk-form target outside OPTIONS\n"));
+    }
+    Ok(())
+}
+
+/// Whether a header value holds a byte RFC 9110 §5.5 does not allow:
+/// hyper builds its values unchecked, for speed.
+fn has_control(value: &[u8]) -> bool {
+    value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+fn target_len(uri: &http::Uri) -> usize {
+    let path = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    match (uri.scheme(), uri.authority()) {
+        (Some(s), Some(a)) => s.as_str().len() + 3 + a.as_str().len() + path,
+        _ => path,
+    }
+}
+
+/// Fields a trailer may not carry (RFC 9110 §6.5.1): framing, routing and
+/// credentials belong in the head, where the proxy in front checked them.
+pub fn forbidden_trailer(name: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TRAILER,
+        header::AUTHORIZATION,
+        header::TE,
+    ]
+    .contains(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        request_line: 4094,
+        field_size: 8190,
+    };
+
+    /// The head of `raw` as hyper's parser (httparse) hands it over.
+    fn parts(raw: &[u8]) -> Parts {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(raw).unwrap().is_complete());
+        let mut b = http::Request::builder()
+            .method(req.method.unwrap())
+            .uri(req.path.unwrap())
+            .version(if req.version == Some(0) {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            });
+        for h in req.headers.iter() {
+            b = b.header(h.name, h.value);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn check(raw: &[u8]) -> Result<(), Refusal> {
+        check_head(&parts(raw), &LIMITS)
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        for raw in [
+            &b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"[..],
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            b"M-SEARCH /upnp HTTP/1.1\r\n\r\n",
+            b"PROPFIND /d HTTP/1.1\r\nX-Tab: a\tb\r\nX-Obs: \xe9t\xe9\r\n\r\n",
+            b"GET / HTTP/1.0\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+        ] {
+            assert_eq!(check(raw), Ok(()), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn gunicorns_refusals() {
+        let bad = |raw: &[u8]| matches!(check(raw), Err(Refusal::Bad(_)));
+        assert!(bad(b"-bl /foo HTTP/1.1\r\n\r\n"));
+        assert!(bad(b"get / HTTP/1.1\r\n\r\n"));
+        assert!(bad(b"GE / HTTP/1.1\r\n\r\n"));
+        assert!(bad(b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\n\r\n"));
+        assert!(bad(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(bad(b"GET example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(bad(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"));
+        assert!(bad(
+            b"GET / HTTP/1.1\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n"
+        ));
+        assert!(bad(
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(bad(
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(has_control(b"a\x07b"));
+        assert!(has_control(b"a\x7fb"));
+        assert!(has_control(b"a\x00"));
+        assert!(!has_control(b"a\tb \xe9"));
+        assert_eq!(
+            check(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+            Err(Refusal::Connect)
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(4094));
+        assert_eq!(check(long_target.as_bytes()), Err(Refusal::LineTooLong));
+        let fits = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(4094 - 15));
+        assert_eq!(check(fits.as_bytes()), Ok(()));
+        let long_field = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(8190 - 4));
+        assert_eq!(check(long_field.as_bytes()), Err(Refusal::FieldTooLarge));
+        let fits = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(8190 - 5));
+        assert_eq!(check(fits.as_bytes()), Ok(()));
+        let off = HeadLimits {
+            request_line: 0,
+            field_size: 0,
+        };
+        assert_eq!(check_head(&parts(long_target.as_bytes()), &off), Ok(()));
+        assert_eq!(check_head(&parts(long_field.as_bytes()), &off), Ok(()));
+    }
+
+    #[test]
+    fn trailers() {
+        assert!(forbidden_trailer(&header::CONTENT_LENGTH));
+        assert!(forbidden_trailer(&header::HOST));
+        assert!(!forbidden_trailer(&HeaderName::from_static("x-checksum")));
+    }
+
+    proptest! {
+        /// The check agrees with `http`'s own validator (which hyper skips):
+        /// a value it refuses is one with a control character.
+        #[test]
+        fn header_values(value in proptest::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(has_control(&value), http::HeaderValue::from_bytes(&value).is_err());
+        }
+
+        /// Methods: the shape rule, whatever the bytes.
+        #[test]
+        fn methods(m in "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,24}") {
+            let raw = format!("{m} / HTTP/1.1\r\n\r\n");
+            let ok = (3..=20).contains(&m.len())
+                && !m.bytes().any(|b| b.is_ascii_lowercase() || b == b'#')
+                && m != "CONNECT";
+            prop_assert_eq!(check(raw.as_bytes()).is_ok(), ok);
+        }
+    }
+}
