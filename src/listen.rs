@@ -101,7 +101,7 @@ pub enum Listener {
 }
 
 /// Binds an address, with messages that say what to do when it fails.
-pub fn bind(addr: &Address, backlog: i32, chmod: Option<u32>) -> Result<Listener, String> {
+pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String> {
     let fail = |e: std::io::Error| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
@@ -147,9 +147,9 @@ pub fn bind(addr: &Address, backlog: i32, chmod: Option<u32>) -> Result<Listener
             socket.bind(&sa).map_err(fail)?;
             socket.listen(backlog).map_err(fail)?;
             socket.set_nonblocking(true).map_err(fail)?;
-            if let Some(mode) = chmod {
+            {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(chmod))
                     .map_err(fail)?;
             }
             Ok(Listener::Unix(socket.into(), Some(path.clone())))
@@ -212,10 +212,10 @@ mod tests {
 
     #[test]
     fn address_in_use_is_explained() {
-        let a = bind(&parse("127.0.0.1:0").unwrap(), 16, None).unwrap();
+        let a = bind(&parse("127.0.0.1:0").unwrap(), 16, 0o660).unwrap();
         let Listener::Tcp(l) = a else { panic!() };
         let port = l.local_addr().unwrap().port();
-        let err = bind(&parse(&format!("127.0.0.1:{port}")).unwrap(), 16, None)
+        let err = bind(&parse(&format!("127.0.0.1:{port}")).unwrap(), 16, 0o660)
             .err()
             .unwrap();
         assert!(err.contains("in use"), "{err}");

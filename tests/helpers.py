@@ -3,7 +3,9 @@ raw clients for the HTTP, uwsgi, SCGI and FastCGI sockets, a client load,
 nginx, and waiting for a condition."""
 import os
 import pathlib
+import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -90,6 +92,36 @@ def wait_for(cond, timeout=20, what="condition"):
 def fresh(url, timeout=30):
     """One request on a new connection: no keep-alive races."""
     return requests.get(url, headers={"Connection": "close"}, timeout=timeout)
+
+
+def under_load(url, action, connections=8):
+    """Runs `action` while wrk loads `url` on keep-alive connections (from a
+    second before to a second after; at most 60 s); returns wrk's report."""
+    wrk = shutil.which("wrk")
+    assert wrk, "wrk is missing (scripts/test.sh installs it)"
+    load = subprocess.Popen([wrk, "-t1", f"-c{connections}", "-d60s", url], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        action()
+        time.sleep(1)
+    finally:
+        load.send_signal(signal.SIGINT)  # wrk stops and reports
+    return load.communicate(timeout=30)[0]
+
+
+def failures(wrk_output):
+    """Requests wrk counted, and its failures: non-2xx/3xx answers and
+    socket errors (connect, read, write, timeout)."""
+    done = int(re.search(r"(\d+) requests in", wrk_output).group(1))
+    bad = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk_output)
+    if m:
+        bad += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk_output)
+    if m:
+        bad += sum(int(x) for x in m.groups())
+    return done, bad
+
 
 
 class Load:

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from conftest import Server
-from helpers import APPS, BIN, ECHO, LOGGED, cgi, free_port, start_nginx, uwsgi_request, wait_for
+from helpers import APPS, BIN, ECHO, LOGGED, cgi, failures, free_port, start_nginx, under_load, uwsgi_request, wait_for
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 WRK = shutil.which("wrk")
@@ -116,33 +116,6 @@ class Instance:
             self.server.proc.send_signal(signal.SIGTERM)
             assert self.server.proc.wait(30) == 0, self.server.log()
         self.server.log_file.close()
-
-
-def under_load(url, action):
-    """Runs `action` while wrk loads `url` (from a second before to a second
-    after; at most 60 s); returns wrk's report."""
-    load = subprocess.Popen([WRK, "-t1", "-c8", "-d60s", url], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1)
-        action()
-        time.sleep(1)
-    finally:
-        load.send_signal(signal.SIGINT)  # wrk stops and reports
-    return load.communicate(timeout=30)[0]
-
-
-def failures(wrk_output):
-    """Requests wrk counted, and its failures: non-2xx/3xx answers and
-    socket errors (connect, read, write, timeout)."""
-    done = int(re.search(r"(\d+) requests in", wrk_output).group(1))
-    bad = 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk_output)
-    if m:
-        bad += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk_output)
-    if m:
-        bad += sum(int(x) for x in m.groups())
-    return done, bad
 
 
 def rolling_restart(pool):

@@ -37,6 +37,20 @@ def test_malformed(srv, name, data, status):
     assert srv.proc.poll() is None
 
 
+def test_a_body_over_the_default_limit_is_refused(serve):
+    """--limit-post is 1 GiB unless given: a 2 GiB Content-Length is refused
+    before a byte of it is read; 0 turns the limit off."""
+    s = serve("--wsgi-file", str(APPS / "validated.py"))
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2147483648\r\n\r\n"
+    assert raw_request(s.port, head).startswith(b"HTTP/1.1 413 ")
+    off = serve("--wsgi-file", str(APPS / "validated.py"), "--limit-post", "0")
+    with socket.create_connection(("127.0.0.1", off.port), timeout=10) as c:
+        c.sendall(head + b"x" * 1000)
+        c.settimeout(1)
+        with pytest.raises(socket.timeout):  # still reading the body
+            c.recv(100)
+
+
 def test_chunked_upload_over_limit_fails_cleanly(srv):
     r = requests.post(srv.url + "/count", data=iter([b"x" * 600, b"y" * 600]))
     assert r.status_code == 413
@@ -58,7 +72,7 @@ def test_slow_head_times_out(serve):
 
 
 def test_length_and_chunked_together_close_the_connection(srv):
-    # RFC 9112 6.3: Transfer-Encoding wins, and the connection must close
+    # RFC 9112 6.1: Transfer-Encoding wins, and the connection must close
     # afterwards (a smuggling attempt cannot ride on it).
     out = raw_request(srv.port, b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /env HTTP/1.1\r\nHost: y\r\n\r\n",

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ECHO, INSTALLED, free_port, fresh, wait_for
+from helpers import APPS, BIN, ECHO, INSTALLED, free_port, fresh, run_fail, wait_for
 
 
 def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
@@ -288,3 +288,17 @@ def test_what_the_app_starts_does_not_inherit_blocked_signals(serve, tmp_path, l
         assert blocked == ["0000000000000000"], blocked
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_pidfile_that_is_a_symlink_is_refused(tmp_path):
+    """A symlink planted where the pidfile goes is not followed: a root
+    master would otherwise overwrite whatever it points at."""
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "app.pid"
+    link.symlink_to(target)
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", str(APPS / "validated.py"),
+                         "--pidfile", str(link))
+    assert code != 0
+    assert "is a symlink" in err
+    assert target.read_text() == "keep me\n"

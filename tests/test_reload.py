@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, Load, fresh, wait_for
+from helpers import APPS, BIN, Load, failures, fresh, under_load, wait_for
 
 
 @pytest.mark.parametrize("how", ["reload", "chain"])
@@ -34,6 +34,29 @@ def test_twenty_reloads_under_load_lose_nothing(serve, app_dir, how):
     assert load.failures == [], load.failures[:5]
     assert load.ok > 100
     assert fresh(s.url).text.split()[-1] == "v21"  # the new code is served
+    assert s.proc.poll() is None
+
+
+@pytest.mark.parametrize("how", ["reload", "chain"])
+def test_reloads_under_keep_alive_load_lose_nothing(serve, app_dir, how):
+    """wrk sends each next request the moment it has an answer: a worker
+    that stops must answer a request it finds on an idle keep-alive
+    connection (with Connection: close), not close the connection under
+    it."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "4", "--disable-logging")
+    s.wait_workers(4)
+    sig = signal.SIGHUP if how == "reload" else signal.SIGRTMIN + 1
+
+    def reloads():
+        for i in range(10):
+            before = s.log().count("reload done")
+            os.kill(s.proc.pid, sig)
+            wait_for(lambda: s.log().count("reload done") > before, timeout=30, what="reload done")
+
+    done, bad = failures(under_load(s.url + "/", reloads, connections=50))
+    print(f"{how}: 10 reloads under wrk -c50: {done} requests, {bad} failed")
+    assert done > 1000
+    assert bad == 0
     assert s.proc.poll() is None
 
 

@@ -220,3 +220,16 @@ def test_logto_and_sigusr1_reopen(serve, app_dir, tmp_path):
     wait_for(log.exists, what="reopened log")
     os.kill(s.proc.pid, signal.SIGTTIN)
     wait_for(lambda: "SIGTTIN" in log.read_text(), what="new lines in the new file")
+
+
+def test_no_request_can_forge_a_log_line(serve, tmp_path):
+    """Control characters a request brings (a decoded %0A in a path, bytes a
+    uwsgi client sent in a header) are written \\xNN, never raw."""
+    up = free_port()
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--socket", f"127.0.0.1:{up}", "--processes", "1", "--logto", str(log),
+              "--log-format", "%(method) %(uri) %(uagent)")
+    uwsgi_request(up, cgi("GET", "/a\n[pid: 1|app: 0|req: 1/1] forged", "",
+                          extra=[("HTTP_USER_AGENT", "x\r\ny\x1b[31m")]))
+    line = wait_for(lambda: [l for l in log.read_text().splitlines() if l.startswith("GET ")], what="the line")
+    assert line == ["GET /a\\x0A[pid: 1|app: 0|req: 1/1] forged x\\x0D\\x0Ay\\x1B[31m"]

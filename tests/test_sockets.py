@@ -1,4 +1,4 @@
-"""Listening sockets: unix and IPv6 addresses, bind errors, a unix socket's mode and owner."""
+"""Listening sockets: unix and IPv6 addresses, bind errors, a unix socket's mode (0660 by default) and owner."""
 import os
 import subprocess
 
@@ -18,6 +18,8 @@ def test_unix_socket(serve, tmp_path):
     out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://localhost/env"],
                          capture_output=True, timeout=10)
     assert b'"SERVER_NAME": "localhost"' in out.stdout
+    # Owner and group may connect, nobody else, whatever the umask.
+    assert os.stat(sock).st_mode & 0o777 == 0o660
 
 
 def test_ipv6_and_colon_port(serve):

@@ -249,3 +249,11 @@ def test_harakiri_and_crash_in_stats_and_metrics(serve):
     assert "oxgate_harakiri_total 1\n" in text
     assert 'oxgate_worker_respawns_total{cause="harakiri"} 1\n' in text
     assert 'oxgate_worker_respawns_total{cause="crash"} 1\n' in text
+
+
+def test_a_stats_server_open_to_other_hosts_is_warned_about(serve):
+    sp = free_port()
+    s = serve("--wsgi-file", LOGGED, "--stats", f"0.0.0.0:{sp}")
+    assert "the stats server on 0.0.0.0:%d is reachable from other hosts" % sp in s.log()
+    quiet = serve("--wsgi-file", LOGGED, "--stats", f"127.0.0.1:{free_port()}")
+    assert "reachable from other hosts" not in quiet.log()

@@ -240,7 +240,7 @@ options! {
     CHMOD_SOCKET = OptDef::new("chmod-socket", Str, Sockets)
         .short('C')
         .value("MODE")
-        .help("Permissions of unix sockets, octal; 666 when given without a value."),
+        .help("Permissions of unix sockets, octal; 666 when given without a value. Without it, 660 (owner and group), or what --umask leaves."),
     WSGI_FILE = OptDef::new("wsgi-file", Str, App)
         .aliases(&["file"])
         .value("FILE")
@@ -449,15 +449,15 @@ options! {
     LIMIT_REQUEST_LINE = OptDef::new("limit-request-line", Int, Limits)
         .value("BYTES")
         .defaults_to("4094")
-        .help("Longest HTTP request line (method, target and version) accepted; longer ones get 414. Gunicorn's option and default; 0 turns the limit off."),
+        .help("Longest HTTP request line (method, target and version) accepted; longer ones get 414. Gunicorn's option and value; 0 turns the limit off."),
     LIMIT_REQUEST_FIELDS = OptDef::new("limit-request-fields", Int, Limits)
         .value("N")
         .defaults_to("100")
-        .help("Most header fields an HTTP request may have; more get 431. Gunicorn's option and default (0 means its most, 32768)."),
+        .help("Most header fields an HTTP request may have; more get 431. Gunicorn's option and value (0 means its most, 32768)."),
     LIMIT_REQUEST_FIELD_SIZE = OptDef::new("limit-request-field-size", Int, Limits)
         .value("BYTES")
         .defaults_to("8190")
-        .help("Longest HTTP header field (Name: value) accepted; longer ones get 431. Gunicorn's option (also spelt --limit-request-field_size) and default, which 0 also means."),
+        .help("Longest HTTP header field (Name: value) accepted; longer ones get 431. Gunicorn's option (also spelt --limit-request-field_size), and 0 means 8190 as there."),
     BUFFER_SIZE = OptDef::new("buffer-size", Int, Limits)
         .value("BYTES")
         .defaults_to("65536")

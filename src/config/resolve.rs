@@ -546,13 +546,22 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     }
 
     let chmod_socket = match r.value(&opt::CHMOD_SOCKET) {
-        None => None,
-        Some(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("true") => Some(0o666),
-        Some(v) => Some(u32::from_str_radix(v.trim(), 8).map_err(|_| {
+        // A --umask given is the mode asked for.
+        None if r.value(&opt::UMASK).is_some() => {
+            let mask = r
+                .value(&opt::UMASK)
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok());
+            0o666 & !mask.unwrap_or(0o022)
+        }
+        // Owner and group (the web server's, with --chown-socket), nobody
+        // else; not whatever the process's umask leaves.
+        None => 0o660,
+        Some(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("true") => 0o666,
+        Some(v) => u32::from_str_radix(v.trim(), 8).map_err(|_| {
             ConfigError(format!(
                 "--chmod-socket {v:?}: expected octal permissions like 660"
             ))
-        })?),
+        })?,
     };
 
     let home = r.path(&opt::HOME).or_else(|| {

@@ -132,7 +132,8 @@ pub struct Config {
     pub scgi_sockets: Vec<String>,
     pub fastcgi_sockets: Vec<String>,
     pub listen_backlog: i32,
-    pub chmod_socket: Option<u32>,
+    /// Permissions of unix sockets (0660 unless --chmod-socket says).
+    pub chmod_socket: u32,
     /// The default app (`--wsgi-file`, `--module`); `None` when only
     /// `--mount` apps are given.
     pub app: Option<AppSpec>,

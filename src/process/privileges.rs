@@ -13,27 +13,44 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
         Some(g) => Some(lookup_group(g)?),
         None => None,
     };
-    if let Some(gid) = group {
-        if let Err(e) = nix::unistd::setgroups(&[])
-            && nix::unistd::geteuid().is_root()
-        {
-            return Err(format!(
-                "cannot drop supplementary groups: {}",
-                std::io::Error::from(e)
-            ));
-        }
-        if let Err(e) = nix::unistd::setgid(gid) {
-            return Err(format!("--gid {}: {}", gid, std::io::Error::from(e)));
-        }
+    if user.is_none() && group.is_none() {
+        return Ok(());
+    }
+    // root's supplementary groups (disk, adm, ...) never outlive a drop.
+    if let Err(e) = nix::unistd::setgroups(&[])
+        && nix::unistd::geteuid().is_root()
+    {
+        return Err(format!(
+            "cannot drop supplementary groups: {}",
+            std::io::Error::from(e)
+        ));
+    }
+    if let Some(gid) = group
+        && let Err(e) = nix::unistd::setgid(gid)
+    {
+        return Err(format!("--gid {}: {}", gid, std::io::Error::from(e)));
     }
     if let Some((uid, name)) = user {
         if group.is_none() {
-            // Also take the user's own group, as su would.
-            if let Ok(Some(pw)) = User::from_name(&name)
-                && let Ok(c) = CString::new(name.as_str())
-            {
-                let _ = nix::unistd::initgroups(&c, pw.gid);
-                let _ = nix::unistd::setgid(pw.gid);
+            // Also take the user's own groups, as su would.
+            match User::from_uid(uid) {
+                Ok(Some(pw)) => {
+                    let c = CString::new(pw.name.as_str()).map_err(|e| e.to_string())?;
+                    if let Err(e) = nix::unistd::initgroups(&c, pw.gid)
+                        .and_then(|()| nix::unistd::setgid(pw.gid))
+                        && nix::unistd::geteuid().is_root()
+                    {
+                        return Err(format!(
+                            "--uid {name}: taking its groups: {}",
+                            std::io::Error::from(e)
+                        ));
+                    }
+                }
+                _ => crate::say!(
+                    "oxgate: warning: --uid {name} has no passwd entry and no --gid was given: \
+                     the group stays {}",
+                    nix::unistd::getgid()
+                ),
             }
         }
         if let Err(e) = nix::unistd::setuid(uid) {

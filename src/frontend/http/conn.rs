@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -65,6 +65,10 @@ pub(super) async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
     (major != 1 || minor > 1).then(|| format!("HTTP/{major}.{minor}"))
 }
 
+/// How long a stop leaves an idle keep-alive connection open for a request
+/// its client may be sending.
+const NEXT_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves one connection until it closes, or until `shutdown` fires and the
 /// request in flight (if any) is done.
 pub async fn serve_connection<S: Peek>(
@@ -108,6 +112,7 @@ pub async fn serve_connection<S: Peek>(
         begun: TaskCounter::default(),
         finished: TaskCounter::default(),
         upgrade: std::sync::Mutex::new(None),
+        closing: AtomicBool::new(false),
     });
     let ctx = conn_ctx.clone();
     // Made at its size, so that a buffer it moves on to is no smaller.
@@ -164,19 +169,25 @@ pub async fn serve_connection<S: Peek>(
         Either::Side(false) => return, // idle
         Either::Side(true) => {}       // shutting down
     }
-    // A connection accepted just before the stop has a request on its way
-    // (or already in the socket): hyper would see it idle and close it
-    // unread. Serve that first request, bounded by the head timeout.
-    let begun = &conn_ctx.begun;
-    if begun.get() == 0 {
-        let first = async {
-            while begun.get() == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+    // Between requests, hyper would see the connection idle and close it at
+    // once. But a client may have sent its next request already: one
+    // accepted just before the stop, or a keep-alive client (a proxy's
+    // pool, a load generator) that sends as soon as it has its answer. It
+    // would find the connection closed under that request. So every
+    // response from now on says `Connection: close`, after which hyper
+    // closes; an idle connection is left open a moment for that next
+    // request (a new one: for the head timeout).
+    conn_ctx.closing.store(true, Ordering::Relaxed);
+    let idle = conn_ctx.begun.get() == conn_ctx.finished.get();
+    if idle {
+        let wait = if conn_ctx.begun.get() == 0 {
+            settings.head_timeout
+        } else {
+            NEXT_REQUEST_GRACE
         };
         tokio::select! {
             res = conn.as_mut() => return after_http(res, &conn_ctx, going_away).await,
-            _ = tokio::time::timeout(settings.head_timeout, first) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
     conn.as_mut().graceful_shutdown();
@@ -311,5 +322,7 @@ pub(super) async fn handle(
             }
         }
     }
-    to_hyper(resp, headers, false, ctx)
+    // (Not a 101: the connection is the session's from then on.)
+    let closing = ctx.closing.load(Ordering::Relaxed) && resp.status != 101;
+    to_hyper(resp, headers, closing, ctx)
 }

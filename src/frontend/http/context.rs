@@ -2,7 +2,7 @@
 //! connection's context and its counters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::sendfile::FileQueue;
@@ -37,6 +37,8 @@ pub(super) struct ConnCtx {
     /// A 101 the handler answered: hyper's hand-over of the connection and
     /// the session that takes it, run once hyper has written the head.
     pub(super) upgrade: std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Session)>>,
+    /// The worker is stopping: responses say `Connection: close`.
+    pub(super) closing: AtomicBool,
 }
 
 /// A count that only the connection's own task adds to (others may read

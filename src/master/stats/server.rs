@@ -93,7 +93,15 @@ impl Stats {
             let addr = addr.strip_prefix("http://").unwrap_or(addr);
             let parsed = listen::parse(addr)?;
             let listener =
-                listen::bind(&parsed, 64, None).map_err(|e| format!("stats server: {e}"))?;
+                listen::bind(&parsed, 64, 0o660).map_err(|e| format!("stats server: {e}"))?;
+            if let Listener::Tcp(t) = &listener
+                && t.local_addr().is_ok_and(|a| !a.ip().is_loopback())
+            {
+                crate::say!(
+                    "oxgate: warning: the stats server on {addr} is reachable from other hosts, and \
+                     shows every worker's requests and clients; bind it to 127.0.0.1 or a unix socket"
+                );
+            }
             stats.servers.push(Server { listener, kind });
         }
         Ok(stats)

@@ -53,6 +53,25 @@ pub(super) struct Line<'a> {
     pub(super) counts: Counts,
 }
 
+/// A request's bytes as log text: a control character (a decoded `%0A` in
+/// a path, or anything a gateway client sent) is written `\xNN`, as nginx
+/// writes it, so that no request can forge or split a log line.
+fn log_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    let text = String::from_utf8_lossy(b);
+    if !text.chars().any(|c| c.is_ascii_control()) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_ascii_control() {
+            let _ = write!(out, "\\x{:02X}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 enum Value<'a> {
     Bytes(&'a [u8]),
     Owned(String),
@@ -148,9 +167,9 @@ impl Line<'_> {
     fn push(out: &mut String, v: Value<'_>) {
         match v {
             Value::Bytes(b"") => out.push('-'),
-            Value::Bytes(b) => out.push_str(&String::from_utf8_lossy(b)),
+            Value::Bytes(b) => out.push_str(&log_text(b)),
             Value::Owned(s) if s.is_empty() => out.push('-'),
-            Value::Owned(s) => out.push_str(&s),
+            Value::Owned(s) => out.push_str(&log_text(s.as_bytes())),
             Value::Num(n) => {
                 let _ = write!(out, "{n}");
             }
@@ -175,12 +194,10 @@ impl Line<'_> {
     pub(super) fn default_line(&self, out: &mut String) {
         let o = self.o;
         let s = self.settings;
-        fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
-            String::from_utf8_lossy(b)
-        }
+        let text = log_text;
         let uri = match self.uri() {
             Value::Bytes(b) => text(b),
-            Value::Owned(s) => s.into(),
+            Value::Owned(s) => log_text(s.as_bytes()).into_owned().into(),
             Value::Num(n) => n.to_string().into(),
         };
         let (took, unit) = if s.micros {
@@ -235,5 +252,19 @@ impl Line<'_> {
             json_str(out, &String::from_utf8_lossy(self.var(FIXED + i)));
         }
         out.push('}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_text;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(log_text(b"/plain/\xc3\xa9"), "/plain/\u{e9}");
+        assert_eq!(
+            log_text(b"/a\nGET /forged HTTP/1.1\r\x1b[31m\x7f"),
+            "/a\\x0AGET /forged HTTP/1.1\\x0D\\x1B[31m\\x7F"
+        );
     }
 }
