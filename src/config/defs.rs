@@ -446,6 +446,14 @@ options! {
         .value("BYTES")
         .defaults_to("1073741824")
         .help("Refuse request bodies larger than BYTES with 413 (1 GiB unless given; 0 turns the limit off)."),
+    POST_BUFFERING = OptDef::new("post-buffering", Int, Limits)
+        .value("BYTES")
+        .defaults_to("1048576")
+        .help("Read HTTP request bodies up to BYTES (at least 64 KiB) before the app is called, as nginx buffers them, so that a slow upload holds no app thread; a larger body streams to the app once that much has come. uWSGI's option; it spills larger bodies to a file instead."),
+    MIN_BODY_RATE = OptDef::new("min-body-rate", Int, Limits)
+        .value("BYTES")
+        .defaults_to("1024")
+        .help("Bytes per second an HTTP request body must keep up, counting only the time spent waiting for the client, after 5 seconds' grace; a slower one gets 408 and its connection closes (0 turns it off)."),
     LIMIT_REQUEST_LINE = OptDef::new("limit-request-line", Int, Limits)
         .value("BYTES")
         .defaults_to("4094")

@@ -164,6 +164,10 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub threads: usize,
     pub limit_post: Option<u64>,
+    /// HTTP bodies read before the app is called (`--post-buffering`).
+    pub post_buffering: u64,
+    /// `--min-body-rate`, bytes a second (0 is off).
+    pub min_body_rate: u64,
     /// Gunicorn's request-head limits (HTTP only; 0 is off).
     pub limit_request_line: usize,
     pub limit_request_fields: usize,

@@ -48,11 +48,12 @@ pub struct Response {
 impl Response {
     /// A plain-text response produced by the server itself (errors).
     /// The answer to a request whose body could not be read (malformed,
-    /// or over --limit-post). The connection closes after it: what is left
+    /// over --limit-post, or slower than --min-body-rate). The connection closes after it: what is left
     /// of the body, if anything, cannot be trusted to frame a next request.
     pub fn for_body_error(e: &super::BodyError) -> Response {
         let mut resp = match e.status {
             413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
+            408 => Response::plain(408, "Request Timeout", "Request body too slow\n"),
             _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
         };
         resp.headers.push((

@@ -35,6 +35,8 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
                 field_size: cfg.limit_request_field_size,
             },
             max_headers: cfg.limit_request_fields,
+            read_ahead: cfg.post_buffering,
+            min_body_rate: cfg.min_body_rate,
         }),
         gateway: Arc::new(GatewaySettings {
             // A uwsgi vars block cannot exceed 65535 bytes.

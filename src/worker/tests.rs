@@ -98,6 +98,8 @@ fn start() -> Vec<(Protocol, u16)> {
                     field_size: 8190,
                 },
                 max_headers: 100,
+                read_ahead: 1 << 20,
+                min_body_rate: 1024,
             }),
             gateway: Arc::new(GatewaySettings {
                 max_vars: 8192,

@@ -9,7 +9,7 @@
 //! `endif`, `for` … `endfor`) are applied, as uWSGI's parser does.
 
 mod entry;
-mod formats;
+pub mod formats;
 mod logic;
 mod magic;
 mod reader;

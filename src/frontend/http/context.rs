@@ -8,15 +8,17 @@ use std::time::Duration;
 use super::sendfile::FileQueue;
 use crate::request::{ConnInfo, Handler, Session};
 
-/// Bodies up to this size are read before the app is called, so the call
-/// can run inline on the event loop; larger or chunked ones stream.
-pub(super) const INLINE_BODY_MAX: u64 = 64 * 1024;
-
 pub struct HttpSettings {
     pub limit_post: Option<u64>,
     pub max_head: usize,
     pub head_timeout: Duration,
     pub head_limits: super::strict::HeadLimits,
+    /// Bodies up to this size are read before the app is called (so a
+    /// slow upload holds no app thread, and the call can run inline);
+    /// larger ones stream after that much (`--post-buffering`).
+    pub read_ahead: u64,
+    /// `--min-body-rate`, bytes a second; 0 is off.
+    pub min_body_rate: u64,
     /// `--limit-request-fields`: hyper's header count limit.
     pub max_headers: usize,
 }

@@ -2,20 +2,16 @@
 //! `request::cgi`), and its body into the protocol-neutral one.
 
 use crate::request::cgi::{self, header_var, split_host};
-use crate::request::{
-    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, Var, VarName,
-};
 use crate::request::{ConnInfo, body_too_large};
+use crate::request::{Request, RequestBody, Response, Var, VarName};
 use bytes::{Bytes, BytesMut};
 use http::header::{self};
 use http_body::Body;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use super::context::{HttpSettings, INLINE_BODY_MAX};
+use super::context::HttpSettings;
+use super::request_body::{IncomingChunks, read_ahead};
 
 pub(super) fn static_bytes(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -193,7 +189,9 @@ pub(super) fn convert_head(
     })
 }
 
-/// The request with its body: read whole when small, else streamed.
+/// The request with its body: read ahead up to `--post-buffering` (whole,
+/// when it is no larger), so that a slow upload holds no app thread; the
+/// rest of a larger one streams.
 pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<Request, Response> {
     let Headed {
         vars,
@@ -203,30 +201,15 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
-    } else if body
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n <= INLINE_BODY_MAX)
-    {
-        match body.collect().await {
-            Ok(c) if c.trailers().is_some_and(forbidden_trailers) => {
-                return Err(bad_trailers());
-            }
-            Ok(c) => RequestBody::Full(c.to_bytes()),
-            Err(_) => {
-                return Err(Response::plain(
-                    400,
-                    "Bad Request",
-                    "Incomplete request body\n",
-                ));
+    } else {
+        let chunks = IncomingChunks::new(body, settings);
+        match read_ahead(chunks, settings.read_ahead).await {
+            Ok(body) => body,
+            Err(e) => {
+                crate::say!("oxgate: bad request body: {e}");
+                return Err(Response::for_body_error(&e));
             }
         }
-    } else {
-        RequestBody::Stream(BodyStream::new(IncomingChunks {
-            body,
-            limit: settings.limit_post,
-            seen: 0,
-        }))
     };
     Ok(Request {
         vars,
@@ -235,59 +218,4 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         protocol: crate::listen::Protocol::Http,
         upgradable,
     })
-}
-
-fn forbidden_trailers(trailers: &http::HeaderMap) -> bool {
-    trailers.keys().any(super::strict::forbidden_trailer)
-}
-
-fn bad_trailers() -> Response {
-    Response::plain(
-        400,
-        "Bad Request",
-        "a forbidden field in the request's trailers\n",
-    )
-}
-
-/// A request body still arriving from hyper.
-pub(super) struct IncomingChunks {
-    body: Incoming,
-    limit: Option<u64>,
-    seen: u64,
-}
-
-impl ChunkSource for IncomingChunks {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        loop {
-            return match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::new(
-                    400,
-                    format!("reading the request body: {e}"),
-                )))),
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        self.seen += data.len() as u64;
-                        if self.limit.is_some_and(|l| self.seen > l) {
-                            return Poll::Ready(Some(Err(BodyError::new(
-                                413,
-                                "request body larger than --limit-post",
-                            ))));
-                        }
-                        Poll::Ready(Some(Ok(data)))
-                    }
-                    // Trailers: the app never sees them, but one that would
-                    // reframe or reroute the request refuses it, as Gunicorn does.
-                    Err(frame) => match frame.into_trailers() {
-                        Ok(t) if forbidden_trailers(&t) => Poll::Ready(Some(Err(BodyError::new(
-                            400,
-                            "a forbidden field in the request's trailers",
-                        )))),
-                        _ => continue,
-                    },
-                },
-            };
-        }
-    }
 }

@@ -5,7 +5,7 @@
 
 mod encoding;
 mod mime;
-mod resolve;
+pub mod resolve;
 mod respond;
 
 use std::os::unix::ffi::OsStrExt;

@@ -1,0 +1,207 @@
+//! A request body from hyper: its limits (`--limit-post`, trailers, the
+//! `--min-body-rate` a client must keep up), and the read-ahead that keeps
+//! a slow upload from holding an app thread.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::context::HttpSettings;
+use crate::request::{BodyError, BodyStream, ChunkSource, RequestBody};
+
+/// How far a body may fall behind `--min-body-rate` before it is cut:
+/// room for a slow start, and for a stall on a mobile link.
+const RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// A request body still arriving from hyper.
+pub(super) struct IncomingChunks {
+    body: Incoming,
+    limit: Option<u64>,
+    seen: u64,
+    rate: Option<RateGuard>,
+}
+
+impl IncomingChunks {
+    pub(super) fn new(body: Incoming, settings: &HttpSettings) -> IncomingChunks {
+        IncomingChunks {
+            body,
+            limit: settings.limit_post,
+            seen: 0,
+            rate: (settings.min_body_rate > 0).then(|| RateGuard {
+                min_rate: settings.min_body_rate,
+                waited: Duration::ZERO,
+                waiting_since: None,
+                timer: None,
+            }),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            return match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::new(
+                    400,
+                    format!("reading the request body: {e}"),
+                )))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.seen += data.len() as u64;
+                        if self.limit.is_some_and(|l| self.seen > l) {
+                            return Poll::Ready(Some(Err(BodyError::new(
+                                413,
+                                "request body larger than --limit-post",
+                            ))));
+                        }
+                        Poll::Ready(Some(Ok(data)))
+                    }
+                    // Trailers: the app never sees them, but one that would
+                    // reframe or reroute the request refuses it, as Gunicorn does.
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(t) if t.keys().any(super::strict::forbidden_trailer) => {
+                            Poll::Ready(Some(Err(BodyError::new(
+                                400,
+                                "a forbidden field in the request's trailers",
+                            ))))
+                        }
+                        _ => continue,
+                    },
+                },
+            };
+        }
+    }
+}
+
+impl ChunkSource for IncomingChunks {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let polled = self.poll_frame(cx);
+        let Some(rate) = &mut self.rate else {
+            return polled;
+        };
+        if polled.is_ready() {
+            rate.arrived();
+            return polled;
+        }
+        match rate.poll_too_slow(cx, self.seen) {
+            true => Poll::Ready(Some(Err(BodyError::new(
+                408,
+                "request body slower than --min-body-rate",
+            )))),
+            false => Poll::Pending,
+        }
+    }
+}
+
+/// `--min-body-rate`: a body must arrive at `min_rate` bytes a second,
+/// counting only the time oxgate waits for the client, never the time the
+/// app takes between its reads (then the client is held back by TCP, not
+/// slow). A body may lag by `RATE_GRACE`.
+struct RateGuard {
+    min_rate: u64,
+    /// Time spent waiting for the client, before the current wait.
+    waited: Duration,
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl RateGuard {
+    fn arrived(&mut self) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
+    }
+
+    /// Called when the body is pending: whether the client has fallen too
+    /// far behind; if not, a wake-up is set for when it would have.
+    fn poll_too_slow(&mut self, cx: &mut Context<'_>, seen: u64) -> bool {
+        let now = Instant::now();
+        let since = *self.waiting_since.get_or_insert(now);
+        // The wait after which `seen` bytes are less than the rate asks.
+        let allowed = RATE_GRACE + Duration::from_secs_f64(seen as f64 / self.min_rate as f64);
+        let Some(left) = allowed.checked_sub(self.waited) else {
+            return true;
+        };
+        let due = since + left;
+        if now >= due {
+            return true;
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        // Ready only once `due` has passed: too slow.
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Reads a body until it ends or `ahead` bytes have come: whole, or the
+/// part read followed by the rest still to come.
+pub(super) async fn read_ahead(
+    mut chunks: IncomingChunks,
+    ahead: u64,
+) -> Result<RequestBody, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    loop {
+        let chunk = std::future::poll_fn(|cx| chunks.poll_chunk(cx)).await;
+        match chunk {
+            None => {
+                return Ok(match first {
+                    None => RequestBody::Full(Bytes::new()),
+                    Some(b) if more.is_empty() => RequestBody::Full(b),
+                    Some(_) => RequestBody::Full(more.freeze()),
+                });
+            }
+            Some(Err(e)) => return Err(e),
+            // Most bodies come in one piece: kept as it is, not copied.
+            Some(Ok(data)) => match &first {
+                None => first = Some(data),
+                Some(b) => {
+                    if more.is_empty() {
+                        more.extend_from_slice(b);
+                    }
+                    more.extend_from_slice(&data);
+                }
+            },
+        }
+        let read = if more.is_empty() {
+            first.as_ref().map_or(0, Bytes::len)
+        } else {
+            more.len()
+        };
+        if read as u64 >= ahead {
+            let part = if more.is_empty() {
+                first.take().unwrap_or_default()
+            } else {
+                more.freeze()
+            };
+            return Ok(RequestBody::Stream(BodyStream::new(ReadAhead {
+                part: Some(part),
+                rest: chunks,
+            })));
+        }
+    }
+}
+
+/// A body's part read ahead, then the rest as it arrives.
+struct ReadAhead {
+    part: Option<Bytes>,
+    rest: IncomingChunks,
+}
+
+impl ChunkSource for ReadAhead {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        match self.part.take() {
+            Some(part) => Poll::Ready(Some(Ok(part))),
+            None => self.rest.poll_chunk(cx),
+        }
+    }
+}

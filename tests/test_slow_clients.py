@@ -1,0 +1,70 @@
+"""Slow clients (slow POST, a head that trickles) on one worker with one
+Python thread: they hold no app thread, fresh requests go on being served,
+and --min-body-rate closes them. (A trickling head:
+test_malformed_input.py's test_slow_head_times_out.)"""
+import hashlib
+import socket
+import time
+
+import requests
+
+from helpers import APPS
+
+APP = str(APPS / "validated.py")
+
+
+def slow_uploads(port, n, length=2 << 20):
+    """n connections that send a head and 10 bytes of a `length` body."""
+    out = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length + b"x" * 10)
+        out.append(c)
+    return out
+
+
+def test_slow_uploads_hold_no_app_thread_and_are_cut(serve):
+    s = serve("--wsgi-file", APP, "--processes", "1", "--threads", "1")
+    slow = slow_uploads(s.port, 20)
+    # Larger than --post-buffering or not, none of them has reached the app:
+    # the only Python thread is free for these.
+    for _ in range(10):
+        assert requests.get(s.url + "/env", timeout=5).status_code == 200
+    # Far below --min-body-rate (1024 B/s after 5 s): 408, and closed.
+    t0 = time.monotonic()
+    for c in slow:
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+        assert out.startswith(b"HTTP/1.1 408 "), out[:100]
+        c.close()
+    assert time.monotonic() - t0 < 20
+    assert "slower than --min-body-rate" in s.log()
+
+
+def test_a_body_read_ahead_reaches_the_app_whole(serve):
+    """A body over --post-buffering streams on after the part read ahead."""
+    s = serve("--wsgi-file", APP, "--post-buffering", "65536")
+    for size in (10, 65535, 65536, 65537, 3 << 20):
+        body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+        r = requests.post(s.url + "/echo", data=body)
+        assert r.status_code == 200 and r.content == body, size
+        # chunked too
+        r = requests.post(s.url + "/count", data=iter([body[:size // 2], body[size // 2:]]))
+        assert r.status_code == 200 and r.json()["bytes"] == size
+        assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_min_body_rate_off(serve):
+    s = serve("--wsgi-file", APP, "--min-body-rate", "0", "--socket-timeout", "30")
+    (c,) = slow_uploads(s.port, 1, length=20)
+    c.settimeout(7)
+    try:
+        c.recv(100)
+        raise AssertionError("answered before the body came")
+    except socket.timeout:
+        pass  # still waiting for the body, past the 5 s grace
+    c.sendall(b"y" * 10)
+    assert c.recv(100).startswith(b"HTTP/1.1 200 ")
+    c.close()
+
