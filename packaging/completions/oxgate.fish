@@ -81,6 +81,7 @@ complete -c oxgate -l uid -x -d 'Run as USER (name or number) after binding the 
 complete -c oxgate -l gid -x -d 'Run as GROUP (name or number) after binding the sockets'
 complete -c oxgate -l limit-concurrency -x -d 'With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn\'s option)'
 complete -c oxgate -l limit-post -x -d 'Refuse request bodies larger than BYTES with 413 (1 GiB unless given; 0 turns the limit off)'
+complete -c oxgate -l max-connections -x -d 'Most connections a worker holds open at once, across its sockets; past it, new connections wait in the listen backlog until one closes (or another worker takes them)'
 complete -c oxgate -l post-buffering -x -d 'Read HTTP request bodies up to BYTES (at least 64 KiB) before the app is called, as nginx buffers them, so that a slow upload holds no app thread; a larger body streams to the app once that much has come'
 complete -c oxgate -l min-body-rate -x -d 'Bytes per second an HTTP request body must keep up, counting only the time spent waiting for the client, after 5 seconds\' grace; a slower one gets 408 and its connection closes (0 turns it off)'
 complete -c oxgate -l limit-request-line -x -d 'Longest HTTP request line (method, target and version) accepted; longer ones get 414'

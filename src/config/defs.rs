@@ -446,6 +446,9 @@ options! {
         .value("BYTES")
         .defaults_to("1073741824")
         .help("Refuse request bodies larger than BYTES with 413 (1 GiB unless given; 0 turns the limit off)."),
+    MAX_CONNECTIONS = OptDef::new("max-connections", Int, Limits)
+        .value("N")
+        .help("Most connections a worker holds open at once, across its sockets; past it, new connections wait in the listen backlog until one closes (or another worker takes them). Unset or 0: the open-files limit less 64."),
     POST_BUFFERING = OptDef::new("post-buffering", Int, Limits)
         .value("BYTES")
         .defaults_to("1048576")

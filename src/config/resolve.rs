@@ -653,6 +653,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             .map(|n| n as u64),
         limit_request_line: r.int(&opt::LIMIT_REQUEST_LINE).max(0) as usize,
         post_buffering: r.int(&opt::POST_BUFFERING).max(64 << 10) as u64,
+        max_connections: r.count(&opt::MAX_CONNECTIONS).unwrap_or(0) as usize,
         min_body_rate: r.int(&opt::MIN_BODY_RATE).max(0) as u64,
         // Gunicorn's readings of 0: the most headers it allows, and its
         // default field size.

@@ -164,6 +164,8 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub threads: usize,
     pub limit_post: Option<u64>,
+    /// `--max-connections` per worker (0: from the open-files limit).
+    pub max_connections: usize,
     /// HTTP bodies read before the app is called (`--post-buffering`).
     pub post_buffering: u64,
     /// `--min-body-rate`, bytes a second (0 is off).

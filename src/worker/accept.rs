@@ -37,6 +37,12 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
     tokio::spawn(async move {
         let mut stop = shared.stop.clone();
         loop {
+            if !shared.limit.has_room() {
+                tokio::select! {
+                    () = shared.limit.room() => {}
+                    _ = stop.changed() => break,
+                }
+            }
             let mut guard = tokio::select! {
                 g = listener.readable() => match g {
                     Ok(g) => g,
@@ -47,7 +53,9 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                 },
                 _ = stop.changed() => break,
             };
-            loop {
+            // Accepts what is waiting, up to the limit (the rest stays
+            // ready, for once there is room).
+            while shared.limit.has_room() {
                 match accept(listener.get_ref(), tcp) {
                     Ok((fd, remote)) => {
                         let peer = if tcp {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use super::conn_limit::ConnLimit;
 use crate::frontend::gateway::{self, GatewaySettings, OneShot, RawConn};
 use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
 use crate::request::{ConnInfo, GoingAway, Handler};
@@ -67,6 +68,8 @@ pub(super) struct Shared {
     pub(super) going_away: GoingAway,
     /// Dropped when the connection ends: the stop waits for all of them.
     pub(super) alive: mpsc::Sender<()>,
+    /// The worker's `--max-connections`, across its listeners.
+    pub(super) limit: Arc<ConnLimit>,
 }
 
 /// Spawns `$serve` on the accepted connection made a tokio stream: the
@@ -91,14 +94,14 @@ impl Shared {
     /// Serves one accepted connection with the listener's front end.
     pub(super) fn dispatch(&self, conn: Accepted) {
         let handler = self.handler.clone();
-        let alive = self.alive.clone();
+        let slot = self.limit.take(self.alive.clone());
         match &self.front_end {
             FrontEnd::Http(settings, flush) => {
                 let (settings, flush, stop) = (settings.clone(), flush.clone(), self.stop.clone());
                 let going_away = self.going_away.clone();
                 spawn_on_stream!(conn, |s, info| async move {
                     serve_connection(s, info, handler, settings, flush, stop, going_away).await;
-                    drop(alive);
+                    drop(slot);
                 });
             }
             FrontEnd::FastCgi(settings) => {
@@ -106,7 +109,7 @@ impl Shared {
                 let threads = handler.concurrency();
                 spawn_on_stream!(conn, |s, info| async move {
                     gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
-                    drop(alive);
+                    drop(slot);
                 });
             }
             FrontEnd::OneShot(kind, settings) => {
@@ -117,7 +120,7 @@ impl Shared {
                 };
                 tokio::spawn(async move {
                     gateway::serve_fast(raw, kind, handler, settings).await;
-                    drop(alive);
+                    drop(slot);
                 });
             }
         }

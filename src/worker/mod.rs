@@ -2,6 +2,7 @@
 
 mod accept;
 pub mod apps;
+mod conn_limit;
 mod dispatch;
 pub mod reqlog;
 pub mod serve;

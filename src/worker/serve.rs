@@ -22,6 +22,8 @@ use crate::request::{GoingAway, Handler};
 pub struct FrontEnds {
     pub http: Arc<HttpSettings>,
     pub gateway: Arc<GatewaySettings>,
+    /// `--max-connections`, or the default from the open-files limit.
+    pub max_connections: usize,
 }
 
 pub fn front_ends(cfg: &Config) -> FrontEnds {
@@ -44,6 +46,10 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             limit_post: cfg.limit_post,
             timeout: cfg.socket_timeout,
         }),
+        max_connections: match cfg.max_connections {
+            0 => super::conn_limit::default_max(),
+            n => n,
+        },
     }
 }
 
@@ -82,6 +88,7 @@ pub async fn serve(
     tokio::spawn(flush.clone().run());
     // Every connection holds a clone; when all are gone, so are the requests.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let limit = super::conn_limit::ConnLimit::new(front.max_connections);
     for socket in listeners {
         let front_end = match socket.protocol {
             Protocol::Http => FrontEnd::Http(front.http.clone(), flush.clone()),
@@ -94,6 +101,7 @@ pub async fn serve(
             front_end,
             stop: stop_rx.clone(),
             alive: alive_tx.clone(),
+            limit: limit.clone(),
             going_away: GoingAway::new(going_away_rx.clone()),
         };
         accept::spawn_loop(socket, shared)?;

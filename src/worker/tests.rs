@@ -106,6 +106,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 limit_post: Some(1 << 20),
                 timeout: Duration::from_secs(5),
             }),
+            max_connections: 1000,
         };
         // No stop signal: it serves until the test process exits.
         let _ = rt.block_on(serve(

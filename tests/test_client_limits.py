@@ -1,7 +1,8 @@
-"""Slow clients (slow POST, a head that trickles) on one worker with one
-Python thread: they hold no app thread, fresh requests go on being served,
-and --min-body-rate closes them. (A trickling head:
-test_malformed_input.py's test_slow_head_times_out.)"""
+"""Slow and too many clients. Slow uploads on one worker with one Python
+thread hold no app thread, fresh requests go on being served, and
+--min-body-rate closes them (a trickling head: test_malformed_input.py's
+test_slow_head_times_out). Past --max-connections, new connections wait in
+the listen backlog."""
 import hashlib
 import socket
 import time
@@ -68,3 +69,25 @@ def test_min_body_rate_off(serve):
     assert c.recv(100).startswith(b"HTTP/1.1 200 ")
     c.close()
 
+
+
+def test_connections_past_the_limit_wait_in_the_backlog(serve):
+    s = serve("--wsgi-file", APP, "--processes", "1", "--max-connections", "3")
+    held = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(3)]
+    for c in held:  # each is one of the 3 (it has been served)
+        c.sendall(b"GET /env HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 200 ")
+    waiting = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    waiting.sendall(b"GET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    waiting.settimeout(1.5)
+    try:
+        waiting.recv(100)
+        raise AssertionError("served past --max-connections")
+    except socket.timeout:
+        pass
+    assert "--max-connections 3" in s.log()
+    held.pop().close()  # room for one more
+    waiting.settimeout(10)
+    assert waiting.recv(100).startswith(b"HTTP/1.1 200 ")
+    for c in held + [waiting]:
+        c.close()

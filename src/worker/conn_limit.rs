@@ -1,0 +1,93 @@
+//! `--max-connections`: how many connections a worker holds open at once.
+//! Past it, its accept loops stop accepting, and new connections wait in
+//! the listen backlog (served as soon as one closes, or by another worker)
+//! rather than being taken and refused: nothing is lost, and the kernel's
+//! backlog, not the worker's file descriptors, absorbs the surge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, mpsc};
+
+pub(super) struct ConnLimit {
+    open: AtomicUsize,
+    max: usize,
+    freed: Notify,
+    /// When the limit was last logged (seconds on the monotonic clock),
+    /// for a line a minute at most.
+    logged_at: AtomicU64,
+}
+
+/// One open connection's place; freed when the connection ends. It also
+/// holds the connection's share of the worker's liveness (a stop waits
+/// until every one is gone).
+pub(super) struct Slot {
+    limit: Arc<ConnLimit>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.limit.open.fetch_sub(1, Ordering::Relaxed) == self.limit.max {
+            self.limit.freed.notify_waiters();
+        }
+    }
+}
+
+impl ConnLimit {
+    pub(super) fn new(max: usize) -> Arc<ConnLimit> {
+        Arc::new(ConnLimit {
+            open: AtomicUsize::new(0),
+            max: max.max(1),
+            freed: Notify::new(),
+            logged_at: AtomicU64::new(0),
+        })
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.open.load(Ordering::Relaxed) < self.max
+    }
+
+    /// Returns once a connection may be accepted.
+    pub(super) async fn room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            self.log_full();
+            freed.await;
+        }
+    }
+
+    fn log_full(&self) {
+        // +1: 0 is "never".
+        let now = crate::sys::clock::now_us() / 1_000_000 + 1;
+        let last = self.logged_at.load(Ordering::Relaxed);
+        if last == 0 || now >= last + 60 {
+            self.logged_at.store(now, Ordering::Relaxed);
+            crate::say!(
+                "oxgate: worker at --max-connections {}: new connections wait in the listen backlog",
+                self.max
+            );
+        }
+    }
+
+    pub(super) fn take(self: &Arc<Self>, alive: mpsc::Sender<()>) -> Slot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            limit: self.clone(),
+            _alive: alive,
+        }
+    }
+}
+
+/// The default: what the open-files limit leaves after the worker's own
+/// files (logs, the app's files, pool sockets).
+pub fn default_max() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    (soft.min(1 << 20) as usize).saturating_sub(64).max(16)
+}
