@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from helpers import APPS, BIN, ECHO, VENV, free_port, fresh, packet, run_fail, start_nginx, uwsgi_request
@@ -219,13 +220,33 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp; {blocks}
     assert s.log().count("--vhost: loaded the app") <= 4  # once per site and worker, then kept
 
 
-def test_uwsgi_vars_load_nothing_without_vhost(serve, tmp_path):
+@pytest.mark.parametrize("names", [
+    ("UWSGI_SCRIPT",), ("UWSGI_MODULE",), ("UWSGI_MODULE", "UWSGI_CALLABLE"), ("UWSGI_FILE",),
+    ("UWSGI_SCRIPT", "UWSGI_PYHOME"), ("UWSGI_CHDIR",), ("UWSGI_PYHOME",), ("UWSGI_CALLABLE",),
+])
+def test_uwsgi_vars_load_nothing_without_vhost(serve, tmp_path, names):
+    """Every variable that names code to load does nothing unless --vhost
+    asks for uWSGI's dynamic apps: the app given is the one served."""
     one = site(tmp_path, "site1")
+    values = {"UWSGI_SCRIPT": "myapp", "UWSGI_MODULE": "myapp", "UWSGI_CALLABLE": "application",
+              "UWSGI_FILE": str(one / "myapp.py"), "UWSGI_CHDIR": str(one), "UWSGI_PYHOME": sys.prefix}
     up = free_port()
-    serve("--socket", f"127.0.0.1:{up}", "--wsgi-file", ECHO, "--processes", "1")
-    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
-                                    ("UWSGI_SCRIPT", "myapp"), ("UWSGI_CHDIR", str(one))]))
-    assert b'"method": "GET"' in out  # the echo app answered
+    serve("--socket", f"127.0.0.1:{up}", "--wsgi-file", ECHO, "--processes", "1", "--pythonpath", str(one))
+    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1")]
+                                   + [(n, values[n]) for n in names]))
+    assert b'"method": "GET"' in out and b"site1" not in out  # the echo app answered
+
+
+def test_an_http_client_cannot_name_an_app_even_with_vhost(serve, tmp_path):
+    """Over HTTP the variables are headers (HTTP_UWSGI_SCRIPT, or dropped
+    for the '_'): only a front end's uwsgi_param names an app."""
+    one = site(tmp_path, "site1")
+    s = serve("--vhost", "--wsgi-file", ECHO, "--processes", "1", "--pythonpath", str(one))
+    for header in ("Uwsgi-Script", "UWSGI_SCRIPT", "Uwsgi-File"):
+        r = requests.get(s.url + "/", headers={header: "myapp" if "Script" in header or "_" in header
+                                               else str(one / "myapp.py")})
+        assert r.status_code == 200 and "site1" not in r.text
+    assert "--vhost: loaded the app" not in s.log()
 
 
 def test_vhost_load_error_is_a_500(serve, tmp_path):

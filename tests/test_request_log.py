@@ -5,12 +5,14 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import requests
 
-from helpers import LOGGED, cgi, fcgi_request, free_port, read_records, scgi_packet, uwsgi_request, wait_for
+from helpers import (BIN, LOGGED, cgi, fcgi_request, free_port, listens, read_records, scgi_packet, uwsgi_request,
+                     wait_for)
 
 
 # uWSGI's default request line (core/logging.c), every field captured.
@@ -233,3 +235,39 @@ def test_no_request_can_forge_a_log_line(serve, tmp_path):
                           extra=[("HTTP_USER_AGENT", "x\r\ny\x1b[31m")]))
     line = wait_for(lambda: [l for l in log.read_text().splitlines() if l.startswith("GET ")], what="the line")
     assert line == ["GET /a\\x0A[pid: 1|app: 0|req: 1/1] forged x\\x0D\\x0Ay\\x1B[31m"]
+
+
+def test_a_log_that_cannot_be_written_stops_nothing_and_is_reported_once(tmp_path):
+    """The log is a pipe nobody reads (non-blocking, so a full pipe fails
+    the write as a full disk does): requests go on being served, the lines
+    are dropped, and once the log drains one line says how many were lost."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    port = free_port()
+    proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", LOGGED, "--processes", "1",
+                             "--log-format", "%(uri) " + "x" * 200], stdout=w, stderr=w)
+    os.close(w)
+    try:
+        wait_for(lambda: listens(port), what="listening")
+        with requests.Session() as s:
+            for i in range(1000):  # ~200 KiB of lines into a 64 KiB pipe
+                assert s.get(f"http://127.0.0.1:{port}/{i}").status_code == 200
+        os.set_blocking(r, False)
+        while True:  # drain it
+            try:
+                if not os.read(r, 1 << 20):
+                    break
+            except BlockingIOError:
+                break
+        assert requests.get(f"http://127.0.0.1:{port}/after").status_code == 200
+        time.sleep(0.5)
+        out = os.read(r, 1 << 20).decode()
+        notices = [line for line in out.splitlines() if "could not be written" in line]
+        assert len(notices) == 1, out
+        lost = int(re.search(r"oxgate: (\d+) log line", notices[0]).group(1))
+        assert 100 < lost < 1000
+        assert "/after " in out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        os.close(r)

@@ -1,6 +1,7 @@
 //! oxgate's own messages (not request lines): whole lines on stderr.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 static DATE_FORMAT: OnceLock<String> = OnceLock::new();
 
@@ -26,9 +27,34 @@ pub fn say(args: std::fmt::Arguments<'_>) {
     write_stderr(line.as_bytes());
 }
 
+/// Lines this process could not write (a full disk, a closed or full
+/// pipe), and the last error: said once, in one line, when writing works
+/// again. Serving never waits on the log.
+static LOST_LINES: AtomicU64 = AtomicU64::new(0);
+static LOST_ERRNO: AtomicI32 = AtomicI32::new(0);
+
 /// One `write()` per line (looping only on a short write or EINTR), so
 /// lines from many processes and threads never interleave.
-pub fn write_stderr(mut buf: &[u8]) {
+pub fn write_stderr(buf: &[u8]) {
+    let lost = LOST_LINES.load(Ordering::Relaxed);
+    if lost > 0 {
+        let errno = nix::errno::Errno::from_raw(LOST_ERRNO.load(Ordering::Relaxed));
+        let notice = format!(
+            "oxgate: {lost} log line(s) of pid {} could not be written: {}\n",
+            std::process::id(),
+            std::io::Error::from(errno)
+        );
+        if write_all(notice.as_bytes()).is_ok() {
+            LOST_LINES.fetch_sub(lost, Ordering::Relaxed);
+        }
+    }
+    if let Err(e) = write_all(buf) {
+        LOST_LINES.fetch_add(1, Ordering::Relaxed);
+        LOST_ERRNO.store(e as i32, Ordering::Relaxed);
+    }
+}
+
+fn write_all(mut buf: &[u8]) -> Result<(), nix::errno::Errno> {
     let stderr = std::io::stderr();
     // Unlocked on purpose: std's stderr is unbuffered, and its lock would
     // only order this process's threads, which one write() already does.
@@ -38,9 +64,10 @@ pub fn write_stderr(mut buf: &[u8]) {
         match nix::unistd::write(fd, buf) {
             Ok(n) => buf = &buf[n..],
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// `eprintln!` for oxgate's own log messages: whole lines, `--logdate` aware.
