@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from helpers import Load, fresh, wait_for
+from helpers import Load, failures, fresh, under_load, wait_for
 
 
 def test_killed_worker_is_respawned_under_load(serve, app_dir):
@@ -77,6 +77,23 @@ def test_max_requests_recycles_without_failures(serve, app_dir):
     load.finish()
     assert load.failures == [], load.failures[:5]
     assert not set(first) & set(s.wait_workers(2))
+
+
+@pytest.mark.parametrize("recycle", [("--max-requests", "5000"), ("--reload-on-rss", "1")],
+                         ids=["max-requests", "reload-on-rss"])
+def test_recycling_under_keep_alive_load_loses_nothing(serve, app_dir, recycle):
+    """wrk sends each next request the moment it has an answer: a recycled
+    worker answers what it finds on its keep-alive connections with
+    Connection: close rather than closing under them."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", "--disable-logging", *recycle)
+    s.wait_workers(2)
+
+    def recycles():
+        wait_for(lambda: s.log().count("replacing it") >= 4, timeout=60, what="4 recycles")
+
+    done, bad = failures(under_load(s.url + "/", recycles, connections=20))
+    assert done > 1000
+    assert bad == 0
 
 
 def test_max_worker_lifetime(serve, app_dir):
