@@ -33,6 +33,7 @@ OPTIONS = {
     "limit_request_line": "--limit-request-line",
     "limit_request_fields": "--limit-request-fields",
     "limit_request_field_size": "--limit-request-field-size",
+    "proxy_protocol": "--proxy-protocol",
 }
 
 # Cases left out, by name, with why.
@@ -44,15 +45,6 @@ LEFT_OUT = {
     "valid/040_compat": NO_SUCH_SETTING,
     # X-Forwarded-Ssl beside X-Forwarded-Proto: oxgate reads only the latter
     "invalid/019": NO_SUCH_SETTING,
-    # PROXY protocol
-    "invalid/pp_01": NO_SUCH_SETTING,
-    "invalid/pp_02": NO_SUCH_SETTING,
-    "invalid/pp_03": NO_SUCH_SETTING,
-    "valid/pp_01": NO_SUCH_SETTING,
-    "valid/pp_02": NO_SUCH_SETTING,
-    "valid/pp_03": NO_SUCH_SETTING,
-    "valid/pp_04": NO_SUCH_SETTING,
-    "valid/pp_05": NO_SUCH_SETTING,
     # permit_obsolete_folding, strip_header_spaces, and the method relaxations
     "valid/compat_obs_fold": NO_SUCH_SETTING,
     "valid/compat_obs_fold_huge": NO_SUCH_SETTING,
@@ -110,7 +102,7 @@ def servers(tmp_path_factory):
             args = ["--http-socket", "127.0.0.1:{port}", "--wsgi-file", str(APPS / "request_echo.py"),
                     "--socket-timeout", "3"]
             for k, v in key:
-                args += [OPTIONS[k], str(v)]
+                args.append(f"{OPTIONS[k]}={v}")
             _servers[key] = Server(tmp, args)
         return _servers[key]
 
@@ -241,7 +233,7 @@ def test_left_out_cases_are_in_the_corpus():
     for name in every:
         with open(os.path.join(REQUESTS, name + ".py")) as f:
             source = f.read()
-        lacking = [k for k in ("header_map", "proxy_protocol", "permit_obsolete_folding", "strip_header_spaces",
+        lacking = [k for k in ("header_map", "permit_obsolete_folding", "strip_header_spaces",
                                "permit_unconventional_http_method", "casefold_http_method", "forwarded_allow_ips")
                    if f"cfg.set('{k}'" in source or f'cfg.set("{k}"' in source]
         if lacking and name.startswith("valid/"):

@@ -2,6 +2,7 @@
 server itself, readiness, --drain-delay, and a rolling restart of three
 instances behind real HAProxy (active health checks) and nginx, under wrk
 load, with no failed request."""
+import json
 import os
 import re
 import shutil
@@ -203,8 +204,57 @@ http {{ access_log off; proxy_temp_path {d}/tmp;
         nginx.wait(10)
 
 
-def socket_answers(port):
+def socket_answers(port, path="/"):
     try:
-        return requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok
+        return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).ok
     except requests.RequestException:
         return False
+
+
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+@pytest.mark.skipif(not os.path.exists(HAPROXY), reason="needs haproxy")
+def test_the_client_address_through_haproxy_in_tcp_mode(serve, tmp_path, send):
+    """HAProxy passing TCP through with a PROXY header (v1 or v2): the app
+    sees the client's address and port, not the balancer's; its health
+    checks (sent with the header too) pass."""
+    s = serve("--wsgi-file", str(APPS / "validated.py"), "--proxy-protocol")
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(f"""
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend front
+  bind 127.0.0.1:{port}
+  default_backend app
+backend app
+  server s1 127.0.0.1:{s.port} {send} check inter 200ms
+""")
+    proxy = subprocess.Popen([HAPROXY, "-f", str(conf), "-db"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket_answers(port, "/env"), what="haproxy")
+        # The client connects from 127.0.0.2 and a port of its own.
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as c:
+            client_port = c.getsockname()[1]
+            c.sendall(b"GET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := c.recv(65536):
+                out += chunk
+        env = json.loads(out.split(b"\r\n\r\n", 1)[1])
+        assert env["REMOTE_ADDR"] == "127.0.0.2" and env["REMOTE_PORT"] == str(client_port)
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+    assert "PROXY header" not in s.log()  # no header was refused
+
+
+def test_a_proxy_header_from_a_peer_not_allowed_is_not_believed(serve):
+    s = serve("--wsgi-file", str(APPS / "validated.py"), "--proxy-protocol", "--proxy-allow-from", "10.0.0.0/8")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"PROXY TCP4 203.0.113.7 10.0.0.1 4242 80\r\nGET /env HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = c.recv(65536)
+    assert out.startswith(b"HTTP/1.1 400 ")  # read as a (bad) request line
+    assert b"203.0.113.7" not in out

@@ -300,6 +300,14 @@ options! {
         .value("IPS")
         .defaults_to("127.0.0.1")
         .help("The proxies --proxy-headers trusts: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any. $FORWARDED_ALLOW_IPS, as for uvicorn, when not given."),
+    PROXY_PROTOCOL = OptDef::new("proxy-protocol", FlagOrStr, Sockets)
+        .aliases(&["enable-proxy-protocol", "http-enable-proxy-protocol"])
+        .value("[=v1|v2|auto]")
+        .help("Read the PROXY protocol header (HAProxy's send-proxy, v1 or v2) a balancer puts before an HTTP connection's first request: the client's address comes from it. Only from the peers --proxy-allow-from names; without a header, a connection is served as it is. Gunicorn's option; uWSGI's --enable-proxy-protocol."),
+    PROXY_ALLOW_FROM = OptDef::new("proxy-allow-from", Str, Sockets)
+        .value("IPS")
+        .defaults_to("127.0.0.1,::1")
+        .help("The balancers whose PROXY header --proxy-protocol believes: comma-separated addresses and networks, or * for any (unix sockets always are). Gunicorn's option."),
     CHDIR = OptDef::new("chdir", Str, App)
         .value("DIR")
         .help("Change to DIR before loading the app."),

@@ -613,6 +613,32 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             }
             p => p,
         },
+        proxy_protocol: match r.value(&opt::PROXY_PROTOCOL) {
+            None => None,
+            Some(v) => {
+                let (v1, v2) =
+                    match parse_bool(v).map_or(v.trim(), |b| if b { "auto" } else { "off" }) {
+                        "off" => (false, false),
+                        "auto" | "" => (true, true),
+                        "v1" => (true, false),
+                        "v2" => (false, true),
+                        other => {
+                            return err(format!(
+                                "--proxy-protocol {other:?}: expected off, v1, v2 or auto"
+                            ));
+                        }
+                    };
+                (v1 || v2)
+                    .then(|| {
+                        crate::request::wrappers::Trusted::parse_list(
+                            r.defaulted(&opt::PROXY_ALLOW_FROM),
+                        )
+                        .map(|allow| ProxyProtocolSettings { v1, v2, allow })
+                        .map_err(|e| ConfigError(format!("--proxy-allow-from: {e}")))
+                    })
+                    .transpose()?
+            }
+        },
         proxy_headers: if r.flag(&opt::PROXY_HEADERS)? {
             let list = match r.given(&opt::FORWARDED_ALLOW_IPS) {
                 Some(v) => v.to_string(),

@@ -156,6 +156,8 @@ pub struct Config {
     /// `--fastcgi-pass` and the options around it.
     pub fastcgi: FastcgiSettings,
     pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
+    /// `--proxy-protocol` (None when off) and `--proxy-allow-from`.
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
     pub limit_concurrency: Option<usize>,
     pub asgi: AsgiSettings,
     pub chdir: Option<PathBuf>,
@@ -437,4 +439,12 @@ pub struct StaticMap {
     pub mount: String,
     pub dir: PathBuf,
     pub keep_mount: bool,
+}
+
+/// `--proxy-protocol`: the versions read, and `--proxy-allow-from`.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocolSettings {
+    pub v1: bool,
+    pub v2: bool,
+    pub allow: Vec<crate::request::wrappers::Trusted>,
 }

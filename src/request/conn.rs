@@ -13,9 +13,27 @@ pub struct ConnInfo {
     local_port: Bytes,
     /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
     peer: Option<(Bytes, Bytes)>,
+    peer_addr: Option<SocketAddr>,
 }
 
 impl ConnInfo {
+    /// The same connection, with the client a PROXY header named.
+    pub fn with_peer(self, peer: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            peer: Some((
+                Bytes::from(peer.ip().to_string()),
+                Bytes::from(peer.port().to_string()),
+            )),
+            peer_addr: Some(peer),
+            ..self
+        }
+    }
+
+    /// The client's address, unformatted (none on unix sockets).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
     pub fn local_name(&self) -> Bytes {
         self.local_name.clone()
     }
@@ -45,6 +63,7 @@ impl ConnInfo {
                     Bytes::from(p.port().to_string()),
                 )
             }),
+            peer_addr: peer,
         }
     }
 }

@@ -12,6 +12,7 @@ use super::accept;
 use super::dispatch::{FrontEnd, Shared};
 use crate::config::Config;
 use crate::frontend::gateway::{GatewaySettings, OneShot};
+use crate::frontend::http::proxy_header::ProxyProtocol;
 use crate::frontend::http::strict::HeadLimits;
 use crate::frontend::http::{FlushQueue, HttpSettings};
 use crate::listen::{Protocol, Socket};
@@ -39,6 +40,11 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             max_headers: cfg.limit_request_fields,
             read_ahead: cfg.post_buffering,
             min_body_rate: cfg.min_body_rate,
+            proxy_protocol: cfg.proxy_protocol.as_ref().map(|p| ProxyProtocol {
+                v1: p.v1,
+                v2: p.v2,
+                allow: p.allow.clone(),
+            }),
         }),
         gateway: Arc::new(GatewaySettings {
             // A uwsgi vars block cannot exceed 65535 bytes.

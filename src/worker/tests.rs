@@ -100,6 +100,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 max_headers: 100,
                 read_ahead: 1 << 20,
                 min_body_rate: 1024,
+                proxy_protocol: None,
             }),
             gateway: Arc::new(GatewaySettings {
                 max_vars: 8192,

@@ -80,6 +80,28 @@ pub async fn serve_connection<S: Peek>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     going_away: GoingAway,
 ) {
+    let mut info = info;
+    if let Some(pp) = &settings.proxy_protocol
+        && pp.believes(info.peer_addr())
+    {
+        match tokio::time::timeout(settings.head_timeout, pp.read(&mut stream)).await {
+            Ok(Ok(Some(client))) => info = info.with_peer(client),
+            Ok(Ok(None)) => {}
+            Ok(Err(why)) => {
+                crate::say!("oxgate: connection refused: {why}");
+                let body = format!("{why}\n");
+                let reply = format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Err(_) => return, // no header, no request: the head timeout
+        }
+    }
     if let Ok(Some(version)) =
         tokio::time::timeout(settings.head_timeout, unsupported_version(&stream)).await
     {

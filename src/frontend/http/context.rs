@@ -19,6 +19,8 @@ pub struct HttpSettings {
     pub read_ahead: u64,
     /// `--min-body-rate`, bytes a second; 0 is off.
     pub min_body_rate: u64,
+    /// `--proxy-protocol`: a PROXY header may come before the first request.
+    pub proxy_protocol: Option<super::proxy_header::ProxyProtocol>,
     /// `--limit-request-fields`: hyper's header count limit.
     pub max_headers: usize,
 }
