@@ -6,38 +6,18 @@ use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::batch::FlushQueue;
 use super::body::{OxBody, to_hyper};
 use super::context::{ConnCtx, HttpSettings, TaskCounter};
 use super::convert::{ARENA_SIZE, Headed, convert_head, to_request};
-
-/// A connected stream whose pending bytes can be looked at without
-/// consuming them.
-pub trait Peek:
-    AsyncRead + AsyncWrite + super::sendfile::SendFile + AsRawFd + Unpin + Send + Sync + 'static
-{
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
-}
-
-impl Peek for tokio::net::TcpStream {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        tokio::net::TcpStream::readable(self)
-    }
-}
-
-impl Peek for tokio::net::UnixStream {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        tokio::net::UnixStream::readable(self)
-    }
-}
+pub use super::peek::Peek;
 
 /// hyper answers any HTTP version other than 1.x with 400; clients deserve
 /// 505 when the request is well formed but names a version we do not speak

@@ -6,6 +6,7 @@ mod body;
 mod conn;
 mod context;
 mod convert;
+mod peek;
 pub mod proxy_header;
 mod request_body;
 pub mod strict;

@@ -11,7 +11,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use ppp::{HeaderResult, PartialResult};
 use tokio::io::AsyncReadExt;
 
-use super::conn::Peek;
+use super::peek::Peek;
 use crate::request::wrappers::Trusted;
 
 /// `--proxy-protocol`: which versions are read, and from whom.
