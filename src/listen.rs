@@ -145,13 +145,15 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
             let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
             let sa = socket2::SockAddr::unix(path).map_err(fail)?;
             socket.bind(&sa).map_err(fail)?;
-            socket.listen(backlog).map_err(fail)?;
-            socket.set_nonblocking(true).map_err(fail)?;
+            // Before listen(): until then nobody can connect, whatever
+            // mode the umask gave the file.
             {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(chmod))
                     .map_err(fail)?;
             }
+            socket.listen(backlog).map_err(fail)?;
+            socket.set_nonblocking(true).map_err(fail)?;
             Ok(Listener::Unix(socket.into(), Some(path.clone())))
         }
         Address::Abstract(name) => {

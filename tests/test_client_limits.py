@@ -91,3 +91,28 @@ def test_connections_past_the_limit_wait_in_the_backlog(serve):
     assert waiting.recv(100).startswith(b"HTTP/1.1 200 ")
     for c in held + [waiting]:
         c.close()
+
+
+SLOW_READER = """
+import time
+def application(environ, start_response):
+    inp = environ["wsgi.input"]
+    first = inp.read(65536)
+    time.sleep(7)  # longer than --min-body-rate's grace: the client waits on TCP, it is not slow
+    rest = inp.read()
+    body = str(len(first) + len(rest)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_an_app_that_reads_slowly_does_not_make_a_fast_client_slow(serve, tmp_path):
+    """Only the time oxgate waits for the client counts against
+    --min-body-rate, never the time the app takes between its reads."""
+    app = tmp_path / "slow_reader.py"
+    app.write_text(SLOW_READER)
+    s = serve("--wsgi-file", str(app), "--post-buffering", "65536")
+    body = b"x" * (8 << 20)
+    r = requests.post(s.url + "/", data=body, timeout=60)
+    assert r.status_code == 200 and r.text == str(len(body))
+    assert "--min-body-rate" not in s.log()

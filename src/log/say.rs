@@ -1,7 +1,7 @@
 //! oxgate's own messages (not request lines): whole lines on stderr.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 static DATE_FORMAT: OnceLock<String> = OnceLock::new();
 
@@ -32,25 +32,32 @@ pub fn say(args: std::fmt::Arguments<'_>) {
 /// again. Serving never waits on the log.
 static LOST_LINES: AtomicU64 = AtomicU64::new(0);
 static LOST_ERRNO: AtomicI32 = AtomicI32::new(0);
+/// The process the count is of: a worker forked from a master that lost
+/// lines does not report them again as its own.
+static LOST_PID: AtomicU32 = AtomicU32::new(0);
 
 /// One `write()` per line (looping only on a short write or EINTR), so
 /// lines from many processes and threads never interleave.
 pub fn write_stderr(buf: &[u8]) {
-    let lost = LOST_LINES.load(Ordering::Relaxed);
-    if lost > 0 {
-        let errno = nix::errno::Errno::from_raw(LOST_ERRNO.load(Ordering::Relaxed));
-        let notice = format!(
-            "oxgate: {lost} log line(s) of pid {} could not be written: {}\n",
-            std::process::id(),
-            std::io::Error::from(errno)
-        );
-        if write_all(notice.as_bytes()).is_ok() {
-            LOST_LINES.fetch_sub(lost, Ordering::Relaxed);
+    if LOST_LINES.load(Ordering::Relaxed) > 0 {
+        // Taken whole, so that two threads never report the same lines.
+        let lost = LOST_LINES.swap(0, Ordering::Relaxed);
+        if lost > 0 && LOST_PID.load(Ordering::Relaxed) == std::process::id() {
+            let errno = nix::errno::Errno::from_raw(LOST_ERRNO.load(Ordering::Relaxed));
+            let notice = format!(
+                "oxgate: {lost} log line(s) of pid {} could not be written: {}\n",
+                std::process::id(),
+                std::io::Error::from(errno)
+            );
+            if write_all(notice.as_bytes()).is_err() {
+                LOST_LINES.fetch_add(lost, Ordering::Relaxed);
+            }
         }
     }
     if let Err(e) = write_all(buf) {
-        LOST_LINES.fetch_add(1, Ordering::Relaxed);
+        LOST_PID.store(std::process::id(), Ordering::Relaxed);
         LOST_ERRNO.store(e as i32, Ordering::Relaxed);
+        LOST_LINES.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -198,8 +198,9 @@ pub enum RequestBody {
     Empty,
     /// The whole body, already read.
     Full(Bytes),
-    /// A body still arriving. Reading it starts the flow (an HTTP front end
-    /// sends `100 Continue` only then).
+    /// A body still arriving. Reading it starts the flow (a front end that
+    /// has not read ahead sends `100 Continue` only then; the HTTP one
+    /// reads ahead, so it has sent it already).
     Stream(BodyStream),
 }
 

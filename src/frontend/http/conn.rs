@@ -180,17 +180,27 @@ pub async fn serve_connection<S: Peek>(
     // closes; an idle connection is left open a moment for that next
     // request (a new one: for the head timeout).
     conn_ctx.closing.store(true, Ordering::Relaxed);
-    let idle = conn_ctx.begun.get() == conn_ctx.finished.get();
-    if idle {
-        let wait = if conn_ctx.begun.get() == 0 {
-            settings.head_timeout
-        } else {
-            NEXT_REQUEST_GRACE
-        };
+    // A response under way may have sent its head, without the close,
+    // before the stop: its client will send the next request as soon as it
+    // has the body. It finishes first (or ends the connection itself).
+    // (A client that stopped reading it is dropped by the watchdog.)
+    let stuck = idle_watchdog(&conn_ctx);
+    tokio::pin!(stuck);
+    while conn_ctx.begun.get() != conn_ctx.finished.get() {
         tokio::select! {
             res = conn.as_mut() => return after_http(res, &conn_ctx, going_away).await,
-            () = tokio::time::sleep(wait) => {}
+            () = &mut stuck => return,
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
+    }
+    let wait = if conn_ctx.begun.get() == 0 {
+        settings.head_timeout
+    } else {
+        NEXT_REQUEST_GRACE
+    };
+    tokio::select! {
+        res = conn.as_mut() => return after_http(res, &conn_ctx, going_away).await,
+        () = tokio::time::sleep(wait) => {}
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {

@@ -32,8 +32,9 @@ impl IncomingChunks {
             body,
             limit: settings.limit_post,
             seen: 0,
-            rate: (settings.min_body_rate > 0).then(|| RateGuard {
+            rate: Some(RateGuard {
                 min_rate: settings.min_body_rate,
+                max_stall: settings.head_timeout,
                 waited: Duration::ZERO,
                 waiting_since: None,
                 timer: None,
@@ -89,11 +90,8 @@ impl ChunkSource for IncomingChunks {
             return polled;
         }
         match rate.poll_too_slow(cx, self.seen) {
-            true => Poll::Ready(Some(Err(BodyError::new(
-                408,
-                "request body slower than --min-body-rate",
-            )))),
-            false => Poll::Pending,
+            Some(why) => Poll::Ready(Some(Err(BodyError::new(408, why)))),
+            None => Poll::Pending,
         }
     }
 }
@@ -101,9 +99,13 @@ impl ChunkSource for IncomingChunks {
 /// `--min-body-rate`: a body must arrive at `min_rate` bytes a second,
 /// counting only the time oxgate waits for the client, never the time the
 /// app takes between its reads (then the client is held back by TCP, not
-/// slow). A body may lag by `RATE_GRACE`.
+/// slow). A body may lag by `RATE_GRACE`. And whatever it has sent, a
+/// client may not stall for longer than `--socket-timeout` (as nginx's
+/// client_body_timeout): a fast start banks no hour of silence.
 struct RateGuard {
+    /// 0: no rate, only the stall.
     min_rate: u64,
+    max_stall: Duration,
     /// Time spent waiting for the client, before the current wait.
     waited: Duration,
     waiting_since: Option<Instant>,
@@ -117,19 +119,28 @@ impl RateGuard {
         }
     }
 
-    /// Called when the body is pending: whether the client has fallen too
-    /// far behind; if not, a wake-up is set for when it would have.
-    fn poll_too_slow(&mut self, cx: &mut Context<'_>, seen: u64) -> bool {
+    /// Called when the body is pending: why the client is too slow, if it
+    /// is; if not, a wake-up is set for when it would be.
+    fn poll_too_slow(&mut self, cx: &mut Context<'_>, seen: u64) -> Option<&'static str> {
+        const SLOW: &str = "request body slower than --min-body-rate";
+        const STALLED: &str = "request body stalled for --socket-timeout";
         let now = Instant::now();
         let since = *self.waiting_since.get_or_insert(now);
-        // The wait after which `seen` bytes are less than the rate asks.
-        let allowed = RATE_GRACE + Duration::from_secs_f64(seen as f64 / self.min_rate as f64);
-        let Some(left) = allowed.checked_sub(self.waited) else {
-            return true;
-        };
-        let due = since + left;
+        let mut due = since + self.max_stall;
+        let mut why = STALLED;
+        if self.min_rate > 0 {
+            // The wait after which `seen` bytes are less than the rate asks.
+            let allowed = RATE_GRACE + Duration::from_secs_f64(seen as f64 / self.min_rate as f64);
+            let Some(left) = allowed.checked_sub(self.waited) else {
+                return Some(SLOW);
+            };
+            if since + left < due {
+                due = since + left;
+                why = SLOW;
+            }
+        }
         if now >= due {
-            return true;
+            return Some(why);
         }
         let timer = self
             .timer
@@ -138,7 +149,7 @@ impl RateGuard {
             timer.as_mut().reset(due);
         }
         // Ready only once `due` has passed: too slow.
-        timer.as_mut().poll(cx).is_ready()
+        timer.as_mut().poll(cx).is_ready().then_some(why)
     }
 }
 

@@ -54,16 +54,19 @@ pub(super) struct Line<'a> {
 }
 
 /// A request's bytes as log text: a control character (a decoded `%0A` in
-/// a path, or anything a gateway client sent) is written `\xNN`, as nginx
-/// writes it, so that no request can forge or split a log line.
+/// a path, anything a gateway client sent, C1 controls too) is written
+/// `\xNN`, as nginx writes it, so that no request can forge or split a
+/// log line. (A backslash stays as it is: a JSON encoder escapes it, and
+/// uWSGI's lines keep user agents as sent.)
 fn log_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
     let text = String::from_utf8_lossy(b);
-    if !text.chars().any(|c| c.is_ascii_control()) {
+    let escaped = |c: char| c.is_control();
+    if !text.chars().any(escaped) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_ascii_control() {
+        if escaped(c) {
             let _ = write!(out, "\\x{:02X}", c as u32);
         } else {
             out.push(c);
@@ -266,5 +269,6 @@ mod tests {
             log_text(b"/a\nGET /forged HTTP/1.1\r\x1b[31m\x7f"),
             "/a\\x0AGET /forged HTTP/1.1\\x0D\\x1B[31m\\x7F"
         );
+        assert_eq!(log_text(b"/a\xc2\x85"), "/a\\x85");
     }
 }

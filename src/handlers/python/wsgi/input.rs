@@ -18,8 +18,8 @@ const UNREAD_BODY_DRAIN: usize = 8 << 20;
 enum Source {
     /// The whole body, already in memory.
     Buffered(Bytes),
-    /// A body still arriving; the feeder task starts reading it (and so
-    /// sends `100 Continue`) on the first `read`.
+    /// A body still arriving; the feeder task starts reading it on the
+    /// first `read`.
     Streaming {
         start: Option<oneshot::Sender<()>>,
         rx: mpsc::Receiver<Result<Bytes, BodyError>>,
