@@ -13,15 +13,8 @@ ROOT=$(dirname "$HERE")
 CHAOS=${SECONDS_OF_CHAOS:-60}
 PORT=${PORT:-18800}
 OUT=$HERE/results/chaos.md
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-(cd "$ROOT" && cargo build --release --locked -q)
-WORK=$(mktemp -d)
-cp "$ROOT/tests/apps/procs.py" "$WORK/" && echo v1 >"$WORK/version.txt"
-"$ROOT/target/release/oxgate" --http-socket 127.0.0.1:$PORT --wsgi-file "$WORK/procs.py" --processes 4 \
-  --disable-logging >"$WORK/log" 2>&1 &
-MASTER=$!
-trap 'kill $MASTER 2>/dev/null || true; wait $MASTER 2>/dev/null || true; rm -rf "$WORK"' EXIT
-sleep 2
+. "$HERE/under_load.sh"
+start_master --wsgi-file "$(procs_app)"
 
 wrk -t1 -c50 -d$((CHAOS + 2))s "http://127.0.0.1:$PORT/" >"$WORK/wrk" &
 LOAD=$!
@@ -39,16 +32,16 @@ wait $LOAD || true
 sleep 3
 up=$(kill -0 $MASTER 2>/dev/null && echo yes || echo no)
 serving=$(pgrep -P $MASTER | wc -l)
-done_=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$WORK/wrk")
-bad=$(sed -n 's/.*Non-2xx or 3xx responses: \([0-9]*\).*/\1/p' "$WORK/wrk")
-errs=$(sed -n 's/.*Socket errors: \(.*\)/\1/p' "$WORK/wrk")
+done_=$(wrk_requests "$WORK/wrk")
+bad=$(wrk_non2xx "$WORK/wrk")
+errs=$(wrk_errors "$WORK/wrk")
 ok=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")
 {
   echo "# kill -9 of a random worker every 200 ms for $CHAOS s, wrk -c50, 4 workers ($(date -u +%Y-%m-%d))"
   echo
   echo "- kills: $kills"
-  echo "- requests: $done_; non-2xx: ${bad:-0}; socket errors: ${errs:-none}"
+  echo "- requests: $done_; non-2xx: $bad; socket errors: $errs"
   echo "- master up afterwards: $up, with $serving workers; a fresh request: $ok"
   echo "- the master logged $(grep -c 'killed by signal 9' "$WORK/log" || true) workers killed by signal 9, and $(grep -ci 'back-off\|backing off\|waiting' "$WORK/log" || true) back-off lines"
-  echo "- wrk's failures per kill: $(awk -v e="$(sed -n 's/.*read \([0-9]*\),.*/\1/p' "$WORK/wrk")" -v k="$kills" 'BEGIN { printf "%.1f", (e + 0) / (k ? k : 1) }') (50 connections over 4 workers: about 12 on each)"
+  echo "- wrk's failures per kill: $(awk -v e="$(wrk_error_count "$WORK/wrk")" -v k="$kills" 'BEGIN { printf "%.1f", (e + 0) / (k ? k : 1) }') (50 connections over 4 workers: about 12 on each)"
 } | tee "$OUT"

@@ -13,15 +13,8 @@ ROOT=$(dirname "$HERE")
 RELOADS=${RELOADS:-100}
 PORT=${PORT:-18700}
 OUT=$HERE/results/reloads.md
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-(cd "$ROOT" && cargo build --release --locked -q)
-WORK=$(mktemp -d)
-cp "$ROOT/tests/apps/procs.py" "$WORK/" && echo v1 >"$WORK/version.txt"
-"$ROOT/target/release/oxgate" --http-socket 127.0.0.1:$PORT --wsgi-file "$WORK/procs.py" --processes 4 \
-  --disable-logging >"$WORK/log" 2>&1 &
-MASTER=$!
-trap 'kill $MASTER 2>/dev/null || true; wait $MASTER 2>/dev/null || true; rm -rf "$WORK"' EXIT
-sleep 2
+. "$HERE/under_load.sh"
+start_master --wsgi-file "$(procs_app)"
 
 rss() { awk '/^VmRSS/ {print $2}' /proc/$MASTER/status; }
 fds() { ls /proc/$MASTER/fd | wc -l; }
@@ -45,12 +38,8 @@ run() { # name, signal
   sleep 1
   kill -INT $load
   wait $load || true
-  local done bad=0
-  done=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$WORK/$name.wrk")
-  bad=$(sed -n 's/.*Non-2xx or 3xx responses: \([0-9]*\).*/\1/p' "$WORK/$name.wrk")
-  local errs
-  errs=$(sed -n 's/.*Socket errors: connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1+\2+\3+\4/p' "$WORK/$name.wrk")
-  echo "| $name | $RELOADS in ${took} s | $done | $((${bad:-0} + ${errs:-0})) | $(rss) KiB, $(fds) fds |"
+  local failed=$(($(wrk_non2xx "$WORK/$name.wrk") + $(wrk_error_count "$WORK/$name.wrk")))
+  echo "| $name | $RELOADS in ${took} s | $(wrk_requests "$WORK/$name.wrk") | $failed | $(rss) KiB, $(fds) fds |"
 }
 
 {

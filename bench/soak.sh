@@ -14,14 +14,8 @@ TOTAL=${TOTAL:-2000000}
 PORT=${PORT:-18900}
 OUT=$HERE/results/soak.md
 PY=${PYTHON:-$ROOT/.venv-test/bin/python}
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-(cd "$ROOT" && cargo build --release --locked -q)
-WORK=$(mktemp -d)
-"$ROOT/target/release/oxgate" --http-socket 127.0.0.1:$PORT --home "$(dirname "$(dirname "$PY")")" \
-  --wsgi-file "$HERE/soak/mixed.py" --processes 4 --disable-logging >"$WORK/log" 2>&1 &
-MASTER=$!
-trap 'kill $MASTER 2>/dev/null || true; wait $MASTER 2>/dev/null || true; rm -rf "$WORK"' EXIT
-sleep 2
+. "$HERE/under_load.sh"
+start_master --home "$(dirname "$(dirname "$PY")")" --wsgi-file "$HERE/soak/mixed.py"
 curl -sf "http://127.0.0.1:$PORT/flask/" >/dev/null
 
 pids() { echo $MASTER $(pgrep -P $MASTER); }
@@ -35,12 +29,13 @@ LOAD=$!
 # Both samples under load (the same 50 connections open).
 sleep $((secs / 10 + 1))
 rss0=$(rss); fds0=$(fds)
-sleep $((secs - secs / 10 - 4))
+late=$((secs - secs / 10 - 4))
+sleep $((late > 0 ? late : 1))
 rss1=$(rss); fds1=$(fds)
 wait $LOAD
-done_=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$WORK/wrk")
-bad=$(sed -n 's/.*Non-2xx or 3xx responses: \([0-9]*\).*/\1/p' "$WORK/wrk")
-errs=$(sed -n 's/.*Socket errors: \(.*\)/\1/p' "$WORK/wrk")
+done_=$(wrk_requests "$WORK/wrk")
+bad=$(wrk_non2xx "$WORK/wrk")
+errs=$(wrk_errors "$WORK/wrk")
 drift() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f%%", (b - a) * 100 / a }'; }
 {
   echo "# Soak: $done_ mixed requests on 4 workers, wrk -c50, ${secs} s ($(date -u +%Y-%m-%d))"
@@ -50,5 +45,5 @@ drift() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f%%", (b - a) * 100 / a }
   echo "| RSS, master and workers | $rss0 KiB | $rss1 KiB | $(drift $rss0 $rss1) |"
   echo "| open fds, master and workers | $fds0 | $fds1 | $(drift $fds0 $fds1) |"
   echo
-  echo "Failures: non-2xx ${bad:-0}; socket errors: ${errs:-none}. Workers recycled or respawned: $(grep -c 'stopped\|killed' "$WORK/log" || true)."
+  echo "Failures: non-2xx $bad; socket errors: $errs. Workers recycled or respawned: $(grep -c 'stopped\|killed' "$WORK/log" || true)."
 } | tee "$OUT"

@@ -45,6 +45,17 @@ pub(super) async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
     (major != 1 || minor > 1).then(|| format!("HTTP/{major}.{minor}"))
 }
 
+/// Answers a connection hyper never gets to see, and closes it.
+async fn refuse<S: Peek>(mut stream: S, status: &str, body: &str) {
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
 /// How long a stop leaves an idle keep-alive connection open for a request
 /// its client may be sending.
 const NEXT_REQUEST_GRACE: Duration = Duration::from_secs(1);
@@ -69,15 +80,7 @@ pub async fn serve_connection<S: Peek>(
             Ok(Ok(None)) => {}
             Ok(Err(why)) => {
                 crate::say!("oxgate: connection refused: {why}");
-                let body = format!("{why}\n");
-                let reply = format!(
-                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-                return;
+                return refuse(stream, "400 Bad Request", &format!("{why}\n")).await;
             }
             Err(_) => return, // no header, no request: the head timeout
         }
@@ -86,14 +89,7 @@ pub async fn serve_connection<S: Peek>(
         tokio::time::timeout(settings.head_timeout, unsupported_version(&stream)).await
     {
         let body = format!("{version} is not supported; use HTTP/1.1\n");
-        let reply = format!(
-            "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(reply.as_bytes()).await;
-        let _ = stream.shutdown().await;
-        return;
+        return refuse(stream, "505 HTTP Version Not Supported", &body).await;
     }
     let files = Arc::new(super::sendfile::FileQueue::default());
     let progress = Arc::new(TaskCounter::default());

@@ -23,7 +23,7 @@ pub(super) struct IncomingChunks {
     body: Incoming,
     limit: Option<u64>,
     seen: u64,
-    rate: Option<RateGuard>,
+    rate: RateGuard,
 }
 
 impl IncomingChunks {
@@ -32,13 +32,13 @@ impl IncomingChunks {
             body,
             limit: settings.limit_post,
             seen: 0,
-            rate: Some(RateGuard {
+            rate: RateGuard {
                 min_rate: settings.min_body_rate,
                 max_stall: settings.head_timeout,
                 waited: Duration::ZERO,
                 waiting_since: None,
                 timer: None,
-            }),
+            },
         }
     }
 
@@ -82,14 +82,11 @@ impl IncomingChunks {
 impl ChunkSource for IncomingChunks {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         let polled = self.poll_frame(cx);
-        let Some(rate) = &mut self.rate else {
-            return polled;
-        };
         if polled.is_ready() {
-            rate.arrived();
+            self.rate.arrived();
             return polled;
         }
-        match rate.poll_too_slow(cx, self.seen) {
+        match self.rate.poll_too_slow(cx, self.seen) {
             Some(why) => Poll::Ready(Some(Err(BodyError::new(408, why)))),
             None => Poll::Pending,
         }
