@@ -158,6 +158,17 @@ def test_mount_with_manage_script_name(serve, tmp_path):
     assert "/blog=" in s.log() and "/blog/api=api:application" in s.log()
 
 
+@pytest.mark.parametrize("name", ["site.wsgi", "site"])
+def test_files_named_like_mod_wsgi_or_without_suffix(serve, tmp_path, name):
+    """uWSGI executes an app file whatever its name: mod_wsgi's .wsgi, or none."""
+    (tmp_path / name).write_text(mounted_app(tmp_path, "app").read_text())
+    for option in ("--wsgi-file", "--file"):
+        s = serve(option, name, "--processes", "1", cwd=tmp_path)
+        assert requests.get(s.url + "/x").json() == ["app", "", "/x"]
+    s = serve("--mount", f"/m={name}", "--manage-script-name", "--processes", "1", cwd=tmp_path)
+    assert requests.get(s.url + "/m/x").json() == ["app", "/m", "/x"]
+
+
 def test_mount_chosen_by_script_name_over_uwsgi(serve, tmp_path):
     """nginx's `uwsgi_param SCRIPT_NAME /blog` picks the app; a path no app
     is mounted at, with no default app, is a 404."""

@@ -168,9 +168,9 @@ def test_unknown_keys_warn_and_strict_refuses(tmp_path):
 
 def test_errors_name_the_file_and_line(tmp_path):
     f = tmp_path / "app.ini"
-    f.write_text("[uwsgi]\nhttp-socket = :1\nmaster = maybe\n")
+    f.write_text("[uwsgi]\nhttp-socket = :1\nstrict = true\nmasterr = 1\n")
     p = run(str(f))
-    assert p.returncode == 2 and f"{f}:3: master takes true or false" in p.stderr
+    assert p.returncode == 2 and f"{f}:4: unknown option 'masterr'" in p.stderr
     p = run("--ini", str(tmp_path / "missing.ini"))
     assert p.returncode == 2 and "cannot read config file" in p.stderr
     f.write_text("[other]\nx=1\n")
@@ -181,6 +181,39 @@ def test_errors_name_the_file_and_line(tmp_path):
     assert p.returncode == 2 and "has no endif" in p.stderr
     p = run("--check-config", "--http", ":1")
     assert p.returncode == 2 and "no application given" in p.stderr
+
+
+def test_files_that_only_uwsgi_reads(tmp_path):
+    """What real files write and uWSGI accepts: YAML its line reader takes,
+    any switch value but false/off/no/0 as on, and uWSGI's --http-timeout."""
+    y = tmp_path / "app.yaml"
+    y.write_text("uwsgi:\n  http-socket: 127.0.0.1:1\n  chdir: %(base)\n"
+                 "  log-format: UWSGI: %(method) %(uri)\n  module: app:application\n")
+    p = run(str(y), "--print-config")
+    assert p.returncode == 0, p.stderr
+    assert f"{y}: not valid YAML" in p.stderr and "read line by line, as uWSGI reads it" in p.stderr
+    got = options(p.stdout)
+    assert ("chdir", "%(base)") in got and ("log-format", "UWSGI: %(method) %(uri)") in got
+    y.write_text("uwsgi:\n  chdir: %(base)\n  not a setting\n")
+    p = run(str(y))
+    assert p.returncode == 2 and "invalid YAML" in p.stderr and "line 3" in p.stderr
+
+    f = tmp_path / "app.ini"
+    # With vhost on, no app is needed; off, one is.
+    for value, usable in [("some.host.name", True), ("Yes", True), ("OFF", False), ("0", False)]:
+        f.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:1\nvhost = {value}\nstrict = true\nhttp-timeout = 7\n")
+        p = run(str(f), "--check-config")
+        assert (p.returncode == 0) == usable, (value, p.stderr)
+        assert usable or "no application given" in p.stderr
+    assert ("socket-timeout", "7") in options(run(str(f), "--print-config").stdout)
+
+
+def test_unrendered_template_placeholders_are_named(tmp_path):
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = {{ project_name }}.wsgi:application\n")
+    p = run(str(f), "--check-config")
+    assert p.returncode == 2
+    assert f"{f}:3: module" in p.stderr and "template placeholder {{ project_name }}" in p.stderr
 
 
 def test_usage_errors():

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use super::defs::{self, Key, Kind, opt};
 use super::sources;
-use super::value::parse_bool;
+use super::value::switch_on;
 
 /// One value given for one option, in the order the sources gave them.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct Setting {
 pub struct Loaded {
     pub settings: Vec<Setting>,
     pub unknown: Vec<sources::Entry>,
+    /// Warnings from reading the files themselves.
+    pub read_warnings: Vec<String>,
 }
 
 /// The setting that counts for `key`: the last one given.
@@ -34,14 +36,14 @@ impl Loaded {
         last_given(&self.settings, key)
             .map(|s| s.value.as_str())
             .or(key.default)
-            .is_some_and(|v| parse_bool(v) == Some(true))
+            .is_some_and(switch_on)
     }
 
     /// uWSGI options oxgate does not implement yet, and likely typos: one
     /// warning each. Under `strict`, every unknown key is an error.
     pub fn problems(&self) -> (Vec<String>, Vec<String>) {
         let strict = self.flag(&opt::STRICT);
-        let mut warnings = Vec::new();
+        let mut warnings = self.read_warnings.clone();
         let mut errors = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for e in &self.unknown {
@@ -72,8 +74,25 @@ impl Loaded {
                 (false, None) => {}
             }
         }
+        // A template (Jinja, Ansible, cookiecutter) copied without being
+        // rendered: no value with `{{ name }}` in it can be meant.
+        for s in &self.settings {
+            if let Some(placeholder) = unrendered_placeholder(&s.value) {
+                errors.push(format!(
+                    "{}: {} = {:?} holds the template placeholder {placeholder}, left unrendered: this file is a template (Jinja, Ansible, cookiecutter); render it, or write the value in",
+                    s.origin, s.opt.name, s.value
+                ));
+            }
+        }
         (warnings, errors)
     }
+}
+
+/// The first `{{ ... }}` in a value, if it holds one.
+fn unrendered_placeholder(value: &str) -> Option<&str> {
+    let start = value.find("{{")?;
+    let len = value[start..].find("}}")? + 2;
+    Some(&value[start..start + len])
 }
 
 #[derive(Debug)]
@@ -234,18 +253,15 @@ where
         }
     }
 
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded {
+        read_warnings: std::mem::take(&mut reader.warnings),
+        ..Loaded::default()
+    };
     for e in reader.entries {
         // Command-line entries carry canonical names; file keys count as
         // written (uWSGI: `base_dir` is a placeholder, not base-dir).
         match defs::lookup_exact(&e.key) {
             Some(opt) => {
-                if let Err(expected) = opt.kind.check(&e.value) {
-                    return err(format!(
-                        "{}: {} takes {expected}, not {:?}",
-                        e.origin, opt.name, e.value
-                    ));
-                }
                 loaded.settings.push(Setting {
                     opt,
                     value: e.value,

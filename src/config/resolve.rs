@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::defs::{Key, opt};
 use super::parse::{ConfigError, Setting, err, last_given};
 use super::settings::*;
-use super::value::{parse_bool, parse_int};
+use super::value::{parse_bool, parse_int, switch_on};
 use crate::lifecycle::{Control, ReloadKind};
 
 /// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `callable` (from
@@ -322,9 +322,7 @@ impl<'a> Values<'a> {
     fn flag(&self, key: Key) -> Result<bool, ConfigError> {
         match self.value(key) {
             None => Ok(false),
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                ConfigError(format!("--{} takes true or false, not {v:?}", key.name))
-            }),
+            Some(v) => Ok(switch_on(v)),
         }
     }
     /// As in uWSGI, 0 (which is also what `threads = true` reads as)
@@ -504,8 +502,13 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 "--mount {m:?}: expected MOUNTPOINT=APP, with MOUNTPOINT starting with /"
             ));
         }
-        // As uWSGI: a path (or a .py/.wsgi file) is a file, else a module.
-        let spec = if target.contains('/') || target.ends_with(".py") || target.ends_with(".wsgi") {
+        // As uWSGI: a path (or a .py/.wsgi file) is a file, else a module;
+        // a bare name that is an existing file (no suffix at all) is a file too.
+        let is_file = target.contains('/')
+            || target.ends_with(".py")
+            || target.ends_with(".wsgi")
+            || (!target.contains(':') && std::path::Path::new(target).is_file());
+        let spec = if is_file {
             AppSpec {
                 source: AppSource::File(PathBuf::from(target)),
                 callable: callable.to_string(),

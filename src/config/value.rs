@@ -12,6 +12,13 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Whether a switch is on. uWSGI's switches are off only for false, off, no
+/// and 0 (and oxgate's n and f): any other value turns them on, so real
+/// files write `vhost = some.host.name` and mean true.
+pub fn switch_on(v: &str) -> bool {
+    parse_bool(v).unwrap_or(true)
+}
+
 /// Reads a number the way uWSGI does: its leading digits, 0 when there are none.
 pub fn parse_int(v: &str) -> i64 {
     let v = v.trim();

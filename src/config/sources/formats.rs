@@ -76,32 +76,140 @@ fn scalar_to_string(y: &yaml_rust2::Yaml) -> Option<String> {
     })
 }
 
-/// The `uwsgi:` (or `oxgate:`) mapping; a list value repeats the key.
-pub fn parse_yaml(text: &str, section: &str) -> Result<Vec<(String, String, usize)>, String> {
+/// What a YAML file holds, and whether it had to be read by uWSGI's line
+/// rules because it is not valid YAML (the reason, for a warning).
+pub struct YamlItems {
+    pub items: Vec<(String, String, usize)>,
+    pub not_yaml: Option<String>,
+}
+
+/// The `uwsgi:` (or `oxgate:`) mapping; a list value repeats the key. A file
+/// a YAML parser refuses is read the way uWSGI's own reader reads it, line
+/// by line, since real files write `chdir: %(base)` and uWSGI takes it.
+pub fn parse_yaml(text: &str, section: &str) -> Result<YamlItems, String> {
+    match parse_strict_yaml(text, section) {
+        Ok(items) => Ok(YamlItems {
+            items,
+            not_yaml: None,
+        }),
+        Err(StrictYamlError::Invalid(why)) => {
+            let items = parse_yaml_lines(text, section)
+                .map_err(|e| format!("invalid YAML ({why}), and {e}"))?;
+            Ok(YamlItems {
+                items,
+                not_yaml: Some(why),
+            })
+        }
+        Err(StrictYamlError::Shape(why)) => Err(why),
+    }
+}
+
+enum StrictYamlError {
+    /// Not YAML at all: the line reader gets a try.
+    Invalid(String),
+    /// YAML, but not the shape of a config.
+    Shape(String),
+}
+
+/// uWSGI's line-based reader: `#` starts a comment anywhere; `name:` opens
+/// the section; each deeper `key: value` line is a setting, with spaces and
+/// double quotes trimmed from both ends; the section ends at a line as
+/// shallow as its name. oxgate also reads `- item` lines under a `key:` with
+/// no value as a list, as valid YAML would.
+fn parse_yaml_lines(text: &str, section: &str) -> Result<Vec<(String, String, usize)>, String> {
+    let trim = |s: &str| s.trim_matches([' ', '\t', '\r', '"']).to_string();
+    let depth = |line: &str| -> usize {
+        line.chars()
+            .take_while(|c| matches!(c, ' ' | '\t'))
+            .map(|c| if c == '\t' { 8 } else { 1 })
+            .sum()
+    };
+    let mut out = Vec::new();
+    let mut section_depth: Option<usize> = None;
+    let mut list_key: Option<String> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = raw.split('#').next().unwrap_or("");
+        if line.trim().is_empty() {
+            continue;
+        }
+        let d = depth(line);
+        let body = line.trim();
+        match section_depth {
+            None => {
+                if let Some(name) = body.strip_suffix(':')
+                    && (name == section || name == "oxgate")
+                {
+                    section_depth = Some(d);
+                }
+            }
+            Some(top) if d <= top => break,
+            Some(_) => {
+                if let Some(item) = body
+                    .strip_prefix("- ")
+                    .or(body.strip_prefix('-').filter(|r| r.is_empty()))
+                {
+                    let Some(key) = &list_key else {
+                        return Err(format!("line {line_no}: a list item with no key above it"));
+                    };
+                    out.push((key.clone(), trim(item), line_no));
+                    continue;
+                }
+                let (key, value) = match body.split_once(": ").or(body.split_once(":\t")) {
+                    Some((k, v)) => (trim(k), trim(v)),
+                    None => match body.strip_suffix(':') {
+                        Some(k) => {
+                            list_key = Some(trim(k));
+                            continue;
+                        }
+                        None => {
+                            return Err(format!(
+                                "line {line_no}: expected `key: value`, got {body:?}"
+                            ));
+                        }
+                    },
+                };
+                list_key = None;
+                out.push((key, value, line_no));
+            }
+        }
+    }
+    if section_depth.is_none() {
+        return Err(format!("no top-level `{section}:` mapping"));
+    }
+    Ok(out)
+}
+
+fn parse_strict_yaml(
+    text: &str,
+    section: &str,
+) -> Result<Vec<(String, String, usize)>, StrictYamlError> {
+    use StrictYamlError::{Invalid, Shape};
     use yaml_rust2::{Yaml, YamlLoader};
-    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
-    let root = docs.first().ok_or("empty YAML file")?;
+    let docs = YamlLoader::load_from_str(text).map_err(|e| Invalid(e.to_string()))?;
+    let root = docs.first().ok_or(Shape("empty YAML file".into()))?;
     let map = [section, "oxgate"]
         .iter()
         .find_map(|s| match &root[*s] {
             Yaml::Hash(h) => Some(h),
             _ => None,
         })
-        .ok_or_else(|| format!("no top-level `{section}:` mapping"))?;
+        .ok_or_else(|| Shape(format!("no top-level `{section}:` mapping")))?;
     let mut out = Vec::new();
     for (k, v) in map {
-        let key = scalar_to_string(k).ok_or("a key that is not a scalar")?;
+        let key = scalar_to_string(k).ok_or(Shape("a key that is not a scalar".into()))?;
         match v {
             Yaml::Array(items) => {
                 for item in items {
                     let value = scalar_to_string(item)
-                        .ok_or_else(|| format!("{key}: list items must be scalars"))?;
+                        .ok_or_else(|| Shape(format!("{key}: list items must be scalars")))?;
                     out.push((key.clone(), value, 0));
                 }
             }
             other => {
-                let value = scalar_to_string(other)
-                    .ok_or_else(|| format!("{key}: expected a scalar or a list of scalars"))?;
+                let value = scalar_to_string(other).ok_or_else(|| {
+                    Shape(format!("{key}: expected a scalar or a list of scalars"))
+                })?;
                 out.push((key, value, 0));
             }
         }
@@ -216,6 +324,8 @@ mod tests {
             "uwsgi",
         )
         .unwrap();
+        assert!(y.not_yaml.is_none());
+        let y = y.items;
         assert_eq!(y.len(), 4);
         assert_eq!((y[1].0.as_str(), y[1].1.as_str()), ("processes", "4"));
         let j = parse_json(
@@ -233,5 +343,46 @@ mod tests {
         assert_eq!(x.len(), 3);
         assert_eq!((x[0].0.as_str(), x[0].1.as_str()), ("master", ""));
         assert!(parse_json("{}", "uwsgi").is_err());
+    }
+
+    #[test]
+    fn yaml_that_is_not_yaml_is_read_as_uwsgi_does() {
+        let text = "# deploy\nother:\n  x: 1\nuwsgi:\n  chdir: %(base)\n  logformat: UWSGI: %(method) %(uri)  # note\n  socket: \"/tmp/a.sock\"\n  env:\n    - A=1\n    - B=2\n  master: true\nnext:\n  y: 2\n";
+        let y = parse_yaml(text, "uwsgi").unwrap();
+        assert!(y.not_yaml.is_some());
+        let got: Vec<(&str, &str, usize)> = y
+            .items
+            .iter()
+            .map(|(k, v, l)| (k.as_str(), v.as_str(), *l))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("chdir", "%(base)", 5),
+                ("logformat", "UWSGI: %(method) %(uri)", 6),
+                ("socket", "/tmp/a.sock", 7),
+                ("env", "A=1", 9),
+                ("env", "B=2", 10),
+                ("master", "true", 11),
+            ]
+        );
+        let err = parse_yaml("uwsgi:\n  a: %(x)\n  junk\n", "uwsgi")
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("invalid YAML") && err.contains("line 3"),
+            "{err}"
+        );
+        let err = parse_yaml("app:\n  a: %(x)\n", "uwsgi").err().unwrap();
+        assert!(err.contains("no top-level `uwsgi:`"), "{err}");
+        // Valid YAML of the wrong shape is not second-guessed.
+        assert!(parse_yaml("uwsgi: [1, 2]\n", "uwsgi").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn yaml_reading_never_panics(text in "[a-z:%()\"# \t\n-]{0,200}") {
+            let _ = parse_yaml(&text, "uwsgi");
+        }
     }
 }

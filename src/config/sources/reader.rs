@@ -39,6 +39,9 @@ pub struct Reader {
     placeholders: HashMap<String, String>,
     /// Placeholders set with set-placeholder / set-ph (never options).
     pub declared: Vec<String>,
+    /// What reading found odd but could go on from (a file read by
+    /// uWSGI's rules rather than its format's).
+    pub warnings: Vec<String>,
     /// The first config file, for the upper-case magic variables.
     first: Option<FileInfo>,
     depth: usize,
@@ -51,6 +54,7 @@ impl Default for Reader {
             entries: Vec::new(),
             placeholders: HashMap::new(),
             declared: Vec::new(),
+            warnings: Vec::new(),
             first: None,
             depth: 0,
             started: std::time::SystemTime::now(),
@@ -140,7 +144,15 @@ impl Reader {
             format
         };
         let items = match format {
-            "yaml" => parse_yaml(&text, &info.section),
+            "yaml" => parse_yaml(&text, &info.section).map(|y| {
+                if let Some(why) = y.not_yaml {
+                    self.warnings.push(format!(
+                        "{}: not valid YAML ({why}); read line by line, as uWSGI reads it",
+                        path.display()
+                    ));
+                }
+                y.items
+            }),
             "json" => parse_json(&text, &info.section),
             "xml" => parse_xml(&text, &info.section),
             _ => parse_ini(&text, &info.section, section.is_none()),

@@ -5,6 +5,7 @@ these few functions once at start-up and on errors, never per request.
 """
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -55,7 +56,11 @@ def load(kind, target, callable_spec):
                 sys.path.insert(0, directory)
             # uWSGI's name for a module loaded from a file.
             name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
-            spec = importlib.util.spec_from_file_location(name, path)
+            # An explicit source loader: uWSGI executes the file whatever it
+            # is called, and mod_wsgi's `.wsgi` (or no suffix at all) has no
+            # loader of its own in importlib.
+            loader = importlib.machinery.SourceFileLoader(name, path)
+            spec = importlib.util.spec_from_file_location(name, path, loader=loader)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
