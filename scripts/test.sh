@@ -47,7 +47,8 @@ if ! [ -x "$VENV/bin/python" ] || ! cmp -s tests/requirements.txt "$VENV/.requir
 fi
 
 # Gunicorn's request corpus (tests/requests/ and its loader, from the sdist
-# of the gunicorn tests/requirements.txt pins): test_http_request_corpus.py.
+# of the gunicorn tests/requirements.txt pins): test_http_request_corpus.py;
+# and the sdist, whose docs test_gunicorn_config.py reads.
 CORPUS=target/gunicorn-corpus
 GUNICORN=$(sed -n 's/^gunicorn==//p' tests/requirements.txt)
 if ! [ -f "$CORPUS/$GUNICORN" ]; then
@@ -57,6 +58,8 @@ if ! [ -f "$CORPUS/$GUNICORN" ]; then
   tar xzf "$tmp/gunicorn-$GUNICORN.tar.gz" -C "$tmp"
   rm -rf "$CORPUS" && mkdir -p "$CORPUS"
   cp -r "$tmp/gunicorn-$GUNICORN/tests/treq.py" "$tmp/gunicorn-$GUNICORN/tests/requests" "$CORPUS/"
+  # The sdist itself: test_gunicorn_config.py reads its docs' command lines.
+  cp "$tmp/gunicorn-$GUNICORN.tar.gz" "$CORPUS/"
   touch "$CORPUS/$GUNICORN"
   rm -rf "$tmp"
 fi

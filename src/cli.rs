@@ -36,7 +36,7 @@ fn run(args: Vec<OsString>) -> u8 {
             }
         };
     }
-    let loaded = match config::load(args) {
+    let loaded = match config::load_with(args, &python::read_gunicorn_config) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("oxgate: {e}");

@@ -348,6 +348,10 @@ options! {
         .value("N")
         .defaults_to("0")
         .help("Add worker_id * N to --max-requests, so workers are not all replaced at once."),
+    MAX_REQUESTS_JITTER = OptDef::new("max-requests-jitter", Int, Process)
+        .value("N")
+        .defaults_to("0")
+        .help("Add a random 0 to N to each worker's --max-requests, drawn anew for each worker, so workers are not all replaced at once. Gunicorn's option."),
     MAX_WORKER_LIFETIME = OptDef::new("max-worker-lifetime", Int, Process)
         .value("SECONDS")
         .help("Replace a worker after it has run SECONDS."),

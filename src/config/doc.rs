@@ -25,6 +25,11 @@ const USAGE: [&str; 2] = [
 /// from; then, commented out, the default of each option not set.
 pub fn print_config(loaded: &Loaded) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# read as: {}",
+        loaded.dialect.as_deref().unwrap_or("uWSGI's options")
+    );
     for &o in defs::OPTIONS {
         let mut given = loaded.settings.iter().filter(|s| s.opt == o).peekable();
         if given.peek().is_none()
@@ -386,7 +391,8 @@ mod tests {
         let p = print_config(&l);
         let lines: Vec<&str> = p.lines().collect();
         // Given options as before, in table order; defaults commented out.
-        assert_eq!(lines[0], "http-socket = :1    # command line");
+        assert_eq!(lines[0], "# read as: uWSGI's options");
+        assert_eq!(lines[1], "http-socket = :1    # command line");
         assert!(lines.contains(&"listen = 64    # command line"));
         assert!(!p.contains("# listen = "));
         assert!(lines.contains(&"# threads = 1    # default"));

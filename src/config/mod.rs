@@ -7,6 +7,7 @@
 mod completions;
 pub mod defs;
 mod doc;
+pub mod gunicorn;
 mod parse;
 mod resolve;
 mod settings;
@@ -14,7 +15,7 @@ pub mod sources;
 mod value;
 
 pub use doc::{help_text, man_page, options_markdown, print_config};
-pub use parse::{ConfigError, Loaded, Setting, load, parse_args};
+pub use parse::{ConfigError, Loaded, Setting, load, load_with, parse_args};
 pub use resolve::resolve;
 pub use settings::*;
 pub use value::{parse_bool, parse_int};

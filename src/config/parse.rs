@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 
 use super::defs::{self, Key, Kind, opt};
+use super::gunicorn;
 use super::sources;
 use super::value::switch_on;
 
@@ -23,6 +24,8 @@ pub struct Loaded {
     pub unknown: Vec<sources::Entry>,
     /// Warnings from reading the files themselves.
     pub read_warnings: Vec<String>,
+    /// Whose rules the sources were read by, when not uWSGI's.
+    pub dialect: Option<String>,
 }
 
 /// The setting that counts for `key`: the last one given.
@@ -119,14 +122,59 @@ where
     load(args).map(|l| l.settings)
 }
 
-/// Reads every source: `UWSGI_*`/`OXGATE_*` environment variables first
-/// (lowest priority), then the command line in order, with each config
-/// file it names expanded in place.
+/// Reads every source, with no Python to run a Gunicorn config file.
 pub fn load<I>(args: I) -> Result<Loaded, ConfigError>
 where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
+    let no_python = |_: &str, _: Option<&std::path::Path>| {
+        Err("this build reads no Python config files".to_string())
+    };
+    load_with(args, &no_python)
+}
+
+/// Reads every source. A command line in Gunicorn's dialect (`oxgate
+/// gunicorn ...`, or see [`gunicorn::is_gunicorn_command_line`]) is read
+/// by Gunicorn's rules, its config file run by `run_file`. Otherwise
+/// uWSGI's: `UWSGI_*`/`OXGATE_*` environment variables first (lowest
+/// priority), then the command line in order, with each config file it
+/// names expanded in place.
+pub fn load_with<I>(
+    args: I,
+    run_file: gunicorn::PythonConfigReader<'_>,
+) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cmd_args = std::env::var("GUNICORN_CMD_ARGS").ok();
+    let gunicorn_args = if args.first().is_some_and(|a| a == "gunicorn") {
+        Some(args[1..].to_vec())
+    } else if gunicorn::is_gunicorn_command_line(
+        &args,
+        cmd_args.is_some(),
+        std::path::Path::new("gunicorn.conf.py").is_file(),
+    ) {
+        Some(args.clone())
+    } else {
+        None
+    };
+    if let Some(g) = gunicorn_args {
+        let env = |k: &str| std::env::var(k).ok();
+        let cfg = gunicorn::read(g, cmd_args.as_deref(), &env, run_file)?;
+        return Ok(Loaded {
+            dialect: Some(gunicorn::describe(&cfg)),
+            settings: cfg.settings,
+            read_warnings: cfg.warnings,
+            ..Loaded::default()
+        });
+    }
+    load_uwsgi(args)
+}
+
+fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     use lexopt::Arg;
     use sources::{Origin, Reader};
     let mut reader = Reader::default();

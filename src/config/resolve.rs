@@ -761,6 +761,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             harakiri: r.seconds(&opt::HARAKIRI),
             max_requests: r.count(&opt::MAX_REQUESTS),
             max_requests_delta: r.int(&opt::MAX_REQUESTS_DELTA).max(0) as u64,
+            max_requests_jitter: r.int(&opt::MAX_REQUESTS_JITTER).max(0) as u64,
             max_worker_lifetime: r.seconds(&opt::MAX_WORKER_LIFETIME),
             reload_on_rss: r.megabytes(&opt::RELOAD_ON_RSS),
             evil_reload_on_rss: r.megabytes(&opt::EVIL_RELOAD_ON_RSS),

@@ -221,6 +221,8 @@ pub struct ProcessConfig {
     pub harakiri: Option<Duration>,
     pub max_requests: Option<u64>,
     pub max_requests_delta: u64,
+    /// Gunicorn's jitter: each worker adds a random 0..=N of its own.
+    pub max_requests_jitter: u64,
     pub max_worker_lifetime: Option<Duration>,
     /// Bytes.
     pub reload_on_rss: Option<u64>,

@@ -96,7 +96,7 @@ pub fn run(s: Setup<'_>) -> ! {
         slot: s.slot,
         max_requests: p
             .max_requests
-            .map(|n| n + u64::from(s.id) * p.max_requests_delta),
+            .map(|n| n + u64::from(s.id) * p.max_requests_delta + jitter(p.max_requests_jitter)),
         log: s
             .cfg
             .log
@@ -251,4 +251,17 @@ impl RequestObserver for SlotObserver {
                 .store(Retire::MaxRequests as u32, Ordering::Release);
         }
     }
+}
+
+/// A random 0..=max for this worker (Gunicorn's `max_requests_jitter`). The
+/// hasher's keys come from the OS once per process image, and workers share
+/// them through fork, so the pid is what makes each worker's draw its own.
+fn jitter(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % (max + 1)
 }

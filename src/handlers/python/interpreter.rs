@@ -158,6 +158,10 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     if let Some(host) = host() {
         return Python::attach(|py| adopt(py, host, home));
     }
+    if python_running() {
+        // Started already, to run a Gunicorn config file before the app.
+        return Ok(());
+    }
     let program = program_name(home)?;
     let program_c = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| format!("{} contains a NUL byte", program.display()))?;

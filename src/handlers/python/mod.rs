@@ -3,6 +3,7 @@
 
 mod asgi;
 mod buffers;
+mod gunicorn_conf;
 mod interpreter;
 mod loader;
 mod pool;
@@ -10,6 +11,7 @@ mod traceback;
 mod wsgi;
 
 pub use asgi::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};
+pub use gunicorn_conf::read_gunicorn_config;
 pub use interpreter::{
     Host, describe_python, fork, host, initialize, install_stack_dump, prepare_preload_fork,
     python_running, relaunch_command, run_atexit,

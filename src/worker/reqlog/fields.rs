@@ -22,6 +22,7 @@ pub(super) enum Field {
     Micros,
     Msecs,
     Secs,
+    WholeSecs,
     Tmsecs,
     Tmicros,
     Time,
@@ -66,6 +67,8 @@ pub(super) const FIELDS: &[(&str, Field)] = &[
     ("micros", Field::Micros),
     ("msecs", Field::Msecs),
     ("secs", Field::Secs),
+    // oxgate's own: whole seconds, for Gunicorn's %(T)s.
+    ("whole_secs", Field::WholeSecs),
     ("tmsecs", Field::Tmsecs),
     ("tmicros", Field::Tmicros),
     ("time", Field::Time),

@@ -133,6 +133,7 @@ impl Line<'_> {
             Field::Micros => Value::Num(self.us),
             Field::Msecs => Value::Num(self.us / 1000),
             Field::Secs => Value::Owned(format!("{:.6}", self.us as f64 / 1e6)),
+            Field::WholeSecs => Value::Num(self.us / 1_000_000),
             Field::Tmsecs => Value::Num(self.p.start_wall_us / 1000),
             Field::Tmicros => Value::Num(self.p.start_wall_us),
             Field::Time => Value::Num(start_s),

@@ -1,0 +1,1418 @@
+//! Gunicorn's way of being configured, read into oxgate's options: its
+//! command line (`oxgate gunicorn ...`), `GUNICORN_CMD_ARGS`, and its Python
+//! config file (`-c gunicorn.conf.py`, `python:module`, or
+//! `./gunicorn.conf.py`), with Gunicorn's precedence: the command line over
+//! the variable over the file, and a list given anew replacing the old one.
+//!
+//! Each Gunicorn setting is in [`SETTINGS`] once, with its flags and what
+//! it becomes in oxgate; a setting oxgate gives no meaning is reported once,
+//! with the reason. The file itself runs in the interpreter that will load
+//! the app (a [`PythonConfigReader`] does that; this module touches no
+//! Python), so its hooks can be called later.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::rc::Rc;
+
+use super::defs::{self, Key, opt};
+use super::sources::Origin;
+// Through the module's root, as `sources` does: `parse` reads this module.
+use crate::config::{ConfigError, Setting};
+
+/// A top-level name of a config file, as the interpreter reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PyValue {
+    None,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    /// A list or tuple, each item as `str()` gives it.
+    List(Vec<String>),
+    /// A function or other callable: a server hook.
+    Callable,
+    /// Anything else, by its type name.
+    Other(String),
+}
+
+/// Runs a config file (a path, or `python:module.name`) in a fresh
+/// namespace and reports its top-level names.
+/// `home` is the virtualenv the interpreter is to start in, if it must start.
+pub type PythonConfigReader<'a> =
+    &'a dyn Fn(&str, Option<&std::path::Path>) -> Result<Vec<(String, PyValue)>, String>;
+
+/// How a setting is given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arity {
+    /// A flag with no value (argparse's store_true).
+    Switch,
+    /// One value; the last one given counts.
+    Value,
+    /// Repeatable; each given list replaces the lists of weaker sources.
+    Append,
+    /// Only in a config file.
+    FileOnly,
+}
+
+/// What oxgate makes of a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    /// Translated by [`translate`].
+    Maps,
+    /// A server hook (a function in the config file).
+    Hook,
+    /// Accepted with no effect; the reason is shown once at start.
+    Ignored(&'static str),
+}
+
+struct GunicornSetting {
+    name: &'static str,
+    flags: &'static [&'static str],
+    arity: Arity,
+    meaning: Meaning,
+}
+
+const fn g(
+    name: &'static str,
+    flags: &'static [&'static str],
+    arity: Arity,
+    meaning: Meaning,
+) -> GunicornSetting {
+    GunicornSetting {
+        name,
+        flags,
+        arity,
+        meaning,
+    }
+}
+
+use Arity::{Append, FileOnly, Switch, Value};
+use Meaning::{Hook, Ignored, Maps};
+
+const NO_TLS: Meaning =
+    Ignored("oxgate does not serve TLS yet: terminate it in the proxy in front");
+const NO_PARSER_CHOICE: Meaning =
+    Ignored("oxgate's HTTP parser is strict and has no switches to loosen it (docs/hardening.md)");
+const NO_DIRTY: Meaning = Ignored("oxgate has no dirty-worker arbiter");
+const NO_HTTP2: Meaning = Ignored("oxgate serves HTTP/1.1 only for now");
+const NO_STATSD: Meaning = Ignored(
+    "oxgate has no StatsD client: it serves uwsgitop stats (--stats) and Prometheus metrics (--metrics)",
+);
+const NO_LOG_CONFIG: Meaning = Ignored(
+    "oxgate writes its own log lines; logging configs, syslog and logger classes are not read",
+);
+
+/// Every setting of Gunicorn's settings reference (27.0), in its order.
+static SETTINGS: &[GunicornSetting] = &[
+    g("config", &["-c", "--config"], Value, Maps),
+    g("wsgi_app", &[], FileOnly, Maps),
+    g(
+        "control_socket",
+        &["--control-socket"],
+        Value,
+        Ignored("oxgate is controlled by signals, --stats and `oxgate top`"),
+    ),
+    g(
+        "control_socket_mode",
+        &["--control-socket-mode"],
+        Value,
+        Ignored("oxgate has no control socket"),
+    ),
+    g(
+        "control_socket_disable",
+        &["--no-control-socket"],
+        Switch,
+        Ignored("oxgate has no control socket"),
+    ),
+    g("reload", &["--reload"], Switch, Maps),
+    g(
+        "reload_engine",
+        &["--reload-engine"],
+        Value,
+        Ignored("oxgate polls the loaded modules' files"),
+    ),
+    g("reload_extra_files", &["--reload-extra-file"], Append, Maps),
+    g(
+        "spew",
+        &["--spew"],
+        Switch,
+        Ignored("oxgate has no line tracer"),
+    ),
+    g("check_config", &["--check-config"], Switch, Maps),
+    g("print_config", &["--print-config"], Switch, Maps),
+    g("on_dirty_starting", &[], FileOnly, NO_DIRTY),
+    g("dirty_post_fork", &[], FileOnly, NO_DIRTY),
+    g("dirty_worker_init", &[], FileOnly, NO_DIRTY),
+    g("dirty_worker_exit", &[], FileOnly, NO_DIRTY),
+    g("dirty_apps", &["--dirty-app"], Append, NO_DIRTY),
+    g("dirty_workers", &["--dirty-workers"], Value, NO_DIRTY),
+    g("dirty_timeout", &["--dirty-timeout"], Value, NO_DIRTY),
+    g("dirty_threads", &["--dirty-threads"], Value, NO_DIRTY),
+    g(
+        "dirty_graceful_timeout",
+        &["--dirty-graceful-timeout"],
+        Value,
+        NO_DIRTY,
+    ),
+    g("http_protocols", &["--http-protocols"], Value, Maps),
+    g("http2_cleartext", &["--http2-cleartext"], Switch, NO_HTTP2),
+    g(
+        "http2_max_concurrent_streams",
+        &["--http2-max-concurrent-streams"],
+        Value,
+        NO_HTTP2,
+    ),
+    g(
+        "http2_initial_window_size",
+        &["--http2-initial-window-size"],
+        Value,
+        NO_HTTP2,
+    ),
+    g(
+        "http2_max_frame_size",
+        &["--http2-max-frame-size"],
+        Value,
+        NO_HTTP2,
+    ),
+    g(
+        "http2_max_header_list_size",
+        &["--http2-max-header-list-size"],
+        Value,
+        NO_HTTP2,
+    ),
+    g("accesslog", &["--access-logfile"], Value, Maps),
+    g(
+        "disable_redirect_access_to_syslog",
+        &["--disable-redirect-access-to-syslog"],
+        Switch,
+        NO_LOG_CONFIG,
+    ),
+    g("access_log_format", &["--access-logformat"], Value, Maps),
+    g("errorlog", &["--error-logfile", "--log-file"], Value, Maps),
+    g("loglevel", &["--log-level"], Value, Maps),
+    g(
+        "capture_output",
+        &["--capture-output"],
+        Switch,
+        Ignored("oxgate always sends the app's stdout and stderr to its log"),
+    ),
+    g("logger_class", &["--logger-class"], Value, NO_LOG_CONFIG),
+    g("logconfig", &["--log-config"], Value, NO_LOG_CONFIG),
+    g("logconfig_dict", &[], FileOnly, NO_LOG_CONFIG),
+    g(
+        "logconfig_json",
+        &["--log-config-json"],
+        Value,
+        NO_LOG_CONFIG,
+    ),
+    g("syslog_addr", &["--log-syslog-to"], Value, NO_LOG_CONFIG),
+    g("syslog", &["--log-syslog"], Switch, NO_LOG_CONFIG),
+    g(
+        "syslog_prefix",
+        &["--log-syslog-prefix"],
+        Value,
+        NO_LOG_CONFIG,
+    ),
+    g(
+        "syslog_facility",
+        &["--log-syslog-facility"],
+        Value,
+        NO_LOG_CONFIG,
+    ),
+    g(
+        "enable_stdio_inheritance",
+        &["-R", "--enable-stdio-inheritance"],
+        Switch,
+        Ignored("oxgate's workers always inherit stdout and stderr, unbuffered"),
+    ),
+    g("statsd_host", &["--statsd-host"], Value, NO_STATSD),
+    g("dogstatsd_tags", &["--dogstatsd-tags"], Value, NO_STATSD),
+    g("statsd_prefix", &["--statsd-prefix"], Value, NO_STATSD),
+    g(
+        "enable_backlog_metric",
+        &["--enable-backlog-metric"],
+        Switch,
+        Ignored("oxgate's --metrics always has the listen queue"),
+    ),
+    g(
+        "proc_name",
+        &["-n", "--name"],
+        Value,
+        Ignored("oxgate does not set process titles"),
+    ),
+    g(
+        "default_proc_name",
+        &[],
+        FileOnly,
+        Ignored("oxgate does not set process titles"),
+    ),
+    g("keyfile", &["--keyfile"], Value, NO_TLS),
+    g("certfile", &["--certfile"], Value, NO_TLS),
+    g("ssl_version", &["--ssl-version"], Value, NO_TLS),
+    g("cert_reqs", &["--cert-reqs"], Value, NO_TLS),
+    g("ca_certs", &["--ca-certs"], Value, NO_TLS),
+    g(
+        "suppress_ragged_eofs",
+        &["--suppress-ragged-eofs"],
+        Switch,
+        NO_TLS,
+    ),
+    g(
+        "do_handshake_on_connect",
+        &["--do-handshake-on-connect"],
+        Switch,
+        NO_TLS,
+    ),
+    g("ciphers", &["--ciphers"], Value, NO_TLS),
+    g("limit_request_line", &["--limit-request-line"], Value, Maps),
+    g(
+        "limit_request_fields",
+        &["--limit-request-fields"],
+        Value,
+        Maps,
+    ),
+    g(
+        "limit_request_field_size",
+        &["--limit-request-field_size"],
+        Value,
+        Maps,
+    ),
+    g("on_starting", &[], FileOnly, Hook),
+    g("on_reload", &[], FileOnly, Hook),
+    g("when_ready", &[], FileOnly, Hook),
+    g("pre_fork", &[], FileOnly, Hook),
+    g("post_fork", &[], FileOnly, Hook),
+    g("post_worker_init", &[], FileOnly, Hook),
+    g("worker_int", &[], FileOnly, Hook),
+    g("worker_abort", &[], FileOnly, Hook),
+    g("pre_exec", &[], FileOnly, Hook),
+    g("pre_request", &[], FileOnly, Hook),
+    g("post_request", &[], FileOnly, Hook),
+    g("child_exit", &[], FileOnly, Hook),
+    g("worker_exit", &[], FileOnly, Hook),
+    g("nworkers_changed", &[], FileOnly, Hook),
+    g("on_exit", &[], FileOnly, Hook),
+    g("ssl_context", &[], FileOnly, NO_TLS),
+    g("preload_app", &["--preload"], Switch, Maps),
+    g(
+        "sendfile",
+        &["--no-sendfile"],
+        Switch,
+        Ignored("oxgate decides on sendfile itself"),
+    ),
+    g(
+        "reuse_port",
+        &["--reuse-port"],
+        Switch,
+        Ignored("oxgate's workers share the master's sockets, which a reload keeps"),
+    ),
+    g("chdir", &["--chdir"], Value, Maps),
+    g("daemon", &["-D", "--daemon"], Switch, Maps),
+    g("raw_env", &["-e", "--env"], Append, Maps),
+    g("pidfile", &["-p", "--pid"], Value, Maps),
+    g(
+        "worker_tmp_dir",
+        &["--worker-tmp-dir"],
+        Value,
+        Ignored("oxgate's workers report to the master through shared memory, not files"),
+    ),
+    g("user", &["-u", "--user"], Value, Maps),
+    g("group", &["-g", "--group"], Value, Maps),
+    g("umask", &["-m", "--umask"], Value, Maps),
+    g(
+        "initgroups",
+        &["--initgroups"],
+        Switch,
+        Ignored("oxgate sets the user's groups whenever it changes user"),
+    ),
+    g(
+        "tmp_upload_dir",
+        &[],
+        FileOnly,
+        Ignored("oxgate buffers request bodies in memory up to --post-buffering"),
+    ),
+    g(
+        "secure_scheme_headers",
+        &[],
+        FileOnly,
+        Ignored("oxgate's --proxy-headers read X-Forwarded-Proto and Forwarded"),
+    ),
+    g(
+        "forwarded_allow_ips",
+        &["--forwarded-allow-ips"],
+        Value,
+        Maps,
+    ),
+    g("pythonpath", &["--pythonpath"], Value, Maps),
+    g(
+        "paste",
+        &["--paste", "--paster"],
+        Value,
+        Ignored("oxgate does not read PasteDeploy files: name the app as module:callable"),
+    ),
+    g("proxy_protocol", &["--proxy-protocol"], Value, Maps),
+    g("proxy_allow_ips", &["--proxy-allow-from"], Value, Maps),
+    g("protocol", &["--protocol"], Value, Maps),
+    g(
+        "uwsgi_allow_ips",
+        &["--uwsgi-allow-from"],
+        Value,
+        Ignored("oxgate takes uwsgi packets from any peer that can reach the socket"),
+    ),
+    g(
+        "raw_paste_global_conf",
+        &["--paste-global"],
+        Append,
+        Ignored("oxgate does not read PasteDeploy files"),
+    ),
+    g(
+        "permit_obsolete_folding",
+        &["--permit-obsolete-folding"],
+        Switch,
+        NO_PARSER_CHOICE,
+    ),
+    g(
+        "strip_header_spaces",
+        &["--strip-header-spaces"],
+        Switch,
+        NO_PARSER_CHOICE,
+    ),
+    g(
+        "permit_unconventional_http_method",
+        &["--permit-unconventional-http-method"],
+        Switch,
+        NO_PARSER_CHOICE,
+    ),
+    g(
+        "permit_unconventional_http_version",
+        &["--permit-unconventional-http-version"],
+        Switch,
+        NO_PARSER_CHOICE,
+    ),
+    g(
+        "casefold_http_method",
+        &["--casefold-http-method"],
+        Switch,
+        NO_PARSER_CHOICE,
+    ),
+    g(
+        "forwarder_headers",
+        &["--forwarder-headers"],
+        Value,
+        Ignored("oxgate never takes SCRIPT_NAME or PATH_INFO from HTTP headers"),
+    ),
+    g(
+        "header_map",
+        &["--header-map"],
+        Value,
+        Ignored("oxgate drops headers whose names hold an underscore, as Gunicorn's default does"),
+    ),
+    g("root_path", &["--root-path"], Value, Maps),
+    g(
+        "websocket_max_message_size",
+        &["--websocket-max-message-size"],
+        Value,
+        Maps,
+    ),
+    g("bind", &["-b", "--bind"], Append, Maps),
+    g("backlog", &["--backlog"], Value, Maps),
+    g("workers", &["-w", "--workers"], Value, Maps),
+    g("worker_class", &["-k", "--worker-class"], Value, Maps),
+    g("threads", &["--threads"], Value, Maps),
+    g(
+        "worker_connections",
+        &["--worker-connections"],
+        Value,
+        Ignored("it limits Gunicorn's gevent and eventlet workers, which oxgate has no need of"),
+    ),
+    g("max_requests", &["--max-requests"], Value, Maps),
+    g(
+        "max_requests_jitter",
+        &["--max-requests-jitter"],
+        Value,
+        Maps,
+    ),
+    g("timeout", &["-t", "--timeout"], Value, Maps),
+    g("graceful_timeout", &["--graceful-timeout"], Value, Maps),
+    g(
+        "keepalive",
+        &["--keep-alive"],
+        Value,
+        Ignored("an idle keep-alive connection waits --socket-timeout for its next request"),
+    ),
+    g("asgi_loop", &["--asgi-loop"], Value, Maps),
+    g("asgi_lifespan", &["--asgi-lifespan"], Value, Maps),
+    g(
+        "asgi_disconnect_grace_period",
+        &["--asgi-disconnect-grace-period"],
+        Value,
+        Ignored("oxgate tells an ASGI app of a disconnect at once"),
+    ),
+    g(
+        "http_parser",
+        &["--http-parser"],
+        Value,
+        Ignored("oxgate has one HTTP parser (hyper's)"),
+    ),
+];
+
+/// Gunicorn's default access log format.
+pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
+    r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+fn setting(name: &str) -> Option<&'static GunicornSetting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Where the values of a setting came from.
+#[derive(Debug, Clone)]
+struct Given {
+    values: Vec<String>,
+    origin: Origin,
+}
+
+/// What one source (the file, the variable, the command line) said.
+#[derive(Debug, Default)]
+struct SourceValues {
+    settings: BTreeMap<&'static str, Given>,
+    /// Long options of oxgate's own that Gunicorn does not have
+    /// (`--home`, `--stats`), kept as oxgate settings.
+    oxgate: Vec<(Key, String)>,
+    app: Option<String>,
+    hooks: Vec<&'static str>,
+}
+
+/// The command line's long option for `flag`: exact, or (as argparse
+/// allows) a prefix of exactly one.
+fn lookup_flag(flag: &str) -> Result<Option<&'static GunicornSetting>, String> {
+    if let Some(s) = SETTINGS.iter().find(|s| s.flags.contains(&flag)) {
+        return Ok(Some(s));
+    }
+    if !flag.starts_with("--") || flag.len() < 4 {
+        return Ok(None);
+    }
+    let matches: Vec<_> = SETTINGS
+        .iter()
+        .flat_map(|s| s.flags.iter().map(move |f| (s, *f)))
+        .filter(|(_, f)| f.starts_with(flag))
+        .collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [(s, _)] => Ok(Some(s)),
+        many => Err(format!(
+            "ambiguous option {flag}: could match {}",
+            many.iter().map(|(_, f)| *f).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Reads a Gunicorn command line (or `GUNICORN_CMD_ARGS`, split as a shell
+/// would) into settings.
+fn parse_command_line(args: Vec<OsString>, origin: &Origin) -> Result<SourceValues, ConfigError> {
+    use lexopt::Arg;
+    let mut out = SourceValues::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    let shown = |arg: &Arg<'_>| match arg {
+        Arg::Short(c) => format!("-{c}"),
+        Arg::Long(l) => format!("--{l}"),
+        Arg::Value(v) => v.to_string_lossy().into_owned(),
+    };
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return err(format!("{origin}: {e}")),
+        };
+        let flag = shown(&arg);
+        if let Arg::Value(v) = arg {
+            let v = v
+                .into_string()
+                .map_err(|_| ConfigError(format!("{origin}: the app argument is not UTF-8")))?;
+            if out.app.replace(v).is_some() {
+                return err(format!(
+                    "{origin}: Gunicorn's command line takes one app (module:callable)"
+                ));
+            }
+            continue;
+        }
+        let exact = SETTINGS.iter().find(|s| s.flags.contains(&flag.as_str()));
+        let oxgate_own = match arg {
+            Arg::Long(name) if exact.is_none() => defs::lookup(name),
+            _ => None,
+        };
+        let found = match (exact, oxgate_own) {
+            (Some(s), _) => Some(s),
+            (None, Some(_)) => None,
+            (None, None) => {
+                lookup_flag(&flag).map_err(|e| ConfigError(format!("{origin}: {e}")))?
+            }
+        };
+        let Some(s) = found else {
+            // oxgate's own options, where Gunicorn has none of that name.
+            if let Some(o) = oxgate_own {
+                let v = if o.kind == defs::Kind::Flag {
+                    match parser.optional_value() {
+                        Some(v) => os_string(v, origin, &flag)?,
+                        None => "true".into(),
+                    }
+                } else {
+                    let v = parser
+                        .value()
+                        .map_err(|e| ConfigError(format!("{origin}: {flag}: {e}")))?;
+                    os_string(v, origin, &flag)?
+                };
+                out.oxgate.push((o, v));
+                continue;
+            }
+            return err(format!(
+                "{origin}: unknown option {flag}: it is neither Gunicorn's nor oxgate's (docs/migrating.md lists Gunicorn's settings and what oxgate makes of them)"
+            ));
+        };
+        let value = match s.arity {
+            Arity::Switch => "true".to_string(),
+            _ => {
+                let v = parser
+                    .value()
+                    .map_err(|e| ConfigError(format!("{origin}: {flag}: {e}")))?;
+                os_string(v, origin, &flag)?
+            }
+        };
+        // `--no-sendfile` stores false, as in Gunicorn.
+        let value = if s.name == "sendfile" {
+            "false".into()
+        } else {
+            value
+        };
+        let entry = out.settings.entry(s.name).or_insert_with(|| Given {
+            values: Vec::new(),
+            origin: origin.clone(),
+        });
+        if s.arity == Arity::Append {
+            entry.values.push(value);
+        } else {
+            entry.values = vec![value];
+        }
+    }
+    Ok(out)
+}
+
+fn os_string(v: OsString, origin: &Origin, flag: &str) -> Result<String, ConfigError> {
+    v.into_string()
+        .map_err(|_| ConfigError(format!("{origin}: the value of {flag} is not UTF-8")))
+}
+
+/// Reads what a config file's namespace holds into settings. Names that
+/// are not Gunicorn settings (imports, helpers) are passed over, as
+/// Gunicorn does.
+fn from_file(names: Vec<(String, PyValue)>, origin: &Origin) -> Result<SourceValues, ConfigError> {
+    let mut out = SourceValues::default();
+    for (name, value) in names {
+        let Some(s) = setting(&name) else { continue };
+        if s.meaning == Meaning::Hook {
+            match value {
+                PyValue::Callable => out.hooks.push(s.name),
+                PyValue::None => {}
+                other => {
+                    return err(format!(
+                        "{origin}: {name} must be a function (a server hook), not {other:?}"
+                    ));
+                }
+            }
+            continue;
+        }
+        let values = match value {
+            PyValue::None => continue,
+            PyValue::Bool(b) => vec![b.to_string()],
+            // umask is written in octal (0o022) in files, read as a number.
+            PyValue::Int(i) if s.name == "umask" => vec![format!("0o{i:o}")],
+            PyValue::Int(i) => vec![i.to_string()],
+            PyValue::Str(v) if s.arity == Arity::Append => vec![v],
+            PyValue::Str(v) => vec![v],
+            PyValue::List(items) => items,
+            PyValue::Callable => {
+                return err(format!(
+                    "{origin}: {name} is a setting, not a server hook; give it a value"
+                ));
+            }
+            PyValue::Other(t) => {
+                // Dicts (logconfig_dict, secure_scheme_headers) only reach
+                // ignored settings; anything else is a mistake.
+                if matches!(s.meaning, Meaning::Ignored(_)) {
+                    vec![format!("<{t}>")]
+                } else {
+                    return err(format!("{origin}: {name}: a {t} is not a value it takes"));
+                }
+            }
+        };
+        if s.name == "wsgi_app" {
+            out.app = values.into_iter().next();
+            continue;
+        }
+        out.settings.insert(
+            s.name,
+            Given {
+                values,
+                origin: origin.clone(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// What reading Gunicorn's sources produced.
+#[derive(Debug, Default)]
+pub struct GunicornConfig {
+    pub settings: Vec<Setting>,
+    /// Settings given that oxgate gives no meaning, with why: once at start.
+    pub warnings: Vec<String>,
+    /// The server hooks the config file defines.
+    pub hooks: Vec<&'static str>,
+    /// Where the config file came from, if one was read.
+    pub file: Option<String>,
+}
+
+/// Where the Gunicorn dialect is chosen, for `--print-config`.
+pub fn describe(cfg: &GunicornConfig) -> String {
+    match &cfg.file {
+        Some(f) => format!("Gunicorn's settings, with config file {f}"),
+        None => "Gunicorn's settings, with no config file".into(),
+    }
+}
+
+/// Reads Gunicorn's sources: `args` is its command line (without the
+/// program name), `cmd_args` the value of `GUNICORN_CMD_ARGS`, and
+/// `env` the process environment's `PORT` and `WEB_CONCURRENCY`.
+pub fn read(
+    args: Vec<OsString>,
+    cmd_args: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    run_file: PythonConfigReader<'_>,
+) -> Result<GunicornConfig, ConfigError> {
+    let cli = parse_command_line(args, &Origin::CommandLine)?;
+    let from_env = match cmd_args {
+        Some(text) => {
+            let words = shlex::split(text)
+                .ok_or_else(|| ConfigError("GUNICORN_CMD_ARGS: unbalanced quotes".to_string()))?;
+            parse_command_line(
+                words.into_iter().map(OsString::from).collect(),
+                &Origin::Env("GUNICORN_CMD_ARGS".into()),
+            )?
+        }
+        None => SourceValues::default(),
+    };
+    let named = cli
+        .settings
+        .get("config")
+        .or(from_env.settings.get("config"))
+        .and_then(|g| g.values.last().cloned());
+    let file_name = match named {
+        Some(f) => Some(f),
+        None if std::path::Path::new("gunicorn.conf.py").is_file() => {
+            Some("gunicorn.conf.py".to_string())
+        }
+        None => None,
+    };
+    let file = match &file_name {
+        Some(name) => {
+            if !name.starts_with("python:") && !std::path::Path::new(name).exists() {
+                return err(format!("config file {name:?} does not exist"));
+            }
+            // The virtualenv the app will run in: oxgate's --home, else
+            // $VIRTUAL_ENV, as when the app is loaded.
+            let home = cli
+                .oxgate
+                .iter()
+                .chain(&from_env.oxgate)
+                .rev()
+                .find(|(k, _)| *k == &opt::HOME)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env("VIRTUAL_ENV").filter(|v| !v.is_empty()))
+                .map(std::path::PathBuf::from);
+            let names =
+                run_file(name, home.as_deref()).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+            from_file(
+                names,
+                &Origin::File {
+                    path: Rc::new(name.into()),
+                    line: 0,
+                },
+            )?
+        }
+        None => SourceValues::default(),
+    };
+
+    // Gunicorn's precedence, setting by setting.
+    let mut given: BTreeMap<&'static str, Given> = file.settings;
+    given.extend(from_env.settings);
+    given.extend(cli.settings);
+    given.remove("config");
+    let app = cli.app.or(from_env.app).or(file.app);
+
+    let mut out = GunicornConfig {
+        hooks: file.hooks,
+        file: file_name,
+        ..GunicornConfig::default()
+    };
+    translate(&given, app, env, &mut out)?;
+    for (key, value) in file
+        .oxgate
+        .into_iter()
+        .chain(from_env.oxgate)
+        .chain(cli.oxgate)
+    {
+        out.settings.push(Setting {
+            opt: key,
+            value,
+            origin: Origin::CommandLine,
+        });
+    }
+    for hook in &out.hooks {
+        out.warnings.push(format!(
+            "{}: server hook {hook} is not called yet by oxgate",
+            out.file.as_deref().unwrap_or("config")
+        ));
+    }
+    Ok(out)
+}
+
+/// Gunicorn's defaults where oxgate's differ, as if the file had said them.
+fn default_origin() -> Origin {
+    Origin::File {
+        path: Rc::new("(Gunicorn's default)".into()),
+        line: 0,
+    }
+}
+
+/// Gunicorn's settings into oxgate's options.
+fn translate(
+    given: &BTreeMap<&'static str, Given>,
+    app: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut GunicornConfig,
+) -> Result<(), ConfigError> {
+    let mut push = |key: Key, value: String, origin: &Origin| {
+        out.settings.push(Setting {
+            opt: key,
+            value,
+            origin: origin.clone(),
+        })
+    };
+    let one = |name: &str| given.get(name).and_then(|g| g.values.last().cloned());
+    let truthy = |name: &str| one(name).is_some_and(|v| super::value::parse_bool(&v) == Some(true));
+    let default = default_origin();
+
+    // Gunicorn always runs an arbiter.
+    push(&opt::MASTER, "true".into(), &default);
+
+    // Sockets: `protocol = uwsgi` makes every bind a uwsgi socket.
+    let socket_key = match one("protocol").as_deref() {
+        None | Some("http") => &opt::HTTP_SOCKET,
+        Some("uwsgi") => &opt::UWSGI_SOCKET,
+        Some(other) => {
+            return err(format!(
+                "protocol {other:?}: Gunicorn's protocols are http and uwsgi"
+            ));
+        }
+    };
+    match given.get("bind") {
+        Some(g) => {
+            for b in &g.values {
+                push(socket_key, bind_address(b)?, &g.origin);
+            }
+        }
+        None => {
+            // Gunicorn listens on $PORT (all addresses) when it is set.
+            let addr = match env("PORT") {
+                Some(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
+                _ => "127.0.0.1:8000".into(),
+            };
+            push(socket_key, addr, &default);
+        }
+    }
+
+    // Workers: $WEB_CONCURRENCY is Gunicorn's default, else 1.
+    match given.get("workers") {
+        Some(g) => push(
+            &opt::PROCESSES,
+            g.values.last().cloned().unwrap_or_default(),
+            &g.origin,
+        ),
+        None => push(
+            &opt::PROCESSES,
+            env("WEB_CONCURRENCY")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "1".into()),
+            &default,
+        ),
+    }
+    let threads = one("threads");
+    let class = one("worker_class").unwrap_or_else(|| "sync".into());
+    let class_origin = given.get("worker_class").map_or(&default, |g| &g.origin);
+    match class.as_str() {
+        // Gunicorn turns sync with threads > 1 into gthread.
+        "sync"
+        | "gthread"
+        | "gunicorn.workers.sync.SyncWorker"
+        | "gunicorn.workers.gthread.ThreadWorker" => {}
+        "uvicorn.workers.UvicornWorker"
+        | "uvicorn_worker.UvicornWorker"
+        | "uvicorn.workers.UvicornH11Worker"
+        | "uvicorn_worker.UvicornH11Worker"
+        | "asgi"
+        | "gunicorn.workers.gasgi.ASGIWorker" => {
+            push(&opt::INTERFACE, "asgi".into(), class_origin);
+        }
+        "gevent" | "eventlet" | "tornado" | "gevent_wsgi" | "gevent_pywsgi" => {
+            out.warnings.push(format!(
+                "{class_origin}: worker_class {class:?}: oxgate has no {class} workers; the app runs in threads (--threads), without monkey-patching"
+            ));
+        }
+        other => {
+            return err(format!(
+                "{class_origin}: worker_class {other:?} is not one oxgate can run: use sync, gthread, or uvicorn.workers.UvicornWorker (ASGI)"
+            ));
+        }
+    }
+    if let Some(t) = threads {
+        push(&opt::THREADS, t, &given["threads"].origin);
+    }
+
+    // Timeouts: Gunicorn's 30 s worker timeout is harakiri (0 is off).
+    match given.get("timeout") {
+        Some(g) => push(
+            &opt::HARAKIRI,
+            g.values.last().cloned().unwrap_or_default(),
+            &g.origin,
+        ),
+        None => push(&opt::HARAKIRI, "30".into(), &default),
+    }
+    let (grace, grace_origin) = match given.get("graceful_timeout") {
+        Some(g) => (
+            g.values.last().cloned().unwrap_or_default(),
+            g.origin.clone(),
+        ),
+        None => ("30".to_string(), default.clone()),
+    };
+    push(&opt::WORKER_RELOAD_MERCY, grace.clone(), &grace_origin);
+    push(&opt::RELOAD_MERCY, grace, &grace_origin);
+
+    // Preloading is Gunicorn's option, loading in each worker its default.
+    if !truthy("preload_app") {
+        let origin = given.get("preload_app").map_or(&default, |g| &g.origin);
+        push(&opt::LAZY_APPS, "true".into(), origin);
+    }
+
+    // Access log: none unless asked for, in Gunicorn's format.
+    match one("accesslog") {
+        None => push(&opt::DISABLE_LOGGING, "true".into(), &default),
+        Some(target) => {
+            let origin = &given["accesslog"].origin;
+            let errorlog = one("errorlog").unwrap_or_else(|| "-".into());
+            if target != "-" && target != errorlog {
+                out.warnings.push(format!(
+                    "{origin}: accesslog {target:?}: oxgate writes access lines to the one log (errorlog {errorlog:?}) for now"
+                ));
+            }
+            let format =
+                one("access_log_format").unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string());
+            let fmt_origin = given
+                .get("access_log_format")
+                .map_or(&default, |g| &g.origin);
+            push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
+        }
+    }
+    if let Some(g) = given.get("errorlog")
+        && let Some(target) = g.values.last()
+        && target != "-"
+    {
+        push(&opt::LOGTO, target.clone(), &g.origin);
+    }
+    if let Some(level) = one("loglevel") {
+        let level = level.to_ascii_lowercase();
+        if !["debug", "info", "warning", "error", "critical"].contains(&level.as_str()) {
+            return err(format!(
+                "loglevel {level:?}: expected debug, info, warning, error or critical"
+            ));
+        }
+    }
+
+    if truthy("daemon") {
+        let origin = &given["daemon"].origin;
+        let log = one("errorlog")
+            .filter(|l| l != "-")
+            .unwrap_or_else(|| "/dev/null".into());
+        push(&opt::DAEMONIZE, log, origin);
+    }
+
+    // Settings that are one oxgate option each.
+    let direct: &[(&str, Key)] = &[
+        ("backlog", &opt::LISTEN),
+        ("max_requests", &opt::MAX_REQUESTS),
+        ("max_requests_jitter", &opt::MAX_REQUESTS_JITTER),
+        ("limit_request_line", &opt::LIMIT_REQUEST_LINE),
+        ("limit_request_fields", &opt::LIMIT_REQUEST_FIELDS),
+        ("limit_request_field_size", &opt::LIMIT_REQUEST_FIELD_SIZE),
+        ("chdir", &opt::CHDIR),
+        ("pidfile", &opt::PIDFILE),
+        ("user", &opt::UID),
+        ("group", &opt::GID),
+        ("forwarded_allow_ips", &opt::FORWARDED_ALLOW_IPS),
+        ("proxy_allow_ips", &opt::PROXY_ALLOW_FROM),
+        ("root_path", &opt::ROOT_PATH),
+        ("asgi_loop", &opt::LOOP),
+        ("asgi_lifespan", &opt::LIFESPAN),
+        ("websocket_max_message_size", &opt::WS_MAX_SIZE),
+        ("print_config", &opt::PRINT_CONFIG),
+        ("check_config", &opt::CHECK_CONFIG),
+    ];
+    for (name, key) in direct {
+        if let Some(g) = given.get(name)
+            && let Some(v) = g.values.last()
+        {
+            push(key, v.clone(), &g.origin);
+        }
+    }
+    if let Some(g) = given.get("umask")
+        && let Some(v) = g.values.last()
+    {
+        push(&opt::UMASK, octal(v)?, &g.origin);
+    }
+    if let Some(g) = given.get("proxy_protocol")
+        && let Some(v) = g.values.last()
+    {
+        // Gunicorn 26 takes off/v1/v2/auto, and older files a bool.
+        let v = match super::value::parse_bool(v) {
+            Some(true) => "auto".to_string(),
+            Some(false) => "off".to_string(),
+            None => v.clone(),
+        };
+        push(&opt::PROXY_PROTOCOL, v, &g.origin);
+    }
+    if let Some(g) = given.get("raw_env") {
+        for v in &g.values {
+            if !v.contains('=') {
+                return err(format!("{}: raw_env {v:?}: expected KEY=VALUE", g.origin));
+            }
+            push(&opt::ENV, v.clone(), &g.origin);
+        }
+    }
+    if let Some(g) = given.get("pythonpath") {
+        for v in g.values.iter().flat_map(|v| v.split(',')) {
+            let v = v.trim();
+            if !v.is_empty() {
+                push(&opt::PYTHONPATH, v.to_string(), &g.origin);
+            }
+        }
+    }
+    if truthy("reload") {
+        push(&opt::PY_AUTORELOAD, "1".into(), &given["reload"].origin);
+    }
+    if let Some(g) = given.get("reload_extra_files") {
+        for v in &g.values {
+            push(&opt::TOUCH_RELOAD, v.clone(), &g.origin);
+        }
+    }
+    if let Some(p) = one("http_protocols") {
+        let wanted: Vec<&str> = p.split(',').map(str::trim).collect();
+        if wanted.iter().any(|w| *w != "h1") {
+            out.warnings.push(format!(
+                "http_protocols {p:?}: oxgate serves HTTP/1.1 only for now"
+            ));
+        }
+    }
+
+    match app {
+        Some(app) => push(&opt::MODULE, app, &Origin::CommandLine),
+        None => {
+            let quiet = truthy("print_config") || truthy("check_config");
+            if !quiet {
+                return err(
+                    "no application given: Gunicorn's command line ends with the app, like app:application, or the config file sets wsgi_app",
+                );
+            }
+        }
+    }
+
+    for (name, g) in given {
+        if let Some(s) = setting(name)
+            && let Meaning::Ignored(why) = s.meaning
+        {
+            out.warnings
+                .push(format!("{}: {name} has no effect: {why}", g.origin));
+        }
+    }
+    Ok(())
+}
+
+/// A Gunicorn bind: `HOST:PORT`, `HOST` (port 8000), `unix:PATH`, `[::1]:PORT`.
+fn bind_address(bind: &str) -> Result<String, ConfigError> {
+    if let Some(path) = bind.strip_prefix("unix:") {
+        return Ok(path.to_string());
+    }
+    if bind.starts_with("fd://") {
+        return err(format!(
+            "bind {bind:?}: oxgate takes inherited sockets from systemd (LISTEN_FDS), not fd:// binds"
+        ));
+    }
+    if bind.starts_with('[') {
+        return Ok(if bind.contains("]:") {
+            bind.to_string()
+        } else {
+            format!("{bind}:8000")
+        });
+    }
+    Ok(match bind.rsplit_once(':') {
+        Some(_) => bind.to_string(),
+        None => format!("{bind}:8000"),
+    })
+}
+
+/// Gunicorn reads a umask as a number in any base Python's `int(v, 0)` takes.
+fn octal(v: &str) -> Result<String, ConfigError> {
+    let v = v.trim();
+    let parsed = if let Some(o) = v.strip_prefix("0o").or(v.strip_prefix("0O")) {
+        u32::from_str_radix(o, 8)
+    } else if let Some(h) = v.strip_prefix("0x").or(v.strip_prefix("0X")) {
+        u32::from_str_radix(h, 16)
+    } else {
+        v.parse::<u32>()
+    };
+    parsed
+        .map(|n| format!("{n:03o}"))
+        .map_err(|_| ConfigError(format!("umask {v:?}: expected a number such as 0o022")))
+}
+
+/// Gunicorn's access log atoms in oxgate's `--log-format` variables.
+pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
+    let mut out = String::new();
+    let mut rest = format;
+    while let Some(start) = rest.find("%(") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(close) = after.find(")s") else {
+            return err(format!(
+                "access_log_format {format:?}: an atom is written %(name)s"
+            ));
+        };
+        let atom = &after[..close];
+        out.push_str(&match atom {
+            "h" => "%(addr)".into(),
+            "l" => "-".into(),
+            "u" => "%(user)".into(),
+            "t" => "[%(ltime)]".into(),
+            "r" => "%(method) %(uri) %(proto)".into(),
+            "m" => "%(method)".into(),
+            "U" => "%(var.PATH_INFO)".into(),
+            "q" => "%(var.QUERY_STRING)".into(),
+            "H" => "%(proto)".into(),
+            "s" => "%(status)".into(),
+            // The body's bytes, as Gunicorn counts them.
+            "B" | "b" => "%(rsize)".into(),
+            "f" => "%(referer)".into(),
+            "a" => "%(uagent)".into(),
+            "T" => "%(whole_secs)".into(),
+            "D" => "%(micros)".into(),
+            "M" => "%(msecs)".into(),
+            "L" => "%(secs)".into(),
+            "p" => "<%(pid)>".into(),
+            a if a.starts_with('{') && a.ends_with("}i") => {
+                format!("%(var.HTTP_{})", header_var(&a[1..a.len() - 2]))
+            }
+            // Response headers are not kept for the log line yet.
+            a if a.starts_with('{') && a.ends_with("}o") => "-".into(),
+            a if a.starts_with('{') && a.ends_with("}e") => {
+                format!("%(var.{})", &a[1..a.len() - 2])
+            }
+            other => {
+                return err(format!("access_log_format: unknown atom %({other})s"));
+            }
+        });
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn header_var(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
+/// Whether a plain `oxgate` command line is Gunicorn's: its `-c`/`--config`
+/// names a `.py` file or a `python:` module (uWSGI's -c takes no value), or
+/// `GUNICORN_CMD_ARGS` is set, or `./gunicorn.conf.py` exists and every
+/// option is one Gunicorn has (no uWSGI config file is named).
+pub fn is_gunicorn_command_line(args: &[OsString], cmd_args_set: bool, conf_here: bool) -> bool {
+    if args.is_empty() && !conf_here {
+        return false;
+    }
+    let words: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let names_py_config = words.windows(2).any(|w| {
+        (w[0] == "-c" || w[0] == "--config")
+            && (w[1].ends_with(".py") || w[1].starts_with("python:"))
+    }) || words.iter().any(|w| {
+        w.strip_prefix("--config=")
+            .is_some_and(|v| v.ends_with(".py") || v.starts_with("python:"))
+    });
+    if names_py_config {
+        return true;
+    }
+    (conf_here || cmd_args_set)
+        && words.iter().all(|w| {
+            if !w.starts_with('-') {
+                // A uWSGI config file given as the argument.
+                return ![".ini", ".yaml", ".yml", ".json", ".xml", ".js"]
+                    .iter()
+                    .any(|ext| w.ends_with(ext));
+            }
+            let flag = w.split('=').next().unwrap_or(w);
+            matches!(lookup_flag(flag), Ok(Some(_)))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn read_with(
+        args: &[&str],
+        cmd_args: Option<&str>,
+        file: Vec<(&str, PyValue)>,
+    ) -> Result<GunicornConfig, ConfigError> {
+        let file: Vec<(String, PyValue)> =
+            file.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let reader = move |_: &str, _: Option<&std::path::Path>| Ok(file.clone());
+        let env = |k: &str| (k == "WEB_CONCURRENCY").then(|| "3".to_string());
+        read(os(args), cmd_args, &env, &reader)
+    }
+
+    fn values(cfg: &GunicornConfig, key: Key) -> Vec<&str> {
+        cfg.settings
+            .iter()
+            .filter(|s| s.opt == key)
+            .map(|s| s.value.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn command_line_maps_onto_options() {
+        let c = read_with(
+            &[
+                "-w4",
+                "-b",
+                "unix:/run/app.sock",
+                "--bind=0.0.0.0",
+                "-k",
+                "gthread",
+                "--threads",
+                "8",
+                "-t",
+                "60",
+                "--max-requests",
+                "1000",
+                "--max-requests-jit",
+                "50",
+                "--preload",
+                "-e",
+                "A=1",
+                "--env",
+                "B=2",
+                "--pythonpath",
+                "src,lib",
+                "-m",
+                "0o007",
+                "app:application",
+            ],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::PROCESSES), ["4"]);
+        assert_eq!(
+            values(&c, &opt::HTTP_SOCKET),
+            ["/run/app.sock", "0.0.0.0:8000"]
+        );
+        assert_eq!(values(&c, &opt::THREADS), ["8"]);
+        assert_eq!(values(&c, &opt::HARAKIRI), ["60"]);
+        assert_eq!(values(&c, &opt::MAX_REQUESTS_JITTER), ["50"]);
+        assert!(values(&c, &opt::LAZY_APPS).is_empty());
+        assert_eq!(values(&c, &opt::ENV), ["A=1", "B=2"]);
+        assert_eq!(values(&c, &opt::PYTHONPATH), ["src", "lib"]);
+        assert_eq!(values(&c, &opt::UMASK), ["007"]);
+        assert_eq!(values(&c, &opt::MODULE), ["app:application"]);
+        assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+    }
+
+    #[test]
+    fn defaults_are_gunicorns() {
+        let c = read_with(&["app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), ["127.0.0.1:8000"]);
+        assert_eq!(values(&c, &opt::PROCESSES), ["3"], "$WEB_CONCURRENCY");
+        assert_eq!(values(&c, &opt::HARAKIRI), ["30"]);
+        assert_eq!(values(&c, &opt::LAZY_APPS), ["true"]);
+        assert_eq!(values(&c, &opt::MASTER), ["true"]);
+    }
+
+    #[test]
+    fn precedence_is_command_line_then_variable_then_file() {
+        let file = vec![
+            ("workers", PyValue::Int(2)),
+            (
+                "bind",
+                PyValue::List(vec!["unix:/a".into(), "unix:/b".into()]),
+            ),
+            ("timeout", PyValue::Int(10)),
+            ("wsgi_app", PyValue::Str("file:app".into())),
+            ("post_fork", PyValue::Callable),
+            ("multiprocessing", PyValue::Other("module".into())),
+            ("umask", PyValue::Int(0o22)),
+            ("accesslog", PyValue::Str("-".into())),
+        ];
+        let c = read_with(
+            &["-w", "5", "-c", "/dev/null"],
+            Some("--timeout 20 -w 9"),
+            file,
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::PROCESSES), ["5"]);
+        assert_eq!(values(&c, &opt::HARAKIRI), ["20"]);
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), ["/a", "/b"]);
+        assert_eq!(values(&c, &opt::MODULE), ["file:app"]);
+        assert_eq!(values(&c, &opt::UMASK), ["022"]);
+        assert_eq!(c.hooks, ["post_fork"]);
+        assert_eq!(
+            values(&c, &opt::LOG_FORMAT),
+            [
+                r#"%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(rsize) "%(referer)" "%(uagent)""#
+            ]
+        );
+        // A bind on the command line replaces the file's list.
+        let c = read_with(
+            &["-b", ":1", "-c", "/dev/null"],
+            None,
+            vec![
+                ("bind", PyValue::List(vec!["unix:/a".into()])),
+                ("wsgi_app", PyValue::Str("m:a".into())),
+            ],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), [":1"]);
+    }
+
+    #[test]
+    fn unknown_ambiguous_and_ignored() {
+        let e = read_with(&["--nonsense", "app:app"], None, vec![]).unwrap_err();
+        assert!(e.0.contains("unknown option --nonsense"), "{}", e.0);
+        let e = read_with(&["--log", "x", "app:app"], None, vec![]).unwrap_err();
+        assert!(e.0.contains("ambiguous option --log"), "{}", e.0);
+        let c = read_with(
+            &["--statsd-host", "localhost:8125", "app:app"],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("statsd_host has no effect"))
+        );
+        let e = read_with(&["-k", "my.Worker", "app:app"], None, vec![]).unwrap_err();
+        assert!(e.0.contains("worker_class"), "{}", e.0);
+        let c = read_with(
+            &["-k", "uvicorn.workers.UvicornWorker", "app:app"],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::INTERFACE), ["asgi"]);
+        // oxgate's own long options pass through.
+        let c = read_with(&["--stats", "127.0.0.1:1", "app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::STATS), ["127.0.0.1:1"]);
+        let e = read_with(&[], None, vec![]).unwrap_err();
+        assert!(e.0.contains("no application given"), "{}", e.0);
+    }
+
+    #[test]
+    fn every_setting_is_listed_once_and_flags_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        let mut flags = std::collections::HashSet::new();
+        for s in SETTINGS {
+            assert!(names.insert(s.name), "{}", s.name);
+            for f in s.flags {
+                assert!(flags.insert(*f), "{f}");
+            }
+            assert_eq!(s.flags.is_empty(), s.arity == Arity::FileOnly, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn access_log_atoms() {
+        assert_eq!(
+            access_log_format(
+                r#"%(h)s %({x-real-ip}i)s %({content-type}o)s %({REMOTE_ADDR}e)s %(D)s %(M)s"#
+            )
+            .unwrap(),
+            "%(addr) %(var.HTTP_X_REAL_IP) - %(var.REMOTE_ADDR) %(micros) %(msecs)"
+        );
+        assert!(access_log_format("%(zz)s").is_err());
+        assert!(access_log_format("%(h").is_err());
+    }
+
+    #[test]
+    fn which_command_lines_are_gunicorns() {
+        assert!(is_gunicorn_command_line(
+            &os(&["-c", "gunicorn.conf.py", "app:app"]),
+            false,
+            false
+        ));
+        assert!(is_gunicorn_command_line(
+            &os(&["--config=python:conf", "app:app"]),
+            false,
+            false
+        ));
+        assert!(is_gunicorn_command_line(&os(&["app:app"]), true, false));
+        assert!(!is_gunicorn_command_line(
+            &os(&["--http", ":1", "app:app"]),
+            true,
+            false
+        ));
+        assert!(is_gunicorn_command_line(
+            &os(&["-w", "4", "app:app"]),
+            false,
+            true
+        ));
+        assert!(!is_gunicorn_command_line(
+            &os(&["-w", "4", "app:app"]),
+            false,
+            false
+        ));
+        assert!(!is_gunicorn_command_line(
+            &os(&["--http-socket", ":1", "app:app"]),
+            false,
+            true
+        ));
+        assert!(!is_gunicorn_command_line(&os(&["app.ini"]), false, true));
+        assert!(!is_gunicorn_command_line(
+            &os(&["-c", "--http", ":1"]),
+            false,
+            false
+        ));
+    }
+
+    #[test]
+    fn binds() {
+        assert_eq!(bind_address("unix:/tmp/s").unwrap(), "/tmp/s");
+        assert_eq!(bind_address("[::1]").unwrap(), "[::1]:8000");
+        assert_eq!(bind_address("[::1]:9").unwrap(), "[::1]:9");
+        assert_eq!(bind_address("localhost").unwrap(), "localhost:8000");
+        assert!(bind_address("fd://3").is_err());
+        assert_eq!(octal("18").unwrap(), "022");
+        assert_eq!(octal("0o027").unwrap(), "027");
+    }
+}
