@@ -232,3 +232,142 @@ def test_fastapi_with_uvicorn_worker_class(serve, tmp_path):
               cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)})
     r = requests.get(s.url + "/")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+
+
+HOOKS_CONF = '''
+import os
+EVENTS = {events!r}
+workers = 2
+
+def _note(name, *extra):
+    with open(EVENTS, "a") as f:
+        f.write(" ".join([name, str(os.getpid())] + [str(e) for e in extra]) + "\\n")
+
+def nworkers_changed(server, new_value, old_value):
+    _note("nworkers_changed", new_value, old_value)
+
+def on_starting(server):
+    _note("on_starting")
+
+def when_ready(server):
+    _note("when_ready")
+
+def pre_fork(server, worker):
+    _note("pre_fork", worker.age)
+
+def post_fork(server, worker):
+    # Where real files reconnect their database: the worker's own state.
+    os.environ["CONNECTED_IN"] = str(os.getpid())
+    _note("post_fork", worker.pid == os.getpid(), server.pid == os.getppid(), worker.age)
+
+def post_worker_init(worker):
+    _note("post_worker_init", worker.pid == os.getpid())
+
+def pre_request(worker, req):
+    worker.log.info("%s %s", req.method, req.path)
+    _note("pre_request", req.method, req.path, dict(req.headers).get("X-HOOK"))
+
+def post_request(worker, req, environ, resp):
+    _note("post_request", req.path, resp.status)
+
+def worker_exit(server, worker):
+    _note("worker_exit", worker.pid == os.getpid())
+
+def child_exit(server, worker):
+    _note("child_exit", worker.pid != os.getpid())
+
+def on_exit(server):
+    _note("on_exit")
+'''
+
+ENV_APP = '''
+import os
+def application(environ, start_response):
+    body = os.environ.get("CONNECTED_IN", "none").encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+'''
+
+
+def hook_events(tmp_path, program, serve):
+    events = tmp_path / f"events-{os.path.basename(program[0])}.log"
+    f = conf(tmp_path, HOOKS_CONF.format(events=str(events)), name=f"hooks-{os.path.basename(program[0])}.py")
+    (tmp_path / "envapp.py").write_text(ENV_APP)
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "envapp:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)}, program=program)
+    s.wait_workers(2)
+    wait_for(lambda: events.exists() and events.read_text().count("post_worker_init") == 2, what="workers up")
+    r = requests.get(s.url + "/hooked", headers={"X-Hook": "yes", "Connection": "close"})
+    # post_fork ran in the worker that served, before the app saw a request.
+    assert r.text == wait_for(lambda: next((l.split()[1] for l in events.read_text().splitlines()
+                                              if l.startswith("pre_request")), None))
+    wait_for(lambda: "post_request" in events.read_text(), what="post_request")
+    log = s.log()
+    s.stop()
+    master = str(s.proc.pid)
+    lines = [l.split() for l in events.read_text().splitlines()]
+    roles = [(l[0], "master" if l[1] == master else "worker", *l[2:]) for l in lines]
+    return roles, log
+
+
+def test_hooks_are_called_where_and_when_gunicorn_calls_them(serve, tmp_path):
+    got = {}
+    for program in ((BIN,), (GUNICORN,)):
+        roles, log = hook_events(tmp_path, program, serve)
+        assert "[INFO] GET /hooked" in log, log
+        master_seq = [r for r in roles if r[1] == "master"]
+        worker_seq = sorted(r for r in roles if r[1] == "worker")
+        got[program[0]] = (master_seq, worker_seq)
+    (ox_master, ox_worker), (gu_master, gu_worker) = got[BIN], got[GUNICORN]
+    assert ox_master == gu_master
+    assert ox_master == [("nworkers_changed", "master", "2", "None"), ("on_starting", "master"),
+                         ("when_ready", "master"), ("pre_fork", "master", "1"), ("pre_fork", "master", "2"),
+                         ("child_exit", "master", "True"), ("child_exit", "master", "True"),
+                         ("on_exit", "master")]
+    assert ox_worker == gu_worker
+    assert ("pre_request", "worker", "GET", "/hooked", "yes") in ox_worker
+    assert ("post_request", "worker", "/hooked", "200", "OK") in ox_worker
+    assert [r[0] for r in ox_worker].count("worker_exit") == 2
+
+
+PROMETHEUS_APP = '''
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+
+REQUESTS = Counter("hello_requests", "Requests to /")
+LIVE = Gauge("hello_live_workers", "Workers alive", multiprocess_mode="livesum")
+LIVE.inc()
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/metrics":
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        REQUESTS.inc()
+        body = b"hello"
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+'''
+
+
+def test_prometheus_multiprocess_collector(serve, tmp_path):
+    """The documented Prometheus set-up: a shared directory, and child_exit
+    marking each dead worker's live gauges gone."""
+    metrics_dir = tmp_path / "prom"
+    metrics_dir.mkdir()
+    f = conf(tmp_path, "from prometheus_client import multiprocess\n"
+                       f"raw_env = ['PROMETHEUS_MULTIPROC_DIR={metrics_dir}']\n"
+                       "workers = 2\nmax_requests = 4\n"
+                       "def child_exit(server, worker):\n"
+                       "    multiprocess.mark_process_dead(worker.pid)\n")
+    (tmp_path / "promapp.py").write_text(PROMETHEUS_APP)
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "promapp:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    for _ in range(10):
+        assert requests.get(s.url + "/", headers={"Connection": "close"}).text == "hello"
+    # Counted across workers, recycled ones included (max_requests = 4).
+    text = requests.get(s.url + "/metrics").text
+    assert "hello_requests_total 10.0" in text, text
+    s.stop()
+    # Every worker is gone, and child_exit removed each one's live gauge.
+    assert not list(metrics_dir.glob("gauge_livesum_*.db"))

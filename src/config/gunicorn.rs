@@ -455,6 +455,9 @@ static SETTINGS: &[GunicornSetting] = &[
     ),
 ];
 
+/// The hooks oxgate does not call yet: a worker's SIGINT and SIGABRT.
+const NOT_CALLED: &[&str] = &["worker_int", "worker_abort"];
+
 /// Gunicorn's default access log format.
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
@@ -769,9 +772,9 @@ pub fn read(
             origin: Origin::CommandLine,
         });
     }
-    for hook in &out.hooks {
+    for hook in out.hooks.iter().filter(|h| NOT_CALLED.contains(h)) {
         out.warnings.push(format!(
-            "{}: server hook {hook} is not called yet by oxgate",
+            "{}: server hook {hook} is not called by oxgate yet",
             out.file.as_deref().unwrap_or("config")
         ));
     }

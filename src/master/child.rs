@@ -29,6 +29,8 @@ pub struct Setup<'a> {
     pub sb: Arc<Scoreboard>,
     pub slot: usize,
     pub id: u32,
+    /// Gunicorn's `worker.age`, for its hooks.
+    pub age: u64,
     pub master_pid: libc::pid_t,
     /// The master's signal pipe, released in the child.
     pub signals: &'a SignalPipe,
@@ -59,6 +61,20 @@ pub fn run(s: Setup<'_>) -> ! {
         exit_now(1);
     }
     let p = &s.cfg.process;
+    // Gunicorn's worker hooks, in a worker (before the app loads, after it
+    // has, and on the way out).
+    let hook = |name: &str| {
+        python::call_gunicorn_hook(
+            name,
+            python::HookContext {
+                worker_pid: Some(std::process::id() as i32),
+                age: s.age,
+                num_workers: p.processes,
+                nworkers: None,
+            },
+        )
+    };
+    hook("post_fork");
     if let Some(limit) = p.limit_as {
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit);
@@ -83,6 +99,7 @@ pub fn run(s: Setup<'_>) -> ! {
             EXIT_APP_STARTUP
         });
     }
+    hook("post_worker_init");
     python::install_stack_dump(libc::SIGUSR2);
     if let Some(every) = p.py_autoreload
         && s.id == 1
@@ -139,6 +156,7 @@ pub fn run(s: Setup<'_>) -> ! {
         crate::say!("oxgate: worker {}: {e}", s.id);
         exit_now(1);
     }
+    hook("worker_exit");
     python::run_atexit();
     exit_now(0);
 }

@@ -2,7 +2,7 @@
 //! (fork, kill, the scoreboard, /proc, systemd), and reaping children.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -38,12 +38,24 @@ impl System<'_> {
     }
 }
 
+/// Gunicorn's `worker.age`: how many workers this master has started.
+static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
+
 impl Effects for System<'_> {
     fn spawn(&mut self, id: u32) -> Option<(Pid, usize)> {
         let Some(slot) = self.sb.claim(-1, id) else {
             crate::say!("oxgate: no free scoreboard slot for worker {id}");
             return None;
         };
+        let age = WORKERS_STARTED.fetch_add(1, Ordering::Relaxed) + 1;
+        python::call_gunicorn_hook(
+            "pre_fork",
+            python::HookContext {
+                age,
+                num_workers: self.cfg.process.processes,
+                ..Default::default()
+            },
+        );
         self.sb
             .id_stats(id)
             .respawns
@@ -81,6 +93,7 @@ impl Effects for System<'_> {
                 sb: self.sb.clone(),
                 slot,
                 id,
+                age,
                 master_pid,
                 signals: self.signals,
             }),
@@ -212,6 +225,14 @@ impl Master<'_> {
                 // is released.
                 self.supervise(|sup, fx| sup.exited(pid, exit, fx, Instant::now()));
                 self.sb.release(slot);
+                python::call_gunicorn_hook(
+                    "child_exit",
+                    python::HookContext {
+                        worker_pid: Some(pid),
+                        num_workers: self.cfg.process.processes,
+                        ..Default::default()
+                    },
+                );
             }
         }
     }

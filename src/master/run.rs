@@ -43,6 +43,22 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
     // (threads, subprocesses) must not inherit the blocked signals, and a
     // signal sent meanwhile waits in the pipe for the main loop.
     let signals = signals::SignalPipe::install()?;
+    // Gunicorn's first hooks, in its order: the worker count is set (from
+    // nothing), then the server starts; on a reload they run again.
+    let server_hook = |name: &str, nworkers| {
+        python::call_gunicorn_hook(
+            name,
+            python::HookContext {
+                num_workers: p.processes,
+                nworkers,
+                ..Default::default()
+            },
+        )
+    };
+    if handover.is_none() {
+        server_hook("nworkers_changed", Some((p.processes, None)));
+        server_hook("on_starting", None);
+    }
     let mut broken = false;
     let apps = if p.lazy_apps {
         None
@@ -167,7 +183,12 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
             m.adopt(inh);
         }
     }
+    // Gunicorn's quirk, which real hooks rely on: ready before the first fork.
+    if handover.is_none() {
+        server_hook("when_ready", None);
+    }
     m.main_loop();
+    server_hook("on_exit", None);
     if let Some(e) = m.sup.fatal {
         return Err(e);
     }
@@ -277,6 +298,7 @@ impl Master<'_> {
                 if self.sup.processes < MAX_WORKERS {
                     self.sup.processes += 1;
                     crate::say!("oxgate: SIGTTIN: now {} workers", self.sup.processes);
+                    self.workers_changed(self.sup.processes - 1);
                 }
             }
             MasterCommand::RemoveWorker => {
@@ -284,9 +306,22 @@ impl Master<'_> {
                 self.supervise(|sup, fx| removed = sup.remove_one(fx, Instant::now()));
                 if removed {
                     crate::say!("oxgate: SIGTTOU: now {} workers", self.sup.processes);
+                    self.workers_changed(self.sup.processes + 1);
                 }
             }
         }
+    }
+
+    /// Gunicorn's nworkers_changed hook, after SIGTTIN or SIGTTOU.
+    fn workers_changed(&self, old: usize) {
+        python::call_gunicorn_hook(
+            "nworkers_changed",
+            python::HookContext {
+                num_workers: self.sup.processes,
+                nworkers: Some((self.sup.processes, Some(old))),
+                ..Default::default()
+            },
+        );
     }
 
     /// Begins a stop of the given kind. The workers stop through the
@@ -348,6 +383,12 @@ impl Master<'_> {
             }
         }
         let (key, value) = hand.to_env();
+        let hook_cx = python::HookContext {
+            num_workers: self.cfg.process.processes,
+            ..Default::default()
+        };
+        python::call_gunicorn_hook("on_reload", hook_cx);
+        python::call_gunicorn_hook("pre_exec", hook_cx);
         // Blocked across exec (the mask survives it): a signal that comes
         // before the new image's handlers waits for them, instead of
         // killing the master with its default action.

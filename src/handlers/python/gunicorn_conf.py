@@ -55,3 +55,239 @@ def read(source):
         kind, described = _describe(value)
         names.append((name, kind, described))
     return names, None
+
+
+# Server hooks: called with duck-typed stand-ins for Gunicorn's arbiter,
+# worker and request, carrying the attributes real hooks use.
+
+import inspect
+import time
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class _Log:
+    """Gunicorn's error log: `[date] [pid] [LEVEL] message` on stderr."""
+
+    def _level(self):
+        return _LEVELS.get(str((namespace or {}).get("loglevel", "info")).lower(), 20)
+
+    def _write(self, level, msg, args, exc=False):
+        if _LEVELS[level.lower()] < self._level():
+            return
+        if args:
+            msg = msg % args
+        line = "[%s] [%d] [%s] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S %z"), os.getpid(), level, msg)
+        if exc:
+            line += traceback.format_exc()
+        sys.stderr.write(line)
+
+    def debug(self, msg, *args, **kw):
+        self._write("DEBUG", msg, args)
+
+    def info(self, msg, *args, **kw):
+        self._write("INFO", msg, args)
+
+    def warning(self, msg, *args, **kw):
+        self._write("WARNING", msg, args)
+
+    warn = warning
+
+    def error(self, msg, *args, **kw):
+        self._write("ERROR", msg, args)
+
+    def critical(self, msg, *args, **kw):
+        self._write("CRITICAL", msg, args)
+
+    def exception(self, msg, *args, **kw):
+        self._write("ERROR", msg, args, exc=True)
+
+    def log(self, level, msg, *args, **kw):
+        name = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}.get(level, "INFO")
+        self._write(name, msg, args)
+
+    def reopen_files(self):
+        pass
+
+    def close_on_exec(self):
+        pass
+
+
+class _Cfg:
+    """`server.cfg.NAME`: the file's settings; None for one it does not set."""
+
+    def __getattr__(self, name):
+        return (namespace or {}).get(name)
+
+
+log = _Log()
+cfg = _Cfg()
+
+
+class Server:
+    def __init__(self, pid, num_workers):
+        self.pid = pid
+        self.num_workers = num_workers
+        self.cfg = cfg
+        self.log = log
+        self.WORKERS = {}
+        self.proc_name = "oxgate"
+
+
+class Worker:
+    def __init__(self, pid, ppid, age):
+        self.pid = pid
+        self.ppid = ppid
+        self.age = age
+        self.cfg = cfg
+        self.log = log
+        self.alive = True
+        self.booted = False
+        self.nr = 0
+        self.max_requests = (namespace or {}).get("max_requests") or sys.maxsize
+
+    def notify(self):
+        pass
+
+
+class Request:
+    """What hooks read of a request: Gunicorn's names, from the environ."""
+
+    def __init__(self, environ):
+        self.method = environ.get("REQUEST_METHOD", "")
+        self.path = environ.get("PATH_INFO", "")
+        self.query = environ.get("QUERY_STRING", "")
+        self.uri = environ.get("REQUEST_URI") or (self.path + ("?" + self.query if self.query else ""))
+        proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        try:
+            self.version = tuple(int(p) for p in proto.split("/", 1)[1].split("."))
+        except (IndexError, ValueError):
+            self.version = (1, 1)
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+        self.remote_addr = environ.get("REMOTE_ADDR")
+        headers = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                headers.append((key[5:].replace("_", "-"), value))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                headers.append((key.replace("_", "-"), value))
+        self.headers = headers
+
+
+class Response:
+    def __init__(self, status, headers):
+        self.status = status
+        self.status_code = int(status.split()[0]) if status else None
+        self.headers = headers
+
+
+_worker = None
+
+
+def has_hooks():
+    return any(callable((namespace or {}).get(n)) for n in HOOKS)
+
+
+HOOKS = ("on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
+         "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
+         "worker_exit", "nworkers_changed", "on_exit")
+
+
+def call(name, pid, age, num_workers, new, old):
+    """Calls hook `name` with the arguments Gunicorn passes it. A hook
+    that raises is logged, as Gunicorn logs a failing hook, and the server
+    goes on."""
+    global _worker
+    hook = (namespace or {}).get(name)
+    if not callable(hook):
+        return
+    in_worker = name in ("post_fork", "post_worker_init", "worker_int", "worker_abort", "worker_exit")
+    server = Server(os.getppid() if in_worker else os.getpid(), num_workers)
+    if in_worker:
+        if name == "post_fork" or _worker is None:
+            _worker = Worker(os.getpid(), os.getppid(), age)
+        worker = _worker
+    else:
+        # pre_fork and child_exit, in the master: the worker as it knows it.
+        worker = Worker(pid, os.getpid(), age)
+    if name == "post_worker_init":
+        worker.booted = True
+    if name in ("on_starting", "on_reload", "when_ready", "pre_exec", "on_exit"):
+        args = (server,)
+    elif name in ("pre_fork", "post_fork", "child_exit", "worker_exit"):
+        args = (server, worker)
+    elif name == "nworkers_changed":
+        args = (server, new, old)
+    else:
+        args = (worker,)
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("Exception in %s hook", name)
+
+
+class _ClosingIterable:
+    """The app's response, with post_request run once it is sent."""
+
+    def __init__(self, result, after):
+        self._result = result
+        self._after = after
+
+    def __iter__(self):
+        return iter(self._result)
+
+    def close(self):
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._after()
+
+
+def wrap_wsgi_app(app):
+    """The app, with pre_request and post_request around each request, when
+    the file defines them (otherwise the app itself: no cost)."""
+    pre = (namespace or {}).get("pre_request")
+    post = (namespace or {}).get("post_request")
+    pre = pre if callable(pre) else None
+    post = post if callable(post) else None
+    if pre is None and post is None:
+        return app
+    # Gunicorn's post_request may take 2, 3 or 4 arguments.
+    post_arity = 4
+    if post is not None:
+        try:
+            post_arity = len(inspect.signature(post).parameters)
+        except (TypeError, ValueError):
+            pass
+
+    def with_hooks(environ, start_response):
+        worker = _worker or Worker(os.getpid(), os.getppid(), 0)
+        worker.nr += 1
+        req = Request(environ)
+        if pre is not None:
+            try:
+                pre(worker, req)
+            except Exception:
+                log.exception("Exception in pre_request hook")
+        sent = {}
+
+        def recording_start_response(status, headers, exc_info=None):
+            sent["status"], sent["headers"] = status, headers
+            return start_response(status, headers, exc_info)
+
+        result = app(environ, recording_start_response)
+        if post is None:
+            return result
+
+        def after():
+            resp = Response(sent.get("status"), sent.get("headers", []))
+            try:
+                post(*(worker, req, environ, resp)[:post_arity])
+            except Exception:
+                log.exception("Exception in post_request hook")
+
+        return _ClosingIterable(result, after)
+
+    return with_hooks

@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
@@ -39,6 +40,11 @@ pub fn read_gunicorn_config(
             return Err(e);
         }
         let names = names.unwrap_or_default();
+        let has_hooks: bool = module
+            .call_method0("has_hooks")
+            .and_then(|r| r.extract())
+            .map_err(|e| format!("internal: {e}"))?;
+        HOOKS.store(has_hooks, Ordering::Relaxed);
         names
             .into_iter()
             .map(|(name, kind, value)| {
@@ -59,4 +65,58 @@ pub fn read_gunicorn_config(
             })
             .collect()
     })
+}
+
+/// Whether the config file defined any server hook: until it does, every
+/// hook call is a no-op that takes no lock.
+static HOOKS: AtomicBool = AtomicBool::new(false);
+
+/// What a hook is called with, besides its name: Gunicorn's `worker.pid`
+/// and `worker.age`, the number of workers, and for `nworkers_changed` the
+/// new and old counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HookContext {
+    pub worker_pid: Option<i32>,
+    pub age: u64,
+    pub num_workers: usize,
+    pub nworkers: Option<(usize, Option<usize>)>,
+}
+
+/// Calls the config file's server hook `name`, if it defined one, in this
+/// process (the master's hooks in the master, the worker's in the worker).
+pub fn call_gunicorn_hook(name: &str, cx: HookContext) {
+    if !HOOKS.load(Ordering::Relaxed) || !super::python_running() {
+        return;
+    }
+    let (new, old) = cx.nworkers.unzip();
+    Python::attach(|py| {
+        let called = py.import("_oxgate_gunicorn_conf").and_then(|m| {
+            m.call_method1(
+                "call",
+                (
+                    name,
+                    cx.worker_pid,
+                    cx.age,
+                    cx.num_workers,
+                    new,
+                    old.flatten(),
+                ),
+            )
+        });
+        if let Err(e) = called {
+            crate::say!("oxgate: internal error calling the {name} hook: {e}");
+        }
+    });
+}
+
+/// The WSGI app, with the file's pre_request and post_request hooks around
+/// each request when it defines them.
+pub(super) fn wrap_wsgi_app(py: Python<'_>, app: Py<PyAny>) -> Result<Py<PyAny>, String> {
+    if !HOOKS.load(Ordering::Relaxed) {
+        return Ok(app);
+    }
+    py.import("_oxgate_gunicorn_conf")
+        .and_then(|m| m.call_method1("wrap_wsgi_app", (app,)))
+        .map(Bound::unbind)
+        .map_err(|e| format!("internal: {e}"))
 }

@@ -90,6 +90,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             };
             kinds.push((name.clone(), if is_asgi { "ASGI" } else { "WSGI" }));
             if !is_asgi {
+                let app = super::gunicorn_conf::wrap_wsgi_app(py, app)?;
                 return Ok(Arc::new(WsgiApp::new(host.clone(), app)));
             }
             let asgi = match &asgi_host {
