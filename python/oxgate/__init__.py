@@ -11,7 +11,7 @@ import sys
 from ._oxgate import __version__
 from ._oxgate import main as _serve
 
-__all__ = ["__version__", "main"]
+__all__ = ["__version__", "gunicorn_main", "main", "uvicorn_main"]
 
 
 def _unbuffered(stream, fd):
@@ -29,11 +29,23 @@ def _unbuffered(stream, fd):
                             write_through=True)
 
 
-def main():
-    """Runs oxgate with this process's command line; does not return."""
+def main(dialect=None):
+    """Runs oxgate with this process's command line; does not return.
+    `dialect` ("gunicorn", "uvicorn") reads it as that command's would be:
+    sys.argv stays as it is, so a reload re-executes the same command."""
     # The server owns signals: Ctrl-C stops it as SIGINT does the binary,
     # instead of raising KeyboardInterrupt inside an app.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.stdout = _unbuffered(sys.stdout, 1)
     sys.stderr = _unbuffered(sys.stderr, 2)
-    _serve(sys.argv[1:])
+    _serve(([dialect] if dialect else []) + sys.argv[1:])
+
+
+def gunicorn_main():
+    """`oxgate-gunicorn ARGS`: Gunicorn's command line, as `oxgate gunicorn ARGS`."""
+    main("gunicorn")
+
+
+def uvicorn_main():
+    """`oxgate-uvicorn ARGS`: uvicorn's command line, as `oxgate uvicorn ARGS`."""
+    main("uvicorn")

@@ -12,6 +12,7 @@ mod parse;
 mod resolve;
 mod settings;
 pub mod sources;
+pub mod uvicorn;
 mod value;
 
 pub use doc::{help_text, man_page, options_markdown, print_config};

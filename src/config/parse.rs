@@ -4,9 +4,9 @@
 use std::ffi::OsString;
 
 use super::defs::{self, Key, Kind, opt};
-use super::gunicorn;
 use super::sources;
 use super::value::switch_on;
+use super::{gunicorn, uvicorn};
 
 /// One value given for one option, in the order the sources gave them.
 #[derive(Debug, Clone)]
@@ -149,6 +149,17 @@ where
     I::Item: Into<OsString>,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if args.first().is_some_and(|a| a == "uvicorn") {
+        let env = |k: &str| std::env::var(k).ok();
+        let read_file = |f: &str| std::fs::read_to_string(f).map_err(|e| e.to_string());
+        let cfg = uvicorn::read(args[1..].to_vec(), &env, &read_file)?;
+        return Ok(Loaded {
+            dialect: Some("uvicorn's command line".into()),
+            settings: cfg.settings,
+            read_warnings: cfg.warnings,
+            ..Loaded::default()
+        });
+    }
     let cmd_args = std::env::var("GUNICORN_CMD_ARGS").ok();
     let gunicorn_args = if args.first().is_some_and(|a| a == "gunicorn") {
         Some(args[1..].to_vec())

@@ -1,0 +1,517 @@
+//! uvicorn's command line (`oxgate uvicorn APP --port 8000 ...`), read
+//! into oxgate's options. uvicorn has no config file; `--env-file` is read
+//! here. Each option is in [`OPTIONS`] once, with what it becomes; one with
+//! no meaning in oxgate is reported once at start, with the reason.
+
+use std::ffi::OsString;
+use std::rc::Rc;
+
+use super::defs::{self, Key, opt};
+use super::sources::Origin;
+// Through the module's root, as `sources` does: `parse` reads this module.
+use crate::config::{ConfigError, Setting};
+
+/// How an option is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arity {
+    /// `--reload`; with `no`, also `--no-NAME` to turn it off.
+    Switch {
+        no: bool,
+    },
+    Value,
+    /// Repeatable.
+    Append,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    /// Translated by [`translate`].
+    Maps,
+    /// Accepted with no effect; the reason is shown once at start.
+    Ignored(&'static str),
+}
+
+struct UvicornOption {
+    flag: &'static str,
+    arity: Arity,
+    meaning: Meaning,
+}
+
+const fn u(flag: &'static str, arity: Arity, meaning: Meaning) -> UvicornOption {
+    UvicornOption {
+        flag,
+        arity,
+        meaning,
+    }
+}
+
+use Arity::{Append, Switch, Value};
+use Meaning::{Ignored, Maps};
+
+const ON: Arity = Switch { no: false };
+const ON_OFF: Arity = Switch { no: true };
+const NO_TLS: Meaning =
+    Ignored("oxgate does not serve TLS yet: terminate it in the proxy in front");
+const OWN_PROTOCOLS: Meaning =
+    Ignored("oxgate has its own HTTP and WebSocket implementations (hyper, tungstenite)");
+const NO_WATCH_LIST: Meaning = Ignored("--reload watches the files of the modules the app loaded");
+
+/// Every option of uvicorn 0.54's command line, in its order.
+static OPTIONS: &[UvicornOption] = &[
+    u("--host", Value, Maps),
+    u("--port", Value, Maps),
+    u("--uds", Value, Maps),
+    u("--fd", Value, Maps),
+    u("--reload", ON, Maps),
+    u("--reload-dir", Append, NO_WATCH_LIST),
+    u("--reload-include", Append, NO_WATCH_LIST),
+    u("--reload-exclude", Append, NO_WATCH_LIST),
+    u("--reload-delay", Value, Maps),
+    u("--workers", Value, Maps),
+    u("--loop", Value, Maps),
+    u("--http", Value, OWN_PROTOCOLS),
+    u(
+        "--http2",
+        ON,
+        Ignored("oxgate serves HTTP/1.1 only for now"),
+    ),
+    u("--ws", Value, OWN_PROTOCOLS),
+    u("--ws-max-size", Value, Maps),
+    u(
+        "--ws-max-queue",
+        Value,
+        Ignored("oxgate's WebSocket receive queue is its own"),
+    ),
+    u("--ws-ping-interval", Value, Maps),
+    u("--ws-ping-timeout", Value, Maps),
+    u(
+        "--ws-per-message-deflate",
+        Value,
+        Ignored("oxgate does not compress WebSocket messages yet"),
+    ),
+    u("--lifespan", Value, Maps),
+    u("--interface", Value, Maps),
+    u("--env-file", Value, Maps),
+    u(
+        "--log-config",
+        Value,
+        Ignored("oxgate writes its own log lines; logging configs are not read"),
+    ),
+    u("--log-level", Value, Maps),
+    u("--access-log", ON_OFF, Maps),
+    u(
+        "--use-colors",
+        ON_OFF,
+        Ignored("oxgate's log lines have no colours"),
+    ),
+    u("--proxy-headers", ON_OFF, Maps),
+    u(
+        "--server-header",
+        ON_OFF,
+        Ignored("oxgate adds no Server header of its own"),
+    ),
+    u(
+        "--date-header",
+        ON_OFF,
+        Ignored("oxgate always sends a Date header"),
+    ),
+    u("--forwarded-allow-ips", Value, Maps),
+    u("--root-path", Value, Maps),
+    u("--limit-concurrency", Value, Maps),
+    u("--backlog", Value, Maps),
+    u("--limit-max-requests", Value, Maps),
+    u("--limit-max-requests-jitter", Value, Maps),
+    u(
+        "--timeout-keep-alive",
+        Value,
+        Ignored("an idle keep-alive connection waits --socket-timeout for its next request"),
+    ),
+    u("--timeout-graceful-shutdown", Value, Maps),
+    u(
+        "--timeout-worker-healthcheck",
+        Value,
+        Ignored("oxgate's master watches its workers through shared memory"),
+    ),
+    u("--ssl-keyfile", Value, NO_TLS),
+    u("--ssl-certfile", Value, NO_TLS),
+    u("--ssl-keyfile-password", Value, NO_TLS),
+    u("--ssl-version", Value, NO_TLS),
+    u("--ssl-cert-reqs", Value, NO_TLS),
+    u("--ssl-ca-certs", Value, NO_TLS),
+    u("--ssl-ciphers", Value, NO_TLS),
+    u(
+        "--header",
+        Append,
+        Ignored("oxgate adds no response headers of its own choosing"),
+    ),
+    u("--version", ON, Maps),
+    u("--app-dir", Value, Maps),
+    u(
+        "--h11-max-incomplete-event-size",
+        Value,
+        Ignored("oxgate's request head limit is --buffer-size"),
+    ),
+    u(
+        "--reset-contextvars",
+        ON,
+        Ignored("oxgate runs each ASGI request in a task of its own"),
+    ),
+    u("--factory", ON, Maps),
+];
+
+/// What reading uvicorn's command line produced.
+#[derive(Debug, Default)]
+pub struct UvicornConfig {
+    pub settings: Vec<Setting>,
+    /// Options given that oxgate gives no meaning, with why.
+    pub warnings: Vec<String>,
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Reads uvicorn's command line (without the program name); `env` gives
+/// `WEB_CONCURRENCY` and `FORWARDED_ALLOW_IPS`, and `read_file` the
+/// `--env-file`.
+pub fn read(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<UvicornConfig, ConfigError> {
+    use lexopt::Arg;
+    let mut given: Vec<(&'static str, String)> = Vec::new();
+    let mut own: Vec<Setting> = Vec::new();
+    let mut app = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return err(format!("uvicorn's command line: {e}")),
+        };
+        let name = match arg {
+            Arg::Value(v) => {
+                let v = v
+                    .into_string()
+                    .map_err(|_| ConfigError("the app argument is not UTF-8".into()))?;
+                if app.replace(v).is_some() {
+                    return err("uvicorn's command line takes one app (module:attribute)");
+                }
+                continue;
+            }
+            Arg::Short(c) => return err(format!("unknown option -{c} for uvicorn's command line")),
+            Arg::Long(l) => format!("--{l}"),
+        };
+        // oxgate's own long options, where uvicorn has none of that name.
+        if !OPTIONS.iter().any(|o| o.flag == name)
+            && let Some(o) = defs::lookup(&name[2..])
+        {
+            let value = if o.kind == defs::Kind::Flag {
+                parser.optional_value().map(OsString::into_string)
+            } else {
+                Some(
+                    parser
+                        .value()
+                        .map_err(|e| ConfigError(format!("{name}: {e}")))?
+                        .into_string(),
+                )
+            };
+            let value = match value {
+                None => "true".to_string(),
+                Some(v) => {
+                    v.map_err(|_| ConfigError(format!("the value of {name} is not UTF-8")))?
+                }
+            };
+            own.push(Setting {
+                opt: o,
+                value,
+                origin: Origin::CommandLine,
+            });
+            continue;
+        }
+        let (option, on) = match OPTIONS.iter().find(|o| o.flag == name) {
+            Some(o) => (o, true),
+            None => match name.strip_prefix("--no-").and_then(|rest| {
+                OPTIONS
+                    .iter()
+                    .find(|o| o.arity == ON_OFF && o.flag[2..] == *rest)
+            }) {
+                Some(o) => (o, false),
+                None => {
+                    return err(format!(
+                        "unknown option {name} for uvicorn's command line (docs/migrating.md lists uvicorn's options and what oxgate makes of them)"
+                    ));
+                }
+            },
+        };
+        let value = match option.arity {
+            Switch { .. } => on.to_string(),
+            Value | Append => parser
+                .value()
+                .map_err(|e| ConfigError(format!("{name}: {e}")))?
+                .into_string()
+                .map_err(|_| ConfigError(format!("the value of {name} is not UTF-8")))?,
+        };
+        given.push((option.flag, value));
+    }
+    let mut out = UvicornConfig::default();
+    let quiet = own
+        .iter()
+        .any(|s| s.opt == &opt::PRINT_CONFIG || s.opt == &opt::CHECK_CONFIG);
+    translate(&given, app, quiet, env, read_file, &mut out)?;
+    out.settings.extend(own);
+    Ok(out)
+}
+
+fn translate(
+    given: &[(&'static str, String)],
+    app: Option<String>,
+    quiet: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&str) -> Result<String, String>,
+    out: &mut UvicornConfig,
+) -> Result<(), ConfigError> {
+    let origin = Origin::CommandLine;
+    let default = Origin::File {
+        path: Rc::new("(uvicorn's default)".into()),
+        line: 0,
+    };
+    let mut push = |key: Key, value: String, origin: &Origin| {
+        out.settings.push(Setting {
+            opt: key,
+            value,
+            origin: origin.clone(),
+        })
+    };
+    let last = |flag: &str| {
+        given
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == flag)
+            .map(|(_, v)| v.clone())
+    };
+
+    if last("--version").as_deref() == Some("true") {
+        push(&opt::VERSION, "true".into(), &origin);
+        return Ok(());
+    }
+    // One master, as `uvicorn --workers N` runs; the app is imported in
+    // each worker, as uvicorn's spawned workers do.
+    push(&opt::MASTER, "true".into(), &default);
+    push(&opt::LAZY_APPS, "true".into(), &default);
+
+    let socket = if let Some(path) = last("--uds") {
+        path
+    } else if last("--fd").is_some() {
+        return err("--fd: oxgate takes inherited sockets from systemd (LISTEN_FDS), not --fd");
+    } else {
+        let host = last("--host").unwrap_or_else(|| "127.0.0.1".into());
+        let port = last("--port").unwrap_or_else(|| "8000".into());
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    };
+    push(&opt::HTTP_SOCKET, socket, &origin);
+    let workers = last("--workers")
+        .or_else(|| env("WEB_CONCURRENCY").filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "1".into());
+    push(&opt::PROCESSES, workers, &origin);
+
+    // uvicorn trusts proxy headers from 127.0.0.1 unless told otherwise.
+    if last("--proxy-headers").as_deref() != Some("false") {
+        push(&opt::PROXY_HEADERS, "true".into(), &default);
+    }
+    if last("--access-log").as_deref() == Some("false") {
+        push(&opt::DISABLE_LOGGING, "true".into(), &origin);
+    }
+    if let Some(reload) = last("--reload")
+        && reload == "true"
+    {
+        let every = last("--reload-delay")
+            .and_then(|d| d.parse::<f64>().ok())
+            .map_or(1, |d| d.ceil().max(1.0) as u64);
+        push(&opt::PY_AUTORELOAD, every.to_string(), &origin);
+    }
+    if let Some(level) = last("--log-level") {
+        let known = ["critical", "error", "warning", "info", "debug", "trace"];
+        if !known.contains(&level.to_ascii_lowercase().as_str()) {
+            return err(format!(
+                "--log-level {level:?}: expected one of {}",
+                known.join(", ")
+            ));
+        }
+    }
+    match last("--interface").as_deref() {
+        None | Some("auto") => {}
+        Some("asgi3") => push(&opt::INTERFACE, "asgi".into(), &origin),
+        Some("wsgi") => push(&opt::INTERFACE, "wsgi".into(), &origin),
+        Some("asgi2") => {
+            return err(
+                "--interface asgi2: oxgate serves ASGI 3 apps (wrap an ASGI 2 class with asgiref's guarantee_single_callable)",
+            );
+        }
+        Some(other) => {
+            return err(format!(
+                "--interface {other:?}: expected auto, asgi3, asgi2 or wsgi"
+            ));
+        }
+    }
+    let direct: &[(&str, Key)] = &[
+        ("--loop", &opt::LOOP),
+        ("--lifespan", &opt::LIFESPAN),
+        ("--ws-max-size", &opt::WS_MAX_SIZE),
+        ("--ws-ping-interval", &opt::WS_PING_INTERVAL),
+        ("--ws-ping-timeout", &opt::WS_PING_TIMEOUT),
+        ("--forwarded-allow-ips", &opt::FORWARDED_ALLOW_IPS),
+        ("--root-path", &opt::ROOT_PATH),
+        ("--limit-concurrency", &opt::LIMIT_CONCURRENCY),
+        ("--backlog", &opt::LISTEN),
+        ("--limit-max-requests", &opt::MAX_REQUESTS),
+        ("--limit-max-requests-jitter", &opt::MAX_REQUESTS_JITTER),
+        ("--timeout-graceful-shutdown", &opt::WORKER_RELOAD_MERCY),
+        ("--timeout-graceful-shutdown", &opt::RELOAD_MERCY),
+    ];
+    for (flag, key) in direct {
+        if let Some(v) = last(flag) {
+            push(key, v, &origin);
+        }
+    }
+    if let Some(dir) = last("--app-dir")
+        && !dir.is_empty()
+    {
+        push(&opt::PYTHONPATH, dir, &origin);
+    }
+    if let Some(file) = last("--env-file") {
+        let text = read_file(&file).map_err(|e| ConfigError(format!("--env-file {file}: {e}")))?;
+        for (key, value) in env_file(&text) {
+            push(&opt::ENV, format!("{key}={value}"), &origin);
+        }
+    }
+
+    match app {
+        Some(mut app) => {
+            if last("--factory").as_deref() == Some("true") && !app.ends_with(')') {
+                app.push_str("()");
+            }
+            push(&opt::MODULE, app, &origin);
+        }
+        None if quiet => {}
+        None => {
+            return err("no application given: uvicorn's command line takes the app, like main:app");
+        }
+    }
+
+    let mut reported = Vec::new();
+    for (flag, _) in given {
+        if let Some(o) = OPTIONS.iter().find(|o| o.flag == *flag)
+            && let Ignored(why) = o.meaning
+            && !reported.contains(flag)
+        {
+            reported.push(*flag);
+            out.warnings
+                .push(format!("command line: {flag} has no effect: {why}"));
+        }
+    }
+    Ok(())
+}
+
+/// A dotenv file's `KEY=VALUE` lines (`export` and quotes allowed; `#`
+/// starts a comment line).
+fn env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_args(args: &[&str]) -> Result<UvicornConfig, ConfigError> {
+        let env = |k: &str| (k == "WEB_CONCURRENCY").then(|| "2".to_string());
+        let file = |_: &str| Ok("# settings\nexport A=1\nB=\"two words\"\n\nC='x'\n".to_string());
+        read(args.iter().map(OsString::from).collect(), &env, &file)
+    }
+
+    fn values(c: &UvicornConfig, key: Key) -> Vec<&str> {
+        c.settings
+            .iter()
+            .filter(|s| s.opt == key)
+            .map(|s| s.value.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn command_line_maps_onto_options() {
+        let c = read_args(&[
+            "main:app",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--workers",
+            "4",
+            "--no-access-log",
+            "--root-path",
+            "/api",
+            "--env-file",
+            ".env",
+            "--limit-max-requests",
+            "100",
+            "--factory",
+            "--ws-max-queue",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), ["0.0.0.0:9000"]);
+        assert_eq!(values(&c, &opt::PROCESSES), ["4"]);
+        assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+        assert_eq!(values(&c, &opt::ROOT_PATH), ["/api"]);
+        assert_eq!(values(&c, &opt::ENV), ["A=1", "B=two words", "C=x"]);
+        assert_eq!(values(&c, &opt::MAX_REQUESTS), ["100"]);
+        assert_eq!(values(&c, &opt::MODULE), ["main:app()"]);
+        assert_eq!(values(&c, &opt::PROXY_HEADERS), ["true"]);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("--ws-max-queue has no effect"))
+        );
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = read_args(&["main:app", "--no-proxy-headers", "--uds", "/run/a.sock"]).unwrap();
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), ["/run/a.sock"]);
+        assert_eq!(values(&c, &opt::PROCESSES), ["2"], "$WEB_CONCURRENCY");
+        assert!(values(&c, &opt::PROXY_HEADERS).is_empty());
+        let c = read_args(&["main:app", "--host", "::1"]).unwrap();
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), ["[::1]:8000"]);
+        assert!(read_args(&["main:app", "--bogus"]).is_err());
+        assert!(read_args(&["main:app", "--interface", "asgi2"]).is_err());
+        assert!(read_args(&[]).is_err());
+        assert!(read_args(&["main:app", "--fd", "3"]).is_err());
+    }
+
+    #[test]
+    fn every_option_is_listed_once() {
+        let mut seen = std::collections::HashSet::new();
+        for o in OPTIONS {
+            assert!(seen.insert(o.flag), "{}", o.flag);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+"""uvicorn's command line (`oxgate uvicorn APP ...`), and the
+`oxgate-gunicorn` and `oxgate-uvicorn` commands `pip install oxgate` adds."""
+import os
+import re
+import subprocess
+
+import pytest
+import requests
+
+from helpers import APPS, BIN, INSTALLED, ROOT, VENV
+
+SRC = ROOT / "src" / "config" / "uvicorn.rs"
+
+
+def oxgate(*args, program=None, cwd=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "GUNICORN_", "WEB_CONCURRENCY"))}
+    return subprocess.run([program or BIN, *args], capture_output=True, text=True, timeout=30, env=env,
+                          cwd=cwd or ROOT)
+
+
+def settings(stdout):
+    return [(l.split(" = ", 1)[0], l.split(" = ", 1)[1].split("    # ")[0])
+            for l in stdout.splitlines() if not l.startswith("#") and " = " in l]
+
+
+def test_every_uvicorn_option_is_in_oxgates_table():
+    from uvicorn.main import main
+    table = SRC.read_text()
+    rows = dict(re.findall(r'u\(\s*"(--[\w-]+)",\s*(\w+)', table))
+    command = getattr(main, "__self__", main)  # the click command
+    for p in command.params:
+        for flag in p.opts:
+            if flag.startswith("--"):
+                assert flag in rows, f"uvicorn's {flag} is missing from {SRC.name}"
+        for flag in p.secondary_opts:  # --no-access-log and the like
+            assert rows.get("--" + flag[len("--no-"):]) == "ON_OFF", flag
+
+
+def test_print_config_maps_uvicorns_options(tmp_path):
+    (tmp_path / ".env").write_text("# deploy\nexport SECRET=s3\nNAME=\"two words\"\n")
+    p = oxgate("uvicorn", "main:create_app", "--factory", "--uds", str(tmp_path / "a.sock"), "--workers", "3",
+               "--env-file", str(tmp_path / ".env"), "--no-access-log", "--root-path", "/api",
+               "--limit-max-requests", "500", "--ws-max-queue", "8", "--print-config")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("# read as: uvicorn's command line")
+    got = settings(p.stdout)
+    for pair in [("http-socket", str(tmp_path / "a.sock")), ("processes", "3"), ("env", "SECRET=s3"),
+                 ("env", "NAME=two words"), ("disable-logging", "true"), ("root-path", "/api"),
+                 ("max-requests", "500"), ("module", "main:create_app()"), ("proxy-headers", "true")]:
+        assert pair in got, (pair, got)
+    assert "--ws-max-queue has no effect" in p.stderr
+    p = oxgate("uvicorn", "main:app", "--interface", "asgi2")
+    assert p.returncode == 2 and "ASGI 3" in p.stderr
+    p = oxgate("uvicorn", "main:app", "--bogus")
+    assert p.returncode == 2 and "unknown option --bogus" in p.stderr
+
+
+def test_serves_what_uvicorn_serves(serve, uvicorn):
+    s = serve("uvicorn", "asgi_fastapi:app", "--host", "127.0.0.1", "--port", "{port}", "--app-dir", str(APPS),
+              "--workers", "2", socket_arg=False, env={"VIRTUAL_ENV": str(VENV)})
+    theirs = uvicorn("asgi_fastapi:app")
+    for path in ("/", "/items/7?q=x"):
+        a, b = requests.get(s.url + path), requests.get(theirs + path)
+        assert (a.status_code, a.json()) == (b.status_code, b.json()), path
+    r = requests.post(s.url + "/items", json={"name": "n", "price": 2.5})
+    assert r.status_code == 201 and r.json() == {"name": "n", "double": 5.0}
+    assert len(s.wait_workers(2)) == 2
+
+
+@pytest.mark.skipif(not INSTALLED, reason="the commands pip installs (the wheel pass of scripts/test.sh)")
+@pytest.mark.parametrize("command,args,first", [
+    ("oxgate-gunicorn", ["-w", "3", "app:app"], "# read as: Gunicorn's settings"),
+    ("oxgate-uvicorn", ["app:app", "--workers", "3"], "# read as: uvicorn's command line"),
+])
+def test_pip_installs_one_word_commands(tmp_path, command, args, first):
+    program = os.path.join(os.path.dirname(BIN), command)
+    p = oxgate(*args, "--print-config", program=program, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(first) and ("processes", "3") in settings(p.stdout)
