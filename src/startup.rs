@@ -43,6 +43,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
         crate::log::file::set_path(log);
     }
 
+    if let Some(path) = &cfg.log_files.requests {
+        crate::log::file::open_request_log(path)?;
+    }
+
     // Bind first: a taken address fails fast, before the app is imported.
     // After a reload the sockets come from the previous master image.
     // Sockets from systemd (socket activation), or from the master image

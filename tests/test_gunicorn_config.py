@@ -371,3 +371,14 @@ def test_prometheus_multiprocess_collector(serve, tmp_path):
     s.stop()
     # Every worker is gone, and child_exit removed each one's live gauge.
     assert not list(metrics_dir.glob("gauge_livesum_*.db"))
+
+
+def test_access_and_error_logs_in_files_of_their_own(serve, tmp_path):
+    access, error = tmp_path / "access.log", tmp_path / "error.log"
+    f = conf(tmp_path, f"accesslog = {str(access)!r}\nerrorlog = {str(error)!r}\nworkers = 1\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    requests.get(s.url + "/to-access-log")
+    wait_for(lambda: access.exists() and '"GET /to-access-log HTTP/1.1" 200' in access.read_text(),
+             what="the access line")
+    assert "serving" in error.read_text() and "/to-access-log" not in error.read_text()

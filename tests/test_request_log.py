@@ -224,6 +224,32 @@ def test_logto_and_sigusr1_reopen(serve, app_dir, tmp_path):
     wait_for(lambda: "SIGTTIN" in log.read_text(), what="new lines in the new file")
 
 
+def test_uwsgi_logger_and_req_logger_files(serve, tmp_path):
+    """`logger = file:` and `req-logger = file:` (or logger-req), as strict
+    uWSGI files name them: server lines in one file, request lines in the
+    other, each reopened by SIGUSR1."""
+    main, reqs = tmp_path / "server.log", tmp_path / "requests.log"
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nstrict = true\nwsgi-file = {LOGGED}\nprocesses = 2\n"
+                   f"logger = file:{main}\nlogger-req = file:{reqs}\n")
+    s = serve(str(ini))
+    s.wait_workers(2)
+    for i in range(4):
+        requests.get(s.url + f"/split/{i}")
+    wait_for(lambda: reqs.exists() and reqs.read_text().count("/split/") == 4, what="request lines")
+    assert "/split/" not in main.read_text() and "serving" in main.read_text()
+    assert "serving" not in reqs.read_text()
+    reqs.rename(tmp_path / "requests.log.1")
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    wait_for(reqs.exists, what="the reopened request log")
+    for i in range(4):
+        requests.get(s.url + f"/after/{i}")
+    wait_for(lambda: reqs.read_text().count("/after/") == 4, what="lines in the new request log")
+    ini.write_text(f"[uwsgi]\nhttp-socket = :1\nwsgi-file = {LOGGED}\nlogger = syslog:app\n")
+    p = subprocess.run([BIN, str(ini), "--check-config"], capture_output=True, text=True)
+    assert p.returncode == 2 and "file:PATH or stdio" in p.stderr
+
+
 def test_no_request_can_forge_a_log_line(serve, tmp_path):
     """Control characters a request brings (a decoded %0A in a path, bytes a
     uwsgi client sent in a header) are written \\xNN, never raw."""

@@ -395,6 +395,13 @@ options! {
     LOGTO = OptDef::new("logto", Str, Logging)
         .value("FILE")
         .help("Log to FILE instead of stderr."),
+    LOGGER = OptDef::new("logger", List, Logging)
+        .value("TARGET")
+        .help("uWSGI's logger: file:PATH logs there (as --logto), stdio to stderr; a NAME before the target is allowed (for uWSGI's log-route, which oxgate does not have)."),
+    REQ_LOGGER = OptDef::new("req-logger", Str, Logging)
+        .aliases(&["logger-req"])
+        .value("TARGET")
+        .help("Where request lines go: file:PATH (a file of their own, reopened with the main log), or stdio (stderr, with everything else)."),
     VACUUM = OptDef::new("vacuum", Flag, Process)
         .help("Remove unix sockets and pidfiles on exit."),
     STOP = OptDef::new("stop", Str, Process)
@@ -754,7 +761,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "protocol",
     "auto-procname",
     "ini",
-    "logger",
     "socket-timeout",
     "strict",
     "chown-socket",
@@ -789,7 +795,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "import",
     "procname-prefix-spaced",
     "reload-mercy",
-    "req-logger",
     "uwsgi-socket",
     "vhost",
     "cheaper-busyness-backlog-alert",

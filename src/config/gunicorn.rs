@@ -914,10 +914,9 @@ fn translate(
         Some(target) => {
             let origin = &given["accesslog"].origin;
             let errorlog = one("errorlog").unwrap_or_else(|| "-".into());
+            // A file of its own, as in Gunicorn; "-" (stdout) joins the log.
             if target != "-" && target != errorlog {
-                out.warnings.push(format!(
-                    "{origin}: accesslog {target:?}: oxgate writes access lines to the one log (errorlog {errorlog:?}) for now"
-                ));
+                push(&opt::REQ_LOGGER, format!("file:{target}"), origin);
             }
             let format =
                 one("access_log_format").unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string());

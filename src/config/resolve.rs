@@ -740,6 +740,10 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             backupname: r.path(&opt::LOG_BACKUPNAME),
             touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,
+            requests: match r.value(&opt::REQ_LOGGER) {
+                None => None,
+                Some(t) => log_target("--req-logger", t)?,
+            },
         },
         stats: StatsConfig {
             addr: r.string(&opt::STATS),
@@ -773,7 +777,22 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             pidfile2: r.path(&opt::PIDFILE2),
             daemonize: r.path(&opt::DAEMONIZE),
             daemonize2: r.path(&opt::DAEMONIZE2),
-            logto: r.path(&opt::LOGTO),
+            logto: match r.path(&opt::LOGTO) {
+                Some(p) => Some(p),
+                None => {
+                    let mut files = Vec::new();
+                    for t in r.all(&opt::LOGGER) {
+                        files.extend(log_target("--logger", &t)?);
+                    }
+                    if files.len() > 1 {
+                        return err(format!(
+                            "--logger: oxgate logs to one file, and {} are named",
+                            files.len()
+                        ));
+                    }
+                    files.pop()
+                }
+            },
             vacuum: r.flag(&opt::VACUUM)?,
             touch_reload: r.paths(&opt::TOUCH_RELOAD),
             touch_chain_reload: r.paths(&opt::TOUCH_CHAIN_RELOAD),
@@ -802,6 +821,29 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             },
         },
     })))
+}
+
+/// A uWSGI logger target: `file:PATH` (a file), `stdio` (stderr: none),
+/// optionally after a logger NAME.
+fn log_target(option: &str, target: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let t = target.trim();
+    // `logger = name file:/path`: named loggers are for log-route.
+    let t = match t.split_once(char::is_whitespace) {
+        Some((_, rest)) if !t.starts_with("file:") => rest.trim(),
+        _ => t,
+    };
+    if let Some(path) = t.strip_prefix("file:") {
+        if path.is_empty() {
+            return err(format!("{option} {target:?}: file: needs a path"));
+        }
+        return Ok(Some(PathBuf::from(path)));
+    }
+    if t == "stdio" {
+        return Ok(None);
+    }
+    err(format!(
+        "{option} {target:?}: oxgate logs to file:PATH or stdio targets (syslog and the other uWSGI loggers are not supported yet)"
+    ))
 }
 
 #[cfg(test)]

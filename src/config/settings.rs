@@ -201,6 +201,8 @@ pub struct LogFiles {
     pub touch_reopen: Vec<PathBuf>,
     /// `--logdate`: a strftime format for oxgate's own messages.
     pub date: Option<String>,
+    /// `--req-logger file:PATH`: request lines in a file of their own.
+    pub requests: Option<PathBuf>,
 }
 
 /// `--stats`, `--metrics`.

@@ -400,7 +400,9 @@ fn translate(
         }
         None if quiet => {}
         None => {
-            return err("no application given: uvicorn's command line takes the app, like main:app");
+            return err(
+                "no application given: uvicorn's command line takes the app, like main:app",
+            );
         }
     }
 

@@ -9,10 +9,11 @@
 //! file, so no line is lost, only a few land in the older file.
 
 use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
@@ -21,6 +22,69 @@ use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{dup2_stderr, dup2_stdout};
 
 static PATH: OnceLock<CString> = OnceLock::new();
+/// `--req-logger file:PATH`: request lines go to their own file, on this
+/// descriptor (inherited by the workers), reopened like the main log.
+static REQUEST_PATH: OnceLock<CString> = OnceLock::new();
+static REQUEST_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Opens the request log file (appending); its lines are written there
+/// from now on, in this process and the workers it forks.
+pub fn open_request_log(path: &Path) -> Result<(), String> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
+    let fd = open(
+        c.as_c_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o640),
+    )
+    .map_err(|e| format!("cannot open the request log {}: {e}", path.display()))?;
+    let _ = REQUEST_PATH.set(c);
+    REQUEST_FD.store(fd.into_raw_fd(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// The request log's descriptor, when it has a file of its own.
+fn request_log_fd() -> Option<BorrowedFd<'static>> {
+    match REQUEST_FD.load(Ordering::Relaxed) {
+        -1 => None,
+        // SAFETY: the descriptor was opened by open_request_log and is never
+        // closed: reopening puts the new file behind the same number.
+        fd => Some(unsafe { BorrowedFd::borrow_raw(fd) }),
+    }
+}
+
+/// A request log line: to `--req-logger`'s file when there is one, else
+/// to the log with everything else.
+pub fn write_request_line(buf: &[u8]) {
+    match request_log_fd() {
+        // A full disk loses the line, as for the main log; serving goes on.
+        Some(fd) => {
+            let _ = super::say::write_all_to(fd, buf);
+        }
+        None => super::say::write_stderr(buf),
+    }
+}
+
+/// Reopens the request log path behind its descriptor (async-signal-safe,
+/// as `reopen` is).
+fn reopen_request_log() {
+    let (Some(path), fd) = (REQUEST_PATH.get(), REQUEST_FD.load(Ordering::Relaxed)) else {
+        return;
+    };
+    if fd < 0 {
+        return;
+    }
+    if let Ok(new) = open(
+        path.as_c_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o640),
+    ) {
+        // SAFETY: dup2 is async-signal-safe; it puts the new file behind
+        // the request log's number (closing the old file there) and does
+        // not touch `new`, which is closed when dropped.
+        unsafe { libc::dup2(new.as_raw_fd(), fd) };
+    }
+}
 
 /// Remembers where the log goes, for reopening (also from a signal handler).
 pub fn set_path(path: &Path) {
@@ -39,6 +103,7 @@ pub fn path() -> Option<PathBuf> {
 /// `open` passes a `CStr` path straight to open(2), with no allocation;
 /// `dup2` and the `close` of dropping an `OwnedFd` are async-signal-safe.)
 pub fn reopen() -> bool {
+    reopen_request_log();
     let Some(path) = PATH.get() else {
         return false;
     };

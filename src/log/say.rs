@@ -61,12 +61,18 @@ pub fn write_stderr(buf: &[u8]) {
     }
 }
 
-fn write_all(mut buf: &[u8]) -> Result<(), nix::errno::Errno> {
+fn write_all(buf: &[u8]) -> Result<(), nix::errno::Errno> {
     let stderr = std::io::stderr();
     // Unlocked on purpose: std's stderr is unbuffered, and its lock would
     // only order this process's threads, which one write() already does.
     use std::os::fd::AsFd;
-    let fd = stderr.as_fd();
+    write_all_to(stderr.as_fd(), buf)
+}
+
+pub(super) fn write_all_to(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut buf: &[u8],
+) -> Result<(), nix::errno::Errno> {
     while !buf.is_empty() {
         match nix::unistd::write(fd, buf) {
             Ok(n) => buf = &buf[n..],

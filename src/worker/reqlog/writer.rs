@@ -10,7 +10,7 @@ use super::format::{Piece, fill_template, parse_format};
 use super::line::{Counts, Line, Pending};
 use crate::config::{Encoder, LogSettings};
 use crate::listen::Protocol;
-use crate::log::say::write_stderr;
+use crate::log::file::write_request_line;
 use crate::request::{Outcome, VarName};
 use crate::sys::clock::wall_us;
 
@@ -135,7 +135,7 @@ impl RequestLog {
         }
         out.push('\n');
         p.values.clear();
-        write_stderr(out.as_bytes());
+        write_request_line(out.as_bytes());
     }
 }
 
