@@ -169,6 +169,25 @@ def test_files_named_like_mod_wsgi_or_without_suffix(serve, tmp_path, name):
     assert requests.get(s.url + "/m/x").json() == ["app", "/m", "/x"]
 
 
+def test_import_option_runs_modules_after_the_app(serve, tmp_path):
+    """uWSGI's --import: modules (registering handlers, timers) imported in
+    the process that loads the app; a dotted name or a .py file."""
+    (tmp_path / "envreport.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [os.environ.get('IMPORTED', '').encode()]\n")
+    (tmp_path / "tasks.py").write_text("import os\nos.environ['IMPORTED'] = os.environ.get('IMPORTED', '') + 'a'\n")
+    (tmp_path / "more.py").write_text("import os\nos.environ['IMPORTED'] = os.environ.get('IMPORTED', '') + 'b'\n")
+    s = serve("--wsgi-file", "envreport.py", "--import", "tasks", "--pyimport", str(tmp_path / "more.py"),
+              "--processes", "1", cwd=tmp_path)
+    assert requests.get(s.url + "/").text == "ab"
+    (tmp_path / "broken_task.py").write_text("raise RuntimeError('no broker')\n")
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", "envreport.py", "--import", "broken_task",
+                         cwd=tmp_path)
+    assert code == 1 and "--import broken_task" in err and "RuntimeError: no broker" in err
+
+
 def test_mount_chosen_by_script_name_over_uwsgi(serve, tmp_path):
     """nginx's `uwsgi_param SCRIPT_NAME /blog` picks the app; a path no app
     is mounted at, with no default app, is a 404."""

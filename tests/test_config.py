@@ -206,6 +206,12 @@ def test_files_that_only_uwsgi_reads(tmp_path):
         assert (p.returncode == 0) == usable, (value, p.stderr)
         assert usable or "no application given" in p.stderr
     assert ("socket-timeout", "7") in options(run(str(f), "--print-config").stdout)
+    # Options real files name whose job oxgate always does: accepted under strict.
+    f.write_text("[uwsgi]\nstrict = true\nhttp-socket = 127.0.0.1:1\nmodule = app\nhttp-websockets = true\n"
+                 "close-on-exec = 1\nreaper = true\nauto-procname = true\nprocname-prefix-spaced = app\n"
+                 "offload-threads = 2\nimport = tasks\n")
+    p = run(str(f), "--check-config")
+    assert p.returncode == 0, p.stderr
 
 
 def test_unrendered_template_placeholders_are_named(tmp_path):

@@ -301,6 +301,10 @@ options! {
         .aliases(&["python-path", "pp"])
         .value("DIR")
         .help("Put DIR in front of sys.path (repeatable)."),
+    IMPORT = OptDef::new("import", List, Python)
+        .aliases(&["pyimport", "py-import", "python-import"])
+        .value("MODULE")
+        .help("Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)."),
     HOME = OptDef::new("home", Str, Python)
         .aliases(&["virtualenv", "venv", "pyhome"])
         .short('H')
@@ -689,6 +693,27 @@ options! {
         .value("DIR")
         .ignored()
         .help("there are no plugins to look for."),
+    HTTP_WEBSOCKETS = OptDef::new("http-websockets", Flag, Sockets)
+        .ignored()
+        .help("HTTP sockets always take WebSocket upgrades, for ASGI apps."),
+    CLOSE_ON_EXEC = OptDef::new("close-on-exec", Flag, Process)
+        .ignored()
+        .help("oxgate's sockets are always closed in the processes an app executes."),
+    REAPER = OptDef::new("reaper", Flag, Process)
+        .ignored()
+        .help("the master always reaps its children."),
+    AUTO_PROCNAME = OptDef::new("auto-procname", Flag, Process)
+        .ignored()
+        .help("oxgate does not set process titles."),
+    PROCNAME_PREFIX = OptDef::new("procname-prefix", Str, Process)
+        .aliases(&["procname-prefix-spaced"])
+        .value("TEXT")
+        .ignored()
+        .help("oxgate does not set process titles."),
+    OFFLOAD_THREADS = OptDef::new("offload-threads", Int, Process)
+        .value("N")
+        .ignored()
+        .help("oxgate sends static files and wsgi.file_wrapper bodies from its event loop, with no threads for it."),
     THUNDER_LOCK = OptDef::new("thunder-lock", Flag, Process)
         .ignored()
         .help("workers accept from shared sockets without a lock, and connections spread across them."),
@@ -759,7 +784,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "log-date",
     "post-buffering",
     "protocol",
-    "auto-procname",
     "ini",
     "socket-timeout",
     "strict",
@@ -783,17 +807,12 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "attach-daemon",
     "cron",
     "mount",
-    "offload-threads",
-    "procname-prefix",
     "cache2",
     "cheaper-initial",
     "endif",
     "hook-master-start",
-    "http-websockets",
     "if-env",
     "if-not-env",
-    "import",
-    "procname-prefix-spaced",
     "reload-mercy",
     "uwsgi-socket",
     "vhost",
@@ -803,7 +822,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "cheaper-busyness-multiplier",
     "cheaper-overload",
     "cheaper-step",
-    "close-on-exec",
     "limit-as",
     "limit-post",
     "log-encoder",
@@ -811,7 +829,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "log-slow",
     "master-fifo",
     "no-default-app",
-    "reaper",
     "reload-on-as",
     "route",
     "touch-chain-reload",

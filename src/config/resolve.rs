@@ -674,6 +674,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         },
         chdir: r.path(&opt::CHDIR),
         pythonpath: r.paths(&opt::PYTHONPATH),
+        imports: r.all(&opt::IMPORT),
         home,
         env,
         threads: r.positive(&opt::THREADS)?.min(1024) as usize,

@@ -162,6 +162,8 @@ pub struct Config {
     pub asgi: AsgiSettings,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
+    /// `--import`: modules imported after the app.
+    pub imports: Vec<String>,
     pub home: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub threads: usize,

@@ -251,6 +251,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         mounts: &cfg.mounts,
         vhost: cfg.vhost,
         pythonpath: &cfg.pythonpath,
+        imports: &cfg.imports,
         threads: cfg.threads,
         interface: cfg.interface,
         asgi: &cfg.asgi,

@@ -42,6 +42,25 @@ def _resolve_callable(module, spec, where):
     return obj
 
 
+def import_module(target):
+    """`--import`: a dotted module, or a .py file run as a module. None, or
+    the error with its traceback."""
+    try:
+        if target.endswith(".py") or "/" in target:
+            path = os.path.abspath(target)
+            name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
+            loader = importlib.machinery.SourceFileLoader(name, path)
+            spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(target)
+        return None
+    except BaseException as e:
+        return "cannot import it:\n" + "".join(traceback.format_exception(e)).rstrip()
+
+
 def load(kind, target, callable_spec):
     """Returns (app, None) or (None, message) with the full Python error."""
     where = target

@@ -19,6 +19,7 @@ pub struct LoadOptions<'a> {
     pub mounts: &'a [(String, AppSpec)],
     pub vhost: bool,
     pub pythonpath: &'a [PathBuf],
+    pub imports: &'a [String],
     pub threads: usize,
     pub interface: Interface,
     pub asgi: &'a AsgiSettings,
@@ -70,6 +71,16 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
         for (point, spec) in opts.mounts {
             let app = load_one(spec).map_err(|e| format!("--mount {point}: {e}"))?;
             mounts.push((point.clone(), spec, app));
+        }
+        for module in opts.imports {
+            let failed: Option<String> = helpers
+                .import_module
+                .call1(py, (module,))
+                .and_then(|r| r.extract(py))
+                .map_err(|e| format!("internal error in --import: {e}"))?;
+            if let Some(msg) = failed {
+                return Err(format!("--import {module}: {msg}"));
+            }
         }
         let host = Arc::new(
             WsgiHost::new(py, helpers, opts.threads).map_err(|e| format!("internal: {e}"))?,

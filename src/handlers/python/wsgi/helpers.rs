@@ -8,6 +8,8 @@ use pyo3::types::PyModule;
 
 pub(crate) struct Helpers {
     pub load: Py<PyAny>,
+    /// `--import`.
+    pub import_module: Py<PyAny>,
     pub(super) load_vhost: Py<PyAny>,
     pub(crate) log_exception: Py<PyAny>,
     pub module_files: Py<PyAny>,
@@ -19,6 +21,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
     let m = PyModule::from_code(py, &code, c"oxgate/loader.py", c"_oxgate_loader")?;
     Ok(Helpers {
         load: m.getattr("load")?.unbind(),
+        import_module: m.getattr("import_module")?.unbind(),
         load_vhost: m.getattr("load_vhost")?.unbind(),
         log_exception: m.getattr("log_exception")?.unbind(),
         module_files: m.getattr("module_files")?.unbind(),
