@@ -50,7 +50,9 @@ impl Loaded {
         let mut errors = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for e in &self.unknown {
-            if !seen.insert(e.key.clone()) {
+            // A line of only `=` (a merge conflict's `=======`): uWSGI
+            // passes over it, and so does oxgate.
+            if e.key.is_empty() || !seen.insert(e.key.clone()) {
                 continue;
             }
             let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str()) {

@@ -502,12 +502,13 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 "--mount {m:?}: expected MOUNTPOINT=APP, with MOUNTPOINT starting with /"
             ));
         }
-        // As uWSGI: a path (or a .py/.wsgi file) is a file, else a module;
-        // a bare name that is an existing file (no suffix at all) is a file too.
+        // As uWSGI: a path or a .py file is a file, else a module. A name
+        // that is an existing file (`site.wsgi`, or no suffix at all) is a
+        // file too; `mysite.wsgi` with no such file is Django's module.
+        let chdir = r.path(&opt::CHDIR).unwrap_or_default();
         let is_file = target.contains('/')
             || target.ends_with(".py")
-            || target.ends_with(".wsgi")
-            || (!target.contains(':') && std::path::Path::new(target).is_file());
+            || (!target.contains(':') && chdir.join(target).is_file());
         let spec = if is_file {
             AppSpec {
                 source: AppSource::File(PathBuf::from(target)),

@@ -273,6 +273,18 @@ pub fn parse_xml(text: &str, section: &str) -> Result<Vec<(String, String, usize
         .filter(|n| n.is_element())
         .map(|n| {
             let line = doc.text_pos_at(n.range().start).row as usize;
+            // uWSGI's legacy `<app mountpoint="/x"><script>mod</script></app>`
+            // is a mount.
+            if n.tag_name().name() == "app" {
+                let script = n
+                    .children()
+                    .find(|c| c.is_element() && c.tag_name().name() == "script")
+                    .and_then(|c| c.text())
+                    .unwrap_or("")
+                    .trim();
+                let point = n.attribute("mountpoint").unwrap_or("/");
+                return ("mount".to_string(), format!("{point}={script}"), line);
+            }
             (
                 n.tag_name().name().to_string(),
                 n.text().unwrap_or("").trim().to_string(),
@@ -342,6 +354,15 @@ mod tests {
         .unwrap();
         assert_eq!(x.len(), 3);
         assert_eq!((x[0].0.as_str(), x[0].1.as_str()), ("master", ""));
+        let x = parse_xml(
+            "<uwsgi id=\"site\"><app mountpoint=\"/blog\"><script>blog.wsgi</script></app></uwsgi>",
+            "uwsgi",
+        )
+        .unwrap();
+        assert_eq!(
+            (x[0].0.as_str(), x[0].1.as_str()),
+            ("mount", "/blog=blog.wsgi")
+        );
         assert!(parse_json("{}", "uwsgi").is_err());
     }
 
