@@ -78,7 +78,7 @@ pub enum MasterCommand {
 
 impl MasterCommand {
     /// Every signal a master handles, with what it asks.
-    pub fn table() -> [(i32, MasterCommand); 10] {
+    pub fn table() -> [(i32, MasterCommand); 11] {
         [
             // Stops first: signals that arrive together are handled in
             // this order, and a stop makes a reload that came with it moot.
@@ -94,6 +94,11 @@ impl MasterCommand {
                 ReloadKind::Chain.signal(),
                 MasterCommand::Reload(ReloadKind::Chain),
             ),
+            // Gunicorn's "upgrade on the fly": a new master image with the
+            // new code, the workers replaced without a gap. (uWSGI prints
+            // its workers' status; before, the default action killed the
+            // master.)
+            (libc::SIGUSR2, MasterCommand::Reload(ReloadKind::Chain)),
             (
                 ReloadKind::Brutal.signal(),
                 MasterCommand::Reload(ReloadKind::Brutal),

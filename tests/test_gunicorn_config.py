@@ -382,3 +382,28 @@ def test_access_and_error_logs_in_files_of_their_own(serve, tmp_path):
     wait_for(lambda: access.exists() and '"GET /to-access-log HTTP/1.1" 200' in access.read_text(),
              what="the access line")
     assert "serving" in error.read_text() and "/to-access-log" not in error.read_text()
+
+
+def test_gunicorns_signals(serve, tmp_path):
+    """USR2 (Gunicorn's upgrade) replaces the workers with new code and no
+    gap; TTIN/TTOU change the count (and call nworkers_changed); HUP
+    reloads; USR1 reopens the logs; WINCH is harmless."""
+    import signal
+    events = tmp_path / "n.log"
+    f = conf(tmp_path, f"workers = 1\ndef nworkers_changed(server, new, old):\n"
+                       f"    open({str(events)!r}, 'a').write(f'{{old}}->{{new}}\\n')\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    first = s.wait_workers(1)
+    os.kill(s.proc.pid, signal.SIGUSR2)
+    s.wait_log("chain reload")
+    wait_for(lambda: s.worker_pids() and not set(s.worker_pids()) & set(first), what="new workers")
+    assert requests.get(s.url + "/").status_code == 200
+    os.kill(s.proc.pid, signal.SIGTTIN)
+    s.wait_workers(2)
+    os.kill(s.proc.pid, signal.SIGTTOU)
+    s.wait_workers(1)
+    wait_for(lambda: events.read_text().splitlines()[-2:] == ["1->2", "2->1"], what="nworkers_changed")
+    os.kill(s.proc.pid, signal.SIGWINCH)
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    assert requests.get(s.url + "/").status_code == 200 and s.proc.poll() is None

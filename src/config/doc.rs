@@ -264,8 +264,8 @@ const SIGNALS: &[(&str, &str)] = &[
         "Reload gracefully: new workers with the new code, each old worker stopping once its replacement is ready (as `--reload`).",
     ),
     (
-        "SIGRTMIN+1",
-        "Chain-reload: one worker at a time (as `--chain-reload`).",
+        "SIGRTMIN+1, SIGUSR2",
+        "Chain-reload: one worker at a time (as `--chain-reload`); SIGUSR2 is Gunicorn's upgrade signal.",
     ),
     (
         "SIGRTMIN+2",
@@ -419,6 +419,7 @@ mod tests {
                 libc::SIGTTIN => "SIGTTIN".to_string(),
                 libc::SIGTTOU => "SIGTTOU".to_string(),
                 libc::SIGUSR1 => "SIGUSR1".to_string(),
+                libc::SIGUSR2 => "SIGUSR2".to_string(),
                 s => format!("SIGRTMIN+{}", s - libc::SIGRTMIN()),
             };
             assert!(
