@@ -84,7 +84,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(pidfile) = &p.pidfile {
         process::write_pidfile(pidfile)?;
     }
-    if python::host().is_some() {
+    if python::host().is_some() || python::python_running() {
         for (k, _) in cfg.env.iter().filter(|(k, _)| k.starts_with("PYTHON")) {
             crate::say!(
                 "oxgate: warning: --env {k}: the interpreter running oxgate has started already and reads {k} only when it starts: after a reload (which starts it again) it will, now it does not. Set it in the environment that runs the oxgate command"
@@ -101,6 +101,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     if let Some(dir) = &cfg.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
+    }
+    if python::host().is_none() {
+        // Python may have started already, to run a Gunicorn config file.
+        python::prepare_started_python(&cfg.pythonpath)?;
     }
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
     if let Some(pidfile) = &p.pidfile2 {

@@ -407,3 +407,54 @@ def test_gunicorns_signals(serve, tmp_path):
     os.kill(s.proc.pid, signal.SIGWINCH)
     os.kill(s.proc.pid, signal.SIGUSR1)
     assert requests.get(s.url + "/").status_code == 200 and s.proc.poll() is None
+
+
+def test_django_on_a_unix_socket_with_post_fork(serve, tmp_path):
+    """The most common shape: Django behind nginx on a unix socket, closing
+    the database connections each worker inherited in post_fork."""
+    sock = tmp_path / "django.sock"
+    marks = tmp_path / "post_fork.log"
+    f = conf(tmp_path, f"bind = 'unix:{sock}'\nworkers = 2\nchdir = {str(APPS)!r}\n"
+                       "raw_env = ['DJANGO_SETTINGS_MODULE=djproj.settings']\n"
+                       "wsgi_app = 'djproj.wsgi:application'\n"
+                       "def post_fork(server, worker):\n"
+                       "    from django.db import connections\n"
+                       "    connections.close_all()\n"
+                       f"    open({str(marks)!r}, 'a').write(f'{{worker.pid}}\\n')\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "-b", f"unix:{sock}", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    pids = s.wait_workers(2)
+    out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"], capture_output=True, text=True)
+    assert out.stdout == "Hello from Django"
+    wait_for(lambda: marks.exists() and sorted(int(p) for p in marks.read_text().split()) == pids,
+             what="post_fork in each worker")
+
+
+def test_access_log_alone_is_reopened_by_usr1(serve, tmp_path):
+    import signal
+    access = tmp_path / "access.log"
+    f = conf(tmp_path, f"accesslog = {str(access)!r}\nworkers = 2\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    s.wait_workers(2)
+    access.rename(tmp_path / "access.log.1")
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    wait_for(access.exists, what="the reopened access log")
+    for i in range(6):
+        requests.get(s.url + f"/after/{i}", headers={"Connection": "close"})
+    wait_for(lambda: access.read_text().count("/after/") == 6, what="every worker writing to the new file")
+
+
+def test_post_request_runs_when_the_app_raises(serve, tmp_path):
+    marks = tmp_path / "post.log"
+    (tmp_path / "raising.py").write_text("def application(environ, start_response):\n"
+                                         "    raise RuntimeError('boom')\n")
+    f = conf(tmp_path, "workers = 1\n"
+                       "def post_request(worker, req, *, unused=None):\n"
+                       f"    open({str(marks)!r}, 'a').write(req.path + ' ' + str(worker.nr) + '\\n')\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "raising:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    for _ in range(2):
+        assert requests.get(s.url + "/fails").status_code == 500
+    wait_for(lambda: marks.exists() and marks.read_text().split("\n")[:2] == ["/fails 1", "/fails 2"],
+             what="post_request after each failed request")

@@ -879,18 +879,22 @@ fn translate(
             ));
         }
     }
+    // Gunicorn's worker timeout is harakiri (0 is off). Its 30 s default
+    // kills a long request only in a sync worker with one thread (the
+    // others keep their heartbeat going), so only there is it a default.
+    let one_sync_thread = matches!(class.as_str(), "sync" | "gunicorn.workers.sync.SyncWorker")
+        && threads.as_deref().is_none_or(|t| t.trim() == "1");
     if let Some(t) = threads {
         push(&opt::THREADS, t, &given["threads"].origin);
     }
-
-    // Timeouts: Gunicorn's 30 s worker timeout is harakiri (0 is off).
     match given.get("timeout") {
         Some(g) => push(
             &opt::HARAKIRI,
             g.values.last().cloned().unwrap_or_default(),
             &g.origin,
         ),
-        None => push(&opt::HARAKIRI, "30".into(), &default),
+        None if one_sync_thread => push(&opt::HARAKIRI, "30".into(), &default),
+        None => {}
     }
     let (grace, grace_origin) = match given.get("graceful_timeout") {
         Some(g) => (
@@ -1079,6 +1083,9 @@ fn octal(v: &str) -> Result<String, ConfigError> {
         u32::from_str_radix(o, 8)
     } else if let Some(h) = v.strip_prefix("0x").or(v.strip_prefix("0X")) {
         u32::from_str_radix(h, 16)
+    } else if v.len() > 1 && v.starts_with('0') {
+        // Gunicorn (and the shell's habit): 022 is octal.
+        u32::from_str_radix(&v[1..], 8)
     } else {
         v.parse::<u32>()
     };
@@ -1164,13 +1171,17 @@ pub fn is_gunicorn_command_line(args: &[OsString], cmd_args_set: bool, conf_here
     (conf_here || cmd_args_set)
         && words.iter().all(|w| {
             if !w.starts_with('-') {
-                // A uWSGI config file given as the argument.
+                // A uWSGI config file given as the argument (`app.ini`,
+                // `app.ini:section`).
+                let file = w.split(':').next().unwrap_or(w);
                 return ![".ini", ".yaml", ".yml", ".json", ".xml", ".js"]
                     .iter()
-                    .any(|ext| w.ends_with(ext));
+                    .any(|ext| file.ends_with(ext));
             }
+            // Exact flags only: argparse's prefixes would take uWSGI's
+            // --ini for --initgroups.
             let flag = w.split('=').next().unwrap_or(w);
-            matches!(lookup_flag(flag), Ok(Some(_)))
+            SETTINGS.iter().any(|s| s.flags.contains(&flag))
         })
 }
 
@@ -1401,6 +1412,21 @@ mod tests {
         ));
         assert!(!is_gunicorn_command_line(&os(&["app.ini"]), false, true));
         assert!(!is_gunicorn_command_line(
+            &os(&["app.ini:prod"]),
+            false,
+            true
+        ));
+        assert!(!is_gunicorn_command_line(
+            &os(&["--ini=app.ini"]),
+            false,
+            true
+        ));
+        assert!(!is_gunicorn_command_line(
+            &os(&["--ini", "app.ini"]),
+            false,
+            true
+        ));
+        assert!(!is_gunicorn_command_line(
             &os(&["-c", "--http", ":1"]),
             false,
             false
@@ -1415,6 +1441,8 @@ mod tests {
         assert_eq!(bind_address("localhost").unwrap(), "localhost:8000");
         assert!(bind_address("fd://3").is_err());
         assert_eq!(octal("18").unwrap(), "022");
+        assert_eq!(octal("022").unwrap(), "022");
+        assert_eq!(octal("0").unwrap(), "000");
         assert_eq!(octal("0o027").unwrap(), "027");
     }
 }

@@ -182,7 +182,28 @@ pub fn read(
     use lexopt::Arg;
     let mut given: Vec<(&'static str, String)> = Vec::new();
     let mut own: Vec<Setting> = Vec::new();
-    let mut app = None;
+    // uvicorn's UVICORN_<OPTION> variables, beneath the command line.
+    for o in OPTIONS {
+        let name = format!(
+            "UVICORN_{}",
+            o.flag[2..].to_ascii_uppercase().replace('-', "_")
+        );
+        let Some(v) = env(&name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match o.arity {
+            Switch { .. } => {
+                let on = super::value::parse_bool(&v).ok_or_else(|| {
+                    ConfigError(format!("${name}: expected true or false, not {v:?}"))
+                })?;
+                given.push((o.flag, on.to_string()));
+            }
+            Value => given.push((o.flag, v)),
+            Append => given.extend(v.split_whitespace().map(|w| (o.flag, w.to_string()))),
+        }
+    }
+    let mut app = env("UVICORN_APP").filter(|v| !v.is_empty());
+    let mut app_from_env = app.is_some();
     let mut parser = lexopt::Parser::from_args(args);
     loop {
         let arg = match parser.next() {
@@ -195,7 +216,7 @@ pub fn read(
                 let v = v
                     .into_string()
                     .map_err(|_| ConfigError("the app argument is not UTF-8".into()))?;
-                if app.replace(v).is_some() {
+                if app.replace(v).is_some() && !std::mem::take(&mut app_from_env) {
                     return err("uvicorn's command line takes one app (module:attribute)");
                 }
                 continue;
@@ -445,7 +466,11 @@ mod tests {
     use super::*;
 
     fn read_args(args: &[&str]) -> Result<UvicornConfig, ConfigError> {
-        let env = |k: &str| (k == "WEB_CONCURRENCY").then(|| "2".to_string());
+        let env = |k: &str| match k {
+            "WEB_CONCURRENCY" => Some("2".to_string()),
+            "UVICORN_ROOT_PATH" => Some("/from-env".to_string()),
+            _ => None,
+        };
         let file = |_: &str| Ok("# settings\nexport A=1\nB=\"two words\"\n\nC='x'\n".to_string());
         read(args.iter().map(OsString::from).collect(), &env, &file)
     }
@@ -483,6 +508,7 @@ mod tests {
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["0.0.0.0:9000"]);
         assert_eq!(values(&c, &opt::PROCESSES), ["4"]);
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+        // The command line over $UVICORN_ROOT_PATH.
         assert_eq!(values(&c, &opt::ROOT_PATH), ["/api"]);
         assert_eq!(values(&c, &opt::ENV), ["A=1", "B=two words", "C=x"]);
         assert_eq!(values(&c, &opt::MAX_REQUESTS), ["100"]);
@@ -501,6 +527,11 @@ mod tests {
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["/run/a.sock"]);
         assert_eq!(values(&c, &opt::PROCESSES), ["2"], "$WEB_CONCURRENCY");
         assert!(values(&c, &opt::PROXY_HEADERS).is_empty());
+        assert_eq!(
+            values(&c, &opt::ROOT_PATH),
+            ["/from-env"],
+            "$UVICORN_ROOT_PATH"
+        );
         let c = read_args(&["main:app", "--host", "::1"]).unwrap();
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["[::1]:8000"]);
         assert!(read_args(&["main:app", "--bogus"]).is_err());

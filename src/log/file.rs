@@ -30,6 +30,8 @@ static REQUEST_FD: AtomicI32 = AtomicI32::new(-1);
 /// Opens the request log file (appending); its lines are written there
 /// from now on, in this process and the workers it forks.
 pub fn open_request_log(path: &Path) -> Result<(), String> {
+    // Absolute, so a reopen after --chdir finds the same file.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
     let fd = open(
@@ -66,24 +68,26 @@ pub fn write_request_line(buf: &[u8]) {
 }
 
 /// Reopens the request log path behind its descriptor (async-signal-safe,
-/// as `reopen` is).
-fn reopen_request_log() {
+/// as `reopen` is). Whether there is one.
+fn reopen_request_log() -> bool {
     let (Some(path), fd) = (REQUEST_PATH.get(), REQUEST_FD.load(Ordering::Relaxed)) else {
-        return;
+        return false;
     };
     if fd < 0 {
-        return;
+        return false;
     }
     if let Ok(new) = open(
         path.as_c_str(),
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o640),
     ) {
-        // SAFETY: dup2 is async-signal-safe; it puts the new file behind
-        // the request log's number (closing the old file there) and does
-        // not touch `new`, which is closed when dropped.
-        unsafe { libc::dup2(new.as_raw_fd(), fd) };
+        // SAFETY: dup3 is async-signal-safe; it puts the new file behind
+        // the request log's number (closing the old file there), keeping
+        // it closed on exec as dup2 would not, and does not touch `new`,
+        // which is closed when dropped.
+        unsafe { libc::dup3(new.as_raw_fd(), fd, libc::O_CLOEXEC) };
     }
+    true
 }
 
 /// Remembers where the log goes, for reopening (also from a signal handler).
@@ -103,9 +107,11 @@ pub fn path() -> Option<PathBuf> {
 /// `open` passes a `CStr` path straight to open(2), with no allocation;
 /// `dup2` and the `close` of dropping an `OwnedFd` are async-signal-safe.)
 pub fn reopen() -> bool {
-    reopen_request_log();
+    // True when either file was reopened: the master then tells the
+    // workers, which write the request lines.
+    let requests = reopen_request_log();
     let Some(path) = PATH.get() else {
-        return false;
+        return requests;
     };
     let Ok(fd) = open(
         path.as_c_str(),

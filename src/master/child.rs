@@ -44,6 +44,9 @@ pub fn run(s: Setup<'_>) -> ! {
     // below with --lazy-apps, and what it starts must not inherit them
     // blocked.
     crate::sys::signals::count_stops();
+    // Before the signals are unblocked: a reopen the master passes on
+    // while the app is still loading is not lost.
+    crate::log::file::install_reopen_handler(libc::SIGUSR1);
     crate::sys::signals::unblock_all();
     // The master coordinates stops: a Ctrl-C reaches the whole process
     // group, but only the master's SIGTERM stops a worker, gracefully. So
@@ -107,7 +110,6 @@ pub fn run(s: Setup<'_>) -> ! {
     {
         watch_modules(python.clone(), every, s.master_pid);
     }
-    crate::log::file::install_reopen_handler(libc::SIGUSR1);
     apps.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,

@@ -387,8 +387,15 @@ impl Master<'_> {
             num_workers: self.cfg.process.processes,
             ..Default::default()
         };
-        python::call_gunicorn_hook("on_reload", hook_cx);
-        python::call_gunicorn_hook("pre_exec", hook_cx);
+        // Gunicorn's HUP calls on_reload; its USR2 (a new master) pre_exec.
+        python::call_gunicorn_hook(
+            if kind == ReloadKind::Graceful {
+                "on_reload"
+            } else {
+                "pre_exec"
+            },
+            hook_cx,
+        );
         // Blocked across exec (the mask survives it): a signal that comes
         // before the new image's handlers waits for them, instead of
         // killing the master with its default action.

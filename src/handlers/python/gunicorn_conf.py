@@ -177,7 +177,10 @@ class Request:
 class Response:
     def __init__(self, status, headers):
         self.status = status
-        self.status_code = int(status.split()[0]) if status else None
+        try:
+            self.status_code = int(status.split()[0])
+        except (AttributeError, IndexError, ValueError):
+            self.status_code = None
         self.headers = headers
 
 
@@ -245,6 +248,27 @@ class _ClosingIterable:
             self._after()
 
 
+def _positional_count(func):
+    """How many positional arguments a hook takes (Gunicorn counts these)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 4
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 4
+    return sum(1 for p in params if p.kind in kinds)
+
+
+def _this_worker():
+    """The worker object of this process, made once (post_fork makes it
+    when the file has that hook)."""
+    global _worker
+    if _worker is None or _worker.pid != os.getpid():
+        _worker = Worker(os.getpid(), os.getppid(), 0)
+    return _worker
+
+
 def wrap_wsgi_app(app):
     """The app, with pre_request and post_request around each request, when
     the file defines them (otherwise the app itself: no cost)."""
@@ -255,15 +279,10 @@ def wrap_wsgi_app(app):
     if pre is None and post is None:
         return app
     # Gunicorn's post_request may take 2, 3 or 4 arguments.
-    post_arity = 4
-    if post is not None:
-        try:
-            post_arity = len(inspect.signature(post).parameters)
-        except (TypeError, ValueError):
-            pass
+    post_arity = _positional_count(post) if post is not None else 4
 
     def with_hooks(environ, start_response):
-        worker = _worker or Worker(os.getpid(), os.getppid(), 0)
+        worker = _this_worker()
         worker.nr += 1
         req = Request(environ)
         if pre is not None:
@@ -277,17 +296,23 @@ def wrap_wsgi_app(app):
             sent["status"], sent["headers"] = status, headers
             return start_response(status, headers, exc_info)
 
-        result = app(environ, recording_start_response)
-        if post is None:
-            return result
-
         def after():
-            resp = Response(sent.get("status"), sent.get("headers", []))
+            if post is None:
+                return
             try:
+                resp = Response(sent.get("status"), sent.get("headers", []))
                 post(*(worker, req, environ, resp)[:post_arity])
             except Exception:
                 log.exception("Exception in post_request hook")
 
+        try:
+            result = app(environ, recording_start_response)
+        except BaseException:
+            # As Gunicorn: post_request runs however the request ended.
+            after()
+            raise
+        if post is None:
+            return result
         return _ClosingIterable(result, after)
 
     return with_hooks

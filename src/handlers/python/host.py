@@ -26,6 +26,14 @@ def sync_environ(current):
             env[key] = value
 
 
+def put_first_on_path(entries):
+    """Puts `entries` first on sys.path, in order, each once."""
+    for entry in reversed(entries):
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
+
+
 def add_virtualenv(home):
     """--home: puts another virtualenv's site-packages (and its .pth files)
     first on sys.path, as activating it would. Returns False when `home`

@@ -212,6 +212,42 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// When the interpreter started before oxgate applied `--env` and
+/// `--chdir` (a Gunicorn config file runs first): makes `os.environ` what
+/// the process environment is now, and puts the working directory and
+/// `pythonpath` first on `sys.path`, as Gunicorn does before its first
+/// hook, so hooks can import the project.
+pub fn prepare_started_python(pythonpath: &[PathBuf]) -> Result<(), String> {
+    use std::os::unix::ffi::OsStringExt;
+    if !python_running() {
+        return Ok(());
+    }
+    Python::attach(|py| {
+        let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
+        let current: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect();
+        let mut front: Vec<String> = vec![
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into()),
+        ];
+        front.extend(pythonpath.iter().map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        }));
+        pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host")
+            .and_then(|m| {
+                m.call_method1("sync_environ", (current,))?;
+                m.call_method1("put_first_on_path", (front,))
+            })
+            .map(drop)
+            .map_err(|e| format!("cannot prepare Python: {e}"))
+    })
+}
+
 /// Takes over an interpreter that was running already (host.py does the
 /// Python side): it must still read its standard library after `--uid`,
 /// `os.environ` takes what oxgate changed since it started (`--env`, the
