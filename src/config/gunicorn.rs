@@ -804,6 +804,31 @@ fn translate(
         })
     };
     let one = |name: &str| given.get(name).and_then(|g| g.values.last().cloned());
+    // Gunicorn refuses a number it cannot read; so does oxgate, rather than
+    // reading `-w abc` as 0 the way uWSGI's options are read.
+    for name in [
+        "workers",
+        "threads",
+        "timeout",
+        "graceful_timeout",
+        "max_requests",
+        "max_requests_jitter",
+        "backlog",
+        "limit_request_line",
+        "limit_request_fields",
+        "limit_request_field_size",
+        "websocket_max_message_size",
+    ] {
+        if let Some(g) = given.get(name)
+            && let Some(v) = g.values.last()
+            && v.trim().parse::<u64>().is_err()
+        {
+            return err(format!(
+                "{}: {name} {v:?}: expected a whole number",
+                g.origin
+            ));
+        }
+    }
     let truthy = |name: &str| one(name).is_some_and(|v| super::value::parse_bool(&v) == Some(true));
     let default = default_origin();
 
@@ -1347,6 +1372,12 @@ mod tests {
         // oxgate's own long options pass through.
         let c = read_with(&["--stats", "127.0.0.1:1", "app:app"], None, vec![]).unwrap();
         assert_eq!(values(&c, &opt::STATS), ["127.0.0.1:1"]);
+        let e = read_with(&["-w", "abc", "app:app"], None, vec![]).unwrap_err();
+        assert!(
+            e.0.contains("workers \"abc\": expected a whole number"),
+            "{}",
+            e.0
+        );
         let e = read_with(&[], None, vec![]).unwrap_err();
         assert!(e.0.contains("no application given"), "{}", e.0);
     }

@@ -88,12 +88,15 @@ pub fn run(s: Setup<'_>) -> ! {
             Ok(h) => h,
             Err(e) => {
                 crate::say!("oxgate: worker {}: {e}", s.id);
+                // Gunicorn calls worker_exit however the worker ends.
+                hook("worker_exit");
                 exit_now(EXIT_APP_LOAD);
             }
         },
     };
     if let Err(e) = apps.start(Some(s.id)) {
         crate::say!("oxgate: worker {}: {e}", s.id);
+        hook("worker_exit");
         // Preloaded, a failed startup fails everywhere: the master stops.
         // With --lazy-apps, the worker is retried with back-off.
         exit_now(if s.cfg.process.lazy_apps {
@@ -154,11 +157,11 @@ pub fn run(s: Setup<'_>) -> ! {
         })
     });
     apps.stop();
+    hook("worker_exit");
     if let Err(e) = result {
         crate::say!("oxgate: worker {}: {e}", s.id);
         exit_now(1);
     }
-    hook("worker_exit");
     python::run_atexit();
     exit_now(0);
 }
