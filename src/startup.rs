@@ -102,10 +102,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(dir) = &cfg.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
     }
-    if python::host().is_none() {
-        // Python may have started already, to run a Gunicorn config file.
-        python::prepare_started_python(&cfg.pythonpath)?;
-    }
+    // Python may have started already (to run a Gunicorn config file, or
+    // hosting oxgate): its hooks see --env, --chdir and --pythonpath.
+    python::prepare_started_python(&cfg.pythonpath)?;
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
     if let Some(pidfile) = &p.pidfile2 {
         process::write_pidfile(pidfile)?;

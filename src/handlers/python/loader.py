@@ -42,18 +42,26 @@ def _resolve_callable(module, spec, where):
     return obj
 
 
+def _run_file(path):
+    """Executes a file as a module, under uWSGI's name for it. An explicit
+    source loader: uWSGI executes the file whatever it is called, and
+    mod_wsgi's `.wsgi` (or no suffix at all) has no loader of its own in
+    importlib."""
+    name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def import_module(target):
     """`--import`: a dotted module, or a .py file run as a module. None, or
     the error with its traceback."""
     try:
         if target.endswith(".py") or "/" in target:
-            path = os.path.abspath(target)
-            name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
-            loader = importlib.machinery.SourceFileLoader(name, path)
-            spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+            _run_file(os.path.abspath(target))
         else:
             importlib.import_module(target)
         return None
@@ -73,16 +81,7 @@ def load(kind, target, callable_spec):
             directory = os.path.dirname(path)
             if directory not in sys.path:
                 sys.path.insert(0, directory)
-            # uWSGI's name for a module loaded from a file.
-            name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
-            # An explicit source loader: uWSGI executes the file whatever it
-            # is called, and mod_wsgi's `.wsgi` (or no suffix at all) has no
-            # loader of its own in importlib.
-            loader = importlib.machinery.SourceFileLoader(name, path)
-            spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+            module = _run_file(path)
         else:
             where = f"module {target!r}"
             module = importlib.import_module(target)
