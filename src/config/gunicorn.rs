@@ -556,18 +556,8 @@ fn parse_command_line(args: Vec<OsString>, origin: &Origin) -> Result<SourceValu
         let Some(s) = found else {
             // oxgate's own options, where Gunicorn has none of that name.
             if let Some(o) = oxgate_own {
-                let v = if o.kind == defs::Kind::Flag {
-                    match parser.optional_value() {
-                        Some(v) => os_string(v, origin, &flag)?,
-                        None => "true".into(),
-                    }
-                } else {
-                    let v = parser
-                        .value()
-                        .map_err(|e| ConfigError(format!("{origin}: {flag}: {e}")))?;
-                    os_string(v, origin, &flag)?
-                };
-                out.oxgate.push((o, v));
+                out.oxgate
+                    .push((o, own_option_value(&mut parser, o, origin, &flag)?));
                 continue;
             }
             return err(format!(
@@ -600,6 +590,26 @@ fn parse_command_line(args: Vec<OsString>, origin: &Origin) -> Result<SourceValu
         }
     }
     Ok(out)
+}
+
+/// The value of one of oxgate's own options on another command's line:
+/// a switch may stand alone (`--stats-http`), anything else takes one.
+pub(super) fn own_option_value(
+    parser: &mut lexopt::Parser,
+    o: Key,
+    origin: &Origin,
+    flag: &str,
+) -> Result<String, ConfigError> {
+    if o.kind == defs::Kind::Flag {
+        return match parser.optional_value() {
+            Some(v) => os_string(v, origin, flag),
+            None => Ok("true".into()),
+        };
+    }
+    let v = parser
+        .value()
+        .map_err(|e| ConfigError(format!("{origin}: {flag}: {e}")))?;
+    os_string(v, origin, flag)
 }
 
 fn os_string(v: OsString, origin: &Origin, flag: &str) -> Result<String, ConfigError> {

@@ -228,22 +228,8 @@ pub fn read(
         if !OPTIONS.iter().any(|o| o.flag == name)
             && let Some(o) = defs::lookup(&name[2..])
         {
-            let value = if o.kind == defs::Kind::Flag {
-                parser.optional_value().map(OsString::into_string)
-            } else {
-                Some(
-                    parser
-                        .value()
-                        .map_err(|e| ConfigError(format!("{name}: {e}")))?
-                        .into_string(),
-                )
-            };
-            let value = match value {
-                None => "true".to_string(),
-                Some(v) => {
-                    v.map_err(|_| ConfigError(format!("the value of {name} is not UTF-8")))?
-                }
-            };
+            let value =
+                super::gunicorn::own_option_value(&mut parser, o, &Origin::CommandLine, &name)?;
             own.push(Setting {
                 opt: o,
                 value,
