@@ -303,7 +303,8 @@ def worker_descendants(s):
         try:
             kids = [int(k) for t in os.listdir(f"/proc/{pid}/task")
                     for k in open(f"/proc/{pid}/task/{t}/children").read().split()]
-        except FileNotFoundError:
+        # A process that ends while its files are read gives either error.
+        except (FileNotFoundError, ProcessLookupError):
             continue
         out += kids
         todo += kids
@@ -313,7 +314,7 @@ def worker_descendants(s):
 def state(pid):
     try:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
 
 
