@@ -17,8 +17,11 @@ async def lifespan(app):
     if os.environ.get("ASGI_FAIL_STARTUP"):
         raise RuntimeError("the database is not there")
     yield {"greeting": "hello from lifespan"}
-    with open(os.path.join(MARKERS, f"shutdown-{os.getpid()}"), "w") as f:
+    # Renamed into place so the waiting test never reads it half-written.
+    path = os.path.join(MARKERS, f"shutdown-{os.getpid()}")
+    with open(path + ".part", "w") as f:
         f.write("bye")
+    os.replace(path + ".part", path)
 
 
 app = FastAPI(lifespan=lifespan)

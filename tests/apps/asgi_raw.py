@@ -71,8 +71,11 @@ async def app(scope, receive, send):
             n += 1
             await asyncio.sleep(0.01)
         message = await waiter
-        with open(os.path.join(MARKERS, "disconnected"), "w") as f:
+        # Renamed into place so the waiting test never reads it half-written.
+        path = os.path.join(MARKERS, "disconnected")
+        with open(path + ".part", "w") as f:
             f.write(message["type"])
+        os.replace(path + ".part", path)
     elif path == "/raise-before":
         raise RuntimeError("raised before the response")
     elif path == "/raise-after":

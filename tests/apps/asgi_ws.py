@@ -8,8 +8,12 @@ MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
 
 
 def mark(name, value):
-    with open(os.path.join(MARKERS, name), "w") as f:
+    # Written whole, then renamed: the test waits for the name to appear
+    # and must never read a file still being written.
+    path = os.path.join(MARKERS, name)
+    with open(path + ".part", "w") as f:
         f.write(json.dumps(value))
+    os.replace(path + ".part", path)
 
 
 async def app(scope, receive, send):
