@@ -30,6 +30,8 @@ use super::sendfile::{FileQueue, SendFile, is_placeholder};
 const BATCH_MAX: usize = 16 * 1024;
 /// Responses that took longer than this to produce wait for the batch.
 const BATCH_AFTER: Duration = Duration::from_micros(20);
+/// The write buffer a connection keeps between responses, at most.
+const KEEP_ROOM: usize = 4096;
 
 /// The worker's queue of connections waiting for their turn to flush.
 #[derive(Default)]
@@ -109,6 +111,11 @@ impl<S: AsyncWrite + Unpin> BatchedIo<S> {
                 Poll::Ready(Ok(n)) => {
                     self.buf.drain(..n);
                     self.progress.bump();
+                    // A keep-alive connection that once sent a large head
+                    // does not keep its room while it waits.
+                    if self.buf.is_empty() && self.buf.capacity() > KEEP_ROOM {
+                        self.buf = Vec::new();
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,

@@ -2,7 +2,6 @@
 //! watchdog, the graceful stop and the call to the handler.
 
 use crate::request::{ConnInfo, GoingAway, Handler, Response, ResponseBody};
-use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -16,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::batch::FlushQueue;
 use super::body::{OxBody, to_hyper};
 use super::context::{ConnCtx, HttpSettings, TaskCounter};
-use super::convert::{ARENA_SIZE, Headed, convert_head, to_request};
+use super::convert::{Headed, convert_head, to_request};
 pub use super::peek::Peek;
 
 /// hyper answers any HTTP version other than 1.x with 400; clients deserve
@@ -113,21 +112,13 @@ pub async fn serve_connection<S: Peek>(
         closing: AtomicBool::new(false),
     });
     let ctx = conn_ctx.clone();
-    // Made at its size, so that a buffer it moves on to is no smaller.
-    let arena = std::cell::RefCell::new(BytesMut::with_capacity(ARENA_SIZE));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
         ctx.begun.bump();
         let (mut parts, body) = req.into_parts();
         // Only requests that ask to upgrade have one.
         let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        let mut head = convert_head(
-            &parts,
-            body,
-            &ctx.info,
-            &ctx.settings,
-            &mut arena.borrow_mut(),
-        );
+        let mut head = convert_head(&parts, body, &ctx.info, &ctx.settings);
         if let Ok(h) = &mut head {
             h.upgradable = on_upgrade.is_some();
         }
