@@ -38,6 +38,31 @@ def test_unread_body_is_drained_and_the_connection_kept(srv):
     assert out.count(b"HTTP/1.1 200 OK") == 2, out[:500]
 
 
+def test_pipelined_responses_left_to_the_flusher_arrive_whole_and_in_order(srv):
+    # Each response takes long enough to produce that it waits for the
+    # batch (batch.rs), and 1,000 of 15 KB fill the socket while the client
+    # is still sending: the flusher finds it full and hands the rest back.
+    count, size = 1000, 15000
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(b"".join(
+            b"GET /numbered?i=%d&n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (i, size)
+            for i in range(count)))
+        data = bytearray()
+        at = 0
+        for i in range(count):
+            while (end := data.find(b"\r\n\r\n", at)) < 0:
+                data += s.recv(1 << 20) or pytest.fail(f"closed before response {i}")
+            head = bytes(data[at:end])
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            assert length == size
+            while len(data) < end + 4 + length:
+                data += s.recv(1 << 20) or pytest.fail(f"closed inside response {i}")
+            body = bytes(data[end + 4:end + 4 + length])
+            assert body == str(i).encode().ljust(size, b"."), f"response {i} out of order"
+            at = end + 4 + length
+
+
 @pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
 def test_socket_timeout_spares_requests_in_progress(serve, threads):
     """--socket-timeout bounds the wait for a request head, never the app

@@ -80,6 +80,15 @@ def application(environ, start_response):
             yield b"b"
         return gen()
 
+    if path == "/numbered":
+        # `n` bytes that begin with the request's number `i`, after a pause
+        # long enough that the response waits for the batch.
+        time.sleep(0.0002)
+        body = q.get("i", "0").encode().ljust(int(q.get("n", 100)), b".")
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
     if path == "/bigone":
         # One bytes object of `mb` MiB, with its length.
         body = b"y" * (int(q.get("mb", 1)) << 20)
