@@ -346,6 +346,15 @@ def test_last_messages_backpressure_cancelled_receives_and_closing_mid_stream(se
                 assert await ws.recv() == bytes([i % 256]) * 65536
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
+        # A client that reads a burst of small messages late, after which
+        # the app waits for it: the end of the burst is not left behind in
+        # the worker's batched writes (nothing else would send it).
+        async with connect(url(s, "/burst"), ping_interval=None, max_queue=1) as ws:
+            await ws.send("burst")
+            await asyncio.sleep(1)
+            for i in range(2000):
+                got = await asyncio.wait_for(ws.recv(), 10)
+                assert got == i.to_bytes(4, "big") * 1000, f"message {i}"
         # The client closes while the app streams: its close is answered.
         ws = await connect(url(s, "/stream"))
         for _ in range(5):

@@ -83,6 +83,13 @@ async def app(scope, receive, send):
             await send({"type": "websocket.send", "bytes": bytes([i % 256]) * 65536})
         await send({"type": "websocket.close", "code": 1000})
         return
+    elif path == "/burst":
+        # On "burst": 8 MB in small messages, then the app waits for the
+        # client, sending nothing more (a request/reply protocol).
+        while (await receive()).get("text") == "burst":
+            for i in range(2000):
+                await send({"type": "websocket.send", "bytes": i.to_bytes(4, "big") * 1000})
+        return
     elif path == "/stream":
         # Sends until the client closes; then send() raises OSError.
         try:

@@ -305,12 +305,22 @@ impl<S> Drop for BatchedIo<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for BatchedIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // What the flusher handed back (a full socket, an error) is written
+        // here too: a reader (a WebSocket session waiting for the client)
+        // may have nothing more to write, and so never flush again.
+        let handed_back = {
+            let o = lock(&self.outbox);
+            o.stalled || o.error.is_some()
+        };
+        if handed_back && let Poll::Ready(Err(e)) = self.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -528,6 +538,29 @@ mod tests {
         a.note(&mut seen[0], t4);
         assert_eq!((a.now, a.before), (1, 0));
         assert!(!a.busy());
+    }
+
+    #[tokio::test]
+    async fn a_read_writes_what_the_flusher_handed_back() {
+        use tokio::io::AsyncReadExt;
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        let mut io = BatchedIo::new(ours, Arc::default(), Arc::default(), Arc::default());
+        {
+            let mut o = lock(&io.outbox);
+            o.buf = b"left behind".to_vec();
+            o.stalled = true;
+        }
+        // Nothing comes to read, but the bytes go out meanwhile.
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_millis(100), io.read(&mut buf)).await;
+        assert!(read.is_err(), "nothing was sent to read");
+        let mut got = [0u8; 11];
+        tokio::time::timeout(Duration::from_secs(5), theirs.read_exact(&mut got))
+            .await
+            .expect("the handed-back bytes were written")
+            .unwrap();
+        assert_eq!(&got, b"left behind");
+        assert!(!lock(&io.outbox).stalled);
     }
 
     #[test]

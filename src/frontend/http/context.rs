@@ -45,8 +45,9 @@ pub(super) struct ConnCtx {
     pub(super) closing: AtomicBool,
 }
 
-/// A count that only the connection's own task adds to (others may read
-/// it): no atomic read-modify-write.
+/// A count that only the worker's event-loop thread adds to (the
+/// connection's task, and the flusher for `progress`; others may read it):
+/// no atomic read-modify-write.
 #[derive(Default)]
 pub(super) struct TaskCounter(AtomicU64);
 

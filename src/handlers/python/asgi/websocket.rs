@@ -220,6 +220,11 @@ async fn run_session(conn: WsConn, io: Upgraded, going_away: GoingAway, settings
         going_away: Some(Box::pin(async move { going_away.fired().await })),
     };
     poll_fn(|cx| session.poll(cx)).await;
+    // The last frames (the close) may still be queued below (the HTTP
+    // front end's batched writes): a shutdown writes them, then ends the
+    // connection, as the server's side of the close handshake should.
+    let io = session.ws.get_mut();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, tokio::io::AsyncWriteExt::shutdown(io)).await;
 }
 
 struct Session {
