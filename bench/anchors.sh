@@ -287,6 +287,12 @@ sys.path.insert(0, sys.argv[1])
 app = importlib.import_module(sys.argv[2]).application
 bjoern.run(app, sys.argv[3], int(sys.argv[4]))
 EOF
+  # wrk --latency prints percentiles up to p99; this adds p99.9 (no cost per request)
+  cat >"$WORK/p999.lua" <<'EOF'
+function done(summary, latency, requests)
+  io.write(string.format("p99.9_ms %.3f\n", latency:percentile(99.9) / 1000))
+end
+EOF
   cat >"$WORK/upload.lua" <<EOF
 -- POST a $UPLOAD_BYTES-byte body; count responses whose body is not the byte count
 wrk.method = "POST"
@@ -549,7 +555,9 @@ result() { # scen server rep status bytes_per_req [wrk file]
     cpu=$(awk -v tck="$CLK_TCK" -v reqs="$(printf '%s' "$parsed" | cut -f4)" '
       $1 != "NA" && $2 != "NA" && reqs > 0 { printf "%.2f", ($2 - $1) * 1e6 / tck / reqs; next } { print "NA" }' "$6.cpu")
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$parsed" "$probe" "$cpu" >>"$RESULTS/results.tsv"
+  local p999=NA
+  [[ -n "${6:-}" && -s "${6:-}" ]] && p999=$(awk '/^p99.9_ms/ {v = $2} END {print (v == "" ? "NA" : v)}' "$6")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$parsed" "$probe" "$cpu" "$p999" >>"$RESULTS/results.tsv"
   if [[ "$4" == OK ]]; then
     log "  -> $(printf '%s\t%s\t%s\n' "$parsed" "$probe" "$cpu" | awk -F'\t' '{printf "%s req/s  p50 %s ms  p99 %s ms  cpu %s us/req  bad %s  errors c/r/w/t %s/%s/%s/%s  probes %s/%s max %s ms", $1, $2, $3, $14, $5, $6, $7, $8, $9, $11, $12, $13}')"
   else
@@ -580,11 +588,11 @@ run_case() { # scen server rep
         run_wrk "$out" "$conns" "$url"; result "$scen" "$s" "$rep" OK "$bpr" "$out"
       else result "$scen" "$s" "$rep" "FAIL(start)" "$bpr"; fi
       stop_tree "$NGX_PID"; return ;;
-    direct) app=hello ;;
-    flask)  app=flaskhello ;;
+    direct) app=hello; extra=(-s "$WORK/p999.lua") ;;
+    flask)  app=flaskhello; extra=(-s "$WORK/p999.lua") ;;
     big)    app=big; kind=big; conns=$BIG_CONNS; bpr=$BIG_BYTES; extra=(--timeout 10s) ;;
     upload) app="echo"; kind="echo"; conns=$UP_CONNS; bpr=$UPLOAD_BYTES; extra=(--timeout 10s -s "$WORK/upload.lua") ;;
-    nginx)  app=hello ;;
+    nginx)  app=hello; extra=(-s "$WORK/p999.lua") ;;
   esac
   alloc_port; local sport=$PORT proto=http
   [[ $scen == nginx && $s == uwsgi ]] && proto=uwsgi

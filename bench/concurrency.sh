@@ -48,8 +48,8 @@ def fmt(x, spec="{:.0f}"):
     return "n/a" if x is None else spec.format(x)
 def ratio(a, b):
     return "n/a" if not a or not b else f"{a / b:.2f}×"
-print("| app | connections | oxgate req/s | ÷ bjoern | ÷ Granian | p99 ms oxgate / bjoern / Granian | CPU µs/req oxgate / bjoern |")
-print("|---|---|---|---|---|---|---|")
+print("| app | connections | oxgate req/s | ÷ bjoern | ÷ Granian | p99 ms oxgate / bjoern / Granian | p99.9 ms oxgate / bjoern / Granian | CPU µs/req oxgate / bjoern |")
+print("|---|---|---|---|---|---|---|---|")
 for scen, app in (("direct", "hello"), ("flask", "Flask")):
     for c in counts:
         path = os.path.join(out, f"c{c}", "results.tsv")
@@ -62,9 +62,11 @@ for scen, app in (("direct", "hello"), ("flask", "Flask")):
         rps = {s: med(v, 5) for s, v in by.items()}
         p99 = {s: med(v, 7) for s, v in by.items()}
         cpu = {s: med(v, 18) for s, v in by.items()}
+        p999 = {s: med(v, 19) for s, v in by.items()}
         print(f"| {app} | {c} | {fmt(rps['oxgate'])} | {ratio(rps['oxgate'], rps['bjoern'])} | "
               f"{ratio(rps['oxgate'], rps['granian-bt1'])} | "
               f"{fmt(p99['oxgate'], '{:.2f}')} / {fmt(p99['bjoern'], '{:.2f}')} / {fmt(p99['granian-bt1'], '{:.2f}')} | "
+              f"{fmt(p999['oxgate'], '{:.2f}')} / {fmt(p999['bjoern'], '{:.2f}')} / {fmt(p999['granian-bt1'], '{:.2f}')} | "
               f"{fmt(cpu['oxgate'], '{:.1f}')} / {fmt(cpu['bjoern'], '{:.1f}')} |")
 PY
 echo "results: $OUT" >&2
