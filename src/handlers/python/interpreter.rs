@@ -218,15 +218,10 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
 /// `pythonpath` first on `sys.path`, as Gunicorn does before its first
 /// hook, so hooks can import the project.
 pub fn prepare_started_python(pythonpath: &[PathBuf]) -> Result<(), String> {
-    use std::os::unix::ffi::OsStringExt;
     if !python_running() {
         return Ok(());
     }
     Python::attach(|py| {
-        let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
-        let current: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
-            .map(|(k, v)| (k.into_vec(), v.into_vec()))
-            .collect();
         let mut front: Vec<String> = vec![
             std::env::current_dir()
                 .map(|d| d.display().to_string())
@@ -238,14 +233,29 @@ pub fn prepare_started_python(pythonpath: &[PathBuf]) -> Result<(), String> {
                 .display()
                 .to_string()
         }));
-        pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host")
+        host_helpers(py)
             .and_then(|m| {
-                m.call_method1("sync_environ", (current,))?;
+                m.call_method1("sync_environ", (process_environ(),))?;
                 m.call_method1("put_first_on_path", (front,))
             })
             .map(drop)
             .map_err(|e| format!("cannot prepare Python: {e}"))
     })
+}
+
+/// host.py: the Python side of working in an interpreter oxgate did not
+/// start itself, or started early.
+fn host_helpers(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyModule>> {
+    let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
+    pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host")
+}
+
+/// The process environment as it is now, for host.py's `sync_environ`.
+fn process_environ() -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStringExt;
+    std::env::vars_os()
+        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+        .collect()
 }
 
 /// Takes over an interpreter that was running already (host.py does the
@@ -255,9 +265,7 @@ pub fn prepare_started_python(pythonpath: &[PathBuf]) -> Result<(), String> {
 /// site-packages put first on `sys.path`. The interpreter itself stays the
 /// one running, so that venv must be made from the same Python version.
 fn adopt(py: Python<'_>, host: &Host, home: Option<&Path>) -> Result<(), String> {
-    use std::os::unix::ffi::OsStringExt;
-    let code = CString::new(include_str!("host.py")).expect("no NUL in host.py");
-    let helpers = pyo3::types::PyModule::from_code(py, &code, c"oxgate/host.py", c"_oxgate_host");
+    let helpers = host_helpers(py);
     let readable = helpers
         .as_ref()
         .ok()
@@ -274,11 +282,8 @@ fn adopt(py: Python<'_>, host: &Host, home: Option<&Path>) -> Result<(), String>
             ));
         }
     };
-    let current: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
-        .map(|(k, v)| (k.into_vec(), v.into_vec()))
-        .collect();
     helpers
-        .call_method1("sync_environ", (current,))
+        .call_method1("sync_environ", (process_environ(),))
         .map_err(|e| format!("cannot pass the environment to Python: {e}"))?;
     let Some(home) = home else {
         return Ok(());
