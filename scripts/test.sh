@@ -29,6 +29,10 @@ command -v php-cgi >/dev/null || need+=(php-cgi)
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || need+=(php-fpm)
 [ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
 perl -MFCGI -e1 2>/dev/null || need+=(libfcgi-perl)
+# TLS and HTTP/2: h2load drives 100 streams on one connection; openssl
+# makes the test certificates and checks protocol versions.
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
 # uWSGI (a peer for the stats tests) is built from source by pip.
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if ((${#need[@]})); then

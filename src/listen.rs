@@ -168,12 +168,18 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
 }
 
 /// "http://127.0.0.1:8000, uwsgi://unix:/run/app.sock" for the log.
-pub fn describe(sockets: &[Socket]) -> String {
+pub fn describe(sockets: &[Socket], is_tls: impl Fn(&Address) -> bool) -> String {
     sockets
         .iter()
-        .map(|s| match &s.addr {
-            Address::Tcp(a) => format!("{}://{a}", s.protocol.name()),
-            other => format!("{}://unix:{other}", s.protocol.name()),
+        .map(|s| {
+            let scheme = match s.protocol {
+                Protocol::Http if is_tls(&s.addr) => "https",
+                p => p.name(),
+            };
+            match &s.addr {
+                Address::Tcp(a) => format!("{scheme}://{a}"),
+                other => format!("{scheme}://unix:{other}"),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

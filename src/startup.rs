@@ -55,11 +55,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .http_sockets
         .iter()
         .map(|s| (s, Protocol::Http))
+        .chain(cfg.https_sockets.iter().map(|s| (&s.addr, Protocol::Http)))
         .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)))
         .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)))
         .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)))
         .map(|(spec, protocol)| Ok((listen::parse(spec)?, protocol)))
         .collect::<Result<Vec<_>, String>>()?;
+    // Certificates are read before any socket is bound or app loaded: a
+    // bad one stops the start with the reason.
+    crate::frontend::tls::install(&cfg)?;
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => inh.listeners(),
         None => process::systemd_sockets(&wanted),
@@ -126,6 +130,7 @@ pub fn vacuum(cfg: &Config) {
     for spec in cfg
         .http_sockets
         .iter()
+        .chain(cfg.https_sockets.iter().map(|s| &s.addr))
         .chain(&cfg.uwsgi_sockets)
         .chain(&cfg.scgi_sockets)
         .chain(&cfg.fastcgi_sockets)
@@ -155,7 +160,8 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         "oxgate {}: serving {} on {} (pid {}, single process, {})",
         env!("CARGO_PKG_VERSION"),
         app_name(cfg),
-        listen::describe(&listeners),
+        listen::describe(&listeners, |a| crate::frontend::tls::listener_for(a)
+            .is_some()),
         std::process::id(),
         if cfg.needs_python() {
             format!(

@@ -30,7 +30,9 @@ class Server:
     def wait_ready(self, timeout=20):
         """Waits until every loopback TCP socket of the command line listens
         (they are bound one after another: the first is not enough)."""
-        ports = [self.port] + [int(a.rsplit(":", 1)[1]) for a in self.args
+        # (An --https-socket's address comes before its files, after a comma.)
+        heads = [a.split(",", 1)[0] for a in self.args]
+        ports = [self.port] + [int(a.rsplit(":", 1)[1]) for a in heads
                                if a.startswith("127.0.0.1:") and a.rsplit(":", 1)[1].isdigit()]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

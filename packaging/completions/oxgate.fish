@@ -2,6 +2,13 @@
 # (oxgate --completions fish). Put it in ~/.config/fish/completions/oxgate.fish.
 complete -c oxgate -l http-socket -x -d 'Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path'
 complete -c oxgate -l http -x -d 'Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path'
+complete -c oxgate -l https-socket -x -d 'Serve HTTPS on ADDR (uWSGI\'s syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519)'
+complete -c oxgate -l https -x -d 'Serve HTTPS on ADDR (uWSGI\'s syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519)'
+complete -c oxgate -l https-client-ca -r -F -d 'Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came'
+complete -c oxgate -l https-client-required -d 'With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)'
+complete -c oxgate -l ssl-min-version -x -a '1.2 1.3' -d 'The oldest TLS version HTTPS sockets accept'
+complete -c oxgate -l http2-off -d 'Serve HTTP/1.1 only: no h2 in the TLS handshake\'s ALPN, and no HTTP/2 with prior knowledge (h2c) on --http-socket'
+complete -c oxgate -l http2-max-streams -x -d 'The most requests (streams) one HTTP/2 connection may have open at once'
 complete -c oxgate -l socket -x -d 'A socket in the protocol --protocol names: the uwsgi protocol by default (nginx uwsgi_pass), HTTP with --protocol http'
 complete -c oxgate -l uwsgi-socket -x -d 'A uwsgi-protocol socket, whatever --protocol says'
 complete -c oxgate -l fastcgi-socket -x -d 'A FastCGI socket (nginx fastcgi_pass, with or without fastcgi_keep_conn; Apache mod_proxy_fcgi; lighttpd mod_fastcgi)'

@@ -196,7 +196,27 @@ options! {
         .aliases(&["http"])
         .value("ADDR")
         .help("Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
-               --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process."),
+               --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process. \
+               A client that opens with HTTP/2's preface (h2c with prior knowledge, as load balancers do) is served HTTP/2."),
+    HTTPS_SOCKET = OptDef::new("https-socket", List, Sockets)
+        .aliases(&["https"])
+        .value("ADDR,CERT,KEY[,CIPHERS,CA]")
+        .help("Serve HTTPS on ADDR (uWSGI's syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519). ALPN offers HTTP/2 and HTTP/1.1. CIPHERS may name TLS suites to allow, separated by colons; CA, the fifth field, asks clients for a certificate signed by it (a leading ! requires one), as --https-client-ca does."),
+    HTTPS_CLIENT_CA = OptDef::new("https-client-ca", Str, Sockets)
+        .value("FILE")
+        .help("Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came. A client without one is still served, unless --https-client-required."),
+    HTTPS_CLIENT_REQUIRED = OptDef::new("https-client-required", Flag, Sockets)
+        .help("With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)."),
+    SSL_MIN_VERSION = OptDef::new("ssl-min-version", Str, Sockets)
+        .value("1.2|1.3")
+        .defaults_to("1.2")
+        .help("The oldest TLS version HTTPS sockets accept. Older ones than 1.2 are never offered."),
+    HTTP2_OFF = OptDef::new("http2-off", Flag, Sockets)
+        .help("Serve HTTP/1.1 only: no h2 in the TLS handshake's ALPN, and no HTTP/2 with prior knowledge (h2c) on --http-socket."),
+    HTTP2_MAX_STREAMS = OptDef::new("http2-max-streams", Int, Sockets)
+        .value("N")
+        .defaults_to("100")
+        .help("The most requests (streams) one HTTP/2 connection may have open at once."),
     SOCKET = OptDef::new("socket", List, Sockets)
         .short('s')
         .value("ADDR")

@@ -89,11 +89,11 @@ use Arity::{Append, FileOnly, Switch, Value};
 use Meaning::{Hook, Ignored, Maps};
 
 const NO_TLS: Meaning =
-    Ignored("oxgate does not serve TLS yet: terminate it in the proxy in front");
+    Ignored("oxgate's TLS is rustls's, set by certfile, keyfile, ca_certs, cert_reqs and ciphers");
 const NO_PARSER_CHOICE: Meaning =
     Ignored("oxgate's HTTP parser is strict and has no switches to loosen it (docs/hardening.md)");
 const NO_DIRTY: Meaning = Ignored("oxgate has no dirty-worker arbiter");
-const NO_HTTP2: Meaning = Ignored("oxgate serves HTTP/1.1 only for now");
+const NO_HTTP2: Meaning = Ignored("oxgate's HTTP/2 windows and frame sizes are hyper's defaults");
 const NO_STATSD: Meaning = Ignored(
     "oxgate has no StatsD client: it serves uwsgitop stats (--stats) and Prometheus metrics (--metrics)",
 );
@@ -154,12 +154,17 @@ static SETTINGS: &[GunicornSetting] = &[
         NO_DIRTY,
     ),
     g("http_protocols", &["--http-protocols"], Value, Maps),
-    g("http2_cleartext", &["--http2-cleartext"], Switch, NO_HTTP2),
+    g(
+        "http2_cleartext",
+        &["--http2-cleartext"],
+        Switch,
+        Ignored("h2c with prior knowledge is always served on HTTP sockets"),
+    ),
     g(
         "http2_max_concurrent_streams",
         &["--http2-max-concurrent-streams"],
         Value,
-        NO_HTTP2,
+        Maps,
     ),
     g(
         "http2_initial_window_size",
@@ -245,11 +250,11 @@ static SETTINGS: &[GunicornSetting] = &[
         FileOnly,
         Ignored("oxgate does not set process titles"),
     ),
-    g("keyfile", &["--keyfile"], Value, NO_TLS),
-    g("certfile", &["--certfile"], Value, NO_TLS),
+    g("keyfile", &["--keyfile"], Value, Maps),
+    g("certfile", &["--certfile"], Value, Maps),
     g("ssl_version", &["--ssl-version"], Value, NO_TLS),
-    g("cert_reqs", &["--cert-reqs"], Value, NO_TLS),
-    g("ca_certs", &["--ca-certs"], Value, NO_TLS),
+    g("cert_reqs", &["--cert-reqs"], Value, Maps),
+    g("ca_certs", &["--ca-certs"], Value, Maps),
     g(
         "suppress_ragged_eofs",
         &["--suppress-ragged-eofs"],
@@ -262,7 +267,7 @@ static SETTINGS: &[GunicornSetting] = &[
         Switch,
         NO_TLS,
     ),
-    g("ciphers", &["--ciphers"], Value, NO_TLS),
+    g("ciphers", &["--ciphers"], Value, Maps),
     g("limit_request_line", &["--limit-request-line"], Value, Maps),
     g(
         "limit_request_fields",
@@ -855,10 +860,32 @@ fn translate(
             ));
         }
     };
+    // certfile and keyfile make every HTTP bind an HTTPS one; ca_certs
+    // with cert_reqs 1 (CERT_OPTIONAL) or 2 (CERT_REQUIRED) asks clients
+    // for certificates.
+    let https = match (one("certfile"), one("keyfile")) {
+        (Some(cert), Some(key)) => {
+            let ca = match (one("ca_certs"), one("cert_reqs").as_deref().map(str::trim)) {
+                (Some(ca), Some("2")) => format!("!{ca}"),
+                (Some(ca), Some("1")) => ca,
+                _ => String::new(),
+            };
+            let ciphers = one("ciphers").unwrap_or_default();
+            Some(format!("{cert},{key},{ciphers},{ca}"))
+        }
+        (None, None) => None,
+        _ => {
+            return err("certfile and keyfile go together: Gunicorn serves TLS only with both");
+        }
+    };
+    let mut bind = |addr: String, origin: &Origin| match (&https, socket_key == &opt::HTTP_SOCKET) {
+        (Some(tls), true) => push(&opt::HTTPS_SOCKET, format!("{addr},{tls}"), origin),
+        _ => push(socket_key, addr, origin),
+    };
     match given.get("bind") {
         Some(g) => {
             for b in &g.values {
-                push(socket_key, bind_address(b)?, &g.origin);
+                bind(bind_address(b)?, &g.origin);
             }
         }
         None => {
@@ -867,8 +894,15 @@ fn translate(
                 Some(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
                 _ => "127.0.0.1:8000".into(),
             };
-            push(socket_key, addr, &default);
+            bind(addr, &default);
         }
+    }
+    if let Some(g) = given.get("http2_max_concurrent_streams") {
+        push(
+            &opt::HTTP2_MAX_STREAMS,
+            g.values.last().cloned().unwrap_or_default(),
+            &g.origin,
+        );
     }
 
     // Workers: $WEB_CONCURRENCY is Gunicorn's default, else 1.
@@ -1058,9 +1092,12 @@ fn translate(
     }
     if let Some(p) = one("http_protocols") {
         let wanted: Vec<&str> = p.split(',').map(str::trim).collect();
-        if wanted.iter().any(|w| *w != "h1") {
+        if !wanted.contains(&"h2") {
+            push(&opt::HTTP2_OFF, "true".into(), &default);
+        }
+        if wanted.iter().any(|w| !matches!(*w, "h1" | "h2")) {
             out.warnings.push(format!(
-                "http_protocols {p:?}: oxgate serves HTTP/1.1 only for now"
+                "http_protocols {p:?}: oxgate serves h1 and h2 (HTTP/3 is not served)"
             ));
         }
     }
@@ -1295,6 +1332,51 @@ mod tests {
         assert_eq!(values(&c, &opt::UMASK), ["007"]);
         assert_eq!(values(&c, &opt::MODULE), ["app:application"]);
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+    }
+
+    #[test]
+    fn certfile_and_keyfile_make_every_bind_https() {
+        let file = vec![
+            ("certfile", PyValue::Str("/c.pem".into())),
+            ("keyfile", PyValue::Str("/k.pem".into())),
+            ("ca_certs", PyValue::Str("/ca.pem".into())),
+            ("cert_reqs", PyValue::Int(2)),
+            ("http2_max_concurrent_streams", PyValue::Int(32)),
+        ];
+        let c = read_with(&["-c", "/dev/null", "-b", ":8443", "app:app"], None, file).unwrap();
+        assert!(
+            values(&c, &opt::HTTP_SOCKET).is_empty(),
+            "{:?}",
+            values(&c, &opt::HTTP_SOCKET)
+        );
+        assert_eq!(
+            values(&c, &opt::HTTPS_SOCKET),
+            [":8443,/c.pem,/k.pem,,!/ca.pem"]
+        );
+        assert_eq!(values(&c, &opt::HTTP2_MAX_STREAMS), ["32"]);
+        assert!(values(&c, &opt::HTTP2_OFF).is_empty());
+        // CERT_OPTIONAL asks for a certificate without requiring one.
+        let file = vec![
+            ("certfile", PyValue::Str("/c.pem".into())),
+            ("keyfile", PyValue::Str("/k.pem".into())),
+            ("ca_certs", PyValue::Str("/ca.pem".into())),
+            ("cert_reqs", PyValue::Int(1)),
+        ];
+        let c = read_with(&["-c", "/dev/null", "app:app"], None, file).unwrap();
+        assert_eq!(
+            values(&c, &opt::HTTPS_SOCKET),
+            ["127.0.0.1:8000,/c.pem,/k.pem,,/ca.pem"]
+        );
+        let one = vec![("certfile", PyValue::Str("/c.pem".into()))];
+        assert!(read_with(&["-c", "/dev/null", "app:app"], None, one).is_err());
+    }
+
+    #[test]
+    fn http_protocols_without_h2_turn_http2_off() {
+        let c = read_with(&["--http-protocols", "h1", "app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::HTTP2_OFF), ["true"]);
+        let c = read_with(&["--http-protocols", "h2,h1", "app:app"], None, vec![]).unwrap();
+        assert!(values(&c, &opt::HTTP2_OFF).is_empty());
     }
 
     #[test]

@@ -34,6 +34,53 @@ struct Values<'a>(&'a [Setting]);
 
 /// An option `resolve()` needs a default for has none in the table: a bug
 /// any resolve test finds.
+/// `--https-socket ADDR,CERT,KEY[,CIPHERS,CA]` (uWSGI's fields; a CA
+/// with a leading `!` requires client certificates), each with
+/// `--https-client-ca` and `--https-client-required` filling in what its
+/// fields leave out.
+fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
+    let default_ca = r.path(&opt::HTTPS_CLIENT_CA);
+    let required = r.flag(&opt::HTTPS_CLIENT_REQUIRED)?;
+    let sockets = r
+        .all(&opt::HTTPS_SOCKET)
+        .iter()
+        .map(|spec| {
+            let fields: Vec<&str> = spec.split(',').map(str::trim).collect();
+            let bad = |why: &str| {
+                ConfigError(format!(
+                    "--https-socket {spec:?}: {why} (expected ADDR,CERT,KEY[,CIPHERS,CA], for example :8443,site.crt,site.key)"
+                ))
+            };
+            if fields.len() < 3 || fields.len() > 5 {
+                return Err(bad("needs three to five comma-separated fields"));
+            }
+            if fields[..3].iter().any(|f| f.is_empty()) {
+                return Err(bad("the address, certificate and key may not be empty"));
+            }
+            let (ca, ca_required) = match fields.get(4) {
+                Some(ca) if ca.starts_with('!') => (Some(PathBuf::from(&ca[1..])), true),
+                Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false),
+                _ => (default_ca.clone(), false),
+            };
+            let client_ca = ca.filter(|p| !p.as_os_str().is_empty());
+            Ok(HttpsSocket {
+                addr: fields[0].to_string(),
+                cert: PathBuf::from(fields[1]),
+                key: PathBuf::from(fields[2]),
+                ciphers: fields.get(3).unwrap_or(&"").to_string(),
+                client_required: client_ca.is_some() && (ca_required || required),
+                client_ca,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if required && sockets.iter().any(|s| s.client_ca.is_none()) {
+        return err(
+            "--https-client-required needs --https-client-ca FILE (or a CA in each --https-socket's fifth field): the CA whose client certificates are accepted",
+        );
+    }
+    Ok(sockets)
+}
+
 /// `--static-map` and `--static-map2`, in the order given: MOUNT=DIR each.
 fn static_maps(r: &Values<'_>) -> Result<Vec<StaticMap>, ConfigError> {
     r.0.iter()
@@ -460,7 +507,9 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             ));
         }
     }
+    let https_sockets = https_sockets(&r)?;
     if http_sockets.is_empty()
+        && https_sockets.is_empty()
         && uwsgi_sockets.is_empty()
         && scgi_sockets.is_empty()
         && fastcgi_sockets.is_empty()
@@ -576,6 +625,22 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
 
     Ok(Action::Serve(Box::new(Config {
         http_sockets,
+        https_sockets,
+        tls_http2: TlsHttp2 {
+            tls13_only: match r.defaulted(&opt::SSL_MIN_VERSION).trim() {
+                "1.2" | "TLSv1.2" | "tlsv1.2" => false,
+                "1.3" | "TLSv1.3" | "tlsv1.3" => true,
+                other => {
+                    return err(format!(
+                        "--ssl-min-version {other:?}: expected 1.2 or 1.3 (older versions are never offered)"
+                    ));
+                }
+            },
+            http2: !r.flag(&opt::HTTP2_OFF)?,
+            http2_max_streams: r
+                .positive(&opt::HTTP2_MAX_STREAMS)?
+                .min(i64::from(u32::MAX)) as u32,
+        },
         uwsgi_sockets,
         scgi_sockets,
         fastcgi_sockets,
@@ -1021,6 +1086,71 @@ mod tests {
         assert!(error(&["--http"]).contains("needs a value"));
         assert!(error(&["--http", ":1", "--file", "a", "--threads", "-1"]).contains("positive"));
         assert!(error(&["--http", ":1", "--file", "a", "--env", "novalue"]).contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn https_sockets_read_uwsgis_fields() {
+        let c = serve(&[
+            "--wsgi-file",
+            "a.py",
+            "--https-socket",
+            ":8443,a.crt,a.key",
+            "--https",
+            "127.0.0.1:9443, b.crt, b.key, HIGH, !ca.pem",
+            "--https-socket",
+            ":7443,c.crt,c.key,,ca2.pem",
+        ]);
+        let s = &c.https_sockets;
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].addr.as_str(), s[0].client_ca.as_ref()),
+            (":8443", None)
+        );
+        assert_eq!(s[1].cert, PathBuf::from("b.crt"));
+        assert_eq!(s[1].ciphers, "HIGH");
+        assert_eq!(s[1].client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(s[1].client_required);
+        assert_eq!(s[2].client_ca, Some(PathBuf::from("ca2.pem")));
+        assert!(!s[2].client_required);
+        assert!(c.tls_http2.http2 && !c.tls_http2.tls13_only);
+        assert_eq!(c.tls_http2.http2_max_streams, 100);
+        // The CA options fill in what the fields leave out.
+        let c = serve(&[
+            "--wsgi-file",
+            "a.py",
+            "--https-socket",
+            ":1,a.crt,a.key",
+            "--https-client-ca",
+            "ca.pem",
+            "--https-client-required",
+            "--ssl-min-version",
+            "1.3",
+            "--http2-off",
+        ]);
+        assert_eq!(c.https_sockets[0].client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(c.https_sockets[0].client_required);
+        assert!(c.tls_http2.tls13_only && !c.tls_http2.http2);
+        assert!(error(&["--https-socket", ":1,a.crt"]).contains("three to five"));
+        assert!(error(&["--https-socket", ":1,,a.key"]).contains("may not be empty"));
+        assert!(
+            error(&[
+                "--https-socket",
+                ":1,a.crt,a.key",
+                "--https-client-required"
+            ])
+            .contains("--https-client-ca")
+        );
+        assert!(
+            error(&[
+                "--wsgi-file",
+                "a.py",
+                "--https-socket",
+                ":1,a.crt,a.key",
+                "--ssl-min-version",
+                "1.1"
+            ])
+            .contains("1.2 or 1.3")
+        );
     }
 
     #[test]

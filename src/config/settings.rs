@@ -123,10 +123,39 @@ pub struct AsgiSettings {
     pub ws: WsSettings,
 }
 
+/// An `--https-socket`: where, and the files its TLS is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsSocket {
+    pub addr: String,
+    /// The PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// TLS suites to allow, colon-separated; empty for rustls's defaults.
+    pub ciphers: String,
+    /// CAs whose client certificates are asked for (`--https-client-ca`,
+    /// or the fifth field).
+    pub client_ca: Option<PathBuf>,
+    /// A client without a valid certificate is refused.
+    pub client_required: bool,
+}
+
+/// What TLS and HTTP/2 are offered with, on every socket.
+#[derive(Debug, Clone)]
+pub struct TlsHttp2 {
+    /// `--ssl-min-version 1.3`: TLS 1.2 is not offered.
+    pub tls13_only: bool,
+    /// HTTP/2 is offered (ALPN h2, h2c with prior knowledge): not
+    /// `--http2-off`.
+    pub http2: bool,
+    pub http2_max_streams: u32,
+}
+
 /// The resolved configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_sockets: Vec<String>,
+    pub https_sockets: Vec<HttpsSocket>,
+    pub tls_http2: TlsHttp2,
     /// uwsgi-protocol sockets (`socket`, `uwsgi-socket`).
     pub uwsgi_sockets: Vec<String>,
     pub scgi_sockets: Vec<String>,

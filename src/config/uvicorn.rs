@@ -50,8 +50,9 @@ use Meaning::{Ignored, Maps};
 
 const ON: Arity = Switch { no: false };
 const ON_OFF: Arity = Switch { no: true };
-const NO_TLS: Meaning =
-    Ignored("oxgate does not serve TLS yet: terminate it in the proxy in front");
+const NO_TLS: Meaning = Ignored(
+    "oxgate's TLS is rustls's, set by --ssl-certfile, --ssl-keyfile, --ssl-ca-certs, --ssl-cert-reqs and --ssl-ciphers",
+);
 const OWN_PROTOCOLS: Meaning =
     Ignored("oxgate has its own HTTP and WebSocket implementations (hyper, tungstenite)");
 const NO_WATCH_LIST: Meaning = Ignored("--reload watches the files of the modules the app loaded");
@@ -73,7 +74,9 @@ static OPTIONS: &[UvicornOption] = &[
     u(
         "--http2",
         ON,
-        Ignored("oxgate serves HTTP/1.1 only for now"),
+        Ignored(
+            "oxgate serves HTTP/2 unasked: over TLS when ALPN picks it, and h2c with prior knowledge",
+        ),
     ),
     u("--ws", Value, OWN_PROTOCOLS),
     u("--ws-max-size", Value, Maps),
@@ -132,13 +135,13 @@ static OPTIONS: &[UvicornOption] = &[
         Value,
         Ignored("oxgate's master watches its workers through shared memory"),
     ),
-    u("--ssl-keyfile", Value, NO_TLS),
-    u("--ssl-certfile", Value, NO_TLS),
+    u("--ssl-keyfile", Value, Maps),
+    u("--ssl-certfile", Value, Maps),
     u("--ssl-keyfile-password", Value, NO_TLS),
     u("--ssl-version", Value, NO_TLS),
-    u("--ssl-cert-reqs", Value, NO_TLS),
-    u("--ssl-ca-certs", Value, NO_TLS),
-    u("--ssl-ciphers", Value, NO_TLS),
+    u("--ssl-cert-reqs", Value, Maps),
+    u("--ssl-ca-certs", Value, Maps),
+    u("--ssl-ciphers", Value, Maps),
     u(
         "--header",
         Append,
@@ -321,7 +324,30 @@ fn translate(
             format!("{host}:{port}")
         }
     };
-    push(&opt::HTTP_SOCKET, socket, &origin);
+    // --ssl-certfile and --ssl-keyfile make the socket an HTTPS one;
+    // --ssl-ca-certs with --ssl-cert-reqs 1 (optional) or 2 (required)
+    // asks for client certificates.
+    match (last("--ssl-certfile"), last("--ssl-keyfile")) {
+        (Some(cert), Some(key)) => {
+            let ca = match (last("--ssl-ca-certs"), last("--ssl-cert-reqs").as_deref()) {
+                (Some(ca), Some("2")) => format!("!{ca}"),
+                (Some(ca), Some("1")) => ca,
+                _ => String::new(),
+            };
+            // uvicorn's default cipher string, "TLSv1", is OpenSSL's word
+            // for every suite: rustls's defaults are that.
+            let ciphers = last("--ssl-ciphers")
+                .filter(|c| c != "TLSv1")
+                .unwrap_or_default();
+            push(
+                &opt::HTTPS_SOCKET,
+                format!("{socket},{cert},{key},{ciphers},{ca}"),
+                &origin,
+            );
+        }
+        (None, None) => push(&opt::HTTP_SOCKET, socket, &origin),
+        _ => return err("--ssl-certfile and --ssl-keyfile go together"),
+    }
     let workers = last("--workers")
         .or_else(|| env("WEB_CONCURRENCY").filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "1".into());
@@ -467,6 +493,30 @@ mod tests {
             .filter(|s| s.opt == key)
             .map(|s| s.value.as_str())
             .collect()
+    }
+
+    #[test]
+    fn ssl_files_make_the_socket_https() {
+        let c = read_args(&[
+            "main:app",
+            "--port",
+            "8443",
+            "--ssl-certfile",
+            "c.pem",
+            "--ssl-keyfile",
+            "k.pem",
+            "--ssl-ca-certs",
+            "ca.pem",
+            "--ssl-cert-reqs",
+            "2",
+        ])
+        .unwrap();
+        assert!(values(&c, &opt::HTTP_SOCKET).is_empty());
+        assert_eq!(
+            values(&c, &opt::HTTPS_SOCKET),
+            ["127.0.0.1:8443,c.pem,k.pem,,!ca.pem"]
+        );
+        assert!(read_args(&["main:app", "--ssl-certfile", "c.pem"]).is_err());
     }
 
     #[test]

@@ -153,7 +153,8 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
             "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {})",
             env!("CARGO_PKG_VERSION"),
             apps::app_name(cfg),
-            crate::listen::describe(&m.listeners),
+            crate::listen::describe(&m.listeners, |a| crate::frontend::tls::listener_for(a)
+                .is_some()),
             std::process::id(),
             m.sup.processes,
             if m.sup.processes == 1 { "" } else { "s" },
@@ -361,6 +362,16 @@ impl Master<'_> {
     /// the sockets, the scoreboard and the running workers.
     pub(super) fn reexec(&mut self, kind: ReloadKind) {
         crate::say!("oxgate: {} reload requested", kind.name());
+        // The new image reads the certificates again; one that cannot (a
+        // renewal that wrote a bad file) would not start. The reload is
+        // refused instead, and the certificates read before keep serving.
+        if let Err(why) = crate::frontend::tls::load(self.cfg) {
+            crate::say!(
+                "oxgate: {} reload refused: {why}; still serving with the certificates read before",
+                kind.name()
+            );
+            return;
+        }
         process::sd_notify("RELOADING=1");
         if kind == ReloadKind::Brutal {
             self.supervise(|sup, fx| sup.signal_all(Signal::SIGKILL, fx, Instant::now()));

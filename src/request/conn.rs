@@ -2,7 +2,11 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+use super::VarName;
 
 /// What a connection knows about its socket, formatted once per connection
 /// for the CGI variables of each of its requests.
@@ -14,6 +18,15 @@ pub struct ConnInfo {
     /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
     peer: Option<(Bytes, Bytes)>,
     peer_addr: Option<SocketAddr>,
+    /// What the TLS handshake settled; none on a cleartext connection.
+    tls: Option<Arc<TlsInfo>>,
+}
+
+/// What a connection's TLS handshake settled, as the CGI variables every
+/// request on it gets (`HTTPS`, `SSL_PROTOCOL`, `SSL_CLIENT_VERIFY`...).
+#[derive(Debug, Default)]
+pub struct TlsInfo {
+    pub vars: Vec<(VarName, Bytes)>,
 }
 
 impl ConnInfo {
@@ -27,6 +40,18 @@ impl ConnInfo {
             peer_addr: Some(peer),
             ..self
         }
+    }
+
+    /// The same connection, over TLS.
+    pub fn with_tls(self, tls: TlsInfo) -> ConnInfo {
+        ConnInfo {
+            tls: Some(Arc::new(tls)),
+            ..self
+        }
+    }
+
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_deref()
     }
 
     /// The client's address, unformatted (none on unix sockets).
@@ -64,6 +89,7 @@ impl ConnInfo {
                 )
             }),
             peer_addr: peer,
+            tls: None,
         }
     }
 }

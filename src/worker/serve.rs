@@ -45,6 +45,11 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
                 v2: p.v2,
                 allow: p.allow.clone(),
             }),
+            tls: None,
+            http2_max_streams: cfg
+                .tls_http2
+                .http2
+                .then_some(cfg.tls_http2.http2_max_streams),
         }),
         gateway: Arc::new(GatewaySettings {
             // A uwsgi vars block cannot exceed 65535 bytes.
@@ -97,7 +102,16 @@ pub async fn serve(
     let limit = super::conn_limit::ConnLimit::new(front.max_connections);
     for socket in listeners {
         let front_end = match socket.protocol {
-            Protocol::Http => FrontEnd::Http(front.http.clone(), flush.clone()),
+            Protocol::Http => match crate::frontend::tls::listener_for(&socket.addr) {
+                Some(tls) => FrontEnd::Http(
+                    Arc::new(HttpSettings {
+                        tls: Some(tls),
+                        ..(*front.http).clone()
+                    }),
+                    flush.clone(),
+                ),
+                None => FrontEnd::Http(front.http.clone(), flush.clone()),
+            },
             Protocol::Fastcgi => FrontEnd::FastCgi(front.gateway.clone()),
             Protocol::Uwsgi => FrontEnd::OneShot(OneShot::Uwsgi, front.gateway.clone()),
             Protocol::Scgi => FrontEnd::OneShot(OneShot::Scgi, front.gateway.clone()),

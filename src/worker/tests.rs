@@ -101,6 +101,8 @@ fn start() -> Vec<(Protocol, u16)> {
                 read_ahead: 1 << 20,
                 min_body_rate: 1024,
                 proxy_protocol: None,
+                tls: None,
+                http2_max_streams: Some(100),
             }),
             gateway: Arc::new(GatewaySettings {
                 max_vars: 8192,

@@ -59,6 +59,7 @@ impl Body for OxBody {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 if *file_left == 0
+                    && this.conn.0.sendfile
                     && let Some(region) = rest.take_file()
                 {
                     *file_left = region.len;

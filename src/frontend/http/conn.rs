@@ -10,18 +10,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::batch::FlushQueue;
 use super::body::{OxBody, to_hyper};
 use super::context::{ConnCtx, HttpSettings, TaskCounter};
 use super::convert::{Headed, convert_head, to_request};
 pub use super::peek::Peek;
+use crate::frontend::tls::TlsListener;
 
-/// hyper answers any HTTP version other than 1.x with 400; clients deserve
-/// 505 when the request is well formed but names a version we do not speak
-/// (HTTP/2.0 without TLS, say). Looks at the connection's first request line.
-pub(super) async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
+/// What a cleartext connection's first line says it speaks.
+pub(super) enum Opening {
+    /// HTTP/2's connection preface: h2c with prior knowledge.
+    Http2,
+    /// A well-formed request line naming a version hyper does not speak:
+    /// hyper would answer 400; the client deserves 505.
+    Unsupported(String),
+}
+
+/// Looks at the connection's first request line (without taking it).
+/// `None` means HTTP/1.x, or too little to tell: hyper's to read.
+pub(super) async fn opening<S: Peek>(stream: &S) -> Option<Opening> {
     stream.readable().await.ok()?;
     let mut buf = [0u8; 1024];
     use nix::sys::socket::{MsgFlags, recv};
@@ -33,15 +42,16 @@ pub(super) async fn unsupported_version<S: Peek>(stream: &S) -> Option<String> {
     .ok()?;
     let line = buf.get(..n)?;
     let line = &line[..line.iter().position(|&c| c == b'\n')?];
-    let version = line
-        .strip_suffix(b"\r")
-        .unwrap_or(line)
-        .rsplit(|&c| c == b' ')
-        .next()?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // RFC 9113 §3.4: the preface opens with "PRI * HTTP/2.0".
+    if line == b"PRI * HTTP/2.0" {
+        return Some(Opening::Http2);
+    }
+    let version = line.rsplit(|&c| c == b' ').next()?;
     let rest = version.strip_prefix(b"HTTP/")?;
     let (major, minor) = std::str::from_utf8(rest).ok()?.split_once('.')?;
     let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
-    (major != 1 || minor > 1).then(|| format!("HTTP/{major}.{minor}"))
+    (major != 1 || minor > 1).then(|| Opening::Unsupported(format!("HTTP/{major}.{minor}")))
 }
 
 /// Answers a connection hyper never gets to see, and closes it.
@@ -67,7 +77,7 @@ pub async fn serve_connection<S: Peek>(
     host: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     flush: Arc<FlushQueue>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     going_away: GoingAway,
 ) {
     let mut info = info;
@@ -84,51 +94,122 @@ pub async fn serve_connection<S: Peek>(
             Err(_) => return, // no header, no request: the head timeout
         }
     }
-    if let Ok(Some(version)) =
-        tokio::time::timeout(settings.head_timeout, unsupported_version(&stream)).await
-    {
-        let body = format!("{version} is not supported; use HTTP/1.1\n");
-        return refuse(stream, "505 HTTP Version Not Supported", &body).await;
+    if let Some(tls) = settings.tls.clone() {
+        return serve_tls(stream, info, host, settings, &tls, shutdown, going_away).await;
     }
-    let files = Arc::new(super::sendfile::FileQueue::default());
-    let progress = Arc::new(TaskCounter::default());
+    match tokio::time::timeout(settings.head_timeout, opening(&stream)).await {
+        Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
+            let ctx = conn_ctx(info, host, settings, false);
+            let io = TokioIo::new(Progress::new(stream, ctx.progress.clone()));
+            return serve_http2(io, ctx, shutdown).await;
+        }
+        Ok(Some(Opening::Http2)) => {
+            let body = "HTTP/2 is turned off here (--http2-off); use HTTP/1.1\n";
+            return refuse(stream, "505 HTTP Version Not Supported", body).await;
+        }
+        Ok(Some(Opening::Unsupported(version))) => {
+            let body = format!("{version} is not supported; use HTTP/1.1\n");
+            return refuse(stream, "505 HTTP Version Not Supported", &body).await;
+        }
+        _ => {}
+    }
+    let ctx = conn_ctx(info, host, settings, true);
     let io = TokioIo::new(super::batch::BatchedIo::new(
         stream,
         flush,
-        files.clone(),
-        progress.clone(),
+        ctx.files.clone(),
+        ctx.progress.clone(),
     ));
-    // What every request of the connection needs, behind one reference
-    // count: the service clones it once per request.
-    let conn_ctx = Arc::new(ConnCtx {
+    serve_http1(io, ctx, shutdown, going_away).await
+}
+
+/// An `--https-socket`'s connection: the TLS handshake (bounded by the
+/// head timeout), then HTTP/2 if ALPN chose it, else HTTP/1.1.
+async fn serve_tls<S: Peek>(
+    stream: S,
+    info: ConnInfo,
+    host: Arc<dyn Handler>,
+    settings: Arc<HttpSettings>,
+    tls: &TlsListener,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    going_away: GoingAway,
+) {
+    let stream =
+        match tokio::time::timeout(settings.head_timeout, tls.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(why)) => return crate::frontend::tls::handshake_failed(&why),
+            Err(_) => return, // a handshake never finished: the head timeout
+        };
+    let (_, session) = stream.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
+    let info = info.with_tls(tls.settled(session));
+    let ctx = conn_ctx(info, host, settings, false);
+    let io = TokioIo::new(Progress::new(stream, ctx.progress.clone()));
+    if h2 {
+        serve_http2(io, ctx, shutdown).await;
+    } else {
+        serve_http1(io, ctx, shutdown, going_away).await;
+    }
+}
+
+/// What every request of the connection needs, behind one reference
+/// count: the service clones it once per request.
+fn conn_ctx(
+    info: ConnInfo,
+    handler: Arc<dyn Handler>,
+    settings: Arc<HttpSettings>,
+    sendfile: bool,
+) -> Arc<ConnCtx> {
+    Arc::new(ConnCtx {
         info,
-        handler: host,
-        settings: settings.clone(),
-        files,
-        progress,
+        handler,
+        settings,
+        files: Arc::new(super::sendfile::FileQueue::default()),
+        sendfile,
+        progress: Arc::new(TaskCounter::default()),
         begun: TaskCounter::default(),
         finished: TaskCounter::default(),
         upgrade: std::sync::Mutex::new(None),
         closing: AtomicBool::new(false),
-    });
+    })
+}
+
+/// One request, from hyper's head to hyper's response: the service of
+/// HTTP/1.1 and HTTP/2 connections alike.
+fn on_request(
+    ctx: Arc<ConnCtx>,
+    req: hyper::Request<Incoming>,
+) -> impl Future<Output = Result<hyper::Response<OxBody>, Infallible>> + Send + 'static {
+    ctx.begun.bump();
+    let (mut parts, body) = req.into_parts();
+    // Only requests that ask to upgrade have one.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let mut head = convert_head(&parts, body, &ctx.info, &ctx.settings);
+    if let Ok(h) = &mut head {
+        h.upgradable = on_upgrade.is_some();
+    }
+    // The request's header map, emptied, carries the response's
+    // headers; hyper keeps that map to parse the next request into,
+    // so a keep-alive connection allocates no header maps.
+    let mut headers = parts.headers;
+    headers.clear();
+    async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, ctx).await) }
+}
+
+/// Serves HTTP/1.1 on `io` (cleartext through `BatchedIo`, or TLS) until
+/// the connection closes, or until `shutdown` fires and the request in
+/// flight (if any) is done.
+async fn serve_http1<I>(
+    io: I,
+    conn_ctx: Arc<ConnCtx>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    going_away: GoingAway,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let settings = conn_ctx.settings.clone();
     let ctx = conn_ctx.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let ctx = ctx.clone();
-        ctx.begun.bump();
-        let (mut parts, body) = req.into_parts();
-        // Only requests that ask to upgrade have one.
-        let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        let mut head = convert_head(&parts, body, &ctx.info, &ctx.settings);
-        if let Ok(h) = &mut head {
-            h.upgradable = on_upgrade.is_some();
-        }
-        // The request's header map, emptied, carries the response's
-        // headers; hyper keeps that map to parse the next request into,
-        // so a keep-alive connection allocates no header maps.
-        let mut headers = parts.headers;
-        headers.clear();
-        async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, ctx).await) }
-    });
+    let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         // Body frames go down to BatchedIo as they are, never copied into
@@ -194,6 +275,116 @@ pub async fn serve_connection<S: Peek>(
         res = conn.as_mut() => after_http(res, &conn_ctx, going_away).await,
         // hyper waits for a head begun but never finished.
         () = idle_watchdog(&conn_ctx) => {}
+    }
+}
+
+/// Serves HTTP/2 on `io` (h2c with prior knowledge, or TLS with ALPN h2)
+/// until the connection closes. A stop sends GOAWAY: no new streams, and
+/// the open ones finish (within the worker's mercy time).
+async fn serve_http2<I>(
+    io: I,
+    conn_ctx: Arc<ConnCtx>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let settings = &conn_ctx.settings;
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(settings.http2_max_streams.unwrap_or(100))
+        // `--buffer-size` bounds a request's head, decoded: HPACK cannot
+        // expand a small header block into a large one.
+        .max_header_list_size(u32::try_from(settings.max_head.max(8192)).unwrap_or(u32::MAX));
+    // hyper's defaults hold the other limits: 20 streams reset before
+    // they are served (rapid reset, CVE-2023-44487), 1,024 streams this
+    // server had to reset, and CONTINUATION frames bounded by the header
+    // list size.
+    let ctx = conn_ctx.clone();
+    let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let stop = async {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => true,
+            () = idle_watchdog(&conn_ctx) => false,
+        }
+    };
+    match race_rarely(conn.as_mut(), stop).await {
+        Either::Main(res) => return log_conn_error(res),
+        Either::Side(false) => return, // idle
+        Either::Side(true) => {}       // shutting down
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        res = conn.as_mut() => log_conn_error(res),
+        () = idle_watchdog(&conn_ctx) => {}
+    }
+}
+
+/// A stream that counts its writes for the idle watchdog, as `BatchedIo`
+/// does for cleartext HTTP/1.1.
+struct Progress<T> {
+    inner: T,
+    writes: Arc<TaskCounter>,
+}
+
+impl<T> Progress<T> {
+    fn new(inner: T, writes: Arc<TaskCounter>) -> Progress<T> {
+        Progress { inner, writes }
+    }
+
+    fn count(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.writes.bump();
+        }
+        written
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Progress<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

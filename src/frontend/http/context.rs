@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::sendfile::FileQueue;
 use crate::request::{ConnInfo, Handler, Session};
 
+#[derive(Clone)]
 pub struct HttpSettings {
     pub limit_post: Option<u64>,
     pub max_head: usize,
@@ -23,6 +24,12 @@ pub struct HttpSettings {
     pub proxy_protocol: Option<super::proxy_header::ProxyProtocol>,
     /// `--limit-request-fields`: hyper's header count limit.
     pub max_headers: usize,
+    /// An `--https-socket`'s: connections begin with a TLS handshake.
+    pub tls: Option<Arc<crate::frontend::tls::TlsListener>>,
+    /// HTTP/2 is served (over TLS when ALPN picks it, and h2c with prior
+    /// knowledge), with at most this many streams open on a connection;
+    /// none with `--http2-off`.
+    pub http2_max_streams: Option<u32>,
 }
 
 /// A connection's share of the worker, for each of its requests.
@@ -31,6 +38,9 @@ pub(super) struct ConnCtx {
     pub(super) handler: Arc<dyn Handler>,
     pub(super) settings: Arc<HttpSettings>,
     pub(super) files: Arc<FileQueue>,
+    /// File bodies go out by sendfile, through `files` (a cleartext
+    /// HTTP/1.1 connection); otherwise they are read and sent as data.
+    pub(super) sendfile: bool,
     /// Requests this connection has begun; a stop waits for the first one.
     pub(super) begun: TaskCounter,
     /// Requests whose response body hyper is done with (`Finished`): all

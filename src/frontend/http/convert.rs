@@ -107,7 +107,9 @@ fn convert_head_into(
     let mut v = VarsBuilder {
         arena,
         // Ten variables besides the headers, and room for a SCRIPT_NAME.
-        vars: crate::request::vars_with_capacity(11 + parts.headers.keys_len()),
+        vars: crate::request::vars_with_capacity(
+            11 + parts.headers.keys_len() + info.tls().map_or(0, |t| t.vars.len()),
+        ),
     };
     match parts.method.as_str() {
         "GET" => v.put(Var::REQUEST_METHOD, static_bytes("GET")),
@@ -129,10 +131,17 @@ fn convert_head_into(
         Var::SERVER_PROTOCOL,
         match parts.version {
             http::Version::HTTP_10 => static_bytes("HTTP/1.0"),
+            http::Version::HTTP_2 => static_bytes("HTTP/2"),
             _ => static_bytes("HTTP/1.1"),
         },
     );
-    v.put(Var::REQUEST_SCHEME, static_bytes("http"));
+    match info.tls() {
+        Some(tls) => {
+            v.put(Var::REQUEST_SCHEME, static_bytes("https"));
+            v.vars.extend(tls.vars.iter().cloned());
+        }
+        None => v.put(Var::REQUEST_SCHEME, static_bytes("http")),
+    }
 
     // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket.
     let host = parts
@@ -193,6 +202,14 @@ fn convert_head_into(
             sep,
             std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
         );
+    }
+    // HTTP/2 sends the host as the `:authority` pseudo-header, not Host;
+    // apps read HTTP_HOST (nginx passes Host on the same way).
+    if parts.version == http::Version::HTTP_2
+        && !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+    {
+        v.copy(header_var("host"), b"", [authority.as_str().as_bytes()]);
     }
     let vars = v.vars;
 

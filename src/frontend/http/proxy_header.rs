@@ -15,6 +15,7 @@ use super::peek::Peek;
 use crate::request::wrappers::Trusted;
 
 /// `--proxy-protocol`: which versions are read, and from whom.
+#[derive(Clone)]
 pub struct ProxyProtocol {
     pub v1: bool,
     pub v2: bool,

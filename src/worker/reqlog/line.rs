@@ -90,6 +90,15 @@ impl Line<'_> {
             .unwrap_or(b"")
     }
 
+    /// The protocol as access logs write it: HTTP/2 (the CGI spelling,
+    /// and the ASGI one) is `HTTP/2.0` there, as nginx logs it.
+    fn proto(&self) -> &[u8] {
+        match self.var(PROTO) {
+            b"HTTP/2" => b"HTTP/2.0",
+            other => other,
+        }
+    }
+
     fn uri(&self) -> Value<'_> {
         let uri = self.var(URI);
         if !uri.is_empty() {
@@ -122,7 +131,7 @@ impl Line<'_> {
             Field::User => Value::Bytes(self.var(USER)),
             Field::Addr => Value::Bytes(self.addr()),
             Field::Host => Value::Bytes(self.var(HOST)),
-            Field::Proto => Value::Bytes(self.var(PROTO)),
+            Field::Proto => Value::Bytes(self.proto()),
             Field::Uagent => Value::Bytes(self.var(UAGENT)),
             Field::Referer => Value::Bytes(self.var(REFERER)),
             Field::Cl => Value::Bytes(self.var(CL)),
@@ -223,7 +232,7 @@ impl Line<'_> {
             text(self.var(METHOD)),
             uri,
             o.body_bytes,
-            text(self.var(PROTO)),
+            text(self.proto()),
             o.status,
             o.headers,
             o.header_bytes,

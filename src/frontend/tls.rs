@@ -1,0 +1,379 @@
+//! TLS under the HTTP front end, by rustls: the server configuration of
+//! an `--https-socket` made from its PEM files, the handshake, and what it
+//! settled as CGI variables. Nothing here is hand-written cryptography or
+//! parsing: rustls, its pki-types PEM reader and webpki do it all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+use crate::config::{Config, HttpsSocket, TlsHttp2};
+use crate::listen::Address;
+use crate::request::{TlsInfo, Var, VarName};
+
+/// What one HTTPS listener accepts connections with.
+pub struct TlsListener {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Clients are asked for a certificate.
+    asks_client_cert: bool,
+}
+
+/// OpenSSL's names of the suites rustls has, for `CIPHERS` written as
+/// uWSGI users write them. rustls's own names (and IANA's) work as well.
+const OPENSSL_NAMES: &[(&str, &str)] = &[
+    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
+    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS13_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The provider with only the suites `ciphers` names (all of them when it
+/// names none). Words of OpenSSL's cipher-string language (`HIGH`,
+/// `!aNULL`) mean nothing to rustls, whose suites are all modern: they are
+/// left out, with a warning.
+fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let words: Vec<&str> = ciphers
+        .split(':')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() {
+        return Ok(provider);
+    }
+    let name_of = |w: &str| {
+        OPENSSL_NAMES
+            .iter()
+            .find(|(openssl, _)| openssl.eq_ignore_ascii_case(w))
+            .map_or_else(|| w.to_ascii_uppercase(), |(_, ours)| (*ours).to_string())
+    };
+    let wanted: Vec<String> = words.iter().map(|w| name_of(w)).collect();
+    let known = |name: &str| {
+        provider
+            .cipher_suites
+            .iter()
+            .any(|s| format!("{:?}", s.suite()) == name)
+    };
+    let unknown: Vec<&str> = words
+        .iter()
+        .zip(&wanted)
+        .filter(|(_, n)| !known(n))
+        .map(|(w, _)| *w)
+        .collect();
+    if !unknown.is_empty() {
+        crate::say!(
+            "oxgate: warning: --https-socket {socket}: {} in the cipher list: not suites rustls has (OpenSSL's cipher-string words are not read: every suite rustls offers is a modern one)",
+            unknown.join(":")
+        );
+    }
+    if unknown.len() == words.len() {
+        return Ok(provider);
+    }
+    provider
+        .cipher_suites
+        .retain(|s| wanted.contains(&format!("{:?}", s.suite())));
+    Ok(provider)
+}
+
+fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration of one `--https-socket`, with every file read
+/// and checked now: a missing file, a key that is not the certificate's,
+/// or a CA that cannot be read stops the start (or the reload) with the
+/// reason, before a client finds out.
+pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerConfig>, String> {
+    let fail = |e: String| format!("--https-socket {}: {e}", sock.addr);
+    let provider = Arc::new(provider(&sock.ciphers, &sock.addr).map_err(fail)?);
+    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| {
+            fail(format!(
+                "the cipher suites and TLS versions do not fit: {e}"
+            ))
+        })?;
+    let builder = match &sock.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca).map_err(fail)? {
+                roots.add(cert).map_err(|e| {
+                    fail(format!(
+                        "{}: not a usable CA certificate: {e}",
+                        ca.display()
+                    ))
+                })?;
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let verifier = if sock.client_required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| fail(e.to_string()))?)
+        }
+    };
+    let chain = read_certs(&sock.cert).map_err(fail)?;
+    let key = PrivateKeyDer::from_pem_file(&sock.key).map_err(|e| {
+        fail(format!(
+            "cannot read a private key from {}: {e}",
+            sock.key.display()
+        ))
+    })?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        fail(format!(
+            "the certificate {} and the key {} cannot be used together: {e}",
+            sock.cert.display(),
+            sock.key.display()
+        ))
+    })?;
+    config.alpn_protocols = if opts.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(config))
+}
+
+impl TlsListener {
+    pub fn new(config: Arc<ServerConfig>, sock: &HttpsSocket) -> TlsListener {
+        TlsListener {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            asks_client_cert: sock.client_ca.is_some(),
+        }
+    }
+
+    /// What a finished handshake settled, as CGI variables (the names
+    /// Apache's mod_ssl and nginx give them).
+    pub fn settled(&self, conn: &rustls::ServerConnection) -> TlsInfo {
+        let mut vars = vec![(VarName::Known(Var::HTTPS), Bytes::from_static(b"on"))];
+        let mut put = |name: &'static str, value: Bytes| {
+            vars.push((VarName::Other(Bytes::from_static(name.as_bytes())), value));
+        };
+        if let Some(v) = conn.protocol_version() {
+            put(
+                "SSL_PROTOCOL",
+                Bytes::from_static(match v {
+                    rustls::ProtocolVersion::TLSv1_3 => b"TLSv1.3",
+                    _ => b"TLSv1.2",
+                }),
+            );
+        }
+        if let Some(s) = conn.negotiated_cipher_suite() {
+            put("SSL_CIPHER", Bytes::from(format!("{:?}", s.suite())));
+        }
+        if self.asks_client_cert {
+            // An invalid certificate fails the handshake itself (rustls
+            // verifies it), so a connection that got here either sent a
+            // good one or none.
+            match conn.peer_certificates().and_then(|c| c.first()) {
+                Some(cert) => {
+                    put("SSL_CLIENT_VERIFY", Bytes::from_static(b"SUCCESS"));
+                    if let Some(dn) = subject_dn(cert) {
+                        put("SSL_CLIENT_S_DN", Bytes::from(dn));
+                    }
+                }
+                None => put("SSL_CLIENT_VERIFY", Bytes::from_static(b"NONE")),
+            }
+        }
+        TlsInfo { vars }
+    }
+}
+
+/// The certificate's subject in RFC 4514 form (`CN=alice,O=Example`: the
+/// last RDN first, as nginx's `$ssl_client_s_dn` and Apache's
+/// `SSL_CLIENT_S_DN` with `LegacyDNStringFormat` off write it).
+fn subject_dn(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let registry = x509_parser::objects::oid_registry();
+    let mut rdns = Vec::new();
+    for rdn in parsed.subject().iter() {
+        let mut parts = Vec::new();
+        for atv in rdn.iter() {
+            let oid = atv.attr_type();
+            let name = x509_parser::objects::oid2abbrev(oid, registry)
+                .map(str::to_string)
+                .unwrap_or_else(|_| oid.to_id_string());
+            let value = atv.as_str().ok()?;
+            parts.push(format!("{name}={}", escape_dn_value(value)));
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+/// RFC 4514 §2.4: the characters a DN string must escape.
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every `--https-socket`'s listener, by address: made once by the master
+/// before it forks, so a worker started later (a respawn) serves the
+/// certificates the master checked, whatever the files hold by then.
+static LISTENERS: std::sync::OnceLock<Vec<(Address, Arc<TlsListener>)>> =
+    std::sync::OnceLock::new();
+
+/// Reads and checks every `--https-socket`'s files.
+pub fn load(cfg: &Config) -> Result<Vec<(Address, Arc<TlsListener>)>, String> {
+    cfg.https_sockets
+        .iter()
+        .map(|sock| {
+            let addr = crate::listen::parse(&sock.addr)?;
+            let config = server_config(sock, &cfg.tls_http2)?;
+            Ok((addr, Arc::new(TlsListener::new(config, sock))))
+        })
+        .collect()
+}
+
+/// Loads the TLS listeners this process (and the workers it forks) serve.
+pub fn install(cfg: &Config) -> Result<(), String> {
+    let loaded = load(cfg)?;
+    let _ = LISTENERS.set(loaded);
+    Ok(())
+}
+
+/// The TLS listener of the socket at `addr`, if it is an HTTPS one.
+pub fn listener_for(addr: &Address) -> Option<Arc<TlsListener>> {
+    LISTENERS
+        .get()?
+        .iter()
+        .find(|(a, _)| a == addr)
+        .map(|(_, l)| l.clone())
+}
+
+/// Handshakes that failed since the last line about them.
+static FAILED_HANDSHAKES: AtomicU64 = AtomicU64::new(0);
+/// Every handshake that ever failed in this process, for the metrics.
+static FAILED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// How often a line sums up failed handshakes: a scanner or a client with
+/// an old TLS fails one a connection, and must not fill the log.
+const FAILURE_LINE_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts a failed handshake and logs at most one line a minute about
+/// them, with the latest reason.
+pub fn handshake_failed(why: &std::io::Error) {
+    FAILED_TOTAL.fetch_add(1, Ordering::Relaxed);
+    let pending = FAILED_HANDSHAKES.fetch_add(1, Ordering::Relaxed) + 1;
+    thread_local! {
+        static LAST_LINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST_LINE.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_LINE_EVERY);
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        FAILED_HANDSHAKES.store(0, Ordering::Relaxed);
+        crate::say!(
+            "oxgate: {pending} TLS handshake(s) failed since the last such line (at most one a minute); the latest: {why}"
+        );
+    }
+}
+
+/// Failed TLS handshakes since the process started.
+pub fn failed_handshakes() -> u64 {
+    FAILED_TOTAL.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dn_values_escape_what_rfc_4514_says() {
+        assert_eq!(escape_dn_value("alice"), "alice");
+        assert_eq!(escape_dn_value("a,b+c"), "a\\,b\\+c");
+        assert_eq!(escape_dn_value("#x "), "\\#x\\ ");
+        assert_eq!(escape_dn_value(" x"), "\\ x");
+        assert_eq!(escape_dn_value("q\"<>;\\"), "q\\\"\\<\\>\\;\\\\");
+    }
+
+    #[test]
+    fn openssl_and_rustls_suite_names_both_select_suites() {
+        let p = provider("ECDHE-RSA-AES128-GCM-SHA256:TLS13_AES_256_GCM_SHA384", "t").unwrap();
+        let names: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "{names:?}: exactly the two named suites are kept"
+        );
+        // Only OpenSSL's cipher-string words: every suite stays.
+        let all = rustls::crypto::ring::default_provider().cipher_suites.len();
+        assert_eq!(
+            provider("HIGH:!aNULL", "t").unwrap().cipher_suites.len(),
+            all
+        );
+        assert_eq!(provider("", "t").unwrap().cipher_suites.len(), all);
+    }
+}

@@ -1,0 +1,416 @@
+"""TLS (--https-socket, rustls) and HTTP/2 (ALPN h2 over TLS, h2c with prior
+knowledge on --http-socket): real curl, openssl s_client, h2load and the h2
+library as clients; certificates made by openssl for each test run."""
+import hashlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import hyperframe.frame
+import pytest
+
+from helpers import APPS, VENV, free_port, wait_for
+
+TLS_ENV = str(APPS / "tls_env.py")
+SAN = "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def signed(d, name, subject, key_args, ext, ca="ca"):
+    """A key made by `openssl key_args...` and a certificate for it that
+    `ca` signs."""
+    openssl(*key_args, "-out", f"{name}.key", cwd=d)
+    openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+    (d / f"{name}.ext").write_text(ext)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A CA; server certificates with RSA (PKCS#8 and PKCS#1 keys), ECDSA
+    (a SEC1 key) and Ed25519 keys; a second RSA one; and a client's."""
+    d = tmp_path_factory.mktemp("certs")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.crt", "-days", "2", "-subj", "/CN=oxgate test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=d)
+    server = SAN + "extendedKeyUsage=serverAuth\n"
+    signed(d, "rsa", "/CN=localhost", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], server)
+    signed(d, "rsa2", "/CN=localhost", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], server)
+    openssl("rsa", "-in", "rsa.key", "-traditional", "-out", "rsa-pkcs1.key", cwd=d)
+    signed(d, "ec", "/CN=localhost", ["ecparam", "-name", "prime256v1", "-genkey", "-noout"], server)
+    signed(d, "ed25519", "/CN=localhost", ["genpkey", "-algorithm", "ed25519"], server)
+    signed(d, "alice", "/O=Example/CN=alice", ["genpkey", "-algorithm", "ed25519"],
+           "extendedKeyUsage=clientAuth\n")
+    assert "BEGIN RSA PRIVATE KEY" in (d / "rsa-pkcs1.key").read_text()
+    assert "BEGIN EC PRIVATE KEY" in (d / "ec.key").read_text()
+    return d
+
+
+def https(serve, certs, *args, cert="rsa", key=None, extra="", app=TLS_ENV):
+    """oxgate with an --https-socket beside its --http-socket; the server,
+    with `.tls_port` and `.tls_url` besides `.port` and `.url`."""
+    port = free_port()
+    spec = f"127.0.0.1:{port},{certs / (cert + '.crt')},{certs / ((key or cert) + '.key')}{extra}"
+    s = serve("--https-socket", spec, "--wsgi-file", app, "--processes", "1", *args)
+    s.tls_port, s.tls_url = port, f"https://localhost:{port}"
+    return s
+
+
+def curl(*args, certs=None, check=True):
+    """curl's output, and the HTTP version it spoke, after a tab."""
+    cmd = ["curl", "-sS", "--max-time", "20", "-w", "\t%{http_version}", *args]
+    if certs is not None:
+        cmd += ["--cacert", str(certs / "ca.crt")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def fetch(*args, certs=None):
+    out, version = curl(*args, certs=certs).stdout.rsplit("\t", 1)
+    return out, version
+
+
+def fingerprint(port):
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+@pytest.mark.parametrize("cert,key", [("rsa", "rsa"), ("rsa", "rsa-pkcs1"), ("ec", "ec"), ("ed25519", "ed25519")],
+                         ids=["rsa-pkcs8", "rsa-pkcs1", "ecdsa-sec1", "ed25519"])
+def test_alpn_picks_http2_or_http11_and_the_app_sees_https(serve, certs, cert, key):
+    s = https(serve, certs, cert=cert, key=key)
+    for flag, version, protocol in [("--http2", "2", "HTTP/2"), ("--http1.1", "1.1", "HTTP/1.1")]:
+        out, spoken = fetch(flag, s.tls_url + "/", certs=certs)
+        assert spoken == version
+        env = json.loads(out)
+        assert env["HTTPS"] == "on" and env["wsgi.url_scheme"] == "https" and env["REQUEST_SCHEME"] == "https"
+        assert env["SERVER_PROTOCOL"] == protocol
+        # HTTP/2's :authority becomes HTTP_HOST, as Host does in HTTP/1.1.
+        assert env["HTTP_HOST"] == f"localhost:{s.tls_port}"
+        assert env["SERVER_NAME"] == "localhost" and env["SERVER_PORT"] == str(s.tls_port)
+        assert env["SSL_PROTOCOL"] == "TLSv1.3" and env["SSL_CIPHER"].startswith("TLS13_")
+        # No client certificate was asked for: nothing is said of one.
+        assert env["SSL_CLIENT_VERIFY"] is None
+    assert "https://127.0.0.1:" in s.log()
+
+
+def test_h2c_with_prior_knowledge_beside_http11_on_one_http_socket(serve):
+    s = serve("--wsgi-file", TLS_ENV)
+    out, spoken = fetch("--http2-prior-knowledge", s.url + "/")
+    env = json.loads(out)
+    assert spoken == "2" and env["SERVER_PROTOCOL"] == "HTTP/2" and env["wsgi.url_scheme"] == "http"
+    assert env["HTTPS"] is None and env["HTTP_HOST"] == f"127.0.0.1:{s.port}"
+    out, spoken = fetch(s.url + "/")
+    assert spoken == "1.1" and json.loads(out)["SERVER_PROTOCOL"] == "HTTP/1.1"
+    # An h2c upgrade (HTTP/1.1 with Upgrade: h2c) is not taken: answered in 1.1.
+    out, spoken = fetch("--http2", s.url + "/")
+    assert spoken == "1.1"
+    # The access log writes the protocol as nginx does.
+    s.wait_log("(HTTP/2.0 200)")
+    s.wait_log("(HTTP/1.1 200)")
+
+
+def test_http2_off_offers_only_http11(serve, certs):
+    s = https(serve, certs, "--http2-off")
+    out, spoken = fetch("--http2", s.tls_url + "/", certs=certs)
+    assert spoken == "1.1"
+    r = curl("--http2-prior-knowledge", s.url + "/", check=False)
+    assert "HTTP/2 is turned off" in r.stdout or r.returncode != 0
+    raw = socket.create_connection(("127.0.0.1", s.port))
+    raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert raw.recv(100).startswith(b"HTTP/1.1 505 ")
+
+
+def s_client(port, *args, cert=None, certs=None):
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-ign_eof", *args]
+    if certs is not None:
+        cmd += ["-CAfile", str(certs / "ca.crt"), "-verify_return_error"]
+    if cert:
+        cmd += ["-cert", str(certs / f"{cert}.crt"), "-key", str(certs / f"{cert}.key")]
+    return subprocess.run(cmd, input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                          capture_output=True, timeout=20)
+
+
+def test_tls_versions_and_the_minimum(serve, certs):
+    s = https(serve, certs)
+    for version, name in [("-tls1_2", b"TLSv1.2"), ("-tls1_3", b"TLSv1.3")]:
+        r = s_client(s.tls_port, version, certs=certs)
+        assert b"Protocol  : " + name in r.stdout or b"New, " + name in r.stdout, r.stdout[-2000:]
+        assert b'"SSL_PROTOCOL": "' + name + b'"' in r.stdout
+    assert s_client(s.tls_port, "-tls1_1").returncode != 0
+    strict = https(serve, certs, "--ssl-min-version", "1.3")
+    assert s_client(strict.tls_port, "-tls1_2").returncode != 0
+    assert s_client(strict.tls_port, "-tls1_3", certs=certs).returncode == 0
+
+
+def test_client_certificates_required_and_optional(serve, certs):
+    ca = certs / "ca.crt"
+    required = https(serve, certs, extra=f",,!{ca}")
+    r = curl(required.tls_url + "/", certs=certs, check=False)
+    assert r.returncode != 0, "a client without a certificate is refused"
+    out, _ = fetch("--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key"), required.tls_url + "/",
+                   certs=certs)
+    env = json.loads(out)
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN"] == "CN=alice,O=Example"
+    # A certificate no trusted CA signed is refused too.
+    assert s_client(required.tls_port, cert="rsa2", certs=certs).returncode != 0
+
+    optional = https(serve, certs, "--https-client-ca", str(ca))
+    env = json.loads(fetch(optional.tls_url + "/", certs=certs)[0])
+    assert env["SSL_CLIENT_VERIFY"] == "NONE" and env["SSL_CLIENT_S_DN"] is None
+    env = json.loads(fetch("--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key"),
+                           optional.tls_url + "/", certs=certs)[0])
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+
+    flagged = https(serve, certs, "--https-client-ca", str(ca), "--https-client-required")
+    assert curl(flagged.tls_url + "/", certs=certs, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("fields,says", [
+    ("{c}/rsa.crt,{c}/ec.key", "cannot be used together"),
+    ("{c}/missing.crt,{c}/rsa.key", "cannot read certificates from"),
+    ("{c}/rsa.key,{c}/rsa.key", "holds no PEM certificate"),
+    ("{c}/rsa.crt,{c}/rsa.crt", "cannot read a private key"),
+    ("{c}/rsa.crt", "three to five comma-separated fields"),
+    ("{c}/rsa.crt,{c}/rsa.key,,{c}/missing-ca.crt", "cannot read certificates from"),
+])
+def test_a_bad_certificate_or_key_stops_the_start_with_the_reason(certs, fields, says):
+    spec = f"127.0.0.1:{free_port()}," + fields.format(c=certs)
+    r = subprocess.run([os.environ.get("OXGATE_BIN", "target/release/oxgate"), "--https-socket", spec,
+                        "--wsgi-file", TLS_ENV], capture_output=True, text=True, timeout=30,
+                       cwd=APPS.parent.parent)
+    assert r.returncode != 0
+    assert says in r.stderr + r.stdout and "--https-socket" in r.stderr + r.stdout
+
+
+def test_reload_reads_new_certificates_and_keeps_the_old_on_a_bad_one(serve, certs, tmp_path):
+    crt, key = tmp_path / "site.crt", tmp_path / "site.key"
+    crt.write_bytes((certs / "rsa.crt").read_bytes())
+    key.write_bytes((certs / "rsa.key").read_bytes())
+    port = free_port()
+    pid = tmp_path / "pid"
+    s = serve("--https-socket", f"127.0.0.1:{port},{crt},{key}", "--wsgi-file", TLS_ENV, "--master",
+              "--processes", "2", "--pidfile", str(pid))
+    first = fingerprint(port)
+    crt.write_bytes((certs / "rsa2.crt").read_bytes())
+    key.write_bytes((certs / "rsa2.key").read_bytes())
+    os.kill(s.proc.pid, signal.SIGHUP)
+    second = wait_for(lambda: (f := fingerprint(port)) != first and f, what="the new certificate served")
+    # A renewal that wrote a broken file: the reload is refused, and the
+    # certificate read before goes on being served.
+    crt.write_text("not a certificate\n")
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("reload refused")
+    assert "holds no PEM certificate" in s.log()
+    assert fingerprint(port) == second
+    out, _ = fetch(f"https://localhost:{port}/", certs=certs)
+    assert json.loads(out)["HTTPS"] == "on"
+
+
+def test_h2load_100_streams_on_one_connection_over_tls_and_h2c(serve, certs):
+    s = https(serve, certs)
+    for url in (s.tls_url + "/", s.url + "/"):
+        r = subprocess.run(["h2load", "-n", "3000", "-c", "1", "-m", "100", url], capture_output=True, text=True,
+                           timeout=60)
+        assert "3000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout + r.stderr
+        assert "Application protocol: h2" in r.stdout or "h2c" in r.stdout
+
+
+def test_uploads_streams_and_files_over_http2_and_tls(serve, certs, tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    blob = os.urandom(3 << 20)
+    (files / "blob.bin").write_bytes(blob)
+    s = https(serve, certs, "--static-map", f"/files={files}")
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(10 << 20))
+    want = f"{10 << 20} {hashlib.sha256(upload.read_bytes()).hexdigest()}"
+    for how in (["--http2", s.tls_url], ["--http1.1", s.tls_url], ["--http2-prior-knowledge", s.url]):
+        flag, base = how
+        assert fetch(flag, "--data-binary", f"@{upload}", base + "/upload", certs=certs)[0] == want
+        # A body without a length (chunked in 1.1, DATA frames to END_STREAM in 2).
+        assert fetch(flag, "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{upload}",
+                     base + "/upload", certs=certs)[0] == want if flag == "--http1.1" else True
+        out, _ = fetch(flag, base + "/stream", certs=certs)
+        assert out == "".join(f"piece {i}\n" for i in range(1000))
+        got = tmp_path / "got.bin"
+        fetch(flag, "-o", str(got), base + "/files/blob.bin", certs=certs)
+        assert got.read_bytes() == blob
+        fetch(flag, "-o", str(got), "-r", "100-199999", base + "/files/blob.bin", certs=certs)
+        assert got.read_bytes() == blob[100:200000]
+
+
+def asgi_https(serve, certs, tmp_path):
+    port = free_port()
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", "--processes", "1",
+              "--https-socket", f"127.0.0.1:{port},{certs / 'rsa.crt'},{certs / 'rsa.key'}",
+              env={"ASGI_MARKERS": str(tmp_path)})
+    s.tls_url = f"https://localhost:{port}"
+    return s
+
+
+def test_asgi_app_over_http2_and_tls(serve, certs, tmp_path):
+    s = asgi_https(serve, certs, tmp_path)
+    for flag, base, version, scheme in [("--http2", s.tls_url, "2", "https"),
+                                        ("--http2-prior-knowledge", s.url, "2", "http"),
+                                        ("--http1.1", s.tls_url, "1.1", "https")]:
+        scope = json.loads(fetch(flag, base + "/scope", certs=certs)[0])
+        assert scope["http_version"] == version and scope["scheme"] == scheme
+        assert ["host", base.split("//")[1]] in scope["headers"] or version == "1.1"
+        body = os.urandom(1 << 20)
+        (tmp_path / "body").write_bytes(body)
+        got = tmp_path / "echoed"
+        fetch(flag, "--data-binary", f"@{tmp_path / 'body'}", "-o", str(got), base + "/echo", certs=certs)
+        assert got.read_bytes() == body
+        fetch(flag, "-o", str(got), base + f"/pathsend?{tmp_path / 'body'}", certs=certs)
+        assert got.read_bytes() == body
+
+
+class H2Client:
+    """A raw HTTP/2 client over h2c (the h2 library frames, nothing else)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.flush()
+
+    def flush(self):
+        self.sock.sendall(self.conn.data_to_send())
+
+    def get(self, path, end_stream=True):
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                                     (":authority", "localhost")], end_stream=end_stream)
+        self.flush()
+        return sid
+
+    def events(self):
+        data = self.sock.recv(65536)
+        if not data:
+            return None
+        events = self.conn.receive_data(data)
+        for e in events:
+            if isinstance(e, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        self.flush()
+        return events
+
+    def until(self, kind, timeout=10):
+        """Reads until an event of `kind` (returned), or the connection ends (None)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = self.events()
+            if events is None:
+                return None
+            for e in events:
+                if isinstance(e, kind):
+                    return e
+        raise AssertionError(f"no {kind.__name__}")
+
+
+def test_a_stream_reset_cancels_its_request_and_the_connection_goes_on(serve, certs, tmp_path):
+    s = asgi_https(serve, certs, tmp_path)
+    c = H2Client(s.port)
+    sid = c.get("/forever")
+    assert c.until(h2.events.DataReceived).stream_id == sid
+    c.conn.reset_stream(sid)
+    c.flush()
+    marker = tmp_path / "disconnected"
+    wait_for(marker.exists, what="the app told of the reset")
+    assert marker.read_text() == "http.disconnect"
+    sid = c.get("/scope")
+    assert c.until(h2.events.StreamEnded).stream_id == sid
+
+
+def test_rapid_reset_closes_the_connection(serve):
+    s = serve("--wsgi-file", TLS_ENV)
+    c = H2Client(s.port)
+    # CVE-2023-44487: streams opened and reset at once, never waited for.
+    for _ in range(500):
+        sid = c.get("/")
+        c.conn.reset_stream(sid)
+    try:
+        c.flush()
+        ended = c.until(h2.events.ConnectionTerminated)
+    except (ConnectionResetError, BrokenPipeError):
+        ended = None
+    assert ended is None or ended.error_code != 0
+    # The server is fine, and serves others.
+    assert fetch("--http2-prior-knowledge", s.url + "/")[1] == "2"
+
+
+def frames_until_closed(sock, timeout=20):
+    """Every frame the server sends until it closes the connection, parsed
+    by hyperframe alone (the h2 library's state machine stops at GOAWAY);
+    pings are answered, as a client does."""
+    data, frames = b"", []
+    sock.settimeout(timeout)
+    while chunk := sock.recv(65536):
+        data += chunk
+        while len(data) >= 9:
+            frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+            if len(data) < 9 + length:
+                break
+            frame.parse_body(memoryview(data[9:9 + length]))
+            data = data[9 + length:]
+            frames.append(frame)
+            if isinstance(frame, hyperframe.frame.PingFrame) and "ACK" not in frame.flags:
+                pong = hyperframe.frame.PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"])
+                sock.sendall(pong.serialize())
+    return frames
+
+
+def test_a_graceful_stop_sends_goaway_and_finishes_open_streams(serve):
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", "--no-master")
+    c = H2Client(s.port)
+    sid = c.get("/sleep?1")
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    frames = frames_until_closed(c.sock)
+    goaways = [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    assert goaways and all(f.error_code == 0 for f in goaways)
+    data = [f for f in frames if isinstance(f, hyperframe.frame.DataFrame) and f.stream_id == sid]
+    assert b"".join(f.data for f in data) == b"slept"
+    assert "END_STREAM" in data[-1].flags
+    assert s.proc.wait(20) == 0
+
+
+def test_failed_handshakes_are_summed_up_not_logged_one_by_one(serve, certs):
+    s = https(serve, certs)
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", s.tls_port)) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw.recv(100)
+    # And the server is fine.
+    assert fetch(s.tls_url + "/", certs=certs)[1] == "2"
+    lines = [line for line in s.log().splitlines() if "TLS handshake" in line]
+    assert len(lines) == 1, lines
+    assert "at most one a minute" in lines[0]
+
+
+def test_gunicorn_certfile_and_keyfile_serve_https(serve, certs, tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"certfile = '{certs / 'ec.crt'}'\nkeyfile = '{certs / 'ec.key'}'\n"
+                    f"ca_certs = '{certs / 'ca.crt'}'\ncert_reqs = 2\nworkers = 1\n")
+    s = serve("-c", str(conf), "-b", "127.0.0.1:{port}", "tls_env:application", socket_arg=False, cwd=APPS)
+    url = f"https://localhost:{s.port}/"
+    # cert_reqs 2 is CERT_REQUIRED.
+    assert curl(url, certs=certs, check=False).returncode != 0
+    env = json.loads(fetch("--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key"), url,
+                           certs=certs)[0])
+    assert env["wsgi.url_scheme"] == "https" and env["SSL_CLIENT_VERIFY"] == "SUCCESS"
