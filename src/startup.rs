@@ -63,11 +63,32 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .collect::<Result<Vec<_>, String>>()?;
     // Certificates are read before any socket is bound or app loaded: a
     // bad one stops the start with the reason.
-    crate::frontend::tls::install(&cfg)?;
+    let here = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
+    crate::frontend::tls::install(&cfg, &here)?;
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => inh.listeners(),
         None => process::systemd_sockets(&wanted),
     };
+    let named = |a: &Address| wanted.iter().any(|(w, _)| w == a);
+    if inherited.is_some() {
+        // A socket the configuration no longer names is closed: served on
+        // as the previous image served it, an HTTPS one would now speak
+        // cleartext.
+        listeners.retain(|s| {
+            if !named(&s.addr) {
+                crate::say!("oxgate: {} is no longer configured: closed", s.addr);
+            }
+            named(&s.addr)
+        });
+    } else if !cfg.https_sockets.is_empty()
+        && let Some(s) = listeners.iter().find(|s| !named(&s.addr))
+    {
+        return Err(format!(
+            "systemd passed a socket at {}, which no --http-socket or --https-socket names: \
+             with HTTPS sockets, name every socket systemd passes, so that none is served in cleartext by mistake",
+            s.addr
+        ));
+    }
     for (addr, protocol) in wanted {
         if listeners.iter().any(|s| s.addr == addr) {
             continue;

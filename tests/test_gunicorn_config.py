@@ -87,11 +87,11 @@ def test_dialects_and_precedence(tmp_path):
 
 
 def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
-    f = conf(tmp_path, "statsd_host = 'localhost:8125'\nkeyfile = 'k.pem'\nworkers = 1\n"
+    f = conf(tmp_path, "statsd_host = 'localhost:8125'\nssl_version = 5\nworkers = 1\n"
                        "secure_scheme_headers = {'X-PROTO': 'https'}\n")
     p = oxgate("-c", str(f), "procs:application", "--check-config", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    for name in ("statsd_host", "keyfile", "secure_scheme_headers"):
+    for name in ("statsd_host", "ssl_version", "secure_scheme_headers"):
         assert p.stderr.count(f"{name} has no effect") == 1, p.stderr
     p = oxgate("gunicorn", "--bogus", "app:app")
     assert p.returncode == 2 and "unknown option --bogus" in p.stderr

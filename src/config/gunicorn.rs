@@ -863,8 +863,10 @@ fn translate(
     // certfile and keyfile make every HTTP bind an HTTPS one; ca_certs
     // with cert_reqs 1 (CERT_OPTIONAL) or 2 (CERT_REQUIRED) asks clients
     // for certificates.
+    // A certfile alone holds the key too, as Python's load_cert_chain reads it.
     let https = match (one("certfile"), one("keyfile")) {
-        (Some(cert), Some(key)) => {
+        (Some(cert), key) => {
+            let key = key.unwrap_or_else(|| cert.clone());
             let ca = match (one("ca_certs"), one("cert_reqs").as_deref().map(str::trim)) {
                 (Some(ca), Some("2")) => format!("!{ca}"),
                 (Some(ca), Some("1")) => ca,
@@ -874,10 +876,15 @@ fn translate(
             Some(format!("{cert},{key},{ciphers},{ca}"))
         }
         (None, None) => None,
-        _ => {
-            return err("certfile and keyfile go together: Gunicorn serves TLS only with both");
+        (None, Some(_)) => {
+            return err("keyfile without certfile: the certificate is missing");
         }
     };
+    if https.is_some() && socket_key != &opt::HTTP_SOCKET {
+        return err(
+            "certfile with protocol = uwsgi: oxgate serves TLS on HTTP sockets only; terminate it in the web server in front",
+        );
+    }
     let mut bind = |addr: String, origin: &Origin| match (&https, socket_key == &opt::HTTP_SOCKET) {
         (Some(tls), true) => push(&opt::HTTPS_SOCKET, format!("{addr},{tls}"), origin),
         _ => push(socket_key, addr, origin),
@@ -1367,7 +1374,14 @@ mod tests {
             values(&c, &opt::HTTPS_SOCKET),
             ["127.0.0.1:8000,/c.pem,/k.pem,,/ca.pem"]
         );
-        let one = vec![("certfile", PyValue::Str("/c.pem".into()))];
+        // A certfile alone holds the key too.
+        let one = vec![("certfile", PyValue::Str("/both.pem".into()))];
+        let c = read_with(&["-c", "/dev/null", "app:app"], None, one).unwrap();
+        assert_eq!(
+            values(&c, &opt::HTTPS_SOCKET),
+            ["127.0.0.1:8000,/both.pem,/both.pem,,"]
+        );
+        let one = vec![("keyfile", PyValue::Str("/k.pem".into()))];
         assert!(read_with(&["-c", "/dev/null", "app:app"], None, one).is_err());
     }
 

@@ -57,6 +57,9 @@ fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
             if fields[..3].iter().any(|f| f.is_empty()) {
                 return Err(bad("the address, certificate and key may not be empty"));
             }
+            if fields.get(4) == Some(&"!") {
+                return Err(bad("! requires client certificates, but names no CA after it"));
+            }
             let (ca, ca_required) = match fields.get(4) {
                 Some(ca) if ca.starts_with('!') => (Some(PathBuf::from(&ca[1..])), true),
                 Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false),
@@ -508,6 +511,22 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         }
     }
     let https_sockets = https_sockets(&r)?;
+    // An HTTPS address is one socket: given again, the first would win
+    // without a word (one certificate over another, or TLS over cleartext).
+    let mut seen: Vec<_> = http_sockets
+        .iter()
+        .filter_map(|a| crate::listen::parse(a).ok())
+        .collect();
+    for addr in https_sockets.iter().map(|s| &s.addr) {
+        if let Ok(parsed) = crate::listen::parse(addr) {
+            if seen.contains(&parsed) {
+                return err(format!(
+                    "{addr} is given twice (as --https-socket, or as --http-socket too): an HTTPS socket's address is its own"
+                ));
+            }
+            seen.push(parsed);
+        }
+    }
     if http_sockets.is_empty()
         && https_sockets.is_empty()
         && uwsgi_sockets.is_empty()
@@ -1131,6 +1150,16 @@ mod tests {
         assert!(c.https_sockets[0].client_required);
         assert!(c.tls_http2.tls13_only && !c.tls_http2.http2);
         assert!(error(&["--https-socket", ":1,a.crt"]).contains("three to five"));
+        assert!(error(&["--https-socket", ":1,a.crt,a.key,,!"]).contains("names no CA"));
+        assert!(
+            error(&[
+                "--https-socket",
+                ":1,a.crt,a.key",
+                "--http-socket",
+                "0.0.0.0:1"
+            ])
+            .contains("given twice")
+        );
         assert!(error(&["--https-socket", ":1,,a.key"]).contains("may not be empty"));
         assert!(
             error(&[

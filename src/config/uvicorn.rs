@@ -328,7 +328,10 @@ fn translate(
     // --ssl-ca-certs with --ssl-cert-reqs 1 (optional) or 2 (required)
     // asks for client certificates.
     match (last("--ssl-certfile"), last("--ssl-keyfile")) {
-        (Some(cert), Some(key)) => {
+        // A certfile alone holds the key too, as Python's load_cert_chain
+        // reads it.
+        (Some(cert), key) => {
+            let key = key.unwrap_or_else(|| cert.clone());
             let ca = match (last("--ssl-ca-certs"), last("--ssl-cert-reqs").as_deref()) {
                 (Some(ca), Some("2")) => format!("!{ca}"),
                 (Some(ca), Some("1")) => ca,
@@ -346,7 +349,9 @@ fn translate(
             );
         }
         (None, None) => push(&opt::HTTP_SOCKET, socket, &origin),
-        _ => return err("--ssl-certfile and --ssl-keyfile go together"),
+        (None, Some(_)) => {
+            return err("--ssl-keyfile without --ssl-certfile: the certificate is missing");
+        }
     }
     let workers = last("--workers")
         .or_else(|| env("WEB_CONCURRENCY").filter(|v| !v.is_empty()))
@@ -516,7 +521,12 @@ mod tests {
             values(&c, &opt::HTTPS_SOCKET),
             ["127.0.0.1:8443,c.pem,k.pem,,!ca.pem"]
         );
-        assert!(read_args(&["main:app", "--ssl-certfile", "c.pem"]).is_err());
+        assert!(read_args(&["main:app", "--ssl-keyfile", "k.pem"]).is_err());
+        let c = read_args(&["main:app", "--ssl-certfile", "both.pem"]).unwrap();
+        assert_eq!(
+            values(&c, &opt::HTTPS_SOCKET),
+            ["127.0.0.1:8000,both.pem,both.pem,,"]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 
 use crate::config::{Config, HttpsSocket, TlsHttp2};
 use crate::listen::Address;
-use crate::request::{TlsInfo, Var, VarName};
+use crate::request::{TLS_SUITES, TlsInfo, Var, VarName};
 
 /// What one HTTPS listener accepts connections with.
 pub struct TlsListener {
@@ -24,41 +24,6 @@ pub struct TlsListener {
     /// Clients are asked for a certificate.
     asks_client_cert: bool,
 }
-
-/// OpenSSL's names of the suites rustls has, for `CIPHERS` written as
-/// uWSGI users write them. rustls's own names (and IANA's) work as well.
-const OPENSSL_NAMES: &[(&str, &str)] = &[
-    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
-    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
-    (
-        "TLS_CHACHA20_POLY1305_SHA256",
-        "TLS13_CHACHA20_POLY1305_SHA256",
-    ),
-    (
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    ),
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    ),
-    (
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    ),
-    (
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    ),
-    (
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    ),
-    (
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    ),
-];
 
 /// The provider with only the suites `ciphers` names (all of them when it
 /// names none). Words of OpenSSL's cipher-string language (`HIGH`,
@@ -75,10 +40,13 @@ fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
         return Ok(provider);
     }
     let name_of = |w: &str| {
-        OPENSSL_NAMES
+        TLS_SUITES
             .iter()
-            .find(|(openssl, _)| openssl.eq_ignore_ascii_case(w))
-            .map_or_else(|| w.to_ascii_uppercase(), |(_, ours)| (*ours).to_string())
+            .find(|(openssl, _, _)| openssl.eq_ignore_ascii_case(w))
+            .map_or_else(
+                || w.to_ascii_uppercase(),
+                |(_, ours, _)| (*ours).to_string(),
+            )
     };
     let wanted: Vec<String> = words.iter().map(|w| name_of(w)).collect();
     let known = |name: &str| {
@@ -209,7 +177,15 @@ impl TlsListener {
             );
         }
         if let Some(s) = conn.negotiated_cipher_suite() {
-            put("SSL_CIPHER", Bytes::from(format!("{:?}", s.suite())));
+            let iana = format!("{:?}", s.suite());
+            let openssl = TLS_SUITES.iter().find(|(_, name, _)| *name == iana);
+            put(
+                "SSL_CIPHER",
+                match openssl {
+                    Some((name, _, _)) => Bytes::from_static(name.as_bytes()),
+                    None => Bytes::from(iana),
+                },
+            );
         }
         if self.asks_client_cert {
             // An invalid certificate fails the handshake itself (rustls
@@ -221,6 +197,9 @@ impl TlsListener {
                     if let Some(dn) = subject_dn(cert) {
                         put("SSL_CLIENT_S_DN", Bytes::from(dn));
                     }
+                    // PEM, as Apache's SSL_CLIENT_CERT and nginx's
+                    // $ssl_client_escaped_cert (unescaped) give it.
+                    put("SSL_CLIENT_CERT", Bytes::from(pem(cert)));
                 }
                 None => put("SSL_CLIENT_VERIFY", Bytes::from_static(b"NONE")),
             }
@@ -252,6 +231,19 @@ fn subject_dn(cert: &CertificateDer<'_>) -> Option<String> {
     Some(rdns.join(","))
 }
 
+/// A DER certificate in PEM form.
+fn pem(cert: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// RFC 4514 §2.4: the characters a DN string must escape.
 fn escape_dn_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -274,12 +266,23 @@ fn escape_dn_value(value: &str) -> String {
 static LISTENERS: std::sync::OnceLock<Vec<(Address, Arc<TlsListener>)>> =
     std::sync::OnceLock::new();
 
-/// Reads and checks every `--https-socket`'s files.
-pub fn load(cfg: &Config) -> Result<Vec<(Address, Arc<TlsListener>)>, String> {
+/// Reads and checks every `--https-socket`'s files, relative paths from
+/// `base` (the directory oxgate started in: `--chdir` comes later, and a
+/// reload checks them from elsewhere).
+pub fn load(
+    cfg: &Config,
+    base: &std::path::Path,
+) -> Result<Vec<(Address, Arc<TlsListener>)>, String> {
     cfg.https_sockets
         .iter()
         .map(|sock| {
             let addr = crate::listen::parse(&sock.addr)?;
+            let sock = &HttpsSocket {
+                cert: base.join(&sock.cert),
+                key: base.join(&sock.key),
+                client_ca: sock.client_ca.as_ref().map(|ca| base.join(ca)),
+                ..sock.clone()
+            };
             let config = server_config(sock, &cfg.tls_http2)?;
             Ok((addr, Arc::new(TlsListener::new(config, sock))))
         })
@@ -287,8 +290,8 @@ pub fn load(cfg: &Config) -> Result<Vec<(Address, Arc<TlsListener>)>, String> {
 }
 
 /// Loads the TLS listeners this process (and the workers it forks) serve.
-pub fn install(cfg: &Config) -> Result<(), String> {
-    let loaded = load(cfg)?;
+pub fn install(cfg: &Config, base: &std::path::Path) -> Result<(), String> {
+    let loaded = load(cfg, base)?;
     let _ = LISTENERS.set(loaded);
     Ok(())
 }
@@ -358,6 +361,16 @@ mod tests {
     #[test]
     fn openssl_and_rustls_suite_names_both_select_suites() {
         let p = provider("ECDHE-RSA-AES128-GCM-SHA256:TLS13_AES_256_GCM_SHA384", "t").unwrap();
+        // Every suite rustls has is in the table of names.
+        for s in rustls::crypto::ring::default_provider().cipher_suites {
+            let name = format!("{:?}", s.suite());
+            assert!(
+                TLS_SUITES
+                    .iter()
+                    .any(|(_, n, code)| *n == name && u16::from(s.suite()) == *code),
+                "{name}"
+            );
+        }
         let names: Vec<String> = p
             .cipher_suites
             .iter()

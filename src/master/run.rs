@@ -365,7 +365,7 @@ impl Master<'_> {
         // The new image reads the certificates again; one that cannot (a
         // renewal that wrote a bad file) would not start. The reload is
         // refused instead, and the certificates read before keep serving.
-        if let Err(why) = crate::frontend::tls::load(self.cfg) {
+        if let Err(why) = crate::frontend::tls::load(self.cfg, &process::start_dir()) {
             crate::say!(
                 "oxgate: {} reload refused: {why}; still serving with the certificates read before",
                 kind.name()

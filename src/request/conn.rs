@@ -29,6 +29,58 @@ pub struct TlsInfo {
     pub vars: Vec<(VarName, Bytes)>,
 }
 
+/// The TLS cipher suites oxgate can negotiate: OpenSSL's name (what
+/// `SSL_CIPHER` says, as under Apache and nginx), the IANA name (rustls's),
+/// and the IANA number (the ASGI `tls` extension's `cipher_suite`).
+pub const TLS_SUITES: &[(&str, &str, u16)] = &[
+    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256", 0x1301),
+    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384", 0x1302),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS13_CHACHA20_POLY1305_SHA256",
+        0x1303,
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        0xC02B,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        0xC02C,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        0xC02F,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        0xC030,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xCCA8,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xCCA9,
+    ),
+];
+
+/// `SSL_PROTOCOL`'s value as the TLS version number (`TLSv1.3`: 0x0304).
+pub fn tls_version_code(name: &[u8]) -> Option<u16> {
+    match name {
+        b"TLSv1.3" => Some(0x0304),
+        b"TLSv1.2" => Some(0x0303),
+        _ => None,
+    }
+}
+
 impl ConnInfo {
     /// The same connection, with the client a PROXY header named.
     pub fn with_peer(self, peer: SocketAddr) -> ConnInfo {

@@ -21,7 +21,7 @@ pub use body::{
     BodyError, BodyStream, ChunkSource, FileBody, FileEnd, FileRegion, RequestBody, SENDFILE_MIN,
     with_length,
 };
-pub use conn::{ConnInfo, TlsInfo};
+pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
 pub use handler::{Handler, Outcome, Request, RequestObserver, Responding};
 pub use response::{
     Response, ResponseBody, body_too_large, head_size, is_token_byte, reason_phrase,

@@ -6,10 +6,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::context::{ConnCtx, Finished};
+use super::context::Finished;
 
 /// The response body as hyper sees it.
 pub(super) struct OxBody {
@@ -106,7 +105,7 @@ pub(super) fn to_hyper(
     resp: Response,
     mut headers: http::HeaderMap,
     close: bool,
-    conn: Arc<ConnCtx>,
+    conn: Finished,
 ) -> hyper::Response<OxBody> {
     let kind = match resp.body {
         // The session was taken by `handle`.
@@ -119,10 +118,7 @@ pub(super) fn to_hyper(
             file_left: 0,
         },
     };
-    let mut out = hyper::Response::new(OxBody {
-        kind,
-        conn: Finished(conn),
-    });
+    let mut out = hyper::Response::new(OxBody { kind, conn });
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(reason) = resp.reason

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::batch::FlushQueue;
 use super::body::{OxBody, to_hyper};
-use super::context::{ConnCtx, HttpSettings, TaskCounter};
+use super::context::{ConnCtx, Finished, HttpSettings, TaskCounter};
 use super::convert::{Headed, convert_head, to_request};
 pub use super::peek::Peek;
 use crate::frontend::tls::TlsListener;
@@ -138,7 +138,13 @@ async fn serve_tls<S: Peek>(
         match tokio::time::timeout(settings.head_timeout, tls.acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(why)) => return crate::frontend::tls::handshake_failed(&why),
-            Err(_) => return, // a handshake never finished: the head timeout
+            Err(_) => {
+                let why = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no handshake within --socket-timeout",
+                );
+                return crate::frontend::tls::handshake_failed(&why);
+            }
         };
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
@@ -193,7 +199,8 @@ fn on_request(
     // so a keep-alive connection allocates no header maps.
     let mut headers = parts.headers;
     headers.clear();
-    async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, ctx).await) }
+    let done = Finished(ctx);
+    async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, done).await) }
 }
 
 /// Serves HTTP/1.1 on `io` (cleartext through `BatchedIo`, or TLS) until
@@ -489,15 +496,19 @@ async fn after_http(res: Result<(), hyper::Error>, ctx: &ConnCtx, going_away: Go
     }
 }
 
+/// `done` counts the request finished when it is dropped: with the
+/// response body, or before there is one, when hyper drops this future
+/// (an HTTP/2 stream the client reset; a connection gone).
 pub(super) async fn handle(
     head: Result<Headed, Response>,
     headers: http::HeaderMap,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ctx: Arc<ConnCtx>,
+    done: Finished,
 ) -> hyper::Response<OxBody> {
+    let ctx = &done.0;
     let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
-        Err(resp) => return to_hyper(resp, headers, true, ctx),
+        Err(resp) => return to_hyper(resp, headers, true, done),
     };
     let mut resp = ctx.handler.clone().handle(request).await;
     if matches!(resp.body, ResponseBody::Upgrade(_)) {
@@ -514,5 +525,5 @@ pub(super) async fn handle(
     }
     // (Not a 101: the connection is the session's from then on.)
     let closing = ctx.closing.load(Ordering::Relaxed) && resp.status != 101;
-    to_hyper(resp, headers, closing, ctx)
+    to_hyper(resp, headers, closing, done)
 }

@@ -106,6 +106,17 @@ pub(super) struct Fields<'a> {
     server_port: &'a [u8],
     remote_addr: &'a [u8],
     remote_port: &'a [u8],
+    /// What an `--https-socket`'s handshake settled (`SSL_*`), for the
+    /// `tls` extension.
+    tls: TlsFields<'a>,
+}
+
+#[derive(Default)]
+struct TlsFields<'a> {
+    protocol: Option<&'a [u8]>,
+    cipher: &'a [u8],
+    client_dn: Option<&'a [u8]>,
+    client_cert: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
@@ -113,7 +124,16 @@ impl<'a> Fields<'a> {
         let mut f = Fields::default();
         for (name, value) in vars {
             f.https |= crate::request::cgi::says_https(name, value);
-            let VarName::Known(v) = name else { continue };
+            let VarName::Known(v) = name else {
+                match name.as_bytes() {
+                    b"SSL_PROTOCOL" => f.tls.protocol = Some(value),
+                    b"SSL_CIPHER" => f.tls.cipher = value,
+                    b"SSL_CLIENT_S_DN" => f.tls.client_dn = Some(value),
+                    b"SSL_CLIENT_CERT" => f.tls.client_cert = Some(value),
+                    _ => {}
+                }
+                continue;
+            };
             let slot = match v {
                 Var::REQUEST_METHOD => &mut f.method,
                 Var::SCRIPT_NAME => &mut f.script_name,
@@ -251,8 +271,40 @@ pub(super) fn http_scope<'py>(
     scope.set_item(&k.query_string, PyBytes::new(py, f.query))?;
     scope.set_item(&k.headers, headers)?;
     scope.set_item(&k.state, state.bind(py).copy()?)?;
-    scope.set_item(&k.extensions, k.http_extensions.bind(py).copy()?)?;
+    let extensions = k.http_extensions.bind(py).copy()?;
+    if let Some(tls) = tls_extension(py, &f.tls)? {
+        extensions.set_item("tls", tls)?;
+    }
+    scope.set_item(&k.extensions, extensions)?;
     Ok(scope)
+}
+
+/// The `tls` extension (ASGI's extensions spec) of a request that came
+/// over an `--https-socket`: the version and suite as numbers, and the
+/// client's certificate when it sent one (a bad one never gets here).
+fn tls_extension<'py>(
+    py: Python<'py>,
+    tls: &TlsFields<'_>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(protocol) = tls.protocol else {
+        return Ok(None);
+    };
+    let ext = PyDict::new(py);
+    ext.set_item("server_cert", py.None())?;
+    let chain = PyList::empty(py);
+    if let Some(pem) = tls.client_cert {
+        chain.append(text(py, pem))?;
+    }
+    ext.set_item("client_cert_chain", chain)?;
+    ext.set_item("client_cert_name", tls.client_dn.map(|dn| text(py, dn)))?;
+    ext.set_item("client_cert_error", py.None())?;
+    ext.set_item("tls_version", crate::request::tls_version_code(protocol))?;
+    let suite = crate::request::TLS_SUITES
+        .iter()
+        .find(|(name, _, _)| name.as_bytes() == tls.cipher)
+        .map(|(_, _, code)| *code);
+    ext.set_item("cipher_suite", suite)?;
+    Ok(Some(ext))
 }
 
 /// The scope of a WebSocket (`type: "websocket"`): the HTTP scope's
@@ -280,6 +332,9 @@ pub(super) fn websocket_scope<'py>(
     scope.set_item("subprotocols", PyList::new(py, offered)?)?;
     let extensions = PyDict::new(py);
     extensions.set_item("websocket.http.response", PyDict::new(py))?;
+    if let Some(tls) = tls_extension(py, &f.tls)? {
+        extensions.set_item("tls", tls)?;
+    }
     scope.set_item(&k.extensions, extensions)?;
     Ok(scope)
 }
