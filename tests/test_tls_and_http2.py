@@ -378,6 +378,19 @@ def test_a_stream_reset_cancels_its_request_and_the_connection_goes_on(serve, ce
     assert c.until(h2.events.StreamEnded).stream_id == sid
 
 
+def test_an_idle_http2_connection_is_closed_even_after_a_stream_reset_before_its_answer(serve):
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", "--socket-timeout", "1")
+    c = H2Client(s.port)
+    sid = c.get("/sleep?3")
+    time.sleep(0.2)
+    # Reset while the app has not answered: no response body ever exists.
+    c.conn.reset_stream(sid)
+    c.flush()
+    # Returns once the server closes the connection; raises TimeoutError if
+    # it never does.
+    frames_until_closed(c.sock, timeout=15)
+
+
 def test_rapid_reset_closes_the_connection(serve):
     s = serve("--wsgi-file", TLS_ENV)
     c = H2Client(s.port)
