@@ -18,7 +18,8 @@ def srv(serve):
 CASES = [
     ("garbage request line", b"GARBAGE\r\n\r\n", 400),
     ("bad version", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
-    ("http/2 without tls", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    # (HTTP/2's own preface is served HTTP/2: test_tls_and_http2.py.)
+    ("http/2.0 request line", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     ("space in header name", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
     ("bad content-length", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
     ("two different lengths", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),

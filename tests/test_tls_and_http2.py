@@ -4,6 +4,7 @@ library as clients; certificates made by openssl for each test run."""
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -321,6 +322,48 @@ def test_asgi_tls_extension_and_wss(serve, certs, tmp_path):
     assert got["scheme"] == "wss" and got["extensions"]["tls"]["tls_version"] == 0x0304
 
 
+def answer_over(flag, url, certs, *args):
+    """Status, headers (lower-cased, less those HTTP/2 has no place for or
+    that vary) and body of one curl request."""
+    r = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", str(certs / "ca.crt"), "-D", "-", flag,
+                        *args, url], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    head, _, body = r.stdout.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()[1]
+    skip = {"date", "server", "connection", "keep-alive", "transfer-encoding"}
+    headers = sorted((k.lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines[1:])
+                     if k.lower() not in skip)
+    return status, headers, body
+
+
+@pytest.mark.parametrize("app", ["flask", "fastapi"])
+def test_an_app_answers_alike_over_http11_h2c_and_h2_over_tls(serve, certs, tmp_path, app):
+    if app == "flask":
+        s = https(serve, certs, "--home", str(VENV), "--chdir", str(APPS), "--callable", "app",
+                  app=str(APPS / "flask_app.py"))
+        asks = [("/", []), ("/json?a=1", ["-H", "Content-Type: application/json", "--data", '{"x": [1, 2]}']),
+                ("/form", ["-F", "field=v", "-F", f"upload=@{TLS_ENV}"]), ("/stream", []), ("/missing", []),
+                ("/fail", [])]
+    else:
+        port = free_port()
+        s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_fastapi:app", "--processes", "1",
+                  "--https-socket", f"127.0.0.1:{port},{certs / 'rsa.crt'},{certs / 'rsa.key'}")
+        s.tls_url = f"https://localhost:{port}"
+        asks = [("/", []), ("/items", ["-H", "Content-Type: application/json", "--data", '{"name": "a", "price": 2}']),
+                ("/items/7?q=x", []), ("/items/404", []), ("/items/nan", []), ("/form", ["-F", "name=n", "-F", "n=3"]),
+                ("/sse", []), ("/text", []), ("/fail", [])]
+    for path, args in asks:
+        over = [answer_over("--http1.1", s.url + path, certs, *args),
+                answer_over("--http2-prior-knowledge", s.url + path, certs, *args),
+                answer_over("--http2", s.tls_url + path, certs, *args)]
+        if path in ("/sse", "/stream"):
+            # A stream the app finished before its head went out is sent
+            # whole, with a length, on any protocol: a matter of timing.
+            over = [(st, [h for h in hs if h[0] != "content-length"], b) for st, hs, b in over]
+        assert over[0] == over[1] == over[2], (path, over)
+
+
 class H2Client:
     """A raw HTTP/2 client over h2c (the h2 library frames, nothing else)."""
 
@@ -361,7 +404,7 @@ class H2Client:
             for e in events:
                 if isinstance(e, kind):
                     return e
-        raise AssertionError(f"no {kind.__name__}")
+        raise AssertionError(f"no {kind}")
 
 
 def test_a_stream_reset_cancels_its_request_and_the_connection_goes_on(serve, certs, tmp_path):
@@ -389,6 +432,67 @@ def test_an_idle_http2_connection_is_closed_even_after_a_stream_reset_before_its
     # Returns once the server closes the connection; raises TimeoutError if
     # it never does.
     frames_until_closed(c.sock, timeout=15)
+
+
+def test_limits_hold_per_stream_over_http2(serve):
+    s = serve("--wsgi-file", TLS_ENV, "--limit-post", "1000", "--buffer-size", "8192")
+    r = curl("--http2-prior-knowledge", "--data-binary", "x" * 5000, "-o", "/dev/null", "-w", "%{http_code}",
+             s.url + "/upload")
+    assert r.stdout.startswith("413"), r.stdout
+    # A header block larger than --buffer-size, decoded: refused, never served.
+    c = H2Client(s.port)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "localhost"),
+                              ("x-big", "y" * 20000)], end_stream=True)
+    c.flush()
+    ended = c.until((h2.events.ResponseReceived, h2.events.StreamReset, h2.events.ConnectionTerminated))
+    if isinstance(ended, h2.events.ResponseReceived):
+        assert dict(ended.headers)[b":status"] == b"431"
+    # The connection, or a new one, still serves.
+    assert fetch("--http2-prior-knowledge", s.url + "/")[1] == "2"
+
+
+def test_a_certificate_reload_under_load_fails_no_request(serve, certs, tmp_path):
+    """Clients that keep HTTP/2 connections over TLS and send request after
+    request (curl, 50 URLs a connection, four at once) while the master
+    reloads with a new certificate: every request is answered. (h2load
+    counts the requests a GOAWAY stops it from sending as failed, where
+    curl and browsers send them on a new connection, as RFC 9113 §6.8
+    allows: so the load is curl's.)"""
+    crt, key = tmp_path / "site.crt", tmp_path / "site.key"
+    crt.write_bytes((certs / "ec.crt").read_bytes())
+    key.write_bytes((certs / "ec.key").read_bytes())
+    port = free_port()
+    s = serve("--https-socket", f"127.0.0.1:{port},{crt},{key}", "--wsgi-file", TLS_ENV, "--master",
+              "--processes", "2")
+    first = fingerprint(port)
+    url = f"https://localhost:{port}/"
+    codes, errors = [], []
+    deadline = time.monotonic() + 6
+
+    def client():
+        while time.monotonic() < deadline:
+            r = subprocess.run(["curl", "-sS", "--http2", "--max-time", "20", "--cacert", str(certs / "ca.crt"),
+                                "-w", "%{http_code} %{http_version}\n", *["-o", "/dev/null", url] * 50],
+                               capture_output=True, text=True)
+            codes.extend(r.stdout.split("\n")[:-1])
+            if r.returncode != 0:
+                errors.append(r.stderr)
+
+    import threading
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    crt.write_bytes((certs / "rsa2.crt").read_bytes())
+    key.write_bytes((certs / "rsa2.key").read_bytes())
+    os.kill(s.proc.pid, signal.SIGHUP)
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert len(codes) > 200 and set(codes) == {"200 2"}, (len(codes), set(codes))
+    s.wait_log("reload")
+    assert fingerprint(port) != first
 
 
 def test_rapid_reset_closes_the_connection(serve):
