@@ -234,14 +234,7 @@ async fn serve_http1<I>(
     }
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
-    let stop = async {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => true,
-            () = idle_watchdog(&conn_ctx) => false,
-        }
-    };
-    match race_rarely(conn.as_mut(), stop).await {
+    match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx)).await {
         Either::Main(res) => return after_http(res, &conn_ctx, going_away).await,
         Either::Side(false) => return, // idle
         Either::Side(true) => {}       // shutting down
@@ -312,14 +305,7 @@ async fn serve_http2<I>(
     let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let stop = async {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => true,
-            () = idle_watchdog(&conn_ctx) => false,
-        }
-    };
-    match race_rarely(conn.as_mut(), stop).await {
+    match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx)).await {
         Either::Main(res) => return log_conn_error(res),
         Either::Side(false) => return, // idle
         Either::Side(true) => {}       // shutting down
@@ -392,6 +378,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// True once the worker stops; false once the connection has been idle
+/// for a whole timeout (`idle_watchdog`).
+async fn stop_or_idle(shutdown: &mut tokio::sync::watch::Receiver<bool>, ctx: &ConnCtx) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.changed() => true,
+        () = idle_watchdog(ctx) => false,
     }
 }
 
