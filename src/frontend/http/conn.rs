@@ -1,5 +1,7 @@
-//! One HTTP/1.1 connection: hyper drives it; this file adds the idle
-//! watchdog, the graceful stop and the call to the handler.
+//! One HTTP connection: HTTP/1.1, or HTTP/2 (h2c with prior knowledge, or
+//! chosen by ALPN over TLS). hyper drives it, and rustls its TLS; this file
+//! picks which, and adds the idle watchdog, the graceful stop and the call
+//! to the handler.
 
 use crate::request::{ConnInfo, GoingAway, Handler, Response, ResponseBody};
 use hyper::body::Incoming;

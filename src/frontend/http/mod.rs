@@ -1,4 +1,5 @@
-//! The HTTP/1.1 front end: hyper parses and frames; this module only turns
+//! The HTTP front end (HTTP/1.1 and HTTP/2, over TLS or not): hyper parses
+//! and frames, rustls encrypts; this module only turns
 //! hyper's request into the protocol-neutral [`Request`](crate::request::Request)
 //! and a [`Response`](crate::request::Response) back into hyper's.
 
