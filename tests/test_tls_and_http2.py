@@ -452,6 +452,23 @@ def test_limits_hold_per_stream_over_http2(serve):
     assert fetch("--http2-prior-knowledge", s.url + "/")[1] == "2"
 
 
+def test_touch_reload_reads_new_certificates(serve, certs, tmp_path):
+    crt, key, touch = tmp_path / "site.crt", tmp_path / "site.key", tmp_path / "touch-me"
+    crt.write_bytes((certs / "rsa.crt").read_bytes())
+    key.write_bytes((certs / "rsa.key").read_bytes())
+    touch.write_text("")
+    port = free_port()
+    serve("--https-socket", f"127.0.0.1:{port},{crt},{key}", "--wsgi-file", TLS_ENV, "--processes", "2",
+          "--touch-reload", str(touch))
+    first = fingerprint(port)
+    crt.write_bytes((certs / "ec.crt").read_bytes())
+    key.write_bytes((certs / "ec.key").read_bytes())
+    os.utime(touch, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: fingerprint(port) != first, what="the new certificate served")
+    assert fingerprint(port) == hashlib.sha256(
+        ssl.PEM_cert_to_DER_cert((certs / "ec.crt").read_text())).hexdigest()
+
+
 def test_a_certificate_reload_under_load_fails_no_request(serve, certs, tmp_path):
     """Clients that keep HTTP/2 connections over TLS and send request after
     request (curl, 50 URLs a connection, four at once) while the master
