@@ -17,7 +17,7 @@ use std::rc::Rc;
 use super::defs::{self, Key, opt};
 use super::sources::Origin;
 // Through the module's root, as `sources` does: `parse` reads this module.
-use crate::config::{ConfigError, Setting};
+use crate::config::{ConfigError, HttpsSocket, Setting};
 
 /// A top-level name of a config file, as the interpreter reported it.
 #[derive(Debug, Clone, PartialEq)]
@@ -860,21 +860,15 @@ fn translate(
             ));
         }
     };
-    // certfile and keyfile make every HTTP bind an HTTPS one; ca_certs
-    // with cert_reqs 1 (CERT_OPTIONAL) or 2 (CERT_REQUIRED) asks clients
-    // for certificates.
-    // A certfile alone holds the key too, as Python's load_cert_chain reads it.
+    // certfile (and keyfile) make every HTTP bind an HTTPS one.
     let https = match (one("certfile"), one("keyfile")) {
-        (Some(cert), key) => {
-            let key = key.unwrap_or_else(|| cert.clone());
-            let ca = match (one("ca_certs"), one("cert_reqs").as_deref().map(str::trim)) {
-                (Some(ca), Some("2")) => format!("!{ca}"),
-                (Some(ca), Some("1")) => ca,
-                _ => String::new(),
-            };
-            let ciphers = one("ciphers").unwrap_or_default();
-            Some(format!("{cert},{key},{ciphers},{ca}"))
-        }
+        (Some(cert), key) => Some(HttpsSocket::fields_from_python_ssl(
+            cert,
+            key,
+            one("ciphers"),
+            one("ca_certs"),
+            one("cert_reqs").as_deref(),
+        )),
         (None, None) => None,
         (None, Some(_)) => {
             return err("keyfile without certfile: the certificate is missing");

@@ -32,8 +32,6 @@ fn module_spec(option: &str, value: &str, callable: &str) -> Result<AppSpec, Con
 /// option table's default, so a default is written in one place.
 struct Values<'a>(&'a [Setting]);
 
-/// An option `resolve()` needs a default for has none in the table: a bug
-/// any resolve test finds.
 /// `--https-socket ADDR,CERT,KEY[,CIPHERS,CA]` (uWSGI's fields; a CA
 /// with a leading `!` requires client certificates), each with
 /// `--https-client-ca` and `--https-client-required` filling in what its
@@ -332,6 +330,8 @@ fn expiry_patterns(r: &Values<'_>, key: Key) -> Result<Vec<(regex::Regex, u64)>,
         .collect()
 }
 
+/// An option `resolve()` needs a default for has none in the table: a bug
+/// any resolve test finds.
 fn no_default(key: Key) -> ! {
     panic!("--{} needs a default in src/config/defs.rs", key.name)
 }

@@ -139,6 +139,30 @@ pub struct HttpsSocket {
     pub client_required: bool,
 }
 
+impl HttpsSocket {
+    /// The fields after ADDR in `--https-socket` for Python's `ssl`
+    /// settings as Gunicorn and uvicorn take them: a certificate file alone
+    /// holds the key too (`load_cert_chain` reads it so), and `cert_reqs` 1
+    /// (CERT_OPTIONAL) or 2 (CERT_REQUIRED) asks for client certificates
+    /// signed by `ca_certs`.
+    pub fn fields_from_python_ssl(
+        cert: String,
+        key: Option<String>,
+        ciphers: Option<String>,
+        ca_certs: Option<String>,
+        cert_reqs: Option<&str>,
+    ) -> String {
+        let key = key.unwrap_or_else(|| cert.clone());
+        let ca = match (ca_certs, cert_reqs.map(str::trim)) {
+            (Some(ca), Some("2")) => format!("!{ca}"),
+            (Some(ca), Some("1")) => ca,
+            _ => String::new(),
+        };
+        let ciphers = ciphers.unwrap_or_default();
+        format!("{cert},{key},{ciphers},{ca}")
+    }
+}
+
 /// What TLS and HTTP/2 are offered with, on every socket.
 #[derive(Debug, Clone)]
 pub struct TlsHttp2 {

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::defs::{self, Key, opt};
 use super::sources::Origin;
 // Through the module's root, as `sources` does: `parse` reads this module.
-use crate::config::{ConfigError, Setting};
+use crate::config::{ConfigError, HttpsSocket, Setting};
 
 /// How an option is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,25 +328,15 @@ fn translate(
     // --ssl-ca-certs with --ssl-cert-reqs 1 (optional) or 2 (required)
     // asks for client certificates.
     match (last("--ssl-certfile"), last("--ssl-keyfile")) {
-        // A certfile alone holds the key too, as Python's load_cert_chain
-        // reads it.
         (Some(cert), key) => {
-            let key = key.unwrap_or_else(|| cert.clone());
-            let ca = match (last("--ssl-ca-certs"), last("--ssl-cert-reqs").as_deref()) {
-                (Some(ca), Some("2")) => format!("!{ca}"),
-                (Some(ca), Some("1")) => ca,
-                _ => String::new(),
-            };
             // uvicorn's default cipher string, "TLSv1", is OpenSSL's word
             // for every suite: rustls's defaults are that.
-            let ciphers = last("--ssl-ciphers")
-                .filter(|c| c != "TLSv1")
-                .unwrap_or_default();
-            push(
-                &opt::HTTPS_SOCKET,
-                format!("{socket},{cert},{key},{ciphers},{ca}"),
-                &origin,
-            );
+            let ciphers = last("--ssl-ciphers").filter(|c| c != "TLSv1");
+            let ca = last("--ssl-ca-certs");
+            let reqs = last("--ssl-cert-reqs");
+            let fields =
+                HttpsSocket::fields_from_python_ssl(cert, key, ciphers, ca, reqs.as_deref());
+            push(&opt::HTTPS_SOCKET, format!("{socket},{fields}"), &origin);
         }
         (None, None) => push(&opt::HTTP_SOCKET, socket, &origin),
         (None, Some(_)) => {

@@ -4,7 +4,6 @@
 //! parsing: rustls, its pki-types PEM reader and webpki do it all.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,7 +28,7 @@ pub struct TlsListener {
 /// names none). Words of OpenSSL's cipher-string language (`HIGH`,
 /// `!aNULL`) mean nothing to rustls, whose suites are all modern: they are
 /// left out, with a warning.
-fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
+fn provider(ciphers: &str, socket: &str) -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     let words: Vec<&str> = ciphers
         .split(':')
@@ -37,7 +36,7 @@ fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
         .filter(|w| !w.is_empty())
         .collect();
     if words.is_empty() {
-        return Ok(provider);
+        return provider;
     }
     let name_of = |w: &str| {
         TLS_SUITES
@@ -67,13 +66,12 @@ fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
             unknown.join(":")
         );
     }
-    if unknown.len() == words.len() {
-        return Ok(provider);
+    if unknown.len() < words.len() {
+        provider
+            .cipher_suites
+            .retain(|s| wanted.contains(&format!("{:?}", s.suite())));
     }
     provider
-        .cipher_suites
-        .retain(|s| wanted.contains(&format!("{:?}", s.suite())));
-    Ok(provider)
 }
 
 fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -95,7 +93,7 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, St
 /// reason, before a client finds out.
 pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerConfig>, String> {
     let fail = |e: String| format!("--https-socket {}: {e}", sock.addr);
-    let provider = Arc::new(provider(&sock.ciphers, &sock.addr).map_err(fail)?);
+    let provider = Arc::new(provider(&sock.ciphers, &sock.addr));
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
         &[&rustls::version::TLS13]
     } else {
@@ -305,44 +303,30 @@ pub fn listener_for(addr: &Address) -> Option<Arc<TlsListener>> {
         .map(|(_, l)| l.clone())
 }
 
-/// Handshakes that failed since the last line about them.
-static FAILED_HANDSHAKES: AtomicU64 = AtomicU64::new(0);
-/// Every handshake that ever failed in this process, for the metrics.
-static FAILED_TOTAL: AtomicU64 = AtomicU64::new(0);
-
 /// How often a line sums up failed handshakes: a scanner or a client with
 /// an old TLS fails one a connection, and must not fill the log.
 const FAILURE_LINE_EVERY: Duration = Duration::from_secs(60);
 
+thread_local! {
+    /// Handshakes failed since the last line about them, and when that
+    /// line was written (a worker serves on one thread).
+    static FAILURES: std::cell::Cell<(u64, Option<Instant>)> = const { std::cell::Cell::new((0, None)) };
+}
+
 /// Counts a failed handshake and logs at most one line a minute about
 /// them, with the latest reason.
 pub fn handshake_failed(why: &std::io::Error) {
-    FAILED_TOTAL.fetch_add(1, Ordering::Relaxed);
-    let pending = FAILED_HANDSHAKES.fetch_add(1, Ordering::Relaxed) + 1;
-    thread_local! {
-        static LAST_LINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
-    }
     let now = Instant::now();
-    let due = LAST_LINE.with(|last| {
-        let due = last
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= FAILURE_LINE_EVERY);
-        if due {
-            last.set(Some(now));
-        }
-        due
-    });
-    if due {
-        FAILED_HANDSHAKES.store(0, Ordering::Relaxed);
+    let (pending, last) = FAILURES.get();
+    let pending = pending + 1;
+    if last.is_none_or(|t| now.duration_since(t) >= FAILURE_LINE_EVERY) {
+        FAILURES.set((0, Some(now)));
         crate::say!(
             "oxgate: {pending} TLS handshake(s) failed since the last such line (at most one a minute); the latest: {why}"
         );
+    } else {
+        FAILURES.set((pending, last));
     }
-}
-
-/// Failed TLS handshakes since the process started.
-pub fn failed_handshakes() -> u64 {
-    FAILED_TOTAL.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
@@ -360,7 +344,7 @@ mod tests {
 
     #[test]
     fn openssl_and_rustls_suite_names_both_select_suites() {
-        let p = provider("ECDHE-RSA-AES128-GCM-SHA256:TLS13_AES_256_GCM_SHA384", "t").unwrap();
+        let p = provider("ECDHE-RSA-AES128-GCM-SHA256:TLS13_AES_256_GCM_SHA384", "t");
         // Every suite rustls has is in the table of names.
         for s in rustls::crypto::ring::default_provider().cipher_suites {
             let name = format!("{:?}", s.suite());
@@ -383,10 +367,7 @@ mod tests {
         );
         // Only OpenSSL's cipher-string words: every suite stays.
         let all = rustls::crypto::ring::default_provider().cipher_suites.len();
-        assert_eq!(
-            provider("HIGH:!aNULL", "t").unwrap().cipher_suites.len(),
-            all
-        );
-        assert_eq!(provider("", "t").unwrap().cipher_suites.len(), all);
+        assert_eq!(provider("HIGH:!aNULL", "t").cipher_suites.len(), all);
+        assert_eq!(provider("", "t").cipher_suites.len(), all);
     }
 }
