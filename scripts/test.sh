@@ -78,9 +78,23 @@ OXGATE_BIN="$PWD/target/release/oxgate" "$VENV/bin/python" -m pytest tests -q -r
 
 # The `oxgate` pip installs (pyext/ and python/oxgate/, built by maturin
 # against the same interpreter), in a fresh venv with the test apps: the
-# whole suite again, through its console script. Its own target directory
+# core tests again, through its console script. Its own target directory
 # keeps the two builds from undoing each other (the extension's pyo3 links
 # no libpython).
+#
+# The core tests are those where the wheel differs from the binary: who
+# starts CPython and loads the apps (WSGI, ASGI, WebSocket, frameworks,
+# threads, errors), the processes it forks and re-executes (reloads run
+# the console script again), the Gunicorn and uvicorn command lines and
+# the commands pip installs. The front ends, static files, CGI/FastCGI,
+# TLS and the limits are the same Rust code in both, and run once, above.
+CORE_TESTS=(
+  tests/test_pip_install.py tests/test_app_loading.py tests/test_pep3333.py
+  tests/test_asgi.py tests/test_websocket.py tests/test_frameworks.py
+  tests/test_threads.py tests/test_app_errors.py tests/test_gateway_protocols.py
+  tests/test_process.py tests/test_reload.py tests/test_gunicorn_config.py
+  tests/test_uvicorn_command_line.py tests/test_packaging.py
+)
 rm -f target/wheels/oxgate-*.whl
 "$VENV/bin/maturin" build --release --locked --quiet --target-dir target/wheel \
   --interpreter "$VENV/bin/python" --out target/wheels
@@ -88,4 +102,5 @@ WHEEL_VENV=.venv-wheel
 rm -rf "$WHEEL_VENV"
 "$PY" -m venv "$WHEEL_VENV"
 "$WHEEL_VENV/bin/pip" install -q --disable-pip-version-check target/wheels/oxgate-*.whl -r tests/requirements.txt
-OXGATE_BIN="$PWD/$WHEEL_VENV/bin/oxgate" "$WHEEL_VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider "$@"
+OXGATE_BIN="$PWD/$WHEEL_VENV/bin/oxgate" "$WHEEL_VENV/bin/python" -m pytest "${CORE_TESTS[@]}" -q -rs \
+  -p no:cacheprovider "$@"
