@@ -65,6 +65,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // bad one stops the start with the reason.
     let here = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
     crate::frontend::tls::install(&cfg, &here)?;
+    if let Some(statsd) = &cfg.statsd {
+        crate::log::statsd::install(&statsd.target, &statsd.prefix, statsd.tags.as_deref())?;
+    }
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => inh.listeners(),
         None => process::systemd_sockets(&wanted),
@@ -197,9 +200,9 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     if cfg.process.drain_delay.is_some() {
         crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");
     }
-    if cfg.stats.addr.is_some() || cfg.stats.metrics.is_some() {
+    if cfg.stats.addr.is_some() || cfg.stats.metrics.is_some() || cfg.statsd.is_some() {
         crate::say!(
-            "oxgate: warning: --stats and --metrics are served by the master; --no-master has none"
+            "oxgate: warning: --stats, --metrics and --statsd-host are the master's; --no-master has none"
         );
     }
     apps.start(None)?;

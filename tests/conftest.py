@@ -137,15 +137,15 @@ def fcgi(serve):
 
 @pytest.fixture
 def uvicorn(tmp_path):
-    """uvicorn(module, env) runs the real uvicorn on the same app."""
+    """uvicorn(module, env, args) runs the real uvicorn on the same app."""
     started = []
 
-    def start(module, env=None):
+    def start(module, env=None, args=()):
         port = free_port()
         log = open(tmp_path / f"uvicorn-{port}.log", "wb")
         proc = subprocess.Popen(
             [str(VENV / "bin" / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port),
-             "--app-dir", str(APPS), "--no-access-log"],
+             "--app-dir", str(APPS), "--no-access-log", *args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=APPS)
         started.append(proc)
         wait_for(lambda: listens(port), what="uvicorn listening")

@@ -4,6 +4,8 @@ file: workers, the access log line, the timeout, max_requests."""
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import tarfile
 import time
@@ -87,11 +89,11 @@ def test_dialects_and_precedence(tmp_path):
 
 
 def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
-    f = conf(tmp_path, "statsd_host = 'localhost:8125'\nssl_version = 5\nworkers = 1\n"
-                       "secure_scheme_headers = {'X-PROTO': 'https'}\n")
+    f = conf(tmp_path, "worker_connections = 50\nssl_version = 5\nworkers = 1\n"
+                       "logconfig_dict = {'version': 1}\n")
     p = oxgate("-c", str(f), "procs:application", "--check-config", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    for name in ("statsd_host", "ssl_version", "secure_scheme_headers"):
+    for name in ("worker_connections", "ssl_version", "logconfig_dict"):
         assert p.stderr.count(f"{name} has no effect") == 1, p.stderr
     p = oxgate("gunicorn", "--bogus", "app:app")
     assert p.returncode == 2 and "unknown option --bogus" in p.stderr
@@ -152,7 +154,7 @@ def test_access_log_matches_gunicorn_byte_for_byte(serve, tmp_path):
         assert r.status_code == 200
     assert access_line(ox, "marker=default") == access_line(gu, "marker=default")
     fmt = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(m)s %(U)s %(q)s %(H)s %(p)s' \
-          ' %({x-req}i)s %({REQUEST_METHOD}e)s'
+          ' %({x-req}i)s %({REQUEST_METHOD}e)s %({content-type}o)s %({Content-Length}o)s %({x-missing}o)s'
     f2 = conf(tmp_path, f"accesslog = '-'\nworkers = 1\naccess_log_format = {fmt!r}\n", name="fmt.py")
     ox, gu = both(serve, tmp_path, f2, "procs:application")
     lines = []
@@ -162,6 +164,163 @@ def test_access_log_matches_gunicorn_byte_for_byte(serve, tmp_path):
         # %(p)s is the worker's pid in each.
         lines.append(re.sub(r"<\d+>", "<PID>", line))
     assert lines[0] == lines[1]
+
+
+SCHEME_APP = '''
+def application(environ, start_response):
+    body = environ["wsgi.url_scheme"].encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_secure_scheme_headers_as_gunicorn_reads_them(serve, tmp_path):
+    """Behind nginx on the same host, X-Forwarded-Proto: https makes the
+    request https, with Gunicorn's default headers and proxies; headers that
+    disagree are a 400; an address not in forwarded_allow_ips is not
+    believed."""
+    (tmp_path / "scheme.py").write_text(SCHEME_APP)
+    cases = [
+        ({"X-Forwarded-Proto": "https"}, (200, "https")),
+        ({"X-Forwarded-Ssl": "on"}, (200, "https")),
+        ({"X-Forwarded-Protocol": "ssl", "X-Forwarded-Proto": "https"}, (200, "https")),
+        ({"X-Forwarded-Proto": "http"}, (200, "http")),
+        ({}, (200, "http")),
+        ({"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"}, (400, None)),
+    ]
+    f = conf(tmp_path, "workers = 1\n")
+    ox, gu = both(serve, tmp_path, f, "scheme:application")
+    for headers, (status, scheme) in cases:
+        for s in (ox, gu):
+            r = requests.get(s.url + "/", headers=headers)
+            assert r.status_code == status, (s.args[0], headers, r.text)
+            if scheme:
+                assert r.text == scheme, (s.args[0], headers)
+    f = conf(tmp_path, "workers = 1\nforwarded_allow_ips = '10.9.9.9'\n"
+                       "secure_scheme_headers = {'X-SCHEME': 'yes'}\n", name="other.py")
+    ox, gu = both(serve, tmp_path, f, "scheme:application")
+    for s in (ox, gu):
+        assert requests.get(s.url + "/", headers={"X-Scheme": "yes"}).text == "http", s.args[0]
+    f = conf(tmp_path, "workers = 1\nsecure_scheme_headers = {'X-SCHEME': 'yes'}\n", name="mine.py")
+    ox, gu = both(serve, tmp_path, f, "scheme:application")
+    for s in (ox, gu):
+        assert requests.get(s.url + "/", headers={"X-Scheme": "yes"}).text == "https", s.args[0]
+        assert requests.get(s.url + "/", headers={"X-Forwarded-Proto": "https"}).text == "http", s.args[0]
+
+
+def test_keepalive_closes_idle_connections_as_gunicorn_does(serve, tmp_path):
+    """keepalive = 1 with gthread workers: an idle connection is closed
+    about a second after its last response, in both."""
+    f = conf(tmp_path, "workers = 1\nworker_class = 'gthread'\nthreads = 2\nkeepalive = 1\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not re.search(rb"\r\n\r\n\d+ \d+ v0$", data):
+                data += sock.recv(4096) or pytest.fail("closed before the response")
+            idle = time.monotonic()
+            assert sock.recv(1) == b""
+            waited = time.monotonic() - idle
+        assert 0.5 < waited < 5, (s.args[0], waited)
+
+
+def statsd_lines(sock, want, timeout=10):
+    """The statsd lines received until one starts with `want`."""
+    lines = []
+    sock.settimeout(timeout)
+    while not any(l.startswith(want) for l in lines):
+        lines += sock.recv(65536).decode().splitlines()
+    return lines
+
+
+def test_statsd_metrics_match_gunicorns(serve, tmp_path):
+    """The same metric names and types for the same request, so that a
+    Gunicorn dashboard keeps working."""
+    got = {}
+    for program in ((BIN,), (GUNICORN,)):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            name = f"statsd-{os.path.basename(program[0])}.py"
+            f = conf(tmp_path, f"workers = 1\nstatsd_host = '127.0.0.1:{port}'\nstatsd_prefix = 'web'\n",
+                     name=name)
+            s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False,
+                      cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)}, program=program)
+            lines = statsd_lines(udp, "web.gunicorn.workers:")
+            assert requests.get(s.url + "/").status_code == 200
+            assert requests.get(s.url + "/missing").status_code == 200
+            lines += statsd_lines(udp, "web.gunicorn.request.duration:")
+            # Both requests: their three lines each.
+            while sum(l.startswith("web.gunicorn.requests:") for l in lines) < 2:
+                lines += statsd_lines(udp, "web.gunicorn.requests:")
+            s.stop()
+        shapes = set()
+        for line in lines:
+            metric, value = line.split(":", 1)
+            kind = value.split("|")[1]
+            if metric == "web.gunicorn.request.duration":
+                assert float(value.split("|")[0]) >= 0
+            else:
+                shapes.add((metric, value))
+            shapes.add((metric, kind))
+        got[program[0]] = shapes
+    assert got[BIN] == got[GUNICORN]
+    assert ("web.gunicorn.request.status.200", "1|c|@1.0") in got[BIN]
+    assert ("web.gunicorn.workers", "1|g") in got[BIN]
+
+
+SIGNAL_HOOKS_CONF = '''
+import os, sys
+EVENTS = {events!r}
+workers = 1
+timeout = 2
+graceful_timeout = 1
+
+def _note(name, *extra):
+    with open(EVENTS, "a") as f:
+        f.write(" ".join([name, str(os.getpid())] + [str(e) for e in extra]) + "\\n")
+
+def worker_int(worker):
+    _note("worker_int", worker.pid == os.getpid())
+
+def worker_abort(worker):
+    # What real hooks do here: log every thread's stack.
+    def chain(f):
+        while f is not None:
+            yield f.f_code.co_name
+            f = f.f_back
+    stuck = any("application" in chain(f) for f in sys._current_frames().values())
+    _note("worker_abort", worker.pid == os.getpid(), stuck)
+'''
+
+
+def test_worker_int_and_worker_abort_as_gunicorn_calls_them(serve, tmp_path):
+    """worker_abort in the worker a timeout kills, with the stuck request's
+    stack at hand; worker_int in each worker when the master is stopped
+    with SIGINT."""
+    got = {}
+    for program in ((BIN,), (GUNICORN,)):
+        events = tmp_path / f"signal-events-{os.path.basename(program[0])}.log"
+        f = conf(tmp_path, SIGNAL_HOOKS_CONF.format(events=str(events)),
+                 name=f"signal-hooks-{os.path.basename(program[0])}.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False,
+                  cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        first = s.wait_workers(1)
+        try:
+            requests.get(s.url + "/sleep?8", timeout=30)
+        except requests.ConnectionError:
+            pass
+        wait_for(lambda: events.exists() and "worker_abort" in events.read_text(), what="worker_abort")
+        wait_for(lambda: s.worker_pids() and s.worker_pids() != first, what="a new worker")
+        assert requests.get(s.url + "/").status_code == 200
+        s.proc.send_signal(signal.SIGINT)
+        s.proc.wait(timeout=20)
+        master = str(s.proc.pid)
+        got[program[0]] = [(l.split()[0], "master" if l.split()[1] == master else "worker", *l.split()[2:])
+                           for l in events.read_text().splitlines()]
+    assert got[BIN] == got[GUNICORN]
+    assert got[BIN] == [("worker_abort", "worker", "True", "True"), ("worker_int", "worker", "True")]
 
 
 def test_workers_and_threads_match_gunicorn(serve, tmp_path):

@@ -1,4 +1,5 @@
-"""The HTTP/1.1 front end: request and response bodies, keep-alive, --socket-timeout, sendfile, bounded memory."""
+"""The HTTP/1.1 front end: request and response bodies, keep-alive (--keepalive-timeout), --socket-timeout,
+--add-header, sendfile, bounded memory."""
 # Keep-alive, pipelining, chunked bodies and HTTP/1.0 are also checked through
 # wsgiref.validate in test_pep3333.py; bad requests and --limit-post are in
 # test_malformed_input.py, listening addresses in test_sockets.py.
@@ -77,6 +78,53 @@ def test_socket_timeout_spares_requests_in_progress(serve, threads):
     # recv returned b"": the server closed the idle connection by itself.
     assert out.startswith(b"HTTP/1.1 200 OK"), out
     assert out.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), out
+
+
+def _get(sock, path=b"/ignore-body"):
+    """One request on a kept-alive connection; the response's head and body."""
+    sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or pytest.fail(f"closed before a response: {data!r}")
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536) or pytest.fail("closed inside a response")
+    return head, body
+
+
+def test_keepalive_timeout_outlasts_the_socket_timeout(serve):
+    """Behind a balancer, idle connections must outlive its own idle
+    timeout: --keepalive-timeout 4 keeps one open well past a 1 s
+    --socket-timeout (which would close it within 2 s), then closes it."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--socket-timeout", "1", "--keepalive-timeout", "4")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
+        assert _get(sock)[0].startswith(b"HTTP/1.1 200")
+        time.sleep(2.5)
+        assert _get(sock)[0].startswith(b"HTTP/1.1 200")
+        idle = time.monotonic()
+        assert sock.recv(1) == b""
+        waited = time.monotonic() - idle
+    assert 3.5 < waited < 8, waited
+
+
+def test_keepalive_timeout_zero_closes_after_each_response(serve):
+    s = serve("--wsgi-file", BEHAVIOUR, "--keepalive-timeout", "0")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
+        head, _ = _get(sock)
+        assert b"connection: close" in head.lower(), head
+        assert sock.recv(1) == b""
+
+
+def test_add_header_on_app_and_static_responses(serve, tmp_path):
+    (tmp_path / "f.txt").write_text("static")
+    s = serve("--wsgi-file", BEHAVIOUR, "--static-map", f"/s={tmp_path}",
+              "--add-header", "X-Frame-Options: DENY", "--add-header", "X-Served-By:web1")
+    for path in ("/ignore-body", "/s/f.txt"):
+        r = requests.get(s.url + path)
+        assert r.status_code == 200, path
+        assert r.headers["X-Frame-Options"] == "DENY", path
+        assert r.headers["X-Served-By"] == "web1", path
 
 
 @pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])

@@ -2,7 +2,9 @@
 `oxgate-gunicorn` and `oxgate-uvicorn` commands `pip install oxgate` adds."""
 import os
 import re
+import socket
 import subprocess
+import time
 
 import pytest
 import requests
@@ -65,6 +67,26 @@ def test_serves_what_uvicorn_serves(serve, uvicorn):
     r = requests.post(s.url + "/items", json={"name": "n", "price": 2.5})
     assert r.status_code == 201 and r.json() == {"name": "n", "double": 5.0}
     assert len(s.wait_workers(2)) == 2
+
+
+def test_header_and_timeout_keep_alive_as_uvicorn(serve, uvicorn):
+    """--header adds a response header, and --timeout-keep-alive closes an
+    idle connection about that long after its last response, in both."""
+    args = ["--header", "X-Frame-Options:DENY", "--timeout-keep-alive", "1"]
+    s = serve("uvicorn", "asgi_fastapi:app", "--host", "127.0.0.1", "--port", "{port}", "--app-dir", str(APPS),
+              *args, socket_arg=False, env={"VIRTUAL_ENV": str(VENV)})
+    theirs = uvicorn("asgi_fastapi:app", args=args)
+    for url in (s.url, theirs):
+        assert requests.get(url + "/").headers["X-Frame-Options"] == "DENY", url
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=15) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"}"):
+                data += sock.recv(4096) or pytest.fail("closed before the response")
+            idle = time.monotonic()
+            assert sock.recv(1) == b""
+            waited = time.monotonic() - idle
+        assert 0.5 < waited < 5, (url, waited)
 
 
 @pytest.mark.skipif(not INSTALLED, reason="the commands pip installs (the wheel pass of scripts/test.sh)")

@@ -297,15 +297,21 @@ options! {
         .value("SECONDS")
         .defaults_to("20")
         .help("Close a WebSocket (1011) whose client has not answered a ping in this time (0: wait for ever)."),
+    ADD_HEADER = OptDef::new("add-header", List, App)
+        .value("\"NAME: VALUE\"")
+        .help("Add this header to every response, the app's and the static files' (repeatable; uWSGI's add-header, uvicorn's --header)."),
     ROOT_PATH = OptDef::new("root-path", Str, App)
         .value("PATH")
         .help("The URL prefix a proxy that strips it serves the app under (uvicorn's --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it). A request that carries its own SCRIPT_NAME keeps it."),
     PROXY_HEADERS = OptDef::new("proxy-headers", Flag, App)
         .help("Take the client's address and the scheme from X-Forwarded-For and X-Forwarded-Proto (or Forwarded) when the request comes from an address --forwarded-allow-ips trusts."),
+    SECURE_SCHEME_HEADER = OptDef::new("secure-scheme-header", List, App)
+        .value("NAME=VALUE")
+        .help("From a proxy --forwarded-allow-ips trusts (or a unix socket), a request whose header NAME is VALUE is https, and one whose NAME has another value is http; headers that disagree get 400 (Gunicorn's secure_scheme_headers, whose three a Gunicorn config gets unless it sets its own)."),
     FORWARDED_ALLOW_IPS = OptDef::new("forwarded-allow-ips", Str, App)
         .value("IPS")
         .defaults_to("127.0.0.1")
-        .help("The proxies --proxy-headers trusts: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any. $FORWARDED_ALLOW_IPS, as for uvicorn, when not given."),
+        .help("The proxies --proxy-headers and --secure-scheme-header trust: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any. $FORWARDED_ALLOW_IPS, as for uvicorn, when not given."),
     PROXY_PROTOCOL = OptDef::new("proxy-protocol", FlagOrStr, Sockets)
         .aliases(&["enable-proxy-protocol", "http-enable-proxy-protocol"])
         .value("[=v1|v2|auto]")
@@ -471,6 +477,9 @@ options! {
     LIMIT_CONCURRENCY = OptDef::new("limit-concurrency", Int, Limits)
         .value("N")
         .help("With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn's option)."),
+    KEEPALIVE_TIMEOUT = OptDef::new("keepalive-timeout", Int, Limits)
+        .value("SECONDS")
+        .help("How long an HTTP connection waits for its next request before it is closed (Gunicorn's keepalive, uvicorn's --timeout-keep-alive); --socket-timeout until given, and 0 closes each connection after one response. Behind a load balancer, make it longer than the balancer's idle timeout."),
     LIMIT_POST = OptDef::new("limit-post", Int, Limits)
         .value("BYTES")
         .defaults_to("1073741824")
@@ -537,7 +546,7 @@ options! {
     LOG_FORMAT = OptDef::new("log-format", Str, Logging)
         .aliases(&["logformat"])
         .value("FORMAT")
-        .help("The request line, with uWSGI's %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable."),
+        .help("The request line, with uWSGI's %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable and %(resp.NAME) for a response header."),
     LOG_FORMAT_STRFTIME = OptDef::new("log-format-strftime", Flag, Logging)
         .aliases(&["logformat-strftime"])
         .help("Make %(ftime) use the --logdate format."),
@@ -692,6 +701,15 @@ options! {
     STATS_MINIFIED = OptDef::new("stats-minified", Flag, Logging)
         .aliases(&["stats-min"])
         .help("Stats JSON without indentation."),
+    STATSD_HOST = OptDef::new("statsd-host", Str, Logging)
+        .value("HOST:PORT")
+        .help("Send Gunicorn's statsd metrics to HOST:PORT (or unix:PATH) over UDP: gunicorn.requests, gunicorn.request.status.CODE and gunicorn.request.duration for each request, gunicorn.workers when the count changes, and gunicorn.log.exception and gunicorn.log.critical for app errors and harakiri."),
+    STATSD_PREFIX = OptDef::new("statsd-prefix", Str, Logging)
+        .value("PREFIX")
+        .help("Put PREFIX (and a dot) before every --statsd-host metric name."),
+    DOGSTATSD_TAGS = OptDef::new("dogstatsd-tags", Str, Logging)
+        .value("TAGS")
+        .help("Add DogStatsD tags (comma-separated key:value) to every --statsd-host metric."),
     METRICS = OptDef::new("metrics", Str, Logging)
         .value("ADDR")
         .help("Serve Prometheus metrics over HTTP on ADDR (at /metrics)."),

@@ -94,9 +94,12 @@ const NO_PARSER_CHOICE: Meaning =
     Ignored("oxgate's HTTP parser is strict and has no switches to loosen it (docs/hardening.md)");
 const NO_DIRTY: Meaning = Ignored("oxgate has no dirty-worker arbiter");
 const NO_HTTP2: Meaning = Ignored("oxgate's HTTP/2 windows and frame sizes are hyper's defaults");
-const NO_STATSD: Meaning = Ignored(
-    "oxgate has no StatsD client: it serves uwsgitop stats (--stats) and Prometheus metrics (--metrics)",
-);
+/// Gunicorn's `secure_scheme_headers` default.
+const DEFAULT_SECURE_SCHEME_HEADERS: &[&str] = &[
+    "X-FORWARDED-PROTOCOL=ssl",
+    "X-FORWARDED-PROTO=https",
+    "X-FORWARDED-SSL=on",
+];
 const NO_LOG_CONFIG: Meaning = Ignored(
     "oxgate writes its own log lines; logging configs, syslog and logger classes are not read",
 );
@@ -229,9 +232,9 @@ static SETTINGS: &[GunicornSetting] = &[
         Switch,
         Ignored("oxgate's workers always inherit stdout and stderr, unbuffered"),
     ),
-    g("statsd_host", &["--statsd-host"], Value, NO_STATSD),
-    g("dogstatsd_tags", &["--dogstatsd-tags"], Value, NO_STATSD),
-    g("statsd_prefix", &["--statsd-prefix"], Value, NO_STATSD),
+    g("statsd_host", &["--statsd-host"], Value, Maps),
+    g("dogstatsd_tags", &["--dogstatsd-tags"], Value, Maps),
+    g("statsd_prefix", &["--statsd-prefix"], Value, Maps),
     g(
         "enable_backlog_metric",
         &["--enable-backlog-metric"],
@@ -335,12 +338,7 @@ static SETTINGS: &[GunicornSetting] = &[
         FileOnly,
         Ignored("oxgate buffers request bodies in memory up to --post-buffering"),
     ),
-    g(
-        "secure_scheme_headers",
-        &[],
-        FileOnly,
-        Ignored("oxgate's --proxy-headers read X-Forwarded-Proto and Forwarded"),
-    ),
+    g("secure_scheme_headers", &[], FileOnly, Maps),
     g(
         "forwarded_allow_ips",
         &["--forwarded-allow-ips"],
@@ -438,12 +436,7 @@ static SETTINGS: &[GunicornSetting] = &[
     ),
     g("timeout", &["-t", "--timeout"], Value, Maps),
     g("graceful_timeout", &["--graceful-timeout"], Value, Maps),
-    g(
-        "keepalive",
-        &["--keep-alive"],
-        Value,
-        Ignored("an idle keep-alive connection waits --socket-timeout for its next request"),
-    ),
+    g("keepalive", &["--keep-alive"], Value, Maps),
     g("asgi_loop", &["--asgi-loop"], Value, Maps),
     g("asgi_lifespan", &["--asgi-lifespan"], Value, Maps),
     g(
@@ -459,9 +452,6 @@ static SETTINGS: &[GunicornSetting] = &[
         Ignored("oxgate has one HTTP parser (hyper's)"),
     ),
 ];
-
-/// The hooks oxgate does not call yet: a worker's SIGINT and SIGABRT.
-const NOT_CALLED: &[&str] = &["worker_int", "worker_abort"];
 
 /// Gunicorn's default access log format.
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -787,12 +777,6 @@ pub fn read(
             origin: Origin::CommandLine,
         });
     }
-    for hook in out.hooks.iter().filter(|h| NOT_CALLED.contains(h)) {
-        out.warnings.push(format!(
-            "{}: server hook {hook} is not called by oxgate yet",
-            out.file.as_deref().unwrap_or("config")
-        ));
-    }
     Ok(out)
 }
 
@@ -1036,6 +1020,10 @@ fn translate(
         ("user", &opt::UID),
         ("group", &opt::GID),
         ("forwarded_allow_ips", &opt::FORWARDED_ALLOW_IPS),
+        ("keepalive", &opt::KEEPALIVE_TIMEOUT),
+        ("statsd_host", &opt::STATSD_HOST),
+        ("statsd_prefix", &opt::STATSD_PREFIX),
+        ("dogstatsd_tags", &opt::DOGSTATSD_TAGS),
         ("proxy_allow_ips", &opt::PROXY_ALLOW_FROM),
         ("root_path", &opt::ROOT_PATH),
         ("asgi_loop", &opt::LOOP),
@@ -1090,6 +1078,25 @@ fn translate(
         for v in &g.values {
             push(&opt::TOUCH_RELOAD, v.clone(), &g.origin);
         }
+    }
+    // Gunicorn's scheme headers, trusted from its default proxies: behind
+    // nginx on the same host, X-Forwarded-Proto: https makes the request
+    // https, as under Gunicorn.
+    let scheme_headers: Vec<String> = match given.get("secure_scheme_headers") {
+        Some(g) => g.values.clone(),
+        None => DEFAULT_SECURE_SCHEME_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+    };
+    let scheme_origin = given
+        .get("secure_scheme_headers")
+        .map_or(&default, |g| &g.origin);
+    for h in scheme_headers {
+        push(&opt::SECURE_SCHEME_HEADER, h, scheme_origin);
+    }
+    if !given.contains_key("forwarded_allow_ips") && env("FORWARDED_ALLOW_IPS").is_none() {
+        push(&opt::FORWARDED_ALLOW_IPS, "127.0.0.1,::1".into(), &default);
     }
     if let Some(p) = one("http_protocols") {
         let wanted: Vec<&str> = p.split(',').map(str::trim).collect();
@@ -1203,8 +1210,9 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
             a if a.starts_with('{') && a.ends_with("}i") => {
                 format!("%(var.HTTP_{})", header_var(&a[1..a.len() - 2]))
             }
-            // Response headers are not kept for the log line yet.
-            a if a.starts_with('{') && a.ends_with("}o") => "-".into(),
+            a if a.starts_with('{') && a.ends_with("}o") => {
+                format!("%(resp.{})", &a[1..a.len() - 2])
+            }
             a if a.starts_with('{') && a.ends_with("}e") => {
                 format!("%(var.{})", &a[1..a.len() - 2])
             }
@@ -1444,21 +1452,66 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_statsd_and_scheme_headers() {
+        let c = read_with(
+            &[
+                "--keep-alive",
+                "65",
+                "--statsd-host",
+                "localhost:9125",
+                "--statsd-prefix",
+                "web",
+                "app:app",
+            ],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::KEEPALIVE_TIMEOUT), ["65"]);
+        assert_eq!(values(&c, &opt::STATSD_HOST), ["localhost:9125"]);
+        assert_eq!(values(&c, &opt::STATSD_PREFIX), ["web"]);
+        // Gunicorn's scheme headers and trusted proxies, unless set.
+        assert_eq!(
+            values(&c, &opt::SECURE_SCHEME_HEADER),
+            DEFAULT_SECURE_SCHEME_HEADERS
+        );
+        assert_eq!(values(&c, &opt::FORWARDED_ALLOW_IPS), ["127.0.0.1,::1"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = read_with(
+            &["-c", "/dev/null", "app:app"],
+            None,
+            vec![
+                (
+                    "secure_scheme_headers",
+                    PyValue::List(vec!["X-SCHEME=https".into()]),
+                ),
+                ("forwarded_allow_ips", PyValue::Str("10.0.0.0/8".into())),
+            ],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::SECURE_SCHEME_HEADER), ["X-SCHEME=https"]);
+        assert_eq!(values(&c, &opt::FORWARDED_ALLOW_IPS), ["10.0.0.0/8"]);
+        // An empty dict turns them off.
+        let c = read_with(
+            &["-c", "/dev/null", "app:app"],
+            None,
+            vec![("secure_scheme_headers", PyValue::List(vec![]))],
+        )
+        .unwrap();
+        assert!(values(&c, &opt::SECURE_SCHEME_HEADER).is_empty());
+    }
+
+    #[test]
     fn unknown_ambiguous_and_ignored() {
         let e = read_with(&["--nonsense", "app:app"], None, vec![]).unwrap_err();
         assert!(e.0.contains("unknown option --nonsense"), "{}", e.0);
         let e = read_with(&["--log", "x", "app:app"], None, vec![]).unwrap_err();
         assert!(e.0.contains("ambiguous option --log"), "{}", e.0);
-        let c = read_with(
-            &["--statsd-host", "localhost:8125", "app:app"],
-            None,
-            vec![],
-        )
-        .unwrap();
+        let c = read_with(&["--worker-connections", "50", "app:app"], None, vec![]).unwrap();
         assert!(
             c.warnings
                 .iter()
-                .any(|w| w.contains("statsd_host has no effect"))
+                .any(|w| w.contains("worker_connections has no effect"))
         );
         let e = read_with(&["-k", "my.Worker", "app:app"], None, vec![]).unwrap_err();
         assert!(e.0.contains("worker_class"), "{}", e.0);
@@ -1502,7 +1555,7 @@ mod tests {
                 r#"%(h)s %({x-real-ip}i)s %({content-type}o)s %({REMOTE_ADDR}e)s %(D)s %(M)s"#
             )
             .unwrap(),
-            "%(addr) %(var.HTTP_X_REAL_IP) - %(var.REMOTE_ADDR) %(micros) %(msecs)"
+            "%(addr) %(var.HTTP_X_REAL_IP) %(resp.content-type) %(var.REMOTE_ADDR) %(micros) %(msecs)"
         );
         assert!(access_log_format("%(zz)s").is_err());
         assert!(access_log_format("%(h").is_err());

@@ -9,6 +9,7 @@ use super::parse::{ConfigError, Setting, err, last_given};
 use super::settings::*;
 use super::value::{parse_bool, parse_int, switch_on};
 use crate::lifecycle::{Control, ReloadKind};
+use crate::request::wrappers::Trusted;
 
 /// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `callable` (from
 /// `--callable` or its default) when no callable is named.
@@ -332,6 +333,64 @@ fn expiry_patterns(r: &Values<'_>, key: Key) -> Result<Vec<(regex::Regex, u64)>,
 
 /// An option `resolve()` needs a default for has none in the table: a bug
 /// any resolve test finds.
+/// `--forwarded-allow-ips`, else `$FORWARDED_ALLOW_IPS` (uvicorn's and
+/// Gunicorn's variable), else the default.
+fn forwarded_allow_ips(r: &Values<'_>) -> Result<Vec<Trusted>, ConfigError> {
+    let list = match r.given(&opt::FORWARDED_ALLOW_IPS) {
+        Some(v) => v.to_string(),
+        None => std::env::var("FORWARDED_ALLOW_IPS")
+            .unwrap_or_else(|_| r.defaulted(&opt::FORWARDED_ALLOW_IPS).to_string()),
+    };
+    Trusted::parse_list(&list).map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))
+}
+
+/// `--secure-scheme-header NAME=VALUE`s, as CGI names.
+fn secure_scheme(r: &Values<'_>) -> Result<Option<SecureScheme>, ConfigError> {
+    let given = r.all(&opt::SECURE_SCHEME_HEADER);
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = Vec::new();
+    for h in &given {
+        let Some((name, value)) = h.split_once('=') else {
+            return err(format!(
+                "--secure-scheme-header {h:?}: expected NAME=VALUE, as X-Forwarded-Proto=https"
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(crate::request::is_token_byte) {
+            return err(format!(
+                "--secure-scheme-header {h:?}: {name:?} is not a header name"
+            ));
+        }
+        headers.push((
+            format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")),
+            value.trim().to_string(),
+        ));
+    }
+    Ok(Some(SecureScheme {
+        trusted: forwarded_allow_ips(r)?,
+        headers,
+    }))
+}
+
+/// `--add-header "Name: value"`.
+fn added_header(h: &str) -> Result<(String, String), ConfigError> {
+    let (name, value) = h.split_once(':').unwrap_or((h, ""));
+    let (name, value) = (name.trim(), value.trim());
+    if name.is_empty() || !name.bytes().all(crate::request::is_token_byte) {
+        return err(format!(
+            "--add-header {h:?}: expected \"Name: value\" with a header name"
+        ));
+    }
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return err(format!(
+            "--add-header {h:?}: a header value cannot hold control characters"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
 fn no_default(key: Key) -> ! {
     panic!("--{} needs a default in src/config/defs.rs", key.name)
 }
@@ -728,18 +787,16 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             }
         },
         proxy_headers: if r.flag(&opt::PROXY_HEADERS)? {
-            let list = match r.given(&opt::FORWARDED_ALLOW_IPS) {
-                Some(v) => v.to_string(),
-                None => std::env::var("FORWARDED_ALLOW_IPS")
-                    .unwrap_or_else(|_| r.defaulted(&opt::FORWARDED_ALLOW_IPS).to_string()),
-            };
-            Some(
-                crate::request::wrappers::Trusted::parse_list(&list)
-                    .map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))?,
-            )
+            Some(forwarded_allow_ips(&r)?)
         } else {
             None
         },
+        secure_scheme: secure_scheme(&r)?,
+        add_headers: r
+            .all(&opt::ADD_HEADER)
+            .iter()
+            .map(|h| added_header(h))
+            .collect::<Result<_, _>>()?,
         limit_concurrency: r.count(&opt::LIMIT_CONCURRENCY).map(|n| n.max(1) as usize),
         interface: if r.flag(&opt::ASGI)? {
             Interface::Asgi
@@ -782,6 +839,29 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         },
         buffer_size: r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize,
         socket_timeout: Duration::from_secs(r.positive(&opt::SOCKET_TIMEOUT)? as u64),
+        keepalive_timeout: match r.given(&opt::KEEPALIVE_TIMEOUT) {
+            None => None,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n <= 86_400 => Some(Duration::from_secs(n)),
+                _ => {
+                    return err(format!(
+                        "--keepalive-timeout {v:?}: expected a number of seconds (at most a day)"
+                    ));
+                }
+            },
+        },
+        statsd: r.string(&opt::STATSD_HOST).map(|target| StatsdSettings {
+            target,
+            // Gunicorn's rule: one dot after a prefix that has none.
+            prefix: match r
+                .given(&opt::STATSD_PREFIX)
+                .map(|p| p.trim_end_matches('.'))
+            {
+                Some(p) if !p.is_empty() => format!("{p}."),
+                _ => String::new(),
+            },
+            tags: r.string(&opt::DOGSTATSD_TAGS).filter(|t| !t.is_empty()),
+        }),
         log: {
             let encoders = r.all(&opt::LOG_ENCODER);
             let mut encoder = Encoder::Plain;
@@ -949,6 +1029,70 @@ mod tests {
             Err(e) => e.0,
             Ok(a) => panic!("expected an error, got {a:?}"),
         }
+    }
+
+    #[test]
+    fn headers_keepalive_and_statsd() {
+        let c = serve(&[
+            "--http",
+            ":1",
+            "--wsgi-file",
+            "app.py",
+            "--add-header",
+            "X-Frame-Options: DENY",
+            "--add-header",
+            "X-Empty:",
+            "--secure-scheme-header",
+            "X-Forwarded-Proto=https",
+            "--keepalive-timeout",
+            "0",
+            "--statsd-host",
+            "127.0.0.1:8125",
+            "--statsd-prefix",
+            "app...",
+        ]);
+        assert_eq!(
+            c.add_headers,
+            [
+                ("X-Frame-Options".to_string(), "DENY".to_string()),
+                ("X-Empty".to_string(), String::new())
+            ]
+        );
+        let secure = c.secure_scheme.unwrap();
+        assert_eq!(
+            secure.headers,
+            [("HTTP_X_FORWARDED_PROTO".to_string(), "https".to_string())]
+        );
+        assert_eq!(c.keepalive_timeout, Some(Duration::ZERO));
+        let statsd = c.statsd.unwrap();
+        assert_eq!(
+            (statsd.target.as_str(), statsd.prefix.as_str()),
+            ("127.0.0.1:8125", "app.")
+        );
+        assert!(
+            serve(&["--http", ":1", "--wsgi-file", "app.py"])
+                .keepalive_timeout
+                .is_none()
+        );
+        assert!(
+            error(&["--http", ":1", "-w", "a:b", "--add-header", "Bad Name: x"])
+                .contains("--add-header")
+        );
+        assert!(
+            error(&[
+                "--http",
+                ":1",
+                "-w",
+                "a:b",
+                "--secure-scheme-header",
+                "X-Proto"
+            ])
+            .contains("NAME=VALUE")
+        );
+        assert!(
+            error(&["--http", ":1", "-w", "a:b", "--keepalive-timeout", "soon"])
+                .contains("--keepalive-timeout")
+        );
     }
 
     #[test]

@@ -209,6 +209,11 @@ pub struct Config {
     /// `--fastcgi-pass` and the options around it.
     pub fastcgi: FastcgiSettings,
     pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
+    /// `--secure-scheme-header`: the headers (CGI names, `HTTP_...`) and
+    /// values that say https, and the proxies trusted to send them.
+    pub secure_scheme: Option<SecureScheme>,
+    /// `--add-header`: names and values added to every response.
+    pub add_headers: Vec<(String, String)>,
     /// `--proxy-protocol` (None when off) and `--proxy-allow-from`.
     pub proxy_protocol: Option<ProxyProtocolSettings>,
     pub limit_concurrency: Option<usize>,
@@ -233,6 +238,11 @@ pub struct Config {
     pub limit_request_field_size: usize,
     pub buffer_size: usize,
     pub socket_timeout: Duration,
+    /// `--keepalive-timeout`: an HTTP connection's wait for its next
+    /// request (`None`: the socket timeout; zero: no keep-alive).
+    pub keepalive_timeout: Option<Duration>,
+    /// `--statsd-host` and the options around it.
+    pub statsd: Option<StatsdSettings>,
     pub process: ProcessConfig,
     pub log: LogSettings,
     pub log_files: LogFiles,
@@ -245,6 +255,27 @@ impl Config {
     pub fn needs_python(&self) -> bool {
         self.app.is_some() || !self.mounts.is_empty() || self.vhost
     }
+}
+
+/// `--secure-scheme-header`s, and the proxies (`--forwarded-allow-ips`)
+/// whose requests they count on.
+#[derive(Debug, Clone)]
+pub struct SecureScheme {
+    pub trusted: Vec<crate::request::wrappers::Trusted>,
+    /// (`HTTP_X_FORWARDED_PROTO`, `https`): the CGI name and the exact
+    /// value (compared case-sensitively, as Gunicorn does).
+    pub headers: Vec<(String, String)>,
+}
+
+/// `--statsd-host`, `--statsd-prefix` and `--dogstatsd-tags`.
+#[derive(Debug, Clone)]
+pub struct StatsdSettings {
+    /// `host:port`, or `unix:PATH`.
+    pub target: String,
+    /// Empty, or the prefix with its trailing dot.
+    pub prefix: String,
+    /// DogStatsD tags, added to every metric as `|#TAGS`.
+    pub tags: Option<String>,
 }
 
 /// Where the log goes and how it is kept.

@@ -124,11 +124,7 @@ static OPTIONS: &[UvicornOption] = &[
     u("--backlog", Value, Maps),
     u("--limit-max-requests", Value, Maps),
     u("--limit-max-requests-jitter", Value, Maps),
-    u(
-        "--timeout-keep-alive",
-        Value,
-        Ignored("an idle keep-alive connection waits --socket-timeout for its next request"),
-    ),
+    u("--timeout-keep-alive", Value, Maps),
     u("--timeout-graceful-shutdown", Value, Maps),
     u(
         "--timeout-worker-healthcheck",
@@ -142,11 +138,7 @@ static OPTIONS: &[UvicornOption] = &[
     u("--ssl-cert-reqs", Value, Maps),
     u("--ssl-ca-certs", Value, Maps),
     u("--ssl-ciphers", Value, Maps),
-    u(
-        "--header",
-        Append,
-        Ignored("oxgate adds no response headers of its own choosing"),
-    ),
+    u("--header", Append, Maps),
     u("--version", ON, Maps),
     u("--app-dir", Value, Maps),
     u(
@@ -407,6 +399,16 @@ fn translate(
             push(key, v, &origin);
         }
     }
+    // uvicorn closes a connection 5 s after its last response.
+    match last("--timeout-keep-alive") {
+        Some(v) => push(&opt::KEEPALIVE_TIMEOUT, v, &origin),
+        None => push(&opt::KEEPALIVE_TIMEOUT, "5".into(), &default),
+    }
+    for (flag, v) in given {
+        if *flag == "--header" {
+            push(&opt::ADD_HEADER, v.clone(), &origin);
+        }
+    }
     if let Some(dir) = last("--app-dir")
         && !dir.is_empty()
     {
@@ -517,6 +519,28 @@ mod tests {
             values(&c, &opt::HTTPS_SOCKET),
             ["127.0.0.1:8000,both.pem,both.pem,,"]
         );
+    }
+
+    #[test]
+    fn keep_alive_and_headers() {
+        let c = read_args(&["main:app"]).unwrap();
+        assert_eq!(values(&c, &opt::KEEPALIVE_TIMEOUT), ["5"]);
+        let c = read_args(&[
+            "main:app",
+            "--timeout-keep-alive",
+            "75",
+            "--header",
+            "X-Frame-Options:DENY",
+            "--header",
+            "X-Served-By: web1",
+        ])
+        .unwrap();
+        assert_eq!(values(&c, &opt::KEEPALIVE_TIMEOUT), ["75"]);
+        assert_eq!(
+            values(&c, &opt::ADD_HEADER),
+            ["X-Frame-Options:DENY", "X-Served-By: web1"]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

@@ -55,9 +55,10 @@ pub fn run(s: Setup<'_>) -> ! {
     // ignored one ignored, and CGI scripts and the app's subprocesses must
     // start with the defaults. (A handler of their own would also cost
     // every CGI spawn its fast path: posix_spawn instead of fork.)
-    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
-        let _ = signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false)));
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        let _ = signal_hook::flag::register(sig, INTERRUPTED.clone());
     }
+    let _ = signal_hook::flag::register(libc::SIGHUP, Arc::new(AtomicBool::new(false)));
     // Die with the master; and if it is already gone, do not start.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != s.master_pid {
@@ -107,6 +108,13 @@ pub fn run(s: Setup<'_>) -> ! {
     }
     hook("post_worker_init");
     python::install_stack_dump(libc::SIGUSR2);
+    let hook_cx = python::HookContext {
+        worker_pid: Some(std::process::id() as i32),
+        age: s.age,
+        num_workers: p.processes,
+        nworkers: None,
+    };
+    call_hooks_on_signals(hook_cx);
     if let Some(every) = p.py_autoreload
         && s.id == 1
         && let Some(python) = &apps.python
@@ -157,6 +165,10 @@ pub fn run(s: Setup<'_>) -> ! {
         })
     });
     apps.stop();
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        // The hook's thread may not have had its turn before the stop.
+        worker_int_once(hook_cx);
+    }
     hook("worker_exit");
     if let Err(e) = result {
         crate::say!("oxgate: worker {}: {e}", s.id);
@@ -164,6 +176,58 @@ pub fn run(s: Setup<'_>) -> ! {
     }
     python::run_atexit();
     exit_now(0);
+}
+
+/// Gunicorn's `worker_int` (on SIGINT or SIGQUIT: a Ctrl-C, or the
+/// master's stop on one) and `worker_abort` (on the master's harakiri
+/// notice, SIGUSR2, after the stack dump: Gunicorn's SIGABRT), when the
+/// config file defines them. They run on a thread of their own, since the
+/// app's may be stuck; the stop itself stays the master's.
+fn call_hooks_on_signals(cx: python::HookContext) {
+    let mut wanted = Vec::new();
+    if python::has_gunicorn_hook("worker_int") {
+        wanted.extend([libc::SIGINT, libc::SIGQUIT]);
+    }
+    if python::has_gunicorn_hook("worker_abort") {
+        wanted.push(libc::SIGUSR2);
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let mut signals = match signal_hook::iterator::Signals::new(&wanted) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::say!("oxgate: cannot watch the signals of worker_int and worker_abort: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == libc::SIGUSR2 {
+                python::call_gunicorn_hook("worker_abort", cx);
+            } else {
+                worker_int_once(cx);
+            }
+        }
+    });
+}
+
+/// A SIGINT or SIGQUIT reached this worker (a worker ignores them
+/// otherwise: the master coordinates stops).
+static INTERRUPTED: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Calls `worker_int` the first time only: a Ctrl-C reaches the worker and
+/// its master both, and the master passes its stop on; Gunicorn's worker,
+/// exiting on the first, calls it once. The lock makes a worker on its way
+/// out wait for a call under way.
+fn worker_int_once(cx: python::HookContext) {
+    static CALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut called = CALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*called {
+        *called = true;
+        python::call_gunicorn_hook("worker_int", cx);
+    }
 }
 
 /// Ends the worker at once: a forked child must not run the exit handlers
@@ -240,6 +304,7 @@ impl RequestObserver for SlotObserver {
             o.header_bytes + o.body_bytes,
             elapsed_us,
         );
+        crate::log::statsd::request(o.status, elapsed_us);
         if let Some(log) = &self.log {
             log.answered(vars, o, elapsed_us, Counts { worker: n, total });
         }
@@ -254,7 +319,9 @@ impl RequestObserver for SlotObserver {
         let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
         if o.failed {
             slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
+            crate::log::statsd::log_counter("exception");
         }
+        crate::log::statsd::request(o.status, rt);
         slot.counters.record(
             o.protocol as usize,
             o.status,

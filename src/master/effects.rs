@@ -118,6 +118,8 @@ impl Effects for System<'_> {
 
     fn harakiri(&mut self, id: u32) {
         self.sb.header().harakiri.fetch_add(1, Ordering::Relaxed);
+        // Gunicorn logs a worker timeout as critical.
+        crate::log::statsd::log_counter("critical");
         self.sb
             .id_stats(id)
             .harakiri

@@ -239,6 +239,7 @@ impl Master<'_> {
             // Draining, the workers are supervised as usual until the delay
             // is over (harakiri, respawns, readiness).
             self.supervise(|sup, fx| sup.tick(fx, Instant::now()));
+            crate::log::statsd::workers(self.sup.workers.len());
             if self.sup.draining() {
                 self.supervise(|sup, fx| {
                     sup.stop_tick(fx, Instant::now());
@@ -288,6 +289,19 @@ impl Master<'_> {
                     "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT stops at once)",
                     signals::name(sig)
                 );
+                // Gunicorn's workers get SIGQUIT on a stop by SIGINT or
+                // SIGQUIT, and call worker_int: so do oxgate's, which then
+                // stop gracefully on the SIGTERM that follows.
+                if matches!(sig, libc::SIGINT | libc::SIGQUIT)
+                    && python::has_gunicorn_hook("worker_int")
+                {
+                    for w in &self.sup.workers {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(w.pid),
+                            Signal::SIGQUIT,
+                        );
+                    }
+                }
                 self.stop(StopKind::Graceful);
                 // The health check fails from now, not from the next tick.
                 self.publish_health();

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::body::{BodyStream, ChunkSource};
 use super::handler::{Outcome, Request, RequestObserver};
-use super::response::{Response, ResponseBody, head_size};
+use super::response::{Response, ResponseBody};
 
 /// A body that tells, once, how it ended: the bytes sent and whether it
 /// ended whole (a script's output, a FastCGI STDOUT stream).
@@ -47,15 +47,14 @@ impl Answered {
                     .unwrap_or(0),
             }
         };
-        let outcome = Outcome {
-            status: resp.status,
-            headers: resp.headers.len() as u32,
-            header_bytes: head_size(resp.status, resp.reason.as_deref(), &resp.headers),
+        let mut outcome = Outcome {
             body_bytes,
             switches: 1,
             failed: resp.status >= 500,
             protocol: req.protocol,
+            ..Outcome::default()
         };
+        outcome.note_head(resp.status, resp.reason.as_deref(), &resp.headers);
         observer.answered(&req.vars, &outcome, since.elapsed().as_micros() as u64);
     }
 
@@ -71,15 +70,12 @@ impl Answered {
     ) -> Response {
         body.add_sent(first.len() as u64);
         if let Some(observer) = self.0.get().cloned() {
-            let outcome = Outcome {
-                status,
-                headers: headers.len() as u32,
-                header_bytes: head_size(status, reason.as_deref(), &headers),
-                body_bytes: 0,
+            let mut outcome = Outcome {
                 switches: 1,
-                failed: false,
                 protocol: req.protocol,
+                ..Outcome::default()
             };
+            outcome.note_head(status, reason.as_deref(), &headers);
             let vars = req.vars;
             body = body.on_end(Box::new(move |sent, whole| {
                 let outcome = Outcome {

@@ -58,7 +58,7 @@ pub trait RequestObserver: Send + Sync {
 }
 
 /// What became of a request, as the app host saw it.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Outcome {
     pub status: u16,
     /// Headers the app sent, and the size of the head as uWSGI counts it:
@@ -72,4 +72,42 @@ pub struct Outcome {
     /// The app raised.
     pub failed: bool,
     pub protocol: Protocol,
+    /// The response headers the request log names (`%(resp.NAME)`), in
+    /// its order; none when it names none.
+    pub logged_headers: Option<Arc<[Option<Bytes>]>>,
+}
+
+/// The response headers the request log names, lower-case: set once, when
+/// the log's format is read.
+static LOGGED_HEADERS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+
+/// Names the response headers the request log shows (`%(resp.NAME)`):
+/// every request's head keeps their values from then on.
+pub fn log_response_headers(names: Vec<Vec<u8>>) {
+    if !names.is_empty() {
+        let _ = LOGGED_HEADERS.set(names);
+    }
+}
+
+impl Outcome {
+    /// Notes the response head: its status, its headers' count and size
+    /// (as uWSGI counts them), and the values the request log shows.
+    pub fn note_head(&mut self, status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) {
+        self.status = status;
+        self.headers = headers.len() as u32;
+        self.header_bytes = super::response::head_size(status, reason, headers);
+        if let Some(names) = LOGGED_HEADERS.get() {
+            self.logged_headers = Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                            .map(|(_, v)| v.clone())
+                    })
+                    .collect(),
+            );
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Handlers that wrap another, for any kind of app (WSGI or ASGI):
 //! `--root-path`, `--proxy-headers` and `--limit-concurrency`, named as
-//! uvicorn names them.
+//! uvicorn names them; Gunicorn's `--secure-scheme-header`; and
+//! `--add-header` (uWSGI's name).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -232,6 +233,134 @@ impl Handler for ProxyHeaders {
     }
 }
 
+/// `--secure-scheme-header` (Gunicorn's `secure_scheme_headers`): from a
+/// trusted proxy, or over a unix socket (no REMOTE_ADDR), a header with
+/// its secure value makes the request https; with another value, http.
+/// Two such headers that disagree make the request a 400, as in Gunicorn:
+/// the app cannot tell which to believe.
+pub struct SecureScheme {
+    inner: Arc<dyn Handler>,
+    trusted: Vec<Trusted>,
+    /// CGI names (`HTTP_X_FORWARDED_PROTO`) and their secure values.
+    headers: Vec<(Bytes, Bytes)>,
+}
+
+impl SecureScheme {
+    pub fn new(
+        inner: Arc<dyn Handler>,
+        trusted: Vec<Trusted>,
+        headers: &[(String, String)],
+    ) -> SecureScheme {
+        SecureScheme {
+            inner,
+            trusted,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (Bytes::from(n.clone()), Bytes::from(v.clone())))
+                .collect(),
+        }
+    }
+
+    /// Whether the request says https (`Some(true)`), http, or nothing;
+    /// `Err` when its headers disagree.
+    fn scheme(&self, vars: &[(VarName, Bytes)]) -> Result<Option<bool>, ()> {
+        match position(vars, Var::REMOTE_ADDR) {
+            None => {}
+            Some(i) => {
+                let trusted = std::str::from_utf8(&vars[i].1)
+                    .ok()
+                    .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+                    .is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)));
+                if !trusted {
+                    return Ok(None);
+                }
+            }
+        }
+        let mut secure = None;
+        for (name, value) in vars {
+            let Some((_, want)) = self.headers.iter().find(|(n, _)| name.as_bytes() == n) else {
+                continue;
+            };
+            let this = value == want;
+            if secure.is_some_and(|s| s != this) {
+                return Err(());
+            }
+            secure = Some(this);
+        }
+        Ok(secure)
+    }
+}
+
+impl Handler for SecureScheme {
+    fn handle(self: Arc<Self>, mut req: Request) -> Responding {
+        match self.scheme(&req.vars) {
+            Err(()) => {
+                return Box::pin(async {
+                    Response::plain(400, "Bad Request", "Contradictory scheme headers\n")
+                });
+            }
+            Ok(Some(true)) => {
+                set(
+                    &mut req.vars,
+                    Var::REQUEST_SCHEME,
+                    Bytes::from_static(b"https"),
+                );
+                set(&mut req.vars, Var::HTTPS, Bytes::from_static(b"on"));
+            }
+            Ok(Some(false)) => {
+                set(
+                    &mut req.vars,
+                    Var::REQUEST_SCHEME,
+                    Bytes::from_static(b"http"),
+                );
+                if let Some(i) = position(&req.vars, Var::HTTPS) {
+                    req.vars.remove(i);
+                }
+            }
+            Ok(None) => {}
+        }
+        self.inner.clone().handle(req)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+}
+
+/// `--add-header`: headers added to every response (uWSGI's `add-header`,
+/// uvicorn's `--header`).
+pub struct AddHeaders {
+    inner: Arc<dyn Handler>,
+    headers: Vec<(Bytes, Bytes)>,
+}
+
+impl AddHeaders {
+    pub fn new(inner: Arc<dyn Handler>, headers: &[(String, String)]) -> AddHeaders {
+        AddHeaders {
+            inner,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (Bytes::from(n.clone()), Bytes::from(v.clone())))
+                .collect(),
+        }
+    }
+}
+
+impl Handler for AddHeaders {
+    fn handle(self: Arc<Self>, req: Request) -> Responding {
+        let answer = self.inner.clone().handle(req);
+        Box::pin(async move {
+            let mut resp = answer.await;
+            resp.headers.extend(self.headers.iter().cloned());
+            resp
+        })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+}
+
 /// `--limit-concurrency N`: with N requests in flight in this worker
 /// (until their responses are sent), the next one gets 503.
 pub struct LimitConcurrency {
@@ -342,6 +471,71 @@ mod tests {
         assert_eq!(strip_port("[2001:db8::1]:4711"), "2001:db8::1");
         assert_eq!(strip_port("192.0.2.1:4711"), "192.0.2.1");
         assert_eq!(strip_port("2001:db8::1"), "2001:db8::1");
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(VarName, Bytes)> {
+        crate::request::test_vars(pairs)
+    }
+
+    #[test]
+    fn secure_scheme_headers_as_gunicorn_reads_them() {
+        let s = SecureScheme::new(
+            Arc::new(Nothing),
+            Trusted::parse_list("127.0.0.1,::1").unwrap(),
+            &[
+                ("HTTP_X_FORWARDED_PROTO".into(), "https".into()),
+                ("HTTP_X_FORWARDED_SSL".into(), "on".into()),
+            ],
+        );
+        let from = |addr: &str, headers: &[(&str, &str)]| {
+            let mut v = vec![("REMOTE_ADDR", addr)];
+            v.extend_from_slice(headers);
+            s.scheme(&vars(&v))
+        };
+        assert_eq!(
+            from("127.0.0.1", &[("HTTP_X_FORWARDED_PROTO", "https")]),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            from("127.0.0.1", &[("HTTP_X_FORWARDED_PROTO", "http")]),
+            Ok(Some(false))
+        );
+        // Values are compared exactly, as in Gunicorn.
+        assert_eq!(
+            from("127.0.0.1", &[("HTTP_X_FORWARDED_PROTO", "HTTPS")]),
+            Ok(Some(false))
+        );
+        assert_eq!(from("127.0.0.1", &[]), Ok(None));
+        // An untrusted peer's headers count for nothing.
+        assert_eq!(
+            from("10.1.2.3", &[("HTTP_X_FORWARDED_PROTO", "https")]),
+            Ok(None)
+        );
+        assert_eq!(
+            from(
+                "::1",
+                &[
+                    ("HTTP_X_FORWARDED_PROTO", "https"),
+                    ("HTTP_X_FORWARDED_SSL", "on")
+                ]
+            ),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            from(
+                "127.0.0.1",
+                &[
+                    ("HTTP_X_FORWARDED_PROTO", "https"),
+                    ("HTTP_X_FORWARDED_SSL", "off")
+                ]
+            ),
+            Err(())
+        );
+        // A unix socket has no REMOTE_ADDR: its peer is trusted.
+        assert_eq!(
+            s.scheme(&vars(&[("HTTP_X_FORWARDED_SSL", "on")])),
+            Ok(Some(true))
+        );
     }
 
     struct Nothing;

@@ -12,7 +12,9 @@ use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::handlers::static_files::StaticFiles;
 use crate::request::health::{HealthCheck, HealthSource};
 use crate::request::router::{NoApp, Router};
-use crate::request::wrappers::{LimitConcurrency, ProxyHeaders, RootPath};
+use crate::request::wrappers::{
+    AddHeaders, LimitConcurrency, ProxyHeaders, RootPath, SecureScheme,
+};
 use crate::request::{Handler, RequestObserver};
 
 pub fn app_name(cfg: &Config) -> String {
@@ -183,6 +185,15 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
     if let Some(trusted) = &cfg.proxy_headers {
         handler = Arc::new(ProxyHeaders::new(handler, trusted.clone()));
     }
+    // Outside the proxy headers: it looks at the proxy's address, before
+    // they put the client's in its place.
+    if let Some(secure) = &cfg.secure_scheme {
+        handler = Arc::new(SecureScheme::new(
+            handler,
+            secure.trusted.clone(),
+            &secure.headers,
+        ));
+    }
     if let Some(n) = cfg.limit_concurrency {
         handler = Arc::new(LimitConcurrency::new(handler, n));
     }
@@ -239,6 +250,9 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         let statics = Arc::new(StaticFiles::new(&cfg.statics, apps.handler.clone())?);
         apps.handler = statics.clone();
         apps.statics = Some(statics);
+    }
+    if !cfg.add_headers.is_empty() {
+        apps.handler = Arc::new(AddHeaders::new(apps.handler, &cfg.add_headers));
     }
     Ok(apps)
 }

@@ -33,6 +33,7 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             limit_post: cfg.limit_post,
             max_head: cfg.buffer_size,
             head_timeout: cfg.socket_timeout,
+            keepalive: cfg.keepalive_timeout,
             head_limits: HeadLimits {
                 request_line: cfg.limit_request_line,
                 field_size: cfg.limit_request_field_size,

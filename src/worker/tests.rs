@@ -93,6 +93,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 limit_post: Some(1 << 20),
                 max_head: 8192,
                 head_timeout: Duration::from_secs(5),
+                keepalive: None,
                 head_limits: crate::frontend::http::strict::HeadLimits {
                     request_line: 4094,
                     field_size: 8190,

@@ -229,6 +229,7 @@ async fn serve_http1<I>(
         // tenth of a hello-world request's CPU; `idle_watchdog` does its
         // job with one timer per connection.
         .header_read_timeout(None)
+        .keep_alive(settings.keepalive != Some(Duration::ZERO))
         .max_buf_size(settings.max_head.max(8192));
     // hyper's default; another count costs a heap allocation per request.
     if settings.max_headers != 100 {
@@ -400,20 +401,37 @@ async fn stop_or_idle(shutdown: &mut tokio::sync::watch::Receiver<bool>, ctx: &C
 /// (as uWSGI's timeout on each write) is closed after one to two timeouts.
 /// A request being served, however long its app takes, and a response the
 /// client is still reading keep the connection open.
+///
+/// With `--keepalive-timeout`, a connection that has served a request
+/// waits that long for its next one instead: the watchdog then looks four
+/// times in each keep-alive timeout, and closes it between one and one and
+/// a quarter of that after it fell quiet.
 pub(super) async fn idle_watchdog(ctx: &ConnCtx) {
-    let timeout = ctx.settings.head_timeout;
-    let sleep = tokio::time::sleep(timeout);
+    let head = ctx.settings.head_timeout;
+    let keepalive = ctx.settings.keepalive.filter(|k| !k.is_zero());
+    let period = keepalive.map_or(head, |k| head.min(k / 4).max(Duration::from_millis(250)));
+    let sleep = tokio::time::sleep(period);
     tokio::pin!(sleep);
     let state = || (ctx.begun.get(), ctx.progress.get());
     let mut seen = state();
+    let mut quiet = Duration::ZERO;
     loop {
         sleep.as_mut().await;
+        sleep.as_mut().reset(tokio::time::Instant::now() + period);
         let now = state();
-        if now == seen && ctx.finished.get() == now.0 {
+        if now != seen || ctx.finished.get() != now.0 {
+            seen = now;
+            quiet = Duration::ZERO;
+            continue;
+        }
+        quiet += period;
+        let limit = match keepalive {
+            Some(k) if now.0 > 0 => k,
+            _ => head,
+        };
+        if quiet >= limit {
             return;
         }
-        seen = now;
-        sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
     }
 }
 

@@ -13,6 +13,9 @@ pub struct HttpSettings {
     pub limit_post: Option<u64>,
     pub max_head: usize,
     pub head_timeout: Duration,
+    /// `--keepalive-timeout`: the wait for a next request (`None`: the
+    /// head timeout; zero: one request per connection).
+    pub keepalive: Option<Duration>,
     pub head_limits: super::strict::HeadLimits,
     /// Bodies up to this size are read before the app is called (so a
     /// slow upload holds no app thread, and the call can run inline);

@@ -24,6 +24,9 @@ def _describe(value):
         return ("str", value)
     if isinstance(value, (list, tuple)) and all(isinstance(i, (str, int, float)) for i in value):
         return ("list", [str(i) for i in value])
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        # secure_scheme_headers: NAME=VALUE each.
+        return ("list", ["%s=%s" % (k, v) for k, v in value.items()])
     if callable(value) and not isinstance(value, (type, types.ModuleType)):
         return ("callable", None)
     return ("other", type(value).__name__)
@@ -189,6 +192,10 @@ _worker = None
 
 def has_hooks():
     return any(callable((namespace or {}).get(n)) for n in HOOKS)
+
+
+def has_hook(name):
+    return callable((namespace or {}).get(name))
 
 
 HOOKS = ("on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",

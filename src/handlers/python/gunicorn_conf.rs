@@ -109,6 +109,19 @@ pub fn call_gunicorn_hook(name: &str, cx: HookContext) {
     });
 }
 
+/// Whether the config file defined the server hook `name`.
+pub fn has_gunicorn_hook(name: &str) -> bool {
+    if !HOOKS.load(Ordering::Relaxed) || !super::python_running() {
+        return false;
+    }
+    Python::attach(|py| {
+        py.import("_oxgate_gunicorn_conf")
+            .and_then(|m| m.call_method1("has_hook", (name,)))
+            .and_then(|r| r.extract())
+            .unwrap_or(false)
+    })
+}
+
 /// The WSGI app, with the file's pre_request and post_request hooks around
 /// each request when it defines them.
 pub(super) fn wrap_wsgi_app(py: Python<'_>, app: Py<PyAny>) -> Result<Py<PyAny>, String> {

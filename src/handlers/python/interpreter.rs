@@ -383,6 +383,9 @@ pub fn install_stack_dump(signal: i32) {
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("file", sys.getattr("stderr")?)?;
             kwargs.set_item("all_threads", true)?;
+            // The handler before it (signal-hook's) runs after the dump:
+            // Gunicorn's worker_abort hook waits on it.
+            kwargs.set_item("chain", true)?;
             fh.call_method("register", (signal,), Some(&kwargs))
         });
         if let Err(e) = r {

@@ -13,11 +13,19 @@ pub(super) enum Piece {
     Field(Field),
     /// `%(var.NAME)`: index into the captured extra variables.
     Var(usize),
+    /// `%(resp.NAME)`: index into the response headers the log names.
+    Resp(usize),
     /// A name uWSGI would look up among app-set log vars: renders "-".
     Unknown,
 }
 
-pub(super) fn parse_format(f: &str, extra: &mut Vec<Vec<u8>>) -> Vec<Piece> {
+/// A `--log-format` in pieces; the `%(var.NAME)` names it uses go to
+/// `extra`, and its `%(resp.NAME)` names (lower-case) to `resp`.
+pub(super) fn parse_format(
+    f: &str,
+    extra: &mut Vec<Vec<u8>>,
+    resp: &mut Vec<Vec<u8>>,
+) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut text = String::new();
     let mut rest = f;
@@ -33,6 +41,13 @@ pub(super) fn parse_format(f: &str, extra: &mut Vec<Vec<u8>>) -> Vec<Piece> {
         pieces.push(if let Some(var) = name.strip_prefix("var.") {
             extra.push(var.as_bytes().to_vec());
             Piece::Var(extra.len() - 1)
+        } else if let Some(header) = name.strip_prefix("resp.") {
+            let header = header.to_ascii_lowercase().into_bytes();
+            let i = resp.iter().position(|h| *h == header).unwrap_or_else(|| {
+                resp.push(header);
+                resp.len() - 1
+            });
+            Piece::Resp(i)
         } else if let Some((_, field)) = FIELDS.iter().find(|(n, _)| *n == name) {
             Piece::Field(*field)
         } else {
@@ -111,13 +126,20 @@ mod tests {
 
     #[test]
     fn format_pieces_and_unknown_names() {
-        let mut extra = Vec::new();
-        let p = parse_format("%(method) %(var.HTTP_X_A) %(nope) 100%", &mut extra);
+        let (mut extra, mut resp) = (Vec::new(), Vec::new());
+        let p = parse_format(
+            "%(method) %(var.HTTP_X_A) %(nope) 100% %(resp.Content-Type) %(resp.content-type)",
+            &mut extra,
+            &mut resp,
+        );
         assert!(matches!(p[0], Piece::Field(Field::Method)));
         assert!(matches!(p[2], Piece::Var(0)));
         assert!(matches!(p[4], Piece::Unknown));
-        assert!(matches!(&p[5], Piece::Text(t) if t == " 100%"));
+        assert!(matches!(&p[5], Piece::Text(t) if t == " 100% "));
+        assert!(matches!(p[6], Piece::Resp(0)));
+        assert!(matches!(p[8], Piece::Resp(0)));
         assert_eq!(extra, vec![b"HTTP_X_A".to_vec()]);
+        assert_eq!(resp, vec![b"content-type".to_vec()]);
     }
 
     #[test]

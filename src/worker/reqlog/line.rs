@@ -44,6 +44,8 @@ pub(super) struct Line<'a> {
     pub(super) pieces: Option<&'a [Piece]>,
     /// `%(var.NAME)` names, captured after the fixed ones.
     pub(super) extra: &'a [Vec<u8>],
+    /// `%(resp.NAME)` names: the outcome's `logged_headers`, in order.
+    pub(super) resp: &'a [Vec<u8>],
     pub(super) pid: u32,
     pub(super) wid: u32,
     pub(super) p: &'a Pending,
@@ -92,6 +94,15 @@ impl Line<'_> {
 
     /// The protocol as access logs write it: HTTP/2 (the CGI spelling,
     /// and the ASGI one) is `HTTP/2.0` there, as nginx logs it.
+    /// A response header the log names, by its index.
+    fn resp(&self, i: usize) -> &[u8] {
+        self.o
+            .logged_headers
+            .as_ref()
+            .and_then(|h| h.get(i)?.as_deref())
+            .unwrap_or(b"")
+    }
+
     fn proto(&self) -> &[u8] {
         match self.var(PROTO) {
             b"HTTP/2" => b"HTTP/2.0",
@@ -198,6 +209,7 @@ impl Line<'_> {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Field(f) => Self::push(out, self.value(*f)),
                 Piece::Var(i) => Self::push(out, Value::Bytes(self.var(FIXED + i))),
+                Piece::Resp(i) => Self::push(out, Value::Bytes(self.resp(*i))),
                 Piece::Unknown => out.push('-'),
             }
         }
@@ -263,6 +275,12 @@ impl Line<'_> {
             json_str(out, &format!("var.{}", String::from_utf8_lossy(name)));
             out.push(':');
             json_str(out, &String::from_utf8_lossy(self.var(FIXED + i)));
+        }
+        for (i, name) in self.resp.iter().enumerate() {
+            out.push(',');
+            json_str(out, &format!("resp.{}", String::from_utf8_lossy(name)));
+            out.push(':');
+            json_str(out, &String::from_utf8_lossy(self.resp(i)));
         }
         out.push('}');
     }

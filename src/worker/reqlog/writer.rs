@@ -19,6 +19,8 @@ pub struct RequestLog {
     pieces: Option<Vec<Piece>>,
     /// `%(var.NAME)` names, captured after the fixed ones.
     extra: Vec<Vec<u8>>,
+    /// `%(resp.NAME)` names, lower-case: the outcome carries their values.
+    resp: Vec<Vec<u8>>,
     pending: Vec<Mutex<Pending>>,
     pid: u32,
     wid: u32,
@@ -26,14 +28,16 @@ pub struct RequestLog {
 
 impl RequestLog {
     pub fn new(settings: LogSettings, cores: usize, wid: u32) -> RequestLog {
-        let mut extra = Vec::new();
+        let (mut extra, mut resp) = (Vec::new(), Vec::new());
         let pieces = settings
             .format
             .as_deref()
-            .map(|f| parse_format(f, &mut extra));
+            .map(|f| parse_format(f, &mut extra, &mut resp));
+        crate::request::log_response_headers(resp.clone());
         RequestLog {
             pieces,
             extra,
+            resp,
             pending: (0..cores.max(1))
                 .map(|_| Mutex::new(Pending::default()))
                 .collect(),
@@ -115,6 +119,7 @@ impl RequestLog {
             settings: &self.settings,
             pieces: self.pieces.as_deref(),
             extra: &self.extra,
+            resp: &self.resp,
             pid: self.pid,
             wid: self.wid,
             p,
@@ -154,7 +159,49 @@ mod tests {
             switches: 1,
             failed: false,
             protocol: Protocol::Uwsgi,
+            logged_headers: None,
         }
+    }
+
+    #[test]
+    fn response_headers_by_name() {
+        let log = RequestLog::new(
+            LogSettings {
+                enabled: true,
+                format: Some("%(status) %(resp.Content-Type) %(resp.x-missing)".into()),
+                ..Default::default()
+            },
+            1,
+            1,
+        );
+        assert_eq!(
+            log.resp,
+            vec![b"content-type".to_vec(), b"x-missing".to_vec()]
+        );
+        let mut o = outcome();
+        o.logged_headers = Some(vec![Some(Bytes::from_static(b"text/plain")), None].into());
+        let p = Pending::default();
+        let line = Line {
+            settings: &log.settings,
+            pieces: log.pieces.as_deref(),
+            extra: &log.extra,
+            resp: &log.resp,
+            pid: log.pid,
+            wid: log.wid,
+            p: &p,
+            o: &o,
+            us: 0,
+            core: 0,
+            counts: Counts::default(),
+        };
+        let mut out = String::new();
+        line.text(&mut out);
+        assert_eq!(out, "200 text/plain -");
+        let mut json = String::new();
+        line.json(&mut json);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["resp.content-type"], "text/plain");
+        assert_eq!(v["resp.x-missing"], "");
     }
 
     #[test]
@@ -183,6 +230,7 @@ mod tests {
             settings: &log.settings,
             pieces: log.pieces.as_deref(),
             extra: &log.extra,
+            resp: &log.resp,
             pid: log.pid,
             wid: log.wid,
             p: &p,

@@ -13,7 +13,7 @@ use super::exchange::{AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_
 use super::host::{AsgiApp, Slot};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
-    Responding, Response, ResponseBody, head_size,
+    Responding, Response, ResponseBody,
 };
 
 impl Handler for AsgiApp {
@@ -142,10 +142,9 @@ impl Driver {
         }
         let has_body = st.complete || !st.chunks.is_empty();
         if let Some(head) = st.head.take_if(|_| has_body) {
-            let o = &mut self.slot.outcome;
-            o.status = head.status;
-            o.headers = head.headers.len() as u32;
-            o.header_bytes = head_size(head.status, None, &head.headers);
+            self.slot
+                .outcome
+                .note_head(head.status, None, &head.headers);
             if st.complete && st.file.is_none() {
                 let body = whole_body(&mut st);
                 self.slot.outcome.body_bytes = body.len() as u64;

@@ -27,9 +27,7 @@ use super::host::AsgiApp;
 use super::ws::{Handshake, Incoming, WsExchange, WsState};
 use crate::config::WsSettings;
 use crate::listen::Protocol;
-use crate::request::{
-    GoingAway, Response, ResponseBody, Upgraded, Var, VarName, head_size, var, var_named,
-};
+use crate::request::{GoingAway, Response, ResponseBody, Upgraded, Var, VarName, var, var_named};
 
 /// How long a close handshake we began waits for the client's reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,9 +116,7 @@ pub(super) async fn serve(
         Answer::Http(r) => r,
     };
     let o = &mut slot.outcome;
-    o.status = response.status;
-    o.headers = response.headers.len() as u32;
-    o.header_bytes = head_size(response.status, None, &response.headers);
+    o.note_head(response.status, None, &response.headers);
     if let ResponseBody::Full(b) = &response.body {
         o.body_bytes = b.len() as u64;
     }

@@ -13,7 +13,7 @@ use super::super::pool::Pool;
 use super::file_wrapper::FileWrapper;
 use super::helpers::Helpers;
 use crate::listen::Protocol;
-use crate::request::{Outcome, RequestObserver, Response, ResponseBody, Var, VarName, head_size};
+use crate::request::{Outcome, RequestObserver, Response, ResponseBody, Var, VarName};
 
 /// Chunks buffered between a Python thread and the connection, each way.
 pub(super) const CHANNEL_DEPTH: usize = 2;
@@ -92,9 +92,7 @@ pub(super) struct Core {
 
 impl Core {
     pub(super) fn head(&mut self, status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) {
-        self.outcome.status = status;
-        self.outcome.headers = headers.len() as u32;
-        self.outcome.header_bytes = head_size(status, reason, headers);
+        self.outcome.note_head(status, reason, headers);
     }
 
     /// A response complete as it is.
