@@ -65,8 +65,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // bad one stops the start with the reason.
     let here = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
     crate::frontend::tls::install(&cfg, &here)?;
-    if let Some(statsd) = &cfg.statsd {
-        crate::log::statsd::install(&statsd.target, &statsd.prefix, statsd.tags.as_deref())?;
+    // As in Gunicorn, a StatsD server that cannot be reached yet (an
+    // agent that starts later) does not stop the start.
+    if let Some(statsd) = &cfg.statsd
+        && let Err(e) =
+            crate::log::statsd::install(&statsd.target, &statsd.prefix, statsd.tags.as_deref())
+    {
+        crate::say!("oxgate: warning: {e}; no StatsD metrics are sent");
     }
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => inh.listeners(),

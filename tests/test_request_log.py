@@ -163,11 +163,16 @@ def test_rotation_under_load_loses_no_line(serve, tmp_path):
               "--log-maxsize", "40000")
     s.wait_workers(2)
     sent = [0] * 6
-    deadline = time.monotonic() + 3
+    # Until the log has rotated a few times (3 s is enough on an idle
+    # machine), and 20 s at most.
+    deadline = time.monotonic() + 20
+
+    def rotated():
+        return len(glob.glob(str(log) + ".*")) >= 3 and time.monotonic() > deadline - 17
 
     def client(i):
         with requests.Session() as http:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not rotated():
                 assert http.get(f"{s.url}/load/{i}").status_code == 200
                 sent[i] += 1
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(sent))]

@@ -479,7 +479,7 @@ options! {
         .help("With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn's option)."),
     KEEPALIVE_TIMEOUT = OptDef::new("keepalive-timeout", Int, Limits)
         .value("SECONDS")
-        .help("How long an HTTP connection waits for its next request before it is closed (Gunicorn's keepalive, uvicorn's --timeout-keep-alive); --socket-timeout until given, and 0 closes each connection after one response. Behind a load balancer, make it longer than the balancer's idle timeout."),
+        .help("How long an HTTP connection waits for its next request before it is closed (Gunicorn's keepalive, uvicorn's --timeout-keep-alive); --socket-timeout until given, and 0 closes each HTTP/1.1 connection after one response. Behind a load balancer, make it longer than the balancer's idle timeout."),
     LIMIT_POST = OptDef::new("limit-post", Int, Limits)
         .value("BYTES")
         .defaults_to("1073741824")

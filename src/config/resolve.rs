@@ -331,8 +331,6 @@ fn expiry_patterns(r: &Values<'_>, key: Key) -> Result<Vec<(regex::Regex, u64)>,
         .collect()
 }
 
-/// An option `resolve()` needs a default for has none in the table: a bug
-/// any resolve test finds.
 /// `--forwarded-allow-ips`, else `$FORWARDED_ALLOW_IPS` (uvicorn's and
 /// Gunicorn's variable), else the default.
 fn forwarded_allow_ips(r: &Values<'_>) -> Result<Vec<Trusted>, ConfigError> {
@@ -391,6 +389,8 @@ fn added_header(h: &str) -> Result<(String, String), ConfigError> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// An option `resolve()` needs a default for has none in the table: a bug
+/// any resolve test finds.
 fn no_default(key: Key) -> ! {
     panic!("--{} needs a default in src/config/defs.rs", key.name)
 }

@@ -41,10 +41,17 @@ fn sink(target: &str) -> Result<Sink, String> {
         return Ok(Sink::Unix(sock));
     }
     let with_port = with_port(target);
-    let addr = with_port
+    // A name's IPv4 address first, as Gunicorn's socket does (a local
+    // agent often listens on 127.0.0.1 alone, and localhost is ::1 first).
+    let addrs: Vec<_> = with_port
         .to_socket_addrs()
         .map_err(|e| format!("{with_port}: {e}"))?
-        .next()
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| format!("{with_port}: no address"))?;
     let local = if addr.is_ipv6() {
         "[::]:0"
@@ -102,19 +109,22 @@ impl Statsd {
     }
 }
 
-/// A request answered with `status` after `us` microseconds.
-pub fn request(status: u16, us: u64) {
+/// A request answered with `status` after `us` microseconds (`None`: its
+/// time is not known, and only the counters go).
+pub fn request(status: u16, us: Option<u64>) {
     let Some(s) = STATSD.get() else {
         return;
     };
     let mut out = String::with_capacity(160);
-    let ms = us as f64 / 1000.0;
-    s.line(
-        &mut out,
-        format_args!("gunicorn.request.duration"),
-        &format!("{ms}|ms"),
-    );
-    out.push('\n');
+    if let Some(us) = us {
+        let ms = us as f64 / 1000.0;
+        s.line(
+            &mut out,
+            format_args!("gunicorn.request.duration"),
+            &format!("{ms}|ms"),
+        );
+        out.push('\n');
+    }
     s.line(&mut out, format_args!("gunicorn.requests"), "1|c|@1.0");
     out.push('\n');
     s.line(

@@ -304,7 +304,7 @@ impl RequestObserver for SlotObserver {
             o.header_bytes + o.body_bytes,
             elapsed_us,
         );
-        crate::log::statsd::request(o.status, elapsed_us);
+        crate::log::statsd::request(o.status, Some(elapsed_us));
         if let Some(log) = &self.log {
             log.answered(vars, o, elapsed_us, Counts { worker: n, total });
         }
@@ -313,7 +313,8 @@ impl RequestObserver for SlotObserver {
     fn finished(&self, core: usize, o: &Outcome) {
         let slot = self.sb.slot(self.slot);
         let c = &slot.cores[core.min(CORES - 1)];
-        let rt = crate::sys::clock::now_us().saturating_sub(c.started_us.load(Ordering::Relaxed));
+        let started = c.started_us.load(Ordering::Relaxed);
+        let rt = crate::sys::clock::now_us().saturating_sub(started);
         c.end();
         let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -321,7 +322,9 @@ impl RequestObserver for SlotObserver {
             slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
             crate::log::statsd::log_counter("exception");
         }
-        crate::log::statsd::request(o.status, rt);
+        // Past the scoreboard's cores, ASGI requests share the last one,
+        // and one of them may have ended it: then the time is not known.
+        crate::log::statsd::request(o.status, (started != 0).then_some(rt));
         slot.counters.record(
             o.protocol as usize,
             o.status,

@@ -123,6 +123,10 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
                 max_worker_lifetime: p.max_worker_lifetime,
                 reload_on_rss: p.reload_on_rss,
                 evil_reload_on_rss: p.evil_reload_on_rss,
+                // Gunicorn's arbiter looks again about a second after its
+                // SIGABRT; real worker_abort hooks log and flush in it.
+                harakiri_grace: python::has_gunicorn_hook("worker_abort")
+                    .then_some(std::time::Duration::from_millis(1500)),
             },
             broken,
             Instant::now(),

@@ -128,6 +128,9 @@ pub struct Limits {
     pub max_worker_lifetime: Option<Duration>,
     pub reload_on_rss: Option<u64>,
     pub evil_reload_on_rss: Option<u64>,
+    /// Between a harakiri's stack dump and its kill, when longer than
+    /// `HARAKIRI_DUMP_TIME`: Gunicorn's worker_abort hook runs in it.
+    pub harakiri_grace: Option<Duration>,
 }
 
 /// How the supervisor acts on the world.
@@ -499,7 +502,8 @@ impl Supervisor {
                     continue;
                 }
                 Stop::Harakiri { since, info } => {
-                    if now.duration_since(*since) > HARAKIRI_DUMP_TIME {
+                    let grace = limits.harakiri_grace.unwrap_or(HARAKIRI_DUMP_TIME);
+                    if now.duration_since(*since) > grace {
                         w.stop = Stop::Killed {
                             harakiri: Some(info.clone()),
                             asked: false,

@@ -255,6 +255,28 @@ fn harakiri_dumps_the_stack_then_kills() {
 }
 
 #[test]
+fn a_worker_abort_hook_gets_its_grace_before_the_kill() {
+    let l = Limits {
+        harakiri: Some(Duration::from_secs(30)),
+        harakiri_grace: Some(Duration::from_millis(1500)),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(1, l);
+    let w = fx.spawned[0].1;
+    fx.longest
+        .insert(w, (Duration::from_secs(31), "GET /slow".into()));
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.take_signals(), [(w, Signal::SIGUSR2)]);
+    sup.tick(&mut fx, t + Duration::from_secs(1));
+    assert!(
+        fx.take_signals().is_empty(),
+        "killed inside the hook's grace"
+    );
+    sup.tick(&mut fx, t + Duration::from_secs(2));
+    assert_eq!(fx.take_signals(), [(w, Signal::SIGKILL)]);
+}
+
+#[test]
 fn a_worker_slow_to_stop_is_killed_after_its_mercy() {
     let l = Limits {
         worker_reload_mercy: Duration::from_secs(10),

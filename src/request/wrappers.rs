@@ -281,11 +281,15 @@ impl SecureScheme {
             let Some((_, want)) = self.headers.iter().find(|(n, _)| name.as_bytes() == n) else {
                 continue;
             };
-            let this = value == want;
-            if secure.is_some_and(|s| s != this) {
-                return Err(());
+            // A header sent twice comes joined ("https, https"): Gunicorn
+            // reads each line, so each value counts on its own.
+            for one in value.split(|b| *b == b',') {
+                let this = one.trim_ascii() == want;
+                if secure.is_some_and(|s| s != this) {
+                    return Err(());
+                }
+                secure = Some(this);
             }
-            secure = Some(this);
         }
         Ok(secure)
     }
@@ -529,6 +533,14 @@ mod tests {
                     ("HTTP_X_FORWARDED_SSL", "off")
                 ]
             ),
+            Err(())
+        );
+        assert_eq!(
+            from("::1", &[("HTTP_X_FORWARDED_PROTO", "https, https")]),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            from("::1", &[("HTTP_X_FORWARDED_PROTO", "https, http")]),
             Err(())
         );
         // A unix socket has no REMOTE_ADDR: its peer is trusted.

@@ -92,8 +92,6 @@ impl Line<'_> {
             .unwrap_or(b"")
     }
 
-    /// The protocol as access logs write it: HTTP/2 (the CGI spelling,
-    /// and the ASGI one) is `HTTP/2.0` there, as nginx logs it.
     /// A response header the log names, by its index.
     fn resp(&self, i: usize) -> &[u8] {
         self.o
@@ -103,6 +101,8 @@ impl Line<'_> {
             .unwrap_or(b"")
     }
 
+    /// The protocol as access logs write it: HTTP/2 (the CGI spelling,
+    /// and the ASGI one) is `HTTP/2.0` there, as nginx logs it.
     fn proto(&self) -> &[u8] {
         match self.var(PROTO) {
             b"HTTP/2" => b"HTTP/2.0",
