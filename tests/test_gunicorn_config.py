@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 
 import pytest
@@ -563,9 +564,37 @@ def test_gunicorns_signals(serve, tmp_path):
     os.kill(s.proc.pid, signal.SIGTTOU)
     s.wait_workers(1)
     wait_for(lambda: events.read_text().splitlines()[-2:] == ["1->2", "2->1"], what="nworkers_changed")
+    before = s.worker_pids()
+    os.kill(s.proc.pid, signal.SIGHUP)
+    wait_for(lambda: s.worker_pids() and not set(s.worker_pids()) & set(before), what="reloaded workers")
     os.kill(s.proc.pid, signal.SIGWINCH)
     os.kill(s.proc.pid, signal.SIGUSR1)
     assert requests.get(s.url + "/").status_code == 200 and s.proc.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["INT", "QUIT"])
+def test_int_and_quit_stop_at_once_as_gunicorn(serve, tmp_path, sig):
+    """Gunicorn's quick shutdown: a request in flight is cut, and the
+    server is gone at once, though graceful_timeout would give it 30 s."""
+    f = conf(tmp_path, "workers = 1\ngraceful_timeout = 30\n")
+    for program in ((BIN,), (GUNICORN,)):
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        s.wait_workers(1)
+        got = []
+
+        def slow():
+            try:
+                got.append(requests.get(s.url + "/sleep?10", timeout=30).status_code)
+            except requests.RequestException as e:
+                got.append(type(e).__name__)
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(1)
+        s.proc.send_signal(sig)
+        s.proc.wait(timeout=6)
+        t.join(10)
+        assert got and got[0] != 200, (program, got)
 
 
 def test_django_on_a_unix_socket_with_post_fork(serve, tmp_path):

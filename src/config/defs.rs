@@ -363,6 +363,8 @@ options! {
     DIE_ON_TERM = OptDef::new("die-on-term", Flag, Process)
         .ignored()
         .help("SIGTERM always stops oxgate gracefully (uWSGI 2.0 reloads on it)."),
+    QUICK_STOP_ON_INT = OptDef::new("quick-stop-on-int", Flag, Process)
+        .help("SIGINT and SIGQUIT stop at once, as Gunicorn's quick shutdown: each worker runs Gunicorn's worker_int hook and exits without finishing its requests (killed after --worker-reload-mercy if it hangs). Gunicorn configs get it; otherwise they stop gracefully, as SIGTERM does."),
     HARAKIRI = OptDef::new("harakiri", Int, Process)
         .short('t')
         .value("SECONDS")

@@ -833,6 +833,8 @@ fn translate(
 
     // Gunicorn always runs an arbiter.
     push(&opt::MASTER, "true".into(), &default);
+    // Gunicorn's SIGINT and SIGQUIT are its quick shutdown.
+    push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
 
     // Sockets: `protocol = uwsgi` makes every bind a uwsgi socket.
     let socket_key = match one("protocol").as_deref() {

@@ -928,6 +928,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 .min(MAX_WORKERS as i64) as usize
             },
             lazy_apps: r.flag(&opt::LAZY_APPS)?,
+            quick_stop_on_int: r.flag(&opt::QUICK_STOP_ON_INT)?,
             harakiri: r.seconds(&opt::HARAKIRI),
             max_requests: r.count(&opt::MAX_REQUESTS),
             max_requests_delta: r.int(&opt::MAX_REQUESTS_DELTA).max(0) as u64,

@@ -304,6 +304,8 @@ pub struct StatsConfig {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessConfig {
     pub master: bool,
+    /// `--quick-stop-on-int`: Gunicorn's meaning of SIGINT and SIGQUIT.
+    pub quick_stop_on_int: bool,
     pub processes: usize,
     pub lazy_apps: bool,
     pub harakiri: Option<Duration>,

@@ -114,7 +114,7 @@ pub fn run(s: Setup<'_>) -> ! {
         num_workers: p.processes,
         nworkers: None,
     };
-    call_hooks_on_signals(hook_cx);
+    call_hooks_on_signals(hook_cx, p.quick_stop_on_int);
     if let Some(every) = p.py_autoreload
         && s.id == 1
         && let Some(python) = &apps.python
@@ -182,10 +182,12 @@ pub fn run(s: Setup<'_>) -> ! {
 /// master's stop on one) and `worker_abort` (on the master's harakiri
 /// notice, SIGUSR2, after the stack dump: Gunicorn's SIGABRT), when the
 /// config file defines them. They run on a thread of their own, since the
-/// app's may be stuck; the stop itself stays the master's.
-fn call_hooks_on_signals(cx: python::HookContext) {
+/// app's may be stuck. The stop itself stays the master's, but for
+/// `--quick-stop-on-int`: then SIGINT and SIGQUIT end the worker at once,
+/// after `worker_int` and `worker_exit`, as Gunicorn's worker exits.
+fn call_hooks_on_signals(cx: python::HookContext, quick_stop: bool) {
     let mut wanted = Vec::new();
-    if python::has_gunicorn_hook("worker_int") {
+    if quick_stop || python::has_gunicorn_hook("worker_int") {
         wanted.extend([libc::SIGINT, libc::SIGQUIT]);
     }
     if python::has_gunicorn_hook("worker_abort") {
@@ -207,6 +209,10 @@ fn call_hooks_on_signals(cx: python::HookContext) {
                 python::call_gunicorn_hook("worker_abort", cx);
             } else {
                 worker_int_once(cx);
+                if quick_stop {
+                    python::call_gunicorn_hook("worker_exit", cx);
+                    exit_now(0);
+                }
             }
         }
     });

@@ -289,16 +289,24 @@ impl Master<'_> {
                 }
             }
             MasterCommand::Stop { .. } => {
-                crate::say!(
-                    "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT stops at once)",
-                    signals::name(sig)
-                );
+                let interrupt = matches!(sig, libc::SIGINT | libc::SIGQUIT);
+                let quick = interrupt && self.cfg.process.quick_stop_on_int;
+                if quick {
+                    crate::say!(
+                        "oxgate: {} received, stopping at once (--quick-stop-on-int, Gunicorn's quick shutdown)",
+                        signals::name(sig)
+                    );
+                } else {
+                    crate::say!(
+                        "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT stops at once)",
+                        signals::name(sig)
+                    );
+                }
                 // Gunicorn's workers get SIGQUIT on a stop by SIGINT or
-                // SIGQUIT, and call worker_int: so do oxgate's, which then
-                // stop gracefully on the SIGTERM that follows.
-                if matches!(sig, libc::SIGINT | libc::SIGQUIT)
-                    && python::has_gunicorn_hook("worker_int")
-                {
+                // SIGQUIT, call worker_int and exit (`--quick-stop-on-int`);
+                // without that, they call it and stop gracefully on the
+                // SIGTERM that follows.
+                if quick || (interrupt && python::has_gunicorn_hook("worker_int")) {
                     for w in &self.sup.workers {
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(w.pid),
