@@ -64,6 +64,7 @@ complete -c oxgate -l lazy-apps -d 'Load the app in each worker after the fork i
 complete -c oxgate -l lazy -d 'Load the app in each worker after the fork instead of once in the master (preload is the default)'
 complete -c oxgate -l need-app -d 'oxgate always exits non-zero when the app cannot be loaded'
 complete -c oxgate -l die-on-term -d 'SIGTERM always stops oxgate gracefully (uWSGI 2.0 reloads on it)'
+complete -c oxgate -l hook-master-start -x -d 'uWSGI\'s signal hooks, accepted where oxgate\'s signal N already does ACTION: the common unix_signal:15 gracefully_kill_them_all (SIGTERM stops gracefully here), and SIGINT, SIGQUIT or SIGHUP with their own actions'
 complete -c oxgate -l quick-stop-on-int -d 'SIGINT and SIGQUIT stop at once, as Gunicorn\'s quick shutdown: each worker runs Gunicorn\'s worker_int hook and exits without finishing its requests (killed after --worker-reload-mercy if it hangs)'
 complete -c oxgate -l harakiri -x -d 'Kill a worker whose request runs longer than SECONDS, after logging the request and its Python stack'
 complete -c oxgate -l harakiri-verbose -d 'oxgate\'s harakiri log is always verbose'
