@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase's time, so a slow CI run says where its time went.
+phase_start=$SECONDS
+phase() {
+  echo "test.sh: $1 took $((SECONDS - phase_start)) s (total $SECONDS s)" >&2
+  phase_start=$SECONDS
+}
+
 # Debian packages the tests use (nginx is the front end in front of the
 # uwsgi sockets; tmux drives uwsgitop and oxgate top; strace watches for
 # sendfile).
@@ -38,6 +45,7 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
+phase "Debian packages"
 
 # A virtualenv with the peer apps (Flask, Django, httpbin) and pytest, pinned.
 # It is made from the interpreter oxgate is built against.
@@ -67,20 +75,29 @@ if ! [ -f "$CORPUS/$GUNICORN" ]; then
   touch "$CORPUS/$GUNICORN"
   rm -rf "$tmp"
 fi
+phase "test venv and corpus"
 
-cargo build --release --locked
+# The ci profile (Cargo.toml) is the release profile's code built in a
+# third of the time: the tests check behaviour, bench/ measures --release.
+cargo build --profile ci --locked
+phase "build"
 # Imports point one way (docs/architecture.md); every unsafe block says why
 # it is sound (lib.rs denies clippy::undocumented_unsafe_blocks).
 python3 scripts/layers.py
-cargo clippy --release --locked --all-targets --quiet
-cargo test --release --locked --quiet
-OXGATE_BIN="$PWD/target/release/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider "$@"
+cargo clippy --profile ci --locked --all-targets --quiet
+phase "layers and clippy"
+cargo test --profile ci --locked --quiet
+phase "Rust tests"
+OXGATE_BIN="$PWD/target/ci/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider \
+  --durations=15 "$@"
+phase "pytest against the binary"
 
 # The `oxgate` pip installs (pyext/ and python/oxgate/, built by maturin
 # against the same interpreter), in a fresh venv with the test apps: the
-# core tests again, through its console script. Its own target directory
-# keeps the two builds from undoing each other (the extension's pyo3 links
-# no libpython).
+# core tests again, through its console script. It shares the binary's
+# target directory, so only pyo3 and oxgate are built again (the
+# extension's pyo3 links no libpython); the next binary build rebuilds
+# those two in turn.
 #
 # The core tests are those where the wheel differs from the binary: who
 # starts CPython and loads the apps (WSGI, ASGI, WebSocket, frameworks,
@@ -96,11 +113,14 @@ CORE_TESTS=(
   tests/test_uvicorn_command_line.py tests/test_packaging.py
 )
 rm -f target/wheels/oxgate-*.whl
-"$VENV/bin/maturin" build --release --locked --quiet --target-dir target/wheel \
+"$VENV/bin/maturin" build --profile ci --locked --quiet --target-dir target \
   --interpreter "$VENV/bin/python" --out target/wheels
+phase "wheel build"
 WHEEL_VENV=.venv-wheel
 rm -rf "$WHEEL_VENV"
 "$PY" -m venv "$WHEEL_VENV"
 "$WHEEL_VENV/bin/pip" install -q --disable-pip-version-check target/wheels/oxgate-*.whl -r tests/requirements.txt
+phase "wheel venv"
 OXGATE_BIN="$PWD/$WHEEL_VENV/bin/oxgate" "$WHEEL_VENV/bin/python" -m pytest "${CORE_TESTS[@]}" -q -rs \
-  -p no:cacheprovider "$@"
+  -p no:cacheprovider --durations=10 "$@"
+phase "core tests against the wheel"

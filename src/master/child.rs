@@ -49,8 +49,10 @@ pub fn run(s: Setup<'_>) -> ! {
     crate::log::file::install_reopen_handler(libc::SIGUSR1);
     crate::sys::signals::unblock_all();
     // The master coordinates stops: a Ctrl-C reaches the whole process
-    // group, but only the master's SIGTERM stops a worker, gracefully. So
-    // these are caught, and nothing is done with them. Caught rather than
+    // group, but a worker stops only when its master says so (SIGTERM,
+    // gracefully; or, with --quick-stop-on-int, the SIGQUIT the master
+    // passes on). So these are caught, and only noted (the note is what
+    // worker_int reads). Caught rather than
     // ignored: exec resets a caught signal to its default, but keeps an
     // ignored one ignored, and CGI scripts and the app's subprocesses must
     // start with the defaults. (A handler of their own would also cost
