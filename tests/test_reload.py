@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, Load, failures, fresh, under_load, wait_for
+from helpers import APPS, BIN, Load, failures, free_port, fresh, listens, under_load, wait_for
 
 
 @pytest.mark.parametrize("how", ["reload", "chain"])
@@ -57,6 +57,56 @@ def test_reloads_under_keep_alive_load_lose_nothing(serve, app_dir, how):
     print(f"{how}: 10 reloads under wrk -c50: {done} requests, {bad} failed")
     assert done > 1000
     assert bad == 0
+    assert s.proc.poll() is None
+
+
+def scoreboard_fd(pid):
+    """The master's scoreboard memfd, as /proc shows it."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if "oxgate-scoreboard" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+            return f"/proc/{pid}/fd/{fd}"
+    raise AssertionError("no scoreboard memfd")
+
+
+@pytest.mark.parametrize("how", ["reload", "chain"])
+def test_a_reload_onto_another_scoreboard_layout_starts_the_counters_again(serve, app_dir, how):
+    """An upgrade: the re-executed master is another oxgate build, whose
+    scoreboard layout differs (here, the stamp is overwritten). It makes a
+    new scoreboard, keeps the old workers' slots theirs until they go, and
+    loses no request; the next reload adopts the new one again."""
+    sp = free_port()
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", "--stats", f"127.0.0.1:{sp}",
+              "--stats-http")
+    s.wait_workers(2)
+    stats = f"http://127.0.0.1:{sp}/"
+    for _ in range(20):
+        assert fresh(s.url).status_code == 200
+    assert sum(w["requests"] for w in requests.get(stats).json()["workers"]) == 20
+    fd = os.open(scoreboard_fd(s.proc.pid), os.O_RDWR)
+    try:
+        os.pwrite(fd, b"\0" * 8, 0)
+    finally:
+        os.close(fd)
+    load = Load(s.url)
+    os.kill(s.proc.pid, signal.SIGHUP if how == "reload" else signal.SIGRTMIN + 1)
+    s.wait_log("reload done", timeout=30)
+    time.sleep(0.3)
+    load.finish()
+    assert load.failures == [] and load.ok > 0
+    assert "cannot adopt the previous master's scoreboard (the scoreboard's layout is 0x0" in s.log()
+    s.wait_workers(2)
+    wait_for(lambda: listens(sp), what="the stats socket")
+    wait_for(lambda: all(w["accepting"] for w in requests.get(stats).json()["workers"]), what="ready workers")
+    for _ in range(5):
+        assert fresh(s.url).status_code == 200
+    counted = requests.get(f"http://127.0.0.1:{sp}/metrics").text
+    served = sum(w["requests"] for w in requests.get(stats).json()["workers"])
+    assert 5 <= served < 20 + load.ok + 5, counted
+    # The new scoreboard is this build's: the next reload adopts it.
+    before = s.log().count("reload done")
+    os.kill(s.proc.pid, signal.SIGHUP)
+    wait_for(lambda: s.log().count("reload done") > before, timeout=30, what="reload done")
+    assert s.log().count("cannot adopt") == 1
     assert s.proc.poll() is None
 
 

@@ -208,6 +208,12 @@ def test_prometheus_metrics(serve):
         assert fams["oxgate_exceptions"].samples[0].value == 1
         assert "oxgate_listen_queue" in fams and "oxgate_worker_resident_memory_bytes" in fams
         assert "oxgate_harakiri" in fams and "oxgate_requests_in_flight" in fams
+        # Across the max-requests respawn too: every request spoke HTTP/1.1
+        # (the uwsgi packet's SERVER_PROTOCOL says so), and the app answered.
+        versions = {x.labels["version"]: x.value for x in fams["oxgate_http_requests"].samples}
+        assert versions == {"1.0": 0, "1.1": 10, "2": 0}
+        handlers = {x.labels["handler"]: x.value for x in fams["oxgate_requests_by_handler"].samples}
+        assert handlers == {"app": 10, "static": 0, "cgi": 0, "fastcgi": 0}
 
 
 def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):

@@ -16,6 +16,7 @@ import h2.connection
 import h2.events
 import hyperframe.frame
 import pytest
+import requests
 
 from helpers import APPS, VENV, free_port, wait_for
 
@@ -588,6 +589,38 @@ def test_failed_handshakes_are_summed_up_not_logged_one_by_one(serve, certs):
     lines = [line for line in s.log().splitlines() if "TLS handshake" in line]
     assert len(lines) == 1, lines
     assert "at most one a minute" in lines[0]
+
+
+def test_stats_and_metrics_count_http_versions_handlers_and_failed_handshakes(serve, certs, tmp_path):
+    (tmp_path / "a.txt").write_text("static\n")
+    sp = free_port()
+    s = https(serve, certs, "--static-map", f"/static={tmp_path}", "--stats", f"127.0.0.1:{sp}", "--stats-http")
+
+    def failed_handshakes():
+        text = requests.get(f"http://127.0.0.1:{sp}/metrics").text
+        return int(re.search(r"^oxgate_tls_handshake_failures_total (\d+)$", text, re.M)[1]), text
+
+    fetch("--http1.0", s.url + "/")
+    fetch("--http1.1", s.url + "/")
+    fetch("--http2-prior-knowledge", s.url + "/")
+    fetch("--http2", s.tls_url + "/", certs=certs)
+    assert fetch("--http2", s.tls_url + "/static/a.txt", certs=certs) == ("static\n", "2")
+    assert fetch(s.url + "/static/a.txt")[0] == "static\n"
+    # The start-up check that the port listens is one already.
+    before, _ = failed_handshakes()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", s.tls_port)) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw.recv(100)
+    # The server counts a failed handshake after its alert is sent.
+    _, text = wait_for(lambda: (lambda n, t: n == before + 3 and (n, t))(*failed_handshakes()),
+                       what="3 more failed handshakes counted")
+    assert 'oxgate_http_requests_total{version="1.0"} 1\n' in text
+    assert 'oxgate_http_requests_total{version="1.1"} 2\n' in text
+    assert 'oxgate_http_requests_total{version="2"} 3\n' in text
+    assert 'oxgate_requests_by_handler_total{handler="app"} 4\n' in text
+    assert 'oxgate_requests_by_handler_total{handler="static"} 2\n' in text
+    assert requests.get(f"http://127.0.0.1:{sp}/").json()["tls_handshake_failures"] == before + 3
 
 
 def test_gunicorn_certfile_and_keyfile_serve_https(serve, certs, tmp_path):

@@ -313,9 +313,22 @@ thread_local! {
     static FAILURES: std::cell::Cell<(u64, Option<Instant>)> = const { std::cell::Cell::new((0, None)) };
 }
 
+/// Where this process counts failed handshakes for the stats and metrics:
+/// its worker's scoreboard slot, which lives as long as the process.
+static FAILURE_COUNTER: std::sync::OnceLock<&'static std::sync::atomic::AtomicU64> =
+    std::sync::OnceLock::new();
+
+/// Has failed handshakes counted into `counter` from now on.
+pub fn count_failed_handshakes_in(counter: &'static std::sync::atomic::AtomicU64) {
+    let _ = FAILURE_COUNTER.set(counter);
+}
+
 /// Counts a failed handshake and logs at most one line a minute about
 /// them, with the latest reason.
 pub fn handshake_failed(why: &std::io::Error) {
+    if let Some(counter) = FAILURE_COUNTER.get() {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let now = Instant::now();
     let (pending, last) = FAILURES.get();
     let pending = pending + 1;

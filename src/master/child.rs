@@ -34,11 +34,18 @@ pub struct Setup<'a> {
     pub master_pid: libc::pid_t,
     /// The master's signal pipe, released in the child.
     pub signals: &'a SignalPipe,
+    /// The master's stats sockets, closed in the child.
+    pub stats_fds: &'a [std::os::fd::RawFd],
 }
 
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
     s.signals.release_in_child();
+    for &fd in s.stats_fds {
+        // The master's `Stats` in this process's memory is never dropped
+        // (a worker ends with _exit), so the descriptors are closed here.
+        let _ = nix::unistd::close(fd);
+    }
     // A stop sent from here on is remembered (the serving loop looks at
     // it first), so the signals can be unblocked now: the app, loaded
     // below with --lazy-apps, and what it starts must not inherit them
@@ -123,6 +130,12 @@ pub fn run(s: Setup<'_>) -> ! {
     {
         watch_modules(python.clone(), every, s.master_pid);
     }
+    // The scoreboard outlives every connection: the worker holds it until
+    // it exits, so one more reference held for good costs nothing.
+    let sb: &'static Scoreboard = Box::leak(Box::new(s.sb.clone()));
+    crate::frontend::tls::count_failed_handshakes_in(
+        &sb.slot(s.slot).counters.tls_handshake_failures,
+    );
     apps.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
@@ -286,28 +299,37 @@ impl RequestObserver for SlotObserver {
         if let Some(log) = &self.log {
             log.started(core, vars, protocol);
         }
-        // One pass over the variables for the four the scoreboard shows.
+        // One pass over the variables for the four the scoreboard shows,
+        // and the one it counts by.
         let (mut method, mut uri, mut path, mut addr) = (&b""[..], &b""[..], &b""[..], &b""[..]);
+        let slot = self.sb.slot(self.slot);
         for (name, value) in vars {
             match name {
                 VarName::Known(Var::REQUEST_METHOD) => method = value,
                 VarName::Known(Var::REQUEST_URI) => uri = value,
                 VarName::Known(Var::PATH_INFO) => path = value,
                 VarName::Known(Var::REMOTE_ADDR) => addr = value,
+                VarName::Known(Var::SERVER_PROTOCOL) => slot.counters.count_http_version(value),
                 _ => {}
             }
         }
         let uri = if uri.is_empty() { path } else { uri };
-        self.sb.slot(self.slot).cores[core.min(CORES - 1)]
-            .begin(&[method, b" ", uri, b" from ", addr]);
+        slot.cores[core.min(CORES - 1)].begin(&[method, b" ", uri, b" from ", addr]);
     }
 
     fn answered(&self, vars: &[(VarName, Bytes)], o: &Outcome, elapsed_us: u64) {
         let slot = self.sb.slot(self.slot);
         let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some((_, v)) = vars
+            .iter()
+            .find(|(name, _)| *name == VarName::Known(Var::SERVER_PROTOCOL))
+        {
+            slot.counters.count_http_version(v);
+        }
         slot.counters.record(
             o.protocol as usize,
+            o.handler,
             o.status,
             o.header_bytes + o.body_bytes,
             elapsed_us,
@@ -335,6 +357,7 @@ impl RequestObserver for SlotObserver {
         crate::log::statsd::request(o.status, (started != 0).then_some(rt));
         slot.counters.record(
             o.protocol as usize,
+            o.handler,
             o.status,
             o.header_bytes + o.body_bytes,
             rt,

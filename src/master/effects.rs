@@ -27,6 +27,10 @@ pub(super) struct System<'m> {
     pub(super) apps: &'m Option<Apps>,
     pub(super) sb: &'m Arc<Scoreboard>,
     pub(super) signals: &'m SignalPipe,
+    /// The stats server's listeners and clients: a worker closes its
+    /// copies, or the next master image could not bind the stats address
+    /// while the old workers finish.
+    pub(super) stats_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl System<'_> {
@@ -96,6 +100,7 @@ impl Effects for System<'_> {
                 age,
                 master_pid,
                 signals: self.signals,
+                stats_fds: &self.stats_fds,
             }),
             Ok(pid) => {
                 self.sb.slot(slot).pid.store(pid, Ordering::Release);
@@ -177,6 +182,7 @@ impl Master<'_> {
             apps: &self.apps,
             sb: &self.sb,
             signals: &self.signals,
+            stats_fds: self.stats.poll_fds().iter().map(|p| p.fd).collect(),
         };
         f(&mut self.sup, &mut system);
     }

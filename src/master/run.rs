@@ -30,14 +30,27 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         }
         Err(e) => return Err(e),
     };
-    let sb = match &handover {
+    let mut handover = handover;
+    let sb = match &mut handover {
         Some(h) if h.scoreboard >= 0 => {
             set_cloexec(h.scoreboard, true);
-            Scoreboard::adopt(h.scoreboard)
+            Scoreboard::adopt(h.scoreboard).or_else(|e| {
+                // Another oxgate build made it (an upgrade): start a new
+                // one, keeping the running workers' slots theirs.
+                crate::say!(
+                    "oxgate: cannot adopt the previous master's scoreboard ({e}); the counters start again from zero"
+                );
+                let sb = Scoreboard::create()?;
+                for w in &mut h.workers {
+                    // Every layout has more slots than a reload needs.
+                    w.slot = sb.occupy(w.slot, w.pid, w.id).unwrap_or(w.slot);
+                }
+                Ok(sb)
+            })
         }
         _ => Scoreboard::create(),
     }
-    .map_err(|e| format!("cannot create the scoreboard: {e}"))?;
+    .map_err(|e: std::io::Error| format!("cannot create the scoreboard: {e}"))?;
 
     // The handlers go in before the app is imported: what the app starts
     // (threads, subprocesses) must not inherit the blocked signals, and a

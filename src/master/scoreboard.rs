@@ -13,6 +13,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
+use crate::request::HandlerKind;
 use crate::request::health::{Health, HealthSource};
 use crate::sys::clock::{now_us, unix_now};
 
@@ -39,6 +40,48 @@ pub const LATENCY_BOUNDS_US: [u64; 13] = [
 pub const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 /// Protocols counted apart (the order of `listen::Protocol::ALL`).
 pub const PROTOCOLS: usize = 4;
+/// HTTP versions counted apart (the order of `HTTP_VERSIONS`).
+pub const HTTP_VERSIONS: [&str; 3] = ["1.0", "1.1", "2"];
+/// Kinds of handler counted apart (the order of `HandlerKind::ALL`).
+pub const HANDLER_KINDS: usize = HandlerKind::ALL.len();
+
+/// Bumped whenever a field of `Header`, `Slot`, `Counters` or `Core` moves
+/// or changes meaning; the sizes below catch most changes anyway.
+const LAYOUT_VERSION: u64 = 2;
+
+/// What a scoreboard's header starts with: "oxgt", then a hash of the
+/// layout. A reload hands the scoreboard to the next master image, which
+/// may be another oxgate build; it adopts the scoreboard only when this
+/// matches its own.
+pub const LAYOUT: u64 = {
+    let parts = [
+        LAYOUT_VERSION,
+        std::mem::size_of::<Header>() as u64,
+        std::mem::size_of::<Slot>() as u64,
+        std::mem::size_of::<Counters>() as u64,
+        std::mem::size_of::<Core>() as u64,
+        SLOTS as u64,
+        CORES as u64,
+        INFO as u64,
+        BUCKETS as u64,
+        PROTOCOLS as u64,
+        HTTP_VERSIONS.len() as u64,
+        HANDLER_KINDS as u64,
+    ];
+    // FNV-1a over the parts' bytes, folded to 32 bits.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        let bytes = parts[i].to_le_bytes();
+        let mut j = 0;
+        while j < bytes.len() {
+            hash = (hash ^ bytes[j] as u64).wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        i += 1;
+    }
+    (u32::from_be_bytes(*b"oxgt") as u64) << 32 | (hash ^ (hash >> 32)) & 0xffff_ffff
+};
 
 /// Why a worker was replaced or died, for the respawn counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +128,14 @@ pub struct Counters {
     pub by_status: [[AtomicU64; 5]; PROTOCOLS],
     /// Requests by latency bucket (not cumulative).
     pub latency: [AtomicU64; BUCKETS],
+    /// Requests by the HTTP version the client spoke (SERVER_PROTOCOL,
+    /// which nginx and the others pass on the gateway protocols too).
+    pub by_http_version: [AtomicU64; HTTP_VERSIONS.len()],
+    /// Requests by what answered them: the app, a static file, a CGI
+    /// script or a FastCGI app.
+    pub by_handler: [AtomicU64; HANDLER_KINDS],
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl Counters {
@@ -99,6 +150,9 @@ impl Counters {
             .into_iter()
             .chain(self.by_status.iter().flatten())
             .chain(self.latency.iter())
+            .chain(self.by_http_version.iter())
+            .chain(self.by_handler.iter())
+            .chain(std::iter::once(&self.tls_handshake_failures))
     }
 
     /// Adds `other` into these counters.
@@ -108,8 +162,21 @@ impl Counters {
         }
     }
 
+    /// Counts a request by the HTTP version its SERVER_PROTOCOL names
+    /// (another, or none, is not counted).
+    pub fn count_http_version(&self, server_protocol: &[u8]) {
+        let i = match server_protocol {
+            b"HTTP/1.0" => 0,
+            b"HTTP/1.1" => 1,
+            b"HTTP/2" | b"HTTP/2.0" => 2,
+            _ => return,
+        };
+        self.by_http_version[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one finished request.
-    pub fn record(&self, protocol: usize, status: u16, tx: u64, rt_us: u64) {
+    pub fn record(&self, protocol: usize, handler: HandlerKind, status: u16, tx: u64, rt_us: u64) {
+        self.by_handler[handler as usize].fetch_add(1, Ordering::Relaxed);
         self.tx.fetch_add(tx, Ordering::Relaxed);
         self.rt_us.fetch_add(rt_us, Ordering::Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -138,6 +205,8 @@ pub struct IdStats {
 
 #[repr(C)]
 pub struct Header {
+    /// `LAYOUT`, written when the scoreboard is made.
+    pub layout: AtomicU64,
     /// Requests served by every worker, ever (uWSGI's "req: n/TOTAL").
     pub requests: AtomicU64,
     /// The counters of workers that have exited.
@@ -234,17 +303,48 @@ impl Scoreboard {
                 SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
             ),
         );
-        Self::map(file)
+        let sb = Self::map(file)?;
+        sb.header().layout.store(LAYOUT, Ordering::Release);
+        Ok(sb)
     }
 
-    /// Maps a scoreboard handed over by the previous master image.
+    /// Maps a scoreboard handed over by the previous master image. One
+    /// from an oxgate build with another layout is an `InvalidData` error
+    /// (and its descriptor is closed): the caller makes a new one.
     pub fn adopt(fd: RawFd) -> std::io::Result<Scoreboard> {
         // SAFETY: `fd` is the scoreboard memfd that the previous master
         // image left open across its exec and named in the handover
         // (`Handover::scoreboard`, checked >= 0 by the caller). It is open,
         // and nothing else in this process owns it: the caller hands it
         // over here, so this `File` is its only owner.
-        Self::map(unsafe { File::from_raw_fd(fd) })
+        let sb = Self::map(unsafe { File::from_raw_fd(fd) })?;
+        let layout = sb.header().layout.load(Ordering::Acquire);
+        if layout != LAYOUT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the scoreboard's layout is {layout:#x}, this build's is {LAYOUT:#x}"),
+            ));
+        }
+        Ok(sb)
+    }
+
+    /// Gives a worker of the previous master image a slot in a scoreboard
+    /// made anew after a reload that could not adopt the old one: slot
+    /// `want` if this layout has it, else any free one (None: all taken).
+    /// That worker goes on writing the old scoreboard, so its counts and
+    /// running requests are not seen here, but its slot is not given away.
+    pub fn occupy(&self, want: usize, pid: i32, id: u32) -> Option<usize> {
+        let i = if want < SLOTS && self.slot(want).pid.load(Ordering::Acquire) == 0 {
+            want
+        } else {
+            (0..SLOTS).find(|&i| self.slot(i).pid.load(Ordering::Acquire) == 0)?
+        };
+        let s = self.slot(i);
+        s.id.store(id, Ordering::Relaxed);
+        s.ready.store(1, Ordering::Relaxed);
+        s.born.store(unix_now(), Ordering::Relaxed);
+        s.pid.store(pid, Ordering::Release);
+        Some(i)
     }
 
     fn map(file: File) -> std::io::Result<Scoreboard> {
@@ -491,6 +591,77 @@ mod tests {
             }
         }
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn adopt_takes_its_own_layout_and_refuses_another() {
+        use std::os::fd::IntoRawFd;
+        let sb = Scoreboard::create().unwrap();
+        assert_eq!(LAYOUT >> 32, u64::from(u32::from_be_bytes(*b"oxgt")));
+        sb.header().requests.store(7, Ordering::Relaxed);
+        let same = Scoreboard::adopt(sb.file.try_clone().unwrap().into_raw_fd()).unwrap();
+        assert_eq!(same.header().requests.load(Ordering::Relaxed), 7);
+        // Another build's scoreboard, as long as this one's: the stamp
+        // tells them apart.
+        sb.header().layout.store(LAYOUT ^ 1, Ordering::Release);
+        let err = Scoreboard::adopt(sb.file.try_clone().unwrap().into_raw_fd())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("layout"), "{err}");
+    }
+
+    #[test]
+    fn occupy_keeps_a_handed_workers_slot_or_finds_another() {
+        let sb = Scoreboard::create().unwrap();
+        assert_eq!(sb.occupy(5, 100, 1), Some(5));
+        assert_eq!(sb.slot(5).pid.load(Ordering::Relaxed), 100);
+        assert_eq!(sb.slot(5).ready.load(Ordering::Relaxed), 1);
+        // Taken, or past this layout's slots: the first free one.
+        assert_eq!(sb.occupy(5, 101, 2), Some(0));
+        assert_eq!(sb.occupy(SLOTS + 3, 102, 3), Some(1));
+        // And a new worker is not given those.
+        assert_eq!(sb.claim(103, 4), Some(2));
+    }
+
+    #[test]
+    fn counts_http_versions_handlers_and_keeps_them_past_a_worker() {
+        let sb = Scoreboard::create().unwrap();
+        let i = sb.claim(1, 1).unwrap();
+        let c = &sb.slot(i).counters;
+        for v in [
+            &b"HTTP/1.0"[..],
+            b"HTTP/1.1",
+            b"HTTP/1.1",
+            b"HTTP/2",
+            b"HTTP/2.0",
+            b"",
+            b"HTTP/3",
+        ] {
+            c.count_http_version(v);
+        }
+        let versions: Vec<u64> = c
+            .by_http_version
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(versions, [1, 2, 2]);
+        c.record(0, HandlerKind::Static, 200, 10, 5);
+        c.record(0, HandlerKind::App, 200, 10, 5);
+        c.record(0, HandlerKind::Static, 404, 10, 5);
+        c.tls_handshake_failures.fetch_add(4, Ordering::Relaxed);
+        sb.release(i);
+        let r = &sb.header().retired;
+        assert_eq!(
+            r.by_handler[HandlerKind::Static as usize].load(Ordering::Relaxed),
+            2
+        );
+        assert_eq!(
+            r.by_handler[HandlerKind::App as usize].load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(r.by_http_version[2].load(Ordering::Relaxed), 2);
+        assert_eq!(r.tls_handshake_failures.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::body::{BodyStream, ChunkSource};
-use super::handler::{Outcome, Request, RequestObserver};
+use super::handler::{HandlerKind, Outcome, Request, RequestObserver};
 use super::response::{Response, ResponseBody};
 
 /// A body that tells, once, how it ended: the bytes sent and whether it
@@ -21,17 +21,33 @@ pub trait CountedBody: ChunkSource + Sized {
 
 /// The request log and the counters, for one handler: set once the worker
 /// has them.
-#[derive(Default)]
-pub struct Answered(OnceLock<Arc<dyn RequestObserver>>);
+pub struct Answered {
+    observer: OnceLock<Arc<dyn RequestObserver>>,
+    kind: HandlerKind,
+}
+
+/// For what answers in the app's place (a path no handler serves).
+impl Default for Answered {
+    fn default() -> Answered {
+        Answered::new(HandlerKind::App)
+    }
+}
 
 impl Answered {
+    pub fn new(kind: HandlerKind) -> Answered {
+        Answered {
+            observer: OnceLock::new(),
+            kind,
+        }
+    }
+
     pub fn set(&self, observer: Arc<dyn RequestObserver>) {
-        let _ = self.0.set(observer);
+        let _ = self.observer.set(observer);
     }
 
     /// Counts and logs a response whose body is whole or has its length.
     pub fn response(&self, req: &Request, resp: &Response, since: Instant) {
-        let Some(observer) = self.0.get() else {
+        let Some(observer) = self.observer.get() else {
             return;
         };
         let body_bytes = if req.is_head {
@@ -52,6 +68,7 @@ impl Answered {
             switches: 1,
             failed: resp.status >= 500,
             protocol: req.protocol,
+            handler: self.kind,
             ..Outcome::default()
         };
         outcome.note_head(resp.status, resp.reason.as_deref(), &resp.headers);
@@ -69,10 +86,11 @@ impl Answered {
         since: Instant,
     ) -> Response {
         body.add_sent(first.len() as u64);
-        if let Some(observer) = self.0.get().cloned() {
+        if let Some(observer) = self.observer.get().cloned() {
             let mut outcome = Outcome {
                 switches: 1,
                 protocol: req.protocol,
+                handler: self.kind,
                 ..Outcome::default()
             };
             outcome.note_head(status, reason.as_deref(), &headers);

@@ -57,6 +57,35 @@ pub trait RequestObserver: Send + Sync {
     fn answered(&self, _vars: &[(VarName, Bytes)], _outcome: &Outcome, _elapsed_us: u64) {}
 }
 
+/// What answered a request, for the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// A WSGI or ASGI app.
+    #[default]
+    App = 0,
+    Static = 1,
+    Cgi = 2,
+    FastCgi = 3,
+}
+
+impl HandlerKind {
+    pub const ALL: [HandlerKind; 4] = [
+        HandlerKind::App,
+        HandlerKind::Static,
+        HandlerKind::Cgi,
+        HandlerKind::FastCgi,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HandlerKind::App => "app",
+            HandlerKind::Static => "static",
+            HandlerKind::Cgi => "cgi",
+            HandlerKind::FastCgi => "fastcgi",
+        }
+    }
+}
+
 /// What became of a request, as the app host saw it.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
@@ -72,6 +101,7 @@ pub struct Outcome {
     /// The app raised.
     pub failed: bool,
     pub protocol: Protocol,
+    pub handler: HandlerKind,
     /// The response headers the request log names (`%(resp.NAME)`), in
     /// its order; none when it names none.
     pub logged_headers: Option<Arc<[Option<Bytes>]>>,

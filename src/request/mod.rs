@@ -22,7 +22,9 @@ pub use body::{
     with_length,
 };
 pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
-pub use handler::{Handler, Outcome, Request, RequestObserver, Responding, log_response_headers};
+pub use handler::{
+    Handler, HandlerKind, Outcome, Request, RequestObserver, Responding, log_response_headers,
+};
 pub use response::{
     Response, ResponseBody, body_too_large, head_size, is_token_byte, reason_phrase,
     redirect_to_directory,

@@ -146,7 +146,7 @@ impl CgiScripts {
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                 .collect(),
             limit_post,
-            answered: Answered::default(),
+            answered: Answered::new(crate::request::HandlerKind::Cgi),
             inner,
         })
     }

@@ -179,7 +179,7 @@ impl FastcgiApps {
             fallback: settings.fallback.as_ref().map(|f| f.as_bytes().to_vec()),
             timeout: settings.timeout,
             limit_post,
-            answered: Answered::default(),
+            answered: Answered::new(crate::request::HandlerKind::FastCgi),
             inner,
         })
     }

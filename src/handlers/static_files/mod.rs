@@ -86,7 +86,7 @@ impl StaticFiles {
                 gzip_dirs: settings.gzip_dirs.iter().map(|d| canonical(d)).collect(),
                 ..settings.clone()
             },
-            answered: Answered::default(),
+            answered: Answered::new(crate::request::HandlerKind::Static),
             inner,
         })
     }

@@ -123,6 +123,8 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
             "can_offload": 0,
         })).collect::<Vec<_>>(),
         "workers": workers,
+        // Beyond uWSGI's document.
+        "tls_handshake_failures": s.total(&|c| load(&c.tls_handshake_failures)),
     });
     if s.cfg.stats.minified {
         doc.to_string()

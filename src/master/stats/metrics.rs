@@ -5,7 +5,10 @@ use std::sync::atomic::Ordering;
 use super::queue::listen_queue;
 use super::snapshot::{Snapshot, load};
 use crate::listen::Protocol;
-use crate::master::scoreboard::{BUCKETS, CORES, Cause, Counters, LATENCY_BOUNDS_US, Slot};
+use crate::master::scoreboard::{
+    BUCKETS, CORES, Cause, Counters, HTTP_VERSIONS, LATENCY_BOUNDS_US, Slot,
+};
+use crate::request::HandlerKind;
 
 /// Prometheus text exposition (version 0.0.4).
 pub fn render_metrics(s: &Snapshot<'_>) -> String {
@@ -14,9 +17,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
     let h = sb.header();
     let threads = s.cfg.threads.min(CORES);
     let live: Vec<_> = s.workers.iter().map(|w| (w, sb.slot(w.slot))).collect();
-    let sum = |f: &dyn Fn(&Counters) -> u64| {
-        f(&h.retired) + live.iter().map(|(_, slot)| f(&slot.counters)).sum::<u64>()
-    };
+    let sum = |f: &dyn Fn(&Counters) -> u64| s.total(f);
     let mut out = String::new();
     family(
         &mut out,
@@ -35,6 +36,44 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             );
         }
     }
+    family(
+        &mut out,
+        "http_requests_total",
+        "counter",
+        "Requests by the HTTP version the client spoke (also behind a web server that passes it on).",
+    );
+    for (i, version) in HTTP_VERSIONS.iter().enumerate() {
+        let n = sum(&|c| load(&c.by_http_version[i]));
+        let _ = writeln!(
+            out,
+            "oxgate_http_requests_total{{version=\"{version}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "requests_by_handler_total",
+        "counter",
+        "Requests by what answered them: the app, a static file, a CGI script or a FastCGI app.",
+    );
+    for kind in HandlerKind::ALL {
+        let n = sum(&|c| load(&c.by_handler[kind as usize]));
+        let _ = writeln!(
+            out,
+            "oxgate_requests_by_handler_total{{handler=\"{}\"}} {n}",
+            kind.name()
+        );
+    }
+    family(
+        &mut out,
+        "tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out.",
+    );
+    let _ = writeln!(
+        out,
+        "oxgate_tls_handshake_failures_total {}",
+        sum(&|c| load(&c.tls_handshake_failures))
+    );
     family(
         &mut out,
         "request_duration_seconds",

@@ -159,6 +159,7 @@ mod tests {
             switches: 1,
             failed: false,
             protocol: Protocol::Uwsgi,
+            handler: crate::request::HandlerKind::App,
             logged_headers: None,
         }
     }
