@@ -17,7 +17,10 @@ import requests
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APPS = ROOT / "tests" / "apps"
-BIN = os.environ.get("OXGATE_BIN", str(ROOT / "target" / "release" / "oxgate"))
+# scripts/test.sh sets it; by hand, the newer of its build and a release one.
+BIN = os.environ.get("OXGATE_BIN") or max(
+    (ROOT / "target" / profile / "oxgate" for profile in ("ci", "release")),
+    key=lambda p: p.stat().st_mtime if p.exists() else 0).as_posix()
 # The test venv (scripts/test.sh makes it); the server runs the apps from it.
 VENV = pathlib.Path(sys.prefix)
 # Whether BIN is the `oxgate` pip installed (a console script running the

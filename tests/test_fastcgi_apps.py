@@ -368,6 +368,52 @@ def test_a_slow_pool_request_is_logged_then_504_and_its_process_replaced(serve, 
 
 
 @needs_php
+def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serve, site):
+    sp = free_port()
+    s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-slowlog", "1",
+                 "--fastcgi-app-processes", "1", "--processes", "1", "--stats", f"127.0.0.1:{sp}", "--stats-http")
+
+    def pool():
+        (p,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
+        return p
+
+    (site / "medium.php").write_text("<?php usleep(1300000); echo 'done';")
+    assert pool()["name"].startswith("php-cgi -d session.save_path=") and pool()["mount"] == ""
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        medium = ex.submit(requests.get, f"{s.url}/medium.php", timeout=20)
+        wait_for(lambda: pool()["active_processes"] == 1, what="a request in the process")
+        # The only process is busy: the next request waits for it (within
+        # its 2 s: the wait counts towards the timeout).
+        waiting = ex.submit(requests.get, f"{s.url}/index.php", timeout=20)
+        wait_for(lambda: pool()["listen_queue"] == 1, what="a request waiting")
+        assert medium.result().status_code == 200
+        assert waiting.result().status_code == 200
+    assert requests.get(f"{s.url}/slow.php", timeout=20).status_code == 504
+    first = wait_for(lambda: (lambda p: p["active_processes"] == 0 and p["timeouts"] == 1 and p)(pool()),
+                     what="the pool idle again")
+    assert {k: first[k] for k in ("listen_queue", "max_listen_queue", "accepted_conn", "slow_requests", "timeouts",
+                                  "max_children_reached", "process_exits")} == {
+        "listen_queue": 0, "max_listen_queue": 1, "accepted_conn": 3, "slow_requests": 2, "timeouts": 1,
+        "max_children_reached": 1, "process_exits": 0}
+    # A process that dies unasked is counted when it is replaced.
+    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), what="the process to die")
+    assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+    text = requests.get(f"http://127.0.0.1:{sp}/metrics", timeout=10).text
+    label = 'pool="php-cgi -d session.save_path=%s",mount=""' % (site / "sessions")
+    for line in [f"oxgate_fastcgi_pool_requests_total{{{label}}} 5",
+                 f"oxgate_fastcgi_pool_process_exits_total{{{label}}} 1",
+                 f"oxgate_fastcgi_pool_process_starts_total{{{label}}} 3",
+                 f"oxgate_fastcgi_pool_timeouts_total{{{label}}} 1",
+                 f"oxgate_fastcgi_pool_max_waiting_requests{{{label}}} 1",
+                 f'oxgate_fastcgi_pool_processes{{{label},state="busy"}} 0',
+                 f'oxgate_fastcgi_pool_processes{{{label},state="idle"}} 1',
+                 'oxgate_requests_by_handler_total{handler="fastcgi"} 5']:
+        assert line + "\n" in text, (line, text)
+
+
+@needs_php
 def test_a_killed_pool_process_loses_only_its_request_and_is_replaced(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
     first = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]

@@ -213,7 +213,7 @@ def test_prometheus_metrics(serve):
         versions = {x.labels["version"]: x.value for x in fams["oxgate_http_requests"].samples}
         assert versions == {"1.0": 0, "1.1": 10, "2": 0}
         handlers = {x.labels["handler"]: x.value for x in fams["oxgate_requests_by_handler"].samples}
-        assert handlers == {"app": 10, "static": 0, "cgi": 0, "fastcgi": 0}
+        assert handlers == {"app": 10, "static": 0, "cgi": 0, "fastcgi": 0, "none": 0}
 
 
 def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):

@@ -18,7 +18,7 @@ import hyperframe.frame
 import pytest
 import requests
 
-from helpers import APPS, VENV, free_port, wait_for
+from helpers import APPS, BIN, VENV, free_port, wait_for
 
 TLS_ENV = str(APPS / "tls_env.py")
 SAN = "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
@@ -216,7 +216,7 @@ def test_client_certificates_required_and_optional(serve, certs):
 ])
 def test_a_bad_certificate_or_key_stops_the_start_with_the_reason(certs, fields, says):
     spec = f"127.0.0.1:{free_port()}," + fields.format(c=certs)
-    r = subprocess.run([os.environ.get("OXGATE_BIN", "target/release/oxgate"), "--https-socket", spec,
+    r = subprocess.run([BIN, "--https-socket", spec,
                         "--wsgi-file", TLS_ENV], capture_output=True, text=True, timeout=30,
                        cwd=APPS.parent.parent)
     assert r.returncode != 0
@@ -613,14 +613,14 @@ def test_stats_and_metrics_count_http_versions_handlers_and_failed_handshakes(se
             raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             raw.recv(100)
     # The server counts a failed handshake after its alert is sent.
-    _, text = wait_for(lambda: (lambda n, t: n == before + 3 and (n, t))(*failed_handshakes()),
-                       what="3 more failed handshakes counted")
+    failed, text = wait_for(lambda: (lambda n, t: n >= before + 3 and (n, t))(*failed_handshakes()),
+                            what="3 more failed handshakes counted")
     assert 'oxgate_http_requests_total{version="1.0"} 1\n' in text
     assert 'oxgate_http_requests_total{version="1.1"} 2\n' in text
     assert 'oxgate_http_requests_total{version="2"} 3\n' in text
     assert 'oxgate_requests_by_handler_total{handler="app"} 4\n' in text
     assert 'oxgate_requests_by_handler_total{handler="static"} 2\n' in text
-    assert requests.get(f"http://127.0.0.1:{sp}/").json()["tls_handshake_failures"] == before + 3
+    assert requests.get(f"http://127.0.0.1:{sp}/").json()["tls_handshake_failures"] == failed
 
 
 def test_gunicorn_certfile_and_keyfile_serve_https(serve, certs, tmp_path):

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-use super::scoreboard::{CORES, Retire, Scoreboard};
+use super::scoreboard::{CORES, Retire, Scoreboard, http_version_of};
 use super::signals::SignalPipe;
 use super::{EXIT_APP_LOAD, EXIT_APP_STARTUP};
 use crate::config::Config;
@@ -42,9 +42,9 @@ pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
     s.signals.release_in_child();
     for &fd in s.stats_fds {
-        // The master's `Stats` in this process's memory is never dropped
-        // (a worker ends with _exit), so the descriptors are closed here.
-        let _ = nix::unistd::close(fd);
+        // The master's `Stats` in this process's memory is not dropped (a
+        // worker ends with _exit), so its sockets are let go of here.
+        crate::sys::void_fd(fd);
     }
     // A stop sent from here on is remembered (the serving loop looks at
     // it first), so the signals can be unblocked now: the app, loaded
@@ -136,6 +136,7 @@ pub fn run(s: Setup<'_>) -> ! {
     crate::frontend::tls::count_failed_handshakes_in(
         &sb.slot(s.slot).counters.tls_handshake_failures,
     );
+    let _ = crate::handlers::fastcgi::COUNTERS.set(&sb.slot(s.slot).pools[..]);
     apps.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,
@@ -300,21 +301,23 @@ impl RequestObserver for SlotObserver {
             log.started(core, vars, protocol);
         }
         // One pass over the variables for the four the scoreboard shows,
-        // and the one it counts by.
+        // and the one it counts by when the request ends.
         let (mut method, mut uri, mut path, mut addr) = (&b""[..], &b""[..], &b""[..], &b""[..]);
-        let slot = self.sb.slot(self.slot);
+        let mut version = 0;
         for (name, value) in vars {
             match name {
                 VarName::Known(Var::REQUEST_METHOD) => method = value,
                 VarName::Known(Var::REQUEST_URI) => uri = value,
                 VarName::Known(Var::PATH_INFO) => path = value,
                 VarName::Known(Var::REMOTE_ADDR) => addr = value,
-                VarName::Known(Var::SERVER_PROTOCOL) => slot.counters.count_http_version(value),
+                VarName::Known(Var::SERVER_PROTOCOL) => version = http_version_of(value),
                 _ => {}
             }
         }
         let uri = if uri.is_empty() { path } else { uri };
-        slot.cores[core.min(CORES - 1)].begin(&[method, b" ", uri, b" from ", addr]);
+        let c = &self.sb.slot(self.slot).cores[core.min(CORES - 1)];
+        c.http_version.store(version, Ordering::Relaxed);
+        c.begin(&[method, b" ", uri, b" from ", addr]);
     }
 
     fn answered(&self, vars: &[(VarName, Bytes)], o: &Outcome, elapsed_us: u64) {
@@ -325,7 +328,7 @@ impl RequestObserver for SlotObserver {
             .iter()
             .find(|(name, _)| *name == VarName::Known(Var::SERVER_PROTOCOL))
         {
-            slot.counters.count_http_version(v);
+            slot.counters.count_http_version(http_version_of(v));
         }
         slot.counters.record(
             o.protocol as usize,
@@ -345,6 +348,8 @@ impl RequestObserver for SlotObserver {
         let c = &slot.cores[core.min(CORES - 1)];
         let started = c.started_us.load(Ordering::Relaxed);
         let rt = crate::sys::clock::now_us().saturating_sub(started);
+        slot.counters
+            .count_http_version(c.http_version.load(Ordering::Relaxed));
         c.end();
         let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;

@@ -41,9 +41,31 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
                     "oxgate: cannot adopt the previous master's scoreboard ({e}); the counters start again from zero"
                 );
                 let sb = Scoreboard::create()?;
-                for w in &mut h.workers {
-                    // Every layout has more slots than a reload needs.
-                    w.slot = sb.occupy(w.slot, w.pid, w.id).unwrap_or(w.slot);
+                h.workers.retain_mut(|w| match sb.occupy(w.slot, w.pid, w.id) {
+                    Some(slot) => {
+                        w.slot = slot;
+                        true
+                    }
+                    None => {
+                        // More than this build has slots for (none does
+                        // today): stopped, not left unwatched.
+                        crate::say!(
+                            "oxgate: no scoreboard slot for the previous master's worker {} (pid {}); stopping it",
+                            w.id,
+                            w.pid
+                        );
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(w.pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        false
+                    }
+                });
+                if !h.workers.is_empty() {
+                    crate::say!(
+                        "oxgate: until they are replaced, the previous master's {} worker(s) show no counts, and harakiri and max-requests do not see them",
+                        h.workers.len()
+                    );
                 }
                 Ok(sb)
             })

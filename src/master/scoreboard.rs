@@ -13,6 +13,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
+use crate::handlers::fastcgi::PoolCounters;
 use crate::request::HandlerKind;
 use crate::request::health::{Health, HealthSource};
 use crate::sys::clock::{now_us, unix_now};
@@ -42,8 +43,21 @@ pub const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 pub const PROTOCOLS: usize = 4;
 /// HTTP versions counted apart (the order of `HTTP_VERSIONS`).
 pub const HTTP_VERSIONS: [&str; 3] = ["1.0", "1.1", "2"];
+/// `--fastcgi-app` pools whose figures are kept (the first ones given).
+pub const MAX_POOLS: usize = 8;
 /// Kinds of handler counted apart (the order of `HandlerKind::ALL`).
 pub const HANDLER_KINDS: usize = HandlerKind::ALL.len();
+
+/// The HTTP version a SERVER_PROTOCOL names, as 1 + its place in
+/// `HTTP_VERSIONS`; 0 for another, or none.
+pub fn http_version_of(server_protocol: &[u8]) -> u32 {
+    match server_protocol {
+        b"HTTP/1.0" => 1,
+        b"HTTP/1.1" => 2,
+        b"HTTP/2" | b"HTTP/2.0" => 3,
+        _ => 0,
+    }
+}
 
 /// Bumped whenever a field of `Header`, `Slot`, `Counters` or `Core` moves
 /// or changes meaning; the sizes below catch most changes anyway.
@@ -67,6 +81,8 @@ pub const LAYOUT: u64 = {
         PROTOCOLS as u64,
         HTTP_VERSIONS.len() as u64,
         HANDLER_KINDS as u64,
+        std::mem::size_of::<PoolCounters>() as u64,
+        MAX_POOLS as u64,
     ];
     // FNV-1a over the parts' bytes, folded to 32 bits.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -162,16 +178,15 @@ impl Counters {
         }
     }
 
-    /// Counts a request by the HTTP version its SERVER_PROTOCOL names
-    /// (another, or none, is not counted).
-    pub fn count_http_version(&self, server_protocol: &[u8]) {
-        let i = match server_protocol {
-            b"HTTP/1.0" => 0,
-            b"HTTP/1.1" => 1,
-            b"HTTP/2" | b"HTTP/2.0" => 2,
-            _ => return,
-        };
-        self.by_http_version[i].fetch_add(1, Ordering::Relaxed);
+    /// Counts a request by its HTTP version (`http_version_of`; 0, for
+    /// another or none, is not counted).
+    pub fn count_http_version(&self, version: u32) {
+        if let Some(n) = (version as usize)
+            .checked_sub(1)
+            .and_then(|i| self.by_http_version.get(i))
+        {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts one finished request.
@@ -215,6 +230,8 @@ pub struct Header {
     pub respawns: [AtomicU64; Cause::ALL.len()],
     pub harakiri: AtomicU64,
     pub ids: [IdStats; SLOTS],
+    /// The FastCGI pools' counters of workers that have exited.
+    pub retired_pools: [PoolCounters; MAX_POOLS],
     /// What `--health-path` answers (`request::health::Health`), written
     /// by the master on every tick.
     pub health: AtomicU32,
@@ -229,6 +246,9 @@ pub struct Core {
     pub started_us: AtomicU64,
     pub requests: AtomicU64,
     info_len: AtomicU32,
+    /// The running request's HTTP version (`http_version_of`), counted
+    /// when it ends, with its other counts.
+    pub http_version: AtomicU32,
     /// Written with Relaxed stores by the slot's worker only.
     info: [AtomicU8; INFO],
 }
@@ -248,6 +268,8 @@ pub struct Slot {
     /// uWSGI's avg_rt (µs): (avg + last) / 2 at each request.
     pub avg_rt: AtomicU64,
     pub counters: Counters,
+    /// This worker's share of each FastCGI pool (`--fastcgi-app`).
+    pub pools: [PoolCounters; MAX_POOLS],
     pub cores: [Core; CORES],
 }
 
@@ -408,6 +430,9 @@ impl Scoreboard {
                 s.ready.store(0, Ordering::Relaxed);
                 s.retire.store(Retire::None as u32, Ordering::Relaxed);
                 s.counters.clear();
+                for p in &s.pools {
+                    p.clear();
+                }
                 s.born.store(unix_now(), Ordering::Relaxed);
                 s.avg_rt.store(0, Ordering::Relaxed);
                 for c in &s.cores {
@@ -437,6 +462,10 @@ impl Scoreboard {
             into.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         s.counters.clear();
+        for (into, from) in self.header().retired_pools.iter().zip(&s.pools) {
+            into.absorb(from);
+            from.clear();
+        }
         s.pid.store(0, Ordering::Release);
     }
 
@@ -638,7 +667,7 @@ mod tests {
             b"",
             b"HTTP/3",
         ] {
-            c.count_http_version(v);
+            c.count_http_version(http_version_of(v));
         }
         let versions: Vec<u64> = c
             .by_http_version

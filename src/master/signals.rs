@@ -153,9 +153,9 @@ impl SignalPipe {
             signal_hook::low_level::unregister(*id);
         }
         for fd in self.fds() {
-            // The copies in this process's memory are never dropped (a
-            // worker ends with _exit), so the descriptors are closed here.
-            let _ = nix::unistd::close(fd);
+            // The copies in this process's memory are not dropped (a
+            // worker ends with _exit), so the descriptors are let go of here.
+            crate::sys::void_fd(fd);
         }
     }
 }

@@ -26,13 +26,6 @@ pub struct Answered {
     kind: HandlerKind,
 }
 
-/// For what answers in the app's place (a path no handler serves).
-impl Default for Answered {
-    fn default() -> Answered {
-        Answered::new(HandlerKind::App)
-    }
-}
-
 impl Answered {
     pub fn new(kind: HandlerKind) -> Answered {
         Answered {

@@ -66,14 +66,17 @@ pub enum HandlerKind {
     Static = 1,
     Cgi = 2,
     FastCgi = 3,
+    /// Nothing serves the path: the 404 when no app is loaded.
+    Unrouted = 4,
 }
 
 impl HandlerKind {
-    pub const ALL: [HandlerKind; 4] = [
+    pub const ALL: [HandlerKind; 5] = [
         HandlerKind::App,
         HandlerKind::Static,
         HandlerKind::Cgi,
         HandlerKind::FastCgi,
+        HandlerKind::Unrouted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl HandlerKind {
             HandlerKind::Static => "static",
             HandlerKind::Cgi => "cgi",
             HandlerKind::FastCgi => "fastcgi",
+            HandlerKind::Unrouted => "none",
         }
     }
 }

@@ -26,9 +26,16 @@ pub struct Router {
 
 /// What answers when no app is loaded (only scripts or static files are):
 /// every path they do not serve is 404, logged and counted.
-#[derive(Default)]
 pub struct NoApp {
     answered: super::answered::Answered,
+}
+
+impl Default for NoApp {
+    fn default() -> NoApp {
+        NoApp {
+            answered: super::answered::Answered::new(super::HandlerKind::Unrouted),
+        }
+    }
 }
 
 impl NoApp {

@@ -5,3 +5,21 @@ pub mod clock;
 pub mod procfs;
 pub mod signals;
 pub mod time;
+
+/// Points descriptor `fd` at /dev/null: closes what it was, as `close`
+/// would, but leaves the number taken, so that whatever in this process
+/// still holds it as its own (the master's structures in a forked worker,
+/// dropped if a panic unwinds there) closes /dev/null, not a descriptor
+/// opened since under the same number.
+pub fn void_fd(fd: std::os::fd::RawFd) {
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        let _ = nix::unistd::close(fd);
+        return;
+    };
+    // SAFETY: dup2 takes two integers and touches no memory of ours; `fd`
+    // is one this process's caller owns (a copy inherited through fork),
+    // and `null` stays open for the call.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+        let _ = nix::unistd::close(fd);
+    }
+}

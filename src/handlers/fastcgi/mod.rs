@@ -14,7 +14,7 @@
 mod client;
 mod pool;
 
-pub use pool::{WORKER_ID, WORKERS};
+pub use pool::{COUNTERS, PoolCounters, WORKER_ID, WORKERS};
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -139,6 +139,7 @@ impl FastcgiApps {
                 slowlog: settings.slowlog,
                 spare: settings.spare,
                 idle_timeout: settings.idle_timeout,
+                index,
             });
             mounts.push((
                 app.mount.as_bytes().to_vec(),

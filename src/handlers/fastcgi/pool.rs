@@ -21,6 +21,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -57,6 +58,98 @@ pub struct PoolSpec {
     /// Idle processes kept ready, over all workers (dynamic).
     pub spare: (usize, usize),
     pub idle_timeout: Duration,
+    /// Its place among the `--fastcgi-app` pools: its figures' place in
+    /// `COUNTERS`.
+    pub index: usize,
+}
+
+/// A pool's figures in one worker, read by the master from the scoreboard
+/// (summed over the workers) for the stats and metrics: php-fpm's status
+/// page, per pool. Only atomics, as shared memory must be.
+#[repr(C)]
+#[derive(Default)]
+pub struct PoolCounters {
+    /// Processes running (busy or idle).
+    pub processes: AtomicU64,
+    /// Processes serving a request (or being started for one).
+    pub busy: AtomicU64,
+    /// Requests waiting for an idle process.
+    pub waiting: AtomicU64,
+    /// The most requests that waited at once (php-fpm's max listen queue).
+    pub max_waiting: AtomicU64,
+    pub requests: AtomicU64,
+    /// Requests that ran past `--fastcgi-app-slowlog`.
+    pub slow_requests: AtomicU64,
+    /// Requests stopped at `--fastcgi-app-timeout` (their process killed).
+    pub timeouts: AtomicU64,
+    /// Requests that found every process busy (php-fpm's max children
+    /// reached, counted per request).
+    pub max_children_reached: AtomicU64,
+    pub process_starts: AtomicU64,
+    /// Processes that ended unasked (crashed, or exited at their own
+    /// request cap, as php-cgi does).
+    pub process_exits: AtomicU64,
+}
+
+impl PoolCounters {
+    /// The counters, without the gauges (processes, busy, waiting) that
+    /// end with their worker.
+    fn counters(&self) -> [&AtomicU64; 6] {
+        [
+            &self.requests,
+            &self.slow_requests,
+            &self.timeouts,
+            &self.max_children_reached,
+            &self.process_starts,
+            &self.process_exits,
+        ]
+    }
+
+    /// Adds a finished worker's counters into these (and its high-water
+    /// mark, as a high-water mark).
+    pub fn absorb(&self, other: &PoolCounters) {
+        for (a, b) in self.counters().into_iter().zip(other.counters()) {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.max_waiting
+            .fetch_max(other.max_waiting.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub fn clear(&self) {
+        for c in self.counters().into_iter().chain([
+            &self.processes,
+            &self.busy,
+            &self.waiting,
+            &self.max_waiting,
+        ]) {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: i64) {
+        if n >= 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        } else {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n.unsigned_abs()))
+            });
+        }
+    }
+}
+
+/// This worker's figures for each pool, by `PoolSpec::index`: set by the
+/// worker layer to its scoreboard slot's (pools past its length are not
+/// counted).
+pub static COUNTERS: OnceLock<&'static [PoolCounters]> = OnceLock::new();
+
+/// A request waiting for an idle process, as long as it waits (a client
+/// that leaves meanwhile drops it).
+struct Waiting(&'static PoolCounters);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        PoolCounters::add(&self.0.waiting, -1);
+    }
 }
 
 pub struct Pool {
@@ -113,6 +206,8 @@ struct Lease {
     watchdog: Option<tokio::task::AbortHandle>,
     /// Logs the request if it runs past `--fastcgi-app-slowlog`.
     slow: Option<tokio::task::AbortHandle>,
+    /// Counted busy while it is held (a request's lease).
+    busy: Option<&'static PoolCounters>,
 }
 
 impl Pool {
@@ -125,6 +220,11 @@ impl Pool {
 
     pub fn name(&self) -> &Arc<str> {
         &self.spec.name
+    }
+
+    /// This worker's figures for this pool, once the worker has set them.
+    fn stats(&self) -> Option<&'static PoolCounters> {
+        COUNTERS.get()?.get(self.spec.index)
     }
 
     /// Stops the processes (and reaps them) and removes the sockets'
@@ -196,12 +296,23 @@ impl Pool {
     /// Takes an idle process's slot, waiting for one.
     async fn lease(&self, pool_index: usize) -> Result<Lease, String> {
         let slots = self.slots(pool_index)?;
+        let stats = self.stats();
+        let waiting = match stats {
+            Some(s) if slots.idle.available_permits() == 0 => {
+                s.max_children_reached.fetch_add(1, Ordering::Relaxed);
+                let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+                s.max_waiting.fetch_max(n, Ordering::Relaxed);
+                Some(Waiting(s))
+            }
+            _ => None,
+        };
         let permit = slots
             .idle
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
+        drop(waiting);
         // A permit is an idle slot: busy ones hold theirs, and so does the
         // upkeep while it looks at one. One whose process runs comes first,
         // so that a process is started only when none is idle.
@@ -219,6 +330,9 @@ impl Pool {
         let (slot, state) = take(true)
             .or_else(|| take(false))
             .ok_or("no idle slot despite a permit")?;
+        if let Some(s) = stats {
+            s.busy.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Lease {
             slot,
             state,
@@ -227,6 +341,7 @@ impl Pool {
             returned: false,
             watchdog: None,
             slow: None,
+            busy: stats,
         })
     }
 
@@ -248,7 +363,11 @@ impl Pool {
         let again = client::replayable(&body);
         let mut body = Some(body);
         let name = self.spec.name.clone();
+        let stats = self.stats();
         let mut lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
+        if let Some(s) = stats {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -304,6 +423,9 @@ impl Pool {
                     });
                 let slow = tokio::spawn(async move {
                     tokio::time::sleep(after).await;
+                    if let Some(s) = stats {
+                        s.slow_requests.fetch_add(1, Ordering::Relaxed);
+                    }
                     crate::say!(
                         "oxgate: FastCGI pool {name}: slow request: pid {pid}, {uri}, running for {}s (--fastcgi-app-slowlog)",
                         after.as_secs()
@@ -353,6 +475,9 @@ impl Pool {
                         // A response cut short leaves the process mid-way:
                         // it is replaced.
                         let broken = conn.is_none();
+                        if timed_out && let Some(s) = stats {
+                            s.timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
                         lease.finish(conn, timed_out || broken);
                     });
                     return Ok((head, first, Output::new(conn, name, deadline, release)));
@@ -373,6 +498,11 @@ impl Pool {
                     lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
                 }
                 Err(e) => {
+                    if matches!(e, Failure::Timeout)
+                        && let Some(s) = stats
+                    {
+                        s.timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
                     // Whatever the process was doing, it is replaced.
                     lease.finish(None, true);
                     return Err(e);
@@ -422,6 +552,9 @@ impl Pool {
                     && (spec.pm == ProcessManager::Ondemand || idle_running >= max_spare);
                 if want_stop {
                     if let Some(mut child) = state.child.take() {
+                        if let Some(s) = self.stats() {
+                            PoolCounters::add(&s.processes, -1);
+                        }
                         let _ = child.start_kill();
                         crate::say!(
                             "oxgate: FastCGI pool {}: stopped process {}, idle {}s",
@@ -468,6 +601,7 @@ impl Pool {
                     returned: false,
                     watchdog: None,
                     slow: None,
+                    busy: None,
                 };
                 let suspect = std::mem::take(&mut lease.state.suspect);
                 if let Err(e) = self.ensure_running(&mut lease, suspect).await {
@@ -504,6 +638,12 @@ impl Pool {
                         && state
                             .started
                             .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                    if let Some(s) = self.stats() {
+                        PoolCounters::add(&s.processes, -1);
+                        if !state.doomed {
+                            s.process_exits.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     if !state.doomed {
                         crate::say!(
                             "oxgate: FastCGI pool {}: process {} ended ({status}); starting another",
@@ -567,6 +707,10 @@ impl Pool {
             });
         }
         let child = command.spawn()?;
+        if let Some(s) = self.stats() {
+            s.process_starts.fetch_add(1, Ordering::Relaxed);
+            s.processes.fetch_add(1, Ordering::Relaxed);
+        }
         crate::say!(
             "oxgate: FastCGI pool {}: started process {} on {}",
             self.spec.name,
@@ -595,6 +739,9 @@ impl Lease {
     fn give_back(&mut self) {
         self.abort_watchdog();
         self.returned = true;
+        if let Some(s) = self.busy.take() {
+            PoolCounters::add(&s.busy, -1);
+        }
         if let Ok(mut slot) = self.slot.state.lock() {
             *slot = Some(std::mem::take(&mut self.state));
         }

@@ -125,6 +125,22 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
         "workers": workers,
         // Beyond uWSGI's document.
         "tls_handshake_failures": s.total(&|c| load(&c.tls_handshake_failures)),
+        // php-fpm's status page, for each --fastcgi-app pool.
+        "fastcgi_pools": s.pools().iter().map(|p| json!({
+            "name": p.name,
+            "mount": p.mount,
+            "processes": p.processes,
+            "active_processes": p.busy,
+            "idle_processes": p.idle,
+            "listen_queue": p.waiting,
+            "max_listen_queue": p.max_waiting,
+            "accepted_conn": p.requests,
+            "slow_requests": p.slow_requests,
+            "timeouts": p.timeouts,
+            "max_children_reached": p.max_children_reached,
+            "process_starts": p.process_starts,
+            "process_exits": p.process_exits,
+        })).collect::<Vec<_>>(),
     });
     if s.cfg.stats.minified {
         doc.to_string()

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::queue::listen_queue;
-use super::snapshot::{Snapshot, load};
+use super::snapshot::{PoolFigures, Snapshot, load};
 use crate::listen::Protocol;
 use crate::master::scoreboard::{
     BUCKETS, CORES, Cause, Counters, HTTP_VERSIONS, LATENCY_BOUNDS_US, Slot,
@@ -53,7 +53,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         &mut out,
         "requests_by_handler_total",
         "counter",
-        "Requests by what answered them: the app, a static file, a CGI script or a FastCGI app.",
+        "Requests by what answered them: the app, a static file, a CGI script, a FastCGI app, or none (a 404 where no app is loaded).",
     );
     for kind in HandlerKind::ALL {
         let n = sum(&|c| load(&c.by_handler[kind as usize]));
@@ -184,6 +184,10 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             listen_queue(sock).0
         );
     }
+    let pools = s.pools();
+    if !pools.is_empty() {
+        render_pools(&mut out, &pools);
+    }
     family(
         &mut out,
         "worker_resident_memory_bytes",
@@ -215,6 +219,88 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         );
     }
     out
+}
+
+/// The `--fastcgi-app` pools, labelled with their command and mount.
+fn render_pools(out: &mut String, pools: &[PoolFigures]) {
+    use std::fmt::Write as _;
+    let label = |p: &PoolFigures| {
+        format!(
+            "pool=\"{}\",mount=\"{}\"",
+            escape_label(&p.name),
+            escape_label(&p.mount)
+        )
+    };
+    family(
+        out,
+        "fastcgi_pool_processes",
+        "gauge",
+        "A FastCGI pool's processes, busy (serving a request) or idle.",
+    );
+    for p in pools {
+        for (state, n) in [("busy", p.busy), ("idle", p.idle)] {
+            let _ = writeln!(
+                out,
+                "oxgate_fastcgi_pool_processes{{{},state=\"{state}\"}} {n}",
+                label(p)
+            );
+        }
+    }
+    type Figure = (&'static str, &'static str, fn(&PoolFigures) -> u64);
+    let gauges: [Figure; 2] = [
+        (
+            "fastcgi_pool_waiting_requests",
+            "Requests waiting for an idle process of the pool.",
+            |p| p.waiting,
+        ),
+        (
+            "fastcgi_pool_max_waiting_requests",
+            "The most requests that waited at once in one worker (php-fpm's max listen queue).",
+            |p| p.max_waiting,
+        ),
+    ];
+    let counters: [Figure; 6] = [
+        (
+            "fastcgi_pool_requests_total",
+            "Requests sent to the pool.",
+            |p| p.requests,
+        ),
+        (
+            "fastcgi_pool_slow_requests_total",
+            "Requests that ran past --fastcgi-app-slowlog.",
+            |p| p.slow_requests,
+        ),
+        (
+            "fastcgi_pool_timeouts_total",
+            "Requests stopped at --fastcgi-app-timeout, their process killed.",
+            |p| p.timeouts,
+        ),
+        (
+            "fastcgi_pool_max_children_reached_total",
+            "Requests that found every process of the pool busy and waited.",
+            |p| p.max_children_reached,
+        ),
+        (
+            "fastcgi_pool_process_starts_total",
+            "Processes started.",
+            |p| p.process_starts,
+        ),
+        (
+            "fastcgi_pool_process_exits_total",
+            "Processes that ended unasked (crashed, or at their own request cap).",
+            |p| p.process_exits,
+        ),
+    ];
+    for (name, help, value, kind) in gauges
+        .iter()
+        .map(|(n, h, v)| (n, h, v, "gauge"))
+        .chain(counters.iter().map(|(n, h, v)| (n, h, v, "counter")))
+    {
+        family(out, name, kind, help);
+        for p in pools {
+            let _ = writeln!(out, "oxgate_{name}{{{}}} {}", label(p), value(p));
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
