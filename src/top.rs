@@ -166,17 +166,24 @@ impl View {
     }
 
     fn draw(&self, f: &mut ratatui::Frame<'_>, addr: &str) {
-        let [head, workers, running, foot] = Layout::vertical([
-            Constraint::Length(2),
-            Constraint::Min(4),
-            Constraint::Length(8),
-            Constraint::Length(1),
-        ])
-        .areas(f.area());
         let Some(doc) = &self.doc else {
             return;
         };
         let empty = Vec::new();
+        let pools = doc["fastcgi_pools"].as_array().unwrap_or(&empty);
+        let [head, workers, pools_area, running, foot] = Layout::vertical([
+            Constraint::Length(2),
+            Constraint::Min(4),
+            // Shown only when the server runs FastCGI pools.
+            Constraint::Length(if pools.is_empty() {
+                0
+            } else {
+                pools.len().min(4) as u16 + 3
+            }),
+            Constraint::Length(8),
+            Constraint::Length(1),
+        ])
+        .areas(f.area());
         let ws = doc["workers"].as_array().unwrap_or(&empty);
         let total: u64 = ws.iter().map(|w| num(w, "requests")).sum();
         let tx: u64 = ws.iter().map(|w| num(w, "tx")).sum();
@@ -254,6 +261,46 @@ impl View {
                 .block(Block::bordered().title(" workers ")),
             workers,
         );
+
+        if !pools.is_empty() {
+            let rows = pools.iter().map(|p| {
+                Row::new([
+                    p["name"].as_str().unwrap_or("").to_string(),
+                    num(p, "active_processes").to_string(),
+                    num(p, "idle_processes").to_string(),
+                    num(p, "listen_queue").to_string(),
+                    num(p, "max_listen_queue").to_string(),
+                    num(p, "accepted_conn").to_string(),
+                    num(p, "slow_requests").to_string(),
+                    num(p, "timeouts").to_string(),
+                    num(p, "max_children_reached").to_string(),
+                ])
+            });
+            f.render_widget(
+                Table::new(
+                    rows,
+                    [
+                        Constraint::Min(12),
+                        Constraint::Length(4),
+                        Constraint::Length(4),
+                        Constraint::Length(5),
+                        Constraint::Length(5),
+                        Constraint::Length(8),
+                        Constraint::Length(5),
+                        Constraint::Length(5),
+                        Constraint::Length(5),
+                    ],
+                )
+                .header(
+                    Row::new([
+                        "POOL", "BUSY", "IDLE", "QUEUE", "MAXQ", "REQ", "SLOW", "TOUT", "MAXCH",
+                    ])
+                    .style(Style::default().add_modifier(Modifier::REVERSED)),
+                )
+                .block(Block::bordered().title(" FastCGI pools ")),
+                pools_area,
+            );
+        }
 
         let mut current: Vec<(u64, Row<'_>)> = Vec::new();
         for w in ws {

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import pytest
 import requests
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -247,3 +248,26 @@ def start_nginx(d, port, conf, **popen):
         except OSError:
             time.sleep(0.05)
     return proc
+
+
+# Terminal programs (uwsgitop, oxgate top), run in tmux.
+def tmux(*args):
+    return subprocess.run(["tmux", "-L", "oxgate-test", *args], capture_output=True, text=True, timeout=10)
+
+
+def screen_of(command, until, timeout=15):
+    """Runs a terminal program in a detached 80x24 tmux and returns its screen
+    once `until` shows, after pressing q."""
+    name = f"t{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
+    tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", command + "; sleep 3")
+    try:
+        screen = wait_for(lambda: (lambda t: until(t) and t)(tmux("capture-pane", "-p", "-t", name).stdout),
+                          timeout=timeout, what=f"{until} on the screen")
+        tmux("send-keys", "-t", name, "q")
+        return screen
+    finally:
+        time.sleep(0.3)
+        tmux("kill-session", "-t", name)
+
+
+needs_tmux = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")

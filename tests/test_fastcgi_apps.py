@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import time
 import pytest
 import requests
 
-from helpers import VENV, free_port, start_nginx, wait_for
+from helpers import BIN, VENV, free_port, needs_tmux, screen_of, start_nginx, wait_for
 
 PHP_CGI = shutil.which("php-cgi")
 PHP_FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm") or "/usr/sbin/php-fpm8.2"
@@ -411,6 +412,24 @@ def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serv
                  f'oxgate_fastcgi_pool_processes{{{label},state="idle"}} 1',
                  'oxgate_requests_by_handler_total{handler="fastcgi"} 5']:
         assert line + "\n" in text, (line, text)
+
+
+@needs_php
+@needs_tmux
+def test_oxgate_top_shows_the_pools(serve, site):
+    sp = free_port()
+    s = php_pool(serve, site, "--fastcgi-app-processes", "2", "--processes", "1", "--stats", f"127.0.0.1:{sp}")
+    for _ in range(3):
+        assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+    screen = screen_of(f"{BIN} top 127.0.0.1:{sp}", lambda t: "FastCGI pools" in t and "php-cgi" in t)
+    lines = screen.splitlines()
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if "POOL" in line)
+    assert re.findall(r"[A-Z]+", header) == ["POOL", "BUSY", "IDLE", "QUEUE", "MAXQ", "REQ", "SLOW", "TOUT",
+                                             "MAXCH"], header
+    row = next(line for line in lines if "php-cgi" in line)
+    # busy, idle, queue, max queue, requests, slow, timeouts, max children
+    assert re.findall(r"\b\d+\b", row)[-8:] == ["0", "1", "0", "0", "3", "0", "0", "0"], row
 
 
 @needs_php

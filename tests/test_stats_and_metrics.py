@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from helpers import BIN, LOGGED, cgi, free_port, listens, uwsgi_request, wait_for
+from helpers import BIN, LOGGED, cgi, free_port, listens, needs_tmux, screen_of, uwsgi_request, wait_for
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -117,27 +117,6 @@ def _try_stats(port):
     except (OSError, ValueError):
         return None
 
-
-def tmux(*args):
-    return subprocess.run(["tmux", "-L", "oxgate-test", *args], capture_output=True, text=True, timeout=10)
-
-
-def screen_of(command, until, timeout=15):
-    """Runs a terminal program in a detached 80x24 tmux and returns its screen
-    once `until` shows, after pressing q."""
-    name = f"t{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
-    tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", command + "; sleep 3")
-    try:
-        screen = wait_for(lambda: (lambda t: until(t) and t)(tmux("capture-pane", "-p", "-t", name).stdout),
-                          timeout=timeout, what=f"{until} on the screen")
-        tmux("send-keys", "-t", name, "q")
-        return screen
-    finally:
-        time.sleep(0.3)
-        tmux("kill-session", "-t", name)
-
-
-needs_tmux = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
 
 
 @needs_tmux
