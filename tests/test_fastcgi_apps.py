@@ -452,12 +452,28 @@ def test_a_killed_pool_process_loses_only_its_request_and_is_replaced(serve, sit
 
 @needs_php
 def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site):
-    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-max-requests", "3")
+    sp = free_port()
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-max-requests", "3",
+                 "--stats", f"127.0.0.1:{sp}", "--stats-http")
     pids = [requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] for _ in range(7)]
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
+
+    def pool():
+        (p,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
+        return {k: p[k] for k in ("accepted_conn", "process_recycles", "process_starts", "process_exits")}
+
+    counts = {"accepted_conn": 7, "process_recycles": 2, "process_starts": 3, "process_exits": 0}
+    assert pool() == counts
     worker = s.wait_workers(1)[0]
     os.kill(worker, 9)
     wait_for(lambda: not alive(pids[6]), what="the pool process to die with its worker")
+    # The dead worker's counts are kept (its processes were not counted
+    # as exits: they died with it); the new worker may have started its
+    # spare process already.
+    wait_for(lambda: s.wait_workers(1)[0] != worker, what="a new worker")
+    after = pool()
+    assert after["process_starts"] in (3, 4)
+    assert {**after, "process_starts": 3} == counts
 
 
 PERL_POOL_APP = r"""

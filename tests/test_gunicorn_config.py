@@ -111,6 +111,16 @@ def test_python_module_config(tmp_path):
     assert ("processes", "3") in got and ("threads", "2") in got
 
 
+def test_version_flags_as_gunicorn_takes_them():
+    real = subprocess.run([GUNICORN, "-v"], capture_output=True, text=True, timeout=30)
+    assert real.returncode == 0 and "gunicorn" in real.stdout + real.stderr
+    for flag in ("-v", "--version"):
+        p = oxgate("gunicorn", flag)
+        assert p.returncode == 0 and p.stdout.startswith("oxgate "), (flag, p.stdout, p.stderr)
+    # -v is not --verbose or anything else of oxgate's.
+    assert oxgate("gunicorn", "-v", "app:app").stdout.startswith("oxgate ")
+
+
 def docs_command_lines():
     """Every `gunicorn ...` command in the deploy, run and settings pages
     of the Gunicorn docs (from its sdist, which scripts/test.sh fetches)."""

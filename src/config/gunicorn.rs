@@ -539,6 +539,8 @@ fn parse_command_line(args: Vec<OsString>, origin: &Origin) -> Result<SourceValu
         let exact = SETTINGS.iter().find(|s| s.flags.contains(&flag.as_str()));
         let oxgate_own = match arg {
             Arg::Long(name) if exact.is_none() => defs::lookup(name),
+            // Gunicorn's -v is its --version (not a setting).
+            Arg::Short('v') => defs::lookup("version"),
             _ => None,
         };
         let found = match (exact, oxgate_own) {
@@ -700,6 +702,17 @@ pub fn read(
     run_file: PythonConfigReader<'_>,
 ) -> Result<GunicornConfig, ConfigError> {
     let cli = parse_command_line(args, &Origin::CommandLine)?;
+    // `gunicorn -v` answers before reading any file or wanting an app.
+    if let Some((key, value)) = cli.oxgate.iter().find(|(k, _)| *k == &opt::VERSION) {
+        return Ok(GunicornConfig {
+            settings: vec![Setting {
+                opt: key,
+                value: value.clone(),
+                origin: Origin::CommandLine,
+            }],
+            ..GunicornConfig::default()
+        });
+    }
     let from_env = match cmd_args {
         Some(text) => {
             let words = shlex::split(text)

@@ -89,12 +89,14 @@ pub struct PoolCounters {
     /// Processes that ended unasked (crashed, or exited at their own
     /// request cap, as php-cgi does).
     pub process_exits: AtomicU64,
+    /// Processes replaced at `--fastcgi-app-max-requests`.
+    pub process_recycles: AtomicU64,
 }
 
 impl PoolCounters {
     /// The counters, without the gauges (processes, busy, waiting) that
     /// end with their worker.
-    fn counters(&self) -> [&AtomicU64; 6] {
+    fn counters(&self) -> [&AtomicU64; 7] {
         [
             &self.requests,
             &self.slow_requests,
@@ -102,6 +104,7 @@ impl PoolCounters {
             &self.max_children_reached,
             &self.process_starts,
             &self.process_exits,
+            &self.process_recycles,
         ]
     }
 
@@ -757,6 +760,12 @@ impl Lease {
         state.conn = conn;
         state.last_used = Some(Instant::now());
         let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
+        if recycle
+            && !kill
+            && let Some(s) = self.busy
+        {
+            s.process_recycles.fetch_add(1, Ordering::Relaxed);
+        }
         if (kill || recycle)
             && let Some(child) = &mut state.child
         {

@@ -140,6 +140,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
             "max_children_reached": p.max_children_reached,
             "process_starts": p.process_starts,
             "process_exits": p.process_exits,
+            "process_recycles": p.process_recycles,
         })).collect::<Vec<_>>(),
     });
     if s.cfg.stats.minified {

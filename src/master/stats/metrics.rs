@@ -259,7 +259,7 @@ fn render_pools(out: &mut String, pools: &[PoolFigures]) {
             |p| p.max_waiting,
         ),
     ];
-    let counters: [Figure; 6] = [
+    let counters: [Figure; 7] = [
         (
             "fastcgi_pool_requests_total",
             "Requests sent to the pool.",
@@ -289,6 +289,11 @@ fn render_pools(out: &mut String, pools: &[PoolFigures]) {
             "fastcgi_pool_process_exits_total",
             "Processes that ended unasked (crashed, or at their own request cap).",
             |p| p.process_exits,
+        ),
+        (
+            "fastcgi_pool_process_recycles_total",
+            "Processes replaced at --fastcgi-app-max-requests.",
+            |p| p.process_recycles,
         ),
     ];
     for (name, help, value, kind) in gauges

@@ -48,6 +48,7 @@ pub struct PoolFigures {
     pub max_children_reached: u64,
     pub process_starts: u64,
     pub process_exits: u64,
+    pub process_recycles: u64,
 }
 
 impl Snapshot<'_> {
@@ -92,6 +93,7 @@ impl Snapshot<'_> {
                     max_children_reached: counter(&|p| &p.max_children_reached),
                     process_starts: counter(&|p| &p.process_starts),
                     process_exits: counter(&|p| &p.process_exits),
+                    process_recycles: counter(&|p| &p.process_recycles),
                 }
             })
             .collect()
