@@ -4,8 +4,10 @@ HTTP and over uwsgi; Django's collectstatic output beside the app."""
 import email
 import http.client
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -384,3 +386,43 @@ def test_static_requests_are_logged_and_counted(serve, tree, tmp_path):
             doc = json.loads(b"".join(iter(lambda: c.recv(65536), b"")))
         return sum(w["requests"] for w in doc["workers"])
     assert wait_for(lambda: requests_counted() == 3, what="three requests in the stats")
+
+
+def test_a_gigabyte_file_to_a_slow_client_keeps_the_worker_small(serve, tmp_path):
+    """sendfile from the page cache: a client that reads slowly holds the
+    file open, not a copy of it, and the worker serves others meanwhile."""
+    root = tmp_path / "files"
+    root.mkdir()
+    gib = 1 << 30
+    with open(root / "huge.bin", "wb") as f:
+        f.truncate(gib)  # sparse: all zeros, no disk
+    s = serve("--static-map", f"/static={root}", "--wsgi-file", ECHO, "--processes", "1")
+    assert requests.get(s.url + "/static/huge.bin", headers={"Range": "bytes=0-9"}).content == b"\0" * 10
+    (worker,) = s.wait_workers(1)
+    idle = s.rss_kb(pid=worker)
+    with socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        c.settimeout(30)
+        c.connect(("127.0.0.1", s.port))
+        c.sendall(b"GET /static/huge.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(4096)
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 1073741824" in head.lower()
+        read = len(body)
+        # Slowly, for 2 s: 64 KiB every 20 ms.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            read += len(c.recv(64 << 10))
+            time.sleep(0.02)
+        assert read < gib // 8  # still far from done
+        # The same worker answers another client meanwhile.
+        assert requests.get(s.url + "/static/huge.bin", headers={"Range": "bytes=-5"}, timeout=10).status_code == 206
+        grew_mb = (s.rss_kb("VmHWM", pid=worker) - idle) / 1024
+        # Then the rest, fast: every byte arrives.
+        while chunk := c.recv(1 << 20):
+            read += len(chunk)
+    assert read == gib
+    print(f"1 GiB file to a slow client: peak RSS {grew_mb:.1f} MiB above idle")
+    assert grew_mb < 20
