@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from helpers import APPS
+from helpers import APPS, free_port
 
 APP = str(APPS / "validated.py")
 
@@ -72,7 +72,14 @@ def test_min_body_rate_off(serve):
 
 
 def test_connections_past_the_limit_wait_in_the_backlog(serve):
-    s = serve("--wsgi-file", APP, "--processes", "1", "--max-connections", "3")
+    sp = free_port()
+    s = serve("--wsgi-file", APP, "--processes", "1", "--max-connections", "3", "--stats", f"127.0.0.1:{sp}",
+              "--stats-http")
+
+    def reached():
+        return requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["max_connections_reached"]
+
+    assert reached() == 0
     held = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(3)]
     for c in held:  # each is one of the 3 (it has been served)
         c.sendall(b"GET /env HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -86,6 +93,8 @@ def test_connections_past_the_limit_wait_in_the_backlog(serve):
     except socket.timeout:
         pass
     assert "--max-connections 3" in s.log()
+    assert reached() >= 1
+    assert "oxgate_max_connections_reached_total " in requests.get(f"http://127.0.0.1:{sp}/metrics").text
     held.pop().close()  # room for one more
     waiting.settimeout(10)
     assert waiting.recv(100).startswith(b"HTTP/1.1 200 ")

@@ -137,6 +137,8 @@ pub fn run(s: Setup<'_>) -> ! {
         &sb.slot(s.slot).counters.tls_handshake_failures,
     );
     let _ = crate::handlers::fastcgi::COUNTERS.set(&sb.slot(s.slot).pools[..]);
+    let _ = crate::worker::conn_limit::REACHED_COUNTER
+        .set(&sb.slot(s.slot).counters.max_connections_reached);
     apps.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,

@@ -152,6 +152,8 @@ pub struct Counters {
     pub by_handler: [AtomicU64; HANDLER_KINDS],
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: AtomicU64,
+    /// Times an accept loop stopped at `--max-connections`.
+    pub max_connections_reached: AtomicU64,
 }
 
 impl Counters {
@@ -168,7 +170,7 @@ impl Counters {
             .chain(self.latency.iter())
             .chain(self.by_http_version.iter())
             .chain(self.by_handler.iter())
-            .chain(std::iter::once(&self.tls_handshake_failures))
+            .chain([&self.tls_handshake_failures, &self.max_connections_reached])
     }
 
     /// Adds `other` into these counters.

@@ -4,10 +4,14 @@
 //! rather than being taken and refused: nothing is lost, and the kernel's
 //! backlog, not the worker's file descriptors, absorbs the surge.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, mpsc};
+
+/// Where this process counts the times it stopped accepting at the limit,
+/// for the stats and metrics: its scoreboard slot, set by the worker.
+pub static REACHED_COUNTER: OnceLock<&'static AtomicU64> = OnceLock::new();
 
 pub(super) struct ConnLimit {
     open: AtomicUsize,
@@ -56,6 +60,9 @@ impl ConnLimit {
             freed.as_mut().enable();
             if self.has_room() {
                 return;
+            }
+            if let Some(counter) = REACHED_COUNTER.get() {
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             self.log_full();
             freed.await;

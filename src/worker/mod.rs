@@ -2,7 +2,7 @@
 
 mod accept;
 pub mod apps;
-mod conn_limit;
+pub mod conn_limit;
 mod dispatch;
 pub mod reqlog;
 pub mod serve;

@@ -76,6 +76,17 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
     );
     family(
         &mut out,
+        "max_connections_reached_total",
+        "counter",
+        "Times a worker stopped accepting at --max-connections (new connections waited in the listen backlog).",
+    );
+    let _ = writeln!(
+        out,
+        "oxgate_max_connections_reached_total {}",
+        sum(&|c| load(&c.max_connections_reached))
+    );
+    family(
+        &mut out,
         "request_duration_seconds",
         "histogram",
         "Time from the start of a request to the end of its response.",
