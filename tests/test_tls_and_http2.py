@@ -591,6 +591,40 @@ def test_failed_handshakes_are_summed_up_not_logged_one_by_one(serve, certs):
     assert "at most one a minute" in lines[0]
 
 
+def served_certificate(port, name):
+    """The SHA-256 of the certificate a client asking for `name` (SNI) gets."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
+def test_sni_serves_each_name_its_certificate(serve, certs):
+    ec = ["ecparam", "-name", "prime256v1", "-genkey", "-noout"]
+    signed(certs, "sni-a", "/CN=a.test", ec, "subjectAltName=DNS:a.test\nextendedKeyUsage=serverAuth\n")
+    signed(certs, "sni-b", "/CN=b.test", ec, "subjectAltName=DNS:*.b.test\nextendedKeyUsage=serverAuth\n")
+    s = https(serve, certs, "--sni", f"a.test,{certs / 'sni-a.crt'},{certs / 'sni-a.key'}",
+              "--sni", f"*.B.test,{certs / 'sni-b.crt'},{certs / 'sni-b.key'}")
+    for name, want in [("a.test", "sni-a"), ("A.Test", "sni-a"), ("x.b.test", "sni-b"), ("b.test", "rsa"),
+                       ("y.x.b.test", "rsa"), ("localhost", "rsa"), ("other.test", "rsa")]:
+        assert served_certificate(s.tls_port, name) == fingerprint_of(certs / f"{want}.crt"), name
+    # A client that checks the name is satisfied, over HTTP/2 and HTTP/1.1.
+    for name in ("a.test", "www.b.test"):
+        for flag in ("--http2", "--http1.1"):
+            body, _ = fetch(flag, "--resolve", f"{name}:{s.tls_port}:127.0.0.1", f"https://{name}:{s.tls_port}/",
+                            certs=certs)
+            assert json.loads(body)["HTTP_HOST"] == f"{name}:{s.tls_port}"
+    # A key that is not the certificate's, or a missing file, stops the start.
+    for bad, says in [(f"a.test,{certs / 'sni-a.crt'},{certs / 'sni-b.key'}", "cannot be used together"),
+                      (f"a.test,{certs / 'nope.crt'},{certs / 'sni-a.key'}", "nope.crt"),
+                      (f"a.test,{certs / 'sni-a.crt'}", "expected NAME,CERT,KEY")]:
+        port = free_port()
+        r = subprocess.run([BIN, "--https-socket", f"127.0.0.1:{port},{certs / 'rsa.crt'},{certs / 'rsa.key'}",
+                            "--wsgi-file", TLS_ENV, "--sni", bad], capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0 and says in r.stderr and "--sni" in r.stderr, (bad, r.stderr)
+
+
 def test_stats_and_metrics_count_http_versions_handlers_and_failed_handshakes(serve, certs, tmp_path):
     (tmp_path / "a.txt").write_text("static\n")
     sp = free_port()

@@ -4,6 +4,7 @@ complete -c oxgate -l http-socket -x -d 'Serve HTTP/1.1 on ADDR: host:port, :por
 complete -c oxgate -l http -x -d 'Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path'
 complete -c oxgate -l https-socket -x -d 'Serve HTTPS on ADDR (uWSGI\'s syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519)'
 complete -c oxgate -l https -x -d 'Serve HTTPS on ADDR (uWSGI\'s syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519)'
+complete -c oxgate -l sni -x -d 'Serve the certificate CERT (with its key KEY) to HTTPS clients that ask for the server name NAME (SNI), as uWSGI\'s --sni does; others get their --https-socket\'s own'
 complete -c oxgate -l https-client-ca -r -F -d 'Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came'
 complete -c oxgate -l https-client-required -d 'With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)'
 complete -c oxgate -l ssl-min-version -x -a '1.2 1.3' -d 'The oldest TLS version HTTPS sockets accept'

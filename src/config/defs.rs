@@ -202,6 +202,9 @@ options! {
         .aliases(&["https"])
         .value("ADDR,CERT,KEY[,CIPHERS,CA]")
         .help("Serve HTTPS on ADDR (uWSGI's syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519). ALPN offers HTTP/2 and HTTP/1.1. CIPHERS may name TLS suites to allow, separated by colons; CA, the fifth field, asks clients for a certificate signed by it (a leading ! requires one), as --https-client-ca does."),
+    SNI = OptDef::new("sni", List, Sockets)
+        .value("NAME,CERT,KEY")
+        .help("Serve the certificate CERT (with its key KEY) to HTTPS clients that ask for the server name NAME (SNI), as uWSGI's --sni does; others get their --https-socket's own. NAME may start with *. for one level of subdomains. Repeat it for each name."),
     HTTPS_CLIENT_CA = OptDef::new("https-client-ca", Str, Sockets)
         .value("FILE")
         .help("Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came. A client without one is still served, unless --https-client-required."),

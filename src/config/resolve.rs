@@ -745,6 +745,27 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         http_sockets,
         https_sockets,
         tls_http2: TlsHttp2 {
+            sni: r
+                .all(&opt::SNI)
+                .iter()
+                .map(|v| {
+                    let fields: Vec<&str> = v.split(',').map(str::trim).collect();
+                    match fields[..] {
+                        [name, cert, key]
+                            if !name.is_empty() && !cert.is_empty() && !key.is_empty() =>
+                        {
+                            Ok(SniCert {
+                                name: name.to_ascii_lowercase(),
+                                cert: PathBuf::from(cert),
+                                key: PathBuf::from(key),
+                            })
+                        }
+                        _ => err(format!(
+                            "--sni {v:?}: expected NAME,CERT,KEY (uWSGI's cipher and CA fields are not taken per name: the --https-socket's apply)"
+                        )),
+                    }
+                })
+                .collect::<Result<_, _>>()?,
             tls13_only: match r.defaulted(&opt::SSL_MIN_VERSION).trim() {
                 "1.2" | "TLSv1.2" | "tlsv1.2" => false,
                 "1.3" | "TLSv1.3" | "tlsv1.3" => true,

@@ -168,10 +168,21 @@ impl HttpsSocket {
 pub struct TlsHttp2 {
     /// `--ssl-min-version 1.3`: TLS 1.2 is not offered.
     pub tls13_only: bool,
+    /// `--sni`: other certificates, by the server name clients ask for.
+    pub sni: Vec<SniCert>,
     /// HTTP/2 is offered (ALPN h2, h2c with prior knowledge): not
     /// `--http2-off`.
     pub http2: bool,
     pub http2_max_streams: u32,
+}
+
+/// One `--sni NAME,CERT,KEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    /// Lower case; `*.example.com` matches one level below.
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The resolved configuration the server runs on.

@@ -11,9 +11,10 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 
-use crate::config::{Config, HttpsSocket, TlsHttp2};
+use crate::config::{Config, HttpsSocket, SniCert, TlsHttp2};
 use crate::listen::Address;
 use crate::request::{TLS_SUITES, TlsInfo, Var, VarName};
 
@@ -128,26 +129,77 @@ pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerCo
             builder.with_client_cert_verifier(verifier.build().map_err(|e| fail(e.to_string()))?)
         }
     };
-    let chain = read_certs(&sock.cert).map_err(fail)?;
-    let key = PrivateKeyDer::from_pem_file(&sock.key).map_err(|e| {
-        fail(format!(
-            "cannot read a private key from {}: {e}",
-            sock.key.display()
-        ))
-    })?;
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        fail(format!(
-            "the certificate {} and the key {} cannot be used together: {e}",
-            sock.cert.display(),
-            sock.key.display()
-        ))
-    })?;
+    let default = certified_key(&sock.cert, &sock.key, &provider).map_err(fail)?;
+    let by_name = opts
+        .sni
+        .iter()
+        .map(|s| {
+            certified_key(&s.cert, &s.key, &provider)
+                .map(|k| (s.name.clone(), k))
+                .map_err(|e| format!("--sni {}: {e}", s.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = builder.with_cert_resolver(Arc::new(CertsByServerName { default, by_name }));
     config.alpn_protocols = if opts.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(config))
+}
+
+/// A certificate chain and its key, read and checked to belong together.
+fn certified_key(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain = read_certs(cert)?;
+    let der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, der, provider)
+        .map(Arc::new)
+        .map_err(|e| {
+            format!(
+                "the certificate {} and the key {} cannot be used together: {e}",
+                cert.display(),
+                key.display()
+            )
+        })
+}
+
+/// The certificate for the server name a client asks for (`--sni`), else
+/// the socket's own: a client that names none, or another, still gets an
+/// answer (as from uWSGI and nginx's default server).
+#[derive(Debug)]
+struct CertsByServerName {
+    default: Arc<CertifiedKey>,
+    /// Lower-case names; `*.example.com` for one level below.
+    by_name: Vec<(String, Arc<CertifiedKey>)>,
+}
+
+impl CertsByServerName {
+    fn for_name(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = name.map(str::to_ascii_lowercase) else {
+            return &self.default;
+        };
+        let exact = self.by_name.iter().find(|(n, _)| *n == name);
+        let wildcard = || {
+            let parent = name.split_once('.')?.1;
+            self.by_name
+                .iter()
+                .find(|(n, _)| n.strip_prefix("*.") == Some(parent))
+        };
+        exact
+            .or_else(wildcard)
+            .map_or(&self.default, |(_, key)| key)
+    }
+}
+
+impl ResolvesServerCert for CertsByServerName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.for_name(hello.server_name()).clone())
+    }
 }
 
 impl TlsListener {
@@ -281,7 +333,20 @@ pub fn load(
                 client_ca: sock.client_ca.as_ref().map(|ca| base.join(ca)),
                 ..sock.clone()
             };
-            let config = server_config(sock, &cfg.tls_http2)?;
+            let opts = &TlsHttp2 {
+                sni: cfg
+                    .tls_http2
+                    .sni
+                    .iter()
+                    .map(|s| SniCert {
+                        cert: base.join(&s.cert),
+                        key: base.join(&s.key),
+                        ..s.clone()
+                    })
+                    .collect(),
+                ..cfg.tls_http2.clone()
+            };
+            let config = server_config(sock, opts)?;
             Ok((addr, Arc::new(TlsListener::new(config, sock))))
         })
         .collect()
