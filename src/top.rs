@@ -263,9 +263,16 @@ impl View {
         );
 
         if !pools.is_empty() {
-            let rows = pools.iter().map(|p| {
+            let shown = pools.len().min(4);
+            let rows = pools[..shown].iter().map(|p| {
+                let mount = p["mount"].as_str().unwrap_or("");
+                let name = p["name"].as_str().unwrap_or("");
                 Row::new([
-                    p["name"].as_str().unwrap_or("").to_string(),
+                    if mount.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{mount} {name}")
+                    },
                     num(p, "active_processes").to_string(),
                     num(p, "idle_processes").to_string(),
                     num(p, "listen_queue").to_string(),
@@ -297,7 +304,11 @@ impl View {
                     ])
                     .style(Style::default().add_modifier(Modifier::REVERSED)),
                 )
-                .block(Block::bordered().title(" FastCGI pools ")),
+                .block(Block::bordered().title(if shown < pools.len() {
+                    format!(" FastCGI pools ({shown} of {}) ", pools.len())
+                } else {
+                    " FastCGI pools ".to_string()
+                })),
                 pools_area,
             );
         }

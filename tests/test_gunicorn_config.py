@@ -117,8 +117,10 @@ def test_version_flags_as_gunicorn_takes_them():
     for flag in ("-v", "--version"):
         p = oxgate("gunicorn", flag)
         assert p.returncode == 0 and p.stdout.startswith("oxgate "), (flag, p.stdout, p.stderr)
-    # -v is not --verbose or anything else of oxgate's.
+    # -v is not --verbose or anything else of oxgate's; GUNICORN_CMD_ARGS
+    # is read as the command line is.
     assert oxgate("gunicorn", "-v", "app:app").stdout.startswith("oxgate ")
+    assert oxgate("gunicorn", env={"GUNICORN_CMD_ARGS": "-v"}).stdout.startswith("oxgate ")
 
 
 def docs_command_lines():

@@ -702,17 +702,6 @@ pub fn read(
     run_file: PythonConfigReader<'_>,
 ) -> Result<GunicornConfig, ConfigError> {
     let cli = parse_command_line(args, &Origin::CommandLine)?;
-    // `gunicorn -v` answers before reading any file or wanting an app.
-    if let Some((key, value)) = cli.oxgate.iter().find(|(k, _)| *k == &opt::VERSION) {
-        return Ok(GunicornConfig {
-            settings: vec![Setting {
-                opt: key,
-                value: value.clone(),
-                origin: Origin::CommandLine,
-            }],
-            ..GunicornConfig::default()
-        });
-    }
     let from_env = match cmd_args {
         Some(text) => {
             let words = shlex::split(text)
@@ -724,6 +713,22 @@ pub fn read(
         }
         None => SourceValues::default(),
     };
+    // `gunicorn -v` answers before reading any file or wanting an app.
+    if let Some((key, value)) = cli
+        .oxgate
+        .iter()
+        .chain(&from_env.oxgate)
+        .find(|(k, v)| *k == &opt::VERSION && v.as_str() == "true")
+    {
+        return Ok(GunicornConfig {
+            settings: vec![Setting {
+                opt: key,
+                value: value.clone(),
+                origin: Origin::CommandLine,
+            }],
+            ..GunicornConfig::default()
+        });
+    }
     let named = cli
         .settings
         .get("config")

@@ -61,9 +61,6 @@ impl ConnLimit {
             if self.has_room() {
                 return;
             }
-            if let Some(counter) = REACHED_COUNTER.get() {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
             self.log_full();
             freed.await;
         }
@@ -83,7 +80,13 @@ impl ConnLimit {
     }
 
     pub(super) fn take(self: &Arc<Self>, alive: mpsc::Sender<()>) -> Slot {
-        self.open.fetch_add(1, Ordering::Relaxed);
+        // Counted as the limit is reached, once however many accept loops
+        // then wait.
+        if self.open.fetch_add(1, Ordering::Relaxed) + 1 == self.max
+            && let Some(counter) = REACHED_COUNTER.get()
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         Slot {
             limit: self.clone(),
             _alive: alive,

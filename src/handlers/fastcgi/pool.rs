@@ -297,12 +297,16 @@ impl Pool {
     }
 
     /// Takes an idle process's slot, waiting for one.
-    async fn lease(&self, pool_index: usize) -> Result<Lease, String> {
+    /// `first`: the request's first lease (a retry after a kept connection
+    /// closed is not counted again as one that found every process busy).
+    async fn lease(&self, pool_index: usize, first: bool) -> Result<Lease, String> {
         let slots = self.slots(pool_index)?;
         let stats = self.stats();
         let waiting = match stats {
             Some(s) if slots.idle.available_permits() == 0 => {
-                s.max_children_reached.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    s.max_children_reached.fetch_add(1, Ordering::Relaxed);
+                }
                 let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
                 s.max_waiting.fetch_max(n, Ordering::Relaxed);
                 Some(Waiting(s))
@@ -367,9 +371,21 @@ impl Pool {
         let mut body = Some(body);
         let name = self.spec.name.clone();
         let stats = self.stats();
-        let mut lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
+        let mut lease = self
+            .lease(pool_index, true)
+            .await
+            .map_err(Failure::Broken)?;
         if let Some(s) = stats {
             s.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        // It waited for a process past its deadline: answered as a
+        // timeout without sending it, so that the process is not killed.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            if let Some(s) = stats {
+                s.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            lease.put_back();
+            return Err(Failure::Timeout);
         }
         let mut attempt = 0;
         loop {
@@ -387,7 +403,10 @@ impl Pool {
                 lease.state.conn = None;
                 lease.state.suspect = true;
                 lease.put_back();
-                lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
+                lease = self
+                    .lease(pool_index, false)
+                    .await
+                    .map_err(Failure::Broken)?;
                 continue;
             }
             let reused = lease.state.conn.is_some();
@@ -498,7 +517,10 @@ impl Pool {
                     lease.abort_watchdog();
                     lease.state.suspect = true;
                     lease.put_back();
-                    lease = self.lease(pool_index).await.map_err(Failure::Broken)?;
+                    lease = self
+                        .lease(pool_index, false)
+                        .await
+                        .map_err(Failure::Broken)?;
                 }
                 Err(e) => {
                     if matches!(e, Failure::Timeout)
@@ -641,9 +663,16 @@ impl Pool {
                         && state
                             .started
                             .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                    // One doomed was counted out when it was doomed; it ended
+                    // unasked if something other than our SIGKILL ended it
+                    // (it crashed, or exited at its own cap, under a
+                    // request).
                     if let Some(s) = self.stats() {
-                        PoolCounters::add(&s.processes, -1);
+                        use std::os::unix::process::ExitStatusExt;
                         if !state.doomed {
+                            PoolCounters::add(&s.processes, -1);
+                        }
+                        if !state.doomed || status.signal() != Some(libc::SIGKILL) {
                             s.process_exits.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -755,6 +784,7 @@ impl Lease {
     /// request cap.
     fn finish(mut self, conn: Option<Conn>, kill: bool) {
         self.abort_watchdog();
+        let stats = self.busy;
         let state = &mut self.state;
         state.requests += 1;
         state.conn = conn;
@@ -762,16 +792,20 @@ impl Lease {
         let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
         if recycle
             && !kill
-            && let Some(s) = self.busy
+            && let Some(s) = stats
         {
             s.process_recycles.fetch_add(1, Ordering::Relaxed);
         }
         if (kill || recycle)
             && let Some(child) = &mut state.child
+            && !state.doomed
         {
             let _ = child.start_kill();
             state.doomed = true;
             state.conn = None;
+            if let Some(s) = stats {
+                PoolCounters::add(&s.processes, -1);
+            }
         }
         self.give_back();
     }
@@ -784,9 +818,14 @@ impl Drop for Lease {
             // the request for long yet, and the next would wait behind it.
             // It is replaced instead.
             self.state.conn = None;
-            if let Some(child) = &mut self.state.child {
+            if let Some(child) = &mut self.state.child
+                && !self.state.doomed
+            {
                 let _ = child.start_kill();
                 self.state.doomed = true;
+                if let Some(s) = self.busy {
+                    PoolCounters::add(&s.processes, -1);
+                }
             }
             self.give_back();
         }
