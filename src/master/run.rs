@@ -73,6 +73,13 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         _ => Scoreboard::create(),
     }
     .map_err(|e: std::io::Error| format!("cannot create the scoreboard: {e}"))?;
+    sb.name_pools(
+        &cfg.fastcgi
+            .apps
+            .iter()
+            .map(|a| super::scoreboard::pool_id(&a.mount, &a.command))
+            .collect::<Vec<_>>(),
+    );
 
     // The handlers go in before the app is imported: what the app starts
     // (threads, subprocesses) must not inherit the blocked signals, and a

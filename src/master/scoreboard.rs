@@ -48,6 +48,16 @@ pub const MAX_POOLS: usize = 8;
 /// Kinds of handler counted apart (the order of `HandlerKind::ALL`).
 pub const HANDLER_KINDS: usize = HandlerKind::ALL.len();
 
+/// What tells one `--fastcgi-app` pool from another across reloads: a
+/// hash of its mount and command (never 0).
+pub fn pool_id(mount: &str, command: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same in every process of this build.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (mount, command).hash(&mut h);
+    h.finish().max(1)
+}
+
 /// The HTTP version a SERVER_PROTOCOL names, as 1 + its place in
 /// `HTTP_VERSIONS`; 0 for another, or none.
 pub fn http_version_of(server_protocol: &[u8]) -> u32 {
@@ -234,6 +244,8 @@ pub struct Header {
     pub ids: [IdStats; SLOTS],
     /// The FastCGI pools' counters of workers that have exited.
     pub retired_pools: [PoolCounters; MAX_POOLS],
+    /// Which pool each of `retired_pools` counts (`pool_id`; 0 for none).
+    pub pool_ids: [AtomicU64; MAX_POOLS],
     /// What `--health-path` answers (`request::health::Health`), written
     /// by the master on every tick.
     pub health: AtomicU32,
@@ -471,6 +483,21 @@ impl Scoreboard {
         s.pid.store(0, Ordering::Release);
     }
 
+    /// Says which pool each place of the pools' figures counts, from the
+    /// configuration this master image runs (`pool_id`s in `--fastcgi-app`
+    /// order). A place whose pool changed at a reload (the list was
+    /// reordered, or a pool removed) starts again from zero rather than
+    /// show another pool's counts under this one's name.
+    pub fn name_pools(&self, ids: &[u64]) {
+        let h = self.header();
+        for (i, place) in h.pool_ids.iter().enumerate() {
+            let id = ids.get(i).copied().unwrap_or(0);
+            if place.swap(id, Ordering::Relaxed) != id {
+                h.retired_pools[i].clear();
+            }
+        }
+    }
+
     /// A worker id's remembered stats (ids beyond the table share the last).
     pub fn id_stats(&self, id: u32) -> &IdStats {
         &self.header().ids[(id as usize).min(SLOTS - 1)]
@@ -693,6 +720,31 @@ mod tests {
         );
         assert_eq!(r.by_http_version[2].load(Ordering::Relaxed), 2);
         assert_eq!(r.tls_handshake_failures.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_pool_whose_place_changed_starts_again_from_zero() {
+        let sb = Scoreboard::create().unwrap();
+        let (a, b) = (
+            pool_id("/", &["php-cgi".into()]),
+            pool_id("/perl", &["perl".into()]),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, pool_id("/", &["php-cgi".into()]));
+        sb.name_pools(&[a, b]);
+        let h = sb.header();
+        h.retired_pools[0].requests.store(5, Ordering::Relaxed);
+        h.retired_pools[1].requests.store(7, Ordering::Relaxed);
+        // The same pools again (a reload that changed nothing): kept.
+        sb.name_pools(&[a, b]);
+        assert_eq!(h.retired_pools[0].requests.load(Ordering::Relaxed), 5);
+        // Swapped, then one removed: cleared.
+        sb.name_pools(&[b, a]);
+        assert_eq!(h.retired_pools[0].requests.load(Ordering::Relaxed), 0);
+        assert_eq!(h.retired_pools[1].requests.load(Ordering::Relaxed), 0);
+        h.retired_pools[0].requests.store(3, Ordering::Relaxed);
+        sb.name_pools(&[]);
+        assert_eq!(h.retired_pools[0].requests.load(Ordering::Relaxed), 0);
     }
 
     #[test]
