@@ -27,10 +27,10 @@ pub(super) struct System<'m> {
     pub(super) apps: &'m Option<Apps>,
     pub(super) sb: &'m Arc<Scoreboard>,
     pub(super) signals: &'m SignalPipe,
-    /// The stats server's listeners and clients: a worker closes its
-    /// copies, or the next master image could not bind the stats address
-    /// while the old workers finish.
-    pub(super) stats_fds: Vec<std::os::fd::RawFd>,
+    /// The stats server, whose listeners and clients a worker lets go of:
+    /// else the next master image could not bind the stats address while
+    /// the old workers finish.
+    pub(super) stats: &'m super::stats::Stats,
 }
 
 impl System<'_> {
@@ -100,7 +100,12 @@ impl Effects for System<'_> {
                 age,
                 master_pid,
                 signals: self.signals,
-                stats_fds: &self.stats_fds,
+                stats_fds: &self
+                    .stats
+                    .poll_fds()
+                    .iter()
+                    .map(|p| p.fd)
+                    .collect::<Vec<_>>(),
             }),
             Ok(pid) => {
                 self.sb.slot(slot).pid.store(pid, Ordering::Release);
@@ -182,7 +187,7 @@ impl Master<'_> {
             apps: &self.apps,
             sb: &self.sb,
             signals: &self.signals,
-            stats_fds: self.stats.poll_fds().iter().map(|p| p.fd).collect(),
+            stats: &self.stats,
         };
         f(&mut self.sup, &mut system);
     }

@@ -129,14 +129,11 @@ impl PoolCounters {
         }
     }
 
-    fn add(counter: &AtomicU64, n: i64) {
-        if n >= 0 {
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-        } else {
-            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(n.unsigned_abs()))
-            });
-        }
+    /// One less in a gauge, never below zero.
+    fn decrement(gauge: &AtomicU64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(1))
+        });
     }
 }
 
@@ -151,7 +148,7 @@ struct Waiting(&'static PoolCounters);
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        PoolCounters::add(&self.0.waiting, -1);
+        PoolCounters::decrement(&self.0.waiting);
     }
 }
 
@@ -578,7 +575,7 @@ impl Pool {
                 if want_stop {
                     if let Some(mut child) = state.child.take() {
                         if let Some(s) = self.stats() {
-                            PoolCounters::add(&s.processes, -1);
+                            PoolCounters::decrement(&s.processes);
                         }
                         let _ = child.start_kill();
                         crate::say!(
@@ -670,7 +667,7 @@ impl Pool {
                     if let Some(s) = self.stats() {
                         use std::os::unix::process::ExitStatusExt;
                         if !state.doomed {
-                            PoolCounters::add(&s.processes, -1);
+                            PoolCounters::decrement(&s.processes);
                         }
                         if !state.doomed || status.signal() != Some(libc::SIGKILL) {
                             s.process_exits.fetch_add(1, Ordering::Relaxed);
@@ -772,7 +769,7 @@ impl Lease {
         self.abort_watchdog();
         self.returned = true;
         if let Some(s) = self.busy.take() {
-            PoolCounters::add(&s.busy, -1);
+            PoolCounters::decrement(&s.busy);
         }
         if let Ok(mut slot) = self.slot.state.lock() {
             *slot = Some(std::mem::take(&mut self.state));
@@ -804,7 +801,7 @@ impl Lease {
             state.doomed = true;
             state.conn = None;
             if let Some(s) = stats {
-                PoolCounters::add(&s.processes, -1);
+                PoolCounters::decrement(&s.processes);
             }
         }
         self.give_back();
@@ -824,7 +821,7 @@ impl Drop for Lease {
                 let _ = child.start_kill();
                 self.state.doomed = true;
                 if let Some(s) = self.busy {
-                    PoolCounters::add(&s.processes, -1);
+                    PoolCounters::decrement(&s.processes);
                 }
             }
             self.give_back();

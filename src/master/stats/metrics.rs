@@ -63,27 +63,17 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             kind.name()
         );
     }
-    family(
+    counter(
         &mut out,
         "tls_handshake_failures_total",
-        "counter",
         "TLS handshakes that failed or timed out.",
+        sum(&|c| load(&c.tls_handshake_failures)),
     );
-    let _ = writeln!(
-        out,
-        "oxgate_tls_handshake_failures_total {}",
-        sum(&|c| load(&c.tls_handshake_failures))
-    );
-    family(
+    counter(
         &mut out,
         "max_connections_reached_total",
-        "counter",
         "Times a worker stopped accepting at --max-connections (new connections waited in the listen backlog).",
-    );
-    let _ = writeln!(
-        out,
-        "oxgate_max_connections_reached_total {}",
-        sum(&|c| load(&c.max_connections_reached))
+        sum(&|c| load(&c.max_connections_reached)),
     );
     family(
         &mut out,
@@ -110,24 +100,18 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "oxgate_request_duration_seconds_sum {}\noxgate_request_duration_seconds_count {cumulative}",
         sum(&|c| load(&c.rt_us)) as f64 / 1e6
     );
-    family(
+    counter(
         &mut out,
         "exceptions_total",
-        "counter",
         "Requests whose app raised.",
+        sum(&|c| load(&c.exceptions)),
     );
-    let _ = writeln!(
-        out,
-        "oxgate_exceptions_total {}",
-        sum(&|c| load(&c.exceptions))
-    );
-    family(
+    counter(
         &mut out,
         "response_bytes_total",
-        "counter",
         "Response bytes (headers and body).",
+        sum(&|c| load(&c.tx)),
     );
-    let _ = writeln!(out, "oxgate_response_bytes_total {}", sum(&|c| load(&c.tx)));
     family(
         &mut out,
         "requests_in_flight",
@@ -173,13 +157,12 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             load(&h.respawns[cause as usize])
         );
     }
-    family(
+    counter(
         &mut out,
         "harakiri_total",
-        "counter",
         "Requests killed by --harakiri.",
+        load(&h.harakiri),
     );
-    let _ = writeln!(out, "oxgate_harakiri_total {}", load(&h.harakiri));
     family(
         &mut out,
         "listen_queue",
@@ -317,6 +300,13 @@ fn render_pools(out: &mut String, pools: &[PoolFigures]) {
             let _ = writeln!(out, "oxgate_{name}{{{}}} {}", label(p), value(p));
         }
     }
+}
+
+/// A counter family of one unlabelled value.
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    use std::fmt::Write as _;
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "oxgate_{name} {value}");
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
