@@ -13,6 +13,9 @@ pub enum Address {
     Unix(PathBuf),
     /// A Linux abstract unix socket (`@name`).
     Abstract(String),
+    /// A listening socket the process that started us left open on this
+    /// descriptor (`fd://N`, as Gunicorn's bind and uvicorn's `--fd` name it).
+    Fd(i32),
 }
 
 impl std::fmt::Display for Address {
@@ -21,16 +24,25 @@ impl std::fmt::Display for Address {
             Address::Tcp(a) => f.write_str(a),
             Address::Unix(p) => write!(f, "{}", p.display()),
             Address::Abstract(n) => write!(f, "@{n}"),
+            Address::Fd(n) => write!(f, "fd://{n}"),
         }
     }
 }
 
-/// Reads `host:port`, `:port`, `[::1]:port`, `@abstract` or a unix path.
-/// Like uWSGI, anything without a colon is a unix socket path.
+/// Reads `host:port`, `:port`, `[::1]:port`, `@abstract`, `fd://N` or a
+/// unix path. Like uWSGI, anything without a colon is a unix socket path.
 pub fn parse(addr: &str) -> Result<Address, String> {
     let addr = addr.trim();
     if addr.is_empty() {
         return Err("empty socket address".into());
+    }
+    if let Some(n) = addr.strip_prefix("fd://") {
+        return match n.parse::<i32>() {
+            Ok(n) if n >= 0 => Ok(Address::Fd(n)),
+            _ => Err(format!(
+                "cannot understand socket address {addr:?}: {n:?} is not a file descriptor number"
+            )),
+        };
     }
     if let Some(name) = addr.strip_prefix('@') {
         return Ok(Address::Abstract(name.to_string()));
@@ -100,6 +112,16 @@ pub enum Listener {
     Unix(UnixListener, Option<PathBuf>),
 }
 
+impl Listener {
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
 /// Binds an address, with messages that say what to do when it fails.
 pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String> {
     let fail = |e: std::io::Error| {
@@ -164,7 +186,68 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
             l.set_nonblocking(true).map_err(fail)?;
             Ok(Listener::Unix(l, None))
         }
+        Address::Fd(n) => adopt_inherited(*n).map(|(_, l)| l),
     }
+}
+
+/// Takes over a listening socket that the process which started us left
+/// open on descriptor `fd`: Gunicorn's `fd://N` bind, uvicorn's `--fd`.
+/// Refuses a descriptor that is not open or not a listening socket, so a
+/// wrong number is an error at start, never a file of ours served as a
+/// socket.
+///
+/// Call it before this process binds any socket of its own: an inherited
+/// descriptor was open when we were executed, so nothing we opened since
+/// can have its number, and a listening socket at that number before our
+/// own binds can only be the inherited one.
+pub fn adopt_inherited(fd: i32) -> Result<(Address, Listener), String> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    let what = format!("fd://{fd}");
+    // Checked on the bare number first: no owner is made for a descriptor
+    // that is not open.
+    // SAFETY: F_GETFD only reads the descriptor's flags; on a number that
+    // is not open it fails with EBADF and changes nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(format!(
+            "{what}: descriptor {fd} is not open (the program that starts oxgate must leave the listening socket open on it)"
+        ));
+    }
+    // SAFETY: the descriptor is open (checked just above) and stays open
+    // while this borrow lives: nothing closes descriptors meanwhile on this
+    // single thread.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let listening = socket2::SockRef::from(&borrowed)
+        .is_listener()
+        .map_err(|e| format!("{what}: descriptor {fd} is not a socket ({e})"))?;
+    if !listening {
+        return Err(format!(
+            "{what}: descriptor {fd} is a socket but not a listening one (call listen() on it before starting oxgate)"
+        ));
+    }
+    // SAFETY: the descriptor is an open listening socket, and by this
+    // function's contract no socket of this process's own is bound yet,
+    // so it is the inherited one, which nothing else in the process owns.
+    // The caller takes each number once (startup refuses a repeated one).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listener = listener_of(owned).map_err(|e| format!("{what}: {e}"))?;
+    Ok((Address::Fd(fd), listener))
+}
+
+/// Wraps an open listening socket as the listener its family calls for,
+/// close-on-exec and non-blocking like the ones `bind` makes.
+pub fn listener_of(owned: std::os::fd::OwnedFd) -> std::io::Result<Listener> {
+    let socket = socket2::Socket::from(owned);
+    socket.set_cloexec(true)?;
+    socket.set_nonblocking(true)?;
+    let unix = socket.local_addr()?.is_unix();
+    let fd = std::os::fd::OwnedFd::from(socket);
+    Ok(if unix {
+        // No path to remove at the end: the program that made the socket
+        // owns its file.
+        Listener::Unix(UnixListener::from(fd), None)
+    } else {
+        Listener::Tcp(TcpListener::from(fd))
+    })
 }
 
 /// "http://127.0.0.1:8000, uwsgi://unix:/run/app.sock" for the log.
@@ -178,6 +261,7 @@ pub fn describe(sockets: &[Socket], is_tls: impl Fn(&Address) -> bool) -> String
             };
             match &s.addr {
                 Address::Tcp(a) => format!("{scheme}://{a}"),
+                Address::Fd(n) => format!("{scheme} on inherited fd {n}"),
                 other => format!("{scheme}://unix:{other}"),
             }
         })
@@ -213,9 +297,39 @@ mod tests {
             parse("@oxgate").unwrap(),
             Address::Abstract("oxgate".into())
         );
+        assert_eq!(parse("fd://3").unwrap(), Address::Fd(3));
+        assert_eq!(parse("fd://3").unwrap().to_string(), "fd://3");
+        assert!(parse("fd://-1").is_err());
+        assert!(parse("fd://three").is_err());
         assert!(parse("127.0.0.1:http").unwrap_err().contains("port"));
         assert!(parse("1.2.3.4:99999").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn an_inherited_descriptor_must_be_a_listening_socket() {
+        use std::os::fd::AsRawFd;
+        let closed = {
+            let f = std::fs::File::open("/dev/null").unwrap();
+            f.as_raw_fd()
+        };
+        let err = adopt_inherited(closed).err().unwrap();
+        assert!(err.contains("not open"), "{err}");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = adopt_inherited(file.as_raw_fd()).err().unwrap();
+        assert!(err.contains("not a socket"), "{err}");
+        let unbound = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let err = adopt_inherited(unbound.as_raw_fd()).err().unwrap();
+        assert!(err.contains("not a listening one"), "{err}");
+        // A listening one is taken over: its number now belongs to the
+        // listener returned, so the original owner lets go of it.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(l);
+        let (addr, listener) = adopt_inherited(fd).unwrap();
+        assert_eq!(addr, Address::Fd(fd));
+        let Listener::Tcp(t) = listener else { panic!() };
+        assert_eq!(t.local_addr().unwrap().port(), port);
     }
 
     #[test]

@@ -97,9 +97,22 @@ pub fn run(cfg: Config) -> Result<(), String> {
             s.addr
         ));
     }
-    for (addr, protocol) in wanted {
+    // Inherited descriptors (fd://N) are taken before anything is bound
+    // here: a socket of our own could otherwise get a number the user
+    // named and be taken for the inherited one.
+    let (inherited_fds, to_bind): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|(a, _)| matches!(a, Address::Fd(_)));
+    for (addr, protocol) in inherited_fds.into_iter().chain(to_bind) {
         if listeners.iter().any(|s| s.addr == addr) {
             continue;
+        }
+        if let Address::Fd(n) = addr
+            && listeners.iter().any(|s| s.listener.raw_fd() == n)
+        {
+            return Err(format!(
+                "fd://{n}: systemd passed that descriptor already (LISTEN_FDS); name it once"
+            ));
         }
         let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {

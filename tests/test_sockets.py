@@ -1,10 +1,14 @@
-"""Listening sockets: unix and IPv6 addresses, bind errors, a unix socket's mode (0660 by default) and owner."""
+"""Listening sockets: unix and IPv6 addresses, bind errors, a unix socket's
+mode (0660 by default) and owner, sockets inherited on a descriptor."""
 import os
+import signal
+import socket
 import subprocess
 
+import pytest
 import requests
 
-from helpers import APPS, run_fail, wait_for
+from helpers import APPS, BIN, VENV, fresh, run_fail, wait_for
 
 
 def test_unix_socket(serve, tmp_path):
@@ -52,3 +56,66 @@ def test_umask_and_chown_socket(serve, app_dir, tmp_path):
     import pwd
     assert st.st_uid == pwd.getpwnam("nobody").pw_uid and st.st_gid == grp.getgrnam("nogroup").gr_gid
     assert st.st_mode & 0o077 == 0
+
+
+def _answer(url):
+    try:
+        return fresh(url, timeout=5)
+    except requests.RequestException:
+        return None
+
+
+# The same listening socket, left open on a descriptor by the program that
+# starts the server, named as each dialect names it; Gunicorn and uvicorn
+# themselves run the same command line.
+INHERITED = {
+    "uwsgi --http-socket fd://N": ((BIN,), ["--http-socket", "fd://{fd}", "--wsgi-file", "procs.py",
+                                            "--master", "--processes", "1"]),
+    "gunicorn bind fd://N": ((BIN, "gunicorn"), ["-b", "fd://{fd}", "procs:application"]),
+    "real gunicorn": ((str(VENV / "bin" / "gunicorn"),), ["-b", "fd://{fd}", "procs:application"]),
+    "uvicorn --fd N": ((BIN, "uvicorn"), ["--fd", "{fd}", "asgi_raw:app"]),
+    "real uvicorn": ((str(VENV / "bin" / "uvicorn"),), ["--fd", "{fd}", "asgi_raw:app"]),
+}
+
+
+@pytest.mark.parametrize("how", list(INHERITED))
+def test_a_socket_inherited_on_a_descriptor_is_served(tmp_path, how):
+    program, args = INHERITED[how]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    fd = listener.fileno()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "GUNICORN_", "UVICORN_"))}
+    env["VIRTUAL_ENV"] = str(VENV)
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*program, *[a.replace("{fd}", str(fd)) for a in args]], pass_fds=[fd],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=APPS)
+    try:
+        listener.close()  # only the server holds it now
+        first = wait_for(lambda: _answer(url), what=f"an answer on the inherited socket:\n{log_path.read_text()}")
+        assert first.status_code == 200
+        if how.startswith("uwsgi"):
+            # A reload re-executes the master, which takes the socket over
+            # again from the image before it.
+            before = first.text.split()[0]
+            os.kill(proc.pid, signal.SIGHUP)
+            wait_for(lambda: (r := _answer(url)) and r.status_code == 200 and r.text.split()[0] != before,
+                     what=f"a new worker on the same socket after the reload:\n{log_path.read_text()}")
+            assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_an_inherited_descriptor_that_is_no_listening_socket_is_refused(tmp_path):
+    with open(tmp_path / "f", "w") as f:
+        fd = f.fileno()
+        p = subprocess.run([BIN, "--http-socket", f"fd://{fd}", "--wsgi-file", str(APPS / "procs.py")],
+                           pass_fds=[fd], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and f"fd://{fd}: descriptor {fd} is not a socket" in p.stderr, p.stderr
+    code, err = run_fail("--http-socket", "fd://77", "--wsgi-file", str(APPS / "procs.py"))
+    assert code != 0 and "descriptor 77 is not open" in err, err
+    code, err = run_fail("gunicorn", "-b", "fd://x", "procs:application", cwd=APPS)
+    assert code != 0 and "not a file descriptor number" in err, err

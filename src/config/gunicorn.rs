@@ -1159,9 +1159,10 @@ fn bind_address(bind: &str) -> Result<String, ConfigError> {
         return Ok(path.to_string());
     }
     if bind.starts_with("fd://") {
-        return err(format!(
-            "bind {bind:?}: oxgate takes inherited sockets from systemd (LISTEN_FDS), not fd:// binds"
-        ));
+        // An inherited listening socket, taken over as it is.
+        return crate::listen::parse(bind)
+            .map(|a| a.to_string())
+            .or_else(|e| err(format!("bind {bind:?}: {e}")));
     }
     if bind.starts_with('[') {
         return Ok(if bind.contains("]:") {
@@ -1643,7 +1644,8 @@ mod tests {
         assert_eq!(bind_address("[::1]").unwrap(), "[::1]:8000");
         assert_eq!(bind_address("[::1]:9").unwrap(), "[::1]:9");
         assert_eq!(bind_address("localhost").unwrap(), "localhost:8000");
-        assert!(bind_address("fd://3").is_err());
+        assert_eq!(bind_address("fd://3").unwrap(), "fd://3");
+        assert!(bind_address("fd://x").is_err());
         assert_eq!(octal("18").unwrap(), "022");
         assert_eq!(octal("022").unwrap(), "022");
         assert_eq!(octal("0").unwrap(), "000");

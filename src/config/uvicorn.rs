@@ -305,8 +305,9 @@ fn translate(
 
     let socket = if let Some(path) = last("--uds") {
         path
-    } else if last("--fd").is_some() {
-        return err("--fd: oxgate takes inherited sockets from systemd (LISTEN_FDS), not --fd");
+    } else if let Some(fd) = last("--fd") {
+        // An inherited listening socket, taken over as it is.
+        format!("fd://{fd}")
     } else {
         let host = last("--host").unwrap_or_else(|| "127.0.0.1".into());
         let port = last("--port").unwrap_or_else(|| "8000".into());
@@ -597,7 +598,14 @@ mod tests {
         assert!(read_args(&["main:app", "--bogus"]).is_err());
         assert!(read_args(&["main:app", "--interface", "asgi2"]).is_err());
         assert!(read_args(&[]).is_err());
-        assert!(read_args(&["main:app", "--fd", "3"]).is_err());
+        let c = read_args(&["main:app", "--fd", "3"]).unwrap();
+        assert_eq!(values(&c, &opt::HTTP_SOCKET), ["fd://3"]);
+        let c = read_args(&["main:app", "--fd", "3", "--uds", "/run/a.sock"]).unwrap();
+        assert_eq!(
+            values(&c, &opt::HTTP_SOCKET),
+            ["/run/a.sock"],
+            "--uds first"
+        );
     }
 
     #[test]

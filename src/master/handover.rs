@@ -4,7 +4,7 @@
 //! environment variable (descriptors stay open across exec); a value the
 //! new image cannot read is an error in its log, never silently dropped.
 
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,11 @@ impl Handover {
                         unsafe { std::os::unix::net::UnixListener::from_raw_fd(s.fd) },
                         None,
                     ),
+                    Address::Fd(_) => crate::listen::listener_of(
+                        // SAFETY: as above.
+                        unsafe { std::os::fd::OwnedFd::from_raw_fd(s.fd) },
+                    )
+                    .ok()?,
                 };
                 Some(Socket {
                     addr,
@@ -162,10 +167,7 @@ impl Handover {
 
     /// Hands a listening socket over: its descriptor stays open across exec.
     pub fn add_listener(&mut self, s: &Socket) {
-        let fd = match &s.listener {
-            Listener::Tcp(t) => t.as_raw_fd(),
-            Listener::Unix(u, _) => u.as_raw_fd(),
-        };
+        let fd = s.listener.raw_fd();
         set_cloexec(fd, false);
         self.listeners.push(HandedSocket {
             fd,

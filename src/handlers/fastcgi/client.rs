@@ -105,6 +105,11 @@ impl Conn {
                 Box::new(s)
             }
             Address::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+            Address::Fd(n) => {
+                return Err(std::io::Error::other(format!(
+                    "fd://{n} names a socket to listen on, not an address to connect to"
+                )));
+            }
             Address::Abstract(name) => {
                 // std's connect blocks (a full backlog): off the event loop.
                 let name = name.clone();
