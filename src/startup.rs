@@ -46,6 +46,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(path) = &cfg.log_files.requests {
         crate::log::file::open_request_log(path)?;
     }
+    if let Some(plan) = &cfg.log_files.loggers {
+        crate::log::route::install(plan)?;
+    }
 
     // Bind first: a taken address fails fast, before the app is imported.
     // After a reload the sockets come from the previous master image.
@@ -198,6 +201,8 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
     }
+    // After the last fork, which would not keep the reader's thread.
+    crate::log::route::capture_output()?;
     crate::say!(
         "oxgate {}: serving {} on {} (pid {}, single process, {})",
         env!("CARGO_PKG_VERSION"),

@@ -271,3 +271,34 @@ def screen_of(command, until, timeout=15):
 
 
 needs_tmux = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+
+
+class SyslogReceiver:
+    """A syslog daemon's socket, keeping every datagram: a unix datagram
+    socket at `path`, or UDP on a free loopback port."""
+
+    def __init__(self, path=None):
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(str(path))
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+        self.messages = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536))
+            except OSError:
+                return
+
+    def wait(self, text, what):
+        """The first message holding `text`."""
+        return wait_for(lambda: next((m for m in self.messages if text in m), None),
+                        what=f"{what} in {self.messages[-10:]}")
+
+    def close(self):
+        self.sock.close()

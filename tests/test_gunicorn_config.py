@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ROOT, VENV, run_fail, wait_for
+from helpers import APPS, BIN, ROOT, VENV, SyslogReceiver, run_fail, wait_for
 
 GUNICORN = str(VENV / "bin" / "gunicorn")
 SRC = ROOT / "src" / "config" / "gunicorn.rs"
@@ -177,6 +177,57 @@ def test_access_log_matches_gunicorn_byte_for_byte(serve, tmp_path):
         # %(p)s is the worker's pid in each.
         lines.append(re.sub(r"<\d+>", "<PID>", line))
     assert lines[0] == lines[1]
+
+
+def test_syslog_lines_match_gunicorns(serve, tmp_path):
+    """syslog = True: the error log's lines and the access lines go to
+    syslog as Gunicorn sends them (Python's SysLogHandler: `<PRI>gunicorn.
+    NAME.error: [PID] line` and NUL-terminated), the error log stays on
+    stderr, and access lines go only to syslog when accesslog is unset."""
+    sent = {}
+    for name, program in (("oxgate", (BIN,)), ("gunicorn", (GUNICORN,))):
+        path = tmp_path / f"{name}.syslog"
+        r = sent[name] = SyslogReceiver(path)
+        f = conf(tmp_path, f"workers = 1\nsyslog = True\nsyslog_addr = 'unix://{path}#dgram'\n"
+                           "syslog_facility = 'local3'\n", name=f"{name}_conf.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        s.wait_workers(1)
+        r.error = r.wait(b".error: [", f"{name}'s first error-log line")
+        requests.get(s.url + "/hello?marker=syslog", headers={"Referer": "http://r/", "User-Agent": "ua/1"})
+        r.access = r.wait(b"marker=syslog", f"{name}'s access line")
+        r.stderr = s.log()
+    ox, gu = sent["oxgate"], sent["gunicorn"]
+
+    def same(m):
+        m = re.sub(rb"\[\d+\]", b"[PID]", m)
+        m = re.sub(rb"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", b"[TIME]", m)
+        return re.sub(rb'" 200 \d+ "', b'" 200 SIZE "', m)
+    assert same(ox.access) == same(gu.access)
+    assert ox.access.startswith(b"<158>gunicorn.procs.application.access: [") and ox.access.endswith(b"\0")
+    # The error log's lines say different things, in the same frame.
+    head = re.compile(rb"^<(\d+)>gunicorn\.procs\.application\.error: \[\d+\] ")
+    assert head.match(ox.error).group(1) == head.match(gu.error).group(1) == b"158"
+    for r in (ox, gu):
+        assert "marker=syslog" not in r.stderr and r.stderr.strip()
+        r.close()
+
+
+def test_gunicorn_syslog_settings_map_onto_loggers(tmp_path):
+    f = conf(tmp_path, "syslog = True\nsyslog_prefix = 'shop'\naccesslog = 'access.log'\n"
+                       "disable_redirect_access_to_syslog = False\n")
+    p, got = print_config("-c", str(f), "app:app")
+    assert [v for k, v in got if k == "logger"] == ["stdio", "gunicorn-syslog:udp://localhost:514,gunicorn.shop.error,user"]
+    assert [v for k, v in got if k == "req-logger"] == [
+        "file:access.log", "gunicorn-syslog:udp://localhost:514,gunicorn.shop.access,user"]
+    p, got = print_config("-c", str(f), "app:app", "--disable-redirect-access-to-syslog", "-n", "x:y",
+                          "--log-syslog-prefix", "")
+    assert [v for k, v in got if k == "req-logger"] == ["file:access.log"]
+    assert ("logger", "gunicorn-syslog:udp://localhost:514,gunicorn.x.y.error,user") in got
+    for bad, why in [("syslog_addr = 'tcp://h:1'", "not TCP"), ("syslog_facility = 'nope'", "unknown syslog facility")]:
+        f = conf(tmp_path, f"syslog = True\n{bad}\n", name="bad.py")
+        code, err = run_fail("-c", str(f), "app:app", "--check-config")
+        assert code == 2 and why in err, err
 
 
 SCHEME_APP = '''

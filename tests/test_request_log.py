@@ -250,9 +250,9 @@ def test_uwsgi_logger_and_req_logger_files(serve, tmp_path):
     for i in range(4):
         requests.get(s.url + f"/after/{i}")
     wait_for(lambda: reqs.read_text().count("/after/") == 4, what="lines in the new request log")
-    ini.write_text(f"[uwsgi]\nhttp-socket = :1\nwsgi-file = {LOGGED}\nlogger = syslog:app\n")
+    ini.write_text(f"[uwsgi]\nhttp-socket = :1\nwsgi-file = {LOGGED}\nlogger = redislog:127.0.0.1:6379\n")
     p = subprocess.run([BIN, str(ini), "--check-config"], capture_output=True, text=True)
-    assert p.returncode == 2 and "file:PATH or stdio" in p.stderr
+    assert p.returncode == 2 and 'oxgate has no logger "redislog"' in p.stderr, p.stderr
 
 
 def test_no_request_can_forge_a_log_line(serve, tmp_path):

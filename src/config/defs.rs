@@ -434,12 +434,21 @@ options! {
         .value("FILE")
         .help("Log to FILE instead of stderr."),
     LOGGER = OptDef::new("logger", List, Logging)
-        .value("TARGET")
-        .help("uWSGI's logger: file:PATH logs there (as --logto), stdio to stderr; a NAME before the target is allowed (for uWSGI's log-route, which oxgate does not have)."),
-    REQ_LOGGER = OptDef::new("req-logger", Str, Logging)
+        .value("[NAME ]TARGET")
+        .help("uWSGI's logger, repeatable: file:PATH, stdio (stderr, or --logto's file), syslog[:IDENT[,FACILITY]] (the local syslog, /dev/log) or rsyslog:ADDR[:PORT][,PREFIX[,PRI]] (UDP). Lines go to every logger without a NAME; a named one takes only the lines --log-route sends it. The app's own output is routed too."),
+    REQ_LOGGER = OptDef::new("req-logger", List, Logging)
         .aliases(&["logger-req"])
-        .value("TARGET")
-        .help("Where request lines go: file:PATH (a file of their own, reopened with the main log), or stdio (stderr, with everything else)."),
+        .value("[NAME ]TARGET")
+        .help("Where request lines go, in --logger's forms (repeatable); without it they join the other lines."),
+    LOG_ROUTE = OptDef::new("log-route", List, Logging)
+        .value("NAME REGEXP")
+        .help("Send the lines matching REGEXP to the --logger named NAME only."),
+    LOG_REQ_ROUTE = OptDef::new("log-req-route", List, Logging)
+        .value("NAME REGEXP")
+        .help("Send the request lines matching REGEXP to the --req-logger (or --logger) named NAME only."),
+    LOG_SYSLOG = OptDef::new("log-syslog", FlagOrStr, Logging)
+        .value("IDENT[,FACILITY]")
+        .help("Log to the local syslog: the same as --logger syslog[:IDENT[,FACILITY]]."),
     VACUUM = OptDef::new("vacuum", Flag, Process)
         .help("Remove unix sockets and pidfiles on exit."),
     STOP = OptDef::new("stop", Str, Process)

@@ -100,9 +100,8 @@ const DEFAULT_SECURE_SCHEME_HEADERS: &[&str] = &[
     "X-FORWARDED-PROTO=https",
     "X-FORWARDED-SSL=on",
 ];
-const NO_LOG_CONFIG: Meaning = Ignored(
-    "oxgate writes its own log lines; logging configs, syslog and logger classes are not read",
-);
+const NO_LOG_CONFIG: Meaning =
+    Ignored("oxgate writes its own log lines; logging configs and logger classes are not read");
 
 /// Every setting of Gunicorn's settings reference (27.0), in its order.
 static SETTINGS: &[GunicornSetting] = &[
@@ -192,7 +191,7 @@ static SETTINGS: &[GunicornSetting] = &[
         "disable_redirect_access_to_syslog",
         &["--disable-redirect-access-to-syslog"],
         Switch,
-        NO_LOG_CONFIG,
+        Maps,
     ),
     g("access_log_format", &["--access-logformat"], Value, Maps),
     g("errorlog", &["--error-logfile", "--log-file"], Value, Maps),
@@ -212,20 +211,10 @@ static SETTINGS: &[GunicornSetting] = &[
         Value,
         NO_LOG_CONFIG,
     ),
-    g("syslog_addr", &["--log-syslog-to"], Value, NO_LOG_CONFIG),
-    g("syslog", &["--log-syslog"], Switch, NO_LOG_CONFIG),
-    g(
-        "syslog_prefix",
-        &["--log-syslog-prefix"],
-        Value,
-        NO_LOG_CONFIG,
-    ),
-    g(
-        "syslog_facility",
-        &["--log-syslog-facility"],
-        Value,
-        NO_LOG_CONFIG,
-    ),
+    g("syslog_addr", &["--log-syslog-to"], Value, Maps),
+    g("syslog", &["--log-syslog"], Switch, Maps),
+    g("syslog_prefix", &["--log-syslog-prefix"], Value, Maps),
+    g("syslog_facility", &["--log-syslog-facility"], Value, Maps),
     g(
         "enable_stdio_inheritance",
         &["-R", "--enable-stdio-inheritance"],
@@ -245,7 +234,9 @@ static SETTINGS: &[GunicornSetting] = &[
         "proc_name",
         &["-n", "--name"],
         Value,
-        Ignored("oxgate does not set process titles"),
+        Ignored(
+            "oxgate does not set process titles (with syslog, it names the tag, as in Gunicorn)",
+        ),
     ),
     g(
         "default_proc_name",
@@ -775,6 +766,13 @@ pub fn read(
     given.extend(from_env.settings);
     given.extend(cli.settings);
     given.remove("config");
+    // Gunicorn's default_proc_name: the app named on the command line, or
+    // "gunicorn" when only the file's wsgi_app names it.
+    let proc_name = cli
+        .app
+        .clone()
+        .or(from_env.app.clone())
+        .unwrap_or_else(|| "gunicorn".into());
     let app = cli.app.or(from_env.app).or(file.app);
 
     let mut out = GunicornConfig {
@@ -782,7 +780,7 @@ pub fn read(
         file: file_name,
         ..GunicornConfig::default()
     };
-    translate(&given, app, env, &mut out)?;
+    translate(&given, app, &proc_name, env, &mut out)?;
     for (key, value) in file
         .oxgate
         .into_iter()
@@ -810,6 +808,7 @@ fn default_origin() -> Origin {
 fn translate(
     given: &BTreeMap<&'static str, Given>,
     app: Option<String>,
+    default_proc_name: &str,
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut GunicornConfig,
 ) -> Result<(), ConfigError> {
@@ -986,23 +985,55 @@ fn translate(
         push(&opt::LAZY_APPS, "true".into(), origin);
     }
 
-    // Access log: none unless asked for, in Gunicorn's format.
-    match one("accesslog") {
-        None => push(&opt::DISABLE_LOGGING, "true".into(), &default),
-        Some(target) => {
+    // Syslog: the error log's lines, and unless told otherwise the access
+    // lines, go to syslog as well, tagged as Gunicorn tags them.
+    let syslog = match given.get("syslog") {
+        Some(g) if truthy("syslog") => {
+            let addr = one("syslog_addr").unwrap_or_else(|| "udp://localhost:514".into());
+            crate::log::route::gunicorn_syslog_addr(&addr)
+                .map_err(|e| ConfigError(format!("{}: syslog_addr: {e}", g.origin)))?;
+            let facility = one("syslog_facility").unwrap_or_else(|| "user".into());
+            crate::log::route::facility(&facility)
+                .map_err(|e| ConfigError(format!("{}: syslog_facility: {e}", g.origin)))?;
+            let name = one("syslog_prefix")
+                .filter(|p| !p.is_empty())
+                .or_else(|| one("proc_name").map(|n| n.replace(':', ".")))
+                .unwrap_or_else(|| default_proc_name.replace(':', "."));
+            let target =
+                move |log: &str| format!("gunicorn-syslog:{addr},gunicorn.{name}.{log},{facility}");
+            push(&opt::LOGGER, "stdio".into(), &g.origin);
+            push(&opt::LOGGER, target("error"), &g.origin);
+            Some((target("access"), g.origin.clone()))
+                .filter(|_| !truthy("disable_redirect_access_to_syslog"))
+        }
+        _ => None,
+    };
+
+    // Access log: none unless asked for (or sent to syslog), in Gunicorn's
+    // format.
+    let accesslog = one("accesslog");
+    if accesslog.is_none() && syslog.is_none() {
+        push(&opt::DISABLE_LOGGING, "true".into(), &default);
+    } else {
+        if let Some(target) = &accesslog {
             let origin = &given["accesslog"].origin;
             let errorlog = one("errorlog").unwrap_or_else(|| "-".into());
             // A file of its own, as in Gunicorn; "-" (stdout) joins the log.
-            if target != "-" && target != errorlog {
+            if target != "-" && *target != errorlog {
                 push(&opt::REQ_LOGGER, format!("file:{target}"), origin);
+            } else if syslog.is_some() {
+                push(&opt::REQ_LOGGER, "stdio".into(), origin);
             }
-            let format =
-                one("access_log_format").unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string());
-            let fmt_origin = given
-                .get("access_log_format")
-                .map_or(&default, |g| &g.origin);
-            push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
         }
+        if let Some((target, origin)) = &syslog {
+            push(&opt::REQ_LOGGER, target.clone(), origin);
+        }
+        let format =
+            one("access_log_format").unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string());
+        let fmt_origin = given
+            .get("access_log_format")
+            .map_or(&default, |g| &g.origin);
+        push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
     }
     if let Some(g) = given.get("errorlog")
         && let Some(target) = g.values.last()

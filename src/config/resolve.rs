@@ -9,6 +9,7 @@ use super::parse::{ConfigError, Setting, err, last_given};
 use super::settings::*;
 use super::value::{parse_bool, parse_int, switch_on};
 use crate::lifecycle::{Control, ReloadKind};
+use crate::log::route::{LogPlan, Logger, Route, Target};
 use crate::request::wrappers::Trusted;
 
 /// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `callable` (from
@@ -552,6 +553,7 @@ impl<'a> Values<'a> {
 pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let r = Values(settings);
     // `--logdate` alone: uWSGI's ctime-like date; `--logdate=FMT`: strftime.
+    let log_plan = log_plan(&r)?;
     let log_date = r.value(&opt::LOGDATE).and_then(|v| match parse_bool(v) {
         Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
         Some(false) => None,
@@ -967,10 +969,18 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             backupname: r.path(&opt::LOG_BACKUPNAME),
             touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,
-            requests: match r.value(&opt::REQ_LOGGER) {
-                None => None,
-                Some(t) => log_target("--req-logger", t)?,
+            requests: if log_plan.is_plain() {
+                log_plan
+                    .request_loggers
+                    .first()
+                    .and_then(|l| match &l.target {
+                        Target::File(p) => Some(p.clone()),
+                        _ => None,
+                    })
+            } else {
+                None
             },
+            loggers: (!log_plan.is_plain()).then(|| log_plan.clone()),
         },
         stats: StatsConfig {
             addr: r.string(&opt::STATS),
@@ -1007,19 +1017,17 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             daemonize2: r.path(&opt::DAEMONIZE2),
             logto: match r.path(&opt::LOGTO) {
                 Some(p) => Some(p),
-                None => {
-                    let mut files = Vec::new();
-                    for t in r.all(&opt::LOGGER) {
-                        files.extend(log_target("--logger", &t)?);
-                    }
-                    if files.len() > 1 {
-                        return err(format!(
-                            "--logger: oxgate logs to one file, and {} are named",
-                            files.len()
-                        ));
-                    }
-                    files.pop()
+                // One file logger is the log file itself.
+                None if log_plan.is_plain() => {
+                    log_plan
+                        .loggers
+                        .first()
+                        .and_then(|l| match &l.target {
+                            Target::File(p) => Some(p.clone()),
+                            _ => None,
+                        })
                 }
+                None => None,
             },
             vacuum: r.flag(&opt::VACUUM)?,
             touch_reload: r.paths(&opt::TOUCH_RELOAD),
@@ -1051,27 +1059,38 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     })))
 }
 
-/// A uWSGI logger target: `file:PATH` (a file), `stdio` (stderr: none),
-/// optionally after a logger NAME.
-fn log_target(option: &str, target: &str) -> Result<Option<PathBuf>, ConfigError> {
-    let t = target.trim();
-    // `logger = name file:/path`: named loggers are for log-route.
-    let t = match t.split_once(char::is_whitespace) {
-        Some((_, rest)) if !t.starts_with("file:") => rest.trim(),
-        _ => t,
+/// `--logger`, `--log-syslog`, `--req-logger`, `--log-route` and
+/// `--log-req-route`, read and checked.
+fn log_plan(r: &Values<'_>) -> Result<LogPlan, ConfigError> {
+    let logger = |option: &str, v: &str| {
+        Logger::parse(v).map_err(|e| ConfigError(format!("--{option} {v:?}: {e}")))
     };
-    if let Some(path) = t.strip_prefix("file:") {
-        if path.is_empty() {
-            return err(format!("{option} {target:?}: file: needs a path"));
+    let route =
+        |option: &str, v: &str| Route::parse(v).map_err(|e| ConfigError(format!("--{option} {e}")));
+    let mut plan = LogPlan::default();
+    for v in r.all(&opt::LOGGER) {
+        plan.loggers.push(logger("logger", &v)?);
+    }
+    if let Some(v) = r.value(&opt::LOG_SYSLOG) {
+        match parse_bool(v) {
+            Some(false) => {}
+            Some(true) => plan.loggers.push(logger("log-syslog", "syslog")?),
+            None => plan
+                .loggers
+                .push(logger("log-syslog", &format!("syslog:{v}"))?),
         }
-        return Ok(Some(PathBuf::from(path)));
     }
-    if t == "stdio" {
-        return Ok(None);
+    for v in r.all(&opt::REQ_LOGGER) {
+        plan.request_loggers.push(logger("req-logger", &v)?);
     }
-    err(format!(
-        "{option} {target:?}: oxgate logs to file:PATH or stdio targets (syslog and the other uWSGI loggers are not supported yet)"
-    ))
+    for v in r.all(&opt::LOG_ROUTE) {
+        plan.routes.push(route("log-route", &v)?);
+    }
+    for v in r.all(&opt::LOG_REQ_ROUTE) {
+        plan.request_routes.push(route("log-req-route", &v)?);
+    }
+    plan.check().map_err(ConfigError)?;
+    Ok(plan)
 }
 
 #[cfg(test)]

@@ -300,6 +300,9 @@ pub struct LogFiles {
     pub date: Option<String>,
     /// `--req-logger file:PATH`: request lines in a file of their own.
     pub requests: Option<PathBuf>,
+    /// Loggers beyond one file (`--logger` several times, syslog, named
+    /// loggers and their routes), installed at start.
+    pub loggers: Option<crate::log::route::LogPlan>,
 }
 
 /// `--stats`, `--metrics`.

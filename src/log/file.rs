@@ -58,10 +58,13 @@ fn request_log_fd() -> Option<BorrowedFd<'static>> {
 /// A request log line: to `--req-logger`'s file when there is one, else
 /// to the log with everything else.
 pub fn write_request_line(buf: &[u8]) {
+    if super::route::request_line(buf) {
+        return;
+    }
     match request_log_fd() {
         // A full disk loses the line, as for the main log; serving goes on.
         Some(fd) => {
-            let _ = super::say::write_all_to(fd, buf);
+            let _ = crate::sys::write_all_to(fd, buf);
         }
         None => super::say::write_stderr(buf),
     }
@@ -109,7 +112,7 @@ pub fn path() -> Option<PathBuf> {
 pub fn reopen() -> bool {
     // True when either file was reopened: the master then tells the
     // workers, which write the request lines.
-    let requests = reopen_request_log();
+    let requests = reopen_request_log() | super::route::reopen();
     let Some(path) = PATH.get() else {
         return requests;
     };

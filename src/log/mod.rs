@@ -2,5 +2,6 @@
 //! imports only `sys`.
 
 pub mod file;
+pub mod route;
 pub mod say;
 pub mod statsd;

@@ -39,6 +39,10 @@ static LOST_PID: AtomicU32 = AtomicU32::new(0);
 /// One `write()` per line (looping only on a short write or EINTR), so
 /// lines from many processes and threads never interleave.
 pub fn write_stderr(buf: &[u8]) {
+    // With loggers (`--logger`, syslog), they take the line.
+    if super::route::main_line(buf) {
+        return;
+    }
     if LOST_LINES.load(Ordering::Relaxed) > 0 {
         // Taken whole, so that two threads never report the same lines.
         let lost = LOST_LINES.swap(0, Ordering::Relaxed);
@@ -66,21 +70,7 @@ fn write_all(buf: &[u8]) -> Result<(), nix::errno::Errno> {
     // Unlocked on purpose: std's stderr is unbuffered, and its lock would
     // only order this process's threads, which one write() already does.
     use std::os::fd::AsFd;
-    write_all_to(stderr.as_fd(), buf)
-}
-
-pub(super) fn write_all_to(
-    fd: std::os::fd::BorrowedFd<'_>,
-    mut buf: &[u8],
-) -> Result<(), nix::errno::Errno> {
-    while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    crate::sys::write_all_to(stderr.as_fd(), buf)
 }
 
 /// `eprintln!` for oxgate's own log messages: whole lines, `--logdate` aware.

@@ -40,6 +40,11 @@ pub struct Setup<'a> {
 
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
+    // What the app writes on stdout and stderr goes to the loggers, when
+    // there are any (uWSGI's log master).
+    if let Err(e) = crate::log::route::capture_output() {
+        crate::say!("oxgate: worker {}: {e}", s.id);
+    }
     s.signals.release_in_child();
     for &fd in s.stats_fds {
         // The master's `Stats` in this process's memory is not dropped (a
@@ -258,6 +263,7 @@ fn worker_int_once(cx: python::HookContext) {
 /// it inherited from the master (atexit, Rust's and C's stdio flushing),
 /// which belong to the master's state.
 fn exit_now(code: i32) -> ! {
+    crate::log::route::end_capture();
     // SAFETY: _exit ends the process without touching shared state; it is
     // async-signal-safe and always sound to call.
     unsafe { libc::_exit(code) }

@@ -23,3 +23,19 @@ pub fn void_fd(fd: std::os::fd::RawFd) {
         let _ = nix::unistd::close(fd);
     }
 }
+
+/// Writes all of `buf` with as few write() calls as it takes (one, but
+/// for a short write or EINTR).
+pub fn write_all_to(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut buf: &[u8],
+) -> Result<(), nix::errno::Errno> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+"""uWSGI's loggers: `logger` (file:, stdio, syslog:, rsyslog:), `req-logger`,
+`log-route`, `log-req-route` and `log-syslog`, with the app's own output
+routed like oxgate's lines. (Gunicorn's syslog settings are in
+test_gunicorn_config.py.)"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from helpers import LOGGED, SyslogReceiver, run_fail, wait_for
+
+
+@pytest.fixture
+def dev_log():
+    """The local syslog socket, /dev/log, received here: it must not exist
+    already (a real syslog daemon would have it) and needs root."""
+    if os.path.exists("/dev/log") or os.geteuid() != 0:
+        pytest.skip("needs root and no syslog daemon on /dev/log")
+    r = SyslogReceiver("/dev/log")
+    yield r
+    r.close()
+    os.unlink("/dev/log")
+
+
+# `<PRI>Mmm dd hh:mm:ss ` as glibc's syslog(3) and uWSGI's rsyslog write it.
+STAMP = re.compile(rb"^<(\d+)>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ")
+
+
+def test_syslog_logger_sends_what_glibc_sends(serve, tmp_path, dev_log):
+    """`logger = syslog:IDENT,FACILITY` sends oxgate's lines, the request
+    lines and the app's own output to /dev/log, each as one datagram shaped
+    as glibc's syslog(3) (which uWSGI calls) shapes it: the same header as
+    Python's syslog module, which calls glibc, sends."""
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nstrict = true\nwsgi-file = {LOGGED}\nmaster = true\nprocesses = 1\n"
+                   "logger = syslog:myapp,local6\n")
+    s = serve(str(ini))
+    assert requests.get(s.url + "/print").status_code == 200
+    served = dev_log.wait(b"serving", "the start line")
+    app = dev_log.wait(b"app stderr line", "the app's stderr")
+    dev_log.wait(b"app stdout line", "the app's stdout")
+    dev_log.wait(b"GET /print", "the request line")
+    subprocess.run([sys.executable, "-c", "import syslog; syslog.openlog('myapp', 0, syslog.LOG_LOCAL6); "
+                    "syslog.syslog(syslog.LOG_INFO, 'glibc line')"], check=True)
+    glibc = dev_log.wait(b"glibc line", "glibc's line")
+
+    def shape(m, text):
+        return STAMP.sub(rb"<\1>STAMP ", m).replace(text, b"TEXT")
+    assert shape(app, b"app stderr line") == shape(glibc, b"glibc line") == b"<182>STAMP myapp: TEXT"
+    assert served.startswith(b"<182>") and not served.endswith(b"\n")
+    # Nothing went to stderr but what came before the loggers.
+    assert "app stderr line" not in s.log() and "GET /print" not in s.log()
+
+
+def test_log_syslog_and_default_ident(serve, tmp_path, dev_log):
+    """`log-syslog` alone is `logger = syslog`: ident uwsgi, facility
+    daemon (uWSGI's defaults)."""
+    s = serve("--wsgi-file", LOGGED, "--log-syslog")
+    requests.get(s.url + "/alone")
+    m = dev_log.wait(b"GET /alone", "the request line")
+    assert STAMP.match(m).group(1) == b"30" and b" uwsgi: " in m
+
+
+def test_rsyslog_logger_over_udp(serve, tmp_path):
+    """`logger = rsyslog:HOST:PORT,PREFIX,PRI`: one UDP datagram per line,
+    `<PRI>Mmm dd hh:mm:ss PREFIX: line`, without its newline."""
+    r = SyslogReceiver()
+    try:
+        s = serve("--wsgi-file", LOGGED, "--logger", f"rsyslog:127.0.0.1:{r.port},web1 myapp,134")
+        requests.get(s.url + "/remote")
+        m = r.wait(b"GET /remote", "the request line")
+        assert STAMP.match(m).group(1) == b"134"
+        assert STAMP.sub(b"", m).startswith(b"web1 myapp: [pid: ") and not m.endswith(b"\n")
+    finally:
+        r.close()
+
+
+def test_log_route_sends_matching_lines_to_a_named_logger_only(serve, tmp_path):
+    """uWSGI's dispatch: a line matching a route goes to the route's logger
+    only; the others go to every unnamed logger."""
+    every, slow = tmp_path / "every.log", tmp_path / "slow.log"
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nstrict = true\nwsgi-file = {LOGGED}\nmaster = true\nprocesses = 2\n"
+                   f"logger = file:{every}\nlogger = stdio\nlogger = slow file:{slow}\n"
+                   "log-route = slow GET /sleep/\n")
+    s = serve(str(ini))
+    for path in ("/sleep/1", "/fast", "/print"):
+        assert requests.get(s.url + path).status_code == 200
+    wait_for(lambda: every.exists() and "GET /print" in every.read_text() and "app stdout line" in every.read_text(),
+             what="the unrouted lines in every.log")
+    wait_for(lambda: slow.exists() and "GET /sleep/1" in slow.read_text(), what="the routed line")
+    text = every.read_text()
+    assert "GET /fast" in text and "serving" in text and "GET /sleep/" not in text
+    assert "GET /fast" not in slow.read_text() and "serving" not in slow.read_text()
+    # stdio is a logger like the others: the same lines as every.log.
+    wait_for(lambda: "GET /print" in s.log(), what="the lines on stderr")
+    assert "GET /sleep/" not in s.log()
+
+
+def test_only_named_loggers_leave_other_lines_where_they_were(serve, tmp_path):
+    """When every logger has a name, the lines no route takes go to the log
+    as it was (stderr here), as in uWSGI."""
+    errors = tmp_path / "errors.log"
+    s = serve("--wsgi-file", LOGGED, "--logger", f"errs file:{errors}", "--log-route", "errs boom")
+    requests.get(s.url + "/boom")
+    requests.get(s.url + "/calm")
+    wait_for(lambda: errors.exists() and "boom for the log" in errors.read_text(), what="the traceback's line")
+    wait_for(lambda: "GET /calm" in s.log(), what="the other lines on stderr")
+    assert "GET /calm" not in errors.read_text()
+
+
+def test_req_logger_and_log_req_route(serve, tmp_path):
+    """Request lines go to the request loggers, and those matching a
+    log-req-route to its logger only; other lines never reach them."""
+    reqs, failed = tmp_path / "requests.log", tmp_path / "failed.log"
+    s = serve("--wsgi-file", LOGGED, "--req-logger", f"file:{reqs}", "--req-logger", f"fails file:{failed}",
+              "--log-req-route", r"fails \(HTTP/1\.1 5\d\d\)")
+    requests.get(s.url + "/status/503")
+    requests.get(s.url + "/status/204")
+    wait_for(lambda: failed.exists() and "/status/503" in failed.read_text(), what="the failed request")
+    wait_for(lambda: reqs.exists() and "/status/204" in reqs.read_text(), what="the other request")
+    assert "/status/503" not in reqs.read_text() and "/status/204" not in failed.read_text()
+    assert "serving" not in reqs.read_text() and "serving" in s.log()
+
+
+def test_logger_mistakes_are_refused_with_the_reason():
+    for args, why in [
+        (["--logger", "redislog:127.0.0.1"], 'oxgate has no logger "redislog"'),
+        (["--logger", "syslog:app,nowhere"], 'unknown syslog facility "nowhere"'),
+        (["--log-route", "ghost x"], 'no --logger is named "ghost"'),
+        (["--logger", "a file:/tmp/a", "--log-route", "a ("], "the regular expression"),
+        (["--logger", "rsyslog:"], "rsyslog: needs an address"),
+    ]:
+        code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", LOGGED, *args)
+        assert code == 2 and why in err, (args, err)
