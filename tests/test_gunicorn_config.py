@@ -435,26 +435,50 @@ def test_jitter_draws_a_limit_per_worker(serve, tmp_path):
     assert len(pids) <= 3, pids
 
 
+PROGRAMS = {"oxgate": (BIN,), "gunicorn": (GUNICORN,)}
+
+
 def test_flask_on_a_unix_socket_with_accesslog(serve, tmp_path):
-    sock = tmp_path / "app.sock"
-    f = conf(tmp_path, f"bind = 'unix:{sock}'\nworkers = 2\naccesslog = '-'\nchdir = {str(APPS)!r}\n"
-                       "wsgi_app = 'flask_app:app'\n")
-    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "-b", f"unix:{sock}", socket_arg=False,
-              cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)})
-    out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"], capture_output=True, text=True)
-    assert out.stdout == "Hello from Flask"
-    wait_for(lambda: '"GET / HTTP/1.1" 200' in s.log(), what="the access line")
+    """Flask on a unix socket with accesslog = "-", run by oxgate and by
+    Gunicorn on the same file: two workers each, the same page, and the
+    same access line apart from the time."""
+    lines = {}
+    for name, program in PROGRAMS.items():
+        sock = tmp_path / f"{name}.sock"
+        f = conf(tmp_path, f"bind = 'unix:{sock}'\nworkers = 2\naccesslog = '-'\nchdir = {str(APPS)!r}\n"
+                           "wsgi_app = 'flask_app:app'\n", name=f"{name}_flask.py")
+        s = serve("-c", str(f), socket_arg=False, cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)}, program=program,
+                  wait=False)
+        wait_for(sock.exists, what=f"{name}'s socket")
+        assert len(s.wait_workers(2)) == 2
+        out = wait_for(lambda: subprocess.run(["curl", "-s", "--unix-socket", str(sock), "-A", "ua/3",
+                                               "http://x/?marker=flask"], capture_output=True, text=True).stdout,
+                       what=f"{name}'s page")
+        assert out == "Hello from Flask", name
+        lines[name] = access_line(s, "marker=flask")
+        s.stop()
+    assert lines["oxgate"] == lines["gunicorn"]
+    assert '"GET /?marker=flask HTTP/1.1" 200 16 "-" "ua/3"' in lines["oxgate"]
 
 
 def test_fastapi_with_uvicorn_worker_class(serve, tmp_path):
+    """worker_class = "uvicorn.workers.UvicornWorker": oxgate serves the app
+    as ASGI, as Gunicorn with uvicorn's worker does: the same JSON and the
+    same 404 from the same file."""
     f = conf(tmp_path, "worker_class = 'uvicorn.workers.UvicornWorker'\nworkers = 1\n"
                        f"chdir = {str(APPS)!r}\n")
     p, got = print_config("-c", str(f), "asgi_fastapi:app")
     assert ("interface", "asgi") in got
-    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "asgi_fastapi:app", socket_arg=False,
-              cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)})
-    r = requests.get(s.url + "/")
-    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    answers = {}
+    for name, program in PROGRAMS.items():
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "asgi_fastapi:app", socket_arg=False,
+                  cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        assert len(s.wait_workers(1)) == 1
+        r = requests.get(s.url + "/")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json", name
+        answers[name] = (r.json(), requests.get(s.url + "/nowhere").status_code)
+        s.stop()
+    assert answers["oxgate"] == answers["gunicorn"]
 
 
 HOOKS_CONF = '''
@@ -575,25 +599,37 @@ def application(environ, start_response):
 
 def test_prometheus_multiprocess_collector(serve, tmp_path):
     """The documented Prometheus set-up: a shared directory, and child_exit
-    marking each dead worker's live gauges gone."""
-    metrics_dir = tmp_path / "prom"
-    metrics_dir.mkdir()
-    f = conf(tmp_path, "from prometheus_client import multiprocess\n"
-                       f"raw_env = ['PROMETHEUS_MULTIPROC_DIR={metrics_dir}']\n"
-                       "workers = 2\nmax_requests = 4\n"
-                       "def child_exit(server, worker):\n"
-                       "    multiprocess.mark_process_dead(worker.pid)\n")
+    marking each dead worker's live gauges gone. oxgate and Gunicorn, on
+    the same file, count the same and leave no live gauge behind."""
     (tmp_path / "promapp.py").write_text(PROMETHEUS_APP)
-    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "promapp:application", socket_arg=False, cwd=tmp_path,
-              env={"VIRTUAL_ENV": str(VENV), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
-    for _ in range(10):
-        assert requests.get(s.url + "/", headers={"Connection": "close"}).text == "hello"
-    # Counted across workers, recycled ones included (max_requests = 4).
-    text = requests.get(s.url + "/metrics").text
-    assert "hello_requests_total 10.0" in text, text
-    s.stop()
-    # Every worker is gone, and child_exit removed each one's live gauge.
-    assert not list(metrics_dir.glob("gauge_livesum_*.db"))
+    for name, program in PROGRAMS.items():
+        metrics_dir = tmp_path / f"prom-{name}"
+        metrics_dir.mkdir()
+        f = conf(tmp_path, "from prometheus_client import multiprocess\n"
+                           f"raw_env = ['PROMETHEUS_MULTIPROC_DIR={metrics_dir}']\n"
+                           "workers = 2\nmax_requests = 4\n"
+                           "def child_exit(server, worker):\n"
+                           "    multiprocess.mark_process_dead(worker.pid)\n", name=f"{name}_prom.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "promapp:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, program=program)
+        for _ in range(10):
+            # Gunicorn's recycled worker exits before its replacement is
+            # up: a request that meets the gap is sent again.
+            r = wait_for(lambda: _get(s.url + "/"), what=f"{name}'s answer")
+            assert r.text == "hello", name
+        # Counted across workers, recycled ones included (max_requests = 4).
+        text = wait_for(lambda: _get(s.url + "/metrics"), what=f"{name}'s metrics").text
+        assert "hello_requests_total 10.0" in text, (name, text)
+        s.stop()
+        # Every worker is gone, and child_exit removed each one's live gauge.
+        assert not list(metrics_dir.glob("gauge_livesum_*.db")), name
+
+
+def _get(url):
+    try:
+        return requests.get(url, headers={"Connection": "close"}, timeout=10)
+    except requests.ConnectionError:
+        return None
 
 
 def test_access_and_error_logs_in_files_of_their_own(serve, tmp_path):
@@ -662,23 +698,32 @@ def test_int_and_quit_stop_at_once_as_gunicorn(serve, tmp_path, sig):
 
 def test_django_on_a_unix_socket_with_post_fork(serve, tmp_path):
     """The most common shape: Django behind nginx on a unix socket, closing
-    the database connections each worker inherited in post_fork."""
-    sock = tmp_path / "django.sock"
-    marks = tmp_path / "post_fork.log"
-    f = conf(tmp_path, f"bind = 'unix:{sock}'\nworkers = 2\nchdir = {str(APPS)!r}\n"
-                       "raw_env = ['DJANGO_SETTINGS_MODULE=djproj.settings']\n"
-                       "wsgi_app = 'djproj.wsgi:application'\n"
-                       "def post_fork(server, worker):\n"
-                       "    from django.db import connections\n"
-                       "    connections.close_all()\n"
-                       f"    open({str(marks)!r}, 'a').write(f'{{worker.pid}}\\n')\n")
-    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "-b", f"unix:{sock}", socket_arg=False, cwd=tmp_path,
-              env={"VIRTUAL_ENV": str(VENV)})
-    pids = s.wait_workers(2)
-    out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"], capture_output=True, text=True)
-    assert out.stdout == "Hello from Django"
-    wait_for(lambda: marks.exists() and sorted(int(p) for p in marks.read_text().split()) == pids,
-             what="post_fork in each worker")
+    the database connections each worker inherited in post_fork. oxgate
+    and Gunicorn, on the same file: the hook runs once in each worker, in
+    the worker."""
+    for name, program in PROGRAMS.items():
+        sock = tmp_path / f"{name}-django.sock"
+        marks = tmp_path / f"{name}-post_fork.log"
+        f = conf(tmp_path, f"bind = 'unix:{sock}'\nworkers = 2\nchdir = {str(APPS)!r}\n"
+                           "raw_env = ['DJANGO_SETTINGS_MODULE=djproj.settings']\n"
+                           "wsgi_app = 'djproj.wsgi:application'\n"
+                           "import os\n"
+                           "def post_fork(server, worker):\n"
+                           "    from django.db import connections\n"
+                           "    connections.close_all()\n"
+                           f"    open({str(marks)!r}, 'a').write(f'{{worker.pid}} {{os.getpid()}}\\n')\n",
+                 name=f"{name}_django.py")
+        s = serve("-c", str(f), socket_arg=False, cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)}, program=program,
+                  wait=False)
+        wait_for(sock.exists, what=f"{name}'s socket")
+        pids = s.wait_workers(2)
+        out = wait_for(lambda: subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"],
+                                              capture_output=True, text=True).stdout, what=f"{name}'s page")
+        assert out == "Hello from Django", name
+        wait_for(lambda: marks.exists() and len(marks.read_text().split()) == 4, what=f"post_fork in {name}")
+        called = [tuple(map(int, l.split())) for l in marks.read_text().splitlines()]
+        assert sorted(called) == [(p, p) for p in pids], name
+        s.stop()
 
 
 def test_access_log_alone_is_reopened_by_usr1(serve, tmp_path):

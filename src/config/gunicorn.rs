@@ -1240,7 +1240,8 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
         };
         let atom = &after[..close];
         out.push_str(&match atom {
-            "h" => "%(addr)".into(),
+            // REMOTE_ADDR as it is: empty on a unix socket, as in Gunicorn.
+            "h" => "%(remote_addr)".into(),
             "l" => "-".into(),
             "u" => "%(user)".into(),
             "t" => "[%(ltime)]".into(),

@@ -10,6 +10,7 @@ pub(super) enum Field {
     Method,
     User,
     Addr,
+    RemoteAddr,
     Host,
     Proto,
     Uagent,
@@ -55,6 +56,9 @@ pub(super) const FIELDS: &[(&str, Field)] = &[
     ("method", Field::Method),
     ("user", Field::User),
     ("addr", Field::Addr),
+    // oxgate's own: REMOTE_ADDR as it is, empty (not "-") on a unix
+    // socket, for Gunicorn's %(h)s.
+    ("remote_addr", Field::RemoteAddr),
     ("host", Field::Host),
     ("proto", Field::Proto),
     ("uagent", Field::Uagent),

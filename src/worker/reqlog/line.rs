@@ -79,6 +79,8 @@ fn log_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
 
 enum Value<'a> {
     Bytes(&'a [u8]),
+    /// Written as it is: empty stays empty, where `Bytes` writes "-".
+    Verbatim(&'a [u8]),
     Owned(String),
     Num(u64),
 }
@@ -141,6 +143,7 @@ impl Line<'_> {
             Field::Method => Value::Bytes(self.var(METHOD)),
             Field::User => Value::Bytes(self.var(USER)),
             Field::Addr => Value::Bytes(self.addr()),
+            Field::RemoteAddr => Value::Verbatim(self.var(ADDR)),
             Field::Host => Value::Bytes(self.var(HOST)),
             Field::Proto => Value::Bytes(self.proto()),
             Field::Uagent => Value::Bytes(self.var(UAGENT)),
@@ -191,7 +194,7 @@ impl Line<'_> {
     fn push(out: &mut String, v: Value<'_>) {
         match v {
             Value::Bytes(b"") => out.push('-'),
-            Value::Bytes(b) => out.push_str(&log_text(b)),
+            Value::Bytes(b) | Value::Verbatim(b) => out.push_str(&log_text(b)),
             Value::Owned(s) if s.is_empty() => out.push('-'),
             Value::Owned(s) => out.push_str(&log_text(s.as_bytes())),
             Value::Num(n) => {
@@ -221,7 +224,7 @@ impl Line<'_> {
         let s = self.settings;
         let text = log_text;
         let uri = match self.uri() {
-            Value::Bytes(b) => text(b),
+            Value::Bytes(b) | Value::Verbatim(b) => text(b),
             Value::Owned(s) => log_text(s.as_bytes()).into_owned().into(),
             Value::Num(n) => n.to_string().into(),
         };
@@ -266,7 +269,7 @@ impl Line<'_> {
                 Value::Num(n) => {
                     let _ = write!(out, "{n}");
                 }
-                Value::Bytes(b) => json_str(out, &String::from_utf8_lossy(b)),
+                Value::Bytes(b) | Value::Verbatim(b) => json_str(out, &String::from_utf8_lossy(b)),
                 Value::Owned(s) => json_str(out, &s),
             }
         }
