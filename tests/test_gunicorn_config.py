@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ROOT, VENV, SyslogReceiver, run_fail, wait_for
+from helpers import APPS, BIN, ROOT, VENV, SyslogReceiver, free_port, run_fail, wait_for
 
 GUNICORN = str(VENV / "bin" / "gunicorn")
 SRC = ROOT / "src" / "config" / "gunicorn.rs"
@@ -754,3 +754,154 @@ def test_post_request_runs_when_the_app_raises(serve, tmp_path):
         assert requests.get(s.url + "/fails").status_code == 500
     wait_for(lambda: marks.exists() and marks.read_text().split("\n")[:2] == ["/fails 1", "/fails 2"],
              what="post_request after each failed request")
+
+
+def _raw_status(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(data)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return head.split(b"\r\n", 1)[0].split(b" ")[1:2]
+
+
+def test_limit_request_settings_refuse_as_gunicorn(serve, tmp_path):
+    """limit_request_line, limit_request_fields and limit_request_field_size:
+    the same requests are refused by both, with the same status, and one
+    within the limits is served."""
+    f = conf(tmp_path, "workers = 1\nlimit_request_line = 100\nlimit_request_fields = 5\n"
+                       "limit_request_field_size = 60\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    cases = {
+        "within": b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "long line": b"GET /" + b"a" * 150 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "many fields": b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(8)) + b"\r\n",
+        "long field": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 100 + b"\r\n\r\n",
+    }
+    got = {name: [_raw_status(s.port, data) for s in (ox, gu)] for name, data in cases.items()}
+    assert got["within"] == [[b"200"], [b"200"]]
+    for name in ("long line", "many fields", "long field"):
+        assert got[name][0] == got[name][1] and got[name][0] != [b"200"], (name, got[name])
+
+
+@pytest.mark.parametrize("grace", [1, 15])
+def test_graceful_timeout_bounds_the_stop_as_gunicorn(serve, tmp_path, grace):
+    """SIGTERM with a 4-second request in flight: within graceful_timeout it
+    finishes; past it, the worker is killed and the request cut, in both."""
+    f = conf(tmp_path, f"workers = 1\ngraceful_timeout = {grace}\n", name=f"grace{grace}.py")
+    for program in ((BIN,), (GUNICORN,)):
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        s.wait_workers(1)
+        got = []
+
+        def slow():
+            try:
+                got.append(requests.get(s.url + "/sleep?4", timeout=30).status_code)
+            except requests.RequestException as e:
+                got.append(type(e).__name__)
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(1)
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=20)
+        t.join(20)
+        assert got == ([200] if grace == 15 else ["ConnectionError"]), (program, got)
+
+
+def test_duration_atoms_as_gunicorn_writes_them(serve, tmp_path):
+    """%(T)s (whole seconds), %(L)s (seconds with six decimals), %(M)s
+    (milliseconds) and %(D)s (microseconds), for a 1.3-second request."""
+    f = conf(tmp_path, "workers = 1\naccesslog = '-'\naccess_log_format = 'took %(T)s %(L)s %(M)s %(D)s %(U)s'\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        requests.get(s.url + "/sleep?1.3")
+        line = wait_for(lambda: next((l for l in s.log().splitlines() if l.startswith("took ")), None),
+                        what="the access line")
+        t, l_, m, d, path = line.split()[1:]
+        assert path == "/sleep" and t == "1" and re.fullmatch(r"1\.\d{6}", l_), (s.args, line)
+        assert 1300 <= int(m) < 3000 and int(m) == int(d) // 1000, (s.args, line)
+
+
+def test_reload_extra_files_restart_the_workers_with_reload_on(serve, tmp_path):
+    """reload = True with reload_extra_files: touching a listed file brings
+    new workers, in both. Without reload, Gunicorn watches nothing, and
+    oxgate watches nothing either."""
+    watched = tmp_path / "settings.toml"
+    watched.write_text("a = 1\n")
+    f = conf(tmp_path, f"workers = 1\nreload = True\nreload_extra_files = [{str(watched)!r}]\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    before = {id(s): s.wait_workers(1) for s in (ox, gu)}
+    time.sleep(1.1)  # a new mtime, at the file system's granularity
+    watched.write_text("a = 2\n")
+    for s in (ox, gu):
+        wait_for(lambda: s.worker_pids() and s.worker_pids() != before[id(s)], what=f"new workers for {s.args[0]}")
+        wait_for(lambda: _get(s.url + "/"), what="an answer after the reload")
+    f2 = conf(tmp_path, f"reload_extra_files = [{str(watched)!r}]\n", name="noreload.py")
+    p, got = print_config("-c", str(f2), "procs:application")
+    assert "touch-reload" not in dict(got)
+
+
+def test_daemon_detaches_and_serves_as_gunicorn(tmp_path):
+    """daemon = True: the command returns at once, and the detached server,
+    whose pid is in the pidfile, serves; its lines go to errorlog."""
+    for name in ("oxgate", "gunicorn"):
+        port = free_port()
+        pidfile, errors = tmp_path / f"{name}.pid", tmp_path / f"{name}-error.log"
+        f = conf(tmp_path, f"workers = 1\ndaemon = True\npidfile = {str(pidfile)!r}\nerrorlog = {str(errors)!r}\n"
+                           f"bind = '127.0.0.1:{port}'\n", name=f"{name}_daemon.py")
+        program = [BIN] if name == "oxgate" else [GUNICORN]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "GUNICORN_"))}
+        env["VIRTUAL_ENV"] = str(VENV)
+        p = subprocess.run([*program, "-c", str(f), "procs:application"], cwd=tmp_path, env=env, timeout=30,
+                           capture_output=True)
+        assert p.returncode == 0, (name, p.stderr)
+        try:
+            pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what=f"{name}'s pidfile"))
+            assert wait_for(lambda: _get(f"http://127.0.0.1:{port}/"), what=f"{name} serving").status_code == 200
+            assert errors.exists() and errors.read_text().strip(), name
+        finally:
+            os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"{name} stopped")
+
+
+def test_on_reload_and_pre_exec_hooks(serve, tmp_path):
+    """HUP calls on_reload in the master, in both; USR2 (Gunicorn's new
+    master) calls pre_exec in oxgate's master before it re-executes."""
+    for program in ((BIN,), (GUNICORN,)):
+        events = tmp_path / f"reload-{os.path.basename(program[0])}.log"
+        f = conf(tmp_path, "import os\nworkers = 1\n"
+                           "def on_reload(server):\n"
+                           f"    open({str(events)!r}, 'a').write(f'on_reload {{os.getpid()}}\\n')\n"
+                           "def pre_exec(server):\n"
+                           f"    open({str(events)!r}, 'a').write(f'pre_exec {{os.getpid()}}\\n')\n",
+                 name=f"reload-{os.path.basename(program[0])}.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        first = s.wait_workers(1)
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: events.exists() and f"on_reload {s.proc.pid}" in events.read_text(),
+                 what=f"on_reload in {program[0]}")
+        wait_for(lambda: s.worker_pids() and s.worker_pids() != first, what="new workers")
+        if program == (BIN,):
+            s.proc.send_signal(signal.SIGUSR2)
+            wait_for(lambda: f"pre_exec {s.proc.pid}" in events.read_text(), what="pre_exec")
+        assert wait_for(lambda: _get(s.url + "/"), what="an answer").status_code == 200
+        s.stop()
+
+
+def test_proxy_protocol_gives_the_client_address_as_gunicorn(serve, tmp_path):
+    """proxy_protocol with proxy_allow_ips: the address in a PROXY v1 line
+    is the client's, in the access line of both."""
+    f = conf(tmp_path, "workers = 1\nproxy_protocol = True\nproxy_allow_ips = '127.0.0.1'\naccesslog = '-'\n"
+                       "access_log_format = 'from %(h)s %(U)s'\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        status = _raw_status(s.port, b"PROXY TCP4 203.0.113.9 127.0.0.1 4711 80\r\n"
+                                     b"GET /proxied HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status == [b"200"], s.args
+        wait_for(lambda: "from 203.0.113.9 /proxied" in s.log(), what=f"the client's address for {s.args[0]}")

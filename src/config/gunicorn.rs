@@ -1125,7 +1125,10 @@ fn translate(
     if truthy("reload") {
         push(&opt::PY_AUTORELOAD, "1".into(), &given["reload"].origin);
     }
-    if let Some(g) = given.get("reload_extra_files") {
+    // Gunicorn watches them only when reload is on.
+    if let Some(g) = given.get("reload_extra_files")
+        && truthy("reload")
+    {
         for v in &g.values {
             push(&opt::TOUCH_RELOAD, v.clone(), &g.origin);
         }
