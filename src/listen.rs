@@ -38,7 +38,10 @@ pub fn parse(addr: &str) -> Result<Address, String> {
     }
     if let Some(n) = addr.strip_prefix("fd://") {
         return match n.parse::<i32>() {
-            Ok(n) if n >= 0 => Ok(Address::Fd(n)),
+            Ok(n) if n > 2 => Ok(Address::Fd(n)),
+            Ok(0..=2) => Err(format!(
+                "{addr:?}: descriptors 0, 1 and 2 are stdin, stdout and stderr, which oxgate redirects; pass the socket on 3 or above"
+            )),
             _ => Err(format!(
                 "cannot understand socket address {addr:?}: {n:?} is not a file descriptor number"
             )),
@@ -186,7 +189,11 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
             l.set_nonblocking(true).map_err(fail)?;
             Ok(Listener::Unix(l, None))
         }
-        Address::Fd(n) => adopt_inherited(*n).map(|(_, l)| l),
+        // Taken over by startup (`adopt_inherited`), before anything is
+        // bound: only the sockets that serve requests can be inherited.
+        Address::Fd(n) => Err(format!(
+            "fd://{n} names an inherited socket, which only the sockets that serve requests can be"
+        )),
     }
 }
 
@@ -300,6 +307,7 @@ mod tests {
         assert_eq!(parse("fd://3").unwrap(), Address::Fd(3));
         assert_eq!(parse("fd://3").unwrap().to_string(), "fd://3");
         assert!(parse("fd://-1").is_err());
+        assert!(parse("fd://2").unwrap_err().contains("stderr"));
         assert!(parse("fd://three").is_err());
         assert!(parse("127.0.0.1:http").unwrap_err().contains("port"));
         assert!(parse("1.2.3.4:99999").is_err());
@@ -309,11 +317,9 @@ mod tests {
     #[test]
     fn an_inherited_descriptor_must_be_a_listening_socket() {
         use std::os::fd::AsRawFd;
-        let closed = {
-            let f = std::fs::File::open("/dev/null").unwrap();
-            f.as_raw_fd()
-        };
-        let err = adopt_inherited(closed).err().unwrap();
+        // Far above anything a test opens (a just-closed number could be
+        // taken again by another test's thread).
+        let err = adopt_inherited(1 << 20).err().unwrap();
         assert!(err.contains("not open"), "{err}");
         let file = std::fs::File::open("/dev/null").unwrap();
         let err = adopt_inherited(file.as_raw_fd()).err().unwrap();

@@ -48,6 +48,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     if let Some(plan) = &cfg.log_files.loggers {
         crate::log::route::install(plan)?;
+        if cfg.log_files.maxsize.is_some() {
+            crate::say!(
+                "oxgate: warning: --log-maxsize rotates the log file (--logto, --daemonize) only; rotate the loggers' files with logrotate and SIGUSR1, which reopens them"
+            );
+        }
     }
 
     // Bind first: a taken address fails fast, before the app is imported.
@@ -117,7 +122,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 "fd://{n}: systemd passed that descriptor already (LISTEN_FDS); name it once"
             ));
         }
-        let listener = listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?;
+        let listener = match addr {
+            Address::Fd(n) => listen::adopt_inherited(n)?.1,
+            _ => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?,
+        };
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
             process::chown_path(path, owner)?;
         }

@@ -4,6 +4,8 @@ routed like oxgate's lines. (Gunicorn's syslog settings are in
 test_gunicorn_config.py.)"""
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 
@@ -13,12 +15,28 @@ import requests
 from helpers import LOGGED, SyslogReceiver, run_fail, wait_for
 
 
+def _listened(path):
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 @pytest.fixture
 def dev_log():
-    """The local syslog socket, /dev/log, received here: it must not exist
-    already (a real syslog daemon would have it) and needs root."""
-    if os.path.exists("/dev/log") or os.geteuid() != 0:
-        pytest.skip("needs root and no syslog daemon on /dev/log")
+    """The local syslog socket, /dev/log, received here. It needs root (as
+    in CI), and no syslog daemon on it; a socket nobody reads, left by an
+    interrupted run, is taken over."""
+    if os.geteuid() != 0:
+        pytest.skip("binding /dev/log needs root")
+    if os.path.exists("/dev/log"):
+        if _listened("/dev/log"):
+            pytest.skip("a syslog daemon has /dev/log")
+        os.unlink("/dev/log")
     r = SyslogReceiver("/dev/log")
     yield r
     r.close()
@@ -89,7 +107,9 @@ def test_log_route_sends_matching_lines_to_a_named_logger_only(serve, tmp_path):
     s = serve(str(ini))
     for path in ("/sleep/1", "/fast", "/print"):
         assert requests.get(s.url + path).status_code == 200
-    wait_for(lambda: every.exists() and "GET /print" in every.read_text() and "app stdout line" in every.read_text(),
+    # Two workers: each line is waited for.
+    wait_for(lambda: every.exists() and all(t in every.read_text() for t in ("GET /print", "GET /fast",
+                                                                              "app stdout line")),
              what="the unrouted lines in every.log")
     wait_for(lambda: slow.exists() and "GET /sleep/1" in slow.read_text(), what="the routed line")
     text = every.read_text()
@@ -136,3 +156,89 @@ def test_logger_mistakes_are_refused_with_the_reason():
     ]:
         code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", LOGGED, *args)
         assert code == 2 and why in err, (args, err)
+
+
+def test_log_req_route_to_a_logger_without_request_loggers(serve, tmp_path):
+    """log-req-route may name a --logger: the matching request lines go
+    there only, the others with the rest."""
+    every, failed = tmp_path / "every.log", tmp_path / "failed.log"
+    s = serve("--wsgi-file", LOGGED, "--logger", f"file:{every}", "--logger", f"fails file:{failed}",
+              "--log-req-route", r"fails HTTP/1\.1 5\d\d")
+    requests.get(s.url + "/status/502")
+    requests.get(s.url + "/status/201")
+    wait_for(lambda: failed.exists() and "/status/502" in failed.read_text(), what="the failed request")
+    wait_for(lambda: every.exists() and "/status/201" in every.read_text(), what="the other request")
+    assert "/status/502" not in every.read_text() and "/status/201" not in failed.read_text()
+
+
+def test_loggers_follow_a_reopen(serve, tmp_path):
+    """SIGUSR1 after logrotate renamed the files: the `file:` loggers and
+    the log behind `stdio` (--logto) are opened anew in the master and the
+    workers, and the app's output is still routed."""
+    main, extra = tmp_path / "main.log", tmp_path / "extra.log"
+    s = serve("--wsgi-file", LOGGED, "--master", "--processes", "1", "--logto", str(main),
+              "--logger", "stdio", "--logger", f"file:{extra}")
+    s.wait_workers(1)
+    requests.get(s.url + "/print")
+    for f in (main, extra):
+        wait_for(lambda: f.exists() and "app stderr line" in f.read_text(), what=f"the app's line in {f.name}")
+        f.rename(f.with_suffix(".log.1"))
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    wait_for(lambda: main.exists() and extra.exists(), what="the reopened files")
+    requests.get(s.url + "/print?again")
+    for f in (main, extra):
+        wait_for(lambda: "GET /print?again" in f.read_text() and "app stderr line" in f.read_text(),
+                 what=f"the request and the app's line in the new {f.name}")
+    assert "GET /print?again" not in (tmp_path / "main.log.1").read_text()
+
+
+FORKING_APP = """
+import os, sys
+def application(environ, start_response):
+    if os.fork() == 0:
+        print("from the forked child", flush=True)
+        os._exit(0)
+    os.wait()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"forked"]
+"""
+
+
+def test_an_app_that_forks_is_routed_and_stops(serve, tmp_path):
+    """A child the app forks writes through the same pipe; it does not keep
+    the worker from stopping."""
+    app, every = tmp_path / "forking.py", tmp_path / "every.log"
+    app.write_text(FORKING_APP)
+    s = serve("--wsgi-file", str(app), "--master", "--processes", "1", "--logger", f"file:{every}")
+    assert requests.get(s.url + "/").text == "forked"
+    wait_for(lambda: every.exists() and "from the forked child" in every.read_text(), what="the child's line")
+    s.proc.terminate()
+    assert s.proc.wait(15) == 0
+
+
+def test_daemonize2_moves_the_loggers_stdio_to_its_file(tmp_path):
+    """--daemonize2 detaches after the loggers are installed: `stdio` then
+    means its file, not the terminal it left."""
+    from helpers import BIN, free_port
+    log, extra, pidfile = tmp_path / "d.log", tmp_path / "extra.log", tmp_path / "d.pid"
+    port = free_port()
+    p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", LOGGED, "--master",
+                        "--processes", "1", "--daemonize2", str(log), "--pidfile", str(pidfile),
+                        "--logger", "stdio", "--logger", f"file:{extra}"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0
+    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the pidfile"))
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/print"), what="the daemon serving")
+        for f in (log, extra):
+            wait_for(lambda: f.exists() and "GET /print" in f.read_text(), what=f"the request line in {f.name}")
+        assert "GET /print" not in p.stdout + p.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def _answers(url):
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False

@@ -187,6 +187,11 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
             };
             let addr = crate::listen::parse(addr)
                 .map_err(|e| ConfigError(format!("--fastcgi-pass {v:?}: {e}")))?;
+            if let crate::listen::Address::Fd(_) = addr {
+                return err(format!(
+                    "--fastcgi-pass {v:?}: fd://N names a socket to listen on, not a server to connect to"
+                ));
+            }
             Ok(FastcgiPass {
                 mount: mount.trim_end_matches('/').to_string(),
                 addr,

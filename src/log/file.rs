@@ -123,8 +123,13 @@ pub fn reopen() -> bool {
     ) else {
         return false;
     };
-    let _ = dup2_stdout(&fd);
-    let _ = dup2_stderr(&fd);
+    // With loggers, their `stdio` follows the file; and where fds 1 and 2
+    // are the capture's pipe (a worker with loggers), they stay so.
+    super::route::replace_original(fd.as_raw_fd());
+    if !super::route::capturing() {
+        let _ = dup2_stdout(&fd);
+        let _ = dup2_stderr(&fd);
+    }
     true
 }
 
@@ -157,7 +162,11 @@ pub fn install_reopen_handler(sig: libc::c_int) {
 
 /// The size of the file behind stderr, if it is a regular file.
 fn stderr_size() -> Option<u64> {
-    let st = fstat(std::io::stderr().as_fd()).ok()?;
+    let st = match super::route::original_fd() {
+        // SAFETY: the loggers' descriptor of the log is never closed.
+        Some(fd) => fstat(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?,
+        None => fstat(std::io::stderr().as_fd()).ok()?,
+    };
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return None;
     }

@@ -20,7 +20,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::net::{ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -213,10 +213,13 @@ impl Logger {
                 Target::Rsyslog { addr, prefix, pri }
             }
             ("gunicorn-syslog", Some(arg)) => {
-                let mut parts = arg.splitn(3, ',');
-                let addr = gunicorn_syslog_addr(parts.next().unwrap_or_default())?;
-                let prefix = parts.next().unwrap_or("gunicorn").to_string();
-                let facility = parts.next().map_or(Ok(1), facility)?;
+                // The prefix may hold commas (an app named with arguments,
+                // `app:create_app(a, b)`): the facility is after the last.
+                let (addr, rest) = arg.split_once(',').unwrap_or((arg, "gunicorn,user"));
+                let addr = gunicorn_syslog_addr(addr)?;
+                let (prefix, facility) = rest.rsplit_once(',').unwrap_or((rest, "user"));
+                let prefix = prefix.to_string();
+                let facility = self::facility(facility)?;
                 Target::GunicornSyslog {
                     addr,
                     prefix,
@@ -258,6 +261,9 @@ pub fn gunicorn_syslog_addr(addr: &str) -> Result<SyslogAddr, String> {
             }
             None => false,
         };
+        if rest.is_empty() || rest.starts_with(':') {
+            return Err(format!("syslog address {addr:?}: no host"));
+        }
         return Ok(SyslogAddr::Udp(if has_port {
             rest.to_string()
         } else {
@@ -371,8 +377,9 @@ enum SyslogFormat {
 }
 
 struct Installed {
-    /// The log as it was (stderr, or --logto's file), close-on-exec.
-    original: OwnedFd,
+    /// The log as it was (stderr, or --logto's file): a close-on-exec
+    /// copy, behind which a reopen or `--daemonize2` puts the new file.
+    original: RawFd,
     main: Vec<Sink>,
     /// Index into `main` of each route's logger.
     routes: Vec<(Regex, usize)>,
@@ -432,7 +439,7 @@ pub fn install(plan: &LogPlan) -> Result<(), String> {
         .collect();
     INSTALLED
         .set(Installed {
-            original,
+            original: original.into_raw_fd(),
             main,
             routes,
             requests,
@@ -511,6 +518,37 @@ fn socket(addr: &SyslogAddr) -> Result<Socket, String> {
     }
 }
 
+/// The log as it was, behind its descriptor.
+fn original(i: &Installed) -> BorrowedFd<'_> {
+    // SAFETY: `install` made this descriptor and nothing closes it: a
+    // reopen puts a new file behind the same number.
+    unsafe { BorrowedFd::borrow_raw(i.original) }
+}
+
+/// The descriptor of the log as it was (stderr, or `--logto`'s file),
+/// where the loggers' `stdio` writes; None without loggers.
+pub fn original_fd() -> Option<RawFd> {
+    INSTALLED.get().map(|i| i.original)
+}
+
+/// Puts the file behind `fd` where the loggers' `stdio` writes, after a
+/// reopen or `--daemonize2`. Async-signal-safe (one atomic load and
+/// dup3): a reopen runs it in a signal handler.
+pub fn replace_original(fd: RawFd) {
+    if let Some(i) = INSTALLED.get() {
+        // SAFETY: dup3 takes integers and touches no memory of ours; it
+        // closes the old file behind the number, which only the loggers
+        // use.
+        unsafe { libc::dup3(fd, i.original, libc::O_CLOEXEC) };
+    }
+}
+
+/// Whether this process's fds 1 and 2 are the capture's pipe: a reopen
+/// must then leave them be. Async-signal-safe.
+pub fn capturing() -> bool {
+    CAPTURING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the loggers are installed: lines go through `main_line` and
 /// `request_line` rather than straight to stderr.
 pub fn active() -> bool {
@@ -523,18 +561,22 @@ pub fn main_line(line: &[u8]) -> bool {
     let Some(i) = INSTALLED.get() else {
         return false;
     };
+    dispatch(i, line, Kind::Main);
+    true
+}
+
+fn dispatch(i: &Installed, line: &[u8], kind: Kind) {
     let bare = line.strip_suffix(b"\n").unwrap_or(line);
     let mut routed = false;
     for (pattern, logger) in &i.routes {
         if pattern.is_match(bare) {
-            i.main[*logger].write(i, line, Kind::Main);
+            i.main[*logger].write(i, line, kind);
             routed = true;
         }
     }
     if !routed {
-        write_unnamed(i, &i.main, line, Kind::Main);
+        write_unnamed(i, &i.main, line, kind);
     }
-    true
 }
 
 /// A request line (with its newline). False when no loggers are
@@ -543,9 +585,6 @@ pub fn request_line(line: &[u8]) -> bool {
     let Some(i) = INSTALLED.get() else {
         return false;
     };
-    if i.requests.is_empty() {
-        return main_line(line);
-    }
     let bare = line.strip_suffix(b"\n").unwrap_or(line);
     let mut routed = false;
     for (pattern, dest) in &i.request_routes {
@@ -558,7 +597,12 @@ pub fn request_line(line: &[u8]) -> bool {
         }
     }
     if !routed {
-        write_unnamed(i, &i.requests, line, Kind::Request);
+        if i.requests.is_empty() {
+            // Without request loggers, request lines join the others.
+            dispatch(i, line, Kind::Request);
+        } else {
+            write_unnamed(i, &i.requests, line, Kind::Request);
+        }
     }
     true
 }
@@ -571,14 +615,18 @@ fn write_unnamed(i: &Installed, sinks: &[Sink], line: &[u8], kind: Kind) {
         written = true;
     }
     if !written {
-        let _ = crate::sys::write_all_to(i.original.as_fd(), line);
+        let _ = crate::sys::write_all_to(original(i), line);
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Kind {
+    /// One of oxgate's own lines.
     Main,
     Request,
+    /// A line the app (or a process it started) wrote on stdout or
+    /// stderr.
+    Output,
 }
 
 impl Sink {
@@ -586,7 +634,7 @@ impl Sink {
         match &self.out {
             // A full disk loses the line, as for the main log.
             Out::Stdio => {
-                let _ = crate::sys::write_all_to(i.original.as_fd(), line);
+                let _ = crate::sys::write_all_to(original(i), line);
             }
             Out::File { fd, .. } => {
                 // SAFETY: the descriptor was opened by `install` and is
@@ -595,6 +643,12 @@ impl Sink {
                 let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
                 let _ = crate::sys::write_all_to(fd, line);
             }
+            // Gunicorn's syslog handler sees its own log lines only: the
+            // app's output never reaches it.
+            Out::Syslog {
+                format: SyslogFormat::Gunicorn { .. },
+                ..
+            } if kind == Kind::Output => {}
             Out::Syslog { socket, format } => {
                 let message = format.message(line, kind);
                 // A lost datagram is a lost line; serving goes on.
@@ -641,8 +695,8 @@ impl SyslogFormat {
             // "PREFIX: [%(process)d] %(message)s", NUL-terminated.
             SyslogFormat::Gunicorn { prefix, facility } => {
                 let severity = match kind {
-                    Kind::Request => LOG_INFO,
                     Kind::Main => severity_of(bare),
+                    Kind::Request | Kind::Output => LOG_INFO,
                 };
                 out.extend_from_slice(
                     format!(
@@ -707,6 +761,20 @@ pub fn reopen() -> bool {
 /// The thread reading what this process writes on fds 1 and 2, until
 /// `end_capture`.
 static CAPTURE: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The pipe's read end, closed in a child the app forks (which has no
+/// reader thread, and must not keep the pipe from ending).
+static CAPTURE_READER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn close_capture_reader_in_child() {
+    let fd = CAPTURE_READER_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: close is async-signal-safe, as a fork handler needs; in
+        // the child nothing else uses this descriptor (the thread that
+        // reads it was not copied by the fork).
+        unsafe { libc::close(fd) };
+    }
+}
 
 /// Puts a pipe behind fds 1 and 2 of this process (a worker) and routes
 /// each line written there, from the app, its C libraries and its child
@@ -719,12 +787,18 @@ pub fn capture_output() -> Result<(), String> {
     }
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| format!("loggers: cannot make the output pipe: {e}"))?;
+    CAPTURE_READER_FD.store(read.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: pthread_atfork only registers the handler, which is
+    // async-signal-safe (see above), as a handler run in a forked child
+    // must be.
+    unsafe { libc::pthread_atfork(None, None, Some(close_capture_reader_in_child)) };
     let reader = std::thread::Builder::new()
         .name("oxgate-output".into())
         .spawn(move || route_output(std::fs::File::from(read)))
         .map_err(|e| format!("loggers: cannot start the output reader: {e}"))?;
     let _ = nix::unistd::dup2_stdout(&write);
     let _ = nix::unistd::dup2_stderr(&write);
+    CAPTURING.store(true, std::sync::atomic::Ordering::Relaxed);
     *CAPTURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
     Ok(())
 }
@@ -742,7 +816,7 @@ fn route_output(mut pipe: std::fs::File) {
         pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
         while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
-            main_line(&pending[start..start + end + 1]);
+            output_line(&pending[start..start + end + 1]);
             start += end + 1;
         }
         pending.drain(..start);
@@ -750,13 +824,19 @@ fn route_output(mut pipe: std::fs::File) {
         // growing without bound.
         if pending.len() >= buf.len() {
             pending.push(b'\n');
-            main_line(&pending);
+            output_line(&pending);
             pending.clear();
         }
     }
     if !pending.is_empty() {
         pending.push(b'\n');
-        main_line(&pending);
+        output_line(&pending);
+    }
+}
+
+fn output_line(line: &[u8]) {
+    if let Some(i) = INSTALLED.get() {
+        dispatch(i, line, Kind::Output);
     }
 }
 
@@ -770,8 +850,9 @@ pub fn end_capture() {
     let Some(i) = INSTALLED.get() else {
         return;
     };
-    let _ = nix::unistd::dup2_stdout(&i.original);
-    let _ = nix::unistd::dup2_stderr(&i.original);
+    CAPTURING.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = nix::unistd::dup2_stdout(original(i));
+    let _ = nix::unistd::dup2_stderr(original(i));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     while !reader.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -876,6 +957,17 @@ mod tests {
         assert_eq!(a("udp://[::1]"), Ok(SyslogAddr::Udp("[::1]:514".into())));
         assert_eq!(a("udp://[::1]:9"), Ok(SyslogAddr::Udp("[::1]:9".into())));
         assert!(a("tcp://h:514").unwrap_err().contains("not TCP"));
+        assert!(a("udp://").unwrap_err().contains("no host"));
+        assert!(a("udp://:514").unwrap_err().contains("no host"));
+        // A prefix may hold commas: the facility is after the last one.
+        assert_eq!(
+            target("gunicorn-syslog:udp://h,gunicorn.app.create_app(a, b).error,local1"),
+            Target::GunicornSyslog {
+                addr: SyslogAddr::Udp("h:514".into()),
+                prefix: "gunicorn.app.create_app(a, b).error".into(),
+                facility: 17
+            }
+        );
         assert!(a("h:514").is_err());
     }
 

@@ -150,11 +150,20 @@ impl Handover {
                         unsafe { std::os::unix::net::UnixListener::from_raw_fd(s.fd) },
                         None,
                     ),
-                    Address::Fd(_) => crate::listen::listener_of(
+                    Address::Fd(_) => match crate::listen::listener_of(
                         // SAFETY: as above.
                         unsafe { std::os::fd::OwnedFd::from_raw_fd(s.fd) },
-                    )
-                    .ok()?,
+                    ) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            crate::say!(
+                                "oxgate: error: the socket {} handed over on descriptor {}: {e}",
+                                s.addr,
+                                s.fd
+                            );
+                            return None;
+                        }
+                    },
                 };
                 Some(Socket {
                     addr,

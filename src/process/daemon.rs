@@ -29,6 +29,8 @@ fn open_log(path: &Path) -> Result<File, String> {
 fn onto_stdout_stderr(log: File) {
     let _ = dup2_stdout(log.as_fd());
     let _ = dup2_stderr(log.as_fd());
+    // The loggers' `stdio`, if they are installed already (--daemonize2).
+    crate::log::route::replace_original(std::os::fd::AsRawFd::as_raw_fd(&log));
 }
 
 /// Sends stdout and stderr to `path` (appending), like uWSGI's --logto.
