@@ -231,6 +231,9 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     if cfg.process.drain_delay.is_some() {
         crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");
     }
+    if !cfg.process.master_fifo.is_empty() {
+        crate::say!("oxgate: warning: --master-fifo is the master's; --no-master has none");
+    }
     if cfg.stats.addr.is_some() || cfg.stats.metrics.is_some() || cfg.statsd.is_some() {
         crate::say!(
             "oxgate: warning: --stats, --metrics and --statsd-host are the master's; --no-master has none"

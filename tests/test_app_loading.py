@@ -158,6 +158,27 @@ def test_mount_with_manage_script_name(serve, tmp_path):
     assert "/blog=" in s.log() and "/blog/api=api:application" in s.log()
 
 
+def test_no_default_app_answers_404_where_no_mount_matches(serve, tmp_path):
+    """uWSGI's no-default-app: a path no mountpoint takes is 404 rather
+    than the default app's; a mounted path is served as before."""
+    blog = mounted_app(tmp_path, "blog")
+    mounted_app(tmp_path, "root")
+    s = serve("--wsgi-file", str(tmp_path / "root.py"), "--mount", f"/blog={blog}", "--manage-script-name",
+              "--no-default-app", "--processes", "1")
+    assert requests.get(s.url + "/blog/x").json() == ["blog", "/blog", "/x"]
+    assert requests.get(s.url + "/elsewhere").status_code == 404
+
+
+def test_wsgi_disable_file_wrapper_leaves_it_out_of_environ(serve, tmp_path):
+    (tmp_path / "keys.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str('wsgi.file_wrapper' in environ).encode()]\n")
+    for extra, want in (([], "True"), (["--wsgi-disable-file-wrapper"], "False")):
+        s = serve("--wsgi-file", "keys.py", "--processes", "1", *extra, cwd=tmp_path)
+        assert requests.get(s.url + "/").text == want, extra
+
+
 @pytest.mark.parametrize("name", ["site.wsgi", "site"])
 def test_files_named_like_mod_wsgi_or_without_suffix(serve, tmp_path, name):
     """uWSGI executes an app file whatever its name: mod_wsgi's .wsgi, or none."""

@@ -208,3 +208,30 @@ def test_reload_after_chdir_finds_a_relative_config_file(serve, tmp_path):
     assert "reload failed" not in s.log()
     assert s.wait_workers(1) != old
     assert requests.get(s.url + "/x").json()["path"] == "/x"
+
+
+def test_master_fifo_commands(serve, app_dir, tmp_path):
+    """uWSGI's --master-fifo: + and - change the worker count, r reloads
+    (the master re-executes: same pid, new workers), a digit moves to
+    another slot, q stops gracefully; an unknown character is named."""
+    first, second = tmp_path / "a.fifo", tmp_path / "b.fifo"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1",
+              "--master-fifo", str(first), "--master-fifo", str(second))
+    before = s.wait_workers(1)
+
+    def send(fifo, text):
+        with open(fifo, "w") as f:
+            f.write(text)
+    send(first, "+")
+    s.wait_workers(2)
+    send(first, "-\n")
+    s.wait_workers(1)
+    send(first, "r")
+    wait_for(lambda: s.worker_pids() and not set(s.worker_pids()) & set(before), what="reloaded workers")
+    wait_for(lambda: fresh(s.url).status_code == 200, what="an answer after the reload")
+    send(first, "x1")
+    s.wait_log("'x' is not a command")
+    s.wait_log(f"now reading {second}")
+    send(second, "q")
+    assert s.proc.wait(20) == 0
+    assert not second.exists(), "the FIFO in use is removed at the end"

@@ -110,6 +110,29 @@ def test_reload_on_rss(serve, app_dir):
     assert fresh(s.url).status_code == 200
 
 
+RESERVING_APP = """
+import mmap
+RESERVED = []
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/reserve":
+        # Address space only: nothing is touched, so nothing is resident.
+        RESERVED.append(mmap.mmap(-1, 4 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+def test_reload_on_as_replaces_the_worker_past_its_address_space(serve, tmp_path):
+    (tmp_path / "reserving.py").write_text(RESERVING_APP)
+    s = serve("--wsgi-file", str(tmp_path / "reserving.py"), "--processes", "1", "--reload-on-as", "3000")
+    (first,) = s.wait_workers(1)
+    assert "--reload-on-as" not in s.log()
+    assert fresh(s.url + "/reserve").text == "ok"
+    s.wait_log("(--reload-on-as), replacing it")
+    wait_for(lambda: first not in s.worker_pids() and len(s.worker_pids()) == 1, what="replacement")
+    assert fresh(s.url).status_code == 200
+
+
 def test_evil_reload_on_rss(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--evil-reload-on-rss", "1")
     s.wait_log("(--evil-reload-on-rss), killing it")

@@ -266,6 +266,10 @@ options! {
         .help("Dynamic apps: a request's UWSGI_SCRIPT, UWSGI_MODULE (+ UWSGI_CALLABLE) or UWSGI_FILE variable (nginx's uwsgi_param) names the app, loaded on first use after UWSGI_CHDIR and UWSGI_PYHOME, and kept. Only with --vhost: these variables let the front end load code."),
     MANAGE_SCRIPT_NAME = OptDef::new("manage-script-name", Flag, App)
         .help("Pick the --mount app by the longest mountpoint that prefixes PATH_INFO, and move that prefix from PATH_INFO to SCRIPT_NAME."),
+    NO_DEFAULT_APP = OptDef::new("no-default-app", Flag, App)
+        .help("With --mount, a request that no mountpoint takes is 404, instead of going to the default app (--wsgi-file or --module; without one, the error that no app is loaded)."),
+    WSGI_DISABLE_FILE_WRAPPER = OptDef::new("wsgi-disable-file-wrapper", Flag, App)
+        .help("Leave wsgi.file_wrapper out of environ (the app then sends files through its own iterator)."),
     CALLABLE = OptDef::new("callable", Str, App)
         .value("NAME")
         .defaults_to("application")
@@ -399,6 +403,12 @@ options! {
     EVIL_RELOAD_ON_RSS = OptDef::new("evil-reload-on-rss", Int, Process)
         .value("MB")
         .help("Kill a worker at once when its resident memory exceeds MB."),
+    MASTER_FIFO = OptDef::new("master-fifo", List, Process)
+        .value("PATH")
+        .help("uWSGI's master FIFO: the master makes a named pipe at PATH and takes one-character commands written to it: r or w (graceful reload), R or W (brutal reload), c (chain reload), q (graceful stop), Q (immediate stop), l (reopen the logs), + and - (one worker more or fewer). Given several times, the paths are slots, and 0-9 switch to another."),
+    RELOAD_ON_AS = OptDef::new("reload-on-as", Int, Process)
+        .value("MB")
+        .help("Replace a worker gracefully when its address space (virtual size) exceeds MB."),
     LIMIT_AS = OptDef::new("limit-as", Int, Process)
         .value("MB")
         .help("Limit each worker's address space to MB (RLIMIT_AS)."),

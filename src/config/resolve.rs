@@ -795,6 +795,8 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         app,
         mounts,
         manage_script_name: r.flag(&opt::MANAGE_SCRIPT_NAME)?,
+        no_default_app: r.flag(&opt::NO_DEFAULT_APP)?,
+        wsgi_file_wrapper: !r.flag(&opt::WSGI_DISABLE_FILE_WRAPPER)?,
         vhost: r.flag(&opt::VHOST)?,
         root_path: r
             .string(&opt::ROOT_PATH)
@@ -1012,6 +1014,8 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             max_worker_lifetime: r.seconds(&opt::MAX_WORKER_LIFETIME),
             reload_on_rss: r.megabytes(&opt::RELOAD_ON_RSS),
             evil_reload_on_rss: r.megabytes(&opt::EVIL_RELOAD_ON_RSS),
+            reload_on_as: r.megabytes(&opt::RELOAD_ON_AS),
+            master_fifo: r.paths(&opt::MASTER_FIFO),
             limit_as: r.megabytes(&opt::LIMIT_AS),
             worker_reload_mercy: r.duration(&opt::WORKER_RELOAD_MERCY),
             reload_mercy: r.duration(&opt::RELOAD_MERCY),

@@ -204,6 +204,10 @@ pub struct Config {
     /// `--mount MOUNTPOINT=APP`, in the order given.
     pub mounts: Vec<(String, AppSpec)>,
     pub manage_script_name: bool,
+    /// `--no-default-app`: with mounts, no fallback to the default app.
+    pub no_default_app: bool,
+    /// `--wsgi-disable-file-wrapper`.
+    pub wsgi_file_wrapper: bool,
     /// `--vhost`: requests' UWSGI_SCRIPT/UWSGI_MODULE/UWSGI_FILE vars load apps.
     pub vhost: bool,
     /// `--interface`/`--asgi`, `--loop`, `--lifespan`.
@@ -331,6 +335,10 @@ pub struct ProcessConfig {
     /// Bytes.
     pub reload_on_rss: Option<u64>,
     pub evil_reload_on_rss: Option<u64>,
+    /// `--master-fifo` slots.
+    pub master_fifo: Vec<PathBuf>,
+    /// `--reload-on-as`, bytes.
+    pub reload_on_as: Option<u64>,
     pub limit_as: Option<u64>,
     pub worker_reload_mercy: Duration,
     pub reload_mercy: Duration,

@@ -31,6 +31,8 @@ pub(super) struct System<'m> {
     /// else the next master image could not bind the stats address while
     /// the old workers finish.
     pub(super) stats: &'m super::stats::Stats,
+    /// The master FIFO, which a worker lets go of too.
+    pub(super) fifo: Option<std::os::fd::RawFd>,
 }
 
 impl System<'_> {
@@ -105,6 +107,7 @@ impl Effects for System<'_> {
                     .poll_fds()
                     .iter()
                     .map(|p| p.fd)
+                    .chain(self.fifo)
                     .collect::<Vec<_>>(),
             }),
             Ok(pid) => {
@@ -170,8 +173,8 @@ impl Effects for System<'_> {
         self.busy_cores(w).map(|c| c.info()).collect()
     }
 
-    fn rss(&mut self, pid: Pid) -> u64 {
-        crate::sys::procfs::memory(Some(pid)).1
+    fn memory(&mut self, pid: Pid) -> (u64, u64) {
+        crate::sys::procfs::memory(Some(pid))
     }
 }
 
@@ -188,6 +191,7 @@ impl Master<'_> {
             sb: &self.sb,
             signals: &self.signals,
             stats: &self.stats,
+            fifo: self.fifo.as_ref().map(|f| f.raw_fd()),
         };
         f(&mut self.sup, &mut system);
     }

@@ -5,6 +5,7 @@
 mod child;
 mod daemons;
 mod effects;
+mod fifo;
 mod handover;
 mod run;
 pub mod scoreboard;

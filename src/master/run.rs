@@ -30,6 +30,16 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         }
         Err(e) => return Err(e),
     };
+    // Made before the app loads, like the stats server: a bad path fails
+    // the start.
+    let fifo = match super::fifo::MasterFifo::open(&p.master_fifo) {
+        Ok(f) => f,
+        Err(e) if handover.is_some() => {
+            crate::say!("oxgate: {e}; serving on without it");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut handover = handover;
     let sb = match &mut handover {
         Some(h) if h.scoreboard >= 0 => {
@@ -165,6 +175,7 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
                 max_worker_lifetime: p.max_worker_lifetime,
                 reload_on_rss: p.reload_on_rss,
                 evil_reload_on_rss: p.evil_reload_on_rss,
+                reload_on_as: p.reload_on_as,
                 // Gunicorn's arbiter looks again about a second after its
                 // SIGABRT; real worker_abort hooks log and flush in it.
                 harakiri_grace: python::has_gunicorn_hook("worker_abort")
@@ -192,6 +203,7 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         started: SystemTime::now(),
         daemons_stopped: false,
         stats,
+        fifo,
     };
 
     match &handover {
@@ -235,6 +247,9 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
         server_hook("when_ready", None);
     }
     m.main_loop();
+    if let Some(f) = &m.fifo {
+        f.remove();
+    }
     server_hook("on_exit", None);
     if let Some(e) = m.sup.fatal {
         return Err(e);
@@ -261,14 +276,27 @@ impl Master<'_> {
     fn main_loop(&mut self) {
         loop {
             let mut fds = self.stats.poll_fds();
+            let stats_fds = fds.len();
+            if let Some(f) = &self.fifo {
+                fds.push(libc::pollfd {
+                    fd: f.raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
             let signals = self.signals.wait(TICK, &mut fds);
+            let fifo_ready = fds[stats_fds..].iter().any(|p| p.revents != 0);
+            let fds = &fds[..stats_fds];
             if fds.iter().any(|p| p.revents != 0) || self.stats.has_clients() {
                 let mut stats = std::mem::take(&mut self.stats);
-                stats.serve(&fds, &|want| self.render_stats(want));
+                stats.serve(fds, &|want| self.render_stats(want));
                 self.stats = stats;
             }
             for sig in signals {
                 self.on_signal(sig);
+            }
+            if fifo_ready {
+                self.on_fifo();
             }
             self.reap();
             if self.sup.workers_stopping() {
@@ -312,6 +340,35 @@ impl Master<'_> {
             self.sup.health() as u32,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// Commands written to `--master-fifo`, each as its signal would be.
+    fn on_fifo(&mut self) {
+        use super::fifo::FifoCommand;
+        let Some(fifo) = &mut self.fifo else { return };
+        for (c, command) in fifo.read() {
+            let Some((command, what)) = command else {
+                crate::say!(
+                    "oxgate: --master-fifo: {:?} is not a command oxgate has (r, R, w, W, c, q, Q, l, +, -, 0-9)",
+                    char::from(c)
+                );
+                continue;
+            };
+            crate::say!("oxgate: --master-fifo: {:?} ({what})", char::from(c));
+            match command {
+                FifoCommand::Signal(sig) => self.on_signal(sig),
+                FifoCommand::StopNow => self.stop(StopKind::Immediate),
+                FifoCommand::Slot(n) => {
+                    let Some(fifo) = &mut self.fifo else { return };
+                    match fifo.switch(n) {
+                        Ok(path) => {
+                            crate::say!("oxgate: --master-fifo: now reading {}", path.display())
+                        }
+                        Err(e) => crate::say!("oxgate: --master-fifo: {e}"),
+                    }
+                }
+            }
+        }
     }
 
     fn on_signal(&mut self, sig: i32) {

@@ -39,6 +39,8 @@ pub(super) struct Master<'a> {
     /// The daemons were sent SIGTERM for the stop.
     pub(super) daemons_stopped: bool,
     pub(super) stats: stats::Stats,
+    /// `--master-fifo`.
+    pub(super) fifo: Option<super::fifo::MasterFifo>,
 }
 
 /// A side process run beside the workers (`--attach-daemon`,

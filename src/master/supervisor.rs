@@ -128,6 +128,8 @@ pub struct Limits {
     pub max_worker_lifetime: Option<Duration>,
     pub reload_on_rss: Option<u64>,
     pub evil_reload_on_rss: Option<u64>,
+    /// `--reload-on-as`: the address space (virtual size), in bytes.
+    pub reload_on_as: Option<u64>,
     /// Between a harakiri's stack dump and its kill, when longer than
     /// `HARAKIRI_DUMP_TIME`: Gunicorn's worker_abort hook runs in it.
     pub harakiri_grace: Option<Duration>,
@@ -152,8 +154,8 @@ pub trait Effects {
     fn longest_request(&mut self, w: &Worker) -> Option<(Duration, String)>;
     /// What it is running now (for the log line when it dies).
     fn running(&mut self, w: &Worker) -> Vec<String>;
-    /// A worker's resident memory in bytes.
-    fn rss(&mut self, pid: Pid) -> u64;
+    /// A worker's (virtual size, resident memory) in bytes.
+    fn memory(&mut self, pid: Pid) -> (u64, u64);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -548,8 +550,11 @@ impl Supervisor {
                     "has run {}s (--max-worker-lifetime)",
                     life.as_secs()
                 ));
-            } else if limits.reload_on_rss.is_some() || limits.evil_reload_on_rss.is_some() {
-                let rss = fx.rss(w.pid);
+            } else if limits.reload_on_rss.is_some()
+                || limits.evil_reload_on_rss.is_some()
+                || limits.reload_on_as.is_some()
+            {
+                let (vsz, rss) = fx.memory(w.pid);
                 if limits.evil_reload_on_rss.is_some_and(|l| rss > l) {
                     fx.say(format!(
                         "oxgate: worker {} (pid {}) uses {} MB (--evil-reload-on-rss), killing it",
@@ -569,6 +574,14 @@ impl Supervisor {
                 if limits.reload_on_rss.is_some_and(|l| rss > l) {
                     cause = Cause::Rss;
                     why = Some(format!("uses {} MB (--reload-on-rss)", rss >> 20));
+                } else if limits.reload_on_as.is_some_and(|l| vsz > l) {
+                    // Counted with the resident-memory replacements: both
+                    // are a memory limit.
+                    cause = Cause::Rss;
+                    why = Some(format!(
+                        "has an address space of {} MB (--reload-on-as)",
+                        vsz >> 20
+                    ));
                 }
             }
             if let Some(why) = why {

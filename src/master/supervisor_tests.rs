@@ -22,6 +22,7 @@ struct Fake {
     longest: HashMap<Pid, (Duration, String)>,
     running: HashMap<Pid, Vec<String>>,
     rss: HashMap<Pid, u64>,
+    vsz: HashMap<Pid, u64>,
 }
 
 impl Effects for Fake {
@@ -55,8 +56,9 @@ impl Effects for Fake {
     fn running(&mut self, w: &Worker) -> Vec<String> {
         self.running.get(&w.pid).cloned().unwrap_or_default()
     }
-    fn rss(&mut self, pid: Pid) -> u64 {
-        self.rss.get(&pid).copied().unwrap_or(0)
+    fn memory(&mut self, pid: Pid) -> (u64, u64) {
+        let vsz = self.vsz.get(&pid).copied().unwrap_or(0);
+        (vsz, self.rss.get(&pid).copied().unwrap_or(0))
     }
 }
 
@@ -222,6 +224,20 @@ fn lifetime_and_memory_limits() {
         sup.workers
             .iter()
             .any(|w| w.pid == a && matches!(w.replacement, Replacement::By(_)))
+    );
+    let l = Limits {
+        reload_on_as: Some(2048 << 20),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(2, l);
+    let (a, b) = (fx.spawned[0].1, fx.spawned[1].1);
+    fx.vsz.insert(a, 1024 << 20);
+    fx.vsz.insert(b, 3000 << 20);
+    sup.tick(&mut fx, t);
+    assert!(fx.said("has an address space of 3000 MB (--reload-on-as), replacing it"));
+    assert!(
+        !fx.said(&format!("(pid {a}) has an address space")),
+        "the worker under the limit stays"
     );
 }
 

@@ -267,6 +267,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         pythonpath: &cfg.pythonpath,
         imports: &cfg.imports,
         threads: cfg.threads,
+        file_wrapper: cfg.wsgi_file_wrapper,
         interface: cfg.interface,
         asgi: &cfg.asgi,
     })?;
@@ -275,7 +276,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         default
     } else {
         Arc::new(Router::new(
-            Some(default),
+            (!cfg.no_default_app).then_some(default),
             loaded
                 .mounts
                 .into_iter()

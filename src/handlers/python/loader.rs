@@ -21,6 +21,8 @@ pub struct LoadOptions<'a> {
     pub pythonpath: &'a [PathBuf],
     pub imports: &'a [String],
     pub threads: usize,
+    /// Whether environ has wsgi.file_wrapper.
+    pub file_wrapper: bool,
     pub interface: Interface,
     pub asgi: &'a AsgiSettings,
 }
@@ -83,7 +85,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             }
         }
         let host = Arc::new(
-            WsgiHost::new(py, helpers, opts.threads).map_err(|e| format!("internal: {e}"))?,
+            WsgiHost::new(py, helpers, opts.threads, opts.file_wrapper)
+                .map_err(|e| format!("internal: {e}"))?,
         );
         let mut asgi_host: Option<Arc<AsgiHost>> = None;
         let mut kinds = Vec::new();

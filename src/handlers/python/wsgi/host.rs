@@ -125,7 +125,12 @@ impl Drop for Core {
 }
 
 impl WsgiHost {
-    pub(crate) fn new(py: Python<'_>, helpers: Helpers, threads: usize) -> PyResult<WsgiHost> {
+    pub(crate) fn new(
+        py: Python<'_>,
+        helpers: Helpers,
+        threads: usize,
+        file_wrapper: bool,
+    ) -> PyResult<WsgiHost> {
         let template = PyDict::new(py);
         template.set_item("wsgi.version", (1, 0))?;
         template.set_item("wsgi.url_scheme", "http")?;
@@ -134,7 +139,9 @@ impl WsgiHost {
         template.set_item("wsgi.multiprocess", false)?;
         template.set_item("wsgi.run_once", false)?;
         template.set_item("wsgi.input_terminated", true)?;
-        template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        if file_wrapper {
+            template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        }
         template.set_item("SCRIPT_NAME", "")?;
         let keys: Vec<Py<PyString>> = Var::ALL
             .iter()
