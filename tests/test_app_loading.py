@@ -158,15 +158,29 @@ def test_mount_with_manage_script_name(serve, tmp_path):
     assert "/blog=" in s.log() and "/blog/api=api:application" in s.log()
 
 
-def test_no_default_app_answers_404_where_no_mount_matches(serve, tmp_path):
-    """uWSGI's no-default-app: a path no mountpoint takes is 404 rather
-    than the default app's; a mounted path is served as before."""
+def test_no_default_app_refuses_a_script_name_no_app_has(serve, tmp_path):
+    """uWSGI's no-default-app: a request whose SCRIPT_NAME (nginx's
+    uwsgi_param) names no mounted app gets the no-app answer instead of the
+    default app; an empty SCRIPT_NAME is the default app's, as in uWSGI."""
     blog = mounted_app(tmp_path, "blog")
     mounted_app(tmp_path, "root")
-    s = serve("--wsgi-file", str(tmp_path / "root.py"), "--mount", f"/blog={blog}", "--manage-script-name",
-              "--no-default-app", "--processes", "1")
-    assert requests.get(s.url + "/blog/x").json() == ["blog", "/blog", "/x"]
-    assert requests.get(s.url + "/elsewhere").status_code == 404
+
+    def ask(port, script):
+        out = uwsgi_request(port, packet([("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", script), ("PATH_INFO", "/x"),
+                                          ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", script + "/x")]))
+        head, body = out.split(b"\r\n\r\n", 1)
+        return head.split(b" ")[1], body
+    for flag in ([], ["--no-default-app"]):
+        up = free_port()
+        serve("--socket", f"127.0.0.1:{up}", "--wsgi-file", str(tmp_path / "root.py"), "--mount", f"/blog={blog}",
+              "--processes", "1", *flag)
+        assert ask(up, "/blog") == (b"200", b'["blog", "/blog", "/x"]')
+        assert ask(up, "") == (b"200", b'["root", "", "/x"]')
+        status, body = ask(up, "/nowhere")
+        if flag:
+            assert status not in (b"200",) and b"root" not in body, (status, body)
+        else:
+            assert (status, body) == (b"200", b'["root", "/nowhere", "/x"]')
 
 
 def test_wsgi_disable_file_wrapper_leaves_it_out_of_environ(serve, tmp_path):

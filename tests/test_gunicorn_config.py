@@ -787,25 +787,38 @@ def test_limit_request_settings_refuse_as_gunicorn(serve, tmp_path):
         assert got[name][0] == got[name][1] and got[name][0] != [b"200"], (name, got[name])
 
 
+SLOW_APP = """
+import time
+def application(environ, start_response):
+    open({started!r}, "w").close()
+    time.sleep(4)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+"""
+
+
 @pytest.mark.parametrize("grace", [1, 15])
 def test_graceful_timeout_bounds_the_stop_as_gunicorn(serve, tmp_path, grace):
     """SIGTERM with a 4-second request in flight: within graceful_timeout it
     finishes; past it, the worker is killed and the request cut, in both."""
     f = conf(tmp_path, f"workers = 1\ngraceful_timeout = {grace}\n", name=f"grace{grace}.py")
+    started = tmp_path / "started"
+    (tmp_path / "slowapp.py").write_text(SLOW_APP.format(started=str(started)))
     for program in ((BIN,), (GUNICORN,)):
-        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+        started.unlink(missing_ok=True)
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "slowapp:application", socket_arg=False, cwd=tmp_path,
                   env={"VIRTUAL_ENV": str(VENV)}, program=program)
         s.wait_workers(1)
         got = []
 
         def slow():
             try:
-                got.append(requests.get(s.url + "/sleep?4", timeout=30).status_code)
+                got.append(requests.get(s.url + "/", timeout=30).status_code)
             except requests.RequestException as e:
                 got.append(type(e).__name__)
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(1)
+        wait_for(started.exists, what="the request running in the app")
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(timeout=20)
         t.join(20)
@@ -835,6 +848,10 @@ def test_reload_extra_files_restart_the_workers_with_reload_on(serve, tmp_path):
     f = conf(tmp_path, f"workers = 1\nreload = True\nreload_extra_files = [{str(watched)!r}]\n")
     ox, gu = both(serve, tmp_path, f, "procs:application")
     before = {id(s): s.wait_workers(1) for s in (ox, gu)}
+    # Served once: the app is loaded, and Gunicorn's reloader has taken
+    # its first look at the files.
+    for s in (ox, gu):
+        wait_for(lambda: _get(s.url + "/"), what="a first answer")
     time.sleep(1.1)  # a new mtime, at the file system's granularity
     watched.write_text("a = 2\n")
     for s in (ox, gu):
@@ -859,12 +876,14 @@ def test_daemon_detaches_and_serves_as_gunicorn(tmp_path):
         p = subprocess.run([*program, "-c", str(f), "procs:application"], cwd=tmp_path, env=env, timeout=30,
                            capture_output=True)
         assert p.returncode == 0, (name, p.stderr)
+        pid = None
         try:
             pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what=f"{name}'s pidfile"))
             assert wait_for(lambda: _get(f"http://127.0.0.1:{port}/"), what=f"{name} serving").status_code == 200
             assert errors.exists() and errors.read_text().strip(), name
         finally:
-            os.kill(pid, signal.SIGTERM)
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                  open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"{name} stopped")
 

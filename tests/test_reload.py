@@ -212,26 +212,34 @@ def test_reload_after_chdir_finds_a_relative_config_file(serve, tmp_path):
 
 def test_master_fifo_commands(serve, app_dir, tmp_path):
     """uWSGI's --master-fifo: + and - change the worker count, r reloads
-    (the master re-executes: same pid, new workers), a digit moves to
-    another slot, q stops gracefully; an unknown character is named."""
+    (the master re-executes, same pid, new workers, and keeps the FIFO it
+    reads), a digit moves to another slot, Q stops at once; an unknown
+    character is named."""
     first, second = tmp_path / "a.fifo", tmp_path / "b.fifo"
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1",
               "--master-fifo", str(first), "--master-fifo", str(second))
     before = s.wait_workers(1)
 
     def send(fifo, text):
-        with open(fifo, "w") as f:
-            f.write(text)
+        # Non-blocking: with no reader, this fails at once instead of
+        # waiting for one.
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
     send(first, "+")
     s.wait_workers(2)
     send(first, "-\n")
     s.wait_workers(1)
-    send(first, "r")
-    wait_for(lambda: s.worker_pids() and not set(s.worker_pids()) & set(before), what="reloaded workers")
-    wait_for(lambda: fresh(s.url).status_code == 200, what="an answer after the reload")
     send(first, "x1")
     s.wait_log("'x' is not a command")
     s.wait_log(f"now reading {second}")
-    send(second, "q")
-    assert s.proc.wait(20) == 0
+    inode = second.stat().st_ino
+    send(second, "r")
+    wait_for(lambda: s.worker_pids() and not set(s.worker_pids()) & set(before), what="reloaded workers")
+    wait_for(lambda: fresh(s.url).status_code == 200, what="an answer after the reload")
+    assert second.stat().st_ino == inode, "the reloaded master reads the same FIFO"
+    send(second, "Q")
+    assert s.proc.wait(20) is not None
     assert not second.exists(), "the FIFO in use is removed at the end"

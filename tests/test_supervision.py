@@ -124,7 +124,8 @@ def application(environ, start_response):
 
 def test_reload_on_as_replaces_the_worker_past_its_address_space(serve, tmp_path):
     (tmp_path / "reserving.py").write_text(RESERVING_APP)
-    s = serve("--wsgi-file", str(tmp_path / "reserving.py"), "--processes", "1", "--reload-on-as", "3000")
+    s = serve("--wsgi-file", str(tmp_path / "reserving.py"), "--processes", "1", "--reload-on-as", "3000",
+              "--min-worker-lifetime", "1")
     (first,) = s.wait_workers(1)
     assert "--reload-on-as" not in s.log()
     assert fresh(s.url + "/reserve").text == "ok"

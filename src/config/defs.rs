@@ -408,7 +408,11 @@ options! {
         .help("uWSGI's master FIFO: the master makes a named pipe at PATH and takes one-character commands written to it: r or w (graceful reload), R or W (brutal reload), c (chain reload), q (graceful stop), Q (immediate stop), l (reopen the logs), + and - (one worker more or fewer). Given several times, the paths are slots, and 0-9 switch to another."),
     RELOAD_ON_AS = OptDef::new("reload-on-as", Int, Process)
         .value("MB")
-        .help("Replace a worker gracefully when its address space (virtual size) exceeds MB."),
+        .help("Replace a worker gracefully when its address space (virtual size) reaches MB, once it is serving and has run --min-worker-lifetime."),
+    MIN_WORKER_LIFETIME = OptDef::new("min-worker-lifetime", Int, Process)
+        .value("SECONDS")
+        .defaults_to("10")
+        .help("How long a worker runs before --reload-on-as may replace it: a worker over the limit from its start is not replaced in a loop."),
     LIMIT_AS = OptDef::new("limit-as", Int, Process)
         .value("MB")
         .help("Limit each worker's address space to MB (RLIMIT_AS)."),

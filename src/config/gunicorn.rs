@@ -1491,7 +1491,7 @@ mod tests {
         assert_eq!(
             values(&c, &opt::LOG_FORMAT),
             [
-                r#"%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(rsize) "%(referer)" "%(uagent)""#
+                r#"%(remote_addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(rsize) "%(referer)" "%(uagent)""#
             ]
         );
         // A bind on the command line replaces the file's list.
@@ -1611,7 +1611,7 @@ mod tests {
                 r#"%(h)s %({x-real-ip}i)s %({content-type}o)s %({REMOTE_ADDR}e)s %(D)s %(M)s"#
             )
             .unwrap(),
-            "%(addr) %(var.HTTP_X_REAL_IP) %(resp.content-type) %(var.REMOTE_ADDR) %(micros) %(msecs)"
+            "%(remote_addr) %(var.HTTP_X_REAL_IP) %(resp.content-type) %(var.REMOTE_ADDR) %(micros) %(msecs)"
         );
         assert!(access_log_format("%(zz)s").is_err());
         assert!(access_log_format("%(h").is_err());

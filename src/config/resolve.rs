@@ -1015,6 +1015,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             reload_on_rss: r.megabytes(&opt::RELOAD_ON_RSS),
             evil_reload_on_rss: r.megabytes(&opt::EVIL_RELOAD_ON_RSS),
             reload_on_as: r.megabytes(&opt::RELOAD_ON_AS),
+            min_worker_lifetime: r.seconds(&opt::MIN_WORKER_LIFETIME).unwrap_or_default(),
             master_fifo: r.paths(&opt::MASTER_FIFO),
             limit_as: r.megabytes(&opt::LIMIT_AS),
             worker_reload_mercy: r.duration(&opt::WORKER_RELOAD_MERCY),

@@ -337,6 +337,8 @@ pub struct ProcessConfig {
     pub evil_reload_on_rss: Option<u64>,
     /// `--master-fifo` slots.
     pub master_fifo: Vec<PathBuf>,
+    /// `--min-worker-lifetime` (uWSGI's default: 10 s).
+    pub min_worker_lifetime: Duration,
     /// `--reload-on-as`, bytes.
     pub reload_on_as: Option<u64>,
     pub limit_as: Option<u64>,

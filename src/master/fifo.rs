@@ -10,7 +10,7 @@
 //! one during a reload).
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,8 @@ impl FifoCommand {
     pub(super) fn parse(c: u8) -> Option<(FifoCommand, &'static str)> {
         use FifoCommand::*;
         Some(match c {
+            // uWSGI's w and W reload the workers only; oxgate's reloads
+            // always re-execute the master too (docs/migrating.md).
             b'r' | b'w' => (Signal(libc::SIGHUP), "graceful reload"),
             b'R' | b'W' => (Signal(ReloadKind::Brutal.signal()), "brutal reload"),
             b'c' => (Signal(ReloadKind::Chain.signal()), "chain reload"),
@@ -56,11 +58,37 @@ pub(super) struct MasterFifo {
 }
 
 impl MasterFifo {
-    /// Makes the first slot's FIFO (replacing whatever FIFO is at that
-    /// path) and opens it.
-    pub(super) fn open(slots: &[PathBuf]) -> Result<Option<MasterFifo>, String> {
+    /// The FIFO the previous master image handed over (after a reload),
+    /// still in its slot; else the first slot's, made anew (replacing a
+    /// FIFO, or a file a command left when nobody was reading, at that
+    /// path).
+    pub(super) fn open_or_adopt(
+        slots: &[PathBuf],
+        handed: Option<super::handover::HandedFifo>,
+    ) -> Result<Option<MasterFifo>, String> {
+        let handed = handed.map(|h| {
+            // SAFETY: the previous image left this descriptor open for us
+            // across exec and no longer uses it; it is wrapped once, here.
+            let fd = unsafe { OwnedFd::from_raw_fd(h.fd) };
+            let _ = nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+            (fd, h.slot)
+        });
         if slots.is_empty() {
+            // No longer configured: the handed descriptor is closed.
             return Ok(None);
+        }
+        if let Some((fd, slot)) = handed
+            && slot < slots.len()
+            && same_file(&slots[slot], &fd)
+        {
+            return Ok(Some(MasterFifo {
+                slots: slots.to_vec(),
+                active: slot,
+                fd,
+            }));
         }
         let fd = make(&slots[0])?;
         Ok(Some(MasterFifo {
@@ -68,6 +96,10 @@ impl MasterFifo {
             active: 0,
             fd,
         }))
+    }
+
+    pub(super) fn slot(&self) -> usize {
+        self.active
     }
 
     pub(super) fn raw_fd(&self) -> RawFd {
@@ -108,9 +140,13 @@ impl MasterFifo {
         Ok(&self.slots[slot])
     }
 
-    /// The FIFO in use, removed at the master's end.
+    /// The FIFO in use, removed at the master's end, unless another
+    /// server has made its own at that path since.
     pub(super) fn remove(&self) {
-        let _ = std::fs::remove_file(&self.slots[self.active]);
+        let path = &self.slots[self.active];
+        if same_file(path, &self.fd) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -121,9 +157,12 @@ fn make(path: &Path) -> Result<OwnedFd, String> {
     let fail = |e: nix::errno::Errno| format!("--master-fifo {}: {e}", path.display());
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_fifo() {
+        // A regular file is what `echo q > PATH` leaves when no server
+        // was reading: replaced, as uWSGI does. Anything else is kept.
+        let t = meta.file_type();
+        if !(t.is_fifo() || t.is_file()) {
             return Err(format!(
-                "--master-fifo {}: something other than a FIFO is there; not replaced",
+                "--master-fifo {}: something other than a FIFO or a file is there; not replaced",
                 path.display()
             ));
         }
@@ -140,6 +179,15 @@ fn make(path: &Path) -> Result<OwnedFd, String> {
     .map_err(fail)
 }
 
+/// Whether `path` is the file open on `fd`.
+fn same_file(path: &Path, fd: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(open) = nix::sys::stat::fstat(fd) else {
+        return false;
+    };
+    std::fs::metadata(path).is_ok_and(|m| m.dev() == open.st_dev && m.ino() == open.st_ino)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +197,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("oxgate-fifo-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let (a, b) = (dir.join("a.fifo"), dir.join("b.fifo"));
-        let mut fifo = MasterFifo::open(&[a.clone(), b.clone()]).unwrap().unwrap();
+        let mut fifo = MasterFifo::open_or_adopt(&[a.clone(), b.clone()], None)
+            .unwrap()
+            .unwrap();
         std::fs::write(&a, "r\nc+x").unwrap();
         let got: Vec<_> = fifo
             .read()
@@ -170,12 +220,22 @@ mod tests {
         std::fs::write(&b, "q").unwrap();
         assert_eq!(fifo.read()[0].0, b'q');
         assert!(fifo.switch(5).is_err());
-        std::fs::write(dir.join("file"), "").unwrap();
-        assert!(
-            make(&dir.join("file"))
-                .unwrap_err()
-                .contains("not replaced")
-        );
+        // A file a command left while nobody read is replaced; a
+        // directory is not.
+        std::fs::write(dir.join("file"), "q").unwrap();
+        assert!(make(&dir.join("file")).is_ok());
+        std::fs::create_dir_all(dir.join("dir")).unwrap();
+        assert!(make(&dir.join("dir")).unwrap_err().contains("not replaced"));
+        // The end removes the FIFO in use, but not one another server
+        // made since at that path.
+        fifo.remove();
+        assert!(!b.exists());
+        let fifo = MasterFifo::open_or_adopt(std::slice::from_ref(&a), None)
+            .unwrap()
+            .unwrap();
+        make(&a).unwrap();
+        fifo.remove();
+        assert!(a.exists(), "another server's FIFO is kept");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

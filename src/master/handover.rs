@@ -30,6 +30,20 @@ pub struct Handover {
     pub reload: ReloadKind,
     /// When the first image started, in ms since the epoch (for stats).
     pub started_ms: u64,
+    /// `--master-fifo`: the FIFO in use, open across exec, so that a
+    /// command written during the reload is read by the next image.
+    /// (Absent when there is none, so images without the field read the
+    /// rest.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_fifo: Option<HandedFifo>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HandedFifo {
+    pub fd: RawFd,
+    /// Its place among the `--master-fifo` paths.
+    pub slot: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -71,6 +85,7 @@ impl Handover {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis() as u64,
+            master_fifo: None,
         }
     }
 

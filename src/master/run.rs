@@ -19,7 +19,11 @@ use crate::listen::Socket;
 use crate::process;
 use crate::worker::apps;
 
-pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> Result<(), String> {
+pub fn run(
+    cfg: &Config,
+    listeners: Vec<Socket>,
+    mut handover: Option<Handover>,
+) -> Result<(), String> {
     let p = &cfg.process;
     // Bound before the app loads: a taken address fails fast.
     let stats = match stats::Stats::bind(cfg) {
@@ -32,7 +36,8 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
     };
     // Made before the app loads, like the stats server: a bad path fails
     // the start.
-    let fifo = match super::fifo::MasterFifo::open(&p.master_fifo) {
+    let handed_fifo = handover.as_mut().and_then(|h| h.master_fifo.take());
+    let fifo = match super::fifo::MasterFifo::open_or_adopt(&p.master_fifo, handed_fifo) {
         Ok(f) => f,
         Err(e) if handover.is_some() => {
             crate::say!("oxgate: {e}; serving on without it");
@@ -176,6 +181,7 @@ pub fn run(cfg: &Config, listeners: Vec<Socket>, handover: Option<Handover>) -> 
                 reload_on_rss: p.reload_on_rss,
                 evil_reload_on_rss: p.evil_reload_on_rss,
                 reload_on_as: p.reload_on_as,
+                min_worker_lifetime: p.min_worker_lifetime,
                 // Gunicorn's arbiter looks again about a second after its
                 // SIGABRT; real worker_abort hooks log and flush in it.
                 harakiri_grace: python::has_gunicorn_hook("worker_abort")
@@ -357,7 +363,12 @@ impl Master<'_> {
             crate::say!("oxgate: --master-fifo: {:?} ({what})", char::from(c));
             match command {
                 FifoCommand::Signal(sig) => self.on_signal(sig),
-                FifoCommand::StopNow => self.stop(StopKind::Immediate),
+                // A stop, then its second asking, as two SIGINTs are: the
+                // master stops, and the workers are killed at once.
+                FifoCommand::StopNow => {
+                    self.on_signal(libc::SIGINT);
+                    self.on_signal(libc::SIGINT);
+                }
                 FifoCommand::Slot(n) => {
                     let Some(fifo) = &mut self.fifo else { return };
                     match fifo.switch(n) {
@@ -518,6 +529,13 @@ impl Master<'_> {
                 hand.daemons.push(HandedDaemon { index, pid });
             }
         }
+        if let Some(f) = &self.fifo {
+            set_cloexec(f.raw_fd(), false);
+            hand.master_fifo = Some(super::handover::HandedFifo {
+                fd: f.raw_fd(),
+                slot: f.slot(),
+            });
+        }
         let (key, value) = hand.to_env();
         let hook_cx = python::HookContext {
             num_workers: self.cfg.process.processes,
@@ -550,6 +568,9 @@ impl Master<'_> {
             set_cloexec(s.fd, true);
         }
         set_cloexec(self.sb.raw_fd(), true);
+        if let Some(f) = &self.fifo {
+            set_cloexec(f.raw_fd(), true);
+        }
     }
 
     fn render_stats(&self, want: stats::Want) -> String {

@@ -130,6 +130,9 @@ pub struct Limits {
     pub evil_reload_on_rss: Option<u64>,
     /// `--reload-on-as`: the address space (virtual size), in bytes.
     pub reload_on_as: Option<u64>,
+    /// `--min-worker-lifetime`: a worker whose address space is over the
+    /// limit from its start is not replaced more often than this.
+    pub min_worker_lifetime: Duration,
     /// Between a harakiri's stack dump and its kill, when longer than
     /// `HARAKIRI_DUMP_TIME`: Gunicorn's worker_abort hook runs in it.
     pub harakiri_grace: Option<Duration>,
@@ -574,7 +577,10 @@ impl Supervisor {
                 if limits.reload_on_rss.is_some_and(|l| rss > l) {
                     cause = Cause::Rss;
                     why = Some(format!("uses {} MB (--reload-on-rss)", rss >> 20));
-                } else if limits.reload_on_as.is_some_and(|l| vsz > l) {
+                } else if limits.reload_on_as.is_some_and(|l| vsz >= l)
+                    && w.ready
+                    && now.duration_since(w.started) >= limits.min_worker_lifetime
+                {
                     // Counted with the resident-memory replacements: both
                     // are a memory limit.
                     cause = Cause::Rss;

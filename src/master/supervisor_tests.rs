@@ -227,6 +227,7 @@ fn lifetime_and_memory_limits() {
     );
     let l = Limits {
         reload_on_as: Some(2048 << 20),
+        min_worker_lifetime: Duration::from_secs(10),
         ..limits()
     };
     let (mut sup, mut fx, t) = running(2, l);
@@ -234,6 +235,11 @@ fn lifetime_and_memory_limits() {
     fx.vsz.insert(a, 1024 << 20);
     fx.vsz.insert(b, 3000 << 20);
     sup.tick(&mut fx, t);
+    assert!(
+        !fx.said("--reload-on-as"),
+        "not before --min-worker-lifetime"
+    );
+    sup.tick(&mut fx, t + Duration::from_secs(11));
     assert!(fx.said("has an address space of 3000 MB (--reload-on-as), replacing it"));
     assert!(
         !fx.said(&format!("(pid {a}) has an address space")),

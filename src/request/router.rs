@@ -15,6 +15,12 @@ use super::vars::{Var, VarName};
 /// else the default handler; else 404.
 pub struct Router {
     default: Option<Arc<dyn Handler>>,
+    /// `--no-default-app`: what answers a request whose SCRIPT_NAME names
+    /// an app that is not mounted, instead of the default app. (The
+    /// default app itself is mounted at "": an empty SCRIPT_NAME, as
+    /// every request has with `--manage-script-name` when no mountpoint
+    /// takes it, still goes to it, as in uWSGI.)
+    unmatched: Option<Arc<dyn Handler>>,
     /// Longest mountpoint first, without a trailing slash.
     mounts: Vec<(Bytes, Arc<dyn Handler>)>,
     manage_script_name: bool,
@@ -56,6 +62,7 @@ impl Handler for NoApp {
 impl Router {
     pub fn new(
         default: Option<Arc<dyn Handler>>,
+        unmatched: Option<Arc<dyn Handler>>,
         mut mounts: Vec<(Bytes, Arc<dyn Handler>)>,
         manage_script_name: bool,
         vhost: bool,
@@ -63,6 +70,7 @@ impl Router {
         mounts.sort_by_key(|(point, _)| std::cmp::Reverse(point.len()));
         Router {
             default,
+            unmatched,
             mounts,
             manage_script_name,
             vhost,
@@ -101,6 +109,11 @@ impl Router {
             let name = name.strip_suffix(b"/").unwrap_or(name);
             if let Some((_, handler)) = self.mounts.iter().find(|(point, _)| point[..] == *name) {
                 return Some(handler);
+            }
+            if !name.is_empty()
+                && let Some(unmatched) = &self.unmatched
+            {
+                return Some(unmatched);
             }
         }
         self.default.as_ref()
@@ -156,6 +169,7 @@ mod tests {
     fn router(manage_script_name: bool, vhost: bool) -> Router {
         Router::new(
             Some(Arc::new(Named("default"))),
+            None,
             vec![
                 (
                     Bytes::from_static(b"/blog"),
@@ -211,6 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn no_default_app_answers_a_script_name_no_app_has() {
+        let mut r = router(false, false);
+        let missing: Arc<dyn Handler> = Arc::new(Named("missing"));
+        r.unmatched = Some(missing.clone());
+        let mut other = vars(&[("SCRIPT_NAME", "/other"), ("PATH_INFO", "/x")]);
+        assert!(Arc::ptr_eq(r.route(&mut other).unwrap(), &missing));
+        // The default app is the one mounted at "".
+        let empty = &mut vars(&[("SCRIPT_NAME", ""), ("PATH_INFO", "/x")]);
+        assert_eq!(routed(&r, empty), "default");
+        assert_eq!(routed(&r, &mut vars(&[("PATH_INFO", "/x")])), "default");
+        let blog = &mut vars(&[("SCRIPT_NAME", "/blog"), ("PATH_INFO", "/x")]);
+        assert_eq!(routed(&r, blog), "blog");
+        // With --manage-script-name, a path no mountpoint takes keeps an
+        // empty SCRIPT_NAME: the default app's.
+        let mut r = router(true, false);
+        r.unmatched = Some(missing);
+        assert_eq!(
+            routed(&r, &mut vars(&[("PATH_INFO", "/elsewhere")])),
+            "default"
+        );
+    }
+
+    #[test]
     fn manage_script_name_takes_the_longest_prefix_of_path_info() {
         let r = router(true, false);
         let mut v = vars(&[("PATH_INFO", "/blog/admin/users")]);
@@ -244,6 +281,7 @@ mod tests {
     #[test]
     fn no_default_and_no_mount_is_a_404() {
         let r = Router::new(
+            None,
             None,
             vec![(
                 Bytes::from_static(b"/a"),

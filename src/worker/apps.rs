@@ -276,7 +276,8 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         default
     } else {
         Arc::new(Router::new(
-            (!cfg.no_default_app).then_some(default),
+            Some(default),
+            cfg.no_default_app.then_some(loaded.missing),
             loaded
                 .mounts
                 .into_iter()

@@ -135,6 +135,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             mounted.push((point, handler(name(spec), app)?));
         }
         Ok(PythonApps {
+            missing: Arc::new(WsgiApp::missing(host.clone())),
             host,
             asgi: asgi_host,
             default,
@@ -153,6 +154,9 @@ pub struct PythonApps {
     /// Requests no mountpoint takes: the app, the `--vhost` loader, or a
     /// 404 when there are only `--mount` apps.
     pub default: Arc<dyn Handler>,
+    /// What answers a request whose SCRIPT_NAME names no app, with
+    /// `--no-default-app`: the error that no app is loaded.
+    pub missing: Arc<dyn Handler>,
     pub mounts: Vec<(String, Arc<dyn Handler>)>,
     /// Each app's name and interface ("WSGI" or "ASGI"), for the log.
     pub kinds: Vec<(String, &'static str)>,
