@@ -834,3 +834,26 @@ def test_continuation_flood_and_hpack_bomb_are_cut_off(serve):
     assert "200" not in statuses, statuses
     assert fetch("--http2-prior-knowledge", s.url + "/")[1] == "2"
     assert s.rss_kb(pid=worker) - before < 20_000, "the worker held what it was sent"
+
+
+def test_pending_http2_requests_are_bounded_across_connections(serve, app_dir):
+    """--http2-max-pending: past the worker's bound, counted over all its
+    HTTP/2 connections, a new stream is answered 503 with Retry-After at
+    once; the ones within it are served, and the bound frees as they end."""
+    # On Python threads, so that the event loop reads the other
+    # connections while the app sleeps.
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--threads", "2",
+              "--http2-max-pending", "2")
+    a, b = H2Client(s.port), H2Client(s.port)
+    slow = [a.get("/sleep?2"), b.get("/sleep?2")]
+    time.sleep(0.5)
+    c = H2Client(s.port)
+    c.get("/")
+    refused = c.until(h2.events.ResponseReceived)
+    headers = dict(refused.headers)
+    assert headers[b":status"] == b"503" and headers[b"retry-after"] == b"1", headers
+    for client, sid in zip((a, b), slow):
+        answered = client.until(h2.events.ResponseReceived)
+        assert answered.stream_id == sid and dict(answered.headers)[b":status"] == b"200"
+    # Both slow ones are done: a new stream is served again.
+    wait_for(lambda: fetch("--http2-prior-knowledge", s.url + "/")[1] == "2", what="a stream served again")

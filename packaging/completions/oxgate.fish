@@ -10,6 +10,7 @@ complete -c oxgate -l https-client-required -d 'With --https-client-ca: refuse t
 complete -c oxgate -l ssl-min-version -x -a '1.2 1.3' -d 'The oldest TLS version HTTPS sockets accept'
 complete -c oxgate -l http2-off -d 'Serve HTTP/1.1 only: no h2 in the TLS handshake\'s ALPN, and no HTTP/2 with prior knowledge (h2c) on --http-socket'
 complete -c oxgate -l http2-max-streams -x -d 'The most requests (streams) one HTTP/2 connection may have open at once'
+complete -c oxgate -l http2-max-pending -x -d 'The most HTTP/2 requests a worker holds at once, across all its connections (each may buffer its body); past it, a new stream is answered 503 with Retry-After, at once'
 complete -c oxgate -l socket -x -d 'A socket in the protocol --protocol names: the uwsgi protocol by default (nginx uwsgi_pass), HTTP with --protocol http'
 complete -c oxgate -l uwsgi-socket -x -d 'A uwsgi-protocol socket, whatever --protocol says'
 complete -c oxgate -l fastcgi-socket -x -d 'A FastCGI socket (nginx fastcgi_pass, with or without fastcgi_keep_conn; Apache mod_proxy_fcgi; lighttpd mod_fastcgi)'

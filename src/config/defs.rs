@@ -220,6 +220,10 @@ options! {
         .value("N")
         .defaults_to("100")
         .help("The most requests (streams) one HTTP/2 connection may have open at once."),
+    HTTP2_MAX_PENDING = OptDef::new("http2-max-pending", Int, Sockets)
+        .value("N")
+        .defaults_to("1024")
+        .help("The most HTTP/2 requests a worker holds at once, across all its connections (each may buffer its body); past it, a new stream is answered 503 with Retry-After, at once."),
     SOCKET = OptDef::new("socket", List, Sockets)
         .short('s')
         .value("ADDR")

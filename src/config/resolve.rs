@@ -786,6 +786,9 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             http2_max_streams: r
                 .positive(&opt::HTTP2_MAX_STREAMS)?
                 .min(i64::from(u32::MAX)) as u32,
+            http2_max_pending: r
+                .positive(&opt::HTTP2_MAX_PENDING)?
+                .min(tokio::sync::Semaphore::MAX_PERMITS as i64) as usize,
         },
         uwsgi_sockets,
         scgi_sockets,

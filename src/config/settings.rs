@@ -174,6 +174,8 @@ pub struct TlsHttp2 {
     /// `--http2-off`.
     pub http2: bool,
     pub http2_max_streams: u32,
+    /// `--http2-max-pending`: HTTP/2 requests per worker, all connections.
+    pub http2_max_pending: usize,
 }
 
 /// One `--sni NAME,CERT,KEY`.

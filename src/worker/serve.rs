@@ -51,6 +51,7 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
                 .tls_http2
                 .http2
                 .then_some(cfg.tls_http2.http2_max_streams),
+            http2_pending: Arc::new(tokio::sync::Semaphore::new(cfg.tls_http2.http2_max_pending)),
         }),
         gateway: Arc::new(GatewaySettings {
             // A uwsgi vars block cannot exceed 65535 bytes.

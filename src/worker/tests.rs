@@ -104,6 +104,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 proxy_protocol: None,
                 tls: None,
                 http2_max_streams: Some(100),
+                http2_pending: Arc::new(tokio::sync::Semaphore::new(1024)),
             }),
             gateway: Arc::new(GatewaySettings {
                 max_vars: 8192,

@@ -205,6 +205,27 @@ fn on_request(
     async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, done).await) }
 }
 
+/// An HTTP/2 request past `--http2-max-pending`: 503 at once, with
+/// Retry-After, and never read further.
+async fn refuse_stream(
+    ctx: Arc<ConnCtx>,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<OxBody> {
+    ctx.begun.bump();
+    let (mut parts, _body) = req.into_parts();
+    let mut resp = Response::plain(
+        503,
+        "Service Unavailable",
+        "Service Unavailable: too many HTTP/2 requests are pending in this worker\n",
+    );
+    resp.headers.push((
+        bytes::Bytes::from_static(b"retry-after"),
+        bytes::Bytes::from_static(b"1"),
+    ));
+    parts.headers.clear();
+    handle(Err(resp), parts.headers, None, Finished(ctx)).await
+}
+
 /// Serves HTTP/1.1 on `io` (cleartext through `BatchedIo`, or TLS) until
 /// the connection closes, or until `shutdown` fires and the request in
 /// flight (if any) is done.
@@ -305,7 +326,23 @@ async fn serve_http2<I>(
     // server had to reset, and CONTINUATION frames bounded by the header
     // list size.
     let ctx = conn_ctx.clone();
-    let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req));
+    let service = hyper::service::service_fn(move |req| {
+        // The worker's bound on HTTP/2 requests, across its connections:
+        // many connections of 100 streams each could otherwise queue
+        // (and buffer the bodies of) far more requests than it serves.
+        let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
+        let ctx = ctx.clone();
+        async move {
+            match permit {
+                Ok(permit) => {
+                    let answered = on_request(ctx, req).await;
+                    drop(permit);
+                    answered
+                }
+                Err(_) => Ok(refuse_stream(ctx, req).await),
+            }
+        }
+    });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx)).await {

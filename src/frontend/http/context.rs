@@ -33,6 +33,9 @@ pub struct HttpSettings {
     /// knowledge), with at most this many streams open on a connection;
     /// none with `--http2-off`.
     pub http2_max_streams: Option<u32>,
+    /// `--http2-max-pending`: the worker's HTTP/2 requests, across its
+    /// connections, each holding a permit until it is answered.
+    pub http2_pending: Arc<tokio::sync::Semaphore>,
 }
 
 /// A connection's share of the worker, for each of its requests.
