@@ -140,14 +140,25 @@ def start(scratch, program, args):
     proc = subprocess.Popen([*program, *args], stdout=out, stderr=subprocess.STDOUT, cwd=scratch.dir,
                             env=scratch.env())
     proc.log = log
-    wait_for(lambda: proc.poll() is not None or "serving" in log.read_text(), what="the start line")
-    assert proc.poll() is None, log.read_text()
+    try:
+        wait_for(lambda: proc.poll() is not None or "serving" in log.read_text(), what="the start line")
+        assert proc.poll() is None, log.read_text()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0, proc.log.read_text()
+    try:
+        code = proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the server did not stop:\n{proc.log.read_text()}")
+    assert code == 0, proc.log.read_text()
 
 
 def test_the_docs_have_commands():
@@ -183,20 +194,26 @@ def test_doc_command_runs(tmp_path, page, line, cmd):
             p = subprocess.run([*program, *args], cwd=tmp_path, env=scratch.env(), capture_output=True, text=True,
                                timeout=60)
             assert p.returncode == 0, p.stderr
-            wait_for(lambda: "reload" in server.log.read_text().lower(), what="the reload in the log")
+            wait_for(lambda: "re-executed, replacing" in server.log.read_text(), what="the new master image")
+            assert "failed" not in server.log.read_text(), server.log.read_text()
         finally:
             stop(server)
         return
     server = start(scratch, program, args)
     try:
-        answer(args)
+        answer(scratch, args)
     finally:
         stop(server)
 
 
-def answer(args):
+def answer(scratch, args):
     """A request to the first HTTP(S) socket the command names answers: the
-    stub app's page where it names a Python app."""
+    stub app's page where it names a Python app. A command whose sockets
+    are a config file's is asked there; one with only gateway sockets
+    (uwsgi, FastCGI) must have made them."""
+    if "ini" in scratch.ports:
+        args = [*args, "--http", f"127.0.0.1:{scratch.ports['ini']}", "--wsgi-file", "app.py"]
+    gateway = [v for f, v in zip(args, args[1:]) if f in ("--socket", "--fastcgi-socket", "--uwsgi-socket")]
     for flag, value in zip(args, args[1:]):
         if flag not in ("--http", "--http-socket", "-b", "--https-socket"):
             continue
@@ -217,6 +234,9 @@ def answer(args):
         # is the right answer; never an error of the server's.
         assert status < 500 and (status == 200 or not names_an_app(args)), (args, status)
         return
+    assert gateway, f"nothing to ask in {args}"
+    for path in gateway:
+        assert os.path.exists(path), path
 
 
 def names_an_app(args):

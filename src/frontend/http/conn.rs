@@ -187,6 +187,7 @@ fn conn_ctx(
 fn on_request(
     ctx: Arc<ConnCtx>,
     req: hyper::Request<Incoming>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> impl Future<Output = Result<hyper::Response<OxBody>, Infallible>> + Send + 'static {
     ctx.begun.bump();
     let (mut parts, body) = req.into_parts();
@@ -201,7 +202,7 @@ fn on_request(
     // so a keep-alive connection allocates no header maps.
     let mut headers = parts.headers;
     headers.clear();
-    let done = Finished(ctx);
+    let done = Finished(ctx, permit);
     async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, done).await) }
 }
 
@@ -212,6 +213,7 @@ async fn refuse_stream(
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<OxBody> {
     ctx.begun.bump();
+    log_pending_full();
     let (mut parts, _body) = req.into_parts();
     let mut resp = Response::plain(
         503,
@@ -223,7 +225,25 @@ async fn refuse_stream(
         bytes::Bytes::from_static(b"1"),
     ));
     parts.headers.clear();
-    handle(Err(resp), parts.headers, None, Finished(ctx)).await
+    handle(Err(resp), parts.headers, None, Finished(ctx, None)).await
+}
+
+/// Says that `--http2-max-pending` turned streams away, at most once a
+/// minute (a flood must not flood the log too).
+fn log_pending_full() {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = crate::sys::clock::unix_now();
+    let last = LAST.load(Ordering::Relaxed);
+    if (last == 0 || now >= last + 60)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        crate::say!(
+            "oxgate: worker {}: --http2-max-pending reached: new HTTP/2 streams are answered 503 (said at most once a minute)",
+            std::process::id()
+        );
+    }
 }
 
 /// Serves HTTP/1.1 on `io` (cleartext through `BatchedIo`, or TLS) until
@@ -239,7 +259,7 @@ async fn serve_http1<I>(
 {
     let settings = conn_ctx.settings.clone();
     let ctx = conn_ctx.clone();
-    let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req));
+    let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req, None));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         // Body frames go down to BatchedIo as they are, never copied into
@@ -330,15 +350,12 @@ async fn serve_http2<I>(
         // The worker's bound on HTTP/2 requests, across its connections:
         // many connections of 100 streams each could otherwise queue
         // (and buffer the bodies of) far more requests than it serves.
+        // The permit goes with the response body, until it is sent.
         let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
         let ctx = ctx.clone();
         async move {
             match permit {
-                Ok(permit) => {
-                    let answered = on_request(ctx, req).await;
-                    drop(permit);
-                    answered
-                }
+                Ok(permit) => on_request(ctx, req, Some(permit)).await,
                 Err(_) => Ok(refuse_stream(ctx, req).await),
             }
         }

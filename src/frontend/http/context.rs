@@ -80,7 +80,13 @@ impl TaskCounter {
 /// Counts a request as finished when its response body is dropped: hyper
 /// drops it once the body is queued to be written, or the connection is
 /// gone.
-pub(super) struct Finished(pub(super) Arc<ConnCtx>);
+/// With an HTTP/2 request's `--http2-max-pending` permit, held until its
+/// response body is done too (a streaming answer still counts).
+pub(super) struct Finished(
+    pub(super) Arc<ConnCtx>,
+    // Held, never read: dropping it frees the permit.
+    #[allow(dead_code)] pub(super) Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 impl Drop for Finished {
     fn drop(&mut self) {
