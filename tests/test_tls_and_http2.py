@@ -549,18 +549,27 @@ def frames_until_closed(sock, timeout=20):
     data, frames = b"", []
     sock.settimeout(timeout)
     while chunk := sock.recv(65536):
-        data += chunk
-        while len(data) >= 9:
-            frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
-            if len(data) < 9 + length:
-                break
-            frame.parse_body(memoryview(data[9:9 + length]))
-            data = data[9 + length:]
-            frames.append(frame)
+        new, data = take_frames(data + chunk)
+        frames += new
+        for frame in new:
             if isinstance(frame, hyperframe.frame.PingFrame) and "ACK" not in frame.flags:
                 pong = hyperframe.frame.PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"])
                 sock.sendall(pong.serialize())
     return frames
+
+
+def take_frames(data):
+    """The whole frames at the start of `data`, parsed by hyperframe alone,
+    and the bytes after them."""
+    frames = []
+    while len(data) >= 9:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
+        frame.parse_body(memoryview(data[9:9 + length]))
+        data = data[9 + length:]
+        frames.append(frame)
+    return frames, data
 
 
 def test_a_graceful_stop_sends_goaway_and_finishes_open_streams(serve):
@@ -692,16 +701,10 @@ def h2_frames(port, frames, preface=PREFACE, timeout=10):
     sock.settimeout(timeout)
     try:
         while chunk := sock.recv(65536):
-            data += chunk
-            while len(data) >= 9:
-                frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
-                if len(data) < 9 + length:
-                    break
-                frame.parse_body(memoryview(data[9:9 + length]))
-                data = data[9 + length:]
-                got.append(frame)
-                if isinstance(frame, hyperframe.frame.GoAwayFrame):
-                    sock.settimeout(1)
+            new, data = take_frames(data + chunk)
+            got += new
+            if any(isinstance(f, hyperframe.frame.GoAwayFrame) for f in new):
+                sock.settimeout(1)
     except (ConnectionResetError, TimeoutError, socket.timeout):
         pass
     finally:

@@ -16,9 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::stat::{SFlag, fstat};
 use nix::unistd::{dup2_stderr, dup2_stdout};
 
 static PATH: OnceLock<CString> = OnceLock::new();
@@ -30,16 +29,9 @@ static REQUEST_FD: AtomicI32 = AtomicI32::new(-1);
 /// Opens the request log file (appending); its lines are written there
 /// from now on, in this process and the workers it forks.
 pub fn open_request_log(path: &Path) -> Result<(), String> {
-    // Absolute, so a reopen after --chdir finds the same file.
-    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
-    let fd = open(
-        c.as_c_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o640),
-    )
-    .map_err(|e| format!("cannot open the request log {}: {e}", path.display()))?;
+    let c = crate::sys::log_path(path)?;
+    let fd = crate::sys::open_append(&c)
+        .map_err(|e| format!("cannot open the request log {}: {e}", path.display()))?;
     let _ = REQUEST_PATH.set(c);
     REQUEST_FD.store(fd.into_raw_fd(), Ordering::Relaxed);
     Ok(())
@@ -79,11 +71,7 @@ fn reopen_request_log() -> bool {
     if fd < 0 {
         return false;
     }
-    if let Ok(new) = open(
-        path.as_c_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o640),
-    ) {
+    if let Ok(new) = crate::sys::open_append(path) {
         // SAFETY: dup3 is async-signal-safe; it puts the new file behind
         // the request log's number (closing the old file there), keeping
         // it closed on exec as dup2 would not, and does not touch `new`,
@@ -116,11 +104,7 @@ pub fn reopen() -> bool {
     let Some(path) = PATH.get() else {
         return requests;
     };
-    let Ok(fd) = open(
-        path.as_c_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o640),
-    ) else {
+    let Ok(fd) = crate::sys::open_append(path) else {
         return false;
     };
     // With loggers, their `stdio` follows the file; and where fds 1 and 2

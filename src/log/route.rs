@@ -21,13 +21,11 @@ use std::ffi::CString;
 use std::io::Read;
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use nix::fcntl::{OFlag, open};
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
 use regex::bytes::Regex;
 
 /// A logger: an optional name (for routes) and where it writes.
@@ -452,15 +450,9 @@ fn open_target(target: &Target) -> Result<Out, String> {
     Ok(match target {
         Target::Stdio => Out::Stdio,
         Target::File(path) => {
-            let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-            let c = CString::new(path.as_os_str().as_bytes())
-                .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
-            let fd = open(
-                c.as_c_str(),
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o640),
-            )
-            .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            let c = crate::sys::log_path(path)?;
+            let fd = crate::sys::open_append(&c)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
             Out::File {
                 fd: fd.into_raw_fd(),
                 path: c,
@@ -742,11 +734,7 @@ pub fn reopen() -> bool {
     let mut any = false;
     for s in i.main.iter().chain(&i.requests) {
         if let Out::File { fd, path } = &s.out
-            && let Ok(new) = open(
-                path.as_c_str(),
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o640),
-            )
+            && let Ok(new) = crate::sys::open_append(path)
         {
             // SAFETY: dup3 is async-signal-safe; it puts the new file behind
             // the logger's number (closing the old file there) and leaves

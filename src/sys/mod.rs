@@ -39,3 +39,25 @@ pub fn write_all_to(
     }
     Ok(())
 }
+
+/// A log file opened for appending: write-only, created 0640 (less the
+/// umask), close-on-exec. Only async-signal-safe calls (nix's `open` passes
+/// the `CStr` straight to open(2), with no allocation): reopening a log
+/// runs it in a signal handler.
+pub fn open_append(path: &std::ffi::CStr) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+}
+
+/// A log file's path made absolute (so that a reopen after --chdir finds
+/// the same file), as the C string open(2) takes.
+pub fn log_path(path: &std::path::Path) -> Result<std::ffi::CString, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a NUL byte in the path", path.display()))
+}
