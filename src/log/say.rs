@@ -80,3 +80,37 @@ macro_rules! say {
         $crate::log::say::say(format_args!($($arg)*))
     };
 }
+
+/// Lets a log line through at most once per period: for lines a flood of
+/// the same event would repeat (a limit reached again and again).
+pub struct Throttle {
+    /// When a line last went through, in seconds since the epoch plus one
+    /// (0: never).
+    last: AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may go now, at most once per `secs` seconds; one
+    /// caller wins when several ask at once.
+    pub fn ready(&self, secs: u64) -> bool {
+        let now = crate::sys::clock::unix_now() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        (last == 0 || now >= last + secs)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new()
+    }
+}

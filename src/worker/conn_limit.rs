@@ -17,9 +17,8 @@ pub(super) struct ConnLimit {
     open: AtomicUsize,
     max: usize,
     freed: Notify,
-    /// When the limit was last logged (seconds on the monotonic clock),
-    /// for a line a minute at most.
-    logged_at: AtomicU64,
+    /// The limit is logged once a minute at most.
+    logged_at: crate::log::say::Throttle,
 }
 
 /// One open connection's place; freed when the connection ends. It also
@@ -44,7 +43,7 @@ impl ConnLimit {
             open: AtomicUsize::new(0),
             max: max.max(1),
             freed: Notify::new(),
-            logged_at: AtomicU64::new(0),
+            logged_at: crate::log::say::Throttle::new(),
         })
     }
 
@@ -67,11 +66,7 @@ impl ConnLimit {
     }
 
     fn log_full(&self) {
-        // +1: 0 is "never".
-        let now = crate::sys::clock::now_us() / 1_000_000 + 1;
-        let last = self.logged_at.load(Ordering::Relaxed);
-        if last == 0 || now >= last + 60 {
-            self.logged_at.store(now, Ordering::Relaxed);
+        if self.logged_at.ready(60) {
             crate::say!(
                 "oxgate: worker at --max-connections {}: new connections wait in the listen backlog",
                 self.max

@@ -231,14 +231,8 @@ async fn refuse_stream(
 /// Says that `--http2-max-pending` turned streams away, at most once a
 /// minute (a flood must not flood the log too).
 fn log_pending_full() {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = crate::sys::clock::unix_now();
-    let last = LAST.load(Ordering::Relaxed);
-    if (last == 0 || now >= last + 60)
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static LOGGED: crate::log::say::Throttle = crate::log::say::Throttle::new();
+    if LOGGED.ready(60) {
         crate::say!(
             "oxgate: worker {}: --http2-max-pending reached: new HTTP/2 streams are answered 503 (said at most once a minute)",
             std::process::id()
