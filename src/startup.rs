@@ -62,13 +62,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let wanted = cfg
         .http_sockets
         .iter()
-        .map(|s| (s, Protocol::Http))
-        .chain(cfg.https_sockets.iter().map(|s| (&s.addr, Protocol::Http)))
-        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, Protocol::Uwsgi)))
-        .chain(cfg.scgi_sockets.iter().map(|s| (s, Protocol::Scgi)))
-        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, Protocol::Fastcgi)))
-        .map(|(spec, protocol)| Ok((listen::parse(spec)?, protocol)))
+        .map(|s| (s, "http"))
+        .chain(cfg.https_sockets.iter().map(|s| (&s.addr, "https")))
+        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, "uwsgi")))
+        .chain(cfg.scgi_sockets.iter().map(|s| (s, "scgi")))
+        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, "fastcgi")))
+        .map(|(spec, kind)| Ok((listen::parse(spec)?, kind)))
         .collect::<Result<Vec<_>, String>>()?;
+    let wanted = one_socket_per_address(wanted)?;
     // Certificates are read before any socket is bound or app loaded: a
     // bad one stops the start with the reason.
     let here = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
@@ -176,6 +177,40 @@ pub fn run(cfg: Config) -> Result<(), String> {
         vacuum(&cfg);
     }
     result
+}
+
+/// Each address once, with the protocol it serves: the same socket named
+/// twice for one protocol (in a file and on the command line) is one
+/// socket, but an address named for two protocols is refused: only the
+/// first would be served, and the other's clients would be turned away in
+/// a protocol they do not speak.
+fn one_socket_per_address(
+    wanted: Vec<(Address, &'static str)>,
+) -> Result<Vec<(Address, Protocol)>, String> {
+    let mut once: Vec<(Address, &'static str)> = Vec::with_capacity(wanted.len());
+    for (addr, kind) in wanted {
+        match once.iter().find(|(a, _)| *a == addr) {
+            Some((_, k)) if *k == kind => {}
+            Some((_, k)) => {
+                return Err(format!(
+                    "{addr} is named as a {k} socket and as a {kind} socket: one address serves one protocol"
+                ));
+            }
+            None => once.push((addr, kind)),
+        }
+    }
+    Ok(once
+        .into_iter()
+        .map(|(addr, kind)| {
+            let protocol = match kind {
+                "uwsgi" => Protocol::Uwsgi,
+                "scgi" => Protocol::Scgi,
+                "fastcgi" => Protocol::Fastcgi,
+                _ => Protocol::Http,
+            };
+            (addr, protocol)
+        })
+        .collect())
 }
 
 /// `--vacuum`: the unix sockets and pidfiles this server created.

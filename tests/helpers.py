@@ -39,10 +39,19 @@ ECHO = str(APPS / "echo.py")
 LOGGED = str(APPS / "logged.py")
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one given before in this run: a test
+    that takes several must not get the same one twice."""
+    for tries in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN or tries == 999:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def listens(port):
@@ -82,15 +91,16 @@ def run_fail(*args, cwd=ROOT, env=None, timeout=30):
     return p.returncode, p.stderr
 
 
-def wait_for(cond, timeout=20, what="condition"):
-    """Polls cond() until it returns something true, and returns that."""
+def wait_for(cond, timeout=20, what="condition", show=None):
+    """Polls cond() until it returns something true, and returns that.
+    On a timeout, the failure gives show() too (say, the log read)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()
         if v:
             return v
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{show()}" if show else ""))
 
 
 def fresh(url, timeout=30):

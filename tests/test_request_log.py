@@ -48,9 +48,10 @@ def test_default_line_for_every_protocol(serve, tmp_path):
         c.sendall(fcgi_request(1, [("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/fcgi"), ("CONTENT_LENGTH", "3"),
                                    ("SERVER_PROTOCOL", "HTTP/1.1"), ("REMOTE_ADDR", "10.9.9.9"),
                                    ("REMOTE_USER", "ann")], b"abc"))
-        read_records(c)
+        recs = read_records(c)
+    assert any(t == 3 for t, _, _ in recs), f"the FastCGI request was not answered: {recs}"
     lines = wait_for(lambda: len(request_lines(log.read_text())) == 4 and request_lines(log.read_text()),
-                     what="four request lines")
+                     what="four request lines", show=lambda: log.read_text() + s.log())
     by_uri = {m["uri"]: m for m in lines}
     assert set(by_uri) == {"/http?x=1", "/uwsgi?y=2", "/scgi", "/fcgi"}
     (w,) = s.worker_pids()

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, BIN, VENV, fresh, run_fail, wait_for
+from helpers import APPS, BIN, VENV, free_port, fresh, run_fail, wait_for
 
 
 def test_unix_socket(serve, tmp_path):
@@ -44,6 +44,18 @@ def test_address_errors(serve):
     assert code != 0 and "already in use" in err
     code, err = run_fail("--http-socket", "127.0.0.1:notaport", "--wsgi-file", "x.py")
     assert code != 0 and "port" in err
+
+
+def test_one_address_named_for_two_protocols_is_refused(serve):
+    """Only one of them could be served: the start is refused, rather than
+    the second one's clients turned away. The same socket named twice for
+    one protocol is one socket."""
+    port = free_port()
+    code, err = run_fail("--socket", f"127.0.0.1:{port}", "--fastcgi-socket", f"127.0.0.1:{port}",
+                         "--wsgi-file", str(APPS / "validated.py"))
+    assert code != 0 and f"127.0.0.1:{port} is named as a uwsgi socket and as a fastcgi socket" in err, err
+    s = serve("--http-socket", "127.0.0.1:{port}", "--wsgi-file", str(APPS / "validated.py"))
+    assert requests.get(s.url + "/env", timeout=10).status_code == 200
 
 
 def test_umask_and_chown_socket(serve, app_dir, tmp_path):
