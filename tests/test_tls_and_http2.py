@@ -18,7 +18,7 @@ import hyperframe.frame
 import pytest
 import requests
 
-from helpers import APPS, BIN, VENV, free_port, wait_for
+from helpers import APPS, BIN, VENV, free_port, start_nginx, wait_for
 
 TLS_ENV = str(APPS / "tls_env.py")
 SAN = "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
@@ -60,6 +60,26 @@ def certs(tmp_path_factory):
             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=d)
     signed(d, "mallory", "/CN=mallory", ["genpkey", "-algorithm", "ed25519"], "extendedKeyUsage=clientAuth\n",
            ca="other")
+    # Client certificates that fail in other ways: one the CA signed that
+    # expired in 2020 (`openssl ca` sets past dates); self-signed ones, for
+    # a client, expired, and for a server only; and mallory's sent with
+    # its CA, so that the chain ends in a self-signed certificate.
+    (d / "index.txt").write_text("")
+    (d / "ca.cnf").write_text("[ca]\ndefault_ca = dflt\n[dflt]\ndatabase = index.txt\nnew_certs_dir = .\n"
+                              "serial = ca.srl\ndefault_md = default\npolicy = any\nunique_subject = no\n"
+                              "[any]\ncommonName = supplied\n[client]\nextendedKeyUsage = clientAuth\n")
+    for name, signer in [("expired", ["-cert", "ca.crt", "-keyfile", "ca.key"]),
+                         ("oldself", ["-selfsign", "-keyfile", "oldself.key"])]:
+        openssl("genpkey", "-algorithm", "ed25519", "-out", f"{name}.key", cwd=d)
+        openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        openssl("ca", "-batch", "-config", "ca.cnf", *signer, "-in", f"{name}.csr", "-out", f"{name}.crt",
+                "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-extensions", "client",
+                "-notext", cwd=d)
+    for name, use in [("selfish", "clientAuth"), ("selfserver", "serverAuth")]:
+        openssl("req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+                "-days", "2", "-subj", f"/CN={name}", "-addext", f"extendedKeyUsage={use}", cwd=d)
+    (d / "bundled.crt").write_text((d / "mallory.crt").read_text() + (d / "other.crt").read_text())
+    (d / "bundled.key").write_text((d / "mallory.key").read_text())
     assert "BEGIN RSA PRIVATE KEY" in (d / "rsa-pkcs1.key").read_text()
     assert "BEGIN EC PRIVATE KEY" in (d / "ec.key").read_text()
     return d
@@ -206,6 +226,53 @@ def test_client_certificates_required_and_optional(serve, certs):
     assert curl(flagged.tls_url + "/", certs=certs, check=False).returncode != 0
 
 
+# Client certificates the CA does not vouch for, each failing another way.
+FAILING_CLIENTS = ("mallory", "rsa2", "expired", "selfish", "oldself", "selfserver", "bundled")
+
+
+def test_a_failed_optional_client_certificate_says_why_as_nginx_does(serve, certs, tmp_path):
+    """With a certificate asked for but not required, one that fails is
+    served with SSL_CLIENT_VERIFY=FAILED:reason (as Apache's
+    optional_no_ca serves it), in the words real nginx logs in
+    $ssl_client_verify for the same certificate; its names are not given
+    as if vouched for. When required, it is refused."""
+    ca = certs / "ca.crt"
+    port = free_port()
+    conf = f"""
+events {{}}
+http {{
+    log_format verify "$ssl_client_verify";
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {certs}/rsa.crt;
+        ssl_certificate_key {certs}/rsa.key;
+        ssl_client_certificate {ca};
+        ssl_verify_client optional_no_ca;
+        access_log {tmp_path}/nginx/logs/verify.log verify;
+        location / {{ return 200 "$ssl_client_verify"; }}
+    }}
+}}
+"""
+    optional = https(serve, certs, "--https-client-ca", str(ca))
+    required = https(serve, certs, "--https-client-ca", str(ca), "--https-client-required")
+    nginx = start_nginx(tmp_path / "nginx", port, conf, stderr=subprocess.DEVNULL)
+    try:
+        for n, who in enumerate(FAILING_CLIENTS, 1):
+            as_client = ("--cert", str(certs / f"{who}.crt"), "--key", str(certs / f"{who}.key"))
+            curl(*as_client, f"https://localhost:{port}/", certs=certs, check=False)
+            said = wait_for(lambda: len(lines := (tmp_path / "nginx/logs/verify.log").read_text().splitlines()) == n
+                            and lines[-1], what="nginx's log line")
+            assert said.startswith("FAILED:"), said
+            env = json.loads(fetch(*as_client, optional.tls_url + "/", certs=certs)[0])
+            assert env["SSL_CLIENT_VERIFY"] == said, who
+            assert env["SSL_CLIENT_S_DN"] is None and env["SSL_CLIENT_CERT"] is None
+            r = curl(*as_client, required.tls_url + "/", certs=certs, check=False)
+            assert r.returncode != 0 and "SSL_CLIENT" not in r.stdout, who
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+
 @pytest.mark.parametrize("fields,says", [
     ("{c}/rsa.crt,{c}/ec.key", "cannot be used together"),
     ("{c}/missing.crt,{c}/rsa.key", "cannot read certificates from"),
@@ -320,6 +387,10 @@ def test_asgi_tls_extension_and_wss(serve, certs, tmp_path):
     assert tls["client_cert_chain"] == [(certs / "alice.crt").read_text()]
     tls = json.loads(fetch("--tls-max", "1.2", s.tls_url + "/scope", certs=certs)[0])["extensions"]["tls"]
     assert tls["tls_version"] == 0x0303 and tls["cipher_suite"] in (0xC02F, 0xC030, 0xCCA8)
+    assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
+    expired = ["--cert", str(certs / "expired.crt"), "--key", str(certs / "expired.key")]
+    tls = json.loads(fetch(*expired, s.tls_url + "/scope", certs=certs)[0])["extensions"]["tls"]
+    assert tls["client_cert_error"] == "certificate has expired"
     assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
     # Cleartext has no tls extension.
     assert "tls" not in json.loads(fetch(s.url + "/scope")[0])["extensions"]
@@ -850,11 +921,14 @@ def test_continuation_flood_and_hpack_bomb_are_cut_off(serve):
 def test_pending_http2_requests_are_bounded_across_connections(serve, app_dir):
     """--http2-max-pending: past the worker's bound, counted over all its
     HTTP/2 connections, a new stream is answered 503 with Retry-After at
-    once; the ones within it are served, and the bound frees as they end."""
+    once, and counted in the stats and metrics; the ones within it are
+    served, and the bound frees as they end."""
     # On Python threads, so that the event loop reads the other
     # connections while the app sleeps.
+    sp = free_port()
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--threads", "2",
-              "--http2-max-pending", "2")
+              "--http2-max-pending", "2", "--stats", f"127.0.0.1:{sp}", "--stats-http")
+    assert requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["http2_streams_refused"] == 0
     a, b = H2Client(s.port), H2Client(s.port)
     slow = [a.get("/sleep?2"), b.get("/sleep?2")]
     time.sleep(0.5)
@@ -863,6 +937,8 @@ def test_pending_http2_requests_are_bounded_across_connections(serve, app_dir):
     refused = c.until(h2.events.ResponseReceived)
     headers = dict(refused.headers)
     assert headers[b":status"] == b"503" and headers[b"retry-after"] == b"1", headers
+    assert requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["http2_streams_refused"] == 1
+    assert "oxgate_http2_streams_refused_total 1\n" in requests.get(f"http://127.0.0.1:{sp}/metrics", timeout=10).text
     for client, sid in zip((a, b), slow):
         answered = client.until(h2.events.ResponseReceived)
         assert answered.stream_id == sid and dict(answered.headers)[b":status"] == b"200"

@@ -207,7 +207,7 @@ options! {
         .help("Serve the certificate CERT (with its key KEY) to HTTPS clients that ask for the server name NAME (SNI), as uWSGI's --sni does; others get their --https-socket's own. NAME may start with *. for one level of subdomains. Repeat it for each name."),
     HTTPS_CLIENT_CA = OptDef::new("https-client-ca", Str, Sockets)
         .value("FILE")
-        .help("Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came. A client without one is still served, unless --https-client-required."),
+        .help("Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came. A client without one, or with one the CA does not vouch for (SSL_CLIENT_VERIFY=FAILED:reason), is still served, unless --https-client-required."),
     HTTPS_CLIENT_REQUIRED = OptDef::new("https-client-required", Flag, Sockets)
         .help("With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)."),
     SSL_MIN_VERSION = OptDef::new("ssl-min-version", Str, Sockets)

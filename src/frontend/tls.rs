@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::config::{Config, HttpsSocket, SniCert, TlsHttp2};
 use crate::listen::Address;
@@ -23,6 +27,10 @@ pub struct TlsListener {
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// Clients are asked for a certificate.
     asks_client_cert: bool,
+    /// When a certificate is asked for but not required: the CA's check,
+    /// made again after the handshake (which let any certificate through)
+    /// to tell the app why one failed.
+    optional_check: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// The provider with only the suites `ciphers` names (all of them when it
@@ -92,7 +100,7 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, St
 /// and checked now: a missing file, a key that is not the certificate's,
 /// or a CA that cannot be read stops the start (or the reload) with the
 /// reason, before a client finds out.
-pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerConfig>, String> {
+fn listener(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<TlsListener, String> {
     let fail = |e: String| format!("--https-socket {}: {e}", sock.addr);
     let provider = Arc::new(provider(&sock.ciphers, &sock.addr));
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
@@ -107,6 +115,7 @@ pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerCo
                 "the cipher suites and TLS versions do not fit: {e}"
             ))
         })?;
+    let mut optional_check = None;
     let builder = match &sock.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -121,12 +130,17 @@ pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerCo
             }
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-            let verifier = if sock.client_required {
-                verifier
+            if sock.client_required {
+                builder
+                    .with_client_cert_verifier(verifier.build().map_err(|e| fail(e.to_string()))?)
             } else {
-                verifier.allow_unauthenticated()
-            };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| fail(e.to_string()))?)
+                let strict = verifier
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
+                optional_check = Some(strict.clone());
+                builder.with_client_cert_verifier(Arc::new(ReportingClientVerifier(strict)))
+            }
         }
     };
     let default = certified_key(&sock.cert, &sock.key, &provider).map_err(fail)?;
@@ -145,7 +159,138 @@ pub fn server_config(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<Arc<ServerCo
     } else {
         vec![b"http/1.1".to_vec()]
     };
-    Ok(Arc::new(config))
+    Ok(TlsListener {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        asks_client_cert: sock.client_ca.is_some(),
+        optional_check,
+    })
+}
+
+/// The client check when a certificate is optional: a certificate the CA
+/// does not vouch for (expired, another CA's, self-signed) still completes
+/// the handshake, so that the app is told why it failed
+/// (`SSL_CLIENT_VERIFY=FAILED:reason`, as Apache's `optional_no_ca` gives
+/// it) and can answer as it likes, rather than the client seeing a bare
+/// alert. The handshake signature is still checked, so the client holds
+/// the certificate's key; and a failed certificate's names are never given
+/// to the app as if they were vouched for.
+#[derive(Debug)]
+struct ReportingClientVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ReportingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Judged after the handshake (`TlsListener::settled`).
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Why a client certificate failed, in the words OpenSSL gives
+/// (`X509_verify_cert_error_string`), which Apache and nginx put after
+/// `FAILED:` in `SSL_CLIENT_VERIFY`. OpenSSL goes on past a fault and
+/// reports the last it found: a time fault over a purpose fault over a
+/// chain fault, so they are looked for in that order (webpki stops at its
+/// first, and checks the leaf's time before anything else).
+fn failure_reason(
+    e: &rustls::Error,
+    leaf: &CertificateDer<'_>,
+    sent: &[CertificateDer<'_>],
+) -> String {
+    let fault = match e {
+        rustls::Error::InvalidCertificate(f) => Some(f),
+        _ => None,
+    };
+    match fault {
+        Some(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            return "certificate has expired".into();
+        }
+        Some(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            return "certificate is not yet valid".into();
+        }
+        _ => {}
+    }
+    let parsed = |c: &CertificateDer<'_>| -> Option<(Vec<u8>, Vec<u8>, Option<bool>)> {
+        let (_, c) = x509_parser::parse_x509_certificate(c.as_ref()).ok()?;
+        let client_use = match c.extended_key_usage() {
+            Ok(Some(eku)) => Some(eku.value.client_auth || eku.value.any),
+            _ => None,
+        };
+        Some((
+            c.issuer().as_raw().to_vec(),
+            c.subject().as_raw().to_vec(),
+            client_use,
+        ))
+    };
+    let Some((issuer, subject, client_use)) = parsed(leaf) else {
+        return "unspecified certificate verification error".into();
+    };
+    if client_use == Some(false)
+        || matches!(
+            fault,
+            Some(CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. })
+        )
+    {
+        return "unsuitable certificate purpose".into();
+    }
+    match fault {
+        Some(CertificateError::BadSignature) => return "certificate signature failure".into(),
+        Some(CertificateError::Revoked) => return "certificate revoked".into(),
+        _ => {}
+    }
+    // The chain OpenSSL would build from what the client sent: each
+    // certificate's issuer found by subject, up to a self-signed one.
+    let others: Vec<_> = sent.iter().filter_map(parsed).collect();
+    let (mut top_issuer, mut top_subject, mut length) = (issuer, subject, 1);
+    while top_issuer != top_subject && length <= others.len() {
+        let Some((i, s, _)) = others.iter().find(|(_, s, _)| *s == top_issuer) else {
+            break;
+        };
+        (top_issuer, top_subject, length) = (i.clone(), s.clone(), length + 1);
+    }
+    match (top_issuer == top_subject, length) {
+        (true, 1) => "self-signed certificate".into(),
+        (true, _) => "self-signed certificate in certificate chain".into(),
+        (false, 1) => "unable to verify the first certificate".into(),
+        (false, _) => "unable to get local issuer certificate".into(),
+    }
 }
 
 /// A certificate chain and its key, read and checked to belong together.
@@ -203,13 +348,6 @@ impl ResolvesServerCert for CertsByServerName {
 }
 
 impl TlsListener {
-    pub fn new(config: Arc<ServerConfig>, sock: &HttpsSocket) -> TlsListener {
-        TlsListener {
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
-            asks_client_cert: sock.client_ca.is_some(),
-        }
-    }
-
     /// What a finished handshake settled, as CGI variables (the names
     /// Apache's mod_ssl and nginx give them).
     pub fn settled(&self, conn: &rustls::ServerConnection) -> TlsInfo {
@@ -238,11 +376,21 @@ impl TlsListener {
             );
         }
         if self.asks_client_cert {
-            // An invalid certificate fails the handshake itself (rustls
-            // verifies it), so a connection that got here either sent a
-            // good one or none.
-            match conn.peer_certificates().and_then(|c| c.first()) {
-                Some(cert) => {
+            // When a certificate is required, a bad one fails the handshake
+            // (rustls verifies it); when optional, it is checked now.
+            let chain = conn.peer_certificates().unwrap_or_default();
+            let failed = chain.split_first().and_then(|(cert, rest)| {
+                let check = self.optional_check.as_ref()?;
+                let e = check
+                    .verify_client_cert(cert, rest, UnixTime::now())
+                    .err()?;
+                Some(failure_reason(&e, cert, rest))
+            });
+            match (chain.first(), failed) {
+                (Some(_), Some(why)) => {
+                    put("SSL_CLIENT_VERIFY", Bytes::from(format!("FAILED:{why}")));
+                }
+                (Some(cert), None) => {
                     put("SSL_CLIENT_VERIFY", Bytes::from_static(b"SUCCESS"));
                     if let Some(dn) = subject_dn(cert) {
                         put("SSL_CLIENT_S_DN", Bytes::from(dn));
@@ -251,7 +399,7 @@ impl TlsListener {
                     // $ssl_client_escaped_cert (unescaped) give it.
                     put("SSL_CLIENT_CERT", Bytes::from(pem(cert)));
                 }
-                None => put("SSL_CLIENT_VERIFY", Bytes::from_static(b"NONE")),
+                (None, _) => put("SSL_CLIENT_VERIFY", Bytes::from_static(b"NONE")),
             }
         }
         TlsInfo { vars }
@@ -346,8 +494,7 @@ pub fn load(
                     .collect(),
                 ..cfg.tls_http2.clone()
             };
-            let config = server_config(sock, opts)?;
-            Ok((addr, Arc::new(TlsListener::new(config, sock))))
+            Ok((addr, Arc::new(listener(sock, opts)?)))
         })
         .collect()
 }

@@ -144,6 +144,8 @@ pub fn run(s: Setup<'_>) -> ! {
     let _ = crate::handlers::fastcgi::COUNTERS.set(&sb.slot(s.slot).pools[..]);
     let _ = crate::worker::conn_limit::REACHED_COUNTER
         .set(&sb.slot(s.slot).counters.max_connections_reached);
+    let _ =
+        crate::frontend::http::REFUSED_STREAMS.set(&sb.slot(s.slot).counters.http2_streams_refused);
     apps.set_observer(Arc::new(SlotObserver {
         sb: s.sb.clone(),
         slot: s.slot,

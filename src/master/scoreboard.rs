@@ -164,6 +164,8 @@ pub struct Counters {
     pub tls_handshake_failures: AtomicU64,
     /// Times an accept loop stopped at `--max-connections`.
     pub max_connections_reached: AtomicU64,
+    /// HTTP/2 streams answered 503 at `--http2-max-pending`.
+    pub http2_streams_refused: AtomicU64,
 }
 
 impl Counters {
@@ -180,7 +182,11 @@ impl Counters {
             .chain(self.latency.iter())
             .chain(self.by_http_version.iter())
             .chain(self.by_handler.iter())
-            .chain([&self.tls_handshake_failures, &self.max_connections_reached])
+            .chain([
+                &self.tls_handshake_failures,
+                &self.max_connections_reached,
+                &self.http2_streams_refused,
+            ])
     }
 
     /// Adds `other` into these counters.

@@ -5,7 +5,7 @@ import hashlib
 import json
 
 SHOWN = ("HTTPS", "wsgi.url_scheme", "SERVER_PROTOCOL", "REQUEST_SCHEME", "HTTP_HOST", "SERVER_NAME",
-         "SERVER_PORT", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN")
+         "SERVER_PORT", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN", "SSL_CLIENT_CERT")
 
 
 def application(environ, start_response):

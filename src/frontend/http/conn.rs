@@ -206,6 +206,11 @@ fn on_request(
     async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, done).await) }
 }
 
+/// Where this worker counts the streams `--http2-max-pending` turned away,
+/// for the stats and metrics (its scoreboard slot).
+pub static REFUSED_STREAMS: std::sync::OnceLock<&'static std::sync::atomic::AtomicU64> =
+    std::sync::OnceLock::new();
+
 /// An HTTP/2 request past `--http2-max-pending`: 503 at once, with
 /// Retry-After, and never read further.
 async fn refuse_stream(
@@ -213,6 +218,9 @@ async fn refuse_stream(
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<OxBody> {
     ctx.begun.bump();
+    if let Some(counter) = REFUSED_STREAMS.get() {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     log_pending_full();
     let (mut parts, _body) = req.into_parts();
     let mut resp = Response::plain(

@@ -16,5 +16,5 @@ mod batch;
 mod sendfile;
 
 pub use batch::FlushQueue;
-pub use conn::{Peek, serve_connection};
+pub use conn::{Peek, REFUSED_STREAMS, serve_connection};
 pub use context::HttpSettings;

@@ -126,6 +126,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
         // Beyond uWSGI's document.
         "tls_handshake_failures": s.total(&|c| load(&c.tls_handshake_failures)),
         "max_connections_reached": s.total(&|c| load(&c.max_connections_reached)),
+        "http2_streams_refused": s.total(&|c| load(&c.http2_streams_refused)),
         // php-fpm's status page, for each --fastcgi-app pool.
         "fastcgi_pools": s.pools().iter().map(|p| json!({
             "name": p.name,

@@ -75,6 +75,12 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "Times a worker stopped accepting at --max-connections (new connections waited in the listen backlog).",
         sum(&|c| load(&c.max_connections_reached)),
     );
+    counter(
+        &mut out,
+        "http2_streams_refused_total",
+        "HTTP/2 streams answered 503 because --http2-max-pending requests were already pending in the worker.",
+        sum(&|c| load(&c.http2_streams_refused)),
+    );
     family(
         &mut out,
         "request_duration_seconds",

@@ -117,6 +117,9 @@ struct TlsFields<'a> {
     cipher: &'a [u8],
     client_dn: Option<&'a [u8]>,
     client_cert: Option<&'a [u8]>,
+    /// `SSL_CLIENT_VERIFY`, which says `FAILED:reason` of a certificate
+    /// the CA did not vouch for.
+    client_verify: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
@@ -130,6 +133,7 @@ impl<'a> Fields<'a> {
                     b"SSL_CIPHER" => f.tls.cipher = value,
                     b"SSL_CLIENT_S_DN" => f.tls.client_dn = Some(value),
                     b"SSL_CLIENT_CERT" => f.tls.client_cert = Some(value),
+                    b"SSL_CLIENT_VERIFY" => f.tls.client_verify = Some(value),
                     _ => {}
                 }
                 continue;
@@ -281,7 +285,7 @@ pub(super) fn http_scope<'py>(
 
 /// The `tls` extension (ASGI's extensions spec) of a request that came
 /// over an `--https-socket`: the version and suite as numbers, and the
-/// client's certificate when it sent one (a bad one never gets here).
+/// client's certificate when it sent one, or why it failed.
 fn tls_extension<'py>(
     py: Python<'py>,
     tls: &TlsFields<'_>,
@@ -297,7 +301,8 @@ fn tls_extension<'py>(
     }
     ext.set_item("client_cert_chain", chain)?;
     ext.set_item("client_cert_name", tls.client_dn.map(|dn| text(py, dn)))?;
-    ext.set_item("client_cert_error", py.None())?;
+    let error = tls.client_verify.and_then(|v| v.strip_prefix(b"FAILED:"));
+    ext.set_item("client_cert_error", error.map(|e| text(py, e)))?;
     ext.set_item("tls_version", crate::request::tls_version_code(protocol))?;
     let suite = crate::request::TLS_SUITES
         .iter()
