@@ -293,6 +293,11 @@ http {{
             assert scope["method"] == "GET"
             data = os.urandom(300_000)
             assert requests.post(base + "/count", data=data).text == str(len(data)), prefix
+            # Files the server sends itself, between body chunks.
+            (tmp_path / "file.bin").write_bytes(data)
+            assert requests.get(base + f"/zerocopy?{tmp_path / 'file.bin'}").content == \
+                zerocopy_expected(tmp_path / "file.bin"), prefix
+            assert requests.get(base + f"/pathsend?{tmp_path / 'file.bin'}").content == data, prefix
     finally:
         nginx.terminate()
         nginx.wait(10)
@@ -330,6 +335,55 @@ def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
     # response, whose head has not gone out, is a 500.
     assert requests.get(s.url + f"/pathsend?{tmp_path}/missing").status_code == 500
     assert "FileNotFoundError" in s.log()
+
+
+def zerocopy_expected(path):
+    """What /zerocopy of asgi_raw.py sends of the file at path."""
+    data = path.read_bytes()
+    return b"head:" + data[3:100_003] + b"|mid|" + data[5:] + b"|end"
+
+
+def test_zerocopysend_many_pieces_and_no_regular_file(serve, tmp_path):
+    s = asgi(serve, "asgi_raw:app")
+    data = os.urandom(50_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    r = requests.get(s.url + f"/zerocopy-many?{tmp_path / 'f.bin'}")
+    assert r.content == b"".join(data[n * 1000:(n + 1) * 1000] for n in reversed(range(50)))
+    assert requests.get(s.url + "/zerocopy-pipe").status_code == 500
+    assert "must be a regular file" in s.log()
+    assert requests.get(s.url + "/scope").status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
+def test_zerocopysend_goes_out_with_sendfile_between_chunks(serve, tmp_path):
+    """http.response.zerocopysend: parts of the app's open file (from an
+    offset for a count, or from its position to its end) go out with
+    sendfile, in order with the body chunks around them, after the app has
+    closed its file."""
+    s = asgi(serve, "asgi_raw:app")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    assert requests.get(s.url + "/scope").status_code == 200
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", *(f"-p{p}" for p in s.worker_pids()), "-e",
+                               "trace=sendfile,pread64,read,recvfrom", "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        first = tracer.stderr.readline()
+        if "attached" not in first:
+            pytest.skip(f"strace cannot attach here: {first.strip()}")
+        deadline = time.monotonic() + 10
+        while "recvfrom(" not in out.read_text() and time.monotonic() < deadline:
+            requests.get(s.url + "/scope")
+        r = requests.get(s.url + f"/zerocopy?{big}")
+        assert r.content == zerocopy_expected(big)
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    calls = out.read_text()
+    sent = [int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls)]
+    assert sum(sent) == 100_000 + (3 << 20) - 5, calls[-2000:]
+    assert not re.search(r"(pread64|read)\(.*\) = (\d{6,})", calls), calls[-2000:]
 
 
 def test_quart_answers_as_uvicorn_does(serve, uvicorn):

@@ -376,6 +376,8 @@ def test_asgi_app_over_http2_and_tls(serve, certs, tmp_path):
         assert got.read_bytes() == body
         fetch(flag, "-o", str(got), base + f"/pathsend?{tmp_path / 'body'}", certs=certs)
         assert got.read_bytes() == body
+        fetch(flag, "-o", str(got), base + f"/zerocopy?{tmp_path / 'body'}", certs=certs)
+        assert got.read_bytes() == b"head:" + body[3:100_003] + b"|mid|" + body[5:] + b"|end"
 
 
 def test_asgi_tls_extension_and_wss(serve, certs, tmp_path):

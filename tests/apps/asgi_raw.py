@@ -49,6 +49,39 @@ async def app(scope, receive, send):
         size = [(b"content-length", str(os.path.getsize(name)).encode())] if os.path.exists(name) else []
         await send({"type": "http.response.start", "status": 200, "headers": size})
         await send({"type": "http.response.pathsend", "path": name})
+    elif path == "/zerocopy":
+        # Parts of the file the query names, by http.response.zerocopysend
+        # between body chunks: bytes 3 to 100,003, then from the file's
+        # position (5) to its end. The file is closed as soon as send()
+        # returns: the server keeps a descriptor of its own.
+        assert "http.response.zerocopysend" in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"head:", "more_body": True})
+        with open(scope["query_string"].decode(), "rb") as f:
+            await send({"type": "http.response.zerocopysend", "file": f, "offset": 3, "count": 100_000,
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"|mid|", "more_body": True})
+        with open(scope["query_string"].decode(), "rb") as f:
+            f.seek(5)
+            await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
+        await send({"type": "http.response.body", "body": b"|end"})
+    elif path == "/zerocopy-many":
+        # 50 pieces of 1,000 bytes, backwards through the file: send()
+        # waits while many are queued, and they still go out in order.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        with open(scope["query_string"].decode(), "rb") as f:
+            for n in reversed(range(50)):
+                await send({"type": "http.response.zerocopysend", "file": f.fileno(), "offset": n * 1000,
+                            "count": 1000, "more_body": n > 0})
+    elif path == "/zerocopy-pipe":
+        # Not a file sendfile can read: send() raises.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        r, w = os.pipe()
+        try:
+            await send({"type": "http.response.zerocopysend", "file": r})
+        finally:
+            os.close(r)
+            os.close(w)
     elif path == "/count":
         total = 0
         more = True

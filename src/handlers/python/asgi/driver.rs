@@ -90,8 +90,8 @@ struct Driver {
     slot: Slot,
     /// Reading the request body failed: the client's fault.
     client_error: Option<BodyError>,
-    /// The file `http.response.pathsend` named, once the chunks before it
-    /// are out.
+    /// The file being sent (`http.response.pathsend` or
+    /// `zerocopysend`), once the chunks before it are out.
     file: Option<FileBody>,
 }
 
@@ -140,12 +140,12 @@ impl Driver {
             crate::say!("oxgate: bad request body: {e}");
             return Poll::Ready(Headed::Whole(Response::for_body_error(e)));
         }
-        let has_body = st.complete || !st.chunks.is_empty();
+        let has_body = st.complete || !st.chunks.is_empty() || !st.files.is_empty();
         if let Some(head) = st.head.take_if(|_| has_body) {
             self.slot
                 .outcome
                 .note_head(head.status, None, &head.headers);
-            if st.complete && st.file.is_none() {
+            if st.complete && st.files.is_empty() {
                 let body = whole_body(&mut st);
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
@@ -175,7 +175,11 @@ impl Driver {
 /// The next queued chunk; a `send()` waiting on a full queue goes on once
 /// it has drained enough.
 fn take_chunk(slot: &mut Slot, exchange: &Exchange, st: &mut State) -> Option<Bytes> {
+    if file_due(st) {
+        return None;
+    }
     let chunk = st.chunks.pop_front()?;
+    st.taken += 1;
     st.queued -= chunk.len();
     slot.outcome.body_bytes += chunk.len() as u64;
     slot.outcome.switches += 1;
@@ -212,13 +216,29 @@ fn keep_waker(st: &mut State, cx: &Context<'_>, parked: bool, has_body: bool) {
     }
 }
 
-/// The pathsend file, once every chunk before it is out.
-fn open_file<'a>(file: &'a mut Option<FileBody>, st: &mut State) -> Option<&'a mut FileBody> {
+/// Whether the next file is to go out before any more chunks.
+fn file_due(st: &State) -> bool {
+    st.files
+        .front()
+        .is_some_and(|(after, _)| *after == st.taken)
+}
+
+/// The next file to send, once every chunk before it is out; a `send()`
+/// waiting on many queued files goes on.
+fn open_file<'a>(
+    file: &'a mut Option<FileBody>,
+    exchange: &Exchange,
+    st: &mut State,
+) -> Option<&'a mut FileBody> {
     if file.is_none()
-        && st.chunks.is_empty()
-        && let Some(region) = st.file.take()
+        && file_due(st)
+        && let Some((_, region)) = st.files.pop_front()
     {
         *file = Some(FileBody::new(region, |_| {}));
+        if !st.send_waiters.is_empty() {
+            let waiters = std::mem::take(&mut st.send_waiters);
+            post_settle(&exchange.host, waiters, Settlement::Nothing);
+        }
     }
     file.as_mut()
 }
@@ -226,23 +246,28 @@ fn open_file<'a>(file: &'a mut Option<FileBody>, st: &mut State) -> Option<&'a m
 impl ChunkSource for Driver {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         if let Some(file) = &mut self.file {
-            let next = file.poll_chunk(cx);
-            if let Poll::Ready(Some(Ok(b))) = &next {
-                self.slot.outcome.body_bytes += b.len() as u64;
-                self.slot.outcome.switches += 1;
+            match file.poll_chunk(cx) {
+                // That file is done: on to what came after it.
+                Poll::Ready(None) => self.file = None,
+                next => {
+                    if let Poll::Ready(Some(Ok(b))) = &next {
+                        self.slot.outcome.body_bytes += b.len() as u64;
+                        self.slot.outcome.switches += 1;
+                    }
+                    return next;
+                }
             }
-            return next;
         }
         let parked = self.pump(cx);
         let mut st = self.exchange.lock();
         if let Some(c) = take_chunk(&mut self.slot, &self.exchange, &mut st) {
             return Poll::Ready(Some(Ok(c)));
         }
+        if open_file(&mut self.file, &self.exchange, &mut st).is_some() {
+            drop(st);
+            return self.poll_chunk(cx);
+        }
         if st.complete {
-            if open_file(&mut self.file, &mut st).is_some() {
-                drop(st);
-                return self.poll_chunk(cx);
-            }
             return Poll::Ready(None);
         }
         if st.end.is_some() {
@@ -259,15 +284,11 @@ impl ChunkSource for Driver {
     }
 
     fn take_file(&mut self) -> Option<FileRegion> {
-        let region = if self.file.is_some() {
-            self.file.as_mut()?.take_file()?
-        } else {
+        if self.file.is_none() {
             let mut st = self.exchange.lock();
-            if !st.complete {
-                return None;
-            }
-            open_file(&mut self.file, &mut st)?.take_file()?
-        };
+            open_file(&mut self.file, &self.exchange, &mut st)?;
+        }
+        let region = self.file.as_mut()?.take_file()?;
         self.slot.outcome.body_bytes += region.len;
         self.slot.outcome.switches += 1;
         Some(region)

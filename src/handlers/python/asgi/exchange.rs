@@ -56,8 +56,14 @@ pub(super) struct State {
     pub(super) queued: usize,
     /// The last body message (`more_body` false) was sent.
     pub(super) complete: bool,
-    /// `http.response.pathsend`: the file that ends the body.
-    pub(super) file: Option<FileRegion>,
+    /// Files to send (`http.response.pathsend`, which ends the body, and
+    /// `http.response.zerocopysend`), each after the number of chunks
+    /// pushed before it.
+    pub(super) files: VecDeque<(u64, FileRegion)>,
+    /// Chunks pushed into `chunks`, and taken from it, so far: a file goes
+    /// out once the chunks before it have.
+    pub(super) pushed: u64,
+    pub(super) taken: u64,
     pub(super) end: Option<AppEnd>,
     /// The connection's task, waiting for the app.
     pub(super) waker: Option<Waker>,
@@ -262,6 +268,7 @@ impl Send {
                     if !body.is_empty() {
                         st.queued += body.len();
                         st.chunks.push_back(body);
+                        st.pushed += 1;
                     }
                     st.complete = !more;
                     let wait = if more && st.queued > SEND_HIGH {
@@ -289,26 +296,20 @@ impl Send {
                 // An open and a stat, as the app's own open() would do.
                 let file = std::fs::File::open(&path)?;
                 let len = file.metadata()?.len();
-                let waker = {
-                    let mut st = self.exchange.lock();
-                    if !st.started || st.complete {
-                        return Err(PyRuntimeError::new_err(
-                            "Unexpected ASGI message 'http.response.pathsend' sent, without a response started",
-                        ));
-                    }
-                    if st.gone {
-                        return Err(PyOSError::new_err("the client disconnected"));
-                    }
-                    st.file = Some(FileRegion {
-                        fd: file.into(),
-                        offset: 0,
-                        len,
-                    });
-                    st.complete = true;
-                    st.waker.take()
+                let region = FileRegion {
+                    fd: file.into(),
+                    offset: 0,
+                    len,
                 };
-                if let Some(w) = waker {
-                    w.wake();
+                if let Some(wait) = self.queue_file(py, "pathsend", region, false)? {
+                    return Ok(wait);
+                }
+            }
+            "http.response.zerocopysend" => {
+                let region = zerocopy_region(message)?;
+                let more = field(message, "more_body").map_or(Ok(false), |m| m.is_truthy())?;
+                if let Some(wait) = self.queue_file(py, "zerocopysend", region, more)? {
+                    return Ok(wait);
                 }
             }
             other => {
@@ -493,4 +494,99 @@ pub(super) fn resolve(
 /// Hands `settle` to the loop thread.
 pub(super) fn post_settle(host: &AsgiHost, waiters: Vec<Py<PyAny>>, settlement: Settlement) {
     host.post(Box::new(move |py, _| settle(py, waiters, settlement)));
+}
+
+/// Files queued (`http.response.zerocopysend` with more to come) past
+/// which `send()` waits: each holds a descriptor.
+const FILES_HIGH: usize = 8;
+
+impl Send {
+    /// Queues a file after the chunks sent so far; a `send()` to wait on
+    /// when many are queued already.
+    fn queue_file(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        region: FileRegion,
+        more: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let objects = self.exchange.objects()?;
+        let (waker, wait) = {
+            let mut st = self.exchange.lock();
+            if !st.started || st.complete {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Unexpected ASGI message 'http.response.{what}' sent, without a response started"
+                )));
+            }
+            if st.gone {
+                return Err(PyOSError::new_err("the client disconnected"));
+            }
+            let after = st.pushed;
+            st.files.push_back((after, region));
+            st.complete = !more;
+            let wait = if more && st.files.len() > FILES_HIGH {
+                let fut = objects.create_future.call0(py)?;
+                st.send_waiters.push(fut.clone_ref(py));
+                Some(fut)
+            } else {
+                None
+            };
+            (st.waker.take(), wait)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(wait)
+    }
+}
+
+/// The part of the app's file that `http.response.zerocopysend` names:
+/// from `offset` (else the file's position) for `count` bytes (else to
+/// its end), on a descriptor of our own, since the app may close its file
+/// once `send()` returns.
+fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
+    let file = field(message, "file")
+        .ok_or_else(|| PyTypeError::new_err("'file' of http.response.zerocopysend is required"))?;
+    let fd: i32 = match file.extract() {
+        Ok(fd) => fd,
+        Err(_) => file.call_method0("fileno")?.extract()?,
+    };
+    let number = |key: &str| -> PyResult<Option<u64>> {
+        field(message, key)
+            .map(|v| {
+                v.extract::<u64>().map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "'{key}' of http.response.zerocopysend must be a non-negative int"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let (offset, count) = (number("offset")?, number("count")?);
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) only reads the number it is given
+    // (EBADF when it is no open descriptor) and returns a new descriptor,
+    // which nothing else owns.
+    let ours = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if ours < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: `ours` was just made by fcntl, and is owned here alone.
+    let ours = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ours) };
+    let file = std::fs::File::from(ours);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(PyValueError::new_err(
+            "'file' of http.response.zerocopysend must be a regular file (sendfile reads one)",
+        ));
+    }
+    let offset = match offset {
+        Some(o) => o,
+        None => std::io::Seek::stream_position(&mut &file)?,
+    };
+    let len = meta.len().saturating_sub(offset);
+    Ok(FileRegion {
+        fd: file.into(),
+        offset,
+        len: count.map_or(len, |c| c.min(len)),
+    })
 }

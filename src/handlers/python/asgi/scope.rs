@@ -45,6 +45,7 @@ impl ScopeKeys {
         versions.set_item("spec_version", SPEC_VERSION)?;
         let http_extensions = PyDict::new(py);
         http_extensions.set_item("http.response.pathsend", PyDict::new(py))?;
+        http_extensions.set_item("http.response.zerocopysend", PyDict::new(py))?;
         let header_names = Var::ALL
             .iter()
             .map(|v| header_name(v.name().as_bytes()).map(|n| PyBytes::new(py, &n).unbind()))
