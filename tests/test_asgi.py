@@ -303,6 +303,41 @@ http {{
         nginx.wait(10)
 
 
+def file_calls_while(s, tmp_path, fetch):
+    """The worker's sendfile and read calls (strace, a file per thread so
+    that no call is split across lines) while fetch() runs; skips the test
+    where strace cannot attach."""
+    assert requests.get(s.url + "/scope", timeout=10).status_code == 200
+    out = tmp_path / "strace"
+    tracer = subprocess.Popen(["strace", "-ff", *(f"-p{p}" for p in s.worker_pids()), "-e",
+                               "trace=sendfile,pread64,read,recvfrom", "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True)
+
+    def traced():
+        return "".join(p.read_text() for p in tmp_path.glob("strace.*"))
+    try:
+        first = tracer.stderr.readline()
+        if "attached" not in first:
+            pytest.skip(f"strace cannot attach here: {first.strip()}")
+        deadline = time.monotonic() + 10
+        while "recvfrom(" not in traced() and time.monotonic() < deadline:
+            requests.get(s.url + "/scope", timeout=10)
+        fetch()
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    return traced()
+
+
+def sendfile_bytes(calls):
+    return sum(int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls))
+
+
+# A read of the file into the process: a pread of 10,000 bytes or more, or
+# a read of 100,000 (the requests' own reads are smaller).
+FILE_READ = re.compile(r"pread64\(.*\) = \d{5,}|read\(.*\) = \d{6,}")
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
 def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
     """http.response.pathsend: the file's bytes go from the page cache to
@@ -310,30 +345,15 @@ def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
     s = asgi(serve, "asgi_raw:app")
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 << 20))
-    assert requests.get(s.url + "/scope").status_code == 200
-    out = tmp_path / "strace.txt"
-    tracer = subprocess.Popen(["strace", "-f", *(f"-p{p}" for p in s.worker_pids()), "-e",
-                               "trace=sendfile,pread64,read,recvfrom", "-o", str(out)],
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        first = tracer.stderr.readline()
-        if "attached" not in first:
-            pytest.skip(f"strace cannot attach here: {first.strip()}")
-        deadline = time.monotonic() + 10
-        while "recvfrom(" not in out.read_text() and time.monotonic() < deadline:
-            requests.get(s.url + "/scope")
-        r = requests.get(s.url + f"/pathsend?{big}")
-        assert r.content == big.read_bytes()
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
-    calls = out.read_text()
-    sent = [int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls)]
-    assert sum(sent) == 3 << 20, calls[-2000:]
-    assert not re.search(r"(pread64|read)\(.*\) = (\d{6,})", calls), calls[-2000:]
+
+    def fetch():
+        assert requests.get(s.url + f"/pathsend?{big}", timeout=10).content == big.read_bytes()
+    calls = file_calls_while(s, tmp_path, fetch)
+    assert sendfile_bytes(calls) == 3 << 20, calls[-2000:]
+    assert not FILE_READ.search(calls), calls[-2000:]
     # A missing file: send() raises FileNotFoundError in the app, and the
     # response, whose head has not gone out, is a 500.
-    assert requests.get(s.url + f"/pathsend?{tmp_path}/missing").status_code == 500
+    assert requests.get(s.url + f"/pathsend?{tmp_path}/missing", timeout=10).status_code == 500
     assert "FileNotFoundError" in s.log()
 
 
@@ -343,15 +363,25 @@ def zerocopy_expected(path):
     return b"head:" + data[3:100_003] + b"|mid|" + data[5:] + b"|end"
 
 
-def test_zerocopysend_many_pieces_and_no_regular_file(serve, tmp_path):
+def many_expected(path):
+    """What /zerocopy-many of asgi_raw.py sends of the file at path."""
+    data = path.read_bytes()
+    return b"".join(data[n * 20_000:(n + 1) * 20_000] for n in reversed(range(50)))
+
+
+def test_zerocopysend_bounded_by_content_length_and_refusing_a_pipe(serve, tmp_path):
     s = asgi(serve, "asgi_raw:app")
-    data = os.urandom(50_000)
+    data = os.urandom(100_000)
     (tmp_path / "f.bin").write_bytes(data)
-    r = requests.get(s.url + f"/zerocopy-many?{tmp_path / 'f.bin'}")
-    assert r.content == b"".join(data[n * 1000:(n + 1) * 1000] for n in reversed(range(50)))
-    assert requests.get(s.url + "/zerocopy-pipe").status_code == 500
+    with requests.Session() as keep_alive:
+        r = keep_alive.get(s.url + f"/zerocopy-short?{tmp_path / 'f.bin'}", timeout=10)
+        assert r.content == data[:30_000]
+        # The same connection: the next response is its own file's alone.
+        r = keep_alive.get(s.url + f"/pathsend?{tmp_path / 'f.bin'}", timeout=10)
+        assert r.content == data
+    assert requests.get(s.url + "/zerocopy-pipe", timeout=10).status_code == 500
     assert "must be a regular file" in s.log()
-    assert requests.get(s.url + "/scope").status_code == 200
+    assert requests.get(s.url + "/scope", timeout=10).status_code == 200
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
@@ -359,31 +389,17 @@ def test_zerocopysend_goes_out_with_sendfile_between_chunks(serve, tmp_path):
     """http.response.zerocopysend: parts of the app's open file (from an
     offset for a count, or from its position to its end) go out with
     sendfile, in order with the body chunks around them, after the app has
-    closed its file."""
+    closed its file; so do 50 pieces sent one right after another."""
     s = asgi(serve, "asgi_raw:app")
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 << 20))
-    assert requests.get(s.url + "/scope").status_code == 200
-    out = tmp_path / "strace.txt"
-    tracer = subprocess.Popen(["strace", "-f", *(f"-p{p}" for p in s.worker_pids()), "-e",
-                               "trace=sendfile,pread64,read,recvfrom", "-o", str(out)],
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        first = tracer.stderr.readline()
-        if "attached" not in first:
-            pytest.skip(f"strace cannot attach here: {first.strip()}")
-        deadline = time.monotonic() + 10
-        while "recvfrom(" not in out.read_text() and time.monotonic() < deadline:
-            requests.get(s.url + "/scope")
-        r = requests.get(s.url + f"/zerocopy?{big}")
-        assert r.content == zerocopy_expected(big)
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
-    calls = out.read_text()
-    sent = [int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls)]
-    assert sum(sent) == 100_000 + (3 << 20) - 5, calls[-2000:]
-    assert not re.search(r"(pread64|read)\(.*\) = (\d{6,})", calls), calls[-2000:]
+
+    def fetch():
+        assert requests.get(s.url + f"/zerocopy?{big}", timeout=10).content == zerocopy_expected(big)
+        assert requests.get(s.url + f"/zerocopy-many?{big}", timeout=10).content == many_expected(big)
+    calls = file_calls_while(s, tmp_path, fetch)
+    assert sendfile_bytes(calls) == 100_000 + (3 << 20) - 5 + 50 * 20_000, calls[-2000:]
+    assert not FILE_READ.search(calls), calls[-2000:]
 
 
 def test_quart_answers_as_uvicorn_does(serve, uvicorn):

@@ -87,6 +87,11 @@ impl FileBody {
         }
     }
 
+    /// All of the file has been read or handed out.
+    pub fn is_spent(&self) -> bool {
+        self.region.as_ref().is_none_or(|r| r.len == 0)
+    }
+
     fn end(&mut self, complete: bool, failed: bool) {
         self.region = None;
         if let Some(f) = self.on_end.take() {

@@ -52,8 +52,9 @@ async def app(scope, receive, send):
     elif path == "/zerocopy":
         # Parts of the file the query names, by http.response.zerocopysend
         # between body chunks: bytes 3 to 100,003, then from the file's
-        # position (5) to its end. The file is closed as soon as send()
-        # returns: the server keeps a descriptor of its own.
+        # position (5, after a buffered read, which has read ahead of it) to
+        # its end. The file is closed as soon as send() returns: the server
+        # keeps a descriptor of its own.
         assert "http.response.zerocopysend" in scope["extensions"]
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"head:", "more_body": True})
@@ -62,17 +63,24 @@ async def app(scope, receive, send):
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"|mid|", "more_body": True})
         with open(scope["query_string"].decode(), "rb") as f:
-            f.seek(5)
+            f.read(5)
             await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
         await send({"type": "http.response.body", "body": b"|end"})
     elif path == "/zerocopy-many":
-        # 50 pieces of 1,000 bytes, backwards through the file: send()
-        # waits while many are queued, and they still go out in order.
+        # 50 pieces of 20,000 bytes (each large enough for sendfile), one
+        # right after another, backwards through the file: send() waits
+        # while many are queued, and they still go out in order.
         await send({"type": "http.response.start", "status": 200, "headers": []})
         with open(scope["query_string"].decode(), "rb") as f:
             for n in reversed(range(50)):
-                await send({"type": "http.response.zerocopysend", "file": f.fileno(), "offset": n * 1000,
-                            "count": 1000, "more_body": n > 0})
+                await send({"type": "http.response.zerocopysend", "file": f.fileno(), "offset": n * 20_000,
+                            "count": 20_000, "more_body": n > 0})
+    elif path == "/zerocopy-short":
+        # A Content-Length shorter than the file: only that much goes out,
+        # and nothing of the file is left for the next response.
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"30000")]})
+        with open(scope["query_string"].decode(), "rb") as f:
+            await send({"type": "http.response.zerocopysend", "file": f})
     elif path == "/zerocopy-pipe":
         # Not a file sendfile can read: send() raises.
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -6,10 +6,13 @@
 //! instead. The regions wait in the connection's [`FileQueue`] in the
 //! order their frames were produced, which is the order hyper writes them.
 //!
-//! hyper must pass body frames through unread: with a Content-Length (the
-//! app host always sets one for a file) and the queue write strategy
-//! (`writev(true)`, and `pipeline_flush` off: it would switch hyper back to
-//! copying) it does. The placeholder is read-only zero pages (no memory
+//! hyper must pass body frames through unread: with a Content-Length or
+//! chunked (an ASGI app's files may come without a length), and the queue
+//! write strategy (`writev(true)`, and `pipeline_flush` off: it would
+//! switch hyper back to copying), it does. A region must never be longer
+//! than what is left of the Content-Length: hyper would cut the frame, and
+//! the rest of the region would go out in the next response on the
+//! connection. The app hosts clip regions to it. The placeholder is read-only zero pages (no memory
 //! used); were hyper ever to copy a frame, the tests that compare served
 //! files byte for byte would see zeros.
 

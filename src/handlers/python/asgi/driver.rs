@@ -58,6 +58,8 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         slot,
         client_error: None,
         file: None,
+        limit: None,
+        sent: 0,
     };
     match poll_fn(|cx| driver.poll_head(cx)).await {
         Headed::Whole(r) => {
@@ -93,6 +95,11 @@ struct Driver {
     /// The file being sent (`http.response.pathsend` or
     /// `zerocopysend`), once the chunks before it are out.
     file: Option<FileBody>,
+    /// The app's Content-Length, if it gave one, and the body bytes handed
+    /// to the front end so far: nothing past it goes out, so that a file
+    /// region never outlives its response on a kept-alive connection.
+    limit: Option<u64>,
+    sent: u64,
 }
 
 impl Driver {
@@ -155,7 +162,9 @@ impl Driver {
                     body: ResponseBody::Full(body),
                 }));
             }
-            let first = take_chunk(&mut self.slot, &self.exchange, &mut st);
+            self.limit = declared_length(&head.headers);
+            let first = take_chunk(&mut self.slot, &self.exchange, &mut st)
+                .map(|c| clip(self.limit, &mut self.sent, c));
             return Poll::Ready(Headed::Streaming(head, first));
         }
         if st.end.is_some() {
@@ -243,8 +252,22 @@ fn open_file<'a>(
     file.as_mut()
 }
 
-impl ChunkSource for Driver {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+/// Cuts a chunk to what is left of the app's Content-Length (`limit`),
+/// and counts it into `sent`.
+fn clip(limit: Option<u64>, sent: &mut u64, mut b: Bytes) -> Bytes {
+    if let Some(limit) = limit {
+        let left = limit.saturating_sub(*sent);
+        if b.len() as u64 > left {
+            b.truncate(left as usize);
+        }
+    }
+    *sent += b.len() as u64;
+    b
+}
+
+impl Driver {
+    /// The next piece of the body: a queued chunk, or part of a file.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         if let Some(file) = &mut self.file {
             match file.poll_chunk(cx) {
                 // That file is done: on to what came after it.
@@ -265,7 +288,7 @@ impl ChunkSource for Driver {
         }
         if open_file(&mut self.file, &self.exchange, &mut st).is_some() {
             drop(st);
-            return self.poll_chunk(cx);
+            return self.poll_piece(cx);
         }
         if st.complete {
             return Poll::Ready(None);
@@ -282,13 +305,39 @@ impl ChunkSource for Driver {
         keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
     }
+}
+
+/// The Content-Length the app's head declares.
+fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+impl ChunkSource for Driver {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        match self.poll_piece(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(clip(self.limit, &mut self.sent, b)))),
+            other => other,
+        }
+    }
 
     fn take_file(&mut self) -> Option<FileRegion> {
+        // A file handed out already: on to the next one, which may follow
+        // at once (no chunk between them).
+        if self.file.as_ref().is_some_and(FileBody::is_spent) {
+            self.file = None;
+        }
         if self.file.is_none() {
             let mut st = self.exchange.lock();
             open_file(&mut self.file, &self.exchange, &mut st)?;
         }
-        let region = self.file.as_mut()?.take_file()?;
+        let mut region = self.file.as_mut()?.take_file()?;
+        if let Some(limit) = self.limit {
+            region.len = region.len.min(limit.saturating_sub(self.sent));
+        }
+        self.sent += region.len;
         self.slot.outcome.body_bytes += region.len;
         self.slot.outcome.switches += 1;
         Some(region)

@@ -513,9 +513,14 @@ impl Send {
         let objects = self.exchange.objects()?;
         let (waker, wait) = {
             let mut st = self.exchange.lock();
-            if !st.started || st.complete {
+            if !st.started {
                 return Err(PyRuntimeError::new_err(format!(
-                    "Unexpected ASGI message 'http.response.{what}' sent, without a response started"
+                    "Expected ASGI message 'http.response.start', but got 'http.response.{what}'"
+                )));
+            }
+            if st.complete {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Unexpected ASGI message 'http.response.{what}' sent, after response already completed"
                 )));
             }
             if st.gone {
@@ -547,9 +552,14 @@ impl Send {
 fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
     let file = field(message, "file")
         .ok_or_else(|| PyTypeError::new_err("'file' of http.response.zerocopysend is required"))?;
-    let fd: i32 = match file.extract() {
-        Ok(fd) => fd,
-        Err(_) => file.call_method0("fileno")?.extract()?,
+    // A file object's position is its own (a buffered one has read
+    // ahead of it); a bare descriptor's is the system's.
+    let (fd, position): (i32, Option<u64>) = match file.extract() {
+        Ok(fd) => (fd, None),
+        Err(_) => (
+            file.call_method0("fileno")?.extract()?,
+            Some(file.call_method0("tell")?.extract()?),
+        ),
     };
     let number = |key: &str| -> PyResult<Option<u64>> {
         field(message, key)
@@ -570,6 +580,8 @@ fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
     if ours < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
+    // SAFETY: as above; F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(ours, libc::F_GETFL) };
     // SAFETY: `ours` was just made by fcntl, and is owned here alone.
     let ours = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ours) };
     let file = std::fs::File::from(ours);
@@ -579,7 +591,12 @@ fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
             "'file' of http.response.zerocopysend must be a regular file (sendfile reads one)",
         ));
     }
-    let offset = match offset {
+    if flags < 0 || flags & libc::O_PATH != 0 || flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return Err(PyValueError::new_err(
+            "'file' of http.response.zerocopysend must be open for reading",
+        ));
+    }
+    let offset = match offset.or(position) {
         Some(o) => o,
         None => std::io::Seek::stream_position(&mut &file)?,
     };
