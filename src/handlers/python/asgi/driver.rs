@@ -351,6 +351,8 @@ impl Drop for Driver {
         let (receivers, senders, failed) = {
             let mut st = self.exchange.lock();
             st.gone = true;
+            // Their descriptors are closed now, not when the app lets go.
+            st.files.clear();
             (
                 std::mem::take(&mut st.receive_waiters),
                 std::mem::take(&mut st.send_waiters),
