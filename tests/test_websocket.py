@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import struct
+import zlib
 
 import pytest
 import requests
@@ -179,6 +181,104 @@ def test_over_size_message_closes_with_1009(serve, tmp_path):
             assert e.value.rcvd.code == 1009
     run(go())
     assert marker(tmp_path, "ws-disconnect-echo")["code"] == 1009
+
+
+DEFLATE_ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+def raw_ws(port, path, offer):
+    """A WebSocket opened by hand, offering `offer` as its extensions;
+    returns the socket and the 101's head."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+              f"Sec-WebSocket-Extensions: {offer}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += c.recv(1)
+    return c, head.decode()
+
+
+def deflated(data):
+    """One message compressed as RFC 7692 sends it."""
+    z = zlib.compressobj(wbits=-15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def client_frame(opcode, payload, rsv1=False, fin=True):
+    key = os.urandom(4)
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 \
+        else bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def server_frame(c):
+    """The next frame the server sends: (fin, rsv1, opcode, payload)."""
+    def exactly(n):
+        buf = b""
+        while len(buf) < n:
+            got = c.recv(n - len(buf))
+            assert got, "the server closed the connection"
+            buf += got
+        return buf
+    b0, b1 = exactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", exactly(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", exactly(8))[0]
+    return bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, exactly(n)
+
+
+def test_per_message_deflate_on_the_wire(serve, tmp_path):
+    """The client's permessage-deflate offer is taken (each message on its
+    own); a compressed message split over frames with a ping between comes
+    to the app whole; the echo comes back compressed, a short one not; a
+    message that inflates past --ws-max-size closes with 1009."""
+    s = ws_app(serve, tmp_path, "--ws-max-size", "1000000")
+    c, head = raw_ws(s.port, "/echo", "permessage-deflate; client_max_window_bits")
+    assert head.startswith("HTTP/1.1 101") and f"sec-websocket-extensions: {DEFLATE_ANSWER}" in head.lower(), head
+    text = ("hello, deflate! " * 500).encode()
+    packed = deflated(text)
+    assert len(packed) < 200
+    c.sendall(client_frame(0x1, packed[:50], rsv1=True, fin=False) + client_frame(0x9, b"ping")
+              + client_frame(0x0, packed[50:]))
+    fin, rsv1, opcode, payload = server_frame(c)
+    assert (fin, rsv1, opcode, payload) == (True, False, 0xA, b"ping")
+    fin, rsv1, opcode, payload = server_frame(c)
+    assert fin and rsv1 and opcode == 0x1 and len(payload) < 200
+    assert zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff") == text
+    c.sendall(client_frame(0x2, b"short"))
+    assert server_frame(c) == (True, False, 0x2, b"short")
+    # 2 MB of zeros in a few KB: refused once past the limit.
+    c.sendall(client_frame(0x2, deflated(bytes(2_000_000)), rsv1=True))
+    fin, rsv1, opcode, payload = server_frame(c)
+    assert opcode == 0x8 and struct.unpack(">H", payload[:2])[0] == 1009, payload
+    c.close()
+    assert marker(tmp_path, "ws-disconnect-echo")["code"] == 1009
+
+
+def test_per_message_deflate_with_the_websockets_client_and_turned_off(serve, tmp_path):
+    """Python's websockets offers permessage-deflate by default, and takes
+    oxgate's answer; --ws-per-message-deflate=false (uvicorn's flag) leaves
+    messages uncompressed, as does a client that offers nothing."""
+    on = ws_app(serve, tmp_path)
+    off = ws_app(serve, tmp_path, "--ws-per-message-deflate=false")
+
+    async def go():
+        for s, want in ((on, DEFLATE_ANSWER), (off, None)):
+            for compression in ("deflate", None):
+                async with connect(url(s, "/echo"), max_size=None, compression=compression) as ws:
+                    said = ws.response.headers.get("Sec-WebSocket-Extensions")
+                    assert said == (want if compression else None), (s.args, compression, said)
+                    for message in ("x" * 100_000, os.urandom(70_000), "tiny"):
+                        await ws.send(message)
+                        assert await ws.recv() == message
+    run(go())
 
 
 def test_server_pings_and_closes_a_silent_client(serve, tmp_path):

@@ -308,6 +308,9 @@ options! {
         .value("SECONDS")
         .defaults_to("20")
         .help("Close a WebSocket (1011) whose client has not answered a ping in this time (0: wait for ever)."),
+    WS_PER_MESSAGE_DEFLATE = OptDef::new("ws-per-message-deflate", Flag, App)
+        .defaults_to("true")
+        .help("Compress WebSocket messages (permessage-deflate) with clients that offer it, as uvicorn does; each message on its own, so an open socket keeps no compression state. --ws-per-message-deflate=false turns it off."),
     ADD_HEADER = OptDef::new("add-header", List, App)
         .value("\"NAME: VALUE\"")
         .help("Add this header to every response, the app's and the static files' (repeatable; uWSGI's add-header, uvicorn's --header)."),

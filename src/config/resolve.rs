@@ -885,6 +885,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 max_size: r.count(&opt::WS_MAX_SIZE).unwrap_or(16 << 20) as usize,
                 ping_interval: r.fractional_seconds(&opt::WS_PING_INTERVAL)?,
                 ping_timeout: r.fractional_seconds(&opt::WS_PING_TIMEOUT)?,
+                per_message_deflate: r.flag(&opt::WS_PER_MESSAGE_DEFLATE)?,
             },
         },
         chdir: r.path(&opt::CHDIR),

@@ -88,13 +88,16 @@ impl Words for WsMode {
     ];
 }
 
-/// `--ws`, `--ws-max-size`, `--ws-ping-interval`, `--ws-ping-timeout`.
+/// `--ws`, `--ws-max-size`, `--ws-ping-interval`, `--ws-ping-timeout`,
+/// `--ws-per-message-deflate`.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
     pub enabled: bool,
     pub max_size: usize,
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Option<Duration>,
+    /// `--ws-per-message-deflate`.
+    pub per_message_deflate: bool,
 }
 
 /// `--loop`.

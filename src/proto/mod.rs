@@ -3,6 +3,7 @@
 
 pub mod cgi_response;
 pub mod fastcgi;
+pub mod permessage_deflate;
 pub mod scgi;
 mod sniff;
 pub mod uwsgi;

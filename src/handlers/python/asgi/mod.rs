@@ -17,5 +17,6 @@ mod ready;
 mod scope;
 mod websocket;
 mod ws;
+mod ws_deflate;
 
 pub use host::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};

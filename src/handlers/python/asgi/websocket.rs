@@ -25,8 +25,10 @@ use super::bridge::start_websocket;
 use super::exchange::{AppEnd, keep_waker};
 use super::host::AsgiApp;
 use super::ws::{Handshake, Incoming, WsExchange, WsState};
+use super::ws_deflate::DeflateIo;
 use crate::config::WsSettings;
 use crate::listen::Protocol;
+use crate::proto::permessage_deflate;
 use crate::request::{GoingAway, Response, ResponseBody, Upgraded, Var, VarName, var, var_named};
 
 /// How long a close handshake we began waits for the client's reply.
@@ -68,6 +70,9 @@ pub(super) async fn serve(
         return r;
     }
     let accept_key = derive_accept_key(key.trim_ascii());
+    let deflate = host.settings.ws.per_message_deflate
+        && var_named(&vars, b"HTTP_SEC_WEBSOCKET_EXTENSIONS")
+            .is_some_and(|offers| permessage_deflate::accepts(offers));
     let mut slot = host.begin(&vars, protocol);
     let exchange = Arc::new(WsExchange::new(host.clone()));
     let conn = WsConn {
@@ -102,6 +107,17 @@ pub(super) async fn serve(
                     Bytes::from(p),
                 ));
             }
+            // An app that answers the extensions itself is left to it.
+            let deflate = deflate
+                && !extra
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-extensions"));
+            if deflate {
+                headers.push((
+                    Bytes::from_static(b"Sec-WebSocket-Extensions"),
+                    Bytes::from_static(permessage_deflate::ANSWER.as_bytes()),
+                ));
+            }
             headers.extend(extra);
             let settings = host.settings.ws.clone();
             Response {
@@ -109,6 +125,11 @@ pub(super) async fn serve(
                 reason: None,
                 headers,
                 body: ResponseBody::Upgrade(Box::new(move |io, going_away| {
+                    let io: Upgraded = if deflate {
+                        Box::new(DeflateIo::new(io, settings.max_size))
+                    } else {
+                        io
+                    };
                     Box::pin(run_session(conn, io, going_away, settings))
                 })),
             }
