@@ -15,6 +15,7 @@ import pytest
 import requests
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from helpers import APPS, ROOT, VENV, free_port, start_nginx, wait_for
 
@@ -195,7 +196,9 @@ def raw_ws(port, path, offer):
               f"Sec-WebSocket-Extensions: {offer}\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
-        head += c.recv(1)
+        byte = c.recv(1)
+        assert byte, f"closed before the end of the handshake's answer: {head!r}"
+        head += byte
     return c, head.decode()
 
 
@@ -245,8 +248,9 @@ def test_per_message_deflate_on_the_wire(serve, tmp_path):
     text = ("hello, deflate! " * 500).encode()
     packed = deflated(text)
     assert len(packed) < 200
-    c.sendall(client_frame(0x1, packed[:50], rsv1=True, fin=False) + client_frame(0x9, b"ping")
-              + client_frame(0x0, packed[50:]))
+    half = len(packed) // 2
+    c.sendall(client_frame(0x1, packed[:half], rsv1=True, fin=False) + client_frame(0x9, b"ping")
+              + client_frame(0x0, packed[half:]))
     fin, rsv1, opcode, payload = server_frame(c)
     assert (fin, rsv1, opcode, payload) == (True, False, 0xA, b"ping")
     fin, rsv1, opcode, payload = server_frame(c)
@@ -260,6 +264,14 @@ def test_per_message_deflate_on_the_wire(serve, tmp_path):
     assert opcode == 0x8 and struct.unpack(">H", payload[:2])[0] == 1009, payload
     c.close()
     assert marker(tmp_path, "ws-disconnect-echo")["code"] == 1009
+    # A compressed message that does not inflate: 1002, as uvicorn closes.
+    (tmp_path / "ws-disconnect-echo").unlink()
+    c, head = raw_ws(s.port, "/echo", "permessage-deflate; server_max_window_bits=15")
+    assert "server_max_window_bits=15" in head, head
+    c.sendall(client_frame(0x2, b"\xff\xff\xff\xff not deflate", rsv1=True))
+    fin, rsv1, opcode, payload = server_frame(c)
+    assert opcode == 0x8 and struct.unpack(">H", payload[:2])[0] == 1002, payload
+    c.close()
 
 
 def test_per_message_deflate_with_the_websockets_client_and_turned_off(serve, tmp_path):
@@ -270,6 +282,12 @@ def test_per_message_deflate_with_the_websockets_client_and_turned_off(serve, tm
     off = ws_app(serve, tmp_path, "--ws-per-message-deflate=false")
 
     async def go():
+        # A client that names the server's window must hear it named back.
+        windowed = ClientPerMessageDeflateFactory(server_max_window_bits=15)
+        async with connect(url(on, "/echo"), extensions=[windowed], compression=None) as ws:
+            assert "server_max_window_bits=15" in ws.response.headers["Sec-WebSocket-Extensions"]
+            await ws.send("y" * 1000)
+            assert await ws.recv() == "y" * 1000
         for s, want in ((on, DEFLATE_ANSWER), (off, None)):
             for compression in ("deflate", None):
                 async with connect(url(s, "/echo"), max_size=None, compression=compression) as ws:

@@ -17,6 +17,9 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 /// What oxgate answers to an offer it takes.
 pub const ANSWER: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+/// The answer to an offer that named `server_max_window_bits` (15, the
+/// only one taken), which the answer must repeat (RFC 7692 §7.1.2.1).
+pub const ANSWER_WITH_WINDOW: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15";
 
 /// Messages shorter than this go out uncompressed (a message may be sent
 /// either way): deflate would save nothing on them, and costs a pass.
@@ -26,38 +29,36 @@ pub const COMPRESS_MIN: usize = 64;
 /// receiver puts back (RFC 7692 §7.2.1, §7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// Whether one of the offers in a `Sec-WebSocket-Extensions` value (the
-/// client's order is its preference) is a permessage-deflate oxgate can
-/// take; then the answer is [`ANSWER`].
+/// The answer to the first of the offers in a `Sec-WebSocket-Extensions`
+/// value (the client's order is its preference) that is a
+/// permessage-deflate oxgate can take.
 ///
 /// An offer is refused when a parameter is unknown, repeated or out of
 /// range, or when it limits the server's window below 15 bits: flate2's
 /// Rust backend always uses the full window. Without an offer taken the
 /// socket simply runs uncompressed.
-pub fn accepts(offers: &[u8]) -> bool {
-    let Ok(offers) = std::str::from_utf8(offers) else {
-        return false;
-    };
-    offers.split(',').any(offer_is_takeable)
+pub fn answer(offers: &[u8]) -> Option<&'static str> {
+    let offers = std::str::from_utf8(offers).ok()?;
+    offers.split(',').find_map(answer_to)
 }
 
-fn offer_is_takeable(offer: &str) -> bool {
+fn answer_to(offer: &str) -> Option<&'static str> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts
         .next()
         .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
     {
-        return false;
+        return None;
     }
     let mut seen: Vec<String> = Vec::new();
     for param in parts {
         let (name, value) = match param.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            Some((n, v)) => (n.trim(), Some(unquoted(v.trim())?)),
             None => (param, None),
         };
         let name = name.to_ascii_lowercase();
         if seen.contains(&name) {
-            return false;
+            return None;
         }
         let ok = match (name.as_str(), value) {
             ("server_no_context_takeover" | "client_no_context_takeover", None) => true,
@@ -68,16 +69,28 @@ fn offer_is_takeable(offer: &str) -> bool {
             _ => false,
         };
         if !ok {
-            return false;
+            return None;
         }
         seen.push(name);
     }
-    true
+    Some(if seen.iter().any(|n| n == "server_max_window_bits") {
+        ANSWER_WITH_WINDOW
+    } else {
+        ANSWER
+    })
 }
 
-/// A window size parameter: 8 to 15, in plain digits.
+/// A parameter's value, without the quotes of a quoted string.
+fn unquoted(v: &str) -> Option<&str> {
+    match v.strip_prefix('"') {
+        Some(inner) => inner.strip_suffix('"'),
+        None => Some(v),
+    }
+}
+
+/// A window size parameter: 8 to 15, in digits without a leading zero.
 fn window_bits(v: &str) -> Option<u8> {
-    if v.is_empty() || v.len() > 2 || !v.bytes().all(|b| b.is_ascii_digit()) {
+    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     v.parse().ok().filter(|b| (8..=15).contains(b))
@@ -170,37 +183,45 @@ mod tests {
     #[test]
     fn offers_browsers_and_libraries_send_are_taken() {
         // Chrome and Firefox; Python's websockets; with both no-takeovers.
-        assert!(accepts(b"permessage-deflate; client_max_window_bits"));
-        assert!(accepts(
-            b"permessage-deflate; client_max_window_bits=15; server_max_window_bits=15"
-        ));
-        assert!(accepts(
-            b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-        ));
-        assert!(accepts(b"PerMessage-Deflate"));
-        assert!(accepts(b"x-webkit-deflate-frame, permessage-deflate"));
+        for offer in [
+            &b"permessage-deflate; client_max_window_bits"[..],
+            b"permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            b"PerMessage-Deflate",
+            b"x-webkit-deflate-frame, permessage-deflate",
+            b"permessage-deflate; client_max_window_bits=\"10\"",
+        ] {
+            assert_eq!(answer(offer), Some(ANSWER), "{offer:?}");
+        }
+        // A server window named in the offer is named in the answer.
+        assert_eq!(
+            answer(b"permessage-deflate; client_max_window_bits=15; server_max_window_bits=15"),
+            Some(ANSWER_WITH_WINDOW)
+        );
     }
 
     #[test]
     fn offers_that_cannot_be_honoured_are_refused() {
-        assert!(!accepts(b""));
-        assert!(!accepts(b"x-webkit-deflate-frame"));
-        // A smaller server window than flate2's Rust backend can keep to.
-        assert!(!accepts(b"permessage-deflate; server_max_window_bits=10"));
-        assert!(!accepts(b"permessage-deflate; server_max_window_bits"));
-        assert!(!accepts(b"permessage-deflate; client_max_window_bits=16"));
-        assert!(!accepts(b"permessage-deflate; client_max_window_bits=+9"));
-        assert!(!accepts(b"permessage-deflate; unknown"));
-        assert!(!accepts(
-            b"permessage-deflate; server_no_context_takeover=1"
-        ));
-        assert!(!accepts(
-            b"permessage-deflate; client_max_window_bits; client_max_window_bits"
-        ));
+        for offer in [
+            &b""[..],
+            b"x-webkit-deflate-frame",
+            // A smaller server window than flate2's Rust backend keeps to.
+            b"permessage-deflate; server_max_window_bits=10",
+            b"permessage-deflate; server_max_window_bits",
+            b"permessage-deflate; client_max_window_bits=16",
+            b"permessage-deflate; client_max_window_bits=+9",
+            b"permessage-deflate; client_max_window_bits=09",
+            b"permessage-deflate; client_max_window_bits=\"10",
+            b"permessage-deflate; unknown",
+            b"permessage-deflate; server_no_context_takeover=1",
+            b"permessage-deflate; client_max_window_bits; client_max_window_bits",
+        ] {
+            assert_eq!(answer(offer), None, "{offer:?}");
+        }
         // A later offer may still be taken.
-        assert!(accepts(
-            b"permessage-deflate; server_max_window_bits=9, permessage-deflate"
-        ));
+        assert_eq!(
+            answer(b"permessage-deflate; server_max_window_bits=9, permessage-deflate"),
+            Some(ANSWER)
+        );
     }
 
     #[test]
@@ -256,7 +277,7 @@ mod tests {
 
         #[test]
         fn any_offer_is_answered_without_panic(s in "\\PC{0,80}") {
-            let _ = accepts(s.as_bytes());
+            let _ = answer(s.as_bytes());
         }
     }
 }

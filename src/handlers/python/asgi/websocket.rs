@@ -70,9 +70,9 @@ pub(super) async fn serve(
         return r;
     }
     let accept_key = derive_accept_key(key.trim_ascii());
-    let deflate = host.settings.ws.per_message_deflate
-        && var_named(&vars, b"HTTP_SEC_WEBSOCKET_EXTENSIONS")
-            .is_some_and(|offers| permessage_deflate::accepts(offers));
+    let deflate = var_named(&vars, b"HTTP_SEC_WEBSOCKET_EXTENSIONS")
+        .filter(|_| host.settings.ws.per_message_deflate)
+        .and_then(|offers| permessage_deflate::answer(offers));
     let mut slot = host.begin(&vars, protocol);
     let exchange = Arc::new(WsExchange::new(host.clone()));
     let conn = WsConn {
@@ -108,16 +108,18 @@ pub(super) async fn serve(
                 ));
             }
             // An app that answers the extensions itself is left to it.
-            let deflate = deflate
-                && !extra
+            let deflate = deflate.filter(|_| {
+                !extra
                     .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-extensions"));
-            if deflate {
+                    .any(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-extensions"))
+            });
+            if let Some(answer) = deflate {
                 headers.push((
                     Bytes::from_static(b"Sec-WebSocket-Extensions"),
-                    Bytes::from_static(permessage_deflate::ANSWER.as_bytes()),
+                    Bytes::from_static(answer.as_bytes()),
                 ));
             }
+            let deflate = deflate.is_some();
             headers.extend(extra);
             let settings = host.settings.ws.clone();
             Response {

@@ -13,7 +13,10 @@
 //! Frame headers are read and written by tungstenite's own `FrameHeader`.
 //! Anything unexpected (RSV1 where it has no place, a frame over the size
 //! limit) is passed up as it came, for tungstenite to refuse as it would
-//! without the extension.
+//! without the extension; a compressed message that is broken (it does not
+//! inflate, or another message cuts in) is passed up as the head of a
+//! frame tungstenite refuses (1002), and one that inflates past the limit
+//! as the head of one too long (1009).
 
 use std::io::{self, Cursor};
 use std::pin::Pin;
@@ -98,7 +101,16 @@ impl<T> DeflateIo<T> {
             let frame = self.raw_in.split_to(whole);
             let starts = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
             let continues = header.opcode == OpCode::Data(Data::Continue);
+            // What may be taken into a compressed message: RSV2 and RSV3
+            // mean nothing here, and a client's frames are masked.
+            let fit = !header.rsv2 && !header.rsv3 && header.mask.is_some();
             match (&mut self.gathering, header.rsv1) {
+                _ if !fit => {
+                    self.refuse_gathered();
+                    self.ready_in.unsplit(frame);
+                    self.passing = true;
+                    continue;
+                }
                 (None, true) if starts => {
                     let mut payload = frame[head_len..].to_vec();
                     unmask(&mut payload, header.mask);
@@ -120,6 +132,7 @@ impl<T> DeflateIo<T> {
                 }
                 (Some(_), _) if !matches!(header.opcode, OpCode::Control(_)) => {
                     // A new message before the compressed one ended.
+                    self.refuse_gathered();
                     self.ready_in.unsplit(frame);
                     self.passing = true;
                     continue;
@@ -145,9 +158,33 @@ impl<T> DeflateIo<T> {
         }
     }
 
+    /// Tells tungstenite of a compressed message being gathered that it
+    /// must refuse (a protocol error, 1002): the head of an empty frame of
+    /// it with RSV1 set, which tungstenite sees as its first.
+    fn refuse_gathered(&mut self) {
+        if let Some(g) = self.gathering.take() {
+            self.refuse(g.opcode, g.mask);
+        }
+    }
+
+    fn refuse(&mut self, opcode: OpCode, mask: Option<[u8; 4]>) {
+        let header = FrameHeader {
+            is_final: true,
+            rsv1: true,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+        };
+        let mut head = Vec::with_capacity(14);
+        let _ = header.format(0, &mut head);
+        self.ready_in.extend_from_slice(&head);
+        self.passing = true;
+    }
+
     /// A gathered message, inflated, as one frame for tungstenite.
     fn inflated(&mut self, g: Gathering) -> io::Result<()> {
-        let mut payload = Vec::with_capacity(g.payload.len() * 3);
+        let mut payload = Vec::with_capacity((g.payload.len() * 3).min(self.max + 16 * 1024));
         match inflate(&g.payload, self.max, &mut payload) {
             Ok(()) => {}
             Err(InflateError::TooBig) => {
@@ -155,10 +192,8 @@ impl<T> DeflateIo<T> {
                 return Ok(());
             }
             Err(InflateError::Corrupt) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a WebSocket message that does not inflate (permessage-deflate)",
-                ));
+                self.refuse(g.opcode, g.mask);
+                return Ok(());
             }
         }
         unmask(&mut payload, g.mask);
@@ -396,6 +431,29 @@ mod tests {
         assert!(frames[1].0.is_final && !frames[1].0.rsv1 && frames[1].0.mask.is_some());
         assert_eq!(frames[1].1, text.as_bytes());
         assert_eq!(frames[2].1, b"plain");
+    }
+
+    #[tokio::test]
+    async fn a_message_cutting_into_a_compressed_one_makes_a_head_tungstenite_refuses() {
+        let mut packed = Vec::new();
+        compress(&[b'a'; 500], &mut packed);
+        let mut wire = client_frame(OpCode::Data(Data::Text), false, true, &packed);
+        wire.extend(client_frame(
+            OpCode::Data(Data::Text),
+            true,
+            false,
+            b"cut in",
+        ));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(&wire).await.unwrap();
+        drop(client);
+        let mut io = DeflateIo::new(server, 1 << 20);
+        let mut got = Vec::new();
+        io.read_to_end(&mut got).await.unwrap();
+        let frames = parse_all(&got);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].0.rsv1 && frames[0].1.is_empty());
+        assert_eq!(frames[1].1, b"cut in");
     }
 
     #[tokio::test]
