@@ -298,6 +298,10 @@ http {{
             assert requests.get(base + f"/zerocopy?{tmp_path / 'file.bin'}").content == \
                 zerocopy_expected(tmp_path / "file.bin"), prefix
             assert requests.get(base + f"/pathsend?{tmp_path / 'file.bin'}").content == data, prefix
+            # No trailers over the gateway protocols, even asked for (over
+            # proxy_pass, whether nginx passes TE on is nginx's affair).
+            r = requests.get(base + "/trailers", headers={"TE": "trailers"})
+            assert r.content == b"offered=0;end" or prefix == "/h", prefix
     finally:
         nginx.terminate()
         nginx.wait(10)
@@ -355,6 +359,42 @@ def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
     # response, whose head has not gone out, is a 500.
     assert requests.get(s.url + f"/pathsend?{tmp_path}/missing", timeout=10).status_code == 500
     assert "FileNotFoundError" in s.log()
+
+
+def chunked_with_trailers(port, te):
+    """A GET of /trailers over HTTP/1.1 (with `TE: trailers` or not): the
+    body and the trailer section, read off the wire."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET /trailers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + te + b"\r\n")
+        raw = b""
+        while chunk := c.recv(65536):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return head, rest, b""
+    body, trailers = b"", b""
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            trailers = rest
+            break
+        body, rest = body + rest[:n], rest[n + 2:]
+    return head, body, trailers
+
+
+def test_trailers_go_out_where_the_client_takes_them(serve):
+    """http.response.trailers: offered over HTTP/1.1 to a client that says
+    TE: trailers, and sent after the last chunk, both messages' fields;
+    not offered to one that does not (nor over the gateway protocols, see
+    the nginx test)."""
+    s = asgi(serve, "asgi_raw:app")
+    head, body, trailers = chunked_with_trailers(s.port, b"TE: trailers\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    assert body == b"offered=1;end"
+    assert b"x-checksum: abc123\r\n" in trailers and b"x-count: 2\r\n" in trailers, trailers
+    head, body, trailers = chunked_with_trailers(s.port, b"")
+    assert body == b"offered=0;end" and trailers in (b"", b"\r\n"), trailers
 
 
 def zerocopy_expected(path):

@@ -920,6 +920,26 @@ def test_continuation_flood_and_hpack_bomb_are_cut_off(serve):
     assert s.rss_kb(pid=worker) - before < 20_000, "the worker held what it was sent"
 
 
+def test_asgi_trailers_over_http2(serve, tmp_path):
+    """Over HTTP/2 the scope always offers http.response.trailers, and they
+    go out as a HEADERS frame ending the stream."""
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", "--processes", "1",
+              env={"ASGI_MARKERS": str(tmp_path)})
+    c = H2Client(s.port)
+    sid = c.get("/trailers")
+    body, trailers = b"", None
+    deadline = time.monotonic() + 10
+    while trailers is None and time.monotonic() < deadline:
+        for e in c.events() or []:
+            if isinstance(e, h2.events.DataReceived):
+                body += e.data
+            elif isinstance(e, h2.events.TrailersReceived):
+                assert e.stream_id == sid
+                trailers = dict(e.headers)
+    assert body == b"offered=1;end"
+    assert trailers == {b"x-checksum": b"abc123", b"x-count": b"2"}, trailers
+
+
 def test_pending_http2_requests_are_bounded_across_connections(serve, app_dir):
     """--http2-max-pending: past the worker's bound, counted over all its
     HTTP/2 connections, a new stream is answered 503 with Retry-After at

@@ -43,6 +43,13 @@ pub trait ChunkSource: Send + 'static {
     fn take_file(&mut self) -> Option<FileRegion> {
         None
     }
+
+    /// The trailer fields that follow the body, once `poll_chunk` has
+    /// ended it; `None` when there are none. Front ends that cannot send
+    /// trailers never ask.
+    fn poll_trailers(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Vec<(Bytes, Bytes)>>> {
+        Poll::Ready(None)
+    }
 }
 
 /// Bytes `offset..offset + len` of an open file.
@@ -194,6 +201,10 @@ impl BodyStream {
 
     pub fn take_file(&mut self) -> Option<FileRegion> {
         self.0.take_file()
+    }
+
+    pub fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<(Bytes, Bytes)>>> {
+        self.0.poll_trailers(cx)
     }
 }
 

@@ -66,6 +66,19 @@ async def app(scope, receive, send):
             f.read(5)
             await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
         await send({"type": "http.response.body", "body": b"|end"})
+    elif path == "/trailers":
+        # Trailers when the server offers them (in two messages); the body
+        # says whether it did.
+        offered = "http.response.trailers" in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200, "trailers": offered,
+                    "headers": [(b"trailer", b"x-checksum, x-count")] if offered else []})
+        await send({"type": "http.response.body", "body": b"offered=%d;" % offered, "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+        if offered:
+            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")],
+                        "more_trailers": True})
+            await asyncio.sleep(0.05)
+            await send({"type": "http.response.trailers", "headers": [(b"x-count", b"2")]})
     elif path == "/zerocopy-many":
         # 50 pieces of 20,000 bytes (each large enough for sendfile), one
         # right after another, backwards through the file: send() waits

@@ -30,7 +30,24 @@ pub(super) enum BodyKind {
         /// FileQueue (to go out with sendfile) still to be stood for by
         /// frames.
         file_left: u64,
+        /// The body has ended: its trailers, if any, are next.
+        ended: bool,
     },
+}
+
+/// Trailer fields as hyper takes them (those it cannot take are left out);
+/// `None` when none remain.
+fn trailer_map(fields: Vec<(Bytes, Bytes)>) -> Option<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in fields {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    (!map.is_empty()).then_some(map)
 }
 
 impl Body for OxBody {
@@ -50,7 +67,13 @@ impl Body for OxBody {
                 rest,
                 failed,
                 file_left,
+                ended,
             } => {
+                if *ended {
+                    return rest
+                        .poll_trailers(cx)
+                        .map(|t| t.and_then(trailer_map).map(|m| Ok(Frame::trailers(m))));
+                }
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
                 }
@@ -76,6 +99,11 @@ impl Body for OxBody {
                         *failed = Some(e);
                         cx.waker().wake_by_ref();
                         Poll::Pending
+                    }
+                    Poll::Ready(None) => {
+                        *ended = true;
+                        rest.poll_trailers(cx)
+                            .map(|t| t.and_then(trailer_map).map(|m| Ok(Frame::trailers(m))))
                     }
                     other => other.map(|c| c.map(|r| r.map(Frame::data))),
                 }
@@ -116,6 +144,7 @@ pub(super) fn to_hyper(
             rest,
             failed: None,
             file_left: 0,
+            ended: false,
         },
     };
     let mut out = hyper::Response::new(OxBody { kind, conn });

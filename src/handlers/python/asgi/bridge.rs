@@ -97,10 +97,11 @@ pub(super) fn start_request(
     vars: Vec<(VarName, Bytes)>,
     whole: Option<Bytes>,
     exchange: Arc<Exchange>,
+    trailers: bool,
 ) {
     let run = || -> PyResult<()> {
         let fields = Fields::of(&vars);
-        let scope = http_scope(py, &objects.keys, &vars, &fields, &app.state)?;
+        let scope = http_scope(py, &objects.keys, &vars, &fields, &app.state, trailers)?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
         let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(&vars)))?;
         spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())

@@ -11,9 +11,10 @@ use bytes::{Bytes, BytesMut};
 use super::bridge::start_request;
 use super::exchange::{AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_settle};
 use super::host::{AsgiApp, Slot};
+use crate::listen::Protocol;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
-    Responding, Response, ResponseBody,
+    Responding, Response, ResponseBody, Var, VarName, var, var_named,
 };
 
 impl Handler for AsgiApp {
@@ -49,8 +50,9 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
     let slot = host.begin(&vars, protocol);
     let exchange = Arc::new(Exchange::new(host.clone(), whole.is_some()));
     let shared = exchange.clone();
+    let trailers = trailers_reach_client(&vars, protocol);
     host.post(Box::new(move |py, objects| {
-        start_request(py, objects, &app, vars, whole, shared);
+        start_request(py, objects, &app, vars, whole, shared, trailers);
     }));
     let mut driver = Driver {
         exchange,
@@ -76,6 +78,25 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
             },
         },
     }
+}
+
+/// Whether trailers the app sends can reach the client, so that the
+/// scope offers `http.response.trailers`: only the HTTP front end sends
+/// them, always over HTTP/2, and over HTTP/1.1 to a client that said
+/// `TE: trailers` (and only those the response names in `Trailer`, as
+/// HTTP/1.1 has it). The gateway protocols have no trailers.
+fn trailers_reach_client(vars: &[(VarName, Bytes)], protocol: Protocol) -> bool {
+    if protocol != Protocol::Http {
+        return false;
+    }
+    var(vars, Var::SERVER_PROTOCOL).is_some_and(|p| p.starts_with(b"HTTP/2"))
+        || var_named(vars, b"HTTP_TE").is_some_and(|te| {
+            te.split(|&c| c == b',').any(|part| {
+                part.split(|&c| c == b';')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+            })
+        })
 }
 
 enum Headed {
@@ -152,7 +173,7 @@ impl Driver {
             self.slot
                 .outcome
                 .note_head(head.status, None, &head.headers);
-            if st.complete && st.files.is_empty() {
+            if st.complete && st.files.is_empty() && !st.trailers_wanted {
                 let body = whole_body(&mut st);
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
@@ -321,6 +342,21 @@ impl ChunkSource for Driver {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(clip(self.limit, &mut self.sent, b)))),
             other => other,
         }
+    }
+
+    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<(Bytes, Bytes)>>> {
+        let mut st = self.exchange.lock();
+        if !st.trailers_wanted {
+            return Poll::Ready(None);
+        }
+        // Done, or the app ended without its last trailers message: what
+        // it sent goes out.
+        if st.trailers_done || st.end.is_some() {
+            let fields = std::mem::take(&mut st.trailers);
+            return Poll::Ready((!fields.is_empty()).then_some(fields));
+        }
+        super::exchange::keep_waker(&mut st.waker, cx);
+        Poll::Pending
     }
 
     fn take_file(&mut self) -> Option<FileRegion> {

@@ -60,6 +60,11 @@ pub(super) struct State {
     /// `http.response.zerocopysend`), each after the number of chunks
     /// pushed before it.
     pub(super) files: VecDeque<(u64, FileRegion)>,
+    /// `trailers: True` in `http.response.start`: the body is followed by
+    /// `http.response.trailers`, whose fields gather here until the last.
+    pub(super) trailers_wanted: bool,
+    pub(super) trailers: Vec<(Bytes, Bytes)>,
+    pub(super) trailers_done: bool,
     /// Chunks pushed into `chunks`, and taken from it, so far: a file goes
     /// out once the chunks before it have.
     pub(super) pushed: u64,
@@ -235,6 +240,8 @@ impl Send {
         match kind {
             "http.response.start" => {
                 let head = parse_start(message)?;
+                let wants_trailers =
+                    field(message, "trailers").map_or(Ok(false), |t| t.is_truthy())?;
                 let mut st = self.exchange.lock();
                 if st.started {
                     return Err(PyRuntimeError::new_err(
@@ -243,6 +250,7 @@ impl Send {
                 }
                 st.started = true;
                 st.head = Some(head);
+                st.trailers_wanted = wants_trailers;
             }
             "http.response.body" => {
                 let body = match field(message, "body") {
@@ -303,6 +311,34 @@ impl Send {
                 };
                 if let Some(wait) = self.queue_file(py, "pathsend", region, false)? {
                     return Ok(wait);
+                }
+            }
+            "http.response.trailers" => {
+                let fields = match field(message, "headers") {
+                    Some(list) => parse_headers(&list)?,
+                    None => Vec::new(),
+                };
+                let more = field(message, "more_trailers").map_or(Ok(false), |m| m.is_truthy())?;
+                let waker = {
+                    let mut st = self.exchange.lock();
+                    if !st.trailers_wanted || st.trailers_done {
+                        return Err(PyRuntimeError::new_err(
+                            "Unexpected ASGI message 'http.response.trailers' sent: http.response.start did not say trailers, or they were complete",
+                        ));
+                    }
+                    if !st.complete {
+                        return Err(PyRuntimeError::new_err(
+                            "Expected ASGI message 'http.response.body' with more_body False before 'http.response.trailers'",
+                        ));
+                    }
+                    // Where trailers cannot go (a gateway protocol, or the
+                    // client left), they are dropped.
+                    st.trailers.extend(fields);
+                    st.trailers_done = !more;
+                    st.waker.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
                 }
             }
             "http.response.zerocopysend" => {

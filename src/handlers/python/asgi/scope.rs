@@ -231,6 +231,7 @@ pub(super) fn http_scope<'py>(
     vars: &[(VarName, Bytes)],
     f: &Fields<'_>,
     state: &Py<PyDict>,
+    trailers: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let headers = PyList::empty(py);
     for (name, value) in vars {
@@ -280,6 +281,9 @@ pub(super) fn http_scope<'py>(
     if let Some(tls) = tls_extension(py, &f.tls)? {
         extensions.set_item("tls", tls)?;
     }
+    if trailers {
+        extensions.set_item("http.response.trailers", PyDict::new(py))?;
+    }
     scope.set_item(&k.extensions, extensions)?;
     Ok(scope)
 }
@@ -323,7 +327,7 @@ pub(super) fn websocket_scope<'py>(
     f: &Fields<'_>,
     state: &Py<PyDict>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = http_scope(py, k, vars, f, state)?;
+    let scope = http_scope(py, k, vars, f, state, false)?;
     scope.set_item(&k.type_, "websocket")?;
     scope.set_item(&k.scheme, if f.is_https() { "wss" } else { "ws" })?;
     scope.del_item(&k.method)?;
