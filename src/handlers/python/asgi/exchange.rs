@@ -280,9 +280,7 @@ impl Send {
                     }
                     st.complete = !more;
                     let wait = if more && st.queued > SEND_HIGH {
-                        let fut = objects.create_future.call0(py)?;
-                        st.send_waiters.push(fut.clone_ref(py));
-                        Some(fut)
+                        Some(send_waiter(py, objects, &mut st)?)
                     } else {
                         None
                     };
@@ -532,6 +530,13 @@ pub(super) fn post_settle(host: &AsgiHost, waiters: Vec<Py<PyAny>>, settlement: 
     host.post(Box::new(move |py, _| settle(py, waiters, settlement)));
 }
 
+/// A future for a `send()` to wait on until the queue has drained.
+fn send_waiter(py: Python<'_>, objects: &LoopObjects, st: &mut State) -> PyResult<Py<PyAny>> {
+    let fut = objects.create_future.call0(py)?;
+    st.send_waiters.push(fut.clone_ref(py));
+    Ok(fut)
+}
+
 /// Files queued (`http.response.zerocopysend` with more to come) past
 /// which `send()` waits: each holds a descriptor.
 const FILES_HIGH: usize = 8;
@@ -566,9 +571,7 @@ impl Send {
             st.files.push_back((after, region));
             st.complete = !more;
             let wait = if more && st.files.len() > FILES_HIGH {
-                let fut = objects.create_future.call0(py)?;
-                st.send_waiters.push(fut.clone_ref(py));
-                Some(fut)
+                Some(send_waiter(py, objects, &mut st)?)
             } else {
                 None
             };

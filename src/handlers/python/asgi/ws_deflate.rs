@@ -384,6 +384,17 @@ mod tests {
         out
     }
 
+    /// What a client's bytes become for tungstenite.
+    async fn up_through(wire: &[u8], max: usize) -> Vec<u8> {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(wire).await.unwrap();
+        drop(client);
+        let mut io = DeflateIo::new(server, max);
+        let mut got = Vec::new();
+        io.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
     fn parse_all(mut bytes: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
         let mut frames = Vec::new();
         while !bytes.is_empty() {
@@ -418,13 +429,7 @@ mod tests {
             false,
             b"plain",
         ));
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        client.write_all(&wire).await.unwrap();
-        drop(client);
-        let mut io = DeflateIo::new(server, 1 << 20);
-        let mut got = Vec::new();
-        io.read_to_end(&mut got).await.unwrap();
-        let frames = parse_all(&got);
+        let frames = parse_all(&up_through(&wire, 1 << 20).await);
         assert_eq!(frames.len(), 3);
         assert!(matches!(frames[0].0.opcode, OpCode::Control(_)) && frames[0].1 == b"p");
         assert_eq!(frames[1].0.opcode, OpCode::Data(Data::Text));
@@ -444,13 +449,7 @@ mod tests {
             false,
             b"cut in",
         ));
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        client.write_all(&wire).await.unwrap();
-        drop(client);
-        let mut io = DeflateIo::new(server, 1 << 20);
-        let mut got = Vec::new();
-        io.read_to_end(&mut got).await.unwrap();
-        let frames = parse_all(&got);
+        let frames = parse_all(&up_through(&wire, 1 << 20).await);
         assert_eq!(frames.len(), 2);
         assert!(frames[0].0.rsv1 && frames[0].1.is_empty());
         assert_eq!(frames[1].1, b"cut in");
@@ -460,20 +459,8 @@ mod tests {
     async fn an_inflated_message_over_the_limit_becomes_a_frame_head_over_it() {
         let mut packed = Vec::new();
         compress(&[b'a'; 5000], &mut packed);
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        client
-            .write_all(&client_frame(
-                OpCode::Data(Data::Binary),
-                true,
-                true,
-                &packed,
-            ))
-            .await
-            .unwrap();
-        drop(client);
-        let mut io = DeflateIo::new(server, 1000);
-        let mut got = Vec::new();
-        io.read_to_end(&mut got).await.unwrap();
+        let wire = client_frame(OpCode::Data(Data::Binary), true, true, &packed);
+        let got = up_through(&wire, 1000).await;
         let (h, len) = FrameHeader::parse(&mut Cursor::new(&got)).unwrap().unwrap();
         assert_eq!(h.opcode, OpCode::Data(Data::Binary));
         assert_eq!(len, 1001);
