@@ -920,17 +920,23 @@ def test_continuation_flood_and_hpack_bomb_are_cut_off(serve):
     assert s.rss_kb(pid=worker) - before < 20_000, "the worker held what it was sent"
 
 
-def test_asgi_trailers_over_http2(serve, tmp_path):
+@pytest.mark.parametrize("query", ["", "?bad"])
+def test_asgi_trailers_over_http2(serve, tmp_path, query):
     """Over HTTP/2 the scope always offers http.response.trailers, and they
-    go out as a HEADERS frame ending the stream."""
+    go out as a HEADERS frame ending the stream; fields no trailer may
+    carry (upgrade, content-length, te) are left out, rather than reset
+    the stream."""
     s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", "--processes", "1",
               env={"ASGI_MARKERS": str(tmp_path)})
     c = H2Client(s.port)
-    sid = c.get("/trailers")
+    sid = c.get("/trailers" + query)
     body, trailers = b"", None
     deadline = time.monotonic() + 10
     while trailers is None and time.monotonic() < deadline:
-        for e in c.events() or []:
+        events = c.events()
+        assert events is not None, "the connection ended"
+        for e in events:
+            assert not isinstance(e, h2.events.StreamReset), e
             if isinstance(e, h2.events.DataReceived):
                 body += e.data
             elif isinstance(e, h2.events.TrailersReceived):

@@ -45,12 +45,19 @@ pub trait ChunkSource: Send + 'static {
     }
 
     /// The trailer fields that follow the body, once `poll_chunk` has
-    /// ended it; `None` when there are none. Front ends that cannot send
-    /// trailers never ask.
-    fn poll_trailers(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Vec<(Bytes, Bytes)>>> {
+    /// ended it; `None` when there are none, and an error when the body
+    /// must end as cut short after all (the app failed before its last
+    /// trailers). Front ends that cannot send trailers never ask.
+    fn poll_trailers(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Trailers, BodyError>>> {
         Poll::Ready(None)
     }
 }
+
+/// Trailer fields, as names and values.
+pub type Trailers = Vec<(Bytes, Bytes)>;
 
 /// Bytes `offset..offset + len` of an open file.
 #[derive(Debug)]
@@ -203,7 +210,10 @@ impl BodyStream {
         self.0.take_file()
     }
 
-    pub fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<(Bytes, Bytes)>>> {
+    pub fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Trailers, BodyError>>> {
         self.0.poll_trailers(cx)
     }
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use super::body::{BodyError, BodyStream, ChunkSource, FileRegion};
+use super::body::{BodyError, BodyStream, ChunkSource, FileRegion, Trailers};
 use super::handler::{Handler, Request, Responding};
 use super::response::{Response, ResponseBody};
 use super::vars::{Var, VarName};
@@ -404,6 +404,10 @@ impl ChunkSource for Counted {
 
     fn take_file(&mut self) -> Option<FileRegion> {
         self.body.take_file()
+    }
+
+    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Trailers, BodyError>>> {
+        self.body.poll_trailers(cx)
     }
 }
 

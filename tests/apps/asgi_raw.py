@@ -68,14 +68,19 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"|end"})
     elif path == "/trailers":
         # Trailers when the server offers them (in two messages); the body
-        # says whether it did.
+        # says whether it did. ?fail raises after the body instead; ?bad
+        # adds fields no trailer may carry.
         offered = "http.response.trailers" in scope["extensions"]
+        how = scope["query_string"]
         await send({"type": "http.response.start", "status": 200, "trailers": offered,
                     "headers": [(b"trailer", b"x-checksum, x-count")] if offered else []})
         await send({"type": "http.response.body", "body": b"offered=%d;" % offered, "more_body": True})
         await send({"type": "http.response.body", "body": b"end"})
+        if offered and how == b"fail":
+            raise RuntimeError("failed before the trailers")
         if offered:
-            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")],
+            bad = [(b"upgrade", b"h2c"), (b"content-length", b"5"), (b"te", b"gzip")] if how == b"bad" else []
+            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")] + bad,
                         "more_trailers": True})
             await asyncio.sleep(0.05)
             await send({"type": "http.response.trailers", "headers": [(b"x-count", b"2")]})

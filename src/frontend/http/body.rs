@@ -1,7 +1,7 @@
 //! The protocol-neutral response turned back into hyper's, its body
 //! streamed with files going out by sendfile.
 
-use crate::request::{BodyError, BodyStream, Response, ResponseBody};
+use crate::request::{BodyError, BodyStream, Response, ResponseBody, Trailers};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
@@ -35,15 +35,39 @@ pub(super) enum BodyKind {
     },
 }
 
-/// Trailer fields as hyper takes them (those it cannot take are left out);
-/// `None` when none remain.
-fn trailer_map(fields: Vec<(Bytes, Bytes)>) -> Option<http::HeaderMap> {
+/// The next frame once the body has ended: its trailers, if any.
+fn trailers_frame(
+    rest: &mut BodyStream,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    rest.poll_trailers(cx).map(|t| match t {
+        Some(Ok(fields)) => trailer_map(fields).map(|m| Ok(Frame::trailers(m))),
+        Some(Err(e)) => Some(Err(e)),
+        None => None,
+    })
+}
+
+/// Trailer fields as hyper takes them; `None` when none remain. Those no
+/// trailer may carry (framing, routing, authentication: RFC 9110 §6.5.1)
+/// and those HTTP/2 refuses anywhere are left out, as hyper leaves them
+/// out over HTTP/1.1: over HTTP/2 one would reset the stream.
+fn trailer_map(fields: Trailers) -> Option<http::HeaderMap> {
     let mut map = http::HeaderMap::new();
     for (name, value) in fields {
-        if let (Ok(n), Ok(v)) = (
+        let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(&name),
             HeaderValue::from_maybe_shared(value),
-        ) {
+        ) else {
+            continue;
+        };
+        let connection_specific = [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::HeaderName::from_static("keep-alive"),
+            header::HeaderName::from_static("proxy-connection"),
+        ]
+        .contains(&n);
+        if !connection_specific && !super::strict::forbidden_trailer(&n) {
             map.append(n, v);
         }
     }
@@ -70,9 +94,7 @@ impl Body for OxBody {
                 ended,
             } => {
                 if *ended {
-                    return rest
-                        .poll_trailers(cx)
-                        .map(|t| t.and_then(trailer_map).map(|m| Ok(Frame::trailers(m))));
+                    return trailers_frame(rest, cx);
                 }
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
@@ -102,8 +124,7 @@ impl Body for OxBody {
                     }
                     Poll::Ready(None) => {
                         *ended = true;
-                        rest.poll_trailers(cx)
-                            .map(|t| t.and_then(trailer_map).map(|m| Ok(Frame::trailers(m))))
+                        trailers_frame(rest, cx)
                     }
                     other => other.map(|c| c.map(|r| r.map(Frame::data))),
                 }

@@ -14,7 +14,7 @@ use super::host::{AsgiApp, Slot};
 use crate::listen::Protocol;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
-    Responding, Response, ResponseBody, Var, VarName, var, var_named,
+    Responding, Response, ResponseBody, Trailers, Var, VarName, var, var_named,
 };
 
 impl Handler for AsgiApp {
@@ -89,14 +89,16 @@ fn trailers_reach_client(vars: &[(VarName, Bytes)], protocol: Protocol) -> bool 
     if protocol != Protocol::Http {
         return false;
     }
-    var(vars, Var::SERVER_PROTOCOL).is_some_and(|p| p.starts_with(b"HTTP/2"))
-        || var_named(vars, b"HTTP_TE").is_some_and(|te| {
-            te.split(|&c| c == b',').any(|part| {
-                part.split(|&c| c == b';')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-            })
-        })
+    // hyper takes the TE token `trailers` alone (no parameters), and only
+    // on HTTP/1.1 (1.0 has no chunked body to carry them).
+    match var(vars, Var::SERVER_PROTOCOL).map(|p| &p[..]) {
+        Some(b"HTTP/2" | b"HTTP/2.0") => true,
+        Some(b"HTTP/1.1") => var_named(vars, b"HTTP_TE").is_some_and(|te| {
+            te.split(|&c| c == b',')
+                .any(|part| part.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        }),
+        _ => false,
+    }
 }
 
 enum Headed {
@@ -344,18 +346,27 @@ impl ChunkSource for Driver {
         }
     }
 
-    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<(Bytes, Bytes)>>> {
-        let mut st = self.exchange.lock();
-        if !st.trailers_wanted {
+    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Trailers, BodyError>>> {
+        if !self.exchange.lock().trailers_wanted {
             return Poll::Ready(None);
         }
-        // Done, or the app ended without its last trailers message: what
-        // it sent goes out.
-        if st.trailers_done || st.end.is_some() {
+        // The app may still read the request before its trailers.
+        let parked = self.pump(cx);
+        let mut st = self.exchange.lock();
+        if st.trailers_done || st.end == Some(AppEnd::Returned) {
+            // (A return before the last trailers message: what it sent.)
             let fields = std::mem::take(&mut st.trailers);
-            return Poll::Ready((!fields.is_empty()).then_some(fields));
+            return Poll::Ready((!fields.is_empty()).then(|| Ok(fields)));
         }
-        super::exchange::keep_waker(&mut st.waker, cx);
+        if st.end == Some(AppEnd::Failed) {
+            // Cut, so that the client does not take it for a whole answer.
+            self.slot.outcome.failed = true;
+            return Poll::Ready(Some(Err(BodyError::new(
+                500,
+                "the ASGI app failed before sending its trailers",
+            ))));
+        }
+        keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
     }
 

@@ -377,15 +377,25 @@ impl Send {
     }
 
     fn _returned(&self) {
-        let (gone, started, complete) = {
+        let (gone, started, complete, trailers_left) = {
             let st = self.exchange.lock();
-            (st.gone, st.started, st.complete)
+            (
+                st.gone,
+                st.started,
+                st.complete,
+                st.trailers_wanted && !st.trailers_done,
+            )
         };
         if !gone && !complete {
             crate::say!(
                 "oxgate: error in {}: the ASGI app returned without {} its response",
                 self.line,
                 if started { "completing" } else { "starting" }
+            );
+        } else if !gone && trailers_left {
+            crate::say!(
+                "oxgate: error in {}: the ASGI app returned without completing its trailers",
+                self.line
             );
         }
         self.exchange.ended(AppEnd::Returned);
