@@ -56,6 +56,20 @@ pub trait ChunkSource: Send + 'static {
     }
 }
 
+/// Cuts a chunk of a response body to what is left of its Content-Length
+/// (`limit`), and counts it into `sent`: an app that sends more than it
+/// declared must not run into the next response on the connection.
+pub fn clip(limit: Option<u64>, sent: &mut u64, mut b: Bytes) -> Bytes {
+    if let Some(limit) = limit {
+        let left = limit.saturating_sub(*sent);
+        if b.len() as u64 > left {
+            b.truncate(left as usize);
+        }
+    }
+    *sent += b.len() as u64;
+    b
+}
+
 /// Trailer fields, as names and values.
 pub type Trailers = Vec<(Bytes, Bytes)>;
 

@@ -60,13 +60,8 @@ fn trailer_map(fields: Trailers) -> Option<http::HeaderMap> {
         ) else {
             continue;
         };
-        let connection_specific = [
-            header::CONNECTION,
-            header::UPGRADE,
-            header::HeaderName::from_static("keep-alive"),
-            header::HeaderName::from_static("proxy-connection"),
-        ]
-        .contains(&n);
+        let connection_specific =
+            crate::request::is_hop_by_hop(n.as_str().as_bytes()) || n == "proxy-connection";
         if !connection_specific && !super::strict::forbidden_trailer(&n) {
             map.append(n, v);
         }

@@ -12,9 +12,9 @@
 //! switch hyper back to copying), it does. A region must never be longer
 //! than what is left of the Content-Length: hyper would cut the frame, and
 //! the rest of the region would go out in the next response on the
-//! connection. The app hosts clip regions to it. The placeholder is read-only zero pages (no memory
-//! used); were hyper ever to copy a frame, the tests that compare served
-//! files byte for byte would see zeros.
+//! connection. The app hosts clip regions to it. The placeholder is
+//! read-only zero pages (no memory used); were hyper ever to copy a frame,
+//! the tests that compare served files byte for byte would see zeros.
 
 use std::collections::VecDeque;
 use std::io;

@@ -14,7 +14,7 @@ use super::host::{AsgiApp, Slot};
 use crate::listen::Protocol;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
-    Responding, Response, ResponseBody, Trailers, Var, VarName, var, var_named,
+    Responding, Response, ResponseBody, Trailers, Var, VarName, clip, var, var_named,
 };
 
 impl Handler for AsgiApp {
@@ -275,19 +275,6 @@ fn open_file<'a>(
     file.as_mut()
 }
 
-/// Cuts a chunk to what is left of the app's Content-Length (`limit`),
-/// and counts it into `sent`.
-fn clip(limit: Option<u64>, sent: &mut u64, mut b: Bytes) -> Bytes {
-    if let Some(limit) = limit {
-        let left = limit.saturating_sub(*sent);
-        if b.len() as u64 > left {
-            b.truncate(left as usize);
-        }
-    }
-    *sent += b.len() as u64;
-    b
-}
-
 impl Driver {
     /// The next piece of the body: a queued chunk, or part of a file.
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
@@ -335,7 +322,7 @@ fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
     let (_, value) = headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
-    std::str::from_utf8(value).ok()?.trim().parse().ok()
+    crate::request::cgi::content_length(value)
 }
 
 impl ChunkSource for Driver {

@@ -72,17 +72,17 @@ impl<T> DeflateIo<T> {
     }
 
     /// Turns the whole frames in `raw_in` into frames for tungstenite.
-    fn take_frames_in(&mut self) -> io::Result<()> {
+    fn take_frames_in(&mut self) {
         loop {
             if self.passing {
                 let rest = self.raw_in.split();
                 self.ready_in.unsplit(rest);
-                return Ok(());
+                return;
             }
             let mut cursor = Cursor::new(&self.raw_in[..]);
             let (header, len) = match FrameHeader::parse(&mut cursor) {
                 Ok(Some(h)) => h,
-                Ok(None) => return Ok(()),
+                Ok(None) => return,
                 Err(_) => {
                     self.passing = true;
                     continue;
@@ -96,7 +96,7 @@ impl<T> DeflateIo<T> {
             let whole = head_len + len as usize;
             if self.raw_in.len() < whole {
                 self.raw_in.reserve(whole - self.raw_in.len());
-                return Ok(());
+                return;
             }
             let frame = self.raw_in.split_to(whole);
             let starts = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
@@ -153,7 +153,7 @@ impl<T> DeflateIo<T> {
             if header.is_final
                 && let Some(g) = self.gathering.take()
             {
-                self.inflated(g)?;
+                self.inflated(g);
             }
         }
     }
@@ -168,66 +168,34 @@ impl<T> DeflateIo<T> {
     }
 
     fn refuse(&mut self, opcode: OpCode, mask: Option<[u8; 4]>) {
-        let header = FrameHeader {
-            is_final: true,
-            rsv1: true,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask,
-        };
-        let mut head = Vec::with_capacity(14);
-        let _ = header.format(0, &mut head);
-        self.ready_in.extend_from_slice(&head);
+        put_head(&mut self.ready_in, opcode, mask, true, 0);
         self.passing = true;
     }
 
     /// A gathered message, inflated, as one frame for tungstenite.
-    fn inflated(&mut self, g: Gathering) -> io::Result<()> {
+    fn inflated(&mut self, g: Gathering) {
         let mut payload = Vec::with_capacity((g.payload.len() * 3).min(self.max + 16 * 1024));
         match inflate(&g.payload, self.max, &mut payload) {
-            Ok(()) => {}
-            Err(InflateError::TooBig) => {
-                self.too_big(g.opcode, g.mask);
-                return Ok(());
+            Ok(()) => {
+                unmask(&mut payload, g.mask);
+                put_head(
+                    &mut self.ready_in,
+                    g.opcode,
+                    g.mask,
+                    false,
+                    payload.len() as u64,
+                );
+                self.ready_in.extend_from_slice(&payload);
             }
-            Err(InflateError::Corrupt) => {
-                self.refuse(g.opcode, g.mask);
-                return Ok(());
-            }
+            Err(InflateError::TooBig) => self.too_big(g.opcode, g.mask),
+            Err(InflateError::Corrupt) => self.refuse(g.opcode, g.mask),
         }
-        unmask(&mut payload, g.mask);
-        let header = FrameHeader {
-            is_final: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode: g.opcode,
-            mask: g.mask,
-        };
-        let mut head = Vec::with_capacity(14);
-        header
-            .format(payload.len() as u64, &mut head)
-            .map_err(io::Error::other)?;
-        self.ready_in.extend_from_slice(&head);
-        self.ready_in.extend_from_slice(&payload);
-        Ok(())
     }
 
     /// Says to tungstenite that a message is over the limit: the head of a
     /// frame longer than it allows, which it refuses (1009) at once.
     fn too_big(&mut self, opcode: OpCode, mask: Option<[u8; 4]>) {
-        let header = FrameHeader {
-            is_final: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask,
-        };
-        let mut head = Vec::with_capacity(14);
-        let _ = header.format(self.max as u64 + 1, &mut head);
-        self.ready_in.extend_from_slice(&head);
+        put_head(&mut self.ready_in, opcode, mask, false, self.max as u64 + 1);
         self.gathering = None;
         self.passing = true;
     }
@@ -236,7 +204,7 @@ impl<T> DeflateIo<T> {
     fn take_frames_out(&mut self) {
         loop {
             let mut cursor = Cursor::new(&self.raw_out[..]);
-            let Ok(Some((mut header, len))) = FrameHeader::parse(&mut cursor) else {
+            let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) else {
                 return;
             };
             let head_len = cursor.position() as usize;
@@ -256,13 +224,33 @@ impl<T> DeflateIo<T> {
             }
             let mut packed = Vec::with_capacity(len as usize / 2 + 64);
             compress(&frame[head_len..], &mut packed);
-            header.rsv1 = true;
-            let mut head = Vec::with_capacity(14);
-            let _ = header.format(packed.len() as u64, &mut head);
-            self.ready_out.extend_from_slice(&head);
+            put_head(
+                &mut self.ready_out,
+                header.opcode,
+                None,
+                true,
+                packed.len() as u64,
+            );
             self.ready_out.extend_from_slice(&packed);
         }
     }
+}
+
+/// Appends the head of a final frame (tungstenite formats it), RSV1 set
+/// or not, for a payload of `len` bytes.
+fn put_head(out: &mut BytesMut, opcode: OpCode, mask: Option<[u8; 4]>, rsv1: bool, len: u64) {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask,
+    };
+    let mut head = Vec::with_capacity(14);
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len, &mut head);
+    out.extend_from_slice(&head);
 }
 
 /// Lets an emptied buffer's memory go: an idle socket then holds none.
@@ -326,7 +314,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for DeflateIo<T> {
                 continue;
             }
             this.raw_in.extend_from_slice(read.filled());
-            this.take_frames_in()?;
+            this.take_frames_in();
         }
     }
 }

@@ -237,15 +237,8 @@ impl Call {
     }
 
     /// Cuts a chunk to what is left of the app's Content-Length.
-    fn clip(&mut self, mut b: Bytes) -> Bytes {
-        if let Some(limit) = self.limit {
-            let left = limit.saturating_sub(self.sent);
-            if b.len() as u64 > left {
-                b.truncate(left as usize);
-            }
-        }
-        self.sent += b.len() as u64;
-        b
+    fn clip(&mut self, b: Bytes) -> Bytes {
+        crate::request::clip(self.limit, &mut self.sent, b)
     }
 
     /// Data from `write()` first, then the iterable's next item.
