@@ -148,6 +148,26 @@ def test_alpn_picks_http2_or_http11_and_the_app_sees_https(serve, certs, cert, k
     assert "https://127.0.0.1:" in s.log()
 
 
+def test_length_and_chunked_together_are_refused_over_tls(serve, certs):
+    """The CL.TE refusal (test_malformed_input.py) holds inside TLS too,
+    after a request served on the same connection."""
+    s = https(serve, certs)
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    context.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", s.tls_port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                    b"POST /p HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+                    b"Content-Length: 5\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        out = b""
+        while chunk := tls.recv(65536):
+            out += chunk
+    assert out.count(b"HTTP/1.1 200 ") == 1
+    assert out.count(b"HTTP/1.1 400 ") == 1
+    assert b"Content-Length and Transfer-Encoding together" in out
+    assert b"/smuggled" not in out
+
+
 def test_h2c_with_prior_knowledge_beside_http11_on_one_http_socket(serve):
     s = serve("--wsgi-file", TLS_ENV)
     out, spoken = fetch("--http2-prior-knowledge", s.url + "/")

@@ -3,6 +3,7 @@
 
 pub mod cgi_response;
 pub mod fastcgi;
+pub mod h1_framing;
 pub mod permessage_deflate;
 pub mod scgi;
 mod sniff;

@@ -38,13 +38,31 @@ pub(super) enum BodyKind {
 /// The next frame once the body has ended: its trailers, if any.
 fn trailers_frame(
     rest: &mut BodyStream,
+    failed: &mut Option<BodyError>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-    rest.poll_trailers(cx).map(|t| match t {
-        Some(Ok(fields)) => trailer_map(fields).map(|m| Ok(Frame::trailers(m))),
-        Some(Err(e)) => Some(Err(e)),
-        None => None,
-    })
+    match rest.poll_trailers(cx) {
+        Poll::Ready(Some(Ok(fields))) => {
+            Poll::Ready(trailer_map(fields).map(|m| Ok(Frame::trailers(m))))
+        }
+        Poll::Ready(Some(Err(e))) => fail_after_flush(failed, e, cx),
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// A body's fault is reported on the next poll, not this one: hyper, given
+/// an error right after a frame, drops the connection without writing that
+/// frame out, and what the app produced before the fault must still reach
+/// the client. A pause lets hyper flush first.
+fn fail_after_flush(
+    failed: &mut Option<BodyError>,
+    e: BodyError,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    *failed = Some(e);
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// Trailer fields as hyper takes them; `None` when none remain. Those no
@@ -88,11 +106,11 @@ impl Body for OxBody {
                 file_left,
                 ended,
             } => {
-                if *ended {
-                    return trailers_frame(rest, cx);
-                }
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
+                }
+                if *ended {
+                    return trailers_frame(rest, failed, cx);
                 }
                 if let Some(b) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -112,14 +130,10 @@ impl Body for OxBody {
                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                 }
                 match rest.poll_chunk(cx) {
-                    Poll::Ready(Some(Err(e))) => {
-                        *failed = Some(e);
-                        cx.waker().wake_by_ref();
-                        Poll::Pending
-                    }
+                    Poll::Ready(Some(Err(e))) => fail_after_flush(failed, e, cx),
                     Poll::Ready(None) => {
                         *ended = true;
-                        trailers_frame(rest, cx)
+                        trailers_frame(rest, failed, cx)
                     }
                     other => other.map(|c| c.map(|r| r.map(Frame::data))),
                 }

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -18,7 +18,9 @@ use super::batch::FlushQueue;
 use super::body::{OxBody, to_hyper};
 use super::context::{ConnCtx, Finished, HttpSettings, TaskCounter};
 use super::convert::{Headed, convert_head, to_request};
+use super::framing_watch::FramingWatch;
 pub use super::peek::Peek;
+use super::strict::Refusal;
 use crate::frontend::tls::TlsListener;
 
 /// What a cleartext connection's first line says it speaks.
@@ -116,11 +118,9 @@ pub async fn serve_connection<S: Peek>(
         _ => {}
     }
     let ctx = conn_ctx(info, host, settings, true);
-    let io = TokioIo::new(super::batch::BatchedIo::new(
-        stream,
-        flush,
-        ctx.files.clone(),
-        ctx.progress.clone(),
+    let io = TokioIo::new(FramingWatch::new(
+        super::batch::BatchedIo::new(stream, flush, ctx.files.clone(), ctx.progress.clone()),
+        ctx.clone(),
     ));
     serve_http1(io, ctx, shutdown, going_away).await
 }
@@ -152,10 +152,11 @@ async fn serve_tls<S: Peek>(
     let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
     let info = info.with_tls(tls.settled(session));
     let ctx = conn_ctx(info, host, settings, false);
-    let io = TokioIo::new(Progress::new(stream, ctx.progress.clone()));
+    let io = Progress::new(stream, ctx.progress.clone());
     if h2 {
-        serve_http2(io, ctx, shutdown).await;
+        serve_http2(TokioIo::new(io), ctx, shutdown).await;
     } else {
+        let io = TokioIo::new(FramingWatch::new(io, ctx.clone()));
         serve_http1(io, ctx, shutdown, going_away).await;
     }
 }
@@ -179,6 +180,7 @@ fn conn_ctx(
         finished: TaskCounter::default(),
         upgrade: std::sync::Mutex::new(None),
         closing: AtomicBool::new(false),
+        both_lengths_at: AtomicU64::new(0),
     })
 }
 
@@ -193,7 +195,15 @@ fn on_request(
     let (mut parts, body) = req.into_parts();
     // Only requests that ask to upgrade have one.
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let mut head = convert_head(&parts, body, &ctx.info, &ctx.settings);
+    let mut head = if ctx.both_lengths_at.load(Ordering::Relaxed) == ctx.begun.get() {
+        // hyper read it as chunked (RFC 9112 §6.3), but a proxy in front
+        // may have read it by its length, and taken what follows for
+        // another request. Gunicorn refuses it too.
+        let why = "Content-Length and Transfer-Encoding together\n";
+        Err(super::convert::refuse(Refusal::Bad(why), &ctx.info))
+    } else {
+        convert_head(&parts, body, &ctx.info, &ctx.settings)
+    };
     if let Ok(h) = &mut head {
         h.upgradable = on_upgrade.is_some();
     }

@@ -59,6 +59,9 @@ pub(super) struct ConnCtx {
     pub(super) upgrade: std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Session)>>,
     /// The worker is stopping: responses say `Connection: close`.
     pub(super) closing: AtomicBool,
+    /// The ordinal of the request whose head had both Content-Length and
+    /// Transfer-Encoding (`FramingWatch`), 0 while none has; it is refused.
+    pub(super) both_lengths_at: AtomicU64,
 }
 
 /// A count that only the worker's event-loop thread adds to (the

@@ -12,6 +12,7 @@ use percent_encoding::percent_decode;
 
 use super::context::HttpSettings;
 use super::request_body::{IncomingChunks, read_ahead};
+use super::strict::Refusal;
 
 pub(super) fn static_bytes(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -84,6 +85,19 @@ thread_local! {
         std::cell::RefCell::new(BytesMut::with_capacity(ARENA_SIZE));
 }
 
+/// The answer to a refused head, logged with the client's address.
+pub(super) fn refuse(refused: Refusal, info: &ConnInfo) -> Response {
+    let (status, phrase) = refused.status();
+    crate::say!(
+        "oxgate: request refused with {status}: {}{}",
+        refused.reason().trim_end(),
+        info.peer()
+            .map(|(addr, _)| format!(" (from {})", String::from_utf8_lossy(addr)))
+            .unwrap_or_default()
+    );
+    Response::plain(status, phrase, refused.reason())
+}
+
 fn convert_head_into(
     parts: &http::request::Parts,
     body: Incoming,
@@ -92,15 +106,7 @@ fn convert_head_into(
     arena: &mut BytesMut,
 ) -> Result<Headed, Response> {
     if let Err(refused) = super::strict::check_head(parts, &settings.head_limits) {
-        let (status, phrase) = refused.status();
-        crate::say!(
-            "oxgate: request refused with {status}: {}{}",
-            refused.reason().trim_end(),
-            info.peer()
-                .map(|(addr, _)| format!(" (from {})", String::from_utf8_lossy(addr)))
-                .unwrap_or_default()
-        );
-        return Err(Response::plain(status, phrase, refused.reason()));
+        return Err(refuse(refused, info));
     }
     // Values beyond the buffer (rare) move on to a new one.
     crate::request::ready_arena(arena, ARENA_SIZE, ARENA_SIZE);

@@ -7,6 +7,7 @@ mod body;
 mod conn;
 mod context;
 mod convert;
+mod framing_watch;
 mod peek;
 pub mod proxy_header;
 mod request_body;
