@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -180,7 +180,7 @@ fn conn_ctx(
         finished: TaskCounter::default(),
         upgrade: std::sync::Mutex::new(None),
         closing: AtomicBool::new(false),
-        both_lengths_at: AtomicU64::new(0),
+        flawed_head: std::sync::OnceLock::new(),
     })
 }
 
@@ -195,12 +195,14 @@ fn on_request(
     let (mut parts, body) = req.into_parts();
     // Only requests that ask to upgrade have one.
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let mut head = if ctx.both_lengths_at.load(Ordering::Relaxed) == ctx.begun.get() {
-        // hyper read it as chunked (RFC 9112 §6.3), but a proxy in front
-        // may have read it by its length, and taken what follows for
-        // another request. Gunicorn refuses it too.
-        let why = "Content-Length and Transfer-Encoding together\n";
-        Err(super::convert::refuse(Refusal::Bad(why), &ctx.info))
+    // A head hyper would serve but oxgate refuses (framing_watch.rs).
+    let mut head = if let Some(flawed) = ctx.flawed_head.get()
+        && flawed.ordinal == ctx.begun.get()
+    {
+        Err(super::convert::refuse(
+            Refusal::Bad(flawed.flaw.reason()),
+            &ctx.info,
+        ))
     } else {
         convert_head(&parts, body, &ctx.info, &ctx.settings)
     };

@@ -59,9 +59,9 @@ pub(super) struct ConnCtx {
     pub(super) upgrade: std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Session)>>,
     /// The worker is stopping: responses say `Connection: close`.
     pub(super) closing: AtomicBool,
-    /// The ordinal of the request whose head had both Content-Length and
-    /// Transfer-Encoding (`FramingWatch`), 0 while none has; it is refused.
-    pub(super) both_lengths_at: AtomicU64,
+    /// The request whose head hyper would serve but oxgate refuses
+    /// (`FramingWatch`), once one has come.
+    pub(super) flawed_head: std::sync::OnceLock<crate::proto::h1_framing::Flawed>,
 }
 
 /// A count that only the worker's event-loop thread adds to (the

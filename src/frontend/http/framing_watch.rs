@@ -1,14 +1,14 @@
 //! The I/O layer under hyper that watches an HTTP/1.1 connection's request
-//! framing ([`FramingTracker`]) for a head with both Content-Length and
-//! Transfer-Encoding, which hyper would serve as chunked without a trace.
-//! It notes the head's ordinal in the connection's context, and the
-//! service refuses that request with 400 (`on_request`). Everything else
-//! passes through untouched.
+//! bytes ([`FramingTracker`]) for a head hyper would serve but that must be
+//! refused: one with both Content-Length and Transfer-Encoding, which
+//! hyper reads as chunked without a trace, or with a bare LF, extra empty
+//! lines or a raw non-ASCII target. It notes the head in the connection's
+//! context, and the service refuses that request with 400 (`on_request`).
+//! Everything else passes through untouched.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -43,8 +43,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(ordinal) = self.tracker.feed(&buf.filled()[before..]) {
-            self.ctx.both_lengths_at.store(ordinal, Ordering::Relaxed);
+        if let Some(flawed) = self.tracker.feed(&buf.filled()[before..]) {
+            // (At most one per connection: the tracker stops after it.)
+            let _ = self.ctx.flawed_head.set(flawed);
         }
         res
     }
