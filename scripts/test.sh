@@ -42,6 +42,8 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v openssl >/dev/null || need+=(openssl)
 # uWSGI (a peer for the stats tests) is built from source by pip.
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+# libFuzzer, for the fuzz smoke, is C++.
+command -v c++ >/dev/null || need+=(g++)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
@@ -88,6 +90,9 @@ cargo clippy --profile ci --locked --all-targets --quiet
 phase "layers and clippy"
 cargo test --profile ci --locked --quiet
 phase "Rust tests"
+# Every cargo-fuzz target, 20 s each (scripts/fuzz.sh runs them for minutes).
+bash scripts/fuzz_smoke.sh 20
+phase "fuzz smoke"
 OXGATE_BIN="$PWD/target/ci/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider \
   --durations=15 "$@"
 phase "pytest against the binary"

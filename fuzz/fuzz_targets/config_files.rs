@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let items = match which % 5 {
         0 => parse_ini(&text, "uwsgi", false),
         1 => parse_ini(&text, "uwsgi", true),
-        2 => parse_yaml(&text, "uwsgi"),
+        2 => parse_yaml(&text, "uwsgi").map(|y| y.items),
         3 => parse_json(&text, "uwsgi"),
         _ => parse_xml(&text, "uwsgi"),
     };
