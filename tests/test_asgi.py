@@ -66,6 +66,34 @@ def test_fastapi_answers_as_uvicorn_does(serve, uvicorn, tmp_path):
     s.wait_log("fastapi view failed")
 
 
+@pytest.mark.parametrize("module,args", [
+    ("asgi2_app:App", []),
+    ("asgi2_app:factory", ["--interface", "asgi2"]),
+], ids=["class-found-by-auto", "function-by-interface-asgi2"])
+def test_asgi2_apps_answer_as_uvicorn_does(serve, uvicorn, module, args):
+    """ASGI 2: called with the scope, then what it returns with receive and
+    send; a class is found as such by --interface auto (uvicorn's rule),
+    any callable by --interface asgi2. Lifespan runs, and the scope says
+    version 2.0, as uvicorn's does."""
+    s = asgi(serve, module, *args)
+    assert f"{module} is ASGI 2" in s.log()
+    same_answers(s.url, uvicorn(module, args=args), [
+        ("GET", "/a/b", {}),
+        ("POST", "/up", {"data": b"x" * 100_000}),
+    ])
+    r = requests.post(s.url + "/p", data=b"hi")
+    assert r.json() == {"asgi": "2.0", "method": "POST", "path": "/p", "body": "hi", "started": True}
+
+
+def test_asgi2_websocket_under_uvicorns_command_line(serve):
+    from websockets.sync.client import connect
+    s = serve("uvicorn", "asgi2_app:factory", "--interface", "asgi2", "--app-dir", str(APPS),
+              "--host", "127.0.0.1", "--port", "{port}", socket_arg=False, env={"VIRTUAL_ENV": str(VENV)})
+    with connect(f"ws://127.0.0.1:{s.port}/ws") as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "echo:hello"
+
+
 def test_starlette_answers_as_uvicorn_does(serve, uvicorn):
     s = asgi(serve, "asgi_starlette:app")
     same_answers(s.url, uvicorn("asgi_starlette:app"), [

@@ -51,8 +51,10 @@ def test_print_config_maps_uvicorns_options(tmp_path):
                  ("max-requests", "500"), ("module", "main:create_app()"), ("proxy-headers", "true")]:
         assert pair in got, (pair, got)
     assert "--ws-max-queue has no effect" in p.stderr
-    p = oxgate("uvicorn", "main:app", "--interface", "asgi2")
-    assert p.returncode == 2 and "ASGI 3" in p.stderr
+    p = oxgate("uvicorn", "main:app", "--interface", "asgi2", "--print-config")
+    assert p.returncode == 0 and ("interface", "asgi2") in settings(p.stdout), p.stderr
+    p = oxgate("uvicorn", "main:app", "--interface", "asgi4")
+    assert p.returncode == 2 and "expected auto, asgi3, asgi2 or wsgi" in p.stderr
     p = oxgate("uvicorn", "main:app", "--bogus")
     assert p.returncode == 2 and "unknown option --bogus" in p.stderr
 

@@ -5,7 +5,7 @@ _oxgate() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     case "$prev" in
         --ssl-min-version) COMPREPLY=($(compgen -W "1.2 1.3" -- "$cur")); return ;;
-        --interface) COMPREPLY=($(compgen -W "auto wsgi asgi" -- "$cur")); return ;;
+        --interface) COMPREPLY=($(compgen -W "auto wsgi asgi asgi2" -- "$cur")); return ;;
         --loop) COMPREPLY=($(compgen -W "auto asyncio uvloop" -- "$cur")); return ;;
         --lifespan) COMPREPLY=($(compgen -W "auto on off" -- "$cur")); return ;;
         --ws) COMPREPLY=($(compgen -W "auto none" -- "$cur")); return ;;

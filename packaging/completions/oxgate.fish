@@ -29,7 +29,7 @@ complete -c oxgate -l manage-script-name -d 'Pick the --mount app by the longest
 complete -c oxgate -l no-default-app -d 'With --mount, a request that no mountpoint takes is 404, instead of going to the default app (--wsgi-file or --module; without one, the error that no app is loaded)'
 complete -c oxgate -l wsgi-disable-file-wrapper -d 'Leave wsgi.file_wrapper out of environ (the app then sends files through its own iterator)'
 complete -c oxgate -l callable -x -d 'Name of the WSGI callable in the module or file'
-complete -c oxgate -l interface -x -a 'auto wsgi asgi' -d 'The app\'s interface'
+complete -c oxgate -l interface -x -a 'auto wsgi asgi asgi2' -d 'The app\'s interface'
 complete -c oxgate -l asgi -d 'Serve the app as an ASGI 3 app: the same as --interface asgi'
 complete -c oxgate -l loop -x -a 'auto asyncio uvloop' -d 'The event loop ASGI apps run on, one per worker: auto takes uvloop when it can be imported, else asyncio'
 complete -c oxgate -l lifespan -x -a 'auto on off' -d 'ASGI lifespan events (startup and shutdown) in each worker'

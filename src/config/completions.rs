@@ -188,9 +188,11 @@ mod tests {
                 assert!(f.contains(&format!(" -l {n}")), "fish: {n}");
             }
         }
-        assert!(b.contains("--interface) COMPREPLY=($(compgen -W \"auto wsgi asgi\""));
-        assert!(f.contains("complete -c oxgate -l interface -x -a 'auto wsgi asgi'"));
-        assert!(z.contains("'--interface[The app'\\''s interface]:interface:(auto wsgi asgi)'"));
+        assert!(b.contains("--interface) COMPREPLY=($(compgen -W \"auto wsgi asgi asgi2\""));
+        assert!(f.contains("complete -c oxgate -l interface -x -a 'auto wsgi asgi asgi2'"));
+        assert!(
+            z.contains("'--interface[The app'\\''s interface]:interface:(auto wsgi asgi asgi2)'")
+        );
         assert!(z.contains("'*--mount["));
         assert_eq!(zsh_escape("a [b]: 'c'"), "a \\[b\\]\\: '\\''c'\\''");
     }

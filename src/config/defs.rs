@@ -279,9 +279,9 @@ options! {
         .defaults_to("application")
         .help("Name of the WSGI callable in the module or file."),
     INTERFACE = OptDef::new("interface", Str, App)
-        .value("auto|wsgi|asgi")
+        .value("auto|wsgi|asgi|asgi2")
         .defaults_to("auto")
-        .help("The app's interface. auto takes an app as ASGI when it is a coroutine function or an object whose __call__ is one (FastAPI, Starlette, Django's ASGI handler, Quart), and as WSGI otherwise; the startup log says which was chosen."),
+        .help("The app's interface. auto takes an app as ASGI when it is a coroutine function or an object whose __call__ is one (FastAPI, Starlette, Django's ASGI handler, Quart), as ASGI 2 when it is a class whose instances' __call__ is one (the class is called with the scope, as uvicorn does), and as WSGI otherwise; the startup log says which was chosen. asgi2 takes any callable as ASGI 2: called with the scope, it returns what is awaited with receive and send."),
     ASGI = OptDef::new("asgi", Flag, App)
         .help("Serve the app as an ASGI 3 app: the same as --interface asgi."),
     LOOP = OptDef::new("loop", Str, App)

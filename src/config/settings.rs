@@ -41,10 +41,14 @@ pub trait Words: Copy + PartialEq + 'static {
 /// How an app is called (`--interface`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interface {
-    /// ASGI when the callable is a coroutine function, else WSGI.
+    /// ASGI when the callable is a coroutine function (ASGI 2 when it is
+    /// a class whose instances' `__call__` is one), else WSGI.
     Auto,
     Wsgi,
     Asgi,
+    /// ASGI 2: the app is called with the scope alone, and what it returns
+    /// is awaited with `receive` and `send` (uvicorn's `--interface asgi2`).
+    Asgi2,
 }
 
 impl Words for Interface {
@@ -52,6 +56,7 @@ impl Words for Interface {
         ("auto", Interface::Auto),
         ("wsgi", Interface::Wsgi),
         ("asgi", Interface::Asgi),
+        ("asgi2", Interface::Asgi2),
     ];
 }
 

@@ -365,11 +365,7 @@ fn translate(
         None | Some("auto") => {}
         Some("asgi3") => push(&opt::INTERFACE, "asgi".into(), &origin),
         Some("wsgi") => push(&opt::INTERFACE, "wsgi".into(), &origin),
-        Some("asgi2") => {
-            return err(
-                "--interface asgi2: oxgate serves ASGI 3 apps (wrap an ASGI 2 class with asgiref's guarantee_single_callable)",
-            );
-        }
+        Some("asgi2") => push(&opt::INTERFACE, "asgi2".into(), &origin),
         Some(other) => {
             return err(format!(
                 "--interface {other:?}: expected auto, asgi3, asgi2 or wsgi"
@@ -593,7 +589,9 @@ mod tests {
         let c = read_args(&["main:app", "--host", "::1"]).unwrap();
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["[::1]:8000"]);
         assert!(read_args(&["main:app", "--bogus"]).is_err());
-        assert!(read_args(&["main:app", "--interface", "asgi2"]).is_err());
+        let c = read_args(&["main:app", "--interface", "asgi2"]).unwrap();
+        assert_eq!(values(&c, &opt::INTERFACE), ["asgi2"]);
+        assert!(read_args(&["main:app", "--interface", "asgi4"]).is_err());
         assert!(read_args(&[]).is_err());
         let c = read_args(&["main:app", "--fd", "3"]).unwrap();
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["fd://3"]);

@@ -157,7 +157,7 @@ impl Apps {
 
     /// "main:app (ASGI, uvloop)": what the start-up log says of the apps.
     pub fn describe(&self, cfg: &Config) -> Option<String> {
-        let asgi = self.kinds.iter().any(|(_, k)| *k == "ASGI");
+        let asgi = self.kinds.iter().any(|(_, k)| k.starts_with("ASGI"));
         if !asgi {
             return None;
         }

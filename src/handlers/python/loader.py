@@ -105,15 +105,34 @@ def load(kind, target, callable_spec):
         return None, f"{head}: {type(e).__name__}: {e}\n{tb.rstrip()}{hint}"
 
 
-def is_asgi(app):
-    """--interface auto: an ASGI 3 app is a coroutine function, or an object
-    whose __call__ is one. (Here, not in asgi.py: a WSGI app's server never
-    imports asyncio.)"""
+def asgi_kind(app):
+    """--interface auto: 3 for an ASGI 3 app, a coroutine function or an
+    object whose __call__ is one; 2 for an ASGI 2 app, a class whose
+    instances' __call__ is one (uvicorn's rule: the class is instantiated
+    with the scope); 0 for a WSGI app. (Here, not in asgi.py: a WSGI app's
+    server never imports asyncio.)"""
     import inspect
+    if inspect.isclass(app):
+        # (A WSGI app may be a class too: PEP 3333 calls it with environ
+        # and start_response, and iterates the instance.)
+        if hasattr(app, "__await__"):
+            return 3
+        return 2 if inspect.iscoroutinefunction(getattr(app, "__call__", None)) else 0
     if inspect.iscoroutinefunction(app):
-        return True
+        return 3
     call = getattr(app, "__call__", None)
-    return call is not None and inspect.iscoroutinefunction(call)
+    return 3 if call is not None and inspect.iscoroutinefunction(call) else 0
+
+
+def asgi2(app):
+    """An ASGI 2 app as an ASGI 3 one, as uvicorn's ASGI2Middleware does:
+    called with the scope, it returns the coroutine function that takes
+    receive and send. The scope says version 2.0, as uvicorn's does."""
+    async def asgi3(scope, receive, send):
+        scope["asgi"] = {**scope["asgi"], "version": "2.0"}
+        instance = app(scope)
+        await instance(receive, send)
+    return asgi3
 
 
 def log_exception(exc, what):

@@ -92,18 +92,24 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
         let mut kinds = Vec::new();
         // One app as a handler of the kind its interface says.
         let mut handler = |name: String, app: Py<PyAny>| -> Result<Arc<dyn Handler>, String> {
-            let is_asgi = match opts.interface {
-                Interface::Wsgi => false,
-                Interface::Asgi => true,
+            let asgi_version: u8 = match opts.interface {
+                Interface::Wsgi => 0,
+                Interface::Asgi => 3,
+                Interface::Asgi2 => 2,
                 Interface::Auto => host
                     .helpers
-                    .is_asgi
+                    .asgi_kind
                     .call1(py, (&app,))
                     .and_then(|r| r.extract(py))
                     .map_err(|e| format!("internal: {e}"))?,
             };
-            kinds.push((name.clone(), if is_asgi { "ASGI" } else { "WSGI" }));
-            if !is_asgi {
+            let kind = match asgi_version {
+                0 => "WSGI",
+                2 => "ASGI 2",
+                _ => "ASGI",
+            };
+            kinds.push((name.clone(), kind));
+            if asgi_version == 0 {
                 let app = super::gunicorn_conf::wrap_wsgi_app(py, app)?;
                 return Ok(Arc::new(WsgiApp::new(host.clone(), app)));
             }
@@ -118,6 +124,14 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
                     asgi_host = Some(h.clone());
                     h
                 }
+            };
+            let app = if asgi_version == 2 {
+                host.helpers
+                    .asgi2
+                    .call1(py, (app,))
+                    .map_err(|e| format!("internal: {e}"))?
+            } else {
+                app
             };
             Ok(Arc::new(asgi.app(py, name, app)))
         };
@@ -158,6 +172,6 @@ pub struct PythonApps {
     /// `--no-default-app`: the error that no app is loaded.
     pub missing: Arc<dyn Handler>,
     pub mounts: Vec<(String, Arc<dyn Handler>)>,
-    /// Each app's name and interface ("WSGI" or "ASGI"), for the log.
+    /// Each app's name and interface ("WSGI", "ASGI" or "ASGI 2"), for the log.
     pub kinds: Vec<(String, &'static str)>,
 }

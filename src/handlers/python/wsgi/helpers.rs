@@ -13,7 +13,8 @@ pub(crate) struct Helpers {
     pub(super) load_vhost: Py<PyAny>,
     pub(crate) log_exception: Py<PyAny>,
     pub module_files: Py<PyAny>,
-    pub is_asgi: Py<PyAny>,
+    pub asgi_kind: Py<PyAny>,
+    pub asgi2: Py<PyAny>,
 }
 
 pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
@@ -25,6 +26,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
         load_vhost: m.getattr("load_vhost")?.unbind(),
         log_exception: m.getattr("log_exception")?.unbind(),
         module_files: m.getattr("module_files")?.unbind(),
-        is_asgi: m.getattr("is_asgi")?.unbind(),
+        asgi_kind: m.getattr("asgi_kind")?.unbind(),
+        asgi2: m.getattr("asgi2")?.unbind(),
     })
 }
