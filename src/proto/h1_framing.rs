@@ -285,7 +285,9 @@ enum Step {
 /// Whether a head's last empty line is in `data`: then httparse can say
 /// whether the head is whole (hyper's own quick check, `is_complete_fast`).
 fn head_ends(data: &[u8]) -> bool {
-    data.windows(2).any(|w| w == b"\n\n") || data.windows(3).any(|w| w == b"\n\r\n")
+    // By line ends (memchr's), not byte by byte: this runs on every head.
+    memchr::memchr_iter(b'\n', data)
+        .any(|i| matches!(data.get(i + 1..), Some([b'\n', ..] | [b'\r', b'\n', ..])))
 }
 
 /// A chunk-size line as hyper's decoder reads it (decode.rs): hex digits,
@@ -320,10 +322,7 @@ fn raw_flaw(head: &[u8], empty_lines: u32, target: Option<&str>) -> Option<Flaw>
     if empty_lines > 1 {
         return Some(Flaw::EmptyLines);
     }
-    let bare_lf = head
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+    let bare_lf = memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r');
     if bare_lf {
         return Some(Flaw::BareLf);
     }
