@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, VENV, free_port, listens, run_fail, start_nginx, wait_for
+from helpers import APPS, ROOT, VENV, free_port, listens, run_fail, start_nginx, wait_for
 
 # Headers that differ between servers by nature: the date, the server's
 # name, and the framing (a body the app sent whole, without a length, goes
@@ -76,13 +76,63 @@ def test_asgi2_apps_answer_as_uvicorn_does(serve, uvicorn, module, args):
     any callable by --interface asgi2. Lifespan runs, and the scope says
     version 2.0, as uvicorn's does."""
     s = asgi(serve, module, *args)
-    assert f"{module} is ASGI 2" in s.log()
+    s.wait_log(f"{module} is ASGI 2")
     same_answers(s.url, uvicorn(module, args=args), [
         ("GET", "/a/b", {}),
         ("POST", "/up", {"data": b"x" * 100_000}),
     ])
     r = requests.post(s.url + "/p", data=b"hi")
     assert r.json() == {"asgi": "2.0", "method": "POST", "path": "/p", "body": "hi", "started": True}
+
+
+def test_interface_auto_tells_wsgi_asgi2_and_asgi3_apart():
+    """loader.asgi_kind, which --interface auto calls, on each shape of app.
+    Where uvicorn takes anything else for ASGI 2 (it never meets WSGI),
+    oxgate keeps WSGI: a PEP 3333 class app, or an instance whose __call__
+    is synchronous (an ASGI 2 one of those needs --interface asgi2)."""
+    import functools
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("oxgate_loader", ROOT / "src/handlers/python/loader.py")
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+
+    def wsgi(environ, start_response):
+        return []
+
+    class WsgiClass:  # PEP 3333: called with environ and start_response, then iterated
+        def __init__(self, environ, start_response):
+            pass
+
+        def __iter__(self):
+            return iter([])
+
+    class Asgi2:
+        def __init__(self, scope):
+            pass
+
+        async def __call__(self, receive, send):
+            pass
+
+    async def asgi3(scope, receive, send):
+        pass
+
+    class Asgi3Object:
+        async def __call__(self, scope, receive, send):
+            pass
+
+    class Awaitable:  # instantiated with all three, then awaited
+        def __init__(self, scope, receive, send):
+            pass
+
+        def __await__(self):
+            yield
+
+    kinds = {"wsgi function": (wsgi, 0), "PEP 3333 class": (WsgiClass, 0), "ASGI 2 class": (Asgi2, 2),
+             "coroutine function": (asgi3, 3), "object with async __call__": (Asgi3Object(), 3),
+             "partial of a coroutine function": (functools.partial(asgi3), 3),
+             "class with __await__": (Awaitable, 3)}
+    for name, (app, kind) in kinds.items():
+        assert loader.asgi_kind(app) == kind, name
 
 
 def test_asgi2_websocket_under_uvicorns_command_line(serve):

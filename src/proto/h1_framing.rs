@@ -50,8 +50,12 @@ pub struct Flawed {
     pub flaw: Flaw,
 }
 
-/// hyper's limit on a chunk line's extensions (and so on the line).
+/// The longest line kept whole: the CRLF after a chunk, a trailer field
+/// (hyper takes 16 KiB of trailers in all).
 const LINE_MAX: usize = 16 * 1024 + 64;
+
+/// hyper's limit on the bytes of a body's chunk extensions, in all.
+const EXTENSIONS_MAX: u64 = 16 * 1024;
 
 /// Where in the stream the next byte falls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +64,9 @@ enum State {
     Head,
     /// This many bytes of a Content-Length body are still to come.
     Body(u64),
-    /// A chunk-size line, with any extensions.
-    ChunkSize,
+    /// A chunk-size line, with any extensions, read a byte at a time as
+    /// hyper reads it: it may be any length.
+    ChunkSize(ChunkLine),
     /// This many bytes of a chunk's data are still to come.
     ChunkData(u64),
     /// The CRLF after a chunk's data.
@@ -86,6 +91,8 @@ pub struct FramingTracker {
     empty_lines: u32,
     /// Heads seen so far.
     heads: u64,
+    /// Bytes of chunk extensions in this body so far.
+    extension_bytes: u64,
     /// How much of an unfinished head to keep: well past hyper's limit on
     /// a head (`max_buf_size`), which its read buffer may overrun.
     max_head: usize,
@@ -100,6 +107,7 @@ impl FramingTracker {
             pending: Vec::new(),
             empty_lines: 0,
             heads: 0,
+            extension_bytes: 0,
             max_head: max_head.saturating_mul(2),
             max_headers: max_headers.max(1),
         }
@@ -137,9 +145,14 @@ impl FramingTracker {
         self.run(&joined)
     }
 
-    /// Whether the tracker still follows the stream (for the tests).
+    /// Whether the tracker still follows the stream.
     pub fn following(&self) -> bool {
         self.state != State::Lost
+    }
+
+    /// Stops following: the connection is no longer HTTP/1.1 (a 101).
+    pub fn stop(&mut self) {
+        self.lose();
     }
 
     fn lose(&mut self) {
@@ -181,7 +194,29 @@ impl FramingTracker {
                         (_, rest) => State::ChunkData(rest),
                     };
                 }
-                State::ChunkSize | State::ChunkEnd | State::Trailers => {
+                State::ChunkSize(mut line) => {
+                    let mut used = 0;
+                    for &b in data {
+                        used += 1;
+                        match chunk_line(line, b, &mut self.extension_bytes) {
+                            None => {
+                                self.lose();
+                                return None;
+                            }
+                            Some(next) => line = next,
+                        }
+                        if let ChunkLine::Done(_) = line {
+                            break;
+                        }
+                    }
+                    self.state = match line {
+                        ChunkLine::Done(0) => State::Trailers,
+                        ChunkLine::Done(size) => State::ChunkData(size),
+                        unfinished => State::ChunkSize(unfinished),
+                    };
+                    data = &data[used..];
+                }
+                State::ChunkEnd | State::Trailers => {
                     let Some(end) = data.iter().position(|&b| b == b'\n') else {
                         return self.keep(data, LINE_MAX);
                     };
@@ -221,12 +256,7 @@ impl FramingTracker {
     fn after_line(&self, line: &[u8]) -> State {
         match self.state {
             _ if line.len() > LINE_MAX => State::Lost,
-            State::ChunkSize => match chunk_size(line) {
-                Some(0) => State::Trailers,
-                Some(size) => State::ChunkData(size),
-                None => State::Lost,
-            },
-            State::ChunkEnd if line == b"\r\n" => State::ChunkSize,
+            State::ChunkEnd if line == b"\r\n" => State::ChunkSize(ChunkLine::Start),
             State::Trailers if line == b"\r\n" => State::Head,
             State::Trailers if line.ends_with(b"\r\n") => State::Trailers,
             _ => State::Lost,
@@ -266,7 +296,10 @@ impl FramingTracker {
             Framing::Both => return Step::Flawed(Flaw::BothLengths),
             Framing::Length(0) | Framing::Nothing => State::Head,
             Framing::Length(n) => State::Body(n),
-            Framing::Chunked => State::ChunkSize,
+            Framing::Chunked => {
+                self.extension_bytes = 0;
+                State::ChunkSize(ChunkLine::Start)
+            }
             Framing::Refused => State::Lost,
         };
         Step::Took(taken)
@@ -290,27 +323,51 @@ fn head_ends(data: &[u8]) -> bool {
         .any(|i| matches!(data.get(i + 1..), Some([b'\n', ..] | [b'\r', b'\n', ..])))
 }
 
-/// A chunk-size line as hyper's decoder reads it (decode.rs): hex digits,
-/// any number of them, as long as the size fits in 64 bits; spaces or tabs;
-/// extensions after `;`; CRLF. (httparse's own reader stops at 16 digits,
-/// where hyper takes leading zeros.)
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\r\n")?;
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let spaces = line[digits..]
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    let rest = &line[digits + spaces..];
-    if !(rest.is_empty() || rest.starts_with(b";")) || rest.contains(&b'\r') {
-        return None;
-    }
-    line[..digits].iter().try_fold(0u64, |size, &d| {
-        let digit = (d as char).to_digit(16)? as u64;
-        size.checked_mul(16)?.checked_add(digit)
+/// Where a chunk-size line is: hyper's decoder states (decode.rs), with
+/// the size read so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkLine {
+    /// Before the first hex digit.
+    Start,
+    /// Among the hex digits: any number of them (leading zeros too; httparse's
+    /// own reader stops at 16), as long as the size fits in 64 bits.
+    Size(u64),
+    /// Spaces or tabs after the size.
+    Lws(u64),
+    /// An extension, from `;` to the CR.
+    Extension(u64),
+    /// The LF after the CR.
+    Lf(u64),
+    /// Read whole: a chunk of this size follows (0: the last chunk).
+    Done(u64),
+}
+
+/// One more byte of a chunk-size line, as hyper's decoder takes it
+/// (read_start, read_size, read_size_lws, read_extension, read_size_lf);
+/// `None` where hyper fails the body.
+fn chunk_line(line: ChunkLine, b: u8, extension_bytes: &mut u64) -> Option<ChunkLine> {
+    let digit = |size: u64| {
+        let d = (b as char).to_digit(16)?;
+        size.checked_mul(16)?.checked_add(u64::from(d))
+    };
+    Some(match (line, b) {
+        (ChunkLine::Start, _) => ChunkLine::Size(digit(0)?),
+        (ChunkLine::Size(n), b'\t' | b' ') | (ChunkLine::Lws(n), b'\t' | b' ') => ChunkLine::Lws(n),
+        (ChunkLine::Size(n) | ChunkLine::Lws(n), b';') => ChunkLine::Extension(n),
+        (ChunkLine::Size(n) | ChunkLine::Lws(n) | ChunkLine::Extension(n), b'\r') => {
+            ChunkLine::Lf(n)
+        }
+        (ChunkLine::Size(n), _) => ChunkLine::Size(digit(n)?),
+        (ChunkLine::Extension(_), b'\n') => return None,
+        (ChunkLine::Extension(n), _) => {
+            *extension_bytes += 1;
+            if *extension_bytes >= EXTENSIONS_MAX {
+                return None;
+            }
+            ChunkLine::Extension(n)
+        }
+        (ChunkLine::Lf(n), b'\n') => ChunkLine::Done(n),
+        _ => return None,
     })
 }
 
@@ -502,11 +559,24 @@ mod tests {
         assert_eq!(tracker().feed(&stream), both(4));
     }
 
+    fn chunk_size(line: &[u8]) -> Option<u64> {
+        let mut extension_bytes = 0;
+        let mut state = ChunkLine::Start;
+        for &b in line {
+            state = chunk_line(state, b, &mut extension_bytes)?;
+        }
+        match state {
+            ChunkLine::Done(n) => Some(n),
+            _ => None,
+        }
+    }
+
     #[test]
     fn chunk_sizes_are_read_as_hyper_reads_them() {
         assert_eq!(chunk_size(b"1f\r\n"), Some(31));
         assert_eq!(chunk_size(b"0000000000000000000A\t ;x\r\n"), Some(10));
         assert_eq!(chunk_size(b"ffffffffffffffff\r\n"), Some(u64::MAX));
+        assert_eq!(chunk_size(b"5;a\rb\r\n"), None, "hyper wants the LF");
         for bad in [
             &b"10000000000000000\r\n"[..],
             b"\r\n",
@@ -515,9 +585,41 @@ mod tests {
             b"5 x\r\n",
             b"5\r\r\n",
             b"+5\r\n",
+            b"5;a\nb\r\n",
         ] {
             assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+        // No length limit but the extensions' (16 KiB in a body, as hyper's).
+        let zeros = [
+            &vec![b'0'; 100_000][..],
+            b"7",
+            &vec![b' '; 100_000],
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(chunk_size(&zeros), Some(7));
+        let long = [&b"7;"[..], &vec![b'x'; 17_000], b"\r\n"].concat();
+        assert_eq!(chunk_size(&long), None);
+    }
+
+    #[test]
+    fn a_chunk_line_longer_than_any_buffer_is_still_followed() {
+        let mut stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        stream.extend(vec![b'0'; 50_000]);
+        stream.extend_from_slice(b"3\r\nabc\r\n0\r\n\r\n");
+        stream.extend_from_slice(CL_TE);
+        let mut t = tracker();
+        let found: Vec<_> = stream
+            .chunks(1000)
+            .filter_map(|piece| t.feed(piece))
+            .collect();
+        assert_eq!(
+            found,
+            vec![Flawed {
+                ordinal: 2,
+                flaw: Flaw::BothLengths
+            }]
+        );
     }
 
     #[test]

@@ -180,6 +180,7 @@ fn conn_ctx(
         finished: TaskCounter::default(),
         upgrade: std::sync::Mutex::new(None),
         closing: AtomicBool::new(false),
+        switched: AtomicBool::new(false),
         flawed_head: std::sync::OnceLock::new(),
     })
 }
@@ -600,6 +601,7 @@ pub(super) async fn handle(
         match (body, on_upgrade, resp.status) {
             (ResponseBody::Upgrade(session), Some(on), 101) => {
                 *ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some((on, session));
+                ctx.switched.store(true, Ordering::Relaxed);
             }
             _ => {
                 crate::say!("oxgate: a handler answered a request that cannot upgrade with a 101");

@@ -59,6 +59,8 @@ pub(super) struct ConnCtx {
     pub(super) upgrade: std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Session)>>,
     /// The worker is stopping: responses say `Connection: close`.
     pub(super) closing: AtomicBool,
+    /// A 101 was answered: the connection is the session's from then on.
+    pub(super) switched: AtomicBool,
     /// The request whose head hyper would serve but oxgate refuses
     /// (`FramingWatch`), once one has come.
     pub(super) flawed_head: std::sync::OnceLock<crate::proto::h1_framing::Flawed>,

@@ -9,6 +9,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -43,9 +44,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(flawed) = self.tracker.feed(&buf.filled()[before..]) {
-            // (At most one per connection: the tracker stops after it.)
-            let _ = self.ctx.flawed_head.set(flawed);
+        if self.tracker.following() {
+            if self.ctx.switched.load(Ordering::Relaxed) {
+                // After a 101 the bytes are the new protocol's: nothing
+                // to follow, and nothing to keep.
+                self.tracker.stop();
+            } else if let Some(flawed) = self.tracker.feed(&buf.filled()[before..]) {
+                // (At most one per connection: the tracker stops after it.)
+                let _ = self.ctx.flawed_head.set(flawed);
+            }
         }
         res
     }

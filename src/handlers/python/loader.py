@@ -129,7 +129,7 @@ def asgi2(app):
     called with the scope, it returns the coroutine function that takes
     receive and send. The scope says version 2.0, as uvicorn's does."""
     async def asgi3(scope, receive, send):
-        scope["asgi"] = {**scope["asgi"], "version": "2.0"}
+        scope["asgi"]["version"] = "2.0"  # (each scope has its own copy)
         instance = app(scope)
         await instance(receive, send)
     return asgi3
