@@ -150,6 +150,11 @@ impl FramingTracker {
         self.state != State::Lost
     }
 
+    /// Request heads read so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Stops following: the connection is no longer HTTP/1.1 (a 101).
     pub fn stop(&mut self) {
         self.lose();

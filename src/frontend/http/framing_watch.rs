@@ -87,3 +87,206 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// The tracker against real hyper: random streams of requests, each with
+/// its number for a path, are served by hyper as `serve_http1` sets it up,
+/// and read by the tracker in random pieces. Where hyper serves request k
+/// the tracker must have read head k, and a flawed head must be found at
+/// the number hyper gave it.
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::proto::h1_framing::{Flaw, Flawed, FramingTracker};
+
+    /// The paths of the requests hyper serves from `wire`, in order.
+    fn hyper_serves(wire: Vec<u8>) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let log = seen.clone();
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        log.lock()
+                            .expect("not poisoned")
+                            .push(req.uri().path().to_string());
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+            // (Half-closed: the client's write side ends with the stream,
+            // and hyper must still answer what came before.)
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let write = async move {
+                let _ = wr.write_all(&wire).await;
+                let _ = wr.shutdown().await;
+                wr // kept open for reading until hyper is done
+            };
+            let read = async move {
+                let mut answers = Vec::new();
+                let _ = rd.read_to_end(&mut answers).await;
+            };
+            let all = async { tokio::join!(conn, write, read) };
+            let _ = tokio::time::timeout(Duration::from_secs(10), all).await;
+            seen.lock().expect("not poisoned").clone()
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Kind {
+        Get,
+        Length(Vec<u8>),
+        /// Chunks, each with its leading zeros and whether it has an
+        /// extension; and whether the body ends with a trailer field.
+        Chunked(Vec<(Vec<u8>, usize, bool)>, bool),
+    }
+
+    fn request(
+        n: usize,
+        kind: &Kind,
+        blank_line: bool,
+        upgrade: bool,
+        flaw: Option<Flaw>,
+    ) -> Vec<u8> {
+        // (Both lengths: a length body becomes the chunked one below.)
+        let kind = match kind {
+            Kind::Length(_) if flaw == Some(Flaw::BothLengths) => &Kind::Get,
+            other => other,
+        };
+        let mut out = Vec::new();
+        if blank_line {
+            out.extend_from_slice(b"\r\n");
+        }
+        if flaw == Some(Flaw::EmptyLines) {
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        let target = if flaw == Some(Flaw::NonAsciiTarget) {
+            format!("/{n}/\u{e9}")
+        } else {
+            format!("/{n}")
+        };
+        let method = if matches!(kind, Kind::Get) {
+            "GET"
+        } else {
+            "POST"
+        };
+        out.extend_from_slice(format!("{method} {target} HTTP/1.1\r\nHost: a\r\n").as_bytes());
+        if upgrade {
+            out.extend_from_slice(b"Upgrade: something\r\nConnection: upgrade\r\n");
+        }
+        if flaw == Some(Flaw::BareLf) {
+            out.extend_from_slice(b"X-Bare: lf\n");
+        }
+        match kind {
+            Kind::Get if flaw == Some(Flaw::BothLengths) => out.extend_from_slice(
+                b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+            ),
+            Kind::Get => out.extend_from_slice(b"\r\n"),
+            Kind::Length(body) => {
+                out.extend_from_slice(format!("content-LENGTH: {}\r\n\r\n", body.len()).as_bytes());
+                out.extend_from_slice(body);
+            }
+            Kind::Chunked(chunks, trailer) => {
+                if flaw == Some(Flaw::BothLengths) {
+                    out.extend_from_slice(b"Content-Length: 10\r\n");
+                }
+                out.extend_from_slice(b"Transfer-Encoding: gzip, chunked\r\n\r\n");
+                for (data, zeros, extension) in chunks {
+                    let ext = if *extension { " ;name=\"v\"" } else { "" };
+                    out.extend(std::iter::repeat_n(b'0', *zeros));
+                    out.extend_from_slice(format!("{:X}{ext}\r\n", data.len()).as_bytes());
+                    out.extend_from_slice(data);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"000\r\n");
+                if *trailer {
+                    out.extend_from_slice(b"X-Sum: 1\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..200);
+        let chunk = (
+            proptest::collection::vec(any::<u8>(), 1..60),
+            0usize..20,
+            any::<bool>(),
+        );
+        prop_oneof![
+            Just(Kind::Get),
+            bytes.prop_map(Kind::Length),
+            (proptest::collection::vec(chunk, 0..4), any::<bool>())
+                .prop_map(|(c, t)| Kind::Chunked(c, t)),
+        ]
+    }
+
+    fn flaw() -> impl Strategy<Value = Option<Flaw>> {
+        prop_oneof![
+            3 => Just(None),
+            1 => Just(Some(Flaw::BothLengths)),
+            1 => Just(Some(Flaw::BareLf)),
+            1 => Just(Some(Flaw::EmptyLines)),
+            1 => Just(Some(Flaw::NonAsciiTarget)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_tracker_reads_heads_where_hyper_does(
+            requests in proptest::collection::vec((kind(), any::<bool>(), any::<bool>()), 1..6),
+            flaw in flaw(),
+            flawed_at in any::<prop::sample::Index>(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let flawed_at = flawed_at.index(requests.len());
+            let mut wire = Vec::new();
+            for (n, (kind, blank_line, upgrade)) in requests.iter().enumerate() {
+                let this = flaw.filter(|_| n == flawed_at);
+                wire.extend(request(n, kind, *blank_line, *upgrade, this));
+            }
+            let served = hyper_serves(wire.clone());
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            at.extend([0, wire.len()]);
+            at.sort_unstable();
+            let mut tracker = FramingTracker::new(64 * 1024, 100);
+            let found: Vec<Flawed> = at.windows(2).filter_map(|w| tracker.feed(&wire[w[0]..w[1]])).collect();
+            match flaw {
+                None => {
+                    let all: Vec<String> = (0..requests.len()).map(|n| format!("/{n}")).collect();
+                    prop_assert_eq!(&served, &all, "hyper serves every request");
+                    prop_assert_eq!(found, vec![]);
+                    prop_assert!(tracker.following());
+                    prop_assert_eq!(tracker.heads(), requests.len() as u64);
+                }
+                Some(flaw) => {
+                    // hyper serves the flawed request as the one it is.
+                    prop_assert!(served.len() > flawed_at, "{:?}", served);
+                    let path = format!("/{}", flawed_at);
+                    prop_assert!(served[flawed_at].starts_with(&path), "{:?}", served);
+                    let ordinal = flawed_at as u64 + 1;
+                    prop_assert_eq!(found, vec![Flawed { ordinal, flaw }]);
+                }
+            }
+        }
+    }
+}
