@@ -102,7 +102,7 @@ def test_shell_completions_come_from_the_option_table(tmp_path):
                '_oxgate; printf "%s\\n" "${COMPREPLY[@]}"')
         return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout.split()
     assert complete("--http-so") == ["--http-socket"]
-    assert complete("--interface", "") == ["auto", "wsgi", "asgi"]
+    assert complete("--interface", "") == ["auto", "wsgi", "asgi", "asgi2"]
     assert complete("--loop", "uv") == ["uvloop"]
     (tmp_path / "sub").mkdir()
     assert complete("--chdir", str(tmp_path / "s")) == [str(tmp_path / "sub")]
