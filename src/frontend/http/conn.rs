@@ -286,7 +286,7 @@ async fn serve_http1<I>(
         // job with one timer per connection.
         .header_read_timeout(None)
         .keep_alive(settings.keepalive != Some(Duration::ZERO))
-        .max_buf_size(settings.max_head.max(8192));
+        .max_buf_size(settings.h1_max_buf());
     // hyper's default; another count costs a heap allocation per request.
     if settings.max_headers != 100 {
         builder.max_headers(settings.max_headers);

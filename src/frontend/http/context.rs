@@ -38,6 +38,14 @@ pub struct HttpSettings {
     pub http2_pending: Arc<tokio::sync::Semaphore>,
 }
 
+impl HttpSettings {
+    /// hyper's HTTP/1.1 buffer limit, and so the longest head it reads;
+    /// the framing tracker is given the same.
+    pub(super) fn h1_max_buf(&self) -> usize {
+        self.max_head.max(8192)
+    }
+}
+
 /// A connection's share of the worker, for each of its requests.
 pub(super) struct ConnCtx {
     pub(super) info: ConnInfo,

@@ -27,7 +27,7 @@ impl<S> FramingWatch<S> {
     pub(super) fn new(inner: S, ctx: Arc<ConnCtx>) -> FramingWatch<S> {
         let settings = &ctx.settings;
         // The limits hyper is given (`serve_http1`).
-        let tracker = FramingTracker::new(settings.max_head.max(8192), settings.max_headers);
+        let tracker = FramingTracker::new(settings.h1_max_buf(), settings.max_headers);
         FramingWatch {
             inner,
             tracker,
