@@ -1,11 +1,16 @@
 //! File extensions to MIME types: `/etc/mime.types` (or `--mimefile`), then
 //! mime_guess's built-in table, then `application/octet-stream`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 pub struct MimeTypes {
-    by_ext: HashMap<String, String>,
+    /// Each extension's type, and its Content-Type value made once (a
+    /// static file's header is then a reference count, not a format).
+    by_ext: HashMap<String, (String, Bytes)>,
 }
 
 const SYSTEM_TABLE: &str = "/etc/mime.types";
@@ -32,25 +37,27 @@ impl MimeTypes {
     }
 
     /// The type of a file named `name` (the last path segment counts).
-    pub fn for_name(&self, name: &Path) -> String {
-        let ext = name
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_default();
-        if let Some(t) = self.by_ext.get(&ext) {
-            return t.clone();
+    /// The type of a file, by its name, and the Content-Type to send.
+    pub fn lookup(&self, name: &Path) -> (Cow<'_, str>, Bytes) {
+        let ext = name.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let ext = if ext.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(ext.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(ext)
+        };
+        if let Some((mime, header)) = self.by_ext.get(&*ext) {
+            return (Cow::Borrowed(mime), header.clone());
         }
-        mime_guess::from_ext(&ext)
+        let mime = mime_guess::from_ext(&ext)
             .first_raw()
-            .unwrap_or("application/octet-stream")
-            .to_string()
+            .unwrap_or("application/octet-stream");
+        (Cow::Borrowed(mime), Bytes::from(content_type(mime)))
     }
 }
 
 /// The mime.types format: "type ext ext…" per line, `#` comments. The first
 /// type an extension is given keeps it.
-fn read_table(text: &str, by_ext: &mut HashMap<String, String>) {
+fn read_table(text: &str, by_ext: &mut HashMap<String, (String, Bytes)>) {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut words = line.split_whitespace();
@@ -61,7 +68,7 @@ fn read_table(text: &str, by_ext: &mut HashMap<String, String>) {
         for ext in words {
             by_ext
                 .entry(ext.to_ascii_lowercase())
-                .or_insert_with(|| mime.to_string());
+                .or_insert_with(|| (mime.to_string(), Bytes::from(content_type(mime))));
         }
     }
 }
@@ -100,11 +107,21 @@ mod tests {
         let t = table(
             "# comment\ntext/x-custom  css  CSSX\napplication/x-thing\nnot-a-type foo\ntext/other css\n",
         );
-        assert_eq!(t.for_name(Path::new("/a/site.css")), "text/x-custom");
-        assert_eq!(t.for_name(Path::new("site.CSSX")), "text/x-custom");
-        assert_eq!(t.for_name(Path::new("x.png")), "image/png");
-        assert_eq!(t.for_name(Path::new("x.foo")), "application/octet-stream");
-        assert_eq!(t.for_name(Path::new("noext")), "application/octet-stream");
+        let of = |name: &str| {
+            let (mime, header) = t.lookup(Path::new(name));
+            (mime.into_owned(), header)
+        };
+        assert_eq!(
+            of("/a/site.css"),
+            (
+                "text/x-custom".into(),
+                "text/x-custom; charset=utf-8".into()
+            )
+        );
+        assert_eq!(of("site.CSSX").0, "text/x-custom");
+        assert_eq!(of("x.png"), ("image/png".into(), "image/png".into()));
+        assert_eq!(of("x.foo").0, "application/octet-stream");
+        assert_eq!(of("noext").0, "application/octet-stream");
     }
 
     #[test]
@@ -125,7 +142,7 @@ mod tests {
     fn any_line_is_read_without_panicking() {
         proptest::proptest!(|(text in "\\PC*")| {
             let t = table(&text);
-            let _ = t.for_name(Path::new("a.b"));
+            let _ = t.lookup(Path::new("a.b"));
         });
     }
 }

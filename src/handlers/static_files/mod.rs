@@ -152,7 +152,7 @@ impl StaticFiles {
         meta: std::fs::Metadata,
         path: &Path,
     ) -> Response {
-        let mime = self.mime.for_name(path);
+        let (mime, content_type) = self.mime.lookup(path);
         let mut extra = Vec::new();
         if let Some(cache_control) = self.cache_control(req, path, &mime) {
             extra.push((
@@ -181,7 +181,7 @@ impl StaticFiles {
             Some((c, f, m)) => (f, m, Some(c.name())),
             None => (file, meta, None),
         };
-        let mut rep = respond::Representation::new(&meta, mime::content_type(&mime));
+        let mut rep = respond::Representation::new(&meta, content_type);
         rep.extra = extra;
         rep.encoding = encoding;
         respond::respond(req, file, &rep)
@@ -209,6 +209,9 @@ impl StaticFiles {
         let s = &self.settings;
         if s.immutable && has_content_hash(file_path) {
             return Some(("public, max-age=31536000, immutable".into(), None));
+        }
+        if s.expires_uri.is_empty() && s.expires_file.is_empty() && s.expires_type.is_empty() {
+            return None;
         }
         let uri = var(&req.vars, Var::REQUEST_URI).map_or(&b""[..], |v| &v[..]);
         let uri = String::from_utf8_lossy(uri);

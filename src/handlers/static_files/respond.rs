@@ -40,7 +40,7 @@ fn header<H: Header>(req: &Request, name: &[u8]) -> Option<H> {
 
 /// What the response says of the file, whatever its status.
 pub struct Representation {
-    pub content_type: String,
+    pub content_type: Bytes,
     pub len: u64,
     pub modified: SystemTime,
     pub etag: String,
@@ -52,7 +52,7 @@ pub struct Representation {
 }
 
 impl Representation {
-    pub fn new(meta: &Metadata, content_type: String) -> Representation {
+    pub fn new(meta: &Metadata, content_type: Bytes) -> Representation {
         // Whole seconds: what Last-Modified can say, so that a date the
         // client echoes compares equal.
         let secs = meta.mtime().max(0) as u64;
@@ -63,13 +63,12 @@ impl Representation {
             modified,
             // Strong: a change of size, time (to the nanosecond) or inode
             // (a file replaced by a rename) changes it.
-            etag: format!(
-                "\"{:x}-{:x}-{:x}-{:x}\"",
+            etag: entity_tag(&[
                 secs,
-                meta.mtime_nsec().max(0),
+                meta.mtime_nsec().max(0) as u64,
                 meta.len(),
-                meta.ino()
-            ),
+                meta.ino(),
+            ]),
             extra: Vec::new(),
             encoding: None,
         }
@@ -85,11 +84,37 @@ impl Representation {
     }
 }
 
+/// `"1a-2b-3c-4d"`: the numbers in hex, written without the formatting
+/// machinery (this runs for every static request).
+fn entity_tag(numbers: &[u64]) -> String {
+    let mut tag = String::with_capacity(2 + numbers.len() * 17);
+    tag.push('"');
+    for (i, &n) in numbers.iter().enumerate() {
+        if i > 0 {
+            tag.push('-');
+        }
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        let mut rest = n;
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[(rest & 15) as usize];
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
+        }
+        tag.extend(digits[at..].iter().map(|&d| char::from(d)));
+    }
+    tag.push('"');
+    tag
+}
+
 fn head(status: u16, rep: &Representation) -> Response {
     let mut headers = Vec::with_capacity(8);
     headers.push((
         Bytes::from_static(b"Content-Type"),
-        Bytes::from(rep.content_type.clone()),
+        rep.content_type.clone(),
     ));
     if let Some(coding) = rep.encoding {
         headers.push((
@@ -113,7 +138,7 @@ fn head(status: u16, rep: &Representation) -> Response {
 fn length(resp: &mut Response, len: u64) {
     resp.headers.push((
         Bytes::from_static(b"Content-Length"),
-        Bytes::from(len.to_string()),
+        Bytes::copy_from_slice(itoa::Buffer::new().format(len).as_bytes()),
     ));
 }
 
@@ -134,6 +159,15 @@ fn file_body(region: FileRegion) -> ResponseBody {
 
 /// The answer to GET or HEAD for `file`.
 pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
+    // Most requests carry no validator and no range: one pass over the
+    // variables tells, and spares the header parses below.
+    let conditional = req.vars.iter().any(|(k, _)| {
+        let k = k.as_bytes();
+        k.starts_with(b"HTTP_IF_") || k == b"HTTP_RANGE"
+    });
+    if !conditional {
+        return whole(req, file, rep);
+    }
     let etag: ETag = match rep.etag.parse() {
         Ok(e) => e,
         Err(_) => unreachable!("a quoted hex string is an entity tag"),
@@ -173,12 +207,7 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
         })
     };
     let Some(range) = ranges else {
-        let mut resp = head(200, rep);
-        length(&mut resp, rep.len);
-        if !req.is_head && rep.len > 0 {
-            resp.body = file_body(region(file, 0, rep.len));
-        }
-        return resp;
+        return whole(req, file, rep);
     };
     let wanted: Vec<(u64, u64)> = range
         .satisfiable_ranges(rep.len)
@@ -207,6 +236,16 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
     }
 }
 
+/// 200 with the whole file (no body for HEAD).
+fn whole(req: &Request, file: File, rep: &Representation) -> Response {
+    let mut resp = head(200, rep);
+    length(&mut resp, rep.len);
+    if !req.is_head && rep.len > 0 {
+        resp.body = file_body(region(file, 0, rep.len));
+    }
+    resp
+}
+
 /// A satisfiable range as first..=last, within a non-empty file.
 fn inclusive(start: Bound<u64>, end: Bound<u64>, len: u64) -> Option<(u64, u64)> {
     let first = match start {
@@ -231,7 +270,7 @@ fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Respon
         let part_head = format!(
             "{}--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {first}-{last}/{}\r\n\r\n",
             if i == 0 { "" } else { "\r\n" },
-            rep.content_type,
+            String::from_utf8_lossy(&rep.content_type),
             rep.len
         );
         len += part_head.len() as u64 + (last - first + 1);
@@ -322,6 +361,18 @@ impl ChunkSource for Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entity_tags_are_the_numbers_in_hex() {
+        assert_eq!(
+            entity_tag(&[0, 15, 16, u64::MAX]),
+            "\"0-f-10-ffffffffffffffff\""
+        );
+        proptest::proptest!(|(numbers in proptest::collection::vec(proptest::num::u64::ANY, 1..5))| {
+            let hex: Vec<String> = numbers.iter().map(|n| format!("{n:x}")).collect();
+            proptest::prop_assert_eq!(entity_tag(&numbers), format!("\"{}\"", hex.join("-")));
+        });
+    }
 
     #[test]
     fn ranges_become_inclusive_and_clamped() {
