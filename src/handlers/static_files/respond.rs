@@ -77,11 +77,28 @@ impl Representation {
     fn validators(&self, headers: &mut Vec<(Bytes, Bytes)>) {
         headers.push((
             Bytes::from_static(b"Last-Modified"),
-            Bytes::from(httpdate::fmt_http_date(self.modified)),
+            http_date(self.modified),
         ));
         headers.push((Bytes::from_static(b"ETag"), Bytes::from(self.etag.clone())));
         headers.extend(self.extra.iter().cloned());
     }
+}
+
+/// A time as an HTTP date. The last one made is kept, per thread: a busy
+/// file, or a site deployed at once, asks for the same date again and again.
+fn http_date(time: SystemTime) -> Bytes {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(SystemTime, Bytes)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, date)) if *at == time => date.clone(),
+        _ => {
+            let date = Bytes::from(httpdate::fmt_http_date(time));
+            *last = Some((time, date.clone()));
+            date
+        }
+    })
 }
 
 /// `"1a-2b-3c-4d"`: the numbers in hex, written without the formatting
@@ -361,6 +378,16 @@ impl ChunkSource for Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_are_made_anew_for_each_new_time() {
+        let a = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let b = a + Duration::from_secs(1);
+        assert_eq!(http_date(a), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(a), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(b), "Sun, 06 Nov 1994 08:49:38 GMT");
+        assert_eq!(http_date(a), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
 
     #[test]
     fn entity_tags_are_the_numbers_in_hex() {
