@@ -174,10 +174,15 @@ impl FramingTracker {
                     if data.is_empty() {
                         break;
                     }
-                    if !head_ends(data) {
-                        return self.keep(data, self.max_head);
-                    }
-                    match self.head(data) {
+                    let step = match quick_head(data, self.max_headers) {
+                        QuickHead::Unfinished => return self.keep(data, self.max_head),
+                        QuickHead::Bodiless { len, bare_lf } => self.bodiless_head(len, bare_lf),
+                        QuickHead::Parse if !head_ends(data) => {
+                            return self.keep(data, self.max_head);
+                        }
+                        QuickHead::Parse => self.head(data),
+                    };
+                    match step {
                         Step::Took(n) => data = &data[n..],
                         Step::Short => return self.keep(data, self.max_head),
                         Step::Flawed(flaw) => {
@@ -268,6 +273,21 @@ impl FramingTracker {
         }
     }
 
+    /// A head `quick_head` read whole, `len` long: no body follows it.
+    fn bodiless_head(&mut self, len: usize, bare_lf: bool) -> Step {
+        self.heads += 1;
+        let empty_lines = std::mem::take(&mut self.empty_lines);
+        // raw_flaw's checks, in its order; the request line is plain ASCII.
+        if empty_lines > 1 {
+            return Step::Flawed(Flaw::EmptyLines);
+        }
+        if bare_lf {
+            return Step::Flawed(Flaw::BareLf);
+        }
+        self.state = State::Head;
+        Step::Took(len)
+    }
+
     /// Reads one head from the start of `data` (past its empty lines), and
     /// sets what follows it.
     fn head(&mut self, data: &[u8]) -> Step {
@@ -294,7 +314,8 @@ impl FramingTracker {
         };
         self.heads += 1;
         let empty_lines = std::mem::take(&mut self.empty_lines);
-        if let Some(flaw) = raw_flaw(&data[..taken], empty_lines, req.path) {
+        let target = req.path.map_or(&b""[..], str::as_bytes);
+        if let Some(flaw) = raw_flaw(&data[..taken], empty_lines, target) {
             return Step::Flawed(flaw);
         }
         self.state = match framing(&req) {
@@ -376,9 +397,78 @@ fn chunk_line(line: ChunkLine, b: u8, extension_bytes: &mut u64) -> Option<Chunk
     })
 }
 
+/// What one pass over a head's line ends makes of it.
+#[derive(Debug, PartialEq, Eq)]
+enum QuickHead {
+    /// Whole, `len` long, with no Content-Length or Transfer-Encoding line:
+    /// no body follows it. `bare_lf`: a line of it ends in LF alone.
+    Bodiless { len: usize, bare_lf: bool },
+    /// Plain so far, and its empty last line is not in the data yet.
+    Unfinished,
+    /// For httparse: a head that names a length or a coding, has more than
+    /// `max_headers` lines, or has anything but printable ASCII in its
+    /// request line (whole or not).
+    Parse,
+}
+
+/// Most heads name no body. Those need no parse to be followed, which
+/// spares a second parse of every such head (hyper has parsed it once):
+/// one memchr pass over its line ends tells where it ends and whether a
+/// line ends in a bare LF.
+///
+/// A head whose header lines httparse would refuse may pass as `Bodiless`.
+/// That changes nothing: hyper refuses it too, and reads nothing more from
+/// the connection.
+fn quick_head(data: &[u8], max_headers: usize) -> QuickHead {
+    fn named(line: &[u8], name: &[u8]) -> bool {
+        line.get(..name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(name))
+    }
+    let mut ends = memchr::memchr_iter(b'\n', data);
+    let Some(first_end) = ends.next() else {
+        return QuickHead::Unfinished;
+    };
+    let request_line = &data[..first_end];
+    let mut bare_lf = !request_line.ends_with(b"\r");
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    if !request_line
+        .iter()
+        .all(|&b| b == b' ' || b.is_ascii_graphic())
+    {
+        return QuickHead::Parse;
+    }
+    let mut start = first_end + 1;
+    for (lines, end) in ends.enumerate() {
+        if lines > max_headers {
+            return QuickHead::Parse;
+        }
+        let line = &data[start..end];
+        let line = match line.strip_suffix(b"\r") {
+            Some(line) => line,
+            None => {
+                bare_lf = true;
+                line
+            }
+        };
+        if line.is_empty() {
+            return QuickHead::Bodiless {
+                len: end + 1,
+                bare_lf,
+            };
+        }
+        if named(line, b"content-length") || named(line, b"transfer-encoding") {
+            return QuickHead::Parse;
+        }
+        start = end + 1;
+    }
+    QuickHead::Unfinished
+}
+
 /// What hyper lets pass in a head's bytes: `head` is all of it, from its
 /// request line to its empty last line, after `empty_lines` empty lines.
-fn raw_flaw(head: &[u8], empty_lines: u32, target: Option<&str>) -> Option<Flaw> {
+/// `target` is the request's target, or its whole request line (whose
+/// method and version are ASCII in any head hyper takes).
+fn raw_flaw(head: &[u8], empty_lines: u32, target: &[u8]) -> Option<Flaw> {
     // RFC 9112 §2.2: a server ignores at least one (some clients send a
     // CRLF after a POST body); Gunicorn refuses a second.
     if empty_lines > 1 {
@@ -388,7 +478,7 @@ fn raw_flaw(head: &[u8], empty_lines: u32, target: Option<&str>) -> Option<Flaw>
     if bare_lf {
         return Some(Flaw::BareLf);
     }
-    if target.is_some_and(|t| !t.is_ascii()) {
+    if !target.is_ascii() {
         return Some(Flaw::NonAsciiTarget);
     }
     None
@@ -726,6 +816,54 @@ mod tests {
                 }
             }
             prop_assert_eq!(seen, found);
+        }
+
+        /// The quick reading of a head without a body agrees with
+        /// httparse's on every head httparse takes: the same length, and a
+        /// head taken quickly frames no body.
+        #[test]
+        fn the_quick_reading_agrees_with_httparse(
+            target in "/[a-z%0-9]{0,8}",
+            headers in proptest::collection::vec((
+                prop_oneof![
+                    Just("Host"), Just("content-length"), Just("Content-LENGTH"),
+                    Just("Transfer-Encoding"), Just("X-Content-Length"), Just("Content-Type"),
+                    Just("Upgrade"), Just("Connection"), Just("Transfer-Encodingx"),
+                ],
+                prop_oneof![Just("5"), Just("chunked"), Just("a, b"), Just("")],
+                prop_oneof![Just("\r\n"), Just("\n")],
+            ), 0..6),
+            last in prop_oneof![Just("\r\n"), Just("\n")],
+            after in prop_oneof![Just(""), Just("GET / HTTP/1.1\r\n\r\n"), Just("hello")],
+        ) {
+            let mut head = format!("GET {target} HTTP/1.1\r\n");
+            for (name, value, end) in &headers {
+                head.push_str(&format!("{name}: {value}{end}"));
+            }
+            head.push_str(last);
+            let wire = format!("{head}{after}");
+            let mut parsed = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut parsed);
+            let full = req.parse(wire.as_bytes());
+            let quick = quick_head(wire.as_bytes(), 100);
+            // A name that only begins like one is sent to httparse too.
+            let may_frame = headers.iter().any(|(n, _, _)| {
+                let n = n.to_ascii_lowercase();
+                n.starts_with("content-length") || n.starts_with("transfer-encoding")
+            });
+            if let Ok(httparse::Status::Complete(n)) = full {
+                match quick {
+                    QuickHead::Bodiless { len, bare_lf } => {
+                        prop_assert_eq!(len, n);
+                        prop_assert_eq!(framing(&req), Framing::Nothing);
+                        prop_assert_eq!(bare_lf, raw_flaw(&wire.as_bytes()[..n], 0, b"") == Some(Flaw::BareLf));
+                    }
+                    QuickHead::Parse => prop_assert!(may_frame, "a plain head sent to httparse"),
+                    QuickHead::Unfinished => prop_assert!(false, "a whole head taken for unfinished"),
+                }
+            } else {
+                prop_assert!(!matches!(quick, QuickHead::Bodiless { .. }), "{:?} for a head httparse does not take whole", quick);
+            }
         }
 
         #[test]
