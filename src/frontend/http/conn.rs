@@ -275,6 +275,10 @@ async fn serve_http1<I>(
     let settings = conn_ctx.settings.clone();
     let ctx = conn_ctx.clone();
     let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req, None));
+    // httparse's defaults stay: no space before the first header name, no
+    // obs-fold. The framing tracker's quick reading of a head (h1_framing.rs,
+    // `quick_head`) relies on every header line hyper takes beginning with
+    // its name.
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         // Body frames go down to BatchedIo as they are, never copied into

@@ -51,7 +51,7 @@ impl MimeTypes {
         let mime = mime_guess::from_ext(&ext)
             .first_raw()
             .unwrap_or("application/octet-stream");
-        (Cow::Borrowed(mime), Bytes::from(content_type(mime)))
+        (Cow::Borrowed(mime), static_content_type(mime))
     }
 }
 
@@ -73,8 +73,26 @@ fn read_table(text: &str, by_ext: &mut HashMap<String, (String, Bytes)>) {
     }
 }
 
+/// The Content-Type to send for one of mime_guess's types: made without
+/// an allocation unless it gains a charset.
+fn static_content_type(mime: &'static str) -> Bytes {
+    if needs_charset(mime) {
+        Bytes::from(format!("{mime}; charset=utf-8"))
+    } else {
+        Bytes::from_static(mime.as_bytes())
+    }
+}
+
 /// The Content-Type to send: text gets `charset=utf-8`.
 pub fn content_type(mime: &str) -> String {
+    if needs_charset(mime) {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    }
+}
+
+fn needs_charset(mime: &str) -> bool {
     let texty = mime.starts_with("text/")
         || matches!(
             mime,
@@ -85,11 +103,7 @@ pub fn content_type(mime: &str) -> String {
                 | "application/atom+xml"
                 | "image/svg+xml"
         );
-    if texty && !mime.contains("charset") {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
-    }
+    texty && !mime.contains("charset")
 }
 
 #[cfg(test)]

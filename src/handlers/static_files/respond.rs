@@ -38,6 +38,17 @@ fn header<H: Header>(req: &Request, name: &[u8]) -> Option<H> {
     H::decode(&mut values.iter()).ok()
 }
 
+/// 9999-12-31 23:59:59 UTC, the last time an HTTP date can say.
+const LAST_HTTP_DATE: i64 = 253_402_300_799;
+
+/// A file's mtime as Last-Modified can say it. An HTTP date ends with the
+/// year 9999: a file dated later (clock skew, a bad archive, a filesystem
+/// with 64-bit times) is said modified then, rather than making the date's
+/// formatting panic.
+fn modified_secs(mtime: i64) -> u64 {
+    mtime.clamp(0, LAST_HTTP_DATE) as u64
+}
+
 /// What the response says of the file, whatever its status.
 pub struct Representation {
     pub content_type: Bytes,
@@ -55,7 +66,7 @@ impl Representation {
     pub fn new(meta: &Metadata, content_type: Bytes) -> Representation {
         // Whole seconds: what Last-Modified can say, so that a date the
         // client echoes compares equal.
-        let secs = meta.mtime().max(0) as u64;
+        let secs = modified_secs(meta.mtime());
         let modified = UNIX_EPOCH + Duration::from_secs(secs);
         Representation {
             content_type,
@@ -378,6 +389,20 @@ impl ChunkSource for Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_dated_past_the_year_9999_is_said_modified_then() {
+        // ext4 cannot store such a date, so the mtime is given directly.
+        for mtime in [LAST_HTTP_DATE + 1, i64::MAX] {
+            let secs = modified_secs(mtime);
+            assert_eq!(
+                http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+                "Fri, 31 Dec 9999 23:59:59 GMT"
+            );
+        }
+        assert_eq!(modified_secs(-5), 0);
+        assert_eq!(modified_secs(784_111_777), 784_111_777);
+    }
 
     #[test]
     fn http_dates_are_made_anew_for_each_new_time() {
