@@ -263,6 +263,12 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             "no Python app".to_string()
         }
     );
+    // Before the runtime's and the app's threads start: they inherit it.
+    if cfg.process.sched_batch
+        && let Err(e) = crate::sys::sched::batch_this_thread()
+    {
+        crate::say!("oxgate: --sched-batch: {e}");
+    }
     if cfg.process.drain_delay.is_some() {
         crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");
     }

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ECHO, INSTALLED, free_port, fresh, run_fail, wait_for
+from helpers import APPS, BIN, ECHO, INSTALLED, VENV, free_port, fresh, run_fail, wait_for
 
 
 def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
@@ -324,3 +324,34 @@ def test_a_pidfile_that_is_a_symlink_is_refused(tmp_path):
     assert code != 0
     assert "is a symlink" in err
     assert target.read_text() == "keep me\n"
+
+
+def policies(pid):
+    """The scheduling policy of each thread of process `pid`, by thread name
+    (field 41 of /proc/PID/task/TID/stat: 0 is SCHED_OTHER, 3 SCHED_BATCH)."""
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        found.setdefault(name, set()).add(int(stat.rsplit(")", 1)[1].split()[38]))
+    return found
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_workers_threads_run_under_sched_batch(serve, batch):
+    # The worker's event loop and the ASGI app's loop hand requests to each
+    # other; under SCHED_BATCH neither preempts the other on each wake-up.
+    args = [] if batch else ["--sched-batch=false"]
+    s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app",
+              "--processes", "1", *args)
+    assert requests.get(s.url + "/").status_code == 200
+    (w,) = s.wait_workers(1)
+    worker = policies(w)
+    assert {"oxgate", "oxgate-asgi"} <= worker.keys(), worker
+    expected = 3 if batch else 0
+    assert worker["oxgate"] == {expected} and worker["oxgate-asgi"] == {expected}, worker
+    # The master keeps the default policy: it must answer signals at once.
+    assert policies(s.proc.pid)["oxgate"] == {0}

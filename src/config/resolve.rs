@@ -1010,6 +1010,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 .min(MAX_WORKERS as i64) as usize
             },
             lazy_apps: r.flag(&opt::LAZY_APPS)?,
+            sched_batch: r.flag(&opt::SCHED_BATCH)?,
             quick_stop_on_int: r.flag(&opt::QUICK_STOP_ON_INT)?,
             harakiri: r.seconds(&opt::HARAKIRI),
             max_requests: r.count(&opt::MAX_REQUESTS),

@@ -336,6 +336,8 @@ pub struct ProcessConfig {
     pub quick_stop_on_int: bool,
     pub processes: usize,
     pub lazy_apps: bool,
+    /// `--sched-batch`: workers' threads under SCHED_BATCH.
+    pub sched_batch: bool,
     pub harakiri: Option<Duration>,
     pub max_requests: Option<u64>,
     pub max_requests_delta: u64,

@@ -78,6 +78,12 @@ pub fn run(s: Setup<'_>) -> ! {
     if nix::unistd::getppid().as_raw() != s.master_pid {
         exit_now(1);
     }
+    // Before the runtime's and the app's threads start: they inherit it.
+    if s.cfg.process.sched_batch
+        && let Err(e) = crate::sys::sched::batch_this_thread()
+    {
+        crate::say!("oxgate: worker {}: --sched-batch: {e}", s.id);
+    }
     let p = &s.cfg.process;
     // Gunicorn's worker hooks, in a worker (before the app loads, after it
     // has, and on the way out).

@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod procfs;
+pub mod sched;
 pub mod signals;
 pub mod time;
 
