@@ -23,6 +23,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 SETUPS=${SETUPS:-"nginx-fpm nginx-oxgate oxgate-http"}
 # MAX_REQUESTS=0: no process is ever replaced, in any setup.
+# OXGATE_ARGS: more options for oxgate (OXGATE_ARGS=--sched-batch=false).
 MAX_REQUESTS=${MAX_REQUESTS:-500}
 PORT=${PORT:-18600}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -68,10 +69,10 @@ start() { # setup -> PIDS
     nginx-fpm) launch "$FPM" -R -F -y "$DIR/fpm.conf" ;;
     nginx-oxgate) launch "$ROOT/target/release/oxgate" --fastcgi-socket "$SOCK" --fastcgi-app php-cgi \
                     --fastcgi-app-env "PHP_FCGI_MAX_REQUESTS=$MAX_REQUESTS" --fastcgi-app-pm static --fastcgi-app-processes 4 --fastcgi-app-docroot "$SITE" \
-                    --processes 1 --disable-logging ;;
+                    --processes 1 --disable-logging ${OXGATE_ARGS:-} ;;
     oxgate-http) launch "$ROOT/target/release/oxgate" --http-socket "127.0.0.1:$PORT" --fastcgi-app php-cgi \
                    --fastcgi-app-env "PHP_FCGI_MAX_REQUESTS=$MAX_REQUESTS" --fastcgi-app-pm static --fastcgi-app-processes 4 --fastcgi-app-docroot "$SITE" \
-                   --processes 1 --disable-logging ;;
+                   --processes 1 --disable-logging ${OXGATE_ARGS:-} ;;
   esac
   [[ $1 == nginx-* ]] && launch "$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;"
   for _ in $(seq 100); do
