@@ -237,6 +237,10 @@ pub fn vacuum(cfg: &Config) {
 
 /// `--no-master`: this process serves.
 fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
+    // First: the app's threads, the output reader and the runtime inherit it.
+    if cfg.process.sched_batch {
+        process::sched_batch_or_say("the single process");
+    }
     let apps = load_app(cfg)?;
     if let Some(kinds) = apps.describe(cfg) {
         crate::say!("oxgate: {kinds}");
@@ -263,12 +267,6 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             "no Python app".to_string()
         }
     );
-    // Before the runtime's and the app's threads start: they inherit it.
-    if cfg.process.sched_batch
-        && let Err(e) = crate::sys::sched::batch_this_thread()
-    {
-        crate::say!("oxgate: --sched-batch: {e}");
-    }
     if cfg.process.drain_delay.is_some() {
         crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");
     }

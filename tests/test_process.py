@@ -340,6 +340,8 @@ def policies(pid):
     return found
 
 
+@pytest.mark.skipif(os.sched_getscheduler(0) != os.SCHED_OTHER,
+                    reason="the tests run under another scheduling policy, which oxgate keeps")
 @pytest.mark.parametrize("batch", [True, False])
 def test_workers_threads_run_under_sched_batch(serve, batch):
     # The worker's event loop and the ASGI app's loop hand requests to each
@@ -352,6 +354,7 @@ def test_workers_threads_run_under_sched_batch(serve, batch):
     worker = policies(w)
     assert {"oxgate", "oxgate-asgi"} <= worker.keys(), worker
     expected = 3 if batch else 0
-    assert worker["oxgate"] == {expected} and worker["oxgate-asgi"] == {expected}, worker
+    # Every thread of the worker: the output reader starts after the switch.
+    assert set().union(*worker.values()) == {expected}, worker
     # The master keeps the default policy: it must answer signals at once.
     assert policies(s.proc.pid)["oxgate"] == {0}

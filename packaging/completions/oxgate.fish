@@ -65,7 +65,7 @@ complete -c oxgate -l master -d 'Run a master that supervises the workers; --mas
 complete -c oxgate -l no-master -d 'Run a single process, no master'
 complete -c oxgate -l processes -x -d 'Number of worker processes (default: the number of CPU cores)'
 complete -c oxgate -l workers -x -d 'Number of worker processes (default: the number of CPU cores)'
-complete -c oxgate -l sched-batch -d 'Run each worker\'s threads under Linux\'s SCHED_BATCH policy: a thread woken by another does not preempt it, so oxgate\'s event loop and the app\'s (ASGI) or its Python threads hand requests over in batches rather than one at a time'
+complete -c oxgate -l sched-batch -d 'Run the workers (or the single process of --no-master) under Linux\'s SCHED_BATCH policy: a thread woken does not preempt the one running on its core, so oxgate\'s event loop and the app\'s (ASGI) or its Python threads hand requests over in batches rather than one at a time'
 complete -c oxgate -l lazy-apps -d 'Load the app in each worker after the fork instead of once in the master (preload is the default)'
 complete -c oxgate -l lazy -d 'Load the app in each worker after the fork instead of once in the master (preload is the default)'
 complete -c oxgate -l need-app -d 'oxgate always exits non-zero when the app cannot be loaded'

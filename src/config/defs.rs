@@ -370,7 +370,7 @@ options! {
         .help("Number of worker processes (default: the number of CPU cores)."),
     SCHED_BATCH = OptDef::new("sched-batch", Flag, Process)
         .defaults_to("true")
-        .help("Run each worker's threads under Linux's SCHED_BATCH policy: a thread woken by another does not preempt it, so oxgate's event loop and the app's (ASGI) or its Python threads hand requests over in batches rather than one at a time. A realtime or idle policy set from outside is kept. --sched-batch=false keeps the default policy."),
+        .help("Run the workers (or the single process of --no-master) under Linux's SCHED_BATCH policy: a thread woken does not preempt the one running on its core, so oxgate's event loop and the app's (ASGI) or its Python threads hand requests over in batches rather than one at a time. A woken worker may then wait out a time slice behind CPU-bound work on a shared core. A realtime or idle policy set from outside is kept. --sched-batch=false keeps the usual policy."),
     LAZY_APPS = OptDef::new("lazy-apps", Flag, Process)
         .aliases(&["lazy"])
         .help("Load the app in each worker after the fork instead of once in the master (preload is the default)."),

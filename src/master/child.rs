@@ -40,6 +40,11 @@ pub struct Setup<'a> {
 
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
+    // First: every thread the worker starts from here on (the output
+    // reader, the runtime, the app's) inherits the policy.
+    if s.cfg.process.sched_batch {
+        process::sched_batch_or_say(&format!("worker {}", s.id));
+    }
     // What the app writes on stdout and stderr goes to the loggers, when
     // there are any (uWSGI's log master).
     if let Err(e) = crate::log::route::capture_output() {
@@ -77,12 +82,6 @@ pub fn run(s: Setup<'_>) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != s.master_pid {
         exit_now(1);
-    }
-    // Before the runtime's and the app's threads start: they inherit it.
-    if s.cfg.process.sched_batch
-        && let Err(e) = crate::sys::sched::batch_this_thread()
-    {
-        crate::say!("oxgate: worker {}: --sched-batch: {e}", s.id);
     }
     let p = &s.cfg.process;
     // Gunicorn's worker hooks, in a worker (before the app loads, after it

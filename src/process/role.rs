@@ -32,3 +32,13 @@ pub fn start_dir() -> std::path::PathBuf {
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| "/".into())
 }
+
+/// Moves the calling thread, and what it starts from now on, to
+/// SCHED_BATCH (`--sched-batch`), or says why it keeps the usual policy.
+pub fn sched_batch_or_say(who: &str) {
+    if let Err(e) = crate::sys::sched::batch_this_thread() {
+        crate::say!(
+            "oxgate: {who}: cannot switch to SCHED_BATCH ({e}); keeping the usual scheduling policy (--sched-batch=false stops trying)"
+        );
+    }
+}
