@@ -36,8 +36,8 @@ impl MimeTypes {
         Ok(MimeTypes { by_ext })
     }
 
-    /// The type of a file named `name` (the last path segment counts).
-    /// The type of a file, by its name, and the Content-Type to send.
+    /// The type of a file named `name` (the last path segment counts), and
+    /// the Content-Type to send.
     pub fn lookup(&self, name: &Path) -> (Cow<'_, str>, Bytes) {
         let ext = name.extension().and_then(|e| e.to_str()).unwrap_or("");
         let ext = if ext.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -77,7 +77,7 @@ fn read_table(text: &str, by_ext: &mut HashMap<String, (String, Bytes)>) {
 /// an allocation unless it gains a charset.
 fn static_content_type(mime: &'static str) -> Bytes {
     if needs_charset(mime) {
-        Bytes::from(format!("{mime}; charset=utf-8"))
+        Bytes::from(content_type(mime))
     } else {
         Bytes::from_static(mime.as_bytes())
     }
