@@ -25,6 +25,24 @@ pub fn void_fd(fd: std::os::fd::RawFd) {
     }
 }
 
+/// sendfile(2): up to `len` bytes of `file` from `offset` (which it
+/// advances) to the socket `sock`.
+pub fn sendfile(
+    sock: std::os::fd::RawFd,
+    file: std::os::fd::RawFd,
+    offset: &mut libc::off_t,
+    len: usize,
+) -> std::io::Result<usize> {
+    // SAFETY: sendfile takes two descriptors, which the caller keeps open
+    // for the call, and `offset`, a live, exclusive reference it updates.
+    let n = unsafe { libc::sendfile(sock, file, offset, len) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Writes all of `buf` with as few write() calls as it takes (one, but
 /// for a short write or EINTR).
 pub fn write_all_to(

@@ -334,13 +334,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedIo<S> {
 }
 
 impl<S: AsyncWrite + SendFile + Unpin> BatchedIo<S> {
-    /// A frame standing for file bytes: what is buffered goes first, then
-    /// the file, from the kernel's page cache to the socket.
+    /// A frame standing for file bytes: what is buffered goes first (held
+    /// back for the file's first bytes), then the file, from the kernel's
+    /// page cache to the socket.
     fn poll_send_file(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        self.send_head_corked();
         std::task::ready!(self.drain(cx))?;
         let sent = std::task::ready!(self.files.poll_send(cx, &self.inner, len))?;
         self.progress.bump();
         Poll::Ready(Ok(sent))
+    }
+}
+
+impl<S> BatchedIo<S> {
+    /// Sends what is buffered (the response's head) with MSG_MORE: the
+    /// kernel holds it for the file bytes that follow, as nginx's
+    /// `tcp_nopush` does, so a small file leaves in one segment with its
+    /// head rather than after it in a second. The sendfile that ends the
+    /// file, sent without MSG_MORE, pushes both. Whatever this leaves (a
+    /// full socket, an error) is `drain`'s to write or report.
+    fn send_head_corked(&mut self) {
+        let mut o = lock(&self.outbox);
+        if o.buf.is_empty() || o.error.is_some() {
+            return;
+        }
+        let flags = MsgFlags::from_bits_retain(libc::MSG_MORE)
+            | MsgFlags::MSG_DONTWAIT
+            | MsgFlags::MSG_NOSIGNAL;
+        if let Ok(n) = send(self.fd, &o.buf, flags) {
+            o.buf.drain(..n);
+            self.progress.bump();
+        }
     }
 }
 

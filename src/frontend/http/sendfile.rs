@@ -118,18 +118,6 @@ pub trait SendFile {
     ) -> Poll<io::Result<usize>>;
 }
 
-fn sendfile(sock: RawFd, file: RawFd, offset: &mut libc::off_t, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors are open for the call (the socket is the
-    // connection's, the file is owned by the queued region), and `offset`
-    // is a live, exclusive reference that sendfile updates.
-    let n = unsafe { libc::sendfile(sock, file, offset, len) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 macro_rules! sendfile_for {
     ($t:ty) => {
         impl SendFile for $t {
@@ -143,7 +131,7 @@ macro_rules! sendfile_for {
                 loop {
                     std::task::ready!(self.poll_write_ready(cx))?;
                     match self.try_io(Interest::WRITABLE, || {
-                        sendfile(self.as_raw_fd(), file, offset, len)
+                        crate::sys::sendfile(self.as_raw_fd(), file, offset, len)
                     }) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
