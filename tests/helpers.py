@@ -1,6 +1,7 @@
 """Plain helpers for the test files (fixtures are in conftest.py): paths,
 raw clients for the HTTP, uwsgi, SCGI and FastCGI sockets, a client load,
 nginx, and waiting for a condition."""
+import contextlib
 import os
 import pathlib
 import re
@@ -242,6 +243,28 @@ def stdout_of(recs, rid):
 
 # nginx, run by the tests from a directory of their own.
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@contextlib.contextmanager
+def traced_calls(pids, calls, tmp_path):
+    """strace on `pids`, for the system calls named in `calls`: every
+    thread traced into a file of its own, so that no call is split across
+    lines. Yields a function that returns what was traced so far. Skips the
+    test where strace cannot attach."""
+    out = tmp_path / "strace"
+    tracer = subprocess.Popen(["strace", "-ff", *(f"-p{p}" for p in pids), "-e", f"trace={calls}",
+                               "-o", str(out)], stderr=subprocess.PIPE, text=True)
+
+    def traced():
+        return "".join(p.read_text() for p in sorted(tmp_path.glob("strace.*")))
+    try:
+        first = tracer.stderr.readline()
+        if "attached" not in first:
+            pytest.skip(f"strace cannot attach here: {first.strip()}")
+        yield traced
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
 
 
 def start_nginx(d, port, conf, **popen):

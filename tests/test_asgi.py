@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, ROOT, VENV, free_port, listens, run_fail, start_nginx, wait_for
+from helpers import APPS, ROOT, VENV, free_port, listens, run_fail, start_nginx, traced_calls, wait_for
 
 # Headers that differ between servers by nature: the date, the server's
 # name, and the framing (a body the app sent whole, without a length, goes
@@ -390,34 +390,21 @@ def file_calls_while(s, tmp_path, fetch):
     that no call is split across lines) while fetch() runs; skips the test
     where strace cannot attach."""
     assert requests.get(s.url + "/scope", timeout=10).status_code == 200
-    out = tmp_path / "strace"
-    tracer = subprocess.Popen(["strace", "-ff", *(f"-p{p}" for p in s.worker_pids()), "-e",
-                               "trace=sendfile,pread64,read,recvfrom", "-o", str(out)],
-                              stderr=subprocess.PIPE, text=True)
-
-    def traced():
-        return "".join(p.read_text() for p in tmp_path.glob("strace.*"))
-    try:
-        first = tracer.stderr.readline()
-        if "attached" not in first:
-            pytest.skip(f"strace cannot attach here: {first.strip()}")
+    with traced_calls(s.worker_pids(), "sendfile,pread64,read,recvfrom", tmp_path) as traced:
         deadline = time.monotonic() + 10
         while "recvfrom(" not in traced() and time.monotonic() < deadline:
             requests.get(s.url + "/scope", timeout=10)
         fetch()
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
     return traced()
 
 
 def sendfile_bytes(calls):
-    return sum(int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls))
+    return sum(int(n) for n in re.findall(r"sendfile\(.*\)\s+= (\d+)", calls))
 
 
 # A read of the file into the process: a pread of 10,000 bytes or more, or
 # a read of 100,000 (the requests' own reads are smaller).
-FILE_READ = re.compile(r"pread64\(.*\) = \d{5,}|read\(.*\) = \d{6,}")
+FILE_READ = re.compile(r"pread64\(.*\)\s+= \d{5,}|read\(.*\)\s+= \d{6,}")
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")

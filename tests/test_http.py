@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BEHAVIOUR, raw_request
+from helpers import APPS, BEHAVIOUR, raw_request, traced_calls
 
 
 def test_read_without_size_and_past_the_end(srv):
@@ -167,29 +167,20 @@ def test_file_wrapper_goes_out_with_sendfile(srv, tmp_path):
     calls, in the worker, add up to the body, and nothing reads the file."""
     requests.get(srv.url + "/thread")  # the app is loaded, its worker settled
     pids = srv.worker_pids() or [srv.proc.pid]  # no master: it serves itself
-    out = tmp_path / "strace.txt"
-    tracer = subprocess.Popen(["strace", "-f", *(f"-p{p}" for p in pids), "-e", "trace=sendfile,pread64,read,recvfrom",
-                               "-o", str(out)], stderr=subprocess.PIPE, text=True)
-    try:
-        first = tracer.stderr.readline()
-        if "attached" not in first:
-            pytest.skip(f"strace cannot attach here: {first.strip()}")
+    with traced_calls(pids, "sendfile,pread64,read,recvfrom", tmp_path) as traced:
         # traced once a request's read shows (the event loop's thread too)
         deadline = time.monotonic() + 10
-        while "recvfrom(" not in out.read_text() and time.monotonic() < deadline:
+        while "recvfrom(" not in traced() and time.monotonic() < deadline:
             requests.get(srv.url + "/thread")
         size, skip = 3 << 20, 1000
         r = requests.get(srv.url + f"/file?size={size}&skip={skip}")
         assert len(r.content) == size - skip
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
-    calls = out.read_text()
-    sent = [int(n) for n in re.findall(r"sendfile\(.*\) = (\d+)", calls)]
+    calls = traced()
+    sent = [int(n) for n in re.findall(r"sendfile\(.*\)\s+= (\d+)", calls)]
     assert sum(sent) == size - skip, calls[-2000:]
     # the body itself is never read into the process (small reads of the
     # request and of Python's own files may appear)
-    assert not re.search(r"(pread64|read)\(.*\) = (\d{6,})", calls), calls[-2000:]
+    assert not re.search(r"(pread64|read)\(.*\)\s+= (\d{6,})", calls), calls[-2000:]
 
 
 def test_file_wrapper_respects_the_apps_content_length(srv):

@@ -4,7 +4,10 @@ HTTP and over uwsgi; Django's collectstatic output beside the app."""
 import email
 import http.client
 import os
+import re
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -12,7 +15,8 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, ECHO, VENV, cgi, free_port, packet, start_nginx, uwsgi_request, wait_for
+from helpers import (APPS, ECHO, VENV, cgi, fcgi_request, free_port, packet, scgi_packet, start_nginx,
+                     traced_calls, uwsgi_request, wait_for)
 
 
 @pytest.fixture
@@ -225,6 +229,117 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp;
     finally:
         nginx.terminate()
         nginx.wait(10)
+
+
+# nginx in front of each gateway socket, FastCGI with kept connections.
+GATEWAY_FRONT = {
+    "uwsgi": ("--uwsgi-socket", "include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{up};"),
+    "scgi": ("--scgi-socket", "include /etc/nginx/scgi_params; scgi_pass 127.0.0.1:{up};"),
+    "fastcgi": ("--fastcgi-socket", "include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass ox;"),
+}
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
+@pytest.mark.parametrize("front", ["http", "uwsgi", "scgi", "fastcgi"])
+def test_files_go_out_with_sendfile_on_every_protocol(serve, tree, tmp_path, front):
+    """A file of a page or more goes from the page cache to the socket with
+    sendfile(2), its head held back (MSG_MORE) to leave with its first
+    bytes: over HTTP, and to nginx over uwsgi, SCGI and FastCGI. A smaller
+    file is read and goes out in one write with its head."""
+    (tree / "page.bin").write_bytes(os.urandom(4096))
+    (tree / "small.bin").write_bytes(os.urandom(1000))
+    args = ["--static-map", f"/static={tree}", "--wsgi-file", ECHO, "--processes", "1"]
+    up = free_port()
+    if front != "http":
+        args += [GATEWAY_FRONT[front][0], f"127.0.0.1:{up}"]
+    s = serve(*args)
+    base, nginx = s.url, None
+    if front != "http":
+        port = free_port()
+        d = tmp_path / "nginx"
+        nginx = start_nginx(d, port, f"""
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  upstream ox {{ server 127.0.0.1:{up}; keepalive 4; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ {GATEWAY_FRONT[front][1].format(up=up)} }} }} }}
+""")
+        base = f"http://127.0.0.1:{port}"
+    (worker,) = s.wait_workers(1)
+    try:
+        with traced_calls([worker], "sendfile,sendto,pread64", tmp_path) as traced:
+            # traced once the app's reply shows
+            deadline = time.monotonic() + 10
+            while "sendto(" not in traced() and time.monotonic() < deadline:
+                requests.get(base + "/", timeout=10)
+            for name in ("big.bin", "page.bin", "small.bin"):
+                r = requests.get(f"{base}/static/{name}", timeout=10)
+                assert r.status_code == 200 and r.content == (tree / name).read_bytes(), (front, name)
+    finally:
+        if nginx:
+            nginx.terminate()
+            nginx.wait(10)
+    calls = traced()
+    sent = [int(n) for n in re.findall(r"sendfile\(.*\)\s+= (\d+)", calls)]
+    assert sum(sent) == 300_000 + 4096, calls[-3000:]
+    # the small file alone is read, whole, and no file is read otherwise
+    reads = [int(n) for n in re.findall(r"pread64\(.*\)\s+= (\d+)", calls)]
+    assert [n for n in reads if n >= 1000] == [1000], calls[-3000:]
+    # the heads before files wait for the file's bytes
+    assert re.search(r"sendto\(.*MSG_MORE", calls), calls[-3000:]
+
+
+@pytest.mark.parametrize("front", ["uwsgi", "scgi", "fastcgi"])
+def test_a_large_file_reaches_a_slow_front_end_whole_over_each_gateway(serve, tmp_path, front):
+    """sendfile on a gateway socket that fills up: the worker waits for
+    room and goes on, and every byte arrives in order (FastCGI: as STDOUT
+    records of at most 64 KiB)."""
+    root = tmp_path / "files"
+    root.mkdir()
+    data = os.urandom(8 << 20)
+    (root / "large.bin").write_bytes(data)
+    up = free_port()
+    serve("--static-map", f"/static={root}", "--wsgi-file", ECHO, "--processes", "1",
+          GATEWAY_FRONT[front][0], f"127.0.0.1:{up}")
+    # (SCGI's CONTENT_LENGTH first, and its SCGI=1)
+    vars = [("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", "/static/large.bin"),
+            ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", "/static/large.bin"),
+            ("SERVER_NAME", "x"), ("SERVER_PORT", "80"), ("REMOTE_ADDR", "127.0.0.1")]
+    request = {"uwsgi": lambda: packet(vars), "scgi": lambda: scgi_packet(vars),
+               "fastcgi": lambda: fcgi_request(1, vars)}[front]()
+    with socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        c.settimeout(30)
+        c.connect(("127.0.0.1", up))
+        c.sendall(request)
+        got = bytearray()
+        # Slowly at first (64 KiB every 10 ms for 0.5 s), then at once.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            got += c.recv(64 << 10)
+            time.sleep(0.01)
+        assert len(got) < len(data)  # the socket filled up meanwhile
+        if front == "fastcgi":
+            # records: read to END_REQUEST, then join the STDOUT contents
+            while not re.search(rb"\x01\x03\x00\x01\x00\x08\x00\x00.{8}$", got, re.S):
+                chunk = c.recv(1 << 20)
+                assert chunk, "closed before END_REQUEST"
+                got += chunk
+            records, at = [], 0
+            while at < len(got):
+                _, kind, _, clen, plen, _ = struct.unpack(">BBHHBB", got[at:at + 8])
+                records.append((kind, bytes(got[at + 8:at + 8 + clen])))
+                at += 8 + clen + plen
+            body = b"".join(c for k, c in records if k == 6)
+            assert all(len(c) <= 65535 for k, c in records)
+        else:
+            while chunk := c.recv(1 << 20):
+                got += chunk
+            body = bytes(got)
+    head, body = body.split(b"\r\n\r\n", 1)
+    assert b"200" in head.split(b"\r\n")[0] and f"Content-Length: {len(data)}".encode() in head, head
+    assert body == data
 
 
 def test_static_map2_check_static_skip_ext_and_safe(serve, tree, tmp_path):

@@ -164,8 +164,11 @@ pub fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 
 /// Appends `content` as records of `kind` (split at 65535 bytes; an empty
 /// content makes the empty end-of-stream record).
+/// The most content one record carries.
+pub const CONTENT_MAX: usize = 65535;
+
 pub fn write_records(out: &mut Vec<u8>, kind: u8, request_id: u16, content: &[u8]) {
-    let mut chunks = content.chunks(65535).peekable();
+    let mut chunks = content.chunks(CONTENT_MAX).peekable();
     if chunks.peek().is_none() {
         out.extend_from_slice(&header(kind, request_id, 0));
         return;
@@ -176,7 +179,8 @@ pub fn write_records(out: &mut Vec<u8>, kind: u8, request_id: u16, content: &[u8
     }
 }
 
-fn header(kind: u8, request_id: u16, len: u16) -> [u8; 8] {
+/// A record's header, for `len` bytes of content and no padding.
+pub fn header(kind: u8, request_id: u16, len: u16) -> [u8; 8] {
     let id = request_id.to_be_bytes();
     let l = len.to_be_bytes();
     [VERSION, kind, id[0], id[1], l[0], l[1], 0, 0]

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::files::SocketFiles;
 use super::oneshot::{OneShot, Parsed, parse_head, serve};
 use super::response::{response_head, status_line_version, write_response};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
@@ -134,7 +135,9 @@ pub async fn serve_fast(
         return;
     }
     if let Some(mut wr) = register(conn) {
-        write_response(&mut wr, protocol, &version, response).await;
+        // `fd` stays open: `wr` owns it now.
+        let mut files = SocketFiles::new(fd);
+        write_response(&mut wr, &mut files, protocol, &version, response).await;
     }
 }
 

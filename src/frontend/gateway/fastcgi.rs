@@ -10,11 +10,13 @@ use crate::request::{
 use crate::request::{ConnInfo, Handler, body_too_large};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
+use super::files::SocketFiles;
 use super::response::response_head;
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
 
@@ -96,8 +98,9 @@ pub async fn serve_fastcgi<S>(
     threads: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
+    let mut files = SocketFiles::new(stream.as_raw_fd());
     let (rd, mut wr) = tokio::io::split(stream);
     let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
         rd,
@@ -124,7 +127,11 @@ pub async fn serve_fastcgi<S>(
                 _ = stop.wait_for(|stopping| *stopping) => break,
             }
         }
-        match fastcgi_request(&reader, &mut wr, &info, &host, &settings, threads).await {
+        match fastcgi_request(
+            &reader, &mut wr, &mut files, &info, &host, &settings, threads,
+        )
+        .await
+        {
             Ok(true) => continue,
             Ok(false) => break,
             Err(e) => {
@@ -140,6 +147,7 @@ pub async fn serve_fastcgi<S>(
 pub(super) async fn fastcgi_request<S, W>(
     reader: &SharedReader<S>,
     wr: &mut W,
+    files: &mut SocketFiles,
     info: &ConnInfo,
     host: &Arc<dyn Handler>,
     settings: &GatewaySettings,
@@ -291,13 +299,38 @@ where
             if let Some(b) = first {
                 head.extend_from_slice(&b);
             }
+            // `out` holds what is not written yet: it goes with the next
+            // piece.
             fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);
-            wr.write_all(&out).await.map_err(|e| e.to_string())?;
-            out.clear();
-            while let Some(chunk) = rest.chunk().await {
+            loop {
+                if let Some(region) = rest.take_file() {
+                    // STDOUT records whose content comes from the file: each
+                    // header goes out, then its share by sendfile.
+                    let (mut offset, mut left) = (region.offset, region.len);
+                    while left > 0 {
+                        let len = left.min(fastcgi::CONTENT_MAX as u64);
+                        out.extend_from_slice(&fastcgi::header(fastcgi::STDOUT, id, len as u16));
+                        files
+                            .send(&out, region.fd.as_raw_fd(), offset, len)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        out.clear();
+                        (offset, left) = (offset + len, left - len);
+                    }
+                    continue;
+                }
+                let Some(chunk) = rest.chunk().await else {
+                    break;
+                };
                 // An app failing mid-response: close without END_REQUEST,
                 // so the front end sees the response is incomplete.
-                let chunk = chunk.map_err(|e| e.message)?;
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                        return Err(e.message);
+                    }
+                };
                 fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &chunk);
                 wr.write_all(&out).await.map_err(|e| e.to_string())?;
                 out.clear();

@@ -6,6 +6,7 @@
 
 mod fast_path;
 mod fastcgi;
+mod files;
 mod oneshot;
 mod response;
 mod settings;

@@ -8,11 +8,13 @@ use crate::request::{BodyError, BodyStream, ChunkSource, Request, RequestBody};
 use crate::request::{ConnInfo, Handler, body_too_large};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
+use super::files::SocketFiles;
 use super::response::{status_line_version, write_response};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
 
@@ -88,9 +90,10 @@ pub async fn serve<S>(
     settings: Arc<GatewaySettings>,
     mut buf: BytesMut,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
     let protocol = kind.protocol();
+    let mut files = SocketFiles::new(stream.as_raw_fd());
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (raw, strip_script_name) = loop {
         match parse_head(kind, &mut buf, settings.max_vars) {
@@ -125,7 +128,14 @@ pub async fn serve<S>(
     };
     let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
     if let Some(too_large) = body_too_large(settings.limit_post, content_length) {
-        write_response(&mut wr, protocol, &status_line_version(&vars), too_large).await;
+        write_response(
+            &mut wr,
+            &mut files,
+            protocol,
+            &status_line_version(&vars),
+            too_large,
+        )
+        .await;
         return;
     }
     let len = content_length.unwrap_or(0);
@@ -162,7 +172,7 @@ pub async fn serve<S>(
             upgradable: false,
         })
         .await;
-    write_response(&mut wr, protocol, &version, response).await;
+    write_response(&mut wr, &mut files, protocol, &version, response).await;
 }
 
 /// A body after the vars: exactly CONTENT_LENGTH bytes from the socket.

@@ -4,7 +4,10 @@
 use crate::listen::Protocol;
 use crate::request::{Response, ResponseBody, Var, VarName};
 use bytes::Bytes;
+use std::os::fd::AsRawFd;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::files::SocketFiles;
 
 /// The HTTP version a uwsgi status line carries: the request's, else 1.1.
 pub(super) fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
@@ -44,9 +47,11 @@ pub(super) fn response_head(protocol: Protocol, version: &[u8], resp: &Response)
 /// Writes the response (no chunking: the front end frames it for its
 /// client) and closes the connection. uwsgi needs an HTTP/1.x status line
 /// (Apache's mod_proxy_uwsgi refuses anything else); SCGI is a CGI
-/// response, with `Status:`.
+/// response, with `Status:`. Files the body hands out go by sendfile on
+/// `files`, the socket under `wr`.
 pub(super) async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
+    files: &mut SocketFiles,
     protocol: Protocol,
     version: &[u8],
     resp: Response,
@@ -67,16 +72,32 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                 if let Some(b) = first {
                     head.extend_from_slice(&b);
                 }
-                wr.write_all(&head).await?;
-                while let Some(chunk) = rest.chunk().await {
-                    match chunk {
-                        Ok(b) => wr.write_all(&b).await?,
+                // What is not written yet: it goes with the next piece.
+                let mut unsent = head;
+                loop {
+                    if let Some(region) = rest.take_file() {
+                        let file = region.fd.as_raw_fd();
+                        files.send(&unsent, file, region.offset, region.len).await?;
+                        unsent.clear();
+                        continue;
+                    }
+                    match rest.chunk().await {
+                        Some(Ok(b)) => {
+                            if !unsent.is_empty() {
+                                wr.write_all(&unsent).await?;
+                                unsent.clear();
+                            }
+                            wr.write_all(&b).await?;
+                        }
+                        None => break wr.write_all(&unsent).await,
                         // The app failed mid-response: cut the connection, so
                         // the front end sees an incomplete response.
-                        Err(e) => return Err(std::io::Error::other(e.message)),
+                        Some(Err(e)) => {
+                            wr.write_all(&unsent).await?;
+                            return Err(std::io::Error::other(e.message));
+                        }
                     }
                 }
-                Ok(())
             }
         }
     }

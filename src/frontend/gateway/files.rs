@@ -1,0 +1,162 @@
+//! Files on the gateway sockets (uwsgi, SCGI, FastCGI): a file the handler
+//! hands out (a static file, `wsgi.file_wrapper`, ASGI pathsend) goes from
+//! the page cache to the web server in front with sendfile(2), as it does
+//! over HTTP, never through the process.
+//!
+//! The connection's tokio stream is split, and neither half can wait for
+//! room on behalf of a system call it does not make. So the socket is
+//! written directly; when it is full, a duplicate of its descriptor,
+//! registered with the event loop for this alone (epoll takes a second
+//! registration for a second descriptor number), waits for room. A file
+//! that fits the socket at once, the usual case, costs no registration.
+
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, send};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The most one sendfile call is asked for: a slow web server in front
+/// still sees the file arrive in steady pieces.
+const CALL_MAX: u64 = 1 << 20;
+
+/// A gateway connection's socket, for the bytes that go out by sendfile.
+pub(super) struct SocketFiles {
+    sock: RawFd,
+    /// The duplicate that waits for room, once the socket was full.
+    room: Option<AsyncFd<OwnedFd>>,
+}
+
+impl SocketFiles {
+    /// `sock` stays open while this lives: it is the connection's, and
+    /// the stream that owns it outlives the response.
+    pub(super) fn new(sock: RawFd) -> SocketFiles {
+        SocketFiles { sock, room: None }
+    }
+
+    /// Sends `head` (what goes before the file's bytes: the response head,
+    /// a FastCGI record header), then `len` bytes of `file` from `offset`.
+    /// The head goes with MSG_MORE: over TCP the kernel holds it for the
+    /// file's first bytes, so a small file leaves in one segment with it.
+    pub(super) async fn send(
+        &mut self,
+        mut head: &[u8],
+        file: RawFd,
+        mut offset: u64,
+        mut len: u64,
+    ) -> io::Result<()> {
+        let flags = MsgFlags::from_bits_retain(libc::MSG_MORE)
+            | MsgFlags::MSG_DONTWAIT
+            | MsgFlags::MSG_NOSIGNAL;
+        while !head.is_empty() {
+            match send(self.sock, head, flags) {
+                Ok(n) => head = &head[n..],
+                Err(Errno::EAGAIN) => self.wait_for_room().await?,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        while len > 0 {
+            let mut at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+            match crate::sys::sendfile(self.sock, file, &mut at, len.min(CALL_MAX) as usize) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the file ended {len} bytes short of its length (truncated while sent?)"
+                        ),
+                    ));
+                }
+                Ok(n) => {
+                    offset += n as u64;
+                    len -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for_room().await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns once the socket (found full) has room again.
+    async fn wait_for_room(&mut self) -> io::Result<()> {
+        let room = match &mut self.room {
+            Some(room) => room,
+            None => {
+                // SAFETY: the caller of `new` keeps `sock` open while this
+                // lives; the borrow lasts for the dup alone.
+                let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.sock) };
+                let dup = sock.try_clone_to_owned()?;
+                // SAFETY: an OwnedFd's descriptor is open, and the same,
+                // until it is dropped, which the AsyncFd that owns it does.
+                let room = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }?;
+                self.room.insert(room)
+            }
+        };
+        // Registered after the socket was found full: epoll reports room
+        // that came meanwhile. The readiness is cleared before the next
+        // attempt, so an edge after that attempt's EAGAIN is not missed.
+        let mut ready = room.writable().await?;
+        ready.clear_ready();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use tokio::io::AsyncReadExt;
+
+    fn file_with(data: &[u8]) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("oxgate-socket-files-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+
+    #[tokio::test]
+    async fn head_and_file_arrive_in_order_through_a_full_socket() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let file = file_with(&data);
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        // A socket far smaller than the file: sending must wait for room.
+        socket2::SockRef::from(&ours)
+            .set_send_buffer_size(16 << 10)
+            .unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut files = SocketFiles::new(ours.as_raw_fd());
+        files
+            .send(b"head:", file.as_raw_fd(), 7, 2_000_000)
+            .await
+            .unwrap();
+        files.send(b"", file.as_raw_fd(), 0, 3).await.unwrap();
+        assert!(files.room.is_some(), "the socket never filled up");
+        drop(files);
+        drop(ours);
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..5], b"head:");
+        assert_eq!(&got[5..2_000_005], &data[7..2_000_007]);
+        assert_eq!(&got[2_000_005..], &data[..3]);
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_length_is_an_error() {
+        let file = file_with(b"0123456789");
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let mut files = SocketFiles::new(ours.as_raw_fd());
+        let e = files.send(b"", file.as_raw_fd(), 5, 10).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("5 bytes short"), "{e}");
+    }
+}
