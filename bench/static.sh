@@ -109,6 +109,28 @@ for rep in $(seq "$REPS"); do
   done
 done
 
+# A static request costs no Python: perf samples oxgate's worker under the
+# small scenario's load; the share of samples in libpython goes in the
+# summary (0% when the app and its interpreter never run).
+PROFILE=$DIR/profile.txt
+: >"$PROFILE"
+if [[ " $SERVERS " == *" oxgate "* ]] && command -v perf >/dev/null && start oxgate; then
+  worker=$(pgrep -P "$PID" | head -1)
+  url="http://127.0.0.1:$PORT/static/small.bin"
+  taskset -c "$CLIENT_CPU" wrk -t1 -c50 -d"$((DURATION + 2))" "$url" >/dev/null &
+  wrk_pid=$!
+  sleep 1
+  if perf record -q -F 999 -e cpu-clock -p "$worker" -o "$DIR/perf.data" -- sleep "$DURATION" 2>/dev/null; then
+    perf report -i "$DIR/perf.data" --sort dso --stdio 2>/dev/null | awk '
+      /^#/ || NF < 2 {next}
+      {share=$1; sub("%", "", share); total+=share; if ($2 ~ /libpython/) py+=share}
+      END {printf "perf, oxgate worker under the small scenario: %.2f%% of samples in libpython (all shared objects: %.0f%%)\n", py, total}' >"$PROFILE"
+    perf report -i "$DIR/perf.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep . | head -8 >>"$PROFILE"
+  fi
+  wait "$wrk_pid" || true
+  stop
+fi
+
 python3 - "$RESULTS" "$DIR/summary.md" <<'EOF'
 import statistics, sys
 from collections import defaultdict
@@ -127,6 +149,9 @@ for scen, servers in data.items():
         ratio = f"{ox[0] / v:.2f}x" if ox and s != "oxgate" else ""
         out.append(f"| {s} | {v:,.0f} | {c:.1f} | {ratio} |")
 text = "\n".join(out) + "\n"
+profile = open(sys.argv[1].rsplit("/", 1)[0] + "/profile.txt").read().strip()
+if profile:
+    text += "\n### Python's share\n\n```\n" + profile + "\n```\n"
 print(text)
 open(sys.argv[2], "w").write(text)
 EOF
