@@ -173,3 +173,28 @@ def test_fastcgi_limit_post(serve):
         out = stdout_of(read_records(c), 1)
         assert out.startswith(b"Status: 200 OK\r\n")
         assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 5
+
+
+@pytest.mark.parametrize("front", ["uwsgi", "scgi", "fastcgi"])
+def test_a_streamed_head_is_not_held_for_the_next_chunk(serve, front):
+    """An app that streams its head and first chunk, then waits (as a
+    server-sent event or a long poll does): the front end gets them at
+    once, not with the next chunk 4 s later."""
+    from helpers import BEHAVIOUR
+    port = free_port()
+    flag = {"uwsgi": "--uwsgi-socket", "scgi": "--scgi-socket", "fastcgi": "--fastcgi-socket"}[front]
+    serve("--wsgi-file", BEHAVIOUR, flag, f"127.0.0.1:{port}", "--processes", "1")
+    vars = [("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", "/slow"),
+            ("QUERY_STRING", "gap=4"), ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"),
+            ("SERVER_PORT", "80"), ("REMOTE_ADDR", "127.0.0.1")]
+    request = {"uwsgi": lambda: packet(vars), "scgi": lambda: scgi_packet(vars),
+               "fastcgi": lambda: fcgi_request(1, vars)}[front]()
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+        c.sendall(request)
+        got = b""
+        # the head, then "a" (in a STDOUT record over FastCGI), well before "b"
+        while not got.endswith(b"a"):
+            chunk = c.recv(4096)  # times out (a failure) if held back
+            assert chunk, got
+            got += chunk
+    assert b"200" in got.split(b"\r\n")[0] + got[:64] and b"b" not in got.split(b"\r\n\r\n", 1)[1]

@@ -162,11 +162,11 @@ pub fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     out
 }
 
-/// Appends `content` as records of `kind` (split at 65535 bytes; an empty
-/// content makes the empty end-of-stream record).
 /// The most content one record carries.
 pub const CONTENT_MAX: usize = 65535;
 
+/// Appends `content` as records of `kind` (split at 65535 bytes; an empty
+/// content makes the empty end-of-stream record).
 pub fn write_records(out: &mut Vec<u8>, kind: u8, request_id: u16, content: &[u8]) {
     let mut chunks = content.chunks(CONTENT_MAX).peekable();
     if chunks.peek().is_none() {

@@ -135,8 +135,9 @@ pub async fn serve_fast(
         return;
     }
     if let Some(mut wr) = register(conn) {
-        // `fd` stays open: `wr` owns it now.
-        let mut files = SocketFiles::new(fd);
+        // SAFETY: `files` is used only in the call below, while `wr` owns
+        // the socket `fd`.
+        let mut files = unsafe { SocketFiles::new(fd) };
         write_response(&mut wr, &mut files, protocol, &version, response).await;
     }
 }

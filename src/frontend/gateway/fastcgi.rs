@@ -100,7 +100,9 @@ pub async fn serve_fastcgi<S>(
 ) where
     S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
-    let mut files = SocketFiles::new(stream.as_raw_fd());
+    // SAFETY: `files` is used only below, while `wr` holds the stream
+    // that owns the socket.
+    let mut files = unsafe { SocketFiles::new(stream.as_raw_fd()) };
     let (rd, mut wr) = tokio::io::split(stream);
     let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
         rd,
@@ -142,6 +144,10 @@ pub async fn serve_fastcgi<S>(
     }
     let _ = wr.shutdown().await;
 }
+
+/// The most file bytes one STDOUT record carries: whole pages (a record
+/// holds up to 65,535 bytes), so that each sendfile starts on a page.
+const FILE_RECORD_MAX: u64 = 15 * 4096;
 
 /// One request; `Ok(true)` to keep the connection for the next.
 pub(super) async fn fastcgi_request<S, W>(
@@ -299,8 +305,8 @@ where
             if let Some(b) = first {
                 head.extend_from_slice(&b);
             }
-            // `out` holds what is not written yet: it goes with the next
-            // piece.
+            // `out` holds what is not written yet: it goes with a file that
+            // follows at once, else before the next chunk is waited for.
             fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head);
             loop {
                 if let Some(region) = rest.take_file() {
@@ -308,7 +314,7 @@ where
                     // header goes out, then its share by sendfile.
                     let (mut offset, mut left) = (region.offset, region.len);
                     while left > 0 {
-                        let len = left.min(fastcgi::CONTENT_MAX as u64);
+                        let len = left.min(FILE_RECORD_MAX);
                         out.extend_from_slice(&fastcgi::header(fastcgi::STDOUT, id, len as u16));
                         files
                             .send(&out, region.fd.as_raw_fd(), offset, len)
@@ -319,18 +325,16 @@ where
                     }
                     continue;
                 }
+                if !out.is_empty() {
+                    wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                    out.clear();
+                }
                 let Some(chunk) = rest.chunk().await else {
                     break;
                 };
                 // An app failing mid-response: close without END_REQUEST,
                 // so the front end sees the response is incomplete.
-                let chunk = match chunk {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        wr.write_all(&out).await.map_err(|e| e.to_string())?;
-                        return Err(e.message);
-                    }
-                };
+                let chunk = chunk.map_err(|e| e.message)?;
                 fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &chunk);
                 wr.write_all(&out).await.map_err(|e| e.to_string())?;
                 out.clear();

@@ -11,12 +11,15 @@
 //! that fits the socket at once, the usual case, costs no registration.
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+use crate::listen::Protocol;
+use crate::request::FileRegion;
 
 /// The most one sendfile call is asked for: a slow web server in front
 /// still sees the file arrive in steady pieces.
@@ -30,16 +33,46 @@ pub(super) struct SocketFiles {
 }
 
 impl SocketFiles {
-    /// `sock` stays open while this lives: it is the connection's, and
-    /// the stream that owns it outlives the response.
-    pub(super) fn new(sock: RawFd) -> SocketFiles {
+    /// # Safety
+    ///
+    /// `sock` must be open, the same socket, whenever a method of this is
+    /// called (it is dropped after the stream that owns `sock` at no risk:
+    /// it keeps a duplicate of its own).
+    pub(super) unsafe fn new(sock: RawFd) -> SocketFiles {
         SocketFiles { sock, room: None }
+    }
+
+    /// [`send`](Self::send) for a region a body handed out; a failure other
+    /// than the front end hanging up is said (the request log counts the
+    /// region as sent once handed out).
+    pub(super) async fn send_region(
+        &mut self,
+        head: &[u8],
+        region: &FileRegion,
+        protocol: Protocol,
+    ) -> io::Result<()> {
+        let sent = self
+            .send(head, region.fd.as_raw_fd(), region.offset, region.len)
+            .await;
+        if let Err(e) = &sent
+            && !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            )
+        {
+            crate::say!(
+                "oxgate: sending a file to the {} front end: {e}; connection closed",
+                protocol.name()
+            );
+        }
+        sent
     }
 
     /// Sends `head` (what goes before the file's bytes: the response head,
     /// a FastCGI record header), then `len` bytes of `file` from `offset`.
-    /// The head goes with MSG_MORE: over TCP the kernel holds it for the
-    /// file's first bytes, so a small file leaves in one segment with it.
+    /// The head goes with MSG_MORE (unless no file bytes follow): over TCP
+    /// the kernel holds it for the file's first bytes, so a small file
+    /// leaves in one segment with it.
     pub(super) async fn send(
         &mut self,
         mut head: &[u8],
@@ -47,9 +80,9 @@ impl SocketFiles {
         mut offset: u64,
         mut len: u64,
     ) -> io::Result<()> {
-        let flags = MsgFlags::from_bits_retain(libc::MSG_MORE)
-            | MsgFlags::MSG_DONTWAIT
-            | MsgFlags::MSG_NOSIGNAL;
+        let more = if len > 0 { libc::MSG_MORE } else { 0 };
+        let flags =
+            MsgFlags::from_bits_retain(more) | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         while !head.is_empty() {
             match send(self.sock, head, flags) {
                 Ok(n) => head = &head[n..],
@@ -86,8 +119,8 @@ impl SocketFiles {
         let room = match &mut self.room {
             Some(room) => room,
             None => {
-                // SAFETY: the caller of `new` keeps `sock` open while this
-                // lives; the borrow lasts for the dup alone.
+                // SAFETY: `new`'s contract keeps `sock` open during this
+                // call; the borrow lasts for the dup alone.
                 let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.sock) };
                 let dup = sock.try_clone_to_owned()?;
                 // SAFETY: an OwnedFd's descriptor is open, and the same,
@@ -109,11 +142,14 @@ impl SocketFiles {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     use tokio::io::AsyncReadExt;
 
     fn file_with(data: &[u8]) -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("oxgate-socket-files-{}", std::process::id()));
+        // Tests run in parallel: a file each.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("oxgate-socket-files-{}-{n}", std::process::id()));
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(data).unwrap();
         let f = std::fs::File::open(&path).unwrap();
@@ -135,7 +171,8 @@ mod tests {
             theirs.read_to_end(&mut got).await.unwrap();
             got
         });
-        let mut files = SocketFiles::new(ours.as_raw_fd());
+        // SAFETY: `ours` is open until after `files` is dropped.
+        let mut files = unsafe { SocketFiles::new(ours.as_raw_fd()) };
         files
             .send(b"head:", file.as_raw_fd(), 7, 2_000_000)
             .await
@@ -154,7 +191,8 @@ mod tests {
     async fn a_file_shorter_than_its_length_is_an_error() {
         let file = file_with(b"0123456789");
         let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
-        let mut files = SocketFiles::new(ours.as_raw_fd());
+        // SAFETY: `ours` outlives `files`.
+        let mut files = unsafe { SocketFiles::new(ours.as_raw_fd()) };
         let e = files.send(b"", file.as_raw_fd(), 5, 10).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("5 bytes short"), "{e}");

@@ -93,7 +93,9 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
     let protocol = kind.protocol();
-    let mut files = SocketFiles::new(stream.as_raw_fd());
+    // SAFETY: `files` is used only below, while `wr` holds the stream
+    // that owns the socket.
+    let mut files = unsafe { SocketFiles::new(stream.as_raw_fd()) };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (raw, strip_script_name) = loop {
         match parse_head(kind, &mut buf, settings.max_vars) {

@@ -4,7 +4,6 @@
 use crate::listen::Protocol;
 use crate::request::{Response, ResponseBody, Var, VarName};
 use bytes::Bytes;
-use std::os::fd::AsRawFd;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::files::SocketFiles;
@@ -72,30 +71,27 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                 if let Some(b) = first {
                     head.extend_from_slice(&b);
                 }
-                // What is not written yet: it goes with the next piece.
+                // What is not written yet: it goes with a file that follows
+                // at once, else before the next chunk is waited for (an app
+                // that streams its head, then waits, must not keep the
+                // front end waiting).
                 let mut unsent = head;
                 loop {
                     if let Some(region) = rest.take_file() {
-                        let file = region.fd.as_raw_fd();
-                        files.send(&unsent, file, region.offset, region.len).await?;
+                        files.send_region(&unsent, &region, protocol).await?;
                         unsent.clear();
                         continue;
                     }
+                    if !unsent.is_empty() {
+                        wr.write_all(&unsent).await?;
+                        unsent.clear();
+                    }
                     match rest.chunk().await {
-                        Some(Ok(b)) => {
-                            if !unsent.is_empty() {
-                                wr.write_all(&unsent).await?;
-                                unsent.clear();
-                            }
-                            wr.write_all(&b).await?;
-                        }
-                        None => break wr.write_all(&unsent).await,
+                        Some(Ok(b)) => wr.write_all(&b).await?,
+                        None => break Ok(()),
                         // The app failed mid-response: cut the connection, so
                         // the front end sees an incomplete response.
-                        Some(Err(e)) => {
-                            wr.write_all(&unsent).await?;
-                            return Err(std::io::Error::other(e.message));
-                        }
+                        Some(Err(e)) => return Err(std::io::Error::other(e.message)),
                     }
                 }
             }

@@ -119,8 +119,14 @@ impl Body for OxBody {
                     && this.conn.0.sendfile
                     && let Some(region) = rest.take_file()
                 {
-                    *file_left = region.len;
-                    this.conn.0.files.push(region);
+                    // An empty region (an ASGI file clipped to a Content-
+                    // Length already sent) has no frame to stand for it: were
+                    // it queued, the next file on the connection would find
+                    // it first.
+                    if region.len > 0 {
+                        *file_left = region.len;
+                        this.conn.0.files.push(region);
+                    }
                 }
                 if *file_left > 0 {
                     let frame = super::sendfile::placeholder(

@@ -264,11 +264,24 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
     }
 }
 
-/// 200 with the whole file (no body for HEAD).
+/// 200 with the whole file (no body for HEAD). A file under
+/// SENDFILE_MIN is read now: every front end then sends it with its head in
+/// one write.
 fn whole(req: &Request, file: File, rep: &Representation) -> Response {
     let mut resp = head(200, rep);
     length(&mut resp, rep.len);
-    if !req.is_head && rep.len > 0 {
+    if req.is_head || rep.len == 0 {
+        return resp;
+    }
+    if rep.len < SENDFILE_MIN {
+        let mut bytes = vec![0; rep.len as usize];
+        if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0) {
+            // Shrunk since its length was read, or unreadable.
+            crate::say!("oxgate: reading a static file: {e}");
+            return Response::plain(500, "Internal Server Error", "Internal Server Error\n");
+        }
+        resp.body = ResponseBody::Full(Bytes::from(bytes));
+    } else {
         resp.body = file_body(region(file, 0, rep.len));
     }
     resp
