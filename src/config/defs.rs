@@ -636,13 +636,16 @@ options! {
         .help("the stats server always reports each worker's memory."),
     STATIC_MAP = OptDef::new("static-map", List, Static)
         .value("MOUNT=DIR")
-        .help("Serve the files under DIR at the URL path MOUNT (MOUNT/a.css is DIR/a.css), before the app; the longest mount wins. A path with no file there goes on to the app."),
+        .help("Serve the files under DIR at the URL path MOUNT (MOUNT/a.css is DIR/a.css), before the app; the longest mount wins, and a mount given again tries its directories in turn. A path with no file there goes on to the app. DIR may be one file, served at MOUNT itself (a favicon, say)."),
     STATIC_MAP2 = OptDef::new("static-map2", List, Static)
         .value("MOUNT=DIR")
         .help("As --static-map, keeping the mount in the file's path (MOUNT/a.css is DIR/MOUNT/a.css)."),
     CHECK_STATIC = OptDef::new("check-static", List, Static)
+        .aliases(&["static-check"])
         .value("DIR")
         .help("Serve the request's path from DIR when such a file exists there; otherwise the app answers."),
+    CHECK_STATIC_DOCROOT = OptDef::new("check-static-docroot", Flag, Static)
+        .help("Serve the request's path from the DOCUMENT_ROOT the web server in front sends (nginx's uwsgi_params and fastcgi_params do), when such a file exists there; otherwise the app answers. Trusts the front end's DOCUMENT_ROOT."),
     STATIC_INDEX = OptDef::new("static-index", List, Static)
         .value("FILE")
         .help("For a directory, serve its FILE (index.html, say; the first that exists). A directory without one is 403 (no listings)."),
@@ -661,14 +664,34 @@ options! {
     STATIC_EXPIRES_URI = OptDef::new("static-expires-uri", List, Static)
         .value("REGEX SECONDS")
         .help("Static requests whose URI matches REGEX get Expires and Cache-Control: max-age SECONDS ahead."),
+    STATIC_EXPIRES_PATH_INFO = OptDef::new("static-expires-path-info", List, Static)
+        .value("REGEX SECONDS")
+        .help("Static requests whose PATH_INFO matches REGEX get Expires and Cache-Control: max-age SECONDS ahead."),
+    STATIC_EXPIRES_TYPE_MTIME = OptDef::new("static-expires-type-mtime", List, Static)
+        .value("MIME=SECONDS")
+        .help("As --static-expires-type, with Expires SECONDS after the file's modification time rather than now."),
+    STATIC_EXPIRES_MTIME = OptDef::new("static-expires-mtime", List, Static)
+        .value("REGEX SECONDS")
+        .help("As --static-expires, with Expires SECONDS after the file's modification time rather than now."),
+    STATIC_EXPIRES_URI_MTIME = OptDef::new("static-expires-uri-mtime", List, Static)
+        .value("REGEX SECONDS")
+        .help("As --static-expires-uri, with Expires SECONDS after the file's modification time rather than now."),
+    STATIC_EXPIRES_PATH_INFO_MTIME = OptDef::new("static-expires-path-info-mtime", List, Static)
+        .value("REGEX SECONDS")
+        .help("As --static-expires-path-info, with Expires SECONDS after the file's modification time rather than now."),
     STATIC_IMMUTABLE = OptDef::new("static-immutable", Flag, Static)
         .help("A file whose name carries a content hash (app.3f2a9c1b.css, as Django's ManifestStaticFilesStorage and bundlers make) gets Cache-Control: public, max-age=31536000, immutable."),
     STATIC_GZIP_ALL = OptDef::new("static-gzip-all", Flag, Static)
         .help("Send FILE.br or FILE.gz in place of FILE when it exists and the client accepts that encoding (Vary: Accept-Encoding)."),
+    STATIC_GZIP = OptDef::new("static-gzip", List, Static)
+        .value("REGEX")
+        .help("As --static-gzip-all, for files whose path on disk matches REGEX."),
     STATIC_GZIP_DIR = OptDef::new("static-gzip-dir", List, Static)
+        .aliases(&["static-gzip-prefix"])
         .value("DIR")
-        .help("As --static-gzip-all, for files under DIR."),
+        .help("As --static-gzip-all, for files whose path on disk starts with DIR (a directory, or any prefix, as uWSGI reads it)."),
     STATIC_GZIP_EXT = OptDef::new("static-gzip-ext", List, Static)
+        .aliases(&["static-gzip-suffix"])
         .value("EXT")
         .help("As --static-gzip-all, for files ending in EXT (.css, .js)."),
     MIMEFILE = OptDef::new("mimefile", List, Static)

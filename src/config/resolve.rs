@@ -325,16 +325,29 @@ fn value_and_seconds(key: Key, v: &str) -> Result<(String, u64), ConfigError> {
     })
 }
 
-fn expiry_patterns(r: &Values<'_>, key: Key) -> Result<Vec<(regex::Regex, u64)>, ConfigError> {
-    r.all(key)
-        .iter()
-        .map(|v| {
-            let (pattern, secs) = value_and_seconds(key, v)?;
-            let re = regex::Regex::new(&pattern)
-                .map_err(|e| ConfigError(format!("--{} {pattern:?}: {e}", key.name)))?;
-            Ok((re, secs))
-        })
-        .collect()
+/// A `--static-expires*` option and its -mtime form, in that order (as
+/// uWSGI tries them), each value `MATCH SECONDS` made into a rule.
+fn expiry_rules<M>(
+    r: &Values<'_>,
+    keys: [Key; 2],
+    matcher: impl Fn(Key, String) -> Result<M, ConfigError>,
+) -> Result<Vec<Expiry<M>>, ConfigError> {
+    let mut rules = Vec::new();
+    for (key, after_mtime) in [(keys[0], false), (keys[1], true)] {
+        for v in r.all(key) {
+            let (on, seconds) = value_and_seconds(key, &v)?;
+            rules.push(Expiry {
+                on: matcher(key, on)?,
+                seconds,
+                after_mtime,
+            });
+        }
+    }
+    Ok(rules)
+}
+
+fn regex_of(key: Key, pattern: String) -> Result<regex::Regex, ConfigError> {
+    regex::Regex::new(&pattern).map_err(|e| ConfigError(format!("--{} {pattern:?}: {e}", key.name)))
 }
 
 /// `--forwarded-allow-ips`, else `$FORWARDED_ALLOW_IPS` (uvicorn's and
@@ -811,17 +824,39 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             skip_ext: r.all(&opt::STATIC_SKIP_EXT),
             safe: r.paths(&opt::STATIC_SAFE),
             mimefiles: r.paths(&opt::MIMEFILE),
-            expires_type: r
-                .all(&opt::STATIC_EXPIRES_TYPE)
-                .iter()
-                .map(|v| value_and_seconds(&opt::STATIC_EXPIRES_TYPE, v))
-                .collect::<Result<_, _>>()?,
-            expires_file: expiry_patterns(&r, &opt::STATIC_EXPIRES)?,
-            expires_uri: expiry_patterns(&r, &opt::STATIC_EXPIRES_URI)?,
+            check_docroot: r.flag(&opt::CHECK_STATIC_DOCROOT)?,
+            expires_type: expiry_rules(
+                &r,
+                [&opt::STATIC_EXPIRES_TYPE, &opt::STATIC_EXPIRES_TYPE_MTIME],
+                |_, mime| Ok(mime),
+            )?,
+            expires_file: expiry_rules(
+                &r,
+                [&opt::STATIC_EXPIRES, &opt::STATIC_EXPIRES_MTIME],
+                regex_of,
+            )?,
+            expires_uri: expiry_rules(
+                &r,
+                [&opt::STATIC_EXPIRES_URI, &opt::STATIC_EXPIRES_URI_MTIME],
+                regex_of,
+            )?,
+            expires_path_info: expiry_rules(
+                &r,
+                [
+                    &opt::STATIC_EXPIRES_PATH_INFO,
+                    &opt::STATIC_EXPIRES_PATH_INFO_MTIME,
+                ],
+                regex_of,
+            )?,
             immutable: r.flag(&opt::STATIC_IMMUTABLE)?,
             gzip_all: r.flag(&opt::STATIC_GZIP_ALL)?,
             gzip_dirs: r.paths(&opt::STATIC_GZIP_DIR),
             gzip_ext: r.all(&opt::STATIC_GZIP_EXT),
+            gzip_regex: r
+                .all(&opt::STATIC_GZIP)
+                .into_iter()
+                .map(|p| regex_of(&opt::STATIC_GZIP, p))
+                .collect::<Result<_, _>>()?,
         },
         cgi,
         fastcgi,

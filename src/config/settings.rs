@@ -447,23 +447,40 @@ pub struct StaticSettings {
     pub safe: Vec<PathBuf>,
     /// `--mimefile`; empty means /etc/mime.types when it exists.
     pub mimefiles: Vec<PathBuf>,
-    /// `--static-expires-type`: (MIME type, seconds).
-    pub expires_type: Vec<(String, u64)>,
-    /// `--static-expires`: (regex on the file's path, seconds).
-    pub expires_file: Vec<(regex::Regex, u64)>,
-    /// `--static-expires-uri`: (regex on REQUEST_URI, seconds).
-    pub expires_uri: Vec<(regex::Regex, u64)>,
+    /// `--check-static-docroot`: the front end's DOCUMENT_ROOT is checked
+    /// too.
+    pub check_docroot: bool,
+    /// `--static-expires-type` (MIME type), then its -mtime form.
+    pub expires_type: Vec<Expiry<String>>,
+    /// `--static-expires` (regex on the file's path), then its -mtime form.
+    pub expires_file: Vec<Expiry<regex::Regex>>,
+    /// `--static-expires-uri` (regex on REQUEST_URI), then its -mtime form.
+    pub expires_uri: Vec<Expiry<regex::Regex>>,
+    /// `--static-expires-path-info` (regex on PATH_INFO), then its -mtime
+    /// form.
+    pub expires_path_info: Vec<Expiry<regex::Regex>>,
     /// `--static-immutable`.
     pub immutable: bool,
-    /// `--static-gzip-all`, `--static-gzip-dir`, `--static-gzip-ext`.
+    /// `--static-gzip-all`, `--static-gzip-dir`, `--static-gzip-ext`,
+    /// `--static-gzip` (regexes on the file's path).
     pub gzip_all: bool,
     pub gzip_dirs: Vec<PathBuf>,
     pub gzip_ext: Vec<String>,
+    pub gzip_regex: Vec<regex::Regex>,
+}
+
+/// A `--static-expires*` rule: a file it matches gets Expires `seconds`
+/// after now, or after the file's modification time (the -mtime forms).
+#[derive(Debug, Clone)]
+pub struct Expiry<M> {
+    pub on: M,
+    pub seconds: u64,
+    pub after_mtime: bool,
 }
 
 impl StaticSettings {
     pub fn active(&self) -> bool {
-        !self.maps.is_empty() || !self.check.is_empty()
+        !self.maps.is_empty() || !self.check.is_empty() || self.check_docroot
     }
 }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::StaticSettings;
-use std::time::Instant;
+use std::ffi::OsStr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::request::{
     Answered, Handler, Request, RequestObserver, Responding, Response, Var, redirect_to_directory,
@@ -43,6 +44,9 @@ struct Root {
     mount: Vec<u8>,
     dir: resolve::RootDir,
     keep_mount: bool,
+    /// A map to one file (`--static-map /favicon.ico=/srv/icon.ico`): its
+    /// name in `dir`, its directory. It answers for the mount alone.
+    file: Option<Vec<u8>>,
 }
 
 /// What the static layer makes of a request.
@@ -56,6 +60,16 @@ impl StaticFiles {
     pub fn new(settings: &StaticSettings, inner: Arc<dyn Handler>) -> Result<StaticFiles, String> {
         let canonical = |dir: &Path| dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let root = |mount: &str, dir: &Path, keep_mount: bool| {
+            // A map to a file is a root at its directory that names it.
+            if let (true, Some(parent), Some(name)) = (dir.is_file(), dir.parent(), dir.file_name())
+            {
+                return Root {
+                    mount: mount.as_bytes().to_vec(),
+                    dir: resolve::RootDir::new(parent, &settings.safe),
+                    keep_mount: false,
+                    file: Some(name.as_bytes().to_vec()),
+                };
+            }
             if !dir.is_dir() {
                 crate::say!(
                     "oxgate: warning: static directory {} does not exist (yet); its mount {} passes to the app",
@@ -67,6 +81,7 @@ impl StaticFiles {
                 mount: mount.as_bytes().to_vec(),
                 dir: resolve::RootDir::new(dir, &settings.safe),
                 keep_mount,
+                file: None,
             }
         };
         let mut roots: Vec<Root> = settings
@@ -114,30 +129,64 @@ impl StaticFiles {
             if !(rest.is_empty() || rest.starts_with(b"/") || root.mount.ends_with(b"/")) {
                 continue;
             }
-            let rel = if root.keep_mount { path } else { rest };
-            let answer = match resolve::open(&root.dir, rel, &self.index) {
-                Resolved::Missing => continue,
-                Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
-                Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
-                Resolved::AddSlash => redirect_to_directory(path, var(Var::QUERY_STRING)),
-                Resolved::File { file, meta, path } => {
-                    let method = var(Var::REQUEST_METHOD);
-                    if method != b"GET" && method != b"HEAD" {
-                        let mut resp =
-                            Response::plain(405, "Method Not Allowed", "Method Not Allowed\n");
-                        resp.headers.push((
-                            Bytes::from_static(b"Allow"),
-                            Bytes::from_static(b"GET, HEAD"),
-                        ));
-                        resp
-                    } else {
-                        self.serve(req, root, file, *meta, &path)
-                    }
-                }
+            let rel = match &root.file {
+                Some(name) if rest.is_empty() => &name[..],
+                Some(_) => continue,
+                None if root.keep_mount => path,
+                None => rest,
             };
-            return Lookup::Answer(answer);
+            if let Some(answer) = self.answer(req, root, rel) {
+                return Lookup::Answer(answer);
+            }
+        }
+        // --check-static-docroot: the front end's DOCUMENT_ROOT, opened for
+        // this request (it may differ from one request to the next).
+        if self.settings.check_docroot
+            && let Some(docroot) =
+                crate::request::var(&req.vars, Var::DOCUMENT_ROOT).filter(|d| d.starts_with(b"/"))
+        {
+            let root = Root {
+                mount: Vec::new(),
+                dir: resolve::RootDir::new(
+                    Path::new(OsStr::from_bytes(docroot)),
+                    &self.settings.safe,
+                ),
+                keep_mount: true,
+                file: None,
+            };
+            if let Some(answer) = self.answer(req, &root, path) {
+                return Lookup::Answer(answer);
+            }
         }
         Lookup::App
+    }
+
+    /// The answer for `rel` under `root`; None when no file is there (the
+    /// next root, or the app, answers).
+    fn answer(&self, req: &Request, root: &Root, rel: &[u8]) -> Option<Response> {
+        let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
+        Some(match resolve::open(&root.dir, rel, &self.index) {
+            Resolved::Missing => return None,
+            Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
+            Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
+            Resolved::AddSlash => {
+                redirect_to_directory(var(Var::PATH_INFO), var(Var::QUERY_STRING))
+            }
+            Resolved::File { file, meta, path } => {
+                let method = var(Var::REQUEST_METHOD);
+                if method != b"GET" && method != b"HEAD" {
+                    let mut resp =
+                        Response::plain(405, "Method Not Allowed", "Method Not Allowed\n");
+                    resp.headers.push((
+                        Bytes::from_static(b"Allow"),
+                        Bytes::from_static(b"GET, HEAD"),
+                    ));
+                    resp
+                } else {
+                    self.serve(req, root, file, *meta, &path)
+                }
+            }
+        })
     }
 }
 
@@ -153,22 +202,9 @@ impl StaticFiles {
         path: &Path,
     ) -> Response {
         let (mime, content_type) = self.mime.lookup(path);
-        let mut extra = Vec::new();
-        if let Some(cache_control) = self.cache_control(req, path, &mime) {
-            extra.push((
-                Bytes::from_static(b"Cache-Control"),
-                Bytes::from(cache_control.0),
-            ));
-            if let Some(expires) = cache_control.1 {
-                extra.push((Bytes::from_static(b"Expires"), Bytes::from(expires)));
-            }
-        }
+        let precompressed = self.precompressed(path);
         let mut chosen = None;
-        if self.precompressed(path) {
-            extra.push((
-                Bytes::from_static(b"Vary"),
-                Bytes::from_static(b"Accept-Encoding"),
-            ));
+        if precompressed {
             let accept = var(&req.vars, Var::HTTP_ACCEPT_ENCODING).map_or(&b""[..], |v| &v[..]);
             chosen = encoding::Coding::PREFERRED
                 .into_iter()
@@ -181,6 +217,24 @@ impl StaticFiles {
             Some((c, f, m)) => (f, m, Some(c.name())),
             None => (file, meta, None),
         };
+        let mut extra = Vec::new();
+        // The -mtime lifetimes count from the file sent, whose date
+        // Last-Modified gives.
+        if let Some(cache_control) = self.cache_control(req, path, &mime, &meta) {
+            extra.push((
+                Bytes::from_static(b"Cache-Control"),
+                Bytes::from(cache_control.0),
+            ));
+            if let Some(expires) = cache_control.1 {
+                extra.push((Bytes::from_static(b"Expires"), Bytes::from(expires)));
+            }
+        }
+        if precompressed {
+            extra.push((
+                Bytes::from_static(b"Vary"),
+                Bytes::from_static(b"Accept-Encoding"),
+            ));
+        }
         let mut rep = respond::Representation::new(&meta, content_type);
         rep.extra = extra;
         rep.encoding = encoding;
@@ -190,47 +244,72 @@ impl StaticFiles {
     /// Whether FILE.br or FILE.gz may stand in for this file.
     fn precompressed(&self, path: &Path) -> bool {
         let s = &self.settings;
+        let bytes = path.as_os_str().as_bytes();
         s.gzip_all
-            || s.gzip_dirs.iter().any(|d| path.starts_with(d))
-            || s.gzip_ext
+            // A prefix of the path, as uWSGI compares (a directory or not).
+            || s.gzip_dirs
                 .iter()
-                .any(|e| path.as_os_str().as_bytes().ends_with(e.as_bytes()))
+                .any(|d| bytes.starts_with(d.as_os_str().as_bytes()))
+            || s.gzip_ext.iter().any(|e| bytes.ends_with(e.as_bytes()))
+            || (!s.gzip_regex.is_empty()
+                && s.gzip_regex.iter().any(|re| re.is_match(&path.to_string_lossy())))
     }
 
     /// Cache-Control, and Expires when it has a lifetime: --static-immutable
     /// for a hashed name, else the first --static-expires-uri,
-    /// --static-expires or --static-expires-type that matches.
+    /// --static-expires-path-info, --static-expires or
+    /// --static-expires-type rule that matches (each before its -mtime
+    /// form).
     fn cache_control(
         &self,
         req: &Request,
         file_path: &Path,
         mime: &str,
+        meta: &std::fs::Metadata,
     ) -> Option<(String, Option<String>)> {
         let s = &self.settings;
         if s.immutable && has_content_hash(file_path) {
             return Some(("public, max-age=31536000, immutable".into(), None));
         }
-        if s.expires_uri.is_empty() && s.expires_file.is_empty() && s.expires_type.is_empty() {
+        if s.expires_uri.is_empty()
+            && s.expires_path_info.is_empty()
+            && s.expires_file.is_empty()
+            && s.expires_type.is_empty()
+        {
             return None;
         }
-        let uri = var(&req.vars, Var::REQUEST_URI).map_or(&b""[..], |v| &v[..]);
-        let uri = String::from_utf8_lossy(uri);
+        let text = |v: Var| String::from_utf8_lossy(var(&req.vars, v).map_or(&b""[..], |v| &v[..]));
+        let (uri, path_info) = (text(Var::REQUEST_URI), text(Var::PATH_INFO));
         let path = file_path.to_string_lossy();
-        let seconds = s
+        let rule = s
             .expires_uri
             .iter()
-            .find(|(re, _)| re.is_match(&uri))
-            .or_else(|| s.expires_file.iter().find(|(re, _)| re.is_match(&path)))
-            .map(|(_, secs)| *secs)
+            .find(|r| r.on.is_match(&uri))
+            .or_else(|| {
+                s.expires_path_info
+                    .iter()
+                    .find(|r| r.on.is_match(&path_info))
+            })
+            .or_else(|| s.expires_file.iter().find(|r| r.on.is_match(&path)))
+            .map(|r| (r.seconds, r.after_mtime))
             .or_else(|| {
                 s.expires_type
                     .iter()
-                    .find(|(t, _)| t.eq_ignore_ascii_case(mime))
-                    .map(|(_, secs)| *secs)
+                    .find(|r| r.on.eq_ignore_ascii_case(mime))
+                    .map(|r| (r.seconds, r.after_mtime))
             })?;
-        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(seconds);
+        let now = SystemTime::now();
+        let (expires, max_age) = match rule {
+            (seconds, false) => (now + Duration::from_secs(seconds), seconds),
+            (seconds, true) => {
+                let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+                let expires = modified + Duration::from_secs(seconds);
+                let left = expires.duration_since(now).map_or(0, |d| d.as_secs());
+                (expires, left)
+            }
+        };
         Some((
-            format!("max-age={seconds}"),
+            format!("max-age={max_age}"),
             Some(httpdate::fmt_http_date(expires)),
         ))
     }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::queue::listen_queue;
 use super::snapshot::{Snapshot, WorkerView, load};
 use crate::master::scoreboard::CORES;
+use crate::request::HandlerKind;
 use crate::sys::clock::now_us;
 
 /// "GET /slow from 10.0.0.1" back into its parts.
@@ -41,7 +42,13 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
                     let mut v = json!({
                         "id": i,
                         "requests": load(&core.requests),
-                        "static_requests": 0,
+                        // Static files are answered by the worker's event
+                        // loop, not by a core: its count goes with core 0.
+                        "static_requests": if i == 0 {
+                            load(&c.by_handler[HandlerKind::Static as usize])
+                        } else {
+                            0
+                        },
                         "routed_requests": 0,
                         "offloaded_requests": 0,
                         "write_errors": 0,
