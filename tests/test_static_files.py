@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from helpers import (APPS, ECHO, VENV, cgi, fcgi_request, free_port, packet, scgi_packet, start_nginx,
+from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, packet, scgi_packet, start_nginx,
                      traced_calls, uwsgi_request, wait_for)
 
 
@@ -596,6 +596,44 @@ def test_the_uwsgi_documentation_static_examples(serve, tmp_path):
     expires = email.utils.parsedate_to_datetime(r.headers["expires"]).timestamp()
     assert abs(expires - (int(old) + 3600)) <= 1, r.headers
     assert abs(int(r.headers["cache-control"].split("=")[1]) - 2600) < 10, r.headers
+
+
+def test_a_real_world_static_map_config_serves_its_files(serve, tmp_path):
+    """tests/configs/real_world/static_map.ini as written, its /srv/site
+    moved under tmp_path (and its port the test's): the mounts, the
+    check-static directory, the skipped extension and the expiry."""
+    import email.utils
+    text = (ROOT / "tests/configs/real_world/static_map.ini").read_text()
+    site = tmp_path / "srv" / "site"
+    for d in ("static", "media", "public"):
+        (site / d).mkdir(parents=True)
+    (site / "static" / "app.css").write_text("body {}")
+    (site / "media" / "photo.jpg").write_bytes(b"jpeg")
+    (site / "public" / "robots.txt").write_text("User-agent: *")
+    (site / "public" / "index.php").write_text("<?php ?>")
+    # (the module renamed: Python's own `site` is imported first)
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "__init__.py").write_text("")
+    (tmp_path / "mysite" / "wsgi.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'app: ' + environ['PATH_INFO'].encode()]\n")
+    ini = tmp_path / "static_map.ini"
+    ini.write_text(text.replace("/srv/site", str(site)).replace("http = :8000\n", "")
+                   .replace("module = site.wsgi", "module = mysite.wsgi"))
+    s = serve(str(ini), cwd=tmp_path)
+
+    def get_(path):
+        r = requests.get(s.url + path, timeout=10)
+        return r.status_code, r.text
+    assert get_("/static/app.css") == (200, "body {}")
+    assert get_("/media/photo.jpg") == (200, "jpeg")
+    assert get_("/robots.txt") == (200, "User-agent: *")  # check-static
+    assert get_("/index.php") == (200, "app: /index.php")  # static-skip-ext
+    assert get_("/") == (200, "app: /")
+    r = requests.get(s.url + "/static/app.css", timeout=10)
+    left = email.utils.parsedate_to_datetime(r.headers["expires"]).timestamp() - time.time()
+    assert r.headers["cache-control"] == "max-age=7776000" and abs(left - 7776000) < 60
 
 
 def test_check_static_docroot_serves_from_the_front_ends_document_root(serve, tmp_path):

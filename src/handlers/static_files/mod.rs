@@ -169,6 +169,11 @@ impl StaticFiles {
             Resolved::Missing => return None,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
             Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
+            // Under a mount, nginx's answer. A --check-static directory is
+            // the app's whole URL space: its directories (`/` first) are
+            // the app's, as in uWSGI.
+            Resolved::NoIndex if root.mount.is_empty() => return None,
+            Resolved::NoIndex => Response::plain(403, "Forbidden", "Forbidden\n"),
             Resolved::AddSlash => {
                 redirect_to_directory(var(Var::PATH_INFO), var(Var::QUERY_STRING))
             }

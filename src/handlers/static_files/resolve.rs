@@ -24,8 +24,10 @@ pub enum Resolved {
     /// A directory with an index file, asked for without the trailing
     /// slash: the client is sent to `path/`.
     AddSlash,
-    /// Exists but may not be served: a directory without an index, a link
-    /// out of the root, an unreadable file, a device or socket.
+    /// A directory without an index file (there are no listings).
+    NoIndex,
+    /// Exists but may not be served: a link out of the root, an
+    /// unreadable file, a device or socket.
     Forbidden,
     /// A path that cannot name a file under the root (`..`, NUL, `\`).
     BadPath,
@@ -59,7 +61,7 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
                 .filter(|(_, m)| m.is_file())
                 .map(|f| (name, f))
         }) else {
-            return Resolved::Forbidden;
+            return Resolved::NoIndex;
         };
         if !rel.ends_with(b"/") {
             return Resolved::AddSlash;
@@ -148,7 +150,7 @@ mod tests {
         assert!(matches!(t.open("//./a.txt", false), Resolved::File { .. }));
         assert!(matches!(t.open("/a.txt/", false), Resolved::Missing));
         assert!(matches!(t.open("/nope", false), Resolved::Missing));
-        assert!(matches!(t.open("/sub", false), Resolved::Forbidden));
+        assert!(matches!(t.open("/sub", false), Resolved::NoIndex));
         assert!(matches!(
             t.open("/sub/withindex", false),
             Resolved::AddSlash
