@@ -360,6 +360,72 @@ def test_a_large_file_reaches_a_slow_front_end_whole_over_each_gateway(serve, tm
     assert body == data
 
 
+def ask_over(front, port, method, path, headers=()):
+    """A request over `front` (uwsgi, scgi, fastcgi: a raw client; h2: curl
+    with HTTP/2 prior knowledge): (status, lower-cased headers, body)."""
+    if front == "h2":
+        cmd = ["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-X", method, "--path-as-is",
+               *(a for k, v in headers for a in ("-H", f"{k}: {v}")), f"http://127.0.0.1:{port}{path}"]
+        if method == "HEAD":  # -I prints the head itself
+            cmd[cmd.index("-D"):cmd.index("-X") + 2] = ["-I"]
+        out = subprocess.run(cmd, capture_output=True, timeout=10).stdout
+        assert out.startswith(b"HTTP/2 "), out[:100]
+    else:
+        extra = [("HTTP_" + k.upper().replace("-", "_"), v) for k, v in headers]
+        vars = [("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", method), ("PATH_INFO", path),
+                ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", path),
+                ("SERVER_NAME", "x"), ("SERVER_PORT", "80"), ("REMOTE_ADDR", "127.0.0.1"), *extra]
+        packet_ = {"uwsgi": packet, "scgi": scgi_packet, "fastcgi": lambda v: fcgi_request(1, v)}[front](vars)
+        out = uwsgi_request(port, packet_)
+        if front == "fastcgi":
+            out, at = bytearray(), out
+            while at:
+                _, kind, _, clen, plen, _ = struct.unpack(">BBHHBB", at[:8])
+                if kind == 6:
+                    out += at[8:8 + clen]
+                at = at[8 + clen + plen:]
+            out = bytes(out)
+    head, body = out.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers_ = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines if ":" in l)}
+    # a status line (uwsgi, HTTP/2), else a CGI Status header (SCGI, FastCGI)
+    status = lines[0].split()[1] if lines[0].startswith("HTTP/") else headers_["status"].split()[0]
+    return int(status), headers_, body
+
+
+@pytest.mark.parametrize("front", ["uwsgi", "scgi", "fastcgi", "h2"])
+def test_the_same_answers_over_every_protocol(serve, tree, front):
+    """What the HTTP tests check against nginx, over the gateway protocols
+    and HTTP/2: a file, HEAD, 405, a 304 and a 412, a range, a multi-range,
+    an unsatisfiable range, a directory redirect, and traversal."""
+    port = free_port()
+    flag = {"uwsgi": "--uwsgi-socket", "scgi": "--scgi-socket", "fastcgi": "--fastcgi-socket", "h2": None}[front]
+    args = ["--static-map", f"/static={tree}", "--static-index", "index.html", "--wsgi-file", ECHO]
+    s = serve(*args, *([flag, f"127.0.0.1:{port}"] if flag else []))
+    port = port if flag else s.port
+    data = (tree / "big.bin").read_bytes()
+    status, h, body = ask_over(front, port, "GET", "/static/big.bin")
+    assert status == 200 and body == data and h["content-length"] == str(len(data))
+    etag = h["etag"]
+    status, h, body = ask_over(front, port, "HEAD", "/static/big.bin")
+    assert status == 200 and body == b"" and h["content-length"] == str(len(data))
+    status, h, _ = ask_over(front, port, "POST", "/static/big.bin")
+    assert status == 405 and h["allow"] == "GET, HEAD"
+    assert ask_over(front, port, "GET", "/static/big.bin", [("If-None-Match", etag)])[0] == 304
+    assert ask_over(front, port, "GET", "/static/big.bin", [("If-Match", '"other"')])[0] == 412
+    status, h, body = ask_over(front, port, "GET", "/static/big.bin", [("Range", "bytes=10-19")])
+    assert status == 206 and body == data[10:20] and h["content-range"] == f"bytes 10-19/{len(data)}"
+    status, h, body = ask_over(front, port, "GET", "/static/big.bin", [("Range", "bytes=0-1,5-6")])
+    assert status == 206 and h["content-type"].startswith("multipart/byteranges") and data[5:7] in body
+    status, h, _ = ask_over(front, port, "GET", "/static/big.bin", [("Range", "bytes=999999-")])
+    assert status == 416 and h["content-range"] == f"bytes */{len(data)}"
+    status, h, _ = ask_over(front, port, "GET", "/static/sub")
+    assert status == 301 and h["location"].endswith("/static/sub/")
+    for path in ("/static/../secret.txt", "/static/link-out.txt"):
+        status, _, body = ask_over(front, port, "GET", path)
+        assert status in (400, 403) and b"outside the root" not in body, (path, status)
+
+
 def test_static_map2_check_static_skip_ext_and_safe(serve, tree, tmp_path):
     (tree / "static").mkdir()
     (tree / "static" / "kept.txt").write_text("kept\n")
