@@ -18,6 +18,8 @@ phase() {
 need=()
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
+# nginx's brotli_static, to compare precompressed .br files with.
+[ -f /usr/lib/nginx/modules/ngx_http_brotli_static_module.so ] || need+=(libnginx-mod-http-brotli-static)
 command -v cgi-fcgi >/dev/null || need+=(libfcgi-bin)
 command -v tmux >/dev/null || need+=(tmux)
 command -v strace >/dev/null || need+=(strace)
