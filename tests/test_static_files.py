@@ -301,11 +301,58 @@ def test_files_go_out_with_sendfile_on_every_protocol(serve, tree, tmp_path, fro
     # each head before a file is held for the file's bytes: a send with
     # MSG_MORE, then sendfile on the same socket (FastCGI: a record header
     # before each piece of the file)
-    lines = calls.splitlines()
+    # (cachestat(2), which strace may not know by name, may come between)
+    lines = [l for l in calls.splitlines() if not l.startswith(("cachestat(", "syscall_0x1c3("))]
     corked = [(int(m[1]), lines[i + 1]) for i, l in enumerate(lines[:-1])
               if (m := re.match(r"sendto\((\d+), .*MSG_MORE", l))]
     assert len(corked) >= 2, calls[-3000:]
     assert all(after.startswith(f"sendfile({fd}, ") for fd, after in corked), calls[-3000:]
+
+
+def page_cache_can_tell():
+    """Whether this kernel has cachestat(2) (6.5), which oxgate asks."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    rng, stat = ctypes.create_string_buffer(16), ctypes.create_string_buffer(40)
+    return libc.syscall(451, 0, rng, stat, 0) == 0 or ctypes.get_errno() != 38  # ENOSYS
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
+@pytest.mark.skipif(not page_cache_can_tell(), reason="the kernel has no cachestat(2)")
+@pytest.mark.parametrize("front", ["http", "uwsgi"])
+def test_a_file_not_in_the_page_cache_is_read_in_off_the_event_loop(serve, tmp_path, front):
+    """The pages of a file dropped from the page cache are read on a
+    blocking thread; the event loop's thread then sends them with sendfile
+    and never reads the file itself (nor waits on the disk)."""
+    root = tmp_path / "files"
+    root.mkdir()
+    data = os.urandom(3 << 20)
+    with open(root / "cold.bin", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    up = free_port()
+    s = serve("--static-map", f"/static={root}", "--wsgi-file", ECHO, "--processes", "1",
+              *(["--uwsgi-socket", f"127.0.0.1:{up}"] if front == "uwsgi" else []))
+    (worker,) = s.wait_workers(1)
+    fd = os.open(root / "cold.bin", os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    with traced_calls([worker], "sendfile,pread64,sendto", tmp_path) as traced:
+        deadline = time.monotonic() + 10
+        while "sendto(" not in traced() and time.monotonic() < deadline:
+            requests.get(s.url + "/", timeout=10)
+        if front == "http":
+            body = requests.get(s.url + "/static/cold.bin", timeout=10).content
+        else:
+            body = uwsgi_request(up, cgi(path="/static/cold.bin")).split(b"\r\n\r\n", 1)[1]
+        assert body == data
+    per_thread = {p.name: p.read_text() for p in tmp_path.glob("strace.*")}
+    sending = [t for t, calls in per_thread.items() if "sendfile(" in calls]
+    reading = [t for t, calls in per_thread.items() if re.search(r"pread64\(.*\)\s+= 262144", calls)]
+    assert sending and reading and not set(sending) & set(reading), per_thread.keys()
+    sent = sum(int(n) for t in sending for n in re.findall(r"sendfile\(.*\)\s+= (\d+)", per_thread[t]))
+    assert sent == len(data)
 
 
 @pytest.mark.parametrize("front", ["uwsgi", "scgi", "fastcgi"])

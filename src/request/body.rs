@@ -81,6 +81,46 @@ pub struct FileRegion {
     pub len: u64,
 }
 
+/// A file's bytes not in the page cache are read in on a blocking thread
+/// before the event loop sends or reads them, so that it never waits on the
+/// disk (nginx's `aio threads`). Below this, the wait is a page or two, and
+/// asking the kernel would cost more than it saves.
+const WARM_MIN: u64 = 64 * 1024;
+
+/// Brings part of a file into the page cache off the event loop.
+#[derive(Default)]
+pub struct Warmer(Option<tokio::task::JoinHandle<()>>);
+
+impl Warmer {
+    /// Ready once `len` bytes of `fd` from `offset` are in the page cache
+    /// (or the kernel cannot tell, or they are too few to matter).
+    pub fn poll_warm(
+        &mut self,
+        cx: &mut Context<'_>,
+        fd: &OwnedFd,
+        offset: u64,
+        len: u64,
+    ) -> Poll<()> {
+        use std::os::fd::AsFd;
+        if let Some(task) = &mut self.0 {
+            // A failed read leaves the real one, next, to say what is wrong.
+            let _ = std::task::ready!(std::pin::Pin::new(task).poll(cx));
+            self.0 = None;
+            return Poll::Ready(());
+        }
+        if len < WARM_MIN || !crate::sys::pagecache::uncached(fd.as_fd(), offset, len) {
+            return Poll::Ready(());
+        }
+        let Ok(file) = fd.try_clone() else {
+            return Poll::Ready(());
+        };
+        self.0 = Some(tokio::task::spawn_blocking(move || {
+            crate::sys::pagecache::read_in(file.as_fd(), offset, len);
+        }));
+        self.poll_warm(cx, fd, offset, len)
+    }
+}
+
 /// How much of the file a [`FileBody`] was read to or handed out as.
 pub struct FileEnd {
     pub sent: u64,
@@ -97,6 +137,7 @@ pub struct FileEnd {
 /// body is done or dropped (the app host closes the app's iterable then).
 pub struct FileBody {
     region: Option<FileRegion>,
+    warmer: Warmer,
     sent: u64,
     on_end: Option<Box<dyn FnOnce(FileEnd) + Send>>,
 }
@@ -114,6 +155,7 @@ impl FileBody {
     pub fn new(region: FileRegion, on_end: impl FnOnce(FileEnd) + Send + 'static) -> FileBody {
         FileBody {
             region: Some(region),
+            warmer: Warmer::default(),
             sent: 0,
             on_end: Some(Box::new(on_end)),
         }
@@ -186,13 +228,15 @@ impl FileRegion {
 }
 
 impl ChunkSource for FileBody {
-    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         let Some(region) = self.region.as_mut().filter(|r| r.len > 0) else {
             self.end(true, false);
             return Poll::Ready(None);
         };
-        // A page-cache read: quick enough for the event loop, like the
-        // pread the app's own file object would do.
+        // A page-cache read is quick enough for the event loop; pages that
+        // are not in the cache are read in on a blocking thread first.
+        let next = region.len.min(FILE_CHUNK as u64);
+        std::task::ready!(self.warmer.poll_warm(cx, &region.fd, region.offset, next));
         match region.read_chunk() {
             Ok(Some(b)) => {
                 self.sent += b.len() as u64;

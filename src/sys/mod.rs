@@ -2,6 +2,7 @@
 //! readers and the stderr writer.
 
 pub mod clock;
+pub mod pagecache;
 pub mod procfs;
 pub mod sched;
 pub mod signals;

@@ -317,7 +317,7 @@ where
                         let len = left.min(FILE_RECORD_MAX);
                         out.extend_from_slice(&fastcgi::header(fastcgi::STDOUT, id, len as u16));
                         files
-                            .send(&out, region.fd.as_raw_fd(), offset, len)
+                            .send(&out, &region.fd, offset, len)
                             .await
                             .map_err(|e| e.to_string())?;
                         out.clear();

@@ -19,7 +19,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::listen::Protocol;
-use crate::request::FileRegion;
+use crate::request::{FileRegion, Warmer};
 
 /// The most one sendfile call is asked for: a slow web server in front
 /// still sees the file arrive in steady pieces.
@@ -51,9 +51,7 @@ impl SocketFiles {
         region: &FileRegion,
         protocol: Protocol,
     ) -> io::Result<()> {
-        let sent = self
-            .send(head, region.fd.as_raw_fd(), region.offset, region.len)
-            .await;
+        let sent = self.send(head, &region.fd, region.offset, region.len).await;
         if let Err(e) = &sent
             && !matches!(
                 e.kind(),
@@ -76,7 +74,7 @@ impl SocketFiles {
     pub(super) async fn send(
         &mut self,
         mut head: &[u8],
-        file: RawFd,
+        file: &OwnedFd,
         mut offset: u64,
         mut len: u64,
     ) -> io::Result<()> {
@@ -91,9 +89,14 @@ impl SocketFiles {
                 Err(e) => return Err(e.into()),
             }
         }
+        let mut warmer = Warmer::default();
         while len > 0 {
+            // sendfile waits for pages not in the cache: read in elsewhere
+            // first.
+            let call = len.min(CALL_MAX);
+            std::future::poll_fn(|cx| warmer.poll_warm(cx, file, offset, call)).await;
             let mut at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
-            match crate::sys::sendfile(self.sock, file, &mut at, len.min(CALL_MAX) as usize) {
+            match crate::sys::sendfile(self.sock, file.as_raw_fd(), &mut at, call as usize) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -144,7 +147,7 @@ mod tests {
     use std::io::Write;
     use tokio::io::AsyncReadExt;
 
-    fn file_with(data: &[u8]) -> std::fs::File {
+    fn file_with(data: &[u8]) -> OwnedFd {
         // Tests run in parallel: a file each.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,7 +157,7 @@ mod tests {
         f.write_all(data).unwrap();
         let f = std::fs::File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        f
+        f.into()
     }
 
     #[tokio::test]
@@ -173,11 +176,8 @@ mod tests {
         });
         // SAFETY: `ours` is open until after `files` is dropped.
         let mut files = unsafe { SocketFiles::new(ours.as_raw_fd()) };
-        files
-            .send(b"head:", file.as_raw_fd(), 7, 2_000_000)
-            .await
-            .unwrap();
-        files.send(b"", file.as_raw_fd(), 0, 3).await.unwrap();
+        files.send(b"head:", &file, 7, 2_000_000).await.unwrap();
+        files.send(b"", &file, 0, 3).await.unwrap();
         assert!(files.room.is_some(), "the socket never filled up");
         drop(files);
         drop(ours);
@@ -193,7 +193,7 @@ mod tests {
         let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
         // SAFETY: `ours` outlives `files`.
         let mut files = unsafe { SocketFiles::new(ours.as_raw_fd()) };
-        let e = files.send(b"", file.as_raw_fd(), 5, 10).await.unwrap_err();
+        let e = files.send(b"", &file, 5, 10).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(e.to_string().contains("5 bytes short"), "{e}");
     }

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::Interest;
 
-use crate::request::FileRegion;
+use crate::request::{FileRegion, Warmer};
 
 /// The most one frame (and so one sendfile call) covers.
 pub const FRAME_MAX: usize = 1 << 20;
@@ -53,13 +53,14 @@ pub(super) fn is_placeholder(data: &[u8]) -> bool {
     !data.is_empty() && range.contains(&data.as_ptr())
 }
 
-/// The file regions a connection's body frames stand for, oldest first.
+/// The file regions a connection's body frames stand for, oldest first,
+/// and the read-in of the next one's pages not in the page cache.
 #[derive(Default)]
-pub struct FileQueue(Mutex<VecDeque<FileRegion>>);
+pub struct FileQueue(Mutex<(VecDeque<FileRegion>, Warmer)>);
 
 impl FileQueue {
     pub fn push(&self, region: FileRegion) {
-        self.0.lock().expect("not poisoned").push_back(region);
+        self.0.lock().expect("not poisoned").0.push_back(region);
     }
 
     /// Sends up to `len` bytes of the oldest region to `sock`.
@@ -69,12 +70,15 @@ impl FileQueue {
         sock: &S,
         len: usize,
     ) -> Poll<io::Result<usize>> {
-        let mut queue = self.0.lock().expect("not poisoned");
+        let mut guard = self.0.lock().expect("not poisoned");
+        let (queue, warmer) = &mut *guard;
         let Some(region) = queue.front_mut() else {
             crate::say!("oxgate: a file frame without its file (a bug): connection closed");
             return Poll::Ready(Err(io::Error::other("a file frame without its file")));
         };
         let want = len.min(usize::try_from(region.len).unwrap_or(usize::MAX));
+        // sendfile waits for pages not in the cache: read in elsewhere first.
+        std::task::ready!(warmer.poll_warm(cx, &region.fd, region.offset, want as u64));
         let fd = region.fd.as_raw_fd();
         let mut offset = region.offset as libc::off_t;
         let n = match std::task::ready!(sock.poll_sendfile(cx, fd, &mut offset, want)) {

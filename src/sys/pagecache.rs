@@ -1,0 +1,108 @@
+//! Whether a file's bytes are in the page cache, and bringing them in: a
+//! sendfile or pread of pages that are not waits for the disk, which the
+//! event loop must not do (`request::body::Warmer` reads them ahead on a
+//! blocking thread first).
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// cachestat(2) (Linux 6.5), the same number on every architecture.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// True when some page of `len` bytes of `fd` from `offset` is not in the
+/// page cache. False when all are, or when the kernel cannot tell (before
+/// 6.5, or a file system without a page cache): then reading goes on as
+/// it would have.
+pub fn uncached(fd: BorrowedFd<'_>, offset: u64, len: u64) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let page = 4096u64;
+    let pages = (offset + len).div_ceil(page) - offset / page;
+    cached_pages(fd, offset, len).is_some_and(|cached| cached < pages)
+}
+
+/// How many pages of the range are in the page cache; None when the kernel
+/// cannot tell.
+fn cached_pages(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Option<u64> {
+    let range = CachestatRange { off: offset, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: cachestat reads `range` and writes `stat`, both live and of
+    // the kernel's layout for the call; `fd` is open for its duration.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0,
+        )
+    };
+    (r == 0).then_some(stat.nr_cache)
+}
+
+/// Reads `len` bytes of `fd` from `offset` into the page cache (and
+/// nowhere else that lasts). Blocks on the disk: for a blocking thread.
+pub fn read_in(fd: BorrowedFd<'_>, mut offset: u64, len: u64) {
+    let end = offset.saturating_add(len);
+    let mut scratch = vec![0u8; 256 * 1024];
+    while offset < end {
+        let want = ((end - offset) as usize).min(scratch.len());
+        match nix::sys::uio::pread(fd, &mut scratch[..want], offset as libc::off_t) {
+            Ok(0) => return,
+            Ok(n) => offset += n as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            // The read that follows, on the event loop, says what is wrong.
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_file_just_written_is_cached_and_dropped_pages_are_not() {
+        let path = std::env::temp_dir().join(format!("oxgate-pagecache-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        read_in(f.as_fd(), 0, 1 << 20);
+        assert!(!uncached(f.as_fd(), 0, 1 << 20), "pages read in");
+        // Dropped from the cache (clean pages, synced above): said uncached,
+        // where the kernel can tell (6.5 and later).
+        let dropped = nix::fcntl::posix_fadvise(
+            f.as_fd(),
+            0,
+            1 << 20,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+        let knows = cached_pages(f.as_fd(), 0, 1).is_some();
+        if dropped.is_ok() && knows {
+            assert!(uncached(f.as_fd(), 0, 1 << 20));
+            read_in(f.as_fd(), 0, 1 << 20);
+            assert!(!uncached(f.as_fd(), 0, 1 << 20));
+        }
+        assert!(!uncached(f.as_fd(), 0, 0));
+    }
+}
