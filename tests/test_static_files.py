@@ -179,6 +179,9 @@ def test_a_directory_without_its_slash_is_redirected(both):
     assert a.status_code == b.status_code == 301
     assert a.headers["location"] == "/static/sub/?x=1"
     assert b.headers["location"].endswith("/static/sub/?x=1")
+    # one without an index too, as nginx does (then 403 at the slash)
+    a, b = get(ours, "/static/noindex"), get(theirs, "/static/noindex")
+    assert a.status_code == b.status_code == 301 and a.headers["location"] == "/static/noindex/"
 
 
 def test_other_methods_get_405_with_allow(both):

@@ -172,8 +172,12 @@ impl StaticFiles {
             // Under a mount, nginx's answer. A --check-static directory is
             // the app's whole URL space: its directories (`/` first) are
             // the app's, as in uWSGI.
-            Resolved::NoIndex if root.mount.is_empty() => return None,
-            Resolved::NoIndex => Response::plain(403, "Forbidden", "Forbidden\n"),
+            Resolved::NoIndex { .. } if root.mount.is_empty() => return None,
+            // nginx sends a directory to its slash first, index or not.
+            Resolved::NoIndex { slash: false } => {
+                redirect_to_directory(var(Var::PATH_INFO), var(Var::QUERY_STRING))
+            }
+            Resolved::NoIndex { slash: true } => Response::plain(403, "Forbidden", "Forbidden\n"),
             Resolved::AddSlash => {
                 redirect_to_directory(var(Var::PATH_INFO), var(Var::QUERY_STRING))
             }

@@ -24,8 +24,9 @@ pub enum Resolved {
     /// A directory with an index file, asked for without the trailing
     /// slash: the client is sent to `path/`.
     AddSlash,
-    /// A directory without an index file (there are no listings).
-    NoIndex,
+    /// A directory without an index file (there are no listings); `slash`:
+    /// asked for with its trailing slash.
+    NoIndex { slash: bool },
     /// Exists but may not be served: a link out of the root, an
     /// unreadable file, a device or socket.
     Forbidden,
@@ -61,7 +62,9 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
                 .filter(|(_, m)| m.is_file())
                 .map(|f| (name, f))
         }) else {
-            return Resolved::NoIndex;
+            return Resolved::NoIndex {
+                slash: rel.ends_with(b"/"),
+            };
         };
         if !rel.ends_with(b"/") {
             return Resolved::AddSlash;
@@ -150,7 +153,14 @@ mod tests {
         assert!(matches!(t.open("//./a.txt", false), Resolved::File { .. }));
         assert!(matches!(t.open("/a.txt/", false), Resolved::Missing));
         assert!(matches!(t.open("/nope", false), Resolved::Missing));
-        assert!(matches!(t.open("/sub", false), Resolved::NoIndex));
+        assert!(matches!(
+            t.open("/sub", false),
+            Resolved::NoIndex { slash: false }
+        ));
+        assert!(matches!(
+            t.open("/sub/", false),
+            Resolved::NoIndex { slash: true }
+        ));
         assert!(matches!(
             t.open("/sub/withindex", false),
             Resolved::AddSlash
