@@ -198,3 +198,13 @@ def test_a_streamed_head_is_not_held_for_the_next_chunk(serve, front):
             assert chunk, got
             got += chunk
     assert b"200" in got.split(b"\r\n")[0] + got[:64] and b"b" not in got.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_variable_given_twice_takes_the_last_value_headers_are_joined(both):
+    """nginx's `include uwsgi_params;` then `uwsgi_param NAME value;` sends
+    NAME twice: the last one counts, as in uWSGI and PHP. Repeated header
+    lines are joined."""
+    out = uwsgi_request(both.uwsgi_port, cgi("GET", "/", extra=[("SERVER_NAME", "first"), ("SERVER_NAME", "second"),
+                                                               ("HTTP_X_A", "1"), ("HTTP_X_A", "2")]))
+    seen = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert seen["server_name"] == "second" and seen["x_headers"] == {"HTTP_X_A": "1, 2"}

@@ -17,8 +17,8 @@ import time
 import pytest
 import requests
 
-from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, packet, scgi_packet, start_nginx,
-                     traced_calls, uwsgi_request, wait_for)
+from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, packet, read_records, scgi_packet,
+                     start_nginx, stdout_of, traced_calls, uwsgi_request, wait_for)
 
 
 @contextlib.contextmanager
@@ -295,7 +295,8 @@ def test_files_go_out_with_sendfile_on_every_protocol(serve, tree, tmp_path, fro
             for name in ("big.bin", "page.bin", "small.bin"):
                 r = requests.get(f"{base}/static/{name}", timeout=10)
                 assert r.status_code == 200 and r.content == (tree / name).read_bytes(), (front, name)
-    calls = traced()
+    # the event loop's thread: the one that sends files
+    calls = next(p.read_text() for p in tmp_path.glob("strace.*") if "sendfile(" in p.read_text())
     sent = [int(n) for n in re.findall(r"sendfile\(.*\)\s+= (\d+)", calls)]
     assert sum(sent) == 300_000 + 4096, calls[-3000:]
     # the small file alone is read, whole, and no file is read otherwise
@@ -312,17 +313,24 @@ def test_files_go_out_with_sendfile_on_every_protocol(serve, tree, tmp_path, fro
     assert all(after.startswith(f"sendfile({fd}, ") for fd, after in corked), calls[-3000:]
 
 
-def page_cache_can_tell():
-    """Whether this kernel has cachestat(2) (6.5), which oxgate asks."""
+def cached_pages(path):
+    """cachestat(2) of a whole file: its pages in the page cache, or None
+    where the kernel does not answer (before 6.5, EPERM)."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    rng, stat = ctypes.create_string_buffer(16), ctypes.create_string_buffer(40)
-    return libc.syscall(451, 0, rng, stat, 0) == 0 or ctypes.get_errno() != 38  # ENOSYS
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        rng = ctypes.create_string_buffer(struct.pack("QQ", 0, 0))  # len 0: to the end
+        stat = ctypes.create_string_buffer(40)
+        if libc.syscall(451, fd, rng, stat, 0) != 0:
+            return None
+        return struct.unpack("5Q", stat.raw)[0]
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
-@pytest.mark.skipif(not page_cache_can_tell(), reason="the kernel has no cachestat(2)")
-@pytest.mark.parametrize("front", ["http", "uwsgi"])
+@pytest.mark.parametrize("front", ["http", "uwsgi", "fastcgi"])
 def test_a_file_not_in_the_page_cache_is_read_in_off_the_event_loop(serve, tmp_path, front):
     """The pages of a file dropped from the page cache are read on a
     blocking thread; the event loop's thread then sends them with sendfile
@@ -335,20 +343,28 @@ def test_a_file_not_in_the_page_cache_is_read_in_off_the_event_loop(serve, tmp_p
         f.flush()
         os.fsync(f.fileno())
     up = free_port()
-    s = serve("--static-map", f"/static={root}", "--wsgi-file", ECHO, "--processes", "1",
-              *(["--uwsgi-socket", f"127.0.0.1:{up}"] if front == "uwsgi" else []))
+    flag = {"http": [], "uwsgi": ["--uwsgi-socket", f"127.0.0.1:{up}"],
+            "fastcgi": ["--fastcgi-socket", f"127.0.0.1:{up}"]}[front]
+    s = serve("--static-map", f"/static={root}", "--wsgi-file", ECHO, "--processes", "1", *flag)
     (worker,) = s.wait_workers(1)
     fd = os.open(root / "cold.bin", os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
+    if cached_pages(root / "cold.bin") != 0:
+        pytest.skip("the kernel cannot say what is cached, or cannot drop this file's pages (tmpfs)")
     with traced_calls([worker], "sendfile,pread64,sendto", tmp_path) as traced:
         deadline = time.monotonic() + 10
         while "sendto(" not in traced() and time.monotonic() < deadline:
             requests.get(s.url + "/", timeout=10)
         if front == "http":
             body = requests.get(s.url + "/static/cold.bin", timeout=10).content
-        else:
+        elif front == "uwsgi":
             body = uwsgi_request(up, cgi(path="/static/cold.bin")).split(b"\r\n\r\n", 1)[1]
+        else:
+            with socket.create_connection(("127.0.0.1", up), timeout=10) as c:
+                c.sendall(fcgi_request(1, [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/static/cold.bin"),
+                                           ("SERVER_PROTOCOL", "HTTP/1.1"), ("QUERY_STRING", "")]))
+                body = stdout_of(read_records(c), 1).split(b"\r\n\r\n", 1)[1]
         assert body == data
     per_thread = {p.name: p.read_text() for p in tmp_path.glob("strace.*")}
     sending = [t for t, calls in per_thread.items() if "sendfile(" in calls]
@@ -777,6 +793,20 @@ def test_check_static_docroot_serves_from_the_front_ends_document_root(serve, tm
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"User-agent: *\n")
     reply = uwsgi_request(up, cgi(path="/../secret.txt", extra=[("DOCUMENT_ROOT", str(root))]))
     assert b"outside the root" not in reply and reply.startswith(b"HTTP/1.1 400")
+
+
+def test_lifetimes_past_any_http_date_are_clamped(serve, tree):
+    """Expires past the year 9999 (an absurd lifetime) is said then, and a
+    file dated before 1970 counts its -mtime lifetime from 1970: no panic,
+    the file is served."""
+    os.utime(tree / "hello.txt", (-100_000, -100_000))
+    s = serve("--static-map", f"/static={tree}", "--static-expires-type", "text/css=99999999999999999",
+              "--static-expires-type-mtime", "text/plain=10", "--wsgi-file", ECHO)
+    r = requests.get(s.url + "/static/style.css", timeout=10)
+    assert r.status_code == 200 and r.headers["expires"] == "Fri, 31 Dec 9999 23:59:59 GMT"
+    r = requests.get(s.url + "/static/hello.txt", timeout=10)
+    assert r.status_code == 200 and r.text == "hello static\n"
+    assert r.headers["expires"] == "Thu, 01 Jan 1970 00:00:10 GMT" and r.headers["cache-control"] == "max-age=0"
 
 
 def test_static_requests_are_logged_and_counted(serve, tree, tmp_path):

@@ -87,9 +87,19 @@ pub struct FileRegion {
 /// asking the kernel would cost more than it saves.
 const WARM_MIN: u64 = 64 * 1024;
 
-/// Brings part of a file into the page cache off the event loop.
+/// Brings part of a file into the page cache off the event loop. It
+/// remembers the range it last looked at, so that a range sent in pieces
+/// asks the kernel once; and once pages read in still look uncached (a file
+/// system whose cache cachestat cannot see, such as overlayfs), it stops
+/// reading ahead for this file rather than read everything twice.
 #[derive(Default)]
-pub struct Warmer(Option<tokio::task::JoinHandle<()>>);
+pub struct Warmer {
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// The range last found cached or being read in.
+    seen: Option<(u64, u64)>,
+    /// The kernel's answer cannot be trusted for this file.
+    blind: bool,
+}
 
 impl Warmer {
     /// Ready once `len` bytes of `fd` from `offset` are in the page cache
@@ -101,23 +111,39 @@ impl Warmer {
         offset: u64,
         len: u64,
     ) -> Poll<()> {
+        use crate::sys::pagecache::{read_in, uncached};
         use std::os::fd::AsFd;
-        if let Some(task) = &mut self.0 {
+        if let Some(task) = &mut self.task {
             // A failed read leaves the real one, next, to say what is wrong.
             let _ = std::task::ready!(std::pin::Pin::new(task).poll(cx));
-            self.0 = None;
+            self.task = None;
+            if let Some((start, end)) = self.seen {
+                self.blind = uncached(fd.as_fd(), start, end - start);
+            }
             return Poll::Ready(());
         }
-        if len < WARM_MIN || !crate::sys::pagecache::uncached(fd.as_fd(), offset, len) {
+        let end = offset.saturating_add(len);
+        let inside = self.seen.is_some_and(|(s, e)| s <= offset && end <= e);
+        if self.blind || len < WARM_MIN || inside {
+            return Poll::Ready(());
+        }
+        self.seen = Some((offset, end));
+        if !uncached(fd.as_fd(), offset, len) {
             return Poll::Ready(());
         }
         let Ok(file) = fd.try_clone() else {
             return Poll::Ready(());
         };
-        self.0 = Some(tokio::task::spawn_blocking(move || {
-            crate::sys::pagecache::read_in(file.as_fd(), offset, len);
+        self.task = Some(tokio::task::spawn_blocking(move || {
+            read_in(file.as_fd(), offset, len);
         }));
         self.poll_warm(cx, fd, offset, len)
+    }
+
+    /// For another file (or region): nothing of the last one is known.
+    pub fn reset(&mut self) {
+        debug_assert!(self.task.is_none(), "reset while reading in");
+        *self = Warmer::default();
     }
 }
 
@@ -143,7 +169,7 @@ pub struct FileBody {
 }
 
 /// What one read of a [`FileRegion`] takes from the file.
-const FILE_CHUNK: usize = 256 * 1024;
+pub const FILE_CHUNK: usize = 256 * 1024;
 /// Files smaller than this are read, not handed out for sendfile. Copying
 /// a few bytes costs less than sendfile's page references, and a page or
 /// more costs more: measured side by side, a 2 or 3 KiB file is served as
@@ -380,21 +406,22 @@ mod tests {
         })
     }
 
-    fn drain(body: &mut FileBody) -> Result<Vec<u8>, BodyError> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
+    /// The body's bytes. In a runtime: pages not in the page cache (a
+    /// file system whose cache cachestat cannot see) are read in on a
+    /// blocking thread.
+    async fn drain(body: &mut FileBody) -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
         loop {
-            match body.poll_chunk(&mut cx) {
-                Poll::Ready(Some(Ok(b))) => out.extend_from_slice(&b),
-                Poll::Ready(Some(Err(e))) => return Err(e),
-                Poll::Ready(None) => return Ok(out),
-                Poll::Pending => unreachable!("a file never waits"),
+            match std::future::poll_fn(|cx| body.poll_chunk(cx)).await {
+                Some(Ok(b)) => out.extend_from_slice(&b),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(out),
             }
         }
     }
 
-    #[test]
-    fn file_body_reads_its_region_in_chunks() {
+    #[tokio::test]
+    async fn file_body_reads_its_region_in_chunks() {
         let data: Vec<u8> = (0..FILE_CHUNK * 2 + 500).map(|i| (i % 251) as u8).collect();
         let (seen, on_end) = ended();
         let len = (data.len() - 10) as u64;
@@ -406,12 +433,12 @@ mod tests {
             },
             on_end,
         );
-        assert_eq!(drain(&mut body).unwrap(), &data[7..7 + len as usize]);
+        assert_eq!(drain(&mut body).await.unwrap(), &data[7..7 + len as usize]);
         assert_eq!(*seen.lock().unwrap(), Some((len, true, false)));
     }
 
-    #[test]
-    fn a_taken_file_counts_as_sent_and_ends_the_body() {
+    #[tokio::test]
+    async fn a_taken_file_counts_as_sent_and_ends_the_body() {
         let (seen, on_end) = ended();
         let len = SENDFILE_MIN + 5;
         let mut body = FileBody::new(
@@ -425,12 +452,12 @@ mod tests {
         let region = body.take_file().unwrap();
         assert_eq!((region.offset, region.len), (6, len));
         assert!(body.take_file().is_none());
-        assert_eq!(drain(&mut body).unwrap(), b"");
+        assert_eq!(drain(&mut body).await.unwrap(), b"");
         assert_eq!(*seen.lock().unwrap(), Some((len, true, false)));
     }
 
-    #[test]
-    fn a_small_file_is_read_not_taken() {
+    #[tokio::test]
+    async fn a_small_file_is_read_not_taken() {
         let (seen, on_end) = ended();
         let mut body = FileBody::new(
             FileRegion {
@@ -441,12 +468,12 @@ mod tests {
             on_end,
         );
         assert!(body.take_file().is_none());
-        assert_eq!(drain(&mut body).unwrap(), b"world");
+        assert_eq!(drain(&mut body).await.unwrap(), b"world");
         assert_eq!(*seen.lock().unwrap(), Some((5, true, false)));
     }
 
-    #[test]
-    fn a_file_shorter_than_its_region_is_an_error() {
+    #[tokio::test]
+    async fn a_file_shorter_than_its_region_is_an_error() {
         let (seen, on_end) = ended();
         let mut body = FileBody::new(
             FileRegion {
@@ -458,6 +485,7 @@ mod tests {
         );
         assert!(
             drain(&mut body)
+                .await
                 .unwrap_err()
                 .message
                 .contains("ended before")

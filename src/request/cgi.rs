@@ -131,8 +131,15 @@ pub fn normalise(
         {
             continue;
         }
-        // Repeated keys (nginx 1.22 sends one per header line) are merged.
+        // Repeated headers (nginx 1.22 sends one per header line) are
+        // merged. Another variable given twice (`include uwsgi_params;`,
+        // then `uwsgi_param DOCUMENT_ROOT /x;`) takes the last value, as in
+        // uWSGI and PHP.
         if let Some((_, prev)) = vars.iter_mut().find(|(n, _)| *n == name) {
+            if !name.as_bytes().starts_with(b"HTTP_") {
+                *prev = v;
+                continue;
+            }
             let sep: &[u8] = if name == VarName::Known(Var::HTTP_COOKIE) {
                 b"; "
             } else {

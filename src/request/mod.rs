@@ -18,8 +18,8 @@ pub mod wrappers;
 pub use crate::proto::is_hop_by_hop;
 pub use answered::{Answered, CountedBody};
 pub use body::{
-    BodyError, BodyStream, ChunkSource, FileBody, FileEnd, FileRegion, RequestBody, SENDFILE_MIN,
-    Trailers, Warmer, clip, with_length,
+    BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileEnd, FileRegion, RequestBody,
+    SENDFILE_MIN, Trailers, Warmer, clip, with_length,
 };
 pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
 pub use handler::{

@@ -66,11 +66,19 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
     }
 }
 
+/// At most this many threads do the event loop's blocking work.
+const BLOCKING_THREADS: usize = 32;
+
 /// The runtime is built only after any fork: no runtime thread may exist
 /// when a process forks (embedding.md §4).
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking threads read uncached files into the page cache
+        // (request::body::Warmer) and connect to abstract FastCGI sockets:
+        // a burst of cold files queues for these, as for nginx's 32 aio
+        // threads, rather than start hundreds.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| format!("cannot start the event loop: {e}"))
 }

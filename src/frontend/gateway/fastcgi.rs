@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
-use super::files::SocketFiles;
+use super::files::{CALL_MAX, SocketFiles};
 use super::response::response_head;
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
 
@@ -146,7 +146,8 @@ pub async fn serve_fastcgi<S>(
 }
 
 /// The most file bytes one STDOUT record carries: whole pages (a record
-/// holds up to 65,535 bytes), so that each sendfile starts on a page.
+/// holds up to 65,535 bytes), so that each sendfile of a file sent from its
+/// start begins on a page.
 const FILE_RECORD_MAX: u64 = 15 * 4096;
 
 /// One request; `Ok(true)` to keep the connection for the next.
@@ -313,8 +314,17 @@ where
                     // STDOUT records whose content comes from the file: each
                     // header goes out, then its share by sendfile.
                     let (mut offset, mut left) = (region.offset, region.len);
+                    files.another_file();
+                    let mut warmed_to = offset;
                     while left > 0 {
                         let len = left.min(FILE_RECORD_MAX);
+                        // A window ahead of the records, each too small to
+                        // be worth asking the page cache about.
+                        if offset + len > warmed_to {
+                            let window = left.min(CALL_MAX);
+                            files.warm(&region.fd, offset, window).await;
+                            warmed_to = offset + window;
+                        }
                         out.extend_from_slice(&fastcgi::header(fastcgi::STDOUT, id, len as u16));
                         files
                             .send(&out, &region.fd, offset, len)

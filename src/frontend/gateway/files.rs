@@ -22,14 +22,17 @@ use crate::listen::Protocol;
 use crate::request::{FileRegion, Warmer};
 
 /// The most one sendfile call is asked for: a slow web server in front
-/// still sees the file arrive in steady pieces.
-const CALL_MAX: u64 = 1 << 20;
+/// still sees the file arrive in steady pieces. Also the window read into
+/// the page cache ahead of them.
+pub(super) const CALL_MAX: u64 = 1 << 20;
 
 /// A gateway connection's socket, for the bytes that go out by sendfile.
 pub(super) struct SocketFiles {
     sock: RawFd,
     /// The duplicate that waits for room, once the socket was full.
     room: Option<AsyncFd<OwnedFd>>,
+    /// Reads the file being sent into the page cache ahead of sendfile.
+    warmer: Warmer,
 }
 
 impl SocketFiles {
@@ -39,7 +42,11 @@ impl SocketFiles {
     /// called (it is dropped after the stream that owns `sock` at no risk:
     /// it keeps a duplicate of its own).
     pub(super) unsafe fn new(sock: RawFd) -> SocketFiles {
-        SocketFiles { sock, room: None }
+        SocketFiles {
+            sock,
+            room: None,
+            warmer: Warmer::default(),
+        }
     }
 
     /// [`send`](Self::send) for a region a body handed out; a failure other
@@ -51,6 +58,7 @@ impl SocketFiles {
         region: &FileRegion,
         protocol: Protocol,
     ) -> io::Result<()> {
+        self.another_file();
         let sent = self.send(head, &region.fd, region.offset, region.len).await;
         if let Err(e) = &sent
             && !matches!(
@@ -89,12 +97,9 @@ impl SocketFiles {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut warmer = Warmer::default();
         while len > 0 {
-            // sendfile waits for pages not in the cache: read in elsewhere
-            // first.
             let call = len.min(CALL_MAX);
-            std::future::poll_fn(|cx| warmer.poll_warm(cx, file, offset, call)).await;
+            self.warm(file, offset, call).await;
             let mut at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
             match crate::sys::sendfile(self.sock, file.as_raw_fd(), &mut at, call as usize) {
                 Ok(0) => {
@@ -115,6 +120,18 @@ impl SocketFiles {
             }
         }
         Ok(())
+    }
+
+    /// sendfile waits for pages not in the page cache: they are read in
+    /// elsewhere first (`Warmer`). A caller sending a file in small pieces
+    /// (FastCGI's records) warms a larger window ahead of them.
+    pub(super) async fn warm(&mut self, file: &OwnedFd, offset: u64, len: u64) {
+        std::future::poll_fn(|cx| self.warmer.poll_warm(cx, file, offset, len)).await;
+    }
+
+    /// The next bytes sent come from another file (or region).
+    pub(super) fn another_file(&mut self) {
+        self.warmer.reset();
     }
 
     /// Returns once the socket (found full) has room again.

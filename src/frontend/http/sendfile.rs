@@ -106,6 +106,7 @@ impl FileQueue {
         region.len -= n as u64;
         if region.len == 0 {
             queue.pop_front();
+            warmer.reset();
         }
         Poll::Ready(Ok(n))
     }

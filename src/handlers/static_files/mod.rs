@@ -9,7 +9,7 @@ pub mod resolve;
 mod respond;
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -60,8 +60,12 @@ impl StaticFiles {
     pub fn new(settings: &StaticSettings, inner: Arc<dyn Handler>) -> Result<StaticFiles, String> {
         let canonical = |dir: &Path| dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let root = |mount: &str, dir: &Path, keep_mount: bool| {
-            // A map to a file is a root at its directory that names it.
-            if let (true, Some(parent), Some(name)) = (dir.is_file(), dir.parent(), dir.file_name())
+            // A map to a file is a root at its directory that names it:
+            // the file's real place (a link to a shared icon is followed
+            // now, as uWSGI does, not refused as a link out at each request).
+            let real = canonical(dir);
+            if let (true, Some(parent), Some(name)) =
+                (real.is_file(), real.parent(), real.file_name())
             {
                 return Root {
                     mount: mount.as_bytes().to_vec(),
@@ -98,7 +102,20 @@ impl StaticFiles {
             skip_ext: settings.skip_ext.clone(),
             mime: mime::MimeTypes::load(&settings.mimefiles)?,
             settings: StaticSettings {
-                gzip_dirs: settings.gzip_dirs.iter().map(|d| canonical(d)).collect(),
+                // Compared as prefixes, as uWSGI does: a trailing slash
+                // given stays (/srv/static/ must not match /srv/static2).
+                gzip_dirs: settings
+                    .gzip_dirs
+                    .iter()
+                    .map(|d| {
+                        let mut c = canonical(d).into_os_string();
+                        if d.as_os_str().as_bytes().ends_with(b"/") && !c.as_bytes().ends_with(b"/")
+                        {
+                            c.push("/");
+                        }
+                        PathBuf::from(c)
+                    })
+                    .collect(),
                 ..settings.clone()
             },
             answered: Answered::new(crate::request::HandlerKind::Static),
@@ -142,23 +159,25 @@ impl StaticFiles {
         // --check-static-docroot: the front end's DOCUMENT_ROOT, opened for
         // this request (it may differ from one request to the next).
         if self.settings.check_docroot
-            && let Some(docroot) =
-                crate::request::var(&req.vars, Var::DOCUMENT_ROOT).filter(|d| d.starts_with(b"/"))
+            && let Some(docroot) = crate::request::var(&req.vars, Var::DOCUMENT_ROOT)
+                .filter(|d| d.starts_with(b"/") && !d.contains(&0))
+            && let Some(answer) = self.answer(req, &self.docroot_root(docroot), path)
         {
-            let root = Root {
-                mount: Vec::new(),
-                dir: resolve::RootDir::new(
-                    Path::new(OsStr::from_bytes(docroot)),
-                    &self.settings.safe,
-                ),
-                keep_mount: true,
-                file: None,
-            };
-            if let Some(answer) = self.answer(req, &root, path) {
-                return Lookup::Answer(answer);
-            }
+            return Lookup::Answer(answer);
         }
         Lookup::App
+    }
+
+    /// The front end's DOCUMENT_ROOT as a root, opened for this request:
+    /// kept, it would pin the directory a deploy's symbolic link pointed
+    /// to then.
+    fn docroot_root(&self, docroot: &Bytes) -> Root {
+        Root {
+            mount: Vec::new(),
+            dir: resolve::RootDir::new(Path::new(OsStr::from_bytes(docroot)), &self.settings.safe),
+            keep_mount: true,
+            file: None,
+        }
     }
 
     /// The answer for `rel` under `root`; None when no file is there (the
@@ -307,12 +326,21 @@ impl StaticFiles {
                     .find(|r| r.on.eq_ignore_ascii_case(mime))
                     .map(|r| (r.seconds, r.after_mtime))
             })?;
+        // An HTTP date ends with the year 9999: a later one (a lifetime of
+        // centuries, a file dated in the far future) is said then.
+        let last = UNIX_EPOCH + Duration::from_secs(respond::LAST_HTTP_DATE as u64);
+        let after = |from: SystemTime, seconds: u64| {
+            from.checked_add(Duration::from_secs(seconds))
+                .map_or(last, |t| t.min(last))
+        };
         let now = SystemTime::now();
         let (expires, max_age) = match rule {
-            (seconds, false) => (now + Duration::from_secs(seconds), seconds),
+            (seconds, false) => (after(now, seconds), seconds),
             (seconds, true) => {
-                let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-                let expires = modified + Duration::from_secs(seconds);
+                use std::os::unix::fs::MetadataExt;
+                let modified =
+                    UNIX_EPOCH + Duration::from_secs(respond::modified_secs(meta.mtime()));
+                let expires = after(modified, seconds);
                 let left = expires.duration_since(now).map_or(0, |d| d.as_secs());
                 (expires, left)
             }

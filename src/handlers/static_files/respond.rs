@@ -18,8 +18,8 @@ use headers::{
 };
 
 use crate::request::{
-    BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Request, Response, ResponseBody,
-    SENDFILE_MIN,
+    BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileRegion, Request, Response,
+    ResponseBody, SENDFILE_MIN, Warmer,
 };
 
 /// The request's `name` variable (`HTTP_RANGE`, say) as a typed header;
@@ -39,13 +39,13 @@ fn header<H: Header>(req: &Request, name: &[u8]) -> Option<H> {
 }
 
 /// 9999-12-31 23:59:59 UTC, the last time an HTTP date can say.
-const LAST_HTTP_DATE: i64 = 253_402_300_799;
+pub(super) const LAST_HTTP_DATE: i64 = 253_402_300_799;
 
 /// A file's mtime as Last-Modified can say it. An HTTP date ends with the
 /// year 9999: a file dated later (clock skew, a bad archive, a filesystem
 /// with 64-bit times) is said modified then, rather than making the date's
 /// formatting panic.
-fn modified_secs(mtime: i64) -> u64 {
+pub(super) fn modified_secs(mtime: i64) -> u64 {
     mtime.clamp(0, LAST_HTTP_DATE) as u64
 }
 
@@ -336,7 +336,7 @@ fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Respon
     length(&mut resp, len);
     resp.body = ResponseBody::Stream {
         first: None,
-        rest: BodyStream::new(Parts(parts)),
+        rest: BodyStream::new(Parts(parts, Warmer::default())),
     };
     resp
 }
@@ -356,11 +356,12 @@ enum Part {
 }
 
 /// The parts of a multipart body, in order; file parts go out with
-/// sendfile when they are large enough.
-struct Parts(VecDeque<Part>);
+/// sendfile when they are large enough, else are read (their pages read
+/// into the page cache off the event loop first, as `FileBody`'s are).
+struct Parts(VecDeque<Part>, Warmer);
 
 impl ChunkSource for Parts {
-    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
             let Some(part) = self.0.front_mut() else {
                 return Poll::Ready(None);
@@ -371,19 +372,24 @@ impl ChunkSource for Parts {
                     self.0.pop_front();
                     return Poll::Ready(Some(Ok(b)));
                 }
-                Part::File(region) => match region.read_chunk() {
-                    Ok(Some(b)) => return Poll::Ready(Some(Ok(b))),
-                    Ok(None) => {
-                        self.0.pop_front();
+                Part::File(region) => {
+                    let next = region.len.min(FILE_CHUNK as u64);
+                    std::task::ready!(self.1.poll_warm(cx, &region.fd, region.offset, next));
+                    match region.read_chunk() {
+                        Ok(Some(b)) => return Poll::Ready(Some(Ok(b))),
+                        Ok(None) => {
+                            self.0.pop_front();
+                            self.1.reset();
+                        }
+                        Err(e) => {
+                            self.0.clear();
+                            return Poll::Ready(Some(Err(BodyError::new(
+                                500,
+                                format!("reading the file to send: {e}"),
+                            ))));
+                        }
                     }
-                    Err(e) => {
-                        self.0.clear();
-                        return Poll::Ready(Some(Err(BodyError::new(
-                            500,
-                            format!("reading the file to send: {e}"),
-                        ))));
-                    }
-                },
+                }
             }
         }
     }
