@@ -80,6 +80,20 @@ def test_socket_timeout_spares_requests_in_progress(serve, threads):
     assert out.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), out
 
 
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
+def test_a_streamed_chunk_is_sent_before_the_app_makes_the_next(serve, threads):
+    """PEP 3333: a server must not delay a block until the app yields the
+    next. /slow yields "a", then sleeps 4 s before "b": "a" arrives first,
+    whether the app runs on the event loop's thread or on its own."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--threads", threads)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=2) as sock:
+        sock.sendall(b"GET /slow?gap=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while not out.endswith(b"\r\n1\r\na\r\n"):
+            out += sock.recv(65536) or pytest.fail(f"closed: {out!r}")  # times out if held
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"\r\nb\r\n" not in out
+
+
 def _get(sock, path=b"/ignore-body"):
     """One request on a kept-alive connection; the response's head and body."""
     sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1,7 +1,9 @@
 //! The body of a started response as the front end pulls it: chunks from an
 //! inline call, from a pooled call's channel, or a file to send.
 
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use pyo3::prelude::*;
@@ -38,21 +40,105 @@ pub(super) fn file_body(
 
 /// Pulls chunks from an inline call as the connection can take them.
 pub(super) struct InlineChunks {
-    pub(super) call: Option<Call>,
+    call: Option<Call>,
     /// Held until the response is done: the request runs until then.
-    pub(super) core: Option<Core>,
+    core: Option<Core>,
+    /// A chunk went out since the app last ran. The app runs on the event
+    /// loop's thread and may take its time over the next one (a generator
+    /// that waits for an event): the loop turns once first, so that the
+    /// front end writes what it has (PEP 3333: a block must not wait for
+    /// the next), as uWSGI's and Gunicorn's workers write each chunk.
+    sent_since: bool,
+    turn: Option<Turn>,
+}
+
+/// One turn of the event loop: tokio's `yield_now`, done only once the
+/// runtime has woken the task again, after the tasks already woken (the
+/// flusher among them). (`yield_now` alone is ready at its second poll,
+/// and hyper may poll the body twice in one turn.)
+struct Turn {
+    yielded: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    woken: Arc<WokenFlag>,
+}
+
+struct WokenFlag {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl std::task::Wake for WokenFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl Turn {
+    /// Pending until the runtime's wake came (through the task's waker
+    /// kept at the start: a current-thread runtime's task keeps one).
+    fn poll(&mut self) -> Poll<()> {
+        if !self.woken.woken.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.woken.clone());
+        self.yielded.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+
+    fn start(cx: &mut Context<'_>) -> Option<Turn> {
+        let woken = Arc::new(WokenFlag {
+            woken: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let mut yielded: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(tokio::task::yield_now());
+        let waker = Waker::from(woken.clone());
+        match yielded.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(()) => None,
+            Poll::Pending => Some(Turn { yielded, woken }),
+        }
+    }
+}
+
+impl InlineChunks {
+    /// `first_sent`: the response's first chunk went out with its head.
+    pub(super) fn new(call: Call, core: Core, first_sent: bool) -> InlineChunks {
+        InlineChunks {
+            call: Some(call),
+            core: Some(core),
+            sent_since: first_sent,
+            turn: None,
+        }
+    }
 }
 
 impl ChunkSource for InlineChunks {
-    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         let Some(call) = self.call.as_mut() else {
             return Poll::Ready(None);
         };
+        if self.sent_since {
+            match &mut self.turn {
+                None => {
+                    self.turn = Turn::start(cx);
+                    if self.turn.is_some() {
+                        return Poll::Pending;
+                    }
+                }
+                Some(turn) => std::task::ready!(turn.poll()),
+            }
+            self.turn = None;
+            self.sent_since = false;
+        }
         let next = Python::attach(|py| match call.next_chunk(py) {
             Ok(Some(b)) => {
                 if let Some(core) = self.core.as_mut() {
                     core.chunk(b.len());
                 }
+                self.sent_since = true;
                 Some(Ok(b))
             }
             Ok(None) => {

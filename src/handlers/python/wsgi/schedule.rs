@@ -104,12 +104,10 @@ impl WsgiHost {
                     });
                 }
                 core.chunk(first.as_ref().map_or(0, |b| b.len()));
+                let first_sent = first.is_some();
                 head.into_response(ResponseBody::Stream {
                     first,
-                    rest: BodyStream::new(InlineChunks {
-                        call: Some(call),
-                        core: Some(core),
-                    }),
+                    rest: BodyStream::new(InlineChunks::new(call, core, first_sent)),
                 })
             }
         }
