@@ -26,18 +26,42 @@ struct Cachestat {
 }
 
 /// True when some page of `len` bytes of `fd` from `offset` is not in the
-/// page cache. False when all are, or when the kernel does not answer
-/// (before 6.5; or EPERM, where it allows cachestat only on files the
-/// process may write or owns): then reading goes on as it would have. A
-/// file system whose cache it cannot see (overlayfs) answers "none
-/// cached", which `Warmer` notices.
+/// page cache. cachestat counts every page. Where it does not answer
+/// (before 6.5; or EPERM: it answers only for files the process may write
+/// or owns, and static files are often another user's), three one-byte
+/// reads that must not wait (RWF_NOWAIT) look at the range's first,
+/// middle and last pages: a file not read lately is missing them all.
+/// False when the kernel can tell neither way. A file system whose cache
+/// cachestat cannot see (overlayfs) answers "none cached", which `Warmer`
+/// notices.
 pub fn uncached(fd: BorrowedFd<'_>, offset: u64, len: u64) -> bool {
     if len == 0 {
         return false;
     }
     let page = page_size();
     let pages = (offset + len).div_ceil(page) - offset / page;
-    cached_pages(fd, offset, len).is_some_and(|cached| cached < pages)
+    match cached_pages(fd, offset, len) {
+        Some(cached) => cached < pages,
+        None => [offset, offset + len / 2, offset + len - 1]
+            .into_iter()
+            .any(|at| would_wait(fd, at)),
+    }
+}
+
+/// Whether reading the byte at `at` would wait for the disk.
+fn would_wait(fd: BorrowedFd<'_>, at: u64) -> bool {
+    let Ok(at) = libc::off_t::try_from(at) else {
+        return false;
+    };
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: preadv2 writes at most one byte, into `byte`, through the
+    // one iovec, all live for the call; `fd` is open for its duration.
+    let r = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
 }
 
 /// The kernel's page size, in which cachestat counts.
@@ -130,5 +154,19 @@ mod tests {
             }
         }
         assert!(!uncached(f.as_fd(), 0, 0));
+        // The probe used where cachestat does not answer: a page just read
+        // does not make a read wait; a dropped one does, where the kernel
+        // can drop it.
+        read_in(f.as_fd(), 0, 1 << 20);
+        assert!(!would_wait(f.as_fd(), 0) && !would_wait(f.as_fd(), (1 << 20) - 1));
+        let _ = nix::fcntl::posix_fadvise(
+            f.as_fd(),
+            0,
+            1 << 20,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+        if cached_pages(f.as_fd(), 0, 1 << 20) == Some(0) {
+            assert!(would_wait(f.as_fd(), 4096 * 10));
+        }
     }
 }
