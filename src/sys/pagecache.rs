@@ -38,20 +38,27 @@ pub fn uncached(fd: BorrowedFd<'_>, offset: u64, len: u64) -> bool {
     if len == 0 {
         return false;
     }
-    let page = page_size();
-    let pages = (offset + len).div_ceil(page) - offset / page;
     match cached_pages(fd, offset, len) {
-        Some(cached) => cached < pages,
+        Some(cached) => {
+            let page = page_size();
+            cached < (offset + len).div_ceil(page) - offset / page
+        }
+        // The first answer that is not "cached" decides: a read that
+        // would wait, or a file system that cannot read without waiting.
         None => [offset, offset + len / 2, offset + len - 1]
             .into_iter()
-            .any(|at| would_wait(fd, at)),
+            .map(|at| would_wait(fd, at))
+            .find(|answer| *answer != Some(false))
+            .flatten()
+            .unwrap_or(false),
     }
 }
 
-/// Whether reading the byte at `at` would wait for the disk.
-fn would_wait(fd: BorrowedFd<'_>, at: u64) -> bool {
+/// Whether reading the byte at `at` would wait for the disk; None when the
+/// kernel cannot say (no RWF_NOWAIT for this file system, an old kernel).
+fn would_wait(fd: BorrowedFd<'_>, at: u64) -> Option<bool> {
     let Ok(at) = libc::off_t::try_from(at) else {
-        return false;
+        return None;
     };
     let mut byte = 0u8;
     let iov = libc::iovec {
@@ -61,7 +68,13 @@ fn would_wait(fd: BorrowedFd<'_>, at: u64) -> bool {
     // SAFETY: preadv2 writes at most one byte, into `byte`, through the
     // one iovec, all live for the call; `fd` is open for its duration.
     let r = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
-    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+    if r >= 0 {
+        return Some(false);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
 }
 
 /// The kernel's page size, in which cachestat counts.
@@ -158,7 +171,8 @@ mod tests {
         // does not make a read wait; a dropped one does, where the kernel
         // can drop it.
         read_in(f.as_fd(), 0, 1 << 20);
-        assert!(!would_wait(f.as_fd(), 0) && !would_wait(f.as_fd(), (1 << 20) - 1));
+        assert_eq!(would_wait(f.as_fd(), 0), Some(false));
+        assert_eq!(would_wait(f.as_fd(), (1 << 20) - 1), Some(false));
         let _ = nix::fcntl::posix_fadvise(
             f.as_fd(),
             0,
@@ -166,7 +180,7 @@ mod tests {
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
         );
         if cached_pages(f.as_fd(), 0, 1 << 20) == Some(0) {
-            assert!(would_wait(f.as_fd(), 4096 * 10));
+            assert_eq!(would_wait(f.as_fd(), 4096 * 10), Some(true));
         }
     }
 }

@@ -63,7 +63,9 @@ struct Turn {
 
 struct WokenFlag {
     woken: AtomicBool,
-    task: Waker,
+    /// The task that polled last: registered at each poll, so that a body
+    /// polled from another task than before is still woken.
+    task: atomic_waker::AtomicWaker,
 }
 
 impl std::task::Wake for WokenFlag {
@@ -73,14 +75,15 @@ impl std::task::Wake for WokenFlag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.task.wake_by_ref();
+        self.task.wake();
     }
 }
 
 impl Turn {
-    /// Pending until the runtime's wake came (through the task's waker
-    /// kept at the start: a current-thread runtime's task keeps one).
-    fn poll(&mut self) -> Poll<()> {
+    /// Pending until the runtime's wake came.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the flag is read: a wake in between is seen.
+        self.woken.task.register(cx.waker());
         if !self.woken.woken.load(Ordering::Acquire) {
             return Poll::Pending;
         }
@@ -91,8 +94,9 @@ impl Turn {
     fn start(cx: &mut Context<'_>) -> Option<Turn> {
         let woken = Arc::new(WokenFlag {
             woken: AtomicBool::new(false),
-            task: cx.waker().clone(),
+            task: atomic_waker::AtomicWaker::new(),
         });
+        woken.task.register(cx.waker());
         let mut yielded: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
             Box::pin(tokio::task::yield_now());
         let waker = Waker::from(woken.clone());
@@ -128,7 +132,7 @@ impl ChunkSource for InlineChunks {
                         return Poll::Pending;
                     }
                 }
-                Some(turn) => std::task::ready!(turn.poll()),
+                Some(turn) => std::task::ready!(turn.poll(cx)),
             }
             self.turn = None;
             self.sent_since = false;
