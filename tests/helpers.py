@@ -283,6 +283,67 @@ def start_nginx(d, port, conf, **popen):
     return proc
 
 
+
+@contextlib.contextmanager
+def nginx_serving(tmp_path, server, http="", main=""):
+    """nginx (one worker) with `server` inside its server block, `http`
+    before it and `main` at the top; yields the port it listens on."""
+    port = free_port()
+    d = tmp_path / "nginx"
+    proc = start_nginx(d, port, f"""{main}
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;
+  {http}
+  server {{ listen 127.0.0.1:{port}; {server} }} }}
+""")
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+
+@contextlib.contextmanager
+def apache_serving(tmp_path, modules, directives):
+    """Apache httpd (event MPM) with `modules` loaded and `directives`;
+    yields its base URL once it listens."""
+    d, port = tmp_path / "apache", free_port()
+    (d / "logs").mkdir(parents=True)
+    mods = ["mpm_event", "authz_core", *modules]
+    (d / "httpd.conf").write_text(f"""
+ServerRoot "{d}"
+PidFile logs/httpd.pid
+Listen 127.0.0.1:{port}
+ServerName localhost
+ErrorLog logs/error.log
+LogLevel warn
+{"".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so{chr(10)}" for m in mods)}
+{directives}
+""")
+    proc = subprocess.Popen([APACHE, "-f", str(d / "httpd.conf"), "-DFOREGROUND"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise AssertionError(f"apache exited: {proc.stderr.read().decode()}")
+                time.sleep(0.05)
+        else:
+            raise AssertionError("apache did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
 # Terminal programs (uwsgitop, oxgate top), run in tmux.
 def tmux(*args):
     return subprocess.run(["tmux", "-L", "oxgate-test", *args], capture_output=True, text=True, timeout=10)

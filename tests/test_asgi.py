@@ -13,7 +13,8 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, ROOT, VENV, free_port, listens, run_fail, start_nginx, traced_calls, wait_for
+from helpers import (APACHE_MODULES, APPS, ROOT, VENV, apache_serving, free_port, listens, nginx_serving, run_fail,
+                     start_nginx, traced_calls, wait_for)
 
 # Headers that differ between servers by nature: the date, the server's
 # name, and the framing (a body the app sent whole, without a length, goes
@@ -532,3 +533,103 @@ def test_quart_answers_as_uvicorn_does(serve, uvicorn):
     ])
     # 405: the Allow header lists a set's methods, in each process's order.
     assert requests.delete(s.url + "/").status_code == requests.delete(theirs + "/").status_code == 405
+
+
+def read_until(c, buf, end):
+    """Reads from c until buf holds `end`; returns what it holds."""
+    while end not in buf:
+        chunk = c.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return buf
+
+
+EARLY_HINTS = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+               b"Link: </app.js>; rel=preload; as=script\r\n\r\n")
+
+
+@pytest.mark.parametrize("route", ["/early-hints", "/early-hints/after"])
+def test_early_hints_reach_an_http11_client_before_the_response_is_made(serve, tmp_path, route):
+    """http.response.early_hint with --http-early-hints: offered over
+    HTTP/1.1, where its 103 goes out at once, while the app still waits to
+    make the response (sent before or after http.response.start); a
+    keep-alive connection goes on after it, and curl takes it as a 103
+    before the 200."""
+    s = asgi(serve, "asgi_raw:app", "--http-early-hints")
+    marker = tmp_path / "go"
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(f"GET {route}?{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = read_until(c, b"", b"\r\n\r\n")
+        # The app waits for the marker: nothing but the 103 can have come.
+        assert got == EARLY_HINTS, got
+        marker.touch()
+        got = read_until(c, b"", b"offered=1")
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"Link" not in got, got
+        # The next request on the connection has its own 103.
+        c.sendall(f"GET {route}?{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = read_until(c, b"", b"offered=1")
+        assert got.startswith(EARLY_HINTS + b"HTTP/1.1 200 OK\r\n"), got
+    out = subprocess.run(["curl", "-si", s.url + route], capture_output=True, timeout=10).stdout
+    assert out.startswith(EARLY_HINTS.replace(b"\r\n\r\n", b"\r\n\r\nHTTP/1.1 200 OK\r\n")), out
+    assert out.endswith(b"offered=1"), out
+
+
+def test_early_hints_are_not_offered_where_they_cannot_go(serve, tmp_path):
+    """No 103 for an HTTP/1.0 client (RFC 9110 §15.2), over HTTP/2 (hyper
+    sends no 1xx there) or over uwsgi: the extension is not in the scope,
+    and the message, sent anyway, is ignored. A link that would end its
+    field is refused: the app's send() raises, and the response is a 500
+    with no 103 before it."""
+    from helpers import packet, uwsgi_request
+    up = free_port()
+    s = asgi(serve, "asgi_raw:app", "--http-early-hints", "--uwsgi-socket", f"127.0.0.1:{up}")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /early-hints HTTP/1.0\r\n\r\n")
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.0 200 OK\r\n") and out.endswith(b"offered=0"), out
+    out = subprocess.run(["curl", "-si", "--http2-prior-knowledge", s.url + "/early-hints"],
+                         capture_output=True, timeout=10).stdout
+    assert out.startswith(b"HTTP/2 200") and out.endswith(b"offered=0"), out
+    vars = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/early-hints"), ("QUERY_STRING", ""),
+            ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"), ("SERVER_PORT", "80")]
+    out = uwsgi_request(up, packet(vars))
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"offered=0"), out
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /early-hints?bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 500 "), out
+    wait_for(lambda: "invalid http.response.early_hint" in s.log())
+
+
+def test_early_hints_are_off_unless_asked_for_since_old_proxies_break_on_them(serve, tmp_path):
+    """Without --http-early-hints no 103 goes out: real nginx 1.22 behind
+    proxy_pass would hand an upstream's 103 to the client as the final
+    response, with the real one after it as its body. With the option on,
+    that is what happens (so the docs' warning holds); without it, the
+    answer through nginx is clean. Apache 2.4's mod_proxy_http passes the
+    103 on, as the docs say."""
+    plain = asgi(serve, "asgi_raw:app")
+    hinting = asgi(serve, "asgi_raw:app", "--http-early-hints")
+    locations = (f"location /plain/ {{ proxy_pass http://127.0.0.1:{plain.port}/; proxy_http_version 1.1; }}"
+                 f"location /hinting/ {{ proxy_pass http://127.0.0.1:{hinting.port}/; proxy_http_version 1.1; }}")
+    with nginx_serving(tmp_path, locations) as port:
+        r = requests.get(f"http://127.0.0.1:{port}/plain/early-hints", timeout=10)
+        assert (r.status_code, r.text) == (200, "offered=0")
+        r = requests.get(f"http://127.0.0.1:{plain.port}/early-hints", timeout=10)
+        assert (r.status_code, r.text) == (200, "offered=0")
+        version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+        if re.search(r"nginx/1\.(1?\d|2[0-8])\.", version):
+            out = subprocess.run(["curl", "-si", f"http://127.0.0.1:{port}/hinting/early-hints"],
+                                 capture_output=True, timeout=10).stdout
+            assert out.startswith(b"HTTP/1.1 103 "), out
+            assert b"\r\n\r\nHTTP/1.1 200 OK" in out, out
+    if not os.path.exists(f"{APACHE_MODULES}/mod_proxy_http.so"):
+        return
+    with apache_serving(tmp_path, ["proxy", "proxy_http"], f"ProxyPass / http://127.0.0.1:{hinting.port}/") as url:
+        out = subprocess.run(["curl", "-si", url + "/early-hints"], capture_output=True, timeout=10).stdout
+        assert out.startswith(EARLY_HINTS + b"HTTP/1.1 200 OK\r\n"), out
+        assert out.endswith(b"offered=1"), out

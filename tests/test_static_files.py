@@ -17,28 +17,8 @@ import time
 import pytest
 import requests
 
-from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, packet, read_records, scgi_packet,
-                     start_nginx, stdout_of, traced_calls, uwsgi_request, wait_for)
-
-
-@contextlib.contextmanager
-def nginx_serving(tmp_path, server, http="", main=""):
-    """nginx (one worker) with `server` inside its server block, `http`
-    before it and `main` at the top; yields the port it listens on."""
-    port = free_port()
-    d = tmp_path / "nginx"
-    proc = start_nginx(d, port, f"""{main}
-worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
-events {{ worker_connections 64; }}
-http {{ access_log off; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
-  {http}
-  server {{ listen 127.0.0.1:{port}; {server} }} }}
-""")
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, nginx_serving, packet, read_records,
+                     scgi_packet, start_nginx, stdout_of, traced_calls, uwsgi_request, wait_for)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 import requests
 
-from helpers import BIN, ECHO, free_port, start_nginx
+from helpers import APACHE_MODULES, BIN, ECHO, apache_serving, free_port, start_nginx
 
 
 # nginx: uwsgi_pass over TCP and unix sockets, scgi_pass, fastcgi_pass, proxy_pass.
@@ -166,9 +166,7 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp;
 
 # Apache httpd (mod_proxy_uwsgi, mod_proxy_fcgi, mod_proxy_scgi) and lighttpd
 # (mod_scgi in uwsgi mode, mod_scgi, mod_fastcgi): the project's test-peers notes, §1.2-1.3.
-APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
-MODULES = "/usr/lib/apache2/modules"
 
 
 @pytest.fixture
@@ -197,28 +195,15 @@ def start(cmd, port):
 
 @pytest.fixture
 def apache(upstream, tmp_path):
-    if not os.path.exists(f"{MODULES}/mod_proxy_uwsgi.so"):
+    if not os.path.exists(f"{APACHE_MODULES}/mod_proxy_uwsgi.so"):
         pytest.skip("apache2-bin is not installed")
-    d, port = tmp_path / "apache", free_port()
-    (d / "logs").mkdir(parents=True)
-    mods = ["mpm_event", "authz_core", "proxy", "proxy_uwsgi", "proxy_fcgi", "proxy_scgi"]
-    (d / "httpd.conf").write_text(f"""
-ServerRoot "{d}"
-PidFile logs/httpd.pid
-Listen 127.0.0.1:{port}
-ServerName localhost
-ErrorLog logs/error.log
-LogLevel warn
-{"".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so{chr(10)}" for m in mods)}
+    with apache_serving(tmp_path, ["proxy", "proxy_uwsgi", "proxy_fcgi", "proxy_scgi"], f"""
 ProxyPass /u/ uwsgi://127.0.0.1:{upstream.uwsgi}/
 ProxyPass /ux/ unix:{upstream.sock}|uwsgi://localhost/
 ProxyPass /f/ fcgi://127.0.0.1:{upstream.fcgi}/ enablereuse=on
 ProxyPass /s/ scgi://127.0.0.1:{upstream.scgi}/
-""")
-    proc = start([APACHE, "-f", str(d / "httpd.conf"), "-DFOREGROUND"], port)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+""") as url:
+        yield url
 
 
 @pytest.fixture

@@ -936,6 +936,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         post_buffering: r.int(&opt::POST_BUFFERING).max(64 << 10) as u64,
         max_connections: r.count(&opt::MAX_CONNECTIONS).unwrap_or(0) as usize,
         min_body_rate: r.int(&opt::MIN_BODY_RATE).max(0) as u64,
+        early_hints: r.flag(&opt::HTTP_EARLY_HINTS)?,
         // Gunicorn's readings of 0: the most headers it allows, and its
         // default field size.
         limit_request_fields: match r.int(&opt::LIMIT_REQUEST_FIELDS) {

@@ -257,6 +257,9 @@ pub struct Config {
     pub post_buffering: u64,
     /// `--min-body-rate`, bytes a second (0 is off).
     pub min_body_rate: u64,
+    /// `--http-early-hints`: HTTP/1.1 requests may get 103s before their
+    /// response.
+    pub early_hints: bool,
     /// Gunicorn's request-head limits (HTTP only; 0 is off).
     pub limit_request_line: usize,
     pub limit_request_fields: usize,

@@ -26,6 +26,9 @@ pub struct Request {
     /// The front end can hand the connection over to the app (an HTTP/1.1
     /// request with `Connection: upgrade`): see [`super::Session`].
     pub upgradable: bool,
+    /// Where the app may send 103 Early Hints before its response: a
+    /// front end that can (HTTP/1.1 in clear) gives one.
+    pub early_hints: Option<Arc<dyn super::EarlyHints>>,
 }
 
 /// What a handler's answer is on its way as: boxed, so that a router can

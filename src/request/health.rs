@@ -120,6 +120,7 @@ mod tests {
             is_head: false,
             protocol: crate::listen::Protocol::Http,
             upgradable: false,
+            early_hints: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod answered;
 mod body;
 pub mod cgi;
 mod conn;
+mod early_hints;
 mod handler;
 pub mod health;
 mod response;
@@ -22,6 +23,7 @@ pub use body::{
     SENDFILE_MIN, Trailers, Warmer, clip, with_length,
 };
 pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
+pub use early_hints::{EARLY_HINTS_MAX, EarlyHints, early_hints_fault, early_hints_head};
 pub use handler::{
     Handler, HandlerKind, Outcome, Request, RequestObserver, Responding, log_response_headers,
 };

@@ -84,6 +84,28 @@ async def app(scope, receive, send):
                         "more_trailers": True})
             await asyncio.sleep(0.05)
             await send({"type": "http.response.trailers", "headers": [(b"x-count", b"2")]})
+    elif path.startswith("/early-hints"):
+        # Two links in a 103 (sent even where not offered: the server must
+        # ignore it), then the response once the file the query names
+        # exists; /early-hints/after sends the 103 after
+        # http.response.start, which the spec allows too; ?bad sends a
+        # link that would end its field.
+        offered = "http.response.early_hint" in scope["extensions"]
+        links = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
+        if scope["query_string"] == b"bad":
+            links = [b"</a.css>\r\nSet-Cookie: stolen=1"]
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        if path.endswith("/after"):
+            await send(start)
+        await send({"type": "http.response.early_hint", "links": links})
+        marker = scope["query_string"].decode()
+        for _ in range(1000):
+            if not marker.startswith("/") or os.path.exists(marker):
+                break
+            await asyncio.sleep(0.01)
+        if not path.endswith("/after"):
+            await send(start)
+        await send({"type": "http.response.body", "body": b"offered=%d" % offered})
     elif path == "/zerocopy-many":
         # 50 pieces of 20,000 bytes (each large enough for sendfile), one
         # right after another, backwards through the file: send() waits

@@ -100,6 +100,7 @@ pub async fn serve_fast(
             is_head,
             protocol,
             upgradable: false,
+            early_hints: None,
         })
         .await;
     // A whole response in one buffer goes out with one non-blocking send.

@@ -284,6 +284,7 @@ where
                     is_head,
                     protocol: Protocol::Fastcgi,
                     upgradable: false,
+                    early_hints: None,
                 })
                 .await
         }

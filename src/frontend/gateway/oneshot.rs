@@ -172,6 +172,7 @@ pub async fn serve<S>(
             is_head,
             protocol,
             upgradable: false,
+            early_hints: None,
         })
         .await;
     write_response(&mut wr, &mut files, protocol, &version, response).await;

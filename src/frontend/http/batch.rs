@@ -246,6 +246,59 @@ impl<S: std::os::fd::AsRawFd> BatchedIo<S> {
     }
 }
 
+impl<S> BatchedIo<S> {
+    /// What sends this connection's 103 Early Hints, through its outbox.
+    pub(super) fn early_hints(&self) -> OutboxHints {
+        OutboxHints {
+            outbox: self.outbox.clone(),
+            queue: self.queue.clone(),
+            fd: self.fd,
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+/// Puts a 103 in a connection's outbox, behind whatever of the last
+/// response is still there and ahead of the final head (hyper writes it
+/// only once the handler has answered), and has the flusher write it at
+/// the end of the event loop's turn: the app, on a thread of its own, is
+/// still making the response.
+pub(super) struct OutboxHints {
+    outbox: Arc<Mutex<Outbox>>,
+    queue: Arc<FlushQueue>,
+    fd: RawFd,
+    progress: Arc<TaskCounter>,
+}
+
+impl crate::request::EarlyHints for OutboxHints {
+    fn send(&self, links: &[bytes::Bytes]) -> bool {
+        if crate::request::early_hints_fault(links).is_some() {
+            return false;
+        }
+        let mut o = lock(&self.outbox);
+        // A client that does not read its responses gets no more bytes
+        // queued for it: hints are worth nothing that late.
+        if o.closed || o.error.is_some() || o.buf.len() > BATCH_MAX {
+            return false;
+        }
+        o.buf
+            .extend_from_slice(&crate::request::early_hints_head(links));
+        // Queued already, or the socket was full and the task writes it
+        // all once there is room.
+        if o.queued || o.stalled {
+            return true;
+        }
+        o.queued = true;
+        drop(o);
+        self.queue.enqueue(Queued {
+            outbox: self.outbox.clone(),
+            fd: self.fd,
+            progress: self.progress.clone(),
+        });
+        true
+    }
+}
+
 impl<S: AsyncWrite + Unpin> BatchedIo<S> {
     /// Writes out the outbox itself, taking it back from the flusher if it
     /// was queued; Ready(Ok) once it is empty.

@@ -118,10 +118,12 @@ pub async fn serve_connection<S: Peek>(
         _ => {}
     }
     let ctx = conn_ctx(info, host, settings, true);
-    let io = TokioIo::new(FramingWatch::new(
-        super::batch::BatchedIo::new(stream, flush, ctx.files.clone(), ctx.progress.clone()),
-        ctx.clone(),
-    ));
+    let batched =
+        super::batch::BatchedIo::new(stream, flush, ctx.files.clone(), ctx.progress.clone());
+    if ctx.settings.early_hints {
+        let _ = ctx.early_hints.set(Arc::new(batched.early_hints()));
+    }
+    let io = TokioIo::new(FramingWatch::new(batched, ctx.clone()));
     serve_http1(io, ctx, shutdown, going_away).await
 }
 
@@ -182,6 +184,7 @@ fn conn_ctx(
         closing: AtomicBool::new(false),
         switched: AtomicBool::new(false),
         flawed_head: std::sync::OnceLock::new(),
+        early_hints: std::sync::OnceLock::new(),
     })
 }
 
@@ -209,6 +212,11 @@ fn on_request(
     };
     if let Ok(h) = &mut head {
         h.upgradable = on_upgrade.is_some();
+        // No 1xx for an HTTP/1.0 client (RFC 9110 §15.2), and none over
+        // HTTP/2 or TLS, whose connections hyper writes alone.
+        if parts.version == http::Version::HTTP_11 {
+            h.early_hints = ctx.early_hints.get().cloned();
+        }
     }
     // The request's header map, emptied, carries the response's
     // headers; hyper keeps that map to parse the next request into,

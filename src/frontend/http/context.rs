@@ -23,6 +23,8 @@ pub struct HttpSettings {
     pub read_ahead: u64,
     /// `--min-body-rate`, bytes a second; 0 is off.
     pub min_body_rate: u64,
+    /// `--http-early-hints`: HTTP/1.1 requests in clear may be sent 103s.
+    pub early_hints: bool,
     /// `--proxy-protocol`: a PROXY header may come before the first request.
     pub proxy_protocol: Option<super::proxy_header::ProxyProtocol>,
     /// `--limit-request-fields`: hyper's header count limit.
@@ -72,6 +74,9 @@ pub(super) struct ConnCtx {
     /// The request whose head hyper would serve but oxgate refuses
     /// (`FramingWatch`), once one has come.
     pub(super) flawed_head: std::sync::OnceLock<crate::proto::h1_framing::Flawed>,
+    /// What sends the connection's 103 Early Hints, where it can: HTTP/1.1
+    /// in clear, whose writes go through `BatchedIo`'s outbox.
+    pub(super) early_hints: std::sync::OnceLock<Arc<dyn crate::request::EarlyHints>>,
 }
 
 /// A count that only the worker's event-loop thread adds to (the

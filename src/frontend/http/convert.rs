@@ -2,13 +2,14 @@
 //! `request::cgi`), and its body into the protocol-neutral one.
 
 use crate::request::cgi::{self, header_var, split_host};
-use crate::request::{ConnInfo, body_too_large};
+use crate::request::{ConnInfo, EarlyHints, body_too_large};
 use crate::request::{Request, RequestBody, Response, Var, VarName};
 use bytes::{Bytes, BytesMut};
 use http::header::{self};
 use http_body::Body;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode;
+use std::sync::Arc;
 
 use super::context::HttpSettings;
 use super::request_body::{IncomingChunks, read_ahead};
@@ -60,6 +61,8 @@ pub(super) struct Headed {
     is_head: bool,
     /// hyper holds the connection for a handler that takes it over.
     pub(super) upgradable: bool,
+    /// The connection can send this request 103 Early Hints.
+    pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that
@@ -228,6 +231,7 @@ fn convert_head_into(
         body,
         is_head: parts.method == http::Method::HEAD,
         upgradable: false,
+        early_hints: None,
     })
 }
 
@@ -240,6 +244,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         body,
         is_head,
         upgradable,
+        early_hints,
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -259,5 +264,6 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         is_head,
         protocol: crate::listen::Protocol::Http,
         upgradable,
+        early_hints,
     })
 }

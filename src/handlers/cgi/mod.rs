@@ -449,6 +449,7 @@ fn redirected(req: Request, location: &[u8]) -> Request {
         is_head: req.is_head,
         protocol: req.protocol,
         upgradable: false,
+        early_hints: None,
     }
 }
 

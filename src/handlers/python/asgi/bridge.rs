@@ -101,7 +101,16 @@ pub(super) fn start_request(
 ) {
     let run = || -> PyResult<()> {
         let fields = Fields::of(&vars);
-        let scope = http_scope(py, &objects.keys, &vars, &fields, &app.state, trailers)?;
+        let hints = exchange.early_hints.is_some();
+        let scope = http_scope(
+            py,
+            &objects.keys,
+            &vars,
+            &fields,
+            &app.state,
+            trailers,
+            hints,
+        )?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
         let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(&vars)))?;
         spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())

@@ -38,6 +38,7 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         is_head: _,
         protocol,
         upgradable,
+        early_hints,
     } = req;
     if upgradable && host.settings.ws.enabled && super::websocket::is_websocket(&vars) {
         return super::websocket::serve(app, vars, protocol).await;
@@ -48,7 +49,7 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         RequestBody::Stream(s) => (None, Some(s)),
     };
     let slot = host.begin(&vars, protocol);
-    let exchange = Arc::new(Exchange::new(host.clone(), whole.is_some()));
+    let exchange = Arc::new(Exchange::new(host.clone(), whole.is_some(), early_hints));
     let shared = exchange.clone();
     let trailers = trailers_reach_client(&vars, protocol);
     host.post(Box::new(move |py, objects| {
@@ -163,7 +164,16 @@ impl Driver {
 
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Headed> {
         let parked = self.pump(cx);
-        let mut st = self.exchange.lock();
+        let exchange = self.exchange.clone();
+        let mut st = exchange.lock();
+        let headed = self.head_from(cx, &mut st, parked);
+        // Set under the same lock as the head is taken: a 103 the app
+        // sends from now on would reach the client after the final head.
+        st.head_out = headed.is_ready();
+        headed
+    }
+
+    fn head_from(&mut self, cx: &mut Context<'_>, st: &mut State, parked: bool) -> Poll<Headed> {
         if let Some(e) = &self.client_error
             && !st.started
         {
@@ -176,7 +186,7 @@ impl Driver {
                 .outcome
                 .note_head(head.status, None, &head.headers);
             if st.complete && st.files.is_empty() && !st.trailers_wanted {
-                let body = whole_body(&mut st);
+                let body = whole_body(st);
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
                     status: head.status,
@@ -186,7 +196,7 @@ impl Driver {
                 }));
             }
             self.limit = declared_length(&head.headers);
-            let first = take_chunk(&mut self.slot, &self.exchange, &mut st)
+            let first = take_chunk(&mut self.slot, &self.exchange, st)
                 .map(|c| clip(self.limit, &mut self.sent, c));
             return Poll::Ready(Headed::Streaming(head, first));
         }
@@ -199,7 +209,7 @@ impl Driver {
                 "Internal Server Error\n",
             )));
         }
-        keep_waker(&mut st, cx, parked, self.body.is_some());
+        keep_waker(st, cx, parked, self.body.is_some());
         Poll::Pending
     }
 }

@@ -16,7 +16,7 @@ use super::super::traceback::log_app_exception;
 use super::host::{AsgiHost, LoopObjects};
 use super::ready::Ready;
 use super::scope::RequestLine;
-use crate::request::{FileRegion, is_token_byte};
+use crate::request::{EarlyHints, FileRegion, early_hints_fault, is_token_byte};
 
 /// Bytes queued for the client before `send()` makes the app wait (HTTP
 /// bodies and WebSocket messages alike): a slow client does not make the
@@ -83,17 +83,27 @@ pub(super) struct State {
     /// The server is done with the request: the response was sent, or the
     /// client left. `receive()` then says `http.disconnect`.
     pub(super) gone: bool,
+    /// The final head went to the front end (or the server answered in
+    /// the app's stead): a 103 now would come after it.
+    pub(super) head_out: bool,
 }
 
 pub(super) struct Exchange {
     pub(super) host: Arc<AsgiHost>,
+    /// Where 103 Early Hints go, when the front end can send them.
+    pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
     state: Mutex<State>,
 }
 
 impl Exchange {
-    pub(super) fn new(host: Arc<AsgiHost>, body_done: bool) -> Exchange {
+    pub(super) fn new(
+        host: Arc<AsgiHost>,
+        body_done: bool,
+        early_hints: Option<Arc<dyn EarlyHints>>,
+    ) -> Exchange {
         Exchange {
             host,
+            early_hints,
             state: Mutex::new(State {
                 body_done,
                 ..State::default()
@@ -291,6 +301,32 @@ impl Send {
                 }
                 if let Some(fut) = wait {
                     return Ok(fut);
+                }
+            }
+            "http.response.early_hint" => {
+                let links = match field(message, "links") {
+                    Some(list) => list
+                        .try_iter()?
+                        .map(|l| bytes_of(&l?, "each of the 'links' of http.response.early_hint"))
+                        .collect::<PyResult<Vec<Bytes>>>()?,
+                    None => Vec::new(),
+                };
+                if let Some(why) = early_hints_fault(&links) {
+                    return Err(PyValueError::new_err(format!(
+                        "invalid http.response.early_hint: {why}"
+                    )));
+                }
+                // Ignored where it cannot be sent (the spec allows it):
+                // not offered here, nothing to hint, or too late, since
+                // the response's own head is on its way.
+                let st = self.exchange.lock();
+                if let Some(hints) = &self.exchange.early_hints
+                    && !links.is_empty()
+                    && !st.head_out
+                    && !st.gone
+                {
+                    // Under the lock: the head is not taken meanwhile.
+                    hints.send(&links);
                 }
             }
             "http.response.pathsend" => {

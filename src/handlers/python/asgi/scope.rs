@@ -232,6 +232,7 @@ pub(super) fn http_scope<'py>(
     f: &Fields<'_>,
     state: &Py<PyDict>,
     trailers: bool,
+    early_hints: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let headers = PyList::empty(py);
     for (name, value) in vars {
@@ -284,6 +285,9 @@ pub(super) fn http_scope<'py>(
     if trailers {
         extensions.set_item("http.response.trailers", PyDict::new(py))?;
     }
+    if early_hints {
+        extensions.set_item("http.response.early_hint", PyDict::new(py))?;
+    }
     scope.set_item(&k.extensions, extensions)?;
     Ok(scope)
 }
@@ -327,7 +331,7 @@ pub(super) fn websocket_scope<'py>(
     f: &Fields<'_>,
     state: &Py<PyDict>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = http_scope(py, k, vars, f, state, false)?;
+    let scope = http_scope(py, k, vars, f, state, false, false)?;
     scope.set_item(&k.type_, "websocket")?;
     scope.set_item(&k.scheme, if f.is_https() { "wss" } else { "ws" })?;
     scope.del_item(&k.method)?;

@@ -41,6 +41,8 @@ impl WsgiHost {
             // A WSGI app cannot take a connection over: hyper goes on
             // with HTTP when the handler does not answer 101.
             upgradable: _,
+            // Nor send a 103: PEP 3333 has no way to say one.
+            early_hints: _,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
