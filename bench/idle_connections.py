@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--busy", type=int, default=50)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--settle", type=float, default=4.0,
+                    help="seconds idle before the RSS is read again")
     ap.add_argument("cmd", nargs="*")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -95,10 +97,15 @@ def main():
         for c in idle:
             if not c.recv(4096).startswith(b"HTTP/1.1 200"):
                 sys.exit("an idle connection's request failed")
-        time.sleep(1)
+        time.sleep(0.5)
         used = rss_kib(worker)
+        # oxgate parks a connection idle for 1 to 2 s, and trims the heap
+        # a second after.
+        time.sleep(args.settle)
+        settled = rss_kib(worker)
         print(f"worker RSS {base} KiB; per idle connection: {(opened - base) * 1024 / args.idle:.0f} B "
-              f"opened, {(used - base) * 1024 / args.idle:.0f} B after one request")
+              f"opened, {(used - base) * 1024 / args.idle:.0f} B just after one request, "
+              f"{(settled - base) * 1024 / args.idle:.0f} B {args.settle} s later")
         # Alternating: with the idle connections held, then without them.
         rows = {"with": [], "without": []}
         for _ in range(args.reps):

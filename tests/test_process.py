@@ -28,16 +28,20 @@ def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
     assert "master stopped" in s.log()
 
 
-def test_a_stop_answers_the_next_request_on_a_keep_alive_connection_and_closes_idle_ones(serve, app_dir):
+@pytest.mark.parametrize("parked", [False, True], ids=["held", "parked"])
+def test_a_stop_answers_the_next_request_on_a_keep_alive_connection_and_closes_idle_ones(serve, app_dir, parked):
     """At a stop, a keep-alive connection's next request is answered, with
     Connection: close; an idle one is closed after a moment, long before
-    --reload-mercy."""
+    --reload-mercy. The same for connections idle long enough to be parked
+    (taken from hyper, which serves them again when they have a request)."""
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--reload-mercy", "60")
     s.wait_workers(1)
     busy, idle = (socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(2))
     for c in (busy, idle):
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.recv(1000).startswith(b"HTTP/1.1 200 ")
+    if parked:
+        time.sleep(2.5)  # parked after one to two seconds idle
     s.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -155,6 +155,14 @@ impl FramingTracker {
         self.heads
     }
 
+    /// The heads read so far, when every byte read belongs to them (their
+    /// bodies whole, nothing of a next head): so whoever consumed as many
+    /// heads holds no unparsed bytes. None in the middle of a message, or
+    /// once no longer following.
+    pub fn settled_heads(&self) -> Option<u64> {
+        (self.state == State::Head && self.pending.is_empty()).then_some(self.heads)
+    }
+
     /// Stops following: the connection is no longer HTTP/1.1 (a 101).
     pub fn stop(&mut self) {
         self.lose();

@@ -1,7 +1,8 @@
 //! Leaves that import nothing from the crate: clocks, local time, /proc
-//! readers and the stderr writer.
+//! readers, the heap and the stderr writer.
 
 pub mod clock;
+pub mod heap;
 pub mod pagecache;
 pub mod procfs;
 pub mod sched;

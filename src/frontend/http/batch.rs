@@ -258,6 +258,24 @@ impl<S> BatchedIo<S> {
     }
 }
 
+impl<S> BatchedIo<S> {
+    /// What tells whether the outbox is written out.
+    pub(super) fn written(&self) -> Written {
+        Written(self.outbox.clone())
+    }
+}
+
+/// A connection's outbox, seen from its task (`ConnCtx::idle_in_hyper`).
+pub(super) struct Written(Arc<Mutex<Outbox>>);
+
+impl super::context::Drained for Written {
+    /// Every byte queued has been written, and nothing failed.
+    fn all_out(&self) -> bool {
+        let o = lock(&self.0);
+        o.buf.is_empty() && !o.queued && !o.stalled && o.error.is_none() && !o.closed
+    }
+}
+
 /// Puts a 103 in a connection's outbox, behind whatever of the last
 /// response is still there and ahead of the final head (hyper writes it
 /// only once the handler has answered), and has the flusher write it at

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -84,12 +84,18 @@ pub async fn serve_connection<S: Peek>(
     shutdown: tokio::sync::watch::Receiver<bool>,
     going_away: GoingAway,
 ) {
-    let mut info = info;
+    // Made first, with the task, before the request's allocations: it
+    // outlasts them, and amid their freed memory would keep a page of it
+    // in the resident set for as long as the connection is parked.
+    // So is the connection's information, which each of its hyper
+    // connections shares (a clone of its `Bytes` would allocate).
+    let home = super::lent::Home::default();
+    let mut info = Arc::new(info);
     if let Some(pp) = &settings.proxy_protocol
         && pp.believes(info.peer_addr())
     {
         match tokio::time::timeout(settings.head_timeout, pp.read(&mut stream)).await {
-            Ok(Ok(Some(client))) => info = info.with_peer(client),
+            Ok(Ok(Some(client))) => info = Arc::new(Arc::unwrap_or_clone(info).with_peer(client)),
             Ok(Ok(None)) => {}
             Ok(Err(why)) => {
                 crate::say!("oxgate: connection refused: {why}");
@@ -99,13 +105,19 @@ pub async fn serve_connection<S: Peek>(
         }
     }
     if let Some(tls) = settings.tls.clone() {
-        return serve_tls(stream, info, host, settings, &tls, shutdown, going_away).await;
+        // Boxed, as HTTP/2 below: the task of every connection is as
+        // large as its largest path, and these hold large state (rustls',
+        // h2's) that HTTP/1.1 in clear, most connections, does not.
+        return Box::pin(serve_tls(
+            stream, info, host, settings, &tls, shutdown, going_away,
+        ))
+        .await;
     }
     match tokio::time::timeout(settings.head_timeout, opening(&stream)).await {
         Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
             let ctx = conn_ctx(info, host, settings, false);
             let io = TokioIo::new(Progress::new(stream, ctx.progress.clone()));
-            return serve_http2(io, ctx, shutdown).await;
+            return Box::pin(serve_http2(io, ctx, shutdown)).await;
         }
         Ok(Some(Opening::Http2)) => {
             let body = "HTTP/2 is turned off here (--http2-off); use HTTP/1.1\n";
@@ -117,21 +129,109 @@ pub async fn serve_connection<S: Peek>(
         }
         _ => {}
     }
-    let ctx = conn_ctx(info, host, settings, true);
-    let batched =
-        super::batch::BatchedIo::new(stream, flush, ctx.files.clone(), ctx.progress.clone());
-    if ctx.settings.early_hints {
-        let _ = ctx.early_hints.set(Arc::new(batched.early_hints()));
+    let mut shutdown = shutdown;
+    let mut stopping = false;
+    loop {
+        let ctx = conn_ctx(info.clone(), host.clone(), settings.clone(), true);
+        let batched = super::batch::BatchedIo::new(
+            super::lent::Lent::new(stream, ctx.clone(), home.clone()),
+            flush.clone(),
+            ctx.files.clone(),
+            ctx.progress.clone(),
+        );
+        if ctx.settings.early_hints {
+            let _ = ctx.early_hints.set(Arc::new(batched.early_hints()));
+        }
+        let _ = ctx.outbox.set(Box::new(batched.written()));
+        let io = TokioIo::new(FramingWatch::new(batched, ctx.clone()));
+        let how = if stopping {
+            Http1::Stopping
+        } else {
+            Http1::Parkable
+        };
+        let Some(wait) = serve_http1(io, ctx, &mut shutdown, going_away.clone(), how).await else {
+            return;
+        };
+        // Parked: the task keeps the socket and nothing else until the
+        // client's next bytes come.
+        let Some(parked) = home.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        stream = parked;
+        release_after_parking();
+        let stopped = *shutdown.borrow_and_update()
+            || tokio::select! {
+                biased;
+                ready = stream.readable() => match ready {
+                    Ok(()) => false,
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => true,
+                () = tokio::time::sleep(wait) => return,
+            };
+        if stopped {
+            // As for an idle connection hyper holds: a moment for a
+            // request its client may be sending, answered with a close.
+            match tokio::time::timeout(NEXT_REQUEST_GRACE, stream.readable()).await {
+                Ok(Ok(())) => stopping = true,
+                _ => return,
+            }
+        }
     }
-    let io = TokioIo::new(FramingWatch::new(batched, ctx.clone()));
-    serve_http1(io, ctx, shutdown, going_away).await
 }
+
+/// Has the heap trimmed once the connections parking about now are
+/// parked: their hyper buffers, freed between blocks still in use, would
+/// otherwise stay in the worker's resident set. The trim waits for a
+/// `PARK_AFTER` without parking (the connections of one burst park over
+/// about a second), five at most; there is at most one at a time, and
+/// none while no connection parks.
+fn release_after_parking() {
+    static DUE: AtomicBool = AtomicBool::new(false);
+    static PARKED: AtomicU64 = AtomicU64::new(0);
+    PARKED.fetch_add(1, Ordering::Relaxed);
+    if DUE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    tokio::spawn(async {
+        let mut seen = PARKED.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            tokio::time::sleep(PARK_AFTER).await;
+            let now = PARKED.load(Ordering::Relaxed);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        DUE.store(false, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(crate::sys::heap::release_free_memory).await;
+    });
+}
+
+/// How `serve_http1` may end an idle connection.
+enum Http1 {
+    /// Over TLS: by closing it.
+    Closing,
+    /// In clear: also by parking it (`park`).
+    Parkable,
+    /// The worker stops (the connection was parked when it began to).
+    Stopping,
+}
+
+/// How long a connection in clear stays idle between requests before it
+/// is parked: hyper's state (two 8 KiB buffers, its parser's) is freed,
+/// and the task waits on the socket alone for the next request, which
+/// gets a new hyper connection. Long enough that a client's requests in
+/// quick succession never pay for the parking; short enough that the
+/// thousands of idle keep-alive connections a server facing browsers
+/// holds cost little memory (docs/performance.md).
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// An `--https-socket`'s connection: the TLS handshake (bounded by the
 /// head timeout), then HTTP/2 if ALPN chose it, else HTTP/1.1.
 async fn serve_tls<S: Peek>(
     stream: S,
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     host: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     tls: &TlsListener,
@@ -152,21 +252,22 @@ async fn serve_tls<S: Peek>(
         };
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
-    let info = info.with_tls(tls.settled(session));
+    let info = Arc::new(Arc::unwrap_or_clone(info).with_tls(tls.settled(session)));
     let ctx = conn_ctx(info, host, settings, false);
     let io = Progress::new(stream, ctx.progress.clone());
     if h2 {
         serve_http2(TokioIo::new(io), ctx, shutdown).await;
     } else {
         let io = TokioIo::new(FramingWatch::new(io, ctx.clone()));
-        serve_http1(io, ctx, shutdown, going_away).await;
+        let mut shutdown = shutdown;
+        serve_http1(io, ctx, &mut shutdown, going_away, Http1::Closing).await;
     }
 }
 
 /// What every request of the connection needs, behind one reference
 /// count: the service clones it once per request.
 fn conn_ctx(
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     handler: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     sendfile: bool,
@@ -185,6 +286,9 @@ fn conn_ctx(
         switched: AtomicBool::new(false),
         flawed_head: std::sync::OnceLock::new(),
         early_hints: std::sync::OnceLock::new(),
+        outbox: std::sync::OnceLock::new(),
+        settled_heads: std::sync::atomic::AtomicU64::new(0),
+        parking: AtomicBool::new(false),
     })
 }
 
@@ -272,12 +376,18 @@ fn log_pending_full() {
 /// Serves HTTP/1.1 on `io` (cleartext through `BatchedIo`, or TLS) until
 /// the connection closes, or until `shutdown` fires and the request in
 /// flight (if any) is done.
+///
+/// A connection `Http1::Parkable` that stays idle (`PARK_AFTER`) is parked
+/// instead: hyper lets it go without closing it, and what returns is how
+/// much longer it may stay idle. Its stream is back home (`Lent`).
 async fn serve_http1<I>(
     io: I,
     conn_ctx: Arc<ConnCtx>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
     going_away: GoingAway,
-) where
+    how: Http1,
+) -> Option<Duration>
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let settings = conn_ctx.settings.clone();
@@ -303,12 +413,21 @@ async fn serve_http1<I>(
     if settings.max_headers != 100 {
         builder.max_headers(settings.max_headers);
     }
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx)).await {
-        Either::Main(res) => return after_http(res, &conn_ctx, going_away).await,
-        Either::Side(false) => return, // idle
-        Either::Side(true) => {}       // shutting down
+    // Boxed: parking frees it, and the task stays small.
+    let mut conn = Box::pin(builder.serve_connection(io, service).with_upgrades());
+    if !matches!(how, Http1::Stopping) {
+        let side = stop_or_idle(shutdown, &conn_ctx, matches!(how, Http1::Parkable));
+        match race_rarely(conn.as_mut(), side).await {
+            Either::Main(res) => {
+                after_http(res, &conn_ctx, going_away).await;
+                return None;
+            }
+            Either::Side(Quiet::Stop) => {}
+            Either::Side(Quiet::Idle) => return None,
+            Either::Side(Quiet::Parkable(wait)) => {
+                return park(conn, &conn_ctx).await.then_some(wait);
+            }
+        }
     }
     // Between requests, hyper would see the connection idle and close it at
     // once. But a client may have sent its next request already: one
@@ -323,12 +442,15 @@ async fn serve_http1<I>(
     // before the stop: its client will send the next request as soon as it
     // has the body. It finishes first (or ends the connection itself).
     // (A client that stopped reading it is dropped by the watchdog.)
-    let stuck = idle_watchdog(&conn_ctx);
+    let stuck = idle_watchdog(&conn_ctx, false);
     tokio::pin!(stuck);
     while conn_ctx.begun.get() != conn_ctx.finished.get() {
         tokio::select! {
-            res = conn.as_mut() => return after_http(res, &conn_ctx, going_away).await,
-            () = &mut stuck => return,
+            res = conn.as_mut() => {
+                after_http(res, &conn_ctx, going_away).await;
+                return None;
+            }
+            _ = &mut stuck => return None,
             () = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
@@ -338,14 +460,56 @@ async fn serve_http1<I>(
         NEXT_REQUEST_GRACE
     };
     tokio::select! {
-        res = conn.as_mut() => return after_http(res, &conn_ctx, going_away).await,
+        res = conn.as_mut() => {
+            after_http(res, &conn_ctx, going_away).await;
+            return None;
+        }
         () = tokio::time::sleep(wait) => {}
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         res = conn.as_mut() => after_http(res, &conn_ctx, going_away).await,
         // hyper waits for a head begun but never finished.
-        () = idle_watchdog(&conn_ctx) => {}
+        _ = idle_watchdog(&conn_ctx, false) => {}
+    }
+    None
+}
+
+/// Takes an idle connection from hyper without closing it: hyper, told
+/// to stop, finds the connection idle and ends at once, without a shutdown
+/// of the socket (`FramingWatch`), and its stream goes back home (`Lent`).
+/// False if hyper was not done after all: the connection is closed.
+async fn park<C>(mut conn: Pin<Box<C>>, ctx: &ConnCtx) -> bool
+where
+    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
+{
+    ctx.parking.store(true, Ordering::Relaxed);
+    conn.as_mut().shutdown_gracefully();
+    // An idle hyper connection ends in this poll.
+    let ended = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
+    let parked = matches!(ended, Poll::Ready(Ok(()))) && ctx.begun.get() == ctx.finished.get();
+    if !parked {
+        ctx.parking.store(false, Ordering::Relaxed);
+    }
+    drop(conn);
+    parked
+}
+
+/// hyper's graceful shutdown, for `park`.
+trait GracefulShutdown {
+    fn shutdown_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -389,15 +553,15 @@ async fn serve_http2<I>(
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx)).await {
+    match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx, false)).await {
         Either::Main(res) => return log_conn_error(res),
-        Either::Side(false) => return, // idle
-        Either::Side(true) => {}       // shutting down
+        Either::Side(Quiet::Stop) => {}
+        Either::Side(_) => return, // idle
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         res = conn.as_mut() => log_conn_error(res),
-        () = idle_watchdog(&conn_ctx) => {}
+        _ = idle_watchdog(&conn_ctx, false) => {}
     }
 }
 
@@ -465,13 +629,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
     }
 }
 
-/// True once the worker stops; false once the connection has been idle
-/// for a whole timeout (`idle_watchdog`).
-async fn stop_or_idle(shutdown: &mut tokio::sync::watch::Receiver<bool>, ctx: &ConnCtx) -> bool {
+/// What ended a connection's wait beside hyper.
+pub(super) enum Quiet {
+    /// The worker stops.
+    Stop,
+    /// The connection was idle for its whole timeout (`idle_watchdog`).
+    Idle,
+    /// It has been idle a while, and hyper holds nothing of it: it can be
+    /// parked, for at most this much longer.
+    Parkable(Duration),
+}
+
+/// Waits for the worker's stop, or for the connection to go idle (to be
+/// closed, or with `park`, parked).
+async fn stop_or_idle(
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ctx: &ConnCtx,
+    park: bool,
+) -> Quiet {
     tokio::select! {
         biased;
-        _ = shutdown.changed() => true,
-        () = idle_watchdog(ctx) => false,
+        _ = shutdown.changed() => Quiet::Stop,
+        quiet = idle_watchdog(ctx, park) => quiet,
     }
 }
 
@@ -487,10 +666,18 @@ async fn stop_or_idle(shutdown: &mut tokio::sync::watch::Receiver<bool>, ctx: &C
 /// waits that long for its next one instead: the watchdog then looks four
 /// times in each keep-alive timeout, and closes it between one and one and
 /// a quarter of that after it fell quiet.
-pub(super) async fn idle_watchdog(ctx: &ConnCtx) {
+///
+/// With `park`, it looks every `PARK_AFTER` at least, and returns
+/// `Quiet::Parkable` once the connection has been quiet a whole look and
+/// is idle in hyper.
+pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
     let head = ctx.settings.head_timeout;
     let keepalive = ctx.settings.keepalive.filter(|k| !k.is_zero());
-    let period = keepalive.map_or(head, |k| head.min(k / 4).max(Duration::from_millis(250)));
+    let mut period = keepalive.map_or(head, |k| head.min(k / 4));
+    if park {
+        period = period.min(PARK_AFTER);
+    }
+    let period = period.max(Duration::from_millis(250));
     let sleep = tokio::time::sleep(period);
     tokio::pin!(sleep);
     let state = || (ctx.begun.get(), ctx.progress.get());
@@ -511,7 +698,10 @@ pub(super) async fn idle_watchdog(ctx: &ConnCtx) {
             _ => head,
         };
         if quiet >= limit {
-            return;
+            return Quiet::Idle;
+        }
+        if park && ctx.idle_in_hyper() {
+            return Quiet::Parkable(limit - quiet);
         }
     }
 }

@@ -50,7 +50,7 @@ impl HttpSettings {
 
 /// A connection's share of the worker, for each of its requests.
 pub(super) struct ConnCtx {
-    pub(super) info: ConnInfo,
+    pub(super) info: Arc<ConnInfo>,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) settings: Arc<HttpSettings>,
     pub(super) files: Arc<FileQueue>,
@@ -77,6 +77,41 @@ pub(super) struct ConnCtx {
     /// What sends the connection's 103 Early Hints, where it can: HTTP/1.1
     /// in clear, whose writes go through `BatchedIo`'s outbox.
     pub(super) early_hints: std::sync::OnceLock<Arc<dyn crate::request::EarlyHints>>,
+    /// What tells that every byte of the last response is out, on a
+    /// connection that can be parked between requests (HTTP/1.1 in
+    /// clear): see `serve_connection`.
+    pub(super) outbox: std::sync::OnceLock<Box<dyn Drained>>,
+    /// `FramingTracker::settled_heads` after the last read (`u64::MAX`
+    /// for none), published by `FramingWatch`.
+    pub(super) settled_heads: AtomicU64,
+    /// hyper is ending the connection to park it: no shutdown of the
+    /// socket.
+    pub(super) parking: AtomicBool,
+}
+
+/// Whether a connection's output is all written (`BatchedIo`'s outbox).
+pub(super) trait Drained: Send + Sync {
+    fn all_out(&self) -> bool;
+}
+
+impl ConnCtx {
+    /// Whether hyper holds nothing of this connection but its idle state:
+    /// no request under way, every byte read parsed into a request already
+    /// answered, and every byte of the answers written. Such a connection
+    /// can be taken from hyper and given to a new one later, losing
+    /// nothing.
+    pub(super) fn idle_in_hyper(&self) -> bool {
+        let Some(outbox) = self.outbox.get() else {
+            return false;
+        };
+        let begun = self.begun.get();
+        begun == self.finished.get()
+            && self.settled_heads.load(Ordering::Relaxed) == begun
+            && !self.closing.load(Ordering::Relaxed)
+            && !self.switched.load(Ordering::Relaxed)
+            && outbox.all_out()
+            && self.files.is_empty()
+    }
 }
 
 /// A count that only the worker's event-loop thread adds to (the

@@ -53,6 +53,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
                 // (At most one per connection: the tracker stops after it.)
                 let _ = self.ctx.flawed_head.set(flawed);
             }
+            let settled = self.tracker.settled_heads().unwrap_or(u64::MAX);
+            self.ctx.settled_heads.store(settled, Ordering::Relaxed);
         }
         res
     }
@@ -84,6 +86,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper ends a connection being parked (conn.rs): the socket
+        // stays open, and a shutdown would end the client's side too.
+        if self.ctx.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

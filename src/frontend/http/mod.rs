@@ -8,6 +8,7 @@ mod conn;
 mod context;
 mod convert;
 mod framing_watch;
+mod lent;
 mod peek;
 pub mod proxy_header;
 mod request_body;

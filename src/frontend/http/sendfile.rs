@@ -63,6 +63,11 @@ impl FileQueue {
         self.0.lock().expect("not poisoned").0.push_back(region);
     }
 
+    /// No region is waiting to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().expect("not poisoned").0.is_empty()
+    }
+
     /// Sends up to `len` bytes of the oldest region to `sock`.
     pub fn poll_send<S: SendFile>(
         &self,
