@@ -574,6 +574,38 @@ def test_early_hints_reach_an_http11_client_before_the_response_is_made(serve, t
     assert out.endswith(b"offered=1"), out
 
 
+def test_an_early_hint_after_the_body_began_or_behind_a_response_still_going_out_is_dropped(serve, tmp_path):
+    """A 103 goes only where it cannot land inside another response: none
+    once the response's first body bytes are out, and none for a request
+    pipelined behind an 8 MiB response the client has not read yet (most
+    of it still held by hyper): that response arrives whole, then the
+    next."""
+    s = asgi(serve, "asgi_raw:app", "--http-early-hints")
+    late = tmp_path / "late"
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(f"GET /early-hints/late?{late} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = read_until(c, b"", b"late;")
+        late.touch()
+        got = read_until(c, got, b"offered=1")
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b" 103 " not in got, got
+    marker = tmp_path / "go"
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /bigone HTTP/1.1\r\nHost: x\r\n\r\n" +
+                  f"GET /early-hints?{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # The second request's app runs (and sends its hint) while the
+        # first response waits for the client to read.
+        time.sleep(1)
+        got = read_until(c, b"", b"\r\n\r\n")
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), head
+        while len(body) < 8 << 20:
+            body += c.recv(1 << 20)
+        assert body[:8 << 20] == b"y" * (8 << 20)
+        marker.touch()
+        rest = read_until(c, body[8 << 20:], b"offered=1")
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n") or rest.startswith(EARLY_HINTS + b"HTTP/1.1 200"), rest
+
+
 def test_early_hints_are_not_offered_where_they_cannot_go(serve, tmp_path):
     """No 103 for an HTTP/1.0 client (RFC 9110 §15.2), over HTTP/2 (hyper
     sends no 1xx there) or over uwsgi: the extension is not in the scope,

@@ -161,6 +161,25 @@ def test_idle_keep_alive_connections_are_parked_without_their_buffers(serve):
             c.close()
 
 
+def test_a_large_response_the_client_pauses_reading_is_not_parked(serve):
+    """A connection whose client stops reading a large response for longer
+    than it takes an idle one to be parked keeps it: the whole response
+    arrives once the client reads on, and the connection serves the next
+    request."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--keepalive-timeout", "60")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as c:
+        c.sendall(b"GET /bigone?mb=16 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(65536)
+        time.sleep(3)  # parked after one to two seconds idle, if it were
+        head, _, body = got.partition(b"\r\n\r\n")
+        while len(body) < 16 << 20:
+            body += c.recv(1 << 20) or pytest.fail(f"closed after {len(body)} bytes")
+        assert body == b"y" * (16 << 20)
+        assert _get(c)[0].startswith(b"HTTP/1.1 200")
+
+
 def test_keepalive_timeout_zero_closes_after_each_response(serve):
     s = serve("--wsgi-file", BEHAVIOUR, "--keepalive-timeout", "0")
     with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:

@@ -156,11 +156,12 @@ impl FramingTracker {
     }
 
     /// The heads read so far, when every byte read belongs to them (their
-    /// bodies whole, nothing of a next head): so whoever consumed as many
-    /// heads holds no unparsed bytes. None in the middle of a message, or
-    /// once no longer following.
+    /// bodies whole, nothing of a next head, not even the empty lines
+    /// before one): so whoever consumed as many heads holds no unparsed
+    /// bytes. None in the middle of a message, or once no longer following.
     pub fn settled_heads(&self) -> Option<u64> {
-        (self.state == State::Head && self.pending.is_empty()).then_some(self.heads)
+        (self.state == State::Head && self.pending.is_empty() && self.empty_lines == 0)
+            .then_some(self.heads)
     }
 
     /// Stops following: the connection is no longer HTTP/1.1 (a 101).
@@ -573,6 +574,22 @@ mod tests {
     const POST_CHUNKED: &[u8] = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
     const CL_TE: &[u8] = b"POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     const TE_CL: &[u8] = b"POST /s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n";
+
+    #[test]
+    fn heads_are_settled_only_between_whole_messages() {
+        let mut t = tracker();
+        assert_eq!(t.settled_heads(), Some(0));
+        t.feed(b"GET / HTTP/1.1\r\nHo");
+        assert_eq!(t.settled_heads(), None, "half a head");
+        t.feed(b"st: x\r\n\r\n");
+        assert_eq!(t.settled_heads(), Some(1));
+        t.feed(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+        assert_eq!(t.settled_heads(), None, "half a body");
+        t.feed(b"cd");
+        assert_eq!(t.settled_heads(), Some(2));
+        t.feed(b"\r\n");
+        assert_eq!(t.settled_heads(), None, "an empty line before a next head");
+    }
 
     #[test]
     fn both_lengths_are_found_in_either_order() {

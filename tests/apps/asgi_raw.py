@@ -97,13 +97,23 @@ async def app(scope, receive, send):
         start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
         if path.endswith("/after"):
             await send(start)
-        await send({"type": "http.response.early_hint", "links": links})
         marker = scope["query_string"].decode()
-        for _ in range(1000):
-            if not marker.startswith("/") or os.path.exists(marker):
-                break
-            await asyncio.sleep(0.01)
-        if not path.endswith("/after"):
+
+        async def marked():
+            for _ in range(1000):
+                if not marker.startswith("/") or os.path.exists(marker):
+                    break
+                await asyncio.sleep(0.01)
+        if path.endswith("/late"):
+            # Once the head and the first body bytes are out (the client
+            # makes the marker when it has them): too late for a 103.
+            await send(start)
+            await send({"type": "http.response.body", "body": b"late;", "more_body": True})
+            await marked()
+        await send({"type": "http.response.early_hint", "links": links})
+        if not path.endswith("/late"):
+            await marked()
+        if not path.endswith(("/after", "/late")):
             await send(start)
         await send({"type": "http.response.body", "body": b"offered=%d" % offered})
     elif path == "/zerocopy-many":
@@ -167,6 +177,9 @@ async def app(scope, receive, send):
         return
     elif path == "/bad-header":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nb")]})
+    elif path == "/bigone":
+        # One message of 8 MiB: a whole body, which hyper takes at once.
+        await respond(send, 200, b"y" * (8 << 20))
     elif path == "/big":
         chunk = b"x" * 65536
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -107,6 +107,10 @@ struct Outbox {
     error: Option<io::Error>,
     /// The connection is gone: its descriptor may be another's now.
     closed: bool,
+    /// hyper may hold bytes of a response still to write: it wrote past
+    /// the outbox (a large write, a file), and has not flushed since. It
+    /// flushes the socket only with its own buffer empty.
+    hyper_holds: bool,
     /// The task, for the flusher to wake when it leaves it bytes or an error.
     waker: Option<Waker>,
 }
@@ -272,7 +276,12 @@ impl super::context::Drained for Written {
     /// Every byte queued has been written, and nothing failed.
     fn all_out(&self) -> bool {
         let o = lock(&self.0);
-        o.buf.is_empty() && !o.queued && !o.stalled && o.error.is_none() && !o.closed
+        o.buf.is_empty()
+            && !o.queued
+            && !o.stalled
+            && !o.hyper_holds
+            && o.error.is_none()
+            && !o.closed
     }
 }
 
@@ -295,8 +304,12 @@ impl crate::request::EarlyHints for OutboxHints {
         }
         let mut o = lock(&self.outbox);
         // A client that does not read its responses gets no more bytes
-        // queued for it: hints are worth nothing that late.
-        if o.closed || o.error.is_some() || o.buf.len() > BATCH_MAX {
+        // queued for it: hints are worth nothing that late. Nor may a 103
+        // go out while hyper still holds some of the last response: it
+        // would land in that response's body. (hyper 1.12 reads the next
+        // request only once the last response is flushed, except when
+        // the last request's body ends after its response did.)
+        if o.closed || o.error.is_some() || o.hyper_holds || o.buf.len() > BATCH_MAX {
             return false;
         }
         o.buf
@@ -409,6 +422,7 @@ impl<S: AsyncWrite + SendFile + Unpin> BatchedIo<S> {
     /// back for the file's first bytes), then the file, from the kernel's
     /// page cache to the socket.
     fn poll_send_file(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        self.hyper_holds();
         self.send_head_corked();
         std::task::ready!(self.drain(cx))?;
         let sent = std::task::ready!(self.files.poll_send(cx, &self.inner, len))?;
@@ -418,6 +432,11 @@ impl<S: AsyncWrite + SendFile + Unpin> BatchedIo<S> {
 }
 
 impl<S> BatchedIo<S> {
+    /// Notes that hyper writes past the outbox, until it flushes.
+    fn hyper_holds(&self) {
+        lock(&self.outbox).hyper_holds = true;
+    }
+
     /// Sends what is buffered (the response's head) with MSG_MORE: the
     /// kernel holds it for the file bytes that follow, as nginx's
     /// `tcp_nopush` does, so a small file leaves in one segment with its
@@ -452,6 +471,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
             return Poll::Ready(res);
         }
         // Large: send what is buffered, then write through.
+        self.hyper_holds();
         std::task::ready!(self.drain(cx))?;
         let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, data))?;
         self.progress.bump();
@@ -480,6 +500,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
         if let Some(res) = self.buffer(total, put) {
             return Poll::Ready(res);
         }
+        self.hyper_holds();
         std::task::ready!(self.drain(cx))?;
         let n = std::task::ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
         self.progress.bump();
@@ -497,8 +518,15 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
             if let Some(e) = o.error.take() {
                 return Poll::Ready(Err(e));
             }
+            // hyper flushes the socket only once its own buffer is empty.
+            o.hyper_holds = false;
             if o.buf.is_empty() || o.queued {
-                // Nothing to write, or the flusher will.
+                // Nothing to write, or the flusher will. (A 103 may have
+                // queued it: the flusher, if it finds the socket full,
+                // wakes this task.)
+                if o.queued && !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    o.waker = Some(cx.waker().clone());
+                }
                 drop(o);
                 return Pin::new(&mut this.inner).poll_flush(cx);
             }
@@ -524,6 +552,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
         }
         std::task::ready!(this.drain(cx))?;
         this.draining = false;
+        lock(&this.outbox).hyper_holds = false;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 

@@ -184,11 +184,13 @@ pub async fn serve_connection<S: Peek>(
 /// parked: their hyper buffers, freed between blocks still in use, would
 /// otherwise stay in the worker's resident set. The trim waits for a
 /// `PARK_AFTER` without parking (the connections of one burst park over
-/// about a second), five at most; there is at most one at a time, and
-/// none while no connection parks.
+/// about a second), five at most, and for `TRIM_EVERY` since the last
+/// one: it locks the heap while it walks it (about a microsecond per free
+/// block), so it must stay rare. None while no connection parks.
 fn release_after_parking() {
     static DUE: AtomicBool = AtomicBool::new(false);
     static PARKED: AtomicU64 = AtomicU64::new(0);
+    static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
     PARKED.fetch_add(1, Ordering::Relaxed);
     if DUE.swap(true, Ordering::Relaxed) {
         return;
@@ -203,10 +205,18 @@ fn release_after_parking() {
             }
             seen = now;
         }
+        let last = *LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + TRIM_EVERY).await;
+        }
         DUE.store(false, Ordering::Relaxed);
+        *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
         let _ = tokio::task::spawn_blocking(crate::sys::heap::release_free_memory).await;
     });
 }
+
+/// The least time between two trims of the heap after parking.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// How `serve_http1` may end an idle connection.
 enum Http1 {
@@ -425,7 +435,19 @@ where
             Either::Side(Quiet::Stop) => {}
             Either::Side(Quiet::Idle) => return None,
             Either::Side(Quiet::Parkable(wait)) => {
-                return park(conn, &conn_ctx).await.then_some(wait);
+                match park(conn.as_mut(), &conn_ctx).await {
+                    Poll::Ready(true) => return Some(wait), // `conn` dropped: the stream goes home
+                    Poll::Ready(false) => return None,
+                    // hyper was not idle after all: it has been told to end
+                    // the connection, and it does so, once done with it.
+                    Poll::Pending => {
+                        tokio::select! {
+                            res = conn.as_mut() => after_http(res, &conn_ctx, going_away).await,
+                            _ = idle_watchdog(&conn_ctx, false) => {}
+                        }
+                        return None;
+                    }
+                }
             }
         }
     }
@@ -477,9 +499,12 @@ where
 
 /// Takes an idle connection from hyper without closing it: hyper, told
 /// to stop, finds the connection idle and ends at once, without a shutdown
-/// of the socket (`FramingWatch`), and its stream goes back home (`Lent`).
-/// False if hyper was not done after all: the connection is closed.
-async fn park<C>(mut conn: Pin<Box<C>>, ctx: &ConnCtx) -> bool
+/// of the socket (`FramingWatch`); once `conn` is dropped, its stream is
+/// back home (`Lent`). Ready(true) when so; Ready(false) when hyper ended
+/// otherwise (the connection closes); Pending when hyper, which was not
+/// idle after all, still has work: it ends the connection once done, with
+/// a shutdown, as a stop would.
+async fn park<C>(mut conn: Pin<&mut C>, ctx: &ConnCtx) -> Poll<bool>
 where
     C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
 {
@@ -487,11 +512,13 @@ where
     conn.as_mut().shutdown_gracefully();
     // An idle hyper connection ends in this poll.
     let ended = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
-    let parked = matches!(ended, Poll::Ready(Ok(()))) && ctx.begun.get() == ctx.finished.get();
-    if !parked {
+    let parked = match ended {
+        Poll::Ready(res) => Poll::Ready(res.is_ok() && ctx.begun.get() == ctx.finished.get()),
+        Poll::Pending => Poll::Pending,
+    };
+    if parked != Poll::Ready(true) {
         ctx.parking.store(false, Ordering::Relaxed);
     }
-    drop(conn);
     parked
 }
 

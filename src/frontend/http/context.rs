@@ -105,7 +105,9 @@ impl ConnCtx {
             return false;
         };
         let begun = self.begun.get();
-        begun == self.finished.get()
+        // (Until its first request, hyper does not count a connection idle.)
+        begun > 0
+            && begun == self.finished.get()
             && self.settled_heads.load(Ordering::Relaxed) == begun
             && !self.closing.load(Ordering::Relaxed)
             && !self.switched.load(Ordering::Relaxed)

@@ -304,27 +304,26 @@ impl Send {
                 }
             }
             "http.response.early_hint" => {
-                let links = match field(message, "links") {
-                    Some(list) => list
-                        .try_iter()?
-                        .map(|l| bytes_of(&l?, "each of the 'links' of http.response.early_hint"))
-                        .collect::<PyResult<Vec<Bytes>>>()?,
-                    None => Vec::new(),
+                // Ignored where it cannot be sent (the spec allows it):
+                // not offered here, or too late, since the response's own
+                // head is on its way.
+                let Some(hints) = &self.exchange.early_hints else {
+                    return Ok(objects.ready.clone_ref(py).into_any());
                 };
+                let links = field(message, "links")
+                    .ok_or_else(|| {
+                        PyValueError::new_err("http.response.early_hint has no 'links'")
+                    })?
+                    .try_iter()?
+                    .map(|l| bytes_of(&l?, "each of the 'links' of http.response.early_hint"))
+                    .collect::<PyResult<Vec<Bytes>>>()?;
                 if let Some(why) = early_hints_fault(&links) {
                     return Err(PyValueError::new_err(format!(
                         "invalid http.response.early_hint: {why}"
                     )));
                 }
-                // Ignored where it cannot be sent (the spec allows it):
-                // not offered here, nothing to hint, or too late, since
-                // the response's own head is on its way.
                 let st = self.exchange.lock();
-                if let Some(hints) = &self.exchange.early_hints
-                    && !links.is_empty()
-                    && !st.head_out
-                    && !st.gone
-                {
+                if !links.is_empty() && !st.head_out && !st.gone {
                     // Under the lock: the head is not taken meanwhile.
                     hints.send(&links);
                 }
