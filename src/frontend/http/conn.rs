@@ -694,7 +694,8 @@ async fn stop_or_idle(
 /// times in each keep-alive timeout, and closes it between one and one and
 /// a quarter of that after it fell quiet.
 ///
-/// With `park`, it looks every `PARK_AFTER` at least, and returns
+/// With `park`, it looks every `PARK_AFTER` at least (so it closes the
+/// connection at most that long after its timeout), and returns
 /// `Quiet::Parkable` once the connection has been quiet a whole look and
 /// is idle in hyper.
 pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
