@@ -156,11 +156,13 @@ impl FramingTracker {
     }
 
     /// The heads read so far, when every byte read belongs to them (their
-    /// bodies whole, nothing of a next head, not even the empty lines
-    /// before one): so whoever consumed as many heads holds no unparsed
-    /// bytes. None in the middle of a message, or once no longer following.
+    /// bodies whole, nothing of a next head): so whoever consumed as many
+    /// heads holds no unparsed bytes but, at most, the one empty line a
+    /// client may send after a body (RFC 9112 §2.2), which a server
+    /// ignores. None in the middle of a message, or once no longer
+    /// following.
     pub fn settled_heads(&self) -> Option<u64> {
-        (self.state == State::Head && self.pending.is_empty() && self.empty_lines == 0)
+        (self.state == State::Head && self.pending.is_empty() && self.empty_lines <= 1)
             .then_some(self.heads)
     }
 
@@ -588,7 +590,9 @@ mod tests {
         t.feed(b"cd");
         assert_eq!(t.settled_heads(), Some(2));
         t.feed(b"\r\n");
-        assert_eq!(t.settled_heads(), None, "an empty line before a next head");
+        assert_eq!(t.settled_heads(), Some(2), "the empty line a client may send after a body");
+        t.feed(b"\r\n");
+        assert_eq!(t.settled_heads(), None, "empty lines before a next head");
     }
 
     #[test]

@@ -399,7 +399,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedIo<S> {
         // here too: a reader (a WebSocket session waiting for the client)
         // may have nothing more to write, and so never flush again.
         let handed_back = {
-            let o = lock(&self.outbox);
+            let mut o = lock(&self.outbox);
+            // For the flusher to wake, should a 103 it writes find the
+            // socket full before hyper ever queued a response.
+            if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                o.waker = Some(cx.waker().clone());
+            }
             o.stalled || o.error.is_some()
         };
         if handed_back && let Poll::Ready(Err(e)) = self.drain(cx) {

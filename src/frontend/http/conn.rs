@@ -196,6 +196,10 @@ fn release_after_parking() {
         return;
     }
     tokio::spawn(async {
+        let last = *LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + TRIM_EVERY).await;
+        }
         let mut seen = PARKED.load(Ordering::Relaxed);
         for _ in 0..5 {
             tokio::time::sleep(PARK_AFTER).await;
@@ -204,10 +208,6 @@ fn release_after_parking() {
                 break;
             }
             seen = now;
-        }
-        let last = *LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(last) = last {
-            tokio::time::sleep_until(last + TRIM_EVERY).await;
         }
         DUE.store(false, Ordering::Relaxed);
         *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
