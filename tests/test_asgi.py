@@ -576,13 +576,13 @@ def test_early_hints_reach_an_http11_client_before_the_response_is_made(serve, t
 
 def test_an_early_hint_after_the_body_began_or_behind_a_response_still_going_out_is_dropped(serve, tmp_path):
     """A 103 goes only where it cannot land inside another response: none
-    once the response's first body bytes are out, and none while hyper
-    still holds part of the last response. hyper reads a pipelined
-    request only once the last response is flushed, except when the last
-    request's body ends after its response: here a POST answered with
-    8 MiB before its body was read, with a hinting request behind it. The
-    8 MiB arrive whole, then the next response."""
-    s = asgi(serve, "asgi_raw:app", "--http-early-hints", "--post-buffering", "65536")
+    once the response's first body bytes are out, and none inside an
+    8 MiB response pipelined ahead of the hinting request and not read
+    yet: the 8 MiB arrive whole, then the next response. (hyper 1.12
+    reads the next request once the last response is flushed, but for a
+    body that ends after its response; `hyper_holds` in batch.rs guards
+    that case, which this test does not reach.)"""
+    s = asgi(serve, "asgi_raw:app", "--http-early-hints")
     late = tmp_path / "late"
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
         c.sendall(f"GET /early-hints/late?{late} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -592,11 +592,9 @@ def test_an_early_hint_after_the_body_began_or_behind_a_response_still_going_out
         assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b" 103 " not in got, got
     marker = tmp_path / "go"
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-        c.sendall(b"POST /bigone HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n" + b"z" * 70000 +
+        c.sendall(b"GET /bigone HTTP/1.1\r\nHost: x\r\n\r\n" +
                   f"GET /early-hints?{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        # The second request's app runs, and sends its hint, while most
-        # of the first response waits for the client to read it.
-        time.sleep(1)
+        time.sleep(1)  # for anything the server would send early
         got = read_until(c, b"", b"\r\n\r\n")
         head, _, body = got.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK"), head

@@ -590,7 +590,11 @@ mod tests {
         t.feed(b"cd");
         assert_eq!(t.settled_heads(), Some(2));
         t.feed(b"\r\n");
-        assert_eq!(t.settled_heads(), Some(2), "the empty line a client may send after a body");
+        assert_eq!(
+            t.settled_heads(),
+            Some(2),
+            "the empty line a client may send after a body"
+        );
         t.feed(b"\r\n");
         assert_eq!(t.settled_heads(), None, "empty lines before a next head");
     }
