@@ -267,16 +267,37 @@ mod tests {
         ) {
             let flawed_at = flawed_at.index(requests.len());
             let mut wire = Vec::new();
+            // Where each request's head begins (after any empty line), and
+            // where the request ends.
+            let mut spans = Vec::new();
             for (n, (kind, blank_line, upgrade)) in requests.iter().enumerate() {
                 let this = flaw.filter(|_| n == flawed_at);
+                let head = wire.len() + if *blank_line { 2 } else { 0 };
                 wire.extend(request(n, kind, *blank_line, *upgrade, this));
+                spans.push((head, wire.len()));
             }
             let served = hyper_serves(wire.clone());
             let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
             at.extend([0, wire.len()]);
             at.sort_unstable();
             let mut tracker = FramingTracker::new(64 * 1024, 100);
-            let found: Vec<Flawed> = at.windows(2).filter_map(|w| tracker.feed(&wire[w[0]..w[1]])).collect();
+            let mut found: Vec<Flawed> = Vec::new();
+            for w in at.windows(2) {
+                found.extend(tracker.feed(&wire[w[0]..w[1]]));
+                if flaw.is_some() {
+                    continue;
+                }
+                // Settled where a request ends, and nowhere inside one (a
+                // connection parked there would lose bytes).
+                let p = w[1];
+                let ended = spans.iter().filter(|&&(_, end)| end <= p).count() as u64;
+                if spans.iter().any(|&(_, end)| end == p) {
+                    prop_assert_eq!(tracker.settled_heads(), Some(ended), "at {}", p);
+                }
+                if spans.iter().any(|&(head, end)| head < p && p < end) {
+                    prop_assert_eq!(tracker.settled_heads(), None, "inside, at {}", p);
+                }
+            }
             match flaw {
                 None => {
                     let all: Vec<String> = (0..requests.len()).map(|n| format!("/{n}")).collect();
