@@ -204,6 +204,14 @@ fn write_out(o: &mut Outbox, fd: RawFd, progress: &TaskCounter) {
     }
 }
 
+/// Leaves the task's waker for the flusher, unless the one there already
+/// wakes the same task.
+fn keep_waker(o: &mut Outbox, cx: &Context<'_>) {
+    if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        o.waker = Some(cx.waker().clone());
+    }
+}
+
 /// A keep-alive connection that once sent a large head does not keep its
 /// room while it waits.
 fn shrink(buf: &mut Vec<u8>) {
@@ -260,9 +268,7 @@ impl<S> BatchedIo<S> {
             progress: self.progress.clone(),
         }
     }
-}
 
-impl<S> BatchedIo<S> {
     /// What tells whether the outbox is written out.
     pub(super) fn written(&self) -> Written {
         Written(self.outbox.clone())
@@ -400,11 +406,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedIo<S> {
         // may have nothing more to write, and so never flush again.
         let handed_back = {
             let mut o = lock(&self.outbox);
-            // For the flusher to wake, should a 103 it writes find the
-            // socket full before hyper ever queued a response.
-            if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                o.waker = Some(cx.waker().clone());
-            }
+            // For the flusher to wake, should what it writes (a queued
+            // response, a 103) find the socket full.
+            keep_waker(&mut o, cx);
             o.stalled || o.error.is_some()
         };
         if handed_back && let Poll::Ready(Err(e)) = self.drain(cx) {
@@ -526,12 +530,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
             // hyper flushes the socket only once its own buffer is empty.
             o.hyper_holds = false;
             if o.buf.is_empty() || o.queued {
-                // Nothing to write, or the flusher will. (A 103 may have
-                // queued it: the flusher, if it finds the socket full,
-                // wakes this task.)
-                if o.queued && !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    o.waker = Some(cx.waker().clone());
-                }
+                // Nothing to write, or the flusher will.
                 drop(o);
                 return Pin::new(&mut this.inner).poll_flush(cx);
             }
@@ -542,9 +541,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for BatchedIo<S> {
                 // on as if it were written (a later write or the end of
                 // the connection takes it back first).
                 o.queued = true;
-                if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    o.waker = Some(cx.waker().clone());
-                }
+                keep_waker(&mut o, cx);
                 drop(o);
                 this.queue.enqueue(Queued {
                     outbox: this.outbox.clone(),

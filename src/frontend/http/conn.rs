@@ -84,11 +84,11 @@ pub async fn serve_connection<S: Peek>(
     shutdown: tokio::sync::watch::Receiver<bool>,
     going_away: GoingAway,
 ) {
-    // Made first, with the task, before the request's allocations: it
-    // outlasts them, and amid their freed memory would keep a page of it
-    // in the resident set for as long as the connection is parked.
-    // So is the connection's information, which each of its hyper
-    // connections shares (a clone of its `Bytes` would allocate).
+    // Both made first, with the task and before any request's
+    // allocations, which they outlast: amid a request's freed memory they
+    // would keep a page of it resident while the connection is parked.
+    // The information is shared by the connection's hyper connections (a
+    // clone of its `Bytes` would allocate).
     let home = super::lent::Home::default();
     let mut info = Arc::new(info);
     if let Some(pp) = &settings.proxy_protocol
@@ -435,6 +435,8 @@ where
             Either::Side(Quiet::Stop) => {}
             Either::Side(Quiet::Idle) => return None,
             Either::Side(Quiet::Parkable(wait)) => {
+                conn_ctx.parking.store(true, Ordering::Relaxed);
+                conn.as_mut().graceful_shutdown();
                 match park(conn.as_mut(), &conn_ctx).await {
                     Poll::Ready(true) => return Some(wait), // `conn` dropped: the stream goes home
                     Poll::Ready(false) => return None,
@@ -498,18 +500,17 @@ where
 }
 
 /// Takes an idle connection from hyper without closing it: hyper, told
-/// to stop, finds the connection idle and ends at once, without a shutdown
-/// of the socket (`FramingWatch`); once `conn` is dropped, its stream is
-/// back home (`Lent`). Ready(true) when so; Ready(false) when hyper ended
-/// otherwise (the connection closes); Pending when hyper, which was not
-/// idle after all, still has work: it ends the connection once done, with
-/// a shutdown, as a stop would.
+/// to stop (and that the connection is `parking`), finds the connection
+/// idle and ends at once, without a shutdown of the socket
+/// (`FramingWatch`); once `conn` is dropped, its stream is back home
+/// (`Lent`). Ready(true) when so; Ready(false) when hyper ended otherwise
+/// (the connection closes); Pending when hyper, which was not idle after
+/// all, still has work: it ends the connection once done, with a shutdown,
+/// as a stop would.
 async fn park<C>(mut conn: Pin<&mut C>, ctx: &ConnCtx) -> Poll<bool>
 where
-    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
-    ctx.parking.store(true, Ordering::Relaxed);
-    conn.as_mut().shutdown_gracefully();
     // An idle hyper connection ends in this poll.
     let ended = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
     let parked = match ended {
@@ -520,24 +521,6 @@ where
         ctx.parking.store(false, Ordering::Relaxed);
     }
     parked
-}
-
-/// hyper's graceful shutdown, for `park`.
-trait GracefulShutdown {
-    fn shutdown_gracefully(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: hyper::body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn shutdown_gracefully(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
 }
 
 /// Serves HTTP/2 on `io` (h2c with prior knowledge, or TLS with ALPN h2)

@@ -164,29 +164,25 @@ impl Driver {
 
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Headed> {
         let parked = self.pump(cx);
-        let exchange = self.exchange.clone();
-        let mut st = exchange.lock();
-        let headed = self.head_from(cx, &mut st, parked);
-        // Set under the same lock as the head is taken: a 103 the app
-        // sends from now on would reach the client after the final head.
-        st.head_out = headed.is_ready();
-        headed
-    }
-
-    fn head_from(&mut self, cx: &mut Context<'_>, st: &mut State, parked: bool) -> Poll<Headed> {
+        let mut st = self.exchange.lock();
+        // `head_out` is set under the same lock as the head is taken: a
+        // 103 the app sends from then on would reach the client after the
+        // final head.
         if let Some(e) = &self.client_error
             && !st.started
         {
             crate::say!("oxgate: bad request body: {e}");
+            st.head_out = true;
             return Poll::Ready(Headed::Whole(Response::for_body_error(e)));
         }
         let has_body = st.complete || !st.chunks.is_empty() || !st.files.is_empty();
         if let Some(head) = st.head.take_if(|_| has_body) {
+            st.head_out = true;
             self.slot
                 .outcome
                 .note_head(head.status, None, &head.headers);
             if st.complete && st.files.is_empty() && !st.trailers_wanted {
-                let body = whole_body(st);
+                let body = whole_body(&mut st);
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
                     status: head.status,
@@ -196,11 +192,12 @@ impl Driver {
                 }));
             }
             self.limit = declared_length(&head.headers);
-            let first = take_chunk(&mut self.slot, &self.exchange, st)
+            let first = take_chunk(&mut self.slot, &self.exchange, &mut st)
                 .map(|c| clip(self.limit, &mut self.sent, c));
             return Poll::Ready(Headed::Streaming(head, first));
         }
         if st.end.is_some() {
+            st.head_out = true;
             self.slot.outcome.failed = true;
             self.slot.outcome.status = 500;
             return Poll::Ready(Headed::Whole(Response::plain(
@@ -209,7 +206,7 @@ impl Driver {
                 "Internal Server Error\n",
             )));
         }
-        keep_waker(st, cx, parked, self.body.is_some());
+        keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
     }
 }
