@@ -5,6 +5,9 @@
 #   nginx-fpm:     nginx -> fastcgi_pass -> php-fpm (pm static, 4 children)
 #   nginx-oxgate:  nginx -> fastcgi_pass -> oxgate, its php-cgi pool (4)
 #   oxgate-http:   oxgate over HTTP, its php-cgi pool (4), no nginx
+#   ...-exec:      (SETUPS=oxgate-http-exec) the same with
+#                  PHP_FCGI_CHILDREN=0: each php-cgi serves, and is exec'd
+#                  anew at its cap, instead of forking its serving child
 # The servers and PHP on SERVER_CPU, wrk -c10 on CLIENT_CPU, setups
 # alternating within each repetition. Prints medians of req/s and the
 # ratios to nginx-fpm; writes $DIR/summary.md.
@@ -65,14 +68,16 @@ launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!);
 start() { # setup -> PIDS
   rm -f "$SOCK"
   PIDS=()
-  case $1 in
+  local extra=()
+  [[ $1 == *-exec ]] && extra=(--fastcgi-app-env PHP_FCGI_CHILDREN=0)
+  case ${1%-exec} in
     nginx-fpm) launch "$FPM" -R -F -y "$DIR/fpm.conf" ;;
     nginx-oxgate) launch "$ROOT/target/release/oxgate" --fastcgi-socket "$SOCK" --fastcgi-app php-cgi \
                     --fastcgi-app-env "PHP_FCGI_MAX_REQUESTS=$MAX_REQUESTS" --fastcgi-app-pm static --fastcgi-app-processes 4 --fastcgi-app-docroot "$SITE" \
-                    --processes 1 --disable-logging ${OXGATE_ARGS:-} ;;
+                    --processes 1 --disable-logging "${extra[@]}" ${OXGATE_ARGS:-} ;;
     oxgate-http) launch "$ROOT/target/release/oxgate" --http-socket "127.0.0.1:$PORT" --fastcgi-app php-cgi \
                    --fastcgi-app-env "PHP_FCGI_MAX_REQUESTS=$MAX_REQUESTS" --fastcgi-app-pm static --fastcgi-app-processes 4 --fastcgi-app-docroot "$SITE" \
-                   --processes 1 --disable-logging ${OXGATE_ARGS:-} ;;
+                   --processes 1 --disable-logging "${extra[@]}" ${OXGATE_ARGS:-} ;;
   esac
   [[ $1 == nginx-* ]] && launch "$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g "daemon off;"
   for _ in $(seq 100); do

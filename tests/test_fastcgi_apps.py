@@ -31,6 +31,7 @@ echo json_encode([
   'uri' => $_SERVER['REQUEST_URI'], 'script' => $_SERVER['SCRIPT_NAME'],
   'file' => $_SERVER['SCRIPT_FILENAME'], 'info' => $_SERVER['PATH_INFO'] ?? null,
   'get' => $_GET, 'post' => $_POST, 'n' => $_SESSION['n'], 'pid' => getmypid(),
+  'ppid' => posix_getppid(),
   'file_up' => isset($_FILES['f']) ? [$_FILES['f']['name'], sha1_file($_FILES['f']['tmp_name'])] : null,
 ]);
 """
@@ -326,25 +327,39 @@ def test_a_php_pool_serves_the_site(serve, site):
 
 
 @needs_php
-def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site):
-    """php-cgi exits after its 500th request (PHP_FCGI_MAX_REQUESTS): the
-    request whose kept connection it closed is sent again; none fails."""
-    s = php_pool(serve, site, "--fastcgi-app-processes", "4", "--processes", "2")
+@pytest.mark.parametrize("children", ["forked", "0"])
+def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site, children):
+    """php-cgi's serving process exits after its 500th request
+    (PHP_FCGI_MAX_REQUESTS); no request fails. By default php-cgi forks it
+    (PHP_FCGI_CHILDREN=1, set by oxgate) and forks the next at the cap, so
+    the four processes oxgate started stay. With PHP_FCGI_CHILDREN=0 each
+    process serves and exits, and is started anew."""
+    extra = () if children == "forked" else ("--fastcgi-app-env", "PHP_FCGI_CHILDREN=0")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "4", "--processes", "2", *extra)
 
     def batch(n):
-        ok = 0
+        ok, served_by = 0, set()
         with requests.Session() as session:
             for i in range(n):
                 r = session.get(f"{s.url}/p/{i}?i={i}", timeout=30)
                 ok += r.status_code == 200 and r.json()["get"] == {"i": str(i)}
-        return ok
+                served_by.add((r.json()["pid"], r.json()["ppid"]))
+        return ok, served_by
 
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        assert sum(ex.map(batch, [250] * 8)) == 2000
+        results = list(ex.map(batch, [250] * 8))
+    assert sum(ok for ok, _ in results) == 2000
+    served_by = set().union(*(pairs for _, pairs in results))
     # Four processes, shared out two to each worker; those that reached
     # PHP's cap were replaced (2,000 requests cannot fall 500 to each).
-    wait_for(lambda: len(set(pool_pids(s))) > 4, timeout=5, what="a process replaced at PHP's cap")
-    assert "ended (exit status: 0)" in s.log()
+    if children == "forked":
+        started = set(pool_pids(s))
+        assert 1 <= len(started) <= 4 and "ended (" not in s.log()
+        assert len(served_by) > len(started) and {ppid for _, ppid in served_by} <= started, (served_by, started)
+    else:
+        wait_for(lambda: len(set(pool_pids(s))) > 4, timeout=5, what="a process replaced at PHP's cap")
+        assert "ended (exit status: 0)" in s.log()
+        assert {pid for pid, _ in served_by} <= set(pool_pids(s))
 
 
 @needs_php
@@ -396,10 +411,12 @@ def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serv
                                   "max_children_reached", "process_exits")} == {
         "listen_queue": 0, "max_listen_queue": 1, "accepted_conn": 3, "slow_requests": 2, "timeouts": 1,
         "max_children_reached": 1, "process_exits": 0}
-    # A process that dies unasked is counted when it is replaced.
-    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    # A process that dies unasked is counted when it is replaced: the one
+    # oxgate started (php-cgi's serving child goes with it).
+    child = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    pid = pool_pids(s)[-1]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not alive(pid), what="the process to die")
+    wait_for(lambda: not alive(pid) and not alive(child), what="the process and its child to die")
     assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
     text = requests.get(f"http://127.0.0.1:{sp}/metrics", timeout=10).text
     label = 'pool="php-cgi -d session.save_path=%s",mount=""' % (site / "sessions")
@@ -456,18 +473,27 @@ def test_a_killed_pool_process_loses_only_its_request_and_is_replaced(serve, sit
 
 
 @needs_php
-def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site):
+@pytest.mark.parametrize("children", ["forked", "0"])
+def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site, children):
+    """By default php-cgi's serving child is replaced at the cap by a fork
+    of the process oxgate started; with PHP_FCGI_CHILDREN=0, oxgate
+    replaces the process."""
     sp = free_port()
+    extra = () if children == "forked" else ("--fastcgi-app-env", "PHP_FCGI_CHILDREN=0")
     s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-max-requests", "3",
-                 "--stats", f"127.0.0.1:{sp}", "--stats-http")
-    pids = [requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] for _ in range(7)]
+                 "--stats", f"127.0.0.1:{sp}", "--stats-http", *extra)
+    served = [requests.get(f"{s.url}/index.php", timeout=20).json() for _ in range(7)]
+    pids = [j["pid"] for j in served]
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
+    starts = 3 if children == "0" else 1
+    if children == "forked":
+        assert {j["ppid"] for j in served} == set(pool_pids(s))
 
     def pool():
         (p,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
         return {k: p[k] for k in ("accepted_conn", "process_recycles", "process_starts", "process_exits")}
 
-    counts = {"accepted_conn": 7, "process_recycles": 2, "process_starts": 3, "process_exits": 0}
+    counts = {"accepted_conn": 7, "process_recycles": 2, "process_starts": starts, "process_exits": 0}
     assert pool() == counts
     worker = s.wait_workers(1)[0]
     os.kill(worker, 9)
@@ -477,8 +503,8 @@ def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site):
     # spare process already.
     wait_for(lambda: s.wait_workers(1)[0] != worker, what="a new worker")
     after = pool()
-    assert after["process_starts"] in (3, 4)
-    assert {**after, "process_starts": 3} == counts
+    assert after["process_starts"] in (starts, starts + 1)
+    assert {**after, "process_starts": starts} == counts
 
 
 PERL_POOL_APP = r"""
@@ -524,12 +550,14 @@ def test_pm_ondemand_starts_at_zero_and_returns_to_zero(serve, site):
     # Ready, and no process yet.
     assert requests.get(f"{s.url}/style.css", timeout=20).status_code == 200
     assert pool_pids(s) == []
-    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    j = requests.get(f"{s.url}/index.php", timeout=20).json()
+    # php-cgi's child serves, forked by the process oxgate started.
+    pid = j["ppid"]
     assert pool_pids(s) == [pid]
-    wait_for(lambda: not alive(pid), what="the idle process to stop")
+    wait_for(lambda: not alive(pid) and not alive(j["pid"]), what="the idle process and its child to stop")
     assert "idle" in s.log()
     # And it starts again when needed.
-    assert requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] != pid
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["ppid"] != pid
 
 
 @needs_php

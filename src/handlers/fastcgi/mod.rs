@@ -12,6 +12,7 @@
 //! are served from disk (see `worker::apps`).
 
 mod client;
+mod php;
 mod pool;
 
 pub use pool::{COUNTERS, PoolCounters, WORKER_ID, WORKERS};
@@ -31,6 +32,7 @@ use crate::request::{
     redirect_to_directory, var, with_length,
 };
 use client::{Call, Failure, Upstream};
+use php::PhpCgi;
 use pool::{Pool, PoolSpec};
 use std::ffi::OsString;
 
@@ -123,16 +125,28 @@ impl FastcgiApps {
                     app.command[0]
                 )
             })?;
+            let mut env: Vec<(OsString, OsString)> = settings
+                .env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect();
+            let php = PhpCgi::of(&program, &env, app.max_requests);
+            let mut max_requests = app.max_requests;
+            if let Some(php) = &php {
+                php.set_env(&mut env);
+                if php.prefork {
+                    // php-cgi's forked child serves the cap, not the process
+                    // oxgate started.
+                    max_requests = None;
+                }
+            }
             let pool = Pool::new(PoolSpec {
                 program,
                 args: app.command[1..].iter().map(OsString::from).collect(),
-                env: settings
-                    .env
-                    .iter()
-                    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                    .collect(),
+                env,
                 processes: app.processes,
-                max_requests: app.max_requests,
+                max_requests,
+                php,
                 cwd: settings.docroot.clone(),
                 name: app.command.join(" ").into(),
                 pm: settings.pm,

@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::client::{self, Conn, Failure, Output, Release};
+use super::php::PhpCgi;
 use crate::config::ProcessManager;
 use crate::listen::Address;
 use crate::proto::cgi_response::Head;
@@ -48,6 +49,8 @@ pub struct PoolSpec {
     /// The pool's total, over all workers.
     pub processes: usize,
     pub max_requests: Option<u64>,
+    /// What is known of php-cgi, when it is the program.
+    pub php: Option<PhpCgi>,
     /// Where the processes run.
     pub cwd: Option<PathBuf>,
     /// What the log calls the pool: its command.
@@ -188,6 +191,9 @@ struct SlotState {
     pid: u32,
     /// When its last request ended.
     last_used: Option<Instant>,
+    /// Requests since the serving process started (php-cgi's forked
+    /// child: see `PhpCgi::cap`).
+    served: u64,
 }
 
 /// A slot taken for one request. Dropped unreturned (the request was
@@ -199,6 +205,11 @@ struct Lease {
     state: SlotState,
     _permit: OwnedSemaphorePermit,
     max_requests: Option<u64>,
+    /// When the serving process exits by itself, and whether that is
+    /// `--fastcgi-app-max-requests` (see `PhpCgi`).
+    cap: Option<(u64, bool)>,
+    /// The process started forks the one that serves (php-cgi).
+    prefork: bool,
     returned: bool,
     /// Kills the process at the request's deadline, whether or not the
     /// response is being read (a client that stops reading would hold
@@ -222,6 +233,15 @@ impl Pool {
         &self.spec.name
     }
 
+    fn prefork(&self) -> bool {
+        self.spec.php.as_ref().is_some_and(|p| p.prefork)
+    }
+
+    fn cap(&self) -> Option<(u64, bool)> {
+        let php = self.spec.php.as_ref()?;
+        Some((php.cap?, php.cap_is_ours))
+    }
+
     /// This worker's figures for this pool, once the worker has set them.
     fn stats(&self) -> Option<&'static PoolCounters> {
         COUNTERS.get()?.get(self.spec.index)
@@ -241,9 +261,8 @@ impl Pool {
             if let Some(child) = &mut state.child
                 && let Some(pid) = child.id()
             {
-                let pid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
+                kill_group(pid);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
             }
         }
         let _ = std::fs::remove_dir_all(&slots.dir);
@@ -342,6 +361,8 @@ impl Pool {
             state,
             _permit: permit,
             max_requests: self.spec.max_requests,
+            cap: self.cap(),
+            prefork: self.prefork(),
             returned: false,
             watchdog: None,
             slow: None,
@@ -397,6 +418,13 @@ impl Pool {
             // the request, and this one is looked at (and replaced) when it
             // is next taken, or by the upkeep, out of this request's way.
             if attempt <= MAX_ATTEMPTS && lease.state.conn.as_mut().is_some_and(Conn::closed) {
+                // php-cgi's forked child ended while idle; php-cgi forks
+                // the next itself.
+                if self.prefork()
+                    && let Some(s) = stats
+                {
+                    s.process_exits.fetch_add(1, Ordering::Relaxed);
+                }
                 lease.state.conn = None;
                 lease.state.suspect = true;
                 lease.put_back();
@@ -421,12 +449,7 @@ impl Pool {
                 let pid = lease.state.pid;
                 let watchdog = tokio::spawn(async move {
                     tokio::time::sleep_until(d).await;
-                    if pid > 0 {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
+                    kill_group(pid);
                 });
                 lease.watchdog = Some(watchdog.abort_handle());
             }
@@ -488,6 +511,16 @@ impl Pool {
                     None => raced.await,
                 }
             };
+            // The connection broke under the request while the process
+            // oxgate started lives: php-cgi's forked child ended (php-cgi
+            // forks the next itself), counted as the process would be.
+            if self.prefork()
+                && let (Err(Failure::NoReply(_) | Failure::NoHead(_)), Some(s)) = (&exchanged, stats)
+                && let Some(parent) = lease.state.child.as_mut()
+                && matches!(parent.try_wait(), Ok(None))
+            {
+                s.process_exits.fetch_add(1, Ordering::Relaxed);
+            }
             match exchanged {
                 Ok((head, first, conn)) => {
                     let release: Release = Box::new(move |conn, timed_out| {
@@ -577,7 +610,7 @@ impl Pool {
                         if let Some(s) = self.stats() {
                             PoolCounters::decrement(&s.processes);
                         }
-                        let _ = child.start_kill();
+                        stop(&mut child);
                         crate::say!(
                             "oxgate: FastCGI pool {}: stopped process {}, idle {}s",
                             spec.name,
@@ -620,6 +653,8 @@ impl Pool {
                     state,
                     _permit: permit,
                     max_requests: spec.max_requests,
+                    cap: self.cap(),
+                    prefork: self.prefork(),
                     returned: false,
                     watchdog: None,
                     slow: None,
@@ -643,7 +678,7 @@ impl Pool {
             let ended = if state.doomed {
                 // Killed: reaped before the next starts.
                 Some(child.wait().await?)
-            } else if suspect {
+            } else if suspect && !self.prefork() {
                 tokio::time::timeout(Duration::from_millis(500), child.wait())
                     .await
                     .ok()
@@ -654,6 +689,9 @@ impl Pool {
             match ended {
                 None => return Ok(()),
                 Some(status) => {
+                    // Whatever it started goes with it: php-cgi's forked
+                    // child, left serving the socket if its parent died.
+                    kill_group(state.pid);
                     // Died at once, having served nothing: a broken command,
                     // not one at its request cap.
                     let quick = state.requests == 0
@@ -700,6 +738,7 @@ impl Pool {
         let child = self.spawn(&lease.slot)?;
         state.pid = child.id().unwrap_or(0);
         state.child = Some(child);
+        state.served = 0;
         state.started = Some(Instant::now());
         Ok(())
     }
@@ -726,13 +765,19 @@ impl Pool {
         if let Some(dir) = &self.spec.cwd {
             command.current_dir(dir);
         }
+        // Dies with its worker, however the worker ends. php-cgi that
+        // forks is sent SIGTERM instead, on which it kills its child too
+        // (a SIGKILL would leave the child serving the socket).
+        let death = if self.prefork() {
+            nix::sys::signal::Signal::SIGTERM
+        } else {
+            nix::sys::signal::Signal::SIGKILL
+        };
         // SAFETY: the closure runs in the child between fork and exec and
         // makes one prctl(2) call, which is async-signal-safe.
         unsafe {
-            command.pre_exec(|| {
-                // Dies with its worker, however the worker ends.
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(death).map_err(std::io::Error::from)
             });
         }
         let child = command.spawn()?;
@@ -784,8 +829,28 @@ impl Lease {
         let stats = self.busy;
         let state = &mut self.state;
         state.requests += 1;
+        state.served += 1;
         state.conn = conn;
         state.last_used = Some(Instant::now());
+        if let Some((cap, ours)) = self.cap
+            && state.served >= cap
+        {
+            // It exits after this request by itself, closing the kept
+            // connection: dropped here, so that no request is sent on it
+            // meanwhile. The next connects anew, and waits in the socket's
+            // backlog for php-cgi's next child; without one, for the
+            // process that replaces this one, started once it has exited.
+            state.conn = None;
+            state.served = 0;
+            if !self.prefork {
+                state.suspect = true;
+            } else if ours
+                && !kill
+                && let Some(s) = stats
+            {
+                s.process_recycles.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
         if recycle
             && !kill
@@ -797,7 +862,7 @@ impl Lease {
             && let Some(child) = &mut state.child
             && !state.doomed
         {
-            let _ = child.start_kill();
+            stop(child);
             state.doomed = true;
             state.conn = None;
             if let Some(s) = stats {
@@ -818,7 +883,7 @@ impl Drop for Lease {
             if let Some(child) = &mut self.state.child
                 && !self.state.doomed
             {
-                let _ = child.start_kill();
+                stop(child);
                 self.state.doomed = true;
                 if let Some(s) = self.busy {
                     PoolCounters::decrement(&s.processes);
@@ -827,6 +892,27 @@ impl Drop for Lease {
             self.give_back();
         }
         // The permit goes back after this, once the slot is back.
+    }
+}
+
+/// Kills a pool process and whatever it started: its process group, of
+/// which it is the leader (`process_group(0)`).
+fn kill_group(pid: u32) {
+    if pid > 0 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Kills a pool process that has not been reaped, with its group.
+fn stop(child: &mut Child) {
+    match child.id() {
+        Some(pid) => kill_group(pid),
+        None => {
+            let _ = child.start_kill();
+        }
     }
 }
 

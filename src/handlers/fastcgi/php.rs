@@ -1,0 +1,185 @@
+//! php-cgi in a pool (`--fastcgi-app php-cgi`): run so that its own
+//! request cap costs a fork, not an exec.
+//!
+//! php-cgi exits after `PHP_FCGI_MAX_REQUESTS` requests (500 unless set).
+//! Started alone, each replacement execs and loads PHP and every extension
+//! again: at 500 requests a process and 9,500 req/s, that is 19 execs a
+//! second on the shared core. Started with `PHP_FCGI_CHILDREN=1`, php-cgi
+//! loads everything once, then forks one child that serves the inherited
+//! socket, and forks another each time one exits at the cap, as a php-fpm
+//! child is forked from its master. oxgate supervises the process it
+//! started (the child's parent), and kills its whole process group when it
+//! kills it.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+/// What oxgate knows of a pool's php-cgi: how it is run, and when a
+/// serving process exits by itself.
+#[derive(Debug, PartialEq)]
+pub struct PhpCgi {
+    /// The process oxgate starts forks the one that serves
+    /// (`PHP_FCGI_CHILDREN` of 1 or more).
+    pub prefork: bool,
+    /// Requests one serving process handles before it exits: known when it
+    /// is the only one serving its socket. Its kept connection is dropped
+    /// after the last, so that no request is sent to a process on its way
+    /// out.
+    pub cap: Option<u64>,
+    /// The cap is `--fastcgi-app-max-requests` (counted as recycles), not
+    /// php-cgi's own.
+    pub cap_is_ours: bool,
+    /// The `PHP_FCGI_*` variables oxgate sets.
+    set: Vec<(&'static str, String)>,
+}
+
+/// php-cgi's own default for `PHP_FCGI_MAX_REQUESTS`.
+const PHP_DEFAULT_CAP: u64 = 500;
+
+impl PhpCgi {
+    /// `None` for a program that is not php-cgi (`php-cgi`, `php-cgi8.2`,
+    /// `php8.2-cgi`). `env`: the pool's environment, as given;
+    /// `max_requests`: `--fastcgi-app-max-requests`.
+    pub fn of(
+        program: &Path,
+        env: &[(OsString, OsString)],
+        max_requests: Option<u64>,
+    ) -> Option<PhpCgi> {
+        let name = program.file_name()?.to_str()?;
+        if !(name.starts_with("php") && name.contains("cgi")) {
+            return None;
+        }
+        let given = |key: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| leading_number(&v.to_string_lossy()))
+        };
+        let children = given("PHP_FCGI_CHILDREN");
+        // php-cgi reads both with atoi(): 0, or no number, is none.
+        let php_cap = match given("PHP_FCGI_MAX_REQUESTS") {
+            Some(n) => (n > 0).then_some(n),
+            None => Some(PHP_DEFAULT_CAP),
+        };
+        let mut set = Vec::new();
+        if children.is_none() {
+            set.push(("PHP_FCGI_CHILDREN", "1".to_string()));
+        }
+        let prefork = children.is_none_or(|n| n > 0);
+        // A cap of our own goes to php-cgi when it forks: its child is
+        // replaced by a fork rather than the process by an exec.
+        let ours = max_requests.filter(|&n| prefork && php_cap.is_none_or(|cap| n <= cap));
+        if let Some(n) = ours {
+            set.push(("PHP_FCGI_MAX_REQUESTS", n.to_string()));
+        }
+        Some(PhpCgi {
+            prefork,
+            // Several children on one socket: which serves what is
+            // php-cgi's business.
+            cap: if children.is_none_or(|n| n <= 1) {
+                ours.or(php_cap)
+            } else {
+                None
+            },
+            cap_is_ours: ours.is_some(),
+            set,
+        })
+    }
+
+    /// Puts the variables oxgate sets into the pool's environment.
+    pub fn set_env(&self, env: &mut Vec<(OsString, OsString)>) {
+        for (key, value) in &self.set {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), value.into()));
+        }
+    }
+}
+
+/// atoi(3): the number a string starts with (after blanks), 0 for none.
+fn leading_number(s: &str) -> u64 {
+    let s = s.trim_start();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    s[..digits].parse().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn php(name: &str, env: &[(&str, &str)], max_requests: Option<u64>) -> Option<PhpCgi> {
+        let env: Vec<_> = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        PhpCgi::of(Path::new(name), &env, max_requests)
+    }
+
+    fn env_after(p: &PhpCgi, env: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<_> = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        p.set_env(&mut env);
+        env.into_iter()
+            .map(|(k, v): (OsString, OsString)| {
+                (k.into_string().unwrap(), v.into_string().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_php_cgi_is_recognised() {
+        for name in ["php-cgi", "/usr/bin/php-cgi8.2", "php8.2-cgi"] {
+            assert!(php(name, &[], None).is_some(), "{name}");
+        }
+        for name in ["perl", "/usr/bin/php", "php-fpm8.2", "python3", "fcgiwrap"] {
+            assert_eq!(php(name, &[], None), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn by_default_it_forks_one_child_that_exits_at_phps_cap() {
+        let p = php("php-cgi", &[("A", "b")], None).unwrap();
+        assert!(p.prefork && !p.cap_is_ours);
+        assert_eq!(p.cap, Some(500));
+        assert_eq!(
+            env_after(&p, &[("A", "b")]),
+            [("A".into(), "b".into()), ("PHP_FCGI_CHILDREN".into(), "1".into())]
+        );
+    }
+
+    #[test]
+    fn max_requests_becomes_the_childs_cap_when_it_is_the_lower() {
+        let p = php("php-cgi", &[("PHP_FCGI_MAX_REQUESTS", "100")], Some(3)).unwrap();
+        assert_eq!((p.cap, p.cap_is_ours), (Some(3), true));
+        let env = env_after(&p, &[("PHP_FCGI_MAX_REQUESTS", "100")]);
+        assert_eq!(
+            env,
+            [
+                ("PHP_FCGI_CHILDREN".into(), "1".into()),
+                ("PHP_FCGI_MAX_REQUESTS".into(), "3".into())
+            ]
+        );
+        let p = php("php-cgi", &[("PHP_FCGI_MAX_REQUESTS", "100")], Some(1000)).unwrap();
+        assert_eq!((p.cap, p.cap_is_ours), (Some(100), false));
+        // No cap of php-cgi's (0): ours is the only one.
+        let p = php("php-cgi", &[("PHP_FCGI_MAX_REQUESTS", "0")], Some(7)).unwrap();
+        assert_eq!((p.cap, p.cap_is_ours), (Some(7), true));
+        let p = php("php-cgi", &[("PHP_FCGI_MAX_REQUESTS", "0")], None).unwrap();
+        assert_eq!(p.cap, None);
+    }
+
+    #[test]
+    fn the_users_children_setting_is_kept() {
+        // 0: php-cgi serves itself, exec'd anew at its cap; oxgate's own
+        // cap stays oxgate's (it kills the process).
+        let p = php("php-cgi", &[("PHP_FCGI_CHILDREN", "0")], Some(3)).unwrap();
+        assert!(!p.prefork && !p.cap_is_ours);
+        assert_eq!(p.cap, Some(500));
+        assert_eq!(
+            env_after(&p, &[("PHP_FCGI_CHILDREN", "0")]),
+            [("PHP_FCGI_CHILDREN".into(), "0".into())]
+        );
+        // Several children share the socket: no cap can be followed.
+        let p = php("php-cgi", &[("PHP_FCGI_CHILDREN", "4")], None).unwrap();
+        assert!(p.prefork);
+        assert_eq!(p.cap, None);
+        // atoi(): leading blanks and trailing text.
+        let p = php("php-cgi", &[("PHP_FCGI_MAX_REQUESTS", " 20x")], None).unwrap();
+        assert_eq!(p.cap, Some(20));
+    }
+}
