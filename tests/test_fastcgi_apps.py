@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,8 @@ import time
 import pytest
 import requests
 
-from helpers import BIN, VENV, free_port, needs_tmux, screen_of, start_nginx, wait_for
+from helpers import (BIN, VENV, fcgi_request, free_port, needs_tmux, read_records, screen_of, start_nginx, stdout_of,
+                     traced_calls, wait_for)
 
 PHP_CGI = shutil.which("php-cgi")
 PHP_FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm") or "/usr/sbin/php-fpm8.2"
@@ -630,3 +632,37 @@ def test_a_stop_takes_the_pool_and_its_sockets_with_it(serve, site):
     assert os.path.isdir(sock_dir)
     s.stop()
     assert not alive(pid) and not os.path.exists(sock_dir)
+
+
+@needs_php
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
+def test_a_small_php_request_and_its_answer_each_go_in_one_write(serve, site, tmp_path):
+    """Each process on the way reads a FastCGI record at a time and wakes
+    once for a request that arrives whole: the request to the pool goes in
+    one write, its empty STDIN with it, and the answer to the front end in
+    one write, END_REQUEST with it."""
+    (site / "hello.php").write_text("<?php echo 'hello';")
+    fp = free_port()
+    s = php_pool(serve, site, "--fastcgi-socket", f"127.0.0.1:{fp}", "--fastcgi-app-processes", "1",
+                 "--processes", "1")
+    params = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/hello.php"), ("REQUEST_URI", "/hello.php"),
+              ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"), ("REMOTE_ADDR", "127.0.0.1")]
+
+    def ask():
+        with socket.create_connection(("127.0.0.1", fp), timeout=10) as sock:
+            sock.sendall(fcgi_request(1, params))
+            return stdout_of(read_records(sock), 1)
+
+    assert ask().endswith(b"hello")  # the process is running
+    (worker,) = s.wait_workers(1)
+    with traced_calls([worker], "sendto,write,writev", tmp_path) as traced:
+        assert ask().endswith(b"hello")
+        wait_for(lambda: '"\\1\\6\\0\\1' in traced(), what="the traced answer")
+        time.sleep(0.5)  # not a timing assertion: a second write, if any, is traced too
+    writes = [line for line in traced().splitlines() if re.match(r"(sendto|write|writev)\(", line)]
+    to_pool = [w for w in writes if '"\\1\\1\\0\\1' in w]  # BEGIN_REQUEST first
+    to_front = [w for w in writes if '"\\1\\6\\0\\1' in w]  # STDOUT first
+    assert len(to_pool) == 1 and len(to_front) == 1, writes
+    # One write each: nothing else to either socket.
+    fd = lambda w: re.match(r"\w+\((\d+),", w)[1]
+    assert [w for w in writes if fd(w) in (fd(to_pool[0]), fd(to_front[0]))] == to_pool + to_front, writes

@@ -312,6 +312,14 @@ impl BodyStream {
         poll_fn(|cx| self.poll_chunk(cx)).await
     }
 
+    /// The next chunk if the source has it now, without waiting for one:
+    /// a front end puts what is ready into one write. (Every source
+    /// registers the waker of each poll, so a wait after this one is woken
+    /// as usual.)
+    pub fn ready_chunk(&mut self) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.poll_chunk(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
     pub fn take_file(&mut self) -> Option<FileRegion> {
         self.0.take_file()
     }

@@ -4,9 +4,13 @@
 use crate::listen::Protocol;
 use crate::request::{Response, ResponseBody, Var, VarName};
 use bytes::Bytes;
+use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::files::SocketFiles;
+
+/// The most a response's ready chunks are gathered into before a write.
+pub(super) const COALESCE_MAX: usize = 64 * 1024;
 
 /// The HTTP version a uwsgi status line carries: the request's, else 1.1.
 pub(super) fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
@@ -82,16 +86,43 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                         unsent.clear();
                         continue;
                     }
-                    if !unsent.is_empty() {
-                        wr.write_all(&unsent).await?;
-                        unsent.clear();
-                    }
-                    match rest.chunk().await {
-                        Some(Ok(b)) => wr.write_all(&b).await?,
-                        None => break Ok(()),
+                    // What the body has ready goes with what is unsent, in
+                    // one write; what must be waited for is not held up.
+                    let next = match rest.ready_chunk() {
+                        Poll::Ready(next) if unsent.len() < COALESCE_MAX => next,
+                        ready => {
+                            if !unsent.is_empty() {
+                                wr.write_all(&unsent).await?;
+                                unsent.clear();
+                            }
+                            match ready {
+                                Poll::Ready(next) => next,
+                                Poll::Pending => rest.chunk().await,
+                            }
+                        }
+                    };
+                    match next {
+                        // Not copied.
+                        Some(Ok(b)) if b.len() >= COALESCE_MAX => {
+                            if !unsent.is_empty() {
+                                wr.write_all(&unsent).await?;
+                                unsent.clear();
+                            }
+                            wr.write_all(&b).await?
+                        }
+                        Some(Ok(b)) => unsent.extend_from_slice(&b),
+                        None => {
+                            if !unsent.is_empty() {
+                                wr.write_all(&unsent).await?;
+                            }
+                            break Ok(());
+                        }
                         // The app failed mid-response: cut the connection, so
                         // the front end sees an incomplete response.
-                        Some(Err(e)) => return Err(std::io::Error::other(e.message)),
+                        Some(Err(e)) => {
+                            let _ = wr.write_all(&unsent).await;
+                            return Err(std::io::Error::other(e.message));
+                        }
                     }
                 }
             }

@@ -36,7 +36,6 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 const ID: u16 = 1;
 /// The most idle connections kept to one server.
 const MAX_IDLE: usize = 32;
-const READ_CHUNK: usize = 32 * 1024;
 
 /// A FastCGI server and the connections kept to it.
 pub struct Upstream {
@@ -257,16 +256,21 @@ async fn exchange(
 
 async fn send(conn: &mut Conn, head: &[u8], body: RequestBody) -> Result<(), String> {
     let io = &mut conn.io;
-    io.write_all(head).await.map_err(|e| e.to_string())?;
-    let mut records = Vec::with_capacity(READ_CHUNK + 64);
+    // Room for the records of what is sent in one write (a header for
+    // each 64 KiB of content).
+    let whole = match &body {
+        RequestBody::Full(b) => b.len() + (b.len() / 65535 + 1) * 8,
+        _ => 0,
+    };
+    let mut records = Vec::with_capacity(head.len() + whole + 16);
+    records.extend_from_slice(head);
     match body {
         RequestBody::Empty => {}
-        RequestBody::Full(b) => {
-            fastcgi::write_records(&mut records, fastcgi::STDIN, ID, &b);
+        RequestBody::Full(b) => fastcgi::write_records(&mut records, fastcgi::STDIN, ID, &b),
+        RequestBody::Stream(mut stream) => {
+            // The head goes at once: the body may be long in coming.
             io.write_all(&records).await.map_err(|e| e.to_string())?;
             records.clear();
-        }
-        RequestBody::Stream(mut stream) => {
             while let Some(chunk) = stream.chunk().await {
                 let chunk = chunk.map_err(|e| e.message)?;
                 fastcgi::write_records(&mut records, fastcgi::STDIN, ID, &chunk);
@@ -275,6 +279,8 @@ async fn send(conn: &mut Conn, head: &[u8], body: RequestBody) -> Result<(), Str
             }
         }
     }
+    // A whole request goes in one write: the server, reading a record at a
+    // time, wakes once for it rather than once more for the end of STDIN.
     fastcgi::write_records(&mut records, fastcgi::STDIN, ID, b"");
     io.write_all(&records).await.map_err(|e| e.to_string())?;
     io.flush().await.map_err(|e| e.to_string())

@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(p.cap, Some(500));
         assert_eq!(
             env_after(&p, &[("A", "b")]),
-            [("A".into(), "b".into()), ("PHP_FCGI_CHILDREN".into(), "1".into())]
+            [
+                ("A".into(), "b".into()),
+                ("PHP_FCGI_CHILDREN".into(), "1".into())
+            ]
         );
     }
 

@@ -515,7 +515,8 @@ impl Pool {
             // oxgate started lives: php-cgi's forked child ended (php-cgi
             // forks the next itself), counted as the process would be.
             if self.prefork()
-                && let (Err(Failure::NoReply(_) | Failure::NoHead(_)), Some(s)) = (&exchanged, stats)
+                && let (Err(Failure::NoReply(_) | Failure::NoHead(_)), Some(s)) =
+                    (&exchanged, stats)
                 && let Some(parent) = lease.state.child.as_mut()
                 && matches!(parent.try_wait(), Ok(None))
             {
