@@ -666,3 +666,75 @@ def test_a_small_php_request_and_its_answer_each_go_in_one_write(serve, site, tm
     # One write each: nothing else to either socket.
     fd = lambda w: re.match(r"\w+\((\d+),", w)[1]
     assert [w for w in writes if fd(w) in (fd(to_pool[0]), fd(to_front[0]))] == to_pool + to_front, writes
+
+
+# Debian's nginx site for php-fpm, as its default site shows it: only the
+# socket's path names the server behind.
+NGINX_PHP_FPM_SITE = """
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; client_body_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port}; root {site}; index index.php index.html;
+    location / {{ try_files $uri $uri/ /index.php?$args; }}
+    location ~ \\.php$ {{ include snippets/fastcgi-php.conf; fastcgi_pass unix:{sock}; }}
+  }}
+}}
+"""
+
+
+@needs_php
+@pytest.mark.skipif(not os.path.exists("/etc/nginx/snippets/fastcgi-php.conf"),
+                    reason="needs Debian's nginx snippets (scripts/test.sh installs nginx)")
+@pytest.mark.parametrize("server", ["php-fpm", "oxgate"])
+def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site, tmp_path, server):
+    """Debian's nginx site for php-fpm (snippets/fastcgi-php.conf, the
+    front controller in try_files) answers the same with oxgate's pool on
+    php-fpm's socket as with php-fpm itself: scripts, PATH_INFO, the query,
+    POST, uploads and sessions."""
+    sock = tmp_path / "php.sock"
+    if server == "php-fpm":
+        (tmp_path / "fpm.conf").write_text(textwrap.dedent(f"""\
+            [global]
+            error_log = {tmp_path}/fpm.log
+            [www]
+            user = root
+            listen = {sock}
+            pm = static
+            pm.max_children = 2
+            php_admin_value[session.save_path] = {site / 'sessions'}
+            """))
+        fpm = subprocess.Popen([PHP_FPM, "-R", "-F", "-y", str(tmp_path / "fpm.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(sock.exists, what="php-fpm's socket")
+    else:
+        php_pool(serve, site, "--fastcgi-socket", str(sock), "--fastcgi-app-processes", "2")
+        fpm = None
+    port = free_port()
+    d = tmp_path / "nginx"
+    # Its includes, where nginx looks for them: beside its nginx.conf.
+    shutil.copytree("/etc/nginx/snippets", d / "snippets")
+    shutil.copy("/etc/nginx/fastcgi.conf", d)
+    nginx = start_nginx(d, port, NGINX_PHP_FPM_SITE.format(d=d, port=port, site=site, sock=sock))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        j = requests.get(f"{base}/blog/2024/hello?page=2", timeout=20).json()
+        assert (j["uri"], j["script"], j["get"], j["file"]) == (
+            "/blog/2024/hello?page=2", "/index.php", {"page": "2"}, str(site / "index.php"))
+        # (Not a `\.php$` location: try_files sends it to the front
+        # controller, with no PATH_INFO.)
+        j = requests.get(f"{base}/index.php/tail?a=1", timeout=20).json()
+        assert (j["uri"], j["script"], j["info"], j["get"]) == ("/index.php/tail?a=1", "/index.php", "", {"a": "1"})
+        assert requests.get(f"{base}/admin/", timeout=20).text == "admin index"
+        data = os.urandom(50_000)
+        r = requests.post(f"{base}/index.php", data={"x": "y"}, files={"f": ("up.bin", data)}, timeout=20)
+        assert r.json()["post"] == {"x": "y"} and r.json()["file_up"] == ["up.bin", hashlib.sha1(data).hexdigest()]
+        with requests.Session() as session:
+            assert [session.get(f"{base}/", timeout=20).json()["n"] for _ in range(3)] == [1, 2, 3]
+        assert requests.get(f"{base}/missing.php", timeout=20).status_code == 404
+        assert requests.get(f"{base}/style.css", timeout=20).text == "body { color: red }\n"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        if fpm:
+            fpm.terminate()
+            fpm.wait(10)
