@@ -337,14 +337,22 @@ def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site, 
     the four processes oxgate started stay. With PHP_FCGI_CHILDREN=0 each
     process serves and exits, and is started anew."""
     extra = () if children == "forked" else ("--fastcgi-app-env", "PHP_FCGI_CHILDREN=0")
-    s = php_pool(serve, site, "--fastcgi-app-processes", "4", "--processes", "2", *extra)
+    sp = free_port()
+    s = php_pool(serve, site, "--fastcgi-app-processes", "4", "--processes", "2",
+                 "--stats", f"127.0.0.1:{sp}", "--stats-http", *extra)
 
     def batch(n):
+        """Every other request a POST, which is never sent twice: one sent
+        to a process on its way out would fail."""
         ok, served_by = 0, set()
         with requests.Session() as session:
             for i in range(n):
-                r = session.get(f"{s.url}/p/{i}?i={i}", timeout=30)
-                ok += r.status_code == 200 and r.json()["get"] == {"i": str(i)}
+                if i % 2:
+                    r = session.post(f"{s.url}/p/{i}", data={"i": str(i)}, timeout=30)
+                    ok += r.status_code == 200 and r.json()["post"] == {"i": str(i)}
+                else:
+                    r = session.get(f"{s.url}/p/{i}?i={i}", timeout=30)
+                    ok += r.status_code == 200 and r.json()["get"] == {"i": str(i)}
                 served_by.add((r.json()["pid"], r.json()["ppid"]))
         return ok, served_by
 
@@ -358,6 +366,11 @@ def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site, 
         started = set(pool_pids(s))
         assert 1 <= len(started) <= 4 and "ended (" not in s.log()
         assert len(served_by) > len(started) and {ppid for _, ppid in served_by} <= started, (served_by, started)
+        # Each child that ended at the cap is counted, as a process would
+        # be; no process was started again.
+        pools = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
+        assert pools[0]["process_exits"] >= len(served_by) - len(started), pools
+        assert pools[0]["process_starts"] == len(started), pools
     else:
         wait_for(lambda: len(set(pool_pids(s))) > 4, timeout=5, what="a process replaced at PHP's cap")
         assert "ended (exit status: 0)" in s.log()
@@ -560,6 +573,20 @@ def test_pm_ondemand_starts_at_zero_and_returns_to_zero(serve, site):
     assert "idle" in s.log()
     # And it starts again when needed.
     assert requests.get(f"{s.url}/index.php", timeout=20).json()["ppid"] != pid
+
+
+@needs_php
+def test_php_cgis_child_does_not_outlive_its_parent(serve, site):
+    """php-cgi's forked child has no parent-death signal of its own: when
+    the process oxgate started dies, the child goes with it, at once, not
+    when the slot is next used (ondemand starts none meanwhile)."""
+    s = php_pool(serve, site, "--fastcgi-app-pm", "ondemand", "--fastcgi-app-idle-timeout", "60",
+                 "--fastcgi-app-processes", "1", "--processes", "1")
+    j = requests.get(f"{s.url}/index.php", timeout=20).json()
+    assert pool_pids(s) == [j["ppid"]]
+    os.kill(j["ppid"], signal.SIGKILL)
+    wait_for(lambda: not alive(j["pid"]), what="the orphaned child to be killed")
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["ppid"] != j["ppid"]
 
 
 @needs_php

@@ -194,6 +194,43 @@ struct SlotState {
     /// Requests since the serving process started (php-cgi's forked
     /// child: see `PhpCgi::cap`).
     served: u64,
+    /// The process group to kill with the process (it leads its own),
+    /// until it is killed or seen ended: once the process is reaped and
+    /// the group empty, the number may be another's.
+    group: Option<u32>,
+}
+
+impl SlotState {
+    /// Kills the process and whatever it started (php-cgi's forked child).
+    fn kill(&mut self) {
+        match (self.group.take(), &mut self.child) {
+            (Some(group), _) => kill_group(group),
+            (None, Some(child)) => {
+                let _ = child.start_kill();
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Whether the process has ended (or there is none). When it is first
+    /// seen ended, what it left in its group goes at once: php-cgi's
+    /// forked child, which would serve on with no parent.
+    fn has_ended(&mut self) -> bool {
+        let ended = self
+            .child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+        if ended && let Some(group) = self.group.take() {
+            kill_group(group);
+        }
+        ended
+    }
+
+    /// php-cgi's forked child ended while its parent lives: the next one
+    /// counts its requests from none.
+    fn child_ended(&mut self) {
+        self.served = 0;
+    }
 }
 
 /// A slot taken for one request. Dropped unreturned (the request was
@@ -258,10 +295,9 @@ impl Pool {
             let Some(mut state) = slot.state.lock().ok().and_then(|mut s| s.take()) else {
                 continue;
             };
-            if let Some(child) = &mut state.child
-                && let Some(pid) = child.id()
-            {
-                kill_group(pid);
+            let pid = state.child.as_mut().and_then(|c| c.id());
+            state.kill();
+            if let Some(pid) = pid {
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
             }
         }
@@ -420,10 +456,11 @@ impl Pool {
             if attempt <= MAX_ATTEMPTS && lease.state.conn.as_mut().is_some_and(Conn::closed) {
                 // php-cgi's forked child ended while idle; php-cgi forks
                 // the next itself.
-                if self.prefork()
-                    && let Some(s) = stats
-                {
-                    s.process_exits.fetch_add(1, Ordering::Relaxed);
+                if self.prefork() {
+                    lease.state.child_ended();
+                    if let Some(s) = stats {
+                        s.process_exits.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 lease.state.conn = None;
                 lease.state.suspect = true;
@@ -511,16 +548,20 @@ impl Pool {
                     None => raced.await,
                 }
             };
-            // The connection broke under the request while the process
+            // The connection closed before any reply while the process
             // oxgate started lives: php-cgi's forked child ended (php-cgi
             // forks the next itself), counted as the process would be.
-            if self.prefork()
-                && let (Err(Failure::NoReply(_) | Failure::NoHead(_)), Some(s)) =
-                    (&exchanged, stats)
-                && let Some(parent) = lease.state.child.as_mut()
-                && matches!(parent.try_wait(), Ok(None))
+            // (A failed exchange looks at the process: one that ended
+            // takes its group with it at once.)
+            if exchanged.is_err()
+                && !lease.state.has_ended()
+                && self.prefork()
+                && matches!(exchanged, Err(Failure::NoReply(_)))
             {
-                s.process_exits.fetch_add(1, Ordering::Relaxed);
+                lease.state.child_ended();
+                if let Some(s) = stats {
+                    s.process_exits.fetch_add(1, Ordering::Relaxed);
+                }
             }
             match exchanged {
                 Ok((head, first, conn)) => {
@@ -598,20 +639,18 @@ impl Pool {
                     drop(permit);
                     continue;
                 };
-                let running = state.child.as_mut().is_some_and(|c| {
-                    matches!(c.try_wait(), Ok(None)) && !state.doomed && !state.suspect
-                });
+                let running = !state.has_ended() && !state.doomed && !state.suspect;
                 let idle_for = state.last_used.or(state.started).map(|t| t.elapsed());
                 let want_stop = running
                     && spec.pm != ProcessManager::Static
                     && idle_for.is_some_and(|d| d >= spec.idle_timeout)
                     && (spec.pm == ProcessManager::Ondemand || idle_running >= max_spare);
                 if want_stop {
+                    state.kill();
                     if let Some(mut child) = state.child.take() {
                         if let Some(s) = self.stats() {
                             PoolCounters::decrement(&s.processes);
                         }
-                        stop(&mut child);
                         crate::say!(
                             "oxgate: FastCGI pool {}: stopped process {}, idle {}s",
                             spec.name,
@@ -692,7 +731,7 @@ impl Pool {
                 Some(status) => {
                     // Whatever it started goes with it: php-cgi's forked
                     // child, left serving the socket if its parent died.
-                    kill_group(state.pid);
+                    state.has_ended();
                     // Died at once, having served nothing: a broken command,
                     // not one at its request cap.
                     let quick = state.requests == 0
@@ -738,6 +777,7 @@ impl Pool {
         }
         let child = self.spawn(&lease.slot)?;
         state.pid = child.id().unwrap_or(0);
+        state.group = child.id();
         state.child = Some(child);
         state.served = 0;
         state.started = Some(Instant::now());
@@ -845,11 +885,16 @@ impl Lease {
             state.served = 0;
             if !self.prefork {
                 state.suspect = true;
-            } else if ours
-                && !kill
-                && let Some(s) = stats
-            {
-                s.process_recycles.fetch_add(1, Ordering::Relaxed);
+            } else if !kill && let Some(s) = stats {
+                // php-cgi's child ends at the cap, and php-cgi forks the
+                // next: a recycle when the cap is ours, an exit of its own
+                // (as without the fork) when it is php-cgi's.
+                let counter = if ours {
+                    &s.process_recycles
+                } else {
+                    &s.process_exits
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
         }
         let recycle = self.max_requests.is_some_and(|n| state.requests >= n);
@@ -859,11 +904,8 @@ impl Lease {
         {
             s.process_recycles.fetch_add(1, Ordering::Relaxed);
         }
-        if (kill || recycle)
-            && let Some(child) = &mut state.child
-            && !state.doomed
-        {
-            stop(child);
+        if (kill || recycle) && state.child.is_some() && !state.doomed {
+            state.kill();
             state.doomed = true;
             state.conn = None;
             if let Some(s) = stats {
@@ -881,10 +923,8 @@ impl Drop for Lease {
             // the request for long yet, and the next would wait behind it.
             // It is replaced instead.
             self.state.conn = None;
-            if let Some(child) = &mut self.state.child
-                && !self.state.doomed
-            {
-                stop(child);
+            if self.state.child.is_some() && !self.state.doomed {
+                self.state.kill();
                 self.state.doomed = true;
                 if let Some(s) = self.busy {
                     PoolCounters::decrement(&s.processes);
@@ -904,16 +944,6 @@ fn kill_group(pid: u32) {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-    }
-}
-
-/// Kills a pool process that has not been reaped, with its group.
-fn stop(child: &mut Child) {
-    match child.id() {
-        Some(pid) => kill_group(pid),
-        None => {
-            let _ = child.start_kill();
-        }
     }
 }
 
