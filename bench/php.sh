@@ -4,6 +4,10 @@
 # php-fpm too)
 #   nginx-fpm:     nginx -> fastcgi_pass -> php-fpm (pm static, 4 children)
 #   nginx-oxgate:  nginx -> fastcgi_pass -> oxgate, its php-cgi pool (4)
+#   nginx-oxgate-keep: the same with nginx keeping its connections to
+#                  oxgate (fastcgi_keep_conn, upstream keepalive), which
+#                  oxgate serves at once however many (php-fpm's children
+#                  would each sit on an idle one: no such setup for it)
 #   oxgate-http:   oxgate over HTTP, its php-cgi pool (4), no nginx
 #   ...-exec:      (SETUPS=oxgate-http-exec) the same with
 #                  PHP_FCGI_CHILDREN=0: each php-cgi serves, and is exec'd
@@ -53,14 +57,21 @@ pm.max_children = 4
 ; as php-cgi's own PHP_FCGI_MAX_REQUESTS default: both recycle alike
 pm.max_requests = $MAX_REQUESTS
 CONF
-cat >"$DIR/nginx/nginx.conf" <<CONF
+nginx_conf() { # keep: 0|1 -> nginx.conf
+  local pass="fastcgi_pass unix:$SOCK;" upstream=""
+  if [[ $1 == 1 ]]; then
+    upstream="upstream php { server unix:$SOCK; keepalive 16; }"
+    pass="fastcgi_pass php; fastcgi_keep_conn on;"
+  fi
+  cat >"$DIR/nginx/nginx.conf" <<CONF
 worker_processes 1; user root; pid $DIR/nginx/logs/nginx.pid; error_log $DIR/nginx/logs/error.log;
 events { worker_connections 1024; }
-http { access_log off; keepalive_requests 100000; client_body_temp_path $DIR/nginx/tmp;
+http { access_log off; keepalive_requests 100000; client_body_temp_path $DIR/nginx/tmp; $upstream
   server { listen 127.0.0.1:$PORT; root $SITE;
-    location ~ \.php\$ { fastcgi_pass unix:$SOCK; include /etc/nginx/fastcgi_params;
+    location ~ \.php\$ { $pass include /etc/nginx/fastcgi_params;
       fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; } } }
 CONF
+}
 
 PIDS=()
 launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!); }
@@ -68,9 +79,10 @@ launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!);
 start() { # setup -> PIDS
   rm -f "$SOCK"
   PIDS=()
-  local extra=()
+  local extra=() setup=${1%-exec}
   [[ $1 == *-exec ]] && extra=(--fastcgi-app-env PHP_FCGI_CHILDREN=0)
-  case ${1%-exec} in
+  nginx_conf "$([[ $setup == *-keep ]] && echo 1 || echo 0)"
+  case ${setup%-keep} in
     nginx-fpm) launch "$FPM" -R -F -y "$DIR/fpm.conf" ;;
     nginx-oxgate) launch "$ROOT/target/release/oxgate" --fastcgi-socket "$SOCK" --fastcgi-app php-cgi \
                     --fastcgi-app-env "PHP_FCGI_MAX_REQUESTS=$MAX_REQUESTS" --fastcgi-app-pm static --fastcgi-app-processes 4 --fastcgi-app-docroot "$SITE" \
