@@ -95,6 +95,35 @@ impl RootDir {
         }
     }
 
+    /// Opens `rel` as `open_rel` does, and says where the file really is
+    /// (every link followed), for a script run by name: the kernel's
+    /// answer when the path went through a link, else the root joined
+    /// with `rel` (which holds no `.` or `..`) without asking it.
+    pub fn open_script(&self, rel: &Path) -> Result<(File, Metadata, PathBuf), Refused> {
+        if let Some(root) = &self.fd
+            && !rel.as_os_str().is_empty()
+        {
+            let how = OpenHow::new().flags(OPEN_FLAGS).resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS,
+            );
+            match nix::fcntl::openat2(root, rel, how) {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
+                    return Ok((file, meta, self.dir.join(rel)));
+                }
+                // A link on the way: followed below, and asked about.
+                Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS) => {}
+                Err(e) => return Err(refusal(e as i32)),
+            }
+        }
+        let (file, meta) = self.open_rel(rel)?;
+        let real = RootDir::real_path(&file).ok_or(Refused::Forbidden)?;
+        Ok((file, meta, real))
+    }
+
     /// Where an open file really is, after every link.
     pub fn real_path(file: &File) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()

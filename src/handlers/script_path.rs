@@ -58,12 +58,9 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
             b".." => return Located::BadPath,
             name => target.push(OsStr::from_bytes(name)),
         }
-        match root.open_rel(&target) {
-            Ok((_, meta)) if meta.is_dir() => continue,
-            Ok((file, meta)) if meta.is_file() => {
-                let Some(real) = RootDir::real_path(&file) else {
-                    return Located::Forbidden;
-                };
+        match root.open_script(&target) {
+            Ok((_, meta, _)) if meta.is_dir() => continue,
+            Ok((_, meta, real)) if meta.is_file() => {
                 let script_end = end.min(rel.len());
                 return Located::Script(Box::new(Script {
                     file: real,
@@ -78,15 +75,12 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
     }
     // Every segment was a directory: its index script, if it has one.
     for name in index {
-        if let Ok((file, meta)) = root.open_rel(&target.join(name))
+        if let Ok((_, meta, real)) = root.open_script(&target.join(name))
             && meta.is_file()
         {
             if !rel.ends_with(b"/") {
                 return Located::AddSlash;
             }
-            let Some(real) = RootDir::real_path(&file) else {
-                return Located::Forbidden;
-            };
             let mut url_path = rel.to_vec();
             url_path.extend_from_slice(name.as_bytes());
             return Located::Script(Box::new(Script {
@@ -169,6 +163,31 @@ mod tests {
             t.script("/sub/withindex/"),
             s("sub/withindex/index.cgi", "/sub/withindex/index.cgi", "")
         );
+    }
+
+    #[test]
+    fn a_script_reached_through_links_is_named_by_where_it_really_is() {
+        let t = Tree::new("links");
+        symlink("sub", t.0.join("root/dirlink")).unwrap();
+        symlink(t.0.join("root/sub/b.cgi"), t.0.join("root/alias.cgi")).unwrap();
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            t.script("/dirlink/b.cgi/x"),
+            s("sub/b.cgi", "/dirlink/b.cgi", "/x")
+        );
+        assert_eq!(t.script("/alias.cgi"), s("sub/b.cgi", "/alias.cgi", ""));
+        // With no link on the way, the same name the kernel would give.
+        for rel in [
+            "/a.cgi",
+            "/sub/b.cgi/y",
+            "/dirlink/b.cgi",
+            "/sub/withindex/",
+        ] {
+            let Located::Script(script) = t.locate(rel) else {
+                panic!("{rel}");
+            };
+            assert_eq!(script.file, script.file.canonicalize().unwrap(), "{rel}");
+        }
     }
 
     #[test]
