@@ -700,10 +700,10 @@ def test_a_small_php_request_and_its_answer_each_go_in_one_write(serve, site, tm
 NGINX_PHP_FPM_SITE = """
 worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
 events {{ worker_connections 64; }}
-http {{ access_log off; client_body_temp_path {d}/tmp;
+http {{ access_log off; client_body_temp_path {d}/tmp; upstream php {{ server unix:{sock}; {keepalive} }}
   server {{ listen 127.0.0.1:{port}; root {site}; index index.php index.html;
     location / {{ try_files $uri $uri/ /index.php?$args; }}
-    location ~ \\.php$ {{ include snippets/fastcgi-php.conf; fastcgi_pass unix:{sock}; }}
+    location ~ \\.php$ {{ include snippets/fastcgi-php.conf; fastcgi_pass php; {keep_conn} }}
   }}
 }}
 """
@@ -712,12 +712,13 @@ http {{ access_log off; client_body_temp_path {d}/tmp;
 @needs_php
 @pytest.mark.skipif(not os.path.exists("/etc/nginx/snippets/fastcgi-php.conf"),
                     reason="needs Debian's nginx snippets (scripts/test.sh installs nginx)")
-@pytest.mark.parametrize("server", ["php-fpm", "oxgate"])
+@pytest.mark.parametrize("server", ["php-fpm", "oxgate", "oxgate, nginx keeping its connections"])
 def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site, tmp_path, server):
     """Debian's nginx site for php-fpm (snippets/fastcgi-php.conf, the
     front controller in try_files) answers the same with oxgate's pool on
     php-fpm's socket as with php-fpm itself: scripts, PATH_INFO, the query,
-    POST, uploads and sessions."""
+    POST, uploads and sessions. And with nginx keeping its connections to
+    oxgate (which php-fpm's children cannot take: each would sit on one)."""
     sock = tmp_path / "php.sock"
     if server == "php-fpm":
         (tmp_path / "fpm.conf").write_text(textwrap.dedent(f"""\
@@ -741,7 +742,10 @@ def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site,
     # Its includes, where nginx looks for them: beside its nginx.conf.
     shutil.copytree("/etc/nginx/snippets", d / "snippets")
     shutil.copy("/etc/nginx/fastcgi.conf", d)
-    nginx = start_nginx(d, port, NGINX_PHP_FPM_SITE.format(d=d, port=port, site=site, sock=sock))
+    keep = "keeping" in server
+    nginx = start_nginx(d, port, NGINX_PHP_FPM_SITE.format(
+        d=d, port=port, site=site, sock=sock, keepalive="keepalive 4;" if keep else "",
+        keep_conn="fastcgi_keep_conn on;" if keep else ""))
     try:
         base = f"http://127.0.0.1:{port}"
         j = requests.get(f"{base}/blog/2024/hello?page=2", timeout=20).json()
