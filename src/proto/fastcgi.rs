@@ -120,7 +120,9 @@ fn read_len(b: &[u8], at: usize) -> Result<(usize, usize), Error> {
 
 /// The name-value pairs of a PARAMS (or GET_VALUES) stream.
 pub fn parse_pairs(stream: &Bytes) -> Result<Vec<(Bytes, Bytes)>, Error> {
-    let mut out = Vec::new();
+    // Sized once: grown a pair at a time, the vector (64 bytes a pair)
+    // was allocated five times over for nginx's usual thirty params.
+    let mut out = Vec::with_capacity(count_pairs(stream));
     let mut at = 0;
     while at < stream.len() {
         let (nlen, next) = read_len(stream, at)?;
@@ -142,6 +144,26 @@ pub fn parse_pairs(stream: &Bytes) -> Result<Vec<(Bytes, Bytes)>, Error> {
         at = end;
     }
     Ok(out)
+}
+
+/// How many whole pairs `stream` starts with.
+fn count_pairs(stream: &[u8]) -> usize {
+    let mut n = 0;
+    let mut at = 0;
+    while at < stream.len() {
+        let Ok((nlen, next)) = read_len(stream, at) else {
+            break;
+        };
+        let Ok((vlen, next)) = read_len(stream, next) else {
+            break;
+        };
+        match next.checked_add(nlen).and_then(|e| e.checked_add(vlen)) {
+            Some(end) if end <= stream.len() => at = end,
+            _ => break,
+        }
+        n += 1;
+    }
+    n
 }
 
 pub fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
