@@ -11,7 +11,7 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -96,9 +96,12 @@ impl RootDir {
     }
 
     /// Opens `rel` as `open_rel` does, and says where the file really is
-    /// (every link followed), for a script run by name: the kernel's
-    /// answer when the path went through a link, else the root joined
-    /// with `rel` (which holds no `.` or `..`) without asking it.
+    /// (every link followed), for a script run by name. With no link on
+    /// the way under the root, that is the root's path joined with `rel`
+    /// (which holds no `.` or `..`) if that name still leads to the file
+    /// opened: a root renamed since start-up (`mv www www.old`) leaves the
+    /// descriptor on the old tree and the name on another, which must not
+    /// be run unchecked. Otherwise the kernel is asked where the file is.
     pub fn open_script(&self, rel: &Path) -> Result<(File, Metadata, PathBuf), Refused> {
         if let Some(root) = &self.fd
             && !rel.as_os_str().is_empty()
@@ -112,7 +115,16 @@ impl RootDir {
                 Ok(fd) => {
                     let file = File::from(fd);
                     let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
-                    return Ok((file, meta, self.dir.join(rel)));
+                    let named = self.dir.join(rel);
+                    // A stat of the name is cheaper than the readlink of
+                    // /proc/self/fd below.
+                    if std::fs::metadata(&named)
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+                    {
+                        return Ok((file, meta, named));
+                    }
+                    let real = RootDir::real_path(&file).ok_or(Refused::Forbidden)?;
+                    return Ok((file, meta, real));
                 }
                 // A link on the way: followed below, and asked about.
                 Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS) => {}

@@ -191,6 +191,22 @@ mod tests {
     }
 
     #[test]
+    fn a_root_renamed_since_start_up_is_not_run_by_its_old_name() {
+        // `mv www www.old && mv www.new www`: the root's descriptor stays on
+        // the old tree, where the script was checked; the name must say
+        // so, not lead into the new tree (whose a.cgi is a link out).
+        let t = Tree::new("renamed");
+        let root = RootDir::new(&t.0.join("root"), &[]);
+        std::fs::rename(t.0.join("root"), t.0.join("root.old")).unwrap();
+        std::fs::create_dir(t.0.join("root")).unwrap();
+        symlink(t.0.join("outside/evil.cgi"), t.0.join("root/a.cgi")).unwrap();
+        let Located::Script(script) = locate(&root, b"/a.cgi", &[]) else {
+            panic!("no script");
+        };
+        assert_eq!(script.file, t.0.join("root.old/a.cgi"));
+    }
+
+    #[test]
     fn what_is_not_a_script() {
         let t = Tree::new("refused");
         assert!(matches!(t.locate("/nope.cgi"), Located::Missing));

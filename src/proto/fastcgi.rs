@@ -157,8 +157,10 @@ fn count_pairs(stream: &[u8]) -> usize {
         let Ok((vlen, next)) = read_len(stream, next) else {
             break;
         };
+        // Where `parse_pairs` stops (an empty name, a pair cut short), so
+        // does the count: bad input reserves nothing for what follows.
         match next.checked_add(nlen).and_then(|e| e.checked_add(vlen)) {
-            Some(end) if end <= stream.len() => at = end,
+            Some(end) if end <= stream.len() && nlen > 0 => at = end,
             _ => break,
         }
         n += 1;
