@@ -327,6 +327,22 @@ mod tests {
         }
 
         #[test]
+        fn the_count_is_exact_where_the_params_parse(data in proptest::collection::vec(any::<u8>(), 0..300),
+                                                     pairs in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 1..200), proptest::collection::vec(any::<u8>(), 0..200)), 0..10)) {
+            let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            let good = Bytes::from(encode_pairs(&refs));
+            prop_assert_eq!(count_pairs(&good), pairs.len());
+            // Random bytes: never more reserved than there are pairs before
+            // the first fault, and exactly as many when they parse.
+            let data = Bytes::from(data);
+            match parse_pairs(&data) {
+                Ok(parsed) => prop_assert_eq!(count_pairs(&data), parsed.len()),
+                Err(_) => prop_assert!(count_pairs(&data) <= data.len() / 3),
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut buf = BytesMut::from(&data[..]);
             while let Ok(Some(r)) = parse_record(&mut buf) {
