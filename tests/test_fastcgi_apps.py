@@ -155,9 +155,11 @@ def test_a_slow_script_times_out_while_others_are_served(serve, php_cgi, site):
     assert "no response within --fastcgi-app-timeout 2s" in s.log()
 
 
-@pytest.mark.skipif(not os.path.exists(PHP_FPM), reason="php-fpm is not installed (scripts/test.sh installs it)")
-def test_php_fpm_over_a_unix_socket(serve, site, tmp_path):
-    sock = tmp_path / "fpm.sock"
+def start_php_fpm(tmp_path, site, sock):
+    """The real php-fpm, 2 children on the unix socket `sock`, once it
+    listens."""
+    if not os.path.exists(PHP_FPM):
+        pytest.skip("php-fpm is not installed (scripts/test.sh installs it)")
     conf = tmp_path / "fpm.conf"
     conf.write_text(textwrap.dedent(f"""\
         [global]
@@ -175,6 +177,17 @@ def test_php_fpm_over_a_unix_socket(serve, site, tmp_path):
                            stderr=subprocess.DEVNULL)
     try:
         wait_for(sock.exists, what="php-fpm's socket")
+    except BaseException:
+        fpm.terminate()
+        fpm.wait(10)
+        raise
+    return fpm
+
+
+def test_php_fpm_over_a_unix_socket(serve, site, tmp_path):
+    sock = tmp_path / "fpm.sock"
+    fpm = start_php_fpm(tmp_path, site, sock)
+    try:
         s = php_server(serve, sock, site)
         j = requests.get(f"{s.url}/shop/cart?id=7", timeout=20).json()
         assert (j["script"], j["get"], j["uri"]) == ("/index.php", {"id": "7"}, "/shop/cart?id=7")
@@ -721,19 +734,7 @@ def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site,
     oxgate (which php-fpm's children cannot take: each would sit on one)."""
     sock = tmp_path / "php.sock"
     if server == "php-fpm":
-        (tmp_path / "fpm.conf").write_text(textwrap.dedent(f"""\
-            [global]
-            error_log = {tmp_path}/fpm.log
-            [www]
-            user = root
-            listen = {sock}
-            pm = static
-            pm.max_children = 2
-            php_admin_value[session.save_path] = {site / 'sessions'}
-            """))
-        fpm = subprocess.Popen([PHP_FPM, "-R", "-F", "-y", str(tmp_path / "fpm.conf")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(sock.exists, what="php-fpm's socket")
+        fpm = start_php_fpm(tmp_path, site, sock)
     else:
         php_pool(serve, site, "--fastcgi-socket", str(sock), "--fastcgi-app-processes", "2")
         fpm = None

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use super::files::{CALL_MAX, SocketFiles};
-use super::response::{COALESCE_MAX, response_head};
+use super::response::{next_chunk, response_head};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
 
 /// Reads FastCGI records from the connection; shared by the connection
@@ -336,22 +336,9 @@ where
                     }
                     continue;
                 }
-                // What the body has ready goes with what is pending, so
-                // that a small response and its end reach the front end in
-                // one write; what must be waited for is not held up.
-                let next = match rest.ready_chunk() {
-                    Poll::Ready(next) if out.len() < COALESCE_MAX => next,
-                    ready => {
-                        if !out.is_empty() {
-                            wr.write_all(&out).await.map_err(|e| e.to_string())?;
-                            out.clear();
-                        }
-                        match ready {
-                            Poll::Ready(next) => next,
-                            Poll::Pending => rest.chunk().await,
-                        }
-                    }
-                };
+                let next = next_chunk(&mut rest, &mut out, wr)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let Some(chunk) = next else {
                     break;
                 };

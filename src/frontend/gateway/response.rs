@@ -2,7 +2,7 @@
 //! a status line (uwsgi) or CGI-style with `Status:` (SCGI).
 
 use crate::listen::Protocol;
-use crate::request::{Response, ResponseBody, Var, VarName};
+use crate::request::{BodyError, BodyStream, Response, ResponseBody, Var, VarName};
 use bytes::Bytes;
 use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -10,7 +10,31 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::files::SocketFiles;
 
 /// The most a response's ready chunks are gathered into before a write.
-pub(super) const COALESCE_MAX: usize = 64 * 1024;
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// The body's next chunk: at once when it is ready and `pending` has
+/// room, to go out with what is pending in one write (a small response
+/// and its end together); else once `pending` is written, so that what
+/// has to be waited for does not hold it up.
+pub(super) async fn next_chunk<W: AsyncWrite + Unpin>(
+    rest: &mut BodyStream,
+    pending: &mut Vec<u8>,
+    wr: &mut W,
+) -> std::io::Result<Option<Result<Bytes, BodyError>>> {
+    match rest.ready_chunk() {
+        Poll::Ready(next) if pending.len() < COALESCE_MAX => Ok(next),
+        ready => {
+            if !pending.is_empty() {
+                wr.write_all(pending).await?;
+                pending.clear();
+            }
+            Ok(match ready {
+                Poll::Ready(next) => next,
+                Poll::Pending => rest.chunk().await,
+            })
+        }
+    }
+}
 
 /// The HTTP version a uwsgi status line carries: the request's, else 1.1.
 pub(super) fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
@@ -86,22 +110,7 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                         unsent.clear();
                         continue;
                     }
-                    // What the body has ready goes with what is unsent, in
-                    // one write; what must be waited for is not held up.
-                    let next = match rest.ready_chunk() {
-                        Poll::Ready(next) if unsent.len() < COALESCE_MAX => next,
-                        ready => {
-                            if !unsent.is_empty() {
-                                wr.write_all(&unsent).await?;
-                                unsent.clear();
-                            }
-                            match ready {
-                                Poll::Ready(next) => next,
-                                Poll::Pending => rest.chunk().await,
-                            }
-                        }
-                    };
-                    match next {
+                    match next_chunk(&mut rest, &mut unsent, wr).await? {
                         // Not copied.
                         Some(Ok(b)) if b.len() >= COALESCE_MAX => {
                             if !unsent.is_empty() {

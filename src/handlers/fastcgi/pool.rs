@@ -226,10 +226,14 @@ impl SlotState {
         ended
     }
 
-    /// php-cgi's forked child ended while its parent lives: the next one
-    /// counts its requests from none.
-    fn child_ended(&mut self) {
+    /// php-cgi's forked child ended while its parent lives (php-cgi
+    /// forks the next itself): counted as the process's exit would be, and
+    /// the next child counts its requests from none.
+    fn child_ended(&mut self, stats: Option<&PoolCounters>) {
         self.served = 0;
+        if let Some(s) = stats {
+            s.process_exits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -454,13 +458,8 @@ impl Pool {
             // the request, and this one is looked at (and replaced) when it
             // is next taken, or by the upkeep, out of this request's way.
             if attempt <= MAX_ATTEMPTS && lease.state.conn.as_mut().is_some_and(Conn::closed) {
-                // php-cgi's forked child ended while idle; php-cgi forks
-                // the next itself.
                 if self.prefork() {
-                    lease.state.child_ended();
-                    if let Some(s) = stats {
-                        s.process_exits.fetch_add(1, Ordering::Relaxed);
-                    }
+                    lease.state.child_ended(stats);
                 }
                 lease.state.conn = None;
                 lease.state.suspect = true;
@@ -548,20 +547,15 @@ impl Pool {
                     None => raced.await,
                 }
             };
-            // The connection closed before any reply while the process
-            // oxgate started lives: php-cgi's forked child ended (php-cgi
-            // forks the next itself), counted as the process would be.
-            // (A failed exchange looks at the process: one that ended
-            // takes its group with it at once.)
-            if exchanged.is_err()
+            // A failed exchange looks at the process: one that ended takes
+            // its group with it at once. One that lives, whose connection
+            // closed before any reply, lost php-cgi's forked child.
+            if let Err(failure) = &exchanged
                 && !lease.state.has_ended()
                 && self.prefork()
-                && matches!(exchanged, Err(Failure::NoReply(_)))
+                && matches!(failure, Failure::NoReply(_))
             {
-                lease.state.child_ended();
-                if let Some(s) = stats {
-                    s.process_exits.fetch_add(1, Ordering::Relaxed);
-                }
+                lease.state.child_ended(stats);
             }
             match exchanged {
                 Ok((head, first, conn)) => {
