@@ -95,14 +95,10 @@ impl RootDir {
         }
     }
 
-    /// Opens `rel` as `open_rel` does, and says where the file really is
-    /// (every link followed), for a script run by name. With no link on
-    /// the way under the root, that is the root's path joined with `rel`
-    /// (which holds no `.` or `..`) if that name still leads to the file
-    /// opened: a root renamed since start-up (`mv www www.old`) leaves the
-    /// descriptor on the old tree and the name on another, which must not
-    /// be run unchecked. Otherwise the kernel is asked where the file is.
-    pub fn open_script(&self, rel: &Path) -> Result<(File, Metadata, PathBuf), Refused> {
+    /// Opens `rel` as `open_rel` does, and says whether no link was on the
+    /// way under the root (a file so opened is named by `script_name`
+    /// without asking the kernel).
+    pub fn open_plain(&self, rel: &Path) -> Result<(File, Metadata, bool), Refused> {
         if let Some(root) = &self.fd
             && !rel.as_os_str().is_empty()
         {
@@ -115,25 +111,40 @@ impl RootDir {
                 Ok(fd) => {
                     let file = File::from(fd);
                     let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
-                    let named = self.dir.join(rel);
-                    // A stat of the name is cheaper than the readlink of
-                    // /proc/self/fd below.
-                    if std::fs::metadata(&named)
-                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
-                    {
-                        return Ok((file, meta, named));
-                    }
-                    let real = RootDir::real_path(&file).ok_or(Refused::Forbidden)?;
-                    return Ok((file, meta, real));
+                    return Ok((file, meta, true));
                 }
-                // A link on the way: followed below, and asked about.
+                // A link on the way: followed as `open_rel` follows it.
                 Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS) => {}
                 Err(e) => return Err(refusal(e as i32)),
             }
         }
         let (file, meta) = self.open_rel(rel)?;
-        let real = RootDir::real_path(&file).ok_or(Refused::Forbidden)?;
-        Ok((file, meta, real))
+        Ok((file, meta, false))
+    }
+
+    /// Where a script `open_plain` opened really is (every link followed),
+    /// for it to be run by name. With no link on the way, the root's path
+    /// joined with `rel` (which holds no `.` or `..`), if that name still
+    /// leads to the file opened: a root renamed since start-up (`mv www
+    /// www.old`) leaves the descriptor on the old tree and the name on
+    /// another, which must not be run unchecked. A stat of the name is
+    /// cheaper than the readlink of /proc/self/fd that answers otherwise.
+    pub fn script_name(
+        &self,
+        rel: &Path,
+        file: &File,
+        meta: &Metadata,
+        plain: bool,
+    ) -> Option<PathBuf> {
+        if plain {
+            let named = self.dir.join(rel);
+            if std::fs::metadata(&named)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            {
+                return Some(named);
+            }
+        }
+        RootDir::real_path(file)
     }
 
     /// Where an open file really is, after every link.

@@ -58,9 +58,12 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
             b".." => return Located::BadPath,
             name => target.push(OsStr::from_bytes(name)),
         }
-        match root.open_script(&target) {
+        match root.open_plain(&target) {
             Ok((_, meta, _)) if meta.is_dir() => continue,
-            Ok((_, meta, real)) if meta.is_file() => {
+            Ok((file, meta, plain)) if meta.is_file() => {
+                let Some(real) = root.script_name(&target, &file, &meta, plain) else {
+                    return Located::Forbidden;
+                };
                 let script_end = end.min(rel.len());
                 return Located::Script(Box::new(Script {
                     file: real,
@@ -75,12 +78,16 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
     }
     // Every segment was a directory: its index script, if it has one.
     for name in index {
-        if let Ok((_, meta, real)) = root.open_script(&target.join(name))
+        let index = target.join(name);
+        if let Ok((file, meta, plain)) = root.open_plain(&index)
             && meta.is_file()
         {
             if !rel.ends_with(b"/") {
                 return Located::AddSlash;
             }
+            let Some(real) = root.script_name(&index, &file, &meta, plain) else {
+                return Located::Forbidden;
+            };
             let mut url_path = rel.to_vec();
             url_path.extend_from_slice(name.as_bytes());
             return Located::Script(Box::new(Script {
