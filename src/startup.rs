@@ -248,6 +248,10 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
     }
+    // This process runs the pools' managers; their parts are named for it,
+    // so made once it has daemonized.
+    crate::handlers::fastcgi::IN_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::handlers::fastcgi::prepare(&cfg.fastcgi)?;
     // After the last fork, which would not keep the reader's thread.
     crate::log::route::capture_output()?;
     crate::say!(

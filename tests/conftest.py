@@ -11,6 +11,15 @@ import pytest
 from helpers import APPS, BEHAVIOUR, BIN, ECHO, ROOT, VENV, free_port, listens, wait_for
 
 
+def comm(pid):
+    """A process's name (its comm), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class Server:
     def __init__(self, tmp_path, args, env=None, cwd=None, wait=True, program=(BIN,)):
         self.port = free_port()
@@ -56,12 +65,21 @@ class Server:
         raise AssertionError(field)
 
     def worker_pids(self):
-        """The master's children (the workers), sorted."""
+        """The master's children (the workers), sorted: not the FastCGI
+        pools' manager."""
         try:
             text = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read()
         except FileNotFoundError:
             return []
-        return sorted(int(p) for p in text.split())
+        return sorted(int(p) for p in text.split() if comm(int(p)) != "oxgate-pools")
+
+    def pool_manager_pid(self):
+        """The FastCGI pools' manager, if it runs."""
+        try:
+            text = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read()
+        except FileNotFoundError:
+            return None
+        return next((int(p) for p in text.split() if comm(int(p)) == "oxgate-pools"), None)
 
     def wait_log(self, text, timeout=20):
         deadline = time.monotonic() + timeout

@@ -464,6 +464,7 @@ def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serv
 def test_oxgate_top_shows_the_pools(serve, site):
     sp = free_port()
     s = php_pool(serve, site, "--fastcgi-app-processes", "2", "--processes", "1", "--stats", f"127.0.0.1:{sp}")
+    s.wait_log("started process")
     for _ in range(3):
         assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
     screen = screen_of(f"{BIN} top 127.0.0.1:{sp}", lambda t: "FastCGI pools" in t and "php-cgi" in t)
@@ -502,10 +503,11 @@ def test_a_killed_pool_process_loses_only_its_request_and_is_replaced(serve, sit
 
 @needs_php
 @pytest.mark.parametrize("children", ["forked", "0"])
-def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site, children):
+def test_max_requests_recycles_and_processes_outlive_a_worker(serve, site, children):
     """By default php-cgi's serving child is replaced at the cap by a fork
     of the process oxgate started; with PHP_FCGI_CHILDREN=0, oxgate
-    replaces the process."""
+    replaces the process. The processes are the master's: a worker that
+    dies takes none with it."""
     sp = free_port()
     extra = () if children == "forked" else ("--fastcgi-app-env", "PHP_FCGI_CHILDREN=0")
     s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-max-requests", "3",
@@ -525,14 +527,11 @@ def test_max_requests_recycles_and_processes_die_with_their_worker(serve, site, 
     assert pool() == counts
     worker = s.wait_workers(1)[0]
     os.kill(worker, 9)
-    wait_for(lambda: not alive(pids[6]), what="the pool process to die with its worker")
-    # The dead worker's counts are kept (its processes were not counted
-    # as exits: they died with it); the new worker may have started its
-    # spare process already.
     wait_for(lambda: s.wait_workers(1)[0] != worker, what="a new worker")
-    after = pool()
-    assert after["process_starts"] in (starts, starts + 1)
-    assert {**after, "process_starts": starts} == counts
+    # The process that served the 7th request serves the 8th, for the new
+    # worker; the dead worker's counts are kept.
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] == pids[6]
+    assert pool() == {**counts, "accepted_conn": 8}
 
 
 PERL_POOL_APP = r"""
@@ -662,6 +661,85 @@ def test_reloads_under_load_fail_no_pool_request(serve, site):
     load.finish()
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50
+
+
+BARRIER = """<?php
+// Each request waits (10 s at most) until two have come in this round:
+// two run at once, or the first answers 1.
+$dir = sys_get_temp_dir() . '/oxgate-barrier-' . basename($_GET['round']);
+@mkdir($dir);
+touch("$dir/" . getmypid());
+for ($i = 0; $i < 200 && count(glob("$dir/*")) < 2; $i++) usleep(50000);
+echo count(glob("$dir/*"));
+"""
+
+
+@needs_php
+def test_every_worker_shares_the_pools_processes(serve, site):
+    """--fastcgi-app-processes is the pool's total, and any worker takes any
+    idle process: two requests run at once on the two processes whichever
+    worker accepted them (often the same one)."""
+    (site / "barrier.php").write_text(BARRIER)
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "2", "--processes", "2")
+    s.wait_workers(2)
+    wait_for(lambda: len(pool_pids(s)) == 2, what="the two processes")
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        for n in range(6):
+            url = f"{s.url}/barrier.php?round={os.getpid()}-{n}-{time.time_ns()}"
+            assert list(ex.map(lambda _: requests.get(url, timeout=20).text, range(2))) == ["2", "2"]
+    assert len(pool_pids(s)) == 2
+
+
+@needs_php
+def test_two_workers_and_one_process_make_one_process(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "1", "--processes", "2")
+    s.wait_workers(2)
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        served = list(ex.map(lambda _: requests.get(f"{s.url}/index.php", timeout=20).json()["ppid"], range(40)))
+    assert set(served) == set(pool_pids(s)) and len(pool_pids(s)) == 1
+
+
+@needs_php
+def test_a_reload_replaces_the_pool_and_the_old_one_ends(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "2", "--processes", "1")
+    wait_for(lambda: len(pool_pids(s)) == 2, what="the two processes")
+    old_manager = s.pool_manager_pid()
+    old = pool_pids(s)
+    old_dir = os.path.dirname(s.log().split("started process ")[1].split(" on ")[1].split()[0])
+    os.kill(s.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "reload done" in s.log(), timeout=30, what="the reload")
+    wait_for(lambda: len(pool_pids(s)) == 4, what="the new pool's processes")
+    # The old manager ends once the old worker is gone, with its processes
+    # and their sockets.
+    wait_for(lambda: not alive(old_manager) and not any(alive(p) for p in old) and not os.path.exists(old_dir),
+             what="the old pool to end")
+    assert s.pool_manager_pid() not in (None, old_manager)
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["ppid"] in pool_pids(s)[2:]
+
+
+@needs_php
+def test_a_killed_pool_manager_is_started_again_and_its_processes_replaced(serve, site):
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "2", "--processes", "1")
+    wait_for(lambda: len(pool_pids(s)) == 2, what="the two processes")
+    manager, old = s.pool_manager_pid(), pool_pids(s)
+    assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+    os.kill(manager, signal.SIGKILL)
+    # Its processes die with it; the master starts another, which starts
+    # new ones, and the worker uses them.
+    wait_for(lambda: not any(alive(p) for p in old), what="the old processes to die with their manager")
+    wait_for(lambda: len(pool_pids(s)) == 4, timeout=20, what="new processes")
+    assert "FastCGI pool manager (pid" in s.log()
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["ppid"] in pool_pids(s)[2:]
+
+
+@needs_php
+def test_a_single_process_runs_the_pool_itself(serve, site):
+    s = php_pool(serve, site, "--no-master", "--fastcgi-app-processes", "2")
+    j = requests.get(f"{s.url}/index.php", timeout=20).json()
+    assert j["ppid"] in pool_pids(s)
+    sock_dir = os.path.dirname(s.log().split("started process ")[1].split(" on ")[1].split()[0])
+    s.stop()
+    assert not alive(j["ppid"]) and not os.path.exists(sock_dir)
 
 
 @needs_php

@@ -209,6 +209,10 @@ impl Master<'_> {
                 WaitStatus::Signaled(pid, sig, _) => (pid.as_raw(), Exit::Signal(sig as i32)),
                 _ => continue, // stopped or continued: still alive
             };
+            if self.pool_manager.pid == Some(pid) {
+                self.pool_manager_ended(exit);
+                continue;
+            }
             if let Some(d) = self.daemons.iter_mut().find(|d| d.pid == Some(pid)) {
                 d.pid = None;
                 let lived = d.started.elapsed();

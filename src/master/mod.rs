@@ -7,6 +7,7 @@ mod daemons;
 mod effects;
 mod fifo;
 mod handover;
+mod pools;
 mod run;
 pub mod scoreboard;
 mod signals;

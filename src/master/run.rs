@@ -146,6 +146,8 @@ pub fn run(
             process::write_pidfile(pidfile)?;
         }
     }
+    // Named for this process: made once it has daemonized.
+    crate::handlers::fastcgi::prepare(&cfg.fastcgi)?;
     let mut m = Master {
         cfg,
         listeners,
@@ -170,6 +172,7 @@ pub fn run(
                 next_start: Instant::now(),
             })
             .collect(),
+        pool_manager: Default::default(),
         sup: Supervisor::new(
             p.processes,
             Limits {
@@ -311,11 +314,19 @@ impl Master<'_> {
                 self.publish_health();
                 self.close_sockets();
                 self.stop_daemons();
-                if workers_gone && self.daemons.iter().all(|d| d.pid.is_none()) {
+                if workers_gone {
+                    self.stop_pool_manager();
+                }
+                if workers_gone
+                    && self.daemons.iter().all(|d| d.pid.is_none())
+                    && self.pool_manager.pid.is_none()
+                {
                     return;
                 }
                 continue;
             }
+            // Before the workers: the pools' processes start meanwhile.
+            self.run_pool_manager();
             // Draining, the workers are supervised as usual until the delay
             // is over (harakiri, respawns, readiness).
             self.supervise(|sup, fx| sup.tick(fx, Instant::now()));
@@ -554,6 +565,9 @@ impl Master<'_> {
         // before the new image's handlers waits for them, instead of
         // killing the master with its default action.
         let blocked = signals::Blocked::new();
+        // The pools are this image's: its manager ends once the workers
+        // that use them are gone. The next image makes its own.
+        crate::handlers::fastcgi::release_all();
         let (program, arg0, args) = python::relaunch_command();
         let err = std::process::Command::new(program)
             .arg0(arg0)
@@ -563,6 +577,7 @@ impl Master<'_> {
             .exec();
         // Only reached if exec failed: carry on with the old image.
         drop(blocked);
+        crate::handlers::fastcgi::keep_all();
         crate::say!("oxgate: reload failed, cannot re-execute oxgate: {err}");
         for s in &hand.listeners {
             set_cloexec(s.fd, true);

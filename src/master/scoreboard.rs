@@ -250,6 +250,8 @@ pub struct Header {
     pub ids: [IdStats; SLOTS],
     /// The FastCGI pools' counters of workers that have exited.
     pub retired_pools: [PoolCounters; MAX_POOLS],
+    /// The FastCGI pools' counters of their managers (the processes).
+    pub pool_managers: [PoolCounters; MAX_POOLS],
     /// Which pool each of `retired_pools` counts (`pool_id`; 0 for none).
     pub pool_ids: [AtomicU64; MAX_POOLS],
     /// What `--health-path` answers (`request::health::Health`), written
@@ -500,6 +502,7 @@ impl Scoreboard {
             let id = ids.get(i).copied().unwrap_or(0);
             if place.swap(id, Ordering::Relaxed) != id {
                 h.retired_pools[i].clear();
+                h.pool_managers[i].clear();
             }
         }
     }

@@ -33,6 +33,8 @@ pub(super) struct Master<'a> {
     /// The workers and every decision about them.
     pub(super) sup: Supervisor,
     pub(super) daemons: Vec<Daemon>,
+    /// The FastCGI pools' manager process.
+    pub(super) pool_manager: PoolManager,
     pub(super) touched: Vec<(PathBuf, Option<SystemTime>, ReloadKind)>,
     pub(super) touched_logreopen: Vec<(PathBuf, Option<SystemTime>)>,
     pub(super) started: SystemTime,
@@ -41,6 +43,28 @@ pub(super) struct Master<'a> {
     pub(super) stats: stats::Stats,
     /// `--master-fifo`.
     pub(super) fifo: Option<super::fifo::MasterFifo>,
+}
+
+/// The manager process as the master sees it.
+pub(super) struct PoolManager {
+    pub(super) pid: Option<libc::pid_t>,
+    pub(super) started: Instant,
+    pub(super) failures: u32,
+    pub(super) next_start: Instant,
+    /// Sent SIGTERM for the stop.
+    pub(super) stopped: bool,
+}
+
+impl Default for PoolManager {
+    fn default() -> PoolManager {
+        PoolManager {
+            pid: None,
+            started: Instant::now(),
+            failures: 0,
+            next_start: Instant::now(),
+            stopped: false,
+        }
+    }
 }
 
 /// A side process run beside the workers (`--attach-daemon`,

@@ -128,8 +128,7 @@ impl Apps {
     /// Starts what must run after the fork in worker number `worker` (from
     /// 1; `None` without a master): the ASGI loop and the apps' lifespan
     /// startup. An error is why the app may not serve.
-    pub fn start(&self, worker: Option<u32>) -> Result<(), String> {
-        let _ = crate::handlers::fastcgi::WORKER_ID.set(worker.unwrap_or(1) as usize);
+    pub fn start(&self, _worker: Option<u32>) -> Result<(), String> {
         match &self.asgi {
             Some(a) => a.start().map(|_| ()),
             None => Ok(()),

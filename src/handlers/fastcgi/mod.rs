@@ -12,13 +12,43 @@
 //! are served from disk (see `worker::apps`).
 
 mod client;
+mod manager;
 mod php;
 mod pool;
+mod shared;
 
-pub use pool::{COUNTERS, PoolCounters, WORKER_ID, WORKERS};
+pub use pool::{COUNTERS, IN_PROCESS, PoolCounters, WORKERS};
+pub use shared::{keep_all, release_all};
+
+/// The pools' manager process (forked by the master): runs until the
+/// pools are released and unused, or SIGTERM.
+pub fn serve_pools(settings: &FastcgiSettings) -> Result<(), String> {
+    let pools = pool_specs(settings)?
+        .into_iter()
+        .map(|spec| {
+            let shared =
+                shared::get(spec.index).ok_or("a FastCGI pool's shared table is missing")?;
+            Ok((Arc::new(spec), &**shared))
+        })
+        .collect::<Result<manager::Pools, String>>()?;
+    manager::run_all(pools)
+}
+
+/// Makes the pools' shared parts (their sockets, table and pipes), in the
+/// master or the single process, before anything forks.
+pub fn prepare(settings: &FastcgiSettings) -> Result<(), String> {
+    shared::prepare(
+        &settings
+            .apps
+            .iter()
+            .map(|a| a.processes)
+            .collect::<Vec<_>>(),
+    )
+}
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::root_dir::RootDir;
@@ -35,6 +65,53 @@ use client::{Call, Failure, Upstream};
 use php::PhpCgi;
 use pool::{Pool, PoolSpec};
 use std::ffi::OsString;
+
+/// What each `--fastcgi-app` pool runs, in order.
+pub(crate) fn pool_specs(settings: &FastcgiSettings) -> Result<Vec<PoolSpec>, String> {
+    settings
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(index, app)| {
+            let program = super::find_program(&app.command[0]).ok_or_else(|| {
+                format!(
+                    "--fastcgi-app {}: no program {:?} in PATH",
+                    app.command.join(" "),
+                    app.command[0]
+                )
+            })?;
+            let mut env: Vec<(OsString, OsString)> = settings
+                .env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect();
+            let php = PhpCgi::of(&program, &env, app.max_requests);
+            let mut max_requests = app.max_requests;
+            if let Some(php) = &php {
+                php.set_env(&mut env);
+                if php.prefork {
+                    // php-cgi's forked child serves the cap, not the process
+                    // oxgate started.
+                    max_requests = None;
+                }
+            }
+            Ok(PoolSpec {
+                program,
+                args: app.command[1..].iter().map(OsString::from).collect(),
+                env,
+                max_requests,
+                php,
+                cwd: settings.docroot.clone(),
+                name: app.command.join(" ").into(),
+                pm: settings.pm,
+                slowlog: settings.slowlog,
+                spare: settings.spare,
+                idle_timeout: settings.idle_timeout,
+                index,
+            })
+        })
+        .collect()
+}
 
 /// The extension of the scripts a document root runs (php-fpm's
 /// `security.limit_extensions` default).
@@ -61,15 +138,15 @@ pub struct FastcgiApps {
 enum Backend {
     /// `--fastcgi-pass`.
     Pass(Arc<Upstream>),
-    /// `--fastcgi-app`, and its number (for its sockets' names).
-    Pool(Arc<Pool>, usize),
+    /// `--fastcgi-app`.
+    Pool(Arc<Pool>),
 }
 
 impl Backend {
     fn name(&self) -> Arc<str> {
         match self {
             Backend::Pass(u) => format!("{}", u.addr).into(),
-            Backend::Pool(p, _) => p.name().clone(),
+            Backend::Pool(p) => p.name().clone(),
         }
     }
 }
@@ -117,47 +194,10 @@ impl FastcgiApps {
                 )
             })
             .collect();
-        for (index, app) in settings.apps.iter().enumerate() {
-            let program = super::find_program(&app.command[0]).ok_or_else(|| {
-                format!(
-                    "--fastcgi-app {}: no program {:?} in PATH",
-                    app.command.join(" "),
-                    app.command[0]
-                )
-            })?;
-            let mut env: Vec<(OsString, OsString)> = settings
-                .env
-                .iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                .collect();
-            let php = PhpCgi::of(&program, &env, app.max_requests);
-            let mut max_requests = app.max_requests;
-            if let Some(php) = &php {
-                php.set_env(&mut env);
-                if php.prefork {
-                    // php-cgi's forked child serves the cap, not the process
-                    // oxgate started.
-                    max_requests = None;
-                }
-            }
-            let pool = Pool::new(PoolSpec {
-                program,
-                args: app.command[1..].iter().map(OsString::from).collect(),
-                env,
-                processes: app.processes,
-                max_requests,
-                php,
-                cwd: settings.docroot.clone(),
-                name: app.command.join(" ").into(),
-                pm: settings.pm,
-                slowlog: settings.slowlog,
-                spare: settings.spare,
-                idle_timeout: settings.idle_timeout,
-                index,
-            });
+        for (spec, app) in pool_specs(settings)?.into_iter().zip(&settings.apps) {
             mounts.push((
                 app.mount.as_bytes().to_vec(),
-                Backend::Pool(Arc::new(pool), index),
+                Backend::Pool(Arc::new(Pool::new(spec))),
             ));
         }
         mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
@@ -199,20 +239,29 @@ impl FastcgiApps {
         })
     }
 
-    /// Removes what the pools made on disk, as the worker ends.
+    /// Leaves the pools, as the worker ends. Without a master, this
+    /// process is their manager: their processes are stopped (and reaped)
+    /// and their sockets removed.
     pub fn stop(&self) {
         for (_, backend) in &self.mounts {
-            if let Backend::Pool(pool, _) = backend {
-                pool.clean_up();
+            if let Backend::Pool(pool) = backend
+                && let Some(shared) = pool.clean_up()
+                && IN_PROCESS.load(Ordering::Relaxed)
+            {
+                manager::stop_now(pool.spec(), shared);
             }
         }
     }
 
-    /// Starts the pools' upkeep, on the worker's event loop.
+    /// Joins the pools, on the worker's event loop; without a master, runs
+    /// their managers there too.
     pub fn on_runtime(&self) {
         for (_, backend) in &self.mounts {
-            if let Backend::Pool(pool, index) = backend {
-                tokio::spawn(pool.clone().maintain(*index));
+            if let Backend::Pool(pool) = backend
+                && let Some(shared) = pool.start()
+                && IN_PROCESS.load(Ordering::Relaxed)
+            {
+                tokio::spawn(manager::manage(pool.spec().clone(), shared, false));
             }
         }
     }
@@ -313,7 +362,7 @@ impl FastcgiApps {
                 };
                 client::call(upstream, call).await
             }
-            Backend::Pool(pool, index) => pool.call(*index, &params, body, self.timeout).await,
+            Backend::Pool(pool) => pool.call(&params, body, self.timeout).await,
         };
         match called {
             Ok((head, first, output)) => {

@@ -63,10 +63,12 @@ impl Snapshot<'_> {
             .take(MAX_POOLS)
             .enumerate()
             .map(|(i, app)| {
+                // The workers' figures, and the manager's (the processes).
                 let live: Vec<&PoolCounters> = self
                     .workers
                     .iter()
                     .map(|w| &self.sb.slot(w.slot).pools[i])
+                    .chain([&h.pool_managers[i]])
                     .collect();
                 let gone = &h.retired_pools[i];
                 let gauge = |f: &dyn Fn(&PoolCounters) -> &AtomicU64| {

@@ -1,0 +1,469 @@
+//! A `--fastcgi-app` pool's manager: the roles of php-fpm's master and
+//! spawn-fcgi. It starts the processes, each on its own listening socket
+//! (fd 0), replaces those that end, keeps as many as `--fastcgi-app-pm`
+//! asks, and puts a token in the pool's pipe for each process it makes
+//! available (see `shared`). The workers do the rest: they take an idle
+//! process's token, send it a request, and give the token back, or have
+//! the process killed when it must be replaced.
+//!
+//! Under a master, the managers of all pools run in one process the master
+//! forks and watches ([`serve`]); in a single process (`--no-master`), they
+//! run on its event loop.
+
+use std::os::fd::OwnedFd;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::pool::{PoolCounters, PoolSpec, kill_group, sigkill_group, stats_of};
+use super::shared::{CAUSE_NONE, Shared, now_ms};
+use crate::config::ProcessManager;
+
+/// A process that ends this soon after it started, having served nothing,
+/// is a broken command: it is started again with back-off, not in a loop.
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+
+/// The manager's view of one row.
+#[derive(Default)]
+struct RowState {
+    started: Option<Instant>,
+    /// Stopped by the manager (idle): not replaced.
+    stopping: bool,
+    failures: u32,
+    /// Started again at this moment (back-off).
+    start_at: Option<Instant>,
+}
+
+/// A process that ended: its row and pid, and how.
+type Ended = (usize, i32, std::io::Result<ExitStatus>);
+
+/// Runs one pool's manager until the pool is released and no worker uses
+/// it any more (`until_released`), or for good (the single process, where
+/// the pool ends with the process).
+pub async fn manage(spec: Arc<PoolSpec>, shared: &'static Shared, until_released: bool) {
+    let stats = stats_of(spec.index);
+    let n = shared.rows();
+    // A manager started again (its predecessor died, and its processes
+    // with it): every token out is stale.
+    while shared.take().is_some() {}
+    for i in 0..n {
+        let r = shared.row(i);
+        r.token_out.store(0, Ordering::Release);
+        r.pid.store(0, Ordering::Release);
+        r.holder.store(0, Ordering::Relaxed);
+        r.cause.store(CAUSE_NONE, Ordering::Relaxed);
+    }
+    let demand = match shared.demand_fd().and_then(|fd| {
+        // SAFETY: the AsyncFd owns the fd (a copy of the pipe's read end
+        // made for it), so it stays open, the same description, while it
+        // lives.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(Into::into)
+    }) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::say!("oxgate: FastCGI pool {}: {e}", spec.name);
+            return;
+        }
+    };
+    let (min_spare, max_spare) = (spec.spare.0.min(n), spec.spare.1.max(spec.spare.0));
+    let mut m = Manager {
+        spec: &spec,
+        shared,
+        stats,
+        rows: (0..n).map(|_| RowState::default()).collect(),
+        ended: mpsc::unbounded_channel(),
+    };
+    let initial = match spec.pm {
+        ProcessManager::Static => n,
+        ProcessManager::Dynamic => min_spare.max(1),
+        ProcessManager::Ondemand => 0,
+    };
+    for i in 0..initial {
+        m.start(i);
+    }
+    let every = (spec.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(ended) = m.ended.1.recv() => m.ended(ended),
+            ready = demand.readable() => {
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+                drain(demand.get_ref());
+                // Those waiting, less the idle processes they are about to
+                // take (a token just put in).
+                let waiting = shared.header().waiting.load(Ordering::Acquire) as usize;
+                if spec.pm != ProcessManager::Static {
+                    m.start_more(waiting.saturating_sub(shared.idle()));
+                }
+            }
+            _ = tick.tick() => {
+                if until_released
+                    && shared.header().released.load(Ordering::Acquire) != 0
+                    && !shared.used()
+                {
+                    m.stop_all().await;
+                    let _ = std::fs::remove_dir_all(&shared.dir);
+                    return;
+                }
+                m.tick(min_spare, max_spare);
+            }
+        }
+    }
+}
+
+/// Empties a nonblocking pipe.
+fn drain(fd: &OwnedFd) {
+    let mut b = [0u8; 64];
+    while matches!(nix::unistd::read(fd, &mut b), Ok(k) if k > 0) {}
+}
+
+struct Manager<'a> {
+    spec: &'a PoolSpec,
+    shared: &'static Shared,
+    stats: Option<&'static PoolCounters>,
+    rows: Vec<RowState>,
+    ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
+}
+
+impl Manager<'_> {
+    fn prefork(&self) -> bool {
+        self.spec.php.as_ref().is_some_and(|p| p.prefork)
+    }
+
+    /// Starts processes in up to `k` rows that have none.
+    fn start_more(&mut self, k: usize) {
+        let free: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| self.is_free(i))
+            .take(k)
+            .collect();
+        for i in free {
+            self.start(i);
+        }
+    }
+
+    /// A row with no process, none being started.
+    fn is_free(&self, i: usize) -> bool {
+        self.shared.row(i).pid.load(Ordering::Acquire) == 0
+            && self.rows[i].start_at.is_none()
+            && !self.rows[i].stopping
+    }
+
+    /// Starts row `i`'s process, and makes it available.
+    fn start(&mut self, i: usize) {
+        let row = self.shared.row(i);
+        let listener = &self.shared.listeners[i];
+        let token_out = row.token_out.load(Ordering::Acquire) == 1;
+        if !token_out {
+            // Connections left in the backlog belong to requests already
+            // answered (a 504, a client gone): the new process must not
+            // run them. With a token out, one may be its holder's, waiting
+            // for this process.
+            discard_backlog(listener);
+        }
+        self.rows[i].start_at = None;
+        match self.spawn(listener) {
+            Ok(child) => {
+                let pid = child.id().map_or(0, |p| p as i32);
+                row.requests.store(0, Ordering::Relaxed);
+                row.served.store(0, Ordering::Relaxed);
+                row.cause.store(CAUSE_NONE, Ordering::Relaxed);
+                row.last_used_ms.store(now_ms(), Ordering::Relaxed);
+                row.pid.store(pid, Ordering::Release);
+                self.rows[i].started = Some(Instant::now());
+                if let Some(s) = self.stats {
+                    s.process_starts.fetch_add(1, Ordering::Relaxed);
+                    s.processes.fetch_add(1, Ordering::Relaxed);
+                }
+                crate::say!(
+                    "oxgate: FastCGI pool {}: started process {pid} on {}",
+                    self.spec.name,
+                    self.shared.addrs[i]
+                );
+                let tx = self.ended.0.clone();
+                let mut child = child;
+                tokio::spawn(async move {
+                    let status = child.wait().await;
+                    let _ = tx.send((i, pid, status));
+                });
+                if !token_out {
+                    self.shared.issue(i);
+                }
+            }
+            Err(e) => {
+                crate::say!(
+                    "oxgate: FastCGI pool {}: cannot start {}: {e}",
+                    self.spec.name,
+                    self.spec.program.display()
+                );
+                // Whoever waits for this process is answered 502 now.
+                discard_backlog(listener);
+                self.failed(i);
+            }
+        }
+    }
+
+    /// Row `i` failed to start or died at once: tried again after a
+    /// growing delay.
+    fn failed(&mut self, i: usize) {
+        let r = &mut self.rows[i];
+        r.failures += 1;
+        r.start_at = Some(Instant::now() + Duration::from_millis(100 << r.failures.min(8)));
+    }
+
+    fn ended(&mut self, (i, pid, status): Ended) {
+        let row = self.shared.row(i);
+        if row.pid.load(Ordering::Acquire) != pid {
+            return;
+        }
+        row.pid.store(0, Ordering::Release);
+        // What it left in its group goes at once: php-cgi's forked child,
+        // which would serve on with no parent.
+        sigkill_group(pid);
+        if let Some(s) = self.stats {
+            PoolCounters::decrement(&s.processes);
+        }
+        let cause = row.cause.swap(CAUSE_NONE, Ordering::AcqRel);
+        if std::mem::take(&mut self.rows[i].stopping) {
+            return;
+        }
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        let quick = cause == CAUSE_NONE
+            && row.requests.load(Ordering::Relaxed) == 0
+            && self.rows[i]
+                .started
+                .is_some_and(|t| t.elapsed() < QUICK_DEATH);
+        if cause == CAUSE_NONE {
+            if let Some(s) = self.stats {
+                s.process_exits.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::say!(
+                "oxgate: FastCGI pool {}: process {pid} ended ({status}); starting another",
+                self.spec.name
+            );
+        }
+        let token_out = row.token_out.load(Ordering::Acquire) == 1;
+        if quick {
+            // A broken command: the request waiting for it is answered
+            // 502 now, and it is started again with back-off.
+            discard_backlog(&self.shared.listeners[i]);
+            self.failed(i);
+        } else {
+            self.rows[i].failures = 0;
+            if self.spec.pm == ProcessManager::Static || token_out || cause != CAUSE_NONE {
+                self.start(i);
+            }
+        }
+    }
+
+    /// The upkeep: starts due (back-off), the spare processes (dynamic), and
+    /// stops those idle past the idle timeout (dynamic, ondemand).
+    fn tick(&mut self, min_spare: usize, max_spare: usize) {
+        let now = Instant::now();
+        for i in 0..self.rows.len() {
+            if self.rows[i].start_at.is_some_and(|t| t <= now) {
+                self.start(i);
+            }
+        }
+        if self.spec.pm == ProcessManager::Dynamic {
+            let idle = self.shared.idle();
+            if idle < min_spare {
+                self.start_more(min_spare - idle);
+            }
+        }
+        if self.spec.pm == ProcessManager::Static {
+            return;
+        }
+        let timeout_ms = self.spec.idle_timeout.as_millis() as u64;
+        let now_ms = now_ms();
+        // Out of the pipe for a moment: every idle process's token. Those
+        // kept go back at once; a worker that finds the pipe empty
+        // meanwhile waits for them.
+        let tokens: Vec<_> = std::iter::from_fn(|| self.shared.take()).collect();
+        let mut kept = 0;
+        for t in tokens {
+            if !self.shared.current(t) {
+                continue;
+            }
+            let row = self.shared.row(t.row);
+            let idle_ms = now_ms.saturating_sub(row.last_used_ms.load(Ordering::Relaxed));
+            let pid = row.pid.load(Ordering::Acquire);
+            let stop = pid != 0
+                && idle_ms >= timeout_ms
+                && (self.spec.pm == ProcessManager::Ondemand || kept >= max_spare);
+            if stop {
+                self.rows[t.row].stopping = true;
+                row.token_out.store(0, Ordering::Release);
+                crate::say!(
+                    "oxgate: FastCGI pool {}: stopped process {pid}, idle {}s",
+                    self.spec.name,
+                    idle_ms / 1000
+                );
+                self.kill(pid);
+            } else {
+                kept += 1;
+                self.shared.give(t);
+            }
+        }
+    }
+
+    /// Stops a process: php-cgi that forks is sent SIGTERM, on which it
+    /// kills its child too; others are killed, with their group.
+    fn kill(&self, pid: i32) {
+        if self.prefork() {
+            kill_group(pid, nix::sys::signal::Signal::SIGTERM);
+        } else {
+            sigkill_group(pid);
+        }
+    }
+
+    /// Stops every process and waits for them (a second at most).
+    async fn stop_all(&mut self) {
+        for i in 0..self.rows.len() {
+            self.rows[i].stopping = true;
+            self.rows[i].start_at = None;
+            let pid = self.shared.row(i).pid.load(Ordering::Acquire);
+            if pid != 0 {
+                self.kill(pid);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while (0..self.rows.len()).any(|i| self.shared.row(i).pid.load(Ordering::Acquire) != 0) {
+            match tokio::time::timeout_at(deadline, self.ended.1.recv()).await {
+                Ok(Some(e)) => self.ended(e),
+                _ => break,
+            }
+        }
+        for i in 0..self.rows.len() {
+            let pid = self.shared.row(i).pid.load(Ordering::Acquire);
+            if pid != 0 {
+                sigkill_group(pid);
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        listener: &std::os::unix::net::UnixListener,
+    ) -> std::io::Result<tokio::process::Child> {
+        let listener: OwnedFd = listener.try_clone()?.into();
+        let spec = self.spec;
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::from(listener))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // Out of the terminal's group: a Ctrl-C goes to the master. And
+            // a group of its own, killed whole (php-cgi's forked child).
+            .process_group(0);
+        if let Some(dir) = &spec.cwd {
+            command.current_dir(dir);
+        }
+        // Dies with the manager, however it ends. php-cgi that forks is
+        // sent SIGTERM instead, on which it kills its child too (a SIGKILL
+        // would leave the child serving the socket).
+        let death = if self.prefork() {
+            nix::sys::signal::Signal::SIGTERM
+        } else {
+            nix::sys::signal::Signal::SIGKILL
+        };
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes one prctl(2) call, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(death).map_err(std::io::Error::from)
+            });
+        }
+        command.spawn()
+    }
+}
+
+/// Drops the connections waiting in a listener's backlog.
+fn discard_backlog(listener: &std::os::unix::net::UnixListener) {
+    if listener.set_nonblocking(true).is_ok() {
+        while listener.accept().is_ok() {}
+        let _ = listener.set_nonblocking(false);
+    }
+}
+
+/// The pools' specs and shared parts, for a manager.
+pub type Pools = Vec<(Arc<PoolSpec>, &'static Shared)>;
+
+/// The manager process's life, forked by the master: every pool's manager
+/// on an event loop of its own, until each pool is released and unused,
+/// or SIGTERM (the master stops), on which every process is stopped.
+pub fn run_all(pools: Pools) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (spec, shared) in pools.iter().cloned() {
+            tasks.spawn(manage(spec, shared, true));
+        }
+        tokio::select! {
+            _ = async { while tasks.join_next().await.is_some() {} } => {}
+            _ = term.recv() => {
+                tasks.abort_all();
+                for (spec, shared) in &pools {
+                    stop_now(spec, shared);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Stops a pool's processes at once, and removes its sockets: the end of
+/// the manager (SIGTERM) or of the single process.
+pub fn stop_now(spec: &PoolSpec, shared: &Shared) {
+    let prefork = spec.php.as_ref().is_some_and(|p| p.prefork);
+    let pids: Vec<i32> = (0..shared.rows())
+        .map(|i| shared.row(i).pid.swap(0, Ordering::AcqRel))
+        .filter(|&p| p > 0)
+        .collect();
+    for &pid in &pids {
+        if prefork {
+            kill_group(pid, nix::sys::signal::Signal::SIGTERM);
+        } else {
+            sigkill_group(pid);
+        }
+    }
+    // A second to end, then killed, with what they left in their group.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut left = pids.clone();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        left.retain(|&pid| {
+            matches!(
+                nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+                ),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            )
+        });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pid in &pids {
+        sigkill_group(pid);
+    }
+    for &pid in &left {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    }
+    let _ = std::fs::remove_dir_all(&shared.dir);
+}
