@@ -691,6 +691,31 @@ def test_every_worker_shares_the_pools_processes(serve, site):
 
 
 @needs_php
+def test_a_killed_worker_gives_up_the_processes_it_held(serve, site):
+    """A worker killed mid-request (harakiri, OOM) cannot give back the
+    processes it held, busy or idle: the manager replaces them, and the
+    next worker has the whole pool."""
+    (site / "barrier.php").write_text(BARRIER)
+    started = site / "held-started"
+    (site / "held.php").write_text(f"<?php touch('{started}'); sleep(30);")
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "2", "--processes", "1")
+    wait_for(lambda: len(pool_pids(s)) == 2, what="the two processes")
+    for _ in range(3):
+        assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        held = ex.submit(requests.get, f"{s.url}/held.php", timeout=20)
+        wait_for(started.exists, what="the held request to run")
+        (worker,) = s.wait_workers(1)
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(requests.RequestException):
+            held.result()
+    wait_for(lambda: s.wait_workers(1)[0] != worker, what="a new worker")
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        url = f"{s.url}/barrier.php?round={os.getpid()}-killed-{time.time_ns()}"
+        assert list(ex.map(lambda _: requests.get(url, timeout=30).text, range(2))) == ["2", "2"]
+
+
+@needs_php
 def test_two_workers_and_one_process_make_one_process(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "1", "--processes", "2")
     s.wait_workers(2)

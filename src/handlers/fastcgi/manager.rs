@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::pool::{PoolCounters, PoolSpec, kill_group, sigkill_group, stats_of};
-use super::shared::{CAUSE_NONE, Shared, now_ms};
+use super::shared::{self, CAUSE_ASKED, CAUSE_NONE, Shared, now_ms};
 use crate::config::ProcessManager;
 
 /// A process that ends this soon after it started, having served nothing,
@@ -272,6 +272,27 @@ impl Manager<'_> {
         for i in 0..self.rows.len() {
             if self.rows[i].start_at.is_some_and(|t| t <= now) {
                 self.start(i);
+            }
+        }
+        // A worker that died (killed) took the tokens it held: their
+        // processes are replaced, with new tokens.
+        for i in 0..self.rows.len() {
+            let row = self.shared.row(i);
+            let holder = row.holder.load(Ordering::Acquire);
+            if holder != 0
+                && row.token_out.load(Ordering::Acquire) == 1
+                && !shared::alive(holder)
+                && row
+                    .holder
+                    .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                row.cause.store(CAUSE_ASKED, Ordering::Release);
+                row.token_out.store(0, Ordering::Release);
+                match row.pid.load(Ordering::Acquire) {
+                    0 => self.start(i),
+                    pid => self.kill(pid),
+                }
             }
         }
         if self.spec.pm == ProcessManager::Dynamic {

@@ -18,7 +18,7 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -167,6 +167,44 @@ pub struct Pool {
     tokens: OnceLock<AsyncFd<OwnedFd>>,
     /// This worker's kept connections, by row, with the pid they reach.
     kept: Mutex<Vec<Option<(i32, Conn)>>>,
+    /// This worker's requests waiting for a process take turns (first come,
+    /// first served): only the one whose turn it is watches the pipe, so a
+    /// token put in wakes one request, not every one waiting.
+    turn: tokio::sync::Mutex<()>,
+    /// This worker's requests waiting (or about to).
+    waiting_here: AtomicUsize,
+    /// A token this worker gave back straight to its own next request,
+    /// without the pipe (`keep`: no other worker uses the pool).
+    handed: Mutex<Option<Token>>,
+    handed_in: tokio::sync::Notify,
+    /// The idle processes' tokens, kept here rather than in the pipe when
+    /// this worker is the pool's only user and the pool is static (the
+    /// manager looks in the pipe only for idle ones to stop): a request
+    /// takes one, and gives it back, with no system call.
+    stash: Option<Mutex<Vec<Token>>>,
+}
+
+/// This process's pid, once it uses a pool (getpid is a system call).
+static MY_PID: AtomicI32 = AtomicI32::new(0);
+
+fn my_pid() -> i32 {
+    match MY_PID.load(Ordering::Relaxed) {
+        0 => std::process::id() as i32,
+        pid => pid,
+    }
+}
+
+/// One of this worker's requests waiting for a process: when the last one
+/// leaves (served, or its client gone), a token handed to it goes back in
+/// the pipe.
+struct WaitingHere<'a>(&'a Pool, &'static Shared);
+
+impl Drop for WaitingHere<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting_here.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.flush_handed(self.1);
+        }
+    }
 }
 
 /// A process taken for one request: its token. Dropped unreturned (the
@@ -196,11 +234,17 @@ pub(super) fn stats_of(index: usize) -> Option<&'static PoolCounters> {
 
 impl Pool {
     pub fn new(spec: PoolSpec) -> Pool {
+        let keep = WORKERS.get().copied().unwrap_or(1) <= 1;
         Pool {
-            spec: Arc::new(spec),
-            keep: WORKERS.get().copied().unwrap_or(1) <= 1,
+            keep,
             tokens: OnceLock::new(),
             kept: Mutex::new(Vec::new()),
+            turn: tokio::sync::Mutex::new(()),
+            waiting_here: AtomicUsize::new(0),
+            handed: Mutex::new(None),
+            handed_in: tokio::sync::Notify::new(),
+            stash: (keep && spec.pm == ProcessManager::Static).then(|| Mutex::new(Vec::new())),
+            spec: Arc::new(spec),
         }
     }
 
@@ -235,7 +279,8 @@ impl Pool {
     /// it from now on. Its shared parts, when they exist.
     pub fn start(&self) -> Option<&'static Shared> {
         let shared = self.shared().ok()?;
-        if !shared.register(std::process::id() as i32) {
+        MY_PID.store(std::process::id() as i32, Ordering::Relaxed);
+        if !shared.register(my_pid()) {
             crate::say!(
                 "oxgate: FastCGI pool {}: too many workers share it",
                 self.spec.name
@@ -250,7 +295,18 @@ impl Pool {
         if let Ok(mut kept) = self.kept.lock() {
             kept.clear();
         }
-        shared.unregister(std::process::id() as i32);
+        // The idle processes go back to the pool for other workers.
+        let stashed = self
+            .stash
+            .as_ref()
+            .and_then(|s| s.lock().ok())
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        for t in stashed {
+            shared.row(t.row).holder.store(0, Ordering::Release);
+            shared.give(t);
+        }
+        shared.unregister(my_pid());
         Some(shared)
     }
 
@@ -267,54 +323,113 @@ impl Pool {
         Ok(self.tokens.get_or_init(|| fd))
     }
 
+    /// A token handed to this worker's next request, back in the pipe:
+    /// no request of this worker waits for it any more.
+    fn flush_handed(&self, shared: &Shared) {
+        let token = self.handed.lock().ok().and_then(|mut h| h.take());
+        if let Some(t) = token {
+            shared.give(t);
+        }
+    }
+
+    /// Gives a token back: straight to this worker's next request when one
+    /// waits and no other worker uses the pool; else to the stash, or in
+    /// the pipe.
+    fn give(&self, shared: &Shared, token: Token) {
+        if self.keep && self.waiting_here.load(Ordering::Acquire) > 0 {
+            let mut handed = self.handed.lock().ok();
+            if let Some(h) = handed.as_mut()
+                && h.is_none()
+            {
+                **h = Some(token);
+                drop(handed);
+                self.handed_in.notify_one();
+                // The last waiter may have left meanwhile.
+                if self.waiting_here.load(Ordering::Acquire) == 0 {
+                    self.flush_handed(shared);
+                }
+                return;
+            }
+        }
+        if let Some(mut stash) = self.stash.as_ref().and_then(|s| s.lock().ok()) {
+            stash.push(token);
+            return;
+        }
+        shared.row(token.row).holder.store(0, Ordering::Release);
+        shared.give(token);
+    }
+
     /// Takes an idle process, waiting for one.
     async fn lease(self: &Arc<Self>) -> Result<Lease, String> {
         let shared = self.shared()?;
         let stats = self.stats();
         let tokens = self.tokens(shared)?;
+        // At once, when none of this worker's requests waits before it.
+        let quick = if self.waiting_here.load(Ordering::Acquire) == 0 {
+            let stashed = self.stash.as_ref().and_then(|s| {
+                let mut s = s.lock().ok()?;
+                std::iter::from_fn(|| s.pop()).find(|&t| shared.current(t))
+            });
+            stashed.or_else(|| shared.take().filter(|&t| shared.current(t)))
+        } else {
+            None
+        };
         let mut waiting = None;
-        let token = loop {
-            let taken = match shared.take() {
-                Some(t) => Some(t),
-                None => {
-                    if waiting.is_none() {
-                        if let Some(s) = stats {
-                            // php-fpm's max children reached: every process
-                            // runs (not one still to be started).
-                            if shared.all_running() {
-                                s.max_children_reached.fetch_add(1, Ordering::Relaxed);
+        let token = match quick {
+            Some(t) => t,
+            None => {
+                self.waiting_here.fetch_add(1, Ordering::AcqRel);
+                let _here = WaitingHere(self, shared);
+                let _turn = self.turn.lock().await;
+                loop {
+                    let handed = self.handed.lock().ok().and_then(|mut h| h.take());
+                    let taken = match handed.or_else(|| shared.take()) {
+                        Some(t) => Some(t),
+                        None => {
+                            if waiting.is_none() {
+                                if let Some(s) = stats {
+                                    // php-fpm's max children reached: every
+                                    // process runs (not one still to start).
+                                    if shared.all_running() {
+                                        s.max_children_reached.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+                                    s.max_waiting.fetch_max(n, Ordering::Relaxed);
+                                }
+                                shared.header().waiting.fetch_add(1, Ordering::AcqRel);
+                                waiting = Some(Waiting(stats, shared));
+                                if self.spec.pm != ProcessManager::Static {
+                                    shared.ask();
+                                }
                             }
-                            let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-                            s.max_waiting.fetch_max(n, Ordering::Relaxed);
+                            tokio::select! {
+                                _ = self.handed_in.notified() => None,
+                                ready = tokens.readable() => {
+                                    let mut ready = ready.map_err(|e| e.to_string())?;
+                                    match ready.try_io(|_| {
+                                        shared
+                                            .take()
+                                            .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+                                    }) {
+                                        Ok(Ok(t)) => Some(t),
+                                        _ => None,
+                                    }
+                                }
+                            }
                         }
-                        shared.header().waiting.fetch_add(1, Ordering::AcqRel);
-                        waiting = Some(Waiting(stats, shared));
-                        if self.spec.pm != ProcessManager::Static {
-                            shared.ask();
-                        }
-                    }
-                    let mut ready = tokens.readable().await.map_err(|e| e.to_string())?;
-                    match ready.try_io(|_| {
-                        shared
-                            .take()
-                            .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
-                    }) {
-                        Ok(Ok(t)) => Some(t),
-                        _ => None,
+                    };
+                    // A stale token (its row was reset since) is dropped.
+                    if let Some(t) = taken
+                        && shared.current(t)
+                    {
+                        break t;
                     }
                 }
-            };
-            // A stale token (its row was reset since) is dropped.
-            if let Some(t) = taken
-                && shared.current(t)
-            {
-                break t;
             }
         };
         drop(waiting);
         let row = shared.row(token.row);
-        row.holder
-            .store(std::process::id() as i32, Ordering::Release);
+        row.holder.store(my_pid(), Ordering::Release);
         if let Some(s) = stats {
             s.busy.fetch_add(1, Ordering::Relaxed);
         }
@@ -536,8 +651,7 @@ impl Lease {
             self.pool
                 .keep_conn(self.token.row, row.pid.load(Ordering::Acquire), conn);
         }
-        row.holder.store(0, Ordering::Release);
-        self.shared.give(self.token);
+        self.pool.give(self.shared, self.token);
     }
 
     /// The process is killed and replaced (by the manager, which puts a
