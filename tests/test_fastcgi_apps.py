@@ -716,6 +716,37 @@ def test_a_killed_worker_gives_up_the_processes_it_held(serve, site):
 
 
 @needs_php
+def test_a_worker_replaced_mid_request_leaves_its_idle_processes_to_its_successor(serve, site):
+    """A worker replaced (here at --max-requests) finishes its long request
+    while its successor serves: the processes it kept idle, with their
+    connections, are the successor's at once, not when it ends."""
+    started = site / "held-started"
+    (site / "held.php").write_text(f"<?php touch('{started}'); sleep(12);")
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "2", "--processes", "1",
+                 "--max-requests", "2", "--min-worker-lifetime", "0")
+    wait_for(lambda: len(pool_pids(s)) == 2, what="the two processes")
+    (first,) = s.wait_workers(1)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        held = ex.submit(requests.get, f"{s.url}/held.php", timeout=60)
+        wait_for(started.exists, what="the held request to run")
+        for _ in range(2):
+            assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+        wait_for(lambda: any(p != first for p in s.worker_pids()), what="the successor")
+        (successor,) = [p for p in s.worker_pids() if p != first]
+        # Until the first worker stops taking requests, either may take one;
+        # the successor's are served at once, on the other process.
+        for n in range(50):
+            assert requests.get(f"{s.url}/index.php?n={n}", timeout=5).status_code == 200
+            line = next(line for line in s.log().splitlines() if f"index.php?n={n} " in line)
+            if f"[pid: {successor}|" in line:
+                break
+        else:
+            raise AssertionError(f"the successor served none:\n{s.log()}")
+        assert alive(first)
+        assert held.result().status_code == 200
+
+
+@needs_php
 def test_two_workers_and_one_process_make_one_process(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "1", "--processes", "2")
     s.wait_workers(2)

@@ -721,7 +721,7 @@ options! {
     FASTCGI_APP_PROCESSES = OptDef::new("fastcgi-app-processes", Int, FastCgi)
         .value("N")
         .defaults_to("4")
-        .help("How many processes a --fastcgi-app pool runs in all, shared out among the workers (each worker runs one at least)."),
+        .help("How many processes a --fastcgi-app pool runs at most (php-fpm's pm.max_children): the master's, shared by every worker, which takes whichever is idle (1024 at most)."),
     FASTCGI_APP_PM = OptDef::new("fastcgi-app-pm", Str, FastCgi)
         .value("static|dynamic|ondemand")
         .defaults_to("dynamic")

@@ -272,8 +272,8 @@ fn fastcgi_app(
                     n = val
                         .parse()
                         .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("processes is a number above 0"))?
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| bad("processes is a number from 1 to 1024"))?
                 }
                 "max-requests" => max = val.parse().ok().filter(|n| *n > 0),
                 other => {

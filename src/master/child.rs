@@ -356,6 +356,7 @@ impl RequestObserver for SlotObserver {
         if let Some(log) = &self.log {
             log.answered(vars, o, elapsed_us, Counts { worker: n, total });
         }
+        self.count_towards_max_requests(n);
     }
 
     fn finished(&self, core: usize, o: &Outcome) {
@@ -390,8 +391,18 @@ impl RequestObserver for SlotObserver {
         if let Some(log) = &self.log {
             log.finished(core, o, Counts { worker: n, total });
         }
+        self.count_towards_max_requests(n);
+    }
+}
+
+impl SlotObserver {
+    /// `--max-requests`, whatever served the request (Python, a FastCGI
+    /// pool, CGI, static files): the worker asks to be replaced.
+    fn count_towards_max_requests(&self, n: u64) {
         if self.max_requests.is_some_and(|m| n >= m) {
-            slot.retire
+            self.sb
+                .slot(self.slot)
+                .retire
                 .store(Retire::MaxRequests as u32, Ordering::Release);
         }
     }

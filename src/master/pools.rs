@@ -70,7 +70,7 @@ impl Master<'_> {
         {
             crate::sys::void_fd(fd);
         }
-        crate::sys::signals::unblock_all();
+        // The signals stay blocked until the manager handles SIGTERM.
         // Told apart from the workers in ps and /proc (its comm).
         let _ = nix::sys::prctl::set_name(c"oxgate-pools");
         // Dies with the master (and its processes with it, by their own
@@ -125,13 +125,20 @@ impl Master<'_> {
     }
 
     /// Asks the manager to stop its processes and end (the workers are
-    /// gone).
+    /// gone); kills it if it has not within `--reload-mercy`.
     pub(super) fn stop_pool_manager(&mut self) {
-        if let Some(pid) = self.pool_manager.pid
-            && !self.pool_manager.stopped
-        {
-            self.pool_manager.stopped = true;
-            send(pid, Signal::SIGTERM);
+        let Some(pid) = self.pool_manager.pid else {
+            return;
+        };
+        match self.pool_manager.stopped {
+            None => {
+                self.pool_manager.stopped = Some(Instant::now());
+                send(pid, Signal::SIGTERM);
+            }
+            Some(at) if at.elapsed() > self.cfg.process.reload_mercy => {
+                send(pid, Signal::SIGKILL);
+            }
+            Some(_) => {}
         }
     }
 }

@@ -51,8 +51,8 @@ pub(super) struct PoolManager {
     pub(super) started: Instant,
     pub(super) failures: u32,
     pub(super) next_start: Instant,
-    /// Sent SIGTERM for the stop.
-    pub(super) stopped: bool,
+    /// Sent SIGTERM for the stop, then.
+    pub(super) stopped: Option<Instant>,
 }
 
 impl Default for PoolManager {
@@ -62,7 +62,7 @@ impl Default for PoolManager {
             started: Instant::now(),
             failures: 0,
             next_start: Instant::now(),
-            stopped: false,
+            stopped: None,
         }
     }
 }

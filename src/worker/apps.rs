@@ -228,7 +228,8 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         apps.cgi = Some(cgi);
     }
     if cfg.fastcgi.active() {
-        // Each worker runs its share of a pool's processes.
+        // A worker that is a pool's only user keeps its connections to the
+        // processes.
         let workers = if cfg.process.master {
             cfg.process.processes
         } else {

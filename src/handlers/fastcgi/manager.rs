@@ -51,12 +51,18 @@ pub async fn manage(spec: Arc<PoolSpec>, shared: &'static Shared, until_released
     let stats = stats_of(spec.index);
     let n = shared.rows();
     // A manager started again (its predecessor died, and its processes
-    // with it): every token out is stale.
+    // with it, but not whatever they started): every token out is stale.
     while shared.take().is_some() {}
     for i in 0..n {
         let r = shared.row(i);
         r.token_out.store(0, Ordering::Release);
-        r.pid.store(0, Ordering::Release);
+        let pid = r.pid.swap(0, Ordering::AcqRel);
+        if pid != 0 {
+            sigkill_group(pid);
+            if let Some(s) = stats {
+                PoolCounters::decrement(&s.processes);
+            }
+        }
         r.holder.store(0, Ordering::Relaxed);
         r.cause.store(CAUSE_NONE, Ordering::Relaxed);
     }
@@ -162,6 +168,9 @@ impl Manager<'_> {
     fn start(&mut self, i: usize) {
         let row = self.shared.row(i);
         let listener = &self.shared.listeners[i];
+        // Cleared first: a worker that retires the token from now on says
+        // so again.
+        row.cause.store(CAUSE_NONE, Ordering::Release);
         let token_out = row.token_out.load(Ordering::Acquire) == 1;
         if !token_out {
             // Connections left in the backlog belong to requests already
@@ -176,7 +185,6 @@ impl Manager<'_> {
                 let pid = child.id().map_or(0, |p| p as i32);
                 row.requests.store(0, Ordering::Relaxed);
                 row.served.store(0, Ordering::Relaxed);
-                row.cause.store(CAUSE_NONE, Ordering::Relaxed);
                 row.last_used_ms.store(now_ms(), Ordering::Relaxed);
                 row.pid.store(pid, Ordering::Release);
                 self.rows[i].started = Some(Instant::now());
@@ -197,6 +205,14 @@ impl Manager<'_> {
                 });
                 if !token_out {
                     self.shared.issue(i);
+                } else if row.token_out.load(Ordering::Acquire) == 0 {
+                    // Its holder retired the token while this one started
+                    // (and saw no process to kill): this one may have taken
+                    // the request it gave up from the backlog. Replaced
+                    // again, from a clean backlog, with a new token.
+                    row.cause
+                        .store(super::shared::CAUSE_ASKED, Ordering::Release);
+                    self.kill(pid);
                 }
             }
             Err(e) => {
@@ -290,10 +306,17 @@ impl Manager<'_> {
                 row.cause.store(CAUSE_ASKED, Ordering::Release);
                 row.token_out.store(0, Ordering::Release);
                 match row.pid.load(Ordering::Acquire) {
-                    0 => self.start(i),
+                    0 if self.rows[i].start_at.is_none() && !self.rows[i].stopping => self.start(i),
+                    0 => {}
                     pid => self.kill(pid),
                 }
             }
+        }
+        // Requests waiting with no idle process for them (their ask may
+        // have come while a process was stopping).
+        if self.spec.pm != ProcessManager::Static {
+            let waiting = self.shared.header().waiting.load(Ordering::Acquire) as usize;
+            self.start_more(waiting.saturating_sub(self.shared.idle()));
         }
         if self.spec.pm == ProcessManager::Dynamic {
             let idle = self.shared.idle();
@@ -400,11 +423,17 @@ impl Manager<'_> {
         } else {
             nix::sys::signal::Signal::SIGKILL
         };
+        let parent = nix::unistd::getpid();
         // SAFETY: the closure runs in the child between fork and exec and
-        // makes one prctl(2) call, which is async-signal-safe.
+        // makes a prctl(2) and a getppid(2) call, both async-signal-safe.
         unsafe {
             command.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(death).map_err(std::io::Error::from)
+                nix::sys::prctl::set_pdeathsig(death).map_err(std::io::Error::from)?;
+                // The manager died before the signal was set: none would come.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("the pool's manager is gone"));
+                }
+                Ok(())
             });
         }
         command.spawn()
@@ -433,6 +462,9 @@ pub fn run_all(pools: Pools) -> Result<(), String> {
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
+        // Blocked since the fork, so that a stop sent meanwhile waits for
+        // this handler.
+        crate::sys::signals::unblock_all();
         let mut tasks = tokio::task::JoinSet::new();
         for (spec, shared) in pools.iter().cloned() {
             tasks.spawn(manage(spec, shared, true));

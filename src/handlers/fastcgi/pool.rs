@@ -182,6 +182,9 @@ pub struct Pool {
     /// manager looks in the pipe only for idle ones to stop): a request
     /// takes one, and gives it back, with no system call.
     stash: Option<Mutex<Vec<Token>>>,
+    /// The worker is stopping: what it keeps goes back to the pool, for the
+    /// worker that replaces it.
+    leaving: AtomicBool,
 }
 
 /// This process's pid, once it uses a pool (getpid is a system call).
@@ -244,6 +247,7 @@ impl Pool {
             handed: Mutex::new(None),
             handed_in: tokio::sync::Notify::new(),
             stash: (keep && spec.pm == ProcessManager::Static).then(|| Mutex::new(Vec::new())),
+            leaving: AtomicBool::new(false),
             spec: Arc::new(spec),
         }
     }
@@ -277,7 +281,7 @@ impl Pool {
 
     /// Joins the pool, on the worker's event loop: the worker is a user of
     /// it from now on. Its shared parts, when they exist.
-    pub fn start(&self) -> Option<&'static Shared> {
+    pub fn start(self: &Arc<Self>) -> Option<&'static Shared> {
         let shared = self.shared().ok()?;
         MY_PID.store(std::process::id() as i32, Ordering::Relaxed);
         if !shared.register(my_pid()) {
@@ -286,16 +290,32 @@ impl Pool {
                 self.spec.name
             );
         }
+        // Asked to stop, the worker may still finish long requests: what it
+        // keeps idle (tokens, connections holding their processes) goes
+        // back at once, for the worker that replaces it.
+        if let Ok(mut stop) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                stop.recv().await;
+                pool.leaving.store(true, Ordering::Release);
+                pool.give_up_idle(shared);
+            });
+        }
         Some(shared)
     }
 
-    /// Leaves the pool as the worker ends.
-    pub fn clean_up(&self) -> Option<&'static Shared> {
-        let shared = self.shared().ok()?;
+    /// Gives the pool back what this worker keeps idle: its stashed tokens
+    /// and its kept connections (each holds its process).
+    fn give_up_idle(&self, shared: &Shared) {
         if let Ok(mut kept) = self.kept.lock() {
             kept.clear();
         }
-        // The idle processes go back to the pool for other workers.
+        self.flush_stash(shared);
+    }
+
+    fn flush_stash(&self, shared: &Shared) {
         let stashed = self
             .stash
             .as_ref()
@@ -306,6 +326,19 @@ impl Pool {
             shared.row(t.row).holder.store(0, Ordering::Release);
             shared.give(t);
         }
+    }
+
+    /// Whether this worker may keep connections and tokens: it is the
+    /// pool's only user (another starts while it is replaced), and is not
+    /// stopping.
+    fn alone(&self, shared: &Shared) -> bool {
+        self.keep && !self.leaving.load(Ordering::Acquire) && shared.alone()
+    }
+
+    /// Leaves the pool as the worker ends.
+    pub fn clean_up(&self) -> Option<&'static Shared> {
+        let shared = self.shared().ok()?;
+        self.give_up_idle(shared);
         shared.unregister(my_pid());
         Some(shared)
     }
@@ -336,7 +369,8 @@ impl Pool {
     /// waits and no other worker uses the pool; else to the stash, or in
     /// the pipe.
     fn give(&self, shared: &Shared, token: Token) {
-        if self.keep && self.waiting_here.load(Ordering::Acquire) > 0 {
+        let alone = self.alone(shared);
+        if alone && self.waiting_here.load(Ordering::Acquire) > 0 {
             let mut handed = self.handed.lock().ok();
             if let Some(h) = handed.as_mut()
                 && h.is_none()
@@ -351,12 +385,15 @@ impl Pool {
                 return;
             }
         }
-        if let Some(mut stash) = self.stash.as_ref().and_then(|s| s.lock().ok()) {
+        if alone && let Some(mut stash) = self.stash.as_ref().and_then(|s| s.lock().ok()) {
             stash.push(token);
             return;
         }
         shared.row(token.row).holder.store(0, Ordering::Release);
         shared.give(token);
+        if !alone {
+            self.flush_stash(shared);
+        }
     }
 
     /// Takes an idle process, waiting for one.
@@ -370,6 +407,9 @@ impl Pool {
                 let mut s = s.lock().ok()?;
                 std::iter::from_fn(|| s.pop()).find(|&t| shared.current(t))
             });
+            if stashed.is_some() && !self.alone(shared) {
+                self.flush_stash(shared);
+            }
             stashed.or_else(|| shared.take().filter(|&t| shared.current(t)))
         } else {
             None
@@ -484,7 +524,19 @@ impl Pool {
         let mut body = Some(body);
         let name = self.spec.name.clone();
         let stats = self.stats();
-        let mut lease = self.lease().await.map_err(Failure::Broken)?;
+        // Waiting for a process counts towards the deadline.
+        let leased = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.lease()).await.ok(),
+            None => Some(self.lease().await),
+        };
+        let Some(leased) = leased else {
+            if let Some(s) = stats {
+                s.requests.fetch_add(1, Ordering::Relaxed);
+                s.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(Failure::Timeout);
+        };
+        let mut lease = leased.map_err(Failure::Broken)?;
         if let Some(s) = stats {
             s.requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -689,7 +741,11 @@ impl Lease {
         let requests = row.requests.fetch_add(1, Ordering::AcqRel) + 1;
         let served = row.served.fetch_add(1, Ordering::AcqRel) + 1;
         row.last_used_ms.store(shared::now_ms(), Ordering::Relaxed);
-        self.conn = if self.pool.keep { conn } else { None };
+        self.conn = if self.pool.alone(self.shared) {
+            conn
+        } else {
+            None
+        };
         if let Some((cap, ours)) = self.pool.cap()
             && served >= cap
         {

@@ -53,6 +53,10 @@ pub struct Header {
     /// Requests waiting for an idle process, in every worker: what the
     /// manager starts processes for (dynamic, ondemand).
     pub waiting: AtomicU32,
+    /// How many workers use the pool (those killed are counted until the
+    /// manager finds them gone).
+    pub user_count: AtomicU32,
+    pub _pad: AtomicU32,
     /// The pids of the workers using the pool (0: a free entry).
     pub users: [AtomicI32; USERS],
 }
@@ -78,23 +82,26 @@ pub struct Row {
     pub last_used_ms: AtomicU64,
 }
 
-/// A token: the row and its generation's low bits, as written in the pipe.
+/// A token: the row and its generation, as written in the pipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {
     pub row: usize,
-    generation: u16,
+    generation: u32,
 }
 
+/// A token's size in the pipe.
+const TOKEN: usize = 8;
+
 impl Token {
-    fn to_bytes(self) -> [u8; 4] {
-        ((u32::from(self.generation) << 16) | self.row as u32).to_ne_bytes()
+    fn to_bytes(self) -> [u8; TOKEN] {
+        ((u64::from(self.generation) << 32) | self.row as u64).to_ne_bytes()
     }
 
-    fn from_bytes(b: [u8; 4]) -> Token {
-        let v = u32::from_ne_bytes(b);
+    fn from_bytes(b: [u8; TOKEN]) -> Token {
+        let v = u64::from_ne_bytes(b);
         Token {
-            row: (v & 0xffff) as usize,
-            generation: (v >> 16) as u16,
+            row: (v & 0xffff_ffff) as usize,
+            generation: (v >> 32) as u32,
         }
     }
 }
@@ -103,8 +110,9 @@ impl Token {
 const _: () = assert!(std::mem::size_of::<Header>().is_multiple_of(8));
 const _: () = assert!(std::mem::size_of::<Row>().is_multiple_of(8));
 
-/// The most processes a pool may have: a token names its row in 16 bits.
-pub const MAX_ROWS: usize = 1 << 16;
+/// The most processes a pool may have: their tokens fit in the pipe (512
+/// tokens in a page, the least a pipe has; a pipe is given room for more).
+pub const MAX_ROWS: usize = 4096;
 
 pub struct Shared {
     _file: File,
@@ -178,6 +186,15 @@ impl Shared {
                 .map_err(|e| format!("cannot make a FastCGI pool's pipe: {e}"))
         };
         let (tokens_read, tokens_write) = pipe()?;
+        // Room for every token (16 pages by default, fewer for a user over
+        // pipe-user-pages-soft): best effort, a write that finds it full
+        // is logged.
+        if rows * TOKEN > 4096 {
+            let _ = nix::fcntl::fcntl(
+                &tokens_write,
+                nix::fcntl::FcntlArg::F_SETPIPE_SZ((rows * TOKEN) as libc::c_int),
+            );
+        }
         let (demand_read, demand_write) = pipe()?;
         // In a directory of the pool's own, mode 0700: a pool's sockets take
         // requests that name any script, so no other user may connect (an
@@ -260,11 +277,11 @@ impl Shared {
 
     /// Takes an idle process's token, if there is one.
     pub fn take(&self) -> Option<Token> {
-        let mut b = [0u8; 4];
-        // Every write is of 4 bytes (atomic, under PIPE_BUF) and every read
-        // asks for 4, so a read gets a whole token or none.
+        let mut b = [0u8; TOKEN];
+        // Every write is of a whole token (atomic, under PIPE_BUF) and every
+        // read asks for one, so a read gets a whole token or none.
         match nix::unistd::read(&self.tokens_read, &mut b) {
-            Ok(4) => Some(Token::from_bytes(b)),
+            Ok(TOKEN) => Some(Token::from_bytes(b)),
             _ => None,
         }
     }
@@ -273,16 +290,27 @@ impl Shared {
     /// out: a stale one (its row was reset) is dropped, not used.
     pub fn current(&self, t: Token) -> bool {
         t.row < self.rows && {
+            // token_out first: one seen set was set after its generation
+            // (`issue`), so a token of an earlier one cannot pass.
             let row = self.row(t.row);
-            row.generation.load(Ordering::Acquire) as u16 == t.generation
-                && row.token_out.load(Ordering::Acquire) == 1
+            row.token_out.load(Ordering::Acquire) == 1
+                && row.generation.load(Ordering::Acquire) == t.generation
         }
     }
 
     /// Puts a token back in the pipe: its process is idle.
     pub fn give(&self, t: Token) {
         if self.current(t) {
-            let _ = nix::unistd::write(&self.tokens_write, &t.to_bytes());
+            self.put(t);
+        }
+    }
+
+    fn put(&self, t: Token) {
+        if let Err(e) = nix::unistd::write(&self.tokens_write, &t.to_bytes()) {
+            crate::say!(
+                "oxgate: FastCGI pool: process {} is lost to the pool: its token could not go back ({e})",
+                t.row
+            );
         }
     }
 
@@ -290,11 +318,10 @@ impl Shared {
     /// generation.
     pub fn issue(&self, row: usize) {
         let r = self.row(row);
-        let generation = r.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) as u16;
+        let generation = r.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         r.holder.store(0, Ordering::Relaxed);
         r.token_out.store(1, Ordering::Release);
-        let t = Token { row, generation };
-        let _ = nix::unistd::write(&self.tokens_write, &t.to_bytes());
+        self.put(Token { row, generation });
     }
 
     /// The tokens in the pipe: the idle processes.
@@ -303,7 +330,7 @@ impl Shared {
         // SAFETY: FIONREAD writes one int through the pointer, which points
         // at `n`, alive for the call; the fd is this pool's pipe.
         let r = unsafe { libc::ioctl(self.tokens_read.as_raw_fd(), libc::FIONREAD, &mut n) };
-        if r < 0 { 0 } else { n as usize / 4 }
+        if r < 0 { 0 } else { n as usize / TOKEN }
     }
 
     /// Whether every row has its process.
@@ -318,16 +345,32 @@ impl Shared {
 
     /// Registers a worker as a user; false when the table is full.
     pub fn register(&self, pid: i32) -> bool {
-        self.header().users.iter().any(|u| {
+        let h = self.header();
+        h.user_count.fetch_add(1, Ordering::AcqRel);
+        h.users.iter().any(|u| {
             u.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         })
     }
 
     pub fn unregister(&self, pid: i32) {
-        for u in &self.header().users {
-            let _ = u.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let h = self.header();
+        for u in &h.users {
+            if u.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                let _ = h
+                    .user_count
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
         }
+    }
+
+    /// Whether the pool has one user at most.
+    pub fn alone(&self) -> bool {
+        self.header().user_count.load(Ordering::Acquire) <= 1
     }
 
     /// Whether a worker still uses the pool. Users found gone (killed,
@@ -339,8 +382,15 @@ impl Shared {
             if pid != 0 {
                 if alive(pid) {
                     used = true;
-                } else {
-                    let _ = u.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+                } else if u
+                    .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let _ = self.header().user_count.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_sub(1)),
+                    );
                 }
             }
         }
