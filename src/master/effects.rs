@@ -44,6 +44,22 @@ impl System<'_> {
     }
 }
 
+/// Forks the master: 0 in the child, the child's pid in the master. A
+/// master that runs Python (it preloaded the app, or the interpreter hosts
+/// oxgate) forks with the interpreter's hooks.
+pub(super) fn fork() -> std::io::Result<libc::pid_t> {
+    if python::python_running() {
+        python::fork()
+    } else {
+        // SAFETY: the master is single-threaded (no runtime exists in it),
+        // so the child may run any code after the fork.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            pid => Ok(pid),
+        }
+    }
+}
+
 /// Gunicorn's `worker.age`: how many workers this master has started.
 static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
 
@@ -70,18 +86,7 @@ impl Effects for System<'_> {
         // Until the worker's own handlers are in place, a stop sent to it
         // waits, blocked, instead of running the master's handler there.
         let blocked = signals::Blocked::new();
-        // A master that runs Python (it preloaded the app, or the
-        // interpreter hosts oxgate) forks with the interpreter's hooks.
-        let forked = if python::python_running() {
-            python::fork()
-        } else {
-            // SAFETY: the master is single-threaded (no runtime exists in
-            // it), so the child may run any code after the fork.
-            match unsafe { libc::fork() } {
-                -1 => Err(std::io::Error::last_os_error()),
-                pid => Ok(pid),
-            }
-        };
+        let forked = fork();
         // The child keeps the signals blocked until its handlers are in.
         if !forked.as_ref().is_ok_and(|&pid| pid == 0) {
             drop(blocked);

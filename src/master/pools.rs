@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::state::{Master, send};
 use super::supervisor::{Exit, QUICK_DEATH, backoff};
-use crate::handlers::{fastcgi, python};
+use crate::handlers::fastcgi;
 
 impl Master<'_> {
     /// Starts the manager if there are pools and it is not running.
@@ -27,17 +27,7 @@ impl Master<'_> {
         // Until the manager's own handlers are in place, a stop sent to it
         // waits, blocked, instead of running the master's handler there.
         let blocked = super::signals::Blocked::new();
-        let forked = if python::python_running() {
-            python::fork()
-        } else {
-            // SAFETY: the master is single-threaded (no runtime exists in
-            // it), so the child may run any code after the fork.
-            match unsafe { libc::fork() } {
-                -1 => Err(std::io::Error::last_os_error()),
-                pid => Ok(pid),
-            }
-        };
-        match forked {
+        match super::effects::fork() {
             Ok(0) => self.pool_manager_child(master_pid),
             Ok(pid) => {
                 drop(blocked);
