@@ -66,7 +66,8 @@ start() { # setup -> PIDS
 
 stop() {
   local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # fcgiwrap -c 4's children outlive their parent's SIGTERM.
+  for p in "${PIDS[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   sleep 0.3
 }

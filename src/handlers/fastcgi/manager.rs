@@ -107,7 +107,7 @@ pub async fn manage(spec: Arc<PoolSpec>, shared: &'static Shared, until_released
                 drain(demand.get_ref());
                 // Those waiting, less the idle processes they are about to
                 // take (a token just put in).
-                let waiting = shared.header().waiting.load(Ordering::Acquire) as usize;
+                let waiting = shared.waiting();
                 if spec.pm != ProcessManager::Static {
                     m.start_more(waiting.saturating_sub(shared.idle()));
                 }
@@ -312,10 +312,14 @@ impl Manager<'_> {
                 }
             }
         }
+        // Users found gone (killed) are dropped, with their waiting
+        // requests and their count (a worker alone again keeps its
+        // connections).
+        let _ = self.shared.used();
         // Requests waiting with no idle process for them (their ask may
         // have come while a process was stopping).
         if self.spec.pm != ProcessManager::Static {
-            let waiting = self.shared.header().waiting.load(Ordering::Acquire) as usize;
+            let waiting = self.shared.waiting();
             self.start_more(waiting.saturating_sub(self.shared.idle()));
         }
         if self.spec.pm == ProcessManager::Dynamic {

@@ -18,7 +18,7 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -143,15 +143,19 @@ pub static COUNTERS: OnceLock<&'static [PoolCounters]> = OnceLock::new();
 
 /// A request waiting for an idle process, as long as it waits (a client
 /// that leaves meanwhile drops it): counted in the worker's figures and
-/// in the pool's (for its manager).
-struct Waiting(Option<&'static PoolCounters>, &'static Shared);
+/// in the pool's (for its manager), at the worker's place.
+struct Waiting(Option<&'static PoolCounters>, Option<&'static AtomicU32>);
 
 impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(s) = self.0 {
             PoolCounters::decrement(&s.waiting);
         }
-        self.1.header().waiting.fetch_sub(1, Ordering::AcqRel);
+        if let Some(w) = self.1 {
+            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        }
     }
 }
 
@@ -185,6 +189,8 @@ pub struct Pool {
     /// The worker is stopping: what it keeps goes back to the pool, for the
     /// worker that replaces it.
     leaving: AtomicBool,
+    /// This worker's place among the pool's users.
+    user: OnceLock<usize>,
 }
 
 /// This process's pid, once it uses a pool (getpid is a system call).
@@ -248,6 +254,7 @@ impl Pool {
             handed_in: tokio::sync::Notify::new(),
             stash: (keep && spec.pm == ProcessManager::Static).then(|| Mutex::new(Vec::new())),
             leaving: AtomicBool::new(false),
+            user: OnceLock::new(),
             spec: Arc::new(spec),
         }
     }
@@ -284,11 +291,14 @@ impl Pool {
     pub fn start(self: &Arc<Self>) -> Option<&'static Shared> {
         let shared = self.shared().ok()?;
         MY_PID.store(std::process::id() as i32, Ordering::Relaxed);
-        if !shared.register(my_pid()) {
-            crate::say!(
+        match shared.register(my_pid()) {
+            Some(i) => {
+                let _ = self.user.set(i);
+            }
+            None => crate::say!(
                 "oxgate: FastCGI pool {}: too many workers share it",
                 self.spec.name
-            );
+            ),
         }
         // Asked to stop, the worker may still finish long requests: what it
         // keeps idle (tokens, connections holding their processes) goes
@@ -436,8 +446,11 @@ impl Pool {
                                     let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
                                     s.max_waiting.fetch_max(n, Ordering::Relaxed);
                                 }
-                                shared.header().waiting.fetch_add(1, Ordering::AcqRel);
-                                waiting = Some(Waiting(stats, shared));
+                                let here = self.user.get().map(|&i| &shared.header().waiting[i]);
+                                if let Some(w) = here {
+                                    w.fetch_add(1, Ordering::AcqRel);
+                                }
+                                waiting = Some(Waiting(stats, here));
                                 if self.spec.pm != ProcessManager::Static {
                                     shared.ask();
                                 }

@@ -50,15 +50,17 @@ pub struct Header {
     /// re-executed for a reload, or is stopping): the manager ends once no
     /// worker uses it.
     pub released: AtomicU32,
-    /// Requests waiting for an idle process, in every worker: what the
-    /// manager starts processes for (dynamic, ondemand).
-    pub waiting: AtomicU32,
+    pub _reserved: AtomicU32,
     /// How many workers use the pool (those killed are counted until the
     /// manager finds them gone).
     pub user_count: AtomicU32,
     pub _pad: AtomicU32,
     /// The pids of the workers using the pool (0: a free entry).
     pub users: [AtomicI32; USERS],
+    /// Each user's requests waiting for an idle process: what the manager
+    /// starts processes for (dynamic, ondemand). A killed worker's are
+    /// dropped with it.
+    pub waiting: [AtomicU32; USERS],
 }
 
 /// One process's place in the pool.
@@ -344,21 +346,35 @@ impl Shared {
     }
 
     /// Registers a worker as a user; false when the table is full.
-    pub fn register(&self, pid: i32) -> bool {
+    /// Registers a worker as a user: its place in the table, or `None`
+    /// when the table is full.
+    pub fn register(&self, pid: i32) -> Option<usize> {
         let h = self.header();
         h.user_count.fetch_add(1, Ordering::AcqRel);
-        h.users.iter().any(|u| {
+        h.users.iter().position(|u| {
             u.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         })
     }
 
+    /// The requests waiting for an idle process, in the live users.
+    pub fn waiting(&self) -> usize {
+        let h = self.header();
+        h.users
+            .iter()
+            .zip(&h.waiting)
+            .filter(|(u, _)| u.load(Ordering::Acquire) != 0)
+            .map(|(_, w)| w.load(Ordering::Acquire) as usize)
+            .sum()
+    }
+
     pub fn unregister(&self, pid: i32) {
         let h = self.header();
-        for u in &h.users {
+        for (u, w) in h.users.iter().zip(&h.waiting) {
             if u.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                w.store(0, Ordering::Release);
                 let _ = h
                     .user_count
                     .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
@@ -377,7 +393,8 @@ impl Shared {
     /// without unregistering) are cleared.
     pub fn used(&self) -> bool {
         let mut used = false;
-        for u in &self.header().users {
+        let h = self.header();
+        for (u, w) in h.users.iter().zip(&h.waiting) {
             let pid = u.load(Ordering::Acquire);
             if pid != 0 {
                 if alive(pid) {
@@ -386,6 +403,7 @@ impl Shared {
                     .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
+                    w.store(0, Ordering::Release);
                     let _ = self.header().user_count.fetch_update(
                         Ordering::AcqRel,
                         Ordering::Relaxed,
@@ -463,13 +481,20 @@ mod tests {
     fn users_that_are_gone_are_not_counted() {
         let s = Shared::create(0, 1).unwrap();
         assert!(!s.used());
-        assert!(s.register(std::process::id() as i32));
+        assert!(s.register(std::process::id() as i32).is_some());
         assert!(s.used());
         s.unregister(std::process::id() as i32);
         assert!(!s.used());
         // A pid no process has.
-        assert!(s.register(i32::MAX - 7));
+        let gone = s.register(i32::MAX - 7).unwrap();
+        s.header().waiting[gone].store(3, Ordering::Relaxed);
+        assert_eq!(s.waiting(), 3);
         assert!(!s.used());
+        assert_eq!(
+            s.waiting(),
+            0,
+            "a user found gone takes its waiting requests with it"
+        );
         let _ = std::fs::remove_dir_all(&s.dir);
     }
 }
