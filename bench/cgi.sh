@@ -2,6 +2,10 @@
 # CGI side by side, in one run (issue #14): a hello-world shell script run
 #   nginx-fcgiwrap:  nginx -> fastcgi_pass -> fcgiwrap -c 4 (the usual set-up)
 #   nginx-oxgate:    nginx -> fastcgi_pass -> oxgate --cgi, 1 worker
+#   nginx-oxgate-keep: the same with nginx keeping its connections to oxgate
+#                    (fastcgi_keep_conn, upstream keepalive), which oxgate
+#                    serves at once however many (fcgiwrap's children each
+#                    serve one connection until it closes, as php-fpm's do)
 #   oxgate-http:     oxgate --cgi over HTTP, no nginx, 1 worker
 # The servers (and the scripts they start) on SERVER_CPU, wrk -c10 on
 # CLIENT_CPU, setups alternating within each repetition. Prints medians of
@@ -33,14 +37,21 @@ mkdir -p "$SCRIPTS" "$DIR/nginx/logs" "$DIR/nginx/tmp"
 printf '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhello from %%s\\n" "$SCRIPT_NAME"\n' >"$SCRIPTS/hello.sh"
 chmod +x "$SCRIPTS/hello.sh"
 SOCK=$DIR/fcgi.sock
-cat >"$DIR/nginx/nginx.conf" <<CONF
+nginx_conf() { # keep: 0|1 -> nginx.conf
+  local pass="fastcgi_pass unix:$SOCK;" upstream=""
+  if [[ $1 == 1 ]]; then
+    upstream="upstream cgi { server unix:$SOCK; keepalive 16; }"
+    pass="fastcgi_pass cgi; fastcgi_keep_conn on;"
+  fi
+  cat >"$DIR/nginx/nginx.conf" <<CONF
 worker_processes 1; user root; pid $DIR/nginx/logs/nginx.pid; error_log $DIR/nginx/logs/error.log;
 events { worker_connections 1024; }
-http { access_log off; keepalive_requests 100000; client_body_temp_path $DIR/nginx/tmp;
+http { access_log off; keepalive_requests 100000; client_body_temp_path $DIR/nginx/tmp; $upstream
   server { listen 127.0.0.1:$PORT; root $DIR;
-    location /cgi-bin/ { fastcgi_pass unix:$SOCK; include /etc/nginx/fastcgi_params;
+    location /cgi-bin/ { $pass include /etc/nginx/fastcgi_params;
       fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; } } }
 CONF
+}
 
 PIDS=()
 launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!); }
@@ -48,7 +59,8 @@ launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!);
 start() { # setup -> PIDS
   rm -f "$SOCK"
   PIDS=()
-  case $1 in
+  nginx_conf "$([[ $1 == *-keep ]] && echo 1 || echo 0)"
+  case ${1%-keep} in
     nginx-fcgiwrap) launch "$FCGIWRAP" -c 4 -s "unix:$SOCK" ;;
     nginx-oxgate) launch "$ROOT/target/release/oxgate" --fastcgi-socket "$SOCK" --cgi "$SCRIPTS" \
                     --processes 1 --disable-logging ;;
