@@ -186,7 +186,9 @@ impl Manager<'_> {
                 row.requests.store(0, Ordering::Relaxed);
                 row.served.store(0, Ordering::Relaxed);
                 row.last_used_ms.store(now_ms(), Ordering::Relaxed);
-                row.pid.store(pid, Ordering::Release);
+                // SeqCst, as a worker retiring the token writes token_out
+                // and then reads this: one of the two sees the other's.
+                row.pid.store(pid, Ordering::SeqCst);
                 self.rows[i].started = Some(Instant::now());
                 if let Some(s) = self.stats {
                     s.process_starts.fetch_add(1, Ordering::Relaxed);
@@ -205,7 +207,7 @@ impl Manager<'_> {
                 });
                 if !token_out {
                     self.shared.issue(i);
-                } else if row.token_out.load(Ordering::Acquire) == 0 {
+                } else if row.token_out.load(Ordering::SeqCst) == 0 {
                     // Its holder retired the token while this one started
                     // (and saw no process to kill): this one may have taken
                     // the request it gave up from the backlog. Replaced

@@ -179,7 +179,7 @@ pub struct Pool {
     waiting_here: AtomicUsize,
     /// A token this worker gave back straight to its own next request,
     /// without the pipe (`keep`: no other worker uses the pool).
-    handed: Mutex<Option<Token>>,
+    handed: Mutex<Vec<Token>>,
     handed_in: tokio::sync::Notify,
     /// The idle processes' tokens, kept here rather than in the pipe when
     /// this worker is the pool's only user and the pool is static (the
@@ -250,7 +250,7 @@ impl Pool {
             kept: Mutex::new(Vec::new()),
             turn: tokio::sync::Mutex::new(()),
             waiting_here: AtomicUsize::new(0),
-            handed: Mutex::new(None),
+            handed: Mutex::new(Vec::new()),
             handed_in: tokio::sync::Notify::new(),
             stash: (keep && spec.pm == ProcessManager::Static).then(|| Mutex::new(Vec::new())),
             leaving: AtomicBool::new(false),
@@ -366,11 +366,16 @@ impl Pool {
         Ok(self.tokens.get_or_init(|| fd))
     }
 
-    /// A token handed to this worker's next request, back in the pipe:
-    /// no request of this worker waits for it any more.
+    /// The tokens handed to this worker's next requests, back in the pipe:
+    /// no request of this worker waits for them any more.
     fn flush_handed(&self, shared: &Shared) {
-        let token = self.handed.lock().ok().and_then(|mut h| h.take());
-        if let Some(t) = token {
+        let handed = self
+            .handed
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        for t in handed {
+            shared.row(t.row).holder.store(0, Ordering::Release);
             shared.give(t);
         }
     }
@@ -381,19 +386,15 @@ impl Pool {
     fn give(&self, shared: &Shared, token: Token) {
         let alone = self.alone(shared);
         if alone && self.waiting_here.load(Ordering::Acquire) > 0 {
-            let mut handed = self.handed.lock().ok();
-            if let Some(h) = handed.as_mut()
-                && h.is_none()
-            {
-                **h = Some(token);
-                drop(handed);
-                self.handed_in.notify_one();
-                // The last waiter may have left meanwhile.
-                if self.waiting_here.load(Ordering::Acquire) == 0 {
-                    self.flush_handed(shared);
-                }
-                return;
+            if let Ok(mut handed) = self.handed.lock() {
+                handed.push(token);
             }
+            self.handed_in.notify_one();
+            // The last waiter may have left meanwhile.
+            if self.waiting_here.load(Ordering::Acquire) == 0 {
+                self.flush_handed(shared);
+            }
+            return;
         }
         if alone && let Some(mut stash) = self.stash.as_ref().and_then(|s| s.lock().ok()) {
             stash.push(token);
@@ -402,8 +403,20 @@ impl Pool {
         shared.row(token.row).holder.store(0, Ordering::Release);
         shared.give(token);
         if !alone {
-            self.flush_stash(shared);
+            // Another worker uses the pool now: what this one keeps idle
+            // would hold processes from it.
+            self.give_up_idle(shared);
         }
+    }
+
+    /// A token this worker keeps idle: handed to its waiting requests, or
+    /// in its stash.
+    fn kept_token(&self, shared: &Shared) -> Option<Token> {
+        let handed = self.handed.lock().ok().and_then(|mut h| h.pop());
+        handed.or_else(|| {
+            let mut stash = self.stash.as_ref()?.lock().ok()?;
+            std::iter::from_fn(|| stash.pop()).find(|&t| shared.current(t))
+        })
     }
 
     /// Takes an idle process, waiting for one.
@@ -413,10 +426,7 @@ impl Pool {
         let tokens = self.tokens(shared)?;
         // At once, when none of this worker's requests waits before it.
         let quick = if self.waiting_here.load(Ordering::Acquire) == 0 {
-            let stashed = self.stash.as_ref().and_then(|s| {
-                let mut s = s.lock().ok()?;
-                std::iter::from_fn(|| s.pop()).find(|&t| shared.current(t))
-            });
+            let stashed = self.kept_token(shared);
             if stashed.is_some() && !self.alone(shared) {
                 self.flush_stash(shared);
             }
@@ -430,31 +440,31 @@ impl Pool {
             None => {
                 self.waiting_here.fetch_add(1, Ordering::AcqRel);
                 let _here = WaitingHere(self, shared);
+                // Counted waiting from here, whether or not its turn has
+                // come: the stats' queue, and what the manager starts
+                // processes for.
+                if let Some(s) = stats {
+                    // php-fpm's max children reached: every process runs
+                    // (not one still to start).
+                    if shared.all_running() {
+                        s.max_children_reached.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+                    s.max_waiting.fetch_max(n, Ordering::Relaxed);
+                }
+                let here = self.user.get().map(|&i| &shared.header().waiting[i]);
+                if let Some(w) = here {
+                    w.fetch_add(1, Ordering::AcqRel);
+                }
+                waiting = Some(Waiting(stats, here));
+                if self.spec.pm != ProcessManager::Static {
+                    shared.ask();
+                }
                 let _turn = self.turn.lock().await;
                 loop {
-                    let handed = self.handed.lock().ok().and_then(|mut h| h.take());
-                    let taken = match handed.or_else(|| shared.take()) {
+                    let taken = match self.kept_token(shared).or_else(|| shared.take()) {
                         Some(t) => Some(t),
                         None => {
-                            if waiting.is_none() {
-                                if let Some(s) = stats {
-                                    // php-fpm's max children reached: every
-                                    // process runs (not one still to start).
-                                    if shared.all_running() {
-                                        s.max_children_reached.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-                                    s.max_waiting.fetch_max(n, Ordering::Relaxed);
-                                }
-                                let here = self.user.get().map(|&i| &shared.header().waiting[i]);
-                                if let Some(w) = here {
-                                    w.fetch_add(1, Ordering::AcqRel);
-                                }
-                                waiting = Some(Waiting(stats, here));
-                                if self.spec.pm != ProcessManager::Static {
-                                    shared.ask();
-                                }
-                            }
                             tokio::select! {
                                 _ = self.handed_in.notified() => None,
                                 ready = tokens.readable() => {
@@ -734,8 +744,10 @@ impl Lease {
         }
         row.cause.store(CAUSE_ASKED, Ordering::Release);
         row.holder.store(0, Ordering::Relaxed);
-        row.token_out.store(0, Ordering::Release);
-        let pid = row.pid.load(Ordering::Acquire);
+        // SeqCst, as `Manager::start` publishes the pid and then reads
+        // this: one of the two sees the other's write.
+        row.token_out.store(0, Ordering::SeqCst);
+        let pid = row.pid.load(Ordering::SeqCst);
         if pid != 0 {
             sigkill_group(pid);
         } else {

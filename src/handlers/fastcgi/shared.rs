@@ -350,11 +350,12 @@ impl Shared {
     /// when the table is full.
     pub fn register(&self, pid: i32) -> Option<usize> {
         let h = self.header();
-        h.user_count.fetch_add(1, Ordering::AcqRel);
-        h.users.iter().position(|u| {
+        let place = h.users.iter().position(|u| {
             u.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-        })
+        })?;
+        h.user_count.fetch_add(1, Ordering::AcqRel);
+        Some(place)
     }
 
     /// The requests waiting for an idle process, in the live users.
@@ -369,18 +370,27 @@ impl Shared {
     }
 
     pub fn unregister(&self, pid: i32) {
-        let h = self.header();
-        for (u, w) in h.users.iter().zip(&h.waiting) {
-            if u.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                w.store(0, Ordering::Release);
-                let _ = h
-                    .user_count
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(1))
-                    });
+        for (place, u) in self.header().users.iter().enumerate() {
+            if u.load(Ordering::Acquire) == pid {
+                self.free(place, pid);
             }
+        }
+    }
+
+    /// Frees a user's place: its waiting count first, as the place may be
+    /// taken as soon as it is free.
+    fn free(&self, place: usize, pid: i32) {
+        let h = self.header();
+        h.waiting[place].store(0, Ordering::Release);
+        if h.users[place]
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let _ = h
+                .user_count
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
         }
     }
 
@@ -393,23 +403,11 @@ impl Shared {
     /// without unregistering) are cleared.
     pub fn used(&self) -> bool {
         let mut used = false;
-        let h = self.header();
-        for (u, w) in h.users.iter().zip(&h.waiting) {
-            let pid = u.load(Ordering::Acquire);
-            if pid != 0 {
-                if alive(pid) {
-                    used = true;
-                } else if u
-                    .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    w.store(0, Ordering::Release);
-                    let _ = self.header().user_count.fetch_update(
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                        |n| Some(n.saturating_sub(1)),
-                    );
-                }
+        for (place, u) in self.header().users.iter().enumerate() {
+            match u.load(Ordering::Acquire) {
+                0 => {}
+                pid if alive(pid) => used = true,
+                pid => self.free(place, pid),
             }
         }
         used
