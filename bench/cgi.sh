@@ -37,21 +37,9 @@ mkdir -p "$SCRIPTS" "$DIR/nginx/logs" "$DIR/nginx/tmp"
 printf '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhello from %%s\\n" "$SCRIPT_NAME"\n' >"$SCRIPTS/hello.sh"
 chmod +x "$SCRIPTS/hello.sh"
 SOCK=$DIR/fcgi.sock
-nginx_conf() { # keep: 0|1 -> nginx.conf
-  local pass="fastcgi_pass unix:$SOCK;" upstream=""
-  if [[ $1 == 1 ]]; then
-    upstream="upstream cgi { server unix:$SOCK; keepalive 16; }"
-    pass="fastcgi_pass cgi; fastcgi_keep_conn on;"
-  fi
-  cat >"$DIR/nginx/nginx.conf" <<CONF
-worker_processes 1; user root; pid $DIR/nginx/logs/nginx.pid; error_log $DIR/nginx/logs/error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 100000; client_body_temp_path $DIR/nginx/tmp; $upstream
-  server { listen 127.0.0.1:$PORT; root $DIR;
-    location /cgi-bin/ { $pass include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; } } }
-CONF
-}
+# shellcheck source=bench/nginx_fastcgi.sh
+. "$HERE/nginx_fastcgi.sh"
+nginx_conf() { nginx_fastcgi_conf "$1" "$DIR" /cgi-bin/; } # keep: 0|1
 
 PIDS=()
 launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!); }

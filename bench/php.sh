@@ -57,21 +57,9 @@ pm.max_children = 4
 ; as php-cgi's own PHP_FCGI_MAX_REQUESTS default: both recycle alike
 pm.max_requests = $MAX_REQUESTS
 CONF
-nginx_conf() { # keep: 0|1 -> nginx.conf
-  local pass="fastcgi_pass unix:$SOCK;" upstream=""
-  if [[ $1 == 1 ]]; then
-    upstream="upstream php { server unix:$SOCK; keepalive 16; }"
-    pass="fastcgi_pass php; fastcgi_keep_conn on;"
-  fi
-  cat >"$DIR/nginx/nginx.conf" <<CONF
-worker_processes 1; user root; pid $DIR/nginx/logs/nginx.pid; error_log $DIR/nginx/logs/error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 100000; client_body_temp_path $DIR/nginx/tmp; $upstream
-  server { listen 127.0.0.1:$PORT; root $SITE;
-    location ~ \.php\$ { $pass include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; } } }
-CONF
-}
+# shellcheck source=bench/nginx_fastcgi.sh
+. "$HERE/nginx_fastcgi.sh"
+nginx_conf() { nginx_fastcgi_conf "$1" "$SITE" '~ \.php$'; } # keep: 0|1
 
 PIDS=()
 launch() { taskset -c "$SERVER_CPU" "$@" >>"$DIR/servers.log" 2>&1 & PIDS+=($!); }

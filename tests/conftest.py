@@ -64,22 +64,22 @@ class Server:
                 return int(line.split()[1])
         raise AssertionError(field)
 
-    def worker_pids(self):
-        """The master's children (the workers), sorted: not the FastCGI
-        pools' manager."""
+    def children(self):
+        """The master's children, with their names (comm)."""
         try:
             text = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read()
         except FileNotFoundError:
             return []
-        return sorted(int(p) for p in text.split() if comm(int(p)) != "oxgate-pools")
+        return [(int(p), comm(int(p))) for p in text.split()]
+
+    def worker_pids(self):
+        """The master's children (the workers), sorted: not the FastCGI
+        pools' manager."""
+        return sorted(p for p, name in self.children() if name != "oxgate-pools")
 
     def pool_manager_pid(self):
         """The FastCGI pools' manager, if it runs."""
-        try:
-            text = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read()
-        except FileNotFoundError:
-            return None
-        return next((int(p) for p in text.split() if comm(int(p)) == "oxgate-pools"), None)
+        return next((p for p, name in self.children() if name == "oxgate-pools"), None)
 
     def wait_log(self, text, timeout=20):
         deadline = time.monotonic() + timeout

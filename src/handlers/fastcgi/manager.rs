@@ -142,10 +142,6 @@ struct Manager<'a> {
 }
 
 impl Manager<'_> {
-    fn prefork(&self) -> bool {
-        self.spec.php.as_ref().is_some_and(|p| p.prefork)
-    }
-
     /// Starts processes in up to `k` rows that have none.
     fn start_more(&mut self, k: usize) {
         let free: Vec<usize> = (0..self.rows.len())
@@ -366,14 +362,9 @@ impl Manager<'_> {
         }
     }
 
-    /// Stops a process: php-cgi that forks is sent SIGTERM, on which it
-    /// kills its child too; others are killed, with their group.
+    /// Stops a process, with its group (`PoolSpec::stop_signal`).
     fn kill(&self, pid: i32) {
-        if self.prefork() {
-            kill_group(pid, nix::sys::signal::Signal::SIGTERM);
-        } else {
-            sigkill_group(pid);
-        }
+        kill_group(pid, self.spec.stop_signal());
     }
 
     /// Stops every process and waits for them (a second at most).
@@ -421,14 +412,8 @@ impl Manager<'_> {
         if let Some(dir) = &spec.cwd {
             command.current_dir(dir);
         }
-        // Dies with the manager, however it ends. php-cgi that forks is
-        // sent SIGTERM instead, on which it kills its child too (a SIGKILL
-        // would leave the child serving the socket).
-        let death = if self.prefork() {
-            nix::sys::signal::Signal::SIGTERM
-        } else {
-            nix::sys::signal::Signal::SIGKILL
-        };
+        // Dies with the manager, however it ends.
+        let death = spec.stop_signal();
         let parent = nix::unistd::getpid();
         // SAFETY: the closure runs in the child between fork and exec and
         // makes a prctl(2) and a getppid(2) call, both async-signal-safe.
@@ -491,17 +476,12 @@ pub fn run_all(pools: Pools) -> Result<(), String> {
 /// Stops a pool's processes at once, and removes its sockets: the end of
 /// the manager (SIGTERM) or of the single process.
 pub fn stop_now(spec: &PoolSpec, shared: &Shared) {
-    let prefork = spec.php.as_ref().is_some_and(|p| p.prefork);
     let pids: Vec<i32> = (0..shared.rows())
         .map(|i| shared.row(i).pid.swap(0, Ordering::AcqRel))
         .filter(|&p| p > 0)
         .collect();
     for &pid in &pids {
-        if prefork {
-            kill_group(pid, nix::sys::signal::Signal::SIGTERM);
-        } else {
-            sigkill_group(pid);
-        }
+        kill_group(pid, spec.stop_signal());
     }
     // A second to end, then killed, with what they left in their group.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);

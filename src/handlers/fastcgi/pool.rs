@@ -61,6 +61,24 @@ pub struct PoolSpec {
     pub index: usize,
 }
 
+impl PoolSpec {
+    /// The process started forks the one that serves (php-cgi).
+    pub fn prefork(&self) -> bool {
+        self.php.as_ref().is_some_and(|p| p.prefork)
+    }
+
+    /// What stops a process, with its group: php-cgi that forks is sent
+    /// SIGTERM, on which it kills its child too (a SIGKILL would leave the
+    /// child serving the socket); others are killed.
+    pub fn stop_signal(&self) -> nix::sys::signal::Signal {
+        if self.prefork() {
+            nix::sys::signal::Signal::SIGTERM
+        } else {
+            nix::sys::signal::Signal::SIGKILL
+        }
+    }
+}
+
 /// A pool's figures in one worker, or in its manager (the processes),
 /// read by the master from the scoreboard (summed) for the stats and
 /// metrics: php-fpm's status page, per pool. Only atomics, as shared
@@ -264,7 +282,7 @@ impl Pool {
     }
 
     fn prefork(&self) -> bool {
-        self.spec.php.as_ref().is_some_and(|p| p.prefork)
+        self.spec.prefork()
     }
 
     fn cap(&self) -> Option<(u64, bool)> {
@@ -326,15 +344,8 @@ impl Pool {
     }
 
     fn flush_stash(&self, shared: &Shared) {
-        let stashed = self
-            .stash
-            .as_ref()
-            .and_then(|s| s.lock().ok())
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default();
-        for t in stashed {
-            shared.row(t.row).holder.store(0, Ordering::Release);
-            shared.give(t);
+        if let Some(stash) = &self.stash {
+            give_all(stash, shared);
         }
     }
 
@@ -369,15 +380,7 @@ impl Pool {
     /// The tokens handed to this worker's next requests, back in the pipe:
     /// no request of this worker waits for them any more.
     fn flush_handed(&self, shared: &Shared) {
-        let handed = self
-            .handed
-            .lock()
-            .map(|mut h| std::mem::take(&mut *h))
-            .unwrap_or_default();
-        for t in handed {
-            shared.row(t.row).holder.store(0, Ordering::Release);
-            shared.give(t);
-        }
+        give_all(&self.handed, shared);
     }
 
     /// Gives a token back: straight to this worker's next request when one
@@ -400,7 +403,6 @@ impl Pool {
             stash.push(token);
             return;
         }
-        shared.row(token.row).holder.store(0, Ordering::Release);
         shared.give(token);
         if !alone {
             // Another worker uses the pool now: what this one keeps idle
@@ -682,6 +684,17 @@ impl Pool {
                 }
             }
         }
+    }
+}
+
+/// Puts every token of a worker's list back in the pipe.
+fn give_all(tokens: &Mutex<Vec<Token>>, shared: &Shared) {
+    let tokens = tokens
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
+    for t in tokens {
+        shared.give(t);
     }
 }
 

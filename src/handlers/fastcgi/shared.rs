@@ -300,9 +300,10 @@ impl Shared {
         }
     }
 
-    /// Puts a token back in the pipe: its process is idle.
+    /// Puts a token back in the pipe: its process is idle, held by none.
     pub fn give(&self, t: Token) {
         if self.current(t) {
+            self.row(t.row).holder.store(0, Ordering::Release);
             self.put(t);
         }
     }
