@@ -197,6 +197,18 @@ def test_limit_as(serve, app_dir):
     wait_for(limited, what="RLIMIT_AS in the worker")
 
 
+def test_a_flask_app_runs_under_the_seeds_limit_as_128(serve):
+    """shared/seeds/003 runs its workers with --limit-as 128 (RLIMIT_AS, in
+    MB). The address space the process reserves counts: oxgate's allocator
+    takes 64 MiB of it at a time (sys/heap.rs), not its default 1 GiB, which
+    left no room at all."""
+    s = serve("--wsgi-file", str(APPS / "flask_app.py"), "--callable", "app", "--home", str(VENV),
+              "-M", "-p", "2", "--limit-as", "128")
+    for _ in range(4):
+        r = fresh(s.url)
+        assert (r.status_code, r.text) == (200, "Hello from Flask")
+
+
 def test_daemonize2_reports_load_errors_on_the_terminal(tmp_path):
     p = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--daemonize2", str(tmp_path / "d.log"),
                         "--wsgi-file", str(APPS / "broken_import.py")],

@@ -212,6 +212,8 @@ fn release_after_parking() {
         DUE.store(false, Ordering::Relaxed);
         *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
         let _ = tokio::task::spawn_blocking(crate::sys::heap::release_free_memory).await;
+        // On this thread: the parked connections' state was freed here.
+        crate::sys::heap::release_allocator_memory();
     });
 }
 

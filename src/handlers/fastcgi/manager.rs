@@ -421,8 +421,10 @@ impl Manager<'_> {
             command.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(death).map_err(std::io::Error::from)?;
                 // The manager died before the signal was set: none would come.
+                // ESRCH, not a message: nothing may allocate between fork and
+                // exec (another thread may have held the allocator's lock).
                 if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("the pool's manager is gone"));
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
