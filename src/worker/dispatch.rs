@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::conn_limit::ConnLimit;
-use crate::frontend::gateway::{self, GatewaySettings, OneShot, RawConn};
+use crate::frontend::gateway::{self, GatewaySettings, LazyStream, OneShot, RawConn};
 use crate::frontend::http::{FlushQueue, HttpSettings, serve_connection};
 use crate::request::{ConnInfo, GoingAway, Handler};
 
@@ -46,6 +46,26 @@ impl Accepted {
                 ConnInfo::new(None, None),
             ),
         })
+    }
+}
+
+impl Accepted {
+    /// The connection, to be registered with the event loop only when a
+    /// call on it would block (TCP gets TCP_NODELAY, as on the event loop).
+    pub(super) fn into_lazy(self) -> (LazyStream, ConnInfo) {
+        match self.peer {
+            Peer::Tcp { local, remote } => {
+                let _ = socket2::SockRef::from(&self.fd).set_tcp_nodelay(true);
+                (
+                    LazyStream::new(RawConn::Tcp(self.fd)),
+                    ConnInfo::new(local, remote),
+                )
+            }
+            Peer::Unix => (
+                LazyStream::new(RawConn::Unix(self.fd)),
+                ConnInfo::new(None, None),
+            ),
+        }
     }
 }
 
@@ -107,8 +127,11 @@ impl Shared {
             FrontEnd::FastCgi(settings) => {
                 let (settings, stop) = (settings.clone(), self.stop.clone());
                 let threads = handler.concurrency();
-                spawn_on_stream!(conn, |s, info| async move {
-                    gateway::serve_fastcgi(s, info, handler, settings, threads, stop).await;
+                // Registered with the event loop only once a call would
+                // block: a request per connection (nginx's default) never is.
+                let (conn, info) = conn.into_lazy();
+                tokio::spawn(async move {
+                    gateway::serve_fastcgi(conn, info, handler, settings, threads, stop).await;
                     drop(slot);
                 });
             }

@@ -25,8 +25,9 @@ pub enum RawConn {
 /// where a front end such as nginx connects, sends the whole request at
 /// once and waits. If the request has arrived and the response goes out in
 /// one non-blocking send, the connection never touches the event loop: no
-/// registration, no wake-up (nginx → uwsgi went from ~38 to ~N µs of server
-/// CPU per request). Anything that would block takes the ordinary path.
+/// registration, no wake-up. Anything that would block takes the ordinary
+/// path. (FastCGI, whose connections may carry many requests, gets the same
+/// from `LazyStream`.)
 pub async fn serve_fast(
     conn: RawConn,
     kind: OneShot,

@@ -7,11 +7,13 @@
 mod fast_path;
 mod fastcgi;
 mod files;
+mod lazy_stream;
 mod oneshot;
 mod response;
 mod settings;
 
 pub use fast_path::{RawConn, serve_fast};
 pub use fastcgi::serve_fastcgi;
+pub use lazy_stream::LazyStream;
 pub use oneshot::{OneShot, serve};
 pub use settings::GatewaySettings;
