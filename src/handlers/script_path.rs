@@ -5,10 +5,13 @@
 //! through [`RootDir`], so no path, and no symbolic link, leads out of the
 //! directory.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::root_dir::{Refused, RootDir};
 
@@ -26,7 +29,7 @@ pub enum Located {
     Missing,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Script {
     /// Where the script really is (every link followed, under the root).
     pub file: PathBuf,
@@ -101,6 +104,47 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
     Located::Forbidden
 }
 
+/// The scripts found lately under one root, by request path, each for
+/// [`FOUND_FOR`]: a lookup is otherwise an openat2, two stats and a close
+/// for every request. PHP keeps its own answers to the same question 120 s
+/// (`realpath_cache_ttl`); a script deleted, or replaced by a link, is seen
+/// within the second. Only scripts found are kept: a path that was missing
+/// is looked up again.
+#[derive(Default)]
+pub struct FoundScripts {
+    found: Mutex<HashMap<Vec<u8>, (Instant, Script)>>,
+}
+
+/// How long a script found is taken as found.
+pub const FOUND_FOR: Duration = Duration::from_secs(1);
+
+/// The most paths kept; past it, the list starts again (a client asking
+/// for endless paths finds no room to grow it).
+const FOUND_MAX: usize = 1024;
+
+impl FoundScripts {
+    /// [`locate`], or the script found for `rel` less than [`FOUND_FOR`]
+    /// before `now`. `root` and `index` must be the same at every call.
+    pub fn locate(&self, root: &RootDir, rel: &[u8], index: &[String], now: Instant) -> Located {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, script)) = found.get(rel)
+            && now.saturating_duration_since(*at) < FOUND_FOR
+        {
+            return Located::Script(Box::new(script.clone()));
+        }
+        let located = locate(root, rel, index);
+        if let Located::Script(script) = &located {
+            if found.len() >= FOUND_MAX {
+                found.clear();
+            }
+            found.insert(rel.to_vec(), (now, (**script).clone()));
+        } else {
+            found.remove(rel);
+        }
+        located
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +214,44 @@ mod tests {
             t.script("/sub/withindex/"),
             s("sub/withindex/index.cgi", "/sub/withindex/index.cgi", "")
         );
+    }
+
+    #[test]
+    fn a_script_found_is_kept_for_a_second_and_a_missing_one_never() {
+        let t = Tree::new("found");
+        let root = RootDir::new(&t.0.join("root"), &[]);
+        let found = FoundScripts::default();
+        let start = Instant::now();
+        let file = |l: Located| match l {
+            Located::Script(s) => Some(s.file),
+            _ => None,
+        };
+        let first = file(found.locate(&root, b"/a.cgi", &[], start)).unwrap();
+        std::fs::remove_file(t.0.join("root/a.cgi")).unwrap();
+        // Within the second: as found, though gone from the disk.
+        let within = start + FOUND_FOR - Duration::from_millis(1);
+        assert_eq!(
+            file(found.locate(&root, b"/a.cgi", &[], within)),
+            Some(first)
+        );
+        // Past it: looked up again, and missing.
+        assert!(matches!(
+            found.locate(&root, b"/a.cgi", &[], start + FOUND_FOR),
+            Located::Missing
+        ));
+        std::fs::write(t.0.join("root/a.cgi"), "#!/bin/sh\n").unwrap();
+        assert!(file(found.locate(&root, b"/a.cgi", &[], start + FOUND_FOR)).is_some());
+        // A link out of the root, put where a missing script was, is
+        // refused at once: missing paths are not kept.
+        assert!(matches!(
+            found.locate(&root, b"/new.cgi", &[], start),
+            Located::Missing
+        ));
+        symlink(t.0.join("outside/evil.cgi"), t.0.join("root/new.cgi")).unwrap();
+        assert!(matches!(
+            found.locate(&root, b"/new.cgi", &[], start),
+            Located::Forbidden
+        ));
     }
 
     #[test]

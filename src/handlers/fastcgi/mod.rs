@@ -52,7 +52,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::root_dir::RootDir;
-use super::script_path::{Located, locate};
+use super::script_path::{FoundScripts, Located};
 use super::static_files::StaticFiles;
 use crate::config::{FastcgiSettings, StaticMap, StaticSettings};
 use crate::proto::cgi_response::Reply;
@@ -122,6 +122,8 @@ pub struct FastcgiApps {
     /// The longest mount first.
     mounts: Vec<(Vec<u8>, Backend)>,
     docroot: Option<RootDir>,
+    /// The scripts found lately under the document root.
+    found: FoundScripts,
     /// The document root's other files, served from disk.
     files: Option<Arc<StaticFiles>>,
     index: Vec<String>,
@@ -225,6 +227,7 @@ impl FastcgiApps {
         Ok(FastcgiApps {
             mounts,
             docroot,
+            found: FoundScripts::default(),
             files,
             index: if settings.index.is_empty() {
                 vec!["index.php".to_string()]
@@ -298,7 +301,8 @@ impl FastcgiApps {
             path_info: s.path_info.clone(),
             script_filename: Some(s.file.as_os_str().as_bytes().to_vec()),
         };
-        match locate(root, rest, &self.index) {
+        let now = Instant::now();
+        match self.found.locate(root, rest, &self.index, now) {
             Located::Script(s) if s.file.as_os_str().as_bytes().ends_with(SCRIPT_EXT) => {
                 Lookup::Call(Box::new(script(&s, &s.url_path)))
             }
@@ -308,7 +312,7 @@ impl FastcgiApps {
                 Lookup::Answer(redirect_to_directory(&path, get(Var::QUERY_STRING)))
             }
             Located::Missing => match &self.fallback {
-                Some(front) => match locate(root, front, &[]) {
+                Some(front) => match self.found.locate(root, front, &self.index, now) {
                     Located::Script(s) => {
                         let mut t = script(&s, &s.url_path);
                         // The front controller reads the path from
