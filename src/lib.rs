@@ -42,6 +42,9 @@ pub mod worker;
 // from 0.85x to 0.93x php-fpm's rate. Its transparent huge pages are off
 // (Cargo.toml): they cost each idle connection 24 KiB of resident memory
 // instead of 4 (docs/performance.md, "The allocator").
+// Not in the fuzz targets: AddressSanitizer checks glibc's heap, not
+// mimalloc's.
+#[cfg(not(fuzzing))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -108,8 +108,10 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
 /// [`FOUND_FOR`]: a lookup is otherwise an openat2, two stats and a close
 /// for every request. PHP keeps its own answers to the same question 120 s
 /// (`realpath_cache_ttl`); a script deleted, or replaced by a link, is seen
-/// within the second. Only scripts found are kept: a path that was missing
-/// is looked up again.
+/// within the second. Only scripts found are kept, by a path of at most
+/// [`FOUND_PATH_MAX`] bytes naming the script alone (no PATH_INFO, where a
+/// client could make every path new): a path that was missing is looked up
+/// again.
 #[derive(Default)]
 pub struct FoundScripts {
     found: Mutex<HashMap<Vec<u8>, (Instant, Script)>>,
@@ -118,9 +120,13 @@ pub struct FoundScripts {
 /// How long a script found is taken as found.
 pub const FOUND_FOR: Duration = Duration::from_secs(1);
 
-/// The most paths kept; past it, the list starts again (a client asking
-/// for endless paths finds no room to grow it).
+/// The most paths kept; past it, those out of date go, and if none is, the
+/// list starts again (a client asking for endless paths finds no room to
+/// grow it): at most some 4 MiB.
 const FOUND_MAX: usize = 1024;
+
+/// The longest request path kept.
+const FOUND_PATH_MAX: usize = 1024;
 
 impl FoundScripts {
     /// [`locate`], or the script found for `rel` less than [`FOUND_FOR`]
@@ -133,13 +139,21 @@ impl FoundScripts {
             return Located::Script(Box::new(script.clone()));
         }
         let located = locate(root, rel, index);
-        if let Located::Script(script) = &located {
-            if found.len() >= FOUND_MAX {
-                found.clear();
+        match &located {
+            Located::Script(script)
+                if script.path_info.is_empty() && rel.len() <= FOUND_PATH_MAX =>
+            {
+                if found.len() >= FOUND_MAX {
+                    found.retain(|_, (at, _)| now.saturating_duration_since(*at) < FOUND_FOR);
+                    if found.len() >= FOUND_MAX {
+                        found.clear();
+                    }
+                }
+                found.insert(rel.to_vec(), (now, (**script).clone()));
             }
-            found.insert(rel.to_vec(), (now, (**script).clone()));
-        } else {
-            found.remove(rel);
+            _ => {
+                found.remove(rel);
+            }
         }
         located
     }
@@ -241,6 +255,16 @@ mod tests {
         ));
         std::fs::write(t.0.join("root/a.cgi"), "#!/bin/sh\n").unwrap();
         assert!(file(found.locate(&root, b"/a.cgi", &[], start + FOUND_FOR)).is_some());
+        // A path with PATH_INFO is not kept: each would be new.
+        assert!(file(found.locate(&root, b"/sub/b.cgi/x", &[], start)).is_some());
+        assert!(
+            found
+                .found
+                .lock()
+                .unwrap()
+                .get(&b"/sub/b.cgi/x"[..])
+                .is_none()
+        );
         // A link out of the root, put where a missing script was, is
         // refused at once: missing paths are not kept.
         assert!(matches!(

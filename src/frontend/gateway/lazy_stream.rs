@@ -8,77 +8,117 @@
 //! first read; read and written directly, it never touches the event loop.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 use super::fast_path::RawConn;
 
-/// The connection: its descriptor alone, or its event-loop stream once a
-/// call would have blocked.
+/// The connection: its descriptor, alone until a call would have blocked,
+/// then watched by the event loop. It is the same descriptor throughout:
+/// `SocketFiles` writes to its number.
 pub struct LazyStream {
     state: State,
 }
 
 enum State {
-    Direct(RawConn),
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-    /// Only while `register` swaps the others.
+    Direct(OwnedFd),
+    Registered(AsyncFd<OwnedFd>),
+    /// Only while `register` swaps the other two.
     Swapping,
 }
 
 impl LazyStream {
     /// `conn` must be a non-blocking connected socket.
     pub fn new(conn: RawConn) -> LazyStream {
+        let (RawConn::Tcp(fd) | RawConn::Unix(fd)) = conn;
         LazyStream {
-            state: State::Direct(conn),
+            state: State::Direct(fd),
         }
     }
 
-    /// Registers the connection with the event loop: from now on, every
-    /// call goes through its tokio stream.
+    /// Registers the connection with the event loop. If that fails, the
+    /// descriptor stays open and direct: it is closed only when the stream
+    /// is dropped, never under another owner's feet.
     fn register(&mut self) -> io::Result<()> {
-        let State::Direct(conn) = std::mem::replace(&mut self.state, State::Swapping) else {
+        let State::Direct(fd) = std::mem::replace(&mut self.state, State::Swapping) else {
             return Ok(());
         };
-        self.state = match conn {
-            RawConn::Tcp(fd) => State::Tcp(tokio::net::TcpStream::from_std(
-                std::net::TcpStream::from(fd),
-            )?),
-            RawConn::Unix(fd) => State::Unix(tokio::net::UnixStream::from_std(
-                std::os::unix::net::UnixStream::from(fd),
-            )?),
-        };
-        Ok(())
+        // SAFETY: the AsyncFd takes the descriptor's owner with it, so the
+        // descriptor stays open for as long as it is registered.
+        match unsafe {
+            AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+        } {
+            Ok(registered) => {
+                self.state = State::Registered(registered);
+                Ok(())
+            }
+            Err(e) => {
+                let (fd, e) = e.into_parts();
+                self.state = State::Direct(fd);
+                Err(e)
+            }
+        }
     }
 
-    fn direct_fd(&self) -> Option<RawFd> {
+    fn fd(&self) -> RawFd {
         match &self.state {
-            State::Direct(RawConn::Tcp(fd) | RawConn::Unix(fd)) => Some(fd.as_raw_fd()),
-            _ => None,
+            State::Direct(fd) => fd.as_raw_fd(),
+            State::Registered(r) => r.get_ref().as_raw_fd(),
+            State::Swapping => unreachable!("only within register"),
         }
     }
 }
 
 impl AsRawFd for LazyStream {
     fn as_raw_fd(&self) -> RawFd {
-        match &self.state {
-            State::Direct(RawConn::Tcp(fd) | RawConn::Unix(fd)) => fd.as_raw_fd(),
-            State::Tcp(s) => s.as_raw_fd(),
-            State::Unix(s) => s.as_raw_fd(),
-            State::Swapping => -1,
+        self.fd()
+    }
+}
+
+/// recv(2) into the unfilled part of `buf`, without waiting.
+fn recv_into(fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+    loop {
+        // SAFETY: recv writes at most `unfilled.len()` bytes into the
+        // buffer's unfilled part, which is that long; only the bytes it
+        // wrote are then marked initialised and filled.
+        let n = unsafe {
+            let unfilled = buf.unfilled_mut();
+            libc::recv(
+                fd,
+                unfilled.as_mut_ptr().cast(),
+                unfilled.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: recv initialised the first `n` unfilled bytes.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => {}
+            e => return Err(e.into()),
         }
     }
 }
 
-/// A call that would block: the connection is to be registered.
-fn would_block(e: &Errno) -> bool {
-    *e == Errno::EAGAIN
+/// send(2) of `bytes`, without waiting (and no SIGPIPE: a front end gone
+/// is an error).
+fn send_from(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match send(fd, bytes, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Err(Errno::EINTR) => {}
+            r => return r.map_err(io::Error::from),
+        }
+    }
 }
 
 impl AsyncRead for LazyStream {
@@ -87,36 +127,21 @@ impl AsyncRead for LazyStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        while let Some(fd) = self.direct_fd() {
-            // SAFETY: recv writes at most `unfilled.len()` bytes into the
-            // buffer's unfilled part, which is that long; only the bytes it
-            // wrote are then marked initialised and filled.
-            let n = unsafe {
-                let unfilled = buf.unfilled_mut();
-                libc::recv(
-                    fd,
-                    unfilled.as_mut_ptr().cast(),
-                    unfilled.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n >= 0 {
-                let n = n as usize;
-                // SAFETY: recv initialised the first `n` unfilled bytes.
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match Errno::last() {
-                Errno::EINTR => {}
-                e if would_block(&e) => self.register()?,
-                e => return Poll::Ready(Err(e.into())),
+        if let State::Direct(fd) = &self.state {
+            match recv_into(fd.as_raw_fd(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register()?,
+                done => return Poll::Ready(done),
             }
         }
-        match &mut self.state {
-            State::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            State::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        let State::Registered(registered) = &self.state else {
+            unreachable!("registered above")
+        };
+        loop {
+            let mut ready = ready!(registered.poll_read_ready(cx))?;
+            match ready.try_io(|fd| recv_into(fd.as_raw_fd(), buf)) {
+                Ok(done) => return Poll::Ready(done),
+                Err(_would_block) => continue,
+            }
         }
     }
 }
@@ -127,42 +152,34 @@ impl AsyncWrite for LazyStream {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        while let Some(fd) = self.direct_fd() {
-            match send(fd, bytes, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(Errno::EINTR) => {}
-                Err(e) if would_block(&e) => self.register()?,
-                Err(e) => return Poll::Ready(Err(e.into())),
+        if let State::Direct(fd) = &self.state {
+            match send_from(fd.as_raw_fd(), bytes) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register()?,
+                done => return Poll::Ready(done),
             }
         }
-        match &mut self.state {
-            State::Tcp(s) => Pin::new(s).poll_write(cx, bytes),
-            State::Unix(s) => Pin::new(s).poll_write(cx, bytes),
-            _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        let State::Registered(registered) = &self.state else {
+            unreachable!("registered above")
+        };
+        loop {
+            let mut ready = ready!(registered.poll_write_ready(cx))?;
+            match ready.try_io(|fd| send_from(fd.as_raw_fd(), bytes)) {
+                Ok(done) => return Poll::Ready(done),
+                Err(_would_block) => continue,
+            }
         }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.state {
-            State::Tcp(s) => Pin::new(s).poll_flush(cx),
-            State::Unix(s) => Pin::new(s).poll_flush(cx),
-            // Written straight to the socket: nothing is held back.
-            _ => Poll::Ready(Ok(())),
-        }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written straight to the socket: nothing is held back.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(fd) = self.direct_fd() {
-            return Poll::Ready(
-                nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write)
-                    .map_err(io::Error::from),
-            );
-        }
-        match &mut self.state {
-            State::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            State::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            _ => Poll::Ready(Ok(())),
-        }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(
+            nix::sys::socket::shutdown(self.fd(), nix::sys::socket::Shutdown::Write)
+                .map_err(io::Error::from),
+        )
     }
 }
 

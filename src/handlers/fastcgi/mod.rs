@@ -122,8 +122,10 @@ pub struct FastcgiApps {
     /// The longest mount first.
     mounts: Vec<(Vec<u8>, Backend)>,
     docroot: Option<RootDir>,
-    /// The scripts found lately under the document root.
+    /// The scripts found lately under the document root, and the
+    /// fallback's (found with no index: apart).
     found: FoundScripts,
+    found_fallback: FoundScripts,
     /// The document root's other files, served from disk.
     files: Option<Arc<StaticFiles>>,
     index: Vec<String>,
@@ -228,6 +230,7 @@ impl FastcgiApps {
             mounts,
             docroot,
             found: FoundScripts::default(),
+            found_fallback: FoundScripts::default(),
             files,
             index: if settings.index.is_empty() {
                 vec!["index.php".to_string()]
@@ -312,7 +315,7 @@ impl FastcgiApps {
                 Lookup::Answer(redirect_to_directory(&path, get(Var::QUERY_STRING)))
             }
             Located::Missing => match &self.fallback {
-                Some(front) => match self.found.locate(root, front, &self.index, now) {
+                Some(front) => match self.found_fallback.locate(root, front, &[], now) {
                     Located::Script(s) => {
                         let mut t = script(&s, &s.url_path);
                         // The front controller reads the path from
