@@ -451,29 +451,15 @@ mod tests {
         // Past the short list of other names (a map then), known names,
         // repeated headers and cookies, and other names given again.
         let mut raw = Vec::new();
+        let mut push = |k: String, v: String| raw.push((Bytes::from(k), Bytes::from(v)));
         for round in 0..3 {
             for i in 0..3000 {
-                raw.push((
-                    Bytes::from(format!("X_{i}")),
-                    Bytes::from(format!("{round}")),
-                ));
+                push(format!("X_{i}"), format!("{round}"));
             }
-            raw.push((
-                Bytes::from_static(b"HTTP_X_A"),
-                Bytes::from(format!("a{round}")),
-            ));
-            raw.push((
-                Bytes::from_static(b"HTTP_COOKIE"),
-                Bytes::from(format!("c={round}")),
-            ));
-            raw.push((
-                Bytes::from_static(b"DOCUMENT_ROOT"),
-                Bytes::from(format!("/r{round}")),
-            ));
-            raw.push((
-                Bytes::from_static(b"HTTP_Y_OTHER"),
-                Bytes::from(format!("y{round}")),
-            ));
+            push("HTTP_X_A".into(), format!("a{round}"));
+            push("HTTP_COOKIE".into(), format!("c={round}"));
+            push("DOCUMENT_ROOT".into(), format!("/r{round}"));
+            push("HTTP_Y_OTHER".into(), format!("y{round}"));
         }
         let want = merged_by_search(&raw);
         let (vars, _, _) = normalise(raw, &ConnInfo::new(None, None), false);

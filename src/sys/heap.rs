@@ -31,9 +31,10 @@ pub fn release_allocator_memory() {
 const ARENA_RESERVE: libmimalloc_sys::mi_option_t = 23;
 
 /// The address space mimalloc reserves at a time, in KiB: 64 MiB (asked
-/// for less, it measured the same), where its default is 1 GiB. `--limit-as` (uWSGI's RLIMIT_AS)
-/// counts reserved address space, and a worker inherits the master's: with
-/// 1 GiB reserved, `--limit-as 512` left CPython no room to load an app.
+/// for less, it measured the same), where its default is 1 GiB.
+/// `--limit-as` (uWSGI's RLIMIT_AS) counts reserved address space, and a
+/// worker inherits the master's: with 1 GiB reserved, `--limit-as 512`
+/// left CPython no room to load an app.
 const ARENA_RESERVE_KIB: std::ffi::c_long = 64 * 1024;
 
 /// Sets mimalloc's options before its first allocation (`lib.rs` has the

@@ -47,25 +47,18 @@ impl Accepted {
             ),
         })
     }
-}
 
-impl Accepted {
     /// The connection, to be registered with the event loop only when a
     /// call on it would block (TCP gets TCP_NODELAY, as on the event loop).
     pub(super) fn into_lazy(self) -> (LazyStream, ConnInfo) {
-        match self.peer {
+        let info = match self.peer {
             Peer::Tcp { local, remote } => {
                 let _ = socket2::SockRef::from(&self.fd).set_tcp_nodelay(true);
-                (
-                    LazyStream::new(RawConn::Tcp(self.fd)),
-                    ConnInfo::new(local, remote),
-                )
+                ConnInfo::new(local, remote)
             }
-            Peer::Unix => (
-                LazyStream::new(RawConn::Unix(self.fd)),
-                ConnInfo::new(None, None),
-            ),
-        }
+            Peer::Unix => ConnInfo::new(None, None),
+        };
+        (LazyStream::new(self.fd), info)
     }
 }
 

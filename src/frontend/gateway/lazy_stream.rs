@@ -17,8 +17,6 @@ use nix::sys::socket::{MsgFlags, send};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-use super::fast_path::RawConn;
-
 /// The connection: its descriptor, alone until a call would have blocked,
 /// then watched by the event loop. It is the same descriptor throughout:
 /// `SocketFiles` writes to its number.
@@ -34,9 +32,8 @@ enum State {
 }
 
 impl LazyStream {
-    /// `conn` must be a non-blocking connected socket.
-    pub fn new(conn: RawConn) -> LazyStream {
-        let (RawConn::Tcp(fd) | RawConn::Unix(fd)) = conn;
+    /// `fd` must be a non-blocking connected socket (TCP or unix).
+    pub fn new(fd: OwnedFd) -> LazyStream {
         LazyStream {
             state: State::Direct(fd),
         }
@@ -66,18 +63,44 @@ impl LazyStream {
         }
     }
 
-    fn fd(&self) -> RawFd {
-        match &self.state {
-            State::Direct(fd) => fd.as_raw_fd(),
-            State::Registered(r) => r.get_ref().as_raw_fd(),
-            State::Swapping => unreachable!("only within register"),
+    /// Calls `io` on the socket: at once while it is direct, and after
+    /// registering if that would block; then when the event loop finds
+    /// the socket ready (`interest`: READABLE or WRITABLE).
+    fn poll_io<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut io: impl FnMut(RawFd) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        if let State::Direct(fd) = &self.state {
+            match io(fd.as_raw_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register()?,
+                done => return Poll::Ready(done),
+            }
+        }
+        let State::Registered(registered) = &self.state else {
+            unreachable!("registered above")
+        };
+        loop {
+            let mut ready = ready!(if interest.is_readable() {
+                registered.poll_read_ready(cx)
+            } else {
+                registered.poll_write_ready(cx)
+            })?;
+            if let Ok(done) = ready.try_io(|fd| io(fd.as_raw_fd())) {
+                return Poll::Ready(done);
+            }
         }
     }
 }
 
 impl AsRawFd for LazyStream {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd()
+        match &self.state {
+            State::Direct(fd) => fd.as_raw_fd(),
+            State::Registered(r) => r.get_ref().as_raw_fd(),
+            State::Swapping => unreachable!("only within register"),
+        }
     }
 }
 
@@ -127,22 +150,7 @@ impl AsyncRead for LazyStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let State::Direct(fd) = &self.state {
-            match recv_into(fd.as_raw_fd(), buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register()?,
-                done => return Poll::Ready(done),
-            }
-        }
-        let State::Registered(registered) = &self.state else {
-            unreachable!("registered above")
-        };
-        loop {
-            let mut ready = ready!(registered.poll_read_ready(cx))?;
-            match ready.try_io(|fd| recv_into(fd.as_raw_fd(), buf)) {
-                Ok(done) => return Poll::Ready(done),
-                Err(_would_block) => continue,
-            }
-        }
+        self.poll_io(cx, Interest::READABLE, |fd| recv_into(fd, buf))
     }
 }
 
@@ -152,22 +160,7 @@ impl AsyncWrite for LazyStream {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let State::Direct(fd) = &self.state {
-            match send_from(fd.as_raw_fd(), bytes) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register()?,
-                done => return Poll::Ready(done),
-            }
-        }
-        let State::Registered(registered) = &self.state else {
-            unreachable!("registered above")
-        };
-        loop {
-            let mut ready = ready!(registered.poll_write_ready(cx))?;
-            match ready.try_io(|fd| send_from(fd.as_raw_fd(), bytes)) {
-                Ok(done) => return Poll::Ready(done),
-                Err(_would_block) => continue,
-            }
-        }
+        self.poll_io(cx, Interest::WRITABLE, |fd| send_from(fd, bytes))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -177,7 +170,7 @@ impl AsyncWrite for LazyStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(
-            nix::sys::socket::shutdown(self.fd(), nix::sys::socket::Shutdown::Write)
+            nix::sys::socket::shutdown(self.as_raw_fd(), nix::sys::socket::Shutdown::Write)
                 .map_err(io::Error::from),
         )
     }
@@ -192,7 +185,7 @@ mod tests {
     fn pair() -> (LazyStream, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
-        (LazyStream::new(RawConn::Unix(ours.into())), theirs)
+        (LazyStream::new(ours.into()), theirs)
     }
 
     fn direct(s: &LazyStream) -> bool {

@@ -346,7 +346,6 @@ impl Shared {
         let _ = nix::unistd::write(&self.demand_write, &[1]);
     }
 
-    /// Registers a worker as a user; false when the table is full.
     /// Registers a worker as a user: its place in the table, or `None`
     /// when the table is full.
     pub fn register(&self, pid: i32) -> Option<usize> {
