@@ -400,6 +400,60 @@ def test_asgi_app_over_http2_and_tls(serve, certs, tmp_path):
         assert got.read_bytes() == b"head:" + body[3:100_003] + b"|mid|" + body[5:] + b"|end"
 
 
+def h2_events_until(c, done, timeout=10):
+    """Every event the client gets until one `done` accepts (that one
+    included); none may be the connection's end."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while not any(done(e) for e in seen):
+        assert time.monotonic() < deadline, seen
+        events = c.events()
+        assert events is not None, seen
+        seen += events
+    return seen
+
+
+def test_early_hints_reach_an_http2_client_before_the_response_is_made(serve, certs, tmp_path):
+    """Over HTTP/2 an ASGI app may always send 103 Early Hints: HTTP/2 is
+    where browsers act on them, and no proxy takes an HTTP/2 103 for the
+    final response (--http-early-hints is for HTTP/1.1). The 103 goes out
+    at once, while the app still waits to make the response (sent before
+    or after http.response.start), on h2c and over TLS alike; the
+    connection goes on, and each request has its own."""
+    s = asgi_https(serve, certs, tmp_path)
+    links = [(":status", "103"), ("link", "</style.css>; rel=preload; as=style"),
+             ("link", "</app.js>; rel=preload; as=script")]
+    c = H2Client(s.port)
+    for n, route in enumerate(["/early-hints", "/early-hints/after", "/early-hints"]):
+        marker = tmp_path / f"go{n}"
+        sid = c.get(f"{route}?{marker}")
+        before = h2_events_until(c, lambda e: isinstance(e, h2.events.InformationalResponseReceived))
+        # The app waits for the marker: nothing but the 103 can have come.
+        assert not any(isinstance(e, h2.events.ResponseReceived) for e in before), before
+        hint = before[-1]
+        assert hint.stream_id == sid
+        assert [(k.decode(), v.decode()) for k, v in hint.headers] == links, hint.headers
+        marker.touch()
+        after = h2_events_until(c, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid)
+        head = next(e for e in after if isinstance(e, h2.events.ResponseReceived))
+        assert head.stream_id == sid and (b":status", b"200") in head.headers, head.headers
+        body = b"".join(e.data for e in after if isinstance(e, h2.events.DataReceived))
+        assert body == b"offered=1", body
+    marker = tmp_path / "go-tls"
+    marker.touch()
+    out = subprocess.run(["curl", "-si", "--http2", "--cacert", str(certs / "ca.crt"),
+                          s.tls_url + f"/early-hints?{marker}"], capture_output=True, timeout=10).stdout
+    assert re.match(rb"HTTP/2 103 ?\r\nlink: </style.css>; rel=preload; as=style\r\n"
+                    rb"link: </app.js>; rel=preload; as=script\r\n\r\nHTTP/2 200 ?\r\n", out), out
+    assert out.endswith(b"offered=1"), out
+    # HTTP/1.1 over TLS: hyper writes those connections alone, so even
+    # with --http-early-hints the extension is not offered there.
+    t = asgi_https(serve, certs, tmp_path, "--http-early-hints")
+    out = subprocess.run(["curl", "-si", "--http1.1", "--cacert", str(certs / "ca.crt"),
+                          t.tls_url + f"/early-hints?{marker}"], capture_output=True, timeout=10).stdout
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"offered=0"), out
+
+
 def test_asgi_tls_extension_and_wss(serve, certs, tmp_path):
     s = asgi_https(serve, certs, tmp_path, "--https-client-ca", str(certs / "ca.crt"))
     alice = ["--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key")]

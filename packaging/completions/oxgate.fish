@@ -8,7 +8,7 @@ complete -c oxgate -l sni -x -d 'Serve the certificate CERT (with its key KEY) t
 complete -c oxgate -l https-client-ca -r -F -d 'Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came'
 complete -c oxgate -l https-client-required -d 'With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)'
 complete -c oxgate -l ssl-min-version -x -a '1.2 1.3' -d 'The oldest TLS version HTTPS sockets accept'
-complete -c oxgate -l http-early-hints -d 'Let ASGI apps send 103 Early Hints (http.response.early_hint) to HTTP/1.1 clients'
+complete -c oxgate -l http-early-hints -d 'Let ASGI apps send 103 Early Hints (http.response.early_hint) to HTTP/1.1 clients on --http-socket too (over HTTP/2 they always may)'
 complete -c oxgate -l http2-off -d 'Serve HTTP/1.1 only: no h2 in the TLS handshake\'s ALPN, and no HTTP/2 with prior knowledge (h2c) on --http-socket'
 complete -c oxgate -l http2-max-streams -x -d 'The most requests (streams) one HTTP/2 connection may have open at once'
 complete -c oxgate -l http2-max-pending -x -d 'The most HTTP/2 requests a worker holds at once, across all its connections (each may buffer its body); past it, a new stream is answered 503 with Retry-After, at once'

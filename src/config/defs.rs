@@ -215,7 +215,7 @@ options! {
         .defaults_to("1.2")
         .help("The oldest TLS version HTTPS sockets accept. Older ones than 1.2 are never offered."),
     HTTP_EARLY_HINTS = OptDef::new("http-early-hints", Flag, Sockets)
-        .help("Let ASGI apps send 103 Early Hints (http.response.early_hint) to HTTP/1.1 clients. Off unless given: nginx before 1.29 takes an upstream's 103 for the final response, and so do other old proxies; turn it on when clients reach oxgate directly, or through a proxy that passes 1xx on."),
+        .help("Let ASGI apps send 103 Early Hints (http.response.early_hint) to HTTP/1.1 clients on --http-socket too (over HTTP/2 they always may). Off unless given: nginx before 1.29 takes an upstream's 103 for the final response, and so do other old proxies; turn it on when clients reach oxgate directly, or through a proxy that passes 1xx on."),
     HTTP2_OFF = OptDef::new("http2-off", Flag, Sockets)
         .help("Serve HTTP/1.1 only: no h2 in the TLS handshake's ALPN, and no HTTP/2 with prior knowledge (h2c) on --http-socket."),
     HTTP2_MAX_STREAMS = OptDef::new("http2-max-streams", Int, Sockets)

@@ -3,10 +3,9 @@
 //! picks which, and adds the idle watchdog, the graceful stop and the call
 //! to the handler.
 
-use crate::request::{ConnInfo, GoingAway, Handler, Response, ResponseBody};
+use crate::request::{ConnInfo, GoingAway, Handler};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,12 +14,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::batch::FlushQueue;
-use super::body::{OxBody, to_hyper};
-use super::context::{ConnCtx, Finished, HttpSettings, TaskCounter};
-use super::convert::{Headed, convert_head, to_request};
+use super::context::{ConnCtx, HttpSettings, TaskCounter};
 use super::framing_watch::FramingWatch;
+use super::http2::serve_http2;
 pub use super::peek::Peek;
-use super::strict::Refusal;
+use super::request_body::WireBody;
+use super::service::on_request;
+use super::watch::{Either, PARK_AFTER, Quiet, idle_watchdog, race_rarely, stop_or_idle};
 use crate::frontend::tls::TlsListener;
 
 /// What a cleartext connection's first line says it speaks.
@@ -116,7 +116,7 @@ pub async fn serve_connection<S: Peek>(
     match tokio::time::timeout(settings.head_timeout, opening(&stream)).await {
         Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
             let ctx = conn_ctx(info, host, settings, false);
-            let io = TokioIo::new(Progress::new(stream, ctx.progress.clone()));
+            let io = Progress::new(stream, ctx.progress.clone());
             return Box::pin(serve_http2(io, ctx, shutdown)).await;
         }
         Ok(Some(Opening::Http2)) => {
@@ -230,15 +230,6 @@ enum Http1 {
     Stopping,
 }
 
-/// How long a connection in clear stays idle between requests before it
-/// is parked: hyper's state (two 8 KiB buffers, its parser's) is freed,
-/// and the task waits on the socket alone for the next request, which
-/// gets a new hyper connection. Long enough that a client's requests in
-/// quick succession never pay for the parking; short enough that the
-/// thousands of idle keep-alive connections a server facing browsers
-/// holds cost little memory (docs/performance.md).
-const PARK_AFTER: Duration = Duration::from_secs(1);
-
 /// An `--https-socket`'s connection: the TLS handshake (bounded by the
 /// head timeout), then HTTP/2 if ALPN chose it, else HTTP/1.1.
 async fn serve_tls<S: Peek>(
@@ -268,7 +259,7 @@ async fn serve_tls<S: Peek>(
     let ctx = conn_ctx(info, host, settings, false);
     let io = Progress::new(stream, ctx.progress.clone());
     if h2 {
-        serve_http2(TokioIo::new(io), ctx, shutdown).await;
+        serve_http2(io, ctx, shutdown).await;
     } else {
         let io = TokioIo::new(FramingWatch::new(io, ctx.clone()));
         let mut shutdown = shutdown;
@@ -304,87 +295,6 @@ fn conn_ctx(
     })
 }
 
-/// One request, from hyper's head to hyper's response: the service of
-/// HTTP/1.1 and HTTP/2 connections alike.
-fn on_request(
-    ctx: Arc<ConnCtx>,
-    req: hyper::Request<Incoming>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> impl Future<Output = Result<hyper::Response<OxBody>, Infallible>> + Send + 'static {
-    ctx.begun.bump();
-    let (mut parts, body) = req.into_parts();
-    // Only requests that ask to upgrade have one.
-    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    // A head hyper would serve but oxgate refuses (framing_watch.rs).
-    let mut head = if let Some(flawed) = ctx.flawed_head.get()
-        && flawed.ordinal == ctx.begun.get()
-    {
-        Err(super::convert::refuse(
-            Refusal::Bad(flawed.flaw.reason()),
-            &ctx.info,
-        ))
-    } else {
-        convert_head(&parts, body, &ctx.info, &ctx.settings)
-    };
-    if let Ok(h) = &mut head {
-        h.upgradable = on_upgrade.is_some();
-        // No 1xx for an HTTP/1.0 client (RFC 9110 §15.2), and none over
-        // HTTP/2 or TLS, whose connections hyper writes alone.
-        if parts.version == http::Version::HTTP_11 {
-            h.early_hints = ctx.early_hints.get().cloned();
-        }
-    }
-    // The request's header map, emptied, carries the response's
-    // headers; hyper keeps that map to parse the next request into,
-    // so a keep-alive connection allocates no header maps.
-    let mut headers = parts.headers;
-    headers.clear();
-    let done = Finished(ctx, permit);
-    async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, done).await) }
-}
-
-/// Where this worker counts the streams `--http2-max-pending` turned away,
-/// for the stats and metrics (its scoreboard slot).
-pub static REFUSED_STREAMS: std::sync::OnceLock<&'static std::sync::atomic::AtomicU64> =
-    std::sync::OnceLock::new();
-
-/// An HTTP/2 request past `--http2-max-pending`: 503 at once, with
-/// Retry-After, and never read further.
-async fn refuse_stream(
-    ctx: Arc<ConnCtx>,
-    req: hyper::Request<Incoming>,
-) -> hyper::Response<OxBody> {
-    ctx.begun.bump();
-    if let Some(counter) = REFUSED_STREAMS.get() {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    log_pending_full();
-    let (mut parts, _body) = req.into_parts();
-    let mut resp = Response::plain(
-        503,
-        "Service Unavailable",
-        "Service Unavailable: too many HTTP/2 requests are pending in this worker\n",
-    );
-    resp.headers.push((
-        bytes::Bytes::from_static(b"retry-after"),
-        bytes::Bytes::from_static(b"1"),
-    ));
-    parts.headers.clear();
-    handle(Err(resp), parts.headers, None, Finished(ctx, None)).await
-}
-
-/// Says that `--http2-max-pending` turned streams away, at most once a
-/// minute (a flood must not flood the log too).
-fn log_pending_full() {
-    static LOGGED: crate::log::say::Throttle = crate::log::say::Throttle::new();
-    if LOGGED.ready(60) {
-        crate::say!(
-            "oxgate: worker {}: --http2-max-pending reached: new HTTP/2 streams are answered 503 (said at most once a minute)",
-            std::process::id()
-        );
-    }
-}
-
 /// Serves HTTP/1.1 on `io` (cleartext through `BatchedIo`, or TLS) until
 /// the connection closes, or until `shutdown` fires and the request in
 /// flight (if any) is done.
@@ -404,7 +314,16 @@ where
 {
     let settings = conn_ctx.settings.clone();
     let ctx = conn_ctx.clone();
-    let service = hyper::service::service_fn(move |req| on_request(ctx.clone(), req, None));
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let (parts, body) = req.into_parts();
+        // No 1xx for an HTTP/1.0 client (RFC 9110 §15.2), and none over
+        // TLS, whose connections hyper writes alone.
+        let hints = match parts.version {
+            http::Version::HTTP_11 => ctx.early_hints.get().cloned(),
+            _ => None,
+        };
+        on_request(ctx.clone(), parts, WireBody::Http1(body), None, hints)
+    });
     // httparse's defaults stay: no space before the first header name, no
     // obs-fold. The framing tracker's quick reading of a head (h1_framing.rs,
     // `quick_head`) relies on every header line hyper takes beginning with
@@ -525,58 +444,6 @@ where
     parked
 }
 
-/// Serves HTTP/2 on `io` (h2c with prior knowledge, or TLS with ALPN h2)
-/// until the connection closes. A stop sends GOAWAY: no new streams, and
-/// the open ones finish (within the worker's mercy time).
-async fn serve_http2<I>(
-    io: I,
-    conn_ctx: Arc<ConnCtx>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let settings = &conn_ctx.settings;
-    let mut builder =
-        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(settings.http2_max_streams.unwrap_or(100))
-        // `--buffer-size` bounds a request's head, decoded: HPACK cannot
-        // expand a small header block into a large one.
-        .max_header_list_size(u32::try_from(settings.max_head.max(8192)).unwrap_or(u32::MAX));
-    // hyper's defaults hold the other limits: 20 streams reset before
-    // they are served (rapid reset, CVE-2023-44487), 1,024 streams this
-    // server had to reset, and CONTINUATION frames bounded by the header
-    // list size.
-    let ctx = conn_ctx.clone();
-    let service = hyper::service::service_fn(move |req| {
-        // The worker's bound on HTTP/2 requests, across its connections:
-        // many connections of 100 streams each could otherwise queue
-        // (and buffer the bodies of) far more requests than it serves.
-        // The permit goes with the response body, until it is sent.
-        let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
-        let ctx = ctx.clone();
-        async move {
-            match permit {
-                Ok(permit) => on_request(ctx, req, Some(permit)).await,
-                Err(_) => Ok(refuse_stream(ctx, req).await),
-            }
-        }
-    });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    match race_rarely(conn.as_mut(), stop_or_idle(&mut shutdown, &conn_ctx, false)).await {
-        Either::Main(res) => return log_conn_error(res),
-        Either::Side(Quiet::Stop) => {}
-        Either::Side(_) => return, // idle
-    }
-    conn.as_mut().graceful_shutdown();
-    tokio::select! {
-        res = conn.as_mut() => log_conn_error(res),
-        _ = idle_watchdog(&conn_ctx, false) => {}
-    }
-}
-
 /// A stream that counts its writes for the idle watchdog, as `BatchedIo`
 /// does for cleartext HTTP/1.1.
 struct Progress<T> {
@@ -641,134 +508,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
     }
 }
 
-/// What ended a connection's wait beside hyper.
-pub(super) enum Quiet {
-    /// The worker stops.
-    Stop,
-    /// The connection was idle for its whole timeout (`idle_watchdog`).
-    Idle,
-    /// It has been idle a while, and hyper holds nothing of it: it can be
-    /// parked, for at most this much longer.
-    Parkable(Duration),
-}
-
-/// Waits for the worker's stop, or for the connection to go idle (to be
-/// closed, or with `park`, parked).
-async fn stop_or_idle(
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ctx: &ConnCtx,
-    park: bool,
-) -> Quiet {
-    tokio::select! {
-        biased;
-        _ = shutdown.changed() => Quiet::Stop,
-        quiet = idle_watchdog(ctx, park) => quiet,
-    }
-}
-
-/// Returns once the connection has gone a whole `--socket-timeout` with
-/// nothing to show: no request begun, none in progress, and nothing written
-/// to the client. So an idle keep-alive connection, a client that trickles
-/// its head, or one that stops reading a response the app has finished
-/// (as uWSGI's timeout on each write) is closed after one to two timeouts.
-/// A request being served, however long its app takes, and a response the
-/// client is still reading keep the connection open.
-///
-/// With `--keepalive-timeout`, a connection that has served a request
-/// waits that long for its next one instead: the watchdog then looks four
-/// times in each keep-alive timeout, and closes it between one and one and
-/// a quarter of that after it fell quiet.
-///
-/// With `park`, it looks every `PARK_AFTER` at least (so it closes the
-/// connection at most that long after its timeout), and returns
-/// `Quiet::Parkable` once the connection has been quiet a whole look and
-/// is idle in hyper.
-pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
-    let head = ctx.settings.head_timeout;
-    let keepalive = ctx.settings.keepalive.filter(|k| !k.is_zero());
-    let mut period = keepalive.map_or(head, |k| head.min(k / 4));
-    if park {
-        period = period.min(PARK_AFTER);
-    }
-    let period = period.max(Duration::from_millis(250));
-    let sleep = tokio::time::sleep(period);
-    tokio::pin!(sleep);
-    let state = || (ctx.begun.get(), ctx.progress.get());
-    let mut seen = state();
-    let mut quiet = Duration::ZERO;
-    loop {
-        sleep.as_mut().await;
-        sleep.as_mut().reset(tokio::time::Instant::now() + period);
-        let now = state();
-        if now != seen || ctx.finished.get() != now.0 {
-            seen = now;
-            quiet = Duration::ZERO;
-            continue;
-        }
-        quiet += period;
-        let limit = match keepalive {
-            Some(k) if now.0 > 0 => k,
-            _ => head,
-        };
-        if quiet >= limit {
-            return Quiet::Idle;
-        }
-        if park && ctx.idle_in_hyper() {
-            return Quiet::Parkable(limit - quiet);
-        }
-    }
-}
-
-pub(super) enum Either<A, B> {
-    Main(A),
-    Side(B),
-}
-
-/// Runs `main` and `side` until either is done, polling `side` only when
-/// its own waker fired (and once at first), not every time the task wakes
-/// for `main`: a connection wakes twice per request, and its shutdown
-/// watch and watchdog timer cost a lock and a timer lookup to poll.
-pub(super) async fn race_rarely<A: Future + ?Sized, B: Future>(
-    mut main: Pin<&mut A>,
-    side: B,
-) -> Either<A::Output, B::Output> {
-    struct SideWaker {
-        woken: std::sync::atomic::AtomicBool,
-        task: atomic_waker::AtomicWaker,
-    }
-    impl std::task::Wake for SideWaker {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.woken.store(true, Ordering::Release);
-            self.task.wake();
-        }
-    }
-    tokio::pin!(side);
-    let flag = Arc::new(SideWaker {
-        woken: std::sync::atomic::AtomicBool::new(true),
-        task: atomic_waker::AtomicWaker::new(),
-    });
-    let side_waker = std::task::Waker::from(flag.clone());
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = main.as_mut().poll(cx) {
-            return Poll::Ready(Either::Main(v));
-        }
-        // Registered before the flag is read: a wake-up after the read
-        // still reaches the task.
-        flag.task.register(cx.waker());
-        if flag.woken.load(Ordering::Acquire) && flag.woken.swap(false, Ordering::AcqRel) {
-            let mut side_cx = Context::from_waker(&side_waker);
-            if let Poll::Ready(v) = side.as_mut().poll(&mut side_cx) {
-                return Poll::Ready(Either::Side(v));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
     if let Err(e) = res {
         // Clients that go away, time out or send garbage are routine; only
@@ -794,37 +533,4 @@ async fn after_http(res: Result<(), hyper::Error>, ctx: &ConnCtx, going_away: Go
             session(Box::new(TokioIo::new(upgraded)), going_away).await;
         }
     }
-}
-
-/// `done` counts the request finished when it is dropped: with the
-/// response body, or before there is one, when hyper drops this future
-/// (an HTTP/2 stream the client reset; a connection gone).
-pub(super) async fn handle(
-    head: Result<Headed, Response>,
-    headers: http::HeaderMap,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    done: Finished,
-) -> hyper::Response<OxBody> {
-    let ctx = &done.0;
-    let request = match async { to_request(head?, &ctx.settings).await }.await {
-        Ok(r) => r,
-        Err(resp) => return to_hyper(resp, headers, true, done),
-    };
-    let mut resp = ctx.handler.clone().handle(request).await;
-    if matches!(resp.body, ResponseBody::Upgrade(_)) {
-        let body = std::mem::replace(&mut resp.body, ResponseBody::Empty);
-        match (body, on_upgrade, resp.status) {
-            (ResponseBody::Upgrade(session), Some(on), 101) => {
-                *ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some((on, session));
-                ctx.switched.store(true, Ordering::Relaxed);
-            }
-            _ => {
-                crate::say!("oxgate: a handler answered a request that cannot upgrade with a 101");
-                resp = Response::plain(500, "Internal Server Error", "Internal Server Error\n");
-            }
-        }
-    }
-    // (Not a 101: the connection is the session's from then on.)
-    let closing = ctx.closing.load(Ordering::Relaxed) && resp.status != 101;
-    to_hyper(resp, headers, closing, done)
 }

@@ -1,4 +1,4 @@
-//! hyper's request head turned into CGI variables (with the rules in
+//! A request head from hyper or h2 turned into CGI variables (with the rules in
 //! `request::cgi`), and its body into the protocol-neutral one.
 
 use crate::request::cgi::{self, header_var, split_host};
@@ -6,13 +6,11 @@ use crate::request::{ConnInfo, EarlyHints, body_too_large};
 use crate::request::{Request, RequestBody, Response, Var, VarName};
 use bytes::{Bytes, BytesMut};
 use http::header::{self};
-use http_body::Body;
-use hyper::body::Incoming;
 use percent_encoding::percent_decode;
 use std::sync::Arc;
 
 use super::context::HttpSettings;
-use super::request_body::{IncomingChunks, read_ahead};
+use super::request_body::{IncomingChunks, WireBody, read_ahead};
 use super::strict::Refusal;
 
 pub(super) fn static_bytes(s: &'static str) -> Bytes {
@@ -57,7 +55,7 @@ const ARENA_SIZE: usize = 2048;
 /// A request whose head is already converted, its body still to read.
 pub(super) struct Headed {
     vars: Vec<(VarName, Bytes)>,
-    body: Incoming,
+    body: WireBody,
     is_head: bool,
     /// hyper holds the connection for a handler that takes it over.
     pub(super) upgradable: bool,
@@ -72,7 +70,7 @@ pub(super) struct Headed {
 /// buffer for every request.
 pub(super) fn convert_head(
     parts: &http::request::Parts,
-    body: Incoming,
+    body: WireBody,
     info: &ConnInfo,
     settings: &HttpSettings,
 ) -> Result<Headed, Response> {
@@ -103,7 +101,7 @@ pub(super) fn refuse(refused: Refusal, info: &ConnInfo) -> Response {
 
 fn convert_head_into(
     parts: &http::request::Parts,
-    body: Incoming,
+    body: WireBody,
     info: &ConnInfo,
     settings: &HttpSettings,
     arena: &mut BytesMut,

@@ -8,15 +8,19 @@ mod conn;
 mod context;
 mod convert;
 mod framing_watch;
+mod http2;
 mod lent;
 mod peek;
 pub mod proxy_header;
 mod request_body;
+mod service;
 pub mod strict;
+mod watch;
 
 mod batch;
 mod sendfile;
 
 pub use batch::FlushQueue;
-pub use conn::{Peek, REFUSED_STREAMS, serve_connection};
+pub use conn::{Peek, serve_connection};
 pub use context::HttpSettings;
+pub use service::REFUSED_STREAMS;

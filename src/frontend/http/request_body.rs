@@ -1,13 +1,14 @@
-//! A request body from hyper: its limits (`--limit-post`, trailers, the
+//! A request body from hyper or h2: its limits (`--limit-post`, trailers, the
 //! `--min-body-rate` a client must keep up), and the read-ahead that keeps
 //! a slow upload from holding an app thread.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body::Body;
+use h2::{Reason, RecvStream};
+use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -18,16 +19,87 @@ use crate::request::{BodyError, BodyStream, ChunkSource, RequestBody};
 /// room for a slow start, and for a stall on a mobile link.
 const RATE_GRACE: Duration = Duration::from_secs(5);
 
-/// A request body still arriving from hyper.
+/// A request body as the connection's protocol delivers it.
+pub(super) enum WireBody {
+    /// HTTP/1.1, from hyper.
+    Http1(Incoming),
+    /// HTTP/2, from h2 (`http2.rs`).
+    Http2(H2Body),
+}
+
+impl WireBody {
+    /// Whether the request has no body at all.
+    pub(super) fn is_end_stream(&self) -> bool {
+        match self {
+            WireBody::Http1(b) => b.is_end_stream(),
+            WireBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        match self {
+            WireBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(|e| e.to_string()),
+            WireBody::Http2(b) => b.poll_frame(cx).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A request body from h2, as hyper's `Incoming` gave it: each chunk's
+/// room in the window given back as it is taken, then the trailers.
+pub(super) struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl H2Body {
+    pub(super) fn new(recv: RecvStream) -> H2Body {
+        H2Body {
+            recv,
+            data_done: false,
+        }
+    }
+
+    pub(super) fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    pub(super) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // As hyper: a client that ends its upload early with
+                // NO_ERROR or CANCEL ends the body, it does not fail it.
+                Some(Err(e)) if matches!(e.reason(), Some(Reason::NO_ERROR | Reason::CANCEL)) => {
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// A request body still arriving.
 pub(super) struct IncomingChunks {
-    body: Incoming,
+    body: WireBody,
     limit: Option<u64>,
     seen: u64,
     rate: RateGuard,
 }
 
 impl IncomingChunks {
-    pub(super) fn new(body: Incoming, settings: &HttpSettings) -> IncomingChunks {
+    pub(super) fn new(body: WireBody, settings: &HttpSettings) -> IncomingChunks {
         IncomingChunks {
             body,
             limit: settings.limit_post,
@@ -44,7 +116,7 @@ impl IncomingChunks {
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
-            return match Pin::new(&mut self.body).poll_frame(cx) {
+            return match self.body.poll_frame(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::new(

@@ -1,0 +1,336 @@
+//! HTTP/2 (h2c with prior knowledge, or TLS with ALPN h2) on the h2 crate
+//! itself. hyper's HTTP/2 server is h2 underneath, but it cannot send an
+//! informational response (hyper 1.12), and HTTP/2 is where browsers act
+//! on 103 Early Hints. So each stream's `SendResponse` is shared between
+//! the app's early hints and the final response.
+//!
+//! The rest is what hyper's server did, kept as it was: its settings, its
+//! removal of connection-specific fields and its `Date` field, a stream
+//! reset by the client cancelling its request, and a stop that sends
+//! GOAWAY and lets the open streams finish.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, ready};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::body::OxBody;
+use super::context::ConnCtx;
+use super::request_body::{H2Body, WireBody};
+use super::service::{on_request, refuse_stream};
+use super::watch::{Either, Quiet, idle_watchdog, race_rarely, stop_or_idle};
+use crate::request::{EarlyHints, early_hints_fault};
+
+/// hyper 1.12's settings for its HTTP/2 server, which served here before:
+/// windows of 1 MiB (the spec's 64 KiB would hold back an upload on a
+/// link with any latency), 16 KiB frames, 400 KiB buffered per stream for
+/// sending, and a connection closed after 1,024 streams this server had
+/// to reset. h2's own default holds the last limit: 20 streams reset by
+/// the client before they are served (rapid reset, CVE-2023-44487).
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+const MAX_FRAME: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Serves HTTP/2 on `io` until the connection closes. A stop sends
+/// GOAWAY: no new streams, and the open ones finish (within the worker's
+/// mercy time).
+pub(super) async fn serve_http2<I>(
+    io: I,
+    ctx: Arc<ConnCtx>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = &ctx.settings;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_concurrent_streams(settings.http2_max_streams.unwrap_or(100))
+        // `--buffer-size` bounds a request's head, decoded: HPACK cannot
+        // expand a small header block into a large one. CONTINUATION
+        // frames are bounded by it too.
+        .max_header_list_size(u32::try_from(settings.max_head.max(8192)).unwrap_or(u32::MAX));
+    // A stop during the handshake is seen once it is done: a client that
+    // has just connected gets a GOAWAY, and sends its requests elsewhere,
+    // rather than a connection closed under them.
+    let handshake = pin!(builder.handshake::<I, Bytes>(io));
+    let mut conn = match race_rarely(handshake, idle_watchdog(&ctx, false)).await {
+        Either::Main(Ok(conn)) => conn,
+        Either::Main(Err(e)) => return log_error(&e),
+        // No preface and settings from the client in time.
+        Either::Side(_) => return,
+    };
+    let stopped = {
+        let accepting = pin!(accept_streams(&mut conn, &ctx));
+        match race_rarely(accepting, stop_or_idle(&mut shutdown, &ctx, false)).await {
+            Either::Main(res) => return log_ended(res),
+            Either::Side(Quiet::Stop) => true,
+            Either::Side(_) => false, // idle
+        }
+    };
+    if !stopped {
+        return;
+    }
+    conn.graceful_shutdown();
+    tokio::select! {
+        res = accept_streams(&mut conn, &ctx) => log_ended(res),
+        _ = idle_watchdog(&ctx, false) => {}
+    }
+}
+
+/// Takes the client's streams, each served on a task of its own, until
+/// the connection ends. Driving the connection (its reads and writes for
+/// every stream) is part of taking them.
+async fn accept_streams<I>(
+    conn: &mut h2::server::Connection<I, Bytes>,
+    ctx: &Arc<ConnCtx>,
+) -> Result<(), h2::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(accepted) = conn.accept().await {
+        let (req, respond) = accepted?;
+        // The worker's bound on HTTP/2 requests, across its connections:
+        // many connections of 100 streams each could otherwise queue
+        // (and buffer the bodies of) far more requests than it serves.
+        // The permit goes with the response body, until it is sent.
+        let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
+        tokio::spawn(serve_stream(ctx.clone(), req, respond, permit.ok()));
+    }
+    Ok(())
+}
+
+/// A connection's end, logged only when something other than the client
+/// (which may go away, time out or send garbage) ended it.
+fn log_ended(res: Result<(), h2::Error>) {
+    if let Err(e) = res {
+        log_error(&e);
+    }
+}
+
+fn log_error(e: &h2::Error) {
+    // Clients that go away, time out or send garbage are routine, as they
+    // were with hyper; the rest is worth a line.
+    if !(e.is_io() || e.is_remote() || e.is_go_away() || e.is_reset()) {
+        crate::say!("oxgate: HTTP/2 connection closed: {e}");
+    }
+}
+
+/// One stream: its request to the handler, cancelled if the client resets
+/// the stream first, then the response out.
+async fn serve_stream(
+    ctx: Arc<ConnCtx>,
+    req: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let reply = Arc::new(StreamReply(Mutex::new(Some(respond))));
+    let (parts, body) = req.into_parts();
+    let answer = async {
+        match permit {
+            Some(permit) => {
+                let hints = Arc::clone(&reply) as Arc<dyn EarlyHints>;
+                let body = WireBody::Http2(H2Body::new(body));
+                match on_request(ctx, parts, body, Some(permit), Some(hints)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+            None => refuse_stream(ctx, parts).await,
+        }
+    };
+    let mut answer = pin!(answer);
+    let resp = poll_fn(|cx| {
+        if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        // Not answered yet: a client that resets the stream cancels it.
+        match reply.lock().as_mut().map(|r| r.poll_reset(cx)) {
+            Some(Poll::Ready(_)) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    let Some(resp) = resp else { return };
+    let Some(respond) = reply.lock().take() else {
+        return;
+    };
+    send_response(respond, resp).await;
+}
+
+/// The head, then the body with the stream's flow control.
+async fn send_response(mut respond: SendResponse<Bytes>, resp: hyper::Response<OxBody>) {
+    let (mut head, body) = resp.into_parts();
+    strip_connection_fields(&mut head.headers);
+    if !head.headers.contains_key(header::DATE) {
+        head.headers.insert(header::DATE, date_now());
+    }
+    let end = body.is_end_stream();
+    if !end
+        && let Some(len) = body.size_hint().exact()
+        && !head.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    match respond.send_response(http::Response::from_parts(head, ()), end) {
+        Ok(tx) if !end => send_body(body, tx).await,
+        Ok(_) => {}
+        Err(_) => respond.send_reset(Reason::INTERNAL_ERROR),
+    }
+}
+
+/// Moves the body's frames into the stream as the client's window
+/// allows; a reset from the client stops it, and a fault in the body
+/// resets the stream (the client sees the response cut short).
+async fn send_body(body: OxBody, mut tx: SendStream<Bytes>) {
+    let mut body = pin!(body);
+    // A chunk taken from the body, waiting for the window to open.
+    let mut waiting: Option<(Bytes, bool)> = None;
+    poll_fn(|cx| {
+        loop {
+            if tx.poll_reset(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if let Some((_, end)) = &waiting {
+                let end = *end;
+                while tx.capacity() == 0 {
+                    match ready!(tx.poll_capacity(cx)) {
+                        Some(Ok(0)) => {}
+                        Some(Ok(_)) => break,
+                        Some(Err(_)) | None => return Poll::Ready(()),
+                    }
+                }
+                let (data, _) = waiting.take().expect("waiting, checked above");
+                // h2 takes the whole chunk and frames it as the window
+                // opens, buffering at most MAX_SEND_BUFFER.
+                if tx.send_data(data, end).is_err() || end {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            match ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = body.is_end_stream();
+                        if data.is_empty() {
+                            if tx.send_data(data, end).is_err() || end {
+                                return Poll::Ready(());
+                            }
+                        } else {
+                            tx.reserve_capacity(1);
+                            waiting = Some((data, end));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            tx.reserve_capacity(0);
+                            let _ = tx.send_trailers(trailers);
+                            return Poll::Ready(());
+                        }
+                    }
+                },
+                Some(Err(_)) => {
+                    tx.send_reset(Reason::INTERNAL_ERROR);
+                    return Poll::Ready(());
+                }
+                None => {
+                    let _ = tx.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// What HTTP/2 forbids in a response (RFC 9113 §8.2.2): the fields of an
+/// HTTP/1.1 connection, and those `Connection` names. h2 would refuse the
+/// whole response for one of them.
+fn strip_connection_fields(headers: &mut HeaderMap) {
+    for name in [
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        http::HeaderName::from_static("keep-alive"),
+        http::HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if let Some(named) = headers.remove(header::CONNECTION)
+        && let Ok(named) = named.to_str()
+    {
+        for name in named.split(',') {
+            headers.remove(name.trim());
+        }
+    }
+}
+
+/// The `Date` field's value, made once a second on each thread.
+fn date_now() -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != second || last.1.is_empty() {
+            let text = httpdate::fmt_http_date(now);
+            *last = (
+                second,
+                HeaderValue::from_str(&text).expect("an HTTP date is a valid field value"),
+            );
+        }
+        last.1.clone()
+    })
+}
+
+/// A stream's way back to the client: the app's early hints go through
+/// it, until the final response takes it.
+struct StreamReply(Mutex<Option<SendResponse<Bytes>>>);
+
+impl StreamReply {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SendResponse<Bytes>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EarlyHints for StreamReply {
+    fn send(&self, links: &[Bytes]) -> bool {
+        if early_hints_fault(links).is_some() {
+            return false;
+        }
+        let mut hint = http::Response::new(());
+        *hint.status_mut() = http::StatusCode::EARLY_HINTS;
+        for link in links {
+            match HeaderValue::from_maybe_shared(link.clone()) {
+                Ok(value) => hint.headers_mut().append(header::LINK, value),
+                Err(_) => return false,
+            };
+        }
+        // h2 queues the frame and wakes the connection's task: callable
+        // from the app's thread.
+        match self.lock().as_mut() {
+            Some(respond) => respond.send_informational(hint).is_ok(),
+            None => false,
+        }
+    }
+}
