@@ -13,6 +13,7 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import hyperframe.frame
 import pytest
@@ -453,6 +454,37 @@ def test_early_hints_reach_an_http2_client_before_the_response_is_made(serve, ce
                           t.tls_url + f"/early-hints?{marker}"], capture_output=True, timeout=10).stdout
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"offered=0"), out
 
+
+def test_an_app_hinting_in_a_loop_gets_four_103s_through(serve, certs, tmp_path):
+    """HTTP/2 has no bound of its own on the HEADERS frames a server
+    queues for a client that reads nothing: a stream passes on four 103s
+    at most, and the response follows them."""
+    s = asgi_https(serve, certs, tmp_path)
+    c = H2Client(s.port)
+    sid = c.get("/early-hints?many")
+    events = h2_events_until(c, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid)
+    hints = [e for e in events if isinstance(e, h2.events.InformationalResponseReceived)]
+    assert len(hints) == 4, events
+    body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert body == b"offered=1", body
+
+
+def test_an_http2_upload_the_client_cancels_never_reaches_the_app_as_whole(serve, certs, tmp_path):
+    """A client that gives up an upload resets its stream with CANCEL:
+    the body fails, and the app is never handed the part that came as if
+    it were the whole (only a reset with NO_ERROR, a client that has its
+    answer early, ends a body: RFC 9113 §8.1). The connection goes on."""
+    s = asgi_https(serve, certs, tmp_path)
+    c = H2Client(s.port)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "POST"), (":path", "/echo"), (":scheme", "http"),
+                              (":authority", "localhost"), ("content-length", "100000")])
+    c.conn.send_data(sid, b"x" * 1000)
+    c.conn.reset_stream(sid, error_code=h2.errors.ErrorCodes.CANCEL)
+    c.flush()
+    s.wait_log("bad request body")
+    sid = c.get("/scope")
+    assert c.until(h2.events.StreamEnded).stream_id == sid
 
 def test_asgi_tls_extension_and_wss(serve, certs, tmp_path):
     s = asgi_https(serve, certs, tmp_path, "--https-client-ca", str(certs / "ca.crt"))

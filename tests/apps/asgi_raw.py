@@ -89,7 +89,7 @@ async def app(scope, receive, send):
         # ignore it), then the response once the file the query names
         # exists; /early-hints/after sends the 103 after
         # http.response.start, which the spec allows too; ?bad sends a
-        # link that would end its field.
+        # link that would end its field; ?many sends ten.
         offered = "http.response.early_hint" in scope["extensions"]
         links = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
         if scope["query_string"] == b"bad":
@@ -110,7 +110,9 @@ async def app(scope, receive, send):
             await send(start)
             await send({"type": "http.response.body", "body": b"late;", "more_body": True})
             await marked()
-        await send({"type": "http.response.early_hint", "links": links})
+        # ?many: ten hints, more than a server need pass on.
+        for _ in range(10 if scope["query_string"] == b"many" else 1):
+            await send({"type": "http.response.early_hint", "links": links})
         if not path.endswith("/late"):
             await marked()
         if not path.endswith(("/after", "/late")):

@@ -315,6 +315,7 @@ where
     let settings = conn_ctx.settings.clone();
     let ctx = conn_ctx.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        ctx.begun.bump();
         let (parts, body) = req.into_parts();
         // No 1xx for an HTTP/1.0 client (RFC 9110 §15.2), and none over
         // TLS, whose connections hyper writes alone.

@@ -11,6 +11,7 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
 
@@ -104,6 +105,9 @@ where
 {
     while let Some(accepted) = conn.accept().await {
         let (req, respond) = accepted?;
+        // Counted here, not when its task first runs: the idle watchdog
+        // must not find the connection quiet in between.
+        ctx.begun.bump();
         // The worker's bound on HTTP/2 requests, across its connections:
         // many connections of 100 streams each could otherwise queue
         // (and buffer the bodies of) far more requests than it serves.
@@ -138,7 +142,7 @@ async fn serve_stream(
     respond: SendResponse<Bytes>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
-    let reply = Arc::new(StreamReply(Mutex::new(Some(respond))));
+    let reply = Arc::new(StreamReply::new(respond));
     let (parts, body) = req.into_parts();
     let answer = async {
         match permit {
@@ -165,11 +169,12 @@ async fn serve_stream(
         }
     })
     .await;
-    let Some(resp) = resp else { return };
-    let Some(respond) = reply.lock().take() else {
-        return;
-    };
-    send_response(respond, resp).await;
+    // Taken from the hints either way: none may follow the final head, nor
+    // a stream reset (h2 would still write a HEADERS frame on it).
+    let respond = reply.lock().take();
+    if let (Some(resp), Some(respond)) = (resp, respond) {
+        send_response(respond, resp).await;
+    }
 }
 
 /// The head, then the body with the stream's flow control.
@@ -304,10 +309,20 @@ fn date_now() -> HeaderValue {
 }
 
 /// A stream's way back to the client: the app's early hints go through
-/// it, until the final response takes it.
-struct StreamReply(Mutex<Option<SendResponse<Bytes>>>);
+/// it, until the final response (or the stream's reset) takes it.
+struct StreamReply(Mutex<Option<SendResponse<Bytes>>>, AtomicUsize);
+
+/// The most 103s one stream may send. h2 queues a HEADERS frame whatever
+/// the client has read (it bounds only DATA), so an app hinting in a loop
+/// to a client that reads nothing would otherwise pile them up; a page
+/// has one or two.
+const HINTS_MAX: usize = 4;
 
 impl StreamReply {
+    fn new(respond: SendResponse<Bytes>) -> StreamReply {
+        StreamReply(Mutex::new(Some(respond)), AtomicUsize::new(0))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<SendResponse<Bytes>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -315,7 +330,8 @@ impl StreamReply {
 
 impl EarlyHints for StreamReply {
     fn send(&self, links: &[Bytes]) -> bool {
-        if early_hints_fault(links).is_some() {
+        if early_hints_fault(links).is_some() || self.1.fetch_add(1, Ordering::Relaxed) >= HINTS_MAX
+        {
             return false;
         }
         let mut hint = http::Response::new(());

@@ -73,11 +73,11 @@ impl H2Body {
                     let _ = self.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                // As hyper: a client that ends its upload early with
-                // NO_ERROR or CANCEL ends the body, it does not fail it.
-                Some(Err(e)) if matches!(e.reason(), Some(Reason::NO_ERROR | Reason::CANCEL)) => {
-                    return Poll::Ready(None);
-                }
+                // As hyper: a reset with NO_ERROR is a client that has
+                // its answer early (RFC 9113 §8.1) and ends the body; any
+                // other (CANCEL: an upload given up) fails it, so that no
+                // app takes a cut-off upload for the whole.
+                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => self.data_done = true,
             }
@@ -85,6 +85,7 @@ impl H2Body {
         match ready!(self.recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
+            Err(e) if e.reason() == Some(Reason::NO_ERROR) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e))),
         }
     }

@@ -15,7 +15,8 @@ use super::strict::Refusal;
 
 /// One request, from its head to hyper's response: the service of
 /// HTTP/1.1 and HTTP/2 connections alike. `hints` sends its 103s, where
-/// the connection can.
+/// the connection can. The caller has counted the request begun
+/// (`ConnCtx::begun`), as soon as the connection had it.
 pub(super) fn on_request(
     ctx: Arc<ConnCtx>,
     mut parts: http::request::Parts,
@@ -23,7 +24,6 @@ pub(super) fn on_request(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     hints: Option<Arc<dyn EarlyHints>>,
 ) -> impl Future<Output = Result<hyper::Response<OxBody>, Infallible>> + Send + 'static {
-    ctx.begun.bump();
     // Only requests that ask to upgrade have one.
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     // A head hyper would serve but oxgate refuses (framing_watch.rs).
@@ -61,7 +61,6 @@ pub(super) async fn refuse_stream(
     ctx: Arc<ConnCtx>,
     mut parts: http::request::Parts,
 ) -> hyper::Response<OxBody> {
-    ctx.begun.bump();
     if let Some(counter) = REFUSED_STREAMS.get() {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
