@@ -113,7 +113,14 @@ where
         // (and buffer the bodies of) far more requests than it serves.
         // The permit goes with the response body, until it is sent.
         let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
-        tokio::spawn(serve_stream(ctx.clone(), req, respond, permit.ok()));
+        // Boxed before it is spawned: tokio moves a future through several
+        // calls on its way into the task, and this one is large.
+        tokio::spawn(Box::pin(serve_stream(
+            ctx.clone(),
+            req,
+            respond,
+            permit.ok(),
+        )));
     }
     Ok(())
 }
