@@ -1,7 +1,7 @@
-//! The HTTP front end (HTTP/1.1 and HTTP/2, over TLS or not): hyper parses
-//! and frames, rustls encrypts; this module only turns
-//! hyper's request into the protocol-neutral [`Request`](crate::request::Request)
-//! and a [`Response`](crate::request::Response) back into hyper's.
+//! The HTTP front end (HTTP/1.1 and HTTP/2, over TLS or not): hyper (HTTP/1.1)
+//! and h2 (HTTP/2) parse and frame, rustls encrypts; this module only turns
+//! their requests into the protocol-neutral [`Request`](crate::request::Request)
+//! and a [`Response`](crate::request::Response) back into theirs.
 
 mod body;
 mod conn;
