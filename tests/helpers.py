@@ -262,6 +262,13 @@ def traced_calls(pids, calls, tmp_path):
         if "attached" not in first:
             pytest.skip(f"strace cannot attach here: {first.strip()}")
         yield traced
+        # strace writes a call once it has seen it end, which may be after
+        # the client has its bytes: it is stopped only once what it wrote
+        # has stopped growing.
+        seen, deadline = None, time.monotonic() + 5
+        while (now := traced()) != seen and time.monotonic() < deadline:
+            seen = now
+            time.sleep(0.3)
     finally:
         tracer.terminate()
         tracer.wait(10)

@@ -396,6 +396,7 @@ def file_calls_while(s, tmp_path, fetch):
         while "recvfrom(" not in traced() and time.monotonic() < deadline:
             requests.get(s.url + "/scope", timeout=10)
         fetch()
+    # Read once strace is done (traced_calls waits for it to catch up).
     return traced()
 
 
