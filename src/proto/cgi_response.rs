@@ -43,7 +43,8 @@ pub enum HeadError {
     Malformed(String),
     /// No blank line within [`MAX_HEAD`] bytes.
     TooLarge,
-    /// A `Status:` that is not "NNN reason" with NNN in 100..=599.
+    /// A `Status:` that is not "NNN reason" with NNN in 200..=599: a 1xx is
+    /// never a final status (HTTP/2 cannot even frame one as such).
     BadStatus(String),
 }
 
@@ -66,7 +67,7 @@ pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
         match resp.parse(out) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = resp.code.unwrap_or(200);
-                if !(100..=599).contains(&status) {
+                if !FINAL.contains(&status) {
                     return Err(HeadError::BadStatus(status.to_string()));
                 }
                 let reason = resp.reason.filter(|r| !r.is_empty()).map(str::to_string);
@@ -152,12 +153,15 @@ fn parse_status(value: &[u8]) -> Result<(u16, Option<String>), HeadError> {
         return Err(bad_status(value));
     }
     let code: u16 = code.parse().map_err(|_| bad_status(value))?;
-    if !(100..=599).contains(&code) {
+    if !FINAL.contains(&code) {
         return Err(bad_status(value));
     }
     let reason = reason.trim();
     Ok((code, (!reason.is_empty()).then(|| reason.to_string())))
 }
+
+/// The statuses a script's answer may have: a final one, never a 1xx.
+const FINAL: std::ops::RangeInclusive<u16> = 200..=599;
 
 fn bad_status(value: &[u8]) -> HeadError {
     HeadError::BadStatus(String::from_utf8_lossy(value).into_owned())
@@ -232,7 +236,16 @@ mod tests {
 
     #[test]
     fn a_bad_status_is_an_error() {
-        for s in ["abc", "2000 Big", "99 Low", "600 High", "", "20x OK"] {
+        for s in [
+            "abc",
+            "2000 Big",
+            "99 Low",
+            "100 Continue",
+            "199",
+            "600 High",
+            "",
+            "20x OK",
+        ] {
             let out = format!("Status: {s}\r\n\r\n");
             assert!(
                 matches!(parse(out.as_bytes(), false), Err(HeadError::BadStatus(_))),
@@ -311,7 +324,7 @@ mod tests {
         fn never_panics_and_stays_in_bounds(out in proptest::collection::vec(any::<u8>(), 0..600), nph: bool) {
             if let Ok(Some(h)) = parse(&out, nph) {
                 prop_assert!(h.len <= out.len());
-                prop_assert!((100..=599).contains(&h.status));
+                prop_assert!(FINAL.contains(&h.status));
                 for (k, v) in &h.headers {
                     prop_assert!(!k.is_empty() && k.iter().all(|b| b.is_ascii_graphic()));
                     prop_assert!(!v.iter().any(|b| *b == b'\r' || *b == b'\n'));
@@ -324,7 +337,7 @@ mod tests {
         #[test]
         fn a_written_head_reads_back(
             fields in proptest::collection::vec(("X-[A-Za-z0-9-]{1,12}", "[!-~]([ -~]{0,30}[!-~])?"), 0..12),
-            status in 100u16..600,
+            status in 200u16..600,
             body in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let mut out = format!("Status: {status} Reason\r\n");

@@ -42,6 +42,10 @@ const MAX_FRAME: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
+/// How long an idle connection's GOAWAY may take to go out before the
+/// connection is closed anyway.
+const GOAWAY_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serves HTTP/2 on `io` until the connection closes. A stop sends
 /// GOAWAY: no new streams, and the open ones finish (within the worker's
 /// mercy time).
@@ -84,6 +88,10 @@ pub(super) async fn serve_http2<I>(
         }
     };
     if !stopped {
+        // Idle: a GOAWAY first, so that a request crossing the close is
+        // known unprocessed and sent again (RFC 9113 §6.8), then closed.
+        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+        let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx)).await;
         return;
     }
     conn.graceful_shutdown();
@@ -150,6 +158,10 @@ async fn serve_stream(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let reply = Arc::new(StreamReply::new(respond));
+    // However the task ends, a panic included, the app's hints give the
+    // stream up: h2 resets a stream whose handles are all gone, where one
+    // kept by an app still holding its hints would leave the client waiting.
+    let _give_up = GiveUp(&reply);
     let (parts, body) = req.into_parts();
     let answer = async {
         match permit {
@@ -313,6 +325,15 @@ fn date_now() -> HeaderValue {
         }
         last.1.clone()
     })
+}
+
+/// Takes the stream from the hints when dropped.
+struct GiveUp<'a>(&'a StreamReply);
+
+impl Drop for GiveUp<'_> {
+    fn drop(&mut self) {
+        drop(self.0.lock().take());
+    }
 }
 
 /// A stream's way back to the client: the app's early hints go through
