@@ -18,7 +18,6 @@ use std::task::{Poll, ready};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -90,7 +89,7 @@ pub(super) async fn serve_http2<I>(
     if !stopped {
         // Idle: a GOAWAY first, so that a request crossing the close is
         // known unprocessed and sent again (RFC 9113 §6.8), then closed.
-        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+        conn.abrupt_shutdown(Reason::NO_ERROR);
         let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx)).await;
         return;
     }
@@ -316,7 +315,8 @@ fn date_now() -> HeaderValue {
         .map_or(0, |d| d.as_secs());
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        if last.0 != second || last.1.is_empty() {
+        // (The first call finds second 0, long past.)
+        if last.0 != second {
             let text = httpdate::fmt_http_date(now);
             *last = (
                 second,

@@ -62,7 +62,7 @@ pub(super) async fn refuse_stream(
     mut parts: http::request::Parts,
 ) -> hyper::Response<OxBody> {
     if let Some(counter) = REFUSED_STREAMS.get() {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
     }
     log_pending_full();
     let mut resp = Response::plain(
