@@ -104,6 +104,22 @@ def wait_for(cond, timeout=20, what="condition", show=None):
     raise AssertionError(f"timed out waiting for {what}" + (f":\n{show()}" if show else ""))
 
 
+def process_state(pid):
+    """The state letter of /proc/PID/stat ("R", "S", "Z"...), or None once the
+    process is reaped. Reaping can land between open() and read(), which then
+    fails with ESRCH (ProcessLookupError): that is gone too."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def alive(pid):
+    """Running: neither reaped nor a zombie waiting for its parent."""
+    return process_state(pid) not in (None, "Z")
+
+
 def fresh(url, timeout=30):
     """One request on a new connection: no keep-alive races."""
     return requests.get(url, headers={"Connection": "close"}, timeout=timeout)

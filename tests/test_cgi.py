@@ -15,7 +15,8 @@ import time
 import pytest
 import requests
 
-from helpers import ECHO, free_port, listens, packet, run_fail, start_nginx, uwsgi_request, wait_for
+from helpers import (ECHO, alive, free_port, listens, packet, process_state, run_fail, start_nginx, uwsgi_request,
+                     wait_for)
 
 SHOWN = ("REQUEST_METHOD", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE")
 
@@ -311,13 +312,6 @@ def worker_descendants(s):
     return out
 
 
-def state(pid):
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
 def test_a_script_over_the_timeout_is_killed_with_its_group(serve, cgi_dir, tmp_path):
     marker = tmp_path / "child.pid"
     # The script starts a child of its own, which would outlive it.
@@ -341,7 +335,7 @@ sleep 300
     # Another request in the same worker was served meanwhile.
     assert other["r"].status_code == 200
     child = int(marker.read_text())
-    wait_for(lambda: state(child) in (None, "Z") and not worker_descendants(s), what="the group to die")
+    wait_for(lambda: not alive(child) and not worker_descendants(s), what="the group to die")
     assert "hang.cgi: no response within --cgi-timeout 2s" in s.log()
 
 
@@ -356,7 +350,7 @@ while :; do echo tick; sleep 0.05; done
     with requests.get(f"{s.url}/forever.cgi", stream=True, timeout=20) as r:
         assert next(r.iter_content(chunk_size=None)).startswith(b"tick")
     pid = int(marker.read_text())
-    wait_for(lambda: state(pid) is None and not worker_descendants(s), what="the script to be killed and reaped")
+    wait_for(lambda: process_state(pid) is None and not worker_descendants(s), what="the script to be killed and reaped")
 
 
 def test_no_zombies_after_many_scripts(serve, cgi_dir):

@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from helpers import (BIN, VENV, fcgi_request, free_port, needs_tmux, read_records, screen_of, start_nginx, stdout_of,
+from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, read_records, screen_of, start_nginx, stdout_of,
                      traced_calls, wait_for)
 
 PHP_CGI = shutil.which("php-cgi")
@@ -312,13 +312,6 @@ def pool_pids(s):
     """The pool processes the log says were started, in order."""
     return [int(line.split("started process ")[1].split()[0]) for line in s.log().splitlines()
             if "started process " in line]
-
-
-def alive(pid):
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def php_pool(serve, site, *extra):

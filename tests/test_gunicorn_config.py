@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ROOT, VENV, SyslogReceiver, free_port, run_fail, wait_for
+from helpers import APPS, BIN, ROOT, VENV, SyslogReceiver, alive, free_port, run_fail, wait_for
 
 GUNICORN = str(VENV / "bin" / "gunicorn")
 SRC = ROOT / "src" / "config" / "gunicorn.rs"
@@ -884,8 +884,7 @@ def test_daemon_detaches_and_serves_as_gunicorn(tmp_path):
         finally:
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
-                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"{name} stopped")
+        wait_for(lambda: not alive(pid), what=f"{name} stopped")
 
 
 def test_on_reload_and_pre_exec_hooks(serve, tmp_path):

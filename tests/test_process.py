@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ECHO, INSTALLED, VENV, free_port, fresh, run_fail, wait_for
+from helpers import APPS, BIN, ECHO, INSTALLED, VENV, alive, free_port, fresh, run_fail, wait_for
 
 
 def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
@@ -75,8 +75,7 @@ def test_workers_die_with_a_killed_master(serve, app_dir):
     s.proc.kill()
     s.proc.wait()
     deadline = time.monotonic() + 10
-    while any(os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]
-              for p in workers):
+    while any(alive(p) for p in workers):
         assert time.monotonic() < deadline, "workers outlived the master"
         time.sleep(0.05)
     with pytest.raises(requests.RequestException):
@@ -349,7 +348,7 @@ def policies(pid):
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = open(f"/proc/{pid}/task/{tid}/stat").read()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that ended meanwhile
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         found.setdefault(name, set()).add(int(stat.rsplit(")", 1)[1].split()[38]))

@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from helpers import Load, failures, fresh, under_load, wait_for
+from helpers import Load, alive, failures, fresh, under_load, wait_for
 
 
 def test_killed_worker_is_respawned_under_load(serve, app_dir):
@@ -165,7 +165,7 @@ def test_attach_daemon_is_respawned_and_stopped(serve, app_dir, tmp_path):
     new = wait_for(lambda: (p := sleeping_child(s)) != daemon and p, what="new daemon exec")
     s.proc.terminate()
     assert s.proc.wait(20) == 0
-    wait_for(lambda: not os.path.exists(f"/proc/{new}") or "Z" in open(f"/proc/{new}/stat").read().split()[2],
+    wait_for(lambda: not alive(new),
              what="daemon stop")
 
 
@@ -181,7 +181,7 @@ def test_smart_attach_daemon(serve, app_dir, tmp_path):
     second = int(pidfile.read_text())
     s.proc.terminate()
     assert s.proc.wait(20) == 0
-    wait_for(lambda: not os.path.exists(f"/proc/{second}") or "Z" in open(f"/proc/{second}/stat").read().split()[2],
+    wait_for(lambda: not alive(second),
              what="smart daemon stop")
 
 
