@@ -334,7 +334,8 @@ def test_ini_file_starts_and_serves(tmp_path):
         r = None
         for _ in range(300):
             try:
-                r = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                # Listening comes before the app is loaded: a slow first answer is no failure.
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=20)
                 break
             except requests.ConnectionError:
                 time.sleep(0.05)

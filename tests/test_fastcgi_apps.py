@@ -407,20 +407,21 @@ def test_a_slow_pool_request_is_logged_then_504_and_its_process_replaced(serve, 
 @needs_php
 def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serve, site):
     sp = free_port()
-    s = php_pool(serve, site, "--fastcgi-app-timeout", "3", "--fastcgi-app-slowlog", "1",
+    s = php_pool(serve, site, "--fastcgi-app-timeout", "5", "--fastcgi-app-slowlog", "1",
                  "--fastcgi-app-processes", "1", "--processes", "1", "--stats", f"127.0.0.1:{sp}", "--stats-http")
 
     def pool():
         (p,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
         return p
 
-    (site / "medium.php").write_text("<?php usleep(1300000); echo 'done';")
+    # Long enough for the test to see a second request queue behind it.
+    (site / "medium.php").write_text("<?php usleep(2500000); echo 'done';")
     assert pool()["name"].startswith("php-cgi -d session.save_path=") and pool()["mount"] == ""
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         medium = ex.submit(requests.get, f"{s.url}/medium.php", timeout=20)
         wait_for(lambda: pool()["active_processes"] == 1, what="a request in the process")
         # The only process is busy: the next request waits for it (within
-        # its 3 s: the wait counts towards the timeout).
+        # its 5 s: the wait counts towards the timeout).
         waiting = ex.submit(requests.get, f"{s.url}/index.php", timeout=20)
         wait_for(lambda: pool()["listen_queue"] == 1, what="a request waiting")
         assert medium.result().status_code == 200

@@ -11,6 +11,7 @@ import struct
 import subprocess
 
 import pytest
+import requests
 
 from helpers import (ECHO, cgi, fcgi_request, free_port, packet, pairs, read_records, rec, scgi_packet,
                      stdout_of, uwsgi_request)
@@ -183,7 +184,8 @@ def test_a_streamed_head_is_not_held_for_the_next_chunk(serve, front):
     from helpers import BEHAVIOUR
     port = free_port()
     flag = {"uwsgi": "--uwsgi-socket", "scgi": "--scgi-socket", "fastcgi": "--fastcgi-socket"}[front]
-    serve("--wsgi-file", BEHAVIOUR, flag, f"127.0.0.1:{port}", "--processes", "1")
+    s = serve("--wsgi-file", BEHAVIOUR, flag, f"127.0.0.1:{port}", "--processes", "1")
+    requests.get(s.url + "/", timeout=30)  # the app loaded: the 2 s below are the app's alone
     vars = [("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"), ("PATH_INFO", "/slow"),
             ("QUERY_STRING", "gap=4"), ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"),
             ("SERVER_PORT", "80"), ("REMOTE_ADDR", "127.0.0.1")]

@@ -86,6 +86,7 @@ def test_a_streamed_chunk_is_sent_before_the_app_makes_the_next(serve, threads):
     next. /slow yields "a", then sleeps 4 s before "b": "a" arrives first,
     whether the app runs on the event loop's thread or on its own."""
     s = serve("--wsgi-file", BEHAVIOUR, "--threads", threads)
+    requests.get(s.url + "/", timeout=30)  # the app loaded: the 2 s below are the app's alone
     with socket.create_connection(("127.0.0.1", s.port), timeout=2) as sock:
         sock.sendall(b"GET /slow?gap=4 HTTP/1.1\r\nHost: x\r\n\r\n")
         out = b""

@@ -73,8 +73,9 @@ def test_drain_delay_fails_the_health_check_then_stops(serve):
     wait_for(lambda: health(s.url)[0] == 200, what="health 200")
     s.proc.send_signal(signal.SIGTERM)
     s.wait_log("draining for 3.0s")
-    # The balancer is told first; requests are still served meanwhile.
-    assert health(s.url) == (503, "draining\n")
+    # The balancer is told first (the workers hear of it a moment after the
+    # master says so); requests are still served meanwhile.
+    wait_for(lambda: health(s.url) == (503, "draining\n"), timeout=2.5, what="health 503 while draining")
     assert requests.get(s.url + "/").status_code == 200
     assert s.proc.poll() is None
     assert s.proc.wait(20) == 0

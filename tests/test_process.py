@@ -28,6 +28,11 @@ def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
     assert "master stopped" in s.log()
 
 
+def probe_once(conn):
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    return conn.recv(1000).lower()
+
+
 @pytest.mark.parametrize("parked", [False, True], ids=["held", "parked"])
 def test_a_stop_answers_the_next_request_on_a_keep_alive_connection_and_closes_idle_ones(serve, app_dir, parked):
     """At a stop, a keep-alive connection's next request is answered, with
@@ -42,8 +47,12 @@ def test_a_stop_answers_the_next_request_on_a_keep_alive_connection_and_closes_i
         assert c.recv(1000).startswith(b"HTTP/1.1 200 ")
     if parked:
         time.sleep(2.5)  # parked after one to two seconds idle
+    probe = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     s.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    # The stop reaches the worker through the master: a third connection
+    # asks until its answer says the worker has it (no fixed wait).
+    wait_for(lambda: b"connection: close" in probe_once(probe), what="the worker to have the stop")
+    probe.close()
     busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     out = busy.recv(1000)
     assert out.startswith(b"HTTP/1.1 200 ") and b"connection: close" in out.lower(), out

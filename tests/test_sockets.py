@@ -14,13 +14,10 @@ from helpers import APPS, BIN, VENV, free_port, fresh, run_fail, wait_for
 def test_unix_socket(serve, tmp_path):
     sock = tmp_path / "app.sock"
     s = serve("--http-socket", str(sock), "--wsgi-file", str(APPS / "validated.py"), socket_arg=False, wait=False)
-    import time
-    for _ in range(200):
-        if sock.exists():
-            break
-        time.sleep(0.05)
-    out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://localhost/env"],
-                         capture_output=True, timeout=10)
+    # The file appears at bind(), a moment before listen(): curl retries.
+    out = wait_for(lambda: (o := subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://localhost/env"],
+                                                capture_output=True, timeout=30)).returncode == 0 and o,
+                   what="an answer on the socket")
     assert b'"SERVER_NAME": "localhost"' in out.stdout
     # Owner and group may connect, nobody else, whatever the umask.
     assert os.stat(sock).st_mode & 0o777 == 0o660
@@ -31,7 +28,7 @@ def test_ipv6_and_colon_port(serve):
     import time
     for _ in range(200):
         try:
-            r = requests.get(f"http://[::1]:{s.port}/env", timeout=2)
+            r = requests.get(f"http://[::1]:{s.port}/env", timeout=20)
             break
         except requests.ConnectionError:
             time.sleep(0.05)
@@ -62,11 +59,13 @@ def test_umask_and_chown_socket(serve, app_dir, tmp_path):
     sock = tmp_path / "s.sock"
     s = serve("--http-socket", str(sock), "--wsgi-file", str(app_dir / "procs.py"), "--processes", "1",
               "--umask", "077", "--chown-socket", "nobody:nogroup", socket_arg=False, wait=False)
-    wait_for(sock.exists, what="socket")
-    st = os.stat(sock)
     import grp
     import pwd
-    assert st.st_uid == pwd.getpwnam("nobody").pw_uid and st.st_gid == grp.getgrnam("nogroup").gr_gid
+    owner = (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    # The file appears at bind(), and is given away after listen().
+    wait_for(lambda: sock.exists() and (os.stat(sock).st_uid, os.stat(sock).st_gid) == owner,
+             what="the socket owned by nobody:nogroup")
+    st = os.stat(sock)
     assert st.st_mode & 0o077 == 0
 
 

@@ -41,8 +41,12 @@ def test_stats_json_and_the_running_request(serve):
     requests.get(s.url + "/boom")
     slow = threading.Thread(target=requests.get, args=(s.url + "/sleep/1500?who=me",))
     slow.start()
-    time.sleep(0.5)
-    doc = read_stats(sp)
+
+    def running_for_a_while():
+        doc = read_stats(sp)
+        cores = [c for w in doc["workers"] for c in w["cores"] if c["in_request"]]
+        return doc if cores and cores[0]["request"]["running_ms"] >= 300 else None
+    doc = wait_for(running_for_a_while, what="the slow request to be running for 300 ms")
     slow.join()
     assert list(doc)[:len(TOP_KEYS)] == TOP_KEYS
     assert doc["pid"] == s.proc.pid and isinstance(doc["uid"], int)
@@ -239,6 +243,7 @@ def test_harakiri_and_crash_in_stats_and_metrics(serve):
 def test_a_stats_server_open_to_other_hosts_is_warned_about(serve):
     sp = free_port()
     s = serve("--wsgi-file", LOGGED, "--stats", f"0.0.0.0:{sp}")
-    assert "the stats server on 0.0.0.0:%d is reachable from other hosts" % sp in s.log()
+    # Said once the master runs, which can be after the HTTP port listens.
+    s.wait_log("the stats server on 0.0.0.0:%d is reachable from other hosts" % sp)
     quiet = serve("--wsgi-file", LOGGED, "--stats", f"127.0.0.1:{free_port()}")
     assert "reachable from other hosts" not in quiet.log()

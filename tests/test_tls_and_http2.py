@@ -755,6 +755,8 @@ def take_frames(data):
 
 def test_a_graceful_stop_sends_goaway_and_finishes_open_streams(serve):
     s = serve("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app", "--no-master")
+    # The port listens before the app is imported: the stop must come once it serves.
+    assert h2c_served(s.url + "/") == "2 200"
     c = H2Client(s.port)
     sid = c.get("/sleep?1")
     time.sleep(0.3)

@@ -141,7 +141,7 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp;
         r = None
         for _ in range(200):
             try:
-                r = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=20)
                 if r.status_code == 200:
                     break
             except requests.ConnectionError:
