@@ -171,9 +171,12 @@ fn convert_head_into(
             v.put(Var::SERVER_PORT, info.local_port());
         }
     }
+    // Copied into the worker's arena, not cloned: a clone's count is a
+    // cache line of the connection's own, cold when many connections take
+    // turns (1,000: `owned_clone` then took ~0.13 µs a request).
     if let Some((addr, port)) = info.peer() {
-        v.put(Var::REMOTE_ADDR, addr.clone());
-        v.put(Var::REMOTE_PORT, port.clone());
+        v.copy(VarName::Known(Var::REMOTE_ADDR), b"", [addr.as_ref()]);
+        v.copy(VarName::Known(Var::REMOTE_PORT), b"", [port.as_ref()]);
     }
 
     let mut content_length = None;
