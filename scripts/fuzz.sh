@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}
 shift || true
-TARGETS=${*:-uwsgi scgi fastcgi cgi cgi_response http_head config_files static_path permessage_deflate h1_framing}
+TARGETS=${*:-uwsgi scgi fastcgi cgi cgi_response http_head config_files static_path permessage_deflate h1_framing byte_ranges}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for t in $TARGETS; do
   mkdir -p "fuzz/corpus/$t"

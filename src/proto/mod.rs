@@ -1,6 +1,7 @@
 //! Pure codecs for the gateway protocols and CGI: bytes in, requests (or a
 //! script's response head) out, no I/O.
 
+pub mod byte_ranges;
 pub mod cgi_response;
 pub mod fastcgi;
 pub mod h1_framing;

@@ -5,18 +5,15 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, Metadata};
-use std::ops::Bound;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use headers::{
-    ETag, Header, IfMatch, IfModifiedSince, IfNoneMatch, IfRange, IfUnmodifiedSince, LastModified,
-    Range,
-};
+use headers::{ETag, Header, IfMatch, IfModifiedSince, IfNoneMatch, IfUnmodifiedSince};
 
+use crate::proto::byte_ranges::{self, Ranges};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileRegion, Request, Response,
     ResponseBody, SENDFILE_MIN, Warmer,
@@ -225,24 +222,18 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
         });
         return resp;
     }
-    let ranges = if req.is_head {
+    let range = if req.is_head {
         None
     } else {
-        header::<Range>(req, b"HTTP_RANGE").filter(|_| {
-            header::<IfRange>(req, b"HTTP_IF_RANGE").is_none_or(|r| {
-                !r.is_modified(Some(&etag), Some(&LastModified::from(rep.modified)))
-            })
-        })
+        var(req, b"HTTP_RANGE")
+            .filter(|_| var(req, b"HTTP_IF_RANGE").is_none_or(|v| if_range_holds(v, rep)))
     };
-    let Some(range) = ranges else {
+    let Some(range) = range else {
         return whole(req, file, rep);
     };
-    let wanted: Vec<(u64, u64)> = range
-        .satisfiable_ranges(rep.len)
-        .filter_map(|(start, end)| inclusive(start, end, rep.len))
-        .collect();
-    match wanted.as_slice() {
-        [] => {
+    match byte_ranges::select(range, rep.len) {
+        Ranges::Whole => whole(req, file, rep),
+        Ranges::Unsatisfiable => {
             let mut resp = Response::plain(416, "Range Not Satisfiable", "Range Not Satisfiable\n");
             resp.headers.push((
                 Bytes::from_static(b"Content-Range"),
@@ -250,18 +241,46 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
             ));
             resp
         }
-        [(first, last)] => {
-            let mut resp = head(206, rep);
-            resp.headers.push((
-                Bytes::from_static(b"Content-Range"),
-                Bytes::from(format!("bytes {first}-{last}/{}", rep.len)),
-            ));
-            length(&mut resp, last - first + 1);
-            resp.body = file_body(region(file, *first, last - first + 1));
-            resp
-        }
-        several => multipart(&file, rep, several),
+        Ranges::Parts(parts) => match parts.as_slice() {
+            [(first, last)] => {
+                let mut resp = head(206, rep);
+                resp.headers.push((
+                    Bytes::from_static(b"Content-Range"),
+                    Bytes::from(format!("bytes {first}-{last}/{}", rep.len)),
+                ));
+                length(&mut resp, last - first + 1);
+                resp.body = file_body(region(file, *first, last - first + 1));
+                resp
+            }
+            several => multipart(file, rep, several),
+        },
     }
+}
+
+/// The first value of the request's `name` variable.
+fn var<'r>(req: &'r Request, name: &[u8]) -> Option<&'r [u8]> {
+    req.vars
+        .iter()
+        .find(|(k, _)| k.as_bytes() == name)
+        .map(|(_, v)| &v[..])
+}
+
+/// Whether an `If-Range` lets the range through (RFC 9110 §13.1.5): its
+/// entity tag is the file's, strongly, or its date is exactly the file's
+/// Last-Modified. A later date is no match: a file put back to an older
+/// version (`rsync -t`, `cp -p`) is not the one the client has part of.
+fn if_range_holds(value: &[u8], rep: &Representation) -> bool {
+    let value = value.trim_ascii();
+    if value.starts_with(b"\"") {
+        return value == rep.etag.as_bytes();
+    }
+    if value.starts_with(b"W/") {
+        return false;
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|date| date == rep.modified)
 }
 
 /// 200 with the whole file (no body for HEAD). A file under
@@ -287,23 +306,8 @@ fn whole(req: &Request, file: File, rep: &Representation) -> Response {
     resp
 }
 
-/// A satisfiable range as first..=last, within a non-empty file.
-fn inclusive(start: Bound<u64>, end: Bound<u64>, len: u64) -> Option<(u64, u64)> {
-    let first = match start {
-        Bound::Included(s) => s,
-        Bound::Excluded(s) => s + 1,
-        Bound::Unbounded => 0,
-    };
-    let last = match end {
-        Bound::Included(e) => e.min(len - 1),
-        Bound::Excluded(e) => e.checked_sub(1)?.min(len - 1),
-        Bound::Unbounded => len - 1,
-    };
-    (len > 0 && first <= last).then_some((first, last))
-}
-
 /// 206 multipart/byteranges: each part's head, then its bytes from the file.
-fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Response {
+fn multipart(file: File, rep: &Representation, ranges: &[(u64, u64)]) -> Response {
     let boundary = format!("{:016x}", rand_boundary());
     let mut parts = VecDeque::new();
     let mut len = 0u64;
@@ -316,13 +320,7 @@ fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Respon
         );
         len += part_head.len() as u64 + (last - first + 1);
         parts.push_back(Part::Bytes(Bytes::from(part_head)));
-        // Each part reads through a descriptor of its own.
-        match file.try_clone() {
-            Ok(f) => parts.push_back(Part::File(region(f, *first, last - first + 1))),
-            Err(_) => {
-                return Response::plain(500, "Internal Server Error", "Internal Server Error\n");
-            }
-        }
+        parts.push_back(Part::Range(*first, last - first + 1));
     }
     let tail = format!("\r\n--{boundary}--\r\n");
     len += tail.len() as u64;
@@ -336,7 +334,11 @@ fn multipart(file: &File, rep: &Representation, ranges: &[(u64, u64)]) -> Respon
     length(&mut resp, len);
     resp.body = ResponseBody::Stream {
         first: None,
-        rest: BodyStream::new(Parts(parts, Warmer::default())),
+        rest: BodyStream::new(Parts {
+            parts,
+            file,
+            warmer: Warmer::default(),
+        }),
     };
     resp
 }
@@ -352,37 +354,66 @@ fn rand_boundary() -> u64 {
 
 enum Part {
     Bytes(Bytes),
+    /// Offset and length of a range not yet begun: it gets a descriptor of
+    /// its own (a `FileRegion` owns one) only when it is next, so a
+    /// response of many parts holds one or two, not one a part.
+    Range(u64, u64),
     File(FileRegion),
 }
 
 /// The parts of a multipart body, in order; file parts go out with
 /// sendfile when they are large enough, else are read (their pages read
 /// into the page cache off the event loop first, as `FileBody`'s are).
-struct Parts(VecDeque<Part>, Warmer);
+struct Parts {
+    parts: VecDeque<Part>,
+    file: File,
+    warmer: Warmer,
+}
+
+impl Parts {
+    /// Gives the next part, if a range, its descriptor.
+    fn begin_range(&mut self) -> std::io::Result<()> {
+        if let Some(part @ Part::Range(..)) = self.parts.front_mut() {
+            let Part::Range(offset, len) = *part else {
+                unreachable!("matched above")
+            };
+            *part = Part::File(region(self.file.try_clone()?, offset, len));
+        }
+        Ok(())
+    }
+}
 
 impl ChunkSource for Parts {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
-            let Some(part) = self.0.front_mut() else {
+            if let Err(e) = self.begin_range() {
+                self.parts.clear();
+                return Poll::Ready(Some(Err(BodyError::new(
+                    500,
+                    format!("opening the file again for a range: {e}"),
+                ))));
+            }
+            let Some(part) = self.parts.front_mut() else {
                 return Poll::Ready(None);
             };
             match part {
                 Part::Bytes(b) => {
                     let b = std::mem::take(b);
-                    self.0.pop_front();
+                    self.parts.pop_front();
                     return Poll::Ready(Some(Ok(b)));
                 }
+                Part::Range(..) => unreachable!("begun above"),
                 Part::File(region) => {
                     let next = region.len.min(FILE_CHUNK as u64);
-                    std::task::ready!(self.1.poll_warm(cx, &region.fd, region.offset, next));
+                    std::task::ready!(self.warmer.poll_warm(cx, &region.fd, region.offset, next));
                     match region.read_chunk() {
                         Ok(Some(b)) => return Poll::Ready(Some(Ok(b))),
                         Ok(None) => {
-                            self.0.pop_front();
-                            self.1.reset();
+                            self.parts.pop_front();
+                            self.warmer.reset();
                         }
                         Err(e) => {
-                            self.0.clear();
+                            self.parts.clear();
                             return Poll::Ready(Some(Err(BodyError::new(
                                 500,
                                 format!("reading the file to send: {e}"),
@@ -395,8 +426,11 @@ impl ChunkSource for Parts {
     }
 
     fn take_file(&mut self) -> Option<FileRegion> {
-        match self.0.front() {
-            Some(Part::File(r)) if r.len >= SENDFILE_MIN => match self.0.pop_front() {
+        // A range that cannot have its descriptor is left to poll_chunk,
+        // which says why.
+        self.begin_range().ok()?;
+        match self.parts.front() {
+            Some(Part::File(r)) if r.len >= SENDFILE_MIN => match self.parts.pop_front() {
                 Some(Part::File(r)) => Some(r),
                 _ => None,
             },
@@ -443,19 +477,5 @@ mod tests {
             let hex: Vec<String> = numbers.iter().map(|n| format!("{n:x}")).collect();
             proptest::prop_assert_eq!(entity_tag(&numbers), format!("\"{}\"", hex.join("-")));
         });
-    }
-
-    #[test]
-    fn ranges_become_inclusive_and_clamped() {
-        assert_eq!(
-            inclusive(Bound::Included(0), Bound::Included(9), 5),
-            Some((0, 4))
-        );
-        assert_eq!(
-            inclusive(Bound::Included(2), Bound::Unbounded, 5),
-            Some((2, 4))
-        );
-        assert_eq!(inclusive(Bound::Included(3), Bound::Excluded(3), 5), None);
-        assert_eq!(inclusive(Bound::Included(0), Bound::Included(0), 0), None);
     }
 }
