@@ -7,12 +7,19 @@
 //! directory may permit, or an absolute link) is opened by name instead and
 //! checked by where the descriptor really points (`/proc/self/fd`); so is
 //! every path on a kernel without openat2.
+//!
+//! The directory is looked up by its configured name again at most once a
+//! second (`RECHECK`): a deploy that puts another directory in its place,
+//! or one made after start-up, is served from as nginx, which opens by
+//! name, would serve it.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -28,14 +35,39 @@ pub enum Refused {
 
 /// A directory, held open.
 pub struct RootDir {
+    /// Where the directory was at start-up, every link followed: the name
+    /// requests' paths are joined to.
     pub dir: PathBuf,
-    /// The directory, opened at start-up (`None` if it did not exist then,
-    /// or openat2 is missing: then paths are opened by name).
+    /// The directory as configured, links kept (a deploy's `current`):
+    /// what is looked up again.
+    named: PathBuf,
+    /// The `--static-safe` directories, canonical.
+    safe: Vec<PathBuf>,
+    /// The directory as last looked up, and when.
+    held: Mutex<(Arc<Held>, Option<Instant>)>,
+    /// How long a lookup stands.
+    recheck: Duration,
+    /// Never hold a descriptor (as on a kernel without openat2).
+    by_name: bool,
+}
+
+/// What a lookup of the directory found.
+struct Held {
+    /// The directory (`None` if it does not exist: then paths are opened
+    /// by name, and none is there).
     fd: Option<OwnedFd>,
+    /// Its device and inode, to tell a directory put in its place.
+    id: Option<(u64, u64)>,
     /// Where a file may really be when links are followed by name: the
-    /// root's canonical path, then the allowed directories (`--static-safe`).
+    /// directory's canonical path, then the allowed ones (`--static-safe`).
     allowed: Vec<PathBuf>,
 }
+
+/// A deploy that puts a new directory in the old one's place (`mv static
+/// static.old; mv static.new static`, or a `current` link moved to a new
+/// release) is served from within this long, as nginx, which opens by name,
+/// serves it at once; and one that did not exist at start-up is found.
+const RECHECK: Duration = Duration::from_secs(1);
 
 const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC)
@@ -43,23 +75,46 @@ const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NONBLOCK)
     .union(OFlag::O_NOCTTY);
 
+fn canonical(d: &Path) -> PathBuf {
+    d.canonicalize().unwrap_or_else(|_| d.to_path_buf())
+}
+
 impl RootDir {
     pub fn new(dir: &Path, safe: &[PathBuf]) -> RootDir {
-        let canonical = |d: &Path| d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
-        let dir = canonical(dir);
-        let fd = nix::fcntl::open(
-            &dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok();
+        let named = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let safe: Vec<PathBuf> = safe.iter().map(|d| canonical(d)).collect();
+        let held = Held::look_up(&named, &safe, false);
         RootDir {
-            allowed: std::iter::once(dir.clone())
-                .chain(safe.iter().map(|d| canonical(d)))
-                .collect(),
-            dir,
-            fd,
+            dir: held.allowed[0].clone(),
+            named,
+            safe,
+            held: Mutex::new((Arc::new(held), Some(Instant::now()))),
+            recheck: RECHECK,
+            by_name: false,
         }
+    }
+
+    /// The directory as looked up at most `recheck` ago, looked up again
+    /// if that was longer ago (a stat of its name, and a new descriptor
+    /// only if another directory is there now).
+    fn held(&self) -> Arc<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if held
+            .1
+            .is_some_and(|at| now.saturating_duration_since(at) < self.recheck)
+        {
+            return held.0.clone();
+        }
+        let id = std::fs::metadata(&self.named)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| (m.dev(), m.ino()));
+        if id != held.0.id || (id.is_some() && held.0.fd.is_none() && !self.by_name) {
+            held.0 = Arc::new(Held::look_up(&self.named, &self.safe, self.by_name));
+        }
+        held.1 = Some(now);
+        held.0.clone()
     }
 
     /// Opens `rel` (relative, no `..`) under the root: the file and its
@@ -70,7 +125,8 @@ impl RootDir {
         } else {
             rel
         };
-        if let Some(root) = &self.fd {
+        let held = self.held();
+        if let Some(root) = &held.fd {
             let how = OpenHow::new()
                 .flags(OPEN_FLAGS)
                 .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -87,8 +143,8 @@ impl RootDir {
                 Err(e) => return Err(refusal(e as i32)),
             }
         }
-        let (file, meta) = open_by_name(&self.dir.join(rel))?;
-        if really_under(&file, &self.allowed) {
+        let (file, meta) = open_by_name(&held.allowed[0].join(rel))?;
+        if really_under(&file, &held.allowed) {
             Ok((file, meta))
         } else {
             Err(Refused::Forbidden)
@@ -99,7 +155,7 @@ impl RootDir {
     /// way under the root (a file so opened is named by `script_name`
     /// without asking the kernel).
     pub fn open_plain(&self, rel: &Path) -> Result<(File, Metadata, bool), Refused> {
-        if let Some(root) = &self.fd
+        if let Some(root) = &self.held().fd
             && !rel.as_os_str().is_empty()
         {
             let how = OpenHow::new().flags(OPEN_FLAGS).resolve(
@@ -155,8 +211,49 @@ impl RootDir {
     /// As if the kernel had no openat2: every path is opened by name.
     #[cfg(test)]
     pub fn by_name_only(mut self) -> RootDir {
-        self.fd = None;
+        self.by_name = true;
+        self.held = Mutex::new((
+            Arc::new(Held::look_up(&self.named, &self.safe, true)),
+            Some(Instant::now()),
+        ));
         self
+    }
+
+    /// Looks the directory up again at every open.
+    #[cfg(test)]
+    pub fn rechecked_always(mut self) -> RootDir {
+        self.recheck = Duration::ZERO;
+        self
+    }
+}
+
+impl Held {
+    fn look_up(named: &Path, safe: &[PathBuf], by_name: bool) -> Held {
+        let real = canonical(named);
+        let fd = if by_name {
+            None
+        } else {
+            nix::fcntl::open(
+                &real,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+        };
+        // The descriptor's own: a directory swapped in between the open
+        // and a stat of the name would otherwise be taken for the one held.
+        let id = match &fd {
+            Some(fd) => nix::sys::stat::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino)),
+            None => std::fs::metadata(&real)
+                .ok()
+                .filter(|m| m.is_dir())
+                .map(|m| (m.dev(), m.ino())),
+        };
+        Held {
+            fd,
+            id,
+            allowed: std::iter::once(real).chain(safe.iter().cloned()).collect(),
+        }
     }
 }
 

@@ -186,6 +186,9 @@ impl StaticFiles {
         let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
         Some(match resolve::open(&root.dir, rel, &self.index) {
             Resolved::Missing => return None,
+            // A --check-static directory (no mount) sees every app URL: one
+            // no file could have (`/api/a%5Cb`) is the app's, as in uWSGI.
+            Resolved::BadPath if root.mount.is_empty() => return None,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
             Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
             // Under a mount, nginx's answer. A --check-static directory is

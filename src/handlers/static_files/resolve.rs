@@ -182,6 +182,40 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_put_in_the_root_s_place_is_served_from() {
+        let t = Tree::new("replaced");
+        let root = RootDir::new(&t.base.join("root"), &[]).rechecked_always();
+        let file = |rel: &str| matches!(open(&root, rel.as_bytes(), &[]), Resolved::File { .. });
+        assert!(file("/a.txt"));
+        // A deploy: the old tree moved aside, a new one in its place.
+        std::fs::rename(t.base.join("root"), t.base.join("root.old")).unwrap();
+        std::fs::create_dir(t.base.join("root")).unwrap();
+        std::fs::write(t.base.join("root/new.txt"), "n").unwrap();
+        assert!(file("/new.txt"));
+        assert!(!file("/a.txt"));
+        // A link moved to another release (Capistrano's `current`).
+        let current = t.base.join("current");
+        symlink(t.base.join("root.old"), &current).unwrap();
+        let root = RootDir::new(&current, &[]).rechecked_always();
+        let file = |rel: &str| matches!(open(&root, rel.as_bytes(), &[]), Resolved::File { .. });
+        assert!(file("/a.txt"));
+        std::fs::remove_file(&current).unwrap();
+        symlink(t.base.join("root"), &current).unwrap();
+        assert!(file("/new.txt") && !file("/a.txt"));
+    }
+
+    #[test]
+    fn a_root_missing_at_start_is_served_from_once_made() {
+        let t = Tree::new("late");
+        let late = t.base.join("late");
+        let root = RootDir::new(&late, &[]).rechecked_always();
+        assert!(matches!(open(&root, b"/x.txt", &[]), Resolved::Missing));
+        std::fs::create_dir(&late).unwrap();
+        std::fs::write(late.join("x.txt"), "x").unwrap();
+        assert!(matches!(open(&root, b"/x.txt", &[]), Resolved::File { .. }));
+    }
+
+    #[test]
     fn traversal_is_refused() {
         let t = Tree::new("traversal");
         for rel in [
