@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -18,8 +19,8 @@ import time
 import pytest
 import requests
 
-from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, read_records, screen_of, start_nginx, stdout_of,
-                     traced_calls, wait_for)
+from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, read_records, rec, screen_of, start_nginx,
+                     stdout_of, traced_calls, wait_for)
 
 PHP_CGI = shutil.which("php-cgi")
 PHP_FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm") or "/usr/sbin/php-fpm8.2"
@@ -252,6 +253,82 @@ def test_an_unreachable_server_is_502_with_a_log_line(serve, tmp_path):
     s = serve("--fastcgi-pass", str(tmp_path / "nobody.sock"))
     assert requests.get(f"{s.url}/x", timeout=20).status_code == 502
     wait_for(lambda: "nobody.sock: cannot connect" in s.log(), what="the log line")
+
+
+# A FastCGI app on fd 0 (as a pool runs it) that answers request n with
+# reply(n), written into the script, and logs each connection it accepts.
+MISBEHAVING_APP = """
+import os, socket, struct, sys
+
+def rec(kind, rid, content=b""):
+    return struct.pack(">BBHHBB", 1, kind, rid, len(content), 0, 0) + content
+
+def answer(rid, body, after=b""):
+    out = rec(6, rid, b"Content-Type: text/plain\\r\\n\\r\\n" + body) + rec(6, rid)
+    return out + rec(3, rid, bytes(8)) + after
+
+STALE = rec(6, 1, b"Content-Type: text/plain\\r\\n\\r\\nstale\\n") + rec(6, 1) + rec(3, 1, bytes(8))
+
+def stale_once():
+    # Only the first process misbehaves: its successor is well-behaved.
+    if os.path.exists(sys.argv[1] + ".stale"):
+        return b""
+    open(sys.argv[1] + ".stale", "w").close()
+    return STALE
+%s
+
+listener = socket.socket(fileno=0)
+n = 0
+log = open(sys.argv[1], "a", buffering=1)
+while True:
+    conn, _ = listener.accept()
+    log.write("connection\\n")
+    buf = b""
+    while True:
+        while len(buf) < 8 or len(buf) < 8 + struct.unpack(">H", buf[4:6])[0] + buf[6]:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        else:
+            clen, plen = struct.unpack(">H", buf[4:6])[0], buf[6]
+            kind, content, buf = buf[1], buf[8:8 + clen], buf[8 + clen + plen:]
+            if kind == 5 and not content:
+                n += 1
+                conn.sendall(reply(n))
+            continue
+        break
+    conn.close()
+"""
+
+
+def misbehaving(serve, tmp_path, reply):
+    (tmp_path / "app.py").write_text(MISBEHAVING_APP % reply)
+    log = tmp_path / "connections.log"
+    s = serve("--fastcgi-app", f"{sys.executable} {tmp_path / 'app.py'} {log}", "--fastcgi-app-processes", "1",
+              "--processes", "1")
+    return s, lambda: log.read_text().count("connection") if log.exists() else 0
+
+
+def test_a_record_for_another_request_is_a_502_not_an_answer(serve, tmp_path):
+    s, _ = misbehaving(serve, tmp_path, 'reply = lambda n: answer(2, b"someone else\'s\\n")')
+    r = requests.get(f"{s.url}/x", timeout=20)
+    assert r.status_code == 502 and "someone else" not in r.text
+    wait_for(lambda: "a record for request 2, where 1 is the only one" in s.log(), what="the log line")
+
+
+def test_bytes_after_the_end_of_a_request_never_answer_the_next(serve, tmp_path):
+    """An app that writes past END_REQUEST: its connection is not kept
+    (nor, as a pool process serves one connection, the process), so the
+    next request gets an answer of its own, not those bytes."""
+    s, connections = misbehaving(
+        serve, tmp_path, 'reply = lambda n: answer(1, b"answer %d\\n" % n, stale_once())')
+    assert requests.get(f"{s.url}/x", timeout=20).text == "answer 1\n"
+    assert requests.get(f"{s.url}/x", timeout=20).text == "answer 1\n"  # a new process's first
+    assert connections() == 2
+    # A well-behaved exchange keeps its connection.
+    assert requests.get(f"{s.url}/x", timeout=20).text == "answer 2\n"
+    assert connections() == 2
 
 
 NGINX_FRONT = """

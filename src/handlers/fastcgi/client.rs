@@ -137,6 +137,15 @@ impl Conn {
     ) -> Poll<Result<Option<fastcgi::Record>, String>> {
         loop {
             match fastcgi::parse_record(&mut self.buf) {
+                // One request at a time goes over a connection: a record
+                // for another is the server's mistake, and taking it as
+                // ours could give one client another's response.
+                Ok(Some(r)) if r.request_id != ID => {
+                    return Poll::Ready(Err(format!(
+                        "a record for request {}, where {ID} is the only one",
+                        r.request_id
+                    )));
+                }
                 Ok(Some(r)) => return Poll::Ready(Ok(Some(r))),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e.to_string())),
@@ -365,9 +374,11 @@ impl Output {
     fn end(&mut self, whole: bool) {
         self.finished = true;
         let conn = self.conn.take();
-        // A connection goes back only after a whole exchange.
+        // A connection goes back only after a whole exchange, and with
+        // nothing read past its end: bytes after END_REQUEST would be
+        // taken for the next request's answer.
         if let Some(release) = self.release.take() {
-            release(conn.filter(|_| whole), self.timed_out);
+            release(conn.filter(|c| whole && c.buf.is_empty()), self.timed_out);
         }
         if let Some(f) = self.on_end.take() {
             f(self.sent, whole);
