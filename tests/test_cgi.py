@@ -339,6 +339,44 @@ sleep 300
     assert "hang.cgi: no response within --cgi-timeout 2s" in s.log()
 
 
+def test_the_timeout_counts_from_the_last_progress_not_the_start(serve, cgi_dir):
+    """--cgi-timeout is how long a script may sit idle, as uWSGI's waits
+    for output: an upload read, or output written, for longer than it in
+    all runs to its end (git-http-backend's pushes and clones); a script
+    that stops moving midway is cut."""
+    script(cgi_dir / "ticks.cgi", """#!/bin/sh
+printf 'Content-Type: text/plain\\n\\n'
+for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done
+""")
+    script(cgi_dir / "swallow.cgi", """#!/bin/sh
+n=$(wc -c)
+printf 'Content-Type: text/plain\\n\\nread %s\\n' "$n"
+""")
+    script(cgi_dir / "stalls.cgi", """#!/bin/sh
+printf 'Content-Type: text/plain\\n\\nfirst\\n'
+sleep 300
+""")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "2", "--processes", "1")
+    r = requests.get(f"{s.url}/ticks.cgi", timeout=20)  # 3 s of output
+    assert r.status_code == 200 and r.text.split("\n")[-2] == "tick 6"
+
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
+    c.putrequest("POST", "/swallow.cgi")
+    c.putheader("Content-Length", "8000")
+    c.endheaders()
+    for _ in range(8):  # 3.2 s of upload
+        c.send(b"x" * 1000)
+        time.sleep(0.4)
+    r = c.getresponse()
+    assert (r.status, r.read().strip()) == (200, b"read 8000")
+    c.close()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(f"{s.url}/stalls.cgi", timeout=20).content
+    wait_for(lambda: "stalls.cgi: no input taken nor output given for --cgi-timeout 2s" in s.log(),
+             what="the log line")
+
+
 def test_a_client_that_leaves_takes_the_script_with_it(serve, cgi_dir, tmp_path):
     marker = tmp_path / "forever.pid"
     script(cgi_dir / "forever.cgi", f"""#!/bin/sh

@@ -714,7 +714,7 @@ options! {
     CGI_TIMEOUT = OptDef::new("cgi-timeout", Int, Cgi)
         .value("SECONDS")
         .defaults_to("60")
-        .help("Kill a script (and every process it started in its group) that runs longer than SECONDS; its request is answered 504 if nothing was sent yet."),
+        .help("Kill a script (and every process it started in its group) that has neither read input nor written output for SECONDS, as uWSGI's cgi-timeout waits for output; its request is answered 504 if nothing was sent yet."),
     FASTCGI_APP = OptDef::new("fastcgi-app", List, FastCgi)
         .value("[MOUNT=]COMMAND")
         .help("Run COMMAND as a pool of FastCGI processes (php-cgi, a Perl FCGI or flup app), each listening on a socket of its own on fd 0, and send the requests under MOUNT (/ when none is given) to an idle one. Also mount=/,command=php-cgi,processes=8,max-requests=500."),

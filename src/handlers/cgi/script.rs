@@ -4,15 +4,18 @@
 //!
 //! A task per run owns the process and reaps it, so none is left a zombie;
 //! it kills the whole group (the script and whatever it started) when the
-//! timeout passes, or when the response is dropped before the script's
-//! output ended (the client went away).
+//! script has neither taken input nor given output for the timeout, or
+//! when the response is dropped before the script's output ended (the
+//! client went away). The timeout counts from the last progress, as
+//! uWSGI's `cgi-timeout` waits for output: a long upload or download that
+//! keeps moving (git-http-backend's pushes and clones) is not cut.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -55,6 +58,38 @@ pub enum Failure {
     NoHead(String),
 }
 
+/// When the script last moved: bytes into its stdin or out of its stdout.
+struct Progress {
+    start: Instant,
+    /// Milliseconds from `start`.
+    last: AtomicU64,
+    timeout: Duration,
+}
+
+impl Progress {
+    fn new(timeout: Duration) -> Progress {
+        Progress {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            timeout,
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the script is over the timeout, if it does not move before.
+    fn deadline(&self) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + self.timeout
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() >= self.deadline()
+    }
+}
+
 /// A script whose head was read: the rest of its output is the body.
 pub struct Output {
     stdout: ChildStdout,
@@ -67,7 +102,7 @@ pub struct Output {
     on_end: Option<Box<dyn FnOnce(u64, bool) + Send>>,
     sent: u64,
     finished: bool,
-    timeout: Duration,
+    progress: Arc<Progress>,
 }
 
 const CHUNK: usize = 32 * 1024;
@@ -92,19 +127,18 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
         // signals so that none stays ignored across the exec.)
         .process_group(0);
     let mut child = command.spawn().map_err(Failure::Spawn)?;
-    let deadline = Instant::now() + run.timeout;
+    let progress = Arc::new(Progress::new(run.timeout));
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let timed_out = Arc::new(AtomicBool::new(false));
     let (ended_tx, ended_rx) = oneshot::channel();
     tokio::spawn(supervise(
         child,
-        deadline,
+        progress.clone(),
         ended_rx,
         timed_out.clone(),
         run.name.clone(),
-        run.timeout,
     ));
-    let mut feeding = tokio::spawn(feed(stdin, body));
+    let mut feeding = tokio::spawn(feed(stdin, body, progress.clone()));
     if let Some(stderr) = stderr {
         tokio::spawn(log_stderr(stderr, run.name.clone()));
     }
@@ -118,14 +152,17 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
             Ok(None) => {}
             Err(e) => return Err(Failure::NoHead(e.to_string())),
         }
-        match tokio::time::timeout_at(deadline, stdout.read_buf(&mut buf)).await {
-            Err(_) => return Err(Failure::Timeout),
+        // (read_buf is cancel-safe: a timeout that finds progress made
+        // meanwhile reads on, losing nothing.)
+        match tokio::time::timeout_at(progress.deadline(), stdout.read_buf(&mut buf)).await {
+            Err(_) if progress.expired() => return Err(Failure::Timeout),
+            Err(_) => {}
             Ok(Ok(0)) if timed_out.load(Ordering::Relaxed) => return Err(Failure::Timeout),
             Ok(Ok(0)) if buf.is_empty() => {
                 return Err(Failure::NoHead("it wrote nothing".into()));
             }
             Ok(Ok(0)) => return Err(Failure::NoHead("its output ended in the headers".into())),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => progress.touch(),
             Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
         }
     };
@@ -137,18 +174,24 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
     let mut output_ended = false;
     while !feeding.is_finished() {
         let hold = output_ended || buf.len() >= HOLD_MAX;
-        let step = tokio::time::timeout_at(deadline, async {
+        let step = tokio::time::timeout_at(progress.deadline(), async {
             tokio::select! {
                 _ = &mut feeding => Ok(None),
                 read = stdout.read_buf(&mut buf), if !hold => read.map(Some),
             }
         });
         match step.await {
-            Err(_) => return Err(Failure::Timeout),
+            Err(_) if progress.expired() => return Err(Failure::Timeout),
+            Err(_) => {}
             Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
             Ok(Ok(Some(0))) => output_ended = true,
-            Ok(Ok(_)) => {}
+            Ok(Ok(Some(_))) => progress.touch(),
+            Ok(Ok(None)) => {}
         }
+    }
+    // Killed for want of progress while the body went in.
+    if timed_out.load(Ordering::Relaxed) {
+        return Err(Failure::Timeout);
     }
     let first = buf.split_off(head.len).freeze();
     Ok((
@@ -162,7 +205,7 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
             on_end: None,
             sent: 0,
             finished: false,
-            timeout: run.timeout,
+            progress,
         },
     ))
 }
@@ -202,10 +245,12 @@ impl ChunkSource for Output {
                 if self.timed_out.load(Ordering::Relaxed) {
                     // Cut short: the client must not take it for the whole.
                     self.end(false);
-                    let secs = self.timeout.as_secs();
+                    let secs = self.progress.timeout.as_secs();
                     Poll::Ready(Some(Err(BodyError::new(
                         504,
-                        format!("the CGI script ran over --cgi-timeout {secs} and was killed"),
+                        format!(
+                            "the CGI script made no progress for --cgi-timeout {secs}s and was killed"
+                        ),
                     ))))
                 } else {
                     self.end(true);
@@ -213,6 +258,7 @@ impl ChunkSource for Output {
                 }
             }
             Poll::Ready(Ok(())) => {
+                self.progress.touch();
                 let chunk = Bytes::copy_from_slice(read.filled());
                 self.sent += chunk.len() as u64;
                 Poll::Ready(Some(Ok(chunk)))
@@ -237,16 +283,16 @@ impl Drop for Output {
     }
 }
 
-/// Owns the process until it is reaped; kills its group at the deadline,
-/// or when the output is abandoned.
+/// Owns the process until it is reaped; kills its group once it has made
+/// no progress for the timeout, or when the output is abandoned.
 async fn supervise(
     mut child: Child,
-    deadline: Instant,
+    progress: Arc<Progress>,
     ended: oneshot::Receiver<()>,
     timed_out: Arc<AtomicBool>,
     name: Arc<str>,
-    timeout: Duration,
 ) {
+    let timeout = progress.timeout;
     let Some(pid) = child.id() else {
         return;
     };
@@ -260,7 +306,7 @@ async fn supervise(
     let over = |timed_out: &AtomicBool| {
         timed_out.store(true, Ordering::Relaxed);
         kill(&format!(
-            "still running after --cgi-timeout {}s",
+            "no input taken nor output given for --cgi-timeout {}s",
             timeout.as_secs()
         ));
     };
@@ -268,7 +314,10 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = child.wait() => break,
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = tokio::time::sleep_until(progress.deadline()) => {
+                if !progress.expired() {
+                    continue;
+                }
                 over(&timed_out);
                 let _ = child.wait().await;
                 return;
@@ -285,20 +334,31 @@ async fn supervise(
         }
     }
     // Reaped. What it started may still hold the output open: that, too,
-    // ends at the deadline, or when the response is dropped. The response
-    // is marked cut only if something of the group was still there to
-    // kill (a script that ended, its last bytes still in the pipe for a
-    // slow client, ran to its end).
-    if let Some(ended) = ended {
-        tokio::select! {
-            r = ended => if r.is_err() { let _ = killpg(group, Signal::SIGKILL); },
-            _ = tokio::time::sleep_until(deadline) => {
-                if killpg(group, Signal::SIGKILL).is_ok() {
-                    timed_out.store(true, Ordering::Relaxed);
-                    crate::say!(
-                        "oxgate: CGI {name}: what it started still held its output after --cgi-timeout {}s; killed",
-                        timeout.as_secs()
-                    );
+    // ends once it makes no progress for the timeout, or when the response
+    // is dropped. The response is marked cut only if something of the
+    // group was still there to kill (a script that ended, its last bytes
+    // still in the pipe for a slow client, ran to its end).
+    if let Some(mut ended) = ended {
+        loop {
+            tokio::select! {
+                r = &mut ended => {
+                    if r.is_err() {
+                        let _ = killpg(group, Signal::SIGKILL);
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(progress.deadline()) => {
+                    if !progress.expired() {
+                        continue;
+                    }
+                    if killpg(group, Signal::SIGKILL).is_ok() {
+                        timed_out.store(true, Ordering::Relaxed);
+                        crate::say!(
+                            "oxgate: CGI {name}: what it started still held its output, idle, after --cgi-timeout {}s; killed",
+                            timeout.as_secs()
+                        );
+                    }
+                    return;
                 }
             }
         }
@@ -307,18 +367,27 @@ async fn supervise(
 
 /// Streams the request body into the script's stdin, then closes it. A
 /// script that exits without reading it all ends the copy (EPIPE).
-async fn feed(stdin: Option<ChildStdin>, body: RequestBody) {
+async fn feed(stdin: Option<ChildStdin>, body: RequestBody, progress: Arc<Progress>) {
     let Some(mut stdin) = stdin else {
         return;
+    };
+    // In pieces, each one progress: a script reading a large body slowly
+    // is still moving.
+    let mut write = async |bytes: &[u8]| {
+        for piece in bytes.chunks(CHUNK) {
+            stdin.write_all(piece).await?;
+            progress.touch();
+        }
+        Ok::<(), std::io::Error>(())
     };
     match body {
         RequestBody::Empty => {}
         RequestBody::Full(bytes) => {
-            let _ = stdin.write_all(&bytes).await;
+            let _ = write(&bytes).await;
         }
         RequestBody::Stream(mut stream) => {
             while let Some(Ok(chunk)) = stream.chunk().await {
-                if stdin.write_all(&chunk).await.is_err() {
+                if write(&chunk).await.is_err() {
                     break;
                 }
             }
