@@ -4,6 +4,7 @@ flup app; PHP laid out with a document root and a front controller; the
 timeout; behind real nginx."""
 import concurrent.futures
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -458,6 +460,41 @@ def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site, 
         wait_for(lambda: len(set(pool_pids(s))) > 4, timeout=5, what="a process replaced at PHP's cap")
         assert "ended (exit status: 0)" in s.log()
         assert {pid for pid, _ in served_by} <= set(pool_pids(s))
+
+
+@needs_php
+def test_a_slow_upload_holds_no_pool_process_while_it_arrives(serve, site):
+    """The body is read whole (into an unnamed temporary file past
+    --post-buffering) before a process is taken, as nginx buffers it: with
+    one process, other requests are served while an upload trickles in,
+    and the upload then reaches PHP whole."""
+    (site / "upload.php").write_text("<?php $b = file_get_contents('php://input'); echo strlen($b), ' ', md5($b);")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--post-buffering", "65536")
+    body = os.urandom(300_000)
+    sent_all = threading.Event()
+    result = {}
+
+    def upload():
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        c.putrequest("POST", "/upload.php")
+        c.putheader("Content-Length", str(len(body)))
+        c.endheaders()
+        c.send(body[:200_000])
+        served.wait(20)  # the rest only once another request was served
+        c.send(body[200_000:])
+        sent_all.set()
+        r = c.getresponse()
+        result["upload"] = (r.status, r.read().decode())
+
+    served = threading.Event()
+    t = threading.Thread(target=upload)
+    t.start()
+    time.sleep(0.5)  # the upload's first part in (were it holding the process, the next request would wait)
+    r = requests.get(f"{s.url}/index.php", timeout=20)
+    assert not sent_all.is_set() and r.status_code == 200
+    served.set()
+    t.join(30)
+    assert result["upload"] == (200, f"{len(body)} {hashlib.md5(body).hexdigest()}")
 
 
 @needs_php

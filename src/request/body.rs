@@ -388,6 +388,65 @@ pub async fn with_length(
     }
 }
 
+/// A body still arriving, read whole before an upstream is taken for it,
+/// as nginx reads a request body before it passes the request on
+/// (`fastcgi_request_buffering on`): a FastCGI process serves one request
+/// at a time, and a client uploading at a byte a second would hold it for
+/// as long. The bytes wait in an unnamed file under the temporary
+/// directory (`$TMPDIR`, as nginx's `client_body_temp_path`), gone when
+/// the request is. A body already whole, or none, is as it was.
+pub async fn spooled(body: RequestBody) -> Result<RequestBody, super::Response> {
+    let RequestBody::Stream(mut stream) = body else {
+        return Ok(body);
+    };
+    let failed = |why: String| {
+        crate::say!("oxgate: cannot hold a request body in a temporary file: {why}");
+        super::Response::plain(500, "Internal Server Error", "Internal Server Error\n")
+    };
+    let mut file = unnamed_temp_file().map_err(|e| failed(e.to_string()))?;
+    let mut len = 0u64;
+    while let Some(chunk) = stream.chunk().await {
+        let chunk = chunk.map_err(|e| {
+            super::Response::plain(
+                e.status,
+                super::reason_phrase(e.status),
+                "Bad request body\n",
+            )
+        })?;
+        // The page cache takes it; nginx writes its temporary files from
+        // its event loop too.
+        std::io::Write::write_all(&mut file, &chunk).map_err(|e| failed(e.to_string()))?;
+        len += chunk.len() as u64;
+    }
+    let region = FileRegion {
+        fd: OwnedFd::from(file),
+        offset: 0,
+        len,
+    };
+    Ok(RequestBody::Stream(BodyStream::new(FileBody::new(
+        region,
+        |_| {},
+    ))))
+}
+
+/// A file with no name in the temporary directory: O_TMPFILE, or where the
+/// file system has none, a fresh name unlinked at once.
+fn unnamed_temp_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    if let Ok(f) = options.clone().custom_flags(libc::O_TMPFILE).open(&dir) {
+        return Ok(f);
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".oxgate-body-{}-{n}", std::process::id()));
+    let f = options.create_new(true).open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

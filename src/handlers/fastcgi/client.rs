@@ -8,9 +8,9 @@
 //! connections kept by one oxgate worker would hold every child while
 //! another worker's new connection waits in the backlog, unanswered.
 //!
-//! The request goes out whole (BEGIN_REQUEST, PARAMS, then STDIN, streamed
-//! from the client) before the response is read, as nginx does with its
-//! buffered request bodies. STDOUT is read up to the end of the CGI head,
+//! The request goes out whole (BEGIN_REQUEST, PARAMS, then STDIN, from
+//! the body the handler has already read whole: `request::spooled`) before
+//! the response is read, as nginx does with its buffered request bodies. STDOUT is read up to the end of the CGI head,
 //! then streamed on as the body; STDERR goes to the log; END_REQUEST gives
 //! the connection back (see `pool` for what is done with a kept one).
 

@@ -350,6 +350,11 @@ impl FastcgiApps {
             Ok(pair) => pair,
             Err(resp) => return self.answered(&req, resp, since),
         };
+        // Whole before a process is taken for it (request/body.rs).
+        let body = match crate::request::spooled(body).await {
+            Ok(body) => body,
+            Err(resp) => return self.answered(&req, resp, since),
+        };
         let root = self.docroot.as_ref().map(|r| r.dir.as_os_str().as_bytes());
         let place = ScriptPlace {
             script_name: &target.script_name,
