@@ -498,6 +498,29 @@ def test_a_slow_upload_holds_no_pool_process_while_it_arrives(serve, site):
 
 
 @needs_php
+def test_a_process_past_its_timeout_while_the_client_stalls_is_replaced_once_not_counted_a_crash(serve, site):
+    """The timeout's kill, when the response is streaming to a client that
+    stopped reading, is one the pool asked for: one new process, no
+    "ended" line, no process_exits."""
+    sp = free_port()
+    (site / "flood.php").write_text("<?php for ($i = 0; $i < 4000; $i++) echo str_repeat('x', 65536);")
+    s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-processes", "1", "--processes", "1",
+                 "--stats", f"127.0.0.1:{sp}", "--stats-http")
+    first = wait_for(lambda: pool_pids(s), what="the process to start")[0]
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sendall(b"GET /flood.php HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 200")
+        # Reads no more: the process blocks writing, past its timeout.
+        wait_for(lambda: not alive(first), what="the process to be killed at its timeout")
+    wait_for(lambda: requests.get(f"{s.url}/index.php", timeout=20).status_code == 200, what="a new process serving")
+    (pool,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
+    assert pool["process_exits"] == 0, pool
+    assert f"process {first} ended" not in s.log()
+    assert len(pool_pids(s)) == 2, s.log()
+
+
+@needs_php
 def test_a_slow_pool_request_is_logged_then_504_and_its_process_replaced(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-slowlog", "1",
                  "--fastcgi-app-processes", "2", "--processes", "1")

@@ -603,9 +603,19 @@ impl Pool {
             if let Some(d) = deadline
                 && lease.watchdog.is_none()
             {
+                let (shared, token) = (lease.shared, lease.token);
                 let watchdog = tokio::spawn(async move {
                     tokio::time::sleep_until(d).await;
-                    sigkill_group(row.pid.load(Ordering::Acquire));
+                    // Marked as `Lease::retire` marks it: the manager
+                    // takes the exit for one it asked for (not a crash to
+                    // count), and the lease, its token gone, kills no
+                    // successor when the response ends.
+                    if shared.current(token) {
+                        row.cause.store(CAUSE_ASKED, Ordering::Release);
+                        row.holder.store(0, Ordering::Relaxed);
+                        row.token_out.store(0, Ordering::SeqCst);
+                    }
+                    sigkill_group(row.pid.load(Ordering::SeqCst));
                 });
                 lease.watchdog = Some(watchdog.abort_handle());
             }
