@@ -207,6 +207,11 @@ def test_check_static_leaves_paths_no_file_could_have_to_the_app(serve, tree):
         assert r.status == expect, (path, r.status, body[:100])
         if expect == 200:
             assert b'"path"' in body
+    # A map of / is a mount like any other: its bad paths stay 400.
+    s = serve("--static-map", f"/={tree}", "--wsgi-file", ECHO)
+    c = http.client.HTTPConnection(host, s.port, timeout=10)
+    c.request("GET", "/a%5Cb")
+    assert c.getresponse().status == 400
 
 
 def test_conditional_requests_as_nginx(both):

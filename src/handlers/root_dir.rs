@@ -35,9 +35,6 @@ pub enum Refused {
 
 /// A directory, held open.
 pub struct RootDir {
-    /// Where the directory was at start-up, every link followed: the name
-    /// requests' paths are joined to.
-    pub dir: PathBuf,
     /// The directory as configured, links kept (a deploy's `current`):
     /// what is looked up again.
     named: PathBuf,
@@ -85,7 +82,6 @@ impl RootDir {
         let safe: Vec<PathBuf> = safe.iter().map(|d| canonical(d)).collect();
         let held = Held::look_up(&named, &safe, false);
         RootDir {
-            dir: held.allowed[0].clone(),
             named,
             safe,
             held: Mutex::new((Arc::new(held), Some(Instant::now()))),
@@ -100,9 +96,13 @@ impl RootDir {
     fn held(&self) -> Arc<Held> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if held
-            .1
-            .is_some_and(|at| now.saturating_duration_since(at) < self.recheck)
+        // A directory not there is looked for at every request: caught
+        // between the unlink and the new link of `ln -sfn`, a second of
+        // 403s would follow.
+        if held.0.id.is_some()
+            && held
+                .1
+                .is_some_and(|at| now.saturating_duration_since(at) < self.recheck)
         {
             return held.0.clone();
         }
@@ -115,6 +115,13 @@ impl RootDir {
         }
         held.1 = Some(now);
         held.0.clone()
+    }
+
+    /// Where the directory is now, every link followed: the name requests'
+    /// paths are joined to (DOCUMENT_ROOT, SCRIPT_FILENAME), which follows
+    /// a deploy as the descriptor does.
+    pub fn dir(&self) -> PathBuf {
+        self.held().allowed[0].clone()
     }
 
     /// Opens `rel` (relative, no `..`) under the root: the file and its
@@ -193,7 +200,7 @@ impl RootDir {
         plain: bool,
     ) -> Option<PathBuf> {
         if plain {
-            let named = self.dir.join(rel);
+            let named = self.dir().join(rel);
             if std::fs::metadata(&named)
                 .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
             {

@@ -404,19 +404,40 @@ pub async fn spooled(body: RequestBody) -> Result<RequestBody, super::Response> 
         super::Response::plain(500, "Internal Server Error", "Internal Server Error\n")
     };
     let mut file = unnamed_temp_file().map_err(|e| failed(e.to_string()))?;
+    let mut pending = bytes::BytesMut::new();
     let mut len = 0u64;
-    while let Some(chunk) = stream.chunk().await {
-        let chunk = chunk.map_err(|e| {
-            super::Response::plain(
-                e.status,
-                super::reason_phrase(e.status),
-                "Bad request body\n",
-            )
-        })?;
-        // The page cache takes it; nginx writes its temporary files from
-        // its event loop too.
-        std::io::Write::write_all(&mut file, &chunk).map_err(|e| failed(e.to_string()))?;
-        len += chunk.len() as u64;
+    loop {
+        let chunk = match stream.chunk().await {
+            Some(chunk) => Some(chunk.map_err(|e| {
+                super::Response::plain(
+                    e.status,
+                    super::reason_phrase(e.status),
+                    "Bad request body\n",
+                )
+            })?),
+            None => None,
+        };
+        let end = chunk.is_none();
+        if let Some(chunk) = chunk {
+            len += chunk.len() as u64;
+            pending.extend_from_slice(&chunk);
+        }
+        // Written off the event loop, a few hundred KiB at a time: a disk
+        // that throttles writes must not stall the worker's other requests.
+        if pending.len() >= SPOOL_WRITE || (end && !pending.is_empty()) {
+            let bytes = pending.split().freeze();
+            let (back, written) = tokio::task::spawn_blocking(move || {
+                let written = std::io::Write::write_all(&mut file, &bytes);
+                (file, written)
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+            written.map_err(|e| failed(e.to_string()))?;
+            file = back;
+        }
+        if end {
+            break;
+        }
     }
     let region = FileRegion {
         fd: OwnedFd::from(file),
@@ -428,6 +449,9 @@ pub async fn spooled(body: RequestBody) -> Result<RequestBody, super::Response> 
         |_| {},
     ))))
 }
+
+/// How much of a spooled body is written at a time.
+const SPOOL_WRITE: usize = 256 * 1024;
 
 /// A file with no name in the temporary directory: O_TMPFILE, or where the
 /// file system has none, a fresh name unlinked at once.

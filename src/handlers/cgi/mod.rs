@@ -208,7 +208,7 @@ impl CgiScripts {
                         meta: s.meta,
                         script_name: script_name(&s.url_path),
                         path_info: Bytes::from(s.path_info),
-                        document_root: Some(dir.dir.clone()),
+                        document_root: Some(dir.dir()),
                     },
                 },
             };
@@ -229,7 +229,8 @@ impl CgiScripts {
             .clone();
         let (dir, rel) = self.roots.iter().find_map(|root| match &root.target {
             Target::Dir(dir) => {
-                let rel = filename.strip_prefix(dir.dir.as_os_str().as_bytes())?;
+                let root = dir.dir();
+                let rel = filename.strip_prefix(root.as_os_str().as_bytes())?;
                 rel.starts_with(b"/").then_some((dir, rel))
             }
             Target::Script(_) => None,
@@ -270,7 +271,7 @@ impl CgiScripts {
             meta: found.meta,
             script_name,
             path_info,
-            document_root: Some(dir.dir.clone()),
+            document_root: Some(dir.dir()),
         }))
     }
 
@@ -458,7 +459,7 @@ fn failed(name: &str, failure: Failure, timeout: Duration) -> Response {
     match failure {
         Failure::Timeout => {
             crate::say!(
-                "oxgate: CGI {name}: no response within --cgi-timeout {}s; answered 504",
+                "oxgate: CGI {name}: no response, and idle for --cgi-timeout {}s; answered 504",
                 timeout.as_secs()
             );
             Response::plain(504, "Gateway Timeout", "Gateway Timeout\n")

@@ -80,9 +80,14 @@ impl Progress {
         self.last.store(ms, Ordering::Relaxed);
     }
 
-    /// When the script is over the timeout, if it does not move before.
+    /// When the script is over the timeout, if it does not move before
+    /// (a timeout too large to count to is a year: never, in practice).
     fn deadline(&self) -> Instant {
-        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + self.timeout
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start
+            .checked_add(last)
+            .and_then(|at| at.checked_add(self.timeout))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
     }
 
     fn expired(&self) -> bool {
@@ -371,12 +376,16 @@ async fn feed(stdin: Option<ChildStdin>, body: RequestBody, progress: Arc<Progre
     let Some(mut stdin) = stdin else {
         return;
     };
-    // In pieces, each one progress: a script reading a large body slowly
-    // is still moving.
-    let mut write = async |bytes: &[u8]| {
-        for piece in bytes.chunks(CHUNK) {
-            stdin.write_all(piece).await?;
+    // Every write is progress: a script reading a large body slowly is
+    // still moving.
+    let mut write = async |mut bytes: &[u8]| {
+        while !bytes.is_empty() {
+            let n = stdin.write(bytes).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
             progress.touch();
+            bytes = &bytes[n..];
         }
         Ok::<(), std::io::Error>(())
     };

@@ -137,15 +137,6 @@ impl Conn {
     ) -> Poll<Result<Option<fastcgi::Record>, String>> {
         loop {
             match fastcgi::parse_record(&mut self.buf) {
-                // One request at a time goes over a connection: a record
-                // for another is the server's mistake, and taking it as
-                // ours could give one client another's response.
-                Ok(Some(r)) if r.request_id != ID => {
-                    return Poll::Ready(Err(format!(
-                        "a record for request {}, where {ID} is the only one",
-                        r.request_id
-                    )));
-                }
                 Ok(Some(r)) => return Poll::Ready(Ok(Some(r))),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e.to_string())),
@@ -308,6 +299,13 @@ async fn read_head(mut conn: Conn, name: &str) -> Result<(Head, Bytes, Conn), Fa
             Err(e) => return Err(Failure::NoHead(e)),
         };
         any = true;
+        // A reply came, but a broken one (not a reason to try another
+        // process): one request at a time goes over a connection, and a
+        // record for another, taken as ours, could give one client
+        // another's response.
+        if let Some(why) = not_ours(&rec) {
+            return Err(Failure::NoHead(why));
+        }
         match rec.kind {
             fastcgi::STDOUT => {
                 out.extend_from_slice(&rec.content);
@@ -331,6 +329,16 @@ async fn read_head(mut conn: Conn, name: &str) -> Result<(Head, Bytes, Conn), Fa
             _ => {}
         }
     }
+}
+
+/// Why a record is not one of this connection's one request, if it is not.
+fn not_ours(rec: &fastcgi::Record) -> Option<String> {
+    (rec.request_id != ID).then(|| {
+        format!(
+            "a record for request {}, where {ID} is the only one",
+            rec.request_id
+        )
+    })
 }
 
 fn log_stderr(name: &str, content: &[u8]) {
@@ -419,7 +427,13 @@ impl ChunkSource for Output {
             };
             let rec = match conn.poll_record(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(Some(rec))) => rec,
+                Poll::Ready(Ok(Some(rec))) => match not_ours(&rec) {
+                    None => rec,
+                    Some(why) => {
+                        self.end(false);
+                        return Poll::Ready(Some(Err(BodyError::new(502, why))));
+                    }
+                },
                 Poll::Ready(Ok(None)) => {
                     self.end(false);
                     return Poll::Ready(Some(Err(BodyError::new(

@@ -355,7 +355,8 @@ impl FastcgiApps {
             Ok(body) => body,
             Err(resp) => return self.answered(&req, resp, since),
         };
-        let root = self.docroot.as_ref().map(|r| r.dir.as_os_str().as_bytes());
+        let root = self.docroot.as_ref().map(RootDir::dir);
+        let root = root.as_ref().map(|r| r.as_os_str().as_bytes());
         let place = ScriptPlace {
             script_name: &target.script_name,
             path_info: &target.path_info,

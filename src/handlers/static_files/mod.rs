@@ -44,6 +44,9 @@ struct Root {
     mount: Vec<u8>,
     dir: resolve::RootDir,
     keep_mount: bool,
+    /// A `--check-static` directory (or the front end's document root):
+    /// it sees every URL of the app.
+    check: bool,
     /// A map to one file (`--static-map /favicon.ico=/srv/icon.ico`): its
     /// name in `dir`, its directory. It answers for the mount alone.
     file: Option<Vec<u8>>,
@@ -71,6 +74,7 @@ impl StaticFiles {
                     mount: mount.as_bytes().to_vec(),
                     dir: resolve::RootDir::new(parent, &settings.safe),
                     keep_mount: false,
+                    check: false,
                     file: Some(name.as_bytes().to_vec()),
                 };
             }
@@ -85,6 +89,7 @@ impl StaticFiles {
                 mount: mount.as_bytes().to_vec(),
                 dir: resolve::RootDir::new(dir, &settings.safe),
                 keep_mount,
+                check: false,
                 file: None,
             }
         };
@@ -95,7 +100,10 @@ impl StaticFiles {
             .collect();
         // Stable: among equal mounts, the one given first is tried first.
         roots.sort_by_key(|r| std::cmp::Reverse(r.mount.len()));
-        roots.extend(settings.check.iter().map(|d| root("", d, true)));
+        roots.extend(settings.check.iter().map(|d| Root {
+            check: true,
+            ..root("", d, true)
+        }));
         Ok(StaticFiles {
             roots,
             index: settings.index.clone(),
@@ -176,6 +184,7 @@ impl StaticFiles {
             mount: Vec::new(),
             dir: resolve::RootDir::new(Path::new(OsStr::from_bytes(docroot)), &self.settings.safe),
             keep_mount: true,
+            check: true,
             file: None,
         }
     }
@@ -188,7 +197,7 @@ impl StaticFiles {
             Resolved::Missing => return None,
             // A --check-static directory (no mount) sees every app URL: one
             // no file could have (`/api/a%5Cb`) is the app's, as in uWSGI.
-            Resolved::BadPath if root.mount.is_empty() => return None,
+            Resolved::BadPath if root.check => return None,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
             Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
             // Under a mount, nginx's answer. A --check-static directory is

@@ -83,14 +83,14 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
     Resolved::File {
         file,
         meta: Box::new(meta),
-        path: root.dir.join(target),
+        path: root.dir().join(target),
     }
 }
 
 /// `path` + `suffix` (FILE.gz beside FILE), if it is a regular file under
 /// the root too.
 pub fn open_variant(root: &RootDir, path: &Path, suffix: &str) -> Option<(File, Metadata)> {
-    let rel = path.strip_prefix(&root.dir).ok()?;
+    let rel = path.strip_prefix(root.dir()).ok()?;
     let mut name = rel.as_os_str().to_owned();
     name.push(suffix);
     let (file, meta) = root.open_rel(Path::new(&name)).ok()?;
