@@ -214,6 +214,29 @@ def test_check_static_leaves_paths_no_file_could_have_to_the_app(serve, tree):
     assert c.getresponse().status == 400
 
 
+def test_a_worker_out_of_descriptors_answers_503_not_403(serve, tree):
+    """EMFILE is the server's trouble: 503 with Retry-After (and a log
+    line), not the 403 a file one may not read gets."""
+    import resource
+    s = serve("--static-map", f"/static={tree}", "--wsgi-file", ECHO, "--processes", "1")
+    (worker,) = s.wait_workers(1)
+    assert get(s.url, "/static/hello.txt").status_code == 200
+    # The connection first (its socket taken), then no room for the file.
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"GET /static/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
+    # A new descriptor takes the lowest free number, which must be below
+    # the limit: a limit at that number leaves none.
+    in_use = {int(fd) for fd in os.listdir(f"/proc/{worker}/fd")}
+    lowest_free = min(set(range(max(in_use) + 2)) - in_use)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (lowest_free, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    c.sendall(b"GET /static/hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = c.recv(4096)
+    c.close()
+    assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower(), head
+    wait_for(lambda: "cannot open files: Too many open files; answering 503" in s.log(), what="the log line")
+
+
 def test_conditional_requests_as_nginx(both):
     for url in both:
         first = get(url, "/static/hello.txt")

@@ -31,6 +31,9 @@ pub enum Refused {
     Missing,
     /// There, but not to be opened: a link out of the root, no permission.
     Forbidden,
+    /// Not opened for want of resources (descriptors, memory): the
+    /// server's trouble, not the path's; a 503 rather than a 403.
+    Unavailable,
 }
 
 /// A directory, held open.
@@ -274,7 +277,24 @@ fn really_under(file: &File, allowed: &[PathBuf]) -> bool {
 fn refusal(errno: i32) -> Refused {
     match errno {
         libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG => Refused::Missing,
+        libc::EMFILE | libc::ENFILE | libc::ENOMEM => {
+            log_unavailable(errno);
+            Refused::Unavailable
+        }
         _ => Refused::Forbidden,
+    }
+}
+
+/// Says, at most once a minute, that files could not be opened for want
+/// of resources (a flood must not flood the log too).
+fn log_unavailable(errno: i32) {
+    static LOGGED: crate::log::say::Throttle = crate::log::say::Throttle::new();
+    if LOGGED.ready(60) {
+        crate::say!(
+            "oxgate: worker {}: cannot open files: {}; answering 503 (said at most once a minute)",
+            std::process::id(),
+            Errno::from_raw(errno).desc()
+        );
     }
 }
 

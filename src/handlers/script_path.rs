@@ -27,6 +27,8 @@ pub enum Located {
     /// `..`, NUL or a backslash.
     BadPath,
     Missing,
+    /// Not opened for want of descriptors or memory.
+    Unavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +79,7 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
             }
             Ok(_) | Err(Refused::Forbidden) => return Located::Forbidden,
             Err(Refused::Missing) => return Located::Missing,
+            Err(Refused::Unavailable) => return Located::Unavailable,
         }
     }
     // Every segment was a directory: its index script, if it has one.

@@ -29,7 +29,7 @@ pub use handler::{
 };
 pub use response::{
     Response, ResponseBody, body_too_large, head_size, is_token_byte, reason_phrase,
-    redirect_to_directory,
+    redirect_to_directory, unavailable,
 };
 pub use upgrade::{GoingAway, Session, Upgraded, UpgradedIo};
 #[cfg(test)]

@@ -82,6 +82,15 @@ impl Response {
     }
 }
 
+/// 503 for a file that could not be opened for want of descriptors or
+/// memory: the server's trouble, for a moment (Retry-After: 1).
+pub fn unavailable() -> Response {
+    let mut resp = Response::plain(503, "Service Unavailable", "Service Unavailable\n");
+    resp.headers
+        .push((Bytes::from_static(b"Retry-After"), Bytes::from_static(b"1")));
+    resp
+}
+
 /// 301 to the directory's path with its slash (the query kept).
 pub fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
     // Encoded again: PATH_INFO was decoded, and a name with a space or a

@@ -197,6 +197,7 @@ impl CgiScripts {
                         ));
                     }
                     Located::Forbidden => return Lookup::Answer(forbidden()),
+                    Located::Unavailable => return Lookup::Answer(crate::request::unavailable()),
                     Located::AddSlash => {
                         return Lookup::Answer(redirect_to_directory(
                             &path,
@@ -239,6 +240,7 @@ impl CgiScripts {
             Located::Script(s) => *s,
             Located::Missing => return Some(Lookup::Answer(not_found())),
             Located::AddSlash | Located::Forbidden => return Some(Lookup::Answer(forbidden())),
+            Located::Unavailable => return Some(Lookup::Answer(crate::request::unavailable())),
             Located::BadPath => {
                 return Some(Lookup::Answer(Response::plain(
                     400,

@@ -335,6 +335,7 @@ impl FastcgiApps {
                 None => Lookup::App,
             },
             Located::Forbidden => Lookup::Answer(Response::plain(403, "Forbidden", "Forbidden\n")),
+            Located::Unavailable => Lookup::Answer(crate::request::unavailable()),
             Located::BadPath => {
                 Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"))
             }

@@ -200,6 +200,7 @@ impl StaticFiles {
             Resolved::BadPath if root.check => return None,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
             Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
+            Resolved::Unavailable => crate::request::unavailable(),
             // Under a mount, nginx's answer. A --check-static directory is
             // the app's whole URL space: its directories (`/` first) are
             // the app's, as in uWSGI.

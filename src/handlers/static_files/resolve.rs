@@ -32,6 +32,8 @@ pub enum Resolved {
     Forbidden,
     /// A path that cannot name a file under the root (`..`, NUL, `\`).
     BadPath,
+    /// Not opened for want of descriptors or memory.
+    Unavailable,
     /// Nothing there: the next root, or the app, may answer.
     Missing,
 }
@@ -54,6 +56,7 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
         Ok(pair) => pair,
         Err(Refused::Missing) => return Resolved::Missing,
         Err(Refused::Forbidden) => return Resolved::Forbidden,
+        Err(Refused::Unavailable) => return Resolved::Unavailable,
     };
     let (file, meta) = if meta.is_dir() {
         let Some((name, found)) = index.iter().find_map(|name| {
