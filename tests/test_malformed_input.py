@@ -103,6 +103,28 @@ def test_malformed_packets(serve, name, data, logged):
     assert uwsgi_request(up, cgi()).startswith(b"HTTP/1.1 200 OK")  # still serving
 
 
+def test_two_content_lengths_in_a_uwsgi_packet_never_reset_the_connection(serve):
+    """The last CONTENT_LENGTH is the one served (as every front end reads
+    them): a first one of 0 must not let a body the packet lacks be taken
+    from it (that panicked the worker's task and reset the connection)."""
+    up = free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "1")
+    vars = [("REQUEST_METHOD", "POST"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("CONTENT_LENGTH", "0"), ("CONTENT_LENGTH", "5")]
+    with socket.create_connection(("127.0.0.1", up), timeout=10) as c:
+        c.sendall(packet(vars))
+        c.shutdown(socket.SHUT_WR)  # and no body: closed as any short body is
+        while c.recv(65536):
+            pass
+    assert "panicked" not in s.log(), s.log()
+    with socket.create_connection(("127.0.0.1", up), timeout=10) as c:
+        c.sendall(packet(vars) + b"hello")
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 ") and b'"body_len": 5' in out, out
+
+
 def test_truncated_header_times_out(serve):
     up = free_port()
     serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--processes", "1", "--socket-timeout", "1")

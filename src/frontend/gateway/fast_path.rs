@@ -61,29 +61,22 @@ pub async fn serve_fast(
     // again from the same bytes.
     let mut probe = buf.clone();
     let parsed = parse_head(kind, &mut probe, settings.max_vars);
-    let complete = match &parsed {
-        Ok(Some(Parsed::Request { vars, .. })) => {
-            let len = vars
-                .iter()
-                .find(|(k, _)| &k[..] == b"CONTENT_LENGTH")
-                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            len <= INLINE_BODY_MAX && probe.len() as u64 >= len
-        }
-        _ => false,
-    };
-    if !complete {
-        return fallback(conn, kind, host, settings, buf).await;
-    }
     let Ok(Some(Parsed::Request {
         vars: raw,
         strip_script_name,
     })) = parsed
     else {
-        unreachable!("checked above")
+        return fallback(conn, kind, host, settings, buf).await;
     };
     let info = ConnInfo::new(None, None);
+    // The length the request is served with: `normalise`'s (the last
+    // CONTENT_LENGTH, if a peer sends two), so that the body split off
+    // below is one the buffer holds.
     let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
+    let len = content_length.unwrap_or(0);
+    if len > INLINE_BODY_MAX || (probe.len() as u64) < len {
+        return fallback(conn, kind, host, settings, buf).await;
+    }
     if body_too_large(settings.limit_post, content_length).is_some() {
         return fallback(conn, kind, host, settings, buf).await;
     }
