@@ -246,6 +246,17 @@ def test_errors_before_and_after_the_response_starts(serve):
     s.wait_log("returned without starting its response")
     assert requests.get(s.url + "/bad-header").status_code == 500
     s.wait_log("control character")
+    # A length the body does not have, or two that differ: a 500, and the
+    # kept-alive connection stays in step for the next request.
+    with requests.Session() as keep:
+        for declared, status in (("11", 200), ("5", 500), ("100", 500), ("11,11", 200), ("11,5", 500), ("x", 500)):
+            r = keep.get(s.url + "/length/" + declared, timeout=10)
+            assert r.status_code == status, (declared, r.status_code, r.content)
+            if status == 200:
+                assert r.content == b"hello world"
+            assert keep.get(s.url + "/", timeout=10).text == "hello GET"
+    s.wait_log("its content-length 5 is not the 11 bytes of its body")
+    s.wait_log("two content-length headers that differ")
     # The worker is fine after all that.
     assert requests.get(s.url + "/").text == "hello GET"
 

@@ -177,6 +177,13 @@ async def app(scope, receive, send):
         raise RuntimeError("raised after the response started")
     elif path == "/no-response":
         return
+    elif path.startswith("/length/"):
+        # A Content-Length the body does not have (a middleware that
+        # rewrote the body and kept the old headers), or two that differ.
+        declared = path.removeprefix("/length/").split(",")
+        headers = [(b"content-length", d.encode()) for d in declared]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"hello world"})
     elif path == "/bad-header":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nb")]})
     elif path == "/bigone":

@@ -35,7 +35,7 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
     let Request {
         vars,
         body,
-        is_head: _,
+        is_head,
         protocol,
         upgradable,
         early_hints,
@@ -63,6 +63,7 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         file: None,
         limit: None,
         sent: 0,
+        is_head,
     };
     match poll_fn(|cx| driver.poll_head(cx)).await {
         Headed::Whole(r) => {
@@ -124,6 +125,8 @@ struct Driver {
     /// region never outlives its response on a kept-alive connection.
     limit: Option<u64>,
     sent: u64,
+    /// A HEAD request: the app's length is the GET's, its body unsent.
+    is_head: bool,
 }
 
 impl Driver {
@@ -183,6 +186,25 @@ impl Driver {
                 .note_head(head.status, None, &head.headers);
             if st.complete && st.files.is_empty() && !st.trailers_wanted {
                 let body = whole_body(&mut st);
+                // Nothing is sent yet: a length the body does not have is
+                // the app's error, a 500, rather than a response that
+                // puts the connection out of step (uvicorn raises too).
+                // (A HEAD's, or a 304's, is the length a GET would have.)
+                if let Some(declared) = declared_length(&head.headers)
+                    && !self.is_head
+                    && !matches!(head.status, 204 | 304)
+                    && declared != body.len() as u64
+                {
+                    crate::say!(
+                        "oxgate: ASGI app error: its content-length {declared} is not the {} bytes of its body; answered 500",
+                        body.len()
+                    );
+                    return Poll::Ready(Headed::Whole(Response::plain(
+                        500,
+                        "Internal Server Error",
+                        "Internal Server Error\n",
+                    )));
+                }
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
                     status: head.status,

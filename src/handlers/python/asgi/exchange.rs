@@ -507,6 +507,29 @@ pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Byt
                 String::from_utf8_lossy(&name)
             )));
         }
+        // The length frames the message on a kept-alive connection: one
+        // that is not a number, or two that differ, would have the client
+        // read the next response as this one's body (WSGI refuses them
+        // the same way).
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = crate::request::cgi::content_length(&value) else {
+                return Err(PyValueError::new_err(format!(
+                    "invalid content-length {:?}",
+                    String::from_utf8_lossy(&value)
+                )));
+            };
+            let earlier = headers
+                .iter()
+                .find(|(k, _): &&(Bytes, Bytes)| k.eq_ignore_ascii_case(b"content-length"));
+            if let Some((_, v)) = earlier {
+                if crate::request::cgi::content_length(v) != Some(n) {
+                    return Err(PyValueError::new_err(
+                        "two content-length headers that differ",
+                    ));
+                }
+                continue;
+            }
+        }
         // The front end frames the message and manages the connection.
         if [&b"transfer-encoding"[..], b"connection", b"keep-alive"]
             .iter()
