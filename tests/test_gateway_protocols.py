@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import (ECHO, cgi, fcgi_request, free_port, packet, pairs, read_records, rec, scgi_packet,
+from helpers import (ECHO, ROOT, cgi, fcgi_request, free_port, packet, pairs, read_records, rec, scgi_packet,
                      stdout_of, uwsgi_request)
 
 
@@ -174,6 +174,27 @@ def test_fastcgi_limit_post(serve):
         out = stdout_of(read_records(c), 1)
         assert out.startswith(b"Status: 200 OK\r\n")
         assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 5
+
+
+def test_fastcgi_keep_conn_after_a_body_the_app_did_not_read(serve):
+    """nginx with fastcgi_keep_conn: a POST larger than what is read ahead,
+    to an app that answers without reading it (a 401, say), then the next
+    request on the same connection. The rest of the body is skipped, by the
+    connection or by the app's input draining it, and never the next
+    request's records with it."""
+    fp = free_port()
+    serve("--wsgi-file", str(ROOT / "examples" / "hello.py"), "--fastcgi-socket", f"127.0.0.1:{fp}",
+          "--processes", "1")
+    params = [(k, v) for k, v in PARAMS if k != "CONTENT_LENGTH"] + [("CONTENT_LENGTH", "200000")]
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        for n in range(3):
+            head = fcgi_request(1, params, b"", keep=True)[:-8]  # all but the empty STDIN
+            c.sendall(head + b"".join(rec(5, 1, b"x" * 50_000) for _ in range(2)))
+            assert stdout_of(read_records(c), 1).startswith(b"Status: 200"), n
+            # The rest of the body and its end, then the next request at once.
+            c.sendall(b"".join(rec(5, 1, b"x" * 50_000) for _ in range(2)) + rec(5, 1)
+                      + fcgi_request(1, PARAMS, b"hello", keep=True))
+            assert stdout_of(read_records(c), 1).startswith(b"Status: 200"), n
 
 
 @pytest.mark.parametrize("front", ["uwsgi", "scgi", "fastcgi"])

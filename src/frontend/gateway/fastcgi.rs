@@ -363,13 +363,22 @@ where
         return Ok(false);
     }
     // A body the app did not read to its end: skip the rest of it, so the
-    // next request starts at a record boundary.
-    if !stdin_done && !streamed_done.load(std::sync::atomic::Ordering::Acquire) {
+    // next request starts at a record boundary. The app's input may still
+    // be draining it (WSGI reads an unread body to its end) through the
+    // same reader: whoever reads the empty STDIN record says so while it
+    // holds the reader, and neither reads on once it is said, so that
+    // neither takes the next request's records.
+    if !stdin_done {
         loop {
-            let Some(rec) = reader.lock().await.record().await? else {
+            let mut r = reader.lock().await;
+            if streamed_done.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            let Some(rec) = r.record().await? else {
                 return Ok(false);
             };
             if rec.kind == fastcgi::STDIN && rec.request_id == id && rec.content.is_empty() {
+                streamed_done.store(true, std::sync::atomic::Ordering::Release);
                 break;
             }
         }
@@ -402,9 +411,29 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                 return Poll::Ready(None);
             }
             let fut = self.fut.get_or_insert_with(|| {
-                let reader = self.reader.clone();
+                let (reader, done, id) = (self.reader.clone(), self.done.clone(), self.id);
                 Box::pin(async move {
-                    let r = reader.lock().await.record().await;
+                    let mut guard = reader.lock().await;
+                    // Ended meanwhile (the connection loop read the end):
+                    // the body is whole, and the next records are not its.
+                    if done.load(std::sync::atomic::Ordering::Acquire) {
+                        drop(guard);
+                        let end = fastcgi::Record {
+                            kind: fastcgi::STDIN,
+                            request_id: id,
+                            content: Bytes::new(),
+                        };
+                        return (Ok(Some(end)), reader);
+                    }
+                    let r = guard.record().await;
+                    if let Ok(Some(rec)) = &r
+                        && rec.kind == fastcgi::STDIN
+                        && rec.request_id == id
+                        && rec.content.is_empty()
+                    {
+                        done.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    drop(guard);
                     (r, reader)
                 })
             });
