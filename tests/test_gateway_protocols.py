@@ -176,6 +176,23 @@ def test_fastcgi_limit_post(serve):
         assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 5
 
 
+def test_fastcgi_stdin_must_be_its_content_length(serve):
+    """STDIN is CONTENT_LENGTH bytes, as uwsgi and SCGI bodies are: more or
+    fewer is a 400, and with no length, more than --limit-post is a 413.
+    The kept connection goes on with the next request each time."""
+    fp = free_port()
+    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--limit-post", "100")
+    def with_length(n):
+        return [(k, v) for k, v in PARAMS if k != "CONTENT_LENGTH"] + ([("CONTENT_LENGTH", n)] if n else [])
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        for length, body, status in (("5", b"x" * 10, b"400"), ("100", b"x" * 10, b"400"), ("", b"x" * 5000, b"413"),
+                                     ("5", b"hello", b"200")):
+            c.sendall(fcgi_request(1, with_length(length), body, keep=True))
+            assert stdout_of(read_records(c), 1).startswith(b"Status: " + status), (length, len(body))
+            c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+            assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK\r\n")
+
+
 def test_fastcgi_keep_conn_after_a_body_the_app_did_not_read(serve):
     """nginx with fastcgi_keep_conn: a POST larger than what is read ahead,
     to an app that answers without reading it (a 401, say), then the next

@@ -261,7 +261,35 @@ where
             }
         }
     }
-    let body = if too_large.is_some() || (stdin_done && first.is_empty()) {
+    // STDIN is the body: CONTENT_LENGTH bytes of it, as uwsgi and SCGI
+    // bodies are (a shorter one is a 400 there too); with no length, at
+    // most --limit-post.
+    let short = stdin_done
+        && too_large.is_none()
+        && content_length.is_some_and(|n| n != first.len() as u64);
+    let over = content_length.is_none()
+        && settings
+            .limit_post
+            .is_some_and(|limit| first.len() as u64 > limit);
+    let past = content_length.is_some_and(|n| first.len() as u64 > n);
+    let refused = too_large.or_else(|| {
+        if short || past {
+            Some(Response::plain(
+                400,
+                "Bad Request",
+                "The request body is not its CONTENT_LENGTH\n",
+            ))
+        } else if over {
+            Some(Response::plain(
+                413,
+                "Content Too Large",
+                "Request body too large\n",
+            ))
+        } else {
+            None
+        }
+    });
+    let body = if refused.is_some() || (stdin_done && first.is_empty()) {
         RequestBody::Empty
     } else if stdin_done {
         RequestBody::Full(first.freeze())
@@ -269,12 +297,15 @@ where
         RequestBody::Stream(BodyStream::new(FcgiBody {
             reader: reader.clone(),
             id,
+            seen: first.len() as u64,
             pending: (!first.is_empty()).then(|| first.freeze()),
             done: streamed_done.clone(),
             fut: None,
+            length: content_length,
+            limit: settings.limit_post,
         }))
     };
-    let response = match too_large {
+    let response = match refused {
         Some(r) => r,
         None => {
             host.clone()
@@ -399,6 +430,12 @@ pub(super) struct FcgiBody<R> {
     /// Set at the empty STDIN record, for the connection loop.
     done: Arc<std::sync::atomic::AtomicBool>,
     fut: Option<RecordFuture<R>>,
+    /// The body's bytes so far, its CONTENT_LENGTH, and --limit-post for
+    /// a body without one: STDIN past either is refused, as is STDIN that
+    /// ends short of the length.
+    seen: u64,
+    length: Option<u64>,
+    limit: Option<u64>,
 }
 
 impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
@@ -448,9 +485,28 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                 Ok(Some(rec)) if rec.kind == fastcgi::STDIN && rec.request_id == self.id => {
                     if rec.content.is_empty() {
                         self.done.store(true, std::sync::atomic::Ordering::Release);
-                        None
+                        match self.length {
+                            Some(n) if n != self.seen => Some(Err(BodyError::new(
+                                400,
+                                format!(
+                                    "STDIN ended after {} bytes of a CONTENT_LENGTH of {n}",
+                                    self.seen
+                                ),
+                            ))),
+                            _ => None,
+                        }
                     } else {
-                        Some(Ok(rec.content))
+                        self.seen += rec.content.len() as u64;
+                        match (self.length, self.limit) {
+                            (Some(n), _) if self.seen > n => Some(Err(BodyError::new(
+                                400,
+                                format!("STDIN runs past its CONTENT_LENGTH of {n}"),
+                            ))),
+                            (None, Some(limit)) if self.seen > limit => {
+                                Some(Err(BodyError::new(413, "STDIN runs past --limit-post")))
+                            }
+                            _ => Some(Ok(rec.content)),
+                        }
                     }
                 }
                 Ok(Some(_)) => continue, // other records: not this body's
