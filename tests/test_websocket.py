@@ -99,7 +99,14 @@ def test_close_codes_both_ways(serve, tmp_path):
             with pytest.raises(ConnectionClosed) as e:
                 await ws.recv()
             assert e.value.rcvd.code == 4001
+        # A code that may not be sent (RFC 6455 §7.4): the app's send()
+        # raises, and the socket closes as on any error of the app's.
+        async with connect(url(s, "/close/1005")) as ws:
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 1011
     run(go())
+    s.wait_log("WebSocket close code 1005 may not be sent")
     assert marker(tmp_path, "ws-disconnect-echo-client-close") == {
         "type": "websocket.disconnect", "code": 4007, "reason": "client says bye"}
     # After its own close, the app's receive() says disconnect at once.

@@ -390,6 +390,22 @@ impl WsSend {
                         .map_err(|_| PyTypeError::new_err("'reason' must be a str"))?,
                     None => String::new(),
                 };
+                // What goes on the wire must be a close frame a client
+                // takes (RFC 6455 §7.4.1, §5.5): 1005, 1006 and 1015 are
+                // never sent, and the reason fits a control frame. A
+                // browser fails the socket otherwise, and the app's code
+                // and reason are lost; uvicorn raises here too.
+                if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                    return Err(PyValueError::new_err(format!(
+                        "WebSocket close code {code} may not be sent (RFC 6455 §7.4)"
+                    )));
+                }
+                if reason.len() > 123 {
+                    return Err(PyValueError::new_err(format!(
+                        "WebSocket close reason of {} bytes: at most 123 fit a close frame",
+                        reason.len()
+                    )));
+                }
                 self.exchange.update(|st| {
                     if st.app_closed {
                         return Err(unexpected(kind, "after 'websocket.close'"));
