@@ -75,6 +75,14 @@ const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NONBLOCK)
     .union(OFlag::O_NOCTTY);
 
+/// The device and inode of the directory at `path`, links followed.
+fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
 fn canonical(d: &Path) -> PathBuf {
     d.canonicalize().unwrap_or_else(|_| d.to_path_buf())
 }
@@ -109,10 +117,7 @@ impl RootDir {
         {
             return held.0.clone();
         }
-        let id = std::fs::metadata(&self.named)
-            .ok()
-            .filter(|m| m.is_dir())
-            .map(|m| (m.dev(), m.ino()));
+        let id = dir_id(&self.named);
         if id != held.0.id || (id.is_some() && held.0.fd.is_none() && !self.by_name) {
             held.0 = Arc::new(Held::look_up(&self.named, &self.safe, self.by_name));
         }
@@ -254,10 +259,7 @@ impl Held {
         // and a stat of the name would otherwise be taken for the one held.
         let id = match &fd {
             Some(fd) => nix::sys::stat::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino)),
-            None => std::fs::metadata(&real)
-                .ok()
-                .filter(|m| m.is_dir())
-                .map(|m| (m.dev(), m.ino())),
+            None => dir_id(&real),
         };
         Held {
             fd,

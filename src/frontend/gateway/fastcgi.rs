@@ -261,33 +261,21 @@ where
             }
         }
     }
-    // STDIN is the body: CONTENT_LENGTH bytes of it, as uwsgi and SCGI
-    // bodies are (a shorter one is a 400 there too); with no length, at
-    // most --limit-post.
-    let short = stdin_done
-        && too_large.is_none()
-        && content_length.is_some_and(|n| n != first.len() as u64);
-    let over = content_length.is_none()
-        && settings
-            .limit_post
-            .is_some_and(|limit| first.len() as u64 > limit);
-    let past = content_length.is_some_and(|n| first.len() as u64 > n);
     let refused = too_large.or_else(|| {
-        if short || past {
-            Some(Response::plain(
+        let fault = stdin_fault(
+            first.len() as u64,
+            stdin_done,
+            content_length,
+            settings.limit_post,
+        )?;
+        Some(match fault.status {
+            413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
+            _ => Response::plain(
                 400,
                 "Bad Request",
                 "The request body is not its CONTENT_LENGTH\n",
-            ))
-        } else if over {
-            Some(Response::plain(
-                413,
-                "Content Too Large",
-                "Request body too large\n",
-            ))
-        } else {
-            None
-        }
+            ),
+        })
     });
     let body = if refused.is_some() || (stdin_done && first.is_empty()) {
         RequestBody::Empty
@@ -417,6 +405,28 @@ where
     Ok(true)
 }
 
+/// Why `seen` bytes of STDIN (all of it, if `ended`) are not the request's
+/// body, as uwsgi and SCGI bodies are held to their CONTENT_LENGTH: more
+/// than it, or fewer at the end (400); with no length, more than
+/// --limit-post (413).
+fn stdin_fault(
+    seen: u64,
+    ended: bool,
+    length: Option<u64>,
+    limit: Option<u64>,
+) -> Option<BodyError> {
+    match length {
+        Some(n) if seen > n || (ended && seen < n) => Some(BodyError::new(
+            400,
+            format!("{seen} bytes of STDIN for a CONTENT_LENGTH of {n}"),
+        )),
+        None if limit.is_some_and(|limit| seen > limit) => {
+            Some(BodyError::new(413, "STDIN runs past --limit-post"))
+        }
+        _ => None,
+    }
+}
+
 pub(super) type RecordFuture<R> = std::pin::Pin<
     Box<dyn Future<Output = (Result<Option<fastcgi::Record>, String>, SharedReader<R>)> + Send>,
 >;
@@ -483,30 +493,15 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                 ))),
                 Err(e) => Some(Err(BodyError::new(400, e))),
                 Ok(Some(rec)) if rec.kind == fastcgi::STDIN && rec.request_id == self.id => {
-                    if rec.content.is_empty() {
+                    let ended = rec.content.is_empty();
+                    if ended {
                         self.done.store(true, std::sync::atomic::Ordering::Release);
-                        match self.length {
-                            Some(n) if n != self.seen => Some(Err(BodyError::new(
-                                400,
-                                format!(
-                                    "STDIN ended after {} bytes of a CONTENT_LENGTH of {n}",
-                                    self.seen
-                                ),
-                            ))),
-                            _ => None,
-                        }
-                    } else {
-                        self.seen += rec.content.len() as u64;
-                        match (self.length, self.limit) {
-                            (Some(n), _) if self.seen > n => Some(Err(BodyError::new(
-                                400,
-                                format!("STDIN runs past its CONTENT_LENGTH of {n}"),
-                            ))),
-                            (None, Some(limit)) if self.seen > limit => {
-                                Some(Err(BodyError::new(413, "STDIN runs past --limit-post")))
-                            }
-                            _ => Some(Ok(rec.content)),
-                        }
+                    }
+                    self.seen += rec.content.len() as u64;
+                    match stdin_fault(self.seen, ended, self.length, self.limit) {
+                        Some(fault) => Some(Err(fault)),
+                        None if ended => None,
+                        None => Some(Ok(rec.content)),
                     }
                 }
                 Ok(Some(_)) => continue, // other records: not this body's

@@ -16,7 +16,7 @@ use headers::{ETag, Header, IfMatch, IfModifiedSince, IfNoneMatch, IfUnmodifiedS
 use crate::proto::byte_ranges::{self, Ranges};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileRegion, Request, Response,
-    ResponseBody, SENDFILE_MIN, Warmer,
+    ResponseBody, SENDFILE_MIN, Warmer, var_named,
 };
 
 /// The request's `name` variable (`HTTP_RANGE`, say) as a typed header;
@@ -225,8 +225,9 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
     let range = if req.is_head {
         None
     } else {
-        var(req, b"HTTP_RANGE")
-            .filter(|_| var(req, b"HTTP_IF_RANGE").is_none_or(|v| if_range_holds(v, rep)))
+        var_named(&req.vars, b"HTTP_RANGE").filter(|_| {
+            var_named(&req.vars, b"HTTP_IF_RANGE").is_none_or(|v| if_range_holds(v, rep))
+        })
     };
     let Some(range) = range else {
         return whole(req, file, rep);
@@ -255,14 +256,6 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
             several => multipart(file, rep, several),
         },
     }
-}
-
-/// The first value of the request's `name` variable.
-fn var<'r>(req: &'r Request, name: &[u8]) -> Option<&'r [u8]> {
-    req.vars
-        .iter()
-        .find(|(k, _)| k.as_bytes() == name)
-        .map(|(_, v)| &v[..])
 }
 
 /// Whether an `If-Range` lets the range through (RFC 9110 §13.1.5): its
@@ -373,11 +366,8 @@ struct Parts {
 impl Parts {
     /// Gives the next part, if a range, its descriptor.
     fn begin_range(&mut self) -> std::io::Result<()> {
-        if let Some(part @ Part::Range(..)) = self.parts.front_mut() {
-            let Part::Range(offset, len) = *part else {
-                unreachable!("matched above")
-            };
-            *part = Part::File(region(self.file.try_clone()?, offset, len));
+        if let Some(&Part::Range(offset, len)) = self.parts.front() {
+            self.parts[0] = Part::File(region(self.file.try_clone()?, offset, len));
         }
         Ok(())
     }
