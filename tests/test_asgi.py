@@ -194,6 +194,39 @@ def test_request_body_streams_to_the_app_and_back(serve):
     assert r.text == str(len(data))
 
 
+def post_in_pieces(s, path, pieces):
+    """POST with a Content-Length, the body sent as (pause, bytes) pieces;
+    gives the response's body."""
+    length = sum(len(p) for _, p in pieces)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        for pause, piece in pieces:
+            time.sleep(pause)
+            c.sendall(piece)
+        answer = b""
+        while chunk := c.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
+def test_a_receive_the_app_gives_up_on_loses_no_body_bytes(serve):
+    """A receive() cancelled (a timeout) after its chunk was read from the
+    client, or while the app was not asking, hands that chunk to the next
+    receive(): the body reaches the app whole and in order."""
+    s = asgi(serve, "asgi_raw:app", "--post-buffering", "65536")
+    # 64 KiB come first: the app is called, and the rest streams to it.
+    part = os.urandom(65536)
+    # Cancelled while its chunk was on the way to the (blocked) loop.
+    pieces = [(0, part), (0.2, b"hello world")]
+    assert post_in_pieces(s, "/given-up", pieces) == part + b"hello world"
+    # Timed out, then a pause in which a piece arrives: it waits for the app.
+    pieces = [(0, part), (0.2, b"hello "), (0.5, b"world"), (0.4, b"!")]
+    assert post_in_pieces(s, "/impatient", pieces) == part + b"hello world!"
+
+
 def test_sse_is_read_while_it_streams(serve, tmp_path):
     s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
     gate = tmp_path / "gate"

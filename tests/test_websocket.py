@@ -464,6 +464,13 @@ def test_last_messages_backpressure_cancelled_receives_and_closing_mid_stream(se
             assert await ws.recv() == "timed out"
             await ws.send("after the timeout")
             assert await ws.recv() == "after the timeout"
+        # One given up on while its message and the next were on their way
+        # to the (blocked) loop: the two reach the app in the order sent.
+        async with connect(url(s, "/given-up")) as ws:
+            assert await ws.recv() == "send two"
+            await ws.send("first")
+            await ws.send("second")
+            assert await ws.recv() == "first second"
         # A client that reads late: the app's send() waits on the full
         # queue and goes on once the client reads (no ping to wake it).
         async with connect(url(s, "/flood"), max_size=None, ping_interval=None,

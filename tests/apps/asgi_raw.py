@@ -3,6 +3,7 @@ streams, disconnects, errors before and after the response starts."""
 import asyncio
 import json
 import os
+import time
 
 MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
 ARRIVED = []
@@ -42,6 +43,34 @@ async def app(scope, receive, send):
             more = message.get("more_body", False)
             await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/given-up":
+        # A receive() the app gives up on after its chunk was read, while
+        # the loop was blocked: the chunk goes to the next receive().
+        first = await receive()
+        body, more = first["body"], first["more_body"]
+        pending = receive()
+        time.sleep(0.6)
+        pending.cancel()
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await respond(send, 200, body, b"application/octet-stream")
+    elif path == "/impatient":
+        # Reads the body with short timeouts, waiting between tries, as
+        # an app with its own deadline does.
+        body, tries = b"", 0
+        more = True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), 0.05)
+            except asyncio.TimeoutError:
+                tries += 1
+                await asyncio.sleep(0.3)
+                continue
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await respond(send, 200, body, b"application/octet-stream")
     elif path == "/pathsend":
         # The file the query names, sent by the server (with sendfile).
         name = scope["query_string"].decode()

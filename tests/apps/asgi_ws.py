@@ -3,6 +3,7 @@ ways, refusal and denial, errors, and what the app saw (marker files)."""
 import asyncio
 import json
 import os
+import time
 
 MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
 
@@ -77,6 +78,17 @@ async def app(scope, receive, send):
             await asyncio.wait_for(receive(), 0.2)
         except asyncio.TimeoutError:
             await send({"type": "websocket.send", "text": "timed out"})
+    elif path == "/given-up":
+        # A receive() given up on while its message and the next were on
+        # their way (the loop blocked): the messages keep their order.
+        pending = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        await send({"type": "websocket.send", "text": "send two"})
+        time.sleep(0.6)
+        pending.cancel()
+        first = await receive()
+        second = await receive()
+        await send({"type": "websocket.send", "text": first["text"] + " " + second["text"]})
     elif path == "/flood":
         # 8 MiB to a client that reads late: send() waits, then goes on.
         for i in range(128):

@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 
 use super::bridge::start_request;
-use super::exchange::{AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_settle};
+use super::exchange::{
+    AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_received, post_settle,
+};
 use super::host::{AsgiApp, Slot};
 use crate::listen::Protocol;
 use crate::request::{
@@ -153,15 +155,17 @@ impl Driver {
                 Settlement::Disconnect
             }
         };
-        let waiters = {
+        let post = {
             let mut st = self.exchange.lock();
             st.body_wanted = false;
             if !matches!(settlement, Settlement::Body(_, true)) {
                 st.body_done = true;
             }
-            std::mem::take(&mut st.receive_waiters)
+            st.received.push(settlement)
         };
-        post_settle(&self.exchange.host, waiters, settlement);
+        if post {
+            post_received(&self.exchange);
+        }
         false
     }
 
@@ -411,22 +415,22 @@ impl Drop for Driver {
     /// The response is sent, or the client left: the app's `receive()`
     /// says `http.disconnect` from now on, and its `send()` raises.
     fn drop(&mut self) {
-        let (receivers, senders, failed) = {
+        let (post, senders, failed) = {
             let mut st = self.exchange.lock();
             st.gone = true;
             // Their descriptors are closed now, not when the app lets go.
             st.files.clear();
             (
-                std::mem::take(&mut st.receive_waiters),
+                st.received.claim_post(),
                 std::mem::take(&mut st.send_waiters),
                 st.end == Some(AppEnd::Failed),
             )
         };
         self.slot.outcome.failed |= failed;
-        let host = &self.exchange.host;
-        if !receivers.is_empty() {
-            post_settle(host, receivers, Settlement::Disconnect);
+        if post {
+            post_received(&self.exchange);
         }
+        let host = &self.exchange.host;
         if !senders.is_empty() {
             post_settle(host, senders, Settlement::Nothing);
         }

@@ -14,6 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 use super::super::buffers::to_bytes;
 use super::super::traceback::log_app_exception;
 use super::host::{AsgiHost, LoopObjects};
+use super::mailbox::Mailbox;
 use super::ready::Ready;
 use super::scope::RequestLine;
 use crate::request::{EarlyHints, FileRegion, early_hints_fault, is_token_byte};
@@ -74,8 +75,9 @@ pub(super) struct State {
     pub(super) waker: Option<Waker>,
     /// `send()` calls waiting for the queue to drain.
     pub(super) send_waiters: Vec<Py<PyAny>>,
-    /// `receive()` calls waiting for body bytes or the disconnect.
-    pub(super) receive_waiters: Vec<Py<PyAny>>,
+    /// Body chunks (or the client's disconnect) read for `receive()`, and
+    /// the calls waiting for them.
+    pub(super) received: Mailbox<Settlement>,
     /// A `receive()` waits for body bytes still to be read.
     pub(super) body_wanted: bool,
     /// The whole request body has been handed to the app.
@@ -177,13 +179,18 @@ impl Receive {
         }
         let objects = self.exchange.objects()?;
         let mut st = self.exchange.lock();
+        if let Some(message) = st.received.take(py) {
+            drop(st);
+            let msg = received_message(py, message)?;
+            return Ok(Py::new(py, Ready::new(Some(msg.unbind())))?.into_any());
+        }
         if st.gone {
             drop(st);
             let msg = disconnect_message(py)?;
             return Ok(Py::new(py, Ready::new(Some(msg.into_any().unbind())))?.into_any());
         }
         let fut = objects.create_future.call0(py)?;
-        st.receive_waiters.push(fut.clone_ref(py));
+        st.received.wait(fut.clone_ref(py));
         if !st.body_done {
             st.body_wanted = true;
         }
@@ -562,16 +569,58 @@ pub(super) enum Settlement {
     Nothing,
 }
 
-/// Resolves futures the app awaits (`receive()`, a waiting `send()`), on
-/// the loop thread.
-pub(super) fn settle(py: Python<'_>, waiters: Vec<Py<PyAny>>, settlement: Settlement) {
-    let value = match settlement {
+/// What `receive()` gives for a settlement.
+fn received_message(py: Python<'_>, settlement: Settlement) -> PyResult<Bound<'_, PyAny>> {
+    match settlement {
         Settlement::Body(b, more) => body_message(py, &b, more).map(|d| d.into_any()),
         Settlement::Disconnect => disconnect_message(py).map(|d| d.into_any()),
         Settlement::Nothing => Ok(py.None().into_bound(py)),
+    }
+}
+
+/// Resolves futures the app awaits (`receive()`, a waiting `send()`), on
+/// the loop thread.
+pub(super) fn settle(
+    py: Python<'_>,
+    waiters: impl IntoIterator<Item = Py<PyAny>>,
+    settlement: Settlement,
+) {
+    let Ok(value) = received_message(py, settlement) else {
+        return;
     };
-    let Ok(value) = value else { return };
     resolve(py, waiters, &value);
+}
+
+/// Hands what the client sent to the `receive()` calls waiting for it, on
+/// the loop thread (see `mailbox`). Calls left waiting get the disconnect
+/// once the request is over, or make the connection read on.
+pub(super) fn post_received(exchange: &Arc<Exchange>) {
+    let exchange = exchange.clone();
+    exchange.host.clone().post(Box::new(move |py, _| {
+        let (pairs, left, waker) = {
+            let mut st = exchange.lock();
+            let pairs = st.received.pair(py);
+            let (mut left, mut waker) = (None, None);
+            if st.received.has_waiters() && st.received.queued() == 0 {
+                if st.gone {
+                    left = Some(st.received.take_waiters());
+                } else if !st.body_done && !st.body_wanted {
+                    st.body_wanted = true;
+                    waker = st.waker.take();
+                }
+            }
+            (pairs, left, waker)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        for (fut, message) in pairs {
+            settle(py, [fut], message);
+        }
+        if let Some(left) = left {
+            settle(py, left, Settlement::Disconnect);
+        }
+    }));
 }
 
 /// Sets the result of each future the app still awaits.

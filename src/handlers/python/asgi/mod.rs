@@ -13,6 +13,7 @@ mod bridge;
 mod driver;
 mod exchange;
 mod host;
+mod mailbox;
 mod ready;
 mod scope;
 mod websocket;

@@ -358,7 +358,7 @@ impl Session {
                     end.is_some(),
                 );
                 keep_waker(&mut st.waker, cx);
-                (st.incoming.len() < super::ws::INCOMING_MAX, end)
+                (st.received.queued() < super::ws::INCOMING_MAX, end)
             };
             if self.pending.iter().any(Message::is_close) {
                 self.arm_close_deadline();

@@ -21,6 +21,7 @@ use super::exchange::{
     parse_start, resolve,
 };
 use super::host::{AsgiHost, LoopObjects};
+use super::mailbox::Mailbox;
 use super::ready::Ready;
 use super::scope::RequestLine;
 
@@ -58,7 +59,8 @@ pub(super) struct WsState {
     pub(super) deny_complete: bool,
     /// `websocket.connect` was received.
     pub(super) connected: bool,
-    pub(super) incoming: VecDeque<Incoming>,
+    /// The client's messages, and the `receive()` calls waiting for them.
+    pub(super) received: Mailbox<Incoming>,
     pub(super) outgoing: VecDeque<Message>,
     pub(super) queued: usize,
     /// The app sent `websocket.close`.
@@ -68,7 +70,6 @@ pub(super) struct WsState {
     pub(super) end: Option<AppEnd>,
     /// The connection's task, waiting for the app.
     pub(super) waker: Option<Waker>,
-    pub(super) receive_waiters: VecDeque<Py<PyAny>>,
     pub(super) send_waiters: Vec<Py<PyAny>>,
 }
 
@@ -108,70 +109,71 @@ impl WsExchange {
 
     /// The socket is over: `receive()` says `websocket.disconnect` once the
     /// messages already queued are taken, and waiting calls go on.
-    pub(super) fn close(&self, code: u16, reason: &str) {
-        let (receivers, senders) = {
+    pub(super) fn close(self: &Arc<Self>, code: u16, reason: &str) {
+        let (post, senders) = {
             let mut st = self.lock();
             if st.closed.is_none() {
                 st.closed = Some((code, reason.to_string()));
             }
-            // Waiters exist only while nothing is queued.
             (
-                std::mem::take(&mut st.receive_waiters),
+                st.received.claim_post(),
                 std::mem::take(&mut st.send_waiters),
             )
         };
-        if receivers.is_empty() && senders.is_empty() {
-            return;
+        if post {
+            self.post_received();
         }
-        let (code, reason) = (code, reason.to_string());
-        self.host.post(Box::new(move |py, _| {
-            if let Ok(msg) = disconnect_message(py, code, &reason) {
-                resolve(py, receivers, msg.as_any());
-            }
-            resolve(py, senders, &py.None().into_bound(py));
-        }));
-    }
-
-    /// A client message: to a waiting `receive()`, or queued.
-    pub(super) fn deliver(self: &Arc<Self>, message: Incoming) {
-        let mut st = self.lock();
-        if let Some(fut) = st.receive_waiters.pop_front() {
-            drop(st);
-            let exchange = self.clone();
+        if !senders.is_empty() {
             self.host.post(Box::new(move |py, _| {
-                exchange.hand_over(py, fut, message);
+                resolve(py, senders, &py.None().into_bound(py));
             }));
-            return;
         }
-        st.incoming.push_back(message);
     }
 
-    /// Gives a message to the `receive()` it was meant for, on the loop
-    /// thread. One the app cancelled (a timeout) passes it to the next, or
-    /// back to the front of the queue: no message is lost.
-    fn hand_over(&self, py: Python<'_>, fut: Py<PyAny>, message: Incoming) {
-        let mut fut = fut;
-        loop {
-            let done = fut
-                .bind(py)
-                .call_method0("done")
-                .and_then(|d| d.is_truthy())
-                .unwrap_or(true);
-            if !done {
+    /// A client message, for `receive()`.
+    pub(super) fn deliver(self: &Arc<Self>, message: Incoming) {
+        let post = self.lock().received.push(message);
+        if post {
+            self.post_received();
+        }
+    }
+
+    /// Hands the client's messages to the `receive()` calls waiting for
+    /// them, on the loop thread (see `mailbox`); calls left waiting on a
+    /// closed socket get the disconnect.
+    fn post_received(self: &Arc<Self>) {
+        let exchange = self.clone();
+        self.host.post(Box::new(move |py, _| {
+            let (pairs, left, waker) = {
+                let mut st = exchange.lock();
+                let was_full = st.received.queued() >= INCOMING_MAX;
+                let pairs = st.received.pair(py);
+                // A full queue had stopped the reading.
+                let waker = (was_full && st.received.queued() < INCOMING_MAX)
+                    .then(|| st.waker.take())
+                    .flatten();
+                let left = match st.closed.clone() {
+                    Some(closed) if st.received.has_waiters() && st.received.queued() == 0 => {
+                        Some((st.received.take_waiters(), closed))
+                    }
+                    _ => None,
+                };
+                (pairs, left, waker)
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+            for (fut, message) in pairs {
                 if let Ok(msg) = receive_message(py, &message) {
                     resolve(py, [fut], msg.as_any());
                 }
-                return;
             }
-            let mut st = self.lock();
-            match st.receive_waiters.pop_front() {
-                Some(next) => fut = next,
-                None => {
-                    st.incoming.push_front(message);
-                    return;
-                }
+            if let Some((left, (code, reason))) = left
+                && let Ok(msg) = disconnect_message(py, code, &reason)
+            {
+                resolve(py, left, msg.as_any());
             }
-        }
+        }));
     }
 
     /// Outgoing bytes have gone to the socket: a `send()` waiting on a full
@@ -244,11 +246,10 @@ impl WsReceive {
             d.set_item("type", "websocket.connect")?;
             return ready(py, d);
         }
-        if let Some(message) = st.incoming.pop_front() {
+        let was_full = st.received.queued() >= INCOMING_MAX;
+        if let Some(message) = st.received.take(py) {
             // A full queue had stopped the reading.
-            let waker = (st.incoming.len() + 1 == INCOMING_MAX)
-                .then(|| st.waker.take())
-                .flatten();
+            let waker = was_full.then(|| st.waker.take()).flatten();
             drop(st);
             if let Some(w) = waker {
                 w.wake();
@@ -260,7 +261,7 @@ impl WsReceive {
             return ready(py, msg);
         }
         let fut = objects.create_future.call0(py)?;
-        st.receive_waiters.push_back(fut.clone_ref(py));
+        st.received.wait(fut.clone_ref(py));
         Ok(fut)
     }
 }
