@@ -69,6 +69,14 @@ def test_subprotocol_and_accept_headers(serve, tmp_path):
                            additional_headers={"X-Custom": "v"}) as ws:
             return json.loads(await ws.recv())
     scope = run(go())
+
+    async def unoffered():
+        async with connect(url(s, "/unoffered-subprotocol"), subprotocols=["chat.v1"]) as ws:
+            assert ws.subprotocol is None
+            await ws.send("still")
+            assert await ws.recv() == "still"
+    run(unoffered())
+    assert "'not.offered' is not one the client offered" in marker(tmp_path, "ws-unoffered-subprotocol")
     assert scope["type"] == "websocket"
     assert scope["scheme"] == "ws"
     assert scope["path"] == "/scope" and scope["query_string"] == "x=1"

@@ -49,6 +49,13 @@ async def app(scope, receive, send):
         raise RuntimeError("boom before accept")
     if path == "/silent":
         return
+    if path == "/unoffered-subprotocol":
+        # A subprotocol the client did not offer would make it fail the
+        # handshake: send() refuses it, and the app can accept without.
+        try:
+            await send({"type": "websocket.accept", "subprotocol": "not.offered"})
+        except ValueError as e:
+            mark("ws-unoffered-subprotocol", str(e))
     accept = {"type": "websocket.accept", "headers": [(b"x-ws", b"yes")]}
     offered = scope.get("subprotocols", [])
     if "chat.v2" in offered:

@@ -11,7 +11,9 @@ use pyo3::prelude::*;
 use super::exchange::{AppEnd, Exchange, Receive, Send};
 use super::host::{AsgiApp, AsgiHost, Job, LifespanApp, LoopObjects};
 use super::ready::Ready;
-use super::scope::{Fields, RequestLine, ScopeKeys, http_scope, websocket_scope};
+use super::scope::{
+    Fields, RequestLine, ScopeKeys, http_scope, offered_subprotocols, websocket_scope,
+};
 use super::ws::{WsExchange, WsReceive, WsSend};
 use crate::config::Words;
 use crate::request::VarName;
@@ -152,7 +154,11 @@ pub(super) fn start_websocket(
         let fields = Fields::of(&vars);
         let scope = websocket_scope(py, &objects.keys, &vars, &fields, &app.state)?;
         let receive = Py::new(py, WsReceive::new(exchange.clone()))?;
-        let send = Py::new(py, WsSend::new(exchange.clone(), RequestLine::of(&vars)))?;
+        let offered = offered_subprotocols(&vars).map(<[u8]>::to_vec).collect();
+        let send = Py::new(
+            py,
+            WsSend::new(exchange.clone(), RequestLine::of(&vars), offered),
+        )?;
         spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
     };
     if let Err(e) = run() {

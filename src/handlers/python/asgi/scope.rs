@@ -321,6 +321,16 @@ fn tls_extension<'py>(
     Ok(Some(ext))
 }
 
+/// The subprotocols the client offers (Sec-WebSocket-Protocol), in its
+/// order.
+pub(super) fn offered_subprotocols(vars: &[(VarName, Bytes)]) -> impl Iterator<Item = &[u8]> {
+    vars.iter()
+        .filter(|(n, _)| n.as_bytes() == b"HTTP_SEC_WEBSOCKET_PROTOCOL")
+        .flat_map(|(_, v)| v.split(|&c| c == b','))
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty())
+}
+
 /// The scope of a WebSocket (`type: "websocket"`): the HTTP scope's
 /// fields but the method, a `ws`/`wss` scheme, the subprotocols the client
 /// offers, and the denial-response extension.
@@ -335,12 +345,7 @@ pub(super) fn websocket_scope<'py>(
     scope.set_item(&k.type_, "websocket")?;
     scope.set_item(&k.scheme, if f.is_https() { "wss" } else { "ws" })?;
     scope.del_item(&k.method)?;
-    let offered = vars
-        .iter()
-        .filter(|(n, _)| n.as_bytes() == b"HTTP_SEC_WEBSOCKET_PROTOCOL")
-        .flat_map(|(_, v)| v.split(|&c| c == b','))
-        .map(|p| p.trim_ascii())
-        .filter(|p| !p.is_empty())
+    let offered = offered_subprotocols(vars)
         .map(|p| text(py, p))
         .collect::<Vec<_>>();
     scope.set_item("subprotocols", PyList::new(py, offered)?)?;

@@ -273,11 +273,21 @@ pub(super) struct WsSend {
     exchange: Arc<WsExchange>,
     /// "GET /path", for the log.
     line: RequestLine,
+    /// The subprotocols the client offers: the app may accept one of them.
+    offered: Vec<Vec<u8>>,
 }
 
 impl WsSend {
-    pub(super) fn new(exchange: Arc<WsExchange>, line: RequestLine) -> WsSend {
-        WsSend { exchange, line }
+    pub(super) fn new(
+        exchange: Arc<WsExchange>,
+        line: RequestLine,
+        offered: Vec<Vec<u8>>,
+    ) -> WsSend {
+        WsSend {
+            exchange,
+            line,
+            offered,
+        }
     }
 }
 
@@ -298,6 +308,15 @@ impl WsSend {
                     .map(|s| s.extract::<String>())
                     .transpose()
                     .map_err(|_| PyTypeError::new_err("'subprotocol' must be a str"))?;
+                // RFC 6455 §4.1: a client fails a handshake that names one
+                // it did not offer (wsproto under uvicorn raises too).
+                if let Some(p) = &subprotocol
+                    && !self.offered.iter().any(|o| o == p.as_bytes())
+                {
+                    return Err(PyValueError::new_err(format!(
+                        "websocket.accept: subprotocol '{p}' is not one the client offered"
+                    )));
+                }
                 let headers = match get("headers") {
                     Some(h) => parse_headers(&h)?,
                     None => Vec::new(),
