@@ -4,6 +4,7 @@ thread hold no app thread, fresh requests go on being served, and
 test_slow_head_times_out). Past --max-connections, new connections wait in
 the listen backlog."""
 import hashlib
+import re
 import socket
 import time
 
@@ -22,6 +23,29 @@ def slow_uploads(port, n, length=2 << 20):
         c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length + b"x" * 10)
         out.append(c)
     return out
+
+
+def test_a_client_that_stops_reading_is_cut_after_socket_timeout(serve):
+    """A client that takes none of a streamed response held the worker's
+    only Python thread for as long as it kept the connection open. Now its
+    connection is closed after --socket-timeout without progress (uWSGI's
+    timeout on each write), the app's generator is closed, and the worker
+    serves again."""
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"), "--processes", "1", "--threads", "1",
+              "--socket-timeout", "2")
+    assert requests.get(s.url + "/sys", timeout=20).status_code == 200
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", s.port))
+    c.sendall(b"GET /big?mb=512 HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        s.wait_log("took no bytes of its response for --socket-timeout (2s)", timeout=30)
+        assert requests.get(s.url + "/sys", timeout=10).status_code == 200
+        # Cut, not finished: far less than the 512 MiB went out.
+        s.wait_log("GET /big?mb=512 => generated")
+        assert re.search(r"GET /big\?mb=512 => generated \d{1,8} bytes", s.log())
+    finally:
+        c.close()
 
 
 def test_slow_uploads_hold_no_app_thread_and_are_cut(serve):

@@ -559,7 +559,7 @@ options! {
         .aliases(&["http-timeout"])
         .value("SECONDS")
         .defaults_to("30")
-        .help("Close a connection whose request head does not arrive within SECONDS (the HTTP router's --http-timeout of uWSGI reads as this)."),
+        .help("Close a connection whose request head does not arrive within SECONDS, or whose client takes no bytes of its response for SECONDS (the app's generator is then closed and its thread freed, as uWSGI's socket-timeout ends a stuck write). The HTTP router's --http-timeout of uWSGI reads as this."),
     INI = OptDef::new("ini", List, Config)
         .value("FILE[:SECTION]")
         .help("Read options from an INI file, section [uwsgi] (or [oxgate]) unless one is named. Expanded in place: later options override it."),

@@ -116,7 +116,7 @@ pub async fn serve_connection<S: Peek>(
     match tokio::time::timeout(settings.head_timeout, opening(&stream)).await {
         Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
             let ctx = conn_ctx(info, host, settings, false);
-            let io = Progress::new(stream, ctx.progress.clone());
+            let io = Progress::new(stream, ctx.clone());
             return Box::pin(serve_http2(io, ctx, shutdown)).await;
         }
         Ok(Some(Opening::Http2)) => {
@@ -257,7 +257,7 @@ async fn serve_tls<S: Peek>(
     let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
     let info = Arc::new(Arc::unwrap_or_clone(info).with_tls(tls.settled(session)));
     let ctx = conn_ctx(info, host, settings, false);
-    let io = Progress::new(stream, ctx.progress.clone());
+    let io = Progress::new(stream, ctx.clone());
     if h2 {
         serve_http2(io, ctx, shutdown).await;
     } else {
@@ -292,6 +292,7 @@ fn conn_ctx(
         outbox: std::sync::OnceLock::new(),
         settled_heads: std::sync::atomic::AtomicU64::new(0),
         parking: AtomicBool::new(false),
+        write_blocked: AtomicBool::new(false),
     })
 }
 
@@ -449,20 +450,21 @@ where
 /// does for cleartext HTTP/1.1.
 struct Progress<T> {
     inner: T,
-    writes: Arc<TaskCounter>,
+    ctx: Arc<ConnCtx>,
 }
 
 impl<T> Progress<T> {
-    fn new(inner: T, writes: Arc<TaskCounter>) -> Progress<T> {
-        Progress { inner, writes }
+    fn new(inner: T, ctx: Arc<ConnCtx>) -> Progress<T> {
+        Progress { inner, ctx }
     }
 
     fn count(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
         if let Poll::Ready(Ok(n)) = written
             && n > 0
         {
-            self.writes.bump();
+            self.ctx.progress.bump();
         }
+        self.ctx.note_write(written.is_pending());
         written
     }
 }

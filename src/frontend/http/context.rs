@@ -87,6 +87,10 @@ pub(super) struct ConnCtx {
     /// hyper is ending the connection to park it: no shutdown of the
     /// socket.
     pub(super) parking: AtomicBool,
+    /// The last write found the socket full: the client is not taking the
+    /// response. The watchdog cuts a connection stuck so a whole
+    /// `--socket-timeout`, however busy its app is.
+    pub(super) write_blocked: AtomicBool,
 }
 
 /// Whether a connection's output is all written (`BatchedIo`'s outbox).
@@ -95,6 +99,15 @@ pub(super) trait Drained: Send + Sync {
 }
 
 impl ConnCtx {
+    /// Records whether a write to the socket had to wait for the client.
+    pub(super) fn note_write(&self, pending: bool) {
+        // Read first: most writes change nothing, and a store would dirty
+        // the cache line that the connection's other counters share.
+        if self.write_blocked.load(Ordering::Relaxed) != pending {
+            self.write_blocked.store(pending, Ordering::Relaxed);
+        }
+    }
+
     /// Whether hyper holds nothing of this connection but its idle state:
     /// no request under way, every byte read parsed into a request already
     /// answered, and every byte of the answers written. Such a connection

@@ -69,7 +69,9 @@ impl<S: SendFile> SendFile for Lent<S> {
         offset: &mut libc::off_t,
         len: usize,
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_sendfile(cx, file, offset, len)
+        let sent = self.stream().poll_sendfile(cx, file, offset, len);
+        self.ctx.note_write(sent.is_pending());
+        sent
     }
 }
 
@@ -89,7 +91,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Lent<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.pinned().poll_write(cx, buf)
+        let written = self.pinned().poll_write(cx, buf);
+        self.ctx.note_write(written.is_pending());
+        written
     }
 
     fn poll_write_vectored(
@@ -97,7 +101,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Lent<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.pinned().poll_write_vectored(cx, bufs)
+        let written = self.pinned().poll_write_vectored(cx, bufs);
+        self.ctx.note_write(written.is_pending());
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -50,7 +50,10 @@ pub(super) async fn stop_or_idle(
 /// its head, or one that stops reading a response the app has finished
 /// (as uWSGI's timeout on each write) is closed after one to two timeouts.
 /// A request being served, however long its app takes, and a response the
-/// client is still reading keep the connection open.
+/// client is still reading keep the connection open; a response the client
+/// takes nothing of for a whole `--socket-timeout` does not, even while the
+/// app still makes it (a generator, a stream): its app thread is freed, as
+/// uWSGI's `socket-timeout` ends a write that makes no progress.
 ///
 /// With `--keepalive-timeout`, a connection that has served a request
 /// waits that long for its next one instead: the watchdog then looks four
@@ -78,17 +81,30 @@ pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
         sleep.as_mut().await;
         sleep.as_mut().reset(tokio::time::Instant::now() + period);
         let now = state();
-        if now != seen || ctx.finished.get() != now.0 {
+        let blocked = ctx.write_blocked.load(Ordering::Relaxed);
+        let serving = ctx.finished.get() != now.0;
+        if now != seen || (serving && !blocked) {
             seen = now;
             quiet = Duration::ZERO;
             continue;
         }
         quiet += period;
         let limit = match keepalive {
+            _ if blocked => head,
             Some(k) if now.0 > 0 => k,
             _ => head,
         };
         if quiet >= limit {
+            if blocked {
+                let peer = ctx
+                    .info
+                    .peer_addr()
+                    .map_or_else(|| "a client".to_string(), |a| a.to_string());
+                crate::say!(
+                    "oxgate: {peer} took no bytes of its response for --socket-timeout ({}s); connection closed",
+                    head.as_secs()
+                );
+            }
             return Quiet::Idle;
         }
         if park && ctx.idle_in_hyper() {
