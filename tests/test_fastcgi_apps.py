@@ -753,8 +753,9 @@ def test_bad_pool_options_are_clear_errors():
 
 @needs_php
 def test_a_client_that_stops_mid_response_frees_its_process(serve, site):
-    """Cut off after the head: the process is replaced, and the next
-    request is served at once, not queued behind the rest of the script."""
+    """Cut off after the head, by a script that runs on past the grace an
+    abandoned request gets: the process is replaced, and the next request
+    is served then, not queued behind the rest of the script."""
     (site / "stream.php").write_text("<?php while (ob_get_level()) ob_end_flush(); echo 'first'; flush(); sleep(30); echo 'late';")
     s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
     with requests.get(f"{s.url}/stream.php", stream=True, timeout=20) as r:
@@ -766,8 +767,9 @@ def test_a_client_that_stops_mid_response_frees_its_process(serve, site):
 
 @needs_php
 def test_a_client_that_leaves_frees_its_process(serve, site):
-    """A request given up by its client gives its process back (replaced,
-    since it may run long yet): the next request is served, not queued."""
+    """A request given up by its client, whose script runs on past the
+    grace, gives its process back (replaced): the next request is served,
+    not queued behind the rest of the script."""
     s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
     first = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
     with pytest.raises(requests.exceptions.ReadTimeout):
@@ -775,6 +777,34 @@ def test_a_client_that_leaves_frees_its_process(serve, site):
     wait_for(lambda: not alive(first), what="the abandoned process to be killed")
     r = requests.get(f"{s.url}/index.php", timeout=10)
     assert r.status_code == 200 and r.json()["pid"] != first
+
+
+@needs_php
+def test_a_script_whose_client_leaves_runs_to_its_end_and_keeps_its_process(serve, site, tmp_path):
+    """A client that leaves, before the head or mid-response, does not have
+    the script killed mid-way (a half-written file, a lost session): as
+    under php-fpm, it runs to its end, its output dropped, within a grace
+    of a few seconds, and its process serves the next request."""
+    done = tmp_path / "done"
+    (site / "finish.php").write_text(
+        "<?php while (ob_get_level()) ob_end_flush();"
+        " if (isset($_GET['early'])) { echo 'first'; flush(); }"
+        " usleep(1500000); echo str_repeat('x', 100000);"
+        f" file_put_contents('{done}-' . $_GET['n'], getmypid());")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    # Leaves before the head.
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{s.url}/finish.php?n=1", timeout=0.5)
+    # Leaves after the first bytes.
+    with requests.get(f"{s.url}/finish.php?n=2&early=1", stream=True, timeout=20) as r:
+        assert next(r.iter_content(chunk_size=None)).startswith(b"first")
+    for n in (1, 2):
+        marker = tmp_path / f"done-{n}"
+        wait_for(marker.exists, what=f"script {n} to finish")
+        assert marker.read_text() == str(pid)
+    assert requests.get(f"{s.url}/index.php", timeout=20).json()["pid"] == pid
+    assert alive(pid)
 
 
 @needs_php

@@ -355,6 +355,9 @@ pub type Release = Box<dyn FnOnce(Option<Conn>, bool) + Send>;
 
 /// The rest of STDOUT, as a response body.
 pub struct Output {
+    /// With a grace: a response whose client left is read to its end, for
+    /// that long at most, so that its process can be given back whole.
+    drain: Option<Duration>,
     conn: Option<Conn>,
     release: Option<Release>,
     timed_out: bool,
@@ -368,6 +371,7 @@ pub struct Output {
 impl Output {
     pub fn new(conn: Conn, name: Arc<str>, deadline: Option<Instant>, release: Release) -> Output {
         Output {
+            drain: None,
             conn: Some(conn),
             release: Some(release),
             timed_out: false,
@@ -377,6 +381,13 @@ impl Output {
             on_end: None,
             sent: 0,
         }
+    }
+
+    /// Has a response whose client leaves read on to its end, for `grace`
+    /// at most, and at most `ABANDONED_OUTPUT` of it, its bytes dropped.
+    pub fn drained_when_abandoned(mut self, grace: Duration) -> Output {
+        self.drain = Some(grace);
+        self
     }
 
     fn end(&mut self, whole: bool) {
@@ -462,10 +473,60 @@ impl ChunkSource for Output {
     }
 }
 
+/// The most output of an abandoned response read and dropped: more is a
+/// download nobody takes, and its process is replaced instead.
+const ABANDONED_OUTPUT: u64 = 1 << 20;
+
 impl Drop for Output {
     fn drop(&mut self) {
-        if !self.finished {
-            self.end(false);
+        if self.finished {
+            return;
         }
+        // The client left mid-response: the request is over for it (logged
+        // and counted now), and the process finishes the script unheard.
+        if let Some(grace) = self.drain
+            && !self.timed_out
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(conn) = self.conn.take()
+            && let Some(release) = self.release.take()
+        {
+            self.finished = true;
+            if let Some(f) = self.on_end.take() {
+                f(self.sent, false);
+            }
+            let until = Instant::now() + grace;
+            let until = match &self.deadline {
+                Some(d) => until.min(d.deadline()),
+                None => until,
+            };
+            runtime.spawn(drain(conn, self.name.clone(), until, release));
+            return;
+        }
+        self.end(false);
     }
+}
+
+/// Reads an abandoned response to its END_REQUEST, dropping its output,
+/// then gives the connection back; or, cut short (`until`, too much
+/// output, a broken exchange), has the process replaced.
+async fn drain(mut conn: Conn, name: Arc<str>, until: Instant, release: Release) {
+    let mut dropped = 0u64;
+    let whole = loop {
+        let rec = match tokio::time::timeout_at(until, conn.record()).await {
+            Ok(Ok(Some(rec))) if not_ours(&rec).is_none() => rec,
+            _ => break false,
+        };
+        match rec.kind {
+            fastcgi::STDOUT => {
+                dropped += rec.content.len() as u64;
+                if dropped > ABANDONED_OUTPUT {
+                    break false;
+                }
+            }
+            fastcgi::STDERR => log_stderr(&name, &rec.content),
+            fastcgi::END_REQUEST => break true,
+            _ => {}
+        }
+    };
+    release(Some(conn).filter(|c| whole && c.buf.is_empty()), false);
 }

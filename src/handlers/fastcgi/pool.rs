@@ -546,7 +546,6 @@ impl Pool {
             .map_or(&b""[..], |(_, v)| &v[..]);
         let idempotent = matches!(method, b"GET" | b"HEAD" | b"OPTIONS");
         let again = client::replayable(&body);
-        let mut body = Some(body);
         let name = self.spec.name.clone();
         let stats = self.stats();
         // Waiting for a process counts towards the deadline.
@@ -561,7 +560,7 @@ impl Pool {
             }
             return Err(Failure::Timeout);
         };
-        let mut lease = leased.map_err(Failure::Broken)?;
+        let lease = leased.map_err(Failure::Broken)?;
         if let Some(s) = stats {
             s.requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -574,6 +573,60 @@ impl Pool {
             lease.put_back();
             return Err(Failure::Timeout);
         }
+        let uri = self.spec.slowlog.map(|_| {
+            params
+                .iter()
+                .find(|(k, _)| k == b"REQUEST_URI")
+                .map_or_else(String::new, |(_, v)| {
+                    String::from_utf8_lossy(v).into_owned()
+                })
+        });
+        // From here the request runs in a task of its own: a client that
+        // leaves does not cut its script off mid-way (php-fpm's children
+        // run on too), it is given `ABANDONED_GRACE` to end (see `Output`).
+        let (left, client_gone) = tokio::sync::oneshot::channel::<()>();
+        let run = Exchange {
+            lease,
+            records,
+            body: Some(body),
+            again,
+            idempotent,
+            deadline,
+            uri,
+            name,
+        };
+        let task = tokio::spawn(self.clone().run(run, client_gone));
+        let answer = task.await;
+        drop(left);
+        answer.unwrap_or_else(|e| Err(Failure::NoHead(format!("the exchange failed: {e}"))))
+    }
+
+    /// The exchange with the leased process, until its response head.
+    async fn run(
+        self: Arc<Self>,
+        run: Exchange,
+        client_gone: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<(Head, Bytes, Output), Failure> {
+        let grace = async {
+            // Err: the caller dropped its end, the client having left.
+            if client_gone.await.is_err() {
+                tokio::time::sleep(ABANDONED_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let Exchange {
+            mut lease,
+            records,
+            mut body,
+            again,
+            idempotent,
+            deadline,
+            uri,
+            name,
+        } = run;
+        tokio::pin!(grace);
+        let stats = self.stats();
         let row: &'static Row = lease.shared.row(lease.token.row);
         let addr = &lease.shared.addrs[lease.token.row];
         let mut attempt = 0;
@@ -623,12 +676,7 @@ impl Pool {
                 && lease.slow.is_none()
             {
                 let name = name.clone();
-                let uri = params
-                    .iter()
-                    .find(|(k, _)| k == b"REQUEST_URI")
-                    .map_or_else(String::new, |(_, v)| {
-                        String::from_utf8_lossy(v).into_owned()
-                    });
+                let uri = uri.clone().unwrap_or_default();
                 let slow = tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     if let Some(s) = stats {
@@ -644,11 +692,22 @@ impl Pool {
             }
             let this_body = body.take().expect("a body to send");
             let exchange = client::exchange_on(conn, &records, this_body, &name);
-            let exchanged = match deadline {
-                Some(d) => tokio::time::timeout_at(d, exchange)
-                    .await
-                    .unwrap_or(Err(Failure::Timeout)),
-                None => exchange.await,
+            let timed = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, exchange)
+                        .await
+                        .unwrap_or(Err(Failure::Timeout)),
+                    None => exchange.await,
+                }
+            };
+            let exchanged = tokio::select! {
+                biased;
+                done = timed => done,
+                // Nobody waits for it any more, and its grace is over.
+                () = &mut grace => {
+                    lease.finish(None, true);
+                    return Err(Failure::NoHead("its client left".into()));
+                }
             };
             // A connection closed before any reply while the process lives
             // lost php-cgi's forked child.
@@ -669,7 +728,9 @@ impl Pool {
                         }
                         lease.finish(conn, timed_out || broken);
                     });
-                    return Ok((head, first, Output::new(conn, name, deadline, release)));
+                    let output = Output::new(conn, name, deadline, release)
+                        .drained_when_abandoned(ABANDONED_GRACE);
+                    return Ok((head, first, output));
                 }
                 // The kept connection closed just as the request went out:
                 // sent again on a new one if the process cannot have read it
@@ -695,6 +756,25 @@ impl Pool {
             }
         }
     }
+}
+
+/// How long a request whose client left may still run, to end as it
+/// would have (its output read and dropped) and give its process back.
+/// Past it, or past `ABANDONED_OUTPUT` of output, the process is killed
+/// and replaced, as the next request would wait behind it.
+const ABANDONED_GRACE: Duration = Duration::from_secs(5);
+
+/// A leased request on its way to its process (`Pool::run`).
+struct Exchange {
+    lease: Lease,
+    records: Vec<u8>,
+    body: Option<RequestBody>,
+    again: Option<RequestBody>,
+    idempotent: bool,
+    deadline: Option<Instant>,
+    /// REQUEST_URI, for the slow log.
+    uri: Option<String>,
+    name: Arc<str>,
 }
 
 /// Puts every token of a worker's list back in the pipe.
