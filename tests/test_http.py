@@ -39,6 +39,16 @@ def test_unread_body_is_drained_and_the_connection_kept(srv):
     assert out.count(b"HTTP/1.1 200 OK") == 2, out[:500]
 
 
+def test_unread_body_is_drained_even_while_the_app_keeps_its_input(srv):
+    """The same when the app's environ outlives the request (a reference
+    cycle, Flask's abort() on a POST): the rest of the body is read once
+    the request is over, not once wsgi.input is freed."""
+    body = b"z" * (3 << 20)
+    out = raw_request(srv.port, b"POST /ignore-body-kept HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                      % len(body) + body + b"GET /thread HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 401 Unauthorized") == 1 and out.count(b"HTTP/1.1 200 OK") == 1, out[:500]
+
+
 def test_pipelined_responses_left_to_the_flusher_arrive_whole_and_in_order(srv):
     # Each response takes long enough to produce that it waits for the
     # batch (batch.rs), and 1,000 of 15 KB fill the socket while the client

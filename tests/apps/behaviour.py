@@ -13,6 +13,9 @@ def qs(environ):
     return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
 
 
+KEPT = []
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     q = qs(environ)
@@ -24,6 +27,15 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps({"len": len(body), "sha256": hashlib.sha256(body).hexdigest(),
                             "again": len(more)}).encode()]
+
+    if path == "/ignore-body-kept":
+        # Ignores the body and keeps the environ (and so wsgi.input) alive,
+        # as a reference cycle does until Python's collector runs (Flask's
+        # abort() on a POST makes one).
+        KEPT.append(environ)
+        del KEPT[:-4]
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("Content-Length", "7")])
+        return [b"ignored"]
 
     if path == "/ignore-body":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])

@@ -87,6 +87,10 @@ pub(super) struct Core {
     index: usize,
     /// What the request log and the counters say of the response.
     pub(super) outcome: Outcome,
+    /// Dropped with the core, when the app is done with the request: the
+    /// body it left unread is then read and dropped (`Input::streaming`),
+    /// even if its `wsgi.input` lives on in a reference cycle.
+    pub(super) input_done: Option<super::input::InputDone>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -220,6 +224,7 @@ impl WsgiHost {
                 protocol,
                 ..Outcome::default()
             },
+            input_done: None,
             _permit: permit,
         })
     }

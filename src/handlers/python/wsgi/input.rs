@@ -28,6 +28,12 @@ enum Source {
     },
 }
 
+/// Held while the app may read a streamed body (`Input::streaming`).
+pub(super) struct InputDone(
+    // Held, never read: dropping it ends the reading for the app.
+    #[allow(dead_code)] oneshot::Sender<()>,
+);
+
 /// `wsgi.input`. Reading past the end returns `b""` and never blocks.
 #[pyclass(module = "oxgate")]
 pub(crate) struct Input {
@@ -46,13 +52,34 @@ impl Input {
         }
     }
 
-    pub(super) fn streaming(mut body: BodyStream) -> Input {
+    /// A body still arriving, read for the app once it first reads, until
+    /// its `Input` is dropped or the returned `InputDone` is (the request
+    /// over: the app's environ, and so its input, may live on in a
+    /// reference cycle until Python's collector runs).
+    pub(super) fn streaming(mut body: BodyStream) -> (Input, InputDone) {
         let (start_tx, start_rx) = oneshot::channel::<()>();
+        let (done_tx, mut done_rx) = oneshot::channel::<()>();
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(async move {
-            if start_rx.await.is_ok() {
-                while let Some(chunk) = body.chunk().await {
-                    if tx.send(chunk).await.is_err() {
+            let started = tokio::select! {
+                biased;
+                _ = &mut done_rx => false,
+                asked = start_rx => asked.is_ok(),
+            };
+            if started {
+                loop {
+                    let chunk = tokio::select! {
+                        biased;
+                        _ = &mut done_rx => break,
+                        chunk = body.chunk() => chunk,
+                    };
+                    let Some(chunk) = chunk else { break };
+                    let sent = tokio::select! {
+                        biased;
+                        _ = &mut done_rx => break,
+                        sent = tx.send(chunk) => sent,
+                    };
+                    if sent.is_err() {
                         break; // the app is done with it
                     }
                 }
@@ -68,7 +95,7 @@ impl Input {
                 }
             }
         });
-        Input {
+        let input = Input {
             source: Source::Streaming {
                 start: Some(start_tx),
                 rx,
@@ -76,7 +103,8 @@ impl Input {
                 eof: false,
             },
             failure: Some(Arc::default()),
-        }
+        };
+        (input, InputDone(done_tx))
     }
 
     /// The buffered bytes not yet read; fetches the next chunk (blocking

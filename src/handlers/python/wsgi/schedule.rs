@@ -12,7 +12,7 @@ use super::body::{ChannelChunks, InlineChunks, file_body};
 use super::call::log_late_error;
 use super::error::CallError;
 use super::host::{CHANNEL_DEPTH, Core, WsgiApp, WsgiHost};
-use super::input::Input;
+use super::input::{Input, InputDone};
 use super::start_response::Head;
 use crate::listen::Protocol;
 use crate::request::{
@@ -50,14 +50,15 @@ impl WsgiHost {
             // The app may block reading a body still arriving: that needs a
             // thread of its own, not the event loop.
             RequestBody::Stream(s) => {
+                let (input, done) = Input::streaming(s);
                 return self
-                    .handle_pooled(app.clone(), vars, Input::streaming(s), is_head, protocol)
+                    .handle_pooled(app.clone(), vars, (input, Some(done)), is_head, protocol)
                     .await;
             }
         };
         if self.threads > 1 {
             return self
-                .handle_pooled(app.clone(), vars, input, is_head, protocol)
+                .handle_pooled(app.clone(), vars, (input, None), is_head, protocol)
                 .await;
         }
         let Some(mut core) = self.core(&vars, protocol).await else {
@@ -119,13 +120,14 @@ impl WsgiHost {
         self: &Arc<Self>,
         app: Arc<WsgiApp>,
         vars: Vec<(VarName, Bytes)>,
-        input: Input,
+        (input, input_done): (Input, Option<InputDone>),
         is_head: bool,
         protocol: Protocol,
     ) -> Response {
-        let Some(core) = self.core(&vars, protocol).await else {
+        let Some(mut core) = self.core(&vars, protocol).await else {
             return Response::plain(503, "Service Unavailable", "Shutting down\n");
         };
+        core.input_done = input_done;
         let (head_tx, head_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_DEPTH);
         let host = self.clone();
