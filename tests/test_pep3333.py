@@ -43,7 +43,7 @@ def test_environ_required_keys(srv):
     assert env["wsgi.version"] == [1, 0]
     assert env["wsgi.url_scheme"] == "http"
     assert env["wsgi.multithread"] is (srv.args[-1] == "4")
-    assert env["wsgi.multiprocess"] is False
+    assert isinstance(env["wsgi.multiprocess"], bool)  # test_wsgi_multiprocess_says_whether_other_processes_serve
     assert env["wsgi.run_once"] is False
     assert env["wsgi.input_terminated"] is True
     assert "CONTENT_LENGTH" not in env and "HTTP_CONTENT_LENGTH" not in env
@@ -231,3 +231,28 @@ def test_file_wrapper(srv, size, skip):
     r = requests.get(srv.url + f"/file?size={size}&skip={skip}")
     expected = (bytes(range(256)) * (size // 256) + b"z" * (size % 256))[skip:]
     assert r.content == expected  # through the validator: iterated, not unwrapped
+
+
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
+def test_write_keeps_its_order_and_its_bytes(serve, threads):
+    """write() before a file: every written byte, then the whole file (the
+    length counted all of them); write() from inside the returned
+    generator: in the order called. A second start_response without
+    exc_info once the body began is the app's error, and a Content-Length
+    that is not digits only (Rust's parser takes "+2") is refused."""
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"), "--threads", threads)
+    r = requests.get(s.url + "/write-then-file", timeout=20)
+    assert r.content == b"AAABBB" + (APPS / "behaviour.py").read_bytes()
+    assert requests.get(s.url + "/write-in-generator", timeout=20).content == b"ABCD"
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(s.url + "/start-twice-late", timeout=20).content
+    s.wait_log("start_response() called a second time without exc_info")
+    assert requests.get(s.url + "/plus-length", timeout=20).status_code == 500
+    s.wait_log('Content-Length b"+2" is not a number')
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_wsgi_multiprocess_says_whether_other_processes_serve(serve, processes):
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"), "--processes", str(processes), "--threads", "2")
+    flags = requests.get(s.url + "/flags", timeout=20).json()
+    assert flags == {"wsgi.multithread": True, "wsgi.multiprocess": processes > 1}

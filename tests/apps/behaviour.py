@@ -28,6 +28,40 @@ def application(environ, start_response):
         return [json.dumps({"len": len(body), "sha256": hashlib.sha256(body).hexdigest(),
                             "again": len(more)}).encode()]
 
+    if path == "/write-then-file":
+        # Two write() calls, then a file: all of each, in that order.
+        w = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        w(b"AAA")
+        w(b"BBB")
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"))
+
+    if path == "/write-in-generator":
+        # write() called while the returned generator runs.
+        def gen():
+            w = start_response("200 OK", [("Content-Type", "text/plain")])
+            w(b"A")
+            yield b"B"
+            w(b"C")
+            yield b"D"
+        return gen()
+
+    if path == "/start-twice-late":
+        # start_response again, without exc_info, after the body began.
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"first"
+            start_response("500 Oops", [("Content-Type", "text/plain")])
+            yield b"second"
+        return gen()
+
+    if path == "/plus-length":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "+2")])
+        return [b"ok"]
+
+    if path == "/flags":
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({k: environ[k] for k in ("wsgi.multithread", "wsgi.multiprocess")}).encode()]
+
     if path == "/ignore-body-kept":
         # Ignores the body and keeps the environ (and so wsgi.input) alive,
         # as a reference cycle does until Python's collector runs (Flask's

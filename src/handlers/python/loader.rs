@@ -21,6 +21,8 @@ pub struct LoadOptions<'a> {
     pub pythonpath: &'a [PathBuf],
     pub imports: &'a [String],
     pub threads: usize,
+    /// More than one worker process serves the app (`wsgi.multiprocess`).
+    pub multiprocess: bool,
     /// Whether environ has wsgi.file_wrapper.
     pub file_wrapper: bool,
     pub interface: Interface,
@@ -85,8 +87,14 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             }
         }
         let host = Arc::new(
-            WsgiHost::new(py, helpers, opts.threads, opts.file_wrapper)
-                .map_err(|e| format!("internal: {e}"))?,
+            WsgiHost::new(
+                py,
+                helpers,
+                opts.threads,
+                opts.multiprocess,
+                opts.file_wrapper,
+            )
+            .map_err(|e| format!("internal: {e}"))?,
         );
         let mut asgi_host: Option<Arc<AsgiHost>> = None;
         let mut kinds = Vec::new();

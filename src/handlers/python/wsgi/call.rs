@@ -178,7 +178,16 @@ impl Call {
         if head.content_length.is_none()
             && let Iter::File(f) = &self.iter
         {
-            let len = f.len + first.as_ref().map_or(0, |b| b.len() as u64);
+            // What write() gave goes out before it, all of it.
+            let written: u64 = self
+                .sr
+                .bind(py)
+                .borrow()
+                .written
+                .iter()
+                .map(|b| b.len() as u64)
+                .sum();
+            let len = f.len + first.as_ref().map_or(0, |b| b.len() as u64) + written;
             head.content_length = Some(len);
             head.headers.push((
                 Bytes::from_static(b"Content-Length"),
@@ -243,13 +252,25 @@ impl Call {
 
     /// Data from `write()` first, then the iterable's next item.
     fn next_raw(&mut self, py: Python<'_>) -> PyResult<Option<Bytes>> {
-        {
-            let sr = self.sr.bind(py);
-            let mut sr = sr.borrow_mut();
-            if !sr.written.is_empty() {
-                return Ok(Some(sr.written.remove(0)));
-            }
+        if let Some(b) = self.sr.bind(py).borrow_mut().written.pop_front() {
+            return Ok(Some(b));
         }
+        let item = self.next_item(py)?;
+        let sr = self.sr.bind(py);
+        let mut sr = sr.borrow_mut();
+        if sr.written.is_empty() {
+            return Ok(item);
+        }
+        // The iterable (a generator) called write() while making this
+        // item: what it wrote goes first.
+        if let Some(b) = item {
+            sr.written.push_back(b);
+        }
+        Ok(sr.written.pop_front())
+    }
+
+    /// The iterable's next item.
+    fn next_item(&mut self, py: Python<'_>) -> PyResult<Option<Bytes>> {
         let item = match &mut self.iter {
             Iter::Done => return Ok(None),
             Iter::List(list, i) => {

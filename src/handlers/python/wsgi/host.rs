@@ -133,6 +133,7 @@ impl WsgiHost {
         py: Python<'_>,
         helpers: Helpers,
         threads: usize,
+        multiprocess: bool,
         file_wrapper: bool,
     ) -> PyResult<WsgiHost> {
         let template = PyDict::new(py);
@@ -140,7 +141,7 @@ impl WsgiHost {
         template.set_item("wsgi.url_scheme", "http")?;
         template.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
         template.set_item("wsgi.multithread", threads > 1)?;
-        template.set_item("wsgi.multiprocess", false)?;
+        template.set_item("wsgi.multiprocess", multiprocess)?;
         template.set_item("wsgi.run_once", false)?;
         template.set_item("wsgi.input_terminated", true)?;
         if file_wrapper {

@@ -1,6 +1,8 @@
 //! `start_response` and `write()`: the status and headers an app gives,
 //! validated into a response head.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -34,8 +36,11 @@ impl Head {
 pub(crate) struct StartResponse {
     pub(super) head: Option<Head>,
     pub(super) headers_sent: bool,
+    /// start_response was called: `write()` may be, and a second call needs
+    /// `exc_info` (the head may be taken already).
+    pub(super) called: bool,
     /// Data given to `write()`, sent before anything the iterable yields.
-    pub(super) written: Vec<Bytes>,
+    pub(super) written: VecDeque<Bytes>,
 }
 
 #[pymethods]
@@ -58,7 +63,7 @@ impl StartResponse {
                     return Err(PyErr::from_value(value));
                 }
                 Some(_) => {}
-                None if me.head.is_some() => {
+                None if me.called => {
                     return Err(PyRuntimeError::new_err(
                         "start_response() called a second time without exc_info",
                     ));
@@ -66,12 +71,13 @@ impl StartResponse {
                 None => {}
             }
             me.head = Some(parse_head(status, headers)?);
+            me.called = true;
         }
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.head.is_none() {
+        if !self.called {
             return Err(PyRuntimeError::new_err(
                 "write() called before start_response()",
             ));
@@ -80,7 +86,7 @@ impl StartResponse {
             PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
         if !bytes.as_bytes().is_empty() {
-            self.written.push(to_bytes(bytes));
+            self.written.push_back(to_bytes(bytes));
             self.headers_sent = true;
         }
         Ok(())
@@ -185,6 +191,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Hea
             let n = std::str::from_utf8(&value)
                 .ok()
                 .map(str::trim)
+                // Digits only: u64's parser takes a "+", which must not
+                // reach the wire (RFC 9110 §8.6).
+                .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| {
                     PyValueError::new_err(format!("Content-Length {value:?} is not a number"))
