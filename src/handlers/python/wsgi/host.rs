@@ -90,7 +90,7 @@ pub(super) struct Core {
     /// Dropped with the core, when the app is done with the request: the
     /// body it left unread is then read and dropped (`Input::streaming`),
     /// even if its `wsgi.input` lives on in a reference cycle.
-    pub(super) input_done: Option<super::input::InputDone>,
+    pub(super) input_done: Option<tokio::sync::oneshot::Sender<()>>,
     _permit: OwnedSemaphorePermit,
 }
 

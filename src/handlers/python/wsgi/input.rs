@@ -28,11 +28,9 @@ enum Source {
     },
 }
 
-/// Held while the app may read a streamed body (`Input::streaming`).
-pub(super) struct InputDone(
-    // Held, never read: dropping it ends the reading for the app.
-    #[allow(dead_code)] oneshot::Sender<()>,
-);
+/// Held while the app may read a streamed body (`Input::streaming`):
+/// dropping it ends the reading for the app.
+pub(super) type InputDone = oneshot::Sender<()>;
 
 /// `wsgi.input`. Reading past the end returns `b""` and never blocks.
 #[pyclass(module = "oxgate")]
@@ -104,7 +102,7 @@ impl Input {
             },
             failure: Some(Arc::default()),
         };
-        (input, InputDone(done_tx))
+        (input, done_tx)
     }
 
     /// The buffered bytes not yet read; fetches the next chunk (blocking
