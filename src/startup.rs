@@ -296,6 +296,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     let rt = runtime()?;
     let served = rt.block_on(async {
         apps.on_runtime();
+        ignore_master_signals();
         serve(
             listeners,
             apps.front_handler(cfg, Arc::new(ServingWhileUp)),
@@ -314,6 +315,28 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     served?;
     python::run_atexit();
     Ok(())
+}
+
+/// Without a master, the signals that ask one for a reload (SIGHUP, and
+/// SIGRTMIN+1/+2 from `oxgate --reload`/`--chain-reload`) would end the
+/// process at their default, mid-request: they are logged and ignored.
+fn ignore_master_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGRTMIN() + 1, "SIGRTMIN+1"),
+        (libc::SIGRTMIN() + 2, "SIGRTMIN+2"),
+    ];
+    for (raw, name) in kinds {
+        let Ok(mut stream) = signal(SignalKind::from_raw(raw)) else {
+            continue;
+        };
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                crate::say!("oxgate: {name} ignored: reloads need the master (--master)");
+            }
+        });
+    }
 }
 
 /// `--health-path` without a master: the app is loaded before the sockets

@@ -82,6 +82,34 @@ def test_drain_delay_fails_the_health_check_then_stops(serve):
     assert "master stopped" in s.log()
 
 
+def test_a_touch_reload_during_the_drain_does_not_undo_the_stop(serve, tmp_path):
+    touched = tmp_path / "reload-me"
+    touched.write_text("")
+    s = serve("--wsgi-file", ECHO, "--processes", "1", "--health-path", "/healthz", "--drain-delay", "2",
+              "--touch-reload", str(touched))
+    s.wait_workers(1)
+    wait_for(lambda: health(s.url)[0] == 200, what="health 200")
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_log("draining for 2.0s")
+    time.sleep(0.1)
+    os.utime(touched, (time.time() + 5, time.time() + 5))
+    assert s.proc.wait(20) == 0
+    assert "master stopped" in s.log() and "reload requested" not in s.log()
+
+
+def test_without_a_master_reload_signals_are_ignored_not_fatal(serve):
+    """SIGHUP and `oxgate --reload`'s SIGRTMIN+1 would end a single process
+    at their default: they are logged and ignored."""
+    s = serve("--wsgi-file", ECHO, "--no-master", "--health-path", "/up")
+    assert health(s.url, "/up") == (200, "ok\n")
+    s.proc.send_signal(signal.SIGHUP)
+    s.wait_log("SIGHUP ignored: reloads need the master")
+    s.proc.send_signal(signal.SIGRTMIN + 1)
+    s.wait_log("SIGRTMIN+1 ignored")
+    assert s.proc.poll() is None
+    assert health(s.url, "/up") == (200, "ok\n")
+
+
 def test_no_master_answers_the_health_path(serve):
     s = serve("--wsgi-file", ECHO, "--no-master", "--health-path", "/up")
     assert health(s.url, "/up") == (200, "ok\n")

@@ -338,7 +338,11 @@ impl Master<'_> {
             }
             self.publish_health();
             self.run_daemons();
-            self.check_touched();
+            // A stop under way (a drain) is not turned into a reload by a
+            // touched file.
+            if !self.sup.stopping() {
+                self.check_touched();
+            }
             self.keep_log();
         }
     }

@@ -77,6 +77,8 @@ pub struct Worker {
     pub started: Instant,
     /// It has said (in the scoreboard) that it accepts connections.
     pub ready: bool,
+    /// Ready and alive past `QUICK_DEATH`: it ended a run of failures.
+    pub proven: bool,
     pub replacement: Replacement,
     pub stop: Stop,
 }
@@ -278,6 +280,7 @@ impl Supervisor {
                 slot,
                 started: now,
                 ready: true,
+                proven: true,
                 replacement: if self.broken {
                     Replacement::No
                 } else {
@@ -298,6 +301,12 @@ impl Supervisor {
     /// kills them.
     pub fn signal_all(&mut self, sig: Signal, fx: &mut dyn Effects, now: Instant) {
         for w in &mut self.workers {
+            // One already asked (a reload's old worker, a recycled one)
+            // goes on finishing its requests: a second SIGTERM would make
+            // it stop at once, cutting responses still going out.
+            if sig == Signal::SIGTERM && w.stop != Stop::No {
+                continue;
+            }
             w.stop = match (&w.stop, sig) {
                 (Stop::Killed { harakiri, .. }, _) => Stop::Killed {
                     harakiri: harakiri.clone(),
@@ -486,6 +495,12 @@ impl Supervisor {
             if !w.ready && seen.ready {
                 w.ready = true;
                 self.ever_ready = true;
+            }
+            // Ready is not enough to end a run of failures: a worker that
+            // dies a moment after it became ready is as broken (its back-off
+            // must grow). One that has served a while is not.
+            if w.ready && !w.proven && now.duration_since(w.started) >= QUICK_DEATH {
+                w.proven = true;
                 self.failures = 0;
             }
             match &w.stop {
@@ -503,8 +518,11 @@ impl Supervisor {
                             asked: true,
                         };
                         fx.signal(w.pid, Signal::SIGKILL);
+                        continue;
                     }
-                    continue;
+                    // Still finishing its requests: harakiri holds for
+                    // them as for any (a stuck one would otherwise run
+                    // until the mercy is over).
                 }
                 Stop::Harakiri { since, info } => {
                     let grace = limits.harakiri_grace.unwrap_or(HARAKIRI_DUMP_TIME);
@@ -535,7 +553,7 @@ impl Supervisor {
                 fx.signal(w.pid, Signal::SIGUSR2);
                 continue;
             }
-            if w.replacement != Replacement::No {
+            if w.replacement != Replacement::No || matches!(w.stop, Stop::Asked { .. }) {
                 continue;
             }
             let mut why = None;
@@ -700,6 +718,7 @@ impl Supervisor {
             slot,
             started: now,
             ready: false,
+            proven: false,
             replacement: Replacement::No,
             stop: Stop::No,
         });

@@ -566,3 +566,73 @@ fn a_fatal_app_error_stops_without_draining() {
     assert!(sup.workers_stopping() && sup.fatal.is_some());
     assert!(sup.stop_tick(&mut fx, t));
 }
+
+#[test]
+fn deaths_soon_after_readiness_still_back_off() {
+    // A worker that becomes ready and dies 0.4 s later is as broken as one
+    // that never gets ready: its restarts wait longer each time.
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(1, limits(), false, t0);
+    let mut fx = Fake::default();
+    let mut t = t0;
+    sup.tick(&mut fx, t);
+    for expected in [200, 400, 800] {
+        let pid = sup.workers[0].pid;
+        fx.ready(pid);
+        t += Duration::from_millis(100);
+        sup.tick(&mut fx, t);
+        t += Duration::from_millis(300);
+        sup.exited(pid, exit_status(1), &mut fx, t);
+        let starts = fx.spawned.len();
+        sup.tick(&mut fx, t + Duration::from_millis(expected - 1));
+        assert_eq!(fx.spawned.len(), starts, "restarted before {expected} ms");
+        t += Duration::from_millis(expected);
+        sup.tick(&mut fx, t);
+        assert_eq!(fx.spawned.len(), starts + 1);
+    }
+    assert!(fx.said("(3 in a row); next start in 0.8s"));
+    // One that lives past QUICK_DEATH ends the run.
+    let pid = sup.workers[0].pid;
+    fx.ready(pid);
+    sup.tick(&mut fx, t + QUICK_DEATH * 2);
+    let said = fx.said.len();
+    let starts = fx.spawned.len();
+    sup.exited(pid, exit_status(1), &mut fx, t + QUICK_DEATH * 3);
+    sup.tick(&mut fx, t + QUICK_DEATH * 3);
+    assert!(!fx.said[said..].iter().any(|l| l.contains("in a row")));
+    assert_eq!(fx.spawned.len(), starts + 1, "restarted at once");
+}
+
+#[test]
+fn a_second_sigterm_spares_workers_already_finishing() {
+    // A reload's (or a recycle's) old worker finishes its requests; a stop
+    // that follows must not send it the second SIGTERM that cuts them.
+    let (mut sup, mut fx, t) = running(2, limits());
+    assert!(sup.remove_one(&mut fx, t));
+    let asked = fx.spawned[1].1;
+    let other = fx.spawned[0].1;
+    assert_eq!(fx.take_signals(), [(asked, Signal::SIGTERM)]);
+    sup.signal_all(Signal::SIGTERM, &mut fx, t);
+    assert_eq!(fx.take_signals(), [(other, Signal::SIGTERM)]);
+    // SIGKILL still reaches every one.
+    sup.signal_all(Signal::SIGKILL, &mut fx, t);
+    assert_eq!(fx.take_signals().len(), 2);
+}
+
+#[test]
+fn harakiri_holds_for_a_worker_asked_to_stop() {
+    let l = Limits {
+        harakiri: Some(Duration::from_secs(30)),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(2, l);
+    assert!(sup.remove_one(&mut fx, t));
+    let asked = fx.spawned[1].1;
+    fx.take_signals();
+    fx.longest
+        .insert(asked, (Duration::from_secs(31), "GET /stuck".into()));
+    sup.tick(&mut fx, t + Duration::from_secs(1));
+    assert_eq!(fx.take_signals(), [(asked, Signal::SIGUSR2)]);
+    sup.tick(&mut fx, t + Duration::from_secs(1) + HARAKIRI_DUMP_TIME * 2);
+    assert_eq!(fx.take_signals(), [(asked, Signal::SIGKILL)]);
+}
