@@ -37,14 +37,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
     {
         process::daemonize(log)?;
     } else if let Some(log) = &p.logto {
-        process::redirect_output(log)?;
+        carry_on(&inherited, process::redirect_output(log))?;
     } else if let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
         // Re-executed on reload: the log is already behind stderr.
         crate::log::file::set_path(log);
     }
 
     if let Some(path) = &cfg.log_files.requests {
-        crate::log::file::open_request_log(path)?;
+        carry_on(&inherited, crate::log::file::open_request_log(path))?;
     }
     if let Some(plan) = &cfg.log_files.loggers {
         crate::log::route::install(plan)?;
@@ -124,8 +124,18 @@ pub fn run(cfg: Config) -> Result<(), String> {
             ));
         }
         let listener = match addr {
-            Address::Fd(n) => listen::adopt_inherited(n)?.1,
-            _ => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket)?,
+            Address::Fd(n) => listen::adopt_inherited(n).map(|(_, l)| l),
+            _ => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket),
+        };
+        // A socket newly named in a reload's configuration that cannot be
+        // bound leaves the others served.
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) if inherited.is_some() => {
+                crate::say!("oxgate: warning: after the reload: {e}; serving on without it");
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
             process::chown_path(path, owner)?;
@@ -140,7 +150,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         return Err("no socket to listen on: add --http-socket ADDR".into());
     }
     if let Some(pidfile) = &p.pidfile {
-        process::write_pidfile(pidfile)?;
+        carry_on(&inherited, process::write_pidfile(pidfile))?;
     }
     if python::host().is_some() || python::python_running() {
         for (k, _) in cfg.env.iter().filter(|(k, _)| k.starts_with("PYTHON")) {
@@ -165,7 +175,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     python::prepare_started_python(&cfg.pythonpath)?;
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
     if let Some(pidfile) = &p.pidfile2 {
-        process::write_pidfile(pidfile)?;
+        carry_on(&inherited, process::write_pidfile(pidfile))?;
     }
 
     let result = if p.master {
@@ -315,6 +325,19 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     served?;
     python::run_atexit();
     Ok(())
+}
+
+/// After a reload (`inherited`), a step that fails (a log file or pidfile
+/// the dropped privileges cannot write, say) is a warning: the new image
+/// serves on as the old one did, where at a first start it is an error.
+fn carry_on(inherited: &Option<Handover>, step: Result<(), String>) -> Result<(), String> {
+    match step {
+        Err(e) if inherited.is_some() => {
+            crate::say!("oxgate: warning: after the reload: {e}; serving on");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Without a master, the signals that ask one for a reload (SIGHUP, and

@@ -210,6 +210,30 @@ def test_reload_after_chdir_finds_a_relative_config_file(serve, tmp_path):
     assert requests.get(s.url + "/x").json()["path"] == "/x"
 
 
+def test_a_reload_onto_a_broken_configuration_is_refused_and_serving_goes_on(serve, tmp_path):
+    """An edited config file with an error: the reload is refused (the
+    command is checked with --check-config first) and the old workers serve
+    on. One whose new socket cannot be bound: the new image serves on the
+    sockets it has, with a warning, instead of exiting."""
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nchdir = {APPS}\nwsgi-file = echo.py\nprocesses = 1\n")
+    s = serve("app.ini", cwd=tmp_path)
+    old = s.wait_workers(1)
+    ini.write_text(ini.read_text() + f"ini = {tmp_path}/missing.ini\n")
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("graceful reload refused: the configuration does not check")
+    assert s.wait_workers(1) == old
+    assert requests.get(s.url + "/x").json()["path"] == "/x"
+    ini.write_text(ini.read_text().replace(f"ini = {tmp_path}/missing.ini\n",
+                                           f"http-socket = {tmp_path}/no/such/dir/s.sock\n"))
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("after the reload:")
+    s.wait_log("graceful reload done")
+    assert s.proc.poll() is None
+    assert s.wait_workers(1) != old
+    assert requests.get(s.url + "/x").json()["path"] == "/x"
+
+
 def test_master_fifo_commands(serve, app_dir, tmp_path):
     """uWSGI's --master-fifo: + and - change the worker count, r reloads
     (the master re-executes, same pid, new workers, and keeps the FIFO it

@@ -523,6 +523,17 @@ impl Master<'_> {
             );
             return;
         }
+        // The new image reads the configuration again: one it cannot use
+        // (a typo in an edited file) would end the whole service. It is
+        // read first by the same command with --check-config, and the
+        // reload refused if that fails: the old image serves on.
+        if let Err(why) = check_new_config() {
+            crate::say!(
+                "oxgate: {} reload refused: {why}; still serving with the configuration read before",
+                kind.name()
+            );
+            return;
+        }
         process::sd_notify("RELOADING=1");
         if kind == ReloadKind::Brutal {
             self.supervise(|sup, fx| sup.signal_all(Signal::SIGKILL, fx, Instant::now()));
@@ -615,4 +626,33 @@ impl Master<'_> {
             stats::Want::Metrics => stats::render_metrics(&snap),
         }
     }
+}
+
+/// Runs the command a reload would run, with `--check-config`: what it
+/// says is wrong, if it refuses the configuration.
+fn check_new_config() -> Result<(), String> {
+    let (program, arg0, args) = python::relaunch_command();
+    let out = std::process::Command::new(program)
+        .arg0(arg0)
+        .args(args)
+        .arg("--check-config")
+        .current_dir(process::start_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run oxgate to check the configuration: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    let why = said
+        .lines()
+        .filter(|l| !l.contains("warning:"))
+        .map(|l| l.trim_start_matches("oxgate: "))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(if why.is_empty() {
+        format!("the configuration does not check ({})", out.status)
+    } else {
+        format!("the configuration does not check: {why}")
+    })
 }
