@@ -128,6 +128,20 @@ def test_brutal_reload(serve, app_dir):
     assert fresh(s.url).status_code == 200
 
 
+def test_brutal_reloads_give_back_the_killed_workers_slots(serve, app_dir):
+    """The killed workers' scoreboard slots are freed before the master
+    re-executes: 64 workers fill a quarter of the slots, and the fifth
+    brutal reload used to find none free (no workers at all)."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "64", "--disable-logging")
+    s.wait_workers(64, timeout=60)
+    for n in range(1, 7):
+        os.kill(s.proc.pid, signal.SIGRTMIN + 2)
+        wait_for(lambda: s.log().count("brutal reload done") == n, timeout=60, what=f"brutal reload {n}")
+    s.wait_workers(64, timeout=60)
+    assert "no free scoreboard slot" not in s.log()
+    assert fresh(s.url).status_code == 200
+
+
 def test_chain_and_brutal_reload_by_pidfile_and_pidfile2(serve, app_dir, tmp_path):
     pidfile, pidfile2 = tmp_path / "m.pid", tmp_path / "m2.pid"
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2",

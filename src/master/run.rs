@@ -538,6 +538,7 @@ impl Master<'_> {
         if kind == ReloadKind::Brutal {
             self.supervise(|sup, fx| sup.signal_all(Signal::SIGKILL, fx, Instant::now()));
         }
+        self.reap_killed();
         let mut hand = Handover::new(kind, self.sb.raw_fd(), self.started);
         for s in &self.listeners {
             hand.add_listener(s);
@@ -601,6 +602,46 @@ impl Master<'_> {
         if let Some(f) = &self.fifo {
             set_cloexec(f.raw_fd(), true);
         }
+    }
+
+    /// Workers killed and not reaped yet (a brutal reload's, a harakiri's)
+    /// are not handed over: they are reaped here, for a moment at most,
+    /// and their scoreboard slots freed, which the new image could not do
+    /// (each brutal reload used to lose a generation of slots).
+    fn reap_killed(&mut self) {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        let mut left: Vec<(i32, usize)> = self
+            .sup
+            .workers
+            .iter()
+            .filter(|w| w.killed())
+            .map(|w| (w.pid, w.slot))
+            .collect();
+        while !left.is_empty() {
+            left.retain(|&(pid, slot)| {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => true,
+                    _ => {
+                        self.sb.release(slot);
+                        false
+                    }
+                }
+            });
+            if left.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let reaped: Vec<i32> = self
+            .sup
+            .workers
+            .iter()
+            .filter(|w| w.killed() && !left.iter().any(|(p, _)| *p == w.pid))
+            .map(|w| w.pid)
+            .collect();
+        self.sup.workers.retain(|w| !reaped.contains(&w.pid));
     }
 
     fn render_stats(&self, want: stats::Want) -> String {
