@@ -62,6 +62,11 @@ pub struct HandedWorker {
     pub pid: i32,
     pub id: u32,
     pub slot: usize,
+    /// Asked to stop already (a reload's old worker, finishing its
+    /// requests): it leaves, and is not replaced again. Left out when
+    /// false, so that an image without the field reads the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub asked: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -230,6 +235,7 @@ mod tests {
             pid: 100,
             id: 1,
             slot: 0,
+            asked: false,
         });
         h.daemons.push(HandedDaemon { index: 0, pid: 200 });
         h

@@ -269,7 +269,7 @@ pub fn run(
 
 impl Master<'_> {
     fn adopt(&mut self, inh: &Handover) {
-        let workers = inh.workers.iter().map(|w| (w.pid, w.id, w.slot));
+        let workers = inh.workers.iter().map(|w| (w.pid, w.id, w.slot, w.asked));
         self.supervise(|sup, fx| sup.adopt(workers, inh.reload, fx, Instant::now()));
         for handed in &inh.daemons {
             match self.daemons.get_mut(handed.index) {
@@ -549,6 +549,7 @@ impl Master<'_> {
                 pid: w.pid,
                 id: w.id,
                 slot: w.slot,
+                asked: w.asked(),
             });
         }
         for (index, d) in self.daemons.iter().enumerate() {

@@ -257,13 +257,29 @@ impl Supervisor {
     /// The workers a re-executed master takes over from its previous image.
     pub fn adopt(
         &mut self,
-        workers: impl IntoIterator<Item = (Pid, u32, usize)>,
+        workers: impl IntoIterator<Item = (Pid, u32, usize, bool)>,
         kind: ReloadKind,
         fx: &mut dyn Effects,
         now: Instant,
     ) {
         let mut n = 0;
-        for (pid, id, slot) in workers {
+        for (pid, id, slot, asked) in workers {
+            if asked {
+                // The previous image's own old worker, finishing its
+                // requests (a reload during a reload): it leaves, and is
+                // not replaced a second time.
+                self.workers.push(Worker {
+                    pid,
+                    id,
+                    slot,
+                    started: now,
+                    ready: true,
+                    proven: true,
+                    replacement: Replacement::No,
+                    stop: Stop::Asked { since: now },
+                });
+                continue;
+            }
             n += 1;
             let stop = if !self.broken && kind == ReloadKind::Brutal {
                 // Killed by the previous image before it re-executed.

@@ -322,7 +322,9 @@ fn reloaded(kind: ReloadKind, n: usize) -> (Supervisor, Fake, Instant, Vec<Pid>)
     let mut fx = Fake::default();
     let old: Vec<Pid> = (1..=n as i32).map(|i| 100 + i).collect();
     sup.adopt(
-        old.iter().enumerate().map(|(i, p)| (*p, i as u32 + 1, i)),
+        old.iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32 + 1, i, false)),
         kind,
         &mut fx,
         t,
@@ -427,7 +429,12 @@ fn after_a_failed_reload_the_old_workers_keep_serving() {
     let t = Instant::now();
     let mut sup = Supervisor::new(2, limits(), true, t);
     let mut fx = Fake::default();
-    sup.adopt([(101, 1, 0), (102, 2, 1)], ReloadKind::Graceful, &mut fx, t);
+    sup.adopt(
+        [(101, 1, 0, false), (102, 2, 1, false)],
+        ReloadKind::Graceful,
+        &mut fx,
+        t,
+    );
     sup.tick(&mut fx, t);
     assert!(fx.spawned.is_empty() && fx.signals.is_empty());
     assert!(sup.reload.is_none());
@@ -522,7 +529,12 @@ fn workers_taken_over_after_a_reload_keep_the_health_check_passing() {
     let t = Instant::now();
     let mut sup = Supervisor::new(2, limits(), false, t);
     let mut fx = Fake::default();
-    sup.adopt([(501, 1, 0), (502, 2, 1)], ReloadKind::Graceful, &mut fx, t);
+    sup.adopt(
+        [(501, 1, 0, false), (502, 2, 1, false)],
+        ReloadKind::Graceful,
+        &mut fx,
+        t,
+    );
     assert_eq!(sup.health(), Health::Serving);
 }
 
@@ -635,4 +647,44 @@ fn harakiri_holds_for_a_worker_asked_to_stop() {
     assert_eq!(fx.take_signals(), [(asked, Signal::SIGUSR2)]);
     sup.tick(&mut fx, t + Duration::from_secs(1) + HARAKIRI_DUMP_TIME * 2);
     assert_eq!(fx.take_signals(), [(asked, Signal::SIGKILL)]);
+}
+
+#[test]
+fn a_reload_during_a_reload_replaces_only_the_workers_not_leaving() {
+    // Four workers: one old one already asked to stop (finishing its
+    // requests), three to replace. Three replacements, not four: the
+    // worker count comes back to --processes.
+    let t = Instant::now();
+    let mut sup = Supervisor::new(3, limits(), false, t);
+    let mut fx = Fake::default();
+    sup.adopt(
+        [
+            (101, 1, 0, true),
+            (102, 1, 1, false),
+            (103, 2, 2, false),
+            (104, 3, 3, false),
+        ],
+        ReloadKind::Graceful,
+        &mut fx,
+        t,
+    );
+    assert_eq!(fx.counts, [(Cause::Reload, 3)]);
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.spawned.len(), 3);
+    assert!(
+        fx.take_signals().is_empty(),
+        "the leaving worker is not asked twice"
+    );
+    for (_, pid) in fx.spawned.clone() {
+        fx.ready(pid);
+    }
+    let later = t + Duration::from_secs(1);
+    sup.tick(&mut fx, later);
+    sup.exited(101, SIGTERM_STATUS, &mut fx, later);
+    for pid in [102, 103, 104] {
+        sup.exited(pid, SIGTERM_STATUS, &mut fx, later);
+    }
+    sup.tick(&mut fx, later + Duration::from_secs(1));
+    assert_eq!(sup.workers.len(), 3);
+    assert_eq!(fx.spawned.len(), 3);
 }
