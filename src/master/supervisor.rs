@@ -264,31 +264,24 @@ impl Supervisor {
     ) {
         let mut n = 0;
         for (pid, id, slot, asked) in workers {
-            if asked {
+            let (replacement, stop) = if asked {
                 // The previous image's own old worker, finishing its
                 // requests (a reload during a reload): it leaves, and is
                 // not replaced a second time.
-                self.workers.push(Worker {
-                    pid,
-                    id,
-                    slot,
-                    started: now,
-                    ready: true,
-                    proven: true,
-                    replacement: Replacement::No,
-                    stop: Stop::Asked { since: now },
-                });
-                continue;
-            }
-            n += 1;
-            let stop = if !self.broken && kind == ReloadKind::Brutal {
+                (Replacement::No, Stop::Asked { since: now })
+            } else if self.broken {
+                (Replacement::No, Stop::No)
+            } else if kind == ReloadKind::Brutal {
                 // Killed by the previous image before it re-executed.
-                Stop::Killed {
+                n += 1;
+                let killed = Stop::Killed {
                     harakiri: None,
                     asked: true,
-                }
+                };
+                (Replacement::Wanted, killed)
             } else {
-                Stop::No
+                n += 1;
+                (Replacement::Wanted, Stop::No)
             };
             self.workers.push(Worker {
                 pid,
@@ -297,11 +290,7 @@ impl Supervisor {
                 started: now,
                 ready: true,
                 proven: true,
-                replacement: if self.broken {
-                    Replacement::No
-                } else {
-                    Replacement::Wanted
-                },
+                replacement,
                 stop,
             });
         }
