@@ -456,6 +456,22 @@ impl Supervisor {
         if stopping {
             return;
         }
+        if self.broken {
+            // No app to fork a replacement from: say so, and once no
+            // worker is left, stop with an error rather than sit there
+            // serving nothing (a supervisor such as systemd restarts it).
+            let left = self.workers.iter().filter(|w| !w.asked()).count();
+            fx.say(format!(
+                "oxgate: worker {} cannot be replaced: the app failed to load at the last reload (fix it and reload); {left} worker(s) left",
+                w.id
+            ));
+            if left == 0 {
+                self.fatal = Some("no worker left, and the app fails to load".into());
+                fx.notify("STOPPING=1");
+                self.begin_stop(fx, now);
+            }
+            return;
+        }
         let load_failed = exit == Exit::Code(EXIT_APP_LOAD);
         // These stops have nothing to drain: no worker can serve.
         if load_failed && !self.ever_ready {

@@ -688,3 +688,26 @@ fn a_reload_during_a_reload_replaces_only_the_workers_not_leaving() {
     assert_eq!(sup.workers.len(), 3);
     assert_eq!(fx.spawned.len(), 3);
 }
+
+#[test]
+fn after_a_failed_reload_a_dead_worker_is_named_and_the_last_one_stops_the_master() {
+    let t = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), true, t);
+    let mut fx = Fake::default();
+    sup.adopt(
+        [(101, 1, 0, false), (102, 2, 1, false)],
+        ReloadKind::Graceful,
+        &mut fx,
+        t,
+    );
+    sup.exited(101, exit_status(1), &mut fx, t);
+    assert!(fx.said("worker 1 cannot be replaced"));
+    assert!(fx.said("1 worker(s) left"));
+    assert!(sup.fatal.is_none());
+    sup.exited(102, SIGKILL_STATUS, &mut fx, t);
+    assert_eq!(
+        sup.fatal.as_deref(),
+        Some("no worker left, and the app fails to load")
+    );
+    assert!(fx.spawned.is_empty());
+}
