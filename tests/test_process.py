@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ECHO, INSTALLED, VENV, alive, free_port, fresh, run_fail, wait_for
+from helpers import APPS, BIN, ECHO, INSTALLED, VENV, alive, free_port, fresh, listens, run_fail, wait_for
 
 
 def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
@@ -215,6 +215,37 @@ def test_a_flask_app_runs_under_the_seeds_limit_as_128(serve):
     for _ in range(4):
         r = fresh(s.url)
         assert (r.status_code, r.text) == (200, "Hello from Flask")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3.11"), reason="no /usr/bin/python3.11")
+@pytest.mark.skipif(INSTALLED and not NOBODY_CAN_RUN_PYTHON,
+                    reason=f"the oxgate pip installed runs on {sys.base_prefix}, which nobody cannot read")
+def test_daemonize2_with_uid_writes_the_daemons_pid_to_a_root_owned_pidfile(tmp_path):
+    """The pidfile is written as root, then again once --daemonize2 has
+    forked, by then as nobody: through the descriptor opened as root."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-pid-")
+    os.chmod(base, 0o755)  # root's; nobody may not create files in it
+    pidfile, log = f"{base}/oxgate.pid", f"{base}/d.log"
+    port = free_port()
+    try:
+        subprocess.run(["/usr/bin/python3.11", "-m", "venv", "--without-pip", f"{base}/venv"], check=True, timeout=120)
+        import pwd
+        open(log, "w").close()
+        os.chown(log, pwd.getpwnam("nobody").pw_uid, -1)  # the log is nobody's to write
+        p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{port}", "--daemonize2", log, "--pidfile", pidfile,
+                            "--uid", "nobody", "--gid", "nogroup", "--processes", "1", "--home", f"{base}/venv",
+                            "--wsgi-file", str(APPS / "procs.py")], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        wait_for(lambda: listens(port), what="the daemon serving")
+        pid = int(open(pidfile).read())
+        assert alive(pid) and pid != os.getpid()
+        assert "cannot write pidfile" not in open(log).read()
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid), what="the daemon to stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_daemonize2_reports_load_errors_on_the_terminal(tmp_path):
