@@ -214,6 +214,33 @@ def test_files_that_only_uwsgi_reads(tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+def test_placeholders_file_reads_and_includes_as_uwsgi_reads_them(tmp_path):
+    """A placeholder used before the line that sets it takes its first
+    value, as uWSGI resolves them once every file is read; @(...) expands
+    %d and $(VAR) in its path, and an unreadable file is an error, not an
+    empty value; a byte that is not UTF-8 (a Latin-1 comment) does not
+    make the file unreadable; a relative include is found from the current
+    directory first; %d is the real directory (no "..")."""
+    (tmp_path / "secret.txt").write_text("topsecret\n")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (tmp_path / "extra.ini").write_text("[uwsgi]\nprocesses = 3\n")
+    f = conf / "app.ini"
+    f.write_bytes(b"[uwsgi]\nhttp-socket = 127.0.0.1:1\nmodule = app\nchdir = %(base)/src\nbase = /srv\n"
+                  b"base = /other\nenv = A=@(%d../secret.txt)\nenv = B=@($(SECRETS)/secret.txt)\n"
+                  b"# f\xfcr den Betrieb\nini = extra.ini\nlogto = /var/log/%c.log\n")
+    p = run("--ini", "conf/../conf/app.ini", "--print-config", env={"SECRETS": str(tmp_path)}, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    got = options(p.stdout)
+    assert ("chdir", "/srv/src") in got
+    assert ("env", "A=topsecret") in got and ("env", "B=topsecret") in got
+    assert ("processes", "3") in got
+    assert ("logto", "/var/log/conf.log") in got
+    (conf / "app.ini").write_text("[uwsgi]\nhttp-socket = 127.0.0.1:1\nmodule = app\nenv = A=@(%dmissing.txt)\n")
+    p = run("--ini", str(conf / "app.ini"), "--check-config")
+    assert p.returncode == 2 and f"app.ini:4: @({conf}/missing.txt): cannot read" in p.stderr
+
+
 def test_unrendered_template_placeholders_are_named(tmp_path):
     f = tmp_path / "app.ini"
     f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = {{ project_name }}.wsgi:application\n")

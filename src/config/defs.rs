@@ -804,6 +804,7 @@ options! {
         .ignored()
         .help("oxgate's sockets are always closed in the processes an app executes."),
     REAPER = OptDef::new("reaper", Flag, Process)
+        .short('r')
         .ignored()
         .help("the master always reaps its children."),
     AUTO_PROCNAME = OptDef::new("auto-procname", Flag, Process)

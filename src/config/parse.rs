@@ -314,6 +314,7 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         }
     }
 
+    reader.resolve_late();
     let mut loaded = Loaded {
         read_warnings: std::mem::take(&mut reader.warnings),
         ..Loaded::default()

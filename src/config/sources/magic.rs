@@ -83,18 +83,24 @@ pub(super) fn magic(
 }
 
 /// `@(path)` is the file's contents, `@(exec://cmd)` a command's output.
-pub(super) fn read_at(what: &str) -> String {
+/// A file that cannot be read is an error, as in uWSGI: an empty secret
+/// would pass unnoticed.
+pub(super) fn read_at(what: &str) -> Result<String, String> {
     let text = match what.strip_prefix("exec://") {
         Some(cmd) => std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(cmd)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default(),
-        None => std::fs::read_to_string(what.strip_prefix("file://").unwrap_or(what))
-            .unwrap_or_default(),
+            .map_err(|e| format!("@({what}): cannot run it: {e}"))?,
+        None => {
+            let path = what.strip_prefix("file://").unwrap_or(what);
+            std::fs::read(path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| format!("@({what}): cannot read {path}: {e}"))?
+        }
     };
-    text.trim_end_matches(['\n', '\r']).to_string()
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn hostname() -> String {

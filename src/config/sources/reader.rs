@@ -46,6 +46,9 @@ pub struct Reader {
     first: Option<FileInfo>,
     depth: usize,
     started: std::time::SystemTime,
+    /// What an expansion could not do (an `@(file)` unreadable), for the
+    /// entry being read to report.
+    faults: std::cell::RefCell<Vec<String>>,
 }
 
 impl Default for Reader {
@@ -58,6 +61,7 @@ impl Default for Reader {
             first: None,
             depth: 0,
             started: std::time::SystemTime::now(),
+            faults: std::cell::RefCell::default(),
         }
     }
 }
@@ -71,6 +75,57 @@ impl Reader {
             value: value.to_string(),
             origin,
         });
+    }
+
+    /// Once every source is read: a `%(name)` left as written because
+    /// `name` came later (uWSGI resolves placeholders after reading all of
+    /// its config) takes the first value given for it.
+    pub fn resolve_late(&mut self) {
+        let mut first: HashMap<&str, &str> = HashMap::new();
+        for e in &self.entries {
+            first.entry(e.key.as_str()).or_insert(e.value.as_str());
+        }
+        let mut changes = Vec::new();
+        for (n, e) in self.entries.iter().enumerate() {
+            if !matches!(e.origin, Origin::File { .. }) || !e.value.contains("%(") {
+                continue;
+            }
+            let mut out = String::with_capacity(e.value.len());
+            let mut rest = e.value.as_str();
+            let mut changed = false;
+            while let Some(pos) = rest.find("%(") {
+                out.push_str(&rest[..pos]);
+                let tail = &rest[pos + 2..];
+                let name_end = tail.find(')').unwrap_or(tail.len());
+                let name = &tail[..name_end];
+                let simple = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
+                let value = first
+                    .get(name)
+                    .copied()
+                    .or_else(|| self.placeholders.get(name).map(String::as_str));
+                match value.filter(|_| simple && name_end < tail.len()) {
+                    Some(v) => {
+                        out.push_str(v);
+                        rest = &tail[name_end + 1..];
+                        changed = true;
+                    }
+                    None => {
+                        out.push_str("%(");
+                        rest = tail;
+                    }
+                }
+            }
+            out.push_str(rest);
+            if changed {
+                changes.push((n, out));
+            }
+        }
+        for (n, value) in changes {
+            self.entries[n].value = value;
+        }
     }
 
     /// `--ini FILE[:section]` and friends, from the command line or the
@@ -114,21 +169,32 @@ impl Reader {
                 }
             }
         } else {
+            // uWSGI opens a relative include from the current directory;
+            // one found only beside the including file is taken from there.
             let base = match current {
-                Some(c) if Path::new(file).is_relative() => c
+                Some(c) if Path::new(file).is_relative() && !Path::new(file).exists() => c
                     .path
                     .parent()
                     .map_or_else(|| PathBuf::from(file), |d| d.join(file)),
                 _ => PathBuf::from(file),
             };
-            (std::path::absolute(&base).unwrap_or(base), file.to_string())
+            // The real path, as uWSGI's realpath() gives it: %d, %c and the
+            // others then name the real directory (no "..", no symlink).
+            let path = std::fs::canonicalize(&base)
+                .or_else(|_| std::path::absolute(&base))
+                .unwrap_or(base);
+            (path, file.to_string())
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError(format!(
-                "{from}: cannot read config file {}: {e}",
-                path.display()
-            ))
-        })?;
+        // Bytes that are not UTF-8 (a Latin-1 comment) do not make the file
+        // unreadable: uWSGI reads bytes.
+        let text = std::fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| {
+                ConfigError(format!(
+                    "{from}: cannot read config file {}: {e}",
+                    path.display()
+                ))
+            })?;
         let info = FileInfo {
             given,
             path: path.clone(),
@@ -193,6 +259,9 @@ impl Reader {
             };
             *i += 1;
             let value = self.expand(raw, Some(info), loop_var.last().map(String::as_str));
+            if let Some(fault) = self.faults.borrow_mut().pop() {
+                return err(&origin, fault);
+            }
             match key.as_str() {
                 "endif" | "endfor" => continue, // unmatched: harmless, as in uWSGI
                 k if k.starts_with("if-") || k.starts_with("if") && IF_ALIASES.contains(&k) => {
@@ -280,7 +349,11 @@ impl Reader {
                 rest = &tail[close + 2..];
                 match sigil {
                     b'$' => out.push_str(&std::env::var(inner).unwrap_or_default()),
-                    b'@' => out.push_str(&read_at(inner)),
+                    // Its argument may use the other forms: @(%dsecret).
+                    b'@' => match read_at(&self.expand(inner, file, item)) {
+                        Ok(text) => out.push_str(&text),
+                        Err(e) => self.faults.borrow_mut().push(e),
+                    },
                     _ => out.push_str(&self.placeholder(inner, file, item)),
                 }
                 continue;
