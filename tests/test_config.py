@@ -228,7 +228,8 @@ def test_placeholders_file_reads_and_includes_as_uwsgi_reads_them(tmp_path):
     f = conf / "app.ini"
     f.write_bytes(b"[uwsgi]\nhttp-socket = 127.0.0.1:1\nmodule = app\nchdir = %(base)/src\nbase = /srv\n"
                   b"base = /other\nenv = A=@(%d../secret.txt)\nenv = B=@($(SECRETS)/secret.txt)\n"
-                  b"# f\xfcr den Betrieb\nini = extra.ini\nlogto = /var/log/%c.log\n")
+                  b"# f\xfcr den Betrieb\nini = extra.ini\nlogto = /var/log/%c.log\n"
+                  b"log-format = %(addr) %(host) %(uri)\nhost = example.org\nenv = C=@(exec://echo %d)\n")
     p = run("--ini", "conf/../conf/app.ini", "--print-config", env={"SECRETS": str(tmp_path)}, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     got = options(p.stdout)
@@ -236,6 +237,9 @@ def test_placeholders_file_reads_and_includes_as_uwsgi_reads_them(tmp_path):
     assert ("env", "A=topsecret") in got and ("env", "B=topsecret") in got
     assert ("processes", "3") in got
     assert ("logto", "/var/log/conf.log") in got
+    # A request-log format keeps its variables; a command its own words.
+    assert ("log-format", "%(addr) %(host) %(uri)") in got
+    assert ("env", "C=%d") in got
     (conf / "app.ini").write_text("[uwsgi]\nhttp-socket = 127.0.0.1:1\nmodule = app\nenv = A=@(%dmissing.txt)\n")
     p = run("--ini", str(conf / "app.ini"), "--check-config")
     assert p.returncode == 2 and f"app.ini:4: @({conf}/missing.txt): cannot read" in p.stderr

@@ -895,14 +895,20 @@ def test_a_worker_replaced_mid_request_leaves_its_idle_processes_to_its_successo
         wait_for(lambda: any(p != first for p in s.worker_pids()), what="the successor")
         (successor,) = [p for p in s.worker_pids() if p != first]
         # Until the first worker stops taking requests, either may take one;
-        # the successor's are served at once, on the other process.
-        for n in range(50):
+        # the successor's are served at once, on the other process. (It
+        # takes connections once it has started, which on a loaded machine
+        # may be after many quick requests.)
+        deadline, n = time.monotonic() + 8, 0
+        while True:
+            n += 1
             assert requests.get(f"{s.url}/index.php?n={n}", timeout=5).status_code == 200
-            line = next(line for line in s.log().splitlines() if f"index.php?n={n} " in line)
+            line = wait_for(lambda: next((line for line in s.log().splitlines()
+                                          if f"index.php?n={n} " in line), None), what=f"request {n} logged")
             if f"[pid: {successor}|" in line:
                 break
-        else:
-            raise AssertionError(f"the successor served none:\n{s.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the successor served none:\n{s.log()}")
+            time.sleep(0.02)
         assert alive(first)
         assert held.result().status_code == 200
 

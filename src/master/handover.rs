@@ -67,6 +67,11 @@ pub struct HandedWorker {
     /// false, so that an image without the field reads the rest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub asked: bool,
+    /// Its replacement was started already (a recycle, a chain reload
+    /// under way): the new image asks it to stop, and replaces only the
+    /// replacement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -236,6 +241,7 @@ mod tests {
             id: 1,
             slot: 0,
             asked: false,
+            replaced: false,
         });
         h.daemons.push(HandedDaemon { index: 0, pid: 200 });
         h

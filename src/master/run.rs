@@ -269,7 +269,10 @@ pub fn run(
 
 impl Master<'_> {
     fn adopt(&mut self, inh: &Handover) {
-        let workers = inh.workers.iter().map(|w| (w.pid, w.id, w.slot, w.asked));
+        let workers = inh
+            .workers
+            .iter()
+            .map(|w| (w.pid, w.id, w.slot, w.asked, w.replaced));
         self.supervise(|sup, fx| sup.adopt(workers, inh.reload, fx, Instant::now()));
         for handed in &inh.daemons {
             match self.daemons.get_mut(handed.index) {
@@ -550,6 +553,7 @@ impl Master<'_> {
                 id: w.id,
                 slot: w.slot,
                 asked: w.asked(),
+                replaced: matches!(w.replacement, super::supervisor::Replacement::By(_)),
             });
         }
         for (index, d) in self.daemons.iter().enumerate() {
@@ -670,22 +674,50 @@ impl Master<'_> {
     }
 }
 
+/// The longest a reload waits for its configuration check.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Runs the command a reload would run, with `--check-config`: what it
 /// says is wrong, if it refuses the configuration.
 fn check_new_config() -> Result<(), String> {
+    use std::io::Read;
     let (program, arg0, args) = python::relaunch_command();
-    let out = std::process::Command::new(program)
+    let mut child = std::process::Command::new(program)
         .arg0(arg0)
         .args(args)
         .arg("--check-config")
         .current_dir(process::start_dir())
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run oxgate to check the configuration: {e}"))?;
-    if out.status.success() {
+    // The master supervises nothing meanwhile: bounded (an @(exec://...)
+    // that hangs, say).
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "checking the configuration took over {}s",
+                    CHECK_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    };
+    if status.success() {
         return Ok(());
     }
-    let said = String::from_utf8_lossy(&out.stderr);
+    let mut said = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut said);
+    }
     let why = said
         .lines()
         .filter(|l| !l.contains("warning:"))
@@ -693,7 +725,7 @@ fn check_new_config() -> Result<(), String> {
         .collect::<Vec<_>>()
         .join("; ");
     Err(if why.is_empty() {
-        format!("the configuration does not check ({})", out.status)
+        format!("the configuration does not check ({status})")
     } else {
         format!("the configuration does not check: {why}")
     })

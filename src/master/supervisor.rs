@@ -58,6 +58,8 @@ pub enum Stop {
     Harakiri {
         since: Instant,
         info: String,
+        /// It had been asked to stop before (it is not replaced again).
+        asked: bool,
     },
     /// Sent SIGKILL, waiting to be reaped: after harakiri (what it was
     /// running), or after it was asked to stop (`asked`: its end is
@@ -88,7 +90,9 @@ impl Worker {
     pub fn asked(&self) -> bool {
         matches!(
             self.stop,
-            Stop::Asked { .. } | Stop::Killed { asked: true, .. }
+            Stop::Asked { .. }
+                | Stop::Harakiri { asked: true, .. }
+                | Stop::Killed { asked: true, .. }
         )
     }
 
@@ -257,17 +261,21 @@ impl Supervisor {
     /// The workers a re-executed master takes over from its previous image.
     pub fn adopt(
         &mut self,
-        workers: impl IntoIterator<Item = (Pid, u32, usize, bool)>,
+        workers: impl IntoIterator<Item = (Pid, u32, usize, bool, bool)>,
         kind: ReloadKind,
         fx: &mut dyn Effects,
         now: Instant,
     ) {
         let mut n = 0;
-        for (pid, id, slot, asked) in workers {
-            let (replacement, stop) = if asked {
-                // The previous image's own old worker, finishing its
-                // requests (a reload during a reload): it leaves, and is
-                // not replaced a second time.
+        for (pid, id, slot, asked, replaced) in workers {
+            let (replacement, stop) = if asked || replaced {
+                // The previous image's own old worker (a reload during a
+                // reload or a recycle), finishing its requests or with its
+                // replacement on the way: it leaves, and is not replaced a
+                // second time (its replacement, handed over too, is).
+                if !asked {
+                    fx.signal(pid, Signal::SIGTERM);
+                }
                 (Replacement::No, Stop::Asked { since: now })
             } else if self.broken {
                 (Replacement::No, Stop::No)
@@ -431,6 +439,9 @@ impl Supervisor {
                 "oxgate: worker {} (pid {}) {how} by harakiri while running {info}",
                 w.id, w.pid
             ));
+            if asked {
+                return; // it was leaving: no back-off, no replacement
+            }
         } else if asked {
             if !stopping && !w.killed() {
                 fx.say(format!(
@@ -545,12 +556,12 @@ impl Supervisor {
                     // them as for any (a stuck one would otherwise run
                     // until the mercy is over).
                 }
-                Stop::Harakiri { since, info } => {
+                Stop::Harakiri { since, info, asked } => {
                     let grace = limits.harakiri_grace.unwrap_or(HARAKIRI_DUMP_TIME);
                     if now.duration_since(*since) > grace {
                         w.stop = Stop::Killed {
                             harakiri: Some(info.clone()),
-                            asked: false,
+                            asked: *asked,
                         };
                         fx.signal(w.pid, Signal::SIGKILL);
                     }
@@ -570,7 +581,12 @@ impl Supervisor {
                     limit.as_secs()
                 ));
                 fx.harakiri(w.id);
-                w.stop = Stop::Harakiri { since: now, info };
+                let asked = matches!(w.stop, Stop::Asked { .. });
+                w.stop = Stop::Harakiri {
+                    since: now,
+                    info,
+                    asked,
+                };
                 fx.signal(w.pid, Signal::SIGUSR2);
                 continue;
             }

@@ -324,7 +324,7 @@ fn reloaded(kind: ReloadKind, n: usize) -> (Supervisor, Fake, Instant, Vec<Pid>)
     sup.adopt(
         old.iter()
             .enumerate()
-            .map(|(i, p)| (*p, i as u32 + 1, i, false)),
+            .map(|(i, p)| (*p, i as u32 + 1, i, false, false)),
         kind,
         &mut fx,
         t,
@@ -430,7 +430,7 @@ fn after_a_failed_reload_the_old_workers_keep_serving() {
     let mut sup = Supervisor::new(2, limits(), true, t);
     let mut fx = Fake::default();
     sup.adopt(
-        [(101, 1, 0, false), (102, 2, 1, false)],
+        [(101, 1, 0, false, false), (102, 2, 1, false, false)],
         ReloadKind::Graceful,
         &mut fx,
         t,
@@ -530,7 +530,7 @@ fn workers_taken_over_after_a_reload_keep_the_health_check_passing() {
     let mut sup = Supervisor::new(2, limits(), false, t);
     let mut fx = Fake::default();
     sup.adopt(
-        [(501, 1, 0, false), (502, 2, 1, false)],
+        [(501, 1, 0, false, false), (502, 2, 1, false, false)],
         ReloadKind::Graceful,
         &mut fx,
         t,
@@ -647,6 +647,12 @@ fn harakiri_holds_for_a_worker_asked_to_stop() {
     assert_eq!(fx.take_signals(), [(asked, Signal::SIGUSR2)]);
     sup.tick(&mut fx, t + Duration::from_secs(1) + HARAKIRI_DUMP_TIME * 2);
     assert_eq!(fx.take_signals(), [(asked, Signal::SIGKILL)]);
+    // It was leaving: its end is no crash to replace or back off from.
+    let later = t + Duration::from_secs(2) + HARAKIRI_DUMP_TIME * 2;
+    sup.exited(asked, SIGKILL_STATUS, &mut fx, later);
+    sup.tick(&mut fx, later);
+    assert_eq!(fx.spawned.len(), 2);
+    assert!(!fx.said("in a row"));
 }
 
 #[test]
@@ -659,10 +665,10 @@ fn a_reload_during_a_reload_replaces_only_the_workers_not_leaving() {
     let mut fx = Fake::default();
     sup.adopt(
         [
-            (101, 1, 0, true),
-            (102, 1, 1, false),
-            (103, 2, 2, false),
-            (104, 3, 3, false),
+            (101, 1, 0, true, false),
+            (102, 1, 1, false, false),
+            (103, 2, 2, false, false),
+            (104, 3, 3, false, false),
         ],
         ReloadKind::Graceful,
         &mut fx,
@@ -695,7 +701,7 @@ fn after_a_failed_reload_a_dead_worker_is_named_and_the_last_one_stops_the_maste
     let mut sup = Supervisor::new(2, limits(), true, t);
     let mut fx = Fake::default();
     sup.adopt(
-        [(101, 1, 0, false), (102, 2, 1, false)],
+        [(101, 1, 0, false, false), (102, 2, 1, false, false)],
         ReloadKind::Graceful,
         &mut fx,
         t,
@@ -710,4 +716,29 @@ fn after_a_failed_reload_a_dead_worker_is_named_and_the_last_one_stops_the_maste
         Some("no worker left, and the app fails to load")
     );
     assert!(fx.spawned.is_empty());
+}
+
+#[test]
+fn a_reload_while_a_worker_is_being_replaced_asks_it_to_stop_and_replaces_only_its_replacement() {
+    // Worker 1 (101) was being replaced by 104, not ready yet (a recycle or
+    // a chain reload under way): 101 is asked to stop, and 104, 102 and 103
+    // are replaced: three replacements for --processes 3.
+    let t = Instant::now();
+    let mut sup = Supervisor::new(3, limits(), false, t);
+    let mut fx = Fake::default();
+    sup.adopt(
+        [
+            (101, 1, 0, false, true),
+            (102, 2, 1, false, false),
+            (103, 3, 2, false, false),
+            (104, 1, 3, false, false),
+        ],
+        ReloadKind::Graceful,
+        &mut fx,
+        t,
+    );
+    assert_eq!(fx.take_signals(), [(101, Signal::SIGTERM)]);
+    assert_eq!(fx.counts, [(Cause::Reload, 3)]);
+    sup.tick(&mut fx, t);
+    assert_eq!(fx.spawned.len(), 3);
 }

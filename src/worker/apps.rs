@@ -267,7 +267,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         pythonpath: &cfg.pythonpath,
         imports: &cfg.imports,
         threads: cfg.threads,
-        multiprocess: cfg.process.processes > 1,
+        multiprocess: cfg.process.master && cfg.process.processes > 1,
         file_wrapper: cfg.wsgi_file_wrapper,
         interface: cfg.interface,
         asgi: &cfg.asgi,

@@ -49,6 +49,10 @@ pub struct Reader {
     /// What an expansion could not do (an `@(file)` unreadable), for the
     /// entry being read to report.
     faults: std::cell::RefCell<Vec<String>>,
+    /// `%(name)` left as written while expanding the entry being read.
+    unresolved: std::cell::RefCell<Vec<String>>,
+    /// Entries (by index) with such names, for `resolve_late`.
+    late: Vec<(usize, Vec<String>)>,
 }
 
 impl Default for Reader {
@@ -62,6 +66,8 @@ impl Default for Reader {
             depth: 0,
             started: std::time::SystemTime::now(),
             faults: std::cell::RefCell::default(),
+            unresolved: std::cell::RefCell::default(),
+            late: Vec::new(),
         }
     }
 }
@@ -79,49 +85,27 @@ impl Reader {
 
     /// Once every source is read: a `%(name)` left as written because
     /// `name` came later (uWSGI resolves placeholders after reading all of
-    /// its config) takes the first value given for it.
+    /// its config) takes the first value given for it. Only the names its
+    /// own text left unresolved are looked at, never text that came from a
+    /// file, a variable or another value.
     pub fn resolve_late(&mut self) {
         let mut first: HashMap<&str, &str> = HashMap::new();
         for e in &self.entries {
             first.entry(e.key.as_str()).or_insert(e.value.as_str());
         }
         let mut changes = Vec::new();
-        for (n, e) in self.entries.iter().enumerate() {
-            if !matches!(e.origin, Origin::File { .. }) || !e.value.contains("%(") {
-                continue;
-            }
-            let mut out = String::with_capacity(e.value.len());
-            let mut rest = e.value.as_str();
-            let mut changed = false;
-            while let Some(pos) = rest.find("%(") {
-                out.push_str(&rest[..pos]);
-                let tail = &rest[pos + 2..];
-                let name_end = tail.find(')').unwrap_or(tail.len());
-                let name = &tail[..name_end];
-                let simple = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
-                let value = first
-                    .get(name)
+        for (n, names) in &self.late {
+            let mut value = self.entries[*n].value.clone();
+            for name in names {
+                let found = first
+                    .get(name.as_str())
                     .copied()
                     .or_else(|| self.placeholders.get(name).map(String::as_str));
-                match value.filter(|_| simple && name_end < tail.len()) {
-                    Some(v) => {
-                        out.push_str(v);
-                        rest = &tail[name_end + 1..];
-                        changed = true;
-                    }
-                    None => {
-                        out.push_str("%(");
-                        rest = tail;
-                    }
+                if let Some(v) = found {
+                    value = value.replacen(&format!("%({name})"), v, 1);
                 }
             }
-            out.push_str(rest);
-            if changed {
-                changes.push((n, out));
-            }
+            changes.push((*n, value));
         }
         for (n, value) in changes {
             self.entries[n].value = value;
@@ -262,6 +246,7 @@ impl Reader {
             if let Some(fault) = self.faults.borrow_mut().pop() {
                 return err(&origin, fault);
             }
+            let unresolved = std::mem::take(&mut *self.unresolved.borrow_mut());
             match key.as_str() {
                 "endif" | "endfor" => continue, // unmatched: harmless, as in uWSGI
                 k if k.starts_with("if-") || k.starts_with("if") && IF_ALIASES.contains(&k) => {
@@ -319,6 +304,10 @@ impl Reader {
                     self.include(format, &value, &origin, Some(info))?;
                 }
                 _ => {
+                    // A request-log format's %(...) are its own variables.
+                    if !unresolved.is_empty() && !key.contains("format") {
+                        self.late.push((self.entries.len(), unresolved));
+                    }
                     self.placeholders.insert(key.clone(), value.clone());
                     self.entries.push(Entry {
                         key: key.clone(),
@@ -349,8 +338,13 @@ impl Reader {
                 rest = &tail[close + 2..];
                 match sigil {
                     b'$' => out.push_str(&std::env::var(inner).unwrap_or_default()),
-                    // Its argument may use the other forms: @(%dsecret).
-                    b'@' => match read_at(&self.expand(inner, file, item)) {
+                    // A file's path may use the other forms: @(%dsecret).
+                    // A command is left as written (`date +%Y%m%d`).
+                    b'@' => match read_at(&if inner.starts_with("exec://") {
+                        inner.to_string()
+                    } else {
+                        self.expand(inner, file, item)
+                    }) {
                         Ok(text) => out.push_str(&text),
                         Err(e) => self.faults.borrow_mut().push(e),
                     },
@@ -391,6 +385,7 @@ impl Reader {
         if let Some(n) = arithmetic(&expanded, &self.placeholders) {
             return n.to_string();
         }
+        self.unresolved.borrow_mut().push(inner.to_string());
         format!("%({inner})")
     }
 }
