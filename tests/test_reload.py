@@ -278,6 +278,11 @@ def test_master_fifo_commands(serve, app_dir, tmp_path):
     wait_for(lambda: s.worker_pids() and not set(s.worker_pids()) & set(before), what="reloaded workers")
     wait_for(lambda: fresh(s.url).status_code == 200, what="an answer after the reload")
     assert second.stat().st_ino == inode, "the reloaded master reads the same FIFO"
+    # What comes with a reload in one write is done too, before it.
+    reloads = s.log().count("graceful reload done")
+    send(second, "r+")
+    s.wait_log("--master-fifo: '+'")
+    wait_for(lambda: s.log().count("graceful reload done") > reloads, what="the second reload")
     send(second, "Q")
     assert s.proc.wait(20) is not None
     assert not second.exists(), "the FIFO in use is removed at the end"

@@ -370,6 +370,9 @@ impl Master<'_> {
     fn on_fifo(&mut self) {
         use super::fifo::FifoCommand;
         let Some(fifo) = &mut self.fifo else { return };
+        // A reload re-executes the master: it comes after the rest of what
+        // was read with it ("r-" does both), the last one asked.
+        let mut reload = None;
         for (c, command) in fifo.read() {
             let Some((command, what)) = command else {
                 crate::say!(
@@ -380,6 +383,14 @@ impl Master<'_> {
             };
             crate::say!("oxgate: --master-fifo: {:?} ({what})", char::from(c));
             match command {
+                FifoCommand::Signal(sig)
+                    if matches!(
+                        MasterCommand::from_signal(sig),
+                        Some(MasterCommand::Reload(_))
+                    ) =>
+                {
+                    reload = Some(sig);
+                }
                 FifoCommand::Signal(sig) => self.on_signal(sig),
                 // A stop, then its second asking, as two SIGINTs are: the
                 // master stops, and the workers are killed at once.
@@ -397,6 +408,9 @@ impl Master<'_> {
                     }
                 }
             }
+        }
+        if let Some(sig) = reload {
+            self.on_signal(sig);
         }
     }
 
