@@ -164,6 +164,29 @@ def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     p = run(str(f), "--check-config", "--strict")
     assert p.returncode == 2
     assert "my_var" in p.stderr and "vaccum" in p.stderr
+    # On the command line as in a file: a warning, its value (if any) taken
+    # with it; a word that is an option is not taken for its value.
+    p = run("--http-socket", ":1", "--cheaper", "2", "--module", "m", "--thunder-lock", "--check-config")
+    assert p.returncode == 0, p.stderr
+    assert "command line: uWSGI option 'cheaper' is not implemented in oxgate yet" in p.stderr
+    p = run("--http-socket", ":1", "--cheaper=2", "--module", "m", "--strict", "--check-config")
+    assert p.returncode == 2 and "'cheaper'" in p.stderr
+    p = run("--http-socket", ":1", "--module", "m", "--no-such-thing", "--check-config")
+    assert p.returncode == 2 and "unknown option --no-such-thing" in p.stderr
+
+
+def test_uwsgi_2_logic_blocks(tmp_path):
+    """uWSGI 2.0's spellings: end-if, end-for, if-directory, if-hostname
+    and for-times."""
+    import socket
+    f = tmp_path / "app.ini"
+    f.write_text(f"[uwsgi]\nhttp-socket = :1\nmodule = m\nfor-times = 3\nenv = N%(_)=x\nend-for\n"
+                 f"if-hostname = {socket.gethostname()}\nenv = HOST=yes\nend-if\n"
+                 f"if-not-hostname = {socket.gethostname()}\nenv = HOST=no\nend-if\n"
+                 f"if-directory = {tmp_path}\nenv = DIR=yes\nendif\n")
+    p = run(str(f), "--print-config")
+    assert p.returncode == 0, p.stderr
+    assert [v for k, v in options(p.stdout) if k == "env"] == ["N1=x", "N2=x", "N3=x", "HOST=yes", "DIR=yes"]
 
 
 def test_errors_name_the_file_and_line(tmp_path):

@@ -222,17 +222,36 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         let (opt, shown) = match arg {
             Arg::Long(name) => match defs::lookup(name) {
                 Some(o) => (o, format!("--{name}")),
+                // A uWSGI option real configs use that oxgate does not
+                // have yet: a warning, as in a config file (an error under
+                // `strict`). Its value, if it has one, is the next word
+                // unless that is an option.
+                None if defs::UWSGI_OPTIONS.contains(&name) => {
+                    let name = name.to_string();
+                    let value = match parser.optional_value() {
+                        Some(v) => os_to_string(v, &name)?,
+                        None => {
+                            let mut raw =
+                                parser.raw_args().map_err(|e| ConfigError(e.to_string()))?;
+                            match raw.peek().and_then(|a| a.to_str()) {
+                                Some(v) if !v.starts_with('-') => {
+                                    let v = v.to_string();
+                                    raw.next();
+                                    v
+                                }
+                                _ => String::new(),
+                            }
+                        }
+                    };
+                    reader.push(&name, &value, Origin::CommandLine);
+                    continue;
+                }
                 None => {
                     let hint = defs::suggest(name)
                         .map(|s| format!(" (did you mean --{s}?)"))
                         .unwrap_or_default();
-                    let not_yet = if defs::UWSGI_OPTIONS.contains(&name) {
-                        " (a uWSGI option oxgate does not implement yet)"
-                    } else {
-                        ""
-                    };
                     return err(format!(
-                        "unknown option --{name}{hint}{not_yet}; run 'oxgate --help' for the list"
+                        "unknown option --{name}{hint}; run 'oxgate --help' for the list"
                     ));
                 }
             },

@@ -43,7 +43,11 @@ pub(super) fn condition(
         }
         "exists" => (Path::new(value).exists(), value.to_string()),
         "file" => (Path::new(value).is_file(), value.to_string()),
-        "dir" => (Path::new(value).is_dir(), value.to_string()),
+        "dir" | "directory" => (Path::new(value).is_dir(), value.to_string()),
+        "hostname" => (
+            nix::unistd::gethostname().is_ok_and(|h| h.to_string_lossy() == value),
+            value.to_string(),
+        ),
         "opt" => {
             let (name, want) = match value.split_once('=') {
                 Some((n, w)) => (n.trim(), Some(w.trim())),
@@ -62,6 +66,16 @@ pub(super) fn condition(
     Some((holds != negated, item))
 }
 
+/// "endif" or "endfor" for the keys that end a block (uWSGI 2.0 also
+/// reads "end-if", "end-for").
+pub(super) fn block_end(key: &str) -> Option<&'static str> {
+    match key {
+        "endif" | "end-if" => Some("endif"),
+        "endfor" | "end-for" => Some("endfor"),
+        _ => None,
+    }
+}
+
 /// The index of the `end` closing the block that starts before `from`.
 pub(super) fn find_block_end(
     items: &[(String, String, usize)],
@@ -78,7 +92,7 @@ pub(super) fn find_block_end(
         };
         if opens {
             depth += 1;
-        } else if k == end {
+        } else if block_end(k) == Some(end) {
             if depth == 0 {
                 return Ok(j);
             }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use super::entry::{Entry, Origin, err};
 use super::formats::{format_of, parse_ini, parse_json, parse_xml, parse_yaml};
-use super::logic::{IF_ALIASES, arithmetic, condition, find_block_end, glob};
+use super::logic::{IF_ALIASES, arithmetic, block_end, condition, find_block_end, glob};
 use super::magic::{FileInfo, magic, read_at};
 use crate::config::ConfigError;
 
@@ -21,9 +21,12 @@ pub fn is_directive(key: &str) -> bool {
         key,
         "endif"
             | "endfor"
+            | "end-if"
+            | "end-for"
             | "for"
             | "for-glob"
             | "for-readline"
+            | "for-times"
             | "set-placeholder"
             | "set-ph"
             | "print"
@@ -248,7 +251,7 @@ impl Reader {
             }
             let unresolved = std::mem::take(&mut *self.unresolved.borrow_mut());
             match key.as_str() {
-                "endif" | "endfor" => continue, // unmatched: harmless, as in uWSGI
+                k if block_end(k).is_some() => continue, // unmatched: harmless, as in uWSGI
                 k if k.starts_with("if-") || k.starts_with("if") && IF_ALIASES.contains(&k) => {
                     let block_end = find_block_end(items, *i, &origin, "endif")?;
                     let (holds, item) =
@@ -263,11 +266,24 @@ impl Reader {
                     }
                     *i = block_end + 1;
                 }
-                "for" | "for-glob" | "for-readline" => {
+                "for" | "for-glob" | "for-readline" | "for-times" => {
                     let block_end = find_block_end(items, *i, &origin, "endfor")?;
                     let values: Vec<String> = match key.as_str() {
                         "for" => value.split_whitespace().map(str::to_string).collect(),
                         "for-glob" => glob(&value),
+                        "for-times" => {
+                            let n: u32 = value
+                                .trim()
+                                .parse()
+                                .ok()
+                                .filter(|n| *n <= 65536)
+                                .ok_or_else(|| {
+                                    ConfigError(format!(
+                                        "{origin}: for-times {value:?}: not a count up to 65536"
+                                    ))
+                                })?;
+                            (1..=n).map(|i| i.to_string()).collect()
+                        }
                         _ => std::fs::read_to_string(&value)
                             .map_err(|e| {
                                 ConfigError(format!("{origin}: for-readline {value}: {e}"))
