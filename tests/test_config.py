@@ -105,6 +105,15 @@ def test_precedence_and_environment(tmp_path):
     org = origins(p.stdout)
     assert org["harakiri"] == "environment $OXGATE_HARAKIRI"
     assert org["max-requests"] == "environment $UWSGI_MAX_REQUESTS"
+    # A file named in the environment comes before the environment's own
+    # options, which override it; and it makes the command uWSGI's even
+    # beside a gunicorn.conf.py.
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nharakiri = 30\n")
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 2\n")
+    p = run("--print-config", env={"UWSGI_INI": str(f), "UWSGI_HARAKIRI": "99"}, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "read as: uWSGI's options" in p.stdout
+    assert [v for k, v in options(p.stdout) if k == "harakiri"] == ["30", "99"]
 
 
 def test_sections_includes_placeholders_logic(tmp_path):

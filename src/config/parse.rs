@@ -163,13 +163,21 @@ where
         });
     }
     let cmd_args = std::env::var("GUNICORN_CMD_ARGS").ok();
+    // A uWSGI config file named in the environment (UWSGI_INI...) says
+    // the command is uWSGI's, whatever ./gunicorn.conf.py says.
+    let uwsgi_file_in_env = sources::INCLUDE_KEYS.iter().any(|k| {
+        let name = format!("UWSGI_{}", k.to_ascii_uppercase());
+        std::env::var_os(name).is_some()
+    });
     let gunicorn_args = if args.first().is_some_and(|a| a == "gunicorn") {
         Some(args[1..].to_vec())
-    } else if gunicorn::is_gunicorn_command_line(
-        &args,
-        cmd_args.is_some(),
-        std::path::Path::new("gunicorn.conf.py").is_file(),
-    ) {
+    } else if !uwsgi_file_in_env
+        && gunicorn::is_gunicorn_command_line(
+            &args,
+            cmd_args.is_some(),
+            std::path::Path::new("gunicorn.conf.py").is_file(),
+        )
+    {
         Some(args.clone())
     } else {
         None
@@ -194,7 +202,16 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("UWSGI_") || k.starts_with("OXGATE_"))
         .collect();
-    env.sort();
+    // Config files first, then the single options, each kind in name
+    // order: UWSGI_HARAKIRI overrides the harakiri of the UWSGI_INI file.
+    let is_file = |k: &str| {
+        let key = k
+            .split_once('_')
+            .map_or("", |(_, k)| k)
+            .to_ascii_lowercase();
+        sources::INCLUDE_KEYS.contains(&key.as_str())
+    };
+    env.sort_by(|(a, _), (b, _)| (!is_file(a), a).cmp(&(!is_file(b), b)));
     for (name, value) in env {
         let key = name
             .split_once('_')
