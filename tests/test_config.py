@@ -114,6 +114,14 @@ def test_precedence_and_environment(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "read as: uWSGI's options" in p.stdout
     assert [v for k, v in options(p.stdout) if k == "harakiri"] == ["30", "99"]
+    # A command that is Gunicorn's by its own words stays Gunicorn's.
+    (tmp_path / "g.py").write_text("workers = 3\n")
+    p = run("-c", "g.py", "app:app", "--print-config", env={"UWSGI_INI": str(f)}, cwd=tmp_path)
+    assert p.returncode == 0 and "Gunicorn" in p.stdout, p.stdout + p.stderr
+    # The file's if-opt sees the environment's options.
+    f.write_text("[uwsgi]\nmodule = m\nif-not-opt = http-socket\nhttp-socket = :8000\nendif =\n")
+    p = run("--print-config", env={"UWSGI_INI": str(f), "UWSGI_HTTP_SOCKET": ":9000"}, cwd=tmp_path)
+    assert [v for k, v in options(p.stdout) if k == "http-socket"] == [":9000"], p.stdout
 
 
 def test_sections_includes_placeholders_logic(tmp_path):
@@ -182,6 +190,9 @@ def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     assert p.returncode == 2 and "'cheaper'" in p.stderr
     p = run("--http-socket", ":1", "--module", "m", "--no-such-thing", "--check-config")
     assert p.returncode == 2 and "unknown option --no-such-thing" in p.stderr
+    # A word that may be the app is never taken for such an option's value.
+    p = run("--http-socket", ":1", "--honour-stdin", "app:app", "--check-config")
+    assert p.returncode == 2 and "written --honour-stdin=VALUE it is warned about" in p.stderr
 
 
 def test_uwsgi_2_logic_blocks(tmp_path):

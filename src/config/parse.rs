@@ -163,21 +163,20 @@ where
         });
     }
     let cmd_args = std::env::var("GUNICORN_CMD_ARGS").ok();
-    // A uWSGI config file named in the environment (UWSGI_INI...) says
-    // the command is uWSGI's, whatever ./gunicorn.conf.py says.
-    let uwsgi_file_in_env = sources::INCLUDE_KEYS.iter().any(|k| {
+    // A uWSGI config file named in the environment (UWSGI_INI...) says a
+    // plain command is uWSGI's, whatever a ./gunicorn.conf.py there says;
+    // a command that is Gunicorn's by its own words stays Gunicorn's.
+    let uwsgi_file_in_env = ENV_FILE_KEYS.iter().any(|k| {
         let name = format!("UWSGI_{}", k.to_ascii_uppercase());
-        std::env::var_os(name).is_some()
+        std::env::var_os(name).is_some_and(|v| !v.is_empty())
     });
     let gunicorn_args = if args.first().is_some_and(|a| a == "gunicorn") {
         Some(args[1..].to_vec())
-    } else if !uwsgi_file_in_env
-        && gunicorn::is_gunicorn_command_line(
-            &args,
-            cmd_args.is_some(),
-            std::path::Path::new("gunicorn.conf.py").is_file(),
-        )
-    {
+    } else if gunicorn::is_gunicorn_command_line(
+        &args,
+        cmd_args.is_some(),
+        !uwsgi_file_in_env && std::path::Path::new("gunicorn.conf.py").is_file(),
+    ) {
         Some(args.clone())
     } else {
         None
@@ -195,6 +194,9 @@ where
     load_uwsgi(args)
 }
 
+/// The config files the environment may name (UWSGI_INI...).
+const ENV_FILE_KEYS: &[&str] = &["ini", "yaml", "yml", "json", "js", "xml"];
+
 fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     use lexopt::Arg;
     use sources::{Origin, Reader};
@@ -204,14 +206,28 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         .collect();
     // Config files first, then the single options, each kind in name
     // order: UWSGI_HARAKIRI overrides the harakiri of the UWSGI_INI file.
+    // The single options are placeholders already while the files are
+    // read (their if-opt sees them), as they were when read first.
     let is_file = |k: &str| {
         let key = k
             .split_once('_')
             .map_or("", |(_, k)| k)
             .to_ascii_lowercase();
-        sources::INCLUDE_KEYS.contains(&key.as_str())
+        ENV_FILE_KEYS.contains(&key.as_str())
     };
     env.sort_by(|(a, _), (b, _)| (!is_file(a), a).cmp(&(!is_file(b), b)));
+    for (name, value) in &env {
+        let key = name
+            .split_once('_')
+            .map_or("", |(_, k)| k)
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        if !is_file(name)
+            && let Some(opt) = defs::lookup_exact(&key)
+        {
+            reader.set_placeholder(opt.name, value);
+        }
+    }
     for (name, value) in env {
         let key = name
             .split_once('_')
@@ -243,22 +259,32 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                 // have yet: a warning, as in a config file (an error under
                 // `strict`). Its value, if it has one, is the next word
                 // unless that is an option.
+                // Which of them take a value is not known here: only a
+                // value written `--name=value`, or a number (`--cheaper 2`),
+                // is taken, never a word that may be the app or a file.
                 None if defs::UWSGI_OPTIONS.contains(&name) => {
                     let name = name.to_string();
                     let value = match parser.optional_value() {
-                        Some(v) => os_to_string(v, &name)?,
+                        Some(v) => Some(os_to_string(v, &name)?),
                         None => {
                             let mut raw =
                                 parser.raw_args().map_err(|e| ConfigError(e.to_string()))?;
                             match raw.peek().and_then(|a| a.to_str()) {
-                                Some(v) if !v.starts_with('-') => {
+                                Some(v)
+                                    if !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()) =>
+                                {
                                     let v = v.to_string();
                                     raw.next();
-                                    v
+                                    Some(v)
                                 }
-                                _ => String::new(),
+                                _ => None,
                             }
                         }
+                    };
+                    let Some(value) = value else {
+                        return err(format!(
+                            "unknown option --{name} (a uWSGI option oxgate does not implement yet; written --{name}=VALUE it is warned about and passed over)"
+                        ));
                     };
                     reader.push(&name, &value, Origin::CommandLine);
                     continue;

@@ -76,6 +76,11 @@ impl Default for Reader {
 }
 
 impl Reader {
+    /// A placeholder's value, before its entry is pushed.
+    pub fn set_placeholder(&mut self, key: &str, value: &str) {
+        self.placeholders.insert(key.to_string(), value.to_string());
+    }
+
     /// An entry from the command line or the environment: no expansion.
     pub fn push(&mut self, key: &str, value: &str, origin: Origin) {
         self.placeholders.insert(key.to_string(), value.to_string());
