@@ -129,13 +129,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         };
         // A socket newly named in a reload's configuration that cannot be
         // bound leaves the others served.
-        let listener = match listener {
-            Ok(l) => l,
-            Err(e) if inherited.is_some() => {
-                crate::say!("oxgate: warning: after the reload: {e}; serving on without it");
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(listener) = carry_on(&inherited, listener)? else {
+            continue;
         };
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
             process::chown_path(path, owner)?;
@@ -330,13 +325,14 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
 /// After a reload (`inherited`), a step that fails (a log file or pidfile
 /// the dropped privileges cannot write, say) is a warning: the new image
 /// serves on as the old one did, where at a first start it is an error.
-fn carry_on(inherited: &Option<Handover>, step: Result<(), String>) -> Result<(), String> {
+fn carry_on<T>(inherited: &Option<Handover>, step: Result<T, String>) -> Result<Option<T>, String> {
     match step {
+        Ok(done) => Ok(Some(done)),
         Err(e) if inherited.is_some() => {
-            crate::say!("oxgate: warning: after the reload: {e}; serving on");
-            Ok(())
+            crate::say!("oxgate: warning: after the reload: {e}; serving on without it");
+            Ok(None)
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 

@@ -201,46 +201,33 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     use lexopt::Arg;
     use sources::{Origin, Reader};
     let mut reader = Reader::default();
-    let mut env: Vec<(String, String)> = std::env::vars()
+    // (variable, option, value) for each UWSGI_*/OXGATE_* naming an option.
+    let mut env: Vec<(String, Key, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("UWSGI_") || k.starts_with("OXGATE_"))
+        .filter_map(|(name, value)| {
+            let key = name
+                .split_once('_')
+                .map_or("", |(_, k)| k)
+                .to_ascii_lowercase()
+                .replace('_', "-");
+            defs::lookup_exact(&key).map(|opt| (name, opt, value))
+        })
         .collect();
     // Config files first, then the single options, each kind in name
     // order: UWSGI_HARAKIRI overrides the harakiri of the UWSGI_INI file.
     // The single options are placeholders already while the files are
     // read (their if-opt sees them), as they were when read first.
-    let is_file = |k: &str| {
-        let key = k
-            .split_once('_')
-            .map_or("", |(_, k)| k)
-            .to_ascii_lowercase();
-        ENV_FILE_KEYS.contains(&key.as_str())
-    };
-    env.sort_by(|(a, _), (b, _)| (!is_file(a), a).cmp(&(!is_file(b), b)));
-    for (name, value) in &env {
-        let key = name
-            .split_once('_')
-            .map_or("", |(_, k)| k)
-            .to_ascii_lowercase()
-            .replace('_', "-");
-        if !is_file(name)
-            && let Some(opt) = defs::lookup_exact(&key)
-        {
-            reader.set_placeholder(opt.name, value);
-        }
+    let is_file = |opt: Key| sources::INCLUDE_KEYS.contains(&opt.name);
+    env.sort_by(|(a, x, _), (b, y, _)| (!is_file(*x), a).cmp(&(!is_file(*y), b)));
+    for (_, opt, value) in env.iter().filter(|(_, opt, _)| !is_file(*opt)) {
+        reader.set_placeholder(opt.name, value);
     }
-    for (name, value) in env {
-        let key = name
-            .split_once('_')
-            .map_or("", |(_, k)| k)
-            .to_ascii_lowercase()
-            .replace('_', "-");
-        if let Some(opt) = defs::lookup_exact(&key) {
-            let origin = Origin::Env(name.clone());
-            if sources::INCLUDE_KEYS.contains(&opt.name) {
-                reader.load_file(opt.name, &value, &origin)?;
-            } else {
-                reader.push(opt.name, &value, origin);
-            }
+    for (name, opt, value) in env {
+        let origin = Origin::Env(name);
+        if is_file(opt) {
+            reader.load_file(opt.name, &value, &origin)?;
+        } else {
+            reader.push(opt.name, &value, origin);
         }
     }
 
@@ -257,11 +244,10 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                 Some(o) => (o, format!("--{name}")),
                 // A uWSGI option real configs use that oxgate does not
                 // have yet: a warning, as in a config file (an error under
-                // `strict`). Its value, if it has one, is the next word
-                // unless that is an option.
-                // Which of them take a value is not known here: only a
-                // value written `--name=value`, or a number (`--cheaper 2`),
-                // is taken, never a word that may be the app or a file.
+                // `strict`). Which of them take a value is not known here:
+                // only a value written `--name=value`, or a number
+                // (`--cheaper 2`), is taken, never a word that may be the
+                // app or a file; without one it is an error, as before.
                 None if defs::UWSGI_OPTIONS.contains(&name) => {
                     let name = name.to_string();
                     let value = match parser.optional_value() {

@@ -630,36 +630,26 @@ impl Master<'_> {
     fn reap_killed(&mut self) {
         use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
         let deadline = Instant::now() + std::time::Duration::from_secs(2);
-        let mut left: Vec<(i32, usize)> = self
-            .sup
-            .workers
-            .iter()
-            .filter(|w| w.killed())
-            .map(|w| (w.pid, w.slot))
-            .collect();
-        while !left.is_empty() {
-            left.retain(|&(pid, slot)| {
-                let pid = nix::unistd::Pid::from_raw(pid);
-                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => true,
-                    _ => {
-                        self.sb.release(slot);
-                        false
-                    }
+        let mut reaped = Vec::new();
+        loop {
+            for w in self.sup.workers.iter().filter(|w| w.killed()) {
+                let pid = nix::unistd::Pid::from_raw(w.pid);
+                if !reaped.contains(&w.pid)
+                    && !matches!(
+                        waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+                        Ok(WaitStatus::StillAlive)
+                    )
+                {
+                    self.sb.release(w.slot);
+                    reaped.push(w.pid);
                 }
-            });
-            if left.is_empty() || Instant::now() >= deadline {
+            }
+            let left = self.sup.workers.iter().filter(|w| w.killed()).count() > reaped.len();
+            if !left || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let reaped: Vec<i32> = self
-            .sup
-            .workers
-            .iter()
-            .filter(|w| w.killed() && !left.iter().any(|(p, _)| *p == w.pid))
-            .map(|w| w.pid)
-            .collect();
         self.sup.workers.retain(|w| !reaped.contains(&w.pid));
     }
 

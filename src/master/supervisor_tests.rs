@@ -333,6 +333,20 @@ fn reloaded(kind: ReloadKind, n: usize) -> (Supervisor, Fake, Instant, Vec<Pid>)
     (sup, fx, t, old)
 }
 
+/// A re-executed master (`broken`: its app failed to load) that took over
+/// `workers`: (pid, id, slot, asked to stop, being replaced).
+fn adopted(
+    processes: usize,
+    broken: bool,
+    workers: &[(Pid, u32, usize, bool, bool)],
+) -> (Supervisor, Fake, Instant) {
+    let t = Instant::now();
+    let mut sup = Supervisor::new(processes, limits(), broken, t);
+    let mut fx = Fake::default();
+    sup.adopt(workers.iter().copied(), ReloadKind::Graceful, &mut fx, t);
+    (sup, fx, t)
+}
+
 #[test]
 fn a_graceful_reload_starts_every_replacement_at_once() {
     let (mut sup, mut fx, t, old) = reloaded(ReloadKind::Graceful, 3);
@@ -426,14 +440,10 @@ fn a_graceful_stop_waits_then_kills_after_the_mercy() {
 
 #[test]
 fn after_a_failed_reload_the_old_workers_keep_serving() {
-    let t = Instant::now();
-    let mut sup = Supervisor::new(2, limits(), true, t);
-    let mut fx = Fake::default();
-    sup.adopt(
-        [(101, 1, 0, false, false), (102, 2, 1, false, false)],
-        ReloadKind::Graceful,
-        &mut fx,
-        t,
+    let (mut sup, mut fx, t) = adopted(
+        2,
+        true,
+        &[(101, 1, 0, false, false), (102, 2, 1, false, false)],
     );
     sup.tick(&mut fx, t);
     assert!(fx.spawned.is_empty() && fx.signals.is_empty());
@@ -526,14 +536,10 @@ fn without_a_drain_delay_a_stop_begins_at_once() {
 
 #[test]
 fn workers_taken_over_after_a_reload_keep_the_health_check_passing() {
-    let t = Instant::now();
-    let mut sup = Supervisor::new(2, limits(), false, t);
-    let mut fx = Fake::default();
-    sup.adopt(
-        [(501, 1, 0, false, false), (502, 2, 1, false, false)],
-        ReloadKind::Graceful,
-        &mut fx,
-        t,
+    let (sup, _, _) = adopted(
+        2,
+        false,
+        &[(501, 1, 0, false, false), (502, 2, 1, false, false)],
     );
     assert_eq!(sup.health(), Health::Serving);
 }
@@ -660,19 +666,15 @@ fn a_reload_during_a_reload_replaces_only_the_workers_not_leaving() {
     // Four workers: one old one already asked to stop (finishing its
     // requests), three to replace. Three replacements, not four: the
     // worker count comes back to --processes.
-    let t = Instant::now();
-    let mut sup = Supervisor::new(3, limits(), false, t);
-    let mut fx = Fake::default();
-    sup.adopt(
-        [
+    let (mut sup, mut fx, t) = adopted(
+        3,
+        false,
+        &[
             (101, 1, 0, true, false),
             (102, 1, 1, false, false),
             (103, 2, 2, false, false),
             (104, 3, 3, false, false),
         ],
-        ReloadKind::Graceful,
-        &mut fx,
-        t,
     );
     assert_eq!(fx.counts, [(Cause::Reload, 3)]);
     sup.tick(&mut fx, t);
@@ -697,14 +699,10 @@ fn a_reload_during_a_reload_replaces_only_the_workers_not_leaving() {
 
 #[test]
 fn after_a_failed_reload_a_dead_worker_is_named_and_the_last_one_stops_the_master() {
-    let t = Instant::now();
-    let mut sup = Supervisor::new(2, limits(), true, t);
-    let mut fx = Fake::default();
-    sup.adopt(
-        [(101, 1, 0, false, false), (102, 2, 1, false, false)],
-        ReloadKind::Graceful,
-        &mut fx,
-        t,
+    let (mut sup, mut fx, t) = adopted(
+        2,
+        true,
+        &[(101, 1, 0, false, false), (102, 2, 1, false, false)],
     );
     sup.exited(101, exit_status(1), &mut fx, t);
     assert!(fx.said("worker 1 cannot be replaced"));
@@ -723,19 +721,15 @@ fn a_reload_while_a_worker_is_being_replaced_asks_it_to_stop_and_replaces_only_i
     // Worker 1 (101) was being replaced by 104, not ready yet (a recycle or
     // a chain reload under way): 101 is asked to stop, and 104, 102 and 103
     // are replaced: three replacements for --processes 3.
-    let t = Instant::now();
-    let mut sup = Supervisor::new(3, limits(), false, t);
-    let mut fx = Fake::default();
-    sup.adopt(
-        [
+    let (mut sup, mut fx, t) = adopted(
+        3,
+        false,
+        &[
             (101, 1, 0, false, true),
             (102, 2, 1, false, false),
             (103, 3, 2, false, false),
             (104, 1, 3, false, false),
         ],
-        ReloadKind::Graceful,
-        &mut fx,
-        t,
     );
     assert_eq!(fx.take_signals(), [(101, Signal::SIGTERM)]);
     assert_eq!(fx.counts, [(Cause::Reload, 3)]);

@@ -607,13 +607,11 @@ impl Pool {
         run: Exchange,
         client_gone: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<(Head, Bytes, Output), Failure> {
+        // Nothing is sent on `client_gone`: it ends when the caller drops
+        // its end, its client having left.
         let grace = async {
-            // Err: the caller dropped its end, the client having left.
-            if client_gone.await.is_err() {
-                tokio::time::sleep(ABANDONED_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
+            let _ = client_gone.await;
+            tokio::time::sleep(ABANDONED_GRACE).await;
         };
         let Exchange {
             mut lease,

@@ -14,7 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 use super::super::buffers::to_bytes;
 use super::super::traceback::log_app_exception;
 use super::host::{AsgiHost, LoopObjects};
-use super::mailbox::Mailbox;
+use super::mailbox::{Mailbox, is_done};
 use super::ready::Ready;
 use super::scope::RequestLine;
 use crate::request::{EarlyHints, FileRegion, early_hints_fault, is_token_byte};
@@ -601,7 +601,7 @@ pub(super) fn post_received(exchange: &Arc<Exchange>) {
             let mut st = exchange.lock();
             let pairs = st.received.pair(py);
             let (mut left, mut waker) = (None, None);
-            if st.received.has_waiters() && st.received.queued() == 0 {
+            if st.received.waits_in_vain() {
                 if st.gone {
                     left = Some(st.received.take_waiters());
                 } else if !st.body_done && !st.body_wanted {
@@ -630,14 +630,9 @@ pub(super) fn resolve(
     value: &Bound<'_, PyAny>,
 ) {
     for fut in waiters {
-        let fut = fut.bind(py);
         // A future the app cancelled (a timeout) is done already.
-        if fut
-            .call_method0("done")
-            .and_then(|d| d.is_truthy())
-            .is_ok_and(|done| !done)
-        {
-            let _ = fut.call_method1("set_result", (value,));
+        if !is_done(py, &fut) {
+            let _ = fut.bind(py).call_method1("set_result", (value,));
         }
     }
 }

@@ -31,7 +31,7 @@ impl<M> Default for Mailbox<M> {
 }
 
 /// Whether a future the app awaits is over (resolved or cancelled).
-fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
+pub(super) fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
     fut.bind(py)
         .call_method0("done")
         .and_then(|d| d.is_truthy())
@@ -97,9 +97,10 @@ impl<M> Mailbox<M> {
         pairs
     }
 
-    /// Whether live calls still wait (after `pair`).
-    pub(super) fn has_waiters(&self) -> bool {
-        !self.waiters.is_empty()
+    /// Live calls still wait, with no message for them (after `pair`):
+    /// the next must be read, or, the stream over, they get its end.
+    pub(super) fn waits_in_vain(&self) -> bool {
+        !self.waiters.is_empty() && self.messages.is_empty()
     }
 
     /// The calls still waiting, once no message will come for them.

@@ -153,7 +153,7 @@ impl WsExchange {
                     .then(|| st.waker.take())
                     .flatten();
                 let left = match st.closed.clone() {
-                    Some(closed) if st.received.has_waiters() && st.received.queued() == 0 => {
+                    Some(closed) if st.received.waits_in_vain() => {
                         Some((st.received.take_waiters(), closed))
                     }
                     _ => None,

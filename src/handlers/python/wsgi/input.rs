@@ -56,31 +56,22 @@ impl Input {
     /// reference cycle until Python's collector runs).
     pub(super) fn streaming(mut body: BodyStream) -> (Input, InputDone) {
         let (start_tx, start_rx) = oneshot::channel::<()>();
-        let (done_tx, mut done_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(async move {
-            let started = tokio::select! {
-                biased;
-                _ = &mut done_rx => false,
-                asked = start_rx => asked.is_ok(),
-            };
-            if started {
-                loop {
-                    let chunk = tokio::select! {
-                        biased;
-                        _ = &mut done_rx => break,
-                        chunk = body.chunk() => chunk,
-                    };
-                    let Some(chunk) = chunk else { break };
-                    let sent = tokio::select! {
-                        biased;
-                        _ = &mut done_rx => break,
-                        sent = tx.send(chunk) => sent,
-                    };
-                    if sent.is_err() {
-                        break; // the app is done with it
+            let feed = async {
+                if start_rx.await.is_ok() {
+                    while let Some(chunk) = body.chunk().await {
+                        if tx.send(chunk).await.is_err() {
+                            break; // the app is done with it
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                biased;
+                _ = done_rx => {}
+                () = feed => {}
             }
             // What the app left unread is read and dropped (up to a bound),
             // as gunicorn and nginx do: the connection then stays usable for
