@@ -182,6 +182,7 @@ impl AsgiHost {
         let handle = std::thread::Builder::new()
             .name("oxgate-asgi".into())
             .spawn(move || {
+                super::wake_relay::mark_loop_thread();
                 Python::attach(|py| {
                     let bridge = Bridge::new(host.clone(), started_tx.clone());
                     let apps: Vec<LifespanApp> = host

@@ -34,6 +34,7 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
     if !host.running() {
         return Response::plain(503, "Service Unavailable", "Shutting down\n");
     }
+    host.relay.ensure_running();
     let Request {
         vars,
         body,

@@ -125,7 +125,7 @@ impl Exchange {
             st.waker.take()
         };
         if let Some(w) = waker {
-            w.wake();
+            self.host.relay.wake(w);
         }
     }
 
@@ -197,7 +197,7 @@ impl Receive {
         let waker = st.waker.take();
         drop(st);
         if let Some(w) = waker {
-            w.wake();
+            self.exchange.host.relay.wake(w);
         }
         Ok(fut)
     }
@@ -304,7 +304,7 @@ impl Send {
                     (st.waker.take(), wait)
                 };
                 if let Some(w) = waker {
-                    w.wake();
+                    self.exchange.host.relay.wake(w);
                 }
                 if let Some(fut) = wait {
                     return Ok(fut);
@@ -378,7 +378,7 @@ impl Send {
                     st.waker.take()
                 };
                 if let Some(w) = waker {
-                    w.wake();
+                    self.exchange.host.relay.wake(w);
                 }
             }
             "http.response.zerocopysend" => {
@@ -612,7 +612,7 @@ pub(super) fn post_received(exchange: &Arc<Exchange>) {
             (pairs, left, waker)
         };
         if let Some(w) = waker {
-            w.wake();
+            exchange.host.relay.wake(w);
         }
         for (fut, message) in pairs {
             settle(py, [fut], message);
@@ -690,7 +690,7 @@ impl Send {
             (st.waker.take(), wait)
         };
         if let Some(w) = waker {
-            w.wake();
+            self.exchange.host.relay.wake(w);
         }
         Ok(wait)
     }

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyModule};
 
 use super::ready::Ready;
 use super::scope::ScopeKeys;
+use super::wake_relay::WakeRelay;
 use crate::config::{AsgiSettings, Words};
 use crate::listen::Protocol;
 use crate::request::{Outcome, RequestObserver, VarName};
@@ -47,6 +48,8 @@ pub struct AsgiHost {
     /// Written to wake the loop; its other end is the loop's reader.
     pub(super) wake: OnceLock<(OwnedFd, OwnedFd)>,
     pub(super) running: AtomicBool,
+    /// Wakes connection tasks from the loop thread, in batches.
+    pub(super) relay: Arc<WakeRelay>,
     pub(super) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// (name, app, lifespan state) of each app, for the lifespan protocol.
     pub(super) apps: Mutex<Vec<LifespanApp>>,
@@ -99,6 +102,7 @@ impl AsgiHost {
             inbox: Mutex::new(Vec::new()),
             wake: OnceLock::new(),
             running: AtomicBool::new(false),
+            relay: Arc::default(),
             thread: Mutex::new(None),
             apps: Mutex::new(Vec::new()),
             helpers: Helpers {

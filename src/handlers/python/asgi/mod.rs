@@ -7,7 +7,8 @@
 //! and a pipe (`host`), and the app's messages come back through a shared
 //! [`exchange::Exchange`] that wakes the connection's task. Each side
 //! batches: one wake-up carries every request or message that arrived
-//! meanwhile.
+//! meanwhile, and the loop's wake-ups of connection tasks go through one
+//! relay task (`wake_relay`).
 
 mod bridge;
 mod driver;
@@ -16,6 +17,7 @@ mod host;
 mod mailbox;
 mod ready;
 mod scope;
+mod wake_relay;
 mod websocket;
 mod ws;
 mod ws_deflate;

@@ -98,7 +98,7 @@ impl WsExchange {
             (out, st.waker.take())
         };
         if let Some(w) = waker {
-            w.wake();
+            self.host.relay.wake(w);
         }
         out
     }
@@ -161,7 +161,7 @@ impl WsExchange {
                 (pairs, left, waker)
             };
             if let Some(w) = waker {
-                w.wake();
+                exchange.host.relay.wake(w);
             }
             for (fut, message) in pairs {
                 if let Ok(msg) = receive_message(py, &message) {
@@ -252,7 +252,7 @@ impl WsReceive {
             let waker = was_full.then(|| st.waker.take()).flatten();
             drop(st);
             if let Some(w) = waker {
-                w.wake();
+                self.exchange.host.relay.wake(w);
             }
             return ready(py, receive_message(py, &message)?);
         }
