@@ -227,6 +227,14 @@ def test_a_receive_the_app_gives_up_on_loses_no_body_bytes(serve):
     assert post_in_pieces(s, "/impatient", pieces) == part + b"hello world!"
 
 
+def test_a_task_waiting_on_what_only_it_holds_is_not_collected(serve):
+    """asyncio holds tasks weakly: the server keeps each request's task
+    until the app ends, as uvicorn does, or the collector ends it mid-wait."""
+    s = asgi(serve, "asgi_raw:app")
+    r = requests.get(s.url + "/weakly-held", timeout=10)
+    assert (r.status_code, r.text) == (200, "kept")
+
+
 def test_sse_is_read_while_it_streams(serve, tmp_path):
     s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
     gate = tmp_path / "gate"

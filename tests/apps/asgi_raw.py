@@ -1,9 +1,11 @@
 """A bare ASGI 3 app for what frameworks hide: the scope, the body as it
 streams, disconnects, errors before and after the response starts."""
 import asyncio
+import gc
 import json
 import os
 import time
+import weakref
 
 MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
 ARRIVED = []
@@ -234,6 +236,20 @@ async def app(scope, receive, send):
                 return await respond(send, 200, b"all in")
             await asyncio.sleep(0.01)
         await respond(send, 200, b"gave up")
+    elif path == "/weakly-held":
+        # Waits on a future that nothing but this coroutine holds, as a
+        # task waiting on a connection's reader does: only the server's
+        # reference keeps the task from being collected meanwhile.
+        loop = asyncio.get_running_loop()
+        waited = loop.create_future()
+        held = weakref.ref(waited)
+
+        def later():
+            gc.collect()
+            if held() is not None:
+                held().set_result(b"kept")
+        loop.call_later(0.1, later)
+        await respond(send, 200, await waited)
     elif path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"0.5"))
         await respond(send, 200, b"slept")

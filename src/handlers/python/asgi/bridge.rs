@@ -115,7 +115,12 @@ pub(super) fn start_request(
         )?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
         let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(&vars)))?;
-        spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
+        let task = spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())?;
+        let mut st = exchange.lock();
+        if st.end.is_none() {
+            st.task = Some(task);
+        }
+        Ok(())
     };
     if let Err(e) = run() {
         crate::say!("oxgate: internal error while starting an ASGI request: {e}");
@@ -124,7 +129,8 @@ pub(super) fn start_request(
 }
 
 /// Runs the app on its scope as a task of the loop, inside `run_http`,
-/// which tells `send` how the app ended.
+/// which tells `send` how the app ended. Returns the task, for the
+/// exchange to hold until then.
 fn spawn_app(
     py: Python<'_>,
     objects: &LoopObjects,
@@ -132,14 +138,13 @@ fn spawn_app(
     scope: Bound<'_, pyo3::types::PyDict>,
     receive: Py<PyAny>,
     send: Py<PyAny>,
-) -> PyResult<()> {
+) -> PyResult<Py<PyAny>> {
     let coro = app
         .host
         .helpers
         .run_http
         .call1(py, (&app.callable, scope, receive, send))?;
-    objects.create_task.call1(py, (coro,))?;
-    Ok(())
+    objects.create_task.call1(py, (coro,))
 }
 
 /// Starts a WebSocket's app call on the loop thread.
@@ -159,7 +164,12 @@ pub(super) fn start_websocket(
             py,
             WsSend::new(exchange.clone(), RequestLine::of(&vars), offered),
         )?;
-        spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())
+        let task = spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())?;
+        let mut st = exchange.lock();
+        if st.end.is_none() {
+            st.task = Some(task);
+        }
+        Ok(())
     };
     if let Err(e) = run() {
         crate::say!("oxgate: internal error while starting an ASGI WebSocket: {e}");

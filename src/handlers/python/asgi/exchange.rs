@@ -71,6 +71,10 @@ pub(super) struct State {
     pub(super) pushed: u64,
     pub(super) taken: u64,
     pub(super) end: Option<AppEnd>,
+    /// The app's asyncio task, until it ends. asyncio holds its tasks
+    /// weakly: a task waiting on a future that nothing else holds would be
+    /// collected mid-request (uvicorn keeps its tasks in a set for this).
+    pub(super) task: Option<Py<PyAny>>,
     /// The connection's task, waiting for the app.
     pub(super) waker: Option<Waker>,
     /// `send()` calls waiting for the queue to drain.
@@ -119,10 +123,10 @@ impl Exchange {
 
     /// Records how the app ended and wakes the connection.
     pub(super) fn ended(&self, how: AppEnd) {
-        let waker = {
+        let (waker, _task) = {
             let mut st = self.lock();
             st.end = Some(how);
-            st.waker.take()
+            (st.waker.take(), st.task.take())
         };
         if let Some(w) = waker {
             self.host.relay.wake(w);

@@ -68,6 +68,8 @@ pub(super) struct WsState {
     /// The socket is over, with the code and reason `receive()` reports.
     pub(super) closed: Option<(u16, String)>,
     pub(super) end: Option<AppEnd>,
+    /// The app's asyncio task, until it ends (see `exchange::State::task`).
+    pub(super) task: Option<Py<PyAny>>,
     /// The connection's task, waiting for the app.
     pub(super) waker: Option<Waker>,
     pub(super) send_waiters: Vec<Py<PyAny>>,
@@ -104,7 +106,10 @@ impl WsExchange {
     }
 
     pub(super) fn ended(&self, how: AppEnd) {
-        self.update(|st| st.end = Some(how));
+        let _task = self.update(|st| {
+            st.end = Some(how);
+            st.task.take()
+        });
     }
 
     /// The socket is over: `receive()` says `websocket.disconnect` once the
