@@ -230,15 +230,15 @@ pub fn parse_json(text: &str, section: &str) -> Result<Vec<(String, String, usiz
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
-            Value::Null => String::new(),
             _ => return None,
         })
     };
     let mut out = Vec::new();
-    for (key, v) in obj {
+    // A null sets nothing, as in uWSGI's JSON reader (never a flag).
+    for (key, v) in obj.iter().filter(|(_, v)| !v.is_null()) {
         match v {
             Value::Array(items) => {
-                for item in items {
+                for item in items.iter().filter(|v| !v.is_null()) {
                     out.push((
                         key.clone(),
                         scalar(item).ok_or_else(|| format!("{key}: list items must be scalars"))?,
@@ -364,6 +364,12 @@ mod tests {
             ("mount", "/blog=blog.wsgi")
         );
         assert!(parse_json("{}", "uwsgi").is_err());
+        // A null is no value, not a flag.
+        let j = parse_json(
+            r#"{"uwsgi": {"master": null, "socket": [":1", null]}}"#,
+            "uwsgi",
+        );
+        assert_eq!(j.unwrap(), vec![("socket".into(), ":1".into(), 0)]);
     }
 
     #[test]
