@@ -594,6 +594,51 @@ def test_static_map2_check_static_skip_ext_and_safe(serve, tree, tmp_path):
     assert get(s.url, "/link-out.txt").text == "outside the root\n"  # --static-safe allows it
 
 
+def test_a_skipped_extension_is_never_served_by_another_way_to_its_file(serve, tree):
+    """--static-skip-ext keeps a PHP file's source from being sent, however
+    the path reaches it: a trailing `/.`, an index file, a link with
+    another name. The app answers instead, as in uWSGI."""
+    (tree / "script.php").write_text("<?php $password = 'hunter2'; ?>\n")
+    (tree / "phpdir").mkdir()
+    (tree / "phpdir" / "index.php").write_text("<?php $password = 'hunter2'; ?>\n")
+    os.symlink(tree / "script.php", tree / "view.txt")
+    s = serve("--check-static", str(tree), "--static-map", f"/m={tree}", "--static-skip-ext", ".php",
+              "--static-index", "index.html", "--static-index", "index.php", "--wsgi-file", ECHO)
+    host, port = s.url.removeprefix("http://").split(":")
+    for path in ["/script.php/.", "/script.php/%2e", "/m/script.php/.", "/phpdir/", "/m/phpdir/", "/view.txt"]:
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        assert b"hunter2" not in body, (path, r.status, body)
+        assert r.status == 200 and b'"path"' in body, (path, r.status, body[:200])
+
+
+def test_a_post_under_check_static_is_the_apps(serve, tree):
+    """--check-static shares the app's URLs: a POST to a path with a file
+    behind it reaches the app, as in uWSGI (under a mount: 405)."""
+    s = serve("--check-static", str(tree), "--wsgi-file", ECHO)
+    r = requests.post(s.url + "/hello.txt", data=b"a=1", timeout=10)
+    assert r.status_code == 200 and r.json()["path"] == "/hello.txt"
+    assert get(s.url, "/hello.txt").text == "hello static\n"
+
+
+def test_directory_redirects_stay_on_this_host_and_under_the_root_path(serve, tree):
+    """`//sub` is redirected to `/sub/`, never to `//sub/` (the host
+    "sub" to a browser); behind a prefix the Location keeps it."""
+    s = serve("--check-static", str(tree), "--static-index", "index.html", "--wsgi-file", ECHO)
+    host, port = s.url.removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", "//sub")
+    r = c.getresponse()
+    r.read()
+    assert (r.status, r.getheader("location")) == (301, "/sub/")
+    s = serve("--static-map", f"/static={tree}", "--static-index", "index.html", "--root-path", "/app",
+              "--wsgi-file", ECHO)
+    r = get(s.url, "/static/sub?x=1")
+    assert (r.status_code, r.headers["location"]) == (301, "/app/static/sub/?x=1")
+
+
 def test_the_longest_mount_wins(serve, tree, tmp_path):
     other = tmp_path / "other"
     other.mkdir()

@@ -153,8 +153,10 @@ impl RootDir {
                 }
                 // Leaves the root, or goes through an absolute link (which
                 // RESOLVE_BENEATH refuses even when it points back inside):
-                // followed by name, then checked by where it lands.
-                Err(Errno::EXDEV | Errno::ENOSYS) => {}
+                // followed by name, then checked by where it lands. EAGAIN:
+                // a `..` was resolved while something was renamed anywhere
+                // on the machine (openat2(2) asks for a retry): the same.
+                Err(Errno::EXDEV | Errno::ENOSYS | Errno::EAGAIN) => {}
                 Err(e) => return Err(refusal(e as i32)),
             }
         }
@@ -185,7 +187,7 @@ impl RootDir {
                     return Ok((file, meta, true));
                 }
                 // A link on the way: followed as `open_rel` follows it.
-                Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS) => {}
+                Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS | Errno::EAGAIN) => {}
                 Err(e) => return Err(refusal(e as i32)),
             }
         }

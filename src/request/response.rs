@@ -105,11 +105,16 @@ pub fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
         .add(b'?')
         .add(b'`')
         .add(b'{')
-        .add(b'}');
-    let mut location = percent_encoding::percent_encode(path, PATH)
-        .to_string()
-        .into_bytes();
-    location.push(b'/');
+        .add(b'}')
+        // `/\host` is `//host` to browsers.
+        .add(b'\\');
+    // One leading slash: `//dir/` would send the client to the host `dir`.
+    let path = &path[path.iter().position(|&b| b != b'/').unwrap_or(path.len())..];
+    let mut location = b"/".to_vec();
+    location.extend(percent_encoding::percent_encode(path, PATH).flat_map(str::bytes));
+    if !path.is_empty() {
+        location.push(b'/');
+    }
     if !query.is_empty() {
         location.push(b'?');
         location.extend_from_slice(query);

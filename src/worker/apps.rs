@@ -247,7 +247,10 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     apps.handler = wrap(cfg, apps.handler);
     // Static files come first: they cost the app nothing, and no limit.
     if cfg.statics.active() {
-        let statics = Arc::new(StaticFiles::new(&cfg.statics, apps.handler.clone())?);
+        let statics = Arc::new(
+            StaticFiles::new(&cfg.statics, apps.handler.clone())?
+                .with_root_path(cfg.root_path.as_deref()),
+        );
         apps.handler = statics.clone();
         apps.statics = Some(statics);
     }

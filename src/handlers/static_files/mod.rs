@@ -38,6 +38,9 @@ pub struct StaticFiles {
     /// The request log and the counters.
     answered: Answered,
     inner: Arc<dyn Handler>,
+    /// `--root-path`: the prefix a proxy strips, for the Location of a
+    /// directory's redirect when the request has no SCRIPT_NAME.
+    root_path: Vec<u8>,
 }
 
 struct Root {
@@ -128,7 +131,16 @@ impl StaticFiles {
             },
             answered: Answered::new(crate::request::HandlerKind::Static),
             inner,
+            root_path: Vec::new(),
         })
+    }
+
+    /// Redirects to directories under `--root-path`.
+    pub fn with_root_path(mut self, root_path: Option<&str>) -> StaticFiles {
+        self.root_path = root_path
+            .map(|r| r.trim_end_matches('/').as_bytes().to_vec())
+            .unwrap_or_default();
+        self
     }
 
     /// Lets the request log and the counters see static requests too.
@@ -206,16 +218,27 @@ impl StaticFiles {
             // the app's, as in uWSGI.
             Resolved::NoIndex { .. } if root.mount.is_empty() => return None,
             // nginx sends a directory to its slash first, index or not.
-            Resolved::NoIndex { slash: false } => {
-                redirect_to_directory(var(Var::PATH_INFO), var(Var::QUERY_STRING))
+            Resolved::NoIndex { slash: false } | Resolved::AddSlash => {
+                // Under the app's prefix (behind a proxy that strips it).
+                let prefix = match var(Var::SCRIPT_NAME) {
+                    b"" => &self.root_path[..],
+                    given => given,
+                };
+                let url = [prefix, var(Var::PATH_INFO)].concat();
+                redirect_to_directory(&url, var(Var::QUERY_STRING))
             }
             Resolved::NoIndex { slash: true } => Response::plain(403, "Forbidden", "Forbidden\n"),
-            Resolved::AddSlash => {
-                redirect_to_directory(var(Var::PATH_INFO), var(Var::QUERY_STRING))
-            }
+            // An extension kept from static serving, found by where the
+            // path led (an index file, a link with another name): the app's,
+            // as in uWSGI, which checks the real file's name too.
+            Resolved::File { path, file, .. } if self.skipped(&path, &file) => return None,
             Resolved::File { file, meta, path } => {
                 let method = var(Var::REQUEST_METHOD);
-                if method != b"GET" && method != b"HEAD" {
+                if method != b"GET" && method != b"HEAD" && root.check {
+                    // A --check-static directory shares the app's URLs: a
+                    // POST to one of them is the app's, as in uWSGI.
+                    return None;
+                } else if method != b"GET" && method != b"HEAD" {
                     let mut resp =
                         Response::plain(405, "Method Not Allowed", "Method Not Allowed\n");
                     resp.headers.push((
@@ -232,6 +255,20 @@ impl StaticFiles {
 }
 
 impl StaticFiles {
+    /// Whether the file opened, by the name it was found under or where
+    /// every link led, has an extension `--static-skip-ext` keeps from
+    /// static serving.
+    fn skipped(&self, path: &Path, file: &std::fs::File) -> bool {
+        if self.skip_ext.is_empty() {
+            return false;
+        }
+        let skip = |p: &Path| {
+            let p = p.as_os_str().as_bytes();
+            self.skip_ext.iter().any(|ext| p.ends_with(ext.as_bytes()))
+        };
+        skip(path) || resolve::RootDir::real_path(file).is_some_and(|real| skip(&real))
+    }
+
     /// GET or HEAD of a file: in its precompressed form if there is one the
     /// client takes, with the caching headers the options give it.
     fn serve(

@@ -44,6 +44,10 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
     if rel.contains(&0) || rel.contains(&b'\\') {
         return Resolved::BadPath;
     }
+    // `dir/` and `dir/.` both ask for a directory: a file so named is
+    // not there (`/app.php/.` must not open app.php past a check of its
+    // name's end).
+    let slash = rel.ends_with(b"/") || rel.ends_with(b"/.") || rel == b".";
     let mut target = PathBuf::new();
     for segment in rel.split(|&b| b == b'/') {
         match segment {
@@ -65,16 +69,14 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
                 .filter(|(_, m)| m.is_file())
                 .map(|f| (name, f))
         }) else {
-            return Resolved::NoIndex {
-                slash: rel.ends_with(b"/"),
-            };
+            return Resolved::NoIndex { slash };
         };
-        if !rel.ends_with(b"/") {
+        if !slash {
             return Resolved::AddSlash;
         }
         target.push(name);
         found
-    } else if rel.ends_with(b"/") {
+    } else if slash {
         // A file is not a directory: "/a.css/" names nothing.
         return Resolved::Missing;
     } else {
