@@ -15,8 +15,8 @@ import time
 import pytest
 import requests
 
-from helpers import (ECHO, alive, free_port, listens, packet, process_state, run_fail, start_nginx, uwsgi_request,
-                     wait_for)
+from helpers import (ECHO, alive, fcgi_request, free_port, listens, packet, process_state, read_records, run_fail,
+                     start_nginx, stdout_of, uwsgi_request, wait_for)
 
 SHOWN = ("REQUEST_METHOD", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE")
 
@@ -283,6 +283,59 @@ def test_traversal_is_refused(serve, cgi_dir):
     resp = uwsgi_request(port, packet(list({"REQUEST_METHOD": "GET", "PATH_INFO": "/echo.sh/p", "QUERY_STRING": "u=1",
                                        "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1"}.items())))
     assert b" 200 " in resp.split(b"\r\n", 1)[0] and b"QUERY_STRING=u=1" in resp and b"PATH_INFO=/p" in resp
+
+
+def test_path_info_never_leads_path_translated_out(serve, cgi_dir):
+    """`..` after the script's name is refused too: PATH_TRANSLATED is the
+    document root joined to PATH_INFO, and a script that opens it (as
+    php-cgi does) would be led out of its directory."""
+    s = cgi_server(serve, cgi_dir)
+    for raw in ["/env.cgi/../../../etc/hostname", "/env.cgi/%2e%2e/%2e%2e/etc/hostname",
+                "/env.cgi/x/..%2f..%2fy"]:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(f"GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        assert data.split(b" ", 2)[1] == b"400", (raw, data[:200])
+    # SCRIPT_NAME is the path walked, each segment once, as a web server
+    # that merges slashes gives it.
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET //sub/./index.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    assert b"index of sub" in data
+    f = fields(requests.get(f"{s.url}//./env.cgi/p", timeout=10).text)
+    assert (f["SCRIPT_NAME"], f["PATH_INFO"]) == ("/env.cgi", "/p")
+
+
+def test_a_chunked_body_is_not_also_said_to_be_chunked(serve, cgi_dir):
+    """The server reads a chunked body and gives its length: a script told
+    `Transfer-Encoding: chunked` as well (HTTP_TRANSFER_ENCODING) reads no
+    body at all under werkzeug, as the RFC 3875 scripts would not."""
+    s = cgi_server(serve, cgi_dir)
+    r = requests.post(f"{s.url}/env.cgi", data=iter([b"a=1", b"&b=2"]), timeout=10)
+    env = fields(r.text)
+    assert env["CONTENT_LENGTH"] == "7"
+    assert not {"HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"} & set(env), env
+
+
+def test_the_web_servers_document_root_is_passed_on(serve, cgi_dir, tmp_path):
+    """In fcgiwrap's role the web server's DOCUMENT_ROOT reaches the script
+    as it sent it, and PATH_TRANSLATED is under it, as fcgiwrap does."""
+    sock = tmp_path / "oxgate.sock"
+    serve("--fastcgi-socket", str(sock), "--cgi", str(cgi_dir), socket_arg=False, wait=False)
+    wait_for(sock.exists, what="the FastCGI socket")
+    params = {"REQUEST_METHOD": "GET", "SCRIPT_FILENAME": f"{cgi_dir}/env.cgi", "SCRIPT_NAME": "/env.cgi",
+              "PATH_INFO": "/x/y", "DOCUMENT_ROOT": "/srv/site", "QUERY_STRING": "", "SERVER_NAME": "x",
+              "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_URI": "/env.cgi/x/y"}
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(str(sock))
+        c.sendall(fcgi_request(1, list(params.items())))
+        out = stdout_of(read_records(c), 1).decode()
+    env = fields(out.split("\n\n", 1)[-1])
+    assert (env.get("DOCUMENT_ROOT"), env.get("PATH_TRANSLATED")) == ("/srv/site", "/srv/site/x/y"), out[:500]
 
 
 def test_a_broken_script_is_502_with_a_log_line(serve, cgi_dir):

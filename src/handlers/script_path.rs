@@ -46,10 +46,15 @@ pub struct Script {
 /// Finds the script `rel` (a decoded `/`-separated path) names under
 /// `root`, running `index` for a directory.
 pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
-    if rel.contains(&0) || rel.contains(&b'\\') {
+    // `..` anywhere, PATH_INFO too: a script joins PATH_INFO to its
+    // document root for PATH_TRANSLATED, and would be led out of it.
+    if rel.contains(&0) || rel.contains(&b'\\') || rel.split(|&b| b == b'/').any(|s| s == b"..") {
         return Located::BadPath;
     }
     let mut target = PathBuf::new();
+    // The segments walked, each after one slash (`//a/./b` is `/a/b`): the
+    // script's own URL, for SCRIPT_NAME.
+    let mut walked = Vec::with_capacity(rel.len());
     let mut at = 0;
     while at < rel.len() {
         let end = rel[at..]
@@ -60,8 +65,11 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
         at = end + 1;
         match segment {
             b"" | b"." => continue,
-            b".." => return Located::BadPath,
-            name => target.push(OsStr::from_bytes(name)),
+            name => {
+                target.push(OsStr::from_bytes(name));
+                walked.push(b'/');
+                walked.extend_from_slice(name);
+            }
         }
         match root.open_plain(&target) {
             Ok((_, meta, _)) if meta.is_dir() => continue,
@@ -73,7 +81,7 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
                 return Located::Script(Box::new(Script {
                     file: real,
                     meta,
-                    url_path: rel[..script_end].to_vec(),
+                    url_path: walked,
                     path_info: rel[script_end..].to_vec(),
                 }));
             }
@@ -94,7 +102,8 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
             let Some(real) = root.script_name(&index, &file, &meta, plain) else {
                 return Located::Forbidden;
             };
-            let mut url_path = rel.to_vec();
+            let mut url_path = walked;
+            url_path.push(b'/');
             url_path.extend_from_slice(name.as_bytes());
             return Located::Script(Box::new(Script {
                 file: real,
@@ -223,10 +232,7 @@ mod tests {
         assert_eq!(t.script("/a.cgi/x/y"), s("a.cgi", "/a.cgi", "/x/y"));
         assert_eq!(t.script("/a.cgi/"), s("a.cgi", "/a.cgi", "/"));
         assert_eq!(t.script("/sub/b.cgi/x"), s("sub/b.cgi", "/sub/b.cgi", "/x"));
-        assert_eq!(
-            t.script("//sub/./b.cgi"),
-            s("sub/b.cgi", "//sub/./b.cgi", "")
-        );
+        assert_eq!(t.script("//sub/./b.cgi"), s("sub/b.cgi", "/sub/b.cgi", ""));
         assert_eq!(
             t.script("/sub/withindex/"),
             s("sub/withindex/index.cgi", "/sub/withindex/index.cgi", "")
@@ -292,6 +298,11 @@ mod tests {
             s("sub/b.cgi", "/dirlink/b.cgi", "/x")
         );
         assert_eq!(t.script("/alias.cgi"), s("sub/b.cgi", "/alias.cgi", ""));
+        // SCRIPT_NAME's part is the path walked, each segment once.
+        assert_eq!(
+            t.script("//sub/./b.cgi//y"),
+            s("sub/b.cgi", "/sub/b.cgi", "//y")
+        );
         // With no link on the way, the same name the kernel would give.
         for rel in [
             "/a.cgi",
@@ -334,6 +345,8 @@ mod tests {
         for bad in [
             "/../outside/evil.cgi",
             "/sub/../../outside/evil.cgi",
+            // PATH_INFO too: it becomes PATH_TRANSLATED under the root.
+            "/a.cgi/../../../etc/passwd",
             "/a.cgi\0",
             "/..\\x",
         ] {
@@ -354,9 +367,10 @@ mod tests {
             let rel = parts.join("/");
             if let Located::Script(s) = t.locate(&rel) {
                 proptest::prop_assert!(s.file.starts_with(t.0.join("root")), "{rel:?} -> {:?}", s.file);
-                let mut whole = s.url_path.clone();
-                whole.extend_from_slice(&s.path_info);
-                proptest::prop_assert!(whole == rel.as_bytes() || s.path_info.is_empty());
+                proptest::prop_assert!(!s.path_info.split(|&b| b == b'/').any(|p| p == b".."));
+                proptest::prop_assert!(rel.as_bytes().ends_with(&s.path_info));
+                let walked = std::str::from_utf8(&s.url_path).unwrap();
+                proptest::prop_assert!(!walked.contains("//") && !walked.contains("/./"), "{walked:?}");
             }
         });
     }

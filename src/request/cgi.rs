@@ -323,6 +323,12 @@ pub fn script_variables(
         b"REDIRECT_STATUS",
         b"CONTENT_LENGTH",
         b"HTTP_PROXY",
+        // The framing is the server's: a body it read chunked has a
+        // CONTENT_LENGTH now, and `Transfer-Encoding: chunked` beside it
+        // makes werkzeug read no body at all.
+        b"HTTP_TRANSFER_ENCODING",
+        b"HTTP_CONTENT_LENGTH",
+        b"HTTP_CONTENT_TYPE",
     ];
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = vars
         .iter()
@@ -350,7 +356,11 @@ pub fn script_variables(
     if let Some(file) = place.script_filename {
         set("SCRIPT_FILENAME", file);
     }
-    if let Some(root) = place.document_root {
+    // The web server's DOCUMENT_ROOT, when it sent one, as fcgiwrap and
+    // php-fpm pass it on; else the script's directory.
+    let given_root =
+        super::vars::var(vars, Var::DOCUMENT_ROOT).filter(|r| !r.is_empty() && !r.contains(&0));
+    if let Some(root) = given_root.map(|r| &r[..]).or(place.document_root) {
         set("DOCUMENT_ROOT", root);
         if !place.path_info.is_empty() {
             set("PATH_TRANSLATED", &[root, place.path_info].concat());
