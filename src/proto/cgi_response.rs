@@ -8,8 +8,11 @@ use bytes::Bytes;
 
 /// The most a head may take before the script is judged broken.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// The most header lines a head may have.
+/// Header lines read in the first try, on the stack.
 const MAX_FIELDS: usize = 128;
+/// The most header lines a head may have (a script that sets many cookies
+/// is not broken; [`MAX_HEAD`] bounds the head already).
+const MAX_FIELDS_ANY: usize = 4096;
 
 /// What the script's answer is (RFC 3875 §6.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +65,21 @@ impl std::fmt::Display for HeadError {
 /// `Ok(None)` while it is incomplete. `nph` reads an HTTP status line first.
 pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    match parse_into(out, nph, &mut fields) {
+        Err(HeadError::Malformed(why)) if why == httparse::Error::TooManyHeaders.to_string() => {
+            parse_into(out, nph, &mut vec![httparse::EMPTY_HEADER; MAX_FIELDS_ANY])
+        }
+        other => other,
+    }
+}
+
+fn parse_into<'b>(
+    out: &'b [u8],
+    nph: bool,
+    fields: &mut [httparse::Header<'b>],
+) -> Result<Option<Head>, HeadError> {
     let parsed = if nph {
-        let mut resp = httparse::Response::new(&mut fields);
+        let mut resp = httparse::Response::new(fields);
         match resp.parse(out) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = resp.code.unwrap_or(200);
@@ -77,7 +93,7 @@ pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
             Err(e) => Err(e),
         }
     } else {
-        match httparse::parse_headers(out, &mut fields) {
+        match httparse::parse_headers(out, fields) {
             Ok(httparse::Status::Complete((len, headers))) => {
                 Ok(Some((len, None, headers.to_vec())))
             }
@@ -96,6 +112,7 @@ pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
     }
     let mut status = status_line;
     let mut location = None;
+    let mut length: Option<&[u8]> = None;
     let mut headers = Vec::with_capacity(fields.len());
     for field in &fields {
         let name = field.name.as_bytes();
@@ -114,6 +131,21 @@ pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
             // A length the server cannot trust is no length: the body is
             // framed by the end of the output instead.
             continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Twice, the same: once. Two lengths: no client could tell
+            // where the body ends (RFC 9112 §6.3), and none is sent.
+            match length {
+                Some(l) if l == field.value => continue,
+                Some(l) => {
+                    return Err(HeadError::Malformed(format!(
+                        "two Content-Length values, {} and {}",
+                        String::from_utf8_lossy(l),
+                        String::from_utf8_lossy(field.value)
+                    )));
+                }
+                None => length = Some(field.value),
+            }
         }
         let value = Bytes::copy_from_slice(trim(field.value));
         if name.eq_ignore_ascii_case(b"location") && location.is_none() {
@@ -226,6 +258,24 @@ mod tests {
     }
 
     #[test]
+    fn many_cookies_are_a_head_and_two_lengths_are_not() {
+        let mut out = String::new();
+        for i in 0..300 {
+            out.push_str(&format!("Set-Cookie: c{i}=v\r\n"));
+        }
+        out.push_str("\r\nbody");
+        let h = head(&out);
+        assert_eq!(h.headers.len(), 300);
+        assert_eq!(&out[h.len..], "body");
+        let h = head("Content-Length: 4\r\nContent-Length: 4\r\n\r\nbody");
+        assert_eq!(names(&h), ["Content-Length"]);
+        assert!(matches!(
+            parse(b"Content-Length: 5\r\nContent-Length: 12\r\n\r\n", false),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn status_sets_the_code_and_reason_and_is_not_sent() {
         let h = head("Status: 404 Gone Fishing\r\nContent-Type: text/html\r\n\r\n");
         assert_eq!((h.status, h.reason.as_deref()), (404, Some("Gone Fishing")));
@@ -287,7 +337,7 @@ mod tests {
         let endless = vec![b'a'; MAX_HEAD + 1];
         assert_eq!(parse(&endless, false), Err(HeadError::TooLarge));
         let mut many = String::new();
-        for i in 0..2000 {
+        for i in 0..(MAX_FIELDS_ANY + 1) {
             many.push_str(&format!("X-{i}: {i}\r\n"));
         }
         many.push_str("\r\n");
