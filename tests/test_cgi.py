@@ -2,6 +2,7 @@
 PHP scripts per request (RFC 3875), over HTTP and behind real nginx in
 fcgiwrap's role, compared there with the real fcgiwrap; and every bad case:
 timeouts, broken scripts, forbidden names, traversal, zombies."""
+import contextlib
 import hashlib
 import os
 import shutil
@@ -336,6 +337,65 @@ def test_the_web_servers_document_root_is_passed_on(serve, cgi_dir, tmp_path):
         out = stdout_of(read_records(c), 1).decode()
     env = fields(out.split("\n\n", 1)[-1])
     assert (env.get("DOCUMENT_ROOT"), env.get("PATH_TRANSLATED")) == ("/srv/site", "/srv/site/x/y"), out[:500]
+
+
+def test_a_filter_that_writes_before_it_has_read_everything_does_not_deadlock(serve, cgi_dir):
+    """`cat` as a CGI script writes its input back as it reads it: once
+    more is written than the server holds back, the response starts while
+    the body still goes in (before, both sides waited for the timeout)."""
+    script(cgi_dir / "cat.cgi", "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\ncat\n")
+    s = cgi_server(serve, cgi_dir)
+    for n in (100_000, 1_500_000, 4_000_000):
+        body = os.urandom(n)
+        r = requests.post(f"{s.url}/cat.cgi", data=body, timeout=30)
+        assert r.status_code == 200 and r.content == body, (n, r.status_code, len(r.content))
+
+
+def test_a_script_that_reads_no_body_gets_its_response_to_the_client_whole(serve, cgi_dir):
+    """A script that answers without reading a large upload: the server
+    reads and drops the rest, so that the client, still sending, is not
+    answered with a reset that takes the response with it."""
+    script(cgi_dir / "noread.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhead -c 500000 /dev/zero\n")
+    s = cgi_server(serve, cgi_dir)
+    body = os.urandom(3_000_000)
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+            c.sendall(f"POST /noread.cgi HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            sender = threading.Thread(target=lambda: c.sendall(body), daemon=True)
+            sender.start()
+            data = b""
+            try:
+                while chunk := c.recv(65536):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+            sender.join(20)
+        assert data.startswith(b"HTTP/1.1 200"), data[:100]
+        assert len(data.split(b"\r\n\r\n", 1)[1]) >= 500_000, len(data)
+
+
+def test_a_daemon_in_a_session_of_its_own_does_not_hold_the_response(serve, cgi_dir, tmp_path):
+    """A script that starts a daemon with setsid, which keeps its stdout:
+    the group's kill cannot reach it, but the response still ends once
+    nothing moved for --cgi-timeout."""
+    pidfile = tmp_path / "daemon.pid"
+    script(cgi_dir / "daemon.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello\\n'\n"
+                                    f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' &\n")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "2")
+    try:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+            c.sendall(b"GET /daemon.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := c.recv(65536):  # a socket.timeout here: the response never ended
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b"hello" in data
+        # Cut, not ended as if whole: no last chunk.
+        assert not data.endswith(b"0\r\n\r\n"), data
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
 def test_a_broken_script_is_502_with_a_log_line(serve, cgi_dir):

@@ -103,6 +103,10 @@ pub struct Output {
     /// Told that the output ended by itself; dropped unsent, it has the
     /// group killed.
     ended: Option<oneshot::Sender<()>>,
+    /// Told by the supervisor that the run is over its timeout, though
+    /// the output may stay open (a daemon it started in a session of its
+    /// own holds it, out of reach of the group's kill).
+    cut: Option<oneshot::Receiver<()>>,
     /// Called once with the body bytes read and whether it ended whole.
     on_end: Option<Box<dyn FnOnce(u64, bool) + Send>>,
     sent: u64,
@@ -113,6 +117,9 @@ pub struct Output {
 const CHUNK: usize = 32 * 1024;
 /// The most output held while the request body is still going in.
 const HOLD_MAX: usize = 1 << 20;
+/// The most of a request body read and dropped after the script stopped
+/// taking it.
+const DRAIN_MAX: usize = 64 << 20;
 
 /// Starts the script and reads its head; the first body bytes read with it
 /// come back beside it.
@@ -136,11 +143,15 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let timed_out = Arc::new(AtomicBool::new(false));
     let (ended_tx, ended_rx) = oneshot::channel();
+    let (cut_tx, cut_rx) = oneshot::channel();
     tokio::spawn(supervise(
         child,
         progress.clone(),
         ended_rx,
-        timed_out.clone(),
+        Cut {
+            timed_out: timed_out.clone(),
+            tell: Some(cut_tx),
+        },
         run.name.clone(),
     ));
     let mut feeding = tokio::spawn(feed(stdin, body, progress.clone()));
@@ -177,12 +188,14 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
     // script that reads to EOF would wait for the rest forever. Its output
     // is read meanwhile, so it cannot block on a full pipe.
     let mut output_ended = false;
-    while !feeding.is_finished() {
-        let hold = output_ended || buf.len() >= HOLD_MAX;
+    // A script with this much written before it took its whole input waits
+    // for its output to be read (a filter, `cat`): the response starts, and
+    // the body goes on going in beside it.
+    while !feeding.is_finished() && buf.len() < HOLD_MAX {
         let step = tokio::time::timeout_at(progress.deadline(), async {
             tokio::select! {
                 _ = &mut feeding => Ok(None),
-                read = stdout.read_buf(&mut buf), if !hold => read.map(Some),
+                read = stdout.read_buf(&mut buf), if !output_ended => read.map(Some),
             }
         });
         match step.await {
@@ -207,6 +220,7 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
             scratch: vec![0; CHUNK].into_boxed_slice(),
             timed_out,
             ended: Some(ended_tx),
+            cut: Some(cut_rx),
             on_end: None,
             sent: 0,
             finished: false,
@@ -216,6 +230,17 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
 }
 
 impl Output {
+    /// Ends the output cut short: the client must not take it for the
+    /// whole.
+    fn timed_out_error(&mut self) -> BodyError {
+        self.end(false);
+        let secs = self.progress.timeout.as_secs();
+        BodyError::new(
+            504,
+            format!("the CGI script made no progress for --cgi-timeout {secs}s and was killed"),
+        )
+    }
+
     fn end(&mut self, whole: bool) {
         self.finished = true;
         if whole && let Some(tx) = self.ended.take() {
@@ -243,20 +268,20 @@ impl ChunkSource for Output {
         if self.finished {
             return Poll::Ready(None);
         }
+        if let Some(cut) = self.cut.as_mut()
+            && let Poll::Ready(told) = Pin::new(cut).poll(cx)
+        {
+            self.cut = None;
+            if told.is_ok() {
+                return Poll::Ready(Some(Err(self.timed_out_error())));
+            }
+        }
         let mut read = ReadBuf::new(&mut self.scratch);
         match Pin::new(&mut self.stdout).poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) if read.filled().is_empty() => {
                 if self.timed_out.load(Ordering::Relaxed) {
-                    // Cut short: the client must not take it for the whole.
-                    self.end(false);
-                    let secs = self.progress.timeout.as_secs();
-                    Poll::Ready(Some(Err(BodyError::new(
-                        504,
-                        format!(
-                            "the CGI script made no progress for --cgi-timeout {secs}s and was killed"
-                        ),
-                    ))))
+                    Poll::Ready(Some(Err(self.timed_out_error())))
                 } else {
                     self.end(true);
                     Poll::Ready(None)
@@ -288,13 +313,29 @@ impl Drop for Output {
     }
 }
 
+/// How the supervisor says a run is over its timeout.
+struct Cut {
+    timed_out: Arc<AtomicBool>,
+    /// Ends the output even if something keeps the pipe open.
+    tell: Option<oneshot::Sender<()>>,
+}
+
+impl Cut {
+    fn now(&mut self) {
+        self.timed_out.store(true, Ordering::Relaxed);
+        if let Some(tell) = self.tell.take() {
+            let _ = tell.send(());
+        }
+    }
+}
+
 /// Owns the process until it is reaped; kills its group once it has made
 /// no progress for the timeout, or when the output is abandoned.
 async fn supervise(
     mut child: Child,
     progress: Arc<Progress>,
     ended: oneshot::Receiver<()>,
-    timed_out: Arc<AtomicBool>,
+    mut cut: Cut,
     name: Arc<str>,
 ) {
     let timeout = progress.timeout;
@@ -308,8 +349,8 @@ async fn supervise(
         }
         let _ = killpg(group, Signal::SIGKILL);
     };
-    let over = |timed_out: &AtomicBool| {
-        timed_out.store(true, Ordering::Relaxed);
+    let over = |cut: &mut Cut| {
+        cut.now();
         kill(&format!(
             "no input taken nor output given for --cgi-timeout {}s",
             timeout.as_secs()
@@ -323,7 +364,7 @@ async fn supervise(
                 if !progress.expired() {
                     continue;
                 }
-                over(&timed_out);
+                over(&mut cut);
                 let _ = child.wait().await;
                 return;
             }
@@ -356,13 +397,17 @@ async fn supervise(
                     if !progress.expired() {
                         continue;
                     }
-                    if killpg(group, Signal::SIGKILL).is_ok() {
-                        timed_out.store(true, Ordering::Relaxed);
-                        crate::say!(
-                            "oxgate: CGI {name}: what it started still held its output, idle, after --cgi-timeout {}s; killed",
-                            timeout.as_secs()
-                        );
-                    }
+                    // Idle, and the output still open: whatever holds it,
+                    // in the script's group (killed) or in a session of its
+                    // own (left, but the response ends all the same).
+                    let killed = killpg(group, Signal::SIGKILL).is_ok();
+                    cut.now();
+                    crate::say!(
+                        "oxgate: CGI {name}: {} still held its output, idle, after --cgi-timeout {}s; {}",
+                        if killed { "what it started" } else { "a process outside its group" },
+                        timeout.as_secs(),
+                        if killed { "killed" } else { "the response is cut" },
+                    );
                     return;
                 }
             }
@@ -397,6 +442,17 @@ async fn feed(stdin: Option<ChildStdin>, body: RequestBody, progress: Arc<Progre
         RequestBody::Stream(mut stream) => {
             while let Some(Ok(chunk)) = stream.chunk().await {
                 if write(&chunk).await.is_err() {
+                    // The script takes no more. The rest is read and
+                    // dropped (within reason): a client still sending to a
+                    // connection that closes gets a reset, which takes the
+                    // response in flight with it.
+                    let mut left = DRAIN_MAX;
+                    while let Some(Ok(chunk)) = stream.chunk().await {
+                        let Some(l) = left.checked_sub(chunk.len()) else {
+                            break;
+                        };
+                        left = l;
+                    }
                     break;
                 }
             }
