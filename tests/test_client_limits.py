@@ -8,9 +8,10 @@ import re
 import socket
 import time
 
+import pytest
 import requests
 
-from helpers import APPS, free_port
+from helpers import APPS, fcgi_request, free_port, packet, scgi_packet
 
 APP = str(APPS / "validated.py")
 
@@ -42,6 +43,35 @@ def test_a_client_that_stops_reading_is_cut_after_socket_timeout(serve):
         s.wait_log("took no bytes of its response for --socket-timeout (2s)", timeout=30)
         assert requests.get(s.url + "/sys", timeout=10).status_code == 200
         # Cut, not finished: far less than the 512 MiB went out.
+        s.wait_log("GET /big?mb=512 => generated")
+        assert re.search(r"GET /big\?mb=512 => generated \d{1,8} bytes", s.log())
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("proto", ["uwsgi", "scgi", "fastcgi"])
+def test_a_front_end_that_stops_reading_is_cut_after_socket_timeout(serve, proto):
+    """The same over the gateway protocols: a web server in front that
+    stops reading a streamed response (its buffers off) is cut after
+    --socket-timeout without progress, and the worker's only Python thread
+    serves again."""
+    port = free_port()
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"), "--processes", "1", "--threads", "1",
+              "--socket-timeout", "2", f"--{proto}-socket", f"127.0.0.1:{port}")
+    assert requests.get(s.url + "/sys", timeout=20).status_code == 200
+    params = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/big"), ("QUERY_STRING", "mb=512"),
+              ("REQUEST_URI", "/big?mb=512"), ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"),
+              ("SERVER_PORT", "80")]
+    request = {"uwsgi": packet(params),
+               "scgi": scgi_packet([("CONTENT_LENGTH", "0"), ("SCGI", "1")] + params),
+               "fastcgi": fcgi_request(1, params)}[proto]
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", port))
+    c.sendall(request)
+    try:
+        s.wait_log("took no bytes of the response for 2s (--socket-timeout)", timeout=30)
+        assert requests.get(s.url + "/sys", timeout=10).status_code == 200
         s.wait_log("GET /big?mb=512 => generated")
         assert re.search(r"GET /big\?mb=512 => generated \d{1,8} bytes", s.log())
     finally:

@@ -13,6 +13,7 @@ use super::files::SocketFiles;
 use super::oneshot::{OneShot, Parsed, parse_head, serve};
 use super::response::{response_head, status_line_version, write_response};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+use super::stall::StallGuard;
 
 /// A connection accepted as a raw descriptor: nothing registered with the
 /// event loop yet.
@@ -123,16 +124,18 @@ pub async fn serve_fast(
             return; // dropping the descriptor closes the connection
         }
         let rest = out.split_off(sent);
-        if let Some(mut wr) = register(conn) {
+        if let Some(wr) = register(conn) {
+            let mut wr = StallGuard::new(wr, settings.timeout);
             let _ = wr.write_all(&rest).await;
             let _ = wr.shutdown().await;
         }
         return;
     }
-    if let Some(mut wr) = register(conn) {
+    if let Some(wr) = register(conn) {
+        let mut wr = StallGuard::new(wr, settings.timeout);
         // SAFETY: `files` is used only in the call below, while `wr` owns
         // the socket `fd`.
-        let mut files = unsafe { SocketFiles::new(fd) };
+        let mut files = unsafe { SocketFiles::new(fd) }.with_stall_timeout(settings.timeout);
         write_response(&mut wr, &mut files, protocol, &version, response).await;
     }
 }

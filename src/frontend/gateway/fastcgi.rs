@@ -102,8 +102,10 @@ pub async fn serve_fastcgi<S>(
 {
     // SAFETY: `files` is used only below, while `wr` holds the stream
     // that owns the socket.
-    let mut files = unsafe { SocketFiles::new(stream.as_raw_fd()) };
-    let (rd, mut wr) = tokio::io::split(stream);
+    let mut files =
+        unsafe { SocketFiles::new(stream.as_raw_fd()) }.with_stall_timeout(settings.timeout);
+    let (rd, wr) = tokio::io::split(stream);
+    let mut wr = super::stall::StallGuard::new(wr, settings.timeout);
     let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
         rd,
         buf: BytesMut::with_capacity(16 * 1024),

@@ -33,6 +33,8 @@ pub(super) struct SocketFiles {
     room: Option<AsyncFd<OwnedFd>>,
     /// Reads the file being sent into the page cache ahead of sendfile.
     warmer: Warmer,
+    /// How long the socket may stay full before the send fails.
+    stall: Option<std::time::Duration>,
 }
 
 impl SocketFiles {
@@ -46,7 +48,14 @@ impl SocketFiles {
             sock,
             room: None,
             warmer: Warmer::default(),
+            stall: None,
         }
+    }
+
+    /// Sends fail once the socket has stayed full for `timeout`.
+    pub(super) fn with_stall_timeout(mut self, timeout: std::time::Duration) -> SocketFiles {
+        self.stall = Some(timeout);
+        self
     }
 
     /// [`send`](Self::send) for a region a body handed out; a failure other
@@ -152,7 +161,12 @@ impl SocketFiles {
         // Registered after the socket was found full: epoll reports room
         // that came meanwhile. The readiness is cleared before the next
         // attempt, so an edge after that attempt's EAGAIN is not missed.
-        let mut ready = room.writable().await?;
+        let mut ready = match self.stall {
+            Some(timeout) => tokio::time::timeout(timeout, room.writable())
+                .await
+                .map_err(|_| super::stall::stalled(timeout))??,
+            None => room.writable().await?,
+        };
         ready.clear_ready();
         Ok(())
     }

@@ -11,6 +11,7 @@ mod lazy_stream;
 mod oneshot;
 mod response;
 mod settings;
+mod stall;
 
 pub use fast_path::{RawConn, serve_fast};
 pub use fastcgi::serve_fastcgi;

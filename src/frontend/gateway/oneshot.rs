@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use super::files::SocketFiles;
 use super::response::{status_line_version, write_response};
 use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+use super::stall::StallGuard;
 
 /// The protocols with one request per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +96,10 @@ pub async fn serve<S>(
     let protocol = kind.protocol();
     // SAFETY: `files` is used only below, while `wr` holds the stream
     // that owns the socket.
-    let mut files = unsafe { SocketFiles::new(stream.as_raw_fd()) };
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut files =
+        unsafe { SocketFiles::new(stream.as_raw_fd()) }.with_stall_timeout(settings.timeout);
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut wr = StallGuard::new(wr, settings.timeout);
     let (raw, strip_script_name) = loop {
         match parse_head(kind, &mut buf, settings.max_vars) {
             Ok(Some(Parsed::Request {

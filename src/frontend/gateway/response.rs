@@ -138,8 +138,14 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
         }
     }
     .await;
-    if result.is_ok() {
-        let _ = wr.flush().await;
-        let _ = wr.shutdown().await;
+    match result {
+        Ok(()) => {
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            crate::say!("oxgate: {} connection cut: {e}", protocol.name());
+        }
+        Err(_) => {}
     }
 }
