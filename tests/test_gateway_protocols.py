@@ -130,6 +130,43 @@ def test_fastcgi_roles_and_multiplexing(fcgi):
         assert (kind, rid) == (3, 3)
 
 
+def params_with_length(n):
+    return [(k, str(n) if k == "CONTENT_LENGTH" else v) for k, v in PARAMS]
+
+
+def test_fastcgi_aborts_and_other_records_once_the_params_are_in(fcgi):
+    """FCGI_ABORT_REQUEST ends a request at any stage: while its STDIN is
+    still arriving (END_REQUEST alone, the app never called), and while
+    the app streams its body in (END_REQUEST, no STDOUT); a second
+    BEGIN_REQUEST or a GET_VALUES meanwhile is answered; the kept
+    connection serves on."""
+    begin = rec(1, 1, struct.pack(">HB5x", 1, 1))
+    with socket.create_connection(("127.0.0.1", fcgi.fcgi_port)) as c:
+        # Before the app: 10 of 100 bytes, then the abort.
+        c.sendall(begin + rec(4, 1, pairs(params_with_length(100))) + rec(4, 1) + rec(5, 1, b"x" * 10) + rec(2, 1))
+        recs = read_records(c, timeout=5)
+        assert [(k, r) for k, r, _ in recs] == [(3, 1)], recs
+        # A second request and a management query while the first's STDIN
+        # is still arriving: refused, and answered.
+        c.sendall(begin + rec(4, 1, pairs(params_with_length(5))) + rec(4, 1) + rec(5, 1, b"he")
+                  + rec(1, 2, struct.pack(">HB5x", 1, 1)) + rec(9, 0, pairs([("FCGI_MPXS_CONNS", "")])))
+        early = read_records(c, timeout=5)
+        assert (early[0][0], early[0][1], early[0][2][4]) == (3, 2, 1), early  # CANT_MPX_CONN for id 2
+        c.sendall(rec(5, 1, b"llo") + rec(5, 1))
+        recs = read_records(c, timeout=5)
+        assert 10 in [k for k, _, _ in early + recs], early + recs  # GET_VALUES_RESULT
+        seen = json.loads(stdout_of(recs, 1).split(b"\r\n\r\n", 1)[1])
+        assert seen["body_len"] == 5
+        # While the app reads a streamed body: END_REQUEST, no STDOUT.
+        c.sendall(begin + rec(4, 1, pairs(params_with_length(200_000))) + rec(4, 1)
+                  + b"".join(rec(5, 1, b"y" * 15_000) for _ in range(5)) + rec(2, 1))
+        recs = read_records(c, timeout=5)
+        assert [(k, r) for k, r, _ in recs] == [(3, 1)], [(k, r, len(x)) for k, r, x in recs]
+        # The connection serves on.
+        c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK")
+
+
 @pytest.mark.skipif(not shutil.which("cgi-fcgi"), reason="cgi-fcgi (libfcgi-bin) is not installed")
 def test_cgi_fcgi_client(fcgi):
     env = dict(os.environ, REQUEST_METHOD="GET", SCRIPT_NAME="/", PATH_INFO="/hello", QUERY_STRING="a=1",

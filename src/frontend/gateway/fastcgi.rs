@@ -26,6 +26,23 @@ pub(super) struct FcgiReader<R> {
     rd: ReadHalf<R>,
     buf: BytesMut,
     timeout: Duration,
+    /// FCGI_MAX_REQS, for GET_VALUES.
+    threads: usize,
+    /// Answers owed to records read while a request is under way (a
+    /// second request refused, GET_VALUES): the writer sends them at its
+    /// next write. Apart from the reader's lock, which a request body
+    /// still arriving holds while it waits.
+    control: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// What a record read while a request is under way is to it.
+pub(super) enum Sorted {
+    /// One of its own (PARAMS, STDIN).
+    Ours(fastcgi::Record),
+    /// The front end gave it up (FCGI_ABORT_REQUEST).
+    Aborted,
+    /// Another's, answered in `control` or ignored.
+    Other,
 }
 
 impl<R: AsyncRead> FcgiReader<R> {
@@ -54,6 +71,72 @@ impl<R: AsyncRead> FcgiReader<R> {
             )),
         }
     }
+}
+
+impl<R> FcgiReader<R> {
+    /// Sorts a record read while request `id` is under way. Others are
+    /// answered as the spec asks, in `control`: a second request on the
+    /// connection is refused (no multiplexing), a management query is
+    /// answered, and an unknown one said so; records of inactive requests
+    /// are ignored (§2.5).
+    fn sort(&self, rec: fastcgi::Record, id: u16) -> Sorted {
+        if rec.request_id == id {
+            return match rec.kind {
+                fastcgi::ABORT_REQUEST => Sorted::Aborted,
+                _ => Sorted::Ours(rec),
+            };
+        }
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        match (rec.kind, rec.request_id) {
+            (fastcgi::GET_VALUES, 0) => {
+                control.extend(get_values_result(&rec.content, self.threads));
+            }
+            (kind, 0) => fastcgi::unknown_type(&mut control, kind),
+            (fastcgi::BEGIN_REQUEST, other) => {
+                fastcgi::end_request(&mut control, other, 0, fastcgi::CANT_MPX_CONN);
+            }
+            _ => {}
+        }
+        Sorted::Other
+    }
+}
+
+/// Takes the answers owed (see `FcgiReader::control`) into `out`, ahead of
+/// what is written next.
+fn owed(control: &std::sync::Mutex<Vec<u8>>, out: &mut Vec<u8>) {
+    let mut control = control.lock().unwrap_or_else(|e| e.into_inner());
+    if !control.is_empty() {
+        out.append(&mut control);
+    }
+}
+
+/// The next record for request `id`, with what is owed to others written
+/// first; `Ok(None)` when the front end closed.
+async fn next_for<R: AsyncRead, W: AsyncWrite + Unpin>(
+    reader: &SharedReader<R>,
+    id: u16,
+    wr: &mut W,
+) -> Result<Option<Sorted>, String> {
+    let (sorted, control) = {
+        let mut r = reader.lock().await;
+        let Some(rec) = r.record().await? else {
+            return Ok(None);
+        };
+        (r.sort(rec, id), r.control.clone())
+    };
+    let mut out = Vec::new();
+    owed(&control, &mut out);
+    if !out.is_empty() {
+        wr.write_all(&out).await.map_err(|e| e.to_string())?;
+    }
+    Ok(Some(sorted))
+}
+
+/// Ends request `id` the front end aborted: END_REQUEST alone (§5.4).
+async fn end_aborted<W: AsyncWrite + Unpin>(wr: &mut W, id: u16) -> Result<(), String> {
+    let mut out = Vec::new();
+    fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+    wr.write_all(&out).await.map_err(|e| e.to_string())
 }
 
 pub(super) type SharedReader<R> = Arc<tokio::sync::Mutex<FcgiReader<R>>>;
@@ -110,6 +193,8 @@ pub async fn serve_fastcgi<S>(
         rd,
         buf: BytesMut::with_capacity(16 * 1024),
         timeout: settings.timeout,
+        threads,
+        control: Arc::default(),
     }));
     loop {
         // Between requests (nginx's `fastcgi_keep_conn on`), a graceful stop
@@ -204,40 +289,29 @@ where
     // meanwhile is refused (no multiplexing), an abort ends this one.
     let mut params = BytesMut::new();
     loop {
-        let Some(rec) = reader.lock().await.record().await? else {
-            return Ok(false);
-        };
-        match rec.kind {
-            fastcgi::PARAMS if rec.request_id == id => {
-                if rec.content.is_empty() {
-                    break;
-                }
-                if params.len() + rec.content.len() > settings.max_vars {
-                    let e = fastcgi::Error::TooLarge {
-                        size: params.len() + rec.content.len(),
-                        limit: settings.max_vars,
-                    };
-                    return Err(e.to_string());
-                }
-                params.extend_from_slice(&rec.content);
-            }
-            fastcgi::ABORT_REQUEST if rec.request_id == id => {
-                let mut out = Vec::new();
-                fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
-                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+        let rec = match next_for(reader, id, wr).await? {
+            None => return Ok(false),
+            Some(Sorted::Aborted) => {
+                end_aborted(wr, id).await?;
                 return Ok(keep);
             }
-            fastcgi::BEGIN_REQUEST if rec.request_id != id => {
-                let mut out = Vec::new();
-                fastcgi::end_request(&mut out, rec.request_id, 0, fastcgi::CANT_MPX_CONN);
-                wr.write_all(&out).await.map_err(|e| e.to_string())?;
-            }
-            fastcgi::GET_VALUES if rec.request_id == 0 => {
-                let reply = get_values_result(&rec.content, threads);
-                wr.write_all(&reply).await.map_err(|e| e.to_string())?;
-            }
-            _ => {}
+            Some(Sorted::Other) => continue,
+            Some(Sorted::Ours(rec)) => rec,
+        };
+        if rec.kind != fastcgi::PARAMS {
+            continue;
         }
+        if rec.content.is_empty() {
+            break;
+        }
+        if params.len() + rec.content.len() > settings.max_vars {
+            let e = fastcgi::Error::TooLarge {
+                size: params.len() + rec.content.len(),
+                limit: settings.max_vars,
+            };
+            return Err(e.to_string());
+        }
+        params.extend_from_slice(&rec.content);
     }
     let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
     let (vars, content_length, is_head) = normalise(raw, info, false);
@@ -248,13 +322,23 @@ where
     // CONTENT_LENGTH then), so the app can run inline; more streams on.
     let mut stdin_done = false;
     let streamed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set by the streamed body at an abort: no STDOUT is owed then.
+    let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let control = reader.lock().await.control.clone();
     let mut first = BytesMut::new();
     if too_large.is_none() && content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
         while !stdin_done && first.len() as u64 <= INLINE_BODY_MAX {
-            let Some(rec) = reader.lock().await.record().await? else {
-                return Ok(false);
+            let rec = match next_for(reader, id, wr).await? {
+                None => return Ok(false),
+                // Given up before the app was called: it is not.
+                Some(Sorted::Aborted) => {
+                    end_aborted(wr, id).await?;
+                    return Ok(keep);
+                }
+                Some(Sorted::Other) => continue,
+                Some(Sorted::Ours(rec)) => rec,
             };
-            if rec.kind == fastcgi::STDIN && rec.request_id == id {
+            if rec.kind == fastcgi::STDIN {
                 if rec.content.is_empty() {
                     stdin_done = true;
                 } else {
@@ -290,6 +374,7 @@ where
             seen: first.len() as u64,
             pending: (!first.is_empty()).then(|| first.freeze()),
             done: streamed_done.clone(),
+            aborted: aborted.clone(),
             fut: None,
             length: content_length,
             limit: settings.limit_post,
@@ -312,11 +397,21 @@ where
     };
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.
     // The same CGI head as SCGI's.
+    let is_aborted = || aborted.load(std::sync::atomic::Ordering::Acquire);
     let mut head = response_head(Protocol::Scgi, b"", &response);
     let Response { body, headers, .. } = response;
     drop(headers);
     let mut out = Vec::with_capacity(head.len() + 64);
+    owed(&control, &mut out);
+    // Aborted while the app read its body: END_REQUEST alone.
+    let body = if is_aborted() {
+        head.clear();
+        ResponseBody::Empty
+    } else {
+        body
+    };
     match body {
+        ResponseBody::Empty if head.is_empty() => {}
         ResponseBody::Empty | ResponseBody::Upgrade(_) => {
             fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &head)
         }
@@ -363,6 +458,12 @@ where
                 let Some(chunk) = next else {
                     break;
                 };
+                owed(&control, &mut out);
+                // Aborted mid-response (the body is read as it streams):
+                // the rest is not wanted.
+                if is_aborted() {
+                    break;
+                }
                 // An app failing mid-response: close without END_REQUEST,
                 // so the front end sees the response is incomplete.
                 let chunk = match chunk {
@@ -376,7 +477,10 @@ where
             }
         }
     }
-    fastcgi::write_records(&mut out, fastcgi::STDOUT, id, b"");
+    owed(&control, &mut out);
+    if !is_aborted() {
+        fastcgi::write_records(&mut out, fastcgi::STDOUT, id, b"");
+    }
     fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
     wr.write_all(&out).await.map_err(|e| e.to_string())?;
     wr.flush().await.map_err(|e| e.to_string())?;
@@ -398,8 +502,23 @@ where
             let Some(rec) = r.record().await? else {
                 return Ok(false);
             };
-            if rec.kind == fastcgi::STDIN && rec.request_id == id && rec.content.is_empty() {
+            let sorted = r.sort(rec, id);
+            let over = match sorted {
+                Sorted::Ours(rec) => rec.kind == fastcgi::STDIN && rec.content.is_empty(),
+                // Its STDIN ends here too.
+                Sorted::Aborted => true,
+                Sorted::Other => false,
+            };
+            if over {
                 streamed_done.store(true, std::sync::atomic::Ordering::Release);
+            }
+            drop(r);
+            let mut out = Vec::new();
+            owed(&control, &mut out);
+            if !out.is_empty() {
+                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            if over {
                 break;
             }
         }
@@ -430,7 +549,7 @@ fn stdin_fault(
 }
 
 pub(super) type RecordFuture<R> = std::pin::Pin<
-    Box<dyn Future<Output = (Result<Option<fastcgi::Record>, String>, SharedReader<R>)> + Send>,
+    Box<dyn Future<Output = (Result<Option<Sorted>, String>, SharedReader<R>)> + Send>,
 >;
 
 /// A FastCGI request body still arriving: STDIN records of one request.
@@ -441,6 +560,9 @@ pub(super) struct FcgiBody<R> {
     pending: Option<Bytes>,
     /// Set at the empty STDIN record, for the connection loop.
     done: Arc<std::sync::atomic::AtomicBool>,
+    /// Set at the request's FCGI_ABORT_REQUEST (with `done`: no more
+    /// STDIN comes).
+    aborted: Arc<std::sync::atomic::AtomicBool>,
     fut: Option<RecordFuture<R>>,
     /// The body's bytes so far, its CONTENT_LENGTH, and --limit-post for
     /// a body without one: STDIN past either is refused, as is STDIN that
@@ -472,15 +594,23 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                             request_id: id,
                             content: Bytes::new(),
                         };
-                        return (Ok(Some(end)), reader);
+                        return (Ok(Some(Sorted::Ours(end))), reader);
                     }
-                    let r = guard.record().await;
-                    if let Ok(Some(rec)) = &r
-                        && rec.kind == fastcgi::STDIN
-                        && rec.request_id == id
-                        && rec.content.is_empty()
-                    {
-                        done.store(true, std::sync::atomic::Ordering::Release);
+                    let r = match guard.record().await {
+                        Ok(Some(rec)) => Ok(Some(guard.sort(rec, id))),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                    match &r {
+                        Ok(Some(Sorted::Ours(rec)))
+                            if rec.kind == fastcgi::STDIN && rec.content.is_empty() =>
+                        {
+                            done.store(true, std::sync::atomic::Ordering::Release);
+                        }
+                        Ok(Some(Sorted::Aborted)) => {
+                            done.store(true, std::sync::atomic::Ordering::Release);
+                        }
+                        _ => {}
                     }
                     drop(guard);
                     (r, reader)
@@ -494,7 +624,15 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                     "the front end closed the connection mid-body",
                 ))),
                 Err(e) => Some(Err(BodyError::new(400, e))),
-                Ok(Some(rec)) if rec.kind == fastcgi::STDIN && rec.request_id == self.id => {
+                Ok(Some(Sorted::Aborted)) => {
+                    self.aborted
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    Some(Err(BodyError::new(
+                        400,
+                        "the front end aborted the request (FCGI_ABORT_REQUEST)",
+                    )))
+                }
+                Ok(Some(Sorted::Ours(rec))) if rec.kind == fastcgi::STDIN => {
                     let ended = rec.content.is_empty();
                     if ended {
                         self.done.store(true, std::sync::atomic::Ordering::Release);
