@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 import struct
 import subprocess
 
@@ -128,6 +129,39 @@ def test_fastcgi_roles_and_multiplexing(fcgi):
         c.sendall(rec(1, 3, struct.pack(">HB5x", 1, 1)) + rec(2, 3))
         (kind, rid, content), = read_records(c)
         assert (kind, rid) == (3, 3)
+
+
+def test_an_idle_kept_fastcgi_connection_waits_for_its_next_request(serve):
+    """Between requests a kept connection waits as long as the web server
+    keeps it (nginx closes idle upstream connections itself): not closed
+    at --socket-timeout, which is for a request under way, nor logged."""
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1",
+              "--socket-timeout", "1")
+    with socket.create_connection(("127.0.0.1", fp)) as c:
+        c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK")
+        time.sleep(2.5)
+        c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK")
+    assert "fastcgi connection closed" not in s.log()
+
+
+def test_a_buffer_size_over_64_kib_holds_for_fastcgi_and_scgi(serve):
+    """Only uwsgi's vars block is limited to 16 bits: FastCGI params and an
+    SCGI header block take what --buffer-size allows."""
+    fp, sp = free_port(), free_port()
+    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--scgi-socket", f"127.0.0.1:{sp}",
+          "--processes", "1", "--buffer-size", "262144")
+    cookie = ("HTTP_COOKIE", "c=" + "x" * 70_000)
+    with socket.create_connection(("127.0.0.1", fp)) as c:
+        block = pairs(PARAMS + [cookie])  # over one record's 65,535 bytes: two
+        c.sendall(rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, block[:60_000]) + rec(4, 1, block[60_000:])
+                  + rec(4, 1) + rec(5, 1, b"hello") + rec(5, 1))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK")
+    out = uwsgi_request(sp, scgi_packet([("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"),
+                                         ("REQUEST_URI", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"), cookie]))
+    assert out.startswith(b"Status: 200 OK"), out[:200]
 
 
 def params_with_length(n):

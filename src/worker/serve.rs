@@ -55,8 +55,9 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             http2_pending: Arc::new(tokio::sync::Semaphore::new(cfg.tls_http2.http2_max_pending)),
         }),
         gateway: Arc::new(GatewaySettings {
-            // A uwsgi vars block cannot exceed 65535 bytes.
-            max_vars: cfg.buffer_size.min(65535),
+            // (A uwsgi vars block cannot exceed 65535 bytes: its size is
+            // 16 bits. FastCGI's params and SCGI's netstring can.)
+            max_vars: cfg.buffer_size,
             limit_post: cfg.limit_post,
             timeout: cfg.socket_timeout,
         }),

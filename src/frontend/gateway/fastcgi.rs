@@ -58,6 +58,18 @@ impl<R: AsyncRead> FcgiReader<R> {
         }
     }
 
+    /// Waits for the next request on a kept connection, as long as the
+    /// front end keeps it (nginx closes its idle upstream connections
+    /// itself, after its `keepalive_timeout`; php-fpm waits as long):
+    /// `Ok(false)` when it closed.
+    async fn next_request(&mut self) -> Result<bool, String> {
+        match self.rd.read_buf(&mut self.buf).await {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Reads more bytes; `Ok(false)` when the front end closed. Safe to
     /// cancel: bytes are only ever appended to the buffer.
     async fn fill(&mut self) -> Result<bool, String> {
@@ -205,7 +217,7 @@ pub async fn serve_fastcgi<S>(
                 // A request already in the socket is served first: closing
                 // with unread bytes would reset the connection (a 502).
                 biased;
-                more = async { reader.lock().await.fill().await } => match more {
+                more = async { reader.lock().await.next_request().await } => match more {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
