@@ -6,7 +6,8 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, ECHO, cgi, free_port, packet, pairs, raw_request, rec, scgi_packet, uwsgi_request
+from helpers import (APPS, ECHO, cgi, fcgi_request, free_port, packet, pairs, raw_request, rec, scgi_packet,
+                     uwsgi_request)
 
 
 # HTTP. This srv overrides conftest's (the behaviour app).
@@ -70,6 +71,38 @@ def test_slow_head_times_out(serve):
     out = raw_request(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10, expect_close=True)
     # hyper answers 408 or just closes; either way the connection does not hang
     assert out == b"" or out.startswith(b"HTTP/1.1 408")
+
+
+@pytest.mark.parametrize("proto", ["uwsgi", "scgi", "fastcgi"])
+def test_a_gateway_head_trickled_in_is_cut_at_socket_timeout(serve, proto):
+    """--socket-timeout bounds the whole head over the gateway protocols,
+    not each read: a byte every half second keeps no connection."""
+    port = free_port()
+    s = serve("--wsgi-file", str(APPS / "validated.py"), "--socket-timeout", "2",
+              f"--{proto}-socket", f"127.0.0.1:{port}")
+    params = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_NAME", "x"), ("SERVER_PORT", "80"),
+              ("SERVER_PROTOCOL", "HTTP/1.1"), ("HTTP_X_PAD", "p" * 40)]
+    data = {"uwsgi": packet(params), "scgi": scgi_packet([("CONTENT_LENGTH", "0"), ("SCGI", "1")] + params),
+            "fastcgi": fcgi_request(1, params)}[proto]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        closed = False
+        for i in range(len(data) - 1):  # never the last byte
+            try:
+                c.sendall(data[i:i + 1])
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.5)
+            if i > 16:  # past 8 s: it must have been cut by now
+                break
+        if not closed:
+            c.settimeout(5)
+            try:
+                closed = c.recv(1) == b""
+            except ConnectionResetError:
+                closed = True
+        assert closed
+    s.wait_log("within 2s (--socket-timeout)")
 
 
 def test_length_and_chunked_together_are_refused(srv):

@@ -263,9 +263,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
+    // The whole head (BEGIN_REQUEST and the params) within the timeout,
+    // not each read: a head trickled a byte at a time would hold the
+    // connection for ever. (The wait for a first byte is the caller's.)
+    let head_deadline = tokio::time::Instant::now() + settings.timeout;
+    let too_slow = || {
+        format!(
+            "no whole FastCGI request head within {}s (--socket-timeout)",
+            settings.timeout.as_secs()
+        )
+    };
     // Wait for BEGIN_REQUEST, answering management records meanwhile.
     let (id, keep) = loop {
-        let Some(rec) = reader.lock().await.record().await? else {
+        let next = async { reader.lock().await.record().await };
+        let Some(rec) = tokio::time::timeout_at(head_deadline, next)
+            .await
+            .map_err(|_| too_slow())??
+        else {
             return Ok(false);
         };
         match (rec.kind, rec.request_id) {
@@ -301,7 +315,10 @@ where
     // meanwhile is refused (no multiplexing), an abort ends this one.
     let mut params = BytesMut::new();
     loop {
-        let rec = match next_for(reader, id, wr).await? {
+        let next = tokio::time::timeout_at(head_deadline, next_for(reader, id, wr))
+            .await
+            .map_err(|_| too_slow())?;
+        let rec = match next? {
             None => return Ok(false),
             Some(Sorted::Aborted) => {
                 end_aborted(wr, id).await?;

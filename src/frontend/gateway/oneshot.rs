@@ -100,6 +100,9 @@ pub async fn serve<S>(
         unsafe { SocketFiles::new(stream.as_raw_fd()) }.with_stall_timeout(settings.timeout);
     let (mut rd, wr) = tokio::io::split(stream);
     let mut wr = StallGuard::new(wr, settings.timeout);
+    // The whole head within the timeout, not each read: a head trickled
+    // a byte at a time would hold the connection for ever.
+    let head_deadline = tokio::time::Instant::now() + settings.timeout;
     let (raw, strip_script_name) = loop {
         match parse_head(kind, &mut buf, settings.max_vars) {
             Ok(Some(Parsed::Request {
@@ -126,9 +129,17 @@ pub async fn serve<S>(
                 return;
             }
         }
-        match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
+        match tokio::time::timeout_at(head_deadline, rd.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
-            _ => return, // closed, failed or too slow before a whole head
+            Err(_) => {
+                crate::say!(
+                    "oxgate: {} connection closed: no whole request head within {}s (--socket-timeout)",
+                    protocol.name(),
+                    settings.timeout.as_secs()
+                );
+                return;
+            }
+            _ => return, // closed or failed before a whole head
         }
     };
     let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
