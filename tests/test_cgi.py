@@ -131,6 +131,21 @@ def test_a_chunked_upload_is_given_its_length(serve, cgi_dir):
     assert f["BODY_SHA256"] == hashlib.sha256(b"".join(parts)).hexdigest()
 
 
+def test_a_chunked_upload_past_64_mib_is_held_to_limit_post_not_to_memory(serve, cgi_dir):
+    """A chunked body is read whole to give its length (git's pushes of
+    large packs are chunked): past 1 MiB it waits in a temporary file, and
+    --limit-post, not a fixed 64 MiB, is its limit."""
+    s = cgi_server(serve, cgi_dir, "--limit-post", str(100 << 20))
+    piece = os.urandom(1 << 20)
+    r = requests.post(f"{s.url}/echo.sh", data=iter([piece] * 70), timeout=120)
+    f = fields(r.text)
+    assert r.status_code == 200 and f["CONTENT_LENGTH"] == str(70 << 20), r.text[:300]
+    assert f["BODY_SHA256"] == hashlib.sha256(piece * 70).hexdigest()
+    s = cgi_server(serve, cgi_dir, "--limit-post", str(2 << 20))
+    r = requests.post(f"{s.url}/echo.sh", data=iter([piece] * 3), timeout=60)
+    assert r.status_code == 413
+
+
 def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
     s = serve("--cgi", f"/cgi-bin={cgi_dir}", "--env", "GIVEN=by-env",
               env={"OXGATE_SECRET": "must-not-leak"})

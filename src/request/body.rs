@@ -345,12 +345,17 @@ pub enum RequestBody {
 }
 
 /// The most of a request body without a length (chunked) that is read to
-/// give a script the CONTENT_LENGTH it needs.
+/// give a script the CONTENT_LENGTH it needs, unless `--limit-post` says.
 const MAX_UNSIZED_BODY: u64 = 64 << 20;
 
+/// A body without a length kept in memory up to this; the rest of it goes
+/// to a temporary file.
+const UNSIZED_IN_MEMORY: usize = 1 << 20;
+
 /// The request body and the CONTENT_LENGTH a CGI script or FastCGI app is
-/// told: a body without one (chunked) is read whole first, up to
-/// `--limit-post` or 64 MiB; over that is a 413.
+/// told: a body without one (chunked) is read whole first (in memory up to
+/// 1 MiB, in a temporary file beyond, as nginx's client body buffer),
+/// up to `--limit-post`, or 64 MiB without it; over that is a 413.
 pub async fn with_length(
     declared: Option<u64>,
     body: RequestBody,
@@ -358,27 +363,36 @@ pub async fn with_length(
 ) -> Result<(RequestBody, Option<u64>), super::Response> {
     match body {
         RequestBody::Stream(mut stream) if declared.is_none() => {
-            let limit = limit_post.unwrap_or(MAX_UNSIZED_BODY).min(MAX_UNSIZED_BODY);
+            let limit = limit_post.unwrap_or(MAX_UNSIZED_BODY);
             let mut all = bytes::BytesMut::new();
+            let mut spool: Option<Spool> = None;
+            let mut len = 0u64;
             while let Some(chunk) = stream.chunk().await {
-                let chunk = chunk.map_err(|e| {
-                    super::Response::plain(
-                        e.status,
-                        super::reason_phrase(e.status),
-                        "Bad request body\n",
-                    )
-                })?;
-                if all.len() as u64 + chunk.len() as u64 > limit {
+                let chunk = chunk.map_err(bad_body)?;
+                len += chunk.len() as u64;
+                if len > limit {
                     return Err(super::Response::plain(
                         413,
                         "Content Too Large",
                         "Request body too large\n",
                     ));
                 }
-                all.extend_from_slice(&chunk);
+                match &mut spool {
+                    Some(spool) => spool.push(&chunk).await?,
+                    None if all.len() + chunk.len() > UNSIZED_IN_MEMORY => {
+                        let mut to_file = Spool::new()?;
+                        to_file.push(&all).await?;
+                        to_file.push(&chunk).await?;
+                        all = bytes::BytesMut::new();
+                        spool = Some(to_file);
+                    }
+                    None => all.extend_from_slice(&chunk),
+                }
             }
-            let n = all.len() as u64;
-            Ok((RequestBody::Full(all.freeze()), Some(n)))
+            match spool {
+                Some(spool) => Ok((spool.finish().await?, Some(len))),
+                None => Ok((RequestBody::Full(all.freeze()), Some(len))),
+            }
         }
         RequestBody::Full(b) if declared.is_none() => {
             let n = b.len() as u64;
@@ -386,6 +400,15 @@ pub async fn with_length(
         }
         body => Ok((body, declared)),
     }
+}
+
+/// The client's body failed: its status (400, 408, 413).
+fn bad_body(e: BodyError) -> super::Response {
+    super::Response::plain(
+        e.status,
+        super::reason_phrase(e.status),
+        "Bad request body\n",
+    )
 }
 
 /// A body still arriving, read whole before an upstream is taken for it,
@@ -399,55 +422,75 @@ pub async fn spooled(body: RequestBody) -> Result<RequestBody, super::Response> 
     let RequestBody::Stream(mut stream) = body else {
         return Ok(body);
     };
-    let failed = |why: String| {
-        crate::say!("oxgate: cannot hold a request body in a temporary file: {why}");
-        super::Response::plain(500, "Internal Server Error", "Internal Server Error\n")
-    };
-    let mut file = unnamed_temp_file().map_err(|e| failed(e.to_string()))?;
-    let mut pending = bytes::BytesMut::new();
-    let mut len = 0u64;
-    loop {
-        let chunk = match stream.chunk().await {
-            Some(chunk) => Some(chunk.map_err(|e| {
-                super::Response::plain(
-                    e.status,
-                    super::reason_phrase(e.status),
-                    "Bad request body\n",
-                )
-            })?),
-            None => None,
-        };
-        let end = chunk.is_none();
-        if let Some(chunk) = chunk {
-            len += chunk.len() as u64;
-            pending.extend_from_slice(&chunk);
-        }
-        // Written off the event loop, a few hundred KiB at a time: a disk
-        // that throttles writes must not stall the worker's other requests.
-        if pending.len() >= SPOOL_WRITE || (end && !pending.is_empty()) {
-            let bytes = pending.split().freeze();
-            let (back, written) = tokio::task::spawn_blocking(move || {
-                let written = std::io::Write::write_all(&mut file, &bytes);
-                (file, written)
-            })
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-            written.map_err(|e| failed(e.to_string()))?;
-            file = back;
-        }
-        if end {
-            break;
-        }
+    let mut spool = Spool::new()?;
+    while let Some(chunk) = stream.chunk().await {
+        spool.push(&chunk.map_err(bad_body)?).await?;
     }
-    let region = FileRegion {
-        fd: OwnedFd::from(file),
-        offset: 0,
-        len,
-    };
-    Ok(RequestBody::Stream(BodyStream::new(FileBody::new(
-        region,
-        |_| {},
-    ))))
+    spool.finish().await
+}
+
+/// A request body on its way into an unnamed temporary file.
+struct Spool {
+    /// None while a write is under way off the event loop.
+    file: Option<std::fs::File>,
+    pending: bytes::BytesMut,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> Result<Spool, super::Response> {
+        Ok(Spool {
+            file: Some(unnamed_temp_file().map_err(|e| spool_failed(e.to_string()))?),
+            pending: bytes::BytesMut::new(),
+            len: 0,
+        })
+    }
+
+    async fn push(&mut self, bytes: &[u8]) -> Result<(), super::Response> {
+        self.len += bytes.len() as u64;
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= SPOOL_WRITE {
+            self.write().await?;
+        }
+        Ok(())
+    }
+
+    /// Written off the event loop, a few hundred KiB at a time: a disk that
+    /// throttles writes must not stall the worker's other requests.
+    async fn write(&mut self) -> Result<(), super::Response> {
+        let bytes = self.pending.split().freeze();
+        let mut file = self.file.take().expect("one write at a time");
+        let (back, written) = tokio::task::spawn_blocking(move || {
+            let written = std::io::Write::write_all(&mut file, &bytes);
+            (file, written)
+        })
+        .await
+        .map_err(|e| spool_failed(e.to_string()))?;
+        written.map_err(|e| spool_failed(e.to_string()))?;
+        self.file = Some(back);
+        Ok(())
+    }
+
+    /// The whole body, read from the file.
+    async fn finish(mut self) -> Result<RequestBody, super::Response> {
+        if !self.pending.is_empty() {
+            self.write().await?;
+        }
+        let region = FileRegion {
+            fd: OwnedFd::from(self.file.take().expect("written")),
+            offset: 0,
+            len: self.len,
+        };
+        Ok(RequestBody::Stream(BodyStream::new(FileBody::new(
+            region,
+            |_| {},
+        ))))
+    }
+}
+
+fn spool_failed(why: String) -> super::Response {
+    crate::say!("oxgate: cannot hold a request body in a temporary file: {why}");
+    super::Response::plain(500, "Internal Server Error", "Internal Server Error\n")
 }
 
 /// How much of a spooled body is written at a time.
