@@ -614,6 +614,33 @@ def test_a_skipped_extension_is_never_served_by_another_way_to_its_file(serve, t
         assert r.status == 200 and b'"path"' in body, (path, r.status, body[:200])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as nobody")
+def test_a_directory_that_may_be_searched_but_not_listed_serves_its_index(serve):
+    """A docroot of mode 711 (a home directory's): nginx, which needs only
+    search permission, serves its index file; so does oxgate, run as a
+    user who may not list it."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-711-")
+    try:
+        os.chmod(base, 0o755)
+        root = os.path.join(base, "site")
+        os.makedirs(os.path.join(root, "css"))
+        for name, text in [("index.html", "<p>home</p>\n"), ("css/s.css", "a{}\n")]:
+            with open(os.path.join(root, name), "w") as f:
+                f.write(text)
+            os.chmod(os.path.join(root, name), 0o644)
+        os.chmod(os.path.join(root, "css"), 0o711)
+        os.chmod(root, 0o711)
+        s = serve("--check-static", root, "--static-map", f"/st={root}", "--static-index", "index.html",
+                  "--uid", "nobody", "--gid", "nogroup")
+        assert get(s.url, "/").text == "<p>home</p>\n"
+        assert get(s.url, "/st/").text == "<p>home</p>\n"
+        assert get(s.url, "/css/s.css").text == "a{}\n"
+        assert get(s.url, "/st").status_code == 301
+    finally:
+        shutil.rmtree(base)
+
+
 def test_a_post_under_check_static_is_the_apps(serve, tree):
     """--check-static shares the app's URLs: a POST to a path with a file
     behind it reaches the app, as in uWSGI (under a mount: 405)."""

@@ -157,6 +157,19 @@ impl RootDir {
                 // a `..` was resolved while something was renamed anywhere
                 // on the machine (openat2(2) asks for a retry): the same.
                 Err(Errno::EXDEV | Errno::ENOSYS | Errno::EAGAIN) => {}
+                // A directory that may be searched, not listed (mode 711,
+                // a home directory's docroot): its index may still be
+                // served, as nginx, which needs only search, serves it.
+                Err(Errno::EACCES) => {
+                    let how = OpenHow::new()
+                        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+                    let dir = nix::fcntl::openat2(root, rel, how)
+                        .map(File::from)
+                        .ok()
+                        .and_then(|f| f.metadata().ok().filter(|m| m.is_dir()).map(|m| (f, m)));
+                    return dir.ok_or(Refused::Forbidden);
+                }
                 Err(e) => return Err(refusal(e as i32)),
             }
         }
@@ -187,7 +200,9 @@ impl RootDir {
                     return Ok((file, meta, true));
                 }
                 // A link on the way: followed as `open_rel` follows it.
-                Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS | Errno::EAGAIN) => {}
+                Err(
+                    Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS | Errno::EAGAIN | Errno::EACCES,
+                ) => {}
                 Err(e) => return Err(refusal(e as i32)),
             }
         }
