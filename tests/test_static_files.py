@@ -166,18 +166,22 @@ def test_a_static_directory_replaced_by_a_deploy_is_served_from(serve, tmp_path)
     for i, r in enumerate(releases):
         (r / "static").mkdir(parents=True)
         (r / "static" / f"only-{i}.css").write_text(f"release {i}\n")
+        (r / "static" / "favicon.ico").write_text(f"icon {i}\n")
     current = tmp_path / "current"
     current.symlink_to(releases[0])
     late = tmp_path / "late"
     s = serve("--static-map", f"/static={current}/static", "--static-map", f"/late={late}", "--wsgi-file", ECHO,
-              "--processes", "1")
+              "--static-map", f"/favicon.ico={current}/static/favicon.ico", "--processes", "1")
     assert get(s.url, "/static/only-0.css").text == "release 0\n"
+    assert get(s.url, "/favicon.ico").text == "icon 0\n"
     assert get(s.url, "/late/x.css").json()["path"] == "/late/x.css"  # not there yet: the app's
     new_link = tmp_path / "current.new"
     new_link.symlink_to(releases[1])
     os.replace(new_link, current)  # the atomic switch deploy tools make
     wait_for(lambda: get(s.url, "/static/only-1.css").text == "release 1\n", what="the new release served")
     assert get(s.url, "/static/only-0.css").json()["path"] == "/static/only-0.css"
+    # A map to one file follows the link too.
+    wait_for(lambda: get(s.url, "/favicon.ico").text == "icon 1\n", what="the new release's icon")
     late.mkdir()
     (late / "x.css").write_text("late\n")
     wait_for(lambda: get(s.url, "/late/x.css").text == "late\n", what="the directory made after start-up served")

@@ -66,10 +66,20 @@ impl StaticFiles {
     pub fn new(settings: &StaticSettings, inner: Arc<dyn Handler>) -> Result<StaticFiles, String> {
         let canonical = |dir: &Path| dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let root = |mount: &str, dir: &Path, keep_mount: bool| {
-            // A map to a file is a root at its directory that names it:
-            // the file's real place (a link to a shared icon is followed
-            // now, as uWSGI does, not refused as a link out at each request).
-            let real = canonical(dir);
+            // A map to a file is a root at its directory that names it. A
+            // file that is a link (to a shared icon) is taken at its real
+            // place, followed now, as uWSGI does, not refused as a link out
+            // at each request; else its directory as named, looked up
+            // again as a directory root is (a `current` link moved to a
+            // new release is followed).
+            let linked = dir
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink());
+            let real = if linked {
+                canonical(dir)
+            } else {
+                std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+            };
             if let (true, Some(parent), Some(name)) =
                 (real.is_file(), real.parent(), real.file_name())
             {
