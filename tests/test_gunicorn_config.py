@@ -68,7 +68,8 @@ def test_dialects_and_precedence(tmp_path):
     # -c FILE.py makes a plain command line Gunicorn's.
     p, got = print_config("-c", str(f))
     assert p.stdout.startswith(f"# read as: Gunicorn's settings, with config file {f}")
-    assert ("processes", "2") in got and ("harakiri", "10") in got and ("umask", "027") in got
+    # umask is for the unix sockets alone: srwxrwxrwx less it.
+    assert ("processes", "2") in got and ("harakiri", "10") in got and ("chmod-socket", "750") in got
     assert [v for k, v in got if k == "http-socket"] == ["/tmp/a.sock", "127.0.0.1:9"]
     assert ("module", "procs:application") in got and ("lazy-apps", "true") in got
     # The command line over GUNICORN_CMD_ARGS over the file; a list anew.
@@ -407,6 +408,62 @@ def test_timeout_kills_a_slow_request_as_gunicorn_does(serve, tmp_path):
         # The worker was replaced, and the new one serves.
         wait_for(lambda: s.worker_pids() and s.worker_pids() != before, what="a new worker")
         assert requests.get(s.url + "/").status_code == 200
+
+
+def test_a_timeout_kills_no_long_request_of_a_threaded_worker_as_in_gunicorn(serve, tmp_path):
+    """A gthread worker's timeout is a heartbeat in Gunicorn: a request
+    longer than it (a report, an SSE stream) runs to its end, in both."""
+    f = conf(tmp_path, "workers = 1\nthreads = 2\ntimeout = 2\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        assert requests.get(s.url + "/sleep?4", timeout=30).status_code == 200, s.args
+    assert "timeout kills no request" in ox.log()
+
+
+def test_unix_socket_mode_owner_and_the_umask_as_gunicorn_makes_them(tmp_path):
+    """Gunicorn's unix socket is srwxrwxrwx less its umask (0 by default),
+    and its umask is for the socket alone; it is removed at the stop."""
+    _, pairs = print_config("gunicorn", "-b", f"unix:{tmp_path}/s.sock", "procs:application")
+    assert ("chmod-socket", "777") in pairs and ("vacuum", "true") in pairs
+    assert not any(k == "umask" for k, _ in pairs)
+    _, pairs = print_config("gunicorn", "-b", f"unix:{tmp_path}/s.sock", "-m", "007", "-u", "nobody", "-g", "nogroup",
+                            "procs:application")
+    assert ("chmod-socket", "770") in pairs and ("chown-socket", "nobody:nogroup") in pairs
+
+
+def test_the_config_file_imports_from_the_working_directory(tmp_path):
+    (tmp_path / "settings_of_mine.py").write_text("WORKERS = 3\n")
+    f = conf(tmp_path, "from settings_of_mine import WORKERS\nworkers = WORKERS\n")
+    _, pairs = print_config("-c", str(f), "procs:application", cwd=tmp_path)
+    assert ("processes", "3") in pairs
+
+
+def test_uvicorn_workers_read_proxy_headers_and_tcp_binds_are_taken(tmp_path):
+    _, pairs = print_config("gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-b", "tcp://127.0.0.1:8123", "main:app")
+    assert ("proxy-headers", "true") in pairs and ("http-socket", "127.0.0.1:8123") in pairs
+
+
+HOOKS_THAT_RAISE = """
+def {hook}({args}):
+    raise RuntimeError("refused by {hook}")
+"""
+HOOK_ARGS = {"on_starting": "server", "when_ready": "server", "post_fork": "server, worker",
+             "pre_request": "worker, req"}
+
+
+@pytest.mark.parametrize("hook", ["on_starting", "when_ready", "post_fork"])
+def test_a_startup_hook_that_raises_stops_the_server_as_in_gunicorn(tmp_path, hook):
+    f = conf(tmp_path, HOOKS_THAT_RAISE.format(hook=hook, args=HOOK_ARGS[hook]))
+    p = subprocess.run([BIN, "-c", str(f), "-b", f"127.0.0.1:{free_port()}", "procs:application"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode != 0 and f"refused by {hook}" in p.stderr, (p.returncode, p.stderr[-800:])
+
+
+def test_a_pre_request_hook_that_raises_is_a_500_and_the_app_is_not_called(serve, tmp_path):
+    f = conf(tmp_path, HOOKS_THAT_RAISE.format(hook="pre_request", args=HOOK_ARGS["pre_request"]))
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        assert requests.get(s.url + "/", timeout=10).status_code == 500, s.args
 
 
 def test_max_requests_recycles_as_gunicorn_does(serve, tmp_path):

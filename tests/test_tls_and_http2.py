@@ -15,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import hyperframe.frame
 import pytest
 import requests
@@ -22,6 +23,7 @@ import requests
 from helpers import APPS, BIN, VENV, free_port, start_nginx, wait_for
 
 TLS_ENV = str(APPS / "tls_env.py")
+ECHO_APP = str(APPS / "echo.py")
 SAN = "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
 
 
@@ -860,6 +862,137 @@ def test_gunicorn_certfile_and_keyfile_serve_https(serve, certs, tmp_path):
     env = json.loads(fetch("--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key"), url,
                            certs=certs)[0])
     assert env["wsgi.url_scheme"] == "https" and env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+
+
+BEHAVIOUR = str(APPS / "behaviour.py")
+
+
+def h2c_connection(port, window=None):
+    c = socket.create_connection(("127.0.0.1", port), timeout=20)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    if window is not None:
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    c.sendall(conn.data_to_send())
+    return c, conn
+
+
+def h2c_events(c, conn, until, timeout=20):
+    """Events until `until(event)` is true for one of them (then that one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = c.recv(65536)
+        if not data:
+            return None
+        for event in conn.receive_data(data):
+            if until(event):
+                return event
+        c.sendall(conn.data_to_send())
+    return None
+
+
+def test_http2_responses_without_a_body_end_with_their_head(serve):
+    """HEAD (whose app made a body, for its length), 204 and 304 end with
+    their HEADERS frame over HTTP/2 as over HTTP/1.1: no DATA, which a
+    client takes for a protocol error."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1")
+    for method, query, status in [("HEAD", "200", 200), ("GET", "204", 204), ("GET", "304", 304)]:
+        c, conn = h2c_connection(s.port)
+        conn.send_headers(1, [(":method", method), (":path", f"/status?{query}"), (":scheme", "http"),
+                              (":authority", "x")], end_stream=True)
+        c.sendall(conn.data_to_send())
+        got = []
+        end = h2c_events(c, conn, lambda e: got.append(e) or isinstance(
+            e, (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated)))
+        c.close()
+        assert isinstance(end, h2.events.StreamEnded), (method, query, got)
+        response = next(e for e in got if isinstance(e, h2.events.ResponseReceived))
+        assert dict(response.headers)[b":status"] == str(status).encode()
+        assert not any(isinstance(e, h2.events.DataReceived) and e.data for e in got), (method, query, got)
+        if method == "HEAD":
+            assert dict(response.headers)[b"content-length"] == b"5"
+    r = curl("-I", "--http2-prior-knowledge", s.url + "/status?200")
+    assert r.returncode == 0 and "content-length: 5" in r.stdout.lower()
+
+
+def test_an_http2_client_that_opens_no_window_is_reset_after_socket_timeout(serve):
+    """A client that takes no DATA (a window of 0, never opened) held the
+    app's thread for as long as it kept the connection: its stream is now
+    reset after --socket-timeout, the app's generator closed, and the
+    worker's one thread serves again."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--threads", "1", "--socket-timeout", "2")
+    c, conn = h2c_connection(s.port, window=0)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/big?mb=64"), (":scheme", "http"), (":authority", "x")],
+                      end_stream=True)
+    c.sendall(conn.data_to_send())
+    try:
+        reset = h2c_events(c, conn, lambda e: isinstance(e, (h2.events.StreamReset,
+                                                             h2.events.ConnectionTerminated)))
+        assert isinstance(reset, h2.events.StreamReset) and reset.error_code == h2.errors.ErrorCodes.CANCEL
+        assert requests.get(s.url + "/sys", timeout=10).status_code == 200
+        s.wait_log("opened no window for its response for --socket-timeout (2s)")
+    finally:
+        c.close()
+
+
+def test_expect_100_continue_is_answered_over_http2(serve):
+    s = serve("--wsgi-file", ECHO_APP, "--processes", "1")
+    c, conn = h2c_connection(s.port)
+    conn.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x"),
+                          ("expect", "100-continue"), ("content-length", "5")])
+    c.sendall(conn.data_to_send())
+    info = h2c_events(c, conn, lambda e: isinstance(e, (h2.events.InformationalResponseReceived,
+                                                        h2.events.ResponseReceived)), timeout=5)
+    c.close()
+    assert isinstance(info, h2.events.InformationalResponseReceived), info
+    assert dict(info.headers)[b":status"] == b"100"
+
+
+def test_an_h2c_preface_split_across_segments_is_still_http2(serve):
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1")
+    for cut in (5, 15):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(PREFACE[:cut])
+            time.sleep(0.3)
+            c.sendall(PREFACE[cut:] + raw_frame(4, 0, 0, b""))
+            data = c.recv(9)
+        assert data[3] == 4, (cut, data)  # the server's SETTINGS, not "HTTP/1.1 400"
+
+
+def test_client_certificates_asked_for_without_a_ca_stop_the_start(certs, tmp_path):
+    """Gunicorn's cert_reqs 2 (uvicorn's --ssl-cert-reqs 2) with no CA to
+    check against fails closed: served unchecked it would let anyone in."""
+    for args in (["gunicorn", "-b", "127.0.0.1:9", "--certfile", str(certs / "ec.crt"), "--keyfile",
+                  str(certs / "ec.key"), "--cert-reqs", "2", "tls_env:application"],
+                 ["uvicorn", "--port", "9", "--ssl-certfile", str(certs / "ec.crt"), "--ssl-keyfile",
+                  str(certs / "ec.key"), "--ssl-cert-reqs", "2", "tls_env:application"]):
+        r = subprocess.run([BIN, *args, "--print-config"] if args[0] == "gunicorn" else [BIN, *args],
+                           capture_output=True, text=True, timeout=30, cwd=APPS)
+        assert r.returncode != 0, (args, r.stdout[-300:])
+        assert "no ca_certs" in r.stderr, r.stderr
+
+
+def test_a_tls12_cipher_list_leaves_tls13_on_and_alpn_takes_http10(serve, certs):
+    """As OpenSSL, whose cipher string is for TLS 1.2: a list of TLS 1.2
+    suites (Mozilla's intermediate) does not turn TLS 1.3 off. A client
+    offering ALPN http/1.0 alone is served, as by nginx."""
+    s = https(serve, certs, cert="ec", extra=",TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+    said = lambda *args: s_client(s.tls_port, *args, certs=certs).stdout.decode(errors="replace")
+    out = said("-tls1_3")
+    assert "TLSv1.3" in out, out[-500:]
+    out = said("-tls1_2")
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in out, out[-500:]
+    out = said("-alpn", "http/1.0")
+    assert "ALPN protocol: http/1.0" in out, out[-500:]
+
+
+def test_an_encrypted_key_is_named_as_such(certs, tmp_path):
+    subprocess.run(["openssl", "pkey", "-in", str(certs / "ec.key"), "-aes256", "-passout", "pass:x",
+                    "-out", str(tmp_path / "enc.key")], check=True, capture_output=True)
+    spec = f"127.0.0.1:{free_port()},{certs / 'ec.crt'},{tmp_path / 'enc.key'}"
+    r = subprocess.run([BIN, "--https-socket", spec, "--wsgi-file", TLS_ENV], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and "is encrypted" in r.stderr and "openssl pkey" in r.stderr, r.stderr
 
 
 # The classes of cases h2spec runs (RFC 9113), hand-written with

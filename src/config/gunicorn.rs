@@ -848,8 +848,10 @@ fn translate(
     let truthy = |name: &str| one(name).is_some_and(|v| super::value::parse_bool(&v) == Some(true));
     let default = default_origin();
 
-    // Gunicorn always runs an arbiter.
+    // Gunicorn always runs an arbiter, and removes its pidfile and unix
+    // sockets when it stops.
     push(&opt::MASTER, "true".into(), &default);
+    push(&opt::VACUUM, "true".into(), &default);
     // Gunicorn's SIGINT and SIGQUIT are its quick shutdown.
     push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
 
@@ -865,13 +867,16 @@ fn translate(
     };
     // certfile (and keyfile) make every HTTP bind an HTTPS one.
     let https = match (one("certfile"), one("keyfile")) {
-        (Some(cert), key) => Some(HttpsSocket::fields_from_python_ssl(
+        (Some(cert), key) => match HttpsSocket::fields_from_python_ssl(
             cert,
             key,
             one("ciphers"),
             one("ca_certs"),
             one("cert_reqs").as_deref(),
-        )),
+        ) {
+            Ok(fields) => Some(fields),
+            Err(e) => return err(e),
+        },
         (None, None) => None,
         (None, Some(_)) => {
             return err("keyfile without certfile: the certificate is missing");
@@ -940,6 +945,11 @@ fn translate(
         | "asgi"
         | "gunicorn.workers.gasgi.ASGIWorker" => {
             push(&opt::INTERFACE, "asgi".into(), class_origin);
+            // uvicorn's worker reads X-Forwarded-For and -Proto from
+            // forwarded_allow_ips (its proxy_headers is on).
+            if class.starts_with("uvicorn") {
+                push(&opt::PROXY_HEADERS, "true".into(), class_origin);
+            }
         }
         "gevent" | "eventlet" | "tornado" | "gevent_wsgi" | "gevent_pywsgi" => {
             out.warnings.push(format!(
@@ -961,11 +971,19 @@ fn translate(
         push(&opt::THREADS, t, &given["threads"].origin);
     }
     match given.get("timeout") {
-        Some(g) => push(
+        Some(g) if one_sync_thread => push(
             &opt::HARAKIRI,
             g.values.last().cloned().unwrap_or_default(),
             &g.origin,
         ),
+        // A gthread or ASGI worker's timeout is a heartbeat its other
+        // threads keep going: a long request (a report, an SSE stream) is
+        // never killed for it, and a harakiri here would kill the whole
+        // worker, every thread's request with it.
+        Some(g) => out.warnings.push(format!(
+            "{}: timeout kills no request of a {class} worker with threads (in Gunicorn it is a heartbeat): no --harakiri is set",
+            g.origin
+        )),
         None if one_sync_thread => push(&opt::HARAKIRI, "30".into(), &default),
         None => {}
     }
@@ -1090,10 +1108,25 @@ fn translate(
             push(key, v.clone(), &g.origin);
         }
     }
-    if let Some(g) = given.get("umask")
-        && let Some(v) = g.values.last()
-    {
-        push(&opt::UMASK, octal(v)?, &g.origin);
+    // Gunicorn's umask (0 by default) is for its unix sockets alone, made
+    // srwxrwxrwx less the mask and owned by user and group; the process
+    // keeps the umask it was started with (an app's uploads stay 644).
+    let umask = match given.get("umask").and_then(|g| g.values.last()) {
+        Some(v) => u32::from_str_radix(&octal(v)?, 8).unwrap_or(0),
+        None => 0,
+    };
+    let umask_origin = given.get("umask").map_or(&default, |g| &g.origin);
+    push(
+        &opt::CHMOD_SOCKET,
+        format!("{:03o}", 0o777 & !umask),
+        umask_origin,
+    );
+    if let (Some(user), group) = (one("user"), one("group")) {
+        let owner = match group {
+            Some(group) => format!("{user}:{group}"),
+            None => user,
+        };
+        push(&opt::CHOWN_SOCKET, owner, &given["user"].origin);
     }
     if let Some(g) = given.get("proxy_protocol")
         && let Some(v) = g.values.last()
@@ -1187,8 +1220,10 @@ fn translate(
     Ok(())
 }
 
-/// A Gunicorn bind: `HOST:PORT`, `HOST` (port 8000), `unix:PATH`, `[::1]:PORT`.
+/// A Gunicorn bind: `HOST:PORT`, `HOST` (port 8000), `unix:PATH`, `[::1]:PORT`,
+/// `tcp://HOST:PORT`.
 fn bind_address(bind: &str) -> Result<String, ConfigError> {
+    let bind = bind.strip_prefix("tcp://").unwrap_or(bind);
     if let Some(path) = bind.strip_prefix("unix:") {
         return Ok(path.to_string());
     }
@@ -1269,17 +1304,18 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
             a if a.starts_with('{') && a.ends_with("}o") => {
                 format!("%(resp.{})", &a[1..a.len() - 2])
             }
+            // Gunicorn looks environ names up in upper case.
             a if a.starts_with('{') && a.ends_with("}e") => {
-                format!("%(var.{})", &a[1..a.len() - 2])
+                format!("%(var.{})", a[1..a.len() - 2].to_ascii_uppercase())
             }
-            other => {
-                return err(format!("access_log_format: unknown atom %({other})s"));
-            }
+            // An atom Gunicorn does not know is logged as `-` there.
+            _ => "-".into(),
         });
         rest = &after[close + 2..];
     }
     out.push_str(rest);
-    Ok(out)
+    // Python's `%` formatting: `%%` is one `%`.
+    Ok(out.replace("%%", "%"))
 }
 
 fn header_var(name: &str) -> String {
@@ -1389,12 +1425,15 @@ mod tests {
             ["/run/app.sock", "0.0.0.0:8000"]
         );
         assert_eq!(values(&c, &opt::THREADS), ["8"]);
-        assert_eq!(values(&c, &opt::HARAKIRI), ["60"]);
+        // Eight threads: the timeout is a heartbeat, no harakiri.
+        assert!(values(&c, &opt::HARAKIRI).is_empty());
         assert_eq!(values(&c, &opt::MAX_REQUESTS_JITTER), ["50"]);
         assert!(values(&c, &opt::LAZY_APPS).is_empty());
         assert_eq!(values(&c, &opt::ENV), ["A=1", "B=2"]);
         assert_eq!(values(&c, &opt::PYTHONPATH), ["src", "lib"]);
-        assert_eq!(values(&c, &opt::UMASK), ["007"]);
+        // The umask is the unix sockets' alone.
+        assert!(values(&c, &opt::UMASK).is_empty());
+        assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["770"]);
         assert_eq!(values(&c, &opt::MODULE), ["app:application"]);
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
     }
@@ -1486,7 +1525,7 @@ mod tests {
         assert_eq!(values(&c, &opt::HARAKIRI), ["20"]);
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["/a", "/b"]);
         assert_eq!(values(&c, &opt::MODULE), ["file:app"]);
-        assert_eq!(values(&c, &opt::UMASK), ["022"]);
+        assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["755"]);
         assert_eq!(c.hooks, ["post_fork"]);
         assert_eq!(
             values(&c, &opt::LOG_FORMAT),
@@ -1613,7 +1652,12 @@ mod tests {
             .unwrap(),
             "%(remote_addr) %(var.HTTP_X_REAL_IP) %(resp.content-type) %(var.REMOTE_ADDR) %(micros) %(msecs)"
         );
-        assert!(access_log_format("%(zz)s").is_err());
+        // As Gunicorn: an unknown atom is `-`, `%%` is `%`, an environ
+        // name is upper case.
+        assert_eq!(
+            access_log_format("%(zz)s 100%% %({remote_addr}e)s").unwrap(),
+            "- 100% %(var.REMOTE_ADDR)"
+        );
         assert!(access_log_format("%(h").is_err());
     }
 

@@ -152,22 +152,37 @@ impl HttpsSocket {
     /// settings as Gunicorn and uvicorn take them: a certificate file alone
     /// holds the key too (`load_cert_chain` reads it so), and `cert_reqs` 1
     /// (CERT_OPTIONAL) or 2 (CERT_REQUIRED) asks for client certificates
-    /// signed by `ca_certs`.
+    /// signed by `ca_certs`. Client certificates asked for with no CA to
+    /// check them by is an error: served unchecked, it would let every
+    /// client in (Gunicorn and uvicorn fail closed).
     pub fn fields_from_python_ssl(
         cert: String,
         key: Option<String>,
         ciphers: Option<String>,
         ca_certs: Option<String>,
         cert_reqs: Option<&str>,
-    ) -> String {
+    ) -> Result<String, String> {
         let key = key.unwrap_or_else(|| cert.clone());
         let ca = match (ca_certs, cert_reqs.map(str::trim)) {
             (Some(ca), Some("2")) => format!("!{ca}"),
             (Some(ca), Some("1")) => ca,
+            (None, Some(reqs @ ("1" | "2"))) => {
+                return Err(format!(
+                    "cert_reqs {reqs} asks for client certificates, but no ca_certs says which CAs sign them"
+                ));
+            }
             _ => String::new(),
         };
-        let ciphers = ciphers.unwrap_or_default();
-        format!("{cert},{key},{ciphers},{ca}")
+        let fields = [&cert, &key, &ca];
+        if fields.iter().any(|f| f.contains(',')) {
+            return Err(format!(
+                "a certificate, key or CA path with a comma cannot be served: {}",
+                fields.iter().find(|f| f.contains(',')).expect("checked")
+            ));
+        }
+        // OpenSSL takes commas or colons between suites; the field, colons.
+        let ciphers = ciphers.unwrap_or_default().replace(',', ":");
+        Ok(format!("{cert},{key},{ciphers},{ca}"))
     }
 }
 

@@ -323,8 +323,16 @@ fn translate(
             let ciphers = last("--ssl-ciphers").filter(|c| c != "TLSv1");
             let ca = last("--ssl-ca-certs");
             let reqs = last("--ssl-cert-reqs");
-            let fields =
-                HttpsSocket::fields_from_python_ssl(cert, key, ciphers, ca, reqs.as_deref());
+            let fields = match HttpsSocket::fields_from_python_ssl(
+                cert,
+                key,
+                ciphers,
+                ca,
+                reqs.as_deref(),
+            ) {
+                Ok(fields) => fields,
+                Err(e) => return err(e),
+            };
             push(&opt::HTTPS_SOCKET, format!("{socket},{fields}"), &origin);
         }
         (None, None) => push(&opt::HTTP_SOCKET, socket, &origin),

@@ -76,17 +76,50 @@ fn provider(ciphers: &str, socket: &str) -> CryptoProvider {
         );
     }
     if unknown.len() < words.len() {
-        provider
-            .cipher_suites
-            .retain(|s| wanted.contains(&format!("{:?}", s.suite())));
+        // As OpenSSL, whose cipher string governs TLS 1.2 and below (TLS
+        // 1.3's suites are a setting apart): a list naming no TLS 1.3
+        // suite leaves them all offered, and a TLS 1.2 list (Mozilla's
+        // "intermediate") does not turn TLS 1.3 off.
+        let names_tls13 = provider.cipher_suites.iter().any(|s| {
+            s.version() == &rustls::version::TLS13 && wanted.contains(&format!("{:?}", s.suite()))
+        });
+        provider.cipher_suites.retain(|s| {
+            (!names_tls13 && s.version() == &rustls::version::TLS13)
+                || wanted.contains(&format!("{:?}", s.suite()))
+        });
     }
     provider
+}
+
+/// A PEM reading error as words: rustls's own shows marker names as byte
+/// lists.
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no end ({}), the file is cut short",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a malformed section start: {}",
+            String::from_utf8_lossy(line)
+        ),
+        Error::Base64Decode(why) => format!("bad base64 in a section: {why}"),
+        Error::NoItemsFound => "no PEM section of the kind needed".into(),
+        other => other.to_string(),
+    }
 }
 
 fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read certificates from {}: {}",
+                path.display(),
+                pem_error(&e)
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
@@ -154,10 +187,12 @@ fn listener(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<TlsListener, String> 
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = builder.with_cert_resolver(Arc::new(CertsByServerName { default, by_name }));
+    // http/1.0 too, as nginx: an old client that offers it alone is not
+    // refused the handshake (hyper serves HTTP/1.0).
     config.alpn_protocols = if opts.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()]
     } else {
-        vec![b"http/1.1".to_vec()]
+        vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()]
     };
     Ok(TlsListener {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -300,8 +335,23 @@ fn certified_key(
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, String> {
     let chain = read_certs(cert)?;
-    let der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let text = std::fs::read(key).unwrap_or_default();
+        let has = |s: &[u8]| text.windows(s.len()).any(|w| w == s);
+        if has(b"ENCRYPTED PRIVATE KEY") || has(b"Proc-Type: 4,ENCRYPTED") {
+            format!(
+                "the private key {} is encrypted, and keys with a passphrase are not read: decrypt it once with `openssl pkey -in {} -out KEY` (mode 600)",
+                key.display(),
+                key.display()
+            )
+        } else {
+            format!(
+                "cannot read a private key from {}: {}",
+                key.display(),
+                pem_error(&e)
+            )
+        }
+    })?;
     CertifiedKey::from_der(chain, der, provider)
         .map(Arc::new)
         .map_err(|e| {

@@ -97,7 +97,12 @@ pub fn run(s: Setup<'_>) -> ! {
             },
         )
     };
-    hook("post_fork");
+    // A worker whose post_fork or post_worker_init raises failed to boot:
+    // Gunicorn stops the server then, and so does this exit status.
+    if !hook("post_fork") {
+        hook("worker_exit");
+        exit_now(EXIT_APP_STARTUP);
+    }
     if let Some(limit) = p.limit_as {
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit);
@@ -125,7 +130,10 @@ pub fn run(s: Setup<'_>) -> ! {
             EXIT_APP_STARTUP
         });
     }
-    hook("post_worker_init");
+    if !hook("post_worker_init") {
+        hook("worker_exit");
+        exit_now(EXIT_APP_STARTUP);
+    }
     python::install_stack_dump(libc::SIGUSR2);
     let hook_cx = python::HookContext {
         worker_pid: Some(std::process::id() as i32),

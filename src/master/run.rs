@@ -114,7 +114,10 @@ pub fn run(
     };
     if handover.is_none() {
         server_hook("nworkers_changed", Some((p.processes, None)));
-        server_hook("on_starting", None);
+        // As Gunicorn, which stops when on_starting or when_ready raises.
+        if !server_hook("on_starting", None) {
+            return Err("the on_starting hook raised (above): not starting".into());
+        }
     }
     let mut broken = false;
     let apps = if p.lazy_apps {
@@ -252,8 +255,8 @@ pub fn run(
         }
     }
     // Gunicorn's quirk, which real hooks rely on: ready before the first fork.
-    if handover.is_none() {
-        server_hook("when_ready", None);
+    if handover.is_none() && !server_hook("when_ready", None) {
+        return Err("the when_ready hook raised (above): not starting".into());
     }
     m.main_loop();
     if let Some(f) = &m.fifo {

@@ -186,6 +186,12 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"printed"]
 
+    if path == "/status":
+        # A status with the length and body an app might wrongly give it
+        # (a 304 keeps the GET's length; a 204 with a body).
+        code = environ.get("QUERY_STRING") or "200"
+        start_response(f"{code} X", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"hello"]
     if path == "/sys":
         import sys
         start_response("200 OK", [("Content-Type", "application/json")])

@@ -35,15 +35,27 @@ pub(super) enum Opening {
 /// Looks at the connection's first request line (without taking it).
 /// `None` means HTTP/1.x, or too little to tell: hyper's to read.
 pub(super) async fn opening<S: Peek>(stream: &S) -> Option<Opening> {
+    const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
     stream.readable().await.ok()?;
     let mut buf = [0u8; 1024];
     use nix::sys::socket::{MsgFlags, recv};
-    let n = recv(
-        stream.as_raw_fd(),
-        &mut buf,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    )
-    .ok()?;
+    let mut n = 0;
+    // A preface cut short by the network (its first bytes in one segment):
+    // the rest is waited for, a little, before the connection is taken for
+    // HTTP/1.1. (The socket stays readable while peeked bytes wait: a
+    // short sleep, not readiness, paces the look.)
+    for _ in 0..100 {
+        n = recv(
+            stream.as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        )
+        .ok()?;
+        if n == 0 || n >= PREFACE_LINE.len() || !PREFACE_LINE.starts_with(&buf[..n]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let line = buf.get(..n)?;
     let line = &line[..line.iter().position(|&c| c == b'\n')?];
     let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -9,11 +9,14 @@
 //! reset by the client cancelling its request, and a stop that sends
 //! GOAWAY and lets the open streams finish.
 
+use std::future::Future;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -162,6 +165,22 @@ async fn serve_stream(
     // kept by an app still holding its hints would leave the client waiting.
     let _give_up = GiveUp(&reply);
     let (parts, body) = req.into_parts();
+    let is_head = parts.method == http::Method::HEAD;
+    let stall = ctx.settings.head_timeout;
+    // `Expect: 100-continue` (RFC 9110 §10.1.1): the body is read at once,
+    // as over HTTP/1.1, so the client is told to send it now rather than
+    // after its own fallback delay. h2 sends no 100 of itself.
+    if parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && !body.is_end_stream()
+        && let Some(respond) = reply.lock().as_mut()
+    {
+        let mut go_on = http::Response::new(());
+        *go_on.status_mut() = http::StatusCode::CONTINUE;
+        let _ = respond.send_informational(go_on);
+    }
     let answer = async {
         match permit {
             Some(permit) => {
@@ -191,19 +210,31 @@ async fn serve_stream(
     // a stream reset (h2 would still write a HEADERS frame on it).
     let respond = reply.lock().take();
     if let (Some(resp), Some(respond)) = (resp, respond) {
-        send_response(respond, resp).await;
+        send_response(respond, resp, is_head, stall).await;
     }
 }
 
-/// The head, then the body with the stream's flow control.
-async fn send_response(mut respond: SendResponse<Bytes>, resp: hyper::Response<OxBody>) {
+/// The head, then the body with the stream's flow control. A response
+/// that has no body (to a HEAD, a 204, a 304) ends with its head, as
+/// hyper does over HTTP/1.1: the body a HEAD's app made, kept for its
+/// length, is dropped (closing the app's iterable).
+async fn send_response(
+    mut respond: SendResponse<Bytes>,
+    resp: hyper::Response<OxBody>,
+    is_head: bool,
+    stall: Duration,
+) {
     let (mut head, body) = resp.into_parts();
     strip_connection_fields(&mut head.headers);
     if !head.headers.contains_key(header::DATE) {
         head.headers.insert(header::DATE, date_now());
     }
-    let end = body.is_end_stream();
-    if !end
+    let status = head.status;
+    let bodiless =
+        status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED;
+    let end = is_head || bodiless || body.is_end_stream();
+    if !bodiless
+        && !body.is_end_stream()
         && let Some(len) = body.size_hint().exact()
         && !head.headers.contains_key(header::CONTENT_LENGTH)
     {
@@ -211,7 +242,7 @@ async fn send_response(mut respond: SendResponse<Bytes>, resp: hyper::Response<O
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     match respond.send_response(http::Response::from_parts(head, ()), end) {
-        Ok(tx) if !end => send_body(body, tx).await,
+        Ok(tx) if !end => send_body(body, tx, stall).await,
         Ok(_) => {}
         Err(_) => respond.send_reset(Reason::INTERNAL_ERROR),
     }
@@ -219,11 +250,16 @@ async fn send_response(mut respond: SendResponse<Bytes>, resp: hyper::Response<O
 
 /// Moves the body's frames into the stream as the client's window
 /// allows; a reset from the client stops it, and a fault in the body
-/// resets the stream (the client sees the response cut short).
-async fn send_body(body: OxBody, mut tx: SendStream<Bytes>) {
+/// resets the stream (the client sees the response cut short). A window
+/// that stays shut for `stall` (`--socket-timeout`) resets it too: a
+/// client that takes nothing must not hold the app's thread, as one that
+/// stops reading over HTTP/1.1 does not.
+async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Duration) {
     let mut body = pin!(body);
     // A chunk taken from the body, waiting for the window to open.
     let mut waiting: Option<(Bytes, bool)> = None;
+    // Since when the window has been shut.
+    let mut shut: Option<Pin<Box<tokio::time::Sleep>>> = None;
     poll_fn(|cx| {
         loop {
             if tx.poll_reset(cx).is_ready() {
@@ -232,12 +268,26 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>) {
             if let Some((_, end)) = &waiting {
                 let end = *end;
                 while tx.capacity() == 0 {
-                    match ready!(tx.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(_)) | None => return Poll::Ready(()),
+                    match tx.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(0))) => {}
+                        Poll::Ready(Some(Ok(_))) => break,
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                        Poll::Pending => {
+                            let timer =
+                                shut.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                            if timer.as_mut().poll(cx).is_ready() {
+                                crate::say!(
+                                    "oxgate: HTTP/2 stream reset: the client opened no window for its response for --socket-timeout ({}s)",
+                                    stall.as_secs()
+                                );
+                                tx.send_reset(Reason::CANCEL);
+                                return Poll::Ready(());
+                            }
+                            return Poll::Pending;
+                        }
                     }
                 }
+                shut = None;
                 let (data, _) = waiting.take().expect("waiting, checked above");
                 // h2 takes the whole chunk and frames it as the window
                 // opens, buffering at most MAX_SEND_BUFFER.

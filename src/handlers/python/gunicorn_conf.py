@@ -36,10 +36,12 @@ def read(source):
     """Returns ([(name, kind, value)], None), or (None, the error)."""
     global namespace
     try:
+        # As Gunicorn, which runs with the working directory on sys.path:
+        # a config file's own imports (`from app.core.config import
+        # settings`) are found there, as the app is.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         if source.startswith("python:"):
-            # As the app is found: from the working directory first.
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
             module = importlib.import_module(source[len("python:"):])
         else:
             path = os.path.abspath(source)
@@ -234,6 +236,8 @@ def call(name, pid, age, num_workers, new, old):
         hook(*args)
     except Exception:
         log.exception("Exception in %s hook", name)
+        return False
+    return True
 
 
 class _ClosingIterable:
@@ -292,11 +296,14 @@ def wrap_wsgi_app(app):
         worker = _this_worker()
         worker.nr += 1
         req = Request(environ)
+        refused = False
         if pre is not None:
             try:
                 pre(worker, req)
             except Exception:
+                # As Gunicorn: the request is a 500, and the app not called.
                 log.exception("Exception in pre_request hook")
+                refused = True
         sent = {}
 
         def recording_start_response(status, headers, exc_info=None):
@@ -312,6 +319,10 @@ def wrap_wsgi_app(app):
             except Exception:
                 log.exception("Exception in post_request hook")
 
+        if refused:
+            recording_start_response("500 Internal Server Error",
+                                     [("Content-Type", "text/plain"), ("Content-Length", "22")])
+            return _ClosingIterable([b"Internal Server Error\n"], after)
         try:
             result = app(environ, recording_start_response)
         except BaseException:

@@ -84,9 +84,11 @@ pub struct HookContext {
 
 /// Calls the config file's server hook `name`, if it defined one, in this
 /// process (the master's hooks in the master, the worker's in the worker).
-pub fn call_gunicorn_hook(name: &str, cx: HookContext) {
+/// False when the hook raised (it is logged): some hooks' failures stop
+/// Gunicorn, and their callers stop oxgate alike.
+pub fn call_gunicorn_hook(name: &str, cx: HookContext) -> bool {
     if !HOOKS.load(Ordering::Relaxed) || !super::python_running() {
-        return;
+        return true;
     }
     let (new, old) = cx.nworkers.unzip();
     Python::attach(|py| {
@@ -103,10 +105,14 @@ pub fn call_gunicorn_hook(name: &str, cx: HookContext) {
                 ),
             )
         });
-        if let Err(e) = called {
-            crate::say!("oxgate: internal error calling the {name} hook: {e}");
+        match called {
+            Ok(ok) => ok.extract::<bool>().unwrap_or(true),
+            Err(e) => {
+                crate::say!("oxgate: internal error calling the {name} hook: {e}");
+                true
+            }
         }
-    });
+    })
 }
 
 /// Whether the config file defined the server hook `name`.
