@@ -144,11 +144,34 @@ async fn next_for<R: AsyncRead, W: AsyncWrite + Unpin>(
     Ok(Some(sorted))
 }
 
-/// Ends request `id` the front end aborted: END_REQUEST alone (§5.4).
-async fn end_aborted<W: AsyncWrite + Unpin>(wr: &mut W, id: u16) -> Result<(), String> {
-    let mut out = Vec::new();
-    fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
-    wr.write_all(&out).await.map_err(|e| e.to_string())
+/// What the next record means to request `id` before its app is called.
+enum Next {
+    Own(fastcgi::Record),
+    Other,
+    /// The request is over (aborted, END_REQUEST sent; or the connection
+    /// closed): whether the connection serves on.
+    Over(bool),
+}
+
+/// The next record for request `id` before its app is called: an abort
+/// ends it with END_REQUEST alone (§5.4).
+async fn next_own<R: AsyncRead, W: AsyncWrite + Unpin>(
+    reader: &SharedReader<R>,
+    id: u16,
+    wr: &mut W,
+    keep: bool,
+) -> Result<Next, String> {
+    Ok(match next_for(reader, id, wr).await? {
+        None => Next::Over(false),
+        Some(Sorted::Aborted) => {
+            let mut out = Vec::new();
+            fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+            wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            Next::Over(keep)
+        }
+        Some(Sorted::Other) => Next::Other,
+        Some(Sorted::Ours(rec)) => Next::Own(rec),
+    })
 }
 
 pub(super) type SharedReader<R> = Arc<tokio::sync::Mutex<FcgiReader<R>>>;
@@ -315,17 +338,13 @@ where
     // meanwhile is refused (no multiplexing), an abort ends this one.
     let mut params = BytesMut::new();
     loop {
-        let next = tokio::time::timeout_at(head_deadline, next_for(reader, id, wr))
+        let next = tokio::time::timeout_at(head_deadline, next_own(reader, id, wr, keep))
             .await
             .map_err(|_| too_slow())?;
         let rec = match next? {
-            None => return Ok(false),
-            Some(Sorted::Aborted) => {
-                end_aborted(wr, id).await?;
-                return Ok(keep);
-            }
-            Some(Sorted::Other) => continue,
-            Some(Sorted::Ours(rec)) => rec,
+            Next::Own(rec) => rec,
+            Next::Other => continue,
+            Next::Over(keep) => return Ok(keep),
         };
         if rec.kind != fastcgi::PARAMS {
             continue;
@@ -357,15 +376,11 @@ where
     let mut first = BytesMut::new();
     if too_large.is_none() && content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
         while !stdin_done && first.len() as u64 <= INLINE_BODY_MAX {
-            let rec = match next_for(reader, id, wr).await? {
-                None => return Ok(false),
-                // Given up before the app was called: it is not.
-                Some(Sorted::Aborted) => {
-                    end_aborted(wr, id).await?;
-                    return Ok(keep);
-                }
-                Some(Sorted::Other) => continue,
-                Some(Sorted::Ours(rec)) => rec,
+            // Given up before the app was called: it is not.
+            let rec = match next_own(reader, id, wr, keep).await? {
+                Next::Own(rec) => rec,
+                Next::Other => continue,
+                Next::Over(keep) => return Ok(keep),
             };
             if rec.kind == fastcgi::STDIN {
                 if rec.content.is_empty() {
