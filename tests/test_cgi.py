@@ -324,6 +324,14 @@ def test_path_info_never_leads_path_translated_out(serve, cgi_dir):
     assert b"index of sub" in data
     f = fields(requests.get(f"{s.url}//./env.cgi/p", timeout=10).text)
     assert (f["SCRIPT_NAME"], f["PATH_INFO"]) == ("/env.cgi", "/p")
+    # A mount of one script too.
+    s = serve("--cgi", f"/one={cgi_dir / 'env.cgi'}")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /one/a/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    assert data.split(b" ", 2)[1] == b"400", data[:200]
 
 
 def test_a_chunked_body_is_not_also_said_to_be_chunked(serve, cgi_dir):
@@ -339,19 +347,22 @@ def test_a_chunked_body_is_not_also_said_to_be_chunked(serve, cgi_dir):
 
 def test_the_web_servers_document_root_is_passed_on(serve, cgi_dir, tmp_path):
     """In fcgiwrap's role the web server's DOCUMENT_ROOT reaches the script
-    as it sent it, and PATH_TRANSLATED is under it, as fcgiwrap does."""
+    as it sent it, and PATH_TRANSLATED is under it, as fcgiwrap does; a
+    root the script is not under (nginx's default, sent with every request
+    by its uwsgi_params) is not, and the script's directory is."""
     sock = tmp_path / "oxgate.sock"
     serve("--fastcgi-socket", str(sock), "--cgi", str(cgi_dir), socket_arg=False, wait=False)
     wait_for(sock.exists, what="the FastCGI socket")
-    params = {"REQUEST_METHOD": "GET", "SCRIPT_FILENAME": f"{cgi_dir}/env.cgi", "SCRIPT_NAME": "/env.cgi",
-              "PATH_INFO": "/x/y", "DOCUMENT_ROOT": "/srv/site", "QUERY_STRING": "", "SERVER_NAME": "x",
-              "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_URI": "/env.cgi/x/y"}
-    with socket.socket(socket.AF_UNIX) as c:
-        c.connect(str(sock))
-        c.sendall(fcgi_request(1, list(params.items())))
-        out = stdout_of(read_records(c), 1).decode()
-    env = fields(out.split("\n\n", 1)[-1])
-    assert (env.get("DOCUMENT_ROOT"), env.get("PATH_TRANSLATED")) == ("/srv/site", "/srv/site/x/y"), out[:500]
+    for given, root in [(str(tmp_path), str(tmp_path)), ("/usr/share/nginx/html", str(cgi_dir.resolve()))]:
+        params = {"REQUEST_METHOD": "GET", "SCRIPT_FILENAME": f"{cgi_dir}/env.cgi", "SCRIPT_NAME": "/env.cgi",
+                  "PATH_INFO": "/x/y", "DOCUMENT_ROOT": given, "QUERY_STRING": "", "SERVER_NAME": "x",
+                  "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_URI": "/env.cgi/x/y"}
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(str(sock))
+            c.sendall(fcgi_request(1, list(params.items())))
+            out = stdout_of(read_records(c), 1).decode()
+        env = fields(out.split("\n\n", 1)[-1])
+        assert (env.get("DOCUMENT_ROOT"), env.get("PATH_TRANSLATED")) == (root, root + "/x/y"), (given, out[:500])
 
 
 def test_a_filter_that_writes_before_it_has_read_everything_does_not_deadlock(serve, cgi_dir):
@@ -388,6 +399,48 @@ def test_a_script_that_reads_no_body_gets_its_response_to_the_client_whole(serve
             sender.join(20)
         assert data.startswith(b"HTTP/1.1 200"), data[:100]
         assert len(data.split(b"\r\n\r\n", 1)[1]) >= 500_000, len(data)
+
+
+def test_a_script_that_refuses_an_upload_unread_answers_at_once(serve, cgi_dir):
+    """A script that answers 413 without reading a large upload: its answer
+    goes out then, while the rest of the body is read and dropped beside
+    it (not after it, and not against the script's timeout)."""
+    script(cgi_dir / "reject.cgi", "#!/bin/sh\nprintf 'Status: 413 Too Large\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n'\n")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "2")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.sendall(b"POST /reject.cgi HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n")
+
+        def trickle():  # 10 MB at ~2 MB/s: past the timeout
+            with contextlib.suppress(OSError):
+                for _ in range(100):
+                    c.sendall(b"x" * 100_000)
+                    time.sleep(0.05)
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        head = c.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    assert "held its output" not in s.log()
+
+
+def test_a_slow_client_gets_a_finished_scripts_output_whole(serve, cgi_dir):
+    """A client that reads 20 MB slower than --cgi-timeout gets all of it,
+    with the body's proper end: the timeout counts the script's idleness,
+    not the client's (whose own limit is --socket-timeout)."""
+    script(cgi_dir / "sized.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhead -c 20000000 /dev/zero\n")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "1")
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(20)
+    c.connect(("127.0.0.1", s.port))
+    c.sendall(b"GET /sized.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    time.sleep(3)
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    c.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert body.endswith(b"0\r\n\r\n") or b"content-length: 20000000" in head.lower(), data[-100:]
+    assert body.count(b"\0") == 20_000_000
 
 
 def test_a_daemon_in_a_session_of_its_own_does_not_hold_the_response(serve, cgi_dir, tmp_path):

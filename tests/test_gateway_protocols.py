@@ -147,6 +147,16 @@ def test_an_idle_kept_fastcgi_connection_waits_for_its_next_request(serve):
     assert "fastcgi connection closed" not in s.log()
 
 
+def test_a_fastcgi_connection_that_sends_nothing_is_closed_at_socket_timeout(serve):
+    """Only a kept connection waits for its next request as long as the web
+    server likes: one that never sent a request holds a --max-connections
+    place, and is closed at --socket-timeout."""
+    fp = free_port()
+    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--socket-timeout", "1")
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        assert c.recv(1) == b""
+
+
 def test_a_buffer_size_over_64_kib_holds_for_fastcgi_and_scgi(serve):
     """Only uwsgi's vars block is limited to 16 bits: FastCGI params and an
     SCGI header block take what --buffer-size allows."""

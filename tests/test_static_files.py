@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, nginx_serving, packet, read_records,
+from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, listens, nginx_serving, packet, read_records,
                      scgi_packet, start_nginx, stdout_of, traced_calls, uwsgi_request, wait_for)
 
 
@@ -668,6 +668,16 @@ def test_directory_redirects_stay_on_this_host_and_under_the_root_path(serve, tr
               "--wsgi-file", ECHO)
     r = get(s.url, "/static/sub?x=1")
     assert (r.status_code, r.headers["location"]) == (301, "/app/static/sub/?x=1")
+    # A web server that sends SCRIPT_NAME and the whole path in PATH_INFO
+    # (uWSGI's modifier1 0): the prefix once.
+    port = free_port()
+    serve("--uwsgi-socket", f"127.0.0.1:{port}", "--static-map", f"/app/static={tree}", "--static-index",
+          "index.html", "--wsgi-file", ECHO, socket_arg=False, wait=False)
+    wait_for(lambda: listens(port), what="the uwsgi socket")
+    out = uwsgi_request(port, packet([("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/app"),
+                                      ("PATH_INFO", "/app/static/sub"), ("SERVER_NAME", "x"), ("SERVER_PORT", "80"),
+                                      ("SERVER_PROTOCOL", "HTTP/1.1")]))
+    assert b"\r\nLocation: /app/static/sub/\r\n" in out, out[:300]
 
 
 def test_the_longest_mount_wins(serve, tree, tmp_path):

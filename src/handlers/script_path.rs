@@ -43,12 +43,17 @@ pub struct Script {
     pub path_info: Vec<u8>,
 }
 
+/// Whether a path has a `..` segment. Anywhere, PATH_INFO too: a script
+/// joins PATH_INFO to its document root for PATH_TRANSLATED (php-cgi opens
+/// it), and would be led out of it.
+pub fn climbs(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|s| s == b"..")
+}
+
 /// Finds the script `rel` (a decoded `/`-separated path) names under
 /// `root`, running `index` for a directory.
 pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
-    // `..` anywhere, PATH_INFO too: a script joins PATH_INFO to its
-    // document root for PATH_TRANSLATED, and would be led out of it.
-    if rel.contains(&0) || rel.contains(&b'\\') || rel.split(|&b| b == b'/').any(|s| s == b"..") {
+    if rel.contains(&0) || rel.contains(&b'\\') || climbs(rel) {
         return Located::BadPath;
     }
     let mut target = PathBuf::new();

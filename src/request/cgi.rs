@@ -356,10 +356,19 @@ pub fn script_variables(
     if let Some(file) = place.script_filename {
         set("SCRIPT_FILENAME", file);
     }
-    // The web server's DOCUMENT_ROOT, when it sent one, as fcgiwrap and
-    // php-fpm pass it on; else the script's directory.
-    let given_root =
-        super::vars::var(vars, Var::DOCUMENT_ROOT).filter(|r| !r.is_empty() && !r.contains(&0));
+    // The web server's DOCUMENT_ROOT, when it sent one and the script is
+    // under it, as fcgiwrap and php-fpm pass it on; else the script's
+    // directory (nginx's uwsgi_params send its default root with every
+    // request, which says nothing of a script elsewhere).
+    let given_root = super::vars::var(vars, Var::DOCUMENT_ROOT).filter(|r| {
+        let root = r.strip_suffix(b"/").unwrap_or(r);
+        !root.is_empty()
+            && !r.contains(&0)
+            && place.script_filename.is_some_and(|f| {
+                f.strip_prefix(root)
+                    .is_some_and(|rest| rest.starts_with(b"/"))
+            })
+    });
     if let Some(root) = given_root.map(|r| &r[..]).or(place.document_root) {
         set("DOCUMENT_ROOT", root);
         if !place.path_info.is_empty() {

@@ -231,6 +231,8 @@ pub async fn serve_fastcgi<S>(
         threads,
         control: Arc::default(),
     }));
+    // A request was served whole on this connection (kept by the web server).
+    let mut served = false;
     loop {
         // Between requests (nginx's `fastcgi_keep_conn on`), a graceful stop
         // closes the connection; a request already begun is served first.
@@ -240,7 +242,13 @@ pub async fn serve_fastcgi<S>(
                 // A request already in the socket is served first: closing
                 // with unread bytes would reset the connection (a 502).
                 biased;
-                more = async { reader.lock().await.next_request().await } => match more {
+                // The first request within --socket-timeout (a connection
+                // that sends nothing holds a --max-connections place);
+                // a kept one's next, whenever the web server sends it.
+                more = async {
+                    let mut r = reader.lock().await;
+                    if served { r.next_request().await } else { r.fill().await }
+                } => match more {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
@@ -256,7 +264,7 @@ pub async fn serve_fastcgi<S>(
         )
         .await
         {
-            Ok(true) => continue,
+            Ok(true) => served = true,
             Ok(false) => break,
             Err(e) => {
                 crate::say!("oxgate: fastcgi connection closed: {e}");

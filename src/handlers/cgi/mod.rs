@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::root_dir::RootDir;
-use super::script_path::{Located, locate};
+use super::script_path::{Located, climbs, locate};
 use crate::config::CgiSettings;
 use crate::proto::cgi_response::Reply;
 use crate::request::cgi::{ScriptPlace, script_variables};
@@ -177,6 +177,9 @@ impl CgiScripts {
                 Bytes::from(name)
             };
             let found = match &root.target {
+                Target::Script(_) if climbs(rest) => {
+                    return Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"));
+                }
                 Target::Script(file) => match std::fs::metadata(file) {
                     Ok(meta) => Found {
                         file: file.clone(),

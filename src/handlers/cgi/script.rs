@@ -64,6 +64,12 @@ struct Progress {
     /// Milliseconds from `start`.
     last: AtomicU64,
     timeout: Duration,
+    /// A chunk of the output is with the front end, not yet taken by the
+    /// client: the script waits for the client, not the other way round,
+    /// and the clock does not run (as uWSGI's cgi-timeout waits on the
+    /// script alone; a client that takes nothing is the front end's to
+    /// cut, at --socket-timeout).
+    client_holds: AtomicBool,
 }
 
 impl Progress {
@@ -72,6 +78,7 @@ impl Progress {
             start: Instant::now(),
             last: AtomicU64::new(0),
             timeout,
+            client_holds: AtomicBool::new(false),
         }
     }
 
@@ -83,6 +90,9 @@ impl Progress {
     /// When the script is over the timeout, if it does not move before
     /// (a timeout too large to count to is a year: never, in practice).
     fn deadline(&self) -> Instant {
+        if self.client_holds.load(Ordering::Relaxed) {
+            return Instant::now() + self.timeout;
+        }
         let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
         self.start
             .checked_add(last)
@@ -91,7 +101,7 @@ impl Progress {
     }
 
     fn expired(&self) -> bool {
-        Instant::now() >= self.deadline()
+        !self.client_holds.load(Ordering::Relaxed) && Instant::now() >= self.deadline()
     }
 }
 
@@ -268,17 +278,29 @@ impl ChunkSource for Output {
         if self.finished {
             return Poll::Ready(None);
         }
-        if let Some(cut) = self.cut.as_mut()
-            && let Poll::Ready(told) = Pin::new(cut).poll(cx)
-        {
-            self.cut = None;
-            if told.is_ok() {
-                return Poll::Ready(Some(Err(self.timed_out_error())));
-            }
+        // Asked for more: the client took what it was given.
+        if self.progress.client_holds.swap(false, Ordering::Relaxed) {
+            self.progress.touch();
         }
         let mut read = ReadBuf::new(&mut self.scratch);
         match Pin::new(&mut self.stdout).poll_read(cx, &mut read) {
-            Poll::Pending => Poll::Pending,
+            // Nothing to read, and the pipe still open: told to cut (what
+            // holds it is out of the group's kill), the output ends here.
+            Poll::Pending => match self.cut.as_mut().map(|cut| Pin::new(cut).poll(cx)) {
+                Some(Poll::Ready(Ok(()))) => {
+                    self.cut = None;
+                    crate::say!(
+                        "oxgate: CGI: a process outside the script's group held its output, idle, for --cgi-timeout {}s; the response is cut",
+                        self.progress.timeout.as_secs()
+                    );
+                    Poll::Ready(Some(Err(self.timed_out_error())))
+                }
+                Some(Poll::Ready(Err(_))) => {
+                    self.cut = None;
+                    Poll::Pending
+                }
+                _ => Poll::Pending,
+            },
             Poll::Ready(Ok(())) if read.filled().is_empty() => {
                 if self.timed_out.load(Ordering::Relaxed) {
                     Poll::Ready(Some(Err(self.timed_out_error())))
@@ -289,6 +311,7 @@ impl ChunkSource for Output {
             }
             Poll::Ready(Ok(())) => {
                 self.progress.touch();
+                self.progress.client_holds.store(true, Ordering::Relaxed);
                 let chunk = Bytes::copy_from_slice(read.filled());
                 self.sent += chunk.len() as u64;
                 Poll::Ready(Some(Ok(chunk)))
@@ -321,8 +344,15 @@ struct Cut {
 }
 
 impl Cut {
+    /// The run was killed for the timeout: its output ends cut short.
     fn now(&mut self) {
         self.timed_out.store(true, Ordering::Relaxed);
+        self.tell();
+    }
+
+    /// The output ends once it has nothing more to read yet is not closed
+    /// (what holds it is out of reach); what is in the pipe still goes out.
+    fn tell(&mut self) {
         if let Some(tell) = self.tell.take() {
             let _ = tell.send(());
         }
@@ -397,17 +427,20 @@ async fn supervise(
                     if !progress.expired() {
                         continue;
                     }
-                    // Idle, and the output still open: whatever holds it,
-                    // in the script's group (killed) or in a session of its
-                    // own (left, but the response ends all the same).
-                    let killed = killpg(group, Signal::SIGKILL).is_ok();
-                    cut.now();
-                    crate::say!(
-                        "oxgate: CGI {name}: {} still held its output, idle, after --cgi-timeout {}s; {}",
-                        if killed { "what it started" } else { "a process outside its group" },
-                        timeout.as_secs(),
-                        if killed { "killed" } else { "the response is cut" },
-                    );
+                    // Idle, and the output not ended: what the script started
+                    // in its group holds it (killed), or something in a
+                    // session of its own (out of reach: the output ends once
+                    // the pipe is empty), or only a slow client is reading
+                    // the last of it (which then goes out whole).
+                    if killpg(group, Signal::SIGKILL).is_ok() {
+                        cut.now();
+                        crate::say!(
+                            "oxgate: CGI {name}: what it started still held its output, idle, after --cgi-timeout {}s; killed",
+                            timeout.as_secs()
+                        );
+                    } else {
+                        cut.tell();
+                    }
                     return;
                 }
             }
@@ -443,16 +476,20 @@ async fn feed(stdin: Option<ChildStdin>, body: RequestBody, progress: Arc<Progre
             while let Some(Ok(chunk)) = stream.chunk().await {
                 if write(&chunk).await.is_err() {
                     // The script takes no more. The rest is read and
-                    // dropped (within reason): a client still sending to a
+                    // dropped (within reason), beside the response, which
+                    // does not wait for it: a client still sending to a
                     // connection that closes gets a reset, which takes the
-                    // response in flight with it.
-                    let mut left = DRAIN_MAX;
-                    while let Some(Ok(chunk)) = stream.chunk().await {
-                        let Some(l) = left.checked_sub(chunk.len()) else {
-                            break;
-                        };
-                        left = l;
-                    }
+                    // response in flight with it. (The front end's body
+                    // timeouts bound a client that stalls.)
+                    tokio::spawn(async move {
+                        let mut left = DRAIN_MAX;
+                        while let Some(Ok(chunk)) = stream.chunk().await {
+                            let Some(l) = left.checked_sub(chunk.len()) else {
+                                break;
+                            };
+                            left = l;
+                        }
+                    });
                     break;
                 }
             }

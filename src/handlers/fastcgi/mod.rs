@@ -290,6 +290,9 @@ impl FastcgiApps {
             return Lookup::App;
         };
         let rest = &path[mount.len()..];
+        if super::script_path::climbs(rest) {
+            return Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"));
+        }
         let Some(root) = &self.docroot else {
             return Lookup::Call(Box::new(Target {
                 backend: backend.clone(),

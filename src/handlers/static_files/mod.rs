@@ -230,11 +230,22 @@ impl StaticFiles {
             // nginx sends a directory to its slash first, index or not.
             Resolved::NoIndex { slash: false } | Resolved::AddSlash => {
                 // Under the app's prefix (behind a proxy that strips it).
+                let path = var(Var::PATH_INFO);
                 let prefix = match var(Var::SCRIPT_NAME) {
                     b"" => &self.root_path[..],
                     given => given,
                 };
-                let url = [prefix, var(Var::PATH_INFO)].concat();
+                // A PATH_INFO that holds the prefix already (a web server
+                // that sends SCRIPT_NAME and the whole path, uWSGI's
+                // modifier1 0) is not given it twice.
+                let holds = path
+                    .strip_prefix(prefix)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(b"/"));
+                let url = if holds {
+                    path.to_vec()
+                } else {
+                    [prefix, path].concat()
+                };
                 redirect_to_directory(&url, var(Var::QUERY_STRING))
             }
             Resolved::NoIndex { slash: true } => Response::plain(403, "Forbidden", "Forbidden\n"),
