@@ -999,6 +999,15 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "stats-minified",
     "wsgi",
     "file",
+    // uWSGI's TLS tuning, which rustls has no switch for (a config that
+    // names them still starts, with a warning).
+    "https-export-cert",
+    "https-session-context",
+    "https2",
+    "ssl-enable-tlsv1",
+    "ssl-option",
+    "ssl-sessions-use-cache",
+    "ssl-verify-depth",
 ];
 
 /// Finds an option by its name or one of its aliases.
