@@ -227,6 +227,12 @@ def test_client_certificates_required_and_optional(serve, certs):
     env = json.loads(out)
     assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
     assert env["SSL_CLIENT_S_DN"] == "CN=alice,O=Example"
+    # mod_ssl's issuer, serial, end of validity, and the name asked for.
+    assert env["SSL_CLIENT_I_DN"] == "CN=oxgate test CA" and env["SSL_TLS_SNI"] == "localhost"
+    serial = subprocess.run(["openssl", "x509", "-in", str(certs / "alice.crt"), "-noout", "-serial"],
+                            capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
+    assert env["SSL_CLIENT_M_SERIAL"].lstrip("0") == serial.lstrip("0")
+    assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", env["SSL_CLIENT_V_END"])
     # A certificate no trusted CA signed is refused, as is one whose use is
     # not client authentication.
     # (In TLS 1.3 the client learns of the refusal only when it reads.)

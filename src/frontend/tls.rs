@@ -414,6 +414,10 @@ impl TlsListener {
                 }),
             );
         }
+        // The name the client asked for (mod_ssl's SSL_TLS_SNI).
+        if let Some(name) = conn.server_name() {
+            put("SSL_TLS_SNI", Bytes::copy_from_slice(name.as_bytes()));
+        }
         if let Some(s) = conn.negotiated_cipher_suite() {
             let iana = format!("{:?}", s.suite());
             let openssl = TLS_SUITES.iter().find(|(_, name, _)| *name == iana);
@@ -442,8 +446,29 @@ impl TlsListener {
                 }
                 (Some(cert), None) => {
                     put("SSL_CLIENT_VERIFY", Bytes::from_static(b"SUCCESS"));
-                    if let Some(dn) = subject_dn(cert) {
-                        put("SSL_CLIENT_S_DN", Bytes::from(dn));
+                    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
+                        if let Some(dn) = dn_string(parsed.subject()) {
+                            put("SSL_CLIENT_S_DN", Bytes::from(dn));
+                        }
+                        // Who vouches for it, its serial and its end, as
+                        // mod_ssl names them: apps that authorise by issuer
+                        // and subject together need the issuer.
+                        if let Some(dn) = dn_string(parsed.issuer()) {
+                            put("SSL_CLIENT_I_DN", Bytes::from(dn));
+                        }
+                        let serial = parsed
+                            .raw_serial_as_string()
+                            .replace(':', "")
+                            .to_uppercase();
+                        put("SSL_CLIENT_M_SERIAL", Bytes::from(serial));
+                        let end = std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(
+                                parsed.validity().not_after.timestamp().max(0) as u64,
+                            );
+                        put(
+                            "SSL_CLIENT_V_END",
+                            Bytes::from(httpdate::fmt_http_date(end)),
+                        );
                     }
                     // PEM, as Apache's SSL_CLIENT_CERT and nginx's
                     // $ssl_client_escaped_cert (unescaped) give it.
@@ -456,14 +481,13 @@ impl TlsListener {
     }
 }
 
-/// The certificate's subject in RFC 4514 form (`CN=alice,O=Example`: the
-/// last RDN first, as nginx's `$ssl_client_s_dn` and Apache's
-/// `SSL_CLIENT_S_DN` with `LegacyDNStringFormat` off write it).
-fn subject_dn(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+/// A certificate's name in RFC 4514 form (`CN=alice,O=Example`: the last
+/// RDN first, as nginx's `$ssl_client_s_dn` and Apache's `SSL_CLIENT_S_DN`
+/// with `LegacyDNStringFormat` off write it).
+fn dn_string(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
     let registry = x509_parser::objects::oid_registry();
     let mut rdns = Vec::new();
-    for rdn in parsed.subject().iter() {
+    for rdn in name.iter() {
         let mut parts = Vec::new();
         for atv in rdn.iter() {
             let oid = atv.attr_type();

@@ -5,7 +5,8 @@ import hashlib
 import json
 
 SHOWN = ("HTTPS", "wsgi.url_scheme", "SERVER_PROTOCOL", "REQUEST_SCHEME", "HTTP_HOST", "SERVER_NAME",
-         "SERVER_PORT", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN", "SSL_CLIENT_CERT")
+         "SERVER_PORT", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN", "SSL_CLIENT_CERT",
+         "SSL_CLIENT_I_DN", "SSL_CLIENT_M_SERIAL", "SSL_CLIENT_V_END", "SSL_TLS_SNI")
 
 
 def application(environ, start_response):
