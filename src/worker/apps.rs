@@ -175,12 +175,10 @@ impl Apps {
     }
 }
 
-/// The wrappers the options ask for, around the routed apps: the root path
-/// is set before the proxy headers are read, and the limit comes first.
+/// The wrappers the options ask for, around the routed apps: the limit
+/// comes first. (The root path is set outside the static files too: see
+/// `load_app`.)
 fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
-    if let Some(root) = &cfg.root_path {
-        handler = Arc::new(RootPath::new(handler, root));
-    }
     if let Some(trusted) = &cfg.proxy_headers {
         handler = Arc::new(ProxyHeaders::new(handler, trusted.clone()));
     }
@@ -247,12 +245,13 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     apps.handler = wrap(cfg, apps.handler);
     // Static files come first: they cost the app nothing, and no limit.
     if cfg.statics.active() {
-        let statics = Arc::new(
-            StaticFiles::new(&cfg.statics, apps.handler.clone())?
-                .with_root_path(cfg.root_path.as_deref()),
-        );
+        let statics = Arc::new(StaticFiles::new(&cfg.statics, apps.handler.clone())?);
         apps.handler = statics.clone();
         apps.statics = Some(statics);
+    }
+    // Around the static files too: a directory's redirect keeps the prefix.
+    if let Some(root) = &cfg.root_path {
+        apps.handler = Arc::new(RootPath::new(apps.handler, root));
     }
     if !cfg.add_headers.is_empty() {
         apps.handler = Arc::new(AddHeaders::new(apps.handler, &cfg.add_headers));

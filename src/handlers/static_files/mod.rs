@@ -38,9 +38,6 @@ pub struct StaticFiles {
     /// The request log and the counters.
     answered: Answered,
     inner: Arc<dyn Handler>,
-    /// `--root-path`: the prefix a proxy strips, for the Location of a
-    /// directory's redirect when the request has no SCRIPT_NAME.
-    root_path: Vec<u8>,
 }
 
 struct Root {
@@ -141,16 +138,7 @@ impl StaticFiles {
             },
             answered: Answered::new(crate::request::HandlerKind::Static),
             inner,
-            root_path: Vec::new(),
         })
-    }
-
-    /// Redirects to directories under `--root-path`.
-    pub fn with_root_path(mut self, root_path: Option<&str>) -> StaticFiles {
-        self.root_path = root_path
-            .map(|r| r.trim_end_matches('/').as_bytes().to_vec())
-            .unwrap_or_default();
-        self
     }
 
     /// Lets the request log and the counters see static requests too.
@@ -161,11 +149,7 @@ impl StaticFiles {
     fn lookup(&self, req: &Request) -> Lookup {
         let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
         let path = var(Var::PATH_INFO);
-        if self
-            .skip_ext
-            .iter()
-            .any(|ext| path.ends_with(ext.as_bytes()))
-        {
+        if self.skips(path) {
             return Lookup::App;
         }
         for root in &self.roots {
@@ -229,15 +213,11 @@ impl StaticFiles {
             Resolved::NoIndex { .. } if root.mount.is_empty() => return None,
             // nginx sends a directory to its slash first, index or not.
             Resolved::NoIndex { slash: false } | Resolved::AddSlash => {
-                // Under the app's prefix (behind a proxy that strips it).
-                let path = var(Var::PATH_INFO);
-                let prefix = match var(Var::SCRIPT_NAME) {
-                    b"" => &self.root_path[..],
-                    given => given,
-                };
-                // A PATH_INFO that holds the prefix already (a web server
+                // Under the app's prefix (behind a proxy that strips it:
+                // SCRIPT_NAME, or --root-path). A PATH_INFO that holds the prefix already (a web server
                 // that sends SCRIPT_NAME and the whole path, uWSGI's
                 // modifier1 0) is not given it twice.
+                let (path, prefix) = (var(Var::PATH_INFO), var(Var::SCRIPT_NAME));
                 let holds = path
                     .strip_prefix(prefix)
                     .is_some_and(|r| r.is_empty() || r.starts_with(b"/"));
@@ -255,11 +235,12 @@ impl StaticFiles {
             Resolved::File { path, file, .. } if self.skipped(&path, &file) => return None,
             Resolved::File { file, meta, path } => {
                 let method = var(Var::REQUEST_METHOD);
-                if method != b"GET" && method != b"HEAD" && root.check {
+                if method != b"GET" && method != b"HEAD" {
                     // A --check-static directory shares the app's URLs: a
                     // POST to one of them is the app's, as in uWSGI.
-                    return None;
-                } else if method != b"GET" && method != b"HEAD" {
+                    if root.check {
+                        return None;
+                    }
                     let mut resp =
                         Response::plain(405, "Method Not Allowed", "Method Not Allowed\n");
                     resp.headers.push((
@@ -280,14 +261,18 @@ impl StaticFiles {
     /// every link led, has an extension `--static-skip-ext` keeps from
     /// static serving.
     fn skipped(&self, path: &Path, file: &std::fs::File) -> bool {
-        if self.skip_ext.is_empty() {
-            return false;
-        }
-        let skip = |p: &Path| {
-            let p = p.as_os_str().as_bytes();
-            self.skip_ext.iter().any(|ext| p.ends_with(ext.as_bytes()))
-        };
-        skip(path) || resolve::RootDir::real_path(file).is_some_and(|real| skip(&real))
+        !self.skip_ext.is_empty()
+            && (self.skips(path.as_os_str().as_bytes())
+                || resolve::RootDir::real_path(file)
+                    .is_some_and(|real| self.skips(real.as_os_str().as_bytes())))
+    }
+
+    /// Whether a name ends with an extension `--static-skip-ext` keeps from
+    /// static serving.
+    fn skips(&self, name: &[u8]) -> bool {
+        self.skip_ext
+            .iter()
+            .any(|ext| name.ends_with(ext.as_bytes()))
     }
 
     /// GET or HEAD of a file: in its precompressed form if there is one the
