@@ -100,10 +100,7 @@ impl<R> FcgiReader<R> {
         }
         let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
         match (rec.kind, rec.request_id) {
-            (fastcgi::GET_VALUES, 0) => {
-                control.extend(get_values_result(&rec.content, self.threads));
-            }
-            (kind, 0) => fastcgi::unknown_type(&mut control, kind),
+            (kind, 0) => management_reply(kind, &rec.content, self.threads, &mut control),
             (fastcgi::BEGIN_REQUEST, other) => {
                 fastcgi::end_request(&mut control, other, 0, fastcgi::CANT_MPX_CONN);
             }
@@ -111,6 +108,28 @@ impl<R> FcgiReader<R> {
         }
         Sorted::Other
     }
+}
+
+/// The answer to a management record (request id 0): GET_VALUES' result,
+/// or UNKNOWN_TYPE.
+fn management_reply(kind: u8, content: &Bytes, threads: usize, out: &mut Vec<u8>) {
+    match kind {
+        fastcgi::GET_VALUES => out.extend(get_values_result(content, threads)),
+        kind => fastcgi::unknown_type(out, kind),
+    }
+}
+
+/// Writes the answers owed (see `FcgiReader::control`), if any.
+async fn write_owed<W: AsyncWrite + Unpin>(
+    control: &std::sync::Mutex<Vec<u8>>,
+    wr: &mut W,
+) -> Result<(), String> {
+    let mut out = Vec::new();
+    owed(control, &mut out);
+    if !out.is_empty() {
+        wr.write_all(&out).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Takes the answers owed (see `FcgiReader::control`) into `out`, ahead of
@@ -136,11 +155,7 @@ async fn next_for<R: AsyncRead, W: AsyncWrite + Unpin>(
         };
         (r.sort(rec, id), r.control.clone())
     };
-    let mut out = Vec::new();
-    owed(&control, &mut out);
-    if !out.is_empty() {
-        wr.write_all(&out).await.map_err(|e| e.to_string())?;
-    }
+    write_owed(&control, wr).await?;
     Ok(Some(sorted))
 }
 
@@ -314,13 +329,9 @@ where
             return Ok(false);
         };
         match (rec.kind, rec.request_id) {
-            (fastcgi::GET_VALUES, 0) => {
-                let reply = get_values_result(&rec.content, threads);
-                wr.write_all(&reply).await.map_err(|e| e.to_string())?;
-            }
             (kind, 0) => {
                 let mut out = Vec::new();
-                fastcgi::unknown_type(&mut out, kind);
+                management_reply(kind, &rec.content, threads, &mut out);
                 wr.write_all(&out).await.map_err(|e| e.to_string())?;
             }
             (fastcgi::BEGIN_REQUEST, id) => {
@@ -565,11 +576,7 @@ where
                 streamed_done.store(true, std::sync::atomic::Ordering::Release);
             }
             drop(r);
-            let mut out = Vec::new();
-            owed(&control, &mut out);
-            if !out.is_empty() {
-                wr.write_all(&out).await.map_err(|e| e.to_string())?;
-            }
+            write_owed(&control, wr).await?;
             if over {
                 break;
             }
