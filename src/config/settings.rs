@@ -173,11 +173,9 @@ impl HttpsSocket {
             }
             _ => String::new(),
         };
-        let fields = [&cert, &key, &ca];
-        if fields.iter().any(|f| f.contains(',')) {
+        if let Some(path) = [&cert, &key, &ca].into_iter().find(|f| f.contains(',')) {
             return Err(format!(
-                "a certificate, key or CA path with a comma cannot be served: {}",
-                fields.iter().find(|f| f.contains(',')).expect("checked")
+                "a certificate, key or CA path with a comma cannot be served: {path}"
             ));
         }
         // OpenSSL takes commas or colons between suites; the field, colons.

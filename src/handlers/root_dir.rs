@@ -142,9 +142,8 @@ impl RootDir {
         };
         let held = self.held();
         if let Some(root) = &held.fd {
-            let how = OpenHow::new()
-                .flags(OPEN_FLAGS)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+            let how = OpenHow::new().flags(OPEN_FLAGS).resolve(beneath);
             match nix::fcntl::openat2(root, rel, how) {
                 Ok(fd) => {
                     let file = File::from(fd);
@@ -163,7 +162,7 @@ impl RootDir {
                 Err(Errno::EACCES) => {
                     let how = OpenHow::new()
                         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-                        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+                        .resolve(beneath);
                     let dir = nix::fcntl::openat2(root, rel, how)
                         .map(File::from)
                         .ok()
