@@ -58,10 +58,11 @@ impl<R: AsyncRead> FcgiReader<R> {
         }
     }
 
-    /// Waits for the next request on a kept connection, as long as the
-    /// front end keeps it (nginx closes its idle upstream connections
-    /// itself, after its `keepalive_timeout`; php-fpm waits as long):
-    /// `Ok(false)` when it closed.
+    /// Reads more bytes, waiting as long as the front end keeps the
+    /// connection (for a kept connection's next request: nginx closes its
+    /// idle upstream connections itself, after its `keepalive_timeout`;
+    /// php-fpm waits as long); `Ok(false)` when it closed. Safe to cancel:
+    /// bytes are only ever appended to the buffer.
     async fn next_request(&mut self) -> Result<bool, String> {
         match self.rd.read_buf(&mut self.buf).await {
             Ok(0) => Ok(false),
@@ -70,18 +71,18 @@ impl<R: AsyncRead> FcgiReader<R> {
         }
     }
 
-    /// Reads more bytes; `Ok(false)` when the front end closed. Safe to
-    /// cancel: bytes are only ever appended to the buffer.
+    /// Reads more bytes within --socket-timeout; `Ok(false)` when the
+    /// front end closed.
     async fn fill(&mut self) -> Result<bool, String> {
-        match tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf)).await {
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no bytes for {}s (--socket-timeout)",
-                self.timeout.as_secs()
-            )),
-        }
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.next_request())
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no bytes for {}s (--socket-timeout)",
+                    timeout.as_secs()
+                ))
+            })
     }
 }
 
