@@ -177,9 +177,7 @@ impl CgiScripts {
                 Bytes::from(name)
             };
             let found = match &root.target {
-                Target::Script(_) if climbs(rest) => {
-                    return Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"));
-                }
+                Target::Script(_) if climbs(rest) => return Lookup::Answer(bad_path()),
                 Target::Script(file) => match std::fs::metadata(file) {
                     Ok(meta) => Found {
                         file: file.clone(),
@@ -192,13 +190,7 @@ impl CgiScripts {
                 },
                 Target::Dir(dir) => match locate(dir, rest, &self.index) {
                     Located::Missing => continue,
-                    Located::BadPath => {
-                        return Lookup::Answer(Response::plain(
-                            400,
-                            "Bad Request",
-                            "Bad Request\n",
-                        ));
-                    }
+                    Located::BadPath => return Lookup::Answer(bad_path()),
                     Located::Forbidden => return Lookup::Answer(forbidden()),
                     Located::Unavailable => return Lookup::Answer(crate::request::unavailable()),
                     Located::AddSlash => {
@@ -486,6 +478,11 @@ fn failed(name: &str, failure: Failure, timeout: Duration) -> Response {
             }
         }
     }
+}
+
+/// `..`, NUL or a backslash in the path.
+fn bad_path() -> Response {
+    Response::plain(400, "Bad Request", "Bad Request\n")
 }
 
 fn forbidden() -> Response {
