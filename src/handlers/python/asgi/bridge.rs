@@ -115,15 +115,9 @@ pub(super) fn start_request(
         )?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
         let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(&vars)))?;
+        let task = spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())?;
         // Held until the app ends (it cannot have: the task has not run).
-        exchange.lock().task = Some(spawn_app(
-            py,
-            objects,
-            app,
-            scope,
-            receive.into_any(),
-            send.into_any(),
-        )?);
+        exchange.lock().task = Some(task);
         Ok(())
     };
     if let Err(e) = run() {
@@ -168,15 +162,9 @@ pub(super) fn start_websocket(
             py,
             WsSend::new(exchange.clone(), RequestLine::of(&vars), offered),
         )?;
+        let task = spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())?;
         // Held until the app ends (it cannot have: the task has not run).
-        exchange.lock().task = Some(spawn_app(
-            py,
-            objects,
-            app,
-            scope,
-            receive.into_any(),
-            send.into_any(),
-        )?);
+        exchange.lock().task = Some(task);
         Ok(())
     };
     if let Err(e) = run() {
