@@ -72,6 +72,18 @@ fn run(args: Vec<OsString>) -> u8 {
         return 0;
     }
     if loaded.flag(&opt::CHECK_CONFIG) {
+        // A reload's own check (master/run.rs) leaves the app to the new
+        // image, which keeps the old workers serving if it fails.
+        if loaded.flag(&opt::CHECK_APP)
+            && std::env::var_os(crate::process::RELOAD_CHECK_ENV).is_none()
+            && let Action::Serve(cfg) = &action
+        {
+            if let Err(e) = crate::startup::check_app(cfg) {
+                eprintln!("oxgate: {e}");
+                return 1;
+            }
+            eprintln!("oxgate: the app loads");
+        }
         eprintln!(
             "oxgate: the configuration is usable ({} warning{})",
             warnings.len(),

@@ -184,6 +184,20 @@ pub fn run(cfg: Config) -> Result<(), String> {
     result
 }
 
+/// `--check-app`: imports the apps as a worker would, in this process,
+/// with no socket bound and nothing served.
+pub fn check_app(cfg: &Config) -> Result<(), String> {
+    for (k, v) in &cfg.env {
+        // SAFETY: as in `run`: no other thread exists yet.
+        unsafe { std::env::set_var(k, v) };
+    }
+    if let Some(dir) = &cfg.chdir {
+        std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
+    }
+    python::prepare_started_python(&cfg.pythonpath)?;
+    load_app(cfg).map(drop)
+}
+
 /// Each address once, with the protocol it serves: the same socket named
 /// twice for one protocol (in a file and on the command line) is one
 /// socket, but an address named for two protocols is refused: only the

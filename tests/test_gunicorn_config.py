@@ -90,6 +90,24 @@ def test_dialects_and_precedence(tmp_path):
     assert ("disable-logging", "true") in got and ("harakiri", "30") in got
 
 
+def test_check_config_loads_the_app_as_gunicorn_does(tmp_path):
+    """Gunicorn's --check-config imports the app, and fails (1) with its
+    traceback when the import fails; the real Gunicorn is the reference."""
+    f = conf(tmp_path, "workers = 2\n")
+    (tmp_path / "broken.py").write_text("import no_such_module_here\n")
+    for program in ([BIN], [GUNICORN]):
+        for app, code in (("procs:application", 0), ("broken:app", 1)):
+            p = subprocess.run([*program, "-c", str(f), app, "--check-config"], capture_output=True,
+                               text=True, timeout=30, cwd=tmp_path)
+            assert p.returncode == code, (program, app, p.stderr)
+            assert (code == 1) == ("No module named 'no_such_module_here'" in p.stderr), p.stderr
+    # uWSGI's options check the configuration only, unless --check-app is given.
+    args = ["--http-socket", ":1", "--module", "broken:app", "--check-config"]
+    assert oxgate(*args, cwd=tmp_path).returncode == 0
+    p = oxgate(*args, "--check-app", cwd=tmp_path)
+    assert p.returncode == 1 and "no_such_module_here" in p.stderr
+
+
 def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
     f = conf(tmp_path, "worker_connections = 50\nssl_version = 5\nworkers = 1\n"
                        "logconfig_dict = {'version': 1}\n")

@@ -136,6 +136,7 @@ complete -c oxgate -l xml -x -d 'Read options from the <uwsgi> (or <oxgate>) ele
 complete -c oxgate -l strict -d 'Refuse unknown keys in config files instead of warning about them'
 complete -c oxgate -l print-config -d 'Print every option as resolved, with where it came from, and exit'
 complete -c oxgate -l check-config -d 'Read and check the configuration, report problems, and exit (status 0 when it is usable)'
+complete -c oxgate -l check-app -d 'With --check-config: import the app too, as a worker would (--env, --chdir, --pythonpath and the virtualenv applied), and exit 1 with its traceback if it fails, as Gunicorn\'s --check-config does'
 complete -c oxgate -l disable-logging -d 'Write no request log line, except for the requests --log-slow, --log-4xx, --log-5xx, --log-big or --log-zero pick'
 complete -c oxgate -l log-format -x -d 'The request line, with uWSGI\'s %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable and %(resp.NAME) for a response header'
 complete -c oxgate -l logformat -x -d 'The request line, with uWSGI\'s %(var) variables: uri method user addr host proto status size rsize hsize msecs micros secs time tmsecs tmicros epoch ltime ctime ftime pid wid core switches vars pktsize headers cl rss vsz rssM vszM referer uagent protocol req, and %(var.NAME) for any request variable and %(resp.NAME) for a response header'

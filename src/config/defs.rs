@@ -583,6 +583,8 @@ options! {
         .help("Print every option as resolved, with where it came from, and exit."),
     CHECK_CONFIG = OptDef::new("check-config", Flag, Config)
         .help("Read and check the configuration, report problems, and exit (status 0 when it is usable)."),
+    CHECK_APP = OptDef::new("check-app", Flag, Config)
+        .help("With --check-config: import the app too, as a worker would (--env, --chdir, --pythonpath and the virtualenv applied), and exit 1 with its traceback if it fails, as Gunicorn's --check-config does. Gunicorn's check_config sets it."),
     DISABLE_LOGGING = OptDef::new("disable-logging", Flag, Logging)
         .short('L')
         .help("Write no request log line, except for the requests --log-slow, --log-4xx, --log-5xx, --log-big or --log-zero pick."),

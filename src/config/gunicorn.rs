@@ -1100,6 +1100,8 @@ fn translate(
         ("websocket_max_message_size", &opt::WS_MAX_SIZE),
         ("print_config", &opt::PRINT_CONFIG),
         ("check_config", &opt::CHECK_CONFIG),
+        // Gunicorn's check loads the app.
+        ("check_config", &opt::CHECK_APP),
     ];
     for (name, key) in direct {
         if let Some(g) = given.get(name)

@@ -693,6 +693,7 @@ fn check_new_config() -> Result<(), String> {
         .arg0(arg0)
         .args(args)
         .arg("--check-config")
+        .env(process::RELOAD_CHECK_ENV, "1")
         .current_dir(process::start_dir())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -8,6 +8,10 @@ mod privileges;
 mod role;
 mod systemd;
 
+/// Set in the environment of the `--check-config` a reload runs first: it
+/// checks the configuration, and leaves the app to the new image.
+pub const RELOAD_CHECK_ENV: &str = "OXGATE_RELOAD_CHECK";
+
 pub use self::control::send_control;
 pub use self::daemon::{daemonize, redirect_output};
 pub use self::pidfile::write_pidfile;
