@@ -477,6 +477,35 @@ def test_a_startup_hook_that_raises_stops_the_server_as_in_gunicorn(tmp_path, ho
     assert p.returncode != 0 and f"refused by {hook}" in p.stderr, (p.returncode, p.stderr[-800:])
 
 
+CFG_HOOK = """
+import json
+timeout = 45
+def when_ready(server):
+    c = server.cfg
+    seen = {n: getattr(c, n) for n in ("workers", "threads", "timeout", "max_requests", "preload_app",
+                                      "keepalive", "loglevel", "graceful_timeout", "backlog", "bind")}
+    port = c.bind[0].rsplit(":", 1)[1]
+    with open(f"cfg-{port}.json", "w") as f:
+        json.dump(seen, f)
+"""
+
+
+def test_hooks_see_the_settings_in_force_as_in_gunicorn(serve, tmp_path):
+    """server.cfg in a hook: the command line over the file, and Gunicorn's
+    default for what neither sets, the same as in the real Gunicorn."""
+    f = conf(tmp_path, CFG_HOOK)
+    ox, gu = both(serve, tmp_path, f, "-w", "2", "--max-requests", "7", "procs:application")
+    seen = {}
+    for s in (ox, gu):
+        port = s.url.rsplit(":", 1)[1]
+        out = tmp_path / f"cfg-{port}.json"
+        wait_for(out.exists, what=f"when_ready's file in {s.args[0]}")
+        seen[s] = __import__("json").loads(out.read_text())
+        assert seen[s].pop("bind") == [f"127.0.0.1:{port}"]
+    assert seen[ox] == seen[gu]
+    assert seen[ox]["workers"] == 2 and seen[ox]["max_requests"] == 7 and seen[ox]["timeout"] == 45
+
+
 def test_a_pre_request_hook_that_raises_is_a_500_and_the_app_is_not_called(serve, tmp_path):
     f = conf(tmp_path, HOOKS_THAT_RAISE.format(hook="pre_request", args=HOOK_ARGS["pre_request"]))
     ox, gu = both(serve, tmp_path, f, "procs:application")

@@ -854,6 +854,8 @@ fn translate(
     push(&opt::VACUUM, "true".into(), &default);
     // Gunicorn's SIGINT and SIGQUIT are its quick shutdown.
     push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
+    // Gunicorn's listen backlog, unless `backlog` says otherwise (below).
+    push(&opt::LISTEN, "2048".into(), &default);
 
     // Sockets: `protocol = uwsgi` makes every bind a uwsgi socket.
     let socket_key = match one("protocol").as_deref() {

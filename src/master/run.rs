@@ -112,6 +112,7 @@ pub fn run(
             },
         )
     };
+    python::share_settings_with_hooks(cfg);
     if handover.is_none() {
         server_hook("nworkers_changed", Some((p.processes, None)));
         // As Gunicorn, which stops when on_starting or when_ready raises.

@@ -118,11 +118,68 @@ class _Log:
         pass
 
 
+# Gunicorn's defaults for the settings hooks read, as its Config gives
+# them (chdir, user and group are the process's own).
+_DEFAULTS = {
+    "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+    "accesslog": None, "backlog": 2048, "bind": ["127.0.0.1:8000"], "ca_certs": None,
+    "capture_output": False, "certfile": None, "check_config": False, "ciphers": None,
+    "daemon": False, "default_proc_name": "gunicorn", "dogstatsd_tags": "",
+    "enable_stdio_inheritance": False, "errorlog": "-",
+    "forwarded_allow_ips": ["127.0.0.1", "::1"], "graceful_timeout": 30,
+    "keepalive": 2, "keyfile": None, "limit_request_field_size": 8190,
+    "limit_request_fields": 100, "limit_request_line": 4094, "logconfig": None,
+    "loglevel": "info", "max_requests": 0, "max_requests_jitter": 0, "pidfile": None,
+    "preload_app": False, "print_config": False, "proc_name": None,
+    "proxy_allow_ips": ["127.0.0.1", "::1"], "proxy_protocol": False, "pythonpath": None,
+    "raw_env": [], "reload": False, "reload_extra_files": [], "reuse_port": False,
+    "root_path": "", "sendfile": None, "spew": False, "statsd_host": None,
+    "statsd_prefix": "", "syslog": False, "syslog_addr": "udp://localhost:514",
+    "syslog_facility": "user", "syslog_prefix": None, "threads": 1, "timeout": 30,
+    "tmp_upload_dir": None, "umask": 0, "worker_class": "sync", "worker_connections": 1000,
+    "worker_tmp_dir": None, "workers": 1, "wsgi_app": None,
+}
+
+# What oxgate resolved from every source (the command line,
+# GUNICORN_CMD_ARGS, the file), for the settings it has a value of.
+_effective = {}
+
+
+def set_effective(values):
+    _effective.clear()
+    _effective.update(values)
+
+
 class _Cfg:
-    """`server.cfg.NAME`: the file's settings; None for one it does not set."""
+    """`server.cfg.NAME`, as Gunicorn's Config answers: the value in force
+    (the command line over the variable over the file), else Gunicorn's
+    default; None for a name Gunicorn does not know."""
 
     def __getattr__(self, name):
-        return (namespace or {}).get(name)
+        if name in _effective:
+            return _effective[name]
+        ns = namespace or {}
+        if name in ns:
+            return ns[name]
+        if name == "chdir":
+            return os.getcwd()
+        if name == "user":
+            return os.geteuid()
+        if name == "group":
+            return os.getegid()
+        return _DEFAULTS.get(name)
+
+    @property
+    def worker_class_str(self):
+        return str(self.worker_class)
+
+    @property
+    def address(self):
+        return list(self.bind)
+
+    @property
+    def is_ssl(self):
+        return bool(self.certfile or self.keyfile)
 
 
 log = _Log()
@@ -149,7 +206,7 @@ class Worker:
         self.alive = True
         self.booted = False
         self.nr = 0
-        self.max_requests = (namespace or {}).get("max_requests") or sys.maxsize
+        self.max_requests = cfg.max_requests or sys.maxsize
 
     def notify(self):
         pass

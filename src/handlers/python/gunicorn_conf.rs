@@ -115,6 +115,58 @@ pub fn call_gunicorn_hook(name: &str, cx: HookContext) -> bool {
     })
 }
 
+/// Tells the hooks' `server.cfg` what oxgate resolved from every source
+/// for the settings it has values of: a worker count given on the command
+/// line is the one `server.cfg.workers` says.
+pub fn share_settings_with_hooks(cfg: &crate::config::Config) {
+    if !HOOKS.load(Ordering::Relaxed) || !super::python_running() {
+        return;
+    }
+    let p = &cfg.process;
+    let bind: Vec<String> = cfg
+        .http_sockets
+        .iter()
+        .chain(cfg.https_sockets.iter().map(|s| &s.addr))
+        .map(|a| {
+            if a.starts_with('/') {
+                format!("unix:{a}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    Python::attach(|py| {
+        let shared = (|| -> PyResult<()> {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("workers", p.processes)?;
+            d.set_item("threads", cfg.threads)?;
+            if !bind.is_empty() {
+                d.set_item("bind", bind)?;
+            }
+            d.set_item("max_requests", p.max_requests.unwrap_or(0))?;
+            d.set_item("max_requests_jitter", p.max_requests_jitter)?;
+            d.set_item("backlog", cfg.listen_backlog)?;
+            d.set_item("preload_app", !p.lazy_apps)?;
+            d.set_item("daemon", p.daemonize.is_some() || p.daemonize2.is_some())?;
+            if let Some(pidfile) = p.pidfile.as_ref().or(p.pidfile2.as_ref()) {
+                d.set_item("pidfile", pidfile.to_string_lossy())?;
+            }
+            if let Some(keepalive) = cfg.keepalive_timeout {
+                d.set_item("keepalive", keepalive.as_secs())?;
+            }
+            if let Some(root) = &cfg.root_path {
+                d.set_item("root_path", root)?;
+            }
+            py.import("_oxgate_gunicorn_conf")?
+                .call_method1("set_effective", (d,))?;
+            Ok(())
+        })();
+        if let Err(e) = shared {
+            crate::say!("oxgate: internal error giving the hooks their settings: {e}");
+        }
+    });
+}
+
 /// Whether the config file defined the server hook `name`.
 pub fn has_gunicorn_hook(name: &str) -> bool {
     if !HOOKS.load(Ordering::Relaxed) || !super::python_running() {

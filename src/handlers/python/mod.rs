@@ -11,7 +11,10 @@ mod traceback;
 mod wsgi;
 
 pub use asgi::{ASGI_CORES, AsgiApp, AsgiHost, loop_name};
-pub use gunicorn_conf::{HookContext, call_gunicorn_hook, has_gunicorn_hook, read_gunicorn_config};
+pub use gunicorn_conf::{
+    HookContext, call_gunicorn_hook, has_gunicorn_hook, read_gunicorn_config,
+    share_settings_with_hooks,
+};
 pub use interpreter::{
     Host, describe_python, fork, host, initialize, install_stack_dump, prepare_preload_fork,
     prepare_started_python, python_running, relaunch_command, run_atexit,
