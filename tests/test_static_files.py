@@ -182,6 +182,13 @@ def test_a_static_directory_replaced_by_a_deploy_is_served_from(serve, tmp_path)
     assert get(s.url, "/static/only-0.css").json()["path"] == "/static/only-0.css"
     # A map to one file follows the link too.
     wait_for(lambda: get(s.url, "/favicon.ico").text == "icon 1\n", what="the new release's icon")
+    # A map to one file that is not there yet (a build step makes it).
+    later_icon = tmp_path / "made-later.ico"
+    s2 = serve("--static-map", f"/icon.ico={later_icon}", "--wsgi-file", ECHO, "--processes", "1")
+    assert get(s2.url, "/icon.ico").json()["path"] == "/icon.ico"
+    later_icon.write_text("icon made later\n")
+    assert get(s2.url, "/icon.ico").text == "icon made later\n"
+    assert get(s2.url, "/icon.ico/x").json()["path"] == "/icon.ico/x"
     late.mkdir()
     (late / "x.css").write_text("late\n")
     wait_for(lambda: get(s.url, "/late/x.css").text == "late\n", what="the directory made after start-up served")

@@ -132,6 +132,11 @@ impl RootDir {
         self.held().allowed[0].clone()
     }
 
+    /// The directory as configured, links kept.
+    pub fn named(&self) -> &Path {
+        &self.named
+    }
+
     /// Opens `rel` (relative, no `..`) under the root: the file and its
     /// metadata.
     pub fn open_rel(&self, rel: &Path) -> Result<(File, Metadata), Refused> {

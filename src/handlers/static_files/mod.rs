@@ -169,6 +169,16 @@ impl StaticFiles {
             if let Some(answer) = self.answer(req, root, rel) {
                 return Lookup::Answer(answer);
             }
+            // A map to a file that did not exist at startup was taken for
+            // a directory; uWSGI, which looks at each request, serves the
+            // file once it is there.
+            if root.file.is_none()
+                && !root.check
+                && rest.is_empty()
+                && let Some(answer) = self.file_made_since(req, root)
+            {
+                return Lookup::Answer(answer);
+            }
         }
         // --check-static-docroot: the front end's DOCUMENT_ROOT, opened for
         // this request (it may differ from one request to the next).
@@ -180,6 +190,23 @@ impl StaticFiles {
             return Lookup::Answer(answer);
         }
         Lookup::App
+    }
+
+    /// The answer for a directory root's own path, if it is a file now.
+    fn file_made_since(&self, req: &Request, root: &Root) -> Option<Response> {
+        let named = root.dir.named();
+        let (parent, name) = (named.parent()?, named.file_name()?);
+        if !std::fs::metadata(named).is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        let as_file = Root {
+            mount: root.mount.clone(),
+            dir: resolve::RootDir::new(parent, &self.settings.safe),
+            keep_mount: false,
+            check: false,
+            file: Some(name.as_bytes().to_vec()),
+        };
+        self.answer(req, &as_file, name.as_bytes())
     }
 
     /// The front end's DOCUMENT_ROOT as a root, opened for this request:
