@@ -32,7 +32,13 @@ impl std::fmt::Display for Address {
 /// Reads `host:port`, `:port`, `[::1]:port`, `@abstract`, `fd://N` or a
 /// unix path. Like uWSGI, anything without a colon is a unix socket path.
 pub fn parse(addr: &str) -> Result<Address, String> {
-    let addr = addr.trim();
+    // A comment after the address (`127.0.0.1:8000 # the app`), which
+    // uWSGI's reading of the port as a number passes over.
+    let addr = addr
+        .find([' ', '\t'])
+        .filter(|&i| addr[i..].trim_start().starts_with(['#', ';']))
+        .map_or(addr, |i| &addr[..i])
+        .trim();
     if addr.is_empty() {
         return Err("empty socket address".into());
     }
@@ -54,6 +60,8 @@ pub fn parse(addr: &str) -> Result<Address, String> {
         return Ok(Address::Unix(PathBuf::from(addr)));
     }
     let (host, port) = addr.rsplit_once(':').expect("has a colon");
+    // `: 8000`, as uWSGI reads it.
+    let port = port.trim_start();
     if port.parse::<u16>().is_err() {
         return Err(format!(
             "cannot understand socket address {addr:?}: the port {port:?} is not a number from 0 to 65535 \
@@ -312,6 +320,24 @@ mod tests {
         assert!(parse("127.0.0.1:http").unwrap_err().contains("port"));
         assert!(parse("1.2.3.4:99999").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn what_uwsgi_reads_past_is_read_past() {
+        // Both shapes are in real files; uWSGI reads the port with atoi.
+        for (written, meant) in [
+            ("127.0.0.1:8000 # the app", "127.0.0.1:8000"),
+            ("127.0.0.1:8000\t; note: main", "127.0.0.1:8000"),
+            (": 8001", "0.0.0.0:8001"),
+        ] {
+            assert_eq!(
+                parse(written).unwrap(),
+                Address::Tcp(meant.into()),
+                "{written}"
+            );
+        }
+        assert!(parse("127.0.0.1:8000 main").is_err());
+        assert!(parse("127.0.0.1:80x").is_err());
     }
 
     #[test]

@@ -439,3 +439,77 @@ def test_seed_http_command_serves(tmp_path, serve):
         "    return iter([data])\n")
     s = serve("--http", "127.0.0.1:{port}", "--file", "demo/wsgi.py", socket_arg=False, cwd=tmp_path)
     assert requests.get(s.url).text == "Hello, World!\n"
+
+
+def test_every_uwsgi_option_is_recognised_and_routing_is_refused(tmp_path):
+    """A uWSGI option oxgate lacks is named as such (not kept as a silent
+    placeholder); its internal routing, whose rules guard URLs, stops the
+    start; the aliases uWSGI has for oxgate's options are read."""
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nsocket = /tmp/x.sock\nwsgi-file = app.py\nchmod = 664\npy-auto-reload = 2\n"
+                 "harakiri-graceful-timeout = 5\nmy_own_name = 1\n")
+    p = run(str(f), "--print-config")
+    assert p.returncode == 0, p.stderr
+    got = options(p.stdout)
+    assert ("chmod-socket", "664") in got and ("py-autoreload", "2") in got
+    assert "uWSGI option 'harakiri-graceful-timeout' is not implemented" in p.stderr
+    assert "my_own_name" not in p.stderr
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nroute-uri = ^/admin break:403\n")
+    p = run(str(f), "--check-config")
+    assert p.returncode == 2 and "internal routing ('route-uri')" in p.stderr
+    # A uWSGI option on the command line, too.
+    p = run("--http-socket", ":1", "--module", "m", "--worker-exec=x", "--check-config")
+    assert p.returncode == 0 and "'worker-exec' is not implemented" in p.stderr
+
+
+def test_chmod_socket_takes_its_mode_only_when_one_follows():
+    for args, mode in [(["--chmod-socket", "--master"], "true"), (["-C", "660"], "660"), (["--chmod-socket=644"], "644")]:
+        p = run("-s", "/tmp/x.sock", *args, "-w", "app", "--print-config")
+        got = options(p.stdout)
+        assert ("chmod-socket", mode) in got and ("module", "app") in got, (args, p.stderr)
+    assert ("master", "true") in options(run("-s", "/tmp/x.sock", "--chmod-socket", "--master", "-w", "app",
+                                             "--print-config").stdout)
+
+
+def test_uwsgi_environment_variables_are_placeholders_and_command_lines_are_expanded(tmp_path):
+    f = tmp_path / "q.ini"
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\npidfile = /run/%n.%(foo).%(bar).pid\n")
+    p = run(str(f), "--print-config", env={"UWSGI_FOO": "hoge", "UWSGI_BAR": "fuga", "UWSGI_CHEAPER": "2"})
+    assert ("pidfile", "/run/q.hoge.fuga.pid") in options(p.stdout), p.stdout
+    assert "'cheaper' is not implemented" in p.stderr
+    # $(ENV), %(placeholder) on the command line, as uWSGI expands them
+    # after reading it; a log format's own %(...) are left.
+    p = run("--http-socket", "127.0.0.1:$(PORT)", "--set-ph", "x=9", "--module", "m%(x)",
+            "--log-format", "%(addr) %(uri)", "--print-config", env={"PORT": "8123"})
+    got = options(p.stdout)
+    assert ("http-socket", "127.0.0.1:8123") in got and ("module", "m9") in got, p.stderr
+    assert ("log-format", "%(addr) %(uri)") in got
+
+
+def test_inherit_config_and_set_read_as_in_uwsgi(tmp_path):
+    (tmp_path / "base.ini").write_text("[uwsgi]\nhttp-socket = :1\nmodule = base:app\nprocesses = 3\n")
+    child = tmp_path / "child.ini"
+    child.write_text("[uwsgi]\ninherit = base.ini\nprocesses = 5\nset = harakiri=33\n")
+    got = options(run(str(child), "--print-config").stdout)
+    assert ("module", "base:app") in got and ("harakiri", "33") in got
+    assert [v for k, v in got if k == "processes"][-1] == "5"
+    p = run("--config", str(tmp_path / "base.ini"), "-S", "threads=4", "--set", "harakiri=7", "--print-config")
+    got = options(p.stdout)
+    assert ("module", "base:app") in got and ("threads", "4") in got and ("harakiri", "7") in got, p.stderr
+
+
+def test_a_lone_app_argument_is_read_as_uwsgi_reads_it(tmp_path):
+    for arg, want in [("site.wsgi", [("wsgi-file", "site.wsgi")]),
+                      ("app.py:application", [("wsgi-file", "app.py"), ("callable", "application")]),
+                      ("pkg.mod:app", [("module", "pkg.mod:app")]), ("app:app", [("module", "app:app")])]:
+        got = options(run("--http-socket", ":1", arg, "--print-config").stdout)
+        assert all(w in got for w in want), (arg, got)
+
+
+def test_an_address_uwsgi_reads_is_read_and_a_bad_one_is_refused_by_the_check(tmp_path):
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nhttp-socket = 127.0.0.1:8000 # main port\nhttp = : 8001\nmodule = m\n")
+    p = run(str(f), "--check-config")
+    assert p.returncode == 0, p.stderr
+    p = run("--http-socket", "127.0.0.1:80x", "--module", "m", "--check-config")
+    assert p.returncode == 2 and "the port" in p.stderr

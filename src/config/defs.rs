@@ -193,7 +193,7 @@ macro_rules! options {
 
 options! {
     HTTP_SOCKET = OptDef::new("http-socket", List, Sockets)
-        .aliases(&["http"])
+        .aliases(&["http", "httprouter"])
         .value("ADDR")
         .help("Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
                --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process. \
@@ -240,6 +240,7 @@ options! {
         .value("ADDR")
         .help("An SCGI socket (nginx scgi_pass, Apache mod_proxy_scgi, lighttpd mod_scgi)."),
     PROTOCOL = OptDef::new("protocol", Str, Sockets)
+        .aliases(&["socket-protocol"])
         .value("NAME")
         .defaults_to("uwsgi")
         .help("The protocol of --socket: uwsgi, http, scgi or fastcgi."),
@@ -252,9 +253,10 @@ options! {
         .value("N")
         .defaults_to("1024")
         .help("Backlog of each listening socket (the kernel caps it at net.core.somaxconn)."),
-    CHMOD_SOCKET = OptDef::new("chmod-socket", Str, Sockets)
+    CHMOD_SOCKET = OptDef::new("chmod-socket", FlagOrStr, Sockets)
+        .aliases(&["chmod"])
         .short('C')
-        .value("MODE")
+        .value("[MODE]")
         .help("Permissions of unix sockets, octal; 666 when given without a value. Without it, 660 (owner and group), or what --umask leaves."),
     WSGI_FILE = OptDef::new("wsgi-file", Str, App)
         .aliases(&["file"])
@@ -340,7 +342,7 @@ options! {
         .value("DIR")
         .help("Change to DIR before loading the app."),
     PYTHONPATH = OptDef::new("pythonpath", List, Python)
-        .aliases(&["python-path", "pp"])
+        .aliases(&["python-path", "pp", "early-pythonpath", "early-python-path"])
         .value("DIR")
         .help("Put DIR in front of sys.path (repeatable)."),
     IMPORT = OptDef::new("import", List, Python)
@@ -502,7 +504,7 @@ options! {
         .value("PIDFILE COMMAND")
         .help("Run COMMAND, which daemonizes and writes PIDFILE; restart it when that pid is gone, stop it with the master."),
     PY_AUTORELOAD = OptDef::new("py-autoreload", Int, Process)
-        .aliases(&["python-autoreload"])
+        .aliases(&["python-autoreload", "py-auto-reload", "python-auto-reload"])
         .value("SECONDS")
         .help("Every SECONDS, reload gracefully if a loaded Python module's file changed (for development)."),
     CHOWN_SOCKET = OptDef::new("chown-socket", Str, Sockets)
@@ -699,6 +701,7 @@ options! {
         .value("EXT")
         .help("As --static-gzip-all, for files ending in EXT (.css, .js)."),
     MIMEFILE = OptDef::new("mimefile", List, Static)
+        .aliases(&["mime-file"])
         .value("FILE")
         .help("Read file extensions' MIME types from FILE (mime.types format) instead of /etc/mime.types; a built-in table covers the rest."),
     CGI = OptDef::new("cgi", List, Cgi)
@@ -790,7 +793,7 @@ options! {
         .ignored()
         .help("oxgate always runs one interpreter per process."),
     PLUGIN = OptDef::new("plugin", List, Python)
-        .aliases(&["plugins"])
+        .aliases(&["plugins", "need-plugin", "need-plugins"])
         .value("NAME")
         .ignored()
         .help("Python support is built in; plugins are not needed."),
@@ -818,6 +821,7 @@ options! {
         .ignored()
         .help("oxgate does not set process titles."),
     OFFLOAD_THREADS = OptDef::new("offload-threads", Int, Process)
+        .aliases(&["offload-thread"])
         .value("N")
         .ignored()
         .help("oxgate sends static files and wsgi.file_wrapper bodies from its event loop, with no threads for it."),

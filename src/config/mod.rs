@@ -13,6 +13,7 @@ mod resolve;
 mod settings;
 pub mod sources;
 pub mod uvicorn;
+mod uwsgi_names;
 mod value;
 
 pub use doc::{help_text, man_page, options_markdown, print_config};

@@ -55,7 +55,16 @@ impl Loaded {
             if e.key.is_empty() || !seen.insert(e.key.clone()) {
                 continue;
             }
-            let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str()) {
+            if super::uwsgi_names::is_routing_option(&e.key) {
+                errors.push(format!(
+                    "{}: uWSGI's internal routing ('{}') is not implemented in oxgate, and its rule would not be applied; a rule that guards URLs would let every request through. Move it to the web server in front (nginx: a location with deny or return 403, a rewrite) or into the app",
+                    e.origin, e.key
+                ));
+                continue;
+            }
+            let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str())
+                || super::uwsgi_names::is_uwsgi_option(&e.key)
+            {
                 Some(format!(
                     "{}: uWSGI option '{}' is not implemented in oxgate yet; it has no effect",
                     e.origin, e.key
@@ -202,17 +211,31 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     use sources::{Origin, Reader};
     let mut reader = Reader::default();
     // (variable, option, value) for each UWSGI_*/OXGATE_* naming an option.
-    let mut env: Vec<(String, Key, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("UWSGI_") || k.starts_with("OXGATE_"))
-        .filter_map(|(name, value)| {
-            let key = name
-                .split_once('_')
-                .map_or("", |(_, k)| k)
-                .to_ascii_lowercase()
-                .replace('_', "-");
-            defs::lookup_exact(&key).map(|opt| (name, opt, value))
-        })
-        .collect();
+    // Any other UWSGI_* is a placeholder, as uWSGI exports every one
+    // (`UWSGI_FOO=x` is `%(foo)`), and a uWSGI option oxgate lacks is
+    // reported as in a file.
+    let mut env: Vec<(String, Key, String)> = Vec::new();
+    for (name, value) in std::env::vars() {
+        if !(name.starts_with("UWSGI_") || name.starts_with("OXGATE_")) {
+            continue;
+        }
+        let key = name
+            .split_once('_')
+            .map_or("", |(_, k)| k)
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        match defs::lookup_exact(&key) {
+            Some(opt) => env.push((name, opt, value)),
+            None if name.starts_with("UWSGI_") && !key.is_empty() => {
+                if super::uwsgi_names::is_uwsgi_option(&key) {
+                    reader.push(&key, &value, Origin::Env(name));
+                } else {
+                    reader.set_placeholder(&key, &value);
+                }
+            }
+            None => {}
+        }
+    }
     // Config files first, then the single options, each kind in name
     // order: UWSGI_HARAKIRI overrides the harakiri of the UWSGI_INI file.
     // The single options are placeholders already while the files are
@@ -240,6 +263,35 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
             Err(e) => return err(format!("{e}")),
         };
         let (opt, shown) = match arg {
+            // uWSGI's file and placeholder options, which are the reader's
+            // and no setting's.
+            ref a @ (Arg::Long(
+                "include" | "inherit" | "config" | "set" | "set-ph" | "set-placeholder",
+            )
+            | Arg::Short('S')) => {
+                let name = match a {
+                    Arg::Long(name) => name.to_string(),
+                    _ => "set".to_string(),
+                };
+                let value = parser
+                    .value()
+                    .map_err(|_| ConfigError(format!("--{name} needs a value")))
+                    .and_then(|v| os_to_string(v, &name))?;
+                if name == "include" || name == "inherit" || name == "config" {
+                    reader.load_file("auto", &value, &Origin::CommandLine)?;
+                    continue;
+                }
+                let Some((k, v)) = value.split_once('=').filter(|(k, _)| !k.trim().is_empty())
+                else {
+                    return err(format!("--{name} {value:?}: expected NAME=VALUE"));
+                };
+                if name == "set" {
+                    reader.push(k.trim(), v.trim(), Origin::CommandLine);
+                } else {
+                    reader.set_placeholder(k.trim(), v.trim());
+                }
+                continue;
+            }
             Arg::Long(name) => match defs::lookup(name) {
                 Some(o) => (o, format!("--{name}")),
                 // A uWSGI option real configs use that oxgate does not
@@ -248,7 +300,9 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                 // only a value written `--name=value`, or a number
                 // (`--cheaper 2`), is taken, never a word that may be the
                 // app or a file; without one it is an error, as before.
-                None if defs::UWSGI_OPTIONS.contains(&name) => {
+                None if defs::UWSGI_OPTIONS.contains(&name)
+                    || super::uwsgi_names::is_uwsgi_option(name) =>
+                {
                     let name = name.to_string();
                     let value = match parser.optional_value() {
                         Some(v) => Some(os_to_string(v, &name)?),
@@ -324,7 +378,27 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                 continue;
             }
         };
-        let value = if matches!(opt.kind, Kind::Flag | Kind::FlagOrStr) {
+        let value = if opt.name == opt::CHMOD_SOCKET.name {
+            // uWSGI's optional mode: `-C`, `-C=660`, and (as oxgate has
+            // always read it) `-C 660`, a word that is not a mode left for
+            // what follows.
+            match parser.optional_value() {
+                Some(v) => os_to_string(v, &shown)?,
+                None => {
+                    let mut raw = parser.raw_args().map_err(|e| ConfigError(e.to_string()))?;
+                    match raw.peek().and_then(|a| a.to_str()) {
+                        Some(v)
+                            if !v.is_empty() && v.bytes().all(|c| (b'0'..=b'7').contains(&c)) =>
+                        {
+                            let v = v.to_string();
+                            raw.next();
+                            v
+                        }
+                        _ => "true".to_string(),
+                    }
+                }
+            }
+        } else if matches!(opt.kind, Kind::Flag | Kind::FlagOrStr) {
             match parser.optional_value() {
                 Some(v) => os_to_string(v, &shown)?,
                 None => "true".to_string(),
@@ -340,20 +414,29 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         if sources::INCLUDE_KEYS.contains(&opt.name) {
             reader.load_file(opt.name, &value, &Origin::CommandLine)?;
         } else {
-            reader.push(opt.name, &value, Origin::CommandLine);
+            reader.push_command_line(opt.name, &value);
         }
     }
     // Gunicorn's `oxgate pkg.mod:app` and uWSGI's `oxgate app.py` shortcuts.
     match apps.len() {
         0 => {}
         1 => {
+            // As uWSGI's python plugin reads it: FILE.py or FILE.wsgi,
+            // with `:callable` or without, is a file; anything else a
+            // module, `pkg.mod:app` or Gunicorn's `app:app`.
             let p = apps.remove(0);
-            let key = if p.ends_with(".py") {
-                &opt::WSGI_FILE
-            } else {
-                &opt::MODULE
+            let (path, callable) = match p.rsplit_once(':') {
+                Some((path, callable)) => (path, Some(callable)),
+                None => (p.as_str(), None),
             };
-            reader.push(key.name, &p, Origin::CommandLine);
+            if path.ends_with(".py") || path.ends_with(".wsgi") {
+                reader.push(opt::WSGI_FILE.name, path, Origin::CommandLine);
+                if let Some(callable) = callable.filter(|c| !c.is_empty()) {
+                    reader.push(opt::CALLABLE.name, callable, Origin::CommandLine);
+                }
+            } else {
+                reader.push(opt::MODULE.name, &p, Origin::CommandLine);
+            }
         }
         _ => {
             return err(format!(

@@ -625,6 +625,18 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         }
     }
     let https_sockets = https_sockets(&r)?;
+    // An address that cannot be bound is refused here, where
+    // --check-config sees it too, not only when the server starts.
+    for (kind, addrs) in [
+        ("--http-socket", &http_sockets),
+        ("--uwsgi-socket", &uwsgi_sockets),
+        ("--scgi-socket", &scgi_sockets),
+        ("--fastcgi-socket", &fastcgi_sockets),
+    ] {
+        for a in addrs {
+            crate::listen::parse(a).map_err(|e| ConfigError(format!("{kind} {a:?}: {e}")))?;
+        }
+    }
     // An HTTPS address is one socket: given again, the first would win
     // without a word (one certificate over another, or TLS over cleartext).
     let mut seen: Vec<_> = http_sockets

@@ -12,7 +12,10 @@ use super::magic::{FileInfo, magic, read_at};
 use crate::config::ConfigError;
 
 /// Options that load another config file in place.
-pub const INCLUDE_KEYS: &[&str] = &["ini", "yaml", "yml", "json", "js", "xml", "include"];
+/// (uWSGI's `inherit` and `config` read a file as `include` does.)
+pub const INCLUDE_KEYS: &[&str] = &[
+    "ini", "yaml", "yml", "json", "js", "xml", "include", "inherit", "config",
+];
 
 /// Keys a config file's reader acts on itself (logic blocks, placeholders,
 /// includes, `print`), which never become settings: `feed_range` below.
@@ -29,6 +32,7 @@ pub fn is_directive(key: &str) -> bool {
             | "for-times"
             | "set-placeholder"
             | "set-ph"
+            | "set"
             | "print"
     ) || key.starts_with("if-")
         || IF_ALIASES.contains(&key)
@@ -79,6 +83,19 @@ impl Reader {
     /// A placeholder's value, before its entry is pushed.
     pub fn set_placeholder(&mut self, key: &str, value: &str) {
         self.placeholders.insert(key.to_string(), value.to_string());
+    }
+
+    /// An option's value on the command line: `$(ENV)`, `@(file)` and
+    /// `%(placeholder)` expanded, as uWSGI expands them after reading its
+    /// command line (the bare `%x` forms are a file's).
+    pub fn push_command_line(&mut self, key: &str, value: &str) {
+        let value = if key.contains("format") {
+            // A request-log format's %(...) are its own variables.
+            value.to_string()
+        } else {
+            self.expand_with(value, None, None, false)
+        };
+        self.push(key, &value, Origin::CommandLine);
     }
 
     /// An entry from the command line or the environment: no expansion.
@@ -313,6 +330,20 @@ impl Reader {
                     }
                     None => return err(&origin, format!("{key} {value:?}: expected NAME=VALUE")),
                 },
+                // uWSGI's `set = NAME=VALUE`: the option (or placeholder)
+                // NAME, as if written `NAME = VALUE`.
+                "set" => match value.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        let (k, v) = (k.trim(), v.trim());
+                        self.placeholders.insert(k.to_string(), v.to_string());
+                        self.entries.push(Entry {
+                            key: k.to_string(),
+                            value: v.to_string(),
+                            origin,
+                        });
+                    }
+                    _ => return err(&origin, format!("set {value:?}: expected NAME=VALUE")),
+                },
                 "print" => eprintln!("{value}"),
                 k if INCLUDE_KEYS.contains(&k) => {
                     let format = match k {
@@ -345,6 +376,18 @@ impl Reader {
     /// magic `%x` variables. Unknown `%(name)` stays as written (request-log
     /// formats use the same syntax).
     fn expand(&self, value: &str, file: Option<&FileInfo>, item: Option<&str>) -> String {
+        self.expand_with(value, file, item, true)
+    }
+
+    /// `expand`; `magic`: the bare `%x` forms too, which only a file's
+    /// lines have.
+    fn expand_with(
+        &self,
+        value: &str,
+        file: Option<&FileInfo>,
+        item: Option<&str>,
+        magic_too: bool,
+    ) -> String {
         let mut out = String::with_capacity(value.len());
         let mut rest = value;
         while let Some(pos) = rest.find(['$', '@', '%']) {
@@ -373,7 +416,7 @@ impl Reader {
                 }
                 continue;
             }
-            if sigil == b'%' && tail.len() > 1 {
+            if sigil == b'%' && tail.len() > 1 && magic_too {
                 let c = tail[1..].chars().next().expect("not empty");
                 rest = &tail[1 + c.len_utf8()..];
                 match magic(c, file, self.first.as_ref(), self.started) {
