@@ -2,6 +2,7 @@
 each request sent to oxgate and to uvicorn running the same app, with the
 same answers expected; lifespan; streaming both ways; disconnects; errors;
 the gateway protocols behind real nginx."""
+import concurrent.futures
 import hashlib
 import re
 import shutil
@@ -389,6 +390,26 @@ def test_request_log_and_stats_see_asgi_requests(serve):
     s.wait_log("GET /scope?logged=1 => generated")
     data = requests.get(f"http://127.0.0.1:{stats}/").json()
     assert sum(w["requests"] for w in data["workers"]) >= 1
+
+
+def test_a_busy_asgi_worker_shows_its_requests_and_harakiri_applies(serve):
+    """ASGI requests are counted after the worker's threads: the stats
+    show them running, and --harakiri ends a request that blocks the loop,
+    as it ends a WSGI one."""
+    stats = free_port()
+    s = asgi(serve, "asgi_raw:app", "--stats", f"127.0.0.1:{stats}", "--stats-http", "--harakiri", "2")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(requests.get, s.url + "/sleep?1.5", timeout=10)
+        def running():
+            return any(w["status"] == "busy" and any(c.get("request", {}).get("uri") == "/sleep?1.5" for c in w["cores"])
+                       for w in requests.get(f"http://127.0.0.1:{stats}/").json()["workers"])
+        wait_for(running, what="the running ASGI request in the stats")
+        assert slow.result().text == "slept"
+        blocked = pool.submit(requests.get, s.url + "/block?30", timeout=25)
+        with pytest.raises(requests.ConnectionError):
+            blocked.result()
+    s.wait_log("HARAKIRI")
+    assert requests.get(s.url + "/sleep?0", timeout=10).text == "slept"
 
 
 def test_behind_nginx_over_uwsgi_fastcgi_and_http(serve, tmp_path):

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
 use super::child;
-use super::scoreboard::{CORES, Cause, Core, Retire, Scoreboard};
+use super::scoreboard::{Cause, Core, Retire, Scoreboard};
 use super::signals::{self, SignalPipe};
 use super::state::{Master, send};
 use super::supervisor::{Effects, Exit, Pid, QUICK_DEATH, Seen, Worker, backoff};
@@ -38,9 +38,7 @@ pub(super) struct System<'m> {
 impl System<'_> {
     /// The cores of a worker that are running a request.
     fn busy_cores(&self, w: &Worker) -> impl Iterator<Item = &Core> {
-        self.sb.slot(w.slot).cores[..self.cfg.threads.min(CORES)]
-            .iter()
-            .filter(|c| c.started_us.load(Ordering::Acquire) != 0)
+        self.sb.slot(w.slot).busy_cores()
     }
 }
 

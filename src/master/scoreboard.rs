@@ -295,6 +295,26 @@ pub struct Slot {
     pub cores: [Core; CORES],
 }
 
+impl Slot {
+    /// The cores to show: the worker's threads, and past them the ones an
+    /// ASGI app's requests have used (they are numbered after the
+    /// threads).
+    pub fn cores_used(&self, threads: usize) -> &[Core] {
+        let last_used = self.cores.iter().rposition(|c| {
+            c.started_us.load(Ordering::Acquire) != 0 || c.requests.load(Ordering::Relaxed) != 0
+        });
+        let n = last_used.map_or(0, |i| i + 1).max(threads.min(CORES));
+        &self.cores[..n]
+    }
+
+    /// The cores running a request now, the ASGI app's included.
+    pub fn busy_cores(&self) -> impl Iterator<Item = &Core> {
+        self.cores
+            .iter()
+            .filter(|c| c.started_us.load(Ordering::Acquire) != 0)
+    }
+}
+
 /// A worker answers `--health-path` with what the master last wrote.
 impl HealthSource for Scoreboard {
     fn health(&self) -> Health {

@@ -253,6 +253,10 @@ async def app(scope, receive, send):
     elif path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"0.5"))
         await respond(send, 200, b"slept")
+    elif path == "/block":
+        # A blocking call in async code: the loop stops for its length.
+        time.sleep(float(scope["query_string"] or b"0.5"))
+        await respond(send, 200, b"blocked")
     else:
         await respond(send, 200, b"hello " + scope["method"].encode())
 

@@ -33,7 +33,8 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
             let idstats = s.sb.id_stats(w.id);
             let c = &slot.counters;
             let (vsz, rss) = crate::sys::procfs::memory(Some(w.pid));
-            let cores: Vec<Value> = slot.cores[..threads]
+            let cores: Vec<Value> = slot
+                .cores_used(threads)
                 .iter()
                 .enumerate()
                 .map(|(i, core)| {
@@ -74,9 +75,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
                     v
                 })
                 .collect();
-            let busy = slot.cores[..threads]
-                .iter()
-                .any(|c| c.started_us.load(Ordering::Acquire) != 0);
+            let busy = slot.busy_cores().next().is_some();
             let requests = load(&c.requests);
             let exceptions = load(&c.exceptions);
             json!({

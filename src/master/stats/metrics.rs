@@ -1,13 +1,9 @@
 //! The Prometheus metrics (text exposition, version 0.0.4).
 
-use std::sync::atomic::Ordering;
-
 use super::queue::listen_queue;
 use super::snapshot::{PoolFigures, Snapshot, load};
 use crate::listen::Protocol;
-use crate::master::scoreboard::{
-    BUCKETS, CORES, Cause, Counters, HTTP_VERSIONS, LATENCY_BOUNDS_US, Slot,
-};
+use crate::master::scoreboard::{BUCKETS, Cause, Counters, HTTP_VERSIONS, LATENCY_BOUNDS_US, Slot};
 use crate::request::HandlerKind;
 
 /// Prometheus text exposition (version 0.0.4).
@@ -15,7 +11,6 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
     use std::fmt::Write as _;
     let sb = s.sb;
     let h = sb.header();
-    let threads = s.cfg.threads.min(CORES);
     let live: Vec<_> = s.workers.iter().map(|w| (w, sb.slot(w.slot))).collect();
     let sum = |f: &dyn Fn(&Counters) -> u64| s.total(f);
     let mut out = String::new();
@@ -124,12 +119,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "gauge",
         "Requests being served now.",
     );
-    let busy_cores = |slot: &Slot| {
-        slot.cores[..threads]
-            .iter()
-            .filter(|c| c.started_us.load(Ordering::Acquire) != 0)
-            .count()
-    };
+    let busy_cores = |slot: &Slot| slot.busy_cores().count();
     let in_flight: usize = live.iter().map(|(_, slot)| busy_cores(slot)).sum();
     let _ = writeln!(out, "oxgate_requests_in_flight {in_flight}");
     family(&mut out, "workers", "gauge", "Worker processes, by state.");
