@@ -232,8 +232,13 @@ fn one_socket_per_address(
         .collect())
 }
 
-/// `--vacuum`: the unix sockets and pidfiles this server created.
+/// `--vacuum`: the unix sockets and pidfiles this server created, where
+/// it created them: a relative path from the directory oxgate started in
+/// (or, for --pidfile2, written after it, from --chdir's), not from the
+/// one it is in now, where a file of that name may be someone else's.
 pub fn vacuum(cfg: &Config) {
+    let start = process::start_dir();
+    let chdir = cfg.chdir.as_ref().map_or(start.clone(), |d| start.join(d));
     for spec in cfg
         .http_sockets
         .iter()
@@ -243,14 +248,14 @@ pub fn vacuum(cfg: &Config) {
         .chain(&cfg.fastcgi_sockets)
     {
         if let Ok(Address::Unix(path)) = listen::parse(spec) {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(start.join(path));
         }
     }
-    for f in [&cfg.process.pidfile, &cfg.process.pidfile2]
-        .into_iter()
-        .flatten()
-    {
-        let _ = std::fs::remove_file(f);
+    if let Some(f) = &cfg.process.pidfile {
+        let _ = std::fs::remove_file(start.join(f));
+    }
+    if let Some(f) = &cfg.process.pidfile2 {
+        let _ = std::fs::remove_file(chdir.join(f));
     }
 }
 

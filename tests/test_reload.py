@@ -2,6 +2,7 @@
 import os
 import re
 import signal
+import shutil
 import subprocess
 import time
 
@@ -184,6 +185,34 @@ def test_stop_and_reload_by_pidfile_daemonize_and_vacuum(tmp_path, app_dir):
     assert not pidfile.exists() and not sock.exists(), "vacuum left files behind"
     p = subprocess.run([BIN, "--stop", str(pidfile)], capture_output=True, text=True, timeout=10)
     assert p.returncode != 0 and "pidfile" in p.stderr
+
+
+def test_vacuum_removes_relative_paths_where_they_were_made_not_under_chdir(tmp_path):
+    """Relative --pidfile, socket and --logto paths are the start
+    directory's; after --chdir a file of the same name there is someone
+    else's, and vacuum leaves it."""
+    appdir = tmp_path / "appdir"
+    appdir.mkdir()
+    shutil.copy(APPS / "echo.py", appdir / "echo.py")
+    for name in ("rel.pid", "rel.sock", "rel.log"):
+        (appdir / name).write_text("precious\n")
+    p = subprocess.Popen([BIN, "--http-socket", "rel.sock", "--chdir", str(appdir), "--wsgi-file", "echo.py",
+                          "--pidfile", "rel.pid", "--logto", "rel.log", "--vacuum", "--processes", "1"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (tmp_path / "rel.log").exists() and "serving" in (tmp_path / "rel.log").read_text(),
+                 what="the server's log")
+        assert (tmp_path / "rel.pid").exists() and (tmp_path / "rel.sock").exists()
+        # logrotate moves the log away and asks for a reopen: the file
+        # comes back where it was, not under --chdir.
+        (tmp_path / "rel.log").rename(tmp_path / "rel.log.1")
+        os.kill(p.pid, signal.SIGUSR1)
+        wait_for(lambda: (tmp_path / "rel.log").exists(), what="the reopened log")
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    assert not (tmp_path / "rel.pid").exists() and not (tmp_path / "rel.sock").exists()
+    assert all((appdir / n).read_text() == "precious\n" for n in ("rel.pid", "rel.sock", "rel.log"))
 
 
 @pytest.mark.parametrize("opt,done", [("--touch-reload", "graceful reload done"),

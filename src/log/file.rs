@@ -82,8 +82,10 @@ fn reopen_request_log() -> bool {
 }
 
 /// Remembers where the log goes, for reopening (also from a signal handler).
+/// Made absolute now: `--chdir` moves the process after the log is opened,
+/// and a reopen (logrotate's SIGUSR1) must find the same file.
 pub fn set_path(path: &Path) {
-    if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
+    if let Ok(c) = crate::sys::log_path(path) {
         let _ = PATH.set(c);
     }
 }
