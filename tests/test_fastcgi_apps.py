@@ -542,6 +542,19 @@ def test_a_slow_pool_request_is_logged_then_504_and_its_process_replaced(serve, 
 
 
 @needs_php
+def test_the_timeout_counts_from_when_a_process_takes_the_request(serve, site):
+    """php-fpm's request_terminate_timeout starts when a child accepts the
+    request: three 1.2 s scripts queued on one process under a 2 s timeout
+    all finish, one after the other."""
+    (site / "nap.php").write_text("<?php usleep(1200000); echo 'rested';")
+    s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-processes", "1",
+                 "--fastcgi-app-pm", "static", "--processes", "1")
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        answers = list(ex.map(lambda _: requests.get(f"{s.url}/nap.php", timeout=20), range(3)))
+    assert [(r.status_code, r.text) for r in answers] == [(200, "rested")] * 3
+
+
+@needs_php
 def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serve, site):
     sp = free_port()
     s = php_pool(serve, site, "--fastcgi-app-timeout", "5", "--fastcgi-app-slowlog", "1",
@@ -737,6 +750,19 @@ def test_pm_dynamic_keeps_spare_processes(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-pm", "dynamic", "--fastcgi-app-spare", "2:2",
                  "--fastcgi-app-processes", "4", "--processes", "1")
     wait_for(lambda: len(pool_pids(s)) == 2, what="the two spare processes")
+
+
+def test_a_command_that_cannot_start_is_answered_502_not_left_waiting(serve, tmp_path):
+    """An interpreter that is not there (a bad #! line, a php-cgi removed
+    since the start): each request gets 502 at once, as nginx gives it
+    with php-fpm down, instead of waiting for a process that never comes."""
+    bad = tmp_path / "badshebang"
+    bad.write_text("#!/nonexistent/interp\n")
+    bad.chmod(0o755)
+    s = serve("--fastcgi-app", str(bad), "--processes", "1", "--fastcgi-app-timeout", "30")
+    for _ in range(3):
+        assert requests.get(f"{s.url}/x.php", timeout=10).status_code == 502
+    assert "cannot start" in s.log()
 
 
 def test_bad_pool_options_are_clear_errors():

@@ -195,6 +195,10 @@ impl Manager<'_> {
                     self.spec.name,
                     self.shared.addrs[i]
                 );
+                self.shared
+                    .header()
+                    .start_failing
+                    .store(0, Ordering::Release);
                 let tx = self.ended.0.clone();
                 let mut child = child;
                 tokio::spawn(async move {
@@ -219,8 +223,13 @@ impl Manager<'_> {
                     self.spec.name,
                     self.spec.program.display()
                 );
-                // Whoever waits for this process is answered 502 now.
+                // Whoever waits for this process is answered 502 now, and
+                // whoever waits for any while none runs.
                 discard_backlog(listener);
+                self.shared
+                    .header()
+                    .start_failing
+                    .store(1, Ordering::Release);
                 self.failed(i);
             }
         }

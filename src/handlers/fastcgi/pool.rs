@@ -464,11 +464,19 @@ impl Pool {
                 }
                 let _turn = self.turn.lock().await;
                 loop {
+                    if shared.cannot_start() {
+                        return Err(format!(
+                            "no process of FastCGI pool {} could be started (see the log)",
+                            self.spec.name
+                        ));
+                    }
                     let taken = match self.kept_token(shared).or_else(|| shared.take()) {
                         Some(t) => Some(t),
                         None => {
                             tokio::select! {
                                 _ = self.handed_in.notified() => None,
+                                // To look at `cannot_start` again.
+                                _ = tokio::time::sleep(Duration::from_millis(250)) => None,
                                 ready = tokens.readable() => {
                                     let mut ready = ready.map_err(|e| e.to_string())?;
                                     match ready.try_io(|_| {
@@ -538,7 +546,11 @@ impl Pool {
         body: RequestBody,
         timeout: Option<Duration>,
     ) -> Result<(Head, Bytes, Output), Failure> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // The script's time starts when a process takes the request, as
+        // php-fpm's request_terminate_timeout starts when a child accepts
+        // it: a burst queued behind busy processes is not cut short. The
+        // wait is bounded all the same: a process holds a request at most
+        // that long, and a pool that cannot start one answers 502.
         let records = client::request_records(params, self.keep);
         let method = params
             .iter()
@@ -548,31 +560,12 @@ impl Pool {
         let again = client::replayable(&body);
         let name = self.spec.name.clone();
         let stats = self.stats();
-        // Waiting for a process counts towards the deadline.
-        let leased = match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.lease()).await.ok(),
-            None => Some(self.lease().await),
-        };
-        let Some(leased) = leased else {
-            if let Some(s) = stats {
-                s.requests.fetch_add(1, Ordering::Relaxed);
-                s.timeouts.fetch_add(1, Ordering::Relaxed);
-            }
-            return Err(Failure::Timeout);
-        };
-        let lease = leased.map_err(Failure::Broken)?;
+        let leased = self.lease().await;
         if let Some(s) = stats {
             s.requests.fetch_add(1, Ordering::Relaxed);
         }
-        // It waited for a process past its deadline: answered as a
-        // timeout without sending it, so that the process is not killed.
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            if let Some(s) = stats {
-                s.timeouts.fetch_add(1, Ordering::Relaxed);
-            }
-            lease.put_back();
-            return Err(Failure::Timeout);
-        }
+        let lease = leased.map_err(Failure::Broken)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
         let uri = self.spec.slowlog.map(|_| {
             params
                 .iter()
@@ -808,11 +801,6 @@ impl Lease {
 
     fn row(&self) -> &'static Row {
         self.shared.row(self.token.row)
-    }
-
-    /// Gives the process back unused.
-    fn put_back(mut self) {
-        self.give_back();
     }
 
     /// The token back in the pipe, and a kept connection kept.

@@ -50,7 +50,10 @@ pub struct Header {
     /// re-executed for a reload, or is stopping): the manager ends once no
     /// worker uses it.
     pub released: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// 1 while the manager's latest attempt to start a process failed (a
+    /// command that cannot run): requests waiting with no process running
+    /// are answered 502 instead of waiting for one that will not come.
+    pub start_failing: AtomicU32,
     /// How many workers use the pool (those killed are counted until the
     /// manager finds them gone).
     pub user_count: AtomicU32,
@@ -337,6 +340,12 @@ impl Shared {
     }
 
     /// Whether every row has its process.
+    /// No process runs, and the last one could not be started.
+    pub fn cannot_start(&self) -> bool {
+        self.header().start_failing.load(Ordering::Acquire) != 0
+            && (0..self.rows).all(|i| self.row(i).pid.load(Ordering::Acquire) == 0)
+    }
+
     pub fn all_running(&self) -> bool {
         (0..self.rows).all(|i| self.row(i).pid.load(Ordering::Acquire) != 0)
     }
