@@ -752,6 +752,22 @@ def test_pm_dynamic_keeps_spare_processes(serve, site):
     wait_for(lambda: len(pool_pids(s)) == 2, what="the two spare processes")
 
 
+@needs_php
+def test_the_command_is_split_as_a_shell_splits_it(serve, site):
+    (site / "tz.php").write_text("<?php echo ini_get('date.timezone'), '|', ini_get('error_log');")
+    s = serve("--fastcgi-app", "php-cgi -d 'date.timezone=Europe/Paris' -d \"error_log=/tmp/php errors.log\"",
+              "--fastcgi-app-docroot", str(site), "--processes", "1")
+    assert requests.get(f"{s.url}/tz.php", timeout=10).text == "Europe/Paris|/tmp/php errors.log"
+
+
+@needs_php
+def test_a_get_has_the_variables_nginxs_fastcgi_params_always_send(serve, site):
+    (site / "vars.php").write_text("<?php echo json_encode([$_SERVER['CONTENT_TYPE'], $_SERVER['CONTENT_LENGTH'],"
+                                   " $_SERVER['DOCUMENT_URI']]);")
+    s = php_pool(serve, site, "--processes", "1")
+    assert requests.get(f"{s.url}/vars.php/more?q=1", timeout=10).json() == ["", "", "/vars.php/more"]
+
+
 def test_a_command_that_cannot_start_is_answered_502_not_left_waiting(serve, tmp_path):
     """An interpreter that is not there (a bad #! line, a php-cgi removed
     since the start): each request gets 502 at once, as nginx gives it
@@ -1052,7 +1068,8 @@ http {{ access_log off; client_body_temp_path {d}/tmp; upstream php {{ server un
 @needs_php
 @pytest.mark.skipif(not os.path.exists("/etc/nginx/snippets/fastcgi-php.conf"),
                     reason="needs Debian's nginx snippets (scripts/test.sh installs nginx)")
-@pytest.mark.parametrize("server", ["php-fpm", "oxgate", "oxgate, nginx keeping its connections"])
+@pytest.mark.parametrize("server", ["php-fpm", "oxgate", "oxgate, nginx keeping its connections",
+                                    "oxgate with no document root of its own"])
 def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site, tmp_path, server):
     """Debian's nginx site for php-fpm (snippets/fastcgi-php.conf, the
     front controller in try_files) answers the same with oxgate's pool on
@@ -1062,6 +1079,11 @@ def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site,
     sock = tmp_path / "php.sock"
     if server == "php-fpm":
         fpm = start_php_fpm(tmp_path, site, sock)
+    elif "no document root" in server:
+        # As php-fpm runs: the script is the SCRIPT_FILENAME nginx sends.
+        serve("--fastcgi-app", f"php-cgi -d session.save_path={site / 'sessions'}", "--fastcgi-socket", str(sock),
+              "--fastcgi-app-processes", "2")
+        fpm = None
     else:
         php_pool(serve, site, "--fastcgi-socket", str(sock), "--fastcgi-app-processes", "2")
         fpm = None

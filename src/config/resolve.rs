@@ -292,7 +292,9 @@ fn fastcgi_app(
             _ => (String::new(), v.to_string(), processes, max_requests),
         }
     };
-    let command: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    // Split as a shell splits words: `-d 'date.timezone=Europe/Paris'`.
+    let command: Vec<String> =
+        shlex::split(&command).ok_or_else(|| bad("a quote is not closed in the command"))?;
     if command.is_empty() {
         return Err(bad("no command"));
     }

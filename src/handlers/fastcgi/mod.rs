@@ -294,6 +294,23 @@ impl FastcgiApps {
             return Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"));
         }
         let Some(root) = &self.docroot else {
+            // Without a document root of its own, the script is the one the
+            // web server in front names (nginx's fastcgi_params send
+            // SCRIPT_FILENAME), as php-fpm takes it: oxgate in php-fpm's
+            // place behind an unchanged site. (Over HTTP no client can
+            // name one: its headers are HTTP_ variables.)
+            if let Some((_, file)) = req
+                .vars
+                .iter()
+                .find(|(k, v)| k.as_bytes() == b"SCRIPT_FILENAME" && v.starts_with(b"/"))
+            {
+                return Lookup::Call(Box::new(Target {
+                    backend: backend.clone(),
+                    script_name: get(Var::SCRIPT_NAME).to_vec(),
+                    path_info: get(Var::PATH_INFO).to_vec(),
+                    script_filename: Some(file.to_vec()),
+                }));
+            }
             return Lookup::Call(Box::new(Target {
                 backend: backend.clone(),
                 script_name: mount.clone(),
@@ -368,7 +385,22 @@ impl FastcgiApps {
             document_root: root.filter(|_| target.script_filename.is_some()),
         };
         let name = target.backend.name();
-        let params = script_variables(&req.vars, &place, length);
+        let mut params = script_variables(&req.vars, &place, length);
+        // What nginx's fastcgi_params always send, which PHP code reads
+        // without a check: the body's type and length empty when there is
+        // none, and the path without its query.
+        for (name, value) in [
+            (&b"CONTENT_TYPE"[..], Vec::new()),
+            (b"CONTENT_LENGTH", Vec::new()),
+            (
+                b"DOCUMENT_URI",
+                [&target.script_name[..], &target.path_info].concat(),
+            ),
+        ] {
+            if !params.iter().any(|(k, _)| k == name) {
+                params.push((name.to_vec(), value));
+            }
+        }
         let called = match &target.backend {
             Backend::Pass(upstream) => {
                 let call = Call {
