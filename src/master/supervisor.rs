@@ -267,6 +267,8 @@ impl Supervisor {
         now: Instant,
     ) {
         let mut n = 0;
+        let mut workers: Vec<_> = workers.into_iter().collect();
+        workers.sort_by_key(|&(_, id, ..)| id);
         for (pid, id, slot, asked, replaced) in workers {
             let (replacement, stop) = if asked || replaced {
                 // The previous image's own old worker (a reload during a
@@ -279,6 +281,15 @@ impl Supervisor {
                 (Replacement::No, Stop::Asked { since: now })
             } else if self.broken {
                 (Replacement::No, Stop::No)
+            } else if n as usize >= self.processes {
+                // More workers than the configuration now asks for (it
+                // was edited, or SIGTTIN added some): the surplus stops,
+                // as uWSGI and Gunicorn come back from a reload with the
+                // configured count.
+                if kind != ReloadKind::Brutal {
+                    fx.signal(pid, Signal::SIGTERM);
+                }
+                (Replacement::No, Stop::Asked { since: now })
             } else if kind == ReloadKind::Brutal {
                 // Killed by the previous image before it re-executed.
                 n += 1;

@@ -374,6 +374,43 @@ fn a_graceful_reload_starts_every_replacement_at_once() {
 }
 
 #[test]
+fn a_reload_comes_back_with_the_configured_worker_count() {
+    // Four old workers (the file said 4, or SIGTTIN added two); the new
+    // configuration says 2: two are replaced, the other two stop.
+    let (mut sup, mut fx, t) = adopted(
+        2,
+        false,
+        &[
+            (104, 4, 3, false, false),
+            (101, 1, 0, false, false),
+            (103, 3, 2, false, false),
+            (102, 2, 1, false, false),
+        ],
+    );
+    let mut stopped = fx.take_signals();
+    stopped.sort();
+    assert_eq!(stopped, [(103, Signal::SIGTERM), (104, Signal::SIGTERM)]);
+    sup.tick(&mut fx, t);
+    assert_eq!(
+        fx.spawned.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    for (_, new) in fx.spawned.clone() {
+        fx.ready(new);
+    }
+    sup.tick(&mut fx, t);
+    for p in [101, 102, 103, 104] {
+        sup.exited(p, SIGTERM_STATUS, &mut fx, t);
+    }
+    sup.tick(&mut fx, t + Duration::from_secs(1));
+    assert!(fx.said("2 worker(s) serving"), "{:?}", fx.said);
+    assert_eq!(sup.workers.len(), 2);
+    // SIGTTOU now counts from the true number.
+    assert!(sup.remove_one(&mut fx, t));
+    assert_eq!(sup.processes, 1);
+}
+
+#[test]
 fn a_chain_reload_replaces_one_worker_at_a_time() {
     let (mut sup, mut fx, t, old) = reloaded(ReloadKind::Chain, 3);
     for round in 0..3 {
