@@ -169,6 +169,26 @@ def test_attach_daemon_is_respawned_and_stopped(serve, app_dir, tmp_path):
              what="daemon stop")
 
 
+def test_a_daemons_whole_process_group_stops_and_dies_with_a_killed_master(serve, app_dir, tmp_path):
+    """What a daemon's shell started stops with it (uWSGI kills the
+    group); a daemon the shell exec'd dies with a master killed outright."""
+    inner, execd = tmp_path / "inner.pid", tmp_path / "execd.pid"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1",
+              "--attach-daemon", f"sh -c 'echo $$ > {inner}; exec sleep 300'; echo after")
+    wait_for(lambda: inner.exists() and inner.read_text().strip(), what="the daemon's child")
+    grandchild = int(inner.read_text())
+    s.proc.terminate()
+    assert s.proc.wait(20) == 0
+    wait_for(lambda: not alive(grandchild), what="the daemon's child to stop with it")
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1",
+              "--attach-daemon", f"echo $$ > {execd}; exec sleep 301")
+    wait_for(lambda: execd.exists() and execd.read_text().strip(), what="the daemon")
+    daemon = int(execd.read_text())
+    s.proc.kill()
+    s.proc.wait(20)
+    wait_for(lambda: not alive(daemon), what="the daemon to die with its master")
+
+
 def test_smart_attach_daemon(serve, app_dir, tmp_path):
     pidfile = tmp_path / "d.pid"
     cmd = f"sh -c 'echo $$ > {pidfile}; exec sleep 300' > /dev/null 2>&1 &"

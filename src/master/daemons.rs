@@ -1,6 +1,7 @@
 //! Side processes run beside the workers (`--attach-daemon`,
 //! `--smart-attach-daemon`): started, restarted with back-off, stopped.
 
+use std::os::unix::process::CommandExt;
 use std::time::Instant;
 
 use super::state::{Master, SMART_DAEMON_GRACE};
@@ -14,11 +15,21 @@ impl Master<'_> {
             if d.pid.is_some() || now < d.next_start || d.pid_from_file().is_some() {
                 continue;
             }
-            match std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&d.command)
-                .spawn()
-            {
+            let mut command = std::process::Command::new("/bin/sh");
+            // A process group of its own, stopped whole (a shell's children
+            // too), as uWSGI stops its daemons; and killed with the master
+            // if the master is (for a command the shell execs in its place).
+            command.arg("-c").arg(&d.command).process_group(0);
+            // SAFETY: the closure runs in the child between fork and exec,
+            // and only calls prctl(2), which is async-signal-safe and
+            // allocates nothing.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            match command.spawn() {
                 Ok(child) => {
                     let pid = child.id() as libc::pid_t;
                     crate::say!("oxgate: started daemon {:?} (pid {pid})", d.command);

@@ -524,7 +524,14 @@ impl Master<'_> {
     /// Sends `sig` to the attached daemons.
     fn signal_daemons(&self, sig: Signal) {
         for d in &self.daemons {
-            for pid in d.pid.into_iter().chain(d.pid_from_file()) {
+            // The group it leads (a shell and what it started); a daemon
+            // an older image started in the master's group, alone.
+            if let Some(pid) = d.pid
+                && nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig).is_err()
+            {
+                send(pid, sig);
+            }
+            if let Some(pid) = d.pid_from_file() {
                 send(pid, sig);
             }
         }
