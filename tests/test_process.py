@@ -413,3 +413,22 @@ def test_workers_threads_run_under_sched_batch(serve, batch):
     assert set().union(*worker.values()) == {expected}, worker
     # The master keeps the default policy: it must answer signals at once.
     assert policies(s.proc.pid)["oxgate"] == {0}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_the_app_is_still_importing_is_heard(tmp_path, sig):
+    """An import that hangs (a database connect without a timeout): TERM
+    or Ctrl-C stops the master at once, as Gunicorn --preload stops."""
+    (tmp_path / "stuck.py").write_text(
+        "import time, pathlib\npathlib.Path('importing').write_text('')\ntime.sleep(60)\n"
+        "def application(e, s):\n    s('200 OK', [])\n    return [b'']\n")
+    p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", "stuck.py",
+                          "--processes", "1"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for((tmp_path / "importing").exists, what="the import to begin")
+        p.send_signal(sig)
+        assert p.wait(10) != 0
+        assert "while the app was still loading: stopped" in p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()

@@ -124,7 +124,7 @@ pub fn run(
     let apps = if p.lazy_apps {
         None
     } else {
-        match apps::load_app(cfg) {
+        match load_app_stoppably(cfg, &signals) {
             Ok(h) => {
                 if let Some(kinds) = h.describe(cfg) {
                     crate::say!("oxgate: {kinds}");
@@ -687,6 +687,34 @@ impl Master<'_> {
             stats::Want::Metrics => stats::render_metrics(&snap),
         }
     }
+}
+
+/// Imports the app (preloading), while a thread watches for a stop: an
+/// import that hangs (a database connect without a timeout) would
+/// otherwise keep the master deaf to TERM and Ctrl-C, which it reads only
+/// in its main loop, after the import. The thread is gone before any
+/// worker is forked.
+fn load_app_stoppably(cfg: &Config, signals: &signals::SignalPipe) -> Result<apps::Apps, String> {
+    let loaded = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !loaded.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(sig) = signals.stop_signal(std::time::Duration::from_millis(100)) {
+                    crate::say!(
+                        "oxgate: {} while the app was still loading: stopped",
+                        signals::name(sig)
+                    );
+                    // SAFETY: _exit(2) ends the process at once, running
+                    // nothing of the app's (it is mid-import on the main
+                    // thread, holding the interpreter).
+                    unsafe { libc::_exit(1) };
+                }
+            }
+        });
+        let result = apps::load_app(cfg);
+        loaded.store(true, std::sync::atomic::Ordering::Release);
+        result
+    })
 }
 
 /// The longest a reload waits for its configuration check.

@@ -126,6 +126,23 @@ impl SignalPipe {
             .collect()
     }
 
+    /// Waits up to `timeout` for a signal that stops the master (TERM,
+    /// INT, QUIT), and says which came; others stay flagged for `wait`.
+    pub fn stop_signal(&self, timeout: Duration) -> Option<i32> {
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut &self.read, &mut buf), Ok(n) if n > 0) {}
+        self.flags
+            .iter()
+            .find(|(sig, flag)| {
+                [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT].contains(sig)
+                    && flag.load(Ordering::Acquire)
+            })
+            .map(|(sig, _)| *sig)
+    }
+
     /// The pipe's two ends, for a forked worker to close.
     pub fn fds(&self) -> [RawFd; 2] {
         [self.read.as_raw_fd(), self.write.as_raw_fd()]
