@@ -238,6 +238,17 @@ def test_py_autoreload(serve, app_dir):
     (app_dir / "version.txt").write_text("v-auto")
     s.wait_log("changed, reloading (--py-autoreload)")
     wait_for(lambda: fresh(s.url).text.endswith("v-auto"), what="new code")
+    # An edit that does not import: the reload fails, the old workers
+    # serve on, and the fix saved next reloads.
+    good = (app_dir / "procs.py").read_text()
+    time.sleep(1.1)
+    (app_dir / "procs.py").write_text(good + "\nthis is not python\n")
+    s.wait_log("reload failed")
+    assert fresh(s.url).text.endswith("v-auto")
+    time.sleep(1.1)
+    (app_dir / "version.txt").write_text("v-fixed")
+    (app_dir / "procs.py").write_text(good + "\n# fixed\n")
+    wait_for(lambda: fresh(s.url).text.endswith("v-fixed"), what="the fix reloaded")
 
 
 def test_reload_after_chdir_finds_a_relative_config_file(serve, tmp_path):

@@ -300,7 +300,9 @@ fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::
                             nix::unistd::Pid::from_raw(master),
                             Signal::SIGHUP,
                         );
-                        return;
+                        // Watching on: a reload that fails (the edit did
+                        // not import) keeps this worker serving, and the
+                        // fix, saved next, must reload too.
                     }
                     _ => {}
                 }
