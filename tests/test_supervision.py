@@ -106,6 +106,12 @@ def test_max_worker_lifetime(serve, app_dir):
 
 def test_reload_on_rss(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--reload-on-rss", "1")
+    # As in uWSGI, looked at once a request is served: a worker that
+    # starts over the limit is not replaced before it serves one.
+    (first,) = s.wait_workers(1)
+    time.sleep(0.5)
+    assert s.worker_pids() == [first] and "reload-on-rss" not in s.log()
+    assert fresh(s.url).status_code == 200
     s.wait_log("(--reload-on-rss), replacing it")
     assert fresh(s.url).status_code == 200
 

@@ -197,7 +197,10 @@ pub fn run(s: Setup<'_>) -> ! {
                 serve::front_ends(s.cfg),
                 &[(SignalKind::terminate(), "SIGTERM")],
                 p.worker_reload_mercy,
-                || sb.slot(slot).ready.store(1, Ordering::Release),
+                || {
+                    sb.slot(slot).ready.store(1, Ordering::Release);
+                    super::wake::poke();
+                },
             )
             .await
         })
@@ -410,10 +413,10 @@ impl SlotObserver {
     /// pool, CGI, static files): the worker asks to be replaced.
     fn count_towards_max_requests(&self, n: u64) {
         if self.max_requests.is_some_and(|m| n >= m) {
-            self.sb
-                .slot(self.slot)
-                .retire
-                .store(Retire::MaxRequests as u32, Ordering::Release);
+            let retire = &self.sb.slot(self.slot).retire;
+            if retire.swap(Retire::MaxRequests as u32, Ordering::AcqRel) == 0 {
+                super::wake::poke();
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ mod signals;
 mod state;
 mod stats;
 mod supervisor;
+mod wake;
 mod watch;
 
 pub use handover::Handover;

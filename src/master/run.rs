@@ -100,6 +100,7 @@ pub fn run(
     // (threads, subprocesses) must not inherit the blocked signals, and a
     // signal sent meanwhile waits in the pipe for the main loop.
     let signals = signals::SignalPipe::install()?;
+    super::wake::install();
     // Gunicorn's first hooks, in its order: the worker count is set (from
     // nothing), then the server starts; on a reload they run again.
     let server_hook = |name: &str, nworkers| {
@@ -124,7 +125,7 @@ pub fn run(
     let apps = if p.lazy_apps {
         None
     } else {
-        match load_app_stoppably(cfg, &signals) {
+        match load_app_stoppably(cfg) {
             Ok(h) => {
                 if let Some(kinds) = h.describe(cfg) {
                     crate::say!("oxgate: {kinds}");
@@ -300,8 +301,19 @@ impl Master<'_> {
                     revents: 0,
                 });
             }
+            let fifo_at = fds.len();
+            // A worker's news in the scoreboard ends the wait; the tick
+            // below reads it.
+            if let Some(fd) = super::wake::fd() {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
             let signals = self.signals.wait(TICK, &mut fds);
-            let fifo_ready = fds[stats_fds..].iter().any(|p| p.revents != 0);
+            super::wake::drain();
+            let fifo_ready = fds[stats_fds..fifo_at].iter().any(|p| p.revents != 0);
             let fds = &fds[..stats_fds];
             if fds.iter().any(|p| p.revents != 0) || self.stats.has_clients() {
                 let mut stats = std::mem::take(&mut self.stats);
@@ -689,32 +701,16 @@ impl Master<'_> {
     }
 }
 
-/// Imports the app (preloading), while a thread watches for a stop: an
-/// import that hangs (a database connect without a timeout) would
-/// otherwise keep the master deaf to TERM and Ctrl-C, which it reads only
-/// in its main loop, after the import. The thread is gone before any
-/// worker is forked.
-fn load_app_stoppably(cfg: &Config, signals: &signals::SignalPipe) -> Result<apps::Apps, String> {
-    let loaded = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !loaded.load(std::sync::atomic::Ordering::Acquire) {
-                if let Some(sig) = signals.stop_signal(std::time::Duration::from_millis(100)) {
-                    crate::say!(
-                        "oxgate: {} while the app was still loading: stopped",
-                        signals::name(sig)
-                    );
-                    // SAFETY: _exit(2) ends the process at once, running
-                    // nothing of the app's (it is mid-import on the main
-                    // thread, holding the interpreter).
-                    unsafe { libc::_exit(1) };
-                }
-            }
-        });
-        let result = apps::load_app(cfg);
-        loaded.store(true, std::sync::atomic::Ordering::Release);
-        result
-    })
+/// Imports the app (preloading) with TERM, INT and QUIT ending the process
+/// meanwhile: an import that hangs (a database connect without a timeout)
+/// would otherwise keep the master deaf to them, as it reads them only in
+/// its main loop, after the import. (Not a thread watching: a thread's
+/// allocator arena stays reserved in the workers, which --limit-as counts.)
+fn load_app_stoppably(cfg: &Config) -> Result<apps::Apps, String> {
+    signals::LOADING.store(true, std::sync::atomic::Ordering::Release);
+    let result = apps::load_app(cfg);
+    signals::LOADING.store(false, std::sync::atomic::Ordering::Release);
+    result
 }
 
 /// The longest a reload waits for its configuration check.

@@ -59,6 +59,10 @@ impl Drop for Blocked {
     }
 }
 
+/// Set while the master imports the app: a stop signal then ends the
+/// process at once (see `master::run`).
+pub static LOADING: AtomicBool = AtomicBool::new(false);
+
 pub struct SignalPipe {
     read: UnixStream,
     write: UnixStream,
@@ -87,6 +91,22 @@ impl SignalPipe {
             let id = registered.map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
             ids.push(id);
             flags.push((sig, flag));
+        }
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+            // SAFETY: the action is async-signal-safe: an atomic load,
+            // write(2) of a static message and _exit(2); it allocates and
+            // locks nothing.
+            let id = unsafe {
+                signal_hook::low_level::register(sig, || {
+                    if LOADING.load(Ordering::Acquire) {
+                        const SAID: &[u8] =
+                            b"oxgate: a stop signal came while the app was still loading: stopped\n";
+                        libc::write(2, SAID.as_ptr().cast(), SAID.len());
+                        libc::_exit(1);
+                    }
+                })
+            };
+            ids.push(id.map_err(|e| format!("cannot handle signal {sig}: {e}"))?);
         }
         let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled_set()), None);
         Ok(SignalPipe {
@@ -124,23 +144,6 @@ impl SignalPipe {
             .filter(|(_, flag)| flag.swap(false, Ordering::AcqRel))
             .map(|(sig, _)| *sig)
             .collect()
-    }
-
-    /// Waits up to `timeout` for a signal that stops the master (TERM,
-    /// INT, QUIT), and says which came; others stay flagged for `wait`.
-    pub fn stop_signal(&self, timeout: Duration) -> Option<i32> {
-        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let _ = poll(&mut fds, PollTimeout::from(ms));
-        let mut buf = [0u8; 64];
-        while matches!(std::io::Read::read(&mut &self.read, &mut buf), Ok(n) if n > 0) {}
-        self.flags
-            .iter()
-            .find(|(sig, flag)| {
-                [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT].contains(sig)
-                    && flag.load(Ordering::Acquire)
-            })
-            .map(|(sig, _)| *sig)
     }
 
     /// The pipe's two ends, for a forked worker to close.

@@ -640,7 +640,10 @@ impl Supervisor {
                     fx.respawned(Cause::Rss, 1);
                     continue;
                 }
-                if limits.reload_on_rss.is_some_and(|l| rss > l) {
+                // As uWSGI, which looks after each request: a worker that
+                // has served none is not replaced (one that starts over the
+                // limit would be replaced without end).
+                if limits.reload_on_rss.is_some_and(|l| rss > l) && w.ready && seen.requests > 0 {
                     cause = Cause::Rss;
                     why = Some(format!("uses {} MB (--reload-on-rss)", rss >> 20));
                 } else if limits.reload_on_as.is_some_and(|l| vsz >= l)

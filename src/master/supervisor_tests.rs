@@ -245,6 +245,20 @@ fn lifetime_and_memory_limits() {
         !fx.said(&format!("(pid {a}) has an address space")),
         "the worker under the limit stays"
     );
+    // --reload-on-rss, as uWSGI looks at it after a request: not before
+    // the worker has served one.
+    let l = Limits {
+        reload_on_rss: Some(10 << 20),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(1, l);
+    let a = fx.spawned[0].1;
+    fx.rss.insert(a, 20 << 20);
+    sup.tick(&mut fx, t);
+    assert!(!fx.said("--reload-on-rss"), "not before a request");
+    fx.seen.get_mut(&a).unwrap().requests = 1;
+    sup.tick(&mut fx, t);
+    assert!(fx.said("uses 20 MB (--reload-on-rss), replacing it"));
 }
 
 #[test]
