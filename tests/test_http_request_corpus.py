@@ -265,3 +265,28 @@ def test_length_and_chunked_together_is_refused(servers, order):
     assert b"Content-Length and Transfer-Encoding together" in out
     assert b'"/p"' not in out and b"/smuggled" not in out
     assert out.lower().endswith(b"content-length and transfer-encoding together\n")
+
+
+@pytest.mark.parametrize("how", ["whole", "1"])
+@pytest.mark.parametrize("after_last_chunk", [b"\n", b"X-T: 1\n\r\n\r\n"])
+def test_a_trailer_line_without_crlf_ends_the_connection(servers, how, after_last_chunk):
+    """After `0\\r\\n`, a line ending in a bare LF: hyper would read on to
+    the next CRLFCRLF as trailers, swallowing a pipelined request (the one
+    a front end sees answered next would be another's) and leaving the
+    connection's later requests unwatched. The connection ends there: no
+    request after it is answered."""
+    srv = servers({})
+    data = (b"POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+            + after_last_chunk + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /third HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    with connect(srv.port, data, how) as s:
+        out = b""
+        deadline = time.monotonic() + 10
+        try:
+            while (chunk := s.recv(65536)) and time.monotonic() < deadline:
+                out += chunk
+        except ConnectionResetError:
+            pass
+    assert time.monotonic() < deadline, "the connection was left open"
+    assert b'"/second"' not in out and b'"/third"' not in out, out
+    assert out.count(b"HTTP/1.1 ") <= 1, out

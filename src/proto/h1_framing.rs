@@ -29,6 +29,10 @@ pub enum Flaw {
     BareLf,
     EmptyLines,
     NonAsciiTarget,
+    /// A line in the trailers that does not end in CRLF: hyper reads on to the next CRLFCRLF as trailers, which may
+    /// swallow a pipelined request (RFC 9112 §7.1 wants CRLF). Found in a
+    /// request already served: the connection ends.
+    BadChunkLine,
 }
 
 impl Flaw {
@@ -39,6 +43,7 @@ impl Flaw {
             Flaw::BareLf => "a line of the request head ends in a bare LF\n",
             Flaw::EmptyLines => "more than one empty line before the request line\n",
             Flaw::NonAsciiTarget => "a byte above 0x7F in the request target (percent-encode it)\n",
+            Flaw::BadChunkLine => "a trailer line that does not end in CRLF\n",
         }
     }
 }
@@ -242,7 +247,15 @@ impl FramingTracker {
                         return self.keep(data, LINE_MAX);
                     };
                     let (line, rest) = data.split_at(end + 1);
+                    let in_trailers = self.state == State::Trailers;
                     self.state = self.after_line(line);
+                    // (After a chunk's data hyper wants CRLF itself.)
+                    if in_trailers && self.state == State::Lost && line.len() <= LINE_MAX {
+                        return Some(Flawed {
+                            ordinal: self.heads,
+                            flaw: Flaw::BadChunkLine,
+                        });
+                    }
                     data = rest;
                 }
             }
@@ -655,6 +668,29 @@ mod tests {
             );
             assert!(!t.following());
         }
+    }
+
+    #[test]
+    fn a_trailer_line_without_crlf_is_a_flaw_of_the_request_it_ends() {
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n";
+        for after in [&b"\n"[..], b"X-T: 1\n\r\n\r\n"] {
+            let mut t = tracker();
+            assert_eq!(
+                t.feed(&[GET, &chunked[..], after, GET].concat()),
+                Some(Flawed {
+                    ordinal: 2,
+                    flaw: Flaw::BadChunkLine
+                })
+            );
+            assert!(!t.following());
+        }
+        // Trailers as RFC 9112 writes them pass.
+        let mut t = tracker();
+        assert_eq!(
+            t.feed(&[&chunked[..], b"X-T: 1\r\n\r\n", GET].concat()),
+            None
+        );
+        assert!(t.following());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::context::ConnCtx;
-use crate::proto::h1_framing::FramingTracker;
+use crate::proto::h1_framing::{Flaw, FramingTracker};
 
 pub(super) struct FramingWatch<S> {
     inner: S,
@@ -50,6 +50,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
                 // to follow, and nothing to keep.
                 self.tracker.stop();
             } else if let Some(flawed) = self.tracker.feed(&buf.filled()[before..]) {
+                // A body's framing broken where hyper reads on: the
+                // connection ends here, before hyper can take what follows
+                // for trailers (or serve a request hidden in them).
+                if flawed.flaw == Flaw::BadChunkLine {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        flawed.flaw.reason().trim_end(),
+                    )));
+                }
                 // (At most one per connection: the tracker stops after it.)
                 let _ = self.ctx.flawed_head.set(flawed);
             }
