@@ -49,6 +49,18 @@ def test_a_client_that_stops_reading_is_cut_after_socket_timeout(serve):
         c.close()
 
 
+def test_a_connection_that_sends_nothing_is_closed_after_socket_timeout(serve):
+    """Not after twice the time: the wait for the first bytes and hyper's
+    wait for the head are one wait, not two in a row."""
+    s = serve("--wsgi-file", APP, "--processes", "1", "--socket-timeout", "3")
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    start = time.monotonic()
+    assert c.recv(1) == b""
+    waited = time.monotonic() - start
+    assert 2.5 < waited < 5.5, waited
+    c.close()
+
+
 @pytest.mark.parametrize("proto", ["uwsgi", "scgi", "fastcgi"])
 def test_a_front_end_that_stops_reading_is_cut_after_socket_timeout(serve, proto):
     """The same over the gateway protocols: a web server in front that

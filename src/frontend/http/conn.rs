@@ -139,6 +139,10 @@ pub async fn serve_connection<S: Peek>(
             let body = format!("{version} is not supported; use HTTP/1.1\n");
             return refuse(stream, "505 HTTP Version Not Supported", &body).await;
         }
+        // Not a byte in --socket-timeout: closed now, not given to hyper,
+        // whose own head timeout would start over (twice the time, for a
+        // connection that may only be holding a slot).
+        Err(_) => return,
         _ => {}
     }
     let mut shutdown = shutdown;
