@@ -308,3 +308,27 @@ def test_gigabyte_upload_in_bounded_memory(serve):
     grew_mb = (s.rss_kb("VmHWM", pid=worker) - idle) / 1024
     print(f"1 GiB upload: peak RSS {grew_mb:.1f} MiB above idle")
     assert grew_mb < 100
+
+
+def test_a_204_goes_out_without_the_apps_content_length(serve):
+    """RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204; the
+    app's is dropped (Gunicorn drops it too), and the body never goes."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1")
+    out = raw_request(s.port, b"GET /status?204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 204") and out.endswith(b"\r\n\r\n"), out
+    assert b"content-length" not in out.lower(), out
+
+
+def test_a_latin1_reason_phrase_goes_out_as_latin1(serve, tmp_path):
+    """PEP 3333: the status is a latin-1 string: `é` is one byte on the
+    wire, and a character latin-1 lacks is the app's error (500)."""
+    (tmp_path / "reasons.py").write_text(
+        "def application(environ, start_response):\n"
+        "    reason = {'/latin1': 'caf\\xe9', '/euro': '\\u20ac'}[environ['PATH_INFO']]\n"
+        "    start_response('200 ' + reason, [('Content-Length', '0')])\n"
+        "    return []\n")
+    s = serve("--wsgi-file", str(tmp_path / "reasons.py"), "--processes", "1")
+    out = raw_request(s.port, b"GET /latin1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 caf\xe9\r\n"), out
+    out = raw_request(s.port, b"GET /euro HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500"), out

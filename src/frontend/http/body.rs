@@ -188,7 +188,8 @@ pub(super) fn to_hyper(
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(reason) = resp.reason
         && out.status().canonical_reason() != Some(reason.as_str())
-        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes())
+        // As the app's latin-1 string says it: one byte a character.
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(latin1(&reason))
     {
         out.extensions_mut().insert(reason);
     }
@@ -203,9 +204,23 @@ pub(super) fn to_hyper(
         }
     }
     crate::request::recycle_headers(list);
+    // RFC 9110 §8.6: no Content-Length in a 204 (nor in a 1xx); the app's
+    // goes, as Gunicorn drops it. (hyper sends no body either way.)
+    if resp.status == 204 || (100..200).contains(&resp.status) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     *out.headers_mut() = headers;
     out
+}
+
+/// A reason phrase's bytes: each character's latin-1 byte (a reason given
+/// with a character past U+00FF was refused before), not its UTF-8.
+fn latin1(reason: &str) -> Vec<u8> {
+    reason
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect()
 }

@@ -126,6 +126,12 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         )));
     }
     let reason = &status[4..];
+    // PEP 3333: the status is a latin-1 string, as the headers are.
+    if reason.chars().any(|c| u32::from(c) > 0xFF) {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {status:?}: a character that latin-1 cannot hold"
+        )));
+    }
     let standard = http::StatusCode::from_u16(code)
         .ok()
         .and_then(|c| c.canonical_reason());
