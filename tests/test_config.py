@@ -513,3 +513,54 @@ def test_an_address_uwsgi_reads_is_read_and_a_bad_one_is_refused_by_the_check(tm
     assert p.returncode == 0, p.stderr
     p = run("--http-socket", "127.0.0.1:80x", "--module", "m", "--check-config")
     assert p.returncode == 2 and "the port" in p.stderr
+
+
+def test_a_linked_vassal_keeps_its_own_name_and_j_is_uwsgis_hex(tmp_path):
+    """An emperor's vassal is a link to the project's file: uWSGI keeps the
+    link's own path for the magic variables (%n is the vassal's name). %j
+    is the path's djb33x hash, its bytes in memory order, in upper case."""
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "vassals").mkdir()
+    (tmp_path / "proj" / "uwsgi.ini").write_text(
+        "[uwsgi]\nhttp-socket = :1\nmodule = m\npidfile = %d%n.pid\nenv = J=%j\n")
+    link = tmp_path / "vassals" / "myproj.ini"
+    link.symlink_to(tmp_path / "proj" / "uwsgi.ini")
+    got = options(run(str(link), "--print-config").stdout)
+    assert ("pidfile", f"{tmp_path}/vassals/myproj.pid") in got, got
+    h = 5381
+    for c in str(link).encode():
+        h = ((h * 33) ^ c) & 0xFFFFFFFF
+    assert ("env", "J=" + h.to_bytes(4, "little").hex().upper()) in got
+
+
+def test_xml_id_picks_the_uwsgi_element_by_its_id(tmp_path):
+    f = tmp_path / "m.xml"
+    f.write_text('<all><uwsgi id="a"><http-socket>:1</http-socket><module>a</module></uwsgi>'
+                 '<uwsgi id="b"><http-socket>:2</http-socket><module>b</module></uwsgi></all>\n')
+    got = options(run("--xml", f"{f}:b", "--print-config").stdout)
+    assert ("module", "b") in got and ("module", "a") not in got
+
+
+def test_a_placeholder_is_its_first_value_wherever_it_is_used(tmp_path):
+    """uWSGI resolves %(name) after reading everything, with the first
+    value given: the same before and after a second `base =`."""
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nenv = BASE=%(base)\nbase = /one\nbase = /two\n"
+                 "env = BASE2=%(base)\n")
+    got = options(run(str(f), "--print-config").stdout)
+    assert [v for k, v in got if k == "env"] == ["BASE=/one", "BASE2=/one"]
+
+
+def test_uwsgi_2_logic_plugin_reload_hostname_match_and_end(tmp_path):
+    import socket
+    f = tmp_path / "app.ini"
+    f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\n"
+                 "if-plugin = python3\nenv = PY=yes\nend\n"
+                 "if-not-plugin = php\nenv = PHP=no\nendif\n"
+                 "if-reload =\nenv = RELOAD=yes\nend\n"
+                 f"if-hostname-match = ^{socket.gethostname()[:1]}\nenv = MATCH=yes\nend\n"
+                 "for = a b\nif-env = EMPTY\nenv = E=set\nend\nenv = F%(_)=1\nend\n")
+    p = run(str(f), "--print-config", env={"EMPTY": ""})
+    assert p.returncode == 0, p.stderr
+    assert [v for k, v in options(p.stdout) if k == "env"] == ["PY=yes", "PHP=no", "MATCH=yes", "E=set", "Fa=1",
+                                                                "E=set", "Fb=1"]

@@ -261,12 +261,23 @@ pub fn parse_json(text: &str, section: &str) -> Result<Vec<(String, String, usiz
 pub fn parse_xml(text: &str, section: &str) -> Result<Vec<(String, String, usize)>, String> {
     let doc = roxmltree::Document::parse(text).map_err(|e| format!("invalid XML: {e}"))?;
     let root = doc.root_element();
-    let node = if [section, "oxgate"].contains(&root.tag_name().name()) {
+    let ours = |n: &roxmltree::Node<'_, '_>| ["uwsgi", "oxgate"].contains(&n.tag_name().name());
+    // `file.xml:name` is uWSGI's `<uwsgi id="name">`, wherever it is; an
+    // element named `name` is taken too.
+    let by_id = (section != "uwsgi")
+        .then(|| {
+            root.descendants()
+                .find(|n| n.is_element() && ours(n) && n.attribute("id") == Some(section))
+        })
+        .flatten();
+    let node = if let Some(n) = by_id {
+        n
+    } else if [section, "oxgate"].contains(&root.tag_name().name()) {
         root
     } else {
         root.children()
             .find(|n| n.is_element() && [section, "oxgate"].contains(&n.tag_name().name()))
-            .ok_or_else(|| format!("no <{section}> element"))?
+            .ok_or_else(|| format!("no <uwsgi id=\"{section}\"> or <{section}> element"))?
     };
     Ok(node
         .children()

@@ -33,7 +33,8 @@ pub(super) fn condition(
                 Some((n, w)) => (n, Some(w)),
                 None => (value, None),
             };
-            let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+            // Set counts, empty or not: uWSGI asks getenv() for it.
+            let v = std::env::var(name).ok();
             let holds = match (want, &v) {
                 (Some(w), Some(v)) => v == w,
                 (None, Some(_)) => true,
@@ -46,6 +47,28 @@ pub(super) fn condition(
         "dir" | "directory" => (Path::new(value).is_dir(), value.to_string()),
         "hostname" => (
             nix::unistd::gethostname().is_ok_and(|h| h.to_string_lossy() == value),
+            value.to_string(),
+        ),
+        "hostname-match" => (
+            regex::Regex::new(value).is_ok_and(|re| {
+                nix::unistd::gethostname().is_ok_and(|h| re.is_match(&h.to_string_lossy()))
+            }),
+            value.to_string(),
+        ),
+        // Python is oxgate's one language plugin, built in; uWSGI's
+        // routers, loggers and protocols are built in too, or not there.
+        "plugin" => (
+            value
+                .split([',', ' '])
+                .filter(|p| !p.is_empty())
+                .all(|p| p.trim_end_matches("_plugin").starts_with("python")),
+            value.to_string(),
+        ),
+        // A master image re-executed for a reload reads its configuration
+        // with the previous image's hand-over in its environment
+        // (master/handover.rs).
+        "reload" => (
+            std::env::var_os("OXGATE_INHERIT").is_some(),
             value.to_string(),
         ),
         "opt" => {
@@ -72,6 +95,8 @@ pub(super) fn block_end(key: &str) -> Option<&'static str> {
     match key {
         "endif" | "end-if" => Some("endif"),
         "endfor" | "end-for" => Some("endfor"),
+        // uWSGI 2.0's `end` closes either.
+        "end" => Some("end"),
         _ => None,
     }
 }
@@ -85,18 +110,22 @@ pub(super) fn find_block_end(
 ) -> Result<usize, ConfigError> {
     let mut depth = 0;
     for (j, (k, _, _)) in items.iter().enumerate().skip(from) {
-        let opens = if end == "endif" {
-            k.starts_with("if-") || IF_ALIASES.contains(&k.as_str())
-        } else {
-            k == "for" || k.starts_with("for-")
-        };
+        // Blocks of either kind nest: uWSGI 2.0's `end` may close either.
+        let opens = k.starts_with("if-")
+            || IF_ALIASES.contains(&k.as_str())
+            || k == "for"
+            || k.starts_with("for-");
+        let closes = block_end(k);
         if opens {
             depth += 1;
-        } else if block_end(k) == Some(end) {
+        } else if let Some(closed) = closes {
             if depth == 0 {
-                return Ok(j);
+                if closed == end || closed == "end" {
+                    return Ok(j);
+                }
+            } else {
+                depth -= 1;
             }
-            depth -= 1;
         }
     }
     err(origin, format!("this block has no {end}"))

@@ -70,7 +70,13 @@ pub(super) fn magic(
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(path).ok()?.ino().to_string()
         }
-        'j' => format!("{:x}", djb33x(path.display().to_string().as_bytes())),
+        // The hash's four bytes as they lie in memory, in upper-case hex,
+        // as uWSGI writes them (uwsgi_str_to_hex on a little-endian host).
+        'j' => djb33x(path.display().to_string().as_bytes())
+            .to_ne_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect(),
         d @ '0'..='9' => dir
             .components()
             .filter(|c| matches!(c, std::path::Component::Normal(_)))

@@ -82,7 +82,7 @@ impl Default for Reader {
 impl Reader {
     /// A placeholder's value, before its entry is pushed.
     pub fn set_placeholder(&mut self, key: &str, value: &str) {
-        self.placeholders.insert(key.to_string(), value.to_string());
+        self.set_first(key, value);
     }
 
     /// An option's value on the command line: `$(ENV)`, `@(file)` and
@@ -98,9 +98,18 @@ impl Reader {
         self.push(key, &value, Origin::CommandLine);
     }
 
+    /// A placeholder's value: the first one given, as uWSGI reads an
+    /// option as a placeholder (the first of its values), wherever it is
+    /// used.
+    fn set_first(&mut self, key: &str, value: &str) {
+        self.placeholders
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_string());
+    }
+
     /// An entry from the command line or the environment: no expansion.
     pub fn push(&mut self, key: &str, value: &str, origin: Origin) {
-        self.placeholders.insert(key.to_string(), value.to_string());
+        self.set_first(key, value);
         self.entries.push(Entry {
             key: key.to_string(),
             value: value.to_string(),
@@ -189,9 +198,19 @@ impl Reader {
             };
             // The real path, as uWSGI's realpath() gives it: %d, %c and the
             // others then name the real directory (no "..", no symlink).
-            let path = std::fs::canonicalize(&base)
-                .or_else(|_| std::path::absolute(&base))
-                .unwrap_or(base);
+            // Except for a file that is itself a link (an emperor's vassal,
+            // `vassals/app.ini -> ../app/uwsgi.ini`): uWSGI keeps the
+            // link's own path, so %n is the vassal's name.
+            let linked = base
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink());
+            let path = if linked {
+                std::path::absolute(&base).unwrap_or(base)
+            } else {
+                std::fs::canonicalize(&base)
+                    .or_else(|_| std::path::absolute(&base))
+                    .unwrap_or(base)
+            };
             (path, file.to_string())
         };
         // Bytes that are not UTF-8 (a Latin-1 comment) do not make the file
@@ -324,8 +343,7 @@ impl Reader {
                 }
                 "set-placeholder" | "set-ph" => match value.split_once('=') {
                     Some((k, v)) => {
-                        self.placeholders
-                            .insert(k.trim().to_string(), v.trim().to_string());
+                        self.set_first(k.trim(), v.trim());
                         self.declared.push(k.trim().to_string());
                     }
                     None => return err(&origin, format!("{key} {value:?}: expected NAME=VALUE")),
@@ -335,7 +353,7 @@ impl Reader {
                 "set" => match value.split_once('=') {
                     Some((k, v)) if !k.trim().is_empty() => {
                         let (k, v) = (k.trim(), v.trim());
-                        self.placeholders.insert(k.to_string(), v.to_string());
+                        self.set_first(k, v);
                         self.entries.push(Entry {
                             key: k.to_string(),
                             value: v.to_string(),
@@ -360,7 +378,7 @@ impl Reader {
                     if !unresolved.is_empty() && !key.contains("format") {
                         self.late.push((self.entries.len(), unresolved));
                     }
-                    self.placeholders.insert(key.clone(), value.clone());
+                    self.set_first(key, &value);
                     self.entries.push(Entry {
                         key: key.clone(),
                         value,
