@@ -799,7 +799,7 @@ def test_a_client_that_stops_mid_response_frees_its_process(serve, site):
     abandoned request gets: the process is replaced, and the next request
     is served then, not queued behind the rest of the script."""
     (site / "stream.php").write_text("<?php while (ob_get_level()) ob_end_flush(); echo 'first'; flush(); sleep(30); echo 'late';")
-    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-timeout", "3")
     with requests.get(f"{s.url}/stream.php", stream=True, timeout=20) as r:
         assert next(r.iter_content(chunk_size=None)).startswith(b"first")
         first = pool_pids(s)[-1]
@@ -812,13 +812,28 @@ def test_a_client_that_leaves_frees_its_process(serve, site):
     """A request given up by its client, whose script runs on past the
     grace, gives its process back (replaced): the next request is served,
     not queued behind the rest of the script."""
-    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1", "--fastcgi-app-timeout", "3")
     first = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.get(f"{s.url}/slow.php", timeout=1)
     wait_for(lambda: not alive(first), what="the abandoned process to be killed")
     r = requests.get(f"{s.url}/index.php", timeout=10)
     assert r.status_code == 200 and r.json()["pid"] != first
+
+
+@needs_php
+def test_fire_and_forget_work_runs_to_its_end_as_under_php_fpm(serve, site, tmp_path):
+    """WordPress's wp-cron: a loopback request with a tiny timeout, whose
+    script sets ignore_user_abort(true) and works on for seconds; it was
+    killed 5 s after its client left."""
+    marker = tmp_path / "cron"
+    (site / "cron.php").write_text(
+        "<?php ignore_user_abort(true); file_put_contents('" + str(marker) + "', 'start');"
+        " sleep(7); file_put_contents('" + str(marker) + "', 'done');")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{s.url}/cron.php", timeout=0.5)
+    wait_for(lambda: marker.exists() and marker.read_text() == "done", timeout=30, what="the cron script's end")
 
 
 @needs_php

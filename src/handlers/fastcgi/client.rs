@@ -528,5 +528,11 @@ async fn drain(mut conn: Conn, name: Arc<str>, until: Instant, release: Release)
             _ => {}
         }
     };
+    if !whole {
+        crate::say!(
+            "oxgate: FastCGI {name}: a request whose client left had not ended by its deadline (or wrote over {} KiB more): its process is replaced",
+            ABANDONED_OUTPUT >> 10
+        );
+    }
     release(Some(conn).filter(|c| whole && c.buf.is_empty()), false);
 }

@@ -752,8 +752,11 @@ impl Pool {
 /// How long a request whose client left may still run, to end as it
 /// would have (its output read and dropped) and give its process back.
 /// Past it, or past `ABANDONED_OUTPUT` of output, the process is killed
-/// and replaced, as the next request would wait behind it.
-const ABANDONED_GRACE: Duration = Duration::from_secs(5);
+/// and replaced, as the next request would wait behind it. A minute: work
+/// that is fired and forgotten on purpose (WordPress's wp-cron, a loopback
+/// request with `ignore_user_abort(true)`) runs to its end, as under
+/// php-fpm; --fastcgi-app-timeout still bounds it.
+const ABANDONED_GRACE: Duration = Duration::from_secs(60);
 
 /// A leased request on its way to its process (`Pool::run`).
 struct Exchange {
