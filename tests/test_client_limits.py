@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, fcgi_request, free_port, packet, scgi_packet
+from helpers import APPS, fcgi_request, free_port, packet, scgi_packet, wait_for
 
 APP = str(APPS / "validated.py")
 
@@ -195,3 +195,23 @@ def test_an_app_that_reads_slowly_does_not_make_a_fast_client_slow(serve, tmp_pa
     r = requests.post(s.url + "/", data=body, timeout=60)
     assert r.status_code == 200 and r.text == str(len(body))
     assert "--min-body-rate" not in s.log()
+
+
+def test_memory_a_burst_of_closed_connections_held_is_given_back(serve):
+    """500 connections that each send 60 KiB of a head and close: the
+    worker's memory at the peak goes back to the kernel once they are
+    gone, as it does after idle connections park (it stayed at the peak)."""
+    s = serve("--wsgi-file", APP, "--processes", "1")
+    worker = s.wait_workers(1)[0]
+    base = s.rss_kb(pid=worker)
+    head = b"GET /x HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X%d: %s\r\n" % (i, b"c" * 6000) for i in range(10))
+    socks = []
+    for _ in range(500):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        c.sendall(head)
+        socks.append(c)
+    wait_for(lambda: s.rss_kb(pid=worker) > base + 20_000, what="the burst's memory")
+    peak = s.rss_kb(pid=worker)
+    for c in socks:
+        c.close()
+    wait_for(lambda: s.rss_kb(pid=worker) < base + (peak - base) // 4, timeout=30, what="the memory given back")

@@ -166,6 +166,11 @@ pub async fn serve_connection<S: Peek>(
             Http1::Parkable
         };
         let Some(wait) = serve_http1(io, ctx, &mut shutdown, going_away.clone(), how).await else {
+            // Ended: its buffers are freed as a parked one's are, and a
+            // burst of connections that close (Connection: close, health
+            // checks, a flood of unfinished heads) leaves the worker at its
+            // peak memory unless they are given back the same way.
+            release_after_parking();
             return;
         };
         // Parked: the task keeps the socket and nothing else until the
@@ -202,7 +207,7 @@ pub async fn serve_connection<S: Peek>(
 /// `PARK_AFTER` without parking (the connections of one burst park over
 /// about a second), five at most, and for `TRIM_EVERY` since the last
 /// one: it locks the heap while it walks it (about a microsecond per free
-/// block), so it must stay rare. None while no connection parks.
+/// block), so it must stay rare. None while no connection parks or ends.
 fn release_after_parking() {
     static DUE: AtomicBool = AtomicBool::new(false);
     static PARKED: AtomicU64 = AtomicU64::new(0);
