@@ -290,3 +290,15 @@ def test_a_trailer_line_without_crlf_ends_the_connection(servers, how, after_las
     assert time.monotonic() < deadline, "the connection was left open"
     assert b'"/second"' not in out and b'"/third"' not in out, out
     assert out.count(b"HTTP/1.1 ") <= 1, out
+
+
+@pytest.mark.parametrize("codings", [b"chunked, chunked", b",chunked"])
+def test_chunked_applied_twice_or_an_empty_coding_is_refused(servers, codings):
+    """RFC 9112 §6.1: chunked is applied once. Gunicorn answers 400 (501
+    for the empty member); hyper reads only the last coding."""
+    srv = servers({})
+    data = b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + codings + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    with connect(srv.port, data, "whole") as s:
+        out = s.recv(65536)
+    assert out.startswith(b"HTTP/1.1 400"), out
+    assert b'"/p"' not in out

@@ -29,6 +29,8 @@ pub enum Flaw {
     BareLf,
     EmptyLines,
     NonAsciiTarget,
+    /// Transfer-Encoding with `chunked` twice, or an empty coding.
+    BadCodings,
     /// A line in the trailers that does not end in CRLF: hyper reads on to the next CRLFCRLF as trailers, which may
     /// swallow a pipelined request (RFC 9112 §7.1 wants CRLF). Found in a
     /// request already served: the connection ends.
@@ -43,6 +45,9 @@ impl Flaw {
             Flaw::BareLf => "a line of the request head ends in a bare LF\n",
             Flaw::EmptyLines => "more than one empty line before the request line\n",
             Flaw::NonAsciiTarget => "a byte above 0x7F in the request target (percent-encode it)\n",
+            Flaw::BadCodings => {
+                "Transfer-Encoding names chunked more than once, or an empty coding\n"
+            }
             Flaw::BadChunkLine => "a trailer line that does not end in CRLF\n",
         }
     }
@@ -344,6 +349,7 @@ impl FramingTracker {
         }
         self.state = match framing(&req) {
             Framing::Both => return Step::Flawed(Flaw::BothLengths),
+            Framing::BadCodings => return Step::Flawed(Flaw::BadCodings),
             Framing::Length(0) | Framing::Nothing => State::Head,
             Framing::Length(n) => State::Body(n),
             Framing::Chunked => {
@@ -519,6 +525,8 @@ enum Framing {
     Chunked,
     /// Content-Length and Transfer-Encoding together.
     Both,
+    /// `chunked` given more than once, or an empty coding in the list.
+    BadCodings,
     /// hyper refuses the head (a bad length, a coding other than chunked
     /// last, Transfer-Encoding in HTTP/1.0).
     Refused,
@@ -528,6 +536,7 @@ fn framing(req: &httparse::Request<'_, '_>) -> Framing {
     // hyper's own walk over the headers (role.rs), in order: which of
     // them count depends on what came before.
     let (mut coding, mut chunked, mut length_named) = (false, false, false);
+    let (mut chunked_codings, mut empty_coding) = (0, false);
     let mut length: Option<u64> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -536,9 +545,15 @@ fn framing(req: &httparse::Request<'_, '_>) -> Framing {
             }
             coding = true;
             length = None;
-            // Only the last line's last coding counts.
+            // Only the last line's last coding counts, for hyper.
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            // RFC 9112 §6.1: chunked is applied once; Gunicorn refuses a
+            // list that says it twice, or has an empty member.
+            for c in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                empty_coding |= c.is_empty();
+                chunked_codings += usize::from(c.eq_ignore_ascii_case(b"chunked"));
+            }
         } else if h.name.eq_ignore_ascii_case("content-length") {
             length_named = true;
             if coding {
@@ -559,6 +574,8 @@ fn framing(req: &httparse::Request<'_, '_>) -> Framing {
     }
     if coding && !chunked {
         Framing::Refused
+    } else if coding && (chunked_codings > 1 || empty_coding) {
+        Framing::BadCodings
     } else if coding && length_named {
         Framing::Both
     } else if chunked {
@@ -668,6 +685,31 @@ mod tests {
             );
             assert!(!t.following());
         }
+    }
+
+    #[test]
+    fn chunked_twice_or_an_empty_coding_is_a_flaw() {
+        for te in [
+            &b"Transfer-Encoding: chunked, chunked\r\n"[..],
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: ,chunked\r\n",
+        ] {
+            let mut t = tracker();
+            let head = [&b"POST / HTTP/1.1\r\nHost: x\r\n"[..], te, b"\r\n0\r\n\r\n"].concat();
+            assert_eq!(
+                t.feed(&head),
+                Some(Flawed {
+                    ordinal: 1,
+                    flaw: Flaw::BadCodings
+                }),
+                "{}",
+                String::from_utf8_lossy(te)
+            );
+        }
+        let mut t = tracker();
+        let fine =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(t.feed(fine), None);
     }
 
     #[test]
