@@ -247,11 +247,26 @@ pub fn run(
         ),
         Some(inh) => {
             m.started = inh.started();
+            // The workers it will replace: none when the app failed to load
+            // (they serve on), and at most --processes.
+            let replacing = if broken {
+                0
+            } else {
+                inh.workers
+                    .iter()
+                    .filter(|w| !w.asked && !w.replaced)
+                    .count()
+                    .min(p.processes)
+            };
             crate::say!(
-                "oxgate: {} reload: master pid {} re-executed, replacing {} worker(s)",
+                "oxgate: {} reload: master pid {} re-executed, {}",
                 inh.reload.name(),
                 std::process::id(),
-                inh.workers.len()
+                if broken {
+                    format!("the {} old worker(s) serve on", inh.workers.len())
+                } else {
+                    format!("replacing {replacing} worker(s)")
+                }
             );
             m.adopt(inh);
         }
