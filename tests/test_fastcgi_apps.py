@@ -414,6 +414,24 @@ def test_a_php_pool_serves_the_site(serve, site):
 
 
 @needs_php
+def test_posts_to_php_children_sharing_a_socket_never_fail_at_their_cap(serve, site):
+    """PHP_FCGI_CHILDREN=2 and a cap of 7: children exit all the time, and
+    one that exits closes its connection. With one worker, whose kept
+    connections a child at its cap closed just as a POST went out on them,
+    some POSTs got 502; a POST cannot be sent again."""
+    s = php_pool(serve, site, "--fastcgi-app-processes", "2", "--processes", "1",
+                 "--fastcgi-app-env", "PHP_FCGI_CHILDREN=2", "--fastcgi-app-env", "PHP_FCGI_MAX_REQUESTS=7")
+
+    def posts(n):
+        with requests.Session() as session:
+            return [session.post(f"{s.url}/p/{i}", data={"i": str(i)}, timeout=30).status_code for i in range(n)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        codes = [c for batch in ex.map(posts, [150] * 8) for c in batch]
+    assert codes.count(200) == len(codes), {c: codes.count(c) for c in set(codes)}
+
+
+@needs_php
 @pytest.mark.parametrize("children", ["forked", "0"])
 def test_2000_requests_over_4_pool_processes_with_phps_request_cap(serve, site, children):
     """php-cgi's serving process exits after its 500th request

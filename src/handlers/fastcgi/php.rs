@@ -29,6 +29,10 @@ pub struct PhpCgi {
     /// The cap is `--fastcgi-app-max-requests` (counted as recycles), not
     /// php-cgi's own.
     pub cap_is_ours: bool,
+    /// Several children serve the one socket (`PHP_FCGI_CHILDREN` over 1):
+    /// which of them takes a connection, and when each exits, is php-cgi's
+    /// business.
+    pub children_share_a_socket: bool,
     /// The `PHP_FCGI_*` variables oxgate sets.
     set: Vec<(&'static str, String)>,
 }
@@ -82,6 +86,7 @@ impl PhpCgi {
                 None
             },
             cap_is_ours: ours.is_some(),
+            children_share_a_socket: children.is_some_and(|n| n > 1),
             set,
         })
     }

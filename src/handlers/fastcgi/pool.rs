@@ -261,7 +261,12 @@ pub(super) fn stats_of(index: usize) -> Option<&'static PoolCounters> {
 
 impl Pool {
     pub fn new(spec: PoolSpec) -> Pool {
-        let keep = WORKERS.get().copied().unwrap_or(1) <= 1;
+        // No kept connection to php-cgi children that share a socket: one
+        // at its request cap closes its connection just as a request goes
+        // out on it, and a POST cannot be sent again. A new connection for
+        // each request is taken by a child that is serving.
+        let shared = spec.php.as_ref().is_some_and(|p| p.children_share_a_socket);
+        let keep = WORKERS.get().copied().unwrap_or(1) <= 1 && !shared;
         Pool {
             keep,
             tokens: OnceLock::new(),
