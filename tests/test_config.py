@@ -499,10 +499,11 @@ def test_inherit_config_and_set_read_as_in_uwsgi(tmp_path):
 
 
 def test_a_lone_app_argument_is_read_as_uwsgi_reads_it(tmp_path):
+    (tmp_path / "site.wsgi").write_text("")
     for arg, want in [("site.wsgi", [("wsgi-file", "site.wsgi")]),
                       ("app.py:application", [("wsgi-file", "app.py"), ("callable", "application")]),
                       ("pkg.mod:app", [("module", "pkg.mod:app")]), ("app:app", [("module", "app:app")])]:
-        got = options(run("--http-socket", ":1", arg, "--print-config").stdout)
+        got = options(run("--http-socket", ":1", arg, "--print-config", cwd=tmp_path).stdout)
         assert all(w in got for w in want), (arg, got)
 
 
@@ -564,3 +565,22 @@ def test_uwsgi_2_logic_plugin_reload_hostname_match_and_end(tmp_path):
     assert p.returncode == 0, p.stderr
     assert [v for k, v in options(p.stdout) if k == "env"] == ["PY=yes", "PHP=no", "MATCH=yes", "E=set", "Fa=1",
                                                                 "E=set", "Fb=1"]
+
+
+def test_command_line_values_as_uwsgi_expands_them(tmp_path):
+    """An unset $(VAR) is left as written (a daemon's shell `$(date)` runs),
+    $(VAR:-default) gives the default; a %(name) a later --ini sets is
+    resolved once everything is read; --set values are expanded too; a
+    Django module named like a file is a module when there is no file."""
+    base = tmp_path / "base.ini"
+    base.write_text("[uwsgi]\nbase = /srv/x\n")
+    got = options(run("--http-socket", ":1", "--module", "m", "--attach-daemon", "echo $(date +%s) $(NOPE_UNSET)",
+                      "--pidfile", "%(base)/x.pid", "--ini", str(base), "--set", "harakiri=$(HK:-30)",
+                      "--print-config").stdout)
+    assert ("attach-daemon", "echo $(date +%s) $(NOPE_UNSET)") in got, got
+    assert ("pidfile", "/srv/x/x.pid") in got and ("harakiri", "30") in got, got
+    got = options(run("--http-socket", ":1", "myproject.wsgi:application", "--print-config", cwd=tmp_path).stdout)
+    assert ("module", "myproject.wsgi:application") in got, got
+    (tmp_path / "site.wsgi").write_text("")
+    got = options(run("--http-socket", ":1", "site.wsgi", "--print-config", cwd=tmp_path).stdout)
+    assert ("wsgi-file", "site.wsgi") in got, got

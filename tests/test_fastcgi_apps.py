@@ -22,7 +22,8 @@ import pytest
 import requests
 
 from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, read_records, rec, screen_of, start_nginx,
-                     stdout_of, traced_calls, wait_for)
+                     stdout_of, traced_calls, uwsgi_request, wait_for)
+from helpers import cgi
 
 PHP_CGI = shutil.which("php-cgi")
 PHP_FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm") or "/usr/sbin/php-fpm8.2"
@@ -768,6 +769,29 @@ def test_pm_dynamic_keeps_spare_processes(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-pm", "dynamic", "--fastcgi-app-spare", "2:2",
                  "--fastcgi-app-processes", "4", "--processes", "1")
     wait_for(lambda: len(pool_pids(s)) == 2, what="the two spare processes")
+
+
+@needs_php
+def test_without_a_document_root_only_a_php_file_the_front_end_names_runs(serve, site, tmp_path):
+    """php-fpm's security.limit_extensions: the front end's SCRIPT_FILENAME
+    runs only if it is a .php file that is there. php-cgi would otherwise
+    walk back from /uploads/evil.jpg/x.php and run the image, and any file
+    a front end names (/etc/passwd) would be read out."""
+    (site / "uploads").mkdir()
+    (site / "uploads" / "evil.jpg").write_text("<?php echo 'PWNED';")
+    (site / "hello.php").write_text("<?php echo 'hello';")
+    port = free_port()
+    serve("--uwsgi-socket", f"127.0.0.1:{port}", "--fastcgi-app", "php-cgi", "--processes", "1")
+
+    def run(script_name, filename):
+        return uwsgi_request(port, cgi(path=script_name, extra=[
+            ("SCRIPT_NAME", script_name), ("SCRIPT_FILENAME", filename), ("DOCUMENT_ROOT", str(site))]))
+
+    assert run("/hello.php", str(site / "hello.php")).endswith(b"hello")
+    for name, filename in [("/uploads/evil.jpg/x.php", str(site / "uploads/evil.jpg/x.php")),
+                           ("/uploads/evil.jpg", str(site / "uploads/evil.jpg")), ("/x", "/etc/passwd")]:
+        out = run(name, filename)
+        assert b" 404 " in out.split(b"\r\n")[0] and b"PWNED" not in out and b"root:" not in out, (name, out)
 
 
 @needs_php

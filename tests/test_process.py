@@ -432,3 +432,32 @@ def test_a_stop_while_the_app_is_still_importing_is_heard(tmp_path, sig):
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_stop_during_a_reloads_import_lets_the_old_workers_finish(tmp_path):
+    """After a reload the old workers serve while the new image imports
+    the app: a stop then is theirs to finish gracefully (the request in
+    flight is answered), not an end at once."""
+    (tmp_path / "slowload.py").write_text(
+        "import os, time, pathlib\n"
+        "if os.path.exists('slow'):\n    pathlib.Path('importing').write_text('')\n    time.sleep(6)\n"
+        "def application(e, s):\n    time.sleep(float(e.get('QUERY_STRING') or 0))\n"
+        "    s('200 OK', [('Content-Length', '4')])\n    return [b'done']\n")
+    port = free_port()
+    p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "slowload.py", "--processes", "1"],
+                         cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: listens(port), what="the server")
+        (tmp_path / "slow").write_text("")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            inflight = ex.submit(requests.get, f"http://127.0.0.1:{port}/?3", timeout=30)
+            time.sleep(0.3)
+            p.send_signal(signal.SIGHUP)
+            wait_for((tmp_path / "importing").exists, what="the new image's import")
+            p.send_signal(signal.SIGTERM)
+            r = inflight.result()
+        assert (r.status_code, r.text) == (200, "done")
+        p.wait(30)
+    finally:
+        p.kill()
+        p.wait()

@@ -286,7 +286,7 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                     return err(format!("--{name} {value:?}: expected NAME=VALUE"));
                 };
                 if name == "set" {
-                    reader.push(k.trim(), v.trim(), Origin::CommandLine);
+                    reader.push_command_line(k.trim(), v.trim());
                 } else {
                     reader.set_placeholder(k.trim(), v.trim());
                 }
@@ -429,7 +429,11 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                 Some((path, callable)) => (path, Some(callable)),
                 None => (p.as_str(), None),
             };
-            if path.ends_with(".py") || path.ends_with(".wsgi") {
+            // (Django's `myproject.wsgi:application` is a module: a name
+            // ending in .wsgi is a file only if there is one.)
+            if path.ends_with(".py")
+                || (path.ends_with(".wsgi") && std::path::Path::new(path).is_file())
+            {
                 reader.push(opt::WSGI_FILE.name, path, Origin::CommandLine);
                 if let Some(callable) = callable.filter(|c| !c.is_empty()) {
                     reader.push(opt::CALLABLE.name, callable, Origin::CommandLine);

@@ -125,7 +125,7 @@ pub fn run(
     let apps = if p.lazy_apps {
         None
     } else {
-        match load_app_stoppably(cfg) {
+        match load_app_stoppably(cfg, handover.is_none()) {
             Ok(h) => {
                 if let Some(kinds) = h.describe(cfg) {
                     crate::say!("oxgate: {kinds}");
@@ -721,8 +721,10 @@ impl Master<'_> {
 /// would otherwise keep the master deaf to them, as it reads them only in
 /// its main loop, after the import. (Not a thread watching: a thread's
 /// allocator arena stays reserved in the workers, which --limit-as counts.)
-fn load_app_stoppably(cfg: &Config) -> Result<apps::Apps, String> {
-    signals::LOADING.store(true, std::sync::atomic::Ordering::Release);
+/// Only at the first start (`stoppable`): after a reload the old workers
+/// serve meanwhile, and a stop is theirs to finish gracefully, after it.
+fn load_app_stoppably(cfg: &Config, stoppable: bool) -> Result<apps::Apps, String> {
+    signals::LOADING.store(stoppable, std::sync::atomic::Ordering::Release);
     let result = apps::load_app(cfg);
     signals::LOADING.store(false, std::sync::atomic::Ordering::Release);
     result

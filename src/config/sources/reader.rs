@@ -93,7 +93,15 @@ impl Reader {
             // A request-log format's %(...) are its own variables.
             value.to_string()
         } else {
-            self.expand_with(value, None, None, false)
+            self.unresolved.borrow_mut().clear();
+            let expanded = self.expand_with(value, None, None, false);
+            // A %(name) that a file read later sets, as uWSGI resolves
+            // placeholders once everything is read.
+            let unresolved = std::mem::take(&mut *self.unresolved.borrow_mut());
+            if !unresolved.is_empty() {
+                self.late.push((self.entries.len(), unresolved));
+            }
+            expanded
         };
         self.push(key, &value, Origin::CommandLine);
     }
@@ -419,7 +427,16 @@ impl Reader {
                 let inner = &tail[2..close + 1];
                 rest = &tail[close + 2..];
                 match sigil {
-                    b'$' => out.push_str(&std::env::var(inner).unwrap_or_default()),
+                    b'$' => match env_with_default(inner) {
+                        Some(v) => out.push_str(&v),
+                        // Unset: left as written, as uWSGI leaves it (a
+                        // shell's `$(date)` in a daemon's command runs).
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(inner);
+                            out.push(')');
+                        }
+                    },
                     // A file's path may use the other forms: @(%dsecret).
                     // A command is left as written (`date +%Y%m%d`).
                     b'@' => match read_at(&if inner.starts_with("exec://") {
@@ -470,6 +487,24 @@ impl Reader {
         self.unresolved.borrow_mut().push(inner.to_string());
         format!("%({inner})")
     }
+}
+
+/// `$(VAR)`, `$(VAR:-DEFAULT)` (the default when VAR is unset or empty)
+/// and `$(VAR-DEFAULT)` (when it is unset), as uWSGI reads them; None for
+/// a variable that is not set and has no default.
+fn env_with_default(inner: &str) -> Option<String> {
+    if let Some((name, default)) = inner.split_once(":-") {
+        return Some(
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_string()),
+        );
+    }
+    if let Some((name, default)) = inner.split_once('-') {
+        return Some(std::env::var(name).unwrap_or_else(|_| default.to_string()));
+    }
+    std::env::var(inner).ok()
 }
 
 fn matching_paren(s: &str) -> Option<usize> {

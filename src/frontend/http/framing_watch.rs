@@ -54,6 +54,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
                 // connection ends here, before hyper can take what follows
                 // for trailers (or serve a request hidden in them).
                 if flawed.flaw == Flaw::BadChunkLine {
+                    crate::say!(
+                        "oxgate: connection closed: {} (request {} on it)",
+                        flawed.flaw.reason().trim_end(),
+                        flawed.ordinal
+                    );
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         flawed.flaw.reason().trim_end(),

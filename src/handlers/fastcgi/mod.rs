@@ -304,6 +304,14 @@ impl FastcgiApps {
                 .iter()
                 .find(|(k, v)| k.as_bytes() == b"SCRIPT_FILENAME" && v.starts_with(b"/"))
             {
+                // php-fpm's security.limit_extensions: only a script that is
+                // there and ends in .php runs. php-cgi would otherwise walk
+                // back from /uploads/evil.jpg/x.php to run the image, and
+                // any file the front end names would be read.
+                let path = std::path::Path::new(std::ffi::OsStr::from_bytes(file));
+                if !file.ends_with(SCRIPT_EXT) || !path.is_file() {
+                    return Lookup::Answer(Response::plain(404, "Not Found", "File not found.\n"));
+                }
                 return Lookup::Call(Box::new(Target {
                     backend: backend.clone(),
                     script_name: get(Var::SCRIPT_NAME).to_vec(),
