@@ -133,6 +133,18 @@ def connect(port, data, how):
     return s
 
 
+def read_until_closed(s, within=10):
+    """What the server sent until it closed (a reset too: closed with
+    bytes unread), and whether it closed within `within` seconds."""
+    out, deadline = b"", time.monotonic() + within
+    try:
+        while (chunk := s.recv(65536)) and time.monotonic() < deadline:
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out, time.monotonic() < deadline
+
+
 def read_responses(s, count):
     """`count` responses (status, headers, body), parsed as they come."""
     f = s.makefile("rb")
@@ -252,13 +264,7 @@ def test_length_and_chunked_together_is_refused(servers, order):
             b"POST /p HTTP/1.1\r\nHost: x\r\n" + b"".join(fields) + b"\r\n"
             b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
     with connect(srv.port, data, "whole") as s:
-        out = b""
-        deadline = time.monotonic() + 10
-        try:
-            while (chunk := s.recv(65536)) and time.monotonic() < deadline:
-                out += chunk
-        except ConnectionResetError:
-            pass  # closed with the smuggled request's bytes unread
+        out, closed = read_until_closed(s)
     assert out.count(b"HTTP/1.1 200 ") == 2, out
     assert b'"/first"' in out and b'"/second"' in out
     assert out.count(b"HTTP/1.1 400 ") == 1
@@ -280,14 +286,8 @@ def test_a_trailer_line_without_crlf_ends_the_connection(servers, how, after_las
             + after_last_chunk + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST /third HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     with connect(srv.port, data, how) as s:
-        out = b""
-        deadline = time.monotonic() + 10
-        try:
-            while (chunk := s.recv(65536)) and time.monotonic() < deadline:
-                out += chunk
-        except ConnectionResetError:
-            pass
-    assert time.monotonic() < deadline, "the connection was left open"
+        out, closed = read_until_closed(s)
+    assert closed, "the connection was left open"
     assert b'"/second"' not in out and b'"/third"' not in out, out
     assert out.count(b"HTTP/1.1 ") <= 1, out
 
