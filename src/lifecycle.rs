@@ -7,6 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The variable a master re-executing itself for a reload hands its
+/// sockets and workers over in (master/handover.rs); the configuration's
+/// `if-reload` looks for it.
+pub const HANDOVER_ENV: &str = "OXGATE_INHERIT";
+
 /// How a running master replaces its workers with new ones (new code, new
 /// configuration: the master re-executes itself first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -154,20 +154,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             );
         }
     }
-    for (k, v) in &cfg.env {
-        // SAFETY: set_var races only with another thread reading or writing
-        // the environment at the same time, and no other thread exists yet:
-        // the runtime, the Python thread pool and the workers all start
-        // later, and an interpreter hosting oxgate runs no other thread
-        // (python::Host::read refuses to start otherwise).
-        unsafe { std::env::set_var(k, v) };
-    }
-    if let Some(dir) = &cfg.chdir {
-        std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
-    }
-    // Python may have started already (to run a Gunicorn config file, or
-    // hosting oxgate): its hooks see --env, --chdir and --pythonpath.
-    python::prepare_started_python(&cfg.pythonpath)?;
+    enter_app_environment(&cfg)?;
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
     if let Some(pidfile) = &p.pidfile2 {
         carry_on(&inherited, process::write_pidfile(pidfile))?;
@@ -187,15 +174,26 @@ pub fn run(cfg: Config) -> Result<(), String> {
 /// `--check-app`: imports the apps as a worker would, in this process,
 /// with no socket bound and nothing served.
 pub fn check_app(cfg: &Config) -> Result<(), String> {
+    enter_app_environment(cfg)?;
+    load_app(cfg).map(drop)
+}
+
+/// What the app is imported in: --env, --chdir and --pythonpath.
+fn enter_app_environment(cfg: &Config) -> Result<(), String> {
     for (k, v) in &cfg.env {
-        // SAFETY: as in `run`: no other thread exists yet.
+        // SAFETY: set_var races only with another thread reading or writing
+        // the environment at the same time, and no other thread exists yet:
+        // the runtime, the Python thread pool and the workers all start
+        // later, and an interpreter hosting oxgate runs no other thread
+        // (python::Host::read refuses to start otherwise).
         unsafe { std::env::set_var(k, v) };
     }
     if let Some(dir) = &cfg.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
     }
-    python::prepare_started_python(&cfg.pythonpath)?;
-    load_app(cfg).map(drop)
+    // Python may have started already (to run a Gunicorn config file, or
+    // hosting oxgate): its hooks see --env, --chdir and --pythonpath.
+    python::prepare_started_python(&cfg.pythonpath)
 }
 
 /// Each address once, with the protocol it serves: the same socket named

@@ -203,6 +203,28 @@ where
     load_uwsgi(args)
 }
 
+/// An option's value written `--name=VALUE`, or the next word when every
+/// byte of it is `allowed` (a number, a mode): never a word that may be
+/// the app or a file.
+fn value_or_next_word(
+    parser: &mut lexopt::Parser,
+    shown: &str,
+    allowed: impl Fn(u8) -> bool,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(v) = parser.optional_value() {
+        return os_to_string(v, shown).map(Some);
+    }
+    let mut raw = parser.raw_args().map_err(|e| ConfigError(e.to_string()))?;
+    Ok(match raw.peek().and_then(|a| a.to_str()) {
+        Some(v) if !v.is_empty() && v.bytes().all(&allowed) => {
+            let v = v.to_string();
+            raw.next();
+            Some(v)
+        }
+        _ => None,
+    })
+}
+
 /// The config files the environment may name (UWSGI_INI...).
 const ENV_FILE_KEYS: &[&str] = &["ini", "yaml", "yml", "json", "js", "xml"];
 
@@ -304,23 +326,7 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                     || super::uwsgi_names::is_uwsgi_option(name) =>
                 {
                     let name = name.to_string();
-                    let value = match parser.optional_value() {
-                        Some(v) => Some(os_to_string(v, &name)?),
-                        None => {
-                            let mut raw =
-                                parser.raw_args().map_err(|e| ConfigError(e.to_string()))?;
-                            match raw.peek().and_then(|a| a.to_str()) {
-                                Some(v)
-                                    if !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()) =>
-                                {
-                                    let v = v.to_string();
-                                    raw.next();
-                                    Some(v)
-                                }
-                                _ => None,
-                            }
-                        }
-                    };
+                    let value = value_or_next_word(&mut parser, &name, |c| c.is_ascii_digit())?;
                     let Some(value) = value else {
                         return err(format!(
                             "unknown option --{name} (a uWSGI option oxgate does not implement yet; written --{name}=VALUE it is warned about and passed over)"
@@ -382,22 +388,8 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
             // uWSGI's optional mode: `-C`, `-C=660`, and (as oxgate has
             // always read it) `-C 660`, a word that is not a mode left for
             // what follows.
-            match parser.optional_value() {
-                Some(v) => os_to_string(v, &shown)?,
-                None => {
-                    let mut raw = parser.raw_args().map_err(|e| ConfigError(e.to_string()))?;
-                    match raw.peek().and_then(|a| a.to_str()) {
-                        Some(v)
-                            if !v.is_empty() && v.bytes().all(|c| (b'0'..=b'7').contains(&c)) =>
-                        {
-                            let v = v.to_string();
-                            raw.next();
-                            v
-                        }
-                        _ => "true".to_string(),
-                    }
-                }
-            }
+            value_or_next_word(&mut parser, &shown, |c| (b'0'..=b'7').contains(&c))?
+                .unwrap_or_else(|| "true".to_string())
         } else if matches!(opt.kind, Kind::Flag | Kind::FlagOrStr) {
             match parser.optional_value() {
                 Some(v) => os_to_string(v, &shown)?,

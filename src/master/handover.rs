@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::lifecycle::ReloadKind;
 use crate::listen::{Address, Listener, Protocol, Socket};
 
-const ENV: &str = "OXGATE_INHERIT";
+const ENV: &str = crate::lifecycle::HANDOVER_ENV;
 /// Bumped whenever a field changes meaning; an image that reads another
 /// version says so and starts afresh instead of guessing.
 const VERSION: u32 = 1;

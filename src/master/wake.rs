@@ -3,7 +3,7 @@
 //! its next tick: with a tick of 100 ms, a worker past --max-requests
 //! served hundreds more requests before its replacement was even started.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::OnceLock;
 
@@ -38,10 +38,7 @@ pub fn drain() {
 /// means a wake-up is pending already.
 pub fn poke() {
     if let Some((_, write)) = WAKE.get() {
-        let _ = nix::sys::socket::send(
-            write.as_fd().as_raw_fd(),
-            &[1],
-            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        );
+        // Non-blocking since `install`.
+        let _ = write.send(&[1]);
     }
 }

@@ -65,10 +65,9 @@ pub(super) fn condition(
             value.to_string(),
         ),
         // A master image re-executed for a reload reads its configuration
-        // with the previous image's hand-over in its environment
-        // (master/handover.rs).
+        // with the previous image's hand-over in its environment.
         "reload" => (
-            std::env::var_os("OXGATE_INHERIT").is_some(),
+            std::env::var_os(crate::lifecycle::HANDOVER_ENV).is_some(),
             value.to_string(),
         ),
         "opt" => {

@@ -170,7 +170,7 @@ pub async fn serve_connection<S: Peek>(
             // burst of connections that close (Connection: close, health
             // checks, a flood of unfinished heads) leaves the worker at its
             // peak memory unless they are given back the same way.
-            release_after_parking();
+            release_freed_memory_soon();
             return;
         };
         // Parked: the task keeps the socket and nothing else until the
@@ -179,7 +179,7 @@ pub async fn serve_connection<S: Peek>(
             return;
         };
         stream = parked;
-        release_after_parking();
+        release_freed_memory_soon();
         let stopped = *shutdown.borrow_and_update()
             || tokio::select! {
                 biased;
@@ -201,14 +201,14 @@ pub async fn serve_connection<S: Peek>(
     }
 }
 
-/// Has the heap trimmed once the connections parking about now are
-/// parked: their hyper buffers, freed between blocks still in use, would
+/// Has the heap trimmed once the connections parking (or ending) about now
+/// are done: their hyper buffers, freed between blocks still in use, would
 /// otherwise stay in the worker's resident set. The trim waits for a
-/// `PARK_AFTER` without parking (the connections of one burst park over
+/// `PARK_AFTER` with none more (the connections of one burst park over
 /// about a second), five at most, and for `TRIM_EVERY` since the last
 /// one: it locks the heap while it walks it (about a microsecond per free
 /// block), so it must stay rare. None while no connection parks or ends.
-fn release_after_parking() {
+fn release_freed_memory_soon() {
     static DUE: AtomicBool = AtomicBool::new(false);
     static PARKED: AtomicU64 = AtomicU64::new(0);
     static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
