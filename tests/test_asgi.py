@@ -228,6 +228,28 @@ def test_a_receive_the_app_gives_up_on_loses_no_body_bytes(serve):
     assert post_in_pieces(s, "/impatient", pieces) == part + b"hello world!"
 
 
+@pytest.mark.parametrize("factory", [False, True], ids=["asyncio", "the-apps-task-factory"])
+def test_each_request_runs_in_a_task_of_its_own(serve, factory):
+    """asyncio.current_task() is the request's task (anyio's cancel scopes
+    need it), from the loop's task factory when the app set one in its
+    lifespan startup; each request's context variables are its own."""
+    env = {"ASGI_TASK_FACTORY": "1"} if factory else None
+    s = asgi(serve, "asgi_raw:app", env=env)
+    for query in ("", "wait", ""):
+        r = requests.get(s.url + "/task?" + query, timeout=10)
+        assert r.json() == {"task": "Task", "done": False, "made_by_the_app": factory, "seen": "unset"}
+
+
+def test_header_pairs_may_be_tuples_lists_or_other_iterables(serve):
+    s = asgi(serve, "asgi_raw:app")
+    r = requests.get(s.url + "/header-forms", timeout=10)
+    assert (r.status_code, r.text) == (200, "ok")
+    assert [r.headers.get(h) for h in ("x-tuple", "x-list", "x-iter")] == ["1", "2", "3"]
+    r = requests.get(s.url + "/header-triple", timeout=10)
+    assert r.status_code == 500
+    s.wait_log("each header must be a [name, value] pair of bytes")
+
+
 def test_a_task_waiting_on_what_only_it_holds_is_not_collected(serve):
     """asyncio holds tasks weakly: the server keeps each request's task
     until the app ends, as uvicorn does, or the collector ends it mid-wait."""

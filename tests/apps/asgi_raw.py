@@ -1,6 +1,7 @@
 """A bare ASGI 3 app for what frameworks hide: the scope, the body as it
 streams, disconnects, errors before and after the response starts."""
 import asyncio
+import contextvars
 import gc
 import json
 import os
@@ -9,6 +10,8 @@ import weakref
 
 MARKERS = os.environ.get("ASGI_MARKERS", "/tmp")
 ARRIVED = []
+# Set by /task: a request's context is its own, as each asyncio task's is.
+SEEN = contextvars.ContextVar("seen", default="unset")
 
 
 async def app(scope, receive, send):
@@ -20,6 +23,12 @@ async def app(scope, receive, send):
                     await send({"type": "lifespan.startup.failed", "message": "no config"})
                     return
                 scope["state"]["started"] = os.getpid()
+                if os.environ.get("ASGI_TASK_FACTORY"):
+                    def factory(loop, coro, **kwargs):
+                        task = asyncio.Task(coro, loop=loop, **kwargs)
+                        task.made_by_the_app = True
+                        return task
+                    asyncio.get_running_loop().set_task_factory(factory)
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await send({"type": "lifespan.shutdown.complete"})
@@ -250,6 +259,23 @@ async def app(scope, receive, send):
                 held().set_result(b"kept")
         loop.call_later(0.1, later)
         await respond(send, 200, await waited)
+    elif path == "/task":
+        task = asyncio.current_task()
+        before = SEEN.get()
+        SEEN.set("set by an earlier request")
+        if scope["query_string"] == b"wait":
+            await asyncio.sleep(0.01)
+        answer = {"task": type(task).__name__, "done": task.done(),
+                  "made_by_the_app": getattr(task, "made_by_the_app", False), "seen": before}
+        await respond(send, 200, json.dumps(answer).encode(), b"application/json")
+    elif path == "/header-forms":
+        # Pairs as tuples, as lists, and as any other iterable of two.
+        headers = [(b"x-tuple", b"1"), [b"x-list", b"2"], iter((b"x-iter", b"3")),
+                   (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+    elif path == "/header-triple":
+        await send({"type": "http.response.start", "status": 200, "headers": [[b"x-a", b"1", b"2"]]})
     elif path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"0.5"))
         await respond(send, 200, b"slept")

@@ -57,8 +57,10 @@ impl Bridge {
         };
         let result = match (error, event_loop) {
             (None, Some(l)) => {
+                super::ready::install_send_slot(py);
                 let objects = LoopObjects {
                     create_task: l.getattr("create_task")?.unbind(),
+                    new_task: plain_task(py, &l)?,
                     create_future: l.getattr("create_future")?.unbind(),
                     ready: Py::new(py, Ready::new(None))?,
                     keys: ScopeKeys::new(py)?,
@@ -142,7 +144,28 @@ fn spawn_app(
         .helpers
         .run_http
         .call1(py, (&app.callable, scope, receive, send))?;
-    objects.create_task.call1(py, (coro,))
+    match &objects.new_task {
+        Some((task, kwargs)) => task.call(py, (coro,), Some(kwargs.bind(py))),
+        None => objects.create_task.call1(py, (coro,)),
+    }
+}
+
+/// What makes a request's task when the loop has no task factory (one
+/// set in the app's lifespan startup is honoured): `asyncio.Task` with
+/// the loop and one name for every request's task, as uvicorn's and
+/// uvloop's `create_task` would make it but for the name.
+fn plain_task(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+) -> PyResult<Option<(Py<PyAny>, Py<pyo3::types::PyDict>)>> {
+    if !event_loop.call_method0("get_task_factory")?.is_none() {
+        return Ok(None);
+    }
+    let task = py.import("asyncio")?.getattr("Task")?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("loop", event_loop)?;
+    kwargs.set_item("name", "oxgate-request")?;
+    Ok(Some((task.unbind(), kwargs.unbind())))
 }
 
 /// Starts a WebSocket's app call on the loop thread.

@@ -9,7 +9,7 @@ use std::task::Waker;
 use bytes::Bytes;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::super::buffers::to_bytes;
 use super::super::traceback::log_app_exception;
@@ -237,14 +237,19 @@ pub(super) fn message_type<'a, 'py>(
         ))
     })?;
     let kind = dict
-        .get_item("type")?
+        .get_item(pyo3::intern!(message.py(), "type"))?
         .ok_or_else(|| PyValueError::new_err("the ASGI message has no 'type'"))?;
     Ok((dict, kind))
 }
 
 /// A message's field, absent or None alike (a dict lookup that raises
 /// nothing when the key is missing: most messages leave fields out).
-pub(super) fn field<'py>(message: &Bound<'py, PyDict>, key: &str) -> Option<Bound<'py, PyAny>> {
+/// Hot paths pass a key made once (`intern!`), not a `&str` that would
+/// be a new Python string on each lookup.
+pub(super) fn field<'py, K: IntoPyObject<'py>>(
+    message: &Bound<'py, PyDict>,
+    key: K,
+) -> Option<Bound<'py, PyAny>> {
     message
         .get_item(key)
         .ok()
@@ -261,8 +266,8 @@ impl Send {
         match kind {
             "http.response.start" => {
                 let head = parse_start(message)?;
-                let wants_trailers =
-                    field(message, "trailers").map_or(Ok(false), |t| t.is_truthy())?;
+                let wants_trailers = field(message, pyo3::intern!(message.py(), "trailers"))
+                    .map_or(Ok(false), |t| t.is_truthy())?;
                 let mut st = self.exchange.lock();
                 if st.started {
                     return Err(PyRuntimeError::new_err(
@@ -274,11 +279,12 @@ impl Send {
                 st.trailers_wanted = wants_trailers;
             }
             "http.response.body" => {
-                let body = match field(message, "body") {
+                let body = match field(message, pyo3::intern!(message.py(), "body")) {
                     Some(b) => bytes_of(&b, "'body' of http.response.body")?,
                     None => Bytes::new(),
                 };
-                let more = field(message, "more_body").map_or(Ok(false), |m| m.is_truthy())?;
+                let more = field(message, pyo3::intern!(message.py(), "more_body"))
+                    .map_or(Ok(false), |m| m.is_truthy())?;
                 let (waker, wait) = {
                     let mut st = self.exchange.lock();
                     if !st.started {
@@ -321,7 +327,7 @@ impl Send {
                 let Some(hints) = &self.exchange.early_hints else {
                     return Ok(objects.ready.clone_ref(py).into_any());
                 };
-                let links = field(message, "links")
+                let links = field(message, pyo3::intern!(message.py(), "links"))
                     .ok_or_else(|| {
                         PyValueError::new_err("http.response.early_hint has no 'links'")
                     })?
@@ -340,7 +346,7 @@ impl Send {
                 }
             }
             "http.response.pathsend" => {
-                let path: std::path::PathBuf = field(message, "path")
+                let path: std::path::PathBuf = field(message, pyo3::intern!(message.py(), "path"))
                     .and_then(|p| p.extract().ok())
                     .ok_or_else(|| {
                         PyTypeError::new_err("'path' of http.response.pathsend must be a str")
@@ -358,11 +364,12 @@ impl Send {
                 }
             }
             "http.response.trailers" => {
-                let fields = match field(message, "headers") {
+                let fields = match field(message, pyo3::intern!(message.py(), "headers")) {
                     Some(list) => parse_headers(&list)?,
                     None => Vec::new(),
                 };
-                let more = field(message, "more_trailers").map_or(Ok(false), |m| m.is_truthy())?;
+                let more = field(message, pyo3::intern!(message.py(), "more_trailers"))
+                    .map_or(Ok(false), |m| m.is_truthy())?;
                 let waker = {
                     let mut st = self.exchange.lock();
                     if !st.trailers_wanted || st.trailers_done {
@@ -387,7 +394,8 @@ impl Send {
             }
             "http.response.zerocopysend" => {
                 let region = zerocopy_region(message)?;
-                let more = field(message, "more_body").map_or(Ok(false), |m| m.is_truthy())?;
+                let more = field(message, pyo3::intern!(message.py(), "more_body"))
+                    .map_or(Ok(false), |m| m.is_truthy())?;
                 if let Some(wait) = self.queue_file(py, "zerocopysend", region, more)? {
                     return Ok(wait);
                 }
@@ -475,7 +483,7 @@ pub(super) fn bytes_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> 
 
 /// Validates `http.response.start`.
 pub(super) fn parse_start(message: &Bound<'_, PyDict>) -> PyResult<Head> {
-    let status: u16 = field(message, "status")
+    let status: u16 = field(message, pyo3::intern!(message.py(), "status"))
         .ok_or_else(|| PyValueError::new_err("http.response.start has no 'status'"))?
         .extract()
         .map_err(|_| PyTypeError::new_err("'status' of http.response.start must be an int"))?;
@@ -484,7 +492,7 @@ pub(super) fn parse_start(message: &Bound<'_, PyDict>) -> PyResult<Head> {
             "invalid status {status} in http.response.start"
         )));
     }
-    let headers = match field(message, "headers") {
+    let headers = match field(message, pyo3::intern!(message.py(), "headers")) {
         Some(list) => parse_headers(&list)?,
         None => Vec::new(),
     };
@@ -494,16 +502,10 @@ pub(super) fn parse_start(message: &Bound<'_, PyDict>) -> PyResult<Head> {
 /// Validates a message's `headers`: `[name, value]` pairs of bytes. Those
 /// the front end manages (framing, the connection) are dropped.
 pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(list.len().unwrap_or(0));
     for item in list.try_iter()? {
         let item = item?;
-        let mut pair = item.try_iter()?;
-        let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
-            return Err(PyValueError::new_err(
-                "each header must be a [name, value] pair of bytes",
-            ));
-        };
-        let (name, value) = (name?, value?);
+        let (name, value) = header_pair(&item)?;
         let name = header_bytes(&name, "name")?;
         let value = header_bytes(&value, "value")?;
         if name.is_empty() || !name.iter().copied().all(is_token_byte) {
@@ -551,6 +553,29 @@ pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Byt
         headers.push((Bytes::from(name), Bytes::from(value)));
     }
     Ok(headers)
+}
+
+/// A header's `[name, value]`: a tuple or a list read in place, any
+/// other iterable of two read through.
+fn header_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let not_a_pair = || PyValueError::new_err("each header must be a [name, value] pair of bytes");
+    if let Ok(t) = item.cast::<PyTuple>() {
+        return match t.len() {
+            2 => Ok((t.get_item(0)?, t.get_item(1)?)),
+            _ => Err(not_a_pair()),
+        };
+    }
+    if let Ok(l) = item.cast::<PyList>() {
+        return match l.len() {
+            2 => Ok((l.get_item(0)?, l.get_item(1)?)),
+            _ => Err(not_a_pair()),
+        };
+    }
+    let mut pair = item.try_iter()?;
+    let (Some(name), Some(value), None) = (pair.next(), pair.next(), pair.next()) else {
+        return Err(not_a_pair());
+    };
+    Ok((name?, value?))
 }
 
 fn header_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
@@ -705,7 +730,7 @@ impl Send {
 /// its end), on a descriptor of our own, since the app may close its file
 /// once `send()` returns.
 fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
-    let file = field(message, "file")
+    let file = field(message, pyo3::intern!(message.py(), "file"))
         .ok_or_else(|| PyTypeError::new_err("'file' of http.response.zerocopysend is required"))?;
     // A file object's position is its own (a buffered one has read
     // ahead of it); a bare descriptor's is the system's.

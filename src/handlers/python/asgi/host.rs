@@ -25,6 +25,11 @@ pub const ASGI_CORES: usize = 1024;
 pub(super) struct LoopObjects {
     pub(super) event_loop: Py<PyAny>,
     pub(super) create_task: Py<PyAny>,
+    /// `asyncio.Task` and its keyword arguments, called in place of
+    /// `create_task` when the loop has no task factory: the same task,
+    /// without the name formatted for each one (`Task-N`) or the
+    /// loop's own wrapper.
+    pub(super) new_task: Option<(Py<PyAny>, Py<PyDict>)>,
     pub(super) create_future: Py<PyAny>,
     /// A done awaitable that gives None: what `send()` returns.
     pub(super) ready: Py<Ready>,

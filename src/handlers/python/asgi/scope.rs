@@ -26,15 +26,21 @@ pub(super) struct ScopeKeys {
     query_string: Py<PyString>,
     headers: Py<PyString>,
     state: Py<PyString>,
-    http: Py<PyString>,
     extensions: Py<PyString>,
     /// The extensions an HTTP scope offers (`http.response.pathsend`),
     /// copied per scope.
     http_extensions: Py<PyDict>,
     /// `{"version": "3.0", "spec_version": SPEC_VERSION}`, copied per scope.
     asgi_versions: Py<PyDict>,
+    /// An HTTP scope's keys, in order, `type` set and the others None:
+    /// each scope is a copy with its values put in, which neither grows
+    /// the dict nor hashes a key.
+    http_template: Py<PyDict>,
     /// The lower-case header name of each known `HTTP_*` variable.
     header_names: Vec<Option<Py<PyBytes>>>,
+    /// The last `server` address made, with the name and port it is of:
+    /// a listener's requests all share one.
+    last_server: std::sync::Mutex<Option<(Bytes, Bytes, Py<PyAny>)>>,
 }
 
 impl ScopeKeys {
@@ -50,7 +56,28 @@ impl ScopeKeys {
             .iter()
             .map(|v| header_name(v.name().as_bytes()).map(|n| PyBytes::new(py, &n).unbind()))
             .collect();
+        let http_template = PyDict::new(py);
+        for name in [
+            "type",
+            "asgi",
+            "http_version",
+            "server",
+            "client",
+            "scheme",
+            "method",
+            "root_path",
+            "path",
+            "raw_path",
+            "query_string",
+            "headers",
+            "state",
+            "extensions",
+        ] {
+            http_template.set_item(key(name), py.None())?;
+        }
+        http_template.set_item(key("type"), key("http"))?;
         Ok(ScopeKeys {
+            http_template: http_template.unbind(),
             type_: key("type"),
             asgi: key("asgi"),
             http_version: key("http_version"),
@@ -64,11 +91,11 @@ impl ScopeKeys {
             query_string: key("query_string"),
             headers: key("headers"),
             state: key("state"),
-            http: key("http"),
             extensions: key("extensions"),
             http_extensions: http_extensions.unbind(),
             asgi_versions: versions.unbind(),
             header_names,
+            last_server: std::sync::Mutex::new(None),
         })
     }
 }
@@ -224,6 +251,44 @@ fn address<'py>(py: Python<'py>, host: &[u8], port: &[u8]) -> PyResult<Bound<'py
     .into_any())
 }
 
+/// The `server` address, made once for the name and port its requests
+/// share (a tuple, which the app cannot change).
+fn server_address<'py>(
+    py: Python<'py>,
+    k: &ScopeKeys,
+    f: &Fields<'_>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut last = k.last_server.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((name, port, made)) = &*last
+        && name == f.server_name
+        && port == f.server_port
+    {
+        return Ok(made.bind(py).clone());
+    }
+    let made = address(py, f.server_name, f.server_port)?;
+    *last = Some((
+        Bytes::copy_from_slice(f.server_name),
+        Bytes::copy_from_slice(f.server_port),
+        made.clone().unbind(),
+    ));
+    Ok(made)
+}
+
+/// The method, as one string made once for the common ones.
+fn method<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
+    let known = match m {
+        b"GET" => pyo3::intern!(py, "GET"),
+        b"POST" => pyo3::intern!(py, "POST"),
+        b"HEAD" => pyo3::intern!(py, "HEAD"),
+        b"PUT" => pyo3::intern!(py, "PUT"),
+        b"DELETE" => pyo3::intern!(py, "DELETE"),
+        b"PATCH" => pyo3::intern!(py, "PATCH"),
+        b"OPTIONS" => pyo3::intern!(py, "OPTIONS"),
+        _ => return text(py, m),
+    };
+    known.clone()
+}
+
 /// The scope of an HTTP request (`type: "http"`).
 pub(super) fn http_scope<'py>(
     py: Python<'py>,
@@ -251,15 +316,24 @@ pub(super) fn http_scope<'py>(
             [name.into_any(), PyBytes::new(py, value).into_any()],
         )?)?;
     }
-    let scope = PyDict::new(py);
-    scope.set_item(&k.type_, &k.http)?;
+    let scope = k.http_template.bind(py).copy()?;
     scope.set_item(&k.asgi, k.asgi_versions.bind(py).copy()?)?;
-    let version = f.protocol.strip_prefix(b"HTTP/").unwrap_or(b"1.1");
-    scope.set_item(&k.http_version, text(py, version))?;
-    scope.set_item(&k.server, address(py, f.server_name, f.server_port)?)?;
+    let version = match f.protocol.strip_prefix(b"HTTP/").unwrap_or(b"1.1") {
+        b"1.1" => pyo3::intern!(py, "1.1").clone(),
+        b"1.0" => pyo3::intern!(py, "1.0").clone(),
+        b"2" | b"2.0" => pyo3::intern!(py, "2").clone(),
+        other => text(py, other),
+    };
+    scope.set_item(&k.http_version, version)?;
+    scope.set_item(&k.server, server_address(py, k, f)?)?;
     scope.set_item(&k.client, address(py, f.remote_addr, f.remote_port)?)?;
-    scope.set_item(&k.scheme, if f.is_https() { "https" } else { "http" })?;
-    scope.set_item(&k.method, text(py, f.method))?;
+    let scheme = if f.is_https() {
+        pyo3::intern!(py, "https")
+    } else {
+        pyo3::intern!(py, "http")
+    };
+    scope.set_item(&k.scheme, scheme)?;
+    scope.set_item(&k.method, method(py, f.method))?;
     scope.set_item(&k.root_path, text(py, f.script_name))?;
     // As uvicorn and the current spec: `path` includes `root_path`.
     let path = if f.script_name.is_empty() {

@@ -302,14 +302,14 @@ fn unexpected(kind: &str, when: &str) -> PyErr {
 
 #[pymethods]
 impl WsSend {
-    fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn __call__<'py>(&self, py: Python<'py>, message: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
         let (message, kind) = message_type(message)?;
         let kind = kind.cast::<PyString>()?.to_str()?;
         let objects = self.exchange.objects()?;
-        let get = |key: &str| field(message, key);
+        let get = |key: &Bound<'py, PyString>| field(message, key);
         let handshake = match kind {
             "websocket.accept" => {
-                let subprotocol = get("subprotocol")
+                let subprotocol = get(pyo3::intern!(py, "subprotocol"))
                     .map(|s| s.extract::<String>())
                     .transpose()
                     .map_err(|_| PyTypeError::new_err("'subprotocol' must be a str"))?;
@@ -322,7 +322,7 @@ impl WsSend {
                         "websocket.accept: subprotocol '{p}' is not one the client offered"
                     )));
                 }
-                let headers = match get("headers") {
+                let headers = match get(pyo3::intern!(py, "headers")) {
                     Some(h) => parse_headers(&h)?,
                     None => Vec::new(),
                 };
@@ -350,11 +350,12 @@ impl WsSend {
         }
         match kind {
             "websocket.http.response.body" => {
-                let body = match get("body") {
+                let body = match get(pyo3::intern!(py, "body")) {
                     Some(b) => bytes_of(&b, "'body' of websocket.http.response.body")?,
                     None => Bytes::new(),
                 };
-                let more = get("more_body").map_or(Ok(false), |m| m.is_truthy())?;
+                let more =
+                    get(pyo3::intern!(py, "more_body")).map_or(Ok(false), |m| m.is_truthy())?;
                 self.exchange.update(|st| {
                     if !st.decided || st.accepted || st.deny_complete {
                         return Err(unexpected(kind, "without a response started"));
@@ -365,7 +366,10 @@ impl WsSend {
                 })?;
             }
             "websocket.send" => {
-                let message = match (get("bytes"), get("text")) {
+                let message = match (
+                    get(pyo3::intern!(py, "bytes")),
+                    get(pyo3::intern!(py, "text")),
+                ) {
                     (Some(b), None) => Message::Binary(bytes_of(&b, "'bytes' of websocket.send")?),
                     (None, Some(t)) => {
                         let t = t
@@ -403,13 +407,13 @@ impl WsSend {
                 }
             }
             "websocket.close" => {
-                let code: u16 = match get("code") {
+                let code: u16 = match get(pyo3::intern!(py, "code")) {
                     Some(c) => c
                         .extract()
                         .map_err(|_| PyTypeError::new_err("'code' must be an int"))?,
                     None => 1000,
                 };
-                let reason: String = match get("reason") {
+                let reason: String = match get(pyo3::intern!(py, "reason")) {
                     Some(r) => r
                         .extract()
                         .map_err(|_| PyTypeError::new_err("'reason' must be a str"))?,
