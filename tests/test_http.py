@@ -332,3 +332,26 @@ def test_a_latin1_reason_phrase_goes_out_as_latin1(serve, tmp_path):
     assert out.startswith(b"HTTP/1.1 200 caf\xe9\r\n"), out
     out = raw_request(s.port, b"GET /euro HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 500"), out
+
+
+def test_a_target_in_absolute_form_names_the_host_whatever_host_says(serve, tmp_path):
+    """RFC 9112 §3.2.2: a server MUST ignore Host when the target is in
+    absolute form. A proxy in front routes by the target, so the app's host
+    checks (Django's ALLOWED_HOSTS reads HTTP_HOST) must see that host."""
+    (tmp_path / "hosts.py").write_text(
+        "def application(environ, start_response):\n"
+        "    out = ' '.join(environ.get(k, '-') for k in ('HTTP_HOST', 'SERVER_NAME', 'SERVER_PORT', 'PATH_INFO'))\n"
+        "    start_response('200 OK', [('Content-Length', str(len(out)))])\n"
+        "    return [out.encode()]\n")
+    s = serve("--wsgi-file", str(tmp_path / "hosts.py"), "--processes", "1")
+
+    def ask(head):
+        out = raw_request(s.port, head + b"Connection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200"), out
+        return out.partition(b"\r\n\r\n")[2].decode()
+
+    assert ask(b"GET http://good.example:8080/x HTTP/1.1\r\nHost: evil.example\r\n") == \
+        "good.example:8080 good.example 8080 /x"
+    assert ask(b"GET http://user:pw@good.example/x HTTP/1.1\r\nHost: good.example\r\n") == \
+        f"good.example good.example {s.port} /x"
+    assert ask(b"GET /x HTTP/1.1\r\nHost: plain.example:81\r\n") == "plain.example:81 plain.example 81 /x"

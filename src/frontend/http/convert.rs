@@ -150,12 +150,18 @@ fn convert_head_into(
         None => v.put(Var::REQUEST_SCHEME, static_bytes("http")),
     }
 
+    // The host a target in absolute form names (HTTP/2's `:authority`
+    // too) is the request's, whatever Host says (RFC 9112 §3.2.2, RFC 9113
+    // §8.3.1): a proxy in front routes by it, so the app's host checks
+    // must see it. Its user info, if any, is no part of the host.
+    let target_host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or("").as_bytes())
+        .filter(|h| !h.is_empty());
     // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+    let host = target_host
+        .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()))
         .filter(|h| !h.is_empty());
     match host {
         Some(h) => {
@@ -196,6 +202,10 @@ fn convert_head_into(
             rest.for_each(drop);
             continue;
         }
+        if *name == header::HOST && target_host.is_some() {
+            rest.for_each(drop);
+            continue;
+        }
         // "X_Forwarded_For" would pass for "X-Forwarded-For" once both become
         // HTTP_X_FORWARDED_FOR; like nginx, drop names with underscores.
         if name.as_str().contains('_') {
@@ -215,11 +225,8 @@ fn convert_head_into(
     }
     // HTTP/2 sends the host as the `:authority` pseudo-header, not Host;
     // apps read HTTP_HOST (nginx passes Host on the same way).
-    if parts.version == http::Version::HTTP_2
-        && !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-    {
-        v.copy(header_var("host"), b"", [authority.as_str().as_bytes()]);
+    if let Some(authority) = target_host {
+        v.copy(header_var("host"), b"", [authority]);
     }
     let vars = v.vars;
 
