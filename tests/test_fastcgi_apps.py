@@ -522,7 +522,9 @@ def test_a_process_past_its_timeout_while_the_client_stalls_is_replaced_once_not
     stopped reading, is one the pool asked for: one new process, no
     "ended" line, no process_exits."""
     sp = free_port()
-    (site / "flood.php").write_text("<?php for ($i = 0; $i < 4000; $i++) echo str_repeat('x', 65536);")
+    # Writes on and on (read ahead of the client, it never blocks).
+    (site / "flood.php").write_text(
+        "<?php while (ob_get_level()) ob_end_flush(); for (;;) { echo str_repeat('x', 65536); flush(); usleep(50000); }")
     s = php_pool(serve, site, "--fastcgi-app-timeout", "2", "--fastcgi-app-processes", "1", "--processes", "1",
                  "--stats", f"127.0.0.1:{sp}", "--stats-http")
     first = wait_for(lambda: pool_pids(s), what="the process to start")[0]
@@ -530,7 +532,7 @@ def test_a_process_past_its_timeout_while_the_client_stalls_is_replaced_once_not
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.sendall(b"GET /flood.php HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.recv(4096).startswith(b"HTTP/1.1 200")
-        # Reads no more: the process blocks writing, past its timeout.
+        # Reads no more, while the script runs on past its timeout.
         wait_for(lambda: not alive(first), what="the process to be killed at its timeout")
     wait_for(lambda: requests.get(f"{s.url}/index.php", timeout=20).status_code == 200, what="a new process serving")
     (pool,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
@@ -847,6 +849,29 @@ def test_a_client_that_stops_mid_response_frees_its_process(serve, site):
         first = pool_pids(s)[-1]
     wait_for(lambda: not alive(first), what="the abandoned process to be killed")
     assert requests.get(f"{s.url}/index.php", timeout=10).status_code == 200
+
+
+@needs_php
+def test_a_client_that_reads_slowly_holds_no_process(serve, site):
+    """The response is read ahead of the client, as nginx buffers a
+    FastCGI response (256 KiB in memory, the rest in a temporary file):
+    with one process, a client that has not read its 12 MB page (more
+    than the kernel's socket buffers take, ~4 MB) leaves the process free
+    for the next request, and then gets the page whole."""
+    (site / "page.php").write_text("<?php echo str_repeat('0123456789abcdef', 750000);")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--processes", "1")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(b"GET /page.php HTTP/1.0\r\nHost: x\r\n\r\n")
+        answer = c.recv(4096)
+        assert answer.startswith(b"HTTP/1.0 200"), answer
+        # Reads no more for now: were the process still writing the page,
+        # this request would wait for it.
+        r = requests.get(f"{s.url}/index.php", timeout=5)
+        assert r.status_code == 200
+        while chunk := c.recv(1 << 20):
+            answer += chunk
+    assert answer.partition(b"\r\n\r\n")[2] == b"0123456789abcdef" * 750000
 
 
 @needs_php

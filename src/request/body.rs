@@ -498,7 +498,7 @@ const SPOOL_WRITE: usize = 256 * 1024;
 
 /// A file with no name in the temporary directory: O_TMPFILE, or where the
 /// file system has none, a fresh name unlinked at once.
-fn unnamed_temp_file() -> std::io::Result<std::fs::File> {
+pub(super) fn unnamed_temp_file() -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::temp_dir();
     let mut options = std::fs::OpenOptions::new();

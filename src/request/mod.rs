@@ -10,6 +10,7 @@ mod conn;
 mod early_hints;
 mod handler;
 pub mod health;
+mod read_ahead;
 mod response;
 pub mod router;
 mod upgrade;
@@ -27,6 +28,7 @@ pub use early_hints::{EARLY_HINTS_MAX, EarlyHints, early_hints_fault, early_hint
 pub use handler::{
     Handler, HandlerKind, Outcome, Request, RequestObserver, Responding, log_response_headers,
 };
+pub use read_ahead::{ReadAhead, read_ahead};
 pub use response::{
     Response, ResponseBody, body_too_large, head_size, is_token_byte, reason_phrase,
     redirect_to_directory, unavailable,

@@ -431,6 +431,9 @@ impl FastcgiApps {
                     _ => head.status,
                 };
                 let head = (status, head.reason, head.headers);
+                // Read ahead of the client, so that a slow one does not
+                // hold the process (nginx's fastcgi_buffering).
+                let output = crate::request::read_ahead(output);
                 self.answered.streamed(req, head, first, output, since)
             }
             Err(failure) => {
