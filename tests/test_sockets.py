@@ -19,6 +19,9 @@ def test_unix_socket(serve, tmp_path):
                                                 capture_output=True, timeout=30)).returncode == 0 and o,
                    what="an answer on the socket")
     assert b'"SERVER_NAME": "localhost"' in out.stdout
+    # The client has no address: REMOTE_ADDR is there and empty, as
+    # Gunicorn and uWSGI give it.
+    assert b'"REMOTE_ADDR": ""' in out.stdout
     # Owner and group may connect, nobody else, whatever the umask.
     assert os.stat(sock).st_mode & 0o777 == 0o660
 

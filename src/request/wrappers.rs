@@ -264,7 +264,8 @@ impl SecureScheme {
     /// Whether the request says https (`Some(true)`), http, or nothing;
     /// `Err` when its headers disagree.
     fn scheme(&self, vars: &[(VarName, Bytes)]) -> Result<Option<bool>, ()> {
-        match position(vars, Var::REMOTE_ADDR) {
+        // A unix socket's client has an empty REMOTE_ADDR, or none.
+        match position(vars, Var::REMOTE_ADDR).filter(|&i| !vars[i].1.is_empty()) {
             None => {}
             Some(i) => {
                 let trusted = std::str::from_utf8(&vars[i].1)
@@ -547,9 +548,17 @@ mod tests {
             from("::1", &[("HTTP_X_FORWARDED_PROTO", "https, http")]),
             Err(())
         );
-        // A unix socket has no REMOTE_ADDR: its peer is trusted.
+        // A unix socket has no REMOTE_ADDR, or an empty one: its peer is
+        // trusted.
         assert_eq!(
             s.scheme(&vars(&[("HTTP_X_FORWARDED_SSL", "on")])),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            s.scheme(&vars(&[
+                ("REMOTE_ADDR", ""),
+                ("HTTP_X_FORWARDED_SSL", "on")
+            ])),
             Ok(Some(true))
         );
     }

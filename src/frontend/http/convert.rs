@@ -183,6 +183,10 @@ fn convert_head_into(
     if let Some((addr, port)) = info.peer() {
         v.copy(VarName::Known(Var::REMOTE_ADDR), b"", [addr.as_ref()]);
         v.copy(VarName::Known(Var::REMOTE_PORT), b"", [port.as_ref()]);
+    } else {
+        // A unix socket's client has no address: empty, as Gunicorn and
+        // uWSGI give it, for apps that read the key without a default.
+        v.put(Var::REMOTE_ADDR, Bytes::new());
     }
 
     let mut content_length = None;
