@@ -69,14 +69,12 @@ impl Representation {
             content_type,
             len: meta.len(),
             modified,
-            // Strong: a change of size, time (to the nanosecond) or inode
-            // (a file replaced by a rename) changes it.
-            etag: entity_tag(&[
-                secs,
-                meta.mtime_nsec().max(0) as u64,
-                meta.len(),
-                meta.ino(),
-            ]),
+            // Strong: a change of size or time (to the nanosecond) changes
+            // it. Not the inode, as nginx and Apache leave it out: a copy
+            // with its time kept (`cp -p`, rsync, an image of a release)
+            // on another host behind the same balancer, or swapped in by a
+            // rename, is the same file to the client's cache.
+            etag: entity_tag(&[secs, meta.mtime_nsec().max(0) as u64, meta.len()]),
             extra: Vec::new(),
             encoding: None,
         }
