@@ -1059,3 +1059,22 @@ def test_a_gigabyte_file_to_a_slow_client_keeps_the_worker_small(serve, tmp_path
     assert read == gib
     print(f"1 GiB file to a slow client: peak RSS {grew_mb:.1f} MiB above idle")
     assert grew_mb < 5
+
+
+def test_a_link_to_a_fifo_outside_the_root_is_refused_without_opening_it(serve, tree, tmp_path):
+    """Looked at before it is opened: opening a FIFO for reading would wake
+    its waiting writer (then kill it with SIGPIPE at the close), and a link
+    to a device such as a watchdog would arm it."""
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    (tree / "pipelink").symlink_to(fifo)
+    writer = subprocess.Popen([sys.executable, "-c", f"import os; os.write(os.open({str(fifo)!r}, os.O_WRONLY), b'x')"])
+    try:
+        s = serve("--static-map", f"/static={tree}", "--wsgi-file", ECHO)
+        assert get(s.url, "/static/pipelink").status_code == 403
+        time.sleep(0.5)
+        assert writer.poll() is None, "the writer was let through, so the FIFO was opened"
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.kill()
+        writer.wait()

@@ -177,12 +177,7 @@ impl RootDir {
                 Err(e) => return Err(refusal(e as i32)),
             }
         }
-        let (file, meta) = open_by_name(&held.allowed[0].join(rel))?;
-        if really_under(&file, &held.allowed) {
-            Ok((file, meta))
-        } else {
-            Err(Refused::Forbidden)
-        }
+        open_by_name(&held.allowed[0].join(rel), &held.allowed)
     }
 
     /// Opens `rel` as `open_rel` does, and says whether no link was on the
@@ -321,15 +316,33 @@ fn log_unavailable(errno: i32) {
     }
 }
 
-fn open_by_name(path: &Path) -> Result<(File, Metadata), Refused> {
+/// Opens `path`, every link followed, if it lands under one of `allowed`
+/// and is a file or a directory. Looked at first through an `O_PATH`
+/// descriptor, which opens nothing: a FIFO or a device a link points at
+/// (outside the root, or not a file) is never opened for reading, which
+/// would wake a FIFO's waiting writer, then kill it with SIGPIPE at the
+/// close, or arm a device such as a watchdog.
+fn open_by_name(path: &Path, allowed: &[PathBuf]) -> Result<(File, Metadata), Refused> {
+    let not_opened = |e: std::io::Error| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory => Refused::Missing,
+        _ => refusal(e.raw_os_error().unwrap_or(0)),
+    };
+    let place = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(not_opened)?;
+    let meta = place.metadata().map_err(|_| Refused::Forbidden)?;
+    if !(meta.is_file() || meta.is_dir()) || !really_under(&place, allowed) {
+        return Err(Refused::Forbidden);
+    }
+    // The same file, through the descriptor: a rename meanwhile does not
+    // swap another in.
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::NotADirectory => Refused::Missing,
-            _ => refusal(e.raw_os_error().unwrap_or(0)),
-        })?;
+        .open(format!("/proc/self/fd/{}", place.as_raw_fd()))
+        .map_err(not_opened)?;
     let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
     Ok((file, meta))
 }
