@@ -186,6 +186,11 @@ def test_status_headers_and_nph(serve, cgi_dir):
     assert "Status" not in r.headers
     r = requests.get(f"{s.url}/nph-raw.cgi", timeout=10)
     assert (r.status_code, r.reason, r.headers["X-Nph"], r.text) == (299, "Raw Status", "yes", "unparsed\n")
+    # A status HTTP names no reason for, with none given: an empty one, as
+    # Apache sends (not hyper's "<none>").
+    script(cgi_dir / "odd.cgi", "#!/bin/sh\nprintf 'Status: 420\\n\\nodd'\n")
+    r = requests.get(f"{s.url}/odd.cgi", timeout=10)
+    assert (r.status_code, r.reason, r.text) == (420, "", "odd")
 
 
 def test_redirects_local_and_client(serve, cgi_dir):
@@ -638,7 +643,10 @@ def test_nginx_fastcgi_pass_as_for_fcgiwrap(serve, cgi_dir, tmp_path):
             body = os.urandom(300_000)
             for method, path, data in [("GET", "/echo.sh?a=1", None), ("GET", "/echo.pl?x=%20y", None),
                                        ("POST", "/echo.sh", body), ("POST", "/echo.pl", body),
-                                       ("GET", "/status.cgi", None), ("GET", "/away.cgi", None)]:
+                                       ("GET", "/status.cgi", None), ("GET", "/away.cgi", None),
+                                       # A local redirect goes back to the client, through
+                                       # nginx's access rules again.
+                                       ("GET", "/local.cgi", None)]:
                 answers = []
                 for via in ["oxgate", "fcgiwrap"]:
                     r = requests.request(method, f"http://127.0.0.1:{port}/{via}{path}", data=data,

@@ -192,6 +192,12 @@ pub(super) fn to_hyper(
         && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(latin1(&reason))
     {
         out.extensions_mut().insert(reason);
+    } else if out.status().canonical_reason().is_none() {
+        // A status HTTP names no reason for (`Status: 420` from a script,
+        // 420 from an ASGI app), with none given: an empty one, as Apache
+        // and uvicorn send, not hyper's `<none>`.
+        out.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(b""));
     }
     let mut list = resp.headers;
     for (name, value) in list.drain(..) {

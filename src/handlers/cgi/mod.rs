@@ -372,13 +372,22 @@ impl CgiScripts {
                 return Ran::Response(resp);
             }
         };
-        if let Reply::LocalRedirect(location) = &head.reply {
-            drop(output);
-            return Ran::Redirect(redirected(req, location));
-        }
+        // A local redirect is followed here only when oxgate is the front
+        // end. Behind a web server, whose access rules (auth_basic,
+        // allow/deny, `internal`) chose this script and not the path
+        // redirected to, the client is sent there (302) and passes them
+        // again, as fcgiwrap leaves it to nginx.
+        let status = match &head.reply {
+            Reply::LocalRedirect(location) if req.protocol == crate::listen::Protocol::Http => {
+                drop(output);
+                return Ran::Redirect(redirected(req, location));
+            }
+            Reply::LocalRedirect(_) => 302,
+            _ => head.status,
+        };
         Ran::Response(self.answered.streamed(
             req,
-            (head.status, head.reason, head.headers),
+            (status, head.reason, head.headers),
             first,
             output,
             since,
