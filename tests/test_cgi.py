@@ -241,6 +241,8 @@ def test_one_script_for_a_whole_mount(serve, cgi_dir):
     s = serve("--cgi", f"/app={cgi_dir / 'echo.sh'}")
     f = fields(requests.get(f"{s.url}/app/any/path?q=1", timeout=10).text)
     assert (f["SCRIPT_NAME"], f["PATH_INFO"], f["QUERY_STRING"]) == ("/app", "/any/path", "q=1")
+    # A NUL no environment can hold: a 400, as under a directory.
+    assert requests.get(f"{s.url}/app/x%00y", timeout=10).status_code == 400
 
 
 def test_beside_a_python_app(serve, cgi_dir):

@@ -177,7 +177,11 @@ impl CgiScripts {
                 Bytes::from(name)
             };
             let found = match &root.target {
-                Target::Script(_) if climbs(rest) => return Lookup::Answer(bad_path()),
+                // A `..`, or a NUL no environment can hold (a 400, as
+                // `locate` answers it under a directory, not a failed run).
+                Target::Script(_) if rest.contains(&0) || climbs(rest) => {
+                    return Lookup::Answer(bad_path());
+                }
                 Target::Script(file) => match std::fs::metadata(file) {
                     Ok(meta) => Found {
                         file: file.clone(),
