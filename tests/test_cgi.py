@@ -690,3 +690,19 @@ def test_a_script_starts_with_the_default_signal_dispositions(serve, cgi_dir):
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
         bit = 1 << (sig - 1)
         assert not masks["SigIgn"] & bit and not masks["SigBlk"] & bit, (sig, masks)
+
+
+@pytest.mark.parametrize("how", ["head", "204", "local-redirect"])
+def test_a_script_whose_body_is_not_sent_runs_to_its_end(serve, cgi_dir, tmp_path, how):
+    """A HEAD, a 204 (a beacon that answers first and works after) or a
+    local redirect sends no body: the rest of the output is read and let
+    go, and the script finishes its work, as under Apache; it was killed."""
+    done = tmp_path / "done"
+    status = {"head": "", "204": "Status: 204 No Content\\n",
+              "local-redirect": "Location: /echo.sh\\n"}[how]
+    script(cgi_dir / "work.cgi", f"#!/bin/sh\nprintf '{status}Content-Type: text/plain\\n\\nanswered\\n'\n"
+                                 f"sleep 0.5\nhead -c 200000 /dev/zero\ntouch {done}\n")
+    s = cgi_server(serve, cgi_dir)
+    r = requests.request("HEAD" if how == "head" else "GET", f"{s.url}/work.cgi", timeout=10)
+    assert r.status_code == {"head": 200, "204": 204, "local-redirect": 200}[how]
+    wait_for(done.exists, timeout=10, what="the script to finish its work")

@@ -383,11 +383,15 @@ impl CgiScripts {
         // again, as fcgiwrap leaves it to nginx.
         let status = match &head.reply {
             Reply::LocalRedirect(location) if req.protocol == crate::listen::Protocol::Http => {
-                drop(output);
+                output.drain_unwanted();
                 return Ran::Redirect(redirected(req, location));
             }
             Reply::LocalRedirect(_) => 302,
             _ => head.status,
+        };
+        let output = Unsent {
+            output: Some(output),
+            unwanted: req.is_head || matches!(status, 204 | 304),
         };
         Ran::Response(self.answered.streamed(
             req,
@@ -517,5 +521,49 @@ impl Handler for CgiScripts {
     fn concurrency(&self) -> usize {
         // Scripts run beside each other, and beside the app.
         self.inner.concurrency().max(64)
+    }
+}
+
+/// The script's output as the response body. One the front end drops
+/// unread because the response has no body (HEAD, 204, 304) is drained,
+/// and its script runs to its end; any other dropped early (the client
+/// left) has its script killed.
+struct Unsent {
+    output: Option<script::Output>,
+    unwanted: bool,
+}
+
+impl crate::request::ChunkSource for Unsent {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, crate::request::BodyError>>> {
+        match &mut self.output {
+            Some(o) => o.poll_chunk(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl crate::request::CountedBody for Unsent {
+    fn on_end(mut self, f: Box<dyn FnOnce(u64, bool) + Send>) -> Unsent {
+        self.output = self.output.take().map(|o| o.on_end(f));
+        self
+    }
+
+    fn add_sent(&mut self, n: u64) {
+        if let Some(o) = &mut self.output {
+            o.add_sent(n);
+        }
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        if self.unwanted
+            && let Some(o) = self.output.take()
+        {
+            o.drain_unwanted();
+        }
     }
 }

@@ -240,6 +240,27 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
 }
 
 impl Output {
+    /// Reads the rest of the output and lets it go, in a task of its own,
+    /// for a response whose body is not sent (HEAD, 204, 304, a local
+    /// redirect): the script runs to its end, as under Apache, rather
+    /// than having its group killed as when the client leaves. Its
+    /// timeout still applies. The request is logged now, as sent.
+    pub fn drain_unwanted(mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(self.sent, true);
+        }
+        // (Outside a runtime, as the worker stops, it is dropped: killed.)
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.finished {
+            return;
+        }
+        runtime.spawn(async move {
+            while let Some(Ok(_)) = std::future::poll_fn(|cx| self.poll_chunk(cx)).await {}
+        });
+    }
+
     /// Ends the output cut short: the client must not take it for the
     /// whole.
     fn timed_out_error(&mut self) -> BodyError {
