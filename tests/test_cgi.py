@@ -706,3 +706,14 @@ def test_a_script_whose_body_is_not_sent_runs_to_its_end(serve, cgi_dir, tmp_pat
     r = requests.request("HEAD" if how == "head" else "GET", f"{s.url}/work.cgi", timeout=10)
     assert r.status_code == {"head": 200, "204": 204, "local-redirect": 200}[how]
     wait_for(done.exists, timeout=10, what="the script to finish its work")
+
+
+def test_a_script_reached_through_a_link_runs_by_the_links_name(serve, cgi_dir):
+    """As Apache runs it: a multi-call script reads which name it was run
+    by ($0, SCRIPT_FILENAME), and an `nph-` link is an NPH script."""
+    script(cgi_dir / "whoami.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n%s %s\\n' "
+                                  "\"$(basename \"$0\")\" \"$(basename \"$SCRIPT_FILENAME\")\"\n")
+    (cgi_dir / "other-name.cgi").symlink_to("whoami.sh")
+    s = cgi_server(serve, cgi_dir)
+    assert requests.get(f"{s.url}/other-name.cgi", timeout=10).text == "other-name.cgi other-name.cgi\n"
+    assert requests.get(f"{s.url}/whoami.sh", timeout=10).text == "whoami.sh whoami.sh\n"

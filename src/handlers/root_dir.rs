@@ -180,56 +180,17 @@ impl RootDir {
         open_by_name(&held.allowed[0].join(rel), &held.allowed)
     }
 
-    /// Opens `rel` as `open_rel` does, and says whether no link was on the
-    /// way under the root (a file so opened is named by `script_name`
-    /// without asking the kernel).
-    pub fn open_plain(&self, rel: &Path) -> Result<(File, Metadata, bool), Refused> {
-        if let Some(root) = &self.held().fd
-            && !rel.as_os_str().is_empty()
-        {
-            let how = OpenHow::new().flags(OPEN_FLAGS).resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS,
-            );
-            match nix::fcntl::openat2(root, rel, how) {
-                Ok(fd) => {
-                    let file = File::from(fd);
-                    let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
-                    return Ok((file, meta, true));
-                }
-                // A link on the way: followed as `open_rel` follows it.
-                Err(
-                    Errno::ELOOP | Errno::EXDEV | Errno::ENOSYS | Errno::EAGAIN | Errno::EACCES,
-                ) => {}
-                Err(e) => return Err(refusal(e as i32)),
-            }
-        }
-        let (file, meta) = self.open_rel(rel)?;
-        Ok((file, meta, false))
-    }
-
-    /// Where a script `open_plain` opened really is (every link followed),
-    /// for it to be run by name. With no link on the way, the root's path
-    /// joined with `rel` (which holds no `.` or `..`), if that name still
-    /// leads to the file opened: a root renamed since start-up (`mv www
-    /// www.old`) leaves the descriptor on the old tree and the name on
-    /// another, which must not be run unchecked. A stat of the name is
-    /// cheaper than the readlink of /proc/self/fd that answers otherwise.
-    pub fn script_name(
-        &self,
-        rel: &Path,
-        file: &File,
-        meta: &Metadata,
-        plain: bool,
-    ) -> Option<PathBuf> {
-        if plain {
-            let named = self.dir().join(rel);
-            if std::fs::metadata(&named)
-                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
-            {
-                return Some(named);
-            }
+    /// The name a script `open_rel` opened is run by: the root's path
+    /// joined with `rel` (which holds no `.` or `..`), links in it kept, as
+    /// Apache and nginx name it (a multi-call script reads its `$0`, an
+    /// `nph-` link is an NPH script), if that name still leads to the
+    /// file opened; else where the file really is. A root renamed since
+    /// start-up (`mv www www.old`) leaves the descriptor on the old tree
+    /// and the name on another, which must not be run unchecked.
+    pub fn script_name(&self, rel: &Path, file: &File, meta: &Metadata) -> Option<PathBuf> {
+        let named = self.dir().join(rel);
+        if std::fs::metadata(&named).is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino())) {
+            return Some(named);
         }
         RootDir::real_path(file)
     }
