@@ -169,6 +169,11 @@ def test_bad_handshakes_get_http_errors(serve, tmp_path):
     assert r.status_code == 426 and r.headers["Sec-WebSocket-Version"] == "13"
     # A plain request on the same app is HTTP.
     assert requests.get(s.url + "/echo").text == "plain http\n"
+    # Without `Connection: upgrade` (RFC 6455 §4.2.1), plain HTTP too, as
+    # uvicorn serves it.
+    r = requests.get(s.url + "/echo", headers={
+        "Upgrade": "websocket", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
+    assert (r.status_code, r.text) == (200, "plain http\n")
 
 
 def test_ws_none_serves_handshakes_as_http_and_wsgi_apps_ignore_upgrades(serve, tmp_path):
@@ -514,3 +519,43 @@ def test_last_messages_backpressure_cancelled_receives_and_closing_mid_stream(se
         assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4000
     run(go())
     assert marker(tmp_path, "ws-stream-error") == "OSError"
+
+
+def test_the_disconnect_is_the_last_event_the_app_receives(serve, tmp_path):
+    """Frames a client sends after the app's close are dropped: receive()
+    keeps saying websocket.disconnect (they came after it)."""
+    s = ws_app(serve, tmp_path)
+    c, head = raw_ws(s.port, "/close-then-receive", "x-none")
+    with c:
+        assert head.startswith("HTTP/1.1 101"), head
+        fin, _, opcode, payload = server_frame(c)
+        assert (opcode, struct.unpack(">H", payload[:2])[0]) == (8, 4001)
+        c.sendall(client_frame(1, b"late 1") + client_frame(1, b"late 2"))
+        after = marker(tmp_path, "ws-after-close-twice")
+    assert [m["type"] for m in after] == ["websocket.disconnect"] * 2, after
+
+
+def test_an_error_in_the_apps_clean_up_after_the_client_left_is_logged(serve, tmp_path):
+    """Only the OSError a send() raises once the client left is no news."""
+    s = ws_app(serve, tmp_path)
+
+    async def go():
+        async with connect(url(s, "/bug-in-cleanup")) as ws:
+            await ws.send("hi")
+    run(go())
+    s.wait_log("BUG_IN_CLEANUP")
+
+
+def test_a_stop_lets_the_apps_websocket_clean_up_finish_before_lifespan_shutdown(serve, tmp_path):
+    s = ws_app(serve, tmp_path, "--worker-reload-mercy", "1", "--reload-mercy", "5")
+
+    async def go():
+        async with connect(url(s, "/slow-cleanup")) as ws:
+            await ws.send("hi")
+            os.kill(s.proc.pid, signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            return e.value.rcvd.code
+    assert run(go()) == 1001
+    s.proc.wait(20)
+    assert (tmp_path / "ws-cleanup-done").exists(), s.log()

@@ -70,6 +70,24 @@ async def app(scope, receive, send):
         await send({"type": "websocket.close", "code": int(path[7:]), "reason": "bye"})
         mark("ws-after-close", (await receive()))
         return
+    elif path == "/close-then-receive":
+        # What the client sends after the app closed never reaches it: the
+        # disconnect is the last event, however often receive() is called.
+        await send({"type": "websocket.close", "code": 4001})
+        first = await receive()
+        await asyncio.sleep(0.5)
+        mark("ws-after-close-twice", [first, await receive()])
+        return
+    elif path == "/bug-in-cleanup":
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        {}["BUG_IN_CLEANUP"]
+    elif path == "/slow-cleanup":
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        await asyncio.sleep(0.5)
+        mark("ws-cleanup-done", True)
+        return
     elif path == "/boom-after":
         raise RuntimeError("boom after accept")
     elif path == "/return":

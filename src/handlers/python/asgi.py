@@ -38,6 +38,10 @@ def _say(text):
     sys.stderr.flush()
 
 
+# The name of each request's task (bridge.rs names them).
+REQUEST_TASK_NAME = "oxgate-request"
+
+
 async def run_http(app, scope, receive, send):
     """One request: the app's coroutine, and what became of it told to the
     Rust side (which answers 500 or cuts the connection on an error)."""
@@ -160,6 +164,12 @@ def serve(bridge, apps, lifespan_mode, loop_kind, wake_fd, shutdown_timeout):
         loop.add_reader(wake_fd, bridge._drain)
         bridge._started(None, name, loop)
         loop.run_forever()
+        # The requests' coroutines (a WebSocket's, told 1001, cleaning up)
+        # finish before the lifespan shutdown closes what they use.
+        running = [t for t in asyncio.all_tasks(loop)
+                   if not t.done() and t.get_name() == REQUEST_TASK_NAME]
+        if running:
+            loop.run_until_complete(asyncio.wait(running, timeout=shutdown_timeout))
         loop.remove_reader(wake_fd)
         if lifespans:
             async def shutdown_all():

@@ -60,7 +60,7 @@ impl Bridge {
                 super::ready::install_send_slot(py);
                 let objects = LoopObjects {
                     create_task: l.getattr("create_task")?.unbind(),
-                    new_task: plain_task(py, &l)?,
+                    new_task: plain_task(py, &l, &self.host.helpers.request_task_name)?,
                     create_future: l.getattr("create_future")?.unbind(),
                     ready: Py::new(py, Ready::new(None))?,
                     keys: ScopeKeys::new(py)?,
@@ -157,6 +157,7 @@ fn spawn_app(
 fn plain_task(
     py: Python<'_>,
     event_loop: &Bound<'_, PyAny>,
+    name: &Py<PyAny>,
 ) -> PyResult<Option<(Py<PyAny>, Py<pyo3::types::PyDict>)>> {
     if !event_loop.call_method0("get_task_factory")?.is_none() {
         return Ok(None);
@@ -164,7 +165,7 @@ fn plain_task(
     let task = py.import("asyncio")?.getattr("Task")?;
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item("loop", event_loop)?;
-    kwargs.set_item("name", "oxgate-request")?;
+    kwargs.set_item("name", name)?;
     Ok(Some((task.unbind(), kwargs.unbind())))
 }
 

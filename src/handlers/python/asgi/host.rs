@@ -68,6 +68,8 @@ pub(super) struct Helpers {
     pub(super) serve: Py<PyAny>,
     pub(super) run_http: Py<PyAny>,
     pub(super) log_exception: Py<PyAny>,
+    /// What each request's task is named (`serve` waits for those).
+    pub(super) request_task_name: Py<PyAny>,
 }
 
 /// One ASGI app as a request handler.
@@ -114,6 +116,7 @@ impl AsgiHost {
                 serve: m.getattr("serve")?.unbind(),
                 run_http: m.getattr("run_http")?.unbind(),
                 log_exception,
+                request_task_name: m.getattr("REQUEST_TASK_NAME")?.unbind(),
             },
             observer: OnceLock::new(),
             cores: Mutex::new((Vec::new(), 0)),

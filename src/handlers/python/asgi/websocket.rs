@@ -37,12 +37,17 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// cost little (tungstenite's default is 128 KiB).
 const READ_BUFFER: usize = 8 * 1024;
 
-/// Whether the request asks for a WebSocket (`Upgrade: websocket`).
+/// Whether the request asks for a WebSocket: `Upgrade: websocket` and
+/// `Connection: upgrade` (RFC 6455 §4.2.1; without the second, uvicorn
+/// serves it as plain HTTP, as this does).
 pub(super) fn is_websocket(vars: &[(VarName, Bytes)]) -> bool {
-    var_named(vars, b"HTTP_UPGRADE").is_some_and(|v| {
-        v.split(|&c| c == b',')
-            .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    })
+    let lists = |name: &[u8], token: &[u8]| {
+        var_named(vars, name).is_some_and(|v| {
+            v.split(|&c| c == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    lists(b"HTTP_UPGRADE", b"websocket") && lists(b"HTTP_CONNECTION", b"upgrade")
 }
 
 /// Serves a WebSocket handshake: the app's scope, then its answer as the

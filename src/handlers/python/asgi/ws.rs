@@ -137,7 +137,16 @@ impl WsExchange {
 
     /// A client message, for `receive()`.
     pub(super) fn deliver(self: &Arc<Self>, message: Incoming) {
-        let post = self.lock().received.push(message);
+        let post = {
+            let mut st = self.lock();
+            // The disconnect is the last event the app receives (the ASGI
+            // spec; uvicorn): what the client sends after the app closed
+            // is dropped.
+            if st.closed.is_some() {
+                return;
+            }
+            st.received.push(message)
+        };
         if post {
             self.post_received();
         }
@@ -468,9 +477,9 @@ impl WsSend {
             let st = self.exchange.lock();
             (st.closed.is_some() && !st.app_closed, st.accepted)
         };
-        // After the client left, the app's error is most often about that
-        // (a send() that raised OSError).
-        if !client_left {
+        // After the client left, a send() raises OSError: that is no news.
+        // Any other error is the app's, logged (a bug in its clean-up).
+        if !(client_left && error.is_instance_of::<PyOSError>()) {
             let what = if accepted {
                 format!("{} (WebSocket; it is closed with 1011)", self.line)
             } else {
