@@ -86,6 +86,10 @@ impl<R: AsyncRead> FcgiReader<R> {
     }
 }
 
+/// The most of the answers owed to other requests and management records
+/// kept until they can be written.
+const OWED_MAX: usize = 64 * 1024;
+
 impl<R> FcgiReader<R> {
     /// Sorts a record read while request `id` is under way. Others are
     /// answered as the spec asks, in `control`: a second request on the
@@ -100,6 +104,12 @@ impl<R> FcgiReader<R> {
             };
         }
         let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        // Answers wait while the app reads its body; a peer that sends
+        // records by the million meanwhile gets no more of them past this,
+        // rather than the worker's memory (no sane peer comes near it).
+        if control.len() >= OWED_MAX {
+            return Sorted::Other;
+        }
         match (rec.kind, rec.request_id) {
             (kind, 0) => management_reply(kind, &rec.content, self.threads, &mut control),
             (fastcgi::BEGIN_REQUEST, other) => {
