@@ -100,6 +100,31 @@ def test_same_answers_through_nginx(nginx_front, front):
     same_answers(nginx_front, front)
 
 
+def test_limit_post_reaches_the_client_through_nginx_as_413(serve, tmp_path):
+    """A body over --limit-post is read and let go after the 413: closed
+    with it unread, the connection was reset under nginx, still sending
+    it, which answered 502 (uwsgi, SCGI, FastCGI without kept
+    connections)."""
+    up, sock, sc, fc = free_port(), tmp_path / "ox.sock", free_port(), free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--socket", str(sock),
+              "--scgi-socket", f"127.0.0.1:{sc}", "--fastcgi-socket", f"127.0.0.1:{fc}",
+              "--chmod-socket", "666", "--processes", "1", "--limit-post", "1000000")
+    port = free_port()
+    d = tmp_path / "nginx"
+    proc = start_nginx(d, port, NGINX_CONF.format(d=d, port=port, up=up, sock=sock, http=s.port, scgi=sc, fcgi=fc),
+                       stderr=subprocess.PIPE)
+    try:
+        for front in ["/u", "/unix", "/s", "/f", "/fk", "/h"]:
+            for size in (1_100_000, 5_000_000):
+                r = requests.post(f"http://127.0.0.1:{port}{front}/up", data=b"x" * size, timeout=30)
+                assert r.status_code == 413, (front, size, r.status_code)
+            # And the next request is served.
+            assert requests.get(f"http://127.0.0.1:{port}{front}/", timeout=30).status_code == 200, front
+    finally:
+        proc.send_signal(15)
+        proc.wait(10)
+
+
 def test_modifier1_30_strips_script_name(nginx_front):
     seen = requests.get(nginx_front + "/m30/app/x").json()
     assert seen["script_name"] == "/m30" and seen["path"] == "/app/x"

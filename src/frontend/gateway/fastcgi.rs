@@ -558,11 +558,14 @@ where
     fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
     wr.write_all(&out).await.map_err(|e| e.to_string())?;
     wr.flush().await.map_err(|e| e.to_string())?;
-    if !keep {
+    if !keep && stdin_done {
         return Ok(false);
     }
-    // A body the app did not read to its end: skip the rest of it, so the
-    // next request starts at a record boundary. The app's input may still
+    // A body the app did not read to its end (or refused, 413): skip the
+    // rest of it, so the next request starts at a record boundary, and,
+    // on a connection that ends here, so that the web server, still
+    // sending it, reads the answer rather than a reset (nginx answered
+    // 502 for a 413). The app's input may still
     // be draining it (WSGI reads an unread body to its end) through the
     // same reader: whoever reads the empty STDIN record says so while it
     // holds the reader, and neither reads on once it is said, so that
@@ -593,7 +596,7 @@ where
             }
         }
     }
-    Ok(true)
+    Ok(keep)
 }
 
 /// Why `seen` bytes of STDIN (all of it, if `ended`) are not the request's

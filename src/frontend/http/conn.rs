@@ -165,7 +165,13 @@ pub async fn serve_connection<S: Peek>(
         } else {
             Http1::Parkable
         };
+        let ended = ctx.clone();
         let Some(wait) = serve_http1(io, ctx, &mut shutdown, going_away.clone(), how).await else {
+            let lingering = ended.linger.load(Ordering::Relaxed);
+            let back = home.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if lingering && let Some(stream) = back {
+                linger(stream).await;
+            }
             // Ended: its buffers are freed as a parked one's are, and a
             // burst of connections that close (Connection: close, health
             // checks, a flood of unfinished heads) leaves the worker at its
@@ -197,6 +203,31 @@ pub async fn serve_connection<S: Peek>(
                 Ok(Ok(())) => stopping = true,
                 _ => return,
             }
+        }
+    }
+}
+
+/// How long a lingering close reads what the client still sends at most,
+/// and how long it waits for each read (nginx's `lingering_time` and
+/// `lingering_timeout`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ends a connection whose last request's body was left unread: the write
+/// side first (the answer is out), then its bytes read and dropped until
+/// the client closes, or stops sending for `LINGER_TIMEOUT`, or
+/// `LINGER_TIME` has passed. Closed at once, the unread bytes would make
+/// the kernel reset the connection, and the client might lose the answer.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream.shutdown().await;
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut scratch = vec![0u8; 16 * 1024];
+    loop {
+        let next = (tokio::time::Instant::now() + LINGER_TIMEOUT).min(until);
+        match tokio::time::timeout_at(next, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
         }
     }
 }
@@ -313,6 +344,7 @@ fn conn_ctx(
         outbox: std::sync::OnceLock::new(),
         settled_heads: std::sync::atomic::AtomicU64::new(0),
         parking: AtomicBool::new(false),
+        linger: AtomicBool::new(false),
         write_blocked: AtomicBool::new(false),
     })
 }

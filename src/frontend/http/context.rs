@@ -87,6 +87,11 @@ pub(super) struct ConnCtx {
     /// hyper is ending the connection to park it: no shutdown of the
     /// socket.
     pub(super) parking: AtomicBool,
+    /// A response went out with its request's body unread (a 413): the
+    /// connection's end reads and lets go what the client still sends,
+    /// so that the client (nginx's proxy_pass, curl) reads the answer
+    /// rather than a reset, as nginx's lingering close does.
+    pub(super) linger: AtomicBool,
     /// The last write found the socket full: the client is not taking the
     /// response. The watchdog cuts a connection stuck so a whole
     /// `--socket-timeout`, however busy its app is.

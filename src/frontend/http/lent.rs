@@ -46,10 +46,13 @@ impl<S> Lent<S> {
 }
 
 /// Dropped with hyper's connection: the stream goes home if the
-/// connection is being parked, else it closes.
+/// connection is being parked, or is to linger (`ConnCtx::linger`), else
+/// it closes.
 impl<S> Drop for Lent<S> {
     fn drop(&mut self) {
-        if self.ctx.parking.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.ctx.parking.load(std::sync::atomic::Ordering::Relaxed)
+            || self.ctx.linger.load(std::sync::atomic::Ordering::Relaxed)
+        {
             *self.home.lock().unwrap_or_else(|e| e.into_inner()) = self.stream.take();
         }
     }

@@ -37,9 +37,14 @@ pub(super) fn on_request(
     } else {
         convert_head(&parts, body, &ctx.info, &ctx.settings)
     };
-    if let Ok(h) = &mut head {
-        h.upgradable = on_upgrade.is_some();
-        h.early_hints = hints;
+    match &mut head {
+        Ok(h) => {
+            h.upgradable = on_upgrade.is_some();
+            h.early_hints = hints;
+        }
+        // Refused for its body's size, which the client may be sending.
+        Err(resp) if resp.status == 413 => ctx.linger.store(true, Ordering::Relaxed),
+        Err(_) => {}
     }
     // The request's header map, emptied, carries the response's
     // headers; hyper keeps that map to parse the next request into,
