@@ -77,6 +77,11 @@ def test_scgi_request_and_status_header(serve):
     seen = json.loads(body)
     assert seen["path"] == "/a b"  # no PATH_INFO sent: from REQUEST_URI, decoded
     assert seen["body_len"] == 5 and seen["server_name"] == "h"
+    # A header given twice (nginx before 1.23 sends each line as a
+    # variable) is joined, as over uwsgi and FastCGI; it was a 502.
+    out = uwsgi_request(sp, scgi_packet([("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"),
+                                         ("REQUEST_URI", "/"), ("HTTP_X_A", "1"), ("HTTP_X_A", "2")]))
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["x_headers"] == {"HTTP_X_A": "1, 2"}
 
 
 # FastCGI
