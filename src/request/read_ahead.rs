@@ -86,18 +86,34 @@ impl Held {
     /// response for good.)
     fn full(&self) -> bool {
         !self.memory_has_room()
-            && (self.no_file || self.in_file >= IN_FILE)
+            && (self.no_file || self.file_used() >= IN_FILE)
             && (self.in_memory > 0 || self.in_file > 0)
     }
 
+    /// The size of the file that counts: none once the client has taken
+    /// every piece in it (the next is written from its start), else all
+    /// of it. Not only what is unsent: pieces taken before the last one
+    /// still take their room, and a client that stays a little behind
+    /// would otherwise have the file grow with the whole response.
+    fn file_used(&self) -> u64 {
+        if self.file_pieces == 0 {
+            0
+        } else {
+            self.file_end
+        }
+    }
+
     fn push(&mut self, chunk: Bytes) {
-        if !self.memory_has_room() && !self.no_file && self.in_file < IN_FILE {
+        if !self.memory_has_room() && !self.no_file && self.file_used() < IN_FILE {
             match self.write(&chunk) {
                 Ok(()) => return,
                 Err(e) => {
-                    crate::say!(
-                        "oxgate: cannot hold a response in a temporary file ({e}); holding it in memory"
-                    );
+                    static SAID: crate::log::say::Throttle = crate::log::say::Throttle::new();
+                    if SAID.ready(60) {
+                        crate::say!(
+                            "oxgate: cannot hold a response in a temporary file in $TMPDIR ({e}); holding what it can in memory (said at most once a minute)"
+                        );
+                    }
                     self.no_file = true;
                 }
             }
@@ -457,6 +473,29 @@ mod tests {
         let all = read_all(&mut body).await;
         assert_eq!(all.len(), 1 + 2 * IN_MEMORY);
         assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_file_counts_all_it_holds_while_any_piece_is_unsent() {
+        // Memory full: what comes goes to the file.
+        let mut held = Held::default();
+        held.in_memory = IN_MEMORY;
+        HELD.fetch_add(IN_MEMORY, Ordering::Relaxed);
+        held.write(b"first").unwrap();
+        // A piece in memory between: the file's two are apart.
+        held.pieces
+            .push_back(Piece::Memory(Bytes::from_static(b"-")));
+        held.in_memory += 1;
+        HELD.fetch_add(1, Ordering::Relaxed);
+        held.write(b"second").unwrap();
+        // One piece of the two is sent; the file still holds both.
+        assert_eq!(held.take().unwrap().unwrap(), &b"first"[..]);
+        assert_eq!((held.in_file, held.file_used()), (6, 11));
+        held.file_end = IN_FILE;
+        assert!(held.full());
+        assert_eq!(held.take().unwrap().unwrap(), &b"-"[..]);
+        assert_eq!(held.take().unwrap().unwrap(), &b"second"[..]);
+        assert!(!held.full());
     }
 
     #[test]
