@@ -72,6 +72,17 @@ fn run(args: Vec<OsString>) -> u8 {
         return 0;
     }
     if loaded.flag(&opt::CHECK_CONFIG) {
+        // The certificates and keys the sockets name are read, as the
+        // start reads them: a reload to a file that names a missing one
+        // is refused by this check, not left to the new image, which
+        // could not start.
+        if let Action::Serve(cfg) = &action {
+            let here = std::env::current_dir().unwrap_or_default();
+            if let Err(e) = crate::frontend::tls::load(cfg, &here) {
+                eprintln!("oxgate: {e}");
+                return 1;
+            }
+        }
         // A reload's own check (master/run.rs) leaves the app to the new
         // image, which keeps the old workers serving if it fails.
         if loaded.flag(&opt::CHECK_APP)

@@ -347,6 +347,34 @@ def test_reload_reads_new_certificates_and_keeps_the_old_on_a_bad_one(serve, cer
     assert json.loads(out)["HTTPS"] == "on"
 
 
+def test_a_reload_to_a_file_naming_a_missing_certificate_is_refused(serve, certs, tmp_path):
+    """The new file's certificates are read by the reload's check, as the
+    start reads them: one it names that is not there refuses the reload,
+    and the old image serves on (the new image could not start, and the
+    whole server stopped). --check-config says so too."""
+    for name in ("rsa.crt", "rsa.key"):
+        (tmp_path / name).write_bytes((certs / name).read_bytes())
+    port = free_port()
+    ini = tmp_path / "site.ini"
+    ini.write_text(f"[uwsgi]\nhttps-socket = 127.0.0.1:{port},rsa.crt,rsa.key\nwsgi-file = {TLS_ENV}\n"
+                   "master = true\nprocesses = 1\n")
+    s = serve("--ini", str(ini), socket_arg=False, cwd=tmp_path, wait=False)
+    def answers():
+        try:
+            return fingerprint(port)
+        except OSError:
+            return None
+    wait_for(answers, what="the TLS socket")
+    ini.write_text(ini.read_text().replace("rsa.crt", "missing.crt"))
+    r = subprocess.run([BIN, "--ini", str(ini), "--check-config"], capture_output=True, text=True, timeout=30,
+                       cwd=tmp_path)
+    assert r.returncode == 1 and "missing.crt" in r.stderr, r.stderr
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("reload refused")
+    assert s.proc.poll() is None
+    assert fingerprint(port) == fingerprint_of(certs / "rsa.crt")
+
+
 def test_h2load_100_streams_on_one_connection_over_tls_and_h2c(serve, certs):
     s = https(serve, certs)
     for url in (s.tls_url + "/", s.url + "/"):
