@@ -1249,3 +1249,69 @@ def test_pending_http2_requests_are_bounded_across_connections(serve, app_dir):
         assert answered.stream_id == sid and dict(answered.headers)[b":status"] == b"200"
     # Both slow ones are done: a new stream is served again.
     wait_for(lambda: h2c_served(s.url + "/") == "2 200", what="a stream served again")
+
+
+def test_an_upload_its_app_has_not_read_yet_does_not_hold_up_the_others(serve, tmp_path):
+    """HTTP/2: a stream whose app has not read its body holds its own
+    window of the connection's, no more; another stream's upload on the
+    same connection goes on (it waited, then got 408)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    (tmp_path / "up.py").write_text(
+        "import time\n"
+        "def application(environ, start_response):\n"
+        "    time.sleep(float(environ['QUERY_STRING'] or 0))\n"
+        "    n = len(environ['wsgi.input'].read())\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str(n).encode()]\n")
+    s = serve("--wsgi-file", str(tmp_path / "up.py"), "--processes", "1", "--threads", "4")
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    sock.sendall(c.data_to_send())
+    sent = {1: 0, 3: 0}
+
+    def push(sid, total):
+        while (n := min(c.local_flow_control_window(sid), c.max_outbound_frame_size, total - sent[sid])) > 0:
+            c.send_data(sid, b"x" * n, end_stream=sent[sid] + n >= total)
+            sent[sid] += n
+        if out := c.data_to_send():
+            sock.sendall(out)
+
+    def pump(seconds):
+        events, until = [], time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                break
+            assert data, "the server closed the connection"
+            events += c.receive_data(data)
+            if out := c.data_to_send():
+                sock.sendall(out)
+        return events
+
+    def post(sid, path, size):
+        c.send_headers(sid, [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "x"),
+                             ("content-length", str(size))])
+        sock.sendall(c.data_to_send())
+
+    with sock:
+        pump(0.2)
+        # A: 3 MB to an app that reads it in 4 s.
+        post(1, "/a?4", 3_000_000)
+        started = time.monotonic()
+        while time.monotonic() - started < 1:
+            push(1, 3_000_000)
+            pump(0.05)
+        # B: 50 kB to an app that reads it at once.
+        post(3, "/b", 50_000)
+        answered = None
+        while answered is None and time.monotonic() - started < 3.5:
+            push(3, 50_000)
+            for e in pump(0.1):
+                if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3:
+                    answered = dict(e.headers)[b":status"]
+        assert answered == b"200", (answered, sent)

@@ -33,13 +33,19 @@ use super::watch::{Either, Quiet, idle_watchdog, race_rarely, stop_or_idle};
 use crate::request::{EarlyHints, early_hints_fault};
 
 /// hyper 1.12's settings for its HTTP/2 server, which served here before:
-/// windows of 1 MiB (the spec's 64 KiB would hold back an upload on a
+/// stream windows of 1 MiB (the spec's 64 KiB would hold back an upload on a
 /// link with any latency), 16 KiB frames, 400 KiB buffered per stream for
 /// sending, and a connection closed after 1,024 streams this server had
 /// to reset. h2's own default holds the last limit: 20 streams reset by
 /// the client before they are served (rapid reset, CVE-2023-44487).
 const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Four streams' windows: an upload whose app has not read it yet holds
+/// at most its own window of the connection's, and the other streams'
+/// uploads go on beside it (with the two equal, one pinned the whole
+/// connection, and the others, held back, got 408 from the body-rate
+/// guard). nginx's is larger still; this bounds what one connection
+/// makes the worker hold to 4 MiB.
+const CONNECTION_WINDOW: u32 = 4 * STREAM_WINDOW;
 const MAX_FRAME: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
