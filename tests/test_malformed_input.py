@@ -193,7 +193,11 @@ def test_fastcgi_malformed(fcgi, data, logged):
     with socket.create_connection(("127.0.0.1", fcgi.fcgi_port), timeout=10) as c:
         c.sendall(data)
         c.settimeout(10)
-        assert b"Status: 200" not in c.recv(65536)
+        answer = c.recv(65536)
+        assert b"Status: 200" not in answer
+        if data.startswith(b"GET "):
+            # An HTTP client is told, as on the uwsgi and SCGI sockets.
+            assert answer.startswith(b"HTTP/1.0 400 Bad Request") and b"speaks the fastcgi protocol" in answer, answer
     fcgi.wait_log(logged)
 
 

@@ -294,6 +294,12 @@ pub async fn serve_fastcgi<S>(
             Ok(false) => break,
             Err(e) => {
                 crate::say!("oxgate: fastcgi connection closed: {e}");
+                // An HTTP client is told, as the uwsgi and SCGI sockets
+                // tell it.
+                if crate::proto::looks_like_http(&reader.lock().await.buf) {
+                    let text = super::response::not_http(Protocol::Fastcgi);
+                    let _ = wr.write_all(text.as_bytes()).await;
+                }
                 break;
             }
         }

@@ -118,12 +118,9 @@ pub async fn serve<S>(
             Err((e, http)) => {
                 crate::say!("oxgate: {} request refused: {e}", protocol.name());
                 if http {
-                    let text = format!(
-                        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
-                         This socket speaks the {} protocol, not HTTP.\n",
-                        protocol.name()
-                    );
-                    let _ = wr.write_all(text.as_bytes()).await;
+                    let _ = wr
+                        .write_all(super::response::not_http(protocol).as_bytes())
+                        .await;
                 }
                 let _ = wr.shutdown().await;
                 return;

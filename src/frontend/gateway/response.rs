@@ -37,6 +37,16 @@ pub(super) async fn next_chunk<W: AsyncWrite + Unpin>(
 }
 
 /// The HTTP version a uwsgi status line carries: the request's, else 1.1.
+/// The answer to an HTTP client that reached a gateway socket: a 400 that
+/// says which protocol the socket speaks.
+pub(super) fn not_http(protocol: Protocol) -> String {
+    format!(
+        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+         This socket speaks the {} protocol, not HTTP.\n",
+        protocol.name()
+    )
+}
+
 pub(super) fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
     vars.iter()
         .find(|(k, _)| *k == VarName::Known(Var::SERVER_PROTOCOL))
