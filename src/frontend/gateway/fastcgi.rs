@@ -564,18 +564,40 @@ where
     fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
     wr.write_all(&out).await.map_err(|e| e.to_string())?;
     wr.flush().await.map_err(|e| e.to_string())?;
-    if !keep && stdin_done {
+    if !keep {
+        // A body the app did not read to its end (or refused, 413), on a
+        // connection that ends here: the end is said first (the web
+        // server reads to it without kept connections), then what it
+        // still sends is read and dropped, so that it reads the answer
+        // rather than a reset (nginx answered 502 for a 413).
+        if !stdin_done {
+            let _ = wr.shutdown().await;
+            loop {
+                let mut r = reader.lock().await;
+                if streamed_done.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                match r.record().await {
+                    Ok(Some(rec)) if rec.request_id != id || rec.kind != fastcgi::ABORT_REQUEST => {
+                        if rec.request_id == id
+                            && rec.kind == fastcgi::STDIN
+                            && rec.content.is_empty()
+                        {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
         return Ok(false);
     }
     // A body the app did not read to its end (or refused, 413): skip the
-    // rest of it, so the next request starts at a record boundary, and,
-    // on a connection that ends here, so that the web server, still
-    // sending it, reads the answer rather than a reset (nginx answered
-    // 502 for a 413). The app's input may still
-    // be draining it (WSGI reads an unread body to its end) through the
-    // same reader: whoever reads the empty STDIN record says so while it
-    // holds the reader, and neither reads on once it is said, so that
-    // neither takes the next request's records.
+    // rest of it, so the next request starts at a record boundary. The app's
+    // input may still be draining it (WSGI reads an unread body to its end)
+    // through the same reader: whoever reads the empty STDIN record says so
+    // while it holds the reader, and neither reads on once it is said, so
+    // that neither takes the next request's records.
     if !stdin_done {
         loop {
             let mut r = reader.lock().await;
@@ -602,7 +624,7 @@ where
             }
         }
     }
-    Ok(keep)
+    Ok(true)
 }
 
 /// Why `seen` bytes of STDIN (all of it, if `ended`) are not the request's
