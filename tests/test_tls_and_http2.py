@@ -1315,3 +1315,13 @@ def test_an_upload_its_app_has_not_read_yet_does_not_hold_up_the_others(serve, t
                 if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3:
                     answered = dict(e.headers)[b":status"]
         assert answered == b"200", (answered, sent)
+
+
+def test_plain_http_sent_to_the_https_port_gets_a_400_that_says_so(serve, certs):
+    """As nginx answers it, rather than a TLS alert that curl shows as
+    "Received HTTP/0.9"; TLS clients on the same port are served."""
+    s = https(serve, certs)
+    r = requests.get(f"http://127.0.0.1:{s.tls_port}/", timeout=10)
+    assert (r.status_code, r.text) == (400, "The plain HTTP request was sent to HTTPS port\n")
+    out, _ = fetch(s.tls_url + "/", certs=certs)
+    assert json.loads(out)["HTTPS"] == "on"

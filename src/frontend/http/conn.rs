@@ -293,18 +293,49 @@ async fn serve_tls<S: Peek>(
     shutdown: tokio::sync::watch::Receiver<bool>,
     going_away: GoingAway,
 ) {
-    let stream =
-        match tokio::time::timeout(settings.head_timeout, tls.acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(why)) => return crate::frontend::tls::handshake_failed(&why),
-            Err(_) => {
-                let why = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no handshake within --socket-timeout",
-                );
-                return crate::frontend::tls::handshake_failed(&why);
-            }
-        };
+    // Plain HTTP sent to the TLS port (`http://` for `https://`): a 400
+    // that says so, as nginx answers, rather than a TLS alert the client
+    // shows as garbage ("Received HTTP/0.9"). A handshake opens with a
+    // record of type 22; a request line, with a letter. One deadline for
+    // the look and the handshake together.
+    let deadline = tokio::time::Instant::now() + settings.head_timeout;
+    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
+        let mut first = [0u8; 1];
+        let peeked = nix::sys::socket::recv(
+            stream.as_raw_fd(),
+            &mut first,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        );
+        if matches!(peeked, Ok(1)) && first[0].is_ascii_uppercase() {
+            // Still a failed handshake, counted and logged as one.
+            crate::frontend::tls::handshake_failed(&std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "plain HTTP sent to the TLS port (answered 400)",
+            ));
+            let mut stream = stream;
+            let body = "The plain HTTP request was sent to HTTPS port\n";
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+            // The request is read and let go, not left to reset the
+            // connection under the answer.
+            return linger(stream).await;
+        }
+    }
+    let stream = match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(why)) => return crate::frontend::tls::handshake_failed(&why),
+        Err(_) => {
+            let why = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no handshake within --socket-timeout",
+            );
+            return crate::frontend::tls::handshake_failed(&why);
+        }
+    };
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
     let info = Arc::new(Arc::unwrap_or_clone(info).with_tls(tls.settled(session)));
