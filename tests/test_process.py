@@ -441,7 +441,8 @@ def test_a_stop_during_a_reloads_import_lets_the_old_workers_finish(tmp_path):
     (tmp_path / "slowload.py").write_text(
         "import os, time, pathlib\n"
         "if os.path.exists('slow'):\n    pathlib.Path('importing').write_text('')\n    time.sleep(6)\n"
-        "def application(e, s):\n    time.sleep(float(e.get('QUERY_STRING') or 0))\n"
+        "def application(e, s):\n    pathlib.Path('serving').write_text('')\n"
+        "    time.sleep(float(e.get('QUERY_STRING') or 0))\n"
         "    s('200 OK', [('Content-Length', '4')])\n    return [b'done']\n")
     port = free_port()
     p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "slowload.py", "--processes", "1"],
@@ -451,7 +452,9 @@ def test_a_stop_during_a_reloads_import_lets_the_old_workers_finish(tmp_path):
         (tmp_path / "slow").write_text("")
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             inflight = ex.submit(requests.get, f"http://127.0.0.1:{port}/?3", timeout=30)
-            time.sleep(0.3)
+            # In the old worker's hands (on a busy machine, a request still
+            # in the backlog when the stop comes is not this test's case).
+            wait_for((tmp_path / "serving").exists, what="the request to be served")
             p.send_signal(signal.SIGHUP)
             wait_for((tmp_path / "importing").exists, what="the new image's import")
             p.send_signal(signal.SIGTERM)
