@@ -572,21 +572,21 @@ where
         // rather than a reset (nginx answered 502 for a 413).
         if !stdin_done {
             let _ = wr.shutdown().await;
+            let mut skipped = 0u64;
             loop {
                 let mut r = reader.lock().await;
                 if streamed_done.load(std::sync::atomic::Ordering::Acquire) {
                     break;
                 }
-                match r.record().await {
-                    Ok(Some(rec)) if rec.request_id != id || rec.kind != fastcgi::ABORT_REQUEST => {
-                        if rec.request_id == id
-                            && rec.kind == fastcgi::STDIN
-                            && rec.content.is_empty()
-                        {
-                            break;
-                        }
-                    }
-                    _ => break,
+                let Ok(Some(rec)) = r.record().await else {
+                    break;
+                };
+                let ours = rec.request_id == id;
+                let ended = rec.kind == fastcgi::ABORT_REQUEST
+                    || (rec.kind == fastcgi::STDIN && rec.content.is_empty());
+                skipped += rec.content.len() as u64;
+                if (ours && ended) || skipped > crate::frontend::DRAIN_MAX {
+                    break;
                 }
             }
         }

@@ -154,7 +154,12 @@ pub async fn serve<S>(
         // answers 502 for the 413.
         let _ = wr.shutdown().await;
         let unread = content_length.unwrap_or(0).saturating_sub(buf.len() as u64);
-        skip_body(&mut rd, unread, settings.timeout).await;
+        let limits = crate::frontend::DrainLimits {
+            max: unread.min(crate::frontend::DRAIN_MAX),
+            each: settings.timeout,
+            until: None,
+        };
+        crate::frontend::drain_input(&mut rd, limits).await;
         return;
     }
     let len = content_length.unwrap_or(0);
@@ -260,24 +265,6 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for SocketBody<R> {
                 }
                 Poll::Pending
             }
-        }
-    }
-}
-
-/// The most of a refused body read and let go before the connection is
-/// closed anyway.
-const SKIP_MAX: u64 = 1 << 30;
-
-/// Reads and drops up to `left` bytes (at most `SKIP_MAX`), each read
-/// within `timeout`, until the peer's end.
-async fn skip_body<R: AsyncRead + Unpin>(rd: &mut R, left: u64, timeout: Duration) {
-    let mut left = left.min(SKIP_MAX);
-    let mut scratch = vec![0u8; 64 * 1024];
-    while left > 0 {
-        let want = scratch.len().min(left as usize);
-        match tokio::time::timeout(timeout, rd.read(&mut scratch[..want])).await {
-            Ok(Ok(n)) if n > 0 => left -= n as u64,
-            _ => return,
         }
     }
 }

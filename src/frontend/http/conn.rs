@@ -219,17 +219,13 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// `LINGER_TIME` has passed. Closed at once, the unread bytes would make
 /// the kernel reset the connection, and the client might lose the answer.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
-    use tokio::io::AsyncReadExt;
     let _ = stream.shutdown().await;
-    let until = tokio::time::Instant::now() + LINGER_TIME;
-    let mut scratch = vec![0u8; 16 * 1024];
-    loop {
-        let next = (tokio::time::Instant::now() + LINGER_TIMEOUT).min(until);
-        match tokio::time::timeout_at(next, stream.read(&mut scratch)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
-    }
+    let limits = crate::frontend::DrainLimits {
+        max: u64::MAX,
+        each: LINGER_TIMEOUT,
+        until: Some(tokio::time::Instant::now() + LINGER_TIME),
+    };
+    crate::frontend::drain_input(&mut stream, limits).await;
 }
 
 /// Has the heap trimmed once the connections parking (or ending) about now
