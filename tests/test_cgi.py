@@ -478,6 +478,12 @@ def test_a_broken_script_is_502_with_a_log_line(serve, cgi_dir):
     for name in ["noheader.cgi", "silent.cgi"]:
         assert requests.get(f"{s.url}/{name}", timeout=10).status_code == 502
         wait_for(lambda: f"{name}: no valid response head" in s.log(), what=f"{name}'s log line")
+    # An NPH script's own chunks would reach the client chunked twice.
+    script(cgi_dir / "nph-chunked.cgi",
+           "#!/bin/sh\nprintf 'HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n0\\r\\n\\r\\n'\n")
+    assert requests.get(f"{s.url}/nph-chunked.cgi", timeout=10).status_code == 502
+    wait_for(lambda: 'nph-chunked.cgi: no valid response head (Transfer-Encoding "chunked"' in s.log(),
+             what="the NPH chunked body's log line")
     script(cgi_dir / "nointerp.cgi", "#!/no/such/interpreter\n")
     assert requests.get(f"{s.url}/nointerp.cgi", timeout=10).status_code == 502
     wait_for(lambda: "nointerp.cgi: cannot run it" in s.log(), what="the exec failure's log line")

@@ -49,6 +49,10 @@ pub enum HeadError {
     /// A `Status:` that is not "NNN reason" with NNN in 200..=599: a 1xx is
     /// never a final status (HTTP/2 cannot even frame one as such).
     BadStatus(String),
+    /// An NPH script's body framed by a transfer coding of its own: oxgate
+    /// frames bodies itself (and HTTP/2 has no chunks), so it would reach
+    /// the client coded twice.
+    CodedBody(String),
 }
 
 impl std::fmt::Display for HeadError {
@@ -57,6 +61,11 @@ impl std::fmt::Display for HeadError {
             HeadError::Malformed(why) => write!(f, "malformed header block ({why})"),
             HeadError::TooLarge => write!(f, "no end of headers in the first {MAX_HEAD} bytes"),
             HeadError::BadStatus(s) => write!(f, "bad Status header {s:?}"),
+            HeadError::CodedBody(coding) => write!(
+                f,
+                "Transfer-Encoding {coding:?}: oxgate frames the body itself; \
+                 send it plain, with or without Content-Length"
+            ),
         }
     }
 }
@@ -121,6 +130,17 @@ fn parse_into<'b>(
                 status = Some(parse_status(field.value)?);
             }
             continue;
+        }
+        // An NPH script frames its body for the client itself; a chunked
+        // one cannot be passed on as it is (a document's own coding is
+        // dropped with the header: scripts send plain bodies there).
+        if nph
+            && name.eq_ignore_ascii_case(b"transfer-encoding")
+            && !trim(field.value).eq_ignore_ascii_case(b"identity")
+        {
+            return Err(HeadError::CodedBody(
+                String::from_utf8_lossy(field.value).into_owned(),
+            ));
         }
         if is_hop_by_hop(name) {
             continue;
@@ -328,6 +348,17 @@ mod tests {
         );
         assert_eq!(names(&h), ["Content-Type", "Content-Length"]);
         assert_eq!(&h.headers[1].1[..], b"12");
+    }
+
+    #[test]
+    fn an_nph_scripts_own_transfer_coding_is_refused() {
+        let out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(
+            parse(out, true),
+            Err(HeadError::CodedBody("chunked".into()))
+        );
+        let plain = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nhello";
+        assert!(parse(plain, true).unwrap().unwrap().headers.is_empty());
     }
 
     #[test]
