@@ -429,7 +429,7 @@ options! {
         .help("How long a worker runs before --reload-on-as may replace it: a worker over the limit from its start is not replaced in a loop."),
     LIMIT_AS = OptDef::new("limit-as", Int, Process)
         .value("MB")
-        .help("Limit each worker's address space to MB (RLIMIT_AS). Reserved space counts: oxgate's allocator reserves 64 MiB of it, and each thread its stack."),
+        .help("Limit each worker's address space to MB (RLIMIT_AS), for the app: the space oxgate reserves for itself (its allocator's 64 MiB arena, the scoreboard) is added to it, as uWSGI has no such reservations. Each thread's stack counts."),
     WORKER_RELOAD_MERCY = OptDef::new("worker-reload-mercy", Int, Process)
         .value("SECONDS")
         .defaults_to("60")

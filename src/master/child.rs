@@ -104,6 +104,18 @@ pub fn run(s: Setup<'_>) -> ! {
         exit_now(EXIT_APP_STARTUP);
     }
     if let Some(limit) = p.limit_as {
+        // --limit-as bounds the app: the address space oxgate reserves for
+        // itself, unused until needed, is not counted in it (uWSGI has no
+        // such reservations, and a limit that fit an app under uWSGI left
+        // it no room here). The sendfile range is made now, under no limit.
+        if let Err(e) = crate::frontend::http::reserve_sendfile_placeholder() {
+            crate::say!("oxgate: worker {}: cannot reserve address space: {e}", s.id);
+            exit_now(1);
+        }
+        let own = crate::sys::heap::arena_reserve_bytes()
+            + super::scoreboard::MAPPED_SIZE as u64
+            + crate::frontend::http::SENDFILE_PLACEHOLDER_SIZE as u64;
+        let limit = limit.saturating_add(own);
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit);
     }

@@ -331,6 +331,8 @@ pub struct Scoreboard {
 
 const SLOTS_AT: usize = std::mem::size_of::<Header>().next_multiple_of(64);
 const SIZE: usize = SLOTS_AT + std::mem::size_of::<Slot>() * SLOTS;
+/// The address space its mapping takes in each process.
+pub const MAPPED_SIZE: usize = SIZE.next_multiple_of(4096);
 
 // What `header` and `slot` rely on to turn the mapping into references:
 // the mapping starts on a page boundary (4096 bytes at least), so the header

@@ -51,6 +51,14 @@ pub extern "C" fn allocator_settings() {
     }
 }
 
+/// The address space mimalloc reserves for an arena, in bytes: reserved
+/// once, before the first worker forks, whatever the app later uses.
+pub fn arena_reserve_bytes() -> u64 {
+    // SAFETY: mi_option_get reads mimalloc's option table.
+    let kib = unsafe { libmimalloc_sys::mi_option_get(ARENA_RESERVE) };
+    u64::try_from(kib).unwrap_or(0) * 1024
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -23,4 +23,7 @@ mod sendfile;
 pub use batch::FlushQueue;
 pub use conn::{Peek, serve_connection};
 pub use context::HttpSettings;
+pub use sendfile::{
+    FRAME_MAX as SENDFILE_PLACEHOLDER_SIZE, reserve_placeholder as reserve_sendfile_placeholder,
+};
 pub use service::REFUSED_STREAMS;

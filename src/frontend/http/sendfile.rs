@@ -30,17 +30,30 @@ use crate::request::{FileRegion, Warmer};
 /// The most one frame (and so one sendfile call) covers.
 pub const FRAME_MAX: usize = 1 << 20;
 
-fn placeholder_range() -> &'static [u8] {
-    // Address space only: nothing ever writes or reads its pages (zeros),
-    // only the pointer and the length of its slices matter.
-    static RANGE: OnceLock<memmap2::Mmap> = OnceLock::new();
-    RANGE.get_or_init(|| {
-        memmap2::MmapOptions::new()
+static RANGE: OnceLock<memmap2::Mmap> = OnceLock::new();
+
+/// Reserves the placeholder range, if it is not yet: a worker does so
+/// before `--limit-as` applies (the range is counted apart from the limit,
+/// and made later it could fail under it).
+pub fn reserve_placeholder() -> io::Result<()> {
+    if RANGE.get().is_none() {
+        // Address space only: nothing ever writes or reads its pages
+        // (zeros), only the pointer and the length of its slices matter.
+        let range = memmap2::MmapOptions::new()
             .len(FRAME_MAX)
             .map_anon()
-            .and_then(memmap2::MmapMut::make_read_only)
-            .expect("reserving address space failed")
-    })
+            .and_then(memmap2::MmapMut::make_read_only)?;
+        let _ = RANGE.set(range);
+    }
+    Ok(())
+}
+
+fn placeholder_range() -> &'static [u8] {
+    if let Err(e) = reserve_placeholder() {
+        // Only where no worker reserved it first (a unit test).
+        panic!("reserving address space failed: {e}");
+    }
+    RANGE.get().expect("reserved just now")
 }
 
 /// A body frame standing for the next `len` bytes of the queued files.
