@@ -279,6 +279,18 @@ def test_a_client_that_leaves_mid_stream_is_an_http_disconnect(serve, tmp_path):
     assert requests.get(s.url + "/").text == "hello GET"
 
 
+def test_an_apps_own_error_after_the_client_left_is_logged(serve):
+    """The OSError a send() raises once the client is gone is not logged
+    (the app's error is about that), but an error of the app's own after
+    it is, as uvicorn logs it."""
+    s = asgi(serve, "asgi_raw:app")
+    with socket.create_connection(("127.0.0.1", s.port)) as c:
+        c.sendall(b"GET /raise-when-left HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"started" in c.recv(4096)
+    s.wait_log("a bug in the cleanup after the client left")
+    assert "(after the client left)" in s.log()
+
+
 def test_scope(serve):
     s = asgi(serve, "asgi_raw:app")
     scope = requests.get(s.url + "/scope/caf%C3%A9?x=1&y=%20", headers={"X-Custom": "v"}).json()
@@ -521,6 +533,10 @@ def test_pathsend_goes_out_with_sendfile(serve, tmp_path):
     # response, whose head has not gone out, is a 500.
     assert requests.get(s.url + f"/pathsend?{tmp_path}/missing", timeout=10).status_code == 500
     assert "FileNotFoundError" in s.log()
+    # A directory opens, but is no file to send: the same, where sendfile
+    # failed after a head with the directory's size had gone out.
+    assert requests.get(s.url + f"/pathsend?{tmp_path}", timeout=10).status_code == 500
+    s.wait_log("must name a regular file")
 
 
 def chunked_with_trailers(port, te, query=b""):

@@ -215,6 +215,13 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("raised after the response started")
+    elif path == "/raise-when-left":
+        # Waits for the client to leave, then fails in code of its own.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        raise ValueError("a bug in the cleanup after the client left")
     elif path == "/no-response":
         return
     elif path.startswith("/length/"):

@@ -353,7 +353,14 @@ impl Send {
                     })?;
                 // An open and a stat, as the app's own open() would do.
                 let file = std::fs::File::open(&path)?;
-                let len = file.metadata()?.len();
+                let meta = file.metadata()?;
+                if !meta.is_file() {
+                    return Err(PyValueError::new_err(format!(
+                        "'path' of http.response.pathsend must name a regular file: {}",
+                        path.display()
+                    )));
+                }
+                let len = meta.len();
                 let region = FileRegion {
                     fd: file.into(),
                     offset: 0,
@@ -410,22 +417,37 @@ impl Send {
     }
 
     fn _failed(&self, py: Python<'_>, error: &Bound<'_, PyAny>) {
-        let (client_left, started) = {
+        let (gone, started, complete) = {
             let st = self.exchange.lock();
-            (st.gone && !st.complete, st.started)
+            (st.gone, st.started, st.complete)
         };
-        // After the client left mid-response, the app's error is most
-        // often about that (a send() that raised OSError).
-        if !client_left {
-            let what = if started {
-                format!(
-                    "{} (after the response started; the connection is cut)",
-                    self.line
-                )
+        // After the client left mid-response, a send() raises OSError (ASGI
+        // 2.4) and a task may be cancelled: an app that lets either out says
+        // nothing new. Any other error is the app's own, and logged, as
+        // uvicorn logs it: cleanup code after a disconnect has bugs too.
+        let about_the_client = gone
+            && !complete
+            && (error.is_instance_of::<PyOSError>()
+                || error
+                    .get_type()
+                    .name()
+                    .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "CancelledError")));
+        if !about_the_client {
+            let when = if complete {
+                " (after its response was sent)"
+            } else if gone {
+                " (after the client left)"
+            } else if started {
+                " (after the response started; the connection is cut)"
             } else {
-                self.line.to_string()
+                ""
             };
-            log_app_error(&self.exchange.host, py, error, what);
+            log_app_error(
+                &self.exchange.host,
+                py,
+                error,
+                format!("{}{when}", self.line),
+            );
         }
         self.exchange.ended(AppEnd::Failed);
     }
