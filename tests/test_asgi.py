@@ -291,6 +291,23 @@ def test_an_apps_own_error_after_the_client_left_is_logged(serve):
     assert "(after the client left)" in s.log()
 
 
+def test_a_head_with_no_body_yet_reaches_the_client(serve):
+    """An event stream starts its response and sends nothing until its
+    first event: its head must reach the client meanwhile (an EventSource
+    opens then), as uvicorn sends it, not wait for a body."""
+    s = asgi(serve, "asgi_raw:app")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            more = c.recv(4096)
+            assert more, head
+            head += more
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-type: text/event-stream" in head.lower()
+    assert b"late" not in head
+    assert requests.get(s.url + "/", timeout=10).text == "hello GET"
+
+
 def test_scope(serve):
     s = asgi(serve, "asgi_raw:app")
     scope = requests.get(s.url + "/scope/caf%C3%A9?x=1&y=%20", headers={"X-Custom": "v"}).json()

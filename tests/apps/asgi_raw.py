@@ -283,6 +283,12 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"ok"})
     elif path == "/header-triple":
         await send({"type": "http.response.start", "status": 200, "headers": [[b"x-a", b"1", b"2"]]})
+    elif path == "/events":
+        # An event stream whose first event comes 5 s after its head.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await asyncio.sleep(5)
+        await send({"type": "http.response.body", "body": b"data: late\n\n"})
     elif path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"0.5"))
         await respond(send, 200, b"slept")

@@ -276,9 +276,19 @@ impl Manager<'_> {
         }
         let token_out = row.token_out.load(Ordering::Acquire) == 1;
         if quick {
-            // A broken command: the request waiting for it is answered
-            // 502 now, and it is started again with back-off.
+            // A broken command (a script with a syntax error, a wrapper
+            // that exits): the request waiting for it is answered 502 now,
+            // and so is whoever waits while no process runs, as when the
+            // command cannot be started at all; it is started again with
+            // back-off (which a good start clears). Its token is retired:
+            // a request that took it would wait in the backlog for the
+            // next try; the next start issues another.
+            row.token_out.store(0, Ordering::Release);
             discard_backlog(&self.shared.listeners[i]);
+            self.shared
+                .header()
+                .start_failing
+                .store(1, Ordering::Release);
             self.failed(i);
         } else {
             self.rows[i].failures = 0;

@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::bridge::start_request;
 use super::exchange::{
-    AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_received, post_settle,
+    AppEnd, Exchange, Head, SEND_LOW, Settlement, State, declared_length, post_received,
+    post_settle,
 };
 use super::host::{AsgiApp, Slot};
 use crate::listen::Protocol;
@@ -223,6 +224,19 @@ impl Driver {
                 .map(|c| clip(self.limit, &mut self.sent, c));
             return Poll::Ready(Headed::Streaming(head, first));
         }
+        // The app's task waits on something else with its head sent and
+        // no body yet (`Send::__call__`): the head goes out alone.
+        if st.head_alone
+            && st.end.is_none()
+            && let Some(head) = st.head.take()
+        {
+            st.head_out = true;
+            self.slot
+                .outcome
+                .note_head(head.status, None, &head.headers);
+            self.limit = declared_length(&head.headers);
+            return Poll::Ready(Headed::Streaming(head, None));
+        }
         if st.end.is_some() {
             st.head_out = true;
             self.slot.outcome.failed = true;
@@ -349,14 +363,6 @@ impl Driver {
         keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
     }
-}
-
-/// The Content-Length the app's head declares.
-fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
-    let (_, value) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
-    crate::request::cgi::content_length(value)
 }
 
 impl ChunkSource for Driver {

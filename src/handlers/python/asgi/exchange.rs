@@ -92,6 +92,10 @@ pub(super) struct State {
     /// The final head went to the front end (or the server answered in
     /// the app's stead): a 103 now would come after it.
     pub(super) head_out: bool,
+    /// The app's task went on to wait for something else after its head,
+    /// with no body sent (an event stream before its first event): the
+    /// head goes out alone.
+    pub(super) head_alone: bool,
 }
 
 pub(super) struct Exchange {
@@ -127,6 +131,27 @@ impl Exchange {
             let mut st = self.lock();
             st.end = Some(how);
             (st.waker.take(), st.task.take())
+        };
+        if let Some(w) = waker {
+            self.host.relay.wake(w);
+        }
+    }
+
+    /// Marks a head the app's task left without body for going out alone,
+    /// and wakes the connection for it.
+    fn head_alone_if_bodiless(&self) {
+        let waker = {
+            let mut st = self.lock();
+            let bodiless = st.head.is_some()
+                && st.chunks.is_empty()
+                && st.files.is_empty()
+                && !st.complete
+                && st.end.is_none();
+            if !bodiless {
+                return;
+            }
+            st.head_alone = true;
+            st.waker.take()
         };
         if let Some(w) = waker {
             self.host.relay.wake(w);
@@ -274,9 +299,33 @@ impl Send {
                         "Expected ASGI message 'http.response.body', but got 'http.response.start'",
                     ));
                 }
+                // Without a length, the body may be long in coming (an event
+                // stream, a long poll): once the task's step is over (the
+                // loop's next turn), a head still without body goes out
+                // alone, as uvicorn sends it at once; one the step follows
+                // with its body goes with it. (With a length, the body is
+                // at hand: no check.)
+                let lengthless = declared_length(&head.headers).is_none();
                 st.started = true;
                 st.head = Some(head);
                 st.trailers_wanted = wants_trailers;
+                drop(st);
+                if lengthless {
+                    let exchange = self.exchange.clone();
+                    let check = pyo3::types::PyCFunction::new_closure(
+                        py,
+                        None,
+                        None,
+                        move |_args, _kwargs| -> PyResult<()> {
+                            exchange.head_alone_if_bodiless();
+                            Ok(())
+                        },
+                    )?;
+                    objects
+                        .event_loop
+                        .bind(py)
+                        .call_method1(pyo3::intern!(py, "call_soon"), (check,))?;
+                }
             }
             "http.response.body" => {
                 let body = match field(message, pyo3::intern!(message.py(), "body")) {
@@ -808,4 +857,12 @@ fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
         offset,
         len: count.map_or(len, |c| c.min(len)),
     })
+}
+
+/// The Content-Length the app's head declares.
+pub(super) fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
+    crate::request::cgi::content_length(value)
 }
