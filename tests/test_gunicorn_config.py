@@ -747,6 +747,27 @@ def test_access_and_error_logs_in_files_of_their_own(serve, tmp_path):
     assert "serving" in error.read_text() and "/to-access-log" not in error.read_text()
 
 
+def test_relative_log_pidfile_and_socket_paths_are_chdirs_as_in_gunicorn(serve, tmp_path):
+    """Gunicorn changes to `chdir` as it reads its configuration: a
+    relative log, pidfile or unix socket path is in `chdir`, not in the
+    directory it was started from (under systemd, `/`)."""
+    for name, program in (("oxgate", (BIN,)), ("gunicorn", (GUNICORN,))):
+        here = tmp_path / name
+        proj = here / "proj"
+        proj.mkdir(parents=True)
+        f = conf(here, "chdir = 'proj'\naccesslog = 'x-access.log'\nerrorlog = 'x-error.log'\n"
+                       "pidfile = 'x.pid'\nworkers = 1\n")
+        shutil.copy(APPS / "procs.py", proj / "procs.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "-b", "unix:x.sock", "procs:application",
+                  socket_arg=False, cwd=here, env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        requests.get(s.url + "/to-chdir", timeout=10)
+        access = proj / "x-access.log"
+        wait_for(lambda: access.exists() and "/to-chdir" in access.read_text(), what=f"{name}'s access line")
+        assert (proj / "x.pid").exists() and (proj / "x.sock").exists() and (proj / "x-error.log").exists(), name
+        assert not [p.name for p in here.iterdir() if p.name.startswith("x")], name
+        s.stop()
+
+
 def test_gunicorns_signals(serve, tmp_path):
     """USR2 (Gunicorn's upgrade) replaces the workers with new code and no
     gap; TTIN/TTOU change the count (and call nworkers_changed); HUP

@@ -766,6 +766,7 @@ pub fn read(
     given.extend(from_env.settings);
     given.extend(cli.settings);
     given.remove("config");
+    within_chdir(&mut given);
     // Gunicorn's default_proc_name: the app named on the command line, or
     // "gunicorn" when only the file's wsgi_app names it.
     let proc_name = cli
@@ -794,6 +795,44 @@ pub fn read(
         });
     }
     Ok(out)
+}
+
+/// Gunicorn changes to `chdir` as it reads its configuration, before it
+/// binds, writes the pidfile or opens a log: a relative path in those is
+/// `chdir`'s. oxgate opens them first (uWSGI's order), so they are made
+/// `chdir`'s here.
+fn within_chdir(given: &mut BTreeMap<&'static str, Given>) {
+    let Some(dir) = given.get("chdir").and_then(|g| g.values.last()).cloned() else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    let place = |path: &str| -> Option<String> {
+        let relative = !path.is_empty() && path != "-" && std::path::Path::new(path).is_relative();
+        relative.then(|| dir.join(path).to_string_lossy().into_owned())
+    };
+    for name in [
+        "accesslog",
+        "errorlog",
+        "pidfile",
+        "certfile",
+        "keyfile",
+        "ca_certs",
+    ] {
+        if let Some(g) = given.get_mut(name) {
+            for v in &mut g.values {
+                if let Some(placed) = place(v) {
+                    *v = placed;
+                }
+            }
+        }
+    }
+    if let Some(g) = given.get_mut("bind") {
+        for v in &mut g.values {
+            if let Some(placed) = v.strip_prefix("unix:").and_then(place) {
+                *v = format!("unix:{placed}");
+            }
+        }
+    }
 }
 
 /// Gunicorn's defaults where oxgate's differ, as if the file had said them.
