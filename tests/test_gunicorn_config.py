@@ -196,6 +196,15 @@ def test_access_log_matches_gunicorn_byte_for_byte(serve, tmp_path):
         # %(p)s is the worker's pid in each.
         lines.append(re.sub(r"<\d+>", "<PID>", line))
     assert lines[0] == lines[1]
+    # The Basic user, the request's own content headers, and an empty query.
+    fmt = '%(u)s "%(q)s" %({content-type}i)s %({content-length}i)s %(r)s'
+    f3 = conf(tmp_path, f"accesslog = '-'\nworkers = 1\naccess_log_format = {fmt!r}\n", name="fmt3.py")
+    ox, gu = both(serve, tmp_path, f3, "procs:application")
+    lines = []
+    for s in (ox, gu):
+        requests.post(s.url + "/marker-auth", data={"a": "b"}, auth=("alice", "pw"))
+        lines.append(access_line(s, "marker-auth"))
+    assert lines[0] == lines[1] == 'alice "" application/x-www-form-urlencoded 3 POST /marker-auth HTTP/1.1'
 
 
 def test_syslog_lines_match_gunicorns(serve, tmp_path):

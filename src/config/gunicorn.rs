@@ -1324,12 +1324,12 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
             // REMOTE_ADDR as it is: empty on a unix socket, as in Gunicorn.
             "h" => "%(remote_addr)".into(),
             "l" => "-".into(),
-            "u" => "%(user)".into(),
+            "u" => "%(basic_user)".into(),
             "t" => "[%(ltime)]".into(),
             "r" => "%(method) %(uri) %(proto)".into(),
             "m" => "%(method)".into(),
             "U" => "%(var.PATH_INFO)".into(),
-            "q" => "%(var.QUERY_STRING)".into(),
+            "q" => "%(query)".into(),
             "H" => "%(proto)".into(),
             "s" => "%(status)".into(),
             // The body's bytes, as Gunicorn counts them.
@@ -1342,7 +1342,11 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
             "L" => "%(secs)".into(),
             "p" => "<%(pid)>".into(),
             a if a.starts_with('{') && a.ends_with("}i") => {
-                format!("%(var.HTTP_{})", header_var(&a[1..a.len() - 2]))
+                // CGI names these two without the HTTP_ prefix.
+                match header_var(&a[1..a.len() - 2]).as_str() {
+                    name @ ("CONTENT_TYPE" | "CONTENT_LENGTH") => format!("%(var.{name})"),
+                    name => format!("%(var.HTTP_{name})"),
+                }
             }
             a if a.starts_with('{') && a.ends_with("}o") => {
                 format!("%(resp.{})", &a[1..a.len() - 2])
@@ -1573,7 +1577,7 @@ mod tests {
         assert_eq!(
             values(&c, &opt::LOG_FORMAT),
             [
-                r#"%(remote_addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(rsize) "%(referer)" "%(uagent)""#
+                r#"%(remote_addr) - %(basic_user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(rsize) "%(referer)" "%(uagent)""#
             ]
         );
         // A bind on the command line replaces the file's list.

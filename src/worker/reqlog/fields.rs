@@ -49,6 +49,8 @@ pub(super) enum Field {
     Ioerr,
     Protocol,
     Req,
+    Query,
+    BasicUser,
 }
 
 pub(super) const FIELDS: &[(&str, Field)] = &[
@@ -99,6 +101,10 @@ pub(super) const FIELDS: &[(&str, Field)] = &[
     // oxgate's own: the protocol the request came on, and the worker's count.
     ("protocol", Field::Protocol),
     ("req", Field::Req),
+    // oxgate's own, for Gunicorn's %(q)s and %(u)s: QUERY_STRING as it is
+    // (empty stays empty), and the user a Basic Authorization names.
+    ("query", Field::Query),
+    ("basic_user", Field::BasicUser),
 ];
 
 /// The names `%(...)` accepts, for `--help` and the tests.
@@ -119,7 +125,8 @@ pub(super) const UAGENT: usize = 8;
 pub(super) const REFERER: usize = 9;
 pub(super) const XFF: usize = 10;
 pub(super) const CL: usize = 11;
-pub(super) const FIXED: usize = 12;
+pub(super) const AUTH: usize = 12;
+pub(super) const FIXED: usize = 13;
 
 pub(super) fn fixed_index(v: Var) -> Option<usize> {
     Some(match v {
@@ -135,6 +142,7 @@ pub(super) fn fixed_index(v: Var) -> Option<usize> {
         Var::HTTP_REFERER => REFERER,
         Var::HTTP_X_FORWARDED_FOR => XFF,
         Var::CONTENT_LENGTH => CL,
+        Var::HTTP_AUTHORIZATION => AUTH,
         _ => return None,
     })
 }

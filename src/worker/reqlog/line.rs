@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use super::fields::{
-    ADDR, CL, FIELDS, FIXED, Field, HOST, METHOD, PATH, PROTO, QUERY, REFERER, UAGENT, URI, USER,
-    XFF,
+    ADDR, AUTH, CL, FIELDS, FIXED, Field, HOST, METHOD, PATH, PROTO, QUERY, REFERER, UAGENT, URI,
+    USER, XFF,
 };
 use super::format::{Piece, json_str};
 use crate::config::LogSettings;
@@ -75,6 +75,21 @@ fn log_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// The user a `Basic` Authorization header names, as Gunicorn's `%(u)s`
+/// reads it: none for another scheme, or one that does not decode.
+fn basic_user(authorization: &[u8]) -> Option<String> {
+    use base64::Engine;
+    let (scheme, credentials) = authorization.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim_ascii())
+        .ok()?;
+    let user = decoded.split(|&b| b == b':').next()?;
+    String::from_utf8(user.to_vec()).ok()
 }
 
 enum Value<'a> {
@@ -187,6 +202,8 @@ impl Line<'_> {
             Field::Headers => Value::Num(u64::from(o.headers)),
             Field::Protocol => Value::Bytes(self.p.protocol.map_or("", |p| p.name()).as_bytes()),
             Field::Req => Value::Num(self.counts.worker),
+            Field::Query => Value::Verbatim(self.var(QUERY)),
+            Field::BasicUser => basic_user(self.var(AUTH)).map_or(Value::Bytes(b""), Value::Owned),
         }
     }
 
