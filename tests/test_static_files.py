@@ -117,6 +117,35 @@ def test_ranges_as_nginx(both, range_):
         assert parts(a) == parts(b)
 
 
+@pytest.mark.parametrize("range_", ["bytes=0-", "bytes=0-3", "bytes=-3"])
+def test_a_range_of_an_empty_file_is_the_empty_file_as_nginx_sends_it(both, range_):
+    """Not a 416 to the media clients and caches that always ask for a
+    range: nginx sends an empty file whole (200)."""
+    ours, theirs = both
+    a = get(ours, "/static/empty.txt", headers={"Range": range_})
+    b = get(theirs, "/static/empty.txt", headers={"Range": range_})
+    assert (a.status_code, a.content) == (b.status_code, b.content) == (200, b""), range_
+    same(a, b, range_)
+
+
+def test_a_mount_given_again_looks_for_the_index_in_its_next_directory(serve, tmp_path):
+    """As uWSGI moves on to the next map: a directory the first map has
+    without its index is looked for in the second, which has it; one no
+    map has an index for is 403, as nginx answers."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "d").mkdir(parents=True)
+    (a / "d" / "a.txt").write_text("A")
+    (b / "d").mkdir(parents=True)
+    (b / "d" / "index.html").write_text("B")
+    (a / "bare").mkdir()
+    s = serve("--static-map", f"/m={a}", "--static-map", f"/m={b}", "--static-index", "index.html",
+              "--wsgi-file", ECHO)
+    r = requests.get(s.url + "/m/d/", timeout=10)
+    assert (r.status_code, r.text) == (200, "B")
+    assert requests.get(s.url + "/m/d/a.txt", timeout=10).text == "A"
+    assert requests.get(s.url + "/m/bare/", timeout=10).status_code == 403
+
+
 def parts(r):
     """A multipart/byteranges body as [(content-range, bytes)]."""
     msg = email.message_from_bytes(b"Content-Type: " + r.headers["content-type"].encode() + b"\r\n\r\n" + r.content)

@@ -18,8 +18,8 @@ pub const MAX_PARTS: usize = 64;
 /// What to send for a `Range` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ranges {
-    /// 200 with the whole representation: a unit other than bytes, or
-    /// more than [`MAX_PARTS`] parts.
+    /// 200 with the whole representation: a unit other than bytes, more
+    /// than [`MAX_PARTS`] parts, or an empty representation.
     Whole,
     /// 416: no range overlaps the representation, or the set is malformed
     /// (as nginx answers it; RFC 9110 §14.2 would let it be ignored too).
@@ -42,7 +42,11 @@ pub fn select(value: &[u8], len: u64) -> Ranges {
     let Some(specs) = parse(value) else {
         return Ranges::Unsatisfiable;
     };
-    if specs.is_empty() {
+    // An empty representation has no byte to range over: it is sent
+    // whole (empty), as nginx sends it, rather than 416 to a client that
+    // always asks for `bytes=0-` (RFC 9110 §14.2 lets a server ignore
+    // Range, and notes clients cope better with a 200 here).
+    if specs.is_empty() || len == 0 {
         return Ranges::Whole;
     }
     let mut wanted: Vec<(u64, u64)> = specs
@@ -158,8 +162,9 @@ mod tests {
         assert_eq!(select(b"bytes=13-", 13), Ranges::Unsatisfiable);
         assert_eq!(select(b"bytes=20-30", 13), Ranges::Unsatisfiable);
         assert_eq!(select(b"bytes=-0", 13), Ranges::Unsatisfiable);
-        assert_eq!(select(b"bytes=0-", 0), Ranges::Unsatisfiable);
-        assert_eq!(select(b"bytes=-5", 0), Ranges::Unsatisfiable);
+        // An empty file: whole, as nginx sends it.
+        assert_eq!(select(b"bytes=0-", 0), Ranges::Whole);
+        assert_eq!(select(b"bytes=-5", 0), Ranges::Whole);
         assert_eq!(
             select(b"bytes=99999999999999999999999-", 13),
             Ranges::Unsatisfiable

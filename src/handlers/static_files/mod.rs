@@ -152,6 +152,7 @@ impl StaticFiles {
         if self.skips(path) {
             return Lookup::App;
         }
+        let mut no_index = None;
         for root in &self.roots {
             let Some(rest) = path.strip_prefix(&root.mount[..]) else {
                 continue;
@@ -166,8 +167,15 @@ impl StaticFiles {
                 None if root.keep_mount => path,
                 None => rest,
             };
-            if let Some(answer) = self.answer(req, root, rel) {
-                return Lookup::Answer(answer);
+            match self.find(req, root, rel) {
+                Found::Answer(answer) => return Lookup::Answer(answer),
+                // A mount given again tries its next directory, as uWSGI
+                // moves on to the next map: that one may have the index.
+                Found::NoIndex(forbidden) => {
+                    no_index.get_or_insert(forbidden);
+                    continue;
+                }
+                Found::Nothing => {}
             }
             // A map to a file that did not exist at startup was taken for
             // a directory; uWSGI, which looks at each request, serves the
@@ -179,6 +187,9 @@ impl StaticFiles {
             {
                 return Lookup::Answer(answer);
             }
+        }
+        if let Some(forbidden) = no_index {
+            return Lookup::Answer(forbidden);
         }
         // --check-static-docroot: the front end's DOCUMENT_ROOT, opened for
         // this request (it may differ from one request to the next).
@@ -225,19 +236,42 @@ impl StaticFiles {
     /// The answer for `rel` under `root`; None when no file is there (the
     /// next root, or the app, answers).
     fn answer(&self, req: &Request, root: &Root, rel: &[u8]) -> Option<Response> {
+        match self.find(req, root, rel) {
+            Found::Answer(answer) | Found::NoIndex(answer) => Some(answer),
+            Found::Nothing => None,
+        }
+    }
+
+    /// What `answer` finds, telling a directory without its index apart.
+    fn find(&self, req: &Request, root: &Root, rel: &[u8]) -> Found {
+        match self.resolve(req, root, rel) {
+            Err(forbidden) => Found::NoIndex(forbidden),
+            Ok(Some(answer)) => Found::Answer(answer),
+            Ok(None) => Found::Nothing,
+        }
+    }
+
+    /// The answer for `rel` under `root`: `Err` with the 403 for a
+    /// directory without its index.
+    fn resolve(
+        &self,
+        req: &Request,
+        root: &Root,
+        rel: &[u8],
+    ) -> Result<Option<Response>, Response> {
         let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
-        Some(match resolve::open(&root.dir, rel, &self.index) {
-            Resolved::Missing => return None,
+        Ok(Some(match resolve::open(&root.dir, rel, &self.index) {
+            Resolved::Missing => return Ok(None),
             // A --check-static directory (no mount) sees every app URL: one
             // no file could have (`/api/a%5Cb`) is the app's, as in uWSGI.
-            Resolved::BadPath if root.check => return None,
+            Resolved::BadPath if root.check => return Ok(None),
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
             Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
             Resolved::Unavailable => crate::request::unavailable(),
             // Under a mount, nginx's answer. A --check-static directory is
             // the app's whole URL space: its directories (`/` first) are
             // the app's, as in uWSGI.
-            Resolved::NoIndex { .. } if root.mount.is_empty() => return None,
+            Resolved::NoIndex { .. } if root.mount.is_empty() => return Ok(None),
             // nginx sends a directory to its slash first, index or not.
             Resolved::NoIndex { slash: false } | Resolved::AddSlash => {
                 // Under the app's prefix (behind a proxy that strips it:
@@ -255,18 +289,20 @@ impl StaticFiles {
                 };
                 redirect_to_directory(&url, var(Var::QUERY_STRING))
             }
-            Resolved::NoIndex { slash: true } => Response::plain(403, "Forbidden", "Forbidden\n"),
+            Resolved::NoIndex { slash: true } => {
+                return Err(Response::plain(403, "Forbidden", "Forbidden\n"));
+            }
             // An extension kept from static serving, found by where the
             // path led (an index file, a link with another name): the app's,
             // as in uWSGI, which checks the real file's name too.
-            Resolved::File { path, file, .. } if self.skipped(&path, &file) => return None,
+            Resolved::File { path, file, .. } if self.skipped(&path, &file) => return Ok(None),
             Resolved::File { file, meta, path } => {
                 let method = var(Var::REQUEST_METHOD);
                 if method != b"GET" && method != b"HEAD" {
                     // A --check-static directory shares the app's URLs: a
                     // POST to one of them is the app's, as in uWSGI.
                     if root.check {
-                        return None;
+                        return Ok(None);
                     }
                     let mut resp =
                         Response::plain(405, "Method Not Allowed", "Method Not Allowed\n");
@@ -279,7 +315,7 @@ impl StaticFiles {
                     self.serve(req, root, file, *meta, &path)
                 }
             }
-        })
+        }))
     }
 }
 
@@ -466,4 +502,13 @@ impl Handler for StaticFiles {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+}
+
+/// What a root holds for a path.
+enum Found {
+    Answer(Response),
+    /// A directory without its index: the 403, unless a later root with
+    /// the same mount has it.
+    NoIndex(Response),
+    Nothing,
 }
