@@ -515,6 +515,48 @@ def test_hooks_see_the_settings_in_force_as_in_gunicorn(serve, tmp_path):
     assert seen[ox]["workers"] == 2 and seen[ox]["max_requests"] == 7 and seen[ox]["timeout"] == 45
 
 
+HOOK_OBJECTS = """
+import json, os
+raw_env = ["A=1", "B=two=2"]
+timeout = 40
+def pre_request(worker, req):
+    req.headers.append(("X-REQUEST-ID", "injected-123"))
+def post_request(worker, req, environ, resp):
+    seen = {"remote_addr": [type(req.remote_addr).__name__, req.remote_addr[0]], "path": req.path,
+            "sent": resp.sent, "response_length": resp.response_length, "env": worker.cfg.env,
+            "proc_name": worker.cfg.proc_name, "worker_timeout": worker.timeout,
+            "seen_by_app": environ.get("HTTP_X_REQUEST_ID")}
+    with open(f"objects-{environ['SERVER_PORT']}.json", "w") as f:
+        json.dump(seen, f)
+"""
+
+HOOK_APP = """
+def application(environ, start_response):
+    body = environ.get("HTTP_X_REQUEST_ID", "none").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_the_objects_hooks_are_given_answer_as_gunicorns_do(serve, tmp_path):
+    """What hooks commonly read and change: a header pre_request adds
+    reaches the app (Gunicorn makes the environ after the hook), the peer
+    as (host, port), the raw path, the bytes sent, raw_env as cfg.env."""
+    f = conf(tmp_path, HOOK_OBJECTS)
+    (tmp_path / "hookapp.py").write_text(HOOK_APP)
+    ox, gu = both(serve, tmp_path, f, "hookapp:application")
+    seen = {}
+    for s in (ox, gu):
+        r = requests.get(s.url + "/a%20b/c?x=1", timeout=10)
+        assert r.text == "injected-123", s.args
+        out = tmp_path / f"objects-{s.url.rsplit(':', 1)[1]}.json"
+        wait_for(out.exists, what=f"post_request's file in {s.args[0]}")
+        seen[s] = __import__("json").loads(out.read_text())
+    assert seen[ox] == seen[gu]
+    assert seen[ox]["remote_addr"] == ["tuple", "127.0.0.1"] and seen[ox]["path"] == "/a%20b/c"
+    assert seen[ox]["sent"] == 12 and seen[ox]["env"] == {"A": "1", "B": "two=2"}
+
+
 def test_a_pre_request_hook_that_raises_is_a_500_and_the_app_is_not_called(serve, tmp_path):
     f = conf(tmp_path, HOOKS_THAT_RAISE.format(hook="pre_request", args=HOOK_ARGS["pre_request"]))
     ox, gu = both(serve, tmp_path, f, "procs:application")

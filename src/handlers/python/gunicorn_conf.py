@@ -181,6 +181,16 @@ class _Cfg:
     def is_ssl(self):
         return bool(self.certfile or self.keyfile)
 
+    @property
+    def proc_name(self):
+        return self.__getattr__("proc_name") or self.default_proc_name
+
+    @property
+    def env(self):
+        # raw_env's KEY=VALUE pairs, as Gunicorn's Config.env gives them.
+        pairs = (e.split("=", 1) for e in (self.raw_env or []))
+        return {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2}
+
 
 log = _Log()
 cfg = _Cfg()
@@ -193,7 +203,9 @@ class Server:
         self.cfg = cfg
         self.log = log
         self.WORKERS = {}
-        self.proc_name = "oxgate"
+        self.proc_name = cfg.proc_name
+        self.address = cfg.address
+        self.timeout = cfg.timeout
 
 
 class Worker:
@@ -207,6 +219,8 @@ class Worker:
         self.booted = False
         self.nr = 0
         self.max_requests = cfg.max_requests or sys.maxsize
+        # As Gunicorn's arbiter gives it: half the timeout, its heartbeat.
+        self.timeout = cfg.timeout / 2.0
 
     def notify(self):
         pass
@@ -217,16 +231,21 @@ class Request:
 
     def __init__(self, environ):
         self.method = environ.get("REQUEST_METHOD", "")
-        self.path = environ.get("PATH_INFO", "")
         self.query = environ.get("QUERY_STRING", "")
-        self.uri = environ.get("REQUEST_URI") or (self.path + ("?" + self.query if self.query else ""))
+        self.uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or \
+            (environ.get("PATH_INFO", "") + ("?" + self.query if self.query else ""))
+        # The path as sent (percent-encoded), as Gunicorn's parser has it.
+        self.path = self.uri.split("?", 1)[0]
         proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
         try:
             self.version = tuple(int(p) for p in proto.split("/", 1)[1].split("."))
         except (IndexError, ValueError):
             self.version = (1, 1)
         self.scheme = environ.get("wsgi.url_scheme", "http")
-        self.remote_addr = environ.get("REMOTE_ADDR")
+        # The peer, as Gunicorn's socket gives it: (host, port) over TCP.
+        addr, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")
+        self.remote_addr = self.peer_addr = (addr, int(port)) if port.isdigit() else addr
+        self.body = environ.get("wsgi.input")
         headers = []
         for key, value in environ.items():
             if key.startswith("HTTP_"):
@@ -234,16 +253,36 @@ class Request:
             elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
                 headers.append((key.replace("_", "-"), value))
         self.headers = headers
+        self._headers_given = list(headers)
+
+    def apply_to(self, environ):
+        """Gunicorn makes the environ after pre_request: a header the hook
+        added, changed or removed in `headers` is the app's."""
+        if self.headers == self._headers_given:
+            return
+        for key in [k for k in environ if k.startswith("HTTP_")]:
+            del environ[key]
+        for name, value in self.headers:
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                environ[key] = value
+                continue
+            key = "HTTP_" + key
+            environ[key] = environ[key] + "," + value if key in environ else value
 
 
 class Response:
-    def __init__(self, status, headers):
+    def __init__(self, status, headers, sent=0):
         self.status = status
         try:
             self.status_code = int(status.split()[0])
         except (AttributeError, IndexError, ValueError):
             self.status_code = None
         self.headers = headers
+        # The body's bytes the app gave, and its Content-Length if it set one.
+        self.sent = sent
+        self.response_length = next(
+            (int(v) for k, v in headers if k.lower() == "content-length" and str(v).isdigit()), None)
 
 
 _worker = None
@@ -303,9 +342,12 @@ class _ClosingIterable:
     def __init__(self, result, after):
         self._result = result
         self._after = after
+        self.sent = 0
 
     def __iter__(self):
-        return iter(self._result)
+        for chunk in self._result:
+            self.sent += len(chunk)
+            yield chunk
 
     def close(self):
         try:
@@ -357,11 +399,13 @@ def wrap_wsgi_app(app):
         if pre is not None:
             try:
                 pre(worker, req)
+                req.apply_to(environ)
             except Exception:
                 # As Gunicorn: the request is a 500, and the app not called.
                 log.exception("Exception in pre_request hook")
                 refused = True
         sent = {}
+        body = None
 
         def recording_start_response(status, headers, exc_info=None):
             sent["status"], sent["headers"] = status, headers
@@ -371,7 +415,8 @@ def wrap_wsgi_app(app):
             if post is None:
                 return
             try:
-                resp = Response(sent.get("status"), sent.get("headers", []))
+                resp = Response(sent.get("status"), sent.get("headers", []),
+                                body.sent if body is not None else 0)
                 post(*(worker, req, environ, resp)[:post_arity])
             except Exception:
                 log.exception("Exception in post_request hook")
@@ -379,7 +424,8 @@ def wrap_wsgi_app(app):
         if refused:
             recording_start_response("500 Internal Server Error",
                                      [("Content-Type", "text/plain"), ("Content-Length", "22")])
-            return _ClosingIterable([b"Internal Server Error\n"], after)
+            body = _ClosingIterable([b"Internal Server Error\n"], after)
+            return body
         try:
             result = app(environ, recording_start_response)
         except BaseException:
@@ -388,6 +434,7 @@ def wrap_wsgi_app(app):
             raise
         if post is None:
             return result
-        return _ClosingIterable(result, after)
+        body = _ClosingIterable(result, after)
+        return body
 
     return with_hooks

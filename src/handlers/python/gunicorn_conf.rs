@@ -157,6 +157,14 @@ pub fn share_settings_with_hooks(cfg: &crate::config::Config) {
             if let Some(root) = &cfg.root_path {
                 d.set_item("root_path", root)?;
             }
+            // Gunicorn's default_proc_name: the app as named to it.
+            if let Some(crate::config::AppSpec {
+                source: crate::config::AppSource::Module(module),
+                callable,
+            }) = &cfg.app
+            {
+                d.set_item("default_proc_name", format!("{module}:{callable}"))?;
+            }
             py.import("_oxgate_gunicorn_conf")?
                 .call_method1("set_effective", (d,))?;
             Ok(())
