@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 /// `if-reload` looks for it.
 pub const HANDOVER_ENV: &str = "OXGATE_INHERIT";
 
+/// Set by a master serving sockets systemd passed (socket activation) for
+/// the configuration check of a reload and for its re-executed image: the
+/// sockets are there, though LISTEN_FDS, which told the first image of
+/// them, is gone, so a configuration that names no socket is whole.
+pub const SYSTEMD_SOCKETS_ENV: &str = "OXGATE_SYSTEMD_SOCKETS";
+
 /// How a running master replaces its workers with new ones (new code, new
 /// configuration: the master re-executes itself first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

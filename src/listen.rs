@@ -116,6 +116,9 @@ pub struct Socket {
     pub addr: Address,
     pub listener: Listener,
     pub protocol: Protocol,
+    /// Passed by systemd (socket activation): served whether or not the
+    /// configuration names it, across reloads too.
+    pub activated: bool,
 }
 
 pub enum Listener {

@@ -83,19 +83,30 @@ pub fn run(cfg: Config) -> Result<(), String> {
         crate::say!("oxgate: warning: {e}; no StatsD metrics are sent");
     }
     let mut listeners: Vec<Socket> = match &inherited {
-        Some(inh) => inh.listeners(),
+        Some(inh) => {
+            // Its work is done (config::resolve read it): the app must not
+            // see it.
+            // SAFETY: startup::run runs before any thread exists; no
+            // other thread reads or writes the environment meanwhile.
+            unsafe { std::env::remove_var(crate::lifecycle::SYSTEMD_SOCKETS_ENV) };
+            inh.listeners()
+        }
         None => process::systemd_sockets(&wanted),
     };
     let named = |a: &Address| wanted.iter().any(|(w, _)| w == a);
     if inherited.is_some() {
         // A socket the configuration no longer names is closed: served on
         // as the previous image served it, an HTTPS one would now speak
-        // cleartext.
+        // cleartext. One systemd passed is served on, named or not, as at
+        // the start (systemd holds it, and would keep queueing connections
+        // to it that no one answers), unless HTTPS sockets are configured
+        // now, which want every socket named.
+        let keep = |s: &Socket| named(&s.addr) || (s.activated && cfg.https_sockets.is_empty());
         listeners.retain(|s| {
-            if !named(&s.addr) {
+            if !keep(s) {
                 crate::say!("oxgate: {} is no longer configured: closed", s.addr);
             }
-            named(&s.addr)
+            keep(s)
         });
     } else if !cfg.https_sockets.is_empty()
         && let Some(s) = listeners.iter().find(|s| !named(&s.addr))
@@ -139,6 +150,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             addr,
             listener,
             protocol,
+            activated: false,
         });
     }
     if listeners.is_empty() {

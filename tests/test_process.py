@@ -306,6 +306,61 @@ def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
             proc.kill()
 
 
+@pytest.mark.parametrize("configured", ["none", "another"])
+def test_sockets_systemd_passed_are_served_across_reloads(tmp_path, app_dir, configured):
+    """A reload keeps serving the sockets systemd passed: when the
+    configuration names no socket (the reload was refused: its check saw
+    no socket, LISTEN_FDS being gone), and when it names only another
+    (the passed one was closed, and systemd, which holds it, queued
+    connections no one answered). A reload whose app fails to load says
+    READY=1 after its RELOADING=1: the old workers serve on."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+
+    def said(what):
+        while True:
+            try:
+                msg = notify.recv(4096).decode()
+            except TimeoutError:
+                raise AssertionError(f"no {what}: {(tmp_path / 'log').read_text()}")
+            if what in msg:
+                return msg
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port, fd = listener.getsockname()[1], listener.fileno()
+    pidfile = tmp_path / "m.pid"
+    extra = ["--uwsgi-socket", str(tmp_path / "u.sock")] if configured == "another" else []
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    env.pop("VIRTUAL_ENV", None)
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', BIN,
+             "--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--pidfile", str(pidfile), *extra],
+            pass_fds=[fd], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        said("READY=1")
+        assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
+        os.kill(proc.pid, signal.SIGHUP)
+        said("RELOADING=1")
+        said("READY=1")
+        assert "reload refused" not in (tmp_path / "log").read_text()
+        assert fresh(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        (app_dir / "procs.py").write_text("raise RuntimeError('a broken deploy')\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        said("RELOADING=1")
+        said("READY=1")
+        assert fresh(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_a_reload_sent_as_the_pidfile_appears_is_not_fatal(tmp_path):
     """The pidfile is written only once the master's signals are blocked:
     a SIGHUP sent the moment it appears waits for the handlers and reloads,

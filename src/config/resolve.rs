@@ -661,6 +661,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         && scgi_sockets.is_empty()
         && fastcgi_sockets.is_empty()
         && std::env::var_os("LISTEN_FDS").is_none()
+        && std::env::var_os(crate::lifecycle::SYSTEMD_SOCKETS_ENV).is_none()
     {
         return err(
             "no socket to listen on: add --http-socket ADDR (for example --http-socket 127.0.0.1:8000), or --socket ADDR for nginx's uwsgi_pass",

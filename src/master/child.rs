@@ -195,6 +195,7 @@ pub fn run(s: Setup<'_>) -> ! {
                 addr: sock.addr.clone(),
                 listener,
                 protocol: sock.protocol,
+                activated: sock.activated,
             })
         })
         .collect();

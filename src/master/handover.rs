@@ -54,6 +54,10 @@ pub struct HandedSocket {
     pub protocol: String,
     /// As `listen::parse` reads it.
     pub addr: String,
+    /// systemd passed it (socket activation). Left out when false, so that
+    /// an image without the field reads the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activated: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -194,6 +198,7 @@ impl Handover {
                     addr,
                     listener,
                     protocol,
+                    activated: s.activated,
                 })
             })
             .collect()
@@ -207,6 +212,7 @@ impl Handover {
             fd,
             protocol: s.protocol.name().to_string(),
             addr: s.addr.to_string(),
+            activated: s.activated,
         });
     }
 }
@@ -235,6 +241,7 @@ mod tests {
             fd: 3,
             protocol: "uwsgi".into(),
             addr: "127.0.0.1:9000".into(),
+            activated: false,
         });
         h.workers.push(HandedWorker {
             pid: 100,

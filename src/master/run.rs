@@ -269,6 +269,11 @@ pub fn run(
                 }
             );
             m.adopt(inh);
+            // RELOADING=1 was said: systemd waits for READY=1, which the
+            // old workers serving on deserve (no new one will say it).
+            if broken {
+                process::sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+            }
         }
     }
     // Gunicorn's quirk, which real hooks rely on: ready before the first fork.
@@ -582,7 +587,8 @@ impl Master<'_> {
         // (a typo in an edited file) would end the whole service. It is
         // read first by the same command with --check-config, and the
         // reload refused if that fails: the old image serves on.
-        if let Err(why) = check_new_config() {
+        let activated = self.listeners.iter().any(|s| s.activated);
+        if let Err(why) = check_new_config(activated) {
             crate::say!(
                 "oxgate: {} reload refused: {why}; still serving with the configuration read before",
                 kind.name()
@@ -642,12 +648,15 @@ impl Master<'_> {
         // that use them are gone. The next image makes its own.
         crate::handlers::fastcgi::release_all();
         let (program, arg0, args) = python::relaunch_command();
-        let err = std::process::Command::new(program)
-            .arg0(arg0)
+        let mut next = std::process::Command::new(program);
+        next.arg0(arg0)
             .args(args)
             .current_dir(process::start_dir())
-            .env(key, value)
-            .exec();
+            .env(key, value);
+        if self.listeners.iter().any(|s| s.activated) {
+            next.env(crate::lifecycle::SYSTEMD_SOCKETS_ENV, "1");
+        }
+        let err = next.exec();
         // Only reached if exec failed: carry on with the old image.
         drop(blocked);
         crate::handlers::fastcgi::keep_all();
@@ -735,10 +744,14 @@ const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Runs the command a reload would run, with `--check-config`: what it
 /// says is wrong, if it refuses the configuration.
-fn check_new_config() -> Result<(), String> {
+fn check_new_config(activated_sockets: bool) -> Result<(), String> {
     use std::io::Read;
     let (program, arg0, args) = python::relaunch_command();
-    let mut child = std::process::Command::new(program)
+    let mut check = std::process::Command::new(program);
+    if activated_sockets {
+        check.env(crate::lifecycle::SYSTEMD_SOCKETS_ENV, "1");
+    }
+    let mut child = check
         .arg0(arg0)
         .args(args)
         .arg("--check-config")

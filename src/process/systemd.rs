@@ -93,6 +93,7 @@ pub fn systemd_sockets(configured: &[(Address, Protocol)]) -> Vec<Socket> {
                 protocol: protocol_of(&a),
                 addr: a,
                 listener: Listener::Unix(l, None),
+                activated: true,
             });
         } else {
             let l = std::net::TcpListener::from(owned);
@@ -104,6 +105,7 @@ pub fn systemd_sockets(configured: &[(Address, Protocol)]) -> Vec<Socket> {
                 protocol: protocol_of(&a),
                 addr: a,
                 listener: Listener::Tcp(l),
+                activated: true,
             });
         }
     }

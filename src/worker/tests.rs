@@ -84,6 +84,7 @@ fn start() -> Vec<(Protocol, u16)> {
             addr,
             listener,
             protocol,
+            activated: false,
         });
     }
     std::thread::spawn(move || {
