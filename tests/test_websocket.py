@@ -174,6 +174,20 @@ def test_bad_handshakes_get_http_errors(serve, tmp_path):
     r = requests.get(s.url + "/echo", headers={
         "Upgrade": "websocket", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
     assert (r.status_code, r.text) == (200, "plain http\n")
+    # A key that is not base64 for 16 bytes (RFC 6455 §4.2.1), as uvicorn.
+    for key in ("notbase64!!", "dGVzdA=="):
+        r = requests.get(s.url + "/echo", headers={**base, "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"})
+        assert r.status_code == 400, key
+    # A refused handshake ends the connection: what the client sent behind
+    # it is not read as a next request.
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /refuse HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                  b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while more := c.recv(4096):
+            got += more
+    assert got.startswith(b"HTTP/1.1 403") and got.count(b"HTTP/1.1") == 1, got
 
 
 def test_ws_none_serves_handshakes_as_http_and_wsgi_apps_ignore_upgrades(serve, tmp_path):
@@ -341,6 +355,11 @@ def test_server_pings_and_closes_a_silent_client(serve, tmp_path):
     # The app hears of the timeout once the ping goes unanswered.
     got = marker(tmp_path, "ws-disconnect-echo-silent")
     assert got["code"] == 1011
+    # Then dropped, as uvicorn drops it: not held for the close handshake
+    # of a peer judged gone (5 s).
+    raw.settimeout(3)
+    while raw.recv(4096):
+        pass
     raw.close()
 
 
@@ -544,6 +563,8 @@ def test_an_error_in_the_apps_clean_up_after_the_client_left_is_logged(serve, tm
             await ws.send("hi")
     run(go())
     s.wait_log("BUG_IN_CLEANUP")
+    # Said as it is: the client closed it (1000), nothing closed it again.
+    assert "after it closed with 1000" in s.log() and "closed with 1011" not in s.log()
 
 
 def test_a_stop_lets_the_apps_websocket_clean_up_finish_before_lifespan_shutdown(serve, tmp_path):

@@ -33,6 +33,17 @@ use crate::request::{GoingAway, Response, ResponseBody, Upgraded, Var, VarName, 
 
 /// How long a close handshake we began waits for the client's reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a ping went unanswered: time for our close frame to go out, not
+/// for a reply from a peer already judged gone.
+const DEAD_PEER_CLOSE: Duration = Duration::from_secs(1);
+
+/// Whether a `Sec-WebSocket-Key` is base64 for 16 bytes.
+fn is_handshake_key(key: &[u8]) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|k| k.len() == 16)
+}
 /// Each socket's read buffer: small, so that thousands of idle sockets
 /// cost little (tungstenite's default is 128 KiB).
 const READ_BUFFER: usize = 8 * 1024;
@@ -73,6 +84,10 @@ pub(super) async fn serve(
             Bytes::from_static(b"13"),
         ));
         return r;
+    }
+    // RFC 6455 §4.2.1: the key is 16 random bytes in base64.
+    if !is_handshake_key(key.trim_ascii()) {
+        return Response::plain(400, "Bad Request", "Malformed Sec-WebSocket-Key\n");
     }
     let accept_key = derive_accept_key(key.trim_ascii());
     let deflate = var_named(&vars, b"HTTP_SEC_WEBSOCKET_EXTENSIONS")
@@ -141,7 +156,16 @@ pub(super) async fn serve(
                 })),
             }
         }
-        Answer::Http(r) => r,
+        // A handshake refused or denied ends the connection, as uvicorn
+        // ends it: what a client sent behind its handshake is WebSocket
+        // frames, never a next request.
+        Answer::Http(mut r) => {
+            r.headers.push((
+                Bytes::from_static(b"Connection"),
+                Bytes::from_static(b"close"),
+            ));
+            r
+        }
     };
     let o = &mut slot.outcome;
     o.note_head(response.status, None, &response.headers);
@@ -450,6 +474,7 @@ impl Session {
                 self.pong_deadline = None;
                 self.ping_timer = None;
                 self.begin_close(1011, "keepalive ping timeout");
+                self.close_deadline = Some(Box::pin(tokio::time::sleep(DEAD_PEER_CLOSE)));
                 progress = true;
             }
             if let Some(stop) = &mut self.going_away

@@ -473,19 +473,36 @@ impl WsSend {
     }
 
     fn _failed(&self, py: Python<'_>, error: &Bound<'_, PyAny>) {
-        let (client_left, accepted) = {
+        let (client_left, closed, accepted) = {
             let st = self.exchange.lock();
-            (st.closed.is_some() && !st.app_closed, st.accepted)
+            (
+                st.closed.is_some() && !st.app_closed,
+                st.closed.clone(),
+                st.accepted,
+            )
         };
         // After the client left, a send() raises OSError: that is no news.
         // Any other error is the app's, logged (a bug in its clean-up).
         if !(client_left && error.is_instance_of::<PyOSError>()) {
-            let what = if accepted {
-                format!("{} (WebSocket; it is closed with 1011)", self.line)
-            } else {
-                format!("{} (WebSocket handshake)", self.line)
+            let cancelled = error
+                .get_type()
+                .name()
+                .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "CancelledError"));
+            // Said as it is: a socket closed already is not closed again.
+            let when = match (&closed, accepted) {
+                (_, false) => "WebSocket handshake".to_string(),
+                (Some((code, _)), _) if cancelled => {
+                    format!("WebSocket, closed with {code}; the app's task was cancelled")
+                }
+                (Some((code, _)), _) => format!("WebSocket, after it closed with {code}"),
+                (None, true) => "WebSocket; it is closed with 1011".to_string(),
             };
-            log_app_error(&self.exchange.host, py, error, what);
+            log_app_error(
+                &self.exchange.host,
+                py,
+                error,
+                format!("{} ({when})", self.line),
+            );
         }
         self.exchange.ended(AppEnd::Failed);
     }
