@@ -166,6 +166,8 @@ def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
         "REMOTE_ADDR": "127.0.0.1",
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": str(s.port),
+        # As Apache gives it.
+        "SERVER_ADDR": "127.0.0.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
         "HTTP_X_CUSTOM": "v",
         "GIVEN": "by-env",

@@ -807,9 +807,9 @@ def test_the_command_is_split_as_a_shell_splits_it(serve, site):
 @needs_php
 def test_a_get_has_the_variables_nginxs_fastcgi_params_always_send(serve, site):
     (site / "vars.php").write_text("<?php echo json_encode([$_SERVER['CONTENT_TYPE'], $_SERVER['CONTENT_LENGTH'],"
-                                   " $_SERVER['DOCUMENT_URI']]);")
+                                   " $_SERVER['DOCUMENT_URI'], $_SERVER['SERVER_ADDR'] ?? null]);")
     s = php_pool(serve, site, "--processes", "1")
-    assert requests.get(f"{s.url}/vars.php/more?q=1", timeout=10).json() == ["", "", "/vars.php/more"]
+    assert requests.get(f"{s.url}/vars.php/more?q=1", timeout=10).json() == ["", "", "/vars.php/more", "127.0.0.1"]
 
 
 def test_a_command_that_cannot_start_is_answered_502_not_left_waiting(serve, tmp_path):

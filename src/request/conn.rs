@@ -15,6 +15,8 @@ pub struct ConnInfo {
     /// SERVER_NAME and SERVER_PORT when the request has no Host.
     local_name: Bytes,
     local_port: Bytes,
+    /// SERVER_ADDR: the local IP address (none on unix sockets).
+    local_ip: Option<Bytes>,
     /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
     peer: Option<(Bytes, Bytes)>,
     peer_addr: Option<SocketAddr>,
@@ -119,17 +121,23 @@ impl ConnInfo {
         self.local_port.clone()
     }
 
+    /// The local IP address, formatted (none on unix sockets).
+    pub fn local_ip(&self) -> Option<&Bytes> {
+        self.local_ip.as_ref()
+    }
+
     /// REMOTE_ADDR and REMOTE_PORT, formatted.
     pub fn peer(&self) -> Option<&(Bytes, Bytes)> {
         self.peer.as_ref()
     }
 
     pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ConnInfo {
+        let local_ip = local.map(|a| shared(a.ip().to_string()));
         ConnInfo {
-            local_name: local.map_or_else(
-                || Bytes::from_static(b"localhost"),
-                |a| shared(a.ip().to_string()),
-            ),
+            local_name: local_ip
+                .clone()
+                .unwrap_or_else(|| Bytes::from_static(b"localhost")),
+            local_ip,
             local_port: local.map_or_else(
                 || Bytes::from_static(b"80"),
                 |a| shared(a.port().to_string()),

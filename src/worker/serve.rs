@@ -30,6 +30,9 @@ pub struct FrontEnds {
 pub fn front_ends(cfg: &Config) -> FrontEnds {
     FrontEnds {
         http: Arc::new(HttpSettings {
+            server_addr: cfg.cgi.active()
+                || !cfg.fastcgi.apps.is_empty()
+                || !cfg.fastcgi.passes.is_empty(),
             limit_post: cfg.limit_post,
             max_head: cfg.buffer_size,
             head_timeout: cfg.socket_timeout,

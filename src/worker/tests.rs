@@ -91,6 +91,7 @@ fn start() -> Vec<(Protocol, u16)> {
         let rt = super::serve::runtime().unwrap();
         let front = FrontEnds {
             http: Arc::new(HttpSettings {
+                server_addr: false,
                 limit_post: Some(1 << 20),
                 max_head: 8192,
                 head_timeout: Duration::from_secs(5),

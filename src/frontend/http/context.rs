@@ -10,6 +10,11 @@ use crate::request::{ConnInfo, Handler, Session};
 
 #[derive(Clone)]
 pub struct HttpSettings {
+    /// SERVER_ADDR, the socket's own address, for CGI scripts and FastCGI
+    /// apps (PHP's `$_SERVER['SERVER_ADDR']`, as Apache and nginx's
+    /// fastcgi_params give it); Python apps are not given it, as under
+    /// Gunicorn and uvicorn.
+    pub server_addr: bool,
     pub limit_post: Option<u64>,
     pub max_head: usize,
     pub head_timeout: Duration,

@@ -177,6 +177,11 @@ fn convert_head_into(
             v.put(Var::SERVER_PORT, info.local_port());
         }
     }
+    if settings.server_addr
+        && let Some(ip) = info.local_ip()
+    {
+        v.copy(VarName::Known(Var::SERVER_ADDR), b"", [ip.as_ref()]);
+    }
     // Copied into the worker's arena, not cloned: a clone's count is a
     // cache line of the connection's own, cold when many connections take
     // turns (1,000: `owned_clone` then took ~0.13 µs a request).
