@@ -304,8 +304,12 @@ impl Send {
                 // loop's next turn), a head still without body goes out
                 // alone, as uvicorn sends it at once; one the step follows
                 // with its body goes with it. (With a length, the body is
-                // at hand: no check.)
-                let lengthless = declared_length(&head.headers).is_none();
+                // at hand: no check.) Where 103s are offered, an app may
+                // send them after its head until its first body bytes (the
+                // extension's contract): its head waits then, but for an
+                // event stream's, which no hint precedes.
+                let lengthless = declared_length(&head.headers).is_none()
+                    && (self.exchange.early_hints.is_none() || is_event_stream(&head.headers));
                 st.started = true;
                 st.head = Some(head);
                 st.trailers_wanted = wants_trailers;
@@ -865,4 +869,15 @@ pub(super) fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
     crate::request::cgi::content_length(value)
+}
+
+/// Whether a head's content-type is `text/event-stream` (server-sent events).
+fn is_event_stream(headers: &[(Bytes, Bytes)]) -> bool {
+    headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case(b"content-type")
+            && value
+                .split(|&b| b == b';')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
+    })
 }
