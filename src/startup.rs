@@ -340,7 +340,12 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
                 (SignalKind::interrupt(), "SIGINT"),
                 (SignalKind::quit(), "SIGQUIT"),
             ],
-            cfg.process.reload_mercy,
+            // No master kills this process: the apps' shutdown comes after
+            // the requests' mercy.
+            crate::worker::serve::StopTimes {
+                mercy: cfg.process.reload_mercy,
+                budget: cfg.process.reload_mercy + std::time::Duration::from_secs(5),
+            },
             || {},
         )
         .await

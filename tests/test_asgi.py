@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import re
 import shutil
+import signal
 import time
 import os
 import socket
@@ -366,6 +367,28 @@ def test_lifespan_state_and_shutdown(serve, tmp_path):
     s.stop()
     assert s.proc.returncode == 0
     assert (tmp_path / f"shutdown-{worker}").read_text() == "bye"
+
+
+def test_a_stream_open_through_a_stop_still_lets_the_lifespan_shutdown_run(serve, tmp_path):
+    """An event stream open to the end of the stop: it is cut before the
+    master's kill, at --worker-reload-mercy less what the worker keeps for
+    the app's shutdown, and the lifespan shutdown runs. (With the mercy and
+    --reload-mercy equal, as by default, the kill came while the worker
+    still waited for the stream's coroutine.)"""
+    s = asgi(serve, "asgi_fastapi:app", "--worker-reload-mercy", "6", "--reload-mercy", "6",
+             env={"ASGI_MARKERS": str(tmp_path)})
+    worker = s.wait_workers(1)[0]
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.sendall(f"GET /sse?gate={tmp_path / 'never'} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = b""
+        while b"data: first" not in got:
+            more = c.recv(4096)
+            assert more, got
+            got += more
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(20) == 0, s.log()
+    assert (tmp_path / f"shutdown-{worker}").read_text() == "bye", s.log()
+    assert "killing" not in s.log()
 
 
 def test_a_failed_startup_stops_the_server(serve, tmp_path):

@@ -3,11 +3,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
+
+/// The most of a worker's stop kept for its ASGI apps' shutdown (a
+/// quarter of it at most).
+const ASGI_SHUTDOWN_RESERVE: Duration = Duration::from_secs(5);
 
 use super::scoreboard::{CORES, Retire, Scoreboard, http_version_of};
 use super::signals::SignalPipe;
@@ -199,6 +204,22 @@ pub fn run(s: Setup<'_>) -> ! {
             })
         })
         .collect();
+    // The stop must be over when the master kills the worker: at
+    // --worker-reload-mercy in a reload, --reload-mercy in a stop (the
+    // same by default; the worker cannot tell the two apart). An ASGI
+    // app's shutdown (its requests' coroutines ending, then the lifespan
+    // shutdown) gets the last part of it, so that a request held open to
+    // the end (an event stream) does not leave it none.
+    let budget = p.worker_reload_mercy.max(p.reload_mercy);
+    let reserve = if apps.asgi.is_some() {
+        (budget / 4).min(ASGI_SHUTDOWN_RESERVE)
+    } else {
+        Duration::ZERO
+    };
+    let stop_times = serve::StopTimes {
+        mercy: p.worker_reload_mercy.min(budget - reserve),
+        budget,
+    };
     let sb = s.sb.clone();
     let slot = s.slot;
     let result = serve::runtime().and_then(|rt| {
@@ -209,7 +230,7 @@ pub fn run(s: Setup<'_>) -> ! {
                 apps.front_handler(s.cfg, s.sb.clone()),
                 serve::front_ends(s.cfg),
                 &[(SignalKind::terminate(), "SIGTERM")],
-                p.worker_reload_mercy,
+                stop_times,
                 || {
                     sb.slot(slot).ready.store(1, Ordering::Release);
                     super::wake::poke();

@@ -33,3 +33,18 @@ pub fn stops() -> Option<usize> {
         .get()
         .map(|()| STOPS.load(std::sync::atomic::Ordering::Acquire))
 }
+
+/// When this process's stop must be over: its master kills it then. Set
+/// once, when the stop begins.
+static STOP_DEADLINE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+pub fn set_stop_deadline(at: std::time::Instant) {
+    let _ = STOP_DEADLINE.set(at);
+}
+
+/// The time left before the stop's deadline, if a stop began.
+pub fn stop_time_left() -> Option<std::time::Duration> {
+    STOP_DEADLINE
+        .get()
+        .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+}

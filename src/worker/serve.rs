@@ -92,16 +92,28 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// WebSocket's close handshake) have before the worker exits.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How a worker's stop is timed.
+#[derive(Clone, Copy)]
+pub struct StopTimes {
+    /// How long requests in flight may run on.
+    pub mercy: Duration,
+    /// How long the whole stop may take (the master kills the worker
+    /// then): what is left after `mercy` is for the apps' shutdown.
+    pub budget: Duration,
+}
+
 /// Serves the listeners until one of `stop_on` arrives, then lets requests
-/// in flight finish (bounded by `mercy`; a second signal stops at once).
+/// in flight finish (bounded by `times.mercy`; a second signal stops at
+/// once).
 pub async fn serve(
     listeners: Vec<Socket>,
     host: Arc<dyn Handler>,
     front: FrontEnds,
     stop_on: &[(SignalKind, &'static str)],
-    mercy: Duration,
+    times: StopTimes,
     ready: impl FnOnce(),
 ) -> Result<(), String> {
+    let mercy = times.mercy;
     let mut signals = Vec::new();
     for (kind, name) in stop_on {
         signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));
@@ -145,6 +157,7 @@ pub async fn serve(
     ready();
 
     let why = stop_signal(&mut signals, 1).await;
+    crate::sys::signals::set_stop_deadline(std::time::Instant::now() + times.budget);
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
     } else {

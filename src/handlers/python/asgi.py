@@ -142,7 +142,7 @@ class Lifespan:
             _say(f"oxgate: {self.name}: application shutdown failed: {self.shutdown_failed}")
 
 
-def serve(bridge, apps, lifespan_mode, loop_kind, wake_fd, shutdown_timeout):
+def serve(bridge, apps, lifespan_mode, loop_kind, wake_fd):
     """The body of the worker's ASGI thread: makes the loop, runs the apps'
     startup, tells `bridge` how it went, serves until the bridge stops the
     loop, then runs shutdown. `apps` is [(name, app, state)]."""
@@ -164,21 +164,33 @@ def serve(bridge, apps, lifespan_mode, loop_kind, wake_fd, shutdown_timeout):
         loop.add_reader(wake_fd, bridge._drain)
         bridge._started(None, name, loop)
         loop.run_forever()
-        # The requests' coroutines (a WebSocket's, told 1001, cleaning up)
-        # finish before the lifespan shutdown closes what they use.
+        # The time left before the master's kill: the requests' coroutines
+        # (a WebSocket's, told 1001, cleaning up) get half of it to finish
+        # before the lifespan shutdown closes what they use; then those
+        # still running are cancelled (their clean-up runs on the
+        # CancelledError), and the lifespan shutdown gets the rest.
+        left = bridge._shutdown_left()
+        deadline = loop.time() + left
         running = [t for t in asyncio.all_tasks(loop)
                    if not t.done() and t.get_name() == REQUEST_TASK_NAME]
         if running:
-            loop.run_until_complete(asyncio.wait(running, timeout=shutdown_timeout))
+            loop.run_until_complete(asyncio.wait(running, timeout=left / 2))
+            late = [t for t in running if not t.done()]
+            if late:
+                _say(f"oxgate: {len(late)} request(s) of the ASGI app still running as the worker stops: cancelled")
+                for t in late:
+                    t.cancel()
+                loop.run_until_complete(asyncio.wait(late, timeout=min(1.0, max(0.0, (deadline - loop.time()) / 2))))
         loop.remove_reader(wake_fd)
         if lifespans:
             async def shutdown_all():
                 for ls in lifespans:
                     await ls.shutdown()
+            timeout = max(0.5, deadline - loop.time())
             try:
-                loop.run_until_complete(asyncio.wait_for(shutdown_all(), shutdown_timeout))
+                loop.run_until_complete(asyncio.wait_for(shutdown_all(), timeout))
             except asyncio.TimeoutError:
-                _say(f"oxgate: the app's lifespan shutdown took more than {shutdown_timeout:.0f}s; stopping anyway")
+                _say(f"oxgate: the app's lifespan shutdown took more than {timeout:.1f}s; stopping anyway")
     except BaseException as e:
         _say("oxgate: the ASGI event loop failed:\n" + "".join(traceback.format_exception(e)).rstrip())
         bridge._started(f"the ASGI event loop failed: {e}", name)

@@ -76,6 +76,14 @@ impl Bridge {
         Ok(())
     }
 
+    /// Seconds left for the apps' shutdown once the loop stopped: what the
+    /// worker's stop has left before its master kills it, else the mercy.
+    fn _shutdown_left(&self) -> f64 {
+        crate::sys::signals::stop_time_left()
+            .unwrap_or(self.host.settings.shutdown_timeout)
+            .as_secs_f64()
+    }
+
     /// The wake-up pipe is readable: runs the jobs posted since the last.
     fn _drain(&self, py: Python<'_>) {
         let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
@@ -231,7 +239,6 @@ impl AsgiHost {
                                 host.settings.lifespan.name(),
                                 host.settings.event_loop.name(),
                                 read_fd,
-                                host.settings.shutdown_timeout.as_secs_f64(),
                             ),
                         )
                     });
