@@ -122,7 +122,10 @@ fn start() -> Vec<(Protocol, u16)> {
             Arc::new(Echo),
             front,
             &[],
-            Duration::ZERO,
+            super::serve::StopTimes {
+                mercy: Duration::ZERO,
+                budget: Duration::ZERO,
+            },
             || {},
         ));
     });
