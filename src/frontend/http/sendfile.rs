@@ -32,28 +32,30 @@ pub const FRAME_MAX: usize = 1 << 20;
 
 static RANGE: OnceLock<memmap2::Mmap> = OnceLock::new();
 
+/// Address space only: nothing ever writes or reads its pages (zeros),
+/// only the pointer and the length of its slices matter.
+fn map_placeholder() -> io::Result<memmap2::Mmap> {
+    memmap2::MmapOptions::new()
+        .len(FRAME_MAX)
+        .map_anon()
+        .and_then(memmap2::MmapMut::make_read_only)
+}
+
 /// Reserves the placeholder range, if it is not yet: a worker does so
 /// before `--limit-as` applies (the range is counted apart from the limit,
 /// and made later it could fail under it).
 pub fn reserve_placeholder() -> io::Result<()> {
     if RANGE.get().is_none() {
-        // Address space only: nothing ever writes or reads its pages
-        // (zeros), only the pointer and the length of its slices matter.
-        let range = memmap2::MmapOptions::new()
-            .len(FRAME_MAX)
-            .map_anon()
-            .and_then(memmap2::MmapMut::make_read_only)?;
-        let _ = RANGE.set(range);
+        let _ = RANGE.set(map_placeholder()?);
     }
     Ok(())
 }
 
+/// The range, made at first use where no limit reserved it before. (On
+/// every write: `get_or_init`'s fast path is one load.)
+#[inline]
 fn placeholder_range() -> &'static [u8] {
-    if let Err(e) = reserve_placeholder() {
-        // Only where no worker reserved it first (a unit test).
-        panic!("reserving address space failed: {e}");
-    }
-    RANGE.get().expect("reserved just now")
+    RANGE.get_or_init(|| map_placeholder().expect("reserving address space failed"))
 }
 
 /// A body frame standing for the next `len` bytes of the queued files.
