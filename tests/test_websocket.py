@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from helpers import APPS, ROOT, VENV, free_port, start_nginx, wait_for
+from helpers import APPS, ROOT, VENV, free_port, raw_request, start_nginx, wait_for
 
 
 def ws_app(serve, tmp_path, *args, module="asgi_ws:app"):
@@ -180,13 +180,9 @@ def test_bad_handshakes_get_http_errors(serve, tmp_path):
         assert r.status_code == 400, key
     # A refused handshake ends the connection: what the client sent behind
     # it is not read as a next request.
-    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-        c.sendall(b"GET /refuse HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                  b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        got = b""
-        while more := c.recv(4096):
-            got += more
+    got = raw_request(s.port, b"GET /refuse HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                      b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", expect_close=True)
     assert got.startswith(b"HTTP/1.1 403") and got.count(b"HTTP/1.1") == 1, got
 
 

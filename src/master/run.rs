@@ -653,7 +653,7 @@ impl Master<'_> {
             .args(args)
             .current_dir(process::start_dir())
             .env(key, value);
-        if self.listeners.iter().any(|s| s.activated) {
+        if activated {
             next.env(crate::lifecycle::SYSTEMD_SOCKETS_ENV, "1");
         }
         let err = next.exec();

@@ -564,51 +564,35 @@ where
     fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
     wr.write_all(&out).await.map_err(|e| e.to_string())?;
     wr.flush().await.map_err(|e| e.to_string())?;
-    if !keep {
-        // A body the app did not read to its end (or refused, 413), on a
-        // connection that ends here: the end is said first (the web
-        // server reads to it without kept connections), then what it
-        // still sends is read and dropped, so that it reads the answer
-        // rather than a reset (nginx answered 502 for a 413).
-        if !stdin_done {
-            let _ = wr.shutdown().await;
-            let mut skipped = 0u64;
-            loop {
-                let mut r = reader.lock().await;
-                if streamed_done.load(std::sync::atomic::Ordering::Acquire) {
-                    break;
-                }
-                let Ok(Some(rec)) = r.record().await else {
-                    break;
-                };
-                let ours = rec.request_id == id;
-                let ended = rec.kind == fastcgi::ABORT_REQUEST
-                    || (rec.kind == fastcgi::STDIN && rec.content.is_empty());
-                skipped += rec.content.len() as u64;
-                if (ours && ended) || skipped > crate::frontend::DRAIN_MAX {
-                    break;
-                }
-            }
-        }
-        return Ok(false);
-    }
-    // A body the app did not read to its end (or refused, 413): skip the
-    // rest of it, so the next request starts at a record boundary. The app's
+    // A body the app did not read to its end (or refused, 413) is skipped.
+    // On a kept connection, so that the next request starts at a record
+    // boundary. On one that ends here, after the end is said (the web
+    // server reads to it without kept connections), so that the web server
+    // still sending it reads the answer rather than a reset (nginx
+    // answered 502 for a 413); and at most `DRAIN_MAX` of it. The app's
     // input may still be draining it (WSGI reads an unread body to its end)
     // through the same reader: whoever reads the empty STDIN record says so
     // while it holds the reader, and neither reads on once it is said, so
     // that neither takes the next request's records.
     if !stdin_done {
+        if !keep {
+            let _ = wr.shutdown().await;
+        }
+        let mut skipped = 0u64;
         loop {
             let mut r = reader.lock().await;
             if streamed_done.load(std::sync::atomic::Ordering::Acquire) {
                 break;
             }
-            let Some(rec) = r.record().await? else {
-                return Ok(false);
+            let rec = match r.record().await {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return Ok(false),
+                Err(e) if keep => return Err(e),
+                // The connection ends here anyway.
+                Err(_) => return Ok(false),
             };
-            let sorted = r.sort(rec, id);
-            let over = match sorted {
+            skipped += rec.content.len() as u64;
+            let over = match r.sort(rec, id) {
                 Sorted::Ours(rec) => rec.kind == fastcgi::STDIN && rec.content.is_empty(),
                 // Its STDIN ends here too.
                 Sorted::Aborted => true,
@@ -618,13 +602,15 @@ where
                 streamed_done.store(true, std::sync::atomic::Ordering::Release);
             }
             drop(r);
-            write_owed(&control, wr).await?;
-            if over {
+            if keep {
+                write_owed(&control, wr).await?;
+            }
+            if over || (!keep && skipped > crate::frontend::DRAIN_MAX) {
                 break;
             }
         }
     }
-    Ok(true)
+    Ok(keep)
 }
 
 /// Why `seen` bytes of STDIN (all of it, if `ended`) are not the request's

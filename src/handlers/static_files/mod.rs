@@ -244,34 +244,19 @@ impl StaticFiles {
 
     /// What `answer` finds, telling a directory without its index apart.
     fn find(&self, req: &Request, root: &Root, rel: &[u8]) -> Found {
-        match self.resolve(req, root, rel) {
-            Err(forbidden) => Found::NoIndex(forbidden),
-            Ok(Some(answer)) => Found::Answer(answer),
-            Ok(None) => Found::Nothing,
-        }
-    }
-
-    /// The answer for `rel` under `root`: `Err` with the 403 for a
-    /// directory without its index.
-    fn resolve(
-        &self,
-        req: &Request,
-        root: &Root,
-        rel: &[u8],
-    ) -> Result<Option<Response>, Response> {
         let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
-        Ok(Some(match resolve::open(&root.dir, rel, &self.index) {
-            Resolved::Missing => return Ok(None),
+        Found::Answer(match resolve::open(&root.dir, rel, &self.index) {
+            Resolved::Missing => return Found::Nothing,
             // A --check-static directory (no mount) sees every app URL: one
             // no file could have (`/api/a%5Cb`) is the app's, as in uWSGI.
-            Resolved::BadPath if root.check => return Ok(None),
+            Resolved::BadPath if root.check => return Found::Nothing,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
             Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
             Resolved::Unavailable => crate::request::unavailable(),
             // Under a mount, nginx's answer. A --check-static directory is
             // the app's whole URL space: its directories (`/` first) are
             // the app's, as in uWSGI.
-            Resolved::NoIndex { .. } if root.mount.is_empty() => return Ok(None),
+            Resolved::NoIndex { .. } if root.mount.is_empty() => return Found::Nothing,
             // nginx sends a directory to its slash first, index or not.
             Resolved::NoIndex { slash: false } | Resolved::AddSlash => {
                 // Under the app's prefix (behind a proxy that strips it:
@@ -290,19 +275,21 @@ impl StaticFiles {
                 redirect_to_directory(&url, var(Var::QUERY_STRING))
             }
             Resolved::NoIndex { slash: true } => {
-                return Err(Response::plain(403, "Forbidden", "Forbidden\n"));
+                return Found::NoIndex(Response::plain(403, "Forbidden", "Forbidden\n"));
             }
             // An extension kept from static serving, found by where the
             // path led (an index file, a link with another name): the app's,
             // as in uWSGI, which checks the real file's name too.
-            Resolved::File { path, file, .. } if self.skipped(&path, &file) => return Ok(None),
+            Resolved::File { path, file, .. } if self.skipped(&path, &file) => {
+                return Found::Nothing;
+            }
             Resolved::File { file, meta, path } => {
                 let method = var(Var::REQUEST_METHOD);
                 if method != b"GET" && method != b"HEAD" {
                     // A --check-static directory shares the app's URLs: a
                     // POST to one of them is the app's, as in uWSGI.
                     if root.check {
-                        return Ok(None);
+                        return Found::Nothing;
                     }
                     let mut resp =
                         Response::plain(405, "Method Not Allowed", "Method Not Allowed\n");
@@ -315,7 +302,7 @@ impl StaticFiles {
                     self.serve(req, root, file, *meta, &path)
                 }
             }
-        }))
+        })
     }
 }
 

@@ -478,13 +478,8 @@ impl Send {
         // 2.4) and a task may be cancelled: an app that lets either out says
         // nothing new. Any other error is the app's own, and logged, as
         // uvicorn logs it: cleanup code after a disconnect has bugs too.
-        let about_the_client = gone
-            && !complete
-            && (error.is_instance_of::<PyOSError>()
-                || error
-                    .get_type()
-                    .name()
-                    .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "CancelledError")));
+        let about_the_client =
+            gone && !complete && (error.is_instance_of::<PyOSError>() || is_cancellation(error));
         if !about_the_client {
             let when = if complete {
                 " (after its response was sent)"
@@ -880,4 +875,13 @@ fn is_event_stream(headers: &[(Bytes, Bytes)]) -> bool {
                 .next()
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
     })
+}
+
+/// Whether an app's exception is asyncio's `CancelledError` (its task was
+/// cancelled).
+pub(super) fn is_cancellation(error: &Bound<'_, PyAny>) -> bool {
+    error
+        .get_type()
+        .name()
+        .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "CancelledError"))
 }

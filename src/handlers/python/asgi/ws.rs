@@ -484,10 +484,7 @@ impl WsSend {
         // After the client left, a send() raises OSError: that is no news.
         // Any other error is the app's, logged (a bug in its clean-up).
         if !(client_left && error.is_instance_of::<PyOSError>()) {
-            let cancelled = error
-                .get_type()
-                .name()
-                .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "CancelledError"));
+            let cancelled = super::exchange::is_cancellation(error);
             // Said as it is: a socket closed already is not closed again.
             let when = match (&closed, accepted) {
                 (_, false) => "WebSocket handshake".to_string(),
