@@ -3,6 +3,8 @@ each request sent to oxgate and to uvicorn running the same app, with the
 same answers expected; lifespan; streaming both ways; disconnects; errors;
 the gateway protocols behind real nginx."""
 import concurrent.futures
+import http.client
+import json
 import hashlib
 import re
 import shutil
@@ -326,6 +328,26 @@ def test_scope(serve):
     assert ["x-custom", "v"] in scope["headers"]
     assert ["host", f"127.0.0.1:{s.port}"] in scope["headers"]
     assert scope["state"] == ["started"]  # the lifespan state, copied
+    # A header given twice is two headers, as sent (the spec: duplicates
+    # must be preserved), where WSGI's environ joins them.
+    assert repeated_headers_seen("127.0.0.1", s.port, "/scope") == REPEATED_HEADERS
+
+
+# Two headers given twice, one value with a comma of its own.
+REPEATED_HEADERS = [["x-dup", "a"], ["x-dup", "b, c"], ["cookie", "a=1"], ["cookie", "b=2"]]
+
+
+def repeated_headers_seen(host, port, path):
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        c.putrequest("GET", path)
+        for name, value in REPEATED_HEADERS:
+            c.putheader(name, value)
+        c.endheaders()
+        scope = json.loads(c.getresponse().read())
+    finally:
+        c.close()
+    return [h for h in scope["headers"] if h[0] in ("x-dup", "cookie")]
 
 
 def test_errors_before_and_after_the_response_starts(serve):
@@ -349,8 +371,20 @@ def test_errors_before_and_after_the_response_starts(serve):
             if status == 200:
                 assert r.content == b"hello world"
             assert keep.get(s.url + "/", timeout=10).text == "hello GET"
-    s.wait_log("its content-length 5 is not the 11 bytes of its body")
+    s.wait_log("Response content longer than Content-Length")
+    s.wait_log("Response content shorter than Content-Length")
     s.wait_log("two content-length headers that differ")
+    # Sent in pieces, the head goes first: the piece past the length is
+    # the app's error (as uvicorn raises it), not cut away unsaid, and a
+    # body that ends short cuts the connection.
+    r = requests.get(s.url + "/length-streamed/5", timeout=10)
+    assert r.content == b"hello"
+    s.wait_log("send raised: Response content longer than Content-Length")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(s.url + "/length-streamed/100", timeout=10).content
+    s.wait_log("send raised: Response content shorter than Content-Length")
+    r = requests.get(s.url + "/length-streamed/11", timeout=10)
+    assert r.content == b"hello world"
     # The worker is fine after all that.
     assert requests.get(s.url + "/").text == "hello GET"
 
@@ -517,6 +551,7 @@ http {{
             assert scope["path"] == f"{prefix}/scope", prefix
             assert scope["query_string"] == "q=1", prefix
             assert scope["method"] == "GET"
+            assert repeated_headers_seen("127.0.0.1", port, f"{prefix}/scope") == REPEATED_HEADERS, prefix
             data = os.urandom(300_000)
             assert requests.post(base + "/count", data=data).text == str(len(data)), prefix
             # Files the server sends itself, between body chunks.

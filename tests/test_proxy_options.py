@@ -36,6 +36,8 @@ def test_root_path(serve, wsgi_app):
     s = asgi(serve, "--root-path", "/api")
     scope = requests.get(s.url + "/scope").json()
     assert (scope["root_path"], scope["path"]) == ("/api", "/api/scope")
+    # raw_path carries the prefix too, as uvicorn's does.
+    assert scope["raw_path"] == "/api/scope"
 
 
 def test_proxy_headers_from_a_trusted_proxy(serve, wsgi_app):

@@ -11,6 +11,7 @@
 use bytes::Bytes;
 
 use super::conn::ConnInfo;
+use super::handler::RepeatedHeader;
 use super::vars::{Var, VarName};
 
 /// A CONTENT_LENGTH value: digits, with blanks around them allowed;
@@ -145,20 +146,24 @@ impl SeenNames {
     }
 }
 
+/// A request's variables, made clean by [`normalise`].
+pub struct Normalised {
+    pub vars: Vec<(VarName, Bytes)>,
+    pub content_length: Option<u64>,
+    pub is_head: bool,
+    /// The headers given more than once, whose variables join them.
+    pub repeated_headers: Vec<RepeatedHeader>,
+}
+
 /// What a web server in front sends (uwsgi, SCGI, FastCGI), turned into
-/// clean CGI variables (protocols.md §7.2): the request's variables, its
-/// CONTENT_LENGTH, and whether it is a HEAD.
-pub fn normalise(
-    raw: Vec<(Bytes, Bytes)>,
-    info: &ConnInfo,
-    strip_script_name: bool,
-) -> (Vec<(VarName, Bytes)>, Option<u64>, bool) {
+/// clean CGI variables (protocols.md §7.2).
+pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: bool) -> Normalised {
     let mut vars: Vec<(VarName, Bytes)> = Vec::with_capacity(raw.len() + 4);
     // Where each name already is, found in constant time: a request may
     // carry thousands of variables (up to --buffer-size), and a search of
     // the list for each took 73 ms for 9,000. Values merged are built once.
     let mut seen = SeenNames::new();
-    let mut merged: std::collections::HashMap<usize, Vec<u8>> = Default::default();
+    let mut merged: std::collections::HashMap<usize, (Vec<u8>, Vec<Bytes>)> = Default::default();
     for (k, v) in raw {
         let name = VarName::from_bytes(k);
         let bytes = name.as_bytes();
@@ -200,15 +205,25 @@ pub fn normalise(
                 } else {
                     b", "
                 };
-                let joined = merged.entry(at).or_insert_with(|| vars[at].1.to_vec());
+                let (joined, values) = merged
+                    .entry(at)
+                    .or_insert_with(|| (vars[at].1.to_vec(), vec![vars[at].1.clone()]));
                 joined.extend_from_slice(sep);
                 joined.extend_from_slice(&v);
+                values.push(v);
             }
             None => vars.push((name, v)),
         }
     }
-    for (at, joined) in merged {
-        vars[at].1 = Bytes::from(joined);
+    let mut repeated_headers = Vec::with_capacity(merged.len());
+    for (at, (joined, values)) in merged {
+        let joined = Bytes::from(joined);
+        vars[at].1 = joined.clone();
+        repeated_headers.push(RepeatedHeader {
+            name: vars[at].0.clone(),
+            joined,
+            values,
+        });
     }
     let get = |vars: &[(VarName, Bytes)], v: Var| super::vars::var(vars, v).cloned();
     // SERVER_NAME: never empty (PEP 3333): Host's name, then the socket.
@@ -286,7 +301,12 @@ pub fn normalise(
         vars.retain(|(k, _)| *k != VarName::Known(Var::CONTENT_LENGTH));
     }
     let is_head = get(&vars, Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"HEAD");
-    (vars, content_length, is_head)
+    Normalised {
+        vars,
+        content_length,
+        is_head,
+        repeated_headers,
+    }
 }
 
 /// Where a script is, in the variables that place it.
@@ -444,6 +464,10 @@ pub fn check_normalised(
 mod tests {
     use super::*;
 
+    fn var<'v>(vars: &'v [(VarName, Bytes)], name: &VarName) -> Option<&'v Bytes> {
+        vars.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
     /// normalise's merging, as the list search it replaced did it.
     fn merged_by_search(raw: &[(Bytes, Bytes)]) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -481,7 +505,28 @@ mod tests {
             push("HTTP_Y_OTHER".into(), format!("y{round}"));
         }
         let want = merged_by_search(&raw);
-        let (vars, _, _) = normalise(raw, &ConnInfo::new(None, None), false);
+        let norm = normalise(raw, &ConnInfo::new(None, None), false);
+        // Each repeated header's values, apart, in order, beside the
+        // value they were joined into; names not headers are not listed.
+        let mut repeated: Vec<(Vec<u8>, Vec<Bytes>)> = norm
+            .repeated_headers
+            .iter()
+            .map(|r| {
+                assert_eq!(var(&norm.vars, &r.name), Some(&r.joined));
+                (r.name.as_bytes().to_vec(), r.values.clone())
+            })
+            .collect();
+        repeated.sort();
+        let rounds = |p: &str| (0..3).map(|r| Bytes::from(format!("{p}{r}"))).collect();
+        assert_eq!(
+            repeated,
+            [
+                (b"HTTP_COOKIE".to_vec(), rounds("c=")),
+                (b"HTTP_X_A".to_vec(), rounds("a")),
+                (b"HTTP_Y_OTHER".to_vec(), rounds("y")),
+            ]
+        );
+        let vars = norm.vars;
         let got: Vec<(Vec<u8>, Vec<u8>)> = vars
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
@@ -588,7 +633,12 @@ mod tests {
     #[test]
     fn nginx_fastcgi_params_mount_the_app_at_the_root() {
         // fastcgi_params: SCRIPT_NAME is the whole path, no PATH_INFO.
-        let (vars, len, head) = normalise(
+        let Normalised {
+            vars,
+            content_length: len,
+            is_head: head,
+            ..
+        } = normalise(
             pairs(&[
                 ("REQUEST_METHOD", "HEAD"),
                 ("SCRIPT_NAME", "/a/b"),
@@ -611,7 +661,12 @@ mod tests {
 
     #[test]
     fn scgi_params_take_the_path_from_the_uri_less_the_script() {
-        let (vars, len, _) = normalise(
+        let Normalised {
+            vars,
+            content_length: len,
+            repeated_headers,
+            ..
+        } = normalise(
             pairs(&[
                 ("SCRIPT_NAME", "/app"),
                 ("REQUEST_URI", "/app/x%20y?q"),
@@ -626,6 +681,13 @@ mod tests {
         assert_eq!(value(&vars, "PATH_INFO").as_deref(), Some("/x y"));
         assert_eq!(value(&vars, "SCRIPT_NAME").as_deref(), Some("/app"));
         assert_eq!(value(&vars, "HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
+        // The values apart, for ASGI's headers.
+        let [cookie] = &repeated_headers[..] else {
+            panic!("{} repeated", repeated_headers.len())
+        };
+        assert_eq!(cookie.name, VarName::Known(Var::HTTP_COOKIE));
+        assert_eq!(&cookie.joined[..], b"a=1; b=2");
+        assert_eq!(cookie.values, [&b"a=1"[..], b"b=2"]);
         assert_eq!(value(&vars, "HTTP_CONTENT_LENGTH"), None);
         assert_eq!(value(&vars, "SERVER_NAME").as_deref(), Some("127.0.0.1"));
         assert_eq!(len, Some(12));
@@ -634,7 +696,7 @@ mod tests {
 
     #[test]
     fn modifier1_30_strips_script_name_from_path_info() {
-        let (vars, _, _) = normalise(
+        let Normalised { vars, .. } = normalise(
             pairs(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/app/page")]),
             &info(),
             true,
@@ -702,7 +764,12 @@ mod tests {
         #[test]
         fn normalised_variables_keep_their_promises(raw in any_pairs(), strip in any::<bool>()) {
             let raw = raw.into_iter().map(|(k, v)| (Bytes::from(k), Bytes::from(v))).collect();
-            let (vars, len, head) = normalise(raw, &info(), strip);
+            let Normalised {
+                vars,
+                content_length: len,
+                is_head: head,
+                ..
+            } = normalise(raw, &info(), strip);
             if let Err(e) = check_normalised(&vars, len, head) {
                 return Err(TestCaseError::fail(e));
             }

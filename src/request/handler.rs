@@ -29,6 +29,20 @@ pub struct Request {
     /// Where the app may send 103 Early Hints before its response: a
     /// front end that can (HTTP/1.1 in clear) gives one.
     pub early_hints: Option<Arc<dyn super::EarlyHints>>,
+    /// The headers the client gave more than once. Their variable joins
+    /// the values (`a, b`; cookies `a; b`), as CGI and WSGI have them; an
+    /// app given headers instead (ASGI) gets each apart, as sent.
+    pub repeated_headers: Vec<RepeatedHeader>,
+}
+
+/// A header given more than once, its values apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedHeader {
+    pub name: VarName,
+    /// The variable's value the values were joined into: a request whose
+    /// variable was changed since (a wrapper's) has these values no more.
+    pub joined: Bytes,
+    pub values: Vec<Bytes>,
 }
 
 /// What a handler's answer is on its way as: boxed, so that a router can

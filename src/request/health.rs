@@ -121,6 +121,7 @@ mod tests {
             protocol: crate::listen::Protocol::Http,
             upgradable: false,
             early_hints: None,
+            repeated_headers: Vec::new(),
         }
     }
 

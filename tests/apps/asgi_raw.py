@@ -231,6 +231,18 @@ async def app(scope, receive, send):
         headers = [(b"content-length", d.encode()) for d in declared]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"hello world"})
+    elif path.startswith("/length-streamed/"):
+        # The same, in pieces: the head goes before the body is all known.
+        declared = path.removeprefix("/length-streamed/")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", declared.encode())]})
+        try:
+            for piece in (b"hello", b" world"):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                await asyncio.sleep(0.05)
+            await send({"type": "http.response.body"})
+        except RuntimeError as e:
+            print(f"send raised: {e}", flush=True)
+            raise
     elif path == "/bad-header":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nb")]})
     elif path == "/bigone":

@@ -2,7 +2,7 @@
 //! is already in the socket is served without registering it with the
 //! event loop; anything else falls back to the async driver.
 
-use crate::request::cgi::normalise;
+use crate::request::cgi::{Normalised, normalise};
 use crate::request::{ConnInfo, Handler, body_too_large};
 use crate::request::{Request, RequestBody, ResponseBody};
 use bytes::{Bytes, BytesMut};
@@ -73,7 +73,12 @@ pub async fn serve_fast(
     // The length the request is served with: `normalise`'s (the last
     // CONTENT_LENGTH, if a peer sends two), so that the body split off
     // below is one the buffer holds.
-    let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
+    let Normalised {
+        vars,
+        content_length,
+        is_head,
+        repeated_headers,
+    } = normalise(raw, &info, strip_script_name);
     let len = content_length.unwrap_or(0);
     if len > INLINE_BODY_MAX || (probe.len() as u64) < len {
         return fallback(conn, kind, host, settings, buf).await;
@@ -96,6 +101,7 @@ pub async fn serve_fast(
             protocol,
             upgradable: false,
             early_hints: None,
+            repeated_headers,
         })
         .await;
     // A whole response in one buffer goes out with one non-blocking send.

@@ -3,7 +3,7 @@
 
 use crate::listen::Protocol;
 use crate::proto::fastcgi;
-use crate::request::cgi::normalise;
+use crate::request::cgi::{Normalised, normalise};
 use crate::request::{
     BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody,
 };
@@ -398,7 +398,12 @@ where
         params.extend_from_slice(&rec.content);
     }
     let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
-    let (vars, content_length, is_head) = normalise(raw, info, false);
+    let Normalised {
+        vars,
+        content_length,
+        is_head,
+        repeated_headers,
+    } = normalise(raw, info, false);
     // Over --limit-post: the 413 goes out, and the body is skipped below.
     let too_large = body_too_large(settings.limit_post, content_length);
     // The body: STDIN records until the empty one. Up to INLINE_BODY_MAX
@@ -471,6 +476,7 @@ where
                     protocol: Protocol::Fastcgi,
                     upgradable: false,
                     early_hints: None,
+                    repeated_headers,
                 })
                 .await
         }

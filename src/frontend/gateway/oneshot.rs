@@ -3,7 +3,7 @@
 
 use crate::listen::Protocol;
 use crate::proto::{scgi, uwsgi};
-use crate::request::cgi::normalise;
+use crate::request::cgi::{Normalised, normalise};
 use crate::request::{BodyError, BodyStream, ChunkSource, Request, RequestBody};
 use crate::request::{ConnInfo, Handler, body_too_large};
 use bytes::{Bytes, BytesMut};
@@ -139,7 +139,12 @@ pub async fn serve<S>(
             _ => return, // closed or failed before a whole head
         }
     };
-    let (vars, content_length, is_head) = normalise(raw, &info, strip_script_name);
+    let Normalised {
+        vars,
+        content_length,
+        is_head,
+        repeated_headers,
+    } = normalise(raw, &info, strip_script_name);
     if let Some(too_large) = body_too_large(settings.limit_post, content_length) {
         write_response(
             &mut wr,
@@ -195,6 +200,7 @@ pub async fn serve<S>(
             protocol,
             upgradable: false,
             early_hints: None,
+            repeated_headers,
         })
         .await;
     write_response(&mut wr, &mut files, protocol, &version, response).await;

@@ -3,9 +3,9 @@
 
 use crate::request::cgi::{self, header_var, split_host};
 use crate::request::{ConnInfo, EarlyHints, body_too_large};
-use crate::request::{Request, RequestBody, Response, Var, VarName};
+use crate::request::{RepeatedHeader, Request, RequestBody, Response, Var, VarName};
 use bytes::{Bytes, BytesMut};
-use http::header::{self};
+use http::header::{self, HeaderValue};
 use percent_encoding::percent_decode;
 use std::sync::Arc;
 
@@ -61,6 +61,7 @@ pub(super) struct Headed {
     pub(super) upgradable: bool,
     /// The connection can send this request 103 Early Hints.
     pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
+    repeated_headers: Vec<RepeatedHeader>,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that
@@ -195,9 +196,11 @@ fn convert_head_into(
     }
 
     let mut content_length = None;
+    let mut repeated_headers = Vec::new();
     // The values of a repeated header come one after another.
     let mut headers = parts.headers.iter().peekable();
     while let Some((name, first)) = headers.next() {
+        let repeated = headers.peek().is_some_and(|(next, _)| *next == name);
         let rest = std::iter::from_fn(|| headers.next_if(|(n, _)| *n == name).map(|(_, v)| v));
         if *name == header::CONTENT_LENGTH {
             // hyper has already refused conflicting or malformed lengths.
@@ -226,11 +229,25 @@ fn convert_head_into(
         } else {
             b", "
         };
-        v.copy(
-            header_var(name.as_str()),
-            sep,
-            std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
-        );
+        let var = header_var(name.as_str());
+        if !repeated {
+            v.copy(var, sep, [first.as_bytes()]);
+            continue;
+        }
+        let values: Vec<&HeaderValue> = std::iter::once(first).chain(rest).collect();
+        v.copy(var.clone(), sep, values.iter().map(|h| h.as_bytes()));
+        repeated_headers.push(RepeatedHeader {
+            name: var,
+            joined: v
+                .vars
+                .last()
+                .map(|(_, joined)| joined.clone())
+                .unwrap_or_default(),
+            values: values
+                .iter()
+                .map(|h| Bytes::copy_from_slice(h.as_bytes()))
+                .collect(),
+        });
     }
     // HTTP/2 sends the host as the `:authority` pseudo-header, not Host;
     // apps read HTTP_HOST (nginx passes Host on the same way).
@@ -249,6 +266,7 @@ fn convert_head_into(
         is_head: parts.method == http::Method::HEAD,
         upgradable: false,
         early_hints: None,
+        repeated_headers,
     })
 }
 
@@ -262,6 +280,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         is_head,
         upgradable,
         early_hints,
+        repeated_headers,
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -282,5 +301,6 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         protocol: crate::listen::Protocol::Http,
         upgradable,
         early_hints,
+        repeated_headers,
     })
 }

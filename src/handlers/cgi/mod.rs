@@ -465,6 +465,7 @@ fn redirected(req: Request, location: &[u8]) -> Request {
         protocol: req.protocol,
         upgradable: false,
         early_hints: None,
+        repeated_headers: req.repeated_headers,
     }
 }
 

@@ -12,11 +12,10 @@ use super::exchange::{AppEnd, Exchange, Receive, Send};
 use super::host::{AsgiApp, AsgiHost, Job, LifespanApp, LoopObjects};
 use super::ready::Ready;
 use super::scope::{
-    Fields, RequestLine, ScopeKeys, http_scope, offered_subprotocols, websocket_scope,
+    Fields, RequestLine, RequestVars, ScopeKeys, http_scope, offered_subprotocols, websocket_scope,
 };
 use super::ws::{WsExchange, WsReceive, WsSend};
 use crate::config::Words;
-use crate::request::VarName;
 
 #[pyclass(module = "oxgate")]
 pub(super) struct Bridge {
@@ -106,25 +105,26 @@ pub(super) fn start_request(
     py: Python<'_>,
     objects: &LoopObjects,
     app: &AsgiApp,
-    vars: Vec<(VarName, Bytes)>,
+    req: RequestVars,
     whole: Option<Bytes>,
     exchange: Arc<Exchange>,
     trailers: bool,
 ) {
     let run = || -> PyResult<()> {
-        let fields = Fields::of(&vars);
+        let fields = Fields::of(&req);
+        let vars = &req.vars;
         let hints = exchange.early_hints.is_some();
         let scope = http_scope(
             py,
             &objects.keys,
-            &vars,
+            vars,
             &fields,
             &app.state,
             trailers,
             hints,
         )?;
         let receive = Py::new(py, Receive::new(exchange.clone(), whole))?;
-        let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(&vars)))?;
+        let send = Py::new(py, Send::new(exchange.clone(), RequestLine::of(vars)))?;
         let task = spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())?;
         // Held until the app ends (it cannot have: the task has not run).
         exchange.lock().task = Some(task);
@@ -182,17 +182,18 @@ pub(super) fn start_websocket(
     py: Python<'_>,
     objects: &LoopObjects,
     app: &AsgiApp,
-    vars: Vec<(VarName, Bytes)>,
+    req: RequestVars,
     exchange: Arc<WsExchange>,
 ) {
     let run = || -> PyResult<()> {
-        let fields = Fields::of(&vars);
-        let scope = websocket_scope(py, &objects.keys, &vars, &fields, &app.state)?;
+        let fields = Fields::of(&req);
+        let vars = &req.vars;
+        let scope = websocket_scope(py, &objects.keys, vars, &fields, &app.state)?;
         let receive = Py::new(py, WsReceive::new(exchange.clone()))?;
-        let offered = offered_subprotocols(&vars).map(<[u8]>::to_vec).collect();
+        let offered = offered_subprotocols(vars).map(<[u8]>::to_vec).collect();
         let send = Py::new(
             py,
-            WsSend::new(exchange.clone(), RequestLine::of(&vars), offered),
+            WsSend::new(exchange.clone(), RequestLine::of(vars), offered),
         )?;
         let task = spawn_app(py, objects, app, scope, receive.into_any(), send.into_any())?;
         // Held until the app ends (it cannot have: the task has not run).

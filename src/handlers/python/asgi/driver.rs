@@ -14,6 +14,7 @@ use super::exchange::{
     post_settle,
 };
 use super::host::{AsgiApp, Slot};
+use super::scope::RequestVars;
 use crate::listen::Protocol;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
@@ -43,21 +44,31 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         protocol,
         upgradable,
         early_hints,
+        repeated_headers,
     } = req;
-    if upgradable && host.settings.ws.enabled && super::websocket::is_websocket(&vars) {
-        return super::websocket::serve(app, vars, protocol).await;
+    let req = RequestVars {
+        vars,
+        repeated: repeated_headers,
+    };
+    if upgradable && host.settings.ws.enabled && super::websocket::is_websocket(&req.vars) {
+        return super::websocket::serve(app, req, protocol).await;
     }
     let (whole, stream) = match body {
         RequestBody::Empty => (Some(Bytes::new()), None),
         RequestBody::Full(b) => (Some(b), None),
         RequestBody::Stream(s) => (None, Some(s)),
     };
-    let slot = host.begin(&vars, protocol);
-    let exchange = Arc::new(Exchange::new(host.clone(), whole.is_some(), early_hints));
+    let slot = host.begin(&req.vars, protocol);
+    let exchange = Arc::new(Exchange::new(
+        host.clone(),
+        whole.is_some(),
+        early_hints,
+        is_head,
+    ));
     let shared = exchange.clone();
-    let trailers = trailers_reach_client(&vars, protocol);
+    let trailers = trailers_reach_client(&req.vars, protocol);
     host.post(Box::new(move |py, objects| {
-        start_request(py, objects, &app, vars, whole, shared, trailers);
+        start_request(py, objects, &app, req, whole, shared, trailers);
     }));
     let mut driver = Driver {
         exchange,
@@ -67,7 +78,6 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         file: None,
         limit: None,
         sent: 0,
-        is_head,
     };
     match poll_fn(|cx| driver.poll_head(cx)).await {
         Headed::Whole(r) => {
@@ -129,8 +139,6 @@ struct Driver {
     /// region never outlives its response on a kept-alive connection.
     limit: Option<u64>,
     sent: u64,
-    /// A HEAD request: the app's length is the GET's, its body unsent.
-    is_head: bool,
 }
 
 impl Driver {
@@ -191,26 +199,8 @@ impl Driver {
                 .outcome
                 .note_head(head.status, None, &head.headers);
             if st.complete && st.files.is_empty() && !st.trailers_wanted {
+                // (`Send::__call__` has held the body to its length.)
                 let body = whole_body(&mut st);
-                // Nothing is sent yet: a length the body does not have is
-                // the app's error, a 500, rather than a response that
-                // puts the connection out of step (uvicorn raises too).
-                // (A HEAD's, or a 304's, is the length a GET would have.)
-                if let Some(declared) = declared_length(&head.headers)
-                    && !self.is_head
-                    && !matches!(head.status, 204 | 304)
-                    && declared != body.len() as u64
-                {
-                    crate::say!(
-                        "oxgate: ASGI app error: its content-length {declared} is not the {} bytes of its body; answered 500",
-                        body.len()
-                    );
-                    return Poll::Ready(Headed::Whole(Response::plain(
-                        500,
-                        "Internal Server Error",
-                        "Internal Server Error\n",
-                    )));
-                }
                 self.slot.outcome.body_bytes = body.len() as u64;
                 return Poll::Ready(Headed::Whole(Response {
                     status: head.status,

@@ -96,12 +96,18 @@ pub(super) struct State {
     /// with no body sent (an event stream before its first event): the
     /// head goes out alone.
     pub(super) head_alone: bool,
+    /// The body bytes the head's Content-Length still promises, for a
+    /// response that has a body (not a HEAD's, a 204's or a 304's).
+    pub(super) length_left: Option<u64>,
 }
 
 pub(super) struct Exchange {
     pub(super) host: Arc<AsgiHost>,
     /// Where 103 Early Hints go, when the front end can send them.
     pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
+    /// A HEAD's response: its Content-Length is the length a GET would
+    /// have, and any body is dropped.
+    is_head: bool,
     state: Mutex<State>,
 }
 
@@ -110,10 +116,12 @@ impl Exchange {
         host: Arc<AsgiHost>,
         body_done: bool,
         early_hints: Option<Arc<dyn EarlyHints>>,
+        is_head: bool,
     ) -> Exchange {
         Exchange {
             host,
             early_hints,
+            is_head,
             state: Mutex::new(State {
                 body_done,
                 ..State::default()
@@ -311,6 +319,8 @@ impl Send {
                 let lengthless = declared_length(&head.headers).is_none()
                     && (self.exchange.early_hints.is_none() || is_event_stream(&head.headers));
                 st.started = true;
+                st.length_left = declared_length(&head.headers)
+                    .filter(|_| !self.exchange.is_head && !matches!(head.status, 204 | 304));
                 st.head = Some(head);
                 st.trailers_wanted = wants_trailers;
                 drop(st);
@@ -350,6 +360,9 @@ impl Send {
                             "Unexpected ASGI message 'http.response.body' sent, after response already completed",
                         ));
                     }
+                    // (Before the client's leaving: a body past its length
+                    // is the app's error whether or not it could be sent.)
+                    take_from_length(&mut st, body.len() as u64, more, false)?;
                     if st.gone {
                         return Err(PyOSError::new_err("the client disconnected"));
                     }
@@ -775,6 +788,7 @@ impl Send {
                     "Unexpected ASGI message 'http.response.{what}' sent, after response already completed"
                 )));
             }
+            take_from_length(&mut st, region.len, more, true)?;
             if st.gone {
                 return Err(PyOSError::new_err("the client disconnected"));
             }
@@ -856,6 +870,31 @@ fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
         offset,
         len: count.map_or(len, |c| c.min(len)),
     })
+}
+
+/// Counts `len` body bytes against the head's Content-Length: more than
+/// it says, or a last message that leaves it short, is the app's error
+/// (uvicorn's words), raised before anything of it is queued, so that the
+/// client gets a 500 or a cut connection, never a body out of step. A
+/// file's region is `clipped` instead: sent up to the length (the app
+/// names a file, whose size it may not know, rather than its bytes).
+fn take_from_length(st: &mut State, len: u64, more: bool, clipped: bool) -> PyResult<()> {
+    let Some(left) = &mut st.length_left else {
+        return Ok(());
+    };
+    let len = if clipped { len.min(*left) } else { len };
+    if len > *left {
+        return Err(PyRuntimeError::new_err(
+            "Response content longer than Content-Length",
+        ));
+    }
+    if !more && len < *left {
+        return Err(PyRuntimeError::new_err(
+            "Response content shorter than Content-Length",
+        ));
+    }
+    *left -= len;
+    Ok(())
 }
 
 /// The Content-Length the app's head declares.

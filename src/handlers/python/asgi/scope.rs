@@ -5,7 +5,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::request::{Var, VarName};
+use crate::request::{RepeatedHeader, Var, VarName};
 
 /// The spec version oxgate implements: 2.4 says `send()` raises `OSError`
 /// once the client is gone (Starlette turns it into `ClientDisconnect`).
@@ -120,6 +120,13 @@ fn header_name(var: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
+/// A request's CGI variables, and the headers among them the client gave
+/// more than once.
+pub(super) struct RequestVars {
+    pub(super) vars: Vec<(VarName, Bytes)>,
+    pub(super) repeated: Vec<RepeatedHeader>,
+}
+
 /// The CGI variables a scope is made of.
 #[derive(Default)]
 pub(super) struct Fields<'a> {
@@ -137,6 +144,9 @@ pub(super) struct Fields<'a> {
     /// What an `--https-socket`'s handshake settled (`SSL_*`), for the
     /// `tls` extension.
     tls: TlsFields<'a>,
+    /// Headers given more than once: the scope lists each value apart
+    /// ("duplicates ... must be preserved", as sent).
+    repeated: &'a [RepeatedHeader],
 }
 
 #[derive(Default)]
@@ -151,8 +161,12 @@ struct TlsFields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    pub(super) fn of(vars: &'a [(VarName, Bytes)]) -> Fields<'a> {
-        let mut f = Fields::default();
+    pub(super) fn of(req: &'a RequestVars) -> Fields<'a> {
+        let mut f = Fields {
+            repeated: &req.repeated,
+            ..Fields::default()
+        };
+        let vars = &req.vars;
         for (name, value) in vars {
             f.https |= crate::request::cgi::says_https(name, value);
             let VarName::Known(v) = name else {
@@ -289,6 +303,12 @@ fn method<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
     known.clone()
 }
 
+/// `path` is `prefix` or lies under it, a whole segment at a time.
+fn starts_with_segments(path: &[u8], prefix: &[u8]) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/' || prefix.ends_with(b"/"))
+}
+
 /// The scope of an HTTP request (`type: "http"`).
 pub(super) fn http_scope<'py>(
     py: Python<'py>,
@@ -300,8 +320,8 @@ pub(super) fn http_scope<'py>(
     early_hints: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let headers = PyList::empty(py);
-    for (name, value) in vars {
-        let name = match name {
+    for (var, value) in vars {
+        let name = match var {
             VarName::Known(v) => match &k.header_names[*v as usize] {
                 Some(n) => n.bind(py).clone(),
                 None => continue,
@@ -311,10 +331,19 @@ pub(super) fn http_scope<'py>(
                 None => continue,
             },
         };
-        headers.append(PyTuple::new(
-            py,
-            [name.into_any(), PyBytes::new(py, value).into_any()],
-        )?)?;
+        // (The variable's value is checked too: one a wrapper has set
+        // since is no longer the values joined.)
+        let apart = f
+            .repeated
+            .iter()
+            .find(|r| r.name == *var && r.joined == *value)
+            .map_or(std::slice::from_ref(value), |r| &r.values[..]);
+        for value in apart {
+            headers.append(PyTuple::new(
+                py,
+                [name.clone().into_any(), PyBytes::new(py, value).into_any()],
+            )?)?;
+        }
     }
     let scope = k.http_template.bind(py).copy()?;
     scope.set_item(&k.asgi, k.asgi_versions.bind(py).copy()?)?;
@@ -346,7 +375,14 @@ pub(super) fn http_scope<'py>(
         PyBytes::new(py, &[f.script_name, f.path_info].concat())
     } else {
         let end = f.uri.iter().position(|&c| c == b'?').unwrap_or(f.uri.len());
-        PyBytes::new(py, &f.uri[..end])
+        let target = &f.uri[..end];
+        // Behind a proxy that strips the prefix (`--root-path`), the
+        // target lacks it: raw_path has it, as path does (uvicorn).
+        if starts_with_segments(target, f.script_name) {
+            PyBytes::new(py, target)
+        } else {
+            PyBytes::new(py, &[f.script_name, target].concat())
+        }
     };
     scope.set_item(&k.raw_path, raw_path)?;
     scope.set_item(&k.query_string, PyBytes::new(py, f.query))?;

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use super::bridge::start_websocket;
 use super::exchange::{AppEnd, keep_waker};
 use super::host::AsgiApp;
+use super::scope::RequestVars;
 use super::ws::{Handshake, Incoming, WsExchange, WsState};
 use super::ws_deflate::DeflateIo;
 use crate::config::WsSettings;
@@ -63,17 +64,14 @@ pub(super) fn is_websocket(vars: &[(VarName, Bytes)]) -> bool {
 
 /// Serves a WebSocket handshake: the app's scope, then its answer as the
 /// response (a 101 whose session carries the socket on).
-pub(super) async fn serve(
-    app: Arc<AsgiApp>,
-    vars: Vec<(VarName, Bytes)>,
-    protocol: Protocol,
-) -> Response {
+pub(super) async fn serve(app: Arc<AsgiApp>, req: RequestVars, protocol: Protocol) -> Response {
     let host = app.host.clone();
-    let is_get = var(&vars, Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"GET");
-    let Some(key) = var_named(&vars, b"HTTP_SEC_WEBSOCKET_KEY").filter(|_| is_get) else {
+    let vars = &req.vars;
+    let is_get = var(vars, Var::REQUEST_METHOD).is_some_and(|m| &m[..] == b"GET");
+    let Some(key) = var_named(vars, b"HTTP_SEC_WEBSOCKET_KEY").filter(|_| is_get) else {
         return Response::plain(400, "Bad Request", "Malformed WebSocket handshake\n");
     };
-    if var_named(&vars, b"HTTP_SEC_WEBSOCKET_VERSION").is_none_or(|v| v.trim_ascii() != b"13") {
+    if var_named(vars, b"HTTP_SEC_WEBSOCKET_VERSION").is_none_or(|v| v.trim_ascii() != b"13") {
         let mut r = Response::plain(
             426,
             "Upgrade Required",
@@ -90,17 +88,17 @@ pub(super) async fn serve(
         return Response::plain(400, "Bad Request", "Malformed Sec-WebSocket-Key\n");
     }
     let accept_key = derive_accept_key(key.trim_ascii());
-    let deflate = var_named(&vars, b"HTTP_SEC_WEBSOCKET_EXTENSIONS")
+    let deflate = var_named(vars, b"HTTP_SEC_WEBSOCKET_EXTENSIONS")
         .filter(|_| host.settings.ws.per_message_deflate)
         .and_then(|offers| permessage_deflate::answer(offers));
-    let mut slot = host.begin(&vars, protocol);
+    let mut slot = host.begin(vars, protocol);
     let exchange = Arc::new(WsExchange::new(host.clone()));
     let conn = WsConn {
         exchange: exchange.clone(),
     };
     let shared = exchange.clone();
     host.post(Box::new(move |py, objects| {
-        start_websocket(py, objects, &app, vars, shared);
+        start_websocket(py, objects, &app, req, shared);
     }));
     let response = match poll_fn(|cx| poll_answer(&exchange, cx)).await {
         Answer::Accept {

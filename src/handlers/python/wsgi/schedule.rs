@@ -43,6 +43,8 @@ impl WsgiHost {
             upgradable: _,
             // Nor send a 103: PEP 3333 has no way to say one.
             early_hints: _,
+            // The environ joins a repeated header's values (PEP 3333).
+            repeated_headers: _,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
