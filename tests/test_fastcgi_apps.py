@@ -1217,3 +1217,23 @@ def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site,
         if fpm:
             fpm.terminate()
             fpm.wait(10)
+
+
+
+def test_an_answer_short_of_its_content_length_goes_out_then_is_cut(serve, tmp_path):
+    """As nginx passes it on: the head and the bytes there are, then the
+    connection closes, so the client knows the body is short (before, it
+    got nothing at all)."""
+    s, _ = misbehaving(serve, tmp_path, 'reply = lambda n: rec(6, 1, b"Content-Type: text/plain\\r\\n'
+                                        'Content-Length: 100\\r\\n\\r\\nshort") + rec(6, 1) + rec(3, 1, bytes(8))')
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        c.request("GET", "/x")
+        r = c.getresponse()
+        assert (r.status, r.getheader("content-length")) == (200, "100")
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            r.read()
+        assert cut.value.partial == b"short"
+    finally:
+        c.close()
+    wait_for(lambda: "ended 95 bytes short of its Content-Length" in s.log(), what="the log line")

@@ -32,6 +32,10 @@ pub(super) enum BodyKind {
         file_left: u64,
         /// The body has ended: its trailers, if any, are next.
         ended: bool,
+        /// What is left of the head's Content-Length. A body that ends
+        /// short of it is cut, as nginx cuts it, after what it had goes
+        /// out: hyper, ending it at once, would send none of it.
+        owed: Option<u64>,
     },
 }
 
@@ -63,6 +67,13 @@ fn fail_after_flush(
     *failed = Some(e);
     cx.waker().wake_by_ref();
     Poll::Pending
+}
+
+/// Counts a data frame against the Content-Length still owed.
+fn count_out(owed: &mut Option<u64>, len: usize) {
+    if let Some(n) = owed {
+        *n = n.saturating_sub(len as u64);
+    }
 }
 
 /// Trailer fields as hyper takes them; `None` when none remain. Those no
@@ -105,6 +116,7 @@ impl Body for OxBody {
                 failed,
                 file_left,
                 ended,
+                owed,
             } => {
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
@@ -113,6 +125,7 @@ impl Body for OxBody {
                     return trailers_frame(rest, failed, cx);
                 }
                 if let Some(b) = first.take() {
+                    count_out(owed, b.len());
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 if *file_left == 0
@@ -133,15 +146,29 @@ impl Body for OxBody {
                         usize::try_from(*file_left).unwrap_or(super::sendfile::FRAME_MAX),
                     );
                     *file_left -= frame.len() as u64;
+                    count_out(owed, frame.len());
                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                 }
                 match rest.poll_chunk(cx) {
                     Poll::Ready(Some(Err(e))) => fail_after_flush(failed, e, cx),
                     Poll::Ready(None) => {
                         *ended = true;
+                        if let Some(short) = owed.filter(|&n| n > 0) {
+                            let e = BodyError::new(
+                                502,
+                                format!(
+                                    "the response ended {short} bytes short of its Content-Length"
+                                ),
+                            );
+                            return fail_after_flush(failed, e, cx);
+                        }
                         trailers_frame(rest, failed, cx)
                     }
-                    other => other.map(|c| c.map(|r| r.map(Frame::data))),
+                    Poll::Ready(Some(Ok(b))) => {
+                        count_out(owed, b.len());
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
             }
         }
@@ -181,6 +208,11 @@ pub(super) fn to_hyper(
             failed: None,
             file_left: 0,
             ended: false,
+            owed: resp
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
+                .and_then(|(_, value)| crate::request::cgi::content_length(value)),
         },
     };
     let mut out = hyper::Response::new(OxBody { kind, conn });
