@@ -415,6 +415,21 @@ def test_a_php_pool_serves_the_site(serve, site):
 
 
 @needs_php
+def test_what_pool_processes_write_to_stderr_is_logged_with_the_pool_and_process(serve, site):
+    """php-cgi's own stderr (php://stderr, startup warnings; error_log()
+    goes in FCGI_STDERR records instead) is logged a line at a time, each
+    marked with the pool and the process, as php-fpm's
+    catch_workers_output marks it."""
+    s = php_pool(serve, site)
+    (site / "stderr.php").write_text("<?php file_put_contents('php://stderr', \"first line\\nsecond\\n\"); echo 'ok';")
+    assert requests.get(f"{s.url}/stderr.php", timeout=20).text == "ok"
+    pid = pool_pids(s)[0]
+    said = f"FastCGI pool php-cgi -d session.save_path={site / 'sessions'}: process {pid} said into stderr: "
+    wait_for(lambda: said + "second" in s.log(), what="the relayed lines", show=s.log)
+    assert said + "first line" in s.log()
+
+
+@needs_php
 def test_posts_to_php_children_sharing_a_socket_never_fail_at_their_cap(serve, site):
     """PHP_FCGI_CHILDREN=2 and a cap of 7: children exit all the time, and
     one that exits closes its connection. With one worker, whose kept

@@ -177,8 +177,11 @@ impl Manager<'_> {
         }
         self.rows[i].start_at = None;
         match self.spawn(listener) {
-            Ok(child) => {
+            Ok(mut child) => {
                 let pid = child.id().map_or(0, |p| p as i32);
+                if let Some(stderr) = child.stderr.take() {
+                    tokio::spawn(relay_stderr(stderr, self.spec.name.clone(), pid));
+                }
                 row.requests.store(0, Ordering::Relaxed);
                 row.served.store(0, Ordering::Relaxed);
                 row.last_used_ms.store(now_ms(), Ordering::Relaxed);
@@ -200,7 +203,6 @@ impl Manager<'_> {
                     .start_failing
                     .store(0, Ordering::Release);
                 let tx = self.ended.0.clone();
-                let mut child = child;
                 tokio::spawn(async move {
                     let status = child.wait().await;
                     let _ = tx.send((i, pid, status));
@@ -424,7 +426,9 @@ impl Manager<'_> {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(listener))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // Relayed a line at a time, with the pool's name and the
+            // process's pid (php-fpm's catch_workers_output).
+            .stderr(Stdio::piped())
             // Out of the terminal's group: a Ctrl-C goes to the master. And
             // a group of its own, killed whole (php-cgi's forked child).
             .process_group(0);
@@ -449,6 +453,38 @@ impl Manager<'_> {
             });
         }
         command.spawn()
+    }
+}
+
+/// The longest line of a process's stderr logged as one: a longer one goes
+/// out in pieces this long.
+const STDERR_LINE_MAX: usize = 8192;
+
+/// Logs what a pool process (and whatever it forked) writes to its stderr,
+/// each line marked with the pool and the process, until the last holder
+/// of the pipe closes it.
+async fn relay_stderr(stderr: tokio::process::ChildStderr, pool: Arc<str>, pid: i32) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut lines = tokio::io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut lines)
+            .take(STDERR_LINE_MAX as u64)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if !text.is_empty() {
+            crate::say!(
+                "oxgate: FastCGI pool {pool}: process {pid} said into stderr: {}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 }
 
