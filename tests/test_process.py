@@ -274,6 +274,47 @@ def test_daemonize2_reports_load_errors_on_the_terminal(tmp_path):
     assert p.returncode != 0 and "this_module_does_not_exist" in p.stderr
 
 
+def next_notice(notify, what):
+    """The next message on the notify socket that says `what` (a STATUS=
+    may come between)."""
+    while True:
+        msg = notify.recv(4096).decode()
+        if what in msg:
+            return msg
+
+
+def test_systemd_status_and_watchdog(tmp_path):
+    """Under Type=notify the master sends its figures as STATUS= (what
+    `systemctl status` shows, as php-fpm's), and with WatchdogSec= set
+    (WATCHDOG_USEC) a WATCHDOG=1 with each, every half of its time."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    port = free_port()
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="1000000")
+    proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", ECHO, "--processes", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        next_notice(notify, "READY=1")
+        for _ in range(3):
+            assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
+        started = time.monotonic()
+        while True:
+            msg = next_notice(notify, "STATUS=")
+            assert msg.endswith("\nWATCHDOG=1"), msg
+            if "requests: 3;" in msg:
+                break
+            assert time.monotonic() - started < 30, f"no count of the 3 requests: {msg}"
+        assert msg.startswith("STATUS=Workers: 2 (busy 0, idle 2); requests: 3; traffic: "), msg
+        # And on: each within the notify socket's 20 s timeout.
+        next_notice(notify, "WATCHDOG=1")
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
@@ -292,14 +333,14 @@ def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
     try:
         listener.close()  # only the server holds it now
         try:
-            msg = notify.recv(4096).decode()
+            msg = next_notice(notify, "READY=1")
         except TimeoutError:
             proc.kill()
             raise AssertionError(f"no READY=1 on {tmp_path / 'notify'}: {proc.communicate()[1].decode()}")
-        assert "READY=1" in msg and f"MAINPID={proc.pid}" in msg
+        assert f"MAINPID={proc.pid}" in msg
         assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
         proc.terminate()
-        assert "STOPPING=1" in notify.recv(4096).decode()
+        next_notice(notify, "STOPPING=1")
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:

@@ -14,6 +14,7 @@ mod signals;
 mod state;
 mod stats;
 mod supervisor;
+mod systemd_status;
 mod wake;
 mod watch;
 

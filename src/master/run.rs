@@ -218,6 +218,7 @@ pub fn run(
         daemons_stopped: false,
         stats,
         fifo,
+        systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
     };
 
     match &handover {
@@ -383,6 +384,11 @@ impl Master<'_> {
                 self.check_touched();
             }
             self.keep_log();
+            if let Some(status) = &mut self.systemd_status
+                && let Some(message) = status.due(&self.sb, Instant::now())
+            {
+                process::sd_notify(&message);
+            }
         }
     }
 

@@ -43,6 +43,8 @@ pub(super) struct Master<'a> {
     pub(super) stats: stats::Stats,
     /// `--master-fifo`.
     pub(super) fifo: Option<super::fifo::MasterFifo>,
+    /// Under systemd's Type=notify: the status and watchdog messages.
+    pub(super) systemd_status: Option<super::systemd_status::SystemdStatus>,
 }
 
 /// The manager process as the master sees it.

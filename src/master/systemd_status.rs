@@ -1,0 +1,113 @@
+//! What `systemctl status` shows of a running server, and systemd's
+//! watchdog: the master sends `STATUS=` with its workers' figures every
+//! few seconds, as php-fpm does under Type=notify, and `WATCHDOG=1` with
+//! it when the unit sets `WatchdogSec=` (a master stuck for that long is
+//! then restarted by systemd).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::scoreboard::Scoreboard;
+
+/// How often the status is sent when no watchdog asks for more often
+/// (php-fpm's `systemd_interval`).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// The figures sent to systemd, and when next.
+pub(super) struct SystemdStatus {
+    every: Duration,
+    next: Instant,
+    /// `WatchdogSec=` is set: each status carries `WATCHDOG=1`.
+    watchdog: bool,
+    /// The request count and time of the last status, for the rate.
+    last: Option<(u64, Instant)>,
+}
+
+impl SystemdStatus {
+    /// None unless systemd runs us with Type=notify (NOTIFY_SOCKET set).
+    pub(super) fn from_env(now: Instant) -> Option<SystemdStatus> {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|&u| u > 0)
+            .map(Duration::from_micros);
+        // Half the watchdog's time, as sd_watchdog_enabled(3) advises.
+        let every = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
+        Some(SystemdStatus {
+            every,
+            next: now + every,
+            watchdog: watchdog.is_some(),
+            last: None,
+        })
+    }
+
+    /// The message to send now, if one is due.
+    pub(super) fn due(&mut self, sb: &Scoreboard, now: Instant) -> Option<String> {
+        if now < self.next {
+            return None;
+        }
+        self.next = now + self.every;
+        let (mut workers, mut busy) = (0, 0);
+        let mut requests = sb.header().retired.requests.load(Ordering::Relaxed);
+        for slot in sb.live() {
+            workers += 1;
+            busy += usize::from(slot.busy_cores().next().is_some());
+            requests += slot.counters.requests.load(Ordering::Relaxed);
+        }
+        let rate = match self.last.replace((requests, now)) {
+            Some((before, at)) if now > at => {
+                requests.saturating_sub(before) as f64 / (now - at).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let mut message = status_line(workers, busy, requests, rate);
+        if self.watchdog {
+            message.push_str("\nWATCHDOG=1");
+        }
+        Some(message)
+    }
+}
+
+/// `STATUS=Workers: 4 (busy 1, idle 3); requests: 1234; traffic: 5.2 req/s`.
+fn status_line(workers: usize, busy: usize, requests: u64, rate: f64) -> String {
+    format!(
+        "STATUS=Workers: {workers} (busy {busy}, idle {}); requests: {requests}; traffic: {rate:.1} req/s",
+        workers.saturating_sub(busy)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_says_workers_requests_and_rate() {
+        assert_eq!(
+            status_line(4, 1, 1234, 5.25),
+            "STATUS=Workers: 4 (busy 1, idle 3); requests: 1234; traffic: 5.2 req/s"
+        );
+    }
+
+    #[test]
+    fn due_every_interval_with_the_rate_between_two() {
+        let sb = Scoreboard::create().unwrap();
+        let t0 = Instant::now();
+        let mut s = SystemdStatus {
+            every: Duration::from_secs(2),
+            next: t0,
+            watchdog: true,
+            last: None,
+        };
+        let first = s.due(&sb, t0).unwrap();
+        assert!(first.starts_with("STATUS=Workers: 0 (busy 0, idle 0); requests: 0;"));
+        assert!(first.ends_with("\nWATCHDOG=1"));
+        assert_eq!(s.due(&sb, t0 + Duration::from_secs(1)), None);
+        sb.header().retired.requests.store(10, Ordering::Relaxed);
+        let second = s.due(&sb, t0 + Duration::from_secs(2)).unwrap();
+        assert!(
+            second.contains("requests: 10; traffic: 5.0 req/s"),
+            "{second}"
+        );
+    }
+}
