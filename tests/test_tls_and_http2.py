@@ -57,6 +57,16 @@ def certs(tmp_path_factory):
     signed(d, "ed25519", "/CN=localhost", ["genpkey", "-algorithm", "ed25519"], server)
     signed(d, "alice", "/O=Example/CN=alice", ["genpkey", "-algorithm", "ed25519"],
            "extendedKeyUsage=clientAuth\n")
+    # A client with a name as a Windows CA writes one: non-ASCII values as
+    # BMPString (string_mask=pkix), and attributes OpenSSL has short
+    # names for; and a serial whose top bit is set (DER adds a 00 byte).
+    (d / "bmp.cnf").write_text("[req]\ndistinguished_name = dn\nstring_mask = pkix\n[dn]\n")
+    openssl("genpkey", "-algorithm", "ed25519", "-out", "dave.key", cwd=d)
+    openssl("req", "-new", "-config", "bmp.cnf", "-utf8", "-key", "dave.key", "-out", "dave.csr", "-subj",
+            "/DC=com/O=Ex/street=1 Main/SN=Müller/GN=Dave/UID=dave42/CN=Dave Müller/emailAddress=d@x.com", cwd=d)
+    (d / "dave.ext").write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", "dave.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "0xAB12",
+            "-days", "2", "-out", "dave.crt", "-extfile", "dave.ext", cwd=d)
     # A client certificate from a CA the server does not trust.
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "other.key",
             "-out", "other.crt", "-days", "2", "-subj", "/CN=another CA",
@@ -187,6 +197,36 @@ def test_h2c_with_prior_knowledge_beside_http11_on_one_http_socket(serve):
     s.wait_log("(HTTP/1.1 200)")
 
 
+def test_the_header_field_limit_holds_over_http2_as_over_http11(serve, certs):
+    """--limit-request-fields (100 by default) is hyper's over HTTP/1.1; over
+    HTTP/2, which hyper does not count, it was not held at all."""
+    s = https(serve, certs)
+    # (curl adds Host, User-Agent and Accept.)
+    many, few = ([a for i in range(n) for a in ("-H", f"X-H{i}: v")] for n in (110, 90))
+
+    def status(*args):
+        """The status and the HTTP version curl spoke."""
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", str(certs / "ca.crt"), "-o", "/dev/null",
+                            "-w", "%{http_code} %{http_version}", *args], capture_output=True, text=True)
+        return r.stdout
+
+    for version, spoken in (("--http1.1", "1.1"), ("--http2", "2")):
+        assert status(version, *many, s.tls_url + "/") == f"431 {spoken}"
+        assert status(version, *few, s.tls_url + "/") == f"200 {spoken}"
+    # Cookies an HTTP/2 client sends in crumbs count as one field.
+    crumbs = [a for i in range(30) for a in ("-H", f"Cookie: c{i}=1")]
+    assert status("--http2-prior-knowledge", *few, *crumbs, s.url + "/") == "200 2"
+
+
+def test_https_on_a_unix_socket_says_port_443(serve, certs, tmp_path):
+    sock = tmp_path / "tls.sock"
+    serve("--https-socket", f"{sock},{certs / 'rsa.crt'},{certs / 'rsa.key'}", "--wsgi-file", TLS_ENV,
+          "--processes", "1", "--http-socket", f"127.0.0.1:{free_port()}")
+    out, _ = fetch("--unix-socket", str(sock), "https://localhost/", certs=certs)
+    env = json.loads(out)
+    assert (env["HTTPS"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("on", "localhost", "443")
+
+
 def test_http2_off_offers_only_http11(serve, certs):
     s = https(serve, certs, "--http2-off")
     out, spoken = fetch("--http2", s.tls_url + "/", certs=certs)
@@ -217,6 +257,13 @@ def test_tls_versions_and_the_minimum(serve, certs):
     assert s_client(strict.tls_port, "-tls1_3", certs=certs).returncode == 0
 
 
+def x509_field(cert, *args):
+    """`openssl x509 -noout ARGS`'s value (after its `name=`)."""
+    out = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", *args],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return out.split("=", 1)[1]
+
+
 def test_client_certificates_required_and_optional(serve, certs):
     ca = certs / "ca.crt"
     required = https(serve, certs, extra=f",,!{ca}")
@@ -229,10 +276,18 @@ def test_client_certificates_required_and_optional(serve, certs):
     assert env["SSL_CLIENT_S_DN"] == "CN=alice,O=Example"
     # mod_ssl's issuer, serial, end of validity, and the name asked for.
     assert env["SSL_CLIENT_I_DN"] == "CN=oxgate test CA" and env["SSL_TLS_SNI"] == "localhost"
-    serial = subprocess.run(["openssl", "x509", "-in", str(certs / "alice.crt"), "-noout", "-serial"],
-                            capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
-    assert env["SSL_CLIENT_M_SERIAL"].lstrip("0") == serial.lstrip("0")
-    assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", env["SSL_CLIENT_V_END"])
+    # Each as OpenSSL prints it (mod_ssl's and nginx's values).
+    assert env["SSL_CLIENT_M_SERIAL"] == x509_field(certs / "alice.crt", "-serial")
+    assert env["SSL_CLIENT_V_START"] == x509_field(certs / "alice.crt", "-startdate")
+    assert env["SSL_CLIENT_V_END"] == x509_field(certs / "alice.crt", "-enddate")
+    out, _ = fetch("--cert", str(certs / "dave.crt"), "--key", str(certs / "dave.key"), required.tls_url + "/",
+                   certs=certs)
+    env = json.loads(out)
+    # (A WSGI environ's strings are its bytes as Latin-1: PEP 3333.)
+    dn = env["SSL_CLIENT_S_DN"].encode("latin-1").decode()
+    assert dn == x509_field(certs / "dave.crt", "-subject", "-nameopt", "RFC2253,-esc_msb")
+    assert dn.startswith("emailAddress=d@x.com,CN=Dave Müller,UID=dave42,GN=Dave,SN=Müller,")
+    assert env["SSL_CLIENT_M_SERIAL"] == "AB12" == x509_field(certs / "dave.crt", "-serial")
     # A certificate no trusted CA signed is refused, as is one whose use is
     # not client authentication.
     # (In TLS 1.3 the client learns of the refusal only when it reads.)

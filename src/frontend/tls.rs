@@ -456,18 +456,18 @@ impl TlsListener {
                         if let Some(dn) = dn_string(parsed.issuer()) {
                             put("SSL_CLIENT_I_DN", Bytes::from(dn));
                         }
-                        let serial = parsed
-                            .raw_serial_as_string()
-                            .replace(':', "")
-                            .to_uppercase();
-                        put("SSL_CLIENT_M_SERIAL", Bytes::from(serial));
-                        let end = std::time::UNIX_EPOCH
-                            + std::time::Duration::from_secs(
-                                parsed.validity().not_after.timestamp().max(0) as u64,
-                            );
+                        put(
+                            "SSL_CLIENT_M_SERIAL",
+                            Bytes::from(serial_hex(parsed.raw_serial())),
+                        );
+                        let validity = parsed.validity();
+                        put(
+                            "SSL_CLIENT_V_START",
+                            Bytes::from(openssl_time(&validity.not_before)),
+                        );
                         put(
                             "SSL_CLIENT_V_END",
-                            Bytes::from(httpdate::fmt_http_date(end)),
+                            Bytes::from(openssl_time(&validity.not_after)),
                         );
                     }
                     // PEM, as Apache's SSL_CLIENT_CERT and nginx's
@@ -483,24 +483,130 @@ impl TlsListener {
 
 /// A certificate's name in RFC 4514 form (`CN=alice,O=Example`: the last
 /// RDN first, as nginx's `$ssl_client_s_dn` and Apache's `SSL_CLIENT_S_DN`
-/// with `LegacyDNStringFormat` off write it).
+/// with `LegacyDNStringFormat` off write it), with OpenSSL's short names
+/// for the attributes, so that names copied from `openssl x509 -subject
+/// -nameopt RFC2253` match.
 fn dn_string(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
-    let registry = x509_parser::objects::oid_registry();
     let mut rdns = Vec::new();
     for rdn in name.iter() {
         let mut parts = Vec::new();
         for atv in rdn.iter() {
-            let oid = atv.attr_type();
-            let name = x509_parser::objects::oid2abbrev(oid, registry)
-                .map(str::to_string)
-                .unwrap_or_else(|_| oid.to_id_string());
-            let value = atv.as_str().ok()?;
-            parts.push(format!("{name}={}", escape_dn_value(value)));
+            let oid = atv.attr_type().to_id_string();
+            let name = openssl_short_name(&oid).map_or(oid.clone(), str::to_string);
+            let value = match dn_value_text(atv.attr_value()) {
+                Some(text) => escape_dn_value(&text),
+                // RFC 4514 §2.4: a value of no string type, as `#` and
+                // the hex of its encoding.
+                None => format!("#{}", hex_upper(&der_of(atv.attr_value()))),
+            };
+            parts.push(format!("{name}={value}"));
         }
         rdns.push(parts.join("+"));
     }
     rdns.reverse();
     Some(rdns.join(","))
+}
+
+/// OpenSSL's short name for a DN attribute (`crypto/objects/objects.txt`).
+fn openssl_short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.4" => "SN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.12" => "title",
+        "2.5.4.13" => "description",
+        "2.5.4.15" => "businessCategory",
+        "2.5.4.17" => "postalCode",
+        "2.5.4.41" => "name",
+        "2.5.4.42" => "GN",
+        "2.5.4.43" => "initials",
+        "2.5.4.44" => "generationQualifier",
+        "2.5.4.46" => "dnQualifier",
+        "2.5.4.65" => "pseudonym",
+        "2.5.4.97" => "organizationIdentifier",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        "1.3.6.1.4.1.311.60.2.1.1" => "jurisdictionL",
+        "1.3.6.1.4.1.311.60.2.1.2" => "jurisdictionST",
+        "1.3.6.1.4.1.311.60.2.1.3" => "jurisdictionC",
+        _ => return None,
+    })
+}
+
+/// A DN attribute's value as text, for each string type a certificate
+/// may use: BMPString as UTF-16, UniversalString as UTF-32 and
+/// T61String as Latin-1, as OpenSSL reads them (Windows CAs write
+/// non-ASCII names as BMPString).
+fn dn_value_text(value: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let data = value.data;
+    match value.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
+        | Tag::VisibleString => std::str::from_utf8(data).ok().map(str::to_string),
+        Tag::BmpString if data.len().is_multiple_of(2) => char::decode_utf16(
+            data.chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]])),
+        )
+        .collect::<Result<String, _>>()
+        .ok(),
+        Tag::UniversalString if data.len().is_multiple_of(4) => data
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
+        _ => None,
+    }
+}
+
+/// A value's DER encoding: its tag, its length and its content.
+fn der_of(value: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Vec<u8> {
+    let len = value.data.len();
+    let mut out = vec![value.tag().0 as u8];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(value.data);
+    out
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A serial number as OpenSSL prints it (mod_ssl's SSL_CLIENT_M_SERIAL,
+/// nginx's `$ssl_client_serial`): the integer's bytes in hex, without the
+/// zero byte DER puts before a first byte whose top bit is set.
+fn serial_hex(der: &[u8]) -> String {
+    let start = der
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(der.len().saturating_sub(1));
+    hex_upper(&der[start..])
+}
+
+/// A certificate time as OpenSSL prints it (mod_ssl's SSL_CLIENT_V_END,
+/// nginx's `$ssl_client_v_end`): `Dec  7 21:30:07 2026 GMT`.
+fn openssl_time(t: &x509_parser::time::ASN1Time) -> String {
+    let shown = t.to_string();
+    match shown.strip_suffix(" +00:00") {
+        Some(utc) => format!("{utc} GMT"),
+        None => shown,
+    }
 }
 
 /// A DER certificate in PEM form.

@@ -40,6 +40,7 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             head_limits: HeadLimits {
                 request_line: cfg.limit_request_line,
                 field_size: cfg.limit_request_field_size,
+                fields: cfg.limit_request_fields,
             },
             max_headers: cfg.limit_request_fields,
             read_ahead: cfg.post_buffering,

@@ -99,6 +99,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 head_limits: crate::frontend::http::strict::HeadLimits {
                     request_line: 4094,
                     field_size: 8190,
+                    fields: 100,
                 },
                 max_headers: 100,
                 read_ahead: 1 << 20,

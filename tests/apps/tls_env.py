@@ -6,7 +6,7 @@ import json
 
 SHOWN = ("HTTPS", "wsgi.url_scheme", "SERVER_PROTOCOL", "REQUEST_SCHEME", "HTTP_HOST", "SERVER_NAME",
          "SERVER_PORT", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN", "SSL_CLIENT_CERT",
-         "SSL_CLIENT_I_DN", "SSL_CLIENT_M_SERIAL", "SSL_CLIENT_V_END", "SSL_TLS_SNI")
+         "SSL_CLIENT_I_DN", "SSL_CLIENT_M_SERIAL", "SSL_CLIENT_V_START", "SSL_CLIENT_V_END", "SSL_TLS_SNI")
 
 
 def application(environ, start_response):

@@ -160,7 +160,12 @@ fn convert_head_into(
         .authority()
         .map(|a| a.as_str().rsplit('@').next().unwrap_or("").as_bytes())
         .filter(|h| !h.is_empty());
-    // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket.
+    // SERVER_NAME/PORT come from Host (as gunicorn does), else the socket;
+    // a unix socket has no port, and the scheme's is said (443 for TLS).
+    let local_port = || match (info.local_ip(), info.tls()) {
+        (None, Some(_)) => static_bytes("443"),
+        _ => info.local_port(),
+    };
     let host = target_host
         .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()))
         .filter(|h| !h.is_empty());
@@ -170,12 +175,12 @@ fn convert_head_into(
             v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
             match port.filter(|p| !p.is_empty()) {
                 Some(p) => v.copy(VarName::Known(Var::SERVER_PORT), b"", [p]),
-                None => v.put(Var::SERVER_PORT, info.local_port()),
+                None => v.put(Var::SERVER_PORT, local_port()),
             }
         }
         None => {
             v.put(Var::SERVER_NAME, info.local_name());
-            v.put(Var::SERVER_PORT, info.local_port());
+            v.put(Var::SERVER_PORT, local_port());
         }
     }
     if settings.server_addr

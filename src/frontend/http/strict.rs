@@ -20,6 +20,9 @@ pub struct HeadLimits {
     /// `--limit-request-field-size`: one header's `Name: value` line with
     /// its CRLF, counted as Gunicorn counts it.
     pub field_size: usize,
+    /// `--limit-request-fields`, checked here for HTTP/2 (hyper counts
+    /// HTTP/1.1's as it parses them).
+    pub fields: usize,
 }
 
 /// Why a head is refused; each becomes a response that closes the
@@ -32,6 +35,8 @@ pub enum Refusal {
     LineTooLong,
     /// 431: a header is over `--limit-request-field-size`.
     FieldTooLarge,
+    /// 431: more header fields than `--limit-request-fields`.
+    TooManyFields,
     /// 405: CONNECT. An app server has no tunnel to offer, and hyper turns
     /// a connection whose CONNECT was answered 2xx into one (so an app's
     /// ordinary answer could not be sent); nginx answers CONNECT 405 too.
@@ -43,7 +48,9 @@ impl Refusal {
         match self {
             Refusal::Bad(_) => (400, "Bad Request"),
             Refusal::LineTooLong => (414, "URI Too Long"),
-            Refusal::FieldTooLarge => (431, "Request Header Fields Too Large"),
+            Refusal::FieldTooLarge | Refusal::TooManyFields => {
+                (431, "Request Header Fields Too Large")
+            }
             Refusal::Connect => (405, "Method Not Allowed"),
         }
     }
@@ -54,6 +61,7 @@ impl Refusal {
             Refusal::Bad(why) => why,
             Refusal::LineTooLong => "request line longer than --limit-request-line\n",
             Refusal::FieldTooLarge => "header longer than --limit-request-field-size\n",
+            Refusal::TooManyFields => "more header fields than --limit-request-fields\n",
             Refusal::Connect => "CONNECT is not served\n",
         }
     }
@@ -78,6 +86,14 @@ pub fn check_head(parts: &Parts, limits: &HeadLimits) -> Result<(), Refusal> {
     for (name, value) in &parts.headers {
         if limits.field_size > 0 && name.as_str().len() + value.len() + 4 > limits.field_size {
             return Err(Refusal::FieldTooLarge);
+        }
+    }
+    if limits.fields > 0 && parts.version == http::Version::HTTP_2 {
+        // HTTP/2 clients send cookies in crumbs (RFC 9113 §8.2.3), which
+        // HTTP/1.1 would send as one field: they count as one.
+        let crumbs = parts.headers.get_all(header::COOKIE).iter().count();
+        if parts.headers.len() - crumbs.saturating_sub(1) > limits.fields {
+            return Err(Refusal::TooManyFields);
         }
     }
     for name in &SINGLETONS {
@@ -151,6 +167,7 @@ mod tests {
     const LIMITS: HeadLimits = HeadLimits {
         request_line: 4094,
         field_size: 8190,
+        fields: 100,
     };
 
     /// The head of `raw` as hyper's parser (httparse) hands it over.
@@ -224,6 +241,7 @@ mod tests {
         let off = HeadLimits {
             request_line: 0,
             field_size: 0,
+            fields: 0,
         };
         assert_eq!(check_head(&parts(long_target.as_bytes()), &off), Ok(()));
         assert_eq!(check_head(&parts(long_field.as_bytes()), &off), Ok(()));
@@ -246,5 +264,36 @@ mod tests {
                 && m != "CONNECT";
             prop_assert_eq!(check(raw.as_bytes()).is_ok(), ok);
         }
+    }
+
+    #[test]
+    fn http2_heads_are_held_to_the_field_count_cookie_crumbs_as_one() {
+        let head = |fields: usize, crumbs: usize| {
+            let mut b = http::Request::builder()
+                .version(Version::HTTP_2)
+                .uri("https://h/");
+            for i in 0..fields {
+                b = b.header(format!("x-h{i}"), "v");
+            }
+            for i in 0..crumbs {
+                b = b.header("cookie", format!("c{i}=1"));
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(check_head(&head(100, 0), &LIMITS), Ok(()));
+        assert_eq!(
+            check_head(&head(101, 0), &LIMITS),
+            Err(Refusal::TooManyFields)
+        );
+        assert_eq!(check_head(&head(99, 50), &LIMITS), Ok(()));
+        assert_eq!(
+            check_head(&head(100, 2), &LIMITS),
+            Err(Refusal::TooManyFields)
+        );
+        let off = HeadLimits {
+            fields: 0,
+            ..LIMITS
+        };
+        assert_eq!(check_head(&head(1000, 0), &off), Ok(()));
     }
 }
