@@ -389,6 +389,18 @@ def test_errors_before_and_after_the_response_starts(serve):
     assert requests.get(s.url + "/").text == "hello GET"
 
 
+def test_a_body_the_app_leaves_unread_is_drained_and_the_connection_kept(serve):
+    """A 4 MiB body (past --post-buffering, so still arriving) that the app
+    never receives: the rest is read and dropped, as uvicorn and the WSGI
+    host do, and the request pipelined after it is answered."""
+    from helpers import raw_request
+    s = asgi(serve, "asgi_raw:app")
+    body = b"z" * (4 << 20)
+    out = raw_request(s.port, b"POST /ignored HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                      + body + b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"hello GET"), out[:500]
+
+
 def test_a_large_streamed_response_arrives_whole(serve):
     s = asgi(serve, "asgi_raw:app")
     assert requests.get(s.url + "/big").content == b"x" * 65536 * 64

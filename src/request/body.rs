@@ -297,6 +297,10 @@ impl Drop for FileBody {
     }
 }
 
+/// How much of a request body an app did not read is still read (and
+/// dropped) to keep the connection; beyond it the connection is closed.
+pub const UNREAD_BODY_DRAIN: usize = 8 << 20;
+
 pub struct BodyStream(Box<dyn ChunkSource>);
 
 impl BodyStream {
@@ -322,6 +326,20 @@ impl BodyStream {
 
     pub fn take_file(&mut self) -> Option<FileRegion> {
         self.0.take_file()
+    }
+
+    /// Reads and drops what the app left unread of a request body, up to
+    /// [`UNREAD_BODY_DRAIN`], as Gunicorn, uvicorn and nginx do: the
+    /// connection then stays usable for the client's next request instead
+    /// of being closed under it (a larger rest closes it).
+    pub async fn drain_unread(&mut self) {
+        let mut left = UNREAD_BODY_DRAIN;
+        while left > 0 {
+            match self.chunk().await {
+                Some(Ok(b)) => left = left.saturating_sub(b.len()),
+                _ => break,
+            }
+        }
     }
 
     pub fn poll_trailers(

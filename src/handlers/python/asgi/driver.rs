@@ -431,5 +431,14 @@ impl Drop for Driver {
         if !senders.is_empty() {
             post_settle(host, senders, Settlement::Nothing);
         }
+        // A body the app left unread is read on and dropped, as the WSGI
+        // host and uvicorn do: dropped unread, it would make hyper close
+        // the connection after the response, with no `Connection: close`
+        // said and the client's pipelined requests lost.
+        if let Some(mut body) = self.body.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { body.drain_unread().await });
+        }
     }
 }

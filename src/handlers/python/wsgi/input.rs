@@ -11,10 +11,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::host::CHANNEL_DEPTH;
 use crate::request::{BodyError, BodyStream};
 
-/// How much of a request body the app did not read is still read (and
-/// dropped) to keep the connection; beyond it the connection is closed.
-const UNREAD_BODY_DRAIN: usize = 8 << 20;
-
 enum Source {
     /// The whole body, already in memory.
     Buffered(Bytes),
@@ -73,16 +69,7 @@ impl Input {
                 _ = done_rx => {}
                 () = feed => {}
             }
-            // What the app left unread is read and dropped (up to a bound),
-            // as gunicorn and nginx do: the connection then stays usable for
-            // the client's next request instead of being closed under it.
-            let mut left = UNREAD_BODY_DRAIN;
-            while left > 0 {
-                match body.chunk().await {
-                    Some(Ok(b)) => left = left.saturating_sub(b.len()),
-                    _ => break,
-                }
-            }
+            body.drain_unread().await;
         });
         let input = Input {
             source: Source::Streaming {
