@@ -82,6 +82,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
     {
         crate::say!("oxgate: warning: {e}; no StatsD metrics are sent");
     }
+    // Before any socket is bound: a second start by mistake must not take
+    // over a unix socket the running server listens on.
+    if inherited.is_none()
+        && p.pidfile_exclusive
+        && let Some(pidfile) = &p.pidfile
+    {
+        process::refuse_live_pidfile(pidfile)?;
+    }
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => {
             // Its work is done (config::resolve read it): the app must not

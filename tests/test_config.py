@@ -424,6 +424,9 @@ def test_ini_file_starts_and_serves(tmp_path):
 def test_gunicorn_style(serve):
     p = run("-w", "4", "demo:app", "-b", ":1", "--print-config")
     assert p.returncode == 0
+    # Shown as what it is read as: the worker count, not a module "4".
+    shown = [line.split("    #")[0] for line in p.stdout.splitlines() if not line.startswith("#")]
+    assert "processes = 4" in shown and "module = demo:app" in shown and "module = 4" not in shown, p.stdout
     s = serve("-w", "2", "procs:application", "--chdir", str(APPS))
     assert len(s.wait_workers(2)) == 2
     assert requests.get(s.url).status_code == 200

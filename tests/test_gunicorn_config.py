@@ -819,6 +819,30 @@ def test_relative_log_pidfile_and_socket_paths_are_chdirs_as_in_gunicorn(serve, 
         s.stop()
 
 
+def test_a_second_start_over_a_live_pidfile_is_refused_as_in_gunicorn(serve, tmp_path):
+    """Started again by mistake with the same pidfile, Gunicorn refuses
+    before it binds: the running server keeps its unix socket, and its
+    pidfile still names it (a deploy script's `kill -HUP $(cat x.pid)`)."""
+    for name, program in (("oxgate", (BIN,)), ("gunicorn", (GUNICORN,))):
+        here = tmp_path / name
+        here.mkdir()
+        f = conf(here, f"pidfile = {str(here / 'x.pid')!r}\nworkers = 1\nchdir = {str(APPS)!r}\n")
+        sock = here / "x.sock"
+        args = ["-c", str(f), "-b", f"unix:{sock}", "procs:application"]
+        s = serve(*args, "-b", "127.0.0.1:{port}", socket_arg=False, cwd=here,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        pid = (here / "x.pid").read_text().strip()
+        second = subprocess.run([*program, *args], capture_output=True, text=True, timeout=30, cwd=here,
+                                env=dict(os.environ, VIRTUAL_ENV=str(VENV)))
+        assert second.returncode != 0, name
+        assert f"already running on pid {pid}" in (second.stdout + second.stderr).lower(), (name, second.stderr)
+        assert (here / "x.pid").read_text().strip() == pid, name
+        answer = subprocess.run(["curl", "-sS", "--max-time", "10", "--unix-socket", str(sock), "http://x/"],
+                                capture_output=True, text=True)
+        assert answer.returncode == 0, (name, answer.stderr)
+        s.stop()
+
+
 def test_gunicorns_signals(serve, tmp_path):
     """USR2 (Gunicorn's upgrade) replaces the workers with new code and no
     gap; TTIN/TTOU change the count (and call nworkers_changed); HUP

@@ -95,6 +95,7 @@ complete -c oxgate -l reload-mercy -x -d 'How long a stopping master waits for w
 complete -c oxgate -l health-path -r -F -d 'Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining or with no worker (for load balancers and Kubernetes probes; not in the request log)'
 complete -c oxgate -l drain-delay -x -d 'On a graceful stop, fail --health-path first and keep serving for SECONDS, so balancers stop sending before the sockets close; then stop as usual'
 complete -c oxgate -l pidfile -r -F -d 'Write the master\'s pid to FILE'
+complete -c oxgate -l pidfile-exclusive -d 'Refuse to start when --pidfile names a process that is running ("already running"), before binding any socket, as Gunicorn does: a second start by mistake then cannot take over a unix socket or leave the pidfile naming itself'
 complete -c oxgate -l pidfile2 -r -F -d 'Write the master\'s pid to FILE after dropping privileges'
 complete -c oxgate -l daemonize -x -d 'Detach from the terminal and log to LOGFILE'
 complete -c oxgate -l daemonize2 -x -d 'Like --daemonize, but after the app is loaded (load errors still reach the terminal)'

@@ -448,6 +448,8 @@ options! {
     PIDFILE = OptDef::new("pidfile", Str, Process)
         .value("FILE")
         .help("Write the master's pid to FILE."),
+    PIDFILE_EXCLUSIVE = OptDef::new("pidfile-exclusive", Flag, Process)
+        .help("Refuse to start when --pidfile names a process that is running (\"already running\"), before binding any socket, as Gunicorn does: a second start by mistake then cannot take over a unix socket or leave the pidfile naming itself. Gunicorn configs get it; otherwise the pidfile is overwritten, as uWSGI does."),
     PIDFILE2 = OptDef::new("pidfile2", Str, Process)
         .value("FILE")
         .help("Write the master's pid to FILE after dropping privileges."),

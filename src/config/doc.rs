@@ -31,7 +31,18 @@ pub fn print_config(loaded: &Loaded) -> String {
         loaded.dialect.as_deref().unwrap_or("uWSGI's options")
     );
     for &o in defs::OPTIONS {
-        let mut given = loaded.settings.iter().filter(|s| s.opt == o).peekable();
+        // A numeric -w is the worker count it is read as (`processes`).
+        let mut given = loaded
+            .settings
+            .iter()
+            .filter(|s| {
+                if s.is_worker_count() {
+                    o == &defs::opt::PROCESSES
+                } else {
+                    s.opt == o
+                }
+            })
+            .peekable();
         if given.peek().is_none()
             && let Some(d) = o.default
         {

@@ -893,6 +893,8 @@ fn translate(
     push(&opt::VACUUM, "true".into(), &default);
     // Gunicorn's SIGINT and SIGQUIT are its quick shutdown.
     push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
+    // Gunicorn will not start over a pidfile that names a live process.
+    push(&opt::PIDFILE_EXCLUSIVE, "true".into(), &default);
     // Gunicorn's listen backlog, unless `backlog` says otherwise (below).
     push(&opt::LISTEN, "2048".into(), &default);
 

@@ -16,6 +16,16 @@ pub struct Setting {
     pub origin: sources::Origin,
 }
 
+impl Setting {
+    /// Gunicorn's `-w 4 app:app`: a module name cannot be a number, so a
+    /// numeric -w/--module is Gunicorn's worker count.
+    pub fn is_worker_count(&self) -> bool {
+        self.opt == &opt::MODULE
+            && !self.value.is_empty()
+            && self.value.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
 /// Everything the sources said: the options, and the keys that are not
 /// options (uWSGI keeps those as placeholders).
 #[derive(Debug, Default)]

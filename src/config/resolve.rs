@@ -669,11 +669,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     }
 
     let callable = r.defaulted(&opt::CALLABLE);
-    // Gunicorn's `-w 4 app:app`: a module name cannot be a number, so a
-    // numeric -w/--module is Gunicorn's worker count.
-    let is_count = |s: &&Setting| {
-        s.opt == &opt::MODULE && !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_digit())
-    };
+    let is_count = |s: &&Setting| s.is_worker_count();
     let gunicorn_workers = settings
         .iter()
         .rev()
@@ -1078,6 +1074,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             reload_mercy: r.duration(&opt::RELOAD_MERCY),
             drain_delay: r.fractional_seconds(&opt::DRAIN_DELAY)?,
             pidfile: r.path(&opt::PIDFILE),
+            pidfile_exclusive: r.flag(&opt::PIDFILE_EXCLUSIVE)?,
             pidfile2: r.path(&opt::PIDFILE2),
             daemonize: r.path(&opt::DAEMONIZE),
             daemonize2: r.path(&opt::DAEMONIZE2),

@@ -376,6 +376,8 @@ pub struct ProcessConfig {
     /// health check failing, before the workers are told to stop.
     pub drain_delay: Option<Duration>,
     pub pidfile: Option<PathBuf>,
+    /// `--pidfile-exclusive`: a live pid in it stops the start.
+    pub pidfile_exclusive: bool,
     pub pidfile2: Option<PathBuf>,
     pub daemonize: Option<PathBuf>,
     pub daemonize2: Option<PathBuf>,

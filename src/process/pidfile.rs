@@ -50,3 +50,57 @@ pub fn write_pidfile(path: &Path) -> Result<(), String> {
 /// The first pidfile written, still open.
 static KEPT: std::sync::Mutex<Option<(std::path::PathBuf, std::fs::File)>> =
     std::sync::Mutex::new(None);
+
+/// `--pidfile-exclusive`: an error when `path` names a running process
+/// other than this one (Gunicorn's "Already running on PID"). A missing,
+/// empty or unreadable pidfile, or one naming no process, is no obstacle.
+pub fn refuse_live_pidfile(path: &Path) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Ok(());
+    };
+    if pid <= 0 || pid as u32 == std::process::id() {
+        return Ok(());
+    }
+    // Signal 0: whether the process exists (EPERM: it does, another
+    // user's).
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        _ => Err(format!(
+            "already running on pid {pid} (or pidfile {} is stale: remove it if no server runs)",
+            path.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_pid_refuses_and_a_dead_or_own_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("oxgate-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.pid");
+        assert_eq!(refuse_live_pidfile(&path), Ok(()), "no file");
+        std::fs::write(&path, "1\n").unwrap();
+        let refused = refuse_live_pidfile(&path).unwrap_err();
+        assert!(
+            refused.starts_with("already running on pid 1 "),
+            "{refused}"
+        );
+        std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(refuse_live_pidfile(&path), Ok(()), "our own");
+        // A child that has exited and been reaped: its pid names nothing.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        std::fs::write(&path, format!("{gone}\n")).unwrap();
+        assert_eq!(refuse_live_pidfile(&path), Ok(()), "a dead one");
+        std::fs::write(&path, "not a pid").unwrap();
+        assert_eq!(refuse_live_pidfile(&path), Ok(()), "garbage");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
