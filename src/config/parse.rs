@@ -328,15 +328,29 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                 Some(o) => (o, format!("--{name}")),
                 // A uWSGI option real configs use that oxgate does not
                 // have yet: a warning, as in a config file (an error under
-                // `strict`). Which of them take a value is not known here:
-                // only a value written `--name=value`, or a number
+                // `strict`). Its value is taken as uWSGI's getopt takes it:
+                // a flag's never (`--reuse-port app.py`), a required one's
+                // always (`--procname myapp`). Where uWSGI's table is not
+                // at hand, only a value written `--name=value`, or a number
                 // (`--cheaper 2`), is taken, never a word that may be the
-                // app or a file; without one it is an error, as before.
+                // app or a file; without one it is an error.
                 None if defs::UWSGI_OPTIONS.contains(&name)
                     || super::uwsgi_names::is_uwsgi_option(name) =>
                 {
                     let name = name.to_string();
-                    let value = value_or_next_word(&mut parser, &name, |c| c.is_ascii_digit())?;
+                    let value = match super::uwsgi_names::takes_next_word(&name) {
+                        Some(false) => match parser.optional_value() {
+                            Some(v) => Some(os_to_string(v, &name)?),
+                            None => Some("true".to_string()),
+                        },
+                        Some(true) => Some(
+                            parser
+                                .value()
+                                .map_err(|_| ConfigError(format!("--{name} needs a value")))
+                                .and_then(|v| os_to_string(v, &name))?,
+                        ),
+                        None => value_or_next_word(&mut parser, &name, |c| c.is_ascii_digit())?,
+                    };
                     let Some(value) = value else {
                         return err(format!(
                             "unknown option --{name} (a uWSGI option oxgate does not implement yet; written --{name}=VALUE it is warned about and passed over)"
