@@ -309,7 +309,11 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                     .value()
                     .map_err(|_| ConfigError(format!("--{name} needs a value")))
                     .and_then(|v| os_to_string(v, &name))?;
-                if name == "include" || name == "inherit" || name == "config" {
+                if name == "inherit" {
+                    reader.inherit(&value, &Origin::CommandLine);
+                    continue;
+                }
+                if name == "include" || name == "config" {
                     reader.load_file("auto", &value, &Origin::CommandLine)?;
                     continue;
                 }
@@ -465,6 +469,7 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         }
     }
 
+    reader.read_inherited()?;
     reader.resolve_late();
     let mut loaded = Loaded {
         read_warnings: std::mem::take(&mut reader.warnings),

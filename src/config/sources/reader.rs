@@ -11,8 +11,9 @@ use super::logic::{IF_ALIASES, arithmetic, block_end, condition, find_block_end,
 use super::magic::{FileInfo, magic, read_at};
 use crate::config::ConfigError;
 
-/// Options that load another config file in place.
-/// (uWSGI's `inherit` and `config` read a file as `include` does.)
+/// Options that load another config file: in place, but for `inherit`,
+/// which uWSGI reads once everything else is read (so the file inherited
+/// from has the last word). (`config` reads a file as `include` does.)
 pub const INCLUDE_KEYS: &[&str] = &[
     "ini", "yaml", "yml", "json", "js", "xml", "include", "inherit", "config",
 ];
@@ -60,6 +61,8 @@ pub struct Reader {
     unresolved: std::cell::RefCell<Vec<String>>,
     /// Entries (by index) with such names, for `resolve_late`.
     late: Vec<(usize, Vec<String>)>,
+    /// `inherit`s, read after all the rest (`read_inherited`).
+    inherited: Vec<(String, Origin, Option<FileInfo>)>,
 }
 
 impl Default for Reader {
@@ -75,6 +78,7 @@ impl Default for Reader {
             faults: std::cell::RefCell::default(),
             unresolved: std::cell::RefCell::default(),
             late: Vec::new(),
+            inherited: Vec::new(),
         }
     }
 }
@@ -152,6 +156,23 @@ impl Reader {
         for (n, value) in changes {
             self.entries[n].value = value;
         }
+    }
+
+    /// Reads the files `inherit` named, in order, once the sources are
+    /// read: uWSGI appends their options after all others (and after the
+    /// command line), so a value they give wins over the file's own.
+    pub fn read_inherited(&mut self) -> Result<(), ConfigError> {
+        while !self.inherited.is_empty() {
+            for (spec, from, current) in std::mem::take(&mut self.inherited) {
+                self.include("auto", &spec, &from, current.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deferred to [`Reader::read_inherited`].
+    pub fn inherit(&mut self, spec: &str, from: &Origin) {
+        self.inherited.push((spec.to_string(), from.clone(), None));
     }
 
     /// `--ini FILE[:section]` and friends, from the command line or the
@@ -371,6 +392,10 @@ impl Reader {
                     _ => return err(&origin, format!("set {value:?}: expected NAME=VALUE")),
                 },
                 "print" => eprintln!("{value}"),
+                "inherit" => {
+                    self.inherited
+                        .push((value.clone(), origin.clone(), Some(info.clone())))
+                }
                 k if INCLUDE_KEYS.contains(&k) => {
                     let format = match k {
                         "ini" => "ini",
