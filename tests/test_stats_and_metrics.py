@@ -167,7 +167,7 @@ def test_prometheus_metrics(serve):
     sp, mp, up = free_port(), free_port(), free_port()
     s = serve("--wsgi-file", LOGGED, "--processes", "2", "--socket", f"127.0.0.1:{up}",
               "--stats", f"127.0.0.1:{sp}", "--stats-http", "--metrics", f"127.0.0.1:{mp}",
-              "--max-requests", "5")
+              "--max-requests", "5", "--min-worker-lifetime", "0")
     s.wait_workers(2)
     with requests.Session() as http:
         for path in ["/"] * 6 + ["/status/404", "/boom", "/sleep/30"]:

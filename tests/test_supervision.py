@@ -67,7 +67,10 @@ def test_harakiri_kills_a_stuck_worker_with_its_stack(serve, app_dir):
 
 
 def test_max_requests_recycles_without_failures(serve, app_dir):
-    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", "--max-requests", "50")
+    # (--min-worker-lifetime 0: without it, a worker is replaced only after
+    # its first 10 s, as in uWSGI; test_max_requests_waits_for_the_min_lifetime.)
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2", "--max-requests", "50",
+              "--min-worker-lifetime", "0")
     first = s.wait_workers(2)
     load = Load(s.url)
     deadline = time.monotonic() + 60
@@ -79,7 +82,8 @@ def test_max_requests_recycles_without_failures(serve, app_dir):
     assert not set(first) & set(s.wait_workers(2))
 
 
-@pytest.mark.parametrize("recycle", [("--max-requests", "5000"), ("--reload-on-rss", "1")],
+@pytest.mark.parametrize("recycle", [("--max-requests", "5000", "--min-worker-lifetime", "0"),
+                                     ("--reload-on-rss", "1")],
                          ids=["max-requests", "reload-on-rss"])
 def test_recycling_under_keep_alive_load_loses_nothing(serve, app_dir, recycle):
     """wrk sends each next request the moment it has an answer: a recycled
@@ -94,6 +98,20 @@ def test_recycling_under_keep_alive_load_loses_nothing(serve, app_dir, recycle):
     done, bad = failures(under_load(s.url + "/", recycles, connections=20))
     assert done > 1000
     assert bad == 0
+
+
+def test_max_requests_waits_for_the_min_lifetime(serve, app_dir):
+    """As in uWSGI, a worker past --max-requests is replaced only once it
+    has run --min-worker-lifetime (10 s by default): it serves on until
+    then, rather than a worker being forked every few requests."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--max-requests", "2",
+              "--min-worker-lifetime", "5")
+    first = s.wait_workers(1)
+    pids = {int(requests.get(s.url, timeout=10).text.split()[0]) for _ in range(6)}
+    assert pids == set(first), "replaced before its --min-worker-lifetime"
+    assert "(--max-requests)" not in s.log()
+    wait_for(lambda: "(--max-requests)" in s.log(), timeout=30, what="the replacement after 5 s")
+    assert not set(first) & set(s.wait_workers(1))
 
 
 def test_max_worker_lifetime(serve, app_dir):

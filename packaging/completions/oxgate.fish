@@ -88,7 +88,7 @@ complete -c oxgate -l reload-on-rss -x -d 'Replace a worker gracefully when its 
 complete -c oxgate -l evil-reload-on-rss -x -d 'Kill a worker at once when its resident memory exceeds MB'
 complete -c oxgate -l master-fifo -r -F -d 'uWSGI\'s master FIFO: the master makes a named pipe at PATH and takes one-character commands written to it: r or w (graceful reload), R or W (brutal reload), c (chain reload), q (graceful stop), Q (immediate stop), l (reopen the logs), + and - (one worker more or fewer)'
 complete -c oxgate -l reload-on-as -x -d 'Replace a worker gracefully when its address space (virtual size) reaches MB, once it is serving and has run --min-worker-lifetime'
-complete -c oxgate -l min-worker-lifetime -x -d 'How long a worker runs before --reload-on-as may replace it: a worker over the limit from its start is not replaced in a loop'
+complete -c oxgate -l min-worker-lifetime -x -d 'How long a worker runs before --max-requests or --reload-on-as may replace it, as in uWSGI (it serves on meanwhile): a small --max-requests under load does not fork a worker every few milliseconds, and a worker over the memory limit from its start is not replaced in a loop'
 complete -c oxgate -l limit-as -x -d 'Limit each worker\'s address space to MB (RLIMIT_AS), for the app: the space oxgate reserves for itself (its allocator\'s 64 MiB arena, the scoreboard) is added to it, as uWSGI has no such reservations'
 complete -c oxgate -l worker-reload-mercy -x -d 'How long a worker asked to stop may finish its requests before it is killed'
 complete -c oxgate -l reload-mercy -x -d 'How long a stopping master waits for workers to finish'

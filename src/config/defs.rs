@@ -426,7 +426,7 @@ options! {
     MIN_WORKER_LIFETIME = OptDef::new("min-worker-lifetime", Int, Process)
         .value("SECONDS")
         .defaults_to("10")
-        .help("How long a worker runs before --reload-on-as may replace it: a worker over the limit from its start is not replaced in a loop."),
+        .help("How long a worker runs before --max-requests or --reload-on-as may replace it, as in uWSGI (it serves on meanwhile): a small --max-requests under load does not fork a worker every few milliseconds, and a worker over the memory limit from its start is not replaced in a loop. Gunicorn and uvicorn settings make it 0, as they have no such wait."),
     LIMIT_AS = OptDef::new("limit-as", Int, Process)
         .value("MB")
         .help("Limit each worker's address space to MB (RLIMIT_AS), for the app: the space oxgate reserves for itself (its allocator's 64 MiB arena, the scoreboard) is added to it, as uWSGI has no such reservations. Each thread's stack counts."),

@@ -895,6 +895,8 @@ fn translate(
     push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
     // Gunicorn will not start over a pidfile that names a live process.
     push(&opt::PIDFILE_EXCLUSIVE, "true".into(), &default);
+    // Gunicorn replaces a worker at max_requests whatever its age.
+    push(&opt::MIN_WORKER_LIFETIME, "0".into(), &default);
     // Gunicorn's listen backlog, unless `backlog` says otherwise (below).
     push(&opt::LISTEN, "2048".into(), &default);
 

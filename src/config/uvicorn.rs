@@ -298,6 +298,8 @@ fn translate(
     // each worker, as uvicorn's spawned workers do.
     push(&opt::MASTER, "true".into(), &default);
     push(&opt::LAZY_APPS, "true".into(), &default);
+    // --limit-max-requests replaces a worker whatever its age.
+    push(&opt::MIN_WORKER_LIFETIME, "0".into(), &default);
 
     let socket = if let Some(path) = last("--uds") {
         path

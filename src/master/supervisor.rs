@@ -606,7 +606,13 @@ impl Supervisor {
             }
             let mut why = None;
             let mut cause = Cause::MaxRequests;
-            if seen.max_requests_reached {
+            // As uWSGI: a worker is not replaced for its request count
+            // before it has run --min-worker-lifetime (it serves on
+            // meanwhile), so a small --max-requests under load does not
+            // fork a worker every few milliseconds.
+            if seen.max_requests_reached
+                && now.duration_since(w.started) >= limits.min_worker_lifetime
+            {
                 why = Some(format!(
                     "served {} requests (--max-requests)",
                     seen.requests

@@ -206,6 +206,26 @@ fn max_requests_replaces_the_worker_before_stopping_it() {
 }
 
 #[test]
+fn max_requests_waits_for_the_min_worker_lifetime() {
+    let l = Limits {
+        min_worker_lifetime: Duration::from_secs(10),
+        ..limits()
+    };
+    let (mut sup, mut fx, t) = running(1, l);
+    let old = fx.spawned[0].1;
+    let seen = fx.seen.entry(old).or_default();
+    seen.max_requests_reached = true;
+    seen.requests = 3;
+    // Younger than 10 s: it serves on, not replaced.
+    sup.tick(&mut fx, t + Duration::from_secs(1));
+    assert_eq!(fx.spawned.len(), 1);
+    assert!(fx.counts.is_empty());
+    sup.tick(&mut fx, t + Duration::from_secs(10));
+    assert!(fx.said("served 3 requests (--max-requests), replacing it"));
+    assert_eq!(fx.spawned.len(), 2);
+}
+
+#[test]
 fn lifetime_and_memory_limits() {
     let l = Limits {
         max_worker_lifetime: Some(Duration::from_secs(3600)),
