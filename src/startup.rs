@@ -176,6 +176,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     enter_app_environment(&cfg)?;
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
+    if let Some(log) = &p.logto2 {
+        carry_on(&inherited, process::redirect_output(log))?;
+    }
     if let Some(pidfile) = &p.pidfile2 {
         carry_on(&inherited, process::write_pidfile(pidfile))?;
     }

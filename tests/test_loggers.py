@@ -204,6 +204,17 @@ def application(environ, start_response):
 """
 
 
+def test_logto2_takes_the_log_from_the_drop_of_privileges_on(serve, tmp_path):
+    """uWSGI's --logto2 (in configs with --uid): the log goes to --logto's
+    file until privileges are dropped, to --logto2's after, opened then.
+    oxgate refused to start with it."""
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(first), "--logto2", str(second))
+    requests.get(s.url + "/after-the-drop", timeout=10)
+    wait_for(lambda: second.exists() and "/after-the-drop" in second.read_text(), what="the request in --logto2's file")
+    assert "/after-the-drop" not in first.read_text()
+
+
 def test_an_app_that_forks_is_routed_and_stops(serve, tmp_path):
     """A child the app forks writes through the same pipe; it does not keep
     the worker from stopping."""

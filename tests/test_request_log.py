@@ -9,10 +9,11 @@ import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
-from helpers import (BIN, LOGGED, cgi, fcgi_request, free_port, listens, read_records, scgi_packet, uwsgi_request,
-                     wait_for)
+from helpers import (BIN, LOGGED, cgi, fcgi_request, free_port, listens, raw_request, read_records, scgi_packet,
+                     uwsgi_request, wait_for)
 
 
 # uWSGI's default request line (core/logging.c), every field captured.
@@ -91,6 +92,27 @@ def test_custom_format_renders_every_variable(serve, tmp_path):
     assert re.fullmatch(r"\d{4}/\d\d/\d\d", got["ftime"])  # --log-format-strftime
     assert int(got["rss"]) > 1 << 20 and int(got["rssM"]) == int(got["rss"]) >> 20
     assert int(got["vars"]) % 2 == 0 and int(got["pktsize"]) > 100
+    # As uWSGI renders them without a body or a Host: the length a number,
+    # the host the server's name.
+    raw_request(s.port, b"GET /status/200 HTTP/1.0\r\n\r\n")
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("uri=/status/200")),
+                                 None), what="the second request line")
+    got = dict(kv.split("=", 1) for kv in line.split("|"))
+    assert got["cl"] == "0" and got["host"] == "127.0.0.1", line
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_an_apps_error_is_logged_with_the_500_it_sent(serve, tmp_path, threads):
+    """The size logged is that of the 500 page sent, one Python thread or
+    several (with several, it was logged as 0 bytes and 0 headers)."""
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--threads", threads, "--logto", str(log),
+              "--log-format", "%(uri) %(status) rsize=%(rsize) headers=%(headers)")
+    r = requests.get(s.url + "/boom", timeout=10)
+    assert r.status_code == 500
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("/boom ")), None),
+                    what="the request line")
+    assert line == f"/boom 500 rsize={len(r.content)} headers=2", (line, r.headers)  # type and length
 
 
 def test_json_encoder(serve, tmp_path):

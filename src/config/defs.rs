@@ -463,6 +463,9 @@ options! {
     LOGTO = OptDef::new("logto", Str, Logging)
         .value("FILE")
         .help("Log to FILE instead of stderr."),
+    LOGTO2 = OptDef::new("logto2", Str, Logging)
+        .value("FILE")
+        .help("Log to FILE from the moment privileges are dropped (--uid, --gid), opened as that user; until then, to --logto's file or stderr."),
     LOGGER = OptDef::new("logger", List, Logging)
         .value("[NAME ]TARGET")
         .help("uWSGI's logger, repeatable: file:PATH, stdio (stderr, or --logto's file), syslog[:IDENT[,FACILITY]] (the local syslog, /dev/log) or rsyslog:ADDR[:PORT][,PREFIX[,PRI]] (UDP). Lines go to every logger without a NAME; a named one takes only the lines --log-route sends it. The app's own output is routed too."),
@@ -983,7 +986,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "logfile-chmod",
     "logfile-chown",
     "logformat-strftime",
-    "logto2",
     "master-as-root",
     "max-requests-delta",
     "mule",

@@ -1078,6 +1078,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             pidfile2: r.path(&opt::PIDFILE2),
             daemonize: r.path(&opt::DAEMONIZE),
             daemonize2: r.path(&opt::DAEMONIZE2),
+            logto2: r.path(&opt::LOGTO2),
             logto: match r.path(&opt::LOGTO) {
                 Some(p) => Some(p),
                 // One file logger is the log file itself.

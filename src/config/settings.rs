@@ -382,6 +382,8 @@ pub struct ProcessConfig {
     pub daemonize: Option<PathBuf>,
     pub daemonize2: Option<PathBuf>,
     pub logto: Option<PathBuf>,
+    /// `--logto2`: the log file from the drop of privileges on.
+    pub logto2: Option<PathBuf>,
     pub vacuum: bool,
     pub touch_reload: Vec<PathBuf>,
     pub touch_chain_reload: Vec<PathBuf>,

@@ -126,7 +126,8 @@ pub(super) const REFERER: usize = 9;
 pub(super) const XFF: usize = 10;
 pub(super) const CL: usize = 11;
 pub(super) const AUTH: usize = 12;
-pub(super) const FIXED: usize = 13;
+pub(super) const SERVER_NAME: usize = 13;
+pub(super) const FIXED: usize = 14;
 
 pub(super) fn fixed_index(v: Var) -> Option<usize> {
     Some(match v {
@@ -143,6 +144,7 @@ pub(super) fn fixed_index(v: Var) -> Option<usize> {
         Var::HTTP_X_FORWARDED_FOR => XFF,
         Var::CONTENT_LENGTH => CL,
         Var::HTTP_AUTHORIZATION => AUTH,
+        Var::SERVER_NAME => SERVER_NAME,
         _ => return None,
     })
 }

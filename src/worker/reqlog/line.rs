@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use super::fields::{
-    ADDR, AUTH, CL, FIELDS, FIXED, Field, HOST, METHOD, PATH, PROTO, QUERY, REFERER, UAGENT, URI,
-    USER, XFF,
+    ADDR, AUTH, CL, FIELDS, FIXED, Field, HOST, METHOD, PATH, PROTO, QUERY, REFERER, SERVER_NAME,
+    UAGENT, URI, USER, XFF,
 };
 use super::format::{Piece, json_str};
 use crate::config::LogSettings;
@@ -159,11 +159,16 @@ impl Line<'_> {
             Field::User => Value::Bytes(self.var(USER)),
             Field::Addr => Value::Bytes(self.addr()),
             Field::RemoteAddr => Value::Verbatim(self.var(ADDR)),
-            Field::Host => Value::Bytes(self.var(HOST)),
+            // As uWSGI: the Host header, else the server's name.
+            Field::Host => Value::Bytes(match self.var(HOST) {
+                b"" => self.var(SERVER_NAME),
+                host => host,
+            }),
             Field::Proto => Value::Bytes(self.proto()),
             Field::Uagent => Value::Bytes(self.var(UAGENT)),
             Field::Referer => Value::Bytes(self.var(REFERER)),
-            Field::Cl => Value::Bytes(self.var(CL)),
+            // uWSGI's is the body's length as a number: 0 without one.
+            Field::Cl => Value::Num(crate::request::cgi::content_length(self.var(CL)).unwrap_or(0)),
             Field::Status => Value::Num(u64::from(o.status)),
             Field::Rsize => Value::Num(o.body_bytes),
             Field::Hsize => Value::Num(o.header_bytes),

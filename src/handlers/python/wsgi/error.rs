@@ -30,16 +30,6 @@ pub(crate) enum CallError {
 }
 
 impl CallError {
-    /// The status of the error response this becomes.
-    pub(super) fn status(&self) -> u16 {
-        match self {
-            CallError::Client(e) if e.status == 413 => 413,
-            CallError::Client(_) => 400,
-            CallError::NoApp => 404,
-            _ => 500,
-        }
-    }
-
     /// Blames the client when reading its body failed before the app did.
     pub(super) fn or_client(self, failure: &Option<Arc<OnceLock<BodyError>>>) -> CallError {
         match (self, failure.as_ref().and_then(|f| f.get())) {

@@ -144,7 +144,7 @@ impl WsgiHost {
             });
         match head_rx.await {
             Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
-            Ok(Err(e)) => self.error_response(e),
+            Ok(Err(error_response)) => error_response,
             Ok(Ok(Started::File(head, file))) => head.into_response(ResponseBody::Stream {
                 first: None,
                 rest: BodyStream::new(file),
@@ -176,25 +176,27 @@ impl WsgiHost {
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
-        head_tx: oneshot::Sender<Result<Started, CallError>>,
+        head_tx: oneshot::Sender<Result<Started, Response>>,
         chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
     ) -> Option<Core> {
-        let failed = |core: &mut Core, e: &CallError| {
+        // The error response is made here, as the one-thread path makes
+        // it, so the request log and the counters see what is sent.
+        let failed = |core: &mut Core, e: CallError| {
             core.outcome.failed = true;
-            core.outcome.status = e.status();
+            let r = self.error_response(e);
+            core.whole(&r);
+            r
         };
         let mut call = match self.begin(py, app, vars, input) {
             Ok(c) => c,
             Err(e) => {
-                failed(&mut core, &e);
-                let _ = head_tx.send(Err(e));
+                let _ = head_tx.send(Err(failed(&mut core, e)));
                 return Some(core);
             }
         };
         match call.first_chunk(py) {
             Err(e) => {
-                failed(&mut core, &e);
-                let _ = head_tx.send(Err(e));
+                let _ = head_tx.send(Err(failed(&mut core, e)));
                 return Some(core);
             }
             Ok((head, first)) => {
