@@ -197,6 +197,11 @@ def test_prometheus_metrics(serve):
         assert versions == {"1.0": 0, "1.1": 10, "2": 0}
         handlers = {x.labels["handler"]: x.value for x in fams["oxgate_requests_by_handler"].samples}
         assert handlers == {"app": 10, "static": 0, "cgi": 0, "fastcgi": 0, "none": 0}
+    # The stats server's per-app counts span the respawn, as the worker's
+    # do (uWSGI's apps[].requests): they started again from 0.
+    for w in requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["workers"]:
+        assert w["apps"][0]["requests"] == w["requests"], w
+        assert w["apps"][0]["exceptions"] == w["exceptions"], w
 
 
 def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):

@@ -96,13 +96,15 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
                 "respawn_count": load(&idstats.respawns),
                 "tx": load(&idstats.tx) + load(&c.tx),
                 "avg_rt": load(&slot.avg_rt),
+                // The app's counts, as uWSGI's, span the worker's respawns
+                // (the worker's, one app).
                 "apps": [{
                     "id": 0,
                     "modifier1": 0,
                     "mountpoint": "",
                     "startup_time": 0,
-                    "requests": requests,
-                    "exceptions": exceptions,
+                    "requests": load(&idstats.requests) + requests,
+                    "exceptions": load(&idstats.exceptions) + exceptions,
                     "chdir": s.cfg.chdir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
                 }],
                 "cores": cores,
