@@ -1,5 +1,6 @@
 """The master keeps workers and daemons running: respawn, back-off, harakiri, recycling by requests, lifetime, RSS."""
 import os
+import re
 import signal
 import time
 
@@ -20,6 +21,11 @@ def test_killed_worker_is_respawned_under_load(serve, app_dir):
     time.sleep(0.5)
     load.finish()
     assert before[0] not in after
+    # uWSGI's "Respawned uWSGI worker N (new pid: P)", which log watchers
+    # look for; none for the workers first started.
+    (new,) = set(after) - set(before)
+    wait_for(lambda: re.search(rf"respawned worker [12] \(new pid: {new}\)", s.log()), what="the respawn line")
+    assert s.log().count("respawned worker") == 1
     assert load.ok > 50
     # Only connections the killed worker held may fail: its event loop holds
     # every connection it accepted, so up to one per client (each client has

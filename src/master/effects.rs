@@ -76,7 +76,8 @@ impl Effects for System<'_> {
                 ..Default::default()
             },
         );
-        self.sb
+        let before = self
+            .sb
             .id_stats(id)
             .respawns
             .fetch_add(1, Ordering::Relaxed);
@@ -115,6 +116,12 @@ impl Effects for System<'_> {
             }),
             Ok(pid) => {
                 self.sb.slot(slot).pid.store(pid, Ordering::Release);
+                // uWSGI's "Respawned uWSGI worker N (new pid: P)": a worker
+                // started in place of one that ran (a crash, a recycle, a
+                // reload), which log watchers look for.
+                if before > 0 {
+                    crate::say!("oxgate: respawned worker {id} (new pid: {pid})");
+                }
                 Some((pid, slot))
             }
         }
