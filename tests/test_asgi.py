@@ -330,11 +330,23 @@ def test_scope(serve):
     assert scope["state"] == ["started"]  # the lifespan state, copied
     # A header given twice is two headers, as sent (the spec: duplicates
     # must be preserved), where WSGI's environ joins them.
-    assert repeated_headers_seen("127.0.0.1", s.port, "/scope") == REPEATED_HEADERS
+    assert repeated_headers_seen("127.0.0.1", s.port, "/scope") == REPEATED_SEEN
+    # Over HTTP/2 too, where cookies come in crumbs.
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "--http2-prior-knowledge", "-H", "Cookie: a=1",
+                          "-H", "Cookie: b=2", "-H", "X-Dup: a", "-H", "X-Dup: b, c", s.url + "/scope"],
+                         capture_output=True, text=True, check=True).stdout
+    scope = json.loads(out)
+    assert scope["http_version"] == "2"
+    # (hyper may order names otherwise; each name's values keep theirs.)
+    by_name = sorted((h for h in scope["headers"] if h[0] in ("x-dup", "cookie")), key=lambda h: h[0] != "x-dup")
+    assert by_name == REPEATED_SEEN
 
 
-# Two headers given twice, one value with a comma of its own.
+# A header given twice, one value with a comma of its own; and cookies,
+# which stay one field (an HTTP/2 client's crumbs are joined for the app,
+# RFC 9113 §8.2.3).
 REPEATED_HEADERS = [["x-dup", "a"], ["x-dup", "b, c"], ["cookie", "a=1"], ["cookie", "b=2"]]
+REPEATED_SEEN = [["x-dup", "a"], ["x-dup", "b, c"], ["cookie", "a=1; b=2"]]
 
 
 def repeated_headers_seen(host, port, path):
@@ -348,6 +360,21 @@ def repeated_headers_seen(host, port, path):
     finally:
         c.close()
     return [h for h in scope["headers"] if h[0] in ("x-dup", "cookie")]
+
+
+def test_raw_path_under_a_mount_whose_name_is_encoded(serve):
+    """nginx passes SCRIPT_NAME decoded and REQUEST_URI as sent: the
+    target already has the prefix, and raw_path is the target."""
+    from helpers import packet, uwsgi_request
+    up = free_port()
+    s = asgi(serve, "asgi_raw:app", "--uwsgi-socket", f"127.0.0.1:{up}")
+    vars = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/my app"), ("PATH_INFO", "/scope"),
+            ("REQUEST_URI", "/my%20app/scope"), ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("SERVER_NAME", "x"), ("SERVER_PORT", "80")]
+    out = uwsgi_request(up, packet(vars))
+    scope = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert (scope["root_path"], scope["path"], scope["raw_path"]) == ("/my app", "/my app/scope", "/my%20app/scope")
+    assert requests.get(s.url + "/", timeout=10).text == "hello GET"
 
 
 def test_errors_before_and_after_the_response_starts(serve):
@@ -563,7 +590,7 @@ http {{
             assert scope["path"] == f"{prefix}/scope", prefix
             assert scope["query_string"] == "q=1", prefix
             assert scope["method"] == "GET"
-            assert repeated_headers_seen("127.0.0.1", port, f"{prefix}/scope") == REPEATED_HEADERS, prefix
+            assert repeated_headers_seen("127.0.0.1", port, f"{prefix}/scope") == REPEATED_SEEN, prefix
             data = os.urandom(300_000)
             assert requests.post(base + "/count", data=data).text == str(len(data)), prefix
             # Files the server sends itself, between body chunks.

@@ -508,6 +508,11 @@ def test_inherit_config_and_set_read_as_in_uwsgi(tmp_path):
     assert [v for k, v in got if k == "processes"][-1] == "3"
     got = options(run(str(child), "--processes", "7", "--print-config").stdout)
     assert [v for k, v in got if k == "processes"][-1] == "3"
+    # Two files that inherit each other: an error, not a start that hangs.
+    (tmp_path / "a.ini").write_text("[uwsgi]\ninherit = b.ini\n")
+    (tmp_path / "b.ini").write_text("[uwsgi]\ninherit = a.ini\n")
+    p = run(str(tmp_path / "a.ini"), "--check-config")
+    assert p.returncode == 2 and "inherit each other too deeply" in p.stderr, p.stderr
     p = run("--config", str(tmp_path / "base.ini"), "-S", "threads=4", "--set", "harakiri=7", "--print-config")
     got = options(p.stdout)
     assert ("module", "base:app") in got and ("threads", "4") in got and ("harakiri", "7") in got, p.stderr

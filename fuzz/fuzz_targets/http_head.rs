@@ -26,17 +26,37 @@ fuzz_target!(|data: &[u8]| {
         };
         request.headers_mut().append(name, value);
     }
-    let (parts, ()) = request.into_parts();
-    for limits in [
-        HeadLimits { request_line: 4094, field_size: 8190 },
-        HeadLimits { request_line: 0, field_size: 0 },
-        HeadLimits { request_line: 16, field_size: 16 },
-    ] {
-        let verdict = check_head(&parts, &limits);
-        if let Err(refusal) = verdict {
-            let (status, _) = refusal.status();
-            assert!((400..500).contains(&status));
-            assert!(refusal.reason().ends_with('\n'));
+    let (mut parts, ()) = request.into_parts();
+    // The same head as HTTP/2's too, whose field count is checked here.
+    for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+        parts.version = version;
+        for limits in [
+            HeadLimits {
+                request_line: 4094,
+                field_size: 8190,
+                fields: 100,
+            },
+            HeadLimits {
+                request_line: 0,
+                field_size: 0,
+                fields: 0,
+            },
+            HeadLimits {
+                request_line: 16,
+                field_size: 16,
+                fields: 2,
+            },
+        ] {
+            check(&parts, &limits);
         }
     }
 });
+
+/// Every refusal is a 4xx with a line to say why.
+fn check(parts: &http::request::Parts, limits: &HeadLimits) {
+    if let Err(refusal) = check_head(parts, limits) {
+        let (status, _) = refusal.status();
+        assert!((400..500).contains(&status));
+        assert!(refusal.reason().ends_with('\n'));
+    }
+}

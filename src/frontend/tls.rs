@@ -568,10 +568,27 @@ fn dn_value_text(value: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Option<St
     }
 }
 
-/// A value's DER encoding: its tag, its length and its content.
+/// A value's DER encoding: its identifier (class, constructed bit and
+/// tag), its length and its content.
 fn der_of(value: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Vec<u8> {
     let len = value.data.len();
-    let mut out = vec![value.tag().0 as u8];
+    let class = (value.header.class() as u8) << 6;
+    let constructed = u8::from(value.header.is_constructed()) << 5;
+    let mut out = match value.tag().0 {
+        n @ 0..=30 => vec![class | constructed | n as u8],
+        // A high tag number: base 128, most significant group first.
+        n => {
+            let mut groups = vec![(n & 0x7f) as u8];
+            let mut rest = n >> 7;
+            while rest > 0 {
+                groups.push(0x80 | (rest & 0x7f) as u8);
+                rest >>= 7;
+            }
+            groups.push(class | constructed | 0x1f);
+            groups.reverse();
+            groups
+        }
+    };
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -774,5 +791,32 @@ mod tests {
         let all = rustls::crypto::ring::default_provider().cipher_suites.len();
         assert_eq!(provider("HIGH:!aNULL", "t").cipher_suites.len(), all);
         assert_eq!(provider("", "t").cipher_suites.len(), all);
+    }
+
+    #[test]
+    fn dn_values_of_every_string_type_and_of_none() {
+        use x509_parser::der_parser::asn1_rs::{Any, FromDer};
+        let any = |der: &'static [u8]| Any::from_der(der).unwrap().1;
+        // BMPString "Mü", T61String "M\xfc" (Latin-1), UTF8String "Mü".
+        assert_eq!(
+            dn_value_text(&any(&[0x1e, 4, 0, b'M', 0, 0xfc])).as_deref(),
+            Some("Mü")
+        );
+        assert_eq!(
+            dn_value_text(&any(&[0x14, 2, b'M', 0xfc])).as_deref(),
+            Some("Mü")
+        );
+        assert_eq!(
+            dn_value_text(&any(&[0x0c, 3, b'M', 0xc3, 0xbc])).as_deref(),
+            Some("Mü")
+        );
+        // No string: dumped whole, its identifier's class and constructed
+        // bit kept (a SEQUENCE is 0x30, not its tag number 0x10).
+        let seq: &[u8] = &[0x30, 3, 0x02, 1, 5];
+        assert_eq!(dn_value_text(&any(seq)), None);
+        assert_eq!(der_of(&any(seq)), seq);
+        assert_eq!(serial_hex(&[0x00, 0xab, 0x12]), "AB12");
+        assert_eq!(serial_hex(&[0x0a]), "0A");
+        assert_eq!(serial_hex(&[0x00]), "00");
     }
 }

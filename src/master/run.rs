@@ -348,6 +348,12 @@ impl Master<'_> {
                 self.on_fifo();
             }
             self.reap();
+            // Stopping too: a stop's mercy may outlast WatchdogSec.
+            if let Some(status) = &mut self.systemd_status
+                && let Some(message) = status.due(&self.sb, Instant::now())
+            {
+                process::sd_notify(&message);
+            }
             if self.sup.workers_stopping() {
                 let mut workers_gone = false;
                 self.supervise(|sup, fx| workers_gone = sup.stop_tick(fx, Instant::now()));
@@ -384,11 +390,6 @@ impl Master<'_> {
                 self.check_touched();
             }
             self.keep_log();
-            if let Some(status) = &mut self.systemd_status
-                && let Some(message) = status.due(&self.sb, Instant::now())
-            {
-                process::sd_notify(&message);
-            }
         }
     }
 
@@ -771,11 +772,18 @@ fn check_new_config(activated_sockets: bool) -> Result<(), String> {
     // The master supervises nothing meanwhile: bounded (an @(exec://...)
     // that hangs, say).
     let deadline = Instant::now() + CHECK_TIMEOUT;
+    let mut fed = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
+                // systemd's watchdog (WatchdogSec=), fed meanwhile (a
+                // no-op without one).
+                if fed.elapsed() >= std::time::Duration::from_secs(1) {
+                    process::sd_notify("WATCHDOG=1");
+                    fed = Instant::now();
+                }
             }
             _ => {
                 let _ = child.kill();

@@ -210,20 +210,26 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
                     .or_insert_with(|| (vars[at].1.to_vec(), vec![vars[at].1.clone()]));
                 joined.extend_from_slice(sep);
                 joined.extend_from_slice(&v);
-                values.push(v);
+                // Cookies stay one field (an HTTP/2 client's crumbs,
+                // which nginx passes one by one, are one header).
+                if name != VarName::Known(Var::HTTP_COOKIE) {
+                    values.push(v);
+                }
             }
             None => vars.push((name, v)),
         }
     }
-    let mut repeated_headers = Vec::with_capacity(merged.len());
+    let mut repeated_headers = Vec::new();
     for (at, (joined, values)) in merged {
         let joined = Bytes::from(joined);
         vars[at].1 = joined.clone();
-        repeated_headers.push(RepeatedHeader {
-            name: vars[at].0.clone(),
-            joined,
-            values,
-        });
+        if values.len() > 1 {
+            repeated_headers.push(RepeatedHeader {
+                name: vars[at].0.clone(),
+                joined,
+                values,
+            });
+        }
     }
     let get = |vars: &[(VarName, Bytes)], v: Var| super::vars::var(vars, v).cloned();
     // SERVER_NAME: never empty (PEP 3333): Host's name, then the socket.
@@ -521,7 +527,6 @@ mod tests {
         assert_eq!(
             repeated,
             [
-                (b"HTTP_COOKIE".to_vec(), rounds("c=")),
                 (b"HTTP_X_A".to_vec(), rounds("a")),
                 (b"HTTP_Y_OTHER".to_vec(), rounds("y")),
             ]
@@ -674,6 +679,8 @@ mod tests {
                 ("HTTP_CONTENT_LENGTH", "12"),
                 ("HTTP_COOKIE", "a=1"),
                 ("HTTP_COOKIE", "b=2"),
+                ("HTTP_X_DUP", "a"),
+                ("HTTP_X_DUP", "b, c"),
             ]),
             &info(),
             false,
@@ -681,13 +688,14 @@ mod tests {
         assert_eq!(value(&vars, "PATH_INFO").as_deref(), Some("/x y"));
         assert_eq!(value(&vars, "SCRIPT_NAME").as_deref(), Some("/app"));
         assert_eq!(value(&vars, "HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
-        // The values apart, for ASGI's headers.
-        let [cookie] = &repeated_headers[..] else {
+        // The values apart, for ASGI's headers; but a cookie's crumbs,
+        // which stay one field.
+        let [dup] = &repeated_headers[..] else {
             panic!("{} repeated", repeated_headers.len())
         };
-        assert_eq!(cookie.name, VarName::Known(Var::HTTP_COOKIE));
-        assert_eq!(&cookie.joined[..], b"a=1; b=2");
-        assert_eq!(cookie.values, [&b"a=1"[..], b"b=2"]);
+        assert_eq!(dup.name.as_bytes(), b"HTTP_X_DUP");
+        assert_eq!(&dup.joined[..], b"a, b, c");
+        assert_eq!(dup.values, [&b"a"[..], b"b, c"]);
         assert_eq!(value(&vars, "HTTP_CONTENT_LENGTH"), None);
         assert_eq!(value(&vars, "SERVER_NAME").as_deref(), Some("127.0.0.1"));
         assert_eq!(len, Some(12));

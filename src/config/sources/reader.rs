@@ -162,12 +162,21 @@ impl Reader {
     /// read: uWSGI appends their options after all others (and after the
     /// command line), so a value they give wins over the file's own.
     pub fn read_inherited(&mut self) -> Result<(), ConfigError> {
-        while !self.inherited.is_empty() {
+        // An inherited file may inherit in turn: as deep as includes go,
+        // and no further (two files that inherit each other).
+        for _ in 0..=16 {
+            if self.inherited.is_empty() {
+                return Ok(());
+            }
             for (spec, from, current) in std::mem::take(&mut self.inherited) {
                 self.include("auto", &spec, &from, current.as_ref())?;
             }
         }
-        Ok(())
+        let (spec, from, _) = &self.inherited[0];
+        err(
+            from,
+            format!("config files inherit each other too deeply (at {spec})"),
+        )
     }
 
     /// Deferred to [`Reader::read_inherited`].

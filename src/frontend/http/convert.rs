@@ -235,8 +235,15 @@ fn convert_head_into(
             b", "
         };
         let var = header_var(name.as_str());
-        if !repeated {
-            v.copy(var, sep, [first.as_bytes()]);
+        // Cookies stay one field, joined: HTTP/2 clients split theirs in
+        // crumbs that must be joined before an app sees them (RFC 9113
+        // §8.2.3), and HTTP/1.1 allows one Cookie header only.
+        if !repeated || *name == header::COOKIE {
+            v.copy(
+                var,
+                sep,
+                std::iter::once(first).chain(rest).map(|h| h.as_bytes()),
+            );
             continue;
         }
         let values: Vec<&HeaderValue> = std::iter::once(first).chain(rest).collect();

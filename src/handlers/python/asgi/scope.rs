@@ -377,8 +377,10 @@ pub(super) fn http_scope<'py>(
         let end = f.uri.iter().position(|&c| c == b'?').unwrap_or(f.uri.len());
         let target = &f.uri[..end];
         // Behind a proxy that strips the prefix (`--root-path`), the
-        // target lacks it: raw_path has it, as path does (uvicorn).
-        if starts_with_segments(target, f.script_name) {
+        // target lacks it: raw_path has it, as path does (uvicorn). (The
+        // target is compared decoded: SCRIPT_NAME is.)
+        let decoded: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode(target).into();
+        if starts_with_segments(&decoded, f.script_name) {
             PyBytes::new(py, target)
         } else {
             PyBytes::new(py, &[f.script_name, target].concat())
