@@ -538,6 +538,15 @@ def application(environ, start_response):
 """
 
 
+def parsed_json(path):
+    """The JSON document in `path`, or None while it is missing or partly
+    written."""
+    try:
+        return __import__("json").loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def test_the_objects_hooks_are_given_answer_as_gunicorns_do(serve, tmp_path):
     """What hooks commonly read and change: a header pre_request adds
     reaches the app (Gunicorn makes the environ after the hook), the peer
@@ -550,8 +559,8 @@ def test_the_objects_hooks_are_given_answer_as_gunicorns_do(serve, tmp_path):
         r = requests.get(s.url + "/a%20b/c?x=1", timeout=10)
         assert r.text == "injected-123", s.args
         out = tmp_path / f"objects-{s.url.rsplit(':', 1)[1]}.json"
-        wait_for(out.exists, what=f"post_request's file in {s.args[0]}")
-        seen[s] = __import__("json").loads(out.read_text())
+        # (The hook opens the file before it writes: whole once it parses.)
+        seen[s] = wait_for(lambda: parsed_json(out), what=f"post_request's file in {s.args[0]}")
     assert seen[ox] == seen[gu]
     assert seen[ox]["remote_addr"] == ["tuple", "127.0.0.1"] and seen[ox]["path"] == "/a%20b/c"
     assert seen[ox]["sent"] == 12 and seen[ox]["env"] == {"A": "1", "B": "two=2"}
