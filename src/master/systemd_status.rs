@@ -49,12 +49,11 @@ impl SystemdStatus {
         }
         self.next = now + self.every;
         let (mut workers, mut busy) = (0, 0);
-        let mut requests = sb.header().retired.requests.load(Ordering::Relaxed);
         for slot in sb.live() {
             workers += 1;
             busy += usize::from(slot.busy_cores().next().is_some());
-            requests += slot.counters.requests.load(Ordering::Relaxed);
         }
+        let requests = sb.header().requests.load(Ordering::Relaxed);
         let rate = match self.last.replace((requests, now)) {
             Some((before, at)) if now > at => {
                 requests.saturating_sub(before) as f64 / (now - at).as_secs_f64()
@@ -103,7 +102,7 @@ mod tests {
         assert!(first.starts_with("STATUS=Workers: 0 (busy 0, idle 0); requests: 0;"));
         assert!(first.ends_with("\nWATCHDOG=1"));
         assert_eq!(s.due(&sb, t0 + Duration::from_secs(1)), None);
-        sb.header().retired.requests.store(10, Ordering::Relaxed);
+        sb.header().requests.store(10, Ordering::Relaxed);
         let second = s.due(&sb, t0 + Duration::from_secs(2)).unwrap();
         assert!(
             second.contains("requests: 10; traffic: 5.0 req/s"),

@@ -48,12 +48,7 @@ impl Answered {
         } else {
             match &resp.body {
                 ResponseBody::Full(b) => b.len() as u64,
-                _ => resp
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-                    .unwrap_or(0),
+                _ => super::response::declared_length(&resp.headers).unwrap_or(0),
             }
         };
         let mut outcome = Outcome {

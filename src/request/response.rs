@@ -127,6 +127,15 @@ pub fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
 
 /// The 413 for a request whose declared body is over `--limit-post`, the
 /// same on every front end.
+/// The Content-Length a response's head declares (the first, if given
+/// twice), when it is a valid one.
+pub fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
+    super::cgi::content_length(value)
+}
+
 pub fn body_too_large(limit: Option<u64>, content_length: Option<u64>) -> Option<Response> {
     let (limit, len) = limit.zip(content_length)?;
     (len > limit).then(|| Response::plain(413, "Content Too Large", "Request body too large\n"))

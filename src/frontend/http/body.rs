@@ -208,11 +208,7 @@ pub(super) fn to_hyper(
             failed: None,
             file_left: 0,
             ended: false,
-            owed: resp
-                .headers
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
-                .and_then(|(_, value)| crate::request::cgi::content_length(value)),
+            owed: crate::request::declared_length(&resp.headers),
         },
     };
     let mut out = hyper::Response::new(OxBody { kind, conn });

@@ -10,15 +10,15 @@ use bytes::{Bytes, BytesMut};
 
 use super::bridge::start_request;
 use super::exchange::{
-    AppEnd, Exchange, Head, SEND_LOW, Settlement, State, declared_length, post_received,
-    post_settle,
+    AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_received, post_settle,
 };
 use super::host::{AsgiApp, Slot};
 use super::scope::RequestVars;
 use crate::listen::Protocol;
 use crate::request::{
     BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
-    Responding, Response, ResponseBody, Trailers, Var, VarName, clip, var, var_named,
+    Responding, Response, ResponseBody, Trailers, Var, VarName, clip, declared_length, var,
+    var_named,
 };
 
 impl Handler for AsgiApp {

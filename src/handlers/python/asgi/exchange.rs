@@ -17,7 +17,7 @@ use super::host::{AsgiHost, LoopObjects};
 use super::mailbox::{Mailbox, is_done};
 use super::ready::Ready;
 use super::scope::RequestLine;
-use crate::request::{EarlyHints, FileRegion, early_hints_fault, is_token_byte};
+use crate::request::{EarlyHints, FileRegion, declared_length, early_hints_fault, is_token_byte};
 
 /// Bytes queued for the client before `send()` makes the app wait (HTTP
 /// bodies and WebSocket messages alike): a slow client does not make the
@@ -316,10 +316,11 @@ impl Send {
                 // send them after its head until its first body bytes (the
                 // extension's contract): its head waits then, but for an
                 // event stream's, which no hint precedes.
-                let lengthless = declared_length(&head.headers).is_none()
+                let declared = declared_length(&head.headers);
+                let lengthless = declared.is_none()
                     && (self.exchange.early_hints.is_none() || is_event_stream(&head.headers));
                 st.started = true;
-                st.length_left = declared_length(&head.headers)
+                st.length_left = declared
                     .filter(|_| !self.exchange.is_head && !matches!(head.status, 204 | 304));
                 st.head = Some(head);
                 st.trailers_wanted = wants_trailers;
@@ -895,14 +896,6 @@ fn take_from_length(st: &mut State, len: u64, more: bool, clipped: bool) -> PyRe
     }
     *left -= len;
     Ok(())
-}
-
-/// The Content-Length the app's head declares.
-pub(super) fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
-    let (_, value) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))?;
-    crate::request::cgi::content_length(value)
 }
 
 /// Whether a head's content-type is `text/event-stream` (server-sent events).
