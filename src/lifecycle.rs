@@ -91,16 +91,18 @@ impl MasterCommand {
     /// Every signal a master handles, with what it asks.
     pub fn table() -> [(i32, MasterCommand); 11] {
         [
-            // Stops first: signals that arrive together are handled in
-            // this order, and a stop makes a reload that came with it moot.
+            // Signals that arrive together are handled in this order. Stops
+            // first: a stop makes a reload that came with it moot. Reloads
+            // last: one re-executes the master, and what came with it would
+            // be lost after it.
             (libc::SIGTERM, MasterCommand::Stop { repeatable: false }),
             (libc::SIGINT, MasterCommand::Stop { repeatable: true }),
             (libc::SIGQUIT, MasterCommand::Stop { repeatable: true }),
             (libc::SIGCHLD, MasterCommand::ChildExited),
-            (libc::SIGHUP, MasterCommand::Reload(ReloadKind::Graceful)),
             (libc::SIGTTIN, MasterCommand::AddWorker),
             (libc::SIGTTOU, MasterCommand::RemoveWorker),
             (libc::SIGUSR1, MasterCommand::ReopenLog),
+            (libc::SIGHUP, MasterCommand::Reload(ReloadKind::Graceful)),
             (
                 ReloadKind::Chain.signal(),
                 MasterCommand::Reload(ReloadKind::Chain),

@@ -549,6 +549,33 @@ def test_a_stop_while_the_app_is_still_importing_is_heard(tmp_path, sig):
         p.wait()
 
 
+def test_a_stop_while_a_reload_checks_the_configuration_is_not_lost(tmp_path):
+    """A stop that comes while a reload runs --check-config (a slow
+    @(exec://...) in the file here) stops the master: it used to be taken in
+    by the handler and lost at the exec, and the new image served on."""
+    (tmp_path / "app.py").write_text(
+        "def application(e, s):\n    s('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n")
+    port = free_port()
+    (tmp_path / "app.ini").write_text(
+        f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = app.py\nprocesses = 1\n"
+        "env = CHECKED=@(exec://sh -c 'if [ -e slow ]; then touch checking; sleep 3; fi; echo 1')\n")
+    p = subprocess.Popen([BIN, "app.ini"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: listens(port), what="the server")
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=30).text == "ok"
+        (tmp_path / "slow").write_text("")
+        p.send_signal(signal.SIGHUP)
+        wait_for((tmp_path / "checking").exists, what="the reload's check")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        err = p.stderr.read()
+        assert "graceful reload abandoned: a stop came meanwhile" in err
+        assert "master stopped" in err
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_a_stop_during_a_reloads_import_lets_the_old_workers_finish(tmp_path):
     """After a reload the old workers serve while the new image imports
     the app: a stop then is theirs to finish gracefully (the request in
@@ -564,6 +591,10 @@ def test_a_stop_during_a_reloads_import_lets_the_old_workers_finish(tmp_path):
                          cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: listens(port), what="the server")
+        # The socket listens before the first import: the app is known to
+        # be loaded (and 'slow' to be for the new image only) once it answers.
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=30).text == "done"
+        (tmp_path / "serving").unlink()
         (tmp_path / "slow").write_text("")
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             inflight = ex.submit(requests.get, f"http://127.0.0.1:{port}/?3", timeout=30)

@@ -602,6 +602,27 @@ impl Master<'_> {
             );
             return;
         }
+        // From here the signals wait, blocked, through the exec, for the
+        // next image's handlers. Those that came during the checks above
+        // are sent again so that they wait too: a stop among them ends the
+        // reload here, and the main loop stops.
+        let blocked = signals::Blocked::new();
+        let arrived = self.signals.take_arrived();
+        for &sig in &arrived {
+            blocked.keep_pending(sig);
+        }
+        if arrived.iter().any(|&s| {
+            matches!(
+                MasterCommand::from_signal(s),
+                Some(MasterCommand::Stop { .. })
+            )
+        }) {
+            crate::say!(
+                "oxgate: {} reload abandoned: a stop came meanwhile",
+                kind.name()
+            );
+            return;
+        }
         process::sd_notify("RELOADING=1");
         if kind == ReloadKind::Brutal {
             self.supervise(|sup, fx| sup.signal_all(Signal::SIGKILL, fx, Instant::now()));
@@ -647,10 +668,6 @@ impl Master<'_> {
             },
             hook_cx,
         );
-        // Blocked across exec (the mask survives it): a signal that comes
-        // before the new image's handlers waits for them, instead of
-        // killing the master with its default action.
-        let blocked = signals::Blocked::new();
         // The pools are this image's: its manager ends once the workers
         // that use them are gone. The next image makes its own.
         crate::handlers::fastcgi::release_all();

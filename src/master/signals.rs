@@ -53,6 +53,19 @@ impl Blocked {
     }
 }
 
+impl Blocked {
+    /// Sends `sig` to this thread, where it waits, blocked: for the
+    /// handlers once unblocked, or for the next image's across an exec
+    /// (the pending set survives execve(2), signal(7)).
+    pub fn keep_pending(&self, sig: i32) {
+        // SAFETY: raise(3) only sends a signal; `sig` came from the table
+        // of handled signals, all valid numbers.
+        unsafe {
+            libc::raise(sig);
+        }
+    }
+}
+
 impl Drop for Blocked {
     fn drop(&mut self) {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
@@ -139,6 +152,12 @@ impl SignalPipe {
         }
         let mut buf = [0u8; 64];
         while matches!(std::io::Read::read(&mut &self.read, &mut buf), Ok(n) if n > 0) {}
+        self.take_arrived()
+    }
+
+    /// The signals that arrived since the last `wait`, without waiting:
+    /// those a reload's checks took in, which the exec would otherwise lose.
+    pub fn take_arrived(&self) -> Vec<i32> {
         self.flags
             .iter()
             .filter(|(_, flag)| flag.swap(false, Ordering::AcqRel))
