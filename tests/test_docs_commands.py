@@ -194,7 +194,7 @@ def test_doc_command_runs(tmp_path, page, line, cmd):
             p = subprocess.run([*program, *args], cwd=tmp_path, env=scratch.env(), capture_output=True, text=True,
                                timeout=60)
             assert p.returncode == 0, p.stderr
-            wait_for(lambda: "re-executed, replacing" in server.log.read_text(), what="the new master image")
+            wait_for(lambda: "re-executed, " in server.log.read_text(), what="the new master image")
             assert "failed" not in server.log.read_text(), server.log.read_text()
         finally:
             stop(server)

@@ -127,6 +127,8 @@ def test_brutal_reload(serve, app_dir):
     new = s.wait_workers(2)
     assert not set(old) & set(new)
     assert fresh(s.url).status_code == 200
+    # Not "replacing 0 worker(s)": they were killed before the exec.
+    assert "re-executed, the old workers killed, starting 2" in s.log()
 
 
 def test_brutal_reloads_give_back_the_killed_workers_slots(serve, app_dir):

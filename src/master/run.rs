@@ -265,6 +265,9 @@ pub fn run(
                 std::process::id(),
                 if broken {
                     format!("the {} old worker(s) serve on", inh.workers.len())
+                } else if inh.reload == ReloadKind::Brutal {
+                    // Killed and reaped before the exec: none was handed over.
+                    format!("the old workers killed, starting {}", p.processes)
                 } else {
                     format!("replacing {replacing} worker(s)")
                 }
