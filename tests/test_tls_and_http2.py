@@ -57,6 +57,13 @@ def certs(tmp_path_factory):
     signed(d, "ed25519", "/CN=localhost", ["genpkey", "-algorithm", "ed25519"], server)
     signed(d, "alice", "/O=Example/CN=alice", ["genpkey", "-algorithm", "ed25519"],
            "extendedKeyUsage=clientAuth\n")
+    # A client whose certificate an intermediate CA signed, which it sends
+    # along (carol-chain.crt: the leaf, then the intermediate).
+    signed(d, "inter", "/CN=oxgate test intermediate", ["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+           "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
+    signed(d, "carol", "/O=Example/CN=carol", ["genpkey", "-algorithm", "ed25519"],
+           "extendedKeyUsage=clientAuth\n", ca="inter")
+    (d / "carol-chain.crt").write_text((d / "carol.crt").read_text() + (d / "inter.crt").read_text())
     # A client with a name as a Windows CA writes one: non-ASCII values as
     # BMPString (string_mask=pkix), and attributes OpenSSL has short
     # names for; and a serial whose top bit is set (DER adds a 00 byte).
@@ -280,6 +287,17 @@ def test_client_certificates_required_and_optional(serve, certs):
     assert env["SSL_CLIENT_M_SERIAL"] == x509_field(certs / "alice.crt", "-serial")
     assert env["SSL_CLIENT_V_START"] == x509_field(certs / "alice.crt", "-startdate")
     assert env["SSL_CLIENT_V_END"] == x509_field(certs / "alice.crt", "-enddate")
+    # The certificates a client sends after its own: mod_ssl's
+    # SSL_CLIENT_CERT_CHAIN_n. (curl's OpenSSL sends the CA after a lone
+    # certificate, from --cacert; after carol's it sends the file's.)
+    assert env["SSL_CLIENT_CERT_CHAIN_0"] in (None, (certs / "ca.crt").read_text())
+    out, _ = fetch("--cert", str(certs / "carol-chain.crt"), "--key", str(certs / "carol.key"),
+                   required.tls_url + "/", certs=certs)
+    env = json.loads(out)
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS" and env["SSL_CLIENT_I_DN"] == "CN=oxgate test intermediate"
+    assert env["SSL_CLIENT_CERT"] == (certs / "carol.crt").read_text()
+    assert env["SSL_CLIENT_CERT_CHAIN_0"] == (certs / "inter.crt").read_text()
+    assert env["SSL_CLIENT_CERT_CHAIN_1"] is None
     out, _ = fetch("--cert", str(certs / "dave.crt"), "--key", str(certs / "dave.key"), required.tls_url + "/",
                    certs=certs)
     env = json.loads(out)
@@ -583,7 +601,14 @@ def test_asgi_tls_extension_and_wss(serve, certs, tmp_path):
     tls = json.loads(fetch(*alice, s.tls_url + "/scope", certs=certs)[0])["extensions"]["tls"]
     assert tls["tls_version"] == 0x0304 and tls["cipher_suite"] in (0x1301, 0x1302, 0x1303)
     assert tls["client_cert_name"] == "CN=alice,O=Example" and tls["client_cert_error"] is None
-    assert tls["client_cert_chain"] == [(certs / "alice.crt").read_text()]
+    assert tls["client_cert_chain"][0] == (certs / "alice.crt").read_text()
+    assert tls["client_cert_chain"][1:] in ([], [(certs / "ca.crt").read_text()])
+    # The intermediates the client sent follow the leaf, as the spec's
+    # "the client certificate first, then the chain" has it.
+    carol = ["--cert", str(certs / "carol-chain.crt"), "--key", str(certs / "carol.key")]
+    tls = json.loads(fetch(*carol, s.tls_url + "/scope", certs=certs)[0])["extensions"]["tls"]
+    assert tls["client_cert_error"] is None and tls["client_cert_name"] == "CN=carol,O=Example"
+    assert tls["client_cert_chain"] == [(certs / "carol.crt").read_text(), (certs / "inter.crt").read_text()]
     tls = json.loads(fetch("--tls-max", "1.2", s.tls_url + "/scope", certs=certs)[0])["extensions"]["tls"]
     assert tls["tls_version"] == 0x0303 and tls["cipher_suite"] in (0xC02F, 0xC030, 0xCCA8)
     assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None

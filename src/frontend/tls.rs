@@ -402,6 +402,7 @@ impl TlsListener {
     /// Apache's mod_ssl and nginx give them).
     pub fn settled(&self, conn: &rustls::ServerConnection) -> TlsInfo {
         let mut vars = vec![(VarName::Known(Var::HTTPS), Bytes::from_static(b"on"))];
+        let mut intermediates = Vec::new();
         let mut put = |name: &'static str, value: Bytes| {
             vars.push((VarName::Other(Bytes::from_static(name.as_bytes())), value));
         };
@@ -473,10 +474,20 @@ impl TlsListener {
                     // PEM, as Apache's SSL_CLIENT_CERT and nginx's
                     // $ssl_client_escaped_cert (unescaped) give it.
                     put("SSL_CLIENT_CERT", Bytes::from(pem(cert)));
+                    // The intermediates the client sent with it, as
+                    // mod_ssl's SSL_CLIENT_CERT_CHAIN_n (the ASGI tls
+                    // extension's client_cert_chain after the leaf).
+                    for (n, intermediate) in chain.iter().skip(1).enumerate() {
+                        intermediates.push((
+                            VarName::Other(Bytes::from(format!("SSL_CLIENT_CERT_CHAIN_{n}"))),
+                            Bytes::from(pem(intermediate)),
+                        ));
+                    }
                 }
                 (None, _) => put("SSL_CLIENT_VERIFY", Bytes::from_static(b"NONE")),
             }
         }
+        vars.append(&mut intermediates);
         TlsInfo { vars }
     }
 }

@@ -155,6 +155,9 @@ struct TlsFields<'a> {
     cipher: &'a [u8],
     client_dn: Option<&'a [u8]>,
     client_cert: Option<&'a [u8]>,
+    /// `SSL_CLIENT_CERT_CHAIN_n`, the intermediates after the leaf, in
+    /// the order they came.
+    client_chain: Vec<&'a [u8]>,
     /// `SSL_CLIENT_VERIFY`, which says `FAILED:reason` of a certificate
     /// the CA did not vouch for.
     client_verify: Option<&'a [u8]>,
@@ -176,6 +179,7 @@ impl<'a> Fields<'a> {
                     b"SSL_CLIENT_S_DN" => f.tls.client_dn = Some(value),
                     b"SSL_CLIENT_CERT" => f.tls.client_cert = Some(value),
                     b"SSL_CLIENT_VERIFY" => f.tls.client_verify = Some(value),
+                    n if n.starts_with(b"SSL_CLIENT_CERT_CHAIN_") => f.tls.client_chain.push(value),
                     _ => {}
                 }
                 continue;
@@ -419,6 +423,9 @@ fn tls_extension<'py>(
     let chain = PyList::empty(py);
     if let Some(pem) = tls.client_cert {
         chain.append(text(py, pem))?;
+        for pem in &tls.client_chain {
+            chain.append(text(py, pem))?;
+        }
     }
     ext.set_item("client_cert_chain", chain)?;
     ext.set_item("client_cert_name", tls.client_dn.map(|dn| text(py, dn)))?;
