@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import (APACHE_MODULES, APPS, ROOT, VENV, apache_serving, free_port, listens, nginx_serving, run_fail,
+from helpers import (APACHE_MODULES, APPS, BIN, ROOT, VENV, apache_serving, free_port, listens, nginx_serving, run_fail,
                      start_nginx, traced_calls, wait_for)
 
 # Headers that differ between servers by nature: the date, the server's
@@ -462,6 +462,35 @@ def test_a_stream_open_through_a_stop_still_lets_the_lifespan_shutdown_run(serve
         assert s.proc.wait(20) == 0, s.log()
     assert (tmp_path / f"shutdown-{worker}").read_text() == "bye", s.log()
     assert "killing" not in s.log()
+
+
+@pytest.mark.parametrize("app", ["asgi", "wsgi"])
+def test_a_sigterm_to_the_whole_process_group_is_still_a_graceful_stop(tmp_path, app):
+    """systemd's default KillMode=control-group (and `kill -TERM -PGID`)
+    sends SIGTERM to the master and its workers at once; the master's own
+    SIGTERM follows. A worker took that second one as "stop now" and cut
+    an ASGI request in flight (a WSGI call held the loop until it ended)."""
+    port = free_port()
+    args = (["--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app"] if app == "asgi"
+            else ["--wsgi-file", str(APPS / "procs.py")])
+    with open(tmp_path / "log", "wb") as log:
+        p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", *args],
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: listens(port), what="the server")
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            slow = ex.submit(requests.get, f"http://127.0.0.1:{port}/sleep?2", timeout=30)
+            time.sleep(0.5)
+            os.killpg(p.pid, signal.SIGTERM)
+            r = slow.result()
+        # (procs.py answers with its pid, where it was loaded and its version.)
+        assert r.status_code == 200 and (r.text == "slept" if app == "asgi" else len(r.text.split()) == 3), r.text
+        assert p.wait(20) == 0
+        assert "stopping now" not in (tmp_path / "log").read_text()
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_a_failed_startup_stops_the_server(serve, tmp_path):

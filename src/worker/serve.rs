@@ -167,9 +167,16 @@ pub async fn serve(
         );
     }
     let _ = stop_tx.send(true);
+    // A worker's second SIGTERM is most often the process group's copy
+    // of the master's stop (systemd's KillMode=control-group, `kill -TERM
+    // -PGID`, supervisord's stopasgroup): it must not cut the requests in
+    // flight. The master stops its workers at once itself, with SIGKILL.
+    let second_stops_now = !process::is_worker();
     tokio::select! {
         _ = alive_rx.recv() => {}
-        why = stop_signal(&mut signals, 2) => crate::say!("oxgate: second {why}, stopping now"),
+        why = stop_signal(&mut signals, 2), if second_stops_now => {
+            crate::say!("oxgate: second {why}, stopping now")
+        }
         _ = tokio::time::sleep(mercy) => {
             // Open WebSockets close with 1001 ("going away") rather than
             // being cut; they get a moment for the close handshake.
