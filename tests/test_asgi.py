@@ -464,6 +464,52 @@ def test_a_stream_open_through_a_stop_still_lets_the_lifespan_shutdown_run(serve
     assert "killing" not in s.log()
 
 
+def test_a_request_body_reaches_the_app_as_it_comes_and_the_answer_streams_meanwhile(serve):
+    """As uvicorn: each piece of a body is the app's as it arrives, not
+    once --post-buffering's worth has come, so an app can answer as it
+    reads (a duplex stream: /echo sends back each piece it receives)."""
+    s = asgi(serve, "asgi_raw:app")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        got = b""
+        for piece in (b"ping-1", b"ping-2", b"ping-3"):
+            c.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            # Its echo comes back before the next piece is sent.
+            while piece not in got:
+                more = c.recv(4096)
+                assert more, got
+                got += more
+        c.sendall(b"0\r\n\r\n")
+        while not got.endswith(b"0\r\n\r\n"):
+            more = c.recv(4096)
+            assert more, got
+            got += more
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+
+
+def test_expect_100_continue_is_answered_only_when_the_app_reads(serve):
+    """An app that answers without reading the body: the client that
+    asked `Expect: 100-continue` gets that answer, not a 100 and then an
+    upload for nothing (the body used to be read ahead before the app
+    ran). One that reads gets its 100 first."""
+    s = asgi(serve, "asgi_raw:app")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+        first = c.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"hello PUT"), first
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        # (/impatient reads the body before it answers.)
+        c.sendall(b"PUT /impatient HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        assert c.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.sendall(b"body")
+        got = b""
+        while not got.endswith(b"\r\n\r\nbody"):
+            more = c.recv(4096)
+            assert more, got
+            got += more
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+
+
 @pytest.mark.parametrize("app", ["asgi", "wsgi"])
 def test_a_sigterm_to_the_whole_process_group_is_still_a_graceful_stop(tmp_path, app):
     """systemd's default KillMode=control-group (and `kill -TERM -PGID`)

@@ -61,6 +61,41 @@ pub trait Handler: Send + Sync + 'static {
     fn concurrency(&self) -> usize {
         1
     }
+
+    /// How it takes a request's body: the HTTP front end reads one ahead
+    /// (`--post-buffering`) before calling it, or hands it over as it
+    /// comes.
+    fn body_taking(&self) -> BodyTaking {
+        BodyTaking::ReadAhead
+    }
+}
+
+/// How a handler takes request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyTaking {
+    /// Read ahead before it is called: a slow upload then holds no app
+    /// thread (WSGI) and no script or pool process (CGI, FastCGI), as
+    /// nginx's buffering spares them.
+    ReadAhead,
+    /// As it comes: an async app waits for it holding nothing, and reads
+    /// it while it answers, or answers without reading it (uvicorn's way:
+    /// `Expect: 100-continue` is answered only once the app reads).
+    AsItComes,
+    /// Never read (static files, a 404).
+    Unread,
+}
+
+impl BodyTaking {
+    /// What several handlers behind one front end take together: read
+    /// ahead if any of them wants it.
+    pub fn with(self, other: BodyTaking) -> BodyTaking {
+        use BodyTaking::*;
+        match (self, other) {
+            (ReadAhead, _) | (_, ReadAhead) => ReadAhead,
+            (AsItComes, _) | (_, AsItComes) => AsItComes,
+            (Unread, Unread) => Unread,
+        }
+    }
 }
 
 /// Told when a request starts and ends on one of the app's threads (cores,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::handler::{Handler, Request, Responding};
+use super::handler::{BodyTaking, Handler, Request, Responding};
 use super::response::Response;
 use super::vars::{Var, var};
 
@@ -91,6 +91,10 @@ impl Handler for HealthCheck {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
+    }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
     }
 }
 

@@ -26,8 +26,8 @@ pub use body::{
 pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
 pub use early_hints::{EARLY_HINTS_MAX, EarlyHints, early_hints_fault, early_hints_head};
 pub use handler::{
-    Handler, HandlerKind, Outcome, RepeatedHeader, Request, RequestObserver, Responding,
-    log_response_headers,
+    BodyTaking, Handler, HandlerKind, Outcome, RepeatedHeader, Request, RequestObserver,
+    Responding, log_response_headers,
 };
 pub use read_ahead::{ReadAhead, read_ahead};
 pub use response::{

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::handler::{Handler, Request, RequestObserver, Responding};
+use super::handler::{BodyTaking, Handler, Request, RequestObserver, Responding};
 use super::response::Response;
 use super::vars::{Var, VarName};
 
@@ -56,6 +56,10 @@ impl Handler for NoApp {
         self.answered
             .response(&req, &resp, std::time::Instant::now());
         Box::pin(async { resp })
+    }
+
+    fn body_taking(&self) -> BodyTaking {
+        BodyTaking::Unread
     }
 }
 
@@ -141,6 +145,16 @@ impl Handler for Router {
         }
     }
 
+    /// Which handler takes a request is known only once its head is
+    /// read: together, they read ahead if any of them wants it.
+    fn body_taking(&self) -> BodyTaking {
+        self.default
+            .iter()
+            .chain(&self.unmatched)
+            .chain(self.mounts.iter().map(|(_, h)| h))
+            .fold(BodyTaking::Unread, |all, h| all.with(h.body_taking()))
+    }
+
     fn concurrency(&self) -> usize {
         self.default
             .iter()
@@ -180,6 +194,51 @@ mod tests {
             manage_script_name,
             vhost,
         )
+    }
+
+    /// Takes bodies as they come, as an ASGI app does.
+    struct Streaming;
+
+    impl Handler for Streaming {
+        fn handle(self: Arc<Self>, _req: Request) -> Responding {
+            Box::pin(async { Response::plain(200, "OK", "") })
+        }
+
+        fn body_taking(&self) -> BodyTaking {
+            BodyTaking::AsItComes
+        }
+    }
+
+    #[test]
+    fn bodies_are_read_ahead_unless_every_handler_takes_them_as_they_come() {
+        let streaming = || Arc::new(Streaming) as Arc<dyn Handler>;
+        let with = |default: Arc<dyn Handler>, mount: Arc<dyn Handler>| {
+            Router::new(
+                Some(default),
+                None,
+                vec![(Bytes::from_static(b"/m"), mount)],
+                true,
+                false,
+            )
+            .body_taking()
+        };
+        assert_eq!(with(streaming(), streaming()), BodyTaking::AsItComes);
+        assert_eq!(
+            with(streaming(), Arc::new(NoApp::default())),
+            BodyTaking::AsItComes
+        );
+        assert_eq!(
+            with(streaming(), Arc::new(Named("wsgi"))),
+            BodyTaking::ReadAhead
+        );
+        assert_eq!(
+            with(Arc::new(Named("wsgi")), streaming()),
+            BodyTaking::ReadAhead
+        );
+        assert_eq!(
+            with(Arc::new(NoApp::default()), Arc::new(NoApp::default())),
+            BodyTaking::Unread
+        );
     }
 
     fn value(vars: &[(VarName, Bytes)], name: &str) -> String {

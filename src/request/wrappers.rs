@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use super::body::{BodyError, BodyStream, ChunkSource, FileRegion, Trailers};
-use super::handler::{Handler, Request, Responding};
+use super::handler::{BodyTaking, Handler, Request, Responding};
 use super::response::{Response, ResponseBody};
 use super::vars::{Var, VarName};
 
@@ -55,6 +55,10 @@ impl Handler for RootPath {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
+    }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
     }
 }
 
@@ -231,6 +235,10 @@ impl Handler for ProxyHeaders {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
+    }
 }
 
 /// `--secure-scheme-header` (Gunicorn's `secure_scheme_headers`): from a
@@ -330,6 +338,10 @@ impl Handler for SecureScheme {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
+    }
 }
 
 /// `--add-header`: headers added to every response (uWSGI's `add-header`,
@@ -363,6 +375,10 @@ impl Handler for AddHeaders {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
+    }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
     }
 }
 
@@ -439,6 +455,10 @@ impl Handler for LimitConcurrency {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency().min(self.limit.max(1))
+    }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::frontend::http::strict::HeadLimits;
 use crate::frontend::http::{FlushQueue, HttpSettings};
 use crate::listen::{Protocol, Socket};
 use crate::process;
-use crate::request::{GoingAway, Handler};
+use crate::request::{BodyTaking, GoingAway, Handler};
 
 /// What the front ends need from the configuration.
 pub struct FrontEnds {
@@ -115,6 +115,13 @@ pub async fn serve(
     ready: impl FnOnce(),
 ) -> Result<(), String> {
     let mercy = times.mercy;
+    let mut front = front;
+    if host.body_taking() == BodyTaking::AsItComes {
+        front.http = Arc::new(HttpSettings {
+            read_ahead: 0,
+            ..(*front.http).clone()
+        });
+    }
     let mut signals = Vec::new();
     for (kind, name) in stop_on {
         signals.push((signal(*kind).map_err(|e| e.to_string())?, *name));

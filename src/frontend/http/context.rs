@@ -24,7 +24,8 @@ pub struct HttpSettings {
     pub head_limits: super::strict::HeadLimits,
     /// Bodies up to this size are read before the app is called (so a
     /// slow upload holds no app thread, and the call can run inline);
-    /// larger ones stream after that much (`--post-buffering`).
+    /// larger ones stream after that much (`--post-buffering`). 0: none
+    /// is read ahead, for a handler that takes bodies as they come.
     pub read_ahead: u64,
     /// `--min-body-rate`, bytes a second; 0 is off.
     pub min_body_rate: u64,

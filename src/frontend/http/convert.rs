@@ -284,7 +284,8 @@ fn convert_head_into(
 
 /// The request with its body: read ahead up to `--post-buffering` (whole,
 /// when it is no larger), so that a slow upload holds no app thread; the
-/// rest of a larger one streams.
+/// rest of a larger one streams. With no read-ahead (a handler that takes
+/// bodies as they come), all of it streams.
 pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<Request, Response> {
     let Headed {
         vars,
@@ -298,11 +299,15 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         RequestBody::Empty
     } else {
         let chunks = IncomingChunks::new(body, settings);
-        match read_ahead(chunks, settings.read_ahead).await {
-            Ok(body) => body,
-            Err(e) => {
-                crate::say!("oxgate: bad request body: {e}");
-                return Err(Response::for_body_error(&e));
+        if settings.read_ahead == 0 {
+            RequestBody::Stream(crate::request::BodyStream::new(chunks))
+        } else {
+            match read_ahead(chunks, settings.read_ahead).await {
+                Ok(body) => body,
+                Err(e) => {
+                    crate::say!("oxgate: bad request body: {e}");
+                    return Err(Response::for_body_error(&e));
+                }
             }
         }
     };

@@ -19,8 +19,8 @@ use std::ffi::OsStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::request::{
-    Answered, Handler, Request, RequestObserver, Responding, Response, Var, redirect_to_directory,
-    var,
+    Answered, BodyTaking, Handler, Request, RequestObserver, Responding, Response, Var,
+    redirect_to_directory, var,
 };
 use resolve::Resolved;
 
@@ -488,6 +488,11 @@ impl Handler for StaticFiles {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
+    }
+
+    /// Files need no request body; the app behind may.
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
     }
 }
 

@@ -16,9 +16,9 @@ use super::host::{AsgiApp, Slot};
 use super::scope::RequestVars;
 use crate::listen::Protocol;
 use crate::request::{
-    BodyError, BodyStream, ChunkSource, FileBody, FileRegion, Handler, Request, RequestBody,
-    Responding, Response, ResponseBody, Trailers, Var, VarName, clip, declared_length, var,
-    var_named,
+    BodyError, BodyStream, BodyTaking, ChunkSource, FileBody, FileRegion, Handler, Request,
+    RequestBody, Responding, Response, ResponseBody, Trailers, Var, VarName, clip, declared_length,
+    var, var_named,
 };
 
 impl Handler for AsgiApp {
@@ -28,6 +28,12 @@ impl Handler for AsgiApp {
 
     fn concurrency(&self) -> usize {
         super::host::ASGI_CORES
+    }
+
+    /// As uvicorn: a body waited for holds no thread, and the app may
+    /// read it while it answers (a duplex stream) or answer first.
+    fn body_taking(&self) -> BodyTaking {
+        BodyTaking::AsItComes
     }
 }
 
