@@ -209,6 +209,22 @@ async def app(scope, receive, send):
         with open(path + ".part", "w") as f:
             f.write(message["type"])
         os.replace(path + ".part", path)
+    elif path == "/received":
+        # Notes each message the body came in (its length and more_body)
+        # in MARKERS/received, then answers with their count.
+        count = 0
+        with open(os.path.join(MARKERS, "received"), "a") as notes:
+            while True:
+                message = await receive()
+                count += 1
+                if message["type"] == "http.disconnect":
+                    notes.write("disconnect\n")
+                    return
+                notes.write(f"{len(message['body'])} {message.get('more_body', False)}\n")
+                notes.flush()
+                if not message.get("more_body", False):
+                    break
+        await respond(send, 200, str(count).encode())
     elif path == "/raise-before":
         raise RuntimeError("raised before the response")
     elif path == "/raise-after":

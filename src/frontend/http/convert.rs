@@ -10,7 +10,7 @@ use percent_encoding::percent_decode;
 use std::sync::Arc;
 
 use super::context::HttpSettings;
-use super::request_body::{IncomingChunks, WireBody, read_ahead};
+use super::request_body::{IncomingChunks, WireBody, as_it_comes, read_ahead};
 use super::strict::Refusal;
 
 pub(super) fn static_bytes(s: &'static str) -> Bytes {
@@ -299,15 +299,18 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         RequestBody::Empty
     } else {
         let chunks = IncomingChunks::new(body, settings);
-        if settings.read_ahead == 0 {
-            RequestBody::Stream(crate::request::BodyStream::new(chunks))
+        let body = if settings.read_ahead == 0 {
+            let awaits_continue = crate::request::var_named(&vars, b"HTTP_EXPECT")
+                .is_some_and(|e| e.eq_ignore_ascii_case(b"100-continue"));
+            as_it_comes(chunks, awaits_continue)
         } else {
-            match read_ahead(chunks, settings.read_ahead).await {
-                Ok(body) => body,
-                Err(e) => {
-                    crate::say!("oxgate: bad request body: {e}");
-                    return Err(Response::for_body_error(&e));
-                }
+            read_ahead(chunks, settings.read_ahead).await
+        };
+        match body {
+            Ok(body) => body,
+            Err(e) => {
+                crate::say!("oxgate: bad request body: {e}");
+                return Err(Response::for_body_error(&e));
             }
         }
     };

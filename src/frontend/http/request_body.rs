@@ -272,6 +272,31 @@ pub(super) async fn read_ahead(
     }
 }
 
+/// A body for a handler that takes it as it comes: whole if it came with
+/// its head (most small ones do), a look that does not wait; else a
+/// stream, with what had come first. Not looked at when the client waits
+/// for `100 Continue`, which the look would send (hyper sends it when the
+/// body is first read): the app's first read sends it.
+pub(super) fn as_it_comes(
+    mut chunks: IncomingChunks,
+    awaits_continue: bool,
+) -> Result<RequestBody, BodyError> {
+    if awaits_continue {
+        return Ok(RequestBody::Stream(BodyStream::new(chunks)));
+    }
+    let mut look = Context::from_waker(std::task::Waker::noop());
+    Ok(match chunks.poll_chunk(&mut look) {
+        Poll::Ready(None) => RequestBody::Full(Bytes::new()),
+        Poll::Ready(Some(Err(e))) => return Err(e),
+        Poll::Ready(Some(Ok(data))) if chunks.body.is_end_stream() => RequestBody::Full(data),
+        Poll::Ready(Some(Ok(data))) => RequestBody::Stream(BodyStream::new(ReadAhead {
+            part: Some(data),
+            rest: chunks,
+        })),
+        Poll::Pending => RequestBody::Stream(BodyStream::new(chunks)),
+    })
+}
+
 /// A body's part read ahead, then the rest as it arrives.
 struct ReadAhead {
     part: Option<Bytes>,

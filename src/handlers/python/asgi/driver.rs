@@ -172,6 +172,9 @@ impl Driver {
                 Settlement::Body(Bytes::new(), false)
             }
             Poll::Ready(Some(Err(e))) => {
+                // Said whether or not the response has begun: the app
+                // sees only a disconnect.
+                crate::say!("oxgate: bad request body: {e}");
                 self.body = None;
                 self.client_error = Some(e);
                 Settlement::Disconnect
@@ -200,7 +203,6 @@ impl Driver {
         if let Some(e) = &self.client_error
             && !st.started
         {
-            crate::say!("oxgate: bad request body: {e}");
             st.head_out = true;
             return Poll::Ready(Headed::Whole(Response::for_body_error(e)));
         }
