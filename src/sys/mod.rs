@@ -27,6 +27,27 @@ pub fn void_fd(fd: std::os::fd::RawFd) {
     }
 }
 
+/// Makes the socket's close a reset (SO_LINGER with a zero timeout): the
+/// peer is told the exchange failed, not that it ended.
+pub fn reset_on_close(sock: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from `linger`,
+    // a local that lives through the call; a bad `sock` is an error
+    // return, not undefined behaviour.
+    unsafe {
+        libc::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// sendfile(2): up to `len` bytes of `file` from `offset` (which it
 /// advances) to the socket `sock`.
 pub fn sendfile(

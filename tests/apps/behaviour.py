@@ -104,6 +104,13 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
         return [b"only ten b"]
 
+    if path == "/short-streamed":
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+            yield b"only ten b"
+            yield b""
+        return gen()
+
     if path == "/long":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"12345", b"67890"]

@@ -248,6 +248,7 @@ pub async fn serve_fastcgi<S>(
     // that owns the socket.
     let mut files =
         unsafe { SocketFiles::new(stream.as_raw_fd()) }.with_stall_timeout(settings.timeout);
+    let fd = stream.as_raw_fd();
     let (rd, wr) = tokio::io::split(stream);
     let mut wr = super::stall::StallGuard::new(wr, settings.timeout);
     let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
@@ -292,7 +293,12 @@ pub async fn serve_fastcgi<S>(
         {
             Ok(true) => served = true,
             Ok(false) => break,
-            Err(e) => {
+            Err(Failure::Cut(e)) => {
+                crate::say!("oxgate: fastcgi response cut, connection reset: {e}");
+                crate::sys::reset_on_close(fd);
+                return;
+            }
+            Err(Failure::Broken(e)) => {
                 crate::say!("oxgate: fastcgi connection closed: {e}");
                 // An HTTP client is told, as the uwsgi and SCGI sockets
                 // tell it.
@@ -312,6 +318,26 @@ pub async fn serve_fastcgi<S>(
 /// start begins on a page.
 const FILE_RECORD_MAX: u64 = 15 * 4096;
 
+/// Why a request ended its connection.
+pub(super) enum Failure {
+    /// The connection or the request is broken: closed.
+    Broken(String),
+    /// The app failed mid-response, or ended short of its Content-Length:
+    /// the connection is reset, not closed. Every web server then cuts
+    /// the client's response at once. Closed (with or without
+    /// END_REQUEST), one or another of them takes the response as
+    /// finished: nginx without `fastcgi_keep_conn` left the client
+    /// waiting 75 s for the bytes its Content-Length promised; Apache,
+    /// given END_REQUEST, ends its chunked body as if whole.
+    Cut(String),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure::Broken(why)
+    }
+}
+
 /// One request; `Ok(true)` to keep the connection for the next.
 pub(super) async fn fastcgi_request<S, W>(
     reader: &SharedReader<S>,
@@ -321,7 +347,7 @@ pub(super) async fn fastcgi_request<S, W>(
     host: &Arc<dyn Handler>,
     settings: &GatewaySettings,
     threads: usize,
-) -> Result<bool, String>
+) -> Result<bool, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
@@ -393,7 +419,7 @@ where
                 size: params.len() + rec.content.len(),
                 limit: settings.max_vars,
             };
-            return Err(e.to_string());
+            return Err(e.to_string().into());
         }
         params.extend_from_slice(&rec.content);
     }
@@ -550,13 +576,15 @@ where
                 if is_aborted() {
                     break;
                 }
-                // An app failing mid-response: close without END_REQUEST,
-                // so the front end sees the response is incomplete.
+                // An app failing mid-response (or ending short of its
+                // Content-Length): what it sent, then the connection is
+                // reset (`Failure::Cut`).
                 let chunk = match chunk {
                     Ok(chunk) => chunk,
                     Err(e) => {
                         let _ = wr.write_all(&out).await;
-                        return Err(e.message);
+                        let _ = wr.flush().await;
+                        return Err(Failure::Cut(e.message));
                     }
                 };
                 fastcgi::write_records(&mut out, fastcgi::STDOUT, id, &chunk);
@@ -593,7 +621,7 @@ where
             let rec = match r.record().await {
                 Ok(Some(rec)) => rec,
                 Ok(None) => return Ok(false),
-                Err(e) if keep => return Err(e),
+                Err(e) if keep => return Err(e.into()),
                 // The connection ends here anyway.
                 Err(_) => return Ok(false),
             };
