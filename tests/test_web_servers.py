@@ -125,27 +125,32 @@ def test_limit_post_reaches_the_client_through_nginx_as_413(serve, tmp_path):
         proc.wait(10)
 
 
-@pytest.mark.parametrize("keep", [False, True], ids=["closed", "keep-conn"])
+@pytest.mark.parametrize("proto", ["fastcgi", "fastcgi-keep-conn", "uwsgi", "scgi"])
 @pytest.mark.parametrize("path", ["/raise-late", "/short-streamed"])
-def test_a_response_cut_short_over_fastcgi_is_cut_at_nginxs_client_too(serve, tmp_path, keep, path):
+def test_a_response_cut_short_over_a_gateway_protocol_is_cut_at_nginxs_client_too(serve, tmp_path, proto, path):
     """An app that fails mid-body (no Content-Length), or ends short of
-    its Content-Length: the FastCGI connection is reset, and nginx cuts
-    the client's response at once. Closed, nginx without kept connections
-    took the response as finished: the client waited for the promised
-    bytes until nginx's keepalive_timeout (75 s), and a chunked one ended
-    as if whole. curl's 18 is "transfer closed with data remaining"."""
-    fc = free_port()
-    serve("--wsgi-file", BEHAVIOUR, "--fastcgi-socket", f"127.0.0.1:{fc}", "--processes", "1")
-    upstream = f"upstream ox {{ server 127.0.0.1:{fc}; keepalive 8; }}" if keep else ""
-    target = "fastcgi_keep_conn on; fastcgi_pass ox;" if keep else f"fastcgi_pass 127.0.0.1:{fc};"
-    with nginx_serving(tmp_path, f"location / {{ include /etc/nginx/fastcgi_params; {target} }}",
-                       http=upstream) as port:
+    its Content-Length: the connection to nginx is reset, and nginx cuts
+    its client's response at once. Closed, nginx took the close as the
+    response's end: over FastCGI without kept connections the client
+    waited for the promised bytes until nginx's keepalive_timeout (75 s),
+    and over each protocol a chunked body ended as if whole. curl's 18 is
+    "transfer closed with data remaining"."""
+    port = free_port()
+    option = {"uwsgi": "--socket", "scgi": "--scgi-socket"}.get(proto, "--fastcgi-socket")
+    serve("--wsgi-file", BEHAVIOUR, option, f"127.0.0.1:{port}", "--processes", "1")
+    params = proto.split("-")[0]
+    upstream, target = "", f"{params}_pass 127.0.0.1:{port};"
+    if proto == "fastcgi-keep-conn":
+        upstream = f"upstream ox {{ server 127.0.0.1:{port}; keepalive 8; }}"
+        target = "fastcgi_keep_conn on; fastcgi_pass ox;"
+    with nginx_serving(tmp_path, f"location / {{ include /etc/nginx/{params}_params; {target} }}",
+                       http=upstream) as front:
         for _ in range(2):
             r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "30",
-                                f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=60)
+                                f"http://127.0.0.1:{front}{path}"], capture_output=True, text=True, timeout=60)
             assert r.returncode == 18, (r.returncode, r.stderr)
         # The next request is served whole.
-        assert requests.get(f"http://127.0.0.1:{port}/status", timeout=30).text == "hello"
+        assert requests.get(f"http://127.0.0.1:{front}/status", timeout=30).text == "hello"
 
 
 def test_modifier1_30_strips_script_name(nginx_front):

@@ -248,7 +248,6 @@ pub async fn serve_fastcgi<S>(
     // that owns the socket.
     let mut files =
         unsafe { SocketFiles::new(stream.as_raw_fd()) }.with_stall_timeout(settings.timeout);
-    let fd = stream.as_raw_fd();
     let (rd, wr) = tokio::io::split(stream);
     let mut wr = super::stall::StallGuard::new(wr, settings.timeout);
     let reader: SharedReader<S> = Arc::new(tokio::sync::Mutex::new(FcgiReader {
@@ -295,7 +294,7 @@ pub async fn serve_fastcgi<S>(
             Ok(false) => break,
             Err(Failure::Cut(e)) => {
                 crate::say!("oxgate: fastcgi response cut, connection reset: {e}");
-                crate::sys::reset_on_close(fd);
+                files.reset_on_close();
                 return;
             }
             Err(Failure::Broken(e)) => {

@@ -52,6 +52,12 @@ impl SocketFiles {
         }
     }
 
+    /// The socket's close becomes a reset: the web server is told the
+    /// response failed, not that it ended (a response the app cut short).
+    pub(super) fn reset_on_close(&self) {
+        crate::sys::reset_on_close(self.sock);
+    }
+
     /// Sends fail once the socket has stayed full for `timeout`.
     pub(super) fn with_stall_timeout(mut self, timeout: std::time::Duration) -> SocketFiles {
         self.stall = Some(timeout);

@@ -136,10 +136,14 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                             }
                             break Ok(());
                         }
-                        // The app failed mid-response: cut the connection, so
-                        // the front end sees an incomplete response.
+                        // The app failed mid-response: what it sent, then the
+                        // connection is reset, so the front end sees an
+                        // incomplete response. (Closed, nginx ended a
+                        // chunked body as if whole.)
                         Some(Err(e)) => {
                             let _ = wr.write_all(&unsent).await;
+                            let _ = wr.flush().await;
+                            files.reset_on_close();
                             return Err(std::io::Error::other(e.message));
                         }
                     }
