@@ -80,7 +80,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let addr = addr.ok_or(USAGE)?;
     // Fail before taking over the terminal if nothing answers at all.
     let first = fetch(&addr)?;
-    let mut terminal = ratatui::init();
+    // (ratatui's init panics without one: cron, a pipe, `docker exec`
+    // without -t.)
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Err(format!(
+            "oxgate top needs a terminal (`docker exec -it`, `kubectl exec -it`); for one reading, read the stats server's JSON: `curl {addr}`"
+        ));
+    }
+    let mut terminal = ratatui::try_init().map_err(|e| format!("cannot use the terminal: {e}"))?;
     let mut view = View::default();
     view.update(Ok(first));
     let result = (|| -> std::io::Result<()> {

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from helpers import BIN, LOGGED, cgi, free_port, listens, needs_tmux, screen_of, uwsgi_request, wait_for
+from helpers import BIN, ECHO, LOGGED, cgi, free_port, listens, needs_tmux, screen_of, uwsgi_request, wait_for
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -157,9 +157,16 @@ def test_oxgate_top(serve):
     assert "busy" in screen and "idle" in screen and "127.0.0.1" in screen
 
 
-def test_oxgate_top_says_what_is_wrong():
+def test_oxgate_top_says_what_is_wrong(serve):
     p = subprocess.run([BIN, "top", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "cannot read the stats from" in p.stderr
+    # Without a terminal (cron, a pipe, `docker exec` without -t): said,
+    # not a panic.
+    sp = free_port()
+    serve("--wsgi-file", ECHO, "--stats", f"127.0.0.1:{sp}")
+    p = subprocess.run([BIN, "top", f"127.0.0.1:{sp}"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 2 and "oxgate top needs a terminal" in p.stderr and "panic" not in p.stderr, p.stderr
 
 
 def test_prometheus_metrics(serve):
