@@ -51,6 +51,11 @@ def test_print_config_maps_uvicorns_options(tmp_path):
                  ("max-requests", "500"), ("module", "main:create_app()"), ("proxy-headers", "true")]:
         assert pair in got, (pair, got)
     assert "--ws-max-queue has no effect" in p.stderr
+    # uvicorn logs requests at INFO: a level above it logs none.
+    for level, logged in [("warning", False), ("ERROR", False), ("info", True), ("debug", True)]:
+        p = oxgate("uvicorn", "main:app", "--log-level", level, "--print-config")
+        assert p.returncode == 0, p.stderr
+        assert (("disable-logging", "true") not in settings(p.stdout)) == logged, (level, p.stdout)
     p = oxgate("uvicorn", "main:app", "--interface", "asgi2", "--print-config")
     assert p.returncode == 0 and ("interface", "asgi2") in settings(p.stdout), p.stderr
     p = oxgate("uvicorn", "main:app", "--interface", "asgi4")

@@ -364,11 +364,17 @@ fn translate(
     }
     if let Some(level) = last("--log-level") {
         let known = ["critical", "error", "warning", "info", "debug", "trace"];
-        if !known.contains(&level.to_ascii_lowercase().as_str()) {
+        let level = level.to_ascii_lowercase();
+        if !known.contains(&level.as_str()) {
             return err(format!(
                 "--log-level {level:?}: expected one of {}",
                 known.join(", ")
             ));
+        }
+        // uvicorn logs each request at INFO ("uvicorn.access"): above it,
+        // none is logged.
+        if ["critical", "error", "warning"].contains(&level.as_str()) {
+            push(&opt::DISABLE_LOGGING, "true".into(), &origin);
         }
     }
     match last("--interface").as_deref() {
