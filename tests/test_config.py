@@ -525,6 +525,12 @@ def test_a_lone_app_argument_is_read_as_uwsgi_reads_it(tmp_path):
                       ("pkg.mod:app", [("module", "pkg.mod:app")]), ("app:app", [("module", "app:app")])]:
         got = options(run("--http-socket", ":1", arg, "--print-config", cwd=tmp_path).stdout)
         assert all(w in got for w in want), (arg, got)
+    # A number is no app: `--chmod-socket 888` (not a mode, so not taken
+    # as its value) started 888 workers; Gunicorn's count is -w's.
+    for args in (["--chmod-socket", "888"], ["--logdate", "5"], ["8"]):
+        code, err = run_fail("--http-socket", ":1", "--wsgi-file", "app.py", *args)
+        assert code == 2 and "is a number, not an application" in err, (args, err)
+    assert ("processes", "4") in options(run("--http-socket", ":1", "-w", "4", "app:app", "--print-config").stdout)
 
 
 def test_an_address_uwsgi_reads_is_read_and_a_bad_one_is_refused_by_the_check(tmp_path):

@@ -445,6 +445,14 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
             // with `:callable` or without, is a file; anything else a
             // module, `pkg.mod:app` or Gunicorn's `app:app`.
             let p = apps.remove(0);
+            // A number is no app, and not Gunicorn's worker count either
+            // (that is `-w 4`): most likely the value of an option that
+            // takes one only attached (`--chmod-socket 888`: not a mode).
+            if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+                return err(format!(
+                    "argument {p:?} is a number, not an application; an option's value that is not taken from the next word is written attached, --option={p} (for the worker count: --processes {p})"
+                ));
+            }
             let (path, callable) = match p.rsplit_once(':') {
                 Some((path, callable)) => (path, Some(callable)),
                 None => (p.as_str(), None),
