@@ -76,20 +76,33 @@ fn run(args: Vec<OsString>) -> u8 {
         // start reads them: a reload to a file that names a missing one
         // is refused by this check, not left to the new image, which
         // could not start.
+        let for_reload = std::env::var_os(crate::process::RELOAD_CHECK_ENV).is_some();
         if let Action::Serve(cfg) = &action {
             let here = std::env::current_dir().unwrap_or_default();
-            if let Err(e) = crate::frontend::tls::load(cfg, &here) {
+            // And, for a reload, this machine's users and groups: the new
+            // image could not drop to one that does not exist.
+            if let Err(e) = crate::frontend::tls::load(cfg, &here).and_then(|_| {
+                if for_reload {
+                    crate::startup::check_names(cfg)
+                } else {
+                    Ok(())
+                }
+            }) {
                 eprintln!("oxgate: {e}");
                 return 1;
             }
         }
         // A reload's own check (master/run.rs) leaves the app to the new
-        // image, which keeps the old workers serving if it fails.
+        // image, which keeps the old workers serving if it fails. With the
+        // app, this machine is checked too (a file checked alone may be
+        // another machine's, its paths and users not here).
         if loaded.flag(&opt::CHECK_APP)
-            && std::env::var_os(crate::process::RELOAD_CHECK_ENV).is_none()
+            && !for_reload
             && let Action::Serve(cfg) = &action
         {
-            if let Err(e) = crate::startup::check_app(cfg) {
+            if let Err(e) =
+                crate::startup::check_start(cfg).and_then(|()| crate::startup::check_app(cfg))
+            {
                 eprintln!("oxgate: {e}");
                 return 1;
             }

@@ -18,6 +18,66 @@ use crate::worker::apps::{app_name, load_app};
 use crate::worker::reqlog::{Counts, RequestLog};
 use crate::worker::serve::{front_ends, runtime, serve};
 
+/// The sockets the configuration names, with their kind.
+fn socket_specs(cfg: &Config) -> impl Iterator<Item = (&String, &'static str)> {
+    cfg.http_sockets
+        .iter()
+        .map(|s| (s, "http"))
+        .chain(cfg.https_sockets.iter().map(|s| (&s.addr, "https")))
+        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, "uwsgi")))
+        .chain(cfg.scgi_sockets.iter().map(|s| (s, "scgi")))
+        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, "fastcgi")))
+}
+
+/// The users and groups `--uid`, `--gid` and `--chown-socket` name exist.
+pub fn check_names(cfg: &Config) -> Result<(), String> {
+    let p = &cfg.process;
+    process::check_names(
+        p.uid.as_deref(),
+        p.gid.as_deref(),
+        p.chown_socket.as_deref(),
+    )
+}
+
+/// What `--check-app` finds on this machine that the start would fail on
+/// before it serves: a user or group that does not exist (`--uid`,
+/// `--gid`, `--chown-socket`), and a unix socket, pidfile or log file in
+/// a directory that does not exist.
+pub fn check_start(cfg: &Config) -> Result<(), String> {
+    check_names(cfg)?;
+    let p = &cfg.process;
+    let mut paths = Vec::new();
+    for (spec, kind) in socket_specs(cfg) {
+        if let Ok(Address::Unix(path)) = listen::parse(spec) {
+            paths.push((format!("the {kind} socket"), path));
+        }
+    }
+    for (option, path) in [
+        ("--pidfile", &p.pidfile),
+        ("--pidfile2", &p.pidfile2),
+        ("--logto", &p.logto),
+        ("--logto2", &p.logto2),
+        ("--daemonize", &p.daemonize),
+        ("--daemonize2", &p.daemonize2),
+    ] {
+        if let Some(path) = path {
+            paths.push((option.to_string(), path.clone()));
+        }
+    }
+    for (what, path) in paths {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "{what} {}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
     let inherited = Handover::take_from_env();
     if cfg.process.master {
@@ -59,14 +119,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // After a reload the sockets come from the previous master image.
     // Sockets from systemd (socket activation), or from the master image
     // that re-executed into this one, are used as they are.
-    let wanted = cfg
-        .http_sockets
-        .iter()
-        .map(|s| (s, "http"))
-        .chain(cfg.https_sockets.iter().map(|s| (&s.addr, "https")))
-        .chain(cfg.uwsgi_sockets.iter().map(|s| (s, "uwsgi")))
-        .chain(cfg.scgi_sockets.iter().map(|s| (s, "scgi")))
-        .chain(cfg.fastcgi_sockets.iter().map(|s| (s, "fastcgi")))
+    let wanted = socket_specs(&cfg)
         .map(|(spec, kind)| Ok((listen::parse(spec)?, kind)))
         .collect::<Result<Vec<_>, String>>()?;
     let wanted = one_socket_per_address(wanted)?;
@@ -81,6 +134,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
             crate::log::statsd::install(&statsd.target, &statsd.prefix, statsd.tags.as_deref())
     {
         crate::say!("oxgate: warning: {e}; no StatsD metrics are sent");
+    }
+    // Before anything is bound or written: a failed start leaves nothing.
+    if inherited.is_none() {
+        process::check_names(
+            p.uid.as_deref(),
+            p.gid.as_deref(),
+            p.chown_socket.as_deref(),
+        )?;
     }
     // Before any socket is bound: a second start by mistake must not take
     // over a unix socket the running server listens on.

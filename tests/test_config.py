@@ -518,6 +518,40 @@ def test_inherit_config_and_set_read_as_in_uwsgi(tmp_path):
     assert ("module", "base:app") in got and ("threads", "4") in got and ("harakiri", "7") in got, p.stderr
 
 
+def test_check_app_finds_what_the_start_would_fail_on(tmp_path):
+    """A user or group that does not exist, and a unix socket, pidfile or
+    log in a directory that does not exist: --check-config --check-app
+    (Gunicorn's check_config) says so (it said "usable"), each naming the
+    option given, and a start refused on a name leaves no socket or
+    pidfile behind, with --vacuum or without. (--check-config alone checks
+    the file, which may be another machine's.)"""
+    (tmp_path / "app.py").write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'']\n")
+    sock, pid = tmp_path / "run" / "a.sock", tmp_path / "run" / "a.pid"
+    sock.parent.mkdir()
+    base = ["--socket", str(sock), "--pidfile", str(pid), "--wsgi-file", "app.py", "--vacuum"]
+    for extra, says in [(["--uid", "nosuchuser"], "--uid nosuchuser: no such user"),
+                        (["--gid", "nosuchgroup"], "--gid nosuchgroup: no such group"),
+                        (["--chown-socket", "nosuchuser"], "--chown-socket nosuchuser: no such user"),
+                        (["--chown-socket", "root:nosuchgroup"], "--chown-socket nosuchgroup: no such group")]:
+        code, err = run_fail(*base, *extra, "--check-config", "--check-app", cwd=tmp_path)
+        assert code == 1 and says in err, (extra, err)
+        code, err = run_fail(*base, *extra, cwd=tmp_path)
+        assert code == 1 and says in err, (extra, err)
+        assert list(sock.parent.iterdir()) == [], (extra, list(sock.parent.iterdir()))
+    missing = tmp_path / "nodir"
+    for option, path, what in [("--socket", missing / "a.sock", "the uwsgi socket"),
+                               ("--http-socket", missing / "h.sock", "the http socket"),
+                               ("--pidfile", missing / "a.pid", "--pidfile"),
+                               ("--logto", missing / "a.log", "--logto")]:
+        code, err = run_fail("--http-socket", ":1", "--wsgi-file", "app.py", option, str(path), "--check-config",
+                             "--check-app", cwd=tmp_path)
+        assert code == 1 and f"{what} {path}: the directory {missing} does not exist" in err, (option, err)
+        assert run("--http-socket", ":1", "--wsgi-file", "app.py", option, str(path), "--check-config",
+                   cwd=tmp_path).returncode == 0
+    p = run(*base, "--check-config", "--check-app", cwd=tmp_path)
+    assert p.returncode == 0 and "the configuration is usable" in p.stderr, p.stderr
+
+
 def test_a_lone_app_argument_is_read_as_uwsgi_reads_it(tmp_path):
     (tmp_path / "site.wsgi").write_text("")
     for arg, want in [("site.wsgi", [("wsgi-file", "site.wsgi")]),

@@ -280,7 +280,13 @@ def test_a_reload_onto_a_broken_configuration_is_refused_and_serving_goes_on(ser
     s.wait_log("graceful reload refused: the configuration does not check")
     assert s.wait_workers(1) == old
     assert requests.get(s.url + "/x").json()["path"] == "/x"
-    ini.write_text(ini.read_text().replace(f"ini = {tmp_path}/missing.ini\n",
+    # A user that does not exist here: the new image could not drop to it.
+    ini.write_text(ini.read_text().replace(f"ini = {tmp_path}/missing.ini\n", "uid = nosuchuser\n"))
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("--uid nosuchuser: no such user; still serving")
+    assert s.wait_workers(1) == old
+    assert requests.get(s.url + "/x").json()["path"] == "/x"
+    ini.write_text(ini.read_text().replace("uid = nosuchuser\n",
                                            f"http-socket = {tmp_path}/no/such/dir/s.sock\n"))
     os.kill(s.proc.pid, signal.SIGHUP)
     s.wait_log("after the reload:")

@@ -591,7 +591,7 @@ options! {
     CHECK_CONFIG = OptDef::new("check-config", Flag, Config)
         .help("Read and check the configuration, report problems, and exit (status 0 when it is usable)."),
     CHECK_APP = OptDef::new("check-app", Flag, Config)
-        .help("With --check-config: import the app too, as a worker would (--env, --chdir, --pythonpath and the virtualenv applied), and exit 1 with its traceback if it fails, as Gunicorn's --check-config does. Gunicorn's check_config sets it."),
+        .help("With --check-config: check this machine too (the users and groups --uid, --gid and --chown-socket name; the directories of unix sockets, pidfiles and logs) and import the app, as a worker would (--env, --chdir, --pythonpath and the virtualenv applied); exit 1 with the reason or the traceback if either fails, as Gunicorn's --check-config does. Gunicorn's check_config sets it."),
     DISABLE_LOGGING = OptDef::new("disable-logging", Flag, Logging)
         .short('L')
         .help("Write no request log line, except for the requests --log-slow, --log-4xx, --log-5xx, --log-big or --log-zero pick."),

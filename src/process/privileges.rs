@@ -8,9 +8,9 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 /// `--uid`/`--gid`: names or numbers; the group first, while still root.
 pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
-    let user = uid.map(lookup_user).transpose()?;
+    let user = uid.map(|u| lookup_user(u, "--uid")).transpose()?;
     let group = match gid {
-        Some(g) => Some(lookup_group(g)?),
+        Some(g) => Some(lookup_group(g, "--gid")?),
         None => None,
     };
     if user.is_none() && group.is_none() {
@@ -60,47 +60,75 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
     Ok(())
 }
 
-/// A user name or number, and how it was written (for messages).
-fn lookup_user(u: &str) -> Result<(Uid, String), String> {
+/// A user name or number, and how it was written (for messages), given
+/// as `option`.
+fn lookup_user(u: &str, option: &str) -> Result<(Uid, String), String> {
     if let Ok(n) = u.parse::<libc::uid_t>() {
         return Ok((Uid::from_raw(n), u.to_string()));
     }
     if u.contains('\0') {
-        return Err("NUL in --uid".to_string());
+        return Err(format!("NUL in {option}"));
     }
     // getpwnam_r underneath: thread-safe, unlike getpwnam.
     match User::from_name(u) {
         Ok(Some(pw)) => Ok((pw.uid, u.to_string())),
-        _ => Err(format!("--uid {u}: no such user")),
+        _ => Err(format!("{option} {u}: no such user")),
     }
 }
 
-/// A group name or number.
-fn lookup_group(g: &str) -> Result<Gid, String> {
+/// A group name or number, given as `option`.
+fn lookup_group(g: &str, option: &str) -> Result<Gid, String> {
     if let Ok(n) = g.parse::<libc::gid_t>() {
         return Ok(Gid::from_raw(n));
     }
     if g.contains('\0') {
-        return Err("NUL in --gid".to_string());
+        return Err(format!("NUL in {option}"));
     }
     // getgrnam_r underneath: thread-safe, unlike getgrnam.
     match Group::from_name(g) {
         Ok(Some(gr)) => Ok(gr.gid),
-        _ => Err(format!("--gid {g}: no such group")),
+        _ => Err(format!("{option} {g}: no such group")),
     }
 }
 
-/// `--chown-socket USER[:GROUP]` on a unix socket path.
-pub fn chown_path(path: &Path, spec: &str) -> Result<(), String> {
+/// The users and groups `--uid`, `--gid` and `--chown-socket` name, looked
+/// up before anything is bound or written: a name that does not exist
+/// stops the start (and `--check-config`) with nothing left behind.
+pub fn check_names(
+    uid: Option<&str>,
+    gid: Option<&str>,
+    chown_socket: Option<&str>,
+) -> Result<(), String> {
+    if let Some(u) = uid {
+        lookup_user(u, "--uid")?;
+    }
+    if let Some(g) = gid {
+        lookup_group(g, "--gid")?;
+    }
+    if let Some(spec) = chown_socket {
+        owner_of(spec)?;
+    }
+    Ok(())
+}
+
+/// `--chown-socket`'s USER[:GROUP]: the user, and the group if given.
+fn owner_of(spec: &str) -> Result<(Uid, Option<Gid>), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let (uid, _) = lookup_user(user)?;
+    let (uid, _) = lookup_user(user, "--chown-socket")?;
     let gid = match group {
-        Some(g) if !g.is_empty() => Some(lookup_group(g)?.as_raw()),
+        Some(g) if !g.is_empty() => Some(lookup_group(g, "--chown-socket")?),
         _ => None, // leave the group
     };
+    Ok((uid, gid))
+}
+
+/// `--chown-socket USER[:GROUP]` on a unix socket path.
+pub fn chown_path(path: &Path, spec: &str) -> Result<(), String> {
+    let (uid, gid) = owner_of(spec)?;
+    let gid = gid.map(Gid::as_raw);
     if path.as_os_str().as_bytes().contains(&0) {
         return Err("NUL in path".to_string());
     }
