@@ -16,6 +16,19 @@ import requests
 from helpers import APPS, BIN, ECHO, INSTALLED, VENV, alive, free_port, fresh, listens, run_fail, wait_for
 
 
+def test_a_mercy_of_any_size_is_a_stop_not_a_panic(serve, app_dir):
+    """A mercy meant as "never" (the largest number): the stop added it to
+    the time now and the worker panicked on the overflow."""
+    huge = "9223372036854775807"
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--worker-reload-mercy", huge,
+              "--reload-mercy", huge, "--harakiri", huge)
+    s.wait_workers(1)
+    assert fresh(s.url).status_code == 200
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(20) == 0
+    assert "panicked" not in s.log() and "master stopped" in s.log(), s.log()
+
+
 def test_graceful_stop_finishes_requests_in_flight(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
     s.wait_workers(1)

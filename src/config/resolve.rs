@@ -523,8 +523,12 @@ impl<'a> Values<'a> {
     fn int(&self, key: Key) -> i64 {
         parse_int(self.defaulted(key))
     }
+    /// Whole seconds, at most a century: "never", which a clock can still
+    /// add to the time now (`--reload-mercy 9223372036854775807` made the
+    /// worker's stop panic on the overflow).
     fn seconds(&self, key: Key) -> Option<Duration> {
-        self.count(key).map(Duration::from_secs)
+        const CENTURY: u64 = 100 * 365 * 86_400;
+        self.count(key).map(|s| Duration::from_secs(s.min(CENTURY)))
     }
     /// `seconds` for an option the table gives a default.
     fn duration(&self, key: Key) -> Duration {
