@@ -36,8 +36,11 @@ def test_root_path(serve, wsgi_app):
     s = asgi(serve, "--root-path", "/api")
     scope = requests.get(s.url + "/scope").json()
     assert (scope["root_path"], scope["path"]) == ("/api", "/api/scope")
-    # raw_path carries the prefix too, as uvicorn's does.
+    # raw_path carries the prefix too, as uvicorn's does; also before a
+    # target that begins with it (the path has it twice then, as uvicorn's).
     assert scope["raw_path"] == "/api/scope"
+    scope = requests.get(s.url + "/api/scope%20x").json()
+    assert (scope["path"], scope["raw_path"]) == ("/api/api/scope x", "/api/api/scope%20x")
 
 
 def test_proxy_headers_from_a_trusted_proxy(serve, wsgi_app):

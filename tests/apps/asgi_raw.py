@@ -38,7 +38,8 @@ async def app(scope, receive, send):
     # Behind nginx the tests put a prefix (/u, /f, /h) in front.
     if path[:3] in ("/u/", "/f/", "/h/"):
         path = path[2:]
-    if path.startswith("/scope"):
+    # (/api/scope: a target that repeats --root-path /api.)
+    if path.startswith(("/scope", "/api/scope")):
         s = {k: v for k, v in scope.items() if k not in ("headers", "state")}
         s = {k: (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in s.items()}
         s["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]

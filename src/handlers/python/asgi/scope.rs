@@ -307,12 +307,6 @@ fn method<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
     known.clone()
 }
 
-/// `path` is `prefix` or lies under it, a whole segment at a time.
-fn starts_with_segments(path: &[u8], prefix: &[u8]) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/' || prefix.ends_with(b"/"))
-}
-
 /// The scope of an HTTP request (`type: "http"`).
 pub(super) fn http_scope<'py>(
     py: Python<'py>,
@@ -381,10 +375,16 @@ pub(super) fn http_scope<'py>(
         let end = f.uri.iter().position(|&c| c == b'?').unwrap_or(f.uri.len());
         let target = &f.uri[..end];
         // Behind a proxy that strips the prefix (`--root-path`), the
-        // target lacks it: raw_path has it, as path does (uvicorn). (The
-        // target is compared decoded: SCRIPT_NAME is.)
+        // target lacks it: raw_path has it, as path does (uvicorn). It
+        // is the target as it is when the target is the path (a mount's
+        // prefix split off into SCRIPT_NAME), compared decoded, as the
+        // path is; a target that merely begins with the prefix is not
+        // (`--root-path /api` and `/api/x`: path `/api/api/x`).
         let decoded: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode(target).into();
-        if starts_with_segments(&decoded, f.script_name) {
+        if decoded.len() == f.script_name.len() + f.path_info.len()
+            && decoded.starts_with(f.script_name)
+            && decoded.ends_with(f.path_info)
+        {
             PyBytes::new(py, target)
         } else {
             PyBytes::new(py, &[f.script_name, target].concat())
