@@ -30,6 +30,16 @@ CASES = [
 ]
 
 
+def test_a_target_the_http_crate_refuses_is_a_400_with_a_log_line(srv):
+    """A raw `"`, `<` or `>` in the target (curl and hand-made clients send
+    them; browsers encode them): hyper's URI parsing refuses the head and
+    answers 400 itself. The log says so (once a minute at most), not
+    nothing."""
+    out = raw_request(srv.port, b'GET /p?s="y" HTTP/1.1\r\nHost: x\r\n\r\n')
+    assert out.startswith(b"HTTP/1.1 400 "), out
+    srv.wait_log("a request head was answered 400 Bad Request: invalid URI")
+
+
 @pytest.mark.parametrize("name,data,status", CASES, ids=[c[0] for c in CASES])
 def test_malformed(srv, name, data, status):
     out = raw_request(srv.port, data)

@@ -594,9 +594,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
 pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
     if let Err(e) = res {
         // Clients that go away, time out or send garbage are routine; only
-        // a response cut short by the app is worth a line.
+        // a response cut short by the app is worth a line. A head hyper
+        // answered 400 itself (a target with a raw `"`, `<` or `>`, which
+        // the http crate's URI refuses) gets one a minute at most, so that
+        // the 400s a client sees are explained somewhere.
         let src = std::error::Error::source(&e).map(|s| s.to_string());
-        if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
+        if e.is_parse() {
+            static SAID: crate::log::say::Throttle = crate::log::say::Throttle::new();
+            if SAID.ready(60) {
+                crate::say!(
+                    "oxgate: a request head was answered 400 Bad Request: {e} (said at most once a minute)"
+                );
+            }
+        } else if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
             crate::say!(
                 "oxgate: connection closed: {e}{}",
                 src.map(|s| format!(": {s}")).unwrap_or_default()
