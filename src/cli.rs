@@ -43,6 +43,10 @@ fn run(args: Vec<OsString>) -> u8 {
             return 2;
         }
     };
+    if let Some(help) = &loaded.help {
+        print!("{help}");
+        return 0;
+    }
     let print_config = loaded.flag(&opt::PRINT_CONFIG);
     if print_config {
         print!("{}", config::print_config(&loaded));

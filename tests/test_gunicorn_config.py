@@ -62,6 +62,15 @@ def test_every_gunicorn_setting_is_in_oxgates_table():
         assert flags == list(s.cli or []), s.name
 
 
+def test_help_lists_gunicorns_settings_as_oxgate_reads_them():
+    """`oxgate gunicorn --help` (or -h) prints the settings, as Gunicorn's
+    does; it said "no application given"."""
+    for flag in ("--help", "-h"):
+        p = oxgate("gunicorn", flag)
+        assert p.returncode == 0 and p.stdout.startswith("Usage: oxgate gunicorn"), p.stderr
+        assert "  workers: -w, --workers VALUE\n" in p.stdout and "post_fork" in p.stdout, p.stdout
+
+
 def test_dialects_and_precedence(tmp_path):
     f = conf(tmp_path, "workers = 2\nbind = ['unix:/tmp/a.sock', '127.0.0.1:9']\ntimeout = 10\n"
                        "wsgi_app = 'procs:application'\nimport os\numask = 0o027\n")

@@ -38,6 +38,15 @@ def test_every_uvicorn_option_is_in_oxgates_table():
             assert rows.get("--" + flag[len("--no-"):]) == "ON_OFF", flag
 
 
+def test_help_lists_uvicorns_options_as_oxgate_reads_them():
+    """`oxgate uvicorn --help` prints the options, as uvicorn's does; it
+    said "no application given"."""
+    p = oxgate("uvicorn", "--help")
+    assert p.returncode == 0 and p.stdout.startswith("Usage: oxgate uvicorn"), p.stderr
+    assert "  --port VALUE\n" in p.stdout and "  --proxy-headers / --no-proxy-headers\n" in p.stdout
+    assert "--ws VALUE: oxgate has its own HTTP and WebSocket" in p.stdout
+
+
 def test_print_config_maps_uvicorns_options(tmp_path):
     (tmp_path / ".env").write_text("# deploy\nexport SECRET=s3\nNAME=\"two words\"\n")
     p = oxgate("uvicorn", "main:create_app", "--factory", "--uds", str(tmp_path / "a.sock"), "--workers", "3",

@@ -104,6 +104,37 @@ const NO_LOG_CONFIG: Meaning =
     Ignored("oxgate writes its own log lines; logging configs and logger classes are not read");
 
 /// Every setting of Gunicorn's settings reference (27.0), in its order.
+/// `oxgate gunicorn --help`: Gunicorn's settings, as oxgate reads them.
+pub fn help_text() -> String {
+    let mut read = String::new();
+    let mut hooks = Vec::new();
+    let mut ignored = String::new();
+    for s in SETTINGS {
+        let flags = if s.flags.is_empty() {
+            "(config file only)".to_string()
+        } else {
+            s.flags.join(", ")
+        };
+        let value = match s.arity {
+            Arity::Value | Arity::Append => " VALUE",
+            Arity::Switch | Arity::FileOnly => "",
+        };
+        match s.meaning {
+            Meaning::Maps => read.push_str(&format!("  {}: {flags}{value}\n", s.name)),
+            Meaning::Hook => hooks.push(s.name),
+            Meaning::Ignored(why) => ignored.push_str(&format!("  {}: {why}\n", s.name)),
+        }
+    }
+    format!(
+        "Usage: oxgate gunicorn [OPTIONS] [APP_MODULE]\n\n\
+         Gunicorn's command line and config file (-c, ./gunicorn.conf.py, GUNICORN_CMD_ARGS;\n\
+         also `oxgate-gunicorn`), each setting read as oxgate's (--print-config shows how).\n\n\
+         Read (setting: flags):\n{read}\nServer hooks, called as Gunicorn calls them:\n  {}\n\n\
+         Accepted with no effect (each named at start):\n{ignored}",
+        hooks.join(", ")
+    )
+}
+
 static SETTINGS: &[GunicornSetting] = &[
     g("config", &["-c", "--config"], Value, Maps),
     g("wsgi_app", &[], FileOnly, Maps),

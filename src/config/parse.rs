@@ -36,6 +36,9 @@ pub struct Loaded {
     pub read_warnings: Vec<String>,
     /// Whose rules the sources were read by, when not uWSGI's.
     pub dialect: Option<String>,
+    /// A dialect's help, asked for (`oxgate uvicorn --help`): printed,
+    /// and nothing else done.
+    pub help: Option<String>,
 }
 
 /// The setting that counts for `key`: the last one given.
@@ -170,6 +173,25 @@ where
     I::Item: Into<OsString>,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `oxgate uvicorn --help`, `oxgate gunicorn -h`: the dialect's own
+    // options, as the real commands print theirs (not "no application").
+    let asks_help = |rest: &[OsString], short: bool| {
+        rest.iter()
+            .take_while(|a| *a != "--")
+            .any(|a| a == "--help" || (short && a == "-h"))
+    };
+    if args.first().is_some_and(|a| a == "uvicorn") && asks_help(&args[1..], false) {
+        return Ok(Loaded {
+            help: Some(uvicorn::help_text()),
+            ..Loaded::default()
+        });
+    }
+    if args.first().is_some_and(|a| a == "gunicorn") && asks_help(&args[1..], true) {
+        return Ok(Loaded {
+            help: Some(gunicorn::help_text()),
+            ..Loaded::default()
+        });
+    }
     if args.first().is_some_and(|a| a == "uvicorn") {
         let env = |k: &str| std::env::var(k).ok();
         let read_file = |f: &str| std::fs::read_to_string(f).map_err(|e| e.to_string());

@@ -57,6 +57,29 @@ const OWN_PROTOCOLS: Meaning =
     Ignored("oxgate has its own HTTP and WebSocket implementations (hyper, tungstenite)");
 const NO_WATCH_LIST: Meaning = Ignored("--reload watches the files of the modules the app loaded");
 
+/// `oxgate uvicorn --help`: uvicorn's options, as oxgate reads them.
+pub fn help_text() -> String {
+    let mut read = String::new();
+    let mut ignored = String::new();
+    for o in OPTIONS {
+        let shown = match o.arity {
+            Switch { no: true } => format!("{} / --no-{}", o.flag, &o.flag[2..]),
+            Switch { no: false } => o.flag.to_string(),
+            Value | Append => format!("{} VALUE", o.flag),
+        };
+        match o.meaning {
+            Maps => read.push_str(&format!("  {shown}\n")),
+            Ignored(why) => ignored.push_str(&format!("  {shown}: {why}\n")),
+        }
+    }
+    format!(
+        "Usage: oxgate uvicorn [OPTIONS] APP\n\n\
+         uvicorn's command line (also `oxgate-uvicorn`), each option read as oxgate's\n\
+         (--print-config shows how); oxgate's own long options may follow (oxgate --help).\n\n\
+         Read:\n{read}\nAccepted with no effect (each named at start):\n{ignored}"
+    )
+}
+
 /// Every option of uvicorn 0.54's command line, in its order.
 static OPTIONS: &[UvicornOption] = &[
     u("--host", Value, Maps),
