@@ -487,6 +487,27 @@ def test_a_request_body_reaches_the_app_as_it_comes_and_the_answer_streams_meanw
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
 
 
+def test_the_apps_time_before_it_reads_the_body_is_not_the_clients(serve):
+    """--min-body-rate counts only the time oxgate waits for the client:
+    the 5.5 s the app takes before its first receive() are not that, so a
+    client that sends the rest a second after the app asked is in time.
+    (A first look at the body, before the app ran, used to start the
+    clock: 408.)"""
+    s = asgi(serve, "asgi_raw:app")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.sendall(b"POST /late-reader?5.5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+        time.sleep(0.3)
+        c.sendall(b"x" * 1000)
+        time.sleep(6.5)
+        c.sendall(b"y" * 1000)
+        got = b""
+        while not got.endswith(b"2000"):
+            more = c.recv(4096)
+            assert more, got
+            got += more
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+
+
 def test_expect_100_continue_is_answered_only_when_the_app_reads(serve):
     """An app that answers without reading the body: the client that
     asked `Expect: 100-continue` gets that answer, not a 100 and then an

@@ -210,6 +210,15 @@ async def app(scope, receive, send):
         with open(path + ".part", "w") as f:
             f.write(message["type"])
         os.replace(path + ".part", path)
+    elif path == "/late-reader":
+        # Busy for a while (a database call) before it reads the body.
+        await asyncio.sleep(float(scope["query_string"] or b"1"))
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        await respond(send, 200, str(size).encode())
     elif path == "/received":
         # Notes each message the body came in (its length and more_body)
         # in MARKERS/received, then answers with their count.

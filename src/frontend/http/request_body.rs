@@ -284,8 +284,11 @@ pub(super) fn as_it_comes(
     if awaits_continue {
         return Ok(RequestBody::Stream(BodyStream::new(chunks)));
     }
+    // (The frame itself, not `poll_chunk`: the rate guard's clock must not
+    // start before the app asks for the body, or the app's own time until
+    // then would count as the client's.)
     let mut look = Context::from_waker(std::task::Waker::noop());
-    Ok(match chunks.poll_chunk(&mut look) {
+    Ok(match chunks.poll_frame(&mut look) {
         Poll::Ready(None) => RequestBody::Full(Bytes::new()),
         Poll::Ready(Some(Err(e))) => return Err(e),
         Poll::Ready(Some(Ok(data))) if chunks.body.is_end_stream() => RequestBody::Full(data),
