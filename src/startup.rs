@@ -137,11 +137,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     // Before anything is bound or written: a failed start leaves nothing.
     if inherited.is_none() {
-        process::check_names(
-            p.uid.as_deref(),
-            p.gid.as_deref(),
-            p.chown_socket.as_deref(),
-        )?;
+        check_names(&cfg)?;
     }
     // Before any socket is bound: a second start by mistake must not take
     // over a unix socket the running server listens on.

@@ -374,6 +374,11 @@ def test_raw_path_under_a_mount_whose_name_is_encoded(serve):
     out = uwsgi_request(up, packet(vars))
     scope = json.loads(out.split(b"\r\n\r\n", 1)[1])
     assert (scope["root_path"], scope["path"], scope["raw_path"]) == ("/my app", "/my app/scope", "/my%20app/scope")
+    # PATH_INFO normalised (nginx merges slashes), REQUEST_URI as sent: the
+    # target still has the prefix.
+    vars = [(k, {"SCRIPT_NAME": "/app", "REQUEST_URI": "/app//scope"}.get(k, v)) for k, v in vars]
+    scope = json.loads(uwsgi_request(up, packet(vars)).split(b"\r\n\r\n", 1)[1])
+    assert (scope["path"], scope["raw_path"]) == ("/app/scope", "/app//scope")
     assert requests.get(s.url + "/", timeout=10).text == "hello GET"
 
 

@@ -540,7 +540,7 @@ options! {
     POST_BUFFERING = OptDef::new("post-buffering", Int, Limits)
         .value("BYTES")
         .defaults_to("1048576")
-        .help("Read HTTP request bodies up to BYTES (at least 64 KiB) before the app is called, as nginx buffers them, so that a slow upload holds no app thread; a larger body streams to the app once that much has come. An ASGI app gets bodies as they come, as under uvicorn. uWSGI's option; it spills larger bodies to a file instead."),
+        .help("Read HTTP request bodies up to BYTES (at least 64 KiB) before the app is called, as nginx buffers them, so that a slow upload holds no app thread; a larger body streams to the app once that much has come. An ASGI app gets bodies as they come, as under uvicorn (unless the worker also has a WSGI app, CGI scripts or a FastCGI pool). uWSGI's option; it spills larger bodies to a file instead."),
     MIN_BODY_RATE = OptDef::new("min-body-rate", Int, Limits)
         .value("BYTES")
         .defaults_to("1024")

@@ -605,21 +605,9 @@ impl Master<'_> {
             );
             return;
         }
-        // From here the signals wait, blocked, through the exec, for the
-        // next image's handlers. Those that came during the checks above
-        // are sent again so that they wait too: a stop among them ends the
-        // reload here, and the main loop stops.
-        let blocked = signals::Blocked::new();
-        let arrived = self.signals.take_arrived();
-        for &sig in &arrived {
-            blocked.keep_pending(sig);
-        }
-        if arrived.iter().any(|&s| {
-            matches!(
-                MasterCommand::from_signal(s),
-                Some(MasterCommand::Stop { .. })
-            )
-        }) {
+        // A stop that came during the checks ends the reload here; the
+        // main loop stops. (Its flag stays set for it.)
+        if self.signals.stop_arrived() {
             crate::say!(
                 "oxgate: {} reload abandoned: a stop came meanwhile",
                 kind.name()
@@ -671,6 +659,18 @@ impl Master<'_> {
             },
             hook_cx,
         );
+        // From here the signals wait, blocked, through the exec, for the
+        // next image's handlers (not their default action, which kills).
+        // Blocked after the hooks, whose children would inherit the mask.
+        // Those taken in since the check above (on another of the
+        // process's threads, or before the block) are sent again, so that
+        // they wait too; a stop among them ends the reload.
+        let blocked = signals::Blocked::new();
+        let arrived = self.signals.take_arrived();
+        for &sig in &arrived {
+            blocked.keep_pending(sig);
+        }
+        let stop_came = arrived.iter().any(|&s| signals::is_stop(s));
         // The pools are this image's: its manager ends once the workers
         // that use them are gone. The next image makes its own.
         crate::handlers::fastcgi::release_all();
@@ -683,11 +683,16 @@ impl Master<'_> {
         if activated {
             next.env(crate::lifecycle::SYSTEMD_SOCKETS_ENV, "1");
         }
-        let err = next.exec();
-        // Only reached if exec failed: carry on with the old image.
+        let why = if stop_came {
+            "abandoned: a stop came meanwhile".to_string()
+        } else {
+            format!("failed, cannot re-execute oxgate: {}", next.exec())
+        };
+        // Only reached without an exec: carry on with the old image (the
+        // signals kept pending are handled once unblocked).
         drop(blocked);
         crate::handlers::fastcgi::keep_all();
-        crate::say!("oxgate: reload failed, cannot re-execute oxgate: {err}");
+        crate::say!("oxgate: {} reload {why}", kind.name());
         for s in &hand.listeners {
             set_cloexec(s.fd, true);
         }

@@ -165,6 +165,13 @@ impl SignalPipe {
             .collect()
     }
 
+    /// Whether a stop signal arrived since the last `wait`, left for it.
+    pub fn stop_arrived(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|(sig, flag)| is_stop(*sig) && flag.load(Ordering::Acquire))
+    }
+
     /// The pipe's two ends, for a forked worker to close.
     pub fn fds(&self) -> [RawFd; 2] {
         [self.read.as_raw_fd(), self.write.as_raw_fd()]
@@ -197,6 +204,14 @@ impl SignalPipe {
             crate::sys::void_fd(fd);
         }
     }
+}
+
+/// Whether `sig` asks the master to stop.
+pub fn is_stop(sig: i32) -> bool {
+    matches!(
+        MasterCommand::from_signal(sig),
+        Some(MasterCommand::Stop { .. })
+    )
 }
 
 pub fn name(sig: i32) -> String {

@@ -357,8 +357,8 @@ pub enum RequestBody {
     /// The whole body, already read.
     Full(Bytes),
     /// A body still arriving. Reading it starts the flow (a front end that
-    /// has not read ahead sends `100 Continue` only then; the HTTP one
-    /// reads ahead, so it has sent it already).
+    /// has not read ahead sends `100 Continue` only then: the HTTP one for
+    /// a handler that takes bodies as they come).
     Stream(BodyStream),
 }
 

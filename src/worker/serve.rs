@@ -104,8 +104,8 @@ pub struct StopTimes {
 }
 
 /// Serves the listeners until one of `stop_on` arrives, then lets requests
-/// in flight finish (bounded by `times.mercy`; a second signal stops at
-/// once).
+/// in flight finish (bounded by `times.mercy`; without a master, a second
+/// signal stops at once).
 pub async fn serve(
     listeners: Vec<Socket>,
     host: Arc<dyn Handler>,

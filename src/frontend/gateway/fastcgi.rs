@@ -554,10 +554,15 @@ where
                             warmed_to = offset + window;
                         }
                         out.extend_from_slice(&fastcgi::header(fastcgi::STDOUT, id, len as u16));
+                        // A file that shrank under it ends the response
+                        // short: cut, as an app's failure is.
                         files
                             .send(&out, &region.fd, offset, len)
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| match e.kind() {
+                                std::io::ErrorKind::UnexpectedEof => Failure::Cut(e.to_string()),
+                                _ => Failure::Broken(e.to_string()),
+                            })?;
                         out.clear();
                         (offset, left) = (offset + len, left - len);
                     }

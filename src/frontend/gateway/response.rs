@@ -116,7 +116,16 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                 let mut unsent = head;
                 loop {
                     if let Some(region) = rest.take_file() {
-                        files.send_region(&unsent, &region, protocol).await?;
+                        // A file that shrank under it ends the response
+                        // short: cut, as an app's failure is.
+                        let sent = files.send_region(&unsent, &region, protocol).await;
+                        if sent
+                            .as_ref()
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof)
+                        {
+                            files.reset_on_close();
+                        }
+                        sent?;
                         unsent.clear();
                         continue;
                     }

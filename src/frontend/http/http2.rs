@@ -173,9 +173,11 @@ async fn serve_stream(
     let (parts, body) = req.into_parts();
     let is_head = parts.method == http::Method::HEAD;
     let stall = ctx.settings.head_timeout;
-    // `Expect: 100-continue` (RFC 9110 §10.1.1): the body is read at once,
-    // as over HTTP/1.1, so the client is told to send it now rather than
-    // after its own fallback delay. h2 sends no 100 of itself.
+    // `Expect: 100-continue` (RFC 9110 §10.1.1): the client is told to send
+    // the body now rather than after its own fallback delay; h2 sends no
+    // 100 of itself. (Also for a handler that takes bodies as they come,
+    // which over HTTP/1.1 sends it only at the app's first read: here
+    // nothing marks that read, and a 100 too many costs a body unread.)
     if parts
         .headers
         .get(header::EXPECT)

@@ -307,6 +307,12 @@ fn method<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
     known.clone()
 }
 
+/// `path` is `prefix` or lies under it, a whole segment at a time.
+fn starts_with_segments(path: &[u8], prefix: &[u8]) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/' || prefix.ends_with(b"/"))
+}
+
 /// The scope of an HTTP request (`type: "http"`).
 pub(super) fn http_scope<'py>(
     py: Python<'py>,
@@ -375,16 +381,20 @@ pub(super) fn http_scope<'py>(
         let end = f.uri.iter().position(|&c| c == b'?').unwrap_or(f.uri.len());
         let target = &f.uri[..end];
         // Behind a proxy that strips the prefix (`--root-path`), the
-        // target lacks it: raw_path has it, as path does (uvicorn). It
-        // is the target as it is when the target is the path (a mount's
-        // prefix split off into SCRIPT_NAME), compared decoded, as the
-        // path is; a target that merely begins with the prefix is not
-        // (`--root-path /api` and `/api/x`: path `/api/api/x`).
+        // target lacks it: raw_path has it, as path does (uvicorn). The
+        // target is raw_path as it is when it is the path (compared
+        // decoded, as the path is), or when it has the prefix that was
+        // split off PATH_INFO (a mount; PATH_INFO may be normalised, as
+        // nginx merges slashes). A target that merely begins with the
+        // prefix, still whole in PATH_INFO, is not: `--root-path /api`
+        // and `/api/x` are path `/api/api/x`, as under uvicorn.
         let decoded: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode(target).into();
-        if decoded.len() == f.script_name.len() + f.path_info.len()
+        let is_path = decoded.len() == f.script_name.len() + f.path_info.len()
             && decoded.starts_with(f.script_name)
-            && decoded.ends_with(f.path_info)
-        {
+            && decoded.ends_with(f.path_info);
+        let prefix_split_off = starts_with_segments(&decoded, f.script_name)
+            && !starts_with_segments(f.path_info, f.script_name);
+        if is_path || prefix_split_off {
             PyBytes::new(py, target)
         } else {
             PyBytes::new(py, &[f.script_name, target].concat())
