@@ -469,6 +469,15 @@ def test_a_stream_open_through_a_stop_still_lets_the_lifespan_shutdown_run(serve
     assert "killing" not in s.log()
 
 
+def recv_until(c, got, done):
+    """Reads from socket `c` onto `got` until done(got); fails at a close."""
+    while not done(got):
+        more = c.recv(4096)
+        assert more, got
+        got += more
+    return got
+
+
 def test_a_request_body_reaches_the_app_as_it_comes_and_the_answer_streams_meanwhile(serve):
     """As uvicorn: each piece of a body is the app's as it arrives, not
     once --post-buffering's worth has come, so an app can answer as it
@@ -480,15 +489,9 @@ def test_a_request_body_reaches_the_app_as_it_comes_and_the_answer_streams_meanw
         for piece in (b"ping-1", b"ping-2", b"ping-3"):
             c.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
             # Its echo comes back before the next piece is sent.
-            while piece not in got:
-                more = c.recv(4096)
-                assert more, got
-                got += more
+            got = recv_until(c, got, lambda g: piece in g)
         c.sendall(b"0\r\n\r\n")
-        while not got.endswith(b"0\r\n\r\n"):
-            more = c.recv(4096)
-            assert more, got
-            got += more
+        got = recv_until(c, got, lambda g: g.endswith(b"0\r\n\r\n"))
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
 
 
@@ -506,10 +509,7 @@ def test_the_apps_time_before_it_reads_the_body_is_not_the_clients(serve):
         time.sleep(6.5)
         c.sendall(b"y" * 1000)
         got = b""
-        while not got.endswith(b"2000"):
-            more = c.recv(4096)
-            assert more, got
-            got += more
+        got = recv_until(c, got, lambda g: g.endswith(b"2000"))
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
 
 
@@ -529,10 +529,7 @@ def test_expect_100_continue_is_answered_only_when_the_app_reads(serve):
         assert c.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
         c.sendall(b"body")
         got = b""
-        while not got.endswith(b"\r\n\r\nbody"):
-            more = c.recv(4096)
-            assert more, got
-            got += more
+        got = recv_until(c, got, lambda g: g.endswith(b"\r\n\r\nbody"))
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
 
 

@@ -392,9 +392,11 @@ pub(super) fn http_scope<'py>(
         let is_path = decoded.len() == f.script_name.len() + f.path_info.len()
             && decoded.starts_with(f.script_name)
             && decoded.ends_with(f.path_info);
-        let prefix_split_off = starts_with_segments(&decoded, f.script_name)
-            && !starts_with_segments(f.path_info, f.script_name);
-        if is_path || prefix_split_off {
+        let prefix_split_off = || {
+            starts_with_segments(&decoded, f.script_name)
+                && !starts_with_segments(f.path_info, f.script_name)
+        };
+        if is_path || prefix_split_off() {
             PyBytes::new(py, target)
         } else {
             PyBytes::new(py, &[f.script_name, target].concat())
