@@ -69,6 +69,9 @@ def test_print_config_maps_uvicorns_options(tmp_path):
     assert p.returncode == 0 and ("interface", "asgi2") in settings(p.stdout), p.stderr
     p = oxgate("uvicorn", "main:app", "--interface", "asgi4")
     assert p.returncode == 2 and "expected auto, asgi3, asgi2 or wsgi" in p.stderr
+    # A bad port is named as uvicorn's option (it was as --http-socket).
+    p = oxgate("uvicorn", "main:app", "--port", "80800")
+    assert p.returncode == 2 and '--port "80800": expected a port number' in p.stderr, p.stderr
     p = oxgate("uvicorn", "main:app", "--bogus")
     assert p.returncode == 2 and "unknown option --bogus" in p.stderr
 

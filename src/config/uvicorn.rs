@@ -332,6 +332,12 @@ fn translate(
     } else {
         let host = last("--host").unwrap_or_else(|| "127.0.0.1".into());
         let port = last("--port").unwrap_or_else(|| "8000".into());
+        // Said as uvicorn's option, not as the socket oxgate makes of it.
+        if port.parse::<u16>().is_err() {
+            return err(format!(
+                "--port {port:?}: expected a port number from 0 to 65535"
+            ));
+        }
         if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
         } else {
