@@ -277,10 +277,15 @@ pub fn describe(sockets: &[Socket], is_tls: impl Fn(&Address) -> bool) -> String
                 Protocol::Http if is_tls(&s.addr) => "https",
                 p => p.name(),
             };
-            match &s.addr {
-                Address::Tcp(a) => format!("{scheme}://{a}"),
-                Address::Fd(n) => format!("{scheme} on inherited fd {n}"),
-                other => format!("{scheme}://unix:{other}"),
+            match (&s.addr, &s.listener) {
+                // Port 0: the one the kernel picked, which a client needs.
+                (Address::Tcp(a), Listener::Tcp(l)) if a.ends_with(":0") => match l.local_addr() {
+                    Ok(bound) => format!("{scheme}://{bound}"),
+                    Err(_) => format!("{scheme}://{a}"),
+                },
+                (Address::Tcp(a), _) => format!("{scheme}://{a}"),
+                (Address::Fd(n), _) => format!("{scheme} on inherited fd {n}"),
+                (other, _) => format!("{scheme}://unix:{other}"),
             }
         })
         .collect::<Vec<_>>()

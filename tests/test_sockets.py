@@ -38,6 +38,17 @@ def test_ipv6_and_colon_port(serve):
     assert r.json()["REMOTE_ADDR"] == "::1"
 
 
+def test_port_0_is_said_as_the_port_the_kernel_picked(serve):
+    """`--http 127.0.0.1:0`: the start line gives the port to connect to
+    (it said 0), and that port serves."""
+    import re
+    s = serve("--http", "127.0.0.1:0", "--wsgi-file", str(APPS / "validated.py"), socket_arg=False, wait=False)
+    s.wait_log("serving ")
+    port = int(re.search(r"on http://127\.0\.0\.1:(\d+) ", s.log()).group(1))
+    assert port != 0
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/env", timeout=20).status_code == 200, what="a 200")
+
+
 def test_address_errors(serve):
     s = serve("--wsgi-file", str(APPS / "validated.py"))
     code, err = run_fail("--http-socket", f"127.0.0.1:{s.port}", "--wsgi-file", str(APPS / "validated.py"))
