@@ -552,6 +552,17 @@ def test_check_app_finds_what_the_start_would_fail_on(tmp_path):
     assert p.returncode == 0 and "the configuration is usable" in p.stderr, p.stderr
 
 
+def test_a_byte_order_mark_is_no_part_of_a_config_file(tmp_path):
+    """Windows editors start a UTF-8 file with a byte-order mark: `[uwsgi]`
+    after one was "no [uwsgi] section", and JSON after one no JSON."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.ini").write_bytes(bom + b"[uwsgi]\nhttp-socket = :1\nmodule = m\n")
+    (tmp_path / "a.json").write_bytes(bom + b'{"uwsgi": {"http-socket": ":2", "module": "m"}}\n')
+    for name, socket in [("a.ini", ":1"), ("a.json", ":2")]:
+        p = run(str(tmp_path / name), "--print-config")
+        assert p.returncode == 0 and ("http-socket", socket) in options(p.stdout), (name, p.stderr)
+
+
 def test_a_lone_app_argument_is_read_as_uwsgi_reads_it(tmp_path):
     (tmp_path / "site.wsgi").write_text("")
     for arg, want in [("site.wsgi", [("wsgi-file", "site.wsgi")]),

@@ -252,9 +252,14 @@ impl Reader {
             (path, file.to_string())
         };
         // Bytes that are not UTF-8 (a Latin-1 comment) do not make the file
-        // unreadable: uWSGI reads bytes.
+        // unreadable: uWSGI reads bytes. A byte-order mark (Windows
+        // editors write one) is no part of the first line: `[uwsgi]` after
+        // it was "no [uwsgi] section".
         let text = std::fs::read(&path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map(|b| {
+                let b = b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&b);
+                String::from_utf8_lossy(b).into_owned()
+            })
             .map_err(|e| {
                 ConfigError(format!(
                     "{from}: cannot read config file {}: {e}",
