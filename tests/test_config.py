@@ -467,6 +467,12 @@ def test_every_uwsgi_option_is_recognised_and_routing_is_refused(tmp_path):
     f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nroute-uri = ^/admin break:403\n")
     p = run(str(f), "--check-config")
     assert p.returncode == 2 and "internal routing ('route-uri')" in p.stderr
+    # So does its confinement: served without it, the app ran unconfined.
+    for line in ("chroot = /srv/jail", "cap = setgid,setuid", "unshare = net", "namespace = /ns"):
+        f.write_text(f"[uwsgi]\nhttp-socket = :1\nmodule = m\n{line}\n")
+        p = run(str(f), "--check-config")
+        key = line.split(" = ")[0]
+        assert p.returncode == 2 and f"confinement option '{key}' is not implemented" in p.stderr, p.stderr
     # A uWSGI option on the command line, too.
     p = run("--http-socket", ":1", "--module", "m", "--worker-exec=x", "--check-config")
     assert p.returncode == 0 and "'worker-exec' is not implemented" in p.stderr

@@ -75,6 +75,13 @@ impl Loaded {
                 ));
                 continue;
             }
+            if super::uwsgi_names::is_confinement_option(&e.key) {
+                errors.push(format!(
+                    "{}: uWSGI's confinement option '{}' is not implemented in oxgate; the app would run unconfined. Confine it with systemd (RootDirectory=, CapabilityBoundingSet=, PrivateTmp=, ProtectSystem=) or a container, and drop the key",
+                    e.origin, e.key
+                ));
+                continue;
+            }
             let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str())
                 || super::uwsgi_names::is_uwsgi_option(&e.key)
             {

@@ -1269,6 +1269,24 @@ pub fn is_routing_option(name: &str) -> bool {
         })
 }
 
+/// uWSGI's confinement (`chroot`, `cap`, `unshare`, `namespace`, `jail`,
+/// `pivot-root`): a file that names one is refused rather than served
+/// unconfined, as a routing rule is refused rather than dropped.
+pub fn is_confinement_option(name: &str) -> bool {
+    [
+        "cap",
+        "chroot",
+        "jail",
+        "namespace",
+        "ns",
+        "pivot-root",
+        "pivot_root",
+        "unshare",
+        "unshare2",
+    ]
+    .contains(&name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
