@@ -184,13 +184,7 @@ async def app(scope, receive, send):
             os.close(r)
             os.close(w)
     elif path == "/count":
-        total = 0
-        more = True
-        while more:
-            message = await receive()
-            total += len(message.get("body", b""))
-            more = message.get("more_body", False)
-        await respond(send, 200, str(total).encode())
+        await respond(send, 200, str(await body_size(receive)).encode())
     elif path == "/forever":
         # Streams until the client leaves, then says so in a marker file.
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -213,12 +207,7 @@ async def app(scope, receive, send):
     elif path == "/late-reader":
         # Busy for a while (a database call) before it reads the body.
         await asyncio.sleep(float(scope["query_string"] or b"1"))
-        size, more = 0, True
-        while more:
-            message = await receive()
-            size += len(message.get("body", b""))
-            more = message.get("more_body", False)
-        await respond(send, 200, str(size).encode())
+        await respond(send, 200, str(await body_size(receive)).encode())
     elif path == "/received":
         # Notes each message the body came in (its length and more_body)
         # in MARKERS/received, then answers with their count.
@@ -336,6 +325,16 @@ async def app(scope, receive, send):
         await respond(send, 200, b"blocked")
     else:
         await respond(send, 200, b"hello " + scope["method"].encode())
+
+
+async def body_size(receive):
+    """The length of the request body, read to its end."""
+    total, more = 0, True
+    while more:
+        message = await receive()
+        total += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    return total
 
 
 async def respond(send, status, body, ctype=b"text/plain"):
