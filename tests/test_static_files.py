@@ -792,6 +792,16 @@ def test_precompressed_files_as_nginx_gzip_static_and_brotli_static(serve, tree,
             for h in ("content-encoding", "vary", "content-type", "content-length"):
                 assert ours[1].get(h) == theirs[1].get(h), (accept, h, ours[1], theirs[1])
             assert ours[2] == theirs[2], accept
+        # Several ranges of it: the whole .gz (a multipart body cannot say
+        # it is coded), as nginx sends it.
+        for accept in ("gzip", "identity"):
+            ranged = {"Accept-Encoding": accept, "Range": "bytes=0-1,5-6"}
+            ours = raw_get(s.url, "/static/style.css", ranged)
+            theirs = raw_get(f"http://127.0.0.1:{port}", "/static/style.css", ranged)
+            assert ours[0] == theirs[0], (accept, ours, theirs)
+            assert ours[1].get("content-encoding") == theirs[1].get("content-encoding"), accept
+            if ours[0] == 200:
+                assert ours[2] == theirs[2]
         # The .gz is its own representation: its own validator, and a 304 keeps Vary.
         status, headers, body = raw_get(s.url, "/static/style.css", {"Accept-Encoding": "gzip"})
         assert gzip.decompress(body) == css
@@ -850,6 +860,12 @@ def test_the_etag_changes_with_the_files_size_and_time_not_its_inode(serve, tree
     os.utime(tree / "new.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     os.rename(tree / "new.txt", f)
     assert f.stat().st_ino != stat.st_ino and etag() == third
+    # Two versions dated before 1970 (an archive's dates, `touch -d`) are
+    # not one: a client must not be told its copy of the other is current.
+    os.utime(f, (0, -315_619_200))  # 1960
+    old = etag()
+    os.utime(f, (0, -315_532_800))  # a day later
+    assert etag() != old
 
 
 def test_expiry_and_immutable_caching(serve, tree):
@@ -1046,6 +1062,59 @@ def test_static_requests_are_logged_and_counted(serve, tree, tmp_path):
         return (sum(w["requests"] for w in doc["workers"]), sum(c["static_requests"] for c in cores))
     # uwsgitop's per-core static_requests: the two static ones of the three
     assert wait_for(lambda: requests_counted() == (3, 2), what="three requests, two static, in the stats")
+
+
+def test_a_static_file_is_logged_once_sent_with_the_bytes_and_time_it_took(serve, tmp_path):
+    """As nginx and uWSGI log a download: when it ends, with what went out.
+    Before, the line was written as the response began, the file's whole
+    length in 0 msecs, for a client that left as for one that took it all."""
+    root = tmp_path / "files"
+    root.mkdir()
+    size = 64 << 20
+    with open(root / "big.bin", "wb") as f:
+        f.truncate(size)  # sparse
+    log = tmp_path / "app.log"
+    s = serve("--static-map", f"/static={root}", "--wsgi-file", ECHO, "--processes", "1", "--logto", str(log))
+
+    def download(path, *, then_read, before_reading=None):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += c.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200")
+            if before_reading:
+                before_reading()
+            time.sleep(1.2)  # the server cannot be done: 64 MiB is far more than the sockets hold
+            read = len(got.split(b"\r\n\r\n", 1)[1])
+            while then_read and (chunk := c.recv(1 << 20)):
+                read += len(chunk)
+            return read
+
+    def logged(path):
+        line = wait_for(lambda: next((l for l in log.read_text().splitlines() if f"GET {path} " in l), None),
+                        what=f"the log line of {path}")
+        bytes_, msecs = map(int, re.search(r"generated (\d+) bytes in (\d+) msecs", line).groups())
+        return bytes_, msecs
+
+    # Taken whole, slowly: the whole length, and at least the time the client took.
+    assert download("/static/big.bin", then_read=True) == size
+    assert logged("/static/big.bin")[0] == size and logged("/static/big.bin")[1] >= 1000
+    # A client that leaves after the head: what went out, far from the whole.
+    (root / "left.bin").write_bytes(b"")
+    with open(root / "left.bin", "wb") as f:
+        f.truncate(size)
+    download("/static/left.bin", then_read=False)
+    sent, msecs = logged("/static/left.bin")
+    assert sent < size // 2 and msecs >= 1000
+    # A file that shrinks while it is sent: cut short, and logged so.
+    with open(root / "shrinks.bin", "wb") as f:
+        f.truncate(size)
+    read = download("/static/shrinks.bin", then_read=True,
+                    before_reading=lambda: os.truncate(root / "shrinks.bin", 1 << 20))
+    assert read < size
+    assert logged("/static/shrinks.bin")[0] < size
 
 
 def test_a_gigabyte_file_to_a_slow_client_keeps_the_worker_small(serve, tmp_path):

@@ -38,6 +38,48 @@ impl Answered {
         let _ = self.observer.set(observer);
     }
 
+    /// Counts and logs a response the handler made whole: at once when its
+    /// body is in memory, else when its body has gone out (a file), so that
+    /// the log has the bytes sent and the time it took, as for an app's.
+    pub fn answer(&self, req: Request, mut resp: Response, since: Instant) -> Response {
+        let Some(observer) = self.observer.get().cloned() else {
+            return resp;
+        };
+        if req.is_head || !matches!(resp.body, ResponseBody::Stream { .. }) {
+            self.response(&req, &resp, since);
+            return resp;
+        }
+        let mut outcome = Outcome {
+            switches: 1,
+            protocol: req.protocol,
+            handler: self.kind,
+            ..Outcome::default()
+        };
+        outcome.note_head(resp.status, resp.reason.as_deref(), &resp.headers);
+        let failed_anyway = resp.status >= 500;
+        let vars = req.vars;
+        let on_end: Box<dyn FnOnce(u64, bool) + Send> = Box::new(move |sent, whole| {
+            let outcome = Outcome {
+                body_bytes: sent,
+                failed: failed_anyway || !whole,
+                ..outcome
+            };
+            observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
+        });
+        if let ResponseBody::Stream { first, rest } = resp.body {
+            let sent = first.as_ref().map_or(0, |b| b.len() as u64);
+            resp.body = ResponseBody::Stream {
+                first,
+                rest: BodyStream::new(LoggedAtEnd {
+                    body: rest,
+                    sent,
+                    on_end: Some(on_end),
+                }),
+            };
+        }
+        resp
+    }
+
     /// Counts and logs a response whose body is whole or has its length.
     pub fn response(&self, req: &Request, resp: &Response, since: Instant) {
         let Some(observer) = self.observer.get() else {
@@ -101,5 +143,60 @@ impl Answered {
                 rest: BodyStream::new(body),
             },
         }
+    }
+}
+
+/// A body counted as it goes out, whose response is logged when it ends:
+/// whole at its end or when the client stops taking it (the client went
+/// away), cut short at an error (a file that shrank while it was sent).
+struct LoggedAtEnd {
+    body: BodyStream,
+    sent: u64,
+    on_end: Option<Box<dyn FnOnce(u64, bool) + Send>>,
+}
+
+impl LoggedAtEnd {
+    fn end(&mut self, whole: bool) {
+        if let Some(f) = self.on_end.take() {
+            f(self.sent, whole);
+        }
+    }
+}
+
+impl ChunkSource for LoggedAtEnd {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, super::BodyError>>> {
+        let next = std::task::ready!(self.body.poll_chunk(cx));
+        match &next {
+            Some(Ok(b)) => self.sent += b.len() as u64,
+            Some(Err(_)) => self.end(false),
+            None => self.end(true),
+        }
+        std::task::Poll::Ready(next)
+    }
+
+    fn take_file(&mut self) -> Option<super::FileRegion> {
+        let region = self.body.take_file()?;
+        self.sent += region.len;
+        Some(region)
+    }
+
+    fn unsent(&mut self, n: u64) {
+        self.sent = self.sent.saturating_sub(n);
+    }
+
+    fn poll_trailers(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<super::Trailers, super::BodyError>>> {
+        self.body.poll_trailers(cx)
+    }
+}
+
+impl Drop for LoggedAtEnd {
+    fn drop(&mut self) {
+        self.end(true);
     }
 }

@@ -44,6 +44,10 @@ pub trait ChunkSource: Send + 'static {
         None
     }
 
+    /// `n` bytes of the regions taken never went out: the client left
+    /// before they did. What the body counts as sent is that much less.
+    fn unsent(&mut self, _n: u64) {}
+
     /// The trailer fields that follow the body, once `poll_chunk` has
     /// ended it; `None` when there are none, and an error when the body
     /// must end as cut short after all (the app failed before its last
@@ -288,6 +292,10 @@ impl ChunkSource for FileBody {
         self.sent += region.len;
         Some(region)
     }
+
+    fn unsent(&mut self, n: u64) {
+        self.sent = self.sent.saturating_sub(n);
+    }
 }
 
 impl Drop for FileBody {
@@ -326,6 +334,10 @@ impl BodyStream {
 
     pub fn take_file(&mut self) -> Option<FileRegion> {
         self.0.take_file()
+    }
+
+    pub fn unsent(&mut self, n: u64) {
+        self.0.unsent(n)
     }
 
     /// Reads and drops what the app left unread of a request body, up to

@@ -423,6 +423,10 @@ impl ChunkSource for Counted {
         self.body.take_file()
     }
 
+    fn unsent(&mut self, n: u64) {
+        self.body.unsent(n)
+    }
+
     fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Trailers, BodyError>>> {
         self.body.poll_trailers(cx)
     }

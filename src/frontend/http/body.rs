@@ -39,6 +39,21 @@ pub(super) enum BodyKind {
     },
 }
 
+impl Drop for OxBody {
+    /// A body dropped before its file went out (the client left): the
+    /// part of the region no frame stood for yet was never sent, and the
+    /// request log must not count it.
+    fn drop(&mut self) {
+        if let BodyKind::Stream {
+            rest, file_left, ..
+        } = &mut self.kind
+            && *file_left > 0
+        {
+            rest.unsent(*file_left);
+        }
+    }
+}
+
 /// The next frame once the body has ended: its trailers, if any.
 fn trailers_frame(
     rest: &mut BodyStream,

@@ -480,7 +480,7 @@ impl Handler for StaticFiles {
         match self.lookup(&req) {
             Lookup::App => self.inner.clone().handle(req),
             Lookup::Answer(resp) => {
-                self.answered.response(&req, &resp, since);
+                let resp = self.answered.answer(req, resp, since);
                 Box::pin(async move { resp })
             }
         }

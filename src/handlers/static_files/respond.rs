@@ -73,8 +73,14 @@ impl Representation {
             // it. Not the inode, as nginx and Apache leave it out: a copy
             // with its time kept (`cp -p`, rsync, an image of a release)
             // on another host behind the same balancer, or swapped in by a
-            // rename, is the same file to the client's cache.
-            etag: entity_tag(&[secs, meta.mtime_nsec().max(0) as u64, meta.len()]),
+            // rename, is the same file to the client's cache. The time as
+            // it is, not clamped as the date is: two versions dated before
+            // 1970 (an archive's, `touch -d`) must not share a tag.
+            etag: entity_tag(&[
+                meta.mtime() as u64,
+                meta.mtime_nsec().max(0) as u64,
+                meta.len(),
+            ]),
             extra: Vec::new(),
             encoding: None,
         }
@@ -251,6 +257,10 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
                 resp.body = file_body(region(file, *first, last - first + 1));
                 resp
             }
+            // A multipart body cannot be said to be coded as a whole, nor
+            // each part be a slice of a coded file: the whole .gz or .br
+            // then, as nginx's gzip_static sends it.
+            _ if rep.encoding.is_some() => whole(req, file, rep),
             several => multipart(file, rep, several),
         },
     }
