@@ -176,6 +176,11 @@ def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
     assert env["REMOTE_PORT"].isdigit() and env["SERVER_SOFTWARE"].startswith("oxgate/")
     # Nothing of the server's own environment, and no httpoxy.
     assert "OXGATE_SECRET" not in env and "HOME" not in env and "HTTP_PROXY" not in env
+    # No arguments: not the script's own path as $1 (scripts that switch on
+    # it to a command-line mode), nor RFC 3875's search words, which let a
+    # query become options (php-cgi's CVE-2012-1823); as fcgiwrap runs it.
+    script(cgi_dir / "args.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nARGC=%s\\n' \"$#\"\n")
+    assert fields(requests.get(f"{s.url}/cgi-bin/args.cgi?-s+x", timeout=10).text) == {"ARGC": "0"}
     # Without PATH_INFO there is no PATH_TRANSLATED (RFC 3875 4.1.6).
     env = fields(requests.get(f"{s.url}/cgi-bin/env.cgi", timeout=10).text)
     assert env["PATH_INFO"] == "" and "PATH_TRANSLATED" not in env
@@ -203,6 +208,14 @@ def test_redirects_local_and_client(serve, cgi_dir):
     assert r.status_code == 200
     assert (f["REQUEST_METHOD"], f["SCRIPT_NAME"], f["PATH_INFO"], f["QUERY_STRING"]) == (
         "GET", "/echo.sh", "/after", "redirected=1")
+    # The cookies it set come with the page it redirected to, as Apache's
+    # mod_cgi keeps them: "set the session, then show the page".
+    script(cgi_dir / "login.cgi", "#!/bin/sh\nprintf 'Location: /echo.sh/home\\nSet-Cookie: session=abc\\n"
+                                  "Set-Cookie: theme=dark\\nX-Dropped: yes\\n\\n'\n")
+    r = requests.get(f"{s.url}/login.cgi", allow_redirects=False, timeout=10)
+    assert r.status_code == 200 and fields(r.text)["PATH_INFO"] == "/home"
+    assert r.raw.headers.getlist("Set-Cookie") == ["session=abc", "theme=dark"]
+    assert "X-Dropped" not in r.headers
     r = requests.get(f"{s.url}/away.cgi", allow_redirects=False, timeout=10)
     assert (r.status_code, r.headers["Location"]) == (302, "http://example.com/x")
     r = requests.get(f"{s.url}/moved.cgi", allow_redirects=False, timeout=10)

@@ -86,8 +86,9 @@ enum Lookup {
 /// What a run made of the request.
 enum Ran {
     Response(Response),
-    /// A local redirect: the request to serve instead.
-    Redirect(Request),
+    /// A local redirect: the request to serve instead, and the cookies the
+    /// redirecting script set.
+    Redirect(Request, Vec<(Bytes, Bytes)>),
 }
 
 impl CgiScripts {
@@ -309,7 +310,22 @@ impl CgiScripts {
     }
 
     /// Serves a request the lookup claimed, following local redirects.
-    async fn respond(self: Arc<Self>, mut req: Request, mut lookup: Lookup) -> Response {
+    /// The cookies a redirecting script set go out with the response to
+    /// the path it redirected to, as Apache's mod_cgi keeps them: "set the
+    /// session, then go to the page" must not lose the session.
+    async fn respond(self: Arc<Self>, req: Request, lookup: Lookup) -> Response {
+        let mut cookies = Vec::new();
+        let mut resp = self.follow(req, lookup, &mut cookies).await;
+        resp.headers.append(&mut cookies);
+        resp
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        mut req: Request,
+        mut lookup: Lookup,
+        cookies: &mut Vec<(Bytes, Bytes)>,
+    ) -> Response {
         let since = Instant::now();
         for _ in 0..=MAX_REDIRECTS {
             match lookup {
@@ -320,7 +336,10 @@ impl CgiScripts {
                 }
                 Lookup::Run(found) => match self.run(req, *found, since).await {
                     Ran::Response(resp) => return resp,
-                    Ran::Redirect(next) => req = next,
+                    Ran::Redirect(next, set) => {
+                        req = next;
+                        cookies.extend(set);
+                    }
                 },
             }
             lookup = self.lookup(&req);
@@ -347,11 +366,18 @@ impl CgiScripts {
                 return Ran::Response(resp);
             }
         };
-        let (program, mut args) = match self.helper(&found.file) {
-            Some(h) => (h.program.clone(), h.args.clone()),
+        // A helper is told the script; a script run itself gets no
+        // arguments (as from fcgiwrap and lighttpd): not its own path as
+        // `$1`, nor RFC 3875's search words, which let a query string
+        // become options (php-cgi's CVE-2012-1823).
+        let (program, args) = match self.helper(&found.file) {
+            Some(h) => {
+                let mut args = h.args.clone();
+                args.push(found.file.clone().into_os_string());
+                (h.program.clone(), args)
+            }
             None => (found.file.clone(), Vec::new()),
         };
-        args.push(found.file.clone().into_os_string());
         let nph = found
             .file
             .file_name()
@@ -384,7 +410,13 @@ impl CgiScripts {
         let status = match &head.reply {
             Reply::LocalRedirect(location) if req.protocol == crate::listen::Protocol::Http => {
                 output.drain_unwanted();
-                return Ran::Redirect(redirected(req, location));
+                let cookies = head
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(b"set-cookie"))
+                    .cloned()
+                    .collect();
+                return Ran::Redirect(redirected(req, location), cookies);
             }
             Reply::LocalRedirect(_) => 302,
             _ => head.status,
