@@ -415,6 +415,47 @@ def test_a_php_pool_serves_the_site(serve, site):
 
 
 @needs_php
+def test_a_php_ini_in_the_document_root_is_not_read_as_under_php_fpm(serve, site):
+    """php-cgi reads a php.ini in the directory it starts in before the
+    system's: started in the document root, anyone who could put a file
+    there set auto_prepend_file or lifted disable_functions. php-fpm's pool
+    does not read it; nor does oxgate's now. Scripts still run in their own
+    directory, as under php-fpm."""
+    (site / "php.ini").write_text("memory_limit = 7M\n")
+    (site / "sub").mkdir()
+    (site / "sub" / "ini.php").write_text(
+        "<?php echo json_encode([ini_get('memory_limit'), php_ini_loaded_file(), getcwd()]);")
+    s = php_pool(serve, site)
+    limit, loaded, cwd = requests.get(f"{s.url}/sub/ini.php", timeout=20).json()
+    assert limit != "7M" and loaded != str(site / "php.ini"), (limit, loaded)
+    assert cwd == str(site / "sub")
+
+
+@needs_php
+def test_the_pools_max_listen_queue_is_the_whole_pools(serve, site):
+    """php-fpm's max listen queue: the most requests waiting at once in the
+    pool, whichever worker holds them; never below the queue now. (It was
+    the most one worker held.)"""
+    sp = free_port()
+    s = php_pool(serve, site, "--fastcgi-app-pm", "static", "--fastcgi-app-processes", "1", "--processes", "2",
+                 "--stats", f"127.0.0.1:{sp}", "--stats-http")
+    s.wait_workers(2)
+    (site / "hold.php").write_text("<?php usleep(1000000); echo 'done';")
+
+    def pool():
+        (p,) = requests.get(f"http://127.0.0.1:{sp}/", timeout=10).json()["fastcgi_pools"]
+        return p
+    # Six at once: the workers accept them between them, so no one worker
+    # holds all that wait.
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        answers = [ex.submit(requests.get, f"{s.url}/hold.php?n={n}", timeout=30) for n in range(6)]
+        seen = wait_for(lambda: (lambda p: p["listen_queue"] == 5 and p)(pool()), what="five requests waiting")
+        assert seen["max_listen_queue"] >= 5, seen
+        assert [a.result().text for a in answers] == ["done"] * 6
+    assert pool()["max_listen_queue"] == 5
+
+
+@needs_php
 def test_what_pool_processes_write_to_stderr_is_logged_with_the_pool_and_process(serve, site):
     """php-cgi's own stderr (php://stderr, startup warnings; error_log()
     goes in FCGI_STDERR records instead) is logged a line at a time, each

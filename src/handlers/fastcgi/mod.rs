@@ -65,6 +65,7 @@ use client::{Call, Failure, Upstream};
 use php::PhpCgi;
 use pool::{Pool, PoolSpec};
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// What each `--fastcgi-app` pool runs, in order.
 pub(crate) fn pool_specs(settings: &FastcgiSettings) -> Result<Vec<PoolSpec>, String> {
@@ -95,13 +96,22 @@ pub(crate) fn pool_specs(settings: &FastcgiSettings) -> Result<Vec<PoolSpec>, St
                     max_requests = None;
                 }
             }
+            // php-cgi reads a php.ini from its working directory before
+            // the system's: started in the document root, a php.ini
+            // dropped there (an upload, a CMS's sample) would set
+            // auto_prepend_file or lift disable_functions. It runs each
+            // script in the script's directory anyway; `/` as php-fpm.
+            let cwd = match &php {
+                Some(_) => Some(PathBuf::from("/")),
+                None => settings.docroot.clone(),
+            };
             Ok(PoolSpec {
                 program,
                 args: app.command[1..].iter().map(OsString::from).collect(),
                 env,
                 max_requests,
                 php,
-                cwd: settings.docroot.clone(),
+                cwd,
                 name: app.command.join(" ").into(),
                 pm: settings.pm,
                 slowlog: settings.slowlog,

@@ -450,6 +450,10 @@ impl Pool {
                 // Counted waiting from here, whether or not its turn has
                 // come: the stats' queue, and what the manager starts
                 // processes for.
+                let here = self.user.get().map(|&i| &shared.header().waiting[i]);
+                if let Some(w) = here {
+                    w.fetch_add(1, Ordering::AcqRel);
+                }
                 if let Some(s) = stats {
                     // php-fpm's max children reached: every process runs
                     // (not one still to start).
@@ -457,11 +461,14 @@ impl Pool {
                         s.max_children_reached.fetch_add(1, Ordering::Relaxed);
                     }
                     let n = s.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-                    s.max_waiting.fetch_max(n, Ordering::Relaxed);
-                }
-                let here = self.user.get().map(|&i| &shared.header().waiting[i]);
-                if let Some(w) = here {
-                    w.fetch_add(1, Ordering::AcqRel);
+                    // php-fpm's max listen queue is the pool's: the requests
+                    // of every worker waiting at once, not this one's alone
+                    // (the stats show the largest any worker saw).
+                    let pool_wide = match here {
+                        Some(_) => shared.waiting() as u64,
+                        None => 0,
+                    };
+                    s.max_waiting.fetch_max(n.max(pool_wide), Ordering::Relaxed);
                 }
                 waiting = Some(Waiting(stats, here));
                 if self.spec.pm != ProcessManager::Static {
