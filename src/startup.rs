@@ -78,6 +78,14 @@ pub fn check_start(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a logger writes to stdout, which `--logto` must then leave be.
+fn keeps_stdout(cfg: &Config) -> bool {
+    cfg.log_files
+        .loggers
+        .as_ref()
+        .is_some_and(|plan| plan.writes_to_stdout())
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
     let inherited = Handover::take_from_env();
     if cfg.process.master {
@@ -97,7 +105,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     {
         process::daemonize(log)?;
     } else if let Some(log) = &p.logto {
-        carry_on(&inherited, process::redirect_output(log))?;
+        carry_on(
+            &inherited,
+            process::redirect_output(log, keeps_stdout(&cfg)),
+        )?;
     } else if let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
         // Re-executed on reload: the log is already behind stderr.
         crate::log::file::set_path(log);
@@ -234,7 +245,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     enter_app_environment(&cfg)?;
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
     if let Some(log) = &p.logto2 {
-        carry_on(&inherited, process::redirect_output(log))?;
+        carry_on(
+            &inherited,
+            process::redirect_output(log, keeps_stdout(&cfg)),
+        )?;
     }
     if let Some(pidfile) = &p.pidfile2 {
         carry_on(&inherited, process::write_pidfile(pidfile))?;

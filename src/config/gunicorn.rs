@@ -1112,8 +1112,11 @@ fn translate(
         if let Some(target) = &accesslog {
             let origin = &given["accesslog"].origin;
             let errorlog = one("errorlog").unwrap_or_else(|| "-".into());
-            // A file of its own, as in Gunicorn; "-" (stdout) joins the log.
-            if target != "-" && *target != errorlog {
+            // A file of its own, as in Gunicorn; "-" is stdout, apart from
+            // the log on stderr (a daemon has neither: they join the log).
+            if target == "-" && !truthy("daemon") {
+                push(&opt::REQ_LOGGER, "stdout".into(), origin);
+            } else if target != "-" && *target != errorlog {
                 push(&opt::REQ_LOGGER, format!("file:{target}"), origin);
             } else if syslog.is_some() {
                 push(&opt::REQ_LOGGER, "stdio".into(), origin);

@@ -523,12 +523,19 @@ impl<'a> Values<'a> {
     fn int(&self, key: Key) -> i64 {
         parse_int(self.defaulted(key))
     }
-    /// Whole seconds, at most a century: "never", which a clock can still
-    /// add to the time now (`--reload-mercy 9223372036854775807` made the
-    /// worker's stop panic on the overflow).
+    /// Whole seconds, at most a century ([`CENTURY`]); 0 is off.
     fn seconds(&self, key: Key) -> Option<Duration> {
-        const CENTURY: u64 = 100 * 365 * 86_400;
         self.count(key).map(|s| Duration::from_secs(s.min(CENTURY)))
+    }
+    /// Seconds to wait, 0 included, else the table's default: a mercy or a
+    /// minimum lifetime of 0 is no wait at all (uWSGI's meaning, and what
+    /// Gunicorn's `graceful_timeout = 0` and the `max_requests` it has no
+    /// minimum for ask), not the default's.
+    fn wait(&self, key: Key) -> Duration {
+        match self.given(key) {
+            Some(v) => Duration::from_secs(parse_int(v).clamp(0, CENTURY as i64) as u64),
+            None => self.duration(key),
+        }
     }
     /// `seconds` for an option the table gives a default.
     fn duration(&self, key: Key) -> Duration {
@@ -572,6 +579,11 @@ impl<'a> Values<'a> {
             })
     }
 }
+
+/// The longest wait an option may give: "never", which a clock can still
+/// add to the time now (`--reload-mercy 9223372036854775807` made the
+/// worker's stop panic on the overflow).
+const CENTURY: u64 = 100 * 365 * 86_400;
 
 /// Resolves ordered settings into the configuration, or a help/version request.
 pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
@@ -928,7 +940,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         },
         asgi: AsgiSettings {
             event_loop: r.choice(&opt::LOOP)?,
-            shutdown_timeout: r.duration(&opt::WORKER_RELOAD_MERCY),
+            shutdown_timeout: r.wait(&opt::WORKER_RELOAD_MERCY),
             lifespan: r.choice(&opt::LIFESPAN)?,
             ws: WsSettings {
                 enabled: r.choice::<WsMode>(&opt::WS)? == WsMode::Auto,
@@ -1071,11 +1083,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             reload_on_rss: r.megabytes(&opt::RELOAD_ON_RSS),
             evil_reload_on_rss: r.megabytes(&opt::EVIL_RELOAD_ON_RSS),
             reload_on_as: r.megabytes(&opt::RELOAD_ON_AS),
-            min_worker_lifetime: r.seconds(&opt::MIN_WORKER_LIFETIME).unwrap_or_default(),
+            min_worker_lifetime: r.wait(&opt::MIN_WORKER_LIFETIME),
             master_fifo: r.paths(&opt::MASTER_FIFO),
             limit_as: r.megabytes(&opt::LIMIT_AS),
-            worker_reload_mercy: r.duration(&opt::WORKER_RELOAD_MERCY),
-            reload_mercy: r.duration(&opt::RELOAD_MERCY),
+            worker_reload_mercy: r.wait(&opt::WORKER_RELOAD_MERCY),
+            reload_mercy: r.wait(&opt::RELOAD_MERCY),
             drain_delay: r.fractional_seconds(&opt::DRAIN_DELAY)?,
             pidfile: r.path(&opt::PIDFILE),
             pidfile_exclusive: r.flag(&opt::PIDFILE_EXCLUSIVE)?,
@@ -1515,11 +1527,23 @@ mod tests {
         // 0 (or `true`) means the default too, as in uWSGI.
         let c = serve(&["-s", ":1", "--file", "a.py", "--threads", "true"]);
         assert_eq!(c.threads as i64, int(&opt::THREADS));
-        let c = serve(&["-s", ":1", "--file", "a.py", "--worker-reload-mercy", "0"]);
-        assert_eq!(
-            c.process.worker_reload_mercy.as_secs() as i64,
-            int(&opt::WORKER_RELOAD_MERCY)
-        );
+        // But a wait of 0 is none, as uWSGI reads it: not the default's.
+        let c = serve(&[
+            "-s",
+            ":1",
+            "--file",
+            "a.py",
+            "--worker-reload-mercy",
+            "0",
+            "--reload-mercy",
+            "0",
+            "--min-worker-lifetime",
+            "0",
+        ]);
+        assert_eq!(c.process.worker_reload_mercy, Duration::ZERO);
+        assert_eq!(c.process.reload_mercy, Duration::ZERO);
+        assert_eq!(c.process.min_worker_lifetime, Duration::ZERO);
+        assert_eq!(c.asgi.shutdown_timeout, Duration::ZERO);
         let c = serve(&["-s", ":1", "--file", "a.py", "--no-master", "--master"]);
         assert!(!c.process.master);
         assert!(

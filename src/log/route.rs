@@ -43,6 +43,9 @@ pub enum Target {
     Stdio,
     /// `file:PATH`, appended to and reopened with the main log.
     File(PathBuf),
+    /// `stdout`: the standard output the server started with (Gunicorn's
+    /// `accesslog = "-"`), apart from the log on stderr.
+    Stdout,
     /// `syslog[:IDENT[,FACILITY]]`: the local syslog (/dev/log), as glibc's
     /// syslog(3) writes for uWSGI: `<PRI>Mmm dd hh:mm:ss IDENT: line`, at
     /// level info.
@@ -166,6 +169,7 @@ impl Logger {
         };
         let target = match (kind, arg) {
             ("stdio", _) => Target::Stdio,
+            ("stdout", None) => Target::Stdout,
             ("file", Some(path)) => Target::File(PathBuf::from(path)),
             ("file", None) => return Err("file: needs a path".into()),
             ("syslog", arg) => {
@@ -309,6 +313,14 @@ impl LogPlan {
             && plain(&self.request_loggers)
     }
 
+    /// Whether a logger writes to the standard output.
+    pub fn writes_to_stdout(&self) -> bool {
+        self.loggers
+            .iter()
+            .chain(&self.request_loggers)
+            .any(|l| l.target == Target::Stdout)
+    }
+
     /// Every route names a logger that exists.
     pub fn check(&self) -> Result<(), String> {
         let named = |loggers: &[Logger], name: &str| {
@@ -357,6 +369,9 @@ enum Out {
     Stdio,
     /// A file behind this descriptor, which a reopen replaces in place.
     File { fd: RawFd, path: CString },
+    /// A copy of stdout as it was at the start (what the app's output
+    /// capture, if any, later puts behind fd 1 is not it).
+    Stdout(RawFd),
     Syslog {
         socket: Socket,
         format: SyslogFormat,
@@ -449,6 +464,13 @@ pub fn install(plan: &LogPlan) -> Result<(), String> {
 fn open_target(target: &Target) -> Result<Out, String> {
     Ok(match target {
         Target::Stdio => Out::Stdio,
+        Target::Stdout => Out::Stdout(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("loggers: cannot keep stdout: {e}"))?
+                .into_raw_fd(),
+        ),
         Target::File(path) => {
             let c = crate::sys::log_path(path)?;
             let fd = crate::sys::open_append(&c)
@@ -628,7 +650,7 @@ impl Sink {
             Out::Stdio => {
                 let _ = crate::sys::write_all_to(original(i), line);
             }
-            Out::File { fd, .. } => {
+            Out::File { fd, .. } | Out::Stdout(fd) => {
                 // SAFETY: the descriptor was opened by `install` and is
                 // never closed: a reopen puts the new file behind the same
                 // number.
@@ -861,6 +883,7 @@ mod tests {
     #[test]
     fn uwsgi_logger_values() {
         assert_eq!(target("stdio"), Target::Stdio);
+        assert_eq!(target("stdout"), Target::Stdout);
         assert_eq!(
             target("file:/var/log/a b.log"),
             Target::File("/var/log/a b.log".into())

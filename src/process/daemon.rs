@@ -33,11 +33,18 @@ fn onto_stdout_stderr(log: File) {
     crate::log::route::replace_original(std::os::fd::AsRawFd::as_raw_fd(&log));
 }
 
-/// Sends stdout and stderr to `path` (appending), like uWSGI's --logto.
-pub fn redirect_output(path: &Path) -> Result<(), String> {
+/// Sends stdout and stderr to `path` (appending), like uWSGI's --logto;
+/// stderr alone when a logger writes to stdout (Gunicorn's `errorlog`
+/// file with `accesslog = "-"`: each its own stream, as there).
+pub fn redirect_output(path: &Path, keep_stdout: bool) -> Result<(), String> {
     let log = open_log(path)?;
     crate::log::file::set_path(path);
-    onto_stdout_stderr(log);
+    if keep_stdout {
+        let _ = dup2_stderr(log.as_fd());
+        crate::log::route::replace_original(std::os::fd::AsRawFd::as_raw_fd(&log));
+    } else {
+        onto_stdout_stderr(log);
+    }
     Ok(())
 }
 
