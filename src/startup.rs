@@ -424,7 +424,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             ],
             // No master kills this process: the apps' shutdown comes after
             // the requests' mercy.
-            crate::worker::serve::StopTimes {
+            || crate::worker::serve::StopTimes {
                 mercy: cfg.process.reload_mercy,
                 budget: cfg.process.reload_mercy + std::time::Duration::from_secs(5),
             },

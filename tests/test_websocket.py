@@ -53,6 +53,11 @@ def test_echo_text_and_binary_from_1_byte_to_1_mib(serve, tmp_path):
     run(go())
     assert marker(tmp_path, "ws-disconnect-echo") == {
         "type": "websocket.disconnect", "code": 1000, "reason": ""}
+
+    async def a_memoryview():
+        async with connect(url(s, "/memoryview")) as ws:
+            return await ws.recv()
+    assert run(a_memoryview()) == b"mv"
     # The request line is written once the app's call has returned.
     s.wait_log("GET /echo => generated 0 bytes")
     assert "HTTP/1.1 101" in s.log()
@@ -377,23 +382,33 @@ def test_a_thousand_sockets_on_one_worker(serve, tmp_path):
     assert len(s.worker_pids()) == 1
 
 
-def test_stop_closes_open_sockets_with_1001_after_the_mercy(serve, tmp_path):
-    s = ws_app(serve, tmp_path, "--worker-reload-mercy", "1", "--reload-mercy", "5")
+# A stop's deadline is --reload-mercy, a reload's --worker-reload-mercy;
+# the other is left at its 60 s default, so the worker must know which.
+@pytest.mark.parametrize("how", ["stop", "reload"])
+def test_a_stop_or_reload_closes_open_sockets_with_1001_before_the_masters_kill(serve, tmp_path, how):
+    """Inside the deadline of that kind of stop: the 1001, then the app's
+    clean-up and the lifespan shutdown. (The worker took the larger of the
+    two mercies as its own: a stop at --reload-mercy 4 killed it before the
+    1001, a reload left the clean-up no time.)"""
+    mercy, sig = {"stop": ("--reload-mercy", signal.SIGTERM), "reload": ("--worker-reload-mercy", signal.SIGHUP)}[how]
+    s = ws_app(serve, tmp_path, mercy, "4")
+    s.wait_workers(1)
 
     async def go():
-        async with connect(url(s, "/echo")) as ws:
-            await ws.send("hi")
-            assert await ws.recv() == "hi"
-            os.kill(s.proc.pid, signal.SIGTERM)
+        async with connect(url(s, "/slow-cleanup")) as ws:
+            os.kill(s.proc.pid, sig)
             # The socket stays open while the stop waits its mercy time.
+            await asyncio.sleep(0.5)
             await ws.send("during the stop")
-            assert await ws.recv() == "during the stop"
             with pytest.raises(ConnectionClosed) as e:
                 await ws.recv()
-            return e.value.rcvd.code
+            return e.value.rcvd and e.value.rcvd.code
     assert run(go()) == 1001
-    assert marker(tmp_path, "ws-disconnect-echo")["code"] == 1001
-    s.proc.wait(20)
+    assert marker(tmp_path, "ws-cleanup-done") is True
+    assert marker(tmp_path, "lifespan-shutdown") is True
+    if how == "stop":
+        s.proc.wait(20)
+    assert "killing" not in s.log()
 
 
 def test_fastapi_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):

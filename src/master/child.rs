@@ -205,20 +205,31 @@ pub fn run(s: Setup<'_>) -> ! {
         })
         .collect();
     // The stop must be over when the master kills the worker: at
-    // --worker-reload-mercy in a reload, --reload-mercy in a stop (the
-    // same by default; the worker cannot tell the two apart). An ASGI
-    // app's shutdown (its requests' coroutines ending, then the lifespan
-    // shutdown) gets the last part of it, so that a request held open to
-    // the end (an event stream) does not leave it none.
-    let budget = p.worker_reload_mercy.max(p.reload_mercy);
-    let reserve = if apps.asgi.is_some() {
-        (budget / 4).min(ASGI_SHUTDOWN_RESERVE)
-    } else {
-        Duration::ZERO
-    };
-    let stop_times = serve::StopTimes {
-        mercy: p.worker_reload_mercy.min(budget - reserve),
-        budget,
+    // --reload-mercy when the master stops, else (a reload, a recycle) at
+    // --worker-reload-mercy; the master says which in the scoreboard before
+    // it signals. An ASGI app's shutdown (its requests' coroutines ending,
+    // then the lifespan shutdown) gets the last part of it, so that a
+    // request held open to the end (an event stream) does not leave it
+    // none.
+    let asgi = apps.asgi.is_some();
+    let (worker_reload_mercy, reload_mercy) = (p.worker_reload_mercy, p.reload_mercy);
+    let stopping_sb = s.sb.clone();
+    let stop_times = move || {
+        let master_stopping = stopping_sb.header().master_stopping.load(Ordering::Acquire) == 1;
+        let budget = if master_stopping {
+            reload_mercy
+        } else {
+            worker_reload_mercy
+        };
+        let reserve = if asgi {
+            (budget / 4).min(ASGI_SHUTDOWN_RESERVE)
+        } else {
+            Duration::ZERO
+        };
+        serve::StopTimes {
+            mercy: budget - reserve,
+            budget,
+        }
     };
     let sb = s.sb.clone();
     let slot = s.slot;

@@ -542,6 +542,11 @@ impl Master<'_> {
     /// Begins a stop of the given kind. The workers stop through the
     /// supervisor, the daemons in the main loop (`stop_daemons`).
     fn stop(&mut self, kind: StopKind) {
+        // Before the workers are told: each reads it to know its deadline.
+        self.sb
+            .header()
+            .master_stopping
+            .store(1, std::sync::atomic::Ordering::Release);
         self.supervise(|sup, fx| sup.stop(kind, fx, Instant::now()));
         if kind == StopKind::Immediate {
             self.signal_daemons(Signal::SIGKILL);

@@ -71,7 +71,7 @@ pub fn http_version_of(server_protocol: &[u8]) -> u32 {
 
 /// Bumped whenever a field of `Header`, `Slot`, `Counters` or `Core` moves
 /// or changes meaning; the sizes below catch most changes anyway.
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
 
 /// What a scoreboard's header starts with: "oxgt", then a hash of the
 /// layout. A reload hands the scoreboard to the next master image, which
@@ -257,6 +257,10 @@ pub struct Header {
     /// What `--health-path` answers (`request::health::Health`), written
     /// by the master on every tick.
     pub health: AtomicU32,
+    /// 1 once the master is stopping (not replacing workers): a worker
+    /// told to stop then has --reload-mercy, the master's deadline for a
+    /// stop, rather than --worker-reload-mercy.
+    pub master_stopping: AtomicU32,
 }
 
 /// One request slot of a worker: the master reads it while the worker

@@ -104,17 +104,16 @@ pub struct StopTimes {
 }
 
 /// Serves the listeners until one of `stop_on` arrives, then lets requests
-/// in flight finish (bounded by `times.mercy`; without a master, a second
-/// signal stops at once).
+/// in flight finish (bounded by the mercy of the `times` of that stop, told
+/// when it comes; without a master, a second signal stops at once).
 pub async fn serve(
     listeners: Vec<Socket>,
     host: Arc<dyn Handler>,
     front: FrontEnds,
     stop_on: &[(SignalKind, &'static str)],
-    times: StopTimes,
+    times: impl FnOnce() -> StopTimes,
     ready: impl FnOnce(),
 ) -> Result<(), String> {
-    let mercy = times.mercy;
     let mut front = front;
     if host.body_taking() == BodyTaking::AsItComes {
         front.http = Arc::new(HttpSettings {
@@ -165,6 +164,8 @@ pub async fn serve(
     ready();
 
     let why = stop_signal(&mut signals, 1).await;
+    let times = times();
+    let mercy = times.mercy;
     crate::sys::signals::set_stop_deadline(std::time::Instant::now() + times.budget);
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.

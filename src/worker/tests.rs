@@ -123,7 +123,7 @@ fn start() -> Vec<(Protocol, u16)> {
             Arc::new(Echo),
             front,
             &[],
-            super::serve::StopTimes {
+            || super::serve::StopTimes {
                 mercy: Duration::ZERO,
                 budget: Duration::ZERO,
             },

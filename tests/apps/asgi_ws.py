@@ -24,11 +24,13 @@ async def app(scope, receive, send):
             kind = message["type"].replace("lifespan.", "lifespan.") + ".complete"
             await send({"type": kind})
             if message["type"] == "lifespan.shutdown":
+                mark("lifespan-shutdown", True)
                 return
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"plain http\n"})
+        await send({"type": "http.response.body", "body": b"plain ", "more_body": True})
+        await send({"type": "http.response.body", "body": memoryview(b"http\n")})
         return
     assert scope["type"] == "websocket"
     path = scope["path"][len(scope.get("root_path", "")):]
@@ -88,6 +90,9 @@ async def app(scope, receive, send):
         await asyncio.sleep(0.5)
         mark("ws-cleanup-done", True)
         return
+    elif path == "/memoryview":
+        # A slice of a buffer, as uvicorn takes it.
+        await send({"type": "websocket.send", "bytes": memoryview(b"xxmv")[2:]})
     elif path == "/boom-after":
         raise RuntimeError("boom after accept")
     elif path == "/return":

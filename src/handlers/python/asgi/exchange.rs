@@ -557,6 +557,11 @@ pub(super) fn bytes_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> 
         Ok(to_bytes(b))
     } else if let Ok(b) = value.cast::<PyByteArray>() {
         Ok(Bytes::from(b.to_vec()))
+    } else if value.is_instance_of::<pyo3::types::PyMemoryView>() {
+        // Not in the spec's words, but uvicorn and Granian take a
+        // memoryview, and apps that slice a buffer pass one.
+        let view = pyo3::buffer::PyBuffer::<u8>::get(value)?;
+        Ok(Bytes::from(view.to_vec(value.py())?))
     } else {
         Err(PyTypeError::new_err(format!(
             "{what} must be bytes, not {}",
