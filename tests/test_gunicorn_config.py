@@ -524,6 +524,27 @@ def test_hooks_see_the_settings_in_force_as_in_gunicorn(serve, tmp_path):
     assert seen[ox]["workers"] == 2 and seen[ox]["max_requests"] == 7 and seen[ox]["timeout"] == 45
 
 
+def test_a_hook_named_by_its_dotted_path_and_an_ssl_context_factory_as_in_gunicorn(serve, tmp_path):
+    """`post_fork = "hookmod.post_fork"` is imported and called, as Gunicorn
+    does; an ssl_context factory is passed over with a warning. (Both
+    stopped the start: "must be a function", "is a setting".)"""
+    (tmp_path / "hookmod.py").write_text(
+        "def post_fork(server, worker):\n"
+        "    open('forked-%s' % server.cfg.bind[0].rsplit(':', 1)[1], 'w').close()\n")
+    f = conf(tmp_path, "workers = 1\npost_fork = 'hookmod.post_fork'\n"
+                       "def ssl_context(conf, default_ssl_context_factory):\n"
+                       "    return default_ssl_context_factory()\n", name="dotted.py")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        port = s.url.rsplit(":", 1)[1]
+        wait_for((tmp_path / f"forked-{port}").exists, what=f"post_fork's file in {s.args[0]}")
+    assert "ssl_context" in ox.log()
+    bad = conf(tmp_path, "post_fork = 'hookmod.no_such_hook'\n", name="bad_dotted.py")
+    p = subprocess.run([BIN, "-c", str(bad), "--check-config", "procs:application"], cwd=tmp_path,
+                       capture_output=True, text=True, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+    assert p.returncode == 2 and "post_fork = 'hookmod.no_such_hook': cannot import it" in p.stderr, p.stderr
+
+
 HOOK_OBJECTS = """
 import json, os
 raw_env = ["A=1", "B=two=2"]

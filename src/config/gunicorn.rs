@@ -664,6 +664,11 @@ fn from_file(names: Vec<(String, PyValue)>, origin: &Origin) -> Result<SourceVal
             PyValue::Str(v) if s.arity == Arity::Append => vec![v],
             PyValue::Str(v) => vec![v],
             PyValue::List(items) => items,
+            // ssl_context's factory: a setting oxgate passes over, named
+            // at start with why, as any other it has no meaning for.
+            PyValue::Callable if matches!(s.meaning, Meaning::Ignored(_)) => {
+                vec!["<function>".into()]
+            }
             PyValue::Callable => {
                 return err(format!(
                     "{origin}: {name} is a setting, not a server hook; give it a value"

@@ -53,6 +53,16 @@ def read(source):
     except BaseException as e:  # SystemExit too: the file is at fault, not the server
         return None, "cannot run the config file:\n" + "".join(traceback.format_exception(e)).rstrip()
     namespace = vars(module)
+    # A hook may be named by its dotted path (`post_fork = "hooks.post_fork"`),
+    # which Gunicorn imports.
+    for name in HOOKS + ("ssl_context",):
+        value = namespace.get(name)
+        if isinstance(value, str) and "." in value:
+            where, _, attr = value.rpartition(".")
+            try:
+                namespace[name] = getattr(importlib.import_module(where), attr)
+            except BaseException as e:
+                return None, "%s = %r: cannot import it: %s: %s" % (name, value, type(e).__name__, e)
     names = []
     for name, value in namespace.items():
         if name.startswith("__"):
