@@ -518,6 +518,110 @@ impl Spool {
     }
 }
 
+/// Request bodies read ahead of the app that this process holds in memory
+/// while they arrive: past this, the rest of each goes to a temporary file,
+/// as nginx's client_body_buffer_size spills to client_body_temp_path. A
+/// thousand clients that each send 1 MiB and stall must not cost a
+/// gigabyte (the response side's read-ahead has its budget too).
+pub const AHEAD_IN_MEMORY_BUDGET: usize = 64 << 20;
+static AHEAD_IN_MEMORY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One body's share of [`AHEAD_IN_MEMORY_BUDGET`], given back when
+/// dropped (when the body is read ahead, or the client gone).
+#[derive(Default)]
+pub struct AheadInMemory(usize);
+
+impl AheadInMemory {
+    /// Counts `n` bytes more, if the budget has room for them.
+    pub fn try_hold(&mut self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let before = AHEAD_IN_MEMORY.fetch_add(n, Relaxed);
+        if before + n > AHEAD_IN_MEMORY_BUDGET {
+            AHEAD_IN_MEMORY.fetch_sub(n, Relaxed);
+            return false;
+        }
+        self.0 += n;
+        true
+    }
+}
+
+impl Drop for AheadInMemory {
+    fn drop(&mut self) {
+        AHEAD_IN_MEMORY.fetch_sub(self.0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A request body read ahead into a temporary file, once the bodies in
+/// memory are at their budget.
+pub struct SpilledAhead(Spool);
+
+impl SpilledAhead {
+    pub fn new() -> Result<SpilledAhead, BodyError> {
+        Spool::new().map(SpilledAhead).map_err(|_| spill_failed())
+    }
+
+    /// Written through: a client that stalls must not leave a write's
+    /// worth of its body in memory (the budget's point).
+    pub async fn push(&mut self, bytes: &[u8]) -> Result<(), BodyError> {
+        self.0.push(bytes).await.map_err(|_| spill_failed())?;
+        if !self.0.pending.is_empty() {
+            self.0.write().await.map_err(|_| spill_failed())?;
+        }
+        Ok(())
+    }
+
+    /// Bytes read into it.
+    pub fn len(&self) -> u64 {
+        self.0.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    /// The body: the file's bytes, then `rest` when the body goes on.
+    pub async fn into_body(self, rest: Option<BodyStream>) -> Result<RequestBody, BodyError> {
+        let file = match self.0.finish().await.map_err(|_| spill_failed())? {
+            RequestBody::Stream(file) => file,
+            _ => unreachable!("a spool finishes as a stream"),
+        };
+        Ok(RequestBody::Stream(match rest {
+            None => file,
+            Some(rest) => BodyStream::new(Chained {
+                first: Some(file),
+                then: rest,
+            }),
+        }))
+    }
+}
+
+/// (`spool_failed` has said why.)
+fn spill_failed() -> BodyError {
+    BodyError::new(500, "cannot hold the request body in a temporary file")
+}
+
+/// One body, then another.
+struct Chained {
+    first: Option<BodyStream>,
+    then: BodyStream,
+}
+
+impl ChunkSource for Chained {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if let Some(first) = &mut self.first {
+            match std::task::ready!(first.poll_chunk(cx)) {
+                None => self.first = None,
+                some => return Poll::Ready(some),
+            }
+        }
+        self.then.poll_chunk(cx)
+    }
+
+    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Trailers, BodyError>>> {
+        self.then.poll_trailers(cx)
+    }
+}
+
 fn spool_failed(why: String) -> super::Response {
     crate::say!("oxgate: cannot hold a request body in a temporary file: {why}");
     super::Response::plain(500, "Internal Server Error", "Internal Server Error\n")

@@ -20,8 +20,8 @@ pub mod wrappers;
 pub use crate::proto::is_hop_by_hop;
 pub use answered::{Answered, CountedBody};
 pub use body::{
-    BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileEnd, FileRegion, RequestBody,
-    SENDFILE_MIN, Trailers, Warmer, clip, spooled, with_length,
+    AheadInMemory, BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileEnd, FileRegion,
+    RequestBody, SENDFILE_MIN, SpilledAhead, Trailers, Warmer, clip, spooled, with_length,
 };
 pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
 pub use early_hints::{EARLY_HINTS_MAX, EarlyHints, early_hints_fault, early_hints_head};

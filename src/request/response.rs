@@ -54,6 +54,7 @@ impl Response {
         let mut resp = match e.status {
             413 => Response::plain(413, "Content Too Large", "Request body too large\n"),
             408 => Response::plain(408, "Request Timeout", "Request body too slow\n"),
+            500 => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
             _ => Response::plain(400, "Bad Request", "Malformed request body\n"),
         };
         resp.headers.push((

@@ -41,6 +41,8 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
                 request_line: cfg.limit_request_line,
                 field_size: cfg.limit_request_field_size,
                 fields: cfg.limit_request_fields,
+                // As hyper's read buffer is held to (`h1_max_buf`).
+                head: cfg.buffer_size.max(8192),
             },
             max_headers: cfg.limit_request_fields,
             read_ahead: cfg.post_buffering,

@@ -100,6 +100,7 @@ fn start() -> Vec<(Protocol, u16)> {
                     request_line: 4094,
                     field_size: 8190,
                     fields: 100,
+                    head: 8192,
                 },
                 max_headers: 100,
                 read_ahead: 1 << 20,

@@ -603,7 +603,8 @@ pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
             static SAID: crate::log::say::Throttle = crate::log::say::Throttle::new();
             if SAID.ready(60) {
                 crate::say!(
-                    "oxgate: a request head was answered 400 Bad Request: {e} (said at most once a minute)"
+                    "oxgate: a request head was answered {}: {e} (said at most once a minute)",
+                    parse_error_status(&e)
                 );
             }
         } else if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
@@ -612,6 +613,18 @@ pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
                 src.map(|s| format!(": {s}")).unwrap_or_default()
             );
         }
+    }
+}
+
+/// The status hyper answered a head it could not parse with: 431 for a
+/// head over --buffer-size, 414 for a target over it, else 400.
+fn parse_error_status(e: &hyper::Error) -> &'static str {
+    if !e.is_parse_too_large() {
+        "400 Bad Request"
+    } else if e.to_string().contains("URI") {
+        "414 URI Too Long"
+    } else {
+        "431 Request Header Fields Too Large"
     }
 }
 

@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::context::HttpSettings;
-use crate::request::{BodyError, BodyStream, ChunkSource, RequestBody};
+use crate::request::{
+    AheadInMemory, BodyError, BodyStream, ChunkSource, RequestBody, SpilledAhead,
+};
 
 /// How far a body may fall behind `--min-body-rate` before it is cut:
 /// room for a slow start, and for a stall on a mobile link.
@@ -33,6 +35,15 @@ impl WireBody {
         match self {
             WireBody::Http1(b) => b.is_end_stream(),
             WireBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    /// What is left of the body, when its head gave its length (HTTP/1.1's
+    /// Content-Length, less what hyper has handed out).
+    fn length(&self) -> Option<u64> {
+        match self {
+            WireBody::Http1(b) => b.size_hint().exact(),
+            WireBody::Http2(_) => None,
         }
     }
 
@@ -224,41 +235,90 @@ impl RateGuard {
 }
 
 /// Reads a body until it ends or `ahead` bytes have come: whole, or the
-/// part read followed by the rest still to come.
+/// part read followed by the rest still to come. In memory while the
+/// process's bodies being read ahead are within their budget, else in a
+/// temporary file (`AheadInMemory`).
 pub(super) async fn read_ahead(
     mut chunks: IncomingChunks,
     ahead: u64,
 ) -> Result<RequestBody, BodyError> {
     let mut first: Option<Bytes> = None;
     let mut more = BytesMut::new();
+    let mut held = AheadInMemory::default();
+    let mut spilled: Option<SpilledAhead> = None;
     loop {
         let chunk = std::future::poll_fn(|cx| chunks.poll_chunk(cx)).await;
-        match chunk {
+        let data = match chunk {
             None => {
-                return Ok(match first {
-                    None => RequestBody::Full(Bytes::new()),
-                    Some(b) if more.is_empty() => RequestBody::Full(b),
-                    Some(_) => RequestBody::Full(more.freeze()),
-                });
+                return match spilled {
+                    Some(file) => file.into_body(None).await,
+                    None => Ok(match first {
+                        None => RequestBody::Full(Bytes::new()),
+                        Some(b) if more.is_empty() => RequestBody::Full(b),
+                        Some(_) => RequestBody::Full(more.freeze()),
+                    }),
+                };
             }
             Some(Err(e)) => return Err(e),
-            // Most bodies come in one piece: kept as it is, not copied.
-            Some(Ok(data)) => match &first {
-                None => first = Some(data),
-                Some(b) => {
-                    if more.is_empty() {
-                        more.extend_from_slice(b);
-                    }
-                    more.extend_from_slice(&data);
-                }
-            },
-        }
-        let read = if more.is_empty() {
-            first.as_ref().map_or(0, Bytes::len)
-        } else {
-            more.len()
+            Some(Ok(data)) => data,
         };
-        if read as u64 >= ahead {
+        let read = match &mut spilled {
+            Some(file) => {
+                file.push(&data).await?;
+                file.len()
+            }
+            None => {
+                // Counted against the budget: the chunk itself (hyper's),
+                // then what the copy's buffer grows by.
+                let capacity = more.capacity();
+                let fits = match &first {
+                    // Most bodies come in one piece: kept as it is, not
+                    // copied.
+                    None => {
+                        let n = data.len();
+                        first = Some(data);
+                        held.try_hold(n)
+                    }
+                    Some(b) => {
+                        if more.is_empty() {
+                            // Room for the body's length at once (grown by
+                            // doubling, the copy held up to twice it).
+                            let read = (b.len() + data.len()) as u64;
+                            let room = chunks.body.length().map_or(0, |left| read + left);
+                            more.reserve(room.min(ahead) as usize);
+                            more.extend_from_slice(b);
+                            // hyper's buffer is let go; what is left marks
+                            // that the body is in `more`.
+                            first = Some(Bytes::new());
+                        }
+                        more.extend_from_slice(&data);
+                        held.try_hold(more.capacity() - capacity)
+                    }
+                };
+                if fits {
+                    if more.is_empty() {
+                        first.as_ref().map_or(0, |b| b.len() as u64)
+                    } else {
+                        more.len() as u64
+                    }
+                } else {
+                    // Past the budget: this body goes on in a file.
+                    let mut file = SpilledAhead::new()?;
+                    match first.take() {
+                        Some(b) if more.is_empty() => file.push(&b).await?,
+                        _ => file.push(&more).await?,
+                    }
+                    (more, held) = (BytesMut::new(), AheadInMemory::default());
+                    let read = file.len();
+                    spilled = Some(file);
+                    read
+                }
+            }
+        };
+        if read >= ahead {
+            if let Some(file) = spilled {
+                return file.into_body(Some(BodyStream::new(chunks))).await;
+            }
             let part = if more.is_empty() {
                 first.take().unwrap_or_default()
             } else {

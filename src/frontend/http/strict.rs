@@ -23,6 +23,10 @@ pub struct HeadLimits {
     /// `--limit-request-fields`, checked here for HTTP/2 (hyper counts
     /// HTTP/1.1's as it parses them).
     pub fields: usize,
+    /// `--buffer-size`: the whole head. hyper measures its read buffer
+    /// only when a head is still partial, so a head that came in one large
+    /// read passed it: whether a head passed depended on how TCP split it.
+    pub head: usize,
 }
 
 /// Why a head is refused; each becomes a response that closes the
@@ -37,6 +41,8 @@ pub enum Refusal {
     FieldTooLarge,
     /// 431: more header fields than `--limit-request-fields`.
     TooManyFields,
+    /// 431: the head is larger than `--buffer-size`.
+    HeadTooLarge,
     /// 405: CONNECT. An app server has no tunnel to offer, and hyper turns
     /// a connection whose CONNECT was answered 2xx into one (so an app's
     /// ordinary answer could not be sent); nginx answers CONNECT 405 too.
@@ -48,7 +54,7 @@ impl Refusal {
         match self {
             Refusal::Bad(_) => (400, "Bad Request"),
             Refusal::LineTooLong => (414, "URI Too Long"),
-            Refusal::FieldTooLarge | Refusal::TooManyFields => {
+            Refusal::FieldTooLarge | Refusal::TooManyFields | Refusal::HeadTooLarge => {
                 (431, "Request Header Fields Too Large")
             }
             Refusal::Connect => (405, "Method Not Allowed"),
@@ -62,6 +68,7 @@ impl Refusal {
             Refusal::LineTooLong => "request line longer than --limit-request-line\n",
             Refusal::FieldTooLarge => "header longer than --limit-request-field-size\n",
             Refusal::TooManyFields => "more header fields than --limit-request-fields\n",
+            Refusal::HeadTooLarge => "request head larger than --buffer-size\n",
             Refusal::Connect => "CONNECT is not served\n",
         }
     }
@@ -76,17 +83,22 @@ const SINGLETONS: [HeaderName; 2] = [header::HOST, header::CONTENT_TYPE];
 pub fn check_head(parts: &Parts, limits: &HeadLimits) -> Result<(), Refusal> {
     check_method(&parts.method)?;
     check_target(parts)?;
-    if limits.request_line > 0 {
-        // "METHOD SP target SP HTTP/1.1"
-        let line = parts.method.as_str().len() + target_len(&parts.uri) + 10;
-        if line > limits.request_line {
-            return Err(Refusal::LineTooLong);
-        }
+    // "METHOD SP target SP HTTP/1.1" CRLF
+    let line = parts.method.as_str().len() + target_len(&parts.uri) + 10;
+    if limits.request_line > 0 && line > limits.request_line {
+        return Err(Refusal::LineTooLong);
     }
+    // With the empty line that ends it.
+    let mut head = line + 2 + 2;
     for (name, value) in &parts.headers {
-        if limits.field_size > 0 && name.as_str().len() + value.len() + 4 > limits.field_size {
+        let field = name.as_str().len() + value.len() + 4;
+        if limits.field_size > 0 && field > limits.field_size {
             return Err(Refusal::FieldTooLarge);
         }
+        head += field;
+    }
+    if limits.head > 0 && head > limits.head {
+        return Err(Refusal::HeadTooLarge);
     }
     if limits.fields > 0 && parts.version == http::Version::HTTP_2 {
         // HTTP/2 clients send cookies in crumbs (RFC 9113 §8.2.3), which
@@ -168,11 +180,12 @@ mod tests {
         request_line: 4094,
         field_size: 8190,
         fields: 100,
+        head: 64 << 10,
     };
 
     /// The head of `raw` as hyper's parser (httparse) hands it over.
     fn parts(raw: &[u8]) -> Parts {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);
         assert!(req.parse(raw).unwrap().is_complete());
         let mut b = http::Request::builder()
@@ -242,9 +255,40 @@ mod tests {
             request_line: 0,
             field_size: 0,
             fields: 0,
+            head: 0,
         };
         assert_eq!(check_head(&parts(long_target.as_bytes()), &off), Ok(()));
         assert_eq!(check_head(&parts(long_field.as_bytes()), &off), Ok(()));
+    }
+
+    #[test]
+    fn the_whole_head_is_held_to_buffer_size_however_it_arrived() {
+        // 98 fields of 700 bytes: each under the field limit, fewer than
+        // 100, together over 64 KiB.
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..98 {
+            raw += &format!("X-{i}: {}\r\n", "v".repeat(700));
+        }
+        raw += "\r\n";
+        assert!(raw.len() > 64 << 10);
+        assert_eq!(check(raw.as_bytes()), Err(Refusal::HeadTooLarge));
+        // A head of exactly the limit passes; a byte more does not.
+        let exact = |len: usize| {
+            let fixed = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+            format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(len - fixed))
+        };
+        let limits = HeadLimits {
+            field_size: 0,
+            ..LIMITS
+        };
+        assert_eq!(
+            check_head(&parts(exact(64 << 10).as_bytes()), &limits),
+            Ok(())
+        );
+        assert_eq!(
+            check_head(&parts(exact((64 << 10) + 1).as_bytes()), &limits),
+            Err(Refusal::HeadTooLarge)
+        );
     }
 
     #[test]
