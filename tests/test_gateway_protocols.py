@@ -84,6 +84,28 @@ def test_scgi_request_and_status_header(serve):
     assert json.loads(out.split(b"\r\n\r\n", 1)[1])["x_headers"] == {"HTTP_X_A": "1, 2"}
 
 
+@pytest.mark.parametrize("length", ["-1", "+5", "0x5", "99999999999999999999999"])
+def test_a_content_length_that_is_no_length_is_refused_on_uwsgi_and_scgi(serve, length):
+    """The app was called as if the request had no body, and answered 200;
+    HTTP refuses such a length, and so do uwsgi and SCGI now: 400, closed
+    (where the body ends cannot be known). An empty one, as nginx sends with
+    a GET, is no body."""
+    up, sp = free_port(), free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--scgi-socket", f"127.0.0.1:{sp}",
+              "--processes", "1")
+    vars_ = [("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+             ("HTTP_HOST", "h"), ("CONTENT_LENGTH", length)]
+    out = uwsgi_request(up, packet(vars_) + b"abcde")
+    assert out.split(b"\r\n", 1)[0].split()[1] == b"400", out[:200]
+    if length.isdigit():  # SCGI's own rule refuses the others at the netstring
+        out = uwsgi_request(sp, scgi_packet([("CONTENT_LENGTH", length), ("SCGI", "1")] + vars_[:-1], b"abcde"))
+        assert out.startswith(b"Status: 400 "), out[:200]
+    assert "CONTENT_LENGTH is not a length" in s.log()
+    empty = [(k, "" if k == "CONTENT_LENGTH" else v) for k, v in vars_]
+    out = uwsgi_request(up, packet(empty))
+    assert b" 200 " in out.split(b"\r\n", 1)[0] and json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 0
+
+
 # FastCGI
 PARAMS = [("REQUEST_METHOD", "POST"), ("SCRIPT_NAME", "/fx/a"), ("REQUEST_URI", "/fx/a?z=1"),
           ("DOCUMENT_URI", "/fx/a"), ("QUERY_STRING", "z=1"), ("CONTENT_LENGTH", "5"), ("CONTENT_TYPE", ""),

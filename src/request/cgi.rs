@@ -150,6 +150,10 @@ impl SeenNames {
 pub struct Normalised {
     pub vars: Vec<(VarName, Bytes)>,
     pub content_length: Option<u64>,
+    /// CONTENT_LENGTH was given, not empty, and is no length (`-1`, `0x5`,
+    /// past u64): where it frames the body (uwsgi, SCGI), the request
+    /// cannot be read, and is refused as HTTP refuses it.
+    pub bad_content_length: bool,
     pub is_head: bool,
     /// The headers given more than once, whose variables join them.
     pub repeated_headers: Vec<RepeatedHeader>,
@@ -302,7 +306,11 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
     }
     // PEP 3333: SCRIPT_NAME is "" at the root, never "/".
     vars.retain(|(k, v)| !(*k == VarName::Known(Var::SCRIPT_NAME) && &v[..] == b"/"));
-    let content_length = get(&vars, Var::CONTENT_LENGTH).and_then(|v| content_length(&v));
+    let given = get(&vars, Var::CONTENT_LENGTH);
+    let content_length = given.as_ref().and_then(|v| content_length(v));
+    // (nginx sends an empty one with a GET.)
+    let bad_content_length =
+        content_length.is_none() && given.is_some_and(|v| !v.trim_ascii().is_empty());
     if content_length.is_none() {
         vars.retain(|(k, _)| *k != VarName::Known(Var::CONTENT_LENGTH));
     }
@@ -310,6 +318,7 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
     Normalised {
         vars,
         content_length,
+        bad_content_length,
         is_head,
         repeated_headers,
     }
@@ -700,6 +709,24 @@ mod tests {
         assert_eq!(value(&vars, "SERVER_NAME").as_deref(), Some("127.0.0.1"));
         assert_eq!(len, Some(12));
         check_normalised(&vars, len, false).unwrap();
+    }
+
+    #[test]
+    fn a_content_length_that_is_no_length_is_told_from_none() {
+        for (given, bad) in [
+            ("", false),
+            ("12", false),
+            (" 7 ", false),
+            ("-1", true),
+            ("+5", true),
+            ("0x5", true),
+            ("99999999999999999999999", true),
+        ] {
+            let n = normalise(pairs(&[("CONTENT_LENGTH", given)]), &info(), false);
+            assert_eq!(n.bad_content_length, bad, "{given:?}");
+            assert_eq!(n.content_length.is_some(), !bad && !given.is_empty());
+        }
+        assert!(!normalise(pairs(&[]), &info(), false).bad_content_length);
     }
 
     #[test]

@@ -76,11 +76,12 @@ pub async fn serve_fast(
     let Normalised {
         vars,
         content_length,
+        bad_content_length,
         is_head,
         repeated_headers,
     } = normalise(raw, &info, strip_script_name);
     let len = content_length.unwrap_or(0);
-    if len > INLINE_BODY_MAX || (probe.len() as u64) < len {
+    if len > INLINE_BODY_MAX || (probe.len() as u64) < len || bad_content_length {
         return fallback(conn, kind, host, settings, buf).await;
     }
     if body_too_large(settings.limit_post, content_length).is_some() {

@@ -423,11 +423,13 @@ where
         params.extend_from_slice(&rec.content);
     }
     let raw = fastcgi::parse_pairs(&params.freeze()).map_err(|e| e.to_string())?;
+    // (STDIN's records frame the body: a bad CONTENT_LENGTH is no length.)
     let Normalised {
         vars,
         content_length,
         is_head,
         repeated_headers,
+        ..
     } = normalise(raw, info, false);
     // Over --limit-post: the 413 goes out, and the body is skipped below.
     let too_large = body_too_large(settings.limit_post, content_length);

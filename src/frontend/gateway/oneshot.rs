@@ -5,7 +5,7 @@ use crate::listen::Protocol;
 use crate::proto::{scgi, uwsgi};
 use crate::request::cgi::{Normalised, normalise};
 use crate::request::{BodyError, BodyStream, ChunkSource, Request, RequestBody};
-use crate::request::{ConnInfo, Handler, body_too_large};
+use crate::request::{ConnInfo, Handler, Response, body_too_large};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::os::fd::AsRawFd;
@@ -142,23 +142,39 @@ pub async fn serve<S>(
     let Normalised {
         vars,
         content_length,
+        bad_content_length,
         is_head,
         repeated_headers,
     } = normalise(raw, &info, strip_script_name);
-    if let Some(too_large) = body_too_large(settings.limit_post, content_length) {
+    // Refused before the app: the answer, then what is left of the body
+    // to read and let go.
+    let refused = if bad_content_length {
+        crate::say!(
+            "oxgate: {} request refused: CONTENT_LENGTH is not a length",
+            protocol.name()
+        );
+        // Where the body ends cannot be known: nothing more is read.
+        let bad = Response::plain(400, "Bad Request", "CONTENT_LENGTH is not a length\n");
+        Some((bad, 0))
+    } else {
+        body_too_large(settings.limit_post, content_length).map(|too_large| {
+            let unread = content_length.unwrap_or(0).saturating_sub(buf.len() as u64);
+            (too_large, unread)
+        })
+    };
+    if let Some((refusal, unread)) = refused {
         write_response(
             &mut wr,
             &mut files,
             protocol,
             &status_line_version(&vars),
-            too_large,
+            refusal,
         )
         .await;
         // The body the web server is still sending is read and let go:
         // closed with it unread, the connection is reset, and nginx
         // answers 502 for the 413.
         let _ = wr.shutdown().await;
-        let unread = content_length.unwrap_or(0).saturating_sub(buf.len() as u64);
         let limits = crate::frontend::DrainLimits {
             max: unread.min(crate::frontend::DRAIN_MAX),
             each: settings.timeout,
