@@ -62,6 +62,10 @@ fn run(args: Vec<OsString>) -> u8 {
         return 2;
     }
     let action = match config::resolve(&loaded.settings) {
+        Ok(Action::Serve(mut cfg)) => {
+            cfg.gunicorn_given = loaded.gunicorn_given.clone();
+            Action::Serve(cfg)
+        }
         Ok(a) => a,
         Err(e) if print_config => {
             eprintln!("oxgate: note: this configuration cannot start: {e}");

@@ -501,7 +501,8 @@ timeout = 45
 def when_ready(server):
     c = server.cfg
     seen = {n: getattr(c, n) for n in ("workers", "threads", "timeout", "max_requests", "preload_app",
-                                      "keepalive", "loglevel", "graceful_timeout", "backlog", "bind")}
+                                      "keepalive", "loglevel", "graceful_timeout", "backlog", "bind",
+                                      "raw_env", "limit_request_line", "proc_name", "env")}
     port = c.bind[0].rsplit(":", 1)[1]
     with open(f"cfg-{port}.json", "w") as f:
         json.dump(seen, f)
@@ -510,9 +511,13 @@ def when_ready(server):
 
 def test_hooks_see_the_settings_in_force_as_in_gunicorn(serve, tmp_path):
     """server.cfg in a hook: the command line over the file, and Gunicorn's
-    default for what neither sets, the same as in the real Gunicorn."""
+    default for what neither sets, the same as in the real Gunicorn. (Only
+    a dozen settings were the command line's: -t, --graceful-timeout, -e,
+    --log-level and the rest answered the file's or the default.)"""
     f = conf(tmp_path, CFG_HOOK)
-    ox, gu = both(serve, tmp_path, f, "-w", "2", "--max-requests", "7", "procs:application")
+    ox, gu = both(serve, tmp_path, f, "-w", "2", "--max-requests", "7", "-t", "77", "--graceful-timeout", "9",
+                  "-e", "A=1", "--log-level", "warning", "--limit-request-line", "1000", "-n", "myname",
+                  "procs:application")
     seen = {}
     for s in (ox, gu):
         port = s.url.rsplit(":", 1)[1]
@@ -521,7 +526,8 @@ def test_hooks_see_the_settings_in_force_as_in_gunicorn(serve, tmp_path):
         seen[s] = __import__("json").loads(out.read_text())
         assert seen[s].pop("bind") == [f"127.0.0.1:{port}"]
     assert seen[ox] == seen[gu]
-    assert seen[ox]["workers"] == 2 and seen[ox]["max_requests"] == 7 and seen[ox]["timeout"] == 45
+    assert seen[ox]["workers"] == 2 and seen[ox]["max_requests"] == 7 and seen[ox]["timeout"] == 77
+    assert seen[ox]["env"] == {"A": "1"} and seen[ox]["proc_name"] == "myname"
 
 
 def test_a_hook_named_by_its_dotted_path_and_an_ssl_context_factory_as_in_gunicorn(serve, tmp_path):
@@ -760,7 +766,8 @@ def worker_exit(server, worker):
     _note("worker_exit", worker.pid == os.getpid())
 
 def child_exit(server, worker):
-    _note("child_exit", worker.pid != os.getpid())
+    # Its age is the one it was started with (1 or 2, in either order).
+    _note("child_exit", worker.pid != os.getpid(), worker.age in (1, 2))
 
 def on_exit(server):
     _note("on_exit")
@@ -808,7 +815,7 @@ def test_hooks_are_called_where_and_when_gunicorn_calls_them(serve, tmp_path):
     assert ox_master == gu_master
     assert ox_master == [("nworkers_changed", "master", "2", "None"), ("on_starting", "master"),
                          ("when_ready", "master"), ("pre_fork", "master", "1"), ("pre_fork", "master", "2"),
-                         ("child_exit", "master", "True"), ("child_exit", "master", "True"),
+                         ("child_exit", "master", "True", "True"), ("child_exit", "master", "True", "True"),
                          ("on_exit", "master")]
     assert ox_worker == gu_worker
     assert ("pre_request", "worker", "GET", "/hooked", "yes") in ox_worker
@@ -1030,14 +1037,19 @@ def test_post_request_runs_when_the_app_raises(serve, tmp_path):
     (tmp_path / "raising.py").write_text("def application(environ, start_response):\n"
                                          "    raise RuntimeError('boom')\n")
     f = conf(tmp_path, "workers = 1\n"
+                       "def pre_request(worker, req):\n"
+                       f"    open({str(marks)!r}, 'a').write('pre ' + str(worker.nr) + '\\n')\n"
                        "def post_request(worker, req, *, unused=None):\n"
                        f"    open({str(marks)!r}, 'a').write(req.path + ' ' + str(worker.nr) + '\\n')\n")
     s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "raising:application", socket_arg=False, cwd=tmp_path,
               env={"VIRTUAL_ENV": str(VENV)})
     for _ in range(2):
         assert requests.get(s.url + "/fails").status_code == 500
-    wait_for(lambda: marks.exists() and marks.read_text().split("\n")[:2] == ["/fails 1", "/fails 2"],
-             what="post_request after each failed request")
+    # worker.nr as Gunicorn's workers count it: after pre_request (it was
+    # one ahead there).
+    wait_for(lambda: marks.exists() and marks.read_text().split("\n")[:4] == ["pre 0", "/fails 1", "pre 1",
+                                                                              "/fails 2"],
+             what="pre_request and post_request around each failed request")
 
 
 def _raw_status(port, data):

@@ -709,6 +709,10 @@ pub struct GunicornConfig {
     pub hooks: Vec<&'static str>,
     /// Where the config file came from, if one was read.
     pub file: Option<String>,
+    /// The settings the command line or `GUNICORN_CMD_ARGS` gave, typed
+    /// as Gunicorn types them: what a hook's `server.cfg` answers over
+    /// the file's own values.
+    pub given: Vec<(String, PyValue)>,
 }
 
 /// Where the Gunicorn dialect is chosen, for `--print-config`.
@@ -797,6 +801,12 @@ pub fn read(
         None => SourceValues::default(),
     };
 
+    let given_outside_the_file: Vec<&'static str> = from_env
+        .settings
+        .keys()
+        .chain(cli.settings.keys())
+        .copied()
+        .collect();
     // Gunicorn's precedence, setting by setting.
     let mut given: BTreeMap<&'static str, Given> = file.settings;
     given.extend(from_env.settings);
@@ -815,6 +825,7 @@ pub fn read(
     let mut out = GunicornConfig {
         hooks: file.hooks,
         file: file_name,
+        given: typed_as_gunicorn(&given, &given_outside_the_file),
         ..GunicornConfig::default()
     };
     translate(&given, app, &proc_name, env, &mut out)?;
@@ -831,6 +842,31 @@ pub fn read(
         });
     }
     Ok(out)
+}
+
+/// The settings in `names`, valued as Gunicorn's Config holds them: a
+/// switch as a bool, a repeatable one as a list, a number as an int.
+fn typed_as_gunicorn(
+    given: &BTreeMap<&'static str, Given>,
+    names: &[&'static str],
+) -> Vec<(String, PyValue)> {
+    names
+        .iter()
+        .filter_map(|&name| {
+            let g = given.get(name)?;
+            let s = setting(name)?;
+            let last = g.values.last()?;
+            let value = match s.arity {
+                Arity::Switch => PyValue::Bool(super::value::switch_on(last)),
+                Arity::Append => PyValue::List(g.values.clone()),
+                _ => match last.parse::<i64>() {
+                    Ok(n) => PyValue::Int(n),
+                    Err(_) => PyValue::Str(last.clone()),
+                },
+            };
+            Some((name.to_string(), value))
+        })
+        .collect()
 }
 
 /// Gunicorn changes to `chdir` as it reads its configuration, before it
@@ -1193,6 +1229,10 @@ fn translate(
         {
             push(key, v.clone(), &g.origin);
         }
+    }
+    // Gunicorn's default: an idle connection waits 2 s for its next request.
+    if !given.contains_key("keepalive") {
+        push(&opt::KEEPALIVE_TIMEOUT, "2".into(), &default);
     }
     // Gunicorn's umask (0 by default) is for its unix sockets alone, made
     // srwxrwxrwx less the mask and owned by user and group; the process
@@ -1588,6 +1628,7 @@ mod tests {
         assert_eq!(values(&c, &opt::HARAKIRI), ["30"]);
         assert_eq!(values(&c, &opt::LAZY_APPS), ["true"]);
         assert_eq!(values(&c, &opt::MASTER), ["true"]);
+        assert_eq!(values(&c, &opt::KEEPALIVE_TIMEOUT), ["2"]);
     }
 
     #[test]
@@ -1613,6 +1654,11 @@ mod tests {
         .unwrap();
         assert_eq!(values(&c, &opt::PROCESSES), ["5"]);
         assert_eq!(values(&c, &opt::HARAKIRI), ["20"]);
+        // What the hooks' server.cfg answers over the file's own values:
+        // the command line's and the variable's, typed.
+        assert!(c.given.contains(&("workers".into(), PyValue::Int(5))));
+        assert!(c.given.contains(&("timeout".into(), PyValue::Int(20))));
+        assert!(!c.given.iter().any(|(name, _)| name == "bind"));
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["/a", "/b"]);
         assert_eq!(values(&c, &opt::MODULE), ["file:app"]);
         assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["755"]);

@@ -39,6 +39,9 @@ pub struct Loaded {
     /// A dialect's help, asked for (`oxgate uvicorn --help`): printed,
     /// and nothing else done.
     pub help: Option<String>,
+    /// Gunicorn's settings given outside its config file (`Config`'s
+    /// `gunicorn_given`).
+    pub gunicorn_given: Vec<(String, super::gunicorn::PyValue)>,
 }
 
 /// The setting that counts for `key`: the last one given.
@@ -236,6 +239,7 @@ where
             dialect: Some(gunicorn::describe(&cfg)),
             settings: cfg.settings,
             read_warnings: cfg.warnings,
+            gunicorn_given: cfg.given,
             ..Loaded::default()
         });
     }

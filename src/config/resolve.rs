@@ -789,6 +789,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     }
 
     Ok(Action::Serve(Box::new(Config {
+        gunicorn_given: Vec::new(),
         http_sockets,
         https_sockets,
         tls_http2: TlsHttp2 {

@@ -211,6 +211,9 @@ pub struct SniCert {
 /// The resolved configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The Gunicorn settings the command line or `GUNICORN_CMD_ARGS` gave,
+    /// for the hooks' `server.cfg` (empty in the other dialects).
+    pub gunicorn_given: Vec<(String, crate::config::gunicorn::PyValue)>,
     pub http_sockets: Vec<String>,
     pub https_sockets: Vec<HttpsSocket>,
     pub tls_http2: TlsHttp2,

@@ -116,6 +116,7 @@ impl Effects for System<'_> {
             }),
             Ok(pid) => {
                 self.sb.slot(slot).pid.store(pid, Ordering::Release);
+                self.sb.slot(slot).age.store(age, Ordering::Relaxed);
                 // uWSGI's "Respawned uWSGI worker N (new pid: P)": a worker
                 // started in place of one that ran (a crash, a recycle, a
                 // reload), which log watchers look for.
@@ -252,6 +253,7 @@ impl Master<'_> {
             }
             if let Some(w) = self.sup.workers.iter().find(|w| w.pid == pid) {
                 let slot = w.slot;
+                let age = self.sb.slot(slot).age.load(Ordering::Relaxed);
                 // The supervisor reads what it was running before the slot
                 // is released.
                 self.supervise(|sup, fx| sup.exited(pid, exit, fx, Instant::now()));
@@ -260,6 +262,7 @@ impl Master<'_> {
                     "child_exit",
                     python::HookContext {
                         worker_pid: Some(pid),
+                        age,
                         num_workers: self.cfg.process.processes,
                         ..Default::default()
                     },

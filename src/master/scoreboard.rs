@@ -291,6 +291,9 @@ pub struct Slot {
     pub retire: AtomicU32,
     /// Unix time (s) the worker was started.
     pub born: AtomicU64,
+    /// Gunicorn's worker age: how many workers the master had started,
+    /// this one included, when it started it.
+    pub age: AtomicU64,
     /// uWSGI's avg_rt (µs): (avg + last) / 2 at each request.
     pub avg_rt: AtomicU64,
     pub counters: Counters,
@@ -482,6 +485,7 @@ impl Scoreboard {
                     p.clear();
                 }
                 s.born.store(unix_now(), Ordering::Relaxed);
+                s.age.store(0, Ordering::Relaxed);
                 s.avg_rt.store(0, Ordering::Relaxed);
                 for c in &s.cores {
                     c.started_us.store(0, Ordering::Relaxed);

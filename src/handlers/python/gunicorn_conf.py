@@ -85,7 +85,7 @@ class _Log:
     """Gunicorn's error log: `[date] [pid] [LEVEL] message` on stderr."""
 
     def _level(self):
-        return _LEVELS.get(str((namespace or {}).get("loglevel", "info")).lower(), 20)
+        return _LEVELS.get(str(cfg.loglevel or "info").lower(), 20)
 
     def _write(self, level, msg, args, exc=False):
         if _LEVELS[level.lower()] < self._level():
@@ -403,7 +403,6 @@ def wrap_wsgi_app(app):
 
     def with_hooks(environ, start_response):
         worker = _this_worker()
-        worker.nr += 1
         req = Request(environ)
         refused = False
         if pre is not None:
@@ -414,6 +413,9 @@ def wrap_wsgi_app(app):
                 # As Gunicorn: the request is a 500, and the app not called.
                 log.exception("Exception in pre_request hook")
                 refused = True
+        # Counted after pre_request, as Gunicorn's workers count it: the
+        # requests before this one there, this one too in post_request.
+        worker.nr += 1
         sent = {}
         body = None
 

@@ -138,6 +138,18 @@ pub fn share_settings_with_hooks(cfg: &crate::config::Config) {
     Python::attach(|py| {
         let shared = (|| -> PyResult<()> {
             let d = pyo3::types::PyDict::new(py);
+            // What the command line and GUNICORN_CMD_ARGS said, over the
+            // file's own values; then what oxgate resolved, which knows
+            // every source.
+            for (name, value) in &cfg.gunicorn_given {
+                match value {
+                    PyValue::Bool(b) => d.set_item(name, b)?,
+                    PyValue::Int(n) => d.set_item(name, n)?,
+                    PyValue::Str(v) => d.set_item(name, v)?,
+                    PyValue::List(items) => d.set_item(name, items)?,
+                    PyValue::None | PyValue::Callable | PyValue::Other(_) => {}
+                }
+            }
             d.set_item("workers", p.processes)?;
             d.set_item("threads", cfg.threads)?;
             if !bind.is_empty() {
