@@ -287,6 +287,13 @@ def test_client_certificates_required_and_optional(serve, certs):
     assert env["SSL_CLIENT_M_SERIAL"] == x509_field(certs / "alice.crt", "-serial")
     assert env["SSL_CLIENT_V_START"] == x509_field(certs / "alice.crt", "-startdate")
     assert env["SSL_CLIENT_V_END"] == x509_field(certs / "alice.crt", "-enddate")
+    # uWSGI's --https names for them: the subject as OpenSSL's one-line form
+    # and the certificate's DER (an app moved from uWSGI authorises on
+    # these; it saw no certificate).
+    assert env["HTTPS_DN"] == x509_field(certs / "alice.crt", "-subject", "-nameopt", "compat") == "/O=Example/CN=alice"
+    der = subprocess.run(["openssl", "x509", "-in", str(certs / "alice.crt"), "-outform", "der"],
+                         capture_output=True, check=True).stdout
+    assert env["HTTPS_CLIENT_CERTIFICATE"].encode("latin-1") == der
     # The certificates a client sends after its own: mod_ssl's
     # SSL_CLIENT_CERT_CHAIN_n. (curl's OpenSSL sends the CA after a lone
     # certificate, from --cacert; after carol's it sends the file's.)
@@ -1053,17 +1060,80 @@ def test_an_http2_client_that_opens_no_window_is_reset_after_socket_timeout(serv
         c.close()
 
 
-def test_expect_100_continue_is_answered_over_http2(serve):
-    s = serve("--wsgi-file", ECHO_APP, "--processes", "1")
+def test_an_http2_client_reading_slowly_but_steadily_is_not_reset(serve):
+    """A client that opens 16 KiB of window every half second (32 KB/s, a
+    poor mobile link) takes a 1 MiB chunk on and on, as over HTTP/1.1. It
+    was reset after --socket-timeout as if it read nothing: h2 was given
+    the whole chunk, and its window, opened bit by bit, was not seen."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--socket-timeout", "2")
+    c, conn = h2c_connection(s.port, window=16384)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/big?mb=4"), (":scheme", "http"), (":authority", "x")],
+                      end_stream=True)
+    c.sendall(conn.data_to_send())
+    c.settimeout(0.25)
+    got, reset, deadline, next_window = 0, None, time.monotonic() + 5, time.monotonic() + 0.5
+    unacknowledged = 0
+    try:
+        while time.monotonic() < deadline and reset is None:
+            try:
+                data = c.recv(65536)
+            except socket.timeout:
+                data = b"-"
+            if not data:
+                break
+            if data != b"-":
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        got += len(event.data)
+                        unacknowledged += event.flow_controlled_length
+                    elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        reset = event
+            if time.monotonic() >= next_window and unacknowledged:
+                conn.acknowledge_received_data(unacknowledged, 1)
+                unacknowledged, next_window = 0, next_window + 0.5
+            c.sendall(conn.data_to_send())
+    finally:
+        c.close()
+    assert reset is None, (reset, got)
+    # Past the 2 s of --socket-timeout, still coming, at the client's pace.
+    assert 100_000 < got < 1 << 20, got
+    assert "opened no window" not in s.log()
+
+
+@pytest.mark.parametrize("length,first_status", [("5", b"100"), ("10000000", b"413")])
+def test_expect_100_continue_over_http2(serve, length, first_status):
+    """Answered with a 100 at once; but a body declared over --limit-post
+    gets its 413 first, as over HTTP/1.1: the client is not invited to send
+    what will be refused (a 100 went out, then the 413)."""
+    s = serve("--wsgi-file", ECHO_APP, "--processes", "1", "--limit-post", "1000")
     c, conn = h2c_connection(s.port)
     conn.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x"),
-                          ("expect", "100-continue"), ("content-length", "5")])
+                          ("expect", "100-continue"), ("content-length", length)])
     c.sendall(conn.data_to_send())
-    info = h2c_events(c, conn, lambda e: isinstance(e, (h2.events.InformationalResponseReceived,
-                                                        h2.events.ResponseReceived)), timeout=5)
+    first = h2c_events(c, conn, lambda e: isinstance(e, (h2.events.InformationalResponseReceived,
+                                                         h2.events.ResponseReceived)), timeout=5)
     c.close()
-    assert isinstance(info, h2.events.InformationalResponseReceived), info
-    assert dict(info.headers)[b":status"] == b"100"
+    assert dict(first.headers)[b":status"] == first_status, first
+    assert isinstance(first, h2.events.InformationalResponseReceived) == (first_status == b"100")
+
+
+def test_cookie_crumbs_count_as_the_one_cookie_http_1_1_would_send(serve):
+    """A browser sends each cookie as a field of its own over HTTP/2 (RFC
+    9113 §8.2.3). Under --buffer-size 8192, 150 cookies (6.4 KB joined)
+    were a 431 over HTTP/2, counted 32 bytes a crumb more, and 200 over
+    HTTP/1.1."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--buffer-size", "8192")
+    cookies = [f"c{i}=v{i:033d}" for i in range(150)]
+    assert 6000 < len("; ".join(cookies)) < 8192 - 200
+    c, conn = h2c_connection(s.port)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/sys"), (":scheme", "http"), (":authority", "x")]
+                      + [("cookie", cookie) for cookie in cookies], end_stream=True)
+    c.sendall(conn.data_to_send())
+    got = h2c_events(c, conn, lambda e: isinstance(e, (h2.events.ResponseReceived, h2.events.StreamReset,
+                                                       h2.events.ConnectionTerminated)), timeout=5)
+    c.close()
+    assert isinstance(got, h2.events.ResponseReceived) and dict(got.headers)[b":status"] == b"200", got
+    assert requests.get(s.url + "/sys", headers={"Cookie": "; ".join(cookies)}, timeout=10).status_code == 200
 
 
 def test_an_h2c_preface_split_across_segments_is_still_http2(serve):

@@ -451,6 +451,13 @@ impl TlsListener {
                         if let Some(dn) = dn_string(parsed.subject()) {
                             put("SSL_CLIENT_S_DN", Bytes::from(dn));
                         }
+                        // uWSGI's own names for it (its --https router):
+                        // an app moved from there authorises on these.
+                        put("HTTPS_DN", Bytes::from(oneline_dn(parsed.subject())));
+                        put(
+                            "HTTPS_CLIENT_CERTIFICATE",
+                            Bytes::copy_from_slice(cert.as_ref()),
+                        );
                         // Who vouches for it, its serial and its end, as
                         // mod_ssl names them: apps that authorise by issuer
                         // and subject together need the issuer.
@@ -516,6 +523,30 @@ fn dn_string(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
     }
     rdns.reverse();
     Some(rdns.join(","))
+}
+
+/// A certificate's name as OpenSSL's `X509_NAME_oneline` writes it, which
+/// uWSGI gives as HTTPS_DN: `/CN=alice/O=Example`, in the certificate's
+/// order, bytes outside printable ASCII as `\xHH`.
+fn oneline_dn(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut out = String::new();
+    for rdn in name.iter() {
+        for atv in rdn.iter() {
+            let oid = atv.attr_type().to_id_string();
+            out.push('/');
+            out.push_str(openssl_short_name(&oid).unwrap_or(&oid));
+            out.push('=');
+            let raw = atv.attr_value().data;
+            let text = dn_value_text(atv.attr_value());
+            for b in text.as_deref().map_or(raw, str::as_bytes) {
+                match b {
+                    b' '..=b'~' => out.push(char::from(*b)),
+                    _ => out.push_str(&format!("\\x{b:02X}")),
+                }
+            }
+        }
+    }
+    out
 }
 
 /// OpenSSL's short name for a DN attribute (`crypto/objects/objects.txt`).
@@ -765,6 +796,20 @@ pub fn handshake_failed(why: &std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_line_name_is_openssls() {
+        use x509_parser::prelude::FromDer;
+        // CN=alice, O=Example, in that order.
+        let der: &[u8] = &[
+            0x30, 0x22, 0x31, 0x0e, 0x30, 0x0c, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x05, b'a',
+            b'l', b'i', b'c', b'e', 0x31, 0x10, 0x30, 0x0e, 0x06, 0x03, 0x55, 0x04, 0x0a, 0x0c,
+            0x07, b'E', b'x', b'a', b'm', b'p', b'l', b'e',
+        ];
+        let (_, name) = x509_parser::x509::X509Name::from_der(der).unwrap();
+        assert_eq!(oneline_dn(&name), "/CN=alice/O=Example");
+        assert_eq!(dn_string(&name).as_deref(), Some("O=Example,CN=alice"));
+    }
 
     #[test]
     fn dn_values_escape_what_rfc_4514_says() {

@@ -75,8 +75,13 @@ pub(super) async fn serve_http2<I>(
         .max_concurrent_streams(settings.http2_max_streams.unwrap_or(100))
         // `--buffer-size` bounds a request's head, decoded: HPACK cannot
         // expand a small header block into a large one. CONTINUATION
-        // frames are bounded by it too.
-        .max_header_list_size(u32::try_from(settings.max_head.max(8192)).unwrap_or(u32::MAX));
+        // frames are bounded by it too. h2 counts RFC 9113's 32 bytes a
+        // field besides, which a browser's cookie crumbs (one field each)
+        // add up: twice the size, then the head is held to --buffer-size
+        // as HTTP/1.1's is (`strict::check_head`, crumbs as one field).
+        .max_header_list_size(
+            u32::try_from(settings.max_head.max(8192).saturating_mul(2)).unwrap_or(u32::MAX),
+        );
     // A stop during the handshake is seen once it is done: a client that
     // has just connected gets a GOAWAY, and sends its requests elsewhere,
     // rather than a connection closed under them.
@@ -183,6 +188,7 @@ async fn serve_stream(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
         && !body.is_end_stream()
+        && !declared_over_limit(&parts.headers, ctx.settings.limit_post)
         && let Some(respond) = reply.lock().as_mut()
     {
         let mut go_on = http::Response::new(());
@@ -295,12 +301,26 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Duration) {
                         }
                     }
                 }
+                // The window opened: progress, whatever is left to send.
                 shut = None;
-                let (data, _) = waiting.take().expect("waiting, checked above");
-                // h2 takes the whole chunk and frames it as the window
-                // opens, buffering at most MAX_SEND_BUFFER.
-                if tx.send_data(data, end).is_err() || end {
+                // As much as the window takes, no more: h2 then frames it
+                // at once, and each window the client opens is seen here
+                // (given the whole chunk, h2 held it, the capacity stayed
+                // 0 until it had nearly all gone, and a client reading
+                // steadily but slowly was reset as if it read nothing).
+                let (data, _) = waiting.as_mut().expect("waiting, checked above");
+                let part = data.split_to(tx.capacity().min(data.len()));
+                let last = data.is_empty();
+                if tx.send_data(part, end && last).is_err() {
                     return Poll::Ready(());
+                }
+                if last {
+                    waiting = None;
+                    if end {
+                        return Poll::Ready(());
+                    }
+                } else {
+                    tx.reserve_capacity(data.len());
                 }
                 continue;
             }
@@ -313,7 +333,7 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Duration) {
                                 return Poll::Ready(());
                             }
                         } else {
-                            tx.reserve_capacity(1);
+                            tx.reserve_capacity(data.len());
                             waiting = Some((data, end));
                         }
                     }
@@ -337,6 +357,15 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Duration) {
         }
     })
     .await;
+}
+
+/// A Content-Length over `--limit-post`: the answer is a 413, and the
+/// client must not be asked for the body first.
+fn declared_over_limit(headers: &HeaderMap, limit_post: Option<u64>) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| crate::request::cgi::content_length(v.as_bytes()));
+    matches!((declared, limit_post), (Some(n), Some(limit)) if n > limit)
 }
 
 /// What HTTP/2 forbids in a response (RFC 9113 §8.2.2): the fields of an

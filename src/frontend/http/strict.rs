@@ -90,12 +90,19 @@ pub fn check_head(parts: &Parts, limits: &HeadLimits) -> Result<(), Refusal> {
     }
     // With the empty line that ends it.
     let mut head = line + 2 + 2;
+    let mut cookie_seen = false;
     for (name, value) in &parts.headers {
         let field = name.as_str().len() + value.len() + 4;
         if limits.field_size > 0 && field > limits.field_size {
             return Err(Refusal::FieldTooLarge);
         }
-        head += field;
+        // HTTP/2's cookie crumbs, as the one field HTTP/1.1 would send.
+        head += if *name == header::COOKIE && cookie_seen {
+            value.len() + 2
+        } else {
+            field
+        };
+        cookie_seen |= *name == header::COOKIE;
     }
     if limits.head > 0 && head > limits.head {
         return Err(Refusal::HeadTooLarge);
