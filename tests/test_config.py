@@ -170,6 +170,50 @@ def test_sections_includes_placeholders_logic(tmp_path):
     assert "project" not in p.stderr  # user placeholders are not warned about
 
 
+def test_globs_are_glob_3s_as_uwsgi_calls_it(serve, tmp_path):
+    """`pythonpath = DIR/*` is each directory it matches (it was the
+    pattern itself, so the imports failed), and `for-glob` goes over what
+    glob(3) matches: no dotfiles, directories with their slash, wildcards
+    in a directory and brackets (it matched the last part alone, `*` and
+    `?`)."""
+    libs = tmp_path / "libs"
+    for name in ("l1", "l2"):
+        (libs / name).mkdir(parents=True)
+        (libs / name / f"mod_{name}.py").write_text(f"WHO = {name!r}\n")
+    (libs / ".hidden").write_text("")
+    (tmp_path / "app.py").write_text(
+        "import mod_l1, mod_l2\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [(mod_l1.WHO + mod_l2.WHO).encode()]\n")
+    ini = tmp_path / "glob.ini"
+    ini.write_text(f"[uwsgi]\npythonpath = {libs}/*\nwsgi-file = {tmp_path / 'app.py'}\n"
+                   f"for-glob = {libs}/*\nenv = SEEN=%(_)\nendfor =\n"
+                   f"for-glob = {libs}/*/mod_l[12].py\nenv = MOD=%(_)\nendfor =\n")
+    p = run(str(ini), "--print-config")
+    assert p.returncode == 0, p.stderr
+    envs = [v for k, v in options(p.stdout) if k == "env"]
+    assert envs == [f"SEEN={libs}/l1/", f"SEEN={libs}/l2/", f"MOD={libs}/l1/mod_l1.py", f"MOD={libs}/l2/mod_l2.py"]
+    s = serve("--ini", str(ini))
+    assert requests.get(s.url + "/", timeout=10).text == "l1l2"
+
+
+def test_a_module_is_served_over_a_wsgi_file_as_uwsgi_serves_it(serve, tmp_path):
+    """uWSGI loads `module` first and skips a second app for the same
+    mountpoint, whichever line comes first; oxgate served the last of the
+    two, silently."""
+    for name in ("by_module", "by_file"):
+        (tmp_path / f"{name}.py").write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [b'{name}']\n")
+    ini = tmp_path / "both.ini"
+    ini.write_text(f"[uwsgi]\nchdir = {tmp_path}\nmodule = by_module\nwsgi-file = {tmp_path / 'by_file.py'}\n")
+    s = serve("--ini", str(ini))
+    assert requests.get(s.url + "/", timeout=10).text == "by_module"
+    assert "--wsgi-file" in s.log() and "is not served: --module by_module" in s.log()
+
+
 def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     f = tmp_path / "app.ini"
     f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nvaccum = true\ncheaper = 2\nmy_var = x\n")

@@ -26,6 +26,26 @@ def test_unix_socket(serve, tmp_path):
     assert os.stat(sock).st_mode & 0o777 == 0o660
 
 
+@pytest.mark.parametrize("program", ["oxgate", "uwsgi"])
+def test_a_relative_unix_socket_is_made_in_chdir_as_uwsgi_makes_it(serve, tmp_path, program):
+    """`socket = app.sock` beside `chdir = /srv/app`: uWSGI changes to the
+    directory before it binds, so the socket is /srv/app/app.sock, where
+    nginx's uwsgi_pass looks for it. oxgate made it in the directory it was
+    started in. (A relative pidfile stays the start directory's, in both.)"""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "start").mkdir()
+    ini = tmp_path / "rel.ini"
+    ini.write_text(f"[uwsgi]\nchdir = {tmp_path / 'sub'}\nhttp-socket = app.sock\nwsgi-file = {APPS / 'validated.py'}\n"
+                   "pidfile = app.pid\nmaster = true\ndie-on-term = true\n")
+    command = (BIN,) if program == "oxgate" else (str(VENV / "bin" / "uwsgi"),)
+    serve("--ini", str(ini), socket_arg=False, wait=False, cwd=tmp_path / "start", program=command)
+    sock = tmp_path / "sub" / "app.sock"
+    wait_for(lambda: subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://localhost/env"],
+                                    capture_output=True, timeout=30).returncode == 0, what=f"{program} on {sock}")
+    assert not (tmp_path / "start" / "app.sock").exists()
+    assert (tmp_path / "start" / "app.pid").exists()
+
+
 def test_ipv6_and_colon_port(serve):
     s = serve("--http", "[::1]:{port}", "--wsgi-file", str(APPS / "validated.py"), socket_arg=False, wait=False)
     import time

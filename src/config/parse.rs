@@ -111,6 +111,13 @@ impl Loaded {
                 (false, None) => {}
             }
         }
+        let given = |key: Key| self.settings.iter().rev().find(|s| s.opt == key);
+        if let (Some(module), Some(file)) = (given(&opt::MODULE), given(&opt::WSGI_FILE)) {
+            warnings.push(format!(
+                "{}: --wsgi-file {} is not served: --module {} ({}) is, as uWSGI serves its module and skips a second app for the same mountpoint",
+                file.origin, file.value, module.value, module.origin
+            ));
+        }
         // A template (Jinja, Ansible, cookiecutter) copied without being
         // rendered: no value with `{{ name }}` in it can be meant.
         for s in &self.settings {

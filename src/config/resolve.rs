@@ -692,11 +692,16 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         .find(is_count)
         .map(|s| parse_int(&s.value))
         .filter(|n| *n > 0);
-    let source_setting = settings
-        .iter()
-        .rev()
-        .filter(|s| !is_count(s))
-        .find(|s| s.opt == &opt::WSGI_FILE || s.opt == &opt::MODULE);
+    // A module over a file, wherever each was given, as uWSGI loads its
+    // `module` first and skips a second app for the same mountpoint.
+    let last_of = |key: Key| {
+        settings
+            .iter()
+            .rev()
+            .filter(|s| !is_count(s))
+            .find(|s| s.opt == key)
+    };
+    let source_setting = last_of(&opt::MODULE).or_else(|| last_of(&opt::WSGI_FILE));
     let mut mounts = Vec::new();
     for m in r.all(&opt::MOUNT) {
         let Some((point, target)) = m.split_once('=') else {
@@ -788,7 +793,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         check_master_start_hook(&hook)?;
     }
 
-    Ok(Action::Serve(Box::new(Config {
+    let mut cfg = Config {
         gunicorn_given: Vec::new(),
         http_sockets,
         https_sockets,
@@ -1137,7 +1142,34 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 })?),
             },
         },
-    })))
+    };
+    unix_sockets_within_chdir(&mut cfg);
+    Ok(Action::Serve(Box::new(cfg)))
+}
+
+/// uWSGI changes to `--chdir` before it binds: a unix socket named by a
+/// relative path (`socket = app.sock`, beside `chdir = /srv/app`) is made
+/// there, where nginx's `uwsgi_pass unix:/srv/app/app.sock` looks for it.
+/// oxgate binds first (a taken address fails before the app is
+/// imported), so the path is made `--chdir`'s here.
+fn unix_sockets_within_chdir(cfg: &mut Config) {
+    let Some(dir) = cfg.chdir.clone() else {
+        return;
+    };
+    let place = |spec: &mut String| {
+        if let Ok(crate::listen::Address::Unix(path)) = crate::listen::parse(spec)
+            && path.is_relative()
+        {
+            *spec = dir.join(path).to_string_lossy().into_owned();
+        }
+    };
+    cfg.http_sockets
+        .iter_mut()
+        .chain(cfg.https_sockets.iter_mut().map(|s| &mut s.addr))
+        .chain(cfg.uwsgi_sockets.iter_mut())
+        .chain(cfg.scgi_sockets.iter_mut())
+        .chain(cfg.fastcgi_sockets.iter_mut())
+        .for_each(place);
 }
 
 /// `--logger`, `--log-syslog`, `--req-logger`, `--log-route` and

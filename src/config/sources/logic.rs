@@ -155,58 +155,13 @@ pub(super) fn arithmetic(expr: &str, placeholders: &HashMap<String, String>) -> 
     Some(acc)
 }
 
+/// `for-glob`'s items: glob(3)'s, as uWSGI gets them (dotfiles left out,
+/// directories with a trailing slash, wildcards in directories too).
 pub(super) fn glob(pattern: &str) -> Vec<String> {
-    let path = Path::new(pattern);
-    let (dir, name) = match (path.parent(), path.file_name()) {
-        (Some(d), Some(n)) => (
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            },
-            n.to_string_lossy(),
-        ),
-        _ => return Vec::new(),
-    };
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
-                .map(|e| dir.join(e.file_name()).display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    fn go(p: &[char], n: &[char]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(&p, &n)
+    crate::sys::glob::glob(pattern)
 }
 
 pub(super) fn djb33x(s: &[u8]) -> u32 {
     s.iter()
         .fold(5381u32, |h, &c| h.wrapping_mul(33) ^ u32::from(c))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("*.ini", "a.ini"));
-        assert!(!wildcard("*.ini", "a.yaml"));
-        assert!(wildcard("a?c*", "abcdef"));
-    }
 }

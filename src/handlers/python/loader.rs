@@ -45,12 +45,25 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|_| ".".into()),
         ];
-        front.extend(opts.pythonpath.iter().map(|p| {
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-                .to_string()
-        }));
+        // A pattern is each directory it matches (uWSGI globs pythonpath:
+        // `pythonpath = /srv/libs/*`), itself if it matches none.
+        for p in opts.pythonpath {
+            let text = p.to_string_lossy();
+            let matched = match crate::sys::glob::is_pattern(&text) {
+                true => crate::sys::glob::glob(&text),
+                false => Vec::new(),
+            };
+            let entries = match matched.is_empty() {
+                true => vec![p.clone()],
+                false => matched.into_iter().map(std::path::PathBuf::from).collect(),
+            };
+            front.extend(entries.iter().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            }));
+        }
         for entry in front.iter().rev() {
             path.insert(0, entry).map_err(|e| e.to_string())?;
         }
