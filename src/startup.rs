@@ -282,6 +282,10 @@ fn enter_app_environment(cfg: &Config) -> Result<(), String> {
         // (python::Host::read refuses to start otherwise).
         unsafe { std::env::set_var(k, v) };
     }
+    for k in &cfg.unenv {
+        // SAFETY: as for set_var above: no other thread exists yet.
+        unsafe { std::env::remove_var(k) };
+    }
     if let Some(dir) = &cfg.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
     }

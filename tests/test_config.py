@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, BIN, ROOT, run_fail
+from helpers import APPS, BIN, ROOT, VENV, run_fail
 
 
 def run(*args, env=None, cwd=None):
@@ -212,6 +212,24 @@ def test_a_module_is_served_over_a_wsgi_file_as_uwsgi_serves_it(serve, tmp_path)
     s = serve("--ini", str(ini))
     assert requests.get(s.url + "/", timeout=10).text == "by_module"
     assert "--wsgi-file" in s.log() and "is not served: --module by_module" in s.log()
+
+
+@pytest.mark.parametrize("program", ["oxgate", "uwsgi"])
+def test_env_with_a_name_alone_and_unenv_unset_it_as_in_uwsgi(serve, tmp_path, program):
+    """`env = NAME` (uWSGI's putenv of a bare name) and `unenv = NAME` take
+    a variable the server was started with away from the app. (oxgate
+    refused the first and passed over the second.)"""
+    (tmp_path / "envapp.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [repr([os.environ.get(k) for k in ('T_NOEQ', 'T_GONE', 'T_KEPT', 'T_SET')]).encode()]\n")
+    ini = tmp_path / "env.ini"
+    ini.write_text(f"[uwsgi]\nwsgi-file = {tmp_path / 'envapp.py'}\nenv = T_NOEQ\nunenv = T_GONE\nenv = T_SET=1\n"
+                   "master = true\ndie-on-term = true\n")
+    command = (BIN,) if program == "oxgate" else (str(VENV / "bin" / "uwsgi"),)
+    s = serve("--ini", str(ini), program=command, env={"T_NOEQ": "x", "T_GONE": "y", "T_KEPT": "z"})
+    assert requests.get(s.url + "/", timeout=10).text == "[None, None, 'z', '1']"
 
 
 def test_unknown_keys_warn_and_strict_refuses(tmp_path):

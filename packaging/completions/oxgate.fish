@@ -66,6 +66,7 @@ complete -c oxgate -l virtualenv -r -a '(__fish_complete_directories)' -d 'Use t
 complete -c oxgate -l venv -r -a '(__fish_complete_directories)' -d 'Use the virtualenv in DIR (default: $VIRTUAL_ENV when set)'
 complete -c oxgate -l pyhome -r -a '(__fish_complete_directories)' -d 'Use the virtualenv in DIR (default: $VIRTUAL_ENV when set)'
 complete -c oxgate -l env -x -d 'Set an environment variable before Python starts (repeatable)'
+complete -c oxgate -l unenv -x -d 'Unset an environment variable before Python starts (repeatable), as uWSGI does: the app, its scripts and its pools do not see it'
 complete -c oxgate -l threads -x -d 'Run the app in N Python threads'
 complete -c oxgate -l master -d 'Run a master that supervises the workers; --master=false or --no-master runs one process'
 complete -c oxgate -l no-master -d 'Run a single process, no master'

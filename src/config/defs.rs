@@ -356,7 +356,10 @@ options! {
         .help("Use the virtualenv in DIR (default: $VIRTUAL_ENV when set)."),
     ENV = OptDef::new("env", List, Python)
         .value("KEY=VALUE")
-        .help("Set an environment variable before Python starts (repeatable)."),
+        .help("Set an environment variable before Python starts (repeatable). A name alone, with no =, unsets it, as uWSGI's putenv does."),
+    UNENV = OptDef::new("unenv", List, Python)
+        .value("KEY")
+        .help("Unset an environment variable before Python starts (repeatable), as uWSGI does: the app, its scripts and its pools do not see it."),
     THREADS = OptDef::new("threads", Int, Process)
         .value("N")
         .defaults_to("1")

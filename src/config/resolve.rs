@@ -755,11 +755,30 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         Some(s) => Some(module_spec("--module", &s.value, callable)?),
     };
 
-    let mut env = Vec::new();
-    for kv in r.all(&opt::ENV) {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
-            _ => return err(format!("--env {kv:?}: expected KEY=VALUE")),
+    // In the order given, as uWSGI applies them: a later one undoes an
+    // earlier one for the same name.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut unenv: Vec<String> = Vec::new();
+    for s in settings
+        .iter()
+        .filter(|s| s.opt == &opt::ENV || s.opt == &opt::UNENV)
+    {
+        let kv = s.value.as_str();
+        let (name, value) = match kv.split_once('=') {
+            Some((k, v)) if s.opt == &opt::ENV => (k, Some(v)),
+            _ => (kv.trim(), None),
+        };
+        if name.is_empty() {
+            return err(format!(
+                "--{} {kv:?}: expected KEY=VALUE (or KEY alone, to unset it)",
+                s.opt.name
+            ));
+        }
+        env.retain(|(k, _)| k != name);
+        unenv.retain(|k| k != name);
+        match value {
+            Some(v) => env.push((name.to_string(), v.to_string())),
+            None => unenv.push(name.to_string()),
         }
     }
 
@@ -961,6 +980,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         imports: r.all(&opt::IMPORT),
         home,
         env,
+        unenv,
         threads: r.positive(&opt::THREADS)?.min(1024) as usize,
         limit_post: Some(r.int(&opt::LIMIT_POST))
             .filter(|n| *n > 0)
@@ -1458,7 +1478,14 @@ mod tests {
         );
         assert!(error(&["--http"]).contains("needs a value"));
         assert!(error(&["--http", ":1", "--file", "a", "--threads", "-1"]).contains("positive"));
-        assert!(error(&["--http", ":1", "--file", "a", "--env", "novalue"]).contains("KEY=VALUE"));
+        assert!(error(&["--http", ":1", "--file", "a", "--env", "=v"]).contains("KEY=VALUE"));
+        // A name alone unsets it, as uWSGI's putenv; in the order given.
+        let c = serve(&[
+            "--http", ":1", "--file", "a", "--env", "GONE", "--env", "A=1", "--unenv", "A",
+            "--unenv", "B", "--env", "B=2",
+        ]);
+        assert_eq!(c.env, vec![("B".into(), "2".into())]);
+        assert_eq!(c.unenv, vec!["GONE".to_string(), "A".to_string()]);
     }
 
     #[test]

@@ -265,6 +265,9 @@ pub struct Config {
     pub imports: Vec<String>,
     pub home: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// `--unenv`, and `--env NAME` with no value: unset before the app
+    /// starts (none of them is in `env`).
+    pub unenv: Vec<String>,
     pub threads: usize,
     pub limit_post: Option<u64>,
     /// `--max-connections` per worker (0: from the open-files limit).
