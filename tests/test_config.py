@@ -232,6 +232,38 @@ def test_env_with_a_name_alone_and_unenv_unset_it_as_in_uwsgi(serve, tmp_path, p
     assert requests.get(s.url + "/", timeout=10).text == "[None, None, 'z', '1']"
 
 
+def test_a_file_given_alone_is_read_after_the_options_as_uwsgis_getopt_reads_it(tmp_path):
+    """`uwsgi app.ini --processes 5` runs the file's processes: getopt moves
+    the bare argument after the options. `--ini app.ini` is read where it
+    stands, in both."""
+    ini = tmp_path / "a2.ini"
+    ini.write_text("[uwsgi]\nprocesses = 3\nmodule = m\nhttp-socket = :1\n")
+
+    def processes(*args):
+        p = run(*args, "--print-config")
+        assert p.returncode == 0, p.stderr
+        return [v for k, v in options(p.stdout) if k == "processes"][-1]
+    assert processes(str(ini), "--processes", "5") == "3"
+    assert processes("--ini", str(ini), "--processes", "5") == "5"
+    uwsgi = subprocess.run([str(VENV / "bin" / "uwsgi"), str(ini), "--processes", "5", "--show-config"],
+                           capture_output=True, text=True, timeout=20)
+    shown = [line for line in (uwsgi.stdout + uwsgi.stderr).splitlines() if line.startswith("processes = ")]
+    assert shown[-1] == "processes = 3", uwsgi.stderr
+
+
+def test_the_emperor_stops_the_start_with_what_to_do_instead(tmp_path):
+    """It was warned about as having no effect, then the start failed for
+    want of a socket: a systemd unit running `--emperor` restarted in a
+    loop with no hint why."""
+    p = run("--emperor", "/etc/uwsgi/vassals", "--check-config")
+    assert p.returncode == 2
+    assert "uWSGI's emperor ('emperor') is not in oxgate" in p.stderr and "oxgate@.service" in p.stderr
+    ini = tmp_path / "emperor.ini"
+    ini.write_text("[uwsgi]\nemperor = /etc/uwsgi/vassals\nemperor-tyrant = true\n")
+    p = run("--ini", str(ini), "--check-config")
+    assert p.returncode == 2 and f"{ini}:2: uWSGI's emperor" in p.stderr
+
+
 def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     f = tmp_path / "app.ini"
     f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nvaccum = true\ncheaper = 2\nmy_var = x\n")

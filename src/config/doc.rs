@@ -206,8 +206,9 @@ pub fn options_markdown() -> String {
         out,
         "\n## uWSGI options not implemented yet\n\n\
          These uWSGI options are common in real configs, but oxgate does not implement\n\
-         them yet. On the command line they are refused; in a config file each is\n\
-         reported with a warning and has no effect (`--strict` refuses them).\n"
+         them yet. On the command line and in a config file each is reported with\n\
+         a warning and has no effect (`--strict` refuses them); `emperor` stops the\n\
+         start, with what to do instead.\n"
     );
     let list: Vec<String> = not_implemented().iter().map(|n| format!("`{n}`")).collect();
     let _ = writeln!(out, "{}", list.join(", "));

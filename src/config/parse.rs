@@ -78,6 +78,13 @@ impl Loaded {
                 ));
                 continue;
             }
+            if e.key == "emperor" || e.key.starts_with("emperor-") {
+                errors.push(format!(
+                    "{}: uWSGI's emperor ('{}') is not in oxgate: it would start no vassal. Run one oxgate for each vassal file instead; with systemd, a template unit oxgate@.service with ExecStart=/usr/bin/oxgate --ini /etc/uwsgi/vassals/%i.ini, enabled as oxgate@NAME for each (docs/migrating.md)",
+                    e.origin, e.key
+                ));
+                continue;
+            }
             if super::uwsgi_names::is_confinement_option(&e.key) {
                 errors.push(format!(
                     "{}: uWSGI's confinement option '{}' is not implemented in oxgate; the app would run unconfined. Confine it with systemd (RootDirectory=, CapabilityBoundingSet=, PrivateTmp=, ProtectSystem=) or a container, and drop the key",
@@ -253,6 +260,22 @@ where
     load_uwsgi(args)
 }
 
+/// uWSGI's short options that oxgate's table has no letter for (its
+/// `--help`): the long name each stands for.
+fn uwsgi_short_option(c: char) -> Option<&'static str> {
+    Some(match c {
+        'v' => "max-vars",
+        'm' => "memory-report",
+        'c' => "cgi-mode",
+        'a' => "abstract-socket",
+        'A' => "sharedarea",
+        'Q' => "spooler",
+        'J' => "test",
+        'O' => "optimize",
+        _ => return None,
+    })
+}
+
 /// An option's value written `--name=VALUE`, or the next word when every
 /// byte of it is `allowed` (a number, a mode): never a word that may be
 /// the app or a file.
@@ -328,11 +351,21 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
 
     let mut parser = lexopt::Parser::from_args(args);
     let mut apps = Vec::new();
+    let mut bare_files = Vec::new();
     loop {
         let arg = match parser.next() {
             Ok(Some(arg)) => arg,
             Ok(None) => break,
             Err(e) => return err(format!("{e}")),
+        };
+        // uWSGI's other short options: their long names' meaning (a
+        // warning for one oxgate does not implement, as written long).
+        let arg = match arg {
+            Arg::Short(c) if defs::lookup_short(c).is_none() => match uwsgi_short_option(c) {
+                Some(name) => Arg::Long(name),
+                None => arg,
+            },
+            arg => arg,
         };
         let (opt, shown) = match arg {
             // uWSGI's file and placeholder options, which are the reader's
@@ -445,7 +478,10 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                     .iter()
                     .any(|e| lower.ends_with(e) || lower.contains(&format!("{e}:")))
                 {
-                    reader.load_file("auto", &v, &Origin::CommandLine)?;
+                    // After every option, as uWSGI's getopt moves bare
+                    // arguments to the end: `uwsgi app.ini --processes 5`
+                    // runs the file's processes.
+                    bare_files.push(v);
                 } else {
                     apps.push(v);
                 }
@@ -459,7 +495,13 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
             value_or_next_word(&mut parser, &shown, |c| (b'0'..=b'7').contains(&c))?
                 .unwrap_or_else(|| "true".to_string())
         } else if matches!(opt.kind, Kind::Flag | Kind::FlagOrStr) {
-            match parser.optional_value() {
+            // A short flag takes no value: what follows it in its cluster
+            // are more options (`-MTp4` is -M -T -p 4, as getopt reads it).
+            let attached = match shown.starts_with("--") {
+                true => parser.optional_value(),
+                false => None,
+            };
+            match attached {
                 Some(v) => os_to_string(v, &shown)?,
                 None => "true".to_string(),
             }
@@ -476,6 +518,9 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         } else {
             reader.push_command_line(opt.name, &value);
         }
+    }
+    for file in &bare_files {
+        reader.load_file("auto", file, &Origin::CommandLine)?;
     }
     // Gunicorn's `oxgate pkg.mod:app` and uWSGI's `oxgate app.py` shortcuts.
     match apps.len() {

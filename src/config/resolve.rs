@@ -1455,6 +1455,22 @@ mod tests {
     }
 
     #[test]
+    fn short_flags_cluster_as_getopt_reads_them() {
+        // -M -T -p 4: the rest of a cluster after a flag is more options
+        // (it was the flag's value: master = "Tp4").
+        let c = serve(&["-MTp4", "--http", ":1", "-w", "m"]);
+        assert!(c.process.master);
+        assert_eq!(c.process.processes, 4);
+        let c = serve(&["-Mp", "3", "--http", ":1", "-w", "m"]);
+        assert_eq!(c.process.processes, 3);
+        // uWSGI's other letters are their long names (-m is
+        // --memory-report); they were "unknown option".
+        let l = load(["-m", "-O", "2", "--http", ":1", "-w", "m"]).unwrap();
+        assert!(l.settings.iter().any(|s| s.opt == &opt::MEMORY_REPORT));
+        assert!(l.unknown.iter().any(|e| e.key == "optimize"));
+    }
+
+    #[test]
     fn gunicorn_worker_count() {
         let c = serve(&["-b", ":1", "-w", "4", "demo:app"]);
         assert_eq!(c.process.processes, 4);
