@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         content_length,
         is_head,
         repeated_headers,
+        ..
     } = normalise(raw, &info, flags & 1 == 1);
     if let Err(e) = check_normalised(&vars, content_length, is_head) {
         panic!("{e}");

@@ -35,16 +35,19 @@ fuzz_target!(|data: &[u8]| {
                 request_line: 4094,
                 field_size: 8190,
                 fields: 100,
+                head: 65536,
             },
             HeadLimits {
                 request_line: 0,
                 field_size: 0,
                 fields: 0,
+                head: 0,
             },
             HeadLimits {
                 request_line: 16,
                 field_size: 16,
                 fields: 2,
+                head: 64,
             },
         ] {
             check(&parts, &limits);
