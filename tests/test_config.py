@@ -264,6 +264,32 @@ def test_the_emperor_stops_the_start_with_what_to_do_instead(tmp_path):
     assert p.returncode == 2 and f"{ini}:2: uWSGI's emperor" in p.stderr
 
 
+def test_late_placeholders_and_for_blocks_read_as_uwsgi_reads_them(tmp_path):
+    """A value that takes in another's, itself waiting for a name set
+    later, and arithmetic on a name set later, resolve once all is read
+    (they were left as written, silently); a `for` goes line by line, each
+    line over every value (block by block, it changed sys.path's order).
+    The same file through uWSGI's --show-config."""
+    ini = tmp_path / "late.ini"
+    ini.write_text("[uwsgi]\nchdir = %(base)/app\npythonpath = %(chdir)\ntouch-reload = %(chdir)/reload\n"
+                   "env = m=%(processes * 2)\nprocesses = 4\nbase = /srv\n"
+                   "for = one two\npythonpath = /srv/%(_)/src\npythonpath = /srv/%(_)/lib\nendfor =\n"
+                   "module = m\nhttp-socket = :1\n")
+    p = run(str(ini), "--print-config")
+    assert p.returncode == 0, p.stderr
+    ours = [(k, v) for k, v in options(p.stdout) if k in ("pythonpath", "touch-reload", "env")]
+    uwsgi = subprocess.run([str(VENV / "bin" / "uwsgi"), "--ini", str(ini), "--show-config"],
+                           capture_output=True, text=True, timeout=20)
+    theirs = [tuple(line.split(" = ", 1)) for line in (uwsgi.stdout + uwsgi.stderr).splitlines()
+              if line.split(" = ", 1)[0] in ("pythonpath", "touch-reload", "env")]
+    # (--print-config groups each option's values; their order is kept.)
+    def by_key(pairs):
+        return {k: [v for key, v in pairs if key == k] for k in ("pythonpath", "touch-reload", "env")}
+    assert by_key(ours) == by_key(theirs) == {
+        "pythonpath": ["/srv/app", "/srv/one/src", "/srv/two/src", "/srv/one/lib", "/srv/two/lib"],
+        "touch-reload": ["/srv/app/reload"], "env": ["m=8"]}, (ours, theirs)
+
+
 def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     f = tmp_path / "app.ini"
     f.write_text("[uwsgi]\nhttp-socket = :1\nmodule = m\nvaccum = true\ncheaper = 2\nmy_var = x\n")
@@ -734,8 +760,10 @@ def test_uwsgi_2_logic_plugin_reload_hostname_match_and_end(tmp_path):
                  "for = a b\nif-env = EMPTY\nenv = E=set\nend\nenv = F%(_)=1\nend\n")
     p = run(str(f), "--print-config", env={"EMPTY": ""})
     assert p.returncode == 0, p.stderr
-    assert [v for k, v in options(p.stdout) if k == "env"] == ["PY=yes", "PHP=no", "MATCH=yes", "E=set", "Fa=1",
-                                                                "E=set", "Fb=1"]
+    # A `for` goes line by line, each over every value, as uWSGI's; a block
+    # nested in it (which uWSGI refuses: "recursive logic") counts as a line.
+    assert [v for k, v in options(p.stdout) if k == "env"] == ["PY=yes", "PHP=no", "MATCH=yes", "E=set", "E=set",
+                                                                "Fa=1", "Fb=1"]
 
 
 def test_command_line_values_as_uwsgi_expands_them(tmp_path):

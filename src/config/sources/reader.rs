@@ -61,6 +61,10 @@ pub struct Reader {
     unresolved: std::cell::RefCell<Vec<String>>,
     /// Entries (by index) with such names, for `resolve_late`.
     late: Vec<(usize, Vec<String>)>,
+    /// The names each placeholder's value left unresolved: a value that
+    /// takes it in (`pythonpath = %(chdir)`, with `chdir = %(base)/app`
+    /// before `base` is set) is resolved later with it.
+    late_in: HashMap<String, Vec<String>>,
     /// `inherit`s, read after all the rest (`read_inherited`).
     inherited: Vec<(String, Origin, Option<FileInfo>)>,
 }
@@ -78,6 +82,7 @@ impl Default for Reader {
             faults: std::cell::RefCell::default(),
             unresolved: std::cell::RefCell::default(),
             late: Vec::new(),
+            late_in: HashMap::new(),
             inherited: Vec::new(),
         }
     }
@@ -103,6 +108,9 @@ impl Reader {
             // placeholders once everything is read.
             let unresolved = std::mem::take(&mut *self.unresolved.borrow_mut());
             if !unresolved.is_empty() {
+                if !self.placeholders.contains_key(key) {
+                    self.late_in.insert(key.to_string(), unresolved.clone());
+                }
                 self.late.push((self.entries.len(), unresolved));
             }
             expanded
@@ -135,26 +143,40 @@ impl Reader {
     /// own text left unresolved are looked at, never text that came from a
     /// file, a variable or another value.
     pub fn resolve_late(&mut self) {
-        let mut first: HashMap<&str, &str> = HashMap::new();
-        for e in &self.entries {
-            first.entry(e.key.as_str()).or_insert(e.value.as_str());
-        }
-        let mut changes = Vec::new();
-        for (n, names) in &self.late {
-            let mut value = self.entries[*n].value.clone();
-            for name in names {
-                let found = first
-                    .get(name.as_str())
-                    .copied()
-                    .or_else(|| self.placeholders.get(name).map(String::as_str));
-                if let Some(v) = found {
-                    value = value.replacen(&format!("%({name})"), v, 1);
+        // In rounds: a name's own first value may have been late too
+        // (`chdir = %(base)/app`, `pythonpath = %(chdir)`, `base` last).
+        for _ in 0..8 {
+            let mut first: HashMap<String, String> = HashMap::new();
+            for e in &self.entries {
+                first
+                    .entry(e.key.clone())
+                    .or_insert_with(|| e.value.clone());
+            }
+            // Arithmetic on a name set later (`%(processes * 2)`), with the
+            // values now known.
+            let mut known = self.placeholders.clone();
+            known.extend(first.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let mut changed = false;
+            for (n, names) in &self.late {
+                let mut value = self.entries[*n].value.clone();
+                for name in names {
+                    let found = first
+                        .get(name.as_str())
+                        .cloned()
+                        .or_else(|| self.placeholders.get(name).cloned())
+                        .or_else(|| arithmetic(name, &known).map(|v| v.to_string()));
+                    if let Some(v) = found {
+                        value = value.replacen(&format!("%({name})"), &v, 1);
+                    }
+                }
+                if value != self.entries[*n].value {
+                    self.entries[*n].value = value;
+                    changed = true;
                 }
             }
-            changes.push((*n, value));
-        }
-        for (n, value) in changes {
-            self.entries[n].value = value;
+            if !changed {
+                return;
+            }
         }
     }
 
@@ -376,11 +398,35 @@ impl Reader {
                             .map(str::to_string)
                             .collect(),
                     };
-                    for v in values {
-                        loop_var.push(v);
-                        let mut j = *i;
-                        self.feed_range(items, &mut j, block_end, info, path, loop_var)?;
-                        loop_var.pop();
+                    // Line by line, each over every value, as uWSGI expands
+                    // a `for`: `for = a b` with two pythonpath lines gives
+                    // a/src b/src a/lib b/lib, and sys.path's order is the
+                    // file's. A block nested inside goes whole per value.
+                    let mut j = *i;
+                    while j < block_end {
+                        let (nested, _, line) = &items[j];
+                        let closing = |word| {
+                            let at = Origin::File {
+                                path: path.clone(),
+                                line: *line,
+                            };
+                            find_block_end(items, j + 1, &at, word)
+                        };
+                        let stop =
+                            if nested.starts_with("if-") || IF_ALIASES.contains(&nested.as_str()) {
+                                closing("endif")? + 1
+                            } else if nested == "for" || nested.starts_with("for-") {
+                                closing("endfor")? + 1
+                            } else {
+                                j + 1
+                            };
+                        for v in &values {
+                            loop_var.push(v.clone());
+                            let mut k = j;
+                            self.feed_range(items, &mut k, stop, info, path, loop_var)?;
+                            loop_var.pop();
+                        }
+                        j = stop;
                     }
                     *i = block_end + 1;
                 }
@@ -423,6 +469,9 @@ impl Reader {
                 _ => {
                     // A request-log format's %(...) are its own variables.
                     if !unresolved.is_empty() && !key.contains("format") {
+                        if !self.placeholders.contains_key(key.as_str()) {
+                            self.late_in.insert(key.clone(), unresolved.clone());
+                        }
                         self.late.push((self.entries.len(), unresolved));
                     }
                     self.set_first(key, &value);
@@ -516,6 +565,9 @@ impl Reader {
             return item.to_string();
         }
         if let Some(v) = self.placeholders.get(inner) {
+            if let Some(names) = self.late_in.get(inner) {
+                self.unresolved.borrow_mut().extend(names.iter().cloned());
+            }
             return v.clone();
         }
         // Arithmetic on numbers and placeholders: %(%k * 2), %(workers + 1).
@@ -581,6 +633,7 @@ mod tests {
         let mut r = Reader::default();
         r.load_file("ini", f.to_str().unwrap(), &Origin::CommandLine)
             .unwrap();
+        r.resolve_late();
         r
     }
 
@@ -644,6 +697,28 @@ mod tests {
         assert_eq!(values(&r, "env"), [format!("SEEN={value}")]);
         assert_eq!(values(&r, "pythonpath"), ["/x/a", "/x/b", "/x/c"]);
         assert_eq!(values(&r, "harakiri"), ["30"]);
+        // A value that takes in one set later, through another's value, and
+        // arithmetic on one set later: resolved once all is read.
+        let later = read(
+            "[uwsgi]\nchdir = %(base)/app\npythonpath = %(chdir)\ntouch-reload = %(chdir)/reload\n\
+             env = m=%(processes * 2)\nprocesses = 4\nbase = /srv\n",
+        );
+        assert_eq!(values(&later, "pythonpath"), ["/srv/app"]);
+        assert_eq!(values(&later, "touch-reload"), ["/srv/app/reload"]);
+        assert_eq!(values(&later, "env"), ["m=8"]);
+        // Each line over every value, as uWSGI expands a `for`.
+        let looped = read(
+            "[uwsgi]\nfor = one two\npythonpath = /srv/%(_)/src\npythonpath = /srv/%(_)/lib\nendfor =\n",
+        );
+        assert_eq!(
+            values(&looped, "pythonpath"),
+            [
+                "/srv/one/src",
+                "/srv/two/src",
+                "/srv/one/lib",
+                "/srv/two/lib"
+            ]
+        );
         assert_eq!(values(&r, "module"), ["placeholder"]);
         assert!(values(&r, "set-ph").is_empty());
     }
