@@ -189,22 +189,24 @@ def test_stop_and_reload_by_pidfile_daemonize_and_vacuum(tmp_path, app_dir):
     assert p.returncode != 0 and "pidfile" in p.stderr
 
 
-def test_vacuum_removes_relative_paths_where_they_were_made_not_under_chdir(tmp_path):
-    """Relative --pidfile, socket and --logto paths are the start
-    directory's; after --chdir a file of the same name there is someone
-    else's, and vacuum leaves it."""
+def test_vacuum_removes_relative_paths_where_they_were_made(tmp_path):
+    """Relative --pidfile and --logto paths are the start directory's, as
+    uWSGI opens them before --chdir, and a relative unix socket is
+    --chdir's, as uWSGI binds it after; a file of the same name in the
+    other place is someone else's, and vacuum leaves it."""
     appdir = tmp_path / "appdir"
     appdir.mkdir()
     shutil.copy(APPS / "echo.py", appdir / "echo.py")
-    for name in ("rel.pid", "rel.sock", "rel.log"):
+    for name in ("rel.pid", "rel.log"):
         (appdir / name).write_text("precious\n")
+    (tmp_path / "rel.sock").write_text("precious\n")
     p = subprocess.Popen([BIN, "--http-socket", "rel.sock", "--chdir", str(appdir), "--wsgi-file", "echo.py",
                           "--pidfile", "rel.pid", "--logto", "rel.log", "--vacuum", "--processes", "1"],
                          cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (tmp_path / "rel.log").exists() and "serving" in (tmp_path / "rel.log").read_text(),
                  what="the server's log")
-        assert (tmp_path / "rel.pid").exists() and (tmp_path / "rel.sock").exists()
+        assert (tmp_path / "rel.pid").exists() and (appdir / "rel.sock").is_socket()
         # logrotate moves the log away and asks for a reopen: the file
         # comes back where it was, not under --chdir.
         (tmp_path / "rel.log").rename(tmp_path / "rel.log.1")
@@ -213,8 +215,9 @@ def test_vacuum_removes_relative_paths_where_they_were_made_not_under_chdir(tmp_
     finally:
         p.terminate()
         p.wait(timeout=30)
-    assert not (tmp_path / "rel.pid").exists() and not (tmp_path / "rel.sock").exists()
-    assert all((appdir / n).read_text() == "precious\n" for n in ("rel.pid", "rel.sock", "rel.log"))
+    assert not (tmp_path / "rel.pid").exists() and not (appdir / "rel.sock").exists()
+    assert all((appdir / n).read_text() == "precious\n" for n in ("rel.pid", "rel.log"))
+    assert (tmp_path / "rel.sock").read_text() == "precious\n"
 
 
 @pytest.mark.parametrize("opt,done", [("--touch-reload", "graceful reload done"),

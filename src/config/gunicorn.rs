@@ -898,13 +898,8 @@ fn within_chdir(given: &mut BTreeMap<&'static str, Given>) {
             }
         }
     }
-    if let Some(g) = given.get_mut("bind") {
-        for v in &mut g.values {
-            if let Some(placed) = v.strip_prefix("unix:").and_then(place) {
-                *v = format!("unix:{placed}");
-            }
-        }
-    }
+    // (A relative unix socket in `bind` is `chdir`'s too: the resolved
+    // configuration places every dialect's, as uWSGI binds after its chdir.)
 }
 
 /// Gunicorn's defaults where oxgate's differ, as if the file had said them.
