@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from helpers import (BIN, LOGGED, cgi, fcgi_request, free_port, listens, raw_request, read_records, scgi_packet,
+from helpers import (APPS, BIN, LOGGED, VENV, cgi, fcgi_request, free_port, listens, raw_request, read_records, scgi_packet,
                      uwsgi_request, wait_for)
 
 
@@ -101,18 +101,23 @@ def test_custom_format_renders_every_variable(serve, tmp_path):
     assert got["cl"] == "0" and got["host"] == "127.0.0.1", line
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
-def test_an_apps_error_is_logged_with_the_500_it_sent(serve, tmp_path, threads):
-    """The size logged is that of the 500 page sent, one Python thread or
-    several (with several, it was logged as 0 bytes and 0 headers)."""
+@pytest.mark.parametrize("app", ["wsgi-1-thread", "wsgi-2-threads", "asgi"])
+def test_an_apps_error_is_logged_with_the_500_it_sent(serve, tmp_path, app):
+    """The size logged is that of the 500 page sent, WSGI on one Python
+    thread or several, and ASGI (each was once logged as 0 bytes and 0
+    headers)."""
     log = tmp_path / "app.log"
-    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--threads", threads, "--logto", str(log),
+    loading = {"wsgi-1-thread": ("--wsgi-file", LOGGED, "--threads", "1"),
+               "wsgi-2-threads": ("--wsgi-file", LOGGED, "--threads", "2"),
+               "asgi": ("--home", str(VENV), "--chdir", str(APPS), "--module", "asgi_raw:app")}[app]
+    path = "/raise-before" if app == "asgi" else "/boom"
+    s = serve(*loading, "--processes", "1", "--logto", str(log),
               "--log-format", "%(uri) %(status) rsize=%(rsize) headers=%(headers)")
-    r = requests.get(s.url + "/boom", timeout=10)
+    r = requests.get(s.url + path, timeout=10)
     assert r.status_code == 500
-    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("/boom ")), None),
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith(f"{path} ")), None),
                     what="the request line")
-    assert line == f"/boom 500 rsize={len(r.content)} headers=2", (line, r.headers)  # type and length
+    assert line == f"{path} 500 rsize={len(r.content)} headers=2", (line, r.headers)  # type and length
 
 
 def test_json_encoder(serve, tmp_path):

@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from helpers import BIN, ECHO, LOGGED, cgi, free_port, listens, needs_tmux, screen_of, uwsgi_request, wait_for
+from helpers import (BEHAVIOUR, BIN, ECHO, LOGGED, cgi, free_port, listens, needs_tmux, screen_of, uwsgi_request,
+                     wait_for)
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -259,3 +260,27 @@ def test_a_stats_server_open_to_other_hosts_is_warned_about(serve):
     s.wait_log("the stats server on 0.0.0.0:%d is reachable from other hosts" % sp)
     quiet = serve("--wsgi-file", LOGGED, "--stats", f"127.0.0.1:{free_port()}")
     assert "reachable from other hosts" not in quiet.log()
+
+
+def test_a_reload_shows_one_row_per_worker_id_as_uwsgi(serve):
+    """While a reload's old worker finishes a long request beside its
+    replacement, the stats have one row for the id, the serving one, as
+    uWSGI's (it replaces in place). Two rows with one id made the real
+    uwsgitop show negative request rates."""
+    import threading
+    stats = free_port()
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "2", "--stats", f"127.0.0.1:{stats}")
+    old = set(s.wait_workers(2))
+    slow = threading.Thread(target=lambda: requests.get(s.url + "/slow?first=4", timeout=30))
+    slow.start()
+    time.sleep(0.5)
+    os.kill(s.proc.pid, signal.SIGHUP)
+    seen_new = False
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        ids = [(w["id"], w["pid"]) for w in read_stats(stats)["workers"]]
+        assert sorted(i for i, _ in ids) == [1, 2], ids
+        seen_new |= any(pid not in old for _, pid in ids)
+        time.sleep(0.1)
+    slow.join(30)
+    assert seen_new, "the replacements were never shown"

@@ -196,4 +196,13 @@ impl Outcome {
             );
         }
     }
+
+    /// Notes a response made whole (the server's own error): its head and
+    /// its body's size.
+    pub fn note_whole(&mut self, resp: &super::Response) {
+        self.note_head(resp.status, resp.reason.as_deref(), &resp.headers);
+        if let super::ResponseBody::Full(body) = &resp.body {
+            self.body_bytes = body.len() as u64;
+        }
+    }
 }

@@ -17,6 +17,24 @@ fn split_info(info: &str) -> (String, String, String) {
     (method.to_string(), uri.to_string(), client.to_string())
 }
 
+/// A row per worker id, as uWSGI's stats have (its replacement takes the
+/// old worker's place): while a reload or a recycle has an old process and
+/// its replacement under one id, the one serving, else the newer.
+/// uwsgitop keys its rows by id, and two of them showed negative rates.
+fn one_per_id(all: &[WorkerView]) -> Vec<&WorkerView> {
+    let mut workers: Vec<&WorkerView> = all.iter().collect();
+    // Best last for each id: not stopping, then ready, then the newer.
+    workers.sort_by_key(|w| (w.id, !w.stopping, w.ready, w.pid));
+    let mut kept: Vec<&WorkerView> = Vec::with_capacity(workers.len());
+    for w in workers {
+        match kept.last_mut() {
+            Some(last) if last.id == w.id => *last = w,
+            _ => kept.push(w),
+        }
+    }
+    kept
+}
+
 /// uWSGI's stats document.
 pub fn render_json(s: &Snapshot<'_>) -> String {
     let threads = s.cfg.threads.min(CORES);
@@ -24,8 +42,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
     let wall_now = crate::sys::clock::unix_now();
     let queues: Vec<(u64, u64)> = s.sockets.iter().map(listen_queue).collect();
     let lq = queues.iter().map(|q| q.0).max().unwrap_or(0);
-    let mut workers: Vec<&WorkerView> = s.workers.iter().collect();
-    workers.sort_by_key(|w| (w.id, w.pid));
+    let workers = one_per_id(&s.workers);
     let workers: Vec<Value> = workers
         .iter()
         .map(|w| {
@@ -161,5 +178,32 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
         let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
         serde::Serialize::serialize(&doc, &mut ser).expect("JSON into memory");
         String::from_utf8(out).expect("JSON is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_per_worker_id_the_serving_one() {
+        let w = |id, pid, ready, stopping| WorkerView {
+            id,
+            pid,
+            slot: 0,
+            ready,
+            stopping,
+        };
+        // A reload: worker 1's old process finishing, its replacement
+        // serving; worker 2's replacement not ready yet.
+        let all = [
+            w(1, 100, true, true),
+            w(1, 200, true, false),
+            w(2, 101, true, false),
+            w(2, 201, false, false),
+            w(3, 102, true, false),
+        ];
+        let kept: Vec<(u32, i32)> = one_per_id(&all).iter().map(|w| (w.id, w.pid)).collect();
+        assert_eq!(kept, [(1, 200), (2, 101), (3, 102)]);
     }
 }

@@ -204,7 +204,9 @@ impl Driver {
             && !st.started
         {
             st.head_out = true;
-            return Poll::Ready(Headed::Whole(Response::for_body_error(e)));
+            let resp = Response::for_body_error(e);
+            self.slot.outcome.note_whole(&resp);
+            return Poll::Ready(Headed::Whole(resp));
         }
         let has_body = st.complete || !st.chunks.is_empty() || !st.files.is_empty();
         if let Some(head) = st.head.take_if(|_| has_body) {
@@ -244,12 +246,11 @@ impl Driver {
         if st.end.is_some() {
             st.head_out = true;
             self.slot.outcome.failed = true;
-            self.slot.outcome.status = 500;
-            return Poll::Ready(Headed::Whole(Response::plain(
-                500,
-                "Internal Server Error",
-                "Internal Server Error\n",
-            )));
+            let resp = Response::plain(500, "Internal Server Error", "Internal Server Error\n");
+            // Logged with what the client got, as the WSGI host logs its
+            // own 500 (it was 0 bytes and 0 headers).
+            self.slot.outcome.note_whole(&resp);
+            return Poll::Ready(Headed::Whole(resp));
         }
         keep_waker(&mut st, cx, parked, self.body.is_some());
         Poll::Pending
