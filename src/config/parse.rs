@@ -71,25 +71,8 @@ impl Loaded {
             if e.key.is_empty() || !seen.insert(e.key.clone()) {
                 continue;
             }
-            if super::uwsgi_names::is_routing_option(&e.key) {
-                errors.push(format!(
-                    "{}: uWSGI's internal routing ('{}') is not implemented in oxgate, and its rule would not be applied; a rule that guards URLs would let every request through. Move it to the web server in front (nginx: a location with deny or return 403, a rewrite) or into the app",
-                    e.origin, e.key
-                ));
-                continue;
-            }
-            if e.key == "emperor" || e.key.starts_with("emperor-") {
-                errors.push(format!(
-                    "{}: uWSGI's emperor ('{}') is not in oxgate: it would start no vassal. Run one oxgate for each vassal file instead; with systemd, a template unit oxgate@.service with ExecStart=/usr/bin/oxgate --ini /etc/uwsgi/vassals/%i.ini, enabled as oxgate@NAME for each (docs/migrating.md)",
-                    e.origin, e.key
-                ));
-                continue;
-            }
-            if super::uwsgi_names::is_confinement_option(&e.key) {
-                errors.push(format!(
-                    "{}: uWSGI's confinement option '{}' is not implemented in oxgate; the app would run unconfined. Confine it with systemd (RootDirectory=, CapabilityBoundingSet=, PrivateTmp=, ProtectSystem=) or a container, and drop the key",
-                    e.origin, e.key
-                ));
+            if let Some(why) = refused_uwsgi_option(&e.key) {
+                errors.push(format!("{}: {why}", e.origin));
                 continue;
             }
             let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str())
@@ -137,6 +120,28 @@ impl Loaded {
         }
         (warnings, errors)
     }
+}
+
+/// Why a uWSGI option oxgate lacks stops the start instead of being warned
+/// about: passed over, it would leave the server doing something else than
+/// the file asks, silently.
+fn refused_uwsgi_option(key: &str) -> Option<String> {
+    if super::uwsgi_names::is_routing_option(key) {
+        return Some(format!(
+            "uWSGI's internal routing ('{key}') is not implemented in oxgate, and its rule would not be applied; a rule that guards URLs would let every request through. Move it to the web server in front (nginx: a location with deny or return 403, a rewrite) or into the app"
+        ));
+    }
+    if key == "emperor" || key.starts_with("emperor-") {
+        return Some(format!(
+            "uWSGI's emperor ('{key}') is not in oxgate: it would start no vassal. Run one oxgate for each vassal file instead; with systemd, a template unit oxgate@.service with ExecStart=/usr/bin/oxgate --ini /etc/uwsgi/vassals/%i.ini, enabled as oxgate@NAME for each (docs/migrating.md)"
+        ));
+    }
+    if super::uwsgi_names::is_confinement_option(key) {
+        return Some(format!(
+            "uWSGI's confinement option '{key}' is not implemented in oxgate; the app would run unconfined. Confine it with systemd (RootDirectory=, CapabilityBoundingSet=, PrivateTmp=, ProtectSystem=) or a container, and drop the key"
+        ));
+    }
+    None
 }
 
 /// The first `{{ ... }}` in a value, if it holds one.
