@@ -245,7 +245,10 @@ def test_a_file_given_alone_is_read_after_the_options_as_uwsgis_getopt_reads_it(
         return [v for k, v in options(p.stdout) if k == "processes"][-1]
     assert processes(str(ini), "--processes", "5") == "3"
     assert processes("--ini", str(ini), "--processes", "5") == "5"
-    uwsgi = subprocess.run([str(VENV / "bin" / "uwsgi"), str(ini), "--processes", "5", "--show-config"],
+    # A chdir that is not there makes uWSGI stop after showing its config
+    # (as root it would bind port 1 and serve on).
+    uwsgi = subprocess.run([str(VENV / "bin" / "uwsgi"), str(ini), "--processes", "5", "--show-config",
+                            "--chdir", str(tmp_path / "missing")],
                            capture_output=True, text=True, timeout=20)
     shown = [line for line in (uwsgi.stdout + uwsgi.stderr).splitlines() if line.startswith("processes = ")]
     assert shown[-1] == "processes = 3", uwsgi.stderr
