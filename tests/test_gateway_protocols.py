@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from helpers import (ECHO, ROOT, cgi, fcgi_request, free_port, packet, pairs, read_records, rec, scgi_packet,
-                     stdout_of, uwsgi_request)
+                     stdout_of, uwsgi_request, wait_for)
 
 
 @pytest.fixture
@@ -274,9 +274,10 @@ def test_fastcgi_keep_conn_does_not_hold_up_a_graceful_stop(serve):
 def test_fastcgi_limit_post(serve):
     """--limit-post applies on FastCGI as on the other front ends: a body
     declared over it gets 413 without reaching the app, and the kept
-    connection goes on with the next request."""
+    connection goes on with the next request. The refusal is logged, as
+    uWSGI logs it (there was no trace of it)."""
     fp = free_port()
-    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--limit-post", "100")
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--limit-post", "100")
     big = [(k, v) for k, v in PARAMS if k != "CONTENT_LENGTH"] + [("CONTENT_LENGTH", "5000")]
     with socket.create_connection(("127.0.0.1", fp)) as c:
         c.sendall(fcgi_request(1, big, b"x" * 5000, keep=True))
@@ -285,6 +286,8 @@ def test_fastcgi_limit_post(serve):
         out = stdout_of(read_records(c), 1)
         assert out.startswith(b"Status: 200 OK\r\n")
         assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 5
+    wait_for(lambda: "request refused with 413: a body of 5000 bytes is over --limit-post (100 bytes)" in s.log(),
+             what="the 413 logged", show=s.log)
 
 
 def test_fastcgi_stdin_must_be_its_content_length(serve):

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from helpers import (APPS, ECHO, cgi, fcgi_request, free_port, packet, pairs, raw_request, rec, scgi_packet,
-                     uwsgi_request)
+                     uwsgi_request, wait_for)
 
 
 # HTTP. This srv overrides conftest's (the behaviour app).
@@ -55,6 +55,8 @@ def test_a_body_over_the_default_limit_is_refused(serve):
     s = serve("--wsgi-file", str(APPS / "validated.py"))
     head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2147483648\r\n\r\n"
     assert raw_request(s.port, head).startswith(b"HTTP/1.1 413 ")
+    wait_for(lambda: "request refused with 413: a body of 2147483648 bytes is over --limit-post "
+             "(1073741824 bytes) (from 127.0.0.1)" in s.log(), what="the 413 logged", show=s.log)
     off = serve("--wsgi-file", str(APPS / "validated.py"), "--limit-post", "0")
     with socket.create_connection(("127.0.0.1", off.port), timeout=10) as c:
         c.sendall(head + b"x" * 1000)

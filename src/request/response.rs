@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::body::BodyStream;
+use super::vars::{Var, VarName};
 
 /// The size of a response head as written on the wire ("HTTP/1.1 200 OK\r\n",
 /// the headers, the blank line).
@@ -126,8 +127,6 @@ pub fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
     resp
 }
 
-/// The 413 for a request whose declared body is over `--limit-post`, the
-/// same on every front end.
 /// The Content-Length a response's head declares (the first, if given
 /// twice), when it is a valid one.
 pub fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
@@ -137,9 +136,38 @@ pub fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
     super::cgi::content_length(value)
 }
 
-pub fn body_too_large(limit: Option<u64>, content_length: Option<u64>) -> Option<Response> {
-    let (limit, len) = limit.zip(content_length)?;
-    (len > limit).then(|| Response::plain(413, "Content Too Large", "Request body too large\n"))
+/// Whether a declared body is over `--limit-post`.
+pub fn over_limit_post(limit: Option<u64>, content_length: Option<u64>) -> bool {
+    limit
+        .zip(content_length)
+        .is_some_and(|(limit, len)| len > limit)
+}
+
+/// The 413 for a request whose declared body is over `--limit-post`, the
+/// same on every front end, logged with the client's address as uWSGI
+/// logs its "Invalid (too big) CONTENT_LENGTH": no app sees the request,
+/// so without the line an upload refused for its size left no trace.
+pub fn body_too_large(
+    limit: Option<u64>,
+    content_length: Option<u64>,
+    vars: &[(VarName, Bytes)],
+) -> Option<Response> {
+    if !over_limit_post(limit, content_length) {
+        return None;
+    }
+    let from = super::vars::var(vars, Var::REMOTE_ADDR)
+        .map(|addr| format!(" (from {})", String::from_utf8_lossy(addr)))
+        .unwrap_or_default();
+    crate::say!(
+        "oxgate: request refused with 413: a body of {} bytes is over --limit-post ({} bytes){from}",
+        content_length.unwrap_or(0),
+        limit.unwrap_or(0),
+    );
+    Some(Response::plain(
+        413,
+        "Content Too Large",
+        "Request body too large\n",
+    ))
 }
 
 /// RFC 9110 tchar: the bytes allowed in a header name.

@@ -3,7 +3,7 @@
 //! event loop; anything else falls back to the async driver.
 
 use crate::request::cgi::{Normalised, normalise};
-use crate::request::{ConnInfo, Handler, body_too_large};
+use crate::request::{ConnInfo, Handler, over_limit_post};
 use crate::request::{Request, RequestBody, ResponseBody};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -84,7 +84,7 @@ pub async fn serve_fast(
     if len > INLINE_BODY_MAX || (probe.len() as u64) < len || bad_content_length {
         return fallback(conn, kind, host, settings, buf).await;
     }
-    if body_too_large(settings.limit_post, content_length).is_some() {
+    if over_limit_post(settings.limit_post, content_length) {
         return fallback(conn, kind, host, settings, buf).await;
     }
     let len = content_length.unwrap_or(0) as usize;

@@ -432,7 +432,7 @@ where
         ..
     } = normalise(raw, info, false);
     // Over --limit-post: the 413 goes out, and the body is skipped below.
-    let too_large = body_too_large(settings.limit_post, content_length);
+    let too_large = body_too_large(settings.limit_post, content_length, &vars);
     // The body: STDIN records until the empty one. Up to INLINE_BODY_MAX
     // is read now (a GET's empty STDIN comes at once; nginx sends an empty
     // CONTENT_LENGTH then), so the app can run inline; more streams on.

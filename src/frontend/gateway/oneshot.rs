@@ -157,7 +157,7 @@ pub async fn serve<S>(
         let bad = Response::plain(400, "Bad Request", "CONTENT_LENGTH is not a length\n");
         Some((bad, 0))
     } else {
-        body_too_large(settings.limit_post, content_length).map(|too_large| {
+        body_too_large(settings.limit_post, content_length, &vars).map(|too_large| {
             let unread = content_length.unwrap_or(0).saturating_sub(buf.len() as u64);
             (too_large, unread)
         })

@@ -268,7 +268,7 @@ fn convert_head_into(
     }
     let vars = v.vars;
 
-    if let Some(too_large) = body_too_large(settings.limit_post, content_length) {
+    if let Some(too_large) = body_too_large(settings.limit_post, content_length, &vars) {
         return Err(too_large);
     }
 

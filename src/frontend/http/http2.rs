@@ -365,7 +365,7 @@ fn declared_over_limit(headers: &HeaderMap, limit_post: Option<u64>) -> bool {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| crate::request::cgi::content_length(v.as_bytes()));
-    matches!((declared, limit_post), (Some(n), Some(limit)) if n > limit)
+    crate::request::over_limit_post(limit_post, declared)
 }
 
 /// What HTTP/2 forbids in a response (RFC 9113 §8.2.2): the fields of an
