@@ -52,7 +52,16 @@ fn run(args: Vec<OsString>) -> u8 {
         print!("{}", config::print_config(&loaded));
     }
     let (warnings, errors) = loaded.problems();
-    for w in &warnings {
+    // `--log-level error` leaves the configuration's warnings out of a
+    // start, as Gunicorn's; a check or a configuration that fails shows
+    // them all.
+    let quiet = errors.is_empty()
+        && !print_config
+        && !loaded.flag(&opt::CHECK_CONFIG)
+        && loaded.value(&opt::LOG_LEVEL).is_some_and(|l| {
+            ["error", "critical"].contains(&l.trim().to_ascii_lowercase().as_str())
+        });
+    for w in warnings.iter().filter(|_| !quiet) {
         eprintln!("oxgate: warning: {w}");
     }
     for e in &errors {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-use crate::config::Config;
+use crate::config::{Config, LogLevel};
 use crate::handlers::python;
 use crate::listen::{self, Address, Protocol, Socket};
 use crate::master::{self, Handover};
@@ -97,6 +97,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(format) = &cfg.log_files.date {
         crate::log::say::set_date_format(format);
     }
+    let level = cfg.log_files.level;
+    crate::log::say::set_quiet(level > LogLevel::Info, level > LogLevel::Warning);
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -363,7 +365,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     }
     let apps = load_app(cfg)?;
     if let Some(kinds) = apps.describe(cfg) {
-        crate::say!("oxgate: {kinds}");
+        crate::note!("oxgate: {kinds}");
     }
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
@@ -374,7 +376,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     crate::handlers::fastcgi::prepare(&cfg.fastcgi)?;
     // After the last fork, which would not keep the reader's thread.
     crate::log::route::capture_output()?;
-    crate::say!(
+    crate::note!(
         "oxgate {}: serving {} on {} (pid {}, single process, {})",
         env!("CARGO_PKG_VERSION"),
         app_name(cfg),

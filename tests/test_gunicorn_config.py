@@ -683,6 +683,42 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
     assert streams["oxgate"] == streams["gunicorn"] == (True, False), streams
 
 
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_loglevel_above_info_quiets_the_routine_lines_as_gunicorn(tmp_path, level):
+    """loglevel = "warning" leaves a start, a recycle after max_requests,
+    a reload and a stop without a line from the server, as in Gunicorn;
+    "error" the warnings too (a setting with no meaning here). The access
+    lines are written all the same. (oxgate's own lines were all written.)"""
+    f = conf(tmp_path, f"workers = 2\nmax_requests = 1\naccesslog = '-'\nloglevel = {level!r}\n"
+             "worker_connections = 5\n", name="quiet.py")
+    streams = {}
+    for name, program in PROGRAMS.items():
+        port = free_port()
+        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with open(out, "wb") as o, open(err, "wb") as e:
+            p = subprocess.Popen([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "procs:application"],
+                                 stdout=o, stderr=e, cwd=tmp_path, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+        try:
+            wait_for(lambda: listens(port), what=f"{name} listening")
+            for i in range(4):
+                assert requests.get(f"http://127.0.0.1:{port}/?marker=q{i}", timeout=10).ok
+            (tmp_path / "version.txt").write_text(f"{name}-reloaded")
+            p.send_signal(signal.SIGHUP)
+            wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=10).text.endswith("-reloaded"),
+                     what=f"{name} serving after the reload")
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+            (tmp_path / "version.txt").unlink(missing_ok=True)
+        streams[name] = (out.read_text().count("marker=q"), err.read_text())
+    assert streams["gunicorn"] == (4, ""), streams
+    oxgate_lines = streams["oxgate"][1].splitlines()
+    assert streams["oxgate"][0] == 4 and [line for line in oxgate_lines if "worker_connections" not in line] == [], streams
+    # Gunicorn says nothing of a setting it has; oxgate warns of one with
+    # no meaning here, at warning level only.
+    assert len(oxgate_lines) == (0 if level == "error" else 2), oxgate_lines
+
+
 def test_flask_on_a_unix_socket_with_accesslog(serve, tmp_path):
     """Flask on a unix socket with accesslog = "-", run by oxgate and by
     Gunicorn on the same file: two workers each, the same page, and the

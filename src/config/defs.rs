@@ -609,6 +609,10 @@ options! {
         .aliases(&["log-date"])
         .value("[=FORMAT]")
         .help("Prefix oxgate's own log messages with the date (a strftime FORMAT, or the ctime format)."),
+    LOG_LEVEL = OptDef::new("log-level", Str, Logging)
+        .value("debug|info|warning|error|critical")
+        .defaults_to("info")
+        .help("Which of oxgate's own lines are written. warning leaves out the routine ones (the start, a signal taken, a worker replaced after --max-requests, a reload's progress); error and critical the warnings too. Errors, deaths and harakiri are always written; request lines are not affected (--disable-logging). Gunicorn's loglevel and uvicorn's --log-level set it."),
     LOG_MICROS = OptDef::new("log-micros", Flag, Logging)
         .help("Request times in the default line in microseconds."),
     LOG_X_FORWARDED_FOR = OptDef::new("log-x-forwarded-for", Flag, Logging)

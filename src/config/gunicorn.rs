@@ -1181,6 +1181,7 @@ fn translate(
                 "loglevel {level:?}: expected debug, info, warning, error or critical"
             ));
         }
+        push(&opt::LOG_LEVEL, level, &given["loglevel"].origin);
     }
 
     if truthy("daemon") {

@@ -52,10 +52,14 @@ pub(super) fn last_given(settings: &[Setting], key: Key) -> Option<&Setting> {
 impl Loaded {
     /// Whether the switch `key` is on: as last given, else its default.
     pub fn flag(&self, key: Key) -> bool {
+        self.value(key).is_some_and(switch_on)
+    }
+
+    /// The value of `key` as last given, else its default.
+    pub fn value(&self, key: Key) -> Option<&str> {
         last_given(&self.settings, key)
             .map(|s| s.value.as_str())
             .or(key.default)
-            .is_some_and(switch_on)
     }
 
     /// uWSGI options oxgate does not implement yet, and likely typos: one

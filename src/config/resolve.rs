@@ -1069,6 +1069,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             backupname: r.path(&opt::LOG_BACKUPNAME),
             touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,
+            level: r.choice(&opt::LOG_LEVEL)?,
             requests: if log_plan.is_plain() {
                 log_plan
                     .request_loggers

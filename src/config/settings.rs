@@ -60,6 +60,29 @@ impl Words for Interface {
     ];
 }
 
+/// `--log-level`: Gunicorn's and uvicorn's levels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Words for LogLevel {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("debug", LogLevel::Debug),
+        // uvicorn's level below debug.
+        ("trace", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warning", LogLevel::Warning),
+        ("error", LogLevel::Error),
+        ("critical", LogLevel::Critical),
+    ];
+}
+
 /// `--lifespan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifespanMode {
@@ -334,6 +357,8 @@ pub struct LogFiles {
     pub touch_reopen: Vec<PathBuf>,
     /// `--logdate`: a strftime format for oxgate's own messages.
     pub date: Option<String>,
+    /// `--log-level`: which of oxgate's own messages are written.
+    pub level: LogLevel,
     /// `--req-logger file:PATH`: request lines in a file of their own.
     pub requests: Option<PathBuf>,
     /// Loggers beyond one file (`--logger` several times, syslog, named

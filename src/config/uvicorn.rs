@@ -405,6 +405,7 @@ fn translate(
         if ["critical", "error", "warning"].contains(&level.as_str()) {
             push(&opt::DISABLE_LOGGING, "true".into(), &origin);
         }
+        push(&opt::LOG_LEVEL, level, &origin);
     }
     match last("--interface").as_deref() {
         None | Some("auto") => {}

@@ -1,13 +1,37 @@
 //! oxgate's own messages (not request lines): whole lines on stderr.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 static DATE_FORMAT: OnceLock<String> = OnceLock::new();
 
 /// `--logdate`: oxgate's own messages start with the date in this format.
 pub fn set_date_format(format: &str) {
     let _ = DATE_FORMAT.set(format.to_string());
+}
+
+/// `--log-level` above info: the routine lines (`note!`) are not written.
+static QUIET_ROUTINE: AtomicBool = AtomicBool::new(false);
+/// `--log-level` error or critical: the lines marked "warning:" are not
+/// written either.
+static QUIET_WARNINGS: AtomicBool = AtomicBool::new(false);
+
+/// Which of oxgate's own lines `--log-level` leaves out: the routine ones
+/// (a start, a stop, a worker replaced as planned), and the warnings. The
+/// rest (errors, a worker that died, harakiri) is always written; a level
+/// cannot hide why a server failed.
+pub fn set_quiet(routine: bool, warnings: bool) {
+    QUIET_ROUTINE.store(routine, Ordering::Relaxed);
+    QUIET_WARNINGS.store(warnings, Ordering::Relaxed);
+}
+
+/// A routine line, at Gunicorn's and uvicorn's info level (the server
+/// started, a signal taken, a worker replaced after --max-requests):
+/// written unless `--log-level` is above info.
+pub fn note(args: std::fmt::Arguments<'_>) {
+    if !QUIET_ROUTINE.load(Ordering::Relaxed) {
+        say(args);
+    }
 }
 
 /// Writes one of oxgate's own messages (not a request line) to stderr as a
@@ -22,7 +46,11 @@ pub fn say(args: std::fmt::Arguments<'_>) {
         ));
         line.push_str(" - ");
     }
+    let start = line.len();
     let _ = line.write_fmt(args);
+    if QUIET_WARNINGS.load(Ordering::Relaxed) && is_warning(&line[start..]) {
+        return;
+    }
     line.push('\n');
     write_stderr(line.as_bytes());
 }
@@ -79,6 +107,20 @@ macro_rules! say {
     ($($arg:tt)*) => {
         $crate::log::say::say(format_args!($($arg)*))
     };
+}
+
+/// `say!` for a routine line, which `--log-level warning` leaves out.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::log::say::note(format_args!($($arg)*))
+    };
+}
+
+/// A line oxgate marks as a warning ("oxgate: warning: ...").
+fn is_warning(line: &str) -> bool {
+    line.strip_prefix("oxgate: ")
+        .is_some_and(|rest| rest.starts_with("warning:"))
 }
 
 /// Lets a log line through at most once per period: for lines a flood of

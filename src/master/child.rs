@@ -343,7 +343,7 @@ fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::
             for (path, mtime) in host.module_files() {
                 match seen.insert(path.clone(), mtime) {
                     Some(before) if before != mtime => {
-                        crate::say!("oxgate: {path} changed, reloading (--py-autoreload)");
+                        crate::note!("oxgate: {path} changed, reloading (--py-autoreload)");
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(master),
                             Signal::SIGHUP,

@@ -32,7 +32,7 @@ impl Master<'_> {
             match command.spawn() {
                 Ok(child) => {
                     let pid = child.id() as libc::pid_t;
-                    crate::say!("oxgate: started daemon {:?} (pid {pid})", d.command);
+                    crate::note!("oxgate: started daemon {:?} (pid {pid})", d.command);
                     d.pid = Some(pid);
                     d.started = now;
                     if d.pidfile.is_some() {

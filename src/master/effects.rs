@@ -121,7 +121,7 @@ impl Effects for System<'_> {
                 // started in place of one that ran (a crash, a recycle, a
                 // reload), which log watchers look for.
                 if before > 0 {
-                    crate::say!("oxgate: respawned worker {id} (new pid: {pid})");
+                    crate::note!("oxgate: respawned worker {id} (new pid: {pid})");
                 }
                 Some((pid, slot))
             }
@@ -134,6 +134,10 @@ impl Effects for System<'_> {
 
     fn say(&mut self, line: String) {
         crate::say!("{line}");
+    }
+
+    fn note(&mut self, line: String) {
+        crate::note!("{line}");
     }
 
     fn respawned(&mut self, cause: Cause, n: u64) {

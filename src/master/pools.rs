@@ -31,7 +31,7 @@ impl Master<'_> {
             Ok(0) => self.pool_manager_child(master_pid),
             Ok(pid) => {
                 drop(blocked);
-                crate::say!("oxgate: FastCGI pool manager started (pid {pid})");
+                crate::note!("oxgate: FastCGI pool manager started (pid {pid})");
                 self.pool_manager.pid = Some(pid);
                 self.pool_manager.started = Instant::now();
             }

@@ -128,7 +128,7 @@ pub fn run(
         match load_app_stoppably(cfg, handover.is_none()) {
             Ok(h) => {
                 if let Some(kinds) = h.describe(cfg) {
-                    crate::say!("oxgate: {kinds}");
+                    crate::note!("oxgate: {kinds}");
                 }
                 python::prepare_preload_fork();
                 Some(h)
@@ -222,7 +222,7 @@ pub fn run(
     };
 
     match &handover {
-        None => crate::say!(
+        None => crate::note!(
             "oxgate {}: serving {} on {} (master pid {}, {} worker{}, {})",
             env!("CARGO_PKG_VERSION"),
             apps::app_name(cfg),
@@ -259,7 +259,7 @@ pub fn run(
                     .count()
                     .min(p.processes)
             };
-            crate::say!(
+            crate::note!(
                 "oxgate: {} reload: master pid {} re-executed, {}",
                 inh.reload.name(),
                 std::process::id(),
@@ -292,7 +292,7 @@ pub fn run(
     if let Some(e) = m.sup.fatal {
         return Err(e);
     }
-    crate::say!("oxgate: master stopped");
+    crate::note!("oxgate: master stopped");
     Ok(())
 }
 
@@ -427,7 +427,7 @@ impl Master<'_> {
                 );
                 continue;
             };
-            crate::say!("oxgate: --master-fifo: {:?} ({what})", char::from(c));
+            crate::note!("oxgate: --master-fifo: {:?} ({what})", char::from(c));
             match command {
                 FifoCommand::Signal(sig)
                     if matches!(
@@ -448,7 +448,7 @@ impl Master<'_> {
                     let Some(fifo) = &mut self.fifo else { return };
                     match fifo.switch(n) {
                         Ok(path) => {
-                            crate::say!("oxgate: --master-fifo: now reading {}", path.display())
+                            crate::note!("oxgate: --master-fifo: now reading {}", path.display())
                         }
                         Err(e) => crate::say!("oxgate: --master-fifo: {e}"),
                     }
@@ -480,12 +480,12 @@ impl Master<'_> {
                 let interrupt = matches!(sig, libc::SIGINT | libc::SIGQUIT);
                 let quick = interrupt && self.cfg.process.quick_stop_on_int;
                 if quick {
-                    crate::say!(
+                    crate::note!(
                         "oxgate: {} received, stopping at once (--quick-stop-on-int, Gunicorn's quick shutdown)",
                         signals::name(sig)
                     );
                 } else {
-                    crate::say!(
+                    crate::note!(
                         "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT stops at once)",
                         signals::name(sig)
                     );
@@ -512,7 +512,7 @@ impl Master<'_> {
             MasterCommand::AddWorker => {
                 if self.sup.processes < MAX_WORKERS {
                     self.sup.processes += 1;
-                    crate::say!("oxgate: SIGTTIN: now {} workers", self.sup.processes);
+                    crate::note!("oxgate: SIGTTIN: now {} workers", self.sup.processes);
                     self.workers_changed(self.sup.processes - 1);
                 }
             }
@@ -520,7 +520,7 @@ impl Master<'_> {
                 let mut removed = false;
                 self.supervise(|sup, fx| removed = sup.remove_one(fx, Instant::now()));
                 if removed {
-                    crate::say!("oxgate: SIGTTOU: now {} workers", self.sup.processes);
+                    crate::note!("oxgate: SIGTTOU: now {} workers", self.sup.processes);
                     self.workers_changed(self.sup.processes + 1);
                 }
             }
@@ -587,7 +587,7 @@ impl Master<'_> {
     /// Re-executes the master binary (new code, new config), handing over
     /// the sockets, the scoreboard and the running workers.
     pub(super) fn reexec(&mut self, kind: ReloadKind) {
-        crate::say!("oxgate: {} reload requested", kind.name());
+        crate::note!("oxgate: {} reload requested", kind.name());
         // The new image reads the certificates again; one that cannot (a
         // renewal that wrote a bad file) would not start. The reload is
         // refused instead, and the certificates read before keep serving.

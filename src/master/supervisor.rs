@@ -150,6 +150,9 @@ pub trait Effects {
     fn spawn(&mut self, id: u32) -> Option<(Pid, usize)>;
     fn signal(&mut self, pid: Pid, sig: Signal);
     fn say(&mut self, line: String);
+    /// A routine line (a planned replacement, a reload's progress), which
+    /// `--log-level warning` leaves out.
+    fn note(&mut self, line: String);
     /// Counts respawns for the stats.
     fn respawned(&mut self, cause: Cause, n: u64);
     /// Counts a harakiri of worker `id` for the stats.
@@ -359,7 +362,7 @@ impl Supervisor {
                 match self.limits.drain_delay {
                     // Before the first READY=1 no balancer sends here yet.
                     Some(delay) if self.state == MasterState::Running && self.ready_once => {
-                        fx.say(format!(
+                        fx.note(format!(
                             "oxgate: draining for {:.1}s (the health check fails; the workers serve on), then stopping",
                             delay.as_secs_f64()
                         ));
@@ -455,7 +458,7 @@ impl Supervisor {
             }
         } else if asked {
             if !stopping && !w.killed() {
-                fx.say(format!(
+                fx.note(format!(
                     "oxgate: worker {} (pid {}) stopped ({how})",
                     w.id, w.pid
                 ));
@@ -667,7 +670,7 @@ impl Supervisor {
             }
             if let Some(why) = why {
                 fx.respawned(cause, 1);
-                fx.say(format!(
+                fx.note(format!(
                     "oxgate: worker {} (pid {}) {why}, replacing it",
                     w.id, w.pid
                 ));
@@ -748,7 +751,7 @@ impl Supervisor {
                 .all(|w| w.replacement == Replacement::No)
             && self.workers.iter().all(|w| w.ready)
         {
-            fx.say(format!(
+            fx.note(format!(
                 "oxgate: {} reload done in {:.2}s: {} worker(s) serving",
                 kind.name(),
                 now.duration_since(since).as_secs_f64(),

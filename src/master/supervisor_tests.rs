@@ -38,6 +38,9 @@ impl Effects for Fake {
     fn say(&mut self, line: String) {
         self.said.push(line);
     }
+    fn note(&mut self, line: String) {
+        self.said.push(line);
+    }
     fn respawned(&mut self, cause: Cause, n: u64) {
         self.counts.push((cause, n));
     }

@@ -21,7 +21,7 @@ impl Master<'_> {
         if let Some(max) = files.maxsize
             && let Some(to) = crate::log::file::rotate_if_big(max, files.backupname.as_deref())
         {
-            crate::say!(
+            crate::note!(
                 "oxgate: log rotated to {} (--log-maxsize {max})",
                 to.display()
             );
@@ -39,7 +39,7 @@ impl Master<'_> {
         }
         if reopen {
             self.reopen_log();
-            crate::say!("oxgate: log reopened (--touch-logreopen)");
+            crate::note!("oxgate: log reopened (--touch-logreopen)");
         }
     }
 
@@ -49,7 +49,7 @@ impl Master<'_> {
             let now = mtime(path);
             if now.is_some() && now != *seen {
                 *seen = now;
-                crate::say!("oxgate: {} was touched", path.display());
+                crate::note!("oxgate: {} was touched", path.display());
                 reload = Some(*mode);
             }
         }

@@ -172,7 +172,7 @@ pub async fn serve(
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
     } else {
-        crate::say!(
+        crate::note!(
             "oxgate: {why} received, finishing requests in flight (a second one stops at once)"
         );
     }
