@@ -719,6 +719,28 @@ def test_loglevel_above_info_quiets_the_routine_lines_as_gunicorn(tmp_path, leve
     assert len(oxgate_lines) == (0 if level == "error" else 2), oxgate_lines
 
 
+def test_script_name_in_the_environment_mounts_the_app_as_gunicorn(serve, tmp_path):
+    """SCRIPT_NAME in Gunicorn's environment (or raw_env) is the prefix the
+    app is served under: /app/env is SCRIPT_NAME /app and PATH_INFO /env,
+    and a path outside it reaches no app. (It was passed over: the app saw
+    /app/env as its PATH_INFO, and built its URLs without the prefix.)"""
+    shutil.copy(APPS / "procs.py", tmp_path / "procs.py")
+    (tmp_path / "paths.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [(environ['SCRIPT_NAME'] + '|' + environ['PATH_INFO']).encode()]\n")
+    env = {"VIRTUAL_ENV": str(VENV), "SCRIPT_NAME": "/app"}
+    seen = {}
+    for name, program in {"oxgate": (BIN, "gunicorn"), "gunicorn": (GUNICORN,)}.items():
+        s = serve("-b", "127.0.0.1:{port}", "paths:application", socket_arg=False, cwd=tmp_path, env=env,
+                  program=program)
+        seen[name] = [(requests.get(s.url + path, timeout=10).status_code == 200 and
+                       requests.get(s.url + path, timeout=10).text) for path in ("/app/env", "/app", "/app/x/y", "/env")]
+    assert seen["oxgate"] == seen["gunicorn"] == ["/app|/env", "/app|", "/app|/x/y", False], seen
+    p, pairs = print_config("gunicorn", "-e", "SCRIPT_NAME=/shop/", "paths:application", cwd=tmp_path)
+    assert ("mount", "/shop=paths:application") in pairs and ("manage-script-name", "true") in pairs, p.stdout
+
+
 def test_flask_on_a_unix_socket_with_accesslog(serve, tmp_path):
     """Flask on a unix socket with accesslog = "-", run by oxgate and by
     Gunicorn on the same file: two workers each, the same page, and the

@@ -910,6 +910,19 @@ fn default_origin() -> Origin {
     }
 }
 
+/// The worker classes that serve the app as ASGI.
+fn is_asgi_class(class: &str) -> bool {
+    matches!(
+        class,
+        "uvicorn.workers.UvicornWorker"
+            | "uvicorn_worker.UvicornWorker"
+            | "uvicorn.workers.UvicornH11Worker"
+            | "uvicorn_worker.UvicornH11Worker"
+            | "asgi"
+            | "gunicorn.workers.gasgi.ASGIWorker"
+    )
+}
+
 /// Gunicorn's settings into oxgate's options.
 fn translate(
     given: &BTreeMap<&'static str, Given>,
@@ -1050,12 +1063,7 @@ fn translate(
         | "gthread"
         | "gunicorn.workers.sync.SyncWorker"
         | "gunicorn.workers.gthread.ThreadWorker" => {}
-        "uvicorn.workers.UvicornWorker"
-        | "uvicorn_worker.UvicornWorker"
-        | "uvicorn.workers.UvicornH11Worker"
-        | "uvicorn_worker.UvicornH11Worker"
-        | "asgi"
-        | "gunicorn.workers.gasgi.ASGIWorker" => {
+        asgi if is_asgi_class(asgi) => {
             push(&opt::INTERFACE, "asgi".into(), class_origin);
             // uvicorn's worker reads X-Forwarded-For and -Proto from
             // forwarded_allow_ips (its proxy_headers is on).
@@ -1319,8 +1327,32 @@ fn translate(
         }
     }
 
+    // Gunicorn serves a WSGI app under the prefix in SCRIPT_NAME (its
+    // environment, which raw_env sets too): a request's path starts with
+    // it, and PATH_INFO is the rest. That is a mount with
+    // --manage-script-name; a path outside it has no app (Gunicorn answers
+    // it with an error page too). Its ASGI workers take root_path instead.
+    let script_name = given
+        .get("raw_env")
+        .and_then(|g| {
+            g.values
+                .iter()
+                .rev()
+                .find_map(|v| v.strip_prefix("SCRIPT_NAME="))
+                .map(|v| (v.to_string(), g.origin.clone()))
+        })
+        .or_else(|| env("SCRIPT_NAME").map(|v| (v, Origin::Env("SCRIPT_NAME".into()))))
+        .map(|(prefix, origin)| (prefix.trim_end_matches('/').to_string(), origin))
+        .filter(|(prefix, _)| prefix.starts_with('/'));
     match app {
-        Some(app) => push(&opt::MODULE, app, &Origin::CommandLine),
+        Some(app) => match script_name.filter(|_| !is_asgi_class(&class)) {
+            Some((prefix, origin)) => {
+                push(&opt::MOUNT, format!("{prefix}={app}"), &origin);
+                push(&opt::MANAGE_SCRIPT_NAME, "true".into(), &origin);
+                push(&opt::NO_DEFAULT_APP, "true".into(), &origin);
+            }
+            None => push(&opt::MODULE, app, &Origin::CommandLine),
+        },
         None => {
             let quiet = truthy("print_config") || truthy("check_config");
             if !quiet {

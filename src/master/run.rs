@@ -486,7 +486,8 @@ impl Master<'_> {
                     );
                 } else {
                     crate::note!(
-                        "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT stops at once)",
+                        "oxgate: {} received, stopping gracefully (requests in flight finish; a second {} stops at once)",
+                        signals::name(sig),
                         signals::name(sig)
                     );
                 }
