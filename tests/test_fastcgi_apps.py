@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, read_records, rec, screen_of, start_nginx,
+from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, nginx_serving, read_records, rec, screen_of, start_nginx,
                      stdout_of, traced_calls, uwsgi_request, wait_for)
 from helpers import cgi
 
@@ -782,6 +782,27 @@ def test_perl_and_flup_pools_on_fd_0(serve, tmp_path):
     assert requests.get(f"{s.url}/perl/a/b", timeout=20).text.startswith("perl /perl /a/b ")
     assert requests.get(f"{s.url}/py/c", timeout=20).text == "flup /py /c\n"
     assert requests.get(f"{s.url}/other", timeout=20).status_code == 404
+
+
+def test_a_flup_pool_behind_nginxs_fastcgi_params_gets_its_requests_as_under_spawn_fcgi(serve, tmp_path):
+    """nginx's fastcgi_params send SCRIPT_FILENAME to every FastCGI app (the
+    seed article's block sends $fastcgi_script_name): a program that is not
+    php-cgi is given it as sent, as under spawn-fcgi, and answers. (Every
+    request was 404 "File not found.": php-fpm's .php-only rule was applied
+    to every pool.)"""
+    (tmp_path / "flup_app.py").write_text(FLUP_POOL_APP)
+    fp = free_port()
+    serve("--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1",
+          "--fastcgi-app", f"{VENV / 'bin' / 'python'} {tmp_path / 'flup_app.py'}")
+    params = " ".join(f"fastcgi_param {k} {v};" for k, v in [
+        ("QUERY_STRING", "$query_string"), ("REQUEST_METHOD", "$request_method"),
+        ("CONTENT_TYPE", "$content_type"), ("CONTENT_LENGTH", "$content_length"),
+        ("SCRIPT_NAME", "$fastcgi_script_name"), ("SCRIPT_FILENAME", "$fastcgi_script_name"),
+        ("PATH_INFO", "$fastcgi_path_info"), ("REQUEST_URI", "$request_uri"), ("SERVER_NAME", "$server_name"),
+        ("SERVER_PORT", "$server_port"), ("SERVER_PROTOCOL", "$server_protocol"), ("REMOTE_ADDR", "$remote_addr")])
+    with nginx_serving(tmp_path, f"location / {{ fastcgi_pass 127.0.0.1:{fp}; {params} }}") as port:
+        r = requests.get(f"http://127.0.0.1:{port}/foo/bar?x=1", timeout=20)
+        assert (r.status_code, r.text) == (200, "flup /foo/bar \n"), r.text
 
 
 @needs_php

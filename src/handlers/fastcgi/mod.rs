@@ -157,6 +157,12 @@ enum Backend {
 }
 
 impl Backend {
+    /// A pool of php-cgi, which runs whatever file SCRIPT_FILENAME names.
+    /// (An upstream php-fpm checks the name itself.)
+    fn runs_php(&self) -> bool {
+        matches!(self, Backend::Pool(p) if p.spec().php.is_some())
+    }
+
     fn name(&self) -> Arc<str> {
         match self {
             Backend::Pass(u) => format!("{}", u.addr).into(),
@@ -317,9 +323,12 @@ impl FastcgiApps {
                 // php-fpm's security.limit_extensions: only a script that is
                 // there and ends in .php runs. php-cgi would otherwise walk
                 // back from /uploads/evil.jpg/x.php to run the image, and
-                // any file the front end names would be read.
+                // any file the front end names would be read. Another
+                // program (a flup app, fcgiwrap) is given it as sent, as
+                // spawn-fcgi's are: nginx's stock fastcgi_params send it to
+                // every FastCGI app.
                 let path = std::path::Path::new(std::ffi::OsStr::from_bytes(file));
-                if !file.ends_with(SCRIPT_EXT) || !path.is_file() {
+                if backend.runs_php() && (!file.ends_with(SCRIPT_EXT) || !path.is_file()) {
                     return Lookup::Answer(Response::plain(404, "Not Found", "File not found.\n"));
                 }
                 return Lookup::Call(Box::new(Target {
