@@ -48,8 +48,16 @@ def test_proxy_headers_from_a_trusted_proxy(serve, wsgi_app):
     s = serve("--wsgi-file", wsgi_app, "--proxy-headers")
     seen = requests.get(s.url, headers=forwarded).json()
     assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("203.0.113.9", "https")
-    seen = requests.get(s.url, headers={"Forwarded": 'for="[2001:db8::7]:4711";proto=https'}).json()
-    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("2001:db8::7", "https")
+    # A hop with its port, as Azure and IIS ARR send it: the port is the
+    # client's, as uvicorn reads it.
+    seen = requests.get(s.url, headers={"X-Forwarded-For": "203.0.113.9:5555"}).json()
+    assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("203.0.113.9", "5555")
+    # A client's own Forwarded, which proxies pass on, names nothing: read,
+    # it let any client choose its address behind nginx (as uvicorn,
+    # Gunicorn and hypercorn, oxgate reads X-Forwarded-* alone).
+    seen = requests.get(s.url, headers={"Forwarded": 'for="[2001:db8::7]:4711";proto=https',
+                                        "X-Forwarded-Proto": "http"}).json()
+    assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("127.0.0.1", "http")
     s = asgi(serve, "--proxy-headers", "--forwarded-allow-ips", "10.0.0.0/8,127.0.0.0/8")
     scope = requests.get(s.url + "/scope", headers=forwarded).json()
     assert (scope["client"], scope["scheme"]) == (["203.0.113.9", 0], "https")

@@ -322,7 +322,7 @@ options! {
         .value("PATH")
         .help("The URL prefix a proxy that strips it serves the app under (uvicorn's --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it). A request that carries its own SCRIPT_NAME keeps it."),
     PROXY_HEADERS = OptDef::new("proxy-headers", Flag, App)
-        .help("Take the client's address and the scheme from X-Forwarded-For and X-Forwarded-Proto (or Forwarded) when the request comes from an address --forwarded-allow-ips trusts."),
+        .help("Take the client's address (and port, when the hop has one) and the scheme from X-Forwarded-For and X-Forwarded-Proto when the request comes from an address --forwarded-allow-ips trusts. Forwarded (RFC 7239) is not read, as uvicorn and Gunicorn do not read it: proxies pass a client's own on."),
     SECURE_SCHEME_HEADER = OptDef::new("secure-scheme-header", List, App)
         .value("NAME=VALUE")
         .help("From a proxy --forwarded-allow-ips trusts (or a unix socket), a request whose header NAME is VALUE is https, and one whose NAME has another value is http; headers that disagree get 400 (Gunicorn's secure_scheme_headers, whose three a Gunicorn config gets unless it sets its own)."),

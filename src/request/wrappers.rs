@@ -122,7 +122,9 @@ impl Trusted {
 
 /// `--proxy-headers`: behind a trusted proxy (`--forwarded-allow-ips`),
 /// the client's address and scheme come from `X-Forwarded-For` and
-/// `X-Forwarded-Proto`, or from `Forwarded` (RFC 7239).
+/// `X-Forwarded-Proto`, as uvicorn and Gunicorn read them. `Forwarded`
+/// (RFC 7239) is not read: proxies set X-Forwarded-* and pass a client's
+/// own `Forwarded` on, which would let the client name its address.
 pub struct ProxyHeaders {
     inner: Arc<dyn Handler>,
     trusted: Vec<Trusted>,
@@ -142,10 +144,10 @@ impl ProxyHeaders {
 
     /// The client of a chain of proxies: from the right, the first hop not
     /// trusted, else the leftmost (as uvicorn).
-    fn client<'a>(&self, hops: &[&'a str]) -> Option<&'a str> {
+    fn client<'a>(&self, hops: &[(&'a str, &'a str)]) -> Option<(&'a str, &'a str)> {
         hops.iter()
             .rev()
-            .find(|h| !self.trusts(h.as_bytes()))
+            .find(|(host, _)| !self.trusts(host.as_bytes()))
             .or(hops.first())
             .copied()
     }
@@ -160,10 +162,9 @@ impl ProxyHeaders {
                 .find(|(k, _)| k.as_bytes() == name)
                 .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_string))
         };
-        let mut client = None;
         // X-Forwarded-Proto counts on its own, as uvicorn reads it: a
         // proxy may set it without X-Forwarded-For.
-        let mut proto = header(vars, b"HTTP_X_FORWARDED_PROTO").map(|p| {
+        let proto = header(vars, b"HTTP_X_FORWARDED_PROTO").map(|p| {
             p.split(',')
                 .next()
                 .unwrap_or("")
@@ -171,33 +172,23 @@ impl ProxyHeaders {
                 .to_ascii_lowercase()
         });
         if let Some(xff) = header(vars, b"HTTP_X_FORWARDED_FOR") {
-            let hops: Vec<&str> = xff
+            // A hop may carry its port (Azure's and IIS ARR's
+            // `203.0.113.9:5555`), which uvicorn takes as the port.
+            let hops: Vec<(&str, &str)> = xff
                 .split(',')
                 .map(str::trim)
                 .filter(|h| !h.is_empty())
+                .map(split_port)
                 .collect();
-            client = self.client(&hops).map(str::to_string);
-        } else if let Some(fwd) = header(vars, b"HTTP_FORWARDED") {
-            let mut fors = Vec::new();
-            for element in fwd.split(',') {
-                for pair in element.split(';') {
-                    let Some((k, v)) = pair.trim().split_once('=') else {
-                        continue;
-                    };
-                    let v = v.trim().trim_matches('"');
-                    match k.trim().to_ascii_lowercase().as_str() {
-                        "for" => fors.push(v.to_string()),
-                        "proto" if proto.is_none() => proto = Some(v.to_ascii_lowercase()),
-                        _ => {}
-                    }
-                }
+            if let Some((host, port)) = self.client(&hops) {
+                let port = if port.parse::<u16>().is_ok() {
+                    port
+                } else {
+                    "0"
+                };
+                set(vars, Var::REMOTE_ADDR, Bytes::from(host.to_string()));
+                set(vars, Var::REMOTE_PORT, Bytes::from(port.to_string()));
             }
-            let hops: Vec<&str> = fors.iter().map(|f| strip_port(f)).collect();
-            client = self.client(&hops).map(str::to_string);
-        }
-        if let Some(c) = client {
-            set(vars, Var::REMOTE_ADDR, Bytes::from(c));
-            set(vars, Var::REMOTE_PORT, Bytes::from_static(b"0"));
         }
         match proto.as_deref() {
             Some("https" | "wss") => {
@@ -215,14 +206,18 @@ impl ProxyHeaders {
     }
 }
 
-/// `for=` values: `192.0.2.1:4711`, `"[2001:db8::1]:4711"`.
-fn strip_port(v: &str) -> &str {
+/// A hop's address and port: `192.0.2.1:4711`, `[2001:db8::1]:4711`; a bare
+/// IPv6 address has no port.
+fn split_port(v: &str) -> (&str, &str) {
     if let Some(rest) = v.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        return match rest.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':').unwrap_or("")),
+            None => (rest, ""),
+        };
     }
     match v.split_once(':') {
-        Some((host, port)) if !port.contains(':') => host,
-        _ => v,
+        Some((host, port)) if !port.contains(':') => (host, port),
+        _ => (v, ""),
     }
 }
 
@@ -495,15 +490,17 @@ mod tests {
             inner: Arc::new(Nothing),
             trusted: Trusted::parse_list("127.0.0.1,10.0.0.0/8").unwrap(),
         };
-        assert_eq!(p.client(&["1.2.3.4", "10.0.0.5"]), Some("1.2.3.4"));
-        assert_eq!(
-            p.client(&["6.6.6.6", "1.2.3.4", "10.0.0.5"]),
-            Some("1.2.3.4")
-        );
-        assert_eq!(p.client(&["10.0.0.7", "10.0.0.5"]), Some("10.0.0.7"));
-        assert_eq!(strip_port("[2001:db8::1]:4711"), "2001:db8::1");
-        assert_eq!(strip_port("192.0.2.1:4711"), "192.0.2.1");
-        assert_eq!(strip_port("2001:db8::1"), "2001:db8::1");
+        let bare = |hops: &[&'static str]| -> Option<&'static str> {
+            let hops: Vec<_> = hops.iter().map(|h| (*h, "")).collect();
+            p.client(&hops).map(|(host, _)| host)
+        };
+        assert_eq!(bare(&["1.2.3.4", "10.0.0.5"]), Some("1.2.3.4"));
+        assert_eq!(bare(&["6.6.6.6", "1.2.3.4", "10.0.0.5"]), Some("1.2.3.4"));
+        assert_eq!(bare(&["10.0.0.7", "10.0.0.5"]), Some("10.0.0.7"));
+        assert_eq!(split_port("[2001:db8::1]:4711"), ("2001:db8::1", "4711"));
+        assert_eq!(split_port("192.0.2.1:4711"), ("192.0.2.1", "4711"));
+        assert_eq!(split_port("2001:db8::1"), ("2001:db8::1", ""));
+        assert_eq!(split_port("[2001:db8::1]"), ("2001:db8::1", ""));
     }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(VarName, Bytes)> {
