@@ -18,6 +18,12 @@ pub fn main(args: Vec<OsString>) -> u8 {
     code
 }
 
+/// Writes to stdout, as `print!` would without its panic when stdout is
+/// closed (`oxgate --version | head -c1`): what was not read is dropped.
+fn out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
 fn run(args: Vec<OsString>) -> u8 {
     if args.first().is_some_and(|a| a == "top") {
         let rest: Option<Vec<String>> = args[1..]
@@ -44,12 +50,12 @@ fn run(args: Vec<OsString>) -> u8 {
         }
     };
     if let Some(help) = &loaded.help {
-        print!("{help}");
+        out(help);
         return 0;
     }
     let print_config = loaded.flag(&opt::PRINT_CONFIG);
     if print_config {
-        print!("{}", config::print_config(&loaded));
+        out(&config::print_config(&loaded));
     }
     let (warnings, errors) = loaded.problems();
     // `--log-level error` leaves the configuration's warnings out of a
@@ -134,22 +140,22 @@ fn run(args: Vec<OsString>) -> u8 {
     }
     match action {
         Action::Help => {
-            print!("{}", config::help_text());
+            out(&config::help_text());
             0
         }
         Action::Version => {
-            println!(
+            out(&format!(
                 "oxgate {}\n\
                  Python {}\n\
                  Apps: WSGI (PEP 3333); ASGI 3 (HTTP, WebSocket, lifespan)\n\
-                 Protocols: HTTP/1.1, uwsgi, FastCGI, SCGI",
+                 Protocols: HTTP/1.1, uwsgi, FastCGI, SCGI\n",
                 env!("CARGO_PKG_VERSION"),
                 python::describe_python(),
-            );
+            ));
             0
         }
         Action::Completions(script) => {
-            print!("{script}");
+            out(&script);
             0
         }
         Action::Control(what, pidfile) => match crate::process::send_control(what, &pidfile) {

@@ -63,7 +63,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => {
-                println!("{USAGE}");
+                use std::io::Write as _;
+                // Not println!, which panics on a closed stdout.
+                let _ = writeln!(std::io::stdout(), "{USAGE}");
                 return Ok(());
             }
             "-f" | "--frequency" => {

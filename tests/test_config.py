@@ -786,3 +786,18 @@ def test_command_line_values_as_uwsgi_expands_them(tmp_path):
     (tmp_path / "site.wsgi").write_text("")
     got = options(run("--http-socket", ":1", "site.wsgi", "--print-config", cwd=tmp_path).stdout)
     assert ("wsgi-file", "site.wsgi") in got, got
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("--print-config", "--http-socket", ":1", "--module", "m"),
+                                  ("top", "--help")])
+def test_output_into_a_closed_pipe_is_dropped_without_a_panic(args):
+    """`oxgate --version | head -c1` and the like: the reader has gone, and
+    what is left is dropped (it panicked, exit 101, and the pip-installed
+    command showed a PanicException traceback)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        p = subprocess.run([BIN, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        os.close(write_end)
+    assert p.returncode == 0 and "panicked" not in p.stderr, p.stderr
