@@ -118,3 +118,25 @@ def test_pip_installs_one_word_commands(tmp_path, command, args, first):
     p = oxgate(*args, "--print-config", program=program, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(first) and ("processes", "3") in settings(p.stdout)
+
+
+def test_uds_is_made_as_uvicorn_makes_it(tmp_path):
+    """--uds PATH is srw-rw-rw- whatever the umask, as uvicorn chmods it:
+    nginx, running as another user, connects. (It was the umask's
+    srw-rw----, and nginx got 502 after the switch.)"""
+    from helpers import wait_for
+    modes = {}
+    for name, program in {"oxgate": [BIN, "uvicorn"], "uvicorn": [str(VENV / "bin" / "uvicorn")]}.items():
+        path = tmp_path / f"{name}.sock"
+        proc = subprocess.Popen([*program, "asgi_raw:app", "--app-dir", str(APPS), "--uds", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                                preexec_fn=lambda: os.umask(0o027))
+        try:
+            wait_for(path.exists, what=f"{name}'s socket")
+            wait_for(lambda: path.stat().st_mode & 0o777 == 0o666 or proc.poll() is not None, timeout=5,
+                     what=f"{name}'s socket mode")
+            modes[name] = oct(path.stat().st_mode & 0o777)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert modes == {"oxgate": "0o666", "uvicorn": "0o666"}, modes

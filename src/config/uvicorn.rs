@@ -325,6 +325,9 @@ fn translate(
     push(&opt::MIN_WORKER_LIFETIME, "0".into(), &default);
 
     let socket = if let Some(path) = last("--uds") {
+        // uvicorn makes its socket srw-rw-rw- whatever the umask: nginx,
+        // running as another user, connects.
+        push(&opt::CHMOD_SOCKET, "666".into(), &origin);
         path
     } else if let Some(fd) = last("--fd") {
         // An inherited listening socket, taken over as it is.
@@ -625,6 +628,7 @@ mod tests {
     fn defaults_and_errors() {
         let c = read_args(&["main:app", "--no-proxy-headers", "--uds", "/run/a.sock"]).unwrap();
         assert_eq!(values(&c, &opt::HTTP_SOCKET), ["/run/a.sock"]);
+        assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["666"]);
         assert_eq!(values(&c, &opt::PROCESSES), ["2"], "$WEB_CONCURRENCY");
         assert!(values(&c, &opt::PROXY_HEADERS).is_empty());
         assert_eq!(
