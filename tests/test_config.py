@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import APPS, BIN, ROOT, VENV, run_fail
+from helpers import APPS, BIN, ROOT, VENV, run_fail, wait_for
 
 
 def run(*args, env=None, cwd=None):
@@ -560,6 +560,20 @@ def test_gunicorn_style(serve):
     s = serve("-w", "2", "procs:application", "--chdir", str(APPS))
     assert len(s.wait_workers(2)) == 2
     assert requests.get(s.url).status_code == 200
+
+
+def test_bind_is_read_as_gunicorn_reads_it(serve, tmp_path):
+    """`oxgate -b unix:PATH app:app`, as the docs show Gunicorn users: the
+    path, not a file named "unix:PATH" in a missing directory (it failed to
+    start), and `tcp://HOST:PORT`."""
+    sock = tmp_path / "app.sock"
+    serve("-b", f"unix:{sock}", "procs:application", "--chdir", str(APPS), socket_arg=False, wait=False)
+    wait_for(sock.exists, what="the unix socket")
+    out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"], capture_output=True, text=True,
+                         timeout=20).stdout
+    assert out.endswith(" v0"), out
+    s = serve("-b", "tcp://127.0.0.1:{port}", "procs:application", "--chdir", str(APPS), socket_arg=False)
+    assert requests.get(s.url, timeout=10).text.endswith(" v0")
 
 
 def test_seed_http_command_serves(tmp_path, serve):

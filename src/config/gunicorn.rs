@@ -1376,7 +1376,8 @@ fn translate(
 
 /// A Gunicorn bind: `HOST:PORT`, `HOST` (port 8000), `unix:PATH`, `[::1]:PORT`,
 /// `tcp://HOST:PORT`.
-fn bind_address(bind: &str) -> Result<String, ConfigError> {
+/// A Gunicorn bind as an oxgate socket address.
+pub(super) fn bind_address(bind: &str) -> Result<String, ConfigError> {
     let bind = bind.strip_prefix("tcp://").unwrap_or(bind);
     if let Some(path) = bind.strip_prefix("unix:") {
         return Ok(path.to_string());

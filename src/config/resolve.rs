@@ -621,7 +621,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     }
 
     let mut http_sockets = r.all(&opt::HTTP_SOCKET);
-    http_sockets.extend(r.all(&opt::BIND));
+    // -b/--bind is read as Gunicorn reads it: `unix:PATH`, `tcp://`, a
+    // host alone on port 8000.
+    for bind in r.all(&opt::BIND) {
+        http_sockets.push(super::gunicorn::bind_address(&bind)?);
+    }
     let mut uwsgi_sockets = r.all(&opt::UWSGI_SOCKET);
     let mut scgi_sockets = r.all(&opt::SCGI_SOCKET);
     let mut fastcgi_sockets = r.all(&opt::FASTCGI_SOCKET);
