@@ -574,10 +574,30 @@ def test_a_failed_startup_stops_the_server(serve, tmp_path):
         assert says in err
 
 
-def test_a_failed_startup_with_lazy_apps_backs_off(serve, tmp_path):
-    s = asgi(serve, "asgi_raw:app", "--lazy-apps", env={"ASGI_STARTUP_FAILED": "1"})
+def test_a_failed_startup_with_lazy_apps_stops_until_a_worker_was_ready(serve, tmp_path):
+    """With --lazy-apps, and so under uvicorn's command line, a startup that
+    fails before any worker was ready stops the server, as uvicorn (exit 3)
+    and Gunicorn stop: it was retried forever, the port bound with nothing
+    behind it. Once one was ready, a worker whose startup fails is tried
+    again, with back-off, while the others serve."""
+    env = {"ASGI_STARTUP_FAILED": "1"}
+    code, err = run_fail("--http-socket", f"127.0.0.1:{free_port()}", "--home", str(VENV), "--chdir", str(APPS),
+                         "--module", "asgi_raw:app", "--lazy-apps", "--processes", "2", env=env, timeout=60)
+    assert code != 0 and "application startup failed: no config" in err and "startup failed" in err, err
+    code, err = run_fail("uvicorn", "asgi_raw:app", "--app-dir", str(APPS), "--port", str(free_port()),
+                         env=env, timeout=60)
+    assert code != 0 and "no config" in err, err
+    peer = subprocess.run([str(VENV / "bin" / "uvicorn"), "asgi_raw:app", "--app-dir", str(APPS),
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert peer.returncode == 3, peer.stderr
+    flag = tmp_path / "fail-from-now"
+    s = asgi(serve, "asgi_raw:app", "--lazy-apps", "--processes", "2", env={"ASGI_STARTUP_FAILED_IF": str(flag)})
+    pids = s.wait_workers(2)
+    flag.touch()
+    os.kill(pids[0], signal.SIGKILL)
     s.wait_log("next start in")
-    assert s.proc.poll() is None
+    assert s.proc.poll() is None and requests.get(s.url + "/scope", timeout=10).status_code == 200
 
 
 def test_lifespan_auto_serves_an_app_without_it(serve, tmp_path):

@@ -25,6 +25,11 @@ pub const EXIT_APP_LOAD: i32 = 22;
 /// A worker's exit status when the app's ASGI lifespan startup failed (as
 /// uvicorn's): preloaded, it would fail in every worker, so the server stops.
 pub const EXIT_APP_STARTUP: i32 = 3;
+/// The same with `--lazy-apps`, where one worker's startup may fail alone
+/// (a database not yet up): the server stops only if no worker has ever
+/// been ready, as uvicorn and Gunicorn stop when their first fails; after
+/// that, the worker is started again with back-off.
+pub const EXIT_LAZY_STARTUP: i32 = 4;
 
 /// The back-off after `failures` quick deaths in a row: 0.2 s, doubling,
 /// up to `MAX_BACKOFF`.
@@ -505,7 +510,9 @@ impl Supervisor {
             self.begin_stop(fx, now);
             return;
         }
-        if exit == Exit::Code(EXIT_APP_STARTUP) {
+        if exit == Exit::Code(EXIT_APP_STARTUP)
+            || (exit == Exit::Code(EXIT_LAZY_STARTUP) && !self.ever_ready)
+        {
             self.fatal = Some("the app's startup failed (see above)".into());
             fx.notify("STOPPING=1");
             self.begin_stop(fx, now);

@@ -660,6 +660,24 @@ fn a_fatal_app_error_stops_without_draining() {
 }
 
 #[test]
+fn a_lazy_startup_failure_stops_only_before_any_worker_was_ready() {
+    // Before: nothing can serve, and the port would stay bound with
+    // nothing behind it (uvicorn and Gunicorn stop).
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), false, t0);
+    let mut fx = Fake::default();
+    sup.tick(&mut fx, t0);
+    let pid = fx.spawned[0].1;
+    sup.exited(pid, exit_status(EXIT_LAZY_STARTUP), &mut fx, t0);
+    assert!(sup.fatal.is_some() && sup.workers_stopping());
+    // After: the others serve, and this one is tried again.
+    let (mut sup, mut fx, t) = running(2, limits());
+    let pid = pids(&sup)[0];
+    sup.exited(pid, exit_status(EXIT_LAZY_STARTUP), &mut fx, t);
+    assert!(sup.fatal.is_none() && !sup.workers_stopping());
+}
+
+#[test]
 fn deaths_soon_after_readiness_still_back_off() {
     // A worker that becomes ready and dies 0.4 s later is as broken as one
     // that never gets ready: its restarts wait longer each time.

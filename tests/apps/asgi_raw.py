@@ -19,7 +19,8 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if os.environ.get("ASGI_STARTUP_FAILED"):
+                failed_if = os.environ.get("ASGI_STARTUP_FAILED_IF")
+                if os.environ.get("ASGI_STARTUP_FAILED") or (failed_if and os.path.exists(failed_if)):
                     await send({"type": "lifespan.startup.failed", "message": "no config"})
                     return
                 scope["state"]["started"] = os.getpid()
