@@ -282,6 +282,48 @@ def test_a_client_that_leaves_mid_stream_is_an_http_disconnect(serve, tmp_path):
     assert requests.get(s.url + "/").text == "hello GET"
 
 
+def test_a_client_that_leaves_a_long_poll_behind_nginxs_gateways_is_an_http_disconnect(serve, tmp_path):
+    """Behind uwsgi_pass, scgi_pass and fastcgi_pass (kept or not), nginx
+    closes its connection when its client leaves: the app's waiting
+    receive() says http.disconnect, as over HTTP. (It never returned: a
+    long-poll ran on, holding its task and socket, and a stop waited.) A
+    FastCGI abort does the same, and the kept connection serves on."""
+    from helpers import fcgi_request, read_records, rec
+    ports = {name: free_port() for name in ("uwsgi", "scgi", "fastcgi")}
+    s = asgi(serve, "asgi_raw:app", "--uwsgi-socket", f"127.0.0.1:{ports['uwsgi']}",
+             "--scgi-socket", f"127.0.0.1:{ports['scgi']}", "--fastcgi-socket", f"127.0.0.1:{ports['fastcgi']}",
+             env={"ASGI_MARKERS": str(tmp_path)})
+    # /u/longpoll reaches the app as /longpoll over uwsgi, and so on.
+    server = "".join(
+        f"location /{prefix}/ {{ rewrite ^/{prefix}(/.*)$ $1 break; include /etc/nginx/{params}; {passing} }}"
+        for prefix, params, passing in [
+            ("u", "uwsgi_params", f"uwsgi_pass 127.0.0.1:{ports['uwsgi']};"),
+            ("s", "scgi_params", f"scgi_pass 127.0.0.1:{ports['scgi']};"),
+            ("f", "fastcgi_params", f"fastcgi_pass 127.0.0.1:{ports['fastcgi']};"),
+            ("k", "fastcgi_params", "fastcgi_pass kept; fastcgi_keep_conn on;")])
+    upstream = f"upstream kept {{ server 127.0.0.1:{ports['fastcgi']}; keepalive 4; }}"
+    with nginx_serving(tmp_path, server, http=upstream) as port:
+        for prefix in ("u", "s", "f", "k"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(f"GET /{prefix}/longpoll?{prefix} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                time.sleep(0.6)  # past the wait before a connection is watched
+            marker = tmp_path / f"longpoll-{prefix}"
+            wait_for(marker.exists, what=f"the app seeing the client leave ({prefix})")
+            assert marker.read_text() == "http.disconnect", prefix
+        assert requests.get(f"http://127.0.0.1:{port}/u/", timeout=10).text == "hello GET"
+    params = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", ""), ("PATH_INFO", "/longpoll"), ("QUERY_STRING", "abort"),
+              ("SERVER_NAME", "x"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")]
+    with socket.create_connection(("127.0.0.1", ports["fastcgi"]), timeout=10) as c:
+        c.sendall(fcgi_request(1, params, keep=True))
+        time.sleep(0.6)
+        c.sendall(rec(2, 1))  # FCGI_ABORT_REQUEST
+        assert [r[0] for r in read_records(c)] == [3]  # END_REQUEST alone
+        wait_for((tmp_path / "longpoll-abort").exists, what="the app seeing the abort")
+        assert (tmp_path / "longpoll-abort").read_text() == "http.disconnect"
+        c.sendall(fcgi_request(2, [p if p[0] != "PATH_INFO" else ("PATH_INFO", "/") for p in params], keep=True))
+        assert any(r[0] == 6 and b"hello GET" in r[2] for r in read_records(c))
+
+
 def test_an_apps_own_error_after_the_client_left_is_logged(serve):
     """The OSError a send() raises once the client is gone is not logged
     (the app's error is about that), but an error of the app's own after

@@ -205,6 +205,15 @@ async def app(scope, receive, send):
         with open(path + ".part", "w") as f:
             f.write(message["type"])
         os.replace(path + ".part", path)
+    elif path == "/longpoll":
+        # Waits for an event that never comes: only the client leaving ends
+        # it. Notes what receive() said in MARKERS/longpoll-<query>.
+        await receive()  # the (empty) body
+        message = await receive()
+        path = os.path.join(MARKERS, "longpoll-" + scope["query_string"].decode())
+        with open(path + ".part", "w") as f:
+            f.write(message["type"])
+        os.replace(path + ".part", path)
     elif path == "/late-reader":
         # Busy for a while (a database call) before it reads the body.
         await asyncio.sleep(float(scope["query_string"] or b"1"))

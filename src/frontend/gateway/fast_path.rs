@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::files::SocketFiles;
 use super::oneshot::{OneShot, Parsed, parse_head, serve};
 use super::response::{response_head, status_line_version, write_response};
-use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+use super::settings::{GatewaySettings, INLINE_BODY_MAX, WATCH_AFTER};
 use super::stall::StallGuard;
 
 /// A connection accepted as a raw descriptor: nothing registered with the
@@ -94,17 +94,39 @@ pub async fn serve_fast(
         RequestBody::Full(probe.split_to(len).freeze())
     };
     let version = status_line_version(&vars);
-    let response = host
-        .handle(Request {
-            vars,
-            body,
-            is_head,
-            protocol,
-            upgradable: false,
-            early_hints: None,
-            repeated_headers,
-        })
-        .await;
+    let mut answering = std::pin::pin!(host.handle(Request {
+        vars,
+        body,
+        is_head,
+        protocol,
+        upgradable: false,
+        early_hints: None,
+        repeated_headers,
+    }));
+    // An app that takes long (a long-poll, a slow query) is watched for the
+    // web server closing the connection, as its client left: the
+    // connection joins the event loop then, not for every request.
+    let response = tokio::select! {
+        biased;
+        response = &mut answering => response,
+        () = tokio::time::sleep(WATCH_AFTER) => {
+            match conn {
+                RawConn::Tcp(fd) => {
+                    if let Ok(s) = tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)) {
+                        answer_watched(s, answering, protocol, &version, &settings).await;
+                    }
+                }
+                RawConn::Unix(fd) => {
+                    if let Ok(s) = tokio::net::UnixStream::from_std(
+                        std::os::unix::net::UnixStream::from(fd),
+                    ) {
+                        answer_watched(s, answering, protocol, &version, &settings).await;
+                    }
+                }
+            }
+            return;
+        }
+    };
     // A whole response in one buffer goes out with one non-blocking send.
     let whole = match &response.body {
         // Never upgradable: no session to run.
@@ -145,6 +167,31 @@ pub async fn serve_fast(
         let mut files = unsafe { SocketFiles::new(fd) }.with_stall_timeout(settings.timeout);
         write_response(&mut wr, &mut files, protocol, &version, response).await;
     }
+}
+
+/// The rest of a request whose app is taking long, on the connection now
+/// in the event loop: its answer, unless the web server closes first.
+async fn answer_watched<S>(
+    stream: S,
+    answering: std::pin::Pin<
+        &mut (impl std::future::Future<Output = crate::request::Response> + ?Sized),
+    >,
+    protocol: crate::listen::Protocol,
+    version: &[u8],
+    settings: &GatewaySettings,
+) where
+    S: tokio::io::AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin,
+{
+    // SAFETY: `files` is used only below, while `wr` holds the stream that
+    // owns the socket.
+    let mut files =
+        unsafe { SocketFiles::new(stream.as_raw_fd()) }.with_stall_timeout(settings.timeout);
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut wr = StallGuard::new(wr, settings.timeout);
+    super::oneshot::answer_unless_closed(
+        &mut rd, &mut wr, &mut files, answering, protocol, version,
+    )
+    .await;
 }
 
 /// The connection as an event-loop stream, to await what would block.

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use super::files::{CALL_MAX, SocketFiles};
 use super::response::{next_chunk, response_head};
-use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+use super::settings::{GatewaySettings, INLINE_BODY_MAX, WATCH_AFTER};
 
 /// Reads FastCGI records from the connection; shared by the connection
 /// loop and a request body still arriving.
@@ -198,6 +198,33 @@ async fn next_own<R: AsyncRead, W: AsyncWrite + Unpin>(
         Some(Sorted::Other) => Next::Other,
         Some(Sorted::Ours(rec)) => Next::Own(rec),
     })
+}
+
+/// How the web server gave up a request whose app is at work.
+enum Left {
+    Aborted,
+    Closed,
+}
+
+/// Returns when the web server aborts request `id` or closes the
+/// connection; other records are answered meanwhile (in `control`).
+/// Waits as long as the app takes: no --socket-timeout here.
+async fn front_end_left<R: AsyncRead>(reader: &SharedReader<R>, id: u16) -> Left {
+    let mut r = reader.lock().await;
+    loop {
+        match fastcgi::parse_record(&mut r.buf) {
+            Ok(Some(rec)) => {
+                if let Sorted::Aborted = r.sort(rec, id) {
+                    return Left::Aborted;
+                }
+            }
+            Ok(None) => match r.next_request().await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Left::Closed,
+            },
+            Err(_) => return Left::Closed,
+        }
+    }
 }
 
 pub(super) type SharedReader<R> = Arc<tokio::sync::Mutex<FcgiReader<R>>>;
@@ -495,17 +522,49 @@ where
     let response = match refused {
         Some(r) => r,
         None => {
-            host.clone()
-                .handle(Request {
-                    vars,
-                    body,
-                    is_head,
-                    protocol: Protocol::Fastcgi,
-                    upgradable: false,
-                    early_hints: None,
-                    repeated_headers,
-                })
-                .await
+            let answering = host.clone().handle(Request {
+                vars,
+                body,
+                is_head,
+                protocol: Protocol::Fastcgi,
+                upgradable: false,
+                early_hints: None,
+                repeated_headers,
+            });
+            let mut answering = std::pin::pin!(answering);
+            let quick = tokio::select! {
+                biased;
+                response = &mut answering => Some(response),
+                () = tokio::time::sleep(WATCH_AFTER) => None,
+            };
+            if let Some(response) = quick {
+                response
+            } else if stdin_done {
+                // The whole request is in: while the app works, the web
+                // server's abort (FCGI_ABORT_REQUEST) or close, as its
+                // client left, drops the request, as hyper drops it when
+                // an HTTP client leaves (an ASGI app's receive() says
+                // http.disconnect; a long-poll ends). A streamed body's
+                // reads see them themselves.
+                tokio::select! {
+                    biased;
+                    response = &mut answering => response,
+                    left = front_end_left(reader, id) => {
+                        return match left {
+                            Left::Aborted => {
+                                let mut out = Vec::new();
+                                owed(&control, &mut out);
+                                fastcgi::end_request(&mut out, id, 0, fastcgi::REQUEST_COMPLETE);
+                                wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                                Ok(keep)
+                            }
+                            Left::Closed => Ok(false),
+                        };
+                    }
+                }
+            } else {
+                answering.await
+            }
         }
     };
     // STDOUT: a CGI response, then the empty STDOUT and END_REQUEST.

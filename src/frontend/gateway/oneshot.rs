@@ -199,17 +199,16 @@ pub async fn serve<S>(
     } else {
         let prefix = buf.split().freeze();
         let prefix = prefix.slice(..prefix.len().min(len as usize));
-        RequestBody::Stream(BodyStream::new(SocketBody {
+        let body = RequestBody::Stream(BodyStream::new(SocketBody {
             rd: Some(rd),
             remaining: len - prefix.len() as u64,
             pending: (!prefix.is_empty()).then_some(prefix),
             timeout: settings.timeout,
             sleep: None,
-        }))
-    };
-    let version = status_line_version(&vars);
-    let response = host
-        .handle(Request {
+        }));
+        // The body holds the reading side: a close is seen by its reads.
+        let version = status_line_version(&vars);
+        let request = Request {
             vars,
             body,
             is_head,
@@ -217,9 +216,65 @@ pub async fn serve<S>(
             upgradable: false,
             early_hints: None,
             repeated_headers,
-        })
-        .await;
-    write_response(&mut wr, &mut files, protocol, &version, response).await;
+        };
+        let response = host.handle(request).await;
+        write_response(&mut wr, &mut files, protocol, &version, response).await;
+        return;
+    };
+    let version = status_line_version(&vars);
+    let request = Request {
+        vars,
+        body,
+        is_head,
+        protocol,
+        upgradable: false,
+        early_hints: None,
+        repeated_headers,
+    };
+    // The whole request is in: nothing more comes on a one-request
+    // connection, so its reading side ending is the web server closing it,
+    // as nginx does when its client leaves. The app's request is dropped
+    // then, as hyper drops it when an HTTP client leaves: an ASGI app's
+    // receive() says http.disconnect, and a long-poll ends.
+    let answering = std::pin::pin!(host.handle(request));
+    answer_unless_closed(&mut rd, &mut wr, &mut files, answering, protocol, &version).await;
+}
+
+/// The app's answer, written, unless the web server closes the connection
+/// first: then the request is dropped (and with it the response's body).
+pub(super) async fn answer_unless_closed<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    files: &mut SocketFiles,
+    answering: std::pin::Pin<&mut (impl Future<Output = Response> + ?Sized)>,
+    protocol: Protocol,
+    version: &[u8],
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        response = answering => {
+            tokio::select! {
+                biased;
+                () = write_response(wr, files, protocol, version, response) => {}
+                () = front_end_closed(rd) => {}
+            }
+        }
+        () = front_end_closed(rd) => {}
+    }
+}
+
+/// Returns when the web server closes its side of a connection that has
+/// nothing more to send (stray bytes after the request are let go).
+async fn front_end_closed<R: AsyncRead + Unpin>(rd: &mut R) {
+    let mut stray = [0u8; 512];
+    while let Ok(n) = rd.read(&mut stray).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// A body after the vars: exactly CONTENT_LENGTH bytes from the socket.
