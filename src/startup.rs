@@ -256,15 +256,35 @@ pub fn run(cfg: Config) -> Result<(), String> {
         carry_on(&inherited, process::write_pidfile(pidfile))?;
     }
 
+    // What --vacuum may remove at the end: the socket files as they are
+    // now, which another server may have replaced by then.
+    let bound = p.vacuum.then(|| bound_unix_sockets(&listeners));
     let result = if p.master {
         master::run(&cfg, listeners, inherited)
     } else {
         single(&cfg, listeners)
     };
-    if p.vacuum {
-        vacuum(&cfg);
+    if let Some(bound) = bound {
+        vacuum(&cfg, &bound);
     }
     result
+}
+
+/// The unix socket paths of `listeners`, with the file each is now.
+fn bound_unix_sockets(listeners: &[Socket]) -> Vec<(std::path::PathBuf, (u64, u64))> {
+    use std::os::unix::fs::MetadataExt;
+    let start = process::start_dir();
+    listeners
+        .iter()
+        .filter_map(|s| match &s.addr {
+            Address::Unix(path) => {
+                let path = start.join(path);
+                let meta = std::fs::metadata(&path).ok()?;
+                Some((path, (meta.dev(), meta.ino())))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `--check-app`: imports the apps as a worker would, in this process,
@@ -334,26 +354,45 @@ fn one_socket_per_address(
 /// it created them: a relative path from the directory oxgate started in
 /// (or, for --pidfile2, written after it, from --chdir's), not from the
 /// one it is in now, where a file of that name may be someone else's.
-pub fn vacuum(cfg: &Config) {
+/// A socket file that is no longer the one bound (another server started
+/// on the same path) and a pidfile naming another process are left, as
+/// uWSGI leaves them: removing them cut the other server off.
+pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
+    use std::os::unix::fs::MetadataExt;
     let start = process::start_dir();
     let chdir = cfg.chdir.as_ref().map_or(start.clone(), |d| start.join(d));
-    for spec in cfg
-        .http_sockets
-        .iter()
-        .chain(cfg.https_sockets.iter().map(|s| &s.addr))
-        .chain(&cfg.uwsgi_sockets)
-        .chain(&cfg.scgi_sockets)
-        .chain(&cfg.fastcgi_sockets)
-    {
-        if let Ok(Address::Unix(path)) = listen::parse(spec) {
-            let _ = std::fs::remove_file(start.join(path));
+    let remove = |path: &std::path::Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            crate::say!("oxgate: --vacuum: cannot remove {}: {e}", path.display());
+        }
+        _ => {}
+    };
+    for (path, file) in bound {
+        match std::fs::metadata(path) {
+            Ok(now) if (now.dev(), now.ino()) == *file => remove(path),
+            Ok(_) => crate::say!(
+                "oxgate: --vacuum: {} is another socket now (another server's?): left in place",
+                path.display()
+            ),
+            Err(_) => {}
         }
     }
-    if let Some(f) = &cfg.process.pidfile {
-        let _ = std::fs::remove_file(start.join(f));
-    }
-    if let Some(f) = &cfg.process.pidfile2 {
-        let _ = std::fs::remove_file(chdir.join(f));
+    let ours = std::process::id().to_string();
+    for path in [
+        cfg.process.pidfile.as_ref().map(|f| start.join(f)),
+        cfg.process.pidfile2.as_ref().map(|f| chdir.join(f)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        match std::fs::read_to_string(&path) {
+            Ok(pid) if pid.trim() == ours => remove(&path),
+            Ok(_) => crate::say!(
+                "oxgate: --vacuum: {} names another process now: left in place",
+                path.display()
+            ),
+            Err(_) => {}
+        }
     }
 }
 

@@ -220,6 +220,40 @@ def test_vacuum_removes_relative_paths_where_they_were_made(tmp_path):
     assert (tmp_path / "rel.sock").read_text() == "precious\n"
 
 
+def test_vacuum_leaves_a_socket_and_pidfile_another_server_has_taken(tmp_path):
+    """A second server started on the same socket path and pidfile takes
+    them over (as uWSGI's does): when the first stops, its vacuum leaves
+    them, as uWSGI's ("changed inode. Skip removal"). It removed them, and
+    the second server could no longer be reached."""
+    shutil.copy(APPS / "echo.py", tmp_path / "echo.py")
+    sock, pid = tmp_path / "s.sock", tmp_path / "p.pid"
+    args = [BIN, "--http-socket", str(sock), "--wsgi-file", "echo.py", "--pidfile", str(pid), "--vacuum",
+            "--processes", "1"]
+    logs = [open(tmp_path / f"{n}.log", "wb") for n in ("first", "second")]
+    first = subprocess.Popen(args, cwd=tmp_path, stdout=logs[0], stderr=subprocess.STDOUT)
+    second = None
+    try:
+        wait_for(lambda: pid.exists() and pid.read_text().strip() == str(first.pid), what="the first pidfile")
+        ino = sock.stat().st_ino
+        second = subprocess.Popen(args, cwd=tmp_path, stdout=logs[1], stderr=subprocess.STDOUT)
+        wait_for(lambda: sock.exists() and sock.stat().st_ino != ino and pid.read_text().strip() == str(second.pid),
+                 what="the second server on the same path")
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=30) == 0
+        assert sock.is_socket() and pid.read_text().strip() == str(second.pid)
+        out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"], capture_output=True,
+                             timeout=20)
+        assert out.returncode == 0 and out.stdout, out
+        assert "another socket now" in (tmp_path / "first.log").read_text()
+    finally:
+        for p in (first, second):
+            if p and p.poll() is None:
+                p.terminate()
+                p.wait(timeout=30)
+    # The second's own vacuum removes them.
+    assert not sock.exists() and not pid.exists()
+
+
 @pytest.mark.parametrize("opt,done", [("--touch-reload", "graceful reload done"),
                                       ("--touch-chain-reload", "chain reload done")])
 def test_touch_reload(serve, app_dir, tmp_path, opt, done):
