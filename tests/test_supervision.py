@@ -72,6 +72,35 @@ def test_harakiri_kills_a_stuck_worker_with_its_stack(serve, app_dir):
     assert fresh(s.url).status_code == 200
 
 
+def test_harakiri_names_every_request_its_kill_cuts(serve, app_dir):
+    """With threads, the kill cuts the worker's other requests too: the
+    HARAKIRI line names them, as uWSGI names each core's (only the longest
+    was named; the others' clients got an empty reply and the log nothing)."""
+    import concurrent.futures
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--threads", "4", "--harakiri", "2")
+    s.wait_workers(1)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(fresh, s.url + "/sleep?30", timeout=30)
+        time.sleep(0.5)  # (the order of the two, for the names' places)
+        second = pool.submit(fresh, s.url + "/sleep?29", timeout=30)
+        for f in (first, second):
+            with pytest.raises(requests.RequestException):
+                f.result()
+    s.wait_log("by harakiri")
+    harakiri = [line for line in s.log().splitlines() if "HARAKIRI:" in line]
+    assert harakiri and "GET /sleep?30" in harakiri[0] and "cutting too: GET /sleep?29" in harakiri[0], harakiri
+
+
+def test_a_worker_dying_as_it_loads_the_app_is_not_said_to_be_idle(serve, tmp_path):
+    """With --lazy-apps, a worker that dies importing the app died loading
+    it (it was said to have died "while idle")."""
+    (tmp_path / "dies.py").write_text("import os\nos.abort()\n")
+    s = serve("--wsgi-file", str(tmp_path / "dies.py"), "--lazy-apps", "--processes", "1", wait=False)
+    s.wait_log("next start in")
+    line = next(line for line in s.log().splitlines() if "SIGABRT" in line)
+    assert "before it was ready" in line and "while idle" not in line, line
+
+
 def test_max_requests_recycles_without_failures(serve, app_dir):
     # (--min-worker-lifetime 0: without it, a worker is replaced only after
     # its first 10 s, as in uWSGI; test_max_requests_waits_for_the_min_lifetime.)
@@ -104,6 +133,17 @@ def test_recycling_under_keep_alive_load_loses_nothing(serve, app_dir, recycle):
     done, bad = failures(under_load(s.url + "/", recycles, connections=20))
     assert done > 1000
     assert bad == 0
+
+
+def test_max_requests_delta_adds_nothing_to_the_first_worker_as_in_uwsgi(serve, app_dir):
+    """uWSGI gives worker i N + (i-1)·D requests: worker 1 stops after N.
+    (It got N + D: every worker's limit was D higher than uWSGI's.)"""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--max-requests", "3",
+              "--max-requests-delta", "4", "--min-worker-lifetime", "0")
+    (first,) = s.wait_workers(1)
+    for _ in range(3):
+        assert requests.get(s.url, timeout=10).ok
+    wait_for(lambda: "served 3 requests (--max-requests)" in s.log(), what="worker 1 replaced after 3", show=s.log)
 
 
 def test_max_requests_waits_for_the_min_lifetime(serve, app_dir):

@@ -82,7 +82,7 @@ complete -c oxgate -l quick-stop-on-int -d 'SIGINT and SIGQUIT stop at once, as 
 complete -c oxgate -l harakiri -x -d 'Kill a worker whose request runs longer than SECONDS, after logging the request and its Python stack'
 complete -c oxgate -l harakiri-verbose -d 'oxgate\'s harakiri log is always verbose'
 complete -c oxgate -l max-requests -x -d 'Replace a worker after it served N requests (its replacement is ready before it stops)'
-complete -c oxgate -l max-requests-delta -x -d 'Add worker_id * N to --max-requests, so workers are not all replaced at once'
+complete -c oxgate -l max-requests-delta -x -d 'Add (worker_id - 1) * N to --max-requests, as uWSGI does, so workers are not all replaced at once'
 complete -c oxgate -l max-requests-jitter -x -d 'Add a random 0 to N to each worker\'s --max-requests, drawn anew for each worker, so workers are not all replaced at once'
 complete -c oxgate -l max-worker-lifetime -x -d 'Replace a worker after it has run SECONDS'
 complete -c oxgate -l reload-on-rss -x -d 'Replace a worker gracefully when its resident memory exceeds MB'

@@ -406,7 +406,7 @@ options! {
     MAX_REQUESTS_DELTA = OptDef::new("max-requests-delta", Int, Process)
         .value("N")
         .defaults_to("0")
-        .help("Add worker_id * N to --max-requests, so workers are not all replaced at once."),
+        .help("Add (worker_id - 1) * N to --max-requests, as uWSGI does, so workers are not all replaced at once."),
     MAX_REQUESTS_JITTER = OptDef::new("max-requests-jitter", Int, Process)
         .value("N")
         .defaults_to("0")

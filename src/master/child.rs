@@ -181,7 +181,11 @@ pub fn run(s: Setup<'_>) -> ! {
         slot: s.slot,
         max_requests: p
             .max_requests
-            .map(|n| n + u64::from(s.id) * p.max_requests_delta + jitter(p.max_requests_jitter)),
+            // uWSGI's (id - 1) · delta: worker 1 stops at N.
+            .map(|n| {
+                n + u64::from(s.id.saturating_sub(1)) * p.max_requests_delta
+                    + jitter(p.max_requests_jitter)
+            }),
         log: s
             .cfg
             .log

@@ -471,7 +471,11 @@ impl Supervisor {
             return;
         } else {
             let running = fx.running(&w);
-            let doing = if running.is_empty() {
+            let doing = if !w.ready {
+                // Never ready: it died loading the app (--lazy-apps) or
+                // starting, not idle.
+                "before it was ready (loading or starting the app)".to_string()
+            } else if running.is_empty() {
                 "while idle".to_string()
             } else {
                 format!("while running {}", running.join("; "))
@@ -594,12 +598,21 @@ impl Supervisor {
             if let Some(limit) = limits.harakiri
                 && let Some((ran, info)) = fx.longest_request(w).filter(|(ran, _)| *ran > limit)
             {
+                // With threads, the kill cuts the worker's other requests
+                // too: each is named, as uWSGI names every core's.
+                let others: Vec<String> =
+                    fx.running(w).into_iter().filter(|r| *r != info).collect();
                 fx.say(format!(
-                    "oxgate: HARAKIRI: worker {} (pid {}) has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed",
+                    "oxgate: HARAKIRI: worker {} (pid {}) has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed{}",
                     w.id,
                     w.pid,
                     ran.as_secs_f64(),
-                    limit.as_secs()
+                    limit.as_secs(),
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", cutting too: {}", others.join("; "))
+                    }
                 ));
                 fx.harakiri(w.id);
                 let asked = matches!(w.stop, Stop::Asked { .. });
