@@ -13,7 +13,8 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ECHO, INSTALLED, VENV, alive, free_port, fresh, listens, run_fail, wait_for
+from helpers import (APPS, BIN, ECHO, INSTALLED, VENV, alive, free_port, fresh, listens, process_state, run_fail,
+                     wait_for)
 
 
 def test_a_mercy_of_any_size_is_a_stop_not_a_panic(serve, app_dir):
@@ -623,3 +624,16 @@ def test_a_stop_during_a_reloads_import_lets_the_old_workers_finish(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_sigtstp_does_not_freeze_the_master(serve):
+    """A stray `kill -TSTP` (or ^Z) froze the master: its workers served
+    on unsupervised and a stop stayed pending for ever. It is ignored, and
+    the stop that follows stops."""
+    s = serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "1")
+    s.wait_workers(1)
+    os.kill(s.proc.pid, signal.SIGTSTP)
+    time.sleep(0.3)
+    assert process_state(s.proc.pid) != "T"
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=30) == 0

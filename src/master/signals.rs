@@ -121,6 +121,11 @@ impl SignalPipe {
             };
             ids.push(id.map_err(|e| format!("cannot handle signal {sig}: {e}"))?);
         }
+        // SIGTSTP (^Z, or a stray `kill -TSTP`) would freeze the master,
+        // its stop signals then pending for ever while the workers serve
+        // unsupervised. uWSGI takes it; here it is ignored.
+        // SAFETY: setting a disposition to SIG_IGN runs no code of ours.
+        unsafe { libc::signal(libc::SIGTSTP, libc::SIG_IGN) };
         let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled_set()), None);
         Ok(SignalPipe {
             read,
