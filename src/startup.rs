@@ -443,6 +443,25 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             "oxgate: warning: --stats, --metrics and --statsd-host are the master's; --no-master has none"
         );
     }
+    let p = &cfg.process;
+    let masters: Vec<&str> = [
+        (p.processes > 1, "--processes"),
+        (p.harakiri.is_some(), "--harakiri"),
+        (p.max_requests.is_some(), "--max-requests"),
+        (p.max_worker_lifetime.is_some(), "--max-worker-lifetime"),
+        (p.reload_on_rss.is_some(), "--reload-on-rss"),
+        (p.evil_reload_on_rss.is_some(), "--evil-reload-on-rss"),
+        (p.reload_on_as.is_some(), "--reload-on-as"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .collect();
+    if !masters.is_empty() {
+        crate::say!(
+            "oxgate: warning: {} need the master, which starts, watches and replaces workers; --no-master serves in this one process without them",
+            masters.join(", ")
+        );
+    }
     apps.start(None)?;
     if cfg.log.active() {
         apps.set_observer(Arc::new(SingleLog {

@@ -637,3 +637,15 @@ def test_sigtstp_does_not_freeze_the_master(serve):
     assert process_state(s.proc.pid) != "T"
     s.proc.send_signal(signal.SIGINT)
     assert s.proc.wait(timeout=30) == 0
+
+
+def test_no_master_says_which_options_it_cannot_keep(serve):
+    """--no-master serves in one process, with no one to watch it: the
+    options that need the master are named at start (they were silently
+    without effect; --harakiri let a request run on)."""
+    s = serve("--wsgi-file", str(APPS / "procs.py"), "--no-master", "--processes", "3", "--harakiri", "2",
+              "--max-requests", "100")
+    s.wait_log("need the master")
+    line = next(line for line in s.log().splitlines() if "need the master" in line)
+    assert "--processes, --harakiri, --max-requests need the master" in line, line
+    assert requests.get(s.url, timeout=10).ok
