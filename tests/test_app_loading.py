@@ -314,6 +314,36 @@ def test_an_http_client_cannot_name_an_app_even_with_vhost(serve, tmp_path):
     assert "--vhost: loaded the app" not in s.log()
 
 
+def test_vhost_sites_in_one_worker_keep_their_own_directory_and_modules(serve, tmp_path):
+    """Two sites with the same module names (myapp, helpers, a helper
+    imported lazily in the view) and a data file each, served alternately
+    by one worker: each runs in its own directory with its own modules, as
+    under uWSGI's interpreter per app. (The second site's helpers and
+    directory served the first site too.)"""
+    for n in (1, 2):
+        d = tmp_path / f"s{n}"
+        d.mkdir()
+        (d / "helpers.py").write_text(f"NAME = 'h{n}'\n")
+        (d / "lazyhelper.py").write_text(f"NAME = 'lazy{n}'\n")
+        (d / "data.txt").write_text(f"data{n}")
+        (d / "myapp.py").write_text(
+            "import os\nimport helpers\n"
+            "def application(environ, start_response):\n"
+            "    import lazyhelper\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    body = ' '.join([helpers.NAME, lazyhelper.NAME, os.path.basename(os.getcwd()), open('data.txt').read()])\n"
+            "    return [body.encode()]\n")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+
+    def ask(n):
+        out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"),
+                                        ("UWSGI_SCRIPT", "myapp"), ("UWSGI_CHDIR", str(tmp_path / f"s{n}"))]))
+        return out.split(b"\r\n\r\n", 1)[1].decode()
+    for n in (2, 1, 2, 1, 1, 2):
+        assert ask(n) == f"h{n} lazy{n} s{n} data{n}", n
+
+
 def test_vhost_load_error_is_a_500(serve, tmp_path):
     up = free_port()
     s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")

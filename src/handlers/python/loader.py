@@ -155,6 +155,44 @@ def module_files():
     return out
 
 
+# --vhost sites share one interpreter, where uWSGI gives each its own:
+# what keeps them apart is each site's directory (UWSGI_CHDIR). A request
+# runs in its site's directory, first on sys.path, with its site's own
+# modules (those imported from its directory) in sys.modules: one site's
+# `helpers` is not another's, imported at load or lazily in a view.
+_VHOST_MODULES = {}
+_VHOST_ACTIVE = [None]
+
+
+def _modules_under(directory):
+    prefix = directory.rstrip(os.sep) + os.sep
+    return {name: m for name, m in list(sys.modules.items())
+            if isinstance(getattr(m, "__file__", None), str) and m.__file__.startswith(prefix)}
+
+
+def enter_vhost(directory):
+    """Makes the site in `directory` the one requests run in. Switching
+    sites sets aside the modules of the one before; staying costs a
+    getcwd()."""
+    active = _VHOST_ACTIVE[0]
+    if active == directory:
+        if os.getcwd() != directory:
+            os.chdir(directory)
+        return
+    os.chdir(directory)
+    if active is not None:
+        own = _modules_under(active)
+        _VHOST_MODULES[active] = own
+        for name in own:
+            del sys.modules[name]
+    sys.modules.update(_VHOST_MODULES.get(directory, {}))
+    if sys.path[:1] != [directory]:
+        if directory in sys.path:
+            sys.path.remove(directory)
+        sys.path.insert(0, directory)
+    _VHOST_ACTIVE[0] = directory
+
+
 def load_vhost(script, module, callable_name, file, chdir, pyhome):
     """--vhost: loads the app a request's UWSGI_* variables name (uWSGI's
     dynamic apps). Returns (app, None) or (None, message)."""
@@ -169,11 +207,9 @@ def load_vhost(script, module, callable_name, file, chdir, pyhome):
         sys.path.insert(0, lib)
     if chdir:
         try:
-            os.chdir(chdir)
+            enter_vhost(chdir)
         except OSError as e:
             return None, f"UWSGI_CHDIR {chdir!r}: {e}"
-        if chdir not in sys.path:
-            sys.path.insert(0, chdir)
     if file:
         return load("file", file, callable_name or "application")
     target = script or module

@@ -11,6 +11,8 @@ pub(crate) struct Helpers {
     /// `--import`.
     pub import_module: Py<PyAny>,
     pub(super) load_vhost: Py<PyAny>,
+    /// `--vhost`: a request runs in its site's directory and modules.
+    pub(super) enter_vhost: Py<PyAny>,
     pub(crate) log_exception: Py<PyAny>,
     pub module_files: Py<PyAny>,
     pub asgi_kind: Py<PyAny>,
@@ -24,6 +26,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
         load: m.getattr("load")?.unbind(),
         import_module: m.getattr("import_module")?.unbind(),
         load_vhost: m.getattr("load_vhost")?.unbind(),
+        enter_vhost: m.getattr("enter_vhost")?.unbind(),
         log_exception: m.getattr("log_exception")?.unbind(),
         module_files: m.getattr("module_files")?.unbind(),
         asgi_kind: m.getattr("asgi_kind")?.unbind(),

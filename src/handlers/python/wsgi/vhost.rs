@@ -38,7 +38,21 @@ impl WsgiHost {
         }
         let key = values.join(&0u8);
         if let Some(app) = self.dynamic.lock().expect("not poisoned").get(&key) {
-            return Some(Ok(app.bind(py).clone()));
+            let app = app.bind(py).clone();
+            // Its site's directory, path and modules, which another
+            // site's request may have replaced (loading did this once).
+            if !values[4].is_empty()
+                && let Err(e) = self
+                    .helpers
+                    .enter_vhost
+                    .call1(py, (String::from_utf8_lossy(values[4]).into_owned(),))
+            {
+                return Some(Err(CallError::Load(format!(
+                    "--vhost: UWSGI_CHDIR {:?}: {e}",
+                    String::from_utf8_lossy(values[4])
+                ))));
+            }
+            return Some(Ok(app));
         }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let args = (
