@@ -42,6 +42,24 @@ def test_protocol_violations_are_500(srv, path, logged):
     assert not any(b"caf" in h or b"x-fine" in h or b"x-mine" in h or b"host" in h for h in head), head
 
 
+def test_a_trailer_header_and_headers_as_lists_are_sent_as_gunicorn_sends_them(srv):
+    """Trailer is no hop-by-hop header (RFC 9110; wsgiref's list has RFC
+    2616's "Trailers"), and a header given as a two-item list is taken as
+    Gunicorn takes it: both were a 500."""
+    r = requests.get(srv.url + "/trailer-and-lists")
+    assert (r.status_code, r.text, r.headers.get("Trailer")) == (200, "fine", "X-Checksum")
+
+
+def test_an_iterable_whose_iter_raises_is_logged_as_what_it_raised(srv):
+    """The app's own error, with its traceback: it was logged as "the app
+    returned a non-iterable", the traceback lost."""
+    assert requests.get(srv.url + "/iter-raises").status_code == 500
+    srv.wait_log("deliberate failure in __iter__")
+    log = srv.log()
+    assert "RuntimeError: deliberate failure in __iter__" in log and "non-iterable" not in log
+    assert "in __iter__" in log  # the traceback's frame
+
+
 def test_short_body_closes_the_connection(srv):
     out = raw_request(srv.port, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
     head, body = out.split(b"\r\n\r\n", 1)

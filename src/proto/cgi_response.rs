@@ -240,7 +240,8 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
         b"proxy-authenticate",
         b"proxy-authorization",
         b"te",
-        b"trailer",
+        // RFC 2616's spelling; RFC 9110's Trailer (which fields a chunked
+        // body's trailer section has) is end-to-end, and an app may say it.
         b"trailers",
         b"transfer-encoding",
         b"upgrade",

@@ -75,6 +75,19 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
         return [b"ignored"]
 
+    if path == "/trailer-and-lists":
+        # Trailer is end-to-end (RFC 9110); headers as two-item lists, as
+        # Gunicorn takes them.
+        start_response("200 OK", [["Content-Type", "text/plain"], ("Trailer", "X-Checksum")])
+        return [b"fine"]
+
+    if path == "/iter-raises":
+        class Body:
+            def __iter__(self):
+                raise RuntimeError("deliberate failure in __iter__")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
     if path == "/hop":
         start_response("200 OK", [("Connection", "close")])
         return [b"never"]

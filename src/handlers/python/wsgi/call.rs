@@ -78,10 +78,15 @@ impl WsgiHost {
                         input_failure,
                     };
                     drop(call); // closes the result
-                    return Err(CallError::App(
-                        PyTypeError::new_err(format!("the app returned a non-iterable: {e}")),
-                        environ.unbind(),
-                    ));
+                    // An iterable whose __iter__ raised is the app's own
+                    // error, logged with its traceback; only a result that
+                    // is no iterable at all is said to be one.
+                    let err = if e.is_instance_of::<PyTypeError>(py) {
+                        PyTypeError::new_err(format!("the app returned a non-iterable: {e}"))
+                    } else {
+                        e
+                    };
+                    return Err(CallError::App(err, environ.unbind()));
                 }
             }
         };

@@ -157,7 +157,15 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
 fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Head) -> PyResult<()> {
     for item in headers.try_iter()? {
         let item = item?;
-        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+        // A (name, value) tuple, as PEP 3333 asks; a two-item list too,
+        // as Gunicorn takes it (apps written against it send them).
+        let pair = item
+            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .or_else(|e| match item.cast::<pyo3::types::PyList>() {
+                Ok(list) if list.len() == 2 => Ok((list.get_item(0)?, list.get_item(1)?)),
+                _ => Err(e),
+            });
+        let (name, value) = pair.map_err(|_| {
             PyTypeError::new_err(format!(
                 "each header must be a (name, value) tuple, got {item}"
             ))
