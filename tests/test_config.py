@@ -815,3 +815,13 @@ def test_output_into_a_closed_pipe_is_dropped_without_a_panic(args):
     finally:
         os.close(write_end)
     assert p.returncode == 0 and "panicked" not in p.stderr, p.stderr
+
+
+def test_a_gunicorn_option_on_oxgates_own_command_line_says_how_to_have_it_read(tmp_path):
+    """`oxgate -w 2 -k ... app:app`, as a Gunicorn user types it: the error
+    says to begin with `oxgate gunicorn` (it said only "unknown option")."""
+    for args, flag in [(("-w", "2", "-k", "uvicorn.workers.UvicornWorker", "app:app"), "-k"),
+                       (("--access-logfile", "-", "app:app"), "--access-logfile")]:
+        p = run(*args, cwd=tmp_path)
+        assert p.returncode == 2, p.stderr
+        assert f"unknown option {flag} (it is Gunicorn's: begin the command with 'oxgate gunicorn'" in p.stderr, p.stderr

@@ -479,6 +479,12 @@ static SETTINGS: &[GunicornSetting] = &[
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
+/// Whether `flag` (`--log-level`, `-k`) is one of Gunicorn's command-line
+/// options: oxgate's own command line says how to have it read so.
+pub(super) fn is_gunicorn_flag(flag: &str) -> bool {
+    SETTINGS.iter().any(|s| s.flags.contains(&flag))
+}
+
 fn setting(name: &str) -> Option<&'static GunicornSetting> {
     SETTINGS.iter().find(|s| s.name == name)
 }

@@ -446,9 +446,14 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                     continue;
                 }
                 None => {
-                    let hint = defs::suggest(name)
-                        .map(|s| format!(" (did you mean --{s}?)"))
-                        .unwrap_or_default();
+                    let hint = if super::gunicorn::is_gunicorn_flag(&format!("--{name}")) {
+                        " (it is Gunicorn's: begin the command with 'oxgate gunicorn' to read it as Gunicorn reads it)"
+                            .to_string()
+                    } else {
+                        defs::suggest(name)
+                            .map(|s| format!(" (did you mean --{s}?)"))
+                            .unwrap_or_default()
+                    };
                     return err(format!(
                         "unknown option --{name}{hint}; run 'oxgate --help' for the list"
                     ));
@@ -472,8 +477,13 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
             Arg::Short(c) => match defs::lookup_short(c) {
                 Some(o) => (o, format!("-{c}")),
                 None => {
+                    let hint = if super::gunicorn::is_gunicorn_flag(&format!("-{c}")) {
+                        " (it is Gunicorn's: begin the command with 'oxgate gunicorn' to read it as Gunicorn reads it)"
+                    } else {
+                        ""
+                    };
                     return err(format!(
-                        "unknown option -{c}; run 'oxgate --help' for the list"
+                        "unknown option -{c}{hint}; run 'oxgate --help' for the list"
                     ));
                 }
             },
