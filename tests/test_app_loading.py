@@ -351,3 +351,27 @@ def test_vhost_load_error_is_a_500(serve, tmp_path):
                                     ("UWSGI_SCRIPT", "no_such_module_here")]))
     assert out.startswith(b"HTTP/1.1 500")
     s.wait_log("cannot load the app for UWSGI_SCRIPT=\"no_such_module_here\"")
+
+
+@pytest.mark.parametrize("how", ["pythonpath", "app-dir", "gunicorn"])
+def test_pythonpath_and_app_dir_come_before_the_working_directory(serve, tmp_path, how):
+    """A main.py beside a src/main.py: --pythonpath src (uWSGI's and
+    Gunicorn's) and uvicorn's --app-dir src load src/'s, as the three peers
+    do; the working directory's won."""
+    (tmp_path / "src").mkdir()
+    for where, name in ((tmp_path, "top"), (tmp_path / "src", "src")):
+        (where / "main.py").write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [b'{name}']\n"
+            "async def app(scope, receive, send):\n"
+            "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+            f"    await send({{'type': 'http.response.body', 'body': b'{name}'}})\n")
+    if how == "pythonpath":
+        s = serve("--pythonpath", "src", "--module", "main:application", cwd=tmp_path)
+    elif how == "gunicorn":
+        s = serve("gunicorn", "-b", "127.0.0.1:{port}", "--pythonpath", "src", "main:application", cwd=tmp_path,
+                  socket_arg=False)
+    else:
+        s = serve("uvicorn", "main:app", "--port", "{port}", "--app-dir", "src", cwd=tmp_path, socket_arg=False)
+    assert requests.get(s.url, timeout=10).text == "src"

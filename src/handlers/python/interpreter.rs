@@ -222,17 +222,21 @@ pub fn prepare_started_python(pythonpath: &[PathBuf]) -> Result<(), String> {
         return Ok(());
     }
     Python::attach(|py| {
-        let mut front: Vec<String> = vec![
+        // As `loader::load` orders them: --pythonpath, then the directory.
+        let mut front: Vec<String> = pythonpath
+            .iter()
+            .map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        front.push(
             std::env::current_dir()
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|_| ".".into()),
-        ];
-        front.extend(pythonpath.iter().map(|p| {
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-                .to_string()
-        }));
+        );
         host_helpers(py)
             .and_then(|m| {
                 m.call_method1("sync_environ", (process_environ(),))?;

@@ -38,13 +38,11 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             .getattr("path")
             .and_then(|p| p.cast_into::<PyList>().map_err(Into::into))
             .map_err(|e| e.to_string())?;
-        // Like gunicorn: the working directory first, then --pythonpath entries
-        // in the order given, all ahead of site-packages.
-        let mut front: Vec<String> = vec![
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| ".".into()),
-        ];
+        // The --pythonpath entries in the order given, then the working
+        // directory, all ahead of site-packages: as Gunicorn, uWSGI and
+        // uvicorn (--app-dir) put them, a project's src/ is found before a
+        // module of the same name beside it.
+        let mut front: Vec<String> = Vec::new();
         // A pattern is each directory it matches (uWSGI globs pythonpath:
         // `pythonpath = /srv/libs/*`), itself if it matches none.
         for p in opts.pythonpath {
@@ -64,6 +62,11 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
                     .to_string()
             }));
         }
+        front.push(
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into()),
+        );
         for entry in front.iter().rev() {
             path.insert(0, entry).map_err(|e| e.to_string())?;
         }
