@@ -324,6 +324,21 @@ def test_a_client_that_leaves_a_long_poll_behind_nginxs_gateways_is_an_http_disc
         assert any(r[0] == 6 and b"hello GET" in r[2] for r in read_records(c))
 
 
+def test_an_apps_connection_close_closes_the_connection_as_uvicorn(serve, uvicorn):
+    """An app's `Connection: close` closes the connection after its
+    response, as uvicorn and hypercorn close it: the request pipelined
+    behind it is not answered. (The header was dropped and the connection
+    kept.)"""
+    from helpers import raw_request
+    s = asgi(serve, "asgi_raw:app")
+    peer = uvicorn("asgi_raw:app")
+    two = b"GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    for port in (s.port, int(peer.rsplit(":", 1)[1])):
+        out = raw_request(port, two)
+        assert out.count(b"HTTP/1.1 ") == 1 and out.endswith(b"draining"), out
+        assert b"connection: close" in out.lower(), out
+
+
 def test_an_apps_own_error_after_the_client_left_is_logged(serve):
     """The OSError a send() raises once the client is gone is not logged
     (the app's error is about that), but an error of the app's own after

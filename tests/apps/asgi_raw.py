@@ -205,6 +205,11 @@ async def app(scope, receive, send):
         with open(path + ".part", "w") as f:
             f.write(message["type"])
         os.replace(path + ".part", path)
+    elif path == "/close":
+        # Sheds its keep-alive client, as an app draining before a deploy.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"connection", b"Close"), (b"content-length", b"8")]})
+        await send({"type": "http.response.body", "body": b"draining"})
     elif path == "/longpoll":
         # Waits for an event that never comes: only the client leaving ends
         # it. Notes what receive() said in MARKERS/longpoll-<query>.

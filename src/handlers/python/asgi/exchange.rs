@@ -632,8 +632,27 @@ pub(super) fn parse_headers(list: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Byt
                 continue;
             }
         }
-        // The front end frames the message and manages the connection.
-        if [&b"transfer-encoding"[..], b"connection", b"keep-alive"]
+        // The front end frames the message and manages the connection;
+        // but an app that says `Connection: close` (to shed load, or to
+        // drain keep-alive clients before a deploy) has the connection
+        // closed after the response, as uvicorn and hypercorn close it.
+        if name.eq_ignore_ascii_case(b"connection") {
+            let close = value
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            if close
+                && !headers
+                    .iter()
+                    .any(|(k, _): &(Bytes, Bytes)| k.eq_ignore_ascii_case(b"connection"))
+            {
+                headers.push((
+                    Bytes::from_static(b"connection"),
+                    Bytes::from_static(b"close"),
+                ));
+            }
+            continue;
+        }
+        if [&b"transfer-encoding"[..], b"keep-alive"]
             .iter()
             .any(|h| h.eq_ignore_ascii_case(&name))
         {
