@@ -375,3 +375,26 @@ def test_pythonpath_and_app_dir_come_before_the_working_directory(serve, tmp_pat
     else:
         s = serve("uvicorn", "main:app", "--port", "{port}", "--app-dir", "src", cwd=tmp_path, socket_arg=False)
     assert requests.get(s.url, timeout=10).text == "src"
+
+
+@pytest.mark.parametrize("how", ["module", "uvicorn"])
+def test_a_factory_named_without_parentheses_is_called_as_uvicorn_calls_it(serve, tmp_path, how):
+    """`main:create_app`, a function that takes no arguments, is an app
+    factory: uvicorn detects and calls it (with a warning); oxgate does the
+    same. It was taken as the app: every request was a 500 ("create_app()
+    takes 0 positional arguments but 2 were given")."""
+    (tmp_path / "main.py").write_text(
+        "def create_app(debug=False):\n"
+        "    async def app(scope, receive, send):\n"
+        "        await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "        await send({'type': 'http.response.body', 'body': b'made'})\n"
+        "    def application(environ, start_response):\n"
+        "        start_response('200 OK', [])\n"
+        "        return [b'made']\n"
+        f"    return {'app' if how == 'uvicorn' else 'application'}\n")
+    if how == "module":
+        s = serve("--module", "main:create_app", cwd=tmp_path)
+    else:
+        s = serve("uvicorn", "main:create_app", "--port", "{port}", cwd=tmp_path, socket_arg=False)
+    assert requests.get(s.url, timeout=10).text == "made"
+    s.wait_log("an app factory, called to make the app")

@@ -651,10 +651,13 @@ def test_a_failed_startup_with_lazy_apps_stops_until_a_worker_was_ready(serve, t
     flag = tmp_path / "fail-from-now"
     s = asgi(serve, "asgi_raw:app", "--lazy-apps", "--processes", "2", env={"ASGI_STARTUP_FAILED_IF": str(flag)})
     pids = s.wait_workers(2)
+    # A worker has served, so one was ready: from now on, back-off.
+    assert requests.get(s.url + "/scope", timeout=10).status_code == 200
     flag.touch()
     os.kill(pids[0], signal.SIGKILL)
     s.wait_log("next start in")
-    assert s.proc.poll() is None and requests.get(s.url + "/scope", timeout=10).status_code == 200
+    assert s.proc.poll() is None, s.log()
+    assert requests.get(s.url + "/scope", timeout=10).status_code == 200, s.log()
 
 
 def test_lifespan_auto_serves_an_app_without_it(serve, tmp_path):

@@ -17,6 +17,21 @@ class AppNotFound(Exception):
     """The module loaded, but the callable named is not there or not callable."""
 
 
+def _is_factory(obj):
+    """A plain function that takes no arguments at all (every parameter
+    has a default, and none is *args): never an app, which is called with
+    two (WSGI) or three (ASGI)."""
+    import inspect
+    if not inspect.isfunction(obj) or inspect.iscoroutinefunction(obj):
+        return False
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.kind != p.VAR_POSITIONAL and p.default is not p.empty for p in params
+               if p.kind != p.VAR_KEYWORD)
+
+
 def _resolve_callable(module, spec, where):
     """Takes `name`, `name()` or `name(args...)` (literal args) from module."""
     call = None
@@ -37,6 +52,12 @@ def _resolve_callable(module, spec, where):
         obj = getattr(obj, part)
     if call is not None:
         obj = obj(*call)
+    elif _is_factory(obj):
+        # No WSGI or ASGI app can be called with no arguments: this one
+        # makes the app (create_app), as uvicorn detects and calls it.
+        sys.stderr.write(f"oxgate: warning: {where}:{name} takes no arguments: an app factory, called to make "
+                         f"the app (say so with {name}() to quiet this)\n")
+        obj = obj()
     if not callable(obj):
         raise AppNotFound(f"{where}:{spec} is a {type(obj).__name__}, not a WSGI callable")
     return obj
