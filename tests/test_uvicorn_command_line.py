@@ -140,3 +140,55 @@ def test_uds_is_made_as_uvicorn_makes_it(tmp_path):
             proc.terminate()
             proc.wait(30)
     assert modes == {"oxgate": "0o666", "uvicorn": "0o666"}, modes
+
+
+ENV_FILE = """# deploy settings
+export PLAIN=value
+INLINE=value # a comment
+HASH=a#b
+PRESET=fromfile
+SINGLE='it\\'s ${FOO} \\n'
+DOUBLE="line1\\nline2 \\"q\\" ${FOO}"
+MULTI="first
+second"
+EXPANDED=${FOO}-x
+DEFAULTED=${MISSING:-fallback}
+EARLIER=${PLAIN}-again
+SPACED = spaced out  
+EMPTY=
+WEB_CONCURRENCY=3
+"""
+
+ENV_APP = """
+import json, os
+KEYS = ["PLAIN", "INLINE", "HASH", "PRESET", "SINGLE", "DOUBLE", "MULTI", "EXPANDED", "DEFAULTED", "EARLIER",
+        "SPACED", "EMPTY"]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = json.dumps({k: os.environ.get(k) for k in KEYS}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_env_file_is_read_as_python_dotenv_reads_it_for_uvicorn(serve, tmp_path, monkeypatch):
+    """uvicorn's --env-file is python-dotenv's load_dotenv: comments after
+    a value, quotes and escapes, values over lines, ${VAR} expansion, and
+    the environment's own values not overridden; WEB_CONCURRENCY set there
+    is the workers. (Comments were kept, nothing expanded or unescaped, a
+    container's own settings lost to the file, and one worker started.)"""
+    import dotenv
+    (tmp_path / ".env").write_text(ENV_FILE)
+    (tmp_path / "envapp.py").write_text(ENV_APP)
+    server_env = {"PRESET": "fromenv", "FOO": "bar"}
+    s = serve("uvicorn", "envapp:app", "--port", "{port}", "--env-file", str(tmp_path / ".env"), cwd=tmp_path,
+              socket_arg=False, env=server_env)
+    ours = requests.get(s.url, timeout=10).json()
+    for k, v in server_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MISSING", raising=False)
+    values = dotenv.main.DotEnv(tmp_path / ".env", interpolate=True, override=False).dict()
+    theirs = {k: (server_env[k] if k in server_env else values.get(k)) for k in ours}
+    assert ours == theirs, (ours, theirs)
+    assert len(s.wait_workers(3)) == 3

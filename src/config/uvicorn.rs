@@ -317,6 +317,26 @@ fn translate(
         push(&opt::VERSION, "true".into(), &origin);
         return Ok(());
     }
+    // --env-file, read as python-dotenv's load_dotenv reads it for
+    // uvicorn: the environment's own values win, and what the file sets
+    // is seen by the settings uvicorn reads after it (WEB_CONCURRENCY).
+    let file_env = match last("--env-file") {
+        Some(file) => {
+            let text =
+                read_file(&file).map_err(|e| ConfigError(format!("--env-file {file}: {e}")))?;
+            env_file(&text, env)
+        }
+        None => Vec::new(),
+    };
+    let env = |k: &str| {
+        env(k).or_else(|| {
+            file_env
+                .iter()
+                .rev()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        })
+    };
     // One master, as `uvicorn --workers N` runs; the app is imported in
     // each worker, as uvicorn's spawned workers do.
     push(&opt::MASTER, "true".into(), &default);
@@ -457,11 +477,8 @@ fn translate(
     {
         push(&opt::PYTHONPATH, dir, &origin);
     }
-    if let Some(file) = last("--env-file") {
-        let text = read_file(&file).map_err(|e| ConfigError(format!("--env-file {file}: {e}")))?;
-        for (key, value) in env_file(&text) {
-            push(&opt::ENV, format!("{key}={value}"), &origin);
-        }
+    for (key, value) in &file_env {
+        push(&opt::ENV, format!("{key}={value}"), &origin);
     }
 
     match app {
@@ -493,24 +510,141 @@ fn translate(
     Ok(())
 }
 
-/// A dotenv file's `KEY=VALUE` lines (`export` and quotes allowed; `#`
-/// starts a comment line).
-fn env_file(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            Some((k.trim().to_string(), v.to_string()))
-        })
-        .collect()
+/// A dotenv file's variables, as python-dotenv reads them: `export` and
+/// comments allowed (`# ...` after an unquoted value too); single quotes
+/// keep the text as it is; double quotes take escapes (`\n`) and may span
+/// lines; `${NAME}` and `${NAME:-default}` are expanded, from the
+/// environment first, then the file's earlier values.
+/// A variable the environment has already is left out: the file does not
+/// override it.
+fn env_file(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        let line = rest[..line_end].trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            rest = rest.get(line_end + 1..).unwrap_or("");
+            continue;
+        }
+        let start = rest.len() - rest[..].trim_start().len();
+        let mut body = &rest[start..];
+        if let Some(b) = body.strip_prefix("export ") {
+            body = b.trim_start();
+        }
+        let key_end = body.find(['=', '\n']).unwrap_or(body.len());
+        if !body[key_end..].starts_with('=') {
+            // A name alone: no value (python-dotenv sets none).
+            rest = body.get(key_end + 1..).unwrap_or("");
+            continue;
+        }
+        let key = body[..key_end].trim().to_string();
+        let after = body[key_end + 1..].trim_start_matches([' ', '\t']);
+        let (value, consumed) = match after.chars().next() {
+            Some(q @ ('\'' | '"')) => {
+                let (value, used) = quoted(&after[1..], q);
+                // What follows the closing quote on its line (a comment).
+                let tail = &after[1 + used..];
+                let skip = tail.find('\n').map_or(tail.len(), |n| n + 1);
+                (value, 1 + used + skip)
+            }
+            _ => {
+                let end = after.find('\n').unwrap_or(after.len());
+                let raw = &after[..end];
+                // ` #` starts a comment; a # inside a word does not.
+                let cut = raw
+                    .char_indices()
+                    .find(|&(i, c)| c == '#' && i > 0 && raw[..i].ends_with([' ', '\t']))
+                    .map_or(raw.len(), |(i, _)| i);
+                (raw[..cut].trim().to_string(), (end + 1).min(after.len()))
+            }
+        };
+        // (python-dotenv expands in single quotes too.)
+        let value = expand_variables(&value, env, &out);
+        if !key.is_empty() {
+            out.push((key, value));
+        }
+        let used = body.len() - after.len() + consumed;
+        rest = &body[used.min(body.len())..];
+    }
+    out.retain(|(k, _)| env(k).is_none());
+    out
+}
+
+/// A quoted value's text up to its closing `quote`, and how many bytes it
+/// took with that quote. In double quotes, escapes are read (`\n`, `\t`,
+/// `\"`, `\\`...); in single quotes, only `\'` and `\\`.
+fn quoted(s: &str, quote: char) -> (String, usize) {
+    let mut value = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            return (value, i + 1);
+        }
+        if c == '\\' {
+            match chars.next() {
+                Some((_, n)) if quote == '"' => {
+                    let decoded = match n {
+                        'n' => Some('\n'),
+                        't' => Some('\t'),
+                        'r' => Some('\r'),
+                        'a' => Some('\u{7}'),
+                        'b' => Some('\u{8}'),
+                        'f' => Some('\u{c}'),
+                        'v' => Some('\u{b}'),
+                        '"' | '\\' | '\'' => Some(n),
+                        _ => None,
+                    };
+                    match decoded {
+                        Some(c) => value.push(c),
+                        None => {
+                            value.push('\\');
+                            value.push(n);
+                        }
+                    }
+                }
+                Some((_, n)) if n == '\'' || n == '\\' => value.push(n),
+                Some((_, n)) => {
+                    value.push('\\');
+                    value.push(n);
+                }
+                None => value.push('\\'),
+            }
+            continue;
+        }
+        value.push(c);
+    }
+    // No closing quote: the rest, as it is.
+    (value, s.len())
+}
+
+/// `${NAME}` and `${NAME:-default}` in `value`.
+fn expand_variables(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    earlier: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("${") {
+        let Some(close) = rest[at..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..at]);
+        let inner = &rest[at + 2..at + close];
+        let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
+        let found = env(name).or_else(|| {
+            earlier
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        });
+        out.push_str(found.as_deref().unwrap_or(default));
+        rest = &rest[at + close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -658,6 +792,38 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for o in OPTIONS {
             assert!(seen.insert(o.flag), "{}", o.flag);
+        }
+    }
+
+    #[test]
+    fn env_file_as_python_dotenv() {
+        let none = |_: &str| None;
+        let got = env_file(
+            "# c\nexport A=1 # note\nB='x\\'y'\nC=\"l1\\nl2\nl3\"\nD=${A}-${Z:-z}\nE\nF=a#b\n",
+            &none,
+        );
+        let want = [
+            ("A", "1"),
+            ("B", "x'y"),
+            ("C", "l1\nl2\nl3"),
+            ("D", "1-z"),
+            ("F", "a#b"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+        let preset = |k: &str| (k == "A").then(|| "env".to_string());
+        assert_eq!(
+            env_file("A=file\nB=${A}\n", &preset),
+            [("B".to_string(), "env".to_string())]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn env_file_takes_any_text(text in "(?s)[A-Za-z_=#'\"\\\\${}:\\- \\tÀé\\n]{0,80}") {
+            let _ = env_file(&text, &|_| None);
         }
     }
 }
