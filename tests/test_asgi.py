@@ -651,8 +651,11 @@ def test_a_failed_startup_with_lazy_apps_stops_until_a_worker_was_ready(serve, t
     flag = tmp_path / "fail-from-now"
     s = asgi(serve, "asgi_raw:app", "--lazy-apps", "--processes", "2", env={"ASGI_STARTUP_FAILED_IF": str(flag)})
     pids = s.wait_workers(2)
-    # A worker has served, so one was ready: from now on, back-off.
-    assert requests.get(s.url + "/scope", timeout=10).status_code == 200
+    # Both have served, so both started: from now on, back-off (and the
+    # one left serves; one still starting would fail too).
+    seen = set()
+    wait_for(lambda: seen.add(int(requests.get(s.url + "/pid", headers={"Connection": "close"}, timeout=10).text))
+             or seen == set(pids), what="both workers serving")
     flag.touch()
     os.kill(pids[0], signal.SIGKILL)
     s.wait_log("next start in")

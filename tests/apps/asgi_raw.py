@@ -205,6 +205,8 @@ async def app(scope, receive, send):
         with open(path + ".part", "w") as f:
             f.write(message["type"])
         os.replace(path + ".part", path)
+    elif path == "/pid":
+        await respond(send, 200, str(os.getpid()).encode())
     elif path == "/close":
         # Sheds its keep-alive client, as an app draining before a deploy.
         await send({"type": "http.response.start", "status": 200,
