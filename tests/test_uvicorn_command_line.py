@@ -192,3 +192,31 @@ def test_env_file_is_read_as_python_dotenv_reads_it_for_uvicorn(serve, tmp_path,
     theirs = {k: (server_env[k] if k in server_env else values.get(k)) for k in ours}
     assert ours == theirs, (ours, theirs)
     assert len(s.wait_workers(3)) == 3
+
+
+def test_the_access_line_is_uvicorns_on_stdout(tmp_path, uvicorn):
+    """`oxgate uvicorn` writes uvicorn's access line, on stdout as uvicorn
+    does (it wrote uWSGI's on stderr, and log parsers set up for uvicorn
+    broke)."""
+    from helpers import free_port, listens, wait_for
+    lines = {}
+    for name, program in {"oxgate": [BIN, "uvicorn"], "uvicorn": [str(VENV / "bin" / "uvicorn")]}.items():
+        port = free_port()
+        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with open(out, "wb") as o, open(err, "wb") as e:
+            proc = subprocess.Popen([*program, "asgi_raw:app", "--app-dir", str(APPS), "--port", str(port)],
+                                    stdout=o, stderr=e, cwd=tmp_path)
+        try:
+            wait_for(lambda: listens(port), what=f"{name} listening")
+            requests.get(f"http://127.0.0.1:{port}/x?a=1", timeout=10)
+            requests.post(f"http://127.0.0.1:{port}/raise-before", timeout=10)
+            wait_for(lambda: out.read_text().count("\n") >= 2, what=f"{name}'s access lines")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        # The client's port differs from run to run.
+        lines[name] = [re.sub(r":\d+ - ", ":PORT - ", line) for line in out.read_text().splitlines()]
+        assert "GET /x?a=1" not in err.read_text(), name
+    assert lines["oxgate"] == lines["uvicorn"] == [
+        'INFO:     127.0.0.1:PORT - "GET /x?a=1 HTTP/1.1" 200 OK',
+        'INFO:     127.0.0.1:PORT - "POST /raise-before HTTP/1.1" 500 Internal Server Error'], lines

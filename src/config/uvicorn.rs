@@ -185,6 +185,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
+/// uvicorn's access line (its `uvicorn.access` logger at INFO, without a
+/// terminal's colours), in `--log-format`'s variables.
+const UVICORN_ACCESS_LINE: &str = r#"INFO:     %(remote_addr):%(var.REMOTE_PORT) - "%(method) %(uri) %(proto)" %(status) %(reason)"#;
+
 /// Reads uvicorn's command line (without the program name); `env` gives
 /// `WEB_CONCURRENCY` and `FORWARDED_ALLOW_IPS`, and `read_file` the
 /// `--env-file`.
@@ -403,6 +407,10 @@ fn translate(
     if last("--proxy-headers").as_deref() != Some("false") {
         push(&opt::PROXY_HEADERS, "true".into(), &default);
     }
+    // uvicorn's access line, on stdout as uvicorn writes it:
+    // `INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK`.
+    push(&opt::LOG_FORMAT, UVICORN_ACCESS_LINE.into(), &default);
+    push(&opt::REQ_LOGGER, "stdout".into(), &default);
     if last("--access-log").as_deref() == Some("false") {
         push(&opt::DISABLE_LOGGING, "true".into(), &origin);
     }

@@ -16,6 +16,7 @@ pub(super) enum Field {
     Uagent,
     Referer,
     Status,
+    Reason,
     Rsize,
     Hsize,
     Size,
@@ -66,6 +67,9 @@ pub(super) const FIELDS: &[(&str, Field)] = &[
     ("uagent", Field::Uagent),
     ("referer", Field::Referer),
     ("status", Field::Status),
+    // oxgate's own: the status's standard phrase ("OK"), for uvicorn's
+    // access line.
+    ("reason", Field::Reason),
     ("rsize", Field::Rsize),
     ("hsize", Field::Hsize),
     ("size", Field::Size),

@@ -170,6 +170,7 @@ impl Line<'_> {
             // uWSGI's is the body's length as a number: 0 without one.
             Field::Cl => Value::Num(crate::request::cgi::content_length(self.var(CL)).unwrap_or(0)),
             Field::Status => Value::Num(u64::from(o.status)),
+            Field::Reason => Value::Verbatim(crate::request::reason_phrase(o.status).as_bytes()),
             Field::Rsize => Value::Num(o.body_bytes),
             Field::Hsize => Value::Num(o.header_bytes),
             Field::Size => Value::Num(o.body_bytes + o.header_bytes),
