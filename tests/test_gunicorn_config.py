@@ -288,6 +288,10 @@ def test_secure_scheme_headers_as_gunicorn_reads_them(serve, tmp_path):
         ({"X-Forwarded-Proto": "http"}, (200, "http")),
         ({}, (200, "http")),
         ({"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"}, (400, None)),
+        # One line's list is one value, not "https" (a proxy chain that
+        # appends to the header): http, where oxgate answered 400.
+        ({"X-Forwarded-Proto": "https, http"}, (200, "http")),
+        ({"X-Forwarded-Proto": "https, https"}, (200, "http")),
     ]
     f = conf(tmp_path, "workers = 1\n")
     ox, gu = both(serve, tmp_path, f, "scheme:application")
@@ -297,6 +301,11 @@ def test_secure_scheme_headers_as_gunicorn_reads_them(serve, tmp_path):
             assert r.status_code == status, (s.args[0], headers, r.text)
             if scheme:
                 assert r.text == scheme, (s.args[0], headers)
+    # Two lines that disagree: a 400 from both, and a line in the log.
+    two = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n\r\n"
+    for s in (ox, gu):
+        assert _raw_status(int(s.url.rsplit(":", 1)[1]), two) == [b"400"], s.args[0]
+    ox.wait_log("contradictory scheme headers")
     f = conf(tmp_path, "workers = 1\nforwarded_allow_ips = '10.9.9.9'\n"
                        "secure_scheme_headers = {'X-SCHEME': 'yes'}\n", name="other.py")
     ox, gu = both(serve, tmp_path, f, "scheme:application")

@@ -266,7 +266,11 @@ impl SecureScheme {
 
     /// Whether the request says https (`Some(true)`), http, or nothing;
     /// `Err` when its headers disagree.
-    fn scheme(&self, vars: &[(VarName, Bytes)]) -> Result<Option<bool>, ()> {
+    fn scheme(
+        &self,
+        vars: &[(VarName, Bytes)],
+        repeated: &[super::RepeatedHeader],
+    ) -> Result<Option<bool>, ()> {
         // A unix socket's client has an empty REMOTE_ADDR, or none.
         match position(vars, Var::REMOTE_ADDR).filter(|&i| !vars[i].1.is_empty()) {
             None => {}
@@ -286,8 +290,13 @@ impl SecureScheme {
                 continue;
             };
             // A header sent twice comes joined ("https, https"): Gunicorn
-            // reads each line, so each value counts on its own.
-            for one in value.split(|b| *b == b',') {
+            // reads each line, so each value counts on its own; one line's
+            // list ("https, http") is one value, not its own equal.
+            let lines = repeated
+                .iter()
+                .find(|r| r.name == *name && r.joined == *value)
+                .map_or_else(|| vec![value.clone()], |r| r.values.clone());
+            for one in &lines {
                 let this = one.trim_ascii() == want;
                 if secure.is_some_and(|s| s != this) {
                     return Err(());
@@ -301,8 +310,15 @@ impl SecureScheme {
 
 impl Handler for SecureScheme {
     fn handle(self: Arc<Self>, mut req: Request) -> Responding {
-        match self.scheme(&req.vars) {
+        match self.scheme(&req.vars, &req.repeated_headers) {
             Err(()) => {
+                crate::say!(
+                    "oxgate: warning: request refused with 400: contradictory scheme headers (--secure-scheme-header), from {}",
+                    String::from_utf8_lossy(
+                        super::vars::var(&req.vars, Var::REMOTE_ADDR)
+                            .map_or(&b"a unix socket"[..], |a| &a[..])
+                    )
+                );
                 return Box::pin(async {
                     Response::plain(400, "Bad Request", "Contradictory scheme headers\n")
                 });
@@ -520,7 +536,24 @@ mod tests {
         let from = |addr: &str, headers: &[(&str, &str)]| {
             let mut v = vec![("REMOTE_ADDR", addr)];
             v.extend_from_slice(headers);
-            s.scheme(&vars(&v))
+            s.scheme(&vars(&v), &[])
+        };
+        // Two lines, "https" and then "http" (joined as one variable).
+        let two_lines = |first: &str, second: &str| {
+            let joined = format!("{first}, {second}");
+            let v = vars(&[
+                ("REMOTE_ADDR", "::1"),
+                ("HTTP_X_FORWARDED_PROTO", joined.as_str()),
+            ]);
+            let repeated = [crate::request::RepeatedHeader {
+                name: v[1].0.clone(),
+                joined: v[1].1.clone(),
+                values: vec![
+                    Bytes::copy_from_slice(first.as_bytes()),
+                    Bytes::copy_from_slice(second.as_bytes()),
+                ],
+            }];
+            s.scheme(&v, &repeated)
         };
         assert_eq!(
             from("127.0.0.1", &[("HTTP_X_FORWARDED_PROTO", "https")]),
@@ -561,25 +594,28 @@ mod tests {
             ),
             Err(())
         );
+        assert_eq!(two_lines("https", "https"), Ok(Some(true)));
+        assert_eq!(two_lines("https", "http"), Err(()));
+        // One line's list is one value, as Gunicorn compares it: not https.
         assert_eq!(
             from("::1", &[("HTTP_X_FORWARDED_PROTO", "https, https")]),
-            Ok(Some(true))
+            Ok(Some(false))
         );
         assert_eq!(
             from("::1", &[("HTTP_X_FORWARDED_PROTO", "https, http")]),
-            Err(())
+            Ok(Some(false))
         );
         // A unix socket has no REMOTE_ADDR, or an empty one: its peer is
         // trusted.
         assert_eq!(
-            s.scheme(&vars(&[("HTTP_X_FORWARDED_SSL", "on")])),
+            s.scheme(&vars(&[("HTTP_X_FORWARDED_SSL", "on")]), &[]),
             Ok(Some(true))
         );
         assert_eq!(
-            s.scheme(&vars(&[
-                ("REMOTE_ADDR", ""),
-                ("HTTP_X_FORWARDED_SSL", "on")
-            ])),
+            s.scheme(
+                &vars(&[("REMOTE_ADDR", ""), ("HTTP_X_FORWARDED_SSL", "on")]),
+                &[]
+            ),
             Ok(Some(true))
         );
     }
