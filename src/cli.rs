@@ -147,8 +147,8 @@ fn run(args: Vec<OsString>) -> u8 {
             out(&format!(
                 "oxgate {}\n\
                  Python {}\n\
-                 Apps: WSGI (PEP 3333); ASGI 3 (HTTP, WebSocket, lifespan)\n\
-                 Protocols: HTTP/1.1, uwsgi, FastCGI, SCGI\n",
+                 Apps: WSGI (PEP 3333); ASGI 3 (HTTP, WebSocket, lifespan); CGI; FastCGI pools\n\
+                 Protocols: HTTP/1.1, HTTP/2, TLS, uwsgi, FastCGI, SCGI\n",
                 env!("CARGO_PKG_VERSION"),
                 python::describe_python(),
             ));

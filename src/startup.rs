@@ -445,7 +445,6 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
     }
     let p = &cfg.process;
     let masters: Vec<&str> = [
-        (p.processes > 1, "--processes"),
         (p.harakiri.is_some(), "--harakiri"),
         (p.max_requests.is_some(), "--max-requests"),
         (p.max_worker_lifetime.is_some(), "--max-worker-lifetime"),

@@ -14,7 +14,7 @@ use super::sources;
 /// How to bring docs/options.md and docs/oxgate.1 up to date.
 const REGENERATE: &str = "OXGATE_REGENERATE_DOCS=1 cargo test --lib config::doc";
 
-const SUMMARY: &str = "serve Python WSGI apps";
+const SUMMARY: &str = "serve WSGI and ASGI apps, CGI scripts and FastCGI programs";
 
 const USAGE: [&str; 2] = [
     "--http-socket ADDR (--wsgi-file FILE | --module pkg.mod:app) [OPTIONS]",

@@ -230,7 +230,7 @@ impl Logger {
             }
             _ => {
                 return Err(format!(
-                    "oxgate has no logger {kind:?} (its loggers are file:PATH, stdio, syslog[:IDENT[,FACILITY]] and rsyslog:ADDR[:PORT][,PREFIX[,PRI]])"
+                    "oxgate has no logger {kind:?} (its loggers are file:PATH, stdio, stdout, syslog[:IDENT[,FACILITY]] and rsyslog:ADDR[:PORT][,PREFIX[,PRI]])"
                 ));
             }
         };

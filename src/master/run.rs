@@ -486,8 +486,7 @@ impl Master<'_> {
                     );
                 } else {
                     crate::note!(
-                        "oxgate: {} received, stopping gracefully (requests in flight finish; a second {} stops at once)",
-                        signals::name(sig),
+                        "oxgate: {} received, stopping gracefully (requests in flight finish; a second SIGINT or SIGQUIT stops at once)",
                         signals::name(sig)
                     );
                 }
