@@ -275,3 +275,31 @@ def test_the_head_limit_holds_however_the_head_is_split(serve, pieces):
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"v" * 300_000 + b"\r\n\r\n")
         assert c.recv(65536).startswith(b"HTTP/1.1 431 ")
     s.wait_log("a request head was answered 431 Request Header Fields Too Large")
+
+
+def test_a_uwsgi_config_that_raises_buffer_size_takes_big_cookies_and_urls_as_uwsgi(tmp_path):
+    """`buffer-size = 32768`, the value real configs raise it to for big
+    cookies and URLs: a 9 KB cookie, a 20 KB header and a 10 KB query pass
+    in uWSGI and in oxgate (Gunicorn's per-field and per-line limits, which
+    no uWSGI config sets, refused them with 431 and 414)."""
+    import signal
+    import subprocess
+    from helpers import BIN, VENV, listens
+    results = {}
+    for name in ("oxgate", "uwsgi"):
+        port = free_port()
+        ini = tmp_path / f"{name}.ini"
+        ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {APPS / 'echo.py'}\n"
+                       "buffer-size = 32768\nmaster = true\nprocesses = 1\n")
+        program = BIN if name == "oxgate" else str(VENV / "bin" / "uwsgi")
+        proc = subprocess.Popen([program, "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: listens(port), what=f"{name} listening")
+            url = f"http://127.0.0.1:{port}"
+            results[name] = [requests.get(url + "/", headers={"Cookie": "a=" + "x" * 9000}, timeout=10).status_code,
+                             requests.get(url + "/", headers={"X-Big": "y" * 20000}, timeout=10).status_code,
+                             requests.get(url + "/?q=" + "z" * 10000, timeout=10).status_code]
+        finally:
+            proc.send_signal(signal.SIGINT)  # (SIGTERM reloads uWSGI)
+            proc.wait(30)
+    assert results["oxgate"] == results["uwsgi"] == [200, 200, 200], results

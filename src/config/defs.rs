@@ -563,7 +563,7 @@ options! {
     BUFFER_SIZE = OptDef::new("buffer-size", Int, Limits)
         .value("BYTES")
         .defaults_to("65536")
-        .help("Largest request head accepted, in bytes (uWSGI's default, 4096, is too small for real cookies). Larger heads get 431."),
+        .help("Largest request head accepted, in bytes (uWSGI's default, 4096, is too small for real cookies). Larger heads get 431. Given, it raises --limit-request-line and --limit-request-field-size with it, unless they are given: a uWSGI config that raises it for big cookies or URLs gets them."),
     SOCKET_TIMEOUT = OptDef::new("socket-timeout", Int, Limits)
         .short('z')
         .aliases(&["http-timeout"])

@@ -590,6 +590,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let r = Values(settings);
     // `--logdate` alone: uWSGI's ctime-like date; `--logdate=FMT`: strftime.
     let log_plan = log_plan(&r)?;
+    let buffer_size_given = r
+        .given(&opt::BUFFER_SIZE)
+        .map(|_| r.positive(&opt::BUFFER_SIZE))
+        .transpose()?
+        .map(|n| n.clamp(8192, 16 << 20) as usize);
     let log_date = r.value(&opt::LOGDATE).and_then(|v| match parse_bool(v) {
         Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
         Some(false) => None,
@@ -989,7 +994,13 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         limit_post: Some(r.int(&opt::LIMIT_POST))
             .filter(|n| *n > 0)
             .map(|n| n as u64),
-        limit_request_line: r.int(&opt::LIMIT_REQUEST_LINE).max(0) as usize,
+        // A --buffer-size given (uWSGI's configs raise it for big cookies
+        // and URLs) raises Gunicorn's line and field limits with it, unless
+        // they are given: uWSGI has no limits but the buffer's.
+        limit_request_line: match (r.given(&opt::LIMIT_REQUEST_LINE), buffer_size_given) {
+            (None, Some(size)) => size.max(4094),
+            _ => r.int(&opt::LIMIT_REQUEST_LINE).max(0) as usize,
+        },
         post_buffering: r.int(&opt::POST_BUFFERING).max(64 << 10) as u64,
         max_connections: r.count(&opt::MAX_CONNECTIONS).unwrap_or(0) as usize,
         min_body_rate: r.int(&opt::MIN_BODY_RATE).max(0) as u64,
@@ -1000,9 +1011,15 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             n if n <= 0 || n > 32768 => 32768,
             n => n as usize,
         },
-        limit_request_field_size: match r.int(&opt::LIMIT_REQUEST_FIELD_SIZE) {
-            n if n <= 0 => 8190,
-            n => n as usize,
+        limit_request_field_size: match (
+            r.given(&opt::LIMIT_REQUEST_FIELD_SIZE),
+            buffer_size_given,
+        ) {
+            (None, Some(size)) => size.max(8190),
+            _ => match r.int(&opt::LIMIT_REQUEST_FIELD_SIZE) {
+                n if n <= 0 => 8190,
+                n => n as usize,
+            },
         },
         buffer_size: r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize,
         socket_timeout: Duration::from_secs(r.positive(&opt::SOCKET_TIMEOUT)? as u64),
