@@ -311,6 +311,12 @@ def test_a_client_that_leaves_a_long_poll_behind_nginxs_gateways_is_an_http_disc
             wait_for(marker.exists, what=f"the app seeing the client leave ({prefix})")
             assert marker.read_text() == "http.disconnect", prefix
         assert requests.get(f"http://127.0.0.1:{port}/u/", timeout=10).text == "hello GET"
+    # And over HTTP, directly: its close ends the wait as well.
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /longpoll?h HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+    wait_for((tmp_path / "longpoll-h").exists, what="the app seeing the HTTP client leave")
+    assert (tmp_path / "longpoll-h").read_text() == "http.disconnect"
     params = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", ""), ("PATH_INFO", "/longpoll"), ("QUERY_STRING", "abort"),
               ("SERVER_NAME", "x"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")]
     with socket.create_connection(("127.0.0.1", ports["fastcgi"]), timeout=10) as c:

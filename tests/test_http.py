@@ -355,3 +355,34 @@ def test_a_target_in_absolute_form_names_the_host_whatever_host_says(serve, tmp_
     assert ask(b"GET http://user:pw@good.example/x HTTP/1.1\r\nHost: good.example\r\n") == \
         f"good.example good.example {s.port} /x"
     assert ask(b"GET /x HTTP/1.1\r\nHost: plain.example:81\r\n") == "plain.example:81 plain.example 81 /x"
+
+
+def test_a_client_that_half_closes_after_its_request_gets_its_answer_as_from_gunicorn(serve, tmp_path):
+    """`printf 'GET ...' | nc -N`: the client ends its side after sending,
+    and waits. Gunicorn and nginx answer; oxgate closed at once, the app
+    never called and nothing logged. Two pipelined requests are both
+    answered."""
+    from helpers import ECHO, VENV, free_port, listens, wait_for
+    shutil.copy(ECHO, tmp_path / "echo.py")
+    ox = serve("--wsgi-file", ECHO, "--processes", "1")
+    port = free_port()
+    gunicorn = subprocess.Popen([str(VENV / "bin" / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "2",
+                                 "echo:application"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: listens(port), what="gunicorn listening")
+        requests_sent = [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+                         b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                         b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n"]
+        for p in (ox.port, port):
+            for req in requests_sent:
+                with socket.create_connection(("127.0.0.1", p), timeout=10) as c:
+                    c.sendall(req)
+                    c.shutdown(socket.SHUT_WR)
+                    out = b""
+                    while chunk := c.recv(65536):
+                        out += chunk
+                assert out.count(b"HTTP/1.1 200 ") == req.count(b"HTTP/1.1\r\n"), (p, req, out)
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(30)

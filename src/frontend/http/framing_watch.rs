@@ -4,7 +4,8 @@
 //! hyper reads as chunked without a trace, or with a bare LF, extra empty
 //! lines or a raw non-ASCII target. It notes the head in the connection's
 //! context, and the service refuses that request with 400 (`on_request`).
-//! Everything else passes through untouched.
+//! Everything else passes through untouched, but for the end of the
+//! client's side while a request is in flight (`HALF_CLOSE_GRACE`).
 
 use std::io;
 use std::pin::Pin;
@@ -21,7 +22,18 @@ pub(super) struct FramingWatch<S> {
     inner: S,
     tracker: FramingTracker,
     ctx: Arc<ConnCtx>,
+    /// Until when the end of the client's side is kept from hyper.
+    eof_grace: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long the end of the client's side is kept from hyper while a
+/// request is in flight. A client that half-closes after its request
+/// (`nc -N`, a scripted health check) still waits for the answer, as
+/// Gunicorn and nginx give it; hyper, told at once, drops the request
+/// before its app is called. A request that takes longer is taken as given
+/// up (as nginx and uvicorn take it): hyper drops it, and an ASGI app's
+/// receive() says http.disconnect.
+const HALF_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl<S> FramingWatch<S> {
     pub(super) fn new(inner: S, ctx: Arc<ConnCtx>) -> FramingWatch<S> {
@@ -32,6 +44,7 @@ impl<S> FramingWatch<S> {
             inner,
             tracker,
             ctx,
+            eof_grace: None,
         }
     }
 }
@@ -43,7 +56,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if room
+            && matches!(res, Poll::Ready(Ok(())))
+            && buf.filled().len() == before
+            && self.ctx.begun.get() != self.ctx.finished.get()
+        {
+            let grace = self
+                .eof_grace
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(HALF_CLOSE_GRACE)));
+            if grace.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
         if self.tracker.following() {
             if self.ctx.switched.load(Ordering::Relaxed) {
                 // After a 101 the bytes are the new protocol's: nothing
