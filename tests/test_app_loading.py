@@ -158,6 +158,21 @@ def test_mount_with_manage_script_name(serve, tmp_path):
     assert "/blog=" in s.log() and "/blog/api=api:application" in s.log()
 
 
+def test_mount_lines_alone_serve_every_path_as_uwsgi(serve, tmp_path):
+    """A config of mount lines alone (no module, no wsgi-file): uWSGI's
+    first app loaded is its default, and takes every path no mount takes;
+    `mount = /=app.py` serves the whole site. They were all 404 "No app is
+    mounted at this path"."""
+    root, blog = mounted_app(tmp_path, "root"), mounted_app(tmp_path, "blog")
+    s = serve("--mount", f"/={root}", "--processes", "1")
+    for path in ("/", "/other", "/api/v1"):
+        assert requests.get(s.url + path, timeout=10).json() == ["root", "", path], path
+    s = serve("--mount", f"/blog={blog}", "--mount", f"/={root}", "--manage-script-name", "--processes", "1")
+    for path, want in [("/blog/x", ["blog", "/blog", "/x"]), ("/", ["blog", "", "/"]),
+                       ("/other", ["blog", "", "/other"])]:
+        assert requests.get(s.url + path, timeout=10).json() == want, path
+
+
 def test_no_default_app_refuses_a_script_name_no_app_has(serve, tmp_path):
     """uWSGI's no-default-app: a request whose SCRIPT_NAME (nginx's
     uwsgi_param) names no mounted app gets the no-app answer instead of the
@@ -225,7 +240,8 @@ def test_import_option_runs_modules_after_the_app(serve, tmp_path):
 
 def test_mount_chosen_by_script_name_over_uwsgi(serve, tmp_path):
     """nginx's `uwsgi_param SCRIPT_NAME /blog` picks the app; a path no app
-    is mounted at, with no default app, is a 404."""
+    is mounted at goes to the first mount, uWSGI's default app when no
+    other is loaded (--no-default-app makes it a 404)."""
     blog = mounted_app(tmp_path, "blog")
     up = free_port()
     serve("--socket", f"127.0.0.1:{up}", "--mount", f"/blog={blog}", "--processes", "1")
@@ -237,7 +253,7 @@ def test_mount_chosen_by_script_name_over_uwsgi(serve, tmp_path):
         return head.split(b" ")[1], body
     assert ask("/blog", "/post/1") == (b"200", json.dumps(["blog", "/blog", "/post/1"]).encode())
     status, body = ask("/other", "/x")
-    assert status == b"404" and b"No app is mounted" in body
+    assert status == b"200" and json.loads(body)[0] == "blog", body
 
 
 # Apps named per request by the front end (--vhost).

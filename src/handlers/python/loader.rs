@@ -163,15 +163,21 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             AppSource::File(f) => format!("{}:{}", f.display(), spec.callable),
             AppSource::Module(m) => format!("{m}:{}", spec.callable),
         };
-        let default: Arc<dyn Handler> = match app {
-            _ if opts.vhost => Arc::new(WsgiApp::vhost(host.clone(), app)),
-            Some(app) => handler(name(opts.app.expect("an app was loaded")), app)?,
-            None => Arc::new(WsgiApp::missing(host.clone())),
-        };
         let mut mounted = Vec::new();
         for (point, spec, app) in mounts {
             mounted.push((point, handler(name(spec), app)?));
         }
+        let default: Arc<dyn Handler> = match app {
+            _ if opts.vhost => Arc::new(WsgiApp::vhost(host.clone(), app)),
+            Some(app) => handler(name(opts.app.expect("an app was loaded")), app)?,
+            // As uWSGI's first app loaded is its default: a config of
+            // `mount` lines alone (`mount = /=app.py`) serves every path
+            // no other mount takes with the first.
+            None => match mounted.first() {
+                Some((_, first)) => first.clone(),
+                None => Arc::new(WsgiApp::missing(host.clone())),
+            },
+        };
         Ok(PythonApps {
             missing: Arc::new(WsgiApp::missing(host.clone())),
             host,
