@@ -127,6 +127,7 @@ complete -c oxgate -l uid -x -d 'Run as USER (name or number) after binding the 
 complete -c oxgate -l gid -x -d 'Run as GROUP (name or number) after binding the sockets'
 complete -c oxgate -l limit-concurrency -x -d 'With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn\'s option)'
 complete -c oxgate -l keepalive-timeout -x -d 'How long an HTTP connection waits for its next request before it is closed (Gunicorn\'s keepalive, uvicorn\'s --timeout-keep-alive); --socket-timeout until given, and 0 closes each HTTP/1.1 connection after one response'
+complete -c oxgate -l http-keepalive -x -d 'uWSGI\'s HTTP router keep-alive: oxgate\'s HTTP/1.1 connections are always kept alive (--keepalive-timeout sets how long an idle one waits)'
 complete -c oxgate -l limit-post -x -d 'Refuse request bodies larger than BYTES with 413 (1 GiB unless given; 0 turns the limit off)'
 complete -c oxgate -l max-connections -x -d 'Most connections a worker holds open at once, across its sockets; past it, new connections wait in the listen backlog until one closes (or another worker takes them)'
 complete -c oxgate -l post-buffering -x -d 'Read HTTP request bodies up to BYTES (at least 64 KiB) before the app is called, as nginx buffers them, so that a slow upload holds no app thread; a larger body streams to the app once that much has come'

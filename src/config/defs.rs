@@ -533,6 +533,10 @@ options! {
     KEEPALIVE_TIMEOUT = OptDef::new("keepalive-timeout", Int, Limits)
         .value("SECONDS")
         .help("How long an HTTP connection waits for its next request before it is closed (Gunicorn's keepalive, uvicorn's --timeout-keep-alive); --socket-timeout until given, and 0 closes each HTTP/1.1 connection after one response. Behind a load balancer, make it longer than the balancer's idle timeout."),
+    HTTP_KEEPALIVE = OptDef::new("http-keepalive", FlagOrStr, Limits)
+        .value("[=SECONDS]")
+        .ignored()
+        .help("uWSGI's HTTP router keep-alive: oxgate's HTTP/1.1 connections are always kept alive (--keepalive-timeout sets how long an idle one waits)."),
     LIMIT_POST = OptDef::new("limit-post", Int, Limits)
         .value("BYTES")
         .defaults_to("1073741824")
