@@ -663,6 +663,24 @@ def test_jitter_draws_a_limit_per_worker(serve, tmp_path):
 PROGRAMS = {"oxgate": (BIN,), "gunicorn": (GUNICORN,)}
 
 
+def run_with_streams(tmp_path, name, program, conf_file, work):
+    """Runs `program` (oxgate or Gunicorn) on conf_file, its stdout and
+    stderr in files of their own; `work(port, process, stdout_path)` once it
+    listens; then stops it. Returns the two files' paths."""
+    port = free_port()
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        p = subprocess.Popen([*program, "-c", str(conf_file), "-b", f"127.0.0.1:{port}", "procs:application"],
+                             stdout=o, stderr=e, cwd=tmp_path, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+    try:
+        wait_for(lambda: listens(port), what=f"{name} listening")
+        work(port, p, out)
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    return out, err
+
+
 @pytest.mark.parametrize("errorlog", [None, "errors.log"])
 def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path, errorlog):
     """accesslog = "-" is stdout, and the error log stderr (or its file), as
@@ -673,18 +691,10 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
     f = conf(tmp_path, text, name="dash.py")
     streams = {}
     for name, program in PROGRAMS.items():
-        port = free_port()
-        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-        with open(out, "wb") as o, open(err, "wb") as e:
-            p = subprocess.Popen([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "procs:application"],
-                                 stdout=o, stderr=e, cwd=tmp_path, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
-        try:
-            wait_for(lambda: listens(port), what=f"{name} listening")
+        def work(port, p, out):
             assert requests.get(f"http://127.0.0.1:{port}/?marker=dash", timeout=10).ok
             wait_for(lambda: "marker=dash" in out.read_text(), what=f"{name}'s access line on stdout")
-        finally:
-            p.terminate()
-            p.wait(timeout=30)
+        out, err = run_with_streams(tmp_path, name, program, f, work)
         errors = (tmp_path / errorlog).read_text() if errorlog else err.read_text()
         streams[name] = ("marker=dash" in out.read_text(), "marker=dash" in errors)
         if errorlog:
@@ -702,22 +712,16 @@ def test_loglevel_above_info_quiets_the_routine_lines_as_gunicorn(tmp_path, leve
              "worker_connections = 5\n", name="quiet.py")
     streams = {}
     for name, program in PROGRAMS.items():
-        port = free_port()
-        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-        with open(out, "wb") as o, open(err, "wb") as e:
-            p = subprocess.Popen([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "procs:application"],
-                                 stdout=o, stderr=e, cwd=tmp_path, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
-        try:
-            wait_for(lambda: listens(port), what=f"{name} listening")
+        def work(port, p, out):
             for i in range(4):
                 assert requests.get(f"http://127.0.0.1:{port}/?marker=q{i}", timeout=10).ok
             (tmp_path / "version.txt").write_text(f"{name}-reloaded")
             p.send_signal(signal.SIGHUP)
             wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=10).text.endswith("-reloaded"),
                      what=f"{name} serving after the reload")
+        try:
+            out, err = run_with_streams(tmp_path, name, program, f, work)
         finally:
-            p.terminate()
-            p.wait(timeout=30)
             (tmp_path / "version.txt").unlink(missing_ok=True)
         streams[name] = (out.read_text().count("marker=q"), err.read_text())
     assert streams["gunicorn"] == (4, ""), streams

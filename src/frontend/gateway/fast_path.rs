@@ -4,7 +4,7 @@
 
 use crate::request::cgi::{Normalised, normalise};
 use crate::request::{ConnInfo, Handler, over_limit_post};
-use crate::request::{Request, RequestBody, ResponseBody};
+use crate::request::{RequestBody, ResponseBody};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -94,15 +94,13 @@ pub async fn serve_fast(
         RequestBody::Full(probe.split_to(len).freeze())
     };
     let version = status_line_version(&vars);
-    let mut answering = std::pin::pin!(host.handle(Request {
+    let mut answering = std::pin::pin!(host.handle(super::oneshot::gateway_request(
         vars,
-        body,
         is_head,
-        protocol,
-        upgradable: false,
-        early_hints: None,
         repeated_headers,
-    }));
+        body,
+        protocol
+    )));
     // An app that takes long (a long-poll, a slow query) is watched for the
     // web server closing the connection, as its client left: the
     // connection joins the event loop then, not for every request.

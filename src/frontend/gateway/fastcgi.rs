@@ -4,9 +4,7 @@
 use crate::listen::Protocol;
 use crate::proto::fastcgi;
 use crate::request::cgi::{Normalised, normalise};
-use crate::request::{
-    BodyError, BodyStream, ChunkSource, Request, RequestBody, Response, ResponseBody,
-};
+use crate::request::{BodyError, BodyStream, ChunkSource, RequestBody, Response, ResponseBody};
 use crate::request::{ConnInfo, Handler, body_too_large};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
@@ -522,15 +520,13 @@ where
     let response = match refused {
         Some(r) => r,
         None => {
-            let answering = host.clone().handle(Request {
+            let answering = host.clone().handle(super::oneshot::gateway_request(
                 vars,
-                body,
                 is_head,
-                protocol: Protocol::Fastcgi,
-                upgradable: false,
-                early_hints: None,
                 repeated_headers,
-            });
+                body,
+                Protocol::Fastcgi,
+            ));
             let mut answering = std::pin::pin!(answering);
             let quick = tokio::select! {
                 biased;

@@ -184,8 +184,9 @@ pub async fn serve<S>(
         return;
     }
     let len = content_length.unwrap_or(0);
-    let body = if len == 0 {
-        RequestBody::Empty
+    // The reading side, kept to watch unless a streamed body takes it.
+    let (body, mut watched) = if len == 0 {
+        (RequestBody::Empty, Some(rd))
     } else if len <= INLINE_BODY_MAX {
         // Small: read it all now, so the app can run inline.
         while (buf.len() as u64) < len {
@@ -195,7 +196,7 @@ pub async fn serve<S>(
             }
         }
         buf.truncate(len as usize);
-        RequestBody::Full(buf.split().freeze())
+        (RequestBody::Full(buf.split().freeze()), Some(rd))
     } else {
         let prefix = buf.split().freeze();
         let prefix = prefix.slice(..prefix.len().min(len as usize));
@@ -206,23 +207,43 @@ pub async fn serve<S>(
             timeout: settings.timeout,
             sleep: None,
         }));
-        // The body holds the reading side: a close is seen by its reads.
-        let version = status_line_version(&vars);
-        let request = Request {
-            vars,
-            body,
-            is_head,
-            protocol,
-            upgradable: false,
-            early_hints: None,
-            repeated_headers,
-        };
-        let response = host.handle(request).await;
-        write_response(&mut wr, &mut files, protocol, &version, response).await;
-        return;
+        (body, None)
     };
     let version = status_line_version(&vars);
-    let request = Request {
+    let answering = std::pin::pin!(host.handle(gateway_request(
+        vars,
+        is_head,
+        repeated_headers,
+        body,
+        protocol
+    )));
+    match &mut watched {
+        // The whole request is in: nothing more comes on a one-request
+        // connection, so its reading side ending is the web server closing
+        // it, as nginx does when its client leaves. The app's request is
+        // dropped then, as hyper drops it when an HTTP client leaves: an
+        // ASGI app's receive() says http.disconnect, and a long-poll ends.
+        Some(rd) => {
+            answer_unless_closed(rd, &mut wr, &mut files, answering, protocol, &version).await;
+        }
+        // A streamed body holds the reading side: its reads see a close.
+        None => {
+            let response = answering.await;
+            write_response(&mut wr, &mut files, protocol, &version, response).await;
+        }
+    }
+}
+
+/// A gateway request: no upgrade, no 103 (the web server in front speaks
+/// HTTP to the client).
+pub(super) fn gateway_request(
+    vars: Vec<(crate::request::VarName, Bytes)>,
+    is_head: bool,
+    repeated_headers: Vec<crate::request::RepeatedHeader>,
+    body: RequestBody,
+    protocol: Protocol,
+) -> Request {
+    Request {
         vars,
         body,
         is_head,
@@ -230,14 +251,7 @@ pub async fn serve<S>(
         upgradable: false,
         early_hints: None,
         repeated_headers,
-    };
-    // The whole request is in: nothing more comes on a one-request
-    // connection, so its reading side ending is the web server closing it,
-    // as nginx does when its client leaves. The app's request is dropped
-    // then, as hyper drops it when an HTTP client leaves: an ASGI app's
-    // receive() says http.disconnect, and a long-poll ends.
-    let answering = std::pin::pin!(host.handle(request));
-    answer_unless_closed(&mut rd, &mut wr, &mut files, answering, protocol, &version).await;
+    }
 }
 
 /// The app's answer, written, unless the web server closes the connection
