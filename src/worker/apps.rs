@@ -274,7 +274,13 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         interface: cfg.interface,
         asgi: &cfg.asgi,
     })?;
-    let default = loaded.default;
+    // With no app of its own, the first mount is the default (as uWSGI's
+    // first app loaded), unless --no-default-app says there is none.
+    let default = if cfg.no_default_app && cfg.app.is_none() && !cfg.vhost {
+        loaded.missing.clone()
+    } else {
+        loaded.default
+    };
     let handler: Arc<dyn Handler> = if loaded.mounts.is_empty() {
         default
     } else {
