@@ -355,6 +355,14 @@ def test_a_target_in_absolute_form_names_the_host_whatever_host_says(serve, tmp_
     assert ask(b"GET http://user:pw@good.example/x HTTP/1.1\r\nHost: good.example\r\n") == \
         f"good.example good.example {s.port} /x"
     assert ask(b"GET /x HTTP/1.1\r\nHost: plain.example:81\r\n") == "plain.example:81 plain.example 81 /x"
+    # A query and no path: the URI is "/?x=1", the path served (it was "?x=1").
+    (tmp_path / "uri.py").write_text(
+        "def application(environ, start_response):\n"
+        "    out = environ['REQUEST_URI'] + ' ' + environ['PATH_INFO'] + ' ' + environ['QUERY_STRING']\n"
+        "    start_response('200 OK', [('Content-Length', str(len(out)))])\n"
+        "    return [out.encode()]\n")
+    s = serve("--wsgi-file", str(tmp_path / "uri.py"), "--processes", "1")
+    assert ask(b"GET http://h.example?x=1 HTTP/1.1\r\nHost: h.example\r\n") == "/?x=1 / x=1"
 
 
 def test_a_client_that_half_closes_after_its_request_gets_its_answer_as_from_gunicorn(serve, tmp_path):

@@ -134,7 +134,15 @@ fn convert_head_into(
         [parts.uri.query().unwrap_or("").as_bytes()],
     );
     let raw_uri = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
-    v.copy(VarName::Known(Var::REQUEST_URI), b"", [raw_uri.as_bytes()]);
+    // An absolute-form target with a query and no path
+    // (`GET http://h.example?x=1`) has "?x=1" for its path and query: the
+    // URI is the path it is served as ("/") and the query.
+    let slash: &[u8] = if raw_uri.starts_with('?') { b"/" } else { b"" };
+    v.copy(
+        VarName::Known(Var::REQUEST_URI),
+        b"",
+        [slash, raw_uri.as_bytes()],
+    );
     v.put(
         Var::SERVER_PROTOCOL,
         match parts.version {
