@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 
-use crate::config::{self, Action, defs::opt};
+use crate::config::{self, Action, Words as _, defs::opt};
 use crate::handlers::python;
 
 /// Runs the command with these arguments (without the program name) and
@@ -64,9 +64,10 @@ fn run(args: Vec<OsString>) -> u8 {
     let quiet = errors.is_empty()
         && !print_config
         && !loaded.flag(&opt::CHECK_CONFIG)
-        && loaded.value(&opt::LOG_LEVEL).is_some_and(|l| {
-            ["error", "critical"].contains(&l.trim().to_ascii_lowercase().as_str())
-        });
+        && loaded
+            .value(&opt::LOG_LEVEL)
+            .and_then(config::LogLevel::from_word)
+            .is_some_and(|level| level > config::LogLevel::Warning);
     for w in warnings.iter().filter(|_| !quiet) {
         eprintln!("oxgate: warning: {w}");
     }

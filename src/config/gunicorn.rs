@@ -1519,7 +1519,7 @@ pub fn is_gunicorn_command_line(args: &[OsString], cmd_args_set: bool, conf_here
             // Exact flags only: argparse's prefixes would take uWSGI's
             // --ini for --initgroups.
             let flag = w.split('=').next().unwrap_or(w);
-            SETTINGS.iter().any(|s| s.flags.contains(&flag))
+            is_gunicorn_flag(flag)
         })
 }
 

@@ -564,19 +564,14 @@ impl<'a> Values<'a> {
     /// One of a fixed set of words (case-insensitive); the error lists them.
     fn choice<T: Words>(&self, key: Key) -> Result<T, ConfigError> {
         let v = self.defaulted(key).trim();
-        let words = T::WORDS;
-        words
-            .iter()
-            .find(|(w, _)| w.eq_ignore_ascii_case(v))
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                let all: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
-                ConfigError(format!(
-                    "--{} {v:?}: expected one of {}",
-                    key.name,
-                    all.join(", ")
-                ))
-            })
+        T::from_word(v).ok_or_else(|| {
+            let all: Vec<&str> = T::WORDS.iter().map(|(w, _)| *w).collect();
+            ConfigError(format!(
+                "--{} {v:?}: expected one of {}",
+                key.name,
+                all.join(", ")
+            ))
+        })
     }
 }
 
@@ -590,11 +585,8 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let r = Values(settings);
     // `--logdate` alone: uWSGI's ctime-like date; `--logdate=FMT`: strftime.
     let log_plan = log_plan(&r)?;
-    let buffer_size_given = r
-        .given(&opt::BUFFER_SIZE)
-        .map(|_| r.positive(&opt::BUFFER_SIZE))
-        .transpose()?
-        .map(|n| n.clamp(8192, 16 << 20) as usize);
+    let buffer_size = r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize;
+    let buffer_size_given = r.given(&opt::BUFFER_SIZE).map(|_| buffer_size);
     let log_date = r.value(&opt::LOGDATE).and_then(|v| match parse_bool(v) {
         Some(true) => Some("%a %b %e %H:%M:%S %Y".to_string()),
         Some(false) => None,
@@ -1021,7 +1013,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 n => n as usize,
             },
         },
-        buffer_size: r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize,
+        buffer_size,
         socket_timeout: Duration::from_secs(r.positive(&opt::SOCKET_TIMEOUT)? as u64),
         keepalive_timeout: match r.given(&opt::KEEPALIVE_TIMEOUT) {
             None => None,

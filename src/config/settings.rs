@@ -36,6 +36,14 @@ pub trait Words: Copy + PartialEq + 'static {
             .find(|(_, v)| *v == self)
             .map_or("", |(w, _)| w)
     }
+
+    /// The value a word names (case-insensitive, around spaces).
+    fn from_word(word: &str) -> Option<Self> {
+        Self::WORDS
+            .iter()
+            .find(|(w, _)| w.eq_ignore_ascii_case(word.trim()))
+            .map(|(_, v)| *v)
+    }
 }
 
 /// How an app is called (`--interface`).

@@ -103,11 +103,12 @@ pub async fn serve_fast(
     )));
     // An app that takes long (a long-poll, a slow query) is watched for the
     // web server closing the connection, as its client left: the
-    // connection joins the event loop then, not for every request.
+    // connection joins the event loop then, not for every request (nor
+    // is the timer made for an answer ready at once).
     let response = tokio::select! {
         biased;
         response = &mut answering => response,
-        () = tokio::time::sleep(WATCH_AFTER) => {
+        () = async { tokio::time::sleep(WATCH_AFTER).await } => {
             match conn {
                 RawConn::Tcp(fd) => {
                     if let Ok(s) = tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)) {

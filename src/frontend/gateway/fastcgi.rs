@@ -528,10 +528,11 @@ where
                 Protocol::Fastcgi,
             ));
             let mut answering = std::pin::pin!(answering);
+            // (The timer is made only for an answer not ready at once.)
             let quick = tokio::select! {
                 biased;
                 response = &mut answering => Some(response),
-                () = tokio::time::sleep(WATCH_AFTER) => None,
+                () = async { tokio::time::sleep(WATCH_AFTER).await } => None,
             };
             if let Some(response) = quick {
                 response

@@ -222,21 +222,7 @@ pub fn prepare_started_python(pythonpath: &[PathBuf]) -> Result<(), String> {
         return Ok(());
     }
     Python::attach(|py| {
-        // As `loader::load` orders them: --pythonpath, then the directory.
-        let mut front: Vec<String> = pythonpath
-            .iter()
-            .map(|p| {
-                std::path::absolute(p)
-                    .unwrap_or_else(|_| p.clone())
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        front.push(
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| ".".into()),
-        );
+        let front = super::loader::path_front(pythonpath);
         host_helpers(py)
             .and_then(|m| {
                 m.call_method1("sync_environ", (process_environ(),))?;

@@ -29,6 +29,39 @@ pub struct LoadOptions<'a> {
     pub asgi: &'a AsgiSettings,
 }
 
+/// What goes first on `sys.path`: the --pythonpath entries in the order
+/// given, then the working directory, all ahead of site-packages. As
+/// Gunicorn, uWSGI and uvicorn (--app-dir) put them, a project's src/ is
+/// found before a module of the same name beside it. A pattern is each
+/// directory it matches (uWSGI globs pythonpath: `pythonpath =
+/// /srv/libs/*`), itself if it matches none.
+pub(crate) fn path_front(pythonpath: &[std::path::PathBuf]) -> Vec<String> {
+    let mut front = Vec::new();
+    for p in pythonpath {
+        let text = p.to_string_lossy();
+        let matched = match crate::sys::glob::is_pattern(&text) {
+            true => crate::sys::glob::glob(&text),
+            false => Vec::new(),
+        };
+        let entries = match matched.is_empty() {
+            true => vec![p.clone()],
+            false => matched.into_iter().map(std::path::PathBuf::from).collect(),
+        };
+        front.extend(entries.iter().map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        }));
+    }
+    front.push(
+        std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| ".".into()),
+    );
+    front
+}
+
 /// Imports the app and prepares everything the per-request path needs.
 pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
     Python::attach(|py| {
@@ -38,35 +71,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             .getattr("path")
             .and_then(|p| p.cast_into::<PyList>().map_err(Into::into))
             .map_err(|e| e.to_string())?;
-        // The --pythonpath entries in the order given, then the working
-        // directory, all ahead of site-packages: as Gunicorn, uWSGI and
-        // uvicorn (--app-dir) put them, a project's src/ is found before a
-        // module of the same name beside it.
-        let mut front: Vec<String> = Vec::new();
-        // A pattern is each directory it matches (uWSGI globs pythonpath:
-        // `pythonpath = /srv/libs/*`), itself if it matches none.
-        for p in opts.pythonpath {
-            let text = p.to_string_lossy();
-            let matched = match crate::sys::glob::is_pattern(&text) {
-                true => crate::sys::glob::glob(&text),
-                false => Vec::new(),
-            };
-            let entries = match matched.is_empty() {
-                true => vec![p.clone()],
-                false => matched.into_iter().map(std::path::PathBuf::from).collect(),
-            };
-            front.extend(entries.iter().map(|p| {
-                std::path::absolute(p)
-                    .unwrap_or_else(|_| p.clone())
-                    .display()
-                    .to_string()
-            }));
-        }
-        front.push(
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| ".".into()),
-        );
+        let front = path_front(opts.pythonpath);
         for entry in front.iter().rev() {
             path.insert(0, entry).map_err(|e| e.to_string())?;
         }
