@@ -284,3 +284,43 @@ def test_a_reload_shows_one_row_per_worker_id_as_uwsgi(serve):
         time.sleep(0.1)
     slow.join(30)
     assert seen_new, "the replacements were never shown"
+
+
+@pytest.mark.parametrize("kind", ["raw", "metrics"])
+def test_the_stats_server_answers_through_reloads(serve, kind):
+    """The stats and metrics listeners pass to the re-executed master as
+    the serving sockets do: a monitor polling through a reload (uwsgitop,
+    a Prometheus scrape) is answered every time. They were closed at the
+    exec and bound again, so a poll then was reset or refused."""
+    port = free_port()
+    flag = ["--stats", f"127.0.0.1:{port}"] if kind == "raw" else ["--metrics", f"127.0.0.1:{port}"]
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "2", *flag)
+    s.wait_workers(2)
+
+    def poll():
+        if kind == "raw":
+            return read_stats(port)["workers"]
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+    polled, errors, stop = [0], [], threading.Event()
+
+    def poller():
+        while not stop.is_set():
+            try:
+                poll()
+                polled[0] += 1
+            except (OSError, ValueError, requests.RequestException) as e:
+                errors.append(repr(e))
+
+    t = threading.Thread(target=poller)
+    t.start()
+    try:
+        for _ in range(5):
+            before = s.log().count("reload done")
+            os.kill(s.proc.pid, signal.SIGHUP)
+            wait_for(lambda: s.log().count("reload done") > before, timeout=30, what="reload done")
+    finally:
+        stop.set()
+        t.join(10)
+    assert errors == [], errors[:5]
+    assert polled[0] > 20

@@ -36,6 +36,20 @@ pub struct Handover {
     /// rest.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_fifo: Option<HandedFifo>,
+    /// `--stats` and `--metrics` listeners, open across exec, so that a
+    /// monitor polling during the reload is answered (by the next image)
+    /// rather than reset or refused. (Absent when there are none.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats: Vec<HandedStats>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HandedStats {
+    pub fd: RawFd,
+    /// The address as configured: the next image adopts the descriptor
+    /// when its configuration names the same one, and closes it otherwise.
+    pub addr: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -100,6 +114,7 @@ impl Handover {
                 .unwrap_or_default()
                 .as_millis() as u64,
             master_fifo: None,
+            stats: Vec::new(),
         }
     }
 
@@ -251,6 +266,10 @@ mod tests {
             replaced: false,
         });
         h.daemons.push(HandedDaemon { index: 0, pid: 200 });
+        h.stats.push(HandedStats {
+            fd: 5,
+            addr: "127.0.0.1:9191".into(),
+        });
         h
     }
 

@@ -26,7 +26,11 @@ pub fn run(
 ) -> Result<(), String> {
     let p = &cfg.process;
     // Bound before the app loads: a taken address fails fast.
-    let stats = match stats::Stats::bind(cfg) {
+    let handed_stats = handover
+        .as_mut()
+        .map(|h| std::mem::take(&mut h.stats))
+        .unwrap_or_default();
+    let stats = match stats::Stats::bind(cfg, handed_stats) {
         Ok(s) => s,
         Err(e) if handover.is_some() => {
             crate::say!("oxgate: {e}; serving on without stats");
@@ -620,6 +624,9 @@ impl Master<'_> {
             return;
         }
         process::sd_notify("RELOADING=1");
+        let mut stats = std::mem::take(&mut self.stats);
+        stats.finish_clients(STATS_FINISH, &|want| self.render_stats(want));
+        self.stats = stats;
         if kind == ReloadKind::Brutal {
             self.supervise(|sup, fx| sup.signal_all(Signal::SIGKILL, fx, Instant::now()));
         }
@@ -643,6 +650,7 @@ impl Master<'_> {
                 hand.daemons.push(HandedDaemon { index, pid });
             }
         }
+        hand.stats = self.stats.hand_over();
         if let Some(f) = &self.fifo {
             set_cloexec(f.raw_fd(), false);
             hand.master_fifo = Some(super::handover::HandedFifo {
@@ -698,8 +706,13 @@ impl Master<'_> {
         drop(blocked);
         crate::handlers::fastcgi::keep_all();
         crate::say!("oxgate: {} reload {why}", kind.name());
-        for s in &hand.listeners {
-            set_cloexec(s.fd, true);
+        for fd in hand
+            .listeners
+            .iter()
+            .map(|s| s.fd)
+            .chain(hand.stats.iter().map(|s| s.fd))
+        {
+            set_cloexec(fd, true);
         }
         set_cloexec(self.sb.raw_fd(), true);
         if let Some(f) = &self.fifo {
@@ -775,6 +788,11 @@ fn load_app_stoppably(cfg: &Config, stoppable: bool) -> Result<apps::Apps, Strin
     signals::LOADING.store(false, std::sync::atomic::Ordering::Release);
     result
 }
+
+/// The longest a reload waits for the stats clients it accepted to be
+/// answered (the stats server's own limit for one is 3 s; a well-behaved
+/// one needs a millisecond).
+const STATS_FINISH: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The longest a reload waits for its configuration check.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);

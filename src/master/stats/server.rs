@@ -2,12 +2,13 @@
 //! `poll` finds them ready.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::snapshot::Want;
 use crate::config::Config;
-use crate::listen::{self, Listener};
+use crate::listen::{self, Address, Listener};
+use crate::master::handover::{HandedStats, set_cloexec};
 
 /// How long a stats client may take to send its request and read the answer.
 const CLIENT_TIME: Duration = Duration::from_secs(3);
@@ -29,6 +30,8 @@ enum Kind {
 struct Server {
     listener: Listener,
     kind: Kind,
+    /// As configured (without `http://`): what a handover matches on.
+    addr: String,
 }
 
 enum Stream {
@@ -57,6 +60,15 @@ impl Stream {
     }
 }
 
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 struct Client {
     stream: Stream,
     kind: Kind,
@@ -74,8 +86,20 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Binds `--stats` and `--metrics`.
-    pub fn bind(cfg: &Config) -> Result<Stats, String> {
+    /// Binds `--stats` and `--metrics`, adopting the listeners a previous
+    /// master image handed over for the same addresses (closing the rest).
+    pub fn bind(cfg: &Config, handed: Vec<HandedStats>) -> Result<Stats, String> {
+        // Owned at once, so that those not adopted are closed on every
+        // return.
+        let mut handed: Vec<(String, OwnedFd)> = handed
+            .into_iter()
+            .map(|h| {
+                // SAFETY: the previous image left this descriptor open for
+                // this one and no longer uses it; it is wrapped once, here,
+                // so it has one owner.
+                (h.addr, unsafe { OwnedFd::from_raw_fd(h.fd) })
+            })
+            .collect();
         let mut stats = Stats::default();
         let wanted = [
             (
@@ -92,8 +116,17 @@ impl Stats {
             let Some(addr) = addr else { continue };
             let addr = addr.strip_prefix("http://").unwrap_or(addr);
             let parsed = listen::parse(addr)?;
-            let listener =
-                listen::bind(&parsed, 64, 0o660).map_err(|e| format!("stats server: {e}"))?;
+            let adopted = handed
+                .iter()
+                .position(|(a, _)| a == addr)
+                .map(|i| handed.swap_remove(i))
+                .and_then(|(_, fd)| adopt(fd, addr, &parsed));
+            let listener = match adopted {
+                Some(l) => l,
+                None => {
+                    listen::bind(&parsed, 64, 0o660).map_err(|e| format!("stats server: {e}"))?
+                }
+            };
             if let Listener::Tcp(t) = &listener
                 && t.local_addr().is_ok_and(|a| !a.ip().is_loopback())
             {
@@ -102,9 +135,29 @@ impl Stats {
                      shows every worker's requests and clients; bind it to 127.0.0.1 or a unix socket"
                 );
             }
-            stats.servers.push(Server { listener, kind });
+            stats.servers.push(Server {
+                listener,
+                kind,
+                addr: addr.to_string(),
+            });
         }
         Ok(stats)
+    }
+
+    /// Their descriptors and addresses, for the next image: left open
+    /// across exec.
+    pub fn hand_over(&self) -> Vec<HandedStats> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let fd = server.listener.raw_fd();
+                set_cloexec(fd, false);
+                HandedStats {
+                    fd,
+                    addr: server.addr.clone(),
+                }
+            })
+            .collect()
     }
 
     /// The descriptors to poll: listeners, then clients.
@@ -187,8 +240,72 @@ impl Stats {
         }
     }
 
+    /// Serves the clients already accepted, for `within` at most, without
+    /// accepting more: a reload's exec would close them mid-exchange (a
+    /// request left unread there resets the connection). The listeners
+    /// pass to the next image, whose clients wait in their queues.
+    pub fn finish_clients(&mut self, within: Duration, render: &dyn Fn(Want) -> String) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let end = Instant::now() + within;
+        while self.has_clients() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wanted = self.poll_fds();
+            let mut fds: Vec<PollFd> = self
+                .clients
+                .iter()
+                .zip(&wanted[self.servers.len()..])
+                .map(|(c, p)| {
+                    PollFd::new(c.stream.as_fd(), PollFlags::from_bits_truncate(p.events))
+                })
+                .collect();
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            if poll(&mut fds, PollTimeout::from(ms)).is_err() {
+                break;
+            }
+            let revents: Vec<i16> = fds
+                .iter()
+                .map(|f| f.revents().map_or(0, |r| r.bits()))
+                .collect();
+            drop(fds);
+            let mut ready = wanted;
+            for p in &mut ready[..self.servers.len()] {
+                p.revents = 0;
+            }
+            for (p, r) in ready[self.servers.len()..].iter_mut().zip(revents) {
+                p.revents = r;
+            }
+            self.serve(&ready, render);
+        }
+    }
+
     pub fn has_clients(&self) -> bool {
         !self.clients.is_empty()
+    }
+}
+
+/// A handed-over stats listener, as `Listener` (keeping a unix socket's
+/// path, which is this configuration's).
+fn adopt(fd: OwnedFd, name: &str, addr: &Address) -> Option<Listener> {
+    let raw = fd.as_raw_fd();
+    match listen::listener_of(fd) {
+        Ok(Listener::Unix(l, _)) => Some(Listener::Unix(
+            l,
+            match addr {
+                Address::Unix(p) => Some(p.clone()),
+                _ => None,
+            },
+        )),
+        Ok(l) => Some(l),
+        Err(e) => {
+            crate::say!(
+                "oxgate: the stats socket {name} handed over on descriptor {raw}: {e}; binding it again"
+            );
+            None
+        }
     }
 }
 
