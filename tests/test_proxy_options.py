@@ -6,13 +6,13 @@ import socket
 import pytest
 import requests
 
-from helpers import APPS, VENV, wait_for
+from helpers import APPS, VENV, nginx_serving, wait_for
 
 WSGI_APP = """
 import json
 def application(environ, start_response):
     body = json.dumps({k: environ.get(k) for k in ("SCRIPT_NAME", "PATH_INFO", "REMOTE_ADDR", "REMOTE_PORT")}
-                      | {"scheme": environ["wsgi.url_scheme"]}).encode()
+                      | {"scheme": environ["wsgi.url_scheme"], "wsgi.url_scheme": environ["wsgi.url_scheme"]}).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
 """
@@ -63,6 +63,48 @@ def test_proxy_headers_from_a_trusted_proxy(serve, wsgi_app):
     assert (scope["client"], scope["scheme"]) == (["203.0.113.9", 0], "https")
 
 
+def test_proxy_headers_forwarded_reads_rfc_7239_behind_real_nginx(serve, wsgi_app, tmp_path):
+    """--proxy-headers=forwarded reads the Forwarded header nginx sets (the
+    recipe that appends to what came in), walking it from the right as
+    X-Forwarded-For is walked; X-Forwarded-* are not read then. The
+    default reads X-Forwarded-* alone: the same nginx's Forwarded, and a
+    client's own, name nothing."""
+    s = serve("--wsgi-file", wsgi_app, "--proxy-headers=forwarded", "--forwarded-allow-ips", "127.0.0.1")
+    plain = serve("--wsgi-file", wsgi_app, "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")
+    locations = "".join(f"""
+      location /{name}/ {{ proxy_pass http://127.0.0.1:{srv.port}/; proxy_bind 127.0.0.1;
+        proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;proto=$scheme"; }}"""
+                        for name, srv in (("fwd", s), ("plain", plain)))
+    with nginx_serving(tmp_path, locations) as port:
+        def seen(name, headers):
+            import http.client
+            import json
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.5", 0))
+            c.request("GET", f"/{name}/", headers=headers)
+            r = c.getresponse()
+            assert r.status == 200, r.read()
+            return json.loads(r.read())
+
+        got = seen("fwd", {})
+        assert (got["REMOTE_ADDR"], got["wsgi.url_scheme"]) == ("127.0.0.5", "http")
+        # The client's own claims (a Forwarded of its own, an
+        # X-Forwarded-For): the hop nginx added is the first untrusted one.
+        got = seen("fwd", {"Forwarded": "for=6.6.6.6;proto=https", "X-Forwarded-For": "7.7.7.7",
+                           "X-Forwarded-Proto": "https"})
+        assert (got["REMOTE_ADDR"], got["wsgi.url_scheme"]) == ("127.0.0.5", "http")
+        # One that does not parse is not read at all (nor the hop after it).
+        got = seen("fwd", {"Forwarded": 'for="6.6.6.6'})
+        assert got["REMOTE_ADDR"] == "127.0.0.1"
+        got = seen("plain", {"Forwarded": "for=6.6.6.6;proto=https"})
+        assert (got["REMOTE_ADDR"], got["wsgi.url_scheme"]) == ("127.0.0.1", "http")
+    # Through a chain of trusted proxies, the client is the element left of
+    # them, with its port and scheme.
+    got = requests.get(s.url, headers={
+        "Forwarded": 'for=6.6.6.6, for="[2001:db8::7]:4711";proto=https, for=127.0.0.1;proto=http',
+        "X-Forwarded-For": "7.7.7.7"}).json()
+    assert (got["REMOTE_ADDR"], got["REMOTE_PORT"], got["wsgi.url_scheme"]) == ("2001:db8::7", "4711", "https")
+
+
 def test_proxy_headers_are_ignored_unless_asked_and_trusted(serve, wsgi_app):
     forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     s = serve("--wsgi-file", wsgi_app)
@@ -78,6 +120,8 @@ def test_a_bad_trusted_list_is_a_clear_error(serve, wsgi_app):
     code, out = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", wsgi_app, "--proxy-headers",
                    "--forwarded-allow-ips", "10.0.0.0/40")
     assert code != 0 and "--forwarded-allow-ips" in out and "prefix" in out
+    code, out = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", wsgi_app, "--proxy-headers=rfc7239")
+    assert code != 0 and "--proxy-headers" in out and "forwarded" in out
 
 
 def test_limit_concurrency(serve):

@@ -321,8 +321,9 @@ options! {
     ROOT_PATH = OptDef::new("root-path", Str, App)
         .value("PATH")
         .help("The URL prefix a proxy that strips it serves the app under (uvicorn's --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it). A request that carries its own SCRIPT_NAME keeps it."),
-    PROXY_HEADERS = OptDef::new("proxy-headers", Flag, App)
-        .help("Take the client's address (and port, when the hop has one) and the scheme from X-Forwarded-For and X-Forwarded-Proto when the request comes from an address --forwarded-allow-ips trusts. Forwarded (RFC 7239) is not read, as uvicorn and Gunicorn do not read it: proxies pass a client's own on."),
+    PROXY_HEADERS = OptDef::new("proxy-headers", FlagOrStr, App)
+        .value("[=x-forwarded|forwarded]")
+        .help("Take the client's address (and port, when the hop has one) and the scheme from the headers a proxy sets, when the request comes from an address --forwarded-allow-ips trusts: X-Forwarded-For and X-Forwarded-Proto (as uvicorn and Gunicorn), or with =forwarded RFC 7239's Forwarded (its for= and proto=). One family is read, never both: a proxy that sets one passes a client's own other on. The client is the last hop from the right that is not trusted."),
     SECURE_SCHEME_HEADER = OptDef::new("secure-scheme-header", List, App)
         .value("NAME=VALUE")
         .help("From a proxy --forwarded-allow-ips trusts (or a unix socket), a request whose header NAME is VALUE is https, and one whose NAME has another value is http; headers that disagree get 400 (Gunicorn's secure_scheme_headers, whose three a Gunicorn config gets unless it sets its own)."),

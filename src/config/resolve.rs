@@ -947,10 +947,26 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                     .transpose()?
             }
         },
-        proxy_headers: if r.flag(&opt::PROXY_HEADERS)? {
-            Some(forwarded_allow_ips(&r)?)
-        } else {
-            None
+        proxy_headers: match r.value(&opt::PROXY_HEADERS) {
+            None => None,
+            Some(v) => {
+                use crate::request::wrappers::ForwardedHeaders;
+                let headers = match parse_bool(v).map_or(v.trim(), |b| if b { "" } else { "off" })
+                {
+                    "off" => None,
+                    "" | "x-forwarded" => Some(ForwardedHeaders::XForwarded),
+                    "forwarded" => Some(ForwardedHeaders::Forwarded),
+                    other => {
+                        return err(format!(
+                            "--proxy-headers {other:?}: expected x-forwarded (X-Forwarded-For and -Proto) or forwarded (RFC 7239's Forwarded)"
+                        ));
+                    }
+                };
+                match headers {
+                    Some(h) => Some((h, forwarded_allow_ips(&r)?)),
+                    None => None,
+                }
+            }
         },
         secure_scheme: secure_scheme(&r)?,
         add_headers: r

@@ -280,7 +280,12 @@ pub struct Config {
     pub cgi: CgiSettings,
     /// `--fastcgi-pass` and the options around it.
     pub fastcgi: FastcgiSettings,
-    pub proxy_headers: Option<Vec<crate::request::wrappers::Trusted>>,
+    /// `--proxy-headers` (None when off): the headers read, and from whom
+    /// (`--forwarded-allow-ips`).
+    pub proxy_headers: Option<(
+        crate::request::wrappers::ForwardedHeaders,
+        Vec<crate::request::wrappers::Trusted>,
+    )>,
     /// `--secure-scheme-header`: the headers (CGI names, `HTTP_...`) and
     /// values that say https, and the proxies trusted to send them.
     pub secure_scheme: Option<SecureScheme>,

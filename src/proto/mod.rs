@@ -4,6 +4,7 @@
 pub mod byte_ranges;
 pub mod cgi_response;
 pub mod fastcgi;
+pub mod forwarded;
 pub mod h1_framing;
 pub mod permessage_deflate;
 pub mod scgi;

@@ -120,19 +120,37 @@ impl Trusted {
     }
 }
 
+/// Which headers `--proxy-headers` reads. One family only: a proxy sets
+/// one and passes a client's own of the other on, which would let the
+/// client name its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For` and `X-Forwarded-Proto`, as uvicorn and Gunicorn
+    /// read them.
+    XForwarded,
+    /// `Forwarded` (RFC 7239): the `for` and `proto` of one element.
+    Forwarded,
+}
+
 /// `--proxy-headers`: behind a trusted proxy (`--forwarded-allow-ips`),
-/// the client's address and scheme come from `X-Forwarded-For` and
-/// `X-Forwarded-Proto`, as uvicorn and Gunicorn read them. `Forwarded`
-/// (RFC 7239) is not read: proxies set X-Forwarded-* and pass a client's
-/// own `Forwarded` on, which would let the client name its address.
+/// the client's address and scheme come from the headers it sets.
 pub struct ProxyHeaders {
     inner: Arc<dyn Handler>,
     trusted: Vec<Trusted>,
+    headers: ForwardedHeaders,
 }
 
 impl ProxyHeaders {
-    pub fn new(inner: Arc<dyn Handler>, trusted: Vec<Trusted>) -> ProxyHeaders {
-        ProxyHeaders { inner, trusted }
+    pub fn new(
+        inner: Arc<dyn Handler>,
+        trusted: Vec<Trusted>,
+        headers: ForwardedHeaders,
+    ) -> ProxyHeaders {
+        ProxyHeaders {
+            inner,
+            trusted,
+            headers,
+        }
     }
 
     fn trusts(&self, addr: &[u8]) -> bool {
@@ -142,14 +160,13 @@ impl ProxyHeaders {
             .is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
     }
 
-    /// The client of a chain of proxies: from the right, the first hop not
-    /// trusted, else the leftmost (as uvicorn).
-    fn client<'a>(&self, hops: &[(&'a str, &'a str)]) -> Option<(&'a str, &'a str)> {
-        hops.iter()
-            .rev()
-            .find(|(host, _)| !self.trusts(host.as_bytes()))
-            .or(hops.first())
-            .copied()
+    /// Which of a chain of hops is the client: from the right, the first
+    /// not trusted, else the leftmost (as uvicorn).
+    fn client(&self, hosts: &[&str]) -> Option<usize> {
+        hosts
+            .iter()
+            .rposition(|host| !self.trusts(host.as_bytes()))
+            .or((!hosts.is_empty()).then_some(0))
     }
 
     fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>) {
@@ -162,35 +179,55 @@ impl ProxyHeaders {
                 .find(|(k, _)| k.as_bytes() == name)
                 .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_string))
         };
-        // X-Forwarded-Proto counts on its own, as uvicorn reads it: a
-        // proxy may set it without X-Forwarded-For.
-        let proto = header(vars, b"HTTP_X_FORWARDED_PROTO").map(|p| {
-            p.split(',')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-        if let Some(xff) = header(vars, b"HTTP_X_FORWARDED_FOR") {
-            // A hop may carry its port (Azure's and IIS ARR's
-            // `203.0.113.9:5555`), which uvicorn takes as the port.
-            let hops: Vec<(&str, &str)> = xff
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(split_port)
-                .collect();
-            if let Some((host, port)) = self.client(&hops) {
-                let port = if port.parse::<u16>().is_ok() {
-                    port
-                } else {
-                    "0"
-                };
-                set(vars, Var::REMOTE_ADDR, Bytes::from(host.to_string()));
-                set(vars, Var::REMOTE_PORT, Bytes::from(port.to_string()));
+        let (client, proto) = match self.headers {
+            ForwardedHeaders::XForwarded => {
+                // X-Forwarded-Proto counts on its own, as uvicorn reads it:
+                // a proxy may set it without X-Forwarded-For.
+                let proto = header(vars, b"HTTP_X_FORWARDED_PROTO")
+                    .map(|p| p.split(',').next().unwrap_or("").to_string());
+                // A hop may carry its port (Azure's and IIS ARR's
+                // `203.0.113.9:5555`), which uvicorn takes as the port.
+                let hops: Vec<String> = header(vars, b"HTTP_X_FORWARDED_FOR")
+                    .iter()
+                    .flat_map(|xff| xff.split(','))
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                let hosts: Vec<&str> = hops.iter().map(|h| split_port(h).0).collect();
+                (self.client(&hosts).map(|i| hops[i].clone()), proto)
             }
+            ForwardedHeaders::Forwarded => {
+                // A value outside RFC 7239's grammar is not read at all: a
+                // client's broken element could swallow its proxies'.
+                let elements = header(vars, b"HTTP_FORWARDED")
+                    .and_then(|v| crate::proto::forwarded::parse(&v).ok())
+                    .unwrap_or_default();
+                let hosts: Vec<&str> = elements
+                    .iter()
+                    .map(|e| split_port(e.get("for").unwrap_or("")).0)
+                    .collect();
+                match self.client(&hosts) {
+                    // The scheme is the one the client used: its element's.
+                    Some(i) => (
+                        elements[i].get("for").map(str::to_string),
+                        elements[i].get("proto").map(str::to_string),
+                    ),
+                    None => (None, None),
+                }
+            }
+        };
+        if let Some(hop) = client {
+            let (host, port) = split_port(&hop);
+            let port = if port.parse::<u16>().is_ok() {
+                port
+            } else {
+                "0"
+            };
+            set(vars, Var::REMOTE_ADDR, Bytes::from(host.to_string()));
+            set(vars, Var::REMOTE_PORT, Bytes::from(port.to_string()));
         }
-        match proto.as_deref() {
+        match proto.map(|p| p.trim().to_ascii_lowercase()).as_deref() {
             Some("https" | "wss") => {
                 set(vars, Var::REQUEST_SCHEME, Bytes::from_static(b"https"));
                 set(vars, Var::HTTPS, Bytes::from_static(b"on"));
@@ -505,11 +542,10 @@ mod tests {
         let p = ProxyHeaders {
             inner: Arc::new(Nothing),
             trusted: Trusted::parse_list("127.0.0.1,10.0.0.0/8").unwrap(),
+            headers: ForwardedHeaders::XForwarded,
         };
-        let bare = |hops: &[&'static str]| -> Option<&'static str> {
-            let hops: Vec<_> = hops.iter().map(|h| (*h, "")).collect();
-            p.client(&hops).map(|(host, _)| host)
-        };
+        let bare =
+            |hops: &[&'static str]| -> Option<&'static str> { p.client(hops).map(|i| hops[i]) };
         assert_eq!(bare(&["1.2.3.4", "10.0.0.5"]), Some("1.2.3.4"));
         assert_eq!(bare(&["6.6.6.6", "1.2.3.4", "10.0.0.5"]), Some("1.2.3.4"));
         assert_eq!(bare(&["10.0.0.7", "10.0.0.5"]), Some("10.0.0.7"));

@@ -179,8 +179,8 @@ impl Apps {
 /// comes first. (The root path is set outside the static files too: see
 /// `load_app`.)
 fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
-    if let Some(trusted) = &cfg.proxy_headers {
-        handler = Arc::new(ProxyHeaders::new(handler, trusted.clone()));
+    if let Some((headers, trusted)) = &cfg.proxy_headers {
+        handler = Arc::new(ProxyHeaders::new(handler, trusted.clone(), *headers));
     }
     // Outside the proxy headers: it looks at the proxy's address, before
     // they put the client's in its place.
