@@ -30,6 +30,16 @@ CASES = [
 ]
 
 
+def test_connect_is_answered_405_with_the_methods_allowed(srv):
+    """An app server has no tunnel to offer; the 405 names what is allowed,
+    as RFC 9110 requires of a 405."""
+    out = raw_request(srv.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    head = out.split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 405 "), out
+    allow = [line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("allow:")]
+    assert len(allow) == 1 and "GET" in allow[0] and "CONNECT" not in allow[0], head
+
+
 def test_a_target_the_http_crate_refuses_is_a_400_with_a_log_line(srv):
     """A raw `"`, `<` or `>` in the target (curl and hand-made clients send
     them; browsers encode them): hyper's URI parsing refuses the head and

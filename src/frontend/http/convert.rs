@@ -97,7 +97,16 @@ pub(super) fn refuse(refused: Refusal, info: &ConnInfo) -> Response {
             .map(|(addr, _)| format!(" (from {})", String::from_utf8_lossy(addr)))
             .unwrap_or_default()
     );
-    Response::plain(status, phrase, refused.reason())
+    let mut response = Response::plain(status, phrase, refused.reason());
+    if refused == Refusal::Connect {
+        // A 405 names what is allowed (RFC 9110 §15.5.6): the app's
+        // methods, which only it knows; every standard one but CONNECT.
+        response.headers.push((
+            Bytes::from_static(b"Allow"),
+            Bytes::from_static(b"GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        ));
+    }
+    response
 }
 
 fn convert_head_into(
