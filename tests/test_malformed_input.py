@@ -47,7 +47,7 @@ def test_a_target_the_http_crate_refuses_is_a_400_with_a_log_line(srv):
     nothing."""
     out = raw_request(srv.port, b'GET /p?s="y" HTTP/1.1\r\nHost: x\r\n\r\n')
     assert out.startswith(b"HTTP/1.1 400 "), out
-    srv.wait_log("a request head was answered 400 Bad Request: invalid URI")
+    srv.wait_log("a request head was answered 400 Bad Request: invalid URI (from 127.0.0.1)")
 
 
 @pytest.mark.parametrize("name,data,status", CASES, ids=[c[0] for c in CASES])

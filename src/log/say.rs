@@ -129,12 +129,26 @@ pub struct Throttle {
     /// When a line last went through, in seconds since the epoch plus one
     /// (0: never).
     last: AtomicU64,
+    /// Lines held back since (by `pass`).
+    held: AtomicU64,
 }
 
 impl Throttle {
     pub const fn new() -> Throttle {
         Throttle {
             last: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `ready`, counting the lines held back: how many were since the last
+    /// that went through, when this one may go.
+    pub fn pass(&self, secs: u64) -> Option<u64> {
+        if self.ready(secs) {
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
         }
     }
 
@@ -154,5 +168,18 @@ impl Throttle {
 impl Default for Throttle {
     fn default() -> Throttle {
         Throttle::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+
+    #[test]
+    fn a_throttle_counts_the_lines_it_holds_back() {
+        let t = Throttle::new();
+        assert_eq!(t.pass(60), Some(0));
+        assert_eq!((t.pass(60), t.pass(60)), (None, None));
+        assert_eq!(t.held.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }

@@ -591,7 +591,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
     }
 }
 
-pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
+pub(super) fn log_conn_error(res: Result<(), hyper::Error>, info: &ConnInfo) {
     if let Err(e) = res {
         // Clients that go away, time out or send garbage are routine; only
         // a response cut short by the app is worth a line. A head hyper
@@ -601,9 +601,14 @@ pub(super) fn log_conn_error(res: Result<(), hyper::Error>) {
         let src = std::error::Error::source(&e).map(|s| s.to_string());
         if e.is_parse() {
             static SAID: crate::log::say::Throttle = crate::log::say::Throttle::new();
-            if SAID.ready(60) {
+            if let Some(held) = SAID.pass(60) {
+                let from = super::convert::from_peer(info);
+                let more = match held {
+                    0 => String::new(),
+                    n => format!("; {n} more since the last such line"),
+                };
                 crate::say!(
-                    "oxgate: a request head was answered {}: {e} (said at most once a minute)",
+                    "oxgate: a request head was answered {}: {e}{from} (said at most once a minute{more})",
                     parse_error_status(&e)
                 );
             }
@@ -631,7 +636,7 @@ fn parse_error_status(e: &hyper::Error) -> &'static str {
 /// The connection's HTTP part is over: if its last response was a 101,
 /// the session the handler gave runs on the connection's bytes now.
 async fn after_http(res: Result<(), hyper::Error>, ctx: &ConnCtx, going_away: GoingAway) {
-    log_conn_error(res);
+    log_conn_error(res, &ctx.info);
     let upgrade = ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((on_upgrade, session)) = upgrade {
         // An error: the client left before the 101 was written.

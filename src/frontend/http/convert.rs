@@ -87,15 +87,21 @@ thread_local! {
         std::cell::RefCell::new(BytesMut::with_capacity(ARENA_SIZE));
 }
 
+/// " (from ADDR)", the client's address for a log line; nothing over a
+/// unix socket.
+pub(super) fn from_peer(info: &ConnInfo) -> String {
+    info.peer()
+        .map(|(addr, _)| format!(" (from {})", String::from_utf8_lossy(addr)))
+        .unwrap_or_default()
+}
+
 /// The answer to a refused head, logged with the client's address.
 pub(super) fn refuse(refused: Refusal, info: &ConnInfo) -> Response {
     let (status, phrase) = refused.status();
     crate::say!(
         "oxgate: request refused with {status}: {}{}",
         refused.reason().trim_end(),
-        info.peer()
-            .map(|(addr, _)| format!(" (from {})", String::from_utf8_lossy(addr)))
-            .unwrap_or_default()
+        from_peer(info)
     );
     let mut response = Response::plain(status, phrase, refused.reason());
     if refused == Refusal::Connect {
