@@ -1,4 +1,6 @@
 """Apps that raise or break WSGI's rules: a 500 or a cut connection, the reason in the log, and serving goes on."""
+import socket
+
 import pytest
 import requests
 
@@ -23,7 +25,6 @@ def test_exception_after_first_chunk_cuts_the_connection(srv):
 
 
 @pytest.mark.parametrize("path,logged", [
-    ("/hop", "hop-by-hop header"),
     ("/no-start", "without calling start_response"),
     ("/str-body", "a WSGI body is made of bytes"),
     ("/not-latin1", "character above U+00FF"),
@@ -40,6 +41,41 @@ def test_protocol_violations_are_500(srv, path, logged):
     head = out.rsplit(b"HTTP/1.1 ", 1)[1].split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
     assert b"content-type: text/plain" in head, head
     assert not any(b"caf" in h or b"x-fine" in h or b"x-mine" in h or b"host" in h for h in head), head
+
+
+def test_an_apps_hop_by_hop_headers_are_dropped_and_its_connection_close_closes(srv):
+    """PEP 3333 lets a server refuse them, but Gunicorn drops them and
+    uWSGI passes them on: an app that sets them (Flask's
+    `response.headers["Connection"] = "close"`) was a 500. They are
+    dropped; Connection: close closes the connection after the response,
+    as an ASGI app's does."""
+    out = raw_request(srv.port, b"GET /hop HTTP/1.1\r\nHost: x\r\n\r\nGET /hop HTTP/1.1\r\nHost: x\r\n\r\n",
+                      expect_close=True)
+    assert out.count(b"HTTP/1.1 ") == 1, out  # the second request was not read
+    head, body = out.split(b"\r\n\r\n", 1)
+    lines = head.lower().split(b"\r\n")
+    assert lines[0].startswith(b"http/1.1 200") and body == b"fine", out
+    assert b"connection: close" in lines, head
+    assert not any(h.startswith((b"keep-alive", b"transfer-encoding")) for h in lines), head
+
+
+@pytest.mark.parametrize("path,kept", [("/slow", False), ("/hop", False), ("/thread", True)])
+def test_an_http_10_keep_alive_client_is_told_keep_alive_only_when_the_connection_is_kept(srv, path, kept):
+    """An HTTP/1.0 client can keep its connection only for a response it
+    sees the end of by its length. A body without one ends when the
+    connection closes; the head said `Connection: keep-alive` even so."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+            closed = True
+        except socket.timeout:
+            closed = False
+    head = out.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.0 200"), out
+    assert (b"connection: keep-alive" in head, closed) == (kept, not kept), out
 
 
 def test_a_trailer_header_and_headers_as_lists_are_sent_as_gunicorn_sends_them(srv):

@@ -89,8 +89,9 @@ def application(environ, start_response):
         return Body()
 
     if path == "/hop":
-        start_response("200 OK", [("Connection", "close")])
-        return [b"never"]
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4"), ("Connection", "close"),
+                                  ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked")])
+        return [b"fine"]
 
     if path == "/raise":
         raise RuntimeError("deliberate failure in the app")

@@ -211,8 +211,19 @@ pub(super) fn to_hyper(
     resp: Response,
     mut headers: http::HeaderMap,
     close: bool,
+    http10: bool,
     conn: Finished,
 ) -> hyper::Response<OxBody> {
+    // An HTTP/1.0 client's connection is kept only for a response whose
+    // end it can see, by its length. hyper, given a 1.1 response for a
+    // keep-alive 1.0 request, says `Connection: keep-alive` before it
+    // finds that it must end the body by closing (or keeps the app's
+    // `Connection: close` and adds keep-alive beside it); given a 1.0
+    // response, it keeps the connection only when the head says so, which
+    // is then never.
+    let unframed = matches!(resp.body, ResponseBody::Stream { .. })
+        && crate::request::declared_length(&resp.headers).is_none();
+    let answer_as_10 = http10 && (close || unframed || says_close(&resp.headers));
     let kind = match resp.body {
         // The session was taken by `handle`.
         ResponseBody::Empty | ResponseBody::Upgrade(_) => BodyKind::Empty,
@@ -262,7 +273,21 @@ pub(super) fn to_hyper(
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     *out.headers_mut() = headers;
+    if answer_as_10 {
+        *out.version_mut() = http::Version::HTTP_10;
+    }
     out
+}
+
+/// Whether the response's own headers close the connection (an app's
+/// `Connection: close`).
+fn says_close(headers: &[(bytes::Bytes, bytes::Bytes)]) -> bool {
+    headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case(b"connection")
+            && value
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
 }
 
 /// A reason phrase's bytes: each character's latin-1 byte (a reason given

@@ -57,6 +57,8 @@ pub(super) struct Headed {
     vars: Vec<(VarName, Bytes)>,
     body: WireBody,
     is_head: bool,
+    /// An HTTP/1.0 request: see `body::to_hyper`.
+    pub(super) http10: bool,
     /// hyper holds the connection for a handler that takes it over.
     pub(super) upgradable: bool,
     /// The connection can send this request 103 Early Hints.
@@ -299,6 +301,7 @@ fn convert_head_into(
         vars,
         body,
         is_head: parts.method == http::Method::HEAD,
+        http10: parts.version == http::Version::HTTP_10,
         upgradable: false,
         early_hints: None,
         repeated_headers,
@@ -314,6 +317,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         vars,
         body,
         is_head,
+        http10: _,
         upgradable,
         early_hints,
         repeated_headers,

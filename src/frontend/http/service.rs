@@ -105,9 +105,10 @@ pub(super) async fn handle(
     done: Finished,
 ) -> hyper::Response<OxBody> {
     let ctx = &done.0;
+    let http10 = head.as_ref().is_ok_and(|h| h.http10);
     let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
-        Err(resp) => return to_hyper(resp, headers, true, done),
+        Err(resp) => return to_hyper(resp, headers, true, http10, done),
     };
     let mut resp = ctx.handler.clone().handle(request).await;
     if matches!(resp.body, ResponseBody::Upgrade(_)) {
@@ -125,5 +126,5 @@ pub(super) async fn handle(
     }
     // (Not a 101: the connection is the session's from then on.)
     let closing = ctx.closing.load(Ordering::Relaxed) && resp.status != 101;
-    to_hyper(resp, headers, closing, done)
+    to_hyper(resp, headers, closing, http10, done)
 }

@@ -183,9 +183,28 @@ fn parse_headers(headers: &Bound<'_, PyAny>, arena: &mut BytesMut, out: &mut Hea
             )));
         }
         if is_hop_by_hop(name.as_bytes()) {
-            return Err(PyValueError::new_err(format!(
-                "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333); the server handles it"
-            )));
+            // PEP 3333 lets a server refuse these; Gunicorn drops them and
+            // uWSGI passes them on, so apps that run under both send them
+            // (Flask's `response.headers["Connection"] = "close"`). The
+            // server frames the message and keeps the connection: they are
+            // dropped, but `Connection: close` closes the connection after
+            // the response, as an ASGI app's does.
+            if name.eq_ignore_ascii_case("connection")
+                && value
+                    .to_str()?
+                    .split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("close"))
+                && !out
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            {
+                out.headers.push((
+                    Bytes::from_static(b"Connection"),
+                    Bytes::from_static(b"close"),
+                ));
+            }
+            continue;
         }
         let name_bytes = match COMMON_HEADERS.iter().find(|h| **h == name) {
             Some(h) => Bytes::from_static(h.as_bytes()),
