@@ -851,7 +851,8 @@ def test_pm_dynamic_keeps_spare_processes(serve, site):
 
 
 @needs_php
-def test_without_a_document_root_only_a_php_file_the_front_end_names_runs(serve, site, tmp_path):
+@pytest.mark.parametrize("command", ["php-cgi", "copy", "link", "env PHPRC=/nonexistent php-cgi", "nice -n 1 php-cgi"])
+def test_without_a_document_root_only_a_php_file_the_front_end_names_runs(serve, site, tmp_path, command):
     """php-fpm's security.limit_extensions: the front end's SCRIPT_FILENAME
     runs only if it is a .php file that is there. php-cgi would otherwise
     walk back from /uploads/evil.jpg/x.php and run the image, and any file
@@ -859,8 +860,18 @@ def test_without_a_document_root_only_a_php_file_the_front_end_names_runs(serve,
     (site / "uploads").mkdir()
     (site / "uploads" / "evil.jpg").write_text("<?php echo 'PWNED';")
     (site / "hello.php").write_text("<?php echo 'hello';")
+    # php-cgi under another name (Debian's /usr/lib/cgi-bin/php8.2 is one),
+    # or behind a wrapper, is php-cgi still: the check is not lost.
+    if command in ("copy", "link"):
+        renamed = tmp_path / "bin" / "php8.2"
+        renamed.parent.mkdir()
+        if command == "copy":
+            shutil.copy(shutil.which("php-cgi"), renamed)
+        else:
+            renamed.symlink_to(shutil.which("php-cgi"))
+        command = str(renamed)
     port = free_port()
-    serve("--uwsgi-socket", f"127.0.0.1:{port}", "--fastcgi-app", "php-cgi", "--processes", "1")
+    serve("--uwsgi-socket", f"127.0.0.1:{port}", "--fastcgi-app", command, "--processes", "1")
 
     def run(script_name, filename):
         return uwsgi_request(port, cgi(path=script_name, extra=[

@@ -86,7 +86,8 @@ pub(crate) fn pool_specs(settings: &FastcgiSettings) -> Result<Vec<PoolSpec>, St
                 .iter()
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                 .collect();
-            let php = PhpCgi::of(&program, &env, app.max_requests);
+            let runs = php::program_behind(&program, &app.command[1..]);
+            let php = PhpCgi::of(&runs, &env, app.max_requests);
             let mut max_requests = app.max_requests;
             if let Some(php) = &php {
                 php.set_env(&mut env);

@@ -49,8 +49,7 @@ impl PhpCgi {
         env: &[(OsString, OsString)],
         max_requests: Option<u64>,
     ) -> Option<PhpCgi> {
-        let name = program.file_name()?.to_str()?;
-        if !(name.starts_with("php") && name.contains("cgi")) {
+        if !is_php_cgi(program) {
             return None;
         }
         let given = |key: &str| {
@@ -100,6 +99,74 @@ impl PhpCgi {
     }
 }
 
+/// Whether `program` is php-cgi: by its name (`php-cgi`, `php-cgi8.2`,
+/// `php8.2-cgi`), or the name of the file a link leads to, or what it is
+/// (Debian installs php-cgi as /usr/lib/cgi-bin/php8.2 too; a copy may
+/// have any name). What is detected decides whether only `.php` files run,
+/// so a name alone is not trusted to say no.
+pub fn is_php_cgi(program: &Path) -> bool {
+    let named = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("php") && n.contains("cgi"))
+    };
+    if named(program) {
+        return true;
+    }
+    let Ok(real) = program.canonicalize() else {
+        return false;
+    };
+    named(&real) || is_php_cgi_binary(&real)
+}
+
+/// The variable only php-cgi's FastCGI loop reads; php-fpm and the CLI do
+/// not have it.
+const PHP_CGI_MARK: &[u8] = b"PHP_FCGI_CHILDREN";
+
+/// The largest program read for `PHP_CGI_MARK` (php-cgi is about 6 MB).
+const MAX_PROGRAM: u64 = 256 << 20;
+
+fn is_php_cgi_binary(program: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(program) else {
+        return false;
+    };
+    let mut bytes = Vec::new();
+    if file.take(MAX_PROGRAM).read_to_end(&mut bytes).is_err() {
+        return false;
+    }
+    memchr::memmem::find(&bytes, PHP_CGI_MARK).is_some()
+}
+
+/// Commands that run the command after their own options: `env PHPRC=/x
+/// php-cgi`, `nice -n 5 php-cgi`, `taskset -c 0 php-cgi`.
+const WRAPPERS: &[&str] = &[
+    "env", "nice", "ionice", "nohup", "chrt", "taskset", "stdbuf", "setpriv", "timeout", "prlimit",
+    "numactl", "chpst", "runuser", "sudo", "setsid", "unshare", "cgexec",
+];
+
+/// The program a command runs in the end: through the wrappers above, the
+/// first argument that is no option, no `NAME=value` and names a program.
+pub fn program_behind(program: &Path, args: &[String]) -> std::path::PathBuf {
+    let is_wrapper = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| WRAPPERS.contains(&n))
+    };
+    if !is_wrapper(program) {
+        return program.to_path_buf();
+    }
+    for (i, arg) in args.iter().enumerate() {
+        if arg.starts_with('-') || arg.contains('=') {
+            continue;
+        }
+        if let Some(found) = super::super::find_program(arg) {
+            return program_behind(&found, &args[i + 1..]);
+        }
+    }
+    program.to_path_buf()
+}
+
 /// atoi(3): the number a string starts with (after blanks), 0 for none.
 fn leading_number(s: &str) -> u64 {
     let s = s.trim_start();
@@ -134,6 +201,33 @@ mod tests {
         for name in ["perl", "/usr/bin/php", "php-fpm8.2", "python3", "fcgiwrap"] {
             assert_eq!(php(name, &[], None), None, "{name}");
         }
+    }
+
+    #[test]
+    fn php_cgi_is_found_behind_a_link_a_copy_or_a_wrapper() {
+        let Some(real) = crate::handlers::find_program("php-cgi") else {
+            return; // (the integration tests need it; this one can do without)
+        };
+        let dir = std::env::temp_dir().join(format!("oxgate-php-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("php");
+        let copy = dir.join("php8.2");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        std::fs::copy(&real, &copy).unwrap();
+        assert!(is_php_cgi(&link) && is_php_cgi(&copy));
+        let env = crate::handlers::find_program("env").unwrap();
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let behind = program_behind(
+            &env,
+            &args(&["-i", "PHPRC=/x", "nice", "-n", "5", "php-cgi", "-c", "/y"]),
+        );
+        assert!(is_php_cgi(&behind), "{behind:?}");
+        assert!(!is_php_cgi(&program_behind(
+            &env,
+            &args(&["python3", "app.fcgi"])
+        )));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
