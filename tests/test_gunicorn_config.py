@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tarfile
 import threading
+import textwrap
 import time
 
 import pytest
@@ -681,13 +682,15 @@ def run_with_streams(tmp_path, name, program, conf_file, work):
     return out, err
 
 
-@pytest.mark.parametrize("errorlog", [None, "errors.log"])
-def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path, errorlog):
+@pytest.mark.parametrize("accesslog,errorlog", [("-", None), ("-", "errors.log"), ("/dev/stdout", "/dev/stderr"),
+                                               ("/dev/stdout", "errors.log")])
+def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path, accesslog, errorlog):
     """accesslog = "-" is stdout, and the error log stderr (or its file), as
     Gunicorn writes them: a container's log collector, `2>/dev/null` or a
     shell that splits the two see access lines on stdout alone. (They went
-    to stderr, or into the errorlog file.)"""
-    text = "workers = 1\naccesslog = '-'\n" + (f"errorlog = {errorlog!r}\n" if errorlog else "")
+    to stderr, or into the errorlog file; /dev/stdout, as Docker images
+    write it, went there still.)"""
+    text = f"workers = 1\naccesslog = {accesslog!r}\n" + (f"errorlog = {errorlog!r}\n" if errorlog else "")
     f = conf(tmp_path, text, name="dash.py")
     streams = {}
     for name, program in PROGRAMS.items():
@@ -695,11 +698,37 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
             assert requests.get(f"http://127.0.0.1:{port}/?marker=dash", timeout=10).ok
             wait_for(lambda: "marker=dash" in out.read_text(), what=f"{name}'s access line on stdout")
         out, err = run_with_streams(tmp_path, name, program, f, work)
-        errors = (tmp_path / errorlog).read_text() if errorlog else err.read_text()
+        in_file = errorlog and not errorlog.startswith("/dev/")
+        errors = (tmp_path / errorlog).read_text() if in_file else err.read_text()
         streams[name] = ("marker=dash" in out.read_text(), "marker=dash" in errors)
-        if errorlog:
+        if in_file:
             (tmp_path / errorlog).unlink()
     assert streams["oxgate"] == streams["gunicorn"] == (True, False), streams
+
+
+def test_a_hooks_log_call_that_does_not_format_is_reported_as_gunicorns_logging_reports_it(tmp_path):
+    """server.log formats as the logging module does: a message that does
+    not format is a "--- Logging error ---" and the hook goes on (it raised
+    into when_ready, which stopped the start); a lone mapping formats by
+    name; exc_info=True adds the traceback (it was left out)."""
+    f = conf(tmp_path, textwrap.dedent("""
+        workers = 1
+        def when_ready(server):
+            server.log.info("Workers: ", server.num_workers)
+            server.log.info("mapped %(a)s", {"a": 5})
+            try:
+                1 / 0
+            except ZeroDivisionError:
+                server.log.error("it failed", exc_info=True)
+            server.log.info("hook done")
+        """), name="fmt.py")
+    for name, program in PROGRAMS.items():
+        def work(port, p, out):
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).ok
+        out, err = run_with_streams(tmp_path, name, program, f, work)
+        log = err.read_text()
+        assert "--- Logging error ---" in log and "mapped 5" in log and "hook done" in log, (name, log)
+        assert "ZeroDivisionError" in log.split("it failed", 1)[1], (name, log)
 
 
 @pytest.mark.parametrize("level", ["warning", "error"])

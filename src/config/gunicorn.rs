@@ -1155,13 +1155,30 @@ fn translate(
 
     // Access log: none unless asked for (or sent to syslog), in Gunicorn's
     // format.
-    let accesslog = one("accesslog");
+    // The standard streams named as files (Docker images set
+    // `accesslog = "/dev/stdout"`, `errorlog = "/dev/stderr"`) are the
+    // streams: opened as files, /dev/stdout would be the error log once
+    // --logto has put that on descriptor 1.
+    let stream = |name: &str, fd: u8| {
+        one(name).map(|t| {
+            if t == format!("/dev/{}", ["stdin", "stdout", "stderr"][fd as usize])
+                || t == format!("/proc/self/fd/{fd}")
+                || t == format!("/dev/fd/{fd}")
+            {
+                "-".to_string()
+            } else {
+                t
+            }
+        })
+    };
+    let accesslog = stream("accesslog", 1);
+    let errorlog = stream("errorlog", 2);
     if accesslog.is_none() && syslog.is_none() {
         push(&opt::DISABLE_LOGGING, "true".into(), &default);
     } else {
         if let Some(target) = &accesslog {
             let origin = &given["accesslog"].origin;
-            let errorlog = one("errorlog").unwrap_or_else(|| "-".into());
+            let errorlog = errorlog.clone().unwrap_or_else(|| "-".into());
             // A file of its own, as in Gunicorn; "-" is stdout, apart from
             // the log on stderr (a daemon has neither: they join the log).
             if target == "-" && !truthy("daemon") {
@@ -1182,11 +1199,10 @@ fn translate(
             .map_or(&default, |g| &g.origin);
         push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
     }
-    if let Some(g) = given.get("errorlog")
-        && let Some(target) = g.values.last()
+    if let Some(target) = &errorlog
         && target != "-"
     {
-        push(&opt::LOGTO, target.clone(), &g.origin);
+        push(&opt::LOGTO, target.clone(), &given["errorlog"].origin);
     }
     if let Some(level) = one("loglevel") {
         let level = level.to_ascii_lowercase();
@@ -1200,7 +1216,7 @@ fn translate(
 
     if truthy("daemon") {
         let origin = &given["daemon"].origin;
-        let log = one("errorlog")
+        let log = errorlog
             .filter(|l| l != "-")
             .unwrap_or_else(|| "/dev/null".into());
         push(&opt::DAEMONIZE, log, origin);
@@ -1385,7 +1401,12 @@ fn translate(
 /// A Gunicorn bind as an oxgate socket address.
 pub(super) fn bind_address(bind: &str) -> Result<String, ConfigError> {
     let bind = bind.strip_prefix("tcp://").unwrap_or(bind);
-    if let Some(path) = bind.strip_prefix("unix:") {
+    // `unix://PATH` or `unix:PATH`, as Gunicorn's parse_address reads
+    // them: `unix://app.sock` is relative, `unix:///run/app.sock` not.
+    if let Some(path) = bind
+        .strip_prefix("unix://")
+        .or_else(|| bind.strip_prefix("unix:"))
+    {
         return Ok(path.to_string());
     }
     if bind.starts_with("fd://") {
@@ -1891,6 +1912,8 @@ mod tests {
     #[test]
     fn binds() {
         assert_eq!(bind_address("unix:/tmp/s").unwrap(), "/tmp/s");
+        assert_eq!(bind_address("unix:///tmp/s").unwrap(), "/tmp/s");
+        assert_eq!(bind_address("unix://app.sock").unwrap(), "app.sock");
         assert_eq!(bind_address("[::1]").unwrap(), "[::1]:8000");
         assert_eq!(bind_address("[::1]:9").unwrap(), "[::1]:9");
         assert_eq!(bind_address("localhost").unwrap(), "localhost:8000");

@@ -2,6 +2,7 @@
 namespace, executed once in the process that will load the app; oxgate
 reads its settings from the names it leaves, and keeps the namespace for
 its server hooks."""
+import collections.abc
 import importlib
 import importlib.machinery
 import importlib.util
@@ -90,36 +91,50 @@ class _Log:
     def _write(self, level, msg, args, exc=False):
         if _LEVELS[level.lower()] < self._level():
             return
+        msg = str(msg)
         if args:
-            msg = msg % args
+            # As the logging module formats: a lone mapping is formatted by
+            # name; a message that does not format is reported, not raised
+            # into the hook (which, at start-up, would stop the server).
+            if len(args) == 1 and isinstance(args[0], collections.abc.Mapping) and args[0]:
+                args = args[0]
+            try:
+                msg = msg % args
+            except Exception as e:
+                sys.stderr.write("--- Logging error ---\n%s: %s\nMessage: %r\nArguments: %r\n"
+                                 % (type(e).__name__, e, msg, args))
+                return
         line = "[%s] [%d] [%s] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S %z"), os.getpid(), level, msg)
         if exc:
-            line += traceback.format_exc()
+            if isinstance(exc, BaseException):
+                exc = (type(exc), exc, exc.__traceback__)
+            line += "".join(traceback.format_exception(*exc)) if isinstance(exc, tuple) \
+                else traceback.format_exc()
         sys.stderr.write(line)
 
-    def debug(self, msg, *args, **kw):
-        self._write("DEBUG", msg, args)
+    def debug(self, msg, *args, exc_info=None, **kw):
+        self._write("DEBUG", msg, args, exc_info)
 
-    def info(self, msg, *args, **kw):
-        self._write("INFO", msg, args)
+    def info(self, msg, *args, exc_info=None, **kw):
+        self._write("INFO", msg, args, exc_info)
 
-    def warning(self, msg, *args, **kw):
-        self._write("WARNING", msg, args)
+    def warning(self, msg, *args, exc_info=None, **kw):
+        self._write("WARNING", msg, args, exc_info)
 
     warn = warning
 
-    def error(self, msg, *args, **kw):
-        self._write("ERROR", msg, args)
+    def error(self, msg, *args, exc_info=None, **kw):
+        self._write("ERROR", msg, args, exc_info)
 
-    def critical(self, msg, *args, **kw):
-        self._write("CRITICAL", msg, args)
+    def critical(self, msg, *args, exc_info=None, **kw):
+        self._write("CRITICAL", msg, args, exc_info)
 
-    def exception(self, msg, *args, **kw):
-        self._write("ERROR", msg, args, exc=True)
+    def exception(self, msg, *args, exc_info=True, **kw):
+        self._write("ERROR", msg, args, exc_info)
 
-    def log(self, level, msg, *args, **kw):
+    def log(self, level, msg, *args, exc_info=None, **kw):
         name = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}.get(level, "INFO")
-        self._write(name, msg, args)
+        self._write(name, msg, args, exc_info)
 
     def reopen_files(self):
         pass
