@@ -269,6 +269,24 @@ def test_beside_a_python_app(serve, cgi_dir):
         assert r.status_code == 200 and r.json()["path"] == path
 
 
+def test_scripts_at_the_root_beside_a_python_app_leave_it_the_directories(serve, tmp_path):
+    """Scripts mounted at / beside an app: a directory with no index
+    script (the site's root first) is the app's, as every path that is not
+    a script is. It was a 403, so the app's home page could not be
+    reached. With no app, it is a 403 still."""
+    d = tmp_path / "root"
+    (d / "sub").mkdir(parents=True)
+    (d / "hello.cgi").write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhello\\n'\n")
+    (d / "hello.cgi").chmod(0o755)
+    s = serve("--cgi", str(d), "--wsgi-file", ECHO)
+    assert requests.get(f"{s.url}/hello.cgi", timeout=10).text == "hello\n"
+    for path in ["/", "/sub", "/sub/", "/sub/x"]:
+        r = requests.get(f"{s.url}{path}", timeout=10, allow_redirects=False)
+        assert r.status_code == 200 and r.json()["path"] == path, (path, r.status_code, r.text)
+    alone = serve("--cgi", str(d))
+    assert requests.get(f"{alone.url}/sub/", timeout=10).status_code == 403
+
+
 def test_scripts_alone_start_no_python_and_log_their_requests(serve, cgi_dir):
     s = cgi_server(serve, cgi_dir)
     assert requests.get(f"{s.url}/stderr.cgi", timeout=10).text == "ok\n"

@@ -21,9 +21,12 @@ pub enum Located {
     Script(Box<Script>),
     /// A directory with an index script, asked for without its slash.
     AddSlash,
-    /// There, but not a script to run: a directory without an index, a
-    /// device, a link out of the directory, no permission.
+    /// There, but not a script to run: a device, a link out of the
+    /// directory, no permission.
     Forbidden,
+    /// A directory without an index script: nothing to run, and nothing
+    /// that forbids an app behind from answering.
+    NoIndex,
     /// `..`, NUL or a backslash.
     BadPath,
     Missing,
@@ -118,7 +121,7 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
             }));
         }
     }
-    Located::Forbidden
+    Located::NoIndex
 }
 
 /// The scripts found lately under one root, by request path, each for
@@ -339,8 +342,8 @@ mod tests {
         let t = Tree::new("refused");
         assert!(matches!(t.locate("/nope.cgi"), Located::Missing));
         assert!(matches!(t.locate("/sub/nope/x"), Located::Missing));
-        assert!(matches!(t.locate("/sub"), Located::Forbidden));
-        assert!(matches!(t.locate("/"), Located::Forbidden));
+        assert!(matches!(t.locate("/sub"), Located::NoIndex));
+        assert!(matches!(t.locate("/"), Located::NoIndex));
         assert!(matches!(t.locate("/sub/withindex"), Located::AddSlash));
         assert!(matches!(t.locate("/link-out.cgi"), Located::Forbidden));
         for bad in [

@@ -221,6 +221,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             &cfg.env,
             cfg.limit_post,
             apps.handler.clone(),
+            apps.no_app.is_none(),
         )?);
         apps.handler = cgi.clone();
         apps.cgi = Some(cgi);

@@ -47,7 +47,10 @@ pub struct CgiScripts {
     limit_post: Option<u64>,
     /// The request log and the counters.
     answered: Answered,
+    /// What answers the paths that are not scripts.
     inner: Arc<dyn Handler>,
+    /// `inner` is an app (not the 404 of none).
+    app_behind: bool,
 }
 
 struct CgiRoot {
@@ -97,6 +100,7 @@ impl CgiScripts {
         env: &[(String, String)],
         limit_post: Option<u64>,
         inner: Arc<dyn Handler>,
+        app_behind: bool,
     ) -> Result<CgiScripts, String> {
         let mut roots = Vec::new();
         for dir in &settings.dirs {
@@ -149,6 +153,7 @@ impl CgiScripts {
             limit_post,
             answered: Answered::new(crate::request::HandlerKind::Cgi),
             inner,
+            app_behind,
         })
     }
 
@@ -197,6 +202,11 @@ impl CgiScripts {
                     Located::Missing => continue,
                     Located::BadPath => return Lookup::Answer(bad_path()),
                     Located::Forbidden => return Lookup::Answer(forbidden()),
+                    // A directory of no script (the site's root, when the
+                    // scripts are mounted at /) is the app's to answer, if
+                    // there is one, as any path that is not a script is.
+                    Located::NoIndex if self.app_behind => continue,
+                    Located::NoIndex => return Lookup::Answer(forbidden()),
                     Located::Unavailable => return Lookup::Answer(crate::request::unavailable()),
                     Located::AddSlash => {
                         return Lookup::Answer(redirect_to_directory(
@@ -239,7 +249,9 @@ impl CgiScripts {
         let found = match locate(dir, rel, &self.index) {
             Located::Script(s) => *s,
             Located::Missing => return Some(Lookup::Answer(not_found())),
-            Located::AddSlash | Located::Forbidden => return Some(Lookup::Answer(forbidden())),
+            Located::AddSlash | Located::Forbidden | Located::NoIndex => {
+                return Some(Lookup::Answer(forbidden()));
+            }
             Located::Unavailable => return Some(Lookup::Answer(crate::request::unavailable())),
             Located::BadPath => {
                 return Some(Lookup::Answer(Response::plain(

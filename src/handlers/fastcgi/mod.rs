@@ -382,7 +382,11 @@ impl FastcgiApps {
                 },
                 None => Lookup::App,
             },
-            Located::Forbidden => Lookup::Answer(Response::plain(403, "Forbidden", "Forbidden\n")),
+            // nginx's `try_files $uri $uri/` finds the directory, and its
+            // index module nothing in it: 403.
+            Located::Forbidden | Located::NoIndex => {
+                Lookup::Answer(Response::plain(403, "Forbidden", "Forbidden\n"))
+            }
             Located::Unavailable => Lookup::Answer(crate::request::unavailable()),
             Located::BadPath => {
                 Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"))
