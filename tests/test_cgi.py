@@ -16,8 +16,8 @@ import time
 import pytest
 import requests
 
-from helpers import (ECHO, alive, fcgi_request, free_port, listens, packet, process_state, read_records, run_fail,
-                     start_nginx, stdout_of, uwsgi_request, wait_for)
+from helpers import (ECHO, alive, fcgi_request, free_port, listens, packet, process_state, raw_request, read_records,
+                     run_fail, start_nginx, stdout_of, uwsgi_request, wait_for)
 
 SHOWN = ("REQUEST_METHOD", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE")
 
@@ -198,6 +198,11 @@ def test_status_headers_and_nph(serve, cgi_dir):
     script(cgi_dir / "odd.cgi", "#!/bin/sh\nprintf 'Status: 420\\n\\nodd'\n")
     r = requests.get(f"{s.url}/odd.cgi", timeout=10)
     assert (r.status_code, r.reason, r.text) == (420, "", "odd")
+    # A Latin-1 reason (RFC 3875's *TEXT) goes out as its bytes, as Apache
+    # sends it; it was a 502.
+    script(cgi_dir / "latin1.cgi", "#!/bin/sh\nprintf 'Status: 404 Non trouv\\351\\nContent-Type: text/plain\\n\\nbody'\n")
+    out = raw_request(s.port, b"GET /latin1.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404 Non trouv\xe9\r\n") and b"body" in out, out
 
 
 def test_redirects_local_and_client(serve, cgi_dir):

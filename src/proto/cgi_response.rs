@@ -197,9 +197,18 @@ fn parse_into<'b>(
 
 /// "404 Not Found", "302", "200 OK ".
 fn parse_status(value: &[u8]) -> Result<(u16, Option<String>), HeadError> {
-    let text = std::str::from_utf8(value)
-        .map_err(|_| bad_status(value))?
-        .trim();
+    // RFC 3875's reason-phrase is *TEXT, octets above 127 included: one
+    // that is no UTF-8 (`404 Non trouv\xe9`, Latin-1) is read as Latin-1,
+    // whose characters go out as the same bytes, as Apache sends them.
+    let decoded;
+    let text = match std::str::from_utf8(value) {
+        Ok(t) => t,
+        Err(_) => {
+            decoded = value.iter().map(|&b| char::from(b)).collect::<String>();
+            &decoded
+        }
+    }
+    .trim();
     let (code, reason) = text.split_once(' ').unwrap_or((text, ""));
     if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_status(value));
@@ -303,6 +312,9 @@ mod tests {
         assert_eq!(names(&h), ["Content-Type"]);
         let h = head("status: 201\n\n");
         assert_eq!((h.status, h.reason), (201, None));
+        // A Latin-1 reason: its characters are its bytes.
+        let h = parse(b"Status: 404 Non trouv\xe9\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!((h.status, h.reason.as_deref()), (404, Some("Non trouv\u{e9}")));
     }
 
     #[test]
