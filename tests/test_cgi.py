@@ -205,6 +205,15 @@ def test_status_headers_and_nph(serve, cgi_dir):
     assert out.startswith(b"HTTP/1.1 404 Non trouv\xe9\r\n") and b"body" in out, out
 
 
+def test_a_script_killed_by_a_signal_is_logged(serve, cgi_dir):
+    """What it wrote before is sent (as by Apache and lighttpd), and may
+    look whole to the client: the log says it crashed, as lighttpd's."""
+    script(cgi_dir / "crash.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\npartial'\nkill -SEGV $$\n")
+    s = cgi_server(serve, cgi_dir)
+    assert requests.get(f"{s.url}/crash.cgi", timeout=10).text == "partial"
+    s.wait_log("crash.cgi: the script was killed by SIGSEGV")
+
+
 def test_redirects_local_and_client(serve, cgi_dir):
     s = cgi_server(serve, cgi_dir)
     # Local: the server answers with the other path, by GET, at once.

@@ -313,8 +313,13 @@ mod tests {
         let h = head("status: 201\n\n");
         assert_eq!((h.status, h.reason), (201, None));
         // A Latin-1 reason: its characters are its bytes.
-        let h = parse(b"Status: 404 Non trouv\xe9\r\n\r\n", false).unwrap().unwrap();
-        assert_eq!((h.status, h.reason.as_deref()), (404, Some("Non trouv\u{e9}")));
+        let h = parse(b"Status: 404 Non trouv\xe9\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.reason.as_deref()),
+            (404, Some("Non trouv\u{e9}"))
+        );
     }
 
     #[test]

@@ -410,7 +410,19 @@ async fn supervise(
     let mut ended = Some(ended);
     loop {
         tokio::select! {
-            _ = child.wait() => break,
+            status = child.wait() => {
+                // A crash (SIGSEGV, an OOM kill) is the operator's to know
+                // of, as lighttpd logs it: what the script wrote before is
+                // sent, and may look whole to the client.
+                if let Some(sig) = status.ok().and_then(|s| {
+                    use std::os::unix::process::ExitStatusExt;
+                    s.signal()
+                }) {
+                    let sig = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+                    crate::say!("oxgate: CGI {name}: the script was killed by {sig}");
+                }
+                break;
+            }
             _ = tokio::time::sleep_until(progress.deadline()) => {
                 if !progress.expired() {
                     continue;
