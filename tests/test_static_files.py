@@ -3,6 +3,7 @@ request with real nginx serving the same directory; traversal attempts over
 HTTP and over uwsgi; Django's collectstatic output beside the app."""
 import contextlib
 import email
+import gzip
 import http.client
 import json
 import os
@@ -184,6 +185,34 @@ def test_if_range_with_a_date_must_be_the_files_exact_date(both, tree):
         assert (r.status_code, r.content) == (200, b"hello static\n"), url
         r = get(url, "/static/hello.txt", headers={"Range": "bytes=0-3", "If-Range": 'W/"weak"'})
         assert r.status_code == 200, url
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_gzip_dir_behind_a_deploys_link_follows_it(serve, tmp_path, when):
+    """--static-gzip-dir named through a `current` link, which the map
+    follows to each new release: the new release's .gz files are served
+    too (the link's target at the start was compared, so they were not
+    after a deploy); likewise a directory made after the start."""
+    releases = [tmp_path / "r1", tmp_path / "r2"]
+    for r in releases:
+        (r / "static").mkdir(parents=True)
+        (r / "static" / "a.css").write_text(f"{r.name} plain\n")
+        (r / "static" / "a.css.gz").write_bytes(gzip.compress(f"{r.name} gzipped\n".encode()))
+    current = tmp_path / "current"
+    if when == "before":
+        current.symlink_to(releases[0])
+    s = serve("--static-map", f"/static={current}/static", "--static-gzip-dir", f"{current}/static",
+              "--wsgi-file", ECHO, "--processes", "1")
+
+    def served():
+        r = requests.get(s.url + "/static/a.css", headers={"Accept-Encoding": "gzip"}, timeout=10)
+        return r.headers.get("Content-Encoding"), r.text
+    if when == "before":
+        assert served() == ("gzip", "r1 gzipped\n")
+    new_link = tmp_path / "current.new"
+    new_link.symlink_to(releases[1])
+    os.replace(new_link, current)
+    wait_for(lambda: served() == ("gzip", "r2 gzipped\n"), what="the new release's .gz served")
 
 
 def test_a_static_directory_replaced_by_a_deploy_is_served_from(serve, tmp_path):

@@ -32,9 +32,13 @@ pub struct StaticFiles {
     index: Vec<String>,
     skip_ext: Vec<String>,
     mime: mime::MimeTypes,
-    /// Caching and precompressed files.
+    /// Caching and precompressed files; `gzip_dirs` where their links led
+    /// at the start.
     settings: StaticSettings,
-    /// The request log and the counters (set once the worker has them).
+    /// `--static-gzip-dir`s as named (absolute), links kept: a `current`
+    /// link moved to a new release, which the roots follow, leads the
+    /// files found there to these names too.
+    gzip_dirs_named: Vec<PathBuf>,
     /// The request log and the counters.
     answered: Answered,
     inner: Arc<dyn Handler>,
@@ -114,25 +118,32 @@ impl StaticFiles {
             check: true,
             ..root("", d, true)
         }));
+        // Compared as prefixes, as uWSGI does: a trailing slash given stays
+        // (/srv/static/ must not match /srv/static2).
+        let keep_slash = |given: &Path, mut c: std::ffi::OsString| {
+            if given.as_os_str().as_bytes().ends_with(b"/") && !c.as_bytes().ends_with(b"/") {
+                c.push("/");
+            }
+            PathBuf::from(c)
+        };
         Ok(StaticFiles {
+            gzip_dirs_named: settings
+                .gzip_dirs
+                .iter()
+                .map(|d| {
+                    let abs = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+                    keep_slash(d, abs.into_os_string())
+                })
+                .collect(),
             roots,
             index: settings.index.clone(),
             skip_ext: settings.skip_ext.clone(),
             mime: mime::MimeTypes::load(&settings.mimefiles)?,
             settings: StaticSettings {
-                // Compared as prefixes, as uWSGI does: a trailing slash
-                // given stays (/srv/static/ must not match /srv/static2).
                 gzip_dirs: settings
                     .gzip_dirs
                     .iter()
-                    .map(|d| {
-                        let mut c = canonical(d).into_os_string();
-                        if d.as_os_str().as_bytes().ends_with(b"/") && !c.as_bytes().ends_with(b"/")
-                        {
-                            c.push("/");
-                        }
-                        PathBuf::from(c)
-                    })
+                    .map(|d| keep_slash(d, canonical(d).into_os_string()))
                     .collect(),
                 ..settings.clone()
             },
@@ -336,7 +347,13 @@ impl StaticFiles {
         path: &Path,
     ) -> Response {
         let (mime, content_type) = self.mime.lookup(path);
-        let precompressed = self.precompressed(path);
+        // The file by the names its root was given, links kept.
+        let named = path.strip_prefix(root.dir.dir()).ok().map(|rel| {
+            let named = std::path::absolute(root.dir.named())
+                .unwrap_or_else(|_| root.dir.named().to_path_buf());
+            named.join(rel)
+        });
+        let precompressed = self.precompressed(path, named.as_deref());
         let mut chosen = None;
         if precompressed {
             let accept = var(&req.vars, Var::HTTP_ACCEPT_ENCODING).map_or(&b""[..], |v| &v[..]);
@@ -376,14 +393,17 @@ impl StaticFiles {
     }
 
     /// Whether FILE.br or FILE.gz may stand in for this file.
-    fn precompressed(&self, path: &Path) -> bool {
+    fn precompressed(&self, path: &Path, named: Option<&Path>) -> bool {
         let s = &self.settings;
         let bytes = path.as_os_str().as_bytes();
+        let under = |dirs: &[PathBuf], file: &[u8]| {
+            dirs.iter()
+                .any(|d| file.starts_with(d.as_os_str().as_bytes()))
+        };
         s.gzip_all
             // A prefix of the path, as uWSGI compares (a directory or not).
-            || s.gzip_dirs
-                .iter()
-                .any(|d| bytes.starts_with(d.as_os_str().as_bytes()))
+            || under(&s.gzip_dirs, bytes)
+            || named.is_some_and(|n| under(&self.gzip_dirs_named, n.as_os_str().as_bytes()))
             || s.gzip_ext.iter().any(|e| bytes.ends_with(e.as_bytes()))
             || (!s.gzip_regex.is_empty()
                 && s.gzip_regex.iter().any(|re| re.is_match(&path.to_string_lossy())))
