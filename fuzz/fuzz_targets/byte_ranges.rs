@@ -1,5 +1,5 @@
 //! A `Range` header of any bytes against any length: never a panic, and
-//! the parts it picks are within the file, sorted, apart and few.
+//! the parts it picks are within the file, apart and few.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use oxgate::proto::byte_ranges::{MAX_PARTS, Ranges, select};
@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ranges::Parts(parts) = select(&data[8..], len) {
         assert!(!parts.is_empty() && parts.len() <= MAX_PARTS);
         assert!(parts.iter().all(|&(first, last)| first <= last && last < len));
-        assert!(parts.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+        let mut sorted = parts.clone();
+        sorted.sort_unstable();
+        assert!(sorted.windows(2).all(|w| w[0].1 + 1 < w[1].0));
     }
 });

@@ -6,7 +6,7 @@
 //! than the file (`bytes=-65536` on a smaller file: the whole file, in
 //! RFC 9110 and nginx) and neither merges nor bounds ranges. A request for
 //! `0-,0-,0-…` would have every copy sent: one 8 KiB head, gigabytes out
-//! (RFC 9110 §17.15). So ranges are merged, sorted, and a set of more than
+//! (RFC 9110 §17.15). So ranges are merged, and a set of more than
 //! [`MAX_PARTS`] is answered with the whole representation, as Apache's
 //! `MaxRanges` has it. Otherwise the answers are nginx's: a malformed set
 //! is a 416, a range whose last position is before its first is skipped.
@@ -24,8 +24,9 @@ pub enum Ranges {
     /// 416: no range overlaps the representation, or the set is malformed
     /// (as nginx answers it; RFC 9110 §14.2 would let it be ignored too).
     Unsatisfiable,
-    /// 206: `first..=last` each, sorted, neither overlapping nor adjacent,
-    /// all within the representation, at most [`MAX_PARTS`].
+    /// 206: `first..=last` each, in the order the header asked for them
+    /// (a merged part in the place of its first), neither overlapping nor
+    /// adjacent, all within the representation, at most [`MAX_PARTS`].
     Parts(Vec<(u64, u64)>),
 }
 
@@ -49,28 +50,43 @@ pub fn select(value: &[u8], len: u64) -> Ranges {
     if specs.is_empty() || len == 0 {
         return Ranges::Whole;
     }
-    let mut wanted: Vec<(u64, u64)> = specs
+    // Each with its place in the header.
+    let mut wanted: Vec<(u64, u64, usize)> = specs
         .iter()
         .filter_map(|&spec| satisfiable(spec, len))
+        .enumerate()
+        .map(|(place, (first, last))| (first, last, place))
         .collect();
     if wanted.is_empty() {
         return Ranges::Unsatisfiable;
     }
     wanted.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(wanted.len().min(MAX_PARTS + 1));
-    for (first, last) in wanted {
+    let mut merged: Vec<(u64, u64, usize)> = Vec::with_capacity(wanted.len().min(MAX_PARTS + 1));
+    for (first, last, place) in wanted {
         match merged.last_mut() {
-            // Overlapping or adjacent: one part (RFC 9110 §14.6 allows it).
-            Some((_, end)) if first <= end.saturating_add(1) => *end = (*end).max(last),
+            // Overlapping or adjacent: one part (RFC 9110 §14.6 allows it),
+            // in the place of the first asked for.
+            Some((_, end, at)) if first <= end.saturating_add(1) => {
+                *end = (*end).max(last);
+                *at = (*at).min(place);
+            }
             _ => {
                 if merged.len() == MAX_PARTS {
                     return Ranges::Whole;
                 }
-                merged.push((first, last));
+                merged.push((first, last, place));
             }
         }
     }
-    Ranges::Parts(merged)
+    // In the order asked for (RFC 9110 §14.6: a client may read the
+    // parts by position, the file's tail and head at once).
+    merged.sort_unstable_by_key(|&(_, _, place)| place);
+    Ranges::Parts(
+        merged
+            .into_iter()
+            .map(|(first, last, _)| (first, last))
+            .collect(),
+    )
 }
 
 /// The specs of a `bytes=` range set: none for another unit, `None` for
@@ -202,13 +218,18 @@ mod tests {
     }
 
     #[test]
-    fn ranges_are_merged_sorted_and_bounded() {
+    fn ranges_are_merged_kept_in_the_order_asked_and_bounded() {
         assert_eq!(select(b"bytes=0-,0-,0-", 100), parts(&[(0, 99)]));
+        // A merged part takes the place of the first of its ranges.
         assert_eq!(
             select(b"bytes=50-59,0-9,10-19,55-70", 100),
-            parts(&[(0, 19), (50, 70)])
+            parts(&[(50, 70), (0, 19)])
         );
-        assert_eq!(select(b"bytes=-10,0-5", 100), parts(&[(0, 5), (90, 99)]));
+        assert_eq!(select(b"bytes=-10,0-5", 100), parts(&[(90, 99), (0, 5)]));
+        assert_eq!(
+            select(b"bytes=50-59,0-9,30-39", 100),
+            parts(&[(50, 59), (0, 9), (30, 39)])
+        );
         let many = |n: u64| {
             let specs: Vec<String> = (0..n).map(|i| format!("{}-{}", i * 2, i * 2)).collect();
             format!("bytes={}", specs.join(","))
@@ -237,7 +258,9 @@ mod tests {
                 if let Ranges::Parts(p) = select(&v, len) {
                     prop_assert!(!p.is_empty() && p.len() <= MAX_PARTS);
                     prop_assert!(p.iter().all(|&(f, l)| f <= l && l < len));
-                    prop_assert!(p.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+                    let mut sorted = p.clone();
+                    sorted.sort_unstable();
+                    prop_assert!(sorted.windows(2).all(|w| w[0].1 + 1 < w[1].0));
                 }
             }
         }
