@@ -400,6 +400,23 @@ def php_pool(serve, site, *extra):
 
 
 @needs_php
+def test_an_index_that_is_no_script_and_a_file_with_a_path_after_it_as_nginx(serve, site):
+    """nginx's `index index.php index.html`: a directory with only an
+    index.html shows it (it was a 404); `try_files $uri $uri/ /index.php`:
+    a file with a path after it names no file, and goes to the front
+    controller (it was a 404 too)."""
+    (site / "docs").mkdir()
+    (site / "docs" / "index.html").write_text("<h1>docs</h1>")
+    s = php_pool(serve, site, "--fastcgi-app-index", "index.php", "--fastcgi-app-index", "index.html",
+                 "--processes", "1")
+    r = requests.get(f"{s.url}/docs/", timeout=20)
+    assert (r.status_code, r.text) == (200, "<h1>docs</h1>")
+    assert requests.get(f"{s.url}/admin/", timeout=20).text == "admin index"
+    j = requests.get(f"{s.url}/style.css/more", timeout=20).json()
+    assert (j["script"], j["uri"]) == ("/index.php", "/style.css/more")
+
+
+@needs_php
 def test_a_php_pool_serves_the_site(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-env", "GREETING=hello")
     (site / "env.php").write_text("<?php echo json_encode([getenv('GREETING'), getenv('HOME'), getenv('PATH')]);")

@@ -222,6 +222,11 @@ impl FastcgiApps {
             ));
         }
         mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+        let index = if settings.index.is_empty() {
+            vec!["index.php".to_string()]
+        } else {
+            settings.index.clone()
+        };
         let files = match &settings.docroot {
             Some(dir) => {
                 let statics = StaticSettings {
@@ -237,6 +242,13 @@ impl FastcgiApps {
                         })
                         .collect(),
                     skip_ext: vec![String::from_utf8_lossy(SCRIPT_EXT).into_owned()],
+                    // A directory whose index is no script (index.html
+                    // after index.php, as nginx's `index` lists them).
+                    index: index
+                        .iter()
+                        .filter(|name| !name.as_bytes().ends_with(SCRIPT_EXT))
+                        .cloned()
+                        .collect(),
                     ..StaticSettings::default()
                 };
                 Some(Arc::new(StaticFiles::new(&statics, inner.clone())?))
@@ -249,11 +261,7 @@ impl FastcgiApps {
             found: FoundScripts::default(),
             found_fallback: FoundScripts::default(),
             files,
-            index: if settings.index.is_empty() {
-                vec!["index.php".to_string()]
-            } else {
-                settings.index.clone()
-            },
+            index,
             fallback: settings.fallback.as_ref().map(|f| f.as_bytes().to_vec()),
             timeout: settings.timeout,
             limit_post,
@@ -294,6 +302,36 @@ impl FastcgiApps {
             files.set_observer(observer.clone());
         }
         self.answered.set(observer);
+    }
+
+    /// A path that names no file under the document root: the front
+    /// controller (`--fastcgi-app-fallback`) if there is one, else the app
+    /// behind.
+    fn missing(
+        &self,
+        root: &RootDir,
+        script: &dyn Fn(&super::script_path::Script, &[u8]) -> Target,
+        now: Instant,
+    ) -> Lookup {
+        let Some(front) = &self.fallback else {
+            return Lookup::App;
+        };
+        match self.found_fallback.locate(root, front, &[], now) {
+            Located::Script(s) => {
+                let mut t = script(&s, &s.url_path);
+                // The front controller reads the path from REQUEST_URI;
+                // PATH_INFO stays empty, as with nginx's try_files.
+                t.path_info.clear();
+                Lookup::Call(Box::new(t))
+            }
+            _ => {
+                crate::say!(
+                    "oxgate: --fastcgi-app-fallback {}: no such script under the document root",
+                    String::from_utf8_lossy(front)
+                );
+                Lookup::Answer(Response::plain(404, "Not Found", "Not Found\n"))
+            }
+        }
     }
 
     fn lookup(&self, req: &Request) -> Lookup {
@@ -357,31 +395,15 @@ impl FastcgiApps {
             Located::Script(s) if s.file.as_os_str().as_bytes().ends_with(SCRIPT_EXT) => {
                 Lookup::Call(Box::new(script(&s, &s.url_path)))
             }
-            // Another file: served from disk, never run.
+            // Another file: served from disk, never run. With a path after
+            // it (`/style.css/x`), no file is named: nginx's `try_files
+            // $uri $uri/ /index.php` goes on to the front controller.
+            Located::Script(s) if !s.path_info.is_empty() => self.missing(root, &script, now),
             Located::Script(_) => Lookup::File,
             Located::AddSlash => {
                 Lookup::Answer(redirect_to_directory(&path, get(Var::QUERY_STRING)))
             }
-            Located::Missing => match &self.fallback {
-                Some(front) => match self.found_fallback.locate(root, front, &[], now) {
-                    Located::Script(s) => {
-                        let mut t = script(&s, &s.url_path);
-                        // The front controller reads the path from
-                        // REQUEST_URI; PATH_INFO stays empty, as with
-                        // nginx's try_files.
-                        t.path_info.clear();
-                        Lookup::Call(Box::new(t))
-                    }
-                    _ => {
-                        crate::say!(
-                            "oxgate: --fastcgi-app-fallback {}: no such script under the document root",
-                            String::from_utf8_lossy(front)
-                        );
-                        Lookup::Answer(Response::plain(404, "Not Found", "Not Found\n"))
-                    }
-                },
-                None => Lookup::App,
-            },
+            Located::Missing => self.missing(root, &script, now),
             // nginx's `try_files $uri $uri/` finds the directory, and its
             // index module nothing in it: 403.
             Located::Forbidden | Located::NoIndex => {
