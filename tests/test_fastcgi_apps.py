@@ -400,6 +400,24 @@ def php_pool(serve, site, *extra):
 
 
 @needs_php
+def test_php_fpms_ping_path_is_the_health_path_on_the_fastcgi_socket(serve, site):
+    """php-fpm's ping.path, which Docker and Kubernetes probes ask through
+    the FastCGI socket (as nginx's fastcgi_params send it): --health-path
+    answers it, no PHP run."""
+    fp = free_port()
+    php_pool(serve, site, "--fastcgi-socket", f"127.0.0.1:{fp}", "--health-path", "/fpm-ping", "--processes", "1")
+    params = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/fpm-ping"), ("REQUEST_URI", "/fpm-ping"),
+              ("SCRIPT_FILENAME", str(site / "fpm-ping")), ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1")]
+
+    def ping():
+        with socket.create_connection(("127.0.0.1", fp), timeout=10) as sock:
+            sock.sendall(fcgi_request(1, params))
+            return stdout_of(read_records(sock), 1)
+    wait_for(lambda: ping().startswith(b"Status: 200"), what="the ping answered 200")
+    assert ping().endswith(b"\r\n\r\nok\n")
+
+
+@needs_php
 def test_an_index_that_is_no_script_and_a_file_with_a_path_after_it_as_nginx(serve, site):
     """nginx's `index index.php index.html`: a directory with only an
     index.html shows it (it was a 404); `try_files $uri $uri/ /index.php`:
@@ -419,8 +437,12 @@ def test_an_index_that_is_no_script_and_a_file_with_a_path_after_it_as_nginx(ser
 @needs_php
 def test_a_php_pool_serves_the_site(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-env", "GREETING=hello")
-    (site / "env.php").write_text("<?php echo json_encode([getenv('GREETING'), getenv('HOME'), getenv('PATH')]);")
-    assert requests.get(f"{s.url}/env.php", timeout=20).json() == ["hello", False, False]
+    (site / "env.php").write_text("<?php echo json_encode([getenv('GREETING'), getenv('HOME'), getenv('USER'),"
+                                  " getenv('PATH')]);")
+    # A clean environment, with the user's HOME and USER, as php-fpm's.
+    import pwd
+    me = pwd.getpwuid(os.geteuid())
+    assert requests.get(f"{s.url}/env.php", timeout=20).json() == ["hello", me.pw_dir, me.pw_name, False]
     j = requests.get(f"{s.url}/blog/x?page=3", timeout=20).json()
     assert (j["script"], j["get"], j["uri"]) == ("/index.php", {"page": "3"}, "/blog/x?page=3")
     data = os.urandom(100_000)

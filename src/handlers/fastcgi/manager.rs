@@ -423,6 +423,7 @@ impl Manager<'_> {
         command
             .args(&spec.args)
             .env_clear()
+            .envs(user_env())
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(listener))
             .stdout(Stdio::null())
@@ -562,4 +563,18 @@ pub fn stop_now(spec: &PoolSpec, shared: &Shared) {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     }
     let _ = std::fs::remove_dir_all(&shared.dir);
+}
+
+/// USER and HOME of the user the processes run as, as php-fpm gives its
+/// children (a script that runs composer or git needs HOME); the rest of
+/// the environment is what `--fastcgi-app-env` gives, which may set these
+/// too.
+fn user_env() -> Vec<(&'static str, std::ffi::OsString)> {
+    match nix::unistd::User::from_uid(nix::unistd::geteuid()) {
+        Ok(Some(user)) => vec![
+            ("USER", user.name.into()),
+            ("HOME", user.dir.into_os_string()),
+        ],
+        _ => Vec::new(),
+    }
 }
