@@ -157,6 +157,7 @@ complete -c oxgate -l logdate -x -d 'Prefix oxgate\'s own log messages with the 
 complete -c oxgate -l log-date -x -d 'Prefix oxgate\'s own log messages with the date (a strftime FORMAT, or the ctime format)'
 complete -c oxgate -l log-level -x -a 'debug info warning error critical' -d 'Which of oxgate\'s own lines are written'
 complete -c oxgate -l log-micros -d 'Request times in the default line in microseconds'
+complete -c oxgate -l log-escape-quotes -d 'In request lines, write a " in a logged value (a user agent, a header) as \\", as Gunicorn\'s access log does, so that a client cannot close a quoted field or break a JSON line'
 complete -c oxgate -l log-x-forwarded-for -d 'Log the X-Forwarded-For header as the client address when a request has one'
 complete -c oxgate -l log-slow -x -d 'Log requests that took MS milliseconds or more (even with --disable-logging)'
 complete -c oxgate -l log-4xx -d 'Log requests answered with a 4xx status (even with --disable-logging)'

@@ -620,6 +620,8 @@ options! {
         .help("Which of oxgate's own lines are written. warning leaves out the routine ones (the start, a signal taken, a worker replaced after --max-requests, a reload's progress); error and critical the warnings too. Errors, deaths and harakiri are always written; request lines are not affected (--disable-logging). Gunicorn's loglevel and uvicorn's --log-level set it."),
     LOG_MICROS = OptDef::new("log-micros", Flag, Logging)
         .help("Request times in the default line in microseconds."),
+    LOG_ESCAPE_QUOTES = OptDef::new("log-escape-quotes", Flag, Logging)
+        .help("In request lines, write a \" in a logged value (a user agent, a header) as \\\", as Gunicorn's access log does, so that a client cannot close a quoted field or break a JSON line. Gunicorn config files set it."),
     LOG_X_FORWARDED_FOR = OptDef::new("log-x-forwarded-for", Flag, Logging)
         .help("Log the X-Forwarded-For header as the client address when a request has one."),
     LOG_SLOW = OptDef::new("log-slow", Int, Logging)

@@ -1198,6 +1198,8 @@ fn translate(
             .get("access_log_format")
             .map_or(&default, |g| &g.origin);
         push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
+        // Gunicorn's SafeAtoms: a `"` in any value is written `\"`.
+        push(&opt::LOG_ESCAPE_QUOTES, "true".into(), fmt_origin);
     }
     if let Some(target) = &errorlog
         && target != "-"

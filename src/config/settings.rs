@@ -466,6 +466,8 @@ pub struct LogSettings {
     pub micros: bool,
     /// `--log-x-forwarded-for`: the client is X-Forwarded-For when present.
     pub x_forwarded_for: bool,
+    /// `--log-escape-quotes`: `"` in a value is written `\"`.
+    pub escape_quotes: bool,
     // What is logged even with --disable-logging.
     pub slow_ms: Option<u64>,
     pub log_4xx: bool,

@@ -61,14 +61,22 @@ pub(super) struct Line<'a> {
 /// log line. (A backslash stays as it is: a JSON encoder escapes it, and
 /// uWSGI's lines keep user agents as sent.)
 fn log_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    log_text_quoting(b, false)
+}
+
+/// `log_text`, with a `"` written `\"` when `quotes` (`--log-escape-quotes`,
+/// Gunicorn's SafeAtoms).
+fn log_text_quoting(b: &[u8], quotes: bool) -> std::borrow::Cow<'_, str> {
     let text = String::from_utf8_lossy(b);
-    let escaped = |c: char| c.is_control();
+    let escaped = |c: char| c.is_control() || (quotes && c == '"');
     if !text.chars().any(escaped) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if escaped(c) {
+        if c == '"' && quotes {
+            out.push_str("\\\"");
+        } else if escaped(c) {
             let _ = write!(out, "\\x{:02X}", c as u32);
         } else {
             out.push(c);
@@ -214,12 +222,12 @@ impl Line<'_> {
     }
 
     /// A value as text; empty strings become "-" as in uWSGI.
-    fn push(out: &mut String, v: Value<'_>) {
+    fn push(out: &mut String, v: Value<'_>, quotes: bool) {
         match v {
             Value::Bytes(b"") => out.push('-'),
-            Value::Bytes(b) | Value::Verbatim(b) => out.push_str(&log_text(b)),
+            Value::Bytes(b) | Value::Verbatim(b) => out.push_str(&log_text_quoting(b, quotes)),
             Value::Owned(s) if s.is_empty() => out.push('-'),
-            Value::Owned(s) => out.push_str(&log_text(s.as_bytes())),
+            Value::Owned(s) => out.push_str(&log_text_quoting(s.as_bytes(), quotes)),
             Value::Num(n) => {
                 let _ = write!(out, "{n}");
             }
@@ -230,12 +238,13 @@ impl Line<'_> {
         let Some(pieces) = self.pieces else {
             return self.default_line(out);
         };
+        let quotes = self.settings.escape_quotes;
         for piece in pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Field(f) => Self::push(out, self.value(*f)),
-                Piece::Var(i) => Self::push(out, Value::Bytes(self.var(FIXED + i))),
-                Piece::Resp(i) => Self::push(out, Value::Bytes(self.resp(*i))),
+                Piece::Field(f) => Self::push(out, self.value(*f), quotes),
+                Piece::Var(i) => Self::push(out, Value::Bytes(self.var(FIXED + i)), quotes),
+                Piece::Resp(i) => Self::push(out, Value::Bytes(self.resp(*i)), quotes),
                 Piece::Unknown => out.push('-'),
             }
         }
@@ -314,7 +323,7 @@ impl Line<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_text;
+    use super::{log_text, log_text_quoting};
 
     #[test]
     fn control_characters_are_escaped() {
@@ -324,5 +333,7 @@ mod tests {
             "/a\\x0AGET /forged HTTP/1.1\\x0D\\x1B[31m\\x7F"
         );
         assert_eq!(log_text(b"/a\xc2\x85"), "/a\\x85");
+        assert_eq!(log_text(br#"ua "x""#), r#"ua "x""#);
+        assert_eq!(log_text_quoting(b"ua \"x\"\n", true), r#"ua \"x\"\x0A"#);
     }
 }
