@@ -120,10 +120,10 @@ def test_check_config_loads_the_app_as_gunicorn_does(tmp_path):
 
 def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
     f = conf(tmp_path, "worker_connections = 50\nssl_version = 5\nworkers = 1\n"
-                       "logconfig_dict = {'version': 1}\n")
+                       "logger_class = 'simple'\n")
     p = oxgate("-c", str(f), "procs:application", "--check-config", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    for name in ("worker_connections", "ssl_version", "logconfig_dict"):
+    for name in ("worker_connections", "ssl_version", "logger_class"):
         assert p.stderr.count(f"{name} has no effect") == 1, p.stderr
     p = oxgate("gunicorn", "--bogus", "app:app")
     assert p.returncode == 2 and "unknown option --bogus" in p.stderr
@@ -707,6 +707,47 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
         if in_file:
             (tmp_path / errorlog).unlink()
     assert streams["oxgate"] == streams["gunicorn"] == (True, False), streams
+
+
+def test_logconfig_dict_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
+    """logconfig_dict is applied with dictConfig over Gunicorn's defaults
+    before the app loads: the app's logger writes where it says (it was
+    ignored, and the app's INFO lines were lost)."""
+    (tmp_path / "logapp.py").write_text(textwrap.dedent("""
+        import logging
+        def application(environ, start_response):
+            logging.getLogger("myapp").info("APP-INFO-LINE %s", environ["PATH_INFO"])
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        """))
+    f = conf(tmp_path, textwrap.dedent("""
+        workers = 1
+        logconfig_dict = {
+            "formatters": {"plain": {"format": "LOGGED %(name)s %(levelname)s %(message)s"}},
+            "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "plain",
+                                 "stream": "ext://sys.stdout"}},
+            "root": {"level": "INFO", "handlers": ["out"]},
+            "loggers": {},
+        }
+        """), name="lcd.py")
+    for name, program in PROGRAMS.items():
+        port = free_port()
+        out = tmp_path / f"{name}.lcd.out"
+        with open(out, "wb") as o:
+            p = subprocess.Popen([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "logapp:application"],
+                                 stdout=o, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                                 env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+        try:
+            wait_for(lambda: listens(port), what=f"{name} listening")
+            assert requests.get(f"http://127.0.0.1:{port}/marked", timeout=10).ok
+            wait_for(lambda: "LOGGED myapp INFO APP-INFO-LINE /marked" in out.read_text(),
+                     what=f"{name}: the app's line on stdout")
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+    bad = conf(tmp_path, "logconfig_dict = {'handlers': {'x': {'class': 'no.such.Handler'}}}\n", name="bad.py")
+    code, out = run_fail("gunicorn", "-c", str(bad), "-b", "127.0.0.1:0", "logapp:application", cwd=tmp_path)
+    assert code != 0 and "logconfig_dict" in out, out
 
 
 def test_a_hooks_log_call_that_does_not_format_is_reported_as_gunicorns_logging_reports_it(tmp_path):

@@ -62,6 +62,9 @@ enum Meaning {
     Hook,
     /// Accepted with no effect; the reason is shown once at start.
     Ignored(&'static str),
+    /// Applied by the config file's interpreter itself (logconfig_dict):
+    /// any value is taken here.
+    InPython,
 }
 
 struct GunicornSetting {
@@ -86,7 +89,7 @@ const fn g(
 }
 
 use Arity::{Append, FileOnly, Switch, Value};
-use Meaning::{Hook, Ignored, Maps};
+use Meaning::{Hook, Ignored, InPython, Maps};
 
 const NO_TLS: Meaning =
     Ignored("oxgate's TLS is rustls's, set by certfile, keyfile, ca_certs, cert_reqs and ciphers");
@@ -120,7 +123,9 @@ pub fn help_text() -> String {
             Arity::Switch | Arity::FileOnly => "",
         };
         match s.meaning {
-            Meaning::Maps => read.push_str(&format!("  {}: {flags}{value}\n", s.name)),
+            Meaning::Maps | Meaning::InPython => {
+                read.push_str(&format!("  {}: {flags}{value}\n", s.name))
+            }
             Meaning::Hook => hooks.push(s.name),
             Meaning::Ignored(why) => ignored.push_str(&format!("  {}: {why}\n", s.name)),
         }
@@ -235,7 +240,8 @@ static SETTINGS: &[GunicornSetting] = &[
     ),
     g("logger_class", &["--logger-class"], Value, NO_LOG_CONFIG),
     g("logconfig", &["--log-config"], Value, NO_LOG_CONFIG),
-    g("logconfig_dict", &[], FileOnly, NO_LOG_CONFIG),
+    // Applied by the config file's interpreter, before the app loads.
+    g("logconfig_dict", &[], FileOnly, InPython),
     g(
         "logconfig_json",
         &["--log-config-json"],
@@ -681,9 +687,9 @@ fn from_file(names: Vec<(String, PyValue)>, origin: &Origin) -> Result<SourceVal
                 ));
             }
             PyValue::Other(t) => {
-                // Dicts (logconfig_dict, secure_scheme_headers) only reach
-                // ignored settings; anything else is a mistake.
-                if matches!(s.meaning, Meaning::Ignored(_)) {
+                // Dicts reach ignored settings, and those the interpreter
+                // applies (logconfig_dict); anything else is a mistake.
+                if matches!(s.meaning, Meaning::Ignored(_) | Meaning::InPython) {
                     vec![format!("<{t}>")]
                 } else {
                     return err(format!("{origin}: {name}: a {t} is not a value it takes"));
