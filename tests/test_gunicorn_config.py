@@ -709,6 +709,29 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
     assert streams["oxgate"] == streams["gunicorn"] == (True, False), streams
 
 
+@pytest.mark.parametrize("how", ["alive", "max_requests"])
+def test_a_post_request_hook_that_retires_its_worker_has_it_replaced_as_gunicorn(serve, tmp_path, how):
+    """The recycling recipes: post_request sets worker.alive = False, or
+    lowers worker.max_requests; the worker stops after the request and
+    another serves (it served on). A worker on its way out reads
+    alive False in worker_exit, as Gunicorn's does."""
+    retire = "worker.alive = False" if how == "alive" else "worker.max_requests = worker.nr"
+    f = conf(tmp_path, textwrap.dedent(f"""
+        workers = 1
+        def post_request(worker, req, environ, resp):
+            if req.path == "/retire":
+                {retire}
+        def worker_exit(server, worker):
+            server.log.info("exit alive=%s", worker.alive)
+        """), name=f"retire_{how}.py")
+    for s in both(serve, tmp_path, f, "procs:application"):
+        first = requests.get(s.url + "/", timeout=10).text.split()[0]
+        assert requests.get(s.url + "/retire", timeout=10).text.split()[0] == first
+        wait_for(lambda: requests.get(s.url + "/", timeout=10).text.split()[0] != first,
+                 what=f"{s.args[0]}: a new worker")
+        s.wait_log("exit alive=False")
+
+
 def test_logconfig_dict_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
     """logconfig_dict is applied with dictConfig over Gunicorn's defaults
     before the app loads: the app's logger writes where it says (it was

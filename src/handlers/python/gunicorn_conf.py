@@ -387,6 +387,10 @@ def call(name, pid, age, num_workers, new, old):
         worker = Worker(pid, os.getpid(), age)
     if name == "post_worker_init":
         worker.booted = True
+    if name in ("worker_int", "worker_abort", "worker_exit", "child_exit"):
+        # As Gunicorn's: a worker on its way out is no longer alive (code
+        # that polls worker.alive sees the shutdown).
+        worker.alive = False
     if name in ("on_starting", "on_reload", "when_ready", "pre_exec", "on_exit"):
         args = (server,)
     elif name in ("pre_fork", "post_fork", "child_exit", "worker_exit"):
@@ -446,6 +450,22 @@ def _this_worker():
     return _worker
 
 
+def _leave_if_told(worker):
+    """A hook that sets worker.alive = False, or lowers worker.max_requests
+    to the requests served (the recipes for recycling a worker that grew),
+    has the worker stop once its requests are done, as Gunicorn's worker
+    leaves its loop; the master starts another. A SIGTERM to itself is
+    that graceful stop."""
+    if getattr(worker, "_leaving", False):
+        return
+    if not worker.alive or worker.nr >= worker.max_requests != (cfg.max_requests or sys.maxsize):
+        worker._leaving = True
+        worker.alive = False
+        log.info("Autorestarting worker after current request.")
+        import signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def wrap_wsgi_app(app):
     """The app, with pre_request and post_request around each request, when
     the file defines them (otherwise the app itself: no cost)."""
@@ -489,6 +509,7 @@ def wrap_wsgi_app(app):
                 post(*(worker, req, environ, resp)[:post_arity])
             except Exception:
                 log.exception("Exception in post_request hook")
+            _leave_if_told(worker)
 
         if refused:
             recording_start_response("500 Internal Server Error",
