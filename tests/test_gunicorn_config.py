@@ -709,6 +709,27 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
     assert streams["oxgate"] == streams["gunicorn"] == (True, False), streams
 
 
+def test_server_cfg_gives_addresses_and_lists_as_gunicorns_config(serve, tmp_path):
+    """Hooks read server.address and cfg.address as Gunicorn's (host, port)
+    tuples (`host, port = server.address[0]` failed on a string), the
+    address lists as lists, and Gunicorn's defaults where none is set."""
+    f = conf(tmp_path, textwrap.dedent("""
+        workers = 1
+        forwarded_allow_ips = "10.0.0.1, 10.0.0.2"
+        def when_ready(server):
+            host, port = server.address[0]
+            server.log.info("SEEN %r %r %r %r %r", host, port == server.cfg.address[0][1],
+                            server.cfg.forwarded_allow_ips, sorted(server.cfg.secure_scheme_headers),
+                            server.cfg.logconfig_dict)
+        """), name="cfgs.py")
+    seen = []
+    for s in both(serve, tmp_path, f, "procs:application"):
+        s.wait_log("SEEN ")
+        seen.append(next(l for l in s.log().splitlines() if "SEEN " in l).split("SEEN ", 1)[1])
+    assert seen[0] == seen[1], seen
+    assert seen[0].startswith("'127.0.0.1' True ['10.0.0.1', '10.0.0.2']"), seen
+
+
 @pytest.mark.parametrize("how", ["alive", "max_requests"])
 def test_a_post_request_hook_that_retires_its_worker_has_it_replaced_as_gunicorn(serve, tmp_path, how):
     """The recycling recipes: post_request sets worker.alive = False, or

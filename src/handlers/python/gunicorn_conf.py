@@ -207,6 +207,38 @@ _DEFAULTS = {
     "worker_tmp_dir": None, "workers": 1, "wsgi_app": None,
 }
 
+_DEFAULTS.update({
+    "secure_scheme_headers": {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                              "X-FORWARDED-SSL": "on"},
+    "logconfig_dict": {}, "logconfig_json": None, "logger_class": "gunicorn.glogging.Logger",
+    "forwarder_headers": ["SCRIPT_NAME", "PATH_INFO"],
+})
+
+# Settings Gunicorn reads as lists from comma-separated strings.
+_ADDRESS_LISTS = ("forwarded_allow_ips", "proxy_allow_ips")
+
+
+def _parse_address(bind):
+    """A bind as Gunicorn's util.parse_address gives it."""
+    bind = str(bind)
+    for prefix in ("unix://", "unix:"):
+        if bind.startswith(prefix):
+            return bind[len(prefix):]
+    if bind.startswith("fd://"):
+        return int(bind[5:])
+    if bind.startswith("tcp://"):
+        bind = bind[6:]
+    host, port = bind, "8000"
+    if "[" in bind and "]" in bind:
+        host = bind.split("]")[0][1:]
+        port = (bind.split("]:") + ["8000"])[1]
+    elif ":" in bind:
+        host, port = (bind.split(":") + ["8000"])[:2]
+    elif bind == "":
+        host = "0.0.0.0"
+    return host.lower(), int(port)
+
+
 # What oxgate resolved from every source (the command line,
 # GUNICORN_CMD_ARGS, the file), for the settings it has a value of.
 _effective = {}
@@ -223,6 +255,13 @@ class _Cfg:
     default; None for a name Gunicorn does not know."""
 
     def __getattr__(self, name):
+        value = self._lookup(name)
+        # Lists Gunicorn reads from "a, b" strings.
+        if name in _ADDRESS_LISTS and isinstance(value, str):
+            return [a.strip() for a in value.split(",") if a.strip()]
+        return value
+
+    def _lookup(self, name):
         if name in _effective:
             return _effective[name]
         ns = namespace or {}
@@ -236,13 +275,17 @@ class _Cfg:
             return os.getegid()
         return _DEFAULTS.get(name)
 
+
     @property
     def worker_class_str(self):
         return str(self.worker_class)
 
     @property
     def address(self):
-        return list(self.bind)
+        # As Gunicorn's Config.address: (host, port) tuples, unix paths,
+        # descriptor numbers.
+        binds = self.bind
+        return [_parse_address(b) for b in ([binds] if isinstance(binds, str) else binds)]
 
     @property
     def is_ssl(self):
