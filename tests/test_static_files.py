@@ -711,6 +711,27 @@ def test_a_directory_that_may_be_searched_but_not_listed_serves_its_index(serve)
         shutil.rmtree(base)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as nobody")
+def test_a_static_directory_the_user_may_not_reach_is_named_as_such(serve):
+    """A directory that is there, under one the --uid user may not enter:
+    the warning says so and its files are 403 (it said the directory did
+    not exist and that the mount passed to the app)."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-700-")
+    try:
+        os.makedirs(os.path.join(base, "priv", "pub"))
+        with open(os.path.join(base, "priv", "pub", "f.txt"), "w") as f:
+            f.write("hidden\n")
+        os.chmod(base, 0o755)
+        os.chmod(os.path.join(base, "priv"), 0o700)
+        s = serve("--static-map", f"/p={base}/priv/pub", "--uid", "nobody", "--gid", "nogroup")
+        assert get(s.url, "/p/f.txt").status_code == 403
+        s.wait_log(f"static directory {base}/priv/pub: Permission denied")
+        assert "does not exist" not in s.log()
+    finally:
+        shutil.rmtree(base)
+
+
 def test_a_post_under_check_static_is_the_apps(serve, tree):
     """--check-static shares the app's URLs: a POST to a path with a file
     behind it reaches the app, as in uWSGI (under a mount: 405)."""

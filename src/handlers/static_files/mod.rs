@@ -92,12 +92,23 @@ impl StaticFiles {
                     file: Some(name.as_bytes().to_vec()),
                 };
             }
-            if !dir.is_dir() {
-                crate::say!(
-                    "oxgate: warning: static directory {} does not exist (yet); its mount {} passes to the app",
+            let mount_name = if mount.is_empty() { "/" } else { mount };
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::say!(
+                    "oxgate: warning: static directory {} does not exist (yet); its mount {mount_name} passes to the app",
                     dir.display(),
-                    if mount.is_empty() { "/" } else { mount }
-                );
+                ),
+                // There, but not for this user (--uid): its files are 403.
+                Err(e) => crate::say!(
+                    "oxgate: warning: static directory {}: {e} (uid {}); its mount {mount_name} answers 403",
+                    dir.display(),
+                    nix::unistd::geteuid(),
+                ),
+                Ok(_) => crate::say!(
+                    "oxgate: warning: static directory {} is not a directory; its mount {mount_name} passes to the app",
+                    dir.display(),
+                ),
             }
             Root {
                 mount: mount.as_bytes().to_vec(),
