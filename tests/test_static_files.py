@@ -18,8 +18,8 @@ import time
 import pytest
 import requests
 
-from helpers import (APPS, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, listens, nginx_serving, packet, read_records,
-                     scgi_packet, start_nginx, stdout_of, traced_calls, uwsgi_request, wait_for)
+from helpers import (APPS, BIN, ECHO, ROOT, VENV, cgi, fcgi_request, free_port, listens, nginx_serving, packet,
+                     read_records, scgi_packet, start_nginx, stdout_of, traced_calls, uwsgi_request, wait_for)
 
 
 @pytest.fixture
@@ -730,6 +730,22 @@ def test_a_static_directory_the_user_may_not_reach_is_named_as_such(serve):
         assert "does not exist" not in s.log()
     finally:
         shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("program", ["oxgate", "uwsgi"])
+def test_with_manage_script_name_the_maps_see_the_path_under_the_mount_as_uwsgi(serve, tree, program):
+    """uWSGI strips the mount point for --manage-script-name before its
+    static maps look: an app under /app keeps its /static map for
+    /app/static/... (oxgate sent it to the app), and a map naming the
+    mount does not match."""
+    command = (BIN,) if program == "oxgate" else (str(VENV / "bin" / "uwsgi"),)
+    s = serve("--mount", f"/app={ECHO}", "--manage-script-name", "--static-map", f"/static={tree}",
+              "--static-map", f"/app/s={tree}", "--master", program=command)
+    r = get(s.url, "/app/static/hello.txt")
+    assert (r.status_code, r.text) == (200, "hello static\n"), program
+    r = get(s.url, "/app/s/hello.txt")
+    assert r.headers["content-type"].startswith("application/json") and r.json()["path"] == "/s/hello.txt", program
+    assert get(s.url, "/static/hello.txt").text == "hello static\n", program
 
 
 def test_a_post_under_check_static_is_the_apps(serve, tree):

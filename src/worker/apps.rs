@@ -246,7 +246,17 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     apps.handler = wrap(cfg, apps.handler);
     // Static files come first: they cost the app nothing, and no limit.
     if cfg.statics.active() {
-        let statics = Arc::new(StaticFiles::new(&cfg.statics, apps.handler.clone())?);
+        let mount_points = if cfg.manage_script_name {
+            cfg.mounts
+                .iter()
+                .map(|(point, _)| point.as_bytes().to_vec())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let statics = Arc::new(
+            StaticFiles::new(&cfg.statics, apps.handler.clone())?.strip_mounts(mount_points),
+        );
         apps.handler = statics.clone();
         apps.statics = Some(statics);
     }

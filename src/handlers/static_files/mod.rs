@@ -39,6 +39,10 @@ pub struct StaticFiles {
     /// link moved to a new release, which the roots follow, leads the
     /// files found there to these names too.
     gzip_dirs_named: Vec<PathBuf>,
+    /// `--manage-script-name`'s mount points, the longest first: the maps
+    /// see a path under one without it, as uWSGI strips it before its
+    /// static maps look (`/app/static/x` is `/static/x` for them).
+    mount_points: Vec<Vec<u8>>,
     /// The request log and the counters.
     answered: Answered,
     inner: Arc<dyn Handler>,
@@ -138,6 +142,7 @@ impl StaticFiles {
             PathBuf::from(c)
         };
         Ok(StaticFiles {
+            mount_points: Vec::new(),
             gzip_dirs_named: settings
                 .gzip_dirs
                 .iter()
@@ -168,9 +173,24 @@ impl StaticFiles {
         self.answered.set(observer);
     }
 
+    /// With `--manage-script-name`: the maps see paths under these mount
+    /// points without them (see `mount_points`).
+    pub fn strip_mounts(mut self, mut points: Vec<Vec<u8>>) -> StaticFiles {
+        points.retain(|p| !p.is_empty());
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        self.mount_points = points;
+        self
+    }
+
     fn lookup(&self, req: &Request) -> Lookup {
         let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
-        let path = var(Var::PATH_INFO);
+        let mut path = var(Var::PATH_INFO);
+        if let Some(rest) = self.mount_points.iter().find_map(|point| {
+            path.strip_prefix(&point[..])
+                .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
+        }) {
+            path = rest;
+        }
         if self.skips(path) {
             return Lookup::App;
         }
