@@ -158,6 +158,29 @@ def test_fastcgi_roles_and_multiplexing(fcgi):
         assert (kind, rid) == (3, 3)
 
 
+def test_a_kept_fastcgi_connection_serves_a_request_begun_before_the_last_body_ended(serve):
+    """Once END_REQUEST is out, the web server may begin the next request
+    on the kept connection without sending the rest of the last one's
+    body (Apache's mod_proxy_fcgi does, with the same id, for an answer
+    given early: a 413, a 401 from an app that did not read). The next
+    request is served; its records were taken for the old body, and it
+    waited unanswered."""
+    fp = free_port()
+    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--limit-post", "1000")
+    params = [(k, v) for k, v in PARAMS if k != "CONTENT_LENGTH"] + [("CONTENT_LENGTH", "300000")]
+    get = [(k, v) for k, v in PARAMS if k not in ("CONTENT_LENGTH", "REQUEST_METHOD")] + [
+        ("CONTENT_LENGTH", "0"), ("REQUEST_METHOD", "GET")]
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        for _ in range(3):
+            # Part of a body over --limit-post: answered 413 at once.
+            c.sendall(rec(1, 1, struct.pack(">HB5x", 1, 1)) + rec(4, 1, pairs(params)) + rec(4, 1)
+                      + b"".join(rec(5, 1, b"x" * 8000) for _ in range(12)))
+            assert stdout_of(read_records(c), 1).startswith(b"Status: 413")
+            # The next request at once, the rest of that body never sent.
+            c.sendall(fcgi_request(1, get, keep=True))
+            assert stdout_of(read_records(c, timeout=5), 1).startswith(b"Status: 200 OK")
+
+
 def test_an_idle_kept_fastcgi_connection_waits_for_its_next_request(serve):
     """Between requests a kept connection waits as long as the web server
     keeps it (nginx closes idle upstream connections itself): not closed

@@ -286,6 +286,36 @@ $HTTP["url"] =~ "^/f/" {{
     proc.wait(10)
 
 
+def test_apaches_reused_fastcgi_connections_carry_requests_after_an_early_answer(serve, tmp_path):
+    """mod_proxy_fcgi with `enablereuse=on` stops sending a body once it has
+    the answer (a 413 here) and puts the connection back for the next
+    request: each is answered at once (one in three waited for Apache's
+    Timeout, then 504)."""
+    if not os.path.exists(f"{APACHE_MODULES}/mod_proxy_fcgi.so"):
+        pytest.skip("apache2-bin is not installed")
+    fp = free_port()
+    serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1", "--limit-post", "100000")
+    with apache_serving(tmp_path, ["proxy", "proxy_fcgi"], f"""
+Timeout 5
+ProxyPass /f/ fcgi://127.0.0.1:{fp}/ enablereuse=on
+""") as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        def status(head, body=b""):
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+                c.sendall(head + body)
+                out = b""
+                while chunk := c.recv(65536):
+                    out += chunk
+            return out.split(b"\r\n", 1)[0]
+        body = b"x" * 300_000
+        for _ in range(8):
+            refused = status(b"POST /f/post HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body), body)
+            answered = status(b"GET /f/plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (refused[:12], answered) == (b"HTTP/1.1 413", b"HTTP/1.1 200 OK")
+
+
 @pytest.mark.parametrize("front", ["/u", "/ux", "/f", "/s"])
 def test_same_answers_through_apache(apache, front):
     same_answers(apache, front, split=True)

@@ -89,6 +89,16 @@ impl<R: AsyncRead> FcgiReader<R> {
 const OWED_MAX: usize = 64 * 1024;
 
 impl<R> FcgiReader<R> {
+    /// Puts a record back, to be read next: a BEGIN_REQUEST found while
+    /// the last request's unread body was being skipped is the next
+    /// request's.
+    fn put_back(&mut self, rec: &fastcgi::Record) {
+        let mut raw = Vec::with_capacity(8 + rec.content.len() + self.buf.len());
+        fastcgi::write_records(&mut raw, rec.kind, rec.request_id, &rec.content);
+        raw.extend_from_slice(&self.buf);
+        self.buf = BytesMut::from(&raw[..]);
+    }
+
     /// Sorts a record read while request `id` is under way. Others are
     /// answered as the spec asks, in `control`: a second request on the
     /// connection is refused (no multiplexing), a management query is
@@ -687,6 +697,16 @@ where
                 // The connection ends here anyway.
                 Err(_) => return Ok(false),
             };
+            // The end was said: a new request may begin before the rest
+            // of this one's body is sent, and Apache's mod_proxy_fcgi
+            // sends none of it once it has END_REQUEST (its kept
+            // connections, `enablereuse=on`, then carry the next request,
+            // with the same id). It is served, not skipped as this body.
+            if rec.kind == fastcgi::BEGIN_REQUEST {
+                r.put_back(&rec);
+                streamed_done.store(true, std::sync::atomic::Ordering::Release);
+                break;
+            }
             skipped += rec.content.len() as u64;
             let over = match r.sort(rec, id) {
                 Sorted::Ours(rec) => rec.kind == fastcgi::STDIN && rec.content.is_empty(),
@@ -780,6 +800,20 @@ impl<R: AsyncRead + Send + 'static> ChunkSource for FcgiBody<R> {
                         return (Ok(Some(Sorted::Ours(end))), reader);
                     }
                     let r = match guard.record().await {
+                        // Its own id begun again: the front end has given
+                        // up sending this body (Apache's, once it has the
+                        // answer), and the next request is there. Its
+                        // body ends, and the record waits for the loop.
+                        Ok(Some(rec))
+                            if rec.kind == fastcgi::BEGIN_REQUEST && rec.request_id == id =>
+                        {
+                            guard.put_back(&rec);
+                            Ok(Some(Sorted::Ours(fastcgi::Record {
+                                kind: fastcgi::STDIN,
+                                request_id: id,
+                                content: Bytes::new(),
+                            })))
+                        }
                         Ok(Some(rec)) => Ok(Some(guard.sort(rec, id))),
                         Ok(None) => Ok(None),
                         Err(e) => Err(e),
