@@ -316,6 +316,22 @@ ProxyPass /f/ fcgi://127.0.0.1:{fp}/ enablereuse=on
             assert (refused[:12], answered) == (b"HTTP/1.1 413", b"HTTP/1.1 200 OK")
 
 
+@pytest.mark.parametrize("front", ["/f", "/s"])
+def test_a_path_apache_cleaned_reaches_the_app_as_it_cleaned_it(apache, front):
+    """mod_proxy_fcgi and _scgi send SCRIPT_NAME as the path, cleaned
+    (`//` merged, `..` resolved), and REQUEST_URI as sent: the app sees the
+    cleaned path, the one Apache's <Location> rules saw, once. It saw
+    SCRIPT_NAME cleaned and the raw path again behind it."""
+    port = int(apache.rsplit(":", 1)[1])
+    for raw, want in [(f"{front}//double//slash", f"{front}/double/slash"), (f"{front}/dot/../x", f"{front}/x")]:
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", raw)
+        seen = json.loads(c.getresponse().read())
+        c.close()
+        assert (seen["script_name"], seen["path"]) == ("", want), (raw, seen["script_name"], seen["path"])
+
+
 @pytest.mark.parametrize("front", ["/u", "/ux", "/f", "/s"])
 def test_same_answers_through_apache(apache, front):
     same_answers(apache, front, split=True)

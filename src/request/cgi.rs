@@ -268,10 +268,12 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
     // nginx's scgi_params send no PATH_INFO: take DOCUMENT_URI (decoded
     // already), else REQUEST_URI's path, percent-decoded; less SCRIPT_NAME.
     if get(&vars, Var::PATH_INFO).is_none() {
-        let path = vars
+        let document_uri = vars
             .iter()
             .find(|(k, _)| k.as_bytes() == b"DOCUMENT_URI")
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.clone());
+        let from_request_uri = document_uri.is_none();
+        let path = document_uri
             .or_else(|| {
                 get(&vars, Var::REQUEST_URI).map(|uri| {
                     let path = uri.split(|&c| c == b'?').next().unwrap_or(&[]);
@@ -285,6 +287,13 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
             // path: no split was made, so the app is mounted at the root.
             vars.retain(|(k, _)| *k != VarName::Known(Var::SCRIPT_NAME));
             path
+        } else if from_request_uri && !script.is_empty() && script == normalized(&path)[..] {
+            // The same, the front end having cleaned the path first
+            // (Apache's and lighttpd's `//` and `..`): the path is theirs,
+            // the one their access rules saw, not the raw one with it
+            // again behind.
+            vars.retain(|(k, _)| *k != VarName::Known(Var::SCRIPT_NAME));
+            script
         } else if !script.is_empty() && path.starts_with(&script) {
             path.slice(script.len()..)
         } else {
@@ -473,6 +482,32 @@ pub fn check_normalised(
         return Err("is_head disagrees with REQUEST_METHOD".into());
     }
     Ok(())
+}
+
+/// A path with its empty and `.` segments gone and each `..` taking the
+/// segment before it, as web servers clean a path before they map it
+/// (`/a//b/../c/.` is `/a/c/`).
+fn normalized(path: &[u8]) -> Vec<u8> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in path.split(|&c| c == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    let trailing = path.ends_with(b"/") || path.ends_with(b"/.") || path.ends_with(b"/..");
+    if trailing || out.is_empty() {
+        out.push(b'/');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -674,6 +709,46 @@ mod tests {
     }
 
     #[test]
+    fn a_path_apache_cleaned_is_taken_as_it_cleaned_it() {
+        // mod_proxy_fcgi and _scgi: SCRIPT_NAME is the whole path, cleaned
+        // (`//` merged, `..` resolved); REQUEST_URI as the client sent it.
+        for (uri, script) in [
+            ("/ox/f//double//slash", "/ox/f/double/slash"),
+            ("/ox/s/dot/../x?q=1", "/ox/s/x"),
+            ("/admin/%2e%2e/public", "/public"),
+            ("/a/.", "/a/"),
+        ] {
+            let norm = normalise(
+                pairs(&[("SCRIPT_NAME", script), ("REQUEST_URI", uri)]),
+                &info(),
+                false,
+            );
+            assert_eq!(
+                value(&norm.vars, "PATH_INFO").as_deref(),
+                Some(script),
+                "{uri}"
+            );
+            assert_eq!(value(&norm.vars, "SCRIPT_NAME"), None, "{uri}");
+        }
+        // A SCRIPT_NAME that is no cleaning of the path is a mount, kept.
+        let norm = normalise(
+            pairs(&[("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/other/x")]),
+            &info(),
+            false,
+        );
+        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/other/x"));
+        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/app"));
+    }
+
+    #[test]
+    fn normalized_paths_have_no_empty_dot_or_dot_dot_segment() {
+        assert_eq!(normalized(b"/a//b/../c/."), b"/a/c/");
+        assert_eq!(normalized(b"/../../x"), b"/x");
+        assert_eq!(normalized(b""), b"/");
+        assert_eq!(normalized(b"/a/b/.."), b"/a/");
+    }
+
+    #[test]
     fn scgi_params_take_the_path_from_the_uri_less_the_script() {
         let Normalised {
             vars,
@@ -796,6 +871,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_normalized_path_is_clean_and_normalizes_to_itself(path in "[/.a]{0,24}") {
+            let n = normalized(path.as_bytes());
+            prop_assert!(n.starts_with(b"/"));
+            let text = String::from_utf8(n.clone()).unwrap();
+            prop_assert!(!text.contains("//") && !text.contains("/./") && !text.contains("/../"), "{}", text);
+            prop_assert_eq!(normalized(&n), n);
+        }
+
         #[test]
         fn normalised_variables_keep_their_promises(raw in any_pairs(), strip in any::<bool>()) {
             let raw = raw.into_iter().map(|(k, v)| (Bytes::from(k), Bytes::from(v))).collect();
