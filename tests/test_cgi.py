@@ -4,6 +4,7 @@ fcgiwrap's role, compared there with the real fcgiwrap; and every bad case:
 timeouts, broken scripts, forbidden names, traversal, zombies."""
 import contextlib
 import hashlib
+import http.client
 import os
 import shutil
 import signal
@@ -91,6 +92,20 @@ def fields(text):
 
 def cgi_server(serve, d, *extra):
     return serve("--cgi", str(d), "--cgi-helper", f".py={sys.executable}", "--cgi-timeout", "5", *extra)
+
+
+def test_path_info_is_cleaned_as_script_name_is_as_apache_cleans_it(serve, cgi_dir):
+    """`//` and `.` segments after the script go as they do before it (and
+    as Apache, lighttpd and nginx clean the whole path): a script routing
+    on PATH_INFO sees one path whether oxgate or a web server took the
+    request. It got them raw."""
+    s = cgi_server(serve, cgi_dir)
+    for raw, want in [("/echo.sh//a//b", "/a/b"), ("/echo.sh/./x", "/x"), ("/echo.sh/a/.", "/a/")]:
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        c.request("GET", raw)
+        f = fields(c.getresponse().read().decode())
+        c.close()
+        assert (f["SCRIPT_NAME"], f["PATH_INFO"]) == ("/echo.sh", want), (raw, f)
 
 
 @pytest.mark.parametrize("name", ["echo.sh", "echo.pl", "echo.py"])

@@ -487,7 +487,7 @@ pub fn check_normalised(
 /// A path with its empty and `.` segments gone and each `..` taking the
 /// segment before it, as web servers clean a path before they map it
 /// (`/a//b/../c/.` is `/a/c/`).
-fn normalized(path: &[u8]) -> Vec<u8> {
+pub fn normalized(path: &[u8]) -> Vec<u8> {
     let mut segments: Vec<&[u8]> = Vec::new();
     for segment in path.split(|&c| c == b'/') {
         match segment {

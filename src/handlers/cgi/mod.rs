@@ -193,7 +193,7 @@ impl CgiScripts {
                         file: file.clone(),
                         meta,
                         script_name: Bytes::from(root.mount.clone()),
-                        path_info: Bytes::copy_from_slice(rest),
+                        path_info: Bytes::from(super::script_path::clean_path_info(rest)),
                         document_root: file.parent().map(Path::to_path_buf),
                     },
                     Err(_) => return Lookup::Answer(not_found()),
