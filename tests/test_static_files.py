@@ -748,6 +748,21 @@ def test_with_manage_script_name_the_maps_see_the_path_under_the_mount_as_uwsgi(
     assert get(s.url, "/static/hello.txt").text == "hello static\n", program
 
 
+def test_a_large_body_sent_with_a_get_for_a_file_does_not_reset_the_answer(serve, tree):
+    """A GET with a body (30 MB) to a static file: the body is never read,
+    and the connection ended while the client still sent it, which the
+    kernel answered with a reset (the client got a broken pipe, not the
+    file). The close lingers, as for a 413."""
+    s = serve("--static-map", f"/static={tree}", "--processes", "1")
+    body = b"x" * 30_000_000
+    with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
+        c.sendall(b"GET /static/hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"hello static\n"), out[:200]
+
+
 def test_a_post_under_check_static_is_the_apps(serve, tree):
     """--check-static shares the app's URLs: a POST to a path with a file
     behind it reaches the app, as in uWSGI (under a mount: 405)."""

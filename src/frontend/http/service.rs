@@ -37,6 +37,13 @@ pub(super) fn on_request(
     } else {
         convert_head(&parts, body, &ctx.info, &ctx.settings)
     };
+    // A body more than hyper drains by itself, which the handler may leave
+    // unread (a GET with a body to a static file): if the connection ends
+    // after it, its close lingers, so that the client still sending reads
+    // the answer rather than a reset. (Reset for the next request, which
+    // comes only once this body was read.)
+    ctx.linger
+        .store(declares_a_large_body(&parts.headers), Ordering::Relaxed);
     match &mut head {
         Ok(h) => {
             h.upgradable = on_upgrade.is_some();
@@ -53,6 +60,19 @@ pub(super) fn on_request(
     headers.clear();
     let done = Finished(ctx, permit);
     async move { Ok::<_, Infallible>(handle(head, headers, on_upgrade, done).await) }
+}
+
+/// Whether a head announces a body over what hyper drains by itself when
+/// the handler leaves it unread (its read buffer's worth), or one of no
+/// length (chunked).
+fn declares_a_large_body(headers: &http::HeaderMap) -> bool {
+    const DRAINED_BY_HYPER: u64 = 64 * 1024;
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > DRAINED_BY_HYPER)
 }
 
 /// Where this worker counts the streams `--http2-max-pending` turned away,
