@@ -6,7 +6,7 @@ import socket
 import pytest
 import requests
 
-from helpers import APPS, VENV, nginx_serving, wait_for
+from helpers import APPS, VENV, free_port, nginx_serving, wait_for
 
 WSGI_APP = """
 import json
@@ -113,6 +113,53 @@ def test_proxy_headers_are_ignored_unless_asked_and_trusted(serve, wsgi_app):
     s = serve("--wsgi-file", wsgi_app, "--proxy-headers", "--forwarded-allow-ips", "10.0.0.1")
     seen = requests.get(s.url, headers=forwarded).json()
     assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("127.0.0.1", "http")
+
+
+def test_proxy_headers_on_a_unix_socket_and_from_ipv6_loopback_as_uvicorn(serve, wsgi_app, tmp_path):
+    """`*` trusts a unix socket's peer too (nginx in front on a socket
+    file, as FastAPI's docs deploy it; it was never trusted), and the
+    default trusts ::1 beside 127.0.0.1, as uvicorn and Gunicorn do."""
+    import json
+    sock = tmp_path / "app.sock"
+    headers = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n"
+
+    def over_unix():
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(10)
+            c.connect(str(sock))
+            c.sendall(f"GET / HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+            out = b""
+            while chunk := c.recv(65536):
+                out += chunk
+        return json.loads(out.split(b"\r\n\r\n", 1)[1])
+    for allow, want in [("*", ("203.0.113.9", "https")), ("127.0.0.1", ("", "http"))]:
+        s = serve("--http-socket", str(sock), "--wsgi-file", wsgi_app, "--proxy-headers",
+                  "--forwarded-allow-ips", allow, socket_arg=False, wait=False)
+        wait_for(lambda: unix_listens(sock), what="the socket listening")
+        seen = over_unix()
+        assert (seen["REMOTE_ADDR"] or "", seen["scheme"]) == want, (allow, seen)
+        s.stop()
+    port = free_port()
+    serve("--http-socket", f"[::1]:{port}", "--wsgi-file", wsgi_app, "--proxy-headers", socket_arg=False, wait=False)
+    wait_for(lambda: requests_ok(f"http://[::1]:{port}/"), what="listening on ::1")
+    seen = requests.get(f"http://[::1]:{port}/", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10).json()
+    assert seen["REMOTE_ADDR"] == "203.0.113.9", seen
+
+
+def unix_listens(path):
+    with socket.socket(socket.AF_UNIX) as c:
+        try:
+            c.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def requests_ok(url):
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
 
 
 def test_a_bad_trusted_list_is_a_clear_error(serve, wsgi_app):

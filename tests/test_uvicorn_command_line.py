@@ -88,6 +88,20 @@ def test_serves_what_uvicorn_serves(serve, uvicorn):
     assert len(s.wait_workers(2)) == 2
 
 
+def test_long_urls_big_headers_and_many_fields_pass_as_uvicorn_passes_them(serve, uvicorn):
+    """uvicorn limits a request head by its size alone: a 5,000-byte URL,
+    a 12 KB cookie (a big JWT) and 120 fields are served (Gunicorn's 4094,
+    8190 and 100 made them 414 and 431 in uvicorn's dialect)."""
+    s = serve("uvicorn", "asgi_fastapi:app", "--host", "127.0.0.1", "--port", "{port}", "--app-dir", str(APPS),
+              socket_arg=False, env={"VIRTUAL_ENV": str(VENV)})
+    theirs = uvicorn("asgi_fastapi:app")
+    many = {f"X-F{i}": "v" for i in range(120)}
+    for url in (s.url, theirs):
+        assert requests.get(url + "/?q=" + "a" * 5000).status_code == 200, url
+        assert requests.get(url + "/", headers={"Cookie": "c=" + "x" * 12_000}).status_code == 200, url
+        assert requests.get(url + "/", headers=many).status_code == 200, url
+
+
 def test_header_and_timeout_keep_alive_as_uvicorn(serve, uvicorn):
     """--header adds a response header, and --timeout-keep-alive closes an
     idle connection about that long after its last response, in both."""

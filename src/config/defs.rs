@@ -329,8 +329,8 @@ options! {
         .help("From a proxy --forwarded-allow-ips trusts (or a unix socket), a request whose header NAME is VALUE is https, and one whose NAME has another value is http; headers that disagree get 400 (Gunicorn's secure_scheme_headers, whose three a Gunicorn config gets unless it sets its own)."),
     FORWARDED_ALLOW_IPS = OptDef::new("forwarded-allow-ips", Str, App)
         .value("IPS")
-        .defaults_to("127.0.0.1")
-        .help("The proxies --proxy-headers and --secure-scheme-header trust: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any. $FORWARDED_ALLOW_IPS, as for uvicorn, when not given."),
+        .defaults_to("127.0.0.1,::1")
+        .help("The proxies --proxy-headers and --secure-scheme-header trust: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any (a unix socket's peer too). $FORWARDED_ALLOW_IPS, as for uvicorn, when not given; unset, it trusts what uvicorn and Gunicorn trust."),
     PROXY_PROTOCOL = OptDef::new("proxy-protocol", FlagOrStr, Sockets)
         .aliases(&["enable-proxy-protocol", "http-enable-proxy-protocol"])
         .value("[=v1|v2|auto]")

@@ -160,11 +160,7 @@ static OPTIONS: &[UvicornOption] = &[
     u("--header", Append, Maps),
     u("--version", ON, Maps),
     u("--app-dir", Value, Maps),
-    u(
-        "--h11-max-incomplete-event-size",
-        Value,
-        Ignored("oxgate's request head limit is --buffer-size"),
-    ),
+    u("--h11-max-incomplete-event-size", Value, Maps),
     u(
         "--reset-contextvars",
         ON,
@@ -470,6 +466,15 @@ fn translate(
             push(key, v, &origin);
         }
     }
+    // uvicorn limits a request head only by its size (h11's incomplete
+    // event, which its httptools parser does not have either): no
+    // Gunicorn limits on the line, a field or their count. A --buffer-size
+    // given (as this is) raises the line's and a field's to it.
+    match last("--h11-max-incomplete-event-size") {
+        Some(v) => push(&opt::BUFFER_SIZE, v, &origin),
+        None => push(&opt::BUFFER_SIZE, "65536".into(), &default),
+    }
+    push(&opt::LIMIT_REQUEST_FIELDS, "0".into(), &default);
     // uvicorn closes a connection 5 s after its last response.
     match last("--timeout-keep-alive") {
         Some(v) => push(&opt::KEEPALIVE_TIMEOUT, v, &origin),

@@ -171,7 +171,13 @@ impl ProxyHeaders {
 
     fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>) {
         let remote = position(vars, Var::REMOTE_ADDR).map(|i| vars[i].1.clone());
-        if !remote.is_some_and(|r| self.trusts(&r)) {
+        let trusted = match remote {
+            Some(r) if !r.is_empty() => self.trusts(&r),
+            // A unix socket's peer has no address: trusted by `*` alone,
+            // as uvicorn trusts it (nginx in front on a socket file).
+            _ => self.trusted.iter().any(|t| matches!(t, Trusted::Any)),
+        };
+        if !trusted {
             return;
         }
         let header = |vars: &[(VarName, Bytes)], name: &[u8]| {
