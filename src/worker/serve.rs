@@ -168,6 +168,10 @@ pub async fn serve(
     let why = stop_signal(&mut signals, 1).await;
     let times = times();
     let mercy = times.mercy;
+    // Within the mercy, so that what is after it (an ASGI app's lifespan
+    // shutdown) keeps its part of a short stop (uvicorn's
+    // --timeout-graceful-shutdown 2: the worker was killed before it).
+    let close_grace = CLOSE_GRACE.min(mercy / 4);
     crate::sys::signals::set_stop_deadline(std::time::Instant::now() + times.budget);
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
@@ -187,13 +191,13 @@ pub async fn serve(
         why = stop_signal(&mut signals, 2), if second_stops_now => {
             crate::say!("oxgate: second {why}, stopping now")
         }
-        _ = tokio::time::sleep(mercy) => {
+        _ = tokio::time::sleep(mercy - close_grace) => {
             // Open WebSockets close with 1001 ("going away") rather than
             // being cut; they get a moment for the close handshake.
             let _ = going_away_tx.send(true);
             tokio::select! {
                 _ = alive_rx.recv() => {}
-                _ = tokio::time::sleep(CLOSE_GRACE) => crate::say!(
+                _ = tokio::time::sleep(close_grace) => crate::say!(
                     "oxgate: requests still running after {}s, stopping anyway",
                     mercy.as_secs()
                 ),
