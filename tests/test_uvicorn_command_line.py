@@ -1,15 +1,17 @@
 """uvicorn's command line (`oxgate uvicorn APP ...`), and the
 `oxgate-gunicorn` and `oxgate-uvicorn` commands `pip install oxgate` adds."""
+import json
 import os
 import re
 import socket
 import subprocess
+import textwrap
 import time
 
 import pytest
 import requests
 
-from helpers import APPS, BIN, INSTALLED, ROOT, VENV
+from helpers import APPS, BIN, INSTALLED, ROOT, VENV, free_port, listens, wait_for
 
 SRC = ROOT / "src" / "config" / "uvicorn.rs"
 
@@ -100,6 +102,66 @@ def test_long_urls_big_headers_and_many_fields_pass_as_uvicorn_passes_them(serve
         assert requests.get(url + "/?q=" + "a" * 5000).status_code == 200, url
         assert requests.get(url + "/", headers={"Cookie": "c=" + "x" * 12_000}).status_code == 200, url
         assert requests.get(url + "/", headers=many).status_code == 200, url
+
+
+@pytest.mark.parametrize("kind", ["json", "ini"])
+def test_log_config_configures_the_apps_loggers_as_uvicorn(tmp_path, kind):
+    """--log-config is read as uvicorn reads it (JSON a dictConfig, INI a
+    fileConfig) before the app loads: the app's INFO lines are written, in
+    its format. It was ignored, and they were lost."""
+    (tmp_path / "lg.py").write_text(textwrap.dedent("""
+        import logging
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            logging.getLogger("myapp").info("APP-INFO %s", scope["path"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        """))
+    if kind == "json":
+        conf = tmp_path / "lc.json"
+        conf.write_text(json.dumps({
+            "version": 1, "disable_existing_loggers": False,
+            "formatters": {"f": {"format": "LOGGED %(name)s %(levelname)s %(message)s"}},
+            "handlers": {"h": {"class": "logging.StreamHandler", "formatter": "f", "stream": "ext://sys.stdout"}},
+            "loggers": {"myapp": {"handlers": ["h"], "level": "INFO"}}}))
+    else:
+        conf = tmp_path / "lc.ini"
+        conf.write_text(textwrap.dedent("""
+            [loggers]
+            keys=root,myapp
+            [handlers]
+            keys=h
+            [formatters]
+            keys=f
+            [logger_root]
+            handlers=
+            [logger_myapp]
+            level=INFO
+            handlers=h
+            qualname=myapp
+            [handler_h]
+            class=StreamHandler
+            formatter=f
+            args=(sys.stdout,)
+            [formatter_f]
+            format=LOGGED %(name)s %(levelname)s %(message)s
+            """))
+    for program in ([BIN, "uvicorn"], [str(VENV / "bin" / "uvicorn")]):
+        port = free_port()
+        out = tmp_path / "out.txt"
+        with open(out, "wb") as o:
+            p = subprocess.Popen([*program, "lg:app", "--port", str(port), "--log-config", str(conf)],
+                                 stdout=o, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                 env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+        try:
+            wait_for(lambda: listens(port), what=f"{program[0]} listening")
+            assert requests.get(f"http://127.0.0.1:{port}/marked", timeout=10).ok
+            wait_for(lambda: "LOGGED myapp INFO APP-INFO /marked" in out.read_text(),
+                     what=f"{program}: the app's line")
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
 
 
 def test_header_and_timeout_keep_alive_as_uvicorn(serve, uvicorn):

@@ -57,6 +57,7 @@ complete -c oxgate -l python-path -r -a '(__fish_complete_directories)' -d 'Put 
 complete -c oxgate -l pp -r -a '(__fish_complete_directories)' -d 'Put DIR in front of sys.path (repeatable)'
 complete -c oxgate -l early-pythonpath -r -a '(__fish_complete_directories)' -d 'Put DIR in front of sys.path (repeatable)'
 complete -c oxgate -l early-python-path -r -a '(__fish_complete_directories)' -d 'Put DIR in front of sys.path (repeatable)'
+complete -c oxgate -l log-config -r -F -d 'Configure Python\'s logging from FILE in each process that loads the app, before it loads, as uvicorn\'s --log-config does: a .json or .yaml file is a dictConfig, any other a fileConfig (INI)'
 complete -c oxgate -l import -x -d 'Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)'
 complete -c oxgate -l pyimport -x -d 'Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)'
 complete -c oxgate -l py-import -x -d 'Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)'

@@ -297,6 +297,9 @@ pub struct Config {
     pub asgi: AsgiSettings,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
+    /// `--log-config`: Python's logging configuration, applied before the
+    /// app loads.
+    pub python_log_config: Option<PathBuf>,
     /// `--import`: modules imported after the app.
     pub imports: Vec<String>,
     pub home: Option<PathBuf>,

@@ -114,11 +114,7 @@ static OPTIONS: &[UvicornOption] = &[
     u("--lifespan", Value, Maps),
     u("--interface", Value, Maps),
     u("--env-file", Value, Maps),
-    u(
-        "--log-config",
-        Value,
-        Ignored("oxgate writes its own log lines; logging configs are not read"),
-    ),
+    u("--log-config", Value, Maps),
     u("--log-level", Value, Maps),
     u("--access-log", ON_OFF, Maps),
     u(
@@ -454,6 +450,7 @@ fn translate(
         ("--ws-ping-timeout", &opt::WS_PING_TIMEOUT),
         ("--forwarded-allow-ips", &opt::FORWARDED_ALLOW_IPS),
         ("--root-path", &opt::ROOT_PATH),
+        ("--log-config", &opt::LOG_CONFIG),
         ("--limit-concurrency", &opt::LIMIT_CONCURRENCY),
         ("--backlog", &opt::LISTEN),
         ("--limit-max-requests", &opt::MAX_REQUESTS),

@@ -278,6 +278,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         mounts: &cfg.mounts,
         vhost: cfg.vhost,
         pythonpath: &cfg.pythonpath,
+        log_config: cfg.python_log_config.as_deref(),
         imports: &cfg.imports,
         threads: cfg.threads,
         multiprocess: cfg.process.master && cfg.process.processes > 1,

@@ -156,6 +156,29 @@ def asgi2(app):
     return asgi3
 
 
+def apply_log_config(path):
+    """--log-config, read as uvicorn reads it: JSON or YAML is a dictConfig,
+    anything else a fileConfig (INI). Returns why it cannot be used."""
+    import logging.config
+    path = str(path)
+    try:
+        if path.endswith(".json"):
+            import json
+            with open(path) as f:
+                logging.config.dictConfig(json.load(f))
+        elif path.endswith((".yaml", ".yml")):
+            import yaml
+            with open(path) as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except ImportError as e:
+        return "%s (a YAML file needs PyYAML in the app's environment)" % e
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+    return None
+
+
 def log_exception(exc, what):
     """Writes an app's exception and its traceback to the log (stderr)."""
     text = "".join(traceback.format_exception(exc))

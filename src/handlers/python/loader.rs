@@ -19,6 +19,8 @@ pub struct LoadOptions<'a> {
     pub mounts: &'a [(String, AppSpec)],
     pub vhost: bool,
     pub pythonpath: &'a [PathBuf],
+    /// `--log-config`, applied before the app loads.
+    pub log_config: Option<&'a std::path::Path>,
     pub imports: &'a [String],
     pub threads: usize,
     /// More than one worker process serves the app (`wsgi.multiprocess`).
@@ -74,6 +76,16 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
         let front = path_front(opts.pythonpath);
         for entry in front.iter().rev() {
             path.insert(0, entry).map_err(|e| e.to_string())?;
+        }
+        if let Some(file) = opts.log_config {
+            let failed: Option<String> = py
+                .import("_oxgate_loader")
+                .and_then(|m| m.call_method1("apply_log_config", (file,)))
+                .and_then(|r| r.extract())
+                .map_err(|e| format!("internal error while reading --log-config: {e}"))?;
+            if let Some(why) = failed {
+                return Err(format!("--log-config {}: {why}", file.display()));
+            }
         }
         let load_one = |spec: &AppSpec| -> Result<Py<PyAny>, String> {
             let (kind, target) = match &spec.source {
