@@ -164,6 +164,20 @@ def test_log_config_configures_the_apps_loggers_as_uvicorn(tmp_path, kind):
             p.wait(timeout=30)
 
 
+def test_ws_none_refuses_websockets_as_uvicorn(serve, uvicorn):
+    """--ws none: a WebSocket handshake is a plain request, which a FastAPI
+    app answers 404, as under uvicorn (the flag was passed over, and the
+    socket accepted)."""
+    s = serve("uvicorn", "asgi_fastapi:app", "--host", "127.0.0.1", "--port", "{port}", "--app-dir", str(APPS),
+              "--ws", "none", socket_arg=False, env={"VIRTUAL_ENV": str(VENV)})
+    theirs = uvicorn("asgi_fastapi:app", args=["--ws", "none"])
+    handshake = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    for url in (s.url, theirs):
+        r = requests.get(url + "/ws/1", headers=handshake, timeout=10)
+        assert r.status_code == 404, (url, r.status_code)
+
+
 def test_header_and_timeout_keep_alive_as_uvicorn(serve, uvicorn):
     """--header adds a response header, and --timeout-keep-alive closes an
     idle connection about that long after its last response, in both."""

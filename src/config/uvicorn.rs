@@ -101,7 +101,7 @@ static OPTIONS: &[UvicornOption] = &[
             "oxgate serves HTTP/2 unasked: over TLS when ALPN picks it, and h2c with prior knowledge",
         ),
     ),
-    u("--ws", Value, OWN_PROTOCOLS),
+    u("--ws", Value, Maps),
     u("--ws-max-size", Value, Maps),
     u(
         "--ws-max-queue",
@@ -451,6 +451,8 @@ fn translate(
         ("--forwarded-allow-ips", &opt::FORWARDED_ALLOW_IPS),
         ("--root-path", &opt::ROOT_PATH),
         ("--log-config", &opt::LOG_CONFIG),
+        // auto, none, and uvicorn's implementations, which --ws reads as auto.
+        ("--ws", &opt::WS),
         ("--limit-concurrency", &opt::LIMIT_CONCURRENCY),
         ("--backlog", &opt::LISTEN),
         ("--limit-max-requests", &opt::MAX_REQUESTS),
