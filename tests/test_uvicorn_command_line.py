@@ -46,7 +46,7 @@ def test_help_lists_uvicorns_options_as_oxgate_reads_them():
     p = oxgate("uvicorn", "--help")
     assert p.returncode == 0 and p.stdout.startswith("Usage: oxgate uvicorn"), p.stderr
     assert "  --port VALUE\n" in p.stdout and "  --proxy-headers / --no-proxy-headers\n" in p.stdout
-    assert "--ws VALUE: oxgate has its own HTTP and WebSocket" in p.stdout
+    assert "--http VALUE: oxgate has its own HTTP and WebSocket" in p.stdout and "  --ws VALUE\n" in p.stdout
 
 
 def test_print_config_maps_uvicorns_options(tmp_path):
@@ -176,6 +176,22 @@ def test_ws_none_refuses_websockets_as_uvicorn(serve, uvicorn):
     for url in (s.url, theirs):
         r = requests.get(url + "/ws/1", headers=handshake, timeout=10)
         assert r.status_code == 404, (url, r.status_code)
+
+
+@pytest.mark.parametrize("args", [["--workers", "two"], ["--limit-concurrency", "abc"], ["--ws-max-size", "1e6"],
+                                  ["--timeout-graceful-shutdown", "abc"], ["--ws-ping-interval", "soon"]])
+def test_a_number_that_does_not_read_is_refused_as_uvicorn_refuses_it(tmp_path, args):
+    """uvicorn (click) exits 2 on a number it cannot read; oxgate read it
+    the way uWSGI's options are read (`two` as 0: the core count) and went
+    on, and --check-config called it usable."""
+    for program in ([BIN, "uvicorn"], [str(VENV / "bin" / "uvicorn")]):
+        p = subprocess.run([*program, "pid:app", *args], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert p.returncode == 2 and args[0] in p.stderr, (program, p.returncode, p.stderr)
+
+
+def test_workers_0_is_one_process_as_in_uvicorn(tmp_path):
+    p = oxgate("uvicorn", "pid:app", "--workers", "0", "--print-config")
+    assert p.returncode == 0 and "processes = 1 " in p.stdout, p.stdout
 
 
 def test_header_and_timeout_keep_alive_as_uvicorn(serve, uvicorn):

@@ -281,6 +281,26 @@ pub fn read(
     Ok(out)
 }
 
+/// uvicorn's numeric options: whether each is a whole number (click's
+/// INT) or any (FLOAT).
+const NUMBERS: &[(&str, bool)] = &[
+    ("--port", true),
+    ("--workers", true),
+    ("--backlog", true),
+    ("--limit-concurrency", true),
+    ("--limit-max-requests", true),
+    ("--limit-max-requests-jitter", true),
+    ("--timeout-keep-alive", true),
+    ("--timeout-graceful-shutdown", true),
+    ("--timeout-worker-healthcheck", true),
+    ("--ws-max-size", true),
+    ("--ws-max-queue", true),
+    ("--h11-max-incomplete-event-size", true),
+    ("--ws-ping-interval", false),
+    ("--ws-ping-timeout", false),
+    ("--reload-delay", false),
+];
+
 fn translate(
     given: &[(&'static str, String)],
     app: Option<String>,
@@ -312,6 +332,25 @@ fn translate(
     if last("--version").as_deref() == Some("true") {
         push(&opt::VERSION, "true".into(), &origin);
         return Ok(());
+    }
+    // uvicorn (click) refuses a number it cannot read; so does oxgate,
+    // rather than reading `--workers two` as 0 the way uWSGI's options are
+    // read (a typo in a Procfile would change the server silently).
+    for (flag, whole) in NUMBERS {
+        if let Some(v) = last(flag) {
+            let v = v.trim();
+            let read = if *whole {
+                v.parse::<i64>().is_ok()
+            } else {
+                v.parse::<f64>().is_ok_and(f64::is_finite)
+            };
+            if !read {
+                return err(format!(
+                    "{flag} {v:?}: expected {}",
+                    if *whole { "a whole number" } else { "a number" }
+                ));
+            }
+        }
     }
     // --env-file, read as python-dotenv's load_dotenv reads it for
     // uvicorn: the environment's own values win, and what the file sets
@@ -390,8 +429,11 @@ fn translate(
             return err("--ssl-keyfile without --ssl-certfile: the certificate is missing");
         }
     }
+    // uvicorn runs `workers or 1`: 0 is one process, not (as uWSGI's 0)
+    // the default.
     let workers = last("--workers")
         .or_else(|| env("WEB_CONCURRENCY").filter(|v| !v.is_empty()))
+        .filter(|v| v.trim() != "0")
         .unwrap_or_else(|| "1".into());
     push(&opt::PROCESSES, workers, &origin);
 
