@@ -84,6 +84,22 @@ def raw_request(port, data, timeout=10, read_all=True, expect_close=False):
         return b"".join(chunks)
 
 
+def writes_after_a_request(command, port, cwd, line, what):
+    """Runs `command` (a server that listens on `port`) in `cwd`, sends it
+    GET /marked, and waits for `line` on its stdout; then stops it."""
+    out = pathlib.Path(cwd) / f"stdout-{port}.txt"
+    with open(out, "wb") as o:
+        p = subprocess.Popen(command, stdout=o, stderr=subprocess.STDOUT, cwd=cwd,
+                             env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+    try:
+        wait_for(lambda: listens(port), what=f"{what} listening")
+        assert requests.get(f"http://127.0.0.1:{port}/marked", timeout=10).ok
+        wait_for(lambda: line in out.read_text(), what=f"{what}: {line!r} on stdout")
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
 def run_fail(*args, cwd=ROOT, env=None, timeout=30):
     """Runs oxgate to its end; returns its exit code and stderr. `env` is
     added to this process's environment."""

@@ -15,7 +15,8 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, ROOT, VENV, SyslogReceiver, alive, free_port, listens, run_fail, wait_for
+from helpers import (APPS, BIN, ROOT, VENV, SyslogReceiver, alive, free_port, listens, run_fail, wait_for,
+                     writes_after_a_request)
 
 GUNICORN = str(VENV / "bin" / "gunicorn")
 SRC = ROOT / "src" / "config" / "gunicorn.rs"
@@ -776,19 +777,8 @@ def test_logconfig_dict_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
         """), name="lcd.py")
     for name, program in PROGRAMS.items():
         port = free_port()
-        out = tmp_path / f"{name}.lcd.out"
-        with open(out, "wb") as o:
-            p = subprocess.Popen([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "logapp:application"],
-                                 stdout=o, stderr=subprocess.DEVNULL, cwd=tmp_path,
-                                 env={**os.environ, "VIRTUAL_ENV": str(VENV)})
-        try:
-            wait_for(lambda: listens(port), what=f"{name} listening")
-            assert requests.get(f"http://127.0.0.1:{port}/marked", timeout=10).ok
-            wait_for(lambda: "LOGGED myapp INFO APP-INFO-LINE /marked" in out.read_text(),
-                     what=f"{name}: the app's line on stdout")
-        finally:
-            p.terminate()
-            p.wait(timeout=30)
+        writes_after_a_request([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "logapp:application"], port,
+                               tmp_path, "LOGGED myapp INFO APP-INFO-LINE /marked", name)
     bad = conf(tmp_path, "logconfig_dict = {'handlers': {'x': {'class': 'no.such.Handler'}}}\n", name="bad.py")
     code, out = run_fail("gunicorn", "-c", str(bad), "-b", "127.0.0.1:0", "logapp:application", cwd=tmp_path)
     assert code != 0 and "logconfig_dict" in out, out

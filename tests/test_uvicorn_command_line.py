@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, INSTALLED, ROOT, VENV, free_port, listens, wait_for
+from helpers import APPS, BIN, INSTALLED, ROOT, VENV, free_port, listens, wait_for, writes_after_a_request
 
 SRC = ROOT / "src" / "config" / "uvicorn.rs"
 
@@ -149,19 +149,8 @@ def test_log_config_configures_the_apps_loggers_as_uvicorn(tmp_path, kind):
             """))
     for program in ([BIN, "uvicorn"], [str(VENV / "bin" / "uvicorn")]):
         port = free_port()
-        out = tmp_path / "out.txt"
-        with open(out, "wb") as o:
-            p = subprocess.Popen([*program, "lg:app", "--port", str(port), "--log-config", str(conf)],
-                                 stdout=o, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                 env={**os.environ, "VIRTUAL_ENV": str(VENV)})
-        try:
-            wait_for(lambda: listens(port), what=f"{program[0]} listening")
-            assert requests.get(f"http://127.0.0.1:{port}/marked", timeout=10).ok
-            wait_for(lambda: "LOGGED myapp INFO APP-INFO /marked" in out.read_text(),
-                     what=f"{program}: the app's line")
-        finally:
-            p.terminate()
-            p.wait(timeout=30)
+        writes_after_a_request([*program, "lg:app", "--port", str(port), "--log-config", str(conf)], port, tmp_path,
+                               "LOGGED myapp INFO APP-INFO /marked", program[0])
 
 
 def test_ws_none_refuses_websockets_as_uvicorn(serve, uvicorn):
