@@ -784,6 +784,44 @@ def test_logconfig_dict_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
     assert code != 0 and "logconfig_dict" in out, out
 
 
+def test_logconfig_ini_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
+    """logconfig (--log-config), a fileConfig INI, is applied before the
+    app loads, as in Gunicorn: the app's logger writes where it says (it
+    was ignored)."""
+    (tmp_path / "logapp.py").write_text(textwrap.dedent("""
+        import logging
+        def application(environ, start_response):
+            logging.getLogger("myapp").info("APP-INFO-LINE %s", environ["PATH_INFO"])
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        """))
+    (tmp_path / "log.ini").write_text(textwrap.dedent("""
+        [loggers]
+        keys=root,myapp
+        [handlers]
+        keys=h
+        [formatters]
+        keys=f
+        [logger_root]
+        handlers=
+        [logger_myapp]
+        level=INFO
+        handlers=h
+        qualname=myapp
+        [handler_h]
+        class=StreamHandler
+        formatter=f
+        args=(sys.stdout,)
+        [formatter_f]
+        format=LOGGED %(name)s %(levelname)s %(message)s
+        """))
+    f = conf(tmp_path, "workers = 1\nlogconfig = 'log.ini'\n", name="ini.py")
+    for name, program in PROGRAMS.items():
+        port = free_port()
+        writes_after_a_request([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "logapp:application"], port,
+                               tmp_path, "LOGGED myapp INFO APP-INFO-LINE /marked", name)
+
+
 def test_a_hooks_log_call_that_does_not_format_is_reported_as_gunicorns_logging_reports_it(tmp_path):
     """server.log formats as the logging module does: a message that does
     not format is a "--- Logging error ---" and the hook goes on (it raised

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import textwrap
@@ -218,9 +219,10 @@ def test_pip_installs_one_word_commands(tmp_path, command, args, first):
 def test_uds_is_made_as_uvicorn_makes_it(tmp_path):
     """--uds PATH is srw-rw-rw- whatever the umask, as uvicorn chmods it:
     nginx, running as another user, connects. (It was the umask's
-    srw-rw----, and nginx got 502 after the switch.)"""
+    srw-rw----, and nginx got 502 after the switch.) At a Ctrl-C the file
+    is removed, as uvicorn removes it (it was left)."""
     from helpers import wait_for
-    modes = {}
+    modes, left = {}, {}
     for name, program in {"oxgate": [BIN, "uvicorn"], "uvicorn": [str(VENV / "bin" / "uvicorn")]}.items():
         path = tmp_path / f"{name}.sock"
         proc = subprocess.Popen([*program, "asgi_raw:app", "--app-dir", str(APPS), "--uds", str(path)],
@@ -232,9 +234,12 @@ def test_uds_is_made_as_uvicorn_makes_it(tmp_path):
                      what=f"{name}'s socket mode")
             modes[name] = oct(path.stat().st_mode & 0o777)
         finally:
-            proc.terminate()
+            # Ctrl-C: uvicorn removes the file then (not at a SIGTERM).
+            proc.send_signal(signal.SIGINT)
             proc.wait(30)
+        left[name] = path.exists()
     assert modes == {"oxgate": "0o666", "uvicorn": "0o666"}, modes
+    assert left == {"oxgate": False, "uvicorn": False}, left
 
 
 ENV_FILE = """# deploy settings

@@ -239,7 +239,8 @@ static SETTINGS: &[GunicornSetting] = &[
         Ignored("oxgate always sends the app's stdout and stderr to its log"),
     ),
     g("logger_class", &["--logger-class"], Value, NO_LOG_CONFIG),
-    g("logconfig", &["--log-config"], Value, NO_LOG_CONFIG),
+    // A fileConfig INI, applied before the app loads (--log-config).
+    g("logconfig", &["--log-config"], Value, Maps),
     // Applied by the config file's interpreter, before the app loads.
     g("logconfig_dict", &[], FileOnly, InPython),
     g(
@@ -1211,6 +1212,9 @@ fn translate(
         && target != "-"
     {
         push(&opt::LOGTO, target.clone(), &given["errorlog"].origin);
+    }
+    if let Some(file) = one("logconfig") {
+        push(&opt::LOG_CONFIG, file, &given["logconfig"].origin);
     }
     if let Some(level) = one("loglevel") {
         let level = level.to_ascii_lowercase();

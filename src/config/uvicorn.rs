@@ -444,6 +444,8 @@ fn translate(
     // uvicorn's access line, on stdout as uvicorn writes it:
     // `INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK`.
     push(&opt::LOG_FORMAT, UVICORN_ACCESS_LINE.into(), &default);
+    // uvicorn removes its --uds socket file when it stops.
+    push(&opt::VACUUM, "true".into(), &default);
     push(&opt::REQ_LOGGER, "stdout".into(), &default);
     if last("--access-log").as_deref() == Some("false") {
         push(&opt::DISABLE_LOGGING, "true".into(), &origin);
