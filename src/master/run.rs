@@ -617,7 +617,8 @@ impl Master<'_> {
         // A stop that came during the checks ends the reload here; the
         // main loop stops. (Its flag stays set for it.)
         if self.signals.stop_arrived() {
-            crate::say!(
+            // A stop's own business, routine: quiet at --log-level warning.
+            crate::note!(
                 "oxgate: {} reload abandoned: a stop came meanwhile",
                 kind.name()
             );
@@ -705,7 +706,11 @@ impl Master<'_> {
         // signals kept pending are handled once unblocked).
         drop(blocked);
         crate::handlers::fastcgi::keep_all();
-        crate::say!("oxgate: {} reload {why}", kind.name());
+        if stop_came {
+            crate::note!("oxgate: {} reload {why}", kind.name());
+        } else {
+            crate::say!("oxgate: {} reload {why}", kind.name());
+        }
         for fd in hand
             .listeners
             .iter()
