@@ -84,6 +84,29 @@ def raw_request(port, data, timeout=10, read_all=True, expect_close=False):
         return b"".join(chunks)
 
 
+# A fileConfig INI that writes the "myapp" logger's INFO lines to stdout,
+# each marked LOGGED (the logging-config tests of Gunicorn and uvicorn).
+MYAPP_LOG_INI = """[loggers]
+keys=root,myapp
+[handlers]
+keys=h
+[formatters]
+keys=f
+[logger_root]
+handlers=
+[logger_myapp]
+level=INFO
+handlers=h
+qualname=myapp
+[handler_h]
+class=StreamHandler
+formatter=f
+args=(sys.stdout,)
+[formatter_f]
+format=LOGGED %(name)s %(levelname)s %(message)s
+"""
+
+
 def writes_after_a_request(command, port, cwd, line, what):
     """Runs `command` (a server that listens on `port`) in `cwd`, sends it
     GET /marked, and waits for `line` on its stdout; then stops it."""

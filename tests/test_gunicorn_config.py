@@ -15,8 +15,8 @@ import time
 import pytest
 import requests
 
-from helpers import (APPS, BIN, ROOT, VENV, SyslogReceiver, alive, free_port, listens, run_fail, wait_for,
-                     writes_after_a_request)
+from helpers import (APPS, BIN, MYAPP_LOG_INI, ROOT, VENV, SyslogReceiver, alive, free_port, listens, run_fail,
+                     wait_for, writes_after_a_request)
 
 GUNICORN = str(VENV / "bin" / "gunicorn")
 SRC = ROOT / "src" / "config" / "gunicorn.rs"
@@ -795,26 +795,7 @@ def test_logconfig_ini_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
         """))
-    (tmp_path / "log.ini").write_text(textwrap.dedent("""
-        [loggers]
-        keys=root,myapp
-        [handlers]
-        keys=h
-        [formatters]
-        keys=f
-        [logger_root]
-        handlers=
-        [logger_myapp]
-        level=INFO
-        handlers=h
-        qualname=myapp
-        [handler_h]
-        class=StreamHandler
-        formatter=f
-        args=(sys.stdout,)
-        [formatter_f]
-        format=LOGGED %(name)s %(levelname)s %(message)s
-        """))
+    (tmp_path / "log.ini").write_text(MYAPP_LOG_INI)
     f = conf(tmp_path, "workers = 1\nlogconfig = 'log.ini'\n", name="ini.py")
     for name, program in PROGRAMS.items():
         port = free_port()

@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from helpers import APPS, BIN, INSTALLED, ROOT, VENV, free_port, listens, wait_for, writes_after_a_request
+from helpers import (APPS, BIN, INSTALLED, ROOT, VENV, MYAPP_LOG_INI, free_port, listens, wait_for,
+                     writes_after_a_request)
 
 SRC = ROOT / "src" / "config" / "uvicorn.rs"
 
@@ -128,26 +129,7 @@ def test_log_config_configures_the_apps_loggers_as_uvicorn(tmp_path, kind):
             "loggers": {"myapp": {"handlers": ["h"], "level": "INFO"}}}))
     else:
         conf = tmp_path / "lc.ini"
-        conf.write_text(textwrap.dedent("""
-            [loggers]
-            keys=root,myapp
-            [handlers]
-            keys=h
-            [formatters]
-            keys=f
-            [logger_root]
-            handlers=
-            [logger_myapp]
-            level=INFO
-            handlers=h
-            qualname=myapp
-            [handler_h]
-            class=StreamHandler
-            formatter=f
-            args=(sys.stdout,)
-            [formatter_f]
-            format=LOGGED %(name)s %(levelname)s %(message)s
-            """))
+        conf.write_text(MYAPP_LOG_INI)
     for program in ([BIN, "uvicorn"], [str(VENV / "bin" / "uvicorn")]):
         port = free_port()
         writes_after_a_request([*program, "lg:app", "--port", str(port), "--log-config", str(conf)], port, tmp_path,
