@@ -784,6 +784,30 @@ def test_logconfig_dict_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
     assert code != 0 and "logconfig_dict" in out, out
 
 
+def test_an_app_logging_through_gunicorns_error_logger_is_heard_as_under_gunicorn(tmp_path):
+    """Flask's recipe for Gunicorn (its app.logger given gunicorn.error's
+    handlers and level) writes the app's INFO lines in Gunicorn's format,
+    with no config file at all. There was no such logger set up, and the
+    lines were lost."""
+    (tmp_path / "flasklog.py").write_text(textwrap.dedent("""
+        import logging
+        from flask import Flask
+        app = Flask(__name__)
+        gunicorn_logger = logging.getLogger("gunicorn.error")
+        app.logger.handlers = gunicorn_logger.handlers
+        app.logger.setLevel(gunicorn_logger.level)
+
+        @app.route("/marked")
+        def marked():
+            app.logger.info("FLASK-INFO %s", "/marked")
+            return "ok"
+        """))
+    for name, program in {"oxgate": (BIN, "gunicorn"), "gunicorn": (GUNICORN,)}.items():
+        port = free_port()
+        writes_after_a_request([*program, "-b", f"127.0.0.1:{port}", "flasklog:app"], port, tmp_path,
+                               "] [INFO] FLASK-INFO /marked", name)
+
+
 def test_logconfig_ini_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
     """logconfig (--log-config), a fileConfig INI, is applied before the
     app loads, as in Gunicorn: the app's logger writes where it says (it

@@ -136,6 +136,26 @@ def test_log_config_configures_the_apps_loggers_as_uvicorn(tmp_path, kind):
                                "LOGGED myapp INFO APP-INFO /marked", program[0])
 
 
+def test_an_app_logging_through_uvicorns_error_logger_is_heard_as_under_uvicorn(tmp_path):
+    """uvicorn sets up its loggers before the app loads: an app that logs
+    through "uvicorn.error" (a common FastAPI recipe) writes its INFO lines
+    in uvicorn's format. They were lost."""
+    (tmp_path / "ul.py").write_text(textwrap.dedent("""
+        import logging
+        log = logging.getLogger("uvicorn.error")
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            log.info("APP-INFO %s", scope["path"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        """))
+    for program in ([BIN, "uvicorn"], [str(VENV / "bin" / "uvicorn")]):
+        port = free_port()
+        writes_after_a_request([*program, "ul:app", "--port", str(port)], port, tmp_path,
+                               "INFO:     APP-INFO /marked", program[0])
+
+
 def test_ws_none_refuses_websockets_as_uvicorn(serve, uvicorn):
     """--ws none: a WebSocket handshake is a plain request, which a FastAPI
     app answers 404, as under uvicorn (the flag was passed over, and the

@@ -58,6 +58,7 @@ complete -c oxgate -l pp -r -a '(__fish_complete_directories)' -d 'Put DIR in fr
 complete -c oxgate -l early-pythonpath -r -a '(__fish_complete_directories)' -d 'Put DIR in front of sys.path (repeatable)'
 complete -c oxgate -l early-python-path -r -a '(__fish_complete_directories)' -d 'Put DIR in front of sys.path (repeatable)'
 complete -c oxgate -l log-config -r -F -d 'Configure Python\'s logging from FILE in each process that loads the app, before it loads, as uvicorn\'s --log-config does: a .json or .yaml file is a dictConfig, any other a fileConfig (INI)'
+complete -c oxgate -l app-loggers -x -a 'none gunicorn uvicorn' -d 'Set up, before the app loads, the Python loggers that server gives its apps: gunicorn\'s gunicorn.error (and uvicorn.error, as uvicorn\'s Gunicorn worker does) in Gunicorn\'s line format, or uvicorn\'s uvicorn, uvicorn.error and uvicorn.access in uvicorn\'s, at --log-level, writing to oxgate\'s log'
 complete -c oxgate -l import -x -d 'Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)'
 complete -c oxgate -l pyimport -x -d 'Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)'
 complete -c oxgate -l py-import -x -d 'Import MODULE (a dotted name, or a .py file) after the app is loaded, in the process that loads it: for modules that register signal handlers or timers (repeatable)'

@@ -349,6 +349,10 @@ options! {
     LOG_CONFIG = OptDef::new("log-config", Str, Python)
         .value("FILE")
         .help("Configure Python's logging from FILE in each process that loads the app, before it loads, as uvicorn's --log-config does: a .json or .yaml file is a dictConfig, any other a fileConfig (INI). The app's own loggers write where it says; oxgate's lines and the request log are oxgate's. uvicorn's --log-config sets it."),
+    APP_LOGGERS = OptDef::new("app-loggers", Str, Python)
+        .value("none|gunicorn|uvicorn")
+        .defaults_to("none")
+        .help("Set up, before the app loads, the Python loggers that server gives its apps: gunicorn's gunicorn.error (and uvicorn.error, as uvicorn's Gunicorn worker does) in Gunicorn's line format, or uvicorn's uvicorn, uvicorn.error and uvicorn.access in uvicorn's, at --log-level, writing to oxgate's log. An app that logs through them (logging.getLogger(\"gunicorn.error\").info(...)) is heard as under that server. Gunicorn's and uvicorn's command lines and config files set it, unless they configure logging themselves (logconfig_dict, --log-config)."),
     IMPORT = OptDef::new("import", List, Python)
         .aliases(&["pyimport", "py-import", "python-import"])
         .value("MODULE")

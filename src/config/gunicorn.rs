@@ -1216,6 +1216,12 @@ fn translate(
     if let Some(file) = one("logconfig") {
         push(&opt::LOG_CONFIG, file, &given["logconfig"].origin);
     }
+    // Gunicorn's own loggers (gunicorn.error) for the app, unless a
+    // logconfig_dict (applied with the config file, over the same
+    // defaults) has configured them.
+    if !given.contains_key("logconfig_dict") {
+        push(&opt::APP_LOGGERS, "gunicorn".into(), &default);
+    }
     if let Some(level) = one("loglevel") {
         let level = level.to_ascii_lowercase();
         if !["debug", "info", "warning", "error", "critical"].contains(&level.as_str()) {

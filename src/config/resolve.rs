@@ -995,6 +995,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         chdir: r.path(&opt::CHDIR),
         pythonpath: r.paths(&opt::PYTHONPATH),
         python_log_config: r.path(&opt::LOG_CONFIG),
+        app_loggers: r.choice(&opt::APP_LOGGERS)?,
         imports: r.all(&opt::IMPORT),
         home,
         env,

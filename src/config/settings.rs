@@ -91,6 +91,23 @@ impl Words for LogLevel {
     ];
 }
 
+/// `--app-loggers`: the Python loggers a server sets up for its apps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppLoggers {
+    #[default]
+    None,
+    Gunicorn,
+    Uvicorn,
+}
+
+impl Words for AppLoggers {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("none", AppLoggers::None),
+        ("gunicorn", AppLoggers::Gunicorn),
+        ("uvicorn", AppLoggers::Uvicorn),
+    ];
+}
+
 /// `--lifespan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifespanMode {
@@ -300,6 +317,8 @@ pub struct Config {
     /// `--log-config`: Python's logging configuration, applied before the
     /// app loads.
     pub python_log_config: Option<PathBuf>,
+    /// `--app-loggers`: the server loggers set up before the app loads.
+    pub app_loggers: AppLoggers,
     /// `--import`: modules imported after the app.
     pub imports: Vec<String>,
     pub home: Option<PathBuf>,

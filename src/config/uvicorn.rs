@@ -444,6 +444,11 @@ fn translate(
     // uvicorn's access line, on stdout as uvicorn writes it:
     // `INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK`.
     push(&opt::LOG_FORMAT, UVICORN_ACCESS_LINE.into(), &default);
+    // uvicorn's own loggers (uvicorn.error) for the app, unless
+    // --log-config replaces them, as it does uvicorn's LOGGING_CONFIG.
+    if last("--log-config").is_none() {
+        push(&opt::APP_LOGGERS, "uvicorn".into(), &default);
+    }
     // uvicorn removes its --uds socket file when it stops.
     push(&opt::VACUUM, "true".into(), &default);
     push(&opt::REQ_LOGGER, "stdout".into(), &default);

@@ -279,6 +279,8 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         vhost: cfg.vhost,
         pythonpath: &cfg.pythonpath,
         log_config: cfg.python_log_config.as_deref(),
+        app_loggers: cfg.app_loggers,
+        log_level: cfg.log_files.level,
         imports: &cfg.imports,
         threads: cfg.threads,
         multiprocess: cfg.process.master && cfg.process.processes > 1,

@@ -156,6 +156,50 @@ def asgi2(app):
     return asgi3
 
 
+def set_up_server_loggers(server, level):
+    """--app-loggers: the loggers Gunicorn or uvicorn set up before they
+    load an app, so that an app logging through them (a common recipe:
+    `logging.getLogger("gunicorn.error")`, or "uvicorn.error") writes its
+    lines, in that server's format, where that server would: stderr,
+    which is oxgate's log."""
+    import logging
+    if server == "gunicorn":
+        # Gunicorn's glogging: the error log at loglevel, not propagated;
+        # the access log, which oxgate writes itself, silent for the app.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s [%(process)d] [%(levelname)s] %(message)s", "[%Y-%m-%d %H:%M:%S %z]"))
+        names = [("gunicorn.error", level, [handler]), ("gunicorn.access", logging.INFO, []),
+                 # uvicorn's Gunicorn worker gives its loggers Gunicorn's handlers.
+                 ("uvicorn.error", level, [handler]), ("uvicorn.access", logging.INFO, [])]
+        for name, at, handlers in names:
+            logger = logging.getLogger(name)
+            logger.handlers = list(handlers)
+            logger.setLevel(at)
+            logger.propagate = False
+    elif server == "uvicorn":
+        class _UvicornFormatter(logging.Formatter):
+            """uvicorn's DefaultFormatter without colours: `INFO:     message`."""
+
+            def formatMessage(self, record):
+                record.__dict__["levelprefix"] = record.levelname + ":" + " " * (8 - len(record.levelname))
+                return super().formatMessage(record)
+
+        # uvicorn's LOGGING_CONFIG, then --log-level on its three loggers.
+        error = logging.StreamHandler(sys.stderr)
+        error.setFormatter(_UvicornFormatter("%(levelprefix)s %(message)s"))
+        access = logging.StreamHandler(sys.stdout)
+        access.setFormatter(_UvicornFormatter("%(levelprefix)s %(message)s"))
+        top = logging.getLogger("uvicorn")
+        top.handlers = [error]
+        top.propagate = False
+        top.setLevel(logging.INFO)
+        logging.getLogger("uvicorn.access").handlers = [access]
+        logging.getLogger("uvicorn.access").propagate = False
+        for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+            logging.getLogger(name).setLevel(level)
+
+
 def apply_log_config(path):
     """--log-config, read as uvicorn reads it: JSON or YAML is a dictConfig,
     anything else a fileConfig (INI). Returns why it cannot be used."""

@@ -10,7 +10,7 @@ use pyo3::types::PyList;
 
 use super::asgi::AsgiHost;
 use super::wsgi::{self, WsgiApp, WsgiHost};
-use crate::config::{AppSource, AppSpec, AsgiSettings, Interface};
+use crate::config::{AppLoggers, AppSource, AppSpec, AsgiSettings, Interface, LogLevel, Words};
 use crate::request::Handler;
 
 /// What the app loader needs besides the app spec.
@@ -21,6 +21,10 @@ pub struct LoadOptions<'a> {
     pub pythonpath: &'a [PathBuf],
     /// `--log-config`, applied before the app loads.
     pub log_config: Option<&'a std::path::Path>,
+    /// `--app-loggers`, set up before `log_config` is applied, as the
+    /// server it names does, and at `log_level`.
+    pub app_loggers: AppLoggers,
+    pub log_level: LogLevel,
     pub imports: &'a [String],
     pub threads: usize,
     /// More than one worker process serves the app (`wsgi.multiprocess`).
@@ -76,6 +80,20 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
         let front = path_front(opts.pythonpath);
         for entry in front.iter().rev() {
             path.insert(0, entry).map_err(|e| e.to_string())?;
+        }
+        if opts.app_loggers != AppLoggers::None {
+            let level = match opts.log_level {
+                LogLevel::Debug => 10,
+                LogLevel::Info => 20,
+                LogLevel::Warning => 30,
+                LogLevel::Error => 40,
+                LogLevel::Critical => 50,
+            };
+            py.import("_oxgate_loader")
+                .and_then(|m| {
+                    m.call_method1("set_up_server_loggers", (opts.app_loggers.name(), level))
+                })
+                .map_err(|e| format!("internal error while setting up --app-loggers: {e}"))?;
         }
         if let Some(file) = opts.log_config {
             let failed: Option<String> = py
