@@ -322,3 +322,37 @@ def test_the_access_line_is_uvicorns_on_stdout(tmp_path, uvicorn):
     assert lines["oxgate"] == lines["uvicorn"] == [
         'INFO:     127.0.0.1:PORT - "GET /x?a=1 HTTP/1.1" 200 OK',
         'INFO:     127.0.0.1:PORT - "POST /raise-before HTTP/1.1" 500 Internal Server Error'], lines
+
+
+def test_reload_waits_for_the_fix_of_an_app_broken_at_the_start_as_uvicorn(tmp_path):
+    """--reload with an app that does not import at the start: the server
+    stays up and loads it once the fix is saved, as uvicorn's reloader
+    does (it exited, the app's error taken for a fatal one). The
+    traceback is written once, not at each try."""
+    good = textwrap.dedent("""
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"fixed"})
+        """)
+    for name, program in (("oxgate", [BIN, "uvicorn"]), ("uvicorn", [str(VENV / "bin" / "uvicorn")])):
+        where = tmp_path / name
+        where.mkdir()
+        (where / "main.py").write_text(good + "\nthis is not python(\n")
+        port = free_port()
+        log = where / "log.txt"
+        with open(log, "wb") as out:
+            p = subprocess.Popen([*program, "main:app", "--port", str(port), "--reload", "--reload-delay", "0.25"],
+                                 stdout=out, stderr=subprocess.STDOUT, cwd=where)
+        try:
+            wait_for(lambda: "SyntaxError" in log.read_text(), what=f"{program}: the error")
+            time.sleep(1.5)
+            assert p.poll() is None, log.read_text()
+            (where / "main.py").write_text(good)
+            wait_for(lambda: listens(port) and requests.get(f"http://127.0.0.1:{port}/", timeout=10).text == "fixed",
+                     what=f"{program}: the fixed app served", show=log.read_text)
+            assert log.read_text().count("SyntaxError: ") <= 2, log.read_text()
+        finally:
+            p.terminate()
+            p.wait(timeout=30)

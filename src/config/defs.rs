@@ -522,7 +522,7 @@ options! {
     PY_AUTORELOAD = OptDef::new("py-autoreload", Int, Process)
         .aliases(&["python-autoreload", "py-auto-reload", "python-auto-reload"])
         .value("SECONDS")
-        .help("Every SECONDS, reload gracefully if a loaded Python module's file changed (for development)."),
+        .help("Every SECONDS, reload gracefully if a loaded Python module's file changed (for development). An app loaded in each worker (--lazy-apps) that does not load waits for a change to the files it failed in, then loads again, as uvicorn's and Gunicorn's --reload do; the old workers, if any, serve meanwhile."),
     CHOWN_SOCKET = OptDef::new("chown-socket", Str, Sockets)
         .value("USER[:GROUP]")
         .help("Owner of unix sockets."),

@@ -16,7 +16,7 @@ const ASGI_SHUTDOWN_RESERVE: Duration = Duration::from_secs(5);
 
 use super::scoreboard::{CORES, Retire, Scoreboard, http_version_of};
 use super::signals::SignalPipe;
-use super::{EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LAZY_STARTUP};
+use super::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LAZY_STARTUP};
 use crate::config::Config;
 use crate::handlers::python::{self, WsgiHost};
 use crate::listen::Protocol;
@@ -130,6 +130,19 @@ pub fn run(s: Setup<'_>) -> ! {
             Ok(h) => h,
             Err(e) => {
                 crate::say!("oxgate: worker {}: {e}", s.id);
+                if let Some(every) = p.py_autoreload {
+                    // As uvicorn's and Gunicorn's --reload: an app that
+                    // does not load (a typo saved) waits for the edit that
+                    // fixes it, rather than stopping the server or being
+                    // started again and again with its traceback.
+                    crate::note!(
+                        "oxgate: worker {}: waiting for a change to the app's files (--py-autoreload)",
+                        s.id
+                    );
+                    wait_for_an_edit(every);
+                    hook("worker_exit");
+                    exit_now(EXIT_APP_EDITED);
+                }
                 // Gunicorn calls worker_exit however the worker ends.
                 hook("worker_exit");
                 exit_now(EXIT_APP_LOAD);
@@ -338,6 +351,18 @@ fn exit_now(code: i32) -> ! {
 
 /// `--py-autoreload`: one worker watches the loaded modules' files and asks
 /// the master for a graceful reload when one changes.
+/// Returns once a file that `watched_files` names changes, appears or
+/// goes: polled every `every`, as uWSGI's --py-autoreload polls.
+fn wait_for_an_edit(every: std::time::Duration) {
+    let files = || -> std::collections::HashMap<String, f64> {
+        python::watched_files().into_iter().collect()
+    };
+    let before = files();
+    while files() == before {
+        std::thread::sleep(every);
+    }
+}
+
 fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::pid_t) {
     std::thread::spawn(move || {
         let mut seen: std::collections::HashMap<String, f64> =

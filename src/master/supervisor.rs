@@ -30,6 +30,12 @@ pub const EXIT_APP_STARTUP: i32 = 3;
 /// been ready, as uvicorn and Gunicorn stop when their first fails; after
 /// that, the worker is started again with back-off.
 pub const EXIT_LAZY_STARTUP: i32 = 4;
+/// A worker's exit status when the app did not load and, with
+/// `--py-autoreload`, a file it imports (or the one that failed) has
+/// changed since: it is started again at once, as uvicorn's and
+/// Gunicorn's reloaders import the app again after an edit, not counted as
+/// a failure, and never a reason to stop.
+pub const EXIT_APP_EDITED: i32 = 23;
 
 /// The back-off after `failures` quick deaths in a row: 0.2 s, doubling,
 /// up to `MAX_BACKOFF`.
@@ -469,6 +475,11 @@ impl Supervisor {
                 ));
             }
             return;
+        } else if exit == Exit::Code(EXIT_APP_EDITED) {
+            fx.note(format!(
+                "oxgate: worker {} (pid {}): the app's files changed, loading it again (--py-autoreload)",
+                w.id, w.pid
+            ));
         } else {
             let running = fx.running(&w);
             let doing = if !w.ready {
@@ -504,6 +515,10 @@ impl Supervisor {
                 fx.notify("STOPPING=1");
                 self.begin_stop(fx, now);
             }
+            return;
+        }
+        if exit == Exit::Code(EXIT_APP_EDITED) {
+            self.next_spawn = now;
             return;
         }
         let load_failed = exit == Exit::Code(EXIT_APP_LOAD);

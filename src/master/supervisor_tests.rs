@@ -183,6 +183,25 @@ fn an_app_that_never_loads_stops_the_master() {
 }
 
 #[test]
+fn an_app_edited_after_it_failed_to_load_is_loaded_again_at_once() {
+    // --py-autoreload: the worker waited for the edit, then left: not a
+    // failure, no back-off, and not a reason to stop, ready or not.
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(1, limits(), false, t0);
+    let mut fx = Fake::default();
+    sup.tick(&mut fx, t0);
+    for n in 1..=3 {
+        let pid = fx.spawned.last().unwrap().1;
+        sup.exited(pid, exit_status(EXIT_APP_EDITED), &mut fx, t0);
+        assert!(!sup.stopping() && sup.fatal.is_none());
+        sup.tick(&mut fx, t0);
+        assert_eq!(fx.spawned.len(), 1 + n, "started again at once (edit {n})");
+    }
+    assert!(fx.said("the app's files changed, loading it again"));
+    assert!(!fx.said("in a row"));
+}
+
+#[test]
 fn max_requests_replaces_the_worker_before_stopping_it() {
     let (mut sup, mut fx, t) = running(1, limits());
     let old = fx.spawned[0].1;

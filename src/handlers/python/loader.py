@@ -116,6 +116,7 @@ def load(kind, target, callable_spec):
                     head += f" ({spec.origin})"
             except Exception:
                 pass
+        _note_failed_files(e, os.path.abspath(target) if kind == "file" else None)
         if isinstance(e, AppNotFound):
             return None, f"{head}: {e}"
         tb = "".join(traceback.format_exception(e))
@@ -230,9 +231,32 @@ def log_exception(exc, what):
     sys.stderr.flush()
 
 
+# The files an app that did not load came from (its traceback's, a
+# SyntaxError's) and the directories it is looked for in, watched with the
+# loaded modules' for the edit that fixes it (--py-autoreload).
+_failed_files = set()
+
+
+def _note_failed_files(e, path):
+    try:
+        for frame in traceback.extract_tb(e.__traceback__):
+            _failed_files.add(frame.filename)
+        if isinstance(getattr(e, "filename", None), str):
+            _failed_files.add(e.filename)
+        # A module not found (or not yet written) appears in a directory.
+        _failed_files.add(os.path.dirname(path) if path else os.getcwd())
+    except Exception:
+        pass
+
+
 def module_files():
     """{path: mtime} of every loaded module that comes from a file."""
     out = {}
+    for path in _failed_files:
+        try:
+            out[path] = os.stat(path).st_mtime
+        except OSError:
+            pass
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
         if path:

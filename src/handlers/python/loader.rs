@@ -240,3 +240,16 @@ pub struct PythonApps {
     /// Each app's name and interface ("WSGI", "ASGI" or "ASGI 2"), for the log.
     pub kinds: Vec<(String, &'static str)>,
 }
+
+/// The files of the loaded modules, and those an app that did not load
+/// came from, with their modification times: what `--py-autoreload`
+/// watches for the edit that fixes it. Empty if Python cannot say.
+pub fn watched_files() -> Vec<(String, f64)> {
+    Python::attach(|py| {
+        py.import("_oxgate_loader")
+            .and_then(|m| m.call_method0("module_files"))
+            .and_then(|d| d.extract::<std::collections::HashMap<String, f64>>())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    })
+}

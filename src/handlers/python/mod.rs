@@ -19,5 +19,5 @@ pub use interpreter::{
     Host, describe_python, fork, host, initialize, install_stack_dump, prepare_preload_fork,
     prepare_started_python, python_running, relaunch_command, run_atexit,
 };
-pub use loader::{LoadOptions, PythonApps, load};
+pub use loader::{LoadOptions, PythonApps, load, watched_files};
 pub use wsgi::{WsgiApp, WsgiHost};
