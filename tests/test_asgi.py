@@ -405,6 +405,21 @@ def test_scope(serve):
     assert by_name == REPEATED_SEEN
 
 
+def test_scope_server_is_the_listening_socket_not_the_host_header_as_uvicorn(serve, uvicorn):
+    """scope["server"] is "the listening address for this server": the
+    socket's, whatever Host the client sends, as uvicorn says it. It was
+    Host's name and port, which the client chooses (Django's SERVER_NAME
+    and get_port() read it)."""
+    s = asgi(serve, "asgi_raw:app")
+    theirs = uvicorn("asgi_raw:app")
+    for url in (s.url, theirs):
+        port = int(url.rsplit(":", 1)[1])
+        for host in ("evil.example:1234", "example.org", "a:b"):
+            scope = requests.get(url + "/scope", headers={"Host": host}, timeout=10).json()
+            assert scope["server"] == ["127.0.0.1", port], (url, host, scope["server"])
+            assert ["host", host] in scope["headers"], (url, host)
+
+
 # A header given twice, one value with a comma of its own; and cookies,
 # which stay one field (an HTTP/2 client's crumbs are joined for the app,
 # RFC 9113 §8.2.3).

@@ -20,6 +20,8 @@ pub struct ConnInfo {
     /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
     peer: Option<(Bytes, Bytes)>,
     peer_addr: Option<SocketAddr>,
+    /// The socket's own address (none on unix sockets).
+    local_addr: Option<SocketAddr>,
     /// What the TLS handshake settled; none on a cleartext connection.
     tls: Option<Arc<TlsInfo>>,
 }
@@ -122,6 +124,11 @@ impl ConnInfo {
     }
 
     /// The local IP address, formatted (none on unix sockets).
+    /// The socket's own address: none on a unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
     pub fn local_ip(&self) -> Option<&Bytes> {
         self.local_ip.as_ref()
     }
@@ -144,6 +151,7 @@ impl ConnInfo {
             ),
             peer: peer.map(|p| (shared(p.ip().to_string()), shared(p.port().to_string()))),
             peer_addr: peer,
+            local_addr: local,
             tls: None,
         }
     }

@@ -33,6 +33,11 @@ pub struct Request {
     /// the values (`a, b`; cookies `a; b`), as CGI and WSGI have them; an
     /// app given headers instead (ASGI) gets each apart, as sent.
     pub repeated_headers: Vec<RepeatedHeader>,
+    /// The address of the socket an HTTP request came in on: the
+    /// listening address ASGI's `server` names (none on a unix socket).
+    /// The gateway protocols leave it out: their front end names its own
+    /// (SERVER_NAME, SERVER_PORT).
+    pub local_addr: Option<std::net::SocketAddr>,
 }
 
 /// A header given more than once, its values apart.

@@ -126,6 +126,7 @@ mod tests {
             upgradable: false,
             early_hints: None,
             repeated_headers: Vec::new(),
+            local_addr: None,
         }
     }
 

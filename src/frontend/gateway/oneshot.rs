@@ -251,6 +251,7 @@ pub(super) fn gateway_request(
         upgradable: false,
         early_hints: None,
         repeated_headers,
+        local_addr: None,
     }
 }
 

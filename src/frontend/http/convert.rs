@@ -64,6 +64,7 @@ pub(super) struct Headed {
     /// The connection can send this request 103 Early Hints.
     pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
     repeated_headers: Vec<RepeatedHeader>,
+    local_addr: Option<std::net::SocketAddr>,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that
@@ -305,6 +306,7 @@ fn convert_head_into(
         upgradable: false,
         early_hints: None,
         repeated_headers,
+        local_addr: info.local_addr(),
     })
 }
 
@@ -321,6 +323,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         upgradable,
         early_hints,
         repeated_headers,
+        local_addr,
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -349,5 +352,6 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         upgradable,
         early_hints,
         repeated_headers,
+        local_addr,
     })
 }

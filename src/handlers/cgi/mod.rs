@@ -510,6 +510,7 @@ fn redirected(req: Request, location: &[u8]) -> Request {
         upgradable: false,
         early_hints: None,
         repeated_headers: req.repeated_headers,
+        local_addr: req.local_addr,
     }
 }
 

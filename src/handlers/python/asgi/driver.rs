@@ -13,7 +13,7 @@ use super::exchange::{
     AppEnd, Exchange, Head, SEND_LOW, Settlement, State, post_received, post_settle,
 };
 use super::host::{AsgiApp, Slot};
-use super::scope::RequestVars;
+use super::scope::{RequestVars, ServerAddress};
 use crate::listen::Protocol;
 use crate::request::{
     BodyError, BodyStream, BodyTaking, ChunkSource, FileBody, FileRegion, Handler, Request,
@@ -51,10 +51,18 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         upgradable,
         early_hints,
         repeated_headers,
+        local_addr,
     } = req;
     let req = RequestVars {
         vars,
         repeated: repeated_headers,
+        server: match protocol {
+            // The listening socket, as uvicorn and hypercorn say it: not
+            // the Host header's name and port, which the client chose.
+            crate::listen::Protocol::Http => ServerAddress::Socket(local_addr),
+            // The front end's own server, as it names it.
+            _ => ServerAddress::Named,
+        },
     };
     if upgradable && host.settings.ws.enabled && super::websocket::is_websocket(&req.vars) {
         return super::websocket::serve(app, req, protocol).await;

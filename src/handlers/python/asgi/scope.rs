@@ -38,9 +38,9 @@ pub(super) struct ScopeKeys {
     http_template: Py<PyDict>,
     /// The lower-case header name of each known `HTTP_*` variable.
     header_names: Vec<Option<Py<PyBytes>>>,
-    /// The last `server` address made, with the name and port it is of:
-    /// a listener's requests all share one.
-    last_server: std::sync::Mutex<Option<(Bytes, Bytes, Py<PyAny>)>>,
+    /// The last `server` address made, with what it is of: a listener's
+    /// requests all share one.
+    last_server: std::sync::Mutex<Option<(ServerKey, Py<PyAny>)>>,
 }
 
 impl ScopeKeys {
@@ -125,6 +125,20 @@ fn header_name(var: &[u8]) -> Option<Vec<u8>> {
 pub(super) struct RequestVars {
     pub(super) vars: Vec<(VarName, Bytes)>,
     pub(super) repeated: Vec<RepeatedHeader>,
+    /// Where scope["server"] comes from.
+    pub(super) server: ServerAddress,
+}
+
+/// What scope["server"] is made of: "the listening address for this
+/// server".
+#[derive(Default, Clone, Copy)]
+pub(super) enum ServerAddress {
+    /// The socket the request came in on (HTTP): none on a unix socket.
+    Socket(Option<std::net::SocketAddr>),
+    /// SERVER_NAME and SERVER_PORT, as a gateway front end (nginx) names
+    /// its own listening server.
+    #[default]
+    Named,
 }
 
 /// The CGI variables a scope is made of.
@@ -147,6 +161,7 @@ pub(super) struct Fields<'a> {
     /// Headers given more than once: the scope lists each value apart
     /// ("duplicates ... must be preserved", as sent).
     repeated: &'a [RepeatedHeader],
+    server: ServerAddress,
 }
 
 #[derive(Default)]
@@ -167,6 +182,7 @@ impl<'a> Fields<'a> {
     pub(super) fn of(req: &'a RequestVars) -> Fields<'a> {
         let mut f = Fields {
             repeated: &req.repeated,
+            server: req.server,
             ..Fields::default()
         };
         let vars = &req.vars;
@@ -277,19 +293,47 @@ fn server_address<'py>(
     f: &Fields<'_>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut last = k.last_server.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((name, port, made)) = &*last
-        && name == f.server_name
-        && port == f.server_port
+    let is_last = |key: &ServerKey| match (key, f.server) {
+        (ServerKey::Socket(a), ServerAddress::Socket(b)) => *a == b,
+        (ServerKey::Named(name, port), ServerAddress::Named) => {
+            name == f.server_name && port == f.server_port
+        }
+        _ => false,
+    };
+    if let Some((key, made)) = &*last
+        && is_last(key)
     {
         return Ok(made.bind(py).clone());
     }
-    let made = address(py, f.server_name, f.server_port)?;
-    *last = Some((
-        Bytes::copy_from_slice(f.server_name),
-        Bytes::copy_from_slice(f.server_port),
-        made.clone().unbind(),
-    ));
+    let (made, key) = match f.server {
+        ServerAddress::Socket(None) => (py.None().into_bound(py), ServerKey::Socket(None)),
+        ServerAddress::Socket(Some(a)) => (
+            PyTuple::new(
+                py,
+                [
+                    a.ip().to_string().into_pyobject(py)?.into_any(),
+                    a.port().into_pyobject(py)?.into_any(),
+                ],
+            )?
+            .into_any(),
+            ServerKey::Socket(Some(a)),
+        ),
+        ServerAddress::Named => (
+            address(py, f.server_name, f.server_port)?,
+            ServerKey::Named(
+                Bytes::copy_from_slice(f.server_name),
+                Bytes::copy_from_slice(f.server_port),
+            ),
+        ),
+    };
+    *last = Some((key, made.clone().unbind()));
     Ok(made)
+}
+
+/// What a cached `server` address was made of.
+enum ServerKey {
+    Socket(Option<std::net::SocketAddr>),
+    Named(Bytes, Bytes),
 }
 
 /// The method, as one string made once for the common ones.

@@ -45,6 +45,8 @@ impl WsgiHost {
             early_hints: _,
             // The environ joins a repeated header's values (PEP 3333).
             repeated_headers: _,
+            // SERVER_NAME and SERVER_PORT say it, as PEP 3333 has them.
+            local_addr: _,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
