@@ -176,6 +176,34 @@ def test_django_asgi_answers_as_uvicorn_does(serve, uvicorn):
     assert "djproj.asgi:application is ASGI" in s.log()
 
 
+def test_django_closes_a_response_whose_client_left_mid_stream_as_under_uvicorn(serve, uvicorn, tmp_path):
+    """A client that leaves a fast stream: Django's handler hears the
+    disconnect, cancels its sender, and closes the response, which sends
+    request_finished (where Django closes its database connections, and
+    a FileResponse its file), as under uvicorn. The sender's send() failed
+    in the same loop turn, and Django skipped both: the file stayed open
+    until a garbage collection, and request_finished never came."""
+    ours = tmp_path / "ours"
+    theirs = tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    s = asgi(serve, "djproj.asgi:application", env={"DJANGO_MARKERS": str(ours)})
+    uvicorn_url = uvicorn("djproj.asgi:application", env={"DJANGO_MARKERS": str(theirs)})
+    for url, markers in ((s.url, ours), (uvicorn_url, theirs)):
+        port = int(url.rsplit(":", 1)[1])
+        for n in range(1, 4):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(b"GET /long/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = 0
+                while got < 1 << 20:
+                    more = c.recv(65536)
+                    assert more, url
+                    got += len(more)
+            done = markers / "request_finished"
+            wait_for(lambda: done.exists() and done.read_text().count("x") == n,
+                     what=f"{url}: request_finished after {n} clients left")
+
+
 def test_upload_of_10_mib_arrives_whole(serve, tmp_path):
     s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
     data = os.urandom(10 * 1024 * 1024)

@@ -1,4 +1,7 @@
 import json
+import os
+
+from django.core.signals import request_finished
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
@@ -20,4 +23,22 @@ def stream(request):
     return StreamingHttpResponse((f"line {i}\n" for i in range(3)), content_type="text/plain")
 
 
-urlpatterns = [path("", hello), path("echo/", echo), path("stream/", stream)]
+def mark(name):
+    """Appends a line to DJANGO_MARKERS/name, when the test asks."""
+    if os.environ.get("DJANGO_MARKERS"):
+        with open(os.path.join(os.environ["DJANGO_MARKERS"], name), "a") as f:
+            f.write("x\n")
+
+
+request_finished.connect(lambda sender, **kwargs: mark("request_finished"), weak=False)
+
+
+async def long_stream(request):
+    """128 MiB, made as fast as it is sent."""
+    async def chunks():
+        for _ in range(2048):
+            yield b"x" * 65536
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+
+
+urlpatterns = [path("", hello), path("echo/", echo), path("stream/", stream), path("long/", long_stream)]

@@ -365,7 +365,7 @@ impl Send {
                     // is the app's error whether or not it could be sent.)
                     take_from_length(&mut st, body.len() as u64, more, false)?;
                     if st.gone {
-                        return Err(PyOSError::new_err("the client disconnected"));
+                        return failing_later(py, objects);
                     }
                     if !body.is_empty() {
                         st.queued += body.len();
@@ -779,6 +779,65 @@ pub(super) fn post_settle(host: &AsgiHost, waiters: Vec<Py<PyAny>>, settlement: 
     host.post(Box::new(move |py, _| settle(py, waiters, settlement)));
 }
 
+/// Loop turns between a `send()` made after the client left and its
+/// OSError (spec 2.4's "server-specific subclass of OSError"). An app that
+/// awaits `receive()` for the disconnect beside its sender hears it first:
+/// Django's handler waits for either task (`asyncio.wait`,
+/// FIRST_COMPLETED) and cancels the sender, which then ends cancelled, as
+/// Django expects, and runs `response.close()` and `request_finished`.
+/// Failed at once, the sender ended in the same turn as the listener, and
+/// Django skipped both (a FileResponse's file stayed open). Django's
+/// cancel comes three turns after the disconnect: the listener ends,
+/// `asyncio.wait`'s callback runs, the handler wakes.
+const GONE_TURNS: u32 = 4;
+
+/// What `send()` returns once the client has gone: a future that fails
+/// with OSError `GONE_TURNS` loop turns from now.
+fn failing_later(py: Python<'_>, objects: &LoopObjects) -> PyResult<Py<PyAny>> {
+    let fut = objects.create_future.call0(py)?;
+    fail_after(
+        py,
+        objects.event_loop.bind(py),
+        fut.clone_ref(py),
+        GONE_TURNS,
+    )?;
+    Ok(fut)
+}
+
+fn fail_after(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+    fut: Py<PyAny>,
+    turns: u32,
+) -> PyResult<()> {
+    let next_loop = event_loop.clone().unbind();
+    // (A closure Python may call more than once: it takes the future.)
+    let fut = std::sync::Mutex::new(Some(fut));
+    let step = pyo3::types::PyCFunction::new_closure(
+        py,
+        None,
+        None,
+        move |args, _kwargs| -> PyResult<()> {
+            let py = args.py();
+            let Some(fut) = fut.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                return Ok(());
+            };
+            if turns > 1 {
+                return fail_after(py, next_loop.bind(py), fut, turns - 1);
+            }
+            let fut = fut.bind(py);
+            // Cancelled meanwhile (the app gave up on it): nothing to say.
+            if !fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+                let error = PyOSError::new_err("the client disconnected");
+                fut.call_method1(pyo3::intern!(py, "set_exception"), (error.value(py),))?;
+            }
+            Ok(())
+        },
+    )?;
+    event_loop.call_method1(pyo3::intern!(py, "call_soon"), (step,))?;
+    Ok(())
+}
+
 /// A future for a `send()` to wait on until the queue has drained.
 fn send_waiter(py: Python<'_>, objects: &LoopObjects, st: &mut State) -> PyResult<Py<PyAny>> {
     let fut = objects.create_future.call0(py)?;
@@ -815,7 +874,7 @@ impl Send {
             }
             take_from_length(&mut st, region.len, more, true)?;
             if st.gone {
-                return Err(PyOSError::new_err("the client disconnected"));
+                return failing_later(py, objects).map(Some);
             }
             let after = st.pushed;
             st.files.push_back((after, region));
