@@ -715,6 +715,29 @@ def test_a_failed_startup_with_lazy_apps_stops_until_a_worker_was_ready(serve, t
     assert requests.get(s.url + "/scope", timeout=10).status_code == 200, s.log()
 
 
+def test_a_startup_that_fails_after_a_reload_leaves_the_old_workers_serving(serve, tmp_path):
+    """Preloaded too, the lifespan startup runs in each worker and can
+    fail in one alone (a database down for a moment): once a worker has
+    been ready, a reload whose new workers cannot start leaves the old
+    ones serving, and a replaced worker that cannot start is retried with
+    back-off. Both stopped the whole server, old workers and all."""
+    flag = tmp_path / "fail-from-now"
+    s = asgi(serve, "asgi_raw:app", "--processes", "2", env={"ASGI_STARTUP_FAILED_IF": str(flag)})
+    pids = s.wait_workers(2)
+    assert requests.get(s.url + "/scope", timeout=10).status_code == 200
+    flag.touch()
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("application startup failed")
+    s.wait_log("next start in")
+    assert s.proc.poll() is None, s.log()
+    assert all(requests.get(s.url + "/scope", timeout=10).status_code == 200 for _ in range(4)), s.log()
+    assert set(pids) <= set(s.worker_pids()), s.log()
+    # Once the cause is gone, the reload goes through.
+    flag.unlink()
+    s.wait_log("graceful reload done", timeout=30)
+    assert requests.get(s.url + "/scope", timeout=10).status_code == 200
+
+
 def test_lifespan_auto_serves_an_app_without_it(serve, tmp_path):
     app = tmp_path / "nolifespan.py"
     app.write_text(

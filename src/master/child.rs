@@ -16,7 +16,7 @@ const ASGI_SHUTDOWN_RESERVE: Duration = Duration::from_secs(5);
 
 use super::scoreboard::{CORES, Retire, Scoreboard, http_version_of};
 use super::signals::SignalPipe;
-use super::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LAZY_STARTUP};
+use super::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LIFESPAN_STARTUP};
 use crate::config::Config;
 use crate::handlers::python::{self, WsgiHost};
 use crate::listen::Protocol;
@@ -152,13 +152,9 @@ pub fn run(s: Setup<'_>) -> ! {
     if let Err(e) = apps.start(Some(s.id)) {
         crate::say!("oxgate: worker {}: {e}", s.id);
         hook("worker_exit");
-        // Preloaded, a failed startup fails everywhere: the master stops.
-        // With --lazy-apps, it stops too until a worker has been ready.
-        exit_now(if s.cfg.process.lazy_apps {
-            EXIT_LAZY_STARTUP
-        } else {
-            EXIT_APP_STARTUP
-        });
+        // The master stops if no worker has been ready yet; after that,
+        // this worker is tried again and the others serve on.
+        exit_now(EXIT_LIFESPAN_STARTUP);
     }
     if !hook("post_worker_init") {
         hook("worker_exit");

@@ -21,4 +21,4 @@ mod watch;
 pub use handover::Handover;
 pub use run::run;
 pub use signals::block_early as block_signals_early;
-pub use supervisor::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LAZY_STARTUP};
+pub use supervisor::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LIFESPAN_STARTUP};

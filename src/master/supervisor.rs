@@ -22,14 +22,16 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const HARAKIRI_DUMP_TIME: Duration = Duration::from_millis(300);
 /// The exit status of a worker that could not load the app.
 pub const EXIT_APP_LOAD: i32 = 22;
-/// A worker's exit status when the app's ASGI lifespan startup failed (as
-/// uvicorn's): preloaded, it would fail in every worker, so the server stops.
+/// A worker's exit status when a Gunicorn hook that boots it (post_fork,
+/// post_worker_init) raised: Gunicorn halts then, and so does the server.
 pub const EXIT_APP_STARTUP: i32 = 3;
-/// The same with `--lazy-apps`, where one worker's startup may fail alone
-/// (a database not yet up): the server stops only if no worker has ever
-/// been ready, as uvicorn and Gunicorn stop when their first fails; after
-/// that, the worker is started again with back-off.
-pub const EXIT_LAZY_STARTUP: i32 = 4;
+/// A worker's exit status when the app's ASGI lifespan startup failed (as
+/// uvicorn's). Preloaded or not, it runs in each worker and may fail in one
+/// alone (a database down a moment): the server stops only if no worker
+/// has ever been ready, as uvicorn and Gunicorn stop when their first
+/// fails; after that (a reload, a recycle), the worker is started again
+/// with back-off while the others serve.
+pub const EXIT_LIFESPAN_STARTUP: i32 = 4;
 /// A worker's exit status when the app did not load and, with
 /// `--py-autoreload`, a file it imports (or the one that failed) has
 /// changed since: it is started again at once, as uvicorn's and
@@ -530,7 +532,7 @@ impl Supervisor {
             return;
         }
         if exit == Exit::Code(EXIT_APP_STARTUP)
-            || (exit == Exit::Code(EXIT_LAZY_STARTUP) && !self.ever_ready)
+            || (exit == Exit::Code(EXIT_LIFESPAN_STARTUP) && !self.ever_ready)
         {
             self.fatal = Some("the app's startup failed (see above)".into());
             fx.notify("STOPPING=1");

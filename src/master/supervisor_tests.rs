@@ -687,12 +687,12 @@ fn a_lazy_startup_failure_stops_only_before_any_worker_was_ready() {
     let mut fx = Fake::default();
     sup.tick(&mut fx, t0);
     let pid = fx.spawned[0].1;
-    sup.exited(pid, exit_status(EXIT_LAZY_STARTUP), &mut fx, t0);
+    sup.exited(pid, exit_status(EXIT_LIFESPAN_STARTUP), &mut fx, t0);
     assert!(sup.fatal.is_some() && sup.workers_stopping());
     // After: the others serve, and this one is tried again.
     let (mut sup, mut fx, t) = running(2, limits());
     let pid = pids(&sup)[0];
-    sup.exited(pid, exit_status(EXIT_LAZY_STARTUP), &mut fx, t);
+    sup.exited(pid, exit_status(EXIT_LIFESPAN_STARTUP), &mut fx, t);
     assert!(sup.fatal.is_none() && !sup.workers_stopping());
 }
 
