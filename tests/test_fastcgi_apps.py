@@ -1347,6 +1347,77 @@ def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site,
 
 
 
+NGINX_TWO_ROOTS = """
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; client_body_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port}; root {other};
+    location = /who.php {{ include fastcgi.conf; fastcgi_pass unix:{sock}; }}
+    location /aliased/ {{ alias {aliased}/;
+      location ~ \\.php$ {{ include fastcgi.conf; fastcgi_param SCRIPT_FILENAME $request_filename;
+                             fastcgi_pass unix:{sock}; }} }}
+  }}
+}}
+"""
+
+
+@needs_php
+@pytest.mark.parametrize("server", ["php-fpm", "oxgate"])
+def test_behind_nginx_the_script_run_is_the_one_nginx_names_as_under_php_fpm(serve, site, tmp_path, server):
+    """A pool with a document root of its own, behind an nginx site whose
+    `root` (or `alias`) is elsewhere (one pool for many sites; Debian's
+    adminer and dokuwiki snippets alias): the script run is the
+    SCRIPT_FILENAME nginx sends, as php-fpm runs it. oxgate ran the file of
+    that name under its own document root (other code), or answered 404."""
+    other = tmp_path / "other"
+    aliased = tmp_path / "aliased"
+    for d in (other, aliased):
+        d.mkdir()
+        (d / "who.php").write_text(f"<?php echo '{d.name} ', $_SERVER['SCRIPT_FILENAME'];")
+    (site / "who.php").write_text("<?php echo 'the pool document root';")
+    sock = tmp_path / "php.sock"
+    fpm = None
+    if server == "php-fpm":
+        fpm = start_php_fpm(tmp_path, site, sock)
+    else:
+        php_pool(serve, site, "--fastcgi-socket", str(sock), "--fastcgi-app-processes", "1")
+    port = free_port()
+    d = tmp_path / "nginx"
+    d.mkdir()
+    shutil.copy("/etc/nginx/fastcgi.conf", d)
+    nginx = start_nginx(d, port, NGINX_TWO_ROOTS.format(d=d, port=port, other=other, aliased=aliased, sock=sock))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/who.php", timeout=20).text == f"other {other}/who.php"
+        assert requests.get(f"{base}/aliased/who.php", timeout=20).text == f"aliased {aliased}/who.php"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        if fpm:
+            fpm.terminate()
+            fpm.wait(10)
+
+
+@needs_php
+def test_links_out_of_the_document_root_are_followed_where_static_safe_allows(serve, site, tmp_path):
+    """Debian's dokuwiki links lib/tpl and lib/plugins out of its
+    document root: --static-safe allows where they lead, for the pool's
+    document root as for static files (its images and scripts were 403
+    whatever it said). A link elsewhere stays 403."""
+    outside = tmp_path / "var-lib" / "tpl"
+    outside.mkdir(parents=True)
+    (outside / "logo.txt").write_text("logo")
+    (outside / "main.php").write_text("<?php echo 'template';")
+    (site / "tpl").symlink_to(outside)
+    (site / "etc").symlink_to(tmp_path / "nginx-nowhere", target_is_directory=True)
+    (tmp_path / "nginx-nowhere").mkdir()
+    (tmp_path / "nginx-nowhere" / "x.php").write_text("<?php echo 'elsewhere';")
+    s = php_pool(serve, site, "--static-safe", str(tmp_path / "var-lib"))
+    assert requests.get(s.url + "/tpl/logo.txt", timeout=20).text == "logo"
+    assert requests.get(s.url + "/tpl/main.php", timeout=20).text == "template"
+    assert requests.get(s.url + "/etc/x.php", timeout=20).status_code == 403
+
+
 def test_an_answer_short_of_its_content_length_goes_out_then_is_cut(serve, tmp_path):
     """As nginx passes it on: the head and the bytes there are, then the
     connection closes, so the client knows the body is short (before, it

@@ -237,6 +237,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         let _ = crate::handlers::fastcgi::WORKERS.set(workers);
         let fastcgi = Arc::new(FastcgiApps::new(
             &cfg.fastcgi,
+            &cfg.statics.safe,
             cfg.limit_post,
             apps.handler.clone(),
         )?);

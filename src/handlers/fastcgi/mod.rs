@@ -189,8 +189,11 @@ enum Lookup {
 }
 
 impl FastcgiApps {
+    /// `safe`: where the document root's symbolic links may lead besides
+    /// it (`--static-safe`), as for static files.
     pub fn new(
         settings: &FastcgiSettings,
+        safe: &[std::path::PathBuf],
         limit_post: Option<u64>,
         inner: Arc<dyn Handler>,
     ) -> Result<FastcgiApps, String> {
@@ -201,7 +204,7 @@ impl FastcgiApps {
                     dir.display()
                 ));
             }
-            Some(dir) => Some(RootDir::new(dir, &[])),
+            Some(dir) => Some(RootDir::new(dir, safe)),
             None => None,
         };
         let mut mounts: Vec<(Vec<u8>, Backend)> = settings
@@ -249,6 +252,7 @@ impl FastcgiApps {
                         .filter(|name| !name.as_bytes().ends_with(SCRIPT_EXT))
                         .cloned()
                         .collect(),
+                    safe: safe.to_vec(),
                     ..StaticSettings::default()
                 };
                 Some(Arc::new(StaticFiles::new(&statics, inner.clone())?))
@@ -348,17 +352,24 @@ impl FastcgiApps {
         if super::script_path::climbs(rest) {
             return Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"));
         }
-        let Some(root) = &self.docroot else {
-            // Without a document root of its own, the script is the one the
-            // web server in front names (nginx's fastcgi_params send
-            // SCRIPT_FILENAME), as php-fpm takes it: oxgate in php-fpm's
-            // place behind an unchanged site. (Over HTTP no client can
-            // name one: its headers are HTTP_ variables.)
-            if let Some((_, file)) = req
-                .vars
-                .iter()
-                .find(|(k, v)| k.as_bytes() == b"SCRIPT_FILENAME" && v.starts_with(b"/"))
-            {
+        // The script the web server in front names (nginx's fastcgi_params
+        // send SCRIPT_FILENAME) is the one run, as php-fpm takes it: oxgate
+        // in php-fpm's place behind an unchanged site, whose `root` or
+        // `alias` may differ from --fastcgi-app-docroot (one pool for many
+        // sites). One that is not there (the web server in a container of
+        // its own, its paths not ours) is looked for under the document
+        // root, if there is one. (Over HTTP no client can name one: its
+        // headers are HTTP_ variables.)
+        let named = req
+            .vars
+            .iter()
+            .find(|(k, v)| k.as_bytes() == b"SCRIPT_FILENAME" && v.starts_with(b"/"))
+            .filter(|(_, file)| {
+                self.docroot.is_none()
+                    || std::path::Path::new(std::ffi::OsStr::from_bytes(file)).exists()
+            });
+        let Some(root) = self.docroot.as_ref().filter(|_| named.is_none()) else {
+            if let Some((_, file)) = named {
                 // php-fpm's security.limit_extensions: only a script that is
                 // there and ends in .php runs. php-cgi would otherwise walk
                 // back from /uploads/evil.jpg/x.php to run the image, and
