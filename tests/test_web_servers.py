@@ -125,7 +125,7 @@ def test_limit_post_reaches_the_client_through_nginx_as_413(serve, tmp_path):
         proc.wait(10)
 
 
-@pytest.mark.parametrize("proto", ["fastcgi", "fastcgi-keep-conn", "uwsgi", "scgi"])
+@pytest.mark.parametrize("proto", ["fastcgi", "fastcgi-keep-conn", "fastcgi-unix", "uwsgi", "scgi"])
 @pytest.mark.parametrize("path", ["/raise-late", "/short-streamed"])
 def test_a_response_cut_short_over_a_gateway_protocol_is_cut_at_nginxs_client_too(serve, tmp_path, proto, path):
     """An app that fails mid-body (no Content-Length), or ends short of
@@ -133,13 +133,17 @@ def test_a_response_cut_short_over_a_gateway_protocol_is_cut_at_nginxs_client_to
     its client's response at once. Closed, nginx took the close as the
     response's end: over FastCGI without kept connections the client
     waited for the promised bytes until nginx's keepalive_timeout (75 s),
-    and over each protocol a chunked body ended as if whole. curl's 18 is
-    "transfer closed with data remaining"."""
+    and over each protocol a chunked body ended as if whole. Over a unix
+    socket, where no reset can be sent, a record nginx refuses (version
+    0) says it to FastCGI's nginx (as php-fpm's killed child does by
+    leaving its records unread). curl's 18 is "transfer closed with data
+    remaining"."""
     port = free_port()
     option = {"uwsgi": "--socket", "scgi": "--scgi-socket"}.get(proto, "--fastcgi-socket")
-    serve("--wsgi-file", BEHAVIOUR, option, f"127.0.0.1:{port}", "--processes", "1")
+    address = str(tmp_path / "ox.sock") if proto.endswith("unix") else f"127.0.0.1:{port}"
+    serve("--wsgi-file", BEHAVIOUR, option, address, "--processes", "1")
     params = proto.split("-")[0]
-    upstream, target = "", f"{params}_pass 127.0.0.1:{port};"
+    upstream, target = "", f"{params}_pass {'unix:' if proto.endswith('unix') else ''}{address};"
     if proto == "fastcgi-keep-conn":
         upstream = f"upstream ox {{ server 127.0.0.1:{port}; keepalive 8; }}"
         target = "fastcgi_keep_conn on; fastcgi_pass ox;"
@@ -148,7 +152,10 @@ def test_a_response_cut_short_over_a_gateway_protocol_is_cut_at_nginxs_client_to
         for _ in range(2):
             r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "30",
                                 f"http://127.0.0.1:{front}{path}"], capture_output=True, text=True, timeout=60)
-            assert r.returncode == 18, (r.returncode, r.stderr)
+            # (Over the unix socket, nginx may read the refused record with
+            # the body, before it has passed anything on: it closes its
+            # client's connection with nothing then, curl's 52.)
+            assert r.returncode == 18 or (proto.endswith("unix") and r.returncode == 52), (r.returncode, r.stderr)
         # The next request is served whole.
         assert requests.get(f"http://127.0.0.1:{front}/status", timeout=30).text == "hello"
 

@@ -189,6 +189,14 @@ pub fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 /// The most content one record carries.
 pub const CONTENT_MAX: usize = 65535;
 
+/// A record header no FastCGI client takes (version 0), sent where a
+/// response is cut short on a unix socket: the web server fails the
+/// request (nginx: "upstream sent unsupported FastCGI protocol version")
+/// and cuts its own client's response. No reset can say so there (over
+/// TCP one does), and a plain close was the response's end to nginx
+/// without kept connections.
+pub const CUT_MARK: [u8; 8] = [0, STDOUT, 0, 0, 0, 0, 0, 0];
+
 /// Appends `content` as records of `kind` (split at 65535 bytes; an empty
 /// content makes the empty end-of-stream record).
 pub fn write_records(out: &mut Vec<u8>, kind: u8, request_id: u16, content: &[u8]) {

@@ -329,6 +329,10 @@ pub async fn serve_fastcgi<S>(
             Ok(false) => break,
             Err(Failure::Cut(e)) => {
                 crate::say!("oxgate: fastcgi response cut, connection reset: {e}");
+                if files.is_unix() {
+                    let _ = wr.write_all(&fastcgi::CUT_MARK).await;
+                    let _ = wr.flush().await;
+                }
                 files.reset_on_close();
                 return;
             }

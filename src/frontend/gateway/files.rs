@@ -58,6 +58,11 @@ impl SocketFiles {
         crate::sys::reset_on_close(self.sock);
     }
 
+    /// Whether the socket is a unix socket, whose close no reset makes.
+    pub(super) fn is_unix(&self) -> bool {
+        crate::sys::is_unix_socket(self.sock)
+    }
+
     /// Sends fail once the socket has stayed full for `timeout`.
     pub(super) fn with_stall_timeout(mut self, timeout: std::time::Duration) -> SocketFiles {
         self.stall = Some(timeout);
