@@ -6,7 +6,7 @@ import sys
 import pytest
 import requests
 
-from helpers import APPS, BIN, ECHO, VENV, free_port, fresh, packet, run_fail, start_nginx, uwsgi_request
+from helpers import APPS, BIN, ECHO, VENV, free_port, fresh, packet, run_fail, start_nginx, uwsgi_request, wait_for
 
 
 def test_module_with_callable(serve):
@@ -55,6 +55,39 @@ def test_workers_are_forked_from_a_preloaded_master(serve, app_dir):
         seen.add(int(served_by))
     assert seen <= set(workers)
     assert len(seen) >= 2, "connections should spread across workers"
+
+
+def test_a_logging_queue_listener_started_at_import_writes_in_every_worker(serve, tmp_path):
+    """Litestar's default logging (and a dictConfig QueueHandler) starts a
+    QueueListener thread at import: with the app preloaded, that thread is
+    started again in each worker, so the app's log lines are written (they
+    went into a queue no thread read after the fork), and the warning
+    about threads lost in the fork leaves it out."""
+    log = tmp_path / "app.log"
+    (tmp_path / "queued.py").write_text(f"""
+import logging, logging.handlers, os, queue
+q = queue.Queue()
+handler = logging.handlers.QueueHandler(q)
+handler.listener = logging.handlers.QueueListener(q, logging.FileHandler({str(log)!r}))
+handler.listener.start()
+logger = logging.getLogger("queued")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+
+def application(environ, start_response):
+    logger.info("LOGGED from %d", os.getpid())
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+""")
+    s = serve("--wsgi-file", str(tmp_path / "queued.py"), "--processes", "2")
+    pids = set()
+    for _ in range(40):
+        pids.add(requests.get(s.url + "/", headers={"Connection": "close"}, timeout=10).text)
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2
+    wait_for(lambda: all(f"LOGGED from {pid}" in log.read_text() for pid in pids), what="each worker's line")
+    assert "thread(s) at import" not in s.log(), s.log()
 
 
 def test_lazy_apps_load_in_each_worker(serve, app_dir):

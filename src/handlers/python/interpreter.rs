@@ -336,6 +336,50 @@ pub fn fork() -> std::io::Result<libc::pid_t> {
     })
 }
 
+/// Run before the preload fork: freezes the heap, starts again in each
+/// worker the logging `QueueListener` threads the app started at import
+/// (Litestar's default logging, `QueueHandler` in a dictConfig), whose
+/// records went into a queue no thread read after the fork, and leaves in
+/// `n` how many other threads the app runs.
+const PREPARE_FORK: &std::ffi::CStr = c"
+import gc, os, sys, threading
+gc.collect()
+gc.freeze()
+
+def _queue_listeners():
+    handlers = sys.modules.get('logging.handlers')
+    if handlers is None:
+        return []
+    import logging
+    found = {}
+    loggers = [logging.getLogger()] + list(logging.Logger.manager.loggerDict.values())
+    for logger in loggers:
+        for handler in getattr(logger, 'handlers', ()):
+            listener = getattr(handler, 'listener', None)
+            if isinstance(listener, handlers.QueueListener) and getattr(listener, '_thread', None) is not None:
+                found[id(listener)] = listener
+    return list(found.values())
+
+def _start_queue_listeners_again():
+    import queue
+    for listener in _queue_listeners():
+        q = listener.queue
+        if isinstance(q, queue.Queue):
+            # The dead thread still waits in the queue's condition, where
+            # a put's notify would go: new locks, with no waiter.
+            q.mutex = threading.Lock()
+            q.not_empty = threading.Condition(q.mutex)
+            q.not_full = threading.Condition(q.mutex)
+            q.all_tasks_done = threading.Condition(q.mutex)
+        listener._thread = None
+        listener.start()
+
+if not getattr(sys, '_oxgate_restarts_queue_listeners', False):
+    sys._oxgate_restarts_queue_listeners = True
+    os.register_at_fork(after_in_child=_start_queue_listeners_again)
+n = threading.active_count() - 1 - len(_queue_listeners())
+";
+
 /// Before the master forks loaded workers: moves every object to the
 /// permanent generation so the collector never writes to them, and pages
 /// stay shared copy-on-write. Warns about threads, which do not survive.
@@ -345,15 +389,14 @@ pub fn prepare_preload_fork() {
         return;
     }
     Python::attach(|py| {
-        let code = c"import gc, threading\ngc.collect()\ngc.freeze()\nn = threading.active_count()";
         let globals = pyo3::types::PyDict::new(py);
-        if py.run(code, Some(&globals), None).is_ok()
+        if py.run(PREPARE_FORK, Some(&globals), None).is_ok()
             && let Ok(Some(n)) = globals.get_item("n")
-            && n.extract::<usize>().unwrap_or(1) > 1
+            && n.extract::<usize>().unwrap_or(0) > 0
         {
             crate::say!(
                 "oxgate: warning: the app started {} thread(s) at import; threads do not survive the fork into workers (use --lazy-apps)",
-                n.extract::<usize>().unwrap_or(1) - 1
+                n.extract::<usize>().unwrap_or(0)
             );
         }
     });
