@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import time
 import zlib
 
 import pytest
@@ -17,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from helpers import APPS, ROOT, VENV, free_port, raw_request, start_nginx, wait_for
+from helpers import APPS, BIN, ROOT, VENV, free_port, raw_request, start_nginx, wait_for
 
 
 def ws_app(serve, tmp_path, *args, module="asgi_ws:app"):
@@ -409,6 +411,37 @@ def test_a_stop_or_reload_closes_open_sockets_with_1001_before_the_masters_kill(
     assert marker(tmp_path, "lifespan-shutdown") is True
     if how == "stop":
         s.proc.wait(20)
+
+
+def test_uvicorns_command_line_closes_open_sockets_with_1012_as_its_stop_begins(tmp_path):
+    """Under `oxgate uvicorn`, a stop closes open WebSockets at once with
+    1012, as uvicorn does: a container stop's 10 s was spent waiting for an
+    idle socket (the mercy time), and the lifespan shutdown never ran."""
+    codes = {}
+    for name, program in (("oxgate", [BIN, "uvicorn"]), ("uvicorn", [str(VENV / "bin" / "uvicorn")])):
+        port = free_port()
+        p = subprocess.Popen([*program, "asgi_ws:app", "--app-dir", str(APPS), "--port", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+        try:
+            wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, what=f"{name} listening")
+
+            async def go():
+                async with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+                    await ws.send("x")
+                    await ws.recv()
+                    p.send_signal(signal.SIGTERM)
+                    with pytest.raises(ConnectionClosed) as e:
+                        await asyncio.wait_for(ws.recv(), 5)
+                    return e.value.rcvd and e.value.rcvd.code
+            started = time.monotonic()
+            codes[name] = run(go())
+            p.wait(10)
+            assert time.monotonic() - started < 5, name
+        finally:
+            p.kill()
+            p.wait()
+    assert codes == {"oxgate": 1012, "uvicorn": 1012}
 
 
 def test_fastapi_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):

@@ -42,6 +42,7 @@ complete -c oxgate -l ws-max-size -x -d 'Largest WebSocket message a client may 
 complete -c oxgate -l ws-ping-interval -x -d 'Ping each open WebSocket this often (0: never)'
 complete -c oxgate -l ws-ping-timeout -x -d 'Close a WebSocket (1011) whose client has not answered a ping in this time (0: wait for ever)'
 complete -c oxgate -l ws-per-message-deflate -d 'Compress WebSocket messages (permessage-deflate) with clients that offer it, as uvicorn does; each message on its own, so an open socket keeps no compression state'
+complete -c oxgate -l ws-close-at-stop -d 'Close open WebSockets as soon as a stop or reload begins, with 1012 ("service restart"), as uvicorn does, while HTTP requests in flight finish'
 complete -c oxgate -l add-header -x -d 'Add this header to every response, the app\'s and the static files\' (repeatable; uWSGI\'s add-header, uvicorn\'s --header)'
 complete -c oxgate -l root-path -r -F -d 'The URL prefix a proxy that strips it serves the app under (uvicorn\'s --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it)'
 complete -c oxgate -l proxy-headers -x -a '[=x-forwarded forwarded]' -d 'Take the client\'s address (and port, when the hop has one) and the scheme from the headers a proxy sets, when the request comes from an address --forwarded-allow-ips trusts: X-Forwarded-For and X-Forwarded-Proto (as uvicorn and Gunicorn), or with =forwarded RFC 7239\'s Forwarded (its for= and proto=)'

@@ -315,6 +315,8 @@ options! {
     WS_PER_MESSAGE_DEFLATE = OptDef::new("ws-per-message-deflate", Flag, App)
         .defaults_to("true")
         .help("Compress WebSocket messages (permessage-deflate) with clients that offer it, as uvicorn does; each message on its own, so an open socket keeps no compression state. --ws-per-message-deflate=false turns it off."),
+    WS_CLOSE_AT_STOP = OptDef::new("ws-close-at-stop", Flag, App)
+        .help("Close open WebSockets as soon as a stop or reload begins, with 1012 (\"service restart\"), as uvicorn does, while HTTP requests in flight finish. Without it, they stay open through the mercy time (--reload-mercy, --worker-reload-mercy) and then close with 1001 (\"going away\"). uvicorn's command line sets it."),
     ADD_HEADER = OptDef::new("add-header", List, App)
         .value("\"NAME: VALUE\"")
         .help("Add this header to every response, the app's and the static files' (repeatable; uWSGI's add-header, uvicorn's --header)."),

@@ -990,6 +990,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 ping_interval: r.fractional_seconds(&opt::WS_PING_INTERVAL)?,
                 ping_timeout: r.fractional_seconds(&opt::WS_PING_TIMEOUT)?,
                 per_message_deflate: r.flag(&opt::WS_PER_MESSAGE_DEFLATE)?,
+                close_at_stop: r.flag(&opt::WS_CLOSE_AT_STOP)?,
             },
         },
         chdir: r.path(&opt::CHDIR),

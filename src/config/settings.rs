@@ -151,6 +151,9 @@ pub struct WsSettings {
     pub ping_timeout: Option<Duration>,
     /// `--ws-per-message-deflate`.
     pub per_message_deflate: bool,
+    /// `--ws-close-at-stop`: open sockets close with 1012 when a stop
+    /// begins, not with 1001 after the mercy time.
+    pub close_at_stop: bool,
 }
 
 /// `--loop`.

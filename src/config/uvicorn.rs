@@ -449,6 +449,8 @@ fn translate(
     if last("--log-config").is_none() {
         push(&opt::APP_LOGGERS, "uvicorn".into(), &default);
     }
+    // uvicorn closes open WebSockets (1012) as its stop begins.
+    push(&opt::WS_CLOSE_AT_STOP, "true".into(), &default);
     // uvicorn removes its --uds socket file when it stops.
     push(&opt::VACUUM, "true".into(), &default);
     push(&opt::REQ_LOGGER, "stdout".into(), &default);

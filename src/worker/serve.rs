@@ -25,6 +25,9 @@ pub struct FrontEnds {
     pub gateway: Arc<GatewaySettings>,
     /// `--max-connections`, or the default from the open-files limit.
     pub max_connections: usize,
+    /// `--ws-close-at-stop`: upgraded connections are told to close when
+    /// the stop begins, not when its mercy is over.
+    pub sessions_close_at_stop: bool,
 }
 
 pub fn front_ends(cfg: &Config) -> FrontEnds {
@@ -71,6 +74,7 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             0 => super::conn_limit::default_max(),
             n => n,
         },
+        sessions_close_at_stop: cfg.asgi.ws.close_at_stop,
     }
 }
 
@@ -181,6 +185,9 @@ pub async fn serve(
         );
     }
     let _ = stop_tx.send(true);
+    if front.sessions_close_at_stop {
+        let _ = going_away_tx.send(true);
+    }
     // A worker's second SIGTERM is most often the process group's copy
     // of the master's stop (systemd's KillMode=control-group, `kill -TERM
     // -PGID`, supervisord's stopasgroup): it must not cut the requests in

@@ -117,6 +117,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 timeout: Duration::from_secs(5),
             }),
             max_connections: 1000,
+            sessions_close_at_stop: false,
         };
         // No stop signal: it serves until the test process exits.
         let _ = rt.block_on(serve(

@@ -264,6 +264,7 @@ async fn run_session(conn: WsConn, io: Upgraded, going_away: GoingAway, settings
         pong_deadline: None,
         close_deadline: None,
         going_away: Some(Box::pin(async move { going_away.fired().await })),
+        close_at_stop: settings.close_at_stop,
     };
     poll_fn(|cx| session.poll(cx)).await;
     // The last frames (the close) may still be queued below (the HTTP
@@ -293,6 +294,9 @@ struct Session {
     pong_deadline: Option<Pin<Box<Sleep>>>,
     close_deadline: Option<Pin<Box<Sleep>>>,
     going_away: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// `--ws-close-at-stop`: the stop's close is 1012, as soon as it
+    /// begins.
+    close_at_stop: bool,
 }
 
 fn close_message(code: u16, reason: &str) -> Message {
@@ -479,7 +483,12 @@ impl Session {
                 && stop.as_mut().poll(cx).is_ready()
             {
                 self.going_away = None;
-                self.begin_close(1001, "going away");
+                // uvicorn's at once (--ws-close-at-stop), else the end of
+                // the mercy time.
+                match self.close_at_stop {
+                    true => self.begin_close(1012, ""),
+                    false => self.begin_close(1001, "going away"),
+                }
                 progress = true;
             }
             if let Some(deadline) = &mut self.close_deadline
