@@ -234,6 +234,9 @@ def test_vacuum_leaves_a_socket_and_pidfile_another_server_has_taken(tmp_path):
     second = None
     try:
         wait_for(lambda: pid.exists() and pid.read_text().strip() == str(first.pid), what="the first pidfile")
+        # Serving, not still loading the app (a stop then is an error exit).
+        wait_for(lambda: subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"], capture_output=True,
+                                        timeout=20).returncode == 0, what="the first server serving")
         ino = sock.stat().st_ino
         second = subprocess.Popen(args, cwd=tmp_path, stdout=logs[1], stderr=subprocess.STDOUT)
         wait_for(lambda: sock.exists() and sock.stat().st_ino != ino and pid.read_text().strip() == str(second.pid),
