@@ -194,10 +194,16 @@ pub fn read(
     let mut own: Vec<Setting> = Vec::new();
     // uvicorn's UVICORN_<OPTION> variables, beneath the command line.
     for o in OPTIONS {
-        let name = format!(
-            "UVICORN_{}",
-            o.flag[2..].to_ascii_uppercase().replace('-', "_")
-        );
+        // click names each after its parameter, which is the flag's name
+        // but for the repeatable ones named in the plural.
+        let param = match o.flag {
+            "--header" => "headers",
+            "--reload-dir" => "reload-dirs",
+            "--reload-include" => "reload-includes",
+            "--reload-exclude" => "reload-excludes",
+            flag => &flag[2..],
+        };
+        let name = format!("UVICORN_{}", param.to_ascii_uppercase().replace('-', "_"));
         let Some(v) = env(&name).filter(|v| !v.is_empty()) else {
             continue;
         };
@@ -819,6 +825,16 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("--ws-max-queue has no effect"))
         );
+    }
+
+    #[test]
+    fn a_repeatable_options_variable_is_named_as_click_names_it() {
+        // click's UVICORN_HEADERS (the parameter, `headers`), not the
+        // flag's UVICORN_HEADER.
+        let env = |k: &str| (k == "UVICORN_HEADERS").then(|| "X-A:1".to_string());
+        let file = |_: &str| Ok(String::new());
+        let c = read(vec![OsString::from("main:app")], &env, &file).unwrap();
+        assert_eq!(values(&c, &opt::ADD_HEADER), ["X-A:1"]);
     }
 
     #[test]
