@@ -179,8 +179,11 @@ def test_limit_concurrency(serve):
         c.sendall(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"tick" in c.recv(4096)
         streams.append(c)
-    r = requests.get(s.url + "/")
+    r = requests.get(s.url + "/refused-here")
     assert r.status_code == 503
+    # Logged and counted as uvicorn logs it: load shed is seen (it was not).
+    s.wait_log("GET /refused-here => generated 20 bytes")
+    assert "(HTTP/1.1 503)" in [l for l in s.log().splitlines() if "/refused-here" in l][0]
     streams.pop().close()
     wait_for(lambda: requests.get(s.url + "/").status_code == 200, what="a slot freed")
     for c in streams:

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use super::answered::Answered;
 use super::body::{BodyError, BodyStream, ChunkSource, FileRegion, Trailers};
 use super::handler::{BodyTaking, Handler, Request, Responding};
 use super::response::{Response, ResponseBody};
@@ -289,6 +290,8 @@ pub struct SecureScheme {
     trusted: Vec<Trusted>,
     /// CGI names (`HTTP_X_FORWARDED_PROTO`) and their secure values.
     headers: Vec<(Bytes, Bytes)>,
+    /// Where its 400s are logged and counted.
+    answered: Arc<Answered>,
 }
 
 impl SecureScheme {
@@ -296,9 +299,11 @@ impl SecureScheme {
         inner: Arc<dyn Handler>,
         trusted: Vec<Trusted>,
         headers: &[(String, String)],
+        answered: Arc<Answered>,
     ) -> SecureScheme {
         SecureScheme {
             inner,
+            answered,
             trusted,
             headers: headers
                 .iter()
@@ -362,9 +367,9 @@ impl Handler for SecureScheme {
                             .map_or(&b"a unix socket"[..], |a| &a[..])
                     )
                 );
-                return Box::pin(async {
-                    Response::plain(400, "Bad Request", "Contradictory scheme headers\n")
-                });
+                let resp = Response::plain(400, "Bad Request", "Contradictory scheme headers\n");
+                let resp = self.answered.answer(req, resp, std::time::Instant::now());
+                return Box::pin(async { resp });
             }
             Ok(Some(true)) => {
                 set(
@@ -442,14 +447,17 @@ pub struct LimitConcurrency {
     inner: Arc<dyn Handler>,
     limit: usize,
     in_flight: Arc<AtomicUsize>,
+    /// Where its 503s are logged and counted, as uvicorn logs them.
+    answered: Arc<Answered>,
 }
 
 impl LimitConcurrency {
-    pub fn new(inner: Arc<dyn Handler>, limit: usize) -> LimitConcurrency {
+    pub fn new(inner: Arc<dyn Handler>, limit: usize, answered: Arc<Answered>) -> LimitConcurrency {
         LimitConcurrency {
             inner,
             limit,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            answered,
         }
     }
 }
@@ -490,9 +498,9 @@ impl Handler for LimitConcurrency {
     fn handle(self: Arc<Self>, req: Request) -> Responding {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Box::pin(async {
-                Response::plain(503, "Service Unavailable", "Service Unavailable\n")
-            });
+            let resp = Response::plain(503, "Service Unavailable", "Service Unavailable\n");
+            let resp = self.answered.answer(req, resp, std::time::Instant::now());
+            return Box::pin(async { resp });
         }
         let in_flight = InFlight(self.in_flight.clone());
         let inner = self.inner.clone();
@@ -574,6 +582,7 @@ mod tests {
                 ("HTTP_X_FORWARDED_PROTO".into(), "https".into()),
                 ("HTTP_X_FORWARDED_SSL".into(), "on".into()),
             ],
+            Arc::new(Answered::new(crate::request::HandlerKind::App)),
         );
         let from = |addr: &str, headers: &[(&str, &str)]| {
             let mut v = vec![("REMOTE_ADDR", addr)];

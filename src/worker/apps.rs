@@ -15,7 +15,7 @@ use crate::request::router::{NoApp, Router};
 use crate::request::wrappers::{
     AddHeaders, LimitConcurrency, ProxyHeaders, RootPath, SecureScheme,
 };
-use crate::request::{Handler, RequestObserver};
+use crate::request::{Answered, Handler, HandlerKind, RequestObserver};
 
 pub fn app_name(cfg: &Config) -> String {
     let name = |app: &crate::config::AppSpec| match &app.source {
@@ -80,6 +80,9 @@ pub struct Apps {
     pub no_app: Option<Arc<NoApp>>,
     /// Each app's name and interface, for the start-up log.
     pub kinds: Vec<(String, &'static str)>,
+    /// Where the requests the server refuses before an app sees them
+    /// (`--limit-concurrency`'s 503) are logged and counted.
+    pub refused: Arc<Answered>,
 }
 
 impl Apps {
@@ -100,6 +103,7 @@ impl Apps {
         if let Some(a) = &self.asgi {
             a.set_observer(observer.clone());
         }
+        self.refused.set(observer.clone());
         if let Some(p) = &self.python {
             p.set_observer(observer);
         }
@@ -178,7 +182,7 @@ impl Apps {
 /// The wrappers the options ask for, around the routed apps: the limit
 /// comes first. (The root path is set outside the static files too: see
 /// `load_app`.)
-fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
+fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>, refused: &Arc<Answered>) -> Arc<dyn Handler> {
     if let Some((headers, trusted)) = &cfg.proxy_headers {
         handler = Arc::new(ProxyHeaders::new(handler, trusted.clone(), *headers));
     }
@@ -189,10 +193,11 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>) -> Arc<dyn Handler> {
             handler,
             secure.trusted.clone(),
             &secure.headers,
+            refused.clone(),
         ));
     }
     if let Some(n) = cfg.limit_concurrency {
-        handler = Arc::new(LimitConcurrency::new(handler, n));
+        handler = Arc::new(LimitConcurrency::new(handler, n, refused.clone()));
     }
     handler
 }
@@ -213,6 +218,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             fastcgi: None,
             no_app: Some(no_app),
             kinds: Vec::new(),
+            refused: Arc::new(Answered::new(HandlerKind::App)),
         }
     };
     if cfg.cgi.active() {
@@ -244,7 +250,8 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         apps.handler = fastcgi.clone();
         apps.fastcgi = Some(fastcgi);
     }
-    apps.handler = wrap(cfg, apps.handler);
+    let refused = apps.refused.clone();
+    apps.handler = wrap(cfg, apps.handler, &refused);
     // Static files come first: they cost the app nothing, and no limit.
     if cfg.statics.active() {
         let mount_points = if cfg.manage_script_name {
@@ -320,5 +327,6 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         python: Some(loaded.host),
         asgi: loaded.asgi,
         kinds: loaded.kinds,
+        refused: Arc::new(Answered::new(HandlerKind::App)),
     })
 }
