@@ -12,6 +12,7 @@ import signal
 import time
 import os
 import socket
+import struct
 import subprocess
 
 import pytest
@@ -813,6 +814,49 @@ def test_a_busy_asgi_worker_shows_its_requests_and_harakiri_applies(serve):
             blocked.result()
     s.wait_log("HARAKIRI")
     assert requests.get(s.url + "/sleep?0", timeout=10).text == "slept"
+
+
+@pytest.mark.parametrize("proto", ["uwsgi", "fastcgi", "scgi"])
+def test_a_body_streams_to_the_app_over_the_gateway_protocols_as_over_http(serve, tmp_path, proto):
+    """An ASGI app gets its body as it arrives over uwsgi, FastCGI and
+    SCGI too (nginx's *_request_buffering off): the first 10 kB reach it
+    while the rest is still to come. Bodies up to 64 KiB were read whole
+    before the app was called."""
+    from helpers import packet, pairs, rec, scgi_packet
+    port = free_port()
+    option = {"uwsgi": "--socket", "fastcgi": "--fastcgi-socket", "scgi": "--scgi-socket"}[proto]
+    s = asgi(serve, "asgi_raw:app", option, f"127.0.0.1:{port}", env={"ASGI_MARKERS": str(tmp_path)})
+    first, rest = b"a" * 10_000, b"b" * 40_000
+    params = [("REQUEST_METHOD", "POST"), ("PATH_INFO", "/received"), ("QUERY_STRING", ""),
+              ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", "/received"), ("REMOTE_ADDR", "127.0.0.1"),
+              ("SERVER_PORT", "80"), ("SERVER_NAME", "x"), ("CONTENT_LENGTH", "50000")]
+    if proto == "uwsgi":
+        head = packet(params) + first
+    elif proto == "scgi":
+        head = scgi_packet([("CONTENT_LENGTH", "50000"), ("SCGI", "1")] + params[:-1]) + first
+    else:
+        head = rec(1, 1, struct.pack(">HB5x", 1, 0)) + rec(4, 1, pairs(params)) + rec(4, 1) + rec(5, 1, first)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(head)
+        received = tmp_path / "received"
+        wait_for(lambda: received.exists() and "10000 True" in received.read_text(),
+                 what="the first 10 kB at the app before the rest was sent")
+        if proto == "fastcgi":
+            c.sendall(rec(5, 1, rest) + rec(5, 1))
+        else:
+            c.sendall(rest)
+        c.settimeout(10)
+        out = b""
+        while True:
+            more = c.recv(65536)
+            if not more:
+                break
+            out += more
+            if proto == "fastcgi" and b"\x01\x03\x00\x01" in out:
+                break
+    assert b"200" in out, out[:200]
+    sizes = [int(l.split()[0]) for l in received.read_text().splitlines()]
+    assert sum(sizes) == 50_000, sizes
 
 
 def test_behind_nginx_over_uwsgi_fastcgi_and_http(serve, tmp_path):

@@ -69,6 +69,7 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             max_vars: cfg.buffer_size,
             limit_post: cfg.limit_post,
             timeout: cfg.socket_timeout,
+            read_ahead: crate::frontend::gateway::INLINE_BODY_MAX,
         }),
         max_connections: match cfg.max_connections {
             0 => super::conn_limit::default_max(),
@@ -125,6 +126,10 @@ pub async fn serve(
         front.http = Arc::new(HttpSettings {
             read_ahead: 0,
             ..(*front.http).clone()
+        });
+        front.gateway = Arc::new(GatewaySettings {
+            read_ahead: 0,
+            ..(*front.gateway).clone()
         });
     }
     let mut signals = Vec::new();

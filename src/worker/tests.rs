@@ -115,6 +115,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 max_vars: 8192,
                 limit_post: Some(1 << 20),
                 timeout: Duration::from_secs(5),
+                read_ahead: crate::frontend::gateway::INLINE_BODY_MAX,
             }),
             max_connections: 1000,
             sessions_close_at_stop: false,

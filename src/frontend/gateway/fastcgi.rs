@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use super::files::{CALL_MAX, SocketFiles};
 use super::response::{next_chunk, response_head};
-use super::settings::{GatewaySettings, INLINE_BODY_MAX, WATCH_AFTER};
+use super::settings::{GatewaySettings, WATCH_AFTER};
 
 /// Reads FastCGI records from the connection; shared by the connection
 /// loop and a request body still arriving.
@@ -472,7 +472,7 @@ where
     } = normalise(raw, info, false);
     // Over --limit-post: the 413 goes out, and the body is skipped below.
     let too_large = body_too_large(settings.limit_post, content_length, &vars);
-    // The body: STDIN records until the empty one. Up to INLINE_BODY_MAX
+    // The body: STDIN records until the empty one. Up to `read_ahead`
     // is read now (a GET's empty STDIN comes at once; nginx sends an empty
     // CONTENT_LENGTH then), so the app can run inline; more streams on.
     let mut stdin_done = false;
@@ -481,8 +481,11 @@ where
     let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control = reader.lock().await.control.clone();
     let mut first = BytesMut::new();
-    if too_large.is_none() && content_length.is_none_or(|n| n <= INLINE_BODY_MAX) {
-        while !stdin_done && first.len() as u64 <= INLINE_BODY_MAX {
+    // (An app that takes its body as it comes, read_ahead 0, is called
+    // with the first bytes: a GET's empty STDIN is read, as it is there.)
+    let ahead = settings.read_ahead;
+    if too_large.is_none() && (ahead == 0 || content_length.is_none_or(|n| n <= ahead)) {
+        while !stdin_done && first.len() as u64 <= ahead {
             // Given up before the app was called: it is not.
             let rec = match next_own(reader, id, wr, keep).await? {
                 Next::Own(rec) => rec,

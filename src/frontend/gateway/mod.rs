@@ -17,4 +17,4 @@ pub use fast_path::{RawConn, serve_fast};
 pub use fastcgi::serve_fastcgi;
 pub use lazy_stream::LazyStream;
 pub use oneshot::{OneShot, serve};
-pub use settings::GatewaySettings;
+pub use settings::{GatewaySettings, INLINE_BODY_MAX};

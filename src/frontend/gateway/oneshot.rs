@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use super::files::SocketFiles;
 use super::response::{status_line_version, write_response};
-use super::settings::{GatewaySettings, INLINE_BODY_MAX};
+use super::settings::GatewaySettings;
 use super::stall::StallGuard;
 
 /// The protocols with one request per connection.
@@ -187,7 +187,7 @@ pub async fn serve<S>(
     // The reading side, kept to watch unless a streamed body takes it.
     let (body, mut watched) = if len == 0 {
         (RequestBody::Empty, Some(rd))
-    } else if len <= INLINE_BODY_MAX {
+    } else if len <= settings.read_ahead {
         // Small: read it all now, so the app can run inline.
         while (buf.len() as u64) < len {
             match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
