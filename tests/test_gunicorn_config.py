@@ -710,6 +710,38 @@ def test_accesslog_dash_is_stdout_apart_from_the_error_log_as_gunicorn(tmp_path,
     assert streams["oxgate"] == streams["gunicorn"] == (True, False), streams
 
 
+def test_the_apps_stdout_stays_stdout_beside_the_access_log_as_gunicorn(tmp_path):
+    """With accesslog = "-" (a container's usual setting), what the app
+    prints stays on stdout and what it writes to stderr on stderr, as
+    under Gunicorn. Its stdout went to stderr, where log collectors take
+    lines for errors."""
+    (tmp_path / "printing.py").write_text(textwrap.dedent("""
+        import sys
+        def application(environ, start_response):
+            print("APP-STDOUT", flush=True)
+            print("APP-STDERR", file=sys.stderr, flush=True)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        """))
+    seen = {}
+    for name, program in {"oxgate": (BIN, "gunicorn"), "gunicorn": (GUNICORN,)}.items():
+        port = free_port()
+        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with open(out, "wb") as o, open(err, "wb") as e:
+            p = subprocess.Popen([*program, "--access-logfile", "-", "-b", f"127.0.0.1:{port}", "printing:application"],
+                                 stdout=o, stderr=e, cwd=tmp_path, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+        try:
+            wait_for(lambda: listens(port), what=f"{name} listening")
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).ok
+            wait_for(lambda: "APP-STDERR" in err.read_text() and '"GET / ' in out.read_text(), what=name)
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+        seen[name] = ("APP-STDOUT" in out.read_text(), "APP-STDOUT" in err.read_text(),
+                      "APP-STDERR" in err.read_text())
+    assert seen["oxgate"] == seen["gunicorn"] == (True, False, True), seen
+
+
 def test_server_cfg_gives_addresses_and_lists_as_gunicorns_config(serve, tmp_path):
     """Hooks read server.address and cfg.address as Gunicorn's (host, port)
     tuples (`host, port = server.address[0]` failed on a string), the

@@ -236,7 +236,9 @@ static SETTINGS: &[GunicornSetting] = &[
         "capture_output",
         &["--capture-output"],
         Switch,
-        Ignored("oxgate always sends the app's stdout and stderr to its log"),
+        Ignored(
+            "oxgate always sends the app's stderr, and its stdout unless the access log is there, to its log",
+        ),
     ),
     g("logger_class", &["--logger-class"], Value, NO_LOG_CONFIG),
     // A fileConfig INI, applied before the app loads (--log-config).

@@ -400,6 +400,10 @@ struct Installed {
     /// Routes of request lines, to a request logger or (as in uWSGI, where
     /// they name loggers) a main one.
     request_routes: Vec<(Regex, Dest)>,
+    /// A logger writes to the standard output (Gunicorn's and uvicorn's
+    /// access log): the app's own stdout stays there too, as under them,
+    /// and only its stderr is captured.
+    stdout_kept: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -457,6 +461,7 @@ pub fn install(plan: &LogPlan) -> Result<(), String> {
             routes,
             requests,
             request_routes,
+            stdout_kept: plan.writes_to_stdout(),
         })
         .map_err(|_| "loggers installed twice".to_string())
 }
@@ -792,9 +797,9 @@ extern "C" fn close_capture_reader_in_child() {
 /// installed. Call it after the last fork of this process that expects to
 /// keep its threads.
 pub fn capture_output() -> Result<(), String> {
-    if INSTALLED.get().is_none() {
+    let Some(installed) = INSTALLED.get() else {
         return Ok(());
-    }
+    };
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| format!("loggers: cannot make the output pipe: {e}"))?;
     CAPTURE_READER_FD.store(read.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
@@ -806,7 +811,9 @@ pub fn capture_output() -> Result<(), String> {
         .name("oxgate-output".into())
         .spawn(move || route_output(std::fs::File::from(read)))
         .map_err(|e| format!("loggers: cannot start the output reader: {e}"))?;
-    let _ = nix::unistd::dup2_stdout(&write);
+    if !installed.stdout_kept {
+        let _ = nix::unistd::dup2_stdout(&write);
+    }
     let _ = nix::unistd::dup2_stderr(&write);
     CAPTURING.store(true, std::sync::atomic::Ordering::Relaxed);
     *CAPTURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
@@ -861,7 +868,9 @@ pub fn end_capture() {
         return;
     };
     CAPTURING.store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = nix::unistd::dup2_stdout(original(i));
+    if !i.stdout_kept {
+        let _ = nix::unistd::dup2_stdout(original(i));
+    }
     let _ = nix::unistd::dup2_stderr(original(i));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     while !reader.is_finished() && std::time::Instant::now() < deadline {
