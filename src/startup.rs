@@ -377,6 +377,19 @@ pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
             Err(_) => {}
         }
     }
+    // The stats and metrics sockets, closed by now: removed unless a
+    // server listens there (another one, started on the same path).
+    for addr in [&cfg.stats.addr, &cfg.stats.metrics].into_iter().flatten() {
+        let addr = addr.strip_prefix("http://").unwrap_or(addr);
+        if let Ok(crate::listen::Address::Unix(path)) = crate::listen::parse(addr) {
+            let path = start.join(path);
+            let is_socket = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+            if is_socket && std::os::unix::net::UnixStream::connect(&path).is_err() {
+                remove(&path);
+            }
+        }
+    }
     let ours = std::process::id().to_string();
     for path in [
         cfg.process.pidfile.as_ref().map(|f| start.join(f)),

@@ -163,8 +163,10 @@ def test_chain_and_brutal_reload_by_pidfile_and_pidfile2(serve, app_dir, tmp_pat
 
 def test_stop_and_reload_by_pidfile_daemonize_and_vacuum(tmp_path, app_dir):
     pidfile, sock, log = tmp_path / "m.pid", tmp_path / "app.sock", tmp_path / "daemon.log"
+    stats, metrics = tmp_path / "stats.sock", tmp_path / "metrics.sock"
     args = [BIN, "--http-socket", str(sock), "--wsgi-file", str(app_dir / "procs.py"),
-            "--processes", "2", "--pidfile", str(pidfile), "--daemonize", str(log), "--vacuum"]
+            "--processes", "2", "--pidfile", str(pidfile), "--daemonize", str(log), "--vacuum",
+            "--stats", str(stats), "--metrics", str(metrics)]
     assert subprocess.run(args, timeout=30).returncode == 0  # returns: detached
     deadline = time.monotonic() + 20
     while not (pidfile.exists() and sock.exists() and log.exists() and "serving" in log.read_text()):
@@ -184,7 +186,10 @@ def test_stop_and_reload_by_pidfile_daemonize_and_vacuum(tmp_path, app_dir):
     while os.path.exists(f"/proc/{pid}"):
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
+    # The stats and metrics sockets too, as uWSGI's vacuum removes its
+    # stats socket (they were left).
     assert not pidfile.exists() and not sock.exists(), "vacuum left files behind"
+    assert not stats.exists() and not metrics.exists(), "vacuum left the stats sockets"
     p = subprocess.run([BIN, "--stop", str(pidfile)], capture_output=True, text=True, timeout=10)
     assert p.returncode != 0 and "pidfile" in p.stderr
 
