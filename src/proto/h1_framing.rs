@@ -160,6 +160,19 @@ impl FramingTracker {
         self.state != State::Lost
     }
 
+    /// Whether the stream stops inside a body: the bytes read so far end
+    /// short of its Content-Length, or before its last chunk.
+    pub fn in_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::Body(_)
+                | State::ChunkSize(_)
+                | State::ChunkData(_)
+                | State::ChunkEnd
+                | State::Trailers
+        )
+    }
+
     /// Request heads read so far.
     pub fn heads(&self) -> u64 {
         self.heads
@@ -627,6 +640,24 @@ mod tests {
         );
         t.feed(b"\r\n");
         assert_eq!(t.settled_heads(), None, "empty lines before a next head");
+    }
+
+    #[test]
+    fn a_stream_is_in_a_body_until_its_length_or_last_chunk() {
+        let mut t = tracker();
+        assert!(!t.in_body());
+        t.feed(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+        assert!(t.in_body(), "half a Content-Length body");
+        t.feed(b"cd");
+        assert!(!t.in_body());
+        t.feed(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+        assert!(t.in_body(), "half a chunk");
+        t.feed(b"lo\r\n0\r\n");
+        assert!(t.in_body(), "the trailers' end is still to come");
+        t.feed(b"\r\n");
+        assert!(!t.in_body());
+        t.feed(GET);
+        assert!(!t.in_body(), "a bodiless request");
     }
 
     #[test]

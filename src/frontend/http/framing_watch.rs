@@ -32,7 +32,8 @@ pub(super) struct FramingWatch<S> {
 /// Gunicorn and nginx give it; hyper, told at once, drops the request
 /// before its app is called. A request that takes longer is taken as given
 /// up (as nginx and uvicorn take it): hyper drops it, and an ASGI app's
-/// receive() says http.disconnect.
+/// receive() says http.disconnect. One whose body the end cuts short is
+/// told at once.
 const HALF_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl<S> FramingWatch<S> {
@@ -58,10 +59,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // (Not when the client's side ends mid-body: no more of it can
+        // come, and its app would wait the grace out for nothing.)
         if room
             && matches!(res, Poll::Ready(Ok(())))
             && buf.filled().len() == before
             && self.ctx.begun.get() != self.ctx.finished.get()
+            && !self.tracker.in_body()
         {
             let grace = self
                 .eof_grace
