@@ -595,6 +595,34 @@ sleep 300
     assert "hang.cgi: no response, and idle for --cgi-timeout 2s" in s.log()
 
 
+@pytest.mark.parametrize("how", ["reload", "stop"])
+def test_scripts_still_running_when_a_worker_leaves_are_killed_not_orphaned(serve, cgi_dir, tmp_path, how):
+    """A reload or stop whose mercy runs out with scripts still running:
+    the worker kills their groups before it goes. They were left running
+    with no parent to reap or time them out, once per reload."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script(cgi_dir / "stuck.cgi", f"""#!/bin/sh
+sleep 300 &
+echo $! > {pids}/child-$$
+echo $$ > {pids}/script-$$
+sleep 300
+""")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "120", "--processes", "1",
+              "--worker-reload-mercy", "2", "--reload-mercy", "2")
+    s.wait_workers(1)
+    clients = [threading.Thread(target=lambda: requests.get(f"{s.url}/stuck.cgi", timeout=30)) for _ in range(2)]
+    for c in clients:
+        c.start()
+    wait_for(lambda: len(list(pids.iterdir())) == 4, what="both scripts and their children")
+    started = [int(p.read_text()) for p in pids.iterdir()]
+    os.kill(s.proc.pid, signal.SIGHUP if how == "reload" else signal.SIGTERM)
+    wait_for(lambda: not any(alive(p) for p in started), timeout=30, what="the scripts and their children gone",
+             show=s.log)
+    for c in clients:
+        c.join(30)
+
+
 def test_the_timeout_counts_from_the_last_progress_not_the_start(serve, cgi_dir):
     """--cgi-timeout is how long a script may sit idle, as uWSGI's waits
     for output: an upload read, or output written, for longer than it in

@@ -264,6 +264,7 @@ pub fn run(s: Setup<'_>) -> ! {
         })
     });
     apps.stop();
+    crate::handlers::cgi::kill_running_scripts();
     if INTERRUPTED.load(Ordering::Relaxed) {
         // The hook's thread may not have had its turn before the stop.
         worker_int_once(hook_cx);

@@ -207,6 +207,10 @@ pub async fn serve(
             // Open WebSockets close with 1001 ("going away") rather than
             // being cut; they get a moment for the close handshake.
             let _ = going_away_tx.send(true);
+            // CGI scripts still running will not end in time: killed
+            // while this worker can (the master's kill would leave them
+            // running, unsupervised).
+            crate::handlers::cgi::kill_running_scripts();
             tokio::select! {
                 _ = alive_rx.recv() => {}
                 _ = tokio::time::sleep(close_grace) => crate::say!(

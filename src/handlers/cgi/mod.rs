@@ -10,6 +10,8 @@
 
 mod script;
 
+pub use script::kill_running_scripts;
+
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;

@@ -394,6 +394,7 @@ async fn supervise(
         return;
     };
     let group = Pid::from_raw(pid as i32);
+    let _running = Running::note(group);
     let kill = |why: &str| {
         if !why.is_empty() {
             crate::say!("oxgate: CGI {name}: {why}; killing its process group");
@@ -478,6 +479,48 @@ async fn supervise(
                 }
             }
         }
+    }
+}
+
+/// The process groups of the scripts this worker supervises: a worker on
+/// its way out (a stop or reload whose mercy ran out) kills them, which
+/// were left running for ever otherwise, with no one to time them out.
+static RUNNING: std::sync::Mutex<Vec<Pid>> = std::sync::Mutex::new(Vec::new());
+
+/// A script's group in `RUNNING` while its supervisor runs.
+struct Running(Pid);
+
+impl Running {
+    fn note(group: Pid) -> Running {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(group);
+        Running(group)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = running.iter().position(|g| *g == self.0) {
+            running.swap_remove(i);
+        }
+    }
+}
+
+/// Kills the process group of every script still running: the worker is
+/// leaving, and they would outlive it unsupervised.
+pub fn kill_running_scripts() {
+    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    if !running.is_empty() {
+        crate::say!(
+            "oxgate: the worker is leaving: killing {} CGI script(s) still running",
+            running.len()
+        );
+    }
+    for group in running {
+        let _ = killpg(group, Signal::SIGKILL);
     }
 }
 
