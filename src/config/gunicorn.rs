@@ -51,6 +51,9 @@ enum Arity {
     Append,
     /// Only in a config file.
     FileOnly,
+    /// argparse's `nargs="?"`: one of these words may follow, else the
+    /// flag alone means the first (`--proxy-protocol` is `auto`).
+    OptionalWord(&'static [&'static str]),
 }
 
 /// What oxgate makes of a setting.
@@ -88,7 +91,7 @@ const fn g(
     }
 }
 
-use Arity::{Append, FileOnly, Switch, Value};
+use Arity::{Append, FileOnly, OptionalWord, Switch, Value};
 use Meaning::{Hook, Ignored, InPython, Maps};
 
 const NO_TLS: Meaning =
@@ -120,6 +123,7 @@ pub fn help_text() -> String {
         };
         let value = match s.arity {
             Arity::Value | Arity::Append => " VALUE",
+            Arity::OptionalWord(_) => " [VALUE]",
             Arity::Switch | Arity::FileOnly => "",
         };
         match s.meaning {
@@ -383,7 +387,12 @@ static SETTINGS: &[GunicornSetting] = &[
         Value,
         Ignored("oxgate does not read PasteDeploy files: name the app as module:callable"),
     ),
-    g("proxy_protocol", &["--proxy-protocol"], Value, Maps),
+    g(
+        "proxy_protocol",
+        &["--proxy-protocol"],
+        OptionalWord(&["auto", "v1", "v2", "off", "true", "false", "none"]),
+        Maps,
+    ),
     g("proxy_allow_ips", &["--proxy-allow-from"], Value, Maps),
     g("protocol", &["--protocol"], Value, Maps),
     g(
@@ -600,6 +609,28 @@ fn parse_command_line(args: Vec<OsString>, origin: &Origin) -> Result<SourceValu
         };
         let value = match s.arity {
             Arity::Switch => "true".to_string(),
+            Arity::OptionalWord(words) => match parser.optional_value() {
+                Some(v) => os_string(v, origin, &flag)?,
+                None => {
+                    // A known word as the next argument is the value (an
+                    // app, another option, is not).
+                    let mut raw = parser
+                        .raw_args()
+                        .map_err(|e| ConfigError(format!("{origin}: {flag}: {e}")))?;
+                    match raw
+                        .peek()
+                        .and_then(|n| n.to_str())
+                        .filter(|n| words.iter().any(|w| w.eq_ignore_ascii_case(n)))
+                    {
+                        Some(word) => {
+                            let word = word.to_string();
+                            raw.next();
+                            word
+                        }
+                        None => words[0].to_string(),
+                    }
+                }
+            },
             _ => {
                 let v = parser
                     .value()
@@ -1642,6 +1673,25 @@ mod tests {
         assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["770"]);
         assert_eq!(values(&c, &opt::MODULE), ["app:application"]);
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+    }
+
+    #[test]
+    fn proxy_protocol_alone_is_auto_as_argparse_reads_it() {
+        // Gunicorn's nargs="?": the flag alone (last, or before another
+        // option) is "auto"; a mode word after it is its value.
+        let mode = |args: &[&str], cmd: Option<&str>| {
+            let c = read_with(args, cmd, vec![]).unwrap();
+            let mode = values(&c, &opt::PROXY_PROTOCOL).join(",");
+            (mode, values(&c, &opt::PROCESSES).join(","))
+        };
+        assert_eq!(mode(&["app:app", "--proxy-protocol"], None).0, "auto");
+        assert_eq!(
+            mode(&["--proxy-protocol", "-w", "2", "app:app"], None),
+            ("auto".into(), "2".into())
+        );
+        assert_eq!(mode(&["--proxy-protocol", "v2", "app:app"], None).0, "v2");
+        assert_eq!(mode(&["--proxy-protocol=v1", "app:app"], None).0, "v1");
+        assert_eq!(mode(&["app:app"], Some("--proxy-protocol")).0, "auto");
     }
 
     #[test]
