@@ -31,6 +31,9 @@ def test_factory(serve):
     assert requests.get(s.url + "/").text == "made by factory"
     s = serve("--chdir", str(APPS), "--module", "flask_app:create_app('custom')")
     assert requests.get(s.url + "/").text == "made by custom"
+    # By name too, as Gunicorn calls `create_app(name='x')` (a SyntaxError).
+    s = serve("--chdir", str(APPS), "--module", "flask_app:create_app(name='named')")
+    assert requests.get(s.url + "/").text == "made by named"
 
 
 def test_env_option(serve, tmp_path):

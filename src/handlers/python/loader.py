@@ -33,16 +33,26 @@ def _is_factory(obj):
 
 
 def _resolve_callable(module, spec, where):
-    """Takes `name`, `name()` or `name(args...)` (literal args) from module."""
+    """Takes `name`, `name()` or `name(args...)` (literal arguments, by
+    position or name) from module."""
     call = None
     name = spec
     m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(\((.*)\))?\s*", spec, re.S)
     if not m:
         raise AppNotFound(f"{spec!r} is not a callable name (expected name, name() or name(args))")
     name = m.group(1)
+    kwargs = {}
     if m.group(2) is not None:
-        args_src = m.group(3).strip()
-        call = ast.literal_eval(f"({args_src},)") if args_src else ()
+        # Literal arguments, by position and by name, as Gunicorn reads
+        # `create_app('prod', debug=False)`.
+        try:
+            parsed = ast.parse(f"f({m.group(3)})", mode="eval").body
+            call = tuple(ast.literal_eval(a) for a in parsed.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in parsed.keywords if k.arg}
+            if len(kwargs) != len(parsed.keywords):
+                raise ValueError("**kwargs")
+        except (SyntaxError, ValueError) as e:
+            raise AppNotFound(f"{spec!r}: the arguments must be literals (strings, numbers, ...): {e}")
     obj = module
     for part in name.split("."):
         if not hasattr(obj, part):
@@ -51,7 +61,7 @@ def _resolve_callable(module, spec, where):
             raise AppNotFound(f"{where} has no attribute {name!r}{hint} (choose one with --callable NAME or pkg.mod:NAME)")
         obj = getattr(obj, part)
     if call is not None:
-        obj = obj(*call)
+        obj = obj(*call, **kwargs)
     elif _is_factory(obj):
         # No WSGI or ASGI app can be called with no arguments: this one
         # makes the app (create_app), as uvicorn detects and calls it.
