@@ -445,6 +445,14 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             "no Python app".to_string()
         }
     );
+    if cfg.process.processes > 1 {
+        // uWSGI forks them unsupervised; here one process serves. Said,
+        // so a migrated `master = false` does not lose workers unseen.
+        crate::say!(
+            "oxgate: warning: --processes {} needs the master (--master), which starts and watches the workers; --no-master serves in this one process",
+            cfg.process.processes
+        );
+    }
     if cfg.process.drain_delay.is_some() {
         crate::say!("oxgate: warning: --drain-delay needs the master; --no-master stops at once");
     }

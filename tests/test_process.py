@@ -648,4 +648,7 @@ def test_no_master_says_which_options_it_cannot_keep(serve):
     s.wait_log("need the master")
     line = next(line for line in s.log().splitlines() if "need the master" in line)
     assert "--harakiri, --max-requests need the master" in line, line
+    # And the workers asked for (uWSGI's `master = false`, `processes = 3`),
+    # which one process stands in for: it was not said.
+    assert "--processes 3 needs the master" in s.log(), s.log()
     assert requests.get(s.url, timeout=10).ok
