@@ -1,6 +1,7 @@
 """Gunicorn's command line, GUNICORN_CMD_ARGS and gunicorn.conf.py, read by
 oxgate and compared with the real Gunicorn (the venv's) running the same
 file: workers, the access log line, the timeout, max_requests."""
+import concurrent.futures
 import os
 import re
 import shutil
@@ -510,6 +511,7 @@ def test_a_startup_hook_that_raises_stops_the_server_as_in_gunicorn(tmp_path, ho
 
 
 CFG_HOOK = """
+import concurrent.futures
 import json
 timeout = 45
 def when_ready(server):
@@ -740,6 +742,35 @@ def test_the_apps_stdout_stays_stdout_beside_the_access_log_as_gunicorn(tmp_path
         seen[name] = ("APP-STDOUT" in out.read_text(), "APP-STDOUT" in err.read_text(),
                       "APP-STDERR" in err.read_text())
     assert seen["oxgate"] == seen["gunicorn"] == (True, False, True), seen
+
+
+def test_a_hup_lets_a_sync_workers_request_finish_past_the_graceful_timeout_as_gunicorn(tmp_path):
+    """graceful_timeout bounds the master's stop; a HUP's old sync worker
+    finishes its request (the timeout bounds it), as under Gunicorn. It
+    was cut at graceful_timeout."""
+    (tmp_path / "slowapp.py").write_text(textwrap.dedent("""
+        import time
+        def application(environ, start_response):
+            time.sleep(3)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"finished"]
+        """))
+    for name, program in {"oxgate": (BIN, "gunicorn"), "gunicorn": (GUNICORN,)}.items():
+        port = free_port()
+        p = subprocess.Popen([*program, "--graceful-timeout", "1", "-b", f"127.0.0.1:{port}", "slowapp:application"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                             env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+        try:
+            wait_for(lambda: listens(port), what=f"{name} listening")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(requests.get, f"http://127.0.0.1:{port}/", timeout=20)
+                time.sleep(0.5)
+                p.send_signal(signal.SIGHUP)
+                r = answer.result()
+            assert (r.status_code, r.text) == (200, "finished"), name
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
 
 
 def test_server_cfg_gives_addresses_and_lists_as_gunicorns_config(serve, tmp_path):

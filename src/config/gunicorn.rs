@@ -1160,7 +1160,29 @@ fn translate(
         ),
         None => ("30".to_string(), default.clone()),
     };
-    push(&opt::WORKER_RELOAD_MERCY, grace.clone(), &grace_origin);
+    // graceful_timeout bounds the master's stop. A HUP's old workers (and
+    // a recycled one) it does not bound in a sync worker with one thread:
+    // each finishes its request, which the timeout bounds (0: nothing
+    // does, a day here); a gthread worker waits its requests for
+    // graceful_timeout.
+    let (worker_grace, worker_grace_origin) = match given.get("timeout") {
+        _ if !one_sync_thread => (grace.clone(), grace_origin.clone()),
+        Some(g) => {
+            let t = g.values.last().cloned().unwrap_or_default();
+            let t = if t.trim().parse::<f64>().is_ok_and(|t| t <= 0.0) {
+                "86400".to_string()
+            } else {
+                t
+            };
+            (t, g.origin.clone())
+        }
+        None => ("30".to_string(), default.clone()),
+    };
+    push(
+        &opt::WORKER_RELOAD_MERCY,
+        worker_grace,
+        &worker_grace_origin,
+    );
     push(&opt::RELOAD_MERCY, grace, &grace_origin);
 
     // Preloading is Gunicorn's option, loading in each worker its default.
@@ -1673,6 +1695,37 @@ mod tests {
         assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["770"]);
         assert_eq!(values(&c, &opt::MODULE), ["app:application"]);
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+    }
+
+    #[test]
+    fn a_reloads_old_sync_workers_are_bounded_by_the_timeout_not_the_graceful_one() {
+        let mercies = |args: &[&str]| {
+            let c = read_with(args, None, vec![]).unwrap();
+            (
+                values(&c, &opt::WORKER_RELOAD_MERCY).join(","),
+                values(&c, &opt::RELOAD_MERCY).join(","),
+            )
+        };
+        let m = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            mercies(&["--graceful-timeout", "2", "app:app"]),
+            m("30", "2")
+        );
+        assert_eq!(
+            mercies(&["--graceful-timeout", "2", "-t", "60", "app:app"]),
+            m("60", "2")
+        );
+        assert_eq!(mercies(&["-t", "0", "app:app"]), m("86400", "30"));
+        let gthread = [
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "--graceful-timeout",
+            "2",
+            "app:app",
+        ];
+        assert_eq!(mercies(&gthread), m("2", "2"));
     }
 
     #[test]
