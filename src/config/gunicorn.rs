@@ -1326,7 +1326,18 @@ fn translate(
         if let Some(g) = given.get(name)
             && let Some(v) = g.values.last()
         {
-            push(key, v.clone(), &g.origin);
+            // Gunicorn holds these to its own maxima, whatever is asked:
+            // a request line to 8190 bytes, a head to 32768 fields.
+            let most = match *name {
+                "limit_request_line" => Some(8190),
+                "limit_request_fields" => Some(32768),
+                _ => None,
+            };
+            let v = match (most, v.trim().parse::<i64>()) {
+                (Some(most), Ok(n)) if n > most => most.to_string(),
+                _ => v.clone(),
+            };
+            push(key, v, &g.origin);
         }
     }
     // Gunicorn's default: an idle connection waits 2 s for its next request.
@@ -1564,6 +1575,8 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
                 format!("%(resp.{})", &a[1..a.len() - 2])
             }
             // Gunicorn looks environ names up in upper case.
+            // (wsgi.url_scheme is the scheme the request variables say.)
+            a if a.eq_ignore_ascii_case("{wsgi.url_scheme}e") => "%(var.REQUEST_SCHEME)".into(),
             a if a.starts_with('{') && a.ends_with("}e") => {
                 format!("%(var.{})", a[1..a.len() - 2].to_ascii_uppercase())
             }
@@ -1726,6 +1739,26 @@ mod tests {
             "app:app",
         ];
         assert_eq!(mercies(&gthread), m("2", "2"));
+    }
+
+    #[test]
+    fn request_limits_are_held_to_gunicorns_maxima() {
+        let c = read_with(
+            &[
+                "--limit-request-line",
+                "20000",
+                "--limit-request-fields",
+                "50000",
+                "app:app",
+            ],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::LIMIT_REQUEST_LINE), ["8190"]);
+        assert_eq!(values(&c, &opt::LIMIT_REQUEST_FIELDS), ["32768"]);
+        let c = read_with(&["--limit-request-line", "0", "app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::LIMIT_REQUEST_LINE), ["0"]);
     }
 
     #[test]
@@ -1974,6 +2007,10 @@ mod tests {
             "- 100% %(var.REMOTE_ADDR)"
         );
         assert!(access_log_format("%(h").is_err());
+        assert_eq!(
+            access_log_format("%({wsgi.url_scheme}e)s").unwrap(),
+            "%(var.REQUEST_SCHEME)"
+        );
     }
 
     #[test]
