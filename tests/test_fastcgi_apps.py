@@ -1278,6 +1278,14 @@ def test_a_small_php_request_and_its_answer_each_go_in_one_write(serve, site, tm
 
 # Debian's nginx site for php-fpm, as its default site shows it: only the
 # socket's path names the server behind.
+def stop(*processes):
+    """Stops nginx and php-fpm (None where there is none)."""
+    for p in processes:
+        if p:
+            p.terminate()
+            p.wait(10)
+
+
 NGINX_PHP_FPM_SITE = """
 worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
 events {{ worker_connections 64; }}
@@ -1339,11 +1347,7 @@ def test_oxgate_takes_php_fpms_place_behind_an_unchanged_nginx_site(serve, site,
         assert requests.get(f"{base}/missing.php", timeout=20).status_code == 404
         assert requests.get(f"{base}/style.css", timeout=20).text == "body { color: red }\n"
     finally:
-        nginx.terminate()
-        nginx.wait(10)
-        if fpm:
-            fpm.terminate()
-            fpm.wait(10)
+        stop(nginx, fpm)
 
 
 
@@ -1391,11 +1395,7 @@ def test_behind_nginx_the_script_run_is_the_one_nginx_names_as_under_php_fpm(ser
         assert requests.get(f"{base}/who.php", timeout=20).text == f"other {other}/who.php"
         assert requests.get(f"{base}/aliased/who.php", timeout=20).text == f"aliased {aliased}/who.php"
     finally:
-        nginx.terminate()
-        nginx.wait(10)
-        if fpm:
-            fpm.terminate()
-            fpm.wait(10)
+        stop(nginx, fpm)
 
 
 @needs_php
