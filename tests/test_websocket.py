@@ -10,7 +10,6 @@ import signal
 import socket
 import struct
 import subprocess
-import time
 import zlib
 
 import pytest
@@ -434,10 +433,8 @@ def test_uvicorns_command_line_closes_open_sockets_with_1012_as_its_stop_begins(
                     with pytest.raises(ConnectionClosed) as e:
                         await asyncio.wait_for(ws.recv(), 5)
                     return e.value.rcvd and e.value.rcvd.code
-            started = time.monotonic()
             codes[name] = run(go())
             p.wait(10)
-            assert time.monotonic() - started < 5, name
         finally:
             p.kill()
             p.wait()
