@@ -18,7 +18,7 @@ use super::scoreboard::{CORES, Retire, Scoreboard, http_version_of};
 use super::signals::SignalPipe;
 use super::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LIFESPAN_STARTUP};
 use crate::config::Config;
-use crate::handlers::python::{self, WsgiHost};
+use crate::handlers::python;
 use crate::listen::Protocol;
 use crate::listen::{Listener, Socket};
 use crate::process;
@@ -170,9 +170,9 @@ pub fn run(s: Setup<'_>) -> ! {
     call_hooks_on_signals(hook_cx, p.quick_stop_on_int);
     if let Some(every) = p.py_autoreload
         && s.id == 1
-        && let Some(python) = &apps.python
+        && apps.python.is_some()
     {
-        watch_modules(python.clone(), every, s.master_pid);
+        watch_modules(every, s.master_pid);
     }
     // The scoreboard outlives every connection: the worker holds it until
     // it exits, so one more reference held for good costs nothing.
@@ -346,27 +346,23 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// `--py-autoreload`: one worker watches the loaded modules' files and asks
-/// the master for a graceful reload when one changes.
 /// Returns once a file that `watched_files` names changes, appears or
 /// goes: polled every `every`, as uWSGI's --py-autoreload polls.
 fn wait_for_an_edit(every: std::time::Duration) {
-    let files = || -> std::collections::HashMap<String, f64> {
-        python::watched_files().into_iter().collect()
-    };
-    let before = files();
-    while files() == before {
+    let before = python::watched_files();
+    while python::watched_files() == before {
         std::thread::sleep(every);
     }
 }
 
-fn watch_modules(host: Arc<WsgiHost>, every: std::time::Duration, master: libc::pid_t) {
+/// `--py-autoreload`: one worker watches the loaded modules' files and asks
+/// the master for a graceful reload when one changes.
+fn watch_modules(every: std::time::Duration, master: libc::pid_t) {
     std::thread::spawn(move || {
-        let mut seen: std::collections::HashMap<String, f64> =
-            host.module_files().into_iter().collect();
+        let mut seen = python::watched_files();
         loop {
             std::thread::sleep(every);
-            for (path, mtime) in host.module_files() {
+            for (path, mtime) in python::watched_files() {
                 match seen.insert(path.clone(), mtime) {
                     Some(before) if before != mtime => {
                         crate::note!("oxgate: {path} changed, reloading (--py-autoreload)");

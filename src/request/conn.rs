@@ -123,12 +123,12 @@ impl ConnInfo {
         self.local_port.clone()
     }
 
-    /// The local IP address, formatted (none on unix sockets).
     /// The socket's own address: none on a unix socket.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
+    /// The local IP address, formatted (none on unix sockets).
     pub fn local_ip(&self) -> Option<&Bytes> {
         self.local_ip.as_ref()
     }

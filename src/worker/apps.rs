@@ -250,8 +250,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
         apps.handler = fastcgi.clone();
         apps.fastcgi = Some(fastcgi);
     }
-    let refused = apps.refused.clone();
-    apps.handler = wrap(cfg, apps.handler, &refused);
+    apps.handler = wrap(cfg, apps.handler, &apps.refused);
     // Static files come first: they cost the app nothing, and no limit.
     if cfg.statics.active() {
         let mount_points = if cfg.manage_script_name {

@@ -244,12 +244,11 @@ pub struct PythonApps {
 /// The files of the loaded modules, and those an app that did not load
 /// came from, with their modification times: what `--py-autoreload`
 /// watches for the edit that fixes it. Empty if Python cannot say.
-pub fn watched_files() -> Vec<(String, f64)> {
+pub fn watched_files() -> std::collections::HashMap<String, f64> {
     Python::attach(|py| {
         py.import("_oxgate_loader")
             .and_then(|m| m.call_method0("module_files"))
-            .and_then(|d| d.extract::<std::collections::HashMap<String, f64>>())
-            .map(|m| m.into_iter().collect())
+            .and_then(|d| d.extract())
             .unwrap_or_default()
     })
 }

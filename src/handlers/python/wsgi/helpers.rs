@@ -14,7 +14,6 @@ pub(crate) struct Helpers {
     /// `--vhost`: a request runs in its site's directory and modules.
     pub(super) enter_vhost: Py<PyAny>,
     pub(crate) log_exception: Py<PyAny>,
-    pub module_files: Py<PyAny>,
     pub asgi_kind: Py<PyAny>,
     pub asgi2: Py<PyAny>,
 }
@@ -28,7 +27,6 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
         load_vhost: m.getattr("load_vhost")?.unbind(),
         enter_vhost: m.getattr("enter_vhost")?.unbind(),
         log_exception: m.getattr("log_exception")?.unbind(),
-        module_files: m.getattr("module_files")?.unbind(),
         asgi_kind: m.getattr("asgi_kind")?.unbind(),
         asgi2: m.getattr("asgi2")?.unbind(),
     })

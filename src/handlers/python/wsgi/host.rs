@@ -175,18 +175,6 @@ impl WsgiHost {
         })
     }
 
-    /// The files of the loaded modules and their modification times.
-    pub fn module_files(&self) -> Vec<(String, f64)> {
-        Python::attach(|py| {
-            self.helpers
-                .module_files
-                .call0(py)
-                .and_then(|d| d.extract::<std::collections::HashMap<String, f64>>(py))
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default()
-        })
-    }
-
     /// How many Python threads run the app (FastCGI's FCGI_MAX_REQS).
     pub fn threads(&self) -> usize {
         self.threads
