@@ -51,21 +51,8 @@ pub fn reset_on_close(sock: std::os::fd::RawFd) {
 
 /// Whether `sock` is a unix socket, where a close cannot be a reset.
 pub fn is_unix_socket(sock: std::os::fd::RawFd) -> bool {
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes (an int) to `domain`,
-    // a local that lives through the call, and the length to `len`; a bad
-    // `sock` is an error return.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&raw mut domain).cast(),
-            &mut len,
-        )
-    };
-    rc == 0 && domain == libc::AF_UNIX
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    getsockname::<SockaddrStorage>(sock).is_ok_and(|a| a.family() == Some(AddressFamily::Unix))
 }
 
 /// sendfile(2): up to `len` bytes of `file` from `offset` (which it
