@@ -160,6 +160,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     {
         process::refuse_live_pidfile(pidfile)?;
     }
+    // Gunicorn calls on_starting before it binds (real hooks make the
+    // unix socket's directory there).
+    if inherited.is_none() && p.master {
+        master::starting_hooks(&cfg)?;
+    }
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => {
             // Its work is done (config::resolve read it): the app must not

@@ -1112,6 +1112,27 @@ def test_hooks_are_called_where_and_when_gunicorn_calls_them(serve, tmp_path):
     assert [r[0] for r in ox_worker].count("worker_exit") == 2
 
 
+
+def test_on_starting_runs_before_the_sockets_are_bound(serve, tmp_path):
+    """A common on_starting makes the unix socket's directory: Gunicorn calls
+    it before it binds, so the bind finds the directory; so must oxgate."""
+    for name, program in PROGRAMS.items():
+        run_dir = tmp_path / f"run-{name}"
+        sock = run_dir / "app.sock"
+        f = conf(tmp_path, f"import os\nbind = 'unix:{sock}'\nworkers = 1\n"
+                           f"def on_starting(server):\n    os.makedirs({str(run_dir)!r}, exist_ok=True)\n",
+                 name=f"{name}_starting.py")
+        s = serve("-c", str(f), "procs:application", socket_arg=False, cwd=APPS,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program, wait=False)
+        wait_for(lambda: sock.exists() or s.proc.poll() is not None, what=f"{name}'s socket")
+        assert s.proc.poll() is None, s.log()
+        s.wait_workers(1)
+        out = wait_for(lambda: subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"],
+                                              capture_output=True, text=True).stdout, what=f"{name}'s page")
+        assert out.split()[0].isdigit(), (name, out)
+        s.stop()
+
+
 PROMETHEUS_APP = '''
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 

@@ -19,6 +19,6 @@ mod wake;
 mod watch;
 
 pub use handover::Handover;
-pub use run::run;
+pub use run::{run, starting_hooks};
 pub use signals::block_early as block_signals_early;
 pub use supervisor::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LIFESPAN_STARTUP};

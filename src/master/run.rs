@@ -19,6 +19,34 @@ use crate::listen::Socket;
 use crate::process;
 use crate::worker::apps;
 
+/// Gunicorn's first hooks, in its order, before any socket is bound (an
+/// `on_starting` that makes the unix socket's directory is common): the
+/// worker count is set (from nothing), then the server starts. On a reload
+/// by re-execution they do not run again.
+pub fn starting_hooks(cfg: &Config) -> Result<(), String> {
+    let p = &cfg.process;
+    python::share_settings_with_hooks(cfg);
+    server_hook(cfg, "nworkers_changed", Some((p.processes, None)));
+    // As Gunicorn, which stops when on_starting or when_ready raises.
+    if !server_hook(cfg, "on_starting", None) {
+        return Err("the on_starting hook raised (above): not starting".into());
+    }
+    Ok(())
+}
+
+/// Calls a Gunicorn server hook (one whose argument is the arbiter); false
+/// when it raised.
+fn server_hook(cfg: &Config, name: &str, nworkers: Option<(usize, Option<usize>)>) -> bool {
+    python::call_gunicorn_hook(
+        name,
+        python::HookContext {
+            num_workers: cfg.process.processes,
+            nworkers,
+            ..Default::default()
+        },
+    )
+}
+
 pub fn run(
     cfg: &Config,
     listeners: Vec<Socket>,
@@ -105,26 +133,9 @@ pub fn run(
     // signal sent meanwhile waits in the pipe for the main loop.
     let signals = signals::SignalPipe::install()?;
     super::wake::install();
-    // Gunicorn's first hooks, in its order: the worker count is set (from
-    // nothing), then the server starts; on a reload they run again.
-    let server_hook = |name: &str, nworkers| {
-        python::call_gunicorn_hook(
-            name,
-            python::HookContext {
-                num_workers: p.processes,
-                nworkers,
-                ..Default::default()
-            },
-        )
-    };
+    // Each worker's hooks see the settings (the first start shared them
+    // already, in `starting_hooks`).
     python::share_settings_with_hooks(cfg);
-    if handover.is_none() {
-        server_hook("nworkers_changed", Some((p.processes, None)));
-        // As Gunicorn, which stops when on_starting or when_ready raises.
-        if !server_hook("on_starting", None) {
-            return Err("the on_starting hook raised (above): not starting".into());
-        }
-    }
     let mut broken = false;
     let apps = if p.lazy_apps {
         None
@@ -285,14 +296,14 @@ pub fn run(
         }
     }
     // Gunicorn's quirk, which real hooks rely on: ready before the first fork.
-    if handover.is_none() && !server_hook("when_ready", None) {
+    if handover.is_none() && !server_hook(cfg, "when_ready", None) {
         return Err("the when_ready hook raised (above): not starting".into());
     }
     m.main_loop();
     if let Some(f) = &m.fifo {
         f.remove();
     }
-    server_hook("on_exit", None);
+    server_hook(cfg, "on_exit", None);
     if let Some(e) = m.sup.fatal {
         return Err(e);
     }
