@@ -2,6 +2,7 @@
 oxgate and compared with the real Gunicorn (the venv's) running the same
 file: workers, the access log line, the timeout, max_requests."""
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -888,6 +889,31 @@ def test_logconfig_ini_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
         port = free_port()
         writes_after_a_request([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "logapp:application"], port,
                                tmp_path, "LOGGED myapp INFO APP-INFO-LINE /marked", name)
+
+
+def test_logconfig_json_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
+    """logconfig_json (--log-config-json), a dictConfig in a JSON file, is
+    applied before the app loads, from the config file or the command line,
+    as in Gunicorn (it was ignored, and the app's INFO lines were lost)."""
+    (tmp_path / "logapp.py").write_text(textwrap.dedent("""
+        import logging
+        def application(environ, start_response):
+            logging.getLogger("myapp").info("APP-INFO-LINE %s", environ["PATH_INFO"])
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        """))
+    # No "version": Gunicorn merges the file over its defaults, which have it.
+    (tmp_path / "log.json").write_text(json.dumps({
+        "formatters": {"plain": {"format": "LOGGED %(name)s %(levelname)s %(message)s"}},
+        "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
+        "root": {"level": "INFO", "handlers": ["out"]}, "loggers": {},
+    }))
+    f = conf(tmp_path, "workers = 1\nlogconfig_json = 'log.json'\n", name="logjson_conf.py")
+    for name, program in {"oxgate": (BIN, "gunicorn"), "gunicorn": (GUNICORN,)}.items():
+        for how in (["-c", str(f)], ["--log-config-json", "log.json"]):
+            port = free_port()
+            writes_after_a_request([*program, *how, "-b", f"127.0.0.1:{port}", "logapp:application"], port,
+                                   tmp_path, "LOGGED myapp INFO APP-INFO-LINE /marked", f"{name} {how[0]}")
 
 
 def test_a_hooks_log_call_that_does_not_format_is_reported_as_gunicorns_logging_reports_it(tmp_path):

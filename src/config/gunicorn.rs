@@ -249,12 +249,8 @@ static SETTINGS: &[GunicornSetting] = &[
     g("logconfig", &["--log-config"], Value, Maps),
     // Applied by the config file's interpreter, before the app loads.
     g("logconfig_dict", &[], FileOnly, InPython),
-    g(
-        "logconfig_json",
-        &["--log-config-json"],
-        Value,
-        NO_LOG_CONFIG,
-    ),
+    // A dictConfig in JSON, applied before the app loads (--log-config).
+    g("logconfig_json", &["--log-config-json"], Value, Maps),
     g("syslog_addr", &["--log-syslog-to"], Value, Maps),
     g("syslog", &["--log-syslog"], Switch, Maps),
     g("syslog_prefix", &["--log-syslog-prefix"], Value, Maps),
@@ -1268,12 +1264,20 @@ fn translate(
     {
         push(&opt::LOGTO, target.clone(), &given["errorlog"].origin);
     }
-    if let Some(file) = one("logconfig") {
-        push(&opt::LOG_CONFIG, file, &given["logconfig"].origin);
+    // Gunicorn applies one logging config: the dict (applied with the
+    // config file), else the JSON file, else the INI file.
+    if !given.contains_key("logconfig_dict") {
+        for key in ["logconfig_json", "logconfig"] {
+            if let Some(file) = one(key) {
+                push(&opt::LOG_CONFIG, file, &given[key].origin);
+                break;
+            }
+        }
     }
     // Gunicorn's own loggers (gunicorn.error) for the app, unless a
     // logconfig_dict (applied with the config file, over the same
-    // defaults) has configured them.
+    // defaults) has configured them. A logconfig_json file is merged over
+    // them as the app loads, as Gunicorn merges it.
     if !given.contains_key("logconfig_dict") {
         push(&opt::APP_LOGGERS, "gunicorn".into(), &default);
     }

@@ -11,6 +11,8 @@ import sys
 import traceback
 import types
 
+import _oxgate_gunicorn_logging
+
 namespace = None
 
 
@@ -64,7 +66,7 @@ def read(source):
                 namespace[name] = getattr(importlib.import_module(where), attr)
             except BaseException as e:
                 return None, "%s = %r: cannot import it: %s: %s" % (name, value, type(e).__name__, e)
-    failed = _apply_logconfig_dict(namespace.get("logconfig_dict"))
+    failed = _oxgate_gunicorn_logging.apply_logconfig_dict(namespace.get("logconfig_dict"))
     if failed:
         return None, failed
     names = []
@@ -74,45 +76,6 @@ def read(source):
         kind, described = _describe(value)
         names.append((name, kind, described))
     return names, None
-
-
-# What Gunicorn configures before it merges a logconfig_dict over it, key
-# by key (so a dict that names the "console" handler or the "generic"
-# formatter without defining them works as under Gunicorn).
-_LOG_DEFAULTS = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": "INFO", "handlers": ["console"]},
-    "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": True},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": True},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"},
-        "error_console": {"class": "logging.StreamHandler", "formatter": "generic",
-                          "stream": "ext://sys.stderr"},
-    },
-    "formatters": {
-        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
-                    "datefmt": "[%Y-%m-%d %H:%M:%S %z]"},
-    },
-}
-
-
-def _apply_logconfig_dict(value):
-    """logconfig_dict: the app's own loggers (logging.getLogger("myapp"))
-    write where it says, as under Gunicorn; oxgate's lines and the access
-    lines are oxgate's. Returns the error, if the dict is refused."""
-    if not value:
-        return None
-    import logging.config
-    config = dict(_LOG_DEFAULTS)
-    config.update(value)
-    try:
-        logging.config.dictConfig(config)
-    except (AttributeError, ImportError, ValueError, TypeError) as e:
-        return "logconfig_dict: %s" % e
-    return None
 
 
 # Server hooks: called with duck-typed stand-ins for Gunicorn's arbiter,

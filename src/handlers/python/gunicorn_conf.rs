@@ -10,6 +10,21 @@ use pyo3::types::PyModule;
 
 use crate::config::gunicorn::PyValue;
 
+/// The module applying Gunicorn's logging dicts (`gunicorn_logging.py`),
+/// made once: the config file's reader and the app loader both use it.
+pub(super) fn gunicorn_logging(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    if let Ok(m) = py.import("_oxgate_gunicorn_logging") {
+        return Ok(m);
+    }
+    let code = CString::new(include_str!("gunicorn_logging.py")).expect("no NUL");
+    PyModule::from_code(
+        py,
+        &code,
+        c"oxgate/gunicorn_logging.py",
+        c"_oxgate_gunicorn_logging",
+    )
+}
+
 /// Starts the interpreter if it is not running yet, runs `source` (a path,
 /// or `python:module`) and reports the names the file left.
 pub fn read_gunicorn_config(
@@ -18,6 +33,7 @@ pub fn read_gunicorn_config(
 ) -> Result<Vec<(String, PyValue)>, String> {
     super::initialize(home)?;
     Python::attach(|py| {
+        gunicorn_logging(py).map_err(|e| format!("internal: {e}"))?;
         let code = CString::new(include_str!("gunicorn_conf.py")).expect("no NUL");
         let module = PyModule::from_code(
             py,

@@ -211,11 +211,16 @@ def set_up_server_loggers(server, level):
             logging.getLogger(name).setLevel(level)
 
 
-def apply_log_config(path):
+def apply_log_config(path, app_loggers):
     """--log-config, read as uvicorn reads it: JSON or YAML is a dictConfig,
-    anything else a fileConfig (INI). Returns why it cannot be used."""
+    anything else a fileConfig (INI). Returns why it cannot be used. Under
+    Gunicorn's loggers, a JSON file is Gunicorn's logconfig_json: merged
+    over Gunicorn's defaults, as Gunicorn does."""
     import logging.config
     path = str(path)
+    if app_loggers == "gunicorn" and path.endswith(".json"):
+        import _oxgate_gunicorn_logging
+        return _oxgate_gunicorn_logging.apply_logconfig_json(path)
     try:
         if path.endswith(".json"):
             import json

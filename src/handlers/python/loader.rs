@@ -96,9 +96,9 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
                 .map_err(|e| format!("internal error while setting up --app-loggers: {e}"))?;
         }
         if let Some(file) = opts.log_config {
-            let failed: Option<String> = py
-                .import("_oxgate_loader")
-                .and_then(|m| m.call_method1("apply_log_config", (file,)))
+            let failed: Option<String> = super::gunicorn_conf::gunicorn_logging(py)
+                .and_then(|_| py.import("_oxgate_loader"))
+                .and_then(|m| m.call_method1("apply_log_config", (file, opts.app_loggers.name())))
                 .and_then(|r| r.extract())
                 .map_err(|e| format!("internal error while reading --log-config: {e}"))?;
             if let Some(why) = failed {
