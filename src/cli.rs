@@ -169,8 +169,8 @@ fn run(args: Vec<OsString>) -> u8 {
         Action::Serve(cfg) => match crate::startup::run(*cfg) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("oxgate: {e}");
-                1
+                eprintln!("oxgate: {}", e.message);
+                e.status
             }
         },
     }

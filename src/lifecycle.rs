@@ -161,6 +161,36 @@ impl Control {
     }
 }
 
+/// Why the server did not start, or stopped on its own, with the exit
+/// status it ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message: String,
+    pub status: u8,
+}
+
+/// Any failure but the workers'.
+pub const EXIT_FAILED: u8 = 1;
+/// The app could not be loaded or started in the workers, so the server
+/// stopped: 3, as Gunicorn's worker boot error and uvicorn's startup
+/// failure, which scripts and supervisors tell from other failures.
+pub const EXIT_WORKERS_FAILED: u8 = 3;
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            status: EXIT_FAILED,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

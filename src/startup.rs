@@ -9,8 +9,10 @@ use tokio::signal::unix::SignalKind;
 
 use crate::config::{Config, LogLevel};
 use crate::handlers::python;
+use crate::lifecycle::Failure;
 use crate::listen::{self, Address, Protocol, Socket};
 use crate::master::{self, Handover};
+
 use crate::process;
 use crate::request::health::{Health, HealthSource};
 use crate::request::{Outcome, RequestObserver, VarName};
@@ -86,7 +88,7 @@ fn keeps_stdout(cfg: &Config) -> bool {
         .is_some_and(|plan| plan.writes_to_stdout())
 }
 
-pub fn run(cfg: Config) -> Result<(), String> {
+pub fn run(cfg: Config) -> Result<(), Failure> {
     let inherited = Handover::take_from_env();
     if cfg.process.master {
         // Before the pidfile or a socket is visible: a reload or stop sent
@@ -198,7 +200,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
             "systemd passed a socket at {}, which no --http-socket or --https-socket names: \
              with HTTPS sockets, name every socket systemd passes, so that none is served in cleartext by mistake",
             s.addr
-        ));
+        )
+        .into());
     }
     // Inherited descriptors (fd://N) are taken before anything is bound
     // here: a socket of our own could otherwise get a number the user
@@ -215,7 +218,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         {
             return Err(format!(
                 "fd://{n}: systemd passed that descriptor already (LISTEN_FDS); name it once"
-            ));
+            )
+            .into());
         }
         let listener = match addr {
             Address::Fd(n) => listen::adopt_inherited(n).map(|(_, l)| l),
@@ -267,7 +271,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let result = if p.master {
         master::run(&cfg, listeners, inherited)
     } else {
-        single(&cfg, listeners)
+        single(&cfg, listeners).map_err(Failure::from)
     };
     if let Some(bound) = bound {
         vacuum(&cfg, &bound);

@@ -356,3 +356,41 @@ def test_reload_waits_for_the_fix_of_an_app_broken_at_the_start_as_uvicorn(tmp_p
         finally:
             p.terminate()
             p.wait(timeout=30)
+
+
+FAILING_STARTUP_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "db down"})
+'''
+
+
+def test_a_failed_start_exits_with_status_3_as_uvicorn_and_gunicorn(tmp_path):
+    """An app whose lifespan startup fails, or that cannot be imported, in
+    the workers: uvicorn and Gunicorn (uvicorn's worker) stop with status
+    3, which scripts and supervisors tell from other failures (oxgate
+    exited with 1); a preloaded app Gunicorn cannot import is 1."""
+    (tmp_path / "failstart.py").write_text(FAILING_STARTUP_APP)
+    env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
+
+    def status(*command):
+        port = free_port()
+        command = [c.replace("PORT", str(port)) for c in command]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=60).returncode
+
+    uvicorn, gunicorn = str(VENV / "bin" / "uvicorn"), str(VENV / "bin" / "gunicorn")
+    worker = ["-k", "uvicorn.workers.UvicornWorker"]
+    cases = [
+        (["uvicorn", "failstart:app", "--port", "PORT"], 3),
+        (["uvicorn", "no_such_module:app", "--port", "PORT"], 3),
+        (["gunicorn", *worker, "-b", "127.0.0.1:PORT", "failstart:app"], 3),
+        (["gunicorn", "-b", "127.0.0.1:PORT", "no_such_module:app"], 3),
+        (["gunicorn", "--preload", "-b", "127.0.0.1:PORT", "no_such_module:app"], 1),
+    ]
+    for (peer, *args), expected in cases:
+        program = uvicorn if peer == "uvicorn" else gunicorn
+        assert status(program, *args) == expected, (peer, args)
+        assert status(BIN, peer, *args) == expected, (peer, args)
+    # uWSGI's own options: the app failing in the workers is the same stop.
+    assert status(BIN, "--http-socket", "127.0.0.1:PORT", "--module", "no_such_module:app", "--lazy-apps") == 3

@@ -14,7 +14,7 @@ use super::supervisor::{Limits, Supervisor};
 use super::{signals, stats};
 use crate::config::{Config, MAX_WORKERS};
 use crate::handlers::python;
-use crate::lifecycle::{MasterCommand, ReloadKind, StopKind};
+use crate::lifecycle::{EXIT_WORKERS_FAILED, Failure, MasterCommand, ReloadKind, StopKind};
 use crate::listen::Socket;
 use crate::process;
 use crate::worker::apps;
@@ -23,7 +23,7 @@ use crate::worker::apps;
 /// `on_starting` that makes the unix socket's directory is common): the
 /// worker count is set (from nothing), then the server starts. On a reload
 /// by re-execution they do not run again.
-pub fn starting_hooks(cfg: &Config) -> Result<(), String> {
+pub fn starting_hooks(cfg: &Config) -> Result<(), Failure> {
     let p = &cfg.process;
     python::share_settings_with_hooks(cfg);
     server_hook(cfg, "nworkers_changed", Some((p.processes, None)));
@@ -51,7 +51,7 @@ pub fn run(
     cfg: &Config,
     listeners: Vec<Socket>,
     mut handover: Option<Handover>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let p = &cfg.process;
     // Bound before the app loads: a taken address fails fast.
     let handed_stats = handover
@@ -64,7 +64,7 @@ pub fn run(
             crate::say!("oxgate: {e}; serving on without stats");
             stats::Stats::default()
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     // Made before the app loads, like the stats server: a bad path fails
     // the start.
@@ -75,7 +75,7 @@ pub fn run(
             crate::say!("oxgate: {e}; serving on without it");
             None
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let mut handover = handover;
     let sb = match &mut handover {
@@ -155,7 +155,7 @@ pub fn run(
                 broken = true;
                 None
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
     if handover.is_none()
@@ -304,8 +304,11 @@ pub fn run(
         f.remove();
     }
     server_hook(cfg, "on_exit", None);
-    if let Some(e) = m.sup.fatal {
-        return Err(e);
+    if let Some(message) = m.sup.fatal {
+        return Err(Failure {
+            message,
+            status: EXIT_WORKERS_FAILED,
+        });
     }
     crate::note!("oxgate: master stopped");
     Ok(())
