@@ -234,6 +234,27 @@ def test_no_default_app_refuses_a_script_name_no_app_has(serve, tmp_path):
             assert (status, body) == (b"200", b'["root", "/nowhere", "/x"]')
 
 
+def test_with_manage_script_name_a_script_name_nginx_sent_still_picks_the_app(serve, tmp_path):
+    """nginx configs that strip the prefix themselves (a rewrite, or
+    modifier1 30) send SCRIPT_NAME /blog and PATH_INFO /x. With
+    --manage-script-name, no mountpoint prefixes /x: uWSGI then picks the
+    app by SCRIPT_NAME, as it does without the option; oxgate gave the
+    request to the default app."""
+    blog = mounted_app(tmp_path, "blog")
+    mounted_app(tmp_path, "root")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--wsgi-file", str(tmp_path / "root.py"), "--mount", f"/blog={blog}",
+          "--manage-script-name", "--processes", "1")
+
+    def ask(script, path):
+        out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", script), ("PATH_INFO", path),
+                                        ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_URI", script + path)]))
+        return json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert ask("/blog", "/x") == ["blog", "/blog", "/x"]
+    assert ask("", "/blog/x") == ["blog", "/blog", "/x"]
+    assert ask("", "/x") == ["root", "", "/x"]
+
+
 def test_wsgi_disable_file_wrapper_leaves_it_out_of_environ(serve, tmp_path):
     (tmp_path / "keys.py").write_text(
         "def application(environ, start_response):\n"

@@ -34,6 +34,12 @@ http {{
     location /unix/ {{ include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}
     location /m30/ {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 30; uwsgi_param SCRIPT_NAME /m30;
                       uwsgi_pass 127.0.0.1:{up}; }}
+    location /m3x {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 30; uwsgi_param SCRIPT_NAME /m3x;
+                     uwsgi_pass 127.0.0.1:{up}; }}
+    location /uh/ {{ include /etc/nginx/uwsgi_params; uwsgi_param HTTP_HOST $http_host; uwsgi_pass 127.0.0.1:{up}; }}
+    location /froot/ {{ include /etc/nginx/fastcgi_params; fastcgi_param PATH_INFO $fastcgi_script_name;
+                        fastcgi_param SCRIPT_NAME ""; fastcgi_param HTTP_HOST $host;
+                        fastcgi_param HTTP_HOST $http_host; fastcgi_pass 127.0.0.1:{fcgi}; }}
     location /s/ {{ include /etc/nginx/scgi_params; scgi_pass 127.0.0.1:{scgi}; }}
     location /f/ {{ include /etc/nginx/fastcgi_params; fastcgi_pass 127.0.0.1:{fcgi}; }}
     location /fk/ {{ include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass ox_fcgi; }}
@@ -163,6 +169,28 @@ def test_a_response_cut_short_over_a_gateway_protocol_is_cut_at_nginxs_client_to
 def test_modifier1_30_strips_script_name(nginx_front):
     seen = requests.get(nginx_front + "/m30/app/x").json()
     assert seen["script_name"] == "/m30" and seen["path"] == "/app/x"
+
+
+def test_modifier1_30_strips_whole_segments_only(nginx_front):
+    """`location /m3x` also matches /m3xy/z: SCRIPT_NAME /m3x is not over
+    it, and PATH_INFO keeps its leading slash (it was "y/z")."""
+    seen = requests.get(nginx_front + "/m3xy/z").json()
+    assert seen["path"] == "/m3xy/z", seen
+    seen = requests.get(nginx_front + "/m3x/z").json()
+    assert seen["script_name"] == "/m3x" and seen["path"] == "/z", seen
+
+
+@pytest.mark.parametrize("front", ["/uh", "/froot"])
+def test_params_set_after_the_params_file_override_it(nginx_front, front):
+    """The common recipes that follow `include *_params;` with their own
+    lines: `HTTP_HOST $http_host` (for the port) and, for an app at the
+    root, `PATH_INFO $fastcgi_script_name` with `SCRIPT_NAME ""`. The last
+    value counts, as in uWSGI: Host was joined ("a, a:8443", which Django
+    refuses with a 400), and the empty SCRIPT_NAME was dropped, so that the
+    params file's one stayed and the path was there twice."""
+    seen = requests.get(nginx_front + front + "/a/b", headers={"Host": "example.com:8443"}).json()
+    assert seen["host"] == "example.com:8443" and seen["server_name"] == "example.com", seen
+    assert seen["script_name"] == "" and seen["path"] == f"{front}/a/b", seen
 
 
 def test_seed_config_behind_nginx(tmp_path):

@@ -183,26 +183,19 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
         ) {
             continue;
         }
-        // Empty optional vars are absent ones (CONTENT_LENGTH="" for GET).
-        if v.is_empty()
-            && matches!(
-                bytes,
-                b"CONTENT_LENGTH"
-                    | b"CONTENT_TYPE"
-                    | b"HTTPS"
-                    | b"REMOTE_USER"
-                    | b"SERVER_NAME"
-                    | b"SCRIPT_NAME"
-            )
-        {
-            continue;
-        }
         // Repeated headers (nginx 1.22 sends one per header line) are
         // merged. Another variable given twice (`include uwsgi_params;`,
         // then `uwsgi_param DOCUMENT_ROOT /x;`) takes the last value, as in
-        // uWSGI and PHP.
+        // uWSGI and PHP; so does HTTP_HOST, which nginx refuses twice from
+        // a client, so that a second one is a `uwsgi_param HTTP_HOST
+        // $http_host` after the params file's own.
         match seen.position(&name, vars.len()) {
-            Some(at) if !name.as_bytes().starts_with(b"HTTP_") => vars[at].1 = v,
+            Some(at)
+                if !name.as_bytes().starts_with(b"HTTP_")
+                    || name == VarName::Known(Var::HTTP_HOST) =>
+            {
+                vars[at].1 = v
+            }
             Some(at) => {
                 let sep: &[u8] = if name == VarName::Known(Var::HTTP_COOKIE) {
                     b"; "
@@ -235,6 +228,21 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
             });
         }
     }
+    // Empty optional vars are absent ones (CONTENT_LENGTH="" for GET), also
+    // when the empty one came last, overriding the params file's value
+    // (`fastcgi_param SCRIPT_NAME "";` for an app at the root).
+    vars.retain(|(k, v)| {
+        !(v.is_empty()
+            && matches!(
+                k.as_bytes(),
+                b"CONTENT_LENGTH"
+                    | b"CONTENT_TYPE"
+                    | b"HTTPS"
+                    | b"REMOTE_USER"
+                    | b"SERVER_NAME"
+                    | b"SCRIPT_NAME"
+            ))
+    });
     let get = |vars: &[(VarName, Bytes)], v: Var| super::vars::var(vars, v).cloned();
     // SERVER_NAME: never empty (PEP 3333): Host's name, then the socket.
     if get(&vars, Var::SERVER_NAME).is_none() {
@@ -294,8 +302,8 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
             // again behind.
             vars.retain(|(k, _)| *k != VarName::Known(Var::SCRIPT_NAME));
             script
-        } else if !script.is_empty() && path.starts_with(&script) {
-            path.slice(script.len()..)
+        } else if let Some(rest) = under_script_name(&path, &script) {
+            rest
         } else {
             path
         };
@@ -305,8 +313,7 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
     // with the SCRIPT_NAME prefix still on it.
     let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
     let path = get(&vars, Var::PATH_INFO).unwrap_or_default();
-    if strip_script_name && !script.is_empty() && path.starts_with(&script) {
-        let rest = path.slice(script.len()..);
+    if strip_script_name && let Some(rest) = under_script_name(&path, &script) {
         for (k, v) in &mut vars {
             if *k == VarName::Known(Var::PATH_INFO) {
                 *v = rest.clone();
@@ -331,6 +338,18 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
         is_head,
         repeated_headers,
     }
+}
+
+/// What of `path` follows `script` (a SCRIPT_NAME), if the path is under
+/// it: the whole of a segment, not a prefix of one (`/app` is not over
+/// `/appx/y`), so that PATH_INFO starts with `/` or is empty.
+fn under_script_name(path: &Bytes, script: &[u8]) -> Option<Bytes> {
+    let script = script.strip_suffix(b"/").unwrap_or(script);
+    if script.is_empty() || !path.starts_with(script) {
+        return None;
+    }
+    let rest = &path[script.len()..];
+    (rest.is_empty() || rest[0] == b'/').then(|| path.slice(script.len()..))
 }
 
 /// Where a script is, in the variables that place it.
@@ -706,6 +725,59 @@ mod tests {
         assert_eq!(len, None);
         assert!(head);
         check_normalised(&vars, len, head).unwrap();
+    }
+
+    #[test]
+    fn a_param_set_after_the_params_file_overrides_it_even_empty() {
+        let normalised = |extra: &[(&str, &str)], strip| {
+            let mut list = vec![
+                ("SCRIPT_NAME", "/a/b"),
+                ("HTTP_HOST", "example.com"),
+                ("CONTENT_TYPE", "text/plain"),
+            ];
+            list.extend_from_slice(extra);
+            normalise(pairs(&list), &info(), strip).vars
+        };
+        // fastcgi_param PATH_INFO $fastcgi_script_name; SCRIPT_NAME "";
+        // HTTP_HOST $http_host; CONTENT_TYPE "".
+        let vars = normalised(
+            &[
+                ("PATH_INFO", "/a/b"),
+                ("SCRIPT_NAME", ""),
+                ("HTTP_HOST", "example.com:8443"),
+                ("CONTENT_TYPE", ""),
+            ],
+            false,
+        );
+        assert_eq!(value(&vars, "SCRIPT_NAME"), None);
+        assert_eq!(value(&vars, "PATH_INFO").as_deref(), Some("/a/b"));
+        assert_eq!(
+            value(&vars, "HTTP_HOST").as_deref(),
+            Some("example.com:8443")
+        );
+        assert_eq!(value(&vars, "SERVER_NAME").as_deref(), Some("example.com"));
+        assert_eq!(value(&vars, "CONTENT_TYPE"), None);
+        // Other headers repeated are still joined.
+        let vars = normalised(&[("HTTP_X_A", "1"), ("HTTP_X_A", "2")], false);
+        assert_eq!(value(&vars, "HTTP_X_A").as_deref(), Some("1, 2"));
+    }
+
+    #[test]
+    fn a_script_name_is_over_whole_segments_only() {
+        let strip = |script: &str, path: &str| {
+            let vars = normalise(
+                pairs(&[("SCRIPT_NAME", script), ("PATH_INFO", path)]),
+                &info(),
+                true,
+            )
+            .vars;
+            value(&vars, "PATH_INFO").unwrap()
+        };
+        assert_eq!(strip("/app", "/app/x"), "/x");
+        assert_eq!(strip("/app", "/app"), "");
+        assert_eq!(strip("/app/", "/app/x"), "/x");
+        assert_eq!(strip("/app", "/appx/y"), "/appx/y");
+        assert_eq!(strip("/", "/x"), "/x");
     }
 
     #[test]

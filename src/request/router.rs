@@ -108,13 +108,18 @@ impl Router {
                     return Some(handler);
                 }
             }
-        } else if let Some(s) = script {
+        }
+        // Without --manage-script-name, and with it when no mountpoint
+        // prefixes PATH_INFO (nginx stripped it: a rewrite, or modifier1
+        // 30), the front end's SCRIPT_NAME picks the app, as in uWSGI.
+        if let Some(s) = script {
             let name = &vars[s].1;
             let name = name.strip_suffix(b"/").unwrap_or(name);
             if let Some((_, handler)) = self.mounts.iter().find(|(point, _)| point[..] == *name) {
                 return Some(handler);
             }
-            if !name.is_empty()
+            if !self.manage_script_name
+                && !name.is_empty()
                 && let Some(unmatched) = &self.unmatched
             {
                 return Some(unmatched);
@@ -326,6 +331,16 @@ mod tests {
             routed(&r, &mut vars(&[("PATH_INFO", "/blogger")])),
             "default"
         );
+        // No mountpoint prefixes PATH_INFO (nginx stripped it): the front
+        // end's SCRIPT_NAME picks, as without the option.
+        let mut v = vars(&[("SCRIPT_NAME", "/blog/admin"), ("PATH_INFO", "/x")]);
+        assert_eq!(routed(&r, &mut v), "admin");
+        assert_eq!(
+            (value(&v, "SCRIPT_NAME"), value(&v, "PATH_INFO")),
+            ("/blog/admin".into(), "/x".into())
+        );
+        let mut v = vars(&[("SCRIPT_NAME", "/other"), ("PATH_INFO", "/x")]);
+        assert_eq!(routed(&r, &mut v), "default");
     }
 
     #[test]

@@ -44,6 +44,7 @@ def application(environ, start_response):
         "content_type": environ.get("CONTENT_TYPE", ""),
         "scheme": environ["wsgi.url_scheme"],
         "server_name": environ["SERVER_NAME"],
+        "host": environ.get("HTTP_HOST"),
         "x_headers": {k: v for k, v in environ.items() if k.startswith("HTTP_X_")},
         "cookie": environ.get("HTTP_COOKIE", ""),
         "body_len": n,
