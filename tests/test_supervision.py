@@ -101,6 +101,27 @@ def test_a_worker_dying_as_it_loads_the_app_is_not_said_to_be_idle(serve, tmp_pa
     assert "before it was ready" in line and "while idle" not in line, line
 
 
+def test_an_app_exiting_with_status_3_mid_request_is_replaced_not_fatal(serve, tmp_path):
+    """A ready worker whose app calls os._exit(3) (a C library's exit(3),
+    say) is a death like any other: replaced, as uWSGI does. The master took
+    it for a boot hook's failure and stopped the whole server, saying the
+    app's startup failed."""
+    (tmp_path / "exits.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/exit':\n"
+        "        os._exit(3)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str(os.getpid()).encode()]\n")
+    s = serve("--wsgi-file", "exits.py", "--processes", "1", cwd=tmp_path)
+    first = s.wait_workers(1)[0]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(s.url + "/exit", timeout=10)
+    wait_for(lambda: s.worker_pids() and s.worker_pids()[0] != first, what="a new worker")
+    assert requests.get(s.url + "/", timeout=10).status_code == 200
+    assert s.proc.poll() is None and "startup failed" not in s.log(), s.log()
+
+
 def test_max_requests_recycles_without_failures(serve, app_dir):
     # (--min-worker-lifetime 0: without it, a worker is replaced only after
     # its first 10 s, as in uWSGI; test_max_requests_waits_for_the_min_lifetime.)

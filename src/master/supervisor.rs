@@ -531,7 +531,9 @@ impl Supervisor {
             self.begin_stop(fx, now);
             return;
         }
-        if exit == Exit::Code(EXIT_APP_STARTUP)
+        // A worker that was ready and exits with 3 is an app's own
+        // os._exit(3) mid-request: replaced, as any death.
+        if (exit == Exit::Code(EXIT_APP_STARTUP) && !w.ready)
             || (exit == Exit::Code(EXIT_LIFESPAN_STARTUP) && !self.ever_ready)
         {
             self.fatal = Some("the app's startup failed (see above)".into());

@@ -665,17 +665,24 @@ fn a_draining_master_replaces_a_crashed_worker_and_ends_when_none_is_left() {
 
 #[test]
 fn a_fatal_app_error_stops_without_draining() {
-    let (mut sup, mut fx, t) = running(
-        1,
-        Limits {
-            drain_delay: Some(Duration::from_secs(30)),
-            ..limits()
-        },
-    );
-    let pid = pids(&sup)[0];
+    let t = Instant::now();
+    let limits = Limits {
+        drain_delay: Some(Duration::from_secs(30)),
+        ..limits()
+    };
+    let mut sup = Supervisor::new(1, limits.clone(), false, t);
+    let mut fx = Fake::default();
+    sup.tick(&mut fx, t);
+    // A booting hook (post_fork) raised, before the worker was ready.
+    let pid = fx.spawned[0].1;
     sup.exited(pid, exit_status(EXIT_APP_STARTUP), &mut fx, t);
     assert!(sup.workers_stopping() && sup.fatal.is_some());
     assert!(sup.stop_tick(&mut fx, t));
+    // A ready worker's 3 is the app's own exit mid-request: replaced.
+    let (mut sup, mut fx, t) = running(1, limits);
+    let pid = pids(&sup)[0];
+    sup.exited(pid, exit_status(EXIT_APP_STARTUP), &mut fx, t);
+    assert!(sup.fatal.is_none() && !sup.workers_stopping());
 }
 
 #[test]
