@@ -107,3 +107,14 @@ def test_long_body_is_cut_to_content_length(srv):
     out = raw_request(srv.port, b"GET /long HTTP/1.1\r\nHost: x\r\n\r\nGET /thread HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     first, rest = out.split(b"\r\n\r\n", 1)
     assert rest.startswith(b"12345HTTP/1.1 200 OK")
+
+
+def test_a_status_of_three_digits_alone_gets_the_standard_reason(srv):
+    """start_response("200", ...): Gunicorn and uWSGI send it (uWSGI with
+    the standard reason); oxgate answered 500. Other malformed ones still
+    are 500."""
+    for code, line in (("200", b"HTTP/1.1 200 OK\r\n"), ("404", b"HTTP/1.1 404 Not Found\r\n")):
+        out = raw_request(srv.port, f"GET /bare-status?{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        assert out.startswith(line) and out.endswith(b"bare"), out
+    out = raw_request(srv.port, b"GET /bare-status?20 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500 "), out

@@ -213,6 +213,10 @@ def application(environ, start_response):
         code = environ.get("QUERY_STRING") or "200"
         start_response(f"{code} X", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"hello"]
+    if path == "/bare-status":
+        # The three digits alone, as apps written against Gunicorn send it.
+        start_response(environ.get("QUERY_STRING") or "200", [("Content-Type", "text/plain")])
+        return [b"bare"]
     if path == "/sys":
         import sys
         start_response("200 OK", [("Content-Type", "application/json")])

@@ -109,10 +109,12 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     })?;
     let status = status.to_str()?;
     let b = status.as_bytes();
-    let valid = b.len() >= 4
+    // The three digits alone ("200") are taken, with the standard reason,
+    // as Gunicorn and uWSGI take them: apps written against them send it.
+    let valid = b.len() >= 3
         && b[..3].iter().all(u8::is_ascii_digit)
         && b[0] != b'0'
-        && b[3] == b' '
+        && (b.len() == 3 || b[3] == b' ')
         && !b.iter().any(|c| c.is_ascii_control());
     if !valid {
         return Err(PyValueError::new_err(format!(
@@ -125,9 +127,9 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             "status {code}: informational (1xx) responses are the server's business"
         )));
     }
-    let reason = &status[4..];
+    let reason = status.get(4..);
     // PEP 3333: the status is a latin-1 string, as the headers are.
-    if reason.chars().any(|c| u32::from(c) > 0xFF) {
+    if reason.is_some_and(|r| r.chars().any(|c| u32::from(c) > 0xFF)) {
         return Err(PyValueError::new_err(format!(
             "invalid status {status:?}: a character that latin-1 cannot hold"
         )));
@@ -137,7 +139,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         .and_then(|c| c.canonical_reason());
     let mut out = Head {
         status: code,
-        reason: (standard != Some(reason)).then(|| reason.to_string()),
+        reason: reason.filter(|r| standard != Some(*r)).map(str::to_string),
         // One more for a Content-Length the server may add.
         headers: crate::request::headers_with_capacity(headers.len().unwrap_or(0) + 1),
         content_length: None,
