@@ -6,7 +6,7 @@ import os
 import pytest
 import requests
 
-from helpers import APPS, raw_request
+from helpers import APPS, raw_request, wait_for
 
 VALIDATED = str(APPS / "validated.py")
 
@@ -256,3 +256,69 @@ def test_wsgi_multiprocess_says_whether_other_processes_serve(serve, processes):
     s = serve("--wsgi-file", str(APPS / "behaviour.py"), "--processes", str(processes), "--threads", "2")
     flags = requests.get(s.url + "/flags", timeout=20).json()
     assert flags == {"wsgi.multithread": True, "wsgi.multiprocess": processes > 1}
+
+
+SLOW_CLOSE_APP = '''
+import os, time
+
+MARKER = os.environ["CLOSE_MARKER"]
+
+
+class Result:
+    """The app's iterable; its close() waits for the client's word that
+    the whole response came (Flask's call_on_close work, say)."""
+
+    def __init__(self, chunks, warm=False):
+        self.chunks = chunks
+        self.warm = warm
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        if self.warm:
+            time.sleep(0.01)
+            return
+        deadline = time.monotonic() + 15
+        while not os.path.exists(MARKER) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open(MARKER + ".closed", "a") as f:
+            f.write("closed\\n")
+
+
+def application(environ, start_response):
+    headers = [("Content-Type", "text/plain")]
+    if environ["PATH_INFO"] == "/warm":
+        start_response("200 OK", headers)
+        return Result([b"warm"], warm=True)
+    if environ["PATH_INFO"] == "/sized":
+        headers.append(("Content-Length", "5"))
+        start_response("200 OK", headers)
+        return Result([b"sized"])
+    start_response("200 OK", headers)
+    return Result((b"chunk" for _ in range(3)))
+'''
+
+
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
+def test_the_response_goes_out_before_a_slow_close_returns(serve, tmp_path, threads):
+    """close() runs after the response has gone out, as in Gunicorn and
+    uWSGI: a close() that takes its time (here, until the client has the
+    whole response) held the response's end back, sized or chunked. (On
+    the event loop, once the app's close() has proved slow: a few of 10 ms
+    first.)"""
+    (tmp_path / "slowclose.py").write_text(SLOW_CLOSE_APP)
+    marker = tmp_path / "got-it"
+    s = serve("--wsgi-file", "slowclose.py", "--threads", threads, "--processes", "1", cwd=tmp_path,
+              env={"CLOSE_MARKER": str(marker)})
+    for _ in range(3):
+        assert requests.get(s.url + "/warm", timeout=10).content == b"warm"
+    for path, body in (("/sized", b"sized"), ("/chunked", b"chunk" * 3)):
+        marker.unlink(missing_ok=True)
+        # Well under close()'s own 15 s: the response must come first.
+        r = requests.get(s.url + path, timeout=8)
+        assert r.content == body, path
+        marker.write_text("")
+        wait_for(lambda: (tmp_path / "got-it.closed").exists()
+                 and (tmp_path / "got-it.closed").read_text().count("closed") == (1 if path == "/sized" else 2),
+                 what=f"{path}: close() called")

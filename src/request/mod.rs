@@ -3,6 +3,7 @@
 //! [`Handler`]; nothing between knows which protocol a request came on.
 //! The CGI variable rules that every front end follows live in [`cgi`].
 
+pub mod after_write;
 mod answered;
 mod body;
 pub mod cgi;

@@ -135,9 +135,14 @@ fn lock(outbox: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
 
 impl FlushQueue {
     /// Runs forever on the worker's event loop: every time connections have
-    /// queued, writes what each has, in the order they queued.
+    /// queued, writes what each has, in the order they queued; then the
+    /// work left for after the writes (`request::after_write`).
     pub async fn run(self: Arc<Self>) {
         let mut batch = Vec::new();
+        // Work left for after the responses are written runs here, once
+        // they are.
+        let queue = self.clone();
+        crate::request::after_write::install_runner(Box::new(move || queue.notify.notify_one()));
         loop {
             self.notify.notified().await;
             std::mem::swap(
@@ -154,6 +159,7 @@ impl FlushQueue {
                 o.queued = false;
                 write_out(&mut o, q.fd, &q.progress);
             }
+            crate::request::after_write::run_left();
         }
     }
 

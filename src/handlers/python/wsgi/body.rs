@@ -137,6 +137,7 @@ impl ChunkSource for InlineChunks {
             self.turn = None;
             self.sent_since = false;
         }
+        let mut deferred = false;
         let next = Python::attach(|py| match call.next_chunk(py) {
             Ok(Some(b)) => {
                 if let Some(core) = self.core.as_mut() {
@@ -145,8 +146,14 @@ impl ChunkSource for InlineChunks {
                 self.sent_since = true;
                 Some(Ok(b))
             }
+            // A close() that proved slow runs after the body's end is
+            // written (the Drop below), not before.
             Ok(None) => {
-                call.close(py);
+                match &self.core {
+                    Some(core) if core.host.defers_close() => deferred = true,
+                    Some(core) => core.host.close_inline(py, call),
+                    None => call.close(py),
+                }
                 None
             }
             Err(e) => {
@@ -155,13 +162,39 @@ impl ChunkSource for InlineChunks {
                 Some(Err(BodyError::new(500, msg)))
             }
         });
-        if !matches!(next, Some(Ok(_))) {
+        if !matches!(next, Some(Ok(_))) && !deferred {
             self.call = None;
             if let Some(mut core) = self.core.take() {
                 core.outcome.failed = next.is_some();
             }
         }
         Poll::Ready(next)
+    }
+}
+
+/// The body is done with: at its end, or before it (hyper drops a sized
+/// one once its length went out, and one whose client left). An app whose
+/// close() proved slow (Flask's `call_on_close` work, Django's
+/// `request_finished` handlers) has it run after the response is written,
+/// as Gunicorn and uWSGI run it, so that it does not hold the response
+/// back; the request (its core: the slot, the log line) lasts until then.
+impl Drop for InlineChunks {
+    fn drop(&mut self) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        let core = self.core.take();
+        if core.as_ref().is_some_and(|c| c.host.defers_close()) {
+            crate::request::after_write::after_write(move || {
+                Python::attach(|py| call.close(py));
+                drop(core);
+            });
+            return;
+        }
+        Python::attach(|py| match &core {
+            Some(core) => core.host.close_inline(py, &mut call),
+            None => call.close(py),
+        });
     }
 }
 

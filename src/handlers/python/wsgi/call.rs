@@ -19,6 +19,17 @@ use super::start_response::{Head, StartResponse, type_name};
 use crate::request::{BodyError, FileRegion, VarName};
 
 impl WsgiHost {
+    /// Calls the result's close() on the event loop, noting a slow one
+    /// (`defers_close`).
+    pub(super) fn close_inline(&self, py: Python<'_>, call: &mut Call) {
+        let started = std::time::Instant::now();
+        call.close(py);
+        if started.elapsed() >= super::host::SLOW_CLOSE {
+            self.slow_closes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Builds the environ and calls the app; the response is not started yet.
     pub(super) fn begin(
         &self,
@@ -344,6 +355,16 @@ impl Call {
                 }
             },
         }
+    }
+
+    /// Whether the result has a `close()` of its own to call (a list or a
+    /// tuple has none).
+    pub(super) fn has_close(&self, py: Python<'_>) -> bool {
+        self.result.as_ref().is_some_and(|r| {
+            let r = r.bind(py);
+            !(r.is_exact_instance_of::<PyList>() || r.is_exact_instance_of::<PyTuple>())
+                && r.hasattr("close").unwrap_or(true)
+        })
     }
 
     /// Calls the result's `close()` (PEP 3333: always, also on errors and

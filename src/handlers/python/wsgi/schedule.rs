@@ -70,12 +70,14 @@ impl WsgiHost {
         };
         // One GIL acquisition covers the call, the first chunk and, for a
         // complete body, close(): embedding.md measured each extra one.
+        // An app whose close() proved slow has it run after the response
+        // has gone out instead.
         let started = Python::attach(|py| {
             let mut call = self.begin(py, app, vars, input)?;
             let (head, first) = call.first_chunk(py)?;
             let finished = call.is_finished(py);
-            if finished || is_head {
-                call.close(py);
+            if (finished && !(self.defers_close() && call.has_close(py))) || is_head {
+                self.close_inline(py, &mut call);
                 // A complete body goes out whole, with its length; for HEAD
                 // the front end sends the length but not the body.
                 let body = match first {
@@ -84,6 +86,8 @@ impl WsgiHost {
                 };
                 return Ok::<_, CallError>(Err(head.into_response(body)));
             }
+            // A complete body whose close() is to wait goes out as a
+            // stream of one chunk, whose end runs it after the write.
             Ok(Ok((call, head, first)))
         });
         match started {
@@ -240,6 +244,8 @@ impl WsgiHost {
                 }
             }
         }
+        // The body's end goes out first: a slow close() must not hold it.
+        drop(chunk_tx);
         call.close(py);
         Some(core)
     }
