@@ -119,6 +119,26 @@ def test_a_reload_onto_another_scoreboard_layout_starts_the_counters_again(serve
     assert s.proc.poll() is None
 
 
+def test_a_reload_runs_the_build_now_at_the_programs_path(serve, app_dir, tmp_path):
+    """An upgrade puts a new build where the program was (apt, an install
+    script: a rename over it). A reload runs that one, as uWSGI's binary
+    reloading does; it ran the old build (its deleted file) again, under the
+    name `exe`."""
+    program = tmp_path / "oxbin"
+    shutil.copy(BIN, program)
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", program=(str(program),))
+    s.wait_workers(1)
+    shutil.copy(BIN, tmp_path / "oxbin.new")
+    os.replace(tmp_path / "oxbin.new", program)
+    assert os.readlink(f"/proc/{s.proc.pid}/exe").endswith(" (deleted)")
+    os.kill(s.proc.pid, signal.SIGHUP)
+    s.wait_log("reload done", timeout=30)
+    assert os.readlink(f"/proc/{s.proc.pid}/exe") == str(program)
+    assert open(f"/proc/{s.proc.pid}/comm").read().strip() == "oxbin"
+    assert [open(f"/proc/{w}/comm").read().strip() for w in s.wait_workers(1)] == ["oxbin"]
+    assert fresh(s.url).status_code == 200
+
+
 def test_brutal_reload(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2")
     old = s.wait_workers(2)

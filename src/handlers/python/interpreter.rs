@@ -115,7 +115,25 @@ pub fn relaunch_command() -> (PathBuf, OsString, Vec<OsString>) {
     }
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "oxgate".into());
-    (PathBuf::from("/proc/self/exe"), arg0, args.collect())
+    (this_program_now(), arg0, args.collect())
+}
+
+/// The file this program was started from, as it is now: an upgrade
+/// (apt, an install script) puts a new build at that path, and a reload
+/// runs it, as uWSGI's "binary reloading" does. `/proc/self/exe` itself
+/// would run the old build (its inode), and the processes would be named
+/// `exe`. When nothing is at that path any more, the old build runs.
+fn this_program_now() -> PathBuf {
+    let running = PathBuf::from("/proc/self/exe");
+    let Ok(path) = std::fs::read_link(&running) else {
+        return running;
+    };
+    // The kernel marks a file removed or replaced since.
+    let path = match path.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(p) => PathBuf::from(p),
+        None => path,
+    };
+    if path.is_file() { path } else { running }
 }
 
 /// Whether CPython is initialized in this process: after the app was
