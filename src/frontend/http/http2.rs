@@ -199,7 +199,11 @@ async fn serve_stream(
         match permit {
             Some(permit) => {
                 let hints = Arc::clone(&reply) as Arc<dyn EarlyHints>;
-                let body = WireBody::Http2(H2Body::new(body));
+                let declared = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| crate::request::cgi::content_length(v.as_bytes()));
+                let body = WireBody::Http2(H2Body::new(body, declared));
                 match on_request(ctx, parts, body, Some(permit), Some(hints)).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},

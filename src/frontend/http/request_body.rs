@@ -60,14 +60,28 @@ impl WireBody {
 pub(super) struct H2Body {
     recv: RecvStream,
     data_done: bool,
+    /// The request's Content-Length, and how much of the body came.
+    declared: Option<u64>,
+    received: u64,
 }
 
 impl H2Body {
-    pub(super) fn new(recv: RecvStream) -> H2Body {
+    pub(super) fn new(recv: RecvStream, declared: Option<u64>) -> H2Body {
         H2Body {
             recv,
             data_done: false,
+            declared,
+            received: 0,
         }
+    }
+
+    /// A reset with NO_ERROR ends the body only when the body is whole
+    /// (RFC 9113 §8.1: a client that has its answer early stops sending
+    /// the rest); before, it is an upload given up, as any other reset,
+    /// and must not reach the app as complete (§8.1.1: a body short of its
+    /// Content-Length is malformed). hyper ends the body at any NO_ERROR.
+    fn ended_by(&self, e: &h2::Error) -> bool {
+        e.reason() == Some(Reason::NO_ERROR) && self.declared == Some(self.received)
     }
 
     pub(super) fn is_end_stream(&self) -> bool {
@@ -82,13 +96,10 @@ impl H2Body {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.received += data.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                // As hyper: a reset with NO_ERROR is a client that has
-                // its answer early (RFC 9113 §8.1) and ends the body; any
-                // other (CANCEL: an upload given up) fails it, so that no
-                // app takes a cut-off upload for the whole.
-                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
+                Some(Err(e)) if self.ended_by(&e) => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => self.data_done = true,
             }
