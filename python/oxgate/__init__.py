@@ -14,10 +14,14 @@ from ._oxgate import main as _serve
 __all__ = ["__version__", "gunicorn_main", "main", "uvicorn_main"]
 
 
-def _unbuffered(stream, fd):
-    """The stream rewritten straight to its file descriptor, as `python -u`
-    makes it: output an app prints reaches the log at once, and nothing
-    waits in a buffer that every forked worker would write again."""
+def _line_buffered(stream, fd):
+    """The stream rewritten to its file descriptor a line at a time: output
+    an app prints reaches the log at once, as `python -u` has it, and each
+    line (print()'s text and its newline) in one write, so that the
+    workers' lines never run into each other in the log (unbuffered, they
+    were two writes, and another worker's came between). The server
+    flushes it before each fork, so no buffer is written again by every
+    worker."""
     if stream is None:
         return None
     try:
@@ -25,8 +29,8 @@ def _unbuffered(stream, fd):
         raw = io.FileIO(fd, "w", closefd=False)
     except (OSError, ValueError):
         return stream
-    return io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors,
-                            write_through=True)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
+                            line_buffering=True)
 
 
 def main(dialect=None):
@@ -36,8 +40,8 @@ def main(dialect=None):
     # The server owns signals: Ctrl-C stops it as SIGINT does the binary,
     # instead of raising KeyboardInterrupt inside an app.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    sys.stdout = _unbuffered(sys.stdout, 1)
-    sys.stderr = _unbuffered(sys.stderr, 2)
+    sys.stdout = _line_buffered(sys.stdout, 1)
+    sys.stderr = _line_buffered(sys.stderr, 2)
     _serve(([dialect] if dialect else []) + sys.argv[1:])
 
 

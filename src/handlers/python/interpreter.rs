@@ -227,8 +227,43 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
         // Release the GIL; every later use takes it with Python::attach.
         ffi::PyEval_SaveThread();
     }
-    Ok(())
+    Python::attach(|py| py.run(LINE_BUFFERED_STDIO, None, None))
+        .map_err(|e| format!("internal error while setting up stdout and stderr: {e}"))
 }
+
+/// sys.stdout and sys.stderr written a line at a time (the pip-installed
+/// program's `python/oxgate/__init__.py` does the same): what an app
+/// prints reaches the log at once, as with `python -u`, and each line in
+/// one write, so that the workers' lines never run into each other
+/// (unbuffered, print()'s text and its newline were two writes, and
+/// another worker's came between them). `fork` flushes them first.
+const LINE_BUFFERED_STDIO: &std::ffi::CStr = c"
+import io, sys
+def _line_buffered(stream, fd):
+    if stream is None:
+        return None
+    try:
+        stream.flush()
+        raw = io.FileIO(fd, 'w', closefd=False)
+    except (OSError, ValueError):
+        return stream
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stream.encoding,
+                            errors=stream.errors, line_buffering=True)
+sys.stdout = _line_buffered(sys.stdout, 1)
+sys.stderr = _line_buffered(sys.stderr, 2)
+del _line_buffered
+";
+
+/// Before a fork: what an app wrote without a newline is written once,
+/// not again by every child.
+const FLUSH_STDIO: &std::ffi::CStr = c"
+import sys
+for _stream in (sys.stdout, sys.stderr):
+    try:
+        _stream.flush()
+    except Exception:
+        pass
+";
 
 /// When the interpreter started before oxgate applied `--env` and
 /// `--chdir` (a Gunicorn config file runs first): makes `os.environ` what
@@ -335,22 +370,26 @@ fn unreadable_hint(interpreter: &Path) -> String {
 /// interpreter state is reset, `os.register_at_fork` hooks run (random is
 /// reseeded). For a master that loaded the app (preload).
 pub fn fork() -> std::io::Result<libc::pid_t> {
-    // SAFETY: the sequence os.fork() runs. PyOS_BeforeFork needs the GIL,
-    // which `attach` holds, and takes the interpreter's locks, so no other
-    // thread holds one across the fork; each side then calls its
-    // PyOS_AfterFork_* once, which releases or resets them (the child also
-    // forgets the threads it no longer has). fork itself takes no pointers.
-    Python::attach(|_py| unsafe {
-        ffi::PyOS_BeforeFork();
-        let pid = libc::fork();
-        // Read before the hooks run: they may set errno themselves.
-        let error = std::io::Error::last_os_error();
-        if pid == 0 {
-            ffi::PyOS_AfterFork_Child();
-        } else {
-            ffi::PyOS_AfterFork_Parent();
+    Python::attach(|py| {
+        let _ = py.run(FLUSH_STDIO, None, None);
+        // SAFETY: the sequence os.fork() runs. PyOS_BeforeFork needs the
+        // GIL, which `attach` holds, and takes the interpreter's locks, so
+        // no other thread holds one across the fork; each side then calls
+        // its PyOS_AfterFork_* once, which releases or resets them (the
+        // child also forgets the threads it no longer has). fork itself
+        // takes no pointers.
+        unsafe {
+            ffi::PyOS_BeforeFork();
+            let pid = libc::fork();
+            // Read before the hooks run: they may set errno themselves.
+            let error = std::io::Error::last_os_error();
+            if pid == 0 {
+                ffi::PyOS_AfterFork_Child();
+            } else {
+                ffi::PyOS_AfterFork_Parent();
+            }
+            if pid == -1 { Err(error) } else { Ok(pid) }
         }
-        if pid == -1 { Err(error) } else { Ok(pid) }
     })
 }
 
@@ -456,5 +495,7 @@ pub fn run_atexit() {
         if let Ok(atexit) = py.import("atexit") {
             let _ = atexit.call_method0("_run_exitfuncs");
         }
+        // A last line without its newline is written too.
+        let _ = py.run(FLUSH_STDIO, None, None);
     });
 }
