@@ -122,6 +122,29 @@ def test_an_app_exiting_with_status_3_mid_request_is_replaced_not_fatal(serve, t
     assert s.proc.poll() is None and "startup failed" not in s.log(), s.log()
 
 
+def test_a_child_the_app_forks_does_not_serve_on_as_a_worker(serve, tmp_path):
+    """An app that forks and lets the child return too (no os._exit): the
+    child returned into the server and served on as a worker the master
+    did not know (past harakiri, recycling and reloads), some of its
+    requests never answered. It now exits at once, as Gunicorn's does."""
+    (tmp_path / "forks.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/fork':\n"
+        "        os.fork()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str(os.getpid()).encode()]\n")
+    s = serve("--wsgi-file", "forks.py", "--processes", "1", cwd=tmp_path)
+    worker = s.wait_workers(1)[0]
+    assert requests.get(s.url + "/fork", timeout=10).text == str(worker)
+    s.wait_log("a child the app forked returned from the app into the server; it exits")
+    for _ in range(20):
+        assert requests.get(s.url + "/", timeout=10).text == str(worker)
+    # What the worker started: nothing alive but zombies it has not reaped.
+    kids = open(f"/proc/{worker}/task/{worker}/children").read().split()
+    assert all(open(f"/proc/{k}/stat").read().split(") ")[1][0] == "Z" for k in kids), kids
+
+
 def test_max_requests_recycles_without_failures(serve, app_dir):
     # (--min-worker-lifetime 0: without it, a worker is replaced only after
     # its first 10 s, as in uWSGI; test_max_requests_waits_for_the_min_lifetime.)

@@ -83,6 +83,8 @@ pub fn run(s: Setup<'_>) -> ! {
         let _ = signal_hook::flag::register(sig, INTERRUPTED.clone());
     }
     let _ = signal_hook::flag::register(libc::SIGHUP, Arc::new(AtomicBool::new(false)));
+    // A child the app forks and lets return into the server exits.
+    crate::sys::forked::watch();
     // Die with the master; and if it is already gone, do not start.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != s.master_pid {

@@ -2,6 +2,7 @@
 //! readers, the heap and the stderr writer.
 
 pub mod clock;
+pub mod forked;
 pub mod glob;
 pub mod heap;
 pub mod pagecache;

@@ -56,8 +56,11 @@ impl WsgiHost {
             .set_item(self.key_input.bind(py), input)
             .map_err(CallError::Internal)?;
         let sr = Bound::new(py, StartResponse::default()).map_err(CallError::Internal)?;
-        let result = app
-            .call1((&environ, &sr))
+        let result = app.call1((&environ, &sr));
+        if crate::sys::forked::in_forked_child() {
+            leave_forked_child();
+        }
+        let result = result
             .map_err(|e| CallError::App(e, environ.clone().unbind()).or_client(&input_failure))?;
         let iter = if let Ok(list) = result.cast_exact::<PyList>() {
             Iter::List(list.clone().unbind(), 0)
@@ -418,4 +421,17 @@ pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> Strin
             msg
         }
     }
+}
+
+/// The app forked and its child returned from the app into the server (no
+/// `os._exit` in it): it exits at once, rather than serve on as a worker
+/// the master does not know, as Gunicorn's does ("Parent changed").
+fn leave_forked_child() -> ! {
+    crate::say!(
+        "oxgate: pid {}: a child the app forked returned from the app into the server; it exits (end a forked child with os._exit)",
+        std::process::id()
+    );
+    // SAFETY: _exit ends the process at once, touching no memory; nothing
+    // of this child (a copy of a worker's state) is to be flushed or run.
+    unsafe { libc::_exit(0) }
 }
