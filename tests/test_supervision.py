@@ -145,6 +145,33 @@ def test_a_child_the_app_forks_does_not_serve_on_as_a_worker(serve, tmp_path):
     assert all(open(f"/proc/{k}/stat").read().split(") ")[1][0] == "Z" for k in kids), kids
 
 
+def test_reaper_reaps_the_children_the_app_left_unwaited_for(serve, tmp_path):
+    """--reaper (uWSGI's): the children an app forks and never waits for
+    are reaped by the worker; they stayed zombies (it was accepted and did
+    nothing). Without it they are the app's to wait for, as in uWSGI."""
+    (tmp_path / "spawns.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    if os.fork() == 0:\n"
+        "        os._exit(0)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str(os.getpid()).encode()]\n")
+
+    def zombies(worker):
+        kids = open(f"/proc/{worker}/task/{worker}/children").read().split()
+        return [k for k in kids if open(f"/proc/{k}/stat").read().rsplit(") ", 1)[1][0] == "Z"]
+    for flag in ([], ["--reaper"]):
+        s = serve("--wsgi-file", "spawns.py", "--processes", "1", *flag, cwd=tmp_path)
+        worker = s.wait_workers(1)[0]
+        for _ in range(3):
+            assert requests.get(s.url + "/", timeout=10).text == str(worker)
+        if flag:
+            wait_for(lambda: zombies(worker) == [], what="the children reaped")
+        else:
+            assert len(wait_for(lambda: len(zombies(worker)) == 3 and zombies(worker), what="3 zombies")) == 3
+        s.stop()
+
+
 def test_max_requests_recycles_without_failures(serve, app_dir):
     # (--min-worker-lifetime 0: without it, a worker is replaced only after
     # its first 10 s, as in uWSGI; test_max_requests_waits_for_the_min_lifetime.)

@@ -1170,6 +1170,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 None => None,
             },
             vacuum: r.flag(&opt::VACUUM)?,
+            reaper: r.flag(&opt::REAPER)?,
             touch_reload: r.paths(&opt::TOUCH_RELOAD),
             touch_chain_reload: r.paths(&opt::TOUCH_CHAIN_RELOAD),
             uid: r.string(&opt::UID),

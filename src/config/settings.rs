@@ -454,6 +454,8 @@ pub struct ProcessConfig {
     /// `--logto2`: the log file from the drop of privileges on.
     pub logto2: Option<PathBuf>,
     pub vacuum: bool,
+    /// `--reaper`: workers reap the children the app left unwaited for.
+    pub reaper: bool,
     pub touch_reload: Vec<PathBuf>,
     pub touch_chain_reload: Vec<PathBuf>,
     pub uid: Option<String>,

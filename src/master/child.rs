@@ -251,6 +251,9 @@ pub fn run(s: Setup<'_>) -> ! {
     let result = serve::runtime().and_then(|rt| {
         rt.block_on(async {
             apps.on_runtime();
+            if s.cfg.process.reaper {
+                tokio::spawn(crate::worker::reaper::run());
+            }
             serve::serve(
                 listeners,
                 apps.front_handler(s.cfg, s.sb.clone()),

@@ -4,6 +4,7 @@ mod accept;
 pub mod apps;
 pub mod conn_limit;
 mod dispatch;
+pub mod reaper;
 pub mod reqlog;
 pub mod serve;
 

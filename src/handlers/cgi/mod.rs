@@ -10,7 +10,7 @@
 
 mod script;
 
-pub use script::kill_running_scripts;
+pub use script::{is_running_script, kill_running_scripts};
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
