@@ -522,6 +522,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
                 budget: cfg.process.reload_mercy + std::time::Duration::from_secs(5),
             },
             || {},
+            || apps.going_away(),
         )
         .await
     });

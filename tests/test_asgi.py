@@ -672,6 +672,34 @@ def test_a_sigterm_to_the_whole_process_group_is_still_a_graceful_stop(tmp_path,
         p.wait()
 
 
+def test_a_process_group_sigterm_keeps_to_reload_mercy(tmp_path):
+    """--reload-mercy alone, and SIGTERM to the whole process group: the
+    worker's copy came before the master said it was stopping, so the
+    worker planned a reload's stop (--worker-reload-mercy, 60 s), and the
+    master killed it at 3 s, before the app's shutdown ran. The worker now
+    keeps to the master's time: it cuts the request itself, then runs the
+    shutdown, and is not killed."""
+    port = free_port()
+    with open(tmp_path / "log", "wb") as log:
+        p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", "--home", str(VENV),
+                              "--chdir", str(APPS), "--module", "asgi_raw:app", "--reload-mercy", "3"],
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: listens(port), what="the server")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            stuck = ex.submit(requests.get, f"http://127.0.0.1:{port}/sleep?60", timeout=30)
+            time.sleep(0.5)
+            os.killpg(p.pid, signal.SIGTERM)
+            assert p.wait(30) == 0
+            with pytest.raises(requests.RequestException):
+                stuck.result()
+        text = (tmp_path / "log").read_text()
+        assert "requests still running after" in text and "killing them" not in text, text
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_a_failed_startup_stops_the_server(serve, tmp_path):
     for module, env, says in [
         ("asgi_fastapi:app", {"ASGI_FAIL_STARTUP": "1"}, "the database is not there"),
@@ -723,8 +751,13 @@ def test_a_startup_that_fails_after_a_reload_leaves_the_old_workers_serving(serv
     ones serving, and a replaced worker that cannot start is retried with
     back-off. Both stopped the whole server, old workers and all."""
     flag = tmp_path / "fail-from-now"
-    s = asgi(serve, "asgi_raw:app", "--processes", "2", env={"ASGI_STARTUP_FAILED_IF": str(flag)})
+    sp = free_port()
+    s = asgi(serve, "asgi_raw:app", "--processes", "2", "--stats", f"127.0.0.1:{sp}", "--stats-http",
+             env={"ASGI_STARTUP_FAILED_IF": str(flag)})
     pids = s.wait_workers(2)
+    # Both have started (their lifespan startup ran) before it fails.
+    wait_for(lambda: all(w["accepting"] for w in requests.get(f"http://127.0.0.1:{sp}/").json()["workers"]),
+             what="ready workers")
     assert requests.get(s.url + "/scope", timeout=10).status_code == 200
     flag.touch()
     os.kill(s.proc.pid, signal.SIGHUP)

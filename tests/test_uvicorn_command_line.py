@@ -394,3 +394,61 @@ def test_a_failed_start_exits_with_status_3_as_uvicorn_and_gunicorn(tmp_path):
         assert status(BIN, peer, *args) == expected, (peer, args)
     # uWSGI's own options: the app failing in the workers is the same stop.
     assert status(BIN, "--http-socket", "127.0.0.1:PORT", "--module", "no_such_module:app", "--lazy-apps") == 3
+
+
+SSE_APP = '''
+import asyncio, os
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+
+async def events(request):
+    async def ticks():
+        try:
+            n = 0
+            while True:
+                yield {"data": "tick %d" % n}
+                n += 1
+                await asyncio.sleep(0.2)
+        finally:
+            with open(os.environ["SSE_NOTES"], "a") as f:
+                f.write("ended\\n")
+    return EventSourceResponse(ticks())
+
+app = Starlette(routes=[Route("/events", events)])
+'''
+
+
+@pytest.mark.parametrize("how", ["uvicorn", "reload-mercy"])
+def test_a_stop_ends_sse_starlette_streams_cleanly(tmp_path, how):
+    """sse-starlette (FastAPI's usual event streams) ends its streams when
+    the server stops, through its own switch, which it sets from uvicorn's
+    exit handler; oxgate sets it too: at once under uvicorn's command line
+    (as uvicorn, which is gone in a second), else as the mercy ends. The
+    streams ran until the mercy cut them, the client's read failing
+    (incomplete chunked read), the generator's finally never run."""
+    (tmp_path / "sse_app.py").write_text(SSE_APP)
+    notes = tmp_path / "notes"
+    port = free_port()
+    command = ([BIN, "uvicorn", "sse_app:app", "--port", str(port), "--timeout-graceful-shutdown", "20"]
+               if how == "uvicorn" else
+               [BIN, "--http-socket", f"127.0.0.1:{port}", "--module", "sse_app:app", "--reload-mercy", "6"])
+    log = open(tmp_path / "log", "wb")
+    p = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                         env={**os.environ, "VIRTUAL_ENV": str(VENV), "SSE_NOTES": str(notes)})
+    try:
+        wait_for(lambda: listens(port), what="the server")
+        r = requests.get(f"http://127.0.0.1:{port}/events", stream=True, timeout=30)
+        lines = r.iter_lines()
+        assert next(l for l in lines if l.startswith(b"data:")) == b"data: tick 0"
+        p.send_signal(signal.SIGTERM)
+        # The stream ends, whole: the rest is read to its last chunk.
+        rest = list(lines)
+        assert all(l.startswith((b"data:", b":")) or l == b"" for l in rest), rest
+        assert p.wait(30) == 0
+        assert notes.read_text() == "ended\n"
+    finally:
+        p.kill()
+        p.wait()
+        log.close()

@@ -264,6 +264,7 @@ pub fn run(s: Setup<'_>) -> ! {
                     sb.slot(slot).ready.store(1, Ordering::Release);
                     super::wake::poke();
                 },
+                || apps.going_away(),
             )
             .await
         })

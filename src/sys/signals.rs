@@ -35,16 +35,18 @@ pub fn stops() -> Option<usize> {
 }
 
 /// When this process's stop must be over: its master kills it then. Set
-/// once, when the stop begins.
-static STOP_DEADLINE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+/// when the stop begins, and brought forward if the stop turns out to be
+/// the master's, with less time, rather than a reload's.
+static STOP_DEADLINE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
 
 pub fn set_stop_deadline(at: std::time::Instant) {
-    let _ = STOP_DEADLINE.set(at);
+    *STOP_DEADLINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
 }
 
 /// The time left before the stop's deadline, if a stop began.
 pub fn stop_time_left() -> Option<std::time::Duration> {
     STOP_DEADLINE
-        .get()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
         .map(|d| d.saturating_duration_since(std::time::Instant::now()))
 }

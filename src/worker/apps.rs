@@ -147,6 +147,14 @@ impl Apps {
         }
     }
 
+    /// The stop is about to end the requests still open (see
+    /// `AsgiHost::going_away`).
+    pub fn going_away(&self) {
+        if let Some(a) = &self.asgi {
+            a.going_away();
+        }
+    }
+
     /// Runs the ASGI apps' lifespan shutdown and stops their loop; removes
     /// the FastCGI pools' sockets.
     pub fn stop(&self) {

@@ -118,8 +118,9 @@ pub async fn serve(
     host: Arc<dyn Handler>,
     front: FrontEnds,
     stop_on: &[(SignalKind, &'static str)],
-    times: impl FnOnce() -> StopTimes,
+    times: impl Fn() -> StopTimes,
     ready: impl FnOnce(),
+    going_away: impl Fn(),
 ) -> Result<(), String> {
     let mut front = front;
     if host.body_taking() == BodyTaking::AsItComes {
@@ -175,13 +176,9 @@ pub async fn serve(
     ready();
 
     let why = stop_signal(&mut signals, 1).await;
-    let times = times();
-    let mercy = times.mercy;
-    // Within the mercy, so that what is after it (an ASGI app's lifespan
-    // shutdown) keeps its part of a short stop (uvicorn's
-    // --timeout-graceful-shutdown 2: the worker was killed before it).
-    let close_grace = CLOSE_GRACE.min(mercy / 4);
-    crate::sys::signals::set_stop_deadline(std::time::Instant::now() + times.budget);
+    let stop_began = std::time::Instant::now();
+    let first = times();
+    crate::sys::signals::set_stop_deadline(stop_began + first.budget);
     if process::is_worker() {
         // The master logs the stop; a worker says nothing more.
     } else {
@@ -192,6 +189,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     if front.sessions_close_at_stop {
         let _ = going_away_tx.send(true);
+        going_away();
     }
     // A worker's second SIGTERM is most often the process group's copy
     // of the master's stop (systemd's KillMode=control-group, `kill -TERM
@@ -203,10 +201,12 @@ pub async fn serve(
         why = stop_signal(&mut signals, 2), if second_stops_now => {
             crate::say!("oxgate: second {why}, stopping now")
         }
-        _ = tokio::time::sleep(mercy - close_grace) => {
+        (mercy, close_grace) = mercy_over(stop_began, first, &times) => {
             // Open WebSockets close with 1001 ("going away") rather than
-            // being cut; they get a moment for the close handshake.
+            // being cut; they get a moment for the close handshake, as
+            // event streams the app can end do.
             let _ = going_away_tx.send(true);
+            going_away();
             // CGI scripts still running will not end in time: killed
             // while this worker can (the master's kill would leave them
             // running, unsupervised).
@@ -222,6 +222,42 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Waits until the stop's mercy is over, but for the last `close_grace`
+/// of it, which it returns with the mercy. The times are looked at again
+/// while it waits: a worker's first SIGTERM may be the process group's
+/// copy of the master's stop (systemd's KillMode=control-group), come
+/// before the master has said it is stopping, when the times were a
+/// reload's (--worker-reload-mercy); the master then kills the worker at
+/// --reload-mercy, and the stop must be over by then.
+async fn mercy_over(
+    began: std::time::Instant,
+    first: StopTimes,
+    times: &impl Fn() -> StopTimes,
+) -> (Duration, Duration) {
+    let mut now_times = first;
+    loop {
+        let mercy = now_times.mercy;
+        // Within the mercy, so that what is after it (an ASGI app's
+        // lifespan shutdown) keeps its part of a short stop (uvicorn's
+        // --timeout-graceful-shutdown 2: the worker was killed before it).
+        let close_grace = CLOSE_GRACE.min(mercy / 4);
+        let end = began + (mercy - close_grace);
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return (mercy, close_grace);
+        }
+        tokio::time::sleep(left.min(TIMES_LOOKED_AT_EVERY)).await;
+        let next = times();
+        if next.budget < now_times.budget {
+            crate::sys::signals::set_stop_deadline(began + next.budget);
+            now_times = next;
+        }
+    }
+}
+
+/// How often a stop's times are looked at again (`mercy_over`).
+const TIMES_LOOKED_AT_EVERY: Duration = Duration::from_millis(100);
 
 /// The `nth` stop signal. A worker counts its SIGTERMs from its fork on
 /// (`sys::signals::count_stops`), so one that came before these handlers

@@ -131,6 +131,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 budget: Duration::ZERO,
             },
             || {},
+            || {},
         ));
     });
     ports

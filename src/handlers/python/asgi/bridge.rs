@@ -266,6 +266,19 @@ impl AsgiHost {
         }
     }
 
+    /// The stop is about to end the requests still open: event streams of
+    /// sse-starlette (FastAPI's usual SSE library) are told to end, as it
+    /// ends them under uvicorn (its switch, `AppStatus.should_exit`, which
+    /// it sets from uvicorn's exit handler), so that their clients get the
+    /// stream's clean end, not a cut.
+    pub fn going_away(&self) {
+        if self.running.load(Ordering::Acquire) {
+            self.post(Box::new(|py, _objects| {
+                let _ = py.run(SSE_STARLETTE_EXIT, None, None);
+            }));
+        }
+    }
+
     /// Runs the lifespan shutdown and stops the loop: after the last
     /// request, on a graceful stop, a reload or a recycle.
     pub fn stop(&self) {
@@ -284,3 +297,13 @@ impl AsgiHost {
         }
     }
 }
+
+/// sse-starlette's own switch for the end of its streams (it honours
+/// `disable_automatic_graceful_drain`, as under uvicorn).
+const SSE_STARLETTE_EXIT: &std::ffi::CStr = c"
+import sys
+_sse = sys.modules.get('sse_starlette.sse')
+if _sse is not None and getattr(_sse.AppStatus, 'enable_automatic_graceful_drain', True):
+    _sse.AppStatus.should_exit = True
+del _sse
+";
