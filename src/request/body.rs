@@ -14,6 +14,9 @@ pub struct BodyError {
     /// For a request body: the status that describes the client's fault
     /// (400 malformed, 413 too large), if the response has not started.
     pub status: u16,
+    /// Whoever made it has logged it already (an app's exception, with its
+    /// traceback): the front end that cuts the connection says nothing more.
+    pub logged: bool,
 }
 
 impl BodyError {
@@ -21,6 +24,15 @@ impl BodyError {
         BodyError {
             message: message.into(),
             status,
+            logged: false,
+        }
+    }
+
+    /// One already in the log.
+    pub fn logged(status: u16, message: impl Into<String>) -> BodyError {
+        BodyError {
+            logged: true,
+            ..BodyError::new(status, message)
         }
     }
 }

@@ -612,6 +612,11 @@ pub(super) fn log_conn_error(res: Result<(), hyper::Error>, info: &ConnInfo) {
                     parse_error_status(&e)
                 );
             }
+        } else if std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<crate::request::BodyError>())
+            .is_some_and(|b| b.logged)
+        {
+            // Said once already, where it happened.
         } else if e.is_user() || src.as_deref().is_some_and(|s| s.contains("app")) {
             crate::say!(
                 "oxgate: connection closed: {e}{}",

@@ -157,9 +157,9 @@ impl ChunkSource for InlineChunks {
                 None
             }
             Err(e) => {
-                let msg = log_late_error(py, call, e);
+                let error = log_late_error(py, call, e);
                 call.close(py);
-                Some(Err(BodyError::new(500, msg)))
+                Some(Err(error))
             }
         });
         if !matches!(next, Some(Ok(_))) && !deferred {

@@ -403,14 +403,15 @@ impl Drop for Call {
 
 /// Logs an error that happened after the response started; the connection
 /// is then cut, so the client cannot take a truncated body for a whole one.
-pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> String {
+/// Gives the body's error, marked as logged unless it is the client's.
+pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> BodyError {
     match e {
         CallError::App(err, _) | CallError::Internal(err) => {
             let msg = format!("the app failed after the response started: {err}");
             log_exception(py, &call.log_exception, err, call.environ.bind(py));
-            msg
+            BodyError::logged(500, msg)
         }
-        CallError::Client(e) => format!("bad request body: {e}"),
+        CallError::Client(e) => BodyError::new(500, format!("bad request body: {e}")),
         CallError::NoApp | CallError::Load(_) => unreachable!("found before the app is called"),
         CallError::Short { declared, sent } => {
             let msg = format!(
@@ -418,7 +419,7 @@ pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> Strin
                 request_line(call.environ.bind(py))
             );
             crate::say!("oxgate: {msg}");
-            msg
+            BodyError::logged(500, msg)
         }
     }
 }

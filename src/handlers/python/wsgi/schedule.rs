@@ -237,8 +237,8 @@ impl WsgiHost {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let msg = log_late_error(py, &call, e);
-                    let _ = py.detach(|| chunk_tx.blocking_send(Err(BodyError::new(500, msg))));
+                    let error = log_late_error(py, &call, e);
+                    let _ = py.detach(|| chunk_tx.blocking_send(Err(error)));
                     core.outcome.failed = true;
                     break;
                 }
