@@ -139,6 +139,25 @@ def test_a_reload_runs_the_build_now_at_the_programs_path(serve, app_dir, tmp_pa
     assert fresh(s.url).status_code == 200
 
 
+def test_a_reload_to_another_worker_count_says_what_it_does(serve, app_dir, tmp_path):
+    """processes 2 -> 3 -> 1 in the ini, each with a SIGHUP: the worker
+    count follows, and the log says how (it said "replacing 2 worker(s)"
+    for both, stopping or starting the others unsaid)."""
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nwsgi-file = {app_dir / 'procs.py'}\nprocesses = 2\n")
+    s = serve("--ini", str(ini))
+    s.wait_workers(2)
+    for n, says in ((3, "replacing 2 worker(s) and starting 1 more (--processes 3)"),
+                    (1, "replacing 1 of the 3 worker(s) and stopping the other 2 (--processes 1)")):
+        ini.write_text(f"[uwsgi]\nwsgi-file = {app_dir / 'procs.py'}\nprocesses = {n}\n")
+        before = s.log().count("reload done")
+        os.kill(s.proc.pid, signal.SIGHUP)
+        wait_for(lambda: s.log().count("reload done") > before, timeout=30, what="reload done")
+        assert says in s.log(), s.log()
+        s.wait_workers(n)
+        assert fresh(s.url).status_code == 200
+
+
 def test_brutal_reload(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "2")
     old = s.wait_workers(2)

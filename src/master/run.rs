@@ -265,14 +265,25 @@ pub fn run(
             m.started = inh.started();
             // The workers it will replace: none when the app failed to load
             // (they serve on), and at most --processes.
-            let replacing = if broken {
-                0
-            } else {
-                inh.workers
-                    .iter()
-                    .filter(|w| !w.asked && !w.replaced)
-                    .count()
-                    .min(p.processes)
+            let old = inh
+                .workers
+                .iter()
+                .filter(|w| !w.asked && !w.replaced)
+                .count();
+            // A changed --processes: some more started, or some stopped.
+            let replacing = match old.cmp(&p.processes) {
+                std::cmp::Ordering::Equal => format!("replacing {old} worker(s)"),
+                std::cmp::Ordering::Less => format!(
+                    "replacing {old} worker(s) and starting {} more (--processes {})",
+                    p.processes - old,
+                    p.processes
+                ),
+                std::cmp::Ordering::Greater => format!(
+                    "replacing {} of the {old} worker(s) and stopping the other {} (--processes {})",
+                    p.processes,
+                    old - p.processes,
+                    p.processes
+                ),
             };
             crate::note!(
                 "oxgate: {} reload: master pid {} re-executed, {}",
@@ -284,7 +295,7 @@ pub fn run(
                     // Killed and reaped before the exec: none was handed over.
                     format!("the old workers killed, starting {}", p.processes)
                 } else {
-                    format!("replacing {replacing} worker(s)")
+                    replacing
                 }
             );
             m.adopt(inh);
