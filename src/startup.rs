@@ -163,9 +163,17 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         process::refuse_live_pidfile(pidfile)?;
     }
     // Gunicorn calls on_starting before it binds (real hooks make the
-    // unix socket's directory there).
-    if inherited.is_none() && p.master {
+    // unix socket's directory there), with its settings applied: the
+    // environment, chdir and pythonpath. The binds' paths were resolved
+    // from here (`unix_sockets_within_chdir`): back here for them.
+    if inherited.is_none()
+        && p.master
+        && (python::has_gunicorn_hook("on_starting")
+            || python::has_gunicorn_hook("nworkers_changed"))
+    {
+        enter_app_environment(&cfg)?;
         master::starting_hooks(&cfg)?;
+        std::env::set_current_dir(&here).map_err(|e| format!("back to {}: {e}", here.display()))?;
     }
     let mut listeners: Vec<Socket> = match &inherited {
         Some(inh) => {
@@ -271,7 +279,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     let result = if p.master {
         master::run(&cfg, listeners, inherited)
     } else {
-        single(&cfg, listeners).map_err(Failure::from)
+        single(&cfg, listeners)
     };
     if let Some(bound) = bound {
         vacuum(&cfg, &bound);
@@ -419,7 +427,7 @@ pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
 }
 
 /// `--no-master`: this process serves.
-fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
+fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
     // First: the app's threads, the output reader and the runtime inherit it.
     if cfg.process.sched_batch {
         process::sched_batch_or_say("the single process");
@@ -491,7 +499,12 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
             masters.join(", ")
         );
     }
-    apps.start(None)?;
+    // A startup that fails (an ASGI lifespan's) is uvicorn's 3, as in the
+    // workers of a master.
+    apps.start(None).map_err(|message| Failure {
+        message,
+        status: crate::lifecycle::EXIT_WORKERS_FAILED,
+    })?;
     if cfg.log.active() {
         apps.set_observer(Arc::new(SingleLog {
             log: RequestLog::new(cfg.log.clone(), apps.cores(), 1),
@@ -526,6 +539,10 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), String> {
         )
         .await
     });
+    // The runtime's last tasks (connections the stop cut) may leave work
+    // for after their writes (a WSGI result's close(), the log line).
+    drop(rt);
+    crate::request::after_write::finish();
     apps.stop();
     served?;
     python::run_atexit();

@@ -908,9 +908,11 @@ def test_logconfig_json_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
         "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
         "root": {"level": "INFO", "handlers": ["out"]}, "loggers": {},
     }))
+    # (Any name: Gunicorn reads the file as JSON whatever it is called.)
+    shutil.copy(tmp_path / "log.json", tmp_path / "logcfg")
     f = conf(tmp_path, "workers = 1\nlogconfig_json = 'log.json'\n", name="logjson_conf.py")
     for name, program in {"oxgate": (BIN, "gunicorn"), "gunicorn": (GUNICORN,)}.items():
-        for how in (["-c", str(f)], ["--log-config-json", "log.json"]):
+        for how in (["-c", str(f)], ["--log-config-json", "log.json"], ["--log-config-json", "logcfg"]):
             port = free_port()
             writes_after_a_request([*program, *how, "-b", f"127.0.0.1:{port}", "logapp:application"], port,
                                    tmp_path, "LOGGED myapp INFO APP-INFO-LINE /marked", f"{name} {how[0]}")
@@ -1145,10 +1147,13 @@ def test_on_starting_runs_before_the_sockets_are_bound(serve, tmp_path):
     for name, program in PROGRAMS.items():
         run_dir = tmp_path / f"run-{name}"
         sock = run_dir / "app.sock"
-        f = conf(tmp_path, f"import os\nbind = 'unix:{sock}'\nworkers = 1\n"
-                           f"def on_starting(server):\n    os.makedirs({str(run_dir)!r}, exist_ok=True)\n",
+        seen = tmp_path / f"seen-{name}"
+        f = conf(tmp_path, f"import os\nbind = 'unix:{sock}'\nworkers = 1\nchdir = {str(APPS)!r}\n"
+                           "raw_env = ['FROM_CONF=yes']\n"
+                           f"def on_starting(server):\n    os.makedirs({str(run_dir)!r}, exist_ok=True)\n"
+                           f"    open({str(seen)!r}, 'w').write(os.getcwd() + ' ' + os.environ.get('FROM_CONF', '-'))\n",
                  name=f"{name}_starting.py")
-        s = serve("-c", str(f), "procs:application", socket_arg=False, cwd=APPS,
+        s = serve("-c", str(f), "procs:application", socket_arg=False, cwd=tmp_path,
                   env={"VIRTUAL_ENV": str(VENV)}, program=program, wait=False)
         wait_for(lambda: sock.exists() or s.proc.poll() is not None, what=f"{name}'s socket")
         assert s.proc.poll() is None, s.log()
@@ -1156,6 +1161,8 @@ def test_on_starting_runs_before_the_sockets_are_bound(serve, tmp_path):
         out = wait_for(lambda: subprocess.run(["curl", "-s", "--unix-socket", str(sock), "http://x/"],
                                               capture_output=True, text=True).stdout, what=f"{name}'s page")
         assert out.split()[0].isdigit(), (name, out)
+        # With Gunicorn's settings applied: chdir, the environment.
+        assert seen.read_text() == f"{APPS} yes", (name, seen.read_text())
         s.stop()
 
 

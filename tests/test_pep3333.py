@@ -322,3 +322,35 @@ def test_the_response_goes_out_before_a_slow_close_returns(serve, tmp_path, thre
         wait_for(lambda: (tmp_path / "got-it.closed").exists()
                  and (tmp_path / "got-it.closed").read_text().count("closed") == (1 if path == "/sized" else 2),
                  what=f"{path}: close() called")
+
+
+def test_a_stop_that_cuts_a_response_whose_close_waits_ends_cleanly(serve, tmp_path):
+    """--no-master, an app whose close() has proved slow (so it runs after
+    the response is written), and a stop that cuts a stream: its close()
+    and log line, left for after a write that never came, ran as the
+    process exited and aborted it (a panic in a thread-local's destructor,
+    status 134). They run as the event loop ends."""
+    (tmp_path / "slowclose.py").write_text(SLOW_CLOSE_APP)
+    marker = tmp_path / "got-it"
+    marker.write_text("")  # close() returns at once but for /warm's 10 ms
+    (tmp_path / "streams.py").write_text(
+        "import time\n"
+        "from slowclose import application as slow\n"
+        "def application(environ, start_response):\n"
+        "    if environ['PATH_INFO'] != '/stream':\n"
+        "        return slow(environ, start_response)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return forever()\n"
+        "def forever():\n"
+        "    while True:\n"
+        "        yield b'tick\\n'\n"
+        "        time.sleep(0.1)\n")
+    s = serve("--no-master", "--wsgi-file", "streams.py", "--reload-mercy", "1", cwd=tmp_path,
+              env={"CLOSE_MARKER": str(marker), "PYTHONPATH": str(tmp_path)})
+    for _ in range(4):
+        assert requests.get(s.url + "/warm", timeout=10).content == b"warm"
+    r = requests.get(s.url + "/stream", stream=True, timeout=10)
+    assert next(r.iter_lines()) == b"tick"
+    s.proc.send_signal(15)
+    assert s.proc.wait(20) == 0, s.log()
+    assert "panicked" not in s.log(), s.log()

@@ -133,13 +133,21 @@ def test_a_child_the_app_forks_does_not_serve_on_as_a_worker(serve, tmp_path):
         "    if environ['PATH_INFO'] == '/fork':\n"
         "        os.fork()\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [str(os.getpid()).encode()]\n")
+        "    if environ['PATH_INFO'] == '/fork-in-body':\n"
+        "        return forking_body()\n"
+        "    return [str(os.getpid()).encode()]\n"
+        "def forking_body():\n"
+        "    yield b''\n"
+        "    os.fork()\n"
+        "    yield str(os.getpid()).encode()\n")
     s = serve("--wsgi-file", "forks.py", "--processes", "1", cwd=tmp_path)
     worker = s.wait_workers(1)[0]
-    assert requests.get(s.url + "/fork", timeout=10).text == str(worker)
-    s.wait_log("a child the app forked returned from the app into the server; it exits")
-    for _ in range(20):
-        assert requests.get(s.url + "/", timeout=10).text == str(worker)
+    for path in ("/fork", "/fork-in-body"):
+        said = s.log().count("a child the app forked returned from the app into the server; it exits")
+        assert requests.get(s.url + path, timeout=10).text == str(worker)
+        wait_for(lambda: s.log().count("a child the app forked returned") > said, what=f"{path}: the child's exit")
+        for _ in range(20):
+            assert requests.get(s.url + "/", timeout=10).text == str(worker)
     # What the worker started: nothing alive but zombies it has not reaped.
     kids = open(f"/proc/{worker}/task/{worker}/children").read().split()
     assert all(open(f"/proc/{k}/stat").read().split(") ")[1][0] == "Z" for k in kids), kids
@@ -170,6 +178,17 @@ def test_reaper_reaps_the_children_the_app_left_unwaited_for(serve, tmp_path):
         else:
             assert len(wait_for(lambda: len(zombies(worker)) == 3 and zombies(worker), what="3 zombies")) == 3
         s.stop()
+    # A child the app waits for (a moment later, as after other work) is
+    # the app's: its exit status is its own, not taken by the reaper.
+    (tmp_path / "waits.py").write_text(
+        "import subprocess, time\n"
+        "def application(environ, start_response):\n"
+        "    p = subprocess.Popen(['sh', '-c', 'exit 7'])\n"
+        "    time.sleep(0.3)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str(p.wait()).encode()]\n")
+    s = serve("--wsgi-file", "waits.py", "--processes", "1", "--threads", "2", "--reaper", cwd=tmp_path)
+    assert [requests.get(s.url + "/", timeout=10).text for _ in range(5)] == ["7"] * 5
 
 
 def test_max_requests_recycles_without_failures(serve, app_dir):

@@ -1158,6 +1158,25 @@ def test_expect_100_continue_over_http2(serve, length, first_status):
     assert isinstance(first, h2.events.InformationalResponseReceived) == (first_status == b"100")
 
 
+@pytest.mark.parametrize("path,first_status", [("/count", b"100"), ("/", b"200")])
+def test_expect_100_continue_over_http2_waits_for_an_asgi_apps_first_read(serve, certs, tmp_path, path,
+                                                                           first_status):
+    """An ASGI app takes its body as it comes: the 100 goes out at its
+    first receive(), as over HTTP/1.1. One that answers without reading
+    (a 401, a 405) sends no 100, and the client no body: curl, sent a 100
+    at once, pumped a window's worth and failed on the reset that ended
+    it, never showing the answer."""
+    s = asgi_https(serve, certs, tmp_path)
+    c, conn = h2c_connection(s.port)
+    conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "x"),
+                          ("expect", "100-continue"), ("content-length", "5")])
+    c.sendall(conn.data_to_send())
+    first = h2c_events(c, conn, lambda e: isinstance(e, (h2.events.InformationalResponseReceived,
+                                                         h2.events.ResponseReceived)), timeout=5)
+    c.close()
+    assert dict(first.headers)[b":status"] == first_status, first.headers
+
+
 def test_cookie_crumbs_count_as_the_one_cookie_http_1_1_would_send(serve):
     """A browser sends each cookie as a field of its own over HTTP/2 (RFC
     9113 §8.2.3). Under --buffer-size 8192, 150 cookies (6.4 KB joined)

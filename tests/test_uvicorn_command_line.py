@@ -392,8 +392,10 @@ def test_a_failed_start_exits_with_status_3_as_uvicorn_and_gunicorn(tmp_path):
         program = uvicorn if peer == "uvicorn" else gunicorn
         assert status(program, *args) == expected, (peer, args)
         assert status(BIN, peer, *args) == expected, (peer, args)
-    # uWSGI's own options: the app failing in the workers is the same stop.
+    # uWSGI's own options: the app failing in the workers is the same stop,
+    # and so is an ASGI startup failing without a master.
     assert status(BIN, "--http-socket", "127.0.0.1:PORT", "--module", "no_such_module:app", "--lazy-apps") == 3
+    assert status(BIN, "--no-master", "--http-socket", "127.0.0.1:PORT", "--module", "failstart:app") == 3
 
 
 SSE_APP = '''

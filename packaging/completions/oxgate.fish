@@ -238,7 +238,7 @@ complete -c oxgate -l plugin-dir -r -a '(__fish_complete_directories)' -d 'there
 complete -c oxgate -l plugins-dir -r -a '(__fish_complete_directories)' -d 'there are no plugins to look for'
 complete -c oxgate -l http-websockets -d 'HTTP sockets always take WebSocket upgrades, for ASGI apps'
 complete -c oxgate -l close-on-exec -d 'oxgate\'s sockets are always closed in the processes an app executes'
-complete -c oxgate -l reaper -d 'Reap, in each worker, the exited children the app left unwaited for (os.fork() with os._exit, a fire-and-forget subprocess), once a second: without it they stay as zombies until the worker is replaced'
+complete -c oxgate -l reaper -d 'Reap, in each worker, the exited children the app leaves unwaited for (os.fork() with os._exit, a subprocess.Popen never waited for) once they have been zombies for a second: without it they stay until the worker is replaced'
 complete -c oxgate -l auto-procname -d 'oxgate does not set process titles'
 complete -c oxgate -l procname-prefix -x -d 'oxgate does not set process titles'
 complete -c oxgate -l procname-prefix-spaced -x -d 'oxgate does not set process titles'

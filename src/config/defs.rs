@@ -838,7 +838,7 @@ options! {
         .help("oxgate's sockets are always closed in the processes an app executes."),
     REAPER = OptDef::new("reaper", Flag, Process)
         .short('r')
-        .help("Reap, in each worker, the exited children the app left unwaited for (os.fork() with os._exit, a fire-and-forget subprocess), once a second: without it they stay as zombies until the worker is replaced. As uWSGI's --reaper; an app that waits for its children itself (os.waitpid) must not use it. (The master always reaps its own children.)"),
+        .help("Reap, in each worker, the exited children the app leaves unwaited for (os.fork() with os._exit, a subprocess.Popen never waited for) once they have been zombies for a second: without it they stay until the worker is replaced. As uWSGI's --reaper. An app that waits for its children itself, later than that (subprocess's wait() or communicate() after other work, os.waitpid, multiprocessing), must not use it: its wait would find the child gone, and Python reports the exit status as 0. (The master always reaps its own children.)"),
     AUTO_PROCNAME = OptDef::new("auto-procname", Flag, Process)
         .ignored()
         .help("oxgate does not set process titles."),

@@ -269,6 +269,9 @@ pub fn run(s: Setup<'_>) -> ! {
             .await
         })
     });
+    // The runtime is gone: what its last tasks left for after their
+    // writes (a WSGI result's close(), the request's log line) runs now.
+    crate::request::after_write::finish();
     apps.stop();
     crate::handlers::cgi::kill_running_scripts();
     if INTERRUPTED.load(Ordering::Relaxed) {

@@ -37,6 +37,14 @@ pub fn after_write(work: impl FnOnce() + 'static) {
     }
 }
 
+/// The runner is gone (the event loop has ended): runs what was left, and
+/// from now on work runs at once. Called once the runtime is dropped, whose
+/// last tasks (connections cut by the stop) may leave some.
+pub fn finish() {
+    WAKE.with(|w| *w.borrow_mut() = None);
+    run_left();
+}
+
 /// Runs the work left so far (the runner's part).
 pub fn run_left() {
     loop {

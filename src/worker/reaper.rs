@@ -1,9 +1,12 @@
 //! `--reaper`: a worker reaps the children the app left unwaited for (a
-//! fork that ended with os._exit, a fire-and-forget subprocess), which
+//! fork that ended with os._exit, a subprocess never waited for), which
 //! would otherwise stay as zombies until the worker is replaced. As
 //! uWSGI's reaper, which waits for any child after each request; here,
-//! once a second, and never for a CGI script, whose supervisor waits for
-//! it (a wait that found it gone would fail the request).
+//! for a child that has been a zombie for a second, and never for a CGI
+//! script, whose supervisor waits for it (a wait that found it gone would
+//! fail the request). An app that waits for its children later than that
+//! (a `Popen.wait()` after other work) must not use it: its wait would
+//! find the child gone (Python then reports the exit status as 0).
 
 use std::time::Duration;
 
@@ -16,17 +19,21 @@ const EVERY: Duration = Duration::from_secs(1);
 pub async fn run() {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = Vec::new();
     loop {
         tick.tick().await;
-        reap_zombies();
+        seen = reap_zombies(&seen);
     }
 }
 
-/// Waits for each child of this process that has exited (a zombie), but
-/// for CGI scripts.
-fn reap_zombies() {
+/// Waits for each child of this process that was a zombie at the last
+/// look too (a second ago at least: an app waiting for its child, as
+/// subprocess's `wait()` does, would have had it by then), but for CGI
+/// scripts. Gives the zombies found for the first time now.
+fn reap_zombies(seen_before: &[i32]) -> Vec<i32> {
+    let mut zombies = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
+        return zombies;
     };
     for task in tasks.flatten() {
         let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
@@ -36,11 +43,17 @@ fn reap_zombies() {
             .split_whitespace()
             .filter_map(|p| p.parse::<i32>().ok())
         {
-            if is_zombie(pid) && !crate::handlers::cgi::is_running_script(pid) {
+            if !is_zombie(pid) || crate::handlers::cgi::is_running_script(pid) {
+                continue;
+            }
+            if seen_before.contains(&pid) {
                 let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            } else {
+                zombies.push(pid);
             }
         }
     }
+    zombies
 }
 
 /// Whether process `pid` has exited and waits to be reaped (state Z).

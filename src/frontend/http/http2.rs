@@ -179,22 +179,29 @@ async fn serve_stream(
     let is_head = parts.method == http::Method::HEAD;
     let stall = ctx.settings.head_timeout;
     // `Expect: 100-continue` (RFC 9110 §10.1.1): the client is told to send
-    // the body now rather than after its own fallback delay; h2 sends no
-    // 100 of itself. (Also for a handler that takes bodies as they come,
-    // which over HTTP/1.1 sends it only at the app's first read: here
-    // nothing marks that read, and a 100 too many costs a body unread.)
-    if parts
+    // the body when it is first read (at once for a handler that reads it
+    // ahead; at the app's first receive() for one that takes it as it
+    // comes, as over HTTP/1.1), rather than after its own fallback delay;
+    // h2 sends no 100 of itself. An app that answers without reading (a
+    // 401, a 405) gets no 100 sent, and the client no body to send: curl
+    // pumped a window's worth, then failed on the reset that ended it.
+    let go_on: Option<Box<dyn FnOnce() + Send>> = (parts
         .headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
         && !body.is_end_stream()
-        && !declared_over_limit(&parts.headers, ctx.settings.limit_post)
-        && let Some(respond) = reply.lock().as_mut()
-    {
-        let mut go_on = http::Response::new(());
-        *go_on.status_mut() = http::StatusCode::CONTINUE;
-        let _ = respond.send_informational(go_on);
-    }
+        && !declared_over_limit(&parts.headers, ctx.settings.limit_post))
+    .then(|| {
+        let reply = Arc::clone(&reply);
+        Box::new(move || {
+            // Not once the answer has gone (the app answered first).
+            if let Some(respond) = reply.lock().as_mut() {
+                let mut go_on = http::Response::new(());
+                *go_on.status_mut() = http::StatusCode::CONTINUE;
+                let _ = respond.send_informational(go_on);
+            }
+        }) as Box<dyn FnOnce() + Send>
+    });
     let answer = async {
         match permit {
             Some(permit) => {
@@ -203,7 +210,7 @@ async fn serve_stream(
                     .headers
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| crate::request::cgi::content_length(v.as_bytes()));
-                let body = WireBody::Http2(H2Body::new(body, declared));
+                let body = WireBody::Http2(H2Body::new(body, declared, go_on));
                 match on_request(ctx, parts, body, Some(permit), Some(hints)).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},

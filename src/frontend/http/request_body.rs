@@ -63,15 +63,22 @@ pub(super) struct H2Body {
     /// The request's Content-Length, and how much of the body came.
     declared: Option<u64>,
     received: u64,
+    /// Sends the 100 (Continue) the client waits for, at the first read.
+    go_on: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl H2Body {
-    pub(super) fn new(recv: RecvStream, declared: Option<u64>) -> H2Body {
+    pub(super) fn new(
+        recv: RecvStream,
+        declared: Option<u64>,
+        go_on: Option<Box<dyn FnOnce() + Send>>,
+    ) -> H2Body {
         H2Body {
             recv,
             data_done: false,
             declared,
             received: 0,
+            go_on,
         }
     }
 
@@ -92,6 +99,9 @@ impl H2Body {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if let Some(go_on) = self.go_on.take() {
+            go_on();
+        }
         if !self.data_done {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {

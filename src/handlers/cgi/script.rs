@@ -509,8 +509,6 @@ impl Drop for Running {
     }
 }
 
-/// Kills the process group of every script still running: the worker is
-/// leaving, and they would outlive it unsupervised.
 /// Whether `pid` is a CGI script this worker runs (its supervisor reaps
 /// it: `--reaper` must not).
 pub fn is_running_script(pid: i32) -> bool {
@@ -521,6 +519,8 @@ pub fn is_running_script(pid: i32) -> bool {
         .any(|g| g.as_raw() == pid)
 }
 
+/// Kills the process group of every script still running: the worker is
+/// leaving, and they would outlive it unsupervised.
 pub fn kill_running_scripts() {
     let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
     if !running.is_empty() {

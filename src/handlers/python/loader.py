@@ -218,11 +218,18 @@ def apply_log_config(path, app_loggers):
     over Gunicorn's defaults, as Gunicorn does."""
     import logging.config
     path = str(path)
-    if app_loggers == "gunicorn" and path.endswith(".json"):
+    # JSON by its content, whatever the file's name (Gunicorn's
+    # --log-config-json takes any).
+    try:
+        with open(path, "rb") as f:
+            is_json = f.read(4096).lstrip()[:1] == b"{"
+    except OSError as e:
+        return str(e)
+    if app_loggers == "gunicorn" and is_json:
         import _oxgate_gunicorn_logging
         return _oxgate_gunicorn_logging.apply_logconfig_json(path)
     try:
-        if path.endswith(".json"):
+        if is_json or path.endswith(".json"):
             import json
             with open(path) as f:
                 logging.config.dictConfig(json.load(f))

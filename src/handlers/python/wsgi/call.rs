@@ -177,7 +177,11 @@ impl Call {
             if file_next {
                 break None;
             }
-            match self.next_raw(py) {
+            let next = self.next_raw(py);
+            if crate::sys::forked::in_forked_child() {
+                leave_forked_child();
+            }
+            match next {
                 Ok(Some(b)) if b.is_empty() => continue,
                 Ok(other) => break other,
                 Err(e) => return Err(app_err(e, self)),
@@ -228,7 +232,11 @@ impl Call {
             if self.limit.is_some_and(|l| self.sent >= l) {
                 return Ok(None);
             }
-            match self.next_raw(py) {
+            let next = self.next_raw(py);
+            if crate::sys::forked::in_forked_child() {
+                leave_forked_child();
+            }
+            match next {
                 Ok(Some(b)) if b.is_empty() => continue,
                 Ok(Some(b)) => return Ok(Some(self.clip(b))),
                 Ok(None) => {
@@ -383,7 +391,11 @@ impl Call {
         }
         match result.getattr_opt("close") {
             Ok(Some(close)) => {
-                if let Err(e) = close.call0() {
+                let closed = close.call0();
+                if crate::sys::forked::in_forked_child() {
+                    leave_forked_child();
+                }
+                if let Err(e) = closed {
                     log_exception(py, &self.log_exception, e, self.environ.bind(py));
                 }
             }
