@@ -84,11 +84,12 @@ def application(environ, start_response):
 """)
     s = serve("--wsgi-file", str(tmp_path / "queued.py"), "--processes", "2")
     pids = set()
-    for _ in range(40):
+
+    def both_served():
+        # (Until the second worker is ready, the first takes every request.)
         pids.add(requests.get(s.url + "/", headers={"Connection": "close"}, timeout=10).text)
-        if len(pids) == 2:
-            break
-    assert len(pids) == 2
+        return len(pids) == 2
+    wait_for(both_served, what="a request served by each worker")
     wait_for(lambda: all(f"LOGGED from {pid}" in log.read_text() for pid in pids), what="each worker's line")
     assert "thread(s) at import" not in s.log(), s.log()
 
