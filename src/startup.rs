@@ -12,7 +12,6 @@ use crate::handlers::python;
 use crate::lifecycle::Failure;
 use crate::listen::{self, Address, Protocol, Socket};
 use crate::master::{self, Handover};
-
 use crate::process;
 use crate::request::health::{Health, HealthSource};
 use crate::request::{Outcome, RequestObserver, VarName};

@@ -1,7 +1,10 @@
 """Loading apps: wsgi-file, module, callable, factory, preload or --lazy-apps, virtualenvs, mounts, vhost, errors."""
+import concurrent.futures
 import json
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -472,3 +475,41 @@ def test_a_factory_named_without_parentheses_is_called_as_uvicorn_calls_it(serve
         s = serve("uvicorn", "main:create_app", "--port", "{port}", cwd=tmp_path, socket_arg=False)
     assert requests.get(s.url, timeout=10).text == "made"
     s.wait_log("an app factory, called to make the app")
+
+
+PRINTING_APP = """
+import io, os, sys
+def application(environ, start_response):
+    print("PRINTED %s %d" % (environ["PATH_INFO"], os.getpid()))
+    body = ("%s %s" % (sys.stdout.line_buffering, isinstance(sys.stdout.buffer, io.BufferedWriter))).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+"""
+
+
+def test_lines_the_workers_print_never_run_into_each_other(serve, tmp_path):
+    """print() from two workers into one --logto file: each line whole.
+    Unbuffered (as `python -u`), print()'s text and its newline were two
+    writes, and the other worker's line came between ("PRINTED /aPRINTED
+    /b" then an empty line); a line-buffered stdout writes each line at
+    once, in one write, in the binary and in the pip-installed program
+    (the wheel's pass runs this file too)."""
+    (tmp_path / "printing.py").write_text(PRINTING_APP)
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", "printing.py", "--processes", "2", "--logto", str(log), cwd=tmp_path,
+              env={"PYTHONUNBUFFERED": "1"})
+    s.wait_workers(2)
+    assert requests.get(s.url + "/first", timeout=10).text == "True True"
+    deadline = time.monotonic() + 2
+
+    def hammer(name):
+        with requests.Session() as session:
+            n = 0
+            while time.monotonic() < deadline:
+                assert session.get(f"{s.url}/{name}-{n}", timeout=10).ok
+                n += 1
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(hammer, "abcd"))
+    printed = [l for l in log.read_text().splitlines() if "PRINTED" in l]
+    assert printed and all(re.fullmatch(r"PRINTED /\S+ \d+", l) for l in printed), \
+        [l for l in printed if not re.fullmatch(r"PRINTED /\S+ \d+", l)][:5]

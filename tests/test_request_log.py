@@ -1,5 +1,4 @@
 """The request log: uWSGI's line, --log-format, encoders, what is logged, app output, log files, rotation, reopening."""
-import concurrent.futures
 import glob
 import json
 import os
@@ -181,44 +180,6 @@ def test_app_output_goes_to_the_same_log(serve, tmp_path):
     text = wait_for(lambda: "/print" in log.read_text() and log.read_text(), what="the request line")
     for line in ("app stdout line", "app stderr line", "app wsgi.errors line"):
         assert line in text
-
-
-PRINTING_APP = """
-import io, os, sys
-def application(environ, start_response):
-    print("PRINTED %s %d" % (environ["PATH_INFO"], os.getpid()))
-    body = ("%s %s" % (sys.stdout.line_buffering, isinstance(sys.stdout.buffer, io.BufferedWriter))).encode()
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body]
-"""
-
-
-def test_lines_the_workers_print_never_run_into_each_other(serve, tmp_path):
-    """print() from two workers into one --logto file: each line whole.
-    Unbuffered (as `python -u`), print()'s text and its newline were two
-    writes, and the other worker's line came between ("PRINTED /aPRINTED
-    /b" then an empty line); a line-buffered stdout writes each line at
-    once, in one write. (The pip-installed program sets its own up: the
-    wheel's pass runs this too.)"""
-    (tmp_path / "printing.py").write_text(PRINTING_APP)
-    log = tmp_path / "app.log"
-    s = serve("--wsgi-file", "printing.py", "--processes", "2", "--logto", str(log), cwd=tmp_path,
-              env={"PYTHONUNBUFFERED": "1"})
-    s.wait_workers(2)
-    assert requests.get(s.url + "/first", timeout=10).text == "True True"
-    deadline = time.monotonic() + 2
-
-    def hammer(name):
-        with requests.Session() as session:
-            n = 0
-            while time.monotonic() < deadline:
-                assert session.get(f"{s.url}/{name}-{n}", timeout=10).ok
-                n += 1
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(hammer, "abcd"))
-    printed = [l for l in log.read_text().splitlines() if "PRINTED" in l]
-    assert printed and all(re.fullmatch(r"PRINTED /\S+ \d+", l) for l in printed), \
-        [l for l in printed if not re.fullmatch(r"PRINTED /\S+ \d+", l)][:5]
 
 
 def test_rotation_under_load_loses_no_line(serve, tmp_path):

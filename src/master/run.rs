@@ -133,8 +133,7 @@ pub fn run(
     // signal sent meanwhile waits in the pipe for the main loop.
     let signals = signals::SignalPipe::install()?;
     super::wake::install();
-    // Each worker's hooks see the settings (the first start shared them
-    // already, in `starting_hooks`).
+    // The hooks see the settings in force (after a reload, the new ones).
     python::share_settings_with_hooks(cfg);
     let mut broken = false;
     let apps = if p.lazy_apps {
@@ -263,8 +262,8 @@ pub fn run(
         ),
         Some(inh) => {
             m.started = inh.started();
-            // The workers it will replace: none when the app failed to load
-            // (they serve on), and at most --processes.
+            // The old workers still serving, which the new ones replace
+            // (unless the app failed to load: then they serve on).
             let old = inh
                 .workers
                 .iter()

@@ -13,6 +13,8 @@ use std::time::Duration;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+use crate::sys::procfs;
+
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Runs on the worker's event loop until the worker ends.
@@ -32,36 +34,15 @@ pub async fn run() {
 /// scripts. Gives the zombies found for the first time now.
 fn reap_zombies(seen_before: &[i32]) -> Vec<i32> {
     let mut zombies = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return zombies;
-    };
-    for task in tasks.flatten() {
-        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+    for pid in procfs::children() {
+        if !procfs::is_zombie(pid) || crate::handlers::cgi::is_running_script(pid) {
             continue;
-        };
-        for pid in children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            if !is_zombie(pid) || crate::handlers::cgi::is_running_script(pid) {
-                continue;
-            }
-            if seen_before.contains(&pid) {
-                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-            } else {
-                zombies.push(pid);
-            }
+        }
+        if seen_before.contains(&pid) {
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        } else {
+            zombies.push(pid);
         }
     }
     zombies
-}
-
-/// Whether process `pid` has exited and waits to be reaped (state Z).
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which may hold spaces or
-        // parentheses: it is after the last ") ".
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
-    })
 }

@@ -174,7 +174,7 @@ pub fn describe_python() -> String {
 /// way); there `home` adds a virtualenv's packages to it.
 pub fn initialize(home: Option<&Path>) -> Result<(), String> {
     if let Some(host) = host() {
-        return Python::attach(|py| adopt(py, host, home));
+        return Python::attach(|py| adopt(py, host, home)).and_then(|()| line_buffered_stdio());
     }
     if python_running() {
         // Started already, to run a Gunicorn config file before the app.
@@ -227,14 +227,23 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
         // Release the GIL; every later use takes it with Python::attach.
         ffi::PyEval_SaveThread();
     }
-    Python::attach(|py| py.run(LINE_BUFFERED_STDIO, None, None))
-        .map_err(|e| format!("internal error while setting up stdout and stderr: {e}"))
+    line_buffered_stdio()
 }
 
-/// sys.stdout and sys.stderr written a line at a time (the pip-installed
-/// program's `python/oxgate/__init__.py` does the same): what an app
-/// prints reaches the log at once, as with `python -u`, and each line in
-/// one write, so that the workers' lines never run into each other
+/// Makes sys.stdout and sys.stderr write a line at a time, once in each
+/// process (the interpreter oxgate started, or the one hosting it).
+fn line_buffered_stdio() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        Python::attach(|py| py.run(LINE_BUFFERED_STDIO, None, None))
+            .map_err(|e| format!("internal error while setting up stdout and stderr: {e}"))
+    })
+    .clone()
+}
+
+/// sys.stdout and sys.stderr written a line at a time: what an app prints
+/// reaches the log at once, as with `python -u`, and each line in one
+/// write, so that the workers' lines never run into each other
 /// (unbuffered, print()'s text and its newline were two writes, and
 /// another worker's came between them). `fork` flushes them first.
 const LINE_BUFFERED_STDIO: &std::ffi::CStr = c"
