@@ -271,6 +271,8 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if let Some(pidfile) = &p.pidfile2 {
         carry_on(&inherited, process::write_pidfile(pidfile))?;
     }
+    // --daemonize: bound and written, so the command may return.
+    process::detached();
 
     // What --vacuum may remove at the end: the socket files as they are
     // now, which another server may have replaced by then.
@@ -437,6 +439,8 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
     }
     if let Some(log) = &cfg.process.daemonize2 {
         process::daemonize(log)?;
+        process::write_pidfiles(&cfg.process)?;
+        process::detached();
     }
     // This process runs the pools' managers; their parts are named for it,
     // so made once it has daemonized.

@@ -288,6 +288,44 @@ def test_daemonize2_reports_load_errors_on_the_terminal(tmp_path):
     assert p.returncode != 0 and "this_module_does_not_exist" in p.stderr
 
 
+@pytest.mark.parametrize("mode", [["--master", "--processes", "1"], []], ids=["master", "no-master"])
+def test_when_daemonize2_returns_both_pidfiles_name_the_daemon(tmp_path, mode):
+    """The command returns once the daemon has rewritten its pidfiles: an
+    init script (or systemd's Type=forking) reads them right then. They
+    named the parent that had just exited (--pidfile2 always, --pidfile in
+    a race, and both without a master)."""
+    pidfile, pidfile2, port = tmp_path / "a.pid", tmp_path / "b.pid", free_port()
+    p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "procs.py"), *mode,
+                        "--daemonize2", str(tmp_path / "d.log"), "--pidfile", str(pidfile),
+                        "--pidfile2", str(pidfile2)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    pids = {int(pidfile.read_text()), int(pidfile2.read_text())}
+    try:
+        assert len(pids) == 1 and all(alive(pid) for pid in pids), pids
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    wait_for(lambda: not any(alive(pid) for pid in pids), what="the daemon to stop")
+
+
+def test_a_daemon_that_cannot_start_is_not_reported_started(tmp_path):
+    """--daemonize's command waits for the daemon to bind: one that cannot
+    (the port is taken) makes it exit 1 and name the log, not exit 0 while
+    the error goes to a file nobody is reading."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "d.log"
+        p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "procs.py"),
+                            "--daemonize", str(log)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and str(log) in p.stderr, (p.returncode, p.stderr)
+    assert "Address already in use" in log.read_text() or "address in use" in log.read_text().lower()
+
+
 def next_notice(notify, what):
     """The next message on the notify socket that says `what` (a STATUS=
     may come between)."""

@@ -161,9 +161,8 @@ pub fn run(
         && let Some(log) = &p.daemonize2
     {
         process::daemonize(log)?;
-        if let Some(pidfile) = &p.pidfile {
-            process::write_pidfile(pidfile)?;
-        }
+        process::write_pidfiles(p)?;
+        process::detached();
     }
     // Named for this process: made once it has daemonized.
     crate::handlers::fastcgi::prepare(&cfg.fastcgi)?;

@@ -25,6 +25,19 @@ fn open_log(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
 }
 
+/// The write end of the pipe the parent of [`daemonize`] waits on.
+static READY: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
+
+/// Tells the parent of [`daemonize`] that the daemon is ready (its
+/// sockets bound, its pidfiles written), so it exits 0; nothing when this
+/// process did not daemonize, or has said so already.
+pub fn detached() {
+    let ready = READY.lock().ok().and_then(|mut r| r.take());
+    if let Some(fd) = ready {
+        let _ = nix::unistd::write(&fd, b"r");
+    }
+}
+
 /// Puts `log` behind fds 1 and 2; `log` itself is closed when dropped.
 fn onto_stdout_stderr(log: File) {
     let _ = dup2_stdout(log.as_fd());
@@ -48,12 +61,17 @@ pub fn redirect_output(path: &Path, keep_stdout: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Detaches from the terminal: fork (the parent exits 0), new session,
-/// stdin from /dev/null, stdout and stderr to `log`.
+/// Detaches from the terminal: fork, new session, stdin from /dev/null,
+/// stdout and stderr to `log`. The parent exits once the daemon calls
+/// [`detached`] (0), or ends before it (1): so when the command returns,
+/// the pidfile names the daemon (systemd's `Type=forking` reads it then),
+/// and a daemon that could not start is not reported as started.
 pub fn daemonize(log: &Path) -> Result<(), String> {
     // Open first, so a bad path is reported on the terminal.
     let file = open_log(log)?;
     crate::log::file::set_path(log);
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe: {}", std::io::Error::from(e)))?;
     // When Python runs in this process (`--daemonize2` after the app
     // loaded, or an interpreter that hosts oxgate), the fork takes the
     // interpreter's hooks, as `os.fork()` would.
@@ -81,13 +99,33 @@ pub fn daemonize(log: &Path) -> Result<(), String> {
     };
     match forked {
         Err(e) => return Err(format!("cannot fork: {}", std::io::Error::from(e))),
-        Ok(ForkResult::Child) => {}
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Child) => {
+            drop(ready_read);
+            if let Ok(mut ready) = READY.lock() {
+                *ready = Some(ready_write);
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(ready_write);
+            let mut byte = [0u8; 1];
+            let status = loop {
+                match nix::unistd::read(&ready_read, &mut byte) {
+                    Ok(1) => break 0,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => {
+                        eprintln!(
+                            "oxgate: the daemon (pid {child}) ended before it was ready: see {}",
+                            log.display()
+                        );
+                        break 1;
+                    }
+                }
+            };
             // SAFETY: _exit(2) takes an integer and never returns; it has no
             // precondition. It is used rather than exit() so the parent runs
             // no atexit handler and flushes no C stdio buffer that the child,
             // which owns the same state, will flush itself.
-            unsafe { libc::_exit(0) }
+            unsafe { libc::_exit(status) }
         }
     }
     let _ = nix::unistd::setsid();

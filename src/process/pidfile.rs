@@ -47,6 +47,15 @@ pub fn write_pidfile(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `--pidfile` and `--pidfile2` once more, after `--daemonize2`'s fork:
+/// written at start-up, they named the process that has just exited.
+pub fn write_pidfiles(p: &crate::config::ProcessConfig) -> Result<(), String> {
+    for pidfile in [&p.pidfile, &p.pidfile2].into_iter().flatten() {
+        write_pidfile(pidfile)?;
+    }
+    Ok(())
+}
+
 /// The first pidfile written, still open.
 static KEPT: std::sync::Mutex<Option<(std::path::PathBuf, std::fs::File)>> =
     std::sync::Mutex::new(None);
