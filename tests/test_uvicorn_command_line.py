@@ -296,17 +296,19 @@ def test_env_file_is_read_as_python_dotenv_reads_it_for_uvicorn(serve, tmp_path,
     assert len(s.wait_workers(3)) == 3
 
 
-def test_the_access_line_is_uvicorns_on_stdout(tmp_path, uvicorn):
+@pytest.mark.parametrize("root", ["", "/api"])
+def test_the_access_line_is_uvicorns_on_stdout(tmp_path, uvicorn, root):
     """`oxgate uvicorn` writes uvicorn's access line, on stdout as uvicorn
     does (it wrote uWSGI's on stderr, and log parsers set up for uvicorn
-    broke)."""
+    broke); its path is the scope's, under --root-path."""
     from helpers import free_port, listens, wait_for
     lines = {}
     for name, program in {"oxgate": [BIN, "uvicorn"], "uvicorn": [str(VENV / "bin" / "uvicorn")]}.items():
         port = free_port()
         out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
         with open(out, "wb") as o, open(err, "wb") as e:
-            proc = subprocess.Popen([*program, "asgi_raw:app", "--app-dir", str(APPS), "--port", str(port)],
+            proc = subprocess.Popen([*program, "asgi_raw:app", "--app-dir", str(APPS), "--port", str(port),
+                                     *(["--root-path", root] if root else [])],
                                     stdout=o, stderr=e, cwd=tmp_path)
         try:
             wait_for(lambda: listens(port), what=f"{name} listening")
@@ -320,8 +322,8 @@ def test_the_access_line_is_uvicorns_on_stdout(tmp_path, uvicorn):
         lines[name] = [re.sub(r":\d+ - ", ":PORT - ", line) for line in out.read_text().splitlines()]
         assert "GET /x?a=1" not in err.read_text(), name
     assert lines["oxgate"] == lines["uvicorn"] == [
-        'INFO:     127.0.0.1:PORT - "GET /x?a=1 HTTP/1.1" 200 OK',
-        'INFO:     127.0.0.1:PORT - "POST /raise-before HTTP/1.1" 500 Internal Server Error'], lines
+        f'INFO:     127.0.0.1:PORT - "GET {root}/x?a=1 HTTP/1.1" 200 OK',
+        f'INFO:     127.0.0.1:PORT - "POST {root}/raise-before HTTP/1.1" 500 Internal Server Error'], lines
 
 
 def test_reload_waits_for_the_fix_of_an_app_broken_at_the_start_as_uvicorn(tmp_path):

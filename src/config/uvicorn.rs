@@ -449,7 +449,14 @@ fn translate(
     }
     // uvicorn's access line, on stdout as uvicorn writes it:
     // `INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK`.
-    push(&opt::LOG_FORMAT, UVICORN_ACCESS_LINE.into(), &default);
+    // Its path is the scope's, which starts with --root-path.
+    let line = match last("--root-path") {
+        Some(root) if !root.contains('%') => {
+            UVICORN_ACCESS_LINE.replace("%(uri)", &format!("{root}%(uri)"))
+        }
+        _ => UVICORN_ACCESS_LINE.into(),
+    };
+    push(&opt::LOG_FORMAT, line, &default);
     // uvicorn's own loggers (uvicorn.error) for the app, unless
     // --log-config replaces them, as it does uvicorn's LOGGING_CONFIG.
     if last("--log-config").is_none() {
