@@ -1177,6 +1177,36 @@ def test_expect_100_continue_over_http2_waits_for_an_asgi_apps_first_read(serve,
     assert dict(first.headers)[b":status"] == first_status, first.headers
 
 
+REFUSING_APPS = """
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"big\\n"})
+
+def application(environ, start_response):
+    start_response("413 Content Too Large", [("Content-Length", "4")])
+    return [b"big\\n"]
+"""
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_an_upload_refused_unread_over_http2_gives_curl_the_answer(serve, certs, tmp_path, interface):
+    """An app that refuses an upload without reading it (a 413, a 401):
+    its body is read on and dropped, as over HTTP/1.1 and as hypercorn
+    does, not reset at once after the answer: curl, still sending, failed
+    (error 92) without showing it."""
+    (tmp_path / "refusing.py").write_text(REFUSING_APPS)
+    port = free_port()
+    s = serve("--wsgi-file", str(tmp_path / "refusing.py"), "--processes", "1", "--interface", interface,
+              "--callable", "app" if interface == "asgi" else "application",
+              "--https-socket", f"127.0.0.1:{port},{certs / 'rsa.crt'},{certs / 'rsa.key'}")
+    (tmp_path / "big").write_bytes(bytes(4 << 20))
+    for flag, base in [("--http2-prior-knowledge", s.url), ("--http2", f"https://localhost:{port}")]:
+        r = curl(flag, "-H", "Expect:", "--data-binary", f"@{tmp_path / 'big'}", "-o", "/dev/null",
+                 "-w", "%{http_code}\t%{http_version}", base + "/", certs=certs)
+        assert r.stdout == "413\t2", r.stdout
+
+
 def test_cookie_crumbs_count_as_the_one_cookie_http_1_1_would_send(serve):
     """A browser sends each cookie as a field of its own over HTTP/2 (RFC
     9113 §8.2.3). Under --buffer-size 8192, 150 cookies (6.4 KB joined)

@@ -81,16 +81,12 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
     ));
     let shared = exchange.clone();
     let trailers = trailers_reach_client(&req.vars, protocol);
-    // Over HTTP/2 a stream's unread body is reset, not read: only a
-    // connection that carries the next request after it needs the drain.
-    let drain_unread = var(&req.vars, Var::SERVER_PROTOCOL).is_none_or(|p| &p[..] != b"HTTP/2");
     host.post(Box::new(move |py, objects| {
         start_request(py, objects, &app, req, whole, shared, trailers);
     }));
     let mut driver = Driver {
         exchange,
         body: stream,
-        drain_unread,
         slot,
         client_error: None,
         file: None,
@@ -157,8 +153,6 @@ struct Driver {
     /// region never outlives its response on a kept-alive connection.
     limit: Option<u64>,
     sent: u64,
-    /// A body left unread is read and dropped at the end (`Drop`).
-    drain_unread: bool,
 }
 
 impl Driver {
@@ -455,10 +449,12 @@ impl Drop for Driver {
             post_settle(host, senders, Settlement::Nothing);
         }
         // A body the app left unread is read on and dropped, as the WSGI
-        // host and uvicorn do: dropped unread, it would make hyper close
-        // the connection after the response, with no `Connection: close`
-        // said and the client's pipelined requests lost.
-        if let Some(mut body) = self.body.take().filter(|_| self.drain_unread)
+        // host, uvicorn and hypercorn do: dropped unread, it would make
+        // hyper close the connection after the response, with no
+        // `Connection: close` said and the client's pipelined requests
+        // lost. Over HTTP/2 too: the stream's reset (NO_ERROR) at once
+        // after the response made curl report error 92, not the response.
+        if let Some(mut body) = self.body.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move { body.drain_unread().await });
