@@ -22,3 +22,102 @@ def test_threads_serve_other_connections_while_one_blocks(serve):
 def test_multithread_flag(serve):
     s = serve("--wsgi-file", str(APPS / "validated.py"), "--threads", "3")
     assert requests.get(s.url + "/env").json()["wsgi.multithread"] is True
+
+
+THREAD_STATE_APP = '''
+import contextvars, io, json, os, threading
+local = threading.local()
+made = []
+request_var = contextvars.ContextVar("request_var", default="unset")
+closes = []
+
+class Closing(io.FileIO):
+    """A file_wrapper response's file, with close() as Django's FileResponse
+    has it: cleanup that expects the request's thread and context."""
+    def close(self):
+        if self.closed:
+            return
+        super().close()
+        try:
+            request_var.reset(self.token)
+            error = None
+        except Exception as e:
+            error = repr(e)
+        closes.append({"same_thread": threading.get_ident() == self.ident, "error": error})
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/file":
+        f = Closing(__file__, "r")
+        f.token, f.ident = request_var.set("req"), threading.get_ident()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](f, 8192)
+    if path == "/closes":
+        body = json.dumps(closes).encode()
+    else:
+        if getattr(local, "mine", None) is None:
+            local.mine = object()
+            made.append(threading.get_ident())
+        body = json.dumps({"made": len(made), "name": threading.current_thread().name}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+'''
+
+
+def test_thread_local_data_lasts_from_one_request_to_the_next_on_a_thread(serve, tmp_path):
+    """As under uWSGI's and Gunicorn's threads: Django's persistent database
+    connections (CONN_MAX_AGE) live in threading.local(). Each request made
+    and dropped its thread's Python state, and the data with it."""
+    (tmp_path / "state.py").write_text(THREAD_STATE_APP)
+    s = serve("--wsgi-file", str(tmp_path / "state.py"), "--threads", "2", "--processes", "1")
+    seen = [requests.get(s.url + "/", timeout=10).json() for _ in range(12)]
+    assert seen[-1]["made"] <= 2, seen
+    # Named as the system names them, for %(threadName)s in log lines.
+    assert {r["name"] for r in seen} <= {"oxgate-py-0", "oxgate-py-1"}, seen
+
+
+def test_a_file_wrapper_close_runs_on_the_thread_and_in_the_context_of_its_call(serve, tmp_path):
+    """close() of a wsgi.file_wrapper response (Django's FileResponse) runs
+    after the file went out: on the thread the call ran on, as uWSGI and
+    Gunicorn run it, not on whichever thread was free (where a ContextVar
+    token from the call could not be reset)."""
+    from helpers import wait_for
+    (tmp_path / "state.py").write_text(THREAD_STATE_APP)
+    s = serve("--wsgi-file", str(tmp_path / "state.py"), "--threads", "4", "--processes", "1")
+    for _ in range(6):
+        requests.get(s.url + "/", timeout=10)  # each thread its local
+        assert requests.get(s.url + "/file", timeout=10).text == THREAD_STATE_APP
+    closes = wait_for(lambda: (c := requests.get(s.url + "/closes", timeout=10).json()) and len(c) == 6 and c,
+                      what="the six close() calls")
+    assert all(c["same_thread"] and c["error"] is None for c in closes), closes
+
+
+def test_threads_the_system_refuses_leave_the_worker_serving_with_those_it_has(serve):
+    """--limit-as too small for the stacks of --threads: the worker serves
+    with the threads that started and says so (every request failed on a
+    panic, and the worker stayed up serving nothing)."""
+    s = serve("--wsgi-file", str(APPS / "validated.py"), "--threads", "1000", "--limit-as", "512",
+              "--processes", "1")
+    assert requests.get(s.url + "/env", timeout=10).json()["wsgi.multithread"] is True
+    s.wait_log("Python threads could start")
+    assert "panicked" not in s.log()
+
+
+def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_idle_one(serve):
+    """As with uWSGI's threads, each accepting for itself: four slow
+    requests on two workers of two threads run two in each, at once. A
+    worker accepted whatever was waiting, and its requests waited for its
+    threads while the other worker sat idle."""
+    import collections
+    s = serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "2", "--threads", "2")
+    s.wait_workers(2)
+
+    def served_by(_):
+        r = requests.get(s.url + "/sleep?1", headers={"Connection": "close"}, timeout=30)
+        return r.text.split()[0]
+
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            pids = collections.Counter(pool.map(served_by, range(4)))
+        assert sorted(pids.values()) == [2, 2], pids
+

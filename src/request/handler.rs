@@ -67,6 +67,14 @@ pub trait Handler: Send + Sync + 'static {
         1
     }
 
+    /// What a request of its waits on to start (a WSGI app's free Python
+    /// threads), if anything: the accept loop waits for one too, so that a
+    /// worker whose threads are all busy leaves new connections to the
+    /// idle workers, as uWSGI's threads, each accepting for itself, do.
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        None
+    }
+
     /// How it takes a request's body: the HTTP front end reads one ahead
     /// (`--post-buffering`) before calling it, or hands it over as it
     /// comes.

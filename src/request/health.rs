@@ -93,6 +93,10 @@ impl Handler for HealthCheck {
         self.inner.concurrency()
     }
 
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
+    }
+
     fn body_taking(&self) -> BodyTaking {
         self.inner.body_taking()
     }

@@ -168,6 +168,19 @@ impl Handler for Router {
             .max()
             .unwrap_or(1)
     }
+
+    /// The one every app waits on (the apps of one interpreter share its
+    /// threads); none when one of them waits on nothing, or on another.
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        let mut all = self
+            .default
+            .iter()
+            .chain(self.mounts.iter().map(|(_, h)| h))
+            .map(|h| h.room());
+        let first = all.next()??;
+        all.all(|r| r.is_some_and(|r| Arc::ptr_eq(&r, &first)))
+            .then_some(first)
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ impl Handler for RootPath {
         self.inner.concurrency()
     }
 
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
+    }
+
     fn body_taking(&self) -> BodyTaking {
         self.inner.body_taking()
     }
@@ -275,6 +279,10 @@ impl Handler for ProxyHeaders {
         self.inner.concurrency()
     }
 
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
+    }
+
     fn body_taking(&self) -> BodyTaking {
         self.inner.body_taking()
     }
@@ -398,6 +406,10 @@ impl Handler for SecureScheme {
         self.inner.concurrency()
     }
 
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
+    }
+
     fn body_taking(&self) -> BodyTaking {
         self.inner.body_taking()
     }
@@ -434,6 +446,10 @@ impl Handler for AddHeaders {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
+    }
+
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
     }
 
     fn body_taking(&self) -> BodyTaking {
@@ -521,6 +537,10 @@ impl Handler for LimitConcurrency {
 
     fn concurrency(&self) -> usize {
         self.inner.concurrency().min(self.limit.max(1))
+    }
+
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
     }
 
     fn body_taking(&self) -> BodyTaking {

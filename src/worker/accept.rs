@@ -27,7 +27,12 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
         }
         Listener::Unix(l, _) => (l.into(), None, false),
     };
-    if tcp && matches!(shared.front_end, FrontEnd::OneShot(..)) {
+    // What the app's requests wait on (its free Python threads): a worker
+    // with none free accepts no more, and the idle workers take them.
+    let app_room = shared.handler.room();
+    // With the request there at accept, it takes its thread at once, and
+    // whether to accept more is known then.
+    if tcp && (matches!(shared.front_end, FrontEnd::OneShot(..)) || app_room.is_some()) {
         defer_accept(&fd);
     }
     // SAFETY: the AsyncFd takes the descriptor's owner with it, so the
@@ -43,6 +48,14 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                     _ = stop.changed() => break,
                 }
             }
+            if let Some(room) = app_room.as_ref().filter(|r| r.available_permits() == 0) {
+                tokio::select! {
+                    // Given back at once: the request that waits for
+                    // it, if any, comes first.
+                    _ = room.acquire() => {}
+                    _ = stop.changed() => break,
+                }
+            }
             let mut guard = tokio::select! {
                 g = listener.readable() => match g {
                     Ok(g) => g,
@@ -55,6 +68,7 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
             };
             // Accepts what is waiting, up to the limit (the rest stays
             // ready, for once there is room).
+            let mut taken = 0;
             while shared.limit.has_room() {
                 match accept(listener.get_ref(), tcp) {
                     Ok((fd, remote)) => {
@@ -64,6 +78,19 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                             Peer::Unix
                         };
                         shared.dispatch(Accepted { fd, peer });
+                        taken += 1;
+                        if let Some(room) = &app_room
+                            && taken >= room.available_permits()
+                        {
+                            // As many taken as threads are free: their
+                            // requests, read now, take them, and what is
+                            // left decides whether to take more.
+                            tokio::task::yield_now().await;
+                            taken = 0;
+                            if room.available_permits() == 0 {
+                                break;
+                            }
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         guard.clear_ready();

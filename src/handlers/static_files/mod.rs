@@ -541,6 +541,10 @@ impl Handler for StaticFiles {
         self.inner.concurrency()
     }
 
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
+    }
+
     /// Files need no request body; the app behind may.
     fn body_taking(&self) -> BodyTaking {
         self.inner.body_taking()

@@ -21,7 +21,7 @@ pub(super) fn file_body(
     region: FileRegion,
     mut call: Call,
     mut core: Core,
-    pooled: bool,
+    thread: Option<usize>,
 ) -> FileBody {
     FileBody::new(region, move |end| {
         core.chunk(end.sent as usize);
@@ -31,8 +31,10 @@ pub(super) fn file_body(
             Python::attach(|py| call.close(py));
             drop(core); // the request is over: counted and logged, without the GIL
         };
-        match host.pool.get() {
-            Some(pool) if pooled => pool.submit(finish),
+        // On the thread the call ran on (`thread`), which has its
+        // `threading.local()` data; inline on the event loop otherwise.
+        match (host.pool.get().and_then(Option::as_ref), thread) {
+            (Some(pool), Some(thread)) => pool.submit_to(thread, finish),
             _ => finish(),
         }
     })

@@ -37,7 +37,7 @@ pub struct WsgiHost {
     /// Core numbers not in use; one is taken with each permit.
     free_cores: std::sync::Mutex<Vec<usize>>,
     observer: OnceLock<Arc<dyn RequestObserver>>,
-    pub(super) pool: OnceLock<Pool>,
+    pub(super) pool: OnceLock<Option<Pool>>,
     /// close() calls on the event loop that took `SLOW_CLOSE` or more.
     pub(super) slow_closes: std::sync::atomic::AtomicU32,
 }
@@ -205,6 +205,11 @@ impl WsgiHost {
     }
 
     /// Waits for a free Python thread; `None` when shutting down.
+    /// The Python threads (cores) free to start a request.
+    pub(super) fn permits(&self) -> Arc<Semaphore> {
+        self.permits.clone()
+    }
+
     pub(super) async fn core(
         self: &Arc<Self>,
         vars: &[(VarName, Bytes)],

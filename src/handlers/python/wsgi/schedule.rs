@@ -28,6 +28,10 @@ impl Handler for WsgiApp {
     fn concurrency(&self) -> usize {
         self.host.threads
     }
+
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        Some(self.host.permits())
+    }
 }
 
 impl WsgiHost {
@@ -111,7 +115,7 @@ impl WsgiHost {
                 {
                     return head.into_response(ResponseBody::Stream {
                         first: None,
-                        rest: BodyStream::new(file_body(region, call, core, false)),
+                        rest: BodyStream::new(file_body(region, call, core, None)),
                     });
                 }
                 core.chunk(first.as_ref().map_or(0, |b| b.len()));
@@ -138,16 +142,17 @@ impl WsgiHost {
         core.input_done = input_done;
         let (head_tx, head_rx) = oneshot::channel();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let Some(pool) = self.pool.get_or_init(|| Pool::new(self.threads)) else {
+            return Response::plain(503, "Service Unavailable", "No Python thread\n");
+        };
         let host = self.clone();
-        self.pool
-            .get_or_init(|| Pool::new(self.threads))
-            .submit(move || {
-                let core = Python::attach(|py| {
-                    host.run_pooled(py, core, &app, vars, input, is_head, head_tx, chunk_tx)
-                });
-                // Counted and logged after the GIL is released.
-                drop(core);
+        pool.submit(move || {
+            let core = Python::attach(|py| {
+                host.run_pooled(py, core, &app, vars, input, is_head, head_tx, chunk_tx)
             });
+            // Counted and logged after the GIL is released.
+            drop(core);
+        });
         match head_rx.await {
             Err(_) => Response::plain(500, "Internal Server Error", "Internal Server Error\n"),
             Ok(Err(error_response)) => error_response,
@@ -213,7 +218,7 @@ impl WsgiHost {
                     && let Some(region) = call.take_file()
                 {
                     // The event loop sends the file and closes the call.
-                    let body = file_body(region, call, core, true);
+                    let body = file_body(region, call, core, Pool::this_thread());
                     let _ = head_tx.send(Ok(Started::File(head, body)));
                     return None;
                 }
