@@ -56,6 +56,18 @@ pub fn parse(addr: &str) -> Result<Address, String> {
     if let Some(name) = addr.strip_prefix('@') {
         return Ok(Address::Abstract(name.to_string()));
     }
+    if let Some(n) = addr.strip_prefix('=')
+        && n.parse::<u32>().is_ok()
+    {
+        return Err(format!(
+            "{addr:?} names uWSGI's --shared-socket {n}, which oxgate does not have: give the address itself (oxgate binds every socket before --uid and --gid drop privileges, so a port below 1024 works as it does with a shared socket)"
+        ));
+    }
+    // Gunicorn's and uvicorn's forms, which uWSGI would take for paths.
+    let addr = addr.strip_prefix("tcp://").unwrap_or(addr);
+    if let Some(path) = addr.strip_prefix("unix:") {
+        return Ok(Address::Unix(PathBuf::from(path)));
+    }
     if addr.contains('/') || !addr.contains(':') {
         return Ok(Address::Unix(PathBuf::from(addr)));
     }
@@ -171,11 +183,17 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
         }
         Address::Unix(path) => {
             // A socket file left by a previous run would make bind fail;
-            // uWSGI removes it too. Anything else at that path is kept.
+            // uWSGI removes it too. Anything else at that path is kept,
+            // and named for what it is.
             if let Ok(meta) = std::fs::symlink_metadata(path) {
                 use std::os::unix::fs::FileTypeExt;
                 if meta.file_type().is_socket() {
                     let _ = std::fs::remove_file(path);
+                } else {
+                    return Err(format!(
+                        "cannot listen on {addr}: {} is there and is not a socket (remove it, or choose another path)",
+                        path.display()
+                    ));
                 }
             }
             let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
@@ -193,12 +211,17 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
             Ok(Listener::Unix(socket.into(), Some(path.clone())))
         }
         Address::Abstract(name) => {
-            use std::os::linux::net::SocketAddrExt;
-            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-                .map_err(fail)?;
-            let l = UnixListener::bind_addr(&sa).map_err(fail)?;
-            l.set_nonblocking(true).map_err(fail)?;
-            Ok(Listener::Unix(l, None))
+            use std::os::unix::ffi::OsStrExt;
+            // A path that starts with a NUL is the abstract name after it.
+            let mut path = vec![0u8];
+            path.extend_from_slice(name.as_bytes());
+            let sa = socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&path)).map_err(fail)?;
+            let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
+            socket.bind(&sa).map_err(fail)?;
+            // --listen's backlog, as for every other socket.
+            socket.listen(backlog).map_err(fail)?;
+            socket.set_nonblocking(true).map_err(fail)?;
+            Ok(Listener::Unix(socket.into(), None))
         }
         // Taken over by startup (`adopt_inherited`), before anything is
         // bound: only the sockets that serve requests can be inherited.

@@ -183,7 +183,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
             unsafe { std::env::remove_var(crate::lifecycle::SYSTEMD_SOCKETS_ENV) };
             inh.listeners()
         }
-        None => process::systemd_sockets(&wanted),
+        None => process::systemd_sockets(&wanted, cfg.activated_protocol),
     };
     let named = |a: &Address| wanted.iter().any(|(w, _)| w == a);
     if inherited.is_some() {
@@ -294,6 +294,9 @@ fn bound_unix_sockets(listeners: &[Socket]) -> Vec<(std::path::PathBuf, (u64, u6
     let start = process::start_dir();
     listeners
         .iter()
+        // systemd's: it made the file and keeps the socket for the next
+        // start (Gunicorn and uWSGI leave them too).
+        .filter(|s| !s.activated)
         .filter_map(|s| match &s.addr {
             Address::Unix(path) => {
                 let path = start.join(path);

@@ -454,6 +454,78 @@ def test_sockets_systemd_passed_are_served_across_reloads(tmp_path, app_dir, con
             proc.kill()
 
 
+def activated(listener, command, log):
+    """`command` started as systemd starts a socket-activated service: the
+    listening socket on fd 3, LISTEN_PID and LISTEN_FDS set."""
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    fd = listener.fileno()
+    return subprocess.Popen(["bash", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', *command],
+                            pass_fds=[fd], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_gunicorn_under_socket_activation_serves_systemds_socket_alone_and_leaves_its_file(tmp_path):
+    """Gunicorn's systemd deployment (no bind in the unit): the service
+    serves the socket systemd holds, binds no 127.0.0.1:8000 of its own
+    (where another such service made it fail to start), and its stop
+    leaves the socket file to systemd, for the next start (vacuum, on by
+    default for Gunicorn's command line, removed it: every later start
+    served a socket no client could reach)."""
+    path = tmp_path / "app.sock"
+    held = socket.socket(socket.AF_UNIX)
+    held.bind(str(path))
+    held.listen(16)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        squatter.bind(("127.0.0.1", 8000))
+        squatter.listen(1)
+    except OSError:
+        pass  # taken already: as good
+    curl = ["curl", "-sS", "--max-time", "10", "--unix-socket", str(path), "http://x/"]
+    try:
+        for start in range(2):
+            with open(tmp_path / f"log{start}", "wb") as log:
+                proc = activated(held, [BIN, "gunicorn", "--chdir", str(APPS), "procs:application"], log)
+            try:
+                wait_for(lambda: "serving" in (tmp_path / f"log{start}").read_text() or proc.poll() is not None,
+                         what="the start")
+                assert proc.poll() is None, (tmp_path / f"log{start}").read_text()
+                assert subprocess.run(curl, capture_output=True, timeout=15).returncode == 0
+                assert "8000" not in (tmp_path / f"log{start}").read_text()
+            finally:
+                proc.terminate()
+                proc.wait(20)
+            assert path.exists(), f"start {start} took systemd's socket file away"
+    finally:
+        held.close()
+        squatter.close()
+
+
+def test_a_socket_systemd_passes_unnamed_speaks_the_protocol_given(tmp_path):
+    """A uWSGI config for socket activation often names no socket, and
+    says `protocol = uwsgi`: the passed socket speaks it (it spoke HTTP
+    whatever --protocol said)."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(16)
+    port = held.getsockname()[1]
+    with open(tmp_path / "log", "wb") as log:
+        proc = activated(held, [BIN, "--wsgi-file", str(APPS / "procs.py"), "--processes", "1",
+                                "--protocol", "uwsgi"], log)
+    try:
+        held.close()
+        wait_for(lambda: "serving" in (tmp_path / "log").read_text(), what="the start")
+        from helpers import packet, uwsgi_request
+        got = uwsgi_request(port, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"),
+                                          ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"),
+                                          ("SERVER_PORT", "80")]))
+        assert got.startswith(b"HTTP/1.1 200"), got
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_a_reload_sent_as_the_pidfile_appears_is_not_fatal(tmp_path):
     """The pidfile is written only once the master's signals are blocked:
     a SIGHUP sent the moment it appears waits for the handlers and reloads,

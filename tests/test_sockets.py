@@ -77,6 +77,50 @@ def test_address_errors(serve):
     assert code != 0 and "port" in err
 
 
+@pytest.mark.parametrize("address,says", [
+    ("=0", "shared-socket"),  # uWSGI's reference to a shared socket: no file named "=0"
+    ("{tmp}/regular", "is there and is not a socket"),
+])
+def test_an_address_that_cannot_be_served_says_why(tmp_path, address, says):
+    (tmp_path / "regular").write_text("not a socket")
+    code, err = run_fail("--http-socket", address.format(tmp=tmp_path), "--wsgi-file", str(APPS / "validated.py"),
+                         cwd=tmp_path)
+    assert code != 0 and says in err, err
+    assert not (tmp_path / "=0").exists()
+    assert (tmp_path / "regular").read_text() == "not a socket"
+
+
+def test_gunicorns_unix_and_tcp_prefixes_are_read_in_every_socket_option(serve, tmp_path):
+    sock, port = tmp_path / "p.sock", free_port()
+    serve("--http-socket", f"unix:{sock}", "--http-socket", f"tcp://127.0.0.1:{port}",
+          "--wsgi-file", str(APPS / "validated.py"), socket_arg=False, wait=False)
+    wait_for(lambda: subprocess.run(["curl", "-sf", "--unix-socket", str(sock), "http://x/env"],
+                                    capture_output=True, timeout=10).returncode == 0, what="the unix socket")
+    assert fresh(f"http://127.0.0.1:{port}/env").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["1", "true", ""])
+def test_chmod_socket_as_a_switch_is_666_as_in_uwsgi(serve, tmp_path, value):
+    """`chmod-socket = 1` (as an ini, YAML or environment boolean gives it)
+    is the switch, 666, as uWSGI reads it: it made mode 001, which shut
+    the web server out."""
+    sock = tmp_path / "s.sock"
+    serve("--http-socket", str(sock), f"--chmod-socket={value}", "--wsgi-file", str(APPS / "validated.py"),
+          socket_arg=False, wait=False)
+    wait_for(lambda: sock.exists() and os.stat(sock).st_mode & 0o777 == 0o666, what="a socket of mode 666")
+
+
+def test_an_abstract_socket_has_the_listen_backlog(serve, tmp_path):
+    name = f"oxgate-test-{os.getpid()}"
+    serve("--http-socket", f"@{name}", "--listen", "7", "--wsgi-file", str(APPS / "validated.py"),
+          socket_arg=False, wait=False)
+
+    def backlog():
+        out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True, timeout=10).stdout
+        return next((line.split()[3] for line in out.splitlines() if f"@{name}" in line), None)
+    assert wait_for(backlog, what="the abstract socket listening") == "7"
+
+
 def test_one_address_named_for_two_protocols_is_refused(serve):
     """Only one of them could be served: the start is refused, rather than
     the second one's clients turned away. The same socket named twice for

@@ -245,6 +245,7 @@ complete -c oxgate -l procname-prefix-spaced -x -d 'oxgate does not set process 
 complete -c oxgate -l offload-threads -x -d 'oxgate sends static files and wsgi.file_wrapper bodies from its event loop, with no threads for it'
 complete -c oxgate -l offload-thread -x -d 'oxgate sends static files and wsgi.file_wrapper bodies from its event loop, with no threads for it'
 complete -c oxgate -l thunder-lock -d 'workers accept from shared sockets without a lock, and connections spread across them'
+complete -c oxgate -l tcp-nodelay -d 'every TCP connection oxgate accepts has TCP_NODELAY: responses go out as the app produces them'
 complete -c oxgate -l no-orphans -d 'workers always die with their master (PR_SET_PDEATHSIG)'
 complete -c oxgate -l ignore-sigpipe -d 'SIGPIPE never reaches oxgate\'s processes'
 complete -c oxgate -l ignore-write-errors -d 'a client that goes away closes its connection; the app is not told'

@@ -855,6 +855,9 @@ options! {
     THUNDER_LOCK = OptDef::new("thunder-lock", Flag, Process)
         .ignored()
         .help("workers accept from shared sockets without a lock, and connections spread across them."),
+    TCP_NODELAY = OptDef::new("tcp-nodelay", Flag, Sockets)
+        .ignored()
+        .help("every TCP connection oxgate accepts has TCP_NODELAY: responses go out as the app produces them."),
     NO_ORPHANS = OptDef::new("no-orphans", Flag, Process)
         .ignored()
         .help("workers always die with their master (PR_SET_PDEATHSIG)."),

@@ -1064,6 +1064,9 @@ fn translate(
                 bind(bind_address(b)?, &g.origin);
             }
         }
+        // Started by systemd with its sockets (LISTEN_FDS for this
+        // process): Gunicorn serves those alone.
+        None if activated_by_systemd(env) => {}
         None => {
             // Gunicorn listens on $PORT (all addresses) when it is set.
             let addr = match env("PORT") {
@@ -1632,6 +1635,14 @@ pub fn is_gunicorn_command_line(args: &[OsString], cmd_args_set: bool, conf_here
             let flag = w.split('=').next().unwrap_or(w);
             is_gunicorn_flag(flag)
         })
+}
+
+/// Whether systemd passed this process its listening sockets (sd_listen_fds).
+fn activated_by_systemd(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("LISTEN_PID").and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id())
+        && env("LISTEN_FDS")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n > 0)
 }
 
 #[cfg(test)]

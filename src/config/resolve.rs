@@ -9,6 +9,7 @@ use super::parse::{ConfigError, Setting, err, last_given};
 use super::settings::*;
 use super::value::{parse_bool, parse_int, switch_on};
 use crate::lifecycle::{Control, ReloadKind};
+use crate::listen::Protocol;
 use crate::log::route::{LogPlan, Logger, Route, Target};
 use crate::request::wrappers::Trusted;
 
@@ -627,22 +628,30 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let mut scgi_sockets = r.all(&opt::SCGI_SOCKET);
     let mut fastcgi_sockets = r.all(&opt::FASTCGI_SOCKET);
     let sockets = r.all(&opt::SOCKET);
-    match r
-        .defaulted(&opt::PROTOCOL)
-        .trim()
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "http" => http_sockets.extend(sockets),
-        "uwsgi" => uwsgi_sockets.extend(sockets),
-        "scgi" => scgi_sockets.extend(sockets),
-        "fastcgi" => fastcgi_sockets.extend(sockets),
+    let socket_protocol = r.defaulted(&opt::PROTOCOL).trim().to_ascii_lowercase();
+    let socket_protocol = match socket_protocol.as_str() {
+        "http" => {
+            http_sockets.extend(sockets);
+            Protocol::Http
+        }
+        "uwsgi" => {
+            uwsgi_sockets.extend(sockets);
+            Protocol::Uwsgi
+        }
+        "scgi" => {
+            scgi_sockets.extend(sockets);
+            Protocol::Scgi
+        }
+        "fastcgi" => {
+            fastcgi_sockets.extend(sockets);
+            Protocol::Fastcgi
+        }
         other => {
             return err(format!(
                 "protocol = {other}: --socket speaks uwsgi (the default), http, scgi or fastcgi"
             ));
         }
-    }
+    };
     let https_sockets = https_sockets(&r)?;
     // An address that cannot be bound is refused here, where
     // --check-config sees it too, not only when the server starts.
@@ -794,7 +803,10 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         // Owner and group (the web server's, with --chown-socket), nobody
         // else; not whatever the process's umask leaves.
         None => 0o660,
-        Some(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("true") => 0o666,
+        // The switch's form (`chmod-socket = true`, or 1 as an ini, YAML or
+        // environment boolean gives it): uWSGI's 666 "for lazy and brave
+        // users". A mode of 1 would shut the web server out.
+        Some(v) if super::parse_bool(v.trim()) == Some(true) => 0o666,
         Some(v) => u32::from_str_radix(v.trim(), 8).map_err(|_| {
             ConfigError(format!(
                 "--chmod-socket {v:?}: expected octal permissions like 660"
@@ -859,6 +871,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         uwsgi_sockets,
         scgi_sockets,
         fastcgi_sockets,
+        activated_protocol: if r.given(&opt::PROTOCOL).is_some() {
+            socket_protocol
+        } else {
+            Protocol::Http
+        },
         listen_backlog: r.positive(&opt::LISTEN)?.min(i64::from(i32::MAX)) as i32,
         chmod_socket,
         app,

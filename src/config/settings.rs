@@ -272,6 +272,10 @@ pub struct Config {
     pub uwsgi_sockets: Vec<String>,
     pub scgi_sockets: Vec<String>,
     pub fastcgi_sockets: Vec<String>,
+    /// What a socket systemd passes that no option names speaks: the
+    /// protocol --protocol gives --socket, when it is given (uWSGI serves
+    /// such a socket as its default socket); HTTP otherwise.
+    pub activated_protocol: crate::listen::Protocol,
     pub listen_backlog: i32,
     /// Permissions of unix sockets (0660 unless --chmod-socket says).
     pub chmod_socket: u32,

@@ -31,13 +31,13 @@ pub fn sd_notify(state: &str) {
 
 /// Sockets systemd passed us (socket activation: LISTEN_PID, LISTEN_FDS),
 /// as fds 3, 4, … Each serves the protocol `configured` names for its
-/// address (systemd cannot say which), HTTP when none does.
-pub fn systemd_sockets(configured: &[(Address, Protocol)]) -> Vec<Socket> {
+/// address (systemd cannot say which), `unnamed` when none does.
+pub fn systemd_sockets(configured: &[(Address, Protocol)], unnamed: Protocol) -> Vec<Socket> {
     let protocol_of = |addr: &Address| {
         configured
             .iter()
             .find(|(a, _)| a == addr)
-            .map_or(Protocol::Http, |(_, p)| *p)
+            .map_or(unnamed, |(_, p)| *p)
     };
     let for_us = std::env::var("LISTEN_PID")
         .ok()
