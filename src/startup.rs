@@ -216,6 +216,17 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     let (inherited_fds, to_bind): (Vec<_>, Vec<_>) = wanted
         .into_iter()
         .partition(|(a, _)| matches!(a, Address::Fd(_)));
+    if inherited.is_none()
+        && let Some(max) = crate::sys::procfs::somaxconn()
+        && cfg.listen_backlog > max
+    {
+        // uWSGI refuses to start; the kernel would cap it without a word.
+        crate::say!(
+            "oxgate: warning: --listen {} is over net.core.somaxconn ({max}): each socket's backlog is {max} (raise it with sysctl net.core.somaxconn={})",
+            cfg.listen_backlog,
+            cfg.listen_backlog
+        );
+    }
     for (addr, protocol) in inherited_fds.into_iter().chain(to_bind) {
         if listeners.iter().any(|s| s.addr == addr) {
             continue;

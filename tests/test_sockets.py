@@ -208,3 +208,9 @@ def test_an_inherited_descriptor_that_is_no_listening_socket_is_refused(tmp_path
     assert code != 0 and "descriptor 77 is not open" in err, err
     code, err = run_fail("gunicorn", "-b", "fd://x", "procs:application", cwd=APPS)
     assert code != 0 and "not a file descriptor number" in err, err
+
+
+def test_a_backlog_over_somaxconn_is_warned_of(serve):
+    """The kernel caps it without a word (uWSGI refuses to start)."""
+    s = serve("--listen", "1000000000", "--wsgi-file", str(APPS / "validated.py"))
+    s.wait_log("is over net.core.somaxconn")

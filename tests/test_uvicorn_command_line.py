@@ -456,3 +456,12 @@ def test_a_stop_ends_sse_starlette_streams_cleanly(tmp_path, how):
         p.kill()
         p.wait()
         log.close()
+
+
+def test_the_listen_backlog_is_uvicorns():
+    def listen(*args):
+        out = subprocess.run([BIN, "uvicorn", "asgi_raw:app", "--app-dir", str(APPS), *args, "--print-config"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return [line.split()[2] for line in out.splitlines() if line.startswith("listen =")][-1]
+    assert listen() == "2048"
+    assert listen("--backlog", "77") == "77"

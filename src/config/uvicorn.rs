@@ -443,6 +443,8 @@ fn translate(
         .unwrap_or_else(|| "1".into());
     push(&opt::PROCESSES, workers, &origin);
 
+    // uvicorn's listen backlog, unless --backlog says otherwise (below).
+    push(&opt::LISTEN, "2048".into(), &default);
     // uvicorn trusts proxy headers from 127.0.0.1 unless told otherwise.
     if last("--proxy-headers").as_deref() != Some("false") {
         push(&opt::PROXY_HEADERS, "true".into(), &default);

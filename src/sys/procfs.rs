@@ -47,3 +47,12 @@ pub fn is_zombie(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.starts_with('Z'))
     })
 }
+
+/// net.core.somaxconn: the kernel's cap on a listening socket's backlog.
+pub fn somaxconn() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
