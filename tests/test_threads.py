@@ -3,7 +3,7 @@ import concurrent.futures
 
 import requests
 
-from helpers import APPS, BEHAVIOUR
+from helpers import APPS, BEHAVIOUR, wait_for
 
 
 def test_threads_serve_other_connections_while_one_blocks(serve):
@@ -81,7 +81,6 @@ def test_a_file_wrapper_close_runs_on_the_thread_and_in_the_context_of_its_call(
     after the file went out: on the thread the call ran on, as uWSGI and
     Gunicorn run it, not on whichever thread was free (where a ContextVar
     token from the call could not be reset)."""
-    from helpers import wait_for
     (tmp_path / "state.py").write_text(THREAD_STATE_APP)
     s = serve("--wsgi-file", str(tmp_path / "state.py"), "--threads", "4", "--processes", "1")
     for _ in range(6):
@@ -121,3 +120,40 @@ def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_idle_
             pids = collections.Counter(pool.map(served_by, range(4)))
         assert sorted(pids.values()) == [2, 2], pids
 
+
+
+WAITING_APP = '''
+import os, threading, time
+
+def application(environ, start_response):
+    marker = environ["QUERY_STRING"]
+    open(f"{marker}.started.{threading.get_ident()}", "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+'''
+
+
+def test_with_every_thread_busy_the_health_check_and_static_files_are_still_answered(serve, tmp_path):
+    """A worker whose threads are all busy leaves new connections to idle
+    workers, but when there is none it still takes them: what needs no
+    Python thread (the health check a load balancer sends, a static file)
+    is answered, not left in the backlog until a thread is free."""
+    (tmp_path / "wait.py").write_text(WAITING_APP)
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "a.txt").write_text("static")
+    marker = tmp_path / "go"
+    s = serve("--wsgi-file", str(tmp_path / "wait.py"), "--processes", "1", "--threads", "2",
+              "--health-path", "/healthz", "--static-map", f"/static={tmp_path / 'static'}")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(requests.get, f"{s.url}/?{marker}", timeout=60) for _ in range(2)]
+        try:
+            wait_for(lambda: len(list(tmp_path.glob("go.started.*"))) == 2, what="both threads busy")
+            assert requests.get(s.url + "/healthz", timeout=10).status_code == 200
+            assert requests.get(s.url + "/static/a.txt", timeout=10).text == "static"
+            assert not any(w.done() for w in waiting)
+        finally:
+            marker.touch()
+        assert [w.result().text for w in waiting] == ["done", "done"]

@@ -53,6 +53,10 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                     // Given back at once: the request that waits for
                     // it, if any, comes first.
                     _ = room.acquire() => {}
+                    // Taken after a while all the same: when every worker
+                    // is busy, a health check, a static file or a request
+                    // that needs no thread is still answered.
+                    () = tokio::time::sleep(BUSY_ACCEPT_DELAY) => {}
                     _ = stop.changed() => break,
                 }
             }
@@ -107,6 +111,11 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
     });
     Ok(())
 }
+
+/// How long a worker whose app has no free thread leaves a waiting
+/// connection to the others before it takes it anyway: an idle worker
+/// takes it at once.
+const BUSY_ACCEPT_DELAY: Duration = Duration::from_millis(50);
 
 /// accept4(2), non-blocking and close-on-exec, with the client's address
 /// for TCP.
