@@ -65,7 +65,9 @@ pub fn parse(addr: &str) -> Result<Address, String> {
     }
     // Gunicorn's and uvicorn's forms, which uWSGI would take for paths.
     let addr = addr.strip_prefix("tcp://").unwrap_or(addr);
+    // `unix://rel.sock` is relative too, as Gunicorn reads it.
     if let Some(path) = addr.strip_prefix("unix:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
         return Ok(Address::Unix(PathBuf::from(path)));
     }
     if addr.contains('/') || !addr.contains(':') {

@@ -492,6 +492,10 @@ def test_gunicorn_under_socket_activation_serves_systemds_socket_alone_and_leave
                          what="the start")
                 assert proc.poll() is None, (tmp_path / f"log{start}").read_text()
                 assert subprocess.run(curl, capture_output=True, timeout=15).returncode == 0
+                if start == 0:  # and after a reload, which runs a new image
+                    os.kill(proc.pid, signal.SIGHUP)
+                    wait_for(lambda: (tmp_path / "log0").read_text().count("serving") >= 2, what="the reload")
+                    assert subprocess.run(curl, capture_output=True, timeout=15).returncode == 0
                 assert "8000" not in (tmp_path / f"log{start}").read_text()
             finally:
                 proc.terminate()

@@ -97,6 +97,11 @@ def test_gunicorns_unix_and_tcp_prefixes_are_read_in_every_socket_option(serve, 
     wait_for(lambda: subprocess.run(["curl", "-sf", "--unix-socket", str(sock), "http://x/env"],
                                     capture_output=True, timeout=10).returncode == 0, what="the unix socket")
     assert fresh(f"http://127.0.0.1:{port}/env").status_code == 200
+    # `unix://rel.sock` is relative, as Gunicorn reads it (it was /rel.sock).
+    serve("--http-socket", "unix://rel.sock", "--wsgi-file", str(APPS / "validated.py"), cwd=tmp_path,
+          socket_arg=False, wait=False)
+    wait_for(lambda: subprocess.run(["curl", "-sf", "--unix-socket", str(tmp_path / "rel.sock"), "http://x/env"],
+                                    capture_output=True, timeout=10).returncode == 0, what="the relative socket")
 
 
 @pytest.mark.parametrize("value", ["1", "true", ""])

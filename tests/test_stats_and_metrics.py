@@ -221,6 +221,10 @@ def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):
     os.kill(w, signal.SIGSTOP)  # nobody accepts now
     try:
         held = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]
+        # With their requests: a WSGI worker's TCP sockets accept only
+        # connections that have sent something (TCP_DEFER_ACCEPT).
+        for c in held:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         for _ in range(4):
             c = socket.socket(socket.AF_UNIX)
             c.connect(sock)

@@ -1,5 +1,6 @@
 """--threads: a worker's pool of Python threads serves other connections while one blocks."""
 import concurrent.futures
+import time
 
 import requests
 
@@ -127,7 +128,7 @@ import os, threading, time
 
 def application(environ, start_response):
     marker = environ["QUERY_STRING"]
-    open(f"{marker}.started.{threading.get_ident()}", "w").close()
+    open(f"{marker}.started.{os.getpid()}.{threading.get_ident()}", "w").close()
     deadline = time.monotonic() + 30
     while not os.path.exists(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -157,3 +158,71 @@ def test_with_every_thread_busy_the_health_check_and_static_files_are_still_answ
         finally:
             marker.touch()
         assert [w.result().text for w in waiting] == ["done", "done"]
+
+
+def test_a_worker_busy_for_long_still_leaves_each_new_connection_to_an_idle_one(serve, tmp_path):
+    """Busy for longer than the 50 ms a connection is left to the others,
+    a worker with no free thread still lets each new one go to a worker
+    with one, rather than racing for it (and holding it behind its
+    threads)."""
+    (tmp_path / "wait.py").write_text(WAITING_APP)
+    marker, now = tmp_path / "go", tmp_path / "now"
+    now.touch()
+    s = serve("--wsgi-file", str(tmp_path / "wait.py"), "--processes", "2", "--threads", "2")
+    s.wait_workers(2)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        waiting = [pool.submit(requests.get, f"{s.url}/?{marker}", timeout=60) for _ in range(3)]
+        try:
+            # Three of four threads: one worker has none free.
+            wait_for(lambda: len(list(tmp_path.glob("go.started.*"))) == 3, what="three threads busy")
+            for _ in range(10):
+                time.sleep(0.1)
+                r = requests.get(f"{s.url}/?{now}", headers={"Connection": "close"}, timeout=5)
+                assert r.text == "done"
+        finally:
+            marker.touch()
+        assert [w.result().text for w in waiting] == ["done"] * 3
+
+
+LOCKING_FILE_APP = '''
+import threading
+pool = threading.BoundedSemaphore(1)  # a pool of one database connection
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/file":
+        pool.acquire()
+        f = open(environ["QUERY_STRING"], "rb")
+        closing = f.close
+        def close():
+            closing()
+            pool.release()  # the connection goes back as the response ends
+        f.close = close
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 65536)
+    with pool:
+        pass
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"db"]
+'''
+
+
+def test_a_file_responses_close_is_not_queued_behind_another_request_on_its_thread(serve, tmp_path):
+    """Its thread stays with a file response until its close() has run,
+    as uWSGI's and Gunicorn's do: took another request meanwhile, and that
+    one waited for what the close() releases, the worker hung for good."""
+    import socket
+    (tmp_path / "locking.py").write_text(LOCKING_FILE_APP)
+    (tmp_path / "big").write_bytes(bytes(48 << 20))  # more than the socket buffers take at once
+    s = serve("--wsgi-file", str(tmp_path / "locking.py"), "--processes", "1", "--threads", "2")
+    for _ in range(3):
+        slow = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        slow.sendall(f"GET /file?{tmp_path / 'big'} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        slow.recv(4096)  # the download has begun; the rest waits
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            db = pool.submit(requests.get, s.url + "/db", timeout=30)
+            time.sleep(0.3)
+            while slow.recv(1 << 16):  # the download ends: its close() gives the connection back
+                pass
+            slow.close()
+            assert db.result().text == "db"
+        assert requests.get(s.url + "/db", timeout=10).text == "db"

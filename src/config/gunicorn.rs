@@ -1637,8 +1637,12 @@ pub fn is_gunicorn_command_line(args: &[OsString], cmd_args_set: bool, conf_here
         })
 }
 
-/// Whether systemd passed this process its listening sockets (sd_listen_fds).
+/// Whether systemd passed this process its listening sockets (sd_listen_fds),
+/// or the image this one replaces on a reload served sockets it had them from.
 fn activated_by_systemd(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    if env(crate::lifecycle::SYSTEMD_SOCKETS_ENV).is_some() {
+        return true;
+    }
     env("LISTEN_PID").and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id())
         && env("LISTEN_FDS")
             .and_then(|n| n.trim().parse::<u32>().ok())

@@ -48,18 +48,6 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                     _ = stop.changed() => break,
                 }
             }
-            if let Some(room) = app_room.as_ref().filter(|r| r.available_permits() == 0) {
-                tokio::select! {
-                    // Given back at once: the request that waits for
-                    // it, if any, comes first.
-                    _ = room.acquire() => {}
-                    // Taken after a while all the same: when every worker
-                    // is busy, a health check, a static file or a request
-                    // that needs no thread is still answered.
-                    () = tokio::time::sleep(BUSY_ACCEPT_DELAY) => {}
-                    _ = stop.changed() => break,
-                }
-            }
             let mut guard = tokio::select! {
                 g = listener.readable() => match g {
                     Ok(g) => g,
@@ -70,6 +58,21 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                 },
                 _ = stop.changed() => break,
             };
+            // A connection waits. With no thread free, the idle workers
+            // have a while to take it (they do at once); after that this
+            // one takes what waits, all of it, so that when every worker
+            // is busy a health check, a static file or a request that needs
+            // no thread is still answered.
+            let mut gated = app_room.is_some();
+            if let Some(room) = app_room.as_ref().filter(|r| r.available_permits() == 0) {
+                tokio::select! {
+                    // Given back at once: the request that waits for
+                    // it, if any, comes first.
+                    _ = room.acquire() => {}
+                    () = tokio::time::sleep(BUSY_ACCEPT_DELAY) => gated = false,
+                    _ = stop.changed() => break,
+                }
+            }
             // Accepts what is waiting, up to the limit (the rest stays
             // ready, for once there is room).
             let mut taken = 0;
@@ -83,7 +86,7 @@ pub(super) fn spawn_loop(socket: Socket, shared: Shared) -> Result<(), String> {
                         };
                         shared.dispatch(Accepted { fd, peer });
                         taken += 1;
-                        if let Some(room) = &app_room
+                        if let Some(room) = app_room.as_ref().filter(|_| gated)
                             && taken >= room.available_permits()
                         {
                             // As many taken as threads are free: their

@@ -30,11 +30,16 @@ struct Jobs {
     any: VecDeque<Job>,
     /// For one thread each ([`Pool::submit_to`]).
     own: Vec<VecDeque<Job>>,
+    /// The threads that wait for a job of their own before they take any
+    /// other ([`Pool::hold_this_thread`]).
+    held: Vec<bool>,
 }
 
 thread_local! {
     /// This thread's index in its pool, on the pool's threads.
     static THIS_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// The queues of this thread's pool, on the pool's threads.
+    static QUEUES: std::cell::RefCell<Option<Arc<Queues>>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Pool {
@@ -46,6 +51,7 @@ impl Pool {
             jobs: Mutex::new(Jobs {
                 any: VecDeque::new(),
                 own: (0..threads).map(|_| VecDeque::new()).collect(),
+                held: vec![false; threads],
             }),
             added: Condvar::new(),
         });
@@ -78,6 +84,7 @@ impl Pool {
             // The jobs meant for a thread that never started go to any.
             if let Ok(mut jobs) = queues.jobs.lock() {
                 jobs.own.truncate(started);
+                jobs.held.truncate(started);
             }
         }
         Some(Pool { queues })
@@ -87,7 +94,12 @@ impl Pool {
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         if let Ok(mut jobs) = self.queues.jobs.lock() {
             jobs.any.push_back(Box::new(job));
-            self.queues.added.notify_one();
+            // A held thread woken would leave it and sleep on.
+            if jobs.held.contains(&true) {
+                self.queues.added.notify_all();
+            } else {
+                self.queues.added.notify_one();
+            }
         }
     }
 
@@ -109,10 +121,31 @@ impl Pool {
     pub fn this_thread() -> Option<usize> {
         THIS_THREAD.with(|t| t.get())
     }
+
+    /// Keeps this pool thread, once its job returns, for the job that will
+    /// be [`submit_to`](Pool::submit_to) it next (a file response's
+    /// close(), once the file is sent): it takes no other meanwhile, as
+    /// uWSGI's and Gunicorn's threads stay with a response until it is
+    /// sent. Taking another, it made the close() wait for that one, which
+    /// may wait for the close() (a lock the response holds): a deadlock.
+    pub fn hold_this_thread() {
+        let Some(i) = Pool::this_thread() else {
+            return;
+        };
+        QUEUES.with(|q| {
+            if let Some(queues) = q.borrow().as_ref()
+                && let Ok(mut jobs) = queues.jobs.lock()
+                && let Some(held) = jobs.held.get_mut(i)
+            {
+                *held = true;
+            }
+        });
+    }
 }
 
-fn run_thread(i: usize, queues: &Queues) {
+fn run_thread(i: usize, queues: &Arc<Queues>) {
     THIS_THREAD.with(|t| t.set(Some(i)));
+    QUEUES.with(|q| *q.borrow_mut() = Some(queues.clone()));
     // The thread state made here stays until the thread ends: each job's
     // Python::attach takes the GIL with it, and gives the GIL back without
     // dropping it.
@@ -144,8 +177,15 @@ fn name_thread(py: Python<'_>, i: usize) {
 fn next_job(i: usize, queues: &Queues) -> Option<Job> {
     let mut jobs = queues.jobs.lock().ok()?;
     loop {
-        let own = jobs.own.get_mut(i).and_then(|q| q.pop_front());
-        if let Some(job) = own.or_else(|| jobs.any.pop_front()) {
+        if let Some(job) = jobs.own.get_mut(i).and_then(|q| q.pop_front()) {
+            if let Some(held) = jobs.held.get_mut(i) {
+                *held = false;
+            }
+            return Some(job);
+        }
+        if !jobs.held.get(i).copied().unwrap_or(false)
+            && let Some(job) = jobs.any.pop_front()
+        {
             return Some(job);
         }
         jobs = queues.added.wait(jobs).ok()?;

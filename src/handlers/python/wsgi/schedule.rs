@@ -219,6 +219,7 @@ impl WsgiHost {
                 {
                     // The event loop sends the file and closes the call.
                     let body = file_body(region, call, core, Pool::this_thread());
+                    Pool::hold_this_thread();
                     let _ = head_tx.send(Ok(Started::File(head, body)));
                     return None;
                 }
