@@ -1562,3 +1562,31 @@ def test_proxy_protocol_gives_the_client_address_as_gunicorn(serve, tmp_path):
                                      b"GET /proxied HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status == [b"200"], s.args
         wait_for(lambda: "from 203.0.113.9 /proxied" in s.log(), what=f"the client's address for {s.args[0]}")
+
+
+def test_server_software_names_gunicorn_for_apps_that_hand_their_logs_to_it(serve, tmp_path):
+    """Flask's recipe, `if "gunicorn" in os.environ.get("SERVER_SOFTWARE",
+    "")`, hands app.logger to gunicorn.error's handlers: Gunicorn sets the
+    variable, and under oxgate the app's INFO lines went nowhere."""
+    (tmp_path / "recipe.py").write_text(textwrap.dedent('''
+        import logging, os
+        def application(environ, start_response):
+            log = logging.getLogger("myapp")
+            if "gunicorn" in os.environ.get("SERVER_SOFTWARE", ""):
+                g = logging.getLogger("gunicorn.error")
+                log.handlers, log.propagate = g.handlers, False
+                log.setLevel(g.level)
+            log.info("APP-INFO-LINE")
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [os.environ["SERVER_SOFTWARE"].encode()]
+    '''))
+    s = serve("gunicorn", "-b", "127.0.0.1:{port}", "--chdir", str(tmp_path), "recipe:application",
+              socket_arg=False)
+    assert "(gunicorn)" in requests.get(s.url + "/", timeout=10).text
+    s.wait_log("APP-INFO-LINE")
+
+
+@pytest.mark.parametrize("spelling", ["egg:gunicorn#gthread", "gunicorn.workers.ggevent.GeventWorker"])
+def test_worker_classes_by_gunicorns_other_spellings(spelling):
+    p = oxgate("gunicorn", "-k", spelling, "procs:application", "--print-config")
+    assert p.returncode == 0, p.stderr

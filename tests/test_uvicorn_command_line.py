@@ -465,3 +465,31 @@ def test_the_listen_backlog_is_uvicorns():
         return [line.split()[2] for line in out.splitlines() if line.startswith("listen =")][-1]
     assert listen() == "2048"
     assert listen("--backlog", "77") == "77"
+
+
+def test_a_wsgi_app_gets_uvicorns_ten_threads():
+    """uvicorn runs a WSGI app on 10 threads: one thread served Flask one
+    request at a time (five slow requests took five times as long)."""
+    got = settings(oxgate("uvicorn", "main:app", "--interface", "wsgi", "--print-config").stdout)
+    assert ("threads", "10") in got and ("interface", "wsgi") in got, got
+
+
+@pytest.mark.parametrize("value,on", [("true", "true"), ("false", "false"), ("", "false")])
+def test_ws_per_message_deflate_is_read_as_uvicorn_reads_a_boolean(value, on):
+    got = settings(oxgate("uvicorn", "main:app", f"--ws-per-message-deflate={value}", "--print-config").stdout)
+    assert ("ws-per-message-deflate", on) in got, got
+
+
+def test_ws_per_message_deflate_that_is_no_boolean_is_refused_as_uvicorn_refuses_it():
+    p = oxgate("uvicorn", "main:app", "--ws-per-message-deflate", "flase")
+    assert p.returncode == 2 and "not a valid boolean" in p.stderr, p.stderr
+
+
+def test_forwarded_allow_ips_literals_are_passed_over_not_fatal():
+    """uvicorn's list may name a unix socket's path: it starts, as uvicorn
+    does, with the addresses in force."""
+    p = oxgate("uvicorn", "main:app", "--forwarded-allow-ips", "10.0.0.1, unix:/tmp/x.sock,localhost",
+               "--print-config")
+    assert p.returncode == 0, p.stderr
+    assert ("forwarded-allow-ips", "10.0.0.1") in settings(p.stdout), p.stdout
+    assert "unix:/tmp/x.sock, localhost passed over" in p.stderr, p.stderr

@@ -1017,6 +1017,17 @@ fn translate(
     push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
     // Gunicorn will not start over a pidfile that names a live process.
     push(&opt::PIDFILE_EXCLUSIVE, "true".into(), &default);
+    // Gunicorn sets it in its environment, and apps test it to hand their
+    // logs to `gunicorn.error` (Flask's recipe: `"gunicorn" in
+    // os.environ.get("SERVER_SOFTWARE", "")`), which oxgate sets up here.
+    push(
+        &opt::ENV,
+        format!(
+            "SERVER_SOFTWARE=oxgate/{} (gunicorn)",
+            env!("CARGO_PKG_VERSION")
+        ),
+        &default,
+    );
     // Gunicorn replaces a worker at max_requests whatever its age.
     push(&opt::MIN_WORKER_LIFETIME, "0".into(), &default);
     // Gunicorn's listen backlog, unless `backlog` says otherwise (below).
@@ -1101,6 +1112,10 @@ fn translate(
     }
     let threads = one("threads");
     let class = one("worker_class").unwrap_or_else(|| "sync".into());
+    // Gunicorn's entry-point spelling of its own classes.
+    let class = class
+        .strip_prefix("egg:gunicorn#")
+        .map_or(class.clone(), str::to_string);
     let class_origin = given.get("worker_class").map_or(&default, |g| &g.origin);
     match class.as_str() {
         // Gunicorn turns sync with threads > 1 into gthread.
@@ -1116,7 +1131,15 @@ fn translate(
                 push(&opt::PROXY_HEADERS, "true".into(), class_origin);
             }
         }
-        "gevent" | "eventlet" | "tornado" | "gevent_wsgi" | "gevent_pywsgi" => {
+        "gevent"
+        | "eventlet"
+        | "tornado"
+        | "gevent_wsgi"
+        | "gevent_pywsgi"
+        | "gunicorn.workers.ggevent.GeventWorker"
+        | "gunicorn.workers.ggevent.GeventPyWSGIWorker"
+        | "gunicorn.workers.geventlet.EventletWorker"
+        | "gunicorn.workers.gtornado.TornadoWorker" => {
             out.warnings.push(format!(
                 "{class_origin}: worker_class {class:?}: oxgate has no {class} workers; the app runs in threads (--threads), without monkey-patching"
             ));
@@ -1720,7 +1743,18 @@ mod tests {
         assert!(values(&c, &opt::HARAKIRI).is_empty());
         assert_eq!(values(&c, &opt::MAX_REQUESTS_JITTER), ["50"]);
         assert!(values(&c, &opt::LAZY_APPS).is_empty());
-        assert_eq!(values(&c, &opt::ENV), ["A=1", "B=2"]);
+        assert_eq!(
+            values(&c, &opt::ENV),
+            [
+                concat!(
+                    "SERVER_SOFTWARE=oxgate/",
+                    env!("CARGO_PKG_VERSION"),
+                    " (gunicorn)"
+                ),
+                "A=1",
+                "B=2"
+            ]
+        );
         assert_eq!(values(&c, &opt::PYTHONPATH), ["src", "lib"]);
         // The umask is the unix sockets' alone.
         assert!(values(&c, &opt::UMASK).is_empty());

@@ -499,7 +499,13 @@ fn translate(
     match last("--interface").as_deref() {
         None | Some("auto") => {}
         Some("asgi3") => push(&opt::INTERFACE, "asgi".into(), &origin),
-        Some("wsgi") => push(&opt::INTERFACE, "wsgi".into(), &origin),
+        Some("wsgi") => {
+            push(&opt::INTERFACE, "wsgi".into(), &origin);
+            // uvicorn runs a WSGI app on a pool of 10 threads (its WSGI
+            // middleware's, and a2wsgi's): one thread served one request
+            // at a time.
+            push(&opt::THREADS, "10".into(), &default);
+        }
         Some("asgi2") => push(&opt::INTERFACE, "asgi2".into(), &origin),
         Some(other) => {
             return err(format!(
@@ -511,10 +517,8 @@ fn translate(
         ("--loop", &opt::LOOP),
         ("--lifespan", &opt::LIFESPAN),
         ("--ws-max-size", &opt::WS_MAX_SIZE),
-        ("--ws-per-message-deflate", &opt::WS_PER_MESSAGE_DEFLATE),
         ("--ws-ping-interval", &opt::WS_PING_INTERVAL),
         ("--ws-ping-timeout", &opt::WS_PING_TIMEOUT),
-        ("--forwarded-allow-ips", &opt::FORWARDED_ALLOW_IPS),
         ("--root-path", &opt::ROOT_PATH),
         ("--log-config", &opt::LOG_CONFIG),
         // auto, none, and uvicorn's implementations, which --ws reads as auto.
@@ -530,6 +534,37 @@ fn translate(
         if let Some(v) = last(flag) {
             push(key, v, &origin);
         }
+    }
+    // A click boolean: a value it does not read stops the start (`""` is
+    // false); read uWSGI's way, a typo turned compression on.
+    if let Some(v) = last("--ws-per-message-deflate") {
+        let on = match v.trim().to_ascii_lowercase().as_str() {
+            "" => false,
+            v => crate::config::parse_bool(v).ok_or_else(|| {
+                ConfigError(format!(
+                    "--ws-per-message-deflate {v:?}: not a valid boolean (true or false)"
+                ))
+            })?,
+        };
+        push(&opt::WS_PER_MESSAGE_DEFLATE, on.to_string(), &origin);
+    }
+    // uvicorn's list may hold literals besides addresses and networks (a
+    // unix socket's path, which it matches against the client's name):
+    // they never match a TCP client, and a unix socket's client is
+    // trusted as it is, so they are passed over, with a warning.
+    if let Some(v) = last("--forwarded-allow-ips") {
+        let (ips, literals): (Vec<&str>, Vec<&str>) = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .partition(|s| crate::request::wrappers::Trusted::parse_list(s).is_ok());
+        if !literals.is_empty() {
+            out.warnings.push(format!(
+                "command line: --forwarded-allow-ips: {} passed over: not an IP address or network",
+                literals.join(", ")
+            ));
+        }
+        push(&opt::FORWARDED_ALLOW_IPS, ips.join(","), &origin);
     }
     // uvicorn limits a request head only by its size (h11's incomplete
     // event, which its httptools parser does not have either): no
