@@ -271,6 +271,10 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
             );
         }
     }
+    // Here, where they were opened: --chdir comes next.
+    if cfg.log_files.chown && inherited.is_none() {
+        process::chown_logs(&log_files(&cfg), p.uid.as_deref(), p.gid.as_deref())?;
+    }
     enter_app_environment(&cfg)?;
     process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
     if let Some(log) = &p.logto2 {
@@ -297,6 +301,27 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         vacuum(&cfg, &bound);
     }
     result
+}
+
+/// The log files opened before the privileges are dropped (`--logto`,
+/// `--daemonize`, `--req-logger file:`, the loggers' files), from the
+/// directory they were opened in.
+fn log_files(cfg: &Config) -> Vec<&std::path::Path> {
+    use crate::log::route::Target;
+    let p = &cfg.process;
+    let mut paths: Vec<&std::path::Path> = [&p.logto, &p.daemonize, &cfg.log_files.requests]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect();
+    if let Some(plan) = &cfg.log_files.loggers {
+        for logger in plan.loggers.iter().chain(&plan.request_loggers) {
+            if let Target::File(path) = &logger.target {
+                paths.push(path);
+            }
+        }
+    }
+    paths
 }
 
 /// The unix socket paths of `listeners`, with the file each is now.

@@ -330,3 +330,38 @@ def test_a_log_that_cannot_be_written_stops_nothing_and_is_reported_once(tmp_pat
         proc.terminate()
         proc.wait(30)
         os.close(r)
+
+
+def test_logfile_chown_lets_an_unprivileged_server_reopen_rotated_logs(serve, tmp_path):
+    """Started as root with --uid, the server opened its log files as root
+    and could not open them again after logrotate (SIGUSR1): it went on
+    writing into the rotated files without a word. --logfile-chown (on in
+    Gunicorn's command line, as Gunicorn chowns its logs) gives them to
+    the user, and logrotate's `create` makes the new ones as the old."""
+    import pathlib
+    import pwd
+    import shutil
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="oxgate-logs-"))  # pytest's are root's alone (0700)
+    os.chmod(d, 0o755)
+    (d / "static").mkdir()
+    (d / "static" / "a.txt").write_text("a")
+    err, acc = d / "err.log", d / "acc.log"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    s = serve("--static-map", f"/s={d / 'static'}", "--uid", "nobody", "--gid", "nogroup",
+              "--logfile-chown", "--logto", str(err), "--req-logger", f"file:{acc}", "--processes", "1")
+    assert os.stat(err).st_uid == nobody and os.stat(acc).st_uid == nobody
+    requests.get(s.url + "/s/a.txt", timeout=10)
+    wait_for(lambda: "/s/a.txt" in acc.read_text(), what="the request line")
+    for f in (err, acc):  # logrotate: move, then `create` as the old one was
+        f.rename(f.with_suffix(".log.1"))
+        f.touch(mode=0o640)
+        shutil.chown(f, "nobody", "nogroup")
+    os.kill(s.proc.pid, signal.SIGUSR1)
+    requests.get(s.url + "/s/a.txt?after", timeout=10)
+    try:
+        wait_for(lambda: "/s/a.txt?after" in acc.read_text(), what="the request line in the new file")
+        assert "/s/a.txt?after" not in (d / "acc.log.1").read_text()
+    finally:
+        s.stop()
+        shutil.rmtree(d, ignore_errors=True)

@@ -169,6 +169,7 @@ complete -c oxgate -l log-big -x -d 'Log responses of BYTES or more (even with -
 complete -c oxgate -l log-zero -d 'Log responses with an empty body (even with --disable-logging)'
 complete -c oxgate -l log-encoder -x -d 'Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI\'s ${msg}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}; `nl` is accepted (lines always end with a newline)'
 complete -c oxgate -l log-req-encoder -x -d 'Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI\'s ${msg}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}; `nl` is accepted (lines always end with a newline)'
+complete -c oxgate -l logfile-chown -d 'Give the log files (--logto, --daemonize, --req-logger file:, the loggers\' files) to the user and group of --uid and --gid once they are opened, so that the master and workers, no longer root, can reopen them after logrotate (SIGUSR1)'
 complete -c oxgate -l log-maxsize -x -d 'Rotate the log file (--logto, --daemonize) when it grows past BYTES: it is renamed to FILE.<unix time> and reopened'
 complete -c oxgate -l log-backupname -r -F -d 'The name a rotated log is renamed to (each rotation overwrites it)'
 complete -c oxgate -l touch-logreopen -r -F -d 'Reopen the log file when FILE is touched (as SIGUSR1 does; for logrotate)'

@@ -649,6 +649,8 @@ options! {
         .aliases(&["log-req-encoder"])
         .value("ENCODER")
         .help("Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI's ${msg}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}; `nl` is accepted (lines always end with a newline)."),
+    LOGFILE_CHOWN = OptDef::new("logfile-chown", Flag, Logging)
+        .help("Give the log files (--logto, --daemonize, --req-logger file:, the loggers' files) to the user and group of --uid and --gid once they are opened, so that the master and workers, no longer root, can reopen them after logrotate (SIGUSR1). Gunicorn's command line turns it on, as Gunicorn gives its log files to its user."),
     LOG_MAXSIZE = OptDef::new("log-maxsize", Int, Logging)
         .value("BYTES")
         .help("Rotate the log file (--logto, --daemonize) when it grows past BYTES: it is renamed to FILE.<unix time> and reopened."),

@@ -1017,6 +1017,8 @@ fn translate(
     push(&opt::QUICK_STOP_ON_INT, "true".into(), &default);
     // Gunicorn will not start over a pidfile that names a live process.
     push(&opt::PIDFILE_EXCLUSIVE, "true".into(), &default);
+    // Gunicorn gives its log files to `user` and `group`.
+    push(&opt::LOGFILE_CHOWN, "true".into(), &default);
     // Gunicorn sets it in its environment, and apps test it to hand their
     // logs to `gunicorn.error` (Flask's recipe: `"gunicorn" in
     // os.environ.get("SERVER_SOFTWARE", "")`), which oxgate sets up here.

@@ -1116,6 +1116,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         },
         log_files: LogFiles {
             maxsize: r.count(&opt::LOG_MAXSIZE),
+            chown: r.flag(&opt::LOGFILE_CHOWN)?,
             backupname: r.path(&opt::LOG_BACKUPNAME),
             touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,

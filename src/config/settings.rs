@@ -395,6 +395,8 @@ pub struct StatsdSettings {
 pub struct LogFiles {
     /// `--log-maxsize`, bytes.
     pub maxsize: Option<u64>,
+    /// `--logfile-chown`.
+    pub chown: bool,
     pub backupname: Option<PathBuf>,
     pub touch_reopen: Vec<PathBuf>,
     /// `--logdate`: a strftime format for oxgate's own messages.

@@ -107,7 +107,8 @@ pub fn reopen() -> bool {
         return requests;
     };
     let Ok(fd) = crate::sys::open_append(path) else {
-        return false;
+        // The request log's reopening is still the workers' to follow.
+        return requests;
     };
     // With loggers, their `stdio` follows the file; and where fds 1 and 2
     // are the capture's pipe (a worker with loggers), they stay so.

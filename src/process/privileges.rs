@@ -125,6 +125,28 @@ fn owner_of(spec: &str) -> Result<(Uid, Option<Gid>), String> {
     Ok((uid, gid))
 }
 
+/// `--logfile-chown`: the log files, opened as root, go to the user and
+/// group `--uid` and `--gid` name (the group is left without `--gid`), so
+/// that the master and workers, no longer root, can open them again after
+/// a rotation (SIGUSR1): logrotate's `create` makes the new file as the
+/// old one was owned. Gunicorn does this for its log files.
+pub fn chown_logs(paths: &[&Path], uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
+    let user = uid.map(|u| lookup_user(u, "--uid")).transpose()?;
+    let group = gid.map(|g| lookup_group(g, "--gid")).transpose()?;
+    if user.is_none() && group.is_none() {
+        return Ok(());
+    }
+    for path in paths {
+        std::os::unix::fs::chown(
+            path,
+            user.as_ref().map(|(u, _)| u.as_raw()),
+            group.map(Gid::as_raw),
+        )
+        .map_err(|e| format!("--logfile-chown on {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `--chown-socket USER[:GROUP]` on a unix socket path.
 pub fn chown_path(path: &Path, spec: &str) -> Result<(), String> {
     let (uid, gid) = owner_of(spec)?;
