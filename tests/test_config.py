@@ -309,6 +309,10 @@ def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     p = run("--http-socket", ":1", "--cheaper", "2", "--module", "m", "--thunder-lock", "--check-config")
     assert p.returncode == 0, p.stderr
     assert "command line: uWSGI option 'cheaper' is not implemented in oxgate yet" in p.stderr
+    # What oxgate always does is no warning: every TCP connection has
+    # TCP_NODELAY (it was said to be unimplemented).
+    p = run("--http-socket", ":1", "--module", "m", "--tcp-nodelay", "--check-config")
+    assert p.returncode == 0 and "tcp-nodelay" not in p.stderr, p.stderr
     p = run("--http-socket", ":1", "--cheaper=2", "--module", "m", "--strict", "--check-config")
     assert p.returncode == 2 and "'cheaper'" in p.stderr
     p = run("--http-socket", ":1", "--module", "m", "--no-such-thing", "--check-config")
