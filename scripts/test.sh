@@ -42,6 +42,8 @@ perl -MFCGI -e1 2>/dev/null || need+=(libfcgi-perl)
 # makes the test certificates and checks protocol versions.
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v openssl >/dev/null || need+=(openssl)
+# ss reads a listening socket's backlog (the abstract socket test).
+command -v ss >/dev/null || need+=(iproute2)
 # uWSGI (a peer for the stats tests) is built from source by pip.
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 # libFuzzer, for the fuzz smoke, is C++.

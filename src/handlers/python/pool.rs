@@ -24,7 +24,6 @@ struct Queues {
     added: Condvar,
 }
 
-#[derive(Default)]
 struct Jobs {
     /// For whichever thread is free first.
     any: VecDeque<Job>,
@@ -38,8 +37,6 @@ struct Jobs {
 thread_local! {
     /// This thread's index in its pool, on the pool's threads.
     static THIS_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-    /// The queues of this thread's pool, on the pool's threads.
-    static QUEUES: std::cell::RefCell<Option<Arc<Queues>>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Pool {
@@ -128,24 +125,18 @@ impl Pool {
     /// uWSGI's and Gunicorn's threads stay with a response until it is
     /// sent. Taking another, it made the close() wait for that one, which
     /// may wait for the close() (a lock the response holds): a deadlock.
-    pub fn hold_this_thread() {
-        let Some(i) = Pool::this_thread() else {
-            return;
-        };
-        QUEUES.with(|q| {
-            if let Some(queues) = q.borrow().as_ref()
-                && let Ok(mut jobs) = queues.jobs.lock()
-                && let Some(held) = jobs.held.get_mut(i)
-            {
-                *held = true;
-            }
-        });
+    pub fn hold_this_thread(&self) {
+        if let Some(i) = Pool::this_thread()
+            && let Ok(mut jobs) = self.queues.jobs.lock()
+            && let Some(held) = jobs.held.get_mut(i)
+        {
+            *held = true;
+        }
     }
 }
 
-fn run_thread(i: usize, queues: &Arc<Queues>) {
+fn run_thread(i: usize, queues: &Queues) {
     THIS_THREAD.with(|t| t.set(Some(i)));
-    QUEUES.with(|q| *q.borrow_mut() = Some(queues.clone()));
     // The thread state made here stays until the thread ends: each job's
     // Python::attach takes the GIL with it, and gives the GIL back without
     // dropping it.

@@ -204,12 +204,12 @@ impl WsgiHost {
         let _ = self.observer.set(observer);
     }
 
-    /// Waits for a free Python thread; `None` when shutting down.
     /// The Python threads (cores) free to start a request.
     pub(super) fn permits(&self) -> Arc<Semaphore> {
         self.permits.clone()
     }
 
+    /// Waits for a free Python thread; `None` when shutting down.
     pub(super) async fn core(
         self: &Arc<Self>,
         vars: &[(VarName, Bytes)],

@@ -223,7 +223,9 @@ impl WsgiHost {
                 {
                     // The event loop sends the file and closes the call.
                     let body = file_body(region, call, core, Pool::this_thread());
-                    Pool::hold_this_thread();
+                    if let Some(pool) = self.pool.get().and_then(Option::as_ref) {
+                        pool.hold_this_thread();
+                    }
                     let _ = head_tx.send(Ok(Started::File(head, body)));
                     return None;
                 }
