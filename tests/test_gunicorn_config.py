@@ -1043,6 +1043,39 @@ def test_fastapi_with_uvicorn_worker_class(serve, tmp_path):
     assert answers["oxgate"] == answers["gunicorn"]
 
 
+ROOT_PATH_APP = '''
+import json
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = json.dumps([scope["root_path"], scope["path"], scope["raw_path"].decode()]).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+@pytest.mark.parametrize("worker_class", ["asgi", "uvicorn.workers.UvicornWorker"])
+def test_root_path_as_gunicorns_asgi_worker_gives_it(serve, tmp_path, worker_class):
+    """root_path = "/api": Gunicorn's asgi worker gives it to the app as it is
+    and the request's path as it came, with the prefix (oxgate put the
+    prefix before it again: /api/api/items); uvicorn's worker never reads
+    it. (A path outside the prefix, /apiary, is served under it, its path
+    /api/apiary as the spec has it; Gunicorn's is /apiary.)"""
+    (tmp_path / "rootapp.py").write_text(ROOT_PATH_APP)
+    f = conf(tmp_path, f"worker_class = {worker_class!r}\nworkers = 1\nroot_path = '/api'\n")
+    answers = {}
+    for name, program in PROGRAMS.items():
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "rootapp:app", socket_arg=False,
+                  cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        assert len(s.wait_workers(1)) == 1
+        answers[name] = [requests.get(s.url + p).json() for p in ("/api/items", "/api", "/api/a%20b")]
+        s.stop()
+    assert answers["oxgate"] == answers["gunicorn"]
+    if worker_class == "asgi":
+        assert answers["oxgate"][0] == ["/api", "/api/items", "/api/items"]
+
+
 HOOKS_CONF = '''
 import os
 EVENTS = {events!r}

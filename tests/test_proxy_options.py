@@ -43,6 +43,20 @@ def test_root_path(serve, wsgi_app):
     assert (scope["path"], scope["raw_path"]) == ("/api/api/scope x", "/api/api/scope%20x")
 
 
+
+def test_root_path_unstripped_splits_the_prefix_off(serve, wsgi_app):
+    """--root-path-unstripped: the proxy passes the prefix on, so a path
+    under it is split there, a whole segment at a time, for WSGI and ASGI
+    apps alike."""
+    s = serve("--wsgi-file", wsgi_app, "--root-path", "/api", "--root-path-unstripped")
+    for path, want in [("/api/items", ("/api", "/items")), ("/api", ("/api", "")),
+                       ("/apiary", ("/api", "/apiary"))]:
+        seen = requests.get(s.url + path).json()
+        assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == want, path
+    s = asgi(serve, "--root-path", "/api", "--root-path-unstripped")
+    scope = requests.get(s.url + "/api/scope%20x").json()
+    assert (scope["root_path"], scope["path"], scope["raw_path"]) == ("/api", "/api/scope x", "/api/scope%20x")
+
 def test_proxy_headers_from_a_trusted_proxy(serve, wsgi_app):
     forwarded = {"X-Forwarded-For": "203.0.113.9, 127.0.0.1", "X-Forwarded-Proto": "https"}
     s = serve("--wsgi-file", wsgi_app, "--proxy-headers")

@@ -323,6 +323,8 @@ options! {
     ROOT_PATH = OptDef::new("root-path", Str, App)
         .value("PATH")
         .help("The URL prefix a proxy that strips it serves the app under (uvicorn's --root-path): SCRIPT_NAME for WSGI apps, root_path for ASGI apps (whose path then starts with it). A request that carries its own SCRIPT_NAME keeps it."),
+    ROOT_PATH_UNSTRIPPED = OptDef::new("root-path-unstripped", Flag, App)
+        .help("With --root-path: the proxy passes the prefix on, as Gunicorn's root_path assumes. A path that starts with it is split there (root_path and SCRIPT_NAME the prefix, PATH_INFO the rest), so an ASGI app's path is the request's; one that does not is served under the prefix, as without this flag. Gunicorn's config files set it with root_path."),
     PROXY_HEADERS = OptDef::new("proxy-headers", FlagOrStr, App)
         .value("[=x-forwarded|forwarded]")
         .help("Take the client's address (and port, when the hop has one) and the scheme from the headers a proxy sets, when the request comes from an address --forwarded-allow-ips trusts: X-Forwarded-For and X-Forwarded-Proto (as uvicorn and Gunicorn), or with =forwarded RFC 7239's Forwarded (its for= and proto=). One family is read, never both: a proxy that sets one passes a client's own other on. The client is the last hop from the right that is not trusted."),

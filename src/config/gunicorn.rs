@@ -1152,6 +1152,22 @@ fn translate(
             ));
         }
     }
+    // Gunicorn's own ASGI worker gives root_path to the app as it is, with
+    // the request's path as it came (a proxy passes the prefix on). Its
+    // other workers, uvicorn's among them, never read it.
+    if let Some(g) = given.get("root_path")
+        && let Some(v) = g.values.last()
+    {
+        if matches!(class.as_str(), "asgi" | "gunicorn.workers.gasgi.ASGIWorker") {
+            push(&opt::ROOT_PATH, v.clone(), &g.origin);
+            push(&opt::ROOT_PATH_UNSTRIPPED, "true".into(), &g.origin);
+        } else if !v.is_empty() {
+            out.warnings.push(format!(
+                "{}: root_path is read by Gunicorn's asgi worker alone, not by {class} workers: it has no effect",
+                g.origin
+            ));
+        }
+    }
     // Gunicorn's worker timeout is harakiri (0 is off). Its 30 s default
     // kills a long request only in a sync worker with one thread (the
     // others keep their heartbeat going), so only there is it a default.
@@ -1345,7 +1361,6 @@ fn translate(
         ("statsd_prefix", &opt::STATSD_PREFIX),
         ("dogstatsd_tags", &opt::DOGSTATSD_TAGS),
         ("proxy_allow_ips", &opt::PROXY_ALLOW_FROM),
-        ("root_path", &opt::ROOT_PATH),
         ("asgi_loop", &opt::LOOP),
         ("asgi_lifespan", &opt::LIFESPAN),
         ("websocket_max_message_size", &opt::WS_MAX_SIZE),

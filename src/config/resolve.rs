@@ -887,6 +887,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         root_path: r
             .string(&opt::ROOT_PATH)
             .filter(|p| !p.trim_end_matches('/').is_empty()),
+        root_path_unstripped: r.flag(&opt::ROOT_PATH_UNSTRIPPED)?,
         statics: StaticSettings {
             maps: static_maps(&r)?,
             check: r.paths(&opt::CHECK_STATIC),

@@ -296,6 +296,8 @@ pub struct Config {
     /// `--root-path`, `--proxy-headers` (the trusted proxies), and
     /// `--limit-concurrency`.
     pub root_path: Option<String>,
+    /// `--root-path-unstripped`: requests come with the root path.
+    pub root_path_unstripped: bool,
     /// `--health-path`: answered by the server, before the app.
     pub health_path: Option<String>,
     /// `--static-map` and the options around it.

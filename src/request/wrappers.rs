@@ -30,16 +30,22 @@ fn set(vars: &mut Vec<(VarName, Bytes)>, v: Var, value: Bytes) {
 /// `--root-path`: the app is mounted at this prefix by a proxy that
 /// strips it. SCRIPT_NAME (WSGI) and `root_path` (ASGI) say it; PATH_INFO
 /// stays as the request had it, and an ASGI `path` starts with it.
+///
+/// With `--root-path-unstripped` the proxy passes the prefix on (Gunicorn's
+/// root_path): a PATH_INFO that starts with it, a whole segment at a time,
+/// loses it, so the ASGI `path` is the request's own.
 pub struct RootPath {
     inner: Arc<dyn Handler>,
     root: Bytes,
+    unstripped: bool,
 }
 
 impl RootPath {
-    pub fn new(inner: Arc<dyn Handler>, root: &str) -> RootPath {
+    pub fn new(inner: Arc<dyn Handler>, root: &str, unstripped: bool) -> RootPath {
         RootPath {
             inner,
             root: Bytes::copy_from_slice(root.trim_end_matches('/').as_bytes()),
+            unstripped,
         }
     }
 }
@@ -50,6 +56,16 @@ impl Handler for RootPath {
             position(&req.vars, Var::SCRIPT_NAME).is_some_and(|i| !req.vars[i].1.is_empty());
         if !given {
             set(&mut req.vars, Var::SCRIPT_NAME, self.root.clone());
+            if self.unstripped
+                && let Some(i) = position(&req.vars, Var::PATH_INFO)
+            {
+                let path = &req.vars[i].1;
+                let root = &self.root[..];
+                if path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
+                {
+                    req.vars[i].1 = path.slice(root.len()..);
+                }
+            }
         }
         self.inner.clone().handle(req)
     }

@@ -277,7 +277,7 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
     }
     // Around the static files too: a directory's redirect keeps the prefix.
     if let Some(root) = &cfg.root_path {
-        apps.handler = Arc::new(RootPath::new(apps.handler, root));
+        apps.handler = Arc::new(RootPath::new(apps.handler, root, cfg.root_path_unstripped));
     }
     if !cfg.add_headers.is_empty() {
         apps.handler = Arc::new(AddHeaders::new(apps.handler, &cfg.add_headers));
