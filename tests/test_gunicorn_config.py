@@ -1076,6 +1076,37 @@ def test_root_path_as_gunicorns_asgi_worker_gives_it(serve, tmp_path, worker_cla
         assert answers["oxgate"][0] == ["/api", "/api/items", "/api/items"]
 
 
+SYS_PATH_APP = '''
+import json, os, sys
+def application(environ, start_response):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    body = json.dumps([p for p in sys.path if p.startswith(here)] + [os.getcwd()]).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+'''
+
+
+def test_sys_path_as_gunicorn_orders_it(serve, tmp_path):
+    """pythonpath "p1,p2" and chdir elsewhere: sys.path starts p2, p1, the
+    chdir, then the directory Gunicorn was started in, as Gunicorn puts
+    them (oxgate had p1 first and not the start directory, so a module
+    beside the config file did not import)."""
+    for d in ("launch", "appdir", "p1", "p2"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "appdir" / "spapp.py").write_text(SYS_PATH_APP)
+    f = conf(tmp_path / "launch", f"chdir = {str(tmp_path / 'appdir')!r}\n"
+                                  f"pythonpath = '{tmp_path}/p1,{tmp_path}/p2'\nworkers = 1\n")
+    answers = {}
+    for name, program in PROGRAMS.items():
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "spapp:application", socket_arg=False,
+                  cwd=tmp_path / "launch", env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        assert len(s.wait_workers(1)) == 1
+        answers[name] = requests.get(s.url + "/").json()
+        s.stop()
+    assert answers["oxgate"] == answers["gunicorn"]
+    assert answers["oxgate"][:4] == [str(tmp_path / d) for d in ("p2", "p1", "appdir", "launch")]
+
+
 HOOKS_CONF = '''
 import os
 EVENTS = {events!r}

@@ -748,6 +748,21 @@ def test_with_manage_script_name_the_maps_see_the_path_under_the_mount_as_uwsgi(
     assert get(s.url, "/static/hello.txt").text == "hello static\n", program
 
 
+@pytest.mark.parametrize("program", ["oxgate", "uwsgi"])
+def test_check_static_is_looked_in_before_the_maps_as_uwsgi(serve, tree, tmp_path, program):
+    """A file at the same URL under a --check-static directory and a
+    --static-map is the check directory's, as uWSGI looks (oxgate served
+    the map's)."""
+    mapped = tmp_path / "mapped"
+    (mapped / "sub").mkdir(parents=True)
+    (mapped / "sub" / "index.html").write_text("<p>mapped</p>\n")
+    (mapped / "hello.txt").write_text("mapped hello\n")
+    command = (BIN,) if program == "oxgate" else (str(VENV / "bin" / "uwsgi"),)
+    s = serve("--wsgi-file", ECHO, "--static-map", f"/={mapped}", "--check-static", str(tree),
+              "--static-index", "index.html", "--master", program=command)
+    assert get(s.url, "/hello.txt").text == "hello static\n", program
+    assert get(s.url, "/sub/").text == "<p>index</p>\n", program
+
 def test_a_large_body_sent_with_a_get_for_a_file_does_not_reset_the_answer(serve, tree):
     """A GET with a body (30 MB) to a static file: the body is never read,
     and the connection ended while the client still sent it, which the

@@ -119,7 +119,12 @@ pub fn redirect_to_directory(path: &[u8], query: &[u8]) -> Response {
     }
     if !query.is_empty() {
         location.push(b'?');
-        location.extend_from_slice(query);
+        // The query as it came, but a gateway protocol's may hold any byte:
+        // a CR or LF would end the header line.
+        location.extend(
+            percent_encoding::percent_encode(query, percent_encoding::CONTROLS)
+                .flat_map(str::bytes),
+        );
     }
     let mut resp = Response::plain(301, "Moved Permanently", "Moved Permanently\n");
     resp.headers
@@ -200,4 +205,28 @@ pub fn is_token_byte(c: u8) -> bool {
         t
     };
     TOKEN[c as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(resp: &Response) -> &[u8] {
+        &resp
+            .headers
+            .iter()
+            .find(|(n, _)| &n[..] == b"Location")
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn a_directory_redirect_keeps_the_query_and_encodes_what_would_end_the_line() {
+        let resp = redirect_to_directory(b"/static/a b", b"x=1&y=%20");
+        assert_eq!(location(&resp), b"/static/a%20b/?x=1&y=%20");
+        let resp = redirect_to_directory(b"/static/idx", b"a\r\nX-Evil: 1");
+        assert_eq!(location(&resp), b"/static/idx/?a%0D%0AX-Evil: 1");
+        let resp = redirect_to_directory(b"//host/dir", b"");
+        assert_eq!(location(&resp), b"/host/dir/");
+    }
 }

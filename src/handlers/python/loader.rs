@@ -78,7 +78,12 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             .and_then(|p| p.cast_into::<PyList>().map_err(Into::into))
             .map_err(|e| e.to_string())?;
         let front = path_front(opts.pythonpath);
+        // Each once (a config file that ran first has put them there).
         for entry in front.iter().rev() {
+            if path.contains(entry).map_err(|e| e.to_string())? {
+                path.call_method1("remove", (entry,))
+                    .map_err(|e| e.to_string())?;
+            }
             path.insert(0, entry).map_err(|e| e.to_string())?;
         }
         if opts.app_loggers != AppLoggers::None {

@@ -26,8 +26,8 @@ use resolve::Resolved;
 
 /// The app behind its static directories.
 pub struct StaticFiles {
-    /// `--static-map`s, the longest mount first, then the `--check-static`
-    /// directories (mount "").
+    /// The `--check-static` directories (mount ""), then the
+    /// `--static-map`s, the longest mount first.
     roots: Vec<Root>,
     index: Vec<String>,
     skip_ext: Vec<String>,
@@ -122,17 +122,24 @@ impl StaticFiles {
                 file: None,
             }
         };
-        let mut roots: Vec<Root> = settings
+        let mut maps: Vec<Root> = settings
             .maps
             .iter()
             .map(|m| root(&m.mount, &m.dir, m.keep_mount))
             .collect();
         // Stable: among equal mounts, the one given first is tried first.
-        roots.sort_by_key(|r| std::cmp::Reverse(r.mount.len()));
-        roots.extend(settings.check.iter().map(|d| Root {
-            check: true,
-            ..root("", d, true)
-        }));
+        maps.sort_by_key(|r| std::cmp::Reverse(r.mount.len()));
+        // uWSGI looks in the --check-static directories first, then in the
+        // maps: a file at the same URL in both is the check directory's.
+        let mut roots: Vec<Root> = settings
+            .check
+            .iter()
+            .map(|d| Root {
+                check: true,
+                ..root("", d, true)
+            })
+            .collect();
+        roots.extend(maps);
         // Compared as prefixes, as uWSGI does: a trailing slash given stays
         // (/srv/static/ must not match /srv/static2).
         let keep_slash = |given: &Path, mut c: std::ffi::OsString| {
