@@ -119,6 +119,19 @@ def test_ranges_as_nginx(both, range_):
         assert parts(a) == parts(b)
 
 
+@pytest.mark.parametrize("range_", ["bytes=0-1", "bytes=-5", "bytes=1000000-", "bytes=0-1,4-6", "items=0-1"])
+def test_a_head_with_a_range_is_answered_as_nginx(both, range_):
+    """HEAD with Range: 206 and the part's length, as nginx answers the
+    probes of download managers (oxgate answered 200 with the whole
+    length)."""
+    ours, theirs = both
+    a = get(ours, "/static/hello.txt", "HEAD", headers={"Range": range_})
+    b = get(theirs, "/static/hello.txt", "HEAD", headers={"Range": range_})
+    assert (a.status_code, a.headers.get("content-range")) == (b.status_code, b.headers.get("content-range")), range_
+    if a.status_code < 400 and not a.headers.get("content-type", "").startswith("multipart/"):
+        assert a.headers.get("content-length") == b.headers.get("content-length"), range_
+    assert a.content == b"" and a.headers["content-length"] != "0", range_
+
 @pytest.mark.parametrize("range_", ["bytes=0-", "bytes=0-3", "bytes=-3"])
 def test_a_range_of_an_empty_file_is_the_empty_file_as_nginx_sends_it(both, range_):
     """Not a 416 to the media clients and caches that always ask for a

@@ -226,13 +226,10 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
         });
         return resp;
     }
-    let range = if req.is_head {
-        None
-    } else {
-        var_named(&req.vars, b"HTTP_RANGE").filter(|_| {
-            var_named(&req.vars, b"HTTP_IF_RANGE").is_none_or(|v| if_range_holds(v, rep))
-        })
-    };
+    // A HEAD's too, as nginx answers it: 206 with the part's length, which
+    // download managers probe with.
+    let range = var_named(&req.vars, b"HTTP_RANGE")
+        .filter(|_| var_named(&req.vars, b"HTTP_IF_RANGE").is_none_or(|v| if_range_holds(v, rep)));
     let Some(range) = range else {
         return whole(req, file, rep);
     };
@@ -254,14 +251,16 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
                     Bytes::from(format!("bytes {first}-{last}/{}", rep.len)),
                 ));
                 length(&mut resp, last - first + 1);
-                resp.body = file_body(region(file, *first, last - first + 1));
+                if !req.is_head {
+                    resp.body = file_body(region(file, *first, last - first + 1));
+                }
                 resp
             }
             // A multipart body cannot be said to be coded as a whole, nor
             // each part be a slice of a coded file: the whole .gz or .br
             // then, as nginx's gzip_static sends it.
             _ if rep.encoding.is_some() => whole(req, file, rep),
-            several => multipart(file, rep, several),
+            several => multipart(file, rep, several, req.is_head),
         },
     }
 }
@@ -307,8 +306,9 @@ fn whole(req: &Request, file: File, rep: &Representation) -> Response {
     resp
 }
 
-/// 206 multipart/byteranges: each part's head, then its bytes from the file.
-fn multipart(file: File, rep: &Representation, ranges: &[(u64, u64)]) -> Response {
+/// 206 multipart/byteranges: each part's head, then its bytes from the file
+/// (for HEAD, the head alone).
+fn multipart(file: File, rep: &Representation, ranges: &[(u64, u64)], is_head: bool) -> Response {
     let boundary = format!("{:016x}", rand_boundary());
     let mut parts = VecDeque::new();
     let mut len = 0u64;
@@ -333,6 +333,9 @@ fn multipart(file: File, rep: &Representation, ranges: &[(u64, u64)]) -> Respons
         }
     }
     length(&mut resp, len);
+    if is_head {
+        return resp;
+    }
     resp.body = ResponseBody::Stream {
         first: None,
         rest: BodyStream::new(Parts {
