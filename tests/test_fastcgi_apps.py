@@ -376,6 +376,44 @@ def test_behind_nginx_on_every_protocol(serve, php_cgi, site, tmp_path, php):
         nginx.wait(10)
 
 
+@needs_php
+@pytest.mark.parametrize("docroot", [False, True])
+def test_behind_nginxs_fastcgi_conf_without_a_split_scripts_keep_their_names_as_under_php_fpm(
+        serve, site, tmp_path, docroot):
+    """nginx's fastcgi.conf without fastcgi_split_path_info sends the
+    script's URL as SCRIPT_NAME and no PATH_INFO. php-fpm gives them to PHP
+    so; oxgate's pool gave SCRIPT_NAME "" and the URL as PATH_INFO, which
+    broke apps that take their base URL from SCRIPT_NAME."""
+    (site / "sub").mkdir()
+    (site / "sub" / "env.php").write_text(
+        "<?php echo json_encode([$_SERVER['SCRIPT_NAME'], $_SERVER['PATH_INFO'] ?? '', $_SERVER['PHP_SELF'],"
+        " $_SERVER['REQUEST_URI']]);")
+    fpm_sock, ox_sock = tmp_path / "fpm.sock", tmp_path / "ox.sock"
+    fpm = start_php_fpm(tmp_path, site, fpm_sock)
+    extra = ("--fastcgi-app-docroot", str(site)) if docroot else ()
+    serve("--fastcgi-socket", str(ox_sock), "--fastcgi-app", "php-cgi", *extra, "--processes", "1")
+    # One root with the site under /fpm and /ox, the same nginx config
+    # before each.
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    for prefix in ("fpm", "ox"):
+        (roots / prefix).symlink_to(site)
+    location = """location /{prefix}/ {{ try_files $uri /{prefix}/sub/env.php?$args; }}
+      location ~ ^/{prefix}/.*\\.php$ {{ include /etc/nginx/fastcgi.conf; fastcgi_pass unix:{sock}; }}"""
+    server = (f"root {roots}; " + location.format(prefix="fpm", sock=fpm_sock)
+              + location.format(prefix="ox", sock=ox_sock))
+    try:
+        with nginx_serving(tmp_path, server) as port:
+            for path in ("/sub/env.php?a=1", "/blog/x?y=1"):
+                a = requests.get(f"http://127.0.0.1:{port}/fpm{path}", timeout=20)
+                b = requests.get(f"http://127.0.0.1:{port}/ox{path}", timeout=20)
+                assert a.status_code == b.status_code == 200, (path, a.text[:300], b.text[:300])
+                assert a.text.replace("\\/fpm", "\\/ox") == b.text, path
+                assert b.json()[:2] == ["/ox/sub/env.php", ""], path
+    finally:
+        fpm.terminate()
+        fpm.wait(10)
+
 def test_bad_fastcgi_options_are_clear_errors(tmp_path):
     from helpers import run_fail
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-pass", "/x=")
@@ -507,6 +545,12 @@ def test_what_pool_processes_write_to_stderr_is_logged_with_the_pool_and_process
     said = f"FastCGI pool php-cgi -d session.save_path={site / 'sessions'}: process {pid} said into stderr: "
     wait_for(lambda: said + "second" in s.log(), what="the relayed lines", show=s.log)
     assert said + "first line" in s.log()
+    # What PHP sends in FCGI_STDERR records (error_log(), its errors) says
+    # which request it came from, as nginx's "FastCGI sent in stderr" does.
+    (site / "logged.php").write_text("<?php error_log('from error_log'); echo 'ok';")
+    assert requests.get(f"{s.url}/logged.php?x=1", timeout=20).text == "ok"
+    s.wait_log(f"FastCGI php-cgi -d session.save_path={site / 'sessions'} (GET /logged.php?x=1): "
+               "from error_log")
 
 
 @needs_php

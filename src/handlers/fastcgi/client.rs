@@ -181,6 +181,26 @@ pub struct Call {
     pub name: Arc<str>,
 }
 
+/// What the log calls the app while it answers one request: its name and
+/// the request (`php-cgi (GET /err.php)`), so that what the script writes
+/// to FCGI_STDERR (PHP's errors) says which request it came from, as
+/// nginx's "FastCGI sent in stderr" lines do.
+pub fn serving(name: &str, params: &[(Vec<u8>, Vec<u8>)]) -> Arc<str> {
+    let get = |n: &[u8]| {
+        params
+            .iter()
+            .find(|(k, _)| k == n)
+            .map_or(std::borrow::Cow::Borrowed(""), |(_, v)| {
+                String::from_utf8_lossy(v)
+            })
+    };
+    Arc::from(format!(
+        "{name} ({} {})",
+        get(b"REQUEST_METHOD"),
+        get(b"REQUEST_URI")
+    ))
+}
+
 /// Sends the request and reads the response head; the first body bytes
 /// read with it come back beside it.
 pub async fn call(upstream: &Arc<Upstream>, call: Call) -> Result<(Head, Bytes, Output), Failure> {

@@ -381,10 +381,19 @@ impl FastcgiApps {
                 if backend.runs_php() && (!file.ends_with(SCRIPT_EXT) || !path.is_file()) {
                     return Lookup::Answer(Response::plain(404, "Not Found", "File not found.\n"));
                 }
+                // A front end that made no split (nginx's fastcgi.conf
+                // without fastcgi_split_path_info) sent the script's URL
+                // as SCRIPT_NAME and no PATH_INFO, which the request took
+                // as a WSGI app's at the root (SCRIPT_NAME "", PATH_INFO
+                // the path): the script is given them as sent, as php-fpm.
+                let (script_name, path_info) = match (get(Var::SCRIPT_NAME), get(Var::PATH_INFO)) {
+                    ([], path) => (path, &b""[..]),
+                    pair => pair,
+                };
                 return Lookup::Call(Box::new(Target {
                     backend: backend.clone(),
-                    script_name: get(Var::SCRIPT_NAME).to_vec(),
-                    path_info: get(Var::PATH_INFO).to_vec(),
+                    script_name: script_name.to_vec(),
+                    path_info: path_info.to_vec(),
                     script_filename: Some(file.to_vec()),
                 }));
             }
@@ -469,10 +478,10 @@ impl FastcgiApps {
         let called = match &target.backend {
             Backend::Pass(upstream) => {
                 let call = Call {
+                    name: client::serving(&name, &params),
                     params,
                     body,
                     timeout: self.timeout,
-                    name: name.clone(),
                 };
                 client::call(upstream, call).await
             }

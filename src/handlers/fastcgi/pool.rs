@@ -598,6 +598,7 @@ impl Pool {
             idempotent,
             deadline,
             uri,
+            serving: client::serving(&name, params),
             name,
         };
         let task = tokio::spawn(self.clone().run(run, client_gone));
@@ -627,6 +628,7 @@ impl Pool {
             deadline,
             uri,
             name,
+            serving,
         } = run;
         tokio::pin!(grace);
         let stats = self.stats();
@@ -694,7 +696,7 @@ impl Pool {
                 lease.slow = Some(slow.abort_handle());
             }
             let this_body = body.take().expect("a body to send");
-            let exchange = client::exchange_on(conn, &records, this_body, &name);
+            let exchange = client::exchange_on(conn, &records, this_body, &serving);
             let timed = async {
                 match deadline {
                     Some(d) => tokio::time::timeout_at(d, exchange)
@@ -731,7 +733,7 @@ impl Pool {
                         }
                         lease.finish(conn, timed_out || broken);
                     });
-                    let output = Output::new(conn, name, deadline, release)
+                    let output = Output::new(conn, serving, deadline, release)
                         .drained_when_abandoned(ABANDONED_GRACE);
                     return Ok((head, first, output));
                 }
@@ -781,6 +783,8 @@ struct Exchange {
     /// REQUEST_URI, for the slow log.
     uri: Option<String>,
     name: Arc<str>,
+    /// The name and the request, for what the script writes to stderr.
+    serving: Arc<str>,
 }
 
 /// Puts every token of a worker's list back in the pipe.
