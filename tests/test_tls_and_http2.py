@@ -1101,6 +1101,30 @@ def test_an_http2_client_that_opens_no_window_is_reset_after_socket_timeout(serv
         c.close()
 
 
+def test_an_http2_client_that_opens_no_window_on_many_streams_holds_the_thread_for_one_stall(serve):
+    """Twelve streams and no window: each pinned one of the worker's two
+    threads for a whole --socket-timeout, one after another (six stalls
+    of each thread). Once one is reset for it, the connection's others get
+    a second: another client is served long before six stalls."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--threads", "2", "--socket-timeout", "4")
+    c, conn = h2c_connection(s.port, window=0)
+    for stream in range(1, 25, 2):
+        # A file response (Django's FileResponse, Flask's send_file): its
+        # thread stays with it until it is sent.
+        conn.send_headers(stream, [(":method", "GET"), (":path", "/file?size=10000&cl=10000"),
+                                   (":scheme", "http"), (":authority", "x")], end_stream=True)
+    c.sendall(conn.data_to_send())
+    try:
+        # Two are answered: both threads are theirs.
+        heads = []
+        h2c_events(c, conn, lambda e: isinstance(e, h2.events.ResponseReceived)
+                   and (heads.append(e) or len(heads) == 2))
+        # Behind four stalls (16 s) before; one and three seconds now.
+        assert requests.get(s.url + "/sys", timeout=12).status_code == 200
+    finally:
+        c.close()
+    assert s.log().count("opened no window") == 1
+
 def test_an_http2_client_reading_slowly_but_steadily_is_not_reset(serve):
     """A client that opens 16 KiB of window every half second (32 KB/s, a
     poor mobile link) takes a 1 MiB chunk on and on, as over HTTP/1.1. It

@@ -855,7 +855,7 @@ options! {
         .aliases(&["offload-thread"])
         .value("N")
         .ignored()
-        .help("oxgate sends static files and wsgi.file_wrapper bodies from its event loop, with no threads for it."),
+        .help("oxgate sends static files and wsgi.file_wrapper bodies from its event loop, with no threads for it. With --threads above 1, the Python thread that made a file response stays with it until it is sent and closed, as uWSGI's and Gunicorn's threads do (its close() runs there, with its thread-local state); a client that reads nothing holds it for --socket-timeout at most."),
     THUNDER_LOCK = OptDef::new("thunder-lock", Flag, Process)
         .ignored()
         .help("workers accept from shared sockets without a lock, and connections spread across them."),

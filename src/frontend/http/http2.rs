@@ -13,7 +13,7 @@ use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
 use std::time::Duration;
@@ -92,8 +92,9 @@ pub(super) async fn serve_http2<I>(
         // No preface and settings from the client in time.
         Either::Side(_) => return,
     };
+    let starved = Arc::new(AtomicBool::new(false));
     let stopped = {
-        let accepting = pin!(accept_streams(&mut conn, &ctx));
+        let accepting = pin!(accept_streams(&mut conn, &ctx, &starved));
         match race_rarely(accepting, stop_or_idle(&mut shutdown, &ctx, false)).await {
             Either::Main(res) => return log_ended(res),
             Either::Side(Quiet::Stop) => true,
@@ -104,12 +105,12 @@ pub(super) async fn serve_http2<I>(
         // Idle: a GOAWAY first, so that a request crossing the close is
         // known unprocessed and sent again (RFC 9113 §6.8), then closed.
         conn.abrupt_shutdown(Reason::NO_ERROR);
-        let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx)).await;
+        let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx, &starved)).await;
         return;
     }
     conn.graceful_shutdown();
     tokio::select! {
-        res = accept_streams(&mut conn, &ctx) => log_ended(res),
+        res = accept_streams(&mut conn, &ctx, &starved) => log_ended(res),
         _ = idle_watchdog(&ctx, false) => {}
     }
 }
@@ -120,6 +121,7 @@ pub(super) async fn serve_http2<I>(
 async fn accept_streams<I>(
     conn: &mut h2::server::Connection<I, Bytes>,
     ctx: &Arc<ConnCtx>,
+    starved: &Arc<AtomicBool>,
 ) -> Result<(), h2::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -141,6 +143,7 @@ where
             req,
             respond,
             permit.ok(),
+            starved.clone(),
         )));
     }
     Ok(())
@@ -169,6 +172,7 @@ async fn serve_stream(
     req: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    starved: Arc<AtomicBool>,
 ) {
     let reply = Arc::new(StreamReply::new(respond));
     // However the task ends, a panic included, the app's hints give the
@@ -235,7 +239,32 @@ async fn serve_stream(
     // a stream reset (h2 would still write a HEADERS frame on it).
     let respond = reply.lock().take();
     if let (Some(resp), Some(respond)) = (resp, respond) {
-        send_response(respond, resp, is_head, stall).await;
+        send_response(respond, resp, is_head, Stall { stall, starved }).await;
+    }
+}
+
+/// How long a response waits for the client to open its window: the
+/// stall (`--socket-timeout`), then, once one of the connection's streams
+/// was reset for it, `STARVED_WAIT`. Each stream pins the app's thread
+/// while it waits (a file response's thread stays with it until it is
+/// sent): a client that opened 100 streams and no window held the worker
+/// for 100 stalls, one after another, where one stopped reading over
+/// HTTP/1.1 holds it for one.
+struct Stall {
+    stall: Duration,
+    starved: Arc<AtomicBool>,
+}
+
+/// A window update is a round trip away: a client that keeps taking data
+/// opens one within this, a connection starved once or not.
+const STARVED_WAIT: Duration = Duration::from_secs(1);
+
+impl Stall {
+    fn wait(&self) -> Duration {
+        match self.starved.load(Ordering::Relaxed) {
+            true => self.stall.min(STARVED_WAIT),
+            false => self.stall,
+        }
     }
 }
 
@@ -247,7 +276,7 @@ async fn send_response(
     mut respond: SendResponse<Bytes>,
     resp: hyper::Response<OxBody>,
     is_head: bool,
-    stall: Duration,
+    stall: Stall,
 ) {
     let (mut head, body) = resp.into_parts();
     strip_connection_fields(&mut head.headers);
@@ -279,7 +308,7 @@ async fn send_response(
 /// that stays shut for `stall` (`--socket-timeout`) resets it too: a
 /// client that takes nothing must not hold the app's thread, as one that
 /// stops reading over HTTP/1.1 does not.
-async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Duration) {
+async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
     let mut body = pin!(body);
     // A chunk taken from the body, waiting for the window to open.
     let mut waiting: Option<(Bytes, bool)> = None;
@@ -298,13 +327,15 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Duration) {
                         Poll::Ready(Some(Ok(_))) => break,
                         Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
                         Poll::Pending => {
-                            let timer =
-                                shut.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                            let timer = shut
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall.wait())));
                             if timer.as_mut().poll(cx).is_ready() {
-                                crate::say!(
-                                    "oxgate: HTTP/2 stream reset: the client opened no window for its response for --socket-timeout ({}s)",
-                                    stall.as_secs()
-                                );
+                                if !stall.starved.swap(true, Ordering::Relaxed) {
+                                    crate::say!(
+                                        "oxgate: HTTP/2 stream reset: the client opened no window for its response for --socket-timeout ({}s)",
+                                        stall.stall.as_secs()
+                                    );
+                                }
                                 tx.send_reset(Reason::CANCEL);
                                 return Poll::Ready(());
                             }
