@@ -153,6 +153,18 @@ def test_json_template_encoder_and_x_forwarded_for(serve, tmp_path):
     assert json.loads(line) == {"msg": 'say "hi" \\ bye'}
 
 
+def test_format_prefix_and_suffix_encoders_chain_as_uwsgis(serve, tmp_path):
+    """uWSGI's `format`, `prefix` and `suffix` encoders, each given what the
+    one before made (a uWSGI config with them stopped oxgate at start)."""
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-format", "%(uri)",
+              "--log-req-encoder", 'format [REQ ${strftime:%Y}] "${msg}"', "--log-encoder", "prefix >> ",
+              "--log-encoder", "suffix <<", "--log-encoder", "nl")
+    requests.get(s.url + "/enc?q=1")
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith(">> ")), None),
+                    what="an encoded line")
+    assert line == f'>> [REQ {time.strftime("%Y")}] "/enc?q=1"<<', line
+
 def test_disable_logging_and_the_conditions(serve, tmp_path):
     log = tmp_path / "app.log"
     s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--disable-logging",

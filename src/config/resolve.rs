@@ -1077,25 +1077,39 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
         }),
         log: {
             let encoders = r.all(&opt::LOG_ENCODER);
-            let mut encoder = Encoder::Plain;
+            let mut steps = Vec::new();
+            let mut json_fields = false;
             for e in &encoders {
                 let (name, arg) = e
-                    .trim()
+                    .trim_start()
                     .split_once(char::is_whitespace)
                     .unwrap_or((e.trim(), ""));
                 // uWSGI's "json:loggerid TEMPLATE": the logger id is not used.
                 let name = name.split(':').next().unwrap_or(name);
-                encoder = match (name, arg.trim()) {
-                    ("json", "") => Encoder::JsonFields,
-                    ("json", t) => Encoder::JsonTemplate(t.to_string()),
+                // The text as given: a prefix may end with a space.
+                let arg = arg.strip_prefix(char::is_whitespace).unwrap_or(arg);
+                steps.push(match (name, arg.trim()) {
+                    ("json", "") => {
+                        json_fields = true;
+                        continue;
+                    }
+                    ("json", t) => EncodeStep::Json(t.to_string()),
+                    ("format", t) => EncodeStep::Format(t.to_string()),
+                    ("prefix", _) => EncodeStep::Prefix(arg.to_string()),
+                    ("suffix", _) => EncodeStep::Suffix(arg.to_string()),
                     ("nl", _) => continue,
                     _ => {
                         return err(format!(
-                            "--log-encoder {e:?}: oxgate has the json and nl encoders (`json`, `json {{\"msg\":\"${{msg}}\"}}`)"
+                            "--log-encoder {e:?}: oxgate has the json, format, prefix, suffix and nl encoders (`json`, `json {{\"msg\":\"${{msg}}\"}}`, `format [${{strftime:%F %T}}] ${{msg}}`)"
                         ));
                     }
-                };
+                });
             }
+            let encoder = match (json_fields, steps.is_empty()) {
+                (true, _) => Encoder::JsonFields,
+                (false, true) => Encoder::Plain,
+                (false, false) => Encoder::Chain(steps),
+            };
             LogSettings {
                 enabled: !r.flag(&opt::DISABLE_LOGGING)?,
                 format: r.string(&opt::LOG_FORMAT),

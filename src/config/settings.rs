@@ -529,8 +529,21 @@ pub enum Encoder {
     Plain,
     /// A JSON object with every log variable.
     JsonFields,
-    /// uWSGI's `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
-    JsonTemplate(String),
+    /// uWSGI's encoders, each given the line the one before made, in the
+    /// order given.
+    Chain(Vec<EncodeStep>),
+}
+
+/// One of uWSGI's log encoders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeStep {
+    /// `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
+    Json(String),
+    /// `format TEMPLATE`: the same, as they are.
+    Format(String),
+    /// `prefix TEXT` and `suffix TEXT`.
+    Prefix(String),
+    Suffix(String),
 }
 
 /// Files served from disk before the app (`handlers::static_files`).

@@ -64,7 +64,11 @@ pub(super) fn parse_format(
 
 /// uWSGI's `json` encoder: `${msg}`, `${msgnl}`, `${unix}`, `${micros}`,
 /// `${millis}`, `${strftime:FMT}`; text values JSON-escaped.
-pub(super) fn fill_template(out: &mut String, template: &str, msg: &str) {
+pub(super) fn fill_template(out: &mut String, template: &str, msg: &str, json: bool) {
+    let text = |out: &mut String, s: &str| match json {
+        true => json_escape(out, s),
+        false => out.push_str(s),
+    };
     let mut rest = template;
     while let Some(at) = rest.find("${") {
         let Some(end) = rest[at..].find('}') else {
@@ -74,10 +78,10 @@ pub(super) fn fill_template(out: &mut String, template: &str, msg: &str) {
         let name = &rest[at + 2..at + end];
         let now = wall_us();
         match name {
-            "msg" => json_escape(out, msg),
+            "msg" => text(out, msg),
             "msgnl" => {
-                json_escape(out, msg);
-                json_escape(out, "\n");
+                text(out, msg);
+                text(out, "\n");
             }
             "unix" => {
                 let _ = write!(out, "{}", now / 1_000_000);
@@ -89,7 +93,7 @@ pub(super) fn fill_template(out: &mut String, template: &str, msg: &str) {
                 let _ = write!(out, "{}", now / 1000);
             }
             other => match other.strip_prefix("strftime:") {
-                Some(fmt) => json_escape(out, &strftime(fmt, now / 1_000_000)),
+                Some(fmt) => text(out, &strftime(fmt, now / 1_000_000)),
                 None => out.push_str(&rest[at..at + end + 1]),
             },
         }
@@ -145,7 +149,19 @@ mod tests {
     #[test]
     fn template_escapes_the_message() {
         let mut out = String::new();
-        fill_template(&mut out, r#"{"msg":"${msg}","x":${nope}}"#, "a \"b\"\n");
+        fill_template(
+            &mut out,
+            r#"{"msg":"${msg}","x":${nope}}"#,
+            "a \"b\"\n",
+            true,
+        );
         assert_eq!(out, r#"{"msg":"a \"b\"\n","x":${nope}}"#);
+    }
+
+    #[test]
+    fn a_format_template_takes_the_message_as_it_is() {
+        let mut out = String::new();
+        fill_template(&mut out, "<${msg}|${msgnl}|${", "a \"b\"", false);
+        assert_eq!(out, "<a \"b\"|a \"b\"\n|${");
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::fields::{FIXED, fixed_index};
 use super::format::{Piece, fill_template, parse_format};
 use super::line::{Counts, Line, Pending};
-use crate::config::{Encoder, LogSettings};
+use crate::config::{EncodeStep, Encoder, LogSettings};
 use crate::listen::Protocol;
 use crate::log::file::write_request_line;
 use crate::request::{Outcome, VarName};
@@ -131,10 +131,23 @@ impl RequestLog {
         let mut out = String::with_capacity(256);
         match &s.encoder {
             Encoder::JsonFields => line.json(&mut out),
-            Encoder::JsonTemplate(t) => {
-                let mut msg = String::with_capacity(256);
-                line.text(&mut msg);
-                fill_template(&mut out, t, &msg);
+            Encoder::Chain(steps) => {
+                line.text(&mut out);
+                for step in steps {
+                    let msg = std::mem::replace(&mut out, String::with_capacity(256));
+                    match step {
+                        EncodeStep::Json(t) => fill_template(&mut out, t, &msg, true),
+                        EncodeStep::Format(t) => fill_template(&mut out, t, &msg, false),
+                        EncodeStep::Prefix(text) => {
+                            out.push_str(text);
+                            out.push_str(&msg);
+                        }
+                        EncodeStep::Suffix(text) => {
+                            out.push_str(&msg);
+                            out.push_str(text);
+                        }
+                    }
+                }
             }
             Encoder::Plain => line.text(&mut out),
         }
