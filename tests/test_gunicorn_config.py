@@ -240,6 +240,8 @@ def test_syslog_lines_match_gunicorns(serve, tmp_path):
         r.error = r.wait(b".error: [", f"{name}'s first error-log line")
         requests.get(s.url + "/hello?marker=syslog", headers={"Referer": "http://r/", "User-Agent": "ua/1"})
         r.access = r.wait(b"marker=syslog", f"{name}'s access line")
+        requests.get(s.url + "/raise")
+        r.raised = r.wait(b"raised for the log", f"{name}'s traceback")
         r.stderr = s.log()
     ox, gu = sent["oxgate"], sent["gunicorn"]
 
@@ -252,6 +254,12 @@ def test_syslog_lines_match_gunicorns(serve, tmp_path):
     # The error log's lines say different things, in the same frame.
     head = re.compile(rb"^<(\d+)>gunicorn\.procs\.application\.error: \[\d+\] ")
     assert head.match(ox.error).group(1) == head.match(gu.error).group(1) == b"158"
+    # An app's exception is one record at level error, its traceback in it
+    # (oxgate wrote it to stderr alone).
+    for r in (ox, gu):
+        assert head.match(r.raised).group(1) == b"155", r.raised
+        assert b"Traceback (most recent call last):\n" in r.raised, r.raised
+        assert b"RuntimeError: raised for the log" in r.raised, r.raised
     for r in (ox, gu):
         assert "marker=syslog" not in r.stderr and r.stderr.strip()
         r.close()

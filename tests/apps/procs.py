@@ -10,6 +10,8 @@ LOADED_IN = os.getpid()
 
 def application(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/raise":
+        raise RuntimeError("raised for the log")
     if path == "/sleep":
         secs = float(environ.get("QUERY_STRING") or "1")
         time.sleep(secs)

@@ -246,11 +246,9 @@ def apply_log_config(path, app_loggers):
     return None
 
 
-def log_exception(exc, what):
-    """Writes an app's exception and its traceback to the log (stderr)."""
-    text = "".join(traceback.format_exception(exc))
-    sys.stderr.write(f"oxgate: error in {what}:\n{text}")
-    sys.stderr.flush()
+def exception_text(exc):
+    """An app's exception and its traceback, for oxgate's log line."""
+    return "".join(traceback.format_exception(exc))
 
 
 # The files an app that did not load came from (its traceback's, a

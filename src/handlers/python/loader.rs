@@ -180,9 +180,9 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             let asgi = match &asgi_host {
                 Some(h) => h.clone(),
                 None => {
-                    let log = host.helpers.log_exception.clone_ref(py);
+                    let exception_text = host.helpers.exception_text.clone_ref(py);
                     let h = Arc::new(
-                        AsgiHost::new(py, opts.asgi.clone(), opts.threads, log)
+                        AsgiHost::new(py, opts.asgi.clone(), opts.threads, exception_text)
                             .map_err(|e| format!("internal: {e}"))?,
                     );
                     asgi_host = Some(h.clone());

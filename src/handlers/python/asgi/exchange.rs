@@ -548,7 +548,7 @@ pub(super) fn log_app_error(
     error: &Bound<'_, PyAny>,
     what: String,
 ) {
-    log_app_exception(py, &host.helpers.log_exception, error, what);
+    log_app_exception(py, &host.helpers.exception_text, error, what);
 }
 
 /// The bytes of a message's bytes (or bytearray) value.

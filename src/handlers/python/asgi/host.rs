@@ -67,7 +67,7 @@ pub struct AsgiHost {
 pub(super) struct Helpers {
     pub(super) serve: Py<PyAny>,
     pub(super) run_http: Py<PyAny>,
-    pub(super) log_exception: Py<PyAny>,
+    pub(super) exception_text: Py<PyAny>,
     /// What each request's task is named (`serve` waits for those).
     pub(super) request_task_name: Py<PyAny>,
 }
@@ -99,7 +99,7 @@ impl AsgiHost {
         py: Python<'_>,
         settings: AsgiSettings,
         first_core: usize,
-        log_exception: Py<PyAny>,
+        exception_text: Py<PyAny>,
     ) -> PyResult<AsgiHost> {
         let m = module(py)?;
         Ok(AsgiHost {
@@ -115,7 +115,7 @@ impl AsgiHost {
             helpers: Helpers {
                 serve: m.getattr("serve")?.unbind(),
                 run_http: m.getattr("run_http")?.unbind(),
-                log_exception,
+                exception_text,
                 request_task_name: m.getattr("REQUEST_TASK_NAME")?.unbind(),
             },
             observer: OnceLock::new(),

@@ -88,7 +88,7 @@ impl WsgiHost {
                         environ: environ.clone().unbind(),
                         limit: None,
                         sent: 0,
-                        log_exception: self.helpers.log_exception.clone_ref(py),
+                        exception_text: self.helpers.exception_text.clone_ref(py),
                         input_failure,
                     };
                     drop(call); // closes the result
@@ -111,7 +111,7 @@ impl WsgiHost {
             environ: environ.unbind(),
             limit: None,
             sent: 0,
-            log_exception: self.helpers.log_exception.clone_ref(py),
+            exception_text: self.helpers.exception_text.clone_ref(py),
             input_failure,
         })
     }
@@ -135,7 +135,7 @@ pub(crate) struct Call {
     /// The app's Content-Length: never send more.
     limit: Option<u64>,
     sent: u64,
-    pub(super) log_exception: Py<PyAny>,
+    pub(super) exception_text: Py<PyAny>,
     input_failure: Option<Arc<OnceLock<BodyError>>>,
 }
 
@@ -396,11 +396,11 @@ impl Call {
                     leave_forked_child();
                 }
                 if let Err(e) = closed {
-                    log_exception(py, &self.log_exception, e, self.environ.bind(py));
+                    log_exception(py, &self.exception_text, e, self.environ.bind(py));
                 }
             }
             Ok(None) => {}
-            Err(e) => log_exception(py, &self.log_exception, e, self.environ.bind(py)),
+            Err(e) => log_exception(py, &self.exception_text, e, self.environ.bind(py)),
         }
     }
 }
@@ -420,7 +420,7 @@ pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> BodyE
     match e {
         CallError::App(err, _) | CallError::Internal(err) => {
             let msg = format!("the app failed after the response started: {err}");
-            log_exception(py, &call.log_exception, err, call.environ.bind(py));
+            log_exception(py, &call.exception_text, err, call.environ.bind(py));
             BodyError::logged(500, msg)
         }
         CallError::Client(e) => BodyError::new(500, format!("bad request body: {e}")),

@@ -47,7 +47,7 @@ impl WsgiHost {
                 return Response::for_body_error(&e);
             }
             CallError::App(err, environ) => Python::attach(|py| {
-                log_exception(py, &self.helpers.log_exception, err, environ.bind(py));
+                log_exception(py, &self.helpers.exception_text, err, environ.bind(py));
             }),
             CallError::Internal(err) => {
                 crate::say!("oxgate: internal error while calling the app: {err}");
@@ -80,11 +80,11 @@ pub(super) fn request_line(environ: &Bound<'_, PyDict>) -> String {
 
 pub(super) fn log_exception(
     py: Python<'_>,
-    log: &Py<PyAny>,
+    exception_text: &Py<PyAny>,
     err: PyErr,
     environ: &Bound<'_, PyDict>,
 ) {
     let what = request_line(environ);
     let value = err.into_value(py);
-    log_app_exception(py, log, value.bind(py).as_any(), what);
+    log_app_exception(py, exception_text, value.bind(py).as_any(), what);
 }

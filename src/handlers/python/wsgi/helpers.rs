@@ -13,7 +13,7 @@ pub(crate) struct Helpers {
     pub(super) load_vhost: Py<PyAny>,
     /// `--vhost`: a request runs in its site's directory and modules.
     pub(super) enter_vhost: Py<PyAny>,
-    pub(crate) log_exception: Py<PyAny>,
+    pub(crate) exception_text: Py<PyAny>,
     pub asgi_kind: Py<PyAny>,
     pub asgi2: Py<PyAny>,
 }
@@ -26,7 +26,7 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<Helpers> {
         import_module: m.getattr("import_module")?.unbind(),
         load_vhost: m.getattr("load_vhost")?.unbind(),
         enter_vhost: m.getattr("enter_vhost")?.unbind(),
-        log_exception: m.getattr("log_exception")?.unbind(),
+        exception_text: m.getattr("exception_text")?.unbind(),
         asgi_kind: m.getattr("asgi_kind")?.unbind(),
         asgi2: m.getattr("asgi2")?.unbind(),
     })
