@@ -497,6 +497,12 @@ def test_errors_before_and_after_the_response_starts(serve):
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         requests.get(s.url + "/raise-after").content
     s.wait_log("raised after the response started")
+    # A head nothing followed is held back: the client gets a whole 500,
+    # and the log says so (it said the connection was cut).
+    r = requests.get(s.url + "/pathsend?/")
+    assert r.status_code == 500
+    s.wait_log("must name a regular file")
+    assert "GET /pathsend?/ (after the response started, before any of it was sent: answered 500)" in s.log()
     assert requests.get(s.url + "/no-response").status_code == 500
     s.wait_log("returned without starting its response")
     assert requests.get(s.url + "/bad-header").status_code == 500

@@ -484,9 +484,16 @@ impl Send {
     }
 
     fn _failed(&self, py: Python<'_>, error: &Bound<'_, PyAny>) {
-        let (gone, started, complete) = {
+        let (gone, started, complete, held) = {
             let st = self.exchange.lock();
-            (st.gone, st.started, st.complete)
+            // A head with nothing after it is still held: the client is
+            // answered 500 in its stead (`Driver::poll_head`), no cut.
+            let held = st.started
+                && !st.head_out
+                && !st.head_alone
+                && st.chunks.is_empty()
+                && st.files.is_empty();
+            (st.gone, st.started, st.complete, held)
         };
         // After the client left mid-response, a send() raises OSError (ASGI
         // 2.4) and a task may be cancelled: an app that lets either out says
@@ -499,6 +506,8 @@ impl Send {
                 " (after its response was sent)"
             } else if gone {
                 " (after the client left)"
+            } else if held {
+                " (after the response started, before any of it was sent: answered 500)"
             } else if started {
                 " (after the response started; the connection is cut)"
             } else {
