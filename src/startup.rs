@@ -98,6 +98,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if let Some(format) = &cfg.log_files.date {
         crate::log::say::set_date_format(format);
     }
+    crate::log::say::set_encoders(&cfg.log_files.encoders);
     let level = cfg.log_files.level;
     crate::log::say::set_quiet(level > LogLevel::Info, level > LogLevel::Warning);
     if let Some(mask) = p.umask {

@@ -124,10 +124,12 @@ def test_json_encoder(serve, tmp_path):
     log = tmp_path / "app.log"
     s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-encoder", "json")
     requests.get(s.url + "/status/404", headers={"X-Forwarded-For": "1.2.3.4"})
-    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith("{")), None),
-                    what="a JSON line")
+    # (oxgate's own lines are {"msg": ...} objects.)
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith('{"') and '"status"' in l),
+                                 None), what="a JSON line")
     doc = json.loads(line)
     assert set(FIELDS) <= set(doc)
+    assert json.loads(log.read_text().splitlines()[0])["msg"].startswith("oxgate ")
     assert doc["status"] == 404 and doc["uri"] == "/status/404" and doc["addr"] == "127.0.0.1"
     assert doc["size"] == doc["rsize"] + doc["hsize"]
 
@@ -137,8 +139,8 @@ def test_json_template_encoder_and_x_forwarded_for(serve, tmp_path):
     s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-x-forwarded-for",
               "--log-encoder", 'json {"unix":${unix},"msg":"${msg}"}', "--log-encoder", "nl")
     requests.get(s.url + "/a", headers={"X-Forwarded-For": "1.2.3.4"})
-    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith('{"unix"')), None),
-                    what="a JSON line")
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines()
+                                  if l.startswith('{"unix"') and "GET /a" in l), None), what="a JSON line")
     doc = json.loads(line)
     assert abs(doc["unix"] - time.time()) < 60
     m = UWSGI_LINE.match(doc["msg"])
@@ -148,9 +150,11 @@ def test_json_template_encoder_and_x_forwarded_for(serve, tmp_path):
     s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log2), "--log-format", "%(uagent)",
               "--log-encoder", 'json {"msg":"${msg}"}')
     requests.get(s.url + "/a", headers={"User-Agent": 'say "hi" \\ bye'})
-    line = wait_for(lambda: next((l for l in log2.read_text().splitlines() if l.startswith('{"msg"')), None),
+    line = wait_for(lambda: next((l for l in log2.read_text().splitlines() if l.startswith('{"msg":"say')), None),
                     what="a JSON line")
     assert json.loads(line) == {"msg": 'say "hi" \\ bye'}
+    # oxgate's own lines, through the same template.
+    assert json.loads(log2.read_text().splitlines()[0])["msg"].startswith("oxgate ")
 
 
 def test_format_prefix_and_suffix_encoders_chain_as_uwsgis(serve, tmp_path):
@@ -161,9 +165,29 @@ def test_format_prefix_and_suffix_encoders_chain_as_uwsgis(serve, tmp_path):
               "--log-req-encoder", 'format [REQ ${strftime:%Y}] "${msg}"', "--log-encoder", "prefix >> ",
               "--log-encoder", "suffix <<", "--log-encoder", "nl")
     requests.get(s.url + "/enc?q=1")
-    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if l.startswith(">> ")), None),
+    line = wait_for(lambda: next((l for l in log.read_text().splitlines() if "/enc" in l), None),
                     what="an encoded line")
-    assert line == f'>> [REQ {time.strftime("%Y")}] "/enc?q=1"<<', line
+    # The request line takes --log-req-encoder's; oxgate's own, the others.
+    assert line == f'[REQ {time.strftime("%Y")}] "/enc?q=1"', line
+    assert log.read_text().startswith(">> oxgate ") and "<<\n" in log.read_text()
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-format", "%(uri)",
+              "--log-encoder", 'format [${strftime:%Y}] "${msg}"', "--log-encoder", "suffix <<")
+    requests.get(s.url + "/chained")
+    wait_for(lambda: f'[{time.strftime("%Y")}] "/chained"<<' in log.read_text(), what="a chained line")
+
+def test_log_encoder_encodes_oxgates_own_lines_and_log_req_encoder_the_request_lines(serve, tmp_path):
+    """As uWSGI's: --log-encoder makes every line of oxgate's JSON (a log
+    shipper set up for uWSGI choked on the plain ones), and the request
+    lines take --log-req-encoder's encoders when it is given."""
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-format", "%(uri)",
+              "--log-encoder", 'json {"unix":${unix},"msg":"${msg}"}', "--log-req-encoder", "prefix REQ ")
+    requests.get(s.url + "/own?x=1")
+    wait_for(lambda: "REQ /own?x=1" in log.read_text(), what="the request line")
+    lines = [l for l in log.read_text().splitlines() if l]
+    own = [json.loads(l) for l in lines if not l.startswith("REQ ")]
+    assert own and any(d["msg"].startswith("oxgate ") and "serving" in d["msg"] for d in own), lines
+    assert all(abs(d["unix"] - time.time()) < 60 for d in own)
 
 def test_disable_logging_and_the_conditions(serve, tmp_path):
     log = tmp_path / "app.log"

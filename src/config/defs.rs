@@ -648,9 +648,11 @@ options! {
     LOG_ZERO = OptDef::new("log-zero", Flag, Logging)
         .help("Log responses with an empty body (even with --disable-logging)."),
     LOG_ENCODER = OptDef::new("log-encoder", List, Logging)
-        .aliases(&["log-req-encoder"])
         .value("ENCODER")
-        .help("Encode request lines: `json` writes each as a JSON object of every log variable; `json TEMPLATE` fills uWSGI's ${msg}, ${msgnl}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}, JSON-escaped; `format TEMPLATE` fills them as they are; `prefix TEXT` and `suffix TEXT` add TEXT; `nl` is accepted (lines always end with a newline). Given more than once, each encodes what the one before made, as uWSGI chains them. (uWSGI's --log-encoder encodes its own lines too; oxgate's encode the request lines alone.)"),
+        .help("Encode log lines, oxgate's own and the request lines (unless --log-req-encoder is given), as uWSGI does: `json TEMPLATE` fills uWSGI's ${msg}, ${msgnl}, ${unix}, ${micros}, ${millis}, ${strftime:FMT}, JSON-escaped; `format TEMPLATE` fills them as they are; `prefix TEXT` and `suffix TEXT` add TEXT; `nl` is accepted (lines always end with a newline); `json` alone writes a request line as a JSON object of every log variable, and oxgate's own lines as {\"msg\":...}. Given more than once, each encodes what the one before made, as uWSGI chains them. (The app's own output is written as it is.)"),
+    LOG_REQ_ENCODER = OptDef::new("log-req-encoder", List, Logging)
+        .value("ENCODER")
+        .help("Encode the request lines with these encoders instead of --log-encoder's (the same encoders)."),
     LOGFILE_CHOWN = OptDef::new("logfile-chown", Flag, Logging)
         .help("Give the log files (--logto, --daemonize, --req-logger file:, the loggers' files) to the user and group of --uid and --gid once they are opened, so that the master and workers, no longer root, can reopen them after logrotate (SIGUSR1). Gunicorn's command line turns it on, as Gunicorn gives its log files to its user."),
     LOG_MAXSIZE = OptDef::new("log-maxsize", Int, Logging)

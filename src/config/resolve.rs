@@ -1076,39 +1076,15 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             tags: r.string(&opt::DOGSTATSD_TAGS).filter(|t| !t.is_empty()),
         }),
         log: {
-            let encoders = r.all(&opt::LOG_ENCODER);
-            let mut steps = Vec::new();
-            let mut json_fields = false;
-            for e in &encoders {
-                let (name, arg) = e
-                    .trim_start()
-                    .split_once(char::is_whitespace)
-                    .unwrap_or((e.trim(), ""));
-                // uWSGI's "json:loggerid TEMPLATE": the logger id is not used.
-                let name = name.split(':').next().unwrap_or(name);
-                // The text as given: a prefix may end with a space.
-                let arg = arg.strip_prefix(char::is_whitespace).unwrap_or(arg);
-                steps.push(match (name, arg.trim()) {
-                    ("json", "") => {
-                        json_fields = true;
-                        continue;
-                    }
-                    ("json", t) => EncodeStep::Json(t.to_string()),
-                    ("format", t) => EncodeStep::Format(t.to_string()),
-                    ("prefix", _) => EncodeStep::Prefix(arg.to_string()),
-                    ("suffix", _) => EncodeStep::Suffix(arg.to_string()),
-                    ("nl", _) => continue,
-                    _ => {
-                        return err(format!(
-                            "--log-encoder {e:?}: oxgate has the json, format, prefix, suffix and nl encoders (`json`, `json {{\"msg\":\"${{msg}}\"}}`, `format [${{strftime:%F %T}}] ${{msg}}`)"
-                        ));
-                    }
-                });
-            }
-            let encoder = match (json_fields, steps.is_empty()) {
+            let own = encoders(&r.all(&opt::LOG_ENCODER), "--log-encoder")?;
+            let requests = match r.all(&opt::LOG_REQ_ENCODER) {
+                given if given.is_empty() => own.clone(),
+                given => encoders(&given, "--log-req-encoder")?,
+            };
+            let encoder = match requests {
                 (true, _) => Encoder::JsonFields,
-                (false, true) => Encoder::Plain,
-                (false, false) => Encoder::Chain(steps),
+                (false, steps) if steps.is_empty() => Encoder::Plain,
+                (false, steps) => Encoder::Chain(steps),
             };
             LogSettings {
                 enabled: !r.flag(&opt::DISABLE_LOGGING)?,
@@ -1130,6 +1106,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             }
         },
         log_files: LogFiles {
+            // `json` alone, every variable of a request line, is the line
+            // as a message for oxgate's own.
+            encoders: match encoders(&r.all(&opt::LOG_ENCODER), "--log-encoder")? {
+                (true, _) => vec![EncodeStep::Json(r#"{"msg":"${msg}"}"#.into())],
+                (false, steps) => steps,
+            },
             maxsize: r.count(&opt::LOG_MAXSIZE),
             chown: r.flag(&opt::LOGFILE_CHOWN)?,
             backupname: r.path(&opt::LOG_BACKUPNAME),
@@ -1292,6 +1274,41 @@ fn log_plan(r: &Values<'_>) -> Result<LogPlan, ConfigError> {
     }
     plan.check().map_err(ConfigError)?;
     Ok(plan)
+}
+
+/// uWSGI's log encoders as given (`--log-encoder`, `--log-req-encoder`):
+/// whether `json` alone (every variable, for request lines) was among
+/// them, and the chain.
+fn encoders(given: &[String], option: &str) -> Result<(bool, Vec<EncodeStep>), ConfigError> {
+    let mut steps = Vec::new();
+    let mut json_fields = false;
+    for e in given {
+        let (name, arg) = e
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .unwrap_or((e.trim(), ""));
+        // uWSGI's "json:loggerid TEMPLATE": the logger id is not used.
+        let name = name.split(':').next().unwrap_or(name);
+        // The text as given: a prefix may end with a space.
+        let arg = arg.strip_prefix(char::is_whitespace).unwrap_or(arg);
+        steps.push(match (name, arg.trim()) {
+            ("json", "") => {
+                json_fields = true;
+                continue;
+            }
+            ("json", t) => EncodeStep::Json(t.to_string()),
+            ("format", t) => EncodeStep::Format(t.to_string()),
+            ("prefix", _) => EncodeStep::Prefix(arg.to_string()),
+            ("suffix", _) => EncodeStep::Suffix(arg.to_string()),
+            ("nl", _) => continue,
+            _ => {
+                return err(format!(
+                    "{option} {e:?}: oxgate has the json, format, prefix, suffix and nl encoders (`json`, `json {{\"msg\":\"${{msg}}\"}}`, `format [${{strftime:%F %T}}] ${{msg}}`)"
+                ));
+            }
+        });
+    }
+    Ok((json_fields, steps))
 }
 
 #[cfg(test)]

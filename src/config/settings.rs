@@ -405,6 +405,8 @@ pub struct LogFiles {
     pub date: Option<String>,
     /// `--log-level`: which of oxgate's own messages are written.
     pub level: LogLevel,
+    /// `--log-encoder`: what oxgate's own messages become.
+    pub encoders: Vec<EncodeStep>,
     /// `--req-logger file:PATH`: request lines in a file of their own.
     pub requests: Option<PathBuf>,
     /// Loggers beyond one file (`--logger` several times, syslog, named
@@ -534,17 +536,7 @@ pub enum Encoder {
     Chain(Vec<EncodeStep>),
 }
 
-/// One of uWSGI's log encoders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EncodeStep {
-    /// `json TEMPLATE`: `${msg}` and friends filled in, JSON-escaped.
-    Json(String),
-    /// `format TEMPLATE`: the same, as they are.
-    Format(String),
-    /// `prefix TEXT` and `suffix TEXT`.
-    Prefix(String),
-    Suffix(String),
-}
+pub use crate::log::encode::EncodeStep;
 
 /// Files served from disk before the app (`handlers::static_files`).
 #[derive(Debug, Clone, Default)]

@@ -10,6 +10,15 @@ pub fn set_date_format(format: &str) {
     let _ = DATE_FORMAT.set(format.to_string());
 }
 
+/// `--log-encoder`: what oxgate's own messages become.
+static ENCODERS: OnceLock<Vec<super::encode::EncodeStep>> = OnceLock::new();
+
+pub fn set_encoders(steps: &[super::encode::EncodeStep]) {
+    if !steps.is_empty() {
+        let _ = ENCODERS.set(steps.to_vec());
+    }
+}
+
 /// `--log-level` above info: the routine lines (`note!`) are not written.
 static QUIET_ROUTINE: AtomicBool = AtomicBool::new(false);
 /// `--log-level` error or critical: the lines marked "warning:" are not
@@ -50,6 +59,9 @@ pub fn say(args: std::fmt::Arguments<'_>) {
     let _ = line.write_fmt(args);
     if QUIET_WARNINGS.load(Ordering::Relaxed) && is_warning(&line[start..]) {
         return;
+    }
+    if let Some(steps) = ENCODERS.get() {
+        line = super::encode::encode(steps, line);
     }
     line.push('\n');
     write_stderr(line.as_bytes());

@@ -1,11 +1,8 @@
 //! Log formats: a `--log-format` parsed into pieces, the `json` encoder's
 //! `${...}` templates, and JSON string escaping.
 
-use std::fmt::Write as _;
-
 use super::fields::{FIELDS, Field};
-use crate::sys::clock::wall_us;
-use crate::sys::time::strftime;
+pub(super) use crate::log::encode::json_str;
 
 #[derive(Debug, Clone)]
 pub(super) enum Piece {
@@ -62,68 +59,6 @@ pub(super) fn parse_format(
     pieces
 }
 
-/// uWSGI's `json` encoder: `${msg}`, `${msgnl}`, `${unix}`, `${micros}`,
-/// `${millis}`, `${strftime:FMT}`; text values JSON-escaped.
-pub(super) fn fill_template(out: &mut String, template: &str, msg: &str, json: bool) {
-    let text = |out: &mut String, s: &str| match json {
-        true => json_escape(out, s),
-        false => out.push_str(s),
-    };
-    let mut rest = template;
-    while let Some(at) = rest.find("${") {
-        let Some(end) = rest[at..].find('}') else {
-            break;
-        };
-        out.push_str(&rest[..at]);
-        let name = &rest[at + 2..at + end];
-        let now = wall_us();
-        match name {
-            "msg" => text(out, msg),
-            "msgnl" => {
-                text(out, msg);
-                text(out, "\n");
-            }
-            "unix" => {
-                let _ = write!(out, "{}", now / 1_000_000);
-            }
-            "micros" => {
-                let _ = write!(out, "{now}");
-            }
-            "millis" => {
-                let _ = write!(out, "{}", now / 1000);
-            }
-            other => match other.strip_prefix("strftime:") {
-                Some(fmt) => text(out, &strftime(fmt, now / 1_000_000)),
-                None => out.push_str(&rest[at..at + end + 1]),
-            },
-        }
-        rest = &rest[at + end + 1..];
-    }
-    out.push_str(rest);
-}
-
-pub(super) fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    json_escape(out, s);
-    out.push('"');
-}
-
-pub(super) fn json_escape(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,24 +79,5 @@ mod tests {
         assert!(matches!(p[8], Piece::Resp(0)));
         assert_eq!(extra, vec![b"HTTP_X_A".to_vec()]);
         assert_eq!(resp, vec![b"content-type".to_vec()]);
-    }
-
-    #[test]
-    fn template_escapes_the_message() {
-        let mut out = String::new();
-        fill_template(
-            &mut out,
-            r#"{"msg":"${msg}","x":${nope}}"#,
-            "a \"b\"\n",
-            true,
-        );
-        assert_eq!(out, r#"{"msg":"a \"b\"\n","x":${nope}}"#);
-    }
-
-    #[test]
-    fn a_format_template_takes_the_message_as_it_is() {
-        let mut out = String::new();
-        fill_template(&mut out, "<${msg}|${msgnl}|${", "a \"b\"", false);
-        assert_eq!(out, "<a \"b\"|a \"b\"\n|${");
     }
 }

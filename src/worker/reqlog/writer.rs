@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use super::fields::{FIXED, fixed_index};
-use super::format::{Piece, fill_template, parse_format};
+use super::format::{Piece, parse_format};
 use super::line::{Counts, Line, Pending};
-use crate::config::{EncodeStep, Encoder, LogSettings};
+use crate::config::{Encoder, LogSettings};
 use crate::listen::Protocol;
 use crate::log::file::write_request_line;
 use crate::request::{Outcome, VarName};
@@ -133,21 +133,7 @@ impl RequestLog {
             Encoder::JsonFields => line.json(&mut out),
             Encoder::Chain(steps) => {
                 line.text(&mut out);
-                for step in steps {
-                    let msg = std::mem::replace(&mut out, String::with_capacity(256));
-                    match step {
-                        EncodeStep::Json(t) => fill_template(&mut out, t, &msg, true),
-                        EncodeStep::Format(t) => fill_template(&mut out, t, &msg, false),
-                        EncodeStep::Prefix(text) => {
-                            out.push_str(text);
-                            out.push_str(&msg);
-                        }
-                        EncodeStep::Suffix(text) => {
-                            out.push_str(&msg);
-                            out.push_str(text);
-                        }
-                    }
-                }
+                out = crate::log::encode::encode(steps, out);
             }
             Encoder::Plain => line.text(&mut out),
         }
