@@ -23,7 +23,7 @@ import requests
 
 from helpers import (BIN, VENV, alive, fcgi_request, free_port, needs_tmux, nginx_serving, read_records, rec, screen_of, start_nginx,
                      stdout_of, traced_calls, uwsgi_request, wait_for)
-from helpers import cgi
+from helpers import cgi, packet
 
 PHP_CGI = shutil.which("php-cgi")
 PHP_FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm") or "/usr/sbin/php-fpm8.2"
@@ -886,6 +886,17 @@ def test_a_flup_pool_behind_nginxs_fastcgi_params_gets_its_requests_as_under_spa
     with nginx_serving(tmp_path, f"location / {{ fastcgi_pass 127.0.0.1:{fp}; {params} }}") as port:
         r = requests.get(f"http://127.0.0.1:{port}/foo/bar?x=1", timeout=20)
         assert (r.status_code, r.text) == (200, "flup /foo/bar \n"), r.text
+    # The seed articles' block: PATH_INFO and SCRIPT_FILENAME, and no
+    # SCRIPT_NAME. The app routes on PATH_INFO, as spawn-fcgi gives it.
+    params = " ".join(f"fastcgi_param {k} {v};" for k, v in [
+        ("QUERY_STRING", "$query_string"), ("REQUEST_METHOD", "$request_method"),
+        ("SCRIPT_FILENAME", "$fastcgi_script_name"), ("PATH_INFO", "$fastcgi_script_name"),
+        ("SERVER_NAME", "$server_name"), ("SERVER_PORT", "$server_port"),
+        ("SERVER_PROTOCOL", "$server_protocol"), ("REMOTE_ADDR", "$remote_addr")])
+    (tmp_path / "second").mkdir()
+    with nginx_serving(tmp_path / "second", f"location / {{ fastcgi_pass 127.0.0.1:{fp}; {params} }}") as port:
+        r = requests.get(f"http://127.0.0.1:{port}/env?a=1", timeout=20)
+        assert (r.status_code, r.text) == (200, "flup  /env\n"), r.text
 
 
 @needs_php
@@ -1479,3 +1490,27 @@ def test_an_answer_short_of_its_content_length_goes_out_then_is_cut(serve, tmp_p
     finally:
         c.close()
     wait_for(lambda: "ended 95 bytes short of its Content-Length" in s.log(), what="the log line")
+
+
+@needs_php
+def test_a_php_site_under_apaches_proxypass_prefix_over_uwsgi(serve, site):
+    """Apache's `ProxyPass /shop uwsgi://...` sends SCRIPT_NAME=/shop and
+    the rest as PATH_INFO: the script is PATH_INFO's under the document
+    root, and PHP sees its whole URL (every page was a 404)."""
+    (site / "who.php").write_text("<?php echo $_SERVER['SCRIPT_NAME'], '|', $_SERVER['PATH_INFO'] ?? '', '|',"
+                                  " $_SERVER['SCRIPT_FILENAME'];")
+    port = free_port()
+    php_pool(serve, site, "--uwsgi-socket", f"127.0.0.1:{port}")
+
+    def get(path_info):
+        out = uwsgi_request(port, packet([
+            ("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/shop"), ("PATH_INFO", path_info), ("QUERY_STRING", ""),
+            ("REQUEST_URI", "/shop" + path_info), ("SERVER_PROTOCOL", "HTTP/1.1"), ("REMOTE_ADDR", "127.0.0.1"),
+            ("SERVER_NAME", "x"), ("SERVER_PORT", "80"), ("HTTP_HOST", "x")]))
+        return out.split(b"\r\n", 1)[0], out.split(b"\r\n\r\n", 1)[1]
+
+    status, body = get("/who.php/extra")
+    assert b" 200" in status and body == f"/shop/who.php|/extra|{site / 'who.php'}".encode(), (status, body)
+    # No such script: the front controller, under the prefix too.
+    status, body = get("/blog/post")
+    assert b" 200" in status and json.loads(body)["script"] == "/shop/index.php", (status, body)

@@ -420,3 +420,30 @@ def test_a_flood_of_management_records_during_a_body_costs_no_memory(fcgi):
                 break
     assert unknown <= (64 << 10) // 16, unknown
     assert json.loads(stdout.split(b"\r\n\r\n", 1)[1])["body_len"] == 100_000
+
+
+def test_an_answer_given_before_the_body_is_read_lets_the_web_server_send_the_rest(serve, tmp_path):
+    """A POST over uwsgi answered without its body read (here a static
+    file's 405): the rest of the body the web server is still sending is
+    read and let go, as for a 413. The connection was closed with it
+    unread, the web server's writes failed, and Apache's mod_proxy_uwsgi
+    answered its client 503 for the answer."""
+    (tmp_path / "hello.txt").write_text("hello\n")
+    port = free_port()
+    serve("--uwsgi-socket", f"127.0.0.1:{port}", "--static-map", f"/static={tmp_path}", "--wsgi-file", ECHO,
+          "--processes", "1")
+    body = b"x" * (4 << 20)
+    head = packet([(k, v) for k, v in [("REQUEST_METHOD", "POST"), ("PATH_INFO", "/static/hello.txt"),
+                                       ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"),
+                                       ("REQUEST_URI", "/static/hello.txt"), ("REMOTE_ADDR", "127.0.0.1"),
+                                       ("SERVER_PORT", "80"), ("SERVER_NAME", "x"), ("HTTP_HOST", "x"),
+                                       ("CONTENT_LENGTH", str(len(body)))]])
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+        c.sendall(head + body[:65536])
+        # The answer comes first, as Apache reads it once it has sent all.
+        time.sleep(0.5)
+        c.sendall(body[65536:])  # BrokenPipeError or ConnectionResetError when closed unread
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 405"), out[:200]

@@ -184,6 +184,9 @@ pub async fn serve<S>(
         return;
     }
     let len = content_length.unwrap_or(0);
+    // A streamed body the handler let go unread gives its reading side
+    // back here, to be read to its end after the answer.
+    let unread: UnreadBody<S> = Arc::new(std::sync::Mutex::new(None));
     // The reading side, kept to watch unless a streamed body takes it.
     let (body, mut watched) = if len == 0 {
         (RequestBody::Empty, Some(rd))
@@ -206,6 +209,7 @@ pub async fn serve<S>(
             pending: (!prefix.is_empty()).then_some(prefix),
             timeout: settings.timeout,
             sleep: None,
+            unread: Some(unread.clone()),
         }));
         (body, None)
     };
@@ -230,9 +234,27 @@ pub async fn serve<S>(
         None => {
             let response = answering.await;
             write_response(&mut wr, &mut files, protocol, &version, response).await;
+            // Answered without its body read (a 404 before a script ran):
+            // the rest the web server is still sending is read and let
+            // go, as for a 413. Closed with it unread, the connection was
+            // reset, and Apache's mod_proxy_uwsgi answered 503 for the 404.
+            let left = unread.lock().ok().and_then(|mut u| u.take());
+            if let Some((mut rd, remaining)) = left {
+                let _ = wr.shutdown().await;
+                let limits = crate::frontend::DrainLimits {
+                    max: remaining.min(crate::frontend::DRAIN_MAX),
+                    each: settings.timeout,
+                    until: None,
+                };
+                crate::frontend::drain_input(&mut rd, limits).await;
+            }
         }
     }
 }
+
+/// Where a [`SocketBody`] dropped unread leaves its reading side and the
+/// bytes still to come.
+type UnreadBody<S> = Arc<std::sync::Mutex<Option<(ReadHalf<S>, u64)>>>;
 
 /// A gateway request: no upgrade, no 103 (the web server in front speaks
 /// HTTP to the client).
@@ -299,6 +321,19 @@ pub(super) struct SocketBody<R> {
     remaining: u64,
     timeout: Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Given the reading side if the body is dropped before its end.
+    pub(super) unread: Option<UnreadBody<R>>,
+}
+
+impl<R> Drop for SocketBody<R> {
+    fn drop(&mut self) {
+        if self.remaining > 0
+            && let (Some(rd), Some(unread)) = (self.rd.take(), self.unread.take())
+            && let Ok(mut slot) = unread.lock()
+        {
+            *slot = Some((rd, self.remaining));
+        }
+    }
 }
 
 impl<R: AsyncRead + Send + 'static> ChunkSource for SocketBody<R> {

@@ -385,9 +385,13 @@ impl FastcgiApps {
                 // without fastcgi_split_path_info) sent the script's URL
                 // as SCRIPT_NAME and no PATH_INFO, which the request took
                 // as a WSGI app's at the root (SCRIPT_NAME "", PATH_INFO
-                // the path): the script is given them as sent, as php-fpm.
+                // the path): PHP is given them as sent, as by php-fpm (a
+                // PHP script is never at SCRIPT_NAME ""). Another program
+                // gets what the request has, as spawn-fcgi's do: a flup
+                // app behind `fastcgi_param PATH_INFO` and no SCRIPT_NAME
+                // routes on PATH_INFO.
                 let (script_name, path_info) = match (get(Var::SCRIPT_NAME), get(Var::PATH_INFO)) {
-                    ([], path) => (path, &b""[..]),
+                    ([], path) if backend.runs_php() => (path, &b""[..]),
                     pair => pair,
                 };
                 return Lookup::Call(Box::new(Target {
@@ -422,6 +426,26 @@ impl FastcgiApps {
             Located::Script(_) => Lookup::File,
             Located::AddSlash => {
                 Lookup::Answer(redirect_to_directory(&path, get(Var::QUERY_STRING)))
+            }
+            // Apache's `ProxyPass /shop uwsgi://...` sends the prefix it
+            // took off as SCRIPT_NAME, and the rest as PATH_INFO: the site
+            // is mounted there, and PATH_INFO names the script under the
+            // document root (every page was a 404 behind it).
+            Located::Missing if mount.is_empty() && !get(Var::SCRIPT_NAME).is_empty() => {
+                let front = get(Var::SCRIPT_NAME);
+                let under = |s: &super::script_path::Script, url: &[u8]| Target {
+                    script_name: [front, url].concat(),
+                    ..script(s, url)
+                };
+                match self
+                    .found
+                    .locate(root, get(Var::PATH_INFO), &self.index, now)
+                {
+                    Located::Script(s) if s.file.as_os_str().as_bytes().ends_with(SCRIPT_EXT) => {
+                        Lookup::Call(Box::new(under(&s, &s.url_path)))
+                    }
+                    _ => self.missing(root, &under, now),
+                }
             }
             Located::Missing => self.missing(root, &script, now),
             // nginx's `try_files $uri $uri/` finds the directory, and its
