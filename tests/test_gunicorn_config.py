@@ -1051,6 +1051,20 @@ def test_fastapi_with_uvicorn_worker_class(serve, tmp_path):
     assert answers["oxgate"] == answers["gunicorn"]
 
 
+def test_a_tornado_application_is_refused_at_start_with_why(tmp_path):
+    """worker_class tornado with a tornado.web.Application (the seed
+    article's Tornado project under Gunicorn): Gunicorn's tornado worker
+    serves it on Tornado's own server; oxgate cannot, and says so at start
+    (it served a 500 for every request)."""
+    (tmp_path / "tapp.py").write_text("import tornado.web\n"
+                                      "class H(tornado.web.RequestHandler):\n"
+                                      "    def get(self):\n        self.write('tornado ok')\n"
+                                      "app = tornado.web.Application([(r'/', H)])\n")
+    p = oxgate("gunicorn", "-k", "tornado", "-b", f"127.0.0.1:{free_port()}", "tapp:app", cwd=tmp_path,
+               env={"VIRTUAL_ENV": str(VENV)})
+    assert p.returncode == 3, p.stderr
+    assert "is a tornado.web.Application, which runs on Tornado's own HTTP server" in p.stderr
+
 ROOT_PATH_APP = '''
 import json
 

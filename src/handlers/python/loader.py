@@ -70,7 +70,17 @@ def _resolve_callable(module, spec, where):
         obj = obj()
     if not callable(obj):
         raise AppNotFound(f"{where}:{spec} is a {type(obj).__name__}, not a WSGI callable")
+    if _is_tornado_application(obj):
+        # Callable, but with Tornado's own request: every request was a 500
+        # (Gunicorn's tornado worker serves it on Tornado's own server).
+        raise AppNotFound(f"{where}:{spec} is a tornado.web.Application, which runs on Tornado's own HTTP "
+                          "server, not as a WSGI or ASGI app: run it with Tornado (or Gunicorn's tornado worker), "
+                          "or serve a WSGI app")
     return obj
+
+
+def _is_tornado_application(obj):
+    return any(c.__module__ == "tornado.web" and c.__name__ == "Application" for c in type(obj).__mro__)
 
 
 def _run_file(path):
