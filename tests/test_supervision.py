@@ -375,3 +375,44 @@ def test_a_daemon_that_ignores_sigterm_is_killed_after_the_mercy(serve, app_dir,
     s.proc.terminate()
     assert s.proc.wait(20) == 0
     assert "master stopped" in s.log()
+
+
+BACKGROUND_APP = '''
+import os, threading, time
+from concurrent.futures import ThreadPoolExecutor
+
+POOL = ThreadPoolExecutor(2)
+OUT = os.environ["MARKS"]
+
+def mark(what):
+    time.sleep(1)
+    with open(OUT, "a") as f:
+        f.write(f"{what} {os.getpid()}\\n")
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/queue":
+        POOL.submit(mark, "queued")
+        threading.Thread(target=mark, args=("thread",)).start()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+'''
+
+
+@pytest.mark.parametrize("how", ["stop", "reload"])
+def test_work_a_request_left_in_threads_finishes_when_its_worker_exits(serve, tmp_path, how):
+    """A job queued on a ThreadPoolExecutor and a plain thread, started by a
+    request that has been answered (a mail, a webhook): a stop or a reload
+    waits for them, as uWSGI's and Gunicorn's workers do (Python's own exit
+    does). They were cut off, and the work lost without a word."""
+    (tmp_path / "bg.py").write_text(BACKGROUND_APP)
+    marks = tmp_path / "marks"
+    marks.touch()
+    s = serve("--wsgi-file", str(tmp_path / "bg.py"), "--processes", "1", env={"MARKS": str(marks)})
+    pid = int(requests.get(s.url + "/queue", timeout=10).text)
+    if how == "stop":
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(20) == 0
+    else:
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: not alive(pid), what="the old worker's exit")
+    assert sorted(marks.read_text().split("\n")[:-1]) == [f"queued {pid}", f"thread {pid}"], s.log()

@@ -493,14 +493,29 @@ pub fn install_stack_dump(signal: i32) {
     });
 }
 
-/// Runs the interpreter's atexit handlers (PyO3 never finalises Python, so
-/// without this they would be skipped at a clean exit).
+/// What CPython's own exit does before it ends (PyO3 never finalises
+/// Python, so without this it would be skipped at a clean exit): waits for
+/// the app's non-daemon threads, and lets a `ThreadPoolExecutor` run the
+/// jobs queued on it (a mail sent after the answer, a webhook); then runs
+/// the atexit handlers. uWSGI's and Gunicorn's workers wait so at a stop,
+/// a reload and a recycle; the master's mercy time bounds the wait.
 pub fn run_atexit() {
     if !python_running() {
         // No app started Python: nothing to prepare.
         return;
     }
     Python::attach(|py| {
+        // Only if the app imported it: importing it here would make this
+        // thread its main one.
+        let threading = py
+            .import("sys")
+            .and_then(|sys| sys.getattr("modules"))
+            .and_then(|modules| modules.get_item("threading"));
+        if let Ok(threading) = threading
+            && let Err(e) = threading.call_method0("_shutdown")
+        {
+            crate::say!("oxgate: waiting for the app's threads at exit: {e}");
+        }
         if let Ok(atexit) = py.import("atexit") {
             let _ = atexit.call_method0("_run_exitfuncs");
         }
