@@ -99,6 +99,9 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         crate::log::say::set_date_format(format);
     }
     crate::log::say::set_encoders(&cfg.log_files.encoders);
+    if let Some(prefix) = &cfg.log_files.prefix {
+        crate::log::say::set_prefix(prefix);
+    }
     let level = cfg.log_files.level;
     crate::log::say::set_quiet(level > LogLevel::Info, level > LogLevel::Warning);
     if let Some(mask) = p.umask {

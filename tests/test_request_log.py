@@ -401,3 +401,17 @@ def test_logfile_chown_lets_an_unprivileged_server_reopen_rotated_logs(serve, tm
     finally:
         s.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_log_prefix_starts_oxgates_own_lines_as_uwsgis(serve, tmp_path):
+    """--log-prefix=TEXT: "TEXT - " before each of oxgate's own lines, as
+    uWSGI writes it; the request lines are left as they are. (It was an
+    option oxgate named as not implemented.)"""
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log), "--log-prefix=PFX",
+              "--log-format", "%(uri)")
+    requests.get(s.url + "/prefixed")
+    wait_for(lambda: "/prefixed\n" in log.read_text(), what="the request line")
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("PFX - oxgate "), lines
+    assert "/prefixed" in lines and "not implemented" not in log.read_text(), lines

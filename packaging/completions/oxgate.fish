@@ -159,6 +159,7 @@ complete -c oxgate -l log-format-strftime -d 'Make %(ftime) use the --logdate fo
 complete -c oxgate -l logformat-strftime -d 'Make %(ftime) use the --logdate format'
 complete -c oxgate -l logdate -x -d 'Prefix oxgate\'s own log messages with the date (a strftime FORMAT, or the ctime format)'
 complete -c oxgate -l log-date -x -d 'Prefix oxgate\'s own log messages with the date (a strftime FORMAT, or the ctime format)'
+complete -c oxgate -l log-prefix -x -d 'Start each of oxgate\'s own log lines with TEXT and " - ", as uWSGI does (the request lines are left as they are)'
 complete -c oxgate -l log-level -x -a 'debug info warning error critical' -d 'Which of oxgate\'s own lines are written'
 complete -c oxgate -l log-micros -d 'Request times in the default line in microseconds'
 complete -c oxgate -l log-escape-quotes -d 'In request lines, write a " in a logged value (a user agent, a header) as \\", as Gunicorn\'s access log does, so that a client cannot close a quoted field or break a JSON line'

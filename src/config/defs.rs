@@ -625,6 +625,9 @@ options! {
         .aliases(&["log-date"])
         .value("[=FORMAT]")
         .help("Prefix oxgate's own log messages with the date (a strftime FORMAT, or the ctime format)."),
+    LOG_PREFIX = OptDef::new("log-prefix", FlagOrStr, Logging)
+        .value("=TEXT")
+        .help("Start each of oxgate's own log lines with TEXT and \" - \", as uWSGI does (the request lines are left as they are)."),
     LOG_LEVEL = OptDef::new("log-level", Str, Logging)
         .value("debug|info|warning|error|critical")
         .defaults_to("info")

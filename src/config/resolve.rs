@@ -1117,6 +1117,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             backupname: r.path(&opt::LOG_BACKUPNAME),
             touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,
+            // `--log-prefix` alone (uWSGI's optional value not given)
+            // prefixes nothing.
+            prefix: r
+                .value(&opt::LOG_PREFIX)
+                .filter(|v| parse_bool(v).is_none())
+                .map(str::to_string),
             level: r.choice(&opt::LOG_LEVEL)?,
             requests: if log_plan.is_plain() {
                 log_plan

@@ -407,6 +407,8 @@ pub struct LogFiles {
     pub level: LogLevel,
     /// `--log-encoder`: what oxgate's own messages become.
     pub encoders: Vec<EncodeStep>,
+    /// `--log-prefix`: oxgate's own messages start with it.
+    pub prefix: Option<String>,
     /// `--req-logger file:PATH`: request lines in a file of their own.
     pub requests: Option<PathBuf>,
     /// Loggers beyond one file (`--logger` several times, syslog, named

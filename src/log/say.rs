@@ -5,6 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 static DATE_FORMAT: OnceLock<String> = OnceLock::new();
 
+/// `--log-prefix`: oxgate's own messages start with it and " - ".
+static PREFIX: OnceLock<String> = OnceLock::new();
+
+pub fn set_prefix(prefix: &str) {
+    let _ = PREFIX.set(format!("{prefix} - "));
+}
+
 /// `--logdate`: oxgate's own messages start with the date in this format.
 pub fn set_date_format(format: &str) {
     let _ = DATE_FORMAT.set(format.to_string());
@@ -48,6 +55,9 @@ pub fn note(args: std::fmt::Arguments<'_>) {
 pub fn say(args: std::fmt::Arguments<'_>) {
     use std::fmt::Write as _;
     let mut line = String::with_capacity(128);
+    if let Some(prefix) = PREFIX.get() {
+        line.push_str(prefix);
+    }
     if let Some(fmt) = DATE_FORMAT.get() {
         line.push_str(&crate::sys::time::strftime(
             fmt,
