@@ -305,7 +305,9 @@ def test_vacuum_leaves_a_socket_and_pidfile_another_server_has_taken(tmp_path):
 
 
 @pytest.mark.parametrize("opt,done", [("--touch-reload", "graceful reload done"),
-                                      ("--touch-chain-reload", "chain reload done")])
+                                      ("--touch-chain-reload", "chain reload done"),
+                                      # uWSGI's; it had no effect.
+                                      ("--touch-workers-reload", "graceful reload done")])
 def test_touch_reload(serve, app_dir, tmp_path, opt, done):
     touch = tmp_path / "touch-me"
     touch.write_text("")
@@ -316,6 +318,22 @@ def test_touch_reload(serve, app_dir, tmp_path, opt, done):
     os.utime(touch, (time.time() + 5, time.time() + 5))
     s.wait_log(done)
     assert fresh(s.url).text.endswith("v-touched")
+
+
+def test_exit_on_reload_stops_where_a_reload_was_asked_for(serve, app_dir, tmp_path):
+    """--exit-on-reload (uWSGI's, for containers): a SIGHUP or a touched
+    file stops the server gracefully, the request in flight answered; it
+    reloaded."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--exit-on-reload")
+    s.wait_workers(1)
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(requests.get, s.url + "/sleep?1", timeout=20)
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGHUP)
+        assert slow.result().status_code == 200
+    assert s.proc.wait(20) == 0
+    assert "stopping gracefully instead (--exit-on-reload)" in s.log()
 
 
 def test_py_autoreload(serve, app_dir):

@@ -119,6 +119,8 @@ complete -c oxgate -l chain-reload -r -F -d 'Reload the oxgate in PIDFILE one wo
 complete -c oxgate -l brutal-reload -r -F -d 'Reload the oxgate in PIDFILE, killing its workers at once, then exit'
 complete -c oxgate -l touch-reload -r -F -d 'Reload gracefully when FILE is touched (repeatable)'
 complete -c oxgate -l touch-chain-reload -r -F -d 'Chain-reload when FILE is touched (repeatable)'
+complete -c oxgate -l touch-workers-reload -r -F -d 'Reload the workers gracefully when FILE is touched (repeatable; uWSGI\'s; here a graceful reload, as --touch-reload)'
+complete -c oxgate -l exit-on-reload -d 'Stop gracefully where a reload was asked for (SIGHUP, a touched file, the master FIFO), as uWSGI\'s does: in a container, the orchestrator starts the new one'
 complete -c oxgate -l attach-daemon -x -d 'Run COMMAND (through /bin/sh) beside the workers: started, respawned and stopped with the master (repeatable)'
 complete -c oxgate -l smart-attach-daemon -x -d 'Run COMMAND, which daemonizes and writes PIDFILE; restart it when that pid is gone, stop it with the master'
 complete -c oxgate -l py-autoreload -x -d 'Every SECONDS, reload gracefully if a loaded Python module\'s file changed (for development)'

@@ -517,6 +517,11 @@ options! {
     TOUCH_CHAIN_RELOAD = OptDef::new("touch-chain-reload", List, Process)
         .value("FILE")
         .help("Chain-reload when FILE is touched (repeatable)."),
+    TOUCH_WORKERS_RELOAD = OptDef::new("touch-workers-reload", List, Process)
+        .value("FILE")
+        .help("Reload the workers gracefully when FILE is touched (repeatable; uWSGI's; here a graceful reload, as --touch-reload)."),
+    EXIT_ON_RELOAD = OptDef::new("exit-on-reload", Flag, Process)
+        .help("Stop gracefully where a reload was asked for (SIGHUP, a touched file, the master FIFO), as uWSGI's does: in a container, the orchestrator starts the new one."),
     ATTACH_DAEMON = OptDef::new("attach-daemon", List, Process)
         .value("COMMAND")
         .help("Run COMMAND (through /bin/sh) beside the workers: started, respawned and stopped with the master (repeatable)."),

@@ -212,6 +212,13 @@ pub fn options_markdown() -> String {
     );
     let list: Vec<String> = not_implemented().iter().map(|n| format!("`{n}`")).collect();
     let _ = writeln!(out, "{}", list.join(", "));
+    let _ = writeln!(
+        out,
+        "\nEvery other option of uWSGI's that this page does not list (rarer ones:\n\
+         `reload-on-exception`, `idle`, `die-on-idle`, `worker-exec`, ...) is\n\
+         reported the same way: named in a warning at start, with no effect.\n\
+         `oxgate --strict --check-config` lists those a configuration uses."
+    );
     out
 }
 

@@ -470,6 +470,8 @@ pub struct ProcessConfig {
     pub reaper: bool,
     pub touch_reload: Vec<PathBuf>,
     pub touch_chain_reload: Vec<PathBuf>,
+    /// `--exit-on-reload`: a reload asked for stops instead.
+    pub exit_on_reload: bool,
     pub uid: Option<String>,
     pub gid: Option<String>,
     pub attach_daemons: Vec<String>,

@@ -614,6 +614,15 @@ impl Master<'_> {
     /// Re-executes the master binary (new code, new config), handing over
     /// the sockets, the scoreboard and the running workers.
     pub(super) fn reexec(&mut self, kind: ReloadKind) {
+        if self.cfg.process.exit_on_reload {
+            crate::note!(
+                "oxgate: {} reload requested; stopping gracefully instead (--exit-on-reload)",
+                kind.name()
+            );
+            self.stop(StopKind::Graceful);
+            self.publish_health();
+            return;
+        }
         crate::note!("oxgate: {} reload requested", kind.name());
         // The new image reads the certificates again; one that cannot (a
         // renewal that wrote a bad file) would not start. The reload is
