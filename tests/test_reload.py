@@ -438,4 +438,6 @@ def test_master_fifo_commands(serve, app_dir, tmp_path):
     wait_for(lambda: s.log().count("graceful reload done") > reloads, what="the second reload")
     send(second, "Q")
     assert s.proc.wait(20) is not None
+    # Its lines name the FIFO's command, not SIGINTs nobody sent.
+    assert "SIGINT" not in s.log() and "--master-fifo: 'Q' (immediate stop)" in s.log()
     assert not second.exists(), "the FIFO in use is removed at the end"

@@ -466,10 +466,14 @@ impl Master<'_> {
                 }
                 FifoCommand::Signal(sig) => self.on_signal(sig),
                 // A stop, then its second asking, as two SIGINTs are: the
-                // master stops, and the workers are killed at once.
+                // master stops, and the workers are killed at once. (Not
+                // through on_signal: its lines named SIGINTs never sent.)
                 FifoCommand::StopNow => {
-                    self.on_signal(libc::SIGINT);
-                    self.on_signal(libc::SIGINT);
+                    if !self.sup.stopping() {
+                        self.stop(StopKind::Graceful);
+                        self.publish_health();
+                    }
+                    self.stop(StopKind::Immediate);
                 }
                 FifoCommand::Slot(n) => {
                     let Some(fifo) = &mut self.fifo else { return };
