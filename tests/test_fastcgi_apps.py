@@ -456,6 +456,21 @@ def test_php_fpms_ping_path_is_the_health_path_on_the_fastcgi_socket(serve, site
 
 
 @needs_php
+def test_a_status_with_no_known_phrase_keeps_none_on_the_fastcgi_socket(serve, site):
+    """header('Status: 420') from PHP, behind the FastCGI socket: `Status:
+    420`, as php-fpm sends it, which nginx passes on as `420`; oxgate added
+    "Unknown", which reached the client."""
+    (site / "s420.php").write_text("<?php header('Status: 420'); echo 'calm';")
+    fp = free_port()
+    php_pool(serve, site, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1")
+    params = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/s420.php"), ("REQUEST_URI", "/s420.php"),
+              ("SCRIPT_FILENAME", str(site / "s420.php")), ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1")]
+    with socket.create_connection(("127.0.0.1", fp), timeout=20) as sock:
+        sock.sendall(fcgi_request(1, params))
+        out = stdout_of(read_records(sock), 1)
+    assert out.startswith(b"Status: 420\r\n") and out.endswith(b"\r\n\r\ncalm"), out
+
+@needs_php
 def test_an_index_that_is_no_script_and_a_file_with_a_path_after_it_as_nginx(serve, site):
     """nginx's `index index.php index.html`: a directory with only an
     index.html shows it (it was a 404); `try_files $uri $uri/ /index.php`:

@@ -57,20 +57,28 @@ pub(super) fn status_line_version(vars: &[(VarName, Bytes)]) -> Bytes {
 
 /// The status line (uwsgi) or Status: header (SCGI), and the headers.
 pub(super) fn response_head(protocol: Protocol, version: &[u8], resp: &Response) -> Vec<u8> {
+    // A status with no phrase known keeps none, as php-cgi's "Status: 420"
+    // comes through nginx: "Unknown" reached the client.
     let reason = resp.reason.clone().unwrap_or_else(|| {
         http::StatusCode::from_u16(resp.status)
             .ok()
             .and_then(|s| s.canonical_reason())
-            .unwrap_or("Unknown")
+            .unwrap_or("")
             .to_string()
     });
     let mut head = Vec::with_capacity(256);
     if protocol == Protocol::Scgi {
-        head.extend_from_slice(b"Status:");
+        head.extend_from_slice(format!("Status: {}", resp.status).as_bytes());
+        if !reason.is_empty() {
+            head.extend_from_slice(format!(" {reason}").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
     } else {
+        // (The space stays: RFC 9112's status line has it before an
+        // empty phrase.)
         head.extend_from_slice(version);
+        head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
     }
-    head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
     for (name, value) in &resp.headers {
         head.extend_from_slice(name);
         head.extend_from_slice(b": ");
