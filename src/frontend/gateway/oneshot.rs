@@ -175,12 +175,7 @@ pub async fn serve<S>(
         // closed with it unread, the connection is reset, and nginx
         // answers 502 for the 413.
         let _ = wr.shutdown().await;
-        let limits = crate::frontend::DrainLimits {
-            max: unread.min(crate::frontend::DRAIN_MAX),
-            each: settings.timeout,
-            until: None,
-        };
-        crate::frontend::drain_input(&mut rd, limits).await;
+        let_go(&mut rd, unread, settings.timeout).await;
         return;
     }
     let len = content_length.unwrap_or(0);
@@ -241,15 +236,21 @@ pub async fn serve<S>(
             let left = unread.lock().ok().and_then(|mut u| u.take());
             if let Some((mut rd, remaining)) = left {
                 let _ = wr.shutdown().await;
-                let limits = crate::frontend::DrainLimits {
-                    max: remaining.min(crate::frontend::DRAIN_MAX),
-                    each: settings.timeout,
-                    until: None,
-                };
-                crate::frontend::drain_input(&mut rd, limits).await;
+                let_go(&mut rd, remaining, settings.timeout).await;
             }
         }
     }
+}
+
+/// Reads the `unread` bytes of a body still coming (up to `DRAIN_MAX`,
+/// each read within `each`) and lets them go, once the answer is out.
+async fn let_go<R: AsyncRead + Unpin>(rd: &mut R, unread: u64, each: Duration) {
+    let limits = crate::frontend::DrainLimits {
+        max: unread.min(crate::frontend::DRAIN_MAX),
+        each,
+        until: None,
+    };
+    crate::frontend::drain_input(rd, limits).await;
 }
 
 /// Where a [`SocketBody`] dropped unread leaves its reading side and the
