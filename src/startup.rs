@@ -591,7 +591,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
     crate::request::after_write::finish();
     apps.stop();
     served?;
-    python::run_atexit();
+    python::run_atexit(cfg.process.reload_mercy);
     Ok(())
 }
 

@@ -416,3 +416,21 @@ def test_work_a_request_left_in_threads_finishes_when_its_worker_exits(serve, tm
         s.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: not alive(pid), what="the old worker's exit")
     assert sorted(marks.read_text().split("\n")[:-1]) == [f"queued {pid}", f"thread {pid}"], s.log()
+
+
+@pytest.mark.parametrize("master", [["--processes", "1"], ["--no-master"]])
+def test_a_thread_that_never_ends_holds_a_stop_for_the_mercy_time_at_most(serve, tmp_path, master):
+    """A non-daemon thread that never ends (a poller) a request started:
+    the exit waits for the app's threads, but --reload-mercy bounds it,
+    with or without a master to kill the process."""
+    (tmp_path / "forever.py").write_text(
+        "import threading, time\n"
+        "def application(environ, start_response):\n"
+        "    threading.Thread(target=lambda: time.sleep(3600)).start()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n")
+    s = serve("--wsgi-file", str(tmp_path / "forever.py"), "--reload-mercy", "2", *master)
+    assert requests.get(s.url, timeout=10).text == "ok"
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(15) is not None
+    s.wait_log("exiting without them")

@@ -283,7 +283,7 @@ pub fn run(s: Setup<'_>) -> ! {
         crate::say!("oxgate: worker {}: {e}", s.id);
         exit_now(1);
     }
-    python::run_atexit();
+    python::run_atexit(s.cfg.process.reload_mercy);
     exit_now(0);
 }
 

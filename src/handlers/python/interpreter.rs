@@ -498,12 +498,26 @@ pub fn install_stack_dump(signal: i32) {
 /// the app's non-daemon threads, and lets a `ThreadPoolExecutor` run the
 /// jobs queued on it (a mail sent after the answer, a webhook); then runs
 /// the atexit handlers. uWSGI's and Gunicorn's workers wait so at a stop,
-/// a reload and a recycle; the master's mercy time bounds the wait.
-pub fn run_atexit() {
+/// a reload and a recycle. The wait is bounded by `threads_for`: a thread
+/// that never ends (a poller not made a daemon) would otherwise hold the
+/// process for ever where no master kills it; past it, the process exits
+/// without them (and without the atexit handlers, which could wait on
+/// them).
+pub fn run_atexit(threads_for: std::time::Duration) {
     if !python_running() {
         // No app started Python: nothing to prepare.
         return;
     }
+    let _ = std::thread::Builder::new()
+        .name("oxgate-exit".into())
+        .spawn(move || {
+            std::thread::sleep(threads_for);
+            crate::say!(
+                "oxgate: the app's threads still ran {}s after the stop; exiting without them",
+                threads_for.as_secs()
+            );
+            std::process::exit(0);
+        });
     Python::attach(|py| {
         // Only if the app imported it: importing it here would make this
         // thread its main one.
