@@ -94,8 +94,8 @@ cargo clippy --profile ci --locked --all-targets --quiet
 phase "layers and clippy"
 cargo test --profile ci --locked --quiet
 phase "Rust tests"
-# Every cargo-fuzz target, 20 s each (scripts/fuzz.sh runs them for minutes).
-bash scripts/fuzz_smoke.sh 20
+# Every cargo-fuzz target, 10 s each (scripts/fuzz.sh runs them for minutes).
+bash scripts/fuzz_smoke.sh 10
 phase "fuzz smoke"
 OXGATE_BIN="$PWD/target/ci/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider \
   --durations=15 "$@"
