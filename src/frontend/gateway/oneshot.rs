@@ -179,12 +179,11 @@ pub async fn serve<S>(
         return;
     }
     let len = content_length.unwrap_or(0);
-    // A streamed body the handler let go unread gives its reading side
-    // back here, to be read to its end after the answer.
-    let unread: UnreadBody<S> = Arc::new(std::sync::Mutex::new(None));
-    // The reading side, kept to watch unless a streamed body takes it.
-    let (body, mut watched) = if len == 0 {
-        (RequestBody::Empty, Some(rd))
+    // The reading side, kept to watch unless a streamed body takes it; a
+    // streamed body the handler let go unread gives it back (`unread`), to
+    // be read to its end after the answer.
+    let (body, mut watched, unread) = if len == 0 {
+        (RequestBody::Empty, Some(rd), None)
     } else if len <= settings.read_ahead {
         // Small: read it all now, so the app can run inline.
         while (buf.len() as u64) < len {
@@ -194,8 +193,9 @@ pub async fn serve<S>(
             }
         }
         buf.truncate(len as usize);
-        (RequestBody::Full(buf.split().freeze()), Some(rd))
+        (RequestBody::Full(buf.split().freeze()), Some(rd), None)
     } else {
+        let unread: UnreadBody<S> = Arc::new(std::sync::Mutex::new(None));
         let prefix = buf.split().freeze();
         let prefix = prefix.slice(..prefix.len().min(len as usize));
         let body = RequestBody::Stream(BodyStream::new(SocketBody {
@@ -206,7 +206,7 @@ pub async fn serve<S>(
             sleep: None,
             unread: Some(unread.clone()),
         }));
-        (body, None)
+        (body, None, Some(unread))
     };
     let version = status_line_version(&vars);
     let answering = std::pin::pin!(host.handle(gateway_request(
@@ -233,7 +233,7 @@ pub async fn serve<S>(
             // the rest the web server is still sending is read and let
             // go, as for a 413. Closed with it unread, the connection was
             // reset, and Apache's mod_proxy_uwsgi answered 503 for the 404.
-            let left = unread.lock().ok().and_then(|mut u| u.take());
+            let left = unread.and_then(|u| u.lock().ok().and_then(|mut u| u.take()));
             if let Some((mut rd, remaining)) = left {
                 let _ = wr.shutdown().await;
                 let_go(&mut rd, remaining, settings.timeout).await;
