@@ -443,7 +443,14 @@ impl Supervisor {
         let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
             return;
         };
-        let w = self.workers.remove(i);
+        let mut w = self.workers.remove(i);
+        // Readiness is otherwise read on a tick: a worker that became ready,
+        // served and died between two ticks (an app's os._exit(3) on its
+        // first request, on a loaded machine) was ready all the same.
+        if !w.ready && fx.seen(&w).ready {
+            w.ready = true;
+            self.ever_ready = true;
+        }
         let how = exit.describe();
         let lived = now.duration_since(w.started);
         // Whoever this worker was replacing, or was replaced by, moves on.

@@ -686,6 +686,29 @@ fn a_fatal_app_error_stops_without_draining() {
 }
 
 #[test]
+fn a_worker_that_became_ready_and_died_between_two_ticks_was_ready() {
+    // Its slot says ready, but no tick read it before the reap: its exit 3
+    // is the app's own, not a failed start (CI saw the server stop).
+    let t = Instant::now();
+    let mut sup = Supervisor::new(1, limits(), false, t);
+    let mut fx = Fake::default();
+    sup.tick(&mut fx, t);
+    let pid = fx.spawned[0].1;
+    fx.seen.entry(pid).or_default().ready = true;
+    sup.exited(
+        pid,
+        exit_status(EXIT_APP_STARTUP),
+        &mut fx,
+        t + Duration::from_secs(1),
+    );
+    assert!(sup.fatal.is_none() && !sup.workers_stopping());
+    assert!(
+        fx.said("while idle"),
+        "not said to have died before it was ready"
+    );
+}
+
+#[test]
 fn a_lazy_startup_failure_stops_only_before_any_worker_was_ready() {
     // Before: nothing can serve, and the port would stay bound with
     // nothing behind it (uvicorn and Gunicorn stop).
