@@ -1,6 +1,7 @@
 """Fixtures every test file can use: the real oxgate binary on a port picked
 at run time, and the apps it serves (plain helpers are in helpers.py)."""
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -101,7 +102,11 @@ class Server:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.terminate()
+            # The real uWSGI reloads on SIGTERM (its default): SIGINT stops it.
+            if os.path.basename(self.args[0]) == "uwsgi":
+                self.proc.send_signal(signal.SIGINT)
+            else:
+                self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

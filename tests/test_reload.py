@@ -320,6 +320,26 @@ def test_touch_reload(serve, app_dir, tmp_path, opt, done):
     assert fresh(s.url).text.endswith("v-touched")
 
 
+def test_touch_reload_fires_when_the_file_is_removed_and_when_it_comes_back(serve, app_dir, tmp_path):
+    """uWSGI's --touch-reload reloads when the watched file is removed (a
+    deploy that deletes it), and again when it is created; oxgate saw only
+    a changed modification time."""
+    touch = tmp_path / "touch-me"
+    touch.write_text("")
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--touch-reload", str(touch))
+    s.wait_workers(1)
+    (app_dir / "version.txt").write_text("v-removed")
+    touch.unlink()
+    s.wait_log("was removed")
+    s.wait_log("graceful reload done")
+    assert fresh(s.url).text.endswith("v-removed")
+    (app_dir / "version.txt").write_text("v-back")
+    touch.write_text("")
+    wait_for(lambda: fresh(s.url).text.endswith("v-back"), what="a reload on the file's return",
+             show=s.log)
+    wait_for(lambda: s.log().count("graceful reload done") == 2, what="the second reload", show=s.log)
+
+
 def test_exit_on_reload_stops_where_a_reload_was_asked_for(serve, app_dir, tmp_path):
     """--exit-on-reload (uWSGI's, for containers): a SIGHUP or a touched
     file stops the server gracefully, the request in flight answered; it

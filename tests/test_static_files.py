@@ -119,6 +119,22 @@ def test_ranges_as_nginx(both, range_):
         assert parts(a) == parts(b)
 
 
+def test_a_range_sent_twice_is_the_first_as_nginx_takes_it(both):
+    """Two Range headers: nginx serves the first; oxgate joined them into
+    one value that is no range, and answered 416."""
+    def twice(url):
+        host, port = url.removeprefix("http://").split(":")
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.putrequest("GET", "/static/hello.txt")
+        c.putheader("Range", "bytes=0-4")
+        c.putheader("Range", "bytes=6-8")
+        c.endheaders()
+        r = c.getresponse()
+        return r.status, r.getheader("content-range"), r.read()
+    ours, theirs = (twice(url) for url in both)
+    assert ours == theirs == (206, "bytes 0-4/13", b"hello"), (ours, theirs)
+
+
 @pytest.mark.parametrize("range_", ["bytes=0-1", "bytes=-5", "bytes=1000000-", "bytes=0-1,4-6", "items=0-1"])
 def test_a_head_with_a_range_is_answered_as_nginx(both, range_):
     """HEAD with Range: 206 and the part's length, as nginx answers the

@@ -47,11 +47,15 @@ impl Master<'_> {
         let mut reload = None;
         for (path, seen, mode) in &mut self.touched {
             let now = mtime(path);
-            if now.is_some() && now != *seen {
-                *seen = now;
-                crate::note!("oxgate: {} was touched", path.display());
-                reload = Some(*mode);
+            if now == *seen {
+                continue;
             }
+            // A deploy that removes the file (rm, or a checkout that drops
+            // it) reloads too, as uWSGI's does; so does its coming back.
+            let what = if now.is_some() { "touched" } else { "removed" };
+            *seen = now;
+            crate::note!("oxgate: {} was {what}", path.display());
+            reload = Some(*mode);
         }
         if let Some(mode) = reload {
             self.reexec(mode);

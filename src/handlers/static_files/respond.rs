@@ -35,6 +35,20 @@ fn header<H: Header>(req: &Request, name: &[u8]) -> Option<H> {
     H::decode(&mut values.iter()).ok()
 }
 
+/// The client's Range. Sent twice, its variable joins the two, which is
+/// no range at all: the first is taken, as nginx takes it (it was a 416).
+fn range_header(req: &Request) -> Option<&Bytes> {
+    let range = var_named(&req.vars, b"HTTP_RANGE")?;
+    let repeated = req
+        .repeated_headers
+        .iter()
+        .find(|h| h.name.as_bytes() == b"HTTP_RANGE" && h.joined == range);
+    match repeated {
+        Some(h) => h.values.first(),
+        None => Some(range),
+    }
+}
+
 /// 9999-12-31 23:59:59 UTC, the last time an HTTP date can say.
 pub(super) const LAST_HTTP_DATE: i64 = 253_402_300_799;
 
@@ -228,7 +242,7 @@ pub fn respond(req: &Request, file: File, rep: &Representation) -> Response {
     }
     // A HEAD's too, as nginx answers it: 206 with the part's length, which
     // download managers probe with.
-    let range = var_named(&req.vars, b"HTTP_RANGE")
+    let range = range_header(req)
         .filter(|_| var_named(&req.vars, b"HTTP_IF_RANGE").is_none_or(|v| if_range_holds(v, rep)));
     let Some(range) = range else {
         return whole(req, file, rep);
