@@ -354,3 +354,111 @@ def test_a_stop_that_cuts_a_response_whose_close_waits_ends_cleanly(serve, tmp_p
     s.proc.send_signal(15)
     assert s.proc.wait(20) == 0, s.log()
     assert "panicked" not in s.log(), s.log()
+
+
+WRITE_STREAM_APP = '''
+import os, time
+
+MARKER = os.environ["WRITE_MARKER"]
+
+
+def wait_for_marker(name):
+    deadline = time.monotonic() + 15
+    while not os.path.exists(name) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/warm":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"warm"]
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    if path == "/progress":
+        # A progress page: the first line must reach the client while the
+        # app still works (it waits here for the client's word).
+        write(b"first\\n")
+        wait_for_marker(MARKER)
+        write(b"second\\n")
+        return []
+    if path == "/export":
+        # An export of 2,000 writes of 64 KiB (131 MB): the client reads a
+        # little and leaves; the app's write() must say so.
+        try:
+            for i in range(2000):
+                write(b"x" * 65536)
+        except OSError:
+            outcome = f"stopped at {i}"
+        else:
+            outcome = "wrote all"
+        with open(MARKER + ".export", "w") as f:
+            f.write(outcome)
+        return []
+    return [b"?"]
+'''
+
+
+def read_until(c, needle):
+    got = b""
+    while needle not in got:
+        chunk = c.recv(65536)  # the socket's timeout fails the test if held back
+        assert chunk, got
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
+def test_write_streams_what_the_app_writes_while_it_runs(serve, tmp_path, threads):
+    """write() sends at once, as Gunicorn's and uWSGI's do: a progress page's
+    first line reaches the client while the app still works, and a client
+    that leaves makes write() raise instead of the worker piling up what
+    the app writes. oxgate held every write() until the app returned (a
+    write()-loop export of 800 MB took 800 MB; behind nginx, a slow one got
+    504). With one thread the first request runs inline on the event loop
+    and learns it; the requests after it stream."""
+    import socket
+    (tmp_path / "writer.py").write_text(WRITE_STREAM_APP)
+    marker = tmp_path / "go"
+    s = serve("--wsgi-file", str(tmp_path / "writer.py"), "--threads", threads, "--processes", "1",
+              env={"WRITE_MARKER": str(marker)})
+    if threads == "1":
+        # Inline, the first write() cannot go out before the app returns:
+        # after it, the app's requests run on a Python thread.
+        marker.touch()
+        assert requests.get(s.url + "/progress", timeout=20).text == "first\nsecond\n"
+        s.wait_log("the app streams with write()")
+        marker.unlink()
+    with socket.create_connection(("127.0.0.1", s.port), timeout=8) as c:
+        c.sendall(b"GET /progress HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = read_until(c, b"first\n")
+        assert got.startswith(b"HTTP/1.1 200") and b"second" not in got
+        marker.touch()
+        read_until(c, b"second\n")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=8) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(b"GET /export HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_until(c, b"xxxx")
+    outcome = tmp_path / "go.export"
+    wait_for(outcome.exists, what="the export's end", show=s.log)
+    assert outcome.read_text().startswith("stopped at"), outcome.read_text()
+    assert "Traceback" not in s.log(), s.log()
+    assert requests.get(s.url + "/warm", timeout=20).text == "warm"
+
+
+def test_headers_may_be_any_iterable_of_pairs_as_gunicorn_takes_them(serve, tmp_path):
+    """A list's subclass, dict.items() or a generator of pairs: Gunicorn
+    sends them; oxgate answered 500 (it took only an exact list or tuple)."""
+    (tmp_path / "hdrs.py").write_text(
+        "class Headers(list):\n"
+        "    pass\n"
+        "def application(environ, start_response):\n"
+        "    pairs = {'Content-Type': 'text/plain', 'X-A': '1'}\n"
+        "    kind = environ['PATH_INFO'][1:]\n"
+        "    headers = {'subclass': lambda: Headers(pairs.items()), 'items': lambda: pairs.items(),\n"
+        "               'generator': lambda: ((k, v) for k, v in pairs.items())}[kind]()\n"
+        "    start_response('200 OK', headers)\n"
+        "    return [kind.encode()]\n")
+    s = serve("--wsgi-file", str(tmp_path / "hdrs.py"))
+    for kind in ("subclass", "items", "generator"):
+        r = requests.get(s.url + "/" + kind, timeout=20)
+        assert (r.status_code, r.headers.get("x-a"), r.text) == (200, "1", kind), s.log()

@@ -15,7 +15,7 @@ use super::error::{CallError, log_exception, request_line};
 use super::file_wrapper::{FileWrapper, file_region};
 use super::host::{Callable, WsgiApp, WsgiHost};
 use super::input::Input;
-use super::start_response::{Head, StartResponse, type_name};
+use super::start_response::{Head, SharedWriteStream, StartResponse, type_name};
 use crate::request::{BodyError, FileRegion, VarName};
 
 impl WsgiHost {
@@ -37,6 +37,7 @@ impl WsgiHost {
         target: &WsgiApp,
         vars: Vec<(VarName, Bytes)>,
         input: Input,
+        stream: Option<SharedWriteStream>,
     ) -> Result<Call, CallError> {
         let app = match &target.callable {
             Callable::Fixed(app) => app.bind(py).clone(),
@@ -55,7 +56,11 @@ impl WsgiHost {
         environ
             .set_item(self.key_input.bind(py), input)
             .map_err(CallError::Internal)?;
-        let sr = Bound::new(py, StartResponse::default()).map_err(CallError::Internal)?;
+        let sr = StartResponse {
+            stream,
+            ..StartResponse::default()
+        };
+        let sr = Bound::new(py, sr).map_err(CallError::Internal)?;
         let result = app.call1((&environ, &sr));
         if crate::sys::forked::in_forked_child() {
             leave_forked_child();
@@ -145,6 +150,26 @@ impl Call {
         matches!(self.iter, Iter::Done)
             && self.sr.bind(py).borrow().written.is_empty()
             && self.limit.is_none_or(|l| self.sent >= l)
+    }
+
+    /// The app returned: from now on its `write()`s wait in `written` for
+    /// the iterable's turn (a generator's writes go out in order with its
+    /// items, under one count of the Content-Length). Says whether it
+    /// called `write()` so far.
+    pub(super) fn end_write_stream(&self, py: Python<'_>) -> bool {
+        let mut sr = self.sr.bind(py).borrow_mut();
+        sr.stream = None;
+        sr.wrote
+    }
+
+    /// The head and part of the body went out with the app's `write()`s:
+    /// the iterable's items follow, under the same Content-Length.
+    pub(super) fn resume_after_writes(&mut self, limit: Option<u64>, sent: u64) {
+        self.limit = limit;
+        self.sent = sent;
+        if limit.is_some_and(|l| sent >= l) {
+            self.iter = Iter::Done;
+        }
     }
 
     /// A list or tuple whose last item was taken is done: the response can

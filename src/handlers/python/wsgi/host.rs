@@ -40,6 +40,9 @@ pub struct WsgiHost {
     pub(super) pool: OnceLock<Option<Pool>>,
     /// close() calls on the event loop that took `SLOW_CLOSE` or more.
     pub(super) slow_closes: std::sync::atomic::AtomicU32,
+    /// The app called `write()`: with one thread, its requests leave the
+    /// event loop for a Python thread (`note_writes`).
+    pub(super) writes_seen: std::sync::atomic::AtomicBool,
 }
 
 /// A result's close() this slow, run on the event loop before the response
@@ -185,6 +188,7 @@ impl WsgiHost {
             observer: OnceLock::new(),
             pool: OnceLock::new(),
             slow_closes: Default::default(),
+            writes_seen: Default::default(),
         })
     }
 

@@ -10,14 +10,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::pool::Pool;
 use super::body::{ChannelChunks, InlineChunks, file_body};
 use super::call::log_late_error;
-use super::error::CallError;
+use super::error::{CallError, log_exception};
 use super::host::{CHANNEL_DEPTH, Core, WsgiApp, WsgiHost};
 use super::input::{Input, InputDone};
-use super::start_response::Head;
+use super::start_response::{ChunkSender, HeadSender, Started, WriteStream};
 use crate::listen::Protocol;
 use crate::request::{
-    BodyError, BodyStream, FileBody, Handler, Request, RequestBody, Responding, Response,
-    ResponseBody, VarName,
+    BodyError, BodyStream, Handler, Request, RequestBody, Responding, Response, ResponseBody,
+    VarName,
 };
 
 impl Handler for WsgiApp {
@@ -68,7 +68,10 @@ impl WsgiHost {
                     .await;
             }
         };
-        if self.threads > 1 {
+        // An app that streams with write() needs a thread of its own, as a
+        // streamed request body does: inline, the event loop is the thread
+        // running it, and nothing it writes could go out before it returns.
+        if self.threads > 1 || self.writes_seen.load(std::sync::atomic::Ordering::Relaxed) {
             return self
                 .handle_pooled(app.clone(), vars, (input, None), is_head, protocol)
                 .await;
@@ -81,7 +84,10 @@ impl WsgiHost {
         // An app whose close() proved slow has it run after the response
         // has gone out instead.
         let started = Python::attach(|py| {
-            let mut call = self.begin(py, app, vars, input)?;
+            let mut call = self.begin(py, app, vars, input, None)?;
+            if call.end_write_stream(py) {
+                self.note_writes();
+            }
             let (head, first) = call.first_chunk(py)?;
             let finished = call.is_finished(py);
             if (finished && !(self.defers_close() && call.has_close(py))) || is_head {
@@ -191,8 +197,8 @@ impl WsgiHost {
         vars: Vec<(VarName, Bytes)>,
         input: Input,
         is_head: bool,
-        head_tx: oneshot::Sender<Result<Started, Response>>,
-        chunk_tx: mpsc::Sender<Result<Bytes, BodyError>>,
+        head_tx: HeadSender,
+        chunk_tx: ChunkSender,
     ) -> Option<Core> {
         // The error response is made here, as the one-thread path makes
         // it, so the request log and the counters see what is sent.
@@ -202,12 +208,65 @@ impl WsgiHost {
             core.whole(&r);
             r
         };
-        let mut call = match self.begin(py, app, vars, input) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = head_tx.send(Err(failed(&mut core, e)));
+        // What the app gives write() goes out as it writes, where there is
+        // a body to send.
+        let (mut head_tx, stream) = if is_head {
+            (Some(head_tx), None)
+        } else {
+            (None, Some(WriteStream::shared(head_tx, chunk_tx.clone())))
+        };
+        let begun = self.begin(py, app, vars, input, stream.clone());
+        // The app returned or raised: what did its write()s send?
+        let mut streamed = None;
+        if let Some(stream) = &stream {
+            let mut st = stream.lock().unwrap_or_else(|e| e.into_inner());
+            st.chunks = None;
+            match st.head_tx.take() {
+                Some(tx) => head_tx = Some(tx),
+                None => {
+                    if let Some((status, reason, headers)) = st.head_sent.take() {
+                        core.head(status, reason.as_deref(), &headers);
+                    }
+                    core.outcome.switches += st.chunks_sent;
+                    core.outcome.body_bytes += st.sent;
+                    streamed = Some((st.limit, st.sent, st.client_gone));
+                }
+            }
+        }
+        let mut call = match (begun, streamed) {
+            (Ok(call), None) => call,
+            (Err(e), None) => {
+                if let Some(head_tx) = head_tx {
+                    let _ = head_tx.send(Err(failed(&mut core, e)));
+                }
                 return Some(core);
             }
+            (Err(e), Some((_, _, client_gone))) => {
+                // The response started with its writes: it is cut.
+                if !client_gone {
+                    let error = self.late_failure(py, e);
+                    let _ = py.detach(|| chunk_tx.blocking_send(Err(error)));
+                    core.outcome.failed = true;
+                }
+                return Some(core);
+            }
+            (Ok(mut call), Some((limit, sent, client_gone))) => {
+                if call.end_write_stream(py) {
+                    self.note_writes();
+                }
+                if client_gone {
+                    call.close(py);
+                    return Some(core);
+                }
+                call.resume_after_writes(limit, sent);
+                return self.send_rest(py, core, call, chunk_tx);
+            }
+        };
+        if call.end_write_stream(py) {
+            self.note_writes();
+        }
+        let Some(head_tx) = head_tx else {
+            unreachable!("the head's sender is back when nothing was written")
         };
         match call.first_chunk(py) {
             Err(e) => {
@@ -239,6 +298,18 @@ impl WsgiHost {
                 }
             }
         }
+        self.send_rest(py, core, call, chunk_tx)
+    }
+
+    /// The body after its first chunk, on the call's Python thread; then
+    /// the call's close().
+    fn send_rest(
+        &self,
+        py: Python<'_>,
+        mut core: Core,
+        mut call: super::call::Call,
+        chunk_tx: ChunkSender,
+    ) -> Option<Core> {
         loop {
             match call.next_chunk(py) {
                 Ok(Some(chunk)) => {
@@ -263,10 +334,36 @@ impl WsgiHost {
     }
 }
 
-/// What a pooled call hands the event loop once its head is known.
-enum Started {
-    /// The head, the first chunk, and whether the body is complete.
-    Head(Head, Option<Bytes>, bool),
-    /// The head and a file to send as the body.
-    File(Head, FileBody),
+impl WsgiHost {
+    /// The app called write(): its next requests run on a Python thread
+    /// (a pool of one with `--threads 1`), where what it writes streams.
+    fn note_writes(&self) {
+        use std::sync::atomic::Ordering;
+        if self.threads == 1 && !self.writes_seen.swap(true, Ordering::Relaxed) {
+            crate::note!(
+                "oxgate: the app streams with write(): its requests run on a Python thread from now on, so that what it writes goes out as it writes it"
+            );
+        }
+    }
+
+    /// An error after the app's write()s started the response: logged, and
+    /// the body's error (the connection is cut).
+    fn late_failure(&self, py: Python<'_>, e: CallError) -> BodyError {
+        match e {
+            CallError::App(err, environ) => {
+                let msg = format!("the app failed after the response started: {err}");
+                log_exception(py, &self.helpers.exception_text, err, environ.bind(py));
+                BodyError::logged(500, msg)
+            }
+            CallError::Client(e) => BodyError::new(500, format!("bad request body: {e}")),
+            CallError::Internal(err) => {
+                let msg = format!("internal error while calling the app: {err}");
+                crate::say!("oxgate: {msg}");
+                BodyError::logged(500, msg)
+            }
+            CallError::Short { .. } | CallError::NoApp | CallError::Load(_) => {
+                unreachable!("found before the app is called, or after it returned")
+            }
+        }
+    }
 }

@@ -2,14 +2,18 @@
 //! validated into a response head.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
+use tokio::sync::{mpsc, oneshot};
 
 use super::super::buffers::{to_bytes, with_scratch};
-use crate::request::{Response, ResponseBody, is_hop_by_hop, is_token_byte};
+use crate::request::{
+    BodyError, FileBody, Response, ResponseBody, clip, is_hop_by_hop, is_token_byte,
+};
 
 /// Status and headers, as `start_response` validated them.
 pub(crate) struct Head {
@@ -30,6 +34,106 @@ impl Head {
     }
 }
 
+/// What a call on a Python thread hands the event loop once its head is
+/// known.
+pub(super) enum Started {
+    /// The head, the first chunk, and whether the body is complete.
+    Head(Head, Option<Bytes>, bool),
+    /// The head and a file to send as the body.
+    File(Head, FileBody),
+}
+
+pub(super) type HeadSender = oneshot::Sender<Result<Started, Response>>;
+pub(super) type ChunkSender = mpsc::Sender<Result<Bytes, BodyError>>;
+
+/// Where `write()` sends its data while the app runs, for a call on a
+/// Python thread of its own: the event loop is free to send it, and the
+/// app waits while the client is slow, as it would on Gunicorn's or
+/// uWSGI's blocking socket. (A call inline on the event loop has none: its
+/// data waits in `written` until the app returns.)
+pub(super) struct WriteStream {
+    /// Taken by the first `write()`, which sends the head with its data;
+    /// still here after the call if the app wrote nothing.
+    pub(super) head_tx: Option<HeadSender>,
+    /// Let go of when the app returns (`end`): the body's channel must end
+    /// with the call, even if the app keeps its `start_response`.
+    pub(super) chunks: Option<ChunkSender>,
+    /// The head that went out (for the request log), and the body so far.
+    pub(super) head_sent: Option<SentHead>,
+    /// The app's Content-Length: never send more.
+    pub(super) limit: Option<u64>,
+    pub(super) sent: u64,
+    pub(super) chunks_sent: u32,
+    /// The client left while the app wrote: the OSError its write() raised
+    /// is no error of the app's to log.
+    pub(super) client_gone: bool,
+}
+
+pub(super) type SharedWriteStream = Arc<Mutex<WriteStream>>;
+
+/// A head's status, reason and headers, as the request log notes them.
+pub(super) type SentHead = (u16, Option<String>, Vec<(Bytes, Bytes)>);
+
+impl WriteStream {
+    pub(super) fn shared(head_tx: HeadSender, chunks: ChunkSender) -> SharedWriteStream {
+        Arc::new(Mutex::new(WriteStream {
+            head_tx: Some(head_tx),
+            chunks: Some(chunks),
+            head_sent: None,
+            limit: None,
+            sent: 0,
+            chunks_sent: 0,
+            client_gone: false,
+        }))
+    }
+}
+
+fn client_gone_error() -> PyErr {
+    PyOSError::new_err("write(): the client disconnected")
+}
+
+/// Sends one `write()`'s data: with the head, the first time.
+fn stream_write(
+    py: Python<'_>,
+    stream: &SharedWriteStream,
+    head: &mut Option<Head>,
+    data: Bytes,
+) -> PyResult<()> {
+    let mut st = stream.lock().unwrap_or_else(|e| e.into_inner());
+    if st.client_gone {
+        return Err(client_gone_error());
+    }
+    if let Some(head_tx) = st.head_tx.take() {
+        let Some(head) = head.take() else {
+            return Err(PyRuntimeError::new_err("write() before start_response()"));
+        };
+        st.limit = head.content_length;
+        let data = clip(st.limit, &mut st.sent, data);
+        st.head_sent = Some((head.status, head.reason.clone(), head.headers.clone()));
+        st.chunks_sent = 1;
+        let first = (!data.is_empty()).then_some(data);
+        if head_tx.send(Ok(Started::Head(head, first, false))).is_err() {
+            st.client_gone = true;
+            return Err(client_gone_error());
+        }
+        return Ok(());
+    }
+    let data = clip(st.limit, &mut st.sent, data);
+    if data.is_empty() {
+        return Ok(());
+    }
+    st.chunks_sent += 1;
+    let Some(chunks) = st.chunks.clone() else {
+        return Err(client_gone_error());
+    };
+    drop(st);
+    if py.detach(move || chunks.blocking_send(Ok(data))).is_err() {
+        stream.lock().unwrap_or_else(|e| e.into_inner()).client_gone = true;
+        return Err(client_gone_error());
+    }
+    Ok(())
+}
+
 /// The `start_response` callable handed to the app; `write` is its method.
 #[pyclass(module = "oxgate")]
 #[derive(Default)]
@@ -41,6 +145,10 @@ pub(crate) struct StartResponse {
     pub(super) called: bool,
     /// Data given to `write()`, sent before anything the iterable yields.
     pub(super) written: VecDeque<Bytes>,
+    /// The app called `write()` (with data).
+    pub(super) wrote: bool,
+    /// Where `write()` sends at once, when the call has a thread of its own.
+    pub(super) stream: Option<SharedWriteStream>,
 }
 
 #[pymethods]
@@ -85,10 +193,15 @@ impl StartResponse {
         let bytes = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
-        if !bytes.as_bytes().is_empty() {
-            self.written.push_back(to_bytes(bytes));
-            self.headers_sent = true;
+        if bytes.as_bytes().is_empty() {
+            return Ok(());
         }
+        self.wrote = true;
+        self.headers_sent = true;
+        if let Some(stream) = &self.stream {
+            return stream_write(data.py(), stream, &mut self.head, to_bytes(bytes));
+        }
+        self.written.push_back(to_bytes(bytes));
         Ok(())
     }
 }
@@ -144,7 +257,15 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         headers: crate::request::headers_with_capacity(headers.len().unwrap_or(0) + 1),
         content_length: None,
     };
-    if !(headers.is_exact_instance_of::<PyList>() || headers.is_exact_instance_of::<PyTuple>()) {
+    // A list, as PEP 3333 asks; any other iterable of pairs too (a list's
+    // subclass, dict.items(), a generator), as Gunicorn takes them. Not a
+    // string or a mapping, whose items are no pairs.
+    if headers.is_instance_of::<PyString>()
+        || headers.is_instance_of::<PyBytes>()
+        || headers.is_instance_of::<PyByteArray>()
+        || headers.is_instance_of::<PyDict>()
+        || headers.try_iter().is_err()
+    {
         return Err(PyTypeError::new_err(format!(
             "headers must be a list of (name, value) tuples, not {}",
             type_name(headers)
