@@ -386,6 +386,51 @@ def test_an_apps_own_error_after_the_client_left_is_logged(serve):
     assert "(after the client left)" in s.log()
 
 
+STREAMING_STARLETTE = """
+import os
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+
+async def chunks():
+    for i in range(3):
+        yield f"chunk {i}\\n"
+    with open(os.environ["STREAM_MARKER"], "a") as f:
+        f.write("streamed to the end\\n")
+
+
+async def stream(request):
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+app = Starlette(routes=[Route("/s", stream, methods=["GET", "HEAD"])])
+"""
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_a_head_of_a_streaming_response_runs_the_app_to_its_end_quietly(serve, tmp_path, http2):
+    """HEAD of a Starlette StreamingResponse (a load balancer's health
+    check): the body is not sent, and the app's sends are taken, as uvicorn
+    takes them. oxgate failed them as if the client had left, and logged a
+    ClientDisconnect traceback for every HEAD."""
+    (tmp_path / "streaming.py").write_text(STREAMING_STARLETTE)
+    marker = tmp_path / "marker"
+    s = serve("--home", str(VENV), "--chdir", str(tmp_path), "--module", "streaming:app", "--processes", "1",
+              env={"STREAM_MARKER": str(marker)})
+    command = ["curl", "-sS", "-I", "--max-time", "10", s.url + "/s"]
+    if http2:
+        command.insert(1, "--http2-prior-knowledge")
+    for n in (1, 2):
+        out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0 and " 200" in out.stdout.splitlines()[0], out
+        wait_for(lambda: marker.exists() and marker.read_text().count("end") == n, what="the stream's end",
+                 show=s.log)
+    assert requests.get(s.url + "/s", timeout=10).text == "chunk 0\nchunk 1\nchunk 2\n"
+    log = s.log()
+    assert "Traceback" not in log and "error in HEAD" not in log, log
+
+
 def test_a_head_with_no_body_yet_reaches_the_client(serve):
     """An event stream starts its response and sends nothing until its
     first event: its head must reach the client meanwhile (an EventSource

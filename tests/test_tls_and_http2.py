@@ -204,6 +204,45 @@ def test_h2c_with_prior_knowledge_beside_http11_on_one_http_socket(serve):
     s.wait_log("(HTTP/1.1 200)")
 
 
+LENGTHLESS_APP = """
+import json
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/spaced":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Spaced", "trail "), ("X-Lead", "\\tlead")])
+        return [b"spaced"]
+    length = environ.get("CONTENT_LENGTH")
+    # As Django reads it: CONTENT_LENGTH bytes, none without it.
+    body = environ["wsgi.input"].read(int(length)) if length else b""
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"CONTENT_LENGTH": length, "body": body.decode()}).encode()]
+"""
+
+
+@pytest.mark.parametrize("how", ["http2", "http1-chunked"])
+def test_a_body_sent_without_a_length_is_given_one_for_the_app(serve, tmp_path, how):
+    """A POST over HTTP/2 without content-length (curl -T -), or chunked
+    over HTTP/1.1: read whole, its length is known, and the app is told it,
+    as nginx tells uWSGI. Django reads CONTENT_LENGTH, and got no body."""
+    (tmp_path / "lengthless.py").write_text(LENGTHLESS_APP)
+    s = serve("--wsgi-file", str(tmp_path / "lengthless.py"))
+    flags = ["--http2-prior-knowledge"] if how == "http2" else ["-H", "Transfer-Encoding: chunked"]
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", *flags, "-T", "-", "-X", "POST", s.url + "/"],
+                         input=b"a=1&b=2", capture_output=True, timeout=20)
+    assert out.returncode == 0, out
+    assert json.loads(out.stdout) == {"CONTENT_LENGTH": "7", "body": "a=1&b=2"}
+
+
+def test_spaces_around_a_header_value_are_not_sent_over_http2(serve, tmp_path):
+    """A value with a trailing space (an app's "trail "): nghttp reset the
+    stream (RFC 9113 §8.2.1 forbids it); nginx strips such spaces."""
+    (tmp_path / "lengthless.py").write_text(LENGTHLESS_APP)
+    s = serve("--wsgi-file", str(tmp_path / "lengthless.py"))
+    out = subprocess.run(["nghttp", "-v", "-t", "10", s.url + "/spaced"], capture_output=True, text=True, timeout=20)
+    assert "x-spaced: trail\n" in out.stdout and "x-lead: lead\n" in out.stdout, out.stdout
+    assert "RST_STREAM" not in out.stdout and "spaced" in out.stdout.splitlines()[-1] + out.stdout, out.stdout
+
+
 def test_the_header_field_limit_holds_over_http2_as_over_http11(serve, certs):
     """--limit-request-fields (100 by default) is hyper's over HTTP/1.1; over
     HTTP/2, which hyper does not count, it was not held at all."""

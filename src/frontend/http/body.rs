@@ -255,10 +255,13 @@ pub(super) fn to_hyper(
     }
     let mut list = resp.headers;
     for (name, value) in list.drain(..) {
-        // Names and values were validated when the app set them.
+        // Names and values were validated when the app set them. Spaces
+        // around a value are no part of it (RFC 9110 §5.5): HTTP/2 clients
+        // reset a stream whose value has them (RFC 9113 §8.2.1), and nginx
+        // strips them.
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(&name),
-            HeaderValue::from_maybe_shared(value),
+            HeaderValue::from_maybe_shared(trim_spaces(value)),
         ) {
             headers.append(n, v);
         }
@@ -297,4 +300,38 @@ fn latin1(reason: &str) -> Vec<u8> {
         .chars()
         .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
         .collect()
+}
+
+/// A field value without the spaces and tabs around it.
+fn trim_spaces(value: Bytes) -> Bytes {
+    let space = |c: &u8| *c == b' ' || *c == b'\t';
+    if !value.first().is_some_and(space) && !value.last().is_some_and(space) {
+        return value;
+    }
+    let start = value.iter().position(|c| !space(c)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|c| !space(c))
+        .map_or(start, |i| i + 1);
+    value.slice(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_spaces;
+    use bytes::Bytes;
+
+    #[test]
+    fn spaces_around_a_value_are_trimmed_and_inside_kept() {
+        for (given, want) in [
+            (&b"trail "[..], &b"trail"[..]),
+            (b" lead", b"lead"),
+            (b"\t both \t", b"both"),
+            (b"in side", b"in side"),
+            (b"   ", b""),
+            (b"", b""),
+        ] {
+            assert_eq!(trim_spaces(Bytes::copy_from_slice(given)), want);
+        }
+    }
 }

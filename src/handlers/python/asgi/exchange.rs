@@ -364,6 +364,15 @@ impl Send {
                     // (Before the client's leaving: a body past its length
                     // is the app's error whether or not it could be sent.)
                     take_from_length(&mut st, body.len() as u64, more, false)?;
+                    if st.gone && self.exchange.is_head {
+                        // A HEAD's body is never sent (its stream was let
+                        // go of with the head): the app's body is taken and
+                        // dropped, as uvicorn takes it, not failed as if
+                        // the client had left (Starlette logged each HEAD
+                        // of a stream as a ClientDisconnect).
+                        st.complete = !more;
+                        return Ok(objects.ready.clone_ref(py).into_any());
+                    }
                     if st.gone {
                         return failing_later(py, objects);
                     }
@@ -882,6 +891,10 @@ impl Send {
                 )));
             }
             take_from_length(&mut st, region.len, more, true)?;
+            if st.gone && self.exchange.is_head {
+                st.complete = !more; // a HEAD's body: dropped (see the body's)
+                return Ok(None);
+            }
             if st.gone {
                 return failing_later(py, objects).map(Some);
             }

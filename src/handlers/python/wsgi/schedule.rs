@@ -16,8 +16,8 @@ use super::input::{Input, InputDone};
 use super::start_response::{ChunkSender, HeadSender, Started, WriteStream};
 use crate::listen::Protocol;
 use crate::request::{
-    BodyError, BodyStream, Handler, Request, RequestBody, Responding, Response, ResponseBody,
-    VarName,
+    BodyError, BodyStream, Handler, Request, RequestBody, Responding, Response, ResponseBody, Var,
+    VarName, var_named,
 };
 
 impl Handler for WsgiApp {
@@ -42,7 +42,7 @@ impl WsgiHost {
     /// Serves one request. Runs inside the worker's tokio runtime.
     async fn handle(self: &Arc<Self>, app: &Arc<WsgiApp>, req: Request) -> Response {
         let Request {
-            vars,
+            mut vars,
             body,
             is_head,
             protocol,
@@ -58,7 +58,19 @@ impl WsgiHost {
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
-            RequestBody::Full(b) => Input::buffered(b),
+            RequestBody::Full(b) => {
+                // A body read whole that came without a length (HTTP/2
+                // without content-length, HTTP/1.1 chunked): its length is
+                // known now, and said, as nginx says it to uWSGI. Django
+                // and Bottle read CONTENT_LENGTH, and saw an empty body.
+                if var_named(&vars, b"CONTENT_LENGTH").is_none() {
+                    vars.push((
+                        VarName::Known(Var::CONTENT_LENGTH),
+                        Bytes::from(b.len().to_string()),
+                    ));
+                }
+                Input::buffered(b)
+            }
             // The app may block reading a body still arriving: that needs a
             // thread of its own, not the event loop.
             RequestBody::Stream(s) => {
