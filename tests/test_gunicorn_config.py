@@ -986,6 +986,15 @@ def test_loglevel_above_info_quiets_the_routine_lines_as_gunicorn(tmp_path, leve
     assert len(oxgate_lines) == (0 if level == "error" else 2), oxgate_lines
 
 
+def test_an_unknown_loglevel_is_info_as_gunicorn_reads_it(tmp_path):
+    """loglevel = "warn" (Python's old name): Gunicorn serves at info;
+    oxgate refused to start."""
+    f = conf(tmp_path, "loglevel = 'warn'\n", name="warn.py")
+    p, pairs = print_config("-c", str(f), "procs:application", cwd=tmp_path)
+    assert ("log-level", "info") in pairs, pairs
+    assert 'loglevel "warn"' in p.stderr, p.stderr
+
+
 def test_script_name_in_the_environment_mounts_the_app_as_gunicorn(serve, tmp_path):
     """SCRIPT_NAME in Gunicorn's environment (or raw_env) is the prefix the
     app is served under: /app/env is SCRIPT_NAME /app and PATH_INFO /env,
@@ -1510,6 +1519,26 @@ def test_limit_request_settings_refuse_as_gunicorn(serve, tmp_path):
     assert got["within"] == [[b"200"], [b"200"]]
     for name in ("long line", "many fields", "long field"):
         assert got[name][0] == got[name][1] and got[name][0] != [b"200"], (name, got[name])
+
+
+def test_a_head_within_gunicorns_default_limits_is_served_as_gunicorn_serves_it(serve, tmp_path):
+    """99 fields of 1,000 bytes (big cookies), within Gunicorn's limits (100
+    fields of 8190 bytes): Gunicorn serves it; oxgate's 64 KiB head buffer
+    answered 431. A 60,000-byte line with limit_request_line = 0 too (a
+    target past 65,534 bytes is refused: hyper's URI cannot hold one)."""
+    f = conf(tmp_path, "workers = 1\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    big = b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + \
+        b"".join(b"X-%d: %s\r\n" % (i, b"c" * 1000) for i in range(98)) + b"\r\n"
+    assert [_raw_status(s.port, big) for s in (ox, gu)] == [[b"200"], [b"200"]]
+    # Past them, both refuse it.
+    over = b"GET /ok HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n"
+    statuses = [_raw_status(s.port, over) for s in (ox, gu)]
+    assert statuses[0] == statuses[1] and statuses[0] != [b"200"], statuses
+    f = conf(tmp_path, "workers = 1\nlimit_request_line = 0\n", name="unlimited.py")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    long_line = b"GET /ok?" + b"a" * 60000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert [_raw_status(s.port, long_line) for s in (ox, gu)] == [[b"200"], [b"200"]]
 
 
 SLOW_APP = """

@@ -58,6 +58,17 @@ def test_ipv6_and_colon_port(serve):
     assert r.json()["REMOTE_ADDR"] == "::1"
 
 
+def test_an_ipv4_client_of_a_dual_stack_socket_is_named_by_its_ipv4_address(serve):
+    """http-socket = [::]:PORT, a client on 127.0.0.1: uWSGI says
+    REMOTE_ADDR 127.0.0.1; oxgate said ::ffff:127.0.0.1, which allow-lists,
+    Django's INTERNAL_IPS and log parsers do not match."""
+    s = serve("--http-socket", "[::]:{port}", "--wsgi-file", str(APPS / "validated.py"), socket_arg=False)
+    env = requests.get(f"http://127.0.0.1:{s.port}/env", timeout=20).json()
+    assert (env["REMOTE_ADDR"], env["SERVER_NAME"]) == ("127.0.0.1", "127.0.0.1"), env
+    s.wait_log("127.0.0.1")
+    assert "::ffff:" not in s.log(), s.log()
+
+
 def test_port_0_is_said_as_the_port_the_kernel_picked(serve):
     """`--http 127.0.0.1:0`: the start line gives the port to connect to
     (it said 0), and that port serves."""

@@ -1326,11 +1326,14 @@ fn translate(
         push(&opt::APP_LOGGERS, "gunicorn".into(), &default);
     }
     if let Some(level) = one("loglevel") {
-        let level = level.to_ascii_lowercase();
+        let mut level = level.to_ascii_lowercase();
+        // Gunicorn takes a level it does not know (`warn`) as info.
         if !["debug", "info", "warning", "error", "critical"].contains(&level.as_str()) {
-            return err(format!(
-                "loglevel {level:?}: expected debug, info, warning, error or critical"
+            out.warnings.push(format!(
+                "{}: loglevel {level:?} is not one of debug, info, warning, error and critical: info, as Gunicorn reads it",
+                given["loglevel"].origin
             ));
+            level = "info".into();
         }
         push(&opt::LOG_LEVEL, level, &given["loglevel"].origin);
     }
@@ -1386,6 +1389,32 @@ fn translate(
             };
             push(key, v, &g.origin);
         }
+    }
+    // Gunicorn holds a request head to its line and field limits alone;
+    // oxgate's --buffer-size (64 KiB) held it too, and a head within
+    // Gunicorn's defaults (100 fields of 8190 bytes: big cookies) got 431.
+    // The buffer is made to fit the limits (0 is Gunicorn's "no limit" for
+    // the line and the field size, its most for the count).
+    let limit = |name: &str, unset: usize, zero: usize, most: usize| match one(name)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        None => unset,
+        Some(0) => zero,
+        Some(n) if n < 0 => most,
+        Some(n) => (n as usize).min(most),
+    };
+    let line = limit("limit_request_line", 4094, 1 << 20, 8190);
+    let fields = limit("limit_request_fields", 100, 32768, 32768);
+    let field = limit("limit_request_field_size", 8190, 1 << 20, 1 << 20);
+    let head = (line + 2 + fields * (field + 2) + 2).min(16 << 20);
+    push(&opt::BUFFER_SIZE, head.to_string(), &default);
+    // (A given --buffer-size raises the line and field limits with it:
+    // these stay Gunicorn's.)
+    if !given.contains_key("limit_request_line") {
+        push(&opt::LIMIT_REQUEST_LINE, "4094".into(), &default);
+    }
+    if !given.contains_key("limit_request_field_size") {
+        push(&opt::LIMIT_REQUEST_FIELD_SIZE, "8190".into(), &default);
     }
     // Gunicorn's default: an idle connection waits 2 s for its next request.
     if !given.contains_key("keepalive") {
@@ -1601,7 +1630,17 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
     while let Some(start) = rest.find("%(") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let Some(close) = after.find(")s") else {
+        // Python's `%` formatting: `%(name)` then a conversion, with flags,
+        // a width or a precision before it (`%(D)d`, `%(s)5s`, `%(h)-12s`);
+        // these are read as the atom, written as it is, unpadded.
+        let conversion = after.find(')').and_then(|close| {
+            let spec = &after[close + 1..];
+            let end = spec
+                .find(|c: char| !(c.is_ascii_digit() || "#0- +.".contains(c)))
+                .filter(|&i| "diouxXeEfFgGcrsa".contains(&spec[i..i + 1]))?;
+            Some((close, close + 1 + end + 1))
+        });
+        let Some((close, past)) = conversion else {
             return err(format!(
                 "access_log_format {format:?}: an atom is written %(name)s"
             ));
@@ -1647,7 +1686,7 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
             // An atom Gunicorn does not know is logged as `-` there.
             _ => "-".into(),
         });
-        rest = &after[close + 2..];
+        rest = &after[past..];
     }
     out.push_str(rest);
     // Python's `%` formatting: `%%` is one `%`.
@@ -2095,6 +2134,13 @@ mod tests {
             "- 100% %(var.REMOTE_ADDR)"
         );
         assert!(access_log_format("%(h").is_err());
+        assert!(access_log_format("%(h)").is_err());
+        // Other conversions, widths and flags: the atom, unpadded (the
+        // next atom's text was taken for this one's name).
+        assert_eq!(
+            access_log_format("A %(D)d %(h)s Z %(s)5s %(h)-12s %(L).3f %(r)r").unwrap(),
+            "A %(micros) %(remote_addr) Z %(status) %(remote_addr) %(secs) %(method) %(uri) %(proto)"
+        );
         assert_eq!(
             access_log_format("%({wsgi.url_scheme}e)s").unwrap(),
             "%(var.REQUEST_SCHEME)"

@@ -88,6 +88,7 @@ pub fn tls_version_code(name: &[u8]) -> Option<u16> {
 impl ConnInfo {
     /// The same connection, with the client a PROXY header named.
     pub fn with_peer(self, peer: SocketAddr) -> ConnInfo {
+        let peer = canonical(peer);
         ConnInfo {
             peer: Some((
                 shared(peer.ip().to_string()),
@@ -139,6 +140,7 @@ impl ConnInfo {
     }
 
     pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ConnInfo {
+        let (local, peer) = (local.map(canonical), peer.map(canonical));
         let local_ip = local.map(|a| shared(a.ip().to_string()));
         ConnInfo {
             local_name: local_ip
@@ -155,6 +157,13 @@ impl ConnInfo {
             tls: None,
         }
     }
+}
+
+/// An IPv4 client of a dual-stack socket (`[::]:8000`) as the IPv4 address
+/// it is (127.0.0.1, not ::ffff:127.0.0.1), as uWSGI names it: allow-lists,
+/// Django's INTERNAL_IPS and log parsers expect that.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// A value every request of the connection gets a copy of: reference
