@@ -18,8 +18,9 @@ from helpers import (APPS, BIN, INSTALLED, ROOT, VENV, MYAPP_LOG_INI, free_port,
 SRC = ROOT / "src" / "config" / "uvicorn.rs"
 
 
-def oxgate(*args, program=None, cwd=None):
+def oxgate(*args, program=None, cwd=None, extra_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "GUNICORN_", "WEB_CONCURRENCY"))}
+    env.update(extra_env or {})
     return subprocess.run([program or BIN, *args], capture_output=True, text=True, timeout=30, env=env,
                           cwd=cwd or ROOT)
 
@@ -154,6 +155,31 @@ def test_an_app_logging_through_uvicorns_error_logger_is_heard_as_under_uvicorn(
         port = free_port()
         writes_after_a_request([*program, "ul:app", "--port", str(port)], port, tmp_path,
                                "INFO:     APP-INFO /marked", program[0])
+
+
+def test_no_access_log_silences_the_apps_own_access_lines_as_uvicorn(tmp_path):
+    """--no-access-log: uvicorn empties its access logger's handlers, so
+    what the app logs there is not written either; oxgate wrote it."""
+    (tmp_path / "al.py").write_text(textwrap.dedent("""
+        import logging
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            logging.getLogger("uvicorn.access").info("custom access %s", scope["path"])
+            logging.getLogger("uvicorn.error").info("APP-ERR %s", scope["path"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        """))
+    # (uvicorn's own access formatter cannot write a line of the app's
+    # without --no-access-log: it expects its five arguments.)
+    for program, quiet in (([BIN, "uvicorn"], True), ([BIN, "uvicorn"], False),
+                           ([str(VENV / "bin" / "uvicorn")], True)):
+        port = free_port()
+        flags = ["--no-access-log"] if quiet else []
+        writes_after_a_request([*program, "al:app", "--port", str(port), *flags], port, tmp_path,
+                               "APP-ERR /marked", program[0])
+        out = (tmp_path / f"stdout-{port}.txt").read_text()
+        assert ("custom access /marked" in out) == (not quiet), (program, quiet, out)
 
 
 def test_ws_none_refuses_websockets_as_uvicorn(serve, uvicorn):
@@ -493,3 +519,17 @@ def test_forwarded_allow_ips_literals_are_passed_over_not_fatal():
     assert p.returncode == 0, p.stderr
     assert ("forwarded-allow-ips", "10.0.0.1") in settings(p.stdout), p.stdout
     assert "unix:/tmp/x.sock, localhost passed over" in p.stderr, p.stderr
+
+
+def test_forwarded_allow_ips_from_the_env_file_or_the_environment_as_uvicorn_reads_it(tmp_path):
+    """uvicorn reads FORWARDED_ALLOW_IPS after --env-file: a value in the
+    file was ignored (the default 127.0.0.1 trusted a proxy the file did
+    not name), and one in the environment with a literal stopped the start."""
+    (tmp_path / "fwd.env").write_text("FORWARDED_ALLOW_IPS=10.0.0.0/8\n")
+    p = oxgate("uvicorn", "main:app", "--env-file", str(tmp_path / "fwd.env"), "--print-config")
+    assert p.returncode == 0, p.stderr
+    assert ("forwarded-allow-ips", "10.0.0.0/8") in settings(p.stdout), p.stdout
+    p = oxgate("uvicorn", "main:app", "--print-config", extra_env={"FORWARDED_ALLOW_IPS": "127.0.0.1,localhost"})
+    assert p.returncode == 0, p.stderr
+    assert ("forwarded-allow-ips", "127.0.0.1") in settings(p.stdout), p.stdout
+    assert "FORWARDED_ALLOW_IPS: localhost passed over" in p.stderr, p.stderr

@@ -552,7 +552,13 @@ fn translate(
     // unix socket's path, which it matches against the client's name):
     // they never match a TCP client, and a unix socket's client is
     // trusted as it is, so they are passed over, with a warning.
-    if let Some(v) = last("--forwarded-allow-ips") {
+    // uvicorn reads FORWARDED_ALLOW_IPS after --env-file, whose value it
+    // takes then (the environment's wins, as for any setting).
+    let allow = match last("--forwarded-allow-ips") {
+        Some(v) => Some(("command line: --forwarded-allow-ips", v)),
+        None => env("FORWARDED_ALLOW_IPS").map(|v| ("FORWARDED_ALLOW_IPS", v)),
+    };
+    if let Some((said, v)) = allow {
         let (ips, literals): (Vec<&str>, Vec<&str>) = v
             .split(',')
             .map(str::trim)
@@ -560,7 +566,7 @@ fn translate(
             .partition(|s| crate::request::wrappers::Trusted::parse_list(s).is_ok());
         if !literals.is_empty() {
             out.warnings.push(format!(
-                "command line: --forwarded-allow-ips: {} passed over: not an IP address or network",
+                "{said}: {} passed over: not an IP address or network",
                 literals.join(", ")
             ));
         }

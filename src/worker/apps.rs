@@ -296,6 +296,7 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         log_config: cfg.python_log_config.as_deref(),
         app_loggers: cfg.app_loggers,
         log_level: cfg.log_files.level,
+        access_log: cfg.log.enabled,
         imports: &cfg.imports,
         threads: cfg.threads,
         multiprocess: cfg.process.master && cfg.process.processes > 1,

@@ -177,7 +177,7 @@ def asgi2(app):
     return asgi3
 
 
-def set_up_server_loggers(server, level):
+def set_up_server_loggers(server, level, access_log=True):
     """--app-loggers: the loggers Gunicorn or uvicorn set up before they
     load an app, so that an app logging through them (a common recipe:
     `logging.getLogger("gunicorn.error")`, or "uvicorn.error") writes its
@@ -215,7 +215,9 @@ def set_up_server_loggers(server, level):
         top.handlers = [error]
         top.propagate = False
         top.setLevel(logging.INFO)
-        logging.getLogger("uvicorn.access").handlers = [access]
+        # --no-access-log silences the logger, as uvicorn does, and with it
+        # what the app writes there.
+        logging.getLogger("uvicorn.access").handlers = [access] if access_log else []
         logging.getLogger("uvicorn.access").propagate = False
         for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
             logging.getLogger(name).setLevel(level)

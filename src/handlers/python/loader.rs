@@ -25,6 +25,9 @@ pub struct LoadOptions<'a> {
     /// server it names does, and at `log_level`.
     pub app_loggers: AppLoggers,
     pub log_level: LogLevel,
+    /// The request log is on: uvicorn's access logger, which the app may
+    /// write to too, is silenced with it (`--no-access-log`).
+    pub access_log: bool,
     pub imports: &'a [String],
     pub threads: usize,
     /// More than one worker process serves the app (`wsgi.multiprocess`).
@@ -96,7 +99,10 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<PythonApps, String> {
             };
             py.import("_oxgate_loader")
                 .and_then(|m| {
-                    m.call_method1("set_up_server_loggers", (opts.app_loggers.name(), level))
+                    m.call_method1(
+                        "set_up_server_loggers",
+                        (opts.app_loggers.name(), level, opts.access_log),
+                    )
                 })
                 .map_err(|e| format!("internal error while setting up --app-loggers: {e}"))?;
         }
