@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -349,6 +350,36 @@ ProxyPass /f/ fcgi://127.0.0.1:{fp}/ enablereuse=on
                              b"Content-Length: %d\r\n\r\n" % len(body), body)
             answered = status(b"GET /f/plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert (refused[:12], answered) == (b"HTTP/1.1 413", b"HTTP/1.1 200 OK")
+
+
+def test_a_kept_fastcgi_connection_idle_past_the_socket_timeout_still_carries_the_next(serve, tmp_path):
+    """As Apache's mod_proxy_fcgi with enablereuse=on does: a POST the app
+    answers without reading its body, the rest of the body never sent,
+    and the connection pooled, idle. oxgate's skip of that body was held to
+    --socket-timeout, and the connection then left open but unread: the
+    next request on it, once the site had been idle that long, got EOF
+    (Apache answered 503)."""
+    from helpers import pairs, read_records, rec, stdout_of
+    (tmp_path / "early.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [environ['PATH_INFO'].encode()]\n")
+    fp = free_port()
+    serve("--wsgi-file", str(tmp_path / "early.py"), "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1",
+          "--socket-timeout", "2")
+
+    def head(path, length):
+        params = [("REQUEST_METHOD", "POST" if length else "GET"), ("SCRIPT_NAME", ""), ("PATH_INFO", path),
+                  ("REQUEST_URI", path), ("CONTENT_LENGTH", str(length)), ("SERVER_NAME", "x"),
+                  ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1"), ("QUERY_STRING", "")]
+        return rec(1, 1, struct.pack(">HB5x", 1, 1)) + rec(4, 1, pairs(params)) + rec(4, 1)
+
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        c.sendall(head("/early", 1_000_000) + rec(5, 1, b"z" * 32768))
+        assert stdout_of(read_records(c), 1).endswith(b"/early")
+        time.sleep(3)  # idle past the socket timeout (oxgate closed it at twice that)
+        c.sendall(head("/next", 0) + rec(5, 1))
+        assert stdout_of(read_records(c), 1).endswith(b"/next")
 
 
 @pytest.mark.parametrize("front", ["/f", "/s"])

@@ -56,6 +56,21 @@ impl<R: AsyncRead> FcgiReader<R> {
         }
     }
 
+    /// The next record, however long the front end takes to send it: on a
+    /// kept connection whose response is out, the time is the web server's
+    /// (Apache's `enablereuse=on` pools it, idle, with the rest of an
+    /// early-answered body never sent).
+    async fn record_unhurried(&mut self) -> Result<Option<fastcgi::Record>, String> {
+        loop {
+            if let Some(r) = fastcgi::parse_record(&mut self.buf).map_err(|e| e.to_string())? {
+                return Ok(Some(r));
+            }
+            if !self.next_request().await? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Reads more bytes, waiting as long as the front end keeps the
     /// connection (for a kept connection's next request: nginx closes its
     /// idle upstream connections itself, after its `keepalive_timeout`;
@@ -697,7 +712,14 @@ where
             if streamed_done.load(std::sync::atomic::Ordering::Acquire) {
                 break;
             }
-            let rec = match r.record().await {
+            // (Past --socket-timeout, a kept connection was closed under
+            // Apache, which gave the next request to it: a 503.)
+            let next = if keep {
+                r.record_unhurried().await
+            } else {
+                r.record().await
+            };
+            let rec = match next {
                 Ok(Some(rec)) => rec,
                 Ok(None) => return Ok(false),
                 Err(e) if keep => return Err(e.into()),
