@@ -527,13 +527,24 @@ fn translate(
         ("--backlog", &opt::LISTEN),
         ("--limit-max-requests", &opt::MAX_REQUESTS),
         ("--limit-max-requests-jitter", &opt::MAX_REQUESTS_JITTER),
-        ("--timeout-graceful-shutdown", &opt::WORKER_RELOAD_MERCY),
-        ("--timeout-graceful-shutdown", &opt::RELOAD_MERCY),
     ];
     for (flag, key) in direct {
         if let Some(v) = last(flag) {
             push(key, v, &origin);
         }
+    }
+    // uvicorn gives requests the whole --timeout-graceful-shutdown, then
+    // runs the lifespan shutdown. A worker's stop keeps the last part of
+    // its mercy (a quarter, 5 s at most) for that shutdown: the mercy is
+    // made that much longer, so that requests still have the whole time
+    // (a request of 8.5 s was cut at 7.5 s of 10).
+    if let Some(v) = last("--timeout-graceful-shutdown") {
+        let mercy = match v.trim().parse::<u64>() {
+            Ok(n) => mercy_for_requests(n).to_string(),
+            Err(_) => v,
+        };
+        push(&opt::WORKER_RELOAD_MERCY, mercy.clone(), &origin);
+        push(&opt::RELOAD_MERCY, mercy, &origin);
     }
     // A click boolean: a value it does not read stops the start (`""` is
     // false); read uWSGI's way, a typo turned compression on.
@@ -636,6 +647,13 @@ fn translate(
 /// environment first, then the file's earlier values.
 /// A variable the environment has already is left out: the file does not
 /// override it.
+/// The mercy whose part left to requests, once the ASGI shutdown's
+/// reserve is taken (`master::child`: a quarter, 5 s at most), is `n`
+/// seconds.
+fn mercy_for_requests(n: u64) -> u64 {
+    if n >= 15 { n + 5 } else { (4 * n).div_ceil(3) }
+}
+
 fn env_file(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut rest = text;
@@ -921,6 +939,16 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for o in OPTIONS {
             assert!(seen.insert(o.flag), "{}", o.flag);
+        }
+    }
+
+    #[test]
+    fn the_requests_keep_the_whole_graceful_shutdown_timeout() {
+        for n in 0..100u64 {
+            let mercy = mercy_for_requests(n) as f64;
+            let reserve = (mercy / 4.0).min(5.0);
+            assert!(mercy - reserve >= n as f64, "{n}");
+            assert!(mercy - reserve < n as f64 + 1.0, "{n}: no more than needed");
         }
     }
 
