@@ -986,6 +986,64 @@ def test_loglevel_above_info_quiets_the_routine_lines_as_gunicorn(tmp_path, leve
     assert len(oxgate_lines) == (0 if level == "error" else 2), oxgate_lines
 
 
+HOOK_STATE_CONF = """
+import os
+
+NOTES = os.environ["HOOK_NOTES"]
+
+
+def note(text):
+    with open(NOTES, "a") as f:
+        f.write(text + "\\n")
+
+
+def on_starting(server):
+    server.shared = "set-in-on_starting"
+
+
+def when_ready(server):
+    note(f"when_ready sees {getattr(server, 'shared', 'MISSING')}")
+
+
+def pre_fork(server, worker):
+    taken = {getattr(w, "worker_id", None) for w in server.WORKERS.values()}
+    worker.worker_id = min(set(range(8)) - taken)
+
+
+def post_fork(server, worker):
+    note(f"post_fork id {worker.worker_id} pid {worker.pid == os.getpid()} shared {getattr(server, 'shared', 'MISSING')}")
+
+
+def child_exit(server, worker):
+    note(f"child_exit id {worker.worker_id}")
+"""
+
+
+@pytest.mark.parametrize("program", ["oxgate", "gunicorn"])
+def test_what_a_hook_sets_on_server_and_worker_is_there_for_the_next_as_in_gunicorn(serve, tmp_path, program):
+    """The usual per-worker id recipe: pre_fork picks a free id among
+    server.WORKERS, post_fork reads it; and on_starting's server attribute
+    read in when_ready and post_fork. oxgate made new objects for each
+    hook: post_fork raised AttributeError, and the server did not start."""
+    f = conf(tmp_path, HOOK_STATE_CONF, name=f"state_{program}.py")
+    notes = tmp_path / f"notes-{program}"
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "-w", "2", "procs:application", socket_arg=False,
+              cwd=tmp_path, env={"VIRTUAL_ENV": str(VENV), "HOOK_NOTES": str(notes)},
+              program=(GUNICORN,) if program == "gunicorn" else (BIN,))
+    wait_for(lambda: notes.exists() and notes.read_text().count("post_fork") == 2, what="two post_forks", show=s.log)
+    lines = notes.read_text().splitlines()
+    forks = sorted(line for line in lines if line.startswith("post_fork"))
+    assert forks == ["post_fork id 0 pid True shared set-in-on_starting",
+                     "post_fork id 1 pid True shared set-in-on_starting"], (lines, s.log())
+    wait_for(lambda: "when_ready sees set-in-on_starting" in notes.read_text(), what="when_ready", show=s.log)
+    # A worker replaced gets the id its predecessor gave back.
+    os.kill(s.worker_pids()[0], signal.SIGKILL)
+    wait_for(lambda: notes.read_text().count("post_fork") == 3, what="the replacement's post_fork", show=s.log)
+    lines = notes.read_text().splitlines()
+    gone = next(line for line in lines if line.startswith("child_exit")).split()[-1]
+    assert lines[-1].startswith(f"post_fork id {gone} "), lines
+
+
 def test_an_unknown_loglevel_is_info_as_gunicorn_reads_it(tmp_path):
     """loglevel = "warn" (Python's old name): Gunicorn serves at info;
     oxgate refused to start."""

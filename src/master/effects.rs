@@ -117,6 +117,17 @@ impl Effects for System<'_> {
             Ok(pid) => {
                 self.sb.slot(slot).pid.store(pid, Ordering::Release);
                 self.sb.slot(slot).age.store(age, Ordering::Relaxed);
+                // The hooks' `server.WORKERS` gets it, the object its
+                // pre_fork was given (no hook of that name: no call).
+                python::call_gunicorn_hook(
+                    "_forked",
+                    python::HookContext {
+                        worker_pid: Some(pid),
+                        age,
+                        num_workers: self.cfg.process.processes,
+                        ..Default::default()
+                    },
+                );
                 // uWSGI's "Respawned uWSGI worker N (new pid: P)": a worker
                 // started in place of one that ran (a crash, a recycle, a
                 // reload), which log watchers look for.

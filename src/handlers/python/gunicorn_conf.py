@@ -374,22 +374,56 @@ HOOKS = ("on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "pos
          "worker_exit", "nworkers_changed", "on_exit")
 
 
+# One server object for every hook, and one worker object from its
+# pre_fork to its child_exit (in the worker, from post_fork on), as
+# Gunicorn's arbiter and workers are: what a hook sets on them (a worker id
+# chosen in pre_fork, read in post_fork) is there for the next.
+_server = None
+# The master's workers by age, from pre_fork until they are forked.
+_booting = {}
+
+
+def _the_server(pid, num_workers):
+    global _server
+    if _server is None:
+        _server = Server(pid, num_workers)
+    _server.pid = pid
+    _server.num_workers = num_workers
+    return _server
+
+
 def call(name, pid, age, num_workers, new, old):
     """Calls hook `name` with the arguments Gunicorn passes it. A hook
     that raises is logged, as Gunicorn logs a failing hook, and the server
     goes on."""
     global _worker
+    if name == "_forked":
+        # (No hook: the master forked the worker of `age` as `pid`.)
+        worker = _booting.pop(age, None)
+        if worker is not None:
+            worker.pid = pid
+            _the_server(os.getpid(), num_workers).WORKERS[pid] = worker
+        return True
     hook = (namespace or {}).get(name)
+    if name == "child_exit":
+        gone = _the_server(os.getpid(), num_workers).WORKERS.pop(pid, None)
     if not callable(hook):
+        if name == "pre_fork":
+            _booting[age] = Worker("[booting]", os.getpid(), age)
         return
     in_worker = name in ("post_fork", "post_worker_init", "worker_int", "worker_abort", "worker_exit")
-    server = Server(os.getppid() if in_worker else os.getpid(), num_workers)
+    server = _the_server(os.getppid() if in_worker else os.getpid(), num_workers)
     if in_worker:
         if name == "post_fork" or _worker is None:
-            _worker = Worker(os.getpid(), os.getppid(), age)
+            # The object its pre_fork was given, copied with the master.
+            _worker = _booting.get(age) or Worker(os.getpid(), os.getppid(), age)
+            _worker.pid, _worker.ppid = os.getpid(), os.getppid()
         worker = _worker
+    elif name == "pre_fork":
+        worker = _booting[age] = Worker("[booting]", os.getpid(), age)
+    elif name == "child_exit":
+        worker = gone or Worker(pid, os.getpid(), age)
     else:
-        # pre_fork and child_exit, in the master: the worker as it knows it.
         worker = Worker(pid, os.getpid(), age)
     if name == "post_worker_init":
         worker.booted = True
