@@ -831,3 +831,16 @@ def test_a_gunicorn_option_on_oxgates_own_command_line_says_how_to_have_it_read(
         p = run(*args, cwd=tmp_path)
         assert p.returncode == 2, p.stderr
         assert f"unknown option {flag} (it is Gunicorn's: begin the command with 'oxgate gunicorn'" in p.stderr, p.stderr
+
+
+def test_uwsgis_http11_socket_and_safe_pidfile_are_their_plain_forms(tmp_path):
+    """uWSGI's http11-socket (an HTTP/1.1 socket with keep-alive, which
+    oxgate's http-socket is) and safe-pidfile: warned of as not
+    implemented, and the config then had no socket to serve on."""
+    (tmp_path / "a.ini").write_text("[uwsgi]\nhttp11-socket = 127.0.0.1:0\nsafe-pidfile = /tmp/x.pid\n"
+                                    "wsgi-file = app.py\n")
+    p = run("--ini", str(tmp_path / "a.ini"), "--print-config")
+    assert p.returncode == 0, p.stderr
+    got = options(p.stdout)
+    assert ("http-socket", "127.0.0.1:0") in got and ("pidfile", "/tmp/x.pid") in got, got
+    assert "not implemented" not in p.stderr, p.stderr

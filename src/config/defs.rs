@@ -193,7 +193,7 @@ macro_rules! options {
 
 options! {
     HTTP_SOCKET = OptDef::new("http-socket", List, Sockets)
-        .aliases(&["http", "httprouter"])
+        .aliases(&["http", "httprouter", "http11-socket"])
         .value("ADDR")
         .help("Serve HTTP/1.1 on ADDR: host:port, :port, [::1]:port or a unix socket path. \
                --http is the same thing: oxgate's workers speak HTTP themselves, there is no separate router process. \
@@ -461,8 +461,9 @@ options! {
         .defaults_to("0")
         .help("On a graceful stop, fail --health-path first and keep serving for SECONDS, so balancers stop sending before the sockets close; then stop as usual. Kubernetes users set about 5."),
     PIDFILE = OptDef::new("pidfile", Str, Process)
+        .aliases(&["safe-pidfile"])
         .value("FILE")
-        .help("Write the master's pid to FILE."),
+        .help("Write the master's pid to FILE. (uWSGI's --safe-pidfile, which writes it through a temporary file, is taken as this.)"),
     PIDFILE_EXCLUSIVE = OptDef::new("pidfile-exclusive", Flag, Process)
         .help("Refuse to start when --pidfile names a process that is running (\"already running\"), before binding any socket, as Gunicorn does: a second start by mistake then cannot take over a unix socket or leave the pidfile naming itself. Gunicorn configs get it; otherwise the pidfile is overwritten, as uWSGI does."),
     PIDFILE2 = OptDef::new("pidfile2", Str, Process)
@@ -1011,7 +1012,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "honour-stdin",
     "http-enable-proxy-protocol",
     "http-keepalive",
-    "http11-socket",
     "if-not-opt",
     "lazy",
     "locks",
@@ -1035,7 +1035,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "py-callos-afterfork",
     "pyargv",
     "refork",
-    "safe-pidfile",
     "spooler",
     "static-expires",
     "static-gzip-all",
