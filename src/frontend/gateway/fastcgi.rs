@@ -44,16 +44,10 @@ pub(super) enum Sorted {
 }
 
 impl<R: AsyncRead> FcgiReader<R> {
-    /// The next record; `Ok(None)` when the front end closed.
+    /// The next record, within --socket-timeout; `Ok(None)` when the front
+    /// end closed.
     async fn record(&mut self) -> Result<Option<fastcgi::Record>, String> {
-        loop {
-            if let Some(r) = fastcgi::parse_record(&mut self.buf).map_err(|e| e.to_string())? {
-                return Ok(Some(r));
-            }
-            if !self.fill().await? {
-                return Ok(None);
-            }
-        }
+        self.next_record(true).await
     }
 
     /// The next record, however long the front end takes to send it: on a
@@ -61,11 +55,20 @@ impl<R: AsyncRead> FcgiReader<R> {
     /// (Apache's `enablereuse=on` pools it, idle, with the rest of an
     /// early-answered body never sent).
     async fn record_unhurried(&mut self) -> Result<Option<fastcgi::Record>, String> {
+        self.next_record(false).await
+    }
+
+    async fn next_record(&mut self, timed: bool) -> Result<Option<fastcgi::Record>, String> {
         loop {
             if let Some(r) = fastcgi::parse_record(&mut self.buf).map_err(|e| e.to_string())? {
                 return Ok(Some(r));
             }
-            if !self.next_request().await? {
+            let more = if timed {
+                self.fill().await?
+            } else {
+                self.next_request().await?
+            };
+            if !more {
                 return Ok(None);
             }
         }
