@@ -59,11 +59,14 @@ impl WsgiHost {
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
             RequestBody::Full(b) => {
-                // A body read whole that came without a length (HTTP/2
-                // without content-length, HTTP/1.1 chunked): its length is
-                // known now, and said, as nginx says it to uWSGI. Django
-                // and Bottle read CONTENT_LENGTH, and saw an empty body.
-                if var_named(&vars, b"CONTENT_LENGTH").is_none() {
+                // A body read whole that came without a length over
+                // HTTP/2 (no content-length): its length is known now, and
+                // said, as nginx says it to uWSGI. Django and Bottle read
+                // CONTENT_LENGTH, and saw an empty body. (A chunked
+                // HTTP/1.1 body keeps none, as Gunicorn gives it.)
+                if var_named(&vars, b"CONTENT_LENGTH").is_none()
+                    && var_named(&vars, b"HTTP_TRANSFER_ENCODING").is_none()
+                {
                     vars.push((
                         VarName::Known(Var::CONTENT_LENGTH),
                         Bytes::from(b.len().to_string()),
