@@ -1403,18 +1403,22 @@ fn translate(
         Some(n) if n < 0 => most,
         Some(n) => (n as usize).min(most),
     };
-    let line = limit("limit_request_line", 4094, 1 << 20, 8190);
-    let fields = limit("limit_request_fields", 100, 32768, 32768);
-    let field = limit("limit_request_field_size", 8190, 1 << 20, 1 << 20);
+    // Gunicorn's defaults for the line and a field, and its most fields.
+    const LINE: usize = 4094;
+    const FIELD: usize = 8190;
+    const MOST_FIELDS: usize = 32768;
+    let line = limit("limit_request_line", LINE, 1 << 20, 8190);
+    let fields = limit("limit_request_fields", 100, MOST_FIELDS, MOST_FIELDS);
+    let field = limit("limit_request_field_size", FIELD, 1 << 20, 1 << 20);
     let head = (line + 2 + fields * (field + 2) + 2).min(16 << 20);
     push(&opt::BUFFER_SIZE, head.to_string(), &default);
     // (A given --buffer-size raises the line and field limits with it:
     // these stay Gunicorn's.)
     if !given.contains_key("limit_request_line") {
-        push(&opt::LIMIT_REQUEST_LINE, "4094".into(), &default);
+        push(&opt::LIMIT_REQUEST_LINE, LINE.to_string(), &default);
     }
     if !given.contains_key("limit_request_field_size") {
-        push(&opt::LIMIT_REQUEST_FIELD_SIZE, "8190".into(), &default);
+        push(&opt::LIMIT_REQUEST_FIELD_SIZE, FIELD.to_string(), &default);
     }
     // Gunicorn's default: an idle connection waits 2 s for its next request.
     if !given.contains_key("keepalive") {

@@ -703,3 +703,10 @@ pub struct ProxyProtocolSettings {
     pub v2: bool,
     pub allow: Vec<crate::request::wrappers::Trusted>,
 }
+
+/// The part of a worker's stop (`mercy`, its --worker-reload-mercy or
+/// --reload-mercy) kept for its ASGI apps' lifespan shutdown, after the
+/// requests: a quarter of it, 5 s at most.
+pub fn asgi_shutdown_reserve(mercy: Duration) -> Duration {
+    (mercy / 4).min(Duration::from_secs(5))
+}

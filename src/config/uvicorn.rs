@@ -640,6 +640,13 @@ fn translate(
     Ok(())
 }
 
+/// The mercy whose part left to requests, once the ASGI shutdown's
+/// reserve is taken (`asgi_shutdown_reserve`: a quarter, 5 s at most), is
+/// `n` seconds.
+fn mercy_for_requests(n: u64) -> u64 {
+    if n >= 15 { n + 5 } else { (4 * n).div_ceil(3) }
+}
+
 /// A dotenv file's variables, as python-dotenv reads them: `export` and
 /// comments allowed (`# ...` after an unquoted value too); single quotes
 /// keep the text as it is; double quotes take escapes (`\n`) and may span
@@ -647,13 +654,6 @@ fn translate(
 /// environment first, then the file's earlier values.
 /// A variable the environment has already is left out: the file does not
 /// override it.
-/// The mercy whose part left to requests, once the ASGI shutdown's
-/// reserve is taken (`master::child`: a quarter, 5 s at most), is `n`
-/// seconds.
-fn mercy_for_requests(n: u64) -> u64 {
-    if n >= 15 { n + 5 } else { (4 * n).div_ceil(3) }
-}
-
 fn env_file(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut rest = text;
@@ -945,10 +945,10 @@ mod tests {
     #[test]
     fn the_requests_keep_the_whole_graceful_shutdown_timeout() {
         for n in 0..100u64 {
-            let mercy = mercy_for_requests(n) as f64;
-            let reserve = (mercy / 4.0).min(5.0);
-            assert!(mercy - reserve >= n as f64, "{n}");
-            assert!(mercy - reserve < n as f64 + 1.0, "{n}: no more than needed");
+            let mercy = std::time::Duration::from_secs(mercy_for_requests(n));
+            let requests = (mercy - crate::config::asgi_shutdown_reserve(mercy)).as_secs_f64();
+            assert!(requests >= n as f64, "{n}");
+            assert!(requests < n as f64 + 1.0, "{n}: no more than needed");
         }
     }
 

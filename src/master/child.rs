@@ -10,10 +10,6 @@ use nix::sys::signal::Signal;
 use bytes::Bytes;
 use tokio::signal::unix::SignalKind;
 
-/// The most of a worker's stop kept for its ASGI apps' shutdown (a
-/// quarter of it at most).
-const ASGI_SHUTDOWN_RESERVE: Duration = Duration::from_secs(5);
-
 use super::scoreboard::{CORES, Retire, Scoreboard, http_version_of};
 use super::signals::SignalPipe;
 use super::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LIFESPAN_STARTUP};
@@ -237,7 +233,7 @@ pub fn run(s: Setup<'_>) -> ! {
             worker_reload_mercy
         };
         let reserve = if asgi {
-            (budget / 4).min(ASGI_SHUTDOWN_RESERVE)
+            crate::config::asgi_shutdown_reserve(budget)
         } else {
             Duration::ZERO
         };

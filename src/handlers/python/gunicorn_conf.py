@@ -404,12 +404,14 @@ def call(name, pid, age, num_workers, new, old):
             worker.pid = pid
             _the_server(os.getpid(), num_workers).WORKERS[pid] = worker
         return True
-    hook = (namespace or {}).get(name)
-    if name == "child_exit":
+    # The master's record of its workers is kept whether or not the hook
+    # of the moment is set.
+    if name == "pre_fork":
+        _booting[age] = Worker("[booting]", os.getpid(), age)
+    elif name == "child_exit":
         gone = _the_server(os.getpid(), num_workers).WORKERS.pop(pid, None)
+    hook = (namespace or {}).get(name)
     if not callable(hook):
-        if name == "pre_fork":
-            _booting[age] = Worker("[booting]", os.getpid(), age)
         return
     in_worker = name in ("post_fork", "post_worker_init", "worker_int", "worker_abort", "worker_exit")
     server = _the_server(os.getppid() if in_worker else os.getpid(), num_workers)
@@ -420,7 +422,7 @@ def call(name, pid, age, num_workers, new, old):
             _worker.pid, _worker.ppid = os.getpid(), os.getppid()
         worker = _worker
     elif name == "pre_fork":
-        worker = _booting[age] = Worker("[booting]", os.getpid(), age)
+        worker = _booting[age]
     elif name == "child_exit":
         worker = gone or Worker(pid, os.getpid(), age)
     else:

@@ -167,9 +167,6 @@ impl Call {
     pub(super) fn resume_after_writes(&mut self, limit: Option<u64>, sent: u64) {
         self.limit = limit;
         self.sent = sent;
-        if limit.is_some_and(|l| sent >= l) {
-            self.iter = Iter::Done;
-        }
     }
 
     /// A list or tuple whose last item was taken is done: the response can
@@ -444,9 +441,7 @@ impl Drop for Call {
 pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> BodyError {
     match e {
         CallError::App(err, _) | CallError::Internal(err) => {
-            let msg = format!("the app failed after the response started: {err}");
-            log_exception(py, &call.exception_text, err, call.environ.bind(py));
-            BodyError::logged(500, msg)
+            late_app_error(py, &call.exception_text, err, call.environ.bind(py))
         }
         CallError::Client(e) => BodyError::new(500, format!("bad request body: {e}")),
         CallError::NoApp | CallError::Load(_) => unreachable!("found before the app is called"),
@@ -459,6 +454,19 @@ pub(super) fn log_late_error(py: Python<'_>, call: &Call, e: CallError) -> BodyE
             BodyError::logged(500, msg)
         }
     }
+}
+
+/// Logs the app's exception after its response started; gives the body's
+/// error, marked as logged.
+pub(super) fn late_app_error(
+    py: Python<'_>,
+    exception_text: &Py<PyAny>,
+    err: PyErr,
+    environ: &Bound<'_, PyDict>,
+) -> BodyError {
+    let msg = format!("the app failed after the response started: {err}");
+    log_exception(py, exception_text, err, environ);
+    BodyError::logged(500, msg)
 }
 
 /// The app forked and its child returned from the app into the server (no

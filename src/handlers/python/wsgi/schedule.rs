@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::pool::Pool;
 use super::body::{ChannelChunks, InlineChunks, file_body};
-use super::call::log_late_error;
-use super::error::{CallError, log_exception};
+use super::call::{late_app_error, log_late_error};
+use super::error::CallError;
 use super::host::{CHANNEL_DEPTH, Core, WsgiApp, WsgiHost};
 use super::input::{Input, InputDone};
 use super::start_response::{ChunkSender, HeadSender, Started, WriteStream};
@@ -231,6 +231,11 @@ impl WsgiHost {
             (None, Some(WriteStream::shared(head_tx, chunk_tx.clone())))
         };
         let begun = self.begin(py, app, vars, input, stream.clone());
+        if let Ok(call) = &begun
+            && call.end_write_stream(py)
+        {
+            self.note_writes();
+        }
         // The app returned or raised: what did its write()s send?
         let mut streamed = None;
         if let Some(stream) = &stream {
@@ -257,18 +262,24 @@ impl WsgiHost {
                 return Some(core);
             }
             (Err(e), Some((_, _, client_gone))) => {
-                // The response started with its writes: it is cut.
+                // The response started with its writes: it is cut. (The
+                // app was called: its own error, or the client's body's.)
                 if !client_gone {
-                    let error = self.late_failure(py, e);
+                    let error = match e {
+                        CallError::App(err, environ) => {
+                            late_app_error(py, &self.helpers.exception_text, err, environ.bind(py))
+                        }
+                        CallError::Client(e) => {
+                            BodyError::new(500, format!("bad request body: {e}"))
+                        }
+                        _ => unreachable!("an error before the app was called"),
+                    };
                     let _ = py.detach(|| chunk_tx.blocking_send(Err(error)));
                     core.outcome.failed = true;
                 }
                 return Some(core);
             }
             (Ok(mut call), Some((limit, sent, client_gone))) => {
-                if call.end_write_stream(py) {
-                    self.note_writes();
-                }
                 if client_gone {
                     call.close(py);
                     return Some(core);
@@ -277,9 +288,6 @@ impl WsgiHost {
                 return self.send_rest(py, core, call, chunk_tx);
             }
         };
-        if call.end_write_stream(py) {
-            self.note_writes();
-        }
         let Some(head_tx) = head_tx else {
             unreachable!("the head's sender is back when nothing was written")
         };
@@ -358,27 +366,6 @@ impl WsgiHost {
             crate::note!(
                 "oxgate: the app streams with write(): its requests run on a Python thread from now on, so that what it writes goes out as it writes it"
             );
-        }
-    }
-
-    /// An error after the app's write()s started the response: logged, and
-    /// the body's error (the connection is cut).
-    fn late_failure(&self, py: Python<'_>, e: CallError) -> BodyError {
-        match e {
-            CallError::App(err, environ) => {
-                let msg = format!("the app failed after the response started: {err}");
-                log_exception(py, &self.helpers.exception_text, err, environ.bind(py));
-                BodyError::logged(500, msg)
-            }
-            CallError::Client(e) => BodyError::new(500, format!("bad request body: {e}")),
-            CallError::Internal(err) => {
-                let msg = format!("internal error while calling the app: {err}");
-                crate::say!("oxgate: {msg}");
-                BodyError::logged(500, msg)
-            }
-            CallError::Short { .. } | CallError::NoApp | CallError::Load(_) => {
-                unreachable!("found before the app is called, or after it returned")
-            }
         }
     }
 }
