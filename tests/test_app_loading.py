@@ -454,6 +454,25 @@ def test_pythonpath_and_app_dir_come_before_the_working_directory(serve, tmp_pat
     assert requests.get(s.url, timeout=10).text == "src"
 
 
+@pytest.mark.parametrize("how", ["uwsgi", "gunicorn"])
+def test_of_two_pythonpaths_with_the_same_module_the_last_named_wins(serve, tmp_path, how):
+    """uWSGI (`--pythonpath a --pythonpath b`) and Gunicorn (`--pythonpath
+    a,b`) put each entry first on sys.path in turn, so b's module is
+    imported; oxgate imported a's."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.py").write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [b'{name}']\n")
+    if how == "uwsgi":
+        s = serve("--pythonpath", "a", "--pythonpath", "b", "--module", "main:application", cwd=tmp_path)
+    else:
+        s = serve("gunicorn", "-b", "127.0.0.1:{port}", "--pythonpath", "a,b", "main:application", cwd=tmp_path,
+                  socket_arg=False)
+    assert requests.get(s.url, timeout=10).text == "b"
+
+
 @pytest.mark.parametrize("how", ["module", "uvicorn"])
 def test_a_factory_named_without_parentheses_is_called_as_uvicorn_calls_it(serve, tmp_path, how):
     """`main:create_app`, a function that takes no arguments, is an app

@@ -349,7 +349,7 @@ options! {
     PYTHONPATH = OptDef::new("pythonpath", List, Python)
         .aliases(&["python-path", "pp", "early-pythonpath", "early-python-path"])
         .value("DIR")
-        .help("Put DIR in front of sys.path (repeatable)."),
+        .help("Put DIR in front of sys.path (repeatable; each goes first in turn, so the last named is searched first, as in uWSGI and Gunicorn)."),
     LOG_CONFIG = OptDef::new("log-config", Str, Python)
         .value("FILE")
         .help("Configure Python's logging from FILE in each process that loads the app, before it loads, as uvicorn's --log-config does: a .json or .yaml file is a dictConfig, any other a fileConfig (INI). The app's own loggers write where it says; oxgate's lines and the request log are oxgate's. uvicorn's --log-config sets it."),

@@ -1464,28 +1464,26 @@ fn translate(
         }
     }
     // Gunicorn puts each pythonpath entry first on sys.path in turn (the
-    // last one ends up first), then the chdir directory, then the one it
-    // was started in, which its first chdir() put there: a project's
-    // modules beside the config file import from a chdir elsewhere.
-    if let Some(g) = given.get("pythonpath") {
-        let entries: Vec<&str> = g
-            .values
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for v in entries.into_iter().rev().filter(|v| !v.is_empty()) {
-            push(&opt::PYTHONPATH, v.to_string(), &g.origin);
-        }
-    }
+    // last one ends up first), ahead of the chdir directory and then the
+    // one it was started in, which its first chdir() put there: a
+    // project's modules beside the config file import from a chdir
+    // elsewhere. --pythonpath is read as uWSGI's, where each entry also
+    // goes first in turn: the two directories first, then the entries in
+    // the order given.
     if let Some(g) = given.get("chdir")
         && let Some(dir) = g.values.last()
         && let Ok(launch) = std::env::current_dir()
     {
         let dir = launch.join(dir);
         if dir != launch {
-            push(&opt::PYTHONPATH, dir.display().to_string(), &g.origin);
             push(&opt::PYTHONPATH, launch.display().to_string(), &g.origin);
+            push(&opt::PYTHONPATH, dir.display().to_string(), &g.origin);
+        }
+    }
+    if let Some(g) = given.get("pythonpath") {
+        let entries = g.values.iter().flat_map(|v| v.split(',')).map(str::trim);
+        for v in entries.filter(|v| !v.is_empty()) {
+            push(&opt::PYTHONPATH, v.to_string(), &g.origin);
         }
     }
     if truthy("reload") {
@@ -1832,8 +1830,9 @@ mod tests {
                 "B=2"
             ]
         );
-        // Gunicorn puts each first in turn: the last is first on sys.path.
-        assert_eq!(values(&c, &opt::PYTHONPATH), ["lib", "src"]);
+        // Each goes first in turn, with Gunicorn as with uWSGI: lib ends
+        // up first on sys.path.
+        assert_eq!(values(&c, &opt::PYTHONPATH), ["src", "lib"]);
         // The umask is the unix sockets' alone.
         assert!(values(&c, &opt::UMASK).is_empty());
         assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["770"]);

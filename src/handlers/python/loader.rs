@@ -38,15 +38,17 @@ pub struct LoadOptions<'a> {
     pub asgi: &'a AsgiSettings,
 }
 
-/// What goes first on `sys.path`: the --pythonpath entries in the order
-/// given, then the working directory, all ahead of site-packages. As
+/// What goes first on `sys.path`: the --pythonpath entries, the last
+/// given first, then the working directory, all ahead of site-packages. As
 /// Gunicorn, uWSGI and uvicorn (--app-dir) put them, a project's src/ is
-/// found before a module of the same name beside it. A pattern is each
-/// directory it matches (uWSGI globs pythonpath: `pythonpath =
+/// found before a module of the same name beside it; uWSGI and Gunicorn
+/// insert each entry at the front in turn, so of two directories with the
+/// same module, the one named last wins. A pattern is each directory it
+/// matches, the last match first (uWSGI globs pythonpath: `pythonpath =
 /// /srv/libs/*`), itself if it matches none.
 pub(crate) fn path_front(pythonpath: &[std::path::PathBuf]) -> Vec<String> {
     let mut front = Vec::new();
-    for p in pythonpath {
+    for p in pythonpath.iter().rev() {
         let text = p.to_string_lossy();
         let matched = match crate::sys::glob::is_pattern(&text) {
             true => crate::sys::glob::glob(&text),
@@ -54,7 +56,11 @@ pub(crate) fn path_front(pythonpath: &[std::path::PathBuf]) -> Vec<String> {
         };
         let entries = match matched.is_empty() {
             true => vec![p.clone()],
-            false => matched.into_iter().map(std::path::PathBuf::from).collect(),
+            false => matched
+                .into_iter()
+                .rev()
+                .map(std::path::PathBuf::from)
+                .collect(),
         };
         front.extend(entries.iter().map(|p| {
             std::path::absolute(p)
