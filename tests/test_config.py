@@ -352,9 +352,14 @@ def test_errors_name_the_file_and_line(tmp_path):
     assert p.returncode == 2 and f"{f}:4: unknown option 'masterr'" in p.stderr
     p = run("--ini", str(tmp_path / "missing.ini"))
     assert p.returncode == 2 and "cannot read config file" in p.stderr
+    # A file without the section is warned of and read as empty, as uWSGI
+    # reads it (`--ini-paste development.ini` with the options on the
+    # command line); it stopped the start.
     f.write_text("[other]\nx=1\n")
-    p = run(str(f))
-    assert p.returncode == 2 and "no [uwsgi] section" in p.stderr
+    p = run(str(f), "--http-socket", ":1", "--module", "m", "--print-config")
+    assert p.returncode == 0 and "no [uwsgi] section (or [oxgate]): nothing is read from it" in p.stderr, p.stderr
+    p = run("--ini", f"{f}:nosuch", "--http-socket", ":1", "--module", "m", "--print-config")
+    assert p.returncode == 0 and "no [nosuch] section: nothing is read from it" in p.stderr, p.stderr
     f.write_text("[uwsgi]\nif-env = HOME\nmaster = true\n")
     p = run(str(f))
     assert p.returncode == 2 and "has no endif" in p.stderr

@@ -20,12 +20,13 @@ pub fn format_of(path: &str) -> &'static str {
 
 /// uWSGI's INI rules: `#`/`;` comments only at the start of a line, no
 /// inline comments, the first `=` splits, a bare key is a flag (empty
-/// value), only the chosen section counts, repeated keys all count.
+/// value), only the chosen section counts, repeated keys all count. None
+/// when the file has no such section.
 pub fn parse_ini(
     text: &str,
     section: &str,
     default_section: bool,
-) -> Result<Vec<(String, String, usize)>, String> {
+) -> Option<Vec<(String, String, usize)>> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     let mut found = false;
@@ -52,17 +53,7 @@ pub fn parse_ini(
         };
         out.push((k.to_string(), v.to_string(), n + 1));
     }
-    if !found {
-        return Err(format!(
-            "no [{section}] section{}",
-            if default_section {
-                " (or [oxgate])"
-            } else {
-                ""
-            }
-        ));
-    }
-    Ok(out)
+    found.then_some(out)
 }
 
 fn scalar_to_string(y: &yaml_rust2::Yaml) -> Option<String> {
@@ -329,11 +320,9 @@ mod tests {
             ]
         );
         assert_eq!(items[0].2, 6);
-        assert!(
-            parse_ini("[x]\na=1\n", "uwsgi", true)
-                .unwrap_err()
-                .contains("[uwsgi]")
-        );
+        assert_eq!(parse_ini("[x]\na=1\n", "uwsgi", true), None);
+        // An empty section is one.
+        assert_eq!(parse_ini("[uwsgi]\n", "uwsgi", true), Some(vec![]));
         assert_eq!(
             parse_ini("[oxgate]\na=1\n", "uwsgi", true).unwrap().len(),
             1

@@ -314,7 +314,23 @@ impl Reader {
             }),
             "json" => parse_json(&text, &info.section),
             "xml" => parse_xml(&text, &info.section),
-            _ => parse_ini(&text, &info.section, section.is_none()),
+            _ => Ok(
+                parse_ini(&text, &info.section, section.is_none()).unwrap_or_else(|| {
+                    // uWSGI warns and goes on: `--ini-paste development.ini`
+                    // with no [uwsgi] in it, options given on the command line.
+                    self.warnings.push(format!(
+                        "{}: no [{}] section{}: nothing is read from it",
+                        path.display(),
+                        info.section,
+                        if section.is_none() {
+                            " (or [oxgate])"
+                        } else {
+                            ""
+                        }
+                    ));
+                    Vec::new()
+                }),
+            ),
         }
         .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         self.depth += 1;
