@@ -44,9 +44,11 @@ pub fn parse(addr: &str) -> Result<Address, String> {
     }
     if let Some(n) = addr.strip_prefix("fd://") {
         return match n.parse::<i32>() {
-            Ok(n) if n > 2 => Ok(Address::Fd(n)),
-            Ok(0..=2) => Err(format!(
-                "{addr:?}: descriptors 0, 1 and 2 are stdin, stdout and stderr, which oxgate redirects; pass the socket on 3 or above"
+            // 0: the socket a supervisor passes as stdin (supervisord's
+            // fcgi-program, inetd, systemd's StandardInput=socket).
+            Ok(n) if n == 0 || n > 2 => Ok(Address::Fd(n)),
+            Ok(1..=2) => Err(format!(
+                "{addr:?}: descriptors 1 and 2 are stdout and stderr, which oxgate logs to; pass the socket on 0 (stdin), or 3 or above"
             )),
             _ => Err(format!(
                 "cannot understand socket address {addr:?}: {n:?} is not a file descriptor number"
@@ -272,6 +274,19 @@ pub fn adopt_inherited(fd: i32) -> Result<(Address, Listener), String> {
     // so it is the inherited one, which nothing else in the process owns.
     // The caller takes each number once (startup refuses a repeated one).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Stdin is not kept as the socket: the app's sys.stdin, and every
+    // program it runs, would read from it. The socket moves to a number of
+    // its own and stdin reads /dev/null, as under a daemon.
+    let owned = match fd {
+        0 => {
+            let moved = owned
+                .try_clone()
+                .map_err(|e| format!("{what}: cannot move the socket off stdin: {e}"))?;
+            crate::sys::void_fd(std::os::fd::IntoRawFd::into_raw_fd(owned));
+            moved
+        }
+        _ => owned,
+    };
     let listener = listener_of(owned).map_err(|e| format!("{what}: {e}"))?;
     Ok((Address::Fd(fd), listener))
 }
@@ -349,6 +364,8 @@ mod tests {
         assert_eq!(parse("fd://3").unwrap().to_string(), "fd://3");
         assert!(parse("fd://-1").is_err());
         assert!(parse("fd://2").unwrap_err().contains("stderr"));
+        assert!(parse("fd://1").unwrap_err().contains("stdout"));
+        assert_eq!(parse("fd://0").unwrap(), Address::Fd(0));
         assert!(parse("fd://three").is_err());
         assert!(parse("127.0.0.1:http").unwrap_err().contains("port"));
         assert!(parse("1.2.3.4:99999").is_err());

@@ -217,9 +217,12 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     // Inherited descriptors (fd://N) are taken before anything is bound
     // here: a socket of our own could otherwise get a number the user
     // named and be taken for the inherited one.
-    let (inherited_fds, to_bind): (Vec<_>, Vec<_>) = wanted
+    let (mut inherited_fds, to_bind): (Vec<_>, Vec<_>) = wanted
         .into_iter()
         .partition(|(a, _)| matches!(a, Address::Fd(_)));
+    // Stdin's socket last: it moves to the lowest free number, which
+    // must not be one another fd://N names.
+    inherited_fds.sort_by_key(|(a, _)| *a == Address::Fd(0));
     if inherited.is_none()
         && let Some(max) = crate::sys::procfs::somaxconn()
         && cfg.listen_backlog > max

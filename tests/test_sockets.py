@@ -180,6 +180,13 @@ INHERITED = {
     "real gunicorn": ((str(VENV / "bin" / "gunicorn"),), ["-b", "fd://{fd}", "procs:application"]),
     "uvicorn --fd N": ((BIN, "uvicorn"), ["--fd", "{fd}", "asgi_raw:app"]),
     "real uvicorn": ((str(VENV / "bin" / "uvicorn"),), ["--fd", "{fd}", "asgi_raw:app"]),
+    # On stdin, as supervisord's fcgi-program passes it (uvicorn's docs'
+    # recipe) and inetd or systemd's StandardInput=socket do: it was
+    # refused ("descriptors 0, 1 and 2 are stdin, stdout and stderr").
+    "uvicorn --fd 0": ((BIN, "uvicorn"), ["--fd", "0", "asgi_raw:app"]),
+    "real uvicorn --fd 0": ((str(VENV / "bin" / "uvicorn"),), ["--fd", "0", "asgi_raw:app"]),
+    "uwsgi --http-socket fd://0": ((BIN,), ["--http-socket", "fd://0", "--wsgi-file", "procs.py",
+                                            "--master", "--processes", "1"]),
 }
 
 
@@ -191,16 +198,22 @@ def test_a_socket_inherited_on_a_descriptor_is_served(tmp_path, how):
     listener.listen(16)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
     fd = listener.fileno()
+    on_stdin = "0" in args or "fd://0" in args
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "GUNICORN_", "UVICORN_"))}
     env["VIRTUAL_ENV"] = str(VENV)
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([*program, *[a.replace("{fd}", str(fd)) for a in args]], pass_fds=[fd],
+        proc = subprocess.Popen([*program, *[a.replace("{fd}", str(fd)) for a in args]],
+                                pass_fds=[] if on_stdin else [fd], stdin=listener if on_stdin else None,
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=APPS)
     try:
         listener.close()  # only the server holds it now
         first = wait_for(lambda: _answer(url), what=f"an answer on the inherited socket:\n{log_path.read_text()}")
         assert first.status_code == 200
+        if on_stdin and program[0] == BIN:
+            # The socket moved off stdin, which the app and what it runs
+            # would otherwise read.
+            assert not os.readlink(f"/proc/{proc.pid}/fd/0").startswith("socket:")
         if how.startswith("uwsgi"):
             # A reload re-executes the master, which takes the socket over
             # again from the image before it.
