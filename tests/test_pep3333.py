@@ -233,6 +233,32 @@ def test_file_wrapper(srv, size, skip):
     assert r.content == expected  # through the validator: iterated, not unwrapped
 
 
+def test_file_wrapper_names_its_file_and_block_size_as_wsgiref_and_gunicorn(serve):
+    """Middleware that unwraps a response reads `filelike` and `blksize`,
+    which wsgiref's and Gunicorn's wrappers have; oxgate's had neither."""
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"))
+    assert requests.get(s.url + "/file-wrapper-attributes", timeout=10).json() == {"filelike": True, "blksize": 1234}
+
+
+def test_wsgi_input_tells_and_seeks_a_body_read_whole_as_uwsgis(serve):
+    """uWSGI's wsgi.input has tell(), and seek() with --post-buffering (a
+    webhook's signature check reads the raw body again after a framework
+    read it); a body still arriving cannot go back, with an OSError as in
+    uWSGI. oxgate's input had neither."""
+    s = serve("--wsgi-file", str(APPS / "behaviour.py"), "--post-buffering", "65536")
+    body = b"hello-world"
+    assert requests.post(s.url + "/seek", data=body, timeout=10).json() == \
+        {"first": "hel", "tell": 3, "from": 0, "then": "hello-world", "tell_after": 11}
+    assert requests.post(s.url + "/seek?to=-5&whence=2", data=body, timeout=10).json() == \
+        {"first": "hel", "tell": 3, "from": 6, "then": "world", "tell_after": 11}
+    assert requests.post(s.url + "/seek?to=2&whence=1", data=body, timeout=10).json() == \
+        {"first": "hel", "tell": 3, "from": 5, "then": "-world", "tell_after": 11}
+    # Past --post-buffering, the body is read as it arrives.
+    big = b"z" * 200_000
+    seen = requests.post(s.url + "/seek", data=big, timeout=10).json()
+    assert seen["tell"] == 3 and "cannot seek" in seen["error"], seen
+
+
 @pytest.mark.parametrize("threads", ["1", "4"], ids=["inline", "threads"])
 def test_write_keeps_its_order_and_its_bytes(serve, threads):
     """write() before a file: every written byte, then the whole file (the

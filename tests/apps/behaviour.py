@@ -28,6 +28,25 @@ def application(environ, start_response):
         return [json.dumps({"len": len(body), "sha256": hashlib.sha256(body).hexdigest(),
                             "again": len(more)}).encode()]
 
+    if path == "/seek":
+        # uWSGI's tell() and, on a body read whole, seek().
+        seen = {"first": inp.read(3).decode(), "tell": inp.tell()}
+        try:
+            seen["from"] = inp.seek(int(q.get("to", 0)), int(q.get("whence", 0)))
+            seen["then"] = inp.read().decode()
+            seen["tell_after"] = inp.tell()
+        except OSError as e:
+            seen["error"] = str(e)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(seen).encode()]
+
+    if path == "/file-wrapper-attributes":
+        import io
+        f = io.BytesIO(b"x")
+        wrapper = environ["wsgi.file_wrapper"](f, 1234)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"filelike": wrapper.filelike is f, "blksize": wrapper.blksize}).encode()]
+
     if path == "/write-then-file":
         # Two write() calls, then a file: all of each, in that order.
         w = start_response("200 OK", [("Content-Type", "application/octet-stream")])

@@ -68,6 +68,19 @@ impl FileWrapper {
         }
     }
 
+    /// The file, and the size of each read, by the names wsgiref's and
+    /// Gunicorn's wrappers give them: middleware that unwraps a response
+    /// reads them.
+    #[getter]
+    fn filelike(&self, py: Python<'_>) -> Py<PyAny> {
+        self.filelike.clone_ref(py)
+    }
+
+    #[getter]
+    fn blksize(&self) -> usize {
+        self.block_size
+    }
+
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use pyo3::exceptions::PyIOError;
+use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::{mpsc, oneshot};
@@ -12,8 +12,8 @@ use super::host::CHANNEL_DEPTH;
 use crate::request::{BodyError, BodyStream};
 
 enum Source {
-    /// The whole body, already in memory.
-    Buffered(Bytes),
+    /// The whole body, already in memory, and what of it is not read yet.
+    Buffered { whole: Bytes, rest: Bytes },
     /// A body still arriving; the feeder task starts reading it on the
     /// first `read`.
     Streaming {
@@ -32,6 +32,8 @@ pub(super) type InputDone = oneshot::Sender<()>;
 #[pyclass(module = "oxgate")]
 pub(crate) struct Input {
     source: Source,
+    /// Where the next read starts (`tell()`).
+    position: u64,
     /// Set when the client's body was malformed or too large: if the app
     /// then fails, the client is told about its own fault (400/413). Only
     /// a body still arriving can fail: none for one already read.
@@ -41,7 +43,11 @@ pub(crate) struct Input {
 impl Input {
     pub(super) fn buffered(body: Bytes) -> Input {
         Input {
-            source: Source::Buffered(body),
+            source: Source::Buffered {
+                rest: body.clone(),
+                whole: body,
+            },
+            position: 0,
             failure: None,
         }
     }
@@ -78,6 +84,7 @@ impl Input {
                 pending: Bytes::new(),
                 eof: false,
             },
+            position: 0,
             failure: Some(Arc::default()),
         };
         (input, done_tx)
@@ -88,7 +95,7 @@ impl Input {
     fn fill(&mut self, py: Python<'_>) -> PyResult<&mut Bytes> {
         let failure = &self.failure;
         match &mut self.source {
-            Source::Buffered(b) => Ok(b),
+            Source::Buffered { rest, .. } => Ok(rest),
             Source::Streaming {
                 start,
                 rx,
@@ -131,6 +138,7 @@ impl Input {
             let n = want.map_or(buf.len(), |w| w.min(buf.len()));
             out.extend_from_slice(&buf.split_to(n));
         }
+        self.position += out.len() as u64;
         Ok(out)
     }
 
@@ -154,6 +162,7 @@ impl Input {
                 None => out.extend_from_slice(&buf.split_to(avail)),
             }
         }
+        self.position += out.len() as u64;
         Ok(out)
     }
 }
@@ -182,9 +191,10 @@ impl Input {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let size = size_arg(size)?;
-        if let Source::Buffered(b) = &mut self.source {
-            let n = size.map_or(b.len(), |s| s.min(b.len()));
-            return Ok(PyBytes::new(py, &b.split_to(n)));
+        if let Source::Buffered { rest, .. } = &mut self.source {
+            let n = size.map_or(rest.len(), |s| s.min(rest.len()));
+            self.position += n as u64;
+            return Ok(PyBytes::new(py, &rest.split_to(n)));
         }
         let data = self.read_bytes(py, size)?;
         Ok(PyBytes::new(py, &data))
@@ -222,6 +232,42 @@ impl Input {
             }
         }
         Ok(lines)
+    }
+
+    /// Where the next read starts, as uWSGI's input tells it.
+    fn tell(&self) -> u64 {
+        self.position
+    }
+
+    /// Reads a body read whole (`--post-buffering`, or one that came with
+    /// its head) again from another place, as uWSGI's input does with
+    /// post-buffering: a webhook's signature check reads the raw body
+    /// after a framework has read it. A body still arriving cannot go back,
+    /// and says so, as uWSGI does.
+    #[pyo3(signature = (offset, whence = 0))]
+    fn seek(&mut self, offset: i64, whence: i32) -> PyResult<u64> {
+        let Source::Buffered { whole, rest } = &mut self.source else {
+            return Err(PyIOError::new_err(
+                "wsgi.input cannot seek: the body is read as it arrives (--post-buffering reads it whole first)",
+            ));
+        };
+        let base = match whence {
+            0 => 0,
+            1 => self.position as i64,
+            2 => whole.len() as i64,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "invalid whence ({whence}, should be 0, 1 or 2)"
+                )));
+            }
+        };
+        let to = base.saturating_add(offset);
+        let to = u64::try_from(to)
+            .map_err(|_| PyValueError::new_err(format!("negative seek position {to}")))?;
+        // Past the end, as io.BytesIO allows: the next read is empty.
+        *rest = whole.slice((to as usize).min(whole.len())..);
+        self.position = to;
+        Ok(to)
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
