@@ -97,8 +97,11 @@ phase "Rust tests"
 # Every cargo-fuzz target, 10 s each (scripts/fuzz.sh runs them for minutes).
 bash scripts/fuzz_smoke.sh 10
 phase "fuzz smoke"
+# Two at a time (pytest-xdist): most tests wait on a server, a peer or a
+# timeout, not on the CPU; one at a time took 845 s here, two take 430 s.
+# Tests pick their ports at run time and write under their own tmp_path.
 OXGATE_BIN="$PWD/target/ci/oxgate" "$VENV/bin/python" -m pytest tests -q -rs -p no:cacheprovider \
-  --durations=15 "$@"
+  -n 2 --durations=15 "$@"
 phase "pytest against the binary"
 
 # The `oxgate` pip installs (pyext/ and python/oxgate/, built by maturin
@@ -131,5 +134,5 @@ rm -rf "$WHEEL_VENV"
 "$WHEEL_VENV/bin/pip" install -q --disable-pip-version-check target/wheels/oxgate-*.whl -r tests/requirements.txt
 phase "wheel venv"
 OXGATE_BIN="$PWD/$WHEEL_VENV/bin/oxgate" "$WHEEL_VENV/bin/python" -m pytest "${CORE_TESTS[@]}" -q -rs \
-  -p no:cacheprovider --durations=10 "$@"
+  -p no:cacheprovider -n 2 --durations=10 "$@"
 phase "core tests against the wheel"
