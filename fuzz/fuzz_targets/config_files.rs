@@ -11,11 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     let lines = text.lines().count().max(1);
     let items = match which % 5 {
-        0 => parse_ini(&text, "uwsgi", false),
-        1 => parse_ini(&text, "uwsgi", true),
-        2 => parse_yaml(&text, "uwsgi").map(|y| y.items),
-        3 => parse_json(&text, "uwsgi"),
-        _ => parse_xml(&text, "uwsgi"),
+        0 => parse_ini(&text, "uwsgi", false).ok_or(()),
+        1 => parse_ini(&text, "uwsgi", true).ok_or(()),
+        2 => parse_yaml(&text, "uwsgi").map(|y| y.items).map_err(drop),
+        3 => parse_json(&text, "uwsgi").map_err(drop),
+        _ => parse_xml(&text, "uwsgi").map_err(drop),
     };
     if let Ok(items) = items {
         for (_, _, line) in items {
