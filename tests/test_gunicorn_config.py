@@ -1737,6 +1737,28 @@ def test_proxy_protocol_gives_the_client_address_as_gunicorn(serve, tmp_path):
         wait_for(lambda: "from 203.0.113.9 /proxied" in s.log(), what=f"the client's address for {s.args[0]}")
 
 
+def test_behind_a_proxy_header_the_balancer_is_trusted_for_the_scheme_as_gunicorn(serve, tmp_path):
+    """HAProxy's send-proxy with TLS ended at HAProxy: forwarded_allow_ips
+    names the balancer, the socket's peer, and Gunicorn trusts its
+    X-Forwarded-Proto; oxgate checked the client the PROXY line names, and
+    the app saw http (Django's SECURE_SSL_REDIRECT redirected forever)."""
+    (tmp_path / "scheme.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [(environ['wsgi.url_scheme'] + ' ' + environ['REMOTE_ADDR']).encode()]\n")
+    f = conf(tmp_path, "workers = 1\nproxy_protocol = True\nproxy_allow_ips = '127.0.0.1'\n"
+                       "forwarded_allow_ips = '127.0.0.1'\n")
+    ox, gu = both(serve, tmp_path, f, "scheme:application")
+    for s in (ox, gu):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 4711 443\r\n"
+                      b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := c.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"https 203.0.113.9" in answer, (s.args[0], answer)
+
+
 def test_server_software_names_gunicorn_for_apps_that_hand_their_logs_to_it(serve, tmp_path):
     """Flask's recipe, `if "gunicorn" in os.environ.get("SERVER_SOFTWARE",
     "")`, hands app.logger to gunicorn.error's handlers: Gunicorn sets the

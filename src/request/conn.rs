@@ -20,6 +20,9 @@ pub struct ConnInfo {
     /// REMOTE_ADDR and REMOTE_PORT (none on unix sockets).
     peer: Option<(Bytes, Bytes)>,
     peer_addr: Option<SocketAddr>,
+    /// The socket's peer, when a PROXY protocol header named another
+    /// client (`peer`): the balancer.
+    proxied_by: Option<std::net::IpAddr>,
     /// The socket's own address (none on unix sockets).
     local_addr: Option<SocketAddr>,
     /// What the TLS handshake settled; none on a cleartext connection.
@@ -95,6 +98,7 @@ impl ConnInfo {
                 shared(peer.port().to_string()),
             )),
             peer_addr: Some(peer),
+            proxied_by: self.peer_addr.map(|p| p.ip()),
             ..self
         }
     }
@@ -114,6 +118,10 @@ impl ConnInfo {
     /// The client's address, unformatted (none on unix sockets).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    pub fn proxied_by(&self) -> Option<std::net::IpAddr> {
+        self.proxied_by
     }
 
     pub fn local_name(&self) -> Bytes {
@@ -153,6 +161,7 @@ impl ConnInfo {
             ),
             peer: peer.map(|p| (shared(p.ip().to_string()), shared(p.port().to_string()))),
             peer_addr: peer,
+            proxied_by: None,
             local_addr: local,
             tls: None,
         }

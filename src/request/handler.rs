@@ -38,6 +38,10 @@ pub struct Request {
     /// The gateway protocols leave it out: their front end names its own
     /// (SERVER_NAME, SERVER_PORT).
     pub local_addr: Option<std::net::SocketAddr>,
+    /// The connection's peer when a PROXY protocol header named the client
+    /// (REMOTE_ADDR) as another: the balancer, which is who settings that
+    /// trust a proxy's headers (--forwarded-allow-ips) trust.
+    pub proxied_by: Option<std::net::IpAddr>,
 }
 
 /// A header given more than once, its values apart.

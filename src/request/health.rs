@@ -131,6 +131,7 @@ mod tests {
             early_hints: None,
             repeated_headers: Vec::new(),
             local_addr: None,
+            proxied_by: None,
         }
     }
 

@@ -337,24 +337,30 @@ impl SecureScheme {
     }
 
     /// Whether the request says https (`Some(true)`), http, or nothing;
-    /// `Err` when its headers disagree.
+    /// `Err` when its headers disagree. `proxied_by` is the connection's
+    /// peer when a PROXY header named the client: the balancer that set
+    /// the headers, whom Gunicorn checks (its `peer_addr`), not the client.
     fn scheme(
         &self,
         vars: &[(VarName, Bytes)],
         repeated: &[super::RepeatedHeader],
+        proxied_by: Option<IpAddr>,
     ) -> Result<Option<bool>, ()> {
         // A unix socket's client has an empty REMOTE_ADDR, or none.
-        match position(vars, Var::REMOTE_ADDR).filter(|&i| !vars[i].1.is_empty()) {
-            None => {}
-            Some(i) => {
-                let trusted = std::str::from_utf8(&vars[i].1)
-                    .ok()
-                    .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-                    .is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)));
-                if !trusted {
-                    return Ok(None);
-                }
-            }
+        let peer = match proxied_by {
+            Some(ip) => Some(Some(ip)),
+            None => position(vars, Var::REMOTE_ADDR)
+                .filter(|&i| !vars[i].1.is_empty())
+                .map(|i| {
+                    std::str::from_utf8(&vars[i].1)
+                        .ok()
+                        .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+                }),
+        };
+        if let Some(ip) = peer
+            && !ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
+        {
+            return Ok(None);
         }
         let mut secure = None;
         for (name, value) in vars {
@@ -382,7 +388,7 @@ impl SecureScheme {
 
 impl Handler for SecureScheme {
     fn handle(self: Arc<Self>, mut req: Request) -> Responding {
-        match self.scheme(&req.vars, &req.repeated_headers) {
+        match self.scheme(&req.vars, &req.repeated_headers, req.proxied_by) {
             Err(()) => {
                 crate::say!(
                     "oxgate: warning: request refused with 400: contradictory scheme headers (--secure-scheme-header), from {}",
@@ -623,7 +629,7 @@ mod tests {
         let from = |addr: &str, headers: &[(&str, &str)]| {
             let mut v = vec![("REMOTE_ADDR", addr)];
             v.extend_from_slice(headers);
-            s.scheme(&vars(&v), &[])
+            s.scheme(&vars(&v), &[], None)
         };
         // Two lines, "https" and then "http" (joined as one variable).
         let two_lines = |first: &str, second: &str| {
@@ -640,7 +646,7 @@ mod tests {
                     Bytes::copy_from_slice(second.as_bytes()),
                 ],
             }];
-            s.scheme(&v, &repeated)
+            s.scheme(&v, &repeated, None)
         };
         assert_eq!(
             from("127.0.0.1", &[("HTTP_X_FORWARDED_PROTO", "https")]),
@@ -695,16 +701,29 @@ mod tests {
         // A unix socket has no REMOTE_ADDR, or an empty one: its peer is
         // trusted.
         assert_eq!(
-            s.scheme(&vars(&[("HTTP_X_FORWARDED_SSL", "on")]), &[]),
+            s.scheme(&vars(&[("HTTP_X_FORWARDED_SSL", "on")]), &[], None),
             Ok(Some(true))
         );
         assert_eq!(
             s.scheme(
                 &vars(&[("REMOTE_ADDR", ""), ("HTTP_X_FORWARDED_SSL", "on")]),
-                &[]
+                &[],
+                None
             ),
             Ok(Some(true))
         );
+        // Behind a PROXY header, the balancer (the connection's peer) is
+        // who is trusted, not the client it names: HAProxy's send-proxy
+        // with TLS ended at HAProxy.
+        let proxied = |client: &str, balancer: &str| {
+            s.scheme(
+                &vars(&[("REMOTE_ADDR", client), ("HTTP_X_FORWARDED_PROTO", "https")]),
+                &[],
+                Some(balancer.parse().unwrap()),
+            )
+        };
+        assert_eq!(proxied("203.0.113.9", "127.0.0.1"), Ok(Some(true)));
+        assert_eq!(proxied("127.0.0.1", "10.1.2.3"), Ok(None));
     }
 
     struct Nothing;

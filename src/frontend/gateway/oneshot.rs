@@ -275,6 +275,7 @@ pub(super) fn gateway_request(
         early_hints: None,
         repeated_headers,
         local_addr: None,
+        proxied_by: None,
     }
 }
 

@@ -65,6 +65,7 @@ pub(super) struct Headed {
     pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
     repeated_headers: Vec<RepeatedHeader>,
     local_addr: Option<std::net::SocketAddr>,
+    proxied_by: Option<std::net::IpAddr>,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that
@@ -307,6 +308,7 @@ fn convert_head_into(
         early_hints: None,
         repeated_headers,
         local_addr: info.local_addr(),
+        proxied_by: info.proxied_by(),
     })
 }
 
@@ -324,6 +326,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         early_hints,
         repeated_headers,
         local_addr,
+        proxied_by,
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -353,5 +356,6 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         early_hints,
         repeated_headers,
         local_addr,
+        proxied_by,
     })
 }

@@ -513,6 +513,7 @@ fn redirected(req: Request, location: &[u8]) -> Request {
         early_hints: None,
         repeated_headers: req.repeated_headers,
         local_addr: req.local_addr,
+        proxied_by: req.proxied_by,
     }
 }
 

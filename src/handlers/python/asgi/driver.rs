@@ -52,6 +52,8 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         early_hints,
         repeated_headers,
         local_addr,
+        // Trusted or not by the wrappers before: the app has the client.
+        proxied_by: _,
     } = req;
     let req = RequestVars {
         vars,

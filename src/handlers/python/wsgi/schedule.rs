@@ -55,6 +55,8 @@ impl WsgiHost {
             repeated_headers: _,
             // SERVER_NAME and SERVER_PORT say it, as PEP 3333 has them.
             local_addr: _,
+            // Trusted or not by the wrappers before: the app has the client.
+            proxied_by: _,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
