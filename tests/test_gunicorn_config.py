@@ -1118,6 +1118,41 @@ def test_fastapi_with_uvicorn_worker_class(serve, tmp_path):
     assert answers["oxgate"] == answers["gunicorn"]
 
 
+def test_post_worker_init_runs_before_the_lifespan_startup_as_with_uvicorns_worker(serve, tmp_path):
+    """Gunicorn's UvicornWorker calls post_worker_init, then starts uvicorn,
+    whose lifespan runs the app's startup: instrumentation set up in the
+    hook sees it. oxgate ran the startup first."""
+    (tmp_path / "lifeapp.py").write_text(
+        "import os\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        while True:\n"
+        "            m = await receive()\n"
+        "            if m['type'] == 'lifespan.startup':\n"
+        "                open(os.environ['EVENTS'], 'a').write('startup\\n')\n"
+        "                await send({'type': 'lifespan.startup.complete'})\n"
+        "            else:\n"
+        "                await send({'type': 'lifespan.shutdown.complete'})\n"
+        "                return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'ok'})\n")
+    seen = {}
+    for name, program in PROGRAMS.items():
+        events = tmp_path / f"events-{name}"
+        f = conf(tmp_path, "import os\nworker_class = 'uvicorn.workers.UvicornWorker'\nworkers = 1\n"
+                           "def post_fork(server, worker):\n"
+                           "    open(os.environ['EVENTS'], 'a').write('post_fork\\n')\n"
+                           "def post_worker_init(worker):\n"
+                           "    open(os.environ['EVENTS'], 'a').write('post_worker_init\\n')\n",
+                 name=f"{name}_life.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "lifeapp:app", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV), "EVENTS": str(events)}, program=program)
+        assert wait_for(lambda: _get(s.url + "/"), what=f"{name}'s answer").status_code == 200
+        seen[name] = events.read_text().split()
+        s.stop()
+    assert seen["oxgate"] == seen["gunicorn"] == ["post_fork", "post_worker_init", "startup"], seen
+
+
 def test_a_tornado_application_is_refused_at_start_with_why(tmp_path):
     """worker_class tornado with a tornado.web.Application (the seed
     article's Tornado project under Gunicorn): Gunicorn's tornado worker
@@ -1197,6 +1232,7 @@ def test_sys_path_as_gunicorn_orders_it(serve, tmp_path):
 
 
 HOOKS_CONF = '''
+import multiprocessing  # as the classic config does, for workers = cpu_count() * 2 + 1
 import os
 EVENTS = {events!r}
 workers = 2
@@ -1252,7 +1288,7 @@ def application(environ, start_response):
 '''
 
 
-def hook_events(tmp_path, program, serve):
+def hook_events(tmp_path, program, serve, stop=signal.SIGTERM):
     events = tmp_path / f"events-{os.path.basename(program[0])}.log"
     f = conf(tmp_path, HOOKS_CONF.format(events=str(events)), name=f"hooks-{os.path.basename(program[0])}.py")
     (tmp_path / "envapp.py").write_text(ENV_APP)
@@ -1265,6 +1301,8 @@ def hook_events(tmp_path, program, serve):
     assert r.text == wait_for(lambda: next((l.split()[1] for l in events.read_text().splitlines()
                                               if l.startswith("pre_request")), None))
     wait_for(lambda: "post_request" in events.read_text(), what="post_request")
+    s.proc.send_signal(stop)
+    assert s.proc.wait(20) == 0
     log = s.log()
     s.stop()
     master = str(s.proc.pid)
@@ -1273,11 +1311,18 @@ def hook_events(tmp_path, program, serve):
     return roles, log
 
 
-def test_hooks_are_called_where_and_when_gunicorn_calls_them(serve, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_hooks_are_called_where_and_when_gunicorn_calls_them(serve, tmp_path, stop):
+    """The same hooks, in the same processes and order, on a stop by
+    SIGTERM and by Ctrl-C. With `import multiprocessing` in the file (it
+    imports `signal`, which set Python's SIGINT handler in the master), a
+    SIGINT raised KeyboardInterrupt in the master's next hook: a child_exit
+    was lost; and worker_exit ran twice in a worker."""
     got = {}
     for program in ((BIN,), (GUNICORN,)):
-        roles, log = hook_events(tmp_path, program, serve)
+        roles, log = hook_events(tmp_path, program, serve, stop)
         assert "[INFO] GET /hooked" in log, log
+        assert "KeyboardInterrupt" not in log, log
         master_seq = [r for r in roles if r[1] == "master"]
         worker_seq = sorted(r for r in roles if r[1] == "worker")
         got[program[0]] = (master_seq, worker_seq)

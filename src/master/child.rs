@@ -90,15 +90,16 @@ pub fn run(s: Setup<'_>) -> ! {
     // Gunicorn's worker hooks, in a worker (before the app loads, after it
     // has, and on the way out).
     let hook = |name: &str| {
-        python::call_gunicorn_hook(
-            name,
-            python::HookContext {
-                worker_pid: Some(std::process::id() as i32),
-                age: s.age,
-                num_workers: p.processes,
-                nworkers: None,
-            },
-        )
+        let cx = python::HookContext {
+            worker_pid: Some(std::process::id() as i32),
+            age: s.age,
+            num_workers: p.processes,
+            nworkers: None,
+        };
+        match name {
+            "worker_exit" => worker_exit_once(cx),
+            _ => python::call_gunicorn_hook(name, cx),
+        }
     };
     // A worker whose post_fork or post_worker_init raises failed to boot:
     // Gunicorn stops the server then, and so does this exit status.
@@ -147,16 +148,19 @@ pub fn run(s: Setup<'_>) -> ! {
             }
         },
     };
+    // post_worker_init before an ASGI app's lifespan startup, as Gunicorn's
+    // UvicornWorker calls it before its server starts: what the hook sets
+    // up (instrumentation) sees the app's startup.
+    if !hook("post_worker_init") {
+        hook("worker_exit");
+        exit_now(EXIT_APP_STARTUP);
+    }
     if let Err(e) = apps.start(Some(s.id)) {
         crate::say!("oxgate: worker {}: {e}", s.id);
         hook("worker_exit");
         // The master stops if no worker has been ready yet; after that,
         // this worker is tried again and the others serve on.
         exit_now(EXIT_LIFESPAN_STARTUP);
-    }
-    if !hook("post_worker_init") {
-        hook("worker_exit");
-        exit_now(EXIT_APP_STARTUP);
     }
     python::install_stack_dump(libc::SIGUSR2);
     let hook_cx = python::HookContext {
@@ -315,7 +319,7 @@ fn call_hooks_on_signals(cx: python::HookContext, quick_stop: bool) {
             } else {
                 worker_int_once(cx);
                 if quick_stop {
-                    python::call_gunicorn_hook("worker_exit", cx);
+                    worker_exit_once(cx);
                     exit_now(0);
                 }
             }
@@ -330,15 +334,29 @@ static INTERRUPTED: std::sync::LazyLock<Arc<AtomicBool>> =
 
 /// Calls `worker_int` the first time only: a Ctrl-C reaches the worker and
 /// its master both, and the master passes its stop on; Gunicorn's worker,
-/// exiting on the first, calls it once. The lock makes a worker on its way
-/// out wait for a call under way.
+/// exiting on the first, calls it once.
 fn worker_int_once(cx: python::HookContext) {
     static CALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut called = CALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if !*called {
-        *called = true;
-        python::call_gunicorn_hook("worker_int", cx);
+    call_once(&CALLED, "worker_int", cx);
+}
+
+/// Calls `worker_exit` the first time only, as Gunicorn's worker, which
+/// exits once: a quick stop's thread and the end of `run` may both come to
+/// it (the quick stop exits while it holds the lock).
+fn worker_exit_once(cx: python::HookContext) -> bool {
+    static CALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    call_once(&CALLED, "worker_exit", cx)
+}
+
+/// Calls hook `name` unless `called` says it was; the lock makes a worker
+/// on its way out wait for a call under way.
+fn call_once(called: &std::sync::Mutex<bool>, name: &str, cx: python::HookContext) -> bool {
+    let mut called = called.lock().unwrap_or_else(|e| e.into_inner());
+    if *called {
+        return true;
     }
+    *called = true;
+    python::call_gunicorn_hook(name, cx)
 }
 
 /// Ends the worker at once: a forked child must not run the exit handlers

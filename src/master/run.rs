@@ -131,6 +131,7 @@ pub fn run(
     // The handlers go in before the app is imported: what the app starts
     // (threads, subprocesses) must not inherit the blocked signals, and a
     // signal sent meanwhile waits in the pipe for the main loop.
+    python::drop_pythons_sigint_handler();
     let signals = signals::SignalPipe::install()?;
     super::wake::install();
     // The hooks see the settings in force (after a reload, the new ones).

@@ -136,6 +136,31 @@ fn this_program_now() -> PathBuf {
     if path.is_file() { path } else { running }
 }
 
+/// Takes back the SIGINT handler Python sets for itself (the one that
+/// raises KeyboardInterrupt) when its `signal` module is first imported
+/// while SIGINT has no handler: by a Gunicorn config file's `import
+/// multiprocessing`, run before the master's own handlers go in. The
+/// master's handler would call it on a Ctrl-C, and the master's next
+/// Python call (a child_exit hook) would raise KeyboardInterrupt. A
+/// handler the config or the app set on purpose is left alone. Call it
+/// before the master installs its own.
+pub fn drop_pythons_sigint_handler() {
+    if !python_running() {
+        return;
+    }
+    Python::attach(|py| {
+        let code = c"import sys
+s = sys.modules.get('signal')
+if s is not None and s.getsignal(s.SIGINT) is s.default_int_handler: s.signal(s.SIGINT, s.SIG_DFL)
+";
+        // A namespace of its own: nothing is left in __main__'s.
+        let scope = pyo3::types::PyDict::new(py);
+        if let Err(e) = py.run(code, Some(&scope), None) {
+            crate::say!("oxgate: internal error while taking back SIGINT from Python: {e}");
+        }
+    });
+}
+
 /// Whether CPython is initialized in this process: after the app was
 /// preloaded, in a worker that loaded it, and always when hosted. A fork
 /// then needs the interpreter's hooks (`fork`).

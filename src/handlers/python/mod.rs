@@ -16,8 +16,8 @@ pub use gunicorn_conf::{
     share_settings_with_hooks,
 };
 pub use interpreter::{
-    Host, describe_python, fork, host, initialize, install_stack_dump, prepare_preload_fork,
-    prepare_started_python, python_running, relaunch_command, run_atexit,
+    Host, describe_python, drop_pythons_sigint_handler, fork, host, initialize, install_stack_dump,
+    prepare_preload_fork, prepare_started_python, python_running, relaunch_command, run_atexit,
 };
 pub use loader::{LoadOptions, PythonApps, load, watched_files};
 pub use wsgi::{WsgiApp, WsgiHost};
