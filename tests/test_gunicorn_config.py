@@ -1153,6 +1153,22 @@ def test_post_worker_init_runs_before_the_lifespan_startup_as_with_uvicorns_work
     assert seen["oxgate"] == seen["gunicorn"] == ["post_fork", "post_worker_init", "startup"], seen
 
 
+def test_uvicorns_worker_writes_uvicorns_access_lines_as_under_gunicorn(serve, tmp_path):
+    """With uvicorn's worker, Gunicorn's access log gets uvicorn's lines
+    (`127.0.0.1:PORT - "GET /x?y=1 HTTP/1.1" 200`), and access_log_format is
+    not read; oxgate wrote Gunicorn's Apache-style line, so log parsers
+    built for FastAPI on Gunicorn found nothing."""
+    f = conf(tmp_path, "worker_class = 'uvicorn.workers.UvicornWorker'\nworkers = 1\naccesslog = '-'\n"
+                       f"chdir = {str(APPS)!r}\naccess_log_format = 'CUSTOM %(h)s'\n")
+    ox, gu = both(serve, tmp_path, f, "asgi_fastapi:app")
+    for s in (ox, gu):
+        assert requests.get(s.url + "/x?y=1", timeout=10).status_code == 404
+        line = wait_for(lambda: re.search(r'^127\.0\.0\.1:\d+ - "GET /x\?y=1 HTTP/1\.1" 404$', s.log(), re.M),
+                        what=f"uvicorn's access line from {s.args[0]}", show=s.log)
+        assert "CUSTOM" not in s.log(), s.log()
+    assert "access_log_format is not used with uvicorn.workers.UvicornWorker" in ox.log()
+
+
 def test_a_tornado_application_is_refused_at_start_with_why(tmp_path):
     """worker_class tornado with a tornado.web.Application (the seed
     article's Tornado project under Gunicorn): Gunicorn's tornado worker

@@ -1294,14 +1294,30 @@ fn translate(
         if let Some((target, origin)) = &syslog {
             push(&opt::REQ_LOGGER, target.clone(), origin);
         }
-        let format =
-            one("access_log_format").unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string());
-        let fmt_origin = given
-            .get("access_log_format")
-            .map_or(&default, |g| &g.origin);
-        push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
-        // Gunicorn's SafeAtoms: a `"` in any value is written `\"`.
-        push(&opt::LOG_ESCAPE_QUOTES, "true".into(), fmt_origin);
+        if is_asgi_class(&class) {
+            // uvicorn's worker writes uvicorn's access lines to Gunicorn's
+            // access log: access_log_format is not read.
+            if let Some(g) = given.get("access_log_format") {
+                out.warnings.push(format!(
+                    "{}: access_log_format is not used with {class} (its access lines are uvicorn's, as in Gunicorn)",
+                    g.origin
+                ));
+            }
+            push(
+                &opt::LOG_FORMAT,
+                super::uvicorn::UVICORN_ACCESS_MESSAGE.into(),
+                &default,
+            );
+        } else {
+            let format =
+                one("access_log_format").unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string());
+            let fmt_origin = given
+                .get("access_log_format")
+                .map_or(&default, |g| &g.origin);
+            push(&opt::LOG_FORMAT, access_log_format(&format)?, fmt_origin);
+            // Gunicorn's SafeAtoms: a `"` in any value is written `\"`.
+            push(&opt::LOG_ESCAPE_QUOTES, "true".into(), fmt_origin);
+        }
     }
     if let Some(target) = &errorlog
         && target != "-"

@@ -181,6 +181,12 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 /// terminal's colours), in `--log-format`'s variables.
 const UVICORN_ACCESS_LINE: &str = r#"INFO:     %(remote_addr):%(var.REMOTE_PORT) - "%(method) %(uri) %(proto)" %(status) %(reason)"#;
 
+/// The message alone of uvicorn's access line, as Gunicorn writes it with
+/// uvicorn's worker: its access handlers' format is the bare message, with
+/// no level and no reason phrase (AccessFormatter's).
+pub(super) const UVICORN_ACCESS_MESSAGE: &str =
+    r#"%(remote_addr):%(var.REMOTE_PORT) - "%(method) %(uri) %(proto)" %(status)"#;
+
 /// Reads uvicorn's command line (without the program name); `env` gives
 /// `WEB_CONCURRENCY` and `FORWARDED_ALLOW_IPS`, and `read_file` the
 /// `--env-file`.
