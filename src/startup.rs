@@ -107,16 +107,18 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    if inherited.is_none()
-        && let Some(log) = &p.daemonize
-    {
+    let daemonized = inherited.is_none() && p.daemonize.is_some();
+    if daemonized && let Some(log) = &p.daemonize {
         process::daemonize(log)?;
-    } else if let Some(log) = &p.logto {
+    }
+    // --logto (or a file logger) after --daemonize's file, as uWSGI
+    // applies them: the log goes there.
+    if let Some(log) = &p.logto {
         carry_on(
             &inherited,
             process::redirect_output(log, keeps_stdout(&cfg)),
         )?;
-    } else if let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
+    } else if !daemonized && let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
         // Re-executed on reload: the log is already behind stderr.
         crate::log::file::set_path(log);
     }

@@ -253,3 +253,30 @@ def _answers(url):
         return requests.get(url, timeout=5).status_code == 200
     except requests.RequestException:
         return False
+
+
+@pytest.mark.parametrize("beside", ["logto", "daemonize"])
+def test_one_file_logger_wins_over_logto_and_daemonize_as_in_uwsgi(tmp_path, beside):
+    """`logger = file:main.log` with `logto` or `daemonize` (a common
+    production pair): uWSGI's logger takes the output, and the other file
+    gets nothing; oxgate wrote to the other file and never made main.log,
+    so logrotate rules and log shippers pointed at it found nothing."""
+    from helpers import BIN, free_port
+    main, other, pidfile = tmp_path / "main.log", tmp_path / "other.log", tmp_path / "d.pid"
+    port = free_port()
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {LOGGED}\nmaster = true\nprocesses = 1\n"
+                   f"pidfile = {pidfile}\nlogger = file:{main}\n{beside} = {other}\n")
+    p = subprocess.Popen([BIN, "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid = None
+    try:
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the pidfile"))
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/print"), what="the server serving")
+        wait_for(lambda: main.exists() and "GET /print" in main.read_text(), what="the request line in main.log")
+        assert not other.exists() or "GET /print" not in other.read_text()
+    finally:
+        os.kill(pid or p.pid, signal.SIGINT)
+        p.wait(20)
+        if pid:
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                     open(f"/proc/{pid}/stat").read().split()[2] == "Z", what="the daemon's end")

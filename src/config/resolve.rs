@@ -1176,20 +1176,18 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             daemonize: r.path(&opt::DAEMONIZE),
             daemonize2: r.path(&opt::DAEMONIZE2),
             logto2: r.path(&opt::LOGTO2),
-            logto: match r.path(&opt::LOGTO) {
-                Some(p) => Some(p),
-                // One file logger is the log file itself.
-                None if log_plan.is_plain() => {
-                    log_plan
-                        .loggers
-                        .first()
-                        .and_then(|l| match &l.target {
-                            Target::File(p) => Some(p.clone()),
-                            _ => None,
-                        })
-                }
-                None => None,
-            },
+            // One file logger is the log file itself. As in uWSGI, whose
+            // loggers take the output over, it wins over --logto and
+            // --daemonize's file, which get nothing.
+            logto: log_plan
+                .is_plain()
+                .then(|| log_plan.loggers.first())
+                .flatten()
+                .and_then(|l| match &l.target {
+                    Target::File(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .or_else(|| r.path(&opt::LOGTO)),
             vacuum: r.flag(&opt::VACUUM)?,
             reaper: r.flag(&opt::REAPER)?,
             touch_reload: [r.paths(&opt::TOUCH_RELOAD), r.paths(&opt::TOUCH_WORKERS_RELOAD)].concat(),
