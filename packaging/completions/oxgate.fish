@@ -182,7 +182,7 @@ complete -c oxgate -l touch-logreopen -r -F -d 'Reopen the log file when FILE is
 complete -c oxgate -l log-reopen -d 'oxgate always reopens the log file after a reload'
 complete -c oxgate -l log-master -d 'each process writes whole lines to the log itself, which never interleave'
 complete -c oxgate -l threaded-logger -d 'each process writes whole lines to the log itself, which never interleave'
-complete -c oxgate -l memory-report -d 'the stats server always reports each worker\'s memory'
+complete -c oxgate -l memory-report -d 'Start each default request line with the worker\'s memory, as uWSGI does: {address space usage: N bytes/NMB} {rss usage: N bytes/NMB}'
 complete -c oxgate -l static-map -x -d 'Serve the files under DIR at the URL path MOUNT (MOUNT/a.css is DIR/a.css), before the app; the longest mount wins, and a mount given again tries its directories in turn'
 complete -c oxgate -l static-map2 -x -d 'As --static-map, keeping the mount in the file\'s path (MOUNT/a.css is DIR/MOUNT/a.css)'
 complete -c oxgate -l check-static -r -a '(__fish_complete_directories)' -d 'Serve the request\'s path from DIR when such a file exists there; otherwise the app answers'

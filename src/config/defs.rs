@@ -681,8 +681,7 @@ options! {
         .ignored()
         .help("each process writes whole lines to the log itself, which never interleave."),
     MEMORY_REPORT = OptDef::new("memory-report", Flag, Logging)
-        .ignored()
-        .help("the stats server always reports each worker's memory."),
+        .help("Start each default request line with the worker's memory, as uWSGI does: {address space usage: N bytes/NMB} {rss usage: N bytes/NMB}. (The stats server always reports each worker's memory; with --log-format, %(vsz), %(rss), %(vszM) and %(rssM) say it.)"),
     STATIC_MAP = OptDef::new("static-map", List, Static)
         .value("MOUNT=DIR")
         .help("Serve the files under DIR at the URL path MOUNT (MOUNT/a.css is DIR/a.css), before the app; the longest mount wins, and a mount given again tries its directories in turn. A path with no file there goes on to the app. DIR may be one file, served at MOUNT itself (a favicon, say)."),

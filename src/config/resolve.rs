@@ -1098,6 +1098,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 micros: r.flag(&opt::LOG_MICROS)?,
                 x_forwarded_for: r.flag(&opt::LOG_X_FORWARDED_FOR)?,
                 escape_quotes: r.flag(&opt::LOG_ESCAPE_QUOTES)?,
+                memory_report: r.flag(&opt::MEMORY_REPORT)?,
                 slow_ms: r.count(&opt::LOG_SLOW),
                 log_4xx: r.flag(&opt::LOG_4XX)?,
                 log_5xx: r.flag(&opt::LOG_5XX)?,

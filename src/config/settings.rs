@@ -509,6 +509,9 @@ pub struct LogSettings {
     pub x_forwarded_for: bool,
     /// `--log-escape-quotes`: `"` in a value is written `\"`.
     pub escape_quotes: bool,
+    /// `--memory-report`: the default line starts with the worker's
+    /// address space and resident size.
+    pub memory_report: bool,
     // What is logged even with --disable-logging.
     pub slow_ms: Option<u64>,
     pub log_4xx: bool,

@@ -260,6 +260,15 @@ impl Line<'_> {
             Value::Owned(s) => log_text(s.as_bytes()).into_owned().into(),
             Value::Num(n) => n.to_string().into(),
         };
+        if s.memory_report {
+            let (vsz, rss) = crate::sys::procfs::memory(None);
+            let _ = write!(
+                out,
+                "{{address space usage: {vsz} bytes/{}MB}} {{rss usage: {rss} bytes/{}MB}} ",
+                vsz >> 20,
+                rss >> 20
+            );
+        }
         let (took, unit) = if s.micros {
             (self.us, "micros")
         } else {
