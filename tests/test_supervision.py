@@ -75,7 +75,9 @@ def test_harakiri_kills_a_stuck_worker_with_its_stack(serve, app_dir):
 def test_harakiri_names_every_request_its_kill_cuts(serve, app_dir):
     """With threads, the kill cuts the worker's other requests too: the
     HARAKIRI line names them, as uWSGI names each core's (only the longest
-    was named; the others' clients got an empty reply and the log nothing)."""
+    was named; the others' clients got an empty reply and the log nothing).
+    The line starts with uWSGI's `*** HARAKIRI ON WORKER N (pid: P, try: 1)
+    ***`, which alerts match (it said `HARAKIRI: worker N (pid P)`)."""
     import concurrent.futures
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--threads", "4", "--harakiri", "2")
     s.wait_workers(1)
@@ -87,7 +89,8 @@ def test_harakiri_names_every_request_its_kill_cuts(serve, app_dir):
             with pytest.raises(requests.RequestException):
                 f.result()
     s.wait_log("by harakiri")
-    harakiri = [line for line in s.log().splitlines() if "HARAKIRI:" in line]
+    assert re.search(r"^oxgate: \*\*\* HARAKIRI ON WORKER 1 \(pid: \d+, try: 1\) \*\*\*: ", s.log(), re.M), s.log()
+    harakiri = [line for line in s.log().splitlines() if "HARAKIRI ON WORKER" in line]
     assert harakiri and "GET /sleep?30" in harakiri[0] and "cutting too: GET /sleep?29" in harakiri[0], harakiri
 
 

@@ -629,7 +629,8 @@ impl Supervisor {
                 let others: Vec<String> =
                     fx.running(w).into_iter().filter(|r| *r != info).collect();
                 fx.say(format!(
-                    "oxgate: HARAKIRI: worker {} (pid {}) has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed{}",
+                    // uWSGI's words first, which alerts match.
+                    "oxgate: *** HARAKIRI ON WORKER {} (pid: {}, try: 1) ***: it has run {info} for {:.1}s (--harakiri {}s); its Python stack follows, then it is killed{}",
                     w.id,
                     w.pid,
                     ran.as_secs_f64(),
