@@ -448,11 +448,39 @@ def test_a_head_with_no_body_yet_reaches_the_client(serve):
     assert requests.get(s.url + "/", timeout=10).text == "hello GET"
 
 
+def test_a_starlette_stream_idle_between_events_ends_when_its_client_leaves_as_under_uvicorn(serve, uvicorn,
+                                                                                             tmp_path):
+    """An SSE stream that waits on a queue between events: under uvicorn,
+    Starlette's StreamingResponse ends it as soon as the client leaves (it
+    listens for http.disconnect, since uvicorn says ASGI 2.3) and runs its
+    background task. oxgate said 2.4, so Starlette only waited for a send
+    to fail: the stream ran on, its background task never ran, and a
+    traceback was logged for each client that left."""
+    seen = {}
+    for name in ("oxgate", "uvicorn"):
+        events = tmp_path / f"{name}.events"
+        env = {"IDLE_STREAM_EVENTS": str(events)}
+        url = asgi(serve, "asgi_idle_stream:app", env=env).url if name == "oxgate" else \
+            uvicorn("asgi_idle_stream:app", env)
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"data: first" not in got:
+                more = c.recv(4096)
+                assert more, got
+                got += more
+        seen[name] = wait_for(lambda: events.exists() and "background" in events.read_text() and
+                              sorted(events.read_text().splitlines()), what=f"{name}'s stream to end")
+    assert seen["oxgate"] == seen["uvicorn"] == ["background", "stream ended by CancelledError"], seen
+
+
 def test_scope(serve):
     s = asgi(serve, "asgi_raw:app")
     scope = requests.get(s.url + "/scope/caf%C3%A9?x=1&y=%20", headers={"X-Custom": "v"}).json()
     assert scope["type"] == "http"
-    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    # 2.3 for HTTP, as uvicorn says it (see the idle stream test).
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
     assert scope["http_version"] == "1.1"
     assert scope["method"] == "GET"
     assert scope["scheme"] == "http"

@@ -509,7 +509,7 @@ impl Send {
         // nothing new. Any other error is the app's own, and logged, as
         // uvicorn logs it: cleanup code after a disconnect has bugs too.
         let about_the_client =
-            gone && !complete && (error.is_instance_of::<PyOSError>() || is_cancellation(error));
+            gone && !complete && (over_a_send_error(error) || is_cancellation(error));
         if !about_the_client {
             let when = if complete {
                 " (after its response was sent)"
@@ -1016,6 +1016,24 @@ fn is_event_stream(headers: &[(Bytes, Bytes)]) -> bool {
 
 /// Whether an app's exception is asyncio's `CancelledError` (its task was
 /// cancelled).
+/// Whether `error` is the `OSError` a send() raised once the client had
+/// gone, or was raised while that one was handled (Starlette turns it into
+/// its ClientDisconnect).
+fn over_a_send_error(error: &Bound<'_, PyAny>) -> bool {
+    let mut error = Some(error.clone());
+    // A few links: a chain is short, and may loop.
+    for _ in 0..8 {
+        let Some(e) = error else { return false };
+        if e.is_instance_of::<PyOSError>() {
+            return true;
+        }
+        error = ["__cause__", "__context__"]
+            .into_iter()
+            .find_map(|link| e.getattr(link).ok().filter(|c| !c.is_none()));
+    }
+    false
+}
+
 pub(super) fn is_cancellation(error: &Bound<'_, PyAny>) -> bool {
     error
         .get_type()

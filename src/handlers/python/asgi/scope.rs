@@ -1,4 +1,4 @@
-//! The HTTP connection scope (ASGI `www` spec 2.4), made from the
+//! The HTTP connection scope (ASGI `www` spec), made from the
 //! protocol-neutral request's CGI variables.
 
 use bytes::Bytes;
@@ -7,9 +7,15 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::request::{RepeatedHeader, Var, VarName};
 
-/// The spec version oxgate implements: 2.4 says `send()` raises `OSError`
-/// once the client is gone (Starlette turns it into `ClientDisconnect`).
-pub(super) const SPEC_VERSION: &str = "2.4";
+/// The spec versions said, as uvicorn says them: 2.3 for HTTP, 2.4 for
+/// WebSocket. An HTTP `send()` raises `OSError` once the client is gone
+/// all the same (2.4's rule, which the spec allows before it). Said as
+/// 2.4, Starlette's StreamingResponse relies on that error alone and stops
+/// listening for `http.disconnect`: a stream idle between events (SSE on
+/// a queue) then ran on after its client left, until its next send, and
+/// its background task never ran.
+pub(super) const HTTP_SPEC_VERSION: &str = "2.3";
+pub(super) const WEBSOCKET_SPEC_VERSION: &str = "2.4";
 
 /// Interned keys and the values every scope shares, made once per worker.
 pub(super) struct ScopeKeys {
@@ -30,8 +36,10 @@ pub(super) struct ScopeKeys {
     /// The extensions an HTTP scope offers (`http.response.pathsend`),
     /// copied per scope.
     http_extensions: Py<PyDict>,
-    /// `{"version": "3.0", "spec_version": SPEC_VERSION}`, copied per scope.
-    asgi_versions: Py<PyDict>,
+    /// `{"version": "3.0", "spec_version": ...}` of each kind of scope,
+    /// copied per scope.
+    http_asgi_versions: Py<PyDict>,
+    websocket_asgi_versions: Py<PyDict>,
     /// An HTTP scope's keys, in order, `type` set and the others None:
     /// each scope is a copy with its values put in, which neither grows
     /// the dict nor hashes a key.
@@ -46,9 +54,12 @@ pub(super) struct ScopeKeys {
 impl ScopeKeys {
     pub(super) fn new(py: Python<'_>) -> PyResult<ScopeKeys> {
         let key = |s: &str| PyString::intern(py, s).unbind();
-        let versions = PyDict::new(py);
-        versions.set_item("version", "3.0")?;
-        versions.set_item("spec_version", SPEC_VERSION)?;
+        let versions = |spec: &str| -> PyResult<Py<PyDict>> {
+            let versions = PyDict::new(py);
+            versions.set_item("version", "3.0")?;
+            versions.set_item("spec_version", spec)?;
+            Ok(versions.unbind())
+        };
         let http_extensions = PyDict::new(py);
         http_extensions.set_item("http.response.pathsend", PyDict::new(py))?;
         http_extensions.set_item("http.response.zerocopysend", PyDict::new(py))?;
@@ -93,7 +104,8 @@ impl ScopeKeys {
             state: key("state"),
             extensions: key("extensions"),
             http_extensions: http_extensions.unbind(),
-            asgi_versions: versions.unbind(),
+            http_asgi_versions: versions(HTTP_SPEC_VERSION)?,
+            websocket_asgi_versions: versions(WEBSOCKET_SPEC_VERSION)?,
             header_names,
             last_server: std::sync::Mutex::new(None),
         })
@@ -394,7 +406,7 @@ pub(super) fn http_scope<'py>(
         }
     }
     let scope = k.http_template.bind(py).copy()?;
-    scope.set_item(&k.asgi, k.asgi_versions.bind(py).copy()?)?;
+    scope.set_item(&k.asgi, k.http_asgi_versions.bind(py).copy()?)?;
     let version = match f.protocol.strip_prefix(b"HTTP/").unwrap_or(b"1.1") {
         b"1.1" => pyo3::intern!(py, "1.1").clone(),
         b"1.0" => pyo3::intern!(py, "1.0").clone(),
@@ -518,6 +530,7 @@ pub(super) fn websocket_scope<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = http_scope(py, k, vars, f, state, false, false)?;
     scope.set_item(&k.type_, "websocket")?;
+    scope.set_item(&k.asgi, k.websocket_asgi_versions.bind(py).copy()?)?;
     scope.set_item(&k.scheme, if f.is_https() { "wss" } else { "ws" })?;
     scope.del_item(&k.method)?;
     let offered = offered_subprotocols(vars)
