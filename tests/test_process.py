@@ -79,6 +79,34 @@ def test_a_stop_answers_the_next_request_on_a_keep_alive_connection_and_closes_i
     idle.close()
 
 
+def test_a_stop_refuses_new_connections_at_once_while_its_requests_finish(serve, app_dir):
+    """Once a worker has its stop, the listening socket is closed in every
+    process: a new connection is refused at once (nginx or a balancer tries
+    another server), as under uvicorn and Gunicorn, while the request in
+    flight finishes. The worker held the master's copy of the socket until
+    its last request was done: a connection made meanwhile waited in the
+    backlog, then was reset."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--threads", "2")
+    s.wait_workers(1)
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+    # A connection the worker has taken (it answered on it), then a slow
+    # request on it.
+    with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+        assert probe_once(c).startswith(b"http/1.1 200 ")
+        c.sendall(b"GET /sleep?8 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.proc.send_signal(signal.SIGTERM)
+        s.wait_log("stopping gracefully")
+        wait_for(refused, timeout=5, what="new connections refused while the request runs")
+        assert c.recv(1000).startswith(b"HTTP/1.1 200 ")  # the request in flight finished
+    assert s.proc.wait(20) == 0
+
+
 def test_second_sigint_stops_at_once(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
     s.wait_workers(1)

@@ -219,6 +219,15 @@ pub fn run(s: Setup<'_>) -> ! {
             })
         })
         .collect();
+    // The master's copies, in this process's memory, are let go of: the
+    // serving loop closes its own at a stop, and with these held too the
+    // socket stayed open until the worker's last request was done, so a
+    // connection made meanwhile waited in a backlog no one accepted from,
+    // then was reset, instead of being refused at once (a balancer or
+    // nginx then tries another server).
+    for sock in s.listeners {
+        crate::sys::void_fd(sock.listener.raw_fd());
+    }
     // The stop must be over when the master kills the worker: at
     // --reload-mercy when the master stops, else (a reload, a recycle) at
     // --worker-reload-mercy; the master says which in the scoreboard before
