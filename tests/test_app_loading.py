@@ -170,6 +170,26 @@ def test_home_that_is_not_a_venv(tmp_path):
     assert code != 0 and "virtualenv" in err
 
 
+def test_a_binary_copied_into_a_venvs_bin_gives_that_venvs_python_as_sys_executable(serve, tmp_path):
+    """running.md: a binary copied into a venv's bin/ uses that venv. Its
+    sys.executable was the binary itself, so what starts Python again
+    (subprocess with sys.executable, multiprocessing's spawn, Django's
+    autoreloader) ran oxgate, which said "no socket to listen on"."""
+    import shutil
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    shutil.copy(BIN, venv / "bin" / "oxgate")
+    (tmp_path / "again.py").write_text(
+        "import subprocess, sys\n"
+        "def application(environ, start_response):\n"
+        "    out = subprocess.run([sys.executable, '-c', 'import sys; print(sys.prefix)'],\n"
+        "                         capture_output=True, text=True, timeout=20)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [f'{sys.executable} {out.returncode} {out.stdout.strip()}'.encode()]\n")
+    s = serve("--wsgi-file", str(tmp_path / "again.py"), program=(str(venv / "bin" / "oxgate"),))
+    assert requests.get(s.url, timeout=30).text == f"{venv / 'bin' / 'python'} 0 {venv}"
+
+
 def test_sys_executable_and_argv(srv):
     info = requests.get(srv.url + "/sys").json()
     assert info["argv"] == ["oxgate"]

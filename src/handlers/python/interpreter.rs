@@ -17,27 +17,30 @@ use pyo3::prelude::*;
 /// venv's site-packages ahead of the base install, as `python` itself would
 /// (the approach uWSGI's `--home` uses; embedding.md §5).
 fn program_name(home: Option<&Path>) -> Result<PathBuf, String> {
+    let python_of = |venv: &Path| {
+        ["bin/python", "bin/python3"]
+            .into_iter()
+            .map(|candidate| venv.join(candidate))
+            .find(|p| p.exists())
+    };
     if let Some(home) = home {
-        for candidate in ["bin/python", "bin/python3"] {
-            let p = home.join(candidate);
-            if p.exists() {
-                return Ok(p);
-            }
-        }
-        return Err(format!(
-            "--home {}: no bin/python there; is it a virtualenv? (create one with: python3 -m venv {})",
-            home.display(),
-            home.display()
-        ));
+        return python_of(home).ok_or_else(|| {
+            format!(
+                "--home {}: no bin/python there; is it a virtualenv? (create one with: python3 -m venv {})",
+                home.display(),
+                home.display()
+            )
+        });
     }
-    // A binary installed into a venv's bin/ uses that venv.
+    // A binary installed into a venv's bin/ uses that venv. Its python, not
+    // the binary, is the program: it becomes sys.executable, which what
+    // starts Python again runs (multiprocessing's spawn, subprocess,
+    // Django's autoreloader); the binary there ran oxgate instead.
     if let Ok(exe) = std::env::current_exe()
-        && let Some(bin) = exe.parent()
-        && bin
-            .parent()
-            .is_some_and(|venv| venv.join("pyvenv.cfg").exists())
+        && let Some(venv) = exe.parent().and_then(Path::parent)
+        && venv.join("pyvenv.cfg").exists()
     {
-        return Ok(exe);
+        return Ok(python_of(venv).unwrap_or(exe));
     }
     Ok(PathBuf::from(env!("OXGATE_BUILD_PYTHON")))
 }
