@@ -86,8 +86,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // without -t.)
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        // The plain stats socket answers JSON with no HTTP head, which
+        // curl takes with --http0.9 only.
+        let curl = if addr.starts_with("http://") || addr.starts_with("https://") {
+            format!("curl {addr}")
+        } else if addr.starts_with(['/', '.']) {
+            format!("curl --http0.9 --unix-socket {addr} http://localhost/")
+        } else {
+            format!("curl --http0.9 {addr}")
+        };
         return Err(format!(
-            "oxgate top needs a terminal (`docker exec -it`, `kubectl exec -it`); for one reading, read the stats server's JSON: `curl {addr}`"
+            "a terminal is needed (`docker exec -it`, `kubectl exec -it`); for one reading, read the stats server's JSON: `{curl}`"
         ));
     }
     let mut terminal = ratatui::try_init().map_err(|e| format!("cannot use the terminal: {e}"))?;

@@ -1,6 +1,7 @@
 """The stats server (with the real uwsgitop and a real uWSGI to compare), Prometheus metrics, oxgate top."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -167,7 +168,12 @@ def test_oxgate_top_says_what_is_wrong(serve):
     serve("--wsgi-file", ECHO, "--stats", f"127.0.0.1:{sp}")
     p = subprocess.run([BIN, "top", f"127.0.0.1:{sp}"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=10)
-    assert p.returncode == 2 and "oxgate top needs a terminal" in p.stderr and "panic" not in p.stderr, p.stderr
+    assert p.returncode == 2 and "oxgate top: a terminal is needed" in p.stderr and "panic" not in p.stderr, p.stderr
+    # The command it suggests works (plain `curl ADDR` refuses the stats
+    # socket's answer, which has no HTTP head).
+    suggested = re.search(r"`(curl [^`]+)`", p.stderr)[1]
+    out = subprocess.run(suggested.split(), capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "workers" in json.loads(out.stdout), (suggested, out.stderr)
 
 
 def test_prometheus_metrics(serve):

@@ -58,6 +58,12 @@ impl Stream {
             Stream::Unix(s) => s.write(buf),
         }
     }
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
 }
 
 impl std::os::fd::AsFd for Stream {
@@ -76,6 +82,11 @@ struct Client {
     head: Option<Vec<u8>>,
     out: Vec<u8>,
     sent: usize,
+    /// All sent and the writing side shut: what the client still sends
+    /// is read, until it closes. Closed with its request unread, the
+    /// socket would be reset, and the reset can reach the client before it
+    /// has read the answer (`curl --http0.9` to the plain socket lost it).
+    draining: bool,
     deadline: Instant,
 }
 
@@ -176,7 +187,7 @@ impl Stats {
         });
         let clients = self.clients.iter().map(|c| libc::pollfd {
             fd: c.stream.fd(),
-            events: if c.head.is_some() {
+            events: if c.head.is_some() || c.draining {
                 libc::POLLIN
             } else {
                 libc::POLLOUT
@@ -228,6 +239,7 @@ impl Stats {
                     head: (server.kind != Kind::Raw).then(Vec::new),
                     out: Vec::new(),
                     sent: 0,
+                    draining: false,
                     deadline: now + CLIENT_TIME,
                 };
                 if server.kind == Kind::Raw {
@@ -316,6 +328,18 @@ impl Client {
 
     /// Moves the exchange on; false once it is over.
     fn progress(&mut self, render: &dyn Fn(Want) -> String) -> bool {
+        if self.draining {
+            let mut buf = [0u8; 2048];
+            loop {
+                match self.stream.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+        }
         if let Some(head) = &mut self.head {
             let mut buf = [0u8; 2048];
             loop {
@@ -364,6 +388,10 @@ impl Client {
                 Err(_) => return false,
             }
         }
-        false
+        if self.stream.shutdown_write().is_err() {
+            return false;
+        }
+        self.draining = true;
+        self.progress(render)
     }
 }
