@@ -31,7 +31,7 @@ complete -c oxgate -l wsgi -x -d 'Load the WSGI callable from an importable modu
 complete -c oxgate -l mount -x -d 'Serve another app under a URL prefix (repeatable): /blog=blog.py, /api=api.wsgi:app'
 complete -c oxgate -l vhost -d 'Dynamic apps: a request\'s UWSGI_SCRIPT, UWSGI_MODULE (+ UWSGI_CALLABLE) or UWSGI_FILE variable (nginx\'s uwsgi_param) names the app, loaded on first use after UWSGI_CHDIR and UWSGI_PYHOME, and kept'
 complete -c oxgate -l manage-script-name -d 'Pick the --mount app by the longest mountpoint that prefixes PATH_INFO, and move that prefix from PATH_INFO to SCRIPT_NAME'
-complete -c oxgate -l no-default-app -d 'With --mount, a request that no mountpoint takes is 404, instead of going to the default app (--wsgi-file or --module; without one, the error that no app is loaded)'
+complete -c oxgate -l no-default-app -d 'With --mount, a request that no mountpoint takes is 404, instead of going to the default app (--wsgi-file or --module; without one, the first mounted app, as in uWSGI)'
 complete -c oxgate -l wsgi-disable-file-wrapper -d 'Leave wsgi.file_wrapper out of environ (the app then sends files through its own iterator)'
 complete -c oxgate -l callable -x -d 'Name of the WSGI callable in the module or file'
 complete -c oxgate -l interface -x -a 'auto wsgi asgi asgi2' -d 'The app\'s interface'

@@ -201,7 +201,7 @@ options! {
     HTTPS_SOCKET = OptDef::new("https-socket", List, Sockets)
         .aliases(&["https"])
         .value("ADDR,CERT,KEY[,CIPHERS,CA]")
-        .help("Serve HTTPS on ADDR (uWSGI's syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519). ALPN offers HTTP/2 and HTTP/1.1. CIPHERS may name TLS suites to allow, separated by colons; CA, the fifth field, asks clients for a certificate signed by it (a leading ! requires one), as --https-client-ca does."),
+        .help("Serve HTTPS on ADDR (uWSGI's syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519). ALPN offers HTTP/2, HTTP/1.1 and HTTP/1.0. CIPHERS may name TLS suites to allow, separated by colons; CA, the fifth field, asks clients for a certificate signed by it (a leading ! requires one), as --https-client-ca does."),
     SNI = OptDef::new("sni", List, Sockets)
         .value("NAME,CERT,KEY")
         .help("Serve the certificate CERT (with its key KEY) to HTTPS clients that ask for the server name NAME (SNI), as uWSGI's --sni does; others get their --https-socket's own. NAME may start with *. for one level of subdomains. Repeat it for each name."),
@@ -275,7 +275,7 @@ options! {
     MANAGE_SCRIPT_NAME = OptDef::new("manage-script-name", Flag, App)
         .help("Pick the --mount app by the longest mountpoint that prefixes PATH_INFO, and move that prefix from PATH_INFO to SCRIPT_NAME."),
     NO_DEFAULT_APP = OptDef::new("no-default-app", Flag, App)
-        .help("With --mount, a request that no mountpoint takes is 404, instead of going to the default app (--wsgi-file or --module; without one, the error that no app is loaded)."),
+        .help("With --mount, a request that no mountpoint takes is 404, instead of going to the default app (--wsgi-file or --module; without one, the first mounted app, as in uWSGI)."),
     WSGI_DISABLE_FILE_WRAPPER = OptDef::new("wsgi-disable-file-wrapper", Flag, App)
         .help("Leave wsgi.file_wrapper out of environ (the app then sends files through its own iterator)."),
     CALLABLE = OptDef::new("callable", Str, App)

@@ -544,7 +544,10 @@ impl Master<'_> {
             MasterCommand::AddWorker => {
                 if self.sup.processes < MAX_WORKERS {
                     self.sup.processes += 1;
-                    crate::note!("oxgate: SIGTTIN: now {} workers", self.sup.processes);
+                    crate::note!(
+                        "oxgate: one worker more (SIGTTIN, or + on the master FIFO): now {}",
+                        self.sup.processes
+                    );
                     self.workers_changed(self.sup.processes - 1);
                 }
             }
@@ -552,7 +555,10 @@ impl Master<'_> {
                 let mut removed = false;
                 self.supervise(|sup, fx| removed = sup.remove_one(fx, Instant::now()));
                 if removed {
-                    crate::note!("oxgate: SIGTTOU: now {} workers", self.sup.processes);
+                    crate::note!(
+                        "oxgate: one worker fewer (SIGTTOU, or - on the master FIFO): now {}",
+                        self.sup.processes
+                    );
                     self.workers_changed(self.sup.processes + 1);
                 }
             }
