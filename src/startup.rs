@@ -111,8 +111,9 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if daemonized && let Some(log) = &p.daemonize {
         process::daemonize(log)?;
     }
-    // --logto (or a file logger) after --daemonize's file, as uWSGI
-    // applies them: the log goes there.
+    // A file logger after --daemonize's file: the log goes there, as
+    // uWSGI's loggers take it over (the resolved --logto is that logger
+    // alone when there is a --daemonize).
     if let Some(log) = &p.logto {
         carry_on(
             &inherited,

@@ -88,12 +88,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         // The plain stats socket answers JSON with no HTTP head, which
         // curl takes with --http0.9 only.
+        // The address read as `fetch` reads it.
         let curl = if addr.starts_with("http://") || addr.starts_with("https://") {
             format!("curl {addr}")
-        } else if addr.starts_with(['/', '.']) {
-            format!("curl --http0.9 --unix-socket {addr} http://localhost/")
-        } else {
+        } else if addr.contains(':') && !addr.starts_with('/') {
             format!("curl --http0.9 {addr}")
+        } else if let Some(name) = addr.strip_prefix('@') {
+            format!("curl --http0.9 --abstract-unix-socket {name} http://localhost/")
+        } else {
+            format!("curl --http0.9 --unix-socket {addr} http://localhost/")
         };
         return Err(format!(
             "a terminal is needed (`docker exec -it`, `kubectl exec -it`); for one reading, read the stats server's JSON: `{curl}`"

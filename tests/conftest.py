@@ -1,15 +1,24 @@
 """Fixtures every test file can use: the real oxgate binary on a port picked
 at run time, and the apps it serves (plain helpers are in helpers.py)."""
+import atexit
 import os
 import signal
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
 
 from helpers import APPS, BEHAVIOUR, BIN, ECHO, ROOT, VENV, free_port, listens, wait_for
+
+# Gunicorn 27 binds a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl, else
+# ~/.gunicorn/gunicorn.ctl: a directory of this test process's own, so that
+# two real Gunicorns at once (pytest -n 2) do not take each other's (it
+# logs an error, which tests of Gunicorn's output see).
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="oxgate-test-runtime-")
+atexit.register(shutil.rmtree, os.environ["XDG_RUNTIME_DIR"], ignore_errors=True)
 
 
 def comm(pid):

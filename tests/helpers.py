@@ -408,7 +408,10 @@ LogLevel warn
 
 # Terminal programs (uwsgitop, oxgate top), run in tmux.
 def tmux(*args):
-    return subprocess.run(["tmux", "-L", "oxgate-test", *args], capture_output=True, text=True, timeout=10)
+    # A tmux server of this test process's own: with two at once (pytest -n
+    # 2), one's last session ending would stop the other's server.
+    return subprocess.run(["tmux", "-L", f"oxgate-test-{os.getpid()}", *args], capture_output=True, text=True,
+                          timeout=10)
 
 
 def screen_of(command, until, timeout=15):

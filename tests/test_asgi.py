@@ -436,16 +436,23 @@ def test_a_head_with_no_body_yet_reaches_the_client(serve):
     first event: its head must reach the client meanwhile (an EventSource
     opens then), as uvicorn sends it, not wait for a body."""
     s = asgi(serve, "asgi_raw:app")
-    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-        c.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            more = c.recv(4096)
-            assert more, head
-            head += more
+    head = get_until(s.port, b"/events", b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"content-type: text/event-stream" in head.lower()
     assert b"late" not in head
     assert requests.get(s.url + "/", timeout=10).text == "hello GET"
+
+
+def get_until(port, path, mark):
+    """GETs `path` on a new connection, reads until `mark` has come, and
+    closes the connection: what came."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while mark not in got:
+            more = c.recv(4096)
+            assert more, got
+            got += more
+    return got
 
 
 def test_a_starlette_stream_idle_between_events_ends_when_its_client_leaves_as_under_uvicorn(serve, uvicorn,
@@ -462,14 +469,7 @@ def test_a_starlette_stream_idle_between_events_ends_when_its_client_leaves_as_u
         env = {"IDLE_STREAM_EVENTS": str(events)}
         url = asgi(serve, "asgi_idle_stream:app", env=env).url if name == "oxgate" else \
             uvicorn("asgi_idle_stream:app", env)
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-            c.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-            got = b""
-            while b"data: first" not in got:
-                more = c.recv(4096)
-                assert more, got
-                got += more
+        get_until(int(url.rsplit(":", 1)[1]), b"/stream", b"data: first")  # then the client leaves
         seen[name] = wait_for(lambda: events.exists() and "background" in events.read_text() and
                               sorted(events.read_text().splitlines()), what=f"{name}'s stream to end")
     assert seen["oxgate"] == seen["uvicorn"] == ["background", "stream ended by CancelledError"], seen

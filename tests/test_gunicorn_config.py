@@ -1167,6 +1167,11 @@ def test_uvicorns_worker_writes_uvicorns_access_lines_as_under_gunicorn(serve, t
                         what=f"uvicorn's access line from {s.args[0]}", show=s.log)
         assert "CUSTOM" not in s.log(), s.log()
     assert "access_log_format is not used with uvicorn.workers.UvicornWorker" in ox.log()
+    # Gunicorn's own asgi worker writes its own lines, in that format.
+    p, pairs = print_config("gunicorn", "-k", "asgi", "--access-logfile", "-", "--access-logformat", "CUSTOM %(h)s",
+                            "main:app")
+    assert any(k == "log-format" and v.startswith("CUSTOM ") for k, v in pairs), pairs
+    assert "is not used" not in p.stderr
 
 
 def test_a_tornado_application_is_refused_at_start_with_why(tmp_path):

@@ -33,14 +33,18 @@ def dev_log():
     interrupted run, is taken over."""
     if os.geteuid() != 0:
         pytest.skip("binding /dev/log needs root")
-    if os.path.exists("/dev/log"):
-        if _listened("/dev/log"):
-            pytest.skip("a syslog daemon has /dev/log")
+    # One test at a time has it, across test processes (pytest -n 2).
+    import fcntl
+    with open("/tmp/oxgate-test-dev-log.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists("/dev/log"):
+            if _listened("/dev/log"):
+                pytest.skip("a syslog daemon has /dev/log")
+            os.unlink("/dev/log")
+        r = SyslogReceiver("/dev/log")
+        yield r
+        r.close()
         os.unlink("/dev/log")
-    r = SyslogReceiver("/dev/log")
-    yield r
-    r.close()
-    os.unlink("/dev/log")
 
 
 # `<PRI>Mmm dd hh:mm:ss ` as glibc's syslog(3) and uWSGI's rsyslog write it.
@@ -255,18 +259,21 @@ def _answers(url):
         return False
 
 
-@pytest.mark.parametrize("beside", ["logto", "daemonize"])
-def test_one_file_logger_wins_over_logto_and_daemonize_as_in_uwsgi(tmp_path, beside):
+@pytest.mark.parametrize("winner,beside", [("logger", "logto"), ("logger", "daemonize"), ("daemonize", "logto")])
+def test_which_log_file_wins_as_in_uwsgi(tmp_path, winner, beside):
     """`logger = file:main.log` with `logto` or `daemonize` (a common
     production pair): uWSGI's logger takes the output, and the other file
     gets nothing; oxgate wrote to the other file and never made main.log,
-    so logrotate rules and log shippers pointed at it found nothing."""
+    so logrotate rules and log shippers pointed at it found nothing. And
+    with both `daemonize` and `logto`, uWSGI logs to daemonize's file and
+    does not read logto."""
     from helpers import BIN, free_port
     main, other, pidfile = tmp_path / "main.log", tmp_path / "other.log", tmp_path / "d.pid"
     port = free_port()
+    first = f"logger = file:{main}" if winner == "logger" else f"{winner} = {main}"
     ini = tmp_path / "app.ini"
     ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {LOGGED}\nmaster = true\nprocesses = 1\n"
-                   f"pidfile = {pidfile}\nlogger = file:{main}\n{beside} = {other}\n")
+                   f"pidfile = {pidfile}\n{first}\n{beside} = {other}\n")
     p = subprocess.Popen([BIN, "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pid = None
     try:

@@ -42,16 +42,18 @@ def test_memory_report_starts_the_default_line_with_the_workers_memory_as_uwsgi(
     """`memory-report = true` (in 8.6% of real uWSGI configs): uWSGI starts
     each request line with the worker's address space and RSS; oxgate took
     the option and changed nothing."""
-    uwsgi_port = free_port()
+    uwsgi_port, uwsgi_log = free_port(), tmp_path / "uwsgi.log"
     peer = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--http-socket", f"127.0.0.1:{uwsgi_port}",
-                             "--wsgi-file", LOGGED, "--memory-report"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--wsgi-file", LOGGED, "--memory-report", "--logto", str(uwsgi_log)])
     try:
         wait_for(lambda: listens(uwsgi_port), what="uWSGI")
         requests.get(f"http://127.0.0.1:{uwsgi_port}/mem", timeout=10)
+        # Its line is written after the answer.
+        theirs = wait_for(lambda: "GET /mem" in uwsgi_log.read_text() and uwsgi_log.read_text(),
+                          what="uWSGI's request line")
     finally:
         peer.send_signal(signal.SIGINT)
-        theirs = peer.communicate(timeout=20)[0]
+        peer.wait(20)
     s = serve("--wsgi-file", LOGGED, "--memory-report", "--processes", "1")
     requests.get(s.url + "/mem", timeout=10)
     ours = wait_for(lambda: "GET /mem" in s.log() and s.log(), what="the request line")

@@ -1294,9 +1294,10 @@ fn translate(
         if let Some((target, origin)) = &syslog {
             push(&opt::REQ_LOGGER, target.clone(), origin);
         }
-        if is_asgi_class(&class) {
+        if class.starts_with("uvicorn") {
             // uvicorn's worker writes uvicorn's access lines to Gunicorn's
-            // access log: access_log_format is not read.
+            // access log: access_log_format is not read. (Gunicorn's own
+            // asgi worker writes its own, in that format.)
             if let Some(g) = given.get("access_log_format") {
                 out.warnings.push(format!(
                     "{}: access_log_format is not used with {class} (its access lines are uvicorn's, as in Gunicorn)",

@@ -1179,7 +1179,8 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             logto2: r.path(&opt::LOGTO2),
             // One file logger is the log file itself. As in uWSGI, whose
             // loggers take the output over, it wins over --logto and
-            // --daemonize's file, which get nothing.
+            // --daemonize's file, which get nothing; and --daemonize's
+            // file wins over --logto, which uWSGI does not read then.
             logto: log_plan
                 .is_plain()
                 .then(|| log_plan.loggers.first())
@@ -1188,7 +1189,10 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                     Target::File(p) => Some(p.clone()),
                     _ => None,
                 })
-                .or_else(|| r.path(&opt::LOGTO)),
+                .or_else(|| match r.path(&opt::DAEMONIZE) {
+                    Some(_) => None,
+                    None => r.path(&opt::LOGTO),
+                }),
             vacuum: r.flag(&opt::VACUUM)?,
             reaper: r.flag(&opt::REAPER)?,
             touch_reload: [r.paths(&opt::TOUCH_RELOAD), r.paths(&opt::TOUCH_WORKERS_RELOAD)].concat(),

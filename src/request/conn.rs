@@ -22,11 +22,22 @@ pub struct ConnInfo {
     peer_addr: Option<SocketAddr>,
     /// The socket's peer, when a PROXY protocol header named another
     /// client (`peer`): the balancer.
-    proxied_by: Option<std::net::IpAddr>,
+    proxied_by: Option<ProxiedBy>,
     /// The socket's own address (none on unix sockets).
     local_addr: Option<SocketAddr>,
     /// What the TLS handshake settled; none on a cleartext connection.
     tls: Option<Arc<TlsInfo>>,
+}
+
+/// Who sent a PROXY protocol header: the connection's own peer, which
+/// settings that trust a proxy's headers (--forwarded-allow-ips) trust,
+/// not the client the header names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxiedBy {
+    Ip(std::net::IpAddr),
+    /// A balancer on a unix socket, trusted as any unix socket's client
+    /// is (Gunicorn trusts it).
+    UnixSocket,
 }
 
 /// What a connection's TLS handshake settled, as the CGI variables every
@@ -98,7 +109,10 @@ impl ConnInfo {
                 shared(peer.port().to_string()),
             )),
             peer_addr: Some(peer),
-            proxied_by: self.peer_addr.map(|p| p.ip()),
+            proxied_by: Some(
+                self.peer_addr
+                    .map_or(ProxiedBy::UnixSocket, |p| ProxiedBy::Ip(p.ip())),
+            ),
             ..self
         }
     }
@@ -120,7 +134,7 @@ impl ConnInfo {
         self.peer_addr
     }
 
-    pub fn proxied_by(&self) -> Option<std::net::IpAddr> {
+    pub fn proxied_by(&self) -> Option<ProxiedBy> {
         self.proxied_by
     }
 

@@ -41,7 +41,7 @@ pub struct Request {
     /// The connection's peer when a PROXY protocol header named the client
     /// (REMOTE_ADDR) as another: the balancer, which is who settings that
     /// trust a proxy's headers (--forwarded-allow-ips) trust.
-    pub proxied_by: Option<std::net::IpAddr>,
+    pub proxied_by: Option<super::ProxiedBy>,
 }
 
 /// A header given more than once, its values apart.

@@ -24,7 +24,7 @@ pub use body::{
     AheadInMemory, BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileEnd, FileRegion,
     RequestBody, SENDFILE_MIN, SpilledAhead, Trailers, Warmer, clip, spooled, with_length,
 };
-pub use conn::{ConnInfo, TLS_SUITES, TlsInfo, tls_version_code};
+pub use conn::{ConnInfo, ProxiedBy, TLS_SUITES, TlsInfo, tls_version_code};
 pub use early_hints::{EARLY_HINTS_MAX, EarlyHints, early_hints_fault, early_hints_head};
 pub use handler::{
     BodyTaking, Handler, HandlerKind, Outcome, RepeatedHeader, Request, RequestObserver,

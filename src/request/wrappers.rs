@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use super::ProxiedBy;
 use super::answered::Answered;
 use super::body::{BodyError, BodyStream, ChunkSource, FileRegion, Trailers};
 use super::handler::{BodyTaking, Handler, Request, Responding};
@@ -190,8 +191,14 @@ impl ProxyHeaders {
             .or((!hosts.is_empty()).then_some(0))
     }
 
-    fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>) {
-        let remote = position(vars, Var::REMOTE_ADDR).map(|i| vars[i].1.clone());
+    /// `proxied_by`: the balancer that sent a PROXY header, which is who
+    /// is trusted, not the client it named (REMOTE_ADDR).
+    fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>, proxied_by: Option<ProxiedBy>) {
+        let remote = match proxied_by {
+            Some(ProxiedBy::Ip(ip)) => Some(Bytes::from(ip.to_string())),
+            Some(ProxiedBy::UnixSocket) => None,
+            None => position(vars, Var::REMOTE_ADDR).map(|i| vars[i].1.clone()),
+        };
         let trusted = match remote {
             Some(r) if !r.is_empty() => self.trusts(&r),
             // A unix socket's peer has no address: trusted by `*` alone,
@@ -287,7 +294,7 @@ fn split_port(v: &str) -> (&str, &str) {
 
 impl Handler for ProxyHeaders {
     fn handle(self: Arc<Self>, mut req: Request) -> Responding {
-        self.rewrite(&mut req.vars);
+        self.rewrite(&mut req.vars, req.proxied_by);
         self.inner.clone().handle(req)
     }
 
@@ -344,11 +351,13 @@ impl SecureScheme {
         &self,
         vars: &[(VarName, Bytes)],
         repeated: &[super::RepeatedHeader],
-        proxied_by: Option<IpAddr>,
+        proxied_by: Option<ProxiedBy>,
     ) -> Result<Option<bool>, ()> {
-        // A unix socket's client has an empty REMOTE_ADDR, or none.
+        // A unix socket's client has an empty REMOTE_ADDR, or none, and is
+        // trusted.
         let peer = match proxied_by {
-            Some(ip) => Some(Some(ip)),
+            Some(ProxiedBy::Ip(ip)) => Some(Some(ip)),
+            Some(ProxiedBy::UnixSocket) => None,
             None => position(vars, Var::REMOTE_ADDR)
                 .filter(|&i| !vars[i].1.is_empty())
                 .map(|i| {
@@ -719,11 +728,24 @@ mod tests {
             s.scheme(
                 &vars(&[("REMOTE_ADDR", client), ("HTTP_X_FORWARDED_PROTO", "https")]),
                 &[],
-                Some(balancer.parse().unwrap()),
+                Some(ProxiedBy::Ip(balancer.parse().unwrap())),
             )
         };
         assert_eq!(proxied("203.0.113.9", "127.0.0.1"), Ok(Some(true)));
         assert_eq!(proxied("127.0.0.1", "10.1.2.3"), Ok(None));
+        // A balancer on a unix socket is trusted, as a unix socket's
+        // client is (HAProxy's `server s /run/app.sock send-proxy`).
+        assert_eq!(
+            s.scheme(
+                &vars(&[
+                    ("REMOTE_ADDR", "203.0.113.9"),
+                    ("HTTP_X_FORWARDED_PROTO", "https")
+                ]),
+                &[],
+                Some(ProxiedBy::UnixSocket),
+            ),
+            Ok(Some(true))
+        );
     }
 
     struct Nothing;

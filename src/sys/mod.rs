@@ -21,10 +21,12 @@ pub fn void_fd(fd: std::os::fd::RawFd) {
         let _ = nix::unistd::close(fd);
         return;
     };
-    // SAFETY: dup2 takes two integers and touches no memory of ours; `fd`
-    // is one this process's caller owns (a copy inherited through fork),
-    // and `null` stays open for the call.
-    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+    // Close-on-exec, as the descriptor it replaces was: a CGI script or a
+    // program the app runs does not inherit it.
+    // SAFETY: dup3 takes two integers and a flag and touches no memory of
+    // ours; `fd` is one this process's caller owns (a copy inherited
+    // through fork), and `null` stays open for the call.
+    if unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) } < 0 {
         let _ = nix::unistd::close(fd);
     }
 }

@@ -65,7 +65,7 @@ pub(super) struct Headed {
     pub(super) early_hints: Option<Arc<dyn EarlyHints>>,
     repeated_headers: Vec<RepeatedHeader>,
     local_addr: Option<std::net::SocketAddr>,
-    proxied_by: Option<std::net::IpAddr>,
+    proxied_by: Option<crate::request::ProxiedBy>,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that

@@ -330,7 +330,9 @@ impl Client {
     fn progress(&mut self, render: &dyn Fn(Want) -> String) -> bool {
         if self.draining {
             let mut buf = [0u8; 2048];
-            loop {
+            // A little at a time: a client that keeps sending does not
+            // hold the master's loop (its deadline ends it).
+            for _ in 0..32 {
                 match self.stream.read(&mut buf) {
                     Ok(0) => return false,
                     Ok(_) => {}
@@ -339,6 +341,7 @@ impl Client {
                     Err(_) => return false,
                 }
             }
+            return true;
         }
         if let Some(head) = &mut self.head {
             let mut buf = [0u8; 2048];

@@ -1014,8 +1014,6 @@ fn is_event_stream(headers: &[(Bytes, Bytes)]) -> bool {
     })
 }
 
-/// Whether an app's exception is asyncio's `CancelledError` (its task was
-/// cancelled).
 /// Whether `error` is the `OSError` a send() raised once the client had
 /// gone, or was raised while that one was handled (Starlette turns it into
 /// its ClientDisconnect).
@@ -1034,6 +1032,8 @@ fn over_a_send_error(error: &Bound<'_, PyAny>) -> bool {
     false
 }
 
+/// Whether an app's exception is asyncio's `CancelledError` (its task was
+/// cancelled).
 pub(super) fn is_cancellation(error: &Bound<'_, PyAny>) -> bool {
     error
         .get_type()
