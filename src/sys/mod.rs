@@ -21,6 +21,12 @@ pub fn void_fd(fd: std::os::fd::RawFd) {
         let _ = nix::unistd::close(fd);
         return;
     };
+    if std::os::fd::AsRawFd::as_raw_fd(&null) == fd {
+        // `fd` was not open, and /dev/null (close-on-exec, as std opens
+        // files) took its number: that is the voided state, kept.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(null);
+        return;
+    }
     // Close-on-exec, as the descriptor it replaces was: a CGI script or a
     // program the app runs does not inherit it.
     // SAFETY: dup3 takes two integers and a flag and touches no memory of
@@ -112,4 +118,27 @@ pub fn log_path(path: &std::path::Path) -> Result<std::ffi::CString, String> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("{}: a NUL byte in the path", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn a_voided_descriptor_keeps_its_number_on_dev_null_closed_on_exec() {
+        let fd = std::fs::File::open("/proc/self/stat")
+            .unwrap()
+            .into_raw_fd();
+        // A descriptor without close-on-exec, as a dup2 leaves one.
+        // SAFETY: F_SETFD on a descriptor this test owns changes its
+        // flags only.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        super::void_fd(fd);
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"));
+        // SAFETY: F_GETFD reads the flags of a descriptor this test owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let _ = nix::unistd::close(fd);
+    }
 }
