@@ -107,10 +107,13 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    let daemonized = inherited.is_none() && p.daemonize.is_some();
-    if daemonized && let Some(log) = &p.daemonize {
-        process::daemonize(log)?;
-    }
+    let daemonized = match &p.daemonize {
+        Some(log) if inherited.is_none() => {
+            process::daemonize(log)?;
+            true
+        }
+        _ => false,
+    };
     // A file logger after --daemonize's file: the log goes there, as
     // uWSGI's loggers take it over (the resolved --logto is that logger
     // alone when there is a --daemonize).

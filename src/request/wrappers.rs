@@ -154,6 +154,35 @@ pub enum ForwardedHeaders {
     Forwarded,
 }
 
+/// Who sent a request's proxy headers, for the settings that trust them:
+/// the balancer that sent a PROXY header, else the connection's peer.
+enum Sender {
+    /// Its address; `None` when REMOTE_ADDR is not one.
+    Ip(Option<IpAddr>),
+    /// A unix socket's client, which has no address (an empty
+    /// REMOTE_ADDR, or none).
+    UnixSocket,
+}
+
+fn headers_sender(vars: &[(VarName, Bytes)], proxied_by: Option<ProxiedBy>) -> Sender {
+    match proxied_by {
+        Some(ProxiedBy::Ip(ip)) => Sender::Ip(Some(ip)),
+        Some(ProxiedBy::UnixSocket) => Sender::UnixSocket,
+        None => match position(vars, Var::REMOTE_ADDR).map(|i| &vars[i].1) {
+            Some(addr) if !addr.is_empty() => Sender::Ip(parse_ip(addr)),
+            _ => Sender::UnixSocket,
+        },
+    }
+}
+
+/// An address as REMOTE_ADDR or a forwarded header gives it: IPv6 may
+/// come in brackets.
+fn parse_ip(addr: &[u8]) -> Option<IpAddr> {
+    std::str::from_utf8(addr)
+        .ok()
+        .and_then(|a| a.trim_matches(['[', ']']).parse().ok())
+}
+
 /// `--proxy-headers`: behind a trusted proxy (`--forwarded-allow-ips`),
 /// the client's address and scheme come from the headers it sets.
 pub struct ProxyHeaders {
@@ -176,10 +205,7 @@ impl ProxyHeaders {
     }
 
     fn trusts(&self, addr: &[u8]) -> bool {
-        std::str::from_utf8(addr)
-            .ok()
-            .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-            .is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
+        parse_ip(addr).is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
     }
 
     /// Which of a chain of hops is the client: from the right, the first
@@ -194,16 +220,11 @@ impl ProxyHeaders {
     /// `proxied_by`: the balancer that sent a PROXY header, which is who
     /// is trusted, not the client it named (REMOTE_ADDR).
     fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>, proxied_by: Option<ProxiedBy>) {
-        let remote = match proxied_by {
-            Some(ProxiedBy::Ip(ip)) => Some(Bytes::from(ip.to_string())),
-            Some(ProxiedBy::UnixSocket) => None,
-            None => position(vars, Var::REMOTE_ADDR).map(|i| vars[i].1.clone()),
-        };
-        let trusted = match remote {
-            Some(r) if !r.is_empty() => self.trusts(&r),
+        let trusted = match headers_sender(vars, proxied_by) {
+            Sender::Ip(ip) => ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip))),
             // A unix socket's peer has no address: trusted by `*` alone,
             // as uvicorn trusts it (nginx in front on a socket file).
-            _ => self.trusted.iter().any(|t| matches!(t, Trusted::Any)),
+            Sender::UnixSocket => self.trusted.iter().any(|t| matches!(t, Trusted::Any)),
         };
         if !trusted {
             return;
@@ -353,20 +374,8 @@ impl SecureScheme {
         repeated: &[super::RepeatedHeader],
         proxied_by: Option<ProxiedBy>,
     ) -> Result<Option<bool>, ()> {
-        // A unix socket's client has an empty REMOTE_ADDR, or none, and is
-        // trusted.
-        let peer = match proxied_by {
-            Some(ProxiedBy::Ip(ip)) => Some(Some(ip)),
-            Some(ProxiedBy::UnixSocket) => None,
-            None => position(vars, Var::REMOTE_ADDR)
-                .filter(|&i| !vars[i].1.is_empty())
-                .map(|i| {
-                    std::str::from_utf8(&vars[i].1)
-                        .ok()
-                        .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-                }),
-        };
-        if let Some(ip) = peer
+        // A unix socket's client is trusted, as in Gunicorn.
+        if let Sender::Ip(ip) = headers_sender(vars, proxied_by)
             && !ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
         {
             return Ok(None);

@@ -122,23 +122,20 @@ pub fn log_path(path: &std::path::Path) -> Result<std::ffi::CString, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::IntoRawFd;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_voided_descriptor_keeps_its_number_on_dev_null_closed_on_exec() {
-        let fd = std::fs::File::open("/proc/self/stat")
-            .unwrap()
-            .into_raw_fd();
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        // Its owner keeps it, as the master's structures in a worker do,
+        // and closes /dev/null in the end.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
         // A descriptor without close-on-exec, as a dup2 leaves one.
-        // SAFETY: F_SETFD on a descriptor this test owns changes its
-        // flags only.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        super::void_fd(fd);
-        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        super::void_fd(file.as_raw_fd());
+        let target = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
         assert_eq!(target, std::path::Path::new("/dev/null"));
-        // SAFETY: F_GETFD reads the flags of a descriptor this test owns.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
-        let _ = nix::unistd::close(fd);
+        let flags = FdFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFD).unwrap());
+        assert!(flags.contains(FdFlag::FD_CLOEXEC));
     }
 }
