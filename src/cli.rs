@@ -13,6 +13,7 @@ use crate::handlers::python;
 /// returns its exit status: 0, 1 when serving failed, 2 for a usage error.
 pub fn main(args: Vec<OsString>) -> u8 {
     crate::process::remember_start_dir();
+    crate::sys::proctitle::remember_args();
     let code = run(args);
     let _ = std::io::stdout().flush();
     code

@@ -89,6 +89,11 @@ fn keeps_stdout(cfg: &Config) -> bool {
 
 pub fn run(cfg: Config) -> Result<(), Failure> {
     let inherited = Handover::take_from_env();
+    // First, while this process has one thread: the room rewrites the
+    // environment's pointers (`sys::proctitle`).
+    if cfg.process.titles.wanted() && !crate::sys::proctitle::make_room() {
+        crate::say!("oxgate: warning: cannot set process titles: /proc/self/stat is unreadable");
+    }
     if cfg.process.master {
         // Before the pidfile or a socket is visible: a reload or stop sent
         // the moment they appear waits for the master's handlers.
@@ -306,6 +311,9 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     // now, which another server may have replaced by then.
     let bound = p.vacuum.then(|| bound_unix_sockets(&listeners));
     let result = if p.master {
+        if let Some(title) = p.titles.master() {
+            crate::sys::proctitle::set(&title);
+        }
         master::run(&cfg, listeners, inherited)
     } else {
         single(&cfg, listeners)
@@ -481,6 +489,10 @@ pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
 
 /// `--no-master`: this process serves.
 fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
+    // uWSGI's single process is its worker 1.
+    if let Some(title) = cfg.process.titles.worker(1) {
+        crate::sys::proctitle::set(&title);
+    }
     // First: the app's threads, the output reader and the runtime inherit it.
     if cfg.process.sched_batch {
         process::sched_batch_or_say("the single process");

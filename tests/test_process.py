@@ -796,3 +796,59 @@ def test_no_master_says_which_options_it_cannot_keep(serve):
     # which one process stands in for: it was not said.
     assert "--processes 3 needs the master" in s.log(), s.log()
     assert requests.get(s.url, timeout=10).ok
+
+
+def cmdline(pid):
+    return open(f"/proc/{pid}/cmdline", "rb").read()
+
+
+TITLE_APP = """import os
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [os.environ["OXGATE_TITLE_TEST"].encode()]
+"""
+
+
+def test_auto_procname_titles_the_processes_and_keeps_the_environment(serve, tmp_path):
+    """uWSGI's --auto-procname: ps shows `oxgate master` and `oxgate worker
+    N`, with the prefix and suffix given. A title longer than the command
+    line takes the environment's room too, and the environment (moved out
+    of the way) stays whole, in the app and across a reload, which runs the
+    command line as it was, not the title."""
+    (tmp_path / "titles.py").write_text(TITLE_APP)
+    prefix = "p" * 300
+    mark = "m" * 500
+    ini = tmp_path / "t.ini"
+    ini.write_text(f"[uwsgi]\nwsgi-file = titles.py\nprocesses = 2\nauto-procname = true\n"
+                   f"procname-prefix-spaced = {prefix}\nprocname-append = !\n")
+    s = serve("--ini", str(ini), "--chdir", str(tmp_path), env={"OXGATE_TITLE_TEST": mark})
+    assert len(" ".join(s.args)) < len(prefix), "the title must not fit in the arguments alone"
+
+    def titles():
+        return [cmdline(s.proc.pid)] + [cmdline(w) for w in s.wait_workers(2)]
+
+    want = [f"{prefix} oxgate {who}!\0".encode() for who in ("master", "worker 1", "worker 2")]
+    # (A worker has its master's title until it sets its own.)
+    wait_for(lambda: titles() == want, what=f"the titles {want}")
+    assert fresh(s.url).text == mark
+    before = s.log().count("reload done")
+    os.kill(s.proc.pid, signal.SIGHUP)
+    wait_for(lambda: s.log().count("reload done") > before, timeout=30, what="reload done")
+    wait_for(lambda: titles() == want, what="the titles again")
+    assert fresh(s.url).text == mark
+
+
+def test_procname_titles_every_process_and_procname_master_the_master(serve, tmp_path):
+    (tmp_path / "titles.py").write_text(TITLE_APP)
+    s = serve("--wsgi-file", str(tmp_path / "titles.py"), "--processes", "1", "--procname", "shop",
+              "--procname-master", "shop-master", "--procname-prefix", "x-", env={"OXGATE_TITLE_TEST": "ok"})
+    assert cmdline(s.proc.pid) == b"x-shop-master\0"
+    wait_for(lambda: [cmdline(w) for w in s.wait_workers(1)] == [b"x-shop\0"], what="the worker's title")
+    assert fresh(s.url).text == "ok"
+
+
+def test_without_a_title_option_the_command_line_is_left_as_it_is(serve, tmp_path):
+    (tmp_path / "titles.py").write_text(TITLE_APP)
+    s = serve("--wsgi-file", str(tmp_path / "titles.py"), "--processes", "1", "--procname-prefix", "x-",
+              env={"OXGATE_TITLE_TEST": "ok"})
+    assert cmdline(s.proc.pid).split(b"\0")[1:-1] == [a.encode() for a in s.args[1:]]

@@ -854,13 +854,22 @@ options! {
         .short('r')
         .help("Reap, in each worker, the exited children the app leaves unwaited for (os.fork() with os._exit, a subprocess.Popen never waited for) once they have been zombies for a second: without it they stay until the worker is replaced. As uWSGI's --reaper. An app that waits for its children itself, later than that (subprocess's wait() or communicate() after other work, os.waitpid, multiprocessing), must not use it: its wait would find the child gone, and Python reports the exit status as 0. (The master always reaps its own children.)"),
     AUTO_PROCNAME = OptDef::new("auto-procname", Flag, Process)
-        .ignored()
-        .help("oxgate does not set process titles."),
+        .help("Title the processes, as ps and top's command lines show them: `oxgate master`, `oxgate worker N` and `oxgate pools` (uWSGI's option; its titles say uWSGI)."),
+    PROCNAME = OptDef::new("procname", Str, Process)
+        .value("TITLE")
+        .help("Title every process TITLE (instead of --auto-procname's titles; the master's is --procname-master's if given)."),
+    PROCNAME_MASTER = OptDef::new("procname-master", Str, Process)
+        .value("TITLE")
+        .help("Title the master TITLE."),
     PROCNAME_PREFIX = OptDef::new("procname-prefix", Str, Process)
-        .aliases(&["procname-prefix-spaced"])
         .value("TEXT")
-        .ignored()
-        .help("oxgate does not set process titles."),
+        .help("Begin each title that --auto-procname, --procname or --procname-master sets with TEXT."),
+    PROCNAME_PREFIX_SPACED = OptDef::new("procname-prefix-spaced", Str, Process)
+        .value("TEXT")
+        .help("As --procname-prefix, with a space after TEXT."),
+    PROCNAME_APPEND = OptDef::new("procname-append", Str, Process)
+        .value("TEXT")
+        .help("End each title that --auto-procname, --procname or --procname-master sets with TEXT."),
     OFFLOAD_THREADS = OptDef::new("offload-threads", Int, Process)
         .aliases(&["offload-thread"])
         .value("N")

@@ -1195,6 +1195,20 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 }),
             vacuum: r.flag(&opt::VACUUM)?,
             reaper: r.flag(&opt::REAPER)?,
+            titles: ProcessTitles {
+                auto: r.flag(&opt::AUTO_PROCNAME)?,
+                every: r.string(&opt::PROCNAME),
+                master: r.string(&opt::PROCNAME_MASTER),
+                // uWSGI keeps one prefix: the option read last sets it.
+                prefix: match r.0.iter().rev().find(|s| {
+                    s.opt == &opt::PROCNAME_PREFIX || s.opt == &opt::PROCNAME_PREFIX_SPACED
+                }) {
+                    Some(s) if s.opt == &opt::PROCNAME_PREFIX_SPACED => format!("{} ", s.value),
+                    Some(s) => s.value.clone(),
+                    None => String::new(),
+                },
+                append: r.string(&opt::PROCNAME_APPEND).unwrap_or_default(),
+            },
             touch_reload: [r.paths(&opt::TOUCH_RELOAD), r.paths(&opt::TOUCH_WORKERS_RELOAD)].concat(),
             touch_chain_reload: r.paths(&opt::TOUCH_CHAIN_RELOAD),
             exit_on_reload: r.flag(&opt::EXIT_ON_RELOAD)?,

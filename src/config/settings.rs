@@ -468,6 +468,7 @@ pub struct ProcessConfig {
     pub vacuum: bool,
     /// `--reaper`: workers reap the children the app left unwaited for.
     pub reaper: bool,
+    pub titles: ProcessTitles,
     pub touch_reload: Vec<PathBuf>,
     pub touch_chain_reload: Vec<PathBuf>,
     /// `--exit-on-reload`: a reload asked for stops instead.
@@ -480,6 +481,49 @@ pub struct ProcessConfig {
     pub py_autoreload: Option<Duration>,
     pub chown_socket: Option<String>,
     pub umask: Option<u32>,
+}
+
+/// The processes' titles, as ps shows them (`--auto-procname`,
+/// `--procname*`, uWSGI's options): none of them, no title is set.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessTitles {
+    pub auto: bool,
+    /// `--procname`: every process's.
+    pub every: Option<String>,
+    /// `--procname-master`.
+    pub master: Option<String>,
+    /// `--procname-prefix` (`-spaced`'s with its space).
+    pub prefix: String,
+    /// `--procname-append`.
+    pub append: String,
+}
+
+impl ProcessTitles {
+    /// Whether any process gets a title.
+    pub fn wanted(&self) -> bool {
+        self.auto || self.every.is_some() || self.master.is_some()
+    }
+
+    pub fn master(&self) -> Option<String> {
+        let own = self.master.as_ref().or(self.every.as_ref()).cloned();
+        self.dressed(own.or_else(|| self.auto.then(|| "oxgate master".into())))
+    }
+
+    /// Worker `id`'s (also the single process's, without a master).
+    pub fn worker(&self, id: u32) -> Option<String> {
+        let auto = || self.auto.then(|| format!("oxgate worker {id}"));
+        self.dressed(self.every.clone().or_else(auto))
+    }
+
+    /// The FastCGI pools' manager's.
+    pub fn pools(&self) -> Option<String> {
+        let auto = || self.auto.then(|| "oxgate pools".into());
+        self.dressed(self.every.clone().or_else(auto))
+    }
+
+    fn dressed(&self, title: Option<String>) -> Option<String> {
+        title.map(|t| format!("{}{t}{}", self.prefix, self.append))
+    }
 }
 
 /// What the command line asks for.

@@ -41,6 +41,9 @@ pub struct Setup<'a> {
 
 pub fn run(s: Setup<'_>) -> ! {
     process::mark_worker();
+    if let Some(title) = s.cfg.process.titles.worker(s.id) {
+        crate::sys::proctitle::set(&title);
+    }
     // First: every thread the worker starts from here on (the output
     // reader, the runtime, the app's) inherits the policy.
     if s.cfg.process.sched_batch {

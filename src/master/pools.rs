@@ -63,6 +63,9 @@ impl Master<'_> {
         // The signals stay blocked until the manager handles SIGTERM.
         // Told apart from the workers in ps and /proc (its comm).
         let _ = nix::sys::prctl::set_name(c"oxgate-pools");
+        if let Some(title) = self.cfg.process.titles.pools() {
+            crate::sys::proctitle::set(&title);
+        }
         // Dies with the master (and its processes with it, by their own
         // PR_SET_PDEATHSIG); if the master is already gone, does not start.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

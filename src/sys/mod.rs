@@ -7,6 +7,7 @@ pub mod glob;
 pub mod heap;
 pub mod pagecache;
 pub mod procfs;
+pub mod proctitle;
 pub mod sched;
 pub mod signals;
 pub mod time;

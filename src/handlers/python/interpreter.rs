@@ -116,7 +116,7 @@ pub fn relaunch_command() -> (PathBuf, OsString, Vec<OsString>) {
             host.argv.iter().skip(1).cloned().collect(),
         );
     }
-    let mut args = std::env::args_os();
+    let mut args = crate::sys::proctitle::args().into_iter();
     let arg0 = args.next().unwrap_or_else(|| "oxgate".into());
     (this_program_now(), arg0, args.collect())
 }
