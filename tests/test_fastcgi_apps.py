@@ -1088,6 +1088,28 @@ def test_a_client_that_reads_slowly_holds_no_process(serve, site):
 
 
 @needs_php
+@pytest.mark.parametrize("pm", ["dynamic", "static"])
+def test_a_get_whose_process_dies_mid_request_is_502_and_not_run_again(serve, site, tmp_path, pm):
+    """A GET on a kept connection whose process is killed while it runs the
+    script gets a 502, as under php-fpm: it was sent again on a new
+    connection (taken for a kept connection closed as the request went
+    out), and its script ran twice (a mailer, a counter)."""
+    runs = tmp_path / "runs"
+    (site / "once.php").write_text(
+        f"<?php file_put_contents('{runs}', getmypid() . \"\\n\", FILE_APPEND); sleep(2); echo 'done';")
+    s = php_pool(serve, site, "--processes", "1", "--fastcgi-app-processes", "2", "--fastcgi-app-pm", pm)
+    requests.get(f"{s.url}/index.php", timeout=20)  # a kept connection to a process
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        held = ex.submit(requests.get, f"{s.url}/once.php", timeout=20)
+        pid = int(wait_for(lambda: runs.exists() and runs.read_text().split()[0], what="the script to start"))
+        time.sleep(0.3)  # not a timing assertion: the script sleeps 2 s either way
+        os.kill(pid, signal.SIGKILL)
+        assert held.result().status_code == 502
+    time.sleep(0.5)  # not a timing assertion: a second run would have started at once
+    assert runs.read_text().split() == [str(pid)]
+
+
+@needs_php
 def test_a_client_that_leaves_frees_its_process(serve, site):
     """A request given up by its client, whose script runs on past the
     grace, gives its process back (replaced): the next request is served,

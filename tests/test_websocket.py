@@ -412,14 +412,24 @@ def test_a_stop_or_reload_closes_open_sockets_with_1001_before_the_masters_kill(
         s.proc.wait(20)
 
 
-def test_uvicorns_command_line_closes_open_sockets_with_1012_as_its_stop_begins(tmp_path):
+@pytest.mark.parametrize("peer", ["uvicorn", "gunicorn"])
+def test_uvicorns_command_line_closes_open_sockets_with_1012_as_its_stop_begins(tmp_path, peer):
     """Under `oxgate uvicorn`, a stop closes open WebSockets at once with
     1012, as uvicorn does: a container stop's 10 s was spent waiting for an
-    idle socket (the mercy time), and the lifespan shutdown never ran."""
+    idle socket (the mercy time), and the lifespan shutdown never ran. So
+    does Gunicorn with uvicorn's worker class (it waited out the mercy time,
+    then closed with 1001)."""
     codes = {}
-    for name, program in (("oxgate", [BIN, "uvicorn"]), ("uvicorn", [str(VENV / "bin" / "uvicorn")])):
+    if peer == "uvicorn":
+        programs = (("oxgate", [BIN, "uvicorn"]), ("uvicorn", [str(VENV / "bin" / "uvicorn")]))
+        args = ["asgi_ws:app", "--app-dir", str(APPS), "--port"]
+    else:
+        programs = (("oxgate", [BIN, "gunicorn"]), ("uvicorn", [str(VENV / "bin" / "gunicorn")]))
+        args = ["-k", "uvicorn.workers.UvicornWorker", "--chdir", str(APPS), "asgi_ws:app", "-b"]
+    for name, program in programs:
         port = free_port()
-        p = subprocess.Popen([*program, "asgi_ws:app", "--app-dir", str(APPS), "--port", str(port)],
+        where = str(port) if peer == "uvicorn" else f"127.0.0.1:{port}"
+        p = subprocess.Popen([*program, *args, where],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, "VIRTUAL_ENV": str(VENV)})
         try:

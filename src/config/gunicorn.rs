@@ -1131,6 +1131,10 @@ fn translate(
             // forwarded_allow_ips (its proxy_headers is on).
             if class.starts_with("uvicorn") {
                 push(&opt::PROXY_HEADERS, "true".into(), class_origin);
+                // uvicorn's worker closes open WebSockets (1012) as the stop
+                // begins, as uvicorn does; Gunicorn's own asgi worker holds
+                // them through graceful_timeout.
+                push(&opt::WS_CLOSE_AT_STOP, "true".into(), class_origin);
             }
         }
         "gevent"

@@ -696,6 +696,7 @@ impl Pool {
                 lease.slow = Some(slow.abort_handle());
             }
             let this_body = body.take().expect("a body to send");
+            let sent_at = Instant::now();
             let exchange = client::exchange_on(conn, &records, this_body, &serving);
             let timed = async {
                 match deadline {
@@ -739,12 +740,16 @@ impl Pool {
                 }
                 // The kept connection closed just as the request went out:
                 // sent again on a new one if the process cannot have read it
-                // (the write failed), or if sending it twice does no harm.
+                // (the write failed), or if sending it twice does no harm:
+                // a safe method, and a close that came at once. A process
+                // that dies later was running the request (killed, crashed):
+                // its script may have done its work, and is not run twice.
                 Err(f @ (Failure::Unsent(_) | Failure::NoReply(_)))
                     if reused
                         && again.is_some()
                         && attempt <= MAX_ATTEMPTS
-                        && (idempotent || matches!(f, Failure::Unsent(_))) =>
+                        && (matches!(f, Failure::Unsent(_))
+                            || idempotent && sent_at.elapsed() < CLOSED_AS_SENT) =>
                 {
                     body = again.as_ref().and_then(client::replayable);
                 }
@@ -762,6 +767,13 @@ impl Pool {
         }
     }
 }
+
+/// How soon after a request went out on a kept connection the close that
+/// lost it came, for the request to be sent again (a safe method only): a
+/// process at its request cap (php-cgi's PHP_FCGI_MAX_REQUESTS) closes the
+/// connection as it exits, right after its last response, without reading
+/// the request. Later, the process was running it.
+const CLOSED_AS_SENT: Duration = Duration::from_millis(50);
 
 /// How long a request whose client left may still run, to end as it
 /// would have (its output read and dropped) and give its process back.
