@@ -453,6 +453,12 @@ def test_php_fpms_ping_path_is_the_health_path_on_the_fastcgi_socket(serve, site
             return stdout_of(read_records(sock), 1)
     wait_for(lambda: ping().startswith(b"Status: 200"), what="the ping answered 200")
     assert ping().endswith(b"\r\n\r\nok\n")
+    # The probe php-fpm's images use: cgi-fcgi, which sends no REQUEST_URI
+    # (it was taken for a request to the site's root under /fpm-ping).
+    if shutil.which("cgi-fcgi"):
+        p = subprocess.run(["cgi-fcgi", "-bind", "-connect", f"127.0.0.1:{fp}"], capture_output=True, timeout=20,
+                           env={"SCRIPT_NAME": "/fpm-ping", "SCRIPT_FILENAME": "/fpm-ping", "REQUEST_METHOD": "GET"})
+        assert p.stdout.startswith(b"Status: 200") and p.stdout.endswith(b"\r\n\r\nok\n"), p.stdout
 
 
 @needs_php

@@ -288,6 +288,9 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
                     Bytes::from(percent_encoding::percent_decode(path).collect::<Vec<u8>>())
                 })
             })
+            // Neither (cgi-fcgi, a php-fpm health check): the path is
+            // the script's own, as a no-split front end names it.
+            .or_else(|| get(&vars, Var::SCRIPT_NAME))
             .unwrap_or_else(|| Bytes::from_static(b"/"));
         let script = get(&vars, Var::SCRIPT_NAME).unwrap_or_default();
         let path = if script == path {
@@ -810,6 +813,20 @@ mod tests {
         );
         assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/other/x"));
         assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/app"));
+    }
+
+    #[test]
+    fn a_request_that_names_only_its_script_has_the_scripts_path() {
+        // cgi-fcgi's php-fpm health check: no REQUEST_URI, no DOCUMENT_URI.
+        let norm = normalise(
+            pairs(&[("SCRIPT_NAME", "/fpm-ping"), ("SCRIPT_FILENAME", "/fpm-ping")]),
+            &info(),
+            false,
+        );
+        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/fpm-ping"));
+        assert_eq!(value(&norm.vars, "SCRIPT_NAME"), None);
+        let norm = normalise(pairs(&[("REQUEST_METHOD", "GET")]), &info(), false);
+        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/"));
     }
 
     #[test]
