@@ -562,6 +562,26 @@ def test_raw_path_under_a_mount_whose_name_is_encoded(serve):
     assert requests.get(s.url + "/", timeout=10).text == "hello GET"
 
 
+def test_a_prefixs_own_page_from_apaches_uwsgi_proxy_has_the_prefix_as_root_path(serve, tmp_path):
+    """Apache's mod_proxy_uwsgi sends `/app/` as SCRIPT_NAME `/app/` and
+    PATH_INFO `/`: root_path is `/app` and path `/app/`, as the WSGI
+    frameworks read them (it was `/app/` and `/app//`, and request.url had
+    the `//`)."""
+    from helpers import packet, uwsgi_request
+    (tmp_path / "paths.py").write_text(
+        "import json\n"
+        "async def app(scope, receive, send):\n"
+        "    body = json.dumps([scope['root_path'], scope['path'], scope['raw_path'].decode()]).encode()\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': body})\n")
+    up = free_port()
+    serve("--wsgi-file", str(tmp_path / "paths.py"), "--callable", "app", "--uwsgi-socket", f"127.0.0.1:{up}", "--processes", "1")
+    vars = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/app/"), ("PATH_INFO", "/"), ("REQUEST_URI", "/app/"),
+            ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"), ("SERVER_PORT", "80")]
+    out = uwsgi_request(up, packet(vars))
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1]) == ["/app", "/app/", "/app/"]
+
+
 def test_errors_before_and_after_the_response_starts(serve):
     s = asgi(serve, "asgi_raw:app")
     r = requests.get(s.url + "/raise-before")

@@ -447,3 +447,26 @@ def test_an_answer_given_before_the_body_is_read_lets_the_web_server_send_the_re
         while chunk := c.recv(65536):
             out += chunk
     assert out.startswith(b"HTTP/1.1 405"), out[:200]
+
+
+def test_a_reason_phrase_past_ascii_goes_out_in_latin_1_on_every_socket(serve, tmp_path):
+    """PEP 3333's status is a latin-1 string: "200 Fine é" is the byte E9 on
+    the wire, as on the HTTP socket and under uWSGI; the uwsgi, SCGI and
+    FastCGI sockets wrote its UTF-8 (the client saw "Fine Ã©")."""
+    (tmp_path / "reason.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 Fine \\u00e9', [('Content-Type', 'text/plain')])\n"
+        "    return [b'x']\n")
+    up, sp, fp = free_port(), free_port(), free_port()
+    s = serve("--wsgi-file", str(tmp_path / "reason.py"), "--socket", f"127.0.0.1:{up}",
+              "--scgi-socket", f"127.0.0.1:{sp}", "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1")
+    line = b"HTTP/1.1 200 Fine \xe9\r\n"
+    assert uwsgi_request(up, cgi()).startswith(line)
+    assert uwsgi_request(sp, scgi_packet([("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_METHOD", "GET"),
+                                          ("REQUEST_URI", "/")])).startswith(b"Status: 200 Fine \xe9\r\n")
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as sock:
+        sock.sendall(fcgi_request(1, [("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/")]))
+        assert stdout_of(read_records(sock), 1).startswith(b"Status: 200 Fine \xe9\r\n")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100).startswith(line)

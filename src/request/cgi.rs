@@ -819,7 +819,10 @@ mod tests {
     fn a_request_that_names_only_its_script_has_the_scripts_path() {
         // cgi-fcgi's php-fpm health check: no REQUEST_URI, no DOCUMENT_URI.
         let norm = normalise(
-            pairs(&[("SCRIPT_NAME", "/fpm-ping"), ("SCRIPT_FILENAME", "/fpm-ping")]),
+            pairs(&[
+                ("SCRIPT_NAME", "/fpm-ping"),
+                ("SCRIPT_FILENAME", "/fpm-ping"),
+            ]),
             &info(),
             false,
         );

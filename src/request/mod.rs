@@ -33,7 +33,7 @@ pub use handler::{
 pub use read_ahead::{ReadAhead, read_ahead};
 pub use response::{
     Response, ResponseBody, body_too_large, declared_length, head_size, is_token_byte,
-    over_limit_post, reason_phrase, redirect_to_directory, unavailable,
+    over_limit_post, reason_bytes, reason_phrase, redirect_to_directory, unavailable,
 };
 pub use upgrade::{GoingAway, Session, Upgraded, UpgradedIo};
 #[cfg(test)]

@@ -21,6 +21,16 @@ pub fn reason_phrase(status: u16) -> &'static str {
         .unwrap_or("")
 }
 
+/// A reason phrase's bytes on the wire: each character's latin-1 byte (PEP
+/// 3333's status is latin-1; a reason with a character past U+00FF was
+/// refused before), not its UTF-8.
+pub fn reason_bytes(reason: &str) -> Vec<u8> {
+    reason
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect()
+}
+
 /// The response body.
 pub enum ResponseBody {
     Empty,

@@ -66,18 +66,22 @@ pub(super) fn response_head(protocol: Protocol, version: &[u8], resp: &Response)
             .unwrap_or("")
             .to_string()
     });
+    let reason = crate::request::reason_bytes(&reason);
     let mut head = Vec::with_capacity(256);
     if protocol == Protocol::Scgi {
         head.extend_from_slice(format!("Status: {}", resp.status).as_bytes());
         if !reason.is_empty() {
-            head.extend_from_slice(format!(" {reason}").as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(&reason);
         }
         head.extend_from_slice(b"\r\n");
     } else {
         // (The space stays: RFC 9112's status line has it before an
         // empty phrase.)
         head.extend_from_slice(version);
-        head.extend_from_slice(format!(" {} {reason}\r\n", resp.status).as_bytes());
+        head.extend_from_slice(format!(" {} ", resp.status).as_bytes());
+        head.extend_from_slice(&reason);
+        head.extend_from_slice(b"\r\n");
     }
     for (name, value) in &resp.headers {
         head.extend_from_slice(name);

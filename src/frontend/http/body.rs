@@ -243,7 +243,7 @@ pub(super) fn to_hyper(
     if let Some(reason) = resp.reason
         && out.status().canonical_reason() != Some(reason.as_str())
         // As the app's latin-1 string says it: one byte a character.
-        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(latin1(&reason))
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(crate::request::reason_bytes(&reason))
     {
         out.extensions_mut().insert(reason);
     } else if out.status().canonical_reason().is_none() {
@@ -291,15 +291,6 @@ fn says_close(headers: &[(bytes::Bytes, bytes::Bytes)]) -> bool {
                 .split(|b| *b == b',')
                 .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
     })
-}
-
-/// A reason phrase's bytes: each character's latin-1 byte (a reason given
-/// with a character past U+00FF was refused before), not its UTF-8.
-fn latin1(reason: &str) -> Vec<u8> {
-    reason
-        .chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
 }
 
 /// A field value without the spaces and tabs around it.

@@ -227,6 +227,14 @@ impl<'a> Fields<'a> {
             };
             *slot = value;
         }
+        // Apache's mod_proxy_uwsgi sends a prefix's own page `/app/` as
+        // SCRIPT_NAME `/app/` and PATH_INFO `/`: the prefix is `/app`, as
+        // the WSGI frameworks take it, not a root_path whose path has `//`.
+        if let Some(prefix) = f.script_name.strip_suffix(b"/")
+            && f.path_info.starts_with(b"/")
+        {
+            f.script_name = prefix;
+        }
         f
     }
 
