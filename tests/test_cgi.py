@@ -813,3 +813,48 @@ def test_a_script_reached_through_a_link_runs_by_the_links_name(serve, cgi_dir):
     s = cgi_server(serve, cgi_dir)
     assert requests.get(f"{s.url}/other-name.cgi", timeout=10).text == "other-name.cgi other-name.cgi\n"
     assert requests.get(f"{s.url}/whoami.sh", timeout=10).text == "whoami.sh whoami.sh\n"
+
+
+NGINX_GIT = """
+worker_processes 1; user root; pid {d}/logs/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port};
+    location ~ /git(/.*) {{ include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME {backend}; fastcgi_param GIT_PROJECT_ROOT {repos};
+      fastcgi_param GIT_HTTP_EXPORT_ALL ""; fastcgi_param PATH_INFO $1; fastcgi_pass unix:{sock}; }}
+  }}
+}}
+"""
+
+
+def test_git_clones_through_nginxs_git_http_backend_site(serve, tmp_path):
+    """git-http-backend's usual nginx site (fastcgi_params, whose SCRIPT_NAME
+    is the whole path, then a PATH_INFO of its own), pointed at oxgate as at
+    fcgiwrap: a clone works. The two were joined into a doubled path
+    (`/repo.git/info/refs/repo.git/info/refs`), and git found no repository."""
+    backend = "/usr/lib/git-core/git-http-backend"
+    if not (shutil.which("git") and os.path.exists(backend)):
+        pytest.skip("git is not installed")
+    repos = tmp_path / "repos"
+    work = tmp_path / "work"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q", str(work)], check=True)
+    (work / "README").write_text("hello from oxgate\n")
+    subprocess.run([*git, "-C", str(work), "add", "README"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "first"], check=True)
+    subprocess.run([*git, "clone", "-q", "--bare", str(work), str(repos / "repo.git")], check=True)
+    sock = tmp_path / "oxgate.sock"
+    serve("--fastcgi-socket", str(sock), "--cgi", f"/git={backend}", socket_arg=False, wait=False)
+    wait_for(sock.exists, what="oxgate's FastCGI socket")
+    port = free_port()
+    d = tmp_path / "nginx"
+    nginx = start_nginx(d, port, NGINX_GIT.format(d=d, port=port, backend=backend, repos=repos, sock=sock))
+    try:
+        p = subprocess.run([*git, "clone", "-q", f"http://127.0.0.1:{port}/git/repo.git", str(tmp_path / "clone")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "clone" / "README").read_text() == "hello from oxgate\n"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)

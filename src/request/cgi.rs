@@ -273,6 +273,25 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
     if get(&vars, Var::QUERY_STRING).is_none() {
         vars.push((VarName::Known(Var::QUERY_STRING), Bytes::new()));
     }
+    // nginx's fastcgi_params name the whole path as SCRIPT_NAME (with no
+    // fastcgi_split_path_info), and a site may add a PATH_INFO of its own
+    // (`fastcgi_param PATH_INFO $1;` for git-http-backend, `$uri` for
+    // cgit): the two do not make the path, DOCUMENT_URI, and the request is
+    // read as one with no PATH_INFO, the whole path at the root (below).
+    // (Joined, they doubled the path: PATH_INFO `/repo.git/info/refs`
+    // under SCRIPT_NAME `/git/repo.git/info/refs`.)
+    if let (Some(doc), Some(script), Some(info)) = (
+        vars.iter()
+            .find(|(k, _)| k.as_bytes() == b"DOCUMENT_URI")
+            .map(|(_, v)| v.clone()),
+        get(&vars, Var::SCRIPT_NAME),
+        get(&vars, Var::PATH_INFO),
+    ) && script == doc
+        && !info.is_empty()
+        && [&script[..], &info[..]].concat() != doc
+    {
+        vars.retain(|(k, _)| *k != VarName::Known(Var::PATH_INFO));
+    }
     // nginx's scgi_params send no PATH_INFO: take DOCUMENT_URI (decoded
     // already), else REQUEST_URI's path, percent-decoded; less SCRIPT_NAME.
     if get(&vars, Var::PATH_INFO).is_none() {
@@ -813,6 +832,38 @@ mod tests {
         );
         assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/other/x"));
         assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/app"));
+    }
+
+    #[test]
+    fn a_path_info_of_the_sites_own_beside_a_whole_path_script_name_is_not_joined_to_it() {
+        // git-http-backend's nginx site: fastcgi_params, then PATH_INFO $1.
+        let norm = normalise(
+            pairs(&[
+                ("SCRIPT_NAME", "/git/repo.git/info/refs"),
+                ("DOCUMENT_URI", "/git/repo.git/info/refs"),
+                ("REQUEST_URI", "/git/repo.git/info/refs?service=git-upload-pack"),
+                ("PATH_INFO", "/repo.git/info/refs"),
+            ]),
+            &info(),
+            false,
+        );
+        assert_eq!(
+            value(&norm.vars, "PATH_INFO").as_deref(),
+            Some("/git/repo.git/info/refs")
+        );
+        assert_eq!(value(&norm.vars, "SCRIPT_NAME"), None);
+        // A split nginx made itself (fastcgi_split_path_info) stays.
+        let norm = normalise(
+            pairs(&[
+                ("SCRIPT_NAME", "/index.php"),
+                ("DOCUMENT_URI", "/index.php/a/b"),
+                ("PATH_INFO", "/a/b"),
+            ]),
+            &info(),
+            false,
+        );
+        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/a/b"));
+        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/index.php"));
     }
 
     #[test]
