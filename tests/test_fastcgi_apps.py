@@ -119,6 +119,11 @@ def test_php_front_controller_index_and_static_files(serve, php_cgi, site):
     assert requests.get(f"{s.url}/secret.php.txt", timeout=20).text == "not php"
     r = requests.get(f"{s.url}/index.php", timeout=20)
     assert "<?php" not in r.text
+    # A PHP script that is not there is a 404, as nginx's `location ~ \.php`
+    # sites answer it: not the front controller (a bot's probe booted the app).
+    for missing in ["/nope.php", "/blog/x.php", "/nope.php/x"]:
+        r = requests.get(f"{s.url}{missing}", timeout=20)
+        assert (r.status_code, r.text) == (404, "File not found.\n"), missing
     # Traversal is refused.
     for raw in ["/%2e%2e/etc/passwd", "/admin/%2e%2e/%2e%2e/etc/passwd"]:
         r = requests.get(f"{s.url}{raw}", timeout=20)
@@ -1054,6 +1059,11 @@ def test_bad_pool_options_are_clear_errors():
     assert code == 2 and "MIN:MAX" in err
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "php-cgi", "--fastcgi-app-pm", "lazy")
     assert code == 2 and "fastcgi-app-pm" in err
+    # A size of none, or past 1024, is refused as php-fpm refuses it (it ran
+    # 4 and 1024 processes without a word).
+    for n in ("0", "-3", "2000"):
+        code, err = run_fail("--http-socket", "127.0.0.1:0", "--fastcgi-app", "php-cgi", "--fastcgi-app-processes", n)
+        assert code == 2 and "from 1 to 1024" in err, (n, err)
 
 
 @needs_php

@@ -199,7 +199,18 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
             })
         })
         .collect::<Result<_, ConfigError>>()?;
-    let processes = r.positive(&opt::FASTCGI_APP_PROCESSES)?.min(1024) as usize;
+    // Refused, as php-fpm refuses a pm.max_children of 0: a pool of another
+    // size than the one asked for was started without a word.
+    let processes = match r.given(&opt::FASTCGI_APP_PROCESSES).map(parse_int) {
+        None => Values::default_int(&opt::FASTCGI_APP_PROCESSES) as usize,
+        Some(n @ 1..=1024) => n as usize,
+        Some(_) => {
+            return err(format!(
+                "--fastcgi-app-processes {:?}: expected a number from 1 to 1024",
+                r.given(&opt::FASTCGI_APP_PROCESSES).unwrap_or_default()
+            ));
+        }
+    };
     let max_requests = r.count(&opt::FASTCGI_APP_MAX_REQUESTS);
     let apps = r
         .all(&opt::FASTCGI_APP)

@@ -841,7 +841,10 @@ mod tests {
             pairs(&[
                 ("SCRIPT_NAME", "/git/repo.git/info/refs"),
                 ("DOCUMENT_URI", "/git/repo.git/info/refs"),
-                ("REQUEST_URI", "/git/repo.git/info/refs?service=git-upload-pack"),
+                (
+                    "REQUEST_URI",
+                    "/git/repo.git/info/refs?service=git-upload-pack",
+                ),
                 ("PATH_INFO", "/repo.git/info/refs"),
             ]),
             &info(),
@@ -863,7 +866,10 @@ mod tests {
             false,
         );
         assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/a/b"));
-        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/index.php"));
+        assert_eq!(
+            value(&norm.vars, "SCRIPT_NAME").as_deref(),
+            Some("/index.php")
+        );
     }
 
     #[test]

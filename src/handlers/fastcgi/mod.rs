@@ -314,12 +314,23 @@ impl FastcgiApps {
     fn missing(
         &self,
         root: &RootDir,
+        path: &[u8],
         script: &dyn Fn(&super::script_path::Script, &[u8]) -> Target,
         now: Instant,
     ) -> Lookup {
         let Some(front) = &self.fallback else {
             return Lookup::App;
         };
+        // A PHP script that is not there is a 404, as nginx's `location ~
+        // \.php$` sites answer it (`try_files $uri =404`, or php-fpm's
+        // "File not found."): a bot's probe of /wp-login.php does not boot
+        // the whole app.
+        if path
+            .split(|&b| b == b'/')
+            .any(|segment| segment.len() > SCRIPT_EXT.len() && segment.ends_with(SCRIPT_EXT))
+        {
+            return Lookup::Answer(Response::plain(404, "Not Found", "File not found.\n"));
+        }
         match self.found_fallback.locate(root, front, &[], now) {
             Located::Script(s) => {
                 let mut t = script(&s, &s.url_path);
@@ -422,7 +433,7 @@ impl FastcgiApps {
             // Another file: served from disk, never run. With a path after
             // it (`/style.css/x`), no file is named: nginx's `try_files
             // $uri $uri/ /index.php` goes on to the front controller.
-            Located::Script(s) if !s.path_info.is_empty() => self.missing(root, &script, now),
+            Located::Script(s) if !s.path_info.is_empty() => self.missing(root, rest, &script, now),
             Located::Script(_) => Lookup::File,
             Located::AddSlash => {
                 Lookup::Answer(redirect_to_directory(&path, get(Var::QUERY_STRING)))
@@ -444,10 +455,10 @@ impl FastcgiApps {
                     Located::Script(s) if s.file.as_os_str().as_bytes().ends_with(SCRIPT_EXT) => {
                         Lookup::Call(Box::new(under(&s, &s.url_path)))
                     }
-                    _ => self.missing(root, &under, now),
+                    _ => self.missing(root, get(Var::PATH_INFO), &under, now),
                 }
             }
-            Located::Missing => self.missing(root, &script, now),
+            Located::Missing => self.missing(root, rest, &script, now),
             // nginx's `try_files $uri $uri/` finds the directory, and its
             // index module nothing in it: 403.
             Located::Forbidden | Located::NoIndex => {
