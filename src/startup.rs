@@ -268,6 +268,8 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         };
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
             process::chown_path(path, owner)?;
+        } else if let Address::Unix(path) = &addr {
+            process::chown_socket_to_ids(path, p.uid.as_deref(), p.gid.as_deref())?;
         }
         listeners.push(Socket {
             addr,
@@ -529,7 +531,7 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
             "no Python app".to_string()
         }
     );
-    if cfg.process.processes > 1 {
+    if cfg.process.processes > 1 && cfg.process.processes_given {
         // uWSGI forks them unsupervised; here one process serves. Said,
         // so a migrated `master = false` does not lose workers unseen.
         crate::say!(
@@ -601,11 +603,14 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
                 mercy: cfg.process.reload_mercy,
                 budget: cfg.process.reload_mercy + std::time::Duration::from_secs(5),
             },
-            || {},
+            // Serving: a `Type=notify` unit is started (without it, it
+            // never was, and systemd killed it at TimeoutStartSec).
+            || process::sd_notify("READY=1"),
             || apps.going_away(),
         )
         .await
     });
+    process::sd_notify("STOPPING=1");
     // The runtime's last tasks (connections the stop cut) may leave work
     // for after their writes (a WSGI result's close(), the log line).
     drop(rt);
@@ -630,23 +635,29 @@ fn carry_on<T>(inherited: &Option<Handover>, step: Result<T, String>) -> Result<
     }
 }
 
-/// Without a master, the signals that ask one for a reload (SIGHUP, and
-/// SIGRTMIN+1/+2 from `oxgate --reload`/`--chain-reload`) would end the
-/// process at their default, mid-request: they are logged and ignored.
+/// Without a master, the signals that ask one for a reload (SIGHUP,
+/// SIGUSR2, and SIGRTMIN+1/+2 from `oxgate --reload`/`--chain-reload`) or
+/// for more or fewer workers (SIGTTIN, SIGTTOU) would end the process, or
+/// stop it, at their default, mid-request: they are logged and ignored.
 fn ignore_master_signals() {
     use tokio::signal::unix::{SignalKind, signal};
+    const RELOADS: &str = "reloads need the master (--master)";
+    const WORKERS: &str = "adding or removing workers needs the master (--master)";
     let kinds = [
-        (libc::SIGHUP, "SIGHUP"),
-        (libc::SIGRTMIN() + 1, "SIGRTMIN+1"),
-        (libc::SIGRTMIN() + 2, "SIGRTMIN+2"),
+        (libc::SIGHUP, "SIGHUP", RELOADS),
+        (libc::SIGUSR2, "SIGUSR2", RELOADS),
+        (libc::SIGRTMIN() + 1, "SIGRTMIN+1", RELOADS),
+        (libc::SIGRTMIN() + 2, "SIGRTMIN+2", RELOADS),
+        (libc::SIGTTIN, "SIGTTIN", WORKERS),
+        (libc::SIGTTOU, "SIGTTOU", WORKERS),
     ];
-    for (raw, name) in kinds {
+    for (raw, name, why) in kinds {
         let Ok(mut stream) = signal(SignalKind::from_raw(raw)) else {
             continue;
         };
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                crate::say!("oxgate: {name} ignored: reloads need the master (--master)");
+                crate::say!("oxgate: {name} ignored: {why}");
             }
         });
     }

@@ -191,6 +191,23 @@ def test_gid_drop(serve):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_a_unix_socket_belongs_to_the_uid_and_gid_dropped_to(serve, tmp_path):
+    """uWSGI's usual set-up (uid and gid www-data, chmod-socket 660, nginx as
+    www-data): the socket is theirs, as uWSGI's is; it stayed root's, and
+    nginx was refused. (--chown-socket, given, still decides.)"""
+    import grp
+    import pwd
+    sock = tmp_path / "app.sock"
+    user = ["--uid", "nobody"] if NOBODY_CAN_RUN_PYTHON else []
+    serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "1", "--socket", str(sock),
+          "--chmod-socket", "660", "--gid", "nogroup", *user)
+    st = os.stat(sock)
+    assert st.st_gid == grp.getgrnam("nogroup").gr_gid
+    assert st.st_uid == (pwd.getpwnam("nobody").pw_uid if user else 0)
+    assert st.st_mode & 0o777 == 0o660
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
 @pytest.mark.skipif(not NOBODY_CAN_RUN_PYTHON, reason=f"nobody cannot read {sys.base_prefix}")
 def test_uid_gid_drop(serve):
     s = serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "1", "--uid", "nobody", "--gid", "nogroup")
@@ -429,6 +446,37 @@ def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
             proc.kill()
 
 
+def test_without_a_master_systemd_is_told_and_master_signals_are_ignored(tmp_path, app_dir):
+    """--no-master under a `Type=notify` unit: READY=1 once serving (none
+    was sent, and systemd killed the unit at its start timeout), STOPPING=1
+    at the stop; SIGUSR2, SIGTTIN and SIGTTOU, which ask a master for a
+    chain reload or a worker more or less, are logged and ignored (SIGUSR2
+    killed the process, SIGTTIN stopped it)."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    port = free_port()
+    log = tmp_path / "log"
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    env.pop("VIRTUAL_ENV", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(app_dir / "procs.py"),
+                                 "--no-master"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        next_notice(notify, "READY=1")
+        for sig in (signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+            os.kill(proc.pid, sig)
+            wait_for(lambda: f"{sig.name} ignored" in log.read_text(), what=f"{sig.name} ignored")
+        assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
+        assert "--processes" not in log.read_text()  # none was given: no warning of the CPU count
+        proc.terminate()
+        next_notice(notify, "STOPPING=1")
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize("configured", ["none", "another"])
 def test_sockets_systemd_passed_are_served_across_reloads(tmp_path, app_dir, configured):
     """A reload keeps serving the sockets systemd passed: when the
@@ -467,7 +515,10 @@ def test_sockets_systemd_passed_are_served_across_reloads(tmp_path, app_dir, con
         said("READY=1")
         assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
         os.kill(proc.pid, signal.SIGHUP)
-        said("RELOADING=1")
+        # With the monotonic clock's µs, which Type=notify-reload needs.
+        reloading = said("RELOADING=1")
+        stamp = int(reloading.split("MONOTONIC_USEC=")[1].split()[0])
+        assert abs(stamp - time.monotonic_ns() // 1000) < 60_000_000, reloading
         said("READY=1")
         assert "reload refused" not in (tmp_path / "log").read_text()
         assert fresh(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200

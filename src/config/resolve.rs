@@ -1165,6 +1165,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 }
                 .min(MAX_WORKERS as i64) as usize
             },
+            processes_given: gunicorn_workers.is_some() || r.given(&opt::PROCESSES).is_some(),
             lazy_apps: r.flag(&opt::LAZY_APPS)?,
             sched_batch: r.flag(&opt::SCHED_BATCH)?,
             quick_stop_on_int: r.flag(&opt::QUICK_STOP_ON_INT)?,

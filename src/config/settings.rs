@@ -432,6 +432,8 @@ pub struct ProcessConfig {
     /// `--quick-stop-on-int`: Gunicorn's meaning of SIGINT and SIGQUIT.
     pub quick_stop_on_int: bool,
     pub processes: usize,
+    /// Whether `processes` was asked for, not the number of CPUs.
+    pub processes_given: bool,
     pub lazy_apps: bool,
     /// `--sched-batch`: workers' threads under SCHED_BATCH.
     pub sched_batch: bool,

@@ -667,7 +667,13 @@ impl Master<'_> {
             );
             return;
         }
-        process::sd_notify("RELOADING=1");
+        // With the clock's time, which systemd's Type=notify-reload (the
+        // unit that sends SIGHUP itself) matches with the reload it asked
+        // for; without it, `systemctl reload` times out there.
+        process::sd_notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            crate::sys::clock::now_us()
+        ));
         let mut stats = std::mem::take(&mut self.stats);
         stats.finish_clients(STATS_FINISH, &|want| self.render_stats(want));
         self.stats = stats;

@@ -15,7 +15,9 @@ pub const RELOAD_CHECK_ENV: &str = "OXGATE_RELOAD_CHECK";
 pub use self::control::send_control;
 pub use self::daemon::{daemonize, detached, redirect_output};
 pub use self::pidfile::{refuse_live_pidfile, write_pidfile, write_pidfiles};
-pub use self::privileges::{check_names, chown_logs, chown_path, drop_privileges};
+pub use self::privileges::{
+    check_names, chown_logs, chown_path, chown_socket_to_ids, drop_privileges,
+};
 pub use self::role::{is_worker, mark_worker, remember_start_dir, sched_batch_or_say, start_dir};
 pub use self::systemd::{sd_notify, systemd_sockets};
 /// (virtual size, resident size) of a process in bytes, from

@@ -131,6 +131,27 @@ fn owner_of(spec: &str) -> Result<(Uid, Option<Gid>), String> {
 /// a rotation (SIGUSR1): logrotate's `create` makes the new file as the
 /// old one was owned. Gunicorn does this for its log files.
 pub fn chown_logs(paths: &[&Path], uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
+    chown_to_ids(paths, uid, gid, "--logfile-chown")
+}
+
+/// A unix socket oxgate bound, with `--uid` or `--gid` and no
+/// `--chown-socket`: it goes to that user and group, as uWSGI's sockets
+/// do (it binds them as that user), so that a web server running as them
+/// (nginx as www-data, `chmod-socket = 660`) can connect.
+pub fn chown_socket_to_ids(
+    path: &Path,
+    uid: Option<&str>,
+    gid: Option<&str>,
+) -> Result<(), String> {
+    chown_to_ids(&[path], uid, gid, "--uid/--gid on the socket")
+}
+
+fn chown_to_ids(
+    paths: &[&Path],
+    uid: Option<&str>,
+    gid: Option<&str>,
+    what: &str,
+) -> Result<(), String> {
     let user = uid.map(|u| lookup_user(u, "--uid")).transpose()?;
     let group = gid.map(|g| lookup_group(g, "--gid")).transpose()?;
     if user.is_none() && group.is_none() {
@@ -142,7 +163,7 @@ pub fn chown_logs(paths: &[&Path], uid: Option<&str>, gid: Option<&str>) -> Resu
             user.as_ref().map(|(u, _)| u.as_raw()),
             group.map(Gid::as_raw),
         )
-        .map_err(|e| format!("--logfile-chown on {}: {e}", path.display()))?;
+        .map_err(|e| format!("{what} on {}: {e}", path.display()))?;
     }
     Ok(())
 }
