@@ -122,7 +122,13 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     // A file logger after --daemonize's file: the log goes there, as
     // uWSGI's loggers take it over (the resolved --logto is that logger
     // alone when there is a --daemonize).
-    if let Some(log) = &p.logto {
+    if let Some(log) = &p.logto
+        && inherited.is_some()
+        && process::stderr_is(log)
+    {
+        // Re-executed on reload: the log is already behind stderr.
+        crate::log::file::set_path(log);
+    } else if let Some(log) = &p.logto {
         carry_on(
             &inherited,
             process::redirect_output(log, keeps_stdout(&cfg)),

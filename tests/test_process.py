@@ -254,6 +254,39 @@ def test_uid_gid_drop_with_a_system_python(serve):
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"no {SYSTEM_PYTHON}")
+@pytest.mark.skipif(INSTALLED, reason="the pip-installed oxgate runs on the test venv's Python")
+def test_a_reload_after_a_uid_drop_keeps_the_log_and_pidfile_without_a_warning(tmp_path):
+    """--logto and --pidfile, opened as root, then --uid nobody: a reload's
+    new image, which may not open them again, keeps the log it has and the
+    pidfile that names it already (it warned of both at every reload)."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-uid-")
+    os.chmod(base, 0o755)
+    try:
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", f"{base}/venv"], check=True, timeout=120)
+        shutil.copy(APPS / "procs.py", f"{base}/procs.py")
+        os.chmod(f"{base}/procs.py", 0o644)
+        log, pidfile, port = f"{base}/app.log", f"{base}/app.pid", free_port()
+        proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--home", f"{base}/venv", "--wsgi-file",
+                                 f"{base}/procs.py", "--processes", "1", "--uid", "nobody", "--gid", "nogroup",
+                                 "--logto", log, "--pidfile", pidfile], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: listens(port), what="oxgate listening")
+            os.kill(proc.pid, signal.SIGHUP)
+            wait_for(lambda: "reload done" in open(log).read(), what="the reload", show=lambda: open(log).read())
+            assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
+            assert "after the reload" not in open(log).read(), open(log).read()
+            assert open(pidfile).read().strip() == str(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_limit_as(serve, app_dir):
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1", "--limit-as", "4096")
     (w,) = s.wait_workers(1)

@@ -46,6 +46,20 @@ fn onto_stdout_stderr(log: File) {
     crate::log::route::replace_original(std::os::fd::AsRawFd::as_raw_fd(&log));
 }
 
+/// Whether stderr is the file at `path` already: a master re-executed for
+/// a reload has the log the old one put there, which after --uid it may
+/// not open again.
+pub fn stderr_is(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(file), Ok(err)) = (
+        std::fs::metadata(path),
+        nix::sys::stat::fstat(std::io::stderr().as_fd()),
+    ) else {
+        return false;
+    };
+    file.dev() == err.st_dev && file.ino() == err.st_ino
+}
+
 /// Sends stdout and stderr to `path` (appending), like uWSGI's --logto;
 /// stderr alone when a logger writes to stdout (Gunicorn's `errorlog`
 /// file with `accesslog = "-"`: each its own stream, as there).
