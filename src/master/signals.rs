@@ -106,15 +106,32 @@ impl SignalPipe {
             flags.push((sig, flag));
         }
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+            // The process dies of the signal, as Gunicorn --preload does:
+            // systemd counts a death by SIGTERM or SIGINT as a clean stop
+            // (`systemctl stop` during a slow import), where an exit of 1
+            // failed the unit. SIGQUIT's own death would dump a core.
+            let die_of = if sig == libc::SIGQUIT {
+                libc::SIGTERM
+            } else {
+                sig
+            };
             // SAFETY: the action is async-signal-safe: an atomic load,
-            // write(2) of a static message and _exit(2); it allocates and
-            // locks nothing.
+            // write(2) of a static message, then signal(2), sigprocmask(2)
+            // and raise(3) (POSIX lists them safe) and _exit(2); it
+            // allocates and locks nothing. The sigset is a local.
             let id = unsafe {
-                signal_hook::low_level::register(sig, || {
+                signal_hook::low_level::register(sig, move || {
                     if LOADING.load(Ordering::Acquire) {
                         const SAID: &[u8] =
                             b"oxgate: a stop signal came while the app was still loading: stopped\n";
                         libc::write(2, SAID.as_ptr().cast(), SAID.len());
+                        libc::signal(die_of, libc::SIG_DFL);
+                        // Blocked while its own handler runs: let through.
+                        let mut set: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut set);
+                        libc::sigaddset(&mut set, die_of);
+                        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                        libc::raise(die_of);
                         libc::_exit(1);
                     }
                 })
