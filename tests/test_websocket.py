@@ -451,6 +451,38 @@ def test_uvicorns_command_line_closes_open_sockets_with_1012_as_its_stop_begins(
     assert codes == {"oxgate": 1012, "uvicorn": 1012}
 
 
+def test_a_client_that_never_answers_the_stops_close_does_not_hold_the_stop(tmp_path):
+    """A client that reads but never answers a close (a dead mobile client
+    whose connection still looks open): the stop's close frame goes out,
+    and the connection is dropped about a second later, as uvicorn drops it
+    at once; it waited the close handshake's 5 s, and so did the stop."""
+    import time
+    port = free_port()
+    p = subprocess.Popen([BIN, "uvicorn", "asgi_ws:app", "--app-dir", str(APPS), "--port", str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, what="oxgate listening")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+        p.send_signal(signal.SIGTERM)
+        frame = sock.recv(2)
+        assert frame[0] == 0x88, frame  # the close frame, 1012
+        sent_at = time.monotonic()
+        while sock.recv(4096):
+            pass
+        closed_at = time.monotonic()
+        # Not a timing measure: dropped by the stop's own deadline (1 s),
+        # not the close handshake's (5 s).
+        assert closed_at - sent_at < 4, closed_at - sent_at
+        p.wait(20)
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_fastapi_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):
     s = ws_app(serve, tmp_path, module="asgi_fastapi:app")
     theirs = uvicorn("asgi_fastapi:app").replace("http://", "ws://")

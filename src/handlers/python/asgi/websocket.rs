@@ -37,6 +37,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a ping went unanswered: time for our close frame to go out, not
 /// for a reply from a peer already judged gone.
 const DEAD_PEER_CLOSE: Duration = Duration::from_secs(1);
+/// At a stop: time for our close frame to go out and a live client's
+/// reply to come, not for one that reads but never answers (a dead mobile
+/// client) to hold the stop; uvicorn closes at once after its frame.
+const STOP_CLOSE: Duration = Duration::from_secs(1);
 
 /// Whether a `Sec-WebSocket-Key` is base64 for 16 bytes.
 fn is_handshake_key(key: &[u8]) -> bool {
@@ -489,6 +493,7 @@ impl Session {
                     true => self.begin_close(1012, ""),
                     false => self.begin_close(1001, "going away"),
                 }
+                self.close_deadline = Some(Box::pin(tokio::time::sleep(STOP_CLOSE)));
                 progress = true;
             }
             if let Some(deadline) = &mut self.close_deadline
