@@ -507,7 +507,11 @@ def test_fastapi_websocket_same_as_uvicorn(serve, tmp_path, uvicorn):
     assert ours[:4] == ["p1", "7:a", "7:bb", "7:ccc"]
 
 
-def test_proxy_pass_with_upgrade_behind_nginx(serve, tmp_path):
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_proxy_pass_with_upgrade_behind_nginx(serve, tmp_path, version):
+    """Also without `proxy_http_version 1.1`, which sites forget: nginx then
+    sends the handshake as HTTP/1.0, which uvicorn upgrades; it was served
+    as a plain request (a 404 from FastAPI)."""
     s = ws_app(serve, tmp_path, "--proxy-headers")
     port = free_port()
     conf = f"""
@@ -523,7 +527,7 @@ http {{
     listen 127.0.0.1:{port};
     location / {{
       proxy_pass http://127.0.0.1:{s.port};
-      proxy_http_version 1.1;
+      {"proxy_http_version 1.1;" if version == "1.1" else ""}
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection "upgrade";
       proxy_set_header X-Forwarded-Proto https;

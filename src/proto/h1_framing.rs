@@ -189,6 +189,12 @@ impl FramingTracker {
             .then_some(self.heads)
     }
 
+    /// Whether the next byte read begins a request head (or the empty
+    /// lines before one), with nothing of it read before.
+    pub fn at_head_start(&self) -> bool {
+        self.state == State::Head && self.pending.is_empty()
+    }
+
     /// Stops following: the connection is no longer HTTP/1.1 (a 101).
     pub fn stop(&mut self) {
         self.lose();
@@ -386,6 +392,41 @@ enum Step {
 
 /// Whether a head's last empty line is in `data`: then httparse can say
 /// whether the head is whole (hyper's own quick check, `is_complete_fast`).
+/// Where the minor version digit of an HTTP/1.0 WebSocket handshake is,
+/// if `data` begins with one whole: a request line ending ` HTTP/1.0`,
+/// `Upgrade: websocket` and `Connection: upgrade` among its fields. nginx
+/// proxies with HTTP/1.0 unless told `proxy_http_version 1.1`, and sends
+/// a WebSocket's handshake so when the site forgets it; uvicorn answers it
+/// with its 101, where hyper takes no upgrade from HTTP/1.0. The front end
+/// reads that head as HTTP/1.1's (RFC 6455 §4.1 asks for at least 1.1).
+pub fn http_1_0_websocket_handshake(data: &[u8]) -> Option<usize> {
+    let start = data.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let head = &data[start..];
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let mut lines = head[..end]
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next()?;
+    if !request_line.ends_with(b" HTTP/1.0") {
+        return None;
+    }
+    let has = |name: &[u8], token: &[u8]| {
+        head[..end]
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter_map(|line| {
+                let (n, v) = line.split_at(line.iter().position(|&b| b == b':')?);
+                n.eq_ignore_ascii_case(name).then_some(&v[1..])
+            })
+            .any(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+            })
+    };
+    (has(b"upgrade", b"websocket") && has(b"connection", b"upgrade"))
+        .then(|| start + request_line.len() - 1)
+}
+
 fn head_ends(data: &[u8]) -> bool {
     // By line ends (memchr's), not byte by byte: this runs on every head.
     memchr::memchr_iter(b'\n', data)
@@ -600,6 +641,31 @@ fn framing(req: &httparse::Request<'_, '_>) -> Framing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_http_1_0_websocket_handshake_is_found_whole() {
+        use super::http_1_0_websocket_handshake as found;
+        let head = b"GET /ws HTTP/1.0\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n";
+        let at = found(head).unwrap();
+        assert_eq!(&head[at - 7..=at], b"HTTP/1.0");
+        let led = [&b"\r\n"[..], head].concat();
+        assert_eq!(found(&led), Some(at + 2));
+        // Cut short, HTTP/1.1, or no upgrade to WebSocket: none.
+        assert_eq!(found(&head[..head.len() - 2]), None);
+        assert_eq!(
+            found(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            found(b"GET /ws HTTP/1.0\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            found(b"GET /ws HTTP/1.0\r\nUpgrade: websocket\r\n\r\n"),
+            None
+        );
+        assert_eq!(found(b""), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -943,6 +1009,44 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the bytes, a handshake found points at a version's
+        /// minor `0`, inside the head's first line; and made 1.1 there, the
+        /// head is one httparse reads as HTTP/1.1.
+        #[test]
+        fn an_http_1_0_handshake_found_is_the_request_lines_version(
+            lead in "(\r\n){0,2}",
+            target in "/[a-z]{0,6}",
+            fields in proptest::collection::vec(prop_oneof![
+                Just("Upgrade: websocket"), Just("Connection: Upgrade"), Just("Host: x"),
+                Just("upgrade:WEBSOCKET"), Just("connection: keep-alive, upgrade"), Just("X: HTTP/1.0"),
+            ], 0..5),
+            version in prop_oneof![Just("HTTP/1.0"), Just("HTTP/1.1")],
+            junk in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut wire = format!("{lead}GET {target} {version}\r\n").into_bytes();
+            for f in &fields {
+                wire.extend_from_slice(f.as_bytes());
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(&junk);
+            for data in [&wire[..], &junk[..]] {
+                if let Some(at) = super::http_1_0_websocket_handshake(data) {
+                    prop_assert_eq!(&data[at - 7..=at], b"HTTP/1.0");
+                    let first_line = data.iter().position(|&b| b != b'\r' && b != b'\n').unwrap();
+                    let in_first_line = !data[first_line..at].contains(&b'\n');
+                    prop_assert!(in_first_line);
+                    let mut patched = data.to_vec();
+                    patched[at] = b'1';
+                    let mut headers = [httparse::EMPTY_HEADER; 16];
+                    let mut req = httparse::Request::new(&mut headers);
+                    if let Ok(httparse::Status::Complete(_)) = req.parse(&patched) {
+                        prop_assert_eq!(req.version, Some(1));
+                    }
+                }
+            }
+        }
+
         #[test]
         fn any_split_of_a_stream_finds_the_same_head((wire, found) in stream(), cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6)) {
             let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();

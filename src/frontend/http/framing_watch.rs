@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::context::ConnCtx;
-use crate::proto::h1_framing::{Flaw, FramingTracker};
+use crate::proto::h1_framing::{Flaw, FramingTracker, http_1_0_websocket_handshake};
 
 pub(super) struct FramingWatch<S> {
     inner: S,
@@ -79,7 +79,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
                 // After a 101 the bytes are the new protocol's: nothing
                 // to follow, and nothing to keep.
                 self.tracker.stop();
-            } else if let Some(flawed) = self.tracker.feed(&buf.filled()[before..]) {
+            } else if let Some(flawed) = {
+                if self.tracker.at_head_start()
+                    && let Some(at) = http_1_0_websocket_handshake(&buf.filled()[before..])
+                {
+                    // Read as HTTP/1.1's, which hyper upgrades (see there).
+                    buf.filled_mut()[before + at] = b'1';
+                }
+                self.tracker.feed(&buf.filled()[before..])
+            } {
                 // A body's framing broken where hyper reads on: the
                 // connection ends here, before hyper can take what follows
                 // for trailers (or serve a request hidden in them).
