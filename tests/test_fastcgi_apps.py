@@ -260,7 +260,8 @@ def test_perl_and_python_fastcgi_apps_under_mounts(serve, tmp_path):
 def test_an_unreachable_server_is_502_with_a_log_line(serve, tmp_path):
     s = serve("--fastcgi-pass", str(tmp_path / "nobody.sock"))
     assert requests.get(f"{s.url}/x", timeout=20).status_code == 502
-    wait_for(lambda: "nobody.sock: cannot connect" in s.log(), what="the log line")
+    # The line names the request, as nginx's do.
+    wait_for(lambda: "nobody.sock (GET /x): cannot connect" in s.log(), what="the log line", show=s.log)
 
 
 # A FastCGI app on fd 0 (as a pool runs it) that answers request n with
@@ -819,6 +820,8 @@ def test_a_killed_pool_process_loses_only_its_request_and_is_replaced(serve, sit
         time.sleep(0.5)  # not a timing assertion: the request is in the process either way
         os.kill(first, signal.SIGSEGV)
         assert held.result().status_code == 502
+    # The 502's line names the request.
+    assert "(POST /slow.php): " in s.log(), s.log()
     wait_for(lambda: not alive(first), what="the process to die")
     for _ in range(5):
         assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
@@ -1123,6 +1126,22 @@ def test_a_get_whose_process_dies_mid_request_is_502_and_not_run_again(serve, si
         assert held.result().status_code == 502
     time.sleep(0.5)  # not a timing assertion: a second run would have started at once
     assert runs.read_text().split() == [str(pid)]
+
+
+@needs_php
+def test_a_process_that_crashes_mid_request_is_logged_with_how_it_ended(serve, site):
+    """A script that crashes its process (a segfaulting extension): the 502
+    names the request, and the process's end is logged with its signal, as
+    php-fpm logs "exited on signal 11 (SIGSEGV)"; it was taken for one the
+    pool had killed, and not logged."""
+    (site / "segv.php").write_text("<?php posix_kill(posix_getpid(), 11); sleep(5);")
+    # (Without php-cgi's own fork, whose children php-cgi reaps.)
+    s = php_pool(serve, site, "--processes", "1", "--fastcgi-app-processes", "1", "--fastcgi-app-pm", "static",
+                 "--fastcgi-app-env", "PHP_FCGI_CHILDREN=0")
+    pid = requests.get(f"{s.url}/index.php", timeout=20).json()["pid"]
+    assert requests.get(f"{s.url}/segv.php", timeout=20).status_code == 502
+    wait_for(lambda: f"process {pid} ended (signal: 11" in s.log(), what="the crash's line", show=s.log)
+    assert "(GET /segv.php): " in s.log()
 
 
 @needs_php

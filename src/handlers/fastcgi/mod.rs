@@ -510,10 +510,13 @@ impl FastcgiApps {
                 params.push((name.to_vec(), value));
             }
         }
+        // The name and the request, for the log lines of its failure, as
+        // nginx's say which request failed.
+        let serving = client::serving(&name, &params);
         let called = match &target.backend {
             Backend::Pass(upstream) => {
                 let call = Call {
-                    name: client::serving(&name, &params),
+                    name: serving.clone(),
                     params,
                     body,
                     timeout: self.timeout,
@@ -538,7 +541,7 @@ impl FastcgiApps {
                 self.answered.streamed(req, head, first, output, since)
             }
             Err(failure) => {
-                let resp = failed(&name, failure, self.timeout);
+                let resp = failed(&serving, failure, self.timeout);
                 self.answered(&req, resp, since)
             }
         }

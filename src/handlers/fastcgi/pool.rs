@@ -862,7 +862,14 @@ impl Lease {
         if !self.shared.current(self.token) {
             return;
         }
-        row.cause.store(CAUSE_ASKED, Ordering::Release);
+        // A process that has ended by itself already (it crashed, or
+        // exited, mid-request: the exchange broke for that) is not one we
+        // asked to end: the manager logs how it ended, as php-fpm logs
+        // "exited on signal 11".
+        let ended_itself = crate::sys::procfs::is_zombie(row.pid.load(Ordering::Acquire));
+        if !ended_itself {
+            row.cause.store(CAUSE_ASKED, Ordering::Release);
+        }
         row.holder.store(0, Ordering::Relaxed);
         // SeqCst, as `Manager::start` publishes the pid and then reads
         // this: one of the two sees the other's write.
