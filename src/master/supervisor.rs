@@ -553,7 +553,7 @@ impl Supervisor {
             let wait = backoff(self.failures);
             self.next_spawn = now + wait;
             fx.say(format!(
-                "oxgate: worker {} died {:.1}s after it started ({} in a row); next start in {:.1}s",
+                "oxgate: worker {} died {:.1}s after it started ({} in a row); no worker starts for {:.1}s",
                 w.id,
                 lived.as_secs_f64(),
                 self.failures,

@@ -166,7 +166,7 @@ fn quick_deaths_back_off_exponentially() {
             "not restarted after the back-off (try {n})"
         );
     }
-    assert!(fx.said("(4 in a row); next start in 1.6s"));
+    assert!(fx.said("(4 in a row); no worker starts for 1.6s"));
     assert_eq!(backoff(20), MAX_BACKOFF);
 }
 
@@ -749,7 +749,7 @@ fn deaths_soon_after_readiness_still_back_off() {
         sup.tick(&mut fx, t);
         assert_eq!(fx.spawned.len(), starts + 1);
     }
-    assert!(fx.said("(3 in a row); next start in 0.8s"));
+    assert!(fx.said("(3 in a row); no worker starts for 0.8s"));
     // One that lives past QUICK_DEATH ends the run.
     let pid = sup.workers[0].pid;
     fx.ready(pid);
