@@ -91,7 +91,10 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     let inherited = Handover::take_from_env();
     // First, while this process has one thread: the room rewrites the
     // environment's pointers (`sys::proctitle`).
-    if cfg.process.titles.wanted() && !crate::sys::proctitle::make_room() {
+    // SAFETY: no thread has started yet: the interpreter hosting oxgate
+    // (the pip-installed command) was checked to run one alone
+    // (`python::Host::read`), and oxgate starts its own later.
+    if cfg.process.titles.wanted() && !unsafe { crate::sys::proctitle::make_room() } {
         crate::say!("oxgate: warning: cannot set process titles: /proc/self/stat is unreadable");
     }
     if cfg.process.master {
@@ -274,8 +277,12 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         };
         if let (Address::Unix(path), Some(owner)) = (&addr, &p.chown_socket) {
             process::chown_path(path, owner)?;
-        } else if let Address::Unix(path) = &addr {
-            process::chown_socket_to_ids(path, p.uid.as_deref(), p.gid.as_deref())?;
+        } else if let Address::Unix(path) = &addr
+            && let Err(e) = process::chown_socket_to_ids(path, p.uid.as_deref(), p.gid.as_deref())
+        {
+            // Not asked for by name (--chown-socket): a filesystem or user
+            // namespace that refuses chown leaves the socket as it is.
+            crate::say!("oxgate: warning: {e}; the socket keeps its owner");
         }
         listeners.push(Socket {
             addr,
@@ -287,7 +294,9 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if listeners.is_empty() {
         return Err("no socket to listen on: add --http-socket ADDR".into());
     }
-    if let Some(pidfile) = &p.pidfile {
+    if let Some(pidfile) = &p.pidfile
+        && !(inherited.is_some() && process::names_this_process(pidfile))
+    {
         carry_on(&inherited, process::write_pidfile(pidfile))?;
     }
     if python::host().is_some() || python::python_running() {
@@ -309,7 +318,9 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
             process::redirect_output(log, keeps_stdout(&cfg)),
         )?;
     }
-    if let Some(pidfile) = &p.pidfile2 {
+    if let Some(pidfile) = &p.pidfile2
+        && !(inherited.is_some() && process::names_this_process(pidfile))
+    {
         carry_on(&inherited, process::write_pidfile(pidfile))?;
     }
     // --daemonize: bound and written, so the command may return.
@@ -616,7 +627,6 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
         )
         .await
     });
-    process::sd_notify("STOPPING=1");
     // The runtime's last tasks (connections the stop cut) may leave work
     // for after their writes (a WSGI result's close(), the log line).
     drop(rt);
@@ -642,30 +652,34 @@ fn carry_on<T>(inherited: &Option<Handover>, step: Result<T, String>) -> Result<
 }
 
 /// Without a master, the signals that ask one for a reload (SIGHUP,
-/// SIGUSR2, and SIGRTMIN+1/+2 from `oxgate --reload`/`--chain-reload`) or
-/// for more or fewer workers (SIGTTIN, SIGTTOU) would end the process, or
-/// stop it, at their default, mid-request: they are logged and ignored.
+/// SIGUSR2, and SIGRTMIN+1/+2 from `oxgate --reload`/`--chain-reload`)
+/// would end the process at their default, mid-request: they are logged
+/// and ignored. So are SIGTTIN and SIGTTOU, a worker more or less, which
+/// would stop it; those are ignored by disposition, not caught: a caught
+/// one would restart, for ever, the read from the terminal (an app's
+/// `breakpoint()` in a background job) that raised it, where ignored the
+/// read fails.
 fn ignore_master_signals() {
     use tokio::signal::unix::{SignalKind, signal};
-    const RELOADS: &str = "reloads need the master (--master)";
-    const WORKERS: &str = "adding or removing workers needs the master (--master)";
-    let kinds = [
-        (libc::SIGHUP, "SIGHUP", RELOADS),
-        (libc::SIGUSR2, "SIGUSR2", RELOADS),
-        (libc::SIGRTMIN() + 1, "SIGRTMIN+1", RELOADS),
-        (libc::SIGRTMIN() + 2, "SIGRTMIN+2", RELOADS),
-        (libc::SIGTTIN, "SIGTTIN", WORKERS),
-        (libc::SIGTTOU, "SIGTTOU", WORKERS),
+    let reloads = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGRTMIN() + 1, "SIGRTMIN+1"),
+        (libc::SIGRTMIN() + 2, "SIGRTMIN+2"),
     ];
-    for (raw, name, why) in kinds {
+    for (raw, name) in reloads {
         let Ok(mut stream) = signal(SignalKind::from_raw(raw)) else {
             continue;
         };
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                crate::say!("oxgate: {name} ignored: {why}");
+                crate::say!("oxgate: {name} ignored: reloads need the master (--master)");
             }
         });
+    }
+    for sig in [libc::SIGTTIN, libc::SIGTTOU] {
+        // SAFETY: setting a disposition to SIG_IGN runs no code of ours.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
 }
 

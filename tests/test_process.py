@@ -483,8 +483,8 @@ def test_without_a_master_systemd_is_told_and_master_signals_are_ignored(tmp_pat
     """--no-master under a `Type=notify` unit: READY=1 once serving (none
     was sent, and systemd killed the unit at its start timeout), STOPPING=1
     at the stop; SIGUSR2, SIGTTIN and SIGTTOU, which ask a master for a
-    chain reload or a worker more or less, are logged and ignored (SIGUSR2
-    killed the process, SIGTTIN stopped it)."""
+    chain reload or a worker more or less, are ignored, SIGUSR2 logged
+    (SIGUSR2 killed the process, SIGTTIN stopped it)."""
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(20)
@@ -497,9 +497,15 @@ def test_without_a_master_systemd_is_told_and_master_signals_are_ignored(tmp_pat
                                  "--no-master"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         next_notice(notify, "READY=1")
-        for sig in (signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+        os.kill(proc.pid, signal.SIGUSR2)
+        wait_for(lambda: "SIGUSR2 ignored" in log.read_text(), what="SIGUSR2 ignored")
+        # Ignored by disposition, not caught (a caught SIGTTIN would loop
+        # on a background read from the terminal).
+        status = open(f"/proc/{proc.pid}/status").read()
+        ignored = int(next(l for l in status.splitlines() if l.startswith("SigIgn:")).split()[1], 16)
+        for sig in (signal.SIGTTIN, signal.SIGTTOU):
+            assert ignored & (1 << (sig - 1)), sig
             os.kill(proc.pid, sig)
-            wait_for(lambda: f"{sig.name} ignored" in log.read_text(), what=f"{sig.name} ignored")
         assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
         assert "--processes" not in log.read_text()  # none was given: no warning of the CPU count
         proc.terminate()
@@ -934,8 +940,23 @@ def test_procname_titles_every_process_and_procname_master_the_master(serve, tmp
     assert fresh(s.url).text == "ok"
 
 
+def test_a_prefix_or_the_masters_title_alone_titles_every_process_as_in_uwsgi(serve, tmp_path):
+    """uWSGI's procname-prefix-spaced (a common line) or procname-master,
+    without auto-procname: every process is titled, as uWSGI titles them (no
+    title was set; with procname-master, the workers had the master's)."""
+    (tmp_path / "titles.py").write_text(TITLE_APP)
+    for options, want in ((["--procname-prefix-spaced", "shop"], [b"shop oxgate master", b"shop oxgate worker 1"]),
+                          (["--procname-master", "boss"], [b"boss", b"oxgate worker 1"])):
+        s = serve("--wsgi-file", str(tmp_path / "titles.py"), "--processes", "1", *options,
+                  env={"OXGATE_TITLE_TEST": "ok"})
+        want = [w + b"\0" for w in want]
+        wait_for(lambda: [cmdline(s.proc.pid)] + [cmdline(w) for w in s.wait_workers(1)] == want, what=f"{want}")
+        s.stop()
+
+
 def test_without_a_title_option_the_command_line_is_left_as_it_is(serve, tmp_path):
     (tmp_path / "titles.py").write_text(TITLE_APP)
-    s = serve("--wsgi-file", str(tmp_path / "titles.py"), "--processes", "1", "--procname-prefix", "x-",
-              env={"OXGATE_TITLE_TEST": "ok"})
-    assert cmdline(s.proc.pid).split(b"\0")[1:-1] == [a.encode() for a in s.args[1:]]
+    s = serve("--wsgi-file", str(tmp_path / "titles.py"), "--processes", "1", env={"OXGATE_TITLE_TEST": "ok"})
+    # (The pip-installed command's begins with its Python.)
+    args = [a.encode() for a in s.args[1:]]
+    assert cmdline(s.proc.pid).split(b"\0")[:-1][-len(args):] == args

@@ -541,7 +541,7 @@ options! {
         .help("Set the umask (octal) before creating sockets and files."),
     UID = OptDef::new("uid", Str, Process)
         .value("USER")
-        .help("Run as USER (name or number) after binding the sockets."),
+        .help("Run as USER (name or number) after binding the sockets; the unix sockets go to USER (and --gid's group), as uWSGI's do, unless --chown-socket names another owner."),
     GID = OptDef::new("gid", Str, Process)
         .value("GROUP")
         .help("Run as GROUP (name or number) after binding the sockets."),
@@ -860,16 +860,16 @@ options! {
         .help("Title every process TITLE (instead of --auto-procname's titles; the master's is --procname-master's if given)."),
     PROCNAME_MASTER = OptDef::new("procname-master", Str, Process)
         .value("TITLE")
-        .help("Title the master TITLE."),
+        .help("Title the master TITLE, and the other processes as --auto-procname does."),
     PROCNAME_PREFIX = OptDef::new("procname-prefix", Str, Process)
         .value("TEXT")
-        .help("Begin each title that --auto-procname, --procname or --procname-master sets with TEXT."),
+        .help("Title the processes as --auto-procname does, each title beginning with TEXT."),
     PROCNAME_PREFIX_SPACED = OptDef::new("procname-prefix-spaced", Str, Process)
         .value("TEXT")
         .help("As --procname-prefix, with a space after TEXT."),
     PROCNAME_APPEND = OptDef::new("procname-append", Str, Process)
         .value("TEXT")
-        .help("End each title that --auto-procname, --procname or --procname-master sets with TEXT."),
+        .help("Title the processes as --auto-procname does, each title ending with TEXT."),
     OFFLOAD_THREADS = OptDef::new("offload-threads", Int, Process)
         .aliases(&["offload-thread"])
         .value("N")

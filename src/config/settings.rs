@@ -501,30 +501,39 @@ pub struct ProcessTitles {
 }
 
 impl ProcessTitles {
-    /// Whether any process gets a title.
+    /// Whether the processes get titles: any of the options, as in uWSGI,
+    /// where a prefix, a suffix or the master's title alone give every
+    /// process its title too.
     pub fn wanted(&self) -> bool {
-        self.auto || self.every.is_some() || self.master.is_some()
+        self.auto
+            || self.every.is_some()
+            || self.master.is_some()
+            || !self.prefix.is_empty()
+            || !self.append.is_empty()
     }
 
     pub fn master(&self) -> Option<String> {
-        let own = self.master.as_ref().or(self.every.as_ref()).cloned();
-        self.dressed(own.or_else(|| self.auto.then(|| "oxgate master".into())))
+        let own = self.master.as_ref().or(self.every.as_ref());
+        self.dressed(|| own.cloned().unwrap_or_else(|| "oxgate master".into()))
     }
 
     /// Worker `id`'s (also the single process's, without a master).
     pub fn worker(&self, id: u32) -> Option<String> {
-        let auto = || self.auto.then(|| format!("oxgate worker {id}"));
-        self.dressed(self.every.clone().or_else(auto))
+        self.dressed(|| {
+            self.every
+                .clone()
+                .unwrap_or_else(|| format!("oxgate worker {id}"))
+        })
     }
 
     /// The FastCGI pools' manager's.
     pub fn pools(&self) -> Option<String> {
-        let auto = || self.auto.then(|| "oxgate pools".into());
-        self.dressed(self.every.clone().or_else(auto))
+        self.dressed(|| self.every.clone().unwrap_or_else(|| "oxgate pools".into()))
     }
 
-    fn dressed(&self, title: Option<String>) -> Option<String> {
-        title.map(|t| format!("{}{t}{}", self.prefix, self.append))
+    fn dressed(&self, title: impl FnOnce() -> String) -> Option<String> {
+        self.wanted()
+            .then(|| format!("{}{}{}", self.prefix, title(), self.append))
     }
 }
 

@@ -14,12 +14,6 @@ pub fn write_pidfile(path: &Path) -> Result<(), String> {
         }
         _ => format!("cannot write pidfile {}: {e}", path.display()),
     };
-    // Already ours: a master re-executed for a reload keeps its pid, and
-    // after --uid may not open the file again (a warning at each reload).
-    if std::fs::read_to_string(path).is_ok_and(|text| text.trim() == std::process::id().to_string())
-    {
-        return Ok(());
-    }
     // The one written before the privileges are dropped is rewritten
     // through the descriptor opened then (after --daemonize2's fork): the
     // unprivileged process may not open it again.
@@ -51,6 +45,13 @@ pub fn write_pidfile(path: &Path) -> Result<(), String> {
         *kept = Some((path.to_path_buf(), file));
     }
     Ok(())
+}
+
+/// Whether the pidfile names this process already: a master re-executed
+/// for a reload keeps its pid, and after --uid may not open the file again
+/// (it warned so at each reload).
+pub fn names_this_process(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.trim() == std::process::id().to_string())
 }
 
 /// `--pidfile` and `--pidfile2` once more, after `--daemonize2`'s fork:

@@ -390,8 +390,6 @@ enum Step {
     Flawed(Flaw),
 }
 
-/// Whether a head's last empty line is in `data`: then httparse can say
-/// whether the head is whole (hyper's own quick check, `is_complete_fast`).
 /// Where the minor version digit of an HTTP/1.0 WebSocket handshake is,
 /// if `data` begins with one whole: a request line ending ` HTTP/1.0`,
 /// `Upgrade: websocket` and `Connection: upgrade` among its fields. nginx
@@ -427,6 +425,8 @@ pub fn http_1_0_websocket_handshake(data: &[u8]) -> Option<usize> {
         .then(|| start + request_line.len() - 1)
 }
 
+/// Whether a head's last empty line is in `data`: then httparse can say
+/// whether the head is whole (hyper's own quick check, `is_complete_fast`).
 fn head_ends(data: &[u8]) -> bool {
     // By line ends (memchr's), not byte by byte: this runs on every head.
     memchr::memchr_iter(b'\n', data)

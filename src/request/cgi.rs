@@ -274,12 +274,12 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
         vars.push((VarName::Known(Var::QUERY_STRING), Bytes::new()));
     }
     // nginx's fastcgi_params name the whole path as SCRIPT_NAME (with no
-    // fastcgi_split_path_info), and a site may add a PATH_INFO of its own
-    // (`fastcgi_param PATH_INFO $1;` for git-http-backend, `$uri` for
-    // cgit): the two do not make the path, DOCUMENT_URI, and the request is
-    // read as one with no PATH_INFO, the whole path at the root (below).
-    // (Joined, they doubled the path: PATH_INFO `/repo.git/info/refs`
-    // under SCRIPT_NAME `/git/repo.git/info/refs`.)
+    // fastcgi_split_path_info), and a site may add a PATH_INFO of its own,
+    // the end of that path (`location ~ ^/git(/.*)$` with
+    // `fastcgi_param PATH_INFO $1;`, git-http-backend's site; `$uri`,
+    // cgit's): the split is made there, SCRIPT_NAME the path before it.
+    // (Joined as sent, the two doubled the path: PATH_INFO
+    // `/repo.git/info/refs` under SCRIPT_NAME `/git/repo.git/info/refs`.)
     if let (Some(doc), Some(script), Some(info)) = (
         vars.iter()
             .find(|(k, _)| k.as_bytes() == b"DOCUMENT_URI")
@@ -287,10 +287,18 @@ pub fn normalise(raw: Vec<(Bytes, Bytes)>, info: &ConnInfo, strip_script_name: b
         get(&vars, Var::SCRIPT_NAME),
         get(&vars, Var::PATH_INFO),
     ) && script == doc
-        && !info.is_empty()
-        && [&script[..], &info[..]].concat() != doc
+        && info.starts_with(b"/")
+        && let Some(before) = doc.strip_suffix(&info[..])
     {
-        vars.retain(|(k, _)| *k != VarName::Known(Var::PATH_INFO));
+        let before = doc.slice(..before.len());
+        for (k, v) in &mut vars {
+            if *k == VarName::Known(Var::SCRIPT_NAME) {
+                *v = before.clone();
+            }
+        }
+        if before.is_empty() {
+            vars.retain(|(k, _)| *k != VarName::Known(Var::SCRIPT_NAME));
+        }
     }
     // nginx's scgi_params send no PATH_INFO: take DOCUMENT_URI (decoded
     // already), else REQUEST_URI's path, percent-decoded; less SCRIPT_NAME.
@@ -852,9 +860,36 @@ mod tests {
         );
         assert_eq!(
             value(&norm.vars, "PATH_INFO").as_deref(),
-            Some("/git/repo.git/info/refs")
+            Some("/repo.git/info/refs")
+        );
+        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/git"));
+        // cgit's: PATH_INFO $uri, the whole path.
+        let norm = normalise(
+            pairs(&[
+                ("SCRIPT_NAME", "/repo/log/"),
+                ("DOCUMENT_URI", "/repo/log/"),
+                ("PATH_INFO", "/repo/log/"),
+            ]),
+            &info(),
+            false,
+        );
+        assert_eq!(
+            value(&norm.vars, "PATH_INFO").as_deref(),
+            Some("/repo/log/")
         );
         assert_eq!(value(&norm.vars, "SCRIPT_NAME"), None);
+        // A PATH_INFO that is not the path's end is left as sent.
+        let norm = normalise(
+            pairs(&[
+                ("SCRIPT_NAME", "/a/b"),
+                ("DOCUMENT_URI", "/a/b"),
+                ("PATH_INFO", "/x"),
+            ]),
+            &info(),
+            false,
+        );
+        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/x"));
+        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/a/b"));
         // A split nginx made itself (fastcgi_split_path_info) stays.
         let norm = normalise(
             pairs(&[

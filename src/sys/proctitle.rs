@@ -10,7 +10,7 @@
 //! title up to its first NUL (fs/proc/base.c, get_mm_cmdline): that is how
 //! a title shorter than the command line ends where it ends.
 
-use std::ffi::{CStr, CString, OsString, c_char};
+use std::ffi::{CStr, OsString, c_char};
 use std::sync::{Mutex, OnceLock};
 
 static ARGS: OnceLock<Vec<OsString>> = OnceLock::new();
@@ -44,6 +44,10 @@ static AREA: Mutex<Option<Room>> = Mutex::new(None);
 unsafe extern "C" {
     /// The C library's environment: what getenv reads.
     static mut environ: *mut *mut c_char;
+    /// glibc's argv[0] and its last part, pointing into the arguments:
+    /// what error(3), assert and syslog without openlog read.
+    static mut program_invocation_name: *mut c_char;
+    static mut program_invocation_short_name: *mut c_char;
 }
 
 /// The stretch's bounds from /proc/self/stat: arg_start, arg_end,
@@ -58,11 +62,16 @@ fn bounds(stat: &str) -> Option<[usize; 4]> {
 }
 
 /// Makes room for titles: moves the environment strings that lie in the
-/// stretch to the heap and remembers the stretch. Runs once, before any
-/// thread of this process starts (it rewrites `environ`'s entries, which
-/// another thread's getenv could be reading); the processes forked after
-/// it inherit the room. False when there is none (/proc unreadable).
-pub fn make_room() -> bool {
+/// stretch, and glibc's copies of the program's name, to the heap, and
+/// remembers the stretch. The processes forked after it inherit the room.
+/// False when there is none (/proc unreadable).
+///
+/// # Safety
+///
+/// No other thread of this process may run: this rewrites `environ`'s
+/// entries and glibc's program names, which another thread's getenv or
+/// error message could be reading.
+pub unsafe fn make_room() -> bool {
     let mut area = AREA.lock().unwrap_or_else(|e| e.into_inner());
     if area.is_some() {
         return true;
@@ -85,20 +94,26 @@ pub fn make_room() -> bool {
         arg_end
     };
     // SAFETY: `environ` is the C library's NULL-terminated array of
-    // NUL-terminated strings; no other thread runs to read or change it
-    // (this function's contract). Entries pointing into the stretch are
-    // replaced by leaked heap copies of the same strings, which stay valid
-    // for the life of the process, as setenv's would.
+    // NUL-terminated strings, and the program names NUL-terminated strings
+    // (or NULL); no other thread runs to read or change them (this
+    // function's contract). Those pointing into the stretch are replaced
+    // by leaked heap copies of the same strings, which stay valid for the
+    // life of the process, as setenv's would.
     unsafe {
+        let moved = |s: *mut c_char| -> *mut c_char {
+            if !s.is_null() && (arg_start..end).contains(&(s as usize)) {
+                CStr::from_ptr(s).to_owned().into_raw()
+            } else {
+                s
+            }
+        };
         let mut entry = environ;
         while !entry.is_null() && !(*entry).is_null() {
-            let s = *entry as usize;
-            if (arg_start..end).contains(&s) {
-                let copy: CString = CStr::from_ptr(*entry).to_owned();
-                *entry = copy.into_raw();
-            }
+            *entry = moved(*entry);
             entry = entry.add(1);
         }
+        program_invocation_name = moved(program_invocation_name);
+        program_invocation_short_name = moved(program_invocation_short_name);
     }
     *area = Some(Room {
         start: arg_start,
@@ -125,10 +140,10 @@ pub fn set(title: &str) {
     // SAFETY: the stretch [start, start + len) is this process's own
     // argument and environment strings, mapped and writable (the stack),
     // as /proc/self/stat gave it; `make_room` moved the environment
-    // strings that `environ` pointed into it, and nothing else in this
-    // program reads them after startup (the arguments were copied at
-    // startup: `remember_args`). The lock keeps two
-    // writers apart.
+    // strings that `environ` pointed into it, and glibc's program names,
+    // and nothing else in this program reads them after startup (the
+    // arguments were copied at startup: `remember_args`; Python was given
+    // its own). The lock keeps two writers apart.
     unsafe {
         let room = std::slice::from_raw_parts_mut(start as *mut u8, len);
         room[..n].copy_from_slice(&bytes[..n]);

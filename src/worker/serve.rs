@@ -185,6 +185,8 @@ pub async fn serve(
         crate::note!(
             "oxgate: {why} received, finishing requests in flight (a second one stops at once)"
         );
+        // The single process (no master): systemd sees the stop begin.
+        process::sd_notify("STOPPING=1");
     }
     let _ = stop_tx.send(true);
     if front.sessions_close_at_stop {

@@ -324,11 +324,10 @@ impl FastcgiApps {
         // A PHP script that is not there is a 404, as nginx's `location ~
         // \.php$` sites answer it (`try_files $uri =404`, or php-fpm's
         // "File not found."): a bot's probe of /wp-login.php does not boot
-        // the whole app.
-        if path
-            .split(|&b| b == b'/')
-            .any(|segment| segment.len() > SCRIPT_EXT.len() && segment.ends_with(SCRIPT_EXT))
-        {
+        // the whole app. (A path after it, `/old.php/x`, is not matched by
+        // `\.php$`, and goes to the front controller there too.)
+        let last = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if last.len() > SCRIPT_EXT.len() && last.ends_with(SCRIPT_EXT) {
             return Lookup::Answer(Response::plain(404, "Not Found", "File not found.\n"));
         }
         match self.found_fallback.locate(root, front, &[], now) {

@@ -773,7 +773,7 @@ impl Pool {
 /// process at its request cap (php-cgi's PHP_FCGI_MAX_REQUESTS) closes the
 /// connection as it exits, right after its last response, without reading
 /// the request. Later, the process was running it.
-const CLOSED_AS_SENT: Duration = Duration::from_millis(50);
+const CLOSED_AS_SENT: Duration = Duration::from_millis(200);
 
 /// How long a request whose client left may still run, to end as it
 /// would have (its output read and dropped) and give its process back.
