@@ -146,9 +146,15 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     }
     if let Some(plan) = &cfg.log_files.loggers {
         crate::log::route::install(plan)?;
-        if cfg.log_files.maxsize.is_some() {
+        if cfg.log_files.maxsize.is_some()
+            || plan
+                .loggers
+                .iter()
+                .chain(&plan.request_loggers)
+                .any(|l| l.rotate.is_some())
+        {
             crate::say!(
-                "oxgate: warning: --log-maxsize rotates the log file (--logto, --daemonize) only; rotate the loggers' files with logrotate and SIGUSR1, which reopens them"
+                "oxgate: warning: --log-maxsize (and a file logger's maxsize=) rotates the log file (--logto, --daemonize, a lone file logger) only; rotate the loggers' files with logrotate and SIGUSR1, which reopens them"
             );
         }
     }

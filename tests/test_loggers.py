@@ -287,3 +287,24 @@ def test_which_log_file_wins_as_in_uwsgi(tmp_path, winner, beside):
         if pid:
             wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                      open(f"/proc/{pid}/stat").read().split()[2] == "Z", what="the daemon's end")
+
+
+def test_a_file_logger_in_uwsgis_key_value_form_writes_and_rotates(serve, tmp_path):
+    """`logger = file:logfile=PATH,maxsize=N` (uWSGI's form, which Datadog's
+    uWSGI docs give): the log goes to PATH, rotated past N bytes as uWSGI
+    rotates it (PATH.<time>). It stopped the start: the whole value was
+    taken for a path."""
+    import glob
+    import time
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logger", f"file:logfile={log},maxsize=2000")
+    wait_for(lambda: log.exists() and "serving" in log.read_text(), what="the log file")
+    deadline = time.monotonic() + 20
+    while not glob.glob(f"{log}.*") and time.monotonic() < deadline:
+        assert requests.get(f"{s.url}/load/x", timeout=10).status_code == 200
+    rotated = glob.glob(f"{log}.*")
+    assert rotated and re.fullmatch(r"\d+", rotated[0].rsplit(".", 1)[1]), rotated
+    # A value that is not uWSGI's is refused, clearly.
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", LOGGED,
+                         "--logger", f"file:logfile={log},maxsize=big")
+    assert code == 2 and "maxsize=" in err, err

@@ -108,7 +108,7 @@ complete -c oxgate -l daemonize -x -d 'Detach from the terminal and log to LOGFI
 complete -c oxgate -l daemonize2 -x -d 'Like --daemonize, but after the app is loaded (load errors still reach the terminal)'
 complete -c oxgate -l logto -r -F -d 'Log to FILE instead of stderr'
 complete -c oxgate -l logto2 -r -F -d 'Log to FILE from the moment privileges are dropped (--uid, --gid), opened as that user; until then, to --logto\'s file or stderr'
-complete -c oxgate -l logger -x -d 'uWSGI\'s logger, repeatable: file:PATH, stdio (stderr, or --logto\'s file), stdout (the standard output it started with, which --logto then leaves be), syslog[:IDENT[,FACILITY]] (the local syslog, /dev/log) or rsyslog:ADDR[:PORT][,PREFIX[,PRI]] (UDP)'
+complete -c oxgate -l logger -x -d 'uWSGI\'s logger, repeatable: file:PATH (or file:logfile=PATH[,maxsize=BYTES][,backupname=PATH], which rotates a lone file logger as --log-maxsize does), stdio (stderr, or --logto\'s file), stdout (the standard output it started with, which --logto then leaves be), syslog[:IDENT[,FACILITY]] (the local syslog, /dev/log) or rsyslog:ADDR[:PORT][,PREFIX[,PRI]] (UDP)'
 complete -c oxgate -l req-logger -x -d 'Where request lines go, in --logger\'s forms (repeatable); without it they join the other lines'
 complete -c oxgate -l logger-req -x -d 'Where request lines go, in --logger\'s forms (repeatable); without it they join the other lines'
 complete -c oxgate -l log-route -x -d 'Send the lines matching REGEXP to the --logger named NAME only'

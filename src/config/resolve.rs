@@ -597,6 +597,13 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
     let r = Values(settings);
     // `--logdate` alone: uWSGI's ctime-like date; `--logdate=FMT`: strftime.
     let log_plan = log_plan(&r)?;
+    let plain_rotation = || {
+        log_plan
+            .is_plain()
+            .then(|| log_plan.loggers.first())
+            .flatten()
+            .and_then(|l| l.rotate.clone())
+    };
     let buffer_size = r.positive(&opt::BUFFER_SIZE)?.clamp(8192, 16 << 20) as usize;
     let buffer_size_given = r.given(&opt::BUFFER_SIZE).map(|_| buffer_size);
     let log_date = r.value(&opt::LOGDATE).and_then(|v| match parse_bool(v) {
@@ -1124,9 +1131,13 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 (true, _) => vec![EncodeStep::Json(r#"{"msg":"${msg}"}"#.into())],
                 (false, steps) => steps,
             },
-            maxsize: r.count(&opt::LOG_MAXSIZE),
+            // A lone file logger's `maxsize=` (uWSGI's key=value form) is
+            // the log file's, which that logger is (`logto`, above).
+            maxsize: r.count(&opt::LOG_MAXSIZE).or_else(|| plain_rotation().map(|(n, _)| n)),
             chown: r.flag(&opt::LOGFILE_CHOWN)?,
-            backupname: r.path(&opt::LOG_BACKUPNAME),
+            backupname: r
+                .path(&opt::LOG_BACKUPNAME)
+                .or_else(|| plain_rotation().and_then(|(_, b)| b)),
             touch_reopen: r.paths(&opt::TOUCH_LOGREOPEN),
             date: log_date,
             // `--log-prefix` alone (uWSGI's optional value not given)

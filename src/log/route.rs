@@ -33,6 +33,9 @@ use regex::bytes::Regex;
 pub struct Logger {
     pub name: Option<String>,
     pub target: Target,
+    /// `file:logfile=PATH,maxsize=N,backupname=B` (uWSGI's key=value
+    /// form): the size past which the file is rotated, and to what name.
+    pub rotate: Option<(u64, Option<PathBuf>)>,
 }
 
 /// Where a logger writes.
@@ -167,9 +170,37 @@ impl Logger {
             Some((k, a)) => (k, Some(a).filter(|a| !a.is_empty())),
             None => (target, None),
         };
+        let mut rotate = None;
         let target = match (kind, arg) {
             ("stdio", _) => Target::Stdio,
             ("stdout", None) => Target::Stdout,
+            // uWSGI's file logger takes `logfile=PATH[,maxsize=N][,backupname=B]`
+            // too (the form Datadog's uWSGI docs give).
+            ("file", Some(arg)) if arg.starts_with("logfile=") => {
+                let mut path = None;
+                let (mut maxsize, mut backup) = (None, None);
+                for part in arg.split(',') {
+                    match part.split_once('=') {
+                        Some(("logfile", v)) if !v.is_empty() => path = Some(PathBuf::from(v)),
+                        Some(("maxsize", v)) => {
+                            maxsize = Some(v.trim().parse::<u64>().map_err(|_| {
+                                format!("file:{arg}: maxsize={v:?} is not a number of bytes")
+                            })?)
+                        }
+                        Some(("backupname", v)) if !v.is_empty() => backup = Some(PathBuf::from(v)),
+                        _ => {
+                            return Err(format!(
+                                "file:{arg}: expected logfile=PATH, maxsize=BYTES and backupname=PATH, comma-separated"
+                            ));
+                        }
+                    }
+                }
+                let Some(path) = path else {
+                    return Err(format!("file:{arg}: logfile= needs a path"));
+                };
+                rotate = maxsize.filter(|&n| n > 0).map(|n| (n, backup));
+                Target::File(path)
+            }
             ("file", Some(path)) => Target::File(PathBuf::from(path)),
             ("file", None) => return Err("file: needs a path".into()),
             ("syslog", arg) => {
@@ -234,7 +265,11 @@ impl Logger {
                 ));
             }
         };
-        Ok(Logger { name, target })
+        Ok(Logger {
+            name,
+            target,
+            rotate,
+        })
     }
 }
 
