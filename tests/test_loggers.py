@@ -308,3 +308,22 @@ def test_a_file_logger_in_uwsgis_key_value_form_writes_and_rotates(serve, tmp_pa
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", LOGGED,
                          "--logger", f"file:logfile={log},maxsize=big")
     assert code == 2 and "maxsize=" in err, err
+
+
+def test_request_lines_to_stdio_beside_a_file_logger_stay_on_stderr(tmp_path):
+    """`req-logger = stdio` with `logger = file:X`: the request lines go to
+    stderr and the rest to X, as in uWSGI (the request lines went to X)."""
+    from helpers import BIN, free_port
+    log, port = tmp_path / "app.log", free_port()
+    p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", LOGGED, "--processes", "1",
+                          "--req-logger", "stdio", "--logger", f"file:{log}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: log.exists() and "serving" in log.read_text(), what="the log file")
+        assert requests.get(f"http://127.0.0.1:{port}/load/stdio", timeout=10).status_code == 200
+    finally:
+        # (A graceful stop: every line is written by the end.)
+        p.terminate()
+        err = p.communicate(timeout=20)[1]
+    assert "GET /load/stdio" in err, err
+    assert "/load/stdio" not in log.read_text()

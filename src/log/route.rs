@@ -342,10 +342,22 @@ impl LogPlan {
                     l.name.is_none() && matches!(l.target, Target::Stdio | Target::File(_))
                 })
         };
+        // (`req-logger = stdio` beside `logger = file:X` keeps the request
+        // lines on stderr, as in uWSGI: the file is a logger's, not the
+        // log behind stderr.)
+        let stdio_beside_file = self
+            .request_loggers
+            .iter()
+            .any(|l| l.target == Target::Stdio)
+            && self
+                .loggers
+                .iter()
+                .any(|l| matches!(l.target, Target::File(_)));
         self.routes.is_empty()
             && self.request_routes.is_empty()
             && plain(&self.loggers)
             && plain(&self.request_loggers)
+            && !stdio_beside_file
     }
 
     /// Whether a logger writes to the standard output.
