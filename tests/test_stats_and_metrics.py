@@ -242,6 +242,32 @@ def test_listen_queue_for_tcp_and_unix_sockets(serve, tmp_path):
         os.kill(w, signal.SIGCONT)
 
 
+def test_a_full_listen_queue_is_logged_as_uwsgi_logs_it(serve, tmp_path):
+    """A socket whose listen queue is full gets a line once a second, in
+    uWSGI's words, on which alerts are set (there was none)."""
+    sock = str(tmp_path / "app.sock")
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--socket", sock, "--listen", "4")
+    (w,) = s.wait_workers(1)
+    os.kill(w, signal.SIGSTOP)  # nobody accepts now
+    held = []
+    try:
+        for _ in range(8):
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            try:
+                c.connect(sock)
+            except BlockingIOError:
+                pass  # past the queue: refused for now
+            held.append(c)
+        s.wait_log(f'*** listen queue of socket "{sock}" (fd: ')
+        line = next(l for l in s.log().splitlines() if "listen queue of socket" in l)
+        assert re.search(r"\) full !!! \((\d+)/4\) \*\*\*$", line), line
+    finally:
+        os.kill(w, signal.SIGCONT)
+        for c in held:
+            c.close()
+
+
 def test_harakiri_and_crash_in_stats_and_metrics(serve):
     sp = free_port()
     s = serve("--wsgi-file", LOGGED, "--processes", "1", "--stats", f"127.0.0.1:{sp}", "--stats-http",

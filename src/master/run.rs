@@ -233,6 +233,7 @@ pub fn run(
         stats,
         fifo,
         systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
+        queues_checked: Instant::now(),
     };
 
     match &handover {
@@ -402,6 +403,7 @@ impl Master<'_> {
                 }
                 continue;
             }
+            self.say_full_queues();
             // Before the workers: the pools' processes start meanwhile.
             self.run_pool_manager();
             // Draining, the workers are supervised as usual until the delay
@@ -618,6 +620,27 @@ impl Master<'_> {
             }
             if let Some(pid) = d.pid_from_file() {
                 send(pid, sig);
+            }
+        }
+    }
+
+    /// Once a second, a line for each socket whose listen queue is full,
+    /// as uWSGI's master writes it: the connections past it are refused or
+    /// dropped by the kernel, and alerts are set on this line.
+    fn say_full_queues(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.queues_checked) < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.queues_checked = now;
+        for sock in &self.listeners {
+            let (queue, max) = stats::listen_queue(sock);
+            if max > 0 && queue >= max {
+                crate::say!(
+                    "oxgate: *** listen queue of socket \"{}\" (fd: {}) full !!! ({queue}/{max}) ***",
+                    sock.addr,
+                    sock.listener.raw_fd()
+                );
             }
         }
     }

@@ -45,6 +45,8 @@ pub(super) struct Master<'a> {
     pub(super) fifo: Option<super::fifo::MasterFifo>,
     /// Under systemd's Type=notify: the status and watchdog messages.
     pub(super) systemd_status: Option<super::systemd_status::SystemdStatus>,
+    /// When the listen queues were last looked at for a full one.
+    pub(super) queues_checked: Instant,
 }
 
 /// The manager process as the master sees it.

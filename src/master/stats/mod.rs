@@ -15,5 +15,6 @@ mod snapshot;
 
 pub use self::json::render_json;
 pub use self::metrics::render_metrics;
+pub(super) use self::queue::listen_queue;
 pub use self::server::Stats;
 pub use self::snapshot::{Snapshot, Want, WorkerView};

@@ -13,7 +13,7 @@ use nix::sys::time::TimeVal;
 use crate::listen::{Listener, Socket};
 
 /// (connections waiting to be accepted, the backlog); zeros if unknown.
-pub(super) fn listen_queue(s: &Socket) -> (u64, u64) {
+pub(in crate::master) fn listen_queue(s: &Socket) -> (u64, u64) {
     match &s.listener {
         Listener::Tcp(t) => tcp_queue(t.as_fd()),
         Listener::Unix(u, _) => unix_queue(u.as_fd()),
