@@ -1071,6 +1071,24 @@ def test_gunicorn_certfile_and_keyfile_serve_https(serve, certs, tmp_path):
     assert env["wsgi.url_scheme"] == "https" and env["SSL_CLIENT_VERIFY"] == "SUCCESS"
 
 
+def test_uvicorns_optional_client_certificate_is_checked_when_given(serve, certs):
+    """uvicorn's --ssl-cert-reqs 1 (Gunicorn's cert_reqs 1) is Python's
+    CERT_OPTIONAL: no certificate is fine, and one given must verify, or
+    the handshake fails, as under uvicorn (one from another CA was served,
+    the app told FAILED)."""
+    s = serve("uvicorn", "tls_env:application", "--interface", "wsgi", "--port", "{port}", "--ssl-certfile", str(certs / "ec.crt"),
+              "--ssl-keyfile", str(certs / "ec.key"), "--ssl-ca-certs", str(certs / "ca.crt"),
+              "--ssl-cert-reqs", "1", socket_arg=False, cwd=APPS)
+    url = f"https://localhost:{s.port}/"
+    assert json.loads(fetch(url, certs=certs)[0])["SSL_CLIENT_VERIFY"] in (None, "NONE")
+    env = json.loads(fetch("--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key"), url,
+                           certs=certs)[0])
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    refused = curl("--cert", str(certs / "mallory.crt"), "--key", str(certs / "mallory.key"), url,
+                   certs=certs, check=False)
+    assert refused.returncode != 0, refused
+
+
 BEHAVIOUR = str(APPS / "behaviour.py")
 
 

@@ -1952,7 +1952,8 @@ mod tests {
         );
         assert_eq!(values(&c, &opt::HTTP2_MAX_STREAMS), ["32"]);
         assert!(values(&c, &opt::HTTP2_OFF).is_empty());
-        // CERT_OPTIONAL asks for a certificate without requiring one.
+        // CERT_OPTIONAL asks for a certificate without requiring one, and
+        // checks one given (`?`).
         let file = vec![
             ("certfile", PyValue::Str("/c.pem".into())),
             ("keyfile", PyValue::Str("/k.pem".into())),
@@ -1962,7 +1963,7 @@ mod tests {
         let c = read_with(&["-c", "/dev/null", "app:app"], None, file).unwrap();
         assert_eq!(
             values(&c, &opt::HTTPS_SOCKET),
-            ["127.0.0.1:8000,/c.pem,/k.pem,,/ca.pem"]
+            ["127.0.0.1:8000,/c.pem,/k.pem,,?/ca.pem"]
         );
         // A certfile alone holds the key too.
         let one = vec![("certfile", PyValue::Str("/both.pem".into()))];

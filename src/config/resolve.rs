@@ -61,10 +61,14 @@ fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
             if fields.get(4) == Some(&"!") {
                 return Err(bad("! requires client certificates, but names no CA after it"));
             }
-            let (ca, ca_required) = match fields.get(4) {
-                Some(ca) if ca.starts_with('!') => (Some(PathBuf::from(&ca[1..])), true),
-                Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false),
-                _ => (default_ca.clone(), false),
+            if fields.get(4) == Some(&"?") {
+                return Err(bad("? checks client certificates, but names no CA after it"));
+            }
+            let (ca, ca_required, verified_when_given) = match fields.get(4) {
+                Some(ca) if ca.starts_with('!') => (Some(PathBuf::from(&ca[1..])), true, false),
+                Some(ca) if ca.starts_with('?') => (Some(PathBuf::from(&ca[1..])), false, true),
+                Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false, false),
+                _ => (default_ca.clone(), false, false),
             };
             let client_ca = ca.filter(|p| !p.as_os_str().is_empty());
             Ok(HttpsSocket {
@@ -73,6 +77,7 @@ fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
                 key: PathBuf::from(fields[2]),
                 ciphers: fields.get(3).unwrap_or(&"").to_string(),
                 client_required: client_ca.is_some() && (ca_required || required),
+                client_verified_when_given: verified_when_given,
                 client_ca,
             })
         })
@@ -1659,7 +1664,17 @@ mod tests {
         assert_eq!(s[1].client_ca, Some(PathBuf::from("ca.pem")));
         assert!(s[1].client_required);
         assert_eq!(s[2].client_ca, Some(PathBuf::from("ca2.pem")));
-        assert!(!s[2].client_required);
+        assert!(!s[2].client_required && !s[2].client_verified_when_given);
+        // `?CA`: optional, but verified when given (Gunicorn's cert_reqs 1).
+        let c = serve(&[
+            "--wsgi-file",
+            "a.py",
+            "--https-socket",
+            ":1,a.crt,a.key,,?ca.pem",
+        ]);
+        let s = &c.https_sockets[0];
+        assert_eq!(s.client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(!s.client_required && s.client_verified_when_given);
         assert!(c.tls_http2.http2 && !c.tls_http2.tls13_only);
         assert_eq!(c.tls_http2.http2_max_streams, 100);
         // The CA options fill in what the fields leave out.

@@ -196,6 +196,11 @@ pub struct HttpsSocket {
     pub client_ca: Option<PathBuf>,
     /// A client without a valid certificate is refused.
     pub client_required: bool,
+    /// An optional certificate that is given must verify, or the handshake
+    /// fails (`?CA`: Python's CERT_OPTIONAL, Gunicorn's and uvicorn's
+    /// `cert_reqs` 1). Without it, one that fails is the app's to judge
+    /// (`SSL_CLIENT_VERIFY=FAILED:…`, Apache's `optional_no_ca`).
+    pub client_verified_when_given: bool,
 }
 
 impl HttpsSocket {
@@ -216,7 +221,8 @@ impl HttpsSocket {
         let key = key.unwrap_or_else(|| cert.clone());
         let ca = match (ca_certs, cert_reqs.map(str::trim)) {
             (Some(ca), Some("2")) => format!("!{ca}"),
-            (Some(ca), Some("1")) => ca,
+            // Python's CERT_OPTIONAL: a certificate given must verify.
+            (Some(ca), Some("1")) => format!("?{ca}"),
             (None, Some(reqs @ ("1" | "2"))) => {
                 return Err(format!(
                     "cert_reqs {reqs} asks for client certificates, but no ca_certs says which CAs sign them"

@@ -166,6 +166,14 @@ fn listener(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<TlsListener, String> 
             if sock.client_required {
                 builder
                     .with_client_cert_verifier(verifier.build().map_err(|e| fail(e.to_string()))?)
+            } else if sock.client_verified_when_given {
+                // rustls checks a certificate given, and fails the
+                // handshake on a bad one, as Python's CERT_OPTIONAL does.
+                let verifier = verifier
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
             } else {
                 let strict = verifier
                     .allow_unauthenticated()
