@@ -125,17 +125,16 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     // A file logger after --daemonize's file: the log goes there, as
     // uWSGI's loggers take it over (the resolved --logto is that logger
     // alone when there is a --daemonize).
-    if let Some(log) = &p.logto
-        && inherited.is_some()
-        && process::stderr_is(log)
-    {
-        // Re-executed on reload: the log is already behind stderr.
-        crate::log::file::set_path(log);
-    } else if let Some(log) = &p.logto {
-        carry_on(
-            &inherited,
-            process::redirect_output(log, keeps_stdout(&cfg)),
-        )?;
+    if let Some(log) = &p.logto {
+        if inherited.is_some() && process::stderr_is(log) {
+            // Re-executed on reload: the log is already behind stderr.
+            crate::log::file::set_path(log);
+        } else {
+            carry_on(
+                &inherited,
+                process::redirect_output(log, keeps_stdout(&cfg)),
+            )?;
+        }
     } else if !daemonized && let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
         // Re-executed on reload: the log is already behind stderr.
         crate::log::file::set_path(log);
@@ -300,10 +299,16 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if listeners.is_empty() {
         return Err("no socket to listen on: add --http-socket ADDR".into());
     }
-    if let Some(pidfile) = &p.pidfile
-        && !(inherited.is_some() && process::names_this_process(pidfile))
-    {
-        carry_on(&inherited, process::write_pidfile(pidfile))?;
+    // A pidfile that names this master already (a reload re-executes it
+    // under its pid) is kept: after --uid it may not be opened again.
+    let write_pidfile = |pidfile: &std::path::Path| {
+        if inherited.is_some() && process::names_this_process(pidfile) {
+            return Ok(None);
+        }
+        carry_on(&inherited, process::write_pidfile(pidfile))
+    };
+    if let Some(pidfile) = &p.pidfile {
+        write_pidfile(pidfile)?;
     }
     if python::host().is_some() || python::python_running() {
         for (k, _) in cfg.env.iter().filter(|(k, _)| k.starts_with("PYTHON")) {
@@ -324,10 +329,8 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
             process::redirect_output(log, keeps_stdout(&cfg)),
         )?;
     }
-    if let Some(pidfile) = &p.pidfile2
-        && !(inherited.is_some() && process::names_this_process(pidfile))
-    {
-        carry_on(&inherited, process::write_pidfile(pidfile))?;
+    if let Some(pidfile) = &p.pidfile2 {
+        write_pidfile(pidfile)?;
     }
     // --daemonize: bound and written, so the command may return.
     process::detached();

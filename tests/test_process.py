@@ -406,6 +406,13 @@ def test_a_daemon_that_cannot_start_is_not_reported_started(tmp_path):
     assert "Address already in use" in log.read_text() or "address in use" in log.read_text().lower()
 
 
+def stopped_as_systemd_is_told(proc, notify):
+    """SIGTERM: STOPPING=1 on the notify socket, then a clean exit."""
+    proc.terminate()
+    next_notice(notify, "STOPPING=1")
+    assert proc.wait(20) == 0
+
+
 def next_notice(notify, what):
     """The next message on the notify socket that says `what` (a STATUS=
     may come between)."""
@@ -471,9 +478,7 @@ def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
             raise AssertionError(f"no READY=1 on {tmp_path / 'notify'}: {proc.communicate()[1].decode()}")
         assert f"MAINPID={proc.pid}" in msg
         assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
-        proc.terminate()
-        next_notice(notify, "STOPPING=1")
-        assert proc.wait(20) == 0
+        stopped_as_systemd_is_told(proc, notify)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -508,9 +513,7 @@ def test_without_a_master_systemd_is_told_and_master_signals_are_ignored(tmp_pat
             os.kill(proc.pid, sig)
         assert fresh(f"http://127.0.0.1:{port}/").status_code == 200
         assert "--processes" not in log.read_text()  # none was given: no warning of the CPU count
-        proc.terminate()
-        next_notice(notify, "STOPPING=1")
-        assert proc.wait(20) == 0
+        stopped_as_systemd_is_told(proc, notify)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -58,13 +58,13 @@ fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
             if fields[..3].iter().any(|f| f.is_empty()) {
                 return Err(bad("the address, certificate and key may not be empty"));
             }
-            if fields.get(4) == Some(&"!") {
-                return Err(bad("! requires client certificates, but names no CA after it"));
-            }
-            if fields.get(4) == Some(&"?") {
-                return Err(bad("? checks client certificates, but names no CA after it"));
-            }
+            // A leading `!` requires the certificate; `?` checks one given.
             let (ca, ca_required, verified_when_given) = match fields.get(4) {
+                Some(&mark @ ("!" | "?")) => {
+                    return Err(bad(&format!(
+                        "{mark} asks for client certificates, but names no CA after it"
+                    )));
+                }
                 Some(ca) if ca.starts_with('!') => (Some(PathBuf::from(&ca[1..])), true, false),
                 Some(ca) if ca.starts_with('?') => (Some(PathBuf::from(&ca[1..])), false, true),
                 Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false, false),
@@ -206,13 +206,12 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
         .collect::<Result<_, ConfigError>>()?;
     // Refused, as php-fpm refuses a pm.max_children of 0: a pool of another
     // size than the one asked for was started without a word.
-    let processes = match r.given(&opt::FASTCGI_APP_PROCESSES).map(parse_int) {
-        None => Values::default_int(&opt::FASTCGI_APP_PROCESSES) as usize,
-        Some(n @ 1..=1024) => n as usize,
-        Some(_) => {
+    let processes = match r.value(&opt::FASTCGI_APP_PROCESSES) {
+        Some(v) if (1..=1024).contains(&parse_int(v)) => parse_int(v) as usize,
+        v => {
             return err(format!(
                 "--fastcgi-app-processes {:?}: expected a number from 1 to 1024",
-                r.given(&opt::FASTCGI_APP_PROCESSES).unwrap_or_default()
+                v.unwrap_or_default()
             ));
         }
     };
