@@ -1644,6 +1644,24 @@ def test_an_upload_its_app_has_not_read_yet_does_not_hold_up_the_others(serve, t
         assert answered == b"200", (answered, sent)
 
 
+def test_uploads_waiting_for_the_app_thread_do_not_stall_the_one_it_reads(serve, tmp_path):
+    """HTTP/2: eight 8 MB uploads at once on one connection to a worker
+    with one app thread. Those waiting for the thread each hold a
+    stream's window; four of them held the whole connection's, and the
+    upload the app was reading stalled (h2load finished nothing)."""
+    (tmp_path / "count.py").write_text(
+        "def application(environ, start_response):\n"
+        "    n = len(environ['wsgi.input'].read())\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [str(n).encode()]\n")
+    (tmp_path / "big").write_bytes(b"x" * 8_000_000)
+    s = serve("--wsgi-file", str(tmp_path / "count.py"), "--processes", "1")
+    r = subprocess.run(["h2load", "-d", str(tmp_path / "big"), "-n", "12", "-c", "1", "-m", "8", "-N", "10",
+                        s.url + "/"], capture_output=True, text=True, timeout=60)
+    assert "12 succeeded, 0 failed, 0 errored, 0 timeout" in r.stdout, r.stdout + r.stderr
+    assert s.log().count("POST / => generated 7 bytes") == 12
+
+
 def test_plain_http_sent_to_the_https_port_gets_a_400_that_says_so(serve, certs):
     """As nginx answers it, rather than a TLS alert that curl shows as
     "Received HTTP/0.9"; TLS clients on the same port are served."""

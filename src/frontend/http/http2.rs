@@ -39,12 +39,15 @@ use crate::request::{EarlyHints, early_hints_fault};
 /// to reset. h2's own default holds the last limit: 20 streams reset by
 /// the client before they are served (rapid reset, CVE-2023-44487).
 const STREAM_WINDOW: u32 = 1024 * 1024;
-/// Four streams' windows: an upload whose app has not read it yet holds
-/// at most its own window of the connection's, and the other streams'
-/// uploads go on beside it (with the two equal, one pinned the whole
-/// connection, and the others, held back, got 408 from the body-rate
-/// guard). nginx's is larger still; this bounds what one connection
-/// makes the worker hold to 4 MiB.
+/// The connection's window while at most three of its streams have an
+/// upload under way. With more, it grows by a stream's window for each
+/// (`connection_window`): an upload whose app has not read it yet (its
+/// request waiting for an app thread) holds its own window of the
+/// connection's, and with a fixed connection window four such uploads
+/// held all of it, so the one upload an app was reading got no more data,
+/// and stalled until the body-rate guard failed it. What one connection
+/// makes the worker hold stays bounded by its streams' windows, and
+/// across connections by `--http2-max-pending`.
 const CONNECTION_WINDOW: u32 = 4 * STREAM_WINDOW;
 const MAX_FRAME: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
@@ -92,9 +95,9 @@ pub(super) async fn serve_http2<I>(
         // No preface and settings from the client in time.
         Either::Side(_) => return,
     };
-    let starved = Arc::new(AtomicBool::new(false));
+    let streams = ConnStreams::default();
     let stopped = {
-        let accepting = pin!(accept_streams(&mut conn, &ctx, &starved));
+        let accepting = pin!(accept_streams(&mut conn, &ctx, &streams));
         match race_rarely(accepting, stop_or_idle(&mut shutdown, &ctx, false)).await {
             Either::Main(res) => return log_ended(res),
             Either::Side(Quiet::Stop) => true,
@@ -105,14 +108,23 @@ pub(super) async fn serve_http2<I>(
         // Idle: a GOAWAY first, so that a request crossing the close is
         // known unprocessed and sent again (RFC 9113 §6.8), then closed.
         conn.abrupt_shutdown(Reason::NO_ERROR);
-        let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx, &starved)).await;
+        let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx, &streams)).await;
         return;
     }
     conn.graceful_shutdown();
     tokio::select! {
-        res = accept_streams(&mut conn, &ctx, &starved) => log_ended(res),
+        res = accept_streams(&mut conn, &ctx, &streams) => log_ended(res),
         _ = idle_watchdog(&ctx, false) => {}
     }
+}
+
+/// What a connection's streams share.
+#[derive(Default)]
+struct ConnStreams {
+    /// One of them was reset for opening no window (`Stall`).
+    starved: Arc<AtomicBool>,
+    /// How many have an upload under way (`connection_window`).
+    uploads: Arc<AtomicUsize>,
 }
 
 /// Takes the client's streams, each served on a task of its own, until
@@ -121,13 +133,17 @@ pub(super) async fn serve_http2<I>(
 async fn accept_streams<I>(
     conn: &mut h2::server::Connection<I, Bytes>,
     ctx: &Arc<ConnCtx>,
-    starved: &Arc<AtomicBool>,
+    streams: &ConnStreams,
 ) -> Result<(), h2::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(accepted) = conn.accept().await {
         let (req, respond) = accepted?;
+        // Counted until the stream's task ends, the upload read or not:
+        // a window kept a little longer than needed costs nothing.
+        let upload = (!req.body().is_end_stream()).then(|| Upload::begin(&streams.uploads));
+        conn.set_target_window_size(connection_window(streams.uploads.load(Ordering::Relaxed)));
         // Counted here, not when its task first runs: the idle watchdog
         // must not find the connection quiet in between.
         ctx.begun.bump();
@@ -143,10 +159,41 @@ where
             req,
             respond,
             permit.ok(),
-            starved.clone(),
+            streams.starved.clone(),
+            upload,
         )));
     }
     Ok(())
+}
+
+/// The connection's window for `uploads` streams with an upload under
+/// way: one stream's window each and one to spare, so that those waiting
+/// for an app never hold back the one being read (h2 takes back what is
+/// over, as the streams release it).
+fn connection_window(uploads: usize) -> u32 {
+    let windows = u32::try_from(uploads.saturating_add(1)).unwrap_or(u32::MAX);
+    windows
+        .saturating_mul(STREAM_WINDOW)
+        .clamp(CONNECTION_WINDOW, MAX_WINDOW)
+}
+
+/// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+/// A stream with an upload, counted in its connection's while it lives.
+struct Upload(Arc<AtomicUsize>);
+
+impl Upload {
+    fn begin(uploads: &Arc<AtomicUsize>) -> Upload {
+        uploads.fetch_add(1, Ordering::Relaxed);
+        Upload(Arc::clone(uploads))
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A connection's end, logged only when something other than the client
@@ -173,6 +220,7 @@ async fn serve_stream(
     respond: SendResponse<Bytes>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     starved: Arc<AtomicBool>,
+    _upload: Option<Upload>,
 ) {
     let reply = Arc::new(StreamReply::new(respond));
     // However the task ends, a panic included, the app's hints give the
@@ -505,5 +553,19 @@ impl EarlyHints for StreamReply {
             Some(respond) => respond.send_informational(hint).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_window_keeps_one_stream_window_beyond_its_uploads() {
+        assert_eq!(connection_window(0), CONNECTION_WINDOW);
+        assert_eq!(connection_window(3), CONNECTION_WINDOW);
+        assert_eq!(connection_window(4), 5 * STREAM_WINDOW);
+        assert_eq!(connection_window(100), 101 * STREAM_WINDOW);
+        assert_eq!(connection_window(usize::MAX), MAX_WINDOW);
     }
 }
