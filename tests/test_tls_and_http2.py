@@ -1290,6 +1290,42 @@ def test_an_upload_refused_unread_over_http2_gives_curl_the_answer(serve, certs,
         assert r.stdout == "413\t2", r.stdout
 
 
+ACCEPTING_UNREAD_APPS = """
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"done\\n"})
+
+def application(environ, start_response):
+    start_response("201 Created", [("Content-Length", "5")])
+    return [b"done\\n"]
+"""
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_an_upload_answered_2xx_unread_over_http2_lets_curl_finish_sending(serve, certs, tmp_path, interface):
+    """An app that answers 201 without reading a 5 MB upload. Given its
+    whole response at once, curl 7.88 read no more frames and never saw the
+    windows for the rest of its upload: it spun until killed. The end is now
+    held until the rest (read and dropped) is in, without a Content-Length;
+    an upload past what is read and dropped (8 MiB) is reset with NO_ERROR,
+    which curl reports, with the answer, at once."""
+    (tmp_path / "accepting.py").write_text(ACCEPTING_UNREAD_APPS)
+    port = free_port()
+    s = serve("--wsgi-file", str(tmp_path / "accepting.py"), "--processes", "1", "--interface", interface,
+              "--callable", "app" if interface == "asgi" else "application",
+              "--https-socket", f"127.0.0.1:{port},{certs / 'rsa.crt'},{certs / 'rsa.key'}")
+    (tmp_path / "five").write_bytes(bytes(5_000_000))
+    (tmp_path / "twenty").write_bytes(bytes(20_000_000))
+    for flag, base in [("--http2-prior-knowledge", s.url), ("--http2", f"https://localhost:{port}")]:
+        r = curl(flag, "-H", "Expect:", "--data-binary", f"@{tmp_path / 'five'}", "-w", "%{http_code}",
+                 base + "/", certs=certs)
+        assert r.stdout == "done\n201", r.stdout
+        r = curl(flag, "-H", "Expect:", "--data-binary", f"@{tmp_path / 'twenty'}", "-w", "%{http_code}",
+                 base + "/", certs=certs, check=False)
+        assert (r.returncode, r.stdout) == (92, "done\n201"), (r.returncode, r.stdout, r.stderr)
+
+
 def test_cookie_crumbs_count_as_the_one_cookie_http_1_1_would_send(serve):
     """A browser sends each cookie as a field of its own over HTTP/2 (RFC
     9113 §8.2.3). Under --buffer-size 8192, 150 cookies (6.4 KB joined)

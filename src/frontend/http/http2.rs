@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::OxBody;
 use super::context::ConnCtx;
-use super::request_body::{H2Body, WireBody};
+use super::request_body::{H2Body, UploadEnd, UploadProgress, WireBody};
 use super::service::{on_request, refuse_stream};
 use super::watch::{Either, Quiet, idle_watchdog, race_rarely, stop_or_idle};
 use crate::request::{EarlyHints, early_hints_fault};
@@ -220,7 +220,7 @@ async fn serve_stream(
     respond: SendResponse<Bytes>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     starved: Arc<AtomicBool>,
-    _upload: Option<Upload>,
+    upload: Option<Upload>,
 ) {
     let reply = Arc::new(StreamReply::new(respond));
     // However the task ends, a panic included, the app's hints give the
@@ -254,6 +254,7 @@ async fn serve_stream(
             }
         }) as Box<dyn FnOnce() + Send>
     });
+    let progress = Arc::new(UploadProgress::default());
     let answer = async {
         match permit {
             Some(permit) => {
@@ -262,7 +263,7 @@ async fn serve_stream(
                     .headers
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| crate::request::cgi::content_length(v.as_bytes()));
-                let body = WireBody::Http2(H2Body::new(body, declared, go_on));
+                let body = WireBody::Http2(H2Body::new(body, declared, go_on, progress.clone()));
                 match on_request(ctx, parts, body, Some(permit), Some(hints)).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
@@ -287,7 +288,55 @@ async fn serve_stream(
     // a stream reset (h2 would still write a HEADERS frame on it).
     let respond = reply.lock().take();
     if let (Some(resp), Some(respond)) = (resp, respond) {
-        send_response(respond, resp, is_head, Stall { stall, starved }).await;
+        let upload = upload.map(|_| &*progress);
+        send_response(respond, resp, is_head, Stall { stall, starved }, upload).await;
+    }
+}
+
+/// How long an upload may send nothing before the response held for it
+/// ends anyway (`finish_after_upload`).
+const UPLOAD_QUIET: Duration = Duration::from_secs(1);
+
+/// The response is out but for its end, and the client is still sending
+/// its upload, which the app's host reads on and drops (as over HTTP/1.1):
+/// the end goes once the upload is whole. A client that sends nothing for
+/// `UPLOAD_QUIET` (one that waits for the end before it ends its own side)
+/// gets it then. An upload the host stopped reading is cut with a reset,
+/// NO_ERROR, as nginx does (RFC 9113 §8.1: the client keeps the response
+/// and stops sending). Given its whole response at once, curl 7.88 read no
+/// more frames on the stream: it never saw the windows the rest of its
+/// upload was given, and waited with it unsent, spinning, until killed.
+async fn finish_after_upload(
+    tx: &mut SendStream<Bytes>,
+    trailers: Option<HeaderMap>,
+    upload: &UploadProgress,
+) {
+    let mut taken = upload.taken();
+    let end = loop {
+        let quiet = tokio::time::sleep(UPLOAD_QUIET);
+        let reset = poll_fn(|cx| tx.poll_reset(cx));
+        tokio::select! {
+            _ = reset => return,
+            () = upload.ended() => {}
+            () = quiet => {
+                if upload.taken() == taken {
+                    break upload.end();
+                }
+                taken = upload.taken();
+            }
+        }
+        if upload.end() != UploadEnd::Open {
+            break upload.end();
+        }
+    };
+    match (end, trailers) {
+        (UploadEnd::Abandoned, _) => tx.send_reset(Reason::NO_ERROR),
+        (_, Some(trailers)) => {
+            let _ = tx.send_trailers(trailers);
+        }
+        (_, None) => {
+            let _ = tx.send_data(Bytes::new(), true);
+        }
     }
 }
 
@@ -319,12 +368,14 @@ impl Stall {
 /// The head, then the body with the stream's flow control. A response
 /// that has no body (to a HEAD, a 204, a 304) ends with its head, as
 /// hyper does over HTTP/1.1: the body a HEAD's app made, kept for its
-/// length, is dropped (closing the app's iterable).
+/// length, is dropped (closing the app's iterable). Its end waits for an
+/// upload the client is still sending (`finish_after_upload`).
 async fn send_response(
     mut respond: SendResponse<Bytes>,
     resp: hyper::Response<OxBody>,
     is_head: bool,
     stall: Stall,
+    upload: Option<&UploadProgress>,
 ) {
     let (mut head, body) = resp.into_parts();
     strip_connection_fields(&mut head.headers);
@@ -335,7 +386,16 @@ async fn send_response(
     let bodiless =
         status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED;
     let end = is_head || bodiless || body.is_end_stream();
-    if !bodiless
+    // Not for an error: a client stops sending on one, as curl 7.88 ends
+    // its upload short at once (held, the response then got h2's reset of
+    // the stream for a body short of its Content-Length).
+    let upload_open = status.as_u16() < 400 && upload.is_some_and(|u| u.end() == UploadEnd::Open);
+    if upload_open {
+        // The end is held for the upload, and the client must go on
+        // reading the stream until it comes: curl 7.88 read nothing more
+        // once it had a Content-Length's worth (`finish_after_upload`).
+        head.headers.remove(header::CONTENT_LENGTH);
+    } else if !bodiless
         && !body.is_end_stream()
         && let Some(len) = body.size_hint().exact()
         && !head.headers.contains_key(header::CONTENT_LENGTH)
@@ -343,11 +403,30 @@ async fn send_response(
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    match respond.send_response(http::Response::from_parts(head, ()), end) {
-        Ok(tx) if !end => send_body(body, tx, stall).await,
-        Ok(_) => {}
-        Err(_) => respond.send_reset(Reason::INTERNAL_ERROR),
+    let hold = end && upload_open;
+    let (mut tx, sent) =
+        match respond.send_response(http::Response::from_parts(head, ()), end && !hold) {
+            Ok(mut tx) if !end => {
+                let sent = send_body(body, &mut tx, stall, upload).await;
+                (tx, sent)
+            }
+            Ok(tx) => {
+                drop(body);
+                (tx, if hold { Sent::Held(None) } else { Sent::All })
+            }
+            Err(_) => return respond.send_reset(Reason::INTERNAL_ERROR),
+        };
+    if let (Sent::Held(trailers), Some(upload)) = (sent, upload) {
+        finish_after_upload(&mut tx, trailers, upload).await;
     }
+}
+
+/// How much of a response `send_body` sent.
+enum Sent {
+    /// All of it, or all it could (the stream reset, the body failed).
+    All,
+    /// All but its end (and trailers), held for the upload still coming.
+    Held(Option<HeaderMap>),
 }
 
 /// Moves the body's frames into the stream as the client's window
@@ -356,7 +435,14 @@ async fn send_response(
 /// that stays shut for `stall` (`--socket-timeout`) resets it too: a
 /// client that takes nothing must not hold the app's thread, as one that
 /// stops reading over HTTP/1.1 does not.
-async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
+async fn send_body(
+    body: OxBody,
+    tx: &mut SendStream<Bytes>,
+    stall: Stall,
+    upload: Option<&UploadProgress>,
+) -> Sent {
+    // The end is held while the upload is still coming.
+    let held = || upload.is_some_and(|u| u.end() == UploadEnd::Open);
     let mut body = pin!(body);
     // A chunk taken from the body, waiting for the window to open.
     let mut waiting: Option<(Bytes, bool)> = None;
@@ -365,7 +451,7 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
     poll_fn(|cx| {
         loop {
             if tx.poll_reset(cx).is_ready() {
-                return Poll::Ready(());
+                return Poll::Ready(Sent::All);
             }
             if let Some((_, end)) = &waiting {
                 let end = *end;
@@ -373,7 +459,7 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
                     match tx.poll_capacity(cx) {
                         Poll::Ready(Some(Ok(0))) => {}
                         Poll::Ready(Some(Ok(_))) => break,
-                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Sent::All),
                         Poll::Pending => {
                             let timer = shut
                                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall.wait())));
@@ -385,7 +471,7 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
                                     );
                                 }
                                 tx.send_reset(Reason::CANCEL);
-                                return Poll::Ready(());
+                                return Poll::Ready(Sent::All);
                             }
                             return Poll::Pending;
                         }
@@ -401,13 +487,17 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
                 let (data, _) = waiting.as_mut().expect("waiting, checked above");
                 let part = data.split_to(tx.capacity().min(data.len()));
                 let last = data.is_empty();
-                if tx.send_data(part, end && last).is_err() {
-                    return Poll::Ready(());
+                let hold = end && last && held();
+                if tx.send_data(part, end && last && !hold).is_err() {
+                    return Poll::Ready(Sent::All);
                 }
                 if last {
                     waiting = None;
+                    if hold {
+                        return Poll::Ready(Sent::Held(None));
+                    }
                     if end {
-                        return Poll::Ready(());
+                        return Poll::Ready(Sent::All);
                     }
                 } else {
                     tx.reserve_capacity(data.len());
@@ -419,8 +509,11 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
                     Ok(data) => {
                         let end = body.is_end_stream();
                         if data.is_empty() {
+                            if end && held() {
+                                return Poll::Ready(Sent::Held(None));
+                            }
                             if tx.send_data(data, end).is_err() || end {
-                                return Poll::Ready(());
+                                return Poll::Ready(Sent::All);
                             }
                         } else {
                             tx.reserve_capacity(data.len());
@@ -430,23 +523,27 @@ async fn send_body(body: OxBody, mut tx: SendStream<Bytes>, stall: Stall) {
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
                             tx.reserve_capacity(0);
+                            if held() {
+                                return Poll::Ready(Sent::Held(Some(trailers)));
+                            }
                             let _ = tx.send_trailers(trailers);
-                            return Poll::Ready(());
+                            return Poll::Ready(Sent::All);
                         }
                     }
                 },
                 Some(Err(_)) => {
                     tx.send_reset(Reason::INTERNAL_ERROR);
-                    return Poll::Ready(());
+                    return Poll::Ready(Sent::All);
                 }
+                None if held() => return Poll::Ready(Sent::Held(None)),
                 None => {
                     let _ = tx.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
+                    return Poll::Ready(Sent::All);
                 }
             }
         }
     })
-    .await;
+    .await
 }
 
 /// A Content-Length over `--limit-post`: the answer is a 413, and the

@@ -3,6 +3,8 @@
 //! a slow upload from holding an app thread.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -65,6 +67,67 @@ pub(super) struct H2Body {
     received: u64,
     /// Sends the 100 (Continue) the client waits for, at the first read.
     go_on: Option<Box<dyn FnOnce() + Send>>,
+    /// How far the body has come, for the stream's task once the
+    /// response is sent (`UploadProgress`).
+    progress: Arc<UploadProgress>,
+}
+
+/// How far an HTTP/2 request body has come, told by the body to its
+/// stream's task, which no longer has it: the task holds the response's
+/// end while the client is still sending (`http2.rs`).
+#[derive(Default)]
+pub(super) struct UploadProgress {
+    taken: AtomicU64,
+    end: AtomicU8,
+    /// Woken when `end` is set.
+    ended: tokio::sync::Notify,
+}
+
+/// How an HTTP/2 request body ended, if it has.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum UploadEnd {
+    /// Not yet: the client may be sending.
+    Open,
+    /// All of it came.
+    Whole,
+    /// Dropped before it was whole (the app's host read as much of an
+    /// unread body as it reads), or failed.
+    Abandoned,
+}
+
+impl UploadProgress {
+    pub(super) fn end(&self) -> UploadEnd {
+        match self.end.load(Ordering::Acquire) {
+            0 => UploadEnd::Open,
+            1 => UploadEnd::Whole,
+            _ => UploadEnd::Abandoned,
+        }
+    }
+
+    /// The bytes taken so far.
+    pub(super) fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Until the body ends (or may have: `end` says).
+    pub(super) async fn ended(&self) {
+        self.ended.notified().await;
+    }
+
+    fn ends(&self, how: UploadEnd) {
+        let code = match how {
+            UploadEnd::Open => return,
+            UploadEnd::Whole => 1,
+            UploadEnd::Abandoned => 2,
+        };
+        if self
+            .end
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.ended.notify_one();
+        }
+    }
 }
 
 impl H2Body {
@@ -72,6 +135,7 @@ impl H2Body {
         recv: RecvStream,
         declared: Option<u64>,
         go_on: Option<Box<dyn FnOnce() + Send>>,
+        progress: Arc<UploadProgress>,
     ) -> H2Body {
         H2Body {
             recv,
@@ -79,6 +143,7 @@ impl H2Body {
             declared,
             received: 0,
             go_on,
+            progress,
         }
     }
 
@@ -107,19 +172,32 @@ impl H2Body {
                 Some(Ok(data)) => {
                     let _ = self.recv.flow_control().release_capacity(data.len());
                     self.received += data.len() as u64;
+                    self.progress.taken.store(self.received, Ordering::Relaxed);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(e)) if self.ended_by(&e) => return Poll::Ready(None),
+                Some(Err(e)) if self.ended_by(&e) => return self.whole(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => self.data_done = true,
             }
         }
         match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) if e.reason() == Some(Reason::NO_ERROR) => Poll::Ready(None),
+            Ok(Some(trailers)) => self.whole(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => self.whole(None),
+            Err(e) if e.reason() == Some(Reason::NO_ERROR) => self.whole(None),
             Err(e) => Poll::Ready(Some(Err(e))),
         }
+    }
+
+    fn whole<T>(&self, last: Option<T>) -> Poll<Option<T>> {
+        self.progress.ends(UploadEnd::Whole);
+        Poll::Ready(last)
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        // (A body already whole stays so.)
+        self.progress.ends(UploadEnd::Abandoned);
     }
 }
 
