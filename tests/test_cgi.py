@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from helpers import (ECHO, alive, fcgi_request, free_port, listens, packet, process_state, raw_request, read_records,
-                     run_fail, start_nginx, stdout_of, uwsgi_request, wait_for)
+                     nginx_serving, run_fail, start_nginx, stdout_of, uwsgi_request, wait_for)
 
 SHOWN = ("REQUEST_METHOD", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE")
 
@@ -121,6 +121,16 @@ def test_get_with_a_query_and_path_info(serve, cgi_dir, name):
     assert f["BODY_SHA256"] == hashlib.sha256(b"").hexdigest()
 
 
+def test_uwsgis_cgi_map_helper_is_cgi_helper(serve, cgi_dir, tmp_path):
+    """uWSGI's CGI plugin has both names for one option; its ini files use
+    either (cgi-map-helper was passed over, and the script got 403)."""
+    ini = tmp_path / "cgi.ini"
+    ini.write_text(f"[uwsgi]\ncgi = {cgi_dir}\ncgi-map-helper = .py={sys.executable}\n")
+    s = serve("--ini", str(ini))
+    r = requests.get(f"{s.url}/echo.py/x", timeout=10)
+    assert r.status_code == 200 and fields(r.text)["PATH_INFO"] == "/x", (r.status_code, r.text)
+
+
 @pytest.mark.parametrize("name", ["echo.sh", "echo.pl", "echo.py"])
 def test_post_form_and_a_10_mib_upload(serve, cgi_dir, name):
     s = cgi_server(serve, cgi_dir)
@@ -162,8 +172,10 @@ def test_a_chunked_upload_past_64_mib_is_held_to_limit_post_not_to_memory(serve,
 
 
 def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
+    bin_dir = cgi_dir.parent / "bin"
+    script(bin_dir / "myinterp", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nRAN_BY=myinterp\\n'\n")
     s = serve("--cgi", f"/cgi-bin={cgi_dir}", "--env", "GIVEN=by-env",
-              env={"OXGATE_SECRET": "must-not-leak"})
+              env={"OXGATE_SECRET": "must-not-leak", "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     r = requests.get(f"{s.url}/cgi-bin/env.cgi/a/b?x=1", headers={"X-Custom": "v", "Proxy": "http://evil:1"},
                      timeout=10)
     env = fields(r.text)
@@ -189,8 +201,13 @@ def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
     }
     assert {k: env.get(k) for k in expected} == expected
     assert env["REMOTE_PORT"].isdigit() and env["SERVER_SOFTWARE"].startswith("oxgate/")
-    # Nothing of the server's own environment, and no httpoxy.
+    # Nothing of the server's own environment but its PATH, and no httpoxy.
     assert "OXGATE_SECRET" not in env and "HOME" not in env and "HTTP_PROXY" not in env
+    assert env["PATH"] == f"{bin_dir}:{os.environ['PATH']}"
+    # So `#!/usr/bin/env NAME` finds what oxgate would (python3 in
+    # /usr/local/bin in Python's Docker images); it was a 502.
+    script(cgi_dir / "by-env.cgi", "#!/usr/bin/env myinterp\n")
+    assert fields(requests.get(f"{s.url}/cgi-bin/by-env.cgi", timeout=10).text) == {"RAN_BY": "myinterp"}
     # No arguments: not the script's own path as $1 (scripts that switch on
     # it to a command-line mode), nor RFC 3875's search words, which let a
     # query become options (php-cgi's CVE-2012-1823); as fcgiwrap runs it.
@@ -595,6 +612,19 @@ sleep 300
     assert "hang.cgi: no response, and idle for --cgi-timeout 2s" in s.log()
 
 
+def test_a_script_cut_by_the_timeout_mid_response_is_logged_once_as_such(serve, cgi_dir):
+    """The script's group killed for the timeout: one line says so. A
+    second one blamed "a process outside the script's group" (meant for a
+    daemon in a session of its own), seen before the killed pipe closed."""
+    script(cgi_dir / "hangbody.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\npartial\\n'\nsleep 30\n")
+    s = serve("--cgi", str(cgi_dir), "--cgi-timeout", "2", "--processes", "1")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(f"{s.url}/hangbody.cgi", timeout=20).content
+    s.wait_log("killing its process group")
+    time.sleep(0.5)
+    assert "outside the script's group" not in s.log()
+
+
 @pytest.mark.parametrize("how", ["reload", "stop"])
 def test_scripts_still_running_when_a_worker_leaves_are_killed_not_orphaned(serve, cgi_dir, tmp_path, how):
     """A reload or stop whose mercy runs out with scripts still running:
@@ -761,6 +791,22 @@ def test_nginx_fastcgi_pass_as_for_fcgiwrap(serve, cgi_dir, tmp_path):
     finally:
         wrapper.send_signal(signal.SIGTERM)
         wrapper.wait(10)
+
+
+@pytest.mark.parametrize("modifier1", [9, 0])
+def test_nginx_uwsgi_pass_with_uwsgi_cgi_plugins_modifier1_9(serve, cgi_dir, tmp_path, modifier1):
+    """nginx set up for uWSGI's CGI plugin sends modifier1 9 (its only
+    one): the scripts are served, where it was a 502 ("modifier1 9
+    refused")."""
+    sock = tmp_path / "cgi.sock"
+    s = serve("--socket", str(sock), "--chmod-socket", "666", "--cgi", f"/cgi-bin={cgi_dir}")
+    wait_for(lambda: sock.exists(), what="the socket")
+    location = (f"location /cgi-bin/ {{ include /etc/nginx/uwsgi_params; uwsgi_modifier1 {modifier1};"
+                f" uwsgi_pass unix:{sock}; }}")
+    with nginx_serving(tmp_path, location) as port:
+        r = requests.get(f"http://127.0.0.1:{port}/cgi-bin/echo.sh/x?q=1", timeout=10)
+    assert r.status_code == 200, (r.status_code, s.log())
+    assert fields(r.text)["SCRIPT_NAME"] == "/cgi-bin/echo.sh" and fields(r.text)["PATH_INFO"] == "/x"
 
 
 def test_bad_cgi_options_are_clear_errors(tmp_path):

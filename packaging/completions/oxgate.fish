@@ -211,6 +211,7 @@ complete -c oxgate -l mime-file -r -F -d 'Read file extensions\' MIME types from
 complete -c oxgate -l cgi -x -d 'Run the CGI scripts under DIR at the URL path MOUNT (/ when no MOUNT is given): /MOUNT/a.cgi/x runs DIR/a.cgi with PATH_INFO /x'
 complete -c oxgate -l cgi-allowed-ext -x -d 'Run only scripts whose names end in EXT (.cgi, .pl; a comma-separated list works too); any other is 403'
 complete -c oxgate -l cgi-helper -x -d 'Run scripts ending in EXT with COMMAND (.py=python3, .php=php-cgi, .pl=perl -T): the script\'s path is its last argument, and it need not be executable'
+complete -c oxgate -l cgi-map-helper -x -d 'Run scripts ending in EXT with COMMAND (.py=python3, .php=php-cgi, .pl=perl -T): the script\'s path is its last argument, and it need not be executable'
 complete -c oxgate -l cgi-index -r -F -d 'For a directory, run its FILE (index.cgi, say; the first that exists)'
 complete -c oxgate -l cgi-timeout -x -d 'Kill a script (and every process it started in its group) that has neither read input nor written output for SECONDS, as uWSGI\'s cgi-timeout waits for output; its request is answered 504 if nothing was sent yet'
 complete -c oxgate -l fastcgi-app -x -d 'Run COMMAND as a pool of FastCGI processes (php-cgi, a Perl FCGI or flup app), each listening on a socket of its own on fd 0, and send the requests under MOUNT (/ when none is given) to an idle one'

@@ -753,6 +753,7 @@ options! {
         .value("EXT")
         .help("Run only scripts whose names end in EXT (.cgi, .pl; a comma-separated list works too); any other is 403."),
     CGI_HELPER = OptDef::new("cgi-helper", List, Cgi)
+        .aliases(&["cgi-map-helper"])
         .value("EXT=COMMAND")
         .help("Run scripts ending in EXT with COMMAND (.py=python3, .php=php-cgi, .pl=perl -T): the script's path is its last argument, and it need not be executable."),
     CGI_INDEX = OptDef::new("cgi-index", List, Cgi)

@@ -56,14 +56,18 @@ pub(super) fn parse_head(
         OneShot::Uwsgi => match uwsgi::parse(buf, limit) {
             Ok(None) => Ok(None),
             Ok(Some(h)) => match h.modifier1 {
-                0 | 30 => Ok(Some(Parsed::Request {
+                // uWSGI's CGI (9) and PHP (14) plugins have modifiers of their
+                // own, which nginx configs made for them send; here the
+                // request's path picks its handler (a --cgi mount, a PHP
+                // pool), as for 0.
+                0 | 9 | 14 | 30 => Ok(Some(Parsed::Request {
                     vars: h.vars,
                     strip_script_name: h.modifier1 == 30,
                 })),
                 100 => Ok(Some(Parsed::Ping)),
                 m => Err((
                     format!(
-                        "modifier1 {m} refused: oxgate serves WSGI (modifier1 0, 30) and ping (100)"
+                        "modifier1 {m} refused: oxgate serves apps (modifier1 0, 30; uWSGI's CGI 9 and PHP 14) and ping (100)"
                     ),
                     false,
                 )),

@@ -148,10 +148,7 @@ impl CgiScripts {
             helpers,
             index: settings.index.clone(),
             timeout: settings.timeout,
-            env: env
-                .iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                .collect(),
+            env: script_env(env),
             limit_post,
             answered: Answered::new(crate::request::HandlerKind::Cgi),
             inner,
@@ -473,6 +470,20 @@ impl CgiScripts {
             .chain(self.env.iter().cloned())
             .collect()
     }
+}
+
+/// What a script's environment has beside its request's variables: oxgate's
+/// own PATH, as Apache, fcgiwrap and uWSGI pass theirs (`#!/usr/bin/env
+/// python3` must find a python3 in /usr/local/bin, as in Python's Docker
+/// images), then `--env`'s, which win.
+fn script_env(env: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::iter::once((OsString::from("PATH"), path))
+        .chain(
+            env.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+        .collect()
 }
 
 /// The request a local redirect asks for: GET of the new path, no body.

@@ -310,10 +310,14 @@ impl ChunkSource for Output {
             Poll::Pending => match self.cut.as_mut().map(|cut| Pin::new(cut).poll(cx)) {
                 Some(Poll::Ready(Ok(()))) => {
                     self.cut = None;
-                    crate::say!(
-                        "oxgate: CGI: a process outside the script's group held its output, idle, for --cgi-timeout {}s; the response is cut",
-                        self.progress.timeout.as_secs()
-                    );
+                    // A group killed for the timeout was logged as such; its
+                    // pipe may just not have closed yet.
+                    if !self.timed_out.load(Ordering::Relaxed) {
+                        crate::say!(
+                            "oxgate: CGI: a process outside the script's group held its output, idle, for --cgi-timeout {}s; the response is cut",
+                            self.progress.timeout.as_secs()
+                        );
+                    }
                     Poll::Ready(Some(Err(self.timed_out_error())))
                 }
                 Some(Poll::Ready(Err(_))) => {
