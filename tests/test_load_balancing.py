@@ -82,6 +82,21 @@ def test_drain_delay_fails_the_health_check_then_stops(serve):
     assert "master stopped" in s.log()
 
 
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGQUIT])
+def test_a_second_signal_during_the_drain_stops_at_once(serve, second):
+    """Ctrl-C twice (docker run, a terminal) during --drain-delay: the
+    workers are killed and the master ends. They were respawned, and the
+    master waited out the whole drain."""
+    s = serve("--wsgi-file", ECHO, "--processes", "2", "--health-path", "/healthz", "--drain-delay", "30")
+    s.wait_workers(2)
+    wait_for(lambda: health(s.url)[0] == 200, what="health 200")
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_log("draining for 30.0s")
+    s.proc.send_signal(second)
+    s.proc.wait(10)
+    assert "respawned" not in s.log()
+
+
 def test_a_touch_reload_during_the_drain_does_not_undo_the_stop(serve, tmp_path):
     touched = tmp_path / "reload-me"
     touched.write_text("")

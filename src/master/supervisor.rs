@@ -384,7 +384,15 @@ impl Supervisor {
                     _ => self.begin_stop(fx, now),
                 }
             }
-            StopKind::Immediate => self.signal_all(Signal::SIGKILL, fx, now),
+            StopKind::Immediate => {
+                // Out of a drain too: no worker is replaced, and the master
+                // ends once they are reaped (it respawned them, and waited
+                // out the whole drain).
+                if !matches!(self.state, MasterState::Stopping { .. }) {
+                    self.state = MasterState::Stopping { since: now };
+                }
+                self.signal_all(Signal::SIGKILL, fx, now);
+            }
         }
     }
 

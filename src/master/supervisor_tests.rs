@@ -615,8 +615,11 @@ fn an_immediate_stop_cuts_a_drain_short() {
     sup.stop(StopKind::Immediate, &mut fx, t);
     let pid = pids(&sup)[0];
     assert_eq!(fx.take_signals(), [(pid, Signal::SIGKILL)]);
+    // Out of the drain: the master's loop supervises no more (it went on
+    // doing so, replaced the killed worker, and waited out the drain).
+    assert!(sup.workers_stopping() && !sup.draining());
     sup.exited(pid, SIGKILL_STATUS, &mut fx, t);
-    assert!(sup.stop_tick(&mut fx, t));
+    assert!(sup.stop_tick(&mut fx, t + Duration::from_secs(1)));
 }
 
 #[test]
