@@ -121,6 +121,17 @@ def test_check_config_loads_the_app_as_gunicorn_does(tmp_path):
     assert p.returncode == 1 and "no_such_module_here" in p.stderr
 
 
+@pytest.mark.parametrize("args", [["--http2-cleartext", "prior-knowledge"], ["--http2-cleartext=both"]])
+def test_http2_cleartext_takes_gunicorn_27s_value(tmp_path, args):
+    """Gunicorn 27's --http2-cleartext takes off, prior-knowledge, upgrade
+    or both (its way to h2c behind Cloud Run or Envoy); oxgate serves h2c
+    anyway. It was taken as a switch, and its value as a second app."""
+    (tmp_path / "gunicorn.conf.py").write_text("")
+    (tmp_path / "h2app.py").write_text("def application(environ, start_response):\n    return []\n")
+    p = oxgate("gunicorn", "--http-protocols", "h2,h1", *args, "h2app:application", "--check-config", cwd=tmp_path)
+    assert p.returncode == 0 and "http2_cleartext has no effect" in p.stderr, p.stderr
+
+
 def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
     f = conf(tmp_path, "worker_connections = 50\nssl_version = 5\nworkers = 1\n"
                        "logger_class = 'simple'\n")

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -435,6 +436,30 @@ def test_logfile_chown_lets_an_unprivileged_server_reopen_rotated_logs(serve, tm
         requests.get(s.url + "/s/a.txt?last", timeout=10)
         wait_for(lambda: "/s/a.txt?last" in acc.read_text(), what="the next request line in the new file")
         assert "/s/a.txt?last" not in (d / "acc.log.1").read_text()
+    finally:
+        s.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_log_that_cannot_be_reopened_says_so(serve, tmp_path):
+    """Started as root with --uid (no --logfile-chown), in a directory only
+    root may write: after logrotate moves the log, SIGUSR1's reopen fails.
+    It says so, in the file the log stays on, as uWSGI logs its failed
+    open(); it was silent, and every line went to the rotated file."""
+    import pathlib
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="oxgate-logs-"))
+    os.chmod(d, 0o755)
+    (d / "static").mkdir()
+    log = d / "app.log"
+    # No Python app: this one lives under /root, which nobody cannot read.
+    s = serve("--static-map", f"/s={d / 'static'}", "--uid", "nobody", "--gid", "nogroup", "--logto", str(log),
+              "--processes", "1")
+    try:
+        log.rename(d / "app.log.1")
+        os.kill(s.proc.pid, signal.SIGUSR1)
+        wait_for(lambda: f"cannot reopen the log {log}: Permission denied" in (d / "app.log.1").read_text(),
+                 what="the failed reopen said")
     finally:
         s.stop()
         shutil.rmtree(d, ignore_errors=True)

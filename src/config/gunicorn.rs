@@ -199,7 +199,8 @@ static SETTINGS: &[GunicornSetting] = &[
     g(
         "http2_cleartext",
         &["--http2-cleartext"],
-        Switch,
+        // off, prior-knowledge, upgrade or both, in Gunicorn 27.
+        Value,
         Ignored("h2c with prior knowledge is always served on HTTP sockets"),
     ),
     g(

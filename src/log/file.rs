@@ -120,6 +120,24 @@ pub fn reopen() -> bool {
     true
 }
 
+/// `reopen`, outside a signal handler (the master's loop): a log that
+/// cannot be opened again is said, in the file the log stays on, as uWSGI
+/// logs its failed open(). Silent, every line went on to the rotated file,
+/// which the next rotation compressed and deleted.
+pub fn reopen_saying_why_not() -> bool {
+    let reopened = reopen();
+    if let Some(path) = PATH.get()
+        && let Err(e) = crate::sys::open_append(path)
+    {
+        crate::say!(
+            "oxgate: cannot reopen the log {}: {}; it goes on to the file it had (--logfile-chown gives the file to --uid's user)",
+            path.to_string_lossy(),
+            std::io::Error::from(e)
+        );
+    }
+    reopened
+}
+
 extern "C" fn on_reopen_signal(_sig: libc::c_int) {
     // A handler must leave errno as it found it.
     let saved = Errno::last_raw();

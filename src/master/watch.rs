@@ -8,7 +8,7 @@ use super::state::{Master, mtime, send};
 impl Master<'_> {
     /// Reopens the log file here and in every worker (logrotate, SIGUSR1).
     pub(super) fn reopen_log(&self) {
-        if crate::log::file::reopen() {
+        if crate::log::file::reopen_saying_why_not() {
             for w in &self.sup.workers {
                 send(w.pid, Signal::SIGUSR1);
             }
