@@ -1116,6 +1116,51 @@ def h2c_events(c, conn, until, timeout=20):
     return None
 
 
+def test_a_slow_reader_with_a_large_window_gets_the_whole_response_over_http2(serve, tmp_path):
+    """A client with a 16 MB window reads a 700 kB response at about 100
+    kB/s: the whole of it goes into the kernel at once, and nothing more is
+    written. The connection looked idle after two --socket-timeouts and was
+    closed, the kernel reset it (the client's window updates unread), and
+    the rest was lost; as it goes out, it is not idle."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    size = 700_000
+    (tmp_path / "big.py").write_text(
+        "def application(environ, start_response):\n"
+        f"    start_response('200 OK', [('Content-Type', 'application/octet-stream')])\n"
+        f"    return [b'x' * {size}]\n")
+    s = serve("--wsgi-file", str(tmp_path / "big.py"), "--processes", "1", "--socket-timeout", "1")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.connect(("127.0.0.1", s.port))
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16_000_000})
+    c.increment_flow_control_window(50_000_000)
+    c.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")], end_stream=True)
+    sock.sendall(c.data_to_send())
+    got, ended, started = 0, False, time.monotonic()
+    with sock:
+        while not ended and time.monotonic() - started < 20:
+            sock.settimeout(5)
+            data = sock.recv(4096)  # (a reset fails the test here)
+            assert data, f"closed after {got} of {size} bytes"
+            for e in c.receive_data(data):
+                if isinstance(e, h2.events.DataReceived):
+                    got += len(e.data)
+                    # Window updates as a browser sends them: still coming
+                    # when the connection was closed, they made the reset.
+                    if not e.stream_ended and e.data:
+                        c.increment_flow_control_window(len(e.data), stream_id=1)
+                        c.increment_flow_control_window(len(e.data))
+                ended |= isinstance(e, h2.events.StreamEnded)
+            if out := c.data_to_send():
+                sock.sendall(out)
+            time.sleep(max(0.0, got / 100_000 - (time.monotonic() - started)))
+    assert ended and got == size, (got, ended)
+
+
 def test_http2_responses_without_a_body_end_with_their_head(serve):
     """HEAD (whose app made a body, for its length), 204 and 304 end with
     their HEADERS frame over HTTP/2 as over HTTP/1.1: no DATA, which a

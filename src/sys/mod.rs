@@ -59,6 +59,18 @@ pub fn reset_on_close(sock: std::os::fd::RawFd) {
     }
 }
 
+/// How many bytes written to the socket `sock` the peer has not yet
+/// taken (TIOCOUTQ, which is SIOCOUTQ: for TCP, those not yet
+/// acknowledged), or None where it cannot be told.
+pub fn unsent_bytes(sock: std::os::fd::RawFd) -> Option<u32> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one c_int through the pointer, to `queued`,
+    // a local that lives through the call; a bad `sock` is an error
+    // return, not undefined behaviour.
+    let r = unsafe { libc::ioctl(sock, libc::TIOCOUTQ, &raw mut queued) };
+    (r == 0).then(|| u32::try_from(queued).unwrap_or(0))
+}
+
 /// Whether `sock` is a unix socket, where a close cannot be a reset.
 pub fn is_unix_socket(sock: std::os::fd::RawFd) -> bool {
     use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};

@@ -127,7 +127,7 @@ pub async fn serve_connection<S: Peek>(
     }
     match tokio::time::timeout(settings.head_timeout, opening(&stream)).await {
         Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
-            let ctx = conn_ctx(info, host, settings, false);
+            let ctx = conn_ctx(info, host, settings, false, Some(stream.as_raw_fd()));
             let io = Progress::new(stream, ctx.clone());
             return Box::pin(serve_http2(io, ctx, shutdown)).await;
         }
@@ -148,7 +148,7 @@ pub async fn serve_connection<S: Peek>(
     let mut shutdown = shutdown;
     let mut stopping = false;
     loop {
-        let ctx = conn_ctx(info.clone(), host.clone(), settings.clone(), true);
+        let ctx = conn_ctx(info.clone(), host.clone(), settings.clone(), true, None);
         let batched = super::batch::BatchedIo::new(
             super::lent::Lent::new(stream, ctx.clone(), home.clone()),
             flush.clone(),
@@ -335,7 +335,8 @@ async fn serve_tls<S: Peek>(
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2") && settings.http2_max_streams.is_some();
     let info = Arc::new(Arc::unwrap_or_clone(info).with_tls(tls.settled(session)));
-    let ctx = conn_ctx(info, host, settings, false);
+    let socket = h2.then(|| stream.get_ref().0.as_raw_fd());
+    let ctx = conn_ctx(info, host, settings, false, socket);
     let io = Progress::new(stream, ctx.clone());
     if h2 {
         serve_http2(io, ctx, shutdown).await;
@@ -353,6 +354,7 @@ fn conn_ctx(
     handler: Arc<dyn Handler>,
     settings: Arc<HttpSettings>,
     sendfile: bool,
+    socket: Option<std::os::fd::RawFd>,
 ) -> Arc<ConnCtx> {
     Arc::new(ConnCtx {
         info,
@@ -373,6 +375,7 @@ fn conn_ctx(
         parking: AtomicBool::new(false),
         linger: AtomicBool::new(false),
         write_blocked: AtomicBool::new(false),
+        socket,
     })
 }
 

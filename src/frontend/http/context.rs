@@ -102,6 +102,9 @@ pub(super) struct ConnCtx {
     /// response. The watchdog cuts a connection stuck so a whole
     /// `--socket-timeout`, however busy its app is.
     pub(super) write_blocked: AtomicBool,
+    /// The connection's socket, whose bytes not yet taken by the client
+    /// the watchdog looks at (`unsent`); set for HTTP/2 only.
+    pub(super) socket: Option<std::os::fd::RawFd>,
 }
 
 /// Whether a connection's output is all written (`BatchedIo`'s outbox).
@@ -110,6 +113,15 @@ pub(super) trait Drained: Send + Sync {
 }
 
 impl ConnCtx {
+    /// The bytes the client has still to take of what was written to the
+    /// socket: an HTTP/2 response all written to the kernel at once (the
+    /// client's window allows it) is still going out while it falls, and
+    /// the connection is not idle (closed so, the kernel reset it, as the
+    /// client's window updates were unread, and the rest was lost).
+    pub(super) fn unsent(&self) -> Option<u32> {
+        self.socket.and_then(crate::sys::unsent_bytes)
+    }
+
     /// Records whether a write to the socket had to wait for the client.
     pub(super) fn note_write(&self, pending: bool) {
         // Read first: most writes change nothing, and a store would dirty

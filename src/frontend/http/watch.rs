@@ -74,7 +74,8 @@ pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
     let period = period.max(Duration::from_millis(250));
     let sleep = tokio::time::sleep(period);
     tokio::pin!(sleep);
-    let state = || (ctx.begun.get(), ctx.progress.get());
+    // The client taking bytes already written is progress too.
+    let state = || (ctx.begun.get(), ctx.progress.get(), ctx.unsent());
     let mut seen = state();
     let mut quiet = Duration::ZERO;
     loop {
