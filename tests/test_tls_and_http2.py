@@ -1335,6 +1335,22 @@ def test_an_upload_refused_unread_over_http2_gives_curl_the_answer(serve, certs,
         assert r.stdout == "413\t2", r.stdout
 
 
+def test_a_body_over_limit_post_over_http2_gives_curl_the_413(serve, certs, tmp_path):
+    """A declared length over --limit-post: the 413, and the body read on
+    and dropped as an app's refusal is. Dropped at once, it reset the
+    stream under the answer: curl failed (92; 52, "Empty reply", waiting
+    for its 100) without showing the 413."""
+    port = free_port()
+    s = serve("--wsgi-file", ECHO_APP, "--processes", "1", "--limit-post", "1000000",
+              "--https-socket", f"127.0.0.1:{port},{certs / 'rsa.crt'},{certs / 'rsa.key'}")
+    (tmp_path / "big").write_bytes(bytes(6_000_000))
+    for flag, base in [("--http2-prior-knowledge", s.url), ("--http2", f"https://localhost:{port}")]:
+        for expect in ("Expect:", "Expect: 100-continue"):
+            r = curl(flag, "-H", expect, "--data-binary", f"@{tmp_path / 'big'}", "-o", "/dev/null",
+                     "-w", "%{http_code}\t%{http_version}", base + "/", certs=certs)
+            assert r.stdout == "413\t2", (flag, expect, r.stdout)
+
+
 ACCEPTING_UNREAD_APPS = """
 async def app(scope, receive, send):
     if scope["type"] == "http":

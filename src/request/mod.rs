@@ -22,7 +22,8 @@ pub use crate::proto::is_hop_by_hop;
 pub use answered::{Answered, CountedBody};
 pub use body::{
     AheadInMemory, BodyError, BodyStream, ChunkSource, FILE_CHUNK, FileBody, FileEnd, FileRegion,
-    RequestBody, SENDFILE_MIN, SpilledAhead, Trailers, Warmer, clip, spooled, with_length,
+    RequestBody, SENDFILE_MIN, SpilledAhead, Trailers, UNREAD_BODY_DRAIN, Warmer, clip, spooled,
+    with_length,
 };
 pub use conn::{ConnInfo, ProxiedBy, TLS_SUITES, TlsInfo, tls_version_code};
 pub use early_hints::{EARLY_HINTS_MAX, EarlyHints, early_hints_fault, early_hints_head};

@@ -296,6 +296,10 @@ fn convert_head_into(
     let vars = v.vars;
 
     if let Some(too_large) = body_too_large(settings.limit_post, content_length, &vars) {
+        // (hyper drains an HTTP/1.1 one, and the connection's close lingers.)
+        if let WireBody::Http2(body) = body {
+            body.drain_in_background();
+        }
         return Err(too_large);
     }
 

@@ -194,6 +194,32 @@ impl H2Body {
     }
 }
 
+impl H2Body {
+    /// Reads what the client still sends of a body refused unread (a 413
+    /// for its declared length), and drops it, up to what the app's hosts
+    /// read on of a body their app left (`UNREAD_BODY_DRAIN`). Dropped at
+    /// once, it reset the stream under the answer: curl, still sending,
+    /// failed (error 92; "Empty reply" waiting for its 100) without
+    /// showing the 413, where HTTP/1.1's lingering close let it read it.
+    pub(super) fn drain_in_background(mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut left = crate::request::UNREAD_BODY_DRAIN as u64;
+            while left > 0 {
+                match std::future::poll_fn(|cx| self.poll_frame(cx)).await {
+                    Some(Ok(frame)) => {
+                        let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                        left = left.saturating_sub(n);
+                    }
+                    _ => break,
+                }
+            }
+        });
+    }
+}
+
 impl Drop for H2Body {
     fn drop(&mut self) {
         // (A body already whole stays so.)
