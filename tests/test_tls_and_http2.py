@@ -1161,6 +1161,60 @@ def test_a_slow_reader_with_a_large_window_gets_the_whole_response_over_http2(se
     assert ended and got == size, (got, ended)
 
 
+def test_one_app_thread_answers_each_http2_stream_as_it_is_done(serve, tmp_path):
+    """--threads 1 runs the app inline, on the loop that writes every
+    stream's response: three quick requests (5 ms each) and one that waits
+    for the client, sent together on one connection. The quick answers were
+    written only once the last app returned (never, here, until the client
+    gave up waiting); as Gunicorn's one thread, each now goes out once the
+    next app has to wait for it."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    gate = tmp_path / "gate"
+    (tmp_path / "turns.py").write_text(
+        "import os, time\n"
+        "def application(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/gate':\n"
+        f"        for _ in range(400):\n"
+        f"            if os.path.exists({str(gate)!r}):\n"
+        "                break\n"
+        "            time.sleep(0.025)\n"
+        "    else:\n"
+        "        time.sleep(0.005)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [environ['PATH_INFO'].encode()]\n")
+    s = serve("--wsgi-file", str(tmp_path / "turns.py"), "--processes", "1", "--threads", "1")
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    for sid, path in [(1, "/a"), (3, "/b"), (5, "/c"), (7, "/gate")]:
+        c.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")],
+                       end_stream=True)
+    sock.sendall(c.data_to_send())
+    ended, started = set(), time.monotonic()
+    try:
+        with sock:
+            while time.monotonic() - started < 8 and ended != {1, 3, 5, 7}:
+                if ended >= {1, 3, 5}:
+                    gate.touch()  # the quick ones are all in: let the last go
+                sock.settimeout(0.5)
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                assert data, "the server closed the connection"
+                for e in c.receive_data(data):
+                    if isinstance(e, h2.events.StreamEnded):
+                        assert e.stream_id != 7 or gate.exists(), "the quick answers came after the slow one"
+                        ended.add(e.stream_id)
+                if out := c.data_to_send():
+                    sock.sendall(out)
+    finally:
+        gate.touch()
+    assert ended == {1, 3, 5, 7}, ended
+
+
 def test_http2_responses_without_a_body_end_with_their_head(serve):
     """HEAD (whose app made a body, for its length), 204 and 304 end with
     their HEADERS frame over HTTP/2 as over HTTP/1.1: no DATA, which a
