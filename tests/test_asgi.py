@@ -1160,6 +1160,17 @@ def test_zerocopysend_bounded_by_content_length_and_refusing_a_pipe(serve, tmp_p
     assert requests.get(s.url + "/scope", timeout=10).status_code == 200
 
 
+def test_zerocopysend_from_the_files_position_moves_it_on(serve, tmp_path):
+    """Sends with no offset go on from where the last left off, as
+    sendfile(2) with no offset does; the second sent the first's bytes
+    again."""
+    s = asgi(serve, "asgi_raw:app")
+    data = os.urandom(3000)
+    (tmp_path / "f.bin").write_bytes(data)
+    r = requests.get(s.url + f"/zerocopy-consecutive?{tmp_path / 'f.bin'}", timeout=10)
+    assert r.content == data[:1000] + b"|" + data[1000:], (len(r.content), r.content[:20])
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/test.sh installs it)")
 def test_zerocopysend_goes_out_with_sendfile_between_chunks(serve, tmp_path):
     """http.response.zerocopysend: parts of the app's open file (from an

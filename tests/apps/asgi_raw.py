@@ -169,6 +169,17 @@ async def app(scope, receive, send):
             for n in reversed(range(50)):
                 await send({"type": "http.response.zerocopysend", "file": f.fileno(), "offset": n * 20_000,
                             "count": 20_000, "more_body": n > 0})
+    elif path == "/zerocopy-consecutive":
+        # Two sends from the file's position, by descriptor then by file
+        # object, each 500 bytes, then the rest: the position moves past
+        # what each sent, as sendfile(2)'s with no offset.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        with open(scope["query_string"].decode(), "rb") as f:
+            await send({"type": "http.response.zerocopysend", "file": f.fileno(), "count": 500, "more_body": True})
+            await send({"type": "http.response.zerocopysend", "file": f.fileno(), "count": 500, "more_body": True})
+            await send({"type": "http.response.body", "body": b"|", "more_body": True})
+            await send({"type": "http.response.zerocopysend", "file": f, "count": 500, "more_body": True})
+            await send({"type": "http.response.zerocopysend", "file": f})
     elif path == "/zerocopy-short":
         # A Content-Length shorter than the file: only that much goes out,
         # and nothing of the file is left for the next response.

@@ -920,15 +920,15 @@ impl Send {
 /// its end), on a descriptor of our own, since the app may close its file
 /// once `send()` returns.
 fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
-    let file = field(message, pyo3::intern!(message.py(), "file"))
+    let file_object = field(message, pyo3::intern!(message.py(), "file"))
         .ok_or_else(|| PyTypeError::new_err("'file' of http.response.zerocopysend is required"))?;
     // A file object's position is its own (a buffered one has read
     // ahead of it); a bare descriptor's is the system's.
-    let (fd, position): (i32, Option<u64>) = match file.extract() {
+    let (fd, position): (i32, Option<u64>) = match file_object.extract() {
         Ok(fd) => (fd, None),
         Err(_) => (
-            file.call_method0("fileno")?.extract()?,
-            Some(file.call_method0("tell")?.extract()?),
+            file_object.call_method0("fileno")?.extract()?,
+            Some(file_object.call_method0("tell")?.extract()?),
         ),
     };
     let number = |key: &str| -> PyResult<Option<u64>> {
@@ -966,15 +966,31 @@ fn zerocopy_region(message: &Bound<'_, PyDict>) -> PyResult<FileRegion> {
             "'file' of http.response.zerocopysend must be open for reading",
         ));
     }
+    let from_position = offset.is_none();
     let offset = match offset.or(position) {
         Some(o) => o,
         None => std::io::Seek::stream_position(&mut &file)?,
     };
     let len = meta.len().saturating_sub(offset);
+    let len = count.map_or(len, |c| c.min(len));
+    // From the file's position, the position moves past what is sent, as
+    // sendfile(2)'s does with no offset: the next send goes on from there
+    // (it sent the same bytes again). Our descriptor shares the app's
+    // position; a file object's own is told.
+    if from_position {
+        match position {
+            Some(_) => {
+                file_object.call_method1(pyo3::intern!(message.py(), "seek"), (offset + len,))?;
+            }
+            None => {
+                std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset + len))?;
+            }
+        }
+    }
     Ok(FileRegion {
         fd: file.into(),
         offset,
-        len: count.map_or(len, |c| c.min(len)),
+        len,
     })
 }
 
