@@ -311,7 +311,14 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         write_pidfile(pidfile)?;
     }
     if python::host().is_some() || python::python_running() {
-        for (k, _) in cfg.env.iter().filter(|(k, _)| k.starts_with("PYTHON")) {
+        // Not when the interpreter started with the value already (a
+        // reload's re-executed master has the environment --env made).
+        let started_without = |k: &str, v: &str| std::env::var_os(k).is_none_or(|now| now != *v);
+        for (k, _) in cfg
+            .env
+            .iter()
+            .filter(|(k, v)| k.starts_with("PYTHON") && started_without(k, v))
+        {
             crate::say!(
                 "oxgate: warning: --env {k}: the interpreter running oxgate has started already and reads {k} only when it starts: after a reload (which starts it again) it will, now it does not. Set it in the environment that runs the oxgate command"
             );

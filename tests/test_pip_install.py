@@ -32,15 +32,20 @@ def test_version_names_the_python_that_runs(tmp_path):
 @installed_only
 def test_python_dash_m_oxgate_serves_and_reloads(serve):
     s = serve("--wsgi-file", str(ROOT / "examples" / "hello.py"), "--processes", "2",
-              program=(sys.executable, "-m", "oxgate"))
+              "--env", "PYTHONHASHSEED=0", program=(sys.executable, "-m", "oxgate"))
     assert requests.get(s.url).text == "Hello, World!"
     old = s.wait_workers(2)
-    # A reload re-executes the master: the interpreter runs `-m oxgate` again.
+    # The interpreter had started without it: told once, at the start.
+    warned = "--env PYTHONHASHSEED: the interpreter running oxgate has started already"
+    assert s.log().count(warned) == 1, s.log()
+    # A reload re-executes the master: the interpreter runs `-m oxgate` again
+    # (with --env's PYTHONHASHSEED this time: no warning, which was wrong).
     os.kill(s.proc.pid, signal.SIGHUP)
     s.wait_log("graceful reload done")
     assert not set(s.wait_workers(2)) & set(old)
     assert f"master pid {s.proc.pid} re-executed" in s.log() and "reload failed" not in s.log()
     assert requests.get(s.url).text == "Hello, World!"
+    assert s.log().count(warned) == 1, s.log()
 
 
 @installed_only
