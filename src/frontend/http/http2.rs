@@ -134,36 +134,43 @@ struct ConnStreams {
 /// it: the apps of a burst of streams all ran before any response went
 /// out (a page's five quick requests and one slow one were all answered
 /// after the slow one; Gunicorn's one thread answers each as it is done).
-/// So answers are written together only while the apps that made them
-/// took under `BATCH` in all: past it, the next app waits for them to be
-/// written. A hello world's microseconds keep many in one write (each
-/// written alone, h2load -m 10 served 55% fewer requests a second).
+/// So once the loop has gone `BATCH_MICROS` without the connection's task
+/// (apps held it), the next app waits for what the others queued to be
+/// written. A hello world's microseconds keep many answers in one write
+/// (each written alone, h2load -m 10 served 55% fewer requests a second).
+/// A response waiting for the client's window holds up no other stream.
 struct Turns {
-    /// Streams answered whose response has not begun to go out.
-    answering: AtomicUsize,
-    /// Responses begun since the connection's task last wrote.
+    /// Heads and first data queued since the connection's task last ran.
     unwritten: AtomicUsize,
-    /// Woken when the connection's task has written them.
+    /// Woken when the connection's task has run with some queued.
     written: tokio::sync::Notify,
-    /// When the first app of the answers not yet written began, in
-    /// microseconds since `epoch` (0: none).
+    /// When an app first ran since the connection's task last ran with
+    /// nothing to write, in microseconds since `epoch` (0: none).
     batch_began: AtomicU64,
     epoch: Instant,
 }
 
-/// How long the apps of answers written together may take in all.
+/// How long apps may hold the loop before the next waits its turn.
 const BATCH_MICROS: u64 = 1000;
 
 impl Default for Turns {
     fn default() -> Turns {
         Turns {
-            answering: AtomicUsize::new(0),
             unwritten: AtomicUsize::new(0),
             written: tokio::sync::Notify::new(),
             batch_began: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
+}
+
+/// A stream's waiting for its turn (`Turns::must_wait`).
+#[derive(Default)]
+struct TurnWait<'a> {
+    written: Option<Pin<Box<tokio::sync::futures::Notified<'a>>>>,
+    /// Woken by a write: once around the loop first, so that the streams
+    /// it woken (given window) queue their data before this app runs.
+    go_round: bool,
 }
 
 impl Turns {
@@ -173,74 +180,71 @@ impl Turns {
     }
 
     /// Whether a stream must wait before its app may run (which it may do
-    /// in any poll of its answer): while answers are still to be written
-    /// whose apps began `BATCH` ago. `waiting` is the stream's own.
+    /// in any poll of its answer).
     fn must_wait<'a>(
         &'a self,
-        waiting: &mut Option<Pin<Box<tokio::sync::futures::Notified<'a>>>>,
+        wait: &mut TurnWait<'a>,
         now: Instant,
         cx: &mut Context<'_>,
     ) -> bool {
         let now = self.micros(now);
         loop {
+            if std::mem::take(&mut wait.go_round) {
+                cx.waker().wake_by_ref();
+                return true;
+            }
             let began = self.batch_began.load(Ordering::Acquire);
             if began == 0 || now.saturating_sub(began) < BATCH_MICROS {
                 break;
             }
-            // Made before the counts are read: a write after the read
-            // still wakes it.
-            let written = waiting.get_or_insert_with(|| Box::pin(self.written.notified()));
-            if self.answering.load(Ordering::Acquire) == 0
-                && self.unwritten.load(Ordering::Acquire) == 0
-            {
+            // Made before the count is read: a write after the read still
+            // wakes it.
+            let written = wait
+                .written
+                .get_or_insert_with(|| Box::pin(self.written.notified()));
+            if self.unwritten.load(Ordering::Acquire) == 0 {
                 break;
             }
             match written.as_mut().poll(cx) {
                 Poll::Pending => return true,
-                Poll::Ready(()) => *waiting = None,
+                Poll::Ready(()) => {
+                    wait.written = None;
+                    wait.go_round = true;
+                }
             }
         }
-        *waiting = None;
-        // Its app may run now: the first since the last write opens a batch.
+        wait.written = None;
         if self.batch_began.load(Ordering::Relaxed) == 0 {
             self.batch_began.store(now, Ordering::Release);
         }
         false
     }
 
-    /// An answer about to go out.
-    fn answer(self: &Arc<Self>) -> Answering {
-        self.answering.fetch_add(1, Ordering::AcqRel);
-        Answering(Arc::clone(self))
+    /// A response's head, or its first data, queued.
+    fn queued(&self) {
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The connection's task has written what was queued.
+    /// The connection's task has run: what was queued is written (or
+    /// waits for the client's window). Run with nothing to write, the
+    /// loop was not held: a new batch may begin.
     fn wrote(&self) {
         if self.unwritten.load(Ordering::Relaxed) > 0 {
             self.unwritten.store(0, Ordering::Release);
             self.written.notify_waiters();
-        }
-        // A batch with nothing left to write is over (one that a poll
-        // without an answer opened, too).
-        if self.batch_began.load(Ordering::Relaxed) != 0
-            && self.answering.load(Ordering::Acquire) == 0
-        {
+        } else if self.batch_began.load(Ordering::Relaxed) != 0 {
             self.batch_began.store(0, Ordering::Release);
         }
     }
 }
 
-/// An answer counted in `Turns::answering` until dropped, once its
-/// response has begun to go out (the head of a bodiless one, the first
-/// data of another: not the whole, which a slow client may take long to
-/// take).
+/// Tells `Turns` once a response's first data is queued (or its sending
+/// ends without any).
 struct Answering(Arc<Turns>);
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        // Begun: now the connection's task is to write it.
-        self.0.unwritten.fetch_add(1, Ordering::AcqRel);
-        self.0.answering.fetch_sub(1, Ordering::AcqRel);
+        self.0.queued();
     }
 }
 
@@ -399,7 +403,7 @@ async fn serve_stream(
         }
     };
     let mut answer = pin!(answer);
-    let mut turn = None;
+    let mut turn = TurnWait::default();
     let resp = poll_fn(|cx| {
         if !turns.must_wait(&mut turn, Instant::now(), cx)
             && let Poll::Ready(resp) = answer.as_mut().poll(cx)
@@ -418,7 +422,9 @@ async fn serve_stream(
     let respond = reply.lock().take();
     if let (Some(resp), Some(respond)) = (resp, respond) {
         let upload = upload.map(|_| &*progress);
-        let answering = turns.answer();
+        // Its head, about to be queued; then its first data.
+        turns.queued();
+        let answering = Answering(turns.clone());
         send_response(
             respond,
             resp,
