@@ -1441,6 +1441,95 @@ def test_an_upload_answered_2xx_unread_over_http2_lets_curl_finish_sending(serve
         assert (r.returncode, r.stdout) == (92, "done\n201"), (r.returncode, r.stdout, r.stderr)
 
 
+STREAMING_APP = """
+import asyncio, os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/events":
+        # An event stream whose first event waits for the test's gate.
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for _ in range(400):
+            if os.path.exists(os.environ["GATE"]):
+                break
+            await asyncio.sleep(0.025)
+        await send({"type": "http.response.body", "body": b"data: 1\\n\\n"})
+    elif path == "/redirect":
+        await send({"type": "http.response.start", "status": 302, "headers": [(b"location", b"/"), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def test_http2_streams_beside_an_event_stream_and_a_trickled_upload_are_answered(serve, tmp_path):
+    """Answers on a connection whose event stream has sent its head and
+    waits for its first event; an answer to an upload of no declared
+    length that goes on (a client that ends its side once the answer has
+    ended, as gRPC's do) ends at once; a 302 to curl's 5 MB upload leaves
+    curl well (it stops sending on a 3xx, as on an error). Each was held in
+    this session's first versions of the turns and the held end."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    gate = tmp_path / "gate"
+    (tmp_path / "streaming.py").write_text(STREAMING_APP)
+    s = serve("--wsgi-file", str(tmp_path / "streaming.py"), "--interface", "asgi", "--callable", "app",
+              "--processes", "1", "--min-body-rate", "0", env={"GATE": str(gate)})
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+
+    def request(sid, path, method="GET", end=True):
+        c.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "x")],
+                       end_stream=end)
+        sock.sendall(c.data_to_send())
+
+    seen = []
+
+    def pump(until, seconds):
+        stop = time.monotonic() + seconds
+        while not until() and time.monotonic() < stop:
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            assert data, "the server closed the connection"
+            seen.extend(c.receive_data(data))
+            if out := c.data_to_send():
+                sock.sendall(out)
+
+    def ended(sid):
+        return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in seen)
+
+    try:
+        with sock:
+            request(1, "/events")
+            pump(lambda: any(isinstance(e, h2.events.ResponseReceived) for e in seen), 5)
+            request(3, "/api")
+            request(5, "/api")
+            pump(lambda: ended(3) and ended(5), 5)
+            assert ended(3) and ended(5) and not ended(1), seen
+            request(7, "/api", "POST", end=False)
+            for _ in range(25):  # 5 s at most
+                c.send_data(7, b"tick\n")
+                sock.sendall(c.data_to_send())
+                pump(lambda: ended(7), 0.2)
+                if ended(7):
+                    break
+            assert ended(7), seen
+    finally:
+        gate.touch()
+    (tmp_path / "five").write_bytes(bytes(5_000_000))
+    r = curl("--http2-prior-knowledge", "-H", "Expect:", "--data-binary", f"@{tmp_path / 'five'}", "-o", "/dev/null",
+             "-w", "%{http_code}", s.url + "/redirect")
+    assert r.stdout == "302", r.stdout
+
+
 def test_cookie_crumbs_count_as_the_one_cookie_http_1_1_would_send(serve):
     """A browser sends each cookie as a field of its own over HTTP/2 (RFC
     9113 §8.2.3). Under --buffer-size 8192, 150 cookies (6.4 KB joined)

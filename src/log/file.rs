@@ -129,8 +129,14 @@ pub fn reopen_saying_why_not() -> bool {
     if let Some(path) = PATH.get()
         && let Err(e) = crate::sys::open_append(path)
     {
+        let hint = match e {
+            nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
+                " (--logfile-chown gives the file to --uid's user)"
+            }
+            _ => "",
+        };
         crate::say!(
-            "oxgate: cannot reopen the log {}: {}; it goes on to the file it had (--logfile-chown gives the file to --uid's user)",
+            "oxgate: cannot reopen the log {}: {}; it goes on to the file it had{hint}",
             path.to_string_lossy(),
             std::io::Error::from(e)
         );

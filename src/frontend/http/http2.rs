@@ -238,12 +238,12 @@ impl Turns {
     }
 }
 
-/// Tells `Turns` once a response's first data is queued (or its sending
-/// ends without any).
+/// Tells `Turns` when a response's first data is queued (`data_queued`);
+/// nothing if none is (h2 then wakes no connection task to write it).
 struct Answering(Arc<Turns>);
 
-impl Drop for Answering {
-    fn drop(&mut self) {
+impl Answering {
+    fn data_queued(self) {
         self.0.queued();
     }
 }
@@ -270,8 +270,6 @@ where
         let (req, respond) = accepted?;
         // Counted until the stream's task ends, the upload read or not:
         // a window kept a little longer than needed costs nothing.
-        let upload = (!req.body().is_end_stream()).then(|| Upload::begin(&streams.uploads));
-        conn.set_target_window_size(connection_window(streams.uploads.load(Ordering::Relaxed)));
         // Counted here, not when its task first runs: the idle watchdog
         // must not find the connection quiet in between.
         ctx.begun.bump();
@@ -280,6 +278,10 @@ where
         // (and buffer the bodies of) far more requests than it serves.
         // The permit goes with the response body, until it is sent.
         let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
+        // (One refused is never read.)
+        let upload = (permit.is_ok() && !req.body().is_end_stream())
+            .then(|| Upload::begin(&streams.uploads));
+        conn.set_target_window_size(connection_window(streams.uploads.load(Ordering::Relaxed)));
         // Boxed before it is spawned: tokio moves a future through several
         // calls on its way into the task, and this one is large.
         tokio::spawn(Box::pin(serve_stream(
@@ -298,16 +300,21 @@ where
 /// The connection's window for `uploads` streams with an upload under
 /// way: one stream's window each and one to spare, so that those waiting
 /// for an app never hold back the one being read (h2 takes back what is
-/// over, as the streams release it).
+/// over, as the streams release it); `MAX_UPLOAD_WINDOWS` at most, which
+/// bounds what one connection makes the worker hold (without a bound, one
+/// client's 98 uploads held 240 MB of a worker).
 fn connection_window(uploads: usize) -> u32 {
     let windows = u32::try_from(uploads.saturating_add(1)).unwrap_or(u32::MAX);
     windows
+        .min(MAX_UPLOAD_WINDOWS)
         .saturating_mul(STREAM_WINDOW)
-        .clamp(CONNECTION_WINDOW, MAX_WINDOW)
+        .max(CONNECTION_WINDOW)
 }
 
-/// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
-const MAX_WINDOW: u32 = (1 << 31) - 1;
+/// The most stream windows a connection's window grows to: 16 MiB, past
+/// which 16 uploads waiting for an app on one connection would hold back
+/// the one it reads, as 4 did.
+const MAX_UPLOAD_WINDOWS: u32 = 16;
 
 /// A stream with an upload, counted in its connection's while it lives.
 struct Upload(Arc<AtomicUsize>);
@@ -384,7 +391,10 @@ async fn serve_stream(
             }
         }) as Box<dyn FnOnce() + Send>
     });
-    let progress = Arc::new(UploadProgress::default());
+    let progress = Arc::new(UploadProgress::new(
+        parts.headers.contains_key(header::CONTENT_LENGTH),
+        go_on.is_some(),
+    ));
     let answer = async {
         match permit {
             Some(permit) => {
@@ -531,10 +541,14 @@ async fn send_response(
     let bodiless =
         status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED;
     let end = is_head || bodiless || body.is_end_stream();
-    // Not for an error: a client stops sending on one, as curl 7.88 ends
-    // its upload short at once (held, the response then got h2's reset of
-    // the stream for a body short of its Content-Length).
-    let upload_open = status.as_u16() < 400 && upload.is_some_and(|u| u.end() == UploadEnd::Open);
+    // Not for a 3xx or an error: a client stops sending on one, as curl
+    // 7.88 ends its upload short at once (held, the response then got h2's
+    // reset of the stream for a body short of its Content-Length). Nor for
+    // an upload of no declared length (a stream that may go on as long as
+    // the response does, and end only once it has: gRPC's, a telemetry
+    // feed), nor for one whose client waits for a 100 never sent.
+    let upload = upload.filter(|u| status.is_success() && u.may_be_held());
+    let upload_open = upload.is_some();
     if upload_open {
         // The end is held for the upload, and the client must go on
         // reading the stream until it comes: curl 7.88 read nothing more
@@ -638,7 +652,9 @@ async fn send_body(
                 let last = data.is_empty();
                 let hold = end && last && held();
                 let sent = tx.send_data(part, end && last && !hold);
-                answering = None;
+                if let Some(answering) = answering.take() {
+                    answering.data_queued();
+                }
                 if sent.is_err() {
                     return Poll::Ready(Sent::All);
                 }
@@ -809,11 +825,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_connection_window_keeps_one_stream_window_beyond_its_uploads() {
+    fn the_connection_window_keeps_one_stream_window_beyond_its_uploads_up_to_16() {
         assert_eq!(connection_window(0), CONNECTION_WINDOW);
         assert_eq!(connection_window(3), CONNECTION_WINDOW);
         assert_eq!(connection_window(4), 5 * STREAM_WINDOW);
-        assert_eq!(connection_window(100), 101 * STREAM_WINDOW);
-        assert_eq!(connection_window(usize::MAX), MAX_WINDOW);
+        assert_eq!(connection_window(15), 16 * STREAM_WINDOW);
+        assert_eq!(connection_window(100), 16 * STREAM_WINDOW);
+        assert_eq!(connection_window(usize::MAX), 16 * STREAM_WINDOW);
     }
 }

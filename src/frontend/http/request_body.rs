@@ -77,6 +77,10 @@ pub(super) struct H2Body {
 /// end while the client is still sending (`http2.rs`).
 #[derive(Default)]
 pub(super) struct UploadProgress {
+    /// Its request said its length.
+    declared: bool,
+    /// Its request asked for a 100 (Continue) first.
+    awaits_continue: bool,
     taken: AtomicU64,
     end: AtomicU8,
     /// Woken when `end` is set.
@@ -96,6 +100,14 @@ pub(super) enum UploadEnd {
 }
 
 impl UploadProgress {
+    pub(super) fn new(declared: bool, awaits_continue: bool) -> UploadProgress {
+        UploadProgress {
+            declared,
+            awaits_continue,
+            ..UploadProgress::default()
+        }
+    }
+
     pub(super) fn end(&self) -> UploadEnd {
         match self.end.load(Ordering::Acquire) {
             0 => UploadEnd::Open,
@@ -107,6 +119,15 @@ impl UploadProgress {
     /// The bytes taken so far.
     pub(super) fn taken(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Whether a response's end may wait for the rest of this upload:
+    /// one still coming, of a declared length, from a client not waiting
+    /// for a 100 (Continue) to send it.
+    pub(super) fn may_be_held(&self) -> bool {
+        self.end() == UploadEnd::Open
+            && self.declared
+            && !(self.awaits_continue && self.taken() == 0)
     }
 
     /// Until the body ends (or may have: `end` says).
