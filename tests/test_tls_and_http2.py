@@ -1102,6 +1102,26 @@ def h2c_connection(port, window=None):
     return c, conn
 
 
+def h2c_pump(c, conn, until, seconds, seen):
+    """Reads frames for `seconds` at most, until `until()`; their events
+    go to `seen`."""
+    stop = time.monotonic() + seconds
+    while not until() and time.monotonic() < stop:
+        c.settimeout(0.2)
+        try:
+            data = c.recv(65536)
+        except socket.timeout:
+            continue
+        assert data, "the server closed the connection"
+        seen.extend(conn.receive_data(data))
+        if out := conn.data_to_send():
+            c.sendall(out)
+
+
+def h2c_ended(seen, sid):
+    return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in seen)
+
+
 def h2c_events(c, conn, until, timeout=20):
     """Events until `until(event)` is true for one of them (then that one)."""
     deadline = time.monotonic() + timeout
@@ -1122,9 +1142,6 @@ def test_a_slow_reader_with_a_large_window_gets_the_whole_response_over_http2(se
     written. The connection looked idle after two --socket-timeouts and was
     closed, the kernel reset it (the client's window updates unread), and
     the rest was lost; as it goes out, it is not idle."""
-    import h2.config
-    import h2.connection
-    import h2.events
     size = 700_000
     (tmp_path / "big.py").write_text(
         "def application(environ, start_response):\n"
@@ -1168,9 +1185,6 @@ def test_one_app_thread_answers_each_http2_stream_as_it_is_done(serve, tmp_path)
     written only once the last app returned (never, here, until the client
     gave up waiting); as Gunicorn's one thread, each now goes out once the
     next app has to wait for it."""
-    import h2.config
-    import h2.connection
-    import h2.events
     gate = tmp_path / "gate"
     (tmp_path / "turns.py").write_text(
         "import os, time\n"
@@ -1185,34 +1199,22 @@ def test_one_app_thread_answers_each_http2_stream_as_it_is_done(serve, tmp_path)
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [environ['PATH_INFO'].encode()]\n")
     s = serve("--wsgi-file", str(tmp_path / "turns.py"), "--processes", "1", "--threads", "1")
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
+    sock, c = h2c_connection(s.port)
     for sid, path in [(1, "/a"), (3, "/b"), (5, "/c"), (7, "/gate")]:
         c.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")],
                        end_stream=True)
     sock.sendall(c.data_to_send())
-    ended, started = set(), time.monotonic()
+    seen = []
     try:
         with sock:
-            while time.monotonic() - started < 8 and ended != {1, 3, 5, 7}:
-                if ended >= {1, 3, 5}:
-                    gate.touch()  # the quick ones are all in: let the last go
-                sock.settimeout(0.5)
-                try:
-                    data = sock.recv(65536)
-                except socket.timeout:
-                    continue
-                assert data, "the server closed the connection"
-                for e in c.receive_data(data):
-                    if isinstance(e, h2.events.StreamEnded):
-                        assert e.stream_id != 7 or gate.exists(), "the quick answers came after the slow one"
-                        ended.add(e.stream_id)
-                if out := c.data_to_send():
-                    sock.sendall(out)
+            quick = lambda: all(h2c_ended(seen, sid) for sid in (1, 3, 5))  # noqa: E731
+            h2c_pump(sock, c, lambda: quick() or h2c_ended(seen, 7), 8, seen)
+            assert quick() and not h2c_ended(seen, 7), "the quick answers came only after the slow one"
+            gate.touch()
+            h2c_pump(sock, c, lambda: h2c_ended(seen, 7), 8, seen)
     finally:
         gate.touch()
-    assert ended == {1, 3, 5, 7}, ended
+    assert h2c_ended(seen, 7)
 
 
 def test_http2_responses_without_a_body_end_with_their_head(serve):
@@ -1359,16 +1361,23 @@ def test_expect_100_continue_over_http2_waits_for_an_asgi_apps_first_read(serve,
     assert dict(first.headers)[b":status"] == first_status, first.headers
 
 
-REFUSING_APPS = """
+def unread_apps(status, reason, body):
+    """An ASGI `app` and a WSGI `application` that answer without reading
+    the request's body."""
+    return f"""
 async def app(scope, receive, send):
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"4")]})
-        await send({"type": "http.response.body", "body": b"big\\n"})
+        await send({{"type": "http.response.start", "status": {status},
+                    "headers": [(b"content-length", b"{len(body)}")]}})
+        await send({{"type": "http.response.body", "body": {body!r}}})
 
 def application(environ, start_response):
-    start_response("413 Content Too Large", [("Content-Length", "4")])
-    return [b"big\\n"]
+    start_response("{status} {reason}", [("Content-Length", "{len(body)}")])
+    return [{body!r}]
 """
+
+
+REFUSING_APPS = unread_apps(413, "Content Too Large", b"big\n")
 
 
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
@@ -1405,16 +1414,7 @@ def test_a_body_over_limit_post_over_http2_gives_curl_the_413(serve, certs, tmp_
             assert r.stdout == "413\t2", (flag, expect, r.stdout)
 
 
-ACCEPTING_UNREAD_APPS = """
-async def app(scope, receive, send):
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"5")]})
-        await send({"type": "http.response.body", "body": b"done\\n"})
-
-def application(environ, start_response):
-    start_response("201 Created", [("Content-Length", "5")])
-    return [b"done\\n"]
-"""
+ACCEPTING_UNREAD_APPS = unread_apps(201, "Created", b"done\n")
 
 
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
@@ -1472,16 +1472,11 @@ def test_http2_streams_beside_an_event_stream_and_a_trickled_upload_are_answered
     ended, as gRPC's do) ends at once; a 302 to curl's 5 MB upload leaves
     curl well (it stops sending on a 3xx, as on an error). Each was held in
     this session's first versions of the turns and the held end."""
-    import h2.config
-    import h2.connection
-    import h2.events
     gate = tmp_path / "gate"
     (tmp_path / "streaming.py").write_text(STREAMING_APP)
     s = serve("--wsgi-file", str(tmp_path / "streaming.py"), "--interface", "asgi", "--callable", "app",
               "--processes", "1", "--min-body-rate", "0", env={"GATE": str(gate)})
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
+    sock, c = h2c_connection(s.port)
 
     def request(sid, path, method="GET", end=True):
         c.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "x")],
@@ -1491,20 +1486,10 @@ def test_http2_streams_beside_an_event_stream_and_a_trickled_upload_are_answered
     seen = []
 
     def pump(until, seconds):
-        stop = time.monotonic() + seconds
-        while not until() and time.monotonic() < stop:
-            sock.settimeout(0.2)
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                continue
-            assert data, "the server closed the connection"
-            seen.extend(c.receive_data(data))
-            if out := c.data_to_send():
-                sock.sendall(out)
+        h2c_pump(sock, c, until, seconds, seen)
 
     def ended(sid):
-        return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in seen)
+        return h2c_ended(seen, sid)
 
     try:
         with sock:
