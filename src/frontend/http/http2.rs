@@ -151,7 +151,7 @@ struct Turns {
 }
 
 /// How long apps may hold the loop before the next waits its turn.
-const BATCH_MICROS: u64 = 1000;
+const BATCH_MICROS: u64 = 2000;
 
 impl Default for Turns {
     fn default() -> Turns {
