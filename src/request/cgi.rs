@@ -844,67 +844,67 @@ mod tests {
 
     #[test]
     fn a_path_info_of_the_sites_own_beside_a_whole_path_script_name_is_not_joined_to_it() {
-        // git-http-backend's nginx site: fastcgi_params, then PATH_INFO $1.
-        let norm = normalise(
-            pairs(&[
-                ("SCRIPT_NAME", "/git/repo.git/info/refs"),
-                ("DOCUMENT_URI", "/git/repo.git/info/refs"),
-                (
-                    "REQUEST_URI",
-                    "/git/repo.git/info/refs?service=git-upload-pack",
-                ),
-                ("PATH_INFO", "/repo.git/info/refs"),
-            ]),
-            &info(),
-            false,
-        );
-        assert_eq!(
-            value(&norm.vars, "PATH_INFO").as_deref(),
-            Some("/repo.git/info/refs")
-        );
-        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/git"));
-        // cgit's: PATH_INFO $uri, the whole path.
-        let norm = normalise(
-            pairs(&[
-                ("SCRIPT_NAME", "/repo/log/"),
-                ("DOCUMENT_URI", "/repo/log/"),
-                ("PATH_INFO", "/repo/log/"),
-            ]),
-            &info(),
-            false,
-        );
-        assert_eq!(
-            value(&norm.vars, "PATH_INFO").as_deref(),
-            Some("/repo/log/")
-        );
-        assert_eq!(value(&norm.vars, "SCRIPT_NAME"), None);
-        // A PATH_INFO that is not the path's end is left as sent.
-        let norm = normalise(
-            pairs(&[
-                ("SCRIPT_NAME", "/a/b"),
-                ("DOCUMENT_URI", "/a/b"),
-                ("PATH_INFO", "/x"),
-            ]),
-            &info(),
-            false,
-        );
-        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/x"));
-        assert_eq!(value(&norm.vars, "SCRIPT_NAME").as_deref(), Some("/a/b"));
-        // A split nginx made itself (fastcgi_split_path_info) stays.
-        let norm = normalise(
-            pairs(&[
-                ("SCRIPT_NAME", "/index.php"),
-                ("DOCUMENT_URI", "/index.php/a/b"),
-                ("PATH_INFO", "/a/b"),
-            ]),
-            &info(),
-            false,
-        );
-        assert_eq!(value(&norm.vars, "PATH_INFO").as_deref(), Some("/a/b"));
-        assert_eq!(
-            value(&norm.vars, "SCRIPT_NAME").as_deref(),
-            Some("/index.php")
-        );
+        // What the web server sent; PATH_INFO and SCRIPT_NAME after.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
+            // git-http-backend's nginx site: fastcgi_params, then PATH_INFO $1.
+            (
+                &[
+                    ("SCRIPT_NAME", "/git/repo.git/info/refs"),
+                    ("DOCUMENT_URI", "/git/repo.git/info/refs"),
+                    (
+                        "REQUEST_URI",
+                        "/git/repo.git/info/refs?service=git-upload-pack",
+                    ),
+                    ("PATH_INFO", "/repo.git/info/refs"),
+                ],
+                "/repo.git/info/refs",
+                Some("/git"),
+            ),
+            // cgit's: PATH_INFO $uri, the whole path.
+            (
+                &[
+                    ("SCRIPT_NAME", "/repo/log/"),
+                    ("DOCUMENT_URI", "/repo/log/"),
+                    ("PATH_INFO", "/repo/log/"),
+                ],
+                "/repo/log/",
+                None,
+            ),
+            // A PATH_INFO that is not the path's end is left as sent.
+            (
+                &[
+                    ("SCRIPT_NAME", "/a/b"),
+                    ("DOCUMENT_URI", "/a/b"),
+                    ("PATH_INFO", "/x"),
+                ],
+                "/x",
+                Some("/a/b"),
+            ),
+            // A split nginx made itself (fastcgi_split_path_info) stays.
+            (
+                &[
+                    ("SCRIPT_NAME", "/index.php"),
+                    ("DOCUMENT_URI", "/index.php/a/b"),
+                    ("PATH_INFO", "/a/b"),
+                ],
+                "/a/b",
+                Some("/index.php"),
+            ),
+        ];
+        for (sent, path_info, script_name) in cases {
+            let norm = normalise(pairs(sent), &info(), false);
+            assert_eq!(
+                value(&norm.vars, "PATH_INFO").as_deref(),
+                Some(*path_info),
+                "{sent:?}"
+            );
+            assert_eq!(
+                value(&norm.vars, "SCRIPT_NAME").as_deref(),
+                *script_name,
+                "{sent:?}"
+            );
+        }
     }
 
     #[test]

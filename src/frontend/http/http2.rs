@@ -45,9 +45,9 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 /// request waiting for an app thread) holds its own window of the
 /// connection's, and with a fixed connection window four such uploads
 /// held all of it, so the one upload an app was reading got no more data,
-/// and stalled until the body-rate guard failed it. What one connection
-/// makes the worker hold stays bounded by its streams' windows, and
-/// across connections by `--http2-max-pending`.
+/// and stalled until the body-rate guard failed it. It grows to
+/// `MAX_UPLOAD_WINDOWS` at most, which bounds what one connection makes
+/// the worker hold.
 const CONNECTION_WINDOW: u32 = 4 * STREAM_WINDOW;
 const MAX_FRAME: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
@@ -238,16 +238,6 @@ impl Turns {
     }
 }
 
-/// Tells `Turns` when a response's first data is queued (`data_queued`);
-/// nothing if none is (h2 then wakes no connection task to write it).
-struct Answering(Arc<Turns>);
-
-impl Answering {
-    fn data_queued(self) {
-        self.0.queued();
-    }
-}
-
 /// Takes the client's streams, each served on a task of its own, until
 /// the connection ends. Driving the connection (its reads and writes for
 /// every stream) is part of taking them.
@@ -268,8 +258,6 @@ where
     .await
     {
         let (req, respond) = accepted?;
-        // Counted until the stream's task ends, the upload read or not:
-        // a window kept a little longer than needed costs nothing.
         // Counted here, not when its task first runs: the idle watchdog
         // must not find the connection quiet in between.
         ctx.begun.bump();
@@ -278,7 +266,9 @@ where
         // (and buffer the bodies of) far more requests than it serves.
         // The permit goes with the response body, until it is sent.
         let permit = ctx.settings.http2_pending.clone().try_acquire_owned();
-        // (One refused is never read.)
+        // Counted until the stream's task ends, the upload read or not
+        // (a window kept a little longer than needed costs nothing); one
+        // refused is never read.
         let upload = (permit.is_ok() && !req.body().is_end_stream())
             .then(|| Upload::begin(&streams.uploads));
         conn.set_target_window_size(connection_window(streams.uploads.load(Ordering::Relaxed)));
@@ -432,16 +422,15 @@ async fn serve_stream(
     let respond = reply.lock().take();
     if let (Some(resp), Some(respond)) = (resp, respond) {
         let upload = upload.map(|_| &*progress);
-        // Its head, about to be queued; then its first data.
+        // Its head, about to be queued (then its first data, in send_body).
         turns.queued();
-        let answering = Answering(turns.clone());
         send_response(
             respond,
             resp,
             is_head,
             Stall { stall, starved },
             upload,
-            answering,
+            &turns,
         )
         .await;
     }
@@ -530,7 +519,7 @@ async fn send_response(
     is_head: bool,
     stall: Stall,
     upload: Option<&UploadProgress>,
-    answering: Answering,
+    turns: &Turns,
 ) {
     let (mut head, body) = resp.into_parts();
     strip_connection_fields(&mut head.headers);
@@ -548,8 +537,7 @@ async fn send_response(
     // the response does, and end only once it has: gRPC's, a telemetry
     // feed), nor for one whose client waits for a 100 never sent.
     let upload = upload.filter(|u| status.is_success() && u.may_be_held());
-    let upload_open = upload.is_some();
-    if upload_open {
+    if upload.is_some() {
         // The end is held for the upload, and the client must go on
         // reading the stream until it comes: curl 7.88 read nothing more
         // once it had a Content-Length's worth (`finish_after_upload`).
@@ -562,15 +550,14 @@ async fn send_response(
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    let hold = end && upload_open;
+    let hold = end && upload.is_some();
     let (mut tx, sent) =
         match respond.send_response(http::Response::from_parts(head, ()), end && !hold) {
             Ok(mut tx) if !end => {
-                let sent = send_body(body, &mut tx, stall, upload, answering).await;
+                let sent = send_body(body, &mut tx, stall, upload, turns).await;
                 (tx, sent)
             }
             Ok(tx) => {
-                drop(answering);
                 drop(body);
                 (tx, if hold { Sent::Held(None) } else { Sent::All })
             }
@@ -600,10 +587,11 @@ async fn send_body(
     tx: &mut SendStream<Bytes>,
     stall: Stall,
     upload: Option<&UploadProgress>,
-    answering: Answering,
+    turns: &Turns,
 ) -> Sent {
-    // Let go once the first of the body is queued, or it ends.
-    let mut answering = Some(answering);
+    // `Turns` is told of the first data queued (none queued, h2 wakes no
+    // connection task to write it, so nothing is told).
+    let mut first_data = true;
     // The end is held while the upload is still coming.
     let held = || upload.is_some_and(|u| u.end() == UploadEnd::Open);
     let mut body = pin!(body);
@@ -652,8 +640,8 @@ async fn send_body(
                 let last = data.is_empty();
                 let hold = end && last && held();
                 let sent = tx.send_data(part, end && last && !hold);
-                if let Some(answering) = answering.take() {
-                    answering.data_queued();
+                if std::mem::take(&mut first_data) {
+                    turns.queued();
                 }
                 if sent.is_err() {
                     return Poll::Ready(Sent::All);

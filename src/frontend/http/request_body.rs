@@ -213,9 +213,7 @@ impl H2Body {
         self.progress.ends(UploadEnd::Whole);
         Poll::Ready(last)
     }
-}
 
-impl H2Body {
     /// Reads what the client still sends of a body refused unread (a 413
     /// for its declared length), and drops it, up to what the app's hosts
     /// read on of a body their app left (`UNREAD_BODY_DRAIN`). Dropped at
