@@ -465,6 +465,32 @@ def test_a_log_that_cannot_be_reopened_says_so(serve, tmp_path):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_a_request_log_that_cannot_be_reopened_says_so(serve, tmp_path):
+    """The same for --req-logger's file and a `file:` logger's: a failed
+    reopen is said in the main log. They were silent, and the request
+    lines went on to the rotated file."""
+    import pathlib
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="oxgate-logs-"))
+    os.chmod(d, 0o755)
+    (d / "static").mkdir()
+    log, acc, other = d / "app.log", d / "acc.log", d / "other.log"
+    s = serve("--static-map", f"/s={d / 'static'}", "--uid", "nobody", "--gid", "nogroup", "--logto", str(log),
+              "--logfile-chown", "--req-logger", f"file:{acc}", "--logger", f"file:{other}", "--processes", "1")
+    try:
+        acc.rename(d / "acc.log.1")
+        other.rename(d / "other.log.1")
+        os.kill(s.proc.pid, signal.SIGUSR1)
+        def logged():  # oxgate's own lines go to the `file:` logger, still on other.log.1
+            return "".join(f.read_text() for f in d.glob("*.log*"))
+        for path in (acc, other):
+            wait_for(lambda: f"cannot reopen the log {path}: Permission denied" in logged(),
+                     what=f"the failed reopen of {path} said")
+    finally:
+        s.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_log_prefix_starts_oxgates_own_lines_as_uwsgis(serve, tmp_path):
     """--log-prefix=TEXT: "TEXT - " before each of oxgate's own lines, as
     uWSGI writes it; the request lines are left as they are. (It was an

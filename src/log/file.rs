@@ -126,20 +126,21 @@ pub fn reopen() -> bool {
 /// which the next rotation compressed and deleted.
 pub fn reopen_saying_why_not() -> bool {
     let reopened = reopen();
-    if let Some(path) = PATH.get()
-        && let Err(e) = crate::sys::open_append(path)
-    {
-        let hint = match e {
-            nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
-                " (--logfile-chown gives the file to --uid's user)"
-            }
-            _ => "",
-        };
-        crate::say!(
-            "oxgate: cannot reopen the log {}: {}; it goes on to the file it had{hint}",
-            path.to_string_lossy(),
-            std::io::Error::from(e)
-        );
+    let own = [PATH.get(), REQUEST_PATH.get()].into_iter().flatten();
+    for path in own.map(|c| c.as_c_str()).chain(super::route::file_paths()) {
+        if let Err(e) = crate::sys::open_append(path) {
+            let hint = match e {
+                nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
+                    " (--logfile-chown gives the file to --uid's user)"
+                }
+                _ => "",
+            };
+            crate::say!(
+                "oxgate: cannot reopen the log {}: {}; it goes on to the file it had{hint}",
+                path.to_string_lossy(),
+                std::io::Error::from(e)
+            );
+        }
     }
     reopened
 }

@@ -799,6 +799,18 @@ fn severity_of(line: &[u8]) -> u8 {
     }
 }
 
+/// Every `file:` logger's path, to say which could not be reopened.
+pub fn file_paths() -> impl Iterator<Item = &'static std::ffi::CStr> {
+    let sinks = INSTALLED
+        .get()
+        .into_iter()
+        .flat_map(|i| i.main.iter().chain(&i.requests));
+    sinks.filter_map(|s| match &s.out {
+        Out::File { path, .. } => Some(path.as_c_str()),
+        _ => None,
+    })
+}
+
 /// Reopens every `file:` logger's path behind its descriptor. Only
 /// async-signal-safe calls: it runs in the log's reopen signal handler.
 pub fn reopen() -> bool {
