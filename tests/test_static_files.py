@@ -761,6 +761,35 @@ def test_a_static_directory_the_user_may_not_reach_is_named_as_such(serve):
         shutil.rmtree(base)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as nobody")
+def test_a_403_for_a_file_that_is_there_says_why_in_the_log(serve):
+    """A link out of the root and a file --uid's user may not read: each
+    403 says why, with the path, as nginx logs the open() it refused and
+    uWSGI a link out of the root. A bare 403 left whoever deployed the
+    files guessing."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="oxgate-403-")
+    try:
+        root = os.path.join(base, "root")
+        os.makedirs(root)
+        for name, mode in [("secret.txt", 0o644), (os.path.join("root", "private.txt"), 0o600),
+                           (os.path.join("root", "public.txt"), 0o644)]:
+            with open(os.path.join(base, name), "w") as f:
+                f.write("x\n")
+            os.chmod(os.path.join(base, name), mode)
+        os.symlink(os.path.join(base, "secret.txt"), os.path.join(root, "link-out.txt"))
+        os.chmod(base, 0o755)
+        s = serve("--static-map", f"/p={root}", "--uid", "nobody", "--gid", "nogroup")
+        assert get(s.url, "/p/public.txt").status_code == 200
+        assert get(s.url, "/p/link-out.txt").status_code == 403
+        assert get(s.url, "/p/private.txt").status_code == 403
+        s.wait_log(f"{root}/link-out.txt: a link out of the directory it is served from; answered 403")
+        s.wait_log(f"{root}/private.txt: cannot be opened: Permission denied; answered 403")
+        assert "public.txt: " not in s.log()
+    finally:
+        shutil.rmtree(base)
+
+
 @pytest.mark.parametrize("program", ["oxgate", "uwsgi"])
 def test_with_manage_script_name_the_maps_see_the_path_under_the_mount_as_uwsgi(serve, tree, program):
     """uWSGI strips the mount point for --manage-script-name before its
@@ -1296,6 +1325,9 @@ def test_a_link_to_a_fifo_outside_the_root_is_refused_without_opening_it(serve, 
     try:
         s = serve("--static-map", f"/static={tree}", "--wsgi-file", ECHO)
         assert get(s.url, "/static/pipelink").status_code == 403
+        # Said, as nginx logs the open() it refused; a bare 403 left
+        # whoever deployed the files guessing.
+        wait_for(lambda: f"{tree.resolve()}/pipelink: not a regular file; answered 403" in s.log(), what="why")
         time.sleep(0.5)
         assert writer.poll() is None, "the writer was let through, so the FIFO was opened"
     finally:

@@ -30,10 +30,40 @@ pub enum Refused {
     /// Nothing there.
     Missing,
     /// There, but not to be opened: a link out of the root, no permission.
-    Forbidden,
+    Forbidden(Denied),
     /// Not opened for want of resources (descriptors, memory): the
     /// server's trouble, not the path's; a 503 rather than a 403.
     Unavailable,
+}
+
+/// Why a path that is there is not served: said in the log with its 403,
+/// as nginx logs the open() that failed and uWSGI a link out of the root;
+/// a 403 alone leaves whoever deployed the files guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// A link to a place outside the root (and any allowed directory).
+    OutOfRoot,
+    /// Neither a file nor a directory: a FIFO, a socket, a device.
+    NotAFile,
+    /// The kernel refused to open it (no permission, a loop of links).
+    Open(Errno),
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::OutOfRoot => f.write_str("a link out of the directory it is served from"),
+            Denied::NotAFile => f.write_str("not a regular file"),
+            Denied::Open(e) => write!(f, "cannot be opened: {}", e.desc()),
+        }
+    }
+}
+
+impl Denied {
+    /// Says why `path` was answered 403.
+    pub fn log(self, path: &Path) {
+        crate::say!("oxgate: {}: {self}; answered 403 Forbidden", path.display());
+    }
 }
 
 /// A directory, held open.
@@ -152,7 +182,7 @@ impl RootDir {
             match nix::fcntl::openat2(root, rel, how) {
                 Ok(fd) => {
                     let file = File::from(fd);
-                    let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
+                    let meta = file.metadata().map_err(denied)?;
                     return Ok((file, meta));
                 }
                 // Leaves the root, or goes through an absolute link (which
@@ -172,7 +202,7 @@ impl RootDir {
                         .map(File::from)
                         .ok()
                         .and_then(|f| f.metadata().ok().filter(|m| m.is_dir()).map(|m| (f, m)));
-                    return dir.ok_or(Refused::Forbidden);
+                    return dir.ok_or(Refused::Forbidden(Denied::Open(Errno::EACCES)));
                 }
                 Err(e) => return Err(refusal(e as i32)),
             }
@@ -260,8 +290,13 @@ fn refusal(errno: i32) -> Refused {
             log_unavailable(errno);
             Refused::Unavailable
         }
-        _ => Refused::Forbidden,
+        e => Refused::Forbidden(Denied::Open(Errno::from_raw(e))),
     }
+}
+
+/// A failed fstat of an open file (which should not fail).
+fn denied(e: std::io::Error) -> Refused {
+    Refused::Forbidden(Denied::Open(Errno::from_raw(e.raw_os_error().unwrap_or(0))))
 }
 
 /// Says, at most once a minute, that files could not be opened for want
@@ -293,9 +328,12 @@ fn open_by_name(path: &Path, allowed: &[PathBuf]) -> Result<(File, Metadata), Re
         .custom_flags(libc::O_PATH)
         .open(path)
         .map_err(not_opened)?;
-    let meta = place.metadata().map_err(|_| Refused::Forbidden)?;
-    if !(meta.is_file() || meta.is_dir()) || !really_under(&place, allowed) {
-        return Err(Refused::Forbidden);
+    let meta = place.metadata().map_err(denied)?;
+    if !(meta.is_file() || meta.is_dir()) {
+        return Err(Refused::Forbidden(Denied::NotAFile));
+    }
+    if !really_under(&place, allowed) {
+        return Err(Refused::Forbidden(Denied::OutOfRoot));
     }
     // The same file, through the descriptor: a rename meanwhile does not
     // swap another in.
@@ -304,6 +342,6 @@ fn open_by_name(path: &Path, allowed: &[PathBuf]) -> Result<(File, Metadata), Re
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(format!("/proc/self/fd/{}", place.as_raw_fd()))
         .map_err(not_opened)?;
-    let meta = file.metadata().map_err(|_| Refused::Forbidden)?;
+    let meta = file.metadata().map_err(denied)?;
     Ok((file, meta))
 }

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::root_dir::{Refused, RootDir};
+use nix::errno::Errno;
+
+use super::root_dir::{Denied, Refused, RootDir};
 
 /// What a path under a script directory names.
 #[derive(Debug)]
@@ -22,8 +24,8 @@ pub enum Located {
     /// A directory with an index script, asked for without its slash.
     AddSlash,
     /// There, but not a script to run: a device, a link out of the
-    /// directory, no permission.
-    Forbidden,
+    /// directory, no permission; where it is, and why.
+    Forbidden(PathBuf, Denied),
     /// A directory without an index script: nothing to run, and nothing
     /// that forbids an app behind from answering.
     NoIndex,
@@ -83,7 +85,10 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
             Ok((_, meta)) if meta.is_dir() => continue,
             Ok((file, meta)) if meta.is_file() => {
                 let Some(file_name) = root.script_name(&target, &file, &meta) else {
-                    return Located::Forbidden;
+                    return Located::Forbidden(
+                        root.dir().join(&target),
+                        Denied::Open(Errno::ENOENT),
+                    );
                 };
                 let script_end = end.min(rel.len());
                 return Located::Script(Box::new(Script {
@@ -93,7 +98,10 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
                     path_info: clean_path_info(&rel[script_end..]),
                 }));
             }
-            Ok(_) | Err(Refused::Forbidden) => return Located::Forbidden,
+            Ok(_) => return Located::Forbidden(root.dir().join(&target), Denied::NotAFile),
+            Err(Refused::Forbidden(why)) => {
+                return Located::Forbidden(root.dir().join(&target), why);
+            }
             Err(Refused::Missing) => return Located::Missing,
             Err(Refused::Unavailable) => return Located::Unavailable,
         }
@@ -108,7 +116,7 @@ pub fn locate(root: &RootDir, rel: &[u8], index: &[String]) -> Located {
                 return Located::AddSlash;
             }
             let Some(file_name) = root.script_name(&index, &file, &meta) else {
-                return Located::Forbidden;
+                return Located::Forbidden(root.dir().join(&index), Denied::Open(Errno::ENOENT));
             };
             let mut url_path = walked;
             url_path.push(b'/');
@@ -302,7 +310,7 @@ mod tests {
         symlink(t.0.join("outside/evil.cgi"), t.0.join("root/new.cgi")).unwrap();
         assert!(matches!(
             found.locate(&root, b"/new.cgi", &[], start),
-            Located::Forbidden
+            Located::Forbidden(..)
         ));
     }
 
@@ -357,7 +365,7 @@ mod tests {
         assert!(matches!(t.locate("/sub"), Located::NoIndex));
         assert!(matches!(t.locate("/"), Located::NoIndex));
         assert!(matches!(t.locate("/sub/withindex"), Located::AddSlash));
-        assert!(matches!(t.locate("/link-out.cgi"), Located::Forbidden));
+        assert!(matches!(t.locate("/link-out.cgi"), Located::Forbidden(..)));
         for bad in [
             "/../outside/evil.cgi",
             "/sub/../../outside/evil.cgi",

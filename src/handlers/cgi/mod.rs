@@ -200,7 +200,10 @@ impl CgiScripts {
                 Target::Dir(dir) => match locate(dir, rest, &self.index) {
                     Located::Missing => continue,
                     Located::BadPath => return Lookup::Answer(bad_path()),
-                    Located::Forbidden => return Lookup::Answer(forbidden()),
+                    Located::Forbidden(path, why) => {
+                        why.log(&path);
+                        return Lookup::Answer(forbidden());
+                    }
                     // A directory of no script (the site's root, when the
                     // scripts are mounted at /) is the app's to answer, if
                     // there is one, as any path that is not a script is.
@@ -248,9 +251,11 @@ impl CgiScripts {
         let found = match locate(dir, rel, &self.index) {
             Located::Script(s) => *s,
             Located::Missing => return Some(Lookup::Answer(not_found())),
-            Located::AddSlash | Located::Forbidden | Located::NoIndex => {
+            Located::Forbidden(path, why) => {
+                why.log(&path);
                 return Some(Lookup::Answer(forbidden()));
             }
+            Located::AddSlash | Located::NoIndex => return Some(Lookup::Answer(forbidden())),
             Located::Unavailable => return Some(Lookup::Answer(crate::request::unavailable())),
             Located::BadPath => {
                 return Some(Lookup::Answer(Response::plain(

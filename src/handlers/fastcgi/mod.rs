@@ -460,9 +460,11 @@ impl FastcgiApps {
             Located::Missing => self.missing(root, rest, &script, now),
             // nginx's `try_files $uri $uri/` finds the directory, and its
             // index module nothing in it: 403.
-            Located::Forbidden | Located::NoIndex => {
+            Located::Forbidden(path, why) => {
+                why.log(&path);
                 Lookup::Answer(Response::plain(403, "Forbidden", "Forbidden\n"))
             }
+            Located::NoIndex => Lookup::Answer(Response::plain(403, "Forbidden", "Forbidden\n")),
             Located::Unavailable => Lookup::Answer(crate::request::unavailable()),
             Located::BadPath => {
                 Lookup::Answer(Response::plain(400, "Bad Request", "Bad Request\n"))

@@ -300,7 +300,10 @@ impl StaticFiles {
             // no file could have (`/api/a%5Cb`) is the app's, as in uWSGI.
             Resolved::BadPath if root.check => return Found::Nothing,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
-            Resolved::Forbidden => Response::plain(403, "Forbidden", "Forbidden\n"),
+            Resolved::Forbidden(path, why) => {
+                why.log(&path);
+                Response::plain(403, "Forbidden", "Forbidden\n")
+            }
             Resolved::Unavailable => crate::request::unavailable(),
             // Under a mount, nginx's answer. A --check-static directory is
             // the app's whole URL space: its directories (`/` first) are

@@ -8,8 +8,8 @@ use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::super::root_dir::Refused;
 pub use super::super::root_dir::RootDir;
+use super::super::root_dir::{Denied, Refused};
 
 /// What a path under a root names.
 #[derive(Debug)]
@@ -28,8 +28,8 @@ pub enum Resolved {
     /// asked for with its trailing slash.
     NoIndex { slash: bool },
     /// Exists but may not be served: a link out of the root, an
-    /// unreadable file, a device or socket.
-    Forbidden,
+    /// unreadable file, a device or socket; where it is, and why.
+    Forbidden(PathBuf, Denied),
     /// A path that cannot name a file under the root (`..`, NUL, `\`).
     BadPath,
     /// Not opened for want of descriptors or memory.
@@ -59,7 +59,7 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
     let (file, meta) = match root.open_rel(&target) {
         Ok(pair) => pair,
         Err(Refused::Missing) => return Resolved::Missing,
-        Err(Refused::Forbidden) => return Resolved::Forbidden,
+        Err(Refused::Forbidden(why)) => return Resolved::Forbidden(root.dir().join(target), why),
         Err(Refused::Unavailable) => return Resolved::Unavailable,
     };
     let (file, meta) = if meta.is_dir() {
@@ -83,7 +83,7 @@ pub fn open(root: &RootDir, rel: &[u8], index: &[String]) -> Resolved {
         (file, meta)
     };
     if !meta.is_file() {
-        return Resolved::Forbidden;
+        return Resolved::Forbidden(root.dir().join(target), Denied::NotAFile);
     }
     Resolved::File {
         file,
@@ -175,11 +175,17 @@ mod tests {
             Resolved::File { .. }
         ));
         assert!(matches!(t.open("/link-in", false), Resolved::File { .. }));
-        assert!(matches!(t.open("/link-out", false), Resolved::Forbidden));
+        assert!(matches!(
+            t.open("/link-out", false),
+            Resolved::Forbidden(..)
+        ));
         assert!(matches!(t.open("/link-out", true), Resolved::File { .. }));
         // The same answers when paths are opened by name (no openat2).
         assert!(matches!(t.open_by_name("/link-in"), Resolved::File { .. }));
-        assert!(matches!(t.open_by_name("/link-out"), Resolved::Forbidden));
+        assert!(matches!(
+            t.open_by_name("/link-out"),
+            Resolved::Forbidden(..)
+        ));
         assert!(matches!(
             t.open_by_name("/sub/withindex"),
             Resolved::AddSlash
