@@ -254,6 +254,10 @@ def test_redirects_local_and_client(serve, cgi_dir):
     assert r.status_code == 200
     assert (f["REQUEST_METHOD"], f["SCRIPT_NAME"], f["PATH_INFO"], f["QUERY_STRING"]) == (
         "GET", "/echo.sh", "/after", "redirected=1")
+    # Logged as the client asked it, with the final status, as Apache logs
+    # an internal redirect (it named the path redirected to, and GET).
+    s.wait_log("POST /local.cgi => generated")
+    assert "/echo.sh/after" not in s.log()
     # The cookies it set come with the page it redirected to, as Apache's
     # mod_cgi keeps them: "set the session, then show the page".
     script(cgi_dir / "login.cgi", "#!/bin/sh\nprintf 'Location: /echo.sh/home\\nSet-Cookie: session=abc\\n"
@@ -271,8 +275,14 @@ def test_redirects_local_and_client(serve, cgi_dir):
 def test_a_redirect_loop_ends(serve, cgi_dir):
     script(cgi_dir / "loop.cgi", "#!/bin/sh\nprintf 'Location: /loop.cgi\\n\\n'\n")
     s = cgi_server(serve, cgi_dir)
-    assert requests.get(f"{s.url}/loop.cgi", timeout=10).status_code == 500
+    assert requests.get(f"{s.url}/loop.cgi?first", timeout=10).status_code == 500
     assert "local redirects" in s.log()
+    s.wait_log("GET /loop.cgi?first => generated")
+    # To a script that may not run: the 403 is logged as asked too.
+    script(cgi_dir / "forbidden.cgi", "#!/bin/sh\nprintf 'Location: /link-out.cgi\\n\\n'\n")
+    assert requests.get(f"{s.url}/forbidden.cgi", timeout=10).status_code == 403
+    s.wait_log("GET /forbidden.cgi => generated")
+    assert "GET /link-out.cgi" not in s.log()
 
 
 def test_the_response_is_streamed(serve, cgi_dir, tmp_path):

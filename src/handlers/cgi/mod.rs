@@ -91,9 +91,10 @@ enum Lookup {
 /// What a run made of the request.
 enum Ran {
     Response(Response),
-    /// A local redirect: the request to serve instead, and the cookies the
-    /// redirecting script set.
-    Redirect(Request, Vec<(Bytes, Bytes)>),
+    /// A local redirect: the request to serve instead, the cookies the
+    /// redirecting script set, and the request as the client asked it,
+    /// for the log.
+    Redirect(Request, Vec<(Bytes, Bytes)>, Vec<(VarName, Bytes)>),
 }
 
 impl CgiScripts {
@@ -343,22 +344,32 @@ impl CgiScripts {
         cookies: &mut Vec<(Bytes, Bytes)>,
     ) -> Response {
         let since = Instant::now();
+        // After a local redirect, the request as the client asked it: the
+        // access line names it, with the final status, as Apache's does.
+        let mut asked = None;
         for _ in 0..=MAX_REDIRECTS {
             match lookup {
                 Lookup::App => return self.inner.clone().handle(req).await,
                 Lookup::Answer(resp) => {
+                    if let Some(vars) = asked {
+                        req.vars = vars;
+                    }
                     self.answered.response(&req, &resp, since);
                     return resp;
                 }
-                Lookup::Run(found) => match self.run(req, *found, since).await {
+                Lookup::Run(found) => match self.run(req, *found, since, asked.take()).await {
                     Ran::Response(resp) => return resp,
-                    Ran::Redirect(next, set) => {
+                    Ran::Redirect(next, set, vars) => {
                         req = next;
                         cookies.extend(set);
+                        asked = Some(vars);
                     }
                 },
             }
             lookup = self.lookup(&req);
+        }
+        if let Some(vars) = asked {
+            req.vars = vars;
         }
         crate::say!("oxgate: CGI: more than {MAX_REDIRECTS} local redirects; 500");
         let resp = Response::plain(
@@ -370,7 +381,15 @@ impl CgiScripts {
         resp
     }
 
-    async fn run(&self, mut req: Request, found: Found, since: Instant) -> Ran {
+    /// Runs the script `found`; `asked`, after a local redirect, is the
+    /// request as the client asked it, which the access line names.
+    async fn run(
+        &self,
+        mut req: Request,
+        found: Found,
+        since: Instant,
+        asked: Option<Vec<(VarName, Bytes)>>,
+    ) -> Ran {
         let name: Arc<str> = found.file.to_string_lossy().into();
         let body = std::mem::replace(&mut req.body, RequestBody::Empty);
         let declared = var(&req.vars, Var::CONTENT_LENGTH)
@@ -410,6 +429,13 @@ impl CgiScripts {
             nph,
             name: name.clone(),
         };
+        // From here the request's variables only name it in the log (or
+        // are carried by a redirect, which replaces every one naming the
+        // path). A redirected request has no body, so no answer above
+        // needed them.
+        if let Some(vars) = asked {
+            req.vars = vars;
+        }
         let (head, first, output) = match script::run(run, body).await {
             Ok(ran) => ran,
             Err(failure) => {
@@ -432,7 +458,8 @@ impl CgiScripts {
                     .filter(|(k, _)| k.eq_ignore_ascii_case(b"set-cookie"))
                     .cloned()
                     .collect();
-                return Ran::Redirect(redirected(req, location), cookies);
+                let (next, asked) = redirected(req, location);
+                return Ran::Redirect(next, cookies, asked);
             }
             Reply::LocalRedirect(_) => 302,
             _ => head.status,
@@ -491,8 +518,9 @@ fn script_env(env: &[(String, String)]) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// The request a local redirect asks for: GET of the new path, no body.
-fn redirected(req: Request, location: &[u8]) -> Request {
+/// The request a local redirect asks for: GET of the new path, no body;
+/// and the variables of the request redirected, for the log.
+fn redirected(req: Request, location: &[u8]) -> (Request, Vec<(VarName, Bytes)>) {
     let (path, query) = match location.iter().position(|&b| b == b'?') {
         Some(i) => (&location[..i], &location[i + 1..]),
         None => (location, &b""[..]),
@@ -500,7 +528,7 @@ fn redirected(req: Request, location: &[u8]) -> Request {
     let decoded: Vec<u8> = percent_encoding::percent_decode(path).collect();
     let mut vars: Vec<(VarName, Bytes)> = req
         .vars
-        .into_iter()
+        .iter()
         .filter(|(k, _)| {
             !matches!(
                 k.as_bytes(),
@@ -514,13 +542,14 @@ fn redirected(req: Request, location: &[u8]) -> Request {
                     | b"SCRIPT_FILENAME"
             )
         })
+        .cloned()
         .collect();
     let known = |v: Var, b: Bytes| (VarName::Known(v), b);
     vars.push(known(Var::REQUEST_METHOD, Bytes::from_static(b"GET")));
     vars.push(known(Var::PATH_INFO, Bytes::from(decoded)));
     vars.push(known(Var::QUERY_STRING, Bytes::copy_from_slice(query)));
     vars.push(known(Var::REQUEST_URI, Bytes::copy_from_slice(location)));
-    Request {
+    let next = Request {
         vars,
         body: RequestBody::Empty,
         is_head: req.is_head,
@@ -530,7 +559,8 @@ fn redirected(req: Request, location: &[u8]) -> Request {
         repeated_headers: req.repeated_headers,
         local_addr: req.local_addr,
         proxied_by: req.proxied_by,
-    }
+    };
+    (next, req.vars)
 }
 
 /// The answer for a script that gave no head, and the log line saying why.
