@@ -1441,6 +1441,32 @@ def test_an_upload_answered_2xx_unread_over_http2_lets_curl_finish_sending(serve
         assert (r.returncode, r.stdout) == (92, "done\n201"), (r.returncode, r.stdout, r.stderr)
 
 
+def test_a_head_answered_2xx_before_its_upload_is_in_keeps_its_content_length_over_http2(serve, tmp_path):
+    """A HEAD with an upload its (ASGI) app answers 201 unread: the end
+    waits for the upload, as a GET's does, but its Content-Length (the
+    GET's length: no body follows to be read short) is kept; it was
+    dropped."""
+    (tmp_path / "accepting.py").write_text(ACCEPTING_UNREAD_APPS)
+    s = serve("--wsgi-file", str(tmp_path / "accepting.py"), "--processes", "1", "--interface", "asgi",
+              "--callable", "app")
+    c, conn = h2c_connection(s.port)
+    try:
+        conn.send_headers(1, [(":method", "HEAD"), (":path", "/"), (":scheme", "http"),
+                              (":authority", "localhost"), ("content-length", "20000")])
+        conn.send_data(1, bytes(10000))
+        c.sendall(conn.data_to_send())
+        seen = []
+        h2c_pump(c, conn, lambda: any(isinstance(e, h2.events.ResponseReceived) for e in seen), 10, seen)
+        head = dict(next(e for e in seen if isinstance(e, h2.events.ResponseReceived)).headers)
+        assert (head[b":status"], head.get(b"content-length")) == (b"201", b"5"), head
+        conn.send_data(1, bytes(10000), end_stream=True)
+        c.sendall(conn.data_to_send())
+        h2c_pump(c, conn, lambda: h2c_ended(seen, 1), 10, seen)
+        assert h2c_ended(seen, 1)
+    finally:
+        c.close()
+
+
 STREAMING_APP = """
 import asyncio, os
 

@@ -541,7 +541,10 @@ async fn send_response(
         // The end is held for the upload, and the client must go on
         // reading the stream until it comes: curl 7.88 read nothing more
         // once it had a Content-Length's worth (`finish_after_upload`).
-        head.headers.remove(header::CONTENT_LENGTH);
+        // A HEAD's has no body to be read: it stays, the GET's length.
+        if !is_head {
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
     } else if !bodiless
         && !body.is_end_stream()
         && let Some(len) = body.size_hint().exact()
