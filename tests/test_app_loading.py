@@ -376,8 +376,8 @@ http {{ access_log off; uwsgi_temp_path {d}/tmp; {blocks}
             for name in ("site1", "site2"):
                 r = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": f"{name}.example"})
                 assert (r.status_code, r.text) == (200, f"{name} https"), r.text
-        # no UWSGI_SCRIPT and no default app: nothing to serve
-        assert requests.get(f"http://127.0.0.1:{port}/", headers={"Host": "other"}).status_code == 404
+        # no UWSGI_SCRIPT and no default app: nothing to serve, a 500 as uWSGI's
+        assert requests.get(f"http://127.0.0.1:{port}/", headers={"Host": "other"}).status_code == 500
     finally:
         nginx.terminate()
         nginx.wait(10)
@@ -443,6 +443,76 @@ def test_vhost_sites_in_one_worker_keep_their_own_directory_and_modules(serve, t
         assert ask(n) == f"h{n} lazy{n} s{n} data{n}", n
 
 
+def django_site(base, name, venv=None):
+    """A Django project `name` under base/dj_name (its wsgi.py sets its
+    settings with setdefault, as startproject's does); with `venv`, a
+    virtualenv's site-packages of its own, holding Django (linked from the
+    test venv's) and a `libx` module naming it."""
+    d = base / f"dj_{name}"
+    (d / name).mkdir(parents=True)
+    (d / name / "__init__.py").write_text("")
+    (d / name / "settings.py").write_text(f"SECRET_KEY = 'x'\nROOT_URLCONF = '{name}.urls'\nALLOWED_HOSTS = ['*']\n"
+                                          "USE_TZ = True\n")
+    (d / name / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\nfrom django.conf import settings\n"
+        "def page(request):\n"
+        "    try:\n        import libx\n        lib = libx.X\n    except ImportError:\n        lib = '-'\n"
+        f"    return HttpResponse('{name} ' + settings.SETTINGS_MODULE + ' ' + lib)\n"
+        "urlpatterns = [path('', page)]\n")
+    (d / name / "wsgi.py").write_text(
+        f"import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', '{name}.settings')\n"
+        "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n")
+    if venv:
+        lib = base / venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+        lib.mkdir(parents=True)
+        installed = VENV / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+        for package in ("django", "asgiref", "sqlparse"):
+            (lib / package).symlink_to(installed / package)
+        (lib / "libx.py").write_text(f"X = '{venv}'\n")
+    return d
+
+
+def ask_vhost(port, chdir, script, pyhome=None):
+    pairs = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1"), ("SERVER_NAME", "x"),
+             ("SERVER_PORT", "80"), ("HTTP_HOST", "x"), ("UWSGI_SCRIPT", script), ("UWSGI_CHDIR", str(chdir))]
+    if pyhome:
+        pairs.append(("UWSGI_PYHOME", str(pyhome)))
+    head, _, body = uwsgi_request(port, packet(pairs)).partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body.decode()
+
+
+def test_vhost_django_sites_sharing_one_django_are_not_mixed_up(serve, tmp_path):
+    """Two Django sites in one worker, one Django between them: Django
+    keeps one settings module per process, so the second found the first's
+    set up and served the first site's pages as its own. It is refused
+    now (a 500, and why), and the first site is served as before. uWSGI's
+    interpreter per site kept them apart (2.0.31 on Python 3.11 fails
+    both with a SystemError)."""
+    a, b = django_site(tmp_path, "siteA"), django_site(tmp_path, "siteB")
+    up = free_port()
+    s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1", "--pythonpath",
+              str(VENV / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"))
+    for _ in range(2):
+        assert ask_vhost(up, a, "siteA.wsgi") == ("HTTP/1.1 200 OK", "siteA siteA.settings -")
+        status, body = ask_vhost(up, b, "siteB.wsgi")
+        assert status.startswith("HTTP/1.1 500") and "siteA" not in body, (status, body)
+    s.wait_log("its Django settings 'siteB.settings' cannot be set up in a worker where another --vhost "
+               "site's Django runs with 'siteA.settings'")
+
+
+def test_vhost_sites_with_their_own_virtualenvs_each_get_theirs(serve, tmp_path):
+    """Each site's UWSGI_PYHOME is its own: its packages (here Django and
+    a `libx`) are its own, as under uWSGI's interpreter per site. The
+    first site's virtualenv served every site (its `libx`, its Django set
+    up with the first's settings)."""
+    a, b = django_site(tmp_path, "siteA", "envA"), django_site(tmp_path, "siteB", "envB")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+    for _ in range(2):
+        assert ask_vhost(up, a, "siteA.wsgi", tmp_path / "envA") == ("HTTP/1.1 200 OK", "siteA siteA.settings envA")
+        assert ask_vhost(up, b, "siteB.wsgi", tmp_path / "envB") == ("HTTP/1.1 200 OK", "siteB siteB.settings envB")
+
+
 def test_vhost_load_error_is_a_500(serve, tmp_path):
     up = free_port()
     s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
@@ -450,6 +520,12 @@ def test_vhost_load_error_is_a_500(serve, tmp_path):
                                     ("UWSGI_SCRIPT", "no_such_module_here")]))
     assert out.startswith(b"HTTP/1.1 500")
     s.wait_log("cannot load the app for UWSGI_SCRIPT=\"no_such_module_here\"")
+    # Naming no app at all (a server block missing its uwsgi_param lines)
+    # is a 500 too, as uWSGI's "no python application found"; it was a
+    # 404, which a monitor of 5xx answers did not see.
+    out = uwsgi_request(up, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1")]))
+    assert out.startswith(b"HTTP/1.1 500"), out[:100]
+    s.wait_log("--vhost: the request names no app")
 
 
 @pytest.mark.parametrize("how", ["pythonpath", "app-dir", "gunicorn"])

@@ -300,12 +300,23 @@ def module_files():
 
 
 # --vhost sites share one interpreter, where uWSGI gives each its own:
-# what keeps them apart is each site's directory (UWSGI_CHDIR). A request
-# runs in its site's directory, first on sys.path, with its site's own
-# modules (those imported from its directory) in sys.modules: one site's
-# `helpers` is not another's, imported at load or lazily in a view.
+# what keeps them apart is each site's directory (UWSGI_CHDIR) and its
+# virtualenv (UWSGI_PYHOME). A request runs in its site's directory, first
+# on sys.path, with its site's own modules (those imported from its
+# directory or its virtualenv, at load or lazily in a view) in
+# sys.modules: one site's `helpers` is not another's, nor is one site's
+# virtualenv's Django another's.
 _VHOST_MODULES = {}
+# Per site: the modules of the same names its own ones took the place of
+# (a package in the base install, which another site imports), put back
+# when it is left.
+_VHOST_DISPLACED = {}
+# Per site (by directory): its virtualenv's site-packages, if any.
+_VHOST_LIBS = {}
 _VHOST_ACTIVE = [None]
+# DJANGO_SETTINGS_MODULE as the environment gave it, before any site's
+# load set it.
+_VHOST_ENVIRON = []
 
 
 def _modules_under(directory):
@@ -314,27 +325,63 @@ def _modules_under(directory):
             if isinstance(getattr(m, "__file__", None), str) and m.__file__.startswith(prefix)}
 
 
+def _site_dirs(directory):
+    """A site's own directories: its UWSGI_CHDIR, and its virtualenv's
+    site-packages (which sites naming the same UWSGI_PYHOME share)."""
+    lib = _VHOST_LIBS.get(directory)
+    return [directory, lib] if lib else [directory]
+
+
 def enter_vhost(directory):
     """Makes the site in `directory` the one requests run in. Switching
-    sites sets aside the modules of the one before; staying costs a
-    getcwd()."""
+    sites sets aside the modules of the directories the one before had
+    and this one has not (kept per directory, `_VHOST_MODULES`); staying
+    costs a getcwd()."""
     active = _VHOST_ACTIVE[0]
     if active == directory:
         if os.getcwd() != directory:
             os.chdir(directory)
         return
     os.chdir(directory)
-    if active is not None:
-        own = _modules_under(active)
-        _VHOST_MODULES[active] = own
+    entering = _site_dirs(directory)
+    leaving = _site_dirs(active) if active is not None else []
+    for d in leaving:
+        if d in entering:
+            continue
+        own = _modules_under(d)
+        _VHOST_MODULES[d] = own
         for name in own:
             del sys.modules[name]
-    sys.modules.update(_VHOST_MODULES.get(directory, {}))
-    if sys.path[:1] != [directory]:
-        if directory in sys.path:
-            sys.path.remove(directory)
-        sys.path.insert(0, directory)
+        # Nor may it be imported from: `siteA.settings` is not for site B
+        # to find.
+        if d in sys.path:
+            sys.path.remove(d)
+    if active is not None:
+        sys.modules.update(_VHOST_DISPLACED.pop(active, {}))
+    own = {}
+    for d in entering:
+        if d not in leaving:
+            own.update(_VHOST_MODULES.get(d, {}))
+    _VHOST_DISPLACED[directory] = {name: sys.modules[name] for name, m in own.items()
+                                   if name in sys.modules and sys.modules[name] is not m}
+    sys.modules.update(own)
+    for d in reversed(entering):
+        if sys.path[:1] != [d]:
+            if d in sys.path:
+                sys.path.remove(d)
+            sys.path.insert(0, d)
     _VHOST_ACTIVE[0] = directory
+
+
+def _django_settings_module():
+    """The settings module Django (as this site imports it) was set up
+    with, or None."""
+    conf = sys.modules.get("django.conf")
+    settings = getattr(conf, "settings", None)
+    try:
+        return settings.SETTINGS_MODULE if settings is not None and settings.configured else None
+    except Exception:
+        return None
 
 
 def load_vhost(script, module, callable_name, file, chdir, pyhome):
@@ -349,11 +396,38 @@ def load_vhost(script, module, callable_name, file, chdir, pyhome):
         # the venv's packages win over the base install
         sys.path.remove(lib)
         sys.path.insert(0, lib)
+        if chdir:
+            _VHOST_LIBS[chdir] = lib
     if chdir:
         try:
             enter_vhost(chdir)
         except OSError as e:
             return None, f"UWSGI_CHDIR {chdir!r}: {e}"
+    # Each site's wsgi.py sets DJANGO_SETTINGS_MODULE with setdefault():
+    # it loads with the value the environment gave, not the one the site
+    # loaded before set.
+    if not _VHOST_ENVIRON:
+        _VHOST_ENVIRON.append(os.environ.get("DJANGO_SETTINGS_MODULE"))
+    if _VHOST_ENVIRON[0] is None:
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    else:
+        os.environ["DJANGO_SETTINGS_MODULE"] = _VHOST_ENVIRON[0]
+    # Django keeps one settings module per process: a second site's
+    # (where both import the same Django) would find the first's set up,
+    # and serve the first site's pages for its own. uWSGI's interpreter
+    # per site keeps them apart; here that site is refused, and said.
+    django_before = _django_settings_module()
+    app, message = _load_vhost_app(script, module, callable_name, file, chdir)
+    wanted = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if app is not None and django_before and wanted and wanted != django_before:
+        return None, (f"its Django settings {wanted!r} cannot be set up in a worker where another --vhost "
+                      f"site's Django runs with {django_before!r}: Django keeps one settings module per "
+                      "process (uWSGI gives each site an interpreter of its own). Give each Django site "
+                      "its own UWSGI_PYHOME virtualenv with Django in it, or its own oxgate")
+    return app, message
+
+
+def _load_vhost_app(script, module, callable_name, file, chdir):
     if file:
         return load("file", file, callable_name or "application")
     target = script or module

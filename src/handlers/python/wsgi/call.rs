@@ -46,7 +46,16 @@ impl WsgiHost {
                 Some(app) => app,
                 None => match fallback {
                     Some(app) => app.bind(py).clone(),
-                    None => return Err(CallError::NoApp),
+                    // A 500, as uWSGI's "no python application found": a
+                    // server block missing its uwsgi_param lines is a
+                    // fault a monitor of 5xx answers must see.
+                    None => {
+                        return Err(CallError::Load(
+                            "--vhost: the request names no app (no UWSGI_SCRIPT, UWSGI_MODULE or \
+                             UWSGI_FILE variable from the front end), and no app was loaded to serve it"
+                                .to_string(),
+                        ));
+                    }
                 },
             },
         };
