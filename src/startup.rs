@@ -128,7 +128,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if let Some(log) = &p.logto {
         if inherited.is_some() && process::stderr_is(log) {
             // Re-executed on reload: the log is already behind stderr.
-            crate::log::file::set_path(log);
+            process::remember_log_path(log);
         } else {
             carry_on(
                 &inherited,
@@ -137,7 +137,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         }
     } else if !daemonized && let Some(log) = p.daemonize.as_ref().or(p.daemonize2.as_ref()) {
         // Re-executed on reload: the log is already behind stderr.
-        crate::log::file::set_path(log);
+        process::remember_log_path(log);
     }
 
     if let Some(path) = &cfg.log_files.requests {
@@ -369,6 +369,7 @@ fn log_files(cfg: &Config) -> Vec<&std::path::Path> {
         .into_iter()
         .flatten()
         .map(|p| p.as_path())
+        .filter(|p| process::udp_log_address(p).is_none())
         .collect();
     if let Some(plan) = &cfg.log_files.loggers {
         for logger in plan.loggers.iter().chain(&plan.request_loggers) {

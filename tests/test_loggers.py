@@ -252,6 +252,35 @@ def test_daemonize2_moves_the_loggers_stdio_to_its_file(tmp_path):
         os.kill(pid, signal.SIGTERM)
 
 
+@pytest.mark.parametrize("option", ["--logto", "--daemonize"])
+def test_logto_and_daemonize_send_the_log_to_a_udp_address_as_uwsgi(tmp_path, option):
+    """`--logto HOST:PORT` and `--daemonize HOST:PORT` ("set logfile/udp
+    address", shared/seeds/000): every line, oxgate's, the requests' and
+    the app's, goes as one datagram, as uWSGI sends it. They went to a
+    file named "127.0.0.1:PORT" in the working directory."""
+    from helpers import BIN, free_port
+    r = SyslogReceiver()
+    port, pidfile = free_port(), tmp_path / "o.pid"
+    args = [BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", LOGGED, "--master", "--processes", "1",
+            option, f"127.0.0.1:{r.port}", "--pidfile", str(pidfile)]
+    p = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the pidfile"))
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/print"), what="serving")
+        r.wait(b"GET /print", "the request line")
+        r.wait(b"oxgate 0.1", "oxgate's start line")
+        r.wait(b"app stdout line", "the app's own output")
+        assert r.wait(b"GET /print", "the request line").endswith(b"\n")
+        assert sorted(os.listdir(tmp_path)) == ["o.pid"], os.listdir(tmp_path)
+        os.kill(pid, signal.SIGINT)
+        r.wait(b"master stopped", "the last line")
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        r.close()
+
+
 def _answers(url):
     try:
         return requests.get(url, timeout=5).status_code == 200

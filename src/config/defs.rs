@@ -472,13 +472,13 @@ options! {
     DAEMONIZE = OptDef::new("daemonize", Str, Process)
         .short('d')
         .value("LOGFILE")
-        .help("Detach from the terminal and log to LOGFILE."),
+        .help("Detach from the terminal and log to LOGFILE (or, as HOST:PORT, send each line to that UDP address, as uWSGI does)."),
     DAEMONIZE2 = OptDef::new("daemonize2", Str, Process)
         .value("LOGFILE")
         .help("Like --daemonize, but after the app is loaded (load errors still reach the terminal)."),
     LOGTO = OptDef::new("logto", Str, Logging)
         .value("FILE")
-        .help("Log to FILE instead of stderr."),
+        .help("Log to FILE instead of stderr (or, as HOST:PORT, send each line to that UDP address, as uWSGI does)."),
     LOGTO2 = OptDef::new("logto2", Str, Logging)
         .value("FILE")
         .help("Log to FILE from the moment privileges are dropped (--uid, --gid), opened as that user; until then, to --logto's file or stderr."),

@@ -11,9 +11,48 @@ use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::handlers::python;
 
+/// The UDP address a `--logto`/`--daemonize` value names, if it names one:
+/// uWSGI sends the log there (`--logto 127.0.0.1:1717`, "set logfile/udp
+/// address"). uWSGI takes any value with a `:`; a path (with a `/`) or a
+/// name whose end is not a port stays a file here.
+pub fn udp_log_address(path: &Path) -> Option<&str> {
+    let text = path.to_str()?;
+    let (host, port) = text.rsplit_once(':')?;
+    (!text.contains('/') && !host.is_empty() && port.parse::<u16>().is_ok()).then_some(text)
+}
+
+/// A UDP socket connected to `addr`, to stand for the log file: each line
+/// is written with one write(), so each goes as one datagram, as uWSGI
+/// sends them. A line no one receives is lost, as there.
+fn udp_log(addr: &str) -> Result<File, String> {
+    use std::net::ToSocketAddrs;
+    let to = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot send the log to {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot send the log to {addr}: it resolves to no address"))?;
+    let local = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let socket = std::net::UdpSocket::bind(local)
+        .and_then(|s| s.connect(to).map(|()| s))
+        .map_err(|e| format!("cannot send the log to {addr}: {e}"))?;
+    Ok(File::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Where the log goes, said for reopening: a file (a UDP address is not
+/// one, and is never reopened).
+pub fn remember_log_path(path: &Path) {
+    if udp_log_address(path).is_none() {
+        crate::log::file::set_path(path);
+    }
+}
+
 /// Opens the log for appending: `O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC`,
-/// mode 0640 (less the umask).
+/// mode 0640 (less the umask); or, for a UDP address, a socket sending
+/// there.
 fn open_log(path: &Path) -> Result<File, String> {
+    if let Some(addr) = udp_log_address(path) {
+        return udp_log(addr);
+    }
     if path.as_os_str().as_bytes().contains(&0) {
         return Err("NUL in path".to_string());
     }
@@ -65,7 +104,7 @@ pub fn stderr_is(path: &Path) -> bool {
 /// file with `accesslog = "-"`: each its own stream, as there).
 pub fn redirect_output(path: &Path, keep_stdout: bool) -> Result<(), String> {
     let log = open_log(path)?;
-    crate::log::file::set_path(path);
+    remember_log_path(path);
     if keep_stdout {
         let _ = dup2_stderr(log.as_fd());
         crate::log::route::replace_original(std::os::fd::AsRawFd::as_raw_fd(&log));
@@ -83,7 +122,7 @@ pub fn redirect_output(path: &Path, keep_stdout: bool) -> Result<(), String> {
 pub fn daemonize(log: &Path) -> Result<(), String> {
     // Open first, so a bad path is reported on the terminal.
     let file = open_log(log)?;
-    crate::log::file::set_path(log);
+    remember_log_path(log);
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot make a pipe: {}", std::io::Error::from(e)))?;
     // When Python runs in this process (`--daemonize2` after the app
@@ -148,4 +187,26 @@ pub fn daemonize(log: &Path) -> Result<(), String> {
     }
     onto_stdout_stderr(file);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_value_is_a_udp_address_only_as_host_and_port() {
+        for (value, udp) in [
+            ("127.0.0.1:1717", true),
+            ("logs.example:514", true),
+            ("[::1]:514", true),
+            ("uwsgi.log", false),
+            ("/var/log/a:1717", false),
+            ("./a:1717", false),
+            ("a:b.log", false),
+            (":1717", false),
+            ("host:99999", false),
+        ] {
+            assert_eq!(udp_log_address(Path::new(value)).is_some(), udp, "{value}");
+        }
+    }
 }

@@ -13,7 +13,9 @@ mod systemd;
 pub const RELOAD_CHECK_ENV: &str = "OXGATE_RELOAD_CHECK";
 
 pub use self::control::send_control;
-pub use self::daemon::{daemonize, detached, redirect_output, stderr_is};
+pub use self::daemon::{
+    daemonize, detached, redirect_output, remember_log_path, stderr_is, udp_log_address,
+};
 pub use self::pidfile::{names_this_process, refuse_live_pidfile, write_pidfile, write_pidfiles};
 pub use self::privileges::{
     check_names, chown_logs, chown_path, chown_socket_to_ids, drop_privileges,
