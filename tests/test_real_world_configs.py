@@ -97,6 +97,15 @@ def ask(kind, port):
         return out
 
 
+def wait_for_log(path, text, seconds=5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def serves(text, listens, tmp):
     ini = tmp / "stubbed.ini"
     ini.write_text(text)
@@ -114,8 +123,11 @@ def serves(text, listens, tmp):
             except OSError:
                 time.sleep(0.05)
         answer = ask(kind, port)
-        # The stub's page, or the server's own answer for a vhost with no app.
+        # The stub's page, or the server's own answer for a vhost with no
+        # app named (a 500, as uWSGI's "no python application found").
         if b"stub" in answer or b"HTTP/1.1 404" in answer or b"Status: 404" in answer:
+            return None
+        if b" 500 " in answer and wait_for_log(tmp / "stubbed.log", "--vhost: the request names no app"):
             return None
         return f"answered {answer[:200]!r}"
     finally:
