@@ -707,6 +707,77 @@ sleep 300
              what="the log line")
 
 
+@pytest.mark.parametrize("how", ["stalls", "leaves"])
+def test_an_upload_that_breaks_off_never_reaches_the_script_as_whole(serve, cgi_dir, tmp_path, how):
+    """A client that declares 300 KB, sends 200 KB, then stalls (or
+    half-closes): the script is stopped before its stdin closes, and the
+    client gets the 408 (or 400), as from Apache. It read the end of the
+    cut upload as the end of the whole: it saved the part, and the client
+    got its 200."""
+    saved = tmp_path / "saved"
+    script(cgi_dir / "save.cgi", f"""#!/bin/sh
+n=$(wc -c)
+echo "$n" > {saved}
+printf 'Content-Type: text/plain\\n\\nsaved %s\\n' "$n"
+""")
+    s = serve("--cgi", str(cgi_dir), "--processes", "1", "--post-buffering", "65536", "--socket-timeout", "2")
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+    c.sendall(b"POST /save.cgi HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + b"x" * 200_000)
+    if how == "leaves":
+        c.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := c.recv(65536):
+        answer += chunk
+    c.close()
+    want = b"HTTP/1.1 408 " if how == "stalls" else b"HTTP/1.1 400 "
+    assert answer.startswith(want), answer[:200]
+    s.wait_log("save.cgi: the request body broke off")
+    # Killed before the answer went: it never runs on to save the part.
+    assert not saved.exists(), saved.read_text()
+
+
+def test_a_script_that_answers_without_reading_a_large_upload_and_runs_on_is_heard(serve, cgi_dir, tmp_path):
+    """It writes its answer, leaves 3 MB of upload unread, and sleeps: at
+    --cgi-timeout it is killed and what it wrote goes out (cut short at
+    the end), as a small upload's answer does, and as Apache answers. It
+    was a 504 "no response"."""
+    script(cgi_dir / "noread.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nnoread\\n'\nsleep 30\n")
+    (tmp_path / "up").write_bytes(bytes(3_000_000))
+    s = serve("--cgi", str(cgi_dir), "--processes", "1", "--cgi-timeout", "2")
+    r = subprocess.run(["curl", "-s", "-H", "Expect:", "--data-binary", f"@{tmp_path / 'up'}", "-w", "\n%{http_code}",
+                        f"{s.url}/noread.cgi"], capture_output=True, text=True, timeout=30)
+    assert r.stdout.split("\n")[0] == "noread" and r.stdout.endswith("\n200"), (r.returncode, r.stdout)
+    assert "answered 504" not in s.log()
+
+
+def test_a_worker_out_of_descriptors_answers_503_for_a_script(serve, cgi_dir):
+    """EMFILE while starting a script is the server's trouble, for a
+    moment: a 503 with Retry-After and a log line at most once a minute,
+    as for a static file (docs/static-files.md). It was a 502 and a log
+    line per request."""
+    import resource
+    s = cgi_server(serve, cgi_dir, "--processes", "1")
+    (worker,) = s.wait_workers(1)
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"GET /echo.sh HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while not first.endswith(b"\r\n0\r\n\r\n"):
+        first += c.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    # Room for the script's file to be opened (and closed), none for its
+    # three pipes.
+    in_use = {int(fd) for fd in os.listdir(f"/proc/{worker}/fd")}
+    lowest_free = min(set(range(max(in_use) + 2)) - in_use)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (lowest_free + 2, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    for last in (False, True):
+        c.sendall(b"GET /echo.sh HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" if last else b"") + b"\r\n")
+        head = c.recv(4096)
+        assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower(), head
+    c.close()
+    wait_for(lambda: "echo.sh: cannot run it: Too many open files" in s.log(), what="the log line")
+    assert s.log().count("cannot run it") == 1
+
+
 def test_a_client_that_leaves_takes_the_script_with_it(serve, cgi_dir, tmp_path):
     marker = tmp_path / "forever.pid"
     script(cgi_dir / "forever.cgi", f"""#!/bin/sh

@@ -577,6 +577,32 @@ fn failed(name: &str, failure: Failure, timeout: Duration) -> Response {
             crate::say!("oxgate: CGI {name}: no valid response head ({why}); answered 502");
             Response::plain(502, "Bad Gateway", "Bad Gateway\n")
         }
+        Failure::Input(e) => {
+            let resp = Response::for_body_error(&e);
+            crate::say!(
+                "oxgate: CGI {name}: the request body broke off ({}): the script was stopped before it could take the part for the whole; answered {}",
+                e.message,
+                resp.status
+            );
+            resp
+        }
+        // Out of descriptors, processes or memory: the server's trouble,
+        // not the script's, for a moment; said at most once a minute (a
+        // flood must not flood the log too), as for static files.
+        Failure::Spawn(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+            ) =>
+        {
+            static LOGGED: crate::log::say::Throttle = crate::log::say::Throttle::new();
+            if LOGGED.ready(60) {
+                crate::say!(
+                    "oxgate: CGI {name}: cannot run it: {e}; answering 503 (said at most once a minute)"
+                );
+            }
+            crate::request::unavailable()
+        }
         Failure::Spawn(e) => {
             let hint = match e.raw_os_error() {
                 Some(libc::ENOENT) => " (is its #! interpreter installed?)",

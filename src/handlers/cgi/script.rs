@@ -56,7 +56,14 @@ pub enum Failure {
     Timeout,
     /// The output ended, or was not a head.
     NoHead(String),
+    /// The request body broke off (the client stalled, left, or sent less
+    /// than it declared): the script was killed before it could take the
+    /// part it had for the whole.
+    Input(BodyError),
 }
+
+/// A request body that broke off on its way into the script, said once.
+type InputFailure = Arc<std::sync::OnceLock<BodyError>>;
 
 /// When the script last moved: bytes into its stdin or out of its stdout.
 struct Progress {
@@ -110,6 +117,9 @@ pub struct Output {
     stdout: ChildStdout,
     scratch: Box<[u8]>,
     timed_out: Arc<AtomicBool>,
+    /// Set when the request body broke off after the response began: the
+    /// script was killed, and its output ends cut short.
+    input_failed: InputFailure,
     /// Told that the output ended by itself; dropped unsent, it has the
     /// group killed.
     ended: Option<oneshot::Sender<()>>,
@@ -152,6 +162,7 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
     let progress = Arc::new(Progress::new(run.timeout));
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let timed_out = Arc::new(AtomicBool::new(false));
+    let group = child.id().map(|id| Pid::from_raw(id as i32));
     let (ended_tx, ended_rx) = oneshot::channel();
     let (cut_tx, cut_rx) = oneshot::channel();
     tokio::spawn(supervise(
@@ -164,32 +175,52 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
         },
         run.name.clone(),
     ));
-    let mut feeding = tokio::spawn(feed(stdin, body, progress.clone()));
+    let input_failed = InputFailure::default();
+    let mut feeding = tokio::spawn(feed(
+        stdin,
+        body,
+        progress.clone(),
+        (group, input_failed.clone()),
+    ));
     if let Some(stderr) = stderr {
         tokio::spawn(log_stderr(stderr, run.name.clone()));
     }
     let Some(mut stdout) = stdout else {
         return Err(Failure::NoHead("no stdout".into()));
     };
+    // Whatever else went wrong, a body that broke off is why: the script
+    // was killed for it.
+    let failure = |other: Failure| match input_failed.get() {
+        Some(e) => Failure::Input(e.clone()),
+        None => other,
+    };
     let mut buf = BytesMut::with_capacity(8192);
     let head = loop {
         match cgi_response::parse(&buf, run.nph) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
-            Err(e) => return Err(Failure::NoHead(e.to_string())),
+            Err(e) => return Err(failure(Failure::NoHead(e.to_string()))),
         }
         // (read_buf is cancel-safe: a timeout that finds progress made
         // meanwhile reads on, losing nothing.)
         match tokio::time::timeout_at(progress.deadline(), stdout.read_buf(&mut buf)).await {
-            Err(_) if progress.expired() => return Err(Failure::Timeout),
+            Err(_) if progress.expired() => return Err(failure(Failure::Timeout)),
             Err(_) => {}
-            Ok(Ok(0)) if timed_out.load(Ordering::Relaxed) => return Err(Failure::Timeout),
-            Ok(Ok(0)) if buf.is_empty() => {
-                return Err(Failure::NoHead("it wrote nothing".into()));
+            Ok(Ok(0)) if timed_out.load(Ordering::Relaxed) => {
+                return Err(failure(Failure::Timeout));
             }
-            Ok(Ok(0)) => return Err(Failure::NoHead("its output ended in the headers".into())),
+            Ok(Ok(0)) if buf.is_empty() => {
+                return Err(failure(Failure::NoHead("it wrote nothing".into())));
+            }
+            Ok(Ok(0)) => {
+                return Err(failure(Failure::NoHead(
+                    "its output ended in the headers".into(),
+                )));
+            }
             Ok(Ok(_)) => progress.touch(),
-            Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
+            Ok(Err(e)) => {
+                return Err(failure(Failure::NoHead(format!("reading its output: {e}"))));
+            }
         }
     };
     // The response waits until the script has the whole request body (or
@@ -209,17 +240,23 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
             }
         });
         match step.await {
-            Err(_) if progress.expired() => return Err(Failure::Timeout),
+            // Its head is in: it answered, and what it wrote goes out (cut
+            // short at the end, as it was killed), as with a small body,
+            // whose response has begun by then. A 504 said "no response".
+            Err(_) if progress.expired() && input_failed.get().is_none() => break,
+            Err(_) if progress.expired() => return Err(failure(Failure::Timeout)),
             Err(_) => {}
-            Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
+            Ok(Err(e)) => {
+                return Err(failure(Failure::NoHead(format!("reading its output: {e}"))));
+            }
             Ok(Ok(Some(0))) => output_ended = true,
             Ok(Ok(Some(_))) => progress.touch(),
             Ok(Ok(None)) => {}
         }
     }
-    // Killed for want of progress while the body went in.
-    if timed_out.load(Ordering::Relaxed) {
-        return Err(Failure::Timeout);
+    // Killed for a body that broke off.
+    if let Some(e) = input_failed.get() {
+        return Err(Failure::Input(e.clone()));
     }
     let first = buf.split_off(head.len).freeze();
     Ok((
@@ -229,6 +266,7 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
             stdout,
             scratch: vec![0; CHUNK].into_boxed_slice(),
             timed_out,
+            input_failed,
             ended: Some(ended_tx),
             cut: Some(cut_rx),
             on_end: None,
@@ -329,6 +367,10 @@ impl ChunkSource for Output {
             Poll::Ready(Ok(())) if read.filled().is_empty() => {
                 if self.timed_out.load(Ordering::Relaxed) {
                     Poll::Ready(Some(Err(self.timed_out_error())))
+                } else if let Some(e) = self.input_failed.get() {
+                    let e = e.clone();
+                    self.end(false);
+                    Poll::Ready(Some(Err(e)))
                 } else {
                     self.end(true);
                     Poll::Ready(None)
@@ -539,8 +581,17 @@ pub fn kill_running_scripts() {
 }
 
 /// Streams the request body into the script's stdin, then closes it. A
-/// script that exits without reading it all ends the copy (EPIPE).
-async fn feed(stdin: Option<ChildStdin>, body: RequestBody, progress: Arc<Progress>) {
+/// script that exits without reading it all ends the copy (EPIPE). A body
+/// that breaks off (a client that stalls, leaves, or sends less than it
+/// declared) kills the script's group before its stdin closes: closed
+/// first, it read the end of a cut upload as the end of the whole, and
+/// saved or acted on the part (Apache answers 408 and stops it too).
+async fn feed(
+    stdin: Option<ChildStdin>,
+    body: RequestBody,
+    progress: Arc<Progress>,
+    (group, failed): (Option<Pid>, InputFailure),
+) {
     let Some(mut stdin) = stdin else {
         return;
     };
@@ -563,7 +614,17 @@ async fn feed(stdin: Option<ChildStdin>, body: RequestBody, progress: Arc<Progre
             let _ = write(&bytes).await;
         }
         RequestBody::Stream(mut stream) => {
-            while let Some(Ok(chunk)) = stream.chunk().await {
+            while let Some(next) = stream.chunk().await {
+                let chunk = match next {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        let _ = failed.set(e);
+                        if let Some(group) = group {
+                            let _ = killpg(group, Signal::SIGKILL);
+                        }
+                        return;
+                    }
+                };
                 if write(&chunk).await.is_err() {
                     // The script takes no more. The rest is read and
                     // dropped (within reason), beside the response, which
