@@ -1256,7 +1256,7 @@ def test_an_http2_client_that_opens_no_window_is_reset_after_socket_timeout(serv
                                                              h2.events.ConnectionTerminated)))
         assert isinstance(reset, h2.events.StreamReset) and reset.error_code == h2.errors.ErrorCodes.CANCEL
         assert requests.get(s.url + "/sys", timeout=10).status_code == 200
-        s.wait_log("opened no window for its response for --socket-timeout (2s)")
+        s.wait_log("took no data of its response for --socket-timeout (2s), nor of any other: the connection is closed")
     finally:
         c.close()
 
@@ -1264,8 +1264,9 @@ def test_an_http2_client_that_opens_no_window_is_reset_after_socket_timeout(serv
 def test_an_http2_client_that_opens_no_window_on_many_streams_holds_the_thread_for_one_stall(serve):
     """Twelve streams and no window: each pinned one of the worker's two
     threads for a whole --socket-timeout, one after another (six stalls
-    of each thread). Once one is reset for it, the connection's others get
-    a second: another client is served long before six stalls."""
+    of each thread). Once one is reset for it, with no stream of the
+    connection taking anything, the connection is closed: another client
+    is served long before six stalls."""
     s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--threads", "2", "--socket-timeout", "4")
     c, conn = h2c_connection(s.port, window=0)
     for stream in range(1, 25, 2):
@@ -1279,11 +1280,85 @@ def test_an_http2_client_that_opens_no_window_on_many_streams_holds_the_thread_f
         heads = []
         h2c_events(c, conn, lambda e: isinstance(e, h2.events.ResponseReceived)
                    and (heads.append(e) or len(heads) == 2))
-        # Behind four stalls (16 s) before; one and three seconds now.
+        # Behind six stalls (24 s) before; one now.
         assert requests.get(s.url + "/sys", timeout=12).status_code == 200
     finally:
         c.close()
-    assert s.log().count("opened no window") == 1
+    assert s.log().count("took no data of its response") == 1
+
+def test_an_http2_client_opening_its_window_a_byte_at_a_time_is_cut_after_socket_timeout(serve):
+    """A window of one byte a second is not reading: the stream is
+    reset after --socket-timeout, and the connection closed (no other
+    stream took anything), as a client reading a byte at a time over
+    HTTP/1.1 is cut. Each byte counted as progress: it held the worker's
+    thread for as long as it went on."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--threads", "1", "--socket-timeout", "2")
+    c, conn = h2c_connection(s.port, window=0)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/blocks?kb=64"), (":scheme", "http"), (":authority", "x")],
+                      end_stream=True)
+    conn.increment_flow_control_window(1, stream_id=1)
+    c.sendall(conn.data_to_send())
+    c.settimeout(1)
+    ended, deadline = None, time.monotonic() + 10
+    try:
+        while ended is None and time.monotonic() < deadline:
+            try:
+                data = c.recv(65536)
+            except socket.timeout:
+                data = b"-"
+            if not data:
+                ended = "closed"
+                break
+            if data != b"-":
+                for event in conn.receive_data(data):
+                    if isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        ended = event
+            if ended is None:
+                conn.increment_flow_control_window(1, stream_id=1)
+                c.sendall(conn.data_to_send())
+    finally:
+        c.close()
+    assert ended is not None, "still served a byte at a time after 10 s"
+    assert requests.get(s.url + "/sys", timeout=10).status_code == 200
+    s.wait_log("took no data of its response for --socket-timeout (2s), nor of any other")
+
+
+def test_a_paused_http2_stream_does_not_cut_a_slow_one_beside_it(serve):
+    """Stream A takes nothing (a paused video); stream B takes 64 KiB a
+    second. A is reset after --socket-timeout; B goes on to its end. Once
+    A was reset, every other stream of the connection was given a second
+    at most for each window, and B was cut."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--threads", "2", "--socket-timeout", "3")
+    c, conn = h2c_connection(s.port, window=0)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/big?mb=4"), (":scheme", "http"), (":authority", "x")],
+                      end_stream=True)
+    conn.send_headers(3, [(":method", "GET"), (":path", "/numbered?n=300000"), (":scheme", "http"),
+                          (":authority", "x")], end_stream=True)
+    c.sendall(conn.data_to_send())
+    c.settimeout(0.2)
+    got, seen, deadline, next_window = 0, [], time.monotonic() + 20, time.monotonic()
+    try:
+        while not h2c_ended(seen, 3) and time.monotonic() < deadline:
+            if time.monotonic() >= next_window:
+                conn.increment_flow_control_window(65536, stream_id=3)
+                conn.increment_flow_control_window(65536)
+                next_window += 1
+            c.sendall(conn.data_to_send())
+            try:
+                data = c.recv(65536)
+            except socket.timeout:
+                continue
+            assert data, f"the connection was closed: {seen}"
+            for event in conn.receive_data(data):
+                seen.append(event)
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == 3:
+                    got += len(event.data)
+                assert not (isinstance(event, h2.events.StreamReset) and event.stream_id == 3), (got, seen)
+    finally:
+        c.close()
+    assert h2c_ended(seen, 3) and got == 300000, got
+    assert any(isinstance(e, h2.events.StreamReset) and e.stream_id == 1 for e in seen), seen
+
 
 def test_an_http2_client_reading_slowly_but_steadily_is_not_reset(serve):
     """A client that opens 16 KiB of window every half second (32 KB/s, a
@@ -1322,7 +1397,7 @@ def test_an_http2_client_reading_slowly_but_steadily_is_not_reset(serve):
     assert reset is None, (reset, got)
     # Past the 2 s of --socket-timeout, still coming, at the client's pace.
     assert 100_000 < got < 1 << 20, got
-    assert "opened no window" not in s.log()
+    assert "took no data of its response" not in s.log()
 
 
 @pytest.mark.parametrize("length,first_status", [("5", b"100"), ("10000000", b"413")])

@@ -155,6 +155,12 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (block for _ in range(mb))
 
+    if path == "/blocks":
+        # `n` generated blocks of `kb` KiB each, no Content-Length (chunked).
+        block = b"x" * (int(q.get("kb", 64)) << 10)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (block for _ in range(int(q.get("n", 1000))))
+
     if path == "/slow":
         # Sleeps `first` seconds before answering, then `gap` between chunks.
         time.sleep(float(q.get("first", 0)))

@@ -98,15 +98,23 @@ pub(super) async fn serve_http2<I>(
     let streams = ConnStreams::default();
     let stopped = {
         let accepting = pin!(accept_streams(&mut conn, &ctx, &streams));
-        match race_rarely(accepting, stop_or_idle(&mut shutdown, &ctx, false)).await {
+        let side = async {
+            tokio::select! {
+                quiet = stop_or_idle(&mut shutdown, &ctx, false) => Some(quiet),
+                () = streams.taking.dead() => None,
+            }
+        };
+        match race_rarely(accepting, side).await {
             Either::Main(res) => return log_ended(res),
-            Either::Side(Quiet::Stop) => true,
-            Either::Side(_) => false, // idle
+            Either::Side(Some(Quiet::Stop)) => true,
+            // Idle; or the client takes nothing on any stream (closing it
+            // ends every stream's response, and frees their threads).
+            Either::Side(_) => false,
         }
     };
     if !stopped {
-        // Idle: a GOAWAY first, so that a request crossing the close is
-        // known unprocessed and sent again (RFC 9113 §6.8), then closed.
+        // A GOAWAY first, so that a request crossing the close is known
+        // unprocessed and sent again (RFC 9113 §6.8), then closed.
         conn.abrupt_shutdown(Reason::NO_ERROR);
         let _ = tokio::time::timeout(GOAWAY_FLUSH, accept_streams(&mut conn, &ctx, &streams)).await;
         return;
@@ -115,14 +123,15 @@ pub(super) async fn serve_http2<I>(
     tokio::select! {
         res = accept_streams(&mut conn, &ctx, &streams) => log_ended(res),
         _ = idle_watchdog(&ctx, false) => {}
+        () = streams.taking.dead() => {}
     }
 }
 
 /// What a connection's streams share.
 #[derive(Default)]
 struct ConnStreams {
-    /// One of them was reset for opening no window (`Stall`).
-    starved: Arc<AtomicBool>,
+    /// When one of them last took data (`Stall`).
+    taking: Arc<ConnTaking>,
     /// How many have an upload under way (`connection_window`).
     uploads: Arc<AtomicUsize>,
     /// Whose turn it is to block the event loop (`Turns`).
@@ -279,7 +288,7 @@ where
             req,
             respond,
             permit.ok(),
-            streams.starved.clone(),
+            streams.taking.clone(),
             upload,
             streams.turns.clone(),
         )));
@@ -345,7 +354,7 @@ async fn serve_stream(
     req: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    starved: Arc<AtomicBool>,
+    taking: Arc<ConnTaking>,
     upload: Option<Upload>,
     turns: Arc<Turns>,
 ) {
@@ -428,7 +437,7 @@ async fn serve_stream(
             respond,
             resp,
             is_head,
-            Stall { stall, starved },
+            Stall { stall, taking },
             upload,
             &turns,
         )
@@ -483,28 +492,64 @@ async fn finish_after_upload(
     }
 }
 
-/// How long a response waits for the client to open its window: the
-/// stall (`--socket-timeout`), then, once one of the connection's streams
-/// was reset for it, `STARVED_WAIT`. Each stream pins the app's thread
-/// while it waits (a file response's thread stays with it until it is
-/// sent): a client that opened 100 streams and no window held the worker
-/// for 100 stalls, one after another, where one stopped reading over
-/// HTTP/1.1 holds it for one.
+/// How long a response waits for the client to take it: `stall`
+/// (`--socket-timeout`) without a window worth the name (`TAKEN`). Then
+/// the stream is reset; and if no stream of the connection took anything
+/// in that time, the whole connection is closed (`ConnTaking`). Each
+/// stream pins the app's thread while it waits (a file response's thread
+/// stays with it until it is sent): a client that opened 100 streams and
+/// no window held the worker for a stall each, one after another, where
+/// one that stops reading over HTTP/1.1 holds it for one.
 struct Stall {
     stall: Duration,
-    starved: Arc<AtomicBool>,
+    taking: Arc<ConnTaking>,
 }
 
-/// A window update is a round trip away: a client that keeps taking data
-/// opens one within this, a connection starved once or not.
-const STARVED_WAIT: Duration = Duration::from_secs(1);
+/// What counts as taking data: a window opened by this much since the
+/// stall began (or enough for the rest of the chunk waiting). A client
+/// that opens one byte every few seconds takes nothing, as one reading a
+/// byte at a time over HTTP/1.1 frees too little of the socket's buffer
+/// to wake its writer.
+const TAKEN: usize = 16 * 1024;
 
-impl Stall {
-    fn wait(&self) -> Duration {
-        match self.starved.load(Ordering::Relaxed) {
-            true => self.stall.min(STARVED_WAIT),
-            false => self.stall,
+/// When a connection's streams last took data, and its end when a stream
+/// found none had for a whole stall.
+struct ConnTaking {
+    start: Instant,
+    /// Milliseconds from `start`.
+    last: AtomicU64,
+    /// The client takes nothing on any stream: the connection is closed.
+    dead: tokio::sync::Notify,
+    /// Said once per connection.
+    said: AtomicBool,
+}
+
+impl Default for ConnTaking {
+    fn default() -> ConnTaking {
+        ConnTaking {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            dead: tokio::sync::Notify::new(),
+            said: AtomicBool::new(false),
         }
+    }
+}
+
+impl ConnTaking {
+    fn took(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether no stream took data for `d`.
+    fn quiet_for(&self, d: Duration) -> bool {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last) >= d
+    }
+
+    /// Until a stream finds the client takes nothing.
+    async fn dead(&self) {
+        self.dead.notified().await;
     }
 }
 
@@ -600,8 +645,10 @@ async fn send_body(
     let mut body = pin!(body);
     // A chunk taken from the body, waiting for the window to open.
     let mut waiting: Option<(Bytes, bool)> = None;
-    // Since when the window has been shut.
+    // Since when the client has taken nothing worth the name, and what it
+    // took since (windows too small to count, `TAKEN`).
     let mut shut: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut trickled = 0usize;
     poll_fn(|cx| {
         loop {
             if tx.poll_reset(cx).is_ready() {
@@ -616,13 +663,19 @@ async fn send_body(
                         Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Sent::All),
                         Poll::Pending => {
                             let timer = shut
-                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall.wait())));
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall.stall)));
                             if timer.as_mut().poll(cx).is_ready() {
-                                if !stall.starved.swap(true, Ordering::Relaxed) {
+                                let taking = &stall.taking;
+                                let dead = taking.quiet_for(stall.stall);
+                                if !taking.said.swap(true, Ordering::Relaxed) {
                                     crate::say!(
-                                        "oxgate: HTTP/2 stream reset: the client opened no window for its response for --socket-timeout ({}s)",
-                                        stall.stall.as_secs()
+                                        "oxgate: HTTP/2 stream reset: the client took no data of its response for --socket-timeout ({}s){}",
+                                        stall.stall.as_secs(),
+                                        if dead { ", nor of any other: the connection is closed" } else { "" }
                                     );
+                                }
+                                if dead {
+                                    taking.dead.notify_one();
                                 }
                                 tx.send_reset(Reason::CANCEL);
                                 return Poll::Ready(Sent::All);
@@ -631,8 +684,6 @@ async fn send_body(
                         }
                     }
                 }
-                // The window opened: progress, whatever is left to send.
-                shut = None;
                 // As much as the window takes, no more: h2 then frames it
                 // at once, and each window the client opens is seen here
                 // (given the whole chunk, h2 held it, the capacity stayed
@@ -641,6 +692,13 @@ async fn send_body(
                 let (data, _) = waiting.as_mut().expect("waiting, checked above");
                 let part = data.split_to(tx.capacity().min(data.len()));
                 let last = data.is_empty();
+                // Progress: the chunk is out, or a window worth the name.
+                trickled += part.len();
+                if last || trickled >= TAKEN {
+                    shut = None;
+                    trickled = 0;
+                    stall.taking.took();
+                }
                 let hold = end && last && held();
                 let sent = tx.send_data(part, end && last && !hold);
                 if std::mem::take(&mut first_data) {
