@@ -72,8 +72,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 let v = it.next().ok_or(USAGE)?;
                 let secs: f64 = v
                     .parse()
-                    .map_err(|_| format!("--frequency {v:?}: expected seconds"))?;
-                every = Duration::from_secs_f64(secs.max(0.1));
+                    .ok()
+                    .filter(|s: &f64| !s.is_nan())
+                    .ok_or_else(|| format!("--frequency {v:?}: expected seconds"))?;
+                // A day at most (`inf`, 1e20: Duration refuses them).
+                every = Duration::from_secs_f64(secs.clamp(0.1, 86_400.0));
             }
             other if addr.is_none() => addr = Some(other.to_string()),
             other => return Err(format!("unexpected argument {other:?}\n{USAGE}")),

@@ -122,6 +122,40 @@ def test_a_body_read_ahead_reaches_the_app_whole(serve):
         assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_a_declared_length_alone_takes_no_memory(serve):
+    """A client that declares 600 MB under a --post-buffering that large,
+    then sends a few bytes: the worker reserved the whole 600 MB at once,
+    from the client's word alone, and under --limit-as 512 aborted (every
+    request in it lost). It reserves as the bytes come now."""
+    s = serve("--wsgi-file", APP, "--processes", "1", "--limit-as", "512", "--post-buffering", "600000000")
+    (worker,) = s.wait_workers(1)
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 600000000\r\n\r\nabc")
+    time.sleep(0.3)  # the second piece is what has the rest reserved
+    c.sendall(b"defgh")
+    assert requests.get(s.url + "/env", timeout=10).status_code == 200
+    c.close()
+    assert s.worker_pids() == [worker] and "SIGABRT" not in s.log() and "memory allocation" not in s.log()
+
+
+def test_a_socket_timeout_of_never_written_as_a_huge_number_serves(serve):
+    """--socket-timeout 99999999999999999999 (someone meaning "never"):
+    every deadline it was added to panicked (a TLS handshake, an upload in
+    pieces, a uwsgi head in pieces), and the connection was dropped. It is
+    taken as a century."""
+    s = serve("--wsgi-file", APP, "--processes", "1", "--socket-timeout", "99999999999999999999")
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\nabcd")
+    time.sleep(0.2)  # the body in two pieces: the second waits on the deadline
+    c.sendall(b"efgh")
+    out = b""
+    while chunk := c.recv(65536):
+        out += chunk
+    c.close()
+    assert out.startswith(b"HTTP/1.1 200 ") and b'"bytes": 8' in out, out[:300]
+    assert "panicked" not in s.log()
+
+
 def test_min_body_rate_off(serve):
     s = serve("--wsgi-file", APP, "--min-body-rate", "0", "--socket-timeout", "30")
     (c,) = slow_uploads(s.port, 1, length=20)

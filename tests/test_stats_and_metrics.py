@@ -162,6 +162,12 @@ def test_oxgate_top(serve):
 def test_oxgate_top_says_what_is_wrong(serve):
     p = subprocess.run([BIN, "top", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "cannot read the stats from" in p.stderr
+    # A frequency no Duration holds is a day at most, or said; it panicked.
+    for frequency, said in [("inf", "cannot read the stats from"), ("1e20", "cannot read the stats from"),
+                            ("nan", "--frequency \"nan\": expected seconds")]:
+        p = subprocess.run([BIN, "top", "--frequency", frequency, f"127.0.0.1:{free_port()}"], capture_output=True,
+                           text=True, timeout=10)
+        assert p.returncode == 2 and said in p.stderr and "panic" not in p.stderr, (frequency, p.stderr)
     # Without a terminal (cron, a pipe, `docker exec` without -t): said,
     # not a panic.
     sp = free_port()

@@ -177,7 +177,7 @@ fn cgi_settings(r: &Values<'_>) -> Result<CgiSettings, ConfigError> {
         allowed_ext,
         helpers,
         index: r.all(&opt::CGI_INDEX),
-        timeout: Duration::from_secs(r.positive(&opt::CGI_TIMEOUT)? as u64),
+        timeout: Duration::from_secs((r.positive(&opt::CGI_TIMEOUT)? as u64).min(CENTURY)),
     })
 }
 
@@ -575,7 +575,7 @@ impl<'a> Values<'a> {
         }
     }
     fn megabytes(&self, key: Key) -> Option<u64> {
-        self.count(key).map(|n| n * 1024 * 1024)
+        self.count(key).map(|n| n.saturating_mul(1024 * 1024))
     }
     /// One of a fixed set of words (case-insensitive); the error lists them.
     fn choice<T: Words>(&self, key: Key) -> Result<T, ConfigError> {
@@ -1073,7 +1073,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             },
         },
         buffer_size,
-        socket_timeout: Duration::from_secs(r.positive(&opt::SOCKET_TIMEOUT)? as u64),
+        // At most a century: "never" written as a huge number made every
+        // deadline it is added to (a TLS handshake's, a body's) panic.
+        socket_timeout: Duration::from_secs(
+            (r.positive(&opt::SOCKET_TIMEOUT)? as u64).min(CENTURY),
+        ),
         keepalive_timeout: match r.given(&opt::KEEPALIVE_TIMEOUT) {
             None => None,
             Some(v) => match v.trim().parse::<u64>() {
@@ -1379,6 +1383,31 @@ mod tests {
             Err(e) => e.0,
             Ok(a) => panic!("expected an error, got {a:?}"),
         }
+    }
+
+    #[test]
+    fn huge_numbers_are_held_where_they_would_wrap_or_panic() {
+        // In MB, multiplied out to bytes, 2^44 wrapped to 0 and every
+        // worker was replaced after each request.
+        let c = serve(&[
+            "--http",
+            ":1",
+            "--wsgi-file",
+            "app.py",
+            "--reload-on-rss",
+            "17592186044416",
+            "--socket-timeout",
+            "99999999999999999999",
+            "--cgi",
+            "/tmp",
+            "--cgi-timeout",
+            "99999999999999999999",
+        ]);
+        assert_eq!(c.process.reload_on_rss, Some(u64::MAX));
+        // "Never" as a huge number: a century, which an Instant can hold.
+        let century = Duration::from_secs(CENTURY);
+        assert_eq!(c.socket_timeout, century);
+        assert_eq!(c.cgi.timeout, century);
     }
 
     #[test]

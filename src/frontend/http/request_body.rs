@@ -19,6 +19,8 @@ use crate::request::{
     AheadInMemory, BodyError, BodyStream, ChunkSource, RequestBody, SpilledAhead,
 };
 
+/// The most reserved for a body read ahead before its bytes come.
+const RESERVED_AT_ONCE: u64 = 1 << 20;
 /// How far a body may fall behind `--min-body-rate` before it is cut:
 /// room for a slow start, and for a stall on a mobile link.
 const RATE_GRACE: Duration = Duration::from_secs(5);
@@ -426,10 +428,15 @@ pub(super) async fn read_ahead(
                     Some(b) => {
                         if more.is_empty() {
                             // Room for the body's length at once (grown by
-                            // doubling, the copy held up to twice it).
+                            // doubling, the copy held up to twice it), up
+                            // to a mebibyte: a length is only what the
+                            // client says. (Reserved in full, one client's
+                            // 600 MB Content-Length, then 5 bytes, took
+                            // 600 MB, or aborted the worker under
+                            // --limit-as.)
                             let read = (b.len() + data.len()) as u64;
                             let room = chunks.body.length().map_or(0, |left| read + left);
-                            more.reserve(room.min(ahead) as usize);
+                            more.reserve(room.min(ahead).min(RESERVED_AT_ONCE) as usize);
                             more.extend_from_slice(b);
                             // hyper's buffer is let go; what is left marks
                             // that the body is in `more`.
