@@ -778,6 +778,24 @@ def test_a_worker_out_of_descriptors_answers_503_for_a_script(serve, cgi_dir):
     assert s.log().count("cannot run it") == 1
 
 
+@pytest.mark.parametrize("http", ["--http1.1", "--http2-prior-knowledge"])
+def test_a_content_length_the_script_breaks_is_held_as_nginx_holds_it(serve, cgi_dir, http):
+    """`Content-Length: 1` then `hello`: the body is cut at its length, as
+    nginx cuts what an upstream sends past it (over HTTP/2 the stream was
+    reset, and curl got no page). A length past 2^64 is no length: the
+    body goes as the script wrote it (it was an empty reply over HTTP/1.1,
+    a reset over HTTP/2)."""
+    script(cgi_dir / "long.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 1\\n\\nhello'\n")
+    script(cgi_dir / "huge.cgi",
+           "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 99999999999999999999999\\n\\nhi'\n")
+    s = cgi_server(serve, cgi_dir)
+    for path, body in [("/long.cgi", "h"), ("/huge.cgi", "hi")]:
+        r = subprocess.run(["curl", "-s", http, "-w", "|%{http_code}", f"{s.url}{path}"], capture_output=True,
+                           text=True, timeout=20)
+        assert (r.returncode, r.stdout) == (0, f"{body}|200"), (path, r.returncode, r.stdout)
+    s.wait_log("a CGI script sent more than its Content-Length: the rest is dropped")
+
+
 def test_a_client_that_leaves_takes_the_script_with_it(serve, cgi_dir, tmp_path):
     marker = tmp_path / "forever.pid"
     script(cgi_dir / "forever.cgi", f"""#!/bin/sh

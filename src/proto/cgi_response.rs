@@ -146,10 +146,14 @@ fn parse_into<'b>(
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length")
-            && (field.value.is_empty() || !field.value.iter().all(u8::is_ascii_digit))
+            && std::str::from_utf8(field.value)
+                .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_none()
         {
-            // A length the server cannot trust is no length: the body is
-            // framed by the end of the output instead.
+            // A length the server cannot trust (or hold: past 2^64) is no
+            // length: the body is framed by the end of the output instead.
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -366,6 +370,9 @@ mod tests {
         );
         assert_eq!(names(&h), ["Content-Type", "Content-Length"]);
         assert_eq!(&h.headers[1].1[..], b"12");
+        // Too long for any body: dropped, as one not a number is.
+        let h = head("Content-Length: 99999999999999999999999\r\n\r\nhi");
+        assert!(names(&h).is_empty());
     }
 
     #[test]

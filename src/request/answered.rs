@@ -134,15 +134,71 @@ impl Answered {
                 observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
             }));
         }
+        // Cut at its Content-Length, as nginx cuts what an upstream sends
+        // past it: sent on, it ran into the next response over HTTP/1.1,
+        // and HTTP/2 reset the stream (the client got no page at all).
+        let (first, rest) = match super::response::declared_length(&headers) {
+            Some(length) => {
+                let over = first.len() as u64 > length;
+                if over {
+                    say_over(self.kind);
+                }
+                let mut sent = 0;
+                let first = super::body::clip(Some(length), &mut sent, first);
+                let rest = BodyStream::new(Clipped {
+                    body: BodyStream::new(body),
+                    left: length - sent,
+                    over,
+                    kind: self.kind,
+                });
+                (first, rest)
+            }
+            None => (first, BodyStream::new(body)),
+        };
         Response {
             status,
             reason,
             headers,
             body: ResponseBody::Stream {
                 first: (!first.is_empty()).then_some(first),
-                rest: BodyStream::new(body),
+                rest,
             },
         }
+    }
+}
+
+/// A script's or FastCGI app's body, cut at the Content-Length it
+/// declared. What runs past it is dropped, and said, once; a body that
+/// ends at its length passes through untouched.
+struct Clipped {
+    body: BodyStream,
+    left: u64,
+    /// It ran past: the response ends here, the rest unread.
+    over: bool,
+    kind: HandlerKind,
+}
+
+impl ChunkSource for Clipped {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, super::BodyError>>> {
+        if self.over {
+            return std::task::Poll::Ready(None);
+        }
+        let next = std::task::ready!(self.body.poll_chunk(cx));
+        std::task::Poll::Ready(match next {
+            Some(Ok(mut b)) => {
+                if b.len() as u64 > self.left {
+                    b.truncate(self.left as usize);
+                    self.over = true;
+                    say_over(self.kind);
+                }
+                self.left -= b.len() as u64;
+                Some(Ok(b))
+            }
+            other => other,
+        })
     }
 }
 
@@ -199,4 +255,15 @@ impl Drop for LoggedAtEnd {
     fn drop(&mut self) {
         self.end(true);
     }
+}
+
+fn say_over(kind: HandlerKind) {
+    let who = match kind {
+        HandlerKind::Cgi => "a CGI script",
+        HandlerKind::FastCgi => "a FastCGI app",
+        _ => "a handler",
+    };
+    crate::say!(
+        "oxgate: {who} sent more than its Content-Length: the rest is dropped (nginx: \"upstream sent more data than specified\")"
+    );
 }
