@@ -377,6 +377,8 @@ def test_only_allowed_extensions_run(serve, cgi_dir):
     assert requests.get(f"{s.url}/echo.pl", timeout=10).status_code == 200
     assert requests.get(f"{s.url}/script.txt", timeout=10).status_code == 403
     assert requests.get(f"{s.url}/env.cgi", timeout=10).status_code == 403
+    # Said, as docs/cgi.md has it (the 403 came alone).
+    s.wait_log("env.cgi: its name is not one --cgi-allowed-ext allows (.sh, .pl); answered 403")
 
 
 def test_traversal_is_refused(serve, cgi_dir):
@@ -794,6 +796,15 @@ def test_a_content_length_the_script_breaks_is_held_as_nginx_holds_it(serve, cgi
                            text=True, timeout=20)
         assert (r.returncode, r.stdout) == (0, f"{body}|200"), (path, r.returncode, r.stdout)
     s.wait_log("a CGI script sent more than its Content-Length: the rest is dropped")
+
+
+def test_server_addr_is_the_address_reached_on_a_socket_of_every_address(serve, cgi_dir):
+    """Listening on every address (`--http :8080`, as the docs' examples
+    do): SERVER_ADDR is the one the client reached, as nginx and Apache
+    give it; it was 0.0.0.0."""
+    s = serve("--http-socket", ":{port}", "--cgi", str(cgi_dir), socket_arg=False)
+    f = fields(requests.get(f"http://127.0.0.1:{s.port}/env.cgi", timeout=10).text)
+    assert (f["SERVER_ADDR"], f["SERVER_PORT"]) == ("127.0.0.1", str(s.port)), f
 
 
 def test_a_client_that_leaves_takes_the_script_with_it(serve, cgi_dir, tmp_path):

@@ -797,10 +797,15 @@ def test_with_manage_script_name_the_maps_see_the_path_under_the_mount_as_uwsgi(
     /app/static/... (oxgate sent it to the app), and a map naming the
     mount does not match."""
     command = (BIN,) if program == "oxgate" else (str(VENV / "bin" / "uwsgi"),)
+    expires = ("--static-expires-path-info", r"^/static/.*\.txt$ 50") if program == "oxgate" else ()
     s = serve("--mount", f"/app={ECHO}", "--manage-script-name", "--static-map", f"/static={tree}",
-              "--static-map", f"/app/s={tree}", "--master", program=command)
+              "--static-map", f"/app/s={tree}", "--master", *expires, program=command)
     r = get(s.url, "/app/static/hello.txt")
     assert (r.status_code, r.text) == (200, "hello static\n"), program
+    if expires:
+        # A -path-info rule matches PATH_INFO as the maps see it (it
+        # matched the path with /app, unlike the docs' example).
+        assert r.headers.get("cache-control") == "max-age=50", r.headers
     r = get(s.url, "/app/s/hello.txt")
     assert r.headers["content-type"].startswith("application/json") and r.json()["path"] == "/s/hello.txt", program
     assert get(s.url, "/static/hello.txt").text == "hello static\n", program

@@ -32,15 +32,33 @@ pub(super) enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
+/// The connection's own address: the listener's, unless that is every
+/// address (`:8080`, `[::]:8080`), when the one the client reached is
+/// asked of the kernel. SERVER_ADDR (and ASGI's `server`) said 0.0.0.0,
+/// where nginx and Apache give the address the connection came in on.
+fn own_address(local: Option<SocketAddr>, fd: &OwnedFd) -> Option<SocketAddr> {
+    match local {
+        Some(addr) if addr.ip().is_unspecified() => socket2::SockRef::from(fd)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .or(local),
+        other => other,
+    }
+}
+
 impl Accepted {
     /// The connection registered with the event loop, with what the CGI
     /// variables need to know of its ends.
     pub(super) fn into_tokio(self) -> std::io::Result<(Stream, ConnInfo)> {
         Ok(match self.peer {
-            Peer::Tcp { local, remote } => (
-                Stream::Tcp(tokio::net::TcpStream::from_std(self.fd.into())?),
-                ConnInfo::new(local, remote),
-            ),
+            Peer::Tcp { local, remote } => {
+                let local = own_address(local, &self.fd);
+                (
+                    Stream::Tcp(tokio::net::TcpStream::from_std(self.fd.into())?),
+                    ConnInfo::new(local, remote),
+                )
+            }
             Peer::Unix => (
                 Stream::Unix(tokio::net::UnixStream::from_std(self.fd.into())?),
                 ConnInfo::new(None, None),
@@ -54,7 +72,7 @@ impl Accepted {
         let info = match self.peer {
             Peer::Tcp { local, remote } => {
                 let _ = socket2::SockRef::from(&self.fd).set_tcp_nodelay(true);
-                ConnInfo::new(local, remote)
+                ConnInfo::new(own_address(local, &self.fd), remote)
             }
             Peer::Unix => ConnInfo::new(None, None),
         };

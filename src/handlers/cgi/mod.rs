@@ -304,6 +304,11 @@ impl CgiScripts {
                 .iter()
                 .any(|ext| name.ends_with(ext.as_bytes()))
         {
+            crate::say!(
+                "oxgate: CGI {}: its name is not one --cgi-allowed-ext allows ({}); answered 403",
+                found.file.display(),
+                self.allowed_ext.join(", ")
+            );
             return Lookup::Answer(forbidden());
         }
         if self.helper(&found.file).is_none()

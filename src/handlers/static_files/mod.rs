@@ -189,15 +189,22 @@ impl StaticFiles {
         self
     }
 
+    /// PATH_INFO as the maps see it: under a `--mount` point with
+    /// `--manage-script-name`, without it, as uWSGI strips it first.
+    fn mapped_path<'a>(&self, path_info: &'a [u8]) -> &'a [u8] {
+        self.mount_points
+            .iter()
+            .find_map(|point| {
+                path_info
+                    .strip_prefix(&point[..])
+                    .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
+            })
+            .unwrap_or(path_info)
+    }
+
     fn lookup(&self, req: &Request) -> Lookup {
         let var = |v: Var| var(&req.vars, v).map_or(&b""[..], |value| &value[..]);
-        let mut path = var(Var::PATH_INFO);
-        if let Some(rest) = self.mount_points.iter().find_map(|point| {
-            path.strip_prefix(&point[..])
-                .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
-        }) {
-            path = rest;
-        }
+        let path = self.mapped_path(var(Var::PATH_INFO));
         if self.skips(path) {
             return Lookup::App;
         }
@@ -474,7 +481,9 @@ impl StaticFiles {
             return None;
         }
         let text = |v: Var| String::from_utf8_lossy(var(&req.vars, v).map_or(&b""[..], |v| &v[..]));
-        let (uri, path_info) = (text(Var::REQUEST_URI), text(Var::PATH_INFO));
+        let uri = text(Var::REQUEST_URI);
+        let path_info = var(&req.vars, Var::PATH_INFO).map_or(&b""[..], |v| &v[..]);
+        let path_info = String::from_utf8_lossy(self.mapped_path(path_info));
         let path = file_path.to_string_lossy();
         let rule = s
             .expires_uri
