@@ -273,7 +273,6 @@ def test_reload_on_rss(serve, app_dir):
     assert fresh(s.url).status_code == 200
 
 
-
 RESERVING_APP = """
 import mmap
 RESERVED = []

@@ -101,7 +101,7 @@ pub(super) async fn serve_http2<I>(
         let side = async {
             tokio::select! {
                 quiet = stop_or_idle(&mut shutdown, &ctx, false) => Some(quiet),
-                () = streams.taking.dead() => None,
+                () = streams.stalls.dead() => None,
             }
         };
         match race_rarely(accepting, side).await {
@@ -123,15 +123,15 @@ pub(super) async fn serve_http2<I>(
     tokio::select! {
         res = accept_streams(&mut conn, &ctx, &streams) => log_ended(res),
         _ = idle_watchdog(&ctx, false) => {}
-        () = streams.taking.dead() => {}
+        () = streams.stalls.dead() => {}
     }
 }
 
 /// What a connection's streams share.
 #[derive(Default)]
 struct ConnStreams {
-    /// When one of them last took data (`Stall`).
-    taking: Arc<ConnTaking>,
+    /// Their stalls (`Stall`).
+    stalls: Arc<ConnStalls>,
     /// How many have an upload under way (`connection_window`).
     uploads: Arc<AtomicUsize>,
     /// Whose turn it is to block the event loop (`Turns`).
@@ -288,7 +288,7 @@ where
             req,
             respond,
             permit.ok(),
-            streams.taking.clone(),
+            streams.stalls.clone(),
             upload,
             streams.turns.clone(),
         )));
@@ -354,7 +354,7 @@ async fn serve_stream(
     req: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    taking: Arc<ConnTaking>,
+    stalls: Arc<ConnStalls>,
     upload: Option<Upload>,
     turns: Arc<Turns>,
 ) {
@@ -437,7 +437,10 @@ async fn serve_stream(
             respond,
             resp,
             is_head,
-            Stall { stall, taking },
+            Stall {
+                stall,
+                conn: stalls,
+            },
             upload,
             &turns,
         )
@@ -493,61 +496,75 @@ async fn finish_after_upload(
 }
 
 /// How long a response waits for the client to take it: `stall`
-/// (`--socket-timeout`) without a window worth the name (`TAKEN`). Then
-/// the stream is reset; and if no stream of the connection took anything
-/// in that time, the whole connection is closed (`ConnTaking`). Each
-/// stream pins the app's thread while it waits (a file response's thread
-/// stays with it until it is sent): a client that opened 100 streams and
-/// no window held the worker for a stall each, one after another, where
-/// one that stops reading over HTTP/1.1 holds it for one.
+/// (`--socket-timeout`) without a window worth the name (`TAKEN`), then
+/// the stream is reset. Each stream pins the app's thread while it waits
+/// (a file response's thread stays with it until it is sent): a client
+/// that opened 100 streams and no window held the worker for a stall
+/// each, one after another, where one that stops reading over HTTP/1.1
+/// holds it for one. So once one of a connection's streams was reset, one
+/// that has taken nothing of its response yet waits `STARVED_WAIT`; and a
+/// second reset of a stream that took nothing closes the connection
+/// (`ConnStalls`). A stream that has taken data (a paused video, a slow
+/// link) always has the whole stall, and a connection's streams that have
+/// nothing to send (an event stream, an app still working) are not
+/// counted against it.
 struct Stall {
     stall: Duration,
-    taking: Arc<ConnTaking>,
+    conn: Arc<ConnStalls>,
 }
+
+/// A window update is a round trip away: a stream whose client takes data
+/// opens one within this.
+const STARVED_WAIT: Duration = Duration::from_secs(1);
 
 /// What counts as taking data: a window opened by this much since the
-/// stall began (or enough for the rest of the chunk waiting). A client
-/// that opens one byte every few seconds takes nothing, as one reading a
-/// byte at a time over HTTP/1.1 frees too little of the socket's buffer
-/// to wake its writer.
+/// stall began (or enough for the rest of the chunk waiting). Every client
+/// opens 64 KiB for a stream at first; one that opens a byte every few
+/// seconds takes nothing, as one reading a byte at a time over HTTP/1.1
+/// frees too little of the socket's buffer to wake its writer.
 const TAKEN: usize = 16 * 1024;
 
-/// When a connection's streams last took data, and its end when a stream
-/// found none had for a whole stall.
-struct ConnTaking {
-    start: Instant,
-    /// Milliseconds from `start`.
-    last: AtomicU64,
-    /// The client takes nothing on any stream: the connection is closed.
+/// Of a connection's streams reset for a stall: whether one was, and how
+/// many had taken none of their response at all (a client that reads
+/// nothing: at `UNTAKEN_CLOSE`, the connection is closed).
+#[derive(Default)]
+struct ConnStalls {
+    starved: AtomicBool,
+    untaken: AtomicUsize,
     dead: tokio::sync::Notify,
-    /// Said once per connection.
-    said: AtomicBool,
 }
 
-impl Default for ConnTaking {
-    fn default() -> ConnTaking {
-        ConnTaking {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
-            dead: tokio::sync::Notify::new(),
-            said: AtomicBool::new(false),
+const UNTAKEN_CLOSE: usize = 2;
+
+impl Stall {
+    fn wait(&self, took: bool) -> Duration {
+        match !took && self.conn.starved.load(Ordering::Relaxed) {
+            true => self.stall.min(STARVED_WAIT),
+            false => self.stall,
+        }
+    }
+
+    /// A stream is reset for its stall: said (the connection's first), and
+    /// the connection closed at its second stream that took nothing.
+    fn reset(&self, took: bool) {
+        let conn = &self.conn;
+        if !conn.starved.swap(true, Ordering::Relaxed) {
+            crate::say!(
+                "oxgate: HTTP/2 stream reset: the client took no data of its response for --socket-timeout ({}s)",
+                self.stall.as_secs()
+            );
+        }
+        if !took && conn.untaken.fetch_add(1, Ordering::Relaxed) + 1 == UNTAKEN_CLOSE {
+            crate::say!(
+                "oxgate: HTTP/2 connection closed: a second stream whose client took none of its response (a client that reads nothing)"
+            );
+            conn.dead.notify_one();
         }
     }
 }
 
-impl ConnTaking {
-    fn took(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// Whether no stream took data for `d`.
-    fn quiet_for(&self, d: Duration) -> bool {
-        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last) >= d
-    }
-
-    /// Until a stream finds the client takes nothing.
+impl ConnStalls {
+    /// Until the client is found to read nothing.
     async fn dead(&self) {
         self.dead.notified().await;
     }
@@ -649,6 +666,8 @@ async fn send_body(
     // took since (windows too small to count, `TAKEN`).
     let mut shut: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut trickled = 0usize;
+    // Whether it has taken any of the response (`Stall`).
+    let mut took = false;
     poll_fn(|cx| {
         loop {
             if tx.poll_reset(cx).is_ready() {
@@ -662,21 +681,11 @@ async fn send_body(
                         Poll::Ready(Some(Ok(_))) => break,
                         Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Sent::All),
                         Poll::Pending => {
-                            let timer = shut
-                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall.stall)));
+                            let timer = shut.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep(stall.wait(took)))
+                            });
                             if timer.as_mut().poll(cx).is_ready() {
-                                let taking = &stall.taking;
-                                let dead = taking.quiet_for(stall.stall);
-                                if !taking.said.swap(true, Ordering::Relaxed) {
-                                    crate::say!(
-                                        "oxgate: HTTP/2 stream reset: the client took no data of its response for --socket-timeout ({}s){}",
-                                        stall.stall.as_secs(),
-                                        if dead { ", nor of any other: the connection is closed" } else { "" }
-                                    );
-                                }
-                                if dead {
-                                    taking.dead.notify_one();
-                                }
+                                stall.reset(took);
                                 tx.send_reset(Reason::CANCEL);
                                 return Poll::Ready(Sent::All);
                             }
@@ -697,7 +706,7 @@ async fn send_body(
                 if last || trickled >= TAKEN {
                     shut = None;
                     trickled = 0;
-                    stall.taking.took();
+                    took = true;
                 }
                 let hold = end && last && held();
                 let sent = tx.send_data(part, end && last && !hold);
