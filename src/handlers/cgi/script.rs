@@ -555,6 +555,15 @@ impl Drop for Running {
     }
 }
 
+/// Kills a script's group while its supervisor still has it (not reaped):
+/// once reaped, its id may be another group's.
+fn kill_if_running(group: Pid) {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if running.contains(&group) {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
 /// Whether `pid` is a CGI script this worker runs (its supervisor reaps
 /// it: `--reaper` must not).
 pub fn is_running_script(pid: i32) -> bool {
@@ -620,7 +629,7 @@ async fn feed(
                     Err(e) => {
                         let _ = failed.set(e);
                         if let Some(group) = group {
-                            let _ = killpg(group, Signal::SIGKILL);
+                            kill_if_running(group);
                         }
                         return;
                     }
