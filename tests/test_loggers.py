@@ -281,6 +281,33 @@ def test_logto_and_daemonize_send_the_log_to_a_udp_address_as_uwsgi(tmp_path, op
         r.close()
 
 
+def test_a_udp_log_whose_collector_is_down_fails_nothing(serve):
+    """`--logto HOST:PORT` with nothing listening there (the collector is
+    down): lines are lost, the app's own writes do not fail. (Sent on a
+    connected socket behind the app's stdout, every other print raised
+    ConnectionRefusedError: a 500.) And uWSGI's `socket:` logger sends the
+    same datagrams."""
+    from helpers import BIN, free_port
+    port = free_port()
+    p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", LOGGED, "--processes", "1",
+                          "--logto", f"127.0.0.1:{free_port()}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="serving")
+        for _ in range(6):
+            assert requests.get(f"http://127.0.0.1:{port}/print", timeout=10).status_code == 200
+    finally:
+        p.kill()
+        p.wait(10)
+    r = SyslogReceiver()
+    try:
+        s2 = serve("--wsgi-file", LOGGED, "--processes", "1", "--logger", f"socket:127.0.0.1:{r.port}")
+        requests.get(s2.url + "/print", timeout=10)
+        assert r.wait(b"GET /print", "the request line").endswith(b"\n")
+        r.wait(b"app stdout line", "the app's own output")
+    finally:
+        r.close()
+
+
 def _answers(url):
     try:
         return requests.get(url, timeout=5).status_code == 200

@@ -484,7 +484,7 @@ options! {
         .help("Log to FILE from the moment privileges are dropped (--uid, --gid), opened as that user; until then, to --logto's file or stderr."),
     LOGGER = OptDef::new("logger", List, Logging)
         .value("[NAME ]TARGET")
-        .help("uWSGI's logger, repeatable: file:PATH (or file:logfile=PATH[,maxsize=BYTES][,backupname=PATH], which rotates a lone file logger as --log-maxsize does), stdio (stderr, or --logto's file), stdout (the standard output it started with, which --logto then leaves be), syslog[:IDENT[,FACILITY]] (the local syslog, /dev/log) or rsyslog:ADDR[:PORT][,PREFIX[,PRI]] (UDP). Lines go to every logger without a NAME; a named one takes only the lines --log-route sends it. The app's own output is routed too."),
+        .help("uWSGI's logger, repeatable: file:PATH (or file:logfile=PATH[,maxsize=BYTES][,backupname=PATH], which rotates a lone file logger as --log-maxsize does), stdio (stderr, or --logto's file), stdout (the standard output it started with, which --logto then leaves be), syslog[:IDENT[,FACILITY]] (the local syslog, /dev/log), rsyslog:ADDR[:PORT][,PREFIX[,PRI]] (UDP) or socket:ADDR (each line as it is, a UDP datagram, or a unix one when ADDR is a path). Lines go to every logger without a NAME; a named one takes only the lines --log-route sends it. The app's own output is routed too."),
     REQ_LOGGER = OptDef::new("req-logger", List, Logging)
         .aliases(&["logger-req"])
         .value("[NAME ]TARGET")

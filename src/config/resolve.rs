@@ -10,7 +10,7 @@ use super::settings::*;
 use super::value::{parse_bool, parse_int, switch_on};
 use crate::lifecycle::{Control, ReloadKind};
 use crate::listen::Protocol;
-use crate::log::route::{LogPlan, Logger, Route, Target};
+use crate::log::route::{LogPlan, Logger, Route, SyslogAddr, Target, udp_log_address};
 use crate::request::wrappers::Trusted;
 
 /// `pkg.mod`, `pkg.mod:app` or `pkg.mod:factory()`; `callable` (from
@@ -1207,7 +1207,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             pidfile2: r.path(&opt::PIDFILE2),
             daemonize: r.path(&opt::DAEMONIZE),
             daemonize2: r.path(&opt::DAEMONIZE2),
-            logto2: r.path(&opt::LOGTO2),
+            logto2: r.path(&opt::LOGTO2).filter(|l| udp_log_address(l).is_none()),
             // One file logger is the log file itself. As in uWSGI, whose
             // loggers take the output over, it wins over --logto and
             // --daemonize's file, which get nothing; and --daemonize's
@@ -1222,7 +1222,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
                 })
                 .or_else(|| match r.path(&opt::DAEMONIZE) {
                     Some(_) => None,
-                    None => r.path(&opt::LOGTO),
+                    None => r.path(&opt::LOGTO).filter(|l| udp_log_address(l).is_none()),
                 }),
             vacuum: r.flag(&opt::VACUUM)?,
             reaper: r.flag(&opt::REAPER)?,
@@ -1317,6 +1317,22 @@ fn log_plan(r: &Values<'_>) -> Result<LogPlan, ConfigError> {
                 .loggers
                 .push(logger("log-syslog", &format!("syslog:{v}"))?),
         }
+    }
+    // `--daemonize HOST:PORT` (which wins over --logto, as in uWSGI) or
+    // `--logto HOST:PORT`: the log goes to that UDP address, a datagram a
+    // line, unless loggers take it over.
+    let log = [&opt::DAEMONIZE, &opt::DAEMONIZE2, &opt::LOGTO, &opt::LOGTO2]
+        .into_iter()
+        .find_map(|o| r.path(o));
+    let udp = log.and_then(|l| udp_log_address(&l).map(str::to_string));
+    if let Some(addr) = udp
+        && plan.loggers.is_empty()
+    {
+        plan.loggers.push(Logger {
+            name: None,
+            target: Target::Datagram(SyslogAddr::Udp(addr)),
+            rotate: None,
+        });
     }
     for v in r.all(&opt::REQ_LOGGER) {
         plan.request_loggers.push(logger("req-logger", &v)?);

@@ -22,7 +22,7 @@ use std::io::Read;
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use nix::fcntl::OFlag;
@@ -69,6 +69,23 @@ pub enum Target {
         prefix: String,
         facility: u8,
     },
+    /// `socket:ADDR` (uWSGI's socket logger), and `--logto`/`--daemonize`
+    /// given `HOST:PORT`: each line as it is, one datagram (UDP, or a unix
+    /// datagram when ADDR is a path). Sent unconnected and without
+    /// waiting, as to syslog: a collector that is down loses lines, and
+    /// neither fails the app's writes nor stalls a request.
+    Datagram(SyslogAddr),
+}
+
+/// The UDP address a `--logto`/`--daemonize` value names, if it names one:
+/// uWSGI sends the log there (`--logto 127.0.0.1:1717`, "set logfile/udp
+/// address"), a `Target::Datagram` logger here. uWSGI takes any value
+/// with a `:`; a path (with a `/`) or a name whose end is not a port stays
+/// a file here.
+pub fn udp_log_address(path: &Path) -> Option<&str> {
+    let text = path.to_str()?;
+    let (host, port) = text.rsplit_once(':')?;
+    (!text.contains('/') && !host.is_empty() && port.parse::<u16>().is_ok()).then_some(text)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +231,11 @@ impl Logger {
                     facility: fac.map_or(Ok(3), facility)?,
                 }
             }
+            ("socket", None) => return Err("socket: needs an address".into()),
+            ("socket", Some(addr)) if addr.starts_with('/') => {
+                Target::Datagram(SyslogAddr::Unix(PathBuf::from(addr)))
+            }
+            ("socket", Some(addr)) => Target::Datagram(SyslogAddr::Udp(addr.to_string())),
             ("rsyslog", None) => return Err("rsyslog: needs an address".into()),
             ("rsyslog", Some(arg)) => {
                 let mut parts = arg.splitn(3, ',');
@@ -431,9 +453,20 @@ enum Socket {
 }
 
 enum SyslogFormat {
-    Libc { ident: String, facility: u8 },
-    Rsyslog { prefix: String, pri: u8 },
-    Gunicorn { prefix: String, facility: u8 },
+    /// The line as it is (`Target::Datagram`).
+    Raw,
+    Libc {
+        ident: String,
+        facility: u8,
+    },
+    Rsyslog {
+        prefix: String,
+        pri: u8,
+    },
+    Gunicorn {
+        prefix: String,
+        facility: u8,
+    },
 }
 
 struct Installed {
@@ -532,6 +565,10 @@ fn open_target(target: &Target) -> Result<Out, String> {
                 path: c,
             }
         }
+        Target::Datagram(addr) => Out::Syslog {
+            socket: socket(addr)?,
+            format: SyslogFormat::Raw,
+        },
         Target::Syslog { ident, facility } => Out::Syslog {
             socket: socket(&SyslogAddr::Unix(PathBuf::from("/dev/log")))?,
             format: SyslogFormat::Libc {
@@ -733,6 +770,7 @@ impl SyslogFormat {
         let now = crate::sys::clock::unix_now();
         let mut out = Vec::with_capacity(bare.len() + 64);
         match self {
+            SyslogFormat::Raw => out.extend_from_slice(line),
             // glibc's syslog(3), as uWSGI calls it: openlog(ident, 0,
             // facility), syslog(LOG_INFO, "%s", line). The newline uWSGI
             // leaves on is dropped: syslog daemons end the record anyway.
@@ -946,6 +984,23 @@ mod tests {
 
     fn target(v: &str) -> Target {
         Logger::parse(v).unwrap().target
+    }
+
+    #[test]
+    fn a_log_value_is_a_udp_address_only_as_host_and_port() {
+        for (value, udp) in [
+            ("127.0.0.1:1717", true),
+            ("logs.example:514", true),
+            ("[::1]:514", true),
+            ("uwsgi.log", false),
+            ("/var/log/a:1717", false),
+            ("./a:1717", false),
+            ("a:b.log", false),
+            (":1717", false),
+            ("host:99999", false),
+        ] {
+            assert_eq!(udp_log_address(Path::new(value)).is_some(), udp, "{value}");
+        }
     }
 
     #[test]

@@ -9,34 +9,9 @@ use std::path::Path;
 
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout};
 
+pub use crate::log::route::udp_log_address;
+
 use crate::handlers::python;
-
-/// The UDP address a `--logto`/`--daemonize` value names, if it names one:
-/// uWSGI sends the log there (`--logto 127.0.0.1:1717`, "set logfile/udp
-/// address"). uWSGI takes any value with a `:`; a path (with a `/`) or a
-/// name whose end is not a port stays a file here.
-pub fn udp_log_address(path: &Path) -> Option<&str> {
-    let text = path.to_str()?;
-    let (host, port) = text.rsplit_once(':')?;
-    (!text.contains('/') && !host.is_empty() && port.parse::<u16>().is_ok()).then_some(text)
-}
-
-/// A UDP socket connected to `addr`, to stand for the log file: each line
-/// is written with one write(), so each goes as one datagram, as uWSGI
-/// sends them. A line no one receives is lost, as there.
-fn udp_log(addr: &str) -> Result<File, String> {
-    use std::net::ToSocketAddrs;
-    let to = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot send the log to {addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot send the log to {addr}: it resolves to no address"))?;
-    let local = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-    let socket = std::net::UdpSocket::bind(local)
-        .and_then(|s| s.connect(to).map(|()| s))
-        .map_err(|e| format!("cannot send the log to {addr}: {e}"))?;
-    Ok(File::from(std::os::fd::OwnedFd::from(socket)))
-}
 
 /// Where the log goes, said for reopening: a file (a UDP address is not
 /// one, and is never reopened).
@@ -47,11 +22,15 @@ pub fn remember_log_path(path: &Path) {
 }
 
 /// Opens the log for appending: `O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC`,
-/// mode 0640 (less the umask); or, for a UDP address, a socket sending
-/// there.
+/// mode 0640 (less the umask). A UDP address (`--daemonize HOST:PORT`)
+/// is a logger's (`log::route`, which sends each line there): behind fds
+/// 1 and 2 goes /dev/null.
 fn open_log(path: &Path) -> Result<File, String> {
-    if let Some(addr) = udp_log_address(path) {
-        return udp_log(addr);
+    if udp_log_address(path).is_some() {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("cannot open /dev/null: {e}"));
     }
     if path.as_os_str().as_bytes().contains(&0) {
         return Err("NUL in path".to_string());
@@ -187,26 +166,4 @@ pub fn daemonize(log: &Path) -> Result<(), String> {
     }
     onto_stdout_stderr(file);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_value_is_a_udp_address_only_as_host_and_port() {
-        for (value, udp) in [
-            ("127.0.0.1:1717", true),
-            ("logs.example:514", true),
-            ("[::1]:514", true),
-            ("uwsgi.log", false),
-            ("/var/log/a:1717", false),
-            ("./a:1717", false),
-            ("a:b.log", false),
-            (":1717", false),
-            ("host:99999", false),
-        ] {
-            assert_eq!(udp_log_address(Path::new(value)).is_some(), udp, "{value}");
-        }
-    }
 }
