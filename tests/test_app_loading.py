@@ -513,6 +513,28 @@ def test_vhost_sites_with_their_own_virtualenvs_each_get_theirs(serve, tmp_path)
         assert ask_vhost(up, b, "siteB.wsgi", tmp_path / "envB") == ("HTTP/1.1 200 OK", "siteB siteB.settings envB")
 
 
+def test_vhost_a_virtualenv_site_after_one_on_the_base_install_gets_its_own_packages(serve, tmp_path):
+    """Site B's Django comes from the base install (--pythonpath here),
+    site A's from its UWSGI_PYHOME. B loads first: A imported B's Django
+    (set up for B, so A was refused), as a package another site imported
+    stood in for the virtualenv's own. Each gets its own, in either order,
+    and a flat Flask-less site sharing A's virtualenv sees A's `libx`."""
+    a, b = django_site(tmp_path, "siteA", "envA"), django_site(tmp_path, "siteB")
+    c = tmp_path / "plain"
+    c.mkdir()
+    (c / "plain.py").write_text("import libx\n"
+                                "def application(environ, start_response):\n"
+                                "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                                "    return [('plain ' + libx.X).encode()]\n")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1", "--pythonpath",
+          str(VENV / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"))
+    for _ in range(2):
+        assert ask_vhost(up, b, "siteB.wsgi") == ("HTTP/1.1 200 OK", "siteB siteB.settings -")
+        assert ask_vhost(up, a, "siteA.wsgi", tmp_path / "envA") == ("HTTP/1.1 200 OK", "siteA siteA.settings envA")
+        assert ask_vhost(up, c, "plain", tmp_path / "envA") == ("HTTP/1.1 200 OK", "plain envA")
+
+
 def test_vhost_load_error_is_a_500(serve, tmp_path):
     up = free_port()
     s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")

@@ -307,22 +307,54 @@ def module_files():
 # sys.modules: one site's `helpers` is not another's, nor is one site's
 # virtualenv's Django another's.
 _VHOST_MODULES = {}
-# Per site: the modules of the same names its own ones took the place of
-# (a package in the base install, which another site imports), put back
-# when it is left.
+# Per directory: the modules of the same names its own ones took the
+# place of (a package in the base install, or in another site's
+# virtualenv, which another site imports), put back when it is left.
 _VHOST_DISPLACED = {}
+# Per directory: the top-level module names it provides (read once).
+_VHOST_NAMES = {}
+# Per site: entries of sys.path under its directories besides them (a
+# loaded file's own directory), set aside while another site runs.
+_VHOST_PATHS = {}
 # Per site (by directory): its virtualenv's site-packages, if any.
 _VHOST_LIBS = {}
+# Per site: the DJANGO_SETTINGS_MODULE its load left.
+_VHOST_SETTINGS = {}
+# Loads refused (a second Django, below), by what names the app: said
+# again at once, not loaded again at every request.
+_VHOST_REFUSED = {}
 _VHOST_ACTIVE = [None]
 # DJANGO_SETTINGS_MODULE as the environment gave it, before any site's
 # load set it.
 _VHOST_ENVIRON = []
 
 
+def _under(m, prefix):
+    f = getattr(m, "__file__", None)
+    return isinstance(f, str) and f.startswith(prefix)
+
+
 def _modules_under(directory):
     prefix = directory.rstrip(os.sep) + os.sep
-    return {name: m for name, m in list(sys.modules.items())
-            if isinstance(getattr(m, "__file__", None), str) and m.__file__.startswith(prefix)}
+    return {name: m for name, m in list(sys.modules.items()) if _under(m, prefix)}
+
+
+def _packages_in(lib):
+    """The top-level modules a virtualenv's site-packages provides: its
+    packages, and its modules' names (`six.py`,
+    `_cffi_backend.cpython-311-x86_64-linux-gnu.so`); never the standard
+    library's, which stay as imported (as without sites)."""
+    names = _VHOST_NAMES.get(lib)
+    if names is None:
+        try:
+            entries = os.listdir(lib)
+        except OSError:
+            entries = []
+        names = {e.partition(".")[0] for e in entries
+                 if "." not in e or e.endswith((".py", ".pyc", ".so"))}
+        names -= set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+        _VHOST_NAMES[lib] = names
+    return names
 
 
 def _site_dirs(directory):
@@ -332,11 +364,38 @@ def _site_dirs(directory):
     return [directory, lib] if lib else [directory]
 
 
+def _set_aside(d):
+    """Leaves directory `d`: its modules are set aside (kept for the next
+    site that has it), the ones they took the place of come back, and no
+    path under it is left to import from (`siteA.settings` is not for site
+    B to find)."""
+    own = _modules_under(d)
+    _VHOST_MODULES[d] = own
+    for name in own:
+        del sys.modules[name]
+    sys.modules.update(_VHOST_DISPLACED.pop(d, {}))
+
+
+def _put_in(d, lib):
+    """Enters directory `d`: its modules come back, in the place of any of
+    the same names from elsewhere; and, for a virtualenv (`lib`), in the
+    place of any package it provides that another site imported from the
+    base install (its own is imported instead)."""
+    own = _VHOST_MODULES.get(d, {})
+    names = _packages_in(d) if lib else ()
+    prefix = d.rstrip(os.sep) + os.sep
+    displaced = {name: m for name, m in list(sys.modules.items())
+                 if (name in own or name.partition(".")[0] in names) and not _under(m, prefix)}
+    for name in displaced:
+        del sys.modules[name]
+    _VHOST_DISPLACED[d] = displaced
+    sys.modules.update(own)
+
+
 def enter_vhost(directory):
     """Makes the site in `directory` the one requests run in. Switching
     sites sets aside the modules of the directories the one before had
-    and this one has not (kept per directory, `_VHOST_MODULES`); staying
-    costs a getcwd()."""
+    and this one has not; staying costs a getcwd()."""
     active = _VHOST_ACTIVE[0]
     if active == directory:
         if os.getcwd() != directory:
@@ -345,31 +404,29 @@ def enter_vhost(directory):
     os.chdir(directory)
     entering = _site_dirs(directory)
     leaving = _site_dirs(active) if active is not None else []
-    for d in leaving:
-        if d in entering:
-            continue
-        own = _modules_under(d)
-        _VHOST_MODULES[d] = own
-        for name in own:
-            del sys.modules[name]
-        # Nor may it be imported from: `siteA.settings` is not for site B
-        # to find.
-        if d in sys.path:
-            sys.path.remove(d)
-    if active is not None:
-        sys.modules.update(_VHOST_DISPLACED.pop(active, {}))
-    own = {}
+    gone = [d for d in leaving if d not in entering]
+    for d in gone:
+        _set_aside(d)
+    if gone:
+        prefixes = tuple(d.rstrip(os.sep) + os.sep for d in gone)
+        under = [p for p in sys.path if p in gone or p.startswith(prefixes)]
+        _VHOST_PATHS[active] = [p for p in under if p not in gone]
+        for p in under:
+            sys.path.remove(p)
     for d in entering:
         if d not in leaving:
-            own.update(_VHOST_MODULES.get(d, {}))
-    _VHOST_DISPLACED[directory] = {name: sys.modules[name] for name, m in own.items()
-                                   if name in sys.modules and sys.modules[name] is not m}
-    sys.modules.update(own)
+            _put_in(d, d != directory)
+    for d in reversed(_VHOST_PATHS.pop(directory, [])):
+        if d not in sys.path:
+            sys.path.insert(0, d)
     for d in reversed(entering):
         if sys.path[:1] != [d]:
             if d in sys.path:
                 sys.path.remove(d)
             sys.path.insert(0, d)
+    settings = _VHOST_SETTINGS.get(directory)
+    if settings is not None and os.environ.get("DJANGO_SETTINGS_MODULE") != settings:
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings
     _VHOST_ACTIVE[0] = directory
 
 
@@ -388,6 +445,9 @@ def load_vhost(script, module, callable_name, file, chdir, pyhome):
     """--vhost: loads the app a request's UWSGI_* variables name (uWSGI's
     dynamic apps). Returns (app, None) or (None, message)."""
     import site
+    key = (script, module, callable_name, file, chdir, pyhome)
+    if key in _VHOST_REFUSED:
+        return None, _VHOST_REFUSED[key]
     if pyhome:
         lib = os.path.join(pyhome, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
         if not os.path.isdir(lib):
@@ -419,11 +479,14 @@ def load_vhost(script, module, callable_name, file, chdir, pyhome):
     django_before = _django_settings_module()
     app, message = _load_vhost_app(script, module, callable_name, file, chdir)
     wanted = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if chdir and wanted:
+        _VHOST_SETTINGS[chdir] = wanted
     if app is not None and django_before and wanted and wanted != django_before:
-        return None, (f"its Django settings {wanted!r} cannot be set up in a worker where another --vhost "
+        _VHOST_REFUSED[key] = (f"its Django settings {wanted!r} cannot be set up in a worker where another --vhost "
                       f"site's Django runs with {django_before!r}: Django keeps one settings module per "
                       "process (uWSGI gives each site an interpreter of its own). Give each Django site "
                       "its own UWSGI_PYHOME virtualenv with Django in it, or its own oxgate")
+        return None, _VHOST_REFUSED[key]
     return app, message
 
 
