@@ -1360,6 +1360,37 @@ def test_a_paused_http2_stream_does_not_cut_a_slow_one_beside_it(serve):
     assert any(isinstance(e, h2.events.StreamReset) and e.stream_id == 1 for e in seen), seen
 
 
+def test_an_http2_client_that_takes_only_its_first_windows_holds_the_thread_for_one_stall(serve):
+    """Ten streams, each given the client's first 64 KiB window and no
+    more: that first window was counted as taking data, so each stream
+    had a whole --socket-timeout, one after another (20 s of the worker's
+    one thread). Windows opened while a stream waits count; the first is
+    given, not taken: the second stream reset closes the connection."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--processes", "1", "--threads", "1", "--socket-timeout", "2")
+    c, conn = h2c_connection(s.port)
+    conn.increment_flow_control_window(1 << 30)
+    for stream in range(1, 21, 2):
+        conn.send_headers(stream, [(":method", "GET"), (":path", "/big?mb=4"), (":scheme", "http"),
+                                   (":authority", "x")], end_stream=True)
+    c.sendall(conn.data_to_send())
+    c.settimeout(0.5)
+    closed, deadline = False, time.monotonic() + 12
+    try:
+        while not closed and time.monotonic() < deadline:
+            try:
+                data = c.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                closed = True
+                break
+            closed = any(isinstance(e, h2.events.ConnectionTerminated) for e in conn.receive_data(data))
+    finally:
+        c.close()
+    assert closed, "still open after 12 s"
+    s.wait_log("HTTP/2 connection closed: a second stream whose client took none of its response")
+
+
 def test_a_paused_http2_stream_does_not_close_its_connection_under_a_quiet_one(serve):
     """A stream that took its first 64 KiB and no more (a paused video)
     beside one whose app is still at work (an event stream between

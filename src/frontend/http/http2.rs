@@ -666,7 +666,8 @@ async fn send_body(
     // took since (windows too small to count, `TAKEN`).
     let mut shut: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut trickled = 0usize;
-    // Whether it has taken any of the response (`Stall`).
+    // Whether its client has opened a window worth the name while it
+    // waited (`Stall`).
     let mut took = false;
     poll_fn(|cx| {
         loop {
@@ -681,6 +682,10 @@ async fn send_body(
                         Poll::Ready(Some(Ok(_))) => break,
                         Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Sent::All),
                         Poll::Pending => {
+                            if shut.is_none() {
+                                // What counts is taken from here on.
+                                trickled = 0;
+                            }
                             let timer = shut.get_or_insert_with(|| {
                                 Box::pin(tokio::time::sleep(stall.wait(took)))
                             });
@@ -704,9 +709,13 @@ async fn send_body(
                 // Progress: the chunk is out, or a window worth the name.
                 trickled += part.len();
                 if last || trickled >= TAKEN {
+                    // Taking is a window opened while the stream waited:
+                    // the client's first window is given, not taken (a
+                    // client that never opens another held a full stall
+                    // per stream).
+                    took |= shut.is_some() && trickled >= TAKEN;
                     shut = None;
                     trickled = 0;
-                    took = true;
                 }
                 let hold = end && last && held();
                 let sent = tx.send_data(part, end && last && !hold);
