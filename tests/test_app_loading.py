@@ -535,6 +535,54 @@ def test_vhost_a_virtualenv_site_after_one_on_the_base_install_gets_its_own_pack
         assert ask_vhost(up, c, "plain", tmp_path / "envA") == ("HTTP/1.1 200 OK", "plain envA")
 
 
+def ask_app(port, chdir, pairs):
+    head, _, body = uwsgi_request(port, packet([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"),
+                                                ("SERVER_PROTOCOL", "HTTP/1.1"), ("UWSGI_CHDIR", str(chdir))]
+                                               + pairs)).partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body.decode()
+
+
+def test_vhost_sites_sharing_a_virtualenv_in_ones_directory_share_its_modules(serve, tmp_path):
+    """Sites A and C name one UWSGI_PYHOME, inside A's directory: leaving
+    A for C set aside the virtualenv's modules with A's, and C imported a
+    fresh copy at every switch (a counter in it never passed 1)."""
+    lib = tmp_path / "A" / "venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    lib.mkdir(parents=True)
+    (lib / "counter.py").write_text("N = [0]\ndef bump():\n    N[0] += 1\n    return N[0]\n")
+    for site in ("A", "C"):
+        (tmp_path / site).mkdir(exist_ok=True)
+        (tmp_path / site / f"app{site}.py").write_text(
+            "import counter\n"
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    return [str(counter.bump()).encode()]\n")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+    pyhome = ("UWSGI_PYHOME", str(tmp_path / "A" / "venv"))
+    got = [ask_app(up, tmp_path / site, [("UWSGI_SCRIPT", f"app{site}"), pyhome])[1] for site in "ACACAC"]
+    assert got == ["1", "2", "3", "4", "5", "6"], got
+
+
+def test_vhost_a_site_whose_directory_holds_the_interpreter_leaves_it_be(serve, tmp_path):
+    """A UWSGI_CHDIR that holds the interpreter's own library (/, a home
+    with pyenv in it): leaving that site set the standard library aside
+    with it, and the next site's `import fractions` failed."""
+    (tmp_path / "wide.py").write_text("def application(environ, start_response):\n"
+                                      "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                                      "    return [b'wide']\n")
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "narrow.py").write_text("def application(environ, start_response):\n"
+                                               "    import fractions\n"
+                                               "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                                               "    return [fractions.__name__.encode()]\n")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+    narrow = [("UWSGI_SCRIPT", "narrow")]
+    assert ask_app(up, tmp_path / "s2", narrow) == ("HTTP/1.1 200 OK", "fractions")
+    assert ask_app(up, sys.base_prefix, [("UWSGI_FILE", str(tmp_path / "wide.py"))]) == ("HTTP/1.1 200 OK", "wide")
+    assert ask_app(up, tmp_path / "s2", narrow) == ("HTTP/1.1 200 OK", "fractions")
+
+
 def test_vhost_load_error_is_a_500(serve, tmp_path):
     up = free_port()
     s = serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")

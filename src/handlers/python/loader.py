@@ -364,16 +364,36 @@ def _site_dirs(directory):
     return [directory, lib] if lib else [directory]
 
 
-def _set_aside(d):
+# Directories never set aside with a site whose directory holds them: the
+# interpreter's own (a UWSGI_CHDIR of / or of a home with pyenv in it) and
+# what was on sys.path before the first site loaded (--pythonpath).
+_VHOST_KEPT = []
+
+
+def _kept():
+    if not _VHOST_KEPT:
+        import sysconfig
+        paths = sysconfig.get_paths()
+        dirs = [paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+        dirs += [p for p in sys.path if p and p != os.getcwd()]
+        _VHOST_KEPT.append([os.path.abspath(d).rstrip(os.sep) + os.sep for d in dirs if d])
+    return _VHOST_KEPT[0]
+
+
+def _set_aside(d, staying):
     """Leaves directory `d`: its modules are set aside (kept for the next
-    site that has it), the ones they took the place of come back, and no
-    path under it is left to import from (`siteA.settings` is not for site
-    B to find)."""
-    own = _modules_under(d)
+    site that has it), the ones they took the place of come back. Modules
+    under a directory inside `d` that stays (a virtualenv another site
+    shares, the interpreter's own) stay with it."""
+    prefix = d.rstrip(os.sep) + os.sep
+    inside = tuple(k for k in _kept() + [s.rstrip(os.sep) + os.sep for s in staying]
+                   if k.startswith(prefix))
+    own = {name: m for name, m in _modules_under(d).items() if not _under(m, inside)}
     _VHOST_MODULES[d] = own
     for name in own:
         del sys.modules[name]
     sys.modules.update(_VHOST_DISPLACED.pop(d, {}))
+    return inside
 
 
 def _put_in(d, lib):
@@ -405,11 +425,15 @@ def enter_vhost(directory):
     entering = _site_dirs(directory)
     leaving = _site_dirs(active) if active is not None else []
     gone = [d for d in leaving if d not in entering]
+    kept = ()
     for d in gone:
-        _set_aside(d)
+        kept += _set_aside(d, entering)
     if gone:
+        # No path under it is left to import from (`siteA.settings` is not
+        # for site B to find), but those that stay.
         prefixes = tuple(d.rstrip(os.sep) + os.sep for d in gone)
-        under = [p for p in sys.path if p in gone or p.startswith(prefixes)]
+        under = [p for p in sys.path if (p in gone or p.startswith(prefixes))
+                 and not (p.rstrip(os.sep) + os.sep).startswith(kept)]
         _VHOST_PATHS[active] = [p for p in under if p not in gone]
         for p in under:
             sys.path.remove(p)
@@ -448,6 +472,7 @@ def load_vhost(script, module, callable_name, file, chdir, pyhome):
     key = (script, module, callable_name, file, chdir, pyhome)
     if key in _VHOST_REFUSED:
         return None, _VHOST_REFUSED[key]
+    _kept()  # before any site's directory is on sys.path
     if pyhome:
         lib = os.path.join(pyhome, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
         if not os.path.isdir(lib):
