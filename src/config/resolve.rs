@@ -1321,7 +1321,9 @@ fn log_plan(r: &Values<'_>) -> Result<LogPlan, ConfigError> {
     // `--daemonize HOST:PORT` (which wins over --logto, as in uWSGI) or
     // `--logto HOST:PORT`: the log goes to that UDP address, a datagram a
     // line, unless loggers take it over.
-    let log = [&opt::DAEMONIZE, &opt::DAEMONIZE2, &opt::LOGTO, &opt::LOGTO2]
+    // (--logto2 before --logto: where the log ends up once privileges
+    // are dropped.)
+    let log = [&opt::DAEMONIZE, &opt::DAEMONIZE2, &opt::LOGTO2, &opt::LOGTO]
         .into_iter()
         .find_map(|o| r.path(o));
     let udp = log.and_then(|l| udp_log_address(&l).map(str::to_string));

@@ -555,8 +555,9 @@ impl Drop for Running {
     }
 }
 
-/// Kills a script's group while its supervisor still has it (not reaped):
-/// once reaped, its id may be another group's.
+/// Kills a script's group while its supervisor still watches it (until
+/// just after the reap): once the supervisor is gone, the id may be
+/// another group's.
 fn kill_if_running(group: Pid) {
     let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     if running.contains(&group) {
