@@ -177,7 +177,7 @@ fn cgi_settings(r: &Values<'_>) -> Result<CgiSettings, ConfigError> {
         allowed_ext,
         helpers,
         index: r.all(&opt::CGI_INDEX),
-        timeout: Duration::from_secs((r.positive(&opt::CGI_TIMEOUT)? as u64).min(CENTURY)),
+        timeout: r.positive_seconds(&opt::CGI_TIMEOUT)?,
     })
 }
 
@@ -573,6 +573,14 @@ impl<'a> Values<'a> {
                 key.name
             ))),
         }
+    }
+    /// A positive number of seconds, at most a century: "never" written
+    /// as a huge number made every deadline it is added to (a TLS
+    /// handshake's, a body's) panic.
+    fn positive_seconds(&self, key: Key) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(
+            (self.positive(key)? as u64).min(CENTURY),
+        ))
     }
     fn megabytes(&self, key: Key) -> Option<u64> {
         self.count(key).map(|n| n.saturating_mul(1024 * 1024))
@@ -1073,11 +1081,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             },
         },
         buffer_size,
-        // At most a century: "never" written as a huge number made every
-        // deadline it is added to (a TLS handshake's, a body's) panic.
-        socket_timeout: Duration::from_secs(
-            (r.positive(&opt::SOCKET_TIMEOUT)? as u64).min(CENTURY),
-        ),
+        socket_timeout: r.positive_seconds(&opt::SOCKET_TIMEOUT)?,
         keepalive_timeout: match r.given(&opt::KEEPALIVE_TIMEOUT) {
             None => None,
             Some(v) => match v.trim().parse::<u64>() {

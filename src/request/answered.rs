@@ -115,7 +115,17 @@ impl Answered {
         mut body: B,
         since: Instant,
     ) -> Response {
-        body.add_sent(first.len() as u64);
+        // Cut at its Content-Length, as nginx cuts what an upstream sends
+        // past it: sent on, it ran into the next response over HTTP/1.1,
+        // and HTTP/2 reset the stream (the client got no page at all).
+        let length = super::response::declared_length(&headers);
+        let over = length.is_some_and(|l| first.len() as u64 > l);
+        if over {
+            say_over(self.kind);
+        }
+        let mut sent = 0;
+        let first = super::body::clip(length, &mut sent, first);
+        body.add_sent(sent);
         if let Some(observer) = self.observer.get().cloned() {
             let mut outcome = Outcome {
                 switches: 1,
@@ -134,26 +144,14 @@ impl Answered {
                 observer.answered(&vars, &outcome, since.elapsed().as_micros() as u64);
             }));
         }
-        // Cut at its Content-Length, as nginx cuts what an upstream sends
-        // past it: sent on, it ran into the next response over HTTP/1.1,
-        // and HTTP/2 reset the stream (the client got no page at all).
-        let (first, rest) = match super::response::declared_length(&headers) {
-            Some(length) => {
-                let over = first.len() as u64 > length;
-                if over {
-                    say_over(self.kind);
-                }
-                let mut sent = 0;
-                let first = super::body::clip(Some(length), &mut sent, first);
-                let rest = BodyStream::new(Clipped {
-                    body: BodyStream::new(body),
-                    left: length - sent,
-                    over,
-                    kind: self.kind,
-                });
-                (first, rest)
-            }
-            None => (first, BodyStream::new(body)),
+        let rest = match length {
+            Some(length) => BodyStream::new(Clipped {
+                body: BodyStream::new(body),
+                left: length - sent,
+                over,
+                kind: self.kind,
+            }),
+            None => BodyStream::new(body),
         };
         Response {
             status,

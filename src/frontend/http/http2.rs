@@ -517,9 +517,9 @@ struct Stall {
 /// opens one within this.
 const STARVED_WAIT: Duration = Duration::from_secs(1);
 
-/// What counts as taking data: a window opened by this much since the
-/// stall began (or enough for the rest of the chunk waiting). Every client
-/// opens 64 KiB for a stream at first; one that opens a byte every few
+/// What counts as taking data: windows opened by this much while the
+/// stream waited (one that lets the chunk waiting go out whole restarts
+/// the wait, but is not taking). A client that opens a byte every few
 /// seconds takes nothing, as one reading a byte at a time over HTTP/1.1
 /// frees too little of the socket's buffer to wake its writer.
 const TAKEN: usize = 16 * 1024;
@@ -706,7 +706,8 @@ async fn send_body(
                 let (data, _) = waiting.as_mut().expect("waiting, checked above");
                 let part = data.split_to(tx.capacity().min(data.len()));
                 let last = data.is_empty();
-                // Progress: the chunk is out, or a window worth the name.
+                // The wait restarts once the chunk is out, or a window worth
+                // the name came.
                 trickled += part.len();
                 if last || trickled >= TAKEN {
                     // Taking is a window opened while the stream waited:

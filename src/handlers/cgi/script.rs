@@ -188,76 +188,68 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
     let Some(mut stdout) = stdout else {
         return Err(Failure::NoHead("no stdout".into()));
     };
+    let mut buf = BytesMut::with_capacity(8192);
+    let heard = async {
+        let head = loop {
+            match cgi_response::parse(&buf, run.nph) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => return Err(Failure::NoHead(e.to_string())),
+            }
+            // (read_buf is cancel-safe: a timeout that finds progress made
+            // meanwhile reads on, losing nothing.)
+            match tokio::time::timeout_at(progress.deadline(), stdout.read_buf(&mut buf)).await {
+                Err(_) if progress.expired() => return Err(Failure::Timeout),
+                Err(_) => {}
+                Ok(Ok(0)) if timed_out.load(Ordering::Relaxed) => return Err(Failure::Timeout),
+                Ok(Ok(0)) if buf.is_empty() => {
+                    return Err(Failure::NoHead("it wrote nothing".into()));
+                }
+                Ok(Ok(0)) => {
+                    return Err(Failure::NoHead("its output ended in the headers".into()));
+                }
+                Ok(Ok(_)) => progress.touch(),
+                Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
+            }
+        };
+        // The response waits until the script has the whole request body
+        // (or stopped reading it), as under fcgiwrap and Apache: nginx stops
+        // sending a FastCGI request body once the response begins, and a
+        // script that reads to EOF would wait for the rest forever. Its
+        // output is read meanwhile, so it cannot block on a full pipe.
+        let mut output_ended = false;
+        // A script with this much written before it took its whole input
+        // waits for its output to be read (a filter, `cat`): the response
+        // starts, and the body goes on going in beside it.
+        while !feeding.is_finished() && buf.len() < HOLD_MAX {
+            let step = tokio::time::timeout_at(progress.deadline(), async {
+                tokio::select! {
+                    _ = &mut feeding => Ok(None),
+                    read = stdout.read_buf(&mut buf), if !output_ended => read.map(Some),
+                }
+            });
+            match step.await {
+                // Its head is in: it answered, and what it wrote goes out
+                // (cut short at the end, as it was killed), as with a small
+                // body, whose response has begun by then. A 504 said "no
+                // response".
+                Err(_) if progress.expired() => break,
+                Err(_) => {}
+                Ok(Err(e)) => return Err(Failure::NoHead(format!("reading its output: {e}"))),
+                Ok(Ok(Some(0))) => output_ended = true,
+                Ok(Ok(Some(_))) => progress.touch(),
+                Ok(Ok(None)) => {}
+            }
+        }
+        Ok(head)
+    }
+    .await;
     // Whatever else went wrong, a body that broke off is why: the script
     // was killed for it.
-    let failure = |other: Failure| match input_failed.get() {
-        Some(e) => Failure::Input(e.clone()),
-        None => other,
+    let head = match (heard, input_failed.get()) {
+        (_, Some(e)) => return Err(Failure::Input(e.clone())),
+        (heard, None) => heard?,
     };
-    let mut buf = BytesMut::with_capacity(8192);
-    let head = loop {
-        match cgi_response::parse(&buf, run.nph) {
-            Ok(Some(head)) => break head,
-            Ok(None) => {}
-            Err(e) => return Err(failure(Failure::NoHead(e.to_string()))),
-        }
-        // (read_buf is cancel-safe: a timeout that finds progress made
-        // meanwhile reads on, losing nothing.)
-        match tokio::time::timeout_at(progress.deadline(), stdout.read_buf(&mut buf)).await {
-            Err(_) if progress.expired() => return Err(failure(Failure::Timeout)),
-            Err(_) => {}
-            Ok(Ok(0)) if timed_out.load(Ordering::Relaxed) => {
-                return Err(failure(Failure::Timeout));
-            }
-            Ok(Ok(0)) if buf.is_empty() => {
-                return Err(failure(Failure::NoHead("it wrote nothing".into())));
-            }
-            Ok(Ok(0)) => {
-                return Err(failure(Failure::NoHead(
-                    "its output ended in the headers".into(),
-                )));
-            }
-            Ok(Ok(_)) => progress.touch(),
-            Ok(Err(e)) => {
-                return Err(failure(Failure::NoHead(format!("reading its output: {e}"))));
-            }
-        }
-    };
-    // The response waits until the script has the whole request body (or
-    // stopped reading it), as under fcgiwrap and Apache: nginx stops
-    // sending a FastCGI request body once the response begins, and a
-    // script that reads to EOF would wait for the rest forever. Its output
-    // is read meanwhile, so it cannot block on a full pipe.
-    let mut output_ended = false;
-    // A script with this much written before it took its whole input waits
-    // for its output to be read (a filter, `cat`): the response starts, and
-    // the body goes on going in beside it.
-    while !feeding.is_finished() && buf.len() < HOLD_MAX {
-        let step = tokio::time::timeout_at(progress.deadline(), async {
-            tokio::select! {
-                _ = &mut feeding => Ok(None),
-                read = stdout.read_buf(&mut buf), if !output_ended => read.map(Some),
-            }
-        });
-        match step.await {
-            // Its head is in: it answered, and what it wrote goes out (cut
-            // short at the end, as it was killed), as with a small body,
-            // whose response has begun by then. A 504 said "no response".
-            Err(_) if progress.expired() && input_failed.get().is_none() => break,
-            Err(_) if progress.expired() => return Err(failure(Failure::Timeout)),
-            Err(_) => {}
-            Ok(Err(e)) => {
-                return Err(failure(Failure::NoHead(format!("reading its output: {e}"))));
-            }
-            Ok(Ok(Some(0))) => output_ended = true,
-            Ok(Ok(Some(_))) => progress.touch(),
-            Ok(Ok(None)) => {}
-        }
-    }
-    // Killed for a body that broke off.
-    if let Some(e) = input_failed.get() {
-        return Err(Failure::Input(e.clone()));
-    }
     let first = buf.split_off(head.len).freeze();
     Ok((
         head,
