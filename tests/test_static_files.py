@@ -850,6 +850,22 @@ def test_a_post_under_check_static_is_the_apps(serve, tree):
     assert get(s.url, "/hello.txt").text == "hello static\n"
 
 
+def test_check_static_leaves_a_post_to_a_directory_and_a_forbidden_file_to_the_app(serve, tree):
+    """Under --check-static, a POST to a directory without its slash
+    reaches the app (a 301 would lose the form: a browser follows it with
+    a GET), and so does a path whose file may not be served: a link out of
+    the directory, a FIFO; as in uWSGI. A GET is still redirected."""
+    os.mkfifo(tree / "pipe")
+    s = serve("--check-static", str(tree), "--static-index", "index.html", "--wsgi-file", ECHO)
+    r = requests.post(s.url + "/sub", data=b"name=x", allow_redirects=False, timeout=10)
+    assert r.status_code == 200 and r.json()["path"] == "/sub", r.text[:200]
+    for path in ("/link-out.txt", "/pipe"):
+        r = get(s.url, path)
+        assert r.status_code == 200 and r.json()["path"] == path, (path, r.status_code, r.text[:200])
+    r = requests.get(s.url + "/sub", allow_redirects=False, timeout=10)
+    assert (r.status_code, r.headers["location"]) == (301, "/sub/")
+
+
 def test_directory_redirects_stay_on_this_host_and_under_the_root_path(serve, tree):
     """`//sub` is redirected to `/sub/`, never to `//sub/` (the host
     "sub" to a browser); behind a prefix the Location keeps it."""

@@ -307,6 +307,10 @@ impl StaticFiles {
             // no file could have (`/api/a%5Cb`) is the app's, as in uWSGI.
             Resolved::BadPath if root.check => return Found::Nothing,
             Resolved::BadPath => Response::plain(400, "Bad Request", "Bad Request\n"),
+            // What a --check-static directory cannot serve (a link out
+            // of it, a FIFO, an unreadable file) is the app's URL, as in
+            // uWSGI.
+            Resolved::Forbidden(..) if root.check => return Found::Nothing,
             Resolved::Forbidden(path, why) => {
                 why.log(&path);
                 Response::plain(403, "Forbidden", "Forbidden\n")
@@ -316,6 +320,14 @@ impl StaticFiles {
             // the app's whole URL space: its directories (`/` first) are
             // the app's, as in uWSGI.
             Resolved::NoIndex { .. } if root.mount.is_empty() => return Found::Nothing,
+            // A POST to a --check-static directory without its slash is the
+            // app's too: a redirect would lose the form (a browser follows
+            // a 301 with a GET).
+            Resolved::NoIndex { slash: false } | Resolved::AddSlash
+                if root.check && !is_get_or_head(var(Var::REQUEST_METHOD)) =>
+            {
+                return Found::Nothing;
+            }
             // nginx sends a directory to its slash first, index or not.
             Resolved::NoIndex { slash: false } | Resolved::AddSlash => {
                 // Under the app's prefix (behind a proxy that strips it:
@@ -343,8 +355,7 @@ impl StaticFiles {
                 return Found::Nothing;
             }
             Resolved::File { file, meta, path } => {
-                let method = var(Var::REQUEST_METHOD);
-                if method != b"GET" && method != b"HEAD" {
+                if !is_get_or_head(var(Var::REQUEST_METHOD)) {
                     // A --check-static directory shares the app's URLs: a
                     // POST to one of them is the app's, as in uWSGI.
                     if root.check {
@@ -568,6 +579,11 @@ impl Handler for StaticFiles {
     fn body_taking(&self) -> BodyTaking {
         self.inner.body_taking()
     }
+}
+
+/// The methods a file answers.
+fn is_get_or_head(method: &[u8]) -> bool {
+    method == b"GET" || method == b"HEAD"
 }
 
 /// What a root holds for a path.
