@@ -963,3 +963,36 @@ def test_without_a_title_option_the_command_line_is_left_as_it_is(serve, tmp_pat
     # (The pip-installed command's begins with its Python.)
     args = [a.encode() for a in s.args[1:]]
     assert cmdline(s.proc.pid).split(b"\0")[:-1][-len(args):] == args
+
+
+def test_an_app_that_handles_the_masters_signals_at_import_does_not_take_them(serve, tmp_path):
+    """An app that sets its own SIGTERM, SIGHUP and SIGUSR1 handling at
+    import (signal.signal, faulthandler.register) leaves the preloading
+    master its own, as Gunicorn's arbiter sets its handlers after the
+    preload: SIGHUP still reloads, SIGUSR1 still reopens the log, SIGTERM
+    still stops, the workers at once. Said in the log."""
+    app = tmp_path / "handlers.py"
+    app.write_text(
+        "import faulthandler, signal, sys\n"
+        "signal.signal(signal.SIGTERM, lambda s, f: print('APP HANDLER', flush=True))\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "faulthandler.register(signal.SIGUSR1)\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n")
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", str(app), "--processes", "2", "--logto", str(log), "--worker-reload-mercy", "30")
+    wait_for(lambda: log.exists() and "the master's is kept" in log.read_text(), what="the warning")
+    text = log.read_text()
+    assert "SIGTERM" in text and "SIGHUP" in text and "SIGUSR1" in text, text
+    first = s.wait_workers(2)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: not set(s.worker_pids()) & set(first) and len(s.worker_pids()) == 2,
+             what=f"the workers replaced by the reload: {log.read_text()}")
+    log.rename(tmp_path / "app.log.1")
+    s.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: log.exists(), what="the log reopened")
+    assert "Current thread" not in (tmp_path / "app.log.1").read_text()  # no faulthandler dump
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(10) == 0
+    assert "APP HANDLER" not in log.read_text() + (tmp_path / "app.log.1").read_text()

@@ -859,10 +859,21 @@ impl Master<'_> {
 /// allocator arena stays reserved in the workers, which --limit-as counts.)
 /// Only at the first start (`stoppable`): after a reload the old workers
 /// serve meanwhile, and a stop is theirs to finish gracefully, after it.
+/// The master's signals stay its own: what the app set at import for one
+/// of them is undone, and said.
 fn load_app_stoppably(cfg: &Config, stoppable: bool) -> Result<apps::Apps, String> {
+    let actions = signals::Actions::current();
     signals::LOADING.store(stoppable, std::sync::atomic::Ordering::Release);
     let result = apps::load_app(cfg);
     signals::LOADING.store(false, std::sync::atomic::Ordering::Release);
+    let taken = actions.restore_changed();
+    if !taken.is_empty() {
+        let names: Vec<String> = taken.into_iter().map(signals::name).collect();
+        crate::say!(
+            "oxgate: the app set its own handling of {} at import; the master's is kept (the app's does not run in the master or the workers)",
+            names.join(", ")
+        );
+    }
     result
 }
 

@@ -72,6 +72,55 @@ impl Drop for Blocked {
     }
 }
 
+/// The master's actions on its signals, as they were before the app was
+/// imported, to put back after it: an app that sets a handler of its own
+/// at import (`signal.signal(SIGTERM, ...)`, `faulthandler.register`)
+/// replaces the master's, and its SIGTERM would stop nothing, its SIGHUP
+/// reload nothing; the workers, forked with it, would wait out every
+/// reload's mercy. Gunicorn's arbiter sets its handlers after a preload.
+pub struct Actions(Vec<(i32, libc::sigaction)>);
+
+impl Actions {
+    /// The actions now in force on the handled signals (and SIGTSTP).
+    pub fn current() -> Actions {
+        let signals = MasterCommand::table().map(|(sig, _)| sig);
+        Actions(
+            signals
+                .into_iter()
+                .chain([libc::SIGTSTP])
+                .filter_map(|sig| action_of(sig).map(|a| (sig, a)))
+                .collect(),
+        )
+    }
+
+    /// Puts back each action the app changed: the signals it took.
+    pub fn restore_changed(&self) -> Vec<i32> {
+        let mut taken = Vec::new();
+        for (sig, saved) in &self.0 {
+            let Some(now) = action_of(*sig) else { continue };
+            if now.sa_sigaction == saved.sa_sigaction && now.sa_flags == saved.sa_flags {
+                continue;
+            }
+            // SAFETY: `saved` is an action sigaction(2) itself returned for
+            // this signal, its handler (signal-hook's, or SIG_IGN) still in
+            // this process; the old action is not asked for.
+            unsafe { libc::sigaction(*sig, saved, std::ptr::null_mut()) };
+            taken.push(*sig);
+        }
+        taken
+    }
+}
+
+/// The action in force on `sig`, if the C library says.
+fn action_of(sig: i32) -> Option<libc::sigaction> {
+    let mut action = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `action`,
+    // a local the kernel fills in whole when the call succeeds.
+    let done = unsafe { libc::sigaction(sig, std::ptr::null(), action.as_mut_ptr()) };
+    // SAFETY: filled in by the successful call (and zeroed before).
+    (done == 0).then(|| unsafe { action.assume_init() })
+}
+
 /// Set while the master imports the app: a stop signal then ends the
 /// process at once (see `master::run`).
 pub static LOADING: AtomicBool = AtomicBool::new(false);
