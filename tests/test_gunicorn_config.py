@@ -1862,3 +1862,22 @@ def test_server_software_names_gunicorn_for_apps_that_hand_their_logs_to_it(serv
 def test_worker_classes_by_gunicorns_other_spellings(spelling):
     p = oxgate("gunicorn", "-k", spelling, "procs:application", "--print-config")
     assert p.returncode == 0, p.stderr
+
+
+def test_a_config_file_that_prints_much_is_reloaded_and_the_master_supervises_meanwhile(serve, tmp_path):
+    """A config file that writes more than a pipe holds to stderr (here
+    128 KiB) as it is read: the reload's check of it is read as it comes,
+    so the check ends, the reload is done (the check waited on the master,
+    which waited for it, until its 20 s were out, then refused it), and a
+    worker killed meanwhile is replaced."""
+    f = conf(tmp_path, "import sys\nfor _ in range(128):\n    sys.stderr.write('x' * 1023 + '\\n')\nworkers = 2\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    before = s.wait_workers(2)
+    os.kill(s.proc.pid, signal.SIGHUP)
+    os.kill(before[0], signal.SIGKILL)
+    wait_for(lambda: len(s.worker_pids()) == 2 and not set(s.worker_pids()) & set(before),
+             timeout=15, what=f"the reloaded workers:\n{s.log()[-2000:]}")
+    s.wait_log("graceful reload done")
+    assert "refused" not in s.log()
+    assert requests.get(s.url + "/").status_code == 200

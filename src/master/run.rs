@@ -885,6 +885,10 @@ const STATS_FINISH: std::time::Duration = std::time::Duration::from_millis(200);
 /// The longest a reload waits for its configuration check.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The most of what a configuration check says that is kept, to say why
+/// it failed.
+const CHECK_SAID: usize = 64 << 10;
+
 /// Runs the command a reload would run, with `--check-config`: what it
 /// says is wrong, if it refuses the configuration.
 fn check_new_config(activated_sockets: bool) -> Result<(), String> {
@@ -905,11 +909,34 @@ fn check_new_config(activated_sockets: bool) -> Result<(), String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run oxgate to check the configuration: {e}"))?;
+    // Read as it comes: a check that says more than a pipe holds (a
+    // Gunicorn config file that prints) would otherwise wait on the master
+    // while it waits for the check.
+    let mut err = child.stderr.take().and_then(|err| {
+        let fd = std::os::fd::OwnedFd::from(err);
+        crate::sys::set_nonblocking(&fd).then(|| std::fs::File::from(fd))
+    });
+    let mut said = Vec::new();
+    let mut drain = |err: &mut Option<std::fs::File>| {
+        let mut buf = [0u8; 8192];
+        while let Some(e) = err.as_mut() {
+            match e.read(&mut buf) {
+                Ok(0) => *err = None,
+                // The start is what says why; the rest is let go of.
+                Ok(n) => {
+                    said.extend_from_slice(&buf[..n.min(CHECK_SAID.saturating_sub(said.len()))])
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    };
     // The master supervises nothing meanwhile: bounded (an @(exec://...)
     // that hangs, say).
     let deadline = Instant::now() + CHECK_TIMEOUT;
     let mut fed = Instant::now();
     let status = loop {
+        drain(&mut err);
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => {
@@ -934,11 +961,8 @@ fn check_new_config(activated_sockets: bool) -> Result<(), String> {
     if status.success() {
         return Ok(());
     }
-    let mut said = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut said);
-    }
-    let why = said
+    drain(&mut err);
+    let why = String::from_utf8_lossy(&said)
         .lines()
         .filter(|l| !l.contains("warning:"))
         .map(|l| l.trim_start_matches("oxgate: "))

@@ -5,7 +5,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 
 use crate::listen::{Address, Listener, Protocol, Socket};
@@ -69,10 +69,7 @@ pub fn systemd_sockets(configured: &[(Address, Protocol)], unnamed: Protocol) ->
         // their only owner.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let _ = fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-        if let Ok(flags) = fcntl(&owned, FcntlArg::F_GETFL) {
-            let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-            let _ = fcntl(&owned, FcntlArg::F_SETFL(flags));
-        }
+        crate::sys::set_nonblocking(&owned);
         let Ok(addr) = getsockname::<SockaddrStorage>(fd) else {
             crate::say!("oxgate: LISTEN_FDS: fd {fd} is not a socket, ignored");
             // Left open, as it was given.

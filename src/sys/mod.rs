@@ -133,6 +133,17 @@ pub fn log_path(path: &std::path::Path) -> Result<std::ffi::CString, String> {
         .map_err(|_| format!("{}: a NUL byte in the path", path.display()))
 }
 
+/// Sets O_NONBLOCK on a descriptor; whether it could be.
+pub fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> bool {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(fd, FcntlArg::F_GETFL)
+        .and_then(|flags| {
+            let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+            fcntl(fd, FcntlArg::F_SETFL(flags))
+        })
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
