@@ -154,6 +154,16 @@ def test_python_module_config(tmp_path):
     assert ("processes", "3") in got and ("threads", "2") in got
 
 
+def test_a_config_file_named_without_py_is_gunicorns(tmp_path):
+    """`oxgate -c gunicorn.conf app:app`, as python.org's Procfile runs
+    Gunicorn: a file that is there and is not a uWSGI one is Gunicorn's
+    config (it was a second app argument, exit 2)."""
+    f = conf(tmp_path, "workers = 3\nthreads = 2\n", name="gunicorn.conf")
+    for args in (["-c", str(f)], [f"--config={f}"]):
+        p, got = print_config(*args, "procs:application", cwd=tmp_path)
+        assert ("processes", "3") in got and ("threads", "2") in got, (args, p.stderr)
+
+
 def test_version_flags_as_gunicorn_takes_them():
     real = subprocess.run([GUNICORN, "-v"], capture_output=True, text=True, timeout=30)
     assert real.returncode == 0 and "gunicorn" in real.stdout + real.stderr

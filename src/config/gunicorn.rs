@@ -1730,31 +1730,41 @@ pub fn is_gunicorn_command_line(args: &[OsString], cmd_args_set: bool, conf_here
         return false;
     }
     let words: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
-    let names_py_config = words.windows(2).any(|w| {
-        (w[0] == "-c" || w[0] == "--config")
-            && (w[1].ends_with(".py") || w[1].starts_with("python:"))
-    }) || words.iter().any(|w| {
-        w.strip_prefix("--config=")
-            .is_some_and(|v| v.ends_with(".py") || v.starts_with("python:"))
-    });
+    // A file of another name is Gunicorn's too if it is not a uWSGI one
+    // (python.org's Procfile runs `gunicorn -c gunicorn.conf ...`).
+    let gunicorn_config = |v: &str| {
+        v.ends_with(".py")
+            || v.starts_with("python:")
+            || (!is_uwsgi_config_file(v) && std::path::Path::new(v).is_file())
+    };
+    let names_py_config = words
+        .windows(2)
+        .any(|w| (w[0] == "-c" || w[0] == "--config") && gunicorn_config(w[1]))
+        || words
+            .iter()
+            .any(|w| w.strip_prefix("--config=").is_some_and(gunicorn_config));
     if names_py_config {
         return true;
     }
     (conf_here || cmd_args_set)
         && words.iter().all(|w| {
             if !w.starts_with('-') {
-                // A uWSGI config file given as the argument (`app.ini`,
-                // `app.ini:section`).
-                let file = w.split(':').next().unwrap_or(w);
-                return ![".ini", ".yaml", ".yml", ".json", ".xml", ".js"]
-                    .iter()
-                    .any(|ext| file.ends_with(ext));
+                return !is_uwsgi_config_file(w);
             }
             // Exact flags only: argparse's prefixes would take uWSGI's
             // --ini for --initgroups.
             let flag = w.split('=').next().unwrap_or(w);
             is_gunicorn_flag(flag)
         })
+}
+
+/// Whether an argument names a uWSGI config file (`app.ini`,
+/// `app.ini:section`).
+fn is_uwsgi_config_file(arg: &str) -> bool {
+    let file = arg.split(':').next().unwrap_or(arg);
+    [".ini", ".yaml", ".yml", ".json", ".xml", ".js"]
+        .iter()
+        .any(|ext| file.ends_with(ext))
 }
 
 /// Whether systemd passed this process its listening sockets (sd_listen_fds),
@@ -2186,6 +2196,36 @@ mod tests {
             false
         ));
         assert!(is_gunicorn_command_line(&os(&["app:app"]), true, false));
+        // A config file of another name that is there (python.org's
+        // `gunicorn -c gunicorn.conf`), not a uWSGI one.
+        let dir = std::env::temp_dir().join(format!("oxgate-gconf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["gunicorn.conf", "app.ini"] {
+            std::fs::write(dir.join(name), "workers = 1\n").unwrap();
+        }
+        let conf = dir.join("gunicorn.conf").to_string_lossy().into_owned();
+        let ini = dir.join("app.ini").to_string_lossy().into_owned();
+        assert!(is_gunicorn_command_line(
+            &os(&["-c", &conf, "app:app"]),
+            false,
+            false
+        ));
+        assert!(is_gunicorn_command_line(
+            &os(&[&format!("--config={conf}"), "app:app"]),
+            false,
+            false
+        ));
+        assert!(!is_gunicorn_command_line(
+            &os(&["-c", &ini, "app:app"]),
+            false,
+            false
+        ));
+        assert!(!is_gunicorn_command_line(
+            &os(&["-c", "no-such-file", "app:app"]),
+            false,
+            false
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(!is_gunicorn_command_line(
             &os(&["--http", ":1", "app:app"]),
             true,
