@@ -122,7 +122,60 @@ impl Loaded {
                 ));
             }
         }
+        // Checked only: an accepted hook is what oxgate does already.
+        for s in self
+            .settings
+            .iter()
+            .filter(|s| s.opt == &opt::HOOK_MASTER_START)
+        {
+            match master_start_hook(&s.value) {
+                Ok(None) => {}
+                Ok(Some(why)) => warnings.push(format!(
+                    "{}: --hook-master-start {:?}: {why}; ignored, as uWSGI goes on",
+                    s.origin, s.value
+                )),
+                Err(why) => errors.push(format!(
+                    "{}: --hook-master-start {:?}: {why} (oxgate's signals keep their meanings: docs/processes.md)",
+                    s.origin, s.value
+                )),
+            }
+        }
         (warnings, errors)
+    }
+}
+
+/// uWSGI's `hook-master-start = unix_signal:N FUNCTION`, read as uWSGI
+/// reads it (N up to the first space, by atoi; `unix_signal:15\t# ...
+/// gracefully_kill_them_all` is 15): accepted where signal N already does
+/// what FUNCTION does in oxgate (Docker images set SIGTERM to a graceful
+/// stop this way); a FUNCTION oxgate does not know is warned about
+/// (uWSGI finds no such function, says so and goes on); a signal that
+/// would be remapped is refused.
+fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
+    use crate::lifecycle::{MasterCommand, ReloadKind};
+    let Some((signal, function)) = hook
+        .trim()
+        .strip_prefix("unix_signal:")
+        .and_then(|r| r.split_once(' '))
+    else {
+        return Err("only unix_signal:N FUNCTION hooks are understood".into());
+    };
+    let digits = signal.trim_start();
+    let n = digits[..digits.bytes().take_while(u8::is_ascii_digit).count()]
+        .parse::<i32>()
+        .unwrap_or(0);
+    let wanted = match function.trim() {
+        "gracefully_kill_them_all" | "kill_them_all" => {
+            |c: MasterCommand| matches!(c, MasterCommand::Stop { .. })
+        }
+        "grace_them_all" => {
+            |c: MasterCommand| matches!(c, MasterCommand::Reload(ReloadKind::Graceful))
+        }
+        other => return Ok(Some(format!("oxgate has no function {other:?}"))),
+    };
+    match MasterCommand::from_signal(n) {
+        Some(c) if wanted(c) => Ok(None),
+        _ => Err("oxgate's signal does something else, and signals are not remapped".into()),
     }
 }
 
@@ -607,4 +660,41 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
 fn os_to_string(v: OsString, shown: &str) -> Result<String, ConfigError> {
     v.into_string()
         .map_err(|v| ConfigError(format!("the value of {shown} ({v:?}) is not valid UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::master_start_hook;
+
+    #[test]
+    fn master_start_hooks_are_read_as_uwsgi_reads_them() {
+        for ok in [
+            "unix_signal:15 gracefully_kill_them_all",
+            "unix_signal:2 gracefully_kill_them_all",
+            "unix_signal:1 grace_them_all",
+            // N is read by atoi up to the first space: a comment between
+            // (a Helm chart's) is passed over, as in uWSGI.
+            "unix_signal:15\t# gracefully_kill_them_all",
+        ] {
+            assert_eq!(master_start_hook(ok), Ok(None), "{ok}");
+        }
+        for unknown in [
+            "unix_signal:15 mystery",
+            "unix_signal:15 gracefully_kill_them_all;",
+            "unix_signal:15 reload_them_all",
+        ] {
+            assert!(
+                master_start_hook(unknown).is_ok_and(|w| w.is_some()),
+                "{unknown}"
+            );
+        }
+        for bad in [
+            "unix_signal:1 gracefully_kill_them_all",
+            "unix_signal:15 grace_them_all",
+            "unix_signal:15",
+            "exec:echo hi",
+        ] {
+            assert!(master_start_hook(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -409,41 +409,6 @@ fn secure_scheme(r: &Values<'_>) -> Result<Option<SecureScheme>, ConfigError> {
     }))
 }
 
-/// uWSGI's `hook-master-start = unix_signal:N ACTION`: accepted where
-/// signal N already does ACTION in oxgate (Docker images set SIGTERM to a
-/// graceful stop this way), refused otherwise.
-fn check_master_start_hook(hook: &str) -> Result<(), ConfigError> {
-    use crate::lifecycle::MasterCommand;
-    let refuse = |why: &str| {
-        err(format!(
-            "--hook-master-start {hook:?}: {why} (oxgate's signals keep their meanings: docs/processes.md)"
-        ))
-    };
-    let Some((signal, action)) = hook
-        .trim()
-        .strip_prefix("unix_signal:")
-        .and_then(|r| r.split_once(char::is_whitespace))
-    else {
-        return refuse("only unix_signal:N ACTION hooks are understood");
-    };
-    let Ok(n) = signal.trim().parse::<i32>() else {
-        return refuse("N is a signal number");
-    };
-    let wanted = match action.trim() {
-        "gracefully_kill_them_all" | "kill_them_all" => {
-            |c: MasterCommand| matches!(c, MasterCommand::Stop { .. })
-        }
-        "grace_them_all" => {
-            |c: MasterCommand| matches!(c, MasterCommand::Reload(ReloadKind::Graceful))
-        }
-        _ => return refuse("oxgate has no such action"),
-    };
-    match MasterCommand::from_signal(n) {
-        Some(c) if wanted(c) => Ok(()),
-        _ => refuse("oxgate's signal does something else, and signals are not remapped"),
-    }
-}
-
 /// `--add-header "Name: value"`.
 fn added_header(h: &str) -> Result<(String, String), ConfigError> {
     let (name, value) = h.split_once(':').unwrap_or((h, ""));
@@ -849,11 +814,6 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     });
-
-    // Checked only: an accepted hook is what oxgate does already.
-    for hook in r.all(&opt::HOOK_MASTER_START) {
-        check_master_start_hook(&hook)?;
-    }
 
     let mut cfg = Config {
         gunicorn_given: Vec::new(),
@@ -1490,22 +1450,6 @@ mod tests {
             ])
             .contains("NAME=VALUE")
         );
-        for ok in [
-            "unix_signal:15 gracefully_kill_them_all",
-            "unix_signal:2 gracefully_kill_them_all",
-            "unix_signal:1 grace_them_all",
-        ] {
-            serve(&["--http", ":1", "-w", "a:b", "--hook-master-start", ok]);
-        }
-        for bad in [
-            "unix_signal:1 gracefully_kill_them_all",
-            "unix_signal:15 grace_them_all",
-            "unix_signal:15 mystery",
-            "exec:echo hi",
-        ] {
-            let e = error(&["--http", ":1", "-w", "a:b", "--hook-master-start", bad]);
-            assert!(e.contains("--hook-master-start"), "{e}");
-        }
         assert!(
             error(&["--http", ":1", "-w", "a:b", "--keepalive-timeout", "soon"])
                 .contains("--keepalive-timeout")
