@@ -461,6 +461,7 @@ impl Supervisor {
         }
         let how = exit.describe();
         let lived = now.duration_since(w.started);
+        let running = fx.running(&w);
         // Whoever this worker was replacing, or was replaced by, moves on.
         for other in &mut self.workers {
             if other.replacement == Replacement::By(pid) {
@@ -498,7 +499,6 @@ impl Supervisor {
                 w.id, w.pid
             ));
         } else {
-            let running = fx.running(&w);
             let doing = if !w.ready {
                 // Never ready: it died loading the app (--lazy-apps) or
                 // starting, not idle.
@@ -556,7 +556,12 @@ impl Supervisor {
             self.begin_stop(fx, now);
             return;
         }
-        if lived < QUICK_DEATH || !w.ready {
+        if w.ready && !running.is_empty() {
+            // Killed by a request (a URL that crashes the app, hit again and
+            // again): the app starts well, and its next worker is needed at
+            // once, as uWSGI and Gunicorn replace it; a start-up back-off
+            // left every worker's share unserved for up to 10 s.
+        } else if lived < QUICK_DEATH || !w.ready {
             self.failures += 1;
             let wait = backoff(self.failures);
             self.next_spawn = now + wait;

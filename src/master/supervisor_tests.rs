@@ -171,6 +171,36 @@ fn quick_deaths_back_off_exponentially() {
 }
 
 #[test]
+fn a_worker_killed_by_its_request_is_replaced_at_once_however_young() {
+    // A URL that crashes the app, hit again and again: each worker it
+    // kills was ready and serving, so no start-up back-off holds up the
+    // next one (it held every start for up to 10 s).
+    let (mut sup, mut fx, mut t) = running(2, limits());
+    for n in 0..5 {
+        let dead = sup.workers[0].pid;
+        fx.running
+            .insert(dead, vec!["GET /segv from 127.0.0.1".into()]);
+        t += Duration::from_millis(200);
+        sup.exited(dead, SIGKILL_STATUS, &mut fx, t);
+        let starts = fx.spawned.len();
+        sup.tick(&mut fx, t);
+        assert_eq!(fx.spawned.len(), starts + 1, "replaced at once (crash {n})");
+        fx.ready(fx.spawned.last().unwrap().1);
+        sup.tick(&mut fx, t);
+    }
+    assert!(!fx.said("in a row"));
+    // One that dies idle as soon as it is ready is still a broken start.
+    let dead = sup.workers[0].pid;
+    sup.exited(
+        dead,
+        SIGKILL_STATUS,
+        &mut fx,
+        t + Duration::from_millis(100),
+    );
+    assert!(fx.said("(1 in a row)"));
+}
+
+#[test]
 fn an_app_that_never_loads_stops_the_master() {
     let t0 = Instant::now();
     let mut sup = Supervisor::new(2, limits(), false, t0);
