@@ -1891,3 +1891,24 @@ def test_a_config_file_that_prints_much_is_reloaded_and_the_master_supervises_me
     s.wait_log("graceful reload done")
     assert "refused" not in s.log()
     assert requests.get(s.url + "/").status_code == 200
+
+
+def test_gunicorns_upgrade_procedure_keeps_serving(serve, tmp_path):
+    """Gunicorn's documented upgrade: USR2, then WINCH and QUIT to the old
+    master's pid. Here the chain reload replaces the old master in the same
+    process, so the QUIT that follows (within a minute) is taken as the old
+    master's and let pass, said in the log; it stopped the whole service.
+    A second one stops."""
+    f = conf(tmp_path, "workers = 2\n")
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    old = s.proc.pid
+    before = s.wait_workers(2)
+    os.kill(old, signal.SIGUSR2)
+    wait_for(lambda: len(s.worker_pids()) == 2 and not set(s.worker_pids()) & set(before), what="new workers")
+    os.kill(old, signal.SIGWINCH)
+    os.kill(old, signal.SIGQUIT)
+    s.wait_log("taken as Gunicorn's stop of the old master")
+    assert requests.get(s.url + "/", timeout=10).status_code == 200 and s.proc.poll() is None
+    os.kill(old, signal.SIGQUIT)
+    assert s.proc.wait(15) == 0

@@ -234,6 +234,11 @@ pub fn run(
         fifo,
         systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
         queues_checked: Instant::now(),
+        old_master_stop: handover
+            .as_ref()
+            .filter(|h| h.upgrade)
+            .map(|_| Instant::now() + OLD_MASTER_STOP),
+        upgrading: false,
     };
 
     match &handover {
@@ -510,6 +515,19 @@ impl Master<'_> {
                     self.stop(StopKind::Immediate);
                 }
             }
+            MasterCommand::Stop { .. }
+                if sig != libc::SIGINT
+                    && self
+                        .old_master_stop
+                        .take()
+                        .is_some_and(|until| Instant::now() < until) =>
+            {
+                crate::say!(
+                    "oxgate: {} came within {}s of a SIGUSR2 upgrade: taken as Gunicorn's stop of the old master, which the chain reload already replaced in this process; ignored (send it again to stop)",
+                    signals::name(sig),
+                    OLD_MASTER_STOP.as_secs()
+                );
+            }
             MasterCommand::Stop { .. } => {
                 let interrupt = matches!(sig, libc::SIGINT | libc::SIGQUIT);
                 let quick = interrupt && self.cfg.process.quick_stop_on_int;
@@ -542,7 +560,12 @@ impl Master<'_> {
             }
             MasterCommand::ReopenLog => self.reopen_log(),
             _ if stopping => {}
-            MasterCommand::Reload(kind) => self.reexec(kind),
+            MasterCommand::Reload(kind) => {
+                self.upgrading = sig == libc::SIGUSR2;
+                self.reexec(kind);
+                // Back only when the reload was refused.
+                self.upgrading = false;
+            }
             MasterCommand::AddWorker => {
                 if self.sup.processes < MAX_WORKERS {
                     self.sup.processes += 1;
@@ -705,6 +728,7 @@ impl Master<'_> {
         }
         self.reap_killed();
         let mut hand = Handover::new(kind, self.sb.raw_fd(), self.started);
+        hand.upgrade = self.upgrading;
         for s in &self.listeners {
             hand.add_listener(s);
         }
@@ -881,6 +905,11 @@ fn load_app_stoppably(cfg: &Config, stoppable: bool) -> Result<apps::Apps, Strin
 /// answered (the stats server's own limit for one is 3 s; a well-behaved
 /// one needs a millisecond).
 const STATS_FINISH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How long after a SIGUSR2 upgrade a SIGTERM or SIGQUIT is taken as the
+/// stop of the old master (Gunicorn's procedure sends it once the new
+/// workers serve: seconds).
+const OLD_MASTER_STOP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The longest a reload waits for its configuration check.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
