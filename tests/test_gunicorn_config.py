@@ -1543,6 +1543,10 @@ def test_gunicorns_signals(serve, tmp_path):
     os.kill(s.proc.pid, signal.SIGWINCH)
     os.kill(s.proc.pid, signal.SIGUSR1)
     assert requests.get(s.url + "/").status_code == 200 and s.proc.poll() is None
+    # (A TERM within a minute of the USR2 would be taken as the old
+    # master's: test_gunicorns_upgrade_procedure_keeps_serving.)
+    os.kill(s.proc.pid, signal.SIGINT)
+    assert s.proc.wait(15) == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["INT", "QUIT"])
@@ -1808,6 +1812,9 @@ def test_on_reload_and_pre_exec_hooks(serve, tmp_path):
             s.proc.send_signal(signal.SIGUSR2)
             wait_for(lambda: f"pre_exec {s.proc.pid}" in events.read_text(), what="pre_exec")
         assert wait_for(lambda: _get(s.url + "/"), what="an answer").status_code == 200
+        if program == (BIN,):
+            s.proc.send_signal(signal.SIGINT)  # a TERM after USR2 is the old master's
+            s.proc.wait(15)
         s.stop()
 
 
