@@ -744,6 +744,17 @@ def test_the_timeout_counts_from_when_a_process_takes_the_request(serve, site):
 
 
 @needs_php
+def test_harakiri_holds_a_pool_request_without_a_timeout_of_its_own(serve, site):
+    """A uWSGI user's --harakiri held PHP to it: without
+    --fastcgi-app-timeout, a pool request is held to --harakiri's seconds
+    (504, its process replaced); it ran for its whole 30 s."""
+    s = php_pool(serve, site, "--harakiri", "2", "--fastcgi-app-processes", "1", "--processes", "1")
+    r = requests.get(f"{s.url}/slow.php", timeout=20)
+    assert r.status_code == 504
+    assert requests.get(f"{s.url}/admin/index.php", timeout=20).text == "admin index"
+
+
+@needs_php
 def test_pool_figures_in_the_stats_and_metrics_as_php_fpm_status_gives_them(serve, site):
     sp = free_port()
     s = php_pool(serve, site, "--fastcgi-app-timeout", "5", "--fastcgi-app-slowlog", "1",
