@@ -580,6 +580,15 @@ def test_what_pool_processes_write_to_stderr_is_logged_with_the_pool_and_process
     assert requests.get(f"{s.url}/logged.php?x=1", timeout=20).text == "ok"
     s.wait_log(f"FastCGI php-cgi -d session.save_path={site / 'sessions'} (GET /logged.php?x=1): "
                "from error_log")
+    # Lines that straddle FCGI_STDERR records stay whole: 2,000 lines of
+    # 510 bytes cross many records' ends (some came out in two pieces).
+    (site / "many.php").write_text("<?php for ($i = 0; $i < 2000; $i++) error_log(sprintf('line %04d ', $i)"
+                                   " . str_repeat('x', 500)); echo 'ok';")
+    assert requests.get(f"{s.url}/many.php", timeout=20).text == "ok"
+    s.wait_log("line 1999 ")
+    lines = [ln.split("(GET /many.php): ", 1)[1] for ln in s.log().splitlines() if "(GET /many.php): " in ln]
+    assert len(lines) == 2000 and all(re.fullmatch(r"line \d{4} x{500}", ln) for ln in lines), \
+        [ln[:40] for ln in lines if not re.fullmatch(r"line \d{4} x{500}", ln)][:5]
 
 
 @needs_php

@@ -49,6 +49,9 @@ pub struct Upstream {
 pub struct Conn {
     io: Box<dyn Io>,
     buf: BytesMut,
+    /// A STDERR line the last record cut off: PHP's lines straddle
+    /// records, and a log line is whole.
+    stderr_line: Vec<u8>,
 }
 
 /// Why a request got no response head.
@@ -126,6 +129,7 @@ impl Conn {
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(16 * 1024),
+            stderr_line: Vec::new(),
         })
     }
 }
@@ -338,8 +342,9 @@ async fn read_head(mut conn: Conn, name: &str) -> Result<(Head, Bytes, Conn), Fa
                     Err(e) => return Err(Failure::NoHead(e.to_string())),
                 }
             }
-            fastcgi::STDERR => log_stderr(name, &rec.content),
+            fastcgi::STDERR => conn.log_stderr(name, &rec.content),
             fastcgi::END_REQUEST => {
+                conn.end_stderr(name);
                 return Err(Failure::NoHead(if out.is_empty() {
                     "the request ended with no output".into()
                 } else {
@@ -361,9 +366,34 @@ fn not_ours(rec: &fastcgi::Record) -> Option<String> {
     })
 }
 
-fn log_stderr(name: &str, content: &[u8]) {
-    for line in content.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+impl Conn {
+    /// Logs a STDERR record's whole lines; the end of one the record cuts
+    /// off is waited for (up to `STDERR_LINE_MAX`: php-fpm's log_limit is
+    /// 1 KiB).
+    fn log_stderr(&mut self, name: &str, content: &[u8]) {
+        self.stderr_line.extend_from_slice(content);
+        while let Some(end) = self.stderr_line.iter().position(|&b| b == b'\n') {
+            say_stderr(name, &self.stderr_line[..end]);
+            self.stderr_line.drain(..=end);
+        }
+        if self.stderr_line.len() > STDERR_LINE_MAX {
+            self.end_stderr(name);
+        }
+    }
+
+    /// Logs what is left of STDERR: the request ended.
+    fn end_stderr(&mut self, name: &str) {
+        say_stderr(name, &self.stderr_line);
+        self.stderr_line.clear();
+    }
+}
+
+/// The longest STDERR line waited for; a longer one is logged in parts.
+const STDERR_LINE_MAX: usize = 16 << 10;
+
+fn say_stderr(name: &str, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !line.is_empty() {
         crate::say!("oxgate: FastCGI {name}: {}", String::from_utf8_lossy(line));
     }
 }
@@ -482,8 +512,9 @@ impl ChunkSource for Output {
                     self.sent += rec.content.len() as u64;
                     return Poll::Ready(Some(Ok(rec.content)));
                 }
-                fastcgi::STDERR => log_stderr(&self.name, &rec.content),
+                fastcgi::STDERR => conn.log_stderr(&self.name, &rec.content),
                 fastcgi::END_REQUEST => {
+                    conn.end_stderr(&self.name);
                     self.end(true);
                     return Poll::Ready(None);
                 }
@@ -543,8 +574,11 @@ async fn drain(mut conn: Conn, name: Arc<str>, until: Instant, release: Release)
                     break false;
                 }
             }
-            fastcgi::STDERR => log_stderr(&name, &rec.content),
-            fastcgi::END_REQUEST => break true,
+            fastcgi::STDERR => conn.log_stderr(&name, &rec.content),
+            fastcgi::END_REQUEST => {
+                conn.end_stderr(&name);
+                break true;
+            }
             _ => {}
         }
     };
