@@ -350,6 +350,8 @@ def test_errors_name_the_file_and_line(tmp_path):
     f.write_text("[uwsgi]\nhttp-socket = :1\nstrict = true\nmasterr = 1\n")
     p = run(str(f))
     assert p.returncode == 2 and f"{f}:4: unknown option 'masterr'" in p.stderr
+    # Refused, not "kept as a placeholder" as a warning says it.
+    assert "placeholder" not in p.stderr and "--strict refuses unknown keys" in p.stderr, p.stderr
     p = run("--ini", str(tmp_path / "missing.ini"))
     assert p.returncode == 2 and "cannot read config file" in p.stderr
     # A file without the section is warned of and read as empty, as uWSGI
@@ -836,6 +838,12 @@ def test_a_gunicorn_option_on_oxgates_own_command_line_says_how_to_have_it_read(
         p = run(*args, cwd=tmp_path)
         assert p.returncode == 2, p.stderr
         assert f"unknown option {flag} (it is Gunicorn's: begin the command with 'oxgate gunicorn'" in p.stderr, p.stderr
+    # uvicorn's, as a uvicorn user types it: to `oxgate uvicorn` (it
+    # suggested --vhost for --host, --import for --port).
+    for flag in ("--host", "--port", "--uds", "--factory", "--no-access-log"):
+        p = run("main:app", flag, "x", cwd=tmp_path)
+        assert p.returncode == 2, p.stderr
+        assert f"unknown option {flag} (it is uvicorn's: begin the command with 'oxgate uvicorn'" in p.stderr, p.stderr
 
 
 def test_uwsgis_http11_socket_and_safe_pidfile_are_their_plain_forms(tmp_path):

@@ -89,8 +89,14 @@ impl Loaded {
             } else {
                 defs::suggest(&e.key).map(|s| {
                     format!(
-                        "{}: unknown option '{}' (did you mean {s}?); kept as a placeholder",
-                        e.origin, e.key
+                        "{}: unknown option '{}' (did you mean {s}?){}",
+                        e.origin,
+                        e.key,
+                        if strict {
+                            " (--strict refuses unknown keys)"
+                        } else {
+                            "; kept as a placeholder"
+                        }
                     )
                 })
             };
@@ -499,8 +505,12 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
                     continue;
                 }
                 None => {
-                    let hint = if super::gunicorn::is_gunicorn_flag(&format!("--{name}")) {
+                    let flag = format!("--{name}");
+                    let hint = if super::gunicorn::is_gunicorn_flag(&flag) {
                         " (it is Gunicorn's: begin the command with 'oxgate gunicorn' to read it as Gunicorn reads it)"
+                            .to_string()
+                    } else if uvicorn::is_uvicorn_flag(&flag) {
+                        " (it is uvicorn's: begin the command with 'oxgate uvicorn' to read it as uvicorn reads it)"
                             .to_string()
                     } else {
                         defs::suggest(name)

@@ -57,6 +57,13 @@ const OWN_PROTOCOLS: Meaning =
     Ignored("oxgate has its own HTTP and WebSocket implementations (hyper, tungstenite)");
 const NO_WATCH_LIST: Meaning = Ignored("--reload watches the files of the modules the app loaded");
 
+/// Whether `flag` (`--port`, `--no-access-log`) is one of uvicorn's.
+pub fn is_uvicorn_flag(flag: &str) -> bool {
+    OPTIONS.iter().any(|o| {
+        o.flag == flag || (o.arity == ON_OFF && flag.strip_prefix("--no-") == Some(&o.flag[2..]))
+    })
+}
+
 /// `oxgate uvicorn --help`: uvicorn's options, as oxgate reads them.
 pub fn help_text() -> String {
     let mut read = String::new();
