@@ -98,6 +98,20 @@ def test_default_line_for_every_protocol(serve, tmp_path):
     assert by_uri["/http?x=1"]["addr"] == "127.0.0.1"
 
 
+def test_the_heads_size_counts_add_header_as_uwsgi(serve, tmp_path):
+    """--add-header's headers go out with every response, and uWSGI counts
+    them in the line's "N headers in B bytes" (and %(hsize), %(size));
+    they were left out."""
+    log = tmp_path / "app.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--logto", str(log),
+              "--add-header", "X-Frame-Options: DENY", "--add-header", "X-Served-By: oxgate-test")
+    r = requests.get(s.url + "/h")
+    assert r.headers["X-Served-By"] == "oxgate-test"
+    (m,) = wait_for(lambda: request_lines(log.read_text()), what="the request line")
+    assert m["headers"] == "4" and int(m["hsize"]) == 17 + len("Content-Type: text/plain\r\n") + \
+        len("Content-Length: 7\r\n") + len("X-Frame-Options: DENY\r\n") + len("X-Served-By: oxgate-test\r\n") + 2
+
+
 def test_custom_format_renders_every_variable(serve, tmp_path):
     fmt = "|".join(f"{f}=%({f})" for f in FIELDS) + "|xtest=%(var.HTTP_X_TEST)|nope=%(nope)"
     log = tmp_path / "app.log"

@@ -192,13 +192,29 @@ pub fn log_response_headers(names: Vec<Vec<u8>>) {
     }
 }
 
+/// `--add-header`'s headers, which every response gets after the app's
+/// (`wrappers::AddHeaders`): their count and size, in each head's as
+/// uWSGI counts them.
+static ADDED_HEADERS: std::sync::OnceLock<(u32, u64)> = std::sync::OnceLock::new();
+
+/// Says which headers `--add-header` adds to every response.
+pub fn count_added_headers(headers: &[(Bytes, Bytes)]) {
+    let bytes = headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum::<usize>();
+    let _ = ADDED_HEADERS.set((headers.len() as u32, bytes as u64));
+}
+
 impl Outcome {
     /// Notes the response head: its status, its headers' count and size
-    /// (as uWSGI counts them), and the values the request log shows.
+    /// (as uWSGI counts them, `--add-header`'s included), and the values
+    /// the request log shows.
     pub fn note_head(&mut self, status: u16, reason: Option<&str>, headers: &[(Bytes, Bytes)]) {
+        let (added, added_bytes) = ADDED_HEADERS.get().copied().unwrap_or_default();
         self.status = status;
-        self.headers = headers.len() as u32;
-        self.header_bytes = super::response::head_size(status, reason, headers);
+        self.headers = headers.len() as u32 + added;
+        self.header_bytes = super::response::head_size(status, reason, headers) + added_bytes;
         if let Some(names) = LOGGED_HEADERS.get() {
             self.logged_headers = Some(
                 names

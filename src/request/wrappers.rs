@@ -464,13 +464,12 @@ pub struct AddHeaders {
 
 impl AddHeaders {
     pub fn new(inner: Arc<dyn Handler>, headers: &[(String, String)]) -> AddHeaders {
-        AddHeaders {
-            inner,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (Bytes::from(n.clone()), Bytes::from(v.clone())))
-                .collect(),
-        }
+        let headers: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (Bytes::from(n.clone()), Bytes::from(v.clone())))
+            .collect();
+        super::handler::count_added_headers(&headers);
+        AddHeaders { inner, headers }
     }
 }
 
