@@ -753,6 +753,20 @@ def test_the_timeout_counts_from_when_a_process_takes_the_request(serve, site):
 
 
 @needs_php
+def test_a_stray_header_line_from_php_is_left_out_not_a_502(serve, site):
+    """nginx passes over a header line with no colon (`header('JustText')`)
+    and a control byte in a value; the page is served, the line left out
+    and said (the whole page was a 502)."""
+    (site / "odd.php").write_text("<?php header('JustText'); header(\"X-Ctl: a\\x01b\"); "
+                                  "header('X-Fine: yes'); echo 'served';")
+    s = php_pool(serve, site)
+    r = requests.get(f"{s.url}/odd.php", timeout=20)
+    assert (r.status_code, r.text, r.headers.get("X-Fine")) == (200, "served", "yes"), (r.status_code, r.text)
+    assert "X-Ctl" not in r.headers and "JustText" not in r.headers
+    s.wait_log("2 malformed header line(s) left out of the response")
+
+
+@needs_php
 def test_harakiri_holds_a_pool_request_without_a_timeout_of_its_own(serve, site):
     """A uWSGI user's --harakiri held PHP to it: without
     --fastcgi-app-timeout, a pool request is held to --harakiri's seconds

@@ -38,6 +38,8 @@ pub struct Head {
     pub reply: Reply,
     /// How many bytes of the output the head took: the body starts there.
     pub len: usize,
+    /// Stray lines left out of the head (see [`without_stray_lines`]).
+    pub dropped: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,22 @@ impl std::fmt::Display for HeadError {
 /// Reads the head at the start of `out`, the script's output so far:
 /// `Ok(None)` while it is incomplete. `nph` reads an HTTP status line first.
 pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
+    match parse_head(out, nph) {
+        Err(HeadError::Malformed(why)) if !nph => match without_stray_lines(out) {
+            Some((kept, len, dropped)) => parse_head(&kept, false).map(|head| {
+                head.map(|head| Head {
+                    len,
+                    dropped,
+                    ..head
+                })
+            }),
+            None => Err(HeadError::Malformed(why)),
+        },
+        other => other,
+    }
+}
+
+fn parse_head(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     match parse_into(out, nph, &mut fields) {
         Err(HeadError::Malformed(why)) if why == httparse::Error::TooManyHeaders.to_string() => {
@@ -80,6 +98,46 @@ pub fn parse(out: &[u8], nph: bool) -> Result<Option<Head>, HeadError> {
         }
         other => other,
     }
+}
+
+/// A whole head with its stray lines left out, as nginx passes over them
+/// rather than failing the page: a line with no colon (PHP's
+/// `header('JustText')`), and a header whose value holds a control byte
+/// (a stray byte in a download's file name). With the head's length in
+/// `out`, and how many lines went. None when nothing was stray, when no
+/// good line is left (an HTML page printed with no head is broken), or
+/// before the head's end has come.
+fn without_stray_lines(out: &[u8]) -> Option<(Vec<u8>, usize, usize)> {
+    let end = out
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| i + 2)
+        .into_iter()
+        .chain(out.windows(3).position(|w| w == b"\n\r\n").map(|i| i + 3))
+        .min()?;
+    let mut kept = Vec::with_capacity(end + 2);
+    let (mut good, mut dropped) = (0, 0);
+    for line in out[..end].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let stray = match line.iter().position(|&b| b == b':') {
+            None => true,
+            Some(colon) => line[colon + 1..]
+                .iter()
+                .any(|&b| b.is_ascii_control() && b != b'\t'),
+        };
+        if stray {
+            dropped += 1;
+        } else {
+            good += 1;
+            kept.extend_from_slice(line);
+            kept.extend_from_slice(b"\r\n");
+        }
+    }
+    kept.extend_from_slice(b"\r\n");
+    (dropped > 0 && good > 0).then_some((kept, end, dropped))
 }
 
 fn parse_into<'b>(
@@ -196,6 +254,7 @@ fn parse_into<'b>(
         headers,
         reply,
         len,
+        dropped: 0,
     }))
 }
 
@@ -401,11 +460,26 @@ mod tests {
     }
 
     #[test]
+    fn stray_lines_are_left_out_as_nginx_passes_over_them() {
+        for out in [
+            &b"JustText\r\nContent-Type: text/html\r\n\r\nbody"[..],
+            b"Content-Type: text/html\nX-Ctl: a\x01b\n\nbody",
+        ] {
+            let h = parse(out, false).unwrap().unwrap();
+            assert_eq!(names(&h), ["Content-Type"]);
+            assert_eq!((h.dropped, &out[h.len..]), (1, &b"body"[..]));
+        }
+        // Not before the head's end: the bad line may be all there is.
+        assert!(parse(b"JustText\r\nContent-Type: text/html\r\n", false).is_err());
+    }
+
+    #[test]
     fn garbage_is_malformed() {
         for out in [
             "<html>hello</html>\n\n",
             "no colon here\r\n\r\n",
             "Bad Name: x\r\n\r\n",
+            "Bad Name: x\r\nJustText\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(out.as_bytes(), false), Err(HeadError::Malformed(_))),

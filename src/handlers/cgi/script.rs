@@ -192,7 +192,16 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
     let heard = async {
         let head = loop {
             match cgi_response::parse(&buf, run.nph) {
-                Ok(Some(head)) => break head,
+                Ok(Some(head)) => {
+                    if head.dropped > 0 {
+                        crate::say!(
+                            "oxgate: CGI {}: {} malformed header line(s) left out of the response (no colon, or a control byte in the value)",
+                            run.name,
+                            head.dropped
+                        );
+                    }
+                    break head;
+                }
                 Ok(None) => {}
                 Err(e) => return Err(Failure::NoHead(e.to_string())),
             }
