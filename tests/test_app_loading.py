@@ -700,3 +700,19 @@ def test_lines_the_workers_print_never_run_into_each_other(serve, tmp_path):
     printed = [l for l in log.read_text().splitlines() if "PRINTED" in l]
     assert printed and all(re.fullmatch(r"PRINTED /\S+ \d+", l) for l in printed), \
         [l for l in printed if not re.fullmatch(r"PRINTED /\S+ \d+", l)][:5]
+
+
+@pytest.mark.parametrize("how", ["segfault", "os._exit"])
+def test_an_app_that_kills_every_worker_at_import_stops_the_server(tmp_path, how):
+    """A segfault in an extension or an os._exit(5) at import, with the app
+    loaded in each worker (uvicorn's way, --lazy-apps): after five workers
+    in a row died before any was ready the server stops non-zero, as
+    uvicorn exits, instead of restarting workers for ever while it looks
+    healthy and serves nothing."""
+    kill = "import ctypes; ctypes.string_at(0)" if how == "segfault" else "import os; os._exit(5)"
+    (tmp_path / "dying.py").write_text(f"{kill}\ndef app(environ, start_response):\n    return []\n")
+    for args in (["uvicorn", "dying:app", "--port", str(free_port()), "--interface", "wsgi"],
+                 ["--http-socket", f"127.0.0.1:{free_port()}", "--module", "dying:app", "--lazy-apps"]):
+        code, err = run_fail(*args, cwd=tmp_path, timeout=60)
+        assert code != 0 and "5 workers in a row died before any was ready: the app cannot be loaded" in err, \
+            (args, code, err[-2000:])

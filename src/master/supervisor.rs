@@ -18,6 +18,11 @@ pub type Pid = i32;
 /// to start; repeated failures back off up to `MAX_BACKOFF` (no fork bomb).
 pub const QUICK_DEATH: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Workers that die one after another before any worker was ever ready,
+/// after which the app is taken as one that cannot be loaded (some 3 s
+/// of back-off: a first start that fails once, say killed as memory ran
+/// short, is tried again).
+pub const NEVER_READY_STOP: u32 = 5;
 /// Between the stack-dump signal and the kill, for the dump to be written.
 pub const HARAKIRI_DUMP_TIME: Duration = Duration::from_millis(300);
 /// The exit status of a worker that could not load the app.
@@ -563,6 +568,21 @@ impl Supervisor {
             // left every worker's share unserved for up to 10 s.
         } else if lived < QUICK_DEATH || !w.ready {
             self.failures += 1;
+            // An app that kills every worker that loads it (a segfault in
+            // an extension, os._exit at import) cannot be loaded, as one
+            // that raises cannot: the server stops, as uvicorn's does,
+            // rather than restart workers for ever, looking healthy to
+            // Docker or systemd while serving nothing.
+            if !w.ready && !self.ever_ready && self.failures >= NEVER_READY_STOP {
+                fx.say(format!(
+                    "oxgate: {} workers in a row died before any was ready: the app cannot be loaded; stopping",
+                    self.failures
+                ));
+                self.fatal = Some("no worker could load the app (see above)".into());
+                fx.notify("STOPPING=1");
+                self.begin_stop(fx, now);
+                return;
+            }
             let wait = backoff(self.failures);
             self.next_spawn = now + wait;
             fx.say(format!(

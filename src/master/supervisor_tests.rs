@@ -201,6 +201,29 @@ fn a_worker_killed_by_its_request_is_replaced_at_once_however_young() {
 }
 
 #[test]
+fn workers_that_all_die_before_any_was_ready_stop_the_master() {
+    // A segfault at import kills each worker that loads the app: after
+    // NEVER_READY_STOP in a row, the app cannot be loaded, and the
+    // server stops (uvicorn exits) rather than restart workers for ever.
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(1, limits(), false, t0);
+    let mut fx = Fake::default();
+    let mut t = t0;
+    sup.tick(&mut fx, t);
+    for n in 1..NEVER_READY_STOP {
+        let pid = fx.spawned.last().unwrap().1;
+        sup.exited(pid, SIGKILL_STATUS, &mut fx, t);
+        assert!(!sup.stopping(), "stopped after {n}");
+        t += MAX_BACKOFF;
+        sup.tick(&mut fx, t);
+    }
+    let pid = fx.spawned.last().unwrap().1;
+    sup.exited(pid, SIGKILL_STATUS, &mut fx, t);
+    assert!(sup.stopping() && sup.fatal.is_some());
+    assert!(fx.said("died before any was ready: the app cannot be loaded"));
+}
+
+#[test]
 fn an_app_that_never_loads_stops_the_master() {
     let t0 = Instant::now();
     let mut sup = Supervisor::new(2, limits(), false, t0);
