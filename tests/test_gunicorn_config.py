@@ -1919,3 +1919,27 @@ def test_gunicorns_upgrade_procedure_keeps_serving(serve, tmp_path):
     assert requests.get(s.url + "/", timeout=10).status_code == 200 and s.proc.poll() is None
     os.kill(old, signal.SIGQUIT)
     assert s.proc.wait(15) == 0
+
+
+def test_the_hooks_log_lines_follow_the_logging_config_as_gunicorns(serve, tmp_path):
+    """server.log in a hook is gunicorn.error: with a logconfig_dict that
+    sends it to a file in a format of its own, the hook's line goes there,
+    in that format (it went to stderr in Gunicorn's default one)."""
+    errors = tmp_path / "error.log"
+    f = conf(tmp_path, textwrap.dedent(f"""
+        workers = 1
+        logconfig_dict = {{
+            "formatters": {{"mine": {{"format": "MINE %(levelname)s %(message)s"}}}},
+            "handlers": {{"file": {{"class": "logging.FileHandler", "formatter": "mine",
+                                  "filename": {str(errors)!r}}}}},
+            "root": {{"level": "WARNING", "handlers": ["file"]}},
+            "loggers": {{"gunicorn.error": {{"level": "INFO", "handlers": ["file"], "propagate": False}}}},
+        }}
+        def when_ready(server):
+            server.log.info("HOOK when_ready %s", "here")
+        """))
+    s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+              env={"VIRTUAL_ENV": str(VENV)})
+    wait_for(lambda: errors.exists() and "MINE INFO HOOK when_ready here" in errors.read_text(),
+             what=f"the hook's line in the configured file:\n{s.log()}")
+    assert "HOOK when_ready" not in s.log()

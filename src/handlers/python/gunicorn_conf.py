@@ -6,6 +6,7 @@ import collections.abc
 import importlib
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 import traceback
@@ -95,6 +96,13 @@ class _Log:
 
     def _write(self, level, msg, args, exc=False):
         if _LEVELS[level.lower()] < self._level():
+            return
+        # With a logging config that gives gunicorn.error handlers of its
+        # own (logconfig, logconfig_dict), the hooks' lines go through it,
+        # in its format, to its files, as Gunicorn's do.
+        configured = logging.getLogger("gunicorn.error")
+        if configured.handlers:
+            configured.log(_LEVELS[level.lower()], msg, *args, exc_info=exc or None)
             return
         msg = str(msg)
         if args:
