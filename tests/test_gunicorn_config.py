@@ -146,6 +146,15 @@ def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
     bad = conf(tmp_path, "workers = 2\nraise RuntimeError('broken config')\n", name="bad.py")
     p = oxgate("-c", str(bad), "app:app")
     assert p.returncode == 2 and "RuntimeError: broken config" in p.stderr
+    # What Gunicorn's validators refuse: None for a number, a boolean for
+    # a text (accesslog = True wrote the access log to a file named "true").
+    for text, said in [("timeout = None", "Invalid value for timeout: None"),
+                       ("accesslog = True", "Invalid value for accesslog: True")]:
+        for program in ((BIN,), (GUNICORN,)):
+            bad = conf(tmp_path, text + "\n", name="bad.py")
+            p = subprocess.run([*program, "-c", str(bad), "--check-config", "procs:application"],
+                               capture_output=True, text=True, timeout=30, cwd=tmp_path)
+            assert p.returncode != 0 and said in p.stderr + p.stdout, (program, p.stderr)
 
 
 def test_python_module_config(tmp_path):

@@ -679,6 +679,44 @@ fn os_string(v: OsString, origin: &Origin, flag: &str) -> Result<String, ConfigE
         .map_err(|_| ConfigError(format!("{origin}: the value of {flag} is not UTF-8")))
 }
 
+/// The settings Gunicorn reads as whole numbers (`validate_pos_int`).
+const WHOLE_NUMBERS: [&str; 11] = [
+    "workers",
+    "threads",
+    "timeout",
+    "graceful_timeout",
+    "max_requests",
+    "max_requests_jitter",
+    "backlog",
+    "limit_request_line",
+    "limit_request_fields",
+    "limit_request_field_size",
+    "websocket_max_message_size",
+];
+
+/// Settings Gunicorn reads as text (`validate_string`), which refuses a
+/// True or False.
+const TEXTS: [&str; 18] = [
+    "accesslog",
+    "access_log_format",
+    "errorlog",
+    "loglevel",
+    "logconfig",
+    "logconfig_json",
+    "syslog_addr",
+    "syslog_prefix",
+    "statsd_host",
+    "statsd_prefix",
+    "keyfile",
+    "certfile",
+    "ca_certs",
+    "ciphers",
+    "chdir",
+    "pidfile",
+    "root_path",
+    "worker_class",
+];
+
 /// Reads what a config file's namespace holds into settings. Names that
 /// are not Gunicorn settings (imports, helpers) are passed over, as
 /// Gunicorn does.
@@ -699,6 +737,18 @@ fn from_file(names: Vec<(String, PyValue)>, origin: &Origin) -> Result<SourceVal
             continue;
         }
         let values = match value {
+            // Gunicorn refuses what its validator cannot read: None for a
+            // number (`timeout = None`), True or False for a text
+            // (`accesslog = True`, which wrote a file named "true").
+            PyValue::None if WHOLE_NUMBERS.contains(&s.name) => {
+                return err(format!("{origin}: Invalid value for {name}: None"));
+            }
+            PyValue::Bool(b) if TEXTS.contains(&s.name) => {
+                return err(format!(
+                    "{origin}: Invalid value for {name}: {}",
+                    if b { "True" } else { "False" }
+                ));
+            }
             PyValue::None => continue,
             PyValue::Bool(b) => vec![b.to_string()],
             // umask is written in octal (0o022) in files, read as a number.
@@ -984,19 +1034,7 @@ fn translate(
     let one = |name: &str| given.get(name).and_then(|g| g.values.last().cloned());
     // Gunicorn refuses a number it cannot read; so does oxgate, rather than
     // reading `-w abc` as 0 the way uWSGI's options are read.
-    for name in [
-        "workers",
-        "threads",
-        "timeout",
-        "graceful_timeout",
-        "max_requests",
-        "max_requests_jitter",
-        "backlog",
-        "limit_request_line",
-        "limit_request_fields",
-        "limit_request_field_size",
-        "websocket_max_message_size",
-    ] {
+    for name in WHOLE_NUMBERS {
         if let Some(g) = given.get(name)
             && let Some(v) = g.values.last()
             && v.trim().parse::<u64>().is_err()
