@@ -157,6 +157,19 @@ def test_settings_oxgate_gives_no_meaning_are_reported_once(tmp_path):
             assert p.returncode != 0 and said in p.stderr + p.stdout, (program, p.stderr)
 
 
+def test_an_async_worker_class_runs_the_app_in_threads(tmp_path):
+    """gevent or eventlet, chosen for many requests at once per worker (up
+    to worker_connections): the app runs in that many threads, at most 64,
+    unless threads says; it ran in one, a request at a time."""
+    for text, threads in [("worker_class = 'gevent'\n", "64"),
+                          ("worker_class = 'eventlet'\nworker_connections = 20\n", "20"),
+                          ("worker_class = 'gevent'\nthreads = 4\n", "4")]:
+        f = conf(tmp_path, text, name="async.py")
+        p, got = print_config("-c", str(f), "procs:application", cwd=tmp_path)
+        assert ("threads", threads) in got, (text, got)
+        assert "without monkey-patching" in p.stderr
+
+
 def test_python_module_config(tmp_path):
     (tmp_path / "deploy_settings.py").write_text("workers = 3\nthreads = 2\n")
     p, got = print_config("-c", "python:deploy_settings", "procs:application", cwd=tmp_path)

@@ -462,7 +462,9 @@ static SETTINGS: &[GunicornSetting] = &[
         "worker_connections",
         &["--worker-connections"],
         Value,
-        Ignored("it limits Gunicorn's gevent and eventlet workers, which oxgate has no need of"),
+        Ignored(
+            "it limits Gunicorn's gevent and eventlet workers; with one, it is the threads a worker runs (at most 64)",
+        ),
     ),
     g("max_requests", &["--max-requests"], Value, Maps),
     g(
@@ -678,6 +680,10 @@ fn os_string(v: OsString, origin: &Origin, flag: &str) -> Result<String, ConfigE
     v.into_string()
         .map_err(|_| ConfigError(format!("{origin}: the value of {flag} is not UTF-8")))
 }
+
+/// The threads a worker is given for Gunicorn's async worker classes
+/// (gevent, eventlet), at most, when `threads` is not set.
+const ASYNC_CLASS_THREADS: u64 = 64;
 
 /// The settings Gunicorn reads as whole numbers (`validate_pos_int`).
 const WHOLE_NUMBERS: [&str; 11] = [
@@ -1185,8 +1191,24 @@ fn translate(
         | "gunicorn.workers.ggevent.GeventPyWSGIWorker"
         | "gunicorn.workers.geventlet.EventletWorker"
         | "gunicorn.workers.gtornado.TornadoWorker" => {
+            // Chosen for many requests at once per worker (up to
+            // worker_connections): threads give some of that, where one
+            // would serve a request at a time.
+            let many = threads.is_none().then(|| {
+                one("worker_connections")
+                    .and_then(|c| c.trim().parse::<u64>().ok())
+                    .unwrap_or(1000)
+                    .clamp(1, ASYNC_CLASS_THREADS)
+            });
+            if let Some(n) = many {
+                push(&opt::THREADS, n.to_string(), class_origin);
+            }
+            let threads = many.map_or_else(
+                || "--threads".to_string(),
+                |n| format!("{n} threads a worker (worker_connections, at most {ASYNC_CLASS_THREADS}; set threads to choose)"),
+            );
             out.warnings.push(format!(
-                "{class_origin}: worker_class {class:?}: oxgate has no {class} workers; the app runs in threads (--threads), without monkey-patching"
+                "{class_origin}: worker_class {class:?}: oxgate has no {class} workers; the app runs in {threads}, without monkey-patching"
             ));
         }
         other => {
