@@ -56,6 +56,29 @@ def test_environ_has_only_what_the_request_gave(both):
         "SERVER_PROTOCOL"]
 
 
+def test_a_small_body_cut_short_or_stalled_is_said_in_the_log(serve):
+    """A uwsgi or SCGI body of up to 64 KiB (read whole before the app)
+    that ends short or stalls: the connection closes, and the log says
+    why, as it says for a larger one (it said nothing: whoever chased
+    nginx's 502 found no line)."""
+    up, sp = free_port(), free_port()
+    s = serve("--wsgi-file", ECHO, "--socket", f"127.0.0.1:{up}", "--scgi-socket", f"127.0.0.1:{sp}",
+              "--socket-timeout", "1")
+    uw = packet([("REQUEST_METHOD", "POST"), ("PATH_INFO", "/"), ("CONTENT_LENGTH", "10")]) + b"abc"
+    sc = scgi_packet([("CONTENT_LENGTH", "10"), ("SCGI", "1"), ("REQUEST_METHOD", "POST")], b"abc")
+    for port, data in ((up, uw), (sp, sc)):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            assert c.recv(100) == b""
+    s.wait_log("uwsgi connection closed: bad request body: the front end closed the connection 7 bytes short")
+    s.wait_log("scgi connection closed: bad request body: the front end closed the connection 7 bytes short")
+    with socket.create_connection(("127.0.0.1", up), timeout=10) as c:
+        c.sendall(uw)
+        assert c.recv(100) == b""
+    s.wait_log("bad request body: no body bytes for 1s (--socket-timeout), 7 short of CONTENT_LENGTH")
+
+
 def test_uwsgi_large_body_streams(both):
     data = os.urandom(3 * 1024 * 1024 + 5)
     seen = json.loads(uwsgi_request(both.uwsgi_port, cgi("PUT", "/big", body=data)).split(b"\r\n\r\n", 1)[1])

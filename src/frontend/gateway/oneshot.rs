@@ -191,10 +191,26 @@ pub async fn serve<S>(
     } else if len <= settings.read_ahead {
         // Small: read it all now, so the app can run inline.
         while (buf.len() as u64) < len {
-            match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return, // the front end went away mid-body
-            }
+            // The front end went away mid-body, or stalled: said, as a
+            // larger body's end is (whoever chases nginx's 502 finds why).
+            let why = match tokio::time::timeout(settings.timeout, rd.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                Ok(Ok(_)) => format!(
+                    "the front end closed the connection {} bytes short of CONTENT_LENGTH",
+                    len - buf.len() as u64
+                ),
+                Ok(Err(e)) => format!("reading the request body: {e}"),
+                Err(_) => format!(
+                    "no body bytes for {}s (--socket-timeout), {} short of CONTENT_LENGTH",
+                    settings.timeout.as_secs(),
+                    len - buf.len() as u64
+                ),
+            };
+            crate::say!(
+                "oxgate: {} connection closed: bad request body: {why}",
+                protocol.name()
+            );
+            return;
         }
         buf.truncate(len as usize);
         (RequestBody::Full(buf.split().freeze()), Some(rd), None)
