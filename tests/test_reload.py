@@ -461,3 +461,16 @@ def test_master_fifo_commands(serve, app_dir, tmp_path):
     # Its lines name the FIFO's command, not SIGINTs nobody sent.
     assert "SIGINT" not in s.log() and "--master-fifo: 'Q' (immediate stop)" in s.log()
     assert not second.exists(), "the FIFO in use is removed at the end"
+
+
+def test_a_stop_right_after_a_sigusr2_chain_reload_stops_with_uwsgis_settings(serve, app_dir):
+    """Only with Gunicorn's settings is a TERM soon after a SIGUSR2 taken
+    as the old master's (Gunicorn's upgrade procedure); with uWSGI's it
+    stops, as `oxgate --stop` (SIGTERM) must."""
+    s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
+    (before,) = s.wait_workers(1)
+    s.proc.send_signal(signal.SIGUSR2)
+    wait_for(lambda: s.worker_pids() and before not in s.worker_pids(), what="the chain reload")
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(15) == 0
+    assert "old master" not in s.log()

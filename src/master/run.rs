@@ -234,9 +234,12 @@ pub fn run(
         fifo,
         systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
         queues_checked: Instant::now(),
+        // Gunicorn's procedure, so only with Gunicorn's settings: with
+        // uWSGI's, SIGUSR2 is no upgrade, and `oxgate --stop` (SIGTERM)
+        // right after one must stop.
         old_master_stop: handover
             .as_ref()
-            .filter(|h| h.upgrade)
+            .filter(|h| h.upgrade && p.quick_stop_on_int)
             .map(|_| Instant::now() + OLD_MASTER_STOP),
         upgrading: false,
     };
