@@ -1331,3 +1331,33 @@ def test_early_hints_are_off_unless_asked_for_since_old_proxies_break_on_them(se
         out = subprocess.run(["curl", "-si", url + "/early-hints"], capture_output=True, timeout=10).stdout
         assert out.startswith(EARLY_HINTS + b"HTTP/1.1 200 OK\r\n"), out
         assert out.endswith(b"offered=1"), out
+
+
+def test_work_after_the_response_has_the_stop_as_under_uvicorn(tmp_path):
+    """A BackgroundTask (work the app does after its response is sent) has
+    the stop's time, less the lifespan shutdown's share, as uvicorn gives it
+    --timeout-graceful-shutdown: a 6.5 s task under 8 s finishes. It got
+    half the time left, and was cancelled at 5.5 s."""
+    done = tmp_path / "job-done"
+    (tmp_path / "bgjob.py").write_text(
+        "import asyncio\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'queued'})\n"
+        "    await asyncio.sleep(6.5)\n"
+        f"    open({str(done)!r}, 'w').write('done')\n")
+    port = free_port()
+    log = open(tmp_path / "ox.log", "wb")
+    p = subprocess.Popen([BIN, "uvicorn", "bgjob:app", "--port", str(port), "--timeout-graceful-shutdown", "8"],
+                         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: listens(port), what="oxgate uvicorn")
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).text == "queued"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    finally:
+        p.kill()
+        p.wait()
+    assert done.exists(), (tmp_path / "ox.log").read_text()

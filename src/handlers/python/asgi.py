@@ -40,6 +40,9 @@ def _say(text):
 
 # The name of each request's task (bridge.rs names them).
 REQUEST_TASK_NAME = "oxgate-request"
+# Kept from the requests' share of a stop for the clean-up of those it
+# cancels.
+CANCEL_GRACE = 0.5
 
 
 async def run_http(app, scope, receive, send):
@@ -165,16 +168,21 @@ def serve(bridge, apps, lifespan_mode, loop_kind, wake_fd):
         bridge._started(None, name, loop)
         loop.run_forever()
         # The time left before the master's kill: the requests' coroutines
-        # (a WebSocket's, told 1001, cleaning up) get half of it to finish
-        # before the lifespan shutdown closes what they use; then those
-        # still running are cancelled (their clean-up runs on the
-        # CancelledError), and the lifespan shutdown gets the rest.
+        # (a WebSocket's, told 1001, cleaning up; BackgroundTasks, which
+        # run after the response, as uvicorn lets them) get it all but the
+        # lifespan shutdown's share (a quarter, 5 s at most, as the mercy
+        # reserved it: `asgi_shutdown_reserve`) and a moment for their
+        # clean-up; then those still running are cancelled (their
+        # clean-up runs on the CancelledError), and the lifespan shutdown
+        # gets the rest. (Half of it went to them: a 9 s task under
+        # uvicorn's --timeout-graceful-shutdown 12 was cut at 8 s.)
         left = bridge._shutdown_left()
         deadline = loop.time() + left
         running = [t for t in asyncio.all_tasks(loop)
                    if not t.done() and t.get_name() == REQUEST_TASK_NAME]
         if running:
-            loop.run_until_complete(asyncio.wait(running, timeout=left / 2))
+            reserve = min(5.0, left / 4) if lifespans else 0.0
+            loop.run_until_complete(asyncio.wait(running, timeout=max(0.0, left - reserve - CANCEL_GRACE)))
             late = [t for t in running if not t.done()]
             if late:
                 _say(f"oxgate: {len(late)} request(s) of the ASGI app still running as the worker stops: cancelled")
