@@ -714,5 +714,6 @@ def test_an_app_that_kills_every_worker_at_import_stops_the_server(tmp_path, how
     for args in (["uvicorn", "dying:app", "--port", str(free_port()), "--interface", "wsgi"],
                  ["--http-socket", f"127.0.0.1:{free_port()}", "--module", "dying:app", "--lazy-apps"]):
         code, err = run_fail(*args, cwd=tmp_path, timeout=60)
-        assert code != 0 and "5 workers in a row died before any was ready: the app cannot be loaded" in err, \
-            (args, code, err[-2000:])
+        # (Five at least: not while another worker is still loading.)
+        assert code != 0 and re.search(r"\d+ workers in a row died before any was ready: the app cannot be loaded",
+                                       err), (args, code, err[-2000:])

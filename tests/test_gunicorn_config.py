@@ -1565,8 +1565,6 @@ def test_gunicorns_signals(serve, tmp_path):
     os.kill(s.proc.pid, signal.SIGWINCH)
     os.kill(s.proc.pid, signal.SIGUSR1)
     assert requests.get(s.url + "/").status_code == 200 and s.proc.poll() is None
-    # (A TERM within a minute of the USR2 would be taken as the old
-    # master's: test_gunicorns_upgrade_procedure_keeps_serving.)
     os.kill(s.proc.pid, signal.SIGINT)
     assert s.proc.wait(15) == 0
 
@@ -1835,7 +1833,7 @@ def test_on_reload_and_pre_exec_hooks(serve, tmp_path):
             wait_for(lambda: f"pre_exec {s.proc.pid}" in events.read_text(), what="pre_exec")
         assert wait_for(lambda: _get(s.url + "/"), what="an answer").status_code == 200
         if program == (BIN,):
-            s.proc.send_signal(signal.SIGINT)  # a TERM after USR2 is the old master's
+            s.proc.send_signal(signal.SIGINT)
             s.proc.wait(15)
         s.stop()
 
@@ -1922,25 +1920,19 @@ def test_a_config_file_that_prints_much_is_reloaded_and_the_master_supervises_me
     assert requests.get(s.url + "/").status_code == 200
 
 
-def test_gunicorns_upgrade_procedure_keeps_serving(serve, tmp_path):
-    """Gunicorn's documented upgrade: USR2, then WINCH and QUIT to the old
-    master's pid. Here the chain reload replaces the old master in the same
-    process, so the QUIT that follows (within a minute) is taken as the old
-    master's and let pass, said in the log; it stopped the whole service.
-    A second one stops."""
+def test_sigusr2_says_there_is_no_old_master_to_stop(serve, tmp_path):
+    """Gunicorn's upgrade: USR2, then a stop of the old master by its pid.
+    Here USR2 replaces the workers in the same process, so the log says
+    there is no old master to stop (a QUIT to that pid stops the service)."""
     f = conf(tmp_path, "workers = 2\n")
     s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
               env={"VIRTUAL_ENV": str(VENV)})
-    old = s.proc.pid
     before = s.wait_workers(2)
-    os.kill(old, signal.SIGUSR2)
+    os.kill(s.proc.pid, signal.SIGUSR2)
     wait_for(lambda: len(s.worker_pids()) == 2 and not set(s.worker_pids()) & set(before), what="new workers")
-    os.kill(old, signal.SIGWINCH)
-    os.kill(old, signal.SIGQUIT)
-    s.wait_log("taken as Gunicorn's stop of the old master")
+    s.wait_log("there is no old master to stop afterwards")
     assert requests.get(s.url + "/", timeout=10).status_code == 200 and s.proc.poll() is None
-    os.kill(old, signal.SIGQUIT)
-    assert s.proc.wait(15) == 0
+
 
 
 def test_the_hooks_log_lines_follow_the_logging_config_as_gunicorns(serve, tmp_path):

@@ -463,10 +463,9 @@ def test_master_fifo_commands(serve, app_dir, tmp_path):
     assert not second.exists(), "the FIFO in use is removed at the end"
 
 
-def test_a_stop_right_after_a_sigusr2_chain_reload_stops_with_uwsgis_settings(serve, app_dir):
-    """Only with Gunicorn's settings is a TERM soon after a SIGUSR2 taken
-    as the old master's (Gunicorn's upgrade procedure); with uWSGI's it
-    stops, as `oxgate --stop` (SIGTERM) must."""
+def test_a_stop_right_after_a_sigusr2_chain_reload_stops(serve, app_dir):
+    """A SIGTERM right after a SIGUSR2 chain reload stops, as `oxgate
+    --stop`, systemd and Docker expect."""
     s = serve("--wsgi-file", str(app_dir / "procs.py"), "--processes", "1")
     (before,) = s.wait_workers(1)
     s.proc.send_signal(signal.SIGUSR2)

@@ -862,6 +862,7 @@ def test_check_static_leaves_a_post_to_a_directory_and_a_forbidden_file_to_the_a
     for path in ("/link-out.txt", "/pipe"):
         r = get(s.url, path)
         assert r.status_code == 200 and r.json()["path"] == path, (path, r.status_code, r.text[:200])
+    s.wait_log(f"{tree.resolve()}/pipe: not a regular file; left to the app")
     r = requests.get(s.url + "/sub", allow_redirects=False, timeout=10)
     assert (r.status_code, r.headers["location"]) == (301, "/sub/")
 

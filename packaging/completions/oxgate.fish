@@ -226,7 +226,7 @@ complete -c oxgate -l fastcgi-pass -x -d 'Send the requests under MOUNT (/ when 
 complete -c oxgate -l fastcgi-app-docroot -r -a '(__fish_complete_directories)' -d 'The FastCGI app\'s document root: a path naming a .php file under DIR runs it (SCRIPT_FILENAME, PATH_INFO after it), a directory runs its index, other files there are served as static files'
 complete -c oxgate -l fastcgi-app-index -r -F -d 'With a document root, the script a directory runs (index.php when none is given)'
 complete -c oxgate -l fastcgi-app-fallback -x -d 'With a document root, the script a path naming nothing runs, with the query kept: the front controller (nginx\'s try_files $uri $uri/ /index.php?$args)'
-complete -c oxgate -l fastcgi-app-timeout -x -d 'Answer 504 to a FastCGI request still running after SECONDS from when a process took it (php-fpm\'s request_terminate_timeout; --harakiri\'s SECONDS when it is not given); a pool\'s process is killed and replaced, a --fastcgi-pass connection dropped'
+complete -c oxgate -l fastcgi-app-timeout -x -d 'Answer 504 to a FastCGI request still running after SECONDS from when a process took it (php-fpm\'s request_terminate_timeout; --harakiri does not hold FastCGI requests); a pool\'s process is killed and replaced, a --fastcgi-pass connection dropped'
 complete -c oxgate -l stats -x -d 'Serve uWSGI\'s stats JSON (for uwsgitop and oxgate top) on ADDR: host:port or a unix socket path'
 complete -c oxgate -l stats-server -x -d 'Serve uWSGI\'s stats JSON (for uwsgitop and oxgate top) on ADDR: host:port or a unix socket path'
 complete -c oxgate -l stats-http -d 'Answer HTTP on the stats socket: / is the JSON, /metrics the Prometheus metrics'

@@ -805,7 +805,7 @@ options! {
         .help("With a document root, the script a path naming nothing runs, with the query kept: the front controller (nginx's try_files $uri $uri/ /index.php?$args)."),
     FASTCGI_APP_TIMEOUT = OptDef::new("fastcgi-app-timeout", Int, FastCgi)
         .value("SECONDS")
-        .help("Answer 504 to a FastCGI request still running after SECONDS from when a process took it (php-fpm's request_terminate_timeout; --harakiri's SECONDS when it is not given); a pool's process is killed and replaced, a --fastcgi-pass connection dropped. A request waits for a process as long as the ones ahead of it run (each held to SECONDS); a pool whose command cannot start answers 502 at once."),
+        .help("Answer 504 to a FastCGI request still running after SECONDS from when a process took it (php-fpm's request_terminate_timeout; --harakiri does not hold FastCGI requests); a pool's process is killed and replaced, a --fastcgi-pass connection dropped. A request waits for a process as long as the ones ahead of it run (each held to SECONDS); a pool whose command cannot start answers 502 at once."),
     STATS = OptDef::new("stats", Str, Logging)
         .aliases(&["stats-server"])
         .value("ADDR")

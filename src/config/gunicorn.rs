@@ -746,8 +746,13 @@ fn from_file(names: Vec<(String, PyValue)>, origin: &Origin) -> Result<SourceVal
             // Gunicorn refuses what its validator cannot read: None for a
             // number (`timeout = None`), True or False for a text
             // (`accesslog = True`, which wrote a file named "true").
-            PyValue::None if WHOLE_NUMBERS.contains(&s.name) => {
+            PyValue::None if WHOLE_NUMBERS.contains(&s.name) || s.name == "keepalive" => {
                 return err(format!("{origin}: Invalid value for {name}: None"));
+            }
+            PyValue::Int(i) if TEXTS.contains(&s.name) => {
+                return err(format!(
+                    "{origin}: Invalid value for {name}: Not a string: {i}"
+                ));
             }
             PyValue::Bool(b) if TEXTS.contains(&s.name) => {
                 return err(format!(

@@ -128,6 +128,19 @@ impl Loaded {
                 ));
             }
         }
+        // uWSGI's harakiri holds its PHP plugin's requests; oxgate's holds
+        // the app's, and a pool's has a timeout of its own.
+        if let (Some(h), Some(_), None) = (
+            given(&opt::HARAKIRI),
+            given(&opt::FASTCGI_APP),
+            given(&opt::FASTCGI_APP_TIMEOUT),
+        ) && h.value.trim() != "0"
+        {
+            warnings.push(format!(
+                "{}: --harakiri does not hold --fastcgi-app requests: give them --fastcgi-app-timeout SECONDS (php-fpm's request_terminate_timeout)",
+                h.origin
+            ));
+        }
         // Checked only: an accepted hook is what oxgate does already.
         for s in self
             .settings
@@ -155,8 +168,9 @@ impl Loaded {
 /// gracefully_kill_them_all` is 15): accepted where signal N already does
 /// what FUNCTION does in oxgate (Docker images set SIGTERM to a graceful
 /// stop this way); a FUNCTION oxgate does not know is warned about
-/// (uWSGI finds no such function, says so and goes on); a signal that
-/// would be remapped is refused.
+/// (uWSGI finds no such function and logs it, and went on serving in our
+/// test); a signal that would be remapped (uWSGI's own functions
+/// included) is refused.
 fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
     use crate::lifecycle::{MasterCommand, ReloadKind};
     let Some((signal, function)) = hook
@@ -177,6 +191,14 @@ fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
         "grace_them_all" => {
             |c: MasterCommand| matches!(c, MasterCommand::Reload(ReloadKind::Graceful))
         }
+        // uWSGI's own, which would give the signal another meaning.
+        "reap_them_all"
+        | "end_me"
+        | "goodbye_cruel_world"
+        | "suspend_resume_them_all"
+        | "stats"
+        | "uwsgi_reload"
+        | "brutal_reload" => |_: MasterCommand| false,
         other => return Ok(Some(format!("oxgate has no function {other:?}"))),
     };
     match MasterCommand::from_signal(n) {
@@ -701,6 +723,7 @@ mod tests {
         for bad in [
             "unix_signal:1 gracefully_kill_them_all",
             "unix_signal:15 grace_them_all",
+            "unix_signal:15 reap_them_all",
             "unix_signal:15",
             "exec:echo hi",
         ] {

@@ -259,12 +259,7 @@ fn fastcgi_settings(r: &Values<'_>) -> Result<FastcgiSettings, ConfigError> {
         docroot: r.path(&opt::FASTCGI_APP_DOCROOT),
         index: r.all(&opt::FASTCGI_APP_INDEX),
         fallback,
-        // A uWSGI user's --harakiri held PHP to it (its PHP plugin runs in
-        // the worker): a pool's request is held to it when no timeout of
-        // its own is given.
-        timeout: r
-            .seconds(&opt::FASTCGI_APP_TIMEOUT)
-            .or_else(|| r.seconds(&opt::HARAKIRI)),
+        timeout: r.seconds(&opt::FASTCGI_APP_TIMEOUT),
         slowlog: r.seconds(&opt::FASTCGI_APP_SLOWLOG),
     })
 }

@@ -64,6 +64,11 @@ impl Denied {
     pub fn log(self, path: &Path) {
         crate::say!("oxgate: {}: {self}; answered 403 Forbidden", path.display());
     }
+
+    /// Says why, where the request goes on to the app (--check-static).
+    pub fn log_left_to_app(self, path: &Path) {
+        crate::say!("oxgate: {}: {self}; left to the app", path.display());
+    }
 }
 
 /// A directory, held open.

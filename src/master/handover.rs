@@ -41,11 +41,6 @@ pub struct Handover {
     /// rather than reset or refused. (Absent when there are none.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<HandedStats>,
-    /// SIGUSR2 asked for the reload: Gunicorn's upgrade, after which its
-    /// users stop "the old master" (see `Master::old_master_stop`). Left
-    /// out when false, so that an image without the field reads the rest.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub upgrade: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -120,7 +115,6 @@ impl Handover {
                 .as_millis() as u64,
             master_fifo: None,
             stats: Vec::new(),
-            upgrade: false,
         }
     }
 

@@ -234,14 +234,6 @@ pub fn run(
         fifo,
         systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
         queues_checked: Instant::now(),
-        // Gunicorn's procedure, so only with Gunicorn's settings: with
-        // uWSGI's, SIGUSR2 is no upgrade, and `oxgate --stop` (SIGTERM)
-        // right after one must stop.
-        old_master_stop: handover
-            .as_ref()
-            .filter(|h| h.upgrade && p.quick_stop_on_int)
-            .map(|_| Instant::now() + OLD_MASTER_STOP),
-        upgrading: false,
     };
 
     match &handover {
@@ -518,19 +510,6 @@ impl Master<'_> {
                     self.stop(StopKind::Immediate);
                 }
             }
-            MasterCommand::Stop { .. }
-                if sig != libc::SIGINT
-                    && self
-                        .old_master_stop
-                        .take()
-                        .is_some_and(|until| Instant::now() < until) =>
-            {
-                crate::say!(
-                    "oxgate: {} came within {}s of a SIGUSR2 upgrade: taken as Gunicorn's stop of the old master, which the chain reload already replaced in this process; ignored (send it again to stop)",
-                    signals::name(sig),
-                    OLD_MASTER_STOP.as_secs()
-                );
-            }
             MasterCommand::Stop { .. } => {
                 let interrupt = matches!(sig, libc::SIGINT | libc::SIGQUIT);
                 let quick = interrupt && self.cfg.process.quick_stop_on_int;
@@ -564,10 +543,15 @@ impl Master<'_> {
             MasterCommand::ReopenLog => self.reopen_log(),
             _ if stopping => {}
             MasterCommand::Reload(kind) => {
-                self.upgrading = sig == libc::SIGUSR2;
+                // Gunicorn's upgrade procedure goes on to stop "the old
+                // master" by its pid: here that is this process, which a
+                // stop would end with the service.
+                if sig == libc::SIGUSR2 && self.cfg.process.quick_stop_on_int {
+                    crate::say!(
+                        "oxgate: SIGUSR2: the master replaces its workers in this process, with the same pid; there is no old master to stop afterwards (a TERM or QUIT to this pid stops the service)"
+                    );
+                }
                 self.reexec(kind);
-                // Back only when the reload was refused.
-                self.upgrading = false;
             }
             MasterCommand::AddWorker => {
                 if self.sup.processes < MAX_WORKERS {
@@ -731,7 +715,6 @@ impl Master<'_> {
         }
         self.reap_killed();
         let mut hand = Handover::new(kind, self.sb.raw_fd(), self.started);
-        hand.upgrade = self.upgrading;
         for s in &self.listeners {
             hand.add_listener(s);
         }
@@ -909,17 +892,13 @@ fn load_app_stoppably(cfg: &Config, stoppable: bool) -> Result<apps::Apps, Strin
 /// one needs a millisecond).
 const STATS_FINISH: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// How long after a SIGUSR2 upgrade a SIGTERM or SIGQUIT is taken as the
-/// stop of the old master (Gunicorn's procedure sends it once the new
-/// workers serve: seconds).
-const OLD_MASTER_STOP: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// The longest a reload waits for its configuration check.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The most of what a configuration check says that is kept, to say why
-/// it failed.
-const CHECK_SAID: usize = 64 << 10;
+/// The most of what a configuration check says that is kept (its end),
+/// to say why it failed, and the lines of it said.
+const CHECK_SAID: usize = 16 << 10;
+const CHECK_LINES: usize = 20;
 
 /// Runs the command a reload would run, with `--check-config`: what it
 /// says is wrong, if it refuses the configuration.
@@ -954,9 +933,13 @@ fn check_new_config(activated_sockets: bool) -> Result<(), String> {
         while let Some(e) = err.as_mut() {
             match e.read(&mut buf) {
                 Ok(0) => *err = None,
-                // The start is what says why; the rest is let go of.
+                // The end is what says why (a traceback's last line):
+                // the start of a long one is let go of.
                 Ok(n) => {
-                    said.extend_from_slice(&buf[..n.min(CHECK_SAID.saturating_sub(said.len()))])
+                    said.extend_from_slice(&buf[..n]);
+                    if said.len() > 2 * CHECK_SAID {
+                        said.drain(..said.len() - CHECK_SAID);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
@@ -994,8 +977,11 @@ fn check_new_config(activated_sockets: bool) -> Result<(), String> {
         return Ok(());
     }
     drain(&mut err);
-    let why = String::from_utf8_lossy(&said)
-        .lines()
+    let said = String::from_utf8_lossy(&said);
+    let lines: Vec<&str> = said.lines().collect();
+    // Its last lines, where an error and a traceback's end are.
+    let why = lines[lines.len().saturating_sub(CHECK_LINES)..]
+        .iter()
         .filter(|l| !l.contains("warning:"))
         .map(|l| l.trim_start_matches("oxgate: "))
         .collect::<Vec<_>>()

@@ -47,14 +47,6 @@ pub(super) struct Master<'a> {
     pub(super) systemd_status: Option<super::systemd_status::SystemdStatus>,
     /// When the listen queues were last looked at for a full one.
     pub(super) queues_checked: Instant,
-    /// Until when a SIGTERM or SIGQUIT is taken as Gunicorn's stop of the
-    /// old master after its upgrade (SIGUSR2), and let pass once: the
-    /// chain reload replaced the old master in this very process, and
-    /// Gunicorn's `kill -USR2 $pid; ... kill -QUIT $pid` took the whole
-    /// service down.
-    pub(super) old_master_stop: Option<Instant>,
-    /// The reload under way was asked for by SIGUSR2.
-    pub(super) upgrading: bool,
 }
 
 /// The manager process as the master sees it.

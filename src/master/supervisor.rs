@@ -572,8 +572,11 @@ impl Supervisor {
             // an extension, os._exit at import) cannot be loaded, as one
             // that raises cannot: the server stops, as uvicorn's does,
             // rather than restart workers for ever, looking healthy to
-            // Docker or systemd while serving nothing.
-            if !w.ready && !self.ever_ready && self.failures >= NEVER_READY_STOP {
+            // Docker or systemd while serving nothing. Not while another
+            // worker is still loading it (a large model, the others
+            // killed as memory ran short): that one may yet be ready.
+            let loading = self.workers.iter().any(|o| !o.ready && !o.asked());
+            if !w.ready && !self.ever_ready && !loading && self.failures >= NEVER_READY_STOP {
                 fx.say(format!(
                     "oxgate: {} workers in a row died before any was ready: the app cannot be loaded; stopping",
                     self.failures

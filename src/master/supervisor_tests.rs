@@ -224,6 +224,25 @@ fn workers_that_all_die_before_any_was_ready_stop_the_master() {
 }
 
 #[test]
+fn workers_dying_while_another_still_loads_do_not_stop_the_master() {
+    // A large model loading in one worker while the others are killed as
+    // memory runs short: the one loading may yet be ready.
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(2, limits(), false, t0);
+    let mut fx = Fake::default();
+    let mut t = t0;
+    sup.tick(&mut fx, t);
+    let loading = fx.spawned[0].1;
+    for _ in 0..2 * NEVER_READY_STOP {
+        let pid = sup.workers.iter().find(|w| w.pid != loading).unwrap().pid;
+        sup.exited(pid, SIGKILL_STATUS, &mut fx, t);
+        assert!(!sup.stopping());
+        t += MAX_BACKOFF;
+        sup.tick(&mut fx, t);
+    }
+}
+
+#[test]
 fn an_app_that_never_loads_stops_the_master() {
     let t0 = Instant::now();
     let mut sup = Supervisor::new(2, limits(), false, t0);

@@ -310,7 +310,10 @@ impl StaticFiles {
             // What a --check-static directory cannot serve (a link out
             // of it, a FIFO, an unreadable file) is the app's URL, as in
             // uWSGI.
-            Resolved::Forbidden(..) if root.check => return Found::Nothing,
+            Resolved::Forbidden(path, why) if root.check => {
+                why.log_left_to_app(&path);
+                return Found::Nothing;
+            }
             Resolved::Forbidden(path, why) => {
                 why.log(&path);
                 Response::plain(403, "Forbidden", "Forbidden\n")
