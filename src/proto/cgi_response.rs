@@ -42,6 +42,18 @@ pub struct Head {
     pub dropped: usize,
 }
 
+impl Head {
+    /// What to say of the stray lines left out, if any were.
+    pub fn dropped_said(&self) -> Option<String> {
+        (self.dropped > 0).then(|| {
+            format!(
+                "{} malformed header line(s) left out of the response (no colon, or a control byte in the value)",
+                self.dropped
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
     /// Not header lines (what httparse says of them).

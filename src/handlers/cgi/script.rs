@@ -193,12 +193,8 @@ pub async fn run(run: Run, body: RequestBody) -> Result<(Head, Bytes, Output), F
         let head = loop {
             match cgi_response::parse(&buf, run.nph) {
                 Ok(Some(head)) => {
-                    if head.dropped > 0 {
-                        crate::say!(
-                            "oxgate: CGI {}: {} malformed header line(s) left out of the response (no colon, or a control byte in the value)",
-                            run.name,
-                            head.dropped
-                        );
+                    if let Some(said) = head.dropped_said() {
+                        crate::say!("oxgate: CGI {}: {said}", run.name);
                     }
                     break head;
                 }

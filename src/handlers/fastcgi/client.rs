@@ -335,11 +335,8 @@ async fn read_head(mut conn: Conn, name: &str) -> Result<(Head, Bytes, Conn), Fa
                 out.extend_from_slice(&rec.content);
                 match cgi_response::parse(&out, false) {
                     Ok(Some(head)) => {
-                        if head.dropped > 0 {
-                            crate::say!(
-                                "oxgate: FastCGI {name}: {} malformed header line(s) left out of the response (no colon, or a control byte in the value)",
-                                head.dropped
-                            );
+                        if let Some(said) = head.dropped_said() {
+                            crate::say!("oxgate: FastCGI {name}: {said}");
                         }
                         let first = out.split_off(head.len).freeze();
                         return Ok((head, first, conn));
