@@ -932,6 +932,43 @@ def test_perl_and_flup_pools_on_fd_0(serve, tmp_path):
     assert requests.get(f"{s.url}/other", timeout=20).status_code == 404
 
 
+# A process that outlives the one it came from, still in accept(2) on the
+# socket: in its own session, out of reach of the group kill, as php-cgi's
+# forked child is for a moment after its parent is killed.
+PERL_POOL_APP_LEAVING_A_STRAY = r"""
+use strict; use warnings; use FCGI; use POSIX ();
+my $parent = $$;
+if (fork() == 0) {
+    POSIX::setsid();
+    alarm 15;
+    select(undef, undef, undef, 0.01) while getppid() == $parent;
+    my $req = FCGI::Request();
+    while ($req->Accept() >= 0) { print "Content-Type: text/plain\r\n\r\nstray\n"; }
+    exit 0;
+}
+my $req = FCGI::Request();
+while ($req->Accept() >= 0) { print "Content-Type: text/plain\r\n\r\nserved by $$\n"; }
+"""
+
+
+def test_a_process_left_from_a_replaced_one_takes_no_request_meant_for_its_successor(serve, tmp_path):
+    """Each process is replaced after one request (its group killed); what
+    is left of it, still accepting on the socket, answered "stray" to
+    requests meant for the process that replaced it (under php-cgi, the
+    child killed a moment after its parent took one and died with it: a
+    502, "connection reset by peer")."""
+    (tmp_path / "app.pl").write_text(PERL_POOL_APP_LEAVING_A_STRAY)
+    s = serve("--fastcgi-app", f"perl {tmp_path / 'app.pl'}", "--processes", "1",
+              "--fastcgi-app-processes", "1", "--fastcgi-app-max-requests", "1")
+    answers = []
+    for _ in range(12):
+        r = requests.get(f"{s.url}/x", timeout=20)
+        answers.append((r.status_code, r.text.split(" by ")[0]))
+        # Time for the last one's stray to find itself alone and accept.
+        time.sleep(0.1)
+    assert answers == [(200, "served")] * 12, answers
+
+
 def test_a_flup_pool_behind_nginxs_fastcgi_params_gets_its_requests_as_under_spawn_fcgi(serve, tmp_path):
     """nginx's fastcgi_params send SCRIPT_FILENAME to every FastCGI app (the
     seed article's block sends $fastcgi_script_name): a program that is not

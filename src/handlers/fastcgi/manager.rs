@@ -163,7 +163,6 @@ impl Manager<'_> {
     /// Starts row `i`'s process, and makes it available.
     fn start(&mut self, i: usize) {
         let row = self.shared.row(i);
-        let listener = &self.shared.listeners[i];
         // Cleared first: a worker that retires the token from now on says
         // so again.
         row.cause.store(CAUSE_NONE, Ordering::Release);
@@ -171,12 +170,22 @@ impl Manager<'_> {
         if !token_out {
             // Connections left in the backlog belong to requests already
             // answered (a 504, a client gone): the new process must not
-            // run them. With a token out, one may be its holder's, waiting
-            // for this process.
-            discard_backlog(listener);
+            // run them, nor take a request from what remains of the last
+            // (see `renew_listener`). With a token out, one may be its
+            // holder's, waiting for this process.
+            if let Ok(old) = self.shared.listener(i) {
+                discard_backlog(&old);
+            }
+            if let Err(e) = self.shared.renew_listener(i) {
+                crate::say!(
+                    "oxgate: FastCGI pool {}: cannot renew the socket {}: {e}",
+                    self.spec.name,
+                    self.shared.addrs[i]
+                );
+            }
         }
         self.rows[i].start_at = None;
-        match self.spawn(listener) {
+        match self.shared.listener(i).and_then(|l| self.spawn(l)) {
             Ok(mut child) => {
                 let pid = child.id().map_or(0, |p| p as i32);
                 if let Some(stderr) = child.stderr.take() {
@@ -227,7 +236,9 @@ impl Manager<'_> {
                 );
                 // Whoever waits for this process is answered 502 now, and
                 // whoever waits for any while none runs.
-                discard_backlog(listener);
+                if let Ok(listener) = self.shared.listener(i) {
+                    discard_backlog(&listener);
+                }
                 self.shared
                     .header()
                     .start_failing
@@ -286,7 +297,9 @@ impl Manager<'_> {
             // a request that took it would wait in the backlog for the
             // next try; the next start issues another.
             row.token_out.store(0, Ordering::Release);
-            discard_backlog(&self.shared.listeners[i]);
+            if let Ok(listener) = self.shared.listener(i) {
+                discard_backlog(&listener);
+            }
             self.shared
                 .header()
                 .start_failing
@@ -415,9 +428,9 @@ impl Manager<'_> {
 
     fn spawn(
         &self,
-        listener: &std::os::unix::net::UnixListener,
+        listener: std::os::unix::net::UnixListener,
     ) -> std::io::Result<tokio::process::Child> {
-        let listener: OwnedFd = listener.try_clone()?.into();
+        let listener: OwnedFd = listener.into();
         let spec = self.spec;
         let mut command = Command::new(&spec.program);
         command

@@ -26,7 +26,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
@@ -129,7 +129,9 @@ pub struct Shared {
     demand_write: OwnedFd,
     /// The directory of the sockets, mode 0700.
     pub dir: PathBuf,
-    pub listeners: Vec<UnixListener>,
+    /// Each row's listening socket, as its process gets it: the manager's
+    /// to use (see `renew_listener`).
+    listeners: Vec<Mutex<UnixListener>>,
     pub addrs: Vec<Address>,
 }
 
@@ -223,7 +225,7 @@ impl Shared {
             let path = dir.join(format!("{i}.sock"));
             let listener = UnixListener::bind(&path)
                 .map_err(|e| format!("cannot make the pool's socket {}: {e}", path.display()))?;
-            listeners.push(listener);
+            listeners.push(Mutex::new(listener));
             addrs.push(Address::Unix(path));
         }
         Ok(Shared {
@@ -238,6 +240,41 @@ impl Shared {
             listeners,
             addrs,
         })
+    }
+
+    /// Row `i`'s listening socket, for its next process.
+    pub fn listener(&self, i: usize) -> std::io::Result<UnixListener> {
+        self.listeners[i]
+            .lock()
+            .map_err(|_| std::io::Error::other("a pool's socket table is poisoned"))?
+            .try_clone()
+    }
+
+    /// Gives row `i` a new listening socket at the same path, for a process
+    /// that replaces one that was killed. The one killed (php-cgi's forked
+    /// child, which dies a moment after its parent) may still be in
+    /// accept(2) on the old socket when its successor starts: it would
+    /// take a request meant for the successor and die with it unread (a
+    /// 502, "connection reset"). The new socket is bound beside the old
+    /// one and renamed over its path, so that a connection goes to one or
+    /// the other, never to no socket. What waits in the old one's backlog
+    /// belongs to requests already answered (a timeout, a client gone).
+    pub fn renew_listener(&self, i: usize) -> std::io::Result<()> {
+        let Address::Unix(path) = &self.addrs[i] else {
+            return Ok(());
+        };
+        let fresh_path = self.dir.join(format!("{i}.sock.new"));
+        let _ = std::fs::remove_file(&fresh_path);
+        let fresh = UnixListener::bind(&fresh_path)?;
+        if let Err(e) = std::fs::rename(&fresh_path, path) {
+            let _ = std::fs::remove_file(&fresh_path);
+            return Err(e);
+        }
+        let mut listener = self.listeners[i]
+            .lock()
+            .map_err(|_| std::io::Error::other("a pool's socket table is poisoned"))?;
+        *listener = fresh;
+        Ok(())
     }
 
     pub fn header(&self) -> &Header {
