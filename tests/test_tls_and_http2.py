@@ -1071,6 +1071,17 @@ def test_gunicorn_certfile_and_keyfile_serve_https(serve, certs, tmp_path):
     assert env["wsgi.url_scheme"] == "https" and env["SSL_CLIENT_VERIFY"] == "SUCCESS"
 
 
+@pytest.mark.parametrize("protocols, version", [(None, "1.1"), ("h1", "1.1"), ("h2,h1", "2")])
+def test_gunicorn_serves_http2_only_when_http_protocols_names_it(serve, certs, tmp_path, protocols, version):
+    """Gunicorn's http_protocols is "h1" unless set: a TLS bind offers no
+    h2 (oxgate offered it whatever the file said)."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"certfile = '{certs / 'ec.crt'}'\nkeyfile = '{certs / 'ec.key'}'\nworkers = 1\n"
+                    + (f"http_protocols = '{protocols}'\n" if protocols else ""))
+    s = serve("-c", str(conf), "-b", "127.0.0.1:{port}", "tls_env:application", socket_arg=False, cwd=APPS)
+    assert fetch("--http2", f"https://localhost:{s.port}/", certs=certs)[1] == version
+
+
 def test_uvicorns_optional_client_certificate_is_checked_when_given(serve, certs):
     """uvicorn's --ssl-cert-reqs 1 (Gunicorn's cert_reqs 1) is Python's
     CERT_OPTIONAL: no certificate is fine, and one given must verify, or

@@ -201,7 +201,9 @@ static SETTINGS: &[GunicornSetting] = &[
         &["--http2-cleartext"],
         // off, prior-knowledge, upgrade or both, in Gunicorn 27.
         Value,
-        Ignored("h2c with prior knowledge is always served on HTTP sockets"),
+        Ignored(
+            "with h2 in http_protocols, h2c with prior knowledge is served on every HTTP socket",
+        ),
     ),
     g(
         "http2_max_concurrent_streams",
@@ -1603,16 +1605,24 @@ fn translate(
     if !given.contains_key("forwarded_allow_ips") && env("FORWARDED_ALLOW_IPS").is_none() {
         push(&opt::FORWARDED_ALLOW_IPS, "127.0.0.1,::1".into(), &default);
     }
-    if let Some(p) = one("http_protocols") {
-        let wanted: Vec<&str> = p.split(',').map(str::trim).collect();
-        if !wanted.contains(&"h2") {
-            push(&opt::HTTP2_OFF, "true".into(), &default);
-        }
-        if wanted.iter().any(|w| !matches!(*w, "h1" | "h2")) {
-            out.warnings.push(format!(
-                "http_protocols {p:?}: oxgate serves h1 and h2 (HTTP/3 is not served)"
-            ));
-        }
+    // Gunicorn serves HTTP/1.1 alone unless `http_protocols` names h2 (its
+    // default is "h1"): a TLS bind offers no h2 in ALPN.
+    let protocols = one("http_protocols");
+    let wanted: Vec<&str> = protocols
+        .as_deref()
+        .unwrap_or("h1")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    if !wanted.contains(&"h2") {
+        push(&opt::HTTP2_OFF, "true".into(), &default);
+    }
+    if let Some(p) = &protocols
+        && wanted.iter().any(|w| !matches!(*w, "h1" | "h2"))
+    {
+        out.warnings.push(format!(
+            "http_protocols {p:?}: oxgate serves h1 and h2 (HTTP/3 is not served)"
+        ));
     }
 
     // Gunicorn serves a WSGI app under the prefix in SCRIPT_NAME (its
@@ -2015,6 +2025,7 @@ mod tests {
             ("ca_certs", PyValue::Str("/ca.pem".into())),
             ("cert_reqs", PyValue::Int(2)),
             ("http2_max_concurrent_streams", PyValue::Int(32)),
+            ("http_protocols", PyValue::Str("h2,h1".into())),
         ];
         let c = read_with(&["-c", "/dev/null", "-b", ":8443", "app:app"], None, file).unwrap();
         assert!(
@@ -2058,6 +2069,9 @@ mod tests {
         assert_eq!(values(&c, &opt::HTTP2_OFF), ["true"]);
         let c = read_with(&["--http-protocols", "h2,h1", "app:app"], None, vec![]).unwrap();
         assert!(values(&c, &opt::HTTP2_OFF).is_empty());
+        // Gunicorn's default is "h1": HTTP/2 only when asked for.
+        let c = read_with(&["app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::HTTP2_OFF), ["true"]);
     }
 
     #[test]
