@@ -590,7 +590,8 @@ def test_hooks_see_the_settings_in_force_as_in_gunicorn(serve, tmp_path):
     for s in (ox, gu):
         port = s.url.rsplit(":", 1)[1]
         out = tmp_path / f"cfg-{port}.json"
-        wait_for(out.exists, what=f"when_ready's file in {s.args[0]}")
+        # Whole, not just made: the hook may be writing it still.
+        wait_for(lambda: out.exists() and out.read_text().endswith("}"), what=f"when_ready's file in {s.args[0]}")
         seen[s] = __import__("json").loads(out.read_text())
         assert seen[s].pop("bind") == [f"127.0.0.1:{port}"]
     assert seen[ox] == seen[gu]
@@ -897,6 +898,19 @@ def test_logconfig_dict_configures_the_apps_own_loggers_as_gunicorn(tmp_path):
     bad = conf(tmp_path, "logconfig_dict = {'handlers': {'x': {'class': 'no.such.Handler'}}}\n", name="bad.py")
     code, out = run_fail("gunicorn", "-c", str(bad), "-b", "127.0.0.1:0", "logapp:application", cwd=tmp_path)
     assert code != 0 and "logconfig_dict" in out, out
+
+
+@pytest.mark.parametrize("setting", ["logconfig_dict = {'root': {'level': 'INFO'}}", "logconfig_json = 'log.json'"])
+def test_a_logging_config_without_accesslog_turns_the_access_log_on_as_in_gunicorn(tmp_path, setting):
+    """Gunicorn writes access lines when logconfig_dict or logconfig_json
+    is set, accesslog or not (its gunicorn.access logger, on stdout unless
+    the config sends it elsewhere); oxgate wrote none, and said nothing."""
+    (tmp_path / "log.json").write_text(json.dumps({"root": {"level": "INFO"}}))
+    f = conf(tmp_path, f"workers = 1\n{setting}\n", name="access.py")
+    for name, program in PROGRAMS.items():
+        port = free_port()
+        writes_after_a_request([*program, "-c", str(f), "-b", f"127.0.0.1:{port}", "procs:application"], port,
+                               tmp_path, '"GET /marked HTTP/1.1" 200', name)
 
 
 def test_an_app_logging_through_gunicorns_error_logger_is_heard_as_under_gunicorn(tmp_path):

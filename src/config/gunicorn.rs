@@ -1347,9 +1347,35 @@ fn translate(
     };
     let accesslog = stream("accesslog", 1);
     let errorlog = stream("errorlog", 2);
-    if accesslog.is_none() && syslog.is_none() {
+    // A logging config turns Gunicorn's access log on too: its lines go to
+    // the gunicorn.access logger, which a dict or JSON config (merged over
+    // Gunicorn's defaults) leaves on stdout unless it says otherwise. An
+    // INI file (fileConfig) replaces the defaults: the lines go where it
+    // sends gunicorn.access, if anywhere.
+    let logconfig = ["logconfig_dict", "logconfig_json", "logconfig"]
+        .into_iter()
+        .find(|k| given.contains_key(*k))
+        .filter(|_| accesslog.is_none() && syslog.is_none());
+    let to_stdout = logconfig.filter(|&k| k != "logconfig");
+    if let Some(key) = logconfig {
+        let origin = &given[key].origin;
+        out.warnings.push(match to_stdout {
+            Some(_) => format!(
+                "{origin}: {key} without accesslog: the access lines go to stdout in access_log_format, as Gunicorn's default gunicorn.access handler writes them; a handler the logging config gives gunicorn.access is not used (set accesslog to choose the file)"
+            ),
+            None => format!(
+                "{origin}: {key} without accesslog: no access lines are written; a handler the logging config gives gunicorn.access is not used (set accesslog to write them)"
+            ),
+        });
+    }
+    if accesslog.is_none() && syslog.is_none() && to_stdout.is_none() {
         push(&opt::DISABLE_LOGGING, "true".into(), &default);
     } else {
+        if let Some(key) = to_stdout
+            && !truthy("daemon")
+        {
+            push(&opt::REQ_LOGGER, "stdout".into(), &given[key].origin);
+        }
         if let Some(target) = &accesslog {
             let origin = &given["accesslog"].origin;
             let errorlog = errorlog.clone().unwrap_or_else(|| "-".into());
@@ -2061,6 +2087,22 @@ mod tests {
         );
         let one = vec![("keyfile", PyValue::Str("/k.pem".into()))];
         assert!(read_with(&["-c", "/dev/null", "app:app"], None, one).is_err());
+    }
+
+    #[test]
+    fn a_logging_config_without_accesslog_is_said_to_leave_its_access_handler_unused() {
+        let c = read_with(&["--log-config", "/l.ini", "app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("no access lines are written")),
+            "{:?}",
+            c.warnings
+        );
+        let c = read_with(&["--log-config-json", "/l.json", "app:app"], None, vec![]).unwrap();
+        assert!(values(&c, &opt::DISABLE_LOGGING).is_empty());
+        assert_eq!(values(&c, &opt::REQ_LOGGER), ["stdout"]);
     }
 
     #[test]
