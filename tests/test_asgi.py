@@ -928,6 +928,36 @@ def test_request_log_and_stats_see_asgi_requests(serve):
     assert sum(w["requests"] for w in data["workers"]) >= 1
 
 
+def test_requests_past_the_scoreboards_cores_are_logged_and_counted(serve):
+    """Over 1,024 requests in flight in one ASGI worker (open WebSockets,
+    long polls): the ones past the scoreboard's places were served but
+    neither logged nor counted, in the stats, metrics or --max-requests."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    n = 1030
+    stats = free_port()
+    s = asgi(serve, "asgi_raw:app", "--listen", "2048", "--stats", f"127.0.0.1:{stats}", "--stats-http")
+    clients = []
+    try:
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            c.sendall(f"GET /barrier?{n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            clients.append(c)
+        for c in clients:
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+            assert answer.endswith(b"all in"), answer
+    finally:
+        for c in clients:
+            c.close()
+    wait_for(lambda: s.log().count(f"GET /barrier?{n} => generated") == n, what=f"{n} request lines",
+             show=lambda: s.log().count(f"GET /barrier?{n} => generated"))
+    data = requests.get(f"http://127.0.0.1:{stats}/").json()
+    assert sum(w["requests"] for w in data["workers"]) == n
+
+
 def test_a_busy_asgi_worker_shows_its_requests_and_harakiri_applies(serve):
     """ASGI requests are counted after the worker's threads: the stats
     show them running, and --harakiri ends a request that blocks the loop,

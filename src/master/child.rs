@@ -460,6 +460,10 @@ impl RequestObserver for SlotObserver {
         {
             slot.counters.count_http_version(http_version_of(v));
         }
+        if o.failed {
+            slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
+            crate::log::statsd::log_counter("exception");
+        }
         slot.counters.record(
             o.protocol as usize,
             o.handler,

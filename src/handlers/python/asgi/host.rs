@@ -187,14 +187,21 @@ impl AsgiHost {
             })
         };
         let core = self.first_core + index;
-        if let Some(o) = self.observer.get()
-            && index < ASGI_CORES
-        {
-            o.started(core, vars, protocol);
+        // Past the scoreboard's cores (that many requests in flight: open
+        // WebSockets, long polls), a request has no place of its own: it
+        // is logged and counted when it ends, as one the server answered.
+        let mut overflow = None;
+        if let Some(o) = self.observer.get() {
+            if index < ASGI_CORES {
+                o.started(core, vars, protocol);
+            } else {
+                overflow = Some((vars.to_vec(), crate::sys::clock::now_us()));
+            }
         }
         Slot {
             host: self.clone(),
             index,
+            overflow,
             outcome: Outcome {
                 protocol,
                 ..Outcome::default()
@@ -208,15 +215,22 @@ impl AsgiHost {
 pub(super) struct Slot {
     host: Arc<AsgiHost>,
     index: usize,
+    /// A request past the scoreboard's cores: its variables and when it
+    /// began, for its line and figures at the end.
+    overflow: Option<(Vec<(VarName, Bytes)>, u64)>,
     pub(super) outcome: Outcome,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(o) = self.host.observer.get()
-            && self.index < ASGI_CORES
-        {
-            o.finished(self.host.first_core + self.index, &self.outcome);
+        if let Some(o) = self.host.observer.get() {
+            match &self.overflow {
+                None => o.finished(self.host.first_core + self.index, &self.outcome),
+                Some((vars, began)) => {
+                    let elapsed = crate::sys::clock::now_us().saturating_sub(*began);
+                    o.answered(vars, &self.outcome, elapsed);
+                }
+            }
         }
         self.host
             .cores
