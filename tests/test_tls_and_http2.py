@@ -380,6 +380,21 @@ def test_client_certificates_required_and_optional(serve, certs):
 FAILING_CLIENTS = ("mallory", "rsa2", "expired", "selfish", "oldself", "selfserver", "bundled")
 
 
+def test_the_https_sockets_ca_field_checks_a_certificate_given_as_uwsgi_does(serve, certs):
+    """uWSGI's fifth field without `!` sets OpenSSL's SSL_VERIFY_PEER: no
+    certificate is fine, a good one is served, and a bad one fails the
+    handshake (it was served, the app told FAILED)."""
+    s = https(serve, certs, extra=f",,{certs / 'ca.crt'}")
+    assert json.loads(fetch(s.tls_url + "/", certs=certs)[0])["SSL_CLIENT_VERIFY"] == "NONE"
+    env = json.loads(fetch("--cert", str(certs / "alice.crt"), "--key", str(certs / "alice.key"), s.tls_url + "/",
+                           certs=certs)[0])
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    for stranger in ("mallory", "selfish", "expired"):
+        r = curl("--cert", str(certs / f"{stranger}.crt"), "--key", str(certs / f"{stranger}.key"),
+                 s.tls_url + "/", certs=certs, check=False)
+        assert r.returncode != 0 and "SSL_CLIENT" not in r.stdout, stranger
+
+
 def test_a_failed_optional_client_certificate_says_why_as_nginx_does(serve, certs, tmp_path):
     """With a certificate asked for but not required, one that fails is
     served with SSL_CLIENT_VERIFY=FAILED:reason (as Apache's

@@ -201,7 +201,7 @@ options! {
     HTTPS_SOCKET = OptDef::new("https-socket", List, Sockets)
         .aliases(&["https"])
         .value("ADDR,CERT,KEY[,CIPHERS,CA]")
-        .help("Serve HTTPS on ADDR (uWSGI's syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519). ALPN offers HTTP/2, HTTP/1.1 and HTTP/1.0. CIPHERS may name TLS suites to allow, separated by colons; CA, the fifth field, asks clients for a certificate signed by it (a leading ! requires one; a leading ? checks one given, failing the handshake on a bad one), as --https-client-ca does."),
+        .help("Serve HTTPS on ADDR (uWSGI's syntax): TLS 1.2 and 1.3 with the PEM certificate chain CERT and its key KEY (RSA, ECDSA or Ed25519). ALPN offers HTTP/2, HTTP/1.1 and HTTP/1.0. CIPHERS may name TLS suites to allow, separated by colons; CA, the fifth field, asks clients for a certificate signed by it, as in uWSGI: one given is checked, and a bad one fails the handshake; a leading ! requires one (a leading ? is the same as none)."),
     SNI = OptDef::new("sni", List, Sockets)
         .value("NAME,CERT,KEY")
         .help("Serve the certificate CERT (with its key KEY) to HTTPS clients that ask for the server name NAME (SNI), as uWSGI's --sni does; others get their --https-socket's own. NAME may start with *. for one level of subdomains. Repeat it for each name."),

@@ -58,7 +58,11 @@ fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
             if fields[..3].iter().any(|f| f.is_empty()) {
                 return Err(bad("the address, certificate and key may not be empty"));
             }
-            // A leading `!` requires the certificate; `?` checks one given.
+            // A leading `!` requires the certificate. Without it, one given
+            // is checked, failing the handshake on a bad one, as uWSGI's
+            // SSL_VERIFY_PEER does (`?` says the same, for Python's
+            // CERT_OPTIONAL). Only `--https-client-ca` serves a client
+            // whose certificate fails, telling the app why.
             let (ca, ca_required, verified_when_given) = match fields.get(4) {
                 Some(&mark @ ("!" | "?")) => {
                     return Err(bad(&format!(
@@ -67,7 +71,7 @@ fn https_sockets(r: &Values<'_>) -> Result<Vec<HttpsSocket>, ConfigError> {
                 }
                 Some(ca) if ca.starts_with('!') => (Some(PathBuf::from(&ca[1..])), true, false),
                 Some(ca) if ca.starts_with('?') => (Some(PathBuf::from(&ca[1..])), false, true),
-                Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false, false),
+                Some(ca) if !ca.is_empty() => (Some(PathBuf::from(ca)), false, true),
                 _ => (default_ca.clone(), false, false),
             };
             let client_ca = ca.filter(|p| !p.as_os_str().is_empty());
@@ -1658,7 +1662,8 @@ mod tests {
         assert_eq!(s[1].client_ca, Some(PathBuf::from("ca.pem")));
         assert!(s[1].client_required);
         assert_eq!(s[2].client_ca, Some(PathBuf::from("ca2.pem")));
-        assert!(!s[2].client_required && !s[2].client_verified_when_given);
+        // As uWSGI's SSL_VERIFY_PEER: optional, but checked when given.
+        assert!(!s[2].client_required && s[2].client_verified_when_given);
         // `?CA`: optional, but verified when given (Gunicorn's cert_reqs 1).
         let c = serve(&[
             "--wsgi-file",
