@@ -793,10 +793,10 @@ class H2Client:
     def flush(self):
         self.sock.sendall(self.conn.data_to_send())
 
-    def get(self, path, end_stream=True):
+    def get(self, path, end_stream=True, extra=()):
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"),
-                                     (":authority", "localhost")], end_stream=end_stream)
+                                     (":authority", "localhost"), *extra], end_stream=end_stream)
         self.flush()
         return sid
 
@@ -822,6 +822,18 @@ class H2Client:
                 if isinstance(e, kind):
                     return e
         raise AssertionError(f"no {kind}")
+
+
+def test_a_host_header_naming_another_host_than_the_authority_is_a_400_as_in_nginx(serve):
+    """RFC 9113 §8.3.1; the app was told the :authority and the Host header
+    was dropped. The same host in both is served."""
+    s = serve("--wsgi-file", str(APPS / "tls_env.py"))
+    c = H2Client(s.port)
+    c.conn.config.validate_outbound_headers = False
+    c.get("/", extra=[("host", "other.example")])
+    assert dict(c.until(h2.events.ResponseReceived).headers)[b":status"] == b"400"
+    c.get("/", extra=[("host", "LOCALHOST")])
+    assert dict(c.until(h2.events.ResponseReceived).headers)[b":status"] == b"200"
 
 
 def test_a_stream_reset_cancels_its_request_and_the_connection_goes_on(serve, certs, tmp_path):

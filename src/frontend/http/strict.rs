@@ -115,6 +115,24 @@ pub fn check_head(parts: &Parts, limits: &HeadLimits) -> Result<(), Refusal> {
             return Err(Refusal::TooManyFields);
         }
     }
+    // RFC 9113 §8.3.1: an HTTP/2 request whose Host names another entity
+    // than its :authority is malformed (nginx answers 400 "client sent
+    // duplicate host header"); which of the two the app would be told of
+    // is a question a proxy in front may answer the other way.
+    if parts.version == http::Version::HTTP_2
+        && let (Some(authority), Some(host)) =
+            (parts.uri.authority(), parts.headers.get(header::HOST))
+        && !host.as_bytes().eq_ignore_ascii_case(
+            authority
+                .as_str()
+                .rsplit('@')
+                .next()
+                .unwrap_or("")
+                .as_bytes(),
+        )
+    {
+        return Err(Refusal::Bad("Host differs from :authority\n"));
+    }
     for name in &SINGLETONS {
         let mut all = parts.headers.get_all(name).iter();
         if all.next().is_some() && all.next().is_some() {
@@ -245,6 +263,29 @@ mod tests {
         assert_eq!(
             check(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
             Err(Refusal::Connect)
+        );
+    }
+
+    #[test]
+    fn an_http2_host_naming_another_entity_than_the_authority_is_refused() {
+        let h2 = |host: Option<&str>| {
+            let mut b = http::Request::builder()
+                .uri("https://auth.example:8443/x")
+                .version(Version::HTTP_2);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            check_head(&b.body(()).unwrap().into_parts().0, &LIMITS)
+        };
+        assert_eq!(h2(None), Ok(()));
+        assert_eq!(h2(Some("AUTH.example:8443")), Ok(()));
+        assert!(matches!(h2(Some("host.example")), Err(Refusal::Bad(_))));
+        assert!(matches!(h2(Some("auth.example")), Err(Refusal::Bad(_))));
+        // HTTP/1.1's absolute form: the target wins, Host is passed over
+        // (RFC 9112 §3.2.2).
+        assert_eq!(
+            check(b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n"),
+            Ok(())
         );
     }
 
