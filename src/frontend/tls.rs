@@ -783,8 +783,8 @@ pub fn count_failed_handshakes_in(counter: &'static std::sync::atomic::AtomicU64
 }
 
 /// Counts a failed handshake and logs at most one line a minute about
-/// them, with the latest reason.
-pub fn handshake_failed(why: &std::io::Error) {
+/// them, with the latest reason and client.
+pub fn handshake_failed(why: &std::io::Error, peer: Option<std::net::SocketAddr>) {
     if let Some(counter) = FAILURE_COUNTER.get() {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -793,8 +793,9 @@ pub fn handshake_failed(why: &std::io::Error) {
     let pending = pending + 1;
     if last.is_none_or(|t| now.duration_since(t) >= FAILURE_LINE_EVERY) {
         FAILURES.set((0, Some(now)));
+        let from = peer.map_or_else(String::new, |p| format!(" (from {})", p.ip()));
         crate::say!(
-            "oxgate: {pending} TLS handshake(s) failed since the last such line (at most one a minute); the latest: {why}"
+            "oxgate: {pending} TLS handshake(s) failed since the last such line (at most one a minute); the latest: {why}{from}"
         );
     } else {
         FAILURES.set((pending, last));

@@ -302,12 +302,20 @@ async fn serve_tls<S: Peek>(
             &mut first,
             nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
         );
+        // Closed before a byte came: a load balancer's TCP health check,
+        // not a failed handshake (nginx logs it at info level alone).
+        if matches!(peeked, Ok(0)) {
+            return;
+        }
         if matches!(peeked, Ok(1)) && first[0].is_ascii_uppercase() {
             // Still a failed handshake, counted and logged as one.
-            crate::frontend::tls::handshake_failed(&std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "plain HTTP sent to the TLS port (answered 400)",
-            ));
+            crate::frontend::tls::handshake_failed(
+                &std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "plain HTTP sent to the TLS port (answered 400)",
+                ),
+                info.peer_addr(),
+            );
             let mut stream = stream;
             let body = "The plain HTTP request was sent to HTTPS port\n";
             let reply = format!(
@@ -323,13 +331,13 @@ async fn serve_tls<S: Peek>(
     }
     let stream = match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(why)) => return crate::frontend::tls::handshake_failed(&why),
+        Ok(Err(why)) => return crate::frontend::tls::handshake_failed(&why, info.peer_addr()),
         Err(_) => {
             let why = std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "no handshake within --socket-timeout",
             );
-            return crate::frontend::tls::handshake_failed(&why);
+            return crate::frontend::tls::handshake_failed(&why, info.peer_addr());
         }
     };
     let (_, session) = stream.get_ref();
