@@ -615,8 +615,12 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
         }));
     }
     crate::log::file::install_reopen_handler(libc::SIGUSR1);
-    if let Some(max) = cfg.log_files.maxsize {
-        crate::log::file::spawn_rotator(max, cfg.log_files.backupname.clone());
+    let main_rotation = cfg
+        .log_files
+        .maxsize
+        .map(|max| (max, cfg.log_files.backupname.clone()));
+    if main_rotation.is_some() || cfg.log_files.requests_rotation.is_some() {
+        crate::log::file::spawn_rotator(main_rotation, cfg.log_files.requests_rotation.clone());
     }
     let rt = runtime()?;
     let served = rt.block_on(async {

@@ -2,6 +2,7 @@
 `log-route`, `log-req-route` and `log-syslog`, with the app's own output
 routed like oxgate's lines. (Gunicorn's syslog settings are in
 test_gunicorn_config.py.)"""
+import pathlib
 import os
 import re
 import signal
@@ -364,6 +365,27 @@ def test_a_file_logger_in_uwsgis_key_value_form_writes_and_rotates(serve, tmp_pa
     code, err = run_fail("--http-socket", "127.0.0.1:0", "--wsgi-file", LOGGED,
                          "--logger", f"file:logfile={log},maxsize=big")
     assert code == 2 and "maxsize=" in err, err
+
+
+@pytest.mark.parametrize("master", [True, False])
+def test_a_request_logger_file_with_maxsize_rotates_as_in_uwsgi(serve, tmp_path, master):
+    """`req-logger = file:logfile=PATH,maxsize=N`: the request log is
+    rotated past N bytes (PATH.<time>), as uWSGI rotates it. It grew
+    without bound, and nothing said so."""
+    import glob
+    import time
+    log = tmp_path / "req.log"
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--req-logger", f"file:logfile={log},maxsize=2000",
+              *([] if master else ["--no-master"]))
+    deadline = time.monotonic() + 20
+    while not glob.glob(f"{log}.*") and time.monotonic() < deadline:
+        assert requests.get(f"{s.url}/load/x", timeout=10).status_code == 200
+    rotated = glob.glob(f"{log}.*")
+    assert rotated and re.fullmatch(r"\d+", rotated[0].rsplit(".", 1)[1]), rotated
+    assert "GET /load/x" in pathlib.Path(rotated[0]).read_text()
+    # Lines go on to the new file.
+    wait_for(lambda: requests.get(f"{s.url}/load/y", timeout=10) and log.exists() and "GET /load/y" in log.read_text(),
+             what="a line in the new file")
 
 
 def test_request_lines_to_stdio_beside_a_file_logger_stay_on_stderr(tmp_path):

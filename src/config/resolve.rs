@@ -1134,6 +1134,12 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             } else {
                 None
             },
+            requests_rotation: log_plan
+                .is_plain()
+                .then(|| log_plan.request_loggers.first())
+                .flatten()
+                .filter(|l| matches!(l.target, Target::File(_)))
+                .and_then(|l| l.rotate.clone()),
             loggers: (!log_plan.is_plain()).then(|| log_plan.clone()),
         },
         stats: StatsConfig {

@@ -417,6 +417,9 @@ pub struct LogFiles {
     pub prefix: Option<String>,
     /// `--req-logger file:PATH`: request lines in a file of their own.
     pub requests: Option<PathBuf>,
+    /// That file's `maxsize=` and `backupname=` (`--req-logger
+    /// file:logfile=PATH,maxsize=N`): rotated as the log is.
+    pub requests_rotation: Option<(u64, Option<PathBuf>)>,
     /// Loggers beyond one file (`--logger` several times, syslog, named
     /// loggers and their routes), installed at start.
     pub loggers: Option<crate::log::route::LogPlan>,

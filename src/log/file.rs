@@ -194,6 +194,26 @@ pub fn rotate_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
     if stderr_size().is_none_or(|size| size <= max) {
         return None;
     }
+    rotate(&path, backup)
+}
+
+/// A request logger's `maxsize=` (`--req-logger
+/// file:logfile=PATH,maxsize=N`), as uWSGI rotates it: `rotate_if_big` for
+/// the request log's own file.
+pub fn rotate_request_log_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(REQUEST_PATH.get()?.as_bytes()));
+    let st = fstat(request_log_fd()?).ok()?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
+        || st.st_size as u64 <= max
+    {
+        return None;
+    }
+    rotate(&path, backup)
+}
+
+/// Renames the file at `path` and reopens the logs: the new name, if it
+/// was renamed.
+fn rotate(path: &Path, backup: Option<&Path>) -> Option<PathBuf> {
     let target = match backup {
         Some(b) => b.to_path_buf(),
         None => {
@@ -207,7 +227,7 @@ pub fn rotate_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
             name
         }
     };
-    if let Err(e) = std::fs::rename(&path, &target) {
+    if let Err(e) = std::fs::rename(path, &target) {
         crate::say!(
             "oxgate: cannot rotate the log {} to {}: {e}",
             path.display(),
@@ -218,12 +238,21 @@ pub fn rotate_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
     reopen().then_some(target)
 }
 
-/// `--log-maxsize` without a master: a thread looks at the size.
-pub fn spawn_rotator(max: u64, backup: Option<PathBuf>) {
+/// `--log-maxsize` and a request logger's `maxsize=` without a master: a
+/// thread looks at the sizes.
+pub fn spawn_rotator(
+    main: Option<(u64, Option<PathBuf>)>,
+    requests: Option<(u64, Option<PathBuf>)>,
+) {
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(std::time::Duration::from_millis(100));
-            rotate_if_big(max, backup.as_deref());
+            if let Some((max, backup)) = &main {
+                rotate_if_big(*max, backup.as_deref());
+            }
+            if let Some((max, backup)) = &requests {
+                rotate_request_log_if_big(*max, backup.as_deref());
+            }
         }
     });
 }

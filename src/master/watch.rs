@@ -29,6 +29,17 @@ impl Master<'_> {
                 send(w.pid, Signal::SIGUSR1);
             }
         }
+        if let Some((max, backup)) = &files.requests_rotation
+            && let Some(to) = crate::log::file::rotate_request_log_if_big(*max, backup.as_deref())
+        {
+            crate::note!(
+                "oxgate: request log rotated to {} (maxsize={max})",
+                to.display()
+            );
+            for w in &self.sup.workers {
+                send(w.pid, Signal::SIGUSR1);
+            }
+        }
         let mut reopen = false;
         for (path, seen) in &mut self.touched_logreopen {
             let now = mtime(path);
