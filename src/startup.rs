@@ -329,7 +329,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         process::chown_logs(&log_files(&cfg), p.uid.as_deref(), p.gid.as_deref())?;
     }
     enter_app_environment(&cfg)?;
-    process::drop_privileges(p.uid.as_deref(), p.gid.as_deref())?;
+    process::drop_privileges(p.uid.as_deref(), p.gid.as_deref(), !p.no_initgroups)?;
     if let Some(log) = &p.logto2 {
         carry_on(
             &inherited,

@@ -191,6 +191,28 @@ def test_gid_drop(serve):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+@pytest.mark.parametrize("initgroups", [True, False])
+def test_uid_with_gid_takes_the_users_groups_as_uwsgi_does(serve, initgroups):
+    """--uid with --gid: the user's supplementary groups are set with
+    initgroups(3), --gid's group among them, as uWSGI sets them (they were
+    dropped: a user that reaches a key or a socket through a group lost
+    it). --no-initgroups keeps none. (root as the user: Python here may not
+    be readable by another.)"""
+    import grp
+    s = serve("--wsgi-file", str(APPS / "procs.py"), "--processes", "1", "--uid", "root", "--gid", "nogroup",
+              *([] if initgroups else ["--no-initgroups"]))
+    (worker,) = s.wait_workers(1)
+    status = open(f"/proc/{worker}/status").read()
+    gid = next(l for l in status.splitlines() if l.startswith("Gid:")).split()[1]
+    groups = [int(g) for g in next(l for l in status.splitlines() if l.startswith("Groups:")).split()[1:]]
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    assert int(gid) == nogroup
+    expected = sorted({nogroup, *(g.gr_gid for g in grp.getgrall() if "root" in g.gr_mem)}) if initgroups else []
+    assert sorted(groups) == expected
+    assert fresh(s.url).status_code == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
 def test_a_unix_socket_belongs_to_the_uid_and_gid_dropped_to(serve, tmp_path):
     """uWSGI's usual set-up (uid and gid www-data, chmod-socket 660, nginx as
     www-data): the socket is theirs, as uWSGI's is; it stayed root's, and

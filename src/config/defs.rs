@@ -545,6 +545,8 @@ options! {
     GID = OptDef::new("gid", Str, Process)
         .value("GROUP")
         .help("Run as GROUP (name or number) after binding the sockets."),
+    NO_INITGROUPS = OptDef::new("no-initgroups", Flag, Process)
+        .help("With --uid, keep no supplementary groups. Without it, the process takes --uid's user's groups, as uWSGI sets them with initgroups(3), with --gid's group (or the user's own) as the primary one."),
     LIMIT_CONCURRENCY = OptDef::new("limit-concurrency", Int, Limits)
         .value("N")
         .help("With N requests in flight in a worker (until their responses are sent), answer the next with 503 (uvicorn's option)."),

@@ -360,12 +360,7 @@ static SETTINGS: &[GunicornSetting] = &[
     g("user", &["-u", "--user"], Value, Maps),
     g("group", &["-g", "--group"], Value, Maps),
     g("umask", &["-m", "--umask"], Value, Maps),
-    g(
-        "initgroups",
-        &["--initgroups"],
-        Switch,
-        Ignored("oxgate sets the user's groups whenever it changes user"),
-    ),
+    g("initgroups", &["--initgroups"], Switch, Maps),
     g(
         "tmp_upload_dir",
         &[],
@@ -1505,6 +1500,13 @@ fn translate(
             push(key, v, &g.origin);
         }
     }
+    // Gunicorn gives the user's supplementary groups only with
+    // `initgroups`; else the process keeps none.
+    if let Some(g) = given.get("user")
+        && !truthy("initgroups")
+    {
+        push(&opt::NO_INITGROUPS, "true".into(), &g.origin);
+    }
     // Gunicorn holds a request head to its line and field limits alone;
     // oxgate's --buffer-size (64 KiB) held it too, and a head within
     // Gunicorn's defaults (100 fields of 8190 bytes: big cookies) got 431.
@@ -2103,6 +2105,14 @@ mod tests {
         let c = read_with(&["--log-config-json", "/l.json", "app:app"], None, vec![]).unwrap();
         assert!(values(&c, &opt::DISABLE_LOGGING).is_empty());
         assert_eq!(values(&c, &opt::REQ_LOGGER), ["stdout"]);
+    }
+
+    #[test]
+    fn the_users_groups_are_taken_only_with_initgroups_as_in_gunicorn() {
+        let c = read_with(&["-u", "app", "app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::NO_INITGROUPS), ["true"]);
+        let c = read_with(&["-u", "app", "--initgroups", "app:app"], None, vec![]).unwrap();
+        assert!(values(&c, &opt::NO_INITGROUPS).is_empty());
     }
 
     #[test]

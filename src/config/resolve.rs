@@ -1219,6 +1219,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             exit_on_reload: r.flag(&opt::EXIT_ON_RELOAD)?,
             uid: r.string(&opt::UID),
             gid: r.string(&opt::GID),
+            no_initgroups: r.flag(&opt::NO_INITGROUPS)?,
             attach_daemons: r.all(&opt::ATTACH_DAEMON),
             smart_attach_daemons: r
                 .all(&opt::SMART_ATTACH_DAEMON)

@@ -486,6 +486,9 @@ pub struct ProcessConfig {
     pub exit_on_reload: bool,
     pub uid: Option<String>,
     pub gid: Option<String>,
+    /// `--no-initgroups`: `--uid`'s user's supplementary groups are not
+    /// taken.
+    pub no_initgroups: bool,
     pub attach_daemons: Vec<String>,
     /// (pidfile, command)
     pub smart_attach_daemons: Vec<(PathBuf, String)>,

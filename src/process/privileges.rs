@@ -7,7 +7,13 @@ use std::path::Path;
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// `--uid`/`--gid`: names or numbers; the group first, while still root.
-pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
+/// With `initgroups`, the user's supplementary groups too, as uWSGI sets
+/// them (its `--no-initgroups` turns that off).
+pub fn drop_privileges(
+    uid: Option<&str>,
+    gid: Option<&str>,
+    initgroups: bool,
+) -> Result<(), String> {
     let user = uid.map(|u| lookup_user(u, "--uid")).transpose()?;
     let group = match gid {
         Some(g) => Some(lookup_group(g, "--gid")?),
@@ -31,27 +37,34 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
         return Err(format!("--gid {}: {}", gid, std::io::Error::from(e)));
     }
     if let Some((uid, name)) = user {
-        if group.is_none() {
-            // Also take the user's own groups, as su would.
-            match User::from_uid(uid) {
-                Ok(Some(pw)) => {
-                    let c = CString::new(pw.name.as_str()).map_err(|e| e.to_string())?;
-                    if let Err(e) = nix::unistd::initgroups(&c, pw.gid)
-                        .and_then(|()| nix::unistd::setgid(pw.gid))
-                        && nix::unistd::geteuid().is_root()
-                    {
-                        return Err(format!(
-                            "--uid {name}: taking its groups: {}",
-                            std::io::Error::from(e)
-                        ));
-                    }
+        // The user's own groups, as su would give them (and uWSGI's
+        // initgroups(3)): a user that reaches a socket or a key through a
+        // supplementary group (ssl-cert, redis) keeps it. --gid's group,
+        // when given, is the primary one.
+        match User::from_uid(uid) {
+            Ok(Some(pw)) => {
+                let primary = group.unwrap_or(pw.gid);
+                let c = CString::new(pw.name.as_str()).map_err(|e| e.to_string())?;
+                let taken = if initgroups {
+                    nix::unistd::initgroups(&c, primary)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = taken.and_then(|()| nix::unistd::setgid(primary))
+                    && nix::unistd::geteuid().is_root()
+                {
+                    return Err(format!(
+                        "--uid {name}: taking its groups: {}",
+                        std::io::Error::from(e)
+                    ));
                 }
-                _ => crate::say!(
-                    "oxgate: warning: --uid {name} has no passwd entry and no --gid was given: \
-                     the group stays {}",
-                    nix::unistd::getgid()
-                ),
             }
+            _ if group.is_none() => crate::say!(
+                "oxgate: warning: --uid {name} has no passwd entry and no --gid was given: \
+                 the group stays {}",
+                nix::unistd::getgid()
+            ),
+            _ => {}
         }
         if let Err(e) = nix::unistd::setuid(uid) {
             return Err(format!("--uid {name}: {}", std::io::Error::from(e)));
