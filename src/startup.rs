@@ -592,14 +592,22 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
         (p.reload_on_rss.is_some(), "--reload-on-rss"),
         (p.evil_reload_on_rss.is_some(), "--evil-reload-on-rss"),
         (p.reload_on_as.is_some(), "--reload-on-as"),
+        // uWSGI starts a master for these; here they would do nothing.
+        (!p.touch_reload.is_empty(), "--touch-reload"),
+        (!p.touch_chain_reload.is_empty(), "--touch-chain-reload"),
+        (!p.attach_daemons.is_empty(), "--attach-daemon"),
+        (!p.smart_attach_daemons.is_empty(), "--smart-attach-daemon"),
+        (p.py_autoreload.is_some(), "--py-autoreload"),
     ]
     .into_iter()
     .filter_map(|(given, name)| given.then_some(name))
     .collect();
     if !masters.is_empty() {
         crate::say!(
-            "oxgate: warning: {} need the master, which starts, watches and replaces workers; --no-master serves in this one process without them",
-            masters.join(", ")
+            "oxgate: warning: {} {} the master, which starts, watches and replaces workers; --no-master serves in this one process without {}",
+            masters.join(", "),
+            if masters.len() == 1 { "needs" } else { "need" },
+            if masters.len() == 1 { "it" } else { "them" }
         );
     }
     // A startup that fails (an ASGI lifespan's) is uvicorn's 3, as in the

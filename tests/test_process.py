@@ -906,10 +906,13 @@ def test_no_master_says_which_options_it_cannot_keep(serve):
     options that need the master are named at start (they were silently
     without effect; --harakiri let a request run on)."""
     s = serve("--wsgi-file", str(APPS / "procs.py"), "--no-master", "--processes", "3", "--harakiri", "2",
-              "--max-requests", "100")
+              "--max-requests", "100", "--touch-reload", "/tmp/x", "--attach-daemon", "sleep 1000",
+              "--py-autoreload", "1")
     s.wait_log("need the master")
     line = next(line for line in s.log().splitlines() if "need the master" in line)
-    assert "--harakiri, --max-requests need the master" in line, line
+    # (uWSGI starts a master for the last three; here they did nothing,
+    # unsaid.)
+    assert "--harakiri, --max-requests, --touch-reload, --attach-daemon, --py-autoreload need the master" in line, line
     # And the workers asked for (uWSGI's `master = false`, `processes = 3`),
     # which one process stands in for: it was not said.
     assert "--processes 3 needs the master" in s.log(), s.log()

@@ -185,14 +185,14 @@ fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
         .parse::<i32>()
         .unwrap_or(0);
     let wanted = match function.trim() {
-        "gracefully_kill_them_all" | "kill_them_all" => {
-            |c: MasterCommand| matches!(c, MasterCommand::Stop { .. })
-        }
+        "gracefully_kill_them_all" => |c: MasterCommand| matches!(c, MasterCommand::Stop { .. }),
         "grace_them_all" => {
             |c: MasterCommand| matches!(c, MasterCommand::Reload(ReloadKind::Graceful))
         }
-        // uWSGI's own, which would give the signal another meaning.
-        "reap_them_all"
+        // uWSGI's own, which would give the signal another meaning
+        // (kill_them_all stops at once; oxgate's first stop is graceful).
+        "kill_them_all"
+        | "reap_them_all"
         | "end_me"
         | "goodbye_cruel_world"
         | "suspend_resume_them_all"
@@ -724,6 +724,7 @@ mod tests {
             "unix_signal:1 gracefully_kill_them_all",
             "unix_signal:15 grace_them_all",
             "unix_signal:15 reap_them_all",
+            "unix_signal:15 kill_them_all",
             "unix_signal:15",
             "exec:echo hi",
         ] {

@@ -299,7 +299,12 @@ pub fn name(sig: i32) -> String {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGUSR2 => "SIGUSR2",
         libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
         libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
         libc::SIGTTIN => "SIGTTIN",
         libc::SIGTTOU => "SIGTTOU",
         _ => "",
@@ -310,5 +315,18 @@ pub fn name(sig: i32) -> String {
         format!("SIGRTMIN+{}", sig - libc::SIGRTMIN())
     } else {
         format!("signal {sig}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signals_a_worker_may_die_of_are_named() {
+        // An app's own alarm(2) kills with SIGALRM: "signal 14 (signal 14)"
+        // told nothing.
+        assert_eq!(super::name(libc::SIGALRM), "SIGALRM");
+        assert_eq!(super::name(libc::SIGXCPU), "SIGXCPU");
+        assert_eq!(super::name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+        assert_eq!(super::name(libc::SIGSTKFLT), "signal 16");
     }
 }
