@@ -142,6 +142,21 @@ pub enum Listener {
     Unix(UnixListener, Option<PathBuf>),
 }
 
+impl Socket {
+    /// The socket's name in the stats and metrics: the address as given,
+    /// with the port the system chose for port 0 (uWSGI shows the bound
+    /// one; `127.0.0.1:0` named no socket a client could reach).
+    pub fn shown_name(&self) -> String {
+        if let (Address::Tcp(given), Listener::Tcp(l)) = (&self.addr, &self.listener)
+            && let Some(host) = given.strip_suffix(":0")
+            && let Ok(bound) = l.local_addr()
+        {
+            return format!("{host}:{}", bound.port());
+        }
+        self.addr.to_string()
+    }
+}
+
 impl Listener {
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

@@ -24,6 +24,21 @@ def read_stats(port):
         return json.loads(b"".join(iter(lambda: c.recv(65536), b"")))
 
 
+def test_a_socket_on_port_0_is_shown_with_the_port_it_got(serve):
+    """As uWSGI shows it: `127.0.0.1:0` named no socket a client could
+    reach, in the stats and in the metrics' labels."""
+    sp = free_port()
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--stats", f"127.0.0.1:{sp}", "--stats-http",
+              "--socket", "127.0.0.1:0", wait=False)
+    doc = wait_for(lambda: listens(sp) and requests.get(f"http://127.0.0.1:{sp}/", timeout=5).json(),
+                   what="the stats", show=s.log)
+    (name,) = [x["name"] for x in doc["sockets"] if x["proto"] == "uwsgi"]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", name) and not name.endswith(":0"), name
+    assert f"uwsgi://{name}" in s.log()
+    assert f'oxgate_listen_queue{{socket="{name}",protocol="uwsgi"}}' in requests.get(
+        f"http://127.0.0.1:{sp}/metrics", timeout=5).text
+
+
 # uWSGI's stats keys (core/master_utils.c), in its order.
 TOP_KEYS = ["version", "listen_queue", "listen_queue_errors", "signal_queue", "load", "pid", "uid", "gid",
             "cwd", "locks", "sockets", "workers"]

@@ -140,7 +140,7 @@ pub fn render_json(s: &Snapshot<'_>) -> String {
         "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         "locks": [],
         "sockets": s.sockets.iter().zip(&queues).map(|(sock, q)| json!({
-            "name": sock.addr.to_string(),
+            "name": sock.shown_name(),
             "proto": sock.protocol.name(),
             "queue": q.0,
             "max_queue": q.1,

@@ -169,7 +169,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         let _ = writeln!(
             out,
             "oxgate_listen_queue{{socket=\"{}\",protocol=\"{}\"}} {}",
-            escape_label(&sock.addr.to_string()),
+            escape_label(&sock.shown_name()),
             sock.protocol.name(),
             listen_queue(sock).0
         );
