@@ -220,6 +220,14 @@ def test_format_prefix_and_suffix_encoders_chain_as_uwsgis(serve, tmp_path):
     requests.get(s.url + "/chained")
     wait_for(lambda: f'[{time.strftime("%Y")}] "/chained"<<' in log.read_text(), what="a chained line")
 
+def test_an_encoder_for_one_named_logger_is_said_to_apply_to_every_line(serve):
+    """uWSGI's `--log-encoder format:LOGGER ...` encodes that logger's
+    lines alone; oxgate's encoders apply to every line, and it was not
+    said: the other logs' format changed unseen."""
+    s = serve("--wsgi-file", LOGGED, "--processes", "1", "--log-encoder", "prefix:four FOUR> ")
+    s.wait_log('the encoder applies to every line, not to logger "four" alone')
+
+
 def test_log_encoder_encodes_oxgates_own_lines_and_log_req_encoder_the_request_lines(serve, tmp_path):
     """As uWSGI's: --log-encoder makes every line of oxgate's JSON (a log
     shipper set up for uWSGI choked on the plain ones), and the request

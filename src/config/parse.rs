@@ -141,6 +141,23 @@ impl Loaded {
                 h.origin
             ));
         }
+        // uWSGI's `--log-encoder NAME:LOGGER ...` encodes that logger's
+        // lines alone; oxgate's encoders apply to every line.
+        for s in self
+            .settings
+            .iter()
+            .filter(|s| s.opt == &opt::LOG_ENCODER || s.opt == &opt::LOG_REQ_ENCODER)
+        {
+            let name = s.value.split_whitespace().next().unwrap_or("");
+            if let Some((_, logger)) = name.split_once(':')
+                && !logger.is_empty()
+            {
+                warnings.push(format!(
+                    "{}: --{} {:?}: the encoder applies to every line, not to logger {logger:?} alone, as in uWSGI",
+                    s.origin, s.opt.name, s.value
+                ));
+            }
+        }
         // Checked only: an accepted hook is what oxgate does already.
         for s in self
             .settings
