@@ -336,15 +336,35 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
             process::redirect_output(log, keeps_stdout(&cfg)),
         )?;
     }
-    if let Some(pidfile) = &p.pidfile2 {
-        write_pidfile(pidfile)?;
-    }
-    // --daemonize: bound and written, so the command may return.
-    process::detached();
-
     // What --vacuum may remove at the end: the socket files as they are
     // now, which another server may have replaced by then.
     let bound = p.vacuum.then(|| bound_unix_sockets(&listeners));
+    if let Some(pidfile) = &p.pidfile2
+        && let Err(e) = write_pidfile(pidfile)
+    {
+        if let Some(bound) = &bound {
+            vacuum(&cfg, bound);
+        }
+        return Err(e.into());
+    }
+    if let Some(bound) = &bound {
+        // A stop while the app loads ends the process from its signal
+        // handler, before the vacuum below.
+        let start = process::start_dir();
+        let chdir = cfg.chdir.as_ref().map_or(start.clone(), |d| start.join(d));
+        let files = bound
+            .iter()
+            .map(|(path, _)| path.clone())
+            .chain(p.pidfile.as_ref().map(|f| start.join(f)))
+            .chain(p.pidfile2.as_ref().map(|f| chdir.join(f)))
+            .filter_map(|path| {
+                std::ffi::CString::new(path.into_os_string().into_encoded_bytes()).ok()
+            })
+            .collect();
+        crate::master::vacuum_if_stopped_loading(files);
+    }
+    // --daemonize: bound and written, so the command may return.
+    process::detached();
     let result = if p.master {
         if let Some(title) = p.titles.master() {
             crate::sys::proctitle::set(&title);

@@ -810,19 +810,34 @@ def test_a_stop_while_the_app_is_still_importing_is_heard(tmp_path, sig):
     (tmp_path / "stuck.py").write_text(
         "import time, pathlib\npathlib.Path('importing').write_text('')\ntime.sleep(60)\n"
         "def application(e, s):\n    s('200 OK', [])\n    return [b'']\n")
+    # With --vacuum, its socket file and pidfile go too (they were left).
     p = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", "stuck.py",
-                          "--processes", "1"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+                          "--processes", "1", "--socket", "app.sock", "--pidfile", "app.pid", "--vacuum"],
+                         cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         wait_for((tmp_path / "importing").exists, what="the import to begin")
+        assert (tmp_path / "app.sock").exists() and (tmp_path / "app.pid").exists()
         p.send_signal(sig)
         # Dead of the signal (SIGTERM for SIGQUIT, whose death dumps a
         # core), which systemd counts as a clean stop; an exit of 1 failed
         # the unit.
         assert p.wait(10) == -(signal.SIGINT if sig == signal.SIGINT else signal.SIGTERM)
         assert "while the app was still loading: stopped" in p.stderr.read()
+        assert not (tmp_path / "app.sock").exists() and not (tmp_path / "app.pid").exists()
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_start_that_fails_at_pidfile2_vacuums_what_it_made(tmp_path):
+    """--pidfile2 that cannot be written ends the start after the sockets
+    and --pidfile were made: --vacuum removes them (they were left)."""
+    (tmp_path / "app.py").write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'']\n")
+    p = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", "app.py",
+                        "--socket", "app.sock", "--pidfile", "app.pid", "--pidfile2", "no/such/dir/app2.pid",
+                        "--vacuum"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "app2.pid" in p.stderr, p.stderr
+    assert not (tmp_path / "app.sock").exists() and not (tmp_path / "app.pid").exists()
 
 
 def test_a_stop_while_a_reload_checks_the_configuration_is_not_lost(tmp_path):

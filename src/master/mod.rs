@@ -21,4 +21,5 @@ mod watch;
 pub use handover::Handover;
 pub use run::{run, starting_hooks};
 pub use signals::block_early as block_signals_early;
+pub use signals::vacuum_if_stopped_loading;
 pub use supervisor::{EXIT_APP_EDITED, EXIT_APP_LOAD, EXIT_APP_STARTUP, EXIT_LIFESPAN_STARTUP};

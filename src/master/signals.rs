@@ -125,6 +125,17 @@ fn action_of(sig: i32) -> Option<libc::sigaction> {
 /// process at once (see `master::run`).
 pub static LOADING: AtomicBool = AtomicBool::new(false);
 
+/// `--vacuum`'s files (unix sockets, pidfiles), removed by the handler
+/// that ends the process when a stop signal comes while the app loads:
+/// the stop skips the vacuum at the end of `startup::serve`.
+static VACUUM_IF_STOPPED_LOADING: std::sync::OnceLock<Vec<std::ffi::CString>> =
+    std::sync::OnceLock::new();
+
+/// Names `--vacuum`'s files for a stop while the app loads (once).
+pub fn vacuum_if_stopped_loading(files: Vec<std::ffi::CString>) {
+    let _ = VACUUM_IF_STOPPED_LOADING.set(files);
+}
+
 pub struct SignalPipe {
     read: UnixStream,
     write: UnixStream,
@@ -164,16 +175,23 @@ impl SignalPipe {
             } else {
                 sig
             };
-            // SAFETY: the action is async-signal-safe: an atomic load,
-            // write(2) of a static message, then signal(2), sigprocmask(2)
-            // and raise(3) (POSIX lists them safe) and _exit(2); it
-            // allocates and locks nothing. The sigset is a local.
+            // SAFETY: the action is async-signal-safe: atomic loads,
+            // write(2) of a static message, unlink(2) of paths made before
+            // the load began (never freed: a static), then signal(2),
+            // sigprocmask(2) and raise(3) (POSIX lists them safe) and
+            // _exit(2); it allocates and locks nothing. The sigset is a
+            // local.
             let id = unsafe {
                 signal_hook::low_level::register(sig, move || {
                     if LOADING.load(Ordering::Acquire) {
                         const SAID: &[u8] =
                             b"oxgate: a stop signal came while the app was still loading: stopped\n";
                         libc::write(2, SAID.as_ptr().cast(), SAID.len());
+                        // unlink(2) is async-signal-safe; `get` is an
+                        // atomic load.
+                        for path in VACUUM_IF_STOPPED_LOADING.get().into_iter().flatten() {
+                            libc::unlink(path.as_ptr());
+                        }
                         libc::signal(die_of, libc::SIG_DFL);
                         // Blocked while its own handler runs: let through.
                         let mut set: libc::sigset_t = std::mem::zeroed();
