@@ -119,8 +119,15 @@ def test_close_codes_both_ways(serve, tmp_path):
             with pytest.raises(ConnectionClosed) as e:
                 await ws.recv()
             assert e.value.rcvd.code == 1011
+        # Nor one past 16 bits, which is still an int (it was a TypeError,
+        # "'code' must be an int").
+        async with connect(url(s, "/close/70000")) as ws:
+            with pytest.raises(ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 1011
     run(go())
     s.wait_log("WebSocket close code 1005 may not be sent")
+    s.wait_log("WebSocket close code 70000 may not be sent")
     assert marker(tmp_path, "ws-disconnect-echo-client-close") == {
         "type": "websocket.disconnect", "code": 4007, "reason": "client says bye"}
     # After its own close, the app's receive() says disconnect at once.

@@ -416,7 +416,9 @@ impl WsSend {
                 }
             }
             "websocket.close" => {
-                let code: u16 = match get(pyo3::intern!(py, "code")) {
+                // Any int, said to be out of range below when it is (70000
+                // is an int, not a TypeError).
+                let code: i64 = match get(pyo3::intern!(py, "code")) {
                     Some(c) => c
                         .extract()
                         .map_err(|_| PyTypeError::new_err("'code' must be an int"))?,
@@ -433,11 +435,14 @@ impl WsSend {
                 // never sent, and the reason fits a control frame. A
                 // browser fails the socket otherwise, and the app's code
                 // and reason are lost; uvicorn raises here too.
-                if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-                    return Err(PyValueError::new_err(format!(
-                        "WebSocket close code {code} may not be sent (RFC 6455 §7.4)"
-                    )));
-                }
+                let code: u16 = match code {
+                    1000..=1003 | 1007..=1014 | 3000..=4999 => code as u16,
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "WebSocket close code {code} may not be sent (RFC 6455 §7.4)"
+                        )));
+                    }
+                };
                 if reason.len() > 123 {
                     return Err(PyValueError::new_err(format!(
                         "WebSocket close reason of {} bytes: at most 123 fit a close frame",
