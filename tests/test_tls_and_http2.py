@@ -335,6 +335,8 @@ def test_client_certificates_required_and_optional(serve, certs):
     der = subprocess.run(["openssl", "x509", "-in", str(certs / "alice.crt"), "-outform", "der"],
                          capture_output=True, check=True).stdout
     assert env["HTTPS_CLIENT_CERTIFICATE"].encode("latin-1") == der
+    # And uWSGI's --https-export-cert's HTTPS_CC: the certificate in PEM.
+    assert env["HTTPS_CC"] == env["SSL_CLIENT_CERT"] == (certs / "alice.crt").read_text()
     # The certificates a client sends after its own: mod_ssl's
     # SSL_CLIENT_CERT_CHAIN_n. (curl's OpenSSL sends the CA after a lone
     # certificate, from --cacert; after carol's it sends the file's.)

@@ -9,6 +9,7 @@ complete -c oxgate -l https -x -d 'Serve HTTPS on ADDR (uWSGI\'s syntax): TLS 1.
 complete -c oxgate -l sni -x -d 'Serve the certificate CERT (with its key KEY) to HTTPS clients that ask for the server name NAME (SNI), as uWSGI\'s --sni does; others get their --https-socket\'s own'
 complete -c oxgate -l https-client-ca -r -F -d 'Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came'
 complete -c oxgate -l https-client-required -d 'With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)'
+complete -c oxgate -l https-export-cert -d 'A verified client certificate is always given to the app in PEM, as HTTPS_CC (uWSGI\'s name, with this option) and SSL_CLIENT_CERT'
 complete -c oxgate -l ssl-min-version -x -a '1.2 1.3' -d 'The oldest TLS version HTTPS sockets accept'
 complete -c oxgate -l http-early-hints -d 'Let ASGI apps send 103 Early Hints (http.response.early_hint) to HTTP/1.1 clients on --http-socket too (over HTTP/2 they always may)'
 complete -c oxgate -l http2-off -d 'Serve HTTP/1.1 only: no h2 in the TLS handshake\'s ALPN, and no HTTP/2 with prior knowledge (h2c) on --http-socket'

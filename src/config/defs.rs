@@ -210,6 +210,9 @@ options! {
         .help("Ask HTTPS clients for a certificate signed by a CA in FILE (PEM): SSL_CLIENT_VERIFY and SSL_CLIENT_S_DN tell the app what came. A client without one, or with one the CA does not vouch for (SSL_CLIENT_VERIFY=FAILED:reason), is still served, unless --https-client-required."),
     HTTPS_CLIENT_REQUIRED = OptDef::new("https-client-required", Flag, Sockets)
         .help("With --https-client-ca: refuse the TLS handshake of a client that sends no valid certificate (mutual TLS)."),
+    HTTPS_EXPORT_CERT = OptDef::new("https-export-cert", Flag, Sockets)
+        .ignored()
+        .help("A verified client certificate is always given to the app in PEM, as HTTPS_CC (uWSGI's name, with this option) and SSL_CLIENT_CERT."),
     SSL_MIN_VERSION = OptDef::new("ssl-min-version", Str, Sockets)
         .value("1.2|1.3")
         .defaults_to("1.2")
@@ -1060,7 +1063,6 @@ pub static UWSGI_OPTIONS: &[&str] = &[
     "file",
     // uWSGI's TLS tuning, which rustls has no switch for (a config that
     // names them still starts, with a warning).
-    "https-export-cert",
     "https-session-context",
     "https2",
     "ssl-enable-tlsv1",

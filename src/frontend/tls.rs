@@ -488,7 +488,10 @@ impl TlsListener {
                     }
                     // PEM, as Apache's SSL_CLIENT_CERT and nginx's
                     // $ssl_client_escaped_cert (unescaped) give it.
-                    put("SSL_CLIENT_CERT", Bytes::from(pem(cert)));
+                    let leaf = Bytes::from(pem(cert));
+                    // uWSGI's name for it (--https-export-cert).
+                    put("HTTPS_CC", leaf.clone());
+                    put("SSL_CLIENT_CERT", leaf);
                     // The intermediates the client sent with it, as
                     // mod_ssl's SSL_CLIENT_CERT_CHAIN_n (the ASGI tls
                     // extension's client_cert_chain after the leaf).
