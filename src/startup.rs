@@ -613,7 +613,11 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
         (p.evil_reload_on_rss.is_some(), "--evil-reload-on-rss"),
         (p.reload_on_as.is_some(), "--reload-on-as"),
         // uWSGI starts a master for these; here they would do nothing.
-        (!p.touch_reload.is_empty(), "--touch-reload"),
+        (
+            !p.touch_reload.is_empty(),
+            "--touch-reload (or --touch-workers-reload)",
+        ),
+        (!cfg.log_files.touch_reopen.is_empty(), "--touch-logreopen"),
         (!p.touch_chain_reload.is_empty(), "--touch-chain-reload"),
         (!p.attach_daemons.is_empty(), "--attach-daemon"),
         (!p.smart_attach_daemons.is_empty(), "--smart-attach-daemon"),

@@ -1347,16 +1347,23 @@ fn translate(
     // Gunicorn's defaults) leaves on stdout unless it says otherwise. An
     // INI file (fileConfig) replaces the defaults: the lines go where it
     // sends gunicorn.access, if anywhere.
+    // Gunicorn acts on a true value only: `logconfig_dict = {}` (its
+    // default) or an empty file name is none.
     let logconfig = ["logconfig_dict", "logconfig_json", "logconfig"]
         .into_iter()
-        .find(|k| given.contains_key(*k))
+        .find(|k| {
+            given
+                .get(*k)
+                .is_some_and(|g| g.values.last().is_some_and(|v| !v.is_empty()))
+        })
         .filter(|_| accesslog.is_none() && syslog.is_none());
-    let to_stdout = logconfig.filter(|&k| k != "logconfig");
+    // A daemon's stdout is /dev/null: Gunicorn's lines go nowhere.
+    let to_stdout = logconfig.filter(|&k| k != "logconfig" && !truthy("daemon"));
     if let Some(key) = logconfig {
         let origin = &given[key].origin;
         out.warnings.push(match to_stdout {
             Some(_) => format!(
-                "{origin}: {key} without accesslog: the access lines go to stdout in access_log_format, as Gunicorn's default gunicorn.access handler writes them; a handler the logging config gives gunicorn.access is not used (set accesslog to choose the file)"
+                "{origin}: {key} without accesslog: the access lines go to stdout in access_log_format, where Gunicorn's default gunicorn.access handler writes them (without its formatter's prefix); a handler or formatter the logging config gives gunicorn.access is not used (set accesslog to choose the file)"
             ),
             None => format!(
                 "{origin}: {key} without accesslog: no access lines are written; a handler the logging config gives gunicorn.access is not used (set accesslog to write them)"
@@ -1366,9 +1373,7 @@ fn translate(
     if accesslog.is_none() && syslog.is_none() && to_stdout.is_none() {
         push(&opt::DISABLE_LOGGING, "true".into(), &default);
     } else {
-        if let Some(key) = to_stdout
-            && !truthy("daemon")
-        {
+        if let Some(key) = to_stdout {
             push(&opt::REQ_LOGGER, "stdout".into(), &given[key].origin);
         }
         if let Some(target) = &accesslog {
@@ -1422,7 +1427,8 @@ fn translate(
     // config file), else the JSON file, else the INI file.
     if !given.contains_key("logconfig_dict") {
         for key in ["logconfig_json", "logconfig"] {
-            if let Some(file) = one(key) {
+            // An empty name is none, as Gunicorn reads it.
+            if let Some(file) = one(key).filter(|f| !f.is_empty()) {
                 push(&opt::LOG_CONFIG, file, &given[key].origin);
                 break;
             }
@@ -2105,6 +2111,22 @@ mod tests {
         let c = read_with(&["--log-config-json", "/l.json", "app:app"], None, vec![]).unwrap();
         assert!(values(&c, &opt::DISABLE_LOGGING).is_empty());
         assert_eq!(values(&c, &opt::REQ_LOGGER), ["stdout"]);
+        // Gunicorn's own default, `{}`, is no logging config; nor is an
+        // empty file name.
+        let empty = vec![("logconfig_dict", PyValue::List(vec![]))];
+        let c = read_with(&["-c", "/dev/null", "app:app"], None, empty).unwrap();
+        assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+        let c = read_with(&["--log-config-json", "", "app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+        // A daemon's stdout is /dev/null: no access lines, in the error
+        // log or anywhere.
+        let c = read_with(
+            &["--log-config-json", "/l.json", "-D", "app:app"],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Loaded {
             match master_start_hook(&s.value) {
                 Ok(None) => {}
                 Ok(Some(why)) => warnings.push(format!(
-                    "{}: --hook-master-start {:?}: {why}; ignored, as uWSGI goes on",
+                    "{}: --hook-master-start {:?}: {why}",
                     s.origin, s.value
                 )),
                 Err(why) => errors.push(format!(
@@ -203,11 +203,23 @@ fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
         .unwrap_or(0);
     let wanted = match function.trim() {
         "gracefully_kill_them_all" => |c: MasterCommand| matches!(c, MasterCommand::Stop { .. }),
+        // uWSGI's immediate stop (its --die-on-term, and SIGQUIT's own
+        // action): on a signal that stops oxgate, the stop is graceful
+        // first, as --die-on-term is taken.
+        "kill_them_all"
+            if matches!(
+                MasterCommand::from_signal(n),
+                Some(MasterCommand::Stop { .. })
+            ) =>
+        {
+            return Ok(Some(
+                "oxgate's stop on this signal is graceful (a second SIGINT or SIGQUIT stops at once), as for --die-on-term".into(),
+            ));
+        }
         "grace_them_all" => {
             |c: MasterCommand| matches!(c, MasterCommand::Reload(ReloadKind::Graceful))
         }
-        // uWSGI's own, which would give the signal another meaning
-        // (kill_them_all stops at once; oxgate's first stop is graceful).
+        // uWSGI's own, which would give the signal another meaning.
         "kill_them_all"
         | "reap_them_all"
         | "end_me"
@@ -216,7 +228,11 @@ fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
         | "stats"
         | "uwsgi_reload"
         | "brutal_reload" => |_: MasterCommand| false,
-        other => return Ok(Some(format!("oxgate has no function {other:?}"))),
+        other => {
+            return Ok(Some(format!(
+                "oxgate has no function {other:?}; ignored, as uWSGI goes on"
+            )));
+        }
     };
     match MasterCommand::from_signal(n) {
         Some(c) if wanted(c) => Ok(None),
@@ -731,6 +747,8 @@ mod tests {
             "unix_signal:15 mystery",
             "unix_signal:15 gracefully_kill_them_all;",
             "unix_signal:15 reload_them_all",
+            // An immediate stop, where oxgate's is graceful first.
+            "unix_signal:15 kill_them_all",
         ] {
             assert!(
                 master_start_hook(unknown).is_ok_and(|w| w.is_some()),
@@ -741,7 +759,7 @@ mod tests {
             "unix_signal:1 gracefully_kill_them_all",
             "unix_signal:15 grace_them_all",
             "unix_signal:15 reap_them_all",
-            "unix_signal:15 kill_them_all",
+            "unix_signal:1 kill_them_all",
             "unix_signal:15",
             "exec:echo hi",
         ] {

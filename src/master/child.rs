@@ -492,8 +492,8 @@ impl RequestObserver for SlotObserver {
             slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
             crate::log::statsd::log_counter("exception");
         }
-        // Past the scoreboard's cores, ASGI requests share the last one,
-        // and one of them may have ended it: then the time is not known.
+        // A core another request has ended since (a core index past the
+        // scoreboard's): then the time is not known.
         crate::log::statsd::request(o.status, (started != 0).then_some(rt));
         slot.counters.record(
             o.protocol as usize,

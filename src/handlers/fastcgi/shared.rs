@@ -14,11 +14,13 @@
 //! A token names its row and the row's generation. A worker that must
 //! have a process replaced (a timeout, `--fastcgi-app-max-requests`, a
 //! broken exchange) keeps its token out of the pipe, marks the row as
-//! having none, and kills the process; the manager starts the next and
-//! puts a new token in. A process that ends by itself keeps its token
-//! (held or in the pipe): the listening socket stays open in the master
-//! and the manager, so whoever holds the token connects, and waits in the
-//! backlog for the process that replaces it.
+//! having none, and kills the process; the manager starts the next on a
+//! new socket at the same path (see `Shared::renew_listener`) and puts a
+//! new token in. A process that ends by itself keeps its token (held or in
+//! the pipe) and its socket, which the manager keeps open, so whoever
+//! holds the token connects, and waits in the backlog for the process that
+//! replaces it. (`ss` shows a renewed socket under the name it was bound
+//! to, `N.sock.new`, before its rename to `N.sock`.)
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
