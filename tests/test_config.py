@@ -124,6 +124,19 @@ def test_precedence_and_environment(tmp_path):
     assert [v for k, v in options(p.stdout) if k == "http-socket"] == [":9000"], p.stdout
 
 
+def test_an_environment_variable_that_is_not_utf8_is_no_crash(tmp_path):
+    """Any variable, not only UWSGI_*: oxgate panicked at every start
+    (std::env::vars), --version too; uWSGI runs."""
+    env = dict(os.environb)
+    env[b"SOME_LATIN1"] = b"caf\xe9"
+    env[b"UWSGI_ENV"] = b"GREETING=h\xe9llo"
+    p = subprocess.run([BIN, "--version"], env=env, capture_output=True, timeout=20)
+    assert p.returncode == 0 and b"panicked" not in p.stderr, p.stderr
+    p = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--wsgi-file", str(APPS / "procs.py"), "--check-config"],
+                       env=env, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
 def test_sections_includes_placeholders_logic(tmp_path):
     (tmp_path / "base.ini").write_text("[uwsgi]\nmaster = true\nsocket-timeout = 10\n")
     f = tmp_path / "app.ini"

@@ -433,10 +433,16 @@ fn load_uwsgi(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     // (`UWSGI_FOO=x` is `%(foo)`), and a uWSGI option oxgate lacks is
     // reported as in a file.
     let mut env: Vec<(String, Key, String)> = Vec::new();
-    for (name, value) in std::env::vars() {
+    // As bytes: a variable that is not UTF-8 (a Latin-1 LANG value)
+    // panicked std::env::vars(), and every command with it.
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            continue;
+        };
         if !(name.starts_with("UWSGI_") || name.starts_with("OXGATE_")) {
             continue;
         }
+        let value = value.to_string_lossy().into_owned();
         let key = name
             .split_once('_')
             .map_or("", |(_, k)| k)

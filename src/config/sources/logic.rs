@@ -78,7 +78,8 @@ pub(super) fn condition(
             let v = placeholders.get(name);
             let holds = match (want, v) {
                 (Some(w), Some(v)) => v == w,
-                (None, Some(v)) => !v.is_empty(),
+                // Given at all (a bare key is given), as uWSGI checks.
+                (None, Some(_)) => true,
                 _ => false,
             };
             (holds, v.cloned().unwrap_or_default())

@@ -534,10 +534,12 @@ impl Reader {
                     b'$' => match env_with_default(inner) {
                         Some(v) => out.push_str(&v),
                         // Unset: left as written, as uWSGI leaves it (a
-                        // shell's `$(date)` in a daemon's command runs).
+                        // shell's `$(date)` in a daemon's command runs),
+                        // its `%%` and placeholders expanded as the rest
+                        // of the value's are.
                         None => {
                             out.push_str("$(");
-                            out.push_str(inner);
+                            out.push_str(&self.expand(inner, file, item));
                             out.push(')');
                         }
                     },
@@ -597,10 +599,16 @@ impl Reader {
 }
 
 /// `$(VAR)`, `$(VAR:-DEFAULT)` (the default when VAR is unset or empty)
-/// and `$(VAR-DEFAULT)` (when it is unset), as uWSGI reads them; None for
-/// a variable that is not set and has no default.
+/// and `$(VAR-DEFAULT)` (when it is unset); None for a variable that is
+/// not set and has no default. Only a variable's name takes a default: a
+/// shell's `$(uname -r)` or `$(date +%Y-%m-%d)` in a daemon's command is
+/// left for the shell, as uWSGI leaves it.
 fn env_with_default(inner: &str) -> Option<String> {
-    if let Some((name, default)) = inner.split_once(":-") {
+    let is_name =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if let Some((name, default)) = inner.split_once(":-")
+        && is_name(name)
+    {
         return Some(
             std::env::var(name)
                 .ok()
@@ -608,7 +616,9 @@ fn env_with_default(inner: &str) -> Option<String> {
                 .unwrap_or_else(|| default.to_string()),
         );
     }
-    if let Some((name, default)) = inner.split_once('-') {
+    if let Some((name, default)) = inner.split_once('-')
+        && is_name(name)
+    {
         return Some(std::env::var(name).unwrap_or_else(|_| default.to_string()));
     }
     std::env::var(inner).ok()
@@ -680,6 +690,29 @@ mod tests {
             .map(|i| format!("OXGATE_TEST_UNSET_{i}"))
             .find(|n| std::env::var_os(n).is_none())
             .expect("some name is free")
+    }
+
+    #[test]
+    fn a_shell_command_in_a_value_is_left_for_the_shell() {
+        // `$(uname -r)` and `$(date +%%Y-%%m-%%d)` were read as
+        // `$(VAR-DEFAULT)`: "r" and "%%m-%%d" replaced them.
+        let (name, value) = env_var();
+        let unset = unset_var();
+        let r = read(&format!(
+            "[uwsgi]\nattach-daemon = sh -c 'echo $(uname -r) $(date +%%Y-%%m-%%d)'\n\
+             env = A=$({name}-x) B=$({unset}-fallback) C=$({unset}:-dflt)\n"
+        ));
+        assert_eq!(
+            values(&r, "attach-daemon"),
+            ["sh -c 'echo $(uname -r) $(date +%Y-%m-%d)'"]
+        );
+        assert_eq!(values(&r, "env"), [format!("A={value} B=fallback C=dflt")]);
+    }
+
+    #[test]
+    fn if_opt_holds_for_an_option_given_bare() {
+        let r = read("[uwsgi]\nmemory-report\nif-opt = memory-report\nenv = SEEN=1\nendif =\n");
+        assert_eq!(values(&r, "env"), ["SEEN=1"]);
     }
 
     #[test]
