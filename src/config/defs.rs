@@ -404,7 +404,7 @@ options! {
         .help("SIGTERM always stops oxgate gracefully (uWSGI 2.0 reloads on it)."),
     HOOK_MASTER_START = OptDef::new("hook-master-start", List, Process)
         .value("unix_signal:N ACTION")
-        .help("uWSGI's signal hooks, accepted where oxgate's signal N already does ACTION: the common unix_signal:15 gracefully_kill_them_all (SIGTERM stops gracefully here), and SIGINT, SIGQUIT or SIGHUP with their own actions. A function oxgate does not know is warned about and ignored, as uWSGI says it finds no such function and goes on; a hook that would give a signal another meaning is refused with the reason: oxgate's signals are not remapped."),
+        .help("uWSGI's signal hooks, accepted where oxgate's signal N already does ACTION: the common unix_signal:15 gracefully_kill_them_all (SIGTERM stops gracefully here), and SIGINT, SIGQUIT or SIGHUP with their own actions. A function oxgate does not know is warned about and ignored, as uWSGI says it finds no such function and goes on; kill_them_all (an immediate stop) on a signal that stops oxgate is warned about, the stop staying graceful; a hook that would give a signal another meaning is refused with the reason: oxgate's signals are not remapped."),
     QUICK_STOP_ON_INT = OptDef::new("quick-stop-on-int", Flag, Process)
         .help("SIGINT and SIGQUIT stop at once, as Gunicorn's quick shutdown: each worker runs Gunicorn's worker_int hook and exits without finishing its requests (killed after --worker-reload-mercy if it hangs). Gunicorn configs get it; otherwise they stop gracefully, as SIGTERM does."),
     HARAKIRI = OptDef::new("harakiri", Int, Process)

@@ -1349,13 +1349,14 @@ fn translate(
     // sends gunicorn.access, if anywhere.
     // Gunicorn acts on a true value only: `logconfig_dict = {}` (its
     // default) or an empty file name is none.
+    let logging_set = |k: &str| {
+        given
+            .get(k)
+            .is_some_and(|g| g.values.last().is_some_and(|v| !v.is_empty()))
+    };
     let logconfig = ["logconfig_dict", "logconfig_json", "logconfig"]
         .into_iter()
-        .find(|k| {
-            given
-                .get(*k)
-                .is_some_and(|g| g.values.last().is_some_and(|v| !v.is_empty()))
-        })
+        .find(|k| logging_set(k))
         .filter(|_| accesslog.is_none() && syslog.is_none());
     // A daemon's stdout is /dev/null: Gunicorn's lines go nowhere.
     let to_stdout = logconfig.filter(|&k| k != "logconfig" && !truthy("daemon"));
@@ -1425,7 +1426,7 @@ fn translate(
     }
     // Gunicorn applies one logging config: the dict (applied with the
     // config file), else the JSON file, else the INI file.
-    if !given.contains_key("logconfig_dict") {
+    if !logging_set("logconfig_dict") {
         for key in ["logconfig_json", "logconfig"] {
             // An empty name is none, as Gunicorn reads it.
             if let Some(file) = one(key).filter(|f| !f.is_empty()) {
@@ -1438,7 +1439,7 @@ fn translate(
     // logconfig_dict (applied with the config file, over the same
     // defaults) has configured them. A logconfig_json file is merged over
     // them as the app loads, as Gunicorn merges it.
-    if !given.contains_key("logconfig_dict") {
+    if !logging_set("logconfig_dict") {
         push(&opt::APP_LOGGERS, "gunicorn".into(), &default);
     }
     if let Some(level) = one("loglevel") {
@@ -2118,6 +2119,16 @@ mod tests {
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
         let c = read_with(&["--log-config-json", "", "app:app"], None, vec![]).unwrap();
         assert_eq!(values(&c, &opt::DISABLE_LOGGING), ["true"]);
+        // `{}` does not hide a JSON file, nor Gunicorn's own loggers.
+        let empty = vec![("logconfig_dict", PyValue::List(vec![]))];
+        let c = read_with(
+            &["-c", "/dev/null", "--log-config-json", "/l.json", "app:app"],
+            None,
+            empty,
+        )
+        .unwrap();
+        assert_eq!(values(&c, &opt::LOG_CONFIG), ["/l.json"]);
+        assert_eq!(values(&c, &opt::APP_LOGGERS), ["gunicorn"]);
         // A daemon's stdout is /dev/null: no access lines, in the error
         // log or anywhere.
         let c = read_with(

@@ -213,7 +213,7 @@ fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
             ) =>
         {
             return Ok(Some(
-                "oxgate's stop on this signal is graceful (a second SIGINT or SIGQUIT stops at once), as for --die-on-term".into(),
+                "oxgate stops gracefully on this signal, where kill_them_all stops at once (a second SIGINT or SIGQUIT does that here)".into(),
             ));
         }
         "grace_them_all" => {

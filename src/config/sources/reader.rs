@@ -539,7 +539,7 @@ impl Reader {
                         // of the value's are.
                         None => {
                             out.push_str("$(");
-                            out.push_str(&self.expand(inner, file, item));
+                            out.push_str(&self.expand_with(inner, file, item, magic_too));
                             out.push(')');
                         }
                     },
@@ -598,11 +598,11 @@ impl Reader {
     }
 }
 
-/// `$(VAR)`, `$(VAR:-DEFAULT)` (the default when VAR is unset or empty)
-/// and `$(VAR-DEFAULT)` (when it is unset); None for a variable that is
-/// not set and has no default. Only a variable's name takes a default: a
-/// shell's `$(uname -r)` or `$(date +%Y-%m-%d)` in a daemon's command is
-/// left for the shell, as uWSGI leaves it.
+/// `$(VAR)` and `$(VAR:-DEFAULT)` (the default when VAR is unset or
+/// empty); None for a variable that is not set and has no default. Only
+/// a variable's name takes a default, and only after `:-`: a shell's
+/// `$(uname -r)` or `$(dpkg-architecture -q X)` in a daemon's command is
+/// left for the shell, as uWSGI (which has no defaults) leaves it.
 fn env_with_default(inner: &str) -> Option<String> {
     let is_name =
         |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -615,11 +615,6 @@ fn env_with_default(inner: &str) -> Option<String> {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| default.to_string()),
         );
-    }
-    if let Some((name, default)) = inner.split_once('-')
-        && is_name(name)
-    {
-        return Some(std::env::var(name).unwrap_or_else(|_| default.to_string()));
     }
     std::env::var(inner).ok()
 }
@@ -699,14 +694,17 @@ mod tests {
         let (name, value) = env_var();
         let unset = unset_var();
         let r = read(&format!(
-            "[uwsgi]\nattach-daemon = sh -c 'echo $(uname -r) $(date +%%Y-%%m-%%d)'\n\
-             env = A=$({name}-x) B=$({unset}-fallback) C=$({unset}:-dflt)\n"
+            "[uwsgi]\nattach-daemon = sh -c 'echo $(uname -r) $(date +%%Y-%%m-%%d) $(dpkg-architecture -q X)'\n\
+             env = A=$({name}:-x) C=$({unset}:-dflt) D=$({unset}-not-a-default)\n"
         ));
         assert_eq!(
             values(&r, "attach-daemon"),
-            ["sh -c 'echo $(uname -r) $(date +%Y-%m-%d)'"]
+            ["sh -c 'echo $(uname -r) $(date +%Y-%m-%d) $(dpkg-architecture -q X)'"]
         );
-        assert_eq!(values(&r, "env"), [format!("A={value} B=fallback C=dflt")]);
+        assert_eq!(
+            values(&r, "env"),
+            [format!("A={value} C=dflt D=$({unset}-not-a-default)")]
+        );
     }
 
     #[test]
