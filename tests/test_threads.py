@@ -105,7 +105,12 @@ def test_threads_the_system_refuses_leave_the_worker_serving_with_those_it_has(s
     r = wait_for(lambda: _answer(s.url + "/env"), what="an answer")
     assert r.json()["wsgi.multithread"] is True
     s.wait_log("Python threads could start")
-    assert "panicked" not in s.log()
+    # No request panics. A thread the system let start, with no room left
+    # for the signal stack Rust's runtime gives each new thread, ends in
+    # std's own panic before it runs anything (seen once on a loaded
+    # machine): it is one of the threads that could not start.
+    log = s.log()
+    assert log.count("panicked") == log.count("failed to allocate an alternative stack"), log
 
 
 def _answer(url):

@@ -708,6 +708,16 @@ mod tests {
     }
 
     #[test]
+    fn a_command_lines_shell_command_keeps_its_percent_letters() {
+        // The command line expands no magic variables, inside an unset
+        // `$(...)` either (`%u` became the uid, `%%` a `%`).
+        let mut r = Reader::default();
+        r.push_command_line("env", "X=$(date +%u.%h.%%)");
+        r.resolve_late();
+        assert_eq!(values(&r, "env"), ["X=$(date +%u.%h.%%)"]);
+    }
+
+    #[test]
     fn if_opt_holds_for_an_option_given_bare() {
         let r = read("[uwsgi]\nmemory-report\nif-opt = memory-report\nenv = SEEN=1\nendif =\n");
         assert_eq!(values(&r, "env"), ["SEEN=1"]);
