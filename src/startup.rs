@@ -350,13 +350,10 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
     if let Some(bound) = &bound {
         // A stop while the app loads ends the process from its signal
         // handler, before the vacuum below.
-        let start = process::start_dir();
-        let chdir = cfg.chdir.as_ref().map_or(start.clone(), |d| start.join(d));
         let files = bound
             .iter()
             .map(|(path, _)| path.clone())
-            .chain(p.pidfile.as_ref().map(|f| start.join(f)))
-            .chain(p.pidfile2.as_ref().map(|f| chdir.join(f)))
+            .chain(pidfiles_written(&cfg))
             .filter_map(|path| {
                 std::ffi::CString::new(path.into_os_string().into_encoded_bytes()).ok()
             })
@@ -494,7 +491,6 @@ fn one_socket_per_address(
 pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
     use std::os::unix::fs::MetadataExt;
     let start = process::start_dir();
-    let chdir = cfg.chdir.as_ref().map_or(start.clone(), |d| start.join(d));
     let remove = |path: &std::path::Path| match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             crate::say!("oxgate: --vacuum: cannot remove {}: {e}", path.display());
@@ -525,13 +521,7 @@ pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
         }
     }
     let ours = std::process::id().to_string();
-    for path in [
-        cfg.process.pidfile.as_ref().map(|f| start.join(f)),
-        cfg.process.pidfile2.as_ref().map(|f| chdir.join(f)),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for path in pidfiles_written(cfg) {
         match std::fs::read_to_string(&path) {
             Ok(pid) if pid.trim() == ours => remove(&path),
             Ok(_) => crate::say!(
@@ -541,6 +531,20 @@ pub fn vacuum(cfg: &Config, bound: &[(std::path::PathBuf, (u64, u64))]) {
             Err(_) => {}
         }
     }
+}
+
+/// Where --pidfile and --pidfile2 were written: a relative path from the
+/// directory oxgate started in, or (--pidfile2, written after it) from
+/// --chdir's.
+fn pidfiles_written(cfg: &Config) -> impl Iterator<Item = std::path::PathBuf> {
+    let start = process::start_dir();
+    let chdir = cfg.chdir.as_ref().map_or(start.clone(), |d| start.join(d));
+    [
+        cfg.process.pidfile.as_ref().map(|f| start.join(f)),
+        cfg.process.pidfile2.as_ref().map(|f| chdir.join(f)),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// `--no-master`: this process serves.

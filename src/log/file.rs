@@ -179,10 +179,13 @@ fn stderr_size() -> Option<u64> {
         Some(fd) => fstat(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?,
         None => fstat(std::io::stderr().as_fd()).ok()?,
     };
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return None;
-    }
-    Some(st.st_size as u64)
+    regular_size(&st)
+}
+
+/// The size of a regular file (a log on a pipe or a tty is not rotated).
+fn regular_size(st: &nix::sys::stat::FileStat) -> Option<u64> {
+    (SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+        .then_some(st.st_size as u64)
 }
 
 /// `--log-maxsize`: when the log has grown past `max` bytes, renames it (to
@@ -202,10 +205,7 @@ pub fn rotate_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
 /// the request log's own file.
 pub fn rotate_request_log_if_big(max: u64, backup: Option<&Path>) -> Option<PathBuf> {
     let path = PathBuf::from(std::ffi::OsStr::from_bytes(REQUEST_PATH.get()?.as_bytes()));
-    let st = fstat(request_log_fd()?).ok()?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
-        || st.st_size as u64 <= max
-    {
+    if regular_size(&fstat(request_log_fd()?).ok()?)? <= max {
         return None;
     }
     rotate(&path, backup)

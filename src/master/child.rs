@@ -452,30 +452,17 @@ impl RequestObserver for SlotObserver {
 
     fn answered(&self, vars: &[(VarName, Bytes)], o: &Outcome, elapsed_us: u64) {
         let slot = self.sb.slot(self.slot);
-        let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some((_, v)) = vars
             .iter()
             .find(|(name, _)| *name == VarName::Known(Var::SERVER_PROTOCOL))
         {
             slot.counters.count_http_version(http_version_of(v));
         }
-        if o.failed {
-            slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
-            crate::log::statsd::log_counter("exception");
-        }
-        slot.counters.record(
-            o.protocol as usize,
-            o.handler,
-            o.status,
-            o.header_bytes + o.body_bytes,
-            elapsed_us,
-        );
-        crate::log::statsd::request(o.status, Some(elapsed_us));
+        let counts = self.count(o, elapsed_us, true);
         if let Some(log) = &self.log {
-            log.answered(vars, o, elapsed_us, Counts { worker: n, total });
+            log.answered(vars, o, elapsed_us, counts);
         }
-        self.count_towards_max_requests(n);
+        self.count_towards_max_requests(counts.worker);
     }
 
     fn finished(&self, core: usize, o: &Outcome) {
@@ -486,15 +473,34 @@ impl RequestObserver for SlotObserver {
         slot.counters
             .count_http_version(c.http_version.load(Ordering::Relaxed));
         c.end();
-        let n = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        // A core another request has ended since (a core index past the
+        // scoreboard's): then the time is not known.
+        let counts = self.count(o, rt, started != 0);
+        let avg = slot.avg_rt.load(Ordering::Relaxed);
+        slot.avg_rt.store(
+            if avg == 0 { rt } else { (avg + rt) / 2 },
+            Ordering::Relaxed,
+        );
+        if let Some(log) = &self.log {
+            log.finished(core, o, counts);
+        }
+        self.count_towards_max_requests(counts.worker);
+    }
+}
+
+impl SlotObserver {
+    /// What every request adds to the figures, however it was served,
+    /// `rt` µs after it came (when that is known, for StatsD): its place
+    /// among the worker's and the server's requests.
+    fn count(&self, o: &Outcome, rt: u64, rt_known: bool) -> Counts {
+        let slot = self.sb.slot(self.slot);
+        let worker = slot.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.sb.header().requests.fetch_add(1, Ordering::Relaxed) + 1;
         if o.failed {
             slot.counters.exceptions.fetch_add(1, Ordering::Relaxed);
             crate::log::statsd::log_counter("exception");
         }
-        // A core another request has ended since (a core index past the
-        // scoreboard's): then the time is not known.
-        crate::log::statsd::request(o.status, (started != 0).then_some(rt));
+        crate::log::statsd::request(o.status, rt_known.then_some(rt));
         slot.counters.record(
             o.protocol as usize,
             o.handler,
@@ -502,19 +508,9 @@ impl RequestObserver for SlotObserver {
             o.header_bytes + o.body_bytes,
             rt,
         );
-        let avg = slot.avg_rt.load(Ordering::Relaxed);
-        slot.avg_rt.store(
-            if avg == 0 { rt } else { (avg + rt) / 2 },
-            Ordering::Relaxed,
-        );
-        if let Some(log) = &self.log {
-            log.finished(core, o, Counts { worker: n, total });
-        }
-        self.count_towards_max_requests(n);
+        Counts { worker, total }
     }
-}
 
-impl SlotObserver {
     /// `--max-requests`, whatever served the request (Python, a FastCGI
     /// pool, CGI, static files): the worker asks to be replaced.
     fn count_towards_max_requests(&self, n: u64) {

@@ -9,9 +9,14 @@ impl Master<'_> {
     /// Reopens the log file here and in every worker (logrotate, SIGUSR1).
     pub(super) fn reopen_log(&self) {
         if crate::log::file::reopen_saying_why_not() {
-            for w in &self.sup.workers {
-                send(w.pid, Signal::SIGUSR1);
-            }
+            self.workers_reopen_logs();
+        }
+    }
+
+    /// Has every worker reopen its log files (they write request lines).
+    fn workers_reopen_logs(&self) {
+        for w in &self.sup.workers {
+            send(w.pid, Signal::SIGUSR1);
         }
     }
 
@@ -25,9 +30,7 @@ impl Master<'_> {
                 "oxgate: log rotated to {} (--log-maxsize {max})",
                 to.display()
             );
-            for w in &self.sup.workers {
-                send(w.pid, Signal::SIGUSR1);
-            }
+            self.workers_reopen_logs();
         }
         if let Some((max, backup)) = &files.requests_rotation
             && let Some(to) = crate::log::file::rotate_request_log_if_big(*max, backup.as_deref())
@@ -36,9 +39,7 @@ impl Master<'_> {
                 "oxgate: request log rotated to {} (maxsize={max})",
                 to.display()
             );
-            for w in &self.sup.workers {
-                send(w.pid, Signal::SIGUSR1);
-            }
+            self.workers_reopen_logs();
         }
         let mut reopen = false;
         for (path, seen) in &mut self.touched_logreopen {

@@ -173,9 +173,7 @@ impl Manager<'_> {
             // run them, nor take a request from what remains of the last
             // (see `renew_listener`). With a token out, one may be its
             // holder's, waiting for this process.
-            if let Ok(old) = self.shared.listener(i) {
-                discard_backlog(&old);
-            }
+            self.shared.discard_backlog(i);
             if let Err(e) = self.shared.renew_listener(i) {
                 crate::say!(
                     "oxgate: FastCGI pool {}: cannot renew the socket {}: {e}",
@@ -236,9 +234,7 @@ impl Manager<'_> {
                 );
                 // Whoever waits for this process is answered 502 now, and
                 // whoever waits for any while none runs.
-                if let Ok(listener) = self.shared.listener(i) {
-                    discard_backlog(&listener);
-                }
+                self.shared.discard_backlog(i);
                 self.shared
                     .header()
                     .start_failing
@@ -297,9 +293,7 @@ impl Manager<'_> {
             // a request that took it would wait in the backlog for the
             // next try; the next start issues another.
             row.token_out.store(0, Ordering::Release);
-            if let Ok(listener) = self.shared.listener(i) {
-                discard_backlog(&listener);
-            }
+            self.shared.discard_backlog(i);
             self.shared
                 .header()
                 .start_failing
@@ -499,14 +493,6 @@ async fn relay_stderr(stderr: tokio::process::ChildStderr, pool: Arc<str>, pid: 
                 String::from_utf8_lossy(text)
             );
         }
-    }
-}
-
-/// Drops the connections waiting in a listener's backlog.
-fn discard_backlog(listener: &std::os::unix::net::UnixListener) {
-    if listener.set_nonblocking(true).is_ok() {
-        while listener.accept().is_ok() {}
-        let _ = listener.set_nonblocking(false);
     }
 }
 

@@ -244,12 +244,28 @@ impl Shared {
         })
     }
 
-    /// Row `i`'s listening socket, for its next process.
-    pub fn listener(&self, i: usize) -> std::io::Result<UnixListener> {
+    fn locked_listener(
+        &self,
+        i: usize,
+    ) -> std::io::Result<std::sync::MutexGuard<'_, UnixListener>> {
         self.listeners[i]
             .lock()
-            .map_err(|_| std::io::Error::other("a pool's socket table is poisoned"))?
-            .try_clone()
+            .map_err(|_| std::io::Error::other("a pool's socket table is poisoned"))
+    }
+
+    /// Row `i`'s listening socket, for its next process.
+    pub fn listener(&self, i: usize) -> std::io::Result<UnixListener> {
+        self.locked_listener(i)?.try_clone()
+    }
+
+    /// Drops the connections waiting in row `i`'s backlog.
+    pub fn discard_backlog(&self, i: usize) {
+        if let Ok(listener) = self.locked_listener(i)
+            && listener.set_nonblocking(true).is_ok()
+        {
+            while listener.accept().is_ok() {}
+            let _ = listener.set_nonblocking(false);
+        }
     }
 
     /// Gives row `i` a new listening socket at the same path, for a process
@@ -272,10 +288,7 @@ impl Shared {
             let _ = std::fs::remove_file(&fresh_path);
             return Err(e);
         }
-        let mut listener = self.listeners[i]
-            .lock()
-            .map_err(|_| std::io::Error::other("a pool's socket table is poisoned"))?;
-        *listener = fresh;
+        *self.locked_listener(i)? = fresh;
         Ok(())
     }
 
