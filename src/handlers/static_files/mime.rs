@@ -83,7 +83,11 @@ fn static_content_type(mime: &'static str) -> Bytes {
     }
 }
 
-/// The Content-Type to send: text gets `charset=utf-8`.
+/// The Content-Type to send: text gets `charset=utf-8`, but for HTML and
+/// XML, which name their own encoding (`<meta charset>`, `<?xml
+/// encoding?>`) and whose HTTP charset would override it: a Latin-1 feed
+/// labelled UTF-8 is malformed to an XML parser. uWSGI and nginx label
+/// none.
 pub fn content_type(mime: &str) -> String {
     if needs_charset(mime) {
         format!("{mime}; charset=utf-8")
@@ -93,17 +97,10 @@ pub fn content_type(mime: &str) -> String {
 }
 
 fn needs_charset(mime: &str) -> bool {
-    let texty = mime.starts_with("text/")
-        || matches!(
-            mime,
-            "application/javascript"
-                | "application/json"
-                | "application/xml"
-                | "application/rss+xml"
-                | "application/atom+xml"
-                | "image/svg+xml"
-        );
-    texty && !mime.contains("charset")
+    let texty =
+        mime.starts_with("text/") || matches!(mime, "application/javascript" | "application/json");
+    let declares_its_own = mime == "text/html" || mime.ends_with("/xml") || mime.ends_with("+xml");
+    texty && !declares_its_own && !mime.contains("charset")
 }
 
 #[cfg(test)]
@@ -146,6 +143,16 @@ mod tests {
             "application/javascript; charset=utf-8"
         );
         assert_eq!(content_type("image/png"), "image/png");
+        // These name their encoding themselves.
+        for own in [
+            "text/html",
+            "text/xml",
+            "application/xml",
+            "application/rss+xml",
+            "image/svg+xml",
+        ] {
+            assert_eq!(content_type(own), own);
+        }
         assert_eq!(
             content_type("text/plain; charset=latin1"),
             "text/plain; charset=latin1"

@@ -52,8 +52,9 @@ struct Root {
     mount: Vec<u8>,
     dir: resolve::RootDir,
     keep_mount: bool,
-    /// A `--check-static` directory (or the front end's document root):
-    /// it sees every URL of the app.
+    /// A `--check-static` directory, the front end's document root, or a
+    /// map at `/`: it sees every URL of the app, so what it cannot serve
+    /// (a POST, a path no file could have) is the app's, as in uWSGI.
     check: bool,
     /// A map to one file (`--static-map /favicon.ico=/srv/icon.ico`): its
     /// name in `dir`, its directory. It answers for the mount alone.
@@ -118,7 +119,8 @@ impl StaticFiles {
                 mount: mount.as_bytes().to_vec(),
                 dir: resolve::RootDir::new(dir, &settings.safe),
                 keep_mount,
-                check: false,
+                // `--static-map /=dist` (a single-page app beside its API).
+                check: mount.is_empty(),
                 file: None,
             }
         };
