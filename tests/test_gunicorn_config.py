@@ -1971,3 +1971,138 @@ def test_the_hooks_log_lines_follow_the_logging_config_as_gunicorns(serve, tmp_p
     wait_for(lambda: errors.exists() and "MINE INFO HOOK when_ready here" in errors.read_text(),
              what=f"the hook's line in the configured file:\n{s.log()}")
     assert "HOOK when_ready" not in s.log()
+
+
+RELOADED_MASTER = """\
+import http.server, os, threading
+workers = {workers}
+def when_ready(server):
+    # What prometheus_flask_exporter's recipe does: a server on a thread.
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"metrics")
+        def log_message(self, *args):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", {metrics}), Metrics)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+def on_reload(server):
+    open({events!r}, "a").write(f"on_reload workers={{server.cfg.workers}}\\n")
+def post_fork(server, worker):
+    open({events!r}, "a").write(f"age {{worker.age}}\\n")
+"""
+
+
+def test_a_hup_keeps_what_when_ready_started_and_calls_the_new_files_on_reload_as_gunicorn(serve, tmp_path):
+    """Gunicorn's master lives through a HUP, so a metrics server its
+    when_ready started serves on; oxgate's master re-executes, so it runs
+    when_ready again (the server was gone after the first reload). The
+    on_reload called is the file's as read again (it saw the old worker
+    count), and the workers' ages go on (they began again at 1)."""
+    for program in ((BIN,), (GUNICORN,)):
+        name = os.path.basename(program[0])
+        events, metrics = tmp_path / f"events-{name}", free_port()
+        f = tmp_path / f"reloaded-{name}.py"
+        f.write_text(RELOADED_MASTER.format(workers=1, metrics=metrics, events=str(events)))
+        shutil.copy(APPS / "procs.py", tmp_path / "procs.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=program)
+        s.wait_workers(1)
+        url = f"http://127.0.0.1:{metrics}/"
+        assert wait_for(lambda: _get(url), what=f"when_ready's server in {name}").text == "metrics"
+        f.write_text(RELOADED_MASTER.format(workers=2, metrics=metrics, events=str(events)))
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "on_reload" in events.read_text(), what=f"on_reload in {name}")
+        wait_for(lambda: len(s.worker_pids()) == 2, what=f"two workers in {name}")
+        assert "on_reload workers=2" in events.read_text(), (name, events.read_text())
+        ages = [int(line.split()[1]) for line in events.read_text().splitlines() if line.startswith("age")]
+        assert ages[0] == 1 and sorted(ages[1:]) == [2, 3], (name, ages)
+        # Past the reload's start: the server is up again (oxgate's) or
+        # never went (Gunicorn's).
+        assert wait_for(lambda: _get(url), what=f"when_ready's server after the HUP in {name}").text == "metrics"
+        if program == (BIN,):
+            s.proc.send_signal(signal.SIGINT)
+            s.proc.wait(15)
+        s.stop()
+
+
+def test_hooks_gunicorn_refuses_stop_the_start_as_in_gunicorn(tmp_path):
+    """A hook with another number of arguments than Gunicorn passes, and a
+    bind that is a bare number, stop Gunicorn before it starts; oxgate
+    started, then failed each request (pre_request: a 500) or bound
+    "8000:8000"."""
+    shutil.copy(APPS / "procs.py", tmp_path / "procs.py")
+    for text, says in [("def pre_request(req):\n    pass\n", "pre_request: Gunicorn refuses it: the hook must take "
+                                                             "2 positional arguments (worker, req), it takes 1"),
+                       ("def when_ready(*args):\n    pass\n", "when_ready: Gunicorn refuses it"),
+                       ("on_starting = 5\n", "on_starting = 5: Gunicorn refuses it: the value is not callable"),
+                       ("bind = 8000\n", "bind = 8000: Gunicorn refuses it"),
+                       ("bind = ['127.0.0.1:0', 5]\n", "not a string: 5")]:
+        f = tmp_path / "refused.py"
+        f.write_text(text)
+        for program in (BIN, GUNICORN):
+            r = subprocess.run([program, "-c", str(f), "--check-config", "procs:application"], capture_output=True,
+                               text=True, timeout=30, cwd=tmp_path, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+            assert r.returncode != 0, (program, text, r.stdout, r.stderr)
+            if program == BIN:
+                assert says in r.stderr, (text, r.stderr)
+    # What it accepts: post_request with 2, 3 or 4 arguments.
+    for args in ("worker, req", "worker, req, environ", "worker, req, environ, resp"):
+        f.write_text(f"def post_request({args}):\n    pass\n")
+        r = oxgate("-c", str(f), "--check-config", "procs:application", cwd=tmp_path,
+                   env={"VIRTUAL_ENV": str(VENV)})
+        assert r.returncode == 0, (args, r.stderr)
+
+
+CFG_IDS = """\
+import json
+user = {user!r}
+group = {group!r}
+threads = 2
+def on_starting(server):
+    cfg = server.cfg
+    out = dict(user=cfg.user, group=cfg.group, uid=cfg.uid, gid=cfg.gid, klass=cfg.worker_class_str,
+               missing=getattr(cfg, "no_such_setting", "default"))
+    open({out!r}, "w").write(json.dumps(out))
+"""
+
+
+def test_server_cfg_gives_the_user_and_group_as_numbers_as_gunicorn(serve, tmp_path):
+    """cfg.user and cfg.uid are the number, from a name too (a hook that
+    chowns a directory with them failed on None); an unknown name raises
+    AttributeError (getattr's default works); sync with threads is
+    gthread. The same as the real Gunicorn."""
+    import grp
+    import pwd
+    user, group = pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
+    seen = {}
+    for program in (BIN, GUNICORN):
+        out = tmp_path / f"ids-{os.path.basename(program)}.json"
+        f = tmp_path / "ids.py"
+        f.write_text(CFG_IDS.format(user=user, group=group, out=str(out)))
+        shutil.copy(APPS / "procs.py", tmp_path / "procs.py")
+        s = serve("-c", str(f), "-b", "127.0.0.1:{port}", "procs:application", socket_arg=False, cwd=tmp_path,
+                  env={"VIRTUAL_ENV": str(VENV)}, program=(program,))
+        wait_for(lambda: out.exists() and out.read_text().endswith("}"), what=f"on_starting in {program}")
+        seen[program] = json.loads(out.read_text())
+        s.stop()
+    assert seen[BIN] == seen[GUNICORN]
+    assert seen[BIN] == dict(user=os.geteuid(), group=os.getegid(), uid=os.geteuid(), gid=os.getegid(),
+                             klass="gthread", missing="default")
+
+
+def test_the_environ_has_gunicorns_raw_uri_and_server_software(serve, tmp_path):
+    """RAW_URI (the target as sent, which apps and access log formats
+    written for Gunicorn read) and SERVER_SOFTWARE, as in Gunicorn's."""
+    f = conf(tmp_path, "workers = 1\naccesslog = '-'\naccess_log_format = 'raw=%({raw_uri}e)s'\n")
+    ox, gu = both(serve, tmp_path, f, "procs:application")
+    for s in (ox, gu):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(b"GET /a%2Fb?x=%20 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while c.recv(65536):
+            pass
+        wait_for(lambda: "raw=/a%2Fb?x=%20" in s.log(), what=f"RAW_URI in {s.args}")
+    # With uWSGI's options too, beside uWSGI's REQUEST_URI.
+    s = serve("--wsgi-file", str(APPS / "echo.py"))
+    assert {"RAW_URI", "REQUEST_URI", "SERVER_SOFTWARE"} <= set(requests.get(s.url + "/keys", timeout=10).json())

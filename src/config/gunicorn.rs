@@ -109,7 +109,11 @@ const DEFAULT_SECURE_SCHEME_HEADERS: &[&str] = &[
 const NO_LOG_CONFIG: Meaning =
     Ignored("oxgate writes its own log lines; logging configs and logger classes are not read");
 
-/// Every setting of Gunicorn's settings reference (27.0), in its order.
+/// Every setting Gunicorn has, by its config file's name.
+pub fn setting_names() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().map(|s| s.name)
+}
+
 /// `oxgate gunicorn --help`: Gunicorn's settings, as oxgate reads them.
 pub fn help_text() -> String {
     let mut read = String::new();
@@ -144,6 +148,7 @@ pub fn help_text() -> String {
     )
 }
 
+/// Every setting of Gunicorn's settings reference (27.0), in its order.
 static SETTINGS: &[GunicornSetting] = &[
     g("config", &["-c", "--config"], Value, Maps),
     g("wsgi_app", &[], FileOnly, Maps),
@@ -1814,6 +1819,8 @@ pub fn access_log_format(format: &str) -> Result<String, ConfigError> {
             // Gunicorn looks environ names up in upper case.
             // (wsgi.url_scheme is the scheme the request variables say.)
             a if a.eq_ignore_ascii_case("{wsgi.url_scheme}e") => "%(var.REQUEST_SCHEME)".into(),
+            // The environ's RAW_URI is REQUEST_URI by another name.
+            a if a.eq_ignore_ascii_case("{raw_uri}e") => "%(var.REQUEST_URI)".into(),
             a if a.starts_with('{') && a.ends_with("}e") => {
                 format!("%(var.{})", a[1..a.len() - 2].to_ascii_uppercase())
             }

@@ -61,6 +61,18 @@ pub(super) fn fork() -> std::io::Result<libc::pid_t> {
 /// Gunicorn's `worker.age`: how many workers this master has started.
 static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
 
+/// After a re-execution, the ages go on from the workers handed over, as
+/// in Gunicorn's master, which a HUP keeps (a hook that names files or
+/// ports by age would reuse the old workers' while they finish).
+pub(super) fn continue_ages(sb: &Scoreboard) {
+    let last = sb
+        .live()
+        .map(|s| s.age.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    WORKERS_STARTED.fetch_max(last, Ordering::Relaxed);
+}
+
 impl Effects for System<'_> {
     fn spawn(&mut self, id: u32) -> Option<(Pid, usize)> {
         let Some(slot) = self.sb.claim(-1, id) else {
@@ -220,6 +232,21 @@ impl Master<'_> {
             fifo: self.fifo.as_ref().map(|f| f.raw_fd()),
         };
         f(&mut self.sup, &mut system);
+        // What when_ready started in the master (a metrics server on a
+        // thread) went with the previous image, where Gunicorn's master,
+        // which a HUP keeps, keeps it.
+        if self.when_ready_after_reload && self.sup.reload.is_none() {
+            self.when_ready_after_reload = false;
+            let cx = python::HookContext {
+                num_workers: self.cfg.process.processes,
+                ..Default::default()
+            };
+            if !python::call_gunicorn_hook("when_ready", cx) {
+                crate::say!(
+                    "oxgate: the when_ready hook raised (above) after the reload; serving on"
+                );
+            }
+        }
     }
 
     /// Reaps every child that ended: workers go to the supervisor, daemons

@@ -234,6 +234,7 @@ pub fn run(
         fifo,
         systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
         queues_checked: Instant::now(),
+        when_ready_after_reload: handover.is_some(),
     };
 
     match &handover {
@@ -298,6 +299,12 @@ pub fn run(
                     replacing
                 }
             );
+            // Gunicorn's HUP calls on_reload in its master, which lives on,
+            // once the config is read again: here, in the re-executed one.
+            if inh.reload == ReloadKind::Graceful {
+                server_hook(cfg, "on_reload", None);
+            }
+            super::effects::continue_ages(&m.sb);
             m.adopt(inh);
             // RELOADING=1 was said: systemd waits for READY=1, which the
             // old workers serving on deserve (no new one will say it).
@@ -306,7 +313,8 @@ pub fn run(
             }
         }
     }
-    // Gunicorn's quirk, which real hooks rely on: ready before the first fork.
+    // Gunicorn's quirk, which real hooks rely on: ready before the first
+    // fork. After a reload, once it is done (`when_ready_after_reload`).
     if handover.is_none() && !server_hook(cfg, "when_ready", None) {
         return Err("the when_ready hook raised (above): not starting".into());
     }
@@ -746,15 +754,11 @@ impl Master<'_> {
             num_workers: self.cfg.process.processes,
             ..Default::default()
         };
-        // Gunicorn's HUP calls on_reload; its USR2 (a new master) pre_exec.
-        python::call_gunicorn_hook(
-            if kind == ReloadKind::Graceful {
-                "on_reload"
-            } else {
-                "pre_exec"
-            },
-            hook_cx,
-        );
+        // Gunicorn's USR2 (a new master) calls pre_exec; its HUP's
+        // on_reload runs in the next image, with the config read again.
+        if kind != ReloadKind::Graceful {
+            python::call_gunicorn_hook("pre_exec", hook_cx);
+        }
         // From here the signals wait, blocked, through the exec, for the
         // next image's handlers (not their default action, which kills).
         // Blocked after the hooks, whose children would inherit the mask.

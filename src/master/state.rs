@@ -47,6 +47,10 @@ pub(super) struct Master<'a> {
     pub(super) systemd_status: Option<super::systemd_status::SystemdStatus>,
     /// When the listen queues were last looked at for a full one.
     pub(super) queues_checked: Instant,
+    /// A re-executed master runs Gunicorn's when_ready once the reload is
+    /// done: the old workers, forked after the previous image's, held what
+    /// it opened (a metrics server's port), which the hook opens again.
+    pub(super) when_ready_after_reload: bool,
 }
 
 /// The manager process as the master sees it.

@@ -67,6 +67,9 @@ def read(source):
                 namespace[name] = getattr(importlib.import_module(where), attr)
             except BaseException as e:
                 return None, "%s = %r: cannot import it: %s: %s" % (name, value, type(e).__name__, e)
+    wrong = _wrong_arity(namespace) or _wrong_bind(namespace.get("bind"))
+    if wrong:
+        return None, wrong
     failed = _oxgate_gunicorn_logging.apply_logconfig_dict(namespace.get("logconfig_dict"))
     if failed:
         return None, failed
@@ -77,6 +80,63 @@ def read(source):
         kind, described = _describe(value)
         names.append((name, kind, described))
     return names, None
+
+
+# The positional arguments Gunicorn's validators want of each hook
+# (post_request: 2, 3 or 4).
+_ARITY = {
+    "on_starting": (1,), "on_reload": (1,), "when_ready": (1,), "pre_fork": (2,),
+    "post_fork": (2,), "post_worker_init": (1,), "worker_int": (1,), "worker_abort": (1,),
+    "pre_exec": (1,), "pre_request": (2,), "post_request": (2, 3, 4), "child_exit": (2,),
+    "worker_exit": (2,), "nworkers_changed": (3,), "on_exit": (1,), "ssl_context": (2,),
+}
+
+
+def _wrong_arity(ns):
+    """What Gunicorn refuses to start with: a hook that is not callable or
+    takes another number of positional arguments (else each call would
+    fail, a request's pre_request with a 500)."""
+    for name, wanted in _ARITY.items():
+        hook = ns.get(name)
+        if hook is None:
+            continue
+        if not callable(hook):
+            return "%s = %r: Gunicorn refuses it: the value is not callable" % (name, hook)
+        try:
+            params = inspect.signature(hook).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        count = sum(1 for p in params if p.kind in kinds)
+        if count not in wanted:
+            return ("%s: Gunicorn refuses it: the hook must take %s positional argument%s (%s), it takes %d"
+                    % (name, " or ".join(map(str, wanted)), "" if wanted == (1,) else "s",
+                       _ARGUMENTS[name], count))
+    return None
+
+
+def _wrong_bind(bind):
+    """Gunicorn's validate_list_string: a string or a list of them; a bare
+    port number (`bind = 8000`) is refused, not taken for a host."""
+    if bind is None or isinstance(bind, str):
+        return None
+    if not isinstance(bind, (list, tuple)):
+        return "bind = %r: Gunicorn refuses it: give a string, like \"0.0.0.0:%s\", or a list of them" % (bind, bind)
+    for item in bind:
+        if not isinstance(item, str):
+            return "bind = %r: Gunicorn refuses it: not a string: %r" % (bind, item)
+    return None
+
+
+_ARGUMENTS = {
+    "on_starting": "server", "on_reload": "server", "when_ready": "server",
+    "pre_fork": "server, worker", "post_fork": "server, worker", "post_worker_init": "worker",
+    "worker_int": "worker", "worker_abort": "worker", "pre_exec": "server",
+    "pre_request": "worker, req", "post_request": "worker, req, environ, resp",
+    "child_exit": "server, worker", "worker_exit": "server, worker",
+    "nworkers_changed": "server, new_value, old_value", "on_exit": "server",
+    "ssl_context": "config, default_ssl_context_factory",
+}
 
 
 # Server hooks: called with duck-typed stand-ins for Gunicorn's arbiter,
@@ -215,9 +275,29 @@ def _parse_address(bind):
 _effective = {}
 
 
-def set_effective(values):
+# Every setting Gunicorn has: `server.cfg.NAME` of another raises
+# AttributeError, as Gunicorn's does (`getattr(cfg, name, default)`).
+_known = set()
+
+
+def set_effective(values, known=()):
     _effective.clear()
     _effective.update(values)
+    _known.clear()
+    _known.update(known)
+
+
+def _user_id(value, by_name, own):
+    """Gunicorn's validate_user/validate_group: a name or a number, as a
+    number (cfg.user is the uid, as cfg.uid)."""
+    if value is None:
+        return own()
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    try:
+        return by_name(value)
+    except KeyError:
+        return value
 
 
 class _Cfg:
@@ -226,6 +306,11 @@ class _Cfg:
     default; None for a name Gunicorn does not know."""
 
     def __getattr__(self, name):
+        if name.startswith("__") or (
+                _known and name not in _known and name not in _effective
+                and name not in _DEFAULTS and name not in (namespace or {})
+                and name not in ("uid", "gid")):
+            raise AttributeError("No configuration setting for: %s" % name)
         value = self._lookup(name)
         # Lists Gunicorn reads from "a, b" strings.
         if name in _ADDRESS_LISTS and isinstance(value, str):
@@ -233,23 +318,33 @@ class _Cfg:
         return value
 
     def _lookup(self, name):
+        ns = namespace or {}
+        if name in ("user", "uid"):
+            import pwd
+            return _user_id(_effective.get("user", ns.get("user")),
+                            lambda n: pwd.getpwnam(n).pw_uid, os.geteuid)
+        if name in ("group", "gid"):
+            import grp
+            return _user_id(_effective.get("group", ns.get("group")),
+                            lambda n: grp.getgrnam(n).gr_gid, os.getegid)
         if name in _effective:
             return _effective[name]
-        ns = namespace or {}
         if name in ns:
             return ns[name]
         if name == "chdir":
             return os.getcwd()
-        if name == "user":
-            return os.geteuid()
-        if name == "group":
-            return os.getegid()
         return _DEFAULTS.get(name)
 
 
     @property
     def worker_class_str(self):
-        return str(self.worker_class)
+        # As Gunicorn's: sync with threads is its gthread worker.
+        uri = self.worker_class
+        if isinstance(uri, str):
+            if (uri == "sync" or uri.endswith("SyncWorker")) and (self.threads or 1) > 1:
+                return "gthread"
+            return uri
+        return getattr(uri, "__name__", str(uri))
 
     @property
     def address(self):

@@ -193,8 +193,13 @@ pub fn share_settings_with_hooks(cfg: &crate::config::Config) {
             {
                 d.set_item("default_proc_name", format!("{module}:{callable}"))?;
             }
-            py.import("_oxgate_gunicorn_conf")?
-                .call_method1("set_effective", (d,))?;
+            py.import("_oxgate_gunicorn_conf")?.call_method1(
+                "set_effective",
+                (
+                    d,
+                    crate::config::gunicorn::setting_names().collect::<Vec<_>>(),
+                ),
+            )?;
             Ok(())
         })();
         if let Err(e) = shared {

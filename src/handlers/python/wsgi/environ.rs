@@ -35,6 +35,11 @@ impl WsgiHost {
                     } else {
                         recent_latin1(py, *v, value)
                     };
+                    if *v == Var::REQUEST_URI {
+                        environ
+                            .set_item(self.key_raw_uri.bind(py), &value)
+                            .map_err(CallError::Internal)?;
+                    }
                     (self.keys[*v as usize].bind(py).clone(), value)
                 }
                 VarName::Other(b) => (latin1(py, b), latin1(py, value)),

@@ -30,6 +30,9 @@ pub struct WsgiHost {
     /// For each known CGI variable, its bit if it is one of `SLOTTED`.
     pub(super) slot_bits: Vec<u16>,
     pub(super) key_input: Py<PyString>,
+    /// Gunicorn's RAW_URI, REQUEST_URI by another name: apps and access
+    /// log formats written for Gunicorn read it.
+    pub(super) key_raw_uri: Py<PyString>,
     pub(super) empty: Py<PyString>,
     pub(crate) helpers: Helpers,
     pub(super) threads: usize,
@@ -163,6 +166,12 @@ impl WsgiHost {
             template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
         }
         template.set_item("SCRIPT_NAME", "")?;
+        // As Gunicorn's environ has it (a front end's own, as nginx's
+        // fastcgi_params, replaces it). Gunicorn's command line sets the
+        // process's, which names the dialect too.
+        let software = std::env::var("SERVER_SOFTWARE")
+            .unwrap_or_else(|_| concat!("oxgate/", env!("CARGO_PKG_VERSION")).to_string());
+        template.set_item("SERVER_SOFTWARE", software)?;
         let keys: Vec<Py<PyString>> = Var::ALL
             .iter()
             .map(|v| PyString::intern(py, v.name()).unbind())
@@ -180,6 +189,7 @@ impl WsgiHost {
             keys,
             slot_bits,
             key_input: key_input.unbind(),
+            key_raw_uri: PyString::intern(py, "RAW_URI").unbind(),
             empty: PyString::intern(py, "").unbind(),
             helpers,
             threads,
