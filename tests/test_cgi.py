@@ -218,6 +218,21 @@ def test_the_environment_is_rfc_3875_and_nothing_else(serve, cgi_dir):
     assert env["PATH_INFO"] == "" and "PATH_TRANSLATED" not in env
 
 
+def test_cgi_unset_leaves_variables_out_and_the_plugins_other_options_are_named(serve, cgi_dir, tmp_path):
+    """uWSGI's cgi-unset keeps a variable (the cookie, the credentials)
+    from every script; it was passed over without a word, as were the cgi
+    plugin's options oxgate does not have, which are now named."""
+    ini = tmp_path / "cgi.ini"
+    ini.write_text(f"[uwsgi]\ncgi = {cgi_dir}\ncgi-unset = HTTP_COOKIE\ncgi-unset = HTTP_AUTHORIZATION\n"
+                   "cgi-from-docroot = true\ncgi-safe = /usr\n")
+    s = serve("--ini", str(ini))
+    env = fields(requests.get(f"{s.url}/env.cgi", headers={"Cookie": "session=secret", "Authorization": "Basic eA==",
+                                                             "X-Kept": "yes"}, timeout=10).text)
+    assert "HTTP_COOKIE" not in env and "HTTP_AUTHORIZATION" not in env and env["HTTP_X_KEPT"] == "yes"
+    for name in ("cgi-from-docroot", "cgi-safe"):
+        assert f"uWSGI option '{name}' is not implemented in oxgate yet" in s.log(), name
+
+
 def test_status_headers_and_nph(serve, cgi_dir):
     s = cgi_server(serve, cgi_dir)
     r = requests.get(f"{s.url}/status.cgi", timeout=10)
@@ -465,6 +480,36 @@ def test_the_web_servers_document_root_is_passed_on(serve, cgi_dir, tmp_path):
             out = stdout_of(read_records(c), 1).decode()
         env = fields(out.split("\n\n", 1)[-1])
         assert (env.get("DOCUMENT_ROOT"), env.get("PATH_TRANSLATED")) == (root, root + "/x/y"), (given, out[:500])
+
+
+def test_a_root_reached_through_a_link_is_found_by_the_web_servers_name_and_follows_a_deploy(serve, tmp_path):
+    """nginx's `root $D/current` with `--cgi $D/current/cgi-bin`: the
+    SCRIPT_FILENAME it sends names the script through the link (it was a
+    404, where fcgiwrap runs it) and its DOCUMENT_ROOT is passed on. A
+    single-script mount follows the link a deploy moves, as Apache's
+    ScriptAlias does (it ran the first release until a restart)."""
+    for release in ("r1", "r2"):
+        script(tmp_path / release / "cgi-bin" / "who.cgi",
+               f"#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n{release} %s\\n' \"$DOCUMENT_ROOT\"\n")
+    current = tmp_path / "current"
+    current.symlink_to("r1")
+    sock = tmp_path / "oxgate.sock"
+    serve("--fastcgi-socket", str(sock), "--cgi", f"{current}/cgi-bin", socket_arg=False, wait=False)
+    wait_for(sock.exists, what="the FastCGI socket")
+    params = {"REQUEST_METHOD": "GET", "SCRIPT_FILENAME": f"{current}/cgi-bin/who.cgi",
+              "SCRIPT_NAME": "/cgi-bin/who.cgi", "DOCUMENT_ROOT": str(current), "QUERY_STRING": "",
+              "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_URI": "/cgi-bin/who.cgi"}
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(str(sock))
+        c.sendall(fcgi_request(1, list(params.items())))
+        out = stdout_of(read_records(c), 1).decode()
+    assert out.split("\r\n\r\n", 1)[-1].split("\n\n", 1)[-1].strip() == f"r1 {current}", out
+
+    s = serve("--cgi", f"/app={current}/cgi-bin/who.cgi")
+    assert requests.get(f"{s.url}/app", timeout=10).text.startswith("r1 ")
+    (tmp_path / "next").symlink_to("r2")
+    os.replace(tmp_path / "next", current)
+    assert requests.get(f"{s.url}/app", timeout=10).text.startswith("r2 ")
 
 
 def test_a_filter_that_writes_before_it_has_read_everything_does_not_deadlock(serve, cgi_dir):
@@ -943,7 +988,8 @@ def test_a_script_starts_with_the_default_signal_dispositions(serve, cgi_dir):
     s = cgi_server(serve, cgi_dir)
     masks = {k: int(v, 16) for k, v in (line.split(":\t") for line in
                                         requests.get(f"{s.url}/signals.cgi", timeout=10).text.splitlines())}
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
+    # SIGTSTP too, which the master ignores (it stayed ignored in scripts).
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE, signal.SIGTSTP):
         bit = 1 << (sig - 1)
         assert not masks["SigIgn"] & bit and not masks["SigBlk"] & bit, (sig, masks)
 

@@ -215,6 +215,7 @@ complete -c oxgate -l cgi-allowed-ext -x -d 'Run only scripts whose names end in
 complete -c oxgate -l cgi-helper -x -d 'Run scripts ending in EXT with COMMAND (.py=python3, .php=php-cgi, .pl=perl -T): the script\'s path is its last argument, and it need not be executable'
 complete -c oxgate -l cgi-map-helper -x -d 'Run scripts ending in EXT with COMMAND (.py=python3, .php=php-cgi, .pl=perl -T): the script\'s path is its last argument, and it need not be executable'
 complete -c oxgate -l cgi-index -r -F -d 'For a directory, run its FILE (index.cgi, say; the first that exists)'
+complete -c oxgate -l cgi-unset -x -d 'Leave the variable NAME out of every script\'s environment (HTTP_COOKIE, HTTP_AUTHORIZATION, say), as uWSGI\'s cgi-unset does'
 complete -c oxgate -l cgi-timeout -x -d 'Kill a script (and every process it started in its group) that has neither read input nor written output for SECONDS, as uWSGI\'s cgi-timeout waits for output; its request is answered 504 if nothing was sent yet'
 complete -c oxgate -l fastcgi-app -x -d 'Run COMMAND as a pool of FastCGI processes (php-cgi, a Perl FCGI or flup app), each listening on a socket of its own on fd 0, and send the requests under MOUNT (/ when none is given) to an idle one'
 complete -c oxgate -l fastcgi-app-processes -x -d 'How many processes a --fastcgi-app pool runs at most (php-fpm\'s pm.max_children): the master\'s, shared by every worker, which takes whichever is idle (1024 at most)'

@@ -764,6 +764,9 @@ options! {
     CGI_INDEX = OptDef::new("cgi-index", List, Cgi)
         .value("FILE")
         .help("For a directory, run its FILE (index.cgi, say; the first that exists)."),
+    CGI_UNSET = OptDef::new("cgi-unset", List, Cgi)
+        .value("NAME")
+        .help("Leave the variable NAME out of every script's environment (HTTP_COOKIE, HTTP_AUTHORIZATION, say), as uWSGI's cgi-unset does."),
     CGI_TIMEOUT = OptDef::new("cgi-timeout", Int, Cgi)
         .value("SECONDS")
         .defaults_to("60")

@@ -181,6 +181,7 @@ fn cgi_settings(r: &Values<'_>) -> Result<CgiSettings, ConfigError> {
         allowed_ext,
         helpers,
         index: r.all(&opt::CGI_INDEX),
+        unset: r.all(&opt::CGI_UNSET),
         timeout: r.positive_seconds(&opt::CGI_TIMEOUT)?,
     })
 }

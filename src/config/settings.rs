@@ -675,6 +675,8 @@ pub struct CgiSettings {
     pub helpers: Vec<(String, Vec<String>)>,
     /// `--cgi-index`.
     pub index: Vec<String>,
+    /// `--cgi-unset`: variables no script is given.
+    pub unset: Vec<String>,
     /// `--cgi-timeout`.
     pub timeout: Duration,
 }

@@ -1,5 +1,5 @@
 //! Every option name uWSGI 2.0 defines in its core and in the plugins
-//! real configs load (python, http, the core router, the loggers), read
+//! real configs load (python, http, cgi, the core router, the loggers), read
 //! from uWSGI's option tables. A key among them that oxgate does not
 //! implement is reported as such, never passed over as a placeholder.
 
@@ -74,7 +74,24 @@ pub static UWSGI_ALL_OPTIONS: &[&str] = &[
     "cap",
     "catch-exceptions",
     "cflags",
+    "cgi",
+    "cgi-allowed-ext",
+    "cgi-async-max-attempts",
+    "cgi-buffer-size",
+    "cgi-close-stdin-on-eof",
+    "cgi-do-not-kill-on-error",
+    "cgi-from-docroot",
+    "cgi-helper",
+    "cgi-index",
+    "cgi-loadlib",
+    "cgi-map-helper",
     "cgi-mode",
+    "cgi-optimize",
+    "cgi-optimized",
+    "cgi-path-info",
+    "cgi-safe",
+    "cgi-timeout",
+    "cgi-unset",
     "cgroup",
     "cgroup-dir-mode",
     "cgroup-opt",

@@ -81,7 +81,11 @@ pub fn run(s: Setup<'_>) -> ! {
     for sig in [libc::SIGINT, libc::SIGQUIT] {
         let _ = signal_hook::flag::register(sig, INTERRUPTED.clone());
     }
-    let _ = signal_hook::flag::register(libc::SIGHUP, Arc::new(AtomicBool::new(false)));
+    // SIGTSTP, which the master ignores (and so this fork with it), is
+    // caught for the same reason: a CGI script gets its default.
+    for sig in [libc::SIGHUP, libc::SIGTSTP] {
+        let _ = signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false)));
+    }
     // A child the app forks and lets return into the server exits.
     crate::sys::forked::watch();
     // Die with the master; and if it is already gone, do not start.

@@ -453,14 +453,21 @@ pub fn script_variables(
     // under it, as fcgiwrap and php-fpm pass it on; else the script's
     // directory (nginx's uwsgi_params send its default root with every
     // request, which says nothing of a script elsewhere).
+    // (Under it as the server named the script, too: a root reached
+    // through a link, `root /srv/current`, holds the script by that name.)
+    let sent_filename = vars
+        .iter()
+        .find(|(k, _)| k.as_bytes() == b"SCRIPT_FILENAME")
+        .map(|(_, v)| &v[..]);
     let given_root = super::vars::var(vars, Var::DOCUMENT_ROOT).filter(|r| {
         let root = r.strip_suffix(b"/").unwrap_or(r);
+        let holds = |f: &[u8]| {
+            f.strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with(b"/"))
+        };
         !root.is_empty()
             && !r.contains(&0)
-            && place.script_filename.is_some_and(|f| {
-                f.strip_prefix(root)
-                    .is_some_and(|rest| rest.starts_with(b"/"))
-            })
+            && (place.script_filename.is_some_and(holds) || sent_filename.is_some_and(holds))
     });
     if let Some(root) = given_root.map(|r| &r[..]).or(place.document_root) {
         set("DOCUMENT_ROOT", root);

@@ -46,6 +46,8 @@ pub struct CgiScripts {
     timeout: Duration,
     /// `--env`: the only variables of the server's that scripts see.
     env: Vec<(OsString, OsString)>,
+    /// `--cgi-unset`: variables left out.
+    unset: Vec<Vec<u8>>,
     limit_post: Option<u64>,
     /// The request log and the counters.
     answered: Answered,
@@ -112,9 +114,11 @@ impl CgiScripts {
             let target = if meta.is_dir() {
                 Target::Dir(RootDir::new(&dir.path, &[]))
             } else {
+                // Found again at each request, as Apache's ScriptAlias and
+                // uWSGI (its realpath) do: a deploy that moves a `current`
+                // link runs the new release's script.
                 Target::Script(
-                    dir.path
-                        .canonicalize()
+                    std::path::absolute(&dir.path)
                         .map_err(|e| format!("--cgi {}: {e}", dir.path.display()))?,
                 )
             };
@@ -150,6 +154,11 @@ impl CgiScripts {
             index: settings.index.clone(),
             timeout: settings.timeout,
             env: script_env(env),
+            unset: settings
+                .unset
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect(),
             limit_post,
             answered: Answered::new(crate::request::HandlerKind::Cgi),
             inner,
@@ -188,13 +197,16 @@ impl CgiScripts {
                 Target::Script(_) if rest.contains(&0) || climbs(rest) => {
                     return Lookup::Answer(bad_path());
                 }
-                Target::Script(file) => match std::fs::metadata(file) {
-                    Ok(meta) => Found {
-                        file: file.clone(),
+                Target::Script(named) => match named
+                    .canonicalize()
+                    .and_then(|file| std::fs::metadata(&file).map(|meta| (file, meta)))
+                {
+                    Ok((file, meta)) => Found {
                         meta,
                         script_name: Bytes::from(root.mount.clone()),
                         path_info: Bytes::from(super::script_path::clean_path_info(rest)),
                         document_root: file.parent().map(Path::to_path_buf),
+                        file,
                     },
                     Err(_) => return Lookup::Answer(not_found()),
                 },
@@ -241,12 +253,17 @@ impl CgiScripts {
             .find(|(k, _)| k.as_bytes() == b"SCRIPT_FILENAME")?
             .1
             .clone();
+        // The directory as configured (`root $D/current` in nginx, links
+        // kept) or where it really is.
+        let under = |root: &Path| {
+            filename
+                .strip_prefix(root.as_os_str().as_bytes())
+                .filter(|rel| rel.starts_with(b"/"))
+        };
         let (dir, rel) = self.roots.iter().find_map(|root| match &root.target {
-            Target::Dir(dir) => {
-                let root = dir.dir();
-                let rel = filename.strip_prefix(root.as_os_str().as_bytes())?;
-                rel.starts_with(b"/").then_some((dir, rel))
-            }
+            Target::Dir(dir) => under(dir.named())
+                .or_else(|| under(&dir.dir()))
+                .map(|rel| (dir, rel)),
             Target::Script(_) => None,
         })?;
         let found = match locate(dir, rel, &self.index) {
@@ -502,6 +519,7 @@ impl CgiScripts {
         };
         script_variables(&req.vars, &place, length)
             .into_iter()
+            .filter(|(k, _)| !self.unset.contains(k))
             .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
             // Last, so that they win.
             .chain(self.env.iter().cloned())
