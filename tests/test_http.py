@@ -133,6 +133,23 @@ def test_keepalive_timeout_outlasts_the_socket_timeout(serve):
     assert 3.5 < waited < 8, waited
 
 
+def test_a_head_begun_before_the_keepalive_timeout_has_the_socket_timeout(serve):
+    """The next request's head, begun within --keepalive-timeout (1 s) and
+    finished after it, is served, as Gunicorn and uvicorn serve it (their
+    keep-alive timers stop at the first byte) and nginx gives it
+    client_header_timeout: the connection was closed mid-head, silently."""
+    s = serve("--wsgi-file", BEHAVIOUR, "--socket-timeout", "6", "--keepalive-timeout", "1")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
+        assert _get(sock)[0].startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /ignore-body HTTP/1.1\r\nHo")
+        time.sleep(2.5)
+        sock.sendall(b"st: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536) or pytest.fail(f"closed mid-head: {head!r}")
+        assert head.startswith(b"HTTP/1.1 200"), head
+
+
 def test_idle_keep_alive_connections_are_parked_without_their_buffers(serve):
     """A keep-alive connection idle for a second or two is parked: hyper's
     state for it (some 12 KiB, most of it two 8 KiB buffers) is freed and
@@ -355,6 +372,11 @@ def test_a_target_in_absolute_form_names_the_host_whatever_host_says(serve, tmp_
     assert ask(b"GET http://user:pw@good.example/x HTTP/1.1\r\nHost: good.example\r\n") == \
         f"good.example good.example {s.port} /x"
     assert ask(b"GET /x HTTP/1.1\r\nHost: plain.example:81\r\n") == "plain.example:81 plain.example 81 /x"
+    # A Host that names no host, or no port number, gives the socket's: an
+    # app's int(environ["SERVER_PORT"]) raised, SERVER_NAME was empty.
+    for host, name, port in [(b":80", "127.0.0.1", "80"), (b"a:xyz", "a", s.port), (b"h:+80", "h", s.port),
+                             (b"h:99999999999999999999", "h", s.port), (b"h:0", "h", s.port)]:
+        assert ask(b"GET /x HTTP/1.1\r\nHost: " + host + b"\r\n") == f"{host.decode()} {name} {port} /x", host
     # A query and no path: the URI is "/?x=1", the path served (it was "?x=1").
     (tmp_path / "uri.py").write_text(
         "def application(environ, start_response):\n"

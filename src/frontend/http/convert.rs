@@ -198,9 +198,21 @@ fn convert_head_into(
         .filter(|h| !h.is_empty());
     match host {
         Some(h) => {
+            // A Host that names no host (`:80`) or no number for a port
+            // (`a:xyz`) gives the socket's: SERVER_NAME is never empty and
+            // SERVER_PORT is a port (`int(environ["SERVER_PORT"])`).
             let (name, port) = split_host(h);
-            v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
-            match port.filter(|p| !p.is_empty()) {
+            if name.is_empty() {
+                v.put(Var::SERVER_NAME, info.local_name());
+            } else {
+                v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
+            }
+            let is_port = |p: &&[u8]| {
+                (1..=5).contains(&p.len())
+                    && p.iter().all(u8::is_ascii_digit)
+                    && std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
+            };
+            match port.filter(is_port) {
                 Some(p) => v.copy(VarName::Known(Var::SERVER_PORT), b"", [p]),
                 None => v.put(Var::SERVER_PORT, local_port()),
             }

@@ -74,8 +74,10 @@ pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
     let period = period.max(Duration::from_millis(250));
     let sleep = tokio::time::sleep(period);
     tokio::pin!(sleep);
-    // The client taking bytes already written is progress too.
-    let state = || (ctx.begun.get(), ctx.progress.get(), ctx.unsent());
+    // The client taking bytes already written is progress too, and so is
+    // the first byte of its next head (the heads settled become none).
+    let settled = || ctx.settled_heads.load(Ordering::Relaxed);
+    let state = || (ctx.begun.get(), ctx.progress.get(), ctx.unsent(), settled());
     let mut seen = state();
     let mut quiet = Duration::ZERO;
     loop {
@@ -92,6 +94,11 @@ pub(super) async fn idle_watchdog(ctx: &ConnCtx, park: bool) -> Quiet {
         quiet += period;
         let limit = match keepalive {
             _ if blocked => head,
+            // The next request's head has begun: it has the head's time,
+            // from its first byte, not the idle connection's (as nginx's
+            // client_header_timeout, and Gunicorn's and uvicorn's
+            // keep-alive timers, which data stops).
+            Some(_) if now.3 == u64::MAX => head,
             Some(k) if now.0 > 0 => k,
             _ => head,
         };
