@@ -2106,3 +2106,31 @@ def test_the_environ_has_gunicorns_raw_uri_and_server_software(serve, tmp_path):
     # With uWSGI's options too, beside uWSGI's REQUEST_URI.
     s = serve("--wsgi-file", str(APPS / "echo.py"))
     assert {"RAW_URI", "REQUEST_URI", "SERVER_SOFTWARE"} <= set(requests.get(s.url + "/keys", timeout=10).json())
+
+
+def test_a_trusted_proxys_script_name_header_mounts_the_app_as_gunicorn(serve, tmp_path):
+    """nginx's `proxy_set_header SCRIPT_NAME /app;`, from an address
+    forwarded_allow_ips trusts: Gunicorn (its forwarder_headers default)
+    serves the app under that prefix; oxgate ignored the header. A path
+    outside it is a 500 in both; from an untrusted address, or with
+    forwarder_headers leaving SCRIPT_NAME out, the header does nothing."""
+    (tmp_path / "mounted.py").write_text(
+        "def application(environ, start_response):\n"
+        "    out = environ['SCRIPT_NAME'] + '|' + environ['PATH_INFO']\n"
+        "    start_response('200 OK', [('Content-Length', str(len(out)))])\n"
+        "    return [out.encode()]\n")
+
+    def ask(s, path):
+        r = requests.get(s.url + path, headers={"SCRIPT_NAME": "/pre"}, timeout=10)
+        return r.status_code, (r.text if r.status_code == 200 else "")
+
+    for text, expected in [("workers = 1\n", [(200, "/pre|/env"), (200, "/pre|"), (500, "")]),
+                           ("workers = 1\nforwarded_allow_ips = '10.9.9.9'\n",
+                            [(200, "|/pre/env"), (200, "|/pre"), (200, "|/other")]),
+                           ("workers = 1\nforwarder_headers = 'PATH_INFO'\n",
+                            [(200, "|/pre/env"), (200, "|/pre"), (200, "|/other")])]:
+        f = conf(tmp_path, text)
+        ox, gu = both(serve, tmp_path, f, "mounted:application")
+        for s in (ox, gu):
+            assert [ask(s, p) for p in ("/pre/env", "/pre", "/other")] == expected, (text, s.args[0])
+            s.stop()

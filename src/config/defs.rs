@@ -334,10 +334,12 @@ options! {
     SECURE_SCHEME_HEADER = OptDef::new("secure-scheme-header", List, App)
         .value("NAME=VALUE")
         .help("From a proxy --forwarded-allow-ips trusts (or a unix socket), a request whose header NAME is VALUE is https, and one whose NAME has another value is http; headers that disagree get 400 (Gunicorn's secure_scheme_headers, whose three a Gunicorn config gets unless it sets its own)."),
+    SCRIPT_NAME_HEADER = OptDef::new("script-name-header", Flag, App)
+        .help("Take SCRIPT_NAME from a request header named SCRIPT_NAME (with the underscore: nginx's proxy_set_header SCRIPT_NAME /app;) when the request comes from an address --forwarded-allow-ips trusts, as Gunicorn's forwarder_headers does: the path must start with it, and PATH_INFO is the rest (else 500, as in Gunicorn). Gunicorn's config files turn it on, as Gunicorn's default does."),
     FORWARDED_ALLOW_IPS = OptDef::new("forwarded-allow-ips", Str, App)
         .value("IPS")
         .defaults_to("127.0.0.1,::1")
-        .help("The proxies --proxy-headers and --secure-scheme-header trust: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any (a unix socket's peer too). $FORWARDED_ALLOW_IPS, as for uvicorn, when not given; unset, it trusts what uvicorn and Gunicorn trust."),
+        .help("The proxies --proxy-headers, --secure-scheme-header and --script-name-header trust: comma-separated addresses and networks (10.0.0.0/8, ::1), or * for any (a unix socket's peer too). $FORWARDED_ALLOW_IPS, as for uvicorn, when not given; unset, it trusts what uvicorn and Gunicorn trust."),
     PROXY_PROTOCOL = OptDef::new("proxy-protocol", FlagOrStr, Sockets)
         .aliases(&["enable-proxy-protocol", "http-enable-proxy-protocol"])
         .value("[=v1|v2|auto]")

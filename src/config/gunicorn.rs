@@ -436,12 +436,7 @@ static SETTINGS: &[GunicornSetting] = &[
         Switch,
         NO_PARSER_CHOICE,
     ),
-    g(
-        "forwarder_headers",
-        &["--forwarder-headers"],
-        Value,
-        Ignored("oxgate never takes SCRIPT_NAME or PATH_INFO from HTTP headers"),
-    ),
+    g("forwarder_headers", &["--forwarder-headers"], Value, Maps),
     g(
         "header_map",
         &["--header-map"],
@@ -1641,6 +1636,24 @@ fn translate(
         .map_or(&default, |g| &g.origin);
     for h in scheme_headers {
         push(&opt::SECURE_SCHEME_HEADER, h, scheme_origin);
+    }
+    // Gunicorn's forwarder_headers (SCRIPT_NAME and PATH_INFO unless set):
+    // a trusted proxy's SCRIPT_NAME header mounts the app under it. (A
+    // PATH_INFO header is no more than HTTP_PATH_INFO to Gunicorn's
+    // environ: nothing to do.)
+    let forwarders = given.get("forwarder_headers");
+    let takes_script_name = forwarders.is_none_or(|g| {
+        g.values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|h| matches!(h.trim().to_ascii_uppercase().as_str(), "SCRIPT_NAME" | "*"))
+    });
+    if takes_script_name {
+        push(
+            &opt::SCRIPT_NAME_HEADER,
+            "true".into(),
+            forwarders.map_or(&default, |g| &g.origin),
+        );
     }
     if !given.contains_key("forwarded_allow_ips") && env("FORWARDED_ALLOW_IPS").is_none() {
         push(&opt::FORWARDED_ALLOW_IPS, "127.0.0.1,::1".into(), &default);

@@ -982,6 +982,11 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             }
         },
         secure_scheme: secure_scheme(&r)?,
+        script_name_header: if r.flag(&opt::SCRIPT_NAME_HEADER)? {
+            Some(forwarded_allow_ips(&r)?)
+        } else {
+            None
+        },
         add_headers: r
             .all(&opt::ADD_HEADER)
             .iter()

@@ -321,6 +321,9 @@ pub struct Config {
     /// `--secure-scheme-header`: the headers (CGI names, `HTTP_...`) and
     /// values that say https, and the proxies trusted to send them.
     pub secure_scheme: Option<SecureScheme>,
+    /// `--script-name-header`: the proxies whose SCRIPT_NAME header is
+    /// taken.
+    pub script_name_header: Option<Vec<crate::request::wrappers::Trusted>>,
     /// `--add-header`: names and values added to every response.
     pub add_headers: Vec<(String, String)>,
     /// `--proxy-protocol` (None when off) and `--proxy-allow-from`.

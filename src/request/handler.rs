@@ -42,6 +42,11 @@ pub struct Request {
     /// (REMOTE_ADDR) as another: the balancer, which is who settings that
     /// trust a proxy's headers (--forwarded-allow-ips) trust.
     pub proxied_by: Option<super::ProxiedBy>,
+    /// A header named `SCRIPT_NAME` (with the underscore, which no other
+    /// header name maps to), kept by an HTTP front end told to
+    /// (`--script-name-header`): what a trusted proxy mounts the app
+    /// under, as Gunicorn takes it.
+    pub script_name_header: Option<bytes::Bytes>,
 }
 
 /// A header given more than once, its values apart.

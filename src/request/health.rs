@@ -132,6 +132,7 @@ mod tests {
             repeated_headers: Vec::new(),
             local_addr: None,
             proxied_by: None,
+            script_name_header: None,
         }
     }
 

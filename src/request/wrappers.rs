@@ -332,6 +332,90 @@ impl Handler for ProxyHeaders {
     }
 }
 
+/// `--script-name-header` (Gunicorn's `forwarder_headers`): from a trusted
+/// proxy (or over a unix socket, as Gunicorn trusts it), a `SCRIPT_NAME`
+/// header is the prefix the app is mounted under. The path must start
+/// with it: PATH_INFO is the rest. One that does not is the proxy's
+/// configuration at fault, a 500 as Gunicorn answers it.
+pub struct ScriptNameHeader {
+    inner: Arc<dyn Handler>,
+    trusted: Vec<Trusted>,
+    /// Where its 500s are logged and counted.
+    answered: Arc<Answered>,
+}
+
+impl ScriptNameHeader {
+    pub fn new(
+        inner: Arc<dyn Handler>,
+        trusted: Vec<Trusted>,
+        answered: Arc<Answered>,
+    ) -> ScriptNameHeader {
+        ScriptNameHeader {
+            inner,
+            trusted,
+            answered,
+        }
+    }
+}
+
+impl Handler for ScriptNameHeader {
+    fn handle(self: Arc<Self>, mut req: Request) -> Responding {
+        let Some(prefix) = req.script_name_header.take() else {
+            return self.inner.clone().handle(req);
+        };
+        let trusted = match headers_sender(&req.vars, req.proxied_by) {
+            Sender::Ip(ip) => ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip))),
+            Sender::UnixSocket => true,
+        };
+        let prefix = prefix.slice_ref(prefix.trim_ascii());
+        if !trusted || prefix.is_empty() {
+            return self.inner.clone().handle(req);
+        }
+        let prefix = prefix.slice_ref(prefix.strip_suffix(b"/").unwrap_or(&prefix));
+        let path = super::vars::var(&req.vars, Var::PATH_INFO)
+            .cloned()
+            .unwrap_or_default();
+        // A whole segment at a time: /app is not the prefix of /application.
+        match path
+            .strip_prefix(&prefix[..])
+            .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
+        {
+            Some(rest) => {
+                let rest = path.slice_ref(rest);
+                set(&mut req.vars, Var::SCRIPT_NAME, prefix);
+                set(&mut req.vars, Var::PATH_INFO, rest);
+                self.inner.clone().handle(req)
+            }
+            None => {
+                crate::say!(
+                    "oxgate: request refused with 500: its path {:?} does not start with the SCRIPT_NAME header its proxy sent, {:?} (--script-name-header)",
+                    String::from_utf8_lossy(&path),
+                    String::from_utf8_lossy(&prefix)
+                );
+                let resp = Response::plain(
+                    500,
+                    "Internal Server Error",
+                    "Configuration problem: the request's path does not start with SCRIPT_NAME\n",
+                );
+                let resp = self.answered.answer(req, resp, std::time::Instant::now());
+                Box::pin(async { resp })
+            }
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+
+    fn room(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.inner.room()
+    }
+
+    fn body_taking(&self) -> BodyTaking {
+        self.inner.body_taking()
+    }
+}
+
 /// `--secure-scheme-header` (Gunicorn's `secure_scheme_headers`): from a
 /// trusted proxy, or over a unix socket (no REMOTE_ADDR), a header with
 /// its secure value makes the request https; with another value, http.

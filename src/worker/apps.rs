@@ -13,7 +13,7 @@ use crate::handlers::static_files::StaticFiles;
 use crate::request::health::{HealthCheck, HealthSource};
 use crate::request::router::{NoApp, Router};
 use crate::request::wrappers::{
-    AddHeaders, LimitConcurrency, ProxyHeaders, RootPath, SecureScheme,
+    AddHeaders, LimitConcurrency, ProxyHeaders, RootPath, ScriptNameHeader, SecureScheme,
 };
 use crate::request::{Answered, Handler, HandlerKind, RequestObserver};
 
@@ -201,6 +201,14 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>, refused: &Arc<Answered>) ->
             handler,
             secure.trusted.clone(),
             &secure.headers,
+            refused.clone(),
+        ));
+    }
+    // Outside the proxy headers too: the proxy's address is trusted.
+    if let Some(trusted) = &cfg.script_name_header {
+        handler = Arc::new(ScriptNameHeader::new(
+            handler,
+            trusted.clone(),
             refused.clone(),
         ));
     }

@@ -51,6 +51,7 @@ pub fn front_ends(cfg: &Config) -> FrontEnds {
             read_ahead: cfg.post_buffering,
             min_body_rate: cfg.min_body_rate,
             early_hints: cfg.early_hints,
+            script_name_header: cfg.script_name_header.is_some(),
             proxy_protocol: cfg.proxy_protocol.as_ref().map(|p| ProxyProtocol {
                 v1: p.v1,
                 v2: p.v2,

@@ -106,6 +106,7 @@ fn start() -> Vec<(Protocol, u16)> {
                 read_ahead: 1 << 20,
                 min_body_rate: 1024,
                 early_hints: false,
+                script_name_header: false,
                 proxy_protocol: None,
                 tls: None,
                 http2_max_streams: Some(100),

@@ -296,6 +296,7 @@ pub(super) fn gateway_request(
         repeated_headers,
         local_addr: None,
         proxied_by: None,
+        script_name_header: None,
     }
 }
 

@@ -31,6 +31,9 @@ pub struct HttpSettings {
     pub min_body_rate: u64,
     /// `--http-early-hints`: HTTP/1.1 requests in clear may be sent 103s.
     pub early_hints: bool,
+    /// `--script-name-header`: a `SCRIPT_NAME` header is kept for its
+    /// wrapper (`Request::script_name_header`), not dropped.
+    pub script_name_header: bool,
     /// `--proxy-protocol`: a PROXY header may come before the first request.
     pub proxy_protocol: Option<super::proxy_header::ProxyProtocol>,
     /// `--limit-request-fields`: hyper's header count limit.

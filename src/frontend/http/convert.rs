@@ -66,6 +66,7 @@ pub(super) struct Headed {
     repeated_headers: Vec<RepeatedHeader>,
     local_addr: Option<std::net::SocketAddr>,
     proxied_by: Option<crate::request::ProxiedBy>,
+    script_name_header: Option<Bytes>,
 }
 
 /// Converts the head, synchronously: called in the service itself, so that
@@ -241,6 +242,7 @@ fn convert_head_into(
 
     let mut content_length = None;
     let mut repeated_headers = Vec::new();
+    let mut script_name_header = None;
     // The values of a repeated header come one after another.
     let mut headers = parts.headers.iter().peekable();
     while let Some((name, first)) = headers.next() {
@@ -264,7 +266,12 @@ fn convert_head_into(
         }
         // "X_Forwarded_For" would pass for "X-Forwarded-For" once both become
         // HTTP_X_FORWARDED_FOR; like nginx, drop names with underscores.
+        // But SCRIPT_NAME, kept apart when asked for (Gunicorn's
+        // forwarder_headers): its wrapper trusts it or not.
         if name.as_str().contains('_') {
+            if settings.script_name_header && name.as_str() == "script_name" {
+                script_name_header = Some(Bytes::copy_from_slice(first.as_bytes()));
+            }
             rest.for_each(drop);
             continue;
         }
@@ -325,6 +332,7 @@ fn convert_head_into(
         repeated_headers,
         local_addr: info.local_addr(),
         proxied_by: info.proxied_by(),
+        script_name_header,
     })
 }
 
@@ -343,6 +351,7 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         repeated_headers,
         local_addr,
         proxied_by,
+        script_name_header,
     } = head;
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -373,5 +382,6 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         repeated_headers,
         local_addr,
         proxied_by,
+        script_name_header,
     })
 }

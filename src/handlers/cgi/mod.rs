@@ -582,6 +582,7 @@ fn redirected(req: Request, location: &[u8]) -> (Request, Vec<(VarName, Bytes)>)
         repeated_headers: req.repeated_headers,
         local_addr: req.local_addr,
         proxied_by: req.proxied_by,
+        script_name_header: None,
     };
     (next, req.vars)
 }

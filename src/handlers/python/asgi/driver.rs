@@ -54,6 +54,8 @@ async fn serve(app: Arc<AsgiApp>, req: Request) -> Response {
         local_addr,
         // Trusted or not by the wrappers before: the app has the client.
         proxied_by: _,
+        // Applied by its wrapper before, if asked for.
+        script_name_header: _,
     } = req;
     let req = RequestVars {
         vars,

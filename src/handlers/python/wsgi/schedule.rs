@@ -57,6 +57,8 @@ impl WsgiHost {
             local_addr: _,
             // Trusted or not by the wrappers before: the app has the client.
             proxied_by: _,
+            // Applied by its wrapper before, if asked for.
+            script_name_header: _,
         } = req;
         let input = match body {
             RequestBody::Empty => Input::buffered(Bytes::new()),
