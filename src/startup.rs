@@ -549,6 +549,12 @@ fn pidfiles_written(cfg: &Config) -> impl Iterator<Item = std::path::PathBuf> {
 
 /// `--no-master`: this process serves.
 fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
+    // The master feeds it; one process serving has no loop of its own to.
+    if std::env::var_os("NOTIFY_SOCKET").is_some() && std::env::var_os("WATCHDOG_USEC").is_some() {
+        crate::say!(
+            "oxgate: warning: systemd's watchdog (WatchdogSec=) is fed by the master alone: with --no-master nothing feeds it, and systemd will stop the service; remove WatchdogSec= or run with the master"
+        );
+    }
     // uWSGI's single process is its worker 1.
     if let Some(title) = cfg.process.titles.worker(1) {
         crate::sys::proctitle::set(&title);

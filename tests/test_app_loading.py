@@ -170,6 +170,19 @@ def test_home_that_is_not_a_venv(tmp_path):
     assert code != 0 and "virtualenv" in err
 
 
+def test_home_that_is_a_venv_of_another_python_is_refused(tmp_path):
+    """A virtualenv of another Python (3.12's, for oxgate on 3.11) gave its
+    sys.prefix and none of its packages, and the app's import failed with
+    a hint to use --home. Refused at start, naming the version wanted."""
+    venv = tmp_path / "venv312"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    mine = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (venv / "lib" / mine).rename(venv / "lib" / "python3.99")
+    (tmp_path / "app.py").write_text("def application(environ, start_response):\n    return []\n")
+    code, err = run_fail("--http-socket", "127.0.0.1:0", "--home", str(venv), "--wsgi-file", str(tmp_path / "app.py"))
+    assert code != 0 and f"no lib/{mine}/site-packages there" in err, err
+
+
 def test_a_binary_copied_into_a_venvs_bin_gives_that_venvs_python_as_sys_executable(serve, tmp_path):
     """running.md: a binary copied into a venv's bin/ uses that venv. Its
     sys.executable was the binary itself, so what starts Python again

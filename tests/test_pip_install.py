@@ -69,6 +69,18 @@ def test_uvloop_extra_is_declared():
 
 
 @installed_only
+def test_the_wheel_carries_its_licence_texts():
+    """MIT OR Apache-2.0, as declared: both texts are in the wheel's
+    dist-info (PEP 639), as the licences ask of every copy."""
+    from importlib.metadata import distribution
+    dist = distribution("oxgate")
+    shipped = {f.name: f for f in dist.files or [] if "licenses" in f.parts}
+    for name in ("LICENSE-MIT", "LICENSE-APACHE"):
+        assert name in shipped, sorted(str(f) for f in dist.files or [])
+        assert shipped[name].read_text() == (ROOT / name).read_text(), name
+
+
+@installed_only
 def test_man_page_and_completions_are_installed():
     share = VENV / "share"
     for installed, source in (("man/man1/oxgate.1", "docs/oxgate.1"),

@@ -476,6 +476,54 @@ def test_systemd_status_and_watchdog(tmp_path):
             proc.kill()
 
 
+def test_the_watchdog_is_fed_while_a_reload_loads_the_app(tmp_path):
+    """systemd keeps WatchdogSec= armed through a reload, and only
+    WATCHDOG=1 resets it: the re-executed master feeds it while the new
+    code imports (3 s here, with a 2 s watchdog). Nothing did, and systemd
+    killed a service whose old workers served on."""
+    (tmp_path / "app.py").write_text(
+        "import os, time\n"
+        "if os.path.exists(os.path.join(os.path.dirname(__file__), 'slow')):\n"
+        "    time.sleep(3)\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="2000000")
+    proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(tmp_path / "app.py"),
+                             "--processes", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        next_notice(notify, "READY=1")
+        (tmp_path / "slow").touch()
+        proc.send_signal(signal.SIGHUP)
+        next_notice(notify, "RELOADING=1")
+        fed = 0
+        while "READY=1" not in (msg := notify.recv(4096).decode()):
+            fed += msg.count("WATCHDOG=1")
+        assert fed >= 3, fed
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_without_the_master_a_watchdog_is_warned_of(tmp_path):
+    """--no-master has no loop to feed WatchdogSec=: said at start, rather
+    than the service being killed once its time is up."""
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="2000000")
+    proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", ECHO, "--no-master"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "watchdog (WatchdogSec=) is fed by the master alone" in line, line
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def test_systemd_notify_and_socket_activation(tmp_path, app_dir):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))

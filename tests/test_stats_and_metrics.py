@@ -317,6 +317,12 @@ def test_a_stats_server_open_to_other_hosts_is_warned_about(serve):
     s.wait_log("the stats server on 0.0.0.0:%d is reachable from other hosts" % sp)
     quiet = serve("--wsgi-file", LOGGED, "--stats", f"127.0.0.1:{free_port()}")
     assert "reachable from other hosts" not in quiet.log()
+    # The metrics are counters alone, scraped from other hosts by design
+    # (the Kubernetes Deployment's --metrics 0.0.0.0:9100): no warning.
+    mp = free_port()
+    metrics = serve("--wsgi-file", LOGGED, "--metrics", f"0.0.0.0:{mp}")
+    assert requests.get(f"http://127.0.0.1:{mp}/metrics", timeout=10).status_code == 200
+    assert "reachable from other hosts" not in metrics.log()
 
 
 def test_a_reload_shows_one_row_per_worker_id_as_uwsgi(serve):

@@ -9,8 +9,6 @@ _oxgate() {
         --loop) COMPREPLY=($(compgen -W "auto asyncio uvloop" -- "$cur")); return ;;
         --lifespan) COMPREPLY=($(compgen -W "auto on off" -- "$cur")); return ;;
         --ws) COMPREPLY=($(compgen -W "auto none" -- "$cur")); return ;;
-        --proxy-headers) COMPREPLY=($(compgen -W "[=x-forwarded forwarded]" -- "$cur")); return ;;
-        --proxy-protocol|--enable-proxy-protocol|--http-enable-proxy-protocol) COMPREPLY=($(compgen -W "[=v1 v2 auto]" -- "$cur")); return ;;
         --app-loggers) COMPREPLY=($(compgen -W "none gunicorn uvicorn" -- "$cur")); return ;;
         --log-level) COMPREPLY=($(compgen -W "debug info warning error critical" -- "$cur")); return ;;
         --fastcgi-app-pm) COMPREPLY=($(compgen -W "static dynamic ondemand" -- "$cur")); return ;;

@@ -33,7 +33,9 @@ enum Value {
 }
 
 fn value_of(o: &OptDef) -> Value {
-    if o.kind == Kind::Flag {
+    // A value that is optional comes after `=` (`--proxy-headers=forwarded`):
+    // the next word is the command line's next, the app's file as often.
+    if matches!(o.kind, Kind::Flag | Kind::FlagOrStr) {
         return Value::None;
     }
     match o.value_name {

@@ -137,10 +137,18 @@ pub fn run(
     // The hooks see the settings in force (after a reload, the new ones).
     python::share_settings_with_hooks(cfg);
     let mut broken = false;
-    let apps = if p.lazy_apps {
-        None
-    } else {
-        match load_app_stoppably(cfg, handover.is_none()) {
+    let feeder = handover
+        .is_some()
+        .then(super::systemd_status::LoadingFeeder::start)
+        .flatten();
+    let loaded = (!p.lazy_apps).then(|| load_app_stoppably(cfg, handover.is_none()));
+    // Before anything forks.
+    if let Some(feeder) = feeder {
+        feeder.stop();
+    }
+    let apps = match loaded {
+        None => None,
+        Some(loaded) => match loaded {
             Ok(h) => {
                 if let Some(kinds) = h.describe(cfg) {
                     crate::note!("oxgate: {kinds}");
@@ -156,7 +164,7 @@ pub fn run(
                 None
             }
             Err(e) => return Err(e.into()),
-        }
+        },
     };
     if handover.is_none()
         && let Some(log) = &p.daemonize2
@@ -782,6 +790,11 @@ impl Master<'_> {
             .env(key, value);
         if activated {
             next.env(crate::lifecycle::SYSTEMD_SOCKETS_ENV, "1");
+        }
+        // The next image's watchdog feeder starts once it runs: the time
+        // counts from here.
+        if super::systemd_status::watchdog_every().is_some() {
+            process::sd_notify("WATCHDOG=1");
         }
         let why = if stop_came {
             "abandoned: a stop came meanwhile".to_string()

@@ -5,6 +5,7 @@
 //! then restarted by systemd).
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::scoreboard::Scoreboard;
@@ -27,16 +28,13 @@ impl SystemdStatus {
     /// None unless systemd runs us with Type=notify (NOTIFY_SOCKET set).
     pub(super) fn from_env(now: Instant) -> Option<SystemdStatus> {
         std::env::var_os("NOTIFY_SOCKET")?;
-        let watchdog = std::env::var("WATCHDOG_USEC")
-            .ok()
-            .and_then(|u| u.parse::<u64>().ok())
-            .filter(|&u| u > 0)
-            .map(Duration::from_micros);
-        // Half the watchdog's time, as sd_watchdog_enabled(3) advises.
-        let every = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
+        let watchdog = watchdog_every();
+        let every = watchdog.map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
         Some(SystemdStatus {
             every,
-            next: now + every,
+            // At once: after a reload, the watchdog was last fed by the
+            // previous image, before the app loaded.
+            next: now,
             watchdog: watchdog.is_some(),
             last: None,
         })
@@ -65,6 +63,59 @@ impl SystemdStatus {
             message.push_str("\nWATCHDOG=1");
         }
         Some(message)
+    }
+}
+
+/// How often systemd's watchdog (`WatchdogSec=`, given as WATCHDOG_USEC) is
+/// fed: half its time, as sd_watchdog_enabled(3) advises.
+pub(crate) fn watchdog_every() -> Option<Duration> {
+    std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|u| u.parse::<u64>().ok())
+        .filter(|&u| u > 0)
+        .map(|u| Duration::from_micros(u) / 2)
+}
+
+/// Feeds systemd's watchdog while a re-executed master loads the app:
+/// nothing else runs then to feed it, and systemd keeps the watchdog armed
+/// through a reload (only WATCHDOG=1 resets it, not READY=1), so an import
+/// slower than `WatchdogSec=` had the service killed mid-reload while its
+/// old workers served. A thread of its own, stopped before the first fork.
+pub(super) struct LoadingFeeder {
+    stopped: Arc<(Mutex<bool>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LoadingFeeder {
+    /// None without a watchdog.
+    pub(super) fn start() -> Option<LoadingFeeder> {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let every = watchdog_every()?;
+        let stopped = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name("oxgate-watchdog".into())
+            .spawn(move || {
+                let (lock, wake) = &*flag;
+                let mut done = lock.lock().expect("not poisoned");
+                while !*done {
+                    crate::process::sd_notify("WATCHDOG=1");
+                    done = wake
+                        .wait_timeout_while(done, every, |d| !*d)
+                        .expect("not poisoned")
+                        .0;
+                }
+            })
+            .ok()?;
+        Some(LoadingFeeder { stopped, thread })
+    }
+
+    /// Stops the thread and waits for it to end.
+    pub(super) fn stop(self) {
+        let (lock, wake) = &*self.stopped;
+        *lock.lock().expect("not poisoned") = true;
+        wake.notify_all();
+        let _ = self.thread.join();
     }
 }
 

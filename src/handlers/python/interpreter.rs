@@ -255,7 +255,45 @@ pub fn initialize(home: Option<&Path>) -> Result<(), String> {
         // Release the GIL; every later use takes it with Python::attach.
         ffi::PyEval_SaveThread();
     }
+    if let Some(home) = home {
+        venv_of_this_version(home)?;
+    }
     line_buffered_stdio()
+}
+
+/// A virtualenv of another Python (3.12's, for a binary built with 3.11)
+/// gives its `sys.prefix` but none of its packages: the app then fails to
+/// import them, with a hint to use --home, which was. Said as the pip
+/// installed command says it.
+fn venv_of_this_version(home: &Path) -> Result<(), String> {
+    let (major, minor) = Python::attach(|py| {
+        let v = py.version_info();
+        (v.major, v.minor)
+    });
+    if home
+        .join(format!("lib/python{major}.{minor}/site-packages"))
+        .is_dir()
+    {
+        return Ok(());
+    }
+    let mut others: Vec<String> = std::fs::read_dir(home.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with("python"))
+        .map(|name| format!("lib/{name}"))
+        .collect();
+    others.sort();
+    Err(format!(
+        "--home {}: no lib/python{major}.{minor}/site-packages there{}; this oxgate runs Python {major}.{minor} (the libpython it was built with), so --home must be a virtualenv of that version",
+        home.display(),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (it has {})", others.join(", "))
+        }
+    ))
 }
 
 /// Makes sys.stdout and sys.stderr write a line at a time, once in each

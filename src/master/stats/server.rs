@@ -138,7 +138,10 @@ impl Stats {
                     listen::bind(&parsed, 64, 0o660).map_err(|e| format!("stats server: {e}"))?
                 }
             };
-            if let Listener::Tcp(t) = &listener
+            // (Not the metrics: counters alone, no request or client,
+            // scraped from other hosts by design.)
+            if kind != Kind::Metrics
+                && let Listener::Tcp(t) = &listener
                 && t.local_addr().is_ok_and(|a| !a.ip().is_loopback())
             {
                 crate::say!(
