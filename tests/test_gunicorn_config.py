@@ -2103,9 +2103,15 @@ def test_the_environ_has_gunicorns_raw_uri_and_server_software(serve, tmp_path):
         while c.recv(65536):
             pass
         wait_for(lambda: "raw=/a%2Fb?x=%20" in s.log(), what=f"RAW_URI in {s.args}")
-    # With uWSGI's options too, beside uWSGI's REQUEST_URI.
+    shutil.copy(APPS / "echo.py", tmp_path / "echo.py")
+    ox = serve("-c", str(f), "-b", "127.0.0.1:{port}", "echo:application", socket_arg=False, cwd=tmp_path,
+               env={"VIRTUAL_ENV": str(VENV)})
+    assert {"RAW_URI", "SERVER_SOFTWARE"} <= set(requests.get(ox.url + "/keys", timeout=10).json())
+    # With uWSGI's options RAW_URI too, beside uWSGI's REQUEST_URI; no
+    # SERVER_SOFTWARE made up, as uWSGI makes none.
     s = serve("--wsgi-file", str(APPS / "echo.py"))
-    assert {"RAW_URI", "REQUEST_URI", "SERVER_SOFTWARE"} <= set(requests.get(s.url + "/keys", timeout=10).json())
+    keys = set(requests.get(s.url + "/keys", timeout=10).json())
+    assert {"RAW_URI", "REQUEST_URI"} <= keys and "SERVER_SOFTWARE" not in keys
 
 
 def test_a_trusted_proxys_script_name_header_mounts_the_app_as_gunicorn(serve, tmp_path):

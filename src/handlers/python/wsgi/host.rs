@@ -166,12 +166,13 @@ impl WsgiHost {
             template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
         }
         template.set_item("SCRIPT_NAME", "")?;
-        // As Gunicorn's environ has it (a front end's own, as nginx's
-        // fastcgi_params, replaces it). Gunicorn's command line sets the
-        // process's, which names the dialect too.
-        let software = std::env::var("SERVER_SOFTWARE")
-            .unwrap_or_else(|_| concat!("oxgate/", env!("CARGO_PKG_VERSION")).to_string());
-        template.set_item("SERVER_SOFTWARE", software)?;
+        // As Gunicorn's environ has it: a Gunicorn config sets the
+        // process's (`oxgate/0.1.0 (gunicorn)`), which every request gets
+        // unless its front end sends one (nginx's fastcgi_params). uWSGI
+        // makes none up.
+        if let Ok(software) = std::env::var("SERVER_SOFTWARE") {
+            template.set_item("SERVER_SOFTWARE", software)?;
+        }
         let keys: Vec<Py<PyString>> = Var::ALL
             .iter()
             .map(|v| PyString::intern(py, v.name()).unbind())
