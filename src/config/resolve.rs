@@ -386,8 +386,27 @@ fn forwarded_allow_ips(r: &Values<'_>) -> Result<Vec<Trusted>, ConfigError> {
 
 /// `--secure-scheme-header NAME=VALUE`s, as CGI names.
 fn secure_scheme(r: &Values<'_>) -> Result<Option<SecureScheme>, ConfigError> {
-    let given = r.all(&opt::SECURE_SCHEME_HEADER);
-    if given.is_empty() {
+    let mut given = r.all(&opt::SECURE_SCHEME_HEADER);
+    // Given none: X-Forwarded-Proto from the trusted proxies (loopback
+    // unless --forwarded-allow-ips says), as Gunicorn and uvicorn read it
+    // by default (uWSGI from anyone): behind nginx ending TLS on the same
+    // host, a Django that redirects to https looped. `none` turns it off.
+    let defaulted = given.is_empty();
+    if defaulted {
+        // Not beside RFC 7239's Forwarded: one family is read, never both
+        // (a proxy that sets one passes a client's own other on).
+        let forwarded = r
+            .given(&opt::PROXY_HEADERS)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("forwarded"));
+        if forwarded {
+            return Ok(None);
+        }
+        given.push("X-Forwarded-Proto=https".to_string());
+    }
+    if given.iter().any(|h| h.trim().eq_ignore_ascii_case("none")) {
+        if given.len() > 1 {
+            return err("--secure-scheme-header none: turns the headers off; give it alone");
+        }
         return Ok(None);
     }
     let mut headers = Vec::new();
@@ -408,8 +427,13 @@ fn secure_scheme(r: &Values<'_>) -> Result<Option<SecureScheme>, ConfigError> {
             value.trim().to_string(),
         ));
     }
+    let trusted = forwarded_allow_ips(r)?;
     Ok(Some(SecureScheme {
-        trusted: forwarded_allow_ips(r)?,
+        unix_sockets_trusted: !defaulted
+            || trusted
+                .iter()
+                .any(|t| matches!(t, crate::request::wrappers::Trusted::Any)),
+        trusted,
         headers,
     }))
 }

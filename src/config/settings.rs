@@ -385,6 +385,10 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct SecureScheme {
     pub trusted: Vec<crate::request::wrappers::Trusted>,
+    /// A unix socket's client is trusted too (Gunicorn's rule, for the
+    /// headers given); by default only with `--forwarded-allow-ips '*'`,
+    /// as uvicorn trusts it.
+    pub unix_sockets_trusted: bool,
     /// (`HTTP_X_FORWARDED_PROTO`, `https`): the CGI name and the exact
     /// value (compared case-sensitively, as Gunicorn does).
     pub headers: Vec<(String, String)>,

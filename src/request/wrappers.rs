@@ -424,6 +424,8 @@ impl Handler for ScriptNameHeader {
 pub struct SecureScheme {
     inner: Arc<dyn Handler>,
     trusted: Vec<Trusted>,
+    /// A unix socket's client is trusted (Gunicorn's rule).
+    unix_sockets_trusted: bool,
     /// CGI names (`HTTP_X_FORWARDED_PROTO`) and their secure values.
     headers: Vec<(Bytes, Bytes)>,
     /// Where its 400s are logged and counted.
@@ -434,6 +436,7 @@ impl SecureScheme {
     pub fn new(
         inner: Arc<dyn Handler>,
         trusted: Vec<Trusted>,
+        unix_sockets_trusted: bool,
         headers: &[(String, String)],
         answered: Arc<Answered>,
     ) -> SecureScheme {
@@ -441,6 +444,7 @@ impl SecureScheme {
             inner,
             answered,
             trusted,
+            unix_sockets_trusted,
             headers: headers
                 .iter()
                 .map(|(n, v)| (Bytes::from(n.clone()), Bytes::from(v.clone())))
@@ -458,10 +462,19 @@ impl SecureScheme {
         repeated: &[super::RepeatedHeader],
         proxied_by: Option<ProxiedBy>,
     ) -> Result<Option<bool>, ()> {
-        // A unix socket's client is trusted, as in Gunicorn.
-        if let Sender::Ip(ip) = headers_sender(vars, proxied_by)
-            && !ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip)))
+        // Only a request that carries one of the headers asks who sent it.
+        if !vars
+            .iter()
+            .any(|(name, _)| self.headers.iter().any(|(n, _)| name.as_bytes() == n))
         {
+            return Ok(None);
+        }
+        let trusted = match headers_sender(vars, proxied_by) {
+            Sender::Ip(ip) => ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip))),
+            // As in Gunicorn, for the headers it was given.
+            Sender::UnixSocket => self.unix_sockets_trusted,
+        };
+        if !trusted {
             return Ok(None);
         }
         let mut secure = None;
@@ -721,6 +734,7 @@ mod tests {
         let s = SecureScheme::new(
             Arc::new(Nothing),
             Trusted::parse_list("127.0.0.1,::1").unwrap(),
+            true,
             &[
                 ("HTTP_X_FORWARDED_PROTO".into(), "https".into()),
                 ("HTTP_X_FORWARDED_SSL".into(), "on".into()),

@@ -200,6 +200,7 @@ fn wrap(cfg: &Config, mut handler: Arc<dyn Handler>, refused: &Arc<Answered>) ->
         handler = Arc::new(SecureScheme::new(
             handler,
             secure.trusted.clone(),
+            secure.unix_sockets_trusted,
             &secure.headers,
             refused.clone(),
         ));
