@@ -317,6 +317,28 @@ def test_fastcgi_keep_conn_does_not_hold_up_a_graceful_stop(serve):
     assert "still busy" not in s.log() and "still running" not in s.log()
 
 
+def test_a_request_sent_on_a_kept_fastcgi_connection_as_the_stop_comes_is_answered(serve):
+    """nginx (fastcgi_keep_conn) and Apache (enablereuse) take a kept
+    connection from their cache as the worker stops: closed at once under
+    them, that request was a 502 or 503 (a POST is not retried). The
+    connection has a moment for it, as an idle HTTP one has; then closes."""
+    fp = free_port()
+    s = serve("--wsgi-file", ECHO, "--fastcgi-socket", f"127.0.0.1:{fp}", "--processes", "1",
+              "--reload-mercy", "20", "--worker-reload-mercy", "20")
+    s.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", fp), timeout=10) as c:
+        c.sendall(fcgi_request(1, PARAMS, b"hello", keep=True))
+        assert stdout_of(read_records(c), 1).startswith(b"Status: 200 OK\r\n")
+        s.proc.send_signal(signal.SIGTERM)
+        s.wait_log("stopping gracefully")
+        time.sleep(0.2)
+        c.sendall(fcgi_request(1, PARAMS, b"again", keep=True))
+        out = stdout_of(read_records(c), 1)
+        assert out.startswith(b"Status: 200 OK\r\n") and json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 5
+        assert c.recv(1) == b""  # and then closed
+    assert s.proc.wait(10) == 0
+
+
 def test_fastcgi_limit_post(serve):
     """--limit-post applies on FastCGI as on the other front ends: a body
     declared over it gets 413 without reaching the app, and the kept

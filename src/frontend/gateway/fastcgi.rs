@@ -284,6 +284,10 @@ pub(super) fn get_values_result(query: &Bytes, threads: usize) -> Vec<u8> {
     out
 }
 
+/// How long a stop leaves an idle kept connection open for a request its
+/// web server may be sending (as the HTTP front end's grace).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves a FastCGI connection: requests one after another while the front
 /// end keeps the connection (FCGI_KEEP_CONN), as nginx's upstream
 /// keepalive does.
@@ -312,30 +316,52 @@ pub async fn serve_fastcgi<S>(
     }));
     // A request was served whole on this connection (kept by the web server).
     let mut served = false;
+    // The stop came: the request being read is the connection's last.
+    let mut last = false;
     loop {
         // Between requests (nginx's `fastcgi_keep_conn on`), a graceful stop
         // closes the connection; a request already begun is served first.
         let idle = reader.lock().await.buf.is_empty();
         if idle {
-            tokio::select! {
+            let next = || async {
+                let mut r = reader.lock().await;
+                if served {
+                    r.next_request().await
+                } else {
+                    r.fill().await
+                }
+            };
+            let more = tokio::select! {
                 // A request already in the socket is served first: closing
                 // with unread bytes would reset the connection (a 502).
                 biased;
                 // The first request within --socket-timeout (a connection
                 // that sends nothing holds a --max-connections place);
                 // a kept one's next, whenever the web server sends it.
-                more = async {
-                    let mut r = reader.lock().await;
-                    if served { r.next_request().await } else { r.fill().await }
-                } => match more {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        crate::say!("oxgate: fastcgi connection closed: {e}");
-                        break;
+                more = next() => Some(more),
+                _ = stop.wait_for(|stopping| *stopping) => None,
+            };
+            let more = match more {
+                Some(more) => more,
+                // A moment for a request the web server may be sending
+                // as the stop comes: nginx and Apache take a kept
+                // connection from their cache as it is closed, and answer
+                // that request 502 or 503 (the HTTP side's grace too).
+                None => match tokio::time::timeout(STOP_GRACE, next()).await {
+                    Ok(more) => {
+                        last = true;
+                        more
                     }
+                    Err(_) => break,
                 },
-                _ = stop.wait_for(|stopping| *stopping) => break,
+            };
+            match more {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    crate::say!("oxgate: fastcgi connection closed: {e}");
+                    break;
+                }
             }
         }
         match fastcgi_request(
@@ -343,8 +369,8 @@ pub async fn serve_fastcgi<S>(
         )
         .await
         {
-            Ok(true) => served = true,
-            Ok(false) => break,
+            Ok(true) if !last => served = true,
+            Ok(true) | Ok(false) => break,
             Err(Failure::Cut(e)) => {
                 crate::say!("oxgate: fastcgi response cut, connection reset: {e}");
                 if files.is_unix() {
