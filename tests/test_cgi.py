@@ -482,28 +482,35 @@ def test_the_web_servers_document_root_is_passed_on(serve, cgi_dir, tmp_path):
         assert (env.get("DOCUMENT_ROOT"), env.get("PATH_TRANSLATED")) == (root, root + "/x/y"), (given, out[:500])
 
 
-def test_a_root_reached_through_a_link_is_found_by_the_web_servers_name_and_follows_a_deploy(serve, tmp_path):
-    """nginx's `root $D/current` with `--cgi $D/current/cgi-bin`: the
-    SCRIPT_FILENAME it sends names the script through the link (it was a
-    404, where fcgiwrap runs it) and its DOCUMENT_ROOT is passed on. A
-    single-script mount follows the link a deploy moves, as Apache's
-    ScriptAlias does (it ran the first release until a restart)."""
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_a_root_reached_through_a_link_is_found_by_the_web_servers_name_and_follows_a_deploy(serve, tmp_path, slash):
+    """nginx's `root $D/current` with `--cgi $D/current/cgi-bin` (a trailing
+    slash or not): the SCRIPT_FILENAME it sends names the script through
+    the link (it was a 404, where fcgiwrap runs it) and its DOCUMENT_ROOT
+    is passed on; a SCRIPT_FILENAME elsewhere leaves the web server's root
+    out, the script being found by its path. A single-script mount follows
+    the link a deploy moves, as Apache's ScriptAlias does (it ran the first
+    release until a restart)."""
     for release in ("r1", "r2"):
         script(tmp_path / release / "cgi-bin" / "who.cgi",
                f"#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n{release} %s\\n' \"$DOCUMENT_ROOT\"\n")
     current = tmp_path / "current"
     current.symlink_to("r1")
     sock = tmp_path / "oxgate.sock"
-    serve("--fastcgi-socket", str(sock), "--cgi", f"{current}/cgi-bin", socket_arg=False, wait=False)
+    serve("--fastcgi-socket", str(sock), "--cgi", f"{current}/cgi-bin{slash}", socket_arg=False, wait=False)
     wait_for(sock.exists, what="the FastCGI socket")
-    params = {"REQUEST_METHOD": "GET", "SCRIPT_FILENAME": f"{current}/cgi-bin/who.cgi",
-              "SCRIPT_NAME": "/cgi-bin/who.cgi", "DOCUMENT_ROOT": str(current), "QUERY_STRING": "",
-              "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_URI": "/cgi-bin/who.cgi"}
-    with socket.socket(socket.AF_UNIX) as c:
-        c.connect(str(sock))
-        c.sendall(fcgi_request(1, list(params.items())))
-        out = stdout_of(read_records(c), 1).decode()
-    assert out.split("\r\n\r\n", 1)[-1].split("\n\n", 1)[-1].strip() == f"r1 {current}", out
+
+    def ask(filename, root, name):
+        params = {"REQUEST_METHOD": "GET", "SCRIPT_FILENAME": filename, "SCRIPT_NAME": name, "DOCUMENT_ROOT": root,
+                  "QUERY_STRING": "", "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                  "REQUEST_URI": name}
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(str(sock))
+            c.sendall(fcgi_request(1, list(params.items())))
+            out = stdout_of(read_records(c), 1).decode()
+        return out.split("\r\n\r\n", 1)[-1].split("\n\n", 1)[-1].strip()
+    assert ask(f"{current}/cgi-bin/who.cgi", str(current), "/cgi-bin/who.cgi") == f"r1 {current}"
+    assert ask("/var/www/html/who.cgi", "/var/www/html", "/who.cgi") == f"r1 {(tmp_path / 'r1' / 'cgi-bin').resolve()}"
 
     s = serve("--cgi", f"/app={current}/cgi-bin/who.cgi")
     assert requests.get(f"{s.url}/app", timeout=10).text.startswith("r1 ")

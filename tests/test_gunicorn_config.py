@@ -2139,4 +2139,16 @@ def test_a_trusted_proxys_script_name_header_mounts_the_app_as_gunicorn(serve, t
         ox, gu = both(serve, tmp_path, f, "mounted:application")
         for s in (ox, gu):
             assert [ask(s, p) for p in ("/pre/env", "/pre", "/other")] == expected, (text, s.args[0])
+            if text == "workers = 1\n":
+                # Sent twice, the last counts (a proxy appends its own);
+                # an encoded prefix matches the path it encodes.
+                for head, body in [(b"GET /pre/env HTTP/1.1\r\nSCRIPT_NAME: /other\r\nSCRIPT_NAME: /pre\r\n",
+                                    b"/pre|/env"),
+                                   (b"GET /my%20app/x HTTP/1.1\r\nSCRIPT_NAME: /my%20app\r\n", b"/my%20app|/x")]:
+                    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+                        c.sendall(head + b"Host: x\r\nConnection: close\r\n\r\n")
+                        out = b""
+                        while chunk := c.recv(65536):
+                            out += chunk
+                    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\n" + body), (s.args[0], out)
             s.stop()

@@ -329,6 +329,10 @@ def test_a_static_map_at_the_root_shares_the_apps_urls_as_uwsgi(serve, tree):
     assert get(s.url, "/sub/").text == "<p>index</p>\n"
     r = requests.get(s.url + "/sub", allow_redirects=False, timeout=10)
     assert (r.status_code, r.headers["location"]) == (301, "/sub/")
+    # With no app behind, the map is a static server's: nginx's answers.
+    s = serve("--static-map", f"/={tree}")
+    assert requests.post(s.url + "/hello.txt", data=b"a=1", timeout=10).status_code == 405
+    assert get(s.url, "/a%5Cb").status_code == 400
 
 
 def test_a_worker_out_of_descriptors_answers_503_not_403(serve, tree):

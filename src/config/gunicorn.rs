@@ -1634,20 +1634,25 @@ fn translate(
     let scheme_origin = given
         .get("secure_scheme_headers")
         .map_or(&default, |g| &g.origin);
+    // `secure_scheme_headers = {}` is none at all (not oxgate's default).
+    if scheme_headers.is_empty() {
+        push(&opt::SECURE_SCHEME_HEADER, "none".into(), scheme_origin);
+    }
     for h in scheme_headers {
         push(&opt::SECURE_SCHEME_HEADER, h, scheme_origin);
     }
     // Gunicorn's forwarder_headers (SCRIPT_NAME and PATH_INFO unless set):
-    // a trusted proxy's SCRIPT_NAME header mounts the app under it. (A
-    // PATH_INFO header is no more than HTTP_PATH_INFO to Gunicorn's
-    // environ: nothing to do.)
+    // a trusted proxy's SCRIPT_NAME header mounts a WSGI app under it (its
+    // environ; uvicorn's worker reads none). (A PATH_INFO header is no more
+    // than HTTP_PATH_INFO to Gunicorn's environ: nothing to do.)
     let forwarders = given.get("forwarder_headers");
-    let takes_script_name = forwarders.is_none_or(|g| {
-        g.values
-            .iter()
-            .flat_map(|v| v.split(','))
-            .any(|h| matches!(h.trim().to_ascii_uppercase().as_str(), "SCRIPT_NAME" | "*"))
-    });
+    let takes_script_name = !is_asgi_class(&class)
+        && forwarders.is_none_or(|g| {
+            g.values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .any(|h| matches!(h.trim().to_ascii_uppercase().as_str(), "SCRIPT_NAME" | "*"))
+        });
     if takes_script_name {
         push(
             &opt::SCRIPT_NAME_HEADER,
@@ -2281,14 +2286,36 @@ mod tests {
         .unwrap();
         assert_eq!(values(&c, &opt::SECURE_SCHEME_HEADER), ["X-SCHEME=https"]);
         assert_eq!(values(&c, &opt::FORWARDED_ALLOW_IPS), ["10.0.0.0/8"]);
-        // An empty dict turns them off.
+        // An empty dict turns them off (not oxgate's default on).
         let c = read_with(
             &["-c", "/dev/null", "app:app"],
             None,
             vec![("secure_scheme_headers", PyValue::List(vec![]))],
         )
         .unwrap();
-        assert!(values(&c, &opt::SECURE_SCHEME_HEADER).is_empty());
+        assert_eq!(values(&c, &opt::SECURE_SCHEME_HEADER), ["none"]);
+    }
+
+    #[test]
+    fn forwarder_headers_take_script_name_for_wsgi_workers() {
+        let c = read_with(&["app:app"], None, vec![]).unwrap();
+        assert_eq!(values(&c, &opt::SCRIPT_NAME_HEADER), ["true"]);
+        // uvicorn's worker reads no SCRIPT_NAME header, nor does a list
+        // that leaves it out.
+        let c = read_with(
+            &["-k", "uvicorn.workers.UvicornWorker", "app:app"],
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert!(values(&c, &opt::SCRIPT_NAME_HEADER).is_empty());
+        let c = read_with(
+            &["-c", "/dev/null", "app:app"],
+            None,
+            vec![("forwarder_headers", PyValue::Str("PATH_INFO".into()))],
+        )
+        .unwrap();
+        assert!(values(&c, &opt::SCRIPT_NAME_HEADER).is_empty());
     }
 
     #[test]

@@ -394,11 +394,13 @@ fn secure_scheme(r: &Values<'_>) -> Result<Option<SecureScheme>, ConfigError> {
     let defaulted = given.is_empty();
     if defaulted {
         // Not beside RFC 7239's Forwarded: one family is read, never both
-        // (a proxy that sets one passes a client's own other on).
-        let forwarded = r
-            .given(&opt::PROXY_HEADERS)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("forwarded"));
-        if forwarded {
+        // (a proxy that sets one passes a client's own other on); nor when
+        // the proxy headers were turned off.
+        let not_read = r.given(&opt::PROXY_HEADERS).is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("forwarded") || v.eq_ignore_ascii_case("off")
+        });
+        if not_read {
             return Ok(None);
         }
         given.push("X-Forwarded-Proto=https".to_string());

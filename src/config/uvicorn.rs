@@ -461,6 +461,10 @@ fn translate(
     // uvicorn trusts proxy headers from 127.0.0.1 unless told otherwise.
     if last("--proxy-headers").as_deref() != Some("false") {
         push(&opt::PROXY_HEADERS, "true".into(), &default);
+    } else {
+        // Off, as uvicorn has it: X-Forwarded-Proto is not read either
+        // (oxgate's default reads it from the trusted proxies).
+        push(&opt::SECURE_SCHEME_HEADER, "none".into(), &origin);
     }
     // uvicorn's access line, on stdout as uvicorn writes it:
     // `INFO:     127.0.0.1:51234 - "GET / HTTP/1.1" 200 OK`.
@@ -925,6 +929,8 @@ mod tests {
         assert_eq!(values(&c, &opt::CHMOD_SOCKET), ["666"]);
         assert_eq!(values(&c, &opt::PROCESSES), ["2"], "$WEB_CONCURRENCY");
         assert!(values(&c, &opt::PROXY_HEADERS).is_empty());
+        // Nor X-Forwarded-Proto, which oxgate's own default reads.
+        assert_eq!(values(&c, &opt::SECURE_SCHEME_HEADER), ["none"]);
         assert_eq!(
             values(&c, &opt::ROOT_PATH),
             ["/from-env"],

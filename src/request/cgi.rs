@@ -392,6 +392,9 @@ pub struct ScriptPlace<'a> {
     pub script_filename: Option<&'a [u8]>,
     /// The directory the script is under.
     pub document_root: Option<&'a [u8]>,
+    /// The SCRIPT_FILENAME the web server sent, when it named the script
+    /// run (through a link, as nginx's `root /srv/current` names it).
+    pub sent_filename: Option<&'a [u8]>,
 }
 
 /// The variables a CGI script or a FastCGI app is given (RFC 3875 §4.1):
@@ -455,10 +458,7 @@ pub fn script_variables(
     // request, which says nothing of a script elsewhere).
     // (Under it as the server named the script, too: a root reached
     // through a link, `root /srv/current`, holds the script by that name.)
-    let sent_filename = vars
-        .iter()
-        .find(|(k, _)| k.as_bytes() == b"SCRIPT_FILENAME")
-        .map(|(_, v)| &v[..]);
+    let sent_filename = place.sent_filename;
     let given_root = super::vars::var(vars, Var::DOCUMENT_ROOT).filter(|r| {
         let root = r.strip_suffix(b"/").unwrap_or(r);
         let holds = |f: &[u8]| {
@@ -667,6 +667,7 @@ mod tests {
             path_info: b"/x",
             script_filename: Some(b"/srv/cgi/a.cgi"),
             document_root: Some(b"/srv/cgi"),
+            sent_filename: None,
         };
         let out = script_variables(&vars, &place, Some(5));
         let get = |k: &str| {

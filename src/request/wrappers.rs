@@ -376,8 +376,12 @@ impl Handler for ScriptNameHeader {
             .cloned()
             .unwrap_or_default();
         // A whole segment at a time: /app is not the prefix of /application.
+        // PATH_INFO is decoded: so is the prefix for the comparison
+        // (`/my%20app`), as Gunicorn compares the raw path with it; the
+        // app is told it as sent.
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&prefix).collect();
         match path
-            .strip_prefix(&prefix[..])
+            .strip_prefix(&decoded[..])
             .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
         {
             Some(rest) => {

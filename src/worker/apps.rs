@@ -279,7 +279,8 @@ pub fn load_app(cfg: &Config) -> Result<Apps, String> {
             Vec::new()
         };
         let statics = Arc::new(
-            StaticFiles::new(&cfg.statics, apps.handler.clone())?.strip_mounts(mount_points),
+            StaticFiles::new(&cfg.statics, apps.handler.clone(), apps.no_app.is_none())?
+                .strip_mounts(mount_points),
         );
         apps.handler = statics.clone();
         apps.statics = Some(statics);

@@ -270,7 +270,11 @@ fn convert_head_into(
         // forwarder_headers): its wrapper trusts it or not.
         if name.as_str().contains('_') {
             if settings.script_name_header && name.as_str() == "script_name" {
-                script_name_header = Some(Bytes::copy_from_slice(first.as_bytes()));
+                // The last, as Gunicorn takes it (a proxy that appends its
+                // own after a client's).
+                let last = rest.last().unwrap_or(first);
+                script_name_header = Some(Bytes::copy_from_slice(last.as_bytes()));
+                continue;
             }
             rest.for_each(drop);
             continue;

@@ -81,6 +81,8 @@ struct Found {
     script_name: Bytes,
     path_info: Bytes,
     document_root: Option<PathBuf>,
+    /// The SCRIPT_FILENAME it was found by (`by_script_filename`).
+    sent_filename: Option<Bytes>,
 }
 
 enum Lookup {
@@ -206,6 +208,7 @@ impl CgiScripts {
                         script_name: Bytes::from(root.mount.clone()),
                         path_info: Bytes::from(super::script_path::clean_path_info(rest)),
                         document_root: file.parent().map(Path::to_path_buf),
+                        sent_filename: None,
                         file,
                     },
                     Err(_) => return Lookup::Answer(not_found()),
@@ -235,6 +238,7 @@ impl CgiScripts {
                         script_name: script_name(&s.url_path),
                         path_info: Bytes::from(s.path_info),
                         document_root: Some(dir.dir()),
+                        sent_filename: None,
                     },
                 },
             };
@@ -254,8 +258,10 @@ impl CgiScripts {
             .1
             .clone();
         // The directory as configured (`root $D/current` in nginx, links
-        // kept) or where it really is.
+        // kept; a trailing slash or `.` given left out) or where it really
+        // is.
         let under = |root: &Path| {
+            let root: PathBuf = root.components().collect();
             filename
                 .strip_prefix(root.as_os_str().as_bytes())
                 .filter(|rel| rel.starts_with(b"/"))
@@ -308,6 +314,7 @@ impl CgiScripts {
             script_name,
             path_info,
             document_root: Some(dir.dir()),
+            sent_filename: Some(filename.clone()),
         }))
     }
 
@@ -516,6 +523,7 @@ impl CgiScripts {
             path_info: &found.path_info,
             script_filename: Some(found.file.as_os_str().as_bytes()),
             document_root: root,
+            sent_filename: found.sent_filename.as_deref(),
         };
         script_variables(&req.vars, &place, length)
             .into_iter()

@@ -255,7 +255,7 @@ impl FastcgiApps {
                     safe: safe.to_vec(),
                     ..StaticSettings::default()
                 };
-                Some(Arc::new(StaticFiles::new(&statics, inner.clone())?))
+                Some(Arc::new(StaticFiles::new(&statics, inner.clone(), true)?))
             }
             None => None,
         };
@@ -493,6 +493,7 @@ impl FastcgiApps {
             path_info: &target.path_info,
             script_filename: target.script_filename.as_deref(),
             document_root: root.filter(|_| target.script_filename.is_some()),
+            sent_filename: None,
         };
         let name = target.backend.name();
         let mut params = script_variables(&req.vars, &place, length);

@@ -102,13 +102,8 @@ def _wrong_arity(ns):
             continue
         if not callable(hook):
             return "%s = %r: Gunicorn refuses it: the value is not callable" % (name, hook)
-        try:
-            params = inspect.signature(hook).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        count = sum(1 for p in params if p.kind in kinds)
-        if count not in wanted:
+        count = _positional_count(hook)
+        if count is not None and count not in wanted:
             return ("%s: Gunicorn refuses it: the hook must take %s positional argument%s (%s), it takes %d"
                     % (name, " or ".join(map(str, wanted)), "" if wanted == (1,) else "s",
                        _ARGUMENTS[name], count))
@@ -306,6 +301,9 @@ class _Cfg:
     default; None for a name Gunicorn does not know."""
 
     def __getattr__(self, name):
+        # Config's own attributes that are not settings: dicts there.
+        if name in ("settings", "ssl_options", "paste_global_conf", "env_orig"):
+            return {}
         if name.startswith("__") or (
                 _known and name not in _known and name not in _effective
                 and name not in _DEFAULTS and name not in (namespace or {})
@@ -575,14 +573,14 @@ class _ClosingIterable:
 
 
 def _positional_count(func):
-    """How many positional arguments a hook takes (Gunicorn counts these)."""
+    """How many positional arguments a hook takes, as Gunicorn's get_arity
+    counts them (`*args` is none); None when Python cannot tell (a
+    builtin)."""
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
-        return 4
+        return None
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
-        return 4
     return sum(1 for p in params if p.kind in kinds)
 
 
@@ -621,7 +619,9 @@ def wrap_wsgi_app(app):
     if pre is None and post is None:
         return app
     # Gunicorn's post_request may take 2, 3 or 4 arguments.
-    post_arity = _positional_count(post) if post is not None else 4
+    # (Checked at start: 2, 3 or 4; a builtin's, which Python cannot
+    # count, is given all four.)
+    post_arity = (_positional_count(post) or 4) if post is not None else 4
 
     def with_hooks(environ, start_response):
         worker = _this_worker()

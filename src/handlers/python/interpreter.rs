@@ -270,10 +270,9 @@ fn venv_of_this_version(home: &Path) -> Result<(), String> {
         let v = py.version_info();
         (v.major, v.minor)
     });
-    if home
-        .join(format!("lib/python{major}.{minor}/site-packages"))
-        .is_dir()
-    {
+    // (Its site-packages may be named otherwise: Debian's /usr has
+    // dist-packages, which uWSGI's --home /usr serves.)
+    if home.join(format!("lib/python{major}.{minor}")).is_dir() {
         return Ok(());
     }
     let mut others: Vec<String> = std::fs::read_dir(home.join("lib"))
@@ -286,7 +285,7 @@ fn venv_of_this_version(home: &Path) -> Result<(), String> {
         .collect();
     others.sort();
     Err(format!(
-        "--home {}: no lib/python{major}.{minor}/site-packages there{}; this oxgate runs Python {major}.{minor} (the libpython it was built with), so --home must be a virtualenv of that version",
+        "--home {}: no lib/python{major}.{minor} there{}; this oxgate runs Python {major}.{minor} (the libpython it was built with), so --home must be a virtualenv of that version",
         home.display(),
         if others.is_empty() {
             String::new()

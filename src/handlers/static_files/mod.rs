@@ -69,7 +69,13 @@ enum Lookup {
 }
 
 impl StaticFiles {
-    pub fn new(settings: &StaticSettings, inner: Arc<dyn Handler>) -> Result<StaticFiles, String> {
+    /// `app_behind`: an app answers what no file does (a map at `/` then
+    /// shares its URLs); without one, the map is a static server's.
+    pub fn new(
+        settings: &StaticSettings,
+        inner: Arc<dyn Handler>,
+        app_behind: bool,
+    ) -> Result<StaticFiles, String> {
         let canonical = |dir: &Path| dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let root = |mount: &str, dir: &Path, keep_mount: bool| {
             // A map to a file is a root at its directory that names it. A
@@ -120,7 +126,7 @@ impl StaticFiles {
                 dir: resolve::RootDir::new(dir, &settings.safe),
                 keep_mount,
                 // `--static-map /=dist` (a single-page app beside its API).
-                check: mount.is_empty(),
+                check: mount.is_empty() && app_behind,
                 file: None,
             }
         };
