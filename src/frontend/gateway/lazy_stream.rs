@@ -229,6 +229,10 @@ mod tests {
     async fn a_write_past_the_socket_buffer_registers_and_completes() {
         let (mut lazy, mut peer) = pair();
         let reader = std::thread::spawn(move || {
+            // Late: a reader that kept up with the writes from the start
+            // let every one of them go through without blocking (a run
+            // failed so). The 4 MiB cannot fit the socket's buffer meanwhile.
+            std::thread::sleep(std::time::Duration::from_millis(200));
             let mut got = Vec::new();
             peer.read_to_end(&mut got).unwrap();
             got
