@@ -175,6 +175,20 @@ fn headers_sender(vars: &[(VarName, Bytes)], proxied_by: Option<ProxiedBy>) -> S
     }
 }
 
+/// Whether a request's proxy headers come from a proxy `trusted` names;
+/// from a unix socket's client (no address), as `unix_sockets` says.
+fn sent_by_trusted(
+    trusted: &[Trusted],
+    unix_sockets: bool,
+    vars: &[(VarName, Bytes)],
+    proxied_by: Option<ProxiedBy>,
+) -> bool {
+    match headers_sender(vars, proxied_by) {
+        Sender::Ip(ip) => ip.is_some_and(|ip| trusted.iter().any(|t| t.contains(ip))),
+        Sender::UnixSocket => unix_sockets,
+    }
+}
+
 /// An address as REMOTE_ADDR or a forwarded header gives it: IPv6 may
 /// come in brackets.
 fn parse_ip(addr: &[u8]) -> Option<IpAddr> {
@@ -220,13 +234,10 @@ impl ProxyHeaders {
     /// `proxied_by`: the balancer that sent a PROXY header, which is who
     /// is trusted, not the client it named (REMOTE_ADDR).
     fn rewrite(&self, vars: &mut Vec<(VarName, Bytes)>, proxied_by: Option<ProxiedBy>) {
-        let trusted = match headers_sender(vars, proxied_by) {
-            Sender::Ip(ip) => ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip))),
-            // A unix socket's peer has no address: trusted by `*` alone,
-            // as uvicorn trusts it (nginx in front on a socket file).
-            Sender::UnixSocket => self.trusted.iter().any(|t| matches!(t, Trusted::Any)),
-        };
-        if !trusted {
+        // A unix socket's peer has no address: trusted by `*` alone, as
+        // uvicorn trusts it (nginx in front on a socket file).
+        let any = self.trusted.iter().any(|t| matches!(t, Trusted::Any));
+        if !sent_by_trusted(&self.trusted, any, vars, proxied_by) {
             return;
         }
         let header = |vars: &[(VarName, Bytes)], name: &[u8]| {
@@ -363,10 +374,7 @@ impl Handler for ScriptNameHeader {
         let Some(prefix) = req.script_name_header.take() else {
             return self.inner.clone().handle(req);
         };
-        let trusted = match headers_sender(&req.vars, req.proxied_by) {
-            Sender::Ip(ip) => ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip))),
-            Sender::UnixSocket => true,
-        };
+        let trusted = sent_by_trusted(&self.trusted, true, &req.vars, req.proxied_by);
         let prefix = prefix.slice_ref(prefix.trim_ascii());
         if !trusted || prefix.is_empty() {
             return self.inner.clone().handle(req);
@@ -473,12 +481,7 @@ impl SecureScheme {
         {
             return Ok(None);
         }
-        let trusted = match headers_sender(vars, proxied_by) {
-            Sender::Ip(ip) => ip.is_some_and(|ip| self.trusted.iter().any(|t| t.contains(ip))),
-            // As in Gunicorn, for the headers it was given.
-            Sender::UnixSocket => self.unix_sockets_trusted,
-        };
-        if !trusted {
+        if !sent_by_trusted(&self.trusted, self.unix_sockets_trusted, vars, proxied_by) {
             return Ok(None);
         }
         let mut secure = None;

@@ -208,9 +208,9 @@ fn convert_head_into(
             } else {
                 v.copy(VarName::Known(Var::SERVER_NAME), b"", [name]);
             }
+            // (Digits alone: Rust's parse takes a `+`.)
             let is_port = |p: &&[u8]| {
-                (1..=5).contains(&p.len())
-                    && p.iter().all(u8::is_ascii_digit)
+                p.iter().all(u8::is_ascii_digit)
                     && std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
             };
             match port.filter(is_port) {

@@ -82,13 +82,16 @@ def read(source):
     return names, None
 
 
-# The positional arguments Gunicorn's validators want of each hook
-# (post_request: 2, 3 or 4).
-_ARITY = {
-    "on_starting": (1,), "on_reload": (1,), "when_ready": (1,), "pre_fork": (2,),
-    "post_fork": (2,), "post_worker_init": (1,), "worker_int": (1,), "worker_abort": (1,),
-    "pre_exec": (1,), "pre_request": (2,), "post_request": (2, 3, 4), "child_exit": (2,),
-    "worker_exit": (2,), "nworkers_changed": (3,), "on_exit": (1,), "ssl_context": (2,),
+# The arguments Gunicorn passes each hook, whose count its validators
+# want (post_request's may stop after the second or third).
+_ARGUMENTS = {
+    "on_starting": "server", "on_reload": "server", "when_ready": "server",
+    "pre_fork": "server, worker", "post_fork": "server, worker", "post_worker_init": "worker",
+    "worker_int": "worker", "worker_abort": "worker", "pre_exec": "server",
+    "pre_request": "worker, req", "post_request": "worker, req, environ, resp",
+    "child_exit": "server, worker", "worker_exit": "server, worker",
+    "nworkers_changed": "server, new_value, old_value", "on_exit": "server",
+    "ssl_context": "config, default_ssl_context_factory",
 }
 
 
@@ -96,17 +99,18 @@ def _wrong_arity(ns):
     """What Gunicorn refuses to start with: a hook that is not callable or
     takes another number of positional arguments (else each call would
     fail, a request's pre_request with a 500)."""
-    for name, wanted in _ARITY.items():
+    for name, arguments in _ARGUMENTS.items():
         hook = ns.get(name)
         if hook is None:
             continue
         if not callable(hook):
             return "%s = %r: Gunicorn refuses it: the value is not callable" % (name, hook)
+        given = arguments.count(",") + 1
+        wanted = (2, 3, 4) if name == "post_request" else (given,)
         count = _positional_count(hook)
         if count is not None and count not in wanted:
             return ("%s: Gunicorn refuses it: the hook must take %s positional argument%s (%s), it takes %d"
-                    % (name, " or ".join(map(str, wanted)), "" if wanted == (1,) else "s",
-                       _ARGUMENTS[name], count))
+                    % (name, " or ".join(map(str, wanted)), "" if wanted == (1,) else "s", arguments, count))
     return None
 
 
@@ -122,16 +126,6 @@ def _wrong_bind(bind):
             return "bind = %r: Gunicorn refuses it: not a string: %r" % (bind, item)
     return None
 
-
-_ARGUMENTS = {
-    "on_starting": "server", "on_reload": "server", "when_ready": "server",
-    "pre_fork": "server, worker", "post_fork": "server, worker", "post_worker_init": "worker",
-    "worker_int": "worker", "worker_abort": "worker", "pre_exec": "server",
-    "pre_request": "worker, req", "post_request": "worker, req, environ, resp",
-    "child_exit": "server, worker", "worker_exit": "server, worker",
-    "nworkers_changed": "server, new_value, old_value", "on_exit": "server",
-    "ssl_context": "config, default_ssl_context_factory",
-}
 
 
 # Server hooks: called with duck-typed stand-ins for Gunicorn's arbiter,
@@ -298,7 +292,7 @@ def _user_id(value, by_name, own):
 class _Cfg:
     """`server.cfg.NAME`, as Gunicorn's Config answers: the value in force
     (the command line over the variable over the file), else Gunicorn's
-    default; None for a name Gunicorn does not know."""
+    default; AttributeError for a name Gunicorn has no setting for."""
 
     def __getattr__(self, name):
         # Config's own attributes that are not settings: dicts there.
