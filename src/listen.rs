@@ -167,19 +167,29 @@ impl Listener {
     }
 }
 
+/// What to do about a failed bind, said after the system's message.
+fn bind_failure_hint(addr: &Address, kind: std::io::ErrorKind) -> &'static str {
+    match kind {
+        std::io::ErrorKind::AddrInUse => {
+            " (is another server running there? stop it or choose another address)"
+        }
+        std::io::ErrorKind::PermissionDenied => match addr {
+            Address::Tcp(_) => {
+                " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; \
+                 under systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE)"
+            }
+            Address::Unix(_) => " (this user cannot create a file in that directory)",
+            Address::Abstract(_) | Address::Fd(_) => "",
+        },
+        std::io::ErrorKind::AddrNotAvailable => " (that IP address is not on this machine)",
+        _ => "",
+    }
+}
+
 /// Binds an address, with messages that say what to do when it fails.
 pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String> {
     let fail = |e: std::io::Error| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                " (is another server running there? stop it or choose another address)"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need root; unix sockets need a writable directory)"
-            }
-            std::io::ErrorKind::AddrNotAvailable => " (that IP address is not on this machine)",
-            _ => "",
-        };
+        let hint = bind_failure_hint(addr, e.kind());
         format!("cannot listen on {addr}: {e}{hint}")
     };
     match addr {
@@ -385,6 +395,16 @@ mod tests {
         assert!(parse("127.0.0.1:http").unwrap_err().contains("port"));
         assert!(parse("1.2.3.4:99999").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn a_refused_bind_says_what_would_allow_it() {
+        use std::io::ErrorKind::PermissionDenied;
+        let port = bind_failure_hint(&parse(":80").unwrap(), PermissionDenied);
+        assert!(port.contains("CAP_NET_BIND_SERVICE"), "{port}");
+        let path = bind_failure_hint(&parse("/run/app/app.sock").unwrap(), PermissionDenied);
+        assert!(path.contains("directory"), "{path}");
+        assert!(!path.contains("CAP_NET"), "{path}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 """Listening sockets: unix and IPv6 addresses, bind errors, a unix socket's
 mode (0660 by default) and owner, sockets inherited on a descriptor."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,26 @@ def test_address_errors(serve):
     assert code != 0 and "already in use" in err
     code, err = run_fail("--http-socket", "127.0.0.1:notaport", "--wsgi-file", "x.py")
     assert code != 0 and "port" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to become nobody")
+def test_a_bind_refused_for_want_of_rights_says_what_would_allow_it(tmp_path):
+    # A port below the unprivileged start, bound by a user with no rights
+    # to it: the message names the capability a systemd unit would grant.
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        first_free = int(f.read())
+    if first_free < 2:
+        pytest.skip("every port is unprivileged on this host")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN]
+    app = ["--wsgi-file", str(APPS / "validated.py")]
+    p = subprocess.run([*as_nobody, "--http-socket", f"127.0.0.1:{first_free - 1}", *app],
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    assert p.returncode != 0 and "CAP_NET_BIND_SERVICE" in p.stderr, p.stderr
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    p = subprocess.run([*as_nobody, "--http-socket", str(private / "app.sock"), *app],
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    assert p.returncode != 0 and "cannot create a file in that directory" in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("address,says", [
