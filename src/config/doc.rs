@@ -21,6 +21,11 @@ const USAGE: [&str; 2] = [
     "[OPTIONS] pkg.mod:app",
 ];
 
+/// The command lines of the servers oxgate stands in for, read with
+/// their own options (`oxgate gunicorn --help`, `oxgate uvicorn --help`).
+const GUNICORN_USAGE: &str = "gunicorn [GUNICORN OPTIONS] pkg.mod:app";
+const UVICORN_USAGE: &str = "uvicorn [UVICORN OPTIONS] pkg.mod:app";
+
 /// `--print-config`: each option set, its value(s) and where each came
 /// from; then, commented out, the default of each option not set.
 pub fn print_config(loaded: &Loaded) -> String {
@@ -96,7 +101,8 @@ pub fn help_text() -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "oxgate {} - {SUMMARY}\n\nUsage: oxgate {}\n       oxgate {}",
+        "oxgate {} - {SUMMARY}\n\nUsage: oxgate {}\n       oxgate {}\n       \
+         oxgate {GUNICORN_USAGE}\n       oxgate {UVICORN_USAGE}",
         env!("CARGO_PKG_VERSION"),
         USAGE[0],
         USAGE[1],
@@ -315,7 +321,13 @@ pub fn man_page() -> String {
          .SH SYNOPSIS\n",
         env!("CARGO_PKG_VERSION")
     );
-    for usage in USAGE.iter().chain(&["[OPTIONS] app.ini", "top ADDR"]) {
+    let more = [
+        "[OPTIONS] app.ini",
+        GUNICORN_USAGE,
+        UVICORN_USAGE,
+        "top ADDR",
+    ];
+    for usage in USAGE.iter().chain(&more) {
         let _ = writeln!(out, ".B oxgate\n{}\n.br", roff(usage));
     }
     let _ = write!(
@@ -332,6 +344,8 @@ pub fn man_page() -> String {
          true; \\fB\\-\\-\\fR\\fIname\\fR\\fB=false\\fR turns it off. A lone argument ending in\n\
          \\fB.ini\\fR, \\fB.yaml\\fR, \\fB.json\\fR or \\fB.xml\\fR is read as a config file; any other\n\
          argument names the app, as \\fB\\-\\-wsgi\\-file\\fR (a \\fB.py\\fR file) or \\fB\\-\\-module\\fR.\n\
+         \\fBoxgate gunicorn\\fR and \\fBoxgate uvicorn\\fR read Gunicorn's and uvicorn's own command\n\
+         lines (and Gunicorn's config files); each prints its options with \\fB\\-\\-help\\fR.\n\
          \\fBoxgate top\\fR \\fIADDR\\fR shows a live view of a server's \\fB\\-\\-stats\\fR socket.\n\
          .SH OPTIONS\n"
     );
@@ -381,6 +395,23 @@ mod tests {
     use super::*;
     use crate::config::defs::opt;
     use crate::config::load;
+
+    #[test]
+    fn help_and_man_page_name_the_gunicorn_and_uvicorn_command_lines() {
+        let help = help_text();
+        let man = man_page();
+        for form in [
+            "oxgate gunicorn [GUNICORN OPTIONS]",
+            "oxgate uvicorn [UVICORN OPTIONS]",
+        ] {
+            assert!(help.contains(form), "{form} not in --help");
+            let (_, rest) = form.split_once(' ').unwrap();
+            assert!(
+                man.contains(&format!(".B oxgate\n{rest}")),
+                "{form} not in the man page"
+            );
+        }
+    }
 
     #[test]
     fn help_shows_defaults_and_status() {
