@@ -510,6 +510,43 @@ def test_the_watchdog_is_fed_while_a_reload_loads_the_app(tmp_path):
             proc.kill()
 
 
+def test_systemctl_status_says_the_last_reload_failed(tmp_path):
+    """A reload whose new code fails to import leaves the old workers
+    serving the old code: STATUS= says so until a reload succeeds, as the
+    log line that said it scrolls away."""
+    (tmp_path / "app.py").write_text(
+        "import os\n"
+        "if os.path.exists(os.path.join(os.path.dirname(__file__), 'broken')):\n"
+        "    raise ImportError('a typo in the new code')\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(tmp_path / "app.py"),
+                             "--processes", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first = next_notice(notify, "STATUS=")
+        assert "reload failed" not in first, first
+        (tmp_path / "broken").touch()
+        proc.send_signal(signal.SIGHUP)
+        next_notice(notify, "RELOADING=1")
+        failed = next_notice(notify, "STATUS=")
+        assert "the last reload failed" in failed, failed
+        (tmp_path / "broken").unlink()
+        proc.send_signal(signal.SIGHUP)
+        next_notice(notify, "RELOADING=1")
+        mended = next_notice(notify, "STATUS=")
+        assert "reload failed" not in mended, mended
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_without_the_master_a_watchdog_is_warned_of(tmp_path):
     """--no-master has no loop to feed WatchdogSec=: said at start, rather
     than the service being killed once its time is up."""

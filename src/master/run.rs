@@ -240,7 +240,7 @@ pub fn run(
         daemons_stopped: false,
         stats,
         fifo,
-        systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now()),
+        systemd_status: super::systemd_status::SystemdStatus::from_env(Instant::now(), broken),
         queues_checked: Instant::now(),
         when_ready_after_reload: handover.is_some(),
     };

@@ -22,11 +22,15 @@ pub(super) struct SystemdStatus {
     watchdog: bool,
     /// The request count and time of the last status, for the rate.
     last: Option<(u64, Instant)>,
+    /// This image came from a reload whose app failed to load: the old
+    /// workers serve the old code, which `systemctl status` should say
+    /// until a reload succeeds (the log alone scrolls it away).
+    reload_failed: bool,
 }
 
 impl SystemdStatus {
     /// None unless systemd runs us with Type=notify (NOTIFY_SOCKET set).
-    pub(super) fn from_env(now: Instant) -> Option<SystemdStatus> {
+    pub(super) fn from_env(now: Instant, reload_failed: bool) -> Option<SystemdStatus> {
         std::env::var_os("NOTIFY_SOCKET")?;
         let watchdog = watchdog_every();
         let every = watchdog.map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
@@ -37,6 +41,7 @@ impl SystemdStatus {
             next: now,
             watchdog: watchdog.is_some(),
             last: None,
+            reload_failed,
         })
     }
 
@@ -59,6 +64,11 @@ impl SystemdStatus {
             _ => 0.0,
         };
         let mut message = status_line(workers, busy, requests, rate);
+        if self.reload_failed {
+            message.push_str(
+                "; the last reload failed, the old workers serve the old app (see the log)",
+            );
+        }
         if self.watchdog {
             message.push_str("\nWATCHDOG=1");
         }
@@ -148,6 +158,7 @@ mod tests {
             next: t0,
             watchdog: true,
             last: None,
+            reload_failed: false,
         };
         let first = s.due(&sb, t0).unwrap();
         assert!(first.starts_with("STATUS=Workers: 0 (busy 0, idle 0); requests: 0;"));
