@@ -1040,6 +1040,43 @@ def test_php_cgis_child_does_not_outlive_its_parent(serve, site):
 
 
 @needs_php
+@pytest.mark.parametrize("how", ["idle stop", "timeout", "reload"])
+def test_a_job_a_script_left_in_the_background_outlives_its_php_process(serve, site, tmp_path, how):
+    """`exec("cmd > /dev/null 2>&1 &")` (a video to encode, a queue to
+    kick): php-fpm signals its children one by one, and the job runs on
+    when the child that started it is stopped. oxgate killed the process's
+    whole group, the job with it, at every idle stop, timeout and reload."""
+    (site / "bg.php").write_text(
+        "<?php $job = exec('nohup sleep 60 > /dev/null 2>&1 & echo $!');"
+        " file_put_contents(__DIR__ . '/job.pid', $job . ' ' . getmypid()); echo $job;"
+        " if (isset($_GET['then_sleep'])) sleep(30);")
+    s = php_pool(serve, site, "--fastcgi-app-pm", "ondemand", "--fastcgi-app-idle-timeout", "1",
+                 "--fastcgi-app-timeout", "2", "--fastcgi-app-processes", "1", "--processes", "1")
+    if how == "timeout":
+        r = requests.get(f"{s.url}/bg.php?then_sleep=1", timeout=20)
+        assert r.status_code == 504, r.text
+        s.wait_log("no response within --fastcgi-app-timeout")
+    else:
+        requests.get(f"{s.url}/bg.php", timeout=20)
+    job, child = map(int, (site / "job.pid").read_text().split())
+    php = pool_pids(s)[0]
+    try:
+        if how == "idle stop":
+            s.wait_log("idle")
+        elif how == "reload":
+            os.kill(s.proc.pid, signal.SIGHUP)
+            s.wait_log("reload done")
+        wait_for(lambda: not alive(php), what="the php process to be stopped")
+        # Its forked child went with it, and the job did not.
+        wait_for(lambda: not alive(child), what="php-cgi's child to be stopped")
+        assert alive(job), s.log()
+        assert requests.get(f"{s.url}/index.php", timeout=20).status_code == 200
+    finally:
+        if alive(job):
+            os.kill(job, signal.SIGKILL)
+
+
+@needs_php
 def test_pm_dynamic_keeps_spare_processes(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-pm", "dynamic", "--fastcgi-app-spare", "2:2",
                  "--fastcgi-app-processes", "4", "--processes", "1")

@@ -23,7 +23,12 @@ pub fn memory(pid: Option<i32>) -> (u64, u64) {
 /// The children of this process, of all its threads, from
 /// /proc/self/task/*/children.
 pub fn children() -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    children_of(std::process::id() as i32)
+}
+
+/// The children of process `pid`, of all its threads (empty if it is gone).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     tasks
@@ -37,15 +42,35 @@ pub fn children() -> Vec<i32> {
         .collect()
 }
 
+/// The fields of /proc/PID/stat after the command name: the state first
+/// (R, S, T, Z...), then the parent, the process group...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces or parentheses: the fields are
+    // after the last ") ".
+    let (_, rest) = stat.rsplit_once(") ")?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
 /// Whether process `pid` has exited and waits to be reaped (state Z, in
 /// /proc/PID/stat).
 pub fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which may hold spaces or
-        // parentheses: it is after the last ") ".
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
-    })
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z"))
+}
+
+/// Whether process `pid` is stopped by a signal (state T), or gone or
+/// exited: either way it runs no more until it is sent SIGCONT.
+pub fn is_stopped_or_gone(pid: i32) -> bool {
+    stat_fields(pid).is_none_or(|f| f.first().is_some_and(|s| s == "T" || s == "Z" || s == "X"))
+}
+
+/// The process group of a live process `pid` (None: gone or exited).
+pub fn live_group_of(pid: i32) -> Option<i32> {
+    let f = stat_fields(pid)?;
+    if f.first().is_some_and(|s| s == "Z" || s == "X") {
+        return None;
+    }
+    f.get(2)?.parse().ok()
 }
 
 /// net.core.somaxconn: the kernel's cap on a listening socket's backlog.
@@ -55,4 +80,39 @@ pub fn somaxconn() -> Option<i32> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_is_listed_its_group_read_and_its_stop_seen() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id() as i32;
+        assert!(children_of(std::process::id() as i32).contains(&pid));
+        assert_eq!(
+            live_group_of(pid),
+            Some(nix::unistd::getpgrp().as_raw()),
+            "a child is in its parent's group"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        assert!(!is_stopped_or_gone(pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        while !is_stopped_or_gone(pid) {
+            assert!(std::time::Instant::now() < deadline, "never seen stopped");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(live_group_of(pid), None);
+        assert!(is_stopped_or_gone(pid));
+    }
 }

@@ -11,6 +11,7 @@
 //! run on its event loop.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +23,10 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::pool::{PoolCounters, PoolSpec, kill_group, sigkill_group, stats_of};
+use super::pool::{
+    PoolCounters, PoolSpec, children_running, kill_children_left, kill_process, sigkill_group,
+    stats_of, stop_process,
+};
 use super::shared::{self, CAUSE_ASKED, CAUSE_NONE, Shared, now_ms};
 use crate::config::ProcessManager;
 
@@ -258,13 +262,19 @@ impl Manager<'_> {
             return;
         }
         row.pid.store(0, Ordering::Release);
-        // What it left in its group goes at once: php-cgi's forked child,
-        // which would serve on with no parent.
-        sigkill_group(pid);
+        let cause = row.cause.swap(CAUSE_NONE, Ordering::AcqRel);
+        // Killed unbidden (a crash, a kill -9 from outside): its forked
+        // child (php-cgi's) would serve on with no parent, and can no
+        // longer be told apart from the rest of its group, which goes
+        // with it. One stopped on purpose had its children stopped then
+        // (`stop_process`), and one that exited left none serving.
+        let killed_unbidden = matches!(&status, Ok(s) if s.signal().is_some());
+        if killed_unbidden && cause == CAUSE_NONE && !self.rows[i].stopping {
+            sigkill_group(pid);
+        }
         if let Some(s) = self.stats {
             PoolCounters::decrement(&s.processes);
         }
-        let cause = row.cause.swap(CAUSE_NONE, Ordering::AcqRel);
         if std::mem::take(&mut self.rows[i].stopping) {
             return;
         }
@@ -390,19 +400,21 @@ impl Manager<'_> {
         }
     }
 
-    /// Stops a process, with its group (`PoolSpec::stop_signal`).
+    /// Stops a process and its serving children at once.
     fn kill(&self, pid: i32) {
-        kill_group(pid, self.spec.stop_signal());
+        kill_process(pid);
     }
 
-    /// Stops every process and waits for them (a second at most).
+    /// Stops every process and waits for them: their children have a
+    /// second to finish the requests they serve.
     async fn stop_all(&mut self) {
+        let mut stopped = Vec::new();
         for i in 0..self.rows.len() {
             self.rows[i].stopping = true;
             self.rows[i].start_at = None;
             let pid = self.shared.row(i).pid.load(Ordering::Acquire);
             if pid != 0 {
-                self.kill(pid);
+                stopped.push((pid, stop_process(pid, self.spec.stop_signal())));
             }
         }
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -412,11 +424,15 @@ impl Manager<'_> {
                 _ => break,
             }
         }
-        for i in 0..self.rows.len() {
-            let pid = self.shared.row(i).pid.load(Ordering::Acquire);
-            if pid != 0 {
-                sigkill_group(pid);
-            }
+        while stopped
+            .iter()
+            .any(|(pid, children)| children_running(*pid, children))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (pid, children) in &stopped {
+            kill_children_left(*pid, children);
         }
     }
 
@@ -537,29 +553,24 @@ pub fn stop_now(spec: &PoolSpec, shared: &Shared) {
         .map(|i| shared.row(i).pid.swap(0, Ordering::AcqRel))
         .filter(|&p| p > 0)
         .collect();
+    let stopped: Vec<(i32, Vec<i32>)> = pids
+        .iter()
+        .map(|&pid| (pid, stop_process(pid, spec.stop_signal())))
+        .collect();
     for &pid in &pids {
-        kill_group(pid, spec.stop_signal());
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     }
-    // A second to end, then killed, with what they left in their group.
+    // A second for their children to end, then they are killed.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    let mut left = pids.clone();
-    while !left.is_empty() && std::time::Instant::now() < deadline {
-        left.retain(|&pid| {
-            matches!(
-                nix::sys::wait::waitpid(
-                    nix::unistd::Pid::from_raw(pid),
-                    Some(nix::sys::wait::WaitPidFlag::WNOHANG)
-                ),
-                Ok(nix::sys::wait::WaitStatus::StillAlive)
-            )
-        });
+    while stopped
+        .iter()
+        .any(|(pid, children)| children_running(*pid, children))
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
-    for &pid in &pids {
-        sigkill_group(pid);
-    }
-    for &pid in &left {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    for (pid, children) in &stopped {
+        kill_children_left(*pid, children);
     }
     let _ = std::fs::remove_dir_all(&shared.dir);
 }

@@ -67,9 +67,9 @@ impl PoolSpec {
         self.php.as_ref().is_some_and(|p| p.prefork)
     }
 
-    /// What stops a process, with its group: php-cgi that forks is sent
-    /// SIGTERM, on which it kills its child too (a SIGKILL would leave the
-    /// child serving the socket); others are killed.
+    /// What a process's serving children are sent when the pool stops
+    /// (`stop_process`): php-cgi's child ends after the request it serves
+    /// on SIGTERM; others are killed.
     pub fn stop_signal(&self) -> nix::sys::signal::Signal {
         if self.prefork() {
             nix::sys::signal::Signal::SIGTERM
@@ -673,7 +673,7 @@ impl Pool {
                         row.holder.store(0, Ordering::Relaxed);
                         row.token_out.store(0, Ordering::SeqCst);
                     }
-                    sigkill_group(row.pid.load(Ordering::SeqCst));
+                    kill_process(row.pid.load(Ordering::SeqCst));
                 });
                 lease.watchdog = Some(watchdog.abort_handle());
             }
@@ -876,7 +876,7 @@ impl Lease {
         row.token_out.store(0, Ordering::SeqCst);
         let pid = row.pid.load(Ordering::SeqCst);
         if pid != 0 {
-            sigkill_group(pid);
+            kill_process(pid);
         } else {
             // No process to end: the manager is told to start one.
             self.shared.ask();
@@ -949,16 +949,77 @@ impl Drop for Lease {
     }
 }
 
-/// Sends a signal to a pool process and whatever it started: its process
-/// group, of which it is the leader (`process_group(0)`).
-pub(super) fn kill_group(pid: i32, signal: nix::sys::signal::Signal) {
+/// Kills a pool process's whole process group, of which it is the leader
+/// (`process_group(0)`): only for one that died unbidden, whose forked
+/// children (php-cgi's) lost their parent and cannot be told apart from
+/// the rest of the group any more.
+pub(super) fn sigkill_group(pid: i32) {
     if pid > 0 {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
-pub(super) fn sigkill_group(pid: i32) {
-    kill_group(pid, nix::sys::signal::Signal::SIGKILL);
+/// How long a pool process may take to stop on SIGSTOP (it is woken to
+/// take it, on a busy machine after others have run).
+const HOLD_STILL_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Stops a pool process and the processes it forked to serve (php-cgi's
+/// child), and nothing else. The jobs its scripts left running in the
+/// background (`exec("convert ... > /dev/null &")`) are in its process
+/// group too, and php-fpm, which signals its children one by one, leaves
+/// them running; a group kill took them with it.
+///
+/// php-cgi that forks kills its whole group itself on SIGTERM, so it is
+/// not sent one: it is held still (SIGSTOP, so that it forks no child
+/// while they are listed), its children are listed, and it is killed; its
+/// children are sent `children_signal` (SIGTERM: php-cgi's child ends
+/// after the request it serves). Returns them.
+pub(super) fn stop_process(pid: i32, children_signal: nix::sys::signal::Signal) -> Vec<i32> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if pid <= 0 || kill(Pid::from_raw(pid), Signal::SIGSTOP).is_err() {
+        return Vec::new();
+    }
+    // kill(2) returns before the signal is taken.
+    let deadline = std::time::Instant::now() + HOLD_STILL_WITHIN;
+    while !crate::sys::procfs::is_stopped_or_gone(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    let children = crate::sys::procfs::children_of(pid);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    for &child in &children {
+        let _ = kill(Pid::from_raw(child), children_signal);
+    }
+    children
+}
+
+/// Kills those of a stopped pool process's children (`stop_process`) that
+/// are still running in its group (a pid reused since is in another).
+pub(super) fn kill_children_left(group: i32, children: &[i32]) {
+    for &child in children {
+        if crate::sys::procfs::live_group_of(child) == Some(group) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Whether any of a stopped pool process's children still runs.
+pub(super) fn children_running(group: i32, children: &[i32]) -> bool {
+    children
+        .iter()
+        .any(|&c| crate::sys::procfs::live_group_of(c) == Some(group))
+}
+
+/// Stops a pool process and its serving children at once (a timeout, a
+/// broken exchange, an idle process, a worker gone).
+pub(super) fn kill_process(pid: i32) {
+    stop_process(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 /// The number of workers, for whether a worker keeps its connections to
