@@ -469,6 +469,21 @@ def test_php_fpms_ping_path_is_the_health_path_on_the_fastcgi_socket(serve, site
         assert p.stdout.startswith(b"Status: 200") and p.stdout.endswith(b"\r\n\r\nok\n"), p.stdout
 
 
+def test_the_health_path_fails_while_a_pool_cannot_start_its_processes(serve, tmp_path):
+    """php-fpm's ping page is answered by a pool process: when none can
+    start (a broken php.ini, a missing extension), the probe fails and the
+    balancer takes the host out. --health-path, which php-fpm's users put
+    in its place, said 200 while every request was a 502."""
+    (tmp_path / "broken.sh").write_text("#!/bin/sh\necho 'PHP Fatal error: broken extension' >&2\nexit 1\n")
+    (tmp_path / "broken.sh").chmod(0o755)
+    s = serve("--fastcgi-app", f"/php={tmp_path / 'broken.sh'}", "--health-path", "/ping", "--processes", "1")
+    assert requests.get(f"{s.url}/php/x", timeout=20).status_code == 502
+    # (A 503 Response is false: its text is what is waited for.)
+    text = wait_for(lambda: (r := requests.get(f"{s.url}/ping", timeout=20)).status_code == 503 and r.text,
+                    what="the health path to fail")
+    assert "FastCGI pool cannot start" in text, text
+
+
 @needs_php
 def test_a_status_with_no_known_phrase_keeps_none_on_the_fastcgi_socket(serve, site):
     """header('Status: 420') from PHP, behind the FastCGI socket: `Status:

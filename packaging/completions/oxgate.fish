@@ -100,7 +100,7 @@ complete -c oxgate -l min-worker-lifetime -x -d 'How long a worker runs before -
 complete -c oxgate -l limit-as -x -d 'Limit each worker\'s address space to MB (RLIMIT_AS), for the app: the space oxgate reserves for itself (its allocator\'s 64 MiB arena, the scoreboard) is added to it, as uWSGI has no such reservations'
 complete -c oxgate -l worker-reload-mercy -x -d 'How long a worker asked to stop may finish its requests before it is killed'
 complete -c oxgate -l reload-mercy -x -d 'How long a stopping master waits for workers to finish'
-complete -c oxgate -l health-path -r -F -d 'Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining or with no worker (for load balancers and Kubernetes probes; not in the request log)'
+complete -c oxgate -l health-path -r -F -d 'Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining, with no worker, or while a --fastcgi-app pool cannot start its processes (for load balancers and Kubernetes probes; not in the request log)'
 complete -c oxgate -l drain-delay -x -d 'On a graceful stop, fail --health-path first and keep serving for SECONDS, so balancers stop sending before the sockets close; then stop as usual'
 complete -c oxgate -l pidfile -r -F -d 'Write the master\'s pid to FILE'
 complete -c oxgate -l safe-pidfile -r -F -d 'Write the master\'s pid to FILE'

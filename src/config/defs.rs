@@ -460,7 +460,7 @@ options! {
         .help("How long a stopping master waits for workers to finish."),
     HEALTH_PATH = OptDef::new("health-path", Str, Process)
         .value("PATH")
-        .help("Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining or with no worker (for load balancers and Kubernetes probes; not in the request log)."),
+        .help("Answer PATH on every socket from the server itself, not the app: 200 once every worker has loaded the app and while one serves; 503 while starting, draining, with no worker, or while a --fastcgi-app pool cannot start its processes (for load balancers and Kubernetes probes; not in the request log)."),
     DRAIN_DELAY = OptDef::new("drain-delay", Str, Process)
         .value("SECONDS")
         .defaults_to("0")

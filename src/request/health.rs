@@ -24,6 +24,8 @@ pub enum Health {
     Draining = 2,
     /// Every worker is gone (dying and being restarted).
     NoWorker = 3,
+    /// A FastCGI pool's processes cannot be started: its requests fail.
+    PoolFailing = 4,
 }
 
 impl Health {
@@ -32,6 +34,7 @@ impl Health {
             1 => Health::Serving,
             2 => Health::Draining,
             3 => Health::NoWorker,
+            4 => Health::PoolFailing,
             _ => Health::Starting,
         }
     }
@@ -42,6 +45,11 @@ impl Health {
             Health::Starting => Response::plain(503, "Service Unavailable", "starting\n"),
             Health::Draining => Response::plain(503, "Service Unavailable", "draining\n"),
             Health::NoWorker => Response::plain(503, "Service Unavailable", "no worker\n"),
+            Health::PoolFailing => Response::plain(
+                503,
+                "Service Unavailable",
+                "a FastCGI pool cannot start its processes\n",
+            ),
         }
     }
 }

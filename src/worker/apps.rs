@@ -10,7 +10,7 @@ use crate::handlers::cgi::CgiScripts;
 use crate::handlers::fastcgi::FastcgiApps;
 use crate::handlers::python::{self, AsgiHost, WsgiHost};
 use crate::handlers::static_files::StaticFiles;
-use crate::request::health::{HealthCheck, HealthSource};
+use crate::request::health::{Health, HealthCheck, HealthSource};
 use crate::request::router::{NoApp, Router};
 use crate::request::wrappers::{
     AddHeaders, LimitConcurrency, ProxyHeaders, RootPath, ScriptNameHeader, SecureScheme,
@@ -112,6 +112,13 @@ impl Apps {
     /// The handler the front ends call: the apps, behind the server's own
     /// `--health-path`, answered from `health`.
     pub fn front_handler(&self, cfg: &Config, health: Arc<dyn HealthSource>) -> Arc<dyn Handler> {
+        let health: Arc<dyn HealthSource> = match &self.fastcgi {
+            Some(fastcgi) => Arc::new(WithPools {
+                server: health,
+                fastcgi: fastcgi.clone(),
+            }),
+            None => health,
+        };
         match &cfg.health_path {
             Some(path) => Arc::new(HealthCheck::new(self.handler.clone(), path, health)),
             None => self.handler.clone(),
@@ -347,4 +354,20 @@ fn load_python(cfg: &Config) -> Result<Apps, String> {
         kinds: loaded.kinds,
         refused: Arc::new(Answered::new(HandlerKind::App)),
     })
+}
+
+/// The server's health, and the FastCGI pools': serving, a server whose
+/// pool cannot start its processes is not healthy.
+struct WithPools {
+    server: Arc<dyn HealthSource>,
+    fastcgi: Arc<FastcgiApps>,
+}
+
+impl HealthSource for WithPools {
+    fn health(&self) -> Health {
+        match self.server.health() {
+            Health::Serving if self.fastcgi.pool_failing().is_some() => Health::PoolFailing,
+            health => health,
+        }
+    }
 }

@@ -274,6 +274,17 @@ impl FastcgiApps {
         })
     }
 
+    /// The name of a pool whose processes cannot be started now (a broken
+    /// command, php.ini or extension): the server cannot serve what is
+    /// mounted there, which `--health-path` says, as php-fpm's ping page
+    /// (answered by a pool process) fails then.
+    pub fn pool_failing(&self) -> Option<&Arc<str>> {
+        self.mounts.iter().find_map(|(_, backend)| match backend {
+            Backend::Pool(pool) => pool.start_failing().then(|| pool.name()),
+            Backend::Pass(_) => None,
+        })
+    }
+
     /// Leaves the pools, as the worker ends. Without a master, this
     /// process is their manager: their processes are stopped (and reaped)
     /// and their sockets removed.

@@ -305,6 +305,12 @@ impl Pool {
             .ok_or_else(|| "the pool's shared table is missing".to_string())
     }
 
+    /// Its last process could not be started, or died at once.
+    pub fn start_failing(&self) -> bool {
+        self.shared()
+            .is_ok_and(|s| s.header().start_failing.load(Ordering::Acquire) != 0)
+    }
+
     pub fn spec(&self) -> &Arc<PoolSpec> {
         &self.spec
     }
