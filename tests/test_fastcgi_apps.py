@@ -1092,6 +1092,20 @@ def test_a_job_a_script_left_in_the_background_outlives_its_php_process(serve, s
 
 
 @needs_php
+def test_a_full_pool_is_said_in_the_log_as_php_fpm_says_it(serve, site):
+    """php-fpm's "server reached pm.max_children setting, consider raising
+    it", the line pools are sized by: requests queued in silence, counted
+    only in the stats."""
+    (site / "nap.php").write_text("<?php usleep(1500000); echo 'rested';")
+    s = php_pool(serve, site, "--fastcgi-app-processes", "1", "--fastcgi-app-pm", "static", "--processes", "1")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: requests.get(f"{s.url}/nap.php", timeout=30).text, range(3)))
+    assert answers == ["rested"] * 3
+    assert s.log().count("its one process is busy and requests wait") == 1, s.log()
+    assert "consider raising --fastcgi-app-processes" in s.log()
+
+
+@needs_php
 def test_pm_dynamic_keeps_spare_processes(serve, site):
     s = php_pool(serve, site, "--fastcgi-app-pm", "dynamic", "--fastcgi-app-spare", "2:2",
                  "--fastcgi-app-processes", "4", "--processes", "1")

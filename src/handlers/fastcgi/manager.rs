@@ -89,6 +89,7 @@ pub async fn manage(spec: Arc<PoolSpec>, shared: &'static Shared, until_released
         stats,
         rows: (0..n).map(|_| RowState::default()).collect(),
         ended: mpsc::unbounded_channel(),
+        said_full: None,
     };
     let initial = match spec.pm {
         ProcessManager::Static => n,
@@ -143,7 +144,13 @@ struct Manager<'a> {
     stats: Option<&'static PoolCounters>,
     rows: Vec<RowState>,
     ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
+    /// When the log last said every process was busy with requests
+    /// waiting (php-fpm's "reached pm.max_children").
+    said_full: Option<Instant>,
 }
+
+/// How often, at most, the log says a pool is full.
+const SAY_FULL_EVERY: Duration = Duration::from_secs(60);
 
 impl Manager<'_> {
     /// Starts processes in up to `k` rows that have none.
@@ -321,6 +328,7 @@ impl Manager<'_> {
     /// stops those idle past the idle timeout (dynamic, ondemand).
     fn tick(&mut self, min_spare: usize, max_spare: usize) {
         let now = Instant::now();
+        self.say_if_full(now);
         for i in 0..self.rows.len() {
             if self.rows[i].start_at.is_some_and(|t| t <= now) {
                 self.start(i);
@@ -397,6 +405,26 @@ impl Manager<'_> {
                 kept += 1;
                 self.shared.give(t);
             }
+        }
+    }
+
+    /// php-fpm's warning that sizes pools: every process runs and is busy,
+    /// and requests wait for one (the counter in the stats alone went
+    /// unseen). Once a minute at most.
+    fn say_if_full(&mut self, now: Instant) {
+        let full =
+            self.shared.all_running() && self.shared.idle() == 0 && self.shared.waiting() > 0;
+        if full && self.said_full.is_none_or(|t| now - t >= SAY_FULL_EVERY) {
+            self.said_full = Some(now);
+            let busy = match self.rows.len() {
+                1 => "its one process is busy".to_string(),
+                n => format!("its {n} processes are all busy"),
+            };
+            crate::say!(
+                "oxgate: FastCGI pool {}: {busy} and requests wait \
+                 (php-fpm's pm.max_children reached); consider raising --fastcgi-app-processes",
+                self.spec.name
+            );
         }
     }
 
