@@ -595,6 +595,9 @@ fn single(cfg: &Config, listeners: Vec<Socket>) -> Result<(), Failure> {
             "no Python app".to_string()
         }
     );
+    if let Some(notice) = process::root_without_uid_notice(cfg.process.uid.as_deref()) {
+        crate::note!("{notice}");
+    }
     if cfg.process.processes > 1 && cfg.process.processes_given {
         // uWSGI forks them unsupervised; here one process serves. Said,
         // so a migrated `master = false` does not lose workers unseen.

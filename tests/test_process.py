@@ -444,6 +444,18 @@ def next_notice(notify, what):
             return msg
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_running_as_root_with_no_uid_is_said_after_the_banner(serve, tmp_path):
+    """The app, and any PHP or CGI script a request names, run as root
+    then: uWSGI says so at every start, php-fpm refuses to start. The
+    banner stays the first line."""
+    s = serve("--static-map", f"/={tmp_path}")
+    lines = s.log().splitlines()
+    assert "serving" in lines[0] and "running as root with no --uid" in lines[1], lines[:3]
+    s = serve("--static-map", f"/={tmp_path}", "--uid", "nobody", "--gid", "nogroup")
+    assert "running as root" not in s.log()
+
+
 def test_systemd_status_and_watchdog(tmp_path):
     """Under Type=notify the master sends its figures as STATUS= (what
     `systemctl status` shows, as php-fpm's), and with WatchdogSec= set

@@ -321,6 +321,11 @@ pub fn run(
             }
         }
     }
+    if handover.is_none()
+        && let Some(notice) = process::root_without_uid_notice(p.uid.as_deref())
+    {
+        crate::note!("{notice}");
+    }
     // Gunicorn's quirk, which real hooks rely on: ready before the first
     // fork. After a reload, once it is done (`when_ready_after_reload`).
     if handover.is_none() && !server_hook(cfg, "when_ready", None) {

@@ -19,6 +19,7 @@ pub use self::daemon::{
 pub use self::pidfile::{names_this_process, refuse_live_pidfile, write_pidfile, write_pidfiles};
 pub use self::privileges::{
     check_names, chown_logs, chown_path, chown_socket_to_ids, drop_privileges,
+    root_without_uid_notice,
 };
 pub use self::role::{is_worker, mark_worker, remember_start_dir, sched_batch_or_say, start_dir};
 pub use self::systemd::{sd_notify, systemd_sockets};

@@ -104,6 +104,16 @@ fn lookup_group(g: &str, option: &str) -> Result<Gid, String> {
     }
 }
 
+/// Said after the start's banner when oxgate runs as root with no
+/// `--uid`: the app, and the PHP and CGI scripts a request names, run as
+/// root then. uWSGI says so at every start; php-fpm refuses to start.
+pub fn root_without_uid_notice(uid: Option<&str>) -> Option<&'static str> {
+    (uid.is_none() && nix::unistd::geteuid().is_root()).then_some(
+        "oxgate: running as root with no --uid: the app and any script it runs have every privilege; \
+         set --uid and --gid to a user of their own",
+    )
+}
+
 /// The users and groups `--uid`, `--gid` and `--chown-socket` name, looked
 /// up before anything is bound or written: a name that does not exist
 /// stops the start (and `--check-config`) with nothing left behind.
