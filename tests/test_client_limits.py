@@ -251,13 +251,17 @@ def test_memory_a_burst_of_closed_connections_held_is_given_back(serve):
     wait_for(lambda: s.rss_kb(pid=worker) < base + (peak - base) // 4, timeout=30, what="the memory given back")
 
 
-def test_bodies_read_ahead_past_the_memory_budget_go_to_a_file_and_arrive_whole(serve):
+@pytest.mark.parametrize("post_buffering", ["2 MiB", "the default, 1 MiB"])
+def test_bodies_read_ahead_past_the_memory_budget_go_to_a_file_and_arrive_whole(serve, post_buffering):
     """300 clients that each send 1 MiB of a 2 MiB body and stall: the
     bodies read ahead in memory are held to 64 MiB for the process, the
     rest go to temporary files, as nginx's client body buffer spills. (They
     were all held: about 1.7 MiB a client, gigabytes for a thousand.) When
-    the clients go on, every body reaches the app whole."""
-    s = serve("--wsgi-file", APP, "--processes", "1", "--post-buffering", str(2 << 20))
+    the clients go on, every body reaches the app whole. With the default
+    --post-buffering, each read ahead ends at the 1 MiB sent, and its part
+    waits for the app: it was in memory outside the budget."""
+    extra = ["--post-buffering", str(2 << 20)] if post_buffering == "2 MiB" else []
+    s = serve("--wsgi-file", APP, "--processes", "1", *extra)
     worker = s.wait_workers(1)[0]
     base = s.rss_kb(pid=worker)
     part = bytes(range(256)) * 4096  # 1 MiB
@@ -285,6 +289,59 @@ def test_bodies_read_ahead_past_the_memory_budget_go_to_a_file_and_arrive_whole(
             out += chunk
         c.close()
         assert out.startswith(b"HTTP/1.1 200 ") and digest.encode() in out, out[:300]
+
+
+def test_stalled_http2_uploads_waiting_for_the_app_are_held_to_the_budget_too(serve):
+    """10 h2c connections of 16 streams, each sending 1 MiB of a 2 MiB
+    body (its window's worth) and stalling, while the one app thread is
+    busy: every stream's body read ahead waited for the app in memory, out
+    of the 64 MiB budget (a gigabyte for 1,024 pending streams; nginx spills
+    them to files). Now the budget holds, and the rest is in files."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = serve("--wsgi-file", APP, "--processes", "1")
+    worker = s.wait_workers(1)[0]
+    base = s.rss_kb(pid=worker)
+    part = b"u" * (1 << 20)
+    conns = []
+    deadline = time.monotonic() + 60
+    for _ in range(10):
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.settimeout(0.2)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        streams = {}
+        for _ in range(16):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "POST"), (":path", "/count"), (":scheme", "http"),
+                                    (":authority", "x"), ("content-length", str(2 * len(part)))])
+            streams[sid] = 0
+        sock.sendall(conn.data_to_send())
+        # Each stream's 1 MiB, as the server's windows let it through.
+        while any(sent < len(part) for sent in streams.values()):
+            assert time.monotonic() < deadline, streams
+            for sid in streams:
+                while n := min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size,
+                               len(part) - streams[sid]):
+                    conn.send_data(sid, part[streams[sid]:streams[sid] + n])
+                    streams[sid] += n
+            sock.sendall(conn.data_to_send())
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            assert data, "the server closed the connection"
+            conn.receive_data(data)
+            sock.sendall(conn.data_to_send())
+        conns.append(sock)
+    time.sleep(2)
+    grew_mb = (s.rss_kb(pid=worker) - base) / 1024
+    print(f"160 stalled 1 MiB HTTP/2 uploads: worker RSS +{grew_mb:.0f} MiB")
+    # The budget, and h2's buffers (it grew by 180 MiB).
+    assert grew_mb < 64 + 48, grew_mb
+    for sock in conns:
+        sock.close()
 
 
 @pytest.mark.parametrize("pieces", [1, 4096])

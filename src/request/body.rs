@@ -530,8 +530,9 @@ impl Spool {
     }
 }
 
-/// Request bodies read ahead of the app that this process holds in memory
-/// while they arrive: past this, the rest of each goes to a temporary file,
+/// Request bodies read ahead of the app that this process holds in memory,
+/// from when they arrive until the app is done with them: past this, the
+/// rest of each goes to a temporary file,
 /// as nginx's client_body_buffer_size spills to client_body_temp_path. A
 /// thousand clients that each send 1 MiB and stall must not cost a
 /// gigabyte (the response side's read-ahead has its budget too).
@@ -554,6 +555,35 @@ impl AheadInMemory {
         }
         self.0 += n;
         true
+    }
+}
+
+impl AheadInMemory {
+    /// The body's bytes, holding its share of the budget until the last
+    /// reference to them is dropped: read ahead, a body waits for an app
+    /// thread, and then is read by the app, in memory all that time (the
+    /// share given back as the read ended, a thousand stalled HTTP/2
+    /// uploads waiting for the app held a gigabyte).
+    pub fn keep_with(self, bytes: Bytes) -> Bytes {
+        if self.0 == 0 {
+            return bytes;
+        }
+        Bytes::from_owner(BytesHeldAhead {
+            bytes,
+            _share: self,
+        })
+    }
+}
+
+/// Bytes read ahead, with their share of the budget.
+struct BytesHeldAhead {
+    bytes: Bytes,
+    _share: AheadInMemory,
+}
+
+impl AsRef<[u8]> for BytesHeldAhead {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

@@ -400,8 +400,8 @@ pub(super) async fn read_ahead(
                     Some(file) => file.into_body(None).await,
                     None => Ok(match first {
                         None => RequestBody::Full(Bytes::new()),
-                        Some(b) if more.is_empty() => RequestBody::Full(b),
-                        Some(_) => RequestBody::Full(more.freeze()),
+                        Some(b) if more.is_empty() => RequestBody::Full(held.keep_with(b)),
+                        Some(_) => RequestBody::Full(held.keep_with(more.freeze())),
                     }),
                 };
             }
@@ -475,6 +475,7 @@ pub(super) async fn read_ahead(
             } else {
                 more.freeze()
             };
+            let part = held.keep_with(part);
             return Ok(RequestBody::Stream(BodyStream::new(ReadAhead {
                 part: Some(part),
                 rest: chunks,
