@@ -301,6 +301,32 @@ def test_sse_is_read_while_it_streams(serve, tmp_path):
     assert rest == [b"data: 0", b"data: 1", b"data: 2"]
 
 
+def test_sse_is_read_while_it_streams_behind_nginxs_stock_proxy_pass(serve, tmp_path):
+    """nginx's `proxy_pass` with Debian's proxy_params asks in HTTP/1.0,
+    whose answer ends by closing, and nginx held such an event stream in
+    its buffers: the browser saw no event (uvicorn answers in chunks,
+    which nginx passes on). The stream is now sent with X-Accel-Buffering:
+    no, as sse-starlette sends it."""
+    s = asgi(serve, "asgi_fastapi:app", env={"ASGI_MARKERS": str(tmp_path)})
+    gate = tmp_path / "gate"
+    server = f"location / {{ proxy_pass http://127.0.0.1:{s.port}; include /etc/nginx/proxy_params; }}"
+    with nginx_serving(tmp_path, server) as port:
+        with requests.get(f"http://127.0.0.1:{port}/sse", params={"gate": str(gate)}, stream=True, timeout=10) as r:
+            lines = r.iter_lines()
+            assert next(lines) == b"data: first"
+            gate.write_text("go")
+            rest = [line for line in lines if line]
+        assert rest == [b"data: 0", b"data: 1", b"data: 2"]
+        # A client of its own in HTTP/1.0 keeps nginx's buffering (the
+        # header is for proxies).
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        gate.unlink()
+        c.sendall(f"GET /sse?gate={gate} HTTP/1.0\r\n\r\n".encode())
+        head = c.recv(4096)
+        assert head.startswith(b"HTTP/1.0 200") and b"x-accel-buffering" not in head.lower(), head
+        gate.write_text("go")
+
+
 def test_a_client_that_leaves_mid_stream_is_an_http_disconnect(serve, tmp_path):
     s = asgi(serve, "asgi_raw:app", env={"ASGI_MARKERS": str(tmp_path)})
     with socket.create_connection(("127.0.0.1", s.port)) as c:
