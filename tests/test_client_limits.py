@@ -6,6 +6,7 @@ the listen backlog."""
 import hashlib
 import re
 import socket
+import struct
 import time
 
 import pytest
@@ -231,20 +232,34 @@ def test_an_app_that_reads_slowly_does_not_make_a_fast_client_slow(serve, tmp_pa
     assert "--min-body-rate" not in s.log()
 
 
-def test_memory_a_burst_of_closed_connections_held_is_given_back(serve):
-    """500 connections that each send 60 KiB of a head and close: the
-    worker's memory at the peak goes back to the kernel once they are
-    gone, as it does after idle connections park (it stayed at the peak)."""
-    s = serve("--wsgi-file", APP, "--processes", "1")
+@pytest.mark.parametrize("proto", ["http", "uwsgi"])
+def test_memory_a_burst_of_closed_connections_held_is_given_back(serve, proto):
+    """Connections that each send 60 KiB of a head (or of a uwsgi packet)
+    and close: the worker's memory at the peak goes back to the kernel
+    once they are gone, as it does after idle connections park (it stayed
+    at the peak: over uwsgi, 2,000 of them left 170 MiB behind)."""
+    if proto == "http":
+        s = serve("--wsgi-file", APP, "--processes", "1")
+        port = s.port
+    else:
+        # Alone: an HTTP connection ending would have the memory given
+        # back the HTTP side's way.
+        s = serve("--wsgi-file", APP, "--processes", "1", "--uwsgi-socket", "127.0.0.1:{port}", socket_arg=False)
+        port = s.port
     worker = s.wait_workers(1)[0]
     base = s.rss_kb(pid=worker)
-    head = b"GET /x HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X%d: %s\r\n" % (i, b"c" * 6000) for i in range(10))
+    if proto == "http":
+        head, n = b"GET /x HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X%d: %s\r\n" % (i, b"c" * 6000) for i in range(10)), 500
+    else:
+        # A packet that says 65,535 bytes, all but the last few sent.
+        head, n = struct.pack("<BHB", 0, 65535, 0) + b"\x05\x00HELLO\x01\x00" + b"a" * 64990, 2000
     socks = []
-    for _ in range(500):
-        c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
         c.sendall(head)
         socks.append(c)
     wait_for(lambda: s.rss_kb(pid=worker) > base + 20_000, what="the burst's memory")
+    time.sleep(1)  # every connection's bytes taken in
     peak = s.rss_kb(pid=worker)
     for c in socks:
         c.close()

@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod http;
 pub mod tls;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -46,3 +47,48 @@ pub(crate) async fn drain_input<R: AsyncRead + Unpin>(rd: &mut R, limits: DrainL
         }
     }
 }
+
+/// Has the heap trimmed once the connections parking (or ending, over any
+/// protocol) about now
+/// are done: their hyper buffers, freed between blocks still in use, would
+/// otherwise stay in the worker's resident set. The trim waits for a
+/// `QUIET_AFTER` with none more (the connections of one burst park over
+/// about a second), five at most, and for `TRIM_EVERY` since the last
+/// one: it locks the heap while it walks it (about a microsecond per free
+/// block), so it must stay rare. None while no connection parks or ends.
+pub(crate) fn release_freed_memory_soon() {
+    static DUE: AtomicBool = AtomicBool::new(false);
+    static PARKED: AtomicU64 = AtomicU64::new(0);
+    static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
+    PARKED.fetch_add(1, Ordering::Relaxed);
+    if DUE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    tokio::spawn(async {
+        let last = *LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + TRIM_EVERY).await;
+        }
+        let mut seen = PARKED.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            tokio::time::sleep(QUIET_AFTER).await;
+            let now = PARKED.load(Ordering::Relaxed);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        DUE.store(false, Ordering::Relaxed);
+        *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+        let _ = tokio::task::spawn_blocking(crate::sys::heap::release_free_memory).await;
+        // On this thread: the parked connections' state was freed here.
+        crate::sys::heap::release_allocator_memory();
+    });
+}
+
+/// The least time between two trims of the heap after parking.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// How long with no connection parking or ending makes a burst over
+/// (an HTTP connection parks after a second idle).
+const QUIET_AFTER: Duration = Duration::from_secs(1);

@@ -144,6 +144,9 @@ impl Shared {
                 tokio::spawn(async move {
                     gateway::serve_fastcgi(conn, info, handler, settings, threads, stop).await;
                     drop(slot);
+                    // Its buffers go back to the system once a burst of
+                    // connections is over, as the HTTP side's do.
+                    crate::frontend::release_freed_memory_soon();
                 });
             }
             FrontEnd::OneShot(kind, settings) => {
@@ -155,6 +158,7 @@ impl Shared {
                 tokio::spawn(async move {
                     gateway::serve_fast(raw, kind, handler, settings).await;
                     drop(slot);
+                    crate::frontend::release_freed_memory_soon();
                 });
             }
         }

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -20,7 +20,7 @@ use super::http2::serve_http2;
 pub use super::peek::Peek;
 use super::request_body::WireBody;
 use super::service::on_request;
-use super::watch::{Either, PARK_AFTER, Quiet, idle_watchdog, race_rarely, stop_or_idle};
+use super::watch::{Either, Quiet, idle_watchdog, race_rarely, stop_or_idle};
 use crate::frontend::tls::TlsListener;
 
 /// What a cleartext connection's first line says it speaks.
@@ -176,7 +176,7 @@ pub async fn serve_connection<S: Peek>(
             // burst of connections that close (Connection: close, health
             // checks, a flood of unfinished heads) leaves the worker at its
             // peak memory unless they are given back the same way.
-            release_freed_memory_soon();
+            crate::frontend::release_freed_memory_soon();
             return;
         };
         // Parked: the task keeps the socket and nothing else until the
@@ -185,7 +185,7 @@ pub async fn serve_connection<S: Peek>(
             return;
         };
         stream = parked;
-        release_freed_memory_soon();
+        crate::frontend::release_freed_memory_soon();
         let stopped = *shutdown.borrow_and_update()
             || tokio::select! {
                 biased;
@@ -227,46 +227,6 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     };
     crate::frontend::drain_input(&mut stream, limits).await;
 }
-
-/// Has the heap trimmed once the connections parking (or ending) about now
-/// are done: their hyper buffers, freed between blocks still in use, would
-/// otherwise stay in the worker's resident set. The trim waits for a
-/// `PARK_AFTER` with none more (the connections of one burst park over
-/// about a second), five at most, and for `TRIM_EVERY` since the last
-/// one: it locks the heap while it walks it (about a microsecond per free
-/// block), so it must stay rare. None while no connection parks or ends.
-fn release_freed_memory_soon() {
-    static DUE: AtomicBool = AtomicBool::new(false);
-    static PARKED: AtomicU64 = AtomicU64::new(0);
-    static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
-    PARKED.fetch_add(1, Ordering::Relaxed);
-    if DUE.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    tokio::spawn(async {
-        let last = *LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(last) = last {
-            tokio::time::sleep_until(last + TRIM_EVERY).await;
-        }
-        let mut seen = PARKED.load(Ordering::Relaxed);
-        for _ in 0..5 {
-            tokio::time::sleep(PARK_AFTER).await;
-            let now = PARKED.load(Ordering::Relaxed);
-            if now == seen {
-                break;
-            }
-            seen = now;
-        }
-        DUE.store(false, Ordering::Relaxed);
-        *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
-        let _ = tokio::task::spawn_blocking(crate::sys::heap::release_free_memory).await;
-        // On this thread: the parked connections' state was freed here.
-        crate::sys::heap::release_allocator_memory();
-    });
-}
-
-/// The least time between two trims of the heap after parking.
-const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// How `serve_http1` may end an idle connection.
 enum Http1 {
