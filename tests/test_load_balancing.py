@@ -82,6 +82,28 @@ def test_drain_delay_fails_the_health_check_then_stops(serve):
     assert "master stopped" in s.log()
 
 
+@pytest.mark.parametrize("opening", ["nothing", "part of a PROXY header"])
+def test_a_stop_does_not_wait_for_a_connection_that_sent_no_request(serve, opening):
+    """A browser's preconnect, a TCP balancer's spare connection: no
+    request in flight, so a graceful stop closes it after a second's grace,
+    as uvicorn does. The stop waited out --socket-timeout for it (30 s by
+    default, 60 here), and `docker stop` killed the server first."""
+    extra = ["--enable-proxy-protocol"] if opening != "nothing" else []
+    s = serve("--wsgi-file", ECHO, "--processes", "1", "--socket-timeout", "60", *extra)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+        if opening != "nothing":
+            c.sendall(b"PROXY TCP4 203.0.113.7 ")
+        # Taken by the worker, and waiting for its first bytes.
+        assert requests.get(s.url + "/", timeout=10).status_code == 200
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(20) == 0
+        # Closed (reset, with the part of a header left unread).
+        try:
+            assert c.recv(100) == b""
+        except ConnectionResetError:
+            pass
+
+
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGQUIT])
 def test_a_second_signal_during_the_drain_stops_at_once(serve, second):
     """Ctrl-C twice (docker run, a terminal) during --drain-delay: the

@@ -85,6 +85,31 @@ async fn refuse<S: Peek>(mut stream: S, status: &str, body: &str) {
 /// its client may be sending.
 const NEXT_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
+/// Waits for what comes before a connection's first request (a PROXY
+/// header, its first bytes), for `--socket-timeout` at most, and once the
+/// server stops, for `NEXT_REQUEST_GRACE` more at most: such a connection
+/// has no request in flight, and a stop waited the whole timeout for one
+/// that sent nothing (a browser's preconnect, a balancer's spare). None:
+/// not in time.
+async fn before_a_request<F: std::future::Future>(
+    fut: F,
+    head_timeout: Duration,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Option<F::Output> {
+    let deadline = tokio::time::Instant::now() + head_timeout;
+    let mut fut = std::pin::pin!(fut);
+    let mut stop = shutdown.clone();
+    if !*stop.borrow_and_update() {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            () = tokio::time::sleep_until(deadline) => return None,
+            _ = stop.wait_for(|stopping| *stopping) => {}
+        }
+    }
+    let grace = deadline.min(tokio::time::Instant::now() + NEXT_REQUEST_GRACE);
+    tokio::time::timeout_at(grace, fut).await.ok()
+}
+
 /// Serves one connection until it closes, or until `shutdown` fires and the
 /// request in flight (if any) is done.
 pub async fn serve_connection<S: Peek>(
@@ -106,14 +131,15 @@ pub async fn serve_connection<S: Peek>(
     if let Some(pp) = &settings.proxy_protocol
         && pp.believes(info.peer_addr())
     {
-        match tokio::time::timeout(settings.head_timeout, pp.read(&mut stream)).await {
-            Ok(Ok(Some(client))) => info = Arc::new(Arc::unwrap_or_clone(info).with_peer(client)),
-            Ok(Ok(None)) => {}
-            Ok(Err(why)) => {
+        match before_a_request(pp.read(&mut stream), settings.head_timeout, &shutdown).await {
+            Some(Ok(Some(client))) => info = Arc::new(Arc::unwrap_or_clone(info).with_peer(client)),
+            Some(Ok(None)) => {}
+            Some(Err(why)) => {
                 crate::say!("oxgate: connection refused: {why}");
                 return refuse(stream, "400 Bad Request", &format!("{why}\n")).await;
             }
-            Err(_) => return, // no header, no request: the head timeout
+            // No header, no request: the head timeout, or a stop.
+            None => return,
         }
     }
     if let Some(tls) = settings.tls.clone() {
@@ -125,7 +151,12 @@ pub async fn serve_connection<S: Peek>(
         ))
         .await;
     }
-    match tokio::time::timeout(settings.head_timeout, opening(&stream)).await {
+    let stopped_before = *shutdown.borrow();
+    let opened = before_a_request(opening(&stream), settings.head_timeout, &shutdown).await;
+    // A stop came while the connection had sent nothing: its first request
+    // (come within the grace) is answered with a close.
+    let stopped_while_opening = !stopped_before && *shutdown.borrow();
+    match opened.ok_or(()) {
         Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
             let ctx = conn_ctx(info, host, settings, false, Some(stream.as_raw_fd()));
             let io = Progress::new(stream, ctx.clone());
@@ -139,14 +170,15 @@ pub async fn serve_connection<S: Peek>(
             let body = format!("{version} is not supported; use HTTP/1.1\n");
             return refuse(stream, "505 HTTP Version Not Supported", &body).await;
         }
-        // Not a byte in --socket-timeout: closed now, not given to hyper,
-        // whose own head timeout would start over (twice the time, for a
-        // connection that may only be holding a slot).
-        Err(_) => return,
+        // Not a byte in --socket-timeout, or within the grace after a
+        // stop: closed now, not given to hyper, whose own head timeout
+        // would start over (twice the time, for a connection that may only
+        // be holding a slot), and which a stop would wait for.
+        Err(()) => return,
         _ => {}
     }
     let mut shutdown = shutdown;
-    let mut stopping = false;
+    let mut stopping = stopped_while_opening || stopped_before;
     loop {
         let ctx = conn_ctx(info.clone(), host.clone(), settings.clone(), true, None);
         let batched = super::batch::BatchedIo::new(
