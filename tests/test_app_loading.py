@@ -456,6 +456,28 @@ def test_vhost_sites_in_one_worker_keep_their_own_directory_and_modules(serve, t
         assert ask(n) == f"h{n} lazy{n} s{n} data{n}", n
 
 
+def test_vhost_a_script_is_its_module_for_the_modules_that_import_it(serve, tmp_path):
+    """Flask's common layout: app.py makes the app and imports views, whose
+    `from app import app` adds the routes. uWSGI imports UWSGI_SCRIPT as
+    `app`; oxgate ran it under a made-up name, so views imported app.py a
+    second time and routed an app nobody served: 404 everywhere. Two such
+    sites in one worker keep their own."""
+    for n in (1, 2):
+        d = tmp_path / f"site{n}"
+        d.mkdir()
+        (d / "app.py").write_text(
+            "ROUTES = {}\nimport views\n"
+            "def application(environ, start_response):\n"
+            "    view = ROUTES.get(environ['PATH_INFO'])\n"
+            "    start_response('200 OK' if view else '404 Not Found', [('Content-Type', 'text/plain')])\n"
+            "    return [view() if view else b'not found']\n")
+        (d / "views.py").write_text(f"from app import ROUTES\nROUTES['/'] = lambda: b'hello from views {n}'\n")
+    up = free_port()
+    serve("--socket", f"127.0.0.1:{up}", "--vhost", "--processes", "1")
+    for n in (1, 2, 1, 2):
+        assert ask_vhost(up, tmp_path / f"site{n}", "app:application") == ("HTTP/1.1 200 OK", f"hello from views {n}")
+
+
 def django_site(base, name, venv=None):
     """A Django project `name` under base/dj_name (its wsgi.py sets its
     settings with setdefault, as startproject's does); with `venv`, a

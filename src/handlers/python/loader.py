@@ -83,14 +83,16 @@ def _is_tornado_application(obj):
     return any(c.__module__ == "tornado.web" and c.__name__ == "Application" for c in type(obj).__mro__)
 
 
-def _run_file(path):
-    """Executes a file as a module, under uWSGI's name for it. An explicit
-    source loader: uWSGI executes the file whatever it is called, and
-    mod_wsgi's `.wsgi` (or no suffix at all) has no loader of its own in
-    importlib."""
-    name = "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
+def _run_file(path, name=None):
+    """Executes a file as a module, under uWSGI's name for it (or `name`).
+    An explicit source loader: uWSGI executes the file whatever it is
+    called, and mod_wsgi's `.wsgi` (or no suffix at all) has no loader of
+    its own in importlib."""
+    name = name or "uwsgi_file_" + re.sub(r"[^\w]", "_", os.path.splitext(path)[0].lstrip("/"))
     loader = importlib.machinery.SourceFileLoader(name, path)
-    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    package = [os.path.dirname(path)] if os.path.basename(path) == "__init__.py" else None
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader,
+                                                  submodule_search_locations=package)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -110,8 +112,9 @@ def import_module(target):
         return "cannot import it:\n" + "".join(traceback.format_exception(e)).rstrip()
 
 
-def load(kind, target, callable_spec):
-    """Returns (app, None) or (None, message) with the full Python error."""
+def load(kind, target, callable_spec, module_name=None):
+    """Returns (app, None) or (None, message) with the full Python error.
+    A file is run as the module `module_name` when given."""
     where = target
     try:
         if kind == "file":
@@ -122,7 +125,7 @@ def load(kind, target, callable_spec):
             directory = os.path.dirname(path)
             if directory not in sys.path:
                 sys.path.insert(0, directory)
-            module = _run_file(path)
+            module = _run_file(path, module_name)
         else:
             where = f"module {target!r}"
             module = importlib.import_module(target)
@@ -524,10 +527,14 @@ def _load_vhost_app(script, module, callable_name, file, chdir):
         target, spec = script.split(":", 1)
     spec = spec or "application"
     # Two sites may both have a "myapp" module in their own directories:
-    # load a module file from UWSGI_CHDIR by path, under a name of its own.
+    # the one in UWSGI_CHDIR is loaded by path, under its own name (as uWSGI
+    # imports it), which the site's modules keep apart from another's.
+    # (Under a made-up name, the Flask layout whose views.py does `from
+    # app import app` imported app.py a second time, and put its routes on
+    # an app nobody served: 404 everywhere.)
     if chdir:
         for candidate in (target.replace(".", "/") + ".py", target.replace(".", "/") + "/__init__.py"):
             path = os.path.join(chdir, candidate)
             if os.path.isfile(path):
-                return load("file", path, spec)
+                return load("file", path, spec, module_name=target)
     return load("module", target, spec)
