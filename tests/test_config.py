@@ -280,6 +280,19 @@ def test_the_emperor_stops_the_start_with_what_to_do_instead(tmp_path):
     assert p.returncode == 2 and f"{ini}:2: uWSGI's emperor" in p.stderr
 
 
+def test_a_uwsgi_socket_oxgate_lacks_stops_the_start(tmp_path):
+    """uWSGI's --https2 and --http-to-https were warned of as having no
+    effect, and the server started without the HTTPS port or its
+    redirect: refused now, saying what to use."""
+    p = run("--http-socket", ":0", "--https2", "addr=:8443,cert=c.pem,key=k.pem", "--check-config")
+    assert p.returncode == 2 and "'https2' opens a socket oxgate does not have" in p.stderr, p.stderr
+    assert "--https-socket" in p.stderr
+    ini = tmp_path / "redirect.ini"
+    ini.write_text("[uwsgi]\nhttp-socket = :0\nhttp-to-https = :8080\n")
+    p = run("--ini", str(ini), "--check-config")
+    assert p.returncode == 2 and f"{ini}:3: uWSGI's 'http-to-https'" in p.stderr, p.stderr
+
+
 def test_late_placeholders_and_for_blocks_read_as_uwsgi_reads_them(tmp_path):
     """A value that takes in another's, itself waiting for a name set
     later, and arithmetic on a name set later, resolve once all is read

@@ -213,8 +213,9 @@ pub fn options_markdown() -> String {
         "\n## uWSGI options not implemented yet\n\n\
          These uWSGI options are common in real configs, but oxgate does not implement\n\
          them yet. On the command line and in a config file each is reported with\n\
-         a warning and has no effect (`--strict` refuses them); `emperor` stops the\n\
-         start, with what to do instead.\n"
+         a warning and has no effect (`--strict` refuses them); `emperor`, and the\n\
+         options that open a socket oxgate lacks (`https2`, `http-to-https`), stop\n\
+         the start, with what to do instead.\n"
     );
     let list: Vec<String> = not_implemented().iter().map(|n| format!("`{n}`")).collect();
     let _ = writeln!(out, "{}", list.join(", "));

@@ -240,6 +240,17 @@ fn master_start_hook(hook: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// uWSGI options that open a listening socket of a kind oxgate lacks.
+const LISTENERS_OXGATE_LACKS: &[&str] = &[
+    "https2",
+    "http-to-https",
+    "ssl-socket",
+    "suwsgi-socket",
+    "puwsgi-socket",
+    "raw-socket",
+    "zerg-server",
+];
+
 /// Why a uWSGI option oxgate lacks stops the start instead of being warned
 /// about: passed over, it would leave the server doing something else than
 /// the file asks, silently.
@@ -252,6 +263,11 @@ fn refused_uwsgi_option(key: &str) -> Option<String> {
     if key == "emperor" || key.starts_with("emperor-") {
         return Some(format!(
             "uWSGI's emperor ('{key}') is not in oxgate: it would start no vassal. Run one oxgate for each vassal file instead; with systemd, a template unit oxgate@.service with ExecStart=/usr/bin/oxgate --ini /etc/uwsgi/vassals/%i.ini, enabled as oxgate@NAME for each (docs/migrating.md)"
+        ));
+    }
+    if LISTENERS_OXGATE_LACKS.contains(&key) {
+        return Some(format!(
+            "uWSGI's '{key}' opens a socket oxgate does not have: the server would start without it, and refuse its clients. For HTTPS, use --https-socket ADDR,CERT,KEY (docs/tls-http2.md); a redirect from HTTP to HTTPS belongs to the web server in front (nginx: return 301 https://$host$request_uri;)"
         ));
     }
     if super::uwsgi_names::is_confinement_option(key) {
