@@ -37,7 +37,7 @@ pub struct TlsListener {
 /// names none). Words of OpenSSL's cipher-string language (`HIGH`,
 /// `!aNULL`) mean nothing to rustls, whose suites are all modern: they are
 /// left out, with a warning.
-fn provider(ciphers: &str, socket: &str) -> CryptoProvider {
+fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
     let mut provider = rustls::crypto::ring::default_provider();
     let words: Vec<&str> = ciphers
         .split(':')
@@ -45,7 +45,7 @@ fn provider(ciphers: &str, socket: &str) -> CryptoProvider {
         .filter(|w| !w.is_empty())
         .collect();
     if words.is_empty() {
-        return provider;
+        return Ok(provider);
     }
     let name_of = |w: &str| {
         TLS_SUITES
@@ -69,6 +69,25 @@ fn provider(ciphers: &str, socket: &str) -> CryptoProvider {
         .filter(|(_, n)| !known(n))
         .map(|(w, _)| *w)
         .collect();
+    // Suite names only, none of them known (a typo, a suite rustls lacks):
+    // refused, as OpenSSL refuses a list that selects no cipher, rather
+    // than every suite offered in its place. Lists of OpenSSL's keywords
+    // (HIGH, !aNULL, ECDHE+AESGCM) still mean "the modern ones".
+    let suite_like = |w: &str| {
+        (w.contains('-') || w.starts_with("TLS_"))
+            && !w.starts_with(['!', '-', '+', '@'])
+            && !w.contains('+')
+    };
+    if unknown.len() == words.len() && words.iter().all(|w| suite_like(w)) {
+        return Err(format!(
+            "no cipher suite in {ciphers:?} is one rustls has (a typo, or a suite too old to offer); name suites from: {}",
+            TLS_SUITES
+                .iter()
+                .map(|(openssl, _, _)| *openssl)
+                .collect::<Vec<_>>()
+                .join(":")
+        ));
+    }
     if !unknown.is_empty() {
         crate::say!(
             "oxgate: warning: --https-socket {socket}: {} in the cipher list: not suites rustls has (OpenSSL's cipher-string words are not read: every suite rustls offers is a modern one)",
@@ -88,7 +107,7 @@ fn provider(ciphers: &str, socket: &str) -> CryptoProvider {
                 || wanted.contains(&format!("{:?}", s.suite()))
         });
     }
-    provider
+    Ok(provider)
 }
 
 /// A PEM reading error as words: rustls's own shows marker names as byte
@@ -135,7 +154,7 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, St
 /// reason, before a client finds out.
 fn listener(sock: &HttpsSocket, opts: &TlsHttp2) -> Result<TlsListener, String> {
     let fail = |e: String| format!("--https-socket {}: {e}", sock.addr);
-    let provider = Arc::new(provider(&sock.ciphers, &sock.addr));
+    let provider = Arc::new(provider(&sock.ciphers, &sock.addr).map_err(fail)?);
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
         &[&rustls::version::TLS13]
     } else {
@@ -834,7 +853,7 @@ mod tests {
 
     #[test]
     fn openssl_and_rustls_suite_names_both_select_suites() {
-        let p = provider("ECDHE-RSA-AES128-GCM-SHA256:TLS13_AES_256_GCM_SHA384", "t");
+        let p = provider("ECDHE-RSA-AES128-GCM-SHA256:TLS13_AES_256_GCM_SHA384", "t").unwrap();
         // Every suite rustls has is in the table of names.
         for s in rustls::crypto::ring::default_provider().cipher_suites {
             let name = format!("{:?}", s.suite());
@@ -857,8 +876,28 @@ mod tests {
         );
         // Only OpenSSL's cipher-string words: every suite stays.
         let all = rustls::crypto::ring::default_provider().cipher_suites.len();
-        assert_eq!(provider("HIGH:!aNULL", "t").cipher_suites.len(), all);
-        assert_eq!(provider("", "t").cipher_suites.len(), all);
+        assert_eq!(
+            provider("HIGH:!aNULL", "t").unwrap().cipher_suites.len(),
+            all
+        );
+        assert_eq!(provider("", "t").unwrap().cipher_suites.len(), all);
+        // Suite names, none usable: refused, as OpenSSL refuses them.
+        for typo in [
+            "ECDHE-RSA-AES128-GCM-SHA265",
+            "DES-CBC3-SHA",
+            "TLS_AES_256_GCM_SHA385",
+        ] {
+            let e = provider(typo, "t").unwrap_err();
+            assert!(e.contains("ECDHE-RSA-AES128-GCM-SHA256"), "{e}");
+        }
+        // One usable among typos: the usable one, with a warning.
+        assert!(
+            provider(
+                "ECDHE-RSA-AES128-GCM-SHA265:ECDHE-RSA-AES128-GCM-SHA256",
+                "t"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
