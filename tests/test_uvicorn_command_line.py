@@ -52,6 +52,16 @@ def test_help_lists_uvicorns_options_as_oxgate_reads_them():
     assert "--http VALUE: oxgate has its own HTTP and WebSocket" in p.stdout and "  --ws VALUE\n" in p.stdout
 
 
+def test_http2_is_served_only_with_uvicorns_http2_flag():
+    """uvicorn serves HTTP/1.1 alone unless --http2 is given; oxgate
+    offered h2 in ALPN and h2c to every `oxgate uvicorn` (the app saw
+    http_version "2" where uvicorn's saw "1.1")."""
+    p = oxgate("uvicorn", "main:app", "--print-config")
+    assert p.returncode == 0 and ("http2-off", "true") in settings(p.stdout), p.stdout
+    p = oxgate("uvicorn", "main:app", "--http2", "--print-config")
+    assert p.returncode == 0 and ("http2-off", "true") not in settings(p.stdout), p.stdout
+
+
 def test_print_config_maps_uvicorns_options(tmp_path):
     (tmp_path / ".env").write_text("# deploy\nexport SECRET=s3\nNAME=\"two words\"\n")
     p = oxgate("uvicorn", "main:create_app", "--factory", "--uds", str(tmp_path / "a.sock"), "--workers", "3",

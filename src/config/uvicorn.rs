@@ -101,13 +101,7 @@ static OPTIONS: &[UvicornOption] = &[
     u("--workers", Value, Maps),
     u("--loop", Value, Maps),
     u("--http", Value, OWN_PROTOCOLS),
-    u(
-        "--http2",
-        ON,
-        Ignored(
-            "oxgate serves HTTP/2 unasked: over TLS when ALPN picks it, and h2c with prior knowledge",
-        ),
-    ),
+    u("--http2", ON, Maps),
     u("--ws", Value, Maps),
     u("--ws-max-size", Value, Maps),
     u(
@@ -609,6 +603,11 @@ fn translate(
         None => push(&opt::BUFFER_SIZE, "65536".into(), &default),
     }
     push(&opt::LIMIT_REQUEST_FIELDS, "0".into(), &default);
+    // uvicorn serves HTTP/1.1 alone unless --http2 is given: no h2 in
+    // ALPN, no h2c (as Gunicorn mode follows Gunicorn's "h1" default).
+    if last("--http2").as_deref() != Some("true") {
+        push(&opt::HTTP2_OFF, "true".into(), &default);
+    }
     // uvicorn closes a connection 5 s after its last response.
     match last("--timeout-keep-alive") {
         Some(v) => push(&opt::KEEPALIVE_TIMEOUT, v, &origin),
