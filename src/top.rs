@@ -25,12 +25,15 @@ pub fn fetch(addr: &str) -> Result<Value, String> {
         let mut s = std::net::TcpStream::connect(host).map_err(io)?;
         s.set_read_timeout(Some(Duration::from_secs(3)))
             .map_err(io)?;
-        write!(
-            s,
-            "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(io)?;
+        // In one write, and read whatever that write met: uWSGI's stats
+        // server answers as soon as it accepts, and closes, so the rest
+        // of a request written in pieces met a closed socket (EPIPE).
+        let request = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let written = s.write_all(request.as_bytes());
         s.read_to_end(&mut raw).map_err(io)?;
+        if raw.is_empty() {
+            written.map_err(io)?;
+        }
         let at = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

@@ -93,6 +93,31 @@ def test_stats_json_and_the_running_request(serve):
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(VENV_BIN, "uwsgi")), reason="uWSGI is not in the venv")
+def test_oxgate_top_reads_a_real_uwsgis_stats_over_http(tmp_path):
+    """uWSGI's --stats-http answers as soon as it accepts, and closes: the
+    request oxgate top wrote in three pieces met a closed socket (Broken
+    pipe, or a reset) about every other time. Read each time now (to the
+    point where top asks for a terminal, which it has not here)."""
+    up, us = free_port(), free_port()
+    uw = subprocess.Popen([os.path.join(VENV_BIN, "uwsgi"), "--http-socket", f"127.0.0.1:{up}", "--wsgi-file",
+                           LOGGED, "--master", "--stats", f"127.0.0.1:{us}", "--stats-http", "--disable-logging"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: listens(us), what="uWSGI's stats")
+        for _ in range(10):
+            p = subprocess.run([BIN, "top", f"http://127.0.0.1:{us}"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=10)
+            assert "a terminal is needed" in p.stderr, p.stderr
+    finally:
+        uw.send_signal(signal.SIGINT)  # (SIGTERM reloads uWSGI)
+        try:
+            uw.wait(10)
+        except subprocess.TimeoutExpired:
+            uw.kill()
+            uw.wait()
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(VENV_BIN, "uwsgi")), reason="uWSGI is not in the venv")
 def test_stats_keys_match_a_real_uwsgi(serve, tmp_path):
     """The same app under the real uWSGI: every key it reports (top level,
     socket, worker, app, core) is in oxgate's document too, with the same type."""
