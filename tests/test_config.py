@@ -330,6 +330,9 @@ def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     p = run(str(f), "--check-config", "--strict")
     assert p.returncode == 2
     assert "my_var" in p.stderr and "vaccum" in p.stderr
+    # The refusal says it is --strict's (it said "it has no effect", then
+    # the start failed).
+    assert f"{f}:5: uWSGI option 'cheaper' is not implemented in oxgate yet (--strict refuses it" in p.stderr
     # On the command line as in a file: a warning, its value (if any) taken
     # with it; a word that is an option is not taken for its value.
     p = run("--http-socket", ":1", "--cheaper", "2", "--module", "m", "--thunder-lock", "--check-config")

@@ -82,10 +82,17 @@ impl Loaded {
             let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str())
                 || super::uwsgi_names::is_uwsgi_option(&e.key)
             {
-                Some(format!(
-                    "{}: uWSGI option '{}' is not implemented in oxgate yet; it has no effect",
-                    e.origin, e.key
-                ))
+                Some(if strict {
+                    format!(
+                        "{}: uWSGI option '{}' is not implemented in oxgate yet (--strict refuses it; without --strict it is warned of and has no effect)",
+                        e.origin, e.key
+                    )
+                } else {
+                    format!(
+                        "{}: uWSGI option '{}' is not implemented in oxgate yet; it has no effect",
+                        e.origin, e.key
+                    )
+                })
             } else {
                 defs::suggest(&e.key).map(|s| {
                     format!(
