@@ -318,9 +318,16 @@ backend app
 
 
 def test_a_proxy_header_from_a_peer_not_allowed_is_not_believed(serve):
+    """Refused 403 with a line naming --proxy-allow-from, as Gunicorn says
+    "Proxy request from ... not allowed": read as a request, it was a 400
+    for an "invalid HTTP version" (a uWSGI ini with HAProxy on another
+    host, uWSGI believing any peer, got that on every request)."""
     s = serve("--wsgi-file", str(APPS / "validated.py"), "--proxy-protocol", "--proxy-allow-from", "10.0.0.0/8")
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
         c.sendall(b"PROXY TCP4 203.0.113.7 10.0.0.1 4242 80\r\nGET /env HTTP/1.1\r\nHost: x\r\n\r\n")
         out = c.recv(65536)
-    assert out.startswith(b"HTTP/1.1 400 ")  # read as a (bad) request line
+    assert out.startswith(b"HTTP/1.1 403 "), out
     assert b"203.0.113.7" not in out
+    s.wait_log("a PROXY header from 127.0.0.1, which --proxy-allow-from does not list")
+    # A plain request from that peer is served.
+    assert requests.get(s.url + "/env", timeout=10).status_code == 200

@@ -141,6 +141,29 @@ pub async fn serve_connection<S: Peek>(
             // No header, no request: the head timeout, or a stop.
             None => return,
         }
+    } else if settings.proxy_protocol.is_some()
+        && before_a_request(
+            super::proxy_header::ProxyProtocol::starts_with_header(&stream),
+            settings.head_timeout,
+            &shutdown,
+        )
+        .await
+            == Some(true)
+    {
+        // As Gunicorn refuses it: read as a request, it was a 400 for an
+        // "invalid HTTP version", which named neither PROXY nor the list.
+        let peer = info
+            .peer_addr()
+            .map_or_else(|| "?".to_string(), |p| p.ip().to_string());
+        crate::say!(
+            "oxgate: a PROXY header from {peer}, which --proxy-allow-from does not list: refused (add the balancer's address to --proxy-allow-from)"
+        );
+        return refuse(
+            stream,
+            "403 Forbidden",
+            "PROXY header from a peer not allowed\n",
+        )
+        .await;
     }
     if let Some(tls) = settings.tls.clone() {
         // Boxed, as HTTP/2 below: the task of every connection is as

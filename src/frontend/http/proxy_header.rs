@@ -35,6 +35,38 @@ impl ProxyProtocol {
         peer.is_none_or(|p| self.allow.iter().any(|t| t.contains(p.ip())))
     }
 
+    /// Whether the connection starts with what begins a PROXY header
+    /// (a peer's whose header is not believed: said, rather than taken for
+    /// a malformed request).
+    pub async fn starts_with_header<S: Peek>(stream: &S) -> bool {
+        let mut buf = [0u8; 12];
+        loop {
+            if stream.readable().await.is_err() {
+                return false;
+            }
+            let n = match recv(
+                stream.as_raw_fd(),
+                &mut buf,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            };
+            let seen = &buf[..n];
+            if seen.starts_with(V1_PREFIX) || seen.starts_with(V2_SIGNATURE) {
+                return true;
+            }
+            let may_be = |sig: &[u8]| sig.starts_with(&seen[..n.min(sig.len())]);
+            if !may_be(V1_PREFIX) && !may_be(V2_SIGNATURE) {
+                return false;
+            }
+            // A few bytes that may yet be one: more.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Reads the header, if the connection starts with one: the client's
     /// address it names (`None` for a header without one: LOCAL, UNKNOWN,
     /// or a unix client). Bytes that do not start a header are left alone:
