@@ -187,7 +187,12 @@ fn bind_failure_hint(addr: &Address, kind: std::io::ErrorKind) -> &'static str {
 }
 
 /// Binds an address, with messages that say what to do when it fails.
-pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String> {
+pub fn bind(
+    addr: &Address,
+    backlog: i32,
+    chmod: u32,
+    reuse_port: bool,
+) -> Result<Listener, String> {
     let fail = |e: std::io::Error| {
         let hint = bind_failure_hint(addr, e.kind());
         format!("cannot listen on {addr}: {e}{hint}")
@@ -202,6 +207,9 @@ pub fn bind(addr: &Address, backlog: i32, chmod: u32) -> Result<Listener, String
             let socket =
                 socket2::Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(fail)?;
             socket.set_reuse_address(true).map_err(fail)?;
+            if reuse_port {
+                socket.set_reuse_port(true).map_err(fail)?;
+            }
             if sa.is_ipv6() {
                 let _ = socket.set_only_v6(false);
             }
@@ -451,12 +459,17 @@ mod tests {
 
     #[test]
     fn address_in_use_is_explained() {
-        let a = bind(&parse("127.0.0.1:0").unwrap(), 16, 0o660).unwrap();
+        let a = bind(&parse("127.0.0.1:0").unwrap(), 16, 0o660, false).unwrap();
         let Listener::Tcp(l) = a else { panic!() };
         let port = l.local_addr().unwrap().port();
-        let err = bind(&parse(&format!("127.0.0.1:{port}")).unwrap(), 16, 0o660)
-            .err()
-            .unwrap();
+        let err = bind(
+            &parse(&format!("127.0.0.1:{port}")).unwrap(),
+            16,
+            0o660,
+            false,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("in use"), "{err}");
         assert!(err.contains("another server"), "{err}");
     }

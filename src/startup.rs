@@ -273,7 +273,7 @@ pub fn run(cfg: Config) -> Result<(), Failure> {
         }
         let listener = match addr {
             Address::Fd(n) => listen::adopt_inherited(n).map(|(_, l)| l),
-            _ => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket),
+            _ => listen::bind(&addr, cfg.listen_backlog, cfg.chmod_socket, cfg.reuse_port),
         };
         // A socket newly named in a reload's configuration that cannot be
         // bound leaves the others served.

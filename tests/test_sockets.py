@@ -81,6 +81,27 @@ def test_port_0_is_said_as_the_port_the_kernel_picked(serve):
     wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/env", timeout=20).status_code == 200, what="a 200")
 
 
+def test_reuse_port_lets_two_servers_share_a_port(serve, tmp_path):
+    """Gunicorn's and uWSGI's --reuse-port (SO_REUSEPORT): a second
+    instance on the same address (a blue/green twin, systemd template
+    units) starts and takes its share. It was refused "Address already in
+    use"; without the flag it still is."""
+    first = serve("--reuse-port", "--wsgi-file", str(APPS / "procs.py"), "--processes", "1")
+    second = subprocess.Popen([BIN, "gunicorn", "-b", f"127.0.0.1:{first.port}", "--reuse-port", "-w", "1",
+                               "--chdir", str(APPS), "procs:application"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def both_serve():
+            assert second.poll() is None, second.stderr.read()
+            return len({fresh(f"{first.url}/").text.split()[0] for _ in range(20)}) == 2
+        wait_for(both_serve, what="both servers taking connections")
+        code, err = run_fail("--http-socket", f"127.0.0.1:{first.port}", "--wsgi-file", str(APPS / "procs.py"))
+        assert code != 0 and "already in use" in err
+    finally:
+        second.terminate()
+        second.wait(20)
+
+
 def test_address_errors(serve):
     s = serve("--wsgi-file", str(APPS / "validated.py"))
     code, err = run_fail("--http-socket", f"127.0.0.1:{s.port}", "--wsgi-file", str(APPS / "validated.py"))

@@ -23,6 +23,7 @@ complete -c oxgate -l protocol -x -d 'The protocol of --socket: uwsgi, http, scg
 complete -c oxgate -l socket-protocol -x -d 'The protocol of --socket: uwsgi, http, scgi or fastcgi'
 complete -c oxgate -l bind -x -d 'Gunicorn\'s spelling of --http-socket'
 complete -c oxgate -l listen -x -d 'Backlog of each listening socket (the kernel caps it at net.core.somaxconn)'
+complete -c oxgate -l reuse-port -d 'Bind TCP sockets with SO_REUSEPORT, so that another server (a second instance, a blue/green twin) may listen on the same address and share its connections'
 complete -c oxgate -l chmod-socket -d 'Permissions of unix sockets, octal; 666 when given without a value'
 complete -c oxgate -l chmod -d 'Permissions of unix sockets, octal; 666 when given without a value'
 complete -c oxgate -l wsgi-file -r -F -d 'Load the WSGI callable from a Python file'

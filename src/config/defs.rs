@@ -256,6 +256,8 @@ options! {
         .value("N")
         .defaults_to("1024")
         .help("Backlog of each listening socket (the kernel caps it at net.core.somaxconn)."),
+    REUSE_PORT = OptDef::new("reuse-port", Flag, Sockets)
+        .help("Bind TCP sockets with SO_REUSEPORT, so that another server (a second instance, a blue/green twin) may listen on the same address and share its connections. A reload needs none: the workers share the master's sockets, which a reload keeps."),
     CHMOD_SOCKET = OptDef::new("chmod-socket", FlagOrStr, Sockets)
         .aliases(&["chmod"])
         .short('C')

@@ -346,12 +346,7 @@ static SETTINGS: &[GunicornSetting] = &[
         Switch,
         Ignored("oxgate decides on sendfile itself"),
     ),
-    g(
-        "reuse_port",
-        &["--reuse-port"],
-        Switch,
-        Ignored("oxgate's workers share the master's sockets, which a reload keeps"),
-    ),
+    g("reuse_port", &["--reuse-port"], Switch, Maps),
     g("chdir", &["--chdir"], Value, Maps),
     g("daemon", &["-D", "--daemon"], Switch, Maps),
     g("raw_env", &["-e", "--env"], Append, Maps),
@@ -1455,6 +1450,9 @@ fn translate(
         push(&opt::LOG_LEVEL, level, &given["loglevel"].origin);
     }
 
+    if truthy("reuse_port") {
+        push(&opt::REUSE_PORT, "true".into(), &given["reuse_port"].origin);
+    }
     if truthy("daemon") {
         let origin = &given["daemon"].origin;
         let log = errorlog

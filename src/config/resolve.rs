@@ -898,6 +898,7 @@ pub fn resolve(settings: &[Setting]) -> Result<Action, ConfigError> {
             Protocol::Http
         },
         listen_backlog: r.positive(&opt::LISTEN)?.min(i64::from(i32::MAX)) as i32,
+        reuse_port: r.flag(&opt::REUSE_PORT)?,
         chmod_socket,
         app,
         mounts,

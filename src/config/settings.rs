@@ -283,6 +283,8 @@ pub struct Config {
     /// such a socket as its default socket); HTTP otherwise.
     pub activated_protocol: crate::listen::Protocol,
     pub listen_backlog: i32,
+    /// `--reuse-port`: TCP sockets bound with SO_REUSEPORT.
+    pub reuse_port: bool,
     /// Permissions of unix sockets (0660 unless --chmod-socket says).
     pub chmod_socket: u32,
     /// The default app (`--wsgi-file`, `--module`); `None` when only

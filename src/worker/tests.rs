@@ -74,7 +74,7 @@ fn start() -> Vec<(Protocol, u16)> {
     let mut ports = Vec::new();
     for protocol in Protocol::ALL {
         let addr = Address::Tcp("127.0.0.1:0".parse().unwrap());
-        let listener = crate::listen::bind(&addr, 64, 0o660).unwrap();
+        let listener = crate::listen::bind(&addr, 64, 0o660, false).unwrap();
         let port = match &listener {
             crate::listen::Listener::Tcp(l) => l.local_addr().unwrap().port(),
             _ => unreachable!(),

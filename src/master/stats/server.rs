@@ -134,9 +134,8 @@ impl Stats {
                 .and_then(|(_, fd)| adopt(fd, addr, &parsed));
             let listener = match adopted {
                 Some(l) => l,
-                None => {
-                    listen::bind(&parsed, 64, 0o660).map_err(|e| format!("stats server: {e}"))?
-                }
+                None => listen::bind(&parsed, 64, 0o660, false)
+                    .map_err(|e| format!("stats server: {e}"))?,
             };
             // (Not the metrics: counters alone, no request or client,
             // scraped from other hosts by design.)
