@@ -488,24 +488,32 @@ def test_systemd_status_and_watchdog(tmp_path):
             proc.kill()
 
 
-def test_the_watchdog_is_fed_while_a_reload_loads_the_app(tmp_path):
-    """systemd keeps WatchdogSec= armed through a reload, and only
-    WATCHDOG=1 resets it: the re-executed master feeds it while the new
-    code imports (3 s here, with a 2 s watchdog). Nothing did, and systemd
-    killed a service whose old workers served on."""
+def under_systemd_with_an_app_that(tmp_path, flag, then, **env):
+    """oxgate run as a Type=notify unit (with `env`), one worker, serving
+    an app that runs `then` at import while the file `flag` exists beside
+    it; the notify socket it writes to, and the process."""
     (tmp_path / "app.py").write_text(
         "import os, time\n"
-        "if os.path.exists(os.path.join(os.path.dirname(__file__), 'slow')):\n"
-        "    time.sleep(3)\n"
+        f"if os.path.exists(os.path.join(os.path.dirname(__file__), {flag!r})):\n"
+        f"    {then}\n"
         "def application(environ, start_response):\n"
         "    start_response('200 OK', [])\n"
         "    return [b'ok']\n")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(20)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="2000000")
     proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(tmp_path / "app.py"),
-                             "--processes", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--processes", "1"], env=dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), **env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return notify, proc
+
+
+def test_the_watchdog_is_fed_while_a_reload_loads_the_app(tmp_path):
+    """systemd keeps WatchdogSec= armed through a reload, and only
+    WATCHDOG=1 resets it: the re-executed master feeds it while the new
+    code imports (3 s here, with a 2 s watchdog). Nothing did, and systemd
+    killed a service whose old workers served on."""
+    notify, proc = under_systemd_with_an_app_that(tmp_path, "slow", "time.sleep(3)", WATCHDOG_USEC="2000000")
     try:
         next_notice(notify, "READY=1")
         (tmp_path / "slow").touch()
@@ -526,19 +534,7 @@ def test_systemctl_status_says_the_last_reload_failed(tmp_path):
     """A reload whose new code fails to import leaves the old workers
     serving the old code: STATUS= says so until a reload succeeds, as the
     log line that said it scrolls away."""
-    (tmp_path / "app.py").write_text(
-        "import os\n"
-        "if os.path.exists(os.path.join(os.path.dirname(__file__), 'broken')):\n"
-        "    raise ImportError('a typo in the new code')\n"
-        "def application(environ, start_response):\n"
-        "    start_response('200 OK', [])\n"
-        "    return [b'ok']\n")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(20)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
-    proc = subprocess.Popen([BIN, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(tmp_path / "app.py"),
-                             "--processes", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    notify, proc = under_systemd_with_an_app_that(tmp_path, "broken", "raise ImportError('a typo in the new code')")
     try:
         first = next_notice(notify, "STATUS=")
         assert "reload failed" not in first, first
