@@ -349,12 +349,12 @@ def test_unknown_keys_warn_and_strict_refuses(tmp_path):
     # Such an option's value is taken as uWSGI's getopt takes it (its option
     # tables): a flag never takes the next word (here the app), a required
     # value always does, an optional one only as --name=value.
-    p = run("--http-socket", ":1", "--honour-stdin", "app:app", "--spooler", "my dir", "--reuse-port",
+    p = run("--http-socket", ":1", "--honour-stdin", "app:app", "--spooler", "my dir", "--cheap",
             "--http-keepalive", "--print-config")
     assert p.returncode == 0, p.stderr
     shown = [line.split("    #")[0] for line in p.stdout.splitlines() if not line.startswith("#")]
     assert "module = app:app" in shown, p.stdout
-    for name in ("honour-stdin", "spooler", "reuse-port"):
+    for name in ("honour-stdin", "spooler", "cheap"):
         assert f"command line: uWSGI option '{name}' is not implemented in oxgate yet" in p.stderr, name
     # (Keep-alive is always on: uWSGI's option for it is taken in silence.)
     assert "http-keepalive" not in p.stderr, p.stderr

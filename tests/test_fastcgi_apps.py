@@ -1092,6 +1092,22 @@ def test_a_job_a_script_left_in_the_background_outlives_its_php_process(serve, s
 
 
 @needs_php
+@pytest.mark.parametrize("wrapper", ["timeout 3600"])
+def test_php_cgi_behind_a_wrapper_leaves_no_process_when_stopped(serve, site, wrapper):
+    """`timeout` forks php-cgi, whose own setsid() then makes it lead a
+    group of its own: stopping the pool process (the wrapper) must stop
+    php-cgi's serving child too. It was left orphaned, serving on, at each
+    idle stop."""
+    (site / "pid.php").write_text("<?php echo getmypid();")
+    s = serve("--fastcgi-app", f"{wrapper} php-cgi", "--fastcgi-app-docroot", str(site),
+              "--fastcgi-app-pm", "ondemand", "--fastcgi-app-idle-timeout", "1", "--fastcgi-app-processes", "1",
+              "--processes", "1")
+    child = int(requests.get(f"{s.url}/pid.php", timeout=20).text)
+    s.wait_log("idle")
+    wait_for(lambda: not alive(child), what="php-cgi's serving child to be stopped")
+
+
+@needs_php
 def test_a_full_pool_is_said_in_the_log_as_php_fpm_says_it(serve, site):
     """php-fpm's "server reached pm.max_children setting, consider raising
     it", the line pools are sized by: requests queued in silence, counted

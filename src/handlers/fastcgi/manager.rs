@@ -216,10 +216,9 @@ impl Manager<'_> {
                     self.spec.name,
                     self.shared.addrs[i]
                 );
-                self.shared
-                    .header()
-                    .start_failing
-                    .store(0, Ordering::Release);
+                // (Not "starting" again until it has shown it lives:
+                // `tick`. Cleared here, --health-path read 200 after every
+                // start of a command that fails at once.)
                 let tx = self.ended.0.clone();
                 tokio::spawn(async move {
                     let status = child.wait().await;
@@ -329,6 +328,20 @@ impl Manager<'_> {
     fn tick(&mut self, min_spare: usize, max_spare: usize) {
         let now = Instant::now();
         self.say_if_full(now);
+        // Starting again, once a process has outlived a quick death or
+        // served a request.
+        let lives = (0..self.rows.len()).any(|i| {
+            let row = self.shared.row(i);
+            row.pid.load(Ordering::Acquire) != 0
+                && (row.requests.load(Ordering::Relaxed) > 0
+                    || self.rows[i].started.is_some_and(|t| now - t >= QUICK_DEATH))
+        });
+        if lives {
+            self.shared
+                .header()
+                .start_failing
+                .store(0, Ordering::Release);
+        }
         for i in 0..self.rows.len() {
             if self.rows[i].start_at.is_some_and(|t| t <= now) {
                 self.start(i);
@@ -442,7 +455,7 @@ impl Manager<'_> {
             self.rows[i].start_at = None;
             let pid = self.shared.row(i).pid.load(Ordering::Acquire);
             if pid != 0 {
-                stopped.push((pid, stop_process(pid, self.spec.stop_signal())));
+                stopped.push(stop_process(pid, self.spec.stop_signal()));
             }
         }
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -452,15 +465,12 @@ impl Manager<'_> {
                 _ => break,
             }
         }
-        while stopped
-            .iter()
-            .any(|(pid, children)| children_running(*pid, children))
-            && Instant::now() < deadline
+        while stopped.iter().any(|children| children_running(children)) && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for (pid, children) in &stopped {
-            kill_children_left(*pid, children);
+        for children in &stopped {
+            kill_children_left(children);
         }
     }
 
@@ -581,24 +591,22 @@ pub fn stop_now(spec: &PoolSpec, shared: &Shared) {
         .map(|i| shared.row(i).pid.swap(0, Ordering::AcqRel))
         .filter(|&p| p > 0)
         .collect();
-    let stopped: Vec<(i32, Vec<i32>)> = pids
+    let stopped: Vec<_> = pids
         .iter()
-        .map(|&pid| (pid, stop_process(pid, spec.stop_signal())))
+        .map(|&pid| stop_process(pid, spec.stop_signal()))
         .collect();
     for &pid in &pids {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     }
     // A second for their children to end, then they are killed.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    while stopped
-        .iter()
-        .any(|(pid, children)| children_running(*pid, children))
+    while stopped.iter().any(|children| children_running(children))
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
     }
-    for (pid, children) in &stopped {
-        kill_children_left(*pid, children);
+    for children in &stopped {
+        kill_children_left(children);
     }
     let _ = std::fs::remove_dir_all(&shared.dir);
 }

@@ -983,7 +983,31 @@ const HOLD_STILL_WITHIN: std::time::Duration = std::time::Duration::from_millis(
 /// while they are listed), its children are listed, and it is killed; its
 /// children are sent `children_signal` (SIGTERM: php-cgi's child ends
 /// after the request it serves). Returns them.
-pub(super) fn stop_process(pid: i32, children_signal: nix::sys::signal::Signal) -> Vec<i32> {
+pub(super) fn stop_process(
+    pid: i32,
+    children_signal: nix::sys::signal::Signal,
+) -> Vec<StoppedChild> {
+    stop_process_within(pid, children_signal, WRAPPED_DEPTH)
+}
+
+/// A child `stop_process` signalled: its pid, and the process group it
+/// was in then (a pid reused since is in another).
+#[derive(Clone, Copy)]
+pub(super) struct StoppedChild {
+    pid: i32,
+    group: i32,
+}
+
+/// How many processes deep a pool's command may start php-cgi: a wrapper
+/// that forks (`timeout`, `runuser`) starts it as a child, and php-cgi
+/// that forks then leads a group of its own (its `setsid()` works there).
+const WRAPPED_DEPTH: u32 = 3;
+
+fn stop_process_within(
+    pid: i32,
+    children_signal: nix::sys::signal::Signal,
+    depth: u32,
+) -> Vec<StoppedChild> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     if pid <= 0 || kill(Pid::from_raw(pid), Signal::SIGSTOP).is_err() {
@@ -996,19 +1020,32 @@ pub(super) fn stop_process(pid: i32, children_signal: nix::sys::signal::Signal) 
     }
     let children = crate::sys::procfs::children_of(pid);
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let mut stopped = Vec::new();
     for &child in &children {
-        let _ = kill(Pid::from_raw(child), children_signal);
+        // A child leading a group of its own is a process that serves
+        // (php-cgi behind a wrapper that forks): stopped the same way,
+        // with its own children, which would serve on orphaned.
+        match crate::sys::procfs::live_group_of(child) {
+            Some(group) if group == child && depth > 0 => {
+                stopped.extend(stop_process_within(child, children_signal, depth - 1));
+            }
+            Some(group) => {
+                let _ = kill(Pid::from_raw(child), children_signal);
+                stopped.push(StoppedChild { pid: child, group });
+            }
+            None => {}
+        }
     }
-    children
+    stopped
 }
 
 /// Kills those of a stopped pool process's children (`stop_process`) that
-/// are still running in its group (a pid reused since is in another).
-pub(super) fn kill_children_left(group: i32, children: &[i32]) {
-    for &child in children {
-        if crate::sys::procfs::live_group_of(child) == Some(group) {
+/// are still running.
+pub(super) fn kill_children_left(children: &[StoppedChild]) {
+    for c in children {
+        if crate::sys::procfs::live_group_of(c.pid) == Some(c.group) {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child),
+                nix::unistd::Pid::from_raw(c.pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
@@ -1016,10 +1053,10 @@ pub(super) fn kill_children_left(group: i32, children: &[i32]) {
 }
 
 /// Whether any of a stopped pool process's children still runs.
-pub(super) fn children_running(group: i32, children: &[i32]) -> bool {
+pub(super) fn children_running(children: &[StoppedChild]) -> bool {
     children
         .iter()
-        .any(|&c| crate::sys::procfs::live_group_of(c) == Some(group))
+        .any(|c| crate::sys::procfs::live_group_of(c.pid) == Some(c.group))
 }
 
 /// Stops a pool process and its serving children at once (a timeout, a
