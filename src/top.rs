@@ -30,9 +30,12 @@ pub fn fetch(addr: &str) -> Result<Value, String> {
         // of a request written in pieces met a closed socket (EPIPE).
         let request = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let written = s.write_all(request.as_bytes());
-        s.read_to_end(&mut raw).map_err(io)?;
+        // A server that closes with the rest of the request unread resets
+        // the connection after its answer: what came is kept.
+        let read = s.read_to_end(&mut raw);
         if raw.is_empty() {
             written.map_err(io)?;
+            read.map_err(io)?;
         }
         let at = raw
             .windows(4)

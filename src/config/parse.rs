@@ -273,8 +273,20 @@ fn refused_uwsgi_option(key: &str) -> Option<String> {
         ));
     }
     if LISTENERS_OXGATE_LACKS.contains(&key) {
+        let instead = match key {
+            "https2" | "ssl-socket" => {
+                "for HTTPS, use --https-socket ADDR,CERT,KEY (docs/tls-http2.md)"
+            }
+            "http-to-https" => {
+                "a redirect from HTTP to HTTPS belongs to the web server in front (nginx: return 301 https://$host$request_uri;)"
+            }
+            "puwsgi-socket" => "for the uwsgi protocol, use --socket",
+            _ => {
+                "oxgate's sockets are --http-socket, --https-socket, --socket (uwsgi), --fastcgi-socket and --scgi-socket"
+            }
+        };
         return Some(format!(
-            "uWSGI's '{key}' opens a socket oxgate does not have: the server would start without it, and refuse its clients. For HTTPS, use --https-socket ADDR,CERT,KEY (docs/tls-http2.md); a redirect from HTTP to HTTPS belongs to the web server in front (nginx: return 301 https://$host$request_uri;)"
+            "uWSGI's '{key}' opens a socket oxgate does not have: the server would start without it, and refuse its clients; {instead}"
         ));
     }
     if super::uwsgi_names::is_confinement_option(key) {

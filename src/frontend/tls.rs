@@ -39,8 +39,10 @@ pub struct TlsListener {
 /// left out, with a warning.
 fn provider(ciphers: &str, socket: &str) -> Result<CryptoProvider, String> {
     let mut provider = rustls::crypto::ring::default_provider();
+    // Colons, as uWSGI and nginx write them; OpenSSL also takes commas
+    // and spaces (Python's ssl, so Gunicorn's and uvicorn's lists).
     let words: Vec<&str> = ciphers
-        .split(':')
+        .split([':', ',', ' '])
         .map(str::trim)
         .filter(|w| !w.is_empty())
         .collect();

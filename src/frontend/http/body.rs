@@ -206,24 +206,12 @@ impl Body for OxBody {
     }
 }
 
-/// Which HTTP/1.0 request a response answers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Http10 {
-    /// Not one (HTTP/1.1 or HTTP/2).
-    No,
-    Yes,
-    /// One from a reverse proxy (nginx's `proxy_pass` speaks HTTP/1.0
-    /// unless told `proxy_http_version 1.1`), which hyper answers in
-    /// HTTP/1.0 too.
-    FromProxy,
-}
-
 /// hyper's response for `resp`, its headers put in `headers` (empty).
 pub(super) fn to_hyper(
     resp: Response,
     mut headers: http::HeaderMap,
     close: bool,
-    http10: Http10,
+    http10: bool,
     conn: Finished,
 ) -> hyper::Response<OxBody> {
     // An HTTP/1.0 client's connection is kept only for a response whose
@@ -235,14 +223,15 @@ pub(super) fn to_hyper(
     // is then never.
     let unframed = matches!(resp.body, ResponseBody::Stream { .. })
         && crate::request::declared_length(&resp.headers).is_none();
-    let answer_as_10 = http10 != Http10::No && (close || unframed || says_close(&resp.headers));
-    // An event stream (SSE) to a proxy that asked in HTTP/1.0 (nginx's
-    // stock `proxy_pass`): hyper ends its body by closing, as HTTP/1.0
-    // has no chunks, and nginx holds such a body in its buffers until they
-    // fill, so the stream's events never reached the browser. uvicorn
-    // answers in chunks, which nginx passes on as they come; nginx is told
-    // instead not to buffer this response, as sse-starlette tells it.
-    let unbuffered = http10 == Http10::FromProxy
+    let answer_as_10 = http10 && (close || unframed || says_close(&resp.headers));
+    // An event stream (SSE) asked for in HTTP/1.0 (nginx's `proxy_pass`
+    // unless told `proxy_http_version 1.1`): hyper ends its body by
+    // closing, as HTTP/1.0 has no chunks, and nginx holds such a body in
+    // its buffers until they fill, so the stream's events never reached
+    // the browser. uvicorn answers in chunks, which nginx passes on as
+    // they come; nginx is told instead not to buffer this response, as
+    // sse-starlette tells it (a client that is no proxy ignores it).
+    let unbuffered = http10
         && unframed
         && is_event_stream(&resp.headers)
         && !resp

@@ -81,6 +81,23 @@ async fn refuse<S: Peek>(mut stream: S, status: &str, body: &str) {
     let _ = stream.shutdown().await;
 }
 
+/// Refuses a PROXY header from a peer `--proxy-allow-from` does not list,
+/// saying so in the log.
+async fn refuse_proxy_header<S: Peek>(stream: S, info: &ConnInfo) {
+    let peer = info
+        .peer_addr()
+        .map_or_else(|| "?".to_string(), |p| p.ip().to_string());
+    crate::say!(
+        "oxgate: a PROXY header from {peer}, which --proxy-allow-from does not list: refused (add the balancer's address to --proxy-allow-from)"
+    );
+    refuse(
+        stream,
+        "403 Forbidden",
+        "PROXY header from a peer not allowed\n",
+    )
+    .await;
+}
+
 /// How long a stop leaves an idle keep-alive connection open for a request
 /// its client may be sending.
 const NEXT_REQUEST_GRACE: Duration = Duration::from_secs(1);
@@ -141,29 +158,25 @@ pub async fn serve_connection<S: Peek>(
             // No header, no request: the head timeout, or a stop.
             None => return,
         }
-    } else if settings.proxy_protocol.is_some()
-        && before_a_request(
+    } else if settings.proxy_protocol.is_some() {
+        let header = before_a_request(
             super::proxy_header::ProxyProtocol::starts_with_header(&stream),
             settings.head_timeout,
             &shutdown,
         )
-        .await
-            == Some(true)
-    {
-        // As Gunicorn refuses it: read as a request, it was a 400 for an
-        // "invalid HTTP version", which named neither PROXY nor the list.
-        let peer = info
-            .peer_addr()
-            .map_or_else(|| "?".to_string(), |p| p.ip().to_string());
-        crate::say!(
-            "oxgate: a PROXY header from {peer}, which --proxy-allow-from does not list: refused (add the balancer's address to --proxy-allow-from)"
-        );
-        return refuse(
-            stream,
-            "403 Forbidden",
-            "PROXY header from a peer not allowed\n",
-        )
         .await;
+        match header {
+            Some(false) => {}
+            // Nothing in --socket-timeout, or a stop: closed, not given
+            // the head timeout a second time.
+            None => return,
+            Some(true) => {
+                // As Gunicorn refuses it: read as a request, it was a 400
+                // for an "invalid HTTP version", naming neither PROXY nor
+                // the list.
+                return refuse_proxy_header(stream, &info).await;
+            }
+        }
     }
     if let Some(tls) = settings.tls.clone() {
         // Boxed, as HTTP/2 below: the task of every connection is as

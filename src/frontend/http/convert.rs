@@ -59,8 +59,6 @@ pub(super) struct Headed {
     is_head: bool,
     /// An HTTP/1.0 request: see `body::to_hyper`.
     pub(super) http10: bool,
-    /// An HTTP/1.0 request from a reverse proxy: see `body::to_hyper`.
-    pub(super) http10_from_proxy: bool,
     /// hyper holds the connection for a handler that takes it over.
     pub(super) upgradable: bool,
     /// The connection can send this request 103 Early Hints.
@@ -333,7 +331,6 @@ fn convert_head_into(
         body,
         is_head: parts.method == http::Method::HEAD,
         http10: parts.version == http::Version::HTTP_10,
-        http10_from_proxy: parts.version == http::Version::HTTP_10 && from_a_proxy(&parts.headers),
         upgradable: false,
         early_hints: None,
         repeated_headers,
@@ -341,14 +338,6 @@ fn convert_head_into(
         proxied_by: info.proxied_by(),
         script_name_header,
     })
-}
-
-/// Whether a request comes through a reverse proxy: one of the headers
-/// nginx's stock `proxy_params` (and Apache's and lighttpd's proxies) add.
-fn from_a_proxy(headers: &http::HeaderMap) -> bool {
-    ["x-forwarded-for", "x-real-ip", "forwarded"]
-        .iter()
-        .any(|name| headers.contains_key(*name))
 }
 
 /// The request with its body: read ahead up to `--post-buffering` (whole,
@@ -361,7 +350,6 @@ pub(super) async fn to_request(head: Headed, settings: &HttpSettings) -> Result<
         body,
         is_head,
         http10: _,
-        http10_from_proxy: _,
         upgradable,
         early_hints,
         repeated_headers,

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::request::{EarlyHints, Response, ResponseBody};
 
-use super::body::{Http10, OxBody, to_hyper};
+use super::body::{OxBody, to_hyper};
 use super::context::{ConnCtx, Finished};
 use super::convert::{Headed, convert_head, to_request};
 use super::request_body::WireBody;
@@ -125,11 +125,7 @@ pub(super) async fn handle(
     done: Finished,
 ) -> hyper::Response<OxBody> {
     let ctx = &done.0;
-    let http10 = match &head {
-        Ok(h) if h.http10_from_proxy => Http10::FromProxy,
-        Ok(h) if h.http10 => Http10::Yes,
-        _ => Http10::No,
-    };
+    let http10 = head.as_ref().is_ok_and(|h| h.http10);
     let request = match async { to_request(head?, &ctx.settings).await }.await {
         Ok(r) => r,
         Err(resp) => return to_hyper(resp, headers, true, http10, done),
