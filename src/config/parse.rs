@@ -82,17 +82,15 @@ impl Loaded {
             let msg = if defs::UWSGI_OPTIONS.contains(&e.key.as_str())
                 || super::uwsgi_names::is_uwsgi_option(&e.key)
             {
-                Some(if strict {
-                    format!(
-                        "{}: uWSGI option '{}' is not implemented in oxgate yet (--strict refuses it; without --strict it is warned of and has no effect)",
-                        e.origin, e.key
-                    )
+                let effect = if strict {
+                    " (--strict refuses it; without --strict it is warned of and has no effect)"
                 } else {
-                    format!(
-                        "{}: uWSGI option '{}' is not implemented in oxgate yet; it has no effect",
-                        e.origin, e.key
-                    )
-                })
+                    "; it has no effect"
+                };
+                Some(format!(
+                    "{}: uWSGI option '{}' is not implemented in oxgate yet{effect}",
+                    e.origin, e.key
+                ))
             } else {
                 defs::suggest(&e.key).map(|s| {
                     format!(

@@ -49,8 +49,8 @@ pub(crate) async fn drain_input<R: AsyncRead + Unpin>(rd: &mut R, limits: DrainL
 }
 
 /// Has the heap trimmed once the connections parking (or ending, over any
-/// protocol) about now
-/// are done: their hyper buffers, freed between blocks still in use, would
+/// protocol) about now are done: their buffers, freed between blocks still
+/// in use, would
 /// otherwise stay in the worker's resident set. The trim waits for a
 /// `QUIET_AFTER` with none more (the connections of one burst park over
 /// about a second), five at most, and for `TRIM_EVERY` since the last

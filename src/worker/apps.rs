@@ -366,7 +366,7 @@ struct WithPools {
 impl HealthSource for WithPools {
     fn health(&self) -> Health {
         match self.server.health() {
-            Health::Serving if self.fastcgi.pool_failing().is_some() => Health::PoolFailing,
+            Health::Serving if self.fastcgi.a_pool_cannot_start() => Health::PoolFailing,
             health => health,
         }
     }

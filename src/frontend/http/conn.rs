@@ -187,11 +187,7 @@ pub async fn serve_connection<S: Peek>(
         ))
         .await;
     }
-    let stopped_before = *shutdown.borrow();
     let opened = before_a_request(opening(&stream), settings.head_timeout, &shutdown).await;
-    // A stop came while the connection had sent nothing: its first request
-    // (come within the grace) is answered with a close.
-    let stopped_while_opening = !stopped_before && *shutdown.borrow();
     match opened.ok_or(()) {
         Ok(Some(Opening::Http2)) if settings.http2_max_streams.is_some() => {
             let ctx = conn_ctx(info, host, settings, false, Some(stream.as_raw_fd()));
@@ -213,8 +209,10 @@ pub async fn serve_connection<S: Peek>(
         Err(()) => return,
         _ => {}
     }
+    // A stop came before the connection's first request (within the
+    // grace): that request is answered with a close.
+    let mut stopping = *shutdown.borrow();
     let mut shutdown = shutdown;
-    let mut stopping = stopped_while_opening || stopped_before;
     loop {
         let ctx = conn_ctx(info.clone(), host.clone(), settings.clone(), true, None);
         let batched = super::batch::BatchedIo::new(

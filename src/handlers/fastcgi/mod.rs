@@ -274,15 +274,14 @@ impl FastcgiApps {
         })
     }
 
-    /// The name of a pool whose processes cannot be started now (a broken
-    /// command, php.ini or extension): the server cannot serve what is
-    /// mounted there, which `--health-path` says, as php-fpm's ping page
-    /// (answered by a pool process) fails then.
-    pub fn pool_failing(&self) -> Option<&Arc<str>> {
-        self.mounts.iter().find_map(|(_, backend)| match backend {
-            Backend::Pool(pool) => pool.start_failing().then(|| pool.name()),
-            Backend::Pass(_) => None,
-        })
+    /// Whether a pool's processes cannot be started now (a broken command,
+    /// php.ini or extension): the server cannot serve what is mounted
+    /// there, which `--health-path` says, as php-fpm's ping page (answered
+    /// by a pool process) fails then.
+    pub fn a_pool_cannot_start(&self) -> bool {
+        self.mounts
+            .iter()
+            .any(|(_, backend)| matches!(backend, Backend::Pool(pool) if pool.start_failing()))
     }
 
     /// Leaves the pools, as the worker ends. Without a master, this

@@ -998,6 +998,13 @@ pub(super) struct StoppedChild {
     group: i32,
 }
 
+impl StoppedChild {
+    /// It still runs (in the group it was in: not a pid reused since).
+    fn running(self) -> bool {
+        crate::sys::procfs::live_group_of(self.pid) == Some(self.group)
+    }
+}
+
 /// How many processes deep a pool's command may start php-cgi: a wrapper
 /// that forks (`timeout`, `runuser`) starts it as a child, and php-cgi
 /// that forks then leads a group of its own (its `setsid()` works there).
@@ -1043,7 +1050,7 @@ fn stop_process_within(
 /// are still running.
 pub(super) fn kill_children_left(children: &[StoppedChild]) {
     for c in children {
-        if crate::sys::procfs::live_group_of(c.pid) == Some(c.group) {
+        if c.running() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -1054,9 +1061,7 @@ pub(super) fn kill_children_left(children: &[StoppedChild]) {
 
 /// Whether any of a stopped pool process's children still runs.
 pub(super) fn children_running(children: &[StoppedChild]) -> bool {
-    children
-        .iter()
-        .any(|c| crate::sys::procfs::live_group_of(c.pid) == Some(c.group))
+    children.iter().any(|c| c.running())
 }
 
 /// Stops a pool process and its serving children at once (a timeout, a
